@@ -1,0 +1,52 @@
+// ArchSpec: everything the one generic transformer needs to know about an architecture, as data.
+// Built in Python from a checkpoint's config (python/edgeformer/archs.py); validated here.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "edgeformer/cpu.h"
+
+namespace ef {
+
+enum class NormKind : int32_t { RMS = 0, Layer = 1 };
+enum class PosKind : int32_t { None = 0, Rotary = 1, Learned = 2, ALiBi = 3, Relative = 4 };
+enum class RopeStyle : int32_t { Half = 0, Interleaved = 1 };  // HF rotate-half, GPT-J pairs
+enum class RopeScaling : int32_t { None = 0, Linear = 1, Dynamic = 2, Llama3 = 3, Yarn = 4 };
+enum class ModelKind : int32_t { Decoder = 0, Encoder = 1, EncoderDecoder = 2 };
+
+struct RopeSpec {
+  float theta = 10000.f;
+  int32_t rotary_dim = 0;  // 0 = head_dim
+  RopeStyle style = RopeStyle::Half;
+  RopeScaling scaling = RopeScaling::None;
+  float factor = 1.f;
+  int32_t original_max_position = 0;      // llama3, yarn; dynamic uses max_position
+  float low_freq_factor = 1.f, high_freq_factor = 4.f;  // llama3
+  float beta_fast = 32.f, beta_slow = 1.f;              // yarn
+  float attention_factor = 0.f;                          // yarn: 0 = derive from factor / mscale
+  float mscale = 0.f, mscale_all_dim = 0.f;              // yarn
+  bool truncate = true;                                  // yarn
+};
+
+struct ArchSpec {
+  std::string model_type;  // "llama", "mistral", ... for messages
+  ModelKind kind = ModelKind::Decoder;
+  int32_t vocab_size = 0, hidden_size = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
+  int32_t ffn_size = 0;
+  int32_t max_position = 0;
+  NormKind norm = NormKind::RMS;
+  float norm_eps = 1e-6f;
+  Act act = Act::SiLU;
+  bool gated_mlp = true;
+  PosKind pos = PosKind::Rotary;
+  RopeSpec rope;
+  bool parallel_residual = false;  // x + attn(ln(x)) + mlp(ln(x))
+  bool attn_bias = false, attn_out_bias = false, mlp_bias = false;
+  bool tie_embeddings = false;
+  int32_t sliding_window = 0;  // 0 = none; key j visible from query i when i - j < sliding_window
+  float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
+
+  void validate() const;  // throws ValueError naming the field
+};
+
+}  // namespace ef

@@ -1,0 +1,66 @@
+// CPU features, the instruction set chosen at run time, and the table of raw-pointer kernels for it.
+// Every SIMD table has a scalar twin (the generic table, cpp/src/cpu/ref/) used as the test oracle.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "edgeformer/dtype.h"
+
+namespace ef {
+
+enum class Isa : int32_t { Generic = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
+const char* isa_name(Isa isa);
+
+struct CpuInfo {
+  std::string arch;  // "x86_64", "aarch64", ...
+  std::string vendor, brand;
+  // x86 (each already checked against the OS's saved register state via xgetbv)
+  bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512_vnni = false, avx512_bf16 = false, amx_tile = false, amx_int8 = false, amx_bf16 = false;
+  // aarch64
+  bool neon = false, dotprod = false, i8mm = false, sve = false;
+  int physical_cores = 1, logical_cores = 1;
+  std::vector<Isa> supported;  // every ISA this build has kernels for and this CPU + OS can run
+};
+
+const CpuInfo& cpu_info();
+bool isa_supported(Isa isa);
+
+enum class Act : int32_t { None = 0, ReLU = 1, SiLU = 2, GELU = 3, GELUTanh = 4 };
+
+struct KernelTable {
+  Isa isa;
+  // y[t, o] = sum_k x[t, k] * w[o, k] (+ bias[o]) for o in [o0, o1), t in [0, T).
+  // x: [T, K] row stride ldx floats; w: rows of K elements of the indexed dtype, row stride ldw elements;
+  // y: row stride ldy floats. bias may be null.
+  using MatmulFn = void (*)(const float* x, int64_t ldx, const void* w, int64_t ldw, const float* bias, float* y,
+                            int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K);
+  MatmulFn matmul[kNumFloatDTypes];
+  // dst[i] = float(src[i]) for a float dtype
+  void (*to_f32[kNumFloatDTypes])(const void* src, float* dst, int64_t n);
+  float (*dot)(const float* a, const float* b, int64_t n);
+  void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
+  void (*scale)(float* x, float a, int64_t n);                 // x *= a
+  void (*add)(float* y, const float* x, int64_t n);            // y += x
+  void (*mul)(float* y, const float* x, int64_t n);            // y *= x
+  // y = x / sqrt(mean(x^2) + eps) * w   (w may be null)
+  void (*rmsnorm)(const float* x, const float* w, float eps, float* y, int64_t n);
+  // y = (x - mean) / sqrt(var + eps) * w + b   (w, b may be null)
+  void (*layernorm)(const float* x, const float* w, const float* b, float eps, float* y, int64_t n);
+  // x = softmax(x) in place; returns nothing. Stable (max subtracted).
+  void (*softmax)(float* x, int64_t n);
+  void (*act)(Act a, float* x, int64_t n);  // in place
+  // g = act(g) * u  (the gated unit of SwiGLU / GeGLU)
+  void (*act_mul)(Act a, float* g, const float* u, int64_t n);
+};
+
+// The table for the active ISA: chosen once (best supported, or EDGEFORMER_ISA), or set_isa().
+const KernelTable& kernels();
+const KernelTable& kernels_for(Isa isa);  // throws ValueError if this build or CPU lacks it
+Isa active_isa();
+void set_isa(Isa isa);                    // throws ValueError if unsupported
+Isa parse_isa(const std::string& name);   // "generic", "avx2", "avx512", "neon"; throws ValueError
+
+}  // namespace ef

@@ -1,0 +1,93 @@
+// Element types of weights and activations, defined once (exposed to Python with py::enum_).
+// Helpers are static inline: this header is compiled into each per-ISA kernel copy, and a shared inline
+// (COMDAT) function could otherwise be taken from the AVX-512 copy.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace ef {
+
+// Float types first: kernel tables are indexed by them. Block-quantized types (issue: quantization)
+// and integer types follow.
+enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I64 = 4, U8 = 5, I8 = 6, I16 = 7, F64 = 8, BOOL = 9 };
+constexpr int kNumFloatDTypes = 3;
+
+static inline bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+static inline size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: case DType::I32: return 4;
+    case DType::F16: case DType::BF16: case DType::I16: return 2;
+    case DType::I64: case DType::F64: return 8;
+    case DType::U8: case DType::I8: case DType::BOOL: return 1;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t);
+// Parse "f32"/"float32"/"F32", "f16"/"float16", "bf16"/"bfloat16"; throws ValueError naming `what`.
+DType parse_dtype(const std::string& s, const std::string& what);
+
+// IEEE half <-> float, portable (the SIMD kernels use F16C / NEON conversions instead).
+static inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do { mant <<= 1; e++; } while (!(mant & 0x400));
+      bits = sign | (uint32_t)(127 - 15 - e) << 23 | (mant & 0x3ff) << 13;
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | mant << 13;
+  } else {
+    bits = sign | (exp + 127 - 15) << 23 | mant << 13;
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+static inline uint16_t f32_to_f16(float f) {  // round to nearest even
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000;
+  uint32_t absx = x & 0x7fffffff;
+  if (absx >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0));
+  if (absx >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);  // overflow to inf
+  if (absx < 0x38800000u) {  // subnormal or zero in half
+    if (absx < 0x33000000u) return (uint16_t)sign;
+    // value = m * 2^(e - 150) = half_m * 2^-24  ->  half_m = m >> (126 - e), shift in [14, 24]
+    uint32_t e = absx >> 23, m = (absx & 0x7fffff) | 0x800000;
+    uint32_t shift = 126 - e;
+    uint32_t half_m = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (half_m & 1))) half_m++;
+    return (uint16_t)(sign | half_m);
+  }
+  uint32_t r = absx - 0x38000000u;  // rebias exponent 127 -> 15
+  uint32_t half = r >> 13, rem = r & 0x1fff;
+  if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
+  return (uint16_t)(sign | half);
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) {  // round to nearest even, NaN kept quiet
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffff) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+  x += 0x7fff + ((x >> 16) & 1);
+  return (uint16_t)(x >> 16);
+}
+
+}  // namespace ef

@@ -1,0 +1,19 @@
+// Ops: validate once, split over the thread pool, call the active kernel table.
+#pragma once
+#include "edgeformer/cpu.h"
+#include "edgeformer/tensor.h"
+#include "edgeformer/threadpool.h"
+
+namespace ef {
+namespace ops {
+
+// y[T, O] = x[T, K] @ W[O, K]^T (+ b).  x, y: row-major f32 with row strides ldx, ldy.
+// W: 2-D float tensor with contiguous rows (any row stride). bias: f32 [O] or null.
+void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const Tensor& W,
+            const float* bias, float* y, int64_t ldy);
+
+// out[t, :] = embedding row ids[t] converted to f32. Throws ValueError for an id outside [0, rows).
+void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out);
+
+}  // namespace ops
+}  // namespace ef

@@ -1,0 +1,44 @@
+// Memory-mapped safetensors reader: one file or the shards of a checkpoint merged into one map.
+// Every offset and size is checked against the file's length before use; tensors are zero-copy views.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edgeformer/tensor.h"
+
+namespace ef {
+
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  void* handle_ = nullptr;  // platform mapping handle
+};
+
+class TensorMap {
+ public:
+  // Opens and validates each file; a tensor name present in two files is an error.
+  static TensorMap open_safetensors(const std::vector<std::string>& paths);
+  bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
+  const Tensor& get(const std::string& name) const;  // throws ValueError naming the missing tensor
+  std::vector<std::string> names() const;
+  void add(const std::string& name, Tensor t);
+  size_t size() const { return tensors_.size(); }
+
+ private:
+  std::map<std::string, Tensor> tensors_;
+};
+
+}  // namespace ef

@@ -1,0 +1,33 @@
+// Token sampling: repetition penalty, temperature, top-k, top-p, min-p, in the order transformers applies
+// them, with a seeded, platform-independent RNG (same seed, same tokens).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace ef {
+
+struct SamplerOptions {
+  float temperature = 1.f;  // 0 = greedy
+  int32_t top_k = 0;        // 0 = off
+  float top_p = 1.f;        // 1 = off
+  float min_p = 0.f;        // 0 = off
+  float repetition_penalty = 1.f;
+  uint64_t seed = 0;
+  void validate() const;  // throws ValueError naming the argument
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplerOptions& opts);
+  // logits are modified in place. history: the tokens the repetition penalty applies to.
+  int32_t sample(float* logits, int64_t vocab, const int32_t* history, int64_t n_history);
+  double next_uniform();  // [0, 1)
+
+ private:
+  SamplerOptions o_;
+  uint64_t state_[4];
+  std::vector<int32_t> idx_;
+  std::vector<float> probs_;
+};
+
+}  // namespace ef

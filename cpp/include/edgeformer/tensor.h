@@ -1,0 +1,51 @@
+// Tensors are views: a data pointer, a dtype, a shape and byte strides, plus a shared owner that keeps
+// the memory alive (an aligned heap buffer or a memory-mapped file). A view never copies.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edgeformer/dtype.h"
+
+namespace ef {
+
+constexpr size_t kAlign = 64;
+
+// 64-byte aligned heap buffer. Pages are not touched on allocation, so a large, mostly unused buffer
+// (a KV cache sized for the full context) costs address space, not resident memory.
+struct Buffer {
+  explicit Buffer(size_t bytes);
+  ~Buffer();
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  void* data = nullptr;
+  size_t size = 0;
+};
+
+struct Tensor {
+  std::shared_ptr<const void> owner;  // keeps the memory alive
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::vector<int64_t> strides;  // in bytes
+  std::string name;              // where it came from, for error messages: "model.layers.0.mlp.up_proj.weight"
+  std::string source;            // the file it came from, if any
+
+  static Tensor empty(DType dtype, std::vector<int64_t> shape);  // owned, contiguous, uninitialized
+  int64_t dim() const { return (int64_t)shape.size(); }
+  int64_t numel() const;
+  size_t nbytes() const { return (size_t)numel() * dtype_size(dtype); }
+  bool contiguous() const;
+  bool rows_contiguous() const;  // last dim has unit stride (rows may be strided)
+  int64_t row_stride_elems() const;  // for a 2-D view with contiguous rows
+  std::string shape_str() const;
+  std::string describe() const;  // "tensor 'name' in 'file'"
+  Tensor to_contiguous_f32() const;  // converts/copies into an owned f32 tensor
+  Tensor converted(DType to) const;  // owned contiguous copy in another float dtype
+};
+
+std::string shape_to_string(const std::vector<int64_t>& s);
+
+}  // namespace ef

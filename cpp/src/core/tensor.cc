@@ -1,0 +1,168 @@
+#include "edgeformer/tensor.h"
+
+#include <cstdlib>
+#include <new>
+#include <sstream>
+
+#include "edgeformer/errors.h"
+
+namespace ef {
+
+Buffer::Buffer(size_t bytes) : size(bytes) {
+  size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  if (rounded == 0) rounded = kAlign;
+#if defined(_WIN32)
+  data = _aligned_malloc(rounded, kAlign);
+#else
+  if (posix_memalign(&data, kAlign, rounded) != 0) data = nullptr;
+#endif
+  if (!data) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
+}
+
+Buffer::~Buffer() {
+#if defined(_WIN32)
+  _aligned_free(data);
+#else
+  std::free(data);
+#endif
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "f32";
+    case DType::F16: return "f16";
+    case DType::BF16: return "bf16";
+    case DType::I32: return "i32";
+    case DType::I64: return "i64";
+    case DType::U8: return "u8";
+    case DType::I8: return "i8";
+    case DType::I16: return "i16";
+    case DType::F64: return "f64";
+    case DType::BOOL: return "bool";
+  }
+  return "?";
+}
+
+DType parse_dtype(const std::string& s, const std::string& what) {
+  if (s == "f32" || s == "float32" || s == "F32") return DType::F32;
+  if (s == "f16" || s == "float16" || s == "F16" || s == "half") return DType::F16;
+  if (s == "bf16" || s == "bfloat16" || s == "BF16") return DType::BF16;
+  throw ValueError(what + ": unknown dtype '" + s + "' (expected f32, f16 or bf16)");
+}
+
+std::string shape_to_string(const std::vector<int64_t>& s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < s.size(); i++) o << (i ? ", " : "") << s[i];
+  o << "]";
+  return o.str();
+}
+
+Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape) {
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  int64_t n = 1;
+  for (int64_t d : t.shape) {
+    if (d < 0) throw ValueError("negative dimension in " + shape_to_string(t.shape));
+    n *= d;
+  }
+  auto buf = std::make_shared<Buffer>((size_t)n * dtype_size(dtype));
+  t.data = buf->data;
+  t.owner = buf;
+  t.strides.resize(t.shape.size());
+  int64_t st = (int64_t)dtype_size(dtype);
+  for (int64_t i = (int64_t)t.shape.size() - 1; i >= 0; i--) {
+    t.strides[i] = st;
+    st *= t.shape[i];
+  }
+  return t;
+}
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+bool Tensor::contiguous() const {
+  int64_t st = (int64_t)dtype_size(dtype);
+  for (int64_t i = (int64_t)shape.size() - 1; i >= 0; i--) {
+    if (shape[i] != 1 && strides[i] != st) return false;
+    st *= shape[i];
+  }
+  return true;
+}
+
+bool Tensor::rows_contiguous() const {
+  return shape.empty() || shape.back() == 1 || strides.back() == (int64_t)dtype_size(dtype);
+}
+
+int64_t Tensor::row_stride_elems() const {
+  if (shape.size() < 2) return shape.empty() ? 1 : shape[0];
+  return strides[shape.size() - 2] / (int64_t)dtype_size(dtype);
+}
+
+std::string Tensor::shape_str() const { return shape_to_string(shape); }
+
+std::string Tensor::describe() const {
+  std::string s = "tensor '" + (name.empty() ? std::string("<unnamed>") : name) + "'";
+  if (!source.empty()) s += " in '" + source + "'";
+  return s;
+}
+
+static float load_as_f32(const void* p, DType t) {
+  switch (t) {
+    case DType::F32: { float f; std::memcpy(&f, p, 4); return f; }
+    case DType::F16: { uint16_t h; std::memcpy(&h, p, 2); return f16_to_f32(h); }
+    case DType::BF16: { uint16_t h; std::memcpy(&h, p, 2); return bf16_to_f32(h); }
+    default: throw ValueError("expected a float tensor");
+  }
+}
+
+// Visits every element of a strided tensor in row-major order.
+template <typename F>
+static void for_each_elem(const Tensor& t, F f) {
+  int64_t n = t.numel();
+  if (n == 0) return;
+  std::vector<int64_t> idx(t.shape.size(), 0);
+  for (int64_t i = 0; i < n; i++) {
+    int64_t off = 0;
+    for (size_t d = 0; d < idx.size(); d++) off += idx[d] * t.strides[d];
+    f(i, (const uint8_t*)t.data + off);
+    for (int64_t d = (int64_t)idx.size() - 1; d >= 0; d--) {
+      if (++idx[d] < t.shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+
+Tensor Tensor::to_contiguous_f32() const {
+  if (!is_float_weight(dtype)) throw ValueError(describe() + ": expected a float tensor, got " + dtype_name(dtype));
+  Tensor out = Tensor::empty(DType::F32, shape);
+  out.name = name;
+  out.source = source;
+  float* o = (float*)out.data;
+  for_each_elem(*this, [&](int64_t i, const uint8_t* p) { o[i] = load_as_f32(p, dtype); });
+  return out;
+}
+
+Tensor Tensor::converted(DType to) const {
+  if (!is_float_weight(dtype) || !is_float_weight(to))
+    throw ValueError(describe() + ": cannot convert " + dtype_name(dtype) + " to " + dtype_name(to));
+  Tensor out = Tensor::empty(to, shape);
+  out.name = name;
+  out.source = source;
+  uint8_t* o = (uint8_t*)out.data;
+  for_each_elem(*this, [&](int64_t i, const uint8_t* p) {
+    float f = load_as_f32(p, dtype);
+    if (to == DType::F32) std::memcpy(o + 4 * i, &f, 4);
+    else {
+      uint16_t h = to == DType::F16 ? f32_to_f16(f) : f32_to_bf16(f);
+      std::memcpy(o + 2 * i, &h, 2);
+    }
+  });
+  return out;
+}
+
+}  // namespace ef

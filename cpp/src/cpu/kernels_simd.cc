@@ -1,0 +1,220 @@
+// SIMD kernels, written once against simd.h and compiled once per ISA (cmake/EfIsa.cmake).
+// Each kernel matches its scalar twin in ref/kernels_ref.cc up to float summation order.
+#include "cpu/kernel_tables.h"
+#include "cpu/simd.h"
+
+namespace ef {
+namespace cpu {
+namespace {
+
+// One register tile of y = x W^T: RT tokens x RW weight rows, K reduced in vectors.
+// x: [RT, K] (row stride ldx)  w: [RW, K] (row stride ldw)  ->  y: [RT, RW] (row stride ldy)
+template <typename W, int RT, int RW>
+inline void mm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, const float* bias, float* y, int64_t ldy,
+                    int64_t K) {
+  vf acc[RT][RW];
+  for (int t = 0; t < RT; t++)
+    for (int r = 0; r < RW; r++) acc[t][r] = vzero();
+  int64_t k = 0;
+  for (; k + kW <= K; k += kW) {
+    vf wv[RW];
+    for (int r = 0; r < RW; r++) wv[r] = vload(w + r * ldw + k);
+    for (int t = 0; t < RT; t++) {
+      vf xv = vload(x + t * ldx + k);
+      for (int r = 0; r < RW; r++) acc[t][r] = vfmadd(xv, wv[r], acc[t][r]);
+    }
+  }
+  if (k < K) {
+    int64_t n = K - k;
+    vf wv[RW];
+    for (int r = 0; r < RW; r++) wv[r] = vload_partial(w + r * ldw + k, n);
+    for (int t = 0; t < RT; t++) {
+      vf xv = vload_partial(x + t * ldx + k, n);
+      for (int r = 0; r < RW; r++) acc[t][r] = vfmadd(xv, wv[r], acc[t][r]);
+    }
+  }
+  for (int t = 0; t < RT; t++)
+    for (int r = 0; r < RW; r++) y[t * ldy + r] = vsum(acc[t][r]) + (bias ? bias[r] : 0.f);
+}
+
+template <typename W>
+void matmul_simd(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y, int64_t ldy,
+                 int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const W* w = (const W*)wv;
+  int64_t o = o0;
+  for (; o + kTileW <= o1; o += kTileW) {
+    const float* b = bias ? bias + o : nullptr;
+    int64_t t = 0;
+    for (; t + kTileT <= T; t += kTileT)
+      mm_tile<W, kTileT, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+    for (; t < T; t++) mm_tile<W, 1, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+  }
+  for (; o < o1; o++) {
+    const float* b = bias ? bias + o : nullptr;
+    int64_t t = 0;
+    for (; t + kTileT <= T; t += kTileT)
+      mm_tile<W, kTileT, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+    for (; t < T; t++) mm_tile<W, 1, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+  }
+}
+
+template <typename W>
+void to_f32_simd(const void* src, float* dst, int64_t n) {
+  const W* s = (const W*)src;
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) vstore(dst + i, vload(s + i));
+  if (i < n) vstore_partial(dst + i, vload_partial(s + i, n - i), n - i);
+}
+
+float dot_simd(const float* a, const float* b, int64_t n) {
+  vf acc0 = vzero(), acc1 = vzero();
+  int64_t i = 0;
+  for (; i + 2 * kW <= n; i += 2 * kW) {
+    acc0 = vfmadd(vload(a + i), vload(b + i), acc0);
+    acc1 = vfmadd(vload(a + i + kW), vload(b + i + kW), acc1);
+  }
+  for (; i + kW <= n; i += kW) acc0 = vfmadd(vload(a + i), vload(b + i), acc0);
+  if (i < n) acc1 = vfmadd(vload_partial(a + i, n - i), vload_partial(b + i, n - i), acc1);
+  return vsum(vadd(acc0, acc1));
+}
+
+// Applies y[i] = f(y[i], x[i]) over vectors with a partial tail.
+template <typename F>
+inline void map2(float* y, const float* x, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) vstore(y + i, f(vload(y + i), vload(x + i)));
+  if (i < n) vstore_partial(y + i, f(vload_partial(y + i, n - i), vload_partial(x + i, n - i)), n - i);
+}
+template <typename F>
+inline void map1(float* y, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) vstore(y + i, f(vload(y + i)));
+  if (i < n) vstore_partial(y + i, f(vload_partial(y + i, n - i)), n - i);
+}
+
+void axpy_simd(float a, const float* x, float* y, int64_t n) {
+  vf va = vset1(a);
+  map2(y, x, n, [&](vf yv, vf xv) { return vfmadd(va, xv, yv); });
+}
+void scale_simd(float* x, float a, int64_t n) {
+  vf va = vset1(a);
+  map1(x, n, [&](vf v) { return vmul(v, va); });
+}
+void add_simd(float* y, const float* x, int64_t n) { map2(y, x, n, [](vf a, vf b) { return vadd(a, b); }); }
+void mul_simd(float* y, const float* x, int64_t n) { map2(y, x, n, [](vf a, vf b) { return vmul(a, b); }); }
+
+float sum_sq(const float* x, int64_t n, float center) {
+  vf acc = vzero(), c = vset1(center);
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) {
+    vf d = vsub(vload(x + i), c);
+    acc = vfmadd(d, d, acc);
+  }
+  float s = vsum(acc);
+  for (; i < n; i++) s += (x[i] - center) * (x[i] - center);
+  return s;
+}
+
+void rmsnorm_simd(const float* x, const float* w, float eps, float* y, int64_t n) {
+  float r = 1.f / std::sqrt(sum_sq(x, n, 0.f) / (float)n + eps);
+  vf vr = vset1(r);
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) {
+    vf v = vmul(vload(x + i), vr);
+    vstore(y + i, w ? vmul(v, vload(w + i)) : v);
+  }
+  for (; i < n; i++) y[i] = x[i] * r * (w ? w[i] : 1.f);
+}
+
+void layernorm_simd(const float* x, const float* w, const float* b, float eps, float* y, int64_t n) {
+  vf acc = vzero();
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) acc = vadd(acc, vload(x + i));
+  float mean = vsum(acc);
+  for (; i < n; i++) mean += x[i];
+  mean /= (float)n;
+  float r = 1.f / std::sqrt(sum_sq(x, n, mean) / (float)n + eps);
+  vf vr = vset1(r), vm = vset1(mean);
+  for (i = 0; i + kW <= n; i += kW) {
+    vf v = vmul(vsub(vload(x + i), vm), vr);
+    if (w) v = vmul(v, vload(w + i));
+    if (b) v = vadd(v, vload(b + i));
+    vstore(y + i, v);
+  }
+  for (; i < n; i++) y[i] = (x[i] - mean) * r * (w ? w[i] : 1.f) + (b ? b[i] : 0.f);
+}
+
+void softmax_simd(float* x, int64_t n) {
+  if (n <= 0) return;
+  vf vm = vset1(x[0]);
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) vm = vmax(vm, vload(x + i));
+  float m = vmaxall(vm);
+  for (; i < n; i++) m = x[i] > m ? x[i] : m;
+  vf vmx = vset1(m), acc = vzero();
+  for (i = 0; i + kW <= n; i += kW) {
+    vf e = vexp(vsub(vload(x + i), vmx));
+    vstore(x + i, e);
+    acc = vadd(acc, e);
+  }
+  float s = vsum(acc);
+  for (; i < n; i++) {
+    x[i] = std::exp(x[i] - m);
+    s += x[i];
+  }
+  scale_simd(x, 1.f / s, n);
+}
+
+inline vf vact(Act a, vf x) {
+  switch (a) {
+    case Act::ReLU: return vmax(x, vzero());
+    case Act::SiLU: return vdiv(x, vadd(vset1(1.f), vexp(vsub(vzero(), x))));
+    case Act::GELUTanh: {  // 0.5 x (1 + tanh(z)) = x - x / (exp(2z) + 1)
+      vf z = vmul(vset1(0.7978845608028654f), vfmadd(vmul(vset1(0.044715f), vmul(x, x)), x, x));
+      return vsub(x, vdiv(x, vadd(vexp(vadd(z, z)), vset1(1.f))));
+    }
+    default: return x;
+  }
+}
+
+void act_simd(Act a, float* x, int64_t n) {
+  if (a == Act::None) return;
+  if (a == Act::GELU) {  // erf: scalar libm for now
+    for (int64_t i = 0; i < n; i++) x[i] = act_scalar(a, x[i]);
+    return;
+  }
+  map1(x, n, [&](vf v) { return vact(a, v); });
+}
+
+void act_mul_simd(Act a, float* g, const float* u, int64_t n) {
+  if (a == Act::GELU) {
+    for (int64_t i = 0; i < n; i++) g[i] = act_scalar(a, g[i]) * u[i];
+    return;
+  }
+  map2(g, u, n, [&](vf gv, vf uv) { return vmul(vact(a, gv), uv); });
+}
+
+#if defined(EF_ISA_AVX512)
+constexpr Isa kIsa = Isa::AVX512;
+#elif defined(EF_ISA_AVX2)
+constexpr Isa kIsa = Isa::AVX2;
+#else
+constexpr Isa kIsa = Isa::NEON;
+#endif
+
+const KernelTable kTable = {
+    kIsa,
+    {matmul_simd<float>, matmul_simd<f16_t>, matmul_simd<bf16_t>},
+    {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>},
+    dot_simd, axpy_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
+    act_mul_simd,
+};
+
+}  // namespace
+
+#define EF_CAT2(a, b) a##b
+#define EF_CAT(a, b) EF_CAT2(a, b)
+const KernelTable* EF_CAT(kernels_, EF_ISA_NS)() { return &kTable; }
+
+}  // namespace cpu
+}  // namespace ef

@@ -1,0 +1,95 @@
+// Scalar reference kernels: the generic path on any CPU and the oracle the SIMD kernels are tested against.
+#include <cmath>
+
+#include "cpu/kernel_tables.h"
+#include "cpu/scalar_math.h"
+
+namespace ef {
+namespace cpu {
+namespace {
+
+template <typename W>
+void matmul_ref(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y, int64_t ldy,
+                int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const W* w = (const W*)wv;
+  for (int64_t o = o0; o < o1; o++) {
+    const W* wr = w + o * ldw;
+    for (int64_t t = 0; t < T; t++) {
+      const float* xr = x + t * ldx;
+      float acc = 0.f;
+      for (int64_t k = 0; k < K; k++) acc += xr[k] * w_to_f32<W>(wr[k]);
+      y[t * ldy + o] = acc + (bias ? bias[o] : 0.f);
+    }
+  }
+}
+
+template <typename W>
+void to_f32_ref(const void* src, float* dst, int64_t n) {
+  const W* s = (const W*)src;
+  for (int64_t i = 0; i < n; i++) dst[i] = w_to_f32<W>(s[i]);
+}
+
+float dot_ref(const float* a, const float* b, int64_t n) {
+  float acc = 0.f;
+  for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
+  return acc;
+}
+void axpy_ref(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+void scale_ref(float* x, float a, int64_t n) {
+  for (int64_t i = 0; i < n; i++) x[i] *= a;
+}
+void add_ref(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+void mul_ref(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] *= x[i];
+}
+void rmsnorm_ref(const float* x, const float* w, float eps, float* y, int64_t n) {
+  float ss = 0.f;
+  for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+  float r = 1.f / std::sqrt(ss / (float)n + eps);
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] * r * (w ? w[i] : 1.f);
+}
+void layernorm_ref(const float* x, const float* w, const float* b, float eps, float* y, int64_t n) {
+  float mean = 0.f;
+  for (int64_t i = 0; i < n; i++) mean += x[i];
+  mean /= (float)n;
+  float var = 0.f;
+  for (int64_t i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+  float r = 1.f / std::sqrt(var / (float)n + eps);
+  for (int64_t i = 0; i < n; i++) y[i] = (x[i] - mean) * r * (w ? w[i] : 1.f) + (b ? b[i] : 0.f);
+}
+void softmax_ref(float* x, int64_t n) {
+  if (n <= 0) return;
+  float m = x[0];
+  for (int64_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+  float s = 0.f;
+  for (int64_t i = 0; i < n; i++) {
+    x[i] = std::exp(x[i] - m);
+    s += x[i];
+  }
+  float inv = 1.f / s;
+  for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+void act_ref(Act a, float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) x[i] = act_scalar(a, x[i]);
+}
+void act_mul_ref(Act a, float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; i++) g[i] = act_scalar(a, g[i]) * u[i];
+}
+
+const KernelTable kTable = {
+    Isa::Generic,
+    {matmul_ref<float>, matmul_ref<f16_t>, matmul_ref<bf16_t>},
+    {to_f32_ref<float>, to_f32_ref<f16_t>, to_f32_ref<bf16_t>},
+    dot_ref, axpy_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
+};
+
+}  // namespace
+
+const KernelTable* kernels_generic() { return &kTable; }
+
+}  // namespace cpu
+}  // namespace ef

@@ -1,0 +1,41 @@
+// Scalar math shared by the reference kernels and the SIMD tails. Internal linkage on purpose: each kernel
+// copy is compiled with different -m flags, and a shared inline (COMDAT) function could otherwise be taken
+// from the AVX-512 copy and run on a CPU without it.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "edgeformer/cpu.h"
+#include "edgeformer/dtype.h"
+
+namespace ef {
+namespace {
+
+inline float act_scalar(Act a, float x) {
+  switch (a) {
+    case Act::None: return x;
+    case Act::ReLU: return x > 0.f ? x : 0.f;
+    case Act::SiLU: return x / (1.f + std::exp(-x));
+    case Act::GELU: return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
+    case Act::GELUTanh: {
+      const float c = 0.7978845608028654f;  // sqrt(2/pi)
+      return 0.5f * x * (1.f + std::tanh(c * (x + 0.044715f * x * x * x)));
+    }
+  }
+  return x;
+}
+
+template <typename W>
+inline float w_to_f32(W v);
+template <>
+inline float w_to_f32<float>(float v) { return v; }
+
+struct f16_t { uint16_t bits; };
+struct bf16_t { uint16_t bits; };
+template <>
+inline float w_to_f32<f16_t>(f16_t v) { return f16_to_f32(v.bits); }
+template <>
+inline float w_to_f32<bf16_t>(bf16_t v) { return bf16_to_f32(v.bits); }
+
+}  // namespace
+}  // namespace ef

@@ -1,0 +1,37 @@
+#include "edgeformer/ops.h"
+
+#include <algorithm>
+
+#include "edgeformer/errors.h"
+
+namespace ef {
+namespace ops {
+
+void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const Tensor& W,
+            const float* bias, float* y, int64_t ldy) {
+  EF_CHECK(W.dim() == 2 && W.rows_contiguous(), W.describe() + ": linear needs a 2-D weight with contiguous rows");
+  EF_CHECK(is_float_weight(W.dtype), W.describe() + ": unsupported weight dtype " + dtype_name(W.dtype));
+  const int64_t O = W.shape[0], K = W.shape[1], ldw = W.row_stride_elems();
+  auto fn = k.matmul[(int)W.dtype];
+  if (!pool || pool->size() == 1 || O * K * std::max<int64_t>(T, 1) < (1 << 15)) {
+    fn(x, ldx, W.data, ldw, bias, y, ldy, T, 0, O, K);
+    return;
+  }
+  // split the output rows; chunks are multiples of 16 rows so every ISA's register tile stays whole
+  pool->parallel_for(O, 16, [&](int, int64_t o0, int64_t o1) { fn(x, ldx, W.data, ldw, bias, y, ldy, T, o0, o1, K); });
+}
+
+void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out) {
+  const int64_t rows = table.shape[0], H = table.shape[1];
+  const int64_t stride = table.strides[0];
+  auto conv = k.to_f32[(int)table.dtype];
+  for (int64_t t = 0; t < T; t++) {
+    if (ids[t] < 0 || ids[t] >= rows)
+      throw ValueError("token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+                       " is outside the vocabulary [0, " + std::to_string(rows) + ")");
+    conv((const uint8_t*)table.data + ids[t] * stride, out + t * H, H);
+  }
+}
+
+}  // namespace ops
+}  // namespace ef

@@ -1,0 +1,38 @@
+#include "bindings.h"
+#include "edgeformer/cpu.h"
+
+namespace ef_py {
+
+void register_cpu(py::module_& m) {
+  py::enum_<ef::Isa>(m, "Isa")
+      .value("generic", ef::Isa::Generic)
+      .value("avx2", ef::Isa::AVX2)
+      .value("avx512", ef::Isa::AVX512)
+      .value("neon", ef::Isa::NEON);
+  m.def("cpu_info", [] {
+    const ef::CpuInfo& c = ef::cpu_info();
+    py::dict d;
+    d["arch"] = c.arch;
+    d["vendor"] = c.vendor;
+    d["brand"] = c.brand;
+    py::dict f;
+    f["sse4_2"] = c.sse42; f["avx"] = c.avx; f["avx2"] = c.avx2; f["fma"] = c.fma; f["f16c"] = c.f16c;
+    f["avx512f"] = c.avx512f; f["avx512bw"] = c.avx512bw; f["avx512vl"] = c.avx512vl; f["avx512dq"] = c.avx512dq;
+    f["avx512_vnni"] = c.avx512_vnni; f["avx512_bf16"] = c.avx512_bf16;
+    f["amx_tile"] = c.amx_tile; f["amx_int8"] = c.amx_int8; f["amx_bf16"] = c.amx_bf16;
+    f["neon"] = c.neon; f["dotprod"] = c.dotprod; f["i8mm"] = c.i8mm; f["sve"] = c.sve;
+    d["features"] = f;
+    d["physical_cores"] = c.physical_cores;
+    d["logical_cores"] = c.logical_cores;
+    py::list s;
+    for (ef::Isa i : c.supported) s.append(ef::isa_name(i));
+    d["supported_isas"] = s;
+    return d;
+  }, "What the CPU and OS support (features already checked against the OS's saved state).");
+  m.def("active_isa", [] { return std::string(ef::isa_name(ef::active_isa())); },
+        "The ISA whose kernels run: the best supported, or EDGEFORMER_ISA.");
+  m.def("set_isa", [](const std::string& name) { ef::set_isa(ef::parse_isa(name)); }, py::arg("isa"),
+        "Switch every model in this process to another ISA's kernels (tests; raises ValueError if unsupported).");
+}
+
+}  // namespace ef_py

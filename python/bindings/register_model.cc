@@ -1,0 +1,160 @@
+#include "bindings.h"
+#include "edgeformer/arch.h"
+#include "edgeformer/errors.h"
+#include "edgeformer/model.h"
+#include "edgeformer/sampler.h"
+
+namespace ef_py {
+
+namespace {
+
+// Runs the model with the GIL released and the model's mutex held (one call at a time per model).
+py::array_t<float> run_forward(ef::Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
+                               bool all_logits, bool want_logits) {
+  if (ids.ndim() != 1) throw ef::ValueError("input_ids: expected a 1-D array of token ids");
+  const int32_t T = (int32_t)ids.shape(0);
+  if (T == 0) throw ef::ValueError("input_ids: empty");
+  const int64_t V = m.spec().vocab_size;
+  py::array_t<float> out = want_logits ? py::array_t<float>({(int64_t)(all_logits ? T : 1), V}) : py::array_t<float>();
+  float* o = want_logits ? out.mutable_data() : nullptr;
+  const int32_t* p = ids.data();
+  {
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(m.mutex());
+    m.forward(p, T, all_logits, o);
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_model(py::module_& m) {
+  py::enum_<ef::NormKind>(m, "NormKind").value("rms", ef::NormKind::RMS).value("layer", ef::NormKind::Layer);
+  py::enum_<ef::PosKind>(m, "PosKind")
+      .value("none", ef::PosKind::None)
+      .value("rotary", ef::PosKind::Rotary)
+      .value("learned", ef::PosKind::Learned)
+      .value("alibi", ef::PosKind::ALiBi)
+      .value("relative", ef::PosKind::Relative);
+  py::enum_<ef::RopeStyle>(m, "RopeStyle").value("half", ef::RopeStyle::Half).value("interleaved", ef::RopeStyle::Interleaved);
+  py::enum_<ef::RopeScaling>(m, "RopeScaling")
+      .value("none", ef::RopeScaling::None)
+      .value("linear", ef::RopeScaling::Linear)
+      .value("dynamic", ef::RopeScaling::Dynamic)
+      .value("llama3", ef::RopeScaling::Llama3)
+      .value("yarn", ef::RopeScaling::Yarn);
+  py::enum_<ef::ModelKind>(m, "ModelKind")
+      .value("decoder", ef::ModelKind::Decoder)
+      .value("encoder", ef::ModelKind::Encoder)
+      .value("encoder_decoder", ef::ModelKind::EncoderDecoder);
+
+  py::class_<ef::RopeSpec>(m, "RopeSpec")
+      .def(py::init<>())
+      .def_readwrite("theta", &ef::RopeSpec::theta)
+      .def_readwrite("rotary_dim", &ef::RopeSpec::rotary_dim)
+      .def_readwrite("style", &ef::RopeSpec::style)
+      .def_readwrite("scaling", &ef::RopeSpec::scaling)
+      .def_readwrite("factor", &ef::RopeSpec::factor)
+      .def_readwrite("original_max_position", &ef::RopeSpec::original_max_position)
+      .def_readwrite("low_freq_factor", &ef::RopeSpec::low_freq_factor)
+      .def_readwrite("high_freq_factor", &ef::RopeSpec::high_freq_factor)
+      .def_readwrite("beta_fast", &ef::RopeSpec::beta_fast)
+      .def_readwrite("beta_slow", &ef::RopeSpec::beta_slow)
+      .def_readwrite("attention_factor", &ef::RopeSpec::attention_factor)
+      .def_readwrite("mscale", &ef::RopeSpec::mscale)
+      .def_readwrite("mscale_all_dim", &ef::RopeSpec::mscale_all_dim)
+      .def_readwrite("truncate", &ef::RopeSpec::truncate);
+
+  py::class_<ef::ArchSpec>(m, "ArchSpec")
+      .def(py::init<>())
+      .def_readwrite("model_type", &ef::ArchSpec::model_type)
+      .def_readwrite("kind", &ef::ArchSpec::kind)
+      .def_readwrite("vocab_size", &ef::ArchSpec::vocab_size)
+      .def_readwrite("hidden_size", &ef::ArchSpec::hidden_size)
+      .def_readwrite("n_layers", &ef::ArchSpec::n_layers)
+      .def_readwrite("n_heads", &ef::ArchSpec::n_heads)
+      .def_readwrite("n_kv_heads", &ef::ArchSpec::n_kv_heads)
+      .def_readwrite("head_dim", &ef::ArchSpec::head_dim)
+      .def_readwrite("ffn_size", &ef::ArchSpec::ffn_size)
+      .def_readwrite("max_position", &ef::ArchSpec::max_position)
+      .def_readwrite("norm", &ef::ArchSpec::norm)
+      .def_readwrite("norm_eps", &ef::ArchSpec::norm_eps)
+      .def_readwrite("act", &ef::ArchSpec::act)
+      .def_readwrite("gated_mlp", &ef::ArchSpec::gated_mlp)
+      .def_readwrite("pos", &ef::ArchSpec::pos)
+      .def_readwrite("rope", &ef::ArchSpec::rope)
+      .def_readwrite("parallel_residual", &ef::ArchSpec::parallel_residual)
+      .def_readwrite("attn_bias", &ef::ArchSpec::attn_bias)
+      .def_readwrite("attn_out_bias", &ef::ArchSpec::attn_out_bias)
+      .def_readwrite("mlp_bias", &ef::ArchSpec::mlp_bias)
+      .def_readwrite("tie_embeddings", &ef::ArchSpec::tie_embeddings)
+      .def_readwrite("sliding_window", &ef::ArchSpec::sliding_window)
+      .def_readwrite("attn_scale", &ef::ArchSpec::attn_scale)
+      .def("validate", &ef::ArchSpec::validate);
+
+  py::class_<ef::ModelOptions>(m, "ModelOptions")
+      .def(py::init<>())
+      .def_readwrite("threads", &ef::ModelOptions::threads)
+      .def_readwrite("max_context", &ef::ModelOptions::max_context)
+      .def_readwrite("dtype", &ef::ModelOptions::dtype);
+
+  py::class_<ef::SamplerOptions>(m, "SamplerOptions")
+      .def(py::init<>())
+      .def_readwrite("temperature", &ef::SamplerOptions::temperature)
+      .def_readwrite("top_k", &ef::SamplerOptions::top_k)
+      .def_readwrite("top_p", &ef::SamplerOptions::top_p)
+      .def_readwrite("min_p", &ef::SamplerOptions::min_p)
+      .def_readwrite("repetition_penalty", &ef::SamplerOptions::repetition_penalty)
+      .def_readwrite("seed", &ef::SamplerOptions::seed)
+      .def("validate", &ef::SamplerOptions::validate);
+
+  py::class_<ef::Sampler>(m, "Sampler")
+      .def(py::init<const ef::SamplerOptions&>(), py::arg("options"))
+      .def("sample", [](ef::Sampler& s, py::array_t<float, py::array::c_style | py::array::forcecast> logits,
+                        py::array_t<int32_t, py::array::c_style | py::array::forcecast> history) {
+        py::array_t<float> l(logits.size());
+        std::memcpy(l.mutable_data(), logits.data(), logits.size() * sizeof(float));
+        return s.sample(l.mutable_data(), l.size(), history.data(), history.size());
+      }, py::arg("logits"), py::arg("history"));
+
+  py::class_<ef::Model>(m, "Model")
+      .def(py::init<const ef::ArchSpec&, const ef::TensorMap&, const std::map<std::string, std::string>&,
+                    const ef::ModelOptions&>(),
+           py::arg("spec"), py::arg("checkpoint"), py::arg("names"), py::arg("options"),
+           py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("spec", &ef::Model::spec)
+      .def_property_readonly("max_context", &ef::Model::max_context)
+      .def_property_readonly("n_past", &ef::Model::n_past)
+      .def_property_readonly("threads", &ef::Model::threads)
+      .def_property_readonly("weight_bytes", &ef::Model::weight_bytes)
+      .def("reset", [](ef::Model& m) {
+        std::lock_guard<std::mutex> lk(m.mutex());
+        m.reset();
+      })
+      .def("truncate", [](ef::Model& m, int32_t n) {
+        std::lock_guard<std::mutex> lk(m.mutex());
+        m.truncate(n);
+      })
+      .def("forward", [](ef::Model& m, py::array ids, bool all_logits) { return run_forward(m, ids, all_logits, true); },
+           py::arg("input_ids"), py::arg("all_logits") = true,
+           "Appends input_ids to the KV cache; returns logits [T, vocab] (all_logits) or [1, vocab].")
+      .def("prefill", [](ef::Model& m, py::array ids) { run_forward(m, ids, false, false); }, py::arg("input_ids"),
+           "Appends input_ids to the KV cache without computing logits.")
+      .def("step", [](ef::Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids, ef::Sampler& s,
+                      py::array_t<int32_t, py::array::c_style | py::array::forcecast> history) {
+        // forward + sample in C++ with the GIL released: returns the next token id
+        if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
+        const int64_t V = m.spec().vocab_size;
+        std::vector<float> logits(V);
+        const int32_t* p = ids.data();
+        const int32_t T = (int32_t)ids.shape(0);
+        const int32_t* hp = history.data();
+        const int64_t hn = history.size();
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lk(m.mutex());
+        m.forward(p, T, false, logits.data());
+        return s.sample(logits.data(), V, hp, hn);
+      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"));
+}
+
+}  // namespace ef_py

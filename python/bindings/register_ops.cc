@@ -1,0 +1,157 @@
+// Kernel entry points on NumPy arrays, for the op tests: each takes isa= to run one ISA's table directly
+// ("" = the active one). 2-D inputs may be row-strided views (rows need unit inner stride).
+#include <cstring>
+
+#include "bindings.h"
+#include "edgeformer/cpu.h"
+#include "edgeformer/errors.h"
+
+namespace ef_py {
+
+namespace {
+
+const ef::KernelTable& table(const std::string& isa) { return isa.empty() ? ef::kernels() : ef::kernels_for(ef::parse_isa(isa)); }
+
+// A 1-D or 2-D array viewed as rows: pointer, rows, cols, row stride in elements.
+struct Rows {
+  char* ptr;
+  int64_t rows, cols, ld;
+  py::array keep;
+};
+
+Rows rows_of(py::array a, size_t itemsize, const char* what) {
+  if (a.ndim() != 1 && a.ndim() != 2) throw ef::ValueError(std::string(what) + ": expected a 1-D or 2-D array");
+  if ((size_t)a.itemsize() != itemsize) throw ef::ValueError(std::string(what) + ": wrong element size");
+  bool unit = a.shape(a.ndim() - 1) <= 1 || a.strides(a.ndim() - 1) == (py::ssize_t)itemsize;
+  bool row_ok = a.ndim() == 1 || a.strides(0) % (py::ssize_t)itemsize == 0;
+  if (!unit || !row_ok || a.strides(0) < 0) a = py::module_::import("numpy").attr("ascontiguousarray")(a);
+  Rows r;
+  r.keep = a;
+  r.ptr = (char*)a.mutable_data();
+  r.rows = a.ndim() == 2 ? a.shape(0) : 1;
+  r.cols = a.shape(a.ndim() - 1);
+  r.ld = a.ndim() == 2 ? a.strides(0) / (py::ssize_t)itemsize : r.cols;
+  return r;
+}
+
+Rows f32_rows(py::array a, const char* what) {
+  if (!a.dtype().is(py::dtype::of<float>())) throw ef::ValueError(std::string(what) + ": expected float32");
+  return rows_of(a, 4, what);
+}
+
+py::array_t<float> new_like(const Rows& r, bool two_d) {
+  if (two_d) return py::array_t<float>({r.rows, r.cols});
+  return py::array_t<float>(r.cols);
+}
+
+}  // namespace
+
+void register_ops(py::module_& m) {
+  py::module_ ops = m.def_submodule("ops", "kernels on NumPy arrays (for tests)");
+  py::enum_<ef::Act>(m, "Act")
+      .value("none", ef::Act::None)
+      .value("relu", ef::Act::ReLU)
+      .value("silu", ef::Act::SiLU)
+      .value("gelu", ef::Act::GELU)
+      .value("gelu_tanh", ef::Act::GELUTanh);
+
+  ops.def("matmul", [](py::array x, py::array w, ef::DType wdtype, py::object bias, const std::string& isa) {
+    const ef::KernelTable& k = table(isa);
+    if (!ef::is_float_weight(wdtype)) throw ef::ValueError("matmul: wdtype must be f32, f16 or bf16");
+    Rows xr = f32_rows(x, "x");
+    Rows wr = rows_of(w, ef::dtype_size(wdtype), "w");
+    if (xr.cols != wr.cols) throw ef::ValueError("matmul: x and w disagree on K");
+    py::array_t<float> b;
+    const float* bp = nullptr;
+    if (!bias.is_none()) {
+      b = py::array_t<float, py::array::c_style | py::array::forcecast>(bias);
+      if (b.size() != wr.rows) throw ef::ValueError("matmul: bias must have O elements");
+      bp = b.data();
+    }
+    py::array_t<float> y({xr.rows, wr.rows});
+    k.matmul[(int)wdtype]((const float*)xr.ptr, xr.ld, wr.ptr, wr.ld, bp, y.mutable_data(), wr.rows, xr.rows, 0, wr.rows,
+                          xr.cols);
+    return y;
+  }, py::arg("x"), py::arg("w"), py::arg("wdtype") = ef::DType::F32, py::arg("bias") = py::none(), py::arg("isa") = "");
+
+  ops.def("to_f32", [](py::array src, ef::DType dtype, const std::string& isa) {
+    const ef::KernelTable& k = table(isa);
+    if (!ef::is_float_weight(dtype)) throw ef::ValueError("to_f32: dtype must be f32, f16 or bf16");
+    Rows r = rows_of(src, ef::dtype_size(dtype), "src");
+    py::array_t<float> y({r.rows, r.cols});
+    for (int64_t i = 0; i < r.rows; i++)
+      k.to_f32[(int)dtype](r.ptr + i * r.ld * ef::dtype_size(dtype), y.mutable_data() + i * r.cols, r.cols);
+    return y;
+  }, py::arg("src"), py::arg("dtype"), py::arg("isa") = "");
+
+  ops.def("dot", [](py::array a, py::array b, const std::string& isa) {
+    Rows ar = f32_rows(a, "a"), br = f32_rows(b, "b");
+    if (ar.cols != br.cols || ar.rows != 1 || br.rows != 1) throw ef::ValueError("dot: two 1-D arrays of one length");
+    return table(isa).dot((const float*)ar.ptr, (const float*)br.ptr, ar.cols);
+  }, py::arg("a"), py::arg("b"), py::arg("isa") = "");
+
+  ops.def("axpy", [](float alpha, py::array x, py::array y, const std::string& isa) {
+    Rows xr = f32_rows(x, "x"), yr = f32_rows(y, "y");
+    if (xr.cols != yr.cols || xr.rows != 1 || yr.rows != 1) throw ef::ValueError("axpy: two 1-D arrays of one length");
+    py::array_t<float> out(yr.cols);
+    std::memcpy(out.mutable_data(), yr.ptr, yr.cols * 4);
+    table(isa).axpy(alpha, (const float*)xr.ptr, out.mutable_data(), xr.cols);
+    return out;
+  }, py::arg("alpha"), py::arg("x"), py::arg("y"), py::arg("isa") = "");
+
+  // Row-wise ops: f(row) for every row of a 1-D or 2-D (possibly row-strided) array.
+  auto rowwise = [](py::array x, const char* what, const std::function<void(const float*, float*, int64_t)>& f) {
+    Rows r = f32_rows(x, what);
+    py::array_t<float> y = new_like(r, x.ndim() == 2);
+    for (int64_t i = 0; i < r.rows; i++) f((const float*)r.ptr + i * r.ld, y.mutable_data() + i * r.cols, r.cols);
+    return y;
+  };
+  auto opt_vec = [](py::object o, int64_t n, const char* what) -> py::array_t<float> {
+    if (o.is_none()) return py::array_t<float>();
+    py::array_t<float, py::array::c_style | py::array::forcecast> a(o);
+    if (a.size() != n) throw ef::ValueError(std::string(what) + ": wrong length");
+    return a;
+  };
+  ops.def("rmsnorm", [=](py::array x, py::object w, float eps, const std::string& isa) {
+    const ef::KernelTable& k = table(isa);
+    py::array_t<float> wa = opt_vec(w, x.shape(x.ndim() - 1), "w");
+    const float* wp = w.is_none() ? nullptr : wa.data();
+    return rowwise(x, "x", [&](const float* in, float* out, int64_t n) { k.rmsnorm(in, wp, eps, out, n); });
+  }, py::arg("x"), py::arg("w") = py::none(), py::arg("eps") = 1e-6f, py::arg("isa") = "");
+  ops.def("layernorm", [=](py::array x, py::object w, py::object b, float eps, const std::string& isa) {
+    const ef::KernelTable& k = table(isa);
+    int64_t n = x.shape(x.ndim() - 1);
+    py::array_t<float> wa = opt_vec(w, n, "w"), ba = opt_vec(b, n, "b");
+    const float* wp = w.is_none() ? nullptr : wa.data();
+    const float* bp = b.is_none() ? nullptr : ba.data();
+    return rowwise(x, "x", [&](const float* in, float* out, int64_t n) { k.layernorm(in, wp, bp, eps, out, n); });
+  }, py::arg("x"), py::arg("w") = py::none(), py::arg("b") = py::none(), py::arg("eps") = 1e-5f, py::arg("isa") = "");
+  ops.def("softmax", [=](py::array x, const std::string& isa) {
+    const ef::KernelTable& k = table(isa);
+    return rowwise(x, "x", [&](const float* in, float* out, int64_t n) {
+      std::memcpy(out, in, n * 4);
+      k.softmax(out, n);
+    });
+  }, py::arg("x"), py::arg("isa") = "");
+  ops.def("act", [=](py::array x, ef::Act a, const std::string& isa) {
+    const ef::KernelTable& k = table(isa);
+    return rowwise(x, "x", [&](const float* in, float* out, int64_t n) {
+      std::memcpy(out, in, n * 4);
+      k.act(a, out, n);
+    });
+  }, py::arg("x"), py::arg("act"), py::arg("isa") = "");
+  ops.def("act_mul", [](py::array g, py::array u, ef::Act a, const std::string& isa) {
+    const ef::KernelTable& k = table(isa);
+    Rows gr = f32_rows(g, "g"), ur = f32_rows(u, "u");
+    if (gr.rows != ur.rows || gr.cols != ur.cols) throw ef::ValueError("act_mul: g and u differ in shape");
+    py::array_t<float> y = new_like(gr, g.ndim() == 2);
+    for (int64_t i = 0; i < gr.rows; i++) {
+      float* o = y.mutable_data() + i * gr.cols;
+      std::memcpy(o, (const float*)gr.ptr + i * gr.ld, gr.cols * 4);
+      k.act_mul(a, o, (const float*)ur.ptr + i * ur.ld, gr.cols);
+    }
+    return y;
+  }, py::arg("g"), py::arg("u"), py::arg("act"), py::arg("isa") = "");
+}
+
+}  // namespace ef_py

@@ -1,0 +1,81 @@
+"""The edgeformer command: `edgeformer run MODEL "prompt"`, `edgeformer info`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _info(args) -> int:
+    from . import __version__, cpu_info
+
+    print(f"edgeformer {__version__}")
+    try:
+        info = cpu_info()
+    except ValueError as e:  # EDGEFORMER_ISA names something this CPU cannot run
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"cpu: {info['brand'] or info['vendor']} ({info['arch']}), {info['physical_cores']} physical cores, "
+          f"{info['logical_cores']} logical")
+    feats = [k for k, v in info["features"].items() if v]
+    print(f"features: {' '.join(feats) if feats else '(none detected)'}")
+    print(f"kernels available: {', '.join(info['supported_isas'])}")
+    print(f"kernels in use: {info['isa']}  (the best available; force one with EDGEFORMER_ISA=generic|avx2|avx512|neon)")
+    return 0
+
+
+def _run(args) -> int:
+    from . import load
+
+    model = load(args.model, dtype=args.dtype, threads=args.threads, max_context=args.max_context)
+    stream = model.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                            repetition_penalty=args.repetition_penalty, seed=args.seed, stream=True)
+    print(args.prompt, end="", flush=True)
+    try:
+        for piece in stream:
+            print(piece, end="", flush=True)
+    except KeyboardInterrupt:
+        print("\n[interrupted]", file=sys.stderr)
+        return 130
+    r = stream.result
+    print()
+    print(f"[prefill: {r.prompt_tokens} tokens, {r.prefill_tokens_per_s:.1f} tok/s | decode: {len(r.token_ids)} tokens, "
+          f"{r.decode_tokens_per_s:.1f} tok/s | {model.threads} threads, {_isa()} kernels | {r.finish_reason}]",
+          file=sys.stderr)
+    return 0
+
+
+def _isa() -> str:
+    from . import _core
+
+    return _core.active_isa()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="edgeformer", description="Transformer inference on the CPU")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="version, CPU features and the kernels chosen")
+    r = sub.add_parser("run", help="generate text from a prompt, streaming")
+    r.add_argument("model", help="checkpoint directory (config.json, *.safetensors, tokenizer.json) or hub id")
+    r.add_argument("prompt")
+    r.add_argument("-n", "--max-new-tokens", type=int, default=128)
+    r.add_argument("--temperature", type=float, default=None)
+    r.add_argument("--top-k", type=int, default=None)
+    r.add_argument("--top-p", type=float, default=None)
+    r.add_argument("--min-p", type=float, default=None)
+    r.add_argument("--repetition-penalty", type=float, default=None)
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--threads", type=int, default=None)
+    r.add_argument("--dtype", default=None, help="f32, f16 or bf16 (default: as stored)")
+    r.add_argument("--max-context", type=int, default=None)
+    args = p.parse_args(argv)
+    try:
+        return _info(args) if args.cmd == "info" else _run(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

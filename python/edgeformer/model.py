@@ -1,0 +1,363 @@
+"""Loading a checkpoint and running it: load(), Model.logits / generate / chat."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from .archs import spec_from_config
+from .tokenizer import StreamDecoder, TokenizerInfo, _read_json
+
+PREFILL_CHUNK = 256  # tokens per forward call while prefilling: bounds scratch memory, lets Ctrl-C in
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: List[int]
+    finish_reason: str  # "eos", "stop", "length" (max_new_tokens) or "context" (max_context reached)
+    prompt_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        n = max(len(self.token_ids) - 1, 0)  # the first new token comes out of the prefill
+        return n / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+
+class GenerationStream:
+    """Iterates over text pieces; after the last one, `.result` holds the GenerationResult."""
+
+    def __init__(self, gen: Iterator[str]):
+        self._gen = gen
+        self.result: Optional[GenerationResult] = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._gen)
+        except StopIteration as e:
+            self.result = e.value
+            raise StopIteration from None
+
+    def close(self):
+        self._gen.close()
+
+
+def _find_weight_files(model_dir: str) -> List[str]:
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        data = _read_json(index)
+        wm = data.get("weight_map")
+        if not isinstance(wm, dict) or not wm:
+            raise ValueError(f"{index}: missing or empty 'weight_map'")
+        files = sorted(set(wm.values()))
+        for f in files:
+            if not isinstance(f, str) or os.path.basename(f) != f:
+                raise ValueError(f"{index}: bad shard file name {f!r}")
+            if not os.path.exists(os.path.join(model_dir, f)):
+                raise ValueError(f"{index}: shard '{f}' is missing from {model_dir}")
+        return [os.path.join(model_dir, f) for f in files]
+    single = os.path.join(model_dir, "model.safetensors")
+    if os.path.exists(single):
+        return [single]
+    found = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
+    if found:
+        return [os.path.join(model_dir, f) for f in found]
+    if any(f.endswith(".bin") or f.endswith(".pt") for f in os.listdir(model_dir)):
+        raise ValueError(f"{model_dir}: only PyTorch pickle weights found; edgeformer reads safetensors "
+                         "(convert with transformers: model.save_pretrained(dir, safe_serialization=True))")
+    raise ValueError(f"{model_dir}: no *.safetensors weights found")
+
+
+def _resolve(path_or_hub_id: str) -> str:
+    if os.path.isdir(path_or_hub_id):
+        return path_or_hub_id
+    if os.path.exists(path_or_hub_id):
+        raise ValueError(f"{path_or_hub_id}: expected a checkpoint directory (config.json + *.safetensors)")
+    looks_like_hub = path_or_hub_id.count("/") == 1 and not path_or_hub_id.startswith((".", "/"))
+    if not looks_like_hub:
+        raise ValueError(f"{path_or_hub_id}: no such directory")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ValueError(f"{path_or_hub_id}: not a local directory; to fetch it from the Hugging Face Hub, "
+                         "pip install huggingface_hub (or pip install 'edgeformer[hub]')") from None
+    return snapshot_download(path_or_hub_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*"])
+
+
+def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, threads: Optional[int] = None,
+         max_context: Optional[int] = None) -> "Model":
+    """Loads a Hugging Face checkpoint directory (or hub id, with huggingface_hub installed and online).
+
+    dtype: None keeps the weights as stored (f32, f16 or bf16, memory-mapped); "f32", "f16" or "bf16"
+    converts the matrices once at load. threads: default the physical cores. max_context: the KV cache
+    length, default the checkpoint's max_position_embeddings.
+    """
+    model_dir = _resolve(os.fspath(path_or_hub_id))
+    cfg_path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise ValueError(f"{model_dir}: no config.json")
+    config = _read_json(cfg_path)
+    for name, v in (("threads", threads), ("max_context", max_context)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            raise ValueError(f"argument '{name}' must be a positive integer, got {v!r}")
+    if dtype is not None and dtype not in ("f32", "float32", "f16", "float16", "bf16", "bfloat16"):
+        raise ValueError(f"argument 'dtype' must be None, 'f32', 'f16' or 'bf16', got {dtype!r}")
+    files = _find_weight_files(model_dir)
+    checkpoint = _core.TensorMap.open_safetensors(files)
+    spec, names = spec_from_config(config, cfg_path, checkpoint.names())
+    opts = _core.ModelOptions()
+    opts.threads = threads or 0
+    opts.max_context = max_context or 0
+    opts.dtype = dtype or ""
+    core = _core.Model(spec, checkpoint, names, opts)
+    return Model(core, config, TokenizerInfo(model_dir), model_dir)
+
+
+class Model:
+    """A loaded model. Calls on one Model run one at a time (a lock serializes them); separate Model
+    objects run concurrently."""
+
+    def __init__(self, core: "_core.Model", config: Dict[str, Any], tok: TokenizerInfo, path: str):
+        self._core = core
+        self.config = config
+        self.path = path
+        self._tok = tok
+        self._lock = threading.RLock()
+        self._cached: List[int] = []  # the tokens whose keys/values are in the cache
+        self.generation_config = {}
+        gc_path = os.path.join(path, "generation_config.json")
+        if os.path.exists(gc_path):
+            self.generation_config = _read_json(gc_path)
+        self.eos_token_ids = self._eos_ids()
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The Hugging Face `tokenizers.Tokenizer` from tokenizer.json (None if the checkpoint has none)."""
+        return self._tok.tokenizer
+
+    @property
+    def spec(self) -> "_core.ArchSpec":
+        return self._core.spec
+
+    @property
+    def max_context(self) -> int:
+        return self._core.max_context
+
+    @property
+    def threads(self) -> int:
+        return self._core.threads
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (f"Model({s.model_type}, layers={s.n_layers}, hidden={s.hidden_size}, heads={s.n_heads}/{s.n_kv_heads}, "
+                f"vocab={s.vocab_size}, max_context={self.max_context}, threads={self.threads})")
+
+    def _eos_ids(self) -> List[int]:
+        ids: List[int] = []
+        for src in (self.generation_config, self.config):
+            v = src.get("eos_token_id")
+            if isinstance(v, int):
+                ids.append(v)
+            elif isinstance(v, list):
+                ids.extend(i for i in v if isinstance(i, int))
+            if ids:
+                break
+        t = self._tok.token_id(self._tok.eos_token)
+        if not ids and t is not None:
+            ids.append(t)
+        return ids
+
+    # -- core calls ---------------------------------------------------------------------------------
+    def _ids(self, input_ids: Any, what: str = "input_ids") -> np.ndarray:
+        a = np.asarray(input_ids)
+        if a.dtype == object or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"{what}: expected integer token ids, got {a.dtype}")
+        a = a.astype(np.int64, copy=False)
+        V = self.spec.vocab_size
+        if a.size and (a.min() < 0 or a.max() >= V):
+            bad = int(a[(a < 0) | (a >= V)][0])
+            raise ValueError(f"{what}: token id {bad} is outside the vocabulary [0, {V})")
+        return a.astype(np.int32)
+
+    def _check_len(self, n: int, what: str):
+        if n > self.max_context:
+            raise ValueError(f"{what}: {n} tokens exceed max_context={self.max_context} "
+                             "(load with a larger max_context=, up to the model's trained length)")
+
+    def _prefill(self, ids: np.ndarray, logits: bool) -> Optional[np.ndarray]:
+        """Appends ids to the cache in chunks; returns the logits of every position if asked."""
+        out = []
+        for i in range(0, len(ids), PREFILL_CHUNK):
+            chunk = ids[i : i + PREFILL_CHUNK]
+            if logits:
+                out.append(self._core.forward(chunk, True))
+            else:
+                self._core.prefill(chunk)
+            self._cached.extend(int(t) for t in chunk)
+        return np.concatenate(out, axis=0) if logits else None
+
+    def _reset_to(self, ids: Sequence[int]) -> int:
+        """Keeps the longest cached prefix of ids (at least one token is left to run); returns its length."""
+        n = 0
+        dynamic = self.spec.pos == _core.PosKind.rotary and self.spec.rope.scaling == _core.RopeScaling.dynamic
+        if not dynamic:  # dynamic NTK frequencies depend on the length: never reuse keys across calls
+            lim = min(len(self._cached), len(ids) - 1)
+            while n < lim and self._cached[n] == ids[n]:
+                n += 1
+        self._core.truncate(n)
+        del self._cached[n:]
+        return n
+
+    def logits(self, input_ids: Any) -> np.ndarray:
+        """float32 logits at every position: [T, vocab] for 1-D input_ids, [B, T, vocab] for 2-D."""
+        a = self._ids(input_ids)
+        if a.ndim not in (1, 2) or a.shape[-1] == 0:
+            raise ValueError(f"input_ids: expected a non-empty 1-D or 2-D array of token ids, got shape {a.shape}")
+        self._check_len(a.shape[-1], "input_ids")
+        with self._lock:
+            rows = a[None] if a.ndim == 1 else a
+            out = []
+            for row in rows:
+                self._core.reset()
+                self._cached = []
+                out.append(self._prefill(row, logits=True))
+            return out[0] if a.ndim == 1 else np.stack(out)
+
+    # -- generation ---------------------------------------------------------------------------------
+    def _sampler_options(self, temperature, top_k, top_p, min_p, repetition_penalty, seed) -> "_core.SamplerOptions":
+        g = self.generation_config
+        sampling = bool(g.get("do_sample", False))
+        o = _core.SamplerOptions()
+        args = {
+            "temperature": temperature if temperature is not None else (g.get("temperature", 1.0) if sampling else 0.0),
+            "top_k": top_k if top_k is not None else (g.get("top_k", 0) if sampling else 0),
+            "top_p": top_p if top_p is not None else (g.get("top_p", 1.0) if sampling else 1.0),
+            "min_p": min_p if min_p is not None else 0.0,
+            "repetition_penalty": repetition_penalty if repetition_penalty is not None else 1.0,
+        }
+        for k, v in args.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"argument '{k}' must be a number, got {v!r}")
+        if not float(args["top_k"]).is_integer():
+            raise ValueError(f"argument 'top_k' must be an integer, got {args['top_k']!r}")
+        o.temperature = float(args["temperature"])
+        o.top_k = int(args["top_k"]) if 0 <= args["top_k"] < 2**31 else -1
+        o.top_p = float(args["top_p"])
+        o.min_p = float(args["min_p"])
+        o.repetition_penalty = float(args["repetition_penalty"])
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ValueError(f"argument 'seed' must be a non-negative integer, got {seed!r}")
+            o.seed = seed % 2**64
+        else:
+            o.seed = int.from_bytes(os.urandom(8), "little")
+        o.validate()
+        return o
+
+    def generate(self, prompt: Union[str, Sequence[int]], max_new_tokens: int = 128, temperature: Optional[float] = None,
+                 top_k: Optional[int] = None, top_p: Optional[float] = None, min_p: Optional[float] = None,
+                 repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+                 stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False, stream: bool = False):
+        """Generates up to max_new_tokens after prompt (a string, or a list of token ids).
+
+        temperature=0 is greedy; unset sampling arguments follow the checkpoint's generation_config.json
+        (greedy when it has none). stop: strings that end the generation (not included in the text).
+        Returns a GenerationResult (.text, .token_ids of the new tokens), or with stream=True an iterator
+        of text pieces whose `.result` is the GenerationResult once it is exhausted.
+        """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"argument 'max_new_tokens' must be a non-negative integer, got {max_new_tokens!r}")
+        if isinstance(prompt, str):
+            ids = self._tok.encode(prompt)
+        else:
+            ids = self._ids(list(prompt) if not isinstance(prompt, np.ndarray) else prompt, "prompt").tolist()
+            if isinstance(ids, int):
+                raise ValueError("prompt: expected a string or a 1-D list of token ids")
+        if not ids:
+            raise ValueError("prompt: empty (no tokens to condition on)")
+        self._check_len(len(ids), "prompt")
+        if stop is None:
+            stops: List[str] = []
+        elif isinstance(stop, str):
+            stops = [stop]
+        elif all(isinstance(s, str) for s in stop):
+            stops = list(stop)
+        else:
+            raise ValueError("argument 'stop' must be a string or a list of strings")
+        opts = self._sampler_options(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
+        if stream:
+            return GenerationStream(gen)
+        try:
+            while True:
+                next(gen)
+        except StopIteration as e:
+            return e.value
+
+    def _generate(self, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool):
+        with self._lock:
+            sampler = _core.Sampler(opts)
+            has_tok = self._tok.tokenizer is not None
+            decoder = StreamDecoder(self._tok, stops) if has_tok else None
+            eos = set() if ignore_eos else set(self.eos_token_ids)
+            new: List[int] = []
+            history = np.asarray(ids, dtype=np.int32)
+            finish = "length"
+            t0 = time.perf_counter()
+            t_first = t0
+            if max_new_tokens > 0:
+                start = self._reset_to(ids)
+                self._prefill(np.asarray(ids[start:-1], dtype=np.int32), logits=False)
+                last = ids[-1]
+                while len(new) < max_new_tokens:
+                    if len(self._cached) >= self.max_context:
+                        finish = "context"
+                        break
+                    tok = self._core.step(np.asarray([last], dtype=np.int32), sampler, history)
+                    self._cached.append(last)
+                    if not new:
+                        t_first = time.perf_counter()
+                    if tok in eos:
+                        finish = "eos"
+                        break
+                    new.append(tok)
+                    history = np.append(history, np.int32(tok))
+                    last = tok
+                    if decoder is not None:
+                        piece = decoder.update(new)
+                        if piece:
+                            yield piece
+                        if decoder.stopped:
+                            finish = "stop"
+                            break
+                if decoder is not None and not decoder.stopped:
+                    piece = decoder.flush()
+                    if piece:
+                        yield piece
+            t1 = time.perf_counter()
+            text = decoder.text if decoder is not None else ""
+            return GenerationResult(text=text, token_ids=new, finish_reason=finish, prompt_tokens=len(ids),
+                                    prefill_seconds=t_first - t0, decode_seconds=t1 - t_first)
+
+    def chat(self, messages: List[Dict[str, Any]], **generate_kwargs):
+        """Applies the checkpoint's chat template to messages and generates the assistant's reply."""
+        text = self._tok.apply_chat_template(messages, add_generation_prompt=True)
+        ids = self._tok.encode(text, add_special_tokens=False)
+        return self.generate(ids, **generate_kwargs)

@@ -1,0 +1,133 @@
+"""Tokenizer (HF `tokenizers`, from tokenizer.json), special tokens and the chat template."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def _token_str(v: Any) -> Optional[str]:
+    if isinstance(v, dict):
+        v = v.get("content")
+    return v if isinstance(v, str) else None
+
+
+class TokenizerInfo:
+    """The tokenizer plus what tokenizer_config.json says about it."""
+
+    def __init__(self, model_dir: str):
+        self.tokenizer = None
+        self.config: Dict[str, Any] = {}
+        path = os.path.join(model_dir, "tokenizer.json")
+        if os.path.exists(path):
+            from tokenizers import Tokenizer
+
+            try:
+                self.tokenizer = Tokenizer.from_file(path)
+            except Exception as e:  # the tokenizers library raises its own exception type
+                raise ValueError(f"{path}: cannot read the tokenizer ({e})") from None
+        cfg_path = os.path.join(model_dir, "tokenizer_config.json")
+        if os.path.exists(cfg_path):
+            self.config = _read_json(cfg_path)
+        self.bos_token = _token_str(self.config.get("bos_token"))
+        self.eos_token = _token_str(self.config.get("eos_token"))
+        self.chat_template = self._template(self.config.get("chat_template"))
+        jinja_path = os.path.join(model_dir, "chat_template.jinja")
+        if self.chat_template is None and os.path.exists(jinja_path):
+            with open(jinja_path, encoding="utf-8") as f:
+                self.chat_template = f.read()
+
+    @staticmethod
+    def _template(t: Any) -> Optional[str]:
+        if isinstance(t, str):
+            return t
+        if isinstance(t, list):  # [{"name": "default", "template": "..."}, ...]
+            named = {e.get("name"): e.get("template") for e in t if isinstance(e, dict)}
+            return named.get("default") or next(iter(named.values()), None)
+        return None
+
+    def token_id(self, token: Optional[str]) -> Optional[int]:
+        if token is None or self.tokenizer is None:
+            return None
+        return self.tokenizer.token_to_id(token)
+
+    def require(self) -> Any:
+        if self.tokenizer is None:
+            raise ValueError("this checkpoint has no tokenizer.json: pass token ids instead of text")
+        return self.tokenizer
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
+        return self.require().encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: List[int]) -> str:
+        return self.require().decode(list(ids), skip_special_tokens=True)
+
+    def apply_chat_template(self, messages: List[Dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        if not self.chat_template:
+            raise ValueError("this checkpoint has no chat_template in tokenizer_config.json")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
+            raise ValueError("messages: expected a list of {'role': ..., 'content': ...} dicts")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(msg):
+            raise ValueError(f"chat template: {msg}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string(self.chat_template).render(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+        )
+
+
+class StreamDecoder:
+    """Turns a growing list of token ids into text pieces that never split a UTF-8 character, and holds
+    back any tail that could still become one of the stop strings."""
+
+    def __init__(self, info: TokenizerInfo, stop: List[str]):
+        self.info = info
+        self.stop = [s for s in stop if s]
+        self.emitted = 0  # characters of text already handed out
+        self.text = ""
+        self.stopped = False
+
+    def update(self, ids: List[int]) -> str:
+        text = self.info.decode(ids)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            return ""
+        self.text = text
+        for s in self.stop:
+            i = text.find(s)
+            if i >= 0:
+                self.text = text[:i]
+                self.stopped = True
+        hold = 0
+        if not self.stopped:
+            for s in self.stop:
+                for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                    if self.text.endswith(s[:k]):
+                        hold = max(hold, k)
+                        break
+        end = len(self.text) - hold
+        piece = self.text[self.emitted : end] if end > self.emitted else ""
+        self.emitted = max(self.emitted, end)
+        return piece
+
+    def flush(self) -> str:
+        piece = self.text[self.emitted :]
+        self.emitted = len(self.text)
+        return piece

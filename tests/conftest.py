@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny random checkpoints made with transformers (never downloaded), and the ISA
+parametrization that runs model tests under every kernel set this CPU supports."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import edgeformer
+from edgeformer import _core
+
+ISAS = _core.cpu_info()["supported_isas"]
+_DEFAULT_ISA = _core.active_isa()
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Runs the test once per ISA (generic, avx2, avx512 where the CPU has them)."""
+    _core.set_isa(request.param)
+    yield request.param
+    _core.set_isa(_DEFAULT_ISA)
+
+
+CORPUS = (
+    "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single step. "
+    "To be or not to be, that is the question. All that glitters is not gold. Hello world, hello edge devices! "
+    "Numbers 0123456789 and symbols: {}[]()<>+-*/=. Unicode: café, naïve, 日本語, emoji 🙂."
+)
+
+
+def make_tokenizer(out_dir: str, vocab_size: int = 300) -> None:
+    """A byte-level BPE tokenizer trained on a few sentences, with <s> and </s> specials and a BOS template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([CORPUS] * 4, trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    tmpl = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "chat_template": tmpl}, f)
+
+
+def scale_weights(model, std: float = 0.08, seed: int = 0) -> None:
+    """Random weights large enough that logits are not near zero (norm weights around 1)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(std * torch.randn(p.shape, generator=g))
+
+
+def make_llama(out_dir: str, dtype: str = "float32", seed: int = 0, **overrides):
+    """Saves a tiny random llama/mistral checkpoint (with tokenizer) and returns the HF model in float32
+    holding exactly the saved (rounded) weights."""
+    import torch
+    import transformers
+
+    kw = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=False,
+              bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    model_type = overrides.pop("model_type", "llama")
+    kw.update(overrides)
+    cls_cfg = transformers.MistralConfig if model_type == "mistral" else transformers.LlamaConfig
+    cls = transformers.MistralForCausalLM if model_type == "mistral" else transformers.LlamaForCausalLM
+    cfg = cls_cfg(**kw)
+    torch.manual_seed(seed)
+    model = cls(cfg).eval()
+    scale_weights(model, seed=seed)
+    tdt = getattr(torch, dtype)
+    model = model.to(tdt)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    make_tokenizer(out_dir)
+    return model.to(torch.float32).eval()
+
+
+def hf_logits(model, ids) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def hf_greedy(model, ids, n: int):
+    import torch
+
+    x = torch.tensor([ids])
+    with torch.no_grad():  # an explicit mask: pad_token_id must not mask out real tokens
+        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False,
+                             eos_token_id=None, pad_token_id=model.config.vocab_size - 1)
+    return out[0, len(ids):].tolist()
+
+
+def assert_logits_close(ours: np.ndarray, ref: np.ndarray, rel: float = 2e-3, abs_: float = 1e-4) -> None:
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    bound = abs_ + rel * float(np.abs(ref).max())
+    err = float(np.abs(ours - ref).max())
+    assert err <= bound, f"max |ours - transformers| = {err:.3g} > bound {bound:.3g}"
+
+
+def prompt_ids(n: int = 32, vocab: int = 300, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return [0] + rng.integers(2, vocab, size=n - 1).tolist()

@@ -1,0 +1,101 @@
+"""Llama and Mistral against transformers on tiny random checkpoints, under every ISA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgeformer
+
+from conftest import assert_logits_close, hf_greedy, hf_logits, make_llama, prompt_ids
+
+# name -> (stored dtype, config overrides)
+CASES = {
+    "gqa": ("float32", {}),
+    "mha": ("float32", {"num_key_value_heads": 4}),
+    "mqa": ("float32", {"num_key_value_heads": 1}),
+    "tied": ("float32", {"tie_word_embeddings": True}),
+    "bias": ("float32", {"attention_bias": True, "mlp_bias": True}),
+    "head_dim": ("float32", {"head_dim": 24}),
+    "rope_linear": ("float32", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    # max_position 20 < prompt 32: the dynamic NTK base grows with the sequence
+    "rope_dynamic": ("float32", {"max_position_embeddings": 20, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}),
+    "rope_llama3": ("float32", {"rope_theta": 500000.0, "rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}}),
+    "rope_yarn": ("float32", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                                               "original_max_position_embeddings": 32}}),
+    "mistral_window": ("float32", {"model_type": "mistral", "sliding_window": 8}),
+    "f16": ("float16", {}),
+    "bf16": ("bfloat16", {}),
+}
+PROMPT = prompt_ids(32)
+N_GREEDY = 16
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Each case built once: its directory and the transformers reference outputs."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            dtype, overrides = CASES[name]
+            d = tmp_path_factory.mktemp(name)
+            ref = make_llama(str(d), dtype=dtype, **dict(overrides))
+            max_ctx = max(64, len(PROMPT) + N_GREEDY)
+            cache[name] = (str(d), hf_logits(ref, PROMPT), hf_greedy(ref, PROMPT, N_GREEDY), max_ctx)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_transformers(case, isa, checkpoints):
+    path, ref_logits, _, max_ctx = checkpoints(case)
+    model = edgeformer.load(path, threads=2, max_context=max_ctx)
+    ours = model.logits(PROMPT)
+    rel = 2e-3 if CASES[case][0] == "float32" else 3e-3  # f16/bf16: same rounded weights, f32 compute both sides
+    assert_logits_close(ours, ref_logits, rel=rel)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_greedy_matches_transformers(case, isa, checkpoints):
+    path, _, ref_tokens, max_ctx = checkpoints(case)
+    model = edgeformer.load(path, threads=2, max_context=max_ctx)
+    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
+    assert out.token_ids == ref_tokens
+    assert len(out.token_ids) == N_GREEDY
+
+
+def test_batch_logits_and_single_thread(checkpoints):
+    path, ref_logits, _, max_ctx = checkpoints("gqa")
+    model = edgeformer.load(path, threads=1, max_context=max_ctx)
+    batch = np.array([PROMPT, PROMPT[::-1]])
+    out = model.logits(batch)
+    assert out.shape == (2, len(PROMPT), model.spec.vocab_size)
+    assert_logits_close(out[0], ref_logits)
+    assert_logits_close(out[1], model.logits(batch[1]))
+
+
+def test_dtype_conversion_at_load(checkpoints):
+    path, ref_logits, _, max_ctx = checkpoints("gqa")
+    f16 = edgeformer.load(path, dtype="f16", threads=2, max_context=max_ctx).logits(PROMPT)
+    bf16 = edgeformer.load(path, dtype="bf16", threads=2, max_context=max_ctx).logits(PROMPT)
+    scale = float(np.abs(ref_logits).max())
+    # rounding the weights moves the logits a little, and bf16 (8-bit mantissa) more than f16 (11-bit)
+    e16, eb16 = (float(np.abs(x - ref_logits).max()) for x in (f16, bf16))
+    assert 0 < e16 < 0.02 * scale
+    assert e16 < eb16 < 0.1 * scale
+
+
+def test_incremental_decode_equals_full_prompt(checkpoints):
+    """Feeding the prompt in pieces through the KV cache gives the logits of one pass."""
+    path, ref_logits, _, max_ctx = checkpoints("mistral_window")
+    model = edgeformer.load(path, threads=2, max_context=max_ctx)
+    core = model._core
+    core.reset()
+    parts = [core.forward(np.array(PROMPT[:5], np.int32), True)]
+    for t in PROMPT[5:]:
+        parts.append(core.forward(np.array([t], np.int32), True))
+    assert_logits_close(np.concatenate(parts), ref_logits)
