@@ -348,7 +348,7 @@ class Model:
                             finish = "stop"
                             break
                 if decoder is not None and not decoder.stopped:
-                    piece = decoder.flush()
+                    piece = decoder.update(new, final=True)
                     if piece:
                         yield piece
             t1 = time.perf_counter()

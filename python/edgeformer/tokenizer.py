@@ -105,9 +105,10 @@ class StreamDecoder:
         self.text = ""
         self.stopped = False
 
-    def update(self, ids: List[int]) -> str:
+    def update(self, ids: List[int], final: bool = False) -> str:
+        """The next piece of text after ids grew. final: the generation ended (emit everything left)."""
         text = self.info.decode(ids)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+        if text.endswith("\ufffd") and not final:  # maybe an incomplete UTF-8 sequence: wait for more
             return ""
         self.text = text
         for s in self.stop:
@@ -116,7 +117,7 @@ class StreamDecoder:
                 self.text = text[:i]
                 self.stopped = True
         hold = 0
-        if not self.stopped:
+        if not self.stopped and not final:
             for s in self.stop:
                 for k in range(min(len(s) - 1, len(self.text)), 0, -1):
                     if self.text.endswith(s[:k]):
@@ -127,7 +128,3 @@ class StreamDecoder:
         self.emitted = max(self.emitted, end)
         return piece
 
-    def flush(self) -> str:
-        piece = self.text[self.emitted :]
-        self.emitted = len(self.text)
-        return piece

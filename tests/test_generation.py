@@ -1,0 +1,211 @@
+"""Generation API: sampling, seeds, streaming, stop strings, EOS, chat, the KV-cache prefix reuse, limits,
+Ctrl-C, and the command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import edgeformer
+from edgeformer import _core
+from edgeformer.tokenizer import StreamDecoder, TokenizerInfo
+
+from conftest import make_llama, prompt_ids
+
+PROMPT = prompt_ids(24)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gen")
+    make_llama(str(d))
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def model(ckpt):
+    return edgeformer.load(ckpt, threads=2, max_context=128)
+
+
+def sampler(**kw):
+    o = _core.SamplerOptions()
+    for k, v in kw.items():
+        setattr(o, k, v)
+    return _core.Sampler(o)
+
+
+def test_sampler_greedy_and_repetition_penalty():
+    logits = np.array([5.0, 4.0, -1.0], np.float32)
+    assert sampler(temperature=0).sample(logits, np.array([], np.int32)) == 0
+    # penalty 2 on token 0: 5 / 2 = 2.5 < 4
+    assert sampler(temperature=0, repetition_penalty=2.0).sample(logits, np.array([0, 0], np.int32)) == 1
+    # a negative logit is multiplied: -1 * 0.1 = -0.1 is still below 4
+    assert sampler(temperature=0, repetition_penalty=0.1).sample(logits, np.array([2], np.int32)) == 0
+
+
+def test_sampler_distribution_follows_softmax():
+    logits = np.array([1.0, 2.0, 0.5, 1.5], np.float32)
+    s = sampler(temperature=0.7, seed=123)
+    n = 20000
+    counts = np.bincount([s.sample(logits, np.array([], np.int32)) for _ in range(n)], minlength=4)
+    p = np.exp(logits / 0.7)
+    p /= p.sum()
+    # 5 standard deviations of a binomial count
+    assert np.all(np.abs(counts - n * p) < 5 * np.sqrt(n * p * (1 - p)) + 1), (counts, n * p)
+
+
+def test_sampler_top_k_top_p_min_p_restrict_support():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], np.float32))
+    none = np.array([], np.int32)
+    draws = lambda s: {s.sample(logits, none) for _ in range(2000)}  # noqa: E731
+    assert draws(sampler(temperature=1, top_k=2, seed=1)) == {0, 1}
+    assert draws(sampler(temperature=1, top_k=1, seed=1)) == {0}
+    # top_p 0.7: the ascending cumulative mass of {3, 2} is 0.2 <= 0.3, so both go; 0 and 1 stay
+    assert draws(sampler(temperature=1, top_p=0.7, seed=1)) == {0, 1}
+    # min_p 0.25: threshold 0.125 keeps 0.5, 0.3, 0.15
+    assert draws(sampler(temperature=1, min_p=0.25, seed=1)) == {0, 1, 2}
+
+
+def test_same_seed_same_text_and_top_k_1_is_greedy(model):
+    kw = dict(max_new_tokens=12, temperature=1.0, top_p=0.95, seed=7, ignore_eos=True)
+    a = model.generate(PROMPT, **kw)
+    b = model.generate(PROMPT, **kw)
+    assert a.token_ids == b.token_ids and a.text == b.text
+    others = {tuple(model.generate(PROMPT, **{**kw, "seed": s}).token_ids) for s in range(8, 14)}
+    assert len(others | {tuple(a.token_ids)}) > 1  # the seed matters
+    greedy = model.generate(PROMPT, max_new_tokens=12, temperature=0, ignore_eos=True)
+    topk1 = model.generate(PROMPT, max_new_tokens=12, temperature=1.5, top_k=1, seed=3, ignore_eos=True)
+    assert topk1.token_ids == greedy.token_ids
+
+
+def test_prefix_reuse_matches_fresh_model(ckpt, model):
+    """A second prompt that extends the first reuses cached keys; results equal a fresh model's."""
+    longer = PROMPT + [5, 6, 7]
+    model.generate(PROMPT, max_new_tokens=4, temperature=0)
+    reused = model.generate(longer, max_new_tokens=8, temperature=0, ignore_eos=True)
+    fresh = edgeformer.load(ckpt, threads=1, max_context=128).generate(longer, max_new_tokens=8, temperature=0,
+                                                                      ignore_eos=True)
+    assert reused.token_ids == fresh.token_ids
+
+
+def test_text_prompt_stream_and_result(model):
+    stream = model.generate("Hello world", max_new_tokens=10, temperature=0, ignore_eos=True, stream=True)
+    pieces = list(stream)
+    r = stream.result
+    assert r is not None and len(r.token_ids) == 10
+    assert "".join(pieces) == r.text == model.tokenizer.decode(r.token_ids, skip_special_tokens=True)
+    assert r.prompt_tokens == len(model.tokenizer.encode("Hello world").ids)
+    assert r.prefill_tokens_per_s > 0 and r.decode_tokens_per_s > 0
+    assert r.finish_reason == "length"
+
+
+def test_stream_never_splits_utf8(ckpt):
+    info = TokenizerInfo(ckpt)
+    text = "café naïve 日本語 🙂 done"
+    ids = info.encode(text, add_special_tokens=False)
+    assert len(ids) > len(text.split())  # multi-byte characters span several tokens
+    dec = StreamDecoder(info, [])
+    pieces = [dec.update(ids[: i + 1]) for i in range(len(ids))] + [dec.update(ids, final=True)]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_stop_strings(model):
+    full = model.generate(PROMPT, max_new_tokens=16, temperature=0, ignore_eos=True)
+    assert len(full.text) > 6
+    stop = full.text[3:6]
+    cut = full.text[: full.text.find(stop)]
+    r = model.generate(PROMPT, max_new_tokens=16, temperature=0, ignore_eos=True, stop=[stop, "\x00never"])
+    assert r.finish_reason == "stop" and r.text == cut
+    s = model.generate(PROMPT, max_new_tokens=16, temperature=0, ignore_eos=True, stop=stop, stream=True)
+    assert "".join(s) == cut  # the held-back prefix of the stop string is never emitted
+
+
+def test_eos_ends_generation(model):
+    greedy = model.generate(PROMPT, max_new_tokens=8, temperature=0, ignore_eos=True).token_ids
+    saved = model.eos_token_ids
+    try:
+        model.eos_token_ids = [greedy[3]]
+        k = greedy.index(greedy[3])
+        r = model.generate(PROMPT, max_new_tokens=8, temperature=0)
+        assert r.finish_reason == "eos" and r.token_ids == greedy[:k]
+        assert model.generate(PROMPT, max_new_tokens=8, temperature=0, ignore_eos=True).token_ids == greedy
+    finally:
+        model.eos_token_ids = saved
+
+
+def test_max_new_tokens_zero_and_context_limit(ckpt, model):
+    r = model.generate(PROMPT, max_new_tokens=0)
+    assert r.token_ids == [] and r.text == ""
+    small = edgeformer.load(ckpt, threads=1, max_context=len(PROMPT) + 5)
+    r = small.generate(PROMPT, max_new_tokens=50, temperature=0, ignore_eos=True)
+    assert r.finish_reason == "context" and len(r.token_ids) == 6
+    assert r.token_ids == model.generate(PROMPT, max_new_tokens=6, temperature=0, ignore_eos=True).token_ids
+
+
+def test_chat_applies_template(model):
+    msgs = [{"role": "user", "content": "Hello world"}]
+    r = model.chat(msgs, max_new_tokens=6, temperature=0, ignore_eos=True)
+    ids = model.tokenizer.encode("<s><|user|>Hello world</s><|assistant|>", add_special_tokens=False).ids
+    assert r.token_ids == model.generate(ids, max_new_tokens=6, temperature=0, ignore_eos=True).token_ids
+    with pytest.raises(ValueError, match="messages"):
+        model.chat("not a list")
+
+
+def test_defaults_and_info(model):
+    info = edgeformer.cpu_info()
+    assert info["isa"] in info["supported_isas"] and info["physical_cores"] >= 1
+    default_threads = edgeformer.load(model.path, max_context=32).threads
+    assert default_threads == info["physical_cores"]
+    assert edgeformer.load(model.path).max_context == 128  # max_position_embeddings of the checkpoint
+    assert "llama" in repr(model)
+
+
+def test_ctrl_c_stops_generation_and_model_stays_usable(ckpt):
+    code = f"""
+import sys, time, edgeformer
+m = edgeformer.load({ckpt!r}, threads=1, max_context=100000)
+print("ready", flush=True)
+t = None
+try:
+    for i, _ in enumerate(m.generate([0, 5, 6], max_new_tokens=99000, temperature=0, ignore_eos=True, stream=True)):
+        pass
+except KeyboardInterrupt:
+    t = time.perf_counter()
+    r = m.generate([0, 5, 6], max_new_tokens=3, temperature=0, ignore_eos=True)
+    print("interrupted", len(r.token_ids), flush=True)
+    print("handled_in", time.perf_counter() - t, flush=True)
+"""
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    t0 = time.perf_counter()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    elapsed = time.perf_counter() - t0
+    assert "interrupted 3" in out, (out, err)
+    assert elapsed < 5, elapsed  # promptly (includes interpreter shutdown)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgeformer", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_info_and_run(ckpt):
+    r = run_cli("info")
+    assert r.returncode == 0 and "kernels in use" in r.stdout and edgeformer.__version__ in r.stdout
+    r = run_cli("run", ckpt, "Hello world", "-n", "5", "--temperature", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("Hello world")
+    assert "prefill:" in r.stderr and "decode: 5 tokens" in r.stderr and "tok/s" in r.stderr
+    r = run_cli("run", os.path.join(ckpt, "missing"), "x")
+    assert r.returncode == 2 and "no such directory" in r.stderr
+    env = dict(os.environ, EDGEFORMER_ISA="generic")
+    r = subprocess.run([sys.executable, "-m", "edgeformer", "info"], capture_output=True, text=True, env=env)
+    assert "kernels in use: generic" in r.stdout

@@ -1,0 +1,161 @@
+"""Every kernel of every ISA against NumPy: sizes around the vector widths (w-1, w, w+1, 3w+5 for w = 4, 8,
+16) and row-strided (non-contiguous) views. Errors are normalized by the reference's scale."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgeformer import _core
+
+ISAS = _core.cpu_info()["supported_isas"]
+SIZES = sorted({n for w in (4, 8, 16) for n in (1, w - 1, w, w + 1, 3 * w + 5)} | {64, 100})
+rng = np.random.default_rng(0)
+
+
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (round to nearest even)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def close(ours, ref, tol=1e-5):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape
+    scale = max(1.0, float(np.abs(ref).max()))
+    err = float(np.abs(ours - ref).max()) / scale
+    assert err <= tol, f"normalized error {err:.3g} > {tol}"
+
+
+def strided(a: np.ndarray) -> np.ndarray:
+    """The same values as a row-strided view into a wider buffer."""
+    big = np.zeros((a.shape[0], a.shape[1] + 7), a.dtype)
+    big[:, 3 : 3 + a.shape[1]] = a
+    v = big[:, 3 : 3 + a.shape[1]]
+    assert a.shape[0] == 1 or not v.flags.c_contiguous
+    return v
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("wdtype", ["f32", "f16", "bf16"])
+@pytest.mark.parametrize("K", SIZES)
+def test_matmul(isa, wdtype, K):
+    for T, O in ((1, 13), (5, 19), (7, 4)):  # decode (GEMV) and prompt (GEMM) shapes, odd tiles
+        x = rng.standard_normal((T, K)).astype(np.float32)
+        w32 = rng.standard_normal((O, K)).astype(np.float32)
+        if wdtype == "f32":
+            w, wf = w32, w32
+        elif wdtype == "f16":
+            w = w32.astype(np.float16)
+            wf = w.astype(np.float32)
+        else:
+            w = bf16_bits(w32)
+            wf = bf16_to_f32(w)
+        b = rng.standard_normal(O).astype(np.float32)
+        ref = x.astype(np.float64) @ wf.astype(np.float64).T + b
+        dt = getattr(_core.DType, wdtype)
+        close(_core.ops.matmul(x, w, dt, b, isa=isa), ref)
+        close(_core.ops.matmul(strided(x), strided(w), dt, b, isa=isa), ref)
+        close(_core.ops.matmul(x, w[::1], dt, None, isa=isa), ref - b)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", SIZES)
+def test_conversions(isa, n):
+    x = (rng.standard_normal((3, n)) * 100).astype(np.float32)
+    h = x.astype(np.float16)
+    np.testing.assert_array_equal(_core.ops.to_f32(h, _core.DType.f16, isa=isa), h.astype(np.float32))
+    bits = bf16_bits(x)
+    np.testing.assert_array_equal(_core.ops.to_f32(strided(bits), _core.DType.bf16, isa=isa), bf16_to_f32(bits))
+    np.testing.assert_array_equal(_core.ops.to_f32(x, _core.DType.f32, isa=isa), x)
+
+
+def test_f16_special_values():
+    vals = np.array([0.0, -0.0, 1.0, -2.5, 65504.0, np.inf, -np.inf, 6e-8, 1e-5, 3.0e-5], np.float32)
+    h = vals.astype(np.float16)
+    for isa in ISAS:
+        np.testing.assert_array_equal(_core.ops.to_f32(h, _core.DType.f16, isa=isa)[0], h.astype(np.float32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", SIZES)
+def test_vector_ops(isa, n):
+    a = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    close(_core.ops.dot(a, b, isa=isa), np.dot(a.astype(np.float64), b))
+    close(_core.ops.axpy(0.7, a, b, isa=isa), b + 0.7 * a.astype(np.float64))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", SIZES)
+def test_norms(isa, n):
+    x = (rng.standard_normal((4, n)) * 3 + 0.5).astype(np.float32)
+    w = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    x64 = x.astype(np.float64)
+    rms = x64 / np.sqrt((x64**2).mean(1, keepdims=True) + 1e-5)
+    close(_core.ops.rmsnorm(strided(x), w, 1e-5, isa=isa), rms * w)
+    close(_core.ops.rmsnorm(x, None, 1e-5, isa=isa), rms)
+    mu = x64.mean(1, keepdims=True)
+    ln = (x64 - mu) / np.sqrt(((x64 - mu) ** 2).mean(1, keepdims=True) + 1e-5)
+    close(_core.ops.layernorm(strided(x), w, b, 1e-5, isa=isa), ln * w + b)
+    close(_core.ops.layernorm(x, None, None, 1e-5, isa=isa), ln)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", SIZES)
+def test_softmax(isa, n):
+    x = (rng.standard_normal((3, n)) * 10).astype(np.float32)
+    x[1, 0] = -1e30  # a near-masked score must not produce NaN
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(1, keepdims=True))
+    ref = e / e.sum(1, keepdims=True)
+    out = _core.ops.softmax(strided(x), isa=isa)
+    assert np.isfinite(out).all()
+    close(out, ref, tol=2e-6)
+
+
+def _gelu(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+ACTS = {
+    "silu": lambda x: x / (1 + np.exp(-x)),
+    "relu": lambda x: np.maximum(x, 0),
+    "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("act", list(ACTS))
+@pytest.mark.parametrize("n", SIZES)
+def test_activations(isa, act, n):
+    x = (rng.standard_normal((2, n)) * 4).astype(np.float32)
+    x[0, 0] = -100.0  # far tails: exp overflow / underflow must stay finite
+    if n > 1:
+        x[0, 1] = 100.0
+    u = rng.standard_normal((2, n)).astype(np.float32)
+    ref = ACTS[act](x.astype(np.float64))
+    a = getattr(_core.Act, act)
+    close(_core.ops.act(strided(x), a, isa=isa), ref, tol=2e-6)
+    close(_core.ops.act_mul(x, strided(u), a, isa=isa), ref * u, tol=2e-6)
+
+
+def test_unsupported_isa_is_an_error():
+    missing = [i for i in ("generic", "avx2", "avx512", "neon") if i not in ISAS]
+    for i in missing:
+        with pytest.raises(ValueError, match=i):
+            _core.ops.dot(np.ones(3, np.float32), np.ones(3, np.float32), isa=i)
+    with pytest.raises(ValueError, match="unknown ISA 'sse9'"):
+        _core.set_isa("sse9")
