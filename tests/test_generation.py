@@ -209,3 +209,24 @@ def test_cli_info_and_run(ckpt):
     env = dict(os.environ, EDGEFORMER_ISA="generic")
     r = subprocess.run([sys.executable, "-m", "edgeformer", "info"], capture_output=True, text=True, env=env)
     assert "kernels in use: generic" in r.stdout
+
+
+def test_hub_id_goes_through_huggingface_hub(ckpt, monkeypatch):
+    """A hub id is fetched with huggingface_hub.snapshot_download (faked here: no network in tests)."""
+    import types
+
+    calls = []
+    fake = types.ModuleType("huggingface_hub")
+
+    def snapshot_download(repo_id, allow_patterns=None):
+        calls.append((repo_id, allow_patterns))
+        return ckpt
+
+    fake.snapshot_download = snapshot_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    m = edgeformer.load("someorg/tiny-llama", threads=1)
+    assert calls and calls[0][0] == "someorg/tiny-llama" and "*.safetensors" in calls[0][1]
+    assert m.spec.model_type == "llama"
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(ValueError, match="pip install huggingface_hub"):
+        edgeformer.load("someorg/tiny-llama")
