@@ -160,3 +160,57 @@ def test_unsupported_isa_is_an_error():
             _core.ops.dot(np.ones(3, np.float32), np.ones(3, np.float32), isa=i)
     with pytest.raises(ValueError, match="unknown ISA 'sse9'"):
         _core.set_isa("sse9")
+
+
+@pytest.mark.parametrize("style", ["half", "interleaved"])
+@pytest.mark.parametrize("rotary_dim", [8, 16])  # partial (8 of 16) and full
+def test_rope_layouts(style, rotary_dim):
+    T, H, hd = 3, 2, 16
+    x = rng.standard_normal((T, H, hd)).astype(np.float32)
+    half = rotary_dim // 2
+    inv = 1.0 / 10000 ** (np.arange(0, rotary_dim, 2) / rotary_dim)
+    ang = np.arange(5, 5 + T)[:, None] * inv[None, :]  # [T, half]
+    c, s = np.cos(ang), np.sin(ang)
+    ref = x.astype(np.float64).copy()
+    r = ref[..., :rotary_dim]
+    if style == "half":  # transformers: x * cos + rotate_half(x) * sin over cat(freqs, freqs)
+        c2, s2 = np.concatenate([c, c], -1)[:, None], np.concatenate([s, s], -1)[:, None]
+        rot = np.concatenate([-r[..., half:], r[..., :half]], -1)
+        ref[..., :rotary_dim] = r * c2 + rot * s2
+    else:  # GPT-J: pairs (2i, 2i+1) share angle i
+        c2, s2 = np.repeat(c, 2, -1)[:, None], np.repeat(s, 2, -1)[:, None]
+        rot = np.stack([-r[..., 1::2], r[..., 0::2]], -1).reshape(r.shape)
+        ref[..., :rotary_dim] = r * c2 + rot * s2
+    out = _core.ops.rope(x, c.astype(np.float32), s.astype(np.float32), getattr(_core.RopeStyle, style))
+    close(out, ref, tol=1e-6)
+    np.testing.assert_array_equal(out[..., rotary_dim:], x[..., rotary_dim:])  # the rest passes through
+
+
+def test_rope_inv_freq_matches_transformers():
+    """Every rope_scaling type's frequencies against transformers' own ROPE_INIT_FUNCTIONS."""
+    torch = pytest.importorskip("torch")
+    import transformers
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from edgeformer.archs import spec_from_config
+
+    base = dict(model_type="llama", vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=4, max_position_embeddings=64)
+    cases = [
+        {"rope_type": "linear", "factor": 3.0},
+        {"rope_type": "dynamic", "factor": 2.0},
+        {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+         "original_max_position_embeddings": 32},
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": 16.0,
+         "mscale": 1.0, "mscale_all_dim": 0.5},
+    ]
+    for rs in cases:
+        cfg_dict = dict(base, rope_theta=50000.0, rope_scaling=dict(rs))
+        hf_cfg = transformers.LlamaConfig(**{k: v for k, v in cfg_dict.items() if k != "model_type"})
+        spec, _ = spec_from_config(cfg_dict, "config.json")
+        for seq_len in (10, 200):
+            ref, ref_scale = ROPE_INIT_FUNCTIONS[rs["rope_type"]](hf_cfg, torch.device("cpu"), seq_len=seq_len)
+            ours, scale = _core.ops.rope_inv_freq(spec, seq_len)
+            np.testing.assert_allclose(ours, ref.numpy(), rtol=2e-6, err_msg=str(rs))
+            assert abs(scale - ref_scale) < 1e-6, rs

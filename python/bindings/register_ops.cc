@@ -5,6 +5,8 @@
 #include "bindings.h"
 #include "edgeformer/cpu.h"
 #include "edgeformer/errors.h"
+#include "edgeformer/ops.h"
+#include "edgeformer/rope.h"
 
 namespace ef_py {
 
@@ -83,6 +85,30 @@ void register_ops(py::module_& m) {
       k.to_f32[(int)dtype](r.ptr + i * r.ld * ef::dtype_size(dtype), y.mutable_data() + i * r.cols, r.cols);
     return y;
   }, py::arg("src"), py::arg("dtype"), py::arg("isa") = "");
+
+  ops.def("rope", [](py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                     py::array_t<float, py::array::c_style | py::array::forcecast> cos,
+                     py::array_t<float, py::array::c_style | py::array::forcecast> sin, ef::RopeStyle style) {
+    // x: [T, heads, head_dim]  cos, sin: [T, half]  ->  rotated copy of x
+    if (x.ndim() != 3 || cos.ndim() != 2 || sin.ndim() != 2 || cos.shape(0) != x.shape(0) ||
+        sin.shape(0) != x.shape(0) || cos.shape(1) != sin.shape(1) || 2 * cos.shape(1) > x.shape(2))
+      throw ef::ValueError("rope: expected x [T, heads, head_dim], cos and sin [T, half] with 2 * half <= head_dim");
+    py::array_t<float> y({x.shape(0), x.shape(1), x.shape(2)});
+    std::memcpy(y.mutable_data(), x.data(), x.size() * sizeof(float));
+    const size_t half = cos.shape(1);
+    for (py::ssize_t t = 0; t < x.shape(0); t++)
+      for (py::ssize_t h = 0; h < x.shape(1); h++)
+        ef::ops::rope(y.mutable_data() + (t * x.shape(1) + h) * x.shape(2), cos.data() + t * half, sin.data() + t * half,
+                      half, style);
+    return y;
+  }, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("style"));
+
+  ops.def("rope_inv_freq", [](const ef::ArchSpec& spec, int64_t seq_len) {
+    std::vector<float> f;
+    float mscale = 1.f;
+    ef::rope_inv_freq(spec, seq_len, f, mscale);
+    return py::make_tuple(py::array_t<float>(f.size(), f.data()), mscale);
+  }, py::arg("spec"), py::arg("seq_len"), "(inverse frequencies, attention factor) for a spec's rotary settings");
 
   ops.def("dot", [](py::array a, py::array b, const std::string& isa) {
     Rows ar = f32_rows(a, "a"), br = f32_rows(b, "b");

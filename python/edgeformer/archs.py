@@ -52,6 +52,8 @@ class Config:
         if kind is int:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
                 raise self.error(name, f"must be an integer, got {v!r}")
+            if not -(2**31) < v < 2**31:
+                raise self.error(name, f"is out of range, got {v!r}")
             return int(v)
         if kind is float:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):

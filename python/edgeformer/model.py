@@ -114,7 +114,7 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         raise ValueError(f"{model_dir}: no config.json")
     config = _read_json(cfg_path)
     for name, v in (("threads", threads), ("max_context", max_context)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**31):
             raise ValueError(f"argument '{name}' must be a positive integer, got {v!r}")
     if dtype is not None and dtype not in ("f32", "float32", "f16", "float16", "bf16", "bfloat16"):
         raise ValueError(f"argument 'dtype' must be None, 'f32', 'f16' or 'bf16', got {dtype!r}")
@@ -186,14 +186,17 @@ class Model:
 
     # -- core calls ---------------------------------------------------------------------------------
     def _ids(self, input_ids: Any, what: str = "input_ids") -> np.ndarray:
-        a = np.asarray(input_ids)
+        try:
+            a = np.asarray(input_ids)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"{what}: expected a rectangular array of token ids ({e})") from None
         if a.dtype == object or (a.size and not np.issubdtype(a.dtype, np.integer)):
             raise ValueError(f"{what}: expected integer token ids, got {a.dtype}")
-        a = a.astype(np.int64, copy=False)
         V = self.spec.vocab_size
-        if a.size and (a.min() < 0 or a.max() >= V):
-            bad = int(a[(a < 0) | (a >= V)][0])
-            raise ValueError(f"{what}: token id {bad} is outside the vocabulary [0, {V})")
+        if a.size:  # range-check in the given dtype, before any cast can wrap a value around
+            bad = a[(a < 0) | (a >= V)]
+            if bad.size:
+                raise ValueError(f"{what}: token id {int(bad.flat[0])} is outside the vocabulary [0, {V})")
         return a.astype(np.int32)
 
     def _check_len(self, n: int, what: str):
@@ -255,10 +258,11 @@ class Model:
         for k, v in args.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"argument '{k}' must be a number, got {v!r}")
-        if not float(args["top_k"]).is_integer():
-            raise ValueError(f"argument 'top_k' must be an integer, got {args['top_k']!r}")
+        top_k = args["top_k"]
+        if not float(top_k).is_integer() or top_k < 0:
+            raise ValueError(f"argument 'top_k' must be an integer >= 0 (0 disables it), got {top_k!r}")
         o.temperature = float(args["temperature"])
-        o.top_k = int(args["top_k"]) if 0 <= args["top_k"] < 2**31 else -1
+        o.top_k = int(min(top_k, self.spec.vocab_size))  # k >= vocab keeps everything
         o.top_p = float(args["top_p"])
         o.min_p = float(args["min_p"])
         o.repetition_penalty = float(args["repetition_penalty"])
@@ -286,10 +290,13 @@ class Model:
             raise ValueError(f"argument 'max_new_tokens' must be a non-negative integer, got {max_new_tokens!r}")
         if isinstance(prompt, str):
             ids = self._tok.encode(prompt)
+        elif isinstance(prompt, (list, tuple, np.ndarray)):
+            a = self._ids(prompt, "prompt")
+            if a.ndim != 1:
+                raise ValueError(f"prompt: expected a string or a 1-D list of token ids, got shape {a.shape}")
+            ids = a.tolist()
         else:
-            ids = self._ids(list(prompt) if not isinstance(prompt, np.ndarray) else prompt, "prompt").tolist()
-            if isinstance(ids, int):
-                raise ValueError("prompt: expected a string or a 1-D list of token ids")
+            raise ValueError(f"prompt: expected a string or a 1-D list of token ids, got {type(prompt).__name__}")
         if not ids:
             raise ValueError("prompt: empty (no tokens to condition on)")
         self._check_len(len(ids), "prompt")
@@ -297,7 +304,7 @@ class Model:
             stops: List[str] = []
         elif isinstance(stop, str):
             stops = [stop]
-        elif all(isinstance(s, str) for s in stop):
+        elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
             stops = list(stop)
         else:
             raise ValueError("argument 'stop' must be a string or a list of strings")

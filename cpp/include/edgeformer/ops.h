@@ -1,5 +1,6 @@
 // Ops: validate once, split over the thread pool, call the active kernel table.
 #pragma once
+#include "edgeformer/arch.h"
 #include "edgeformer/cpu.h"
 #include "edgeformer/tensor.h"
 #include "edgeformer/threadpool.h"
@@ -14,6 +15,10 @@ void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx,
 
 // out[t, :] = embedding row ids[t] converted to f32. Throws ValueError for an id outside [0, rows).
 void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out);
+
+// Rotates the first 2*half dims of one head vector x by the angles whose cos/sin are given (half each):
+// RopeStyle::Half pairs (i, i + half) as transformers' rotate_half; Interleaved pairs (2i, 2i + 1) as GPT-J.
+void rope(float* x, const float* cos, const float* sin, size_t half, RopeStyle style);
 
 }  // namespace ops
 }  // namespace ef

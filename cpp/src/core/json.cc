@@ -56,6 +56,24 @@ struct Parser {
     }
     return v;
   }
+  // Copies one multi-byte UTF-8 sequence starting with lead byte c (already consumed); rejects invalid ones.
+  void utf8(char c, std::string& out) {
+    const unsigned char b = (unsigned char)c;
+    int n = b >= 0xf0 && b <= 0xf4 ? 3 : b >= 0xe0 ? 2 : b >= 0xc2 && b <= 0xdf ? 1 : -1;
+    if (n < 0 || b > 0xf4) fail("invalid UTF-8 in string");
+    if (end - p < n) fail("truncated UTF-8 in string");
+    uint32_t cp = b & (0x3f >> n);
+    for (int i = 0; i < n; i++) {
+      unsigned char cc = (unsigned char)p[i];
+      if ((cc & 0xc0) != 0x80) fail("invalid UTF-8 in string");
+      cp = cp << 6 | (cc & 0x3f);
+    }
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+      fail("invalid UTF-8 in string");
+    out += c;
+    out.append(p, n);
+    p += n;
+  }
   std::string string() {
     if (p >= end || *p != '"') fail("expected a string");
     p++;
@@ -65,6 +83,7 @@ struct Parser {
       char c = *p++;
       if (c == '"') break;
       if ((unsigned char)c < 0x20) fail("control character in string");
+      if ((unsigned char)c >= 0x80) { utf8(c, out); continue; }
       if (c != '\\') { out += c; continue; }
       if (p >= end) fail("unterminated escape");
       char e = *p++;

@@ -94,6 +94,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
              const ModelOptions& opts)
     : spec_(spec), opts_(opts) {
   spec_.validate();
+  kernels();  // an unusable EDGEFORMER_ISA fails here, at load
   EF_CHECK(opts.threads >= 0, "argument 'threads' must be positive, got " + std::to_string(opts.threads));
   EF_CHECK(opts.max_context >= 0, "argument 'max_context' must be positive, got " + std::to_string(opts.max_context));
   max_ctx_ = opts.max_context > 0 ? opts.max_context : spec_.max_position;
@@ -140,8 +141,13 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   int threads = opts.threads > 0 ? opts.threads : physical_cores();
   pool_ = std::make_unique<ThreadPool>(threads);
   const size_t cache_elems = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)max_ctx_ * hd;
-  kcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
-  vcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
+  try {
+    kcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
+    vcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
+  } catch (const Error&) {
+    throw ValueError("max_context=" + std::to_string(max_ctx_) + ": the KV cache needs " +
+                     std::to_string(2 * cache_elems * sizeof(float) >> 20) + " MiB, more than can be allocated; pass a smaller max_context=");
+  }
   scores_.resize((size_t)threads * max_ctx_);
   if (spec_.pos == PosKind::Rotary && spec_.rope.scaling != RopeScaling::Dynamic)
     rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
@@ -190,24 +196,6 @@ void Model::compute_rope(int32_t pos0, int32_t T) {
   }
 }
 
-namespace {
-// x: one head's vector. Rotates the first 2*half dims (rotate-half or GPT-J interleaved pairs).
-void apply_rope(float* x, const float* c, const float* s, size_t half, RopeStyle style) {
-  if (style == RopeStyle::Half) {
-    for (size_t i = 0; i < half; i++) {
-      float a = x[i], b = x[i + half];
-      x[i] = a * c[i] - b * s[i];
-      x[i + half] = b * c[i] + a * s[i];
-    }
-  } else {
-    for (size_t i = 0; i < half; i++) {
-      float a = x[2 * i], b = x[2 * i + 1];
-      x[2 * i] = a * c[i] - b * s[i];
-      x[2 * i + 1] = b * c[i] + a * s[i];
-    }
-  }
-}
-}  // namespace
 
 // q: [T, n_heads * hd] for positions pos0..pos0+T-1; keys/values of this layer already in the cache.
 // out: [T, n_heads * hd]
@@ -293,10 +281,10 @@ void Model::forward(const int32_t* tokens, int32_t T, bool all_logits, float* ou
       const float* c = rotary ? cos_.data() + t * half : nullptr;
       const float* s = rotary ? sin_.data() + t * half : nullptr;
       if (rotary)
-        for (int hh = 0; hh < nh; hh++) apply_rope(q_.data() + t * QD + hh * hd, c, s, half, spec_.rope.style);
+        for (int hh = 0; hh < nh; hh++) ops::rope(q_.data() + t * QD + hh * hd, c, s, half, spec_.rope.style);
       for (int hh = 0; hh < nkv; hh++) {
         float* kv = k_.data() + t * KD + hh * hd;
-        if (rotary) apply_rope(kv, c, s, half, spec_.rope.style);
+        if (rotary) ops::rope(kv, c, s, half, spec_.rope.style);
         std::memcpy(kc + hh * head_stride + (size_t)(pos0 + t) * hd, kv, hd * sizeof(float));
         std::memcpy(vc + hh * head_stride + (size_t)(pos0 + t) * hd, v_.data() + t * KD + hh * hd, hd * sizeof(float));
       }

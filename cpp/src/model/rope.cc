@@ -9,6 +9,8 @@
 
 namespace ef {
 
+constexpr double kPi = 3.14159265358979323846;
+
 void rope_inv_freq(const ArchSpec& s, int64_t seq_len, std::vector<float>& inv_freq, float& mscale) {
   const RopeSpec& r = s.rope;
   const int dim = r.rotary_dim > 0 ? r.rotary_dim : s.head_dim;
@@ -35,7 +37,7 @@ void rope_inv_freq(const ArchSpec& s, int64_t seq_len, std::vector<float>& inv_f
       const float old_ctx = (float)r.original_max_position;
       const float low_wl = old_ctx / r.low_freq_factor, high_wl = old_ctx / r.high_freq_factor;
       for (auto& f : inv_freq) {
-        float wl = 2.f * (float)M_PI / f;
+        float wl = (float)(2 * kPi) / f;
         float g = wl > low_wl ? f / r.factor : f;
         if (!(wl < high_wl) && !(wl > low_wl)) {
           float smooth = (old_ctx / wl - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
@@ -55,7 +57,7 @@ void rope_inv_freq(const ArchSpec& s, int64_t seq_len, std::vector<float>& inv_f
           att = get_mscale(r.factor, 1.0);
       }
       mscale = (float)att;
-      const double pi = M_PI;
+      const double pi = kPi;
       auto corr_dim = [&](double rot) {
         return (dim * std::log((double)r.original_max_position / (rot * 2 * pi))) / (2 * std::log((double)r.theta));
       };

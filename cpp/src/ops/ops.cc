@@ -33,5 +33,15 @@ void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, in
   }
 }
 
+void rope(float* x, const float* c, const float* s, size_t half, RopeStyle style) {
+  const size_t step = style == RopeStyle::Half ? 1 : 2, other = style == RopeStyle::Half ? half : 1;
+  for (size_t i = 0; i < half; i++) {
+    float* p = x + i * step;
+    const float a = p[0], b = p[other];
+    p[0] = a * c[i] - b * s[i];
+    p[other] = b * c[i] + a * s[i];
+  }
+}
+
 }  // namespace ops
 }  // namespace ef
