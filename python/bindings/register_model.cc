@@ -48,6 +48,8 @@ void register_model(py::module_& m) {
       .value("encoder", ef::ModelKind::Encoder)
       .value("encoder_decoder", ef::ModelKind::EncoderDecoder);
 
+  py::enum_<ef::NormPosition>(m, "NormPosition").value("pre", ef::NormPosition::Pre).value("post", ef::NormPosition::Post);
+
   py::class_<ef::RopeSpec>(m, "RopeSpec")
       .def(py::init<>())
       .def_readwrite("theta", &ef::RopeSpec::theta)
@@ -90,6 +92,21 @@ void register_model(py::module_& m) {
       .def_readwrite("tie_embeddings", &ef::ArchSpec::tie_embeddings)
       .def_readwrite("sliding_window", &ef::ArchSpec::sliding_window)
       .def_readwrite("attn_scale", &ef::ArchSpec::attn_scale)
+      .def_readwrite("norm_position", &ef::ArchSpec::norm_position)
+      .def_readwrite("final_norm", &ef::ArchSpec::final_norm)
+      .def_readwrite("emb_norm", &ef::ArchSpec::emb_norm)
+      .def_readwrite("pos_offset", &ef::ArchSpec::pos_offset)
+      .def_readwrite("n_token_types", &ef::ArchSpec::n_token_types)
+      .def_readwrite("parallel_mlp_norm", &ef::ArchSpec::parallel_mlp_norm)
+      .def_readwrite("lm_head_bias", &ef::ArchSpec::lm_head_bias)
+      .def_readwrite("proj_dim", &ef::ArchSpec::proj_dim)
+      .def_readwrite("logits_scale", &ef::ArchSpec::logits_scale)
+      .def_readwrite("alibi_slopes", &ef::ArchSpec::alibi_slopes)
+      .def_readwrite("alibi_bf16", &ef::ArchSpec::alibi_bf16)
+      .def_readwrite("alibi_scaled", &ef::ArchSpec::alibi_scaled)
+      .def_readwrite("rel_buckets", &ef::ArchSpec::rel_buckets)
+      .def_readwrite("rel_max_distance", &ef::ArchSpec::rel_max_distance)
+      .def_readwrite("cross_attention", &ef::ArchSpec::cross_attention)
       .def("validate", &ef::ArchSpec::validate);
 
   py::class_<ef::ModelOptions>(m, "ModelOptions")
@@ -138,6 +155,61 @@ void register_model(py::module_& m) {
       .def("forward", [](ef::Model& m, py::array ids, bool all_logits) { return run_forward(m, ids, all_logits, true); },
            py::arg("input_ids"), py::arg("all_logits") = true,
            "Appends input_ids to the KV cache; returns logits [T, vocab] (all_logits) or [1, vocab].")
+      .def("hidden_states", [](ef::Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
+                               py::object token_types, py::object mask) {
+        // the last hidden state [T, hidden] of one sequence (encoders: the whole input, with its padding mask)
+        if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
+        const int32_t T = (int32_t)ids.shape(0);
+        py::array_t<int32_t, py::array::c_style | py::array::forcecast> tt;
+        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mk;
+        ef::ForwardArgs a;
+        a.tokens = ids.data();
+        a.T = T;
+        if (!token_types.is_none()) {
+          tt = py::array_t<int32_t, py::array::c_style | py::array::forcecast>(token_types);
+          if (tt.size() != T) throw ef::ValueError("token_type_ids: length differs from input_ids");
+          a.token_types = tt.data();
+        }
+        if (!mask.is_none()) {
+          mk = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>(mask);
+          if (mk.size() != T) throw ef::ValueError("attention_mask: length differs from input_ids");
+          a.key_mask = mk.data();
+        }
+        py::array_t<float> out({(int64_t)T, (int64_t)m.spec().hidden_size});
+        a.output = ef::Output::Hidden;
+        a.out = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          std::lock_guard<std::mutex> lk(m.mutex());
+          m.forward(a);
+        }
+        return out;
+      }, py::arg("input_ids"), py::arg("token_type_ids") = py::none(), py::arg("attention_mask") = py::none())
+      .def("set_encoder_output", [](ef::Model& m, py::array_t<float, py::array::c_style | py::array::forcecast> enc,
+                                    py::object mask) {
+        if (enc.ndim() != 2 || enc.shape(1) != m.spec().hidden_size)
+          throw ef::ValueError("encoder output: expected [T, hidden]");
+        const int32_t T = (int32_t)enc.shape(0);
+        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mk;
+        const uint8_t* mp = nullptr;
+        if (!mask.is_none()) {
+          mk = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>(mask);
+          if (mk.size() != T) throw ef::ValueError("attention_mask: length differs from the encoder output");
+          mp = mk.data();
+        }
+        const float* ep = enc.data();
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lk(m.mutex());
+        m.set_encoder_output(ep, T, mp);
+      }, py::arg("encoder_output"), py::arg("attention_mask") = py::none())
+      .def("copy_cache_from", [](ef::Model& m, ef::Model& other, int32_t n) {
+        if (&m == &other) {
+          m.truncate(n);
+          return;
+        }
+        std::scoped_lock lk(m.mutex(), other.mutex());
+        m.copy_cache_from(other, n);
+      }, py::arg("other"), py::arg("n"))
       .def("prefill", [](ef::Model& m, py::array ids) { run_forward(m, ids, false, false); }, py::arg("input_ids"),
            "Appends input_ids to the KV cache without computing logits.")
       .def("step", [](ef::Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids, ef::Sampler& s,

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "edgeformer/cpu.h"
 
@@ -13,6 +14,7 @@ enum class PosKind : int32_t { None = 0, Rotary = 1, Learned = 2, ALiBi = 3, Rel
 enum class RopeStyle : int32_t { Half = 0, Interleaved = 1 };  // HF rotate-half, GPT-J pairs
 enum class RopeScaling : int32_t { None = 0, Linear = 1, Dynamic = 2, Llama3 = 3, Yarn = 4 };
 enum class ModelKind : int32_t { Decoder = 0, Encoder = 1, EncoderDecoder = 2 };
+enum class NormPosition : int32_t { Pre = 0, Post = 1 };  // pre: x += f(norm(x))   post: x = norm(x + f(x))
 
 struct RopeSpec {
   float theta = 10000.f;
@@ -45,6 +47,24 @@ struct ArchSpec {
   bool tie_embeddings = false;
   int32_t sliding_window = 0;  // 0 = none; key j visible from query i when i - j < sliding_window
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
+
+  // -- what the other families need ---------------------------------------------------------------
+  NormPosition norm_position = NormPosition::Pre;
+  bool final_norm = true;            // a norm after the last layer
+  bool emb_norm = false;             // LayerNorm right after the embeddings (BLOOM, BERT)
+  int32_t pos_offset = 0;            // learned positions: row = position + pos_offset (OPT: 2)
+  int32_t n_token_types = 0;         // token type embeddings (BERT)
+  bool parallel_mlp_norm = false;    // parallel residual whose MLP has its own norm (Falcon ln_attn / ln_mlp)
+  bool lm_head_bias = false;         // CodeGen
+  int32_t proj_dim = 0;              // embeddings of this width, projected in/out of hidden_size (OPT-350m)
+  float logits_scale = 1.f;          // multiplies the final hidden state before the head (T5: d_model^-0.5)
+  std::vector<float> alibi_slopes;   // ALiBi: one slope per head; the bias is slope * key position
+  bool alibi_bf16 = false;           // Falcon: slope and bias rounded to bfloat16 as transformers does
+  bool alibi_scaled = false;         // Falcon: the bias is scaled with the scores (BLOOM adds it after)
+  int32_t rel_buckets = 32, rel_max_distance = 128;  // T5 relative position buckets
+  bool cross_attention = false;      // a decoder that attends to an encoder's output (T5)
+
+  bool causal() const { return kind != ModelKind::Encoder; }
 
   void validate() const;  // throws ValueError naming the field
 };

@@ -1,4 +1,5 @@
-// One generic transformer, driven by an ArchSpec, with a preallocated KV cache.
+// One generic transformer stack (decoder, encoder, or the decoder half of an encoder-decoder), driven by
+// an ArchSpec, with a preallocated KV cache.
 #pragma once
 #include <map>
 #include <memory>
@@ -20,9 +21,21 @@ struct ModelOptions {
 };
 
 struct LayerWeights {
-  Tensor attn_norm_w, attn_norm_b, mlp_norm_w, mlp_norm_b;  // f32
-  Tensor wq, wk, wv, wo, bq, bk, bv, bo;                     // matrices as stored; biases f32
+  Tensor attn_norm_w, attn_norm_b, mlp_norm_w, mlp_norm_b;  // norms and biases are f32
+  Tensor wq, wk, wv, wo, bq, bk, bv, bo;                     // matrices as stored
   Tensor w_gate, w_up, w_down, b_gate, b_up, b_down;
+  Tensor cross_norm_w, cross_norm_b, cq, ck, cv, co;         // cross-attention (T5 decoder)
+};
+
+enum class Output : int32_t { None = 0, LastLogits = 1, AllLogits = 2, Hidden = 3 };
+
+struct ForwardArgs {
+  const int32_t* tokens = nullptr;
+  int32_t T = 0;
+  const int32_t* token_types = nullptr;  // [T] or null (type 0)
+  const uint8_t* key_mask = nullptr;     // encoders: [T], 0 = padding (keys not attended)
+  Output output = Output::LastLogits;
+  float* out = nullptr;  // LastLogits [1, vocab]  AllLogits [T, vocab]  Hidden [T, hidden]
 };
 
 class Model {
@@ -37,33 +50,51 @@ class Model {
   int32_t n_past() const { return n_past_; }
   int32_t threads() const { return pool_->size(); }
   void reset() { n_past_ = 0; }
-  // Keep only the first n positions of the cache (n <= n_past).
-  void truncate(int32_t n);
+  void truncate(int32_t n);  // keep the first n positions of the cache (n <= n_past)
+  // Copies the first n cached positions of another model with the same spec (beam search).
+  void copy_cache_from(const Model& other, int32_t n);
 
-  // Runs tokens at positions n_past .. n_past+T-1, appending to the KV cache.
-  // all_logits: out is [T, vocab]; else [1, vocab] for the last position. out may be null (no logits).
-  void forward(const int32_t* tokens, int32_t T, bool all_logits, float* out);
+  // Runs tokens at positions n_past .. n_past+T-1 (encoders: always from 0), appending to the KV cache.
+  void forward(const ForwardArgs& a);
+  void forward(const int32_t* tokens, int32_t T, bool all_logits, float* out) {
+    ForwardArgs a;
+    a.tokens = tokens;
+    a.T = T;
+    a.output = out ? (all_logits ? Output::AllLogits : Output::LastLogits) : Output::None;
+    a.out = out;
+    forward(a);
+  }
+  // Cross-attention memory: the encoder's output [T_enc, hidden] and its padding mask (null = none).
+  // Keys and values are computed once here, for every layer.
+  void set_encoder_output(const float* enc, int32_t T_enc, const uint8_t* mask);
   int64_t weight_bytes() const;
 
   std::mutex& mutex() { return mu_; }  // held by the bindings around each call: one call at a time
 
  private:
-  void attention(int layer, const float* q, float* out, int32_t T, int32_t pos0);
+  void attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask);
+  void cross_attention(int layer, const float* q, float* out, int32_t T);
   void ensure_scratch(int32_t T);
   void compute_rope(int32_t pos0, int32_t T);
+  void compute_relative_bias(int32_t pos0, int32_t T, int32_t n_keys);
 
   ArchSpec spec_;
   ModelOptions opts_;
   int32_t max_ctx_ = 0;
   int32_t n_past_ = 0;
-  std::unique_ptr<ThreadPool> pool_;
-  Tensor tok_emb_, final_norm_w_, final_norm_b_, lm_head_;
+  std::shared_ptr<ThreadPool> pool_;
+  Tensor tok_emb_, pos_emb_, type_emb_, emb_norm_w_, emb_norm_b_, proj_in_, proj_out_;
+  Tensor final_norm_w_, final_norm_b_, lm_head_, lm_head_b_, rel_bias_;
   std::vector<LayerWeights> layers_;
   std::unique_ptr<Buffer> kcache_, vcache_;  // [layer][kv_head][max_ctx][head_dim] f32
+  std::unique_ptr<Buffer> ckcache_, cvcache_;  // cross: [layer][head][T_enc][head_dim]
+  int32_t enc_T_ = 0;
+  std::vector<uint8_t> enc_mask_;
   // scratch, sized for the largest T seen
   int32_t scratch_T_ = 0;
-  std::vector<float> x_, h_, tmp_, q_, k_, v_, att_, g_, u_, cos_, sin_, scores_;
-  std::vector<float> inv_freq_;
+  std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_;
+  std::vector<float> inv_freq_, rel_table_;
+  int32_t rel_lo_ = 0;  // rel_table_[h * width + (j - i - rel_lo_)]
   float rope_mscale_ = 1.f;
   std::mutex mu_;
 };

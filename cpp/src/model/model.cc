@@ -1,7 +1,13 @@
-// The generic transformer decoder. One block, configured by ArchSpec:
-//   h = norm1(x);  q, k, v = h Wq, h Wk, h Wv (+ b);  rotary(q, k);  a = attention(q, Kcache, Vcache) Wo (+ b)
-//   sequential: x += a;  x += mlp(norm2(x))        parallel: x += a + mlp(h)
-//   mlp(h) = act(h Wgate) * (h Wup) Wdown  (gated)  or  act(h Wup) Wdown
+// The generic transformer stack. One block, configured by ArchSpec:
+//   pre-norm:  h = norm1(x);  a = attention(h);
+//              sequential: x += a;  [x += cross(norm_c(x))];  x += mlp(norm2(x))
+//              parallel:   x += a + mlp(h  or  norm2(x))
+//   post-norm: x = norm1(x + attention(x));  x = norm2(x + mlp(x))
+//   attention: q, k, v = h Wq, h Wk, h Wv (+ b); rotary(q, k); scores = q.k * scale (+ ALiBi / relative bias);
+//              softmax over the visible keys (causal, sliding window, padding); a = (p V) Wo (+ b)
+//   mlp(h) = act(h Wgate) * (h Wup) Wdown (gated) or act(h Wup) Wdown
+// Embeddings: token (+ learned position) (+ token type) (-> project_in) (-> LayerNorm).
+// Head: final norm (-> project_out) (* logits_scale) -> lm_head (+ bias).
 #include "edgeformer/model.h"
 
 #include <algorithm>
@@ -29,21 +35,35 @@ void ArchSpec::validate() const {
                                           ") must be a multiple of num_key_value_heads (" + std::to_string(n_kv_heads) + ")");
   EF_CHECK(norm_eps > 0 && std::isfinite(norm_eps), "config field 'rms_norm_eps' must be positive");
   EF_CHECK(sliding_window >= 0, "config field 'sliding_window' must be non-negative");
-  if (pos == PosKind::Rotary) {
-    int rd = rope.rotary_dim > 0 ? rope.rotary_dim : head_dim;
-    EF_CHECK(rd % 2 == 0 && rd <= head_dim, "config: rotary dimension " + std::to_string(rd) +
-                                                " must be even and at most head_dim " + std::to_string(head_dim));
-    EF_CHECK(rope.theta > 0, "config field 'rope_theta' must be positive");
-    if (rope.scaling != RopeScaling::None)
-      EF_CHECK(rope.factor > 0 && std::isfinite(rope.factor), "config field 'rope_scaling.factor' must be positive");
-    if (rope.scaling == RopeScaling::Llama3 || rope.scaling == RopeScaling::Yarn)
-      EF_CHECK(rope.original_max_position > 0,
-               "config field 'rope_scaling.original_max_position_embeddings' must be positive");
-    if (rope.scaling == RopeScaling::Dynamic) positive(max_position, "max_position_embeddings");
-  } else if (pos != PosKind::None) {
-    throw ValueError("position kind not supported yet for '" + model_type + "'");
+  EF_CHECK(pos_offset >= 0 && n_token_types >= 0 && proj_dim >= 0, "config: negative offset, type count or projection");
+  EF_CHECK(kind != ModelKind::EncoderDecoder, "an encoder-decoder is two stacks: build an encoder and a decoder spec");
+  switch (pos) {
+    case PosKind::Rotary: {
+      int rd = rope.rotary_dim > 0 ? rope.rotary_dim : head_dim;
+      EF_CHECK(rd % 2 == 0 && rd <= head_dim, "config: rotary dimension " + std::to_string(rd) +
+                                                  " must be even and at most head_dim " + std::to_string(head_dim));
+      EF_CHECK(rope.theta > 0, "config field 'rope_theta' must be positive");
+      if (rope.scaling != RopeScaling::None)
+        EF_CHECK(rope.factor > 0 && std::isfinite(rope.factor), "config field 'rope_scaling.factor' must be positive");
+      if (rope.scaling == RopeScaling::Llama3 || rope.scaling == RopeScaling::Yarn)
+        EF_CHECK(rope.original_max_position > 0,
+                 "config field 'rope_scaling.original_max_position_embeddings' must be positive");
+      if (rope.scaling == RopeScaling::Dynamic) positive(max_position, "max_position_embeddings");
+      break;
+    }
+    case PosKind::Learned:
+      positive(max_position, "max_position_embeddings");
+      break;
+    case PosKind::ALiBi:
+      EF_CHECK((int)alibi_slopes.size() == n_heads, "ALiBi needs one slope per head");
+      break;
+    case PosKind::Relative:
+      positive(rel_buckets, "relative_attention_num_buckets");
+      positive(rel_max_distance, "relative_attention_max_distance");
+      break;
+    case PosKind::None:
+      break;
   }
-  EF_CHECK(kind == ModelKind::Decoder, "only decoder models are supported so far ('" + model_type + "')");
 }
 
 namespace {
@@ -74,19 +94,40 @@ struct Loader {
     if (convert && t->dtype != convert_to) return t->converted(convert_to);
     return *t;
   }
-  // A vector (norm weight, bias): small, converted to f32 once. Absent and optional -> empty.
-  Tensor vec(const std::string& canonical, int64_t n, bool required) const {
+  // A small tensor (norm weight, bias, relative bias table): converted to f32 once. Absent and optional -> empty.
+  Tensor small(const std::string& canonical, const std::vector<int64_t>& shape, bool required) const {
     const Tensor* t = find(canonical);
     if (!t) {
       if (required) throw ValueError("the weight map has no entry for '" + canonical + "'");
       return Tensor();
     }
-    check(*t, {n});
+    check(*t, shape);
     return t->to_contiguous_f32();
   }
+  Tensor vec(const std::string& canonical, int64_t n, bool required) const { return small(canonical, {n}, required); }
 };
 
 const float* fptr(const Tensor& t) { return t.data ? (const float*)t.data : nullptr; }
+
+float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+// T5's bucket for a relative position (key - query), as transformers computes it (float32 logs).
+int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, int32_t max_distance) {
+  int32_t bucket = 0;
+  if (bidirectional) {
+    num_buckets /= 2;
+    if (rel > 0) bucket += num_buckets;
+    rel = std::abs(rel);
+  } else {
+    rel = -std::min(rel, 0);
+  }
+  const int32_t max_exact = num_buckets / 2;
+  if (rel < max_exact) return bucket + rel;
+  float v = std::log((float)rel / (float)max_exact) / std::log((float)max_distance / (float)max_exact) *
+            (float)(num_buckets - max_exact);
+  int32_t large = max_exact + (int32_t)v;
+  return bucket + std::min(large, num_buckets - 1);
+}
 
 }  // namespace
 
@@ -99,23 +140,45 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   EF_CHECK(opts.max_context >= 0, "argument 'max_context' must be positive, got " + std::to_string(opts.max_context));
   max_ctx_ = opts.max_context > 0 ? opts.max_context : spec_.max_position;
   EF_CHECK(max_ctx_ > 0, "max_context is unknown: the config has no 'max_position_embeddings'; pass max_context=");
+  if (spec_.pos == PosKind::Learned && spec_.causal())
+    EF_CHECK(max_ctx_ <= spec_.max_position, "max_context=" + std::to_string(max_ctx_) +
+                                                 " exceeds the learned positions of the model (" +
+                                                 std::to_string(spec_.max_position) + ")");
   Loader L{ckpt, names, DType::F32, !opts.dtype.empty()};
   if (L.convert) L.convert_to = parse_dtype(opts.dtype, "argument 'dtype'");
 
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size, F = spec_.ffn_size, hd = spec_.head_dim;
   const int64_t QD = (int64_t)spec_.n_heads * hd, KD = (int64_t)spec_.n_kv_heads * hd;
+  const int64_t E = spec_.proj_dim > 0 ? spec_.proj_dim : H;  // embedding width
   const bool ln = spec_.norm == NormKind::Layer;
-  tok_emb_ = L.matrix("tok_embeddings.weight", {V, H});
-  final_norm_w_ = L.vec("norm.weight", H, true);
-  if (ln) final_norm_b_ = L.vec("norm.bias", H, false);
-  lm_head_ = spec_.tie_embeddings ? tok_emb_ : L.matrix("lm_head.weight", {V, H});
+  tok_emb_ = L.matrix("tok_embeddings.weight", {V, E});
+  if (spec_.pos == PosKind::Learned)
+    pos_emb_ = L.matrix("pos_embeddings.weight", {(int64_t)spec_.max_position + spec_.pos_offset, H});
+  if (spec_.n_token_types > 0) type_emb_ = L.matrix("token_type_embeddings.weight", {spec_.n_token_types, H});
+  if (spec_.proj_dim > 0) {
+    proj_in_ = L.matrix("proj_in.weight", {H, E});
+    proj_out_ = L.matrix("proj_out.weight", {E, H});
+  }
+  if (spec_.emb_norm) {
+    emb_norm_w_ = L.vec("emb_norm.weight", H, true);
+    emb_norm_b_ = L.vec("emb_norm.bias", H, false);
+  }
+  if (spec_.final_norm) {
+    final_norm_w_ = L.vec("norm.weight", H, true);
+    if (ln) final_norm_b_ = L.vec("norm.bias", H, false);
+  }
+  if (spec_.causal()) {
+    lm_head_ = spec_.tie_embeddings ? tok_emb_ : L.matrix("lm_head.weight", {V, E});
+    if (spec_.lm_head_bias) lm_head_b_ = L.vec("lm_head.bias", V, true);
+  }
+  if (spec_.pos == PosKind::Relative) rel_bias_ = L.small("rel_bias.weight", {spec_.rel_buckets, spec_.n_heads}, true);
   layers_.resize(spec_.n_layers);
   for (int i = 0; i < spec_.n_layers; i++) {
     LayerWeights& w = layers_[i];
     std::string p = "layers." + std::to_string(i) + ".";
     w.attn_norm_w = L.vec(p + "attn_norm.weight", H, true);
     if (ln) w.attn_norm_b = L.vec(p + "attn_norm.bias", H, false);
-    if (!spec_.parallel_residual) {
+    if (!spec_.parallel_residual || spec_.parallel_mlp_norm) {
       w.mlp_norm_w = L.vec(p + "mlp_norm.weight", H, true);
       if (ln) w.mlp_norm_b = L.vec(p + "mlp_norm.bias", H, false);
     }
@@ -137,16 +200,25 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.b_up = L.vec(p + "mlp.up.bias", F, true);
       w.b_down = L.vec(p + "mlp.down.bias", H, true);
     }
+    if (spec_.cross_attention) {
+      w.cross_norm_w = L.vec(p + "cross_norm.weight", H, true);
+      if (ln) w.cross_norm_b = L.vec(p + "cross_norm.bias", H, false);
+      w.cq = L.matrix(p + "cross.q.weight", {QD, H});
+      w.ck = L.matrix(p + "cross.k.weight", {QD, H});
+      w.cv = L.matrix(p + "cross.v.weight", {QD, H});
+      w.co = L.matrix(p + "cross.o.weight", {H, QD});
+    }
   }
   int threads = opts.threads > 0 ? opts.threads : physical_cores();
-  pool_ = std::make_unique<ThreadPool>(threads);
+  pool_ = std::make_shared<ThreadPool>(threads);
   const size_t cache_elems = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)max_ctx_ * hd;
   try {
     kcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
     vcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
   } catch (const Error&) {
     throw ValueError("max_context=" + std::to_string(max_ctx_) + ": the KV cache needs " +
-                     std::to_string(2 * cache_elems * sizeof(float) >> 20) + " MiB, more than can be allocated; pass a smaller max_context=");
+                     std::to_string(2 * cache_elems * sizeof(float) >> 20) +
+                     " MiB, more than can be allocated; pass a smaller max_context=");
   }
   scores_.resize((size_t)threads * max_ctx_);
   if (spec_.pos == PosKind::Rotary && spec_.rope.scaling != RopeScaling::Dynamic)
@@ -154,9 +226,10 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
 }
 
 int64_t Model::weight_bytes() const {
-  int64_t n = tok_emb_.nbytes() + (spec_.tie_embeddings ? 0 : lm_head_.nbytes());
+  int64_t n = tok_emb_.nbytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.nbytes() : 0);
   for (auto& w : layers_)
-    for (const Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) n += t->data ? t->nbytes() : 0;
+    for (const Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.cq, &w.ck, &w.cv, &w.co})
+      n += t->data ? t->nbytes() : 0;
   return n;
 }
 
@@ -165,13 +238,29 @@ void Model::truncate(int32_t n) {
   n_past_ = n;
 }
 
+void Model::copy_cache_from(const Model& other, int32_t n) {
+  EF_CHECK(other.max_ctx_ == max_ctx_ && other.spec_.n_layers == spec_.n_layers &&
+               other.spec_.n_kv_heads == spec_.n_kv_heads && other.spec_.head_dim == spec_.head_dim,
+           "copy_cache_from: the models differ in shape");
+  EF_CHECK(n >= 0 && n <= other.n_past_, "copy_cache_from: n is outside the other model's cache");
+  const size_t hd = spec_.head_dim, heads = (size_t)spec_.n_layers * spec_.n_kv_heads, stride = (size_t)max_ctx_ * hd;
+  for (size_t i = 0; i < heads; i++) {
+    std::memcpy((float*)kcache_->data + i * stride, (const float*)other.kcache_->data + i * stride, n * hd * 4);
+    std::memcpy((float*)vcache_->data + i * stride, (const float*)other.vcache_->data + i * stride, n * hd * 4);
+  }
+  n_past_ = n;
+}
+
 void Model::ensure_scratch(int32_t T) {
   if (T <= scratch_T_) return;
   const size_t H = spec_.hidden_size, F = spec_.ffn_size, hd = spec_.head_dim;
   const size_t QD = spec_.n_heads * hd, KD = spec_.n_kv_heads * hd;
+  const size_t E = std::max<size_t>(H, spec_.proj_dim);
   x_.resize(T * H);
-  h_.resize(T * H);
+  h_.resize(T * E);
+  h2_.resize(T * H);
   tmp_.resize(T * H);
+  e_.resize(T * E);
   q_.resize(T * QD);
   k_.resize(T * KD);
   v_.resize(T * KD);
@@ -196,10 +285,21 @@ void Model::compute_rope(int32_t pos0, int32_t T) {
   }
 }
 
+// rel_table_[h][r - rel_lo_] = bias of head h for relative position r = key - query, for every r in use.
+void Model::compute_relative_bias(int32_t pos0, int32_t T, int32_t n_keys) {
+  rel_lo_ = -(pos0 + T - 1);
+  const int32_t hi = n_keys - 1 - pos0, width = hi - rel_lo_ + 1, nh = spec_.n_heads;
+  rel_table_.resize((size_t)nh * width);
+  const float* tab = (const float*)rel_bias_.data;  // [buckets, heads]
+  for (int32_t r = rel_lo_; r <= hi; r++) {
+    int32_t b = relative_bucket(r, !spec_.causal(), spec_.rel_buckets, spec_.rel_max_distance);
+    for (int h = 0; h < nh; h++) rel_table_[(size_t)h * width + (r - rel_lo_)] = tab[(size_t)b * nh + h];
+  }
+}
 
-// q: [T, n_heads * hd] for positions pos0..pos0+T-1; keys/values of this layer already in the cache.
+// q: [T, n_heads * hd] for positions pos0..pos0+T-1; this layer's keys/values already in the cache.
 // out: [T, n_heads * hd]
-void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t pos0) {
+void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask) {
   const KernelTable& K = kernels();
   const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, group = nh / nkv;
   const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
@@ -207,45 +307,141 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const float* kc = (const float*)kcache_->data + (size_t)layer * nkv * head_stride;
   const float* vc = (const float*)vcache_->data + (size_t)layer * nkv * head_stride;
   const int W = spec_.sliding_window;
+  const bool causal = spec_.causal();
+  const int32_t n_keys = pos0 + T;
+  const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.pos == PosKind::Relative;
+  const int32_t rel_width = relative ? (int32_t)(rel_table_.size() / nh) : 0;
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
     float* sc = scores_.data() + (size_t)tid * max_ctx_;
     for (int64_t idx = b; idx < e; idx++) {
       const int h = (int)(idx % nh);
       const int32_t t = (int32_t)(idx / nh);
       const int32_t pos = pos0 + t;
+      const int32_t hi = causal ? pos : n_keys - 1;
       const int32_t lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+      const int32_t n = hi - lo + 1;
       const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
       const float* kh = kc + (size_t)(h / group) * head_stride;
       const float* vh = vc + (size_t)(h / group) * head_stride;
-      const int32_t n = pos - lo + 1;
       for (int32_t j = 0; j < n; j++) sc[j] = K.dot(qv, kh + (size_t)(lo + j) * hd, hd) * scale;
+      if (alibi) {
+        const float slope = spec_.alibi_bf16 ? round_bf16(spec_.alibi_slopes[h]) : spec_.alibi_slopes[h];
+        for (int32_t j = 0; j < n; j++) {
+          float bias = slope * (float)(lo + j);
+          if (spec_.alibi_bf16) bias = round_bf16(bias);
+          sc[j] += spec_.alibi_scaled ? bias * scale : bias;
+        }
+      } else if (relative) {
+        const float* rt = rel_table_.data() + (size_t)h * rel_width - rel_lo_;
+        for (int32_t j = 0; j < n; j++) sc[j] += rt[lo + j - pos];
+      }
+      if (key_mask)
+        for (int32_t j = 0; j < n; j++)
+          if (!key_mask[lo + j]) sc[j] = -3.0e38f;
       K.softmax(sc, n);
       float* o = out + (size_t)t * nh * hd + (size_t)h * hd;
       std::memset(o, 0, hd * sizeof(float));
-      for (int32_t j = 0; j < n; j++) K.axpy(sc[j], vh + (size_t)(lo + j) * hd, o, hd);
+      for (int32_t j = 0; j < n; j++)
+        if (!key_mask || key_mask[lo + j]) K.axpy(sc[j], vh + (size_t)(lo + j) * hd, o, hd);
     }
   });
 }
 
-void Model::forward(const int32_t* tokens, int32_t T, bool all_logits, float* out) {
+void Model::set_encoder_output(const float* enc, int32_t T_enc, const uint8_t* mask) {
+  EF_CHECK(spec_.cross_attention, "set_encoder_output: this model has no cross-attention");
+  EF_CHECK(T_enc > 0, "set_encoder_output: empty encoder output");
+  const KernelTable& K = kernels();
+  const int64_t H = spec_.hidden_size, hd = spec_.head_dim, nh = spec_.n_heads, QD = nh * hd;
+  const size_t per_layer = (size_t)nh * T_enc * hd;
+  ckcache_ = std::make_unique<Buffer>(per_layer * spec_.n_layers * sizeof(float));
+  cvcache_ = std::make_unique<Buffer>(per_layer * spec_.n_layers * sizeof(float));
+  std::vector<float> kk((size_t)T_enc * QD), vv((size_t)T_enc * QD);
+  for (int l = 0; l < spec_.n_layers; l++) {
+    ops::linear(pool_.get(), K, enc, H, T_enc, layers_[l].ck, nullptr, kk.data(), QD);
+    ops::linear(pool_.get(), K, enc, H, T_enc, layers_[l].cv, nullptr, vv.data(), QD);
+    float* kc = (float*)ckcache_->data + l * per_layer;
+    float* vc = (float*)cvcache_->data + l * per_layer;
+    for (int32_t t = 0; t < T_enc; t++)
+      for (int64_t h = 0; h < nh; h++) {  // [T, heads, hd] -> [heads, T, hd]
+        std::memcpy(kc + ((size_t)h * T_enc + t) * hd, kk.data() + t * QD + h * hd, hd * 4);
+        std::memcpy(vc + ((size_t)h * T_enc + t) * hd, vv.data() + t * QD + h * hd, hd * 4);
+      }
+  }
+  enc_T_ = T_enc;
+  enc_mask_.assign(mask ? mask : nullptr, mask ? mask + T_enc : nullptr);
+}
+
+void Model::cross_attention(int layer, const float* q, float* out, int32_t T) {
+  const KernelTable& K = kernels();
+  const int nh = spec_.n_heads, hd = spec_.head_dim;
+  const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
+  const size_t per_layer = (size_t)nh * enc_T_ * hd;
+  const float* kc = (const float*)ckcache_->data + layer * per_layer;
+  const float* vc = (const float*)cvcache_->data + layer * per_layer;
+  const uint8_t* mask = enc_mask_.empty() ? nullptr : enc_mask_.data();
+  const int32_t n = enc_T_;
+  EF_CHECK(n <= max_ctx_, "encoder output longer than max_context");
+  pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
+    float* sc = scores_.data() + (size_t)tid * max_ctx_;
+    for (int64_t idx = b; idx < e; idx++) {
+      const int h = (int)(idx % nh);
+      const int32_t t = (int32_t)(idx / nh);
+      const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
+      const float* kh = kc + (size_t)h * n * hd;
+      const float* vh = vc + (size_t)h * n * hd;
+      for (int32_t j = 0; j < n; j++) sc[j] = mask && !mask[j] ? -3.0e38f : K.dot(qv, kh + (size_t)j * hd, hd) * scale;
+      K.softmax(sc, n);
+      float* o = out + (size_t)t * nh * hd + (size_t)h * hd;
+      std::memset(o, 0, hd * sizeof(float));
+      for (int32_t j = 0; j < n; j++)
+        if (!mask || mask[j]) K.axpy(sc[j], vh + (size_t)j * hd, o, hd);
+    }
+  });
+}
+
+void Model::forward(const ForwardArgs& a) {
+  const int32_t T = a.T;
   EF_CHECK(T > 0, "forward: no tokens");
+  if (!spec_.causal()) n_past_ = 0;  // an encoder sees each input whole
   if ((int64_t)n_past_ + T > max_ctx_)
     throw ValueError("sequence of " + std::to_string((int64_t)n_past_ + T) + " tokens exceeds max_context=" +
                      std::to_string(max_ctx_) + " (pass a larger max_context= to load, up to the memory you have)");
+  EF_CHECK(!spec_.cross_attention || ckcache_, "forward: the decoder has no encoder output (set_encoder_output)");
+  EF_CHECK(a.output == Output::None || a.out, "forward: no output buffer");
+  EF_CHECK(a.output != Output::LastLogits && a.output != Output::AllLogits || lm_head_.data,
+           "this model has no language-model head (an encoder): ask for hidden states");
   const KernelTable& K = kernels();
   ensure_scratch(T);
   const int64_t H = spec_.hidden_size, F = spec_.ffn_size, hd = spec_.head_dim, V = spec_.vocab_size;
   const int nh = spec_.n_heads, nkv = spec_.n_kv_heads;
-  const int64_t QD = nh * hd, KD = nkv * hd;
+  const int64_t QD = nh * hd, KD = nkv * hd, E = spec_.proj_dim > 0 ? spec_.proj_dim : H;
   const int32_t pos0 = n_past_;
   ThreadPool* pool = pool_.get();
-  float *x = x_.data(), *h = h_.data(), *tmp = tmp_.data();
+  float *x = x_.data(), *h = h_.data(), *h2 = h2_.data(), *tmp = tmp_.data();
 
-  ops::embedding(K, tok_emb_, tokens, T, x);
-  const bool rotary = spec_.pos == PosKind::Rotary;
-  if (rotary) compute_rope(pos0, T);
-  const size_t half = inv_freq_.size();
-
+  // embeddings
+  if (spec_.proj_dim > 0) {
+    ops::embedding(K, tok_emb_, a.tokens, T, e_.data());
+    ops::linear(pool, K, e_.data(), E, T, proj_in_, nullptr, x, H);
+  } else {
+    ops::embedding(K, tok_emb_, a.tokens, T, x);
+  }
+  if (spec_.pos == PosKind::Learned) {
+    std::vector<int32_t> rows(T);
+    for (int32_t t = 0; t < T; t++) rows[t] = pos0 + t + spec_.pos_offset;
+    ops::embedding(K, pos_emb_, rows.data(), T, tmp);
+    K.add(x, tmp, T * H);
+  }
+  if (spec_.n_token_types > 0) {
+    std::vector<int32_t> types(a.token_types ? a.token_types : nullptr, a.token_types ? a.token_types + T : nullptr);
+    types.resize(T, 0);
+    for (int32_t t = 0; t < T; t++)
+      EF_CHECK(types[t] >= 0 && types[t] < spec_.n_token_types,
+               "token_type_ids: " + std::to_string(types[t]) + " at position " + std::to_string(t) +
+                   " is outside [0, " + std::to_string(spec_.n_token_types) + ")");
+    ops::embedding(K, type_emb_, types.data(), T, tmp);
+    K.add(x, tmp, T * H);
+  }
   auto norm_rows = [&](const float* src, float* dst, const Tensor& w, const Tensor& b, int64_t rows) {
     for (int64_t t = 0; t < rows; t++) {
       if (spec_.norm == NormKind::RMS)
@@ -254,6 +450,12 @@ void Model::forward(const int32_t* tokens, int32_t T, bool all_logits, float* ou
         K.layernorm(src + t * H, fptr(w), fptr(b), spec_.norm_eps, dst + t * H, H);
     }
   };
+  if (spec_.emb_norm) norm_rows(x, x, emb_norm_w_, emb_norm_b_, T);
+
+  const bool rotary = spec_.pos == PosKind::Rotary;
+  if (rotary) compute_rope(pos0, T);
+  if (spec_.pos == PosKind::Relative) compute_relative_bias(pos0, T, pos0 + T);
+  const size_t half = inv_freq_.size();
   auto mlp = [&](const LayerWeights& w, const float* in, float* result) {
     float *g = g_.data(), *u = u_.data();
     if (spec_.gated_mlp) {
@@ -267,14 +469,12 @@ void Model::forward(const int32_t* tokens, int32_t T, bool all_logits, float* ou
       ops::linear(pool, K, u, F, T, w.w_down, fptr(w.b_down), result, H);
     }
   };
-
+  // self-attention of the normalized input `in` -> tmp [T, H]
   const size_t head_stride = (size_t)max_ctx_ * hd;
-  for (int l = 0; l < spec_.n_layers; l++) {
-    const LayerWeights& w = layers_[l];
-    norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
-    ops::linear(pool, K, h, H, T, w.wq, fptr(w.bq), q_.data(), QD);
-    ops::linear(pool, K, h, H, T, w.wk, fptr(w.bk), k_.data(), KD);
-    ops::linear(pool, K, h, H, T, w.wv, fptr(w.bv), v_.data(), KD);
+  auto self_attention = [&](int l, const LayerWeights& w, const float* in) {
+    ops::linear(pool, K, in, H, T, w.wq, fptr(w.bq), q_.data(), QD);
+    ops::linear(pool, K, in, H, T, w.wk, fptr(w.bk), k_.data(), KD);
+    ops::linear(pool, K, in, H, T, w.wv, fptr(w.bv), v_.data(), KD);
     float* kc = (float*)kcache_->data + (size_t)l * nkv * head_stride;
     float* vc = (float*)vcache_->data + (size_t)l * nkv * head_stride;
     for (int32_t t = 0; t < T; t++) {
@@ -289,24 +489,66 @@ void Model::forward(const int32_t* tokens, int32_t T, bool all_logits, float* ou
         std::memcpy(vc + hh * head_stride + (size_t)(pos0 + t) * hd, v_.data() + t * KD + hh * hd, hd * sizeof(float));
       }
     }
-    attention(l, q_.data(), att_.data(), T, pos0);
+    attention(l, q_.data(), att_.data(), T, pos0, a.key_mask);
     ops::linear(pool, K, att_.data(), QD, T, w.wo, fptr(w.bo), tmp, H);
-    if (spec_.parallel_residual) {
+  };
+
+  for (int l = 0; l < spec_.n_layers; l++) {
+    const LayerWeights& w = layers_[l];
+    if (spec_.norm_position == NormPosition::Post) {
+      self_attention(l, w, x);
       K.add(x, tmp, T * H);
-      mlp(w, h, tmp);
+      norm_rows(x, x, w.attn_norm_w, w.attn_norm_b, T);
+      mlp(w, x, tmp);
       K.add(x, tmp, T * H);
-    } else {
+      norm_rows(x, x, w.mlp_norm_w, w.mlp_norm_b, T);
+      continue;
+    }
+    norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
+    if (spec_.parallel_residual && spec_.parallel_mlp_norm) norm_rows(x, h2, w.mlp_norm_w, w.mlp_norm_b, T);
+    self_attention(l, w, h);
+    if (spec_.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
       K.add(x, tmp, T * H);
-      norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
-      mlp(w, h, tmp);
+      mlp(w, spec_.parallel_mlp_norm ? h2 : h, tmp);
+      K.add(x, tmp, T * H);
+      continue;
+    }
+    K.add(x, tmp, T * H);
+    if (spec_.cross_attention) {
+      norm_rows(x, h, w.cross_norm_w, w.cross_norm_b, T);
+      ops::linear(pool, K, h, H, T, w.cq, nullptr, q_.data(), QD);
+      cross_attention(l, q_.data(), att_.data(), T);
+      ops::linear(pool, K, att_.data(), QD, T, w.co, nullptr, tmp, H);
       K.add(x, tmp, T * H);
     }
+    norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
+    mlp(w, h, tmp);
+    K.add(x, tmp, T * H);
   }
   n_past_ = pos0 + T;
-  if (!out) return;
-  const int64_t first = all_logits ? 0 : T - 1, rows = T - first;
-  norm_rows(x + first * H, h, final_norm_w_, final_norm_b_, rows);
-  ops::linear(pool, K, h, H, rows, lm_head_, nullptr, out, V);
+  if (a.output == Output::None) return;
+  const int64_t first = a.output == Output::LastLogits ? T - 1 : 0, rows = T - first;
+  float* fin = x + first * H;
+  if (spec_.final_norm) {
+    norm_rows(fin, h, final_norm_w_, final_norm_b_, rows);
+    fin = h;
+  }
+  if (a.output == Output::Hidden) {
+    std::memcpy(a.out, fin, rows * H * sizeof(float));
+    return;
+  }
+  if (spec_.proj_dim > 0) {
+    ops::linear(pool, K, fin, H, rows, proj_out_, nullptr, e_.data(), E);
+    fin = e_.data();
+  }
+  if (spec_.logits_scale != 1.f) {
+    if (fin != h) {
+      std::memcpy(h, fin, rows * E * sizeof(float));
+      fin = h;
+    }
+    K.scale(h, spec_.logits_scale, rows * E);
+  }
+  ops::linear(pool, K, fin, E, rows, lm_head_, fptr(lm_head_b_), a.out, V);
 }
 
 }  // namespace ef
