@@ -32,6 +32,16 @@ CORPUS = (
 )
 
 
+def pytest_configure(config):
+    """The reference models are tiny: one torch thread is fastest, and never fights our threads for cores."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
 def make_tokenizer(out_dir: str, vocab_size: int = 300) -> None:
     """A byte-level BPE tokenizer trained on a few sentences, with <s> and </s> specials and a BOS template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -58,7 +68,7 @@ def scale_weights(model, std: float = 0.08, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 1 and "norm" in name:
+            if p.dim() == 1 and name.endswith("weight"):  # norm scales (every 1-D weight is one)
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(std * torch.randn(p.shape, generator=g))
@@ -77,12 +87,18 @@ def make_llama(out_dir: str, dtype: str = "float32", seed: int = 0, **overrides)
     kw.update(overrides)
     cls_cfg = transformers.MistralConfig if model_type == "mistral" else transformers.LlamaConfig
     cls = transformers.MistralForCausalLM if model_type == "mistral" else transformers.LlamaForCausalLM
-    cfg = cls_cfg(**kw)
+    return make_model(out_dir, cls, cls_cfg(**kw), dtype=dtype, seed=seed)
+
+
+def make_model(out_dir: str, cls, cfg, dtype: str = "float32", seed: int = 0):
+    """Saves a random model of transformers class cls (weights scaled up) with a tokenizer; returns it in
+    float32 holding exactly the saved (rounded) weights."""
+    import torch
+
     torch.manual_seed(seed)
     model = cls(cfg).eval()
     scale_weights(model, seed=seed)
-    tdt = getattr(torch, dtype)
-    model = model.to(tdt)
+    model = model.to(getattr(torch, dtype))
     model.save_pretrained(out_dir, safe_serialization=True)
     make_tokenizer(out_dir)
     return model.to(torch.float32).eval()

@@ -61,6 +61,18 @@ void register_tensor(py::module_& m) {
       .def_static("open_safetensors", &ef::TensorMap::open_safetensors, py::arg("paths"),
                   py::call_guard<py::gil_scoped_release>(),
                   "Memory-maps safetensors files (the shards of one checkpoint) into one map of tensor views.")
+      .def("add_array", [](ef::TensorMap& m, const std::string& name, py::array a, ef::DType dtype,
+                           const std::string& source) {
+        // copies a NumPy array (derived in Python: a transposed or regrouped checkpoint tensor) into the map
+        if ((size_t)a.itemsize() != ef::dtype_size(dtype)) throw ef::ValueError("tensor '" + name + "': array element size does not match " + ef::dtype_name(dtype));
+        py::array c = py::module_::import("numpy").attr("ascontiguousarray")(a);
+        std::vector<int64_t> shape(c.shape(), c.shape() + c.ndim());
+        ef::Tensor t = ef::Tensor::empty(dtype, shape);
+        std::memcpy(t.data, c.data(), t.nbytes());
+        t.name = name;
+        t.source = source;
+        m.add(name, std::move(t));
+      }, py::arg("name"), py::arg("array"), py::arg("dtype"), py::arg("source") = "")
       .def("names", &ef::TensorMap::names)
       .def("get", &ef::TensorMap::get, py::arg("name"), py::return_value_policy::copy)
       .def("__contains__", &ef::TensorMap::contains)

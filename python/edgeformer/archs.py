@@ -9,12 +9,16 @@ Canonical names (what the C++ model asks for)::
     layers.{i}.mlp.{gate,up,down}.{weight,bias}
 
 Adding an architecture is adding a builder to ``ARCHS``: read the config, fill the spec, name the tensors.
+A name map value is a checkpoint tensor name, or a ``Derived`` recipe for weights stored in another layout
+(transposed Conv1D weights, fused QKV matrices): those few are rebuilt once at load with NumPy.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from . import _core
 
@@ -187,18 +191,457 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
     return s, names
 
 
+class Derived:
+    """A weight rebuilt from a checkpoint tensor: rows (after an optional transpose) gathered by index."""
+
+    def __init__(self, src: str, rows: Union[slice, Sequence[int], None] = None, transpose: bool = False):
+        self.src, self.rows, self.transpose = src, rows, transpose
+
+    def build(self, checkpoint) -> Tuple[np.ndarray, "_core.DType", str]:
+        t = checkpoint.get(self.src)
+        a = t.numpy()  # zero-copy view; bf16 comes as its uint16 bits, which regroup just as well
+        if self.transpose:
+            if a.ndim != 2:
+                raise ValueError(f"tensor '{self.src}': expected a 2-D Conv1D weight, got shape {list(a.shape)}")
+            a = a.T
+        if self.rows is not None:
+            idx = self.rows if isinstance(self.rows, slice) else np.asarray(self.rows)
+            if not isinstance(self.rows, slice) and a.shape[0] <= int(np.max(idx)):
+                raise ValueError(f"tensor '{self.src}': expected at least {int(np.max(idx)) + 1} rows, "
+                                 f"got shape {list(t.shape)}")
+            a = a[idx]
+        return np.ascontiguousarray(a), t.dtype, t.source
+
+
+NameMap = Dict[str, Union[str, Derived]]
+
+
+def _prefix(names: Sequence[str], candidates: Sequence[str], probe: str) -> str:
+    """The prefix under which the checkpoint stores its tensors ("transformer." or "" ...)."""
+    have = set(names)
+    for c in candidates:
+        if c + probe in have:
+            return c
+    return candidates[0]
+
+
+def _split_rows(names: NameMap, dst: str, src: str, parts: Dict[str, Any], transpose: bool = False,
+                bias: Optional[str] = None) -> None:
+    """Fused projections: dst.{part}.weight (and .bias) from row groups of one checkpoint tensor."""
+    for part, rows in parts.items():
+        names[f"{dst}.{part}.weight"] = Derived(src, rows, transpose)
+        if bias:
+            names[f"{dst}.{part}.bias"] = Derived(bias, rows)
+
+
+def _per_head_rows(n_groups: int, group_rows: int, head_dim: int, picks: Sequence[int]) -> List[int]:
+    """Row indices of a fused matrix laid out as [group][slot][head_dim], taking the listed slots of each group."""
+    return [(g * group_rows + s) * head_dim + d for g in range(n_groups) for s in picks for d in range(head_dim)]
+
+
+def _layernorm_pair(names: NameMap, dst: str, src: str, tensor_names) -> None:
+    names[dst + ".weight"] = src + ".weight" if src + ".weight" in tensor_names or src + ".gamma" not in tensor_names \
+        else src + ".gamma"
+    bias = src + ".bias" if src + ".bias" in tensor_names or src + ".beta" not in tensor_names else src + ".beta"
+    names[dst + ".bias"] = bias
+
+
+def _common(cfg: Config, s: "_core.ArchSpec", hidden: str, heads: str, layers: str, vocab: str = "vocab_size") -> None:
+    s.model_type = cfg.get("model_type", str)
+    s.vocab_size = cfg.positive(vocab)
+    s.hidden_size = cfg.positive(hidden)
+    s.n_layers = cfg.positive(layers)
+    s.n_heads = cfg.positive(heads)
+    s.n_kv_heads = s.n_heads
+    if s.hidden_size % s.n_heads:
+        raise cfg.error(heads, f"({s.n_heads}) does not divide {hidden} ({s.hidden_size})")
+    s.head_dim = s.hidden_size // s.n_heads
+
+
+def alibi_slopes(n_heads: int) -> List[float]:
+    """ALiBi slopes for any head count (transformers' build_alibi_tensor), in float32."""
+    closest = 2 ** math.floor(math.log2(n_heads))
+    base = np.float32(2 ** (-(2 ** -(math.log2(closest) - 3))))
+    slopes = [np.float32(base ** np.float32(p)) for p in range(1, 1 + closest)]
+    if closest != n_heads:
+        extra = np.float32(2 ** (-(2 ** -(math.log2(2 * closest) - 3))))
+        rem = min(closest, n_heads - closest)
+        slopes += [np.float32(extra ** np.float32(p)) for p in range(1, 1 + 2 * rem, 2)]
+    return [float(x) for x in slopes]
+
+
+def _gpt2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """GPT-2: learned positions, Conv1D (transposed) weights, fused c_attn, tied head."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "n_embd", "n_head", "n_layer")
+    s.ffn_size = cfg.positive("n_inner", 4 * s.hidden_size)
+    s.max_position = cfg.positive("n_positions", 1024)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _activation(cfg, "activation_function", "gelu_new")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.learned
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    if cfg.get("scale_attn_by_inverse_layer_idx", bool, False):
+        raise cfg.error("scale_attn_by_inverse_layer_idx", "is not supported (true)")
+    if not cfg.get("scale_attn_weights", bool, True):
+        s.attn_scale = 1.0
+    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
+    H = s.hidden_size
+    names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "pos_embeddings.weight": p + "wpe.weight"}
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "ln_2", tensor_names)
+        _split_rows(names, dst + "attn", src + "attn.c_attn.weight",
+                    {"q": slice(0, H), "k": slice(H, 2 * H), "v": slice(2 * H, 3 * H)}, transpose=True,
+                    bias=src + "attn.c_attn.bias")
+        names[dst + "attn.o.weight"] = Derived(src + "attn.c_proj.weight", transpose=True)
+        names[dst + "attn.o.bias"] = src + "attn.c_proj.bias"
+        names[dst + "mlp.up.weight"] = Derived(src + "mlp.c_fc.weight", transpose=True)
+        names[dst + "mlp.up.bias"] = src + "mlp.c_fc.bias"
+        names[dst + "mlp.down.weight"] = Derived(src + "mlp.c_proj.weight", transpose=True)
+        names[dst + "mlp.down.bias"] = src + "mlp.c_proj.bias"
+    return s, names
+
+
+def _opt(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """OPT: learned positions offset by 2, ReLU, pre- or post-LN, optional project_in / project_out."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.ffn_size = cfg.positive("ffn_dim")
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.pos = _core.PosKind.learned
+    s.pos_offset = 2
+    s.norm = _core.NormKind.layer
+    s.norm_eps = 1e-5
+    s.act = _activation(cfg, "activation_function", "relu")
+    s.gated_mlp = False
+    bias = cfg.get("enable_bias", bool, True)
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = bias
+    if not cfg.get("layer_norm_elementwise_affine", bool, True):
+        raise cfg.error("layer_norm_elementwise_affine", "is not supported (false)")
+    pre = cfg.get("do_layer_norm_before", bool, True)
+    s.norm_position = _core.NormPosition.pre if pre else _core.NormPosition.post
+    s.final_norm = pre and not cfg.get("_remove_final_layer_norm", bool, False)
+    proj = cfg.positive("word_embed_proj_dim", s.hidden_size)
+    s.proj_dim = proj if proj != s.hidden_size else 0
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    p = _prefix(tensor_names, ["model.decoder.", "decoder."], "embed_tokens.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "embed_tokens.weight",
+                      "pos_embeddings.weight": p + "embed_positions.weight"}
+    if s.proj_dim:
+        names["proj_in.weight"] = p + "project_in.weight"
+        names["proj_out.weight"] = p + "project_out.weight"
+    if s.final_norm:
+        _layernorm_pair(names, "norm", p + "final_layer_norm", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}layers.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "self_attn_layer_norm", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "final_layer_norm", tensor_names)
+        for a, b in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "out_proj")):
+            names[dst + f"attn.{a}.weight"] = src + f"self_attn.{b}.weight"
+            if bias:
+                names[dst + f"attn.{a}.bias"] = src + f"self_attn.{b}.bias"
+        for a, b in (("up", "fc1"), ("down", "fc2")):
+            names[dst + f"mlp.{a}.weight"] = src + f"{b}.weight"
+            if bias:
+                names[dst + f"mlp.{a}.bias"] = src + f"{b}.bias"
+    return s, names
+
+
+def _bloom(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """BLOOM: ALiBi, embedding LayerNorm, fused QKV interleaved per head ([heads][q, k, v][head_dim])."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size" if "hidden_size" in cfg.data else "n_embed", "n_head", "n_layer")
+    s.ffn_size = 4 * s.hidden_size
+    s.max_position = cfg.positive("seq_length", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _core.Act.gelu_tanh
+    s.gated_mlp = False
+    s.pos = _core.PosKind.alibi
+    s.alibi_slopes = alibi_slopes(s.n_heads)
+    s.emb_norm = True
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    if cfg.get("apply_residual_connection_post_layernorm", bool, False):
+        raise cfg.error("apply_residual_connection_post_layernorm", "is not supported (true)")
+    p = _prefix(tensor_names, ["transformer.", ""], "word_embeddings.weight")
+    nh, hd = s.n_heads, s.head_dim
+    names: NameMap = {"tok_embeddings.weight": p + "word_embeddings.weight"}
+    _layernorm_pair(names, "emb_norm", p + "word_embeddings_layernorm", tensor_names)
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "input_layernorm", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "post_attention_layernorm", tensor_names)
+        qkv = src + "self_attention.query_key_value"
+        _split_rows(names, dst + "attn", qkv + ".weight",
+                    {part: _per_head_rows(nh, 3, hd, [j]) for j, part in enumerate("qkv")}, bias=qkv + ".bias")
+        names[dst + "attn.o.weight"] = src + "self_attention.dense.weight"
+        names[dst + "attn.o.bias"] = src + "self_attention.dense.bias"
+        for a, b in (("up", "dense_h_to_4h"), ("down", "dense_4h_to_h")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _falcon(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Falcon: RW (multi-query, parallel, one LayerNorm), new decoder (kv groups, ln_attn/ln_mlp), sequential."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.ffn_size = cfg.positive("ffn_hidden_size", 4 * s.hidden_size)
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _activation(cfg, "activation", "gelu")
+    s.gated_mlp = False
+    new_arch = cfg.get("new_decoder_architecture", bool, False)
+    multi_query = cfg.get("multi_query", bool, True)
+    parallel = cfg.get("parallel_attn", bool, True)
+    nh, hd = s.n_heads, s.head_dim
+    if new_arch:
+        nkv = cfg.positive("num_kv_heads", nh)
+        if nh % nkv:
+            raise cfg.error("num_kv_heads", f"({nkv}) must divide num_attention_heads ({nh})")
+    else:
+        nkv = 1 if multi_query else nh
+    s.n_kv_heads = nkv
+    bias = cfg.get("bias", bool, False)
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = bias
+    if cfg.get("alibi", bool, False):
+        s.pos = _core.PosKind.alibi
+        s.alibi_slopes = alibi_slopes(nh)
+        s.alibi_bf16 = True
+        s.alibi_scaled = True
+    else:
+        s.pos = _core.PosKind.rotary
+        _rope(cfg, s)
+    n_ln = cfg.get("num_ln_in_parallel_attn", int, None)
+    if n_ln is None and new_arch:
+        n_ln = 2
+    s.parallel_residual = parallel
+    two_norms = parallel and new_arch and n_ln == 2
+    s.parallel_mlp_norm = two_norms
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    p = _prefix(tensor_names, ["transformer.", ""], "word_embeddings.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "word_embeddings.weight"}
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    if new_arch:  # [kv group][its q heads..., k, v][head_dim]
+        r = nh // nkv
+        parts = {"q": _per_head_rows(nkv, r + 2, hd, range(r)), "k": _per_head_rows(nkv, r + 2, hd, [r]),
+                 "v": _per_head_rows(nkv, r + 2, hd, [r + 1])}
+    elif multi_query:  # [q heads..., k, v][head_dim]
+        parts = {"q": slice(0, nh * hd), "k": slice(nh * hd, (nh + 1) * hd), "v": slice((nh + 1) * hd, (nh + 2) * hd)}
+    else:  # [heads][q, k, v][head_dim]
+        parts = {part: _per_head_rows(nh, 3, hd, [j]) for j, part in enumerate("qkv")}
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        if two_norms:
+            _layernorm_pair(names, dst + "attn_norm", src + "ln_attn", tensor_names)
+            _layernorm_pair(names, dst + "mlp_norm", src + "ln_mlp", tensor_names)
+        else:
+            _layernorm_pair(names, dst + "attn_norm", src + "input_layernorm", tensor_names)
+            if not parallel:
+                _layernorm_pair(names, dst + "mlp_norm", src + "post_attention_layernorm", tensor_names)
+        qkv = src + "self_attention.query_key_value"
+        _split_rows(names, dst + "attn", qkv + ".weight", parts, bias=qkv + ".bias" if bias else None)
+        names[dst + "attn.o.weight"] = src + "self_attention.dense.weight"
+        if bias:
+            names[dst + "attn.o.bias"] = src + "self_attention.dense.bias"
+        for a, b in (("up", "dense_h_to_4h"), ("down", "dense_4h_to_h")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            if bias:
+                names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _codegen(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """CodeGen: fused qkv_proj in mp_num=4 blocks of [q, v, k], partial interleaved rotary, parallel residual."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "n_embd", "n_head", "n_layer")
+    s.ffn_size = cfg.positive("n_inner", 4 * s.hidden_size)
+    s.max_position = cfg.positive("n_positions", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _activation(cfg, "activation_function", "gelu_new")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.rotary
+    r = _core.RopeSpec()
+    r.theta = 10000.0
+    r.rotary_dim = cfg.positive("rotary_dim", s.head_dim)
+    r.style = _core.RopeStyle.interleaved
+    s.rope = r
+    s.parallel_residual = True
+    s.mlp_bias = True
+    s.lm_head_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
+    mp = 4
+    if s.n_heads % mp:
+        raise cfg.error("n_head", f"({s.n_heads}) must be a multiple of CodeGen's mp_num (4)")
+    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
+    local = s.hidden_size // mp
+    names: NameMap = {"tok_embeddings.weight": p + "wte.weight"}
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    names["lm_head.weight"] = "lm_head.weight"
+    names["lm_head.bias"] = "lm_head.bias"
+    # each of the mp blocks holds [q, v, k] of local width; heads run block-major
+    parts = {part: [b * 3 * local + j * local + d for b in range(mp) for d in range(local)]
+             for j, part in ((0, "q"), (1, "v"), (2, "k"))}
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
+        _split_rows(names, dst + "attn", src + "attn.qkv_proj.weight", parts)
+        names[dst + "attn.o.weight"] = src + "attn.out_proj.weight"
+        for a, b in (("up", "fc_in"), ("down", "fc_out")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _bert(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """BERT encoder: learned positions, token types, embedding LayerNorm, post-LN blocks."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.kind = _core.ModelKind.encoder
+    s.ffn_size = cfg.positive("intermediate_size")
+    s.max_position = cfg.positive("max_position_embeddings", 512)
+    pos_type = cfg.get("position_embedding_type", str, "absolute")
+    if pos_type != "absolute":
+        raise cfg.error("position_embedding_type", f"names an unsupported kind {pos_type!r} (supported: absolute)")
+    s.pos = _core.PosKind.learned
+    s.n_token_types = cfg.positive("type_vocab_size", 2)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-12)
+    s.norm_position = _core.NormPosition.post
+    s.final_norm = False
+    s.emb_norm = True
+    s.act = _activation(cfg, "hidden_act", "gelu")
+    s.gated_mlp = False
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    p = _prefix(tensor_names, ["bert.", ""], "embeddings.word_embeddings.weight")
+    e = p + "embeddings."
+    names: NameMap = {"tok_embeddings.weight": e + "word_embeddings.weight",
+                      "pos_embeddings.weight": e + "position_embeddings.weight",
+                      "token_type_embeddings.weight": e + "token_type_embeddings.weight"}
+    _layernorm_pair(names, "emb_norm", e + "LayerNorm", tensor_names)
+    for i in range(s.n_layers):
+        src, dst = f"{p}encoder.layer.{i}.", f"layers.{i}."
+        for a, b in (("q", "query"), ("k", "key"), ("v", "value")):
+            names[dst + f"attn.{a}.weight"] = src + f"attention.self.{b}.weight"
+            names[dst + f"attn.{a}.bias"] = src + f"attention.self.{b}.bias"
+        names[dst + "attn.o.weight"] = src + "attention.output.dense.weight"
+        names[dst + "attn.o.bias"] = src + "attention.output.dense.bias"
+        _layernorm_pair(names, dst + "attn_norm", src + "attention.output.LayerNorm", tensor_names)
+        names[dst + "mlp.up.weight"] = src + "intermediate.dense.weight"
+        names[dst + "mlp.up.bias"] = src + "intermediate.dense.bias"
+        names[dst + "mlp.down.weight"] = src + "output.dense.weight"
+        names[dst + "mlp.down.bias"] = src + "output.dense.bias"
+        _layernorm_pair(names, dst + "mlp_norm", src + "output.LayerNorm", tensor_names)
+    return s, names
+
+
+def t5_specs(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap, "_core.ArchSpec", NameMap]:
+    """T5 v1.0 / v1.1: an encoder and a decoder stack (relative position buckets, RMS norm, no score scaling)."""
+    enc = _core.ArchSpec()
+    enc.model_type = cfg.get("model_type", str)
+    enc.vocab_size = cfg.positive("vocab_size")
+    enc.hidden_size = cfg.positive("d_model")
+    enc.n_heads = enc.n_kv_heads = cfg.positive("num_heads")
+    enc.head_dim = cfg.positive("d_kv")
+    enc.ffn_size = cfg.positive("d_ff")
+    enc.n_layers = cfg.positive("num_layers")
+    enc.max_position = cfg.positive("n_positions", 512)
+    enc.norm = _core.NormKind.rms
+    enc.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-6)
+    enc.attn_scale = 1.0
+    enc.pos = _core.PosKind.relative
+    enc.rel_buckets = cfg.positive("relative_attention_num_buckets", 32)
+    enc.rel_max_distance = cfg.positive("relative_attention_max_distance", 128)
+    proj = cfg.get("feed_forward_proj", str, "relu")
+    gated = proj.startswith("gated-")
+    act = proj[len("gated-"):] if gated else proj
+    acts = {"relu": _core.Act.relu, "gelu": _core.Act.gelu_tanh, "gelu_new": _core.Act.gelu_tanh,
+            "silu": _core.Act.silu}
+    if act not in acts:
+        raise cfg.error("feed_forward_proj", f"names an unsupported activation {proj!r}")
+    enc.act = acts[act]
+    enc.gated_mlp = gated
+    enc.kind = _core.ModelKind.encoder
+    dec = _core.ArchSpec()
+    for f in ("model_type", "vocab_size", "hidden_size", "n_heads", "n_kv_heads", "head_dim", "ffn_size",
+              "max_position", "norm", "norm_eps", "attn_scale", "pos", "rel_buckets", "rel_max_distance", "act",
+              "gated_mlp"):
+        setattr(dec, f, getattr(enc, f))
+    dec.kind = _core.ModelKind.decoder
+    dec.n_layers = cfg.positive("num_decoder_layers", enc.n_layers)
+    dec.cross_attention = True
+    # transformers 5 writes scale_decoder_outputs (and always ties); older configs say tie_word_embeddings,
+    # which also meant scaling. The head is untied exactly when the checkpoint stores lm_head.weight.
+    tied_cfg = cfg.get("tie_word_embeddings", bool, True)
+    if cfg.get("scale_decoder_outputs", bool, tied_cfg):
+        dec.logits_scale = enc.hidden_size ** -0.5
+    dec.tie_embeddings = "lm_head.weight" not in set(tensor_names) or (tied_cfg and "scale_decoder_outputs" not in cfg.data)
+    mlp = {"gate": "wi_0", "up": "wi_1", "down": "wo"} if gated else {"up": "wi", "down": "wo"}
+
+    def stack(prefix: str, n: int, spec, decoder: bool) -> NameMap:
+        names: NameMap = {"tok_embeddings.weight": "shared.weight",
+                          "rel_bias.weight": f"{prefix}block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                          "norm.weight": f"{prefix}final_layer_norm.weight"}
+        for i in range(n):
+            src, dst = f"{prefix}block.{i}.layer.", f"layers.{i}."
+            names[dst + "attn_norm.weight"] = src + "0.layer_norm.weight"
+            for a in "qkvo":
+                names[dst + f"attn.{a}.weight"] = src + f"0.SelfAttention.{a}.weight"
+            ff = 1
+            if decoder:
+                names[dst + "cross_norm.weight"] = src + "1.layer_norm.weight"
+                for a in "qkvo":
+                    names[dst + f"cross.{a}.weight"] = src + f"1.EncDecAttention.{a}.weight"
+                ff = 2
+            names[dst + "mlp_norm.weight"] = src + f"{ff}.layer_norm.weight"
+            for a, b in mlp.items():
+                names[dst + f"mlp.{a}.weight"] = src + f"{ff}.DenseReluDense.{b}.weight"
+        return names
+
+    enc_names = stack("encoder.", enc.n_layers, enc, False)
+    dec_names = stack("decoder.", dec.n_layers, dec, True)
+    if not dec.tie_embeddings:
+        dec_names["lm_head.weight"] = "lm_head.weight"
+    return enc, enc_names, dec, dec_names
+
+
 # model_type -> builder(config, tensor names present) -> (ArchSpec, canonical -> checkpoint name)
 ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]]] = {
     "llama": _llama,
     "mistral": _llama,
+    "gpt2": _gpt2,
+    "opt": _opt,
+    "bloom": _bloom,
+    "falcon": _falcon,
+    "codegen": _codegen,
+    "bert": _bert,
 }
+ENCODER_DECODERS = {"t5": t5_specs}
 
 
 def spec_from_config(data: Dict[str, Any], source: str, tensor_names=()) -> Tuple["_core.ArchSpec", Dict[str, str]]:
     cfg = Config(data, source)
     model_type = cfg.get("model_type", str)
     if model_type not in ARCHS:
-        raise cfg.error("model_type", f"names an unsupported architecture {model_type!r} (supported: {', '.join(sorted(ARCHS))})")
+        supported = ", ".join(sorted(list(ARCHS) + list(ENCODER_DECODERS)))
+        raise cfg.error("model_type", f"names an unsupported architecture {model_type!r} (supported: {supported})")
     spec, names = ARCHS[model_type](cfg, tensor_names)
     try:
         spec.validate()

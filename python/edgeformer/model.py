@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .archs import spec_from_config
+from .archs import ENCODER_DECODERS, Config, Derived, spec_from_config
 from .tokenizer import StreamDecoder, TokenizerInfo, _read_json
 
 PREFILL_CHUNK = 256  # tokens per forward call while prefilling: bounds scratch memory, lets Ctrl-C in
@@ -120,13 +120,46 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         raise ValueError(f"argument 'dtype' must be None, 'f32', 'f16' or 'bf16', got {dtype!r}")
     files = _find_weight_files(model_dir)
     checkpoint = _core.TensorMap.open_safetensors(files)
-    spec, names = spec_from_config(config, cfg_path, checkpoint.names())
     opts = _core.ModelOptions()
     opts.threads = threads or 0
     opts.max_context = max_context or 0
     opts.dtype = dtype or ""
-    core = _core.Model(spec, checkpoint, names, opts)
-    return Model(core, config, TokenizerInfo(model_dir), model_dir)
+    tok = TokenizerInfo(model_dir)
+    if config.get("model_type") in ENCODER_DECODERS:
+        from .seq2seq import Seq2SeqModel
+
+        cfg = Config(config, cfg_path)
+        enc_spec, enc_names, dec_spec, dec_names = ENCODER_DECODERS[config["model_type"]](cfg, checkpoint.names())
+        for spec in (enc_spec, dec_spec):
+            try:
+                spec.validate()
+            except ValueError as e:
+                raise ValueError(f"{cfg_path}: {e}") from None
+        enc = _core.Model(enc_spec, checkpoint, _materialize(checkpoint, enc_names), opts)
+        dec_names = _materialize(checkpoint, dec_names)
+
+        def make_decoder():
+            return _core.Model(dec_spec, checkpoint, dec_names, opts)
+
+        return Seq2SeqModel(enc, make_decoder, config, tok, model_dir)
+    spec, names = spec_from_config(config, cfg_path, checkpoint.names())
+    core = _core.Model(spec, checkpoint, _materialize(checkpoint, names), opts)
+    return Model(core, config, tok, model_dir)
+
+
+def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any]) -> Dict[str, str]:
+    """Builds the Derived weights (transposed / regrouped) into the map; returns canonical -> map name."""
+    out: Dict[str, str] = {}
+    for canonical, v in names.items():
+        if isinstance(v, Derived):
+            key = f"{v.src} [as {canonical}]"
+            if key not in checkpoint:
+                arr, dt, src = v.build(checkpoint)
+                checkpoint.add_array(key, arr, dt, src)
+            out[canonical] = key
+        else:
+            out[canonical] = v
+    return out
 
 
 class Model:
@@ -228,8 +261,74 @@ class Model:
         del self._cached[n:]
         return n
 
+    @property
+    def is_encoder(self) -> bool:
+        return self.spec.kind == _core.ModelKind.encoder
+
+    def _need_decoder(self, what: str):
+        if self.is_encoder:
+            raise ValueError(f"{what}: {self.spec.model_type} is an encoder; use hidden_states() or embed()")
+
+    def _rows(self, input_ids: Any, what: str = "input_ids") -> np.ndarray:
+        a = self._ids(input_ids, what)
+        if a.ndim not in (1, 2) or a.shape[-1] == 0:
+            raise ValueError(f"{what}: expected a non-empty 1-D or 2-D array of token ids, got shape {a.shape}")
+        self._check_len(a.shape[-1], what)
+        return a
+
+    def hidden_states(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> np.ndarray:
+        """The last hidden state, float32 [B, T, hidden] ([T, hidden] for 1-D input_ids).
+
+        Encoders attend over every position whose attention_mask is 1 (padding keys are masked, as in
+        transformers). Decoders run causally; with a mask, each row's unmasked tokens must come first (right
+        padding) and padded positions come back as zeros.
+        """
+        a = self._rows(input_ids)
+        rows = a[None] if a.ndim == 1 else a
+        masks = self._aux(attention_mask, rows.shape, "attention_mask")
+        types = self._aux(token_type_ids, rows.shape, "token_type_ids")
+        out = np.zeros(rows.shape + (self.spec.hidden_size,), np.float32)
+        with self._lock:
+            self._cached = []
+            for b, row in enumerate(rows):
+                m = None if masks is None else masks[b]
+                t = None if types is None else types[b]
+                if self.is_encoder:
+                    out[b] = self._core.hidden_states(row, t, m)
+                    continue
+                n = len(row) if m is None else int(m.sum())
+                if m is not None and not m[:n].all():
+                    raise ValueError("attention_mask: a decoder's padding must come after its tokens (right padding)")
+                self._core.reset()
+                for i in range(0, n, PREFILL_CHUNK):
+                    j = min(n, i + PREFILL_CHUNK)
+                    out[b, i:j] = self._core.hidden_states(row[i:j], None if t is None else t[i:j], None)
+            self._core.reset()
+        return out[0] if a.ndim == 1 else out
+
+    @staticmethod
+    def _aux(x: Any, shape, what: str) -> Optional[np.ndarray]:
+        if x is None:
+            return None
+        a = np.asarray(x)
+        if a.ndim == 1 and len(shape) == 2 and shape[0] == 1:
+            a = a[None]
+        if a.shape != tuple(shape) or not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
+            raise ValueError(f"{what}: expected integers of shape {tuple(shape)}, got {a.dtype} {a.shape}")
+        return a.astype(np.int32)
+
+    def embed(self, texts_or_ids: Any, pooling: Optional[str] = None, normalize: Optional[bool] = None,
+              batch_size: int = 32) -> np.ndarray:
+        """Sentence embeddings, float32 [N, hidden]: pooled last hidden states ("mean" over unpadded tokens,
+        "cls" or "last"), L2-normalized if asked. Defaults come from the checkpoint's sentence-transformers
+        files (modules.json, 1_Pooling/config.json), else mean pooling without normalization."""
+        from .embeddings import embed
+
+        return embed(self, texts_or_ids, pooling, normalize, batch_size)
+
     def logits(self, input_ids: Any) -> np.ndarray:
         """float32 logits at every position: [T, vocab] for 1-D input_ids, [B, T, vocab] for 2-D."""
+        self._need_decoder("logits")
         a = self._ids(input_ids)
         if a.ndim not in (1, 2) or a.shape[-1] == 0:
             raise ValueError(f"input_ids: expected a non-empty 1-D or 2-D array of token ids, got shape {a.shape}")
@@ -286,6 +385,7 @@ class Model:
         Returns a GenerationResult (.text, .token_ids of the new tokens), or with stream=True an iterator
         of text pieces whose `.result` is the GenerationResult once it is exhausted.
         """
+        self._need_decoder("generate")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"argument 'max_new_tokens' must be a non-negative integer, got {max_new_tokens!r}")
         if isinstance(prompt, str):

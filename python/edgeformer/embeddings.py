@@ -1,0 +1,97 @@
+"""Sentence embeddings: pooling over the last hidden states, configured by sentence-transformers files."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+POOLINGS = ("mean", "cls", "last", "max")
+
+
+def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
+    """(pooling, normalize, max_seq_length) declared by modules.json / 1_Pooling / sentence_bert_config.json."""
+    pooling, normalize, max_len = "mean", False, None
+    modules_path = os.path.join(path, "modules.json")
+    if not os.path.exists(modules_path):
+        return pooling, normalize, max_len
+    from .tokenizer import _read_json
+
+    with open(modules_path, encoding="utf-8") as f:
+        try:
+            modules = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{modules_path}: not valid JSON ({e})") from None
+    if not isinstance(modules, list):
+        raise ValueError(f"{modules_path}: expected a list of modules")
+    for m in modules:
+        kind = m.get("type", "") if isinstance(m, dict) else ""
+        if kind.endswith("Normalize"):
+            normalize = True
+        elif kind.endswith("Pooling"):
+            cfg_path = os.path.join(path, m.get("path", "1_Pooling"), "config.json")
+            if os.path.exists(cfg_path):
+                cfg = _read_json(cfg_path)
+                if cfg.get("pooling_mode_cls_token"):
+                    pooling = "cls"
+                elif cfg.get("pooling_mode_max_tokens"):
+                    pooling = "max"
+                elif cfg.get("pooling_mode_lasttoken"):
+                    pooling = "last"
+                elif cfg.get("pooling_mode_mean_tokens", True):
+                    pooling = "mean"
+    sb_path = os.path.join(path, "sentence_bert_config.json")
+    if os.path.exists(sb_path):
+        v = _read_json(sb_path).get("max_seq_length")
+        if isinstance(v, int) and v > 0:
+            max_len = v
+    return pooling, normalize, max_len
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
+    """hidden [T, H], mask [T] (1 = token) -> [H]."""
+    valid = hidden[mask.astype(bool)]
+    if pooling == "cls":
+        return hidden[0]
+    if pooling == "last":
+        return valid[-1]
+    if pooling == "max":
+        return valid.max(0)
+    return valid.astype(np.float64).mean(0).astype(np.float32)
+
+
+def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[bool], batch_size: int) -> np.ndarray:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"argument 'batch_size' must be a positive integer, got {batch_size!r}")
+    st_pool, st_norm, max_len = sentence_transformers_config(model.path)
+    pooling = st_pool if pooling is None else pooling
+    normalize = st_norm if normalize is None else normalize
+    if pooling not in POOLINGS:
+        raise ValueError(f"argument 'pooling' must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if isinstance(texts_or_ids, str):
+        texts_or_ids = [texts_or_ids]
+    items: List[Any] = list(texts_or_ids)
+    if not items:
+        raise ValueError("texts_or_ids: empty")
+    limit = min(max_len or model.max_context, model.max_context)
+    seqs = []
+    for i, it in enumerate(items):
+        if isinstance(it, str):
+            ids = model._tok.encode(it)
+            ids = ids[: limit - 1] + ids[-1:] if len(ids) > limit else ids  # keep the closing special token
+        else:
+            ids = model._ids(it, f"texts_or_ids[{i}]").tolist()
+            if isinstance(ids, int) or not ids:
+                raise ValueError(f"texts_or_ids[{i}]: expected a text or a non-empty list of token ids")
+        seqs.append(ids)
+    out = np.zeros((len(seqs), model.spec.hidden_size), np.float32)
+    for b0 in range(0, len(seqs), batch_size):
+        batch = seqs[b0 : b0 + batch_size]
+        for j, ids in enumerate(batch):
+            h = model.hidden_states(np.asarray(ids, np.int32))
+            out[b0 + j] = pool(h, np.ones(len(ids), np.int32), pooling)
+    if normalize:
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out

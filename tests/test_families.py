@@ -1,0 +1,194 @@
+"""GPT-2, OPT, BLOOM, Falcon, CodeGen, BERT and T5 against transformers on tiny random checkpoints, under
+every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical, BERT hidden states of a padded
+batch, T5 decoder logits, greedy and beam search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgeformer
+
+from conftest import assert_logits_close, hf_greedy, hf_logits, make_model, prompt_ids
+
+PROMPT = prompt_ids(32)
+N_GREEDY = 16
+
+
+def _decoders():
+    import transformers as tf
+
+    base = dict(vocab_size=320, bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    return {
+        # odd head count: 5 heads of 16
+        "gpt2": (tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=80, n_layer=2, n_head=5, n_positions=64, **base)),
+        "opt_pre": (tf.OPTForCausalLM, tf.OPTConfig(hidden_size=64, num_hidden_layers=2, ffn_dim=128,
+                                                  num_attention_heads=4, max_position_embeddings=64,
+                                                  word_embed_proj_dim=64, **base)),
+        # post-LN (as OPT-350m) with project_in / project_out
+        "opt_post_proj": (tf.OPTForCausalLM, tf.OPTConfig(hidden_size=64, num_hidden_layers=2, ffn_dim=128,
+                                                        num_attention_heads=4, max_position_embeddings=64,
+                                                        do_layer_norm_before=False, word_embed_proj_dim=32, **base)),
+        # 6 heads: ALiBi slopes for a head count that is not a power of two
+        "bloom": (tf.BloomForCausalLM, tf.BloomConfig(hidden_size=96, n_layer=2, n_head=6, **base)),
+        "falcon_rw": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                          multi_query=True, parallel_attn=True, bias=False,
+                                                          new_decoder_architecture=False, alibi=False,
+                                                          max_position_embeddings=64, **base)),
+        "falcon_new": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                           num_kv_heads=2, new_decoder_architecture=True, bias=False,
+                                                           alibi=False, max_position_embeddings=64, **base)),
+        "falcon_seq_bias": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=64, num_hidden_layers=2,
+                                                                num_attention_heads=4, multi_query=False,
+                                                                parallel_attn=False, bias=True, alibi=False,
+                                                                new_decoder_architecture=False,
+                                                                max_position_embeddings=64, **base)),
+        "falcon_alibi": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=96, num_hidden_layers=2,
+                                                             num_attention_heads=6, multi_query=False,
+                                                             parallel_attn=False, bias=True, alibi=True,
+                                                             new_decoder_architecture=False,
+                                                             max_position_embeddings=64, **base)),
+        # rotary_dim 8 of head_dim 16: partial, interleaved
+        "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
+                                                          n_positions=64, **base)),
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cls, cfg = _decoders()[name]
+            d = tmp_path_factory.mktemp(name)
+            ref = make_model(str(d), cls, cfg)
+            cache[name] = (str(d), hf_logits(ref, PROMPT), hf_greedy(ref, PROMPT, N_GREEDY))
+        return cache[name]
+
+    return get
+
+
+DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_new", "falcon_seq_bias",
+            "falcon_alibi", "codegen"]
+
+
+@pytest.mark.parametrize("case", DECODERS)
+def test_decoder_logits(case, isa, built):
+    path, ref, _ = built(case)
+    model = edgeformer.load(path, threads=2, max_context=64)
+    assert_logits_close(model.logits(PROMPT), ref)
+
+
+@pytest.mark.parametrize("case", DECODERS)
+def test_decoder_greedy(case, isa, built):
+    path, _, ref_tokens = built(case)
+    model = edgeformer.load(path, threads=2, max_context=64)
+    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
+    assert out.token_ids == ref_tokens
+
+
+# -- BERT --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    import transformers as tf
+
+    d = tmp_path_factory.mktemp("bert")
+    cfg = tf.BertConfig(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=64, type_vocab_size=2)
+    ref = make_model(str(d), tf.BertModel, cfg)
+    return str(d), ref
+
+
+def test_bert_hidden_states_of_a_padded_batch(isa, bert):
+    import torch
+
+    path, ref = bert
+    rng = np.random.default_rng(5)
+    lengths = [20, 7, 13]
+    T = max(lengths)
+    ids = np.zeros((3, T), np.int64)
+    mask = np.zeros((3, T), np.int64)
+    types = np.zeros((3, T), np.int64)
+    for b, n in enumerate(lengths):
+        ids[b, :n] = rng.integers(2, 300, n)
+        mask[b, :n] = 1
+        types[b, n // 2 : n] = 1
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                 token_type_ids=torch.tensor(types)).last_hidden_state.numpy()
+    model = edgeformer.load(path, threads=2)
+    ours = model.hidden_states(ids, attention_mask=mask, token_type_ids=types)
+    assert ours.shape == hf.shape
+    for b, n in enumerate(lengths):
+        assert_logits_close(ours[b, :n], hf[b, :n])
+    # a single unpadded sequence gives the same states as its row of the batch
+    assert_logits_close(model.hidden_states(ids[1, :7], token_type_ids=types[1, :7]), ours[1, :7])
+    with pytest.raises(ValueError, match="encoder"):
+        model.generate([1, 2, 3])
+
+
+# -- T5 ----------------------------------------------------------------------------------------------------
+
+T5_CASES = {
+    "t5_v1_0": dict(feed_forward_proj="relu", tie_word_embeddings=True),
+    "t5_v1_1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+}
+
+
+@pytest.fixture(scope="module")
+def t5(tmp_path_factory):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            import transformers as tf
+
+            d = tmp_path_factory.mktemp(name)
+            cfg = tf.T5Config(vocab_size=320, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=3,
+                              num_heads=4, relative_attention_num_buckets=16, relative_attention_max_distance=20,
+                              decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **T5_CASES[name])
+            cache[name] = (str(d), make_model(str(d), tf.T5ForConditionalGeneration, cfg))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(T5_CASES))
+def test_t5_decoder_logits(case, isa, t5):
+    import torch
+
+    path, ref = t5(case)
+    src = prompt_ids(30, seed=3)[1:]
+    dec = [0] + prompt_ids(12, seed=4)[1:]
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec])).logits[0].numpy()
+        hf_enc = ref.encoder(input_ids=torch.tensor([src])).last_hidden_state[0].numpy()
+    model = edgeformer.load(path, threads=2)
+    assert_logits_close(model.logits(src, decoder_input_ids=dec), hf)
+    assert_logits_close(model.hidden_states(src), hf_enc)
+
+
+def _hf_t5_generate(ref, src, **kw):
+    import torch
+
+    x = torch.tensor([src])
+    with torch.no_grad():  # use_cache=False: transformers' cache breaks when num_decoder_layers != num_layers
+        out = ref.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=12, use_cache=False, **kw)[0].tolist()
+    out = out[1:]  # the decoder start token
+    return out[: out.index(1)] if 1 in out else out  # up to EOS (1), without it
+
+
+@pytest.mark.parametrize("case", list(T5_CASES))
+def test_t5_greedy_and_beam_search(case, isa, t5):
+    path, ref = t5(case)
+    model = edgeformer.load(path, threads=2)
+    for seed in (3, 6, 9):
+        src = prompt_ids(20, seed=seed)[1:]
+        greedy = _hf_t5_generate(ref, src, do_sample=False, num_beams=1)
+        assert model.generate(src, max_new_tokens=12, temperature=0).token_ids == greedy
+        for beams, lp in ((3, 1.0), (4, 0.6)):
+            hf = _hf_t5_generate(ref, src, do_sample=False, num_beams=beams, length_penalty=lp)
+            ours = model.generate(src, max_new_tokens=12, num_beams=beams, length_penalty=lp)
+            assert ours.token_ids == hf, (seed, beams, lp)
