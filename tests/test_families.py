@@ -131,6 +131,32 @@ def test_bert_hidden_states_of_a_padded_batch(isa, bert):
 
 # -- T5 ----------------------------------------------------------------------------------------------------
 
+def untie_t5_head(ref, path: str) -> None:
+    """transformers 5 always ties T5's head to the embeddings; v1.1 checkpoints store their own lm_head.
+    Give the reference its own random head and write it into the checkpoint, with an untied config."""
+    import json
+    import os
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    g = torch.Generator().manual_seed(11)
+    ref.lm_head = torch.nn.Linear(ref.config.d_model, ref.config.vocab_size, bias=False)
+    with torch.no_grad():
+        ref.lm_head.weight.copy_(0.08 * torch.randn(ref.lm_head.weight.shape, generator=g))
+    st = os.path.join(path, "model.safetensors")
+    tensors = load_file(st)
+    tensors["lm_head.weight"] = ref.lm_head.weight.detach().clone().contiguous()
+    save_file(tensors, st, metadata={"format": "pt"})
+    cfg_path = os.path.join(path, "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["tie_word_embeddings"] = False
+    cfg["scale_decoder_outputs"] = False
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+
+
 T5_CASES = {
     "t5_v1_0": dict(feed_forward_proj="relu", tie_word_embeddings=True),
     "t5_v1_1": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
@@ -149,7 +175,10 @@ def t5(tmp_path_factory):
             cfg = tf.T5Config(vocab_size=320, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=3,
                               num_heads=4, relative_attention_num_buckets=16, relative_attention_max_distance=20,
                               decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, **T5_CASES[name])
-            cache[name] = (str(d), make_model(str(d), tf.T5ForConditionalGeneration, cfg))
+            ref = make_model(str(d), tf.T5ForConditionalGeneration, cfg)
+            if not T5_CASES[name]["tie_word_embeddings"]:
+                untie_t5_head(ref, str(d))
+            cache[name] = (str(d), ref)
         return cache[name]
 
     return get
@@ -166,6 +195,8 @@ def test_t5_decoder_logits(case, isa, t5):
         hf = ref(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec])).logits[0].numpy()
         hf_enc = ref.encoder(input_ids=torch.tensor([src])).last_hidden_state[0].numpy()
     model = edgeformer.load(path, threads=2)
+    tied = T5_CASES[case]["tie_word_embeddings"]
+    assert model.spec.tie_embeddings == tied and (model.spec.logits_scale == 1.0) == (not tied)
     assert_logits_close(model.logits(src, decoder_input_ids=dec), hf)
     assert_logits_close(model.hidden_states(src), hf_enc)
 

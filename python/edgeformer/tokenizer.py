@@ -40,6 +40,9 @@ class TokenizerInfo:
                 self.tokenizer = Tokenizer.from_file(path)
             except Exception as e:  # the tokenizers library raises its own exception type
                 raise ValueError(f"{path}: cannot read the tokenizer ({e})") from None
+            # as transformers does per call: no padding or truncation unless asked for
+            self.tokenizer.no_padding()
+            self.tokenizer.no_truncation()
         cfg_path = os.path.join(model_dir, "tokenizer_config.json")
         if os.path.exists(cfg_path):
             self.config = _read_json(cfg_path)
