@@ -223,3 +223,36 @@ def test_t5_greedy_and_beam_search(case, isa, t5):
             hf = _hf_t5_generate(ref, src, do_sample=False, num_beams=beams, length_penalty=lp)
             ours = model.generate(src, max_new_tokens=12, num_beams=beams, length_penalty=lp)
             assert ours.token_ids == hf, (seed, beams, lp)
+
+
+# -- bad configs name their field ----------------------------------------------------------------------------
+
+BAD_CONFIGS = [
+    ({"model_type": "gpt2", "vocab_size": 10, "n_embd": 8, "n_layer": 1, "n_head": 2,
+      "scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
+    ({"model_type": "gpt2", "vocab_size": 10, "n_embd": 8, "n_layer": 1, "n_head": 3}, "n_head"),
+    ({"model_type": "opt", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+      "ffn_dim": "big"}, "ffn_dim"),
+    ({"model_type": "bloom", "vocab_size": 10, "hidden_size": 8, "n_layer": 1, "n_head": 2,
+      "apply_residual_connection_post_layernorm": True}, "apply_residual_connection_post_layernorm"),
+    ({"model_type": "falcon", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 4,
+      "new_decoder_architecture": True, "num_kv_heads": 3}, "num_kv_heads"),
+    ({"model_type": "codegen", "vocab_size": 10, "n_embd": 12, "n_layer": 1, "n_head": 6}, "n_head"),
+    ({"model_type": "bert", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+      "intermediate_size": 16, "position_embedding_type": "relative_key"}, "position_embedding_type"),
+    ({"model_type": "t5", "vocab_size": 10, "d_model": 8, "d_kv": 4, "d_ff": 16, "num_layers": 1, "num_heads": 2,
+      "feed_forward_proj": "gated-swoosh"}, "feed_forward_proj"),
+    ({"model_type": "t5", "vocab_size": 10, "d_model": 8, "d_ff": 16, "num_layers": 1, "num_heads": 2}, "d_kv"),
+]
+
+
+@pytest.mark.parametrize("config,field", BAD_CONFIGS, ids=[f"{c['model_type']}-{f}" for c, f in BAD_CONFIGS])
+def test_bad_config_fields_name_themselves(tmp_path, config, field):
+    import json
+
+    from edgeformer.io import save_safetensors
+
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    save_safetensors({"x": np.zeros(1, np.float32)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=rf"config\.json.*'{field}'"):
+        edgeformer.load(str(tmp_path))
