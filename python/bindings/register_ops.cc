@@ -6,6 +6,7 @@
 #include "edgeformer/cpu.h"
 #include "edgeformer/errors.h"
 #include "edgeformer/ops.h"
+#include "edgeformer/quant.h"
 #include "edgeformer/rope.h"
 
 namespace ef_py {
@@ -76,9 +77,60 @@ void register_ops(py::module_& m) {
     return y;
   }, py::arg("x"), py::arg("w"), py::arg("wdtype") = ef::DType::F32, py::arg("bias") = py::none(), py::arg("isa") = "");
 
+  ops.def("quantize", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, ef::DType to) {
+    // x: [rows, K] -> uint8 [rows, bytes per row] of `to` blocks
+    if (!ef::is_quantized(to)) throw ef::ValueError("quantize: dtype must be q8_0, q4_0, q4_k or q6_k");
+    if (x.ndim() != 2 || x.shape(1) % ef::dtype_block(to)) throw ef::ValueError("quantize: x must be [rows, K] with K a multiple of the block");
+    const int64_t rows = x.shape(0), K = x.shape(1), rb = (int64_t)ef::dtype_bytes(to, K);
+    py::array_t<uint8_t> out({rows, rb});
+    for (int64_t r = 0; r < rows; r++) ef::quantize_row(to, x.data() + r * K, out.mutable_data() + r * rb, K);
+    return out;
+  }, py::arg("x"), py::arg("dtype"));
+  ops.def("qmatmul", [](py::array_t<float, py::array::c_style | py::array::forcecast> x,
+                        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> w, ef::DType wdtype,
+                        py::object bias, const std::string& isa) {
+    // x: [T, K] f32; w: [O, bytes per row] blocks of wdtype -> [T, O], activations quantized to 8 bits
+    const ef::KernelTable& k = table(isa);
+    if (!ef::is_quantized(wdtype)) throw ef::ValueError("qmatmul: wdtype must be a quantized type");
+    if (x.ndim() != 2 || w.ndim() != 2) throw ef::ValueError("qmatmul: x [T, K] and w [O, row bytes]");
+    const int64_t T = x.shape(0), K = x.shape(1), O = w.shape(0);
+    if (K % ef::dtype_block(wdtype) || (int64_t)ef::dtype_bytes(wdtype, K) != w.shape(1))
+      throw ef::ValueError("qmatmul: w rows do not hold K elements of this type");
+    std::vector<ef::BlockQ8> xq(T * (K / 32));
+    for (int64_t t = 0; t < T; t++) ef::quantize_row_q8(x.data() + t * K, xq.data() + t * (K / 32), K);
+    py::array_t<float> b;
+    const float* bp = nullptr;
+    if (!bias.is_none()) {
+      b = py::array_t<float, py::array::c_style | py::array::forcecast>(bias);
+      if (b.size() != O) throw ef::ValueError("qmatmul: bias must have O elements");
+      bp = b.data();
+    }
+    py::array_t<float> y({T, O});
+    k.qmatmul[(int)wdtype](xq.data(), K / 32, w.data(), w.shape(1), bp, y.mutable_data(), O, T, 0, O, K);
+    return y;
+  }, py::arg("x"), py::arg("w"), py::arg("wdtype"), py::arg("bias") = py::none(), py::arg("isa") = "");
+  ops.def("quantize_q8", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    // activation blocks, dequantized back: what the quantized kernels multiply with
+    if (x.ndim() != 1 || x.shape(0) % 32) throw ef::ValueError("quantize_q8: a 1-D array of a multiple of 32");
+    std::vector<ef::BlockQ8> q(x.shape(0) / 32);
+    ef::quantize_row_q8(x.data(), q.data(), x.shape(0));
+    py::array_t<float> y(x.shape(0));
+    for (size_t b = 0; b < q.size(); b++)
+      for (int i = 0; i < 32; i++) y.mutable_data()[b * 32 + i] = q[b].q[i] * q[b].d;
+    return y;
+  }, py::arg("x"));
+
   ops.def("to_f32", [](py::array src, ef::DType dtype, const std::string& isa) {
     const ef::KernelTable& k = table(isa);
-    if (!ef::is_float_weight(dtype)) throw ef::ValueError("to_f32: dtype must be f32, f16 or bf16");
+    if (!ef::is_weight(dtype)) throw ef::ValueError("to_f32: dtype must be a weight type");
+    if (ef::is_quantized(dtype)) {  // src: uint8 [rows, bytes per row]
+      Rows r = rows_of(src, 1, "src");
+      const int64_t n = r.cols / (int64_t)ef::dtype_block_bytes(dtype) * ef::dtype_block(dtype);
+      if ((int64_t)ef::dtype_bytes(dtype, n) != r.cols) throw ef::ValueError("to_f32: rows are not whole blocks");
+      py::array_t<float> y({r.rows, n});
+      for (int64_t i = 0; i < r.rows; i++) k.to_f32[(int)dtype](r.ptr + i * r.ld, y.mutable_data() + i * n, n);
+      return y;
+    }
     Rows r = rows_of(src, ef::dtype_size(dtype), "src");
     py::array_t<float> y({r.rows, r.cols});
     for (int64_t i = 0; i < r.rows; i++)

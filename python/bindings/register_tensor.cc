@@ -20,6 +20,8 @@ py::dtype numpy_dtype(ef::DType t) {
     case ef::DType::I16: return py::dtype::of<int16_t>();
     case ef::DType::F64: return py::dtype::of<double>();
     case ef::DType::BOOL: return py::dtype::of<bool>();
+    case ef::DType::Q8_0: case ef::DType::Q4_0: case ef::DType::Q4_K: case ef::DType::Q6_K:
+      return py::dtype::of<uint8_t>();  // raw blocks
   }
   throw ef::ValueError("no NumPy dtype");
 }
@@ -30,6 +32,10 @@ void register_tensor(py::module_& m) {
       .value("f32", ef::DType::F32)
       .value("f16", ef::DType::F16)
       .value("bf16", ef::DType::BF16)
+      .value("q8_0", ef::DType::Q8_0)
+      .value("q4_0", ef::DType::Q4_0)
+      .value("q4_k", ef::DType::Q4_K)
+      .value("q6_k", ef::DType::Q6_K)
       .value("i32", ef::DType::I32)
       .value("i64", ef::DType::I64)
       .value("u8", ef::DType::U8)
@@ -48,6 +54,10 @@ void register_tensor(py::module_& m) {
         // zero-copy view; bf16 comes back as its uint16 bits; keeps the tensor (and its file) alive
         const ef::Tensor& t = self.cast<const ef::Tensor&>();
         std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end()), strides(t.strides.begin(), t.strides.end());
+        if (ef::is_quantized(t.dtype)) {  // quantized rows come back as their raw bytes: [..., bytes per row]
+          shape.back() = (py::ssize_t)ef::dtype_bytes(t.dtype, t.shape.back());
+          strides.back() = 1;
+        }
         py::array a(numpy_dtype(t.dtype), shape, strides, t.data, self);
         a.attr("setflags")(py::arg("write") = false);
         return a;

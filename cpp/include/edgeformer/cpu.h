@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "edgeformer/dtype.h"
+#include "edgeformer/quant.h"
 
 namespace ef {
 
@@ -38,8 +39,13 @@ struct KernelTable {
   using MatmulFn = void (*)(const float* x, int64_t ldx, const void* w, int64_t ldw, const float* bias, float* y,
                             int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K);
   MatmulFn matmul[kNumFloatDTypes];
-  // dst[i] = float(src[i]) for a float dtype
-  void (*to_f32[kNumFloatDTypes])(const void* src, float* dst, int64_t n);
+  // Quantized weights times 8-bit activations: y[t, o] = sum over K of w[o, :] . x[t, :] (+ bias[o]).
+  // xq: T rows of K / 32 activation blocks (row stride ldxq blocks); w: rows of `row_bytes` bytes.
+  using QMatmulFn = void (*)(const BlockQ8* xq, int64_t ldxq, const void* w, int64_t row_bytes, const float* bias,
+                             float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K);
+  QMatmulFn qmatmul[kNumWeightDTypes];  // entries of the quantized types
+  // dst[i] = float(src[i]) for any weight dtype (quantized: n a multiple of the block)
+  void (*to_f32[kNumWeightDTypes])(const void* src, float* dst, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
   void (*scale)(float* x, float a, int64_t n);                 // x *= a

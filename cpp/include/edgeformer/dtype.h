@@ -8,22 +8,44 @@
 
 namespace ef {
 
-// Float types first: kernel tables are indexed by them. Block-quantized types (issue: quantization)
-// and integer types follow.
-enum class DType : int32_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I64 = 4, U8 = 5, I8 = 6, I16 = 7, F64 = 8, BOOL = 9 };
+// Weight types first (kernel tables are indexed by them): the float types, then llama.cpp's block-quantized
+// layouts (q8_0, q4_0: blocks of 32; q4_k, q6_k: super-blocks of 256). Integer types follow.
+enum class DType : int32_t {
+  F32 = 0, F16 = 1, BF16 = 2, Q8_0 = 3, Q4_0 = 4, Q4_K = 5, Q6_K = 6,
+  I32 = 7, I64 = 8, U8 = 9, I8 = 10, I16 = 11, F64 = 12, BOOL = 13
+};
 constexpr int kNumFloatDTypes = 3;
+constexpr int kNumWeightDTypes = 7;
 
 static inline bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+static inline bool is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K; }
+static inline bool is_weight(DType t) { return (int)t < kNumWeightDTypes; }
 
-static inline size_t dtype_size(DType t) {
+// Elements per block (1 for plain types) and bytes per block.
+static inline int64_t dtype_block(DType t) {
+  switch (t) {
+    case DType::Q8_0: case DType::Q4_0: return 32;
+    case DType::Q4_K: case DType::Q6_K: return 256;
+    default: return 1;
+  }
+}
+static inline size_t dtype_block_bytes(DType t) {
   switch (t) {
     case DType::F32: case DType::I32: return 4;
     case DType::F16: case DType::BF16: case DType::I16: return 2;
     case DType::I64: case DType::F64: return 8;
     case DType::U8: case DType::I8: case DType::BOOL: return 1;
+    case DType::Q8_0: return 34;   // f16 d, 32 x int8
+    case DType::Q4_0: return 18;   // f16 d, 16 bytes of nibbles
+    case DType::Q4_K: return 144;  // f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles
+    case DType::Q6_K: return 210;  // 128 low nibbles, 64 high 2-bits, 16 int8 scales, f16 d
   }
   return 0;
 }
+// Bytes of one element for plain types; 0 for block types (use dtype_block / dtype_block_bytes).
+static inline size_t dtype_size(DType t) { return dtype_block(t) == 1 ? dtype_block_bytes(t) : 0; }
+// Bytes of n elements (n a multiple of the block size).
+static inline size_t dtype_bytes(DType t, int64_t n) { return (size_t)(n / dtype_block(t)) * dtype_block_bytes(t); }
 
 const char* dtype_name(DType t);
 // Parse "f32"/"float32"/"F32", "f16"/"float16", "bf16"/"bfloat16"; throws ValueError naming `what`.

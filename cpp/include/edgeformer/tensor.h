@@ -36,10 +36,11 @@ struct Tensor {
   static Tensor empty(DType dtype, std::vector<int64_t> shape);  // owned, contiguous, uninitialized
   int64_t dim() const { return (int64_t)shape.size(); }
   int64_t numel() const;
-  size_t nbytes() const { return (size_t)numel() * dtype_size(dtype); }
+  size_t nbytes() const { return dtype_bytes(dtype, numel()); }
   bool contiguous() const;
   bool rows_contiguous() const;  // last dim has unit stride (rows may be strided)
-  int64_t row_stride_elems() const;  // for a 2-D view with contiguous rows
+  int64_t row_stride_elems() const;  // for a 2-D view with contiguous rows (plain types)
+  int64_t row_bytes() const;         // bytes from one row to the next (any type)
   std::string shape_str() const;
   std::string describe() const;  // "tensor 'name' in 'file'"
   Tensor to_contiguous_f32() const;  // converts/copies into an owned f32 tensor
@@ -47,5 +48,6 @@ struct Tensor {
 };
 
 std::string shape_to_string(const std::vector<int64_t>& s);
+std::vector<int64_t> contiguous_strides(DType dtype, const std::vector<int64_t>& shape);
 
 }  // namespace ef

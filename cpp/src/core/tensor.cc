@@ -32,6 +32,10 @@ const char* dtype_name(DType t) {
     case DType::F32: return "f32";
     case DType::F16: return "f16";
     case DType::BF16: return "bf16";
+    case DType::Q8_0: return "q8_0";
+    case DType::Q4_0: return "q4_0";
+    case DType::Q4_K: return "q4_k";
+    case DType::Q6_K: return "q6_k";
     case DType::I32: return "i32";
     case DType::I64: return "i64";
     case DType::U8: return "u8";
@@ -47,7 +51,11 @@ DType parse_dtype(const std::string& s, const std::string& what) {
   if (s == "f32" || s == "float32" || s == "F32") return DType::F32;
   if (s == "f16" || s == "float16" || s == "F16" || s == "half") return DType::F16;
   if (s == "bf16" || s == "bfloat16" || s == "BF16") return DType::BF16;
-  throw ValueError(what + ": unknown dtype '" + s + "' (expected f32, f16 or bf16)");
+  if (s == "q8_0" || s == "Q8_0") return DType::Q8_0;
+  if (s == "q4_0" || s == "Q4_0") return DType::Q4_0;
+  if (s == "q4_k" || s == "Q4_K") return DType::Q4_K;
+  if (s == "q6_k" || s == "Q6_K") return DType::Q6_K;
+  throw ValueError(what + ": unknown dtype '" + s + "' (expected f32, f16, bf16, q8_0, q4_0, q4_k or q6_k)");
 }
 
 std::string shape_to_string(const std::vector<int64_t>& s) {
@@ -67,16 +75,29 @@ Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape) {
     if (d < 0) throw ValueError("negative dimension in " + shape_to_string(t.shape));
     n *= d;
   }
-  auto buf = std::make_shared<Buffer>((size_t)n * dtype_size(dtype));
+  const int64_t blk = dtype_block(dtype);
+  if (blk > 1 && (t.shape.empty() || t.shape.back() % blk != 0))
+    throw ValueError(std::string("a ") + dtype_name(dtype) + " tensor needs rows of a multiple of " + std::to_string(blk) +
+                     " elements, got shape " + shape_to_string(t.shape));
+  auto buf = std::make_shared<Buffer>(dtype_bytes(dtype, n));
   t.data = buf->data;
   t.owner = buf;
-  t.strides.resize(t.shape.size());
-  int64_t st = (int64_t)dtype_size(dtype);
-  for (int64_t i = (int64_t)t.shape.size() - 1; i >= 0; i--) {
-    t.strides[i] = st;
-    st *= t.shape[i];
-  }
+  t.strides = contiguous_strides(dtype, t.shape);
   return t;
+}
+
+std::vector<int64_t> contiguous_strides(DType dtype, const std::vector<int64_t>& shape) {
+  // block types: the last dimension's "stride" is the bytes of one block over its elements, rounded: only
+  // whole rows are addressed, so what matters is the row stride (bytes of one row)
+  std::vector<int64_t> strides(shape.size());
+  if (shape.empty()) return strides;
+  int64_t st = (int64_t)dtype_bytes(dtype, shape.back());
+  strides.back() = dtype_block(dtype) == 1 ? (int64_t)dtype_size(dtype) : 0;
+  for (int64_t i = (int64_t)shape.size() - 2; i >= 0; i--) {
+    strides[i] = st;
+    st *= shape[i];
+  }
+  return strides;
 }
 
 int64_t Tensor::numel() const {
@@ -86,6 +107,7 @@ int64_t Tensor::numel() const {
 }
 
 bool Tensor::contiguous() const {
+  if (is_quantized(dtype)) return strides == contiguous_strides(dtype, shape);
   int64_t st = (int64_t)dtype_size(dtype);
   for (int64_t i = (int64_t)shape.size() - 1; i >= 0; i--) {
     if (shape[i] != 1 && strides[i] != st) return false;
@@ -95,12 +117,18 @@ bool Tensor::contiguous() const {
 }
 
 bool Tensor::rows_contiguous() const {
+  if (is_quantized(dtype)) return true;  // blocks are always packed within a row
   return shape.empty() || shape.back() == 1 || strides.back() == (int64_t)dtype_size(dtype);
 }
 
 int64_t Tensor::row_stride_elems() const {
   if (shape.size() < 2) return shape.empty() ? 1 : shape[0];
   return strides[shape.size() - 2] / (int64_t)dtype_size(dtype);
+}
+
+int64_t Tensor::row_bytes() const {
+  if (shape.size() < 2) return (int64_t)dtype_bytes(dtype, shape.empty() ? 1 : shape[0]);
+  return strides[shape.size() - 2];
 }
 
 std::string Tensor::shape_str() const { return shape_to_string(shape); }

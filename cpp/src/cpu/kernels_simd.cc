@@ -2,6 +2,8 @@
 // Each kernel matches its scalar twin in ref/kernels_ref.cc up to float summation order.
 #include "cpu/kernel_tables.h"
 #include "cpu/simd.h"
+// after simd.h: qdot.h is written against its integer primitives
+#include "cpu/qdot.h"
 
 namespace ef {
 namespace cpu {
@@ -205,7 +207,8 @@ constexpr Isa kIsa = Isa::NEON;
 const KernelTable kTable = {
     kIsa,
     {matmul_simd<float>, matmul_simd<f16_t>, matmul_simd<bf16_t>},
-    {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>},
+    EF_QMATMUL_TABLE,
+    {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>, EF_DEQUANT_ENTRIES},
     dot_simd, axpy_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
     act_mul_simd,
 };

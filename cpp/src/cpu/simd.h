@@ -109,6 +109,72 @@ inline float vmaxall(vf a) { return vmaxvq_f32(a); }
 #error "simd.h: compile with one of EF_ISA_AVX512, EF_ISA_AVX2, EF_ISA_NEON"
 #endif
 
+// -- 8-bit integer primitives for the quantized dot products (cpu/qdot.h) ---------------------------------
+#if defined(EF_ISA_AVX512) || defined(EF_ISA_AVX2)
+inline __m256i ld32(const void* p) { return _mm256_loadu_si256((const __m256i*)p); }
+inline void st32(void* p, __m256i v) { _mm256_storeu_si256((__m256i*)p, v); }
+inline void dot32_halves(const int8_t* w, const int8_t* x, int32_t& lo, int32_t& hi) {
+  // maddubs multiplies unsigned by signed bytes: |w| times x carrying w's sign (exact for every int8 pair)
+  const __m256i wv = ld32(w), xv = ld32(x);
+  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+  const __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));  // lanes 0-3: elements 0-15, 4-7: 16-31
+  __m128i l = _mm256_castsi256_si128(p32), h = _mm256_extracti128_si256(p32, 1);
+  l = _mm_add_epi32(l, _mm_shuffle_epi32(l, 0x4e));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+  l = _mm_add_epi32(l, _mm_shuffle_epi32(l, 0xb1));
+  h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+  lo = _mm_cvtsi128_si32(l);
+  hi = _mm_cvtsi128_si32(h);
+}
+inline void unpack_q4(const uint8_t* qs, int8_t* v) {
+  const __m128i t = _mm_loadu_si128((const __m128i*)qs);
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+  st32(v, _mm256_and_si256(both, _mm256_set1_epi8(0x0F)));
+}
+inline void unpack_q4_pair(const uint8_t* qs, int8_t* lo, int8_t* hi) {
+  const __m256i t = ld32(qs), m = _mm256_set1_epi8(0x0F);
+  st32(lo, _mm256_and_si256(t, m));
+  st32(hi, _mm256_and_si256(_mm256_srli_epi16(t, 4), m));
+}
+inline void unpack_q6(const uint8_t* ql, const uint8_t* qh, int sl, int sh, int8_t* v) {
+  const __m256i l = _mm256_and_si256(_mm256_srl_epi16(ld32(ql), _mm_cvtsi32_si128(sl)), _mm256_set1_epi8(0x0F));
+  const __m256i h = _mm256_and_si256(_mm256_srl_epi16(ld32(qh), _mm_cvtsi32_si128(sh)), _mm256_set1_epi8(0x03));
+  st32(v, _mm256_or_si256(l, _mm256_slli_epi16(h, 4)));
+}
+#elif defined(EF_ISA_NEON)
+inline void dot32_halves(const int8_t* w, const int8_t* x, int32_t& lo, int32_t& hi) {
+  int32x4_t acc[2];
+  for (int h = 0; h < 2; h++) {
+    const int8x16_t a = vld1q_s8(w + 16 * h), b = vld1q_s8(x + 16 * h);
+    int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    int16x8_t q = vmull_s8(vget_high_s8(a), vget_high_s8(b));
+    acc[h] = vaddq_s32(vpaddlq_s16(p), vpaddlq_s16(q));
+  }
+  lo = vaddvq_s32(acc[0]);
+  hi = vaddvq_s32(acc[1]);
+}
+inline void unpack_q4(const uint8_t* qs, int8_t* v) {
+  const uint8x16_t t = vld1q_u8(qs), m = vdupq_n_u8(0x0F);
+  vst1q_s8(v, vreinterpretq_s8_u8(vandq_u8(t, m)));
+  vst1q_s8(v + 16, vreinterpretq_s8_u8(vshrq_n_u8(t, 4)));
+}
+inline void unpack_q4_pair(const uint8_t* qs, int8_t* lo, int8_t* hi) {
+  for (int i = 0; i < 32; i += 16) {
+    const uint8x16_t t = vld1q_u8(qs + i);
+    vst1q_s8(lo + i, vreinterpretq_s8_u8(vandq_u8(t, vdupq_n_u8(0x0F))));
+    vst1q_s8(hi + i, vreinterpretq_s8_u8(vshrq_n_u8(t, 4)));
+  }
+}
+inline void unpack_q6(const uint8_t* ql, const uint8_t* qh, int sl, int sh, int8_t* v) {
+  const int8x16_t nl = vdupq_n_s8((int8_t)-sl), nh = vdupq_n_s8((int8_t)-sh);
+  for (int i = 0; i < 32; i += 16) {
+    const uint8x16_t l = vandq_u8(vshlq_u8(vld1q_u8(ql + i), nl), vdupq_n_u8(0x0F));
+    const uint8x16_t h = vandq_u8(vshlq_u8(vld1q_u8(qh + i), nh), vdupq_n_u8(0x03));
+    vst1q_s8(v + i, vreinterpretq_s8_u8(vorrq_u8(l, vshlq_n_u8(h, 4))));
+  }
+}
+#endif
+
 // Loads the first n < kW elements, the rest zero.
 template <typename T>
 inline vf vload_partial(const T* p, int64_t n) {

@@ -1,6 +1,9 @@
 #include "edgeformer/ops.h"
 
 #include <algorithm>
+#include <vector>
+
+#include "edgeformer/quant.h"
 
 #include "edgeformer/errors.h"
 
@@ -10,7 +13,24 @@ namespace ops {
 void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const Tensor& W,
             const float* bias, float* y, int64_t ldy) {
   EF_CHECK(W.dim() == 2 && W.rows_contiguous(), W.describe() + ": linear needs a 2-D weight with contiguous rows");
-  EF_CHECK(is_float_weight(W.dtype), W.describe() + ": unsupported weight dtype " + dtype_name(W.dtype));
+  EF_CHECK(is_weight(W.dtype), W.describe() + ": unsupported weight dtype " + dtype_name(W.dtype));
+  if (is_quantized(W.dtype)) {
+    // activations quantized once per row to 8-bit blocks, shared by every thread
+    const int64_t O = W.shape[0], K = W.shape[1], nb = K / kQ8Block;
+    EF_CHECK(K % dtype_block(W.dtype) == 0, W.describe() + ": rows must be whole blocks");
+    thread_local std::vector<BlockQ8> xq;
+    if ((int64_t)xq.size() < T * nb) xq.resize(T * nb);
+    for (int64_t t = 0; t < T; t++) quantize_row_q8(x + t * ldx, xq.data() + t * nb, K);
+    auto fn = k.qmatmul[(int)W.dtype];
+    const BlockQ8* xp = xq.data();
+    const int64_t rb = W.row_bytes();
+    if (!pool || pool->size() == 1 || O * K * std::max<int64_t>(T, 1) < (1 << 15)) {
+      fn(xp, nb, W.data, rb, bias, y, ldy, T, 0, O, K);
+      return;
+    }
+    pool->parallel_for(O, 16, [&](int, int64_t o0, int64_t o1) { fn(xp, nb, W.data, rb, bias, y, ldy, T, o0, o1, K); });
+    return;
+  }
   const int64_t O = W.shape[0], K = W.shape[1], ldw = W.row_stride_elems();
   auto fn = k.matmul[(int)W.dtype];
   if (!pool || pool->size() == 1 || O * K * std::max<int64_t>(T, 1) < (1 << 15)) {
@@ -23,7 +43,7 @@ void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx,
 
 void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out) {
   const int64_t rows = table.shape[0], H = table.shape[1];
-  const int64_t stride = table.strides[0];
+  const int64_t stride = table.row_bytes();
   auto conv = k.to_f32[(int)table.dtype];
   for (int64_t t = 0; t < T; t++) {
     if (ids[t] < 0 || ids[t] >= rows)

@@ -5,6 +5,34 @@
 #include "cpu/scalar_math.h"
 
 namespace ef {
+namespace {
+// scalar primitives for qdot.h
+inline void dot32_halves(const int8_t* w, const int8_t* x, int32_t& lo, int32_t& hi) {
+  lo = hi = 0;
+  for (int i = 0; i < 16; i++) lo += (int32_t)w[i] * x[i];
+  for (int i = 16; i < 32; i++) hi += (int32_t)w[i] * x[i];
+}
+inline void unpack_q4(const uint8_t* qs, int8_t* v) {
+  for (int i = 0; i < 16; i++) {
+    v[i] = (int8_t)(qs[i] & 0x0F);
+    v[i + 16] = (int8_t)(qs[i] >> 4);
+  }
+}
+inline void unpack_q4_pair(const uint8_t* qs, int8_t* lo, int8_t* hi) {
+  for (int i = 0; i < 32; i++) {
+    lo[i] = (int8_t)(qs[i] & 0x0F);
+    hi[i] = (int8_t)(qs[i] >> 4);
+  }
+}
+inline void unpack_q6(const uint8_t* ql, const uint8_t* qh, int sl, int sh, int8_t* v) {
+  for (int i = 0; i < 32; i++) v[i] = (int8_t)(((ql[i] >> sl) & 0x0F) | (((qh[i] >> sh) & 0x03) << 4));
+}
+}  // namespace
+}  // namespace ef
+
+#include "cpu/qdot.h"
+
+namespace ef {
 namespace cpu {
 namespace {
 
@@ -83,7 +111,8 @@ void act_mul_ref(Act a, float* g, const float* u, int64_t n) {
 const KernelTable kTable = {
     Isa::Generic,
     {matmul_ref<float>, matmul_ref<f16_t>, matmul_ref<bf16_t>},
-    {to_f32_ref<float>, to_f32_ref<f16_t>, to_f32_ref<bf16_t>},
+    EF_QMATMUL_TABLE,
+    {to_f32_ref<float>, to_f32_ref<f16_t>, to_f32_ref<bf16_t>, EF_DEQUANT_ENTRIES},
     dot_ref, axpy_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
 };
 
