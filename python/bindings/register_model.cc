@@ -113,7 +113,8 @@ void register_model(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("threads", &ef::ModelOptions::threads)
       .def_readwrite("max_context", &ef::ModelOptions::max_context)
-      .def_readwrite("dtype", &ef::ModelOptions::dtype);
+      .def_readwrite("dtype", &ef::ModelOptions::dtype)
+      .def_readwrite("progress", &ef::ModelOptions::progress);
 
   py::class_<ef::SamplerOptions>(m, "SamplerOptions")
       .def(py::init<>())
@@ -144,6 +145,7 @@ void register_model(py::module_& m) {
       .def_property_readonly("n_past", &ef::Model::n_past)
       .def_property_readonly("threads", &ef::Model::threads)
       .def_property_readonly("weight_bytes", &ef::Model::weight_bytes)
+      .def("weights", &ef::Model::weights, "[(canonical name, Tensor)] of what the model computes with")
       .def("reset", [](ef::Model& m) {
         std::lock_guard<std::mutex> lk(m.mutex());
         m.reset();

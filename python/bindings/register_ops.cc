@@ -30,7 +30,7 @@ Rows rows_of(py::array a, size_t itemsize, const char* what) {
   if (!unit || !row_ok || a.strides(0) < 0) a = py::module_::import("numpy").attr("ascontiguousarray")(a);
   Rows r;
   r.keep = a;
-  r.ptr = (char*)a.mutable_data();
+  r.ptr = (char*)a.data();  // read only: inputs are never written
   r.rows = a.ndim() == 2 ? a.shape(0) : 1;
   r.cols = a.shape(a.ndim() - 1);
   r.ld = a.ndim() == 2 ? a.strides(0) / (py::ssize_t)itemsize : r.cols;
@@ -109,16 +109,17 @@ void register_ops(py::module_& m) {
     k.qmatmul[(int)wdtype](xq.data(), K / 32, w.data(), w.shape(1), bp, y.mutable_data(), O, T, 0, O, K);
     return y;
   }, py::arg("x"), py::arg("w"), py::arg("wdtype"), py::arg("bias") = py::none(), py::arg("isa") = "");
-  ops.def("quantize_q8", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
-    // activation blocks, dequantized back: what the quantized kernels multiply with
+  ops.def("quantize_q8", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int levels) {
+    // activation blocks, dequantized back: what the quantized kernels multiply with (levels 2: with residual)
     if (x.ndim() != 1 || x.shape(0) % 32) throw ef::ValueError("quantize_q8: a 1-D array of a multiple of 32");
     std::vector<ef::BlockQ8> q(x.shape(0) / 32);
     ef::quantize_row_q8(x.data(), q.data(), x.shape(0));
     py::array_t<float> y(x.shape(0));
     for (size_t b = 0; b < q.size(); b++)
-      for (int i = 0; i < 32; i++) y.mutable_data()[b * 32 + i] = q[b].q[i] * q[b].d;
+      for (int i = 0; i < 32; i++)
+        y.mutable_data()[b * 32 + i] = (float)((double)q[b].q[i] * q[b].d + (levels > 1 ? (double)q[b].r[i] * q[b].d2 : 0.0));
     return y;
-  }, py::arg("x"));
+  }, py::arg("x"), py::arg("levels") = 1);
 
   ops.def("to_f32", [](py::array src, ef::DType dtype, const std::string& isa) {
     const ef::KernelTable& k = table(isa);

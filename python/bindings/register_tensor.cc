@@ -74,9 +74,16 @@ void register_tensor(py::module_& m) {
       .def("add_array", [](ef::TensorMap& m, const std::string& name, py::array a, ef::DType dtype,
                            const std::string& source) {
         // copies a NumPy array (derived in Python: a transposed or regrouped checkpoint tensor) into the map
-        if ((size_t)a.itemsize() != ef::dtype_size(dtype)) throw ef::ValueError("tensor '" + name + "': array element size does not match " + ef::dtype_name(dtype));
+        // plain types: an array of those elements; quantized types: uint8 [..., bytes per row]
         py::array c = py::module_::import("numpy").attr("ascontiguousarray")(a);
         std::vector<int64_t> shape(c.shape(), c.shape() + c.ndim());
+        if (ef::is_quantized(dtype)) {
+          if (c.itemsize() != 1 || shape.empty() || shape.back() % (int64_t)ef::dtype_block_bytes(dtype))
+            throw ef::ValueError("tensor '" + name + "': expected uint8 rows of whole " + ef::dtype_name(dtype) + " blocks");
+          shape.back() = shape.back() / (int64_t)ef::dtype_block_bytes(dtype) * ef::dtype_block(dtype);
+        } else if ((size_t)c.itemsize() != ef::dtype_size(dtype)) {
+          throw ef::ValueError("tensor '" + name + "': array element size does not match " + ef::dtype_name(dtype));
+        }
         ef::Tensor t = ef::Tensor::empty(dtype, shape);
         std::memcpy(t.data, c.data(), t.nbytes());
         t.name = name;

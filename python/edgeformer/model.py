@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -116,14 +117,15 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     for name, v in (("threads", threads), ("max_context", max_context)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**31):
             raise ValueError(f"argument '{name}' must be a positive integer, got {v!r}")
-    if dtype is not None and dtype not in ("f32", "float32", "f16", "float16", "bf16", "bfloat16"):
-        raise ValueError(f"argument 'dtype' must be None, 'f32', 'f16' or 'bf16', got {dtype!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"argument 'dtype' must be None or one of {', '.join(DTYPES)}, got {dtype!r}")
     files = _find_weight_files(model_dir)
     checkpoint = _core.TensorMap.open_safetensors(files)
     opts = _core.ModelOptions()
     opts.threads = threads or 0
     opts.max_context = max_context or 0
     opts.dtype = dtype or ""
+    opts.progress = sys.stderr.isatty() and sum(os.path.getsize(f) for f in files) > (512 << 20)
     tok = TokenizerInfo(model_dir)
     if config.get("model_type") in ENCODER_DECODERS:
         from .seq2seq import Seq2SeqModel
@@ -143,8 +145,40 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
 
         return Seq2SeqModel(enc, make_decoder, config, tok, model_dir)
     spec, names = spec_from_config(config, cfg_path, checkpoint.names())
+    if dtype in QUANTIZED:
+        gguf_rotary_layout(spec, names)
     core = _core.Model(spec, checkpoint, _materialize(checkpoint, names), opts)
     return Model(core, config, tok, model_dir)
+
+
+DTYPES = ("f32", "float32", "f16", "float16", "bf16", "bfloat16", "q8_0", "q4_0", "q4_k", "q6_k")
+QUANTIZED = ("q8_0", "q4_0", "q4_k", "q6_k")
+
+
+def gguf_rotary_layout(spec: "_core.ArchSpec", names: Dict[str, Any]) -> None:
+    """llama.cpp stores a Llama's q and k rows permuted so that rotary pairs are adjacent (GPT-J style). A
+    quantized Llama is laid out the same way, so that its GGUF file (written by `edgeformer quantize`) holds
+    exactly the tensors computed with here and loads back to bit-identical logits."""
+    if spec.model_type not in ("llama", "mistral") or spec.pos != _core.PosKind.rotary:
+        return
+    if spec.rope.style != _core.RopeStyle.half or spec.rope.rotary_dim not in (0, spec.head_dim):
+        return
+    for i in range(spec.n_layers):
+        for part, heads in (("q", spec.n_heads), ("k", spec.n_kv_heads)):
+            rows = llama_qk_permutation(heads, spec.head_dim)
+            for kind in ("weight", "bias"):
+                src = names.get(f"layers.{i}.attn.{part}.{kind}")
+                if isinstance(src, str):  # llama's q and k are plain checkpoint tensors
+                    names[f"layers.{i}.attn.{part}.{kind}"] = Derived(src, rows)
+    r = spec.rope
+    r.style = _core.RopeStyle.interleaved
+    spec.rope = r
+
+
+def llama_qk_permutation(n_heads: int, head_dim: int) -> List[int]:
+    """Row order of llama.cpp's permute(): within each head, row 2i+s takes row s*head_dim/2 + i."""
+    half = head_dim // 2
+    return [h * head_dim + s * half + i for h in range(n_heads) for i in range(half) for s in range(2)]
 
 
 def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any]) -> Dict[str, str]:

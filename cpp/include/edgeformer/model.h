@@ -17,7 +17,9 @@ namespace ef {
 struct ModelOptions {
   int32_t threads = 0;      // 0 = physical cores
   int32_t max_context = 0;  // 0 = spec.max_position
-  std::string dtype;        // "" = as stored; "f32" | "f16" | "bf16" converts the matrices at load
+  std::string dtype;        // "" = as stored; "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q6_k"
+                            // converts the matrices at load (quantization policy: docs in load())
+  bool progress = false;    // print quantization progress to stderr
 };
 
 struct LayerWeights {
@@ -68,6 +70,8 @@ class Model {
   // Keys and values are computed once here, for every layer.
   void set_encoder_output(const float* enc, int32_t T_enc, const uint8_t* mask);
   int64_t weight_bytes() const;
+  // Every tensor the model computes with, by canonical name (after conversion or quantization at load).
+  std::vector<std::pair<std::string, Tensor>> weights() const;
 
   std::mutex& mutex() { return mu_; }  // held by the bindings around each call: one call at a time
 

@@ -8,11 +8,14 @@
 namespace ef {
 
 // 32 activations quantized to int8 with one float scale; sum[h] = sum of q over elements 16h .. 16h+15
-// (the K-quants' minimums and q4_0's offset need them).
+// (the K-quants' minimums and q4_0's offset need them). r holds the rounding residual quantized again
+// (x ~ q * d + r * d2): 8-bit weights multiply both, so their error stays that of the weights alone;
+// 4- and 6-bit weights, whose own error dwarfs it, use q only.
 struct BlockQ8 {
-  float d;
+  float d, d2;
   int16_t sum[2];
   int8_t q[32];
+  int8_t r[32];
 };
 constexpr int64_t kQ8Block = 32;
 

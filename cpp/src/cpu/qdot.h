@@ -19,10 +19,12 @@ inline float qload_f16(const uint8_t* p) {
   return f16_to_f32(h);
 }
 
-inline float dot_q8_0(const uint8_t* w, const BlockQ8* x) {
-  int32_t lo, hi;
+inline float dot_q8_0(const uint8_t* w, const BlockQ8* x) {  // both activation levels
+  int32_t lo, hi, lo2, hi2;
   dot32_halves((const int8_t*)(w + 2), x->q, lo, hi);
-  return (float)(lo + hi) * (qload_f16(w) * x->d);
+  dot32_halves((const int8_t*)(w + 2), x->r, lo2, hi2);
+  const float d = qload_f16(w);
+  return (float)(lo + hi) * (d * x->d) + (float)(lo2 + hi2) * (d * x->d2);
 }
 
 inline float dot_q4_0(const uint8_t* w, const BlockQ8* x) {

@@ -12,9 +12,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "edgeformer/errors.h"
+#include "edgeformer/quant.h"
 #include "edgeformer/ops.h"
 #include "edgeformer/rope.h"
 
@@ -68,31 +70,79 @@ void ArchSpec::validate() const {
 
 namespace {
 
+enum class Role { Layer, Embedding, Head };
+
+// Converts a float tensor row by row into another float type or a quantized type, over the thread pool.
+Tensor convert_rows(const Tensor& t, DType to, ThreadPool* pool) {
+  if (!is_quantized(to)) return t.converted(to);
+  const int64_t K = t.shape.back(), rows = t.numel() / std::max<int64_t>(K, 1);
+  Tensor out = Tensor::empty(to, t.shape);
+  out.name = t.name;
+  out.source = t.source;
+  const KernelTable& k = kernels();
+  const int64_t src_row = t.row_bytes();
+  pool->parallel_for(rows, 1, [&](int, int64_t r0, int64_t r1) {
+    std::vector<float> buf(K);
+    for (int64_t r = r0; r < r1; r++) {
+      k.to_f32[(int)t.dtype]((const uint8_t*)t.data + r * src_row, buf.data(), K);
+      quantize_row(to, buf.data(), (uint8_t*)out.data + r * out.row_bytes(), K);
+    }
+  });
+  return out;
+}
+
 struct Loader {
   const TensorMap& ckpt;
   const std::map<std::string, std::string>& names;
   DType convert_to;
   bool convert;
+  ThreadPool* pool;
+  bool progress;
+  int64_t total = 0, done = 0;
 
   const Tensor* find(const std::string& canonical) const {
     auto it = names.find(canonical);
     if (it == names.end()) return nullptr;
     return &ckpt.get(it->second);
   }
-  void check(const Tensor& t, const std::vector<int64_t>& shape) const {
-    if (!is_float_weight(t.dtype))
-      throw ValueError(t.describe() + ": expected dtype f32, f16 or bf16, got " + dtype_name(t.dtype));
+  void check(const Tensor& t, const std::vector<int64_t>& shape, bool allow_quantized = false) const {
+    if (!is_float_weight(t.dtype) && !(allow_quantized && is_quantized(t.dtype)))
+      throw ValueError(t.describe() + ": expected dtype f32, f16 or bf16" +
+                       std::string(allow_quantized ? " or a quantized type" : "") + ", got " + dtype_name(t.dtype));
     if (t.shape != shape)
       throw ValueError(t.describe() + ": expected shape " + shape_to_string(shape) + ", got " + t.shape_str());
   }
-  // A matrix used as stored (zero-copy), or converted when the user asked for a dtype.
-  Tensor matrix(const std::string& canonical, const std::vector<int64_t>& shape) const {
+  // The type a matrix gets at load. Quantization policy: layer matrices take the asked type; embeddings
+  // and the head keep 8 bits (q8_0) for 4- and 6-bit targets (q6_k for a 4-bit head, as llama.cpp does);
+  // a matrix whose rows are not whole blocks stays f16.
+  DType target(const Tensor& t, Role role) const {
+    if (!convert) return t.dtype;
+    DType to = convert_to;
+    if (is_quantized(to) && role != Role::Layer && to != DType::Q8_0)
+      to = role == Role::Head && t.shape.back() % 256 == 0 && (to == DType::Q4_0 || to == DType::Q4_K) ? DType::Q6_K
+                                                                                                        : DType::Q8_0;
+    if (is_quantized(to) && t.shape.back() % dtype_block(to) != 0) to = DType::F16;
+    return to;
+  }
+  // A matrix used as stored (zero-copy, quantized ones included), or converted when the user asked for a dtype.
+  Tensor matrix(const std::string& canonical, const std::vector<int64_t>& shape, Role role = Role::Layer) {
     const Tensor* t = find(canonical);
     if (!t) throw ValueError("the weight map has no entry for '" + canonical + "'");
-    check(*t, shape);
-    if (!t->rows_contiguous()) return t->converted(t->dtype);
-    if (convert && t->dtype != convert_to) return t->converted(convert_to);
-    return *t;
+    check(*t, shape, true);
+    if (is_quantized(t->dtype)) {
+      return *t;  // already quantized (GGUF): used as it is
+    }
+    const DType to = target(*t, role);
+    Tensor out = *t;
+    if (to != t->dtype) out = convert_rows(*t, to, pool);
+    else if (!t->rows_contiguous()) out = t->converted(t->dtype);
+    if (progress && convert) {
+      done += (int64_t)t->nbytes();
+      std::fprintf(stderr, "\r[edgeformer] converting weights to %s: %3d%%", dtype_name(convert_to),
+                   (int)(100 * done / std::max<int64_t>(total, 1)));
+      std::fflush(stderr);
+    }
+    return out;
   }
   // A small tensor (norm weight, bias, relative bias table): converted to f32 once. Absent and optional -> empty.
   Tensor small(const std::string& canonical, const std::vector<int64_t>& shape, bool required) const {
@@ -144,20 +194,26 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     EF_CHECK(max_ctx_ <= spec_.max_position, "max_context=" + std::to_string(max_ctx_) +
                                                  " exceeds the learned positions of the model (" +
                                                  std::to_string(spec_.max_position) + ")");
-  Loader L{ckpt, names, DType::F32, !opts.dtype.empty()};
+  int threads = opts.threads > 0 ? opts.threads : physical_cores();
+  pool_ = std::make_shared<ThreadPool>(threads);
+  Loader L{ckpt, names, DType::F32, !opts.dtype.empty(), pool_.get(), opts.progress};
   if (L.convert) L.convert_to = parse_dtype(opts.dtype, "argument 'dtype'");
+  if (L.progress)
+    for (auto& kv : names)
+      if (ckpt.contains(kv.second)) L.total += (int64_t)ckpt.get(kv.second).nbytes();
 
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size, F = spec_.ffn_size, hd = spec_.head_dim;
   const int64_t QD = (int64_t)spec_.n_heads * hd, KD = (int64_t)spec_.n_kv_heads * hd;
   const int64_t E = spec_.proj_dim > 0 ? spec_.proj_dim : H;  // embedding width
   const bool ln = spec_.norm == NormKind::Layer;
-  tok_emb_ = L.matrix("tok_embeddings.weight", {V, E});
+  tok_emb_ = L.matrix("tok_embeddings.weight", {V, E}, Role::Embedding);
   if (spec_.pos == PosKind::Learned)
-    pos_emb_ = L.matrix("pos_embeddings.weight", {(int64_t)spec_.max_position + spec_.pos_offset, H});
-  if (spec_.n_token_types > 0) type_emb_ = L.matrix("token_type_embeddings.weight", {spec_.n_token_types, H});
+    pos_emb_ = L.matrix("pos_embeddings.weight", {(int64_t)spec_.max_position + spec_.pos_offset, H}, Role::Embedding);
+  if (spec_.n_token_types > 0)
+    type_emb_ = L.matrix("token_type_embeddings.weight", {spec_.n_token_types, H}, Role::Embedding);
   if (spec_.proj_dim > 0) {
-    proj_in_ = L.matrix("proj_in.weight", {H, E});
-    proj_out_ = L.matrix("proj_out.weight", {E, H});
+    proj_in_ = L.matrix("proj_in.weight", {H, E}, Role::Head);
+    proj_out_ = L.matrix("proj_out.weight", {E, H}, Role::Head);
   }
   if (spec_.emb_norm) {
     emb_norm_w_ = L.vec("emb_norm.weight", H, true);
@@ -168,7 +224,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     if (ln) final_norm_b_ = L.vec("norm.bias", H, false);
   }
   if (spec_.causal()) {
-    lm_head_ = spec_.tie_embeddings ? tok_emb_ : L.matrix("lm_head.weight", {V, E});
+    lm_head_ = spec_.tie_embeddings ? tok_emb_ : L.matrix("lm_head.weight", {V, E}, Role::Head);
     if (spec_.lm_head_bias) lm_head_b_ = L.vec("lm_head.bias", V, true);
   }
   if (spec_.pos == PosKind::Relative) rel_bias_ = L.small("rel_bias.weight", {spec_.rel_buckets, spec_.n_heads}, true);
@@ -209,8 +265,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.co = L.matrix(p + "cross.o.weight", {H, QD});
     }
   }
-  int threads = opts.threads > 0 ? opts.threads : physical_cores();
-  pool_ = std::make_shared<ThreadPool>(threads);
+  if (L.progress && L.convert) std::fprintf(stderr, "\n");
   const size_t cache_elems = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)max_ctx_ * hd;
   try {
     kcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
@@ -223,6 +278,40 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   scores_.resize((size_t)threads * max_ctx_);
   if (spec_.pos == PosKind::Rotary && spec_.rope.scaling != RopeScaling::Dynamic)
     rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
+}
+
+std::vector<std::pair<std::string, Tensor>> Model::weights() const {
+  std::vector<std::pair<std::string, Tensor>> w;
+  auto add = [&](const std::string& n, const Tensor& t) {
+    if (t.data) w.emplace_back(n, t);
+  };
+  add("tok_embeddings.weight", tok_emb_);
+  add("pos_embeddings.weight", pos_emb_);
+  add("token_type_embeddings.weight", type_emb_);
+  add("emb_norm.weight", emb_norm_w_);
+  add("emb_norm.bias", emb_norm_b_);
+  add("proj_in.weight", proj_in_);
+  add("proj_out.weight", proj_out_);
+  add("norm.weight", final_norm_w_);
+  add("norm.bias", final_norm_b_);
+  if (lm_head_.data != tok_emb_.data) add("lm_head.weight", lm_head_);
+  add("lm_head.bias", lm_head_b_);
+  add("rel_bias.weight", rel_bias_);
+  for (size_t i = 0; i < layers_.size(); i++) {
+    const LayerWeights& l = layers_[i];
+    const std::string p = "layers." + std::to_string(i) + ".";
+    const std::pair<const char*, const Tensor*> items[] = {
+        {"attn_norm.weight", &l.attn_norm_w}, {"attn_norm.bias", &l.attn_norm_b}, {"mlp_norm.weight", &l.mlp_norm_w},
+        {"mlp_norm.bias", &l.mlp_norm_b},     {"attn.q.weight", &l.wq},         {"attn.k.weight", &l.wk},
+        {"attn.v.weight", &l.wv},             {"attn.o.weight", &l.wo},         {"attn.q.bias", &l.bq},
+        {"attn.k.bias", &l.bk},               {"attn.v.bias", &l.bv},           {"attn.o.bias", &l.bo},
+        {"mlp.gate.weight", &l.w_gate},       {"mlp.up.weight", &l.w_up},       {"mlp.down.weight", &l.w_down},
+        {"mlp.gate.bias", &l.b_gate},         {"mlp.up.bias", &l.b_up},         {"mlp.down.bias", &l.b_down},
+        {"cross_norm.weight", &l.cross_norm_w}, {"cross_norm.bias", &l.cross_norm_b}, {"cross.q.weight", &l.cq},
+        {"cross.k.weight", &l.ck},            {"cross.v.weight", &l.cv},        {"cross.o.weight", &l.co}};
+    for (auto& it : items) add(p + it.first, *it.second);
+  }
+  return w;
 }
 
 int64_t Model::weight_bytes() const {

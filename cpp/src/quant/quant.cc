@@ -157,14 +157,20 @@ void quantize_row_q8(const float* x, BlockQ8* out, int64_t n) {
     for (int i = 0; i < 32; i++) amax = std::max(amax, std::fabs(x[i]));
     const float d = amax / 127.f, id = d != 0 ? 1.f / d : 0.f;
     out[b].d = d;
+    float res[32], rmax = 0;
     for (int h = 0; h < 2; h++) {
       int s = 0;
       for (int i = 16 * h; i < 16 * h + 16; i++) {
         out[b].q[i] = (int8_t)round_away(x[i] * id);
         s += out[b].q[i];
+        res[i] = x[i] - (float)out[b].q[i] * d;
+        rmax = std::max(rmax, std::fabs(res[i]));
       }
       out[b].sum[h] = (int16_t)s;
     }
+    const float d2 = rmax / 127.f, id2 = d2 != 0 ? 1.f / d2 : 0.f;
+    out[b].d2 = d2;
+    for (int i = 0; i < 32; i++) out[b].r[i] = (int8_t)round_away(res[i] * id2);
   }
 }
 
