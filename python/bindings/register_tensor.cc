@@ -2,6 +2,7 @@
 
 #include "bindings.h"
 #include "edgeformer/errors.h"
+#include "edgeformer/gguf.h"
 #include "edgeformer/safetensors.h"
 #include "edgeformer/tensor.h"
 
@@ -24,6 +25,28 @@ py::dtype numpy_dtype(ef::DType t) {
       return py::dtype::of<uint8_t>();  // raw blocks
   }
   throw ef::ValueError("no NumPy dtype");
+}
+}  // namespace
+
+namespace {
+py::object json_to_py(const ef::Json& j) {
+  switch (j.kind) {
+    case ef::Json::Null: return py::none();
+    case ef::Json::Bool: return py::bool_(j.b);
+    case ef::Json::Number: return j.is_int ? py::object(py::int_(j.i)) : py::object(py::float_(j.num));
+    case ef::Json::String: return py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(j.str.data(), (py::ssize_t)j.str.size(), "replace"));
+    case ef::Json::Array: {
+      py::list l;
+      for (auto& e : j.arr) l.append(json_to_py(e));
+      return l;
+    }
+    case ef::Json::Object: {
+      py::dict d;
+      for (auto& kv : j.obj) d[py::str(kv.first)] = json_to_py(kv.second);
+      return d;
+    }
+  }
+  return py::none();
 }
 }  // namespace
 
@@ -90,8 +113,23 @@ void register_tensor(py::module_& m) {
         t.source = source;
         m.add(name, std::move(t));
       }, py::arg("name"), py::arg("array"), py::arg("dtype"), py::arg("source") = "")
+      .def("add_rows_view", &ef::TensorMap::add_rows_view, py::arg("name"), py::arg("src"), py::arg("r0"), py::arg("r1"),
+           "Adds name as a zero-copy view of rows [r0, r1) of src.")
       .def("names", &ef::TensorMap::names)
       .def("get", &ef::TensorMap::get, py::arg("name"), py::return_value_policy::copy)
+      .def_static("open_gguf", [](const std::string& path) {
+        // -> (TensorMap of the file's tensors, {metadata key: value}, tensor names in file order, version)
+        ef::GGUFFile g;
+        {
+          py::gil_scoped_release nogil;
+          g = ef::GGUFFile::open(path);
+        }
+        py::dict meta;
+        for (auto& kv : g.metadata)
+          meta[py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(kv.first.data(), (py::ssize_t)kv.first.size(), "replace"))] =
+              json_to_py(kv.second);
+        return py::make_tuple(std::move(g.tensors), meta, g.tensor_order, g.version);
+      }, py::arg("path"), "Reads a GGUF file: its tensors (memory-mapped views) and its metadata.")
       .def("__contains__", &ef::TensorMap::contains)
       .def("__len__", &ef::TensorMap::size);
 }

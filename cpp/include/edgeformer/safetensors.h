@@ -35,6 +35,8 @@ class TensorMap {
   const Tensor& get(const std::string& name) const;  // throws ValueError naming the missing tensor
   std::vector<std::string> names() const;
   void add(const std::string& name, Tensor t);
+  // Adds `name` as a zero-copy view of rows [r0, r1) of tensor `src` (fused QKV matrices of GGUF files).
+  void add_rows_view(const std::string& name, const std::string& src, int64_t r0, int64_t r1);
   size_t size() const { return tensors_.size(); }
 
  private:

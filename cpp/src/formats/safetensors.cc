@@ -107,4 +107,16 @@ std::vector<std::string> TensorMap::names() const {
 
 void TensorMap::add(const std::string& name, Tensor t) { tensors_[name] = std::move(t); }
 
+void TensorMap::add_rows_view(const std::string& name, const std::string& src, int64_t r0, int64_t r1) {
+  const Tensor& t = get(src);
+  if (t.dim() < 1 || r0 < 0 || r1 < r0 || r1 > t.shape[0])
+    throw ValueError(t.describe() + ": rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") are outside its shape " +
+                     t.shape_str());
+  Tensor v = t;
+  v.data = (uint8_t*)t.data + r0 * t.strides[0];
+  v.shape[0] = r1 - r0;
+  v.name = t.name + "[" + std::to_string(r0) + ":" + std::to_string(r1) + "]";
+  tensors_[name] = std::move(v);
+}
+
 }  // namespace ef
