@@ -1,4 +1,4 @@
-"""GGUF (llama.cpp's format) metadata <-> Hugging Face config.json and tokenizer.json, tensor names and layouts.
+"""GGUF (llama.cpp's format) metadata <-> Hugging Face config.json and tokenizer.json; tensor names, layouts.
 
 This module is the pure-Python half of GGUF support. A reader (the C++ one, or gguf-py's ``GGUFReader``)
 hands over the metadata as a plain dict ``{key: value}`` (int / float / bool / str / list of those, exactly
@@ -61,6 +61,8 @@ __all__ = [
     "to_hf_layout",
     "to_gguf_layout",
     "llama3_rope_freqs",
+    "llama3_rope_freqs_from_config",
+    "merges_from_scores",
     "GGUFTokenizer",
     "tokenizer_from_gguf",
     "gguf_tokenizer_metadata",
@@ -109,7 +111,9 @@ class _Meta:
 
     def __init__(self, meta: Dict[str, Any], source: str):
         if not isinstance(meta, dict):
-            raise ValueError(f"{source}: GGUF metadata must be a dict of key -> value, got {type(meta).__name__}")
+            raise ValueError(
+                f"{source}: GGUF metadata must be a dict of key -> value, got {type(meta).__name__}"
+            )
         self.meta = meta
         self.source = source
 
@@ -154,8 +158,10 @@ class _Meta:
         raise TypeError(kind)
 
     def positive(self, key: str, default: Any = _REQUIRED) -> Any:
-        v = self.get(key, int, default)
-        if v is not None and v is not default and v <= 0:
+        if not self.has(key) and default is not _REQUIRED:
+            return default
+        v = self.get(key, int)
+        if v <= 0:
             raise self.error(key, f"must be positive, got {v}")
         return v
 
@@ -169,7 +175,9 @@ class _Meta:
                 if isinstance(x, bool) or not isinstance(x, int) or x <= 0:
                     raise self.error(key, f"must hold positive integers, got {_short(x)}")
             if len(set(vals)) != 1:
-                raise self.error(key, f"differs between layers ({_short(vals)}); per-layer values are not supported")
+                raise self.error(
+                    key, f"differs between layers ({_short(vals)}); per-layer values are not supported"
+                )
             return vals[0]
         return self.positive(key, default)
 
@@ -190,8 +198,14 @@ class _Meta:
             if bad is not None:
                 raise self.error(key, f"must be an array of integers, got an element {_short(bad)}")
         elif kind is float:
-            bad = next((x for x in v if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)),
-                       None)
+            bad = next(
+                (
+                    x
+                    for x in v
+                    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)
+                ),
+                None,
+            )
             if bad is not None:
                 raise self.error(key, f"must be an array of numbers, got an element {_short(bad)}")
         else:
@@ -240,10 +254,12 @@ _USUAL_ORIG = [8192, 4096, 2048, 16384, 32768, 65536, 131072] + [2 ** k for k in
 
 def _llama3_candidates(f: np.ndarray, theta: float, rotary_dim: int, factor: float):
     """(original_max_position, low_freq_factor, high_freq_factor) to try: those fitted to the smoothed band
-    (with low_freq_factor 1), then the usual values. Only the rope factors they imply matter (and are checked):
-    a band of fewer than two points leaves them underdetermined."""
+    (with low_freq_factor 1), then the usual values. Only the rope factors they imply matter (and are
+    checked): a band of fewer than two points leaves them underdetermined."""
     if factor > 1:
-        freqs = 1.0 / (np.float32(theta) ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / np.float32(rotary_dim)))
+        freqs = 1.0 / (
+            np.float32(theta) ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / np.float32(rotary_dim))
+        )
         inv_wavelen = freqs.astype(np.float64) / (2 * math.pi)
         band = (np.abs(f - 1) > 1e-5) & (np.abs(f - factor) > 1e-5 * factor)
         smooth = (1 / f[band] - 1 / factor) / (1 - 1 / factor)  # = (L / wavelen - lo) / (hi - lo)
@@ -275,8 +291,11 @@ def _llama3_candidates(f: np.ndarray, theta: float, rotary_dim: int, factor: flo
 def llama3_rope_freqs(theta: float, rotary_dim: int, factor: float, low_freq_factor: float,
                       high_freq_factor: float, original_max_position: int) -> np.ndarray:
     """The ``rope_freqs.weight`` tensor llama.cpp's converter writes for rope_type llama3 (one factor per
-    frequency: 1 for high frequencies, ``factor`` for low ones, smoothed in between), float32 [rotary_dim/2]."""
-    freqs = 1.0 / (np.float32(theta) ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / np.float32(rotary_dim)))
+    frequency: 1 for high frequencies, ``factor`` for low ones, smoothed in between), float32 [rotary_dim/2].
+    """
+    freqs = 1.0 / (
+        np.float32(theta) ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / np.float32(rotary_dim))
+    )
     low_wavelen = original_max_position / low_freq_factor
     high_wavelen = original_max_position / high_freq_factor
     out = []
@@ -287,7 +306,9 @@ def llama3_rope_freqs(theta: float, rotary_dim: int, factor: float, low_freq_fac
         elif wavelen > low_wavelen:
             out.append(factor)
         else:
-            smooth = (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            smooth = (original_max_position / wavelen - low_freq_factor) / (
+                high_freq_factor - low_freq_factor
+            )
             out.append(1 / ((1 - smooth) / factor + smooth))
     return np.asarray(out, dtype=np.float32)
 
@@ -304,10 +325,17 @@ def _fit_llama3(m: _Meta, rope_freqs: Any, theta: float, rotary_dim: int) -> Dic
     for orig, low, high in _llama3_candidates(f, theta, rotary_dim, factor):
         want = llama3_rope_freqs(theta, rotary_dim, factor, low, high, orig)
         if np.allclose(want, f, rtol=1e-5, atol=0):
-            return {"rope_type": "llama3", "factor": _clean_float(float(np.float32(factor))),
-                    "low_freq_factor": low, "high_freq_factor": high, "original_max_position_embeddings": orig}
-    raise ValueError(f"{m.source}: tensor '{_ROPE_FREQS}' holds rope factors that match no llama3 rope scaling "
-                     "(factor, low/high_freq_factor, original_max_position_embeddings) tried")
+            return {
+                "rope_type": "llama3",
+                "factor": _clean_float(float(np.float32(factor))),
+                "low_freq_factor": low,
+                "high_freq_factor": high,
+                "original_max_position_embeddings": orig,
+            }
+    raise ValueError(
+        f"{m.source}: tensor '{_ROPE_FREQS}' holds rope factors that match no llama3 rope scaling "
+        "(factor, low/high_freq_factor, original_max_position_embeddings) tried"
+    )
 
 
 def _rope_scaling(m: _Meta, arch: str, names: set, theta: float, rotary_dim: int,
@@ -316,10 +344,14 @@ def _rope_scaling(m: _Meta, arch: str, names: set, theta: float, rotary_dim: int
     stype = m.get(tkey, str, None)
     if _ROPE_FREQS in names:
         if stype not in (None, RopeScalingType.NONE.value):
-            raise m.error(tkey, f"is {stype!r} but the file also has the llama3 factors tensor '{_ROPE_FREQS}'")
+            raise m.error(
+                tkey, f"is {stype!r} but the file also has the llama3 factors tensor '{_ROPE_FREQS}'"
+            )
         if rope_freqs is None:
-            raise ValueError(f"{m.source}: tensor '{_ROPE_FREQS}' (llama3 rope scaling) is in the file: pass its "
-                             "values as config_from_gguf(..., rope_freqs=) to rebuild rope_scaling")
+            raise ValueError(
+                f"{m.source}: tensor '{_ROPE_FREQS}' (llama3 rope scaling) is in the file: pass its "
+                "values as config_from_gguf(..., rope_freqs=) to rebuild rope_scaling"
+            )
         return _fit_llama3(m, rope_freqs, theta, rotary_dim) or None
     if stype is None or stype == RopeScalingType.NONE.value:
         return None
@@ -335,14 +367,20 @@ def _rope_scaling(m: _Meta, arch: str, names: set, theta: float, rotary_dim: int
             raise m.error(fkey, f"must be positive, got {factor}")
         out = {"rope_type": "yarn", "factor": factor,
                "original_max_position_embeddings": m.positive(_k(_R.SCALING_ORIG_CTX_LEN, arch))}
-        for key, name in ((_R.SCALING_ATTN_FACTOR, "attention_factor"), (_R.SCALING_YARN_BETA_FAST, "beta_fast"),
-                          (_R.SCALING_YARN_BETA_SLOW, "beta_slow")):
+        for key, name in (
+            (_R.SCALING_ATTN_FACTOR, "attention_factor"),
+            (_R.SCALING_YARN_BETA_FAST, "beta_fast"),
+            (_R.SCALING_YARN_BETA_SLOW, "beta_slow"),
+        ):
             v = m.get(_k(key, arch), float, None)
             if v is not None:
                 out[name] = v
         return out
-    raise m.error(tkey, f"names an unsupported rope scaling {stype!r} (supported: none, linear, yarn, and llama3 "
-                        f"through '{_ROPE_FREQS}')")
+    raise m.error(
+        tkey,
+        f"names an unsupported rope scaling {stype!r} (supported: none, linear, yarn, and llama3 "
+        f"through '{_ROPE_FREQS}')",
+    )
 
 
 def _heads(m: _Meta, arch: str, hidden: int) -> Tuple[int, int]:
@@ -357,8 +395,10 @@ def _heads(m: _Meta, arch: str, hidden: int) -> Tuple[int, int]:
 
 def _even_heads(m: _Meta, arch: str, hidden: int, n_heads: int) -> int:
     if hidden % n_heads:
-        raise m.error(_k(_A.HEAD_COUNT, arch), f"({n_heads}) does not divide '{_k(_K.EMBEDDING_LENGTH, arch)}' "
-                                               f"({hidden})")
+        raise m.error(
+            _k(_A.HEAD_COUNT, arch),
+            f"({n_heads}) does not divide '{_k(_K.EMBEDDING_LENGTH, arch)}' " f"({hidden})",
+        )
     return hidden // n_heads
 
 
@@ -548,7 +588,9 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
     eps = m.get(rms_key, float) if m.has(rms_key) or not m.has(ln_key) else m.get(ln_key, float)
     n_layers = m.positive(_k(_K.BLOCK_COUNT, arch))
     n_vocab = _vocab_size(m, arch)
-    gated = _has(names, MODEL_TENSOR.ENC_FFN_GATE, ".weight") or _has(names, MODEL_TENSOR.DEC_FFN_GATE, ".weight")
+    gated = _has(names, MODEL_TENSOR.ENC_FFN_GATE, ".weight") or _has(
+        names, MODEL_TENSOR.DEC_FFN_GATE, ".weight"
+    )
     cfg: Dict[str, Any] = {
         "architectures": ["T5ForConditionalGeneration"],
         "model_type": "t5",
@@ -564,7 +606,8 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
         "layer_norm_epsilon": eps,
         "relative_attention_num_buckets": m.positive(_k(_A.REL_BUCKETS_COUNT, arch), 32),
         "relative_attention_max_distance": 128,  # not in llama.cpp's metadata; every T5 uses 128
-        # llama.cpp keeps no activation name: gated FFNs are T5 v1.1 / Flan-T5 (gated-gelu), plain ones v1.0 (relu)
+        # llama.cpp keeps no activation name: gated FFNs are T5 v1.1 / Flan-T5 (gated-gelu), plain ones
+        # T5 v1.0 (relu)
         "feed_forward_proj": "gated-gelu" if gated else "relu",
         # T5 v1.0 ties the head (and scales the decoder output); v1.1 stores an untied lm_head
         "tie_word_embeddings": _OUTPUT not in names or not gated,
@@ -657,15 +700,23 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         elif rtype == "yarn":
             put(_R.SCALING_TYPE, RopeScalingType.YARN.value)
             orig = params.get("original_max_position_embeddings") or cfg.positive("max_position_embeddings")
-            put(_R.SCALING_FACTOR, float(params.get("factor") or cfg.positive("max_position_embeddings") / orig))
+            put(
+                _R.SCALING_FACTOR,
+                float(params.get("factor") or cfg.positive("max_position_embeddings") / orig),
+            )
             put(_R.SCALING_ORIG_CTX_LEN, int(orig))
-            for name, key in (("attention_factor", _R.SCALING_ATTN_FACTOR), ("beta_fast", _R.SCALING_YARN_BETA_FAST),
-                              ("beta_slow", _R.SCALING_YARN_BETA_SLOW)):
+            for name, key in (
+                ("attention_factor", _R.SCALING_ATTN_FACTOR),
+                ("beta_fast", _R.SCALING_YARN_BETA_FAST),
+                ("beta_slow", _R.SCALING_YARN_BETA_SLOW),
+            ):
                 if params.get(name) is not None:
                     put(key, float(params[name]))
         elif rtype not in ("default", "llama3"):
-            raise cfg.error(field + ".rope_type", f"{rtype!r} has no GGUF equivalent (supported: default, linear, "
-                                                  "yarn, llama3)")
+            raise cfg.error(
+                field + ".rope_type",
+                f"{rtype!r} has no GGUF equivalent (supported: default, linear, " "yarn, llama3)",
+            )
         if mt == "mistral" and config.get("sliding_window"):
             put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
     elif arch == GPT2:
@@ -695,7 +746,9 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         hidden = cfg.positive("hidden_size")
         two, nh, nkv = _falcon_variant(config)
         if not cfg.get("new_decoder_architecture", bool, False) and not cfg.get("multi_query", bool, True):
-            raise cfg.error("multi_query", "is false: llama.cpp's falcon converter supports multi-query or kv groups")
+            raise cfg.error(
+                "multi_query", "is false: llama.cpp's falcon converter supports multi-query or kv groups"
+            )
         put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 2048))
         put(_K.EMBEDDING_LENGTH, hidden)
         put(_K.FEED_FORWARD_LENGTH, cfg.positive("ffn_hidden_size", 4 * hidden))
@@ -735,7 +788,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
 
 
 def llama3_rope_freqs_from_config(config: Dict[str, Any], source: str) -> Optional[np.ndarray]:
-    """The ``rope_freqs.weight`` values a llama config with rope_type llama3 needs in GGUF (None otherwise)."""
+    """The ``rope_freqs.weight`` values a llama config with rope_type llama3 needs in GGUF (else None)."""
     field = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
     params = config.get(field) or {}
     if params.get("rope_type", params.get("type")) != "llama3":
@@ -745,9 +798,14 @@ def llama3_rope_freqs_from_config(config: Dict[str, Any], source: str) -> Option
         head_dim = int(config.get("head_dim") or hidden // nh)
         theta = float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
         partial = float(params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)))
-        return llama3_rope_freqs(theta, int(head_dim * partial),
-                                 float(params["factor"]), float(params["low_freq_factor"]),
-                                 float(params["high_freq_factor"]), int(params["original_max_position_embeddings"]))
+        return llama3_rope_freqs(
+            theta,
+            int(head_dim * partial),
+            float(params["factor"]),
+            float(params["low_freq_factor"]),
+            float(params["high_freq_factor"]),
+            int(params["original_max_position_embeddings"]),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{source}: field '{field}' is not a complete llama3 rope scaling ({e})") from None
 
@@ -760,7 +818,8 @@ _W = (".weight",)
 _WB = (".weight", ".bias")
 _T_ = MODEL_TENSOR
 
-# (llama.cpp tensor, HF name ({i}: layer), suffixes, stack): stack None = global, "blk" / "enc" / "dec" = per layer
+# (llama.cpp tensor, HF name ({i}: layer), suffixes, stack): stack None = global, "blk" / "enc" / "dec" =
+# per layer
 _LLAMA_NAMES = [
     (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
     (_T_.OUTPUT_NORM, "model.norm", _W, None),
@@ -802,18 +861,28 @@ _BLOOM_NAMES = [
 
 
 def _falcon_names(two_norms: bool):
-    return [
-        (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
-        (_T_.OUTPUT_NORM, "transformer.ln_f", _WB, None),
-        (_T_.OUTPUT, "lm_head", _W, None),
-        # llama.cpp: attn_norm feeds the MLP (and the attention when there is one norm), attn_norm_2 the attention
-        (_T_.ATTN_NORM, "transformer.h.{i}.ln_mlp" if two_norms else "transformer.h.{i}.input_layernorm", _WB, "blk"),
-    ] + ([(_T_.ATTN_NORM_2, "transformer.h.{i}.ln_attn", _WB, "blk")] if two_norms else []) + [
-        (_T_.ATTN_QKV, "transformer.h.{i}.self_attention.query_key_value", _WB, "blk"),
-        (_T_.ATTN_OUT, "transformer.h.{i}.self_attention.dense", _WB, "blk"),
-        (_T_.FFN_UP, "transformer.h.{i}.mlp.dense_h_to_4h", _WB, "blk"),
-        (_T_.FFN_DOWN, "transformer.h.{i}.mlp.dense_4h_to_h", _WB, "blk"),
-    ]
+    return (
+        [
+            (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
+            (_T_.OUTPUT_NORM, "transformer.ln_f", _WB, None),
+            (_T_.OUTPUT, "lm_head", _W, None),
+            # llama.cpp: attn_norm feeds the MLP (and the attention when there is one norm), attn_norm_2
+            # the attention
+            (
+                _T_.ATTN_NORM,
+                "transformer.h.{i}.ln_mlp" if two_norms else "transformer.h.{i}.input_layernorm",
+                _WB,
+                "blk",
+            ),
+        ]
+        + ([(_T_.ATTN_NORM_2, "transformer.h.{i}.ln_attn", _WB, "blk")] if two_norms else [])
+        + [
+            (_T_.ATTN_QKV, "transformer.h.{i}.self_attention.query_key_value", _WB, "blk"),
+            (_T_.ATTN_OUT, "transformer.h.{i}.self_attention.dense", _WB, "blk"),
+            (_T_.FFN_UP, "transformer.h.{i}.mlp.dense_h_to_4h", _WB, "blk"),
+            (_T_.FFN_DOWN, "transformer.h.{i}.mlp.dense_4h_to_h", _WB, "blk"),
+        ]
+    )
 
 
 _BERT_NAMES = [
@@ -841,22 +910,44 @@ def _t5_names(gated: bool):
         (_T_.DEC_OUTPUT_NORM, "decoder.final_layer_norm", _W, None),
     ]
     for stack, hf, tensors in (
-        ("enc", "encoder", [(_T_.ENC_ATTN_NORM, "0.layer_norm"), (_T_.ENC_ATTN_Q, "0.SelfAttention.q"),
-                            (_T_.ENC_ATTN_K, "0.SelfAttention.k"), (_T_.ENC_ATTN_V, "0.SelfAttention.v"),
-                            (_T_.ENC_ATTN_OUT, "0.SelfAttention.o"),
-                            (_T_.ENC_ATTN_REL_B, "0.SelfAttention.relative_attention_bias"),
-                            (_T_.ENC_FFN_NORM, "1.layer_norm"), (_T_.ENC_FFN_GATE, "1.DenseReluDense.wi_0"),
-                            (_T_.ENC_FFN_UP, f"1.DenseReluDense.{up}"), (_T_.ENC_FFN_DOWN, "1.DenseReluDense.wo")]),
-        ("dec", "decoder", [(_T_.DEC_ATTN_NORM, "0.layer_norm"), (_T_.DEC_ATTN_Q, "0.SelfAttention.q"),
-                            (_T_.DEC_ATTN_K, "0.SelfAttention.k"), (_T_.DEC_ATTN_V, "0.SelfAttention.v"),
-                            (_T_.DEC_ATTN_OUT, "0.SelfAttention.o"),
-                            (_T_.DEC_ATTN_REL_B, "0.SelfAttention.relative_attention_bias"),
-                            (_T_.DEC_CROSS_ATTN_NORM, "1.layer_norm"), (_T_.DEC_CROSS_ATTN_Q, "1.EncDecAttention.q"),
-                            (_T_.DEC_CROSS_ATTN_K, "1.EncDecAttention.k"), (_T_.DEC_CROSS_ATTN_V, "1.EncDecAttention.v"),
-                            (_T_.DEC_CROSS_ATTN_OUT, "1.EncDecAttention.o"),
-                            (_T_.DEC_CROSS_ATTN_REL_B, "1.EncDecAttention.relative_attention_bias"),
-                            (_T_.DEC_FFN_NORM, "2.layer_norm"), (_T_.DEC_FFN_GATE, "2.DenseReluDense.wi_0"),
-                            (_T_.DEC_FFN_UP, f"2.DenseReluDense.{up}"), (_T_.DEC_FFN_DOWN, "2.DenseReluDense.wo")]),
+        (
+            "enc",
+            "encoder",
+            [
+                (_T_.ENC_ATTN_NORM, "0.layer_norm"),
+                (_T_.ENC_ATTN_Q, "0.SelfAttention.q"),
+                (_T_.ENC_ATTN_K, "0.SelfAttention.k"),
+                (_T_.ENC_ATTN_V, "0.SelfAttention.v"),
+                (_T_.ENC_ATTN_OUT, "0.SelfAttention.o"),
+                (_T_.ENC_ATTN_REL_B, "0.SelfAttention.relative_attention_bias"),
+                (_T_.ENC_FFN_NORM, "1.layer_norm"),
+                (_T_.ENC_FFN_GATE, "1.DenseReluDense.wi_0"),
+                (_T_.ENC_FFN_UP, f"1.DenseReluDense.{up}"),
+                (_T_.ENC_FFN_DOWN, "1.DenseReluDense.wo"),
+            ],
+        ),
+        (
+            "dec",
+            "decoder",
+            [
+                (_T_.DEC_ATTN_NORM, "0.layer_norm"),
+                (_T_.DEC_ATTN_Q, "0.SelfAttention.q"),
+                (_T_.DEC_ATTN_K, "0.SelfAttention.k"),
+                (_T_.DEC_ATTN_V, "0.SelfAttention.v"),
+                (_T_.DEC_ATTN_OUT, "0.SelfAttention.o"),
+                (_T_.DEC_ATTN_REL_B, "0.SelfAttention.relative_attention_bias"),
+                (_T_.DEC_CROSS_ATTN_NORM, "1.layer_norm"),
+                (_T_.DEC_CROSS_ATTN_Q, "1.EncDecAttention.q"),
+                (_T_.DEC_CROSS_ATTN_K, "1.EncDecAttention.k"),
+                (_T_.DEC_CROSS_ATTN_V, "1.EncDecAttention.v"),
+                (_T_.DEC_CROSS_ATTN_OUT, "1.EncDecAttention.o"),
+                (_T_.DEC_CROSS_ATTN_REL_B, "1.EncDecAttention.relative_attention_bias"),
+                (_T_.DEC_FFN_NORM, "2.layer_norm"),
+                (_T_.DEC_FFN_GATE, "2.DenseReluDense.wi_0"),
+                (_T_.DEC_FFN_UP, f"2.DenseReluDense.{up}"),
+                (_T_.DEC_FFN_DOWN, "2.DenseReluDense.wo"),
+            ],
+        ),
     ):
         for t, suffix in tensors:
             if not gated and t in (_T_.ENC_FFN_GATE, _T_.DEC_FFN_GATE):
@@ -946,20 +1037,25 @@ def gguf_names_from_hf(arch: str, n_layers: int, config: Optional[Dict[str, Any]
 def permute_qk_rows(rows: int, n_head: int) -> np.ndarray:
     """Row indices of llama.cpp's Q/K permutation: ``permute(w) == w[permute_qk_rows(len(w), n_head)]``.
 
-    convert_hf_to_gguf.py: ``w.reshape(n_head, 2, rows // n_head // 2, *rest).swapaxes(1, 2).reshape(w.shape)``:
+    convert_hf_to_gguf.py:
+    ``w.reshape(n_head, 2, rows // n_head // 2, *rest).swapaxes(1, 2).reshape(w.shape)``:
     within each head, the two rotary halves (HF's rotate_half layout) are interleaved into pairs (ggml's).
     """
     if isinstance(n_head, bool) or not isinstance(n_head, (int, np.integer)) or n_head <= 0:
         raise ValueError(f"n_head must be a positive integer, got {n_head!r}")
     if rows % (2 * n_head):
-        raise ValueError(f"cannot permute {rows} rows for {n_head} heads: rows must be a multiple of 2 * n_head")
+        raise ValueError(
+            f"cannot permute {rows} rows for {n_head} heads: rows must be a multiple of 2 * n_head"
+        )
     return np.arange(rows).reshape(n_head, 2, rows // n_head // 2).swapaxes(1, 2).reshape(-1)
 
 
 def _rows_of(a: Any, what: str) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim not in (1, 2):
-        raise ValueError(f"{what}: expected a 1-D (bias) or 2-D [rows, cols] array, got shape {list(a.shape)}")
+        raise ValueError(
+            f"{what}: expected a 1-D (bias) or 2-D [rows, cols] array, got shape {list(a.shape)}"
+        )
     return a
 
 
@@ -985,17 +1081,42 @@ def _cfg_int(config: Dict[str, Any], *fields: str) -> int:
     raise ValueError(f"config: needs a positive integer '{fields[0]}'")
 
 
+def _layer_kind(gguf_name: str, suffixes: Tuple[str, ...] = (".weight", ".bias")) -> Optional[str]:
+    """'attn_q' for 'blk.3.attn_q.weight' (the end of gguf-py's 'blk.{bid}.attn_q'), None off the blocks."""
+    for suffix in suffixes:
+        if gguf_name.endswith(suffix):
+            m = re.fullmatch(_BLK_RE, gguf_name[: -len(suffix)])
+            return m.group(1) if m else None
+    return None
+
+
+_BLK_RE = (
+    re.escape(TENSOR_NAMES[MODEL_TENSOR.ATTN_Q])
+    .replace(re.escape("{bid}"), r"\d+")
+    .replace("attn_q", r"(\w+)")
+)
+_KIND = {
+    t: TENSOR_NAMES[t].split(".")[-1]
+    for t in (
+        MODEL_TENSOR.ATTN_Q,
+        MODEL_TENSOR.ATTN_K,
+        MODEL_TENSOR.ATTN_QKV,
+        MODEL_TENSOR.ATTN_OUT,
+        MODEL_TENSOR.FFN_UP,
+        MODEL_TENSOR.FFN_DOWN,
+    )
+}
+
+
 def _gguf_row_order(arch: str, gguf_name: str, config: Dict[str, Any], rows: int) -> Optional[np.ndarray]:
     """Row indices r with gguf_tensor = hf_tensor[r] (None: same order)."""
     a = _gguf_arch(arch)
-    base = re.sub(r"\.(weight|bias)$", "", gguf_name)
-    m = re.fullmatch(r"blk\.\d+\.(\w+)", base)
-    kind = m.group(1) if m else None
-    if a == LLAMA and kind in ("attn_q", "attn_k"):
+    kind = _layer_kind(gguf_name)
+    if a == LLAMA and kind in (_KIND[MODEL_TENSOR.ATTN_Q], _KIND[MODEL_TENSOR.ATTN_K]):
         nh = _cfg_int(config, "num_attention_heads")
         nkv = config.get("num_key_value_heads") or nh
-        return permute_qk_rows(rows, nh if kind == "attn_q" else nkv)
-    if a in (BLOOM, FALCON) and kind == "attn_qkv":
+        return permute_qk_rows(rows, nh if kind == _KIND[MODEL_TENSOR.ATTN_Q] else nkv)
+    if a in (BLOOM, FALCON) and kind == _KIND[MODEL_TENSOR.ATTN_QKV]:
         if a == BLOOM:
             nh = _cfg_int(config, "n_head", "num_attention_heads")
             if rows % (3 * nh):
@@ -1005,7 +1126,9 @@ def _gguf_row_order(arch: str, gguf_name: str, config: Dict[str, Any], rows: int
             return np.arange(rows).reshape(nh, 3, hd).transpose(1, 0, 2).reshape(-1)
         _, nh, nkv = _falcon_variant(config)
         if rows % (nh + 2 * nkv):
-            raise ValueError(f"tensor '{gguf_name}': {rows} rows do not split into {nh} q + 2 x {nkv} kv heads")
+            raise ValueError(
+                f"tensor '{gguf_name}': {rows} rows do not split into {nh} q + 2 x {nkv} kv heads"
+            )
         hd = rows // (nh + 2 * nkv)
         if not config.get("new_decoder_architecture", False) and nkv == nh:
             g = np.arange(rows).reshape(nh, 3, hd)  # per-head [q, k, v]
@@ -1024,18 +1147,19 @@ def hf_row_order(arch: str, gguf_name: str, config: Dict[str, Any], rows: int) -
     return None if order is None else np.argsort(order)
 
 
-_GPT2_TRANSPOSED = {TENSOR_NAMES[t].split(".")[-1] for t in (_T_.ATTN_QKV, _T_.ATTN_OUT, _T_.FFN_UP, _T_.FFN_DOWN)}
+_GPT2_TRANSPOSED = {_KIND[t] for t in (_T_.ATTN_QKV, _T_.ATTN_OUT, _T_.FFN_UP, _T_.FFN_DOWN)}
 
 
 def needs_transpose(arch: str, gguf_name: str) -> bool:
     """True for GPT-2's Conv1D weights, which GGUF stores transposed ([out, in]) relative to the HF file."""
     if _gguf_arch(arch) != GPT2:
         return False
-    m = re.fullmatch(r"blk\.\d+\.(\w+)\.weight", gguf_name)
-    return bool(m and m.group(1) in _GPT2_TRANSPOSED)
+    return _layer_kind(gguf_name, (".weight",)) in _GPT2_TRANSPOSED
 
 
-def to_hf_layout(arch: str, gguf_name: str, array: Any, config: Dict[str, Any], quantized: bool = False) -> np.ndarray:
+def to_hf_layout(
+    arch: str, gguf_name: str, array: Any, config: Dict[str, Any], quantized: bool = False
+) -> np.ndarray:
     """A GGUF tensor in the Hugging Face checkpoint's layout (row order, transposition).
 
     quantized: the array holds raw block bytes [rows, bytes_per_row]; rows can still be reordered, but a
@@ -1044,8 +1168,10 @@ def to_hf_layout(arch: str, gguf_name: str, array: Any, config: Dict[str, Any], 
     a = np.asarray(array)
     if needs_transpose(arch, gguf_name):
         if quantized:
-            raise ValueError(f"tensor '{gguf_name}': a quantized GPT-2 matrix cannot be transposed back to Conv1D "
-                             "layout; use it as stored ([out, in] rows)")
+            raise ValueError(
+                f"tensor '{gguf_name}': a quantized GPT-2 matrix cannot be transposed back to Conv1D "
+                "layout; use it as stored ([out, in] rows)"
+            )
         if a.ndim != 2:
             raise ValueError(f"tensor '{gguf_name}': expected a 2-D matrix, got shape {list(a.shape)}")
         return np.ascontiguousarray(a.T)
@@ -1055,12 +1181,16 @@ def to_hf_layout(arch: str, gguf_name: str, array: Any, config: Dict[str, Any], 
     return a if order is None else a[order]
 
 
-def to_gguf_layout(arch: str, gguf_name: str, array: Any, config: Dict[str, Any], quantized: bool = False) -> np.ndarray:
+def to_gguf_layout(
+    arch: str, gguf_name: str, array: Any, config: Dict[str, Any], quantized: bool = False
+) -> np.ndarray:
     """A Hugging Face tensor in llama.cpp's layout for the GGUF tensor gguf_name (inverse of to_hf_layout)."""
     a = np.asarray(array)
     if needs_transpose(arch, gguf_name):
         if quantized:
-            raise ValueError(f"tensor '{gguf_name}': cannot transpose quantized rows; transpose before quantizing")
+            raise ValueError(
+                f"tensor '{gguf_name}': cannot transpose quantized rows; transpose before quantizing"
+            )
         if a.ndim != 2:
             raise ValueError(f"tensor '{gguf_name}': expected a 2-D matrix, got shape {list(a.shape)}")
         return np.ascontiguousarray(a.T)
@@ -1080,9 +1210,16 @@ LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 # tokenizer.ggml.pre -> split regex (others fall back to GPT-2's, which ByteLevel applies itself)
-PRE_SPLITS = {"llama-bpe": LLAMA3_SPLIT, "llama3": LLAMA3_SPLIT, "llama-v3": LLAMA3_SPLIT, "smaug-bpe": LLAMA3_SPLIT,
-              "falcon3": LLAMA3_SPLIT, "qwen2": QWEN2_SPLIT, "deepseek-r1-qwen": QWEN2_SPLIT}
-_IGNORE_MERGES_PRE = {"llama-bpe", "llama3", "llama-v3", "smaug-bpe", "falcon3"}  # llama.cpp's LLAMA3 pre type
+PRE_SPLITS = {
+    "llama-bpe": LLAMA3_SPLIT,
+    "llama3": LLAMA3_SPLIT,
+    "llama-v3": LLAMA3_SPLIT,
+    "smaug-bpe": LLAMA3_SPLIT,
+    "falcon3": LLAMA3_SPLIT,
+    "qwen2": QWEN2_SPLIT,
+    "deepseek-r1-qwen": QWEN2_SPLIT,
+}
+_IGNORE_MERGES_PRE = {"llama-bpe", "llama3", "llama-v3", "smaug-bpe", "falcon3"}  # llama.cpp's LLAMA3 type
 _BYTE_TOKEN = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 SPIECE = "\u2581"
 
@@ -1150,23 +1287,40 @@ def _split_merge(m: _Meta, s: str) -> Tuple[str, str]:
     return s[:i], s[i + 1:]
 
 
-def _template(bos: Optional[Tuple[str, int]], eos: Optional[Tuple[str, int]], sep: Optional[Tuple[str, int]] = None):
-    from tokenizers import processors
+def _set_template(
+    tok, bos: Optional[Tuple[str, int]], eos: Optional[Tuple[str, int]], bert: bool = False
+):
+    """A TemplateProcessing post-processor: [bos] $A [eos], and for pairs [bos] $A [eos] [bos] $B [eos]
+    (BERT: [CLS] $A [SEP] $B [SEP]); returns the tokenizer (a new one when a token holds ':')."""
+    from tokenizers import Tokenizer, processors
 
-    single, pair = [], []
-    if bos:
-        single.append(f"{bos[0]}:0")
-    single.append("$A:0")
-    if eos:
-        single.append(f"{eos[0]}:0")
-    pair = list(single)
-    if bos and sep is None:
-        pair.append(f"{bos[0]}:1")
-    pair.append("$B:1")
-    if eos:
-        pair.append(f"{eos[0]}:1")
+    def seq(name: str, type_id: int, first: bool) -> List[Tuple[str, str, int]]:
+        out = [] if not bos or (bert and not first) else [("SpecialToken", bos[0], type_id)]
+        out.append(("Sequence", name, type_id))
+        if eos:
+            out.append(("SpecialToken", eos[0], type_id))
+        return out
+
+    single, pair = seq("A", 0, True), seq("A", 0, True) + seq("B", 1, False)
     specials = sorted({t for t in (bos, eos) if t}, key=lambda t: t[1])
-    return processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
+    if not any(":" in t for t, _ in specials):
+        def text(items):
+            return [f"{n if k == 'SpecialToken' else '$' + n}:{i}" for k, n, i in items]
+
+        tok.post_processor = processors.TemplateProcessing(
+            single=text(single), pair=text(pair), special_tokens=specials
+        )
+        return tok
+    # the template mini-language splits on ':': spell it out as JSON instead
+    def as_json(items):
+        return [{k: {"id": n, "type_id": i}} for k, n, i in items]
+
+    data = json.loads(tok.to_str())
+    data["post_processor"] = {
+        "type": "TemplateProcessing", "single": as_json(single), "pair": as_json(pair),
+        "special_tokens": {t: {"id": t, "ids": [i], "tokens": [t]} for t, i in specials},
+    }
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def _add_tokens(tok, tokens: List[str], types: Optional[List[int]], skip=()) -> None:
@@ -1202,8 +1356,16 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
     if n == 0:
         raise m.error(_T.LIST, "is empty")
     types = m.array(_T.TOKEN_TYPE, int, None, length=n)
-    ids = {name: m.token_id(key, n) for name, key in (("bos", _T.BOS_ID), ("eos", _T.EOS_ID), ("unk", _T.UNK_ID),
-                                                      ("pad", _T.PAD_ID), ("sep", _T.SEP_ID))}
+    ids = {
+        name: m.token_id(key, n)
+        for name, key in (
+            ("bos", _T.BOS_ID),
+            ("eos", _T.EOS_ID),
+            ("unk", _T.UNK_ID),
+            ("pad", _T.PAD_ID),
+            ("sep", _T.SEP_ID),
+        )
+    }
     template = m.get(_T.CHAT_TEMPLATE, str, None)
     add_space = m.get(_T.ADD_PREFIX, bool, None)
 
@@ -1225,6 +1387,12 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
         tok = Tokenizer(bpe)
         prefix = bool(add_space)
         split = PRE_SPLITS.get(pre)
+        if split is None and pre not in ("default", "gpt-2", "gpt2"):
+            warnings.warn(
+                f"{source}: GGUF key '{_T.PRE}' is {pre!r}, a pre-tokenizer this reader does not know; "
+                "splitting with GPT-2's regex instead",
+                stacklevel=2,
+            )
         if split is None:
             tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=prefix, use_regex=True)
         else:
@@ -1258,13 +1426,16 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
         if prefix:
             dec.append(decoders.Strip(" ", 1, 0))
         tok.decoder = decoders.Sequence(dec)
-        add_bos = m.get(_T.ADD_BOS, bool, True)  # llama.cpp and transformers: BOS unless the file says otherwise
+        # llama.cpp and transformers add BOS to a SentencePiece vocabulary unless the file says otherwise
+        add_bos = m.get(_T.ADD_BOS, bool, ids["bos"] is not None)
         add_eos = m.get(_T.ADD_EOS, bool, False)
         toks = tokens
         _add_tokens(tok, tokens, types)
     elif kind == "bert":
         if types is None:
-            raise m.error(_T.TOKEN_TYPE, "is missing: the WordPiece vocabulary cannot be recovered without it")
+            raise m.error(
+                _T.TOKEN_TYPE, "is missing: the WordPiece vocabulary cannot be recovered without it"
+            )
         # llama.cpp writes BERT's vocabulary in "phantom space" form: "##ab" as "ab", "ab" as "\u2581ab"
         toks = [t if ty in (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.USER_DEFINED, TokenType.UNUSED)
                 else (t[1:] if t.startswith(SPIECE) else "##" + t) for t, ty in zip(tokens, types)]
@@ -1277,12 +1448,13 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
         except Exception as e:
             raise model_error(_T.LIST, e) from None
         tok = Tokenizer(wp)
-        # llama.cpp's WPM tokenizer always lowercases (uncased BERT: lowercase + strip accents in transformers)
-        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
-                                                    lowercase=True)
+        # llama.cpp's WPM tokenizer always lowercases (as uncased BERT: lowercase + strip accents)
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+        )
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
-        add_bos = m.get(_T.ADD_BOS, bool, True)
+        add_bos = m.get(_T.ADD_BOS, bool, ids["bos"] is not None or "[CLS]" in vocab)
         add_eos = m.get(_T.ADD_SEP, bool, None)
         if add_eos is None:
             add_eos = m.get(_T.ADD_EOS, bool, True)
@@ -1300,8 +1472,10 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
             raise m.error(_T.BOS_ID, "is missing: the [CLS] token is unknown")
         if add_eos and sep is None:
             raise m.error(_T.SEP_ID, "is missing: the [SEP] token is unknown")
-        tok.post_processor = _template(bos, sep, sep=sep)
-        return GGUFTokenizer(tok, kind, template, ids["bos"], ids["eos"], ids["unk"], ids["pad"], add_bos, add_eos)
+        tok = _set_template(tok, bos, sep, bert=True)
+        return GGUFTokenizer(
+            tok, kind, template, ids["bos"], ids["eos"], ids["unk"], ids["pad"], add_bos, add_eos
+        )
     else:
         raise m.error(_T.MODEL, f"names an unsupported tokenizer {kind!r} (supported: gpt2, llama, bert)")
 
@@ -1312,10 +1486,12 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
     if add_eos and eos is None:
         raise m.error(_T.EOS_ID, f"is missing but '{_T.ADD_EOS}' is true")
     if bos or eos:
-        tok.post_processor = _template(bos, eos)
+        tok = _set_template(tok, bos, eos)
     elif kind == "gpt2":
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    return GGUFTokenizer(tok, kind, template, ids["bos"], ids["eos"], ids["unk"], ids["pad"], add_bos, add_eos)
+    return GGUFTokenizer(
+        tok, kind, template, ids["bos"], ids["eos"], ids["unk"], ids["pad"], add_bos, add_eos
+    )
 
 
 # -- tokenizer.json -> GGUF tokenizer metadata ---------------------------------------------------------------
@@ -1344,7 +1520,9 @@ def _bpe_merges(path: str, model: dict) -> List[Tuple[str, str]]:
         if isinstance(mg, str):
             i = mg.find(" ", 1)
             if i < 0:
-                raise ValueError(f"{path}: field 'model.merges' holds {mg!r}, not two tokens separated by a space")
+                raise ValueError(
+                    f"{path}: field 'model.merges' holds {mg!r}, not two tokens separated by a space"
+                )
             out.append((mg[:i], mg[i + 1:]))
         elif isinstance(mg, (list, tuple)) and len(mg) == 2 and all(isinstance(x, str) for x in mg):
             out.append((mg[0], mg[1]))
@@ -1362,11 +1540,14 @@ def _detect_specials(tok, path: str) -> Tuple[List[int], List[int]]:
     for k in range(len(with_sp) - n + 1):
         if with_sp[k:k + n] == without:
             return with_sp[:k], with_sp[k + n:]
-    raise ValueError(f"{path}: field 'post_processor' changes the tokens of the text itself; not representable in GGUF")
+    raise ValueError(
+        f"{path}: field 'post_processor' changes the tokens of the text itself; not representable in GGUF"
+    )
 
 
-def gguf_tokenizer_metadata(tokenizer_json_path: str, tokenizer_config: Union[None, str, Dict[str, Any]] = None
-                            ) -> Dict[str, Any]:
+def gguf_tokenizer_metadata(
+    tokenizer_json_path: str, tokenizer_config: Union[None, str, Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """The ``tokenizer.*`` GGUF metadata for a tokenizer.json: the ``gpt2`` form (tokens, merges, token
     types) for byte-level BPE, the ``llama`` form (tokens, scores, token types) for SentencePiece-style BPE
     (Metaspace / "\u2581" normalizer, byte fallback), the ``bert`` form for WordPiece.
@@ -1421,10 +1602,18 @@ def gguf_tokenizer_metadata(tokenizer_json_path: str, tokenizer_config: Union[No
     out: Dict[str, Any] = {}
     if mtype == "BPE" and byte_level and not spm_like:
         if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-            raise ValueError(f"{path}: field 'model.continuing_subword_prefix' / 'end_of_word_suffix' is set; "
-                             "not representable in GGUF")
+            raise ValueError(
+                f"{path}: field 'model.continuing_subword_prefix' / 'end_of_word_suffix' is set; "
+                "not representable in GGUF"
+            )
         out[_T.MODEL] = "gpt2"
         out[_T.PRE] = _detect_pre(path, pres, bool(model.get("ignore_merges")))
+        if norms:
+            warnings.warn(
+                f"{path}: field 'normalizer' ({norms[0].get('type')}) is not representable in GGUF's "
+                "byte-level BPE and is dropped",
+                stacklevel=2,
+            )
         if any(s.get("type") == "ByteLevel" and s.get("add_prefix_space") for s in pres):
             out[_T.ADD_PREFIX] = True
         merges = _bpe_merges(path, model)
@@ -1433,10 +1622,19 @@ def gguf_tokenizer_metadata(tokenizer_json_path: str, tokenizer_config: Union[No
         out[_T.MERGES] = [f"{a} {b}" for a, b in merges]
     elif mtype == "BPE" and spm_like:
         if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
-            raise ValueError(f"{path}: field 'model.continuing_subword_prefix' / 'end_of_word_suffix' is set; "
-                             "not representable in GGUF")
+            raise ValueError(
+                f"{path}: field 'model.continuing_subword_prefix' / 'end_of_word_suffix' is set; "
+                "not representable in GGUF"
+            )
         out[_T.MODEL] = "llama"
         out[_T.PRE] = "default"
+        if any(s.get("type") == "Metaspace" for s in pres):
+            warnings.warn(
+                f"{path}: field 'pre_tokenizer' is Metaspace; GGUF's llama tokenizer (llama.cpp, and "
+                "tokenizer_from_gguf) prepends \u2581 as the legacy normalizer does, which differs for text "
+                "that starts with a space or follows a special token",
+                stacklevel=2,
+            )
         merges = _bpe_merges(path, model)
         unk = model.get("unk_token")
         for i, t in enumerate(tokens):
@@ -1457,9 +1655,12 @@ def gguf_tokenizer_metadata(tokenizer_json_path: str, tokenizer_config: Union[No
                 scores.append(-float(len(merges) + i))
         rebuilt = merges_from_scores(tokens, scores)
         if rebuilt != merges:
-            warnings.warn(f"{path}: the merges are not exactly those a SentencePiece vocabulary implies (some "
-                          "token has a second split into vocabulary tokens); llama.cpp will rank merges by the "
-                          "scores, which may tokenize some words differently", stacklevel=2)
+            warnings.warn(
+                f"{path}: the merges are not exactly those a SentencePiece vocabulary implies (some "
+                "token has a second split into vocabulary tokens); llama.cpp will rank merges by the "
+                "scores, which may tokenize some words differently",
+                stacklevel=2,
+            )
         prefix = (any(s.get("type") == "Prepend" and s.get("prepend") == SPIECE for s in norms)
                   or any(s.get("type") == "Metaspace" and s.get("prepend_scheme", "always") != "never"
                          and s.get("add_prefix_space", True) for s in pres))
@@ -1470,13 +1671,18 @@ def gguf_tokenizer_metadata(tokenizer_json_path: str, tokenizer_config: Union[No
     elif mtype == "WordPiece":
         prefix = model.get("continuing_subword_prefix", "##")
         if prefix != "##":
-            raise ValueError(f"{path}: field 'model.continuing_subword_prefix' is {prefix!r}; GGUF's bert form "
-                             "needs '##'")
+            raise ValueError(
+                f"{path}: field 'model.continuing_subword_prefix' is {prefix!r}; GGUF's bert form "
+                "needs '##'"
+            )
         lower = any(s.get("type") == "BertNormalizer" and s.get("lowercase", True) for s in norms) or \
             any(s.get("type") == "Lowercase" for s in norms)
         if not lower:
-            warnings.warn(f"{path}: a cased WordPiece tokenizer; llama.cpp's (and the reader's) bert tokenizer "
-                          "lowercases", stacklevel=2)
+            warnings.warn(
+                f"{path}: a cased WordPiece tokenizer; llama.cpp's (and the reader's) bert tokenizer "
+                "lowercases",
+                stacklevel=2,
+            )
         unk = model.get("unk_token")
         for i, t in enumerate(tokens):
             if unk is not None and t == unk and types[i] == TokenType.NORMAL:
@@ -1488,14 +1694,18 @@ def gguf_tokenizer_metadata(tokenizer_json_path: str, tokenizer_config: Union[No
         out[_T.LIST] = phantom
         out[_T.TOKEN_TYPE] = types
     else:
-        raise ValueError(f"{path}: field 'model.type' is {mtype!r} (with this normalizer / pre-tokenizer); GGUF "
-                         "export supports byte-level BPE, SentencePiece-style BPE and WordPiece")
+        raise ValueError(
+            f"{path}: field 'model.type' is {mtype!r} (with this normalizer / pre-tokenizer); GGUF "
+            "export supports byte-level BPE, SentencePiece-style BPE and WordPiece"
+        )
 
     # special tokens: what the post-processor adds, and tokenizer_config.json's names
     before, after = _detect_specials(tok, path)
     if len(before) > 1 or len(after) > 1:
-        raise ValueError(f"{path}: field 'post_processor' adds {len(before)} tokens before and {len(after)} after "
-                         "a sequence; GGUF can say one BOS and one EOS")
+        raise ValueError(
+            f"{path}: field 'post_processor' adds {len(before)} tokens before and {len(after)} after "
+            "a sequence; GGUF can say one BOS and one EOS"
+        )
 
     def cfg_id(name: str) -> Optional[int]:
         t = _token_content(tcfg.get(name))
@@ -1504,7 +1714,8 @@ def gguf_tokenizer_metadata(tokenizer_json_path: str, tokenizer_config: Union[No
     bos = before[0] if before else cfg_id("bos_token")
     eos = cfg_id("eos_token")
     if out[_T.MODEL] == "bert":
-        bos = before[0] if before else (cfg_id("cls_token") or bos)
+        cls = cfg_id("cls_token")
+        bos = before[0] if before else (cls if cls is not None else bos)
         sep = after[0] if after else cfg_id("sep_token")
         eos = eos if eos is not None else sep
         if sep is not None:
@@ -1515,8 +1726,10 @@ def gguf_tokenizer_metadata(tokenizer_json_path: str, tokenizer_config: Union[No
         if eos is None:
             eos = eos_added
         elif eos != eos_added:
-            raise ValueError(f"{path}: field 'post_processor' appends token {eos_added} but eos_token is {eos}; "
-                             "GGUF has one EOS")
+            raise ValueError(
+                f"{path}: field 'post_processor' appends token {eos_added} but eos_token is {eos}; "
+                "GGUF has one EOS"
+            )
     unk_t = model.get("unk_token")
     unk = tok.token_to_id(unk_t) if isinstance(unk_t, str) else cfg_id("unk_token")
     pad = cfg_id("pad_token")
@@ -1538,12 +1751,16 @@ def _detect_pre(path: str, pres: List[dict], ignore_merges: bool) -> str:
     bl = [s for s in pres if s.get("type") == "ByteLevel"]
     others = [s for s in pres if s.get("type") not in ("Split", "ByteLevel")]
     if others:
-        raise ValueError(f"{path}: field 'pre_tokenizer' has a {others[0].get('type')} step; GGUF's byte-level BPE "
-                         "knows only the regex splits of its pre-tokenizer types")
+        raise ValueError(
+            f"{path}: field 'pre_tokenizer' has a {others[0].get('type')} step; GGUF's byte-level BPE "
+            "knows only the regex splits of its pre-tokenizer types"
+        )
     if not splits:
         if not bl or not bl[0].get("use_regex", True):
-            raise ValueError(f"{path}: field 'pre_tokenizer' does not split the text (no regex); not representable "
-                             "in GGUF")
+            raise ValueError(
+                f"{path}: field 'pre_tokenizer' does not split the text (no regex); not representable "
+                "in GGUF"
+            )
         pre = "gpt-2"
     else:
         if len(splits) != 1 or bl and bl[0].get("use_regex", True):
@@ -1558,11 +1775,16 @@ def _detect_pre(path: str, pres: List[dict], ignore_merges: bool) -> str:
         elif pattern == QWEN2_SPLIT:
             pre = "qwen2"
         else:
-            raise ValueError(f"{path}: field 'pre_tokenizer' splits with a regex no known GGUF pre-tokenizer type "
-                             f"uses ({_short(pattern)})")
+            raise ValueError(
+                f"{path}: field 'pre_tokenizer' splits with a regex no known GGUF pre-tokenizer type "
+                f"uses ({_short(pattern)})"
+            )
     if ignore_merges != (pre in _IGNORE_MERGES_PRE):
-        warnings.warn(f"{path}: model.ignore_merges={ignore_merges} but llama.cpp's {pre!r} pre-tokenizer type "
-                      f"implies {pre in _IGNORE_MERGES_PRE}", stacklevel=3)
+        warnings.warn(
+            f"{path}: model.ignore_merges={ignore_merges} but llama.cpp's {pre!r} pre-tokenizer type "
+            f"implies {pre in _IGNORE_MERGES_PRE}",
+            stacklevel=3,
+        )
     return pre
 
 
@@ -1608,8 +1830,12 @@ def add_metadata_to_writer(writer: Any, meta: Dict[str, Any]) -> None:
                 sub = GGUFValueType.INT32 if key in _INT32_ARRAYS or min(v) < 0 else GGUFValueType.UINT32
                 writer.add_key_value(key, [int(x) for x in v], GGUFValueType.ARRAY, sub_type=sub)
             elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-                writer.add_key_value(key, [float(x) for x in v], GGUFValueType.ARRAY, sub_type=GGUFValueType.FLOAT32)
+                writer.add_key_value(
+                    key, [float(x) for x in v], GGUFValueType.ARRAY, sub_type=GGUFValueType.FLOAT32
+                )
             else:
-                raise ValueError(f"metadata key '{key}': an array must hold one kind of value, got {_short(v)}")
+                raise ValueError(
+                    f"metadata key '{key}': an array must hold one kind of value, got {_short(v)}"
+                )
         else:
             raise ValueError(f"metadata key '{key}': unsupported value {_short(v)}")
