@@ -10,6 +10,14 @@ from ._version import __version__
 from .model import GenerationResult, GenerationStream, Model, load
 
 
+def quantize(src: str, out: str, type: str = "q4_0", threads: int = None) -> str:
+    """Writes the checkpoint directory src as a GGUF file quantized to type (q8_0, q4_0, q4_k, q6_k, or
+    f16 / bf16 / f32), with llama.cpp's tensor names, metadata and tokenizer. Returns out."""
+    from .gguf_io import quantize as _quantize
+
+    return _quantize(src, out, type, threads)
+
+
 def cpu_info() -> dict:
     """The CPU's features (checked against the OS), the ISAs this build can run here, and the chosen one."""
     info = _core.cpu_info()
@@ -17,4 +25,4 @@ def cpu_info() -> dict:
     return info
 
 
-__all__ = ["load", "Model", "GenerationResult", "GenerationStream", "cpu_info", "__version__"]
+__all__ = ["load", "quantize", "Model", "GenerationResult", "GenerationStream", "cpu_info", "__version__"]

@@ -46,6 +46,16 @@ def _run(args) -> int:
     return 0
 
 
+def _quantize(args) -> int:
+    from .gguf_io import quantize
+
+    out = quantize(args.src, args.out, args.type, threads=args.threads)
+    import os
+
+    print(f"wrote {out} ({os.path.getsize(out) / 2**20:.1f} MiB, {args.type})")
+    return 0
+
+
 def _isa() -> str:
     from . import _core
 
@@ -69,8 +79,15 @@ def main(argv=None) -> int:
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--dtype", default=None, help="f32, f16 or bf16 (default: as stored)")
     r.add_argument("--max-context", type=int, default=None)
+    q = sub.add_parser("quantize", help="write a checkpoint as a GGUF file (llama.cpp's format), quantized")
+    q.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer.json)")
+    q.add_argument("out", help="output .gguf file (written to a temporary name, then renamed)")
+    q.add_argument("--type", default="q4_0", choices=["q8_0", "q4_0", "q4_k", "q6_k", "f16", "bf16", "f32"])
+    q.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     try:
+        if args.cmd == "quantize":
+            return _quantize(args)
         return _info(args) if args.cmd == "info" else _run(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

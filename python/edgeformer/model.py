@@ -103,29 +103,33 @@ def _resolve(path_or_hub_id: str) -> str:
 
 def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, threads: Optional[int] = None,
          max_context: Optional[int] = None) -> "Model":
-    """Loads a Hugging Face checkpoint directory (or hub id, with huggingface_hub installed and online).
+    """Loads a Hugging Face checkpoint directory (or hub id, with huggingface_hub installed and online), or
+    a GGUF file (llama.cpp's format; its quantized weights are used as stored, memory-mapped).
 
     dtype: None keeps the weights as stored (f32, f16 or bf16, memory-mapped); "f32", "f16" or "bf16"
-    converts the matrices once at load. threads: default the physical cores. max_context: the KV cache
+    converts the matrices once at load; "q8_0", "q4_0", "q4_k" or "q6_k" quantizes them (llama.cpp's block
+    formats): the layer matrices take that type, the embeddings and head keep 8 bits (q6_k for the head of a
+    4-bit model), norms and biases stay f32, and a matrix whose rows are not whole blocks stays f16. threads: default the physical cores. max_context: the KV cache
     length, default the checkpoint's max_position_embeddings.
     """
-    model_dir = _resolve(os.fspath(path_or_hub_id))
-    cfg_path = os.path.join(model_dir, "config.json")
-    if not os.path.exists(cfg_path):
-        raise ValueError(f"{model_dir}: no config.json")
-    config = _read_json(cfg_path)
+    path = os.fspath(path_or_hub_id)
     for name, v in (("threads", threads), ("max_context", max_context)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**31):
             raise ValueError(f"argument '{name}' must be a positive integer, got {v!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"argument 'dtype' must be None or one of {', '.join(DTYPES)}, got {dtype!r}")
+    if os.path.isfile(path) and path.endswith(".gguf"):
+        from .gguf_io import load_gguf
+
+        return load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path)))
+    model_dir = _resolve(path)
+    cfg_path = os.path.join(model_dir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise ValueError(f"{model_dir}: no config.json")
+    config = _read_json(cfg_path)
     files = _find_weight_files(model_dir)
     checkpoint = _core.TensorMap.open_safetensors(files)
-    opts = _core.ModelOptions()
-    opts.threads = threads or 0
-    opts.max_context = max_context or 0
-    opts.dtype = dtype or ""
-    opts.progress = sys.stderr.isatty() and sum(os.path.getsize(f) for f in files) > (512 << 20)
+    opts = _options(threads, max_context, dtype, sum(os.path.getsize(f) for f in files))
     tok = TokenizerInfo(model_dir)
     if config.get("model_type") in ENCODER_DECODERS:
         from .seq2seq import Seq2SeqModel
@@ -149,6 +153,15 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         gguf_rotary_layout(spec, names)
     core = _core.Model(spec, checkpoint, _materialize(checkpoint, names), opts)
     return Model(core, config, tok, model_dir)
+
+
+def _options(threads, max_context, dtype, size: int) -> "_core.ModelOptions":
+    opts = _core.ModelOptions()
+    opts.threads = threads or 0
+    opts.max_context = max_context or 0
+    opts.dtype = dtype or ""
+    opts.progress = sys.stderr.isatty() and size > (512 << 20)
+    return opts
 
 
 DTYPES = ("f32", "float32", "f16", "float16", "bf16", "bfloat16", "q8_0", "q4_0", "q4_k", "q6_k")

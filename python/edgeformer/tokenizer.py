@@ -29,6 +29,17 @@ def _token_str(v: Any) -> Optional[str]:
 class TokenizerInfo:
     """The tokenizer plus what tokenizer_config.json says about it."""
 
+    @classmethod
+    def from_parts(cls, tokenizer: Any, config: Dict[str, Any], chat_template: Optional[str]) -> "TokenizerInfo":
+        """A tokenizer built elsewhere (from a GGUF file's metadata) with its tokenizer_config fields."""
+        info = cls.__new__(cls)
+        info.tokenizer = tokenizer
+        info.config = dict(config)
+        info.bos_token = _token_str(config.get("bos_token"))
+        info.eos_token = _token_str(config.get("eos_token"))
+        info.chat_template = chat_template
+        return info
+
     def __init__(self, model_dir: str):
         self.tokenizer = None
         self.config: Dict[str, Any] = {}

@@ -1,0 +1,156 @@
+"""GGUF in and out: load llama.cpp's files (weights stay memory-mapped, quantized ones used as stored) and
+write our models as GGUF with llama.cpp's tensor names, metadata keys and tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from . import _core
+from .archs import ENCODER_DECODERS, Derived, spec_from_config
+from .tokenizer import TokenizerInfo
+
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "gpt2": "gpt2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
+QKV_PARTS = {"q": 0, "k": 1, "v": 2}
+
+
+def _qkv_rows(spec: "_core.ArchSpec", canonical: str):
+    """Rows of q, k or v in a fused GGUF attn_qkv ([all q, all k, all v], as llama.cpp's converter writes)."""
+    part = canonical.split(".attn.")[1][0]
+    q, kv = spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
+    return {"q": (0, q), "k": (q, q + kv), "v": (q + kv, q + 2 * kv)}[part]
+
+
+def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
+    from .gguf_meta import config_from_gguf, hf_names_from_gguf, tokenizer_from_gguf
+    from .model import Model
+
+    tmap, meta, order, _version = _core.TensorMap.open_gguf(path)
+    rope_freqs = tmap.get("rope_freqs.weight").numpy() if "rope_freqs.weight" in tmap else None
+    config = config_from_gguf(meta, order, path, rope_freqs=rope_freqs)
+    if config["model_type"] in ENCODER_DECODERS:
+        raise ValueError(f"{path}: loading {config['model_type']} from GGUF is not supported yet (decoders and BERT are)")
+    arch = meta["general.architecture"]
+    if "token_embd.weight" in tmap:  # the embedding's rows are the vocabulary (it may exceed the token list)
+        config["vocab_size"] = int(tmap.get("token_embd.weight").shape[0])
+    n_layers = int(config.get("num_hidden_layers", config.get("n_layer", config.get("num_layers", 0))))
+    g2h = hf_names_from_gguf(arch, n_layers, config)
+    h2g = {h: g for g, h in g2h.items()}
+    spec, names = spec_from_config(config, path, [g2h[n] for n in order if n in g2h])
+    mapped: Dict[str, str] = {}
+    for canonical, v in names.items():
+        src = v.src if isinstance(v, Derived) else v
+        if src not in h2g:
+            raise ValueError(f"{path}: no GGUF tensor corresponds to '{src}' (for {canonical})")
+        g = h2g[src]
+        if isinstance(v, Derived) and v.rows is not None:  # a fused QKV: a zero-copy view of its rows
+            r0, r1 = _qkv_rows(spec, canonical)
+            key = f"{g}[{canonical}]"
+            if g in tmap and key not in tmap:
+                tmap.add_rows_view(key, g, r0, r1)
+            g = key
+        mapped[canonical] = g  # Conv1D transposes are already undone in GGUF files
+    if arch == "llama" and spec.pos == _core.PosKind.rotary and spec.rope.rotary_dim in (0, spec.head_dim):
+        r = spec.rope
+        r.style = _core.RopeStyle.interleaved  # llama.cpp stores q and k rows permuted for adjacent pairs
+        spec.rope = r
+    core = _core.Model(spec, tmap, mapped, opts)
+    tok = tokenizer_from_gguf(meta, path) if "tokenizer.ggml.model" in meta else None
+    info = TokenizerInfo.from_parts(tok.tokenizer if tok else None, tok.tokenizer_config() if tok else {},
+                                    tok.chat_template if tok else None)
+    model = Model(core, config, info, path)
+    model.gguf_metadata = meta
+    return model
+
+
+def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None) -> None:
+    """Writes a loaded (decoder or BERT) model as GGUF: exactly the tensors it computes with."""
+    import gguf
+
+    from .gguf_meta import add_metadata_to_writer, gguf_metadata_from_config, gguf_names_from_hf, gguf_tokenizer_metadata
+    from .gguf_meta import permute_qk
+
+    config = model.config
+    mt = config.get("model_type")
+    if mt not in GGUF_ARCH:
+        raise ValueError(f"{source_dir}: writing {mt!r} as GGUF is not supported (supported: {', '.join(GGUF_ARCH)})")
+    arch = GGUF_ARCH[mt]
+    spec = model._core.spec
+    meta: Dict[str, Any] = dict(gguf_metadata_from_config(config, os.path.join(source_dir, "config.json")))
+    tok_json = os.path.join(source_dir, "tokenizer.json")
+    if os.path.exists(tok_json):
+        cfg_path = os.path.join(source_dir, "tokenizer_config.json")
+        meta.update(gguf_tokenizer_metadata(tok_json, cfg_path if os.path.exists(cfg_path) else None))
+    meta["general.name"] = name or os.path.basename(os.path.normpath(source_dir))
+    meta["general.quantization_version"] = 2
+    meta[f"{arch}.vocab_size"] = int(spec.vocab_size)
+    _, hf_names = spec_from_config(config, "config.json", [])
+    h2g = gguf_names_from_hf(arch, spec.n_layers, config)
+    permuted = spec.rope.style == _core.RopeStyle.interleaved
+    tensors: Dict[str, tuple] = {}
+    fused: Dict[str, List[tuple]] = {}
+    for canonical, t in model._core.weights():
+        v = hf_names.get(canonical)
+        src = v.src if isinstance(v, Derived) else v
+        if src is None or src not in h2g:
+            raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
+        g = h2g[src]
+        a = t.numpy()
+        if arch == "llama" and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):
+            a = permute_qk(a, spec.n_heads if ".attn.q." in canonical else spec.n_kv_heads)  # llama.cpp's row order
+        if isinstance(v, Derived) and v.rows is not None:
+            fused.setdefault(g, []).append((QKV_PARTS[canonical.split(".attn.")[1][0]], a, t.dtype))
+            continue
+        tensors[g] = (a, t.dtype)
+    for g, parts in fused.items():  # [all q, all k, all v]
+        parts.sort(key=lambda p: p[0])
+        if len({str(p[2]) for p in parts}) != 1:
+            raise ValueError(f"{g}: the parts of a fused QKV matrix differ in type")
+        tensors[g] = (np.concatenate([p[1] for p in parts], axis=0), parts[0][2])
+    types = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+             "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+             "q4_0": gguf.GGMLQuantizationType.Q4_0, "q4_k": gguf.GGMLQuantizationType.Q4_K,
+             "q6_k": gguf.GGMLQuantizationType.Q6_K}
+    main = {str(t.dtype).split(".")[1] for n, t in model._core.weights() if ".mlp." in n}
+    file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k": 15, "q6_k": 18, "bf16": 32}
+    if len(main) == 1:
+        meta["general.file_type"] = file_types[main.pop()]
+    tmp = out_path + ".tmp"
+    try:
+        w = gguf.GGUFWriter(tmp, arch)
+        add_metadata_to_writer(w, {k: v for k, v in meta.items() if k != "general.architecture"})
+        for g, (a, dt) in tensors.items():
+            kind = str(dt).split(".")[1]
+            if kind == "bf16":
+                w.add_tensor(g, np.ascontiguousarray(a).view(np.uint16), raw_dtype=types[kind])
+            elif kind in ("q8_0", "q4_0", "q4_k", "q6_k"):
+                w.add_tensor(g, np.ascontiguousarray(a), raw_dtype=types[kind])
+            else:
+                w.add_tensor(g, np.ascontiguousarray(a))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        os.replace(tmp, out_path)  # never a truncated output under the final name
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def quantize(src: str, out_path: str, type: str = "q4_0", threads: Optional[int] = None) -> str:
+    """Loads a checkpoint directory quantized to `type` and writes it as a GGUF file. Returns out_path."""
+    from .model import QUANTIZED, load
+
+    if type not in QUANTIZED + ("f16", "bf16", "f32"):
+        raise ValueError(f"argument 'type' must be one of {', '.join(QUANTIZED + ('f16', 'bf16', 'f32'))}, got {type!r}")
+    if not os.path.isdir(src):
+        raise ValueError(f"{src}: expected a checkpoint directory (config.json + *.safetensors)")
+    if os.path.abspath(out_path) == os.path.abspath(src):
+        raise ValueError(f"{out_path}: the output would overwrite the source")
+    model = load(src, dtype=type, threads=threads, max_context=16)
+    write_gguf(model, out_path, src)
+    return out_path

@@ -1,0 +1,112 @@
+"""GGUF out and back in: `edgeformer quantize` writes llama.cpp's format; loading the file gives logits
+bit-identical to quantize-at-load; transformers' own GGUF reader (built to read llama.cpp's files) reads
+our files and agrees; tokenizers survive the trip; an interrupted conversion leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgeformer
+
+from conftest import hf_logits, make_llama, make_model, prompt_ids
+
+PROMPT = prompt_ids(32)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    d = tmp_path_factory.mktemp("gguf_llama")
+    ref = make_llama(str(d), hidden_size=256, intermediate_size=512, num_attention_heads=8, num_key_value_heads=2)
+    return str(d), ref
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q4_k", "q6_k"])
+def test_roundtrip_bit_identical(llama, qtype, tmp_path):
+    path, _ = llama
+    out = str(tmp_path / f"m-{qtype}.gguf")
+    edgeformer.quantize(path, out, qtype)
+    direct = edgeformer.load(path, dtype=qtype, threads=2, max_context=64)
+    from_file = edgeformer.load(out, threads=2, max_context=64)
+    np.testing.assert_array_equal(from_file.logits(PROMPT), direct.logits(PROMPT))
+    # the tokenizer rebuilt from the file's metadata encodes and decodes alike
+    text = "Hello world, café 日本語 🙂 123"
+    assert from_file.tokenizer.encode(text).ids == direct.tokenizer.encode(text).ids
+    assert from_file.generate(text, max_new_tokens=6, temperature=0, ignore_eos=True).text == \
+        direct.generate(text, max_new_tokens=6, temperature=0, ignore_eos=True).text
+    # quantized tensors keep their type in the file: a 4-bit file is about a third of the f16 size
+    f16_bytes = os.path.getsize(os.path.join(path, "model.safetensors")) / 2  # the checkpoint is f32
+    assert os.path.getsize(out) < {"q8_0": 0.6, "q4_0": 0.35, "q4_k": 0.35, "q6_k": 0.45}[qtype] * f16_bytes
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "f16"])
+def test_transformers_reads_our_gguf(llama, qtype, tmp_path):
+    """transformers dequantizes GGUF with gguf-py and undoes llama.cpp's q/k permutation: if our layout
+    were not llama.cpp's, its logits would be garbage."""
+    import transformers
+
+    path, ref = llama
+    out = tmp_path / f"m-{qtype}.gguf"
+    edgeformer.quantize(path, str(out), qtype)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
+    theirs = hf_logits(hf, PROMPT)
+    ours = edgeformer.load(str(out), threads=2, max_context=64).logits(PROMPT)
+    rel = float(((theirs - ours) ** 2).sum() / (theirs**2).sum())
+    assert rel < {"q8_0": 1e-6, "q4_0": 5e-3, "f16": 1e-9}[qtype], rel
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bloom", "falcon"])
+def test_fused_qkv_families_roundtrip(family, tmp_path):
+    import transformers as tf
+
+    cls, cfg = {
+        "gpt2": (tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=128, n_layer=2, n_head=4, n_positions=64, vocab_size=320)),
+        "bloom": (tf.BloomForCausalLM, tf.BloomConfig(hidden_size=128, n_layer=2, n_head=4, vocab_size=320)),
+        "falcon": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                                       new_decoder_architecture=True, num_kv_heads=2,
+                                                       max_position_embeddings=64, vocab_size=320)),
+    }[family]
+    src = tmp_path / "src"
+    make_model(str(src), cls, cfg)
+    out = str(tmp_path / "m.gguf")
+    edgeformer.quantize(str(src), out, "q8_0")
+    a = edgeformer.load(str(src), dtype="q8_0", threads=2, max_context=64).logits(PROMPT)
+    b = edgeformer.load(out, threads=2, max_context=64).logits(PROMPT)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_cli_quantize_and_nothing_lost(llama, tmp_path):
+    path, _ = llama
+    before = {f: os.path.getmtime(os.path.join(path, f)) for f in os.listdir(path)}
+    out = tmp_path / "cli.gguf"
+    r = subprocess.run([sys.executable, "-m", "edgeformer", "quantize", path, str(out), "--type", "q4_0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and "q4_0" in r.stdout
+    assert {f: os.path.getmtime(os.path.join(path, f)) for f in os.listdir(path)} == before  # source untouched
+    # a failing conversion (unsupported type) leaves no output and no temporary file
+    bad = tmp_path / "bad.gguf"
+    with pytest.raises(ValueError, match="type"):
+        edgeformer.quantize(path, str(bad), "q3_x")
+    with pytest.raises(ValueError, match="overwrite"):
+        edgeformer.quantize(path, path, "q4_0")
+    assert not bad.exists() and not (tmp_path / "bad.gguf.tmp").exists()
+
+
+def test_interrupted_write_leaves_no_output(llama, tmp_path, monkeypatch):
+    import gguf
+
+    path, _ = llama
+    out = tmp_path / "x.gguf"
+
+    def boom(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        edgeformer.quantize(path, str(out), "q8_0")
+    assert not out.exists() and not (tmp_path / "x.gguf.tmp").exists()
