@@ -497,7 +497,7 @@ void Model::forward(const ForwardArgs& a) {
                      std::to_string(max_ctx_) + " (pass a larger max_context= to load, up to the memory you have)");
   EF_CHECK(!spec_.cross_attention || ckcache_, "forward: the decoder has no encoder output (set_encoder_output)");
   EF_CHECK(a.output == Output::None || a.out, "forward: no output buffer");
-  EF_CHECK(a.output != Output::LastLogits && a.output != Output::AllLogits || lm_head_.data,
+  EF_CHECK((a.output != Output::LastLogits && a.output != Output::AllLogits) || lm_head_.data,
            "this model has no language-model head (an encoder): ask for hidden states");
   const KernelTable& K = kernels();
   ensure_scratch(T);
