@@ -28,7 +28,10 @@ void ThreadPool::worker(int index) {
     uint64_t g = generation_.load(std::memory_order_acquire);
     for (int spin = 0; g == seen && spin < 20000; spin++) {
 #if defined(__x86_64__) || defined(_M_X64)
-      __builtin_ia32_pause();
+      if (spin < 4000) __builtin_ia32_pause();
+      else std::this_thread::yield();
+#else
+      std::this_thread::yield();
 #endif
       g = generation_.load(std::memory_order_acquire);
     }
@@ -68,12 +71,15 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   } catch (...) {
     err = std::current_exception();
   }
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  // spin briefly, then yield: on a loaded machine the worker may need this very core to finish
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; spin++) {
 #if defined(__x86_64__) || defined(_M_X64)
-    __builtin_ia32_pause();
-#else
-    std::this_thread::yield();
+    if (spin < 4000) {
+      __builtin_ia32_pause();
+      continue;
+    }
 #endif
+    std::this_thread::yield();
   }
   if (err) std::rethrow_exception(err);
 }
