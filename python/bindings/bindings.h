@@ -7,6 +7,13 @@
 namespace py = pybind11;
 
 namespace ef_py {
+// While alive (around a long call with the GIL released), SIGINT also asks the C++ loops to stop between
+// layers; Python's own handler still runs, so KeyboardInterrupt follows. Process-wide, reference-counted.
+struct InterruptScope {
+  InterruptScope();
+  ~InterruptScope();
+};
+
 void register_cpu(py::module_& m);
 void register_tensor(py::module_& m);
 void register_ops(py::module_& m);

@@ -19,6 +19,7 @@ py::array_t<float> run_forward(ef::Model& m, py::array_t<int32_t, py::array::c_s
   float* o = want_logits ? out.mutable_data() : nullptr;
   const int32_t* p = ids.data();
   {
+    InterruptScope irq;
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lk(m.mutex());
     m.forward(p, T, all_logits, o);
@@ -181,6 +182,7 @@ void register_model(py::module_& m) {
         a.output = ef::Output::Hidden;
         a.out = out.mutable_data();
         {
+          InterruptScope irq;
           py::gil_scoped_release nogil;
           std::lock_guard<std::mutex> lk(m.mutex());
           m.forward(a);
@@ -224,6 +226,7 @@ void register_model(py::module_& m) {
         const int32_t T = (int32_t)ids.shape(0);
         const int32_t* hp = history.data();
         const int64_t hn = history.size();
+        InterruptScope irq;
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lk(m.mutex());
         m.forward(p, T, false, logits.data());

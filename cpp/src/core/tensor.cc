@@ -1,5 +1,6 @@
 #include "edgeformer/tensor.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <new>
 #include <sstream>
@@ -7,6 +8,11 @@
 #include "edgeformer/errors.h"
 
 namespace ef {
+
+static std::atomic<bool> g_interrupt{false};
+void request_interrupt() { g_interrupt.store(true, std::memory_order_relaxed); }
+bool take_interrupt() { return g_interrupt.exchange(false, std::memory_order_relaxed); }
+bool interrupt_pending() { return g_interrupt.load(std::memory_order_relaxed); }
 
 Buffer::Buffer(size_t bytes) : size(bytes) {
   size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;

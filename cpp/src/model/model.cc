@@ -403,6 +403,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
     float* sc = scores_.data() + (size_t)tid * max_ctx_;
     for (int64_t idx = b; idx < e; idx++) {
+      if ((idx & 63) == 0 && interrupt_pending()) return;  // the layer loop throws Interrupted
       const int h = (int)(idx % nh);
       const int32_t t = (int32_t)(idx / nh);
       const int32_t pos = pos0 + t;
@@ -579,10 +580,12 @@ void Model::forward(const ForwardArgs& a) {
       }
     }
     attention(l, q_.data(), att_.data(), T, pos0, a.key_mask);
+    if (take_interrupt()) throw Interrupted();
     ops::linear(pool, K, att_.data(), QD, T, w.wo, fptr(w.bo), tmp, H);
   };
 
   for (int l = 0; l < spec_.n_layers; l++) {
+    if (take_interrupt()) throw Interrupted();  // n_past_ is unchanged: the model stays usable
     const LayerWeights& w = layers_[l];
     if (spec_.norm_position == NormPosition::Post) {
       self_attention(l, w, x);

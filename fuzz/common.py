@@ -1,0 +1,313 @@
+"""Shared by the fuzz harnesses (fuzz_*.py) and their replay test (tests/test_fuzz_regressions.py).
+
+A harness module defines ``check(data: bytes) -> None``: it feeds data to edgeformer and returns normally
+when edgeformer either accepts the input or rejects it with a ValueError. Anything else escaping check()
+is a finding: another exception type (TypeError, IndexError, MemoryError, a tokenizers panic ...), or a
+``Finding`` the harness raises itself when a property fails (a wrong result, a file left mapped). A crash
+(a signal), a hang (-timeout) and a memory blow-up (-rss_limit_mb) are found by libFuzzer itself.
+
+Run under atheris (``python fuzz/fuzz_X.py [libFuzzer flags] CORPUS...``, see fuzz/run.sh), a harness
+does not stop at an exception: it saves the input as fuzz/crashes/<harness>-exc-<signature hash> (once per
+signature), logs the traceback to the work folder and goes on. Signals, timeouts and OOMs stop the run;
+libFuzzer saves those inputs as fuzz/crashes/<harness>-crash-<sha1> (-artifact_prefix).
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+CRASH_DIR = os.path.join(HERE, "crashes")
+CORPUS_DIR = os.path.join(HERE, "corpus")
+WORK_DIR = os.environ.get("FUZZ_WORK") or os.path.join(HERE, ".work")
+
+
+class Finding(Exception):
+    """A property the harness checks does not hold (never a ValueError, so it is always reported)."""
+
+
+_scratch: Optional[str] = None
+
+
+def scratch(name: str) -> str:
+    """A path in this process's private temporary folder (removed at exit)."""
+    global _scratch
+    if _scratch is None:
+        _scratch = tempfile.mkdtemp(prefix="ef-fuzz-")
+        atexit.register(shutil.rmtree, _scratch, True)
+    return os.path.join(_scratch, name)
+
+
+def write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def mapped(path: str) -> List[str]:
+    """Lines of /proc/self/maps that map path (empty where /proc is missing)."""
+    try:
+        with open("/proc/self/maps") as f:
+            real = os.path.realpath(path)
+            return [ln for ln in f if ln.rstrip("\n").endswith((" " + path, " " + real, " " + real + " (deleted)"))]
+    except OSError:
+        return []
+
+
+def open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
+def assert_released(path: str, fds_before: int) -> None:
+    """Once every Python reference is gone, the file must be unmapped and its descriptor closed."""
+    if mapped(path) or (fds_before >= 0 and open_fds() > fds_before):
+        gc.collect()
+    left = mapped(path)
+    if left:
+        raise Finding(f"{path} is still memory-mapped after every reference was dropped: {left[0].strip()}")
+    fds = open_fds()
+    if fds_before >= 0 and fds > fds_before:
+        raise Finding(f"{fds - fds_before} file descriptor(s) leaked ({fds_before} open before, {fds} after)")
+
+
+# -- a tiny checkpoint for any ArchSpec ---------------------------------------------------------------------
+
+_LAYER = re.compile(r"layers\.(\d+)\.(.+)$")
+
+
+def canonical_shape(spec, name: str) -> Optional[List[int]]:
+    """The shape edgeformer's C++ loader expects for a canonical weight (cpp/src/model/model.cc, Loader)."""
+    H, V, F, hd = spec.hidden_size, spec.vocab_size, spec.ffn_size, spec.head_dim
+    QD, KD = spec.n_heads * hd, spec.n_kv_heads * hd
+    E = spec.proj_dim if spec.proj_dim > 0 else H
+    top = {
+        "tok_embeddings.weight": [V, E],
+        "pos_embeddings.weight": [spec.max_position + spec.pos_offset, H],
+        "token_type_embeddings.weight": [spec.n_token_types, H],
+        "proj_in.weight": [H, E],
+        "proj_out.weight": [E, H],
+        "emb_norm.weight": [H], "emb_norm.bias": [H],
+        "norm.weight": [H], "norm.bias": [H],
+        "lm_head.weight": [V, E], "lm_head.bias": [V],
+        "rel_bias.weight": [spec.rel_buckets, spec.n_heads],
+    }
+    if name in top:
+        return top[name]
+    m = _LAYER.match(name)
+    if not m:
+        return None
+    layer = {
+        "attn_norm.weight": [H], "attn_norm.bias": [H], "mlp_norm.weight": [H], "mlp_norm.bias": [H],
+        "cross_norm.weight": [H], "cross_norm.bias": [H],
+        "attn.q.weight": [QD, H], "attn.k.weight": [KD, H], "attn.v.weight": [KD, H], "attn.o.weight": [H, QD],
+        "attn.q.bias": [QD], "attn.k.bias": [KD], "attn.v.bias": [KD], "attn.o.bias": [H],
+        "mlp.gate.weight": [F, H], "mlp.up.weight": [F, H], "mlp.down.weight": [H, F],
+        "mlp.gate.bias": [F], "mlp.up.bias": [F], "mlp.down.bias": [H],
+        "cross.q.weight": [QD, H], "cross.k.weight": [QD, H], "cross.v.weight": [QD, H], "cross.o.weight": [H, QD],
+    }
+    return layer.get(m.group(2))
+
+
+def source_shapes(spec, names: Dict[str, Any]) -> Optional[Dict[str, List[int]]]:
+    """Checkpoint tensor name -> shape that makes every entry of a name map (plain names and Derived
+    recipes: transposed Conv1D weights, row groups of fused QKV) come out at its canonical shape.
+    None when a canonical name is unknown to canonical_shape."""
+    out: Dict[str, List[int]] = {}
+    for canonical, v in names.items():
+        shape = canonical_shape(spec, canonical)
+        if shape is None:
+            return None
+        if isinstance(v, str):
+            out[v] = list(shape)
+            continue
+        rows = v.rows
+        if rows is None:
+            need = shape[0]
+        elif isinstance(rows, slice):
+            need = rows.stop
+        else:
+            need = (max(rows) + 1) if len(rows) else 0
+        src = [need] + list(shape[1:])
+        if v.transpose:
+            src = src[::-1]
+        prev = out.get(v.src)
+        if prev is not None and len(prev) == len(src):  # parts of one fused tensor: the union of their rows
+            axis = len(src) - 1 if v.transpose else 0
+            src[axis] = max(src[axis], prev[axis])
+        out[v.src] = src
+    return out
+
+
+def numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def make_arrays(shapes: Dict[str, List[int]], seed: int = 0) -> Dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in shapes.items():
+        if len(shape) == 1 and (name.endswith("weight") or name.endswith("gamma")):
+            out[name] = (1 + 0.1 * rng.standard_normal(shape)).astype(np.float32)  # norm scales near 1
+        else:
+            out[name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
+    return out
+
+
+# -- outcome features ---------------------------------------------------------------------------------------
+# Only edgeformer's Python code is instrumented (the C++ core is not built for coverage), so on its own
+# libFuzzer would see almost no coverage for the file readers, keep no corpus and mutate blindly. Each
+# harness therefore reports what happened as "features" (the class of an error message with the numbers
+# and names taken out, the dtypes and ranks of the tensors read, the stage a GGUF file got to ...): a key
+# is hashed onto one of N tiny instrumented functions, so an input that produces a new outcome counts as
+# new coverage and is kept. Outside atheris feature() does nothing.
+
+_FEATURE_FNS: Optional[list] = None
+N_FEATURES = 4096
+
+
+def _enable_features() -> None:
+    global _FEATURE_FNS
+    import atheris
+
+    fns = []
+    for i in range(N_FEATURES):
+        ns: Dict[str, Any] = {}
+        exec(f"def f{i}():\n    return {i}\n", ns)
+        fns.append(atheris.instrument_func(ns[f"f{i}"]))
+    _FEATURE_FNS = fns
+
+
+def feature(*key: Any) -> None:
+    if _FEATURE_FNS is not None:
+        h = hashlib.blake2b(repr(key).encode(), digest_size=4).digest()
+        _FEATURE_FNS[int.from_bytes(h, "little") % N_FEATURES]()
+
+
+_NUM = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def error_class(e: BaseException, path: str = "") -> str:
+    """An error message with the file, quoted names and numbers taken out: which check failed."""
+    msg = str(e)
+    if path:
+        msg = msg.replace(path, "P")
+    msg = _QUOTED.sub("Q", msg)
+    return type(e).__name__ + ":" + _NUM.sub("N", msg)[:160]
+
+
+def bucket(n: int) -> int:
+    """0, 1, 2, 3-4, 5-8, ... (a log2 bucket)."""
+    return 0 if n <= 0 else int(n).bit_length()
+
+
+# -- running under atheris -----------------------------------------------------------------------------------
+
+_seen: set = set()
+findings = 0
+
+
+def signature(e: BaseException) -> str:
+    """Exception type + the innermost frame + the innermost edgeformer frame: one file per distinct bug."""
+    tb = traceback.extract_tb(e.__traceback__)
+    where = [f"{os.path.basename(f.filename)}:{f.lineno}" for f in tb[-1:]]
+    ours = [f for f in tb if "edgeformer" in f.filename]
+    if ours:
+        where.append(f"{os.path.basename(ours[-1].filename)}:{ours[-1].lineno}")
+    return type(e).__name__ + "@" + ",".join(where)
+
+
+def record(harness: str, data: bytes, e: BaseException, reproducer: Optional[bytes] = None) -> None:
+    """Saves a finding's input (once per signature) and logs it; the fuzzing goes on."""
+    global findings
+    findings += 1
+    sig = signature(e)
+    if sig in _seen:
+        return
+    _seen.add(sig)
+    os.makedirs(CRASH_DIR, exist_ok=True)
+    os.makedirs(WORK_DIR, exist_ok=True)
+    name = f"{harness}-exc-{hashlib.sha1(sig.encode()).hexdigest()[:12]}"
+    path = os.path.join(CRASH_DIR, name)
+    if not os.path.exists(path):
+        write_file(path, reproducer if reproducer is not None else data)
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    with open(os.path.join(WORK_DIR, f"{harness}-findings.log"), "a") as f:
+        f.write(f"==== FINDING {sig} -> fuzz/crashes/{name}\n{text}\n")
+    sys.stderr.write(f"\n==== FINDING [{harness}] {sig}: {type(e).__name__}: {str(e)[:300]}\n"
+                     f"     input saved as fuzz/crashes/{name}\n")
+    sys.stderr.flush()
+
+
+def fuzz_main(harness: str, check: Callable[[bytes], None],
+              reproducer: Optional[Callable[[bytes], Optional[bytes]]] = None) -> None:
+    """atheris entry point: check() every input; exceptions are recorded and fuzzing continues."""
+    import atheris
+
+    def one(data: bytes) -> None:
+        try:
+            check(data)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as e:  # tokenizers' PanicException derives from BaseException
+            rep = None
+            if reproducer is not None:
+                try:
+                    rep = reproducer(data)
+                except Exception:
+                    rep = None
+            record(harness, data, e, rep)
+
+    os.makedirs(WORK_DIR, exist_ok=True)
+    n = instrument_edgeformer(extra_modules=(check.__module__,))
+    sys.stderr.write(f"INFO: [{harness}] instrumented {n} Python functions of edgeformer and the harness\n")
+    _enable_features()
+    atheris.Setup(sys.argv, one)
+    atheris.Fuzz()
+
+
+def instrument_edgeformer(extra_modules: Sequence[str] = ()) -> int:
+    """Adds atheris' coverage instrumentation to every function of the edgeformer package (and of
+    extra_modules). atheris.instrument_imports() does not work here: the editable install imports
+    edgeformer through a custom loader, and the functions came out uninstrumented (no coverage at all).
+    Returns the number of functions instrumented."""
+    import importlib
+    import pkgutil
+    import types
+
+    import atheris
+    import edgeformer
+
+    for m in pkgutil.iter_modules(edgeformer.__path__):
+        if not m.name.startswith("_") and m.name not in ("cli",):
+            importlib.import_module("edgeformer." + m.name)
+    wanted = tuple(extra_modules)
+    n = 0
+    for obj in gc.get_objects():
+        if not isinstance(obj, types.FunctionType):
+            continue
+        mod = getattr(obj, "__module__", None) or ""
+        if mod.startswith("edgeformer") or mod in wanted:
+            try:
+                atheris.instrument_func(obj)
+                n += 1
+            except Exception:
+                pass
+    return n
