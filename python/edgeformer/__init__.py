@@ -18,6 +18,13 @@ def quantize(src: str, out: str, type: str = "q4_0", threads: int = None) -> str
     return _quantize(src, out, type, threads)
 
 
+def demo_model_path() -> str:
+    """The small Llama trained on the Python documentation that ships inside the package."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_model")
+
+
 def cpu_info() -> dict:
     """The CPU's features (checked against the OS), the ISAs this build can run here, and the chosen one."""
     info = _core.cpu_info()
@@ -25,4 +32,4 @@ def cpu_info() -> dict:
     return info
 
 
-__all__ = ["load", "quantize", "Model", "GenerationResult", "GenerationStream", "cpu_info", "__version__"]
+__all__ = ["load", "quantize", "demo_model_path", "Model", "GenerationResult", "GenerationStream", "cpu_info", "__version__"]

@@ -24,14 +24,26 @@ def _info(args) -> int:
     return 0
 
 
-def _run(args) -> int:
-    from . import load
+DEFAULT_PROMPT = "The Python interpreter"
 
-    model = load(args.model, dtype=args.dtype, threads=args.threads, max_context=args.max_context)
+
+def _run(args) -> int:
+    from . import demo_model_path, load
+
+    if len(args.items) > 2:
+        print("error: usage: edgeformer run [MODEL] [PROMPT]", file=sys.stderr)
+        return 2
+    model_path = args.items[0] if len(args.items) == 2 else demo_model_path()
+    args.prompt = args.items[-1] if args.items else DEFAULT_PROMPT
+    model = load(model_path, dtype=args.dtype, threads=args.threads, max_context=args.max_context)
     stream = model.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                             repetition_penalty=args.repetition_penalty, seed=args.seed, stream=True)
     print(args.prompt, end="", flush=True)
+    return _stream(model, stream)
+
+
+def _stream(model, stream) -> int:
     try:
         for piece in stream:
             print(piece, end="", flush=True)
@@ -66,9 +78,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="edgeformer", description="Transformer inference on the CPU")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="version, CPU features and the kernels chosen")
+    d = sub.add_parser("demo", help="the bundled model generating text, and a semantic search with MiniLM")
+    d.add_argument("--threads", type=int, default=None)
     r = sub.add_parser("run", help="generate text from a prompt, streaming")
-    r.add_argument("model", help="checkpoint directory (config.json, *.safetensors, tokenizer.json) or hub id")
-    r.add_argument("prompt")
+    r.add_argument("items", nargs="*", metavar="[MODEL] [PROMPT]",
+                   help="checkpoint directory, GGUF file or hub id (default: the bundled demo model), then the prompt")
     r.add_argument("-n", "--max-new-tokens", type=int, default=128)
     r.add_argument("--temperature", type=float, default=None)
     r.add_argument("--top-k", type=int, default=None)
@@ -88,6 +102,10 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "quantize":
             return _quantize(args)
+        if args.cmd == "demo":
+            from .demo import run_demo
+
+            return run_demo(threads=args.threads)
         return _info(args) if args.cmd == "info" else _run(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
