@@ -74,8 +74,13 @@ def test_quantized_matmul(isa, name):
         ours = _core.ops.qmatmul(x, wq, getattr(_core.DType, name), b, isa=isa)
         scale = float(np.abs(ref).max())
         assert float(np.abs(ours - ref).max()) <= 1e-5 * scale
-        # the SIMD copies agree with the scalar reference to the last bit (integer sums, same float steps)
-        np.testing.assert_array_equal(ours, _core.ops.qmatmul(x, wq, getattr(_core.DType, name), b, isa="generic"))
+        # the SIMD copies agree with the scalar reference: integer sums are exact, and the K-quants take the
+        # same float steps (bit-identical); q8_0 / q4_0 keep a vector accumulator (float rounding only)
+        generic = _core.ops.qmatmul(x, wq, getattr(_core.DType, name), b, isa="generic")
+        if name in ("q4_k", "q6_k"):
+            np.testing.assert_array_equal(ours, generic)
+        else:
+            np.testing.assert_allclose(ours, generic, rtol=0, atol=2e-6 * scale)
         # and 8-bit activations stay close to the float product
         full = x.astype(np.float64) @ wf.T + b
         assert float(np.abs(ours - full).max()) <= 0.03 * float(np.abs(full).max())

@@ -141,7 +141,44 @@ inline void unpack_q6(const uint8_t* ql, const uint8_t* qh, int sl, int sh, int8
   const __m256i h = _mm256_and_si256(_mm256_srl_epi16(ld32(qh), _mm_cvtsi32_si128(sh)), _mm256_set1_epi8(0x03));
   st32(v, _mm256_or_si256(l, _mm256_slli_epi16(h, 4)));
 }
+using qacc = __m256;
+inline qacc qacc_zero() { return _mm256_setzero_ps(); }
+inline float qacc_sum(qacc a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline qacc dot32_acc(qacc acc, const int8_t* w, const int8_t* x, float scale) {
+  const __m256i wv = ld32(w), xv = ld32(x);
+  const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)),
+                                      _mm256_set1_epi16(1));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
+}
+inline qacc dot_q4_acc(qacc acc, const uint8_t* qs, const int8_t* x, float scale) {
+  const __m128i t = _mm_loadu_si128((const __m128i*)qs);
+  const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+  const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, ld32(x)), _mm256_set1_epi16(1));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
+}
 #elif defined(EF_ISA_NEON)
+using qacc = float32x4_t;
+inline qacc qacc_zero() { return vdupq_n_f32(0.f); }
+inline float qacc_sum(qacc a) { return vaddvq_f32(a); }
+inline int32x4_t neon_dot16(int8x16_t a, int8x16_t b) {
+  return vaddq_s32(vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b))),
+                   vpaddlq_s16(vmull_s8(vget_high_s8(a), vget_high_s8(b))));
+}
+inline qacc dot32_acc(qacc acc, const int8_t* w, const int8_t* x, float scale) {
+  const int32x4_t p = vaddq_s32(neon_dot16(vld1q_s8(w), vld1q_s8(x)), neon_dot16(vld1q_s8(w + 16), vld1q_s8(x + 16)));
+  return vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale);
+}
+inline qacc dot_q4_acc(qacc acc, const uint8_t* qs, const int8_t* x, float scale) {
+  const uint8x16_t t = vld1q_u8(qs);
+  const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(t, vdupq_n_u8(0x0F))), hi = vreinterpretq_s8_u8(vshrq_n_u8(t, 4));
+  const int32x4_t p = vaddq_s32(neon_dot16(lo, vld1q_s8(x)), neon_dot16(hi, vld1q_s8(x + 16)));
+  return vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale);
+}
 inline void dot32_halves(const int8_t* w, const int8_t* x, int32_t& lo, int32_t& hi) {
   int32x4_t acc[2];
   for (int h = 0; h < 2; h++) {

@@ -27,6 +27,19 @@ inline void unpack_q4_pair(const uint8_t* qs, int8_t* lo, int8_t* hi) {
 inline void unpack_q6(const uint8_t* ql, const uint8_t* qh, int sl, int sh, int8_t* v) {
   for (int i = 0; i < 32; i++) v[i] = (int8_t)(((ql[i] >> sl) & 0x0F) | (((qh[i] >> sh) & 0x03) << 4));
 }
+using qacc = float;
+inline qacc qacc_zero() { return 0.f; }
+inline float qacc_sum(qacc a) { return a; }
+inline qacc dot32_acc(qacc acc, const int8_t* w, const int8_t* x, float scale) {
+  int32_t s = 0;
+  for (int i = 0; i < 32; i++) s += (int32_t)w[i] * x[i];
+  return acc + (float)s * scale;
+}
+inline qacc dot_q4_acc(qacc acc, const uint8_t* qs, const int8_t* x, float scale) {
+  int32_t s = 0;
+  for (int i = 0; i < 16; i++) s += (qs[i] & 0x0F) * x[i] + (qs[i] >> 4) * x[i + 16];
+  return acc + (float)s * scale;
+}
 }  // namespace
 }  // namespace ef
 
