@@ -129,8 +129,13 @@ def main() -> int:
     args += a.pytest_args
     print(f"pytest ({'whole suite' if full else 'torch-free part'}; EDGEFORMER_ISA="
           f"{os.environ.get('EDGEFORMER_ISA', '<unset>')}):", " ".join(args), flush=True)
-    os.chdir(tempfile.mkdtemp(prefix="ef-wheel-tests-"))
-    return int(pytest.main(args, plugins=[InstalledOnly(project)]))
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="ef-wheel-tests-") as scratch:
+        os.chdir(scratch)  # nothing of the source tree on sys.path through the working directory
+        try:
+            return int(pytest.main(args, plugins=[InstalledOnly(project)]))
+        finally:
+            os.chdir(cwd)
 
 
 if __name__ == "__main__":

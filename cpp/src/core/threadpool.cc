@@ -4,6 +4,9 @@
 #include <fstream>
 #include <set>
 #include <string>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>  // _mm_pause: SSE2, the x86-64 baseline; MSVC has no __builtin_ia32_pause
+#endif
 
 namespace ef {
 
@@ -28,7 +31,7 @@ void ThreadPool::worker(int index) {
     uint64_t g = generation_.load(std::memory_order_acquire);
     for (int spin = 0; g == seen && spin < 20000; spin++) {
 #if defined(__x86_64__) || defined(_M_X64)
-      if (spin < 4000) __builtin_ia32_pause();
+      if (spin < 4000) _mm_pause();
       else std::this_thread::yield();
 #else
       std::this_thread::yield();
@@ -75,7 +78,7 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; spin++) {
 #if defined(__x86_64__) || defined(_M_X64)
     if (spin < 4000) {
-      __builtin_ia32_pause();
+      _mm_pause();
       continue;
     }
 #endif
