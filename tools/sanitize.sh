@@ -33,7 +33,9 @@ import sys
 sys.meta_path[:] = [f for f in sys.meta_path if "edgeformer" not in type(f).__module__]
 PY
 args=("$@")
-[ ${#args[@]} -eq 0 ] && args=(tests -q -x --deselect tests/test_native.py -p no:cacheprovider)
+# (resident-memory checks are meaningless under ASan, whose quarantine holds freed memory on purpose)
+[ ${#args[@]} -eq 0 ] && args=(tests -q -x --deselect tests/test_native.py -p no:cacheprovider \
+  --deselect tests/test_concurrency.py::test_memory_flat_over_1000_cycles)
 cd "$stage" && cp -r ../../../tests . && \
   PYTHONPATH="$PWD" LD_PRELOAD="$runtime" python -c "import edgeformer, sys; assert 'stage' in edgeformer.__file__, edgeformer.__file__" && \
   PYTHONPATH="$PWD" LD_PRELOAD="$runtime" python -m pytest "${args[@]}"
