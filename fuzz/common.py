@@ -8,7 +8,8 @@ is a finding: another exception type (TypeError, IndexError, MemoryError, a toke
 
 Run under atheris (``python fuzz/fuzz_X.py [libFuzzer flags] CORPUS...``, see fuzz/run.sh), a harness
 does not stop at an exception: it saves the input as fuzz/crashes/<harness>-exc-<signature hash> (once per
-signature), logs the traceback to the work folder and goes on. Signals, timeouts and OOMs stop the run;
+signature; a file already there under that name, or that name plus "-<description>", is kept), logs the
+traceback to the work folder and goes on. Signals, timeouts and OOMs stop the run;
 libFuzzer saves those inputs as fuzz/crashes/<harness>-crash-<sha1> (-artifact_prefix).
 """
 
@@ -30,6 +31,11 @@ REPO = os.path.dirname(HERE)
 CRASH_DIR = os.path.join(HERE, "crashes")
 CORPUS_DIR = os.path.join(HERE, "corpus")
 WORK_DIR = os.environ.get("FUZZ_WORK") or os.path.join(HERE, ".work")
+
+
+# Under atheris (fuzz_main) the harnesses skip inputs that hit an already reported bug (their KNOWN
+# lists), so that a 60-second run is not spent re-finding one hang; replaying fuzz/crashes/ never skips.
+SKIP_KNOWN = False
 
 
 class Finding(Exception):
@@ -225,13 +231,16 @@ findings = 0
 
 
 def signature(e: BaseException) -> str:
-    """Exception type + the innermost frame + the innermost edgeformer frame: one file per distinct bug."""
+    """Exception type + the innermost frame + the innermost edgeformer frame (file, function and source
+    line: stable when lines move), without spaces: one saved file per distinct bug."""
     tb = traceback.extract_tb(e.__traceback__)
-    where = [f"{os.path.basename(f.filename)}:{f.lineno}" for f in tb[-1:]]
+    frames = list(tb[-1:])
     ours = [f for f in tb if "edgeformer" in f.filename]
-    if ours:
-        where.append(f"{os.path.basename(ours[-1].filename)}:{ours[-1].lineno}")
-    return type(e).__name__ + "@" + ",".join(where)
+    if ours and ours[-1] is not tb[-1]:
+        frames.append(ours[-1])
+    key = "|".join(f"{os.path.basename(f.filename)}:{f.name}:{(f.line or '').strip()}" for f in frames)
+    head = ",".join(f"{os.path.basename(f.filename)}:{f.name}" for f in frames)
+    return f"{type(e).__name__}@{head}#{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
 def record(harness: str, data: bytes, e: BaseException, reproducer: Optional[bytes] = None) -> None:
@@ -245,9 +254,12 @@ def record(harness: str, data: bytes, e: BaseException, reproducer: Optional[byt
     os.makedirs(CRASH_DIR, exist_ok=True)
     os.makedirs(WORK_DIR, exist_ok=True)
     name = f"{harness}-exc-{hashlib.sha1(sig.encode()).hexdigest()[:12]}"
-    path = os.path.join(CRASH_DIR, name)
-    if not os.path.exists(path):
-        write_file(path, reproducer if reproducer is not None else data)
+    # a reproducer may have been renamed <name>-<what it shows>: one file per signature either way
+    have = sorted(f for f in os.listdir(CRASH_DIR) if f == name or f.startswith(name + "-"))
+    if have:
+        name = have[0]
+    else:
+        write_file(os.path.join(CRASH_DIR, name), reproducer if reproducer is not None else data)
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     with open(os.path.join(WORK_DIR, f"{harness}-findings.log"), "a") as f:
         f.write(f"==== FINDING {sig} -> fuzz/crashes/{name}\n{text}\n")
@@ -275,6 +287,8 @@ def fuzz_main(harness: str, check: Callable[[bytes], None],
                     rep = None
             record(harness, data, e, rep)
 
+    global SKIP_KNOWN
+    SKIP_KNOWN = os.environ.get("FUZZ_KNOWN", "skip") == "skip"
     os.makedirs(WORK_DIR, exist_ok=True)
     n = instrument_edgeformer(extra_modules=(check.__module__,))
     sys.stderr.write(f"INFO: [{harness}] instrumented {n} Python functions of edgeformer and the harness\n")

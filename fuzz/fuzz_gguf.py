@@ -122,6 +122,12 @@ def _tokenizer(meta, path):
     common.feature("tokenizer", tok.model, common.bucket(len(enc.ids)))
 
 
+def _known(cfg) -> str:
+    """An open, already reported bug this config would hit ("" for none; skipped while fuzzing, see
+    common.SKIP_KNOWN). None is open now (a block count of 2**32 used to loop in hf_names_from_gguf)."""
+    return ""
+
+
 def _run(path: str) -> None:
     tm, meta, order, version = _core.TensorMap.open_gguf(path)
     common.feature("opened", version, common.bucket(len(meta)), common.bucket(len(order)))
@@ -141,6 +147,8 @@ def _run(path: str) -> None:
         except ValueError as e:
             common.feature("tokenizer", common.error_class(e, path))
     if cfg is None:
+        return
+    if common.SKIP_KNOWN and _known(cfg):
         return
     model = edgeformer.load(path, threads=1, max_context=8)
     common.feature("loaded", cfg.get("model_type"))

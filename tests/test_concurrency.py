@@ -164,3 +164,16 @@ def test_memory_flat_over_1000_cycles(tmp_path):
         m.generate([0, 3, 4], max_new_tokens=4, temperature=0.8, seed=i, ignore_eos=True)
     grown = _rss() - before
     assert grown < 4 << 20, f"resident memory grew {grown / 2**20:.1f} MiB over 1000 generations"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc (Linux)")
+def test_huge_context_costs_address_space_not_memory(tmp_path):
+    """max_context defaults to max_position_embeddings: a huge one reserves the KV cache and touches none of
+    it (no per-thread buffers sized by it either) until positions are used."""
+    make_llama(str(tmp_path), hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+               num_hidden_layers=1, max_position_embeddings=2**24)
+    before = _rss()
+    m = edgeformer.load(str(tmp_path), threads=2)
+    assert m.max_context == 2**24
+    m.generate([0, 3, 4], max_new_tokens=4, temperature=0, ignore_eos=True)
+    assert _rss() - before < 64 << 20, f"{(_rss() - before) / 2**20:.0f} MiB"

@@ -35,6 +35,20 @@ ACTIVATIONS = {
 }
 
 
+# Upper bounds on sizes, far above any real model, so that a hostile config cannot make the loader loop or
+# allocate for minutes before a single tensor is checked.
+_LAYERS, _WIDTH, _HEADS, _FFN = 4096, 1 << 18, 1 << 14, 1 << 20
+LIMITS = {
+    **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "block_count"), _LAYERS),
+    **dict.fromkeys(("hidden_size", "n_embd", "n_embed", "d_model", "word_embed_proj_dim"), _WIDTH),
+    **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "num_key_value_heads", "num_kv_heads",
+                     "head_dim", "d_kv", "rotary_dim"), _HEADS),
+    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size"), _FFN),
+    **dict.fromkeys(("vocab_size", "max_position_embeddings", "n_positions", "seq_length", "type_vocab_size",
+                     "relative_attention_num_buckets", "relative_attention_max_distance"), 1 << 24),
+}
+
+
 class Config:
     """Typed access to config.json fields; every error names the file and the field."""
 
@@ -81,6 +95,9 @@ class Config:
         v = self.get(field, int, default)
         if v is not None and v <= 0:
             raise self.error(field, f"must be positive, got {v}")
+        limit = LIMITS.get(field)
+        if v is not None and limit is not None and v > limit:
+            raise self.error(field, f"is implausibly large ({v} > {limit})")
         return v
 
 
@@ -129,6 +146,8 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
         orig = p("original_max_position_embeddings", int, None)
         if orig is None:
             orig = cfg.get("max_position_embeddings", int)
+        if orig <= 0:
+            raise cfg.error(field + ".original_max_position_embeddings", f"must be positive, got {orig}")
         r.original_max_position = orig
         factor = p("factor", float, None)
         r.factor = factor if factor is not None else cfg.get("max_position_embeddings", int) / orig

@@ -37,6 +37,8 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     if "token_embd.weight" in tmap:  # the embedding's rows are the vocabulary (it may exceed the token list)
         config["vocab_size"] = int(tmap.get("token_embd.weight").shape[0])
     n_layers = int(config.get("num_hidden_layers", config.get("n_layer", config.get("num_layers", 0))))
+    if not 0 < n_layers <= len(order):  # each layer has tensors: a larger count is a corrupt header
+        raise ValueError(f"{path}: {arch}.block_count = {n_layers} does not match the {len(order)} tensors of the file")
     g2h = hf_names_from_gguf(arch, n_layers, config)
     h2g = {h: g for g, h in g2h.items()}
     spec, names = spec_from_config(config, path, [g2h[n] for n in order if n in g2h])

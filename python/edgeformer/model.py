@@ -131,7 +131,7 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     checkpoint = _core.TensorMap.open_safetensors(files)
     opts = _options(threads, max_context, dtype, sum(os.path.getsize(f) for f in files))
     tok = TokenizerInfo(model_dir)
-    if config.get("model_type") in ENCODER_DECODERS:
+    if isinstance(config.get("model_type"), str) and config["model_type"] in ENCODER_DECODERS:
         from .seq2seq import Seq2SeqModel
 
         cfg = Config(config, cfg_path)

@@ -85,7 +85,10 @@ class TokenizerInfo:
         return self.tokenizer
 
     def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
-        return self.require().encode(text, add_special_tokens=add_special_tokens).ids
+        try:
+            return self.require().encode(text, add_special_tokens=add_special_tokens).ids
+        except (TypeError, UnicodeEncodeError) as e:  # lone surrogates and the like
+            raise ValueError(f"prompt: not valid Unicode text ({e})") from None
 
     def decode(self, ids: List[int]) -> str:
         return self.require().decode(list(ids), skip_special_tokens=True)
@@ -124,14 +127,16 @@ class StreamDecoder:
     def update(self, ids: List[int], final: bool = False) -> str:
         """The next piece of text after ids grew. final: the generation ended (emit everything left)."""
         text = self.info.decode(ids)
-        if text.endswith("\ufffd") and not final:  # maybe an incomplete UTF-8 sequence: wait for more
-            return ""
+        out = self.text[: self.emitted]
+        if not text.startswith(out):
+            # the decoder rewrote text already streamed (a byte-fallback run turned invalid by a later byte):
+            # what was streamed stays, the rest of the new text continues after it
+            text = out + text[len(out):]
         self.text = text
-        for s in self.stop:
-            i = text.find(s)
-            if i >= 0:
-                self.text = text[:i]
-                self.stopped = True
+        hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        if hits:  # the earliest stop string wins, whichever comes first in the list
+            self.text = text[: min(hits)]
+            self.stopped = True
         hold = 0
         if not self.stopped and not final:
             for s in self.stop:
@@ -140,6 +145,10 @@ class StreamDecoder:
                         hold = max(hold, k)
                         break
         end = len(self.text) - hold
+        if not final and not self.stopped:  # a replacement character may still become a real one: hold it
+            bad = self.text.find("\ufffd", self.emitted)
+            if bad >= 0:
+                end = min(end, bad)
         piece = self.text[self.emitted : end] if end > self.emitted else ""
         self.emitted = max(self.emitted, end)
         return piece

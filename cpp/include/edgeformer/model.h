@@ -98,7 +98,8 @@ class Model {
   int32_t scratch_T_ = 0;
   std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_;
   std::vector<float> inv_freq_, rel_table_;
-  int32_t rel_lo_ = 0;  // rel_table_[h * width + (j - i - rel_lo_)]
+  int32_t rel_lo_ = 0;
+  size_t score_stride_ = 0;  // floats per thread in scores_  // rel_table_[h * width + (j - i - rel_lo_)]
   float rope_mscale_ = 1.f;
   std::mutex mu_;
 };

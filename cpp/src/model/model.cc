@@ -60,7 +60,8 @@ void ArchSpec::validate() const {
       EF_CHECK((int)alibi_slopes.size() == n_heads, "ALiBi needs one slope per head");
       break;
     case PosKind::Relative:
-      positive(rel_buckets, "relative_attention_num_buckets");
+      EF_CHECK(rel_buckets >= 2, "config field 'relative_attention_num_buckets' must be at least 2, got " +
+                                     std::to_string(rel_buckets));
       positive(rel_max_distance, "relative_attention_max_distance");
       break;
     case PosKind::None:
@@ -173,10 +174,13 @@ int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, in
   }
   const int32_t max_exact = num_buckets / 2;
   if (rel < max_exact) return bucket + rel;
-  float v = std::log((float)rel / (float)max_exact) / std::log((float)max_distance / (float)max_exact) *
-            (float)(num_buckets - max_exact);
-  int32_t large = max_exact + (int32_t)v;
-  return bucket + std::min(large, num_buckets - 1);
+  // a config with few buckets or a small max_distance makes this log ratio infinite or negative:
+  // clamp into the table instead of indexing outside it
+  const float v = std::log((float)rel / (float)max_exact) / std::log((float)max_distance / (float)max_exact) *
+                  (float)(num_buckets - max_exact);
+  int32_t large = std::isfinite(v) && v < 1e9f && v > -1e9f ? max_exact + (int32_t)v : num_buckets - 1;
+  large = std::min(std::max(large, 0), num_buckets - 1);
+  return bucket + large;
 }
 
 }  // namespace
@@ -275,7 +279,6 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
                      std::to_string(2 * cache_elems * sizeof(float) >> 20) +
                      " MiB, more than can be allocated; pass a smaller max_context=");
   }
-  scores_.resize((size_t)threads * max_ctx_);
   if (spec_.pos == PosKind::Rotary && spec_.rope.scaling != RopeScaling::Dynamic)
     rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
 }
@@ -401,7 +404,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.pos == PosKind::Relative;
   const int32_t rel_width = relative ? (int32_t)(rel_table_.size() / nh) : 0;
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
-    float* sc = scores_.data() + (size_t)tid * max_ctx_;
+    float* sc = scores_.data() + (size_t)tid * score_stride_;
     for (int64_t idx = b; idx < e; idx++) {
       if ((idx & 63) == 0 && interrupt_pending()) return;  // the layer loop throws Interrupted
       const int h = (int)(idx % nh);
@@ -470,9 +473,8 @@ void Model::cross_attention(int layer, const float* q, float* out, int32_t T) {
   const float* vc = (const float*)cvcache_->data + layer * per_layer;
   const uint8_t* mask = enc_mask_.empty() ? nullptr : enc_mask_.data();
   const int32_t n = enc_T_;
-  EF_CHECK(n <= max_ctx_, "encoder output longer than max_context");
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
-    float* sc = scores_.data() + (size_t)tid * max_ctx_;
+    float* sc = scores_.data() + (size_t)tid * score_stride_;
     for (int64_t idx = b; idx < e; idx++) {
       const int h = (int)(idx % nh);
       const int32_t t = (int32_t)(idx / nh);
@@ -502,6 +504,11 @@ void Model::forward(const ForwardArgs& a) {
            "this model has no language-model head (an encoder): ask for hidden states");
   const KernelTable& K = kernels();
   ensure_scratch(T);
+  // attention scores: one row per thread, as long as the keys in use (grown on demand: a context of
+  // millions of positions costs nothing until it is used)
+  const size_t keys = (size_t)std::max<int64_t>((int64_t)n_past_ + T, enc_T_);
+  if (scores_.size() < (size_t)pool_->size() * keys) scores_.resize((size_t)pool_->size() * keys);
+  score_stride_ = keys;
   const int64_t H = spec_.hidden_size, F = spec_.ffn_size, hd = spec_.head_dim, V = spec_.vocab_size;
   const int nh = spec_.n_heads, nkv = spec_.n_kv_heads;
   const int64_t QD = nh * hd, KD = nkv * hd, E = spec_.proj_dim > 0 ? spec_.proj_dim : H;
