@@ -154,7 +154,8 @@ def test_activations(isa, act, n):
 
 
 def test_unsupported_isa_is_an_error():
-    missing = [i for i in ("generic", "avx2", "avx512", "neon") if i not in _core.cpu_info()["supported_isas"]]
+    missing = [i for i in ("generic", "avx2", "avx512", "avx512vnni", "neon", "neondot")
+               if i not in _core.cpu_info()["supported_isas"]]
     for i in missing:
         with pytest.raises(ValueError, match=i):
             _core.ops.dot(np.ones(3, np.float32), np.ones(3, np.float32), isa=i)

@@ -8,7 +8,9 @@ void register_cpu(py::module_& m) {
       .value("generic", ef::Isa::Generic)
       .value("avx2", ef::Isa::AVX2)
       .value("avx512", ef::Isa::AVX512)
-      .value("neon", ef::Isa::NEON);
+      .value("neon", ef::Isa::NEON)
+      .value("avx512vnni", ef::Isa::AVX512VNNI)
+      .value("neondot", ef::Isa::NEONDOT);
   m.def("cpu_info", [] {
     const ef::CpuInfo& c = ef::cpu_info();
     py::dict d;

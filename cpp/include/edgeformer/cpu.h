@@ -10,7 +10,8 @@
 
 namespace ef {
 
-enum class Isa : int32_t { Generic = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
+// AVX512VNNI and NEONDOT are AVX512 / NEON whose 8-bit dot products use VPDPBUSD / SDOT.
+enum class Isa : int32_t { Generic = 0, AVX2 = 1, AVX512 = 2, NEON = 3, AVX512VNNI = 4, NEONDOT = 5 };
 const char* isa_name(Isa isa);
 
 struct CpuInfo {

@@ -45,6 +45,8 @@ uint64_t xgetbv0() {
 }
 #endif
 
+bool isa_in(const std::vector<Isa>& v, Isa i) { return std::find(v.begin(), v.end(), i) != v.end(); }
+
 CpuInfo detect() {
   CpuInfo c;
   c.logical_cores = (int)std::max(1u, std::thread::hardware_concurrency());
@@ -125,8 +127,14 @@ CpuInfo detect() {
   if (c.avx512f && c.avx512bw && c.avx512vl && c.avx512dq && c.fma && c.f16c)
     c.supported.push_back(Isa::AVX512);
 #endif
+#if defined(EF_HAVE_AVX512VNNI)
+  if (isa_in(c.supported, Isa::AVX512) && c.avx512_vnni) c.supported.push_back(Isa::AVX512VNNI);
+#endif
 #if defined(EF_HAVE_NEON)
   if (c.neon) c.supported.push_back(Isa::NEON);
+#endif
+#if defined(EF_HAVE_NEONDOT)
+  if (c.neon && c.dotprod) c.supported.push_back(Isa::NEONDOT);
 #endif
   return c;
 }

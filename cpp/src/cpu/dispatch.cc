@@ -16,14 +16,16 @@ const char* isa_name(Isa isa) {
     case Isa::AVX2: return "avx2";
     case Isa::AVX512: return "avx512";
     case Isa::NEON: return "neon";
+    case Isa::AVX512VNNI: return "avx512vnni";
+    case Isa::NEONDOT: return "neondot";
   }
   return "?";
 }
 
 Isa parse_isa(const std::string& name) {
-  for (Isa i : {Isa::Generic, Isa::AVX2, Isa::AVX512, Isa::NEON})
+  for (Isa i : {Isa::Generic, Isa::AVX2, Isa::AVX512, Isa::NEON, Isa::AVX512VNNI, Isa::NEONDOT})
     if (name == isa_name(i)) return i;
-  throw ValueError("unknown ISA '" + name + "' (expected generic, avx2, avx512 or neon)");
+  throw ValueError("unknown ISA '" + name + "' (expected generic, avx2, avx512, avx512vnni, neon or neondot)");
 }
 
 static std::string supported_list() {
@@ -45,6 +47,12 @@ const KernelTable& kernels_for(Isa isa) {
 #endif
 #if defined(EF_HAVE_NEON)
     case Isa::NEON: return *cpu::kernels_neon();
+#endif
+#if defined(EF_HAVE_AVX512VNNI)
+    case Isa::AVX512VNNI: return *cpu::kernels_avx512vnni();
+#endif
+#if defined(EF_HAVE_NEONDOT)
+    case Isa::NEONDOT: return *cpu::kernels_neondot();
 #endif
     default: return *cpu::kernels_generic();
   }

@@ -14,5 +14,11 @@ const KernelTable* kernels_avx512();
 #if defined(EF_HAVE_NEON)
 const KernelTable* kernels_neon();
 #endif
+#if defined(EF_HAVE_AVX512VNNI)
+const KernelTable* kernels_avx512vnni();
+#endif
+#if defined(EF_HAVE_NEONDOT)
+const KernelTable* kernels_neondot();
+#endif
 }  // namespace cpu
 }  // namespace ef

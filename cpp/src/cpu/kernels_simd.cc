@@ -196,10 +196,14 @@ void act_mul_simd(Act a, float* g, const float* u, int64_t n) {
   map2(g, u, n, [&](vf gv, vf uv) { return vmul(vact(a, gv), uv); });
 }
 
-#if defined(EF_ISA_AVX512)
+#if defined(EF_ISA_AVX512VNNI)
+constexpr Isa kIsa = Isa::AVX512VNNI;
+#elif defined(EF_ISA_AVX512)
 constexpr Isa kIsa = Isa::AVX512;
 #elif defined(EF_ISA_AVX2)
 constexpr Isa kIsa = Isa::AVX2;
+#elif defined(EF_ISA_NEONDOT)
+constexpr Isa kIsa = Isa::NEONDOT;
 #else
 constexpr Isa kIsa = Isa::NEON;
 #endif

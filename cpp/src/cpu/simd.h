@@ -7,6 +7,14 @@
 
 #include "cpu/scalar_math.h"
 
+// The dot-product variants are their base ISA plus one instruction for 8-bit dot products.
+#if defined(EF_ISA_AVX512VNNI)
+#define EF_ISA_AVX512 1
+#endif
+#if defined(EF_ISA_NEONDOT)
+#define EF_ISA_NEON 1
+#endif
+
 #if defined(EF_ISA_AVX512) || defined(EF_ISA_AVX2)
 #include <immintrin.h>
 #elif defined(EF_ISA_NEON)
@@ -17,7 +25,11 @@ namespace ef {
 namespace {
 
 #if defined(EF_ISA_AVX512)
+#if defined(EF_ISA_AVX512VNNI)
+#define EF_ISA_NS avx512vnni
+#else
 #define EF_ISA_NS avx512
+#endif
 constexpr int kW = 16;
 constexpr int kTileT = 4, kTileW = 4;  // matmul register tile: tokens x weight rows (16 accumulators)
 using vf = __m512;
@@ -81,7 +93,11 @@ inline float vmaxall(vf a) {
 }
 
 #elif defined(EF_ISA_NEON)
+#if defined(EF_ISA_NEONDOT)
+#define EF_ISA_NS neondot
+#else
 #define EF_ISA_NS neon
+#endif
 constexpr int kW = 4;
 constexpr int kTileT = 2, kTileW = 4;
 using vf = float32x4_t;
@@ -111,13 +127,20 @@ inline float vmaxall(vf a) { return vmaxvq_f32(a); }
 
 // -- 8-bit integer primitives for the quantized dot products (cpu/qdot.h) ---------------------------------
 #if defined(EF_ISA_AVX512) || defined(EF_ISA_AVX2)
+// 8 int32 lanes, lane k = sum of u[4k..4k+3] * s[4k..4k+3] (u unsigned bytes, s signed; no overflow here)
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+#if defined(EF_ISA_AVX512VNNI)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
 inline __m256i ld32(const void* p) { return _mm256_loadu_si256((const __m256i*)p); }
 inline void st32(void* p, __m256i v) { _mm256_storeu_si256((__m256i*)p, v); }
 inline void dot32_halves(const int8_t* w, const int8_t* x, int32_t& lo, int32_t& hi) {
   // maddubs multiplies unsigned by signed bytes: |w| times x carrying w's sign (exact for every int8 pair)
   const __m256i wv = ld32(w), xv = ld32(x);
-  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-  const __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));  // lanes 0-3: elements 0-15, 4-7: 16-31
+  const __m256i p32 = dot_u8s8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));  // lanes 0-3: 0-15, 4-7: 16-31
   __m128i l = _mm256_castsi256_si128(p32), h = _mm256_extracti128_si256(p32, 1);
   l = _mm_add_epi32(l, _mm_shuffle_epi32(l, 0x4e));
   h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
@@ -151,23 +174,27 @@ inline float qacc_sum(qacc a) {
 }
 inline qacc dot32_acc(qacc acc, const int8_t* w, const int8_t* x, float scale) {
   const __m256i wv = ld32(w), xv = ld32(x);
-  const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv)),
-                                      _mm256_set1_epi16(1));
+  const __m256i p = dot_u8s8(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
 }
 inline qacc dot_q4_acc(qacc acc, const uint8_t* qs, const int8_t* x, float scale) {
   const __m128i t = _mm_loadu_si128((const __m128i*)qs);
   const __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
-  const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, ld32(x)), _mm256_set1_epi16(1));
+  const __m256i p = dot_u8s8(u, ld32(x));
   return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(scale), acc);
 }
 #elif defined(EF_ISA_NEON)
 using qacc = float32x4_t;
 inline qacc qacc_zero() { return vdupq_n_f32(0.f); }
 inline float qacc_sum(qacc a) { return vaddvq_f32(a); }
+// 4 int32 lanes of sums of 4 products of signed bytes
 inline int32x4_t neon_dot16(int8x16_t a, int8x16_t b) {
+#if defined(EF_ISA_NEONDOT)
+  return vdotq_s32(vdupq_n_s32(0), a, b);
+#else
   return vaddq_s32(vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b))),
                    vpaddlq_s16(vmull_s8(vget_high_s8(a), vget_high_s8(b))));
+#endif
 }
 inline qacc dot32_acc(qacc acc, const int8_t* w, const int8_t* x, float scale) {
   const int32x4_t p = vaddq_s32(neon_dot16(vld1q_s8(w), vld1q_s8(x)), neon_dot16(vld1q_s8(w + 16), vld1q_s8(x + 16)));
@@ -180,15 +207,8 @@ inline qacc dot_q4_acc(qacc acc, const uint8_t* qs, const int8_t* x, float scale
   return vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale);
 }
 inline void dot32_halves(const int8_t* w, const int8_t* x, int32_t& lo, int32_t& hi) {
-  int32x4_t acc[2];
-  for (int h = 0; h < 2; h++) {
-    const int8x16_t a = vld1q_s8(w + 16 * h), b = vld1q_s8(x + 16 * h);
-    int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-    int16x8_t q = vmull_s8(vget_high_s8(a), vget_high_s8(b));
-    acc[h] = vaddq_s32(vpaddlq_s16(p), vpaddlq_s16(q));
-  }
-  lo = vaddvq_s32(acc[0]);
-  hi = vaddvq_s32(acc[1]);
+  lo = vaddvq_s32(neon_dot16(vld1q_s8(w), vld1q_s8(x)));
+  hi = vaddvq_s32(neon_dot16(vld1q_s8(w + 16), vld1q_s8(x + 16)));
 }
 inline void unpack_q4(const uint8_t* qs, int8_t* v) {
   const uint8x16_t t = vld1q_u8(qs), m = vdupq_n_u8(0x0F);
