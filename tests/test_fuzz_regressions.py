@@ -79,8 +79,9 @@ def _crash_params():
 
 
 _REPLAY = """
-import resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
+import os, resource, sys
+if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # AddressSanitizer reserves terabytes of address space
+    resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
 sys.path.insert(0, {fuzz!r})
 import fuzz_{harness} as h
 with open({path!r}, "rb") as f:
