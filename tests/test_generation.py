@@ -230,3 +230,21 @@ def test_hub_id_goes_through_huggingface_hub(ckpt, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
     with pytest.raises(ValueError, match="pip install huggingface_hub"):
         edgeformer.load("someorg/tiny-llama")
+
+
+def test_stream_holds_a_stop_prefix_even_before_an_incomplete_character(ckpt):
+    """Found by fuzzing: text ending in the start of a stop string, then a partial UTF-8 character, must not
+    stream that start (it becomes part of the stop string a token later)."""
+    info = TokenizerInfo(ckpt)
+    ids = info.encode("X日本語のテキスト", add_special_tokens=False)
+    dec = StreamDecoder(info, ["日本語の"])
+    pieces = []
+    for i in range(len(ids)):
+        pieces.append(dec.update(ids[: i + 1]))
+        if dec.stopped:
+            break
+    assert dec.stopped and dec.text == "X" and "".join(pieces) == "X"
+    # a stop string that is itself a replacement character
+    dec = StreamDecoder(info, ["\ufffd"])
+    pieces = [dec.update(ids[: i + 1]) for i in range(len(ids))]
+    assert "".join(pieces) == dec.text and "\ufffd" not in dec.text

@@ -135,20 +135,22 @@ class StreamDecoder:
         self.text = text
         hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
         if hits:  # the earliest stop string wins, whichever comes first in the list
-            self.text = text[: min(hits)]
+            self.text = text[: max(min(hits), self.emitted)]  # (what was streamed is never taken back)
             self.stopped = True
-        hold = 0
-        if not self.stopped and not final:
-            for s in self.stop:
-                for k in range(min(len(s) - 1, len(self.text)), 0, -1):
-                    if self.text.endswith(s[:k]):
-                        hold = max(hold, k)
-                        break
-        end = len(self.text) - hold
-        if not final and not self.stopped:  # a replacement character may still become a real one: hold it
+        end = len(self.text)
+        if not final and not self.stopped:
+            # a replacement character may still become a real one (or several): hold it and what follows
             bad = self.text.find("\ufffd", self.emitted)
             if bad >= 0:
-                end = min(end, bad)
+                end = bad
+            # and hold back a tail that could still grow into a stop string
+            hold = 0
+            for s in self.stop:
+                for k in range(min(len(s) - 1, end), 0, -1):
+                    if self.text[end - k : end] == s[:k]:
+                        hold = max(hold, k)
+                        break
+            end -= hold
         piece = self.text[self.emitted : end] if end > self.emitted else ""
         self.emitted = max(self.emitted, end)
         return piece
