@@ -110,3 +110,50 @@ def test_interrupted_write_leaves_no_output(llama, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         edgeformer.quantize(path, str(out), "q8_0")
     assert not out.exists() and not (tmp_path / "x.gguf.tmp").exists()
+
+
+def test_t5_from_gguf(tmp_path):
+    """A T5 GGUF (llama.cpp's enc.* / dec.* names and t5 metadata, written with gguf-py) loads and matches
+    transformers: decoder logits and greedy generation."""
+    import gguf
+    import torch
+    import transformers as tf
+
+    from edgeformer.gguf_meta import add_metadata_to_writer, gguf_metadata_from_config, gguf_names_from_hf
+
+    # (GGUF has no key for relative_attention_max_distance: llama.cpp assumes 128, the default)
+    cfg = tf.T5Config(vocab_size=320, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
+                      relative_attention_num_buckets=16,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, feed_forward_proj="gated-gelu",
+                      tie_word_embeddings=False)
+    from test_families import untie_t5_head
+
+    src = tmp_path / "src"
+    ref = make_model(str(src), tf.T5ForConditionalGeneration, cfg)
+    untie_t5_head(ref, str(src))  # v1.1: its own head, no output scaling (llama.cpp's T5 files say neither)
+    import json
+
+    config = json.loads((src / "config.json").read_text())
+    meta = gguf_metadata_from_config(config, str(src / "config.json"))
+    meta["t5.vocab_size"] = 320  # no tokenizer in this file: the vocabulary size says it
+    h2g = gguf_names_from_hf("t5", 2, config)
+    out = tmp_path / "t5.gguf"
+    w = gguf.GGUFWriter(str(out), "t5")
+    add_metadata_to_writer(w, {k: v for k, v in meta.items() if k != "general.architecture"})
+    for name, t in ref.state_dict().items():
+        if name in h2g and not (name.startswith(("encoder.embed_tokens", "decoder.embed_tokens"))):
+            w.add_tensor(h2g[name], t.detach().float().numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    model = edgeformer.load(str(out), threads=2)
+    src_ids = prompt_ids(20, seed=3)[1:]
+    dec = [0] + prompt_ids(8, seed=4)[1:]
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor([src_ids]), decoder_input_ids=torch.tensor([dec])).logits[0].numpy()
+    ours = model.logits(src_ids, decoder_input_ids=dec)
+    assert np.abs(ours - hf).max() <= 1e-4 + 2e-3 * np.abs(hf).max()
+    direct = edgeformer.load(str(src), threads=2)
+    assert model.generate(src_ids, max_new_tokens=8, temperature=0).token_ids == \
+        direct.generate(src_ids, max_new_tokens=8, temperature=0).token_ids

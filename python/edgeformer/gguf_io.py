@@ -25,15 +25,15 @@ def _qkv_rows(spec: "_core.ArchSpec", canonical: str):
 
 
 def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
-    from .gguf_meta import config_from_gguf, hf_names_from_gguf, tokenizer_from_gguf
+    from .gguf_meta import config_from_gguf, hf_names_from_gguf
     from .model import Model
 
     tmap, meta, order, _version = _core.TensorMap.open_gguf(path)
     rope_freqs = tmap.get("rope_freqs.weight").numpy() if "rope_freqs.weight" in tmap else None
     config = config_from_gguf(meta, order, path, rope_freqs=rope_freqs)
-    if config["model_type"] in ENCODER_DECODERS:
-        raise ValueError(f"{path}: loading {config['model_type']} from GGUF is not supported yet (decoders and BERT are)")
     arch = meta["general.architecture"]
+    if config["model_type"] in ENCODER_DECODERS:
+        return _load_gguf_seq2seq(path, tmap, meta, order, config, arch, opts)
     if "token_embd.weight" in tmap:  # the embedding's rows are the vocabulary (it may exceed the token list)
         config["vocab_size"] = int(tmap.get("token_embd.weight").shape[0])
     n_layers = int(config.get("num_hidden_layers", config.get("n_layer", config.get("num_layers", 0))))
@@ -60,12 +60,47 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         r.style = _core.RopeStyle.interleaved  # llama.cpp stores q and k rows permuted for adjacent pairs
         spec.rope = r
     core = _core.Model(spec, tmap, mapped, opts)
-    tok = tokenizer_from_gguf(meta, path) if "tokenizer.ggml.model" in meta else None
-    info = TokenizerInfo.from_parts(tok.tokenizer if tok else None, tok.tokenizer_config() if tok else {},
-                                    tok.chat_template if tok else None)
-    model = Model(core, config, info, path)
+    model = Model(core, config, _tokenizer(meta, path), path)
     model.gguf_metadata = meta
     return model
+
+
+def _tokenizer(meta: Dict[str, Any], path: str) -> TokenizerInfo:
+    from .gguf_meta import tokenizer_from_gguf
+
+    tok = tokenizer_from_gguf(meta, path) if "tokenizer.ggml.model" in meta else None
+    return TokenizerInfo.from_parts(tok.tokenizer if tok else None, tok.tokenizer_config() if tok else {},
+                                    tok.chat_template if tok else None)
+
+
+def _load_gguf_seq2seq(path, tmap, meta, order, config, arch, opts):
+    """T5 from GGUF: two stacks (enc.* and dec.* tensors) sharing the token embedding."""
+    from .archs import Config
+    from .gguf_meta import hf_names_from_gguf
+    from .seq2seq import Seq2SeqModel
+
+    n = max(int(config.get("num_layers", 0)), int(config.get("num_decoder_layers", 0) or 0))
+    if not 0 < n <= len(order):
+        raise ValueError(f"{path}: {arch}.block_count = {n} does not match the {len(order)} tensors of the file")
+    g2h = hf_names_from_gguf(arch, n, config)
+    h2g = {h: g for g, h in g2h.items() if g in tmap}
+    enc_spec, enc_names, dec_spec, dec_names = ENCODER_DECODERS[config["model_type"]](
+        Config(config, path), [g2h[x] for x in order if x in g2h])
+
+    def mapped(names):
+        out = {}
+        for canonical, hf in names.items():
+            if hf not in h2g:
+                raise ValueError(f"{path}: no GGUF tensor corresponds to '{hf}' (for {canonical})")
+            out[canonical] = h2g[hf]
+        return out
+
+    for spec in (enc_spec, dec_spec):
+        spec.validate()
+    enc = _core.Model(enc_spec, tmap, mapped(enc_names), opts)
+    dec_map = mapped(dec_names)
+    tok = _tokenizer(meta, path) if meta.get("tokenizer.ggml.model") != "t5" else TokenizerInfo.from_parts(None, {}, None)
+    return Seq2SeqModel(enc, lambda: _core.Model(dec_spec, tmap, dec_map, opts), config, tok, path)
 
 
 def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None) -> None:
