@@ -97,6 +97,13 @@ static inline uint16_t f32_to_f16(float f) {  // round to nearest even
   return (uint16_t)(sign | half);
 }
 
+// An f16 stored at any (unaligned) address: the scales inside quantized blocks.
+static inline float f16_load(const void* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_to_f32(h);
+}
+
 static inline float bf16_to_f32(uint16_t h) {
   uint32_t bits = (uint32_t)h << 16;
   float f;

@@ -16,17 +16,11 @@
 namespace ef {
 namespace {
 
-inline float qload_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
-
 inline float dot_q8_0(const uint8_t* w, const BlockQ8* x) {  // both activation levels
   int32_t lo, hi, lo2, hi2;
   dot32_halves((const int8_t*)(w + 2), x->q, lo, hi);
   dot32_halves((const int8_t*)(w + 2), x->r, lo2, hi2);
-  const float d = qload_f16(w);
+  const float d = f16_load(w);
   return (float)(lo + hi) * (d * x->d) + (float)(lo2 + hi2) * (d * x->d2);
 }
 
@@ -35,7 +29,7 @@ inline float dot_q4_0(const uint8_t* w, const BlockQ8* x) {
   unpack_q4(w + 2, v);
   int32_t lo, hi;
   dot32_halves(v, x->q, lo, hi);
-  return (float)(lo + hi - 8 * (x->sum[0] + x->sum[1])) * (qload_f16(w) * x->d);
+  return (float)(lo + hi - 8 * (x->sum[0] + x->sum[1])) * (f16_load(w) * x->d);
 }
 
 inline void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
@@ -49,7 +43,7 @@ inline void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
 }
 
 inline float dot_q4_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation blocks
-  const float d = qload_f16(w), dmin = qload_f16(w + 2);
+  const float d = f16_load(w), dmin = f16_load(w + 2);
   float acc = 0;
   alignas(32) int8_t v[2][32];
   for (int j = 0; j < 8; j += 2) {
@@ -67,7 +61,7 @@ inline float dot_q4_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation 
 }
 
 inline float dot_q6_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation blocks
-  const float d = qload_f16(w + 208);
+  const float d = f16_load(w + 208);
   const int8_t* sc = (const int8_t*)(w + 192);
   float acc = 0;
   alignas(32) int8_t v[32];
@@ -87,7 +81,7 @@ inline float dot_q6_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation 
 inline float row_q8_0(const uint8_t* w, const BlockQ8* x, int64_t nb) {
   qacc acc = qacc_zero();
   for (int64_t b = 0; b < nb; b++, w += 34) {
-    const float d = qload_f16(w);
+    const float d = f16_load(w);
     acc = dot32_acc(acc, (const int8_t*)(w + 2), x[b].q, d * x[b].d);
     acc = dot32_acc(acc, (const int8_t*)(w + 2), x[b].r, d * x[b].d2);
   }
@@ -98,7 +92,7 @@ inline float row_q4_0(const uint8_t* w, const BlockQ8* x, int64_t nb) {
   qacc acc = qacc_zero();
   float offset = 0;  // the nibbles are stored + 8: subtract 8 * sum(x) * scale
   for (int64_t b = 0; b < nb; b++, w += 18) {
-    const float scale = qload_f16(w) * x[b].d;
+    const float scale = f16_load(w) * x[b].d;
     acc = dot_q4_acc(acc, w + 2, x[b].q, scale);
     offset += (float)(x[b].sum[0] + x[b].sum[1]) * scale;
   }

@@ -10,11 +10,6 @@ namespace ef {
 
 namespace {
 
-inline float load_f16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_to_f32(h);
-}
 inline void store_f16(uint8_t* p, float f) {
   uint16_t h = f32_to_f16(f);
   std::memcpy(p, &h, 2);
@@ -83,7 +78,7 @@ void quantize_q4_k(const float* x, uint8_t* out, int64_t nb) {
     const float d = max_scale / 63.f, dmin = max_min / 63.f;
     store_f16(out, d);
     store_f16(out + 2, dmin);
-    const float dq = load_f16(out), dminq = load_f16(out + 2);  // use the rounded values from here on
+    const float dq = f16_load(out), dminq = f16_load(out + 2);  // use the rounded values from here on
     uint8_t sc[8], m[8];
     for (int j = 0; j < 8; j++) {
       sc[j] = (uint8_t)std::min(63.f, std::max(0.f, dq > 0 ? std::nearbyint(scale[j] / dq) : 0.f));
@@ -130,7 +125,7 @@ void quantize_q6_k(const float* x, uint8_t* out, int64_t nb) {
     uint8_t* qh = out + 128;
     int8_t* sc = (int8_t*)(out + 192);
     store_f16(out + 208, d);
-    const float dq = load_f16(out + 208);
+    const float dq = f16_load(out + 208);
     std::memset(ql, 0, 128);
     std::memset(qh, 0, 64);
     for (int g = 0; g < 16; g++) {
@@ -192,13 +187,13 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
   switch (from) {
     case DType::Q8_0:
       for (int64_t b = 0; b < nb; b++, p += 34, y += 32) {
-        const float d = load_f16(p);
+        const float d = f16_load(p);
         for (int i = 0; i < 32; i++) y[i] = (float)(int8_t)p[2 + i] * d;
       }
       return;
     case DType::Q4_0:
       for (int64_t b = 0; b < nb; b++, p += 18, y += 32) {
-        const float d = load_f16(p);
+        const float d = f16_load(p);
         for (int i = 0; i < 16; i++) {
           y[i] = d * (float)((p[2 + i] & 0x0F) - 8);
           y[i + 16] = d * (float)((p[2 + i] >> 4) - 8);
@@ -207,7 +202,7 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
       return;
     case DType::Q4_K:
       for (int64_t b = 0; b < nb; b++, p += 144, y += 256) {
-        const float d = load_f16(p), dmin = load_f16(p + 2);
+        const float d = f16_load(p), dmin = f16_load(p + 2);
         for (int j = 0; j < 8; j++) {
           uint8_t sc, m;
           get_scale_min_k4(j, p + 4, sc, m);
@@ -218,7 +213,7 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
       return;
     case DType::Q6_K:
       for (int64_t b = 0; b < nb; b++, p += 210, y += 256) {
-        const float d = load_f16(p + 208);
+        const float d = f16_load(p + 208);
         const int8_t* sc = (const int8_t*)(p + 192);
         for (int f = 0; f < 256; f++) {
           const int a = f / 128, r = f % 128;
