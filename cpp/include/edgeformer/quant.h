@@ -19,6 +19,18 @@ struct BlockQ8 {
 };
 constexpr int64_t kQ8Block = 32;
 
+// q4_k packs 8 six-bit scales and 8 six-bit mins in 12 bytes: those of sub-block j. Static inline: the
+// per-ISA kernel copies include this header (see dtype.h).
+static inline void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
+  if (j < 4) {
+    sc = s[j] & 63;
+    m = s[j + 4] & 63;
+  } else {
+    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
 // x: n floats (n a multiple of 32) -> n / 32 blocks. q = round-half-away(x / d), d = max|x| / 127.
 void quantize_row_q8(const float* x, BlockQ8* out, int64_t n);
 

@@ -32,16 +32,6 @@ inline float dot_q4_0(const uint8_t* w, const BlockQ8* x) {
   return (float)(lo + hi - 8 * (x->sum[0] + x->sum[1])) * (f16_load(w) * x->d);
 }
 
-inline void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 inline float dot_q4_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation blocks
   const float d = f16_load(w), dmin = f16_load(w + 2);
   float acc = 0;

@@ -20,17 +20,6 @@ inline float round_away(float x) {  // gguf-py's np_roundf: half away from zero
   return x < 0 ? -b : (x > 0 ? b : 0.f);
 }
 
-// q4_k packs 8 six-bit scales and 8 six-bit mins into 12 bytes.
-inline void get_scale_min_k4(int j, const uint8_t* s, uint8_t& sc, uint8_t& m) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 void quantize_q8_0(const float* x, uint8_t* out, int64_t nb) {
   for (int64_t b = 0; b < nb; b++, x += 32, out += 34) {
     float amax = 0;
@@ -204,8 +193,8 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
       for (int64_t b = 0; b < nb; b++, p += 144, y += 256) {
         const float d = f16_load(p), dmin = f16_load(p + 2);
         for (int j = 0; j < 8; j++) {
-          uint8_t sc, m;
-          get_scale_min_k4(j, p + 4, sc, m);
+          int sc, m;
+          q4k_scale_min(j, p + 4, sc, m);
           const float ds = d * (float)sc, dm = dmin * (float)m;
           for (int i = 0; i < 32; i++) y[32 * j + i] = ds * (float)((p[16 + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F) - dm;
         }
