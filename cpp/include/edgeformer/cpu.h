@@ -45,6 +45,9 @@ struct KernelTable {
   using QMatmulFn = void (*)(const BlockQ8* xq, int64_t ldxq, const void* w, int64_t row_bytes, const float* bias,
                              float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K);
   QMatmulFn qmatmul[kNumWeightDTypes];  // entries of the quantized types
+  // The same product on weights repacked into 16-row panels (quant.h); o0 a multiple of 16, row_bytes unused.
+  // Null where this ISA has no panel kernels (the loader then keeps the stored rows).
+  QMatmulFn qmatmul_panel[kNumWeightDTypes];
   // dst[i] = float(src[i]) for any weight dtype (quantized: n a multiple of the block)
   void (*to_f32[kNumWeightDTypes])(const void* src, float* dst, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);

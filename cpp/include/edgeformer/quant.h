@@ -14,6 +14,7 @@ namespace ef {
 struct BlockQ8 {
   float d, d2;
   int16_t sum[2];
+  int16_t rsum, unused;  // sum of r
   int8_t q[32];
   int8_t r[32];
 };
@@ -29,6 +30,23 @@ static inline void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
     sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
     m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
   }
+}
+
+// -- Panels: the layout quantized matrices are repacked into at load, the one the kernels stream. --------
+// kPanel output rows are interleaved 4 bytes at a time, so one 64-byte vector holds 4 consecutive k of 16
+// rows and one VPDPBUSD (or SDOT / PMADDUBSW pair) advances all 16 rows by 4 k, with no horizontal sums.
+// Per panel and block (rows past the matrix's end are zero):
+//   q8_0 (32 k):   16 f16 scales | 8 chunks [16 rows][4 int8], chunk g = k 4g..4g+3           (544 bytes)
+//   q4_0 (32 k):   16 f16 scales | 4 chunks [16 rows][4 bytes], chunk c: low nibbles k 4c.., high k 16+4c..
+//                  (each row's 4 bytes are its stored bytes 4c..4c+3)                          (288 bytes)
+//   q4_k (256 k):  16 f16 d | 16 f16 dmin | 8 x 16 u8 scales | 8 x 16 u8 mins | 32 chunks, chunk 8j+g: low
+//                  nibbles sub-block 2j k 4g.., high sub-block 2j+1 (stored bytes 32j+4g..)  (2368 bytes)
+constexpr int64_t kPanel = 16;
+// Bytes of one panel of 16 rows of K elements, or 0 if `t` has no panel layout.
+int64_t panel_bytes(DType t, int64_t K);
+// Whether a [rows, K] matrix of this type can be repacked.
+static inline bool packable(DType t, int64_t K) {
+  return (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K) && K % (t == DType::Q4_K ? 256 : 32) == 0;
 }
 
 // x: n floats (n a multiple of 32) -> n / 32 blocks. q = round-half-away(x / d), d = max|x| / 127.

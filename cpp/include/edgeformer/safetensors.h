@@ -19,6 +19,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Lets the OS drop the resident pages wholly inside [p, p + n) (read again from the file if touched):
+  // for data copied elsewhere at load, so that it is not counted twice in resident memory.
+  void drop_pages(const void* p, size_t n) const;
 
  private:
   std::string path_;

@@ -11,6 +11,8 @@
 
 namespace ef {
 
+class MappedFile;
+class ThreadPool;
 constexpr size_t kAlign = 64;
 
 // 64-byte aligned heap buffer. Pages are not touched on allocation, so a large, mostly unused buffer
@@ -32,6 +34,8 @@ struct Tensor {
   std::vector<int64_t> strides;  // in bytes
   std::string name;              // where it came from, for error messages: "model.layers.0.mlp.up_proj.weight"
   std::string source;            // the file it came from, if any
+  const MappedFile* mapped = nullptr;  // the memory-mapped file the data lies in (owner keeps it alive), if any
+  bool packed = false;           // quantized rows repacked into panels (quant.h); shape stays [rows, K]
 
   static Tensor empty(DType dtype, std::vector<int64_t> shape);  // owned, contiguous, uninitialized
   int64_t dim() const { return (int64_t)shape.size(); }
@@ -45,7 +49,13 @@ struct Tensor {
   std::string describe() const;  // "tensor 'name' in 'file'"
   Tensor to_contiguous_f32() const;  // converts/copies into an owned f32 tensor
   Tensor converted(DType to) const;  // owned contiguous copy in another float dtype
+  size_t storage_bytes() const;      // bytes of memory the data occupies (panels included)
 };
+
+// Quantized [rows, K] matrix <-> panels (quant.h). pack_panels needs packable(); unpack_panels gives the
+// stored row layout back, bit for bit.
+Tensor pack_panels(const Tensor& t, ThreadPool* pool = nullptr);
+Tensor unpack_panels(const Tensor& t);
 
 std::string shape_to_string(const std::vector<int64_t>& s);
 std::vector<int64_t> contiguous_strides(DType dtype, const std::vector<int64_t>& shape);

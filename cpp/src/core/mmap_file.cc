@@ -61,4 +61,16 @@ MappedFile::~MappedFile() {
 }
 #endif
 
+void MappedFile::drop_pages(const void* p, size_t n) const {
+#if !defined(_WIN32)
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)p, hi = lo + n;
+  const uintptr_t b = (lo + page - 1) / page * page, e = hi / page * page;
+  if (!data_ || lo < (uintptr_t)data_ || hi > (uintptr_t)data_ + size_ || e <= b) return;
+  madvise((void*)b, e - b, MADV_DONTNEED);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
 }  // namespace ef

@@ -4,6 +4,11 @@
 #include "cpu/simd.h"
 // after simd.h: qdot.h is written against its integer primitives
 #include "cpu/qdot.h"
+#if defined(EF_HAVE_PANELS)
+#include "cpu/qpanel.h"
+#else
+#define EF_QPANEL_TABLE {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}
+#endif
 
 namespace ef {
 namespace cpu {
@@ -212,6 +217,7 @@ const KernelTable kTable = {
     kIsa,
     {matmul_simd<float>, matmul_simd<f16_t>, matmul_simd<bf16_t>},
     EF_QMATMUL_TABLE,
+    EF_QPANEL_TABLE,
     {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>, EF_DEQUANT_ENTRIES},
     dot_simd, axpy_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
     act_mul_simd,

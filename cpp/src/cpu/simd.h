@@ -232,6 +232,112 @@ inline void unpack_q6(const uint8_t* ql, const uint8_t* qh, int sl, int sh, int8
 }
 #endif
 
+// -- panel primitives (cpu/qpanel.h): 16 lanes = the 16 rows of a weight panel -----------------------------
+#if defined(EF_ISA_AVX512)
+#define EF_HAVE_PANELS 1
+constexpr int kPanelRT = 6;  // tokens per tile: 3 x 6 accumulators + operands fit the 32 zmm registers
+using pi = __m512i;
+using pf = __m512;
+using pw = __m512i;
+inline pi pi_set1(int32_t v) { return _mm512_set1_epi32(v); }
+inline pf pf_zero() { return _mm512_setzero_ps(); }
+inline pf pf_set1(float v) { return _mm512_set1_ps(v); }
+inline pw pw_load(const uint8_t* p) { return _mm512_loadu_si512((const void*)p); }
+inline void pw_nibbles(pw v, pw& lo, pw& hi) {
+  const __m512i m = _mm512_set1_epi8(0x0F);
+  lo = _mm512_and_si512(v, m);
+  hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+}
+inline __m512i bcast4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm512_set1_epi32(v);
+}
+#if defined(EF_ISA_AVX512VNNI)
+constexpr int32_t kS8Bias = 128;  // VPDPBUSD wants unsigned weights: int8 + 128, the excess removed by sums
+inline pw pw_signed(pw v) { return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)); }
+inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) { return _mm512_dpbusd_epi32(acc, u, bcast4(x)); }
+inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) { return _mm512_dpbusd_epi32(acc, s, bcast4(x)); }
+#else
+constexpr int32_t kS8Bias = 0;
+inline pw pw_signed(pw v) { return v; }
+inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) {
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, bcast4(x)), _mm512_set1_epi16(1)));
+}
+inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) {  // |s| times x carrying s's sign: exact
+  const __m512i xb = bcast4(x);
+  const __m512i xs = _mm512_mask_sub_epi8(xb, _mm512_movepi8_mask(s), _mm512_setzero_si512(), xb);
+  return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(_mm512_abs_epi8(s), xs), _mm512_set1_epi16(1)));
+}
+#endif
+inline pf pf_load_f16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
+inline pf pf_load_u8(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p)));
+}
+inline pf pf_scale(pf a, float s) { return _mm512_mul_ps(a, _mm512_set1_ps(s)); }
+inline pf pf_mul(pf a, pf b) { return _mm512_mul_ps(a, b); }
+inline pf pf_fma(pf a, pf b, pf c) { return _mm512_fmadd_ps(a, b, c); }
+inline pf pf_fma_i(pi a, pf b, pf c) { return _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), b, c); }
+inline void pf_store(float* y, pf v, const float* bias, int n) {
+  const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+  if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias));
+  _mm512_mask_storeu_ps(y, m, v);
+}
+#elif defined(EF_ISA_AVX2)
+#define EF_HAVE_PANELS 1
+constexpr int kPanelRT = 2;  // each 16-lane value is two ymm registers: 16 of them hold a 2-token tile
+constexpr int32_t kS8Bias = 0;
+struct pi { __m256i a, b; };
+struct pf { __m256 a, b; };
+struct pw { __m256i a, b; };
+inline pi pi_set1(int32_t v) { return {_mm256_set1_epi32(v), _mm256_set1_epi32(v)}; }
+inline pf pf_zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+inline pf pf_set1(float v) { return {_mm256_set1_ps(v), _mm256_set1_ps(v)}; }
+inline pw pw_load(const uint8_t* p) { return {ld32(p), ld32(p + 32)}; }
+inline void pw_nibbles(pw v, pw& lo, pw& hi) {
+  const __m256i m = _mm256_set1_epi8(0x0F);
+  lo = {_mm256_and_si256(v.a, m), _mm256_and_si256(v.b, m)};
+  hi = {_mm256_and_si256(_mm256_srli_epi16(v.a, 4), m), _mm256_and_si256(_mm256_srli_epi16(v.b, 4), m)};
+}
+inline pw pw_signed(pw v) { return v; }
+inline __m256i bcast4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm256_set1_epi32(v);
+}
+inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) {
+  const __m256i xb = bcast4(x);
+  return {_mm256_add_epi32(acc.a, dot_u8s8(u.a, xb)), _mm256_add_epi32(acc.b, dot_u8s8(u.b, xb))};
+}
+inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) {
+  const __m256i xb = bcast4(x);
+  return {_mm256_add_epi32(acc.a, dot_u8s8(_mm256_sign_epi8(s.a, s.a), _mm256_sign_epi8(xb, s.a))),
+          _mm256_add_epi32(acc.b, dot_u8s8(_mm256_sign_epi8(s.b, s.b), _mm256_sign_epi8(xb, s.b)))};
+}
+inline pf pf_load_f16(const uint8_t* p) {
+  return {_mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + 16)))};
+}
+inline pf pf_load_u8(const uint8_t* p) {
+  return {_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p))),
+          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(p + 8))))};
+}
+inline pf pf_scale(pf a, float s) {
+  const __m256 v = _mm256_set1_ps(s);
+  return {_mm256_mul_ps(a.a, v), _mm256_mul_ps(a.b, v)};
+}
+inline pf pf_mul(pf a, pf b) { return {_mm256_mul_ps(a.a, b.a), _mm256_mul_ps(a.b, b.b)}; }
+inline pf pf_fma(pf a, pf b, pf c) { return {_mm256_fmadd_ps(a.a, b.a, c.a), _mm256_fmadd_ps(a.b, b.b, c.b)}; }
+inline pf pf_fma_i(pi a, pf b, pf c) {
+  return {_mm256_fmadd_ps(_mm256_cvtepi32_ps(a.a), b.a, c.a), _mm256_fmadd_ps(_mm256_cvtepi32_ps(a.b), b.b, c.b)};
+}
+inline void pf_store(float* y, pf v, const float* bias, int n) {
+  alignas(32) float tmp[16];
+  _mm256_store_ps(tmp, v.a);
+  _mm256_store_ps(tmp + 8, v.b);
+  for (int i = 0; i < n; i++) y[i] = tmp[i] + (bias ? bias[i] : 0.f);
+}
+#endif
+
 // Loads the first n < kW elements, the rest zero.
 template <typename T>
 inline vf vload_partial(const T* p, int64_t n) {

@@ -199,6 +199,7 @@ GGUFFile GGUFFile::open(const std::string& path) {
     x.strides = contiguous_strides(t.dtype, t.shape);
     x.data = (void*)(file->data() + data_start + t.offset);
     x.owner = file;
+    x.mapped = file.get();
     x.name = t.name;
     x.source = path;
     if (g.tensors.contains(t.name)) throw ValueError(where + ": appears twice");

@@ -72,6 +72,7 @@ void read_file(const std::shared_ptr<MappedFile>& file, std::map<std::string, Te
                        std::to_string(numel * esz) + " bytes but data_offsets span " + std::to_string(en - b));
     t.data = (void*)(base + b);
     t.owner = file;
+    t.mapped = file.get();
     t.strides.resize(t.shape.size());
     int64_t st = (int64_t)esz;
     for (int64_t i = (int64_t)t.shape.size() - 1; i >= 0; i--) {

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "edgeformer/errors.h"
@@ -130,13 +131,12 @@ struct Loader {
     const Tensor* t = find(canonical);
     if (!t) throw ValueError("the weight map has no entry for '" + canonical + "'");
     check(*t, shape, true);
-    if (is_quantized(t->dtype)) {
-      return *t;  // already quantized (GGUF): used as it is
-    }
+    if (is_quantized(t->dtype)) return panels(*t, role);  // already quantized (GGUF)
     const DType to = target(*t, role);
     Tensor out = *t;
     if (to != t->dtype) out = convert_rows(*t, to, pool);
     else if (!t->rows_contiguous()) out = t->converted(t->dtype);
+    if (is_quantized(out.dtype)) out = panels(out, role);
     if (progress && convert) {
       done += (int64_t)t->nbytes();
       std::fprintf(stderr, "\r[edgeformer] converting weights to %s: %3d%%", dtype_name(convert_to),
@@ -144,6 +144,20 @@ struct Loader {
       std::fflush(stderr);
     }
     return out;
+  }
+  // Quantized matrices of layers and heads are repacked into panels where this ISA has panel kernels
+  // (EDGEFORMER_PANELS=0 keeps the stored rows); embeddings (and a head tied to them) keep their rows.
+  Tensor panels(const Tensor& t, Role role) const {
+    if (role == Role::Embedding || !packable(t.dtype, t.shape[1]) || !kernels().qmatmul_panel[(int)t.dtype])
+      return t;
+    static const bool off = [] {
+      const char* e = std::getenv("EDGEFORMER_PANELS");
+      return e && std::string(e) == "0";
+    }();
+    if (off) return t;
+    Tensor p = pack_panels(t, pool);
+    if (t.mapped) t.mapped->drop_pages(t.data, t.nbytes());  // the file's copy is no longer read
+    return p;
   }
   // A small tensor (norm weight, bias, relative bias table): converted to f32 once. Absent and optional -> empty.
   Tensor small(const std::string& canonical, const std::vector<int64_t>& shape, bool required) const {
@@ -161,6 +175,8 @@ struct Loader {
 const float* fptr(const Tensor& t) { return t.data ? (const float*)t.data : nullptr; }
 
 float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+}  // namespace
 
 // T5's bucket for a relative position (key - query), as transformers computes it (float32 logs).
 int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, int32_t max_distance) {
@@ -182,8 +198,6 @@ int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, in
   large = std::min(std::max(large, 0), num_buckets - 1);
   return bucket + large;
 }
-
-}  // namespace
 
 Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::string, std::string>& names,
              const ModelOptions& opts)
@@ -286,7 +300,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
 std::vector<std::pair<std::string, Tensor>> Model::weights() const {
   std::vector<std::pair<std::string, Tensor>> w;
   auto add = [&](const std::string& n, const Tensor& t) {
-    if (t.data) w.emplace_back(n, t);
+    if (t.data) w.emplace_back(n, unpack_panels(t));  // the stored row layout, as a checkpoint has it
   };
   add("tok_embeddings.weight", tok_emb_);
   add("pos_embeddings.weight", pos_emb_);
@@ -318,10 +332,10 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
 }
 
 int64_t Model::weight_bytes() const {
-  int64_t n = tok_emb_.nbytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.nbytes() : 0);
+  int64_t n = tok_emb_.nbytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.storage_bytes() : 0);
   for (auto& w : layers_)
     for (const Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.cq, &w.ck, &w.cv, &w.co})
-      n += t->data ? t->nbytes() : 0;
+      n += t->data ? t->storage_bytes() : 0;
   return n;
 }
 

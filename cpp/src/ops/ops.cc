@@ -20,15 +20,26 @@ void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx,
     EF_CHECK(K % dtype_block(W.dtype) == 0, W.describe() + ": rows must be whole blocks");
     thread_local std::vector<BlockQ8> xq;
     if ((int64_t)xq.size() < T * nb) xq.resize(T * nb);
-    for (int64_t t = 0; t < T; t++) quantize_row_q8(x + t * ldx, xq.data() + t * nb, K);
-    auto fn = k.qmatmul[(int)W.dtype];
-    const BlockQ8* xp = xq.data();
-    const int64_t rb = W.row_bytes();
-    if (!pool || pool->size() == 1 || O * K * std::max<int64_t>(T, 1) < (1 << 15)) {
+    BlockQ8* xw = xq.data();
+    const bool par = pool && pool->size() > 1 && O * K * std::max<int64_t>(T, 1) >= (1 << 15);
+    if (par && T >= 4)
+      pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; t++) quantize_row_q8(x + t * ldx, xw + t * nb, K);
+      });
+    else
+      for (int64_t t = 0; t < T; t++) quantize_row_q8(x + t * ldx, xw + t * nb, K);
+    // panels: this ISA's kernel, else the generic one (a model packed at load, then set_isa() to another)
+    auto fn = W.packed ? (k.qmatmul_panel[(int)W.dtype] ? k.qmatmul_panel[(int)W.dtype]
+                                                         : kernels_for(Isa::Generic).qmatmul_panel[(int)W.dtype])
+                       : k.qmatmul[(int)W.dtype];
+    EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
+    const BlockQ8* xp = xw;
+    const int64_t rb = W.packed ? 0 : W.row_bytes();
+    if (!par) {
       fn(xp, nb, W.data, rb, bias, y, ldy, T, 0, O, K);
       return;
     }
-    pool->parallel_for(O, 16, [&](int, int64_t o0, int64_t o1) { fn(xp, nb, W.data, rb, bias, y, ldy, T, o0, o1, K); });
+    pool->parallel_for(O, kPanel, [&](int, int64_t o0, int64_t o1) { fn(xp, nb, W.data, rb, bias, y, ldy, T, o0, o1, K); });
     return;
   }
   const int64_t O = W.shape[0], K = W.shape[1], ldw = W.row_stride_elems();

@@ -154,7 +154,13 @@ void quantize_row_q8(const float* x, BlockQ8* out, int64_t n) {
     }
     const float d2 = rmax / 127.f, id2 = d2 != 0 ? 1.f / d2 : 0.f;
     out[b].d2 = d2;
-    for (int i = 0; i < 32; i++) out[b].r[i] = (int8_t)round_away(res[i] * id2);
+    int rs = 0;
+    for (int i = 0; i < 32; i++) {
+      out[b].r[i] = (int8_t)round_away(res[i] * id2);
+      rs += out[b].r[i];
+    }
+    out[b].rsum = (int16_t)rs;
+    out[b].unused = 0;
   }
 }
 

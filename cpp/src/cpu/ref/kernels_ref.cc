@@ -1,5 +1,6 @@
 // Scalar reference kernels: the generic path on any CPU and the oracle the SIMD kernels are tested against.
 #include <cmath>
+#include <cstring>
 
 #include "cpu/kernel_tables.h"
 #include "cpu/scalar_math.h"
@@ -40,10 +41,79 @@ inline qacc dot_q4_acc(qacc acc, const uint8_t* qs, const int8_t* x, float scale
   for (int i = 0; i < 16; i++) s += (qs[i] & 0x0F) * x[i] + (qs[i] >> 4) * x[i + 16];
   return acc + (float)s * scale;
 }
+// scalar panel primitives for qpanel.h (fma as the SIMD copies do, so that they agree to the last bit)
+constexpr int kPanelRT = 4;
+constexpr int32_t kS8Bias = 0;
+struct pi { int32_t v[16]; };
+struct pf { float v[16]; };
+struct pw { uint8_t b[64]; };
+inline pi pi_set1(int32_t a) {
+  pi r;
+  for (int i = 0; i < 16; i++) r.v[i] = a;
+  return r;
+}
+inline pf pf_set1(float a) {
+  pf r;
+  for (int i = 0; i < 16; i++) r.v[i] = a;
+  return r;
+}
+inline pf pf_zero() { return pf_set1(0.f); }
+inline pw pw_load(const uint8_t* p) {
+  pw r;
+  std::memcpy(r.b, p, 64);
+  return r;
+}
+inline void pw_nibbles(pw v, pw& lo, pw& hi) {
+  for (int i = 0; i < 64; i++) {
+    lo.b[i] = v.b[i] & 0x0F;
+    hi.b[i] = v.b[i] >> 4;
+  }
+}
+inline pw pw_signed(pw v) { return v; }
+inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) {
+  for (int r = 0; r < 16; r++)
+    for (int j = 0; j < 4; j++) acc.v[r] += (int32_t)u.b[4 * r + j] * x[j];
+  return acc;
+}
+inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) {
+  for (int r = 0; r < 16; r++)
+    for (int j = 0; j < 4; j++) acc.v[r] += (int32_t)(int8_t)s.b[4 * r + j] * x[j];
+  return acc;
+}
+inline pf pf_load_f16(const uint8_t* p) {
+  pf r;
+  for (int i = 0; i < 16; i++) r.v[i] = f16_load(p + 2 * i);
+  return r;
+}
+inline pf pf_load_u8(const uint8_t* p) {
+  pf r;
+  for (int i = 0; i < 16; i++) r.v[i] = (float)p[i];
+  return r;
+}
+inline pf pf_scale(pf a, float s) {
+  for (int i = 0; i < 16; i++) a.v[i] *= s;
+  return a;
+}
+inline pf pf_mul(pf a, pf b) {
+  for (int i = 0; i < 16; i++) a.v[i] *= b.v[i];
+  return a;
+}
+inline pf pf_fma(pf a, pf b, pf c) {
+  for (int i = 0; i < 16; i++) c.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+  return c;
+}
+inline pf pf_fma_i(pi a, pf b, pf c) {
+  for (int i = 0; i < 16; i++) c.v[i] = std::fma((float)a.v[i], b.v[i], c.v[i]);
+  return c;
+}
+inline void pf_store(float* y, pf v, const float* bias, int n) {
+  for (int i = 0; i < n; i++) y[i] = v.v[i] + (bias ? bias[i] : 0.f);
+}
 }  // namespace
 }  // namespace ef
 
 #include "cpu/qdot.h"
+#include "cpu/qpanel.h"
 
 namespace ef {
 namespace cpu {
@@ -125,6 +195,7 @@ const KernelTable kTable = {
     Isa::Generic,
     {matmul_ref<float>, matmul_ref<f16_t>, matmul_ref<bf16_t>},
     EF_QMATMUL_TABLE,
+    EF_QPANEL_TABLE,
     {to_f32_ref<float>, to_f32_ref<f16_t>, to_f32_ref<bf16_t>, EF_DEQUANT_ENTRIES},
     dot_ref, axpy_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
 };

@@ -1,0 +1,150 @@
+// Quantized panels (quant.h) times 8-bit activations, written once: prefill GEMM and decode GEMV alike.
+// A tile is RT tokens x the 16 rows of one panel; integer sums stay in 16-lane vectors for a whole block
+// (one lane per row: no horizontal sums), then meet the block's scales in 16-lane float accumulators.
+// The including kernel file supplies (scalar in ref/, SIMD in simd.h):
+//   pi (16 x int32), pf (16 x float), pw (64 weight bytes: 16 rows x 4 k), kPanelRT (tile height)
+//   pi pi_set1(int32_t)  pf pf_zero()  pw pw_load(const uint8_t*)  void pw_nibbles(pw, pw& lo, pw& hi)
+//   pw pw_signed(pw)                              int8 weights prepared for pi_dot_s8
+//   pi pi_dot_u8(pi, pw u, const int8_t* x4)      acc[r] += sum_j u[4r+j] x4[j]   (u in 0..63)
+//   pi pi_dot_s8(pi, pw s, const int8_t* x4)      acc[r] += sum_j s[4r+j] x4[j] + kS8Bias * sum(x4)
+//   pf pf_load_f16(const uint8_t*)  pf pf_load_u8(const uint8_t*)  pf pf_scale(pf, float)  pf pf_mul(pf, pf)
+//   pf pf_fma_i(pi a, pf b, pf c) = float(a) * b + c     pf pf_fma(pf a, pf b, pf c) = a * b + c
+//   void pf_store(float* y, pf v, const float* bias, int n)   y[0..n) = v[0..n) (+ bias[0..n))
+// Integer sums are exact and the float steps the same in every copy, so every copy agrees to the last bit.
+#pragma once
+#include <algorithm>
+
+#include "edgeformer/quant.h"
+
+namespace ef {
+namespace {
+
+inline int32_t xsum(const BlockQ8& b) { return (int32_t)b.sum[0] + b.sum[1]; }
+
+struct PanelQ4_0 {
+  static constexpr int64_t kBlock = 32, kBytes = 16 * 18;
+  template <int RT>
+  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      pi acc[RT];
+      for (int t = 0; t < RT; t++) acc[t] = pi_set1(-8 * xsum(x[t][b]));  // nibbles are stored + 8
+      for (int c = 0; c < 4; c++) {
+        pw lo, hi;
+        pw_nibbles(pw_load(p + 32 + 64 * c), lo, hi);
+        for (int t = 0; t < RT; t++) {
+          acc[t] = pi_dot_u8(acc[t], lo, x[t][b].q + 4 * c);
+          acc[t] = pi_dot_u8(acc[t], hi, x[t][b].q + 16 + 4 * c);
+        }
+      }
+      const pf d = pf_load_f16(p);
+      for (int t = 0; t < RT; t++) facc[t] = pf_fma_i(acc[t], pf_scale(d, x[t][b].d), facc[t]);
+    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
+  }
+};
+
+struct PanelQ8_0 {  // both activation levels (quant.h: BlockQ8)
+  static constexpr int64_t kBlock = 32, kBytes = 16 * 34;
+  template <int RT>
+  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      pi acc[RT], acc2[RT];
+      for (int t = 0; t < RT; t++) {
+        acc[t] = pi_set1(-kS8Bias * xsum(x[t][b]));
+        acc2[t] = pi_set1(-kS8Bias * (int32_t)x[t][b].rsum);
+      }
+      for (int g = 0; g < 8; g++) {
+        const pw s = pw_signed(pw_load(p + 32 + 64 * g));
+        for (int t = 0; t < RT; t++) {
+          acc[t] = pi_dot_s8(acc[t], s, x[t][b].q + 4 * g);
+          acc2[t] = pi_dot_s8(acc2[t], s, x[t][b].r + 4 * g);
+        }
+      }
+      const pf d = pf_load_f16(p);
+      for (int t = 0; t < RT; t++) {
+        facc[t] = pf_fma_i(acc[t], pf_scale(d, x[t][b].d), facc[t]);
+        facc[t] = pf_fma_i(acc2[t], pf_scale(d, x[t][b].d2), facc[t]);
+      }
+    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
+  }
+};
+
+struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
+  static constexpr int64_t kBlock = 256, kBytes = 2368;
+  template <int RT>
+  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      const pf d = pf_load_f16(p), dmin = pf_load_f16(p + 32);
+      for (int j = 0; j < 4; j++) {  // sub-blocks 2j (low nibbles) and 2j + 1 (high)
+        const int64_t s0 = 8 * b + 2 * j, s1 = s0 + 1;
+        pi lo_acc[RT], hi_acc[RT];
+        for (int t = 0; t < RT; t++) lo_acc[t] = hi_acc[t] = pi_set1(0);
+        for (int g = 0; g < 8; g++) {
+          pw lo, hi;
+          pw_nibbles(pw_load(p + 320 + 64 * (8 * j + g)), lo, hi);
+          for (int t = 0; t < RT; t++) {
+            lo_acc[t] = pi_dot_u8(lo_acc[t], lo, x[t][s0].q + 4 * g);
+            hi_acc[t] = pi_dot_u8(hi_acc[t], hi, x[t][s1].q + 4 * g);
+          }
+        }
+        const pf sc0 = pf_mul(d, pf_load_u8(p + 64 + 16 * (2 * j))), sc1 = pf_mul(d, pf_load_u8(p + 64 + 16 * (2 * j + 1)));
+        const pf m0 = pf_mul(dmin, pf_load_u8(p + 192 + 16 * (2 * j)));
+        const pf m1 = pf_mul(dmin, pf_load_u8(p + 192 + 16 * (2 * j + 1)));
+        for (int t = 0; t < RT; t++) {
+          const BlockQ8 &x0 = x[t][s0], &x1 = x[t][s1];
+          facc[t] = pf_fma_i(lo_acc[t], pf_scale(sc0, x0.d), facc[t]);
+          facc[t] = pf_fma_i(hi_acc[t], pf_scale(sc1, x1.d), facc[t]);
+          facc[t] = pf_fma(m0, pf_set1(-x0.d * (float)xsum(x0)), facc[t]);
+          facc[t] = pf_fma(m1, pf_set1(-x1.d * (float)xsum(x1)), facc[t]);
+        }
+      }
+    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
+  }
+};
+
+template <class F, int RT>
+inline void panel_tile(int r, const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+  if constexpr (RT > 1) {
+    if (r < RT) return panel_tile<F, RT - 1>(r, x, p, nb, out);
+  }
+  F::template tile<RT>(x, p, nb, out);
+}
+
+// y[t, o] for o in [o0, o1) (o0 a multiple of 16), t in [0, T). Tokens are taken in chunks whose
+// activations stay in L2 while every panel of the range streams past them.
+template <class F>
+void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*row_bytes*/, const float* bias, float* y,
+                    int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const uint8_t* w = (const uint8_t*)wv;
+  const int64_t nb = K / F::kBlock, pb = nb * F::kBytes;
+  constexpr int64_t kChunk = 64;
+  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+    const int64_t t1 = std::min(T, t0 + kChunk);
+    for (int64_t o = o0; o < o1; o += kPanel) {
+      const uint8_t* p = w + (o / kPanel) * pb;
+      const int n = (int)std::min<int64_t>(kPanel, o1 - o);
+      for (int64_t t = t0; t < t1; t += kPanelRT) {
+        const int r = (int)std::min<int64_t>(kPanelRT, t1 - t);
+        const BlockQ8* x[kPanelRT];
+        pf out[kPanelRT];
+        for (int i = 0; i < r; i++) x[i] = xq + (t + i) * ldxq;
+        panel_tile<F, kPanelRT>(r, x, p, nb, out);
+        for (int i = 0; i < r; i++) pf_store(y + (t + i) * ldy + o, out[i], bias ? bias + o : nullptr, n);
+      }
+    }
+  }
+}
+
+#define EF_QPANEL_TABLE \
+  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0>, qmatmul_panels<PanelQ4_0>, qmatmul_panels<PanelQ4_K>, nullptr}
+
+}  // namespace
+}  // namespace ef

@@ -1,0 +1,134 @@
+// Quantized rows <-> 16-row panels (layout in quant.h). A permutation of the stored bytes, except q4_k's
+// 6-bit scales and mins, which are unpacked to one byte each (re-packed exactly by unpack_panels).
+#include <cstring>
+
+#include "edgeformer/errors.h"
+#include "edgeformer/quant.h"
+#include "edgeformer/tensor.h"
+#include "edgeformer/threadpool.h"
+
+namespace ef {
+
+namespace {
+constexpr int64_t kQ4kPanelBlock = 16 * 2 * 2 + 8 * 16 * 2 + 32 * 64;  // 2368
+
+int64_t panel_block_bytes(DType t) {
+  switch (t) {
+    case DType::Q8_0: return 16 * 34;
+    case DType::Q4_0: return 16 * 18;
+    case DType::Q4_K: return kQ4kPanelBlock;
+    default: return 0;
+  }
+}
+
+// One block of 16 rows (src[r] = row r's block, null past the end) -> its panel block.
+void pack_block(DType t, const uint8_t* const* src, uint8_t* dst) {
+  std::memset(dst, 0, (size_t)panel_block_bytes(t));
+  for (int r = 0; r < 16; r++) {
+    const uint8_t* s = src[r];
+    if (!s) continue;
+    if (t == DType::Q8_0 || t == DType::Q4_0) {
+      std::memcpy(dst + 2 * r, s, 2);  // f16 scale
+      const int chunks = t == DType::Q8_0 ? 8 : 4;
+      for (int c = 0; c < chunks; c++) std::memcpy(dst + 32 + 64 * c + 4 * r, s + 2 + 4 * c, 4);
+    } else {  // q4_k
+      std::memcpy(dst + 2 * r, s, 2);
+      std::memcpy(dst + 32 + 2 * r, s + 2, 2);
+      for (int j = 0; j < 8; j++) {
+        int sc, m;
+        q4k_scale_min(j, s + 4, sc, m);
+        dst[64 + 16 * j + r] = (uint8_t)sc;
+        dst[192 + 16 * j + r] = (uint8_t)m;
+      }
+      for (int j = 0; j < 4; j++)
+        for (int g = 0; g < 8; g++) std::memcpy(dst + 320 + 64 * (8 * j + g) + 4 * r, s + 16 + 32 * j + 4 * g, 4);
+    }
+  }
+}
+
+void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
+  for (int r = 0; r < 16; r++) {
+    uint8_t* d = dst[r];
+    if (!d) continue;
+    if (t == DType::Q8_0 || t == DType::Q4_0) {
+      std::memcpy(d, src + 2 * r, 2);
+      const int chunks = t == DType::Q8_0 ? 8 : 4;
+      for (int c = 0; c < chunks; c++) std::memcpy(d + 2 + 4 * c, src + 32 + 64 * c + 4 * r, 4);
+    } else {
+      std::memcpy(d, src + 2 * r, 2);
+      std::memcpy(d + 2, src + 32 + 2 * r, 2);
+      uint8_t* s = d + 4;  // 12 bytes: the inverse of q4k_scale_min
+      std::memset(s, 0, 12);
+      for (int j = 0; j < 8; j++) {
+        const int sc = src[64 + 16 * j + r], m = src[192 + 16 * j + r];
+        if (j < 4) {
+          s[j] |= (uint8_t)(sc & 63);
+          s[j + 4] |= (uint8_t)(m & 63);
+        } else {
+          s[j + 4] |= (uint8_t)((sc & 0x0F) | ((m & 0x0F) << 4));
+          s[j - 4] |= (uint8_t)((sc >> 4) << 6);
+          s[j] |= (uint8_t)((m >> 4) << 6);
+        }
+      }
+      for (int j = 0; j < 4; j++)
+        for (int g = 0; g < 8; g++) std::memcpy(d + 16 + 32 * j + 4 * g, src + 320 + 64 * (8 * j + g) + 4 * r, 4);
+    }
+  }
+}
+}  // namespace
+
+int64_t panel_bytes(DType t, int64_t K) {
+  const int64_t bb = panel_block_bytes(t);
+  return bb ? K / dtype_block(t) * bb : 0;
+}
+
+size_t Tensor::storage_bytes() const {
+  if (!packed) return nbytes();
+  return (size_t)((shape[0] + kPanel - 1) / kPanel * panel_bytes(dtype, shape[1]));
+}
+
+Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
+  EF_CHECK(t.dim() == 2 && !t.packed && t.rows_contiguous() && packable(t.dtype, t.shape[1]),
+           t.describe() + ": cannot repack a " + dtype_name(t.dtype) + " tensor of shape " + t.shape_str());
+  const int64_t O = t.shape[0], K = t.shape[1], nb = K / dtype_block(t.dtype), P = (O + kPanel - 1) / kPanel;
+  const int64_t pb = panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype), blk = (int64_t)dtype_block_bytes(t.dtype);
+  auto buf = std::make_shared<Buffer>((size_t)(P * pb));
+  const uint8_t* src = (const uint8_t*)t.data;
+  const int64_t rb = t.row_bytes();
+  auto pack = [&](int, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++)
+      for (int64_t b = 0; b < nb; b++) {
+        const uint8_t* rows[16];
+        for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? src + (p * 16 + r) * rb + b * blk : nullptr;
+        pack_block(t.dtype, rows, (uint8_t*)buf->data + p * pb + b * bb);
+      }
+  };
+  if (pool && P > 1) pool->parallel_for(P, 1, pack);
+  else pack(0, 0, P);
+  Tensor out = t;
+  out.mapped = nullptr;
+  out.owner = std::shared_ptr<const void>(buf, buf->data);
+  out.data = buf->data;
+  out.strides = contiguous_strides(t.dtype, t.shape);
+  out.packed = true;
+  return out;
+}
+
+Tensor unpack_panels(const Tensor& t) {
+  if (!t.packed) return t;
+  const int64_t O = t.shape[0], K = t.shape[1], nb = K / dtype_block(t.dtype), P = (O + kPanel - 1) / kPanel;
+  const int64_t pb = panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype), blk = (int64_t)dtype_block_bytes(t.dtype);
+  Tensor out = Tensor::empty(t.dtype, t.shape);
+  out.name = t.name;
+  out.source = t.source;
+  const int64_t rb = out.row_bytes();
+  for (int64_t p = 0; p < P; p++)
+    for (int64_t b = 0; b < nb; b++) {
+      uint8_t* rows[16];
+      for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? (uint8_t*)out.data + (p * 16 + r) * rb + b * blk : nullptr;
+      unpack_block(t.dtype, (const uint8_t*)t.data + p * pb + b * bb, rows);
+    }
+  return out;
+}
+
+}  // namespace ef
