@@ -18,4 +18,5 @@ void register_cpu(py::module_& m);
 void register_tensor(py::module_& m);
 void register_ops(py::module_& m);
 void register_model(py::module_& m);
+void register_cuda(py::module_& m);
 }  // namespace ef_py

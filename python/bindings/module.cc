@@ -63,4 +63,5 @@ PYBIND11_MODULE(_core, m) {
   ef_py::register_tensor(m);
   ef_py::register_ops(m);
   ef_py::register_model(m);
+  ef_py::register_cuda(m);
 }

@@ -40,6 +40,9 @@ struct ForwardArgs {
   float* out = nullptr;  // LastLogits [1, vocab]  AllLogits [T, vocab]  Hidden [T, hidden]
 };
 
+// T5's bucket for a relative position (key - query), as transformers computes it (the CUDA model uses it too).
+int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, int32_t max_distance);
+
 class Model {
  public:
   // checkpoint: every tensor of the checkpoint (views into the files).

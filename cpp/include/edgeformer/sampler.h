@@ -22,6 +22,7 @@ class Sampler {
   // logits are modified in place. history: the tokens the repetition penalty applies to.
   int32_t sample(float* logits, int64_t vocab, const int32_t* history, int64_t n_history);
   double next_uniform();  // [0, 1)
+  const SamplerOptions& options() const { return o_; }
 
  private:
   SamplerOptions o_;

@@ -1,0 +1,684 @@
+// The generic transformer on one CUDA device: the same stack as cpp/src/model/model.cc (read that file's
+// header for the block structure), each step a kernel of kernels.h on the model's stream. The weights come
+// from a loaded host Model (its loader applied the checkpoint's names, shapes and the dtype policy), are
+// uploaded once and may be shared by forks; each model has its own KV cache and activation buffers.
+//
+// Activation buffers, per token row:  x [H] residual stream   h, h2 [max(H, E)] normalized inputs
+//   qkv [QD + 2 KD] (q | k | v)   att [QD]   gu [2F] (gate | up) or [F]   e [E] embeddings of width proj_dim
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "edgeformer/cuda.h"
+#include "edgeformer/rope.h"
+#include "host.h"
+#include "kernels.h"
+
+namespace ef {
+namespace cuda {
+
+namespace {
+
+// A matrix multiplied into columns [col0, col0 + rows) of a wider output (fused q/k/v, gate/up).
+struct Part {
+  DevMatrix W;
+  int64_t col0 = 0;
+};
+
+struct DevLayer {
+  const float *attn_norm_w = nullptr, *attn_norm_b = nullptr, *mlp_norm_w = nullptr, *mlp_norm_b = nullptr;
+  const float *cross_norm_w = nullptr, *cross_norm_b = nullptr;
+  std::vector<Part> qkv;  // into qkv [T][QD + 2 KD]
+  const float* b_qkv = nullptr;
+  DevMatrix wo;
+  const float* bo = nullptr;
+  std::vector<Part> gate_up;  // gated: gate at 0, up at F of gu [T][2F]; else up at 0 of gu [T][F]
+  const float* b_gate_up = nullptr;
+  DevMatrix down;
+  const float* b_down = nullptr;
+  DevMatrix cq, ck, cv, co;
+};
+
+const float* fp(const DevBuffer& b) { return b.as<float>(); }
+
+}  // namespace
+
+struct DeviceWeights {
+  ArchSpec spec;
+  int device = 0;
+  int32_t max_ctx = 0, host_threads = 0;
+  std::vector<DevBuffer> owned;
+  DevMatrix tok_emb, pos_emb, type_emb, proj_in, proj_out, lm_head;
+  const float *emb_norm_w = nullptr, *emb_norm_b = nullptr, *final_norm_w = nullptr, *final_norm_b = nullptr;
+  const float *lm_head_b = nullptr, *alibi = nullptr;
+  std::vector<float> rel_bias;  // host copy of the relative bias table [buckets][heads]
+  std::vector<DevLayer> layers;
+  const float *rope_cos = nullptr, *rope_sin = nullptr;  // [max_ctx][half] unless the scaling is dynamic
+  int32_t rope_half = 0;
+  int64_t weight_bytes = 0;
+};
+
+struct CudaModel::State {
+  std::shared_ptr<DeviceWeights> w;
+  int device = 0;
+  bool kv_f16 = true;
+  cudaStream_t stream = nullptr;
+  int32_t n_past = 0;
+  DevBuffer kc, vc;  // [layer][kv head][max_ctx][head_dim]
+  DevBuffer cross_k, cross_v, enc_mask;  // [layer][T_enc][QD] f32; [T_enc]
+  int32_t enc_T = 0;
+  bool enc_has_mask = false;
+  int32_t cap_T = 0, cap_logits_rows = 0;
+  DevBuffer x, h, h2, e, qkv, att, gu, ids, aux, types, kmask, logits, token, rope_cos, rope_sin, rel, penalized;
+  int32_t rel_width = 0, rel_lo = 0;
+  Scratch ws_linear, ws_attn, ws_sample;
+  std::mutex mu;
+
+  ~State() {
+    if (stream) {
+      int prev = -1;
+      if (cudaGetDevice(&prev) == cudaSuccess && prev != device) cudaSetDevice(device);
+      cudaStreamDestroy(stream);
+      if (prev >= 0 && prev != device) cudaSetDevice(prev);
+    }
+  }
+
+  size_t kv_elem() const { return kv_f16 ? 2 : 4; }
+  size_t layer_cache_elems() const {
+    const ArchSpec& s = w->spec;
+    return (size_t)s.n_kv_heads * w->max_ctx * s.head_dim;
+  }
+
+  void init_stream_and_cache(const std::shared_ptr<DeviceWeights>& weights, bool f16) {
+    w = weights;
+    device = w->device;
+    kv_f16 = f16;
+    EF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    const size_t bytes = layer_cache_elems() * w->spec.n_layers * kv_elem();
+    try {
+      kc = DevBuffer(bytes);
+      vc = DevBuffer(bytes);
+    } catch (const Error&) {
+      throw ValueError("max_context=" + std::to_string(w->max_ctx) + ": the KV cache needs " +
+                       std::to_string(2 * bytes >> 20) + " MiB on cuda:" + std::to_string(device) +
+                       ", more than is free; pass a smaller max_context=");
+    }
+  }
+
+  // Activation buffers for T token rows (grown, never shrunk).
+  void ensure(int32_t T) {
+    if (T <= cap_T) return;
+    const ArchSpec& s = w->spec;
+    const size_t H = s.hidden_size, hd = s.head_dim, F = s.ffn_size;
+    const size_t QD = (size_t)s.n_heads * hd, KD = (size_t)s.n_kv_heads * hd;
+    const size_t E = std::max<size_t>(H, (size_t)s.proj_dim);
+    const size_t t = (size_t)T;
+    x = DevBuffer(t * H * 4);
+    h = DevBuffer(t * E * 4);
+    h2 = DevBuffer(t * H * 4);
+    e = DevBuffer(t * E * 4);
+    qkv = DevBuffer(t * std::max(QD + 2 * KD, QD) * 4);
+    att = DevBuffer(t * QD * 4);
+    gu = DevBuffer(t * 2 * F * 4);
+    ids = DevBuffer(t * 4);
+    aux = DevBuffer(t * 4);
+    types = DevBuffer(t * 4);
+    kmask = DevBuffer(std::max<size_t>(t, (size_t)w->max_ctx));
+    cap_T = T;
+  }
+
+  // Runs the stack for a.tokens at positions n_past .. n_past + T - 1 (n_past is not advanced) and returns the
+  // device rows asked for: logits (S.logits) or hidden states; null for Output::None.
+  const float* run(const ForwardArgs& a, int32_t& out_rows);
+  void check(const ForwardArgs& a) const;
+
+  float* logits_rows(int32_t rows) {
+    if (rows > cap_logits_rows) {
+      logits = DevBuffer((size_t)rows * w->spec.vocab_size * 4);
+      cap_logits_rows = rows;
+    }
+    return logits.as<float>();
+  }
+};
+
+namespace {
+
+// Per-forward inputs the CPU model also computes on the host: token checks, rotary tables for dynamic
+// scaling, the relative-bias table.
+void check_ids(const int32_t* ids, int32_t T, int64_t rows) {
+  for (int32_t t = 0; t < T; t++)
+    if (ids[t] < 0 || ids[t] >= rows)
+      throw ValueError("token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+                       " is outside the vocabulary [0, " + std::to_string(rows) + ")");
+}
+
+void upload(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (bytes) EF_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+}
+
+}  // namespace
+
+CudaModel::CudaModel() : s_(std::make_unique<State>()) {}
+
+CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_unique<State>()) {
+  check_device(opts.device);
+  EF_CHECK(opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
+           "argument 'kv_dtype' must be 'f16' or 'f32', got '" + opts.kv_dtype + "'");
+  DeviceGuard guard(opts.device);
+  auto W = std::make_shared<DeviceWeights>();
+  W->spec = host.spec();
+  W->device = opts.device;
+  W->max_ctx = host.max_context();
+  W->host_threads = host.threads();
+  const ArchSpec& sp = W->spec;
+  std::map<std::string, Tensor> t;
+  for (auto& kv : host.weights()) t.emplace(kv.first, kv.second);
+  auto get = [&](const std::string& n) -> const Tensor* {
+    auto it = t.find(n);
+    return it == t.end() ? nullptr : &it->second;
+  };
+  cudaStream_t s;
+  EF_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  struct StreamCloser {
+    cudaStream_t s;
+    ~StreamCloser() { cudaStreamDestroy(s); }
+  } closer{s};
+  Uploader up(s);
+  auto& own = W->owned;
+  auto matrix = [&](const std::string& n) -> DevMatrix {
+    const Tensor* x = get(n);
+    if (!x) return DevMatrix();
+    DevMatrix m = up.matrix(*x, own);
+    return m;
+  };
+  auto vec = [&](const std::string& n) -> const float* {
+    const Tensor* x = get(n);
+    return x ? up.vec(*x, own) : nullptr;
+  };
+  // one f32 vector from several (fused biases); null when the first is absent
+  auto cat = [&](const std::vector<std::string>& names) -> const float* {
+    std::vector<float> all;
+    for (auto& n : names) {
+      const Tensor* x = get(n);
+      if (!x) return nullptr;
+      const Tensor c = x->to_contiguous_f32();
+      all.insert(all.end(), (const float*)c.data, (const float*)c.data + c.numel());
+    }
+    const float* p = up.floats(all.data(), (int64_t)all.size(), own);
+    up.finish();
+    return p;
+  };
+  // matrices stacked by rows into one (one launch) when their types agree, else one part each
+  auto parts = [&](const std::vector<std::string>& names) {
+    std::vector<const Tensor*> ts;
+    for (auto& n : names) {
+      const Tensor* x = get(n);
+      if (!x) throw ValueError("CUDA upload: the model has no weight '" + n + "'");
+      ts.push_back(x);
+    }
+    std::vector<Part> out;
+    bool same = true;
+    for (const Tensor* x : ts) same = same && x->dtype == ts[0]->dtype;
+    if (same) {
+      out.push_back({up.stacked(ts, own), 0});
+    } else {
+      int64_t col = 0;
+      for (const Tensor* x : ts) {
+        out.push_back({up.matrix(*x, own), col});
+        col += x->shape[0];
+      }
+    }
+    return out;
+  };
+
+  W->tok_emb = matrix("tok_embeddings.weight");
+  W->pos_emb = matrix("pos_embeddings.weight");
+  W->type_emb = matrix("token_type_embeddings.weight");
+  W->proj_in = matrix("proj_in.weight");
+  W->proj_out = matrix("proj_out.weight");
+  W->emb_norm_w = vec("emb_norm.weight");
+  W->emb_norm_b = vec("emb_norm.bias");
+  W->final_norm_w = vec("norm.weight");
+  W->final_norm_b = vec("norm.bias");
+  if (sp.causal()) {
+    W->lm_head = get("lm_head.weight") ? matrix("lm_head.weight") : W->tok_emb;  // tied: the embedding
+    W->lm_head_b = vec("lm_head.bias");
+  }
+  if (const Tensor* rb = get("rel_bias.weight")) {
+    const Tensor c = rb->to_contiguous_f32();
+    W->rel_bias.assign((const float*)c.data, (const float*)c.data + c.numel());
+  }
+  if (sp.pos == PosKind::ALiBi) {
+    std::vector<float> slopes(sp.alibi_slopes);
+    if (sp.alibi_bf16)
+      for (float& v : slopes) v = bf16_to_f32(f32_to_bf16(v));
+    W->alibi = up.floats(slopes.data(), (int64_t)slopes.size(), own);
+    up.finish();
+  }
+  W->layers.resize(sp.n_layers);
+  for (int i = 0; i < sp.n_layers; i++) {
+    DevLayer& L = W->layers[i];
+    const std::string p = "layers." + std::to_string(i) + ".";
+    L.attn_norm_w = vec(p + "attn_norm.weight");
+    L.attn_norm_b = vec(p + "attn_norm.bias");
+    L.mlp_norm_w = vec(p + "mlp_norm.weight");
+    L.mlp_norm_b = vec(p + "mlp_norm.bias");
+    L.qkv = parts({p + "attn.q.weight", p + "attn.k.weight", p + "attn.v.weight"});
+    L.b_qkv = cat({p + "attn.q.bias", p + "attn.k.bias", p + "attn.v.bias"});
+    L.wo = matrix(p + "attn.o.weight");
+    L.bo = vec(p + "attn.o.bias");
+    if (sp.gated_mlp) {
+      L.gate_up = parts({p + "mlp.gate.weight", p + "mlp.up.weight"});
+      L.b_gate_up = cat({p + "mlp.gate.bias", p + "mlp.up.bias"});
+    } else {
+      L.gate_up = parts({p + "mlp.up.weight"});
+      L.b_gate_up = vec(p + "mlp.up.bias");
+    }
+    L.down = matrix(p + "mlp.down.weight");
+    L.b_down = vec(p + "mlp.down.bias");
+    if (sp.cross_attention) {
+      L.cross_norm_w = vec(p + "cross_norm.weight");
+      L.cross_norm_b = vec(p + "cross_norm.bias");
+      L.cq = matrix(p + "cross.q.weight");
+      L.ck = matrix(p + "cross.k.weight");
+      L.cv = matrix(p + "cross.v.weight");
+      L.co = matrix(p + "cross.o.weight");
+    }
+    up.finish();  // bounds the host memory the pageable copies hold
+  }
+  // rotary tables for every position (the CPU computes the same values per call)
+  if (sp.pos == PosKind::Rotary && sp.rope.scaling != RopeScaling::Dynamic) {
+    std::vector<float> inv;
+    float msc = 1.f;
+    rope_inv_freq(sp, 0, inv, msc);
+    const size_t half = inv.size();
+    std::vector<float> c((size_t)W->max_ctx * half), sn((size_t)W->max_ctx * half);
+    for (int32_t t = 0; t < W->max_ctx; t++) {
+      const float pos = (float)t;
+      for (size_t i = 0; i < half; i++) {
+        const float f = pos * inv[i];
+        c[t * half + i] = std::cos(f) * msc;
+        sn[t * half + i] = std::sin(f) * msc;
+      }
+    }
+    W->rope_cos = up.floats(c.data(), (int64_t)c.size(), own);
+    W->rope_sin = up.floats(sn.data(), (int64_t)sn.size(), own);
+    W->rope_half = (int32_t)half;
+  }
+  up.finish();
+  int64_t bytes = 0;
+  auto count = [&](const DevMatrix& m) { bytes += m.data ? device_bytes(m) : 0; };
+  count(W->tok_emb);
+  if (W->lm_head.data != W->tok_emb.data) count(W->lm_head);
+  for (const DevLayer& L : W->layers) {
+    for (const Part& p : L.qkv) count(p.W);
+    for (const Part& p : L.gate_up) count(p.W);
+    for (const DevMatrix* m : {&L.wo, &L.down, &L.cq, &L.ck, &L.cv, &L.co}) count(*m);
+  }
+  W->weight_bytes = bytes;
+  s_->init_stream_and_cache(W, opts.kv_dtype == "f16");
+}
+
+CudaModel::~CudaModel() = default;
+
+std::unique_ptr<CudaModel> CudaModel::fork() const {
+  DeviceGuard guard(s_->device);
+  std::unique_ptr<CudaModel> m(new CudaModel());
+  m->s_->init_stream_and_cache(s_->w, s_->kv_f16);
+  return m;
+}
+
+const ArchSpec& CudaModel::spec() const { return s_->w->spec; }
+int32_t CudaModel::max_context() const { return s_->w->max_ctx; }
+int32_t CudaModel::n_past() const { return s_->n_past; }
+int32_t CudaModel::device() const { return s_->device; }
+int32_t CudaModel::host_threads() const { return s_->w->host_threads; }
+std::string CudaModel::kv_dtype() const { return s_->kv_f16 ? "f16" : "f32"; }
+int64_t CudaModel::weight_bytes() const { return s_->w->weight_bytes; }
+std::mutex& CudaModel::mutex() { return s_->mu; }
+void CudaModel::reset() { s_->n_past = 0; }
+
+void CudaModel::truncate(int32_t n) {
+  EF_CHECK(n >= 0 && n <= s_->n_past, "truncate: " + std::to_string(n) + " is outside [0, " + std::to_string(s_->n_past) + "]");
+  s_->n_past = n;
+}
+
+void CudaModel::copy_cache_from(const CudaModel& other, int32_t n) {
+  State &S = *s_, &O = *other.s_;
+  const ArchSpec &a = S.w->spec, &b = O.w->spec;
+  EF_CHECK(S.w->max_ctx == O.w->max_ctx && a.n_layers == b.n_layers && a.n_kv_heads == b.n_kv_heads &&
+               a.head_dim == b.head_dim && S.kv_f16 == O.kv_f16 && S.device == O.device,
+           "copy_cache_from: the models differ in shape, KV type or device");
+  EF_CHECK(n >= 0 && n <= O.n_past, "copy_cache_from: n is outside the other model's cache");
+  DeviceGuard guard(S.device);
+  const size_t pitch = (size_t)S.w->max_ctx * a.head_dim * S.kv_elem(), width = (size_t)n * a.head_dim * S.kv_elem();
+  const size_t rows = (size_t)a.n_layers * a.n_kv_heads;
+  if (width > 0) {
+    EF_CUDA_CHECK(cudaMemcpy2DAsync(S.kc.get(), pitch, O.kc.get(), pitch, width, rows, cudaMemcpyDeviceToDevice, S.stream));
+    EF_CUDA_CHECK(cudaMemcpy2DAsync(S.vc.get(), pitch, O.vc.get(), pitch, width, rows, cudaMemcpyDeviceToDevice, S.stream));
+  }
+  EF_CUDA_CHECK(cudaStreamSynchronize(S.stream));
+  S.n_past = n;
+}
+
+void CudaModel::set_encoder_output(const float* enc, int32_t T_enc, const uint8_t* mask) {
+  State& S = *s_;
+  const DeviceWeights& W = *S.w;
+  const ArchSpec& sp = W.spec;
+  EF_CHECK(sp.cross_attention, "set_encoder_output: this model has no cross-attention");
+  EF_CHECK(T_enc > 0, "set_encoder_output: empty encoder output");
+  DeviceGuard guard(S.device);
+  const int64_t H = sp.hidden_size, QD = (int64_t)sp.n_heads * sp.head_dim;
+  DevBuffer encd((size_t)T_enc * H * 4);
+  upload(encd.get(), enc, (size_t)T_enc * H * 4, S.stream);
+  S.cross_k = DevBuffer((size_t)sp.n_layers * T_enc * QD * 4);
+  S.cross_v = DevBuffer((size_t)sp.n_layers * T_enc * QD * 4);
+  for (int l = 0; l < sp.n_layers; l++) {
+    const DevLayer& L = W.layers[l];
+    float* kc = S.cross_k.as<float>() + (size_t)l * T_enc * QD;
+    float* vc = S.cross_v.as<float>() + (size_t)l * T_enc * QD;
+    linear(L.ck, fp(encd), H, T_enc, nullptr, kc, QD, false, S.ws_linear, S.stream);
+    linear(L.cv, fp(encd), H, T_enc, nullptr, vc, QD, false, S.ws_linear, S.stream);
+  }
+  S.enc_has_mask = mask != nullptr;
+  if (mask) {
+    S.enc_mask = DevBuffer((size_t)T_enc);
+    upload(S.enc_mask.get(), mask, (size_t)T_enc, S.stream);
+  }
+  EF_CUDA_CHECK(cudaStreamSynchronize(S.stream));  // encd is freed on return
+  S.enc_T = T_enc;
+}
+
+namespace {
+
+void norm_rows(const DeviceWeights& W, const float* src, float* dst, const float* w, const float* b, int64_t rows,
+               cudaStream_t s) {
+  const ArchSpec& sp = W.spec;
+  if (sp.norm == NormKind::RMS) rmsnorm(src, w, sp.norm_eps, dst, rows, sp.hidden_size, s);
+  else layernorm(src, w, b, sp.norm_eps, dst, rows, sp.hidden_size, s);
+}
+
+void run_parts(const std::vector<Part>& parts, const float* bias, const float* in, int64_t ldin, int64_t T, float* out,
+               int64_t ldout, Scratch& ws, cudaStream_t s) {
+  for (const Part& p : parts)
+    linear(p.W, in, ldin, T, bias ? bias + p.col0 : nullptr, out + p.col0, ldout, false, ws, s);
+}
+
+}  // namespace
+
+const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows) {
+  State& S = *this;
+  const DeviceWeights& W = *S.w;
+  const ArchSpec& sp = W.spec;
+  const int32_t T = a.T;
+  cudaStream_t st = S.stream;
+  const int64_t H = sp.hidden_size, F = sp.ffn_size, hd = sp.head_dim, V = sp.vocab_size;
+  const int nh = sp.n_heads, nkv = sp.n_kv_heads;
+  const int64_t QD = (int64_t)nh * hd, KD = (int64_t)nkv * hd, QKV = QD + 2 * KD;
+  const int64_t E = sp.proj_dim > 0 ? sp.proj_dim : H;
+  const int32_t pos0 = S.n_past;
+  S.ensure(T);
+  float *x = S.x.as<float>(), *h = S.h.as<float>(), *h2 = S.h2.as<float>(), *e = S.e.as<float>();
+  float *qkv = S.qkv.as<float>(), *att = S.att.as<float>(), *gu = S.gu.as<float>();
+
+  // embeddings
+  check_ids(a.tokens, T, W.tok_emb.rows);
+  upload(S.ids.get(), a.tokens, (size_t)T * 4, st);
+  if (sp.proj_dim > 0) {
+    embedding(W.tok_emb, S.ids.as<int32_t>(), T, e, E, false, st);
+    linear(W.proj_in, e, E, T, nullptr, x, H, false, S.ws_linear, st);
+  } else {
+    embedding(W.tok_emb, S.ids.as<int32_t>(), T, x, H, false, st);
+  }
+  // (a pageable host-to-device copy has read its source when cudaMemcpyAsync returns: these vectors may go)
+  if (sp.pos == PosKind::Learned) {
+    std::vector<int32_t> rows(T);
+    for (int32_t t = 0; t < T; t++) rows[t] = pos0 + t + sp.pos_offset;
+    check_ids(rows.data(), T, W.pos_emb.rows);
+    upload(S.aux.get(), rows.data(), (size_t)T * 4, st);
+    embedding(W.pos_emb, S.aux.as<int32_t>(), T, x, H, true, st);
+  }
+  if (sp.n_token_types > 0) {
+    std::vector<int32_t> types(T);
+    for (int32_t t = 0; t < T; t++) {
+      types[t] = a.token_types ? a.token_types[t] : 0;
+      EF_CHECK(types[t] >= 0 && types[t] < sp.n_token_types,
+               "token_type_ids: " + std::to_string(types[t]) + " at position " + std::to_string(t) + " is outside [0, " +
+                   std::to_string(sp.n_token_types) + ")");
+    }
+    upload(S.types.get(), types.data(), (size_t)T * 4, st);
+    embedding(W.type_emb, S.types.as<int32_t>(), T, x, H, true, st);
+  }
+  if (sp.emb_norm) norm_rows(W, x, x, W.emb_norm_w, W.emb_norm_b, T, st);
+
+  // rotary tables: every position at load, or this call's positions (dynamic scaling depends on the length)
+  const float *cosp = nullptr, *sinp = nullptr;
+  int32_t half = 0, tab_row0 = 0;
+  std::vector<float> dyn_cos, dyn_sin;
+  if (sp.pos == PosKind::Rotary) {
+    if (sp.rope.scaling == RopeScaling::Dynamic) {
+      std::vector<float> inv;
+      float msc = 1.f;
+      rope_inv_freq(sp, (int64_t)pos0 + T, inv, msc);
+      half = (int32_t)inv.size();
+      dyn_cos.resize((size_t)T * half);
+      dyn_sin.resize((size_t)T * half);
+      for (int32_t t = 0; t < T; t++) {
+        const float p = (float)(pos0 + t);
+        for (int32_t i = 0; i < half; i++) {
+          const float f = p * inv[i];
+          dyn_cos[(size_t)t * half + i] = std::cos(f) * msc;
+          dyn_sin[(size_t)t * half + i] = std::sin(f) * msc;
+        }
+      }
+      if (S.rope_cos.size() < dyn_cos.size() * 4) {
+        S.rope_cos = DevBuffer(dyn_cos.size() * 4);
+        S.rope_sin = DevBuffer(dyn_sin.size() * 4);
+      }
+      upload(S.rope_cos.get(), dyn_cos.data(), dyn_cos.size() * 4, st);
+      upload(S.rope_sin.get(), dyn_sin.data(), dyn_sin.size() * 4, st);
+      cosp = fp(S.rope_cos), sinp = fp(S.rope_sin);
+    } else {
+      cosp = W.rope_cos, sinp = W.rope_sin, half = W.rope_half, tab_row0 = pos0;
+    }
+  }
+  // relative position bias: rel[h][r - rel_lo] for r = key - query in use (as Model::compute_relative_bias)
+  const float* rel = nullptr;
+  int32_t rel_width = 0, rel_lo = 0;
+  std::vector<float> rel_table;
+  if (sp.pos == PosKind::Relative) {
+    rel_lo = -(pos0 + T - 1);
+    const int32_t hi = T - 1;  // n_keys - 1 - pos0 with n_keys = pos0 + T
+    rel_width = hi - rel_lo + 1;
+    rel_table.resize((size_t)nh * rel_width);
+    for (int32_t r = rel_lo; r <= hi; r++) {
+      const int32_t b = relative_bucket(r, !sp.causal(), sp.rel_buckets, sp.rel_max_distance);
+      for (int hh = 0; hh < nh; hh++) rel_table[(size_t)hh * rel_width + (r - rel_lo)] = W.rel_bias[(size_t)b * nh + hh];
+    }
+    if (S.rel.size() < rel_table.size() * 4) S.rel = DevBuffer(rel_table.size() * 4);
+    upload(S.rel.get(), rel_table.data(), rel_table.size() * 4, st);
+    rel = fp(S.rel);
+  }
+  const uint8_t* key_mask = nullptr;
+  if (a.key_mask) {
+    upload(S.kmask.get(), a.key_mask, (size_t)T, st);
+    key_mask = S.kmask.as<uint8_t>();
+  }
+  const float attn_scale = sp.attn_scale > 0 ? sp.attn_scale : 1.f / std::sqrt((float)hd);
+  const size_t layer_elems = S.layer_cache_elems();
+
+  auto mlp = [&](const DevLayer& L, const float* in, float* result) {  // result += mlp(in)
+    if (sp.gated_mlp) {
+      run_parts(L.gate_up, L.b_gate_up, in, H, T, gu, 2 * F, S.ws_linear, st);
+      act_mul(sp.act, gu, 2 * F, gu + F, 2 * F, T, F, st);
+      linear(L.down, gu, 2 * F, T, L.b_down, result, H, true, S.ws_linear, st);
+    } else {
+      run_parts(L.gate_up, L.b_gate_up, in, H, T, gu, F, S.ws_linear, st);
+      act(sp.act, gu, T, F, F, st);
+      linear(L.down, gu, F, T, L.b_down, result, H, true, S.ws_linear, st);
+    }
+  };
+  auto self_attention = [&](int l, const DevLayer& L, const float* in, float* result) {  // result += attn(in)
+    run_parts(L.qkv, L.b_qkv, in, H, T, qkv, QKV, S.ws_linear, st);
+    char* kc = static_cast<char*>(S.kc.get()) + l * layer_elems * S.kv_elem();
+    char* vc = static_cast<char*>(S.vc.get()) + l * layer_elems * S.kv_elem();
+    RopeStoreArgs r;
+    r.q = qkv, r.ldq = QKV;
+    r.k = qkv + QD, r.v = qkv + QD + KD, r.ldk = QKV, r.ldv = QKV;
+    r.kc = kc, r.vc = vc, r.kv_f16 = S.kv_f16;
+    r.head_stride = (int64_t)W.max_ctx * hd, r.pos_stride = hd;
+    r.T = T, r.n_heads = nh, r.n_kv = nkv, r.head_dim = (int32_t)hd, r.pos0 = pos0;
+    r.cos = cosp, r.sin = sinp, r.half = half, r.tab_row0 = tab_row0;
+    r.interleaved = sp.rope.style == RopeStyle::Interleaved;
+    rope_store(r, st);
+    AttnArgs A;
+    A.q = qkv, A.ldq = QKV, A.out = att, A.ldo = QD;
+    A.k = kc, A.v = vc, A.kv_f16 = S.kv_f16;
+    A.head_stride = (int64_t)W.max_ctx * hd, A.pos_stride = hd;
+    A.T = T, A.n_heads = nh, A.group = nh / nkv, A.head_dim = (int32_t)hd, A.pos0 = pos0, A.n_keys = pos0 + T;
+    A.causal = sp.causal(), A.window = sp.sliding_window, A.scale = attn_scale;
+    A.alibi = W.alibi, A.alibi_bf16 = sp.alibi_bf16, A.alibi_scaled = sp.alibi_scaled;
+    A.rel = rel, A.rel_width = rel_width, A.rel_lo = rel_lo;
+    A.key_mask = key_mask;
+    attention(A, S.ws_attn, st);
+    linear(L.wo, att, QD, T, L.bo, result, H, true, S.ws_linear, st);
+  };
+  auto cross_attention = [&](int l, const DevLayer& L, const float* in, float* result) {
+    linear(L.cq, in, H, T, nullptr, qkv, QD, false, S.ws_linear, st);
+    AttnArgs A;
+    A.q = qkv, A.ldq = QD, A.out = att, A.ldo = QD;
+    A.k = S.cross_k.as<float>() + (size_t)l * S.enc_T * QD, A.v = S.cross_v.as<float>() + (size_t)l * S.enc_T * QD;
+    A.kv_f16 = false, A.head_stride = hd, A.pos_stride = QD;
+    A.T = T, A.n_heads = nh, A.group = 1, A.head_dim = (int32_t)hd, A.pos0 = 0, A.n_keys = S.enc_T;
+    A.causal = false, A.window = 0, A.scale = attn_scale;
+    A.key_mask = S.enc_has_mask ? S.enc_mask.as<uint8_t>() : nullptr;
+    attention(A, S.ws_attn, st);
+    linear(L.co, att, QD, T, nullptr, result, H, true, S.ws_linear, st);
+  };
+
+  for (int l = 0; l < sp.n_layers; l++) {
+    if (take_interrupt()) {  // n_past is unchanged: the model stays usable
+      EF_CUDA_CHECK(cudaStreamSynchronize(st));
+      throw Interrupted();
+    }
+    const DevLayer& L = W.layers[l];
+    if (sp.norm_position == NormPosition::Post) {  // x = norm1(x + attn(x)); x = norm2(x + mlp(x))
+      self_attention(l, L, x, x);
+      norm_rows(W, x, x, L.attn_norm_w, L.attn_norm_b, T, st);
+      mlp(L, x, x);
+      norm_rows(W, x, x, L.mlp_norm_w, L.mlp_norm_b, T, st);
+      continue;
+    }
+    norm_rows(W, x, h, L.attn_norm_w, L.attn_norm_b, T, st);
+    if (sp.parallel_residual && sp.parallel_mlp_norm) norm_rows(W, x, h2, L.mlp_norm_w, L.mlp_norm_b, T, st);
+    self_attention(l, L, h, x);
+    if (sp.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
+      mlp(L, sp.parallel_mlp_norm ? h2 : h, x);
+      continue;
+    }
+    if (sp.cross_attention) {
+      norm_rows(W, x, h, L.cross_norm_w, L.cross_norm_b, T, st);
+      cross_attention(l, L, h, x);
+    }
+    norm_rows(W, x, h, L.mlp_norm_w, L.mlp_norm_b, T, st);
+    mlp(L, h, x);
+  }
+
+  if (a.output == Output::None) {
+    out_rows = 0;
+    return nullptr;
+  }
+  const int64_t first = a.output == Output::LastLogits ? T - 1 : 0, nrows = T - first;
+  out_rows = (int32_t)nrows;
+  const float* fin = x + first * H;
+  if (sp.final_norm) {
+    norm_rows(W, fin, h, W.final_norm_w, W.final_norm_b, nrows, st);
+    fin = h;
+  }
+  if (a.output == Output::Hidden) return fin;
+  int64_t ld = H;
+  if (sp.proj_dim > 0) {
+    linear(W.proj_out, fin, H, nrows, nullptr, e, E, false, S.ws_linear, st);
+    fin = e;
+    ld = E;
+  }
+  if (sp.logits_scale != 1.f) {
+    if (fin != h) {
+      EF_CUDA_CHECK(cudaMemcpyAsync(h, fin, (size_t)nrows * ld * 4, cudaMemcpyDeviceToDevice, st));
+      fin = h;
+    }
+    scale(h, sp.logits_scale, nrows * ld, st);
+  }
+  float* logits = S.logits_rows((int32_t)nrows);
+  linear(W.lm_head, fin, ld, nrows, W.lm_head_b, logits, V, false, S.ws_linear, st);
+  return logits;
+}
+
+void CudaModel::State::check(const ForwardArgs& a) const {
+  const State& S = *this;
+  const ArchSpec& sp = S.w->spec;
+  EF_CHECK(a.T > 0, "forward: no tokens");
+  EF_CHECK(a.tokens != nullptr, "forward: no tokens");
+  if ((int64_t)(sp.causal() ? S.n_past : 0) + a.T > S.w->max_ctx)
+    throw ValueError("sequence of " + std::to_string((int64_t)(sp.causal() ? S.n_past : 0) + a.T) +
+                     " tokens exceeds max_context=" + std::to_string(S.w->max_ctx) +
+                     " (pass a larger max_context= to load, up to the memory you have)");
+  EF_CHECK(!sp.cross_attention || S.enc_T > 0, "forward: the decoder has no encoder output (set_encoder_output)");
+  EF_CHECK((a.output != Output::LastLogits && a.output != Output::AllLogits) || S.w->lm_head.data,
+           "this model has no language-model head (an encoder): ask for hidden states");
+}
+
+void CudaModel::forward(const ForwardArgs& a) {
+  State& S = *s_;
+  S.check(a);
+  EF_CHECK(a.output == Output::None || a.out, "forward: no output buffer");
+  DeviceGuard guard(S.device);
+  if (!S.w->spec.causal()) S.n_past = 0;  // an encoder sees each input whole
+  int32_t rows = 0;
+  const float* out = S.run(a, rows);
+  if (out) {
+    const int64_t width = a.output == Output::Hidden ? S.w->spec.hidden_size : S.w->spec.vocab_size;
+    EF_CUDA_CHECK(cudaMemcpyAsync(a.out, out, (size_t)rows * width * 4, cudaMemcpyDeviceToHost, S.stream));
+  }
+  EF_CUDA_CHECK(cudaStreamSynchronize(S.stream));
+  S.n_past += a.T;
+}
+
+int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history) {
+  State& S = *s_;
+  ForwardArgs a;
+  a.tokens = tokens;
+  a.T = T;
+  a.output = Output::LastLogits;
+  S.check(a);
+  DeviceGuard guard(S.device);
+  int32_t rows = 0;
+  float* logits = const_cast<float*>(S.run(a, rows));
+  SampleArgs sa = sample_args(sampler.options());
+  sa.logits = logits;
+  sa.vocab = S.w->spec.vocab_size;
+  std::vector<int32_t> pen;
+  if (sa.repetition_penalty != 1.f) {
+    pen = distinct_tokens(history, n_history);
+    if (!pen.empty()) {
+      if (S.penalized.size() < pen.size() * 4) S.penalized = DevBuffer(std::max<size_t>(pen.size() * 4, 4096));
+      upload(S.penalized.get(), pen.data(), pen.size() * 4, S.stream);
+      sa.penalized = S.penalized.as<int32_t>();
+      sa.n_penalized = (int32_t)pen.size();
+    }
+  }
+  if (!sa.greedy) sa.u = sampler.next_uniform();  // one draw per sampled token, as the CPU sampler
+  if (!S.token.get()) S.token = DevBuffer(16);
+  sa.out = S.token.as<int32_t>();
+  sample(sa, S.ws_sample, S.stream);
+  int32_t tok = -1;
+  EF_CUDA_CHECK(cudaMemcpyAsync(&tok, sa.out, 4, cudaMemcpyDeviceToHost, S.stream));
+  EF_CUDA_CHECK(cudaStreamSynchronize(S.stream));
+  S.n_past += T;
+  EF_CHECK(tok >= 0 && tok < sa.vocab, "CUDA sampler returned no token");  // a bug, never expected
+  return tok;
+}
+
+}  // namespace cuda
+}  // namespace ef

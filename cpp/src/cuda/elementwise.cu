@@ -1,0 +1,198 @@
+// Gathers, norms, activations and the upload conversions: memory-bound kernels, one row per block where a row
+// needs a reduction, grid-stride loops elsewhere.
+#include <string>
+
+#include "device.cuh"
+
+namespace ef {
+namespace cuda {
+
+namespace {
+
+// ---- embedding ------------------------------------------------------------------------------------------------
+template <int DT>
+__global__ void embedding_kernel(DevMatrix table, const int32_t* __restrict__ ids, float* __restrict__ out, int64_t ldo,
+                                 bool accumulate) {
+  const int64_t t = blockIdx.x;
+  const int64_t row = ids[t];
+  float* o = out + t * ldo;
+  for (int64_t k = threadIdx.x; k < table.cols; k += blockDim.x) {
+    const float v = weight_at<DT>(table, row, k);
+    o[k] = accumulate ? o[k] + v : v;
+  }
+}
+
+// ---- norms ----------------------------------------------------------------------------------------------------
+// One block per row. As the CPU reference: rmsnorm r = 1 / sqrt(mean(x^2) + eps); layernorm in two passes.
+__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps, float* y, int64_t n) {
+  __shared__ float sh[32];
+  const float* xr = x + blockIdx.x * n;
+  float* yr = y + blockIdx.x * n;
+  float ss = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
+  ss = block_sum(ss, sh);
+  const float r = 1.f / sqrtf(ss / (float)n + eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = xr[i] * r * (w ? w[i] : 1.f);
+}
+
+__global__ void layernorm_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
+                                 float eps, float* y, int64_t n) {
+  __shared__ float sh[32];
+  const float* xr = x + blockIdx.x * n;
+  float* yr = y + blockIdx.x * n;
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i];
+  const float mean = block_sum(s, sh) / (float)n;
+  float v = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) v += (xr[i] - mean) * (xr[i] - mean);
+  const float r = 1.f / sqrtf(block_sum(v, sh) / (float)n + eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = (xr[i] - mean) * r * (w ? w[i] : 1.f) + (b ? b[i] : 0.f);
+}
+
+__global__ void softmax_kernel(float* x, int64_t n) {
+  __shared__ float sh[32];
+  float* xr = x + blockIdx.x * n;
+  float m = -INFINITY;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) m = fmaxf(m, xr[i]);
+  m = block_max(m, sh);
+  float s = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float e = expf(xr[i] - m);
+    xr[i] = e;
+    s += e;
+  }
+  const float inv = 1.f / block_sum(s, sh);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) xr[i] *= inv;
+}
+
+// ---- activations (the formulas of cpp/src/cpu/scalar_math.h) -----------------------------------------------------
+__device__ __forceinline__ float act_dev(Act a, float x) {
+  switch (a) {
+    case Act::None: return x;
+    case Act::ReLU: return x > 0.f ? x : 0.f;
+    case Act::SiLU: return x / (1.f + expf(-x));
+    case Act::GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case Act::GELUTanh: {
+      const float c = 0.7978845608028654f;
+      return 0.5f * x * (1.f + tanhf(c * (x + 0.044715f * x * x * x)));
+    }
+  }
+  return x;
+}
+
+__global__ void act_kernel(Act a, float* x, int64_t rows, int64_t n, int64_t ld) {
+  const int64_t total = rows * n;
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+    float* p = x + (e / n) * ld + e % n;
+    *p = act_dev(a, *p);
+  }
+}
+
+__global__ void act_mul_kernel(Act a, float* g, int64_t ldg, const float* __restrict__ u, int64_t ldu, int64_t rows,
+                               int64_t n) {
+  const int64_t total = rows * n;
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = e / n, c = e % n;
+    float* p = g + r * ldg + c;
+    *p = act_dev(a, *p) * u[r * ldu + c];
+  }
+}
+
+__global__ void add_kernel(float* y, const float* __restrict__ x, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) y[i] += x[i];
+}
+
+__global__ void scale_kernel(float* x, float a, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] *= a;
+}
+
+// ---- upload conversions ------------------------------------------------------------------------------------------
+__global__ void f32_to_f16_kernel(const float* __restrict__ src, int64_t rows, int64_t cols, __half* dst, int64_t ldd) {
+  const int64_t total = rows * cols;
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x)
+    dst[(e / cols) * ldd + e % cols] = __float2half_rn(src[e]);
+}
+
+// One thread per block of 32: q8_0 (34 bytes: f16 d, 32 int8) or q4_0 (18 bytes: f16 d, 16 bytes of nibbles).
+__global__ void split_blocks_kernel(const uint8_t* __restrict__ src, int64_t nblocks, int block_bytes, int quant_bytes,
+                                    uint8_t* quants, uint16_t* scales) {
+  for (int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; b < nblocks; b += (int64_t)gridDim.x * blockDim.x) {
+    const uint8_t* p = src + b * block_bytes;
+    scales[b] = (uint16_t)(p[0] | (p[1] << 8));  // little-endian f16, as stored
+    uint8_t* q = quants + b * quant_bytes;
+    for (int i = 0; i < quant_bytes; i++) q[i] = p[2 + i];
+  }
+}
+
+}  // namespace
+
+void embedding(const DevMatrix& table, const int32_t* ids, int64_t T, float* out, int64_t ldo, bool accumulate,
+               cudaStream_t s) {
+  if (T <= 0) return;
+  EF_CHECK(T <= 0x7fffffff, "CUDA embedding: too many rows");
+#define EF_LAUNCH(DT)                                                                             \
+  embedding_kernel<DT><<<(unsigned)T, 256, 0, s>>>(table, ids, out, ldo, accumulate); \
+  EF_CUDA_LAUNCHED(embedding_kernel)
+  EF_CUDA_DISPATCH_WEIGHT(table.dtype, EF_LAUNCH);
+#undef EF_LAUNCH
+}
+
+void rmsnorm(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, cudaStream_t s) {
+  if (rows <= 0) return;
+  rmsnorm_kernel<<<(unsigned)rows, 256, 0, s>>>(x, w, eps, y, n);
+  EF_CUDA_LAUNCHED(rmsnorm_kernel);
+}
+
+void layernorm(const float* x, const float* w, const float* b, float eps, float* y, int64_t rows, int64_t n,
+               cudaStream_t s) {
+  if (rows <= 0) return;
+  layernorm_kernel<<<(unsigned)rows, 256, 0, s>>>(x, w, b, eps, y, n);
+  EF_CUDA_LAUNCHED(layernorm_kernel);
+}
+
+void softmax_rows(float* x, int64_t rows, int64_t n, cudaStream_t s) {
+  if (rows <= 0 || n <= 0) return;
+  softmax_kernel<<<(unsigned)rows, 256, 0, s>>>(x, n);
+  EF_CUDA_LAUNCHED(softmax_kernel);
+}
+
+void act(Act a, float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s) {
+  if (rows <= 0 || n <= 0 || a == Act::None) return;
+  act_kernel<<<grid_for(rows * n, 256), 256, 0, s>>>(a, x, rows, n, ld);
+  EF_CUDA_LAUNCHED(act_kernel);
+}
+
+void act_mul(Act a, float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int64_t n, cudaStream_t s) {
+  if (rows <= 0 || n <= 0) return;
+  act_mul_kernel<<<grid_for(rows * n, 256), 256, 0, s>>>(a, g, ldg, u, ldu, rows, n);
+  EF_CUDA_LAUNCHED(act_mul_kernel);
+}
+
+void add(float* y, const float* x, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  add_kernel<<<grid_for(n, 256), 256, 0, s>>>(y, x, n);
+  EF_CUDA_LAUNCHED(add_kernel);
+}
+
+void scale(float* x, float a, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  scale_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, a, n);
+  EF_CUDA_LAUNCHED(scale_kernel);
+}
+
+void f32_to_f16_rows(const float* src, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  f32_to_f16_kernel<<<grid_for(rows * cols, 256), 256, 0, s>>>(src, rows, cols, reinterpret_cast<__half*>(dst), ldd);
+  EF_CUDA_LAUNCHED(f32_to_f16_kernel);
+}
+
+void split_blocks(DType t, const uint8_t* src, int64_t nblocks, uint8_t* quants, uint16_t* scales, cudaStream_t s) {
+  EF_CHECK(t == DType::Q8_0 || t == DType::Q4_0, "CUDA split_blocks: q8_0 or q4_0 only");
+  if (nblocks <= 0) return;
+  const int quant_bytes = t == DType::Q8_0 ? 32 : 16;
+  split_blocks_kernel<<<grid_for(nblocks, 256), 256, 0, s>>>(src, nblocks, quant_bytes + 2, quant_bytes, quants, scales);
+  EF_CUDA_LAUNCHED(split_blocks_kernel);
+}
+
+}  // namespace cuda
+}  // namespace ef

@@ -1,0 +1,441 @@
+// y = x W^T (+ bias) (+ y): GEMV for decode (T <= 8) and tensor-core tiles for prompts, for every weight
+// layout of the CUDA path (kernels.h DevMatrix).
+#include <mma.h>
+
+#include <string>
+#include <type_traits>
+
+#include "device.cuh"
+
+namespace ef {
+namespace cuda {
+
+namespace {
+
+// ---- GEMV, f16 / bf16 weights --------------------------------------------------------------------------------
+// One warp per output row; a lane reads 8 weights (16 bytes) at a time, 256 per warp step, and multiplies
+// them with every token's x (T <= MAXT accumulators). Rows are padded to 8 elements and 16-byte aligned
+// (upload), so the vector loop covers K rounded down to 8; the scalar tail does the rest.
+constexpr int kGemvWarps = 8;
+
+template <typename WT>
+__device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
+  if constexpr (std::is_same<WT, __half>::value) {
+    const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float2 v = __half22float2(h[i]);
+      f[2 * i] = v.x;
+      f[2 * i + 1] = v.y;
+    }
+  } else {
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float2 v = __bfloat1622float2(h[i]);
+      f[2 * i] = v.x;
+      f[2 * i + 1] = v.y;
+    }
+  }
+}
+
+template <typename WT>
+__device__ __forceinline__ float to_f32(WT v) {
+  if constexpr (std::is_same<WT, __half>::value) return __half2float(v);
+  else return __bfloat162float(v);
+}
+
+template <typename WT, int MAXT, bool XVEC>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+gemv_float_kernel(const WT* __restrict__ W, int64_t ldw, int64_t O, int64_t K, const float* __restrict__ x,
+                  int64_t ldx, int T, const float* __restrict__ bias, float* __restrict__ y, int64_t ldy,
+                  bool accumulate) {
+  const int lane = threadIdx.x & 31;
+  const int64_t o = (int64_t)blockIdx.x * kGemvWarps + (threadIdx.x >> 5);
+  if (o >= O) return;  // the whole warp: no block-wide barrier below
+  const WT* w = W + o * ldw;
+  float acc[MAXT];
+#pragma unroll
+  for (int t = 0; t < MAXT; t++) acc[t] = 0.f;
+  const int64_t K8 = K & ~(int64_t)7;
+#pragma unroll 2
+  for (int64_t k = (int64_t)lane * 8; k < K8; k += 256) {
+    float wf[8];
+    unpack8<WT>(*reinterpret_cast<const uint4*>(w + k), wf);
+#pragma unroll
+    for (int t = 0; t < MAXT; t++) {
+      if (t < T) {
+        const float* xp = x + t * ldx + k;
+        float xv[8];
+        if constexpr (XVEC) {
+          const float4 a = *reinterpret_cast<const float4*>(xp), b = *reinterpret_cast<const float4*>(xp + 4);
+          xv[0] = a.x, xv[1] = a.y, xv[2] = a.z, xv[3] = a.w, xv[4] = b.x, xv[5] = b.y, xv[6] = b.z, xv[7] = b.w;
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; i++) xv[i] = xp[i];
+        }
+        float s = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) s += wf[i] * xv[i];
+        acc[t] += s;
+      }
+    }
+  }
+  for (int64_t k = K8 + lane; k < K; k += 32) {
+    const float wv = to_f32<WT>(w[k]);
+#pragma unroll
+    for (int t = 0; t < MAXT; t++)
+      if (t < T) acc[t] += wv * x[t * ldx + k];
+  }
+#pragma unroll
+  for (int t = 0; t < MAXT; t++) acc[t] = warp_sum(acc[t]);
+  if (lane == 0) {
+    const float b = bias ? bias[o] : 0.f;
+#pragma unroll
+    for (int t = 0; t < MAXT; t++) {
+      if (t < T) {
+        float* yp = y + t * ldy + o;
+        const float v = acc[t] + b;
+        *yp = accumulate ? *yp + v : v;
+      }
+    }
+  }
+}
+
+// ---- activations quantized to 8 bits (the CPU's quantize_row_q8) ------------------------------------------------
+// Block b of token t: q[32] = round(x / d), d = max|x| / 127; r[32] the rounding residual quantized the same
+// way with d2 (8-bit weights multiply both, as on the CPU); s = sum of q (q4_0's offset, q4_k's minimums).
+struct XQ {
+  int8_t* q;
+  int8_t* r;
+  float* d;
+  float* d2;
+  int32_t* s;
+};
+
+__global__ void quantize_x_kernel(const float* __restrict__ x, int64_t ldx, int64_t nb, int64_t total_blocks, XQ xq) {
+  const int lane = threadIdx.x & 31;
+  const int64_t blk = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (blk >= total_blocks) return;
+  const int64_t t = blk / nb, b = blk % nb;
+  const float v = x[t * ldx + b * 32 + lane];
+  const float amax = warp_max(fabsf(v));
+  const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+  const float qf = roundf(v * id);  // half away from zero, as gguf-py's np_roundf
+  const int q = (int)qf;
+  const float res = v - qf * d;
+  const float rmax = warp_max(fabsf(res));
+  const float d2 = rmax / 127.f, id2 = d2 != 0.f ? 1.f / d2 : 0.f;
+  int qs = q;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) qs += __shfl_xor_sync(kFullMask, qs, o);
+  xq.q[blk * 32 + lane] = (int8_t)q;
+  xq.r[blk * 32 + lane] = (int8_t)(int)roundf(res * id2);
+  if (lane == 0) {
+    xq.d[blk] = d;
+    xq.d2[blk] = d2;
+    xq.s[blk] = qs;
+  }
+}
+
+// ---- GEMV, quantized weights ------------------------------------------------------------------------------------
+// One warp per output row; lane i takes the weight blocks of 32 i, i + 32, ... and each token's matching
+// activation block. q8_0 / q4_0 quants are 16-byte aligned (split at upload); q4_k quants too (144-byte
+// super-blocks); q6_k's 210-byte super-blocks are read byte by byte.
+__device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
+
+template <int DT, int MAXT>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+gemv_quant_kernel(DevMatrix W, XQ xq, int64_t nb, int T, const float* __restrict__ bias, float* __restrict__ y,
+                  int64_t ldy, bool accumulate) {
+  const int lane = threadIdx.x & 31;
+  const int64_t o = (int64_t)blockIdx.x * kGemvWarps + (threadIdx.x >> 5);
+  if (o >= W.rows) return;
+  float acc[MAXT];
+#pragma unroll
+  for (int t = 0; t < MAXT; t++) acc[t] = 0.f;
+  for (int64_t b = lane; b < nb; b += 32) {
+    if constexpr (DT == (int)DType::Q4_0) {
+      const uint4 wq = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(W.data) + (o * nb + b) * 16);
+      const float dw = f16_bits_to_f32(W.scales[o * nb + b]);
+      const int lo[4] = {(int)(wq.x & 0x0F0F0F0Fu), (int)(wq.y & 0x0F0F0F0Fu), (int)(wq.z & 0x0F0F0F0Fu),
+                         (int)(wq.w & 0x0F0F0F0Fu)};
+      const int hi[4] = {(int)((wq.x >> 4) & 0x0F0F0F0Fu), (int)((wq.y >> 4) & 0x0F0F0F0Fu),
+                         (int)((wq.z >> 4) & 0x0F0F0F0Fu), (int)((wq.w >> 4) & 0x0F0F0F0Fu)};
+#pragma unroll
+      for (int t = 0; t < MAXT; t++) {
+        if (t < T) {
+          const int64_t xb = t * nb + b;
+          const int4* xp = reinterpret_cast<const int4*>(xq.q + xb * 32);
+          const int4 a = xp[0], c = xp[1];
+          int s = dp4a(lo[0], a.x, 0);
+          s = dp4a(lo[1], a.y, s);
+          s = dp4a(lo[2], a.z, s);
+          s = dp4a(lo[3], a.w, s);
+          s = dp4a(hi[0], c.x, s);
+          s = dp4a(hi[1], c.y, s);
+          s = dp4a(hi[2], c.z, s);
+          s = dp4a(hi[3], c.w, s);
+          acc[t] += dw * xq.d[xb] * (float)(s - 8 * xq.s[xb]);
+        }
+      }
+    } else if constexpr (DT == (int)DType::Q8_0) {
+      const int4* wp = reinterpret_cast<const int4*>(static_cast<const int8_t*>(W.data) + (o * nb + b) * 32);
+      const int4 w0 = wp[0], w1 = wp[1];
+      const float dw = f16_bits_to_f32(W.scales[o * nb + b]);
+#pragma unroll
+      for (int t = 0; t < MAXT; t++) {
+        if (t < T) {
+          const int64_t xb = t * nb + b;
+          const int4* qp = reinterpret_cast<const int4*>(xq.q + xb * 32);
+          const int4* rp = reinterpret_cast<const int4*>(xq.r + xb * 32);
+          const int4 q0 = qp[0], q1 = qp[1], r0 = rp[0], r1 = rp[1];
+          int sq = dp4a(w0.x, q0.x, 0), sr = dp4a(w0.x, r0.x, 0);
+          sq = dp4a(w0.y, q0.y, sq), sr = dp4a(w0.y, r0.y, sr);
+          sq = dp4a(w0.z, q0.z, sq), sr = dp4a(w0.z, r0.z, sr);
+          sq = dp4a(w0.w, q0.w, sq), sr = dp4a(w0.w, r0.w, sr);
+          sq = dp4a(w1.x, q1.x, sq), sr = dp4a(w1.x, r1.x, sr);
+          sq = dp4a(w1.y, q1.y, sq), sr = dp4a(w1.y, r1.y, sr);
+          sq = dp4a(w1.z, q1.z, sq), sr = dp4a(w1.z, r1.z, sr);
+          sq = dp4a(w1.w, q1.w, sq), sr = dp4a(w1.w, r1.w, sr);
+          acc[t] += dw * (xq.d[xb] * (float)sq + xq.d2[xb] * (float)sr);
+        }
+      }
+    } else if constexpr (DT == (int)DType::Q4_K) {
+      // activation block b = sub-block j of super-block b / 8: value = d * sc_j * nibble - dmin * m_j
+      const int j = (int)(b & 7);
+      const uint8_t* p = static_cast<const uint8_t*>(W.data) + o * W.ld + (b >> 3) * 144;
+      int sc, m;
+      q4k_scale_min_dev(j, p + 4, sc, m);
+      const float ds = f16_at(p) * (float)sc, dm = f16_at(p + 2) * (float)m;
+      const int4* qp = reinterpret_cast<const int4*>(p + 16 + 32 * (j >> 1));
+      const int4 v0 = qp[0], v1 = qp[1];
+      const int sh = 4 * (j & 1);
+      const int nib[8] = {(v0.x >> sh) & 0x0F0F0F0F, (v0.y >> sh) & 0x0F0F0F0F, (v0.z >> sh) & 0x0F0F0F0F,
+                          (v0.w >> sh) & 0x0F0F0F0F, (v1.x >> sh) & 0x0F0F0F0F, (v1.y >> sh) & 0x0F0F0F0F,
+                          (v1.z >> sh) & 0x0F0F0F0F, (v1.w >> sh) & 0x0F0F0F0F};
+#pragma unroll
+      for (int t = 0; t < MAXT; t++) {
+        if (t < T) {
+          const int64_t xb = t * nb + b;
+          const int* xi = reinterpret_cast<const int*>(xq.q + xb * 32);
+          int s = 0;
+#pragma unroll
+          for (int i = 0; i < 8; i++) s = dp4a(nib[i], xi[i], s);
+          acc[t] += xq.d[xb] * (ds * (float)s - dm * (float)xq.s[xb]);
+        }
+      }
+    } else {  // Q6_K: activation block b = elements 32 g .. 32 g + 31 of super-block b / 8, two 16-element scales
+      const int g = (int)(b & 7);
+      const uint8_t* p = static_cast<const uint8_t*>(W.data) + o * W.ld + (b >> 3) * 210;
+      const uint8_t* lo = p + (g >> 2) * 64 + 32 * (g & 1);
+      const uint8_t* hi = p + 128 + (g >> 2) * 32;
+      const int lsh = 4 * ((g >> 1) & 1), hsh = 2 * (g & 3);
+      const float d = f16_at(p + 208);
+      const float sc0 = (float)(int8_t)p[192 + 2 * g], sc1 = (float)(int8_t)p[192 + 2 * g + 1];
+      int vals[8];
+#pragma unroll
+      for (int i4 = 0; i4 < 8; i4++) {
+        uint32_t packed = 0;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int i = 4 * i4 + e;
+          const int q = (((lo[i] >> lsh) & 15) | (((hi[i] >> hsh) & 3) << 4)) - 32;
+          packed |= (uint32_t)(uint8_t)(int8_t)q << (8 * e);
+        }
+        vals[i4] = (int)packed;
+      }
+#pragma unroll
+      for (int t = 0; t < MAXT; t++) {
+        if (t < T) {
+          const int64_t xb = t * nb + b;
+          const int* xi = reinterpret_cast<const int*>(xq.q + xb * 32);
+          int s0 = 0, s1 = 0;
+#pragma unroll
+          for (int i = 0; i < 4; i++) s0 = dp4a(vals[i], xi[i], s0);
+#pragma unroll
+          for (int i = 4; i < 8; i++) s1 = dp4a(vals[i], xi[i], s1);
+          acc[t] += d * xq.d[xb] * (sc0 * (float)s0 + sc1 * (float)s1);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < MAXT; t++) acc[t] = warp_sum(acc[t]);
+  if (lane == 0) {
+    const float bv = bias ? bias[o] : 0.f;
+#pragma unroll
+    for (int t = 0; t < MAXT; t++) {
+      if (t < T) {
+        float* yp = y + t * ldy + o;
+        const float v = acc[t] + bv;
+        *yp = accumulate ? *yp + v : v;
+      }
+    }
+  }
+}
+
+// ---- tensor-core tiles (T > 8) ------------------------------------------------------------------------------------
+// A 64 x 64 tile of y per block of 4 warps (2 x 2, each 32 x 32 = 2 x 2 WMMA fragments), K in steps of 32:
+// x rows converted to f16 (bf16 for bf16 weights) and W rows dequantized into shared memory, then 16x16x16
+// products accumulated in f32. Every load is bounds-checked (zero outside), so any T, O, K work.
+constexpr int kTM = 64, kTN = 64, kTK = 32, kTPad = 8, kTThreads = 128;
+
+template <typename AT>
+__device__ __forceinline__ AT from_f32(float v) {
+  if constexpr (std::is_same<AT, __half>::value) return __float2half_rn(v);
+  else return __float2bfloat16_rn(v);
+}
+
+template <int DT>
+__global__ void __launch_bounds__(kTThreads)
+gemm_kernel(const float* __restrict__ x, int64_t ldx, DevMatrix W, int64_t T, const float* __restrict__ bias,
+            float* __restrict__ y, int64_t ldy, bool accumulate) {
+  using namespace nvcuda;
+  using AT = typename std::conditional<DT == (int)DType::BF16, __nv_bfloat16, __half>::type;
+  __shared__ __align__(32) AT As[kTM][kTK + kTPad];
+  __shared__ __align__(32) AT Bs[kTN][kTK + kTPad];
+  __shared__ __align__(32) float Cs[kTM][kTN + 4];
+  const int64_t O = W.rows, K = W.cols;
+  const int tid = threadIdx.x, warp = tid >> 5, wm = warp >> 1, wn = warp & 1;
+  const int64_t m0 = (int64_t)blockIdx.y * kTM, n0 = (int64_t)blockIdx.x * kTN;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) wmma::fill_fragment(c[i][j], 0.f);
+  for (int64_t k0 = 0; k0 < K; k0 += kTK) {
+    for (int e = tid; e < kTM * kTK; e += kTThreads) {
+      const int r = e / kTK, cc = e % kTK;
+      const int64_t gr = m0 + r, gk = k0 + cc;
+      As[r][cc] = from_f32<AT>(gr < T && gk < K ? x[gr * ldx + gk] : 0.f);
+    }
+    for (int e = tid; e < kTN * kTK; e += kTThreads) {
+      const int r = e / kTK, cc = e % kTK;
+      const int64_t go = n0 + r, gk = k0 + cc;
+      Bs[r][cc] = from_f32<AT>(go < O && gk < K ? weight_at<DT>(W, go, gk) : 0.f);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTK; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, AT, wmma::row_major> a[2];
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, AT, wmma::col_major> b[2];
+#pragma unroll
+      for (int i = 0; i < 2; i++) wmma::load_matrix_sync(a[i], &As[wm * 32 + i * 16][kk], kTK + kTPad);
+#pragma unroll
+      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(b[j], &Bs[wn * 32 + j * 16][kk], kTK + kTPad);
+#pragma unroll
+      for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::mma_sync(c[i][j], a[i], b[j], c[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++)
+      wmma::store_matrix_sync(&Cs[wm * 32 + i * 16][wn * 32 + j * 16], c[i][j], kTN + 4, wmma::mem_row_major);
+  __syncthreads();
+  for (int e = tid; e < kTM * kTN; e += kTThreads) {
+    const int r = e / kTN, cc = e % kTN;
+    const int64_t gr = m0 + r, go = n0 + cc;
+    if (gr < T && go < O) {
+      const float v = Cs[r][cc] + (bias ? bias[go] : 0.f);
+      float* yp = y + gr * ldy + go;
+      *yp = accumulate ? *yp + v : v;
+    }
+  }
+}
+
+template <typename WT, int MAXT>
+void launch_gemv_float(const DevMatrix& W, const float* x, int64_t ldx, int T, const float* bias, float* y, int64_t ldy,
+                       bool accumulate, cudaStream_t s) {
+  const unsigned grid = (unsigned)((W.rows + kGemvWarps - 1) / kGemvWarps);
+  const bool xvec = ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const WT* w = static_cast<const WT*>(W.data);
+  if (xvec)
+    gemv_float_kernel<WT, MAXT, true><<<grid, kGemvWarps * 32, 0, s>>>(w, W.ld, W.rows, W.cols, x, ldx, T, bias, y, ldy,
+                                                                      accumulate);
+  else
+    gemv_float_kernel<WT, MAXT, false><<<grid, kGemvWarps * 32, 0, s>>>(w, W.ld, W.rows, W.cols, x, ldx, T, bias, y,
+                                                                       ldy, accumulate);
+  EF_CUDA_LAUNCHED(gemv_float_kernel);
+}
+
+template <int DT, int MAXT>
+void launch_gemv_quant(const DevMatrix& W, const XQ& xq, int64_t nb, int T, const float* bias, float* y, int64_t ldy,
+                       bool accumulate, cudaStream_t s) {
+  const unsigned grid = (unsigned)((W.rows + kGemvWarps - 1) / kGemvWarps);
+  gemv_quant_kernel<DT, MAXT><<<grid, kGemvWarps * 32, 0, s>>>(W, xq, nb, T, bias, y, ldy, accumulate);
+  EF_CUDA_LAUNCHED(gemv_quant_kernel);
+}
+
+template <int DT>
+void gemv_quant(const DevMatrix& W, const XQ& xq, int64_t nb, int T, const float* bias, float* y, int64_t ldy,
+                bool accumulate, cudaStream_t s) {
+  if (T <= 1) launch_gemv_quant<DT, 1>(W, xq, nb, T, bias, y, ldy, accumulate, s);
+  else if (T <= 2) launch_gemv_quant<DT, 2>(W, xq, nb, T, bias, y, ldy, accumulate, s);
+  else if (T <= 4) launch_gemv_quant<DT, 4>(W, xq, nb, T, bias, y, ldy, accumulate, s);
+  else launch_gemv_quant<DT, 8>(W, xq, nb, T, bias, y, ldy, accumulate, s);
+}
+
+template <typename WT>
+void gemv_float(const DevMatrix& W, const float* x, int64_t ldx, int T, const float* bias, float* y, int64_t ldy,
+                bool accumulate, cudaStream_t s) {
+  if (T <= 1) launch_gemv_float<WT, 1>(W, x, ldx, T, bias, y, ldy, accumulate, s);
+  else if (T <= 2) launch_gemv_float<WT, 2>(W, x, ldx, T, bias, y, ldy, accumulate, s);
+  else if (T <= 4) launch_gemv_float<WT, 4>(W, x, ldx, T, bias, y, ldy, accumulate, s);
+  else launch_gemv_float<WT, 8>(W, x, ldx, T, bias, y, ldy, accumulate, s);
+}
+
+}  // namespace
+
+void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const float* bias, float* y, int64_t ldy,
+            bool accumulate, Scratch& ws, cudaStream_t s) {
+  if (T <= 0 || W.rows <= 0) return;
+  const int64_t O = W.rows, K = W.cols;
+  EF_CHECK(K > 0 && ldx >= K && ldy >= O, "CUDA linear: bad strides");
+  EF_CHECK(W.data != nullptr, "CUDA linear: weights not on the device");
+  if (T <= kGemvMaxT) {
+    if (W.dtype == DType::F16 || W.dtype == DType::BF16) {
+      EF_CHECK(W.ld % 8 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0,
+               "CUDA linear: f16/bf16 rows must be padded to 8 elements and 16-byte aligned");
+      if (W.dtype == DType::F16) gemv_float<__half>(W, x, ldx, (int)T, bias, y, ldy, accumulate, s);
+      else gemv_float<__nv_bfloat16>(W, x, ldx, (int)T, bias, y, ldy, accumulate, s);
+      return;
+    }
+    EF_CHECK(is_quantized(W.dtype) && K % 32 == 0, "CUDA linear: quantized rows must be whole blocks of 32");
+    EF_CHECK(W.dtype == DType::Q8_0 || W.dtype == DType::Q4_0 || K % 256 == 0,
+             "CUDA linear: q4_k / q6_k rows must be whole super-blocks of 256");
+    const int64_t nb = K / 32, blocks = T * nb;
+    // scratch: q [blocks][32], r [blocks][32], d, d2 [blocks], s [blocks]
+    uint8_t* base = ws.ensure_as<uint8_t>((size_t)blocks * (64 + 12) + 64);
+    XQ xq;
+    xq.q = reinterpret_cast<int8_t*>(base);
+    xq.r = xq.q + blocks * 32;
+    xq.d = reinterpret_cast<float*>(xq.r + blocks * 32);
+    xq.d2 = xq.d + blocks;
+    xq.s = reinterpret_cast<int32_t*>(xq.d2 + blocks);
+    quantize_x_kernel<<<grid_for(blocks, 8, 1 << 30), 256, 0, s>>>(x, ldx, nb, blocks, xq);
+    EF_CUDA_LAUNCHED(quantize_x_kernel);
+    switch (W.dtype) {
+      case DType::Q8_0: gemv_quant<(int)DType::Q8_0>(W, xq, nb, (int)T, bias, y, ldy, accumulate, s); break;
+      case DType::Q4_0: gemv_quant<(int)DType::Q4_0>(W, xq, nb, (int)T, bias, y, ldy, accumulate, s); break;
+      case DType::Q4_K: gemv_quant<(int)DType::Q4_K>(W, xq, nb, (int)T, bias, y, ldy, accumulate, s); break;
+      case DType::Q6_K: gemv_quant<(int)DType::Q6_K>(W, xq, nb, (int)T, bias, y, ldy, accumulate, s); break;
+      default: throw ValueError(std::string("CUDA linear: no kernel for weights of type ") + dtype_name(W.dtype));
+    }
+    return;
+  }
+  EF_CHECK((T + kTM - 1) / kTM <= 65535, "CUDA linear: too many rows for one call");
+  const dim3 grid((unsigned)((O + kTN - 1) / kTN), (unsigned)((T + kTM - 1) / kTM));
+#define EF_LAUNCH(DT)                                                                        \
+  gemm_kernel<DT><<<grid, kTThreads, 0, s>>>(x, ldx, W, T, bias, y, ldy, accumulate); \
+  EF_CUDA_LAUNCHED(gemm_kernel)
+  EF_CUDA_DISPATCH_WEIGHT(W.dtype, EF_LAUNCH);
+#undef EF_LAUNCH
+}
+
+}  // namespace cuda
+}  // namespace ef

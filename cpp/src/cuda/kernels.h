@@ -1,0 +1,134 @@
+// The CUDA kernels' host entry points: raw device pointers and a stream; each validates its arguments and
+// launches. The kernel files (*.cu) are their only definitions; the model (cuda_model.cc) and the test entry
+// points (cuda_api.cc) call nothing else. All activations are f32 in device memory.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "common.h"
+#include "edgeformer/arch.h"
+#include "edgeformer/cpu.h"
+#include "edgeformer/dtype.h"
+
+namespace ef {
+namespace cuda {
+
+// A weight matrix [rows, cols] on the device, in the layout the kernels read:
+//   F16 / BF16  values, row r at data + r * ld elements; ld a multiple of 8 (rows padded with zeros) and
+//               data 16-byte aligned, so rows load as 16-byte vectors
+//   Q8_0        int8 quants [rows][cols] at data, f16 scales [rows][cols / 32] at scales
+//   Q4_0        nibbles [rows][cols / 32][16] at data (byte i of a block: element i low, i + 16 high; the
+//               value is nibble - 8), f16 scales [rows][cols / 32] at scales
+//   Q4_K / Q6_K llama.cpp's blocks as stored, row r at data + r * ld bytes
+// (q8_0 and q4_0 blocks are split into quants and scales at upload so that quants load as 16-byte vectors.)
+struct DevMatrix {
+  DType dtype = DType::F16;
+  int64_t rows = 0, cols = 0;
+  int64_t ld = 0;
+  const void* data = nullptr;
+  const uint16_t* scales = nullptr;
+};
+
+// ---- elementwise.cu -----------------------------------------------------------------------------------------
+// out[t, :] (+)= row ids[t] of table (any DevMatrix type), row stride ldo. ids are checked on the host.
+void embedding(const DevMatrix& table, const int32_t* ids, int64_t T, float* out, int64_t ldo, bool accumulate,
+               cudaStream_t s);
+// y = x / sqrt(mean(x^2) + eps) * w  (w may be null); rows of n, contiguous; in place allowed
+void rmsnorm(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, cudaStream_t s);
+// y = (x - mean) / sqrt(var + eps) * w + b  (w, b may be null); in place allowed
+void layernorm(const float* x, const float* w, const float* b, float eps, float* y, int64_t rows, int64_t n,
+               cudaStream_t s);
+void softmax_rows(float* x, int64_t rows, int64_t n, cudaStream_t s);
+// x[r, :n] = act(x[r, :n]) for rows at stride ld
+void act(Act a, float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s);
+// g[r, :n] = act(g[r, :n]) * u[r, :n]   (row strides ldg, ldu)
+void act_mul(Act a, float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int64_t n, cudaStream_t s);
+void add(float* y, const float* x, int64_t n, cudaStream_t s);   // y += x
+void scale(float* x, float a, int64_t n, cudaStream_t s);        // x *= a
+// Upload conversions: f32 rows (contiguous, cols each) -> f16 rows at stride ldd (padding left as is)
+void f32_to_f16_rows(const float* src, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd, cudaStream_t s);
+// q8_0 / q4_0 blocks as stored (contiguous) -> quants and f16 scales (DevMatrix layout)
+void split_blocks(DType t, const uint8_t* src, int64_t nblocks, uint8_t* quants, uint16_t* scales, cudaStream_t s);
+
+// ---- gemm.cu ------------------------------------------------------------------------------------------------
+// y[t, o] (+)= sum_k x[t, k] * W[o, k] + bias[o] for t < T, o < W.rows. x: row stride ldx; y: row stride ldy.
+// T <= 8: one warp per output row reads W once for every t (decode: bandwidth-bound); quantized W
+// multiplies activations quantized to 8 bits per block of 32 with integer dot products (dp4a), as the CPU
+// kernels do. T > 8: tensor-core tiles (WMMA 16x16x16, f32 accumulation) with W dequantized into shared
+// memory on the fly and x rounded to f16 (bf16 for bf16 weights).
+void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const float* bias, float* y, int64_t ldy,
+            bool accumulate, Scratch& ws, cudaStream_t s);
+constexpr int64_t kGemvMaxT = 8;
+
+// ---- attention.cu -------------------------------------------------------------------------------------------
+// Rotary embedding of q (in place) and k, and k, v appended to the cache at positions pos0 .. pos0 + T - 1.
+struct RopeStoreArgs {
+  float* q = nullptr;  // [T][n_heads * head_dim] at row stride ldq
+  int64_t ldq = 0;
+  const float* k = nullptr;  // [T][n_kv * head_dim] at row stride ldk (v likewise)
+  const float* v = nullptr;
+  int64_t ldk = 0, ldv = 0;
+  void* kc = nullptr;  // this layer's cache: element d of key j of kv head g at g * head_stride + j * pos_stride + d
+  void* vc = nullptr;
+  bool kv_f16 = true;
+  int64_t head_stride = 0, pos_stride = 0;
+  int32_t T = 0, n_heads = 0, n_kv = 0, head_dim = 0, pos0 = 0;
+  const float* cos = nullptr;  // null: no rotary. Query t uses row tab_row0 + t of cos, sin [rows][half]
+  const float* sin = nullptr;
+  int32_t half = 0, tab_row0 = 0;
+  bool interleaved = false;  // RopeStyle::Interleaved: pairs (2i, 2i+1); else (i, i + half)
+};
+void rope_store(const RopeStoreArgs& a, cudaStream_t s);
+// The same rotation on a plain array x [T][heads][head_dim] (tests): row t uses cos/sin row t.
+void rope_inplace(float* x, int64_t T, int64_t heads, int64_t head_dim, const float* cos, const float* sin,
+                  int64_t half, bool interleaved, cudaStream_t s);
+
+// softmax(q . k * scale + bias) v over the keys each query sees, per head. Queries are at positions
+// pos0 .. pos0 + T - 1; query i sees keys j < n_keys with j <= its position (causal) and j > position - window
+// (window > 0), except those whose key_mask is 0. bias: ALiBi slope * j (rounded to bf16 and/or multiplied by
+// scale as the flags say), or rel[h][j - position - rel_lo]. T == 1: split-K over the keys (decode); T > 1:
+// query tiles against key tiles in shared memory with an online softmax (flash-style).
+struct AttnArgs {
+  const float* q = nullptr;  // q[t * ldq + h * head_dim + d]
+  int64_t ldq = 0;
+  float* out = nullptr;  // same layout, row stride ldo
+  int64_t ldo = 0;
+  const void* k = nullptr;  // as RopeStoreArgs::kc
+  const void* v = nullptr;
+  bool kv_f16 = true;
+  int64_t head_stride = 0, pos_stride = 0;
+  int32_t T = 0, n_heads = 0, group = 1, head_dim = 0, pos0 = 0, n_keys = 0;
+  bool causal = true;
+  int32_t window = 0;
+  float scale = 1.f;
+  const float* alibi = nullptr;  // [n_heads] slopes (already rounded to bf16 when alibi_bf16)
+  bool alibi_bf16 = false, alibi_scaled = false;
+  const float* rel = nullptr;
+  int32_t rel_width = 0, rel_lo = 0;
+  const uint8_t* key_mask = nullptr;
+};
+void attention(const AttnArgs& a, Scratch& ws, cudaStream_t s);
+
+// ---- sample.cu ----------------------------------------------------------------------------------------------
+// One token from logits [vocab] (modified in place by the repetition penalty), in one thread block: greedy
+// argmax (lowest index among ties), or top-k (ties with the k-th kept), top-p and min-p as the CPU sampler
+// applies them, then the token where u * (kept mass) falls, in vocabulary order. Masses are fixed-point
+// integers, so the result is deterministic. penalized: distinct token ids (the host deduplicates).
+struct SampleArgs {
+  float* logits = nullptr;
+  int32_t vocab = 0;
+  const int32_t* penalized = nullptr;
+  int32_t n_penalized = 0;
+  float repetition_penalty = 1.f;
+  bool greedy = true;
+  float inv_temperature = 1.f;
+  int32_t top_k = 0;
+  float top_p = 1.f, min_p = 0.f;
+  double u = 0;
+  int32_t* out = nullptr;  // device int
+};
+void sample(const SampleArgs& a, Scratch& ws, cudaStream_t s);
+
+}  // namespace cuda
+}  // namespace ef
