@@ -7,7 +7,7 @@
 
 from . import _core
 from ._version import __version__
-from .model import GenerationResult, GenerationStream, Model, load
+from .model import GenerationResult, GenerationStream, Model, cuda_available, load
 
 
 def quantize(src: str, out: str, type: str = "q4_0", threads: int = None) -> str:
@@ -32,4 +32,10 @@ def cpu_info() -> dict:
     return info
 
 
-__all__ = ["load", "quantize", "demo_model_path", "Model", "GenerationResult", "GenerationStream", "cpu_info", "__version__"]
+def cuda_info(device: int = 0) -> dict:
+    """The CUDA device's name, compute capability, memory and bandwidth (RuntimeError without CUDA)."""
+    return _core.cuda_device_info(device)
+
+
+__all__ = ["load", "quantize", "demo_model_path", "Model", "GenerationResult", "GenerationStream", "cpu_info",
+           "cuda_available", "cuda_info", "__version__"]

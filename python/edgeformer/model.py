@@ -102,7 +102,7 @@ def _resolve(path_or_hub_id: str) -> str:
 
 
 def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, threads: Optional[int] = None,
-         max_context: Optional[int] = None) -> "Model":
+         max_context: Optional[int] = None, device: str = "cpu") -> "Model":
     """Loads a Hugging Face checkpoint directory (or hub id, with huggingface_hub installed and online), or
     a GGUF file (llama.cpp's format; its quantized weights are used as stored, memory-mapped).
 
@@ -111,6 +111,10 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     formats): the layer matrices take that type, the embeddings and head keep 8 bits (q6_k for the head of a
     4-bit model), norms and biases stay f32, and a matrix whose rows are not whole blocks stays f16. threads: default the physical cores. max_context: the KV cache
     length, default the checkpoint's max_position_embeddings.
+
+    device: "cpu", or "cuda" / "cuda:N" (a build with EF_CUDA=ON; see cuda_available()): the weights are
+    uploaded once (f32 matrices as f16; f16, bf16 and the quantized types as they are), the KV cache (f16) and
+    every activation stay on the device, tokens are sampled there, and logits come back only when asked for.
     """
     path = os.fspath(path_or_hub_id)
     for name, v in (("threads", threads), ("max_context", max_context)):
@@ -118,10 +122,15 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
             raise ValueError(f"argument '{name}' must be a positive integer, got {v!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"argument 'dtype' must be None or one of {', '.join(DTYPES)}, got {dtype!r}")
+    cuda_index = parse_device(device)
+    if cuda_index is not None and dtype in ("f32", "float32"):
+        raise ValueError("argument 'dtype': 'f32' is CPU-only; on a CUDA device matrices are f16, bf16 or quantized "
+                         "(dtype=None keeps f16/bf16 and converts f32 to f16)")
     if os.path.isfile(path) and path.endswith(".gguf"):
         from .gguf_io import load_gguf
 
-        return load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path)))
+        model = load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path)))
+        return model if cuda_index is None else _to_device(model, cuda_index)
     model_dir = _resolve(path)
     cfg_path = os.path.join(model_dir, "config.json")
     if not os.path.exists(cfg_path):
@@ -147,12 +156,55 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         def make_decoder():
             return _core.Model(dec_spec, checkpoint, dec_names, opts)
 
-        return Seq2SeqModel(enc, make_decoder, config, tok, model_dir)
+        model = Seq2SeqModel(enc, make_decoder, config, tok, model_dir)
+        return model if cuda_index is None else _to_device(model, cuda_index)
     spec, names = spec_from_config(config, cfg_path, checkpoint.names())
     if dtype in QUANTIZED:
         gguf_rotary_layout(spec, names)
     core = _core.Model(spec, checkpoint, _materialize(checkpoint, names), opts)
-    return Model(core, config, tok, model_dir)
+    model = Model(core, config, tok, model_dir)
+    return model if cuda_index is None else _to_device(model, cuda_index)
+
+
+def cuda_available() -> bool:
+    """True when this build has the CUDA path (EF_CUDA=ON) and at least one CUDA device is usable."""
+    return bool(_core.cuda_built()) and _core.cuda_device_count() > 0
+
+
+def parse_device(device: Any) -> Optional[int]:
+    """The CUDA device index of a device argument ("cuda" / "cuda:N"), or None for "cpu"."""
+    if not isinstance(device, str):
+        raise ValueError(f"argument 'device' must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    d = device.strip().lower()
+    if d == "cpu":
+        return None
+    head, sep, num = d.partition(":")
+    if head != "cuda" or (sep and not (num.isdigit() and num.isascii())):
+        raise ValueError(f"argument 'device' must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    index = int(num) if sep else 0
+    if not _core.cuda_built():
+        raise RuntimeError(f"device={device!r}: this edgeformer was built without CUDA; build it with "
+                           "pip install . -C cmake.define.EF_CUDA=ON (needs the CUDA toolkit 12 or newer)")
+    n = _core.cuda_device_count()
+    if n == 0:
+        raise RuntimeError(f"device={device!r}: no CUDA device is usable here (no NVIDIA driver, or no GPU visible "
+                           "to this process)")
+    if index >= n:
+        raise ValueError(f"argument 'device': cuda:{index} does not exist ({n} CUDA device{'s' if n > 1 else ''})")
+    return index
+
+
+def _to_device(model: "Model", index: int) -> "Model":
+    """Moves a loaded model's stacks to CUDA device `index` (the host copies are dropped)."""
+    from .seq2seq import Seq2SeqModel
+
+    model._core = _core.CudaModel(model._core, index)
+    if isinstance(model, Seq2SeqModel):
+        model._encoder = _core.CudaModel(model._encoder, index)
+        model._make_decoder = model._core.fork  # beams share the uploaded weights
+        model._beams = []
+    model.device = f"cuda:{index}"
+    return model
 
 
 def _options(threads, max_context, dtype, size: int) -> "_core.ModelOptions":
@@ -217,6 +269,7 @@ class Model:
         self._core = core
         self.config = config
         self.path = path
+        self.device = "cpu"  # "cuda:N" once moved to a device (load(device=...))
         self._tok = tok
         self._lock = threading.RLock()
         self._cached: List[int] = []  # the tokens whose keys/values are in the cache
@@ -247,7 +300,8 @@ class Model:
     def __repr__(self) -> str:
         s = self.spec
         return (f"Model({s.model_type}, layers={s.n_layers}, hidden={s.hidden_size}, heads={s.n_heads}/{s.n_kv_heads}, "
-                f"vocab={s.vocab_size}, max_context={self.max_context}, threads={self.threads})")
+                f"vocab={s.vocab_size}, max_context={self.max_context}, threads={self.threads}"
+                + (f", device={self.device})" if self.device != "cpu" else ")"))
 
     def _eos_ids(self) -> List[int]:
         ids: List[int] = []

@@ -1,0 +1,488 @@
+"""The CUDA path (load(..., device="cuda")).
+
+Everywhere: cuda_available() is a bool, and bad device arguments name themselves. With a CUDA device (a build
+with EF_CUDA=ON, see docs/install.md): every CUDA kernel against the CPU reference by normalized squared error
+(NMSE), at odd sizes and at both sides of the GEMV / tensor-core switch; then every decoder family, BERT and T5
+against transformers on tiny random checkpoints: prompt logits (tensor-core and tiled-attention path), each
+decode step teacher-forced on transformers' greedy continuation (GEMV and split-K path), quantized loads against
+the CPU's, and generation with sampling on the device. Without a device these skip, saying why.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import edgeformer
+from edgeformer import _core
+
+from conftest import assert_logits_close, hf_greedy, make_llama, make_model, prompt_ids
+from test_families import T5_CASES, _decoders, untie_t5_head
+from test_ops import bf16_bits, bf16_to_f32
+
+HAVE_CUDA = edgeformer.cuda_available()
+WHY = ("edgeformer was built without CUDA (EF_CUDA=ON)" if not _core.cuda_built() else
+       "no CUDA device is usable here")
+gpu = pytest.mark.skipif(not HAVE_CUDA, reason=WHY)
+
+rng = np.random.default_rng(7)
+
+
+def nmse(ours, ref) -> float:
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    den = float(np.sum(ref * ref))
+    return float(np.sum((ours - ref) ** 2)) / (den if den > 0 else 1.0)
+
+
+# ---- everywhere ---------------------------------------------------------------------------------------------------
+
+def test_cuda_available_is_a_bool():
+    assert isinstance(edgeformer.cuda_available(), bool)
+    assert isinstance(_core.cuda_built(), bool)
+    n = _core.cuda_device_count()
+    assert isinstance(n, int) and n >= 0
+    assert edgeformer.cuda_available() == (_core.cuda_built() and n > 0)
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x", "cuda:", "cuda:-1", "cuda:0:1", "", 0, None, "cuda 0"])
+def test_bad_device_arguments_name_themselves(device):
+    with pytest.raises(ValueError, match="argument 'device'"):
+        edgeformer.load(edgeformer.demo_model_path(), device=device)
+
+
+def test_device_that_does_not_exist():
+    with pytest.raises((ValueError, RuntimeError), match="cuda:99|CUDA"):
+        edgeformer.load(edgeformer.demo_model_path(), device="cuda:99")
+
+
+@pytest.mark.skipif(HAVE_CUDA, reason="a CUDA device is present")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "CUDA:0"])
+def test_cuda_without_a_device_is_a_clear_error(device):
+    with pytest.raises(RuntimeError, match="without CUDA|no CUDA device"):
+        edgeformer.load(edgeformer.demo_model_path(), device=device)
+    with pytest.raises(RuntimeError, match="without CUDA|no CUDA device"):
+        _core.cuda.softmax(np.ones((1, 4), np.float32))
+
+
+def test_cpu_device_is_the_default():
+    m = edgeformer.load(edgeformer.demo_model_path(), device="cpu")
+    assert m.device == "cpu" and "device" not in repr(m)
+
+
+# ---- kernels against the CPU reference ------------------------------------------------------------------------------
+
+FLOAT_K = [1, 7, 8, 9, 33, 100, 257]
+QUANT_K = {"q8_0": [32, 96, 256], "q4_0": [32, 96, 256], "q4_k": [256, 512], "q6_k": [256, 512]}
+TS = [1, 2, 5, 8, 9, 67]  # 1..8: GEMV; 9 and 67: tensor-core tiles (a partial tile each)
+OS = [1, 13, 130]
+
+
+def _weights(wdtype: str, O: int, K: int):
+    """(array handed to the kernel, its dtype, the exact f32 values the device computes with)."""
+    w32 = rng.standard_normal((O, K)).astype(np.float32)
+    if wdtype == "f32":  # uploaded as f16
+        return w32, _core.DType.f32, w32.astype(np.float16).astype(np.float32)
+    if wdtype == "f16":
+        w = w32.astype(np.float16)
+        return w, _core.DType.f16, w.astype(np.float32)
+    if wdtype == "bf16":
+        w = bf16_bits(w32)
+        return w, _core.DType.bf16, bf16_to_f32(w)
+    dt = getattr(_core.DType, wdtype)
+    q = _core.ops.quantize(w32, dt)
+    return q, dt, _core.ops.to_f32(q, dt, isa="generic")
+
+
+def _linear_bound(wdtype: str, T: int) -> float:
+    if T > 8:  # activations rounded to f16 (bf16 for bf16 weights) for the tensor cores
+        return 1e-4 if wdtype == "bf16" else 1e-5
+    if wdtype in ("f32", "f16", "bf16"):
+        return 1e-8
+    return 1e-6 if wdtype == "q8_0" else 2e-3  # activations quantized to 8 bits (q8_0 also multiplies the residual)
+
+
+@gpu
+@pytest.mark.parametrize("wdtype", ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"])
+def test_linear(wdtype):
+    ks = FLOAT_K if wdtype in ("f32", "f16", "bf16") else QUANT_K[wdtype]
+    for K in ks:
+        for O in OS:
+            w, dt, wf = _weights(wdtype, O, K)
+            b = rng.standard_normal(O).astype(np.float32)
+            for T in TS:
+                x = rng.standard_normal((T, K)).astype(np.float32)
+                ref = x.astype(np.float64) @ wf.astype(np.float64).T + b
+                y = _core.cuda.linear(x, w, dt, b)
+                err = nmse(y, ref)
+                assert err <= _linear_bound(wdtype, T), f"{wdtype} T={T} O={O} K={K}: NMSE {err:.3g}"
+                if dt != _core.DType.f32 and T <= 8:  # the CPU kernel multiplies the same values
+                    cpu = (_core.ops.qmatmul(x, w, dt, b, isa="generic") if wdtype.startswith("q")
+                           else _core.ops.matmul(x, w, dt, b, isa="generic"))
+                    assert nmse(y, cpu) <= 4 * _linear_bound(wdtype, T)
+            assert nmse(_core.cuda.linear(x, w, dt, None), ref - b) <= _linear_bound(wdtype, T)
+
+
+@gpu
+@pytest.mark.parametrize("wdtype", ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"])
+def test_embedding(wdtype):
+    K = 7 if wdtype in ("f32", "f16", "bf16") else (256 if wdtype in ("q4_k", "q6_k") else 96)
+    w, dt, wf = _weights(wdtype, 11, K)
+    ids = np.array([3, 0, 10, 3, 7], np.int32)
+    out = _core.cuda.embedding(w, dt, ids)
+    np.testing.assert_allclose(out, wf[ids], rtol=1e-6, atol=1e-6)
+
+
+NORM_N = [1, 7, 64, 100, 257, 4099]
+
+
+@gpu
+@pytest.mark.parametrize("n", NORM_N)
+def test_norms(n):
+    x = (rng.standard_normal((3, n)) * 3 + 0.5).astype(np.float32)
+    w = rng.standard_normal(n).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    x64 = x.astype(np.float64)
+    rms = x64 / np.sqrt(np.mean(x64 * x64, axis=1, keepdims=True) + 1e-5)
+    assert nmse(_core.cuda.rmsnorm(x, w, 1e-5), rms * w) < 1e-11
+    assert nmse(_core.cuda.rmsnorm(x, None, 1e-5), rms) < 1e-11
+    mu = x64.mean(axis=1, keepdims=True)
+    ln = (x64 - mu) / np.sqrt(((x64 - mu) ** 2).mean(axis=1, keepdims=True) + 1e-5)
+    assert nmse(_core.cuda.layernorm(x, w, b, 1e-5), ln * w + b) < 1e-11
+    assert nmse(_core.cuda.layernorm(x, None, None, 1e-5), ln) < 1e-11
+
+
+@gpu
+@pytest.mark.parametrize("n", [1, 5, 1000, 4097])
+def test_softmax(n):
+    x = (rng.standard_normal((3, n)) * 4).astype(np.float32)
+    e = np.exp(x.astype(np.float64) - x.max(axis=1, keepdims=True))
+    assert nmse(_core.cuda.softmax(x), e / e.sum(axis=1, keepdims=True)) < 1e-11
+
+
+ACTS = {
+    "relu": lambda x: np.maximum(x, 0),
+    "silu": lambda x: x / (1 + np.exp(-x)),
+    "gelu": lambda x: 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2))),
+    "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+}
+
+
+@gpu
+@pytest.mark.parametrize("name", list(ACTS))
+def test_activations(name):
+    for n in (1, 31, 1000):
+        g = (rng.standard_normal(n) * 3).astype(np.float32)
+        u = rng.standard_normal(n).astype(np.float32)
+        a = getattr(_core.Act, name)
+        ref = ACTS[name](g.astype(np.float64))
+        assert nmse(_core.cuda.act(a, g), ref) < 1e-11
+        assert nmse(_core.cuda.act_mul(a, g, u), ref * u) < 1e-11
+
+
+@gpu
+@pytest.mark.parametrize("style", ["half", "interleaved"])
+@pytest.mark.parametrize("head_dim,half", [(8, 4), (16, 8), (24, 4), (64, 16)])  # full and partial rotary
+def test_rope(style, head_dim, half):
+    x = rng.standard_normal((5, 3, head_dim)).astype(np.float32)
+    ang = rng.uniform(0, 6, (5, half)).astype(np.float32)
+    cos, sin = np.cos(ang), np.sin(ang)
+    st = getattr(_core.RopeStyle, style)
+    assert nmse(_core.cuda.rope(x, cos, sin, st), _core.ops.rope(x, cos, sin, st)) < 1e-12
+
+
+def _round_bf16(x):
+    return bf16_to_f32(bf16_bits(np.asarray(x, np.float32)))
+
+
+def ref_attention(q, k, v, pos0, causal=True, window=0, scale=0.0, slopes=None, alibi_bf16=False,
+                  alibi_scaled=False, rel=None, rel_lo=0, mask=None):
+    """The CPU model's attention (Model::attention) in float64."""
+    T, nh, hd = q.shape
+    n, nkv, _ = k.shape
+    g = nh // nkv
+    scale = scale or 1 / math.sqrt(hd)
+    out = np.zeros((T, nh, hd))
+    for t in range(T):
+        pos = pos0 + t
+        hi = min(pos, n - 1) if causal else n - 1
+        lo = max(0, pos - window + 1) if window > 0 else 0
+        js = [j for j in range(lo, hi + 1) if mask is None or mask[j]]
+        if not js:
+            continue
+        for h in range(nh):
+            s = np.array([q[t, h].astype(np.float64) @ k[j, h // g] * scale for j in js])
+            if slopes is not None:
+                sl = _round_bf16(slopes[h]) if alibi_bf16 else slopes[h]
+                bias = np.float32(sl) * np.array(js, np.float32)
+                if alibi_bf16:
+                    bias = _round_bf16(bias)
+                s = s + (bias * scale if alibi_scaled else bias)
+            if rel is not None:
+                s = s + np.array([rel[h, j - pos - rel_lo] for j in js])
+            p = np.exp(s - s.max())
+            out[t, h] = (p / p.sum()) @ v[js, h // g].astype(np.float64)
+    return out
+
+
+ATTN_CASES = {
+    # name: (T, n_keys, heads, kv_heads, head_dim, options)
+    "prefill_gqa": (37, 37, 4, 2, 64, {}),
+    "prefill_continued": (17, 40, 4, 4, 32, {}),  # a prompt chunk after 23 cached positions
+    "prefill_hd80_mqa": (20, 20, 6, 1, 80, {}),
+    "prefill_hd256": (9, 9, 2, 2, 256, {}),
+    "prefill_window": (40, 40, 4, 2, 16, {"window": 8}),
+    "decode_short": (1, 5, 4, 2, 64, {}),
+    "decode_split_k": (1, 3000, 8, 2, 128, {}),
+    "decode_window": (1, 700, 4, 4, 64, {"window": 100}),
+    "decode_hd16_f32": (1, 129, 4, 1, 16, {"kv_f16": False}),
+    "alibi": (12, 12, 6, 6, 16, {"alibi": True}),
+    "alibi_bf16_scaled": (12, 12, 6, 6, 16, {"alibi": True, "alibi_bf16": True, "alibi_scaled": True}),
+    "alibi_decode": (1, 300, 6, 6, 16, {"alibi": True}),
+    "encoder_mask_relative": (11, 11, 4, 4, 16, {"causal": False, "mask": True, "rel": True}),
+    "decoder_relative": (9, 9, 4, 4, 16, {"rel": True}),
+    "all_masked": (3, 3, 2, 2, 16, {"causal": False, "mask": "none"}),
+}
+
+
+@gpu
+@pytest.mark.parametrize("case", list(ATTN_CASES))
+def test_attention(case):
+    T, n, nh, nkv, hd, o = ATTN_CASES[case]
+    q = rng.standard_normal((T, nh, hd)).astype(np.float32)
+    k = rng.standard_normal((n, nkv, hd)).astype(np.float32)
+    v = rng.standard_normal((n, nkv, hd)).astype(np.float32)
+    kv_f16 = o.get("kv_f16", True)
+    kr, vr = (k.astype(np.float16).astype(np.float32), v.astype(np.float16).astype(np.float32)) if kv_f16 else (k, v)
+    pos0 = n - T if o.get("causal", True) else 0
+    kw = dict(causal=o.get("causal", True), window=o.get("window", 0))
+    slopes = rel = mask = None
+    if o.get("alibi"):
+        slopes = (2.0 ** -np.arange(1, nh + 1)).astype(np.float32).tolist()
+        kw.update(alibi_bf16=o.get("alibi_bf16", False), alibi_scaled=o.get("alibi_scaled", False))
+    rel_lo = 0
+    if o.get("rel"):
+        rel_lo = -(pos0 + T - 1)
+        rel = rng.standard_normal((nh, (n - 1 - pos0) - rel_lo + 1)).astype(np.float32)
+    if o.get("mask") is True:
+        mask = (rng.random(n) > 0.3).astype(np.uint8)
+        mask[0] = 1
+    elif o.get("mask") == "none":
+        mask = np.zeros(n, np.uint8)
+    ours = _core.cuda.attention(q, k, v, pos0, alibi_slopes=slopes, rel=rel, rel_lo=rel_lo, key_mask=mask,
+                                kv_f16=kv_f16, **kw)
+    ref = ref_attention(q, kr, vr, pos0, slopes=slopes, rel=rel, rel_lo=rel_lo, mask=mask, **kw)
+    if o.get("mask") == "none":
+        assert np.all(ours == 0)  # no visible key: zeros, as the CPU
+    else:
+        assert nmse(ours, ref) < 1e-10, case
+
+
+def _kept(logits, t, top_k, top_p, min_p):
+    """The CPU sampler's candidates (Sampler::sample) and their probabilities."""
+    V = len(logits)
+    idx = sorted(range(V), key=lambda i: (-logits[i], i))
+    n = V
+    if 0 < top_k < V:
+        kth = logits[idx[top_k - 1]]
+        n = int(np.sum(logits >= kth))
+
+    def probs(m):
+        z = logits[idx[:m]].astype(np.float64) / t
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    if top_p < 1:
+        p, cum, keep = probs(n), 0.0, n
+        for i in range(n - 1, 0, -1):
+            cum += p[i]
+            if cum <= 1 - top_p:
+                keep = i
+            else:
+                break
+        n = keep
+    if min_p > 0:
+        p = probs(n)
+        keep = 1
+        while keep < n and p[keep] >= min_p * p[0]:
+            keep += 1
+        n = keep
+    return idx[:n], probs(n)
+
+
+@gpu
+@pytest.mark.parametrize("opts", [dict(temperature=0.7), dict(temperature=1.0, top_k=20),
+                                  dict(temperature=0.9, top_p=0.8), dict(temperature=1.3, top_k=50, top_p=0.9),
+                                  dict(temperature=1.0, min_p=0.05), dict(temperature=0.5, top_k=1)])
+def test_sampling_follows_the_cpu_sampler(opts):
+    V = 1000
+    logits = (rng.standard_normal(V) * 2).astype(np.float32)
+    o = _core.SamplerOptions()
+    for key, val in opts.items():
+        setattr(o, key, val)
+    kept, p = _kept(logits, opts["temperature"], opts.get("top_k", 0), opts.get("top_p", 1.0), opts.get("min_p", 0.0))
+    N = 2000
+    counts = {}
+    for i in range(N):  # u on a grid: each token takes a share of u equal to its probability
+        tok = _core.cuda.sample(logits, o, np.zeros(0, np.int32), (i + 0.5) / N)
+        counts[tok] = counts.get(tok, 0) + 1
+    assert set(counts) <= set(kept)
+    for tok, prob in zip(kept, p):
+        assert abs(counts.get(tok, 0) / N - prob) <= 2.0 / N + 1e-3, (tok, counts.get(tok, 0) / N, prob)
+
+
+@gpu
+def test_greedy_sampling_and_repetition_penalty():
+    o = _core.SamplerOptions()
+    o.temperature = 0.0
+    logits = np.array([1.0, 3.0, 3.0, -2.0, 2.9], np.float32)
+    assert _core.cuda.sample(logits, o, np.zeros(0, np.int32), 0.5) == 1  # the lowest index among equal maxima
+    o.repetition_penalty = 2.0
+    cpu = _core.Sampler(o).sample(logits, np.array([1, 2, 1], np.int32))
+    assert _core.cuda.sample(logits, o, np.array([1, 2, 1], np.int32), 0.5) == cpu == 4
+    V = 70000  # more tokens than threads times the per-thread chunk of one pass
+    big = rng.standard_normal(V).astype(np.float32)
+    o2 = _core.SamplerOptions()
+    o2.temperature = 0.0
+    assert _core.cuda.sample(big, o2, np.zeros(0, np.int32), 0.1) == int(np.argmax(big))
+
+
+# ---- models against transformers ------------------------------------------------------------------------------------
+
+PROMPT = prompt_ids(32)
+N_DECODE = 12
+REL, ABS = 1e-2, 1e-3  # f16 weights (as the device stores f32 ones), f16 activations in the tensor cores, f16 KV
+
+
+def _teacher_forced(model, prompt, cont):
+    """Decode-path logits: the prompt prefilled, then one token per step, on the device."""
+    core = model._core
+    core.reset()
+    core.prefill(np.asarray(prompt[:-1], np.int32))
+    rows = []
+    for tok in [prompt[-1]] + list(cont[:-1]):
+        rows.append(core.forward(np.asarray([tok], np.int32), False)[0])
+    core.reset()
+    model._cached = []  # the Python side's record of the cache
+    return np.stack(rows)
+
+
+def _check_model(path, ref_model, max_context=64, dynamic_rope=False):
+    import torch
+
+    greedy = hf_greedy(ref_model, PROMPT, N_DECODE)
+    with torch.no_grad():
+        full = ref_model(torch.tensor([PROMPT + greedy])).logits[0].float().numpy()
+        prompt_ref = ref_model(torch.tensor([PROMPT])).logits[0].float().numpy()
+    model = edgeformer.load(path, threads=2, max_context=max_context, device="cuda")
+    assert model.device == "cuda:0" and "cuda:0" in repr(model)
+    assert_logits_close(model.logits(PROMPT), prompt_ref, rel=REL, abs_=ABS)  # prompt: tensor cores, tiled attention
+    if not dynamic_rope:  # (dynamic NTK: a whole-sequence forward rotates every key with the final length's base)
+        steps = _teacher_forced(model, PROMPT, greedy)  # decode: GEMV + split-K attention
+        ref = full[len(PROMPT) - 1: len(PROMPT) - 1 + N_DECODE]
+        assert_logits_close(steps, ref, rel=REL, abs_=ABS)
+        for i, row in enumerate(ref):  # greedy tokens, wherever transformers' choice is clear
+            top2 = np.sort(row)[-2:]
+            if top2[1] - top2[0] > 1e-2 * np.abs(row).max():
+                assert int(np.argmax(steps[i])) == greedy[i], f"step {i}"
+    out = model.generate(PROMPT, max_new_tokens=6, temperature=0.8, top_k=20, top_p=0.9, seed=3)
+    again = model.generate(PROMPT, max_new_tokens=6, temperature=0.8, top_k=20, top_p=0.9, seed=3)
+    assert out.token_ids == again.token_ids and all(0 <= t < model.spec.vocab_size for t in out.token_ids)
+    return model
+
+
+LLAMA_CASES = {
+    "gqa": ("float32", {}),
+    "mqa": ("float32", {"num_key_value_heads": 1}),
+    "tied_bias": ("float32", {"tie_word_embeddings": True, "attention_bias": True, "mlp_bias": True}),
+    "head_dim_24": ("float32", {"head_dim": 24}),
+    "rope_dynamic": ("float32", {"max_position_embeddings": 20, "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}),
+    "rope_llama3": ("float32", {"rope_theta": 500000.0, "rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16}}),
+    "mistral_window": ("float32", {"model_type": "mistral", "sliding_window": 8}),
+    "f16": ("float16", {}),
+    "bf16": ("bfloat16", {}),
+}
+
+
+@gpu
+@pytest.mark.parametrize("case", list(LLAMA_CASES))
+def test_llama_on_cuda(case, tmp_path):
+    dtype, overrides = LLAMA_CASES[case]
+    ref = make_llama(str(tmp_path), dtype=dtype, **dict(overrides))
+    _check_model(str(tmp_path), ref, max_context=64, dynamic_rope=case == "rope_dynamic")
+
+
+@gpu
+@pytest.mark.parametrize("case", ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_new",
+                                  "falcon_seq_bias", "falcon_alibi", "codegen"])
+def test_family_on_cuda(case, tmp_path):
+    cls, cfg = _decoders()[case]
+    ref = make_model(str(tmp_path), cls, cfg)
+    _check_model(str(tmp_path), ref, max_context=64)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_k", "q6_k"])
+def test_quantized_load_matches_the_cpu(dtype, tmp_path):
+    make_llama(str(tmp_path), hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2)
+    cpu = edgeformer.load(str(tmp_path), dtype=dtype, threads=2, max_context=64)
+    dev = edgeformer.load(str(tmp_path), dtype=dtype, threads=2, max_context=64, device="cuda")
+    ids = prompt_ids(20)
+    assert nmse(dev.logits(ids), cpu.logits(ids)) < 2e-3  # prompt: dequantized tiles
+    a = _teacher_forced(dev, ids[:12], ids[12:])
+    b = np.stack([cpu.logits(ids)[11 + i] for i in range(len(ids) - 12)])
+    assert nmse(a, b) < 2e-3  # decode: dp4a GEMV
+    assert dev._core.weight_bytes > 0
+
+
+@gpu
+def test_bert_on_cuda(tmp_path):
+    import torch
+    import transformers as tf
+
+    cfg = tf.BertConfig(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=64, type_vocab_size=2)
+    ref = make_model(str(tmp_path), tf.BertModel, cfg)
+    ids = np.array([prompt_ids(10, seed=5), prompt_ids(10, seed=6)])
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    types = np.zeros_like(ids)
+    types[:, 5:] = 1
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                 token_type_ids=torch.tensor(types)).last_hidden_state.numpy()
+    model = edgeformer.load(str(tmp_path), device="cuda")
+    ours = model.hidden_states(ids, attention_mask=mask, token_type_ids=types)
+    for b in range(2):
+        n = int(mask[b].sum())
+        assert_logits_close(ours[b, :n], hf[b, :n], rel=REL, abs_=ABS)
+
+
+@gpu
+@pytest.mark.parametrize("case", list(T5_CASES))
+def test_t5_on_cuda(case, tmp_path):
+    import torch
+    import transformers as tf
+
+    cfg = tf.T5Config(vocab_size=320, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=3, num_heads=4,
+                      relative_attention_num_buckets=16, relative_attention_max_distance=20, decoder_start_token_id=0,
+                      pad_token_id=0, eos_token_id=1, **T5_CASES[case])
+    ref = make_model(str(tmp_path), tf.T5ForConditionalGeneration, cfg)
+    if not T5_CASES[case]["tie_word_embeddings"]:
+        untie_t5_head(ref, str(tmp_path))
+    src = prompt_ids(30, seed=3)[1:]
+    dec = [0] + prompt_ids(12, seed=4)[1:]
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec])).logits[0].numpy()
+        hf_enc = ref.encoder(input_ids=torch.tensor([src])).last_hidden_state[0].numpy()
+    model = edgeformer.load(str(tmp_path), device="cuda")
+    assert_logits_close(model.hidden_states(src), hf_enc, rel=REL, abs_=ABS)
+    assert_logits_close(model.logits(src, decoder_input_ids=dec), hf, rel=REL, abs_=ABS)
+    out = model.generate(src, max_new_tokens=8, num_beams=3)  # beams: decoders forked over one upload
+    assert 0 < len(out.token_ids) <= 8 and all(0 <= t < cfg.vocab_size for t in out.token_ids)
+    greedy = model.generate(src, max_new_tokens=8, temperature=0)
+    assert 0 < len(greedy.token_ids) <= 8
