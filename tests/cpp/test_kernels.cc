@@ -85,6 +85,21 @@ int main() {
       ref.axpy(0.3f, a.data(), yr.data(), K);
       check(name + " axpy K=" + std::to_string(K), y, yr, 1e-12);
     }
+    {  // activation quantizer, bit for bit, ties included (amax 127 makes the scale 1: x = k + 0.5 are ties)
+      const int K = 256;
+      auto x = randn(K, 20.f);
+      for (int i = 0; i < K; i += 3) x[i] = (float)((int)x[i]) + (x[i] < 0 ? -0.5f : 0.5f);
+      x[5] = 127.f;
+      x[100] = 0.49999997f;
+      std::vector<BlockQ8> a(K / 32), b(K / 32);
+      k.quantize_q8(x.data(), a.data(), K);
+      quantize_row_q8(x.data(), b.data(), K);
+      if (std::memcmp(a.data(), b.data(), sizeof(BlockQ8) * a.size()) == 0) passed++;
+      else {
+        failed++;
+        std::printf("FAIL %s quantize_q8 differs from quantize_row_q8\n", name.c_str());
+      }
+    }
     // panels: packed weights against the stored rows' generic product, odd row counts and token counts,
     // row ranges split at panel boundaries as the thread pool does; pack/unpack returns the bytes unchanged
     for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {

@@ -50,6 +50,8 @@ struct KernelTable {
   QMatmulFn qmatmul_panel[kNumWeightDTypes];
   // dst[i] = float(src[i]) for any weight dtype (quantized: n a multiple of the block)
   void (*to_f32[kNumWeightDTypes])(const void* src, float* dst, int64_t n);
+  // quantize_row_q8 (quant.h), bit for bit
+  void (*quantize_q8)(const float* x, BlockQ8* out, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
   void (*scale)(float* x, float a, int64_t n);                 // x *= a

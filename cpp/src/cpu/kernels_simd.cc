@@ -176,9 +176,9 @@ inline vf vact(Act a, vf x) {
   switch (a) {
     case Act::ReLU: return vmax(x, vzero());
     case Act::SiLU: return vdiv(x, vadd(vset1(1.f), vexp(vsub(vzero(), x))));
-    case Act::GELUTanh: {  // 0.5 x (1 + tanh(z)) = x - x / (exp(2z) + 1)
+    case Act::GELUTanh: {  // 0.5 x (1 + tanh(z)) = x / (1 + exp(-2z)): no cancellation for negative x
       vf z = vmul(vset1(0.7978845608028654f), vfmadd(vmul(vset1(0.044715f), vmul(x, x)), x, x));
-      return vsub(x, vdiv(x, vadd(vexp(vadd(z, z)), vset1(1.f))));
+      return vdiv(x, vadd(vexp(vsub(vzero(), vadd(z, z))), vset1(1.f)));
     }
     default: return x;
   }
@@ -201,6 +201,44 @@ void act_mul_simd(Act a, float* g, const float* u, int64_t n) {
   map2(g, u, n, [&](vf gv, vf uv) { return vmul(vact(a, gv), uv); });
 }
 
+// quantize_row_q8 (quant.cc) in vectors, bit for bit: the same float steps, rounding half away from zero.
+void quantize_q8_simd(const float* x, BlockQ8* out, int64_t n) {
+  constexpr int kV = 32 / kW;  // vectors per block
+  for (int64_t b = 0; b < n / 32; b++, x += 32) {
+    vf v[kV], am = vzero();
+    for (int i = 0; i < kV; i++) {
+      v[i] = vload(x + i * kW);
+      am = vmax(am, vabs(v[i]));
+    }
+    const float amax = vmaxall(am), d = amax / 127.f, id = d != 0 ? 1.f / d : 0.f;
+    BlockQ8& o = out[b];
+    o.d = d;
+    vf res[kV], rm = vzero(), s0 = vzero(), s1 = vzero();
+    const vf vid = vset1(id), vd = vset1(d);
+    for (int i = 0; i < kV; i++) {
+      const vf q = vround_away(vmul(v[i], vid));
+      vstore_i8(o.q + i * kW, q);
+      if (i < kV / 2) s0 = vadd(s0, q);
+      else s1 = vadd(s1, q);
+      res[i] = vsub(v[i], vmul(q, vd));
+      rm = vmax(rm, vabs(res[i]));
+    }
+    o.sum[0] = (int16_t)vsum(s0);  // sums of small integers: exact in float
+    o.sum[1] = (int16_t)vsum(s1);
+    const float d2 = vmaxall(rm) / 127.f, id2 = d2 != 0 ? 1.f / d2 : 0.f;
+    o.d2 = d2;
+    vf rs = vzero();
+    const vf vid2 = vset1(id2);
+    for (int i = 0; i < kV; i++) {
+      const vf r = vround_away(vmul(res[i], vid2));
+      vstore_i8(o.r + i * kW, r);
+      rs = vadd(rs, r);
+    }
+    o.rsum = (int16_t)vsum(rs);
+    o.unused = 0;
+  }
+}
+
 #if defined(EF_ISA_AVX512VNNI)
 constexpr Isa kIsa = Isa::AVX512VNNI;
 #elif defined(EF_ISA_AVX512)
@@ -219,6 +257,7 @@ const KernelTable kTable = {
     EF_QMATMUL_TABLE,
     EF_QPANEL_TABLE,
     {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>, EF_DEQUANT_ENTRIES},
+    quantize_q8_simd,
     dot_simd, axpy_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
     act_mul_simd,
 };

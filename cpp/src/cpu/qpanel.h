@@ -3,7 +3,7 @@
 // (one lane per row: no horizontal sums), then meet the block's scales in 16-lane float accumulators.
 // The including kernel file supplies (scalar in ref/, SIMD in simd.h):
 //   pi (16 x int32), pf (16 x float), pw (64 weight bytes: 16 rows x 4 k), kPanelRT (tile height)
-//   pi pi_set1(int32_t)  pf pf_zero()  pw pw_load(const uint8_t*)  void pw_nibbles(pw, pw& lo, pw& hi)
+//   pi pi_set1(int32_t)  pi pi_add(pi, pi)  pf pf_zero()  pw pw_load(const uint8_t*)  void pw_nibbles(pw, pw& lo, pw& hi)
 //   pw pw_signed(pw)                              int8 weights prepared for pi_dot_s8
 //   pi pi_dot_u8(pi, pw u, const int8_t* x4)      acc[r] += sum_j u[4r+j] x4[j]   (u in 0..63)
 //   pi pi_dot_s8(pi, pw s, const int8_t* x4)      acc[r] += sum_j s[4r+j] x4[j] + kS8Bias * sum(x4)
@@ -28,18 +28,21 @@ struct PanelQ4_0 {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
-      pi acc[RT];
-      for (int t = 0; t < RT; t++) acc[t] = pi_set1(-8 * xsum(x[t][b]));  // nibbles are stored + 8
+      pi acc[RT], acc2[RT];  // two dependency chains per token: elements 0..15 and 16..31
+      for (int t = 0; t < RT; t++) {
+        acc[t] = pi_set1(-8 * xsum(x[t][b]));  // nibbles are stored + 8
+        acc2[t] = pi_set1(0);
+      }
       for (int c = 0; c < 4; c++) {
         pw lo, hi;
         pw_nibbles(pw_load(p + 32 + 64 * c), lo, hi);
         for (int t = 0; t < RT; t++) {
           acc[t] = pi_dot_u8(acc[t], lo, x[t][b].q + 4 * c);
-          acc[t] = pi_dot_u8(acc[t], hi, x[t][b].q + 16 + 4 * c);
+          acc2[t] = pi_dot_u8(acc2[t], hi, x[t][b].q + 16 + 4 * c);
         }
       }
       const pf d = pf_load_f16(p);
-      for (int t = 0; t < RT; t++) facc[t] = pf_fma_i(acc[t], pf_scale(d, x[t][b].d), facc[t]);
+      for (int t = 0; t < RT; t++) facc[t] = pf_fma_i(pi_add(acc[t], acc2[t]), pf_scale(d, x[t][b].d), facc[t]);
     }
     for (int t = 0; t < RT; t++) out[t] = facc[t];
   }

@@ -19,7 +19,7 @@ inline float act_scalar(Act a, float x) {
     case Act::GELU: return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
     case Act::GELUTanh: {
       const float c = 0.7978845608028654f;  // sqrt(2/pi)
-      return 0.5f * x * (1.f + std::tanh(c * (x + 0.044715f * x * x * x)));
+      return x / (1.f + std::exp(-2.f * c * (x + 0.044715f * x * x * x)));  // = 0.5 x (1 + tanh(z)), stable
     }
   }
   return x;

@@ -49,6 +49,17 @@ inline vf vfmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }  // a * 
 inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
 inline vf vround(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline vf vabs(vf a) { return _mm512_abs_ps(a); }
+inline vf vround_away(vf a) {  // half away from zero, exactly: truncate, then step out where |fraction| >= 0.5
+  const vf t = _mm512_roundscale_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __mmask16 m = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(a, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  const vf one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MIN)),
+                                                     _mm512_castps_si512(_mm512_set1_ps(1.f))));
+  return _mm512_mask_add_ps(t, m, t, one);
+}
+inline void vstore_i8(int8_t* p, vf a) {  // a holds integers in [-127, 127]
+  _mm_storeu_si128((__m128i*)p, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(a)));
+}
 inline vf vpow2i(vf n) {  // 2^n for integral n in [-126, 127]
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
 }
@@ -76,6 +87,18 @@ inline vf vfmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
 inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
 inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
 inline vf vround(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline vf vabs(vf a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), a); }
+inline vf vround_away(vf a) {
+  const vf t = _mm256_round_ps(a, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const vf m = _mm256_cmp_ps(vabs(_mm256_sub_ps(a, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+  const vf one = _mm256_or_ps(_mm256_and_ps(a, _mm256_set1_ps(-0.f)), _mm256_set1_ps(1.f));
+  return _mm256_add_ps(t, _mm256_and_ps(m, one));
+}
+inline void vstore_i8(int8_t* p, vf a) {
+  const __m256i i = _mm256_cvtps_epi32(a);
+  const __m128i s16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+  _mm_storel_epi64((__m128i*)p, _mm_packs_epi16(s16, s16));
+}
 inline vf vpow2i(vf n) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
 }
@@ -115,6 +138,13 @@ inline vf vfmadd(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
 inline vf vmax(vf a, vf b) { return vmaxq_f32(a, b); }
 inline vf vmin(vf a, vf b) { return vminq_f32(a, b); }
 inline vf vround(vf a) { return vrndnq_f32(a); }
+inline vf vabs(vf a) { return vabsq_f32(a); }
+inline vf vround_away(vf a) { return vrndaq_f32(a); }
+inline void vstore_i8(int8_t* p, vf a) {
+  const int16x4_t s16 = vmovn_s32(vcvtq_s32_f32(a));
+  const int8x8_t s8 = vmovn_s16(vcombine_s16(s16, s16));
+  std::memcpy(p, &s8, 4);
+}
 inline vf vpow2i(vf n) {
   return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23));
 }
@@ -240,6 +270,7 @@ using pi = __m512i;
 using pf = __m512;
 using pw = __m512i;
 inline pi pi_set1(int32_t v) { return _mm512_set1_epi32(v); }
+inline pi pi_add(pi a, pi b) { return _mm512_add_epi32(a, b); }
 inline pf pf_zero() { return _mm512_setzero_ps(); }
 inline pf pf_set1(float v) { return _mm512_set1_ps(v); }
 inline pw pw_load(const uint8_t* p) { return _mm512_loadu_si512((const void*)p); }
@@ -291,6 +322,7 @@ struct pi { __m256i a, b; };
 struct pf { __m256 a, b; };
 struct pw { __m256i a, b; };
 inline pi pi_set1(int32_t v) { return {_mm256_set1_epi32(v), _mm256_set1_epi32(v)}; }
+inline pi pi_add(pi a, pi b) { return {_mm256_add_epi32(a.a, b.a), _mm256_add_epi32(a.b, b.b)}; }
 inline pf pf_zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
 inline pf pf_set1(float v) { return {_mm256_set1_ps(v), _mm256_set1_ps(v)}; }
 inline pw pw_load(const uint8_t* p) { return {ld32(p), ld32(p + 32)}; }

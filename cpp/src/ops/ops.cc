@@ -24,10 +24,10 @@ void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx,
     const bool par = pool && pool->size() > 1 && O * K * std::max<int64_t>(T, 1) >= (1 << 15);
     if (par && T >= 4)
       pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; t++) quantize_row_q8(x + t * ldx, xw + t * nb, K);
+        for (int64_t t = t0; t < t1; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
       });
     else
-      for (int64_t t = 0; t < T; t++) quantize_row_q8(x + t * ldx, xw + t * nb, K);
+      for (int64_t t = 0; t < T; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
     // panels: this ISA's kernel, else the generic one (a model packed at load, then set_isa() to another)
     auto fn = W.packed ? (k.qmatmul_panel[(int)W.dtype] ? k.qmatmul_panel[(int)W.dtype]
                                                          : kernels_for(Isa::Generic).qmatmul_panel[(int)W.dtype])

@@ -52,6 +52,10 @@ inline pi pi_set1(int32_t a) {
   for (int i = 0; i < 16; i++) r.v[i] = a;
   return r;
 }
+inline pi pi_add(pi a, pi b) {
+  for (int i = 0; i < 16; i++) a.v[i] += b.v[i];
+  return a;
+}
 inline pf pf_set1(float a) {
   pf r;
   for (int i = 0; i < 16; i++) r.v[i] = a;
@@ -197,6 +201,7 @@ const KernelTable kTable = {
     EF_QMATMUL_TABLE,
     EF_QPANEL_TABLE,
     {to_f32_ref<float>, to_f32_ref<f16_t>, to_f32_ref<bf16_t>, EF_DEQUANT_ENTRIES},
+    quantize_row_q8,
     dot_ref, axpy_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
 };
 
