@@ -102,7 +102,7 @@ int main() {
     }
     // panels: packed weights against the stored rows' generic product, odd row counts and token counts,
     // row ranges split at panel boundaries as the thread pool does; pack/unpack returns the bytes unchanged
-    for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_K}) {
+    for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
       if (!k.qmatmul_panel[(int)q]) continue;
       for (int T : {1, 2, 5, 7, 13, 70}) {
         const int K = 512, O = 37;

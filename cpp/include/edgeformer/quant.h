@@ -41,12 +41,16 @@ static inline void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
 //                  (each row's 4 bytes are its stored bytes 4c..4c+3)                          (288 bytes)
 //   q4_k (256 k):  16 f16 d | 16 f16 dmin | 8 x 16 u8 scales | 8 x 16 u8 mins | 32 chunks, chunk 8j+g: low
 //                  nibbles sub-block 2j k 4g.., high sub-block 2j+1 (stored bytes 32j+4g..)  (2368 bytes)
+//   q6_k (256 k):  16 f16 d | 16 units x 16 int8 scales | 16 units of 16 k (one scale each): nibble vectors A
+//                  (k-groups 0, 1 of the unit: low, high nibble), B (2, 3), then a vector of the 2 high bits
+//                  of all four (k-group g at bits 2g)                                          (3360 bytes)
 constexpr int64_t kPanel = 16;
 // Bytes of one panel of 16 rows of K elements, or 0 if `t` has no panel layout.
 int64_t panel_bytes(DType t, int64_t K);
 // Whether a [rows, K] matrix of this type can be repacked.
 static inline bool packable(DType t, int64_t K) {
-  return (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K) && K % (t == DType::Q4_K ? 256 : 32) == 0;
+  return (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K) &&
+         K % dtype_block(t) == 0;
 }
 
 // x: n floats (n a multiple of 32) -> n / 32 blocks. q = round-half-away(x / d), d = max|x| / 127.

@@ -7,7 +7,8 @@
 //   pw pw_signed(pw)                              int8 weights prepared for pi_dot_s8
 //   pi pi_dot_u8(pi, pw u, const int8_t* x4)      acc[r] += sum_j u[4r+j] x4[j]   (u in 0..63)
 //   pi pi_dot_s8(pi, pw s, const int8_t* x4)      acc[r] += sum_j s[4r+j] x4[j] + kS8Bias * sum(x4)
-//   pf pf_load_f16(const uint8_t*)  pf pf_load_u8(const uint8_t*)  pf pf_scale(pf, float)  pf pf_mul(pf, pf)
+//   pw pw_and8(pw, uint8_t)  pw pw_or(pw, pw)  pw pw_sll16(pw, int)  pw pw_srl16(pw, int)  (16-bit lane shifts)
+//   pf pf_load_f16(const uint8_t*)  pf pf_load_u8(const uint8_t*)  pf pf_load_s8(const uint8_t*)  pf pf_scale(pf, float)  pf pf_mul(pf, pf)
 //   pf pf_fma_i(pi a, pf b, pf c) = float(a) * b + c     pf pf_fma(pf a, pf b, pf c) = a * b + c
 //   void pf_store(float* y, pf v, const float* bias, int n)   y[0..n) = v[0..n) (+ bias[0..n))
 // Integer sums are exact and the float steps the same in every copy, so every copy agrees to the last bit.
@@ -113,6 +114,38 @@ struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
   }
 };
 
+struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4, one int8 scale per 16 k
+  static constexpr int64_t kBlock = 256, kBytes = 3360;
+  template <int RT>
+  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      const pf d = pf_load_f16(p);
+      for (int u = 0; u < 16; u++) {  // 16 elements: half (u % 2) of activation block 8b + u / 2
+        const uint8_t* q = p + 288 + 192 * u;
+        const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
+        const pw g0 = pw_or(pw_and8(A, 0x0F), pw_and8(pw_sll16(H, 4), 0x30));
+        const pw g1 = pw_or(pw_and8(pw_srl16(A, 4), 0x0F), pw_and8(pw_sll16(H, 2), 0x30));
+        const pw g2 = pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30));
+        const pw g3 = pw_or(pw_and8(pw_srl16(B, 4), 0x0F), pw_and8(pw_srl16(H, 2), 0x30));
+        const pf dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+        for (int t = 0; t < RT; t++) {
+          const BlockQ8& xb = x[t][8 * b + u / 2];
+          const int8_t* xq = xb.q + 16 * (u % 2);
+          pi acc = pi_set1(-32 * (int32_t)xb.sum[u % 2]);
+          acc = pi_dot_u8(acc, g0, xq);
+          acc = pi_dot_u8(acc, g1, xq + 4);
+          acc = pi_dot_u8(acc, g2, xq + 8);
+          acc = pi_dot_u8(acc, g3, xq + 12);
+          facc[t] = pf_fma_i(acc, pf_scale(dsc, xb.d), facc[t]);
+        }
+      }
+    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
+  }
+};
+
 template <class F, int RT>
 inline void panel_tile(int r, const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
   if constexpr (RT > 1) {
@@ -147,7 +180,8 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
 }
 
 #define EF_QPANEL_TABLE \
-  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0>, qmatmul_panels<PanelQ4_0>, qmatmul_panels<PanelQ4_K>, nullptr}
+  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0>, qmatmul_panels<PanelQ4_0>, qmatmul_panels<PanelQ4_K>, \
+   qmatmul_panels<PanelQ6_K>}
 
 }  // namespace
 }  // namespace ef

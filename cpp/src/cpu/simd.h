@@ -279,6 +279,13 @@ inline void pw_nibbles(pw v, pw& lo, pw& hi) {
   lo = _mm512_and_si512(v, m);
   hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
 }
+inline pw pw_and8(pw v, uint8_t m) { return _mm512_and_si512(v, _mm512_set1_epi8((char)m)); }
+inline pw pw_or(pw a, pw b) { return _mm512_or_si512(a, b); }
+inline pw pw_sll16(pw v, int n) { return _mm512_sll_epi16(v, _mm_cvtsi32_si128(n)); }
+inline pw pw_srl16(pw v, int n) { return _mm512_srl_epi16(v, _mm_cvtsi32_si128(n)); }
+inline pf pf_load_s8(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)p)));
+}
 inline __m512i bcast4(const int8_t* x) {
   int32_t v;
   std::memcpy(&v, x, 4);
@@ -332,6 +339,23 @@ inline void pw_nibbles(pw v, pw& lo, pw& hi) {
   hi = {_mm256_and_si256(_mm256_srli_epi16(v.a, 4), m), _mm256_and_si256(_mm256_srli_epi16(v.b, 4), m)};
 }
 inline pw pw_signed(pw v) { return v; }
+inline pw pw_and8(pw v, uint8_t m) {
+  const __m256i mm = _mm256_set1_epi8((char)m);
+  return {_mm256_and_si256(v.a, mm), _mm256_and_si256(v.b, mm)};
+}
+inline pw pw_or(pw a, pw b) { return {_mm256_or_si256(a.a, b.a), _mm256_or_si256(a.b, b.b)}; }
+inline pw pw_sll16(pw v, int n) {
+  const __m128i c = _mm_cvtsi32_si128(n);
+  return {_mm256_sll_epi16(v.a, c), _mm256_sll_epi16(v.b, c)};
+}
+inline pw pw_srl16(pw v, int n) {
+  const __m128i c = _mm_cvtsi32_si128(n);
+  return {_mm256_srl_epi16(v.a, c), _mm256_srl_epi16(v.b, c)};
+}
+inline pf pf_load_s8(const uint8_t* p) {
+  return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p))),
+          _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(p + 8))))};
+}
 inline __m256i bcast4(const int8_t* x) {
   int32_t v;
   std::memcpy(&v, x, 4);

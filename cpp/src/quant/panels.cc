@@ -11,12 +11,32 @@ namespace ef {
 
 namespace {
 constexpr int64_t kQ4kPanelBlock = 16 * 2 * 2 + 8 * 16 * 2 + 32 * 64;  // 2368
+constexpr int64_t kQ6kPanelBlock = 16 * 210;                            // 3360: same bytes, rearranged
+
+// q6_k element f of a stored block: its low 4 bits' byte and shift, its high 2 bits' byte and shift
+inline void q6_at(int f, int& lo_byte, int& lo_shift, int& hi_byte, int& hi_shift) {
+  const int a = f / 128, r = f % 128;
+  lo_byte = a * 64 + r % 64;
+  lo_shift = 4 * (r / 64);
+  hi_byte = 128 + a * 32 + r % 32;
+  hi_shift = 2 * (r / 32);
+}
+// panel position of element f (unit u = f / 16: 16 elements, one scale): the nibble vector (A or B) byte
+// offset and shift, and the 2-bit vector byte offset and shift, for row r
+inline void q6_panel_at(int f, int r, int& lo_off, int& lo_shift, int& hi_off, int& hi_shift) {
+  const int u = f / 16, e = f % 16, g = e / 4, j = e % 4;  // k-group g of the unit, element j of it
+  lo_off = 288 + 192 * u + 64 * (g / 2) + 4 * r + j;
+  lo_shift = 4 * (g % 2);
+  hi_off = 288 + 192 * u + 128 + 4 * r + j;
+  hi_shift = 2 * g;
+}
 
 int64_t panel_block_bytes(DType t) {
   switch (t) {
     case DType::Q8_0: return 16 * 34;
     case DType::Q4_0: return 16 * 18;
     case DType::Q4_K: return kQ4kPanelBlock;
+    case DType::Q6_K: return kQ6kPanelBlock;
     default: return 0;
   }
 }
@@ -27,7 +47,17 @@ void pack_block(DType t, const uint8_t* const* src, uint8_t* dst) {
   for (int r = 0; r < 16; r++) {
     const uint8_t* s = src[r];
     if (!s) continue;
-    if (t == DType::Q8_0 || t == DType::Q4_0) {
+    if (t == DType::Q6_K) {
+      std::memcpy(dst + 2 * r, s + 208, 2);                                           // f16 d
+      for (int u = 0; u < 16; u++) dst[32 + 16 * u + r] = s[192 + u];                 // int8 scale per 16
+      for (int f = 0; f < 256; f++) {
+        int lb, ls, hb, hs, lo, lsh, ho, hsh;
+        q6_at(f, lb, ls, hb, hs);
+        q6_panel_at(f, r, lo, lsh, ho, hsh);
+        dst[lo] |= (uint8_t)(((s[lb] >> ls) & 0x0F) << lsh);
+        dst[ho] |= (uint8_t)(((s[hb] >> hs) & 0x03) << hsh);
+      }
+    } else if (t == DType::Q8_0 || t == DType::Q4_0) {
       std::memcpy(dst + 2 * r, s, 2);  // f16 scale
       const int chunks = t == DType::Q8_0 ? 8 : 4;
       for (int c = 0; c < chunks; c++) std::memcpy(dst + 32 + 64 * c + 4 * r, s + 2 + 4 * c, 4);
@@ -50,7 +80,18 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
   for (int r = 0; r < 16; r++) {
     uint8_t* d = dst[r];
     if (!d) continue;
-    if (t == DType::Q8_0 || t == DType::Q4_0) {
+    if (t == DType::Q6_K) {
+      std::memset(d, 0, 192);
+      std::memcpy(d + 208, src + 2 * r, 2);
+      for (int u = 0; u < 16; u++) d[192 + u] = src[32 + 16 * u + r];
+      for (int f = 0; f < 256; f++) {
+        int lb, ls, hb, hs, lo, lsh, ho, hsh;
+        q6_at(f, lb, ls, hb, hs);
+        q6_panel_at(f, r, lo, lsh, ho, hsh);
+        d[lb] |= (uint8_t)(((src[lo] >> lsh) & 0x0F) << ls);
+        d[hb] |= (uint8_t)(((src[ho] >> hsh) & 0x03) << hs);
+      }
+    } else if (t == DType::Q8_0 || t == DType::Q4_0) {
       std::memcpy(d, src + 2 * r, 2);
       const int chunks = t == DType::Q8_0 ? 8 : 4;
       for (int c = 0; c < chunks; c++) std::memcpy(d + 2 + 4 * c, src + 32 + 64 * c + 4 * r, 4);

@@ -74,6 +74,35 @@ inline void pw_nibbles(pw v, pw& lo, pw& hi) {
   }
 }
 inline pw pw_signed(pw v) { return v; }
+inline pw pw_and8(pw v, uint8_t m) {
+  for (int i = 0; i < 64; i++) v.b[i] &= m;
+  return v;
+}
+inline pw pw_or(pw a, pw b) {
+  for (int i = 0; i < 64; i++) a.b[i] |= b.b[i];
+  return a;
+}
+inline pw pw_sll16(pw v, int n) {  // 16-bit lanes, little-endian, as the SIMD shifts
+  for (int i = 0; i < 64; i += 2) {
+    const uint16_t w = (uint16_t)((v.b[i] | (v.b[i + 1] << 8)) << n);
+    v.b[i] = (uint8_t)w;
+    v.b[i + 1] = (uint8_t)(w >> 8);
+  }
+  return v;
+}
+inline pw pw_srl16(pw v, int n) {
+  for (int i = 0; i < 64; i += 2) {
+    const uint16_t w = (uint16_t)((v.b[i] | (v.b[i + 1] << 8)) >> n);
+    v.b[i] = (uint8_t)w;
+    v.b[i + 1] = (uint8_t)(w >> 8);
+  }
+  return v;
+}
+inline pf pf_load_s8(const uint8_t* p) {
+  pf r;
+  for (int i = 0; i < 16; i++) r.v[i] = (float)(int8_t)p[i];
+  return r;
+}
 inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) {
   for (int r = 0; r < 16; r++)
     for (int j = 0; j < 4; j++) acc.v[r] += (int32_t)u.b[4 * r + j] * x[j];
