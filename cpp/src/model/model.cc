@@ -417,6 +417,60 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const int32_t n_keys = pos0 + T;
   const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.pos == PosKind::Relative;
   const int32_t rel_width = relative ? (int32_t)(rel_table_.size() / nh) : 0;
+  // Prompts: per head, a block of queries against its keys as two small matrix products (S = Q K^T, then
+  // O = P V against V transposed once per block), instead of one dot and one axpy per query and key.
+  constexpr int32_t kQB = 32;
+  if (T >= 8) {
+    const int32_t nqb = (T + kQB - 1) / kQB;
+    pool_->parallel_for((int64_t)nh * nqb, 1, [&](int, int64_t b, int64_t e) {
+      thread_local std::vector<float> S, Vt;
+      for (int64_t idx = b; idx < e; idx++) {
+        if (interrupt_pending()) return;  // the layer loop throws Interrupted
+        const int h = (int)(idx % nh);
+        const int32_t t0 = (int32_t)(idx / nh) * kQB, tb = std::min(kQB, T - t0);
+        // keys [klo, khi] cover every query of the block; each row masks its own range after
+        const int32_t khi = causal ? pos0 + t0 + tb - 1 : n_keys - 1;
+        const int32_t klo = W > 0 ? std::max(0, pos0 + t0 - W + 1) : 0;
+        const int32_t n = khi - klo + 1;
+        if (S.size() < (size_t)kQB * n) S.resize((size_t)kQB * n);
+        if (Vt.size() < (size_t)hd * n) Vt.resize((size_t)hd * n);
+        const float* kh = kc + (size_t)(h / group) * head_stride + (size_t)klo * hd;
+        const float* vh = vc + (size_t)(h / group) * head_stride + (size_t)klo * hd;
+        const float* qb = q + (size_t)t0 * nh * hd + (size_t)h * hd;
+        K.matmul[(int)DType::F32](qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
+        for (int32_t r = 0; r < tb; r++) {
+          const int32_t pos = pos0 + t0 + r;
+          const int32_t hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+          float* sr = S.data() + (size_t)r * n;
+          for (int32_t j = klo; j <= khi; j++) {
+            float v = sr[j - klo] * scale;
+            if (alibi) {
+              const float slope = spec_.alibi_bf16 ? round_bf16(spec_.alibi_slopes[h]) : spec_.alibi_slopes[h];
+              float bias = slope * (float)j;
+              if (spec_.alibi_bf16) bias = round_bf16(bias);
+              v += spec_.alibi_scaled ? bias * scale : bias;
+            } else if (relative) {
+              v += rel_table_[(size_t)h * rel_width + (j - pos - rel_lo_)];
+            }
+            if (key_mask && !key_mask[j]) v = -3.0e38f;
+            sr[j - klo] = v;
+          }
+          // softmax over this row's own keys [lo, hi]; outside them, and padded keys, weigh nothing
+          K.softmax(sr + (lo - klo), hi - lo + 1);
+          for (int32_t j = klo; j < lo; j++) sr[j - klo] = 0.f;
+          for (int32_t j = hi + 1; j <= khi; j++) sr[j - klo] = 0.f;
+          if (key_mask)
+            for (int32_t j = lo; j <= hi; j++)
+              if (!key_mask[j]) sr[j - klo] = 0.f;
+        }
+        for (int32_t j = 0; j < n; j++)
+          for (int d = 0; d < hd; d++) Vt[(size_t)d * n + j] = vh[(size_t)j * hd + d];
+        float* ob = out + (size_t)t0 * nh * hd + (size_t)h * hd;
+        K.matmul[(int)DType::F32](S.data(), n, Vt.data(), n, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
+      }
+    });
+    return;
+  }
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
     float* sc = scores_.data() + (size_t)tid * score_stride_;
     for (int64_t idx = b; idx < e; idx++) {
