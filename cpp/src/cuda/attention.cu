@@ -309,7 +309,7 @@ void decode(const AttnArgs& a, Scratch& ws, cudaStream_t s) {
   const int32_t hi = a.causal ? std::min(pos, a.n_keys - 1) : a.n_keys - 1;
   const int32_t n = std::max(0, hi - lo + 1);
   // enough splits to give every multiprocessor two blocks, chunks of 64 .. 1024 keys (multiples of 32)
-  const int64_t target = 2 * (int64_t)sm_count_of_current_device();
+  const int64_t target = 2 * (int64_t)(a.sm_count > 0 ? a.sm_count : sm_count_of_current_device());
   int64_t nsplit = std::max<int64_t>((n + 1023) / 1024, std::min<int64_t>((target + a.n_heads - 1) / a.n_heads, (n + 63) / 64));
   nsplit = std::max<int64_t>(nsplit, 1);
   int32_t chunk = (int32_t)((n + nsplit - 1) / nsplit);

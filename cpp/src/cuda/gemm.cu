@@ -348,6 +348,133 @@ gemm_kernel(const float* __restrict__ x, int64_t ldx, DevMatrix W, int64_t T, co
   }
 }
 
+// Prompts of 64 tokens or more: a 128 x 128 tile per block of 8 warps (2 x 4, each 64 x 32 = 4 x 2 fragments).
+// Each thread moves 4 groups of 4 consecutive k of x and of W per K step (16-byte / 8-byte loads where aligned),
+// and loads the next step's groups into registers while the tensor cores work on the current one. The epilogue
+// goes through a 16 x 16 staging tile per warp (bias, accumulate, bounds).
+constexpr int kBM = 128, kBN = 128, kBK = 32, kBPad = 8, kBThreads = 256;
+
+template <typename AT>
+__device__ __forceinline__ uint2 pack4(float a, float b, float c, float d) {
+  uint2 r;
+  if constexpr (std::is_same<AT, __half>::value) {
+    const __half2 lo = __floats2half2_rn(a, b), hi = __floats2half2_rn(c, d);
+    r.x = *reinterpret_cast<const uint32_t*>(&lo);
+    r.y = *reinterpret_cast<const uint32_t*>(&hi);
+  } else {
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+    r.x = *reinterpret_cast<const uint32_t*>(&lo);
+    r.y = *reinterpret_cast<const uint32_t*>(&hi);
+  }
+  return r;
+}
+
+template <int DT>
+__global__ void __launch_bounds__(kBThreads)
+gemm_big_kernel(const float* __restrict__ x, int64_t ldx, DevMatrix W, int64_t T, const float* __restrict__ bias,
+                float* __restrict__ y, int64_t ldy, bool accumulate, bool xvec) {
+  using namespace nvcuda;
+  using AT = typename std::conditional<DT == (int)DType::BF16, __nv_bfloat16, __half>::type;
+  constexpr bool kPlain = DT == (int)DType::F16 || DT == (int)DType::BF16;
+  __shared__ __align__(32) AT As[kBM][kBK + kBPad];
+  __shared__ __align__(32) AT Bs[kBN][kBK + kBPad];
+  __shared__ __align__(32) float Cs[kBThreads / 32][16][16 + 4];
+  const int64_t O = W.rows, K = W.cols;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wm = warp >> 2, wn = warp & 3;
+  const int64_t m0 = (int64_t)blockIdx.y * kBM, n0 = (int64_t)blockIdx.x * kBN;
+  uint2 ra[4], rb[4];  // this thread's 4 groups of 4 (as AT) of x and of W for one K step
+  auto load = [&](int64_t k0) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int g = tid + kBThreads * i, r = g >> 3, kq = (g & 7) * 4;
+      const int64_t gr = m0 + r, go = n0 + r, gk = k0 + kq;
+      if (gr < T && gk + 3 < K && xvec) {
+        const float4 v = *reinterpret_cast<const float4*>(x + gr * ldx + gk);
+        ra[i] = pack4<AT>(v.x, v.y, v.z, v.w);
+      } else {
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = gr < T && gk + e < K ? x[gr * ldx + gk + e] : 0.f;
+        ra[i] = pack4<AT>(v[0], v[1], v[2], v[3]);
+      }
+      if constexpr (kPlain) {
+        if (go < O && gk + 3 < K) {  // rows are 16-byte aligned and gk a multiple of 4: an 8-byte load
+          rb[i] = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(W.data) + go * W.ld + gk);
+        } else {
+          uint16_t h[4];
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            h[e] = go < O && gk + e < K ? static_cast<const uint16_t*>(W.data)[go * W.ld + gk + e] : (uint16_t)0;
+          rb[i].x = h[0] | ((uint32_t)h[1] << 16);
+          rb[i].y = h[2] | ((uint32_t)h[3] << 16);
+        }
+      } else {
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) v[e] = go < O && gk + e < K ? weight_at<DT>(W, go, gk + e) : 0.f;
+        rb[i] = pack4<AT>(v[0], v[1], v[2], v[3]);
+      }
+    }
+  };
+  auto store = [&]() {
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const int g = tid + kBThreads * i, r = g >> 3, kq = (g & 7) * 4;
+      *reinterpret_cast<uint2*>(&As[r][kq]) = ra[i];
+      *reinterpret_cast<uint2*>(&Bs[r][kq]) = rb[i];
+    }
+  };
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c[4][2];
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) wmma::fill_fragment(c[i][j], 0.f);
+  load(0);
+  store();
+  __syncthreads();
+  for (int64_t k0 = 0; k0 < K; k0 += kBK) {
+    const bool more = k0 + kBK < K;
+    if (more) load(k0 + kBK);  // in flight while the tensor cores work
+#pragma unroll
+    for (int kk = 0; kk < kBK; kk += 16) {
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, AT, wmma::col_major> b[2];
+#pragma unroll
+      for (int j = 0; j < 2; j++) wmma::load_matrix_sync(b[j], &Bs[wn * 32 + j * 16][kk], kBK + kBPad);
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, AT, wmma::row_major> a;
+        wmma::load_matrix_sync(a, &As[wm * 64 + i * 16][kk], kBK + kBPad);
+#pragma unroll
+        for (int j = 0; j < 2; j++) wmma::mma_sync(c[i][j], a, b[j], c[i][j]);
+      }
+    }
+    __syncthreads();  // every warp is done with this tile
+    if (more) {
+      store();
+      __syncthreads();
+    }
+  }
+  float* cs = &Cs[warp][0][0];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      wmma::store_matrix_sync(cs, c[i][j], 16 + 4, wmma::mem_row_major);
+      __syncwarp();
+      for (int e = lane; e < 256; e += 32) {
+        const int rr = e >> 4, cc = e & 15;
+        const int64_t gr = m0 + wm * 64 + i * 16 + rr, go = n0 + wn * 32 + j * 16 + cc;
+        if (gr < T && go < O) {
+          const float v = cs[rr * (16 + 4) + cc] + (bias ? bias[go] : 0.f);
+          float* yp = y + gr * ldy + go;
+          *yp = accumulate ? *yp + v : v;
+        }
+      }
+      __syncwarp();
+    }
+  }
+}
+
 template <typename WT, int MAXT>
 void launch_gemv_float(const DevMatrix& W, const float* x, int64_t ldx, int T, const float* bias, float* y, int64_t ldy,
                        bool accumulate, cudaStream_t s) {
@@ -429,6 +556,16 @@ void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const fl
     return;
   }
   EF_CHECK((T + kTM - 1) / kTM <= 65535, "CUDA linear: too many rows for one call");
+  if (T >= kGemmBigMinT) {
+    const dim3 grid((unsigned)((O + kBN - 1) / kBN), (unsigned)((T + kBM - 1) / kBM));
+    const bool xvec = ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+#define EF_LAUNCH(DT)                                                                                  \
+  gemm_big_kernel<DT><<<grid, kBThreads, 0, s>>>(x, ldx, W, T, bias, y, ldy, accumulate, xvec); \
+  EF_CUDA_LAUNCHED(gemm_big_kernel)
+    EF_CUDA_DISPATCH_WEIGHT(W.dtype, EF_LAUNCH);
+#undef EF_LAUNCH
+    return;
+  }
   const dim3 grid((unsigned)((O + kTN - 1) / kTN), (unsigned)((T + kTM - 1) / kTM));
 #define EF_LAUNCH(DT)                                                                        \
   gemm_kernel<DT><<<grid, kTThreads, 0, s>>>(x, ldx, W, T, bias, y, ldy, accumulate); \
