@@ -48,20 +48,25 @@ template <typename W>
 void matmul_simd(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y, int64_t ldy,
                  int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const W* w = (const W*)wv;
-  int64_t o = o0;
-  for (; o + kTileW <= o1; o += kTileW) {
-    const float* b = bias ? bias + o : nullptr;
-    int64_t t = 0;
-    for (; t + kTileT <= T; t += kTileT)
-      mm_tile<W, kTileT, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
-    for (; t < T; t++) mm_tile<W, 1, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
-  }
-  for (; o < o1; o++) {
-    const float* b = bias ? bias + o : nullptr;
-    int64_t t = 0;
-    for (; t + kTileT <= T; t += kTileT)
-      mm_tile<W, kTileT, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
-    for (; t < T; t++) mm_tile<W, 1, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+  // tokens in chunks whose rows stay in L2 while every weight tile of the range streams past them
+  constexpr int64_t kChunk = 32;
+  for (int64_t c0 = 0; c0 < T; c0 += kChunk) {
+    const int64_t c1 = T < c0 + kChunk ? T : c0 + kChunk;
+    int64_t o = o0;
+    for (; o + kTileW <= o1; o += kTileW) {
+      const float* b = bias ? bias + o : nullptr;
+      int64_t t = c0;
+      for (; t + kTileT <= c1; t += kTileT)
+        mm_tile<W, kTileT, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+      for (; t < c1; t++) mm_tile<W, 1, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+    }
+    for (; o < o1; o++) {
+      const float* b = bias ? bias + o : nullptr;
+      int64_t t = c0;
+      for (; t + kTileT <= c1; t += kTileT)
+        mm_tile<W, kTileT, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+      for (; t < c1; t++) mm_tile<W, 1, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+    }
   }
 }
 
