@@ -1,5 +1,10 @@
 #include "bindings.h"
+#include <chrono>
+#include <memory>
+
 #include "edgeformer/cpu.h"
+#include "edgeformer/errors.h"
+#include "edgeformer/threadpool.h"
 
 namespace ef_py {
 
@@ -35,6 +40,30 @@ void register_cpu(py::module_& m) {
         "The ISA whose kernels run: the best supported, or EDGEFORMER_ISA.");
   m.def("set_isa", [](const std::string& name) { ef::set_isa(ef::parse_isa(name)); }, py::arg("isa"),
         "Switch every model in this process to another ISA's kernels (tests; raises ValueError if unsupported).");
+  m.def("read_bandwidth", [](int64_t mbytes, int threads, int repeats) {
+    if (mbytes < 1 || mbytes > (1 << 16)) throw ef::ValueError("argument 'mbytes' must be in [1, 65536]");
+    if (threads < 1 || threads > 1024) throw ef::ValueError("argument 'threads' must be in [1, 1024]");
+    if (repeats < 1) throw ef::ValueError("argument 'repeats' must be at least 1");
+    py::gil_scoped_release nogil;
+    const int64_t n = mbytes * (1 << 20) / 4;
+    std::unique_ptr<float[]> buf(new float[n]);
+    ef::ThreadPool pool(threads);
+    const ef::KernelTable& k = ef::kernels();
+    pool.parallel_for(n, 1024, [&](int, int64_t a, int64_t b) {  // first touch by the thread that reads it
+      for (int64_t i = a; i < b; i++) buf[i] = 1e-3f;
+    });
+    double best = 0;
+    volatile float sink = 0;
+    for (int r = 0; r < repeats; r++) {
+      auto t0 = std::chrono::steady_clock::now();
+      pool.parallel_for(n, 1024, [&](int, int64_t a, int64_t b) { sink = sink + k.dot(&buf[a], &buf[a], b - a); });
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::max(best, (double)n * 4 / s / 1e9);
+    }
+    return best;
+  }, py::arg("mbytes") = 1024, py::arg("threads") = 1, py::arg("repeats") = 5,
+     "Best read bandwidth in GB/s over `repeats` passes of a buffer of `mbytes` MiB with `threads` threads "
+     "(the decode roofline of the benchmarks).");
 }
 
 }  // namespace ef_py

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Random-weight Llama checkpoints at realistic sizes for the engine benchmark (speed does not depend on the
+values), in every engine's format:
+
+    OUT/<size>/hf/            HF layout, f16 safetensors (sharded), a 32000-token byte-level BPE tokenizer
+    OUT/<size>/ef-<t>.gguf    GGUF written by edgeformer (`edgeformer.quantize`), t in f16 q8_0 q4_0 q4_k
+    OUT/<size>/lc-<t>.gguf    GGUF quantized by llama.cpp's own quantizer (llama-cpp-python), t in q8_0 q4_0 q4_k_m
+    OUT/<size>/ct2-<t>/       CTranslate2's converter, t in int8 float32
+
+    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b [--llama-cpp DIR]
+
+The 7B shape is made in 4-bit only (q4_0 from both writers); its f16 HF copy is deleted afterwards unless
+--keep-hf. --llama-cpp: a folder holding an installed `llama_cpp` package (pip install --target) when it is
+not importable from the environment.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+SIZES = {  # hidden, layers, heads, kv_heads, ffn, vocab
+    "110m": (768, 12, 12, 12, 2048, 32000),
+    "1.1b": (2048, 22, 32, 4, 5632, 32000),
+    "7b": (4096, 32, 32, 32, 11008, 32000),
+}
+FOUR_BIT_ONLY = {"7b"}
+
+
+def make_tokenizer(out, vocab_size, seed=0):
+    """A byte-level BPE tokenizer with exactly vocab_size tokens: 256 bytes, 2 specials, random merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<s>": 0, "</s>": 1}
+    for ch in alphabet:
+        vocab[ch] = len(vocab)
+    rng = np.random.default_rng(seed)
+    toks = list(alphabet)
+    merges = []
+    while len(vocab) < vocab_size:
+        a, b = toks[rng.integers(0, len(toks))], toks[rng.integers(0, min(len(toks), 2000))]
+        if len(a) + len(b) > 12 or a + b in vocab:
+            continue
+        vocab[a + b] = len(vocab)
+        toks.append(a + b)
+        merges.append((a, b))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.save(os.path.join(out, "tokenizer.json"))
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "tokenizer_class": "PreTrainedTokenizerFast"}, f)
+
+
+def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
+    from edgeformer.io import save_safetensors
+
+    hidden, layers, heads, kv, ffn, vocab = shape
+    os.makedirs(out, exist_ok=True)
+    make_tokenizer(out, vocab)
+    hd = hidden // heads
+    cfg = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab, "hidden_size": hidden,
+           "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": heads,
+           "num_key_value_heads": kv, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+           "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 1,
+           "torch_dtype": "float16"}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    rng = np.random.default_rng(seed)
+
+    def w(*s, std=0.02):  # uniform with the given standard deviation (faster than normal, same speed)
+        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+
+    def tensors():
+        yield "model.embed_tokens.weight", w(vocab, hidden, std=0.5)
+        for i in range(layers):
+            p = f"model.layers.{i}."
+            yield p + "input_layernorm.weight", np.ones(hidden, np.float16)
+            yield p + "post_attention_layernorm.weight", np.ones(hidden, np.float16)
+            yield p + "self_attn.q_proj.weight", w(heads * hd, hidden)
+            yield p + "self_attn.k_proj.weight", w(kv * hd, hidden)
+            yield p + "self_attn.v_proj.weight", w(kv * hd, hidden)
+            yield p + "self_attn.o_proj.weight", w(hidden, heads * hd)
+            yield p + "mlp.gate_proj.weight", w(ffn, hidden)
+            yield p + "mlp.up_proj.weight", w(ffn, hidden)
+            yield p + "mlp.down_proj.weight", w(hidden, ffn)
+        yield "model.norm.weight", np.ones(hidden, np.float16)
+        yield "lm_head.weight", w(vocab, hidden)
+
+    shards, cur, size = [], {}, 0
+    for name, t in tensors():
+        cur[name] = t
+        size += t.nbytes
+        if size >= shard_bytes:
+            shards.append(cur)
+            cur, size = {}, 0
+    if cur:
+        shards.append(cur)
+    weight_map, total = {}, 0
+    for i, s in enumerate(shards):
+        fn = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_safetensors(s, os.path.join(out, fn), metadata={"format": "pt"})
+        for k, v in s.items():
+            weight_map[k] = fn
+            total += v.nbytes
+    with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
+
+
+LLAMA_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "f16": 1}
+
+
+def llama_quantize(src, dst, ftype, threads):
+    import llama_cpp
+
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype = LLAMA_FTYPES[ftype]
+    p.nthread = threads
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), p)
+    if rc != 0:
+        raise RuntimeError(f"llama.cpp quantize {src} -> {dst} failed ({rc})")
+
+
+def step(msg, path, fn):
+    if os.path.exists(path):
+        print(f"  {msg}: exists ({path})")
+        return
+    t0 = time.time()
+    fn()
+    print(f"  {msg}: {time.time() - t0:.0f} s -> {path}", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out")
+    ap.add_argument("--sizes", default="110m,1.1b")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--llama-cpp", default=None, help="folder with an installed llama_cpp package")
+    ap.add_argument("--keep-hf", action="store_true")
+    a = ap.parse_args()
+    if a.llama_cpp:
+        sys.path.insert(0, a.llama_cpp)
+    import edgeformer
+
+    for size in a.sizes.split(","):
+        if size not in SIZES:
+            ap.error(f"--sizes: unknown size {size!r} (known: {', '.join(SIZES)})")
+        root = os.path.join(a.out, size)
+        hf = os.path.join(root, "hf")
+        four_bit = size in FOUR_BIT_ONLY
+        print(f"{size}: {SIZES[size]}")
+        done = four_bit and all(os.path.exists(os.path.join(root, f)) for f in ("ef-q4_0.gguf", "lc-q4_0.gguf"))
+        if not done:
+            step("hf f16", os.path.join(hf, "config.json"), lambda: make_hf(hf, SIZES[size]))
+        types = ("q4_0",) if four_bit else ("f16", "q8_0", "q4_0", "q4_k")
+        for t in types:
+            dst = os.path.join(root, f"ef-{t}.gguf")
+            step(f"edgeformer {t}", dst, lambda: edgeformer.quantize(hf, dst, type=t, threads=a.threads))
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            print("  llama_cpp not importable: skipping llama.cpp's quantizer")
+        else:
+            src = os.path.join(root, "ef-f16.gguf")
+            if four_bit:  # no f16 GGUF kept for 7B: quantize from an f16 file made for the purpose, then drop it
+                src = os.path.join(root, "tmp-f16.gguf")
+                if not os.path.exists(os.path.join(root, "lc-q4_0.gguf")):
+                    step("edgeformer f16 (temporary)", src, lambda: edgeformer.quantize(hf, src, type="f16"))
+            for t in (("q4_0",) if four_bit else ("q8_0", "q4_0", "q4_k_m")):
+                dst = os.path.join(root, f"lc-{t}.gguf")
+                step(f"llama.cpp {t}", dst, lambda: llama_quantize(src, dst, t, a.threads))
+            if four_bit and os.path.exists(src):
+                os.remove(src)
+        if not four_bit:
+            try:
+                import ctranslate2
+            except ImportError:
+                print("  ctranslate2 not importable: skipping its converter")
+            else:
+                for t in ("int8", "float32"):
+                    dst = os.path.join(root, f"ct2-{t}")
+                    step(f"ctranslate2 {t}", os.path.join(dst, "model.bin"),
+                         lambda: ctranslate2.converters.TransformersConverter(hf, low_cpu_mem_usage=True).convert(
+                             dst, quantization=t, force=True))
+        if four_bit and not a.keep_hf:
+            shutil.rmtree(hf, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
