@@ -70,6 +70,18 @@ def test_cuda_without_a_device_is_a_clear_error(device):
         _core.cuda.softmax(np.ones((1, 4), np.float32))
 
 
+def test_command_line_device(capsys):
+    from edgeformer.cli import main
+
+    assert main(["info"]) == 0
+    assert "cuda: " in capsys.readouterr().out
+    assert main(["run", "--device", "tpu", "x"]) == 2
+    assert "argument 'device'" in capsys.readouterr().err
+    if not HAVE_CUDA:
+        assert main(["run", "--device", "cuda", "x"]) == 2
+        assert "CUDA" in capsys.readouterr().err
+
+
 def test_cpu_device_is_the_default():
     m = edgeformer.load(edgeformer.demo_model_path(), device="cpu")
     assert m.device == "cpu" and "device" not in repr(m)

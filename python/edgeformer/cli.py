@@ -21,7 +21,21 @@ def _info(args) -> int:
     print(f"features: {' '.join(feats) if feats else '(none detected)'}")
     print(f"kernels available: {', '.join(info['supported_isas'])}")
     print(f"kernels in use: {info['isa']}  (the best available; force one with EDGEFORMER_ISA=generic|avx2|avx512|avx512vnni|neon|neondot)")
+    print(f"cuda: {_cuda_line()}")
     return 0
+
+
+def _cuda_line() -> str:
+    from . import _core
+
+    if not _core.cuda_built():
+        return "not in this build (pip install . -C cmake.define.EF_CUDA=ON)"
+    n = _core.cuda_device_count()
+    if n == 0:
+        return "built; no device visible"
+    d = _core.cuda_device_info(0)
+    cc = ".".join(map(str, d["compute_capability"]))
+    return f"{n} device{'s' if n > 1 else ''}; cuda:0 {d['name']} (sm {cc}, {d['total_memory'] / 2**30:.0f} GiB)"
 
 
 DEFAULT_PROMPT = "The Python interpreter"
@@ -29,13 +43,19 @@ DEFAULT_PROMPT = "The Python interpreter"
 
 def _run(args) -> int:
     from . import demo_model_path, load
+    from .model import parse_device
 
     if len(args.items) > 2:
         print("error: usage: edgeformer run [MODEL] [PROMPT]", file=sys.stderr)
         return 2
     model_path = args.items[0] if len(args.items) == 2 else demo_model_path()
+    try:
+        parse_device(args.device)  # before loading: a build or machine without CUDA says so at once
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args.prompt = args.items[-1] if args.items else DEFAULT_PROMPT
-    model = load(model_path, dtype=args.dtype, threads=args.threads, max_context=args.max_context)
+    model = load(model_path, dtype=args.dtype, threads=args.threads, max_context=args.max_context, device=args.device)
     stream = model.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                             repetition_penalty=args.repetition_penalty, seed=args.seed, stream=True)
@@ -53,7 +73,9 @@ def _stream(model, stream) -> int:
     r = stream.result
     print()
     print(f"[prefill: {r.prompt_tokens} tokens, {r.prefill_tokens_per_s:.1f} tok/s | decode: {len(r.token_ids)} tokens, "
-          f"{r.decode_tokens_per_s:.1f} tok/s | {model.threads} threads, {_isa()} kernels | {r.finish_reason}]",
+          f"{r.decode_tokens_per_s:.1f} tok/s | "
+          + (f"{model.threads} threads, {_isa()} kernels" if model.device == "cpu" else model.device)
+          + f" | {r.finish_reason}]",
           file=sys.stderr)
     return 0
 
@@ -93,6 +115,7 @@ def main(argv=None) -> int:
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--dtype", default=None, help="f32, f16 or bf16 (default: as stored)")
     r.add_argument("--max-context", type=int, default=None)
+    r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (a build with EF_CUDA=ON)")
     q = sub.add_parser("quantize", help="write a checkpoint as a GGUF file (llama.cpp's format), quantized")
     q.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer.json)")
     q.add_argument("out", help="output .gguf file (written to a temporary name, then renamed)")
