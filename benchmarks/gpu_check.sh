@@ -31,6 +31,8 @@ python3 -c "import sys, torch; print('python', sys.version.split()[0], 'torch', 
 if has build; then
   echo "== build (EF_CUDA=ON, architectures ${EF_CUDA_ARCHS:-90})"
   t0=$(date +%s)
+  inc=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+  [ -f "$inc/Python.h" ] || { echo "FAILED: no Python.h in $inc (the Python headers are needed to build the extension)"; exit 1; }
   cmake -S . -B "$BUILD" -G Ninja -DEF_CUDA=ON -DEF_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES="${EF_CUDA_ARCHS:-90}" -DPython_EXECUTABLE="$(command -v python3)" \
     -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >"$BUILD.configure.log" 2>&1 \

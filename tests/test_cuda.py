@@ -112,8 +112,8 @@ def _weights(wdtype: str, O: int, K: int):
 
 
 def _linear_bound(wdtype: str, T: int) -> float:
-    if T > 8:  # activations rounded to f16 (bf16 for bf16 weights) for the tensor cores
-        return 1e-4 if wdtype == "bf16" else 1e-5
+    if T > 8:  # activations (and bf16 weights) rounded to f16 for the tensor cores
+        return 1e-5
     if wdtype in ("f32", "f16", "bf16"):
         return 1e-8
     return 1e-6 if wdtype == "q8_0" else 2e-3  # activations quantized to 8 bits (q8_0 also multiplies the residual)

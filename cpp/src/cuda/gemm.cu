@@ -292,7 +292,7 @@ __global__ void __launch_bounds__(kTThreads)
 gemm_kernel(const float* __restrict__ x, int64_t ldx, DevMatrix W, int64_t T, const float* __restrict__ bias,
             float* __restrict__ y, int64_t ldy, bool accumulate) {
   using namespace nvcuda;
-  using AT = typename std::conditional<DT == (int)DType::BF16, __nv_bfloat16, __half>::type;
+  using AT = __half;  // bf16 weights too: their values are exact in f16 (but for the tiniest), x keeps 11 bits
   __shared__ __align__(32) AT As[kTM][kTK + kTPad];
   __shared__ __align__(32) AT Bs[kTN][kTK + kTPad];
   __shared__ __align__(32) float Cs[kTM][kTN + 4];
@@ -374,8 +374,8 @@ __global__ void __launch_bounds__(kBThreads)
 gemm_big_kernel(const float* __restrict__ x, int64_t ldx, DevMatrix W, int64_t T, const float* __restrict__ bias,
                 float* __restrict__ y, int64_t ldy, bool accumulate, bool xvec) {
   using namespace nvcuda;
-  using AT = typename std::conditional<DT == (int)DType::BF16, __nv_bfloat16, __half>::type;
-  constexpr bool kPlain = DT == (int)DType::F16 || DT == (int)DType::BF16;
+  using AT = __half;  // as gemm_kernel
+  constexpr bool kPlain = DT == (int)DType::F16;
   __shared__ __align__(32) AT As[kBM][kBK + kBPad];
   __shared__ __align__(32) AT Bs[kBN][kBK + kBPad];
   __shared__ __align__(32) float Cs[kBThreads / 32][16][16 + 4];
@@ -397,16 +397,22 @@ gemm_big_kernel(const float* __restrict__ x, int64_t ldx, DevMatrix W, int64_t T
         for (int e = 0; e < 4; e++) v[e] = gr < T && gk + e < K ? x[gr * ldx + gk + e] : 0.f;
         ra[i] = pack4<AT>(v[0], v[1], v[2], v[3]);
       }
-      if constexpr (kPlain) {
+      if constexpr (kPlain || DT == (int)DType::BF16) {
+        uint16_t h[4];
         if (go < O && gk + 3 < K) {  // rows are 16-byte aligned and gk a multiple of 4: an 8-byte load
-          rb[i] = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(W.data) + go * W.ld + gk);
+          const uint2 raw = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(W.data) + go * W.ld + gk);
+          h[0] = raw.x & 0xffff, h[1] = raw.x >> 16, h[2] = raw.y & 0xffff, h[3] = raw.y >> 16;
         } else {
-          uint16_t h[4];
 #pragma unroll
           for (int e = 0; e < 4; e++)
             h[e] = go < O && gk + e < K ? static_cast<const uint16_t*>(W.data)[go * W.ld + gk + e] : (uint16_t)0;
+        }
+        if constexpr (kPlain) {
           rb[i].x = h[0] | ((uint32_t)h[1] << 16);
           rb[i].y = h[2] | ((uint32_t)h[3] << 16);
+        } else {
+          rb[i] = pack4<AT>(bf16_bits_to_f32(h[0]), bf16_bits_to_f32(h[1]), bf16_bits_to_f32(h[2]),
+                            bf16_bits_to_f32(h[3]));
         }
       } else {
         float v[4];

@@ -56,7 +56,8 @@ void split_blocks(DType t, const uint8_t* src, int64_t nblocks, uint8_t* quants,
 // T <= 8: one warp per output row reads W once for every t (decode: bandwidth-bound); quantized W
 // multiplies activations quantized to 8 bits per block of 32 with integer dot products (dp4a), as the CPU
 // kernels do. T > 8: tensor-core tiles (WMMA 16x16x16, f32 accumulation) with W dequantized into shared
-// memory on the fly and x rounded to f16 (bf16 for bf16 weights): 64 x 64 tiles, 128 x 128 from 64 tokens on.
+// memory on the fly as f16 (bf16 weights too: exact but for magnitudes below 6e-5) and x rounded to f16:
+// 64 x 64 tiles, 128 x 128 from 64 tokens on.
 void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const float* bias, float* y, int64_t ldy,
             bool accumulate, Scratch& ws, cudaStream_t s);
 constexpr int64_t kGemvMaxT = 8, kGemmBigMinT = 64;
