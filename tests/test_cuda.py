@@ -456,6 +456,32 @@ def test_quantized_load_matches_the_cpu(dtype, tmp_path):
 
 
 @gpu
+@pytest.mark.parametrize("family,qtype", [("llama", "q4_k"), ("llama", "q6_k"), ("gpt2", "q8_0"), ("falcon", "q4_0")])
+def test_gguf_on_cuda(family, qtype, tmp_path):
+    """GGUF files: quantized tensors uploaded as stored, fused QKV rows as strided views."""
+    import transformers as tf
+
+    src = tmp_path / "src"
+    if family == "llama":
+        make_llama(str(src), hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2)
+    else:
+        cls, cfg = {
+            "gpt2": (tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=128, n_layer=2, n_head=4, n_positions=64, vocab_size=320)),
+            "falcon": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                                           new_decoder_architecture=True, num_kv_heads=2,
+                                                           max_position_embeddings=64, vocab_size=320)),
+        }[family]
+        make_model(str(src), cls, cfg)
+    out = str(tmp_path / "m.gguf")
+    edgeformer.quantize(str(src), out, qtype)
+    ids = prompt_ids(20)
+    cpu = edgeformer.load(out, threads=2, max_context=64).logits(ids)
+    dev = edgeformer.load(out, threads=2, max_context=64, device="cuda")
+    assert nmse(dev.logits(ids), cpu) < 2e-3
+    assert nmse(_teacher_forced(dev, ids[:12], ids[12:]), cpu[11:19]) < 2e-3
+
+
+@gpu
 def test_bert_on_cuda(tmp_path):
     import torch
     import transformers as tf
