@@ -68,8 +68,9 @@ class LlamaCpp:
     def decode(self, ids, n):
         self.prefill(ids)
         times = []
-        for _ in range(n):
-            tok = int(np.argmax(self.m.scores[self.m.n_tokens - 1]))
+        nv = self.m.n_vocab()
+        for _ in range(n):  # the last position's logits (llama-cpp-python keeps scores only with logits_all)
+            tok = int(np.argmax(np.ctypeslib.as_array(self.m._ctx.get_logits(), shape=(nv,))))
             self.m.eval([tok])
             times.append(time.perf_counter())
         return times

@@ -48,6 +48,16 @@ template <typename W>
 void matmul_simd(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y, int64_t ldy,
                  int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const W* w = (const W*)wv;
+  if (T == 1) {  // decode: 8 weight rows in flight per step (more independent streams, one x load for all)
+    int64_t o = o0;
+    const float* b = nullptr;
+    for (; o + 8 <= o1; o += 8) {
+      b = bias ? bias + o : nullptr;
+      mm_tile<W, 1, 8>(x, ldx, w + o * ldw, ldw, b, y + o, ldy, K);
+    }
+    for (; o < o1; o++) mm_tile<W, 1, 1>(x, ldx, w + o * ldw, ldw, bias ? bias + o : nullptr, y + o, ldy, K);
+    return;
+  }
   // tokens in chunks whose rows stay in L2 while every weight tile of the range streams past them
   constexpr int64_t kChunk = 32;
   for (int64_t c0 = 0; c0 < T; c0 += kChunk) {

@@ -136,6 +136,15 @@ struct Loader {
     Tensor out = *t;
     if (to != t->dtype) out = convert_rows(*t, to, pool);
     else if (!t->rows_contiguous()) out = t->converted(t->dtype);
+    else if (t->mapped && role != Role::Embedding && t->contiguous()) {
+      // layer and head matrices leave the file mapping for huge-page memory (decode streams them every
+      // step); the file's pages are released, so resident memory stays the file's size
+      out = Tensor::empty(t->dtype, t->shape);
+      out.name = t->name;
+      out.source = t->source;
+      std::memcpy(out.data, t->data, t->nbytes());
+      t->mapped->drop_pages(t->data, t->nbytes());
+    }
     if (is_quantized(out.dtype)) out = panels(out, role);
     if (progress && convert) {
       done += (int64_t)t->nbytes();
