@@ -28,10 +28,10 @@ Buffer::Buffer(size_t bytes) : size(bytes) {
   // kernel allows: a decode step streams every weight once, and 4 KiB pages cost a TLB miss per row
   const size_t huge = (size_t)2 << 20;
   const bool big = rounded >= 2 * huge;
-  if (posix_memalign(&data, big ? huge : kAlign, big ? (rounded + huge - 1) / huge * huge : rounded) != 0)
-    data = nullptr;
+  if (posix_memalign(&data, big ? huge : kAlign, rounded) != 0) data = nullptr;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (data && big) madvise(data, (rounded + huge - 1) / huge * huge, MADV_HUGEPAGE);
+  // only the whole huge pages: a partly used one would be resident in full
+  if (data && big) madvise(data, rounded / huge * huge, MADV_HUGEPAGE);
 #endif
 #endif
   if (!data) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
