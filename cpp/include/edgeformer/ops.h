@@ -13,6 +13,16 @@ namespace ops {
 void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const Tensor& W,
             const float* bias, float* y, int64_t ldy);
 
+// Several products of the same x (q, k, v; gate, up) in one parallel region, x quantized once.
+struct LinearOut {
+  const Tensor* W;
+  const float* bias;
+  float* y;
+  int64_t ldy;
+};
+void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const LinearOut* outs,
+                  int n);
+
 // out[t, :] = embedding row ids[t] converted to f32. Throws ValueError for an id outside [0, rows).
 void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out);
 

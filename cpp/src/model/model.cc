@@ -633,8 +633,8 @@ void Model::forward(const ForwardArgs& a) {
   auto mlp = [&](const LayerWeights& w, const float* in, float* result) {
     float *g = g_.data(), *u = u_.data();
     if (spec_.gated_mlp) {
-      ops::linear(pool, K, in, H, T, w.w_gate, fptr(w.b_gate), g, F);
-      ops::linear(pool, K, in, H, T, w.w_up, fptr(w.b_up), u, F);
+      const ops::LinearOut gu[2] = {{&w.w_gate, fptr(w.b_gate), g, F}, {&w.w_up, fptr(w.b_up), u, F}};
+      ops::linear_group(pool, K, in, H, T, gu, 2);
       K.act_mul(spec_.act, g, u, T * F);
       ops::linear(pool, K, g, F, T, w.w_down, fptr(w.b_down), result, H);
     } else {
@@ -646,9 +646,9 @@ void Model::forward(const ForwardArgs& a) {
   // self-attention of the normalized input `in` -> tmp [T, H]
   const size_t head_stride = (size_t)max_ctx_ * hd;
   auto self_attention = [&](int l, const LayerWeights& w, const float* in) {
-    ops::linear(pool, K, in, H, T, w.wq, fptr(w.bq), q_.data(), QD);
-    ops::linear(pool, K, in, H, T, w.wk, fptr(w.bk), k_.data(), KD);
-    ops::linear(pool, K, in, H, T, w.wv, fptr(w.bv), v_.data(), KD);
+    const ops::LinearOut qkv[3] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
+                                   {&w.wv, fptr(w.bv), v_.data(), KD}};
+    ops::linear_group(pool, K, in, H, T, qkv, 3);
     float* kc = (float*)kcache_->data + (size_t)l * nkv * head_stride;
     float* vc = (float*)vcache_->data + (size_t)l * nkv * head_stride;
     for (int32_t t = 0; t < T; t++) {

@@ -1,6 +1,7 @@
 #include "edgeformer/ops.h"
 
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "edgeformer/quant.h"
@@ -10,46 +11,71 @@
 namespace ef {
 namespace ops {
 
-void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const Tensor& W,
-            const float* bias, float* y, int64_t ldy) {
-  EF_CHECK(W.dim() == 2 && W.rows_contiguous(), W.describe() + ": linear needs a 2-D weight with contiguous rows");
-  EF_CHECK(is_weight(W.dtype), W.describe() + ": unsupported weight dtype " + dtype_name(W.dtype));
-  if (is_quantized(W.dtype)) {
-    // activations quantized once per row to 8-bit blocks, shared by every thread
-    const int64_t O = W.shape[0], K = W.shape[1], nb = K / kQ8Block;
-    EF_CHECK(K % dtype_block(W.dtype) == 0, W.describe() + ": rows must be whole blocks");
+void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const LinearOut* outs,
+                  int n) {
+  EF_CHECK(n >= 1, "linear_group: no outputs");
+  const int64_t K = outs[0].W->shape.size() == 2 ? outs[0].W->shape[1] : -1;
+  const bool quant = is_quantized(outs[0].W->dtype);
+  for (int i = 0; i < n; i++) {
+    const Tensor& W = *outs[i].W;
+    EF_CHECK(W.dim() == 2 && W.rows_contiguous(), W.describe() + ": linear needs a 2-D weight with contiguous rows");
+    EF_CHECK(is_weight(W.dtype), W.describe() + ": unsupported weight dtype " + dtype_name(W.dtype));
+    if (is_quantized(W.dtype))
+      EF_CHECK(W.shape[1] % dtype_block(W.dtype) == 0, W.describe() + ": rows must be whole blocks");
+    if (W.shape[1] != K || is_quantized(W.dtype) != quant) {  // not one group: one product at a time
+      for (int j = 0; j < n; j++) linear_group(pool, k, x, ldx, T, outs + j, 1);
+      return;
+    }
+  }
+  // one index space over every output's rows, each padded to whole panels, so that a chunk of the pool
+  // never splits a panel; one parallel region for the group
+  std::vector<int64_t> off(n + 1, 0);
+  for (int i = 0; i < n; i++) off[i + 1] = off[i] + (outs[i].W->shape[0] + kPanel - 1) / kPanel * kPanel;
+  const int64_t total = off[n];
+  const bool par = pool && pool->size() > 1 && total * K * std::max<int64_t>(T, 1) >= (1 << 15);
+  const BlockQ8* xp = nullptr;
+  if (quant) {
+    // activations quantized once per row to 8-bit blocks, shared by every thread and every output
+    const int64_t nb = K / kQ8Block;
     thread_local std::vector<BlockQ8> xq;
     if ((int64_t)xq.size() < T * nb) xq.resize(T * nb);
     BlockQ8* xw = xq.data();
-    const bool par = pool && pool->size() > 1 && O * K * std::max<int64_t>(T, 1) >= (1 << 15);
     if (par && T >= 4)
       pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
       });
     else
       for (int64_t t = 0; t < T; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
-    // panels: this ISA's kernel, else the generic one (a model packed at load, then set_isa() to another)
-    auto fn = W.packed ? (k.qmatmul_panel[(int)W.dtype] ? k.qmatmul_panel[(int)W.dtype]
-                                                         : kernels_for(Isa::Generic).qmatmul_panel[(int)W.dtype])
-                       : k.qmatmul[(int)W.dtype];
-    EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
-    const BlockQ8* xp = xw;
-    const int64_t rb = W.packed ? 0 : W.row_bytes();
-    if (!par) {
-      fn(xp, nb, W.data, rb, bias, y, ldy, T, 0, O, K);
-      return;
+    xp = xw;
+  }
+  auto product = [&](const LinearOut& o, int64_t o0, int64_t o1) {
+    const Tensor& W = *o.W;
+    if (quant) {
+      // panels: this ISA's kernel, else the generic one (a model packed at load, then set_isa() to another)
+      auto fn = W.packed ? (k.qmatmul_panel[(int)W.dtype] ? k.qmatmul_panel[(int)W.dtype]
+                                                           : kernels_for(Isa::Generic).qmatmul_panel[(int)W.dtype])
+                         : k.qmatmul[(int)W.dtype];
+      EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
+      fn(xp, K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), o.bias, o.y, o.ldy, T, o0, o1, K);
+    } else {
+      k.matmul[(int)W.dtype](x, ldx, W.data, W.row_stride_elems(), o.bias, o.y, o.ldy, T, o0, o1, K);
     }
-    pool->parallel_for(O, kPanel, [&](int, int64_t o0, int64_t o1) { fn(xp, nb, W.data, rb, bias, y, ldy, T, o0, o1, K); });
-    return;
-  }
-  const int64_t O = W.shape[0], K = W.shape[1], ldw = W.row_stride_elems();
-  auto fn = k.matmul[(int)W.dtype];
-  if (!pool || pool->size() == 1 || O * K * std::max<int64_t>(T, 1) < (1 << 15)) {
-    fn(x, ldx, W.data, ldw, bias, y, ldy, T, 0, O, K);
-    return;
-  }
-  // split the output rows; chunks are multiples of 16 rows so every ISA's register tile stays whole
-  pool->parallel_for(O, 16, [&](int, int64_t o0, int64_t o1) { fn(x, ldx, W.data, ldw, bias, y, ldy, T, o0, o1, K); });
+  };
+  auto range = [&](int64_t b, int64_t e) {
+    for (int i = 0; i < n; i++) {
+      const int64_t lo = std::max(b, off[i]) - off[i], hi = std::min(e, off[i + 1]) - off[i];
+      const int64_t O = outs[i].W->shape[0];
+      if (lo < std::min(hi, O)) product(outs[i], lo, std::min(hi, O));
+    }
+  };
+  if (!par) range(0, total);
+  else pool->parallel_for(total, kPanel, [&](int, int64_t b, int64_t e) { range(b, e); });
+}
+
+void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const Tensor& W,
+            const float* bias, float* y, int64_t ldy) {
+  const LinearOut o{&W, bias, y, ldy};
+  linear_group(pool, k, x, ldx, T, &o, 1);
 }
 
 void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out) {
