@@ -4,6 +4,7 @@
 
 #include "edgeformer/cpu.h"
 #include "edgeformer/errors.h"
+#include "edgeformer/tensor.h"
 #include "edgeformer/threadpool.h"
 
 namespace ef_py {
@@ -46,7 +47,8 @@ void register_cpu(py::module_& m) {
     if (repeats < 1) throw ef::ValueError("argument 'repeats' must be at least 1");
     py::gil_scoped_release nogil;
     const int64_t n = mbytes * (1 << 20) / 4;
-    std::unique_ptr<float[]> buf(new float[n]);
+    ef::Buffer mem((size_t)n * 4);  // huge pages where the kernel allows, as the weights have
+    float* buf = (float*)mem.data;
     ef::ThreadPool pool(threads);
     const ef::KernelTable& k = ef::kernels();
     pool.parallel_for(n, 1024, [&](int, int64_t a, int64_t b) {  // first touch by the thread that reads it
