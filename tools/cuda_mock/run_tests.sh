@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # tests/test_cuda.py without a GPU: builds the extension with EF_CUDA_MOCK=ON (the CUDA path's host code over
-# the host stand-ins in this folder) into BUILD (default /tmp/ef-cuda-mock) and runs the tests against that copy.
+# the host stand-ins in this folder) into BUILD (default build/cuda-mock) and runs the tests against that copy.
 # This checks uploads and weight layouts, the model's buffers, strides and kernel arguments, the bindings and
 # load(device="cuda") for every family; the device kernels are checked only by benchmarks/gpu_check.sh on a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-/tmp/ef-cuda-mock}
+BUILD=${BUILD:-$PWD/build/cuda-mock}  # inside the tree: a cache from another checkout cannot collide
 PY=${PYTHON:-python}
 cmake -S . -B "$BUILD" -G Ninja -DEF_CUDA_MOCK=ON -DEF_PYTHON=ON -DCMAKE_BUILD_TYPE=Release \
   -DPython_EXECUTABLE="$(command -v "$PY")" -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" >/dev/null
