@@ -392,6 +392,104 @@ inline void pf_store(float* y, pf v, const float* bias, int n) {
   _mm256_store_ps(tmp + 8, v.b);
   for (int i = 0; i < n; i++) y[i] = tmp[i] + (bias ? bias[i] : 0.f);
 }
+#elif defined(EF_ISA_NEON)
+#define EF_HAVE_PANELS 1
+constexpr int kPanelRT = 2;  // each 16-lane value is four q registers: 32 of them hold a 2-token tile
+constexpr int32_t kS8Bias = 0;
+struct pi { int32x4_t v[4]; };  // v[i] lane r: row 4i + r
+struct pf { float32x4_t v[4]; };
+struct pw { uint8x16_t v[4]; };  // v[i]: rows 4i .. 4i + 3, 4 bytes each
+inline pi pi_set1(int32_t a) { return {{vdupq_n_s32(a), vdupq_n_s32(a), vdupq_n_s32(a), vdupq_n_s32(a)}}; }
+inline pi pi_add(pi a, pi b) {
+  for (int i = 0; i < 4; i++) a.v[i] = vaddq_s32(a.v[i], b.v[i]);
+  return a;
+}
+inline pf pf_set1(float a) { return {{vdupq_n_f32(a), vdupq_n_f32(a), vdupq_n_f32(a), vdupq_n_f32(a)}}; }
+inline pf pf_zero() { return pf_set1(0.f); }
+inline pw pw_load(const uint8_t* p) { return {{vld1q_u8(p), vld1q_u8(p + 16), vld1q_u8(p + 32), vld1q_u8(p + 48)}}; }
+inline void pw_nibbles(pw v, pw& lo, pw& hi) {
+  for (int i = 0; i < 4; i++) {
+    lo.v[i] = vandq_u8(v.v[i], vdupq_n_u8(0x0F));
+    hi.v[i] = vshrq_n_u8(v.v[i], 4);
+  }
+}
+inline pw pw_signed(pw v) { return v; }
+inline pw pw_and8(pw v, uint8_t m) {
+  for (int i = 0; i < 4; i++) v.v[i] = vandq_u8(v.v[i], vdupq_n_u8(m));
+  return v;
+}
+inline pw pw_or(pw a, pw b) {
+  for (int i = 0; i < 4; i++) a.v[i] = vorrq_u8(a.v[i], b.v[i]);
+  return a;
+}
+inline pw pw_sll16(pw v, int n) {
+  for (int i = 0; i < 4; i++)
+    v.v[i] = vreinterpretq_u8_u16(vshlq_u16(vreinterpretq_u16_u8(v.v[i]), vdupq_n_s16((int16_t)n)));
+  return v;
+}
+inline pw pw_srl16(pw v, int n) {
+  for (int i = 0; i < 4; i++)
+    v.v[i] = vreinterpretq_u8_u16(vshlq_u16(vreinterpretq_u16_u8(v.v[i]), vdupq_n_s16((int16_t)-n)));
+  return v;
+}
+inline int8x16_t bcast4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return vreinterpretq_s8_s32(vdupq_n_s32(v));
+}
+// lane r += sum of the 4 signed-byte products of lane r (weights here are below 128, or int8)
+inline int32x4_t dot4_lanes(int32x4_t acc, int8x16_t w, int8x16_t x) {
+#if defined(EF_ISA_NEONDOT)
+  return vdotq_s32(acc, w, x);
+#else
+  const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(x)), hi = vmull_s8(vget_high_s8(w), vget_high_s8(x));
+  return vaddq_s32(acc, vpaddlq_s16(vpaddq_s16(lo, hi)));
+#endif
+}
+inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) {
+  const int8x16_t xb = bcast4(x);
+  for (int i = 0; i < 4; i++) acc.v[i] = dot4_lanes(acc.v[i], vreinterpretq_s8_u8(u.v[i]), xb);
+  return acc;
+}
+inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) { return pi_dot_u8(acc, s, x); }
+inline pf pf_load_f16(const uint8_t* p) {
+  pf r;
+  for (int i = 0; i < 4; i++) r.v[i] = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t*)p + 4 * i)));
+  return r;
+}
+inline pf pf_load_u8(const uint8_t* p) {
+  const uint8x16_t b = vld1q_u8(p);
+  const uint16x8_t l = vmovl_u8(vget_low_u8(b)), h = vmovl_u8(vget_high_u8(b));
+  return {{vcvtq_f32_u32(vmovl_u16(vget_low_u16(l))), vcvtq_f32_u32(vmovl_u16(vget_high_u16(l))),
+           vcvtq_f32_u32(vmovl_u16(vget_low_u16(h))), vcvtq_f32_u32(vmovl_u16(vget_high_u16(h)))}};
+}
+inline pf pf_load_s8(const uint8_t* p) {
+  const int8x16_t b = vld1q_s8((const int8_t*)p);
+  const int16x8_t l = vmovl_s8(vget_low_s8(b)), h = vmovl_s8(vget_high_s8(b));
+  return {{vcvtq_f32_s32(vmovl_s16(vget_low_s16(l))), vcvtq_f32_s32(vmovl_s16(vget_high_s16(l))),
+           vcvtq_f32_s32(vmovl_s16(vget_low_s16(h))), vcvtq_f32_s32(vmovl_s16(vget_high_s16(h)))}};
+}
+inline pf pf_scale(pf a, float s) {
+  for (int i = 0; i < 4; i++) a.v[i] = vmulq_n_f32(a.v[i], s);
+  return a;
+}
+inline pf pf_mul(pf a, pf b) {
+  for (int i = 0; i < 4; i++) a.v[i] = vmulq_f32(a.v[i], b.v[i]);
+  return a;
+}
+inline pf pf_fma(pf a, pf b, pf c) {
+  for (int i = 0; i < 4; i++) c.v[i] = vfmaq_f32(c.v[i], a.v[i], b.v[i]);
+  return c;
+}
+inline pf pf_fma_i(pi a, pf b, pf c) {
+  for (int i = 0; i < 4; i++) c.v[i] = vfmaq_f32(c.v[i], vcvtq_f32_s32(a.v[i]), b.v[i]);
+  return c;
+}
+inline void pf_store(float* y, pf v, const float* bias, int n) {
+  float tmp[16];
+  for (int i = 0; i < 4; i++) vst1q_f32(tmp + 4 * i, v.v[i]);
+  for (int i = 0; i < n; i++) y[i] = tmp[i] + (bias ? bias[i] : 0.f);
+}
 #endif
 
 // Loads the first n < kW elements, the rest zero.
