@@ -69,7 +69,7 @@ inline float vmaxall(vf a) { return _mm512_reduce_max_ps(a); }
 #elif defined(EF_ISA_AVX2)
 #define EF_ISA_NS avx2
 constexpr int kW = 8;
-constexpr int kTileT = 2, kTileW = 4;  // 8 accumulators of 16 ymm registers
+constexpr int kTileT = 4, kTileW = 3;  // 12 accumulators, 3 weight rows and x: all 16 ymm registers
 using vf = __m256;
 inline vf vzero() { return _mm256_setzero_ps(); }
 inline vf vset1(float a) { return _mm256_set1_ps(a); }
