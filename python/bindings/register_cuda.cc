@@ -5,35 +5,13 @@
 #include <mutex>
 
 #include "bindings.h"
+#include "model_calls.h"
 #include "edgeformer/cuda.h"
 #include "edgeformer/errors.h"
 
 namespace ef_py {
 
 namespace {
-
-using IdArray = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
-using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
-
-py::array_t<float> run_forward(ef::cuda::CudaModel& m, IdArray ids, bool all_logits, bool want_logits) {
-  if (ids.ndim() != 1) throw ef::ValueError("input_ids: expected a 1-D array of token ids");
-  const int32_t T = (int32_t)ids.shape(0);
-  if (T == 0) throw ef::ValueError("input_ids: empty");
-  const int64_t V = m.spec().vocab_size;
-  py::array_t<float> out = want_logits ? py::array_t<float>({(int64_t)(all_logits ? T : 1), V}) : py::array_t<float>();
-  ef::ForwardArgs a;
-  a.tokens = ids.data();
-  a.T = T;
-  a.output = want_logits ? (all_logits ? ef::Output::AllLogits : ef::Output::LastLogits) : ef::Output::None;
-  a.out = want_logits ? out.mutable_data() : nullptr;
-  {
-    InterruptScope irq;
-    py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lk(m.mutex());
-    m.forward(a);
-  }
-  return out;
-}
 
 // A host weight matrix as a Tensor view over a NumPy array: float types [O, K] (bf16 as uint16 bits), quantized
 // types uint8 [O, bytes per row].
@@ -194,7 +172,9 @@ void register_cuda(py::module_& m) {
      "GB/s of a device-to-device copy, counting bytes read and written");
 
   using CM = ef::cuda::CudaModel;
-  py::class_<CM>(m, "CudaModel")
+  py::class_<CM> model(m, "CudaModel");
+  def_model_calls(model);
+  model
       .def(py::init([](ef::Model& host, int device, const std::string& kv_dtype) {
              ef::cuda::CudaOptions o;
              o.device = device;
@@ -213,19 +193,6 @@ void register_cuda(py::module_& m) {
       .def_property_readonly("device", &CM::device)
       .def_property_readonly("kv_dtype", &CM::kv_dtype)
       .def_property_readonly("weight_bytes", &CM::weight_bytes)
-      .def("reset", [](CM& m) {
-        std::lock_guard<std::mutex> lk(m.mutex());
-        m.reset();
-      })
-      .def("truncate", [](CM& m, int32_t n) {
-        std::lock_guard<std::mutex> lk(m.mutex());
-        m.truncate(n);
-      })
-      .def("forward", [](CM& m, IdArray ids, bool all_logits) { return run_forward(m, ids, all_logits, true); },
-           py::arg("input_ids"), py::arg("all_logits") = true,
-           "Appends input_ids to the KV cache; returns logits [T, vocab] (all_logits) or [1, vocab].")
-      .def("prefill", [](CM& m, IdArray ids) { run_forward(m, ids, false, false); }, py::arg("input_ids"),
-           "Appends input_ids to the KV cache; nothing is copied back.")
       .def("step", [](CM& m, IdArray ids, ef::Sampler& s, IdArray history) {
         // forward + sampling on the device: only the token id comes back
         if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
@@ -237,61 +204,7 @@ void register_cuda(py::module_& m) {
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lk(m.mutex());
         return m.step(p, T, s, hp, hn);
-      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"))
-      .def("hidden_states", [](CM& m, IdArray ids, py::object token_types, py::object mask) {
-        if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
-        const int32_t T = (int32_t)ids.shape(0);
-        IdArray tt;
-        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mk;
-        ef::ForwardArgs a;
-        a.tokens = ids.data();
-        a.T = T;
-        if (!token_types.is_none()) {
-          tt = IdArray(token_types);
-          if (tt.size() != T) throw ef::ValueError("token_type_ids: length differs from input_ids");
-          a.token_types = tt.data();
-        }
-        if (!mask.is_none()) {
-          mk = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>(mask);
-          if (mk.size() != T) throw ef::ValueError("attention_mask: length differs from input_ids");
-          a.key_mask = mk.data();
-        }
-        py::array_t<float> out({(int64_t)T, (int64_t)m.spec().hidden_size});
-        a.output = ef::Output::Hidden;
-        a.out = out.mutable_data();
-        {
-          InterruptScope irq;
-          py::gil_scoped_release nogil;
-          std::lock_guard<std::mutex> lk(m.mutex());
-          m.forward(a);
-        }
-        return out;
-      }, py::arg("input_ids"), py::arg("token_type_ids") = py::none(), py::arg("attention_mask") = py::none())
-      .def("set_encoder_output", [](CM& m, F32Array enc, py::object mask) {
-        if (enc.ndim() != 2 || enc.shape(1) != m.spec().hidden_size)
-          throw ef::ValueError("encoder output: expected [T, hidden]");
-        const int32_t T = (int32_t)enc.shape(0);
-        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mk;
-        const uint8_t* mp = nullptr;
-        if (!mask.is_none()) {
-          mk = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>(mask);
-          if (mk.size() != T) throw ef::ValueError("attention_mask: length differs from the encoder output");
-          mp = mk.data();
-        }
-        const float* ep = enc.data();
-        py::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lk(m.mutex());
-        m.set_encoder_output(ep, T, mp);
-      }, py::arg("encoder_output"), py::arg("attention_mask") = py::none())
-      .def("copy_cache_from", [](CM& m, CM& other, int32_t n) {
-        if (&m == &other) {
-          m.truncate(n);
-          return;
-        }
-        py::gil_scoped_release nogil;
-        std::scoped_lock lk(m.mutex(), other.mutex());
-        m.copy_cache_from(other, n);
-      }, py::arg("other"), py::arg("n"));
+      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"));
 
   register_cuda_ops(m);
 }

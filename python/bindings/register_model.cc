@@ -1,33 +1,11 @@
 #include "bindings.h"
+#include "model_calls.h"
 #include "edgeformer/arch.h"
 #include "edgeformer/errors.h"
 #include "edgeformer/model.h"
 #include "edgeformer/sampler.h"
 
 namespace ef_py {
-
-namespace {
-
-// Runs the model with the GIL released and the model's mutex held (one call at a time per model).
-py::array_t<float> run_forward(ef::Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
-                               bool all_logits, bool want_logits) {
-  if (ids.ndim() != 1) throw ef::ValueError("input_ids: expected a 1-D array of token ids");
-  const int32_t T = (int32_t)ids.shape(0);
-  if (T == 0) throw ef::ValueError("input_ids: empty");
-  const int64_t V = m.spec().vocab_size;
-  py::array_t<float> out = want_logits ? py::array_t<float>({(int64_t)(all_logits ? T : 1), V}) : py::array_t<float>();
-  float* o = want_logits ? out.mutable_data() : nullptr;
-  const int32_t* p = ids.data();
-  {
-    InterruptScope irq;
-    py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lk(m.mutex());
-    m.forward(p, T, all_logits, o);
-  }
-  return out;
-}
-
-}  // namespace
 
 void register_model(py::module_& m) {
   py::enum_<ef::NormKind>(m, "NormKind").value("rms", ef::NormKind::RMS).value("layer", ef::NormKind::Layer);
@@ -136,7 +114,9 @@ void register_model(py::module_& m) {
         return s.sample(l.mutable_data(), l.size(), history.data(), history.size());
       }, py::arg("logits"), py::arg("history"));
 
-  py::class_<ef::Model>(m, "Model")
+  py::class_<ef::Model> model(m, "Model");
+  def_model_calls(model);
+  model
       .def(py::init<const ef::ArchSpec&, const ef::TensorMap&, const std::map<std::string, std::string>&,
                     const ef::ModelOptions&>(),
            py::arg("spec"), py::arg("checkpoint"), py::arg("names"), py::arg("options"),
@@ -147,77 +127,7 @@ void register_model(py::module_& m) {
       .def_property_readonly("threads", &ef::Model::threads)
       .def_property_readonly("weight_bytes", &ef::Model::weight_bytes)
       .def("weights", &ef::Model::weights, "[(canonical name, Tensor)] of what the model computes with")
-      .def("reset", [](ef::Model& m) {
-        std::lock_guard<std::mutex> lk(m.mutex());
-        m.reset();
-      })
-      .def("truncate", [](ef::Model& m, int32_t n) {
-        std::lock_guard<std::mutex> lk(m.mutex());
-        m.truncate(n);
-      })
-      .def("forward", [](ef::Model& m, py::array ids, bool all_logits) { return run_forward(m, ids, all_logits, true); },
-           py::arg("input_ids"), py::arg("all_logits") = true,
-           "Appends input_ids to the KV cache; returns logits [T, vocab] (all_logits) or [1, vocab].")
-      .def("hidden_states", [](ef::Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids,
-                               py::object token_types, py::object mask) {
-        // the last hidden state [T, hidden] of one sequence (encoders: the whole input, with its padding mask)
-        if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
-        const int32_t T = (int32_t)ids.shape(0);
-        py::array_t<int32_t, py::array::c_style | py::array::forcecast> tt;
-        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mk;
-        ef::ForwardArgs a;
-        a.tokens = ids.data();
-        a.T = T;
-        if (!token_types.is_none()) {
-          tt = py::array_t<int32_t, py::array::c_style | py::array::forcecast>(token_types);
-          if (tt.size() != T) throw ef::ValueError("token_type_ids: length differs from input_ids");
-          a.token_types = tt.data();
-        }
-        if (!mask.is_none()) {
-          mk = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>(mask);
-          if (mk.size() != T) throw ef::ValueError("attention_mask: length differs from input_ids");
-          a.key_mask = mk.data();
-        }
-        py::array_t<float> out({(int64_t)T, (int64_t)m.spec().hidden_size});
-        a.output = ef::Output::Hidden;
-        a.out = out.mutable_data();
-        {
-          InterruptScope irq;
-          py::gil_scoped_release nogil;
-          std::lock_guard<std::mutex> lk(m.mutex());
-          m.forward(a);
-        }
-        return out;
-      }, py::arg("input_ids"), py::arg("token_type_ids") = py::none(), py::arg("attention_mask") = py::none())
-      .def("set_encoder_output", [](ef::Model& m, py::array_t<float, py::array::c_style | py::array::forcecast> enc,
-                                    py::object mask) {
-        if (enc.ndim() != 2 || enc.shape(1) != m.spec().hidden_size)
-          throw ef::ValueError("encoder output: expected [T, hidden]");
-        const int32_t T = (int32_t)enc.shape(0);
-        py::array_t<uint8_t, py::array::c_style | py::array::forcecast> mk;
-        const uint8_t* mp = nullptr;
-        if (!mask.is_none()) {
-          mk = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>(mask);
-          if (mk.size() != T) throw ef::ValueError("attention_mask: length differs from the encoder output");
-          mp = mk.data();
-        }
-        const float* ep = enc.data();
-        py::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lk(m.mutex());
-        m.set_encoder_output(ep, T, mp);
-      }, py::arg("encoder_output"), py::arg("attention_mask") = py::none())
-      .def("copy_cache_from", [](ef::Model& m, ef::Model& other, int32_t n) {
-        if (&m == &other) {
-          m.truncate(n);
-          return;
-        }
-        std::scoped_lock lk(m.mutex(), other.mutex());
-        m.copy_cache_from(other, n);
-      }, py::arg("other"), py::arg("n"))
-      .def("prefill", [](ef::Model& m, py::array ids) { run_forward(m, ids, false, false); }, py::arg("input_ids"),
-           "Appends input_ids to the KV cache without computing logits.")
-      .def("step", [](ef::Model& m, py::array_t<int32_t, py::array::c_style | py::array::forcecast> ids, ef::Sampler& s,
-                      py::array_t<int32_t, py::array::c_style | py::array::forcecast> history) {
+      .def("step", [](ef::Model& m, IdArray ids, ef::Sampler& s, IdArray history) {
         // forward + sample in C++ with the GIL released: returns the next token id
         if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
         const int64_t V = m.spec().vocab_size;

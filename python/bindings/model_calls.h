@@ -1,0 +1,119 @@
+// The calls Model (CPU) and CudaModel (device) share, bound once for both: each model type has spec(),
+// mutex(), reset(), truncate(), forward(ForwardArgs), set_encoder_output() and copy_cache_from().
+// Every call runs with the GIL released and the model's mutex held (one call at a time per model).
+#pragma once
+#include <mutex>
+#include <vector>
+
+#include "bindings.h"
+#include "edgeformer/errors.h"
+#include "edgeformer/model.h"
+
+namespace ef_py {
+
+using IdArray = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
+
+template <class M>
+py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_logits) {
+  if (ids.ndim() != 1) throw ef::ValueError("input_ids: expected a 1-D array of token ids");
+  const int32_t T = (int32_t)ids.shape(0);
+  if (T == 0) throw ef::ValueError("input_ids: empty");
+  const int64_t V = m.spec().vocab_size;
+  py::array_t<float> out = want_logits ? py::array_t<float>({(int64_t)(all_logits ? T : 1), V}) : py::array_t<float>();
+  ef::ForwardArgs a;
+  a.tokens = ids.data();
+  a.T = T;
+  a.output = want_logits ? (all_logits ? ef::Output::AllLogits : ef::Output::LastLogits) : ef::Output::None;
+  a.out = want_logits ? out.mutable_data() : nullptr;
+  {
+    InterruptScope irq;
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(m.mutex());
+    m.forward(a);
+  }
+  return out;
+}
+
+// the last hidden state [T, hidden] of one sequence (encoders: the whole input, with its padding mask)
+template <class M>
+py::array_t<float> hidden_states(M& m, IdArray ids, py::object token_types, py::object mask) {
+  if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
+  const int32_t T = (int32_t)ids.shape(0);
+  IdArray tt;
+  U8Array mk;
+  ef::ForwardArgs a;
+  a.tokens = ids.data();
+  a.T = T;
+  if (!token_types.is_none()) {
+    tt = IdArray(token_types);
+    if (tt.size() != T) throw ef::ValueError("token_type_ids: length differs from input_ids");
+    a.token_types = tt.data();
+  }
+  if (!mask.is_none()) {
+    mk = U8Array(mask);
+    if (mk.size() != T) throw ef::ValueError("attention_mask: length differs from input_ids");
+    a.key_mask = mk.data();
+  }
+  py::array_t<float> out({(int64_t)T, (int64_t)m.spec().hidden_size});
+  a.output = ef::Output::Hidden;
+  a.out = out.mutable_data();
+  {
+    InterruptScope irq;
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lk(m.mutex());
+    m.forward(a);
+  }
+  return out;
+}
+
+template <class M>
+void set_encoder_output(M& m, F32Array enc, py::object mask) {
+  if (enc.ndim() != 2 || enc.shape(1) != m.spec().hidden_size) throw ef::ValueError("encoder output: expected [T, hidden]");
+  const int32_t T = (int32_t)enc.shape(0);
+  U8Array mk;
+  const uint8_t* mp = nullptr;
+  if (!mask.is_none()) {
+    mk = U8Array(mask);
+    if (mk.size() != T) throw ef::ValueError("attention_mask: length differs from the encoder output");
+    mp = mk.data();
+  }
+  const float* ep = enc.data();
+  py::gil_scoped_release nogil;
+  std::lock_guard<std::mutex> lk(m.mutex());
+  m.set_encoder_output(ep, T, mp);
+}
+
+// reset, truncate, forward, prefill, hidden_states, set_encoder_output, copy_cache_from on class c
+template <class M>
+void def_model_calls(py::class_<M>& c) {
+  c.def("reset", [](M& m) {
+     std::lock_guard<std::mutex> lk(m.mutex());
+     m.reset();
+   })
+      .def("truncate", [](M& m, int32_t n) {
+        std::lock_guard<std::mutex> lk(m.mutex());
+        m.truncate(n);
+      })
+      .def("forward", [](M& m, IdArray ids, bool all_logits) { return run_forward(m, ids, all_logits, true); },
+           py::arg("input_ids"), py::arg("all_logits") = true,
+           "Appends input_ids to the KV cache; returns logits [T, vocab] (all_logits) or [1, vocab].")
+      .def("prefill", [](M& m, IdArray ids) { run_forward(m, ids, false, false); }, py::arg("input_ids"),
+           "Appends input_ids to the KV cache without computing logits.")
+      .def("hidden_states", &hidden_states<M>, py::arg("input_ids"), py::arg("token_type_ids") = py::none(),
+           py::arg("attention_mask") = py::none())
+      .def("set_encoder_output", &set_encoder_output<M>, py::arg("encoder_output"),
+           py::arg("attention_mask") = py::none())
+      .def("copy_cache_from", [](M& m, M& other, int32_t n) {
+        if (&m == &other) {
+          m.truncate(n);
+          return;
+        }
+        py::gil_scoped_release nogil;
+        std::scoped_lock lk(m.mutex(), other.mutex());
+        m.copy_cache_from(other, n);
+      }, py::arg("other"), py::arg("n"));
+}
+
+}  // namespace ef_py
