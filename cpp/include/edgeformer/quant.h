@@ -20,9 +20,15 @@ struct BlockQ8 {
 };
 constexpr int64_t kQ8Block = 32;
 
+#if defined(__CUDACC__)
+#define EF_HOST_DEVICE __host__ __device__
+#else
+#define EF_HOST_DEVICE
+#endif
+
 // q4_k packs 8 six-bit scales and 8 six-bit mins in 12 bytes: those of sub-block j. Static inline: the
-// per-ISA kernel copies include this header (see dtype.h).
-static inline void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
+// per-ISA kernel copies include this header (see dtype.h); the CUDA kernels call it on the device too.
+static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
   if (j < 4) {
     sc = s[j] & 63;
     m = s[j + 4] & 63;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "edgeformer/quant.h"
 #include "kernels.h"
 
 namespace ef {
@@ -51,17 +52,6 @@ __device__ __forceinline__ float f16_at(const uint8_t* p) {  // an f16 at a 2-by
   return f16_bits_to_f32(*reinterpret_cast<const uint16_t*>(p));
 }
 
-// q4_k's 6-bit scale and min of sub-block j (the device twin of quant.h's q4k_scale_min)
-__device__ __forceinline__ void q4k_scale_min_dev(int j, const uint8_t* s, int& sc, int& m) {
-  if (j < 4) {
-    sc = s[j] & 63;
-    m = s[j + 4] & 63;
-  } else {
-    sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-    m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
-}
-
 // Element k of row r of W, dequantized as quant.cc's dequantize_row computes it.
 template <int DT>
 __device__ __forceinline__ float weight_at(const DevMatrix& W, int64_t r, int64_t k) {
@@ -82,7 +72,7 @@ __device__ __forceinline__ float weight_at(const DevMatrix& W, int64_t r, int64_
     const uint8_t* p = static_cast<const uint8_t*>(W.data) + r * W.ld + (k >> 8) * 144;
     const int f = (int)(k & 255), j = f >> 5, i = f & 31;
     int sc, m;
-    q4k_scale_min_dev(j, p + 4, sc, m);
+    q4k_scale_min(j, p + 4, sc, m);
     const float ds = f16_at(p) * (float)sc, dm = f16_at(p + 2) * (float)m;
     const int q = (p[16 + 32 * (j >> 1) + i] >> (4 * (j & 1))) & 15;
     return ds * (float)q - dm;

@@ -206,7 +206,7 @@ gemv_quant_kernel(DevMatrix W, XQ xq, int64_t nb, int T, const float* __restrict
       const int j = (int)(b & 7);
       const uint8_t* p = static_cast<const uint8_t*>(W.data) + o * W.ld + (b >> 3) * 144;
       int sc, m;
-      q4k_scale_min_dev(j, p + 4, sc, m);
+      q4k_scale_min(j, p + 4, sc, m);
       const float ds = f16_at(p) * (float)sc, dm = f16_at(p + 2) * (float)m;
       const int4* qp = reinterpret_cast<const int4*>(p + 16 + 32 * (j >> 1));
       const int4 v0 = qp[0], v1 = qp[1];
