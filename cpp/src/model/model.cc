@@ -426,6 +426,24 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const int32_t n_keys = pos0 + T;
   const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.pos == PosKind::Relative;
   const int32_t rel_width = relative ? (int32_t)(rel_table_.size() / nh) : 0;
+  // the position bias (ALiBi or T5's relative buckets) and the padding mask, on the scaled scores s[0, n)
+  // of keys k0 .. k0 + n - 1 for head h's query at position pos
+  auto bias_and_mask = [&](int h, int32_t pos, int32_t k0, float* s, int32_t n) {
+    if (alibi) {
+      const float slope = spec_.alibi_bf16 ? round_bf16(spec_.alibi_slopes[h]) : spec_.alibi_slopes[h];
+      for (int32_t j = 0; j < n; j++) {
+        float bias = slope * (float)(k0 + j);
+        if (spec_.alibi_bf16) bias = round_bf16(bias);
+        s[j] += spec_.alibi_scaled ? bias * scale : bias;
+      }
+    } else if (relative) {
+      const float* rt = rel_table_.data() + (size_t)h * rel_width - rel_lo_;
+      for (int32_t j = 0; j < n; j++) s[j] += rt[k0 + j - pos];
+    }
+    if (key_mask)
+      for (int32_t j = 0; j < n; j++)
+        if (!key_mask[k0 + j]) s[j] = -3.0e38f;
+  };
   // Prompts: per head, a block of queries against its keys as two small matrix products (S = Q K^T, then
   // O = P V against V transposed once per block), instead of one dot and one axpy per query and key.
   constexpr int32_t kQB = 32;
@@ -451,19 +469,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
           const int32_t pos = pos0 + t0 + r;
           const int32_t hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
           float* sr = S.data() + (size_t)r * n;
-          for (int32_t j = klo; j <= khi; j++) {
-            float v = sr[j - klo] * scale;
-            if (alibi) {
-              const float slope = spec_.alibi_bf16 ? round_bf16(spec_.alibi_slopes[h]) : spec_.alibi_slopes[h];
-              float bias = slope * (float)j;
-              if (spec_.alibi_bf16) bias = round_bf16(bias);
-              v += spec_.alibi_scaled ? bias * scale : bias;
-            } else if (relative) {
-              v += rel_table_[(size_t)h * rel_width + (j - pos - rel_lo_)];
-            }
-            if (key_mask && !key_mask[j]) v = -3.0e38f;
-            sr[j - klo] = v;
-          }
+          K.scale(sr, scale, n);
+          bias_and_mask(h, pos, klo, sr, n);
           // softmax over this row's own keys [lo, hi]; outside them, and padded keys, weigh nothing
           K.softmax(sr + (lo - klo), hi - lo + 1);
           for (int32_t j = klo; j < lo; j++) sr[j - klo] = 0.f;
@@ -494,20 +501,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       const float* kh = kc + (size_t)(h / group) * head_stride;
       const float* vh = vc + (size_t)(h / group) * head_stride;
       for (int32_t j = 0; j < n; j++) sc[j] = K.dot(qv, kh + (size_t)(lo + j) * hd, hd) * scale;
-      if (alibi) {
-        const float slope = spec_.alibi_bf16 ? round_bf16(spec_.alibi_slopes[h]) : spec_.alibi_slopes[h];
-        for (int32_t j = 0; j < n; j++) {
-          float bias = slope * (float)(lo + j);
-          if (spec_.alibi_bf16) bias = round_bf16(bias);
-          sc[j] += spec_.alibi_scaled ? bias * scale : bias;
-        }
-      } else if (relative) {
-        const float* rt = rel_table_.data() + (size_t)h * rel_width - rel_lo_;
-        for (int32_t j = 0; j < n; j++) sc[j] += rt[lo + j - pos];
-      }
-      if (key_mask)
-        for (int32_t j = 0; j < n; j++)
-          if (!key_mask[lo + j]) sc[j] = -3.0e38f;
+      bias_and_mask(h, pos, lo, sc, n);
       K.softmax(sc, n);
       float* o = out + (size_t)t * nh * hd + (size_t)h * hd;
       std::memset(o, 0, hd * sizeof(float));

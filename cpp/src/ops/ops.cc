@@ -1,7 +1,6 @@
 #include "edgeformer/ops.h"
 
 #include <algorithm>
-#include <functional>
 #include <vector>
 
 #include "edgeformer/quant.h"
