@@ -355,10 +355,9 @@ def chart(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r["size"], r["precision"]) for r in res["rows"]}, key=lambda g: [x["size"] for x in res["rows"]]
-                    .index(g[0]))
-    groups = [g for s in dict.fromkeys(r["size"] for r in res["rows"]) for g in
-              [(s, p) for p in dict.fromkeys(r["precision"] for r in res["rows"]) if (s, p) in groups]]
+    present = {(r["size"], r["precision"]) for r in res["rows"]}  # (size, precision) in the order measured
+    groups = [(s, p) for s in dict.fromkeys(r["size"] for r in res["rows"])
+              for p in dict.fromkeys(r["precision"] for r in res["rows"]) if (s, p) in present]
     engines = list(dict.fromkeys(r["engine"].split(" (")[0].split(" ")[0] for r in res["rows"]))
     metrics = [f"prefill{res['prompts'][0]}_tok_s", "decode_tok_s"]
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8))
