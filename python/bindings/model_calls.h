@@ -16,6 +16,14 @@ using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using U8Array = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>;
 
 template <class M>
+void forward_locked(M& m, const ef::ForwardArgs& a) {
+  InterruptScope irq;
+  py::gil_scoped_release nogil;
+  std::lock_guard<std::mutex> lk(m.mutex());
+  m.forward(a);
+}
+
+template <class M>
 py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_logits) {
   if (ids.ndim() != 1) throw ef::ValueError("input_ids: expected a 1-D array of token ids");
   const int32_t T = (int32_t)ids.shape(0);
@@ -27,12 +35,7 @@ py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_log
   a.T = T;
   a.output = want_logits ? (all_logits ? ef::Output::AllLogits : ef::Output::LastLogits) : ef::Output::None;
   a.out = want_logits ? out.mutable_data() : nullptr;
-  {
-    InterruptScope irq;
-    py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lk(m.mutex());
-    m.forward(a);
-  }
+  forward_locked(m, a);
   return out;
 }
 
@@ -59,12 +62,7 @@ py::array_t<float> hidden_states(M& m, IdArray ids, py::object token_types, py::
   py::array_t<float> out({(int64_t)T, (int64_t)m.spec().hidden_size});
   a.output = ef::Output::Hidden;
   a.out = out.mutable_data();
-  {
-    InterruptScope irq;
-    py::gil_scoped_release nogil;
-    std::lock_guard<std::mutex> lk(m.mutex());
-    m.forward(a);
-  }
+  forward_locked(m, a);
   return out;
 }
 
