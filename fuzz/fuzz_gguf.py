@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fuzz GGUF loading: bytes -> a file -> _core.TensorMap.open_gguf(path); every tensor read through its
-NumPy view; the metadata through edgeformer.gguf_meta.config_from_gguf (and tokenizer_from_gguf when the
+NumPy view; the metadata through edgeformer.gguf_config.config_from_gguf (and tokenizer_from_gguf when the
 file has tokenizer keys, then a round of encode / decode); a file that makes a config is then loaded as a
 model (edgeformer.load, max_context=8, one thread) and generates two tokens.
 
@@ -23,7 +23,8 @@ import numpy as np
 
 import edgeformer
 from edgeformer import _core
-from edgeformer.gguf_meta import config_from_gguf, tokenizer_from_gguf
+from edgeformer.gguf_config import config_from_gguf
+from edgeformer.gguf_tokenizer import tokenizer_from_gguf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -212,8 +213,8 @@ def _write_model(path, config, tok_meta, types=None, extra_meta=None):
 
     from edgeformer.archs import spec_from_config
     from edgeformer.gguf_io import GGUF_ARCH
-    from edgeformer.gguf_meta import add_metadata_to_writer, gguf_metadata_from_config, gguf_names_from_hf
-    from edgeformer.gguf_meta import to_gguf_layout
+    from edgeformer.gguf_config import add_metadata_to_writer, gguf_metadata_from_config
+    from edgeformer.gguf_names import gguf_names_from_hf, to_gguf_layout
 
     arch = GGUF_ARCH[config["model_type"]]
     spec, names = spec_from_config(config, "seed", [])

@@ -119,7 +119,8 @@ def test_t5_from_gguf(tmp_path):
     import torch
     import transformers as tf
 
-    from edgeformer.gguf_meta import add_metadata_to_writer, gguf_metadata_from_config, gguf_names_from_hf
+    from edgeformer.gguf_config import add_metadata_to_writer, gguf_metadata_from_config
+    from edgeformer.gguf_names import gguf_names_from_hf
 
     # (GGUF has no key for relative_attention_max_distance: llama.cpp assumes 128, the default)
     cfg = tf.T5Config(vocab_size=320, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,

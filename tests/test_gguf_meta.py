@@ -1,4 +1,5 @@
-"""GGUF metadata <-> config.json / tokenizer.json, tensor names and layouts (python/edgeformer/gguf_meta.py).
+"""GGUF metadata <-> config.json / tokenizer.json, tensor names and layouts (python/edgeformer/gguf_config.py,
+gguf_names.py, gguf_tokenizer.py).
 
 No GGUF file is downloaded: tiny random transformers checkpoints and tokenizers trained on a few paragraphs
 are converted to GGUF metadata (and written to real .gguf files with gguf-py's GGUFWriter, read back with its
@@ -18,7 +19,31 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from edgeformer import gguf_meta as gm  # noqa: E402
+from edgeformer.gguf_config import (  # noqa: E402
+    add_metadata_to_writer,
+    config_from_gguf,
+    gguf_metadata_from_config,
+    llama3_rope_freqs,
+    llama3_rope_freqs_from_config,
+)
+from edgeformer.gguf_names import (  # noqa: E402
+    gguf_names_from_hf,
+    hf_names_from_gguf,
+    hf_row_order,
+    needs_transpose,
+    permute_qk,
+    to_gguf_layout,
+    to_hf_layout,
+    unpermute_qk,
+)
+from edgeformer.gguf_tokenizer import (  # noqa: E402
+    _BYTE_TOKEN,
+    LLAMA3_SPLIT,
+    QWEN2_SPLIT,
+    gguf_tokenizer_metadata,
+    merges_from_scores,
+    tokenizer_from_gguf,
+)
 
 CORPUS = (
     "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single step. "
@@ -72,7 +97,7 @@ def read_gguf_metadata_with_gguf_py(path):
 def write_gguf(path, meta, tensors):
     """A real .gguf file with gguf-py's writer; tensors: {name: float array or (raw blocks, ggml type)}."""
     w = gguf.GGUFWriter(str(path), meta[gguf.Keys.General.ARCHITECTURE])
-    gm.add_metadata_to_writer(w, meta)
+    add_metadata_to_writer(w, meta)
     for name, t in tensors.items():
         if isinstance(t, tuple):
             w.add_tensor(name, t[0], raw_dtype=t[1])
@@ -201,13 +226,13 @@ def test_permute_qk_matches_llama_cpp_and_inverts(n_head, n_kv, head_dim, cols):
         b = rng.standard_normal(heads * head_dim).astype(np.float32)
         ref_w = converter_permute(torch.from_numpy(w), n_head, n_kv_arg if heads == n_kv else n_head).numpy()
         ref_b = converter_permute(torch.from_numpy(b), n_head, n_kv_arg if heads == n_kv else n_head).numpy()
-        assert np.array_equal(gm.permute_qk(w, heads), ref_w)
-        assert np.array_equal(gm.permute_qk(b, heads), ref_b)
-        assert np.array_equal(gm.unpermute_qk(gm.permute_qk(w, heads), heads), w)
-        assert np.array_equal(gm.unpermute_qk(gm.permute_qk(b, heads), heads), b)
+        assert np.array_equal(permute_qk(w, heads), ref_w)
+        assert np.array_equal(permute_qk(b, heads), ref_b)
+        assert np.array_equal(unpermute_qk(permute_qk(w, heads), heads), w)
+        assert np.array_equal(unpermute_qk(permute_qk(b, heads), heads), b)
         # transformers' own GGUF loader undoes it the same way
         undo = LlamaTensorProcessor()._reverse_permute_weights(ref_w, heads, heads)
-        assert np.array_equal(gm.unpermute_qk(ref_w, heads), undo)
+        assert np.array_equal(unpermute_qk(ref_w, heads), undo)
 
 
 def test_permute_qk_moves_quantized_rows_whole():
@@ -220,9 +245,9 @@ def test_permute_qk_moves_quantized_rows_whole():
     assert q.dtype == np.uint8 and q.shape[0] == 64
     for n_head in (4, 2):
         assert np.array_equal(
-            dequantize(gm.permute_qk(q, n_head), Q.Q8_0), gm.permute_qk(dequantize(q, Q.Q8_0), n_head)
+            dequantize(permute_qk(q, n_head), Q.Q8_0), permute_qk(dequantize(q, Q.Q8_0), n_head)
         )
-        assert np.array_equal(gm.unpermute_qk(gm.permute_qk(q, n_head), n_head), q)
+        assert np.array_equal(unpermute_qk(permute_qk(q, n_head), n_head), q)
 
 
 def test_permuted_q_turns_hf_rotary_into_ggml_pairwise_rotary():
@@ -246,17 +271,17 @@ def test_permuted_q_turns_hf_rotary_into_ggml_pairwise_rotary():
         a, b = v[..., 0], v[..., 1]
         return np.stack([a * cos - b * sin, b * cos + a * sin], axis=-1).reshape(-1)
 
-    ours = gm.unpermute_qk(ggml(gm.permute_qk(w, n_head) @ x)[:, None], n_head)[:, 0]
+    ours = unpermute_qk(ggml(permute_qk(w, n_head) @ x)[:, None], n_head)[:, 0]
     np.testing.assert_allclose(ours, hf(w @ x), rtol=1e-12, atol=1e-12)
 
 
 def test_permute_qk_rejects_bad_shapes():
     with pytest.raises(ValueError, match="multiple of 2"):
-        gm.permute_qk(np.zeros((10, 4)), 4)
+        permute_qk(np.zeros((10, 4)), 4)
     with pytest.raises(ValueError, match="n_head"):
-        gm.permute_qk(np.zeros((8, 4)), 0)
+        permute_qk(np.zeros((8, 4)), 0)
     with pytest.raises(ValueError, match="2-D"):
-        gm.unpermute_qk(np.zeros((2, 2, 2)), 1)
+        unpermute_qk(np.zeros((2, 2, 2)), 1)
 
 
 # -- fused QKV regrouping and GPT-2's transposes ------------------------------------------------------------
@@ -279,13 +304,13 @@ def test_bloom_qkv_rows_match_llama_cpp_and_transformers():
     qkv_b = torch.from_numpy(b).reshape((nh, 3, H // nh))
     ref_b = torch.cat((qkv_b[:, 0].reshape(H), qkv_b[:, 1].reshape(H), qkv_b[:, 2].reshape(H)), dim=0)
     name = "blk.1.attn_qkv.weight"
-    g = gm.to_gguf_layout("bloom", name, w, cfg)
+    g = to_gguf_layout("bloom", name, w, cfg)
     assert np.array_equal(g, ref.numpy())
-    assert np.array_equal(gm.to_gguf_layout("bloom", "blk.1.attn_qkv.bias", b, cfg), ref_b.numpy())
-    assert np.array_equal(gm.to_hf_layout("bloom", name, g, cfg), w)
+    assert np.array_equal(to_gguf_layout("bloom", "blk.1.attn_qkv.bias", b, cfg), ref_b.numpy())
+    assert np.array_equal(to_hf_layout("bloom", name, g, cfg), w)
     proc = BloomTensorProcessor(cfg)
-    assert np.array_equal(gm.to_hf_layout("bloom", name, g, cfg), proc._reverse_reshape_weights(g, nh, H))
-    assert np.array_equal(gm.to_hf_layout("bloom", "blk.1.attn_qkv.bias", ref_b.numpy(), cfg), b)
+    assert np.array_equal(to_hf_layout("bloom", name, g, cfg), proc._reverse_reshape_weights(g, nh, H))
+    assert np.array_equal(to_hf_layout("bloom", "blk.1.attn_qkv.bias", ref_b.numpy(), cfg), b)
 
 
 @pytest.mark.parametrize("nh,nkv,new", [(8, 2, True), (4, 1, False), (4, 4, True)])
@@ -310,10 +335,10 @@ def test_falcon_qkv_rows_match_llama_cpp(nh, nkv, new):
     k = qkv[:, [-2]].reshape(nkv * hd, hd * nh)
     v = qkv[:, [-1]].reshape(nkv * hd, hd * nh)
     ref = torch.cat((q, k, v)).reshape_as(torch.from_numpy(w)).numpy()
-    g = gm.to_gguf_layout("falcon", "blk.0.attn_qkv.weight", w, cfg)
+    g = to_gguf_layout("falcon", "blk.0.attn_qkv.weight", w, cfg)
     assert np.array_equal(g, ref)
-    assert np.array_equal(gm.to_hf_layout("falcon", "blk.0.attn_qkv.weight", g, cfg), w)
-    order = gm.hf_row_order("falcon", "blk.0.attn_qkv.weight", cfg, rows)
+    assert np.array_equal(to_hf_layout("falcon", "blk.0.attn_qkv.weight", g, cfg), w)
+    order = hf_row_order("falcon", "blk.0.attn_qkv.weight", cfg, rows)
     assert np.array_equal(g[order], w)
 
 
@@ -325,17 +350,17 @@ def test_gpt2_conv1d_weights_are_transposed():
         "blk.1.ffn_up.weight",
         "blk.1.ffn_down.weight",
     ):
-        assert gm.needs_transpose("gpt2", name)
-        assert np.array_equal(gm.to_gguf_layout("gpt2", name, w, {}), w.T)
-        assert np.array_equal(gm.to_hf_layout("gpt2", name, w.T, {}), w)
+        assert needs_transpose("gpt2", name)
+        assert np.array_equal(to_gguf_layout("gpt2", name, w, {}), w.T)
+        assert np.array_equal(to_hf_layout("gpt2", name, w.T, {}), w)
         with pytest.raises(ValueError, match=re.escape(name)):
-            gm.to_hf_layout("gpt2", name, np.zeros((4, 34), np.uint8), {}, quantized=True)
+            to_hf_layout("gpt2", name, np.zeros((4, 34), np.uint8), {}, quantized=True)
     for arch, name in (
         ("gpt2", "blk.0.attn_qkv.bias"),
         ("gpt2", "token_embd.weight"),
         ("llama", "blk.0.ffn_up.weight"),
     ):
-        assert not gm.needs_transpose(arch, name)
+        assert not needs_transpose(arch, name)
 
 
 # -- tensor names -------------------------------------------------------------------------------------------
@@ -357,7 +382,7 @@ def test_names_agree_with_gguf_py_tensor_map(arch, config):
     allowed = {
         gguf.TENSOR_NAMES[t].format(bid=i) for t in gguf.MODEL_TENSORS[_ARCH_ENUM[arch]] for i in range(n)
     }
-    to_hf = gm.hf_names_from_gguf(arch, n, config)
+    to_hf = hf_names_from_gguf(arch, n, config)
     assert to_hf
     for g, hf in to_hf.items():
         base, suffix = g.rsplit(".", 1)
@@ -366,27 +391,27 @@ def test_names_agree_with_gguf_py_tensor_map(arch, config):
         # BloomModel's converter strips "transformer." before the lookup
         found = {tmap.get_name(c) for c in (hf_base, re.sub(r"^transformer\.", "", hf_base))} - {None}
         assert found == {base}, (hf, found, g)
-    back = gm.gguf_names_from_hf(arch, n, config)
+    back = gguf_names_from_hf(arch, n, config)
     for g, hf in to_hf.items():
         assert back[hf] == g
     assert set(back.values()) == set(to_hf)
 
 
 def test_names_llama_examples():
-    m = gm.hf_names_from_gguf("llama", 2)
+    m = hf_names_from_gguf("llama", 2)
     assert m["token_embd.weight"] == "model.embed_tokens.weight"
     assert m["blk.1.attn_q.weight"] == "model.layers.1.self_attn.q_proj.weight"
     assert m["blk.0.attn_output.weight"] == "model.layers.0.self_attn.o_proj.weight"
     assert m["blk.0.ffn_gate.weight"] == "model.layers.0.mlp.gate_proj.weight"
     assert m["blk.0.ffn_norm.weight"] == "model.layers.0.post_attention_layernorm.weight"
     assert m["output_norm.weight"] == "model.norm.weight" and m["output.weight"] == "lm_head.weight"
-    assert gm.hf_names_from_gguf("mistral", 2) == m
+    assert hf_names_from_gguf("mistral", 2) == m
     assert (
-        gm.gguf_names_from_hf("gpt2", 1)["h.0.attn.c_attn.weight"] == "blk.0.attn_qkv.weight"
+        gguf_names_from_hf("gpt2", 1)["h.0.attn.c_attn.weight"] == "blk.0.attn_qkv.weight"
     )  # unprefixed file
-    assert gm.gguf_names_from_hf("bert", 1)["bert.encoder.layer.0.output.dense.bias"] == "blk.0.ffn_down.bias"
+    assert gguf_names_from_hf("bert", 1)["bert.encoder.layer.0.output.dense.bias"] == "blk.0.ffn_down.bias"
     with pytest.raises(ValueError, match="unsupported GGUF architecture 'mamba'"):
-        gm.hf_names_from_gguf("mamba", 2)
+        hf_names_from_gguf("mamba", 2)
 
 
 # -- config.json <-> GGUF metadata, through archs.py --------------------------------------------------------
@@ -543,16 +568,16 @@ def _n_layers(config):
 
 def _to_gguf(config, tensors):
     """What llama.cpp's converter makes of a checkpoint: metadata (a token list, no tokenizer), tensors."""
-    arch_meta = gm.gguf_metadata_from_config(config, "config.json")
+    arch_meta = gguf_metadata_from_config(config, "config.json")
     arch = arch_meta["general.architecture"]
-    names = gm.gguf_names_from_hf(config["model_type"], _n_layers(config), config)
+    names = gguf_names_from_hf(config["model_type"], _n_layers(config), config)
     out = {}
     for hf, t in tensors.items():
         if hf not in names:
             assert _UNMAPPED.match(hf), f"checkpoint tensor {hf} has no GGUF name"
             continue
-        out[names[hf]] = gm.to_gguf_layout(arch, names[hf], t, config)
-    freqs = gm.llama3_rope_freqs_from_config(config, "config.json")
+        out[names[hf]] = to_gguf_layout(arch, names[hf], t, config)
+    freqs = llama3_rope_freqs_from_config(config, "config.json")
     if freqs is not None:
         out["rope_freqs.weight"] = freqs
     meta = dict(arch_meta)
@@ -571,14 +596,14 @@ def _to_gguf(config, tensors):
 def _from_gguf(meta, tensors, source):
     """config and HF-named, HF-laid-out tensors back from GGUF metadata and tensors."""
     freqs = tensors.get("rope_freqs.weight")
-    config = gm.config_from_gguf(meta, list(tensors), source, rope_freqs=freqs)
+    config = config_from_gguf(meta, list(tensors), source, rope_freqs=freqs)
     arch = meta["general.architecture"]
-    names = gm.hf_names_from_gguf(arch, _n_layers(config), config)
+    names = hf_names_from_gguf(arch, _n_layers(config), config)
     out = {}
     for g, t in tensors.items():
         if g == "rope_freqs.weight":
             continue
-        out[names[g]] = gm.to_hf_layout(arch, g, t, config)
+        out[names[g]] = to_hf_layout(arch, g, t, config)
     return config, out
 
 
@@ -643,7 +668,7 @@ def test_real_gguf_file_round_trip(tmp_path):
     config, tensors = _checkpoint("llama3", tmp_path)
     meta, gtensors = _to_gguf(config, tensors)
     ref_tok, _, _ = spm_tokenizer(tmp_path / "tokenizer.json")
-    tok_meta = gm.gguf_tokenizer_metadata(
+    tok_meta = gguf_tokenizer_metadata(
         tmp_path / "tokenizer.json", {"bos_token": "<s>", "eos_token": "</s>", "chat_template": "{{ x }}"}
     )
     meta = {k: v for k, v in meta.items() if not k.startswith("tokenizer.")}
@@ -671,36 +696,36 @@ def test_real_gguf_file_round_trip(tmp_path):
         else:
             assert meta2[k] == v, k
     data = {t.name: np.asarray(t.data) for t in reader.tensors}
-    cfg_from_dict = gm.config_from_gguf(
+    cfg_from_dict = config_from_gguf(
         meta, list(gtensors), "model.gguf", rope_freqs=gtensors["rope_freqs.weight"]
     )
-    cfg_from_file = gm.config_from_gguf(meta2, names, str(path), rope_freqs=data["rope_freqs.weight"])
+    cfg_from_file = config_from_gguf(meta2, names, str(path), rope_freqs=data["rope_freqs.weight"])
     assert cfg_from_file == cfg_from_dict
     assert cfg_from_file["rope_scaling"] == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                              "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
     assert cfg_from_file["vocab_size"] == vocab and cfg_from_file["rms_norm_eps"] == 1e-5
     assert cfg_from_file["bos_token_id"] == 1 and cfg_from_file["eos_token_id"] == 2
-    assert _specs(cfg_from_file, str(path), [gm.hf_names_from_gguf("llama", 2)[n] for n in names
+    assert _specs(cfg_from_file, str(path), [hf_names_from_gguf("llama", 2)[n] for n in names
                                              if n != "rope_freqs.weight"]) == \
         _specs(config, "config.json", list(tensors))
 
-    hf_names = gm.hf_names_from_gguf("llama", 2, cfg_from_file)
+    hf_names = hf_names_from_gguf("llama", 2, cfg_from_file)
     for name, arr in data.items():
         if name == "rope_freqs.weight":
             continue
         if name in quantized:
             assert arr.dtype == np.uint8  # raw blocks [rows, bytes_per_row]
-            hf_rows = gm.to_hf_layout("llama", name, arr, cfg_from_file, quantized=True)
+            hf_rows = to_hf_layout("llama", name, arr, cfg_from_file, quantized=True)
             deq = dequantize(hf_rows, Q.Q8_0)
-            assert np.array_equal(deq, gm.to_hf_layout("llama", name, dequantize(arr, Q.Q8_0), cfg_from_file))
+            assert np.array_equal(deq, to_hf_layout("llama", name, dequantize(arr, Q.Q8_0), cfg_from_file))
             if hf_names[name] in tensors:
                 np.testing.assert_allclose(deq, tensors[hf_names[name]], atol=0.02)
         elif hf_names[name] in tensors:
             assert np.array_equal(
-                gm.to_hf_layout("llama", name, arr, cfg_from_file), tensors[hf_names[name]]
+                to_hf_layout("llama", name, arr, cfg_from_file), tensors[hf_names[name]]
             ), name
 
-    got = gm.tokenizer_from_gguf(meta2, str(path))
+    got = tokenizer_from_gguf(meta2, str(path))
     assert got.chat_template == "{{ x }}" and got.model == "llama"
     assert (got.bos_token, got.eos_token, got.add_bos_token, got.add_eos_token) == (
         "<s>",
@@ -713,14 +738,14 @@ def test_real_gguf_file_round_trip(tmp_path):
 
 def test_config_writer_refuses_what_gguf_cannot_say():
     with pytest.raises(ValueError, match=r"config\.json: field 'alibi'"):
-        gm.gguf_metadata_from_config({"model_type": "falcon", "hidden_size": 64, "num_attention_heads": 4,
+        gguf_metadata_from_config({"model_type": "falcon", "hidden_size": 64, "num_attention_heads": 4,
                                       "num_hidden_layers": 2, "alibi": True}, "config.json")
     with pytest.raises(ValueError, match=r"config\.json: field 'rope_scaling\.rope_type'"):
-        gm.gguf_metadata_from_config({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+        gguf_metadata_from_config({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
                                       "num_hidden_layers": 2, "intermediate_size": 8, "vocab_size": 10,
                                       "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "config.json")
     with pytest.raises(ValueError, match=r"config\.json: field 'model_type'"):
-        gm.gguf_metadata_from_config({"model_type": "opt"}, "config.json")
+        gguf_metadata_from_config({"model_type": "opt"}, "config.json")
 
 
 # -- errors name the file and the key -----------------------------------------------------------------------
@@ -748,7 +773,7 @@ def _llama_meta():
 
 
 def test_llama_config_from_plain_metadata():
-    cfg = gm.config_from_gguf(_llama_meta(), ["token_embd.weight", "output.weight"], "m.gguf")
+    cfg = config_from_gguf(_llama_meta(), ["token_embd.weight", "output.weight"], "m.gguf")
     assert cfg == {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 6, "hidden_size": 64,
         "num_hidden_layers": 2, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -758,7 +783,7 @@ def test_llama_config_from_plain_metadata():
     meta = _llama_meta()
     meta["llama.attention.head_count_kv"] = [2, 2]  # per-layer arrays that agree are fine
     meta["llama.attention.sliding_window"] = 4096
-    cfg = gm.config_from_gguf(meta, ["token_embd.weight"], "m.gguf")
+    cfg = config_from_gguf(meta, ["token_embd.weight"], "m.gguf")
     assert cfg["num_key_value_heads"] == 2 and cfg["tie_word_embeddings"] is True
     assert cfg["model_type"] == "mistral" and cfg["sliding_window"] == 4096
 
@@ -834,23 +859,23 @@ def test_config_errors_name_the_file_and_the_key(change, key, msg):
     meta = _llama_meta()
     change(meta)
     with pytest.raises(ValueError) as e:
-        gm.config_from_gguf(meta, ["token_embd.weight"], "/models/x.gguf")
+        config_from_gguf(meta, ["token_embd.weight"], "/models/x.gguf")
     text = str(e.value)
     assert text.startswith("/models/x.gguf: ") and f"'{key}'" in text and msg in text, text
 
 
 def test_llama3_rope_freqs_tensor_needs_its_values():
     with pytest.raises(ValueError, match=r"x\.gguf: tensor 'rope_freqs\.weight'.*rope_freqs="):
-        gm.config_from_gguf(_llama_meta(), ["rope_freqs.weight"], "x.gguf")
+        config_from_gguf(_llama_meta(), ["rope_freqs.weight"], "x.gguf")
     with pytest.raises(ValueError, match=r"x\.gguf: tensor 'rope_freqs\.weight' must hold 8"):
-        gm.config_from_gguf(_llama_meta(), ["rope_freqs.weight"], "x.gguf", rope_freqs=[1.0, 2.0])
+        config_from_gguf(_llama_meta(), ["rope_freqs.weight"], "x.gguf", rope_freqs=[1.0, 2.0])
     # Llama 3.1 8B's values (theta 500000, head_dim 128) and Llama 3.2's (factor 32)
     for factor in (8.0, 32.0):
         meta = dict(_llama_meta(), **{"llama.embedding_length": 4096, "llama.attention.head_count": 32,
                                       "llama.attention.head_count_kv": 8, "llama.rope.dimension_count": 128,
                                       "llama.rope.freq_base": 500000.0})
-        freqs = gm.llama3_rope_freqs(500000.0, 128, factor, 1.0, 4.0, 8192)
-        cfg = gm.config_from_gguf(meta, ["rope_freqs.weight"], "x.gguf", rope_freqs=freqs)
+        freqs = llama3_rope_freqs(500000.0, 128, factor, 1.0, 4.0, 8192)
+        cfg = config_from_gguf(meta, ["rope_freqs.weight"], "x.gguf", rope_freqs=freqs)
         assert cfg["rope_scaling"] == {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
@@ -876,7 +901,7 @@ def test_llama3_rope_freqs_match_transformers():
     )
     inv, _ = ROPE_INIT_FUNCTIONS["llama3"](cfg, torch.device("cpu"))
     base = 1.0 / (500000.0 ** (np.arange(0, 128, 2, dtype=np.float64) / 128))
-    factors = gm.llama3_rope_freqs(500000.0, 128, 8.0, 1.0, 4.0, 8192)
+    factors = llama3_rope_freqs(500000.0, 128, 8.0, 1.0, 4.0, 8192)
     np.testing.assert_allclose(base / factors, inv.numpy(), rtol=2e-6)
 
 
@@ -920,7 +945,7 @@ def test_tokenizer_errors_name_the_file_and_the_key(change, key, msg):
     meta = _llama_meta()
     change(meta)
     with pytest.raises(ValueError) as e:
-        gm.tokenizer_from_gguf(meta, "/models/x.gguf")
+        tokenizer_from_gguf(meta, "/models/x.gguf")
     text = str(e.value)
     assert text.startswith("/models/x.gguf: ") and f"'{key}'" in text and msg in text, text
 
@@ -933,19 +958,19 @@ def test_merges_from_scores_is_transformers_generate_merges():
     tokens = ["<unk>", "a", "b", "c", "ab", "bc", "abc", "\u2581", "\u2581a", "\u2581ab", "ca", "cab", "aa"]
     scores = [0.0, 0.0, 0.0, 0.0, -1.0, -2.0, -3.0, 0.0, -4.0, -5.0, -3.0, -6.0, -6.0]
     vocab = {t: i for i, t in enumerate(tokens)}
-    assert gm.merges_from_scores(tokens, scores) == generate_merges(vocab, dict(zip(tokens, scores)))
+    assert merges_from_scores(tokens, scores) == generate_merges(vocab, dict(zip(tokens, scores)))
 
 
 def test_byte_level_bpe_round_trip(tmp_path):
     ref = byte_level_tokenizer(tmp_path / "tokenizer.json")
-    meta = gm.gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"),
+    meta = gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"),
                                       {"bos_token": "<s>", "eos_token": "</s>", "chat_template": "T"})
     assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "gpt-2"
     assert meta["tokenizer.ggml.add_bos_token"] is True and meta["tokenizer.ggml.add_eos_token"] is False
     types = dict(zip(meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]))
     assert types["<s>"] == 3 and types["<|eot|>"] == 3 and types["<think>"] == 4 and types["Ġthe"] == 1
     assert all(" " in m for m in meta["tokenizer.ggml.merges"])
-    got = gm.tokenizer_from_gguf(meta, "x.gguf")
+    got = tokenizer_from_gguf(meta, "x.gguf")
     assert got.chat_template == "T" and got.bos_token == "<s>" and got.eos_token == "</s>"
     assert_same_tokenization(ref, got.tokenizer, STRINGS + ["<|eot|> and <think>x</think>"])
     assert got.tokenizer.get_vocab_size() == ref.get_vocab_size()
@@ -957,12 +982,12 @@ def test_byte_level_bpe_agrees_with_transformers_gguf_reader(tmp_path):
     from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
 
     byte_level_tokenizer(tmp_path / "tokenizer.json")
-    meta = gm.gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
+    meta = gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
     td = {"tokenizer_type": "gpt2", "pre_tokenizer_type": meta["tokenizer.ggml.pre"],
           "tokens": meta["tokenizer.ggml.tokens"], "merges": meta["tokenizer.ggml.merges"],
           "token_type": meta["tokenizer.ggml.token_type"]}
     theirs, _ = convert_gguf_tokenizer("gpt2", td)
-    ours = gm.tokenizer_from_gguf(meta, "x.gguf").tokenizer
+    ours = tokenizer_from_gguf(meta, "x.gguf").tokenizer
     for s in STRINGS:
         assert (
             ours.encode(s, add_special_tokens=False).ids == theirs.encode(s, add_special_tokens=False).ids
@@ -970,14 +995,14 @@ def test_byte_level_bpe_agrees_with_transformers_gguf_reader(tmp_path):
 
 
 def test_llama3_style_byte_level_round_trip(tmp_path):
-    ref = byte_level_tokenizer(tmp_path / "tokenizer.json", split_regex=gm.LLAMA3_SPLIT)
-    meta = gm.gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {"eos_token": "<|eot|>"})
+    ref = byte_level_tokenizer(tmp_path / "tokenizer.json", split_regex=LLAMA3_SPLIT)
+    meta = gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {"eos_token": "<|eot|>"})
     assert meta["tokenizer.ggml.pre"] == "llama-bpe"
     assert meta["tokenizer.ggml.eos_token_id"] == ref.token_to_id("<|eot|>")
-    got = gm.tokenizer_from_gguf(meta, "x.gguf")
+    got = tokenizer_from_gguf(meta, "x.gguf")
     assert_same_tokenization(ref, got.tokenizer)
     # the llama-3 split cuts digits in groups of three, GPT-2's keeps them whole
-    gpt2 = gm.tokenizer_from_gguf(dict(meta, **{"tokenizer.ggml.pre": "gpt-2"}), "x.gguf").tokenizer
+    gpt2 = tokenizer_from_gguf(dict(meta, **{"tokenizer.ggml.pre": "gpt-2"}), "x.gguf").tokenizer
     assert [p for p, _ in got.tokenizer.pre_tokenizer.pre_tokenize_str("12345678")] == ["123", "456", "78"]
     assert [p for p, _ in gpt2.pre_tokenizer.pre_tokenize_str("12345678")] == ["12345678"]
 
@@ -985,12 +1010,12 @@ def test_llama3_style_byte_level_round_trip(tmp_path):
 def test_qwen2_split_is_transformers_one():
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    assert gm.QWEN2_SPLIT == PRETOKENIZE_REGEX
+    assert QWEN2_SPLIT == PRETOKENIZE_REGEX
 
 
 def test_sentencepiece_bpe_round_trip(tmp_path):
     ref, pieces, _ = spm_tokenizer(tmp_path / "tokenizer.json")
-    meta = gm.gguf_tokenizer_metadata(
+    meta = gguf_tokenizer_metadata(
         str(tmp_path / "tokenizer.json"), {"bos_token": "<s>", "eos_token": "</s>"}
     )
     assert meta["tokenizer.ggml.model"] == "llama"
@@ -1001,11 +1026,11 @@ def test_sentencepiece_bpe_round_trip(tmp_path):
     assert meta["tokenizer.ggml.add_space_prefix"] is True
     assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"],
             meta["tokenizer.ggml.unknown_token_id"]) == (1, 2, 0)
-    got = gm.tokenizer_from_gguf(meta, "x.gguf")
+    got = tokenizer_from_gguf(meta, "x.gguf")
     assert_same_tokenization(ref, got.tokenizer)
     # byte fallback really happens: characters the pieces lack come out as <0x..> tokens
     toks = got.tokenizer.encode("€👍", add_special_tokens=False).tokens
-    assert toks[0] == "\u2581" and all(gm._BYTE_TOKEN.match(t) for t in toks[1:]), toks
+    assert toks[0] == "\u2581" and all(_BYTE_TOKEN.match(t) for t in toks[1:]), toks
     assert got.tokenizer.decode(got.tokenizer.encode("x €👍 y").ids) == "x €👍 y"
 
 
@@ -1013,18 +1038,18 @@ def test_sentencepiece_bpe_from_scores_of_llama_cpp(tmp_path):
     """The same vocabulary with the sentencepiece scores themselves (what a GGUF converted from
     tokenizer.model holds) tokenizes the same as the score-derived ones the writer makes."""
     ref, pieces, scores = spm_tokenizer(tmp_path / "tokenizer.json")
-    meta = gm.gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
+    meta = gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
     meta["tokenizer.ggml.scores"] = scores
-    got = gm.tokenizer_from_gguf(meta, "x.gguf")
+    got = tokenizer_from_gguf(meta, "x.gguf")
     assert_same_tokenization(ref, got.tokenizer)
     # without a BOS id (and no add_bos_token), no BOS is added
     no_bos = {k: v for k, v in meta.items()
               if k not in ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.add_bos_token")}
-    assert gm.tokenizer_from_gguf(no_bos, "x.gguf").tokenizer.encode("the").tokens[0] != "<s>"
+    assert tokenizer_from_gguf(no_bos, "x.gguf").tokenizer.encode("the").tokens[0] != "<s>"
     # add_bos_token false drops the BOS; add_space_prefix false drops the "\u2581" prefix
     meta["tokenizer.ggml.add_bos_token"] = False
     meta["tokenizer.ggml.add_space_prefix"] = False
-    plain = gm.tokenizer_from_gguf(meta, "x.gguf").tokenizer
+    plain = tokenizer_from_gguf(meta, "x.gguf").tokenizer
     assert plain.encode("the").tokens[0] != "<s>"
     assert plain.encode(" the").ids == ref.encode("the", add_special_tokens=False).ids
 
@@ -1050,21 +1075,21 @@ def test_sentencepiece_bpe_with_learned_merges_warns_but_tokenizes_the_same_here
     tok.save(str(tmp_path / "tokenizer.json"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        meta = gm.gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
+        meta = gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
     assert any("merges are not exactly" in str(w.message) for w in caught)
-    got = gm.tokenizer_from_gguf(meta, "x.gguf")
+    got = tokenizer_from_gguf(meta, "x.gguf")
     ref = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
     assert_same_tokenization(ref, got.tokenizer, [s for s in STRINGS if "€" not in s and "🙂" not in s])
 
 
 def test_wordpiece_round_trip(tmp_path):
     ref = wordpiece_tokenizer(tmp_path / "tokenizer.json")
-    meta = gm.gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {"pad_token": "[PAD]"})
+    meta = gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {"pad_token": "[PAD]"})
     assert meta["tokenizer.ggml.model"] == "bert"
     toks = dict(zip(meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.token_type"]))
     assert toks["[CLS]"] == 3 and toks["\u2581the"] == 1  # llama.cpp's "phantom space" spelling
     assert any(t in toks for t in ("ing", "s", "ed"))  # "##ing" is spelled "ing"
-    got = gm.tokenizer_from_gguf(meta, "x.gguf")
+    got = tokenizer_from_gguf(meta, "x.gguf")
     assert got.tokenizer_config()["pad_token"] == "[PAD]"
     assert_same_tokenization(ref, got.tokenizer)
 
@@ -1077,12 +1102,12 @@ def test_real_minilm_wordpiece_round_trip():
     d = str(minilm.get_model_path())
     with open(os.path.join(d, "tokenizer_config.json")) as f:
         cfg = json.load(f)
-    meta = gm.gguf_tokenizer_metadata(os.path.join(d, "tokenizer.json"), cfg)
+    meta = gguf_tokenizer_metadata(os.path.join(d, "tokenizer.json"), cfg)
     assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.seperator_token_id"]) == (101, 102)
     ref = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
     ref.no_padding()
     ref.no_truncation()
-    got = gm.tokenizer_from_gguf(meta, "minilm.gguf")
+    got = tokenizer_from_gguf(meta, "minilm.gguf")
     assert_same_tokenization(ref, got.tokenizer, STRINGS + ["ÀÉÎ Ölçü straße unaffable"])
 
 
@@ -1093,14 +1118,14 @@ def test_tokenizer_writer_errors_name_the_file(tmp_path):
     tok = Tokenizer(models.Unigram([("a", -1.0), ("<unk>", 0.0)], 1))
     tok.save(str(p))
     with pytest.raises(ValueError, match=re.escape(f"{p}: field 'model.type' is 'Unigram'")):
-        gm.gguf_tokenizer_metadata(str(p), {})
+        gguf_tokenizer_metadata(str(p), {})
     tok = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel()])
     tok.save(str(p))
     with pytest.raises(ValueError, match=re.escape(f"{p}: field 'pre_tokenizer'")):
-        gm.gguf_tokenizer_metadata(str(p), {})
+        gguf_tokenizer_metadata(str(p), {})
     with pytest.raises(ValueError, match="cannot read the tokenizer"):
-        gm.gguf_tokenizer_metadata(str(tmp_path / "missing.json"), {})
+        gguf_tokenizer_metadata(str(tmp_path / "missing.json"), {})
 
 
 def test_writer_uses_llama_cpp_value_types(tmp_path):
@@ -1120,15 +1145,15 @@ def test_writer_uses_llama_cpp_value_types(tmp_path):
     for key, types in want.items():
         assert fields[key].types == types, key
     meta2, _, _ = read_gguf_metadata_with_gguf_py(path)
-    assert gm.config_from_gguf(meta2, ["token_embd.weight"], str(path))["vocab_size"] == 6
+    assert config_from_gguf(meta2, ["token_embd.weight"], str(path))["vocab_size"] == 6
 
 
 def test_unknown_pre_tokenizer_falls_back_to_gpt2_with_a_warning(tmp_path):
     byte_level_tokenizer(tmp_path / "tokenizer.json")
-    meta = gm.gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
+    meta = gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
     meta["tokenizer.ggml.pre"] = "some-new-model"
     with pytest.warns(UserWarning, match=r"x\.gguf: GGUF key 'tokenizer\.ggml\.pre' is 'some-new-model'"):
-        got = gm.tokenizer_from_gguf(meta, "x.gguf")
+        got = tokenizer_from_gguf(meta, "x.gguf")
     assert [p for p, _ in got.tokenizer.pre_tokenizer.pre_tokenize_str("ab 12")] == ["ab", "Ġ12"]
 
 
@@ -1148,16 +1173,16 @@ def test_falcon_7b_and_40b_style_metadata():
     }
     names = ["token_embd.weight", "output_norm.weight", "output_norm.bias", "output.weight",
              "blk.0.attn_norm.weight", "blk.0.attn_norm.bias", "blk.0.attn_qkv.weight"]
-    cfg = gm.config_from_gguf(meta, names, "f7b.gguf")
+    cfg = config_from_gguf(meta, names, "f7b.gguf")
     assert cfg["multi_query"] is True and cfg["new_decoder_architecture"] is False and cfg["bias"] is False
     assert (
-        gm.hf_names_from_gguf("falcon", 2, cfg)["blk.0.attn_norm.weight"]
+        hf_names_from_gguf("falcon", 2, cfg)["blk.0.attn_norm.weight"]
         == "transformer.h.0.input_layernorm.weight"
     )
     meta["falcon.attention.head_count_kv"] = 2
-    cfg = gm.config_from_gguf(meta, names + ["blk.0.attn_norm_2.weight"], "f40b.gguf")
+    cfg = config_from_gguf(meta, names + ["blk.0.attn_norm_2.weight"], "f40b.gguf")
     assert cfg["new_decoder_architecture"] is True and cfg["num_kv_heads"] == 2
-    m = gm.hf_names_from_gguf("falcon", 2, cfg)
+    m = hf_names_from_gguf("falcon", 2, cfg)
     assert m["blk.0.attn_norm_2.weight"] == "transformer.h.0.ln_attn.weight"
     assert m["blk.0.attn_norm.weight"] == "transformer.h.0.ln_mlp.weight"
 
@@ -1165,11 +1190,11 @@ def test_falcon_7b_and_40b_style_metadata():
 def test_special_token_with_a_colon(tmp_path):
     """TemplateProcessing's mini-language splits on ':'; a BOS such as '<bos:0>' still works."""
     byte_level_tokenizer(tmp_path / "tokenizer.json")
-    meta = gm.gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
+    meta = gguf_tokenizer_metadata(str(tmp_path / "tokenizer.json"), {})
     bos = meta["tokenizer.ggml.bos_token_id"]
     meta["tokenizer.ggml.tokens"] = list(meta["tokenizer.ggml.tokens"])
     meta["tokenizer.ggml.tokens"][bos] = "<bos:0>"
-    got = gm.tokenizer_from_gguf(meta, "x.gguf")
+    got = tokenizer_from_gguf(meta, "x.gguf")
     enc = got.tokenizer.encode("hi <bos:0>", "there")
     assert enc.ids[0] == bos and enc.ids.count(bos) == 3 and got.bos_token == "<bos:0>"
     assert got.tokenizer.decode(enc.ids) == "hi there"

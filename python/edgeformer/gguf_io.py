@@ -25,7 +25,8 @@ def _qkv_rows(spec: "_core.ArchSpec", canonical: str):
 
 
 def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
-    from .gguf_meta import config_from_gguf, hf_names_from_gguf
+    from .gguf_config import config_from_gguf
+    from .gguf_names import hf_names_from_gguf
     from .model import Model
 
     tmap, meta, order, _version = _core.TensorMap.open_gguf(path)
@@ -66,7 +67,7 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
 
 
 def _tokenizer(meta: Dict[str, Any], path: str) -> TokenizerInfo:
-    from .gguf_meta import tokenizer_from_gguf
+    from .gguf_tokenizer import tokenizer_from_gguf
 
     tok = tokenizer_from_gguf(meta, path) if "tokenizer.ggml.model" in meta else None
     return TokenizerInfo.from_parts(tok.tokenizer if tok else None, tok.tokenizer_config() if tok else {},
@@ -76,7 +77,7 @@ def _tokenizer(meta: Dict[str, Any], path: str) -> TokenizerInfo:
 def _load_gguf_seq2seq(path, tmap, meta, order, config, arch, opts):
     """T5 from GGUF: two stacks (enc.* and dec.* tensors) sharing the token embedding."""
     from .archs import Config
-    from .gguf_meta import hf_names_from_gguf
+    from .gguf_names import hf_names_from_gguf
     from .seq2seq import Seq2SeqModel
 
     n = max(int(config.get("num_layers", 0)), int(config.get("num_decoder_layers", 0) or 0))
@@ -107,8 +108,9 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     """Writes a loaded (decoder or BERT) model as GGUF: exactly the tensors it computes with."""
     import gguf
 
-    from .gguf_meta import add_metadata_to_writer, gguf_metadata_from_config, gguf_names_from_hf, gguf_tokenizer_metadata
-    from .gguf_meta import permute_qk
+    from .gguf_config import add_metadata_to_writer, gguf_metadata_from_config
+    from .gguf_names import gguf_names_from_hf, permute_qk
+    from .gguf_tokenizer import gguf_tokenizer_metadata
 
     config = model.config
     mt = config.get("model_type")

@@ -1,0 +1,678 @@
+"""GGUF (llama.cpp's format) metadata <-> Hugging Face config.json, and metadata into a ``gguf.GGUFWriter``.
+
+* :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
+  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral), ``gpt2``, ``bloom``,
+  ``falcon``, ``bert`` and ``t5``;
+* :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
+  :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
+  puts such a dict (with gguf_tokenizer.py's tokenizer keys) into a ``gguf.GGUFWriter``.
+
+Every error is a ValueError naming the source (file) and the GGUF key or field at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+from gguf.constants import MODEL_TENSOR, TENSOR_NAMES, Keys, RopeScalingType
+
+from .gguf_common import (
+    _A,
+    _ARCH_OF_MODEL_TYPE,
+    _K,
+    _R,
+    _T,
+    BERT,
+    BLOOM,
+    FALCON,
+    GPT2,
+    LLAMA,
+    SUPPORTED_ARCHS,
+    T5,
+    _clean_float,
+    _falcon_variant,
+    _Meta,
+    _short,
+)
+
+__all__ = [
+    "config_from_gguf",
+    "gguf_metadata_from_config",
+    "llama3_rope_freqs",
+    "llama3_rope_freqs_from_config",
+    "add_metadata_to_writer",
+]
+
+_ROPE_FREQS = TENSOR_NAMES[MODEL_TENSOR.ROPE_FREQS] + ".weight"
+_OUTPUT = TENSOR_NAMES[MODEL_TENSOR.OUTPUT] + ".weight"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# config.json from GGUF metadata
+# ------------------------------------------------------------------------------------------------------------
+
+def _k(template: str, arch: str) -> str:
+    return template.format(arch=arch)
+
+
+def _vocab_size(m: _Meta, arch: str) -> int:
+    """llama.cpp's rule: '{arch}.vocab_size' if present, else the length of the token list."""
+    key = _k(_K.VOCAB_SIZE, arch)
+    if m.has(key):
+        return m.positive(key)
+    if not m.has(_T.LIST):
+        raise m.error(_T.LIST, f"is missing (and so is '{key}'): the vocabulary size is unknown")
+    n = len(m.array(_T.LIST, str))
+    if n == 0:
+        raise m.error(_T.LIST, "is empty")
+    return n
+
+
+def _special_ids(m: _Meta, cfg: Dict[str, Any], n_vocab: int) -> None:
+    for name, key in (("bos_token_id", _T.BOS_ID), ("eos_token_id", _T.EOS_ID), ("pad_token_id", _T.PAD_ID)):
+        v = m.token_id(key, n_vocab)
+        if v is not None:
+            cfg[name] = v
+
+
+_USUAL_ORIG = [8192, 4096, 2048, 16384, 32768, 65536, 131072] + [2 ** k for k in range(4, 21)]
+
+
+def _llama3_candidates(f: np.ndarray, theta: float, rotary_dim: int, factor: float):
+    """(original_max_position, low_freq_factor, high_freq_factor) to try: those fitted to the smoothed band
+    (with low_freq_factor 1), then the usual values. Only the rope factors they imply matter (and are
+    checked): a band of fewer than two points leaves them underdetermined."""
+    if factor > 1:
+        freqs = 1.0 / (
+            np.float32(theta) ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / np.float32(rotary_dim))
+        )
+        inv_wavelen = freqs.astype(np.float64) / (2 * math.pi)
+        band = (np.abs(f - 1) > 1e-5) & (np.abs(f - factor) > 1e-5 * factor)
+        smooth = (1 / f[band] - 1 / factor) / (1 - 1 / factor)  # = (L / wavelen - lo) / (hi - lo)
+        if band.sum() >= 2:  # a line through the band: with lo = 1, hi and L follow
+            a, b = np.polyfit(inv_wavelen[band], smooth, 1)
+            if b < 0:
+                high, orig = 1 - 1 / b, -a / b
+                high = round(high) if abs(high - round(high)) < 1e-3 else float(high)
+                yield int(round(orig)), 1.0, float(high)
+        elif band.sum() == 1:  # one point: with lo = 1, each L gives hi
+            for orig in _USUAL_ORIG:
+                high = 1 + (orig * inv_wavelen[band][0] - 1) / smooth[0]
+                if high > 1:
+                    yield orig, 1.0, float(high)
+        else:  # no band: an L between the high and the low frequencies' wavelengths, with lo = 1, hi = 2
+            wl = 1 / inv_wavelen
+            hi_max = wl[np.abs(f - 1) <= 1e-5].max(initial=0.0)
+            lo_min = wl[np.abs(f - factor) <= 1e-5 * factor].min(initial=np.inf)
+            orig = math.floor(2 * hi_max) + 1
+            if orig < lo_min:
+                yield orig, 1.0, 2.0
+    for orig in _USUAL_ORIG:
+        for low in (1.0, 2.0, 0.5):
+            for high in (4.0, 2.0, 8.0):
+                if high > low:
+                    yield orig, low, high
+
+
+def llama3_rope_freqs(theta: float, rotary_dim: int, factor: float, low_freq_factor: float,
+                      high_freq_factor: float, original_max_position: int) -> np.ndarray:
+    """The ``rope_freqs.weight`` tensor llama.cpp's converter writes for rope_type llama3 (one factor per
+    frequency: 1 for high frequencies, ``factor`` for low ones, smoothed in between), float32 [rotary_dim/2].
+    """
+    freqs = 1.0 / (
+        np.float32(theta) ** (np.arange(0, rotary_dim, 2, dtype=np.float32) / np.float32(rotary_dim))
+    )
+    low_wavelen = original_max_position / low_freq_factor
+    high_wavelen = original_max_position / high_freq_factor
+    out = []
+    for freq in freqs.astype(np.float64):
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (original_max_position / wavelen - low_freq_factor) / (
+                high_freq_factor - low_freq_factor
+            )
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.asarray(out, dtype=np.float32)
+
+
+def _fit_llama3(m: _Meta, rope_freqs: Any, theta: float, rotary_dim: int) -> Dict[str, Any]:
+    """rope_scaling {llama3} whose factors reproduce the file's rope_freqs tensor."""
+    f = np.asarray(rope_freqs, dtype=np.float64).reshape(-1)
+    if f.size != rotary_dim // 2 or not np.all(np.isfinite(f)) or np.any(f <= 0):
+        raise ValueError(f"{m.source}: tensor '{_ROPE_FREQS}' must hold {rotary_dim // 2} positive factors "
+                         f"(one per rotary frequency), got {f.size}")
+    factor = float(f.max())
+    if np.allclose(f, 1.0, rtol=0, atol=1e-6):
+        return {}
+    for orig, low, high in _llama3_candidates(f, theta, rotary_dim, factor):
+        want = llama3_rope_freqs(theta, rotary_dim, factor, low, high, orig)
+        if np.allclose(want, f, rtol=1e-5, atol=0):
+            return {
+                "rope_type": "llama3",
+                "factor": _clean_float(float(np.float32(factor))),
+                "low_freq_factor": low,
+                "high_freq_factor": high,
+                "original_max_position_embeddings": orig,
+            }
+    raise ValueError(
+        f"{m.source}: tensor '{_ROPE_FREQS}' holds rope factors that match no llama3 rope scaling "
+        "(factor, low/high_freq_factor, original_max_position_embeddings) tried"
+    )
+
+
+def _rope_scaling(m: _Meta, arch: str, names: set, theta: float, rotary_dim: int,
+                  rope_freqs: Any) -> Optional[Dict[str, Any]]:
+    tkey = _k(_R.SCALING_TYPE, arch)
+    stype = m.get(tkey, str, None)
+    if _ROPE_FREQS in names:
+        if stype not in (None, RopeScalingType.NONE.value):
+            raise m.error(
+                tkey, f"is {stype!r} but the file also has the llama3 factors tensor '{_ROPE_FREQS}'"
+            )
+        if rope_freqs is None:
+            raise ValueError(
+                f"{m.source}: tensor '{_ROPE_FREQS}' (llama3 rope scaling) is in the file: pass its "
+                "values as config_from_gguf(..., rope_freqs=) to rebuild rope_scaling"
+            )
+        return _fit_llama3(m, rope_freqs, theta, rotary_dim) or None
+    if stype is None or stype == RopeScalingType.NONE.value:
+        return None
+    fkey = _k(_R.SCALING_FACTOR, arch)
+    if stype == RopeScalingType.LINEAR.value:
+        factor = m.get(fkey, float)
+        if factor <= 0:
+            raise m.error(fkey, f"must be positive, got {factor}")
+        return {"rope_type": "linear", "factor": factor}
+    if stype == RopeScalingType.YARN.value:
+        factor = m.get(fkey, float)
+        if factor <= 0:
+            raise m.error(fkey, f"must be positive, got {factor}")
+        out = {"rope_type": "yarn", "factor": factor,
+               "original_max_position_embeddings": m.positive(_k(_R.SCALING_ORIG_CTX_LEN, arch))}
+        for key, name in (
+            (_R.SCALING_ATTN_FACTOR, "attention_factor"),
+            (_R.SCALING_YARN_BETA_FAST, "beta_fast"),
+            (_R.SCALING_YARN_BETA_SLOW, "beta_slow"),
+        ):
+            v = m.get(_k(key, arch), float, None)
+            if v is not None:
+                out[name] = v
+        return out
+    raise m.error(
+        tkey,
+        f"names an unsupported rope scaling {stype!r} (supported: none, linear, yarn, and llama3 "
+        f"through '{_ROPE_FREQS}')",
+    )
+
+
+def _heads(m: _Meta, arch: str, hidden: int) -> Tuple[int, int]:
+    hkey = _k(_A.HEAD_COUNT, arch)
+    n_heads = m.uniform_positive(hkey)
+    kvkey = _k(_A.HEAD_COUNT_KV, arch)
+    n_kv = m.uniform_positive(kvkey, n_heads)
+    if n_heads % n_kv:
+        raise m.error(kvkey, f"({n_kv}) must divide '{hkey}' ({n_heads})")
+    return n_heads, n_kv
+
+
+def _even_heads(m: _Meta, arch: str, hidden: int, n_heads: int) -> int:
+    if hidden % n_heads:
+        raise m.error(
+            _k(_A.HEAD_COUNT, arch),
+            f"({n_heads}) does not divide '{_k(_K.EMBEDDING_LENGTH, arch)}' " f"({hidden})",
+        )
+    return hidden // n_heads
+
+
+def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
+    return TENSOR_NAMES[tensor].format(bid=bid) + suffix in names
+
+
+def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n_heads, n_kv = _heads(m, arch, hidden)
+    klen = m.positive(_k(_A.KEY_LENGTH, arch), None)
+    head_dim = klen if klen is not None else _even_heads(m, arch, hidden, n_heads)
+    vkey = _k(_A.VALUE_LENGTH, arch)
+    vlen = m.positive(vkey, head_dim)
+    if vlen != head_dim:
+        raise m.error(vkey, f"({vlen}) differs from the key length ({head_dim}); not supported")
+    rkey = _k(_R.DIMENSION_COUNT, arch)
+    rotary_dim = m.positive(rkey, head_dim)
+    if rotary_dim > head_dim or rotary_dim % 2:
+        raise m.error(rkey, f"({rotary_dim}) must be even and at most the head size ({head_dim})")
+    theta = m.get(_k(_R.FREQ_BASE, arch), float, 10000.0)
+    n_vocab = _vocab_size(m, arch)
+    cfg: Dict[str, Any] = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": n_vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": m.positive(_k(_K.BLOCK_COUNT, arch)),
+        "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": n_kv,
+        "head_dim": head_dim,
+        "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+        "rms_norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float),
+        "rope_theta": theta,
+        "hidden_act": "silu",
+        "attention_bias": _has(names, MODEL_TENSOR.ATTN_Q, ".bias"),
+        "mlp_bias": _has(names, MODEL_TENSOR.FFN_UP, ".bias"),
+        "tie_word_embeddings": _OUTPUT not in names,
+    }
+    if rotary_dim != head_dim:
+        cfg["partial_rotary_factor"] = rotary_dim / head_dim
+    scaling = _rope_scaling(m, arch, names, theta, rotary_dim, rope_freqs)
+    if scaling:
+        cfg["rope_scaling"] = scaling
+    swkey = _k(_A.SLIDING_WINDOW, arch)
+    window = m.positive(swkey, None)
+    if window is not None:
+        cfg["model_type"] = "mistral"
+        cfg["architectures"] = ["MistralForCausalLM"]
+        cfg["sliding_window"] = window
+    _special_ids(m, cfg, n_vocab)
+    return cfg
+
+
+def _config_gpt2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n_heads = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
+    _even_heads(m, arch, hidden, n_heads)
+    ctx = m.positive(_k(_K.CONTEXT_LENGTH, arch))
+    n_vocab = _vocab_size(m, arch)
+    cfg = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": n_vocab,
+        "n_embd": hidden,
+        "n_layer": m.positive(_k(_K.BLOCK_COUNT, arch)),
+        "n_head": n_heads,
+        "n_inner": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
+        "n_positions": ctx,
+        "n_ctx": ctx,
+        "layer_norm_epsilon": m.get(_k(_A.LAYERNORM_EPS, arch), float),
+        "activation_function": "gelu_new",
+        "tie_word_embeddings": _OUTPUT not in names,
+    }
+    _special_ids(m, cfg, n_vocab)
+    return cfg
+
+
+def _config_bloom(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n_heads, n_kv = _heads(m, arch, hidden)
+    if n_kv != n_heads:
+        raise m.error(_k(_A.HEAD_COUNT_KV, arch), f"({n_kv}) must equal the head count ({n_heads}) for bloom")
+    _even_heads(m, arch, hidden, n_heads)
+    fkey = _k(_K.FEED_FORWARD_LENGTH, arch)
+    ffn = m.uniform_positive(fkey, 4 * hidden)
+    if ffn != 4 * hidden:
+        raise m.error(fkey, f"({ffn}) must be 4 * embedding_length ({4 * hidden}) for bloom")
+    n_vocab = _vocab_size(m, arch)
+    cfg = {
+        "architectures": ["BloomForCausalLM"],
+        "model_type": "bloom",
+        "vocab_size": n_vocab,
+        "hidden_size": hidden,
+        "n_layer": m.positive(_k(_K.BLOCK_COUNT, arch)),
+        "n_head": n_heads,
+        "seq_length": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+        "layer_norm_epsilon": m.get(_k(_A.LAYERNORM_EPS, arch), float),
+        "apply_residual_connection_post_layernorm": False,
+        "tie_word_embeddings": _OUTPUT not in names,
+    }
+    _special_ids(m, cfg, n_vocab)
+    return cfg
+
+
+def _config_falcon(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n_heads, n_kv = _heads(m, arch, hidden)
+    _even_heads(m, arch, hidden, n_heads)
+    n_vocab = _vocab_size(m, arch)
+    cfg: Dict[str, Any] = {
+        "architectures": ["FalconForCausalLM"],
+        "model_type": "falcon",
+        "vocab_size": n_vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": m.positive(_k(_K.BLOCK_COUNT, arch)),
+        "num_attention_heads": n_heads,
+        "ffn_hidden_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch), 4 * hidden),
+        "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+        "layer_norm_epsilon": m.get(_k(_A.LAYERNORM_EPS, arch), float),
+        "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 10000.0),
+        "alibi": False,
+        "parallel_attn": True,
+        "bias": _has(names, MODEL_TENSOR.ATTN_QKV, ".bias"),
+        "tie_word_embeddings": _OUTPUT not in names,
+    }
+    if _has(names, MODEL_TENSOR.ATTN_NORM_2, ".weight"):  # Falcon-40B/180B: ln_attn + ln_mlp
+        cfg.update(new_decoder_architecture=True, num_kv_heads=n_kv, num_ln_in_parallel_attn=2)
+    elif n_kv == 1:  # Falcon-7B: multi-query, one LayerNorm
+        cfg.update(new_decoder_architecture=False, multi_query=True)
+    else:  # kv groups with one LayerNorm
+        cfg.update(new_decoder_architecture=True, num_kv_heads=n_kv, num_ln_in_parallel_attn=1)
+    _special_ids(m, cfg, n_vocab)
+    return cfg
+
+
+def _config_bert(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n_heads = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
+    _even_heads(m, arch, hidden, n_heads)
+    n_vocab = _vocab_size(m, arch)
+    causal_key = _k(_A.CAUSAL, arch)
+    if m.get(causal_key, bool, False):
+        raise m.error(causal_key, "is true: a causal BERT is not supported")
+    cfg = {
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": n_vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": m.positive(_k(_K.BLOCK_COUNT, arch)),
+        "num_attention_heads": n_heads,
+        "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
+        "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+        "layer_norm_eps": m.get(_k(_A.LAYERNORM_EPS, arch), float),
+        "type_vocab_size": m.positive(_T.TOKEN_TYPE_COUNT, 2),
+        "hidden_act": "gelu",
+        "position_embedding_type": "absolute",
+    }
+    v = m.token_id(_T.PAD_ID, n_vocab)
+    if v is not None:
+        cfg["pad_token_id"] = v
+    return cfg
+
+
+def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n_heads, _ = _heads(m, arch, hidden)
+    klen = m.positive(_k(_A.KEY_LENGTH, arch), None)
+    d_kv = klen if klen is not None else _even_heads(m, arch, hidden, n_heads)
+    rms_key, ln_key = _k(_A.LAYERNORM_RMS_EPS, arch), _k(_A.LAYERNORM_EPS, arch)
+    eps = m.get(rms_key, float) if m.has(rms_key) or not m.has(ln_key) else m.get(ln_key, float)
+    n_layers = m.positive(_k(_K.BLOCK_COUNT, arch))
+    n_vocab = _vocab_size(m, arch)
+    gated = _has(names, MODEL_TENSOR.ENC_FFN_GATE, ".weight") or _has(
+        names, MODEL_TENSOR.DEC_FFN_GATE, ".weight"
+    )
+    cfg: Dict[str, Any] = {
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "is_encoder_decoder": True,
+        "vocab_size": n_vocab,
+        "d_model": hidden,
+        "d_ff": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
+        "d_kv": d_kv,
+        "num_heads": n_heads,
+        "num_layers": n_layers,
+        "num_decoder_layers": m.positive(_k(_K.DECODER_BLOCK_COUNT, arch), n_layers),
+        "n_positions": m.positive(_k(_K.CONTEXT_LENGTH, arch), 512),
+        "layer_norm_epsilon": eps,
+        "relative_attention_num_buckets": m.positive(_k(_A.REL_BUCKETS_COUNT, arch), 32),
+        "relative_attention_max_distance": 128,  # not in llama.cpp's metadata; every T5 uses 128
+        # llama.cpp keeps no activation name: gated FFNs are T5 v1.1 / Flan-T5 (gated-gelu), plain ones
+        # T5 v1.0 (relu)
+        "feed_forward_proj": "gated-gelu" if gated else "relu",
+        # T5 v1.0 ties the head (and scales the decoder output); v1.1 stores an untied lm_head
+        "tie_word_embeddings": _OUTPUT not in names or not gated,
+    }
+    _special_ids(m, cfg, n_vocab)
+    start_key = _k(_K.DECODER_START_TOKEN_ID, arch)
+    start = m.get(start_key, int, None)
+    if start is not None:
+        if not 0 <= start < n_vocab:
+            raise m.error(start_key, f"({start}) is outside the vocabulary [0, {n_vocab})")
+        cfg["decoder_start_token_id"] = start
+    else:
+        cfg["decoder_start_token_id"] = cfg.get("pad_token_id", 0)
+    return cfg
+
+
+_CONFIG_BUILDERS = {LLAMA: _config_llama, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    BERT: _config_bert, T5: _config_t5}
+
+
+def config_from_gguf(meta: Dict[str, Any], tensor_names: Iterable[str], source: str,
+                     rope_freqs: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """A Hugging Face config.json dict for the model a GGUF file describes.
+
+    meta: the file's metadata {key: value}; tensor_names: the names of its tensors (``output.weight`` absent
+    means a tied head, bias tensors switch biases on, ...); source: the file, named in every error.
+    rope_freqs: the values of the ``rope_freqs.weight`` tensor when the file has one (llama3 rope scaling
+    is stored as that tensor, not as metadata); without them such a file raises ValueError.
+    """
+    m = _Meta(meta, source)
+    arch = m.get(Keys.General.ARCHITECTURE, str)
+    if arch not in _CONFIG_BUILDERS:
+        raise m.error(Keys.General.ARCHITECTURE, f"names an unsupported architecture {arch!r} "
+                                                 f"(supported: {', '.join(SUPPORTED_ARCHS)})")
+    names = set(tensor_names)
+    bad = next((n for n in names if not isinstance(n, str)), None)
+    if bad is not None:
+        raise ValueError(f"{source}: tensor names must be strings, got {_short(bad)}")
+    return _CONFIG_BUILDERS[arch](m, arch, names, rope_freqs)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# GGUF architecture metadata from config.json (for a writer)
+# ------------------------------------------------------------------------------------------------------------
+
+def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """The architecture metadata llama.cpp's converter writes for this config.json (no tokenizer keys:
+    see :func:`gguf_tokenizer_metadata`). llama3 rope scaling has no metadata: write the tensor
+    :func:`llama3_rope_freqs` returns as ``rope_freqs.weight``."""
+    from .archs import Config  # typed config access with the same error style (imports the extension)
+
+    cfg = Config(config, source)
+    mt = cfg.get("model_type", str)
+    if mt not in _ARCH_OF_MODEL_TYPE:
+        raise cfg.error("model_type", f"names an architecture GGUF export does not support {mt!r} "
+                                      f"(supported: {', '.join(sorted(_ARCH_OF_MODEL_TYPE))})")
+    arch = _ARCH_OF_MODEL_TYPE[mt]
+    out: Dict[str, Any] = {Keys.General.ARCHITECTURE: arch}
+
+    def put(template: str, value: Any) -> None:
+        if value is not None:
+            out[_k(template, arch)] = value
+
+    if arch == LLAMA:
+        hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
+        head_dim = cfg.positive("head_dim", hidden // nh)
+        put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
+        put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 2048))
+        put(_K.EMBEDDING_LENGTH, hidden)
+        put(_K.BLOCK_COUNT, cfg.positive("num_hidden_layers"))
+        put(_K.FEED_FORWARD_LENGTH, cfg.positive("intermediate_size"))
+        put(_A.HEAD_COUNT, nh)
+        put(_A.HEAD_COUNT_KV, cfg.positive("num_key_value_heads", nh))
+        put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float, 1e-6))
+        field = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
+        params = cfg.get(field, dict, {}) or {}
+        theta = cfg.get("rope_theta", float, None, data=params, prefix=field + ".")
+        put(_R.FREQ_BASE, theta if theta is not None else cfg.get("rope_theta", float, 10000.0))
+        if config.get("head_dim") is not None:
+            put(_A.KEY_LENGTH, head_dim)
+            put(_A.VALUE_LENGTH, head_dim)
+        partial = cfg.get("partial_rotary_factor", float, None, data=params, prefix=field + ".")
+        if partial is None:
+            partial = cfg.get("partial_rotary_factor", float, 1.0)
+        put(_R.DIMENSION_COUNT, int(head_dim * partial))
+        rtype = params.get("rope_type", params.get("type", "default"))
+        if rtype == "linear":
+            put(_R.SCALING_TYPE, RopeScalingType.LINEAR.value)
+            put(_R.SCALING_FACTOR, float(params["factor"]))
+        elif rtype == "yarn":
+            put(_R.SCALING_TYPE, RopeScalingType.YARN.value)
+            orig = params.get("original_max_position_embeddings") or cfg.positive("max_position_embeddings")
+            put(
+                _R.SCALING_FACTOR,
+                float(params.get("factor") or cfg.positive("max_position_embeddings") / orig),
+            )
+            put(_R.SCALING_ORIG_CTX_LEN, int(orig))
+            for name, key in (
+                ("attention_factor", _R.SCALING_ATTN_FACTOR),
+                ("beta_fast", _R.SCALING_YARN_BETA_FAST),
+                ("beta_slow", _R.SCALING_YARN_BETA_SLOW),
+            ):
+                if params.get(name) is not None:
+                    put(key, float(params[name]))
+        elif rtype not in ("default", "llama3"):
+            raise cfg.error(
+                field + ".rope_type",
+                f"{rtype!r} has no GGUF equivalent (supported: default, linear, " "yarn, llama3)",
+            )
+        if mt == "mistral" and config.get("sliding_window"):
+            put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
+    elif arch == GPT2:
+        hidden = cfg.positive("n_embd")
+        put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))
+        put(_K.EMBEDDING_LENGTH, hidden)
+        put(_K.BLOCK_COUNT, cfg.positive("n_layer"))
+        put(_K.FEED_FORWARD_LENGTH, cfg.positive("n_inner", 4 * hidden))
+        put(_A.HEAD_COUNT, cfg.positive("n_head"))
+        put(_A.LAYERNORM_EPS, cfg.get("layer_norm_epsilon", float, 1e-5))
+    elif arch == BLOOM:
+        hidden = cfg.positive("hidden_size" if "hidden_size" in config else "n_embed")
+        nh = cfg.positive("n_head")
+        # (llama.cpp's converter writes seq_length or, oddly, n_embed; archs.py's default is 2048)
+        put(_K.CONTEXT_LENGTH, cfg.positive("seq_length", 2048))
+        put(_K.EMBEDDING_LENGTH, hidden)
+        put(_K.FEED_FORWARD_LENGTH, 4 * hidden)
+        put(_K.BLOCK_COUNT, cfg.positive("n_layer"))
+        put(_A.HEAD_COUNT, nh)
+        put(_A.HEAD_COUNT_KV, nh)
+        put(_A.LAYERNORM_EPS, cfg.get("layer_norm_epsilon", float, 1e-5))
+    elif arch == FALCON:
+        if cfg.get("alibi", bool, False):
+            raise cfg.error("alibi", "is true: llama.cpp's falcon has no ALiBi variant")
+        if not cfg.get("parallel_attn", bool, True):
+            raise cfg.error("parallel_attn", "is false: llama.cpp's falcon has no sequential variant")
+        hidden = cfg.positive("hidden_size")
+        two, nh, nkv = _falcon_variant(config)
+        if not cfg.get("new_decoder_architecture", bool, False) and not cfg.get("multi_query", bool, True):
+            raise cfg.error(
+                "multi_query", "is false: llama.cpp's falcon converter supports multi-query or kv groups"
+            )
+        put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 2048))
+        put(_K.EMBEDDING_LENGTH, hidden)
+        put(_K.FEED_FORWARD_LENGTH, cfg.positive("ffn_hidden_size", 4 * hidden))
+        put(_K.BLOCK_COUNT, cfg.positive("num_hidden_layers"))
+        put(_A.HEAD_COUNT, nh)
+        put(_A.HEAD_COUNT_KV, nkv)
+        put(_A.LAYERNORM_EPS, cfg.get("layer_norm_epsilon", float, 1e-5))
+        field = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
+        params = cfg.get(field, dict, {}) or {}
+        theta = cfg.get("rope_theta", float, None, data=params, prefix=field + ".")
+        put(_R.FREQ_BASE, theta if theta is not None else cfg.get("rope_theta", float, 10000.0))
+    elif arch == BERT:
+        put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 512))
+        put(_K.EMBEDDING_LENGTH, cfg.positive("hidden_size"))
+        put(_K.FEED_FORWARD_LENGTH, cfg.positive("intermediate_size"))
+        put(_K.BLOCK_COUNT, cfg.positive("num_hidden_layers"))
+        put(_A.HEAD_COUNT, cfg.positive("num_attention_heads"))
+        put(_A.LAYERNORM_EPS, cfg.get("layer_norm_eps", float, 1e-12))
+        put(_A.CAUSAL, False)
+        out[_T.TOKEN_TYPE_COUNT] = cfg.positive("type_vocab_size", 2)
+    elif arch == T5:
+        put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 512))
+        put(_K.EMBEDDING_LENGTH, cfg.positive("d_model"))
+        put(_K.FEED_FORWARD_LENGTH, cfg.positive("d_ff"))
+        put(_K.BLOCK_COUNT, cfg.positive("num_layers"))
+        if config.get("num_decoder_layers") is not None:
+            put(_K.DECODER_BLOCK_COUNT, cfg.positive("num_decoder_layers"))
+        put(_A.HEAD_COUNT, cfg.positive("num_heads"))
+        put(_A.KEY_LENGTH, cfg.positive("d_kv"))
+        put(_A.VALUE_LENGTH, cfg.positive("d_kv"))
+        eps = cfg.get("layer_norm_epsilon", float, 1e-6)
+        put(_A.LAYERNORM_EPS, eps)
+        put(_A.LAYERNORM_RMS_EPS, eps)
+        put(_A.REL_BUCKETS_COUNT, cfg.positive("relative_attention_num_buckets", 32))
+        put(_K.DECODER_START_TOKEN_ID, cfg.get("decoder_start_token_id", int, 0))
+    return out
+
+
+def llama3_rope_freqs_from_config(config: Dict[str, Any], source: str) -> Optional[np.ndarray]:
+    """The ``rope_freqs.weight`` values a llama config with rope_type llama3 needs in GGUF (else None)."""
+    field = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
+    params = config.get(field) or {}
+    if params.get("rope_type", params.get("type")) != "llama3":
+        return None
+    try:
+        hidden, nh = int(config["hidden_size"]), int(config["num_attention_heads"])
+        head_dim = int(config.get("head_dim") or hidden // nh)
+        theta = float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+        partial = float(params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)))
+        return llama3_rope_freqs(
+            theta,
+            int(head_dim * partial),
+            float(params["factor"]),
+            float(params["low_freq_factor"]),
+            float(params["high_freq_factor"]),
+            int(params["original_max_position_embeddings"]),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{source}: field '{field}' is not a complete llama3 rope scaling ({e})") from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# metadata into a gguf.GGUFWriter
+# ------------------------------------------------------------------------------------------------------------
+
+_INT32_ARRAYS = {_T.TOKEN_TYPE}
+
+
+def add_metadata_to_writer(writer: Any, meta: Dict[str, Any]) -> None:
+    """Adds metadata {key: value} to a ``gguf.GGUFWriter`` with llama.cpp's value types: non-negative ints as
+    uint32 (uint64 if larger), negative ints as int32 / int64, floats as float32, bools, strings, and arrays
+    of those (token types as int32). ``general.architecture`` is the writer's own and is skipped."""
+    from gguf.constants import GGUFValueType
+
+    for key, v in meta.items():
+        if key == Keys.General.ARCHITECTURE:
+            if v != writer.arch:
+                raise ValueError(f"metadata key '{key}' is {v!r} but the writer was made for {writer.arch!r}")
+            continue
+        if isinstance(v, bool):
+            writer.add_bool(key, v)
+        elif isinstance(v, int):
+            if 0 <= v < 2**32:
+                writer.add_uint32(key, v)
+            elif 0 <= v:
+                writer.add_uint64(key, v)
+            elif v >= -(2**31):
+                writer.add_int32(key, v)
+            else:
+                writer.add_int64(key, v)
+        elif isinstance(v, float):
+            writer.add_float32(key, v)
+        elif isinstance(v, str):
+            writer.add_string(key, v)
+        elif isinstance(v, (list, tuple)):
+            if not v:
+                continue
+            if all(isinstance(x, str) for x in v):
+                writer.add_array(key, list(v))
+            elif all(isinstance(x, bool) for x in v):
+                writer.add_key_value(key, list(v), GGUFValueType.ARRAY, sub_type=GGUFValueType.BOOL)
+            elif all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                sub = GGUFValueType.INT32 if key in _INT32_ARRAYS or min(v) < 0 else GGUFValueType.UINT32
+                writer.add_key_value(key, [int(x) for x in v], GGUFValueType.ARRAY, sub_type=sub)
+            elif all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                writer.add_key_value(
+                    key, [float(x) for x in v], GGUFValueType.ARRAY, sub_type=GGUFValueType.FLOAT32
+                )
+            else:
+                raise ValueError(
+                    f"metadata key '{key}': an array must hold one kind of value, got {_short(v)}"
+                )
+        else:
+            raise ValueError(f"metadata key '{key}': unsupported value {_short(v)}")

@@ -1,0 +1,437 @@
+"""llama.cpp tensor names <-> Hugging Face tensor names, and the layout changes llama.cpp's converter makes.
+
+* :func:`hf_names_from_gguf` / :func:`gguf_names_from_hf` map tensor names both ways (tables per
+  architecture, as gguf-py's ``TENSOR_NAMES`` spell them);
+* :func:`to_hf_layout` / :func:`to_gguf_layout` (with :func:`permute_qk` / :func:`unpermute_qk`,
+  :func:`hf_row_order`, :func:`needs_transpose`) undo or redo the converter's row orders and transposes.
+
+Layout changes made by llama.cpp's convert_hf_to_gguf.py (undone by :func:`to_hf_layout`):
+
+* llama / mistral: ``attn_q`` rows permuted with ``permute(w, n_head)``, ``attn_k`` with ``n_head_kv``
+  (weights and biases); only whole rows move, so quantized rows can be reordered as they are.
+* gpt2: the Conv1D matrices (``attn_qkv``, ``attn_output``, ``ffn_up``, ``ffn_down``) are stored
+  transposed, i.e. already as [out, in] rows (which is what the engine wants anyway; a quantized one cannot
+  be transposed back).
+* bloom: ``attn_qkv`` rows regrouped from per-head [q, k, v] to [all q, all k, all v].
+* falcon: ``attn_qkv`` rows regrouped from kv groups [q..., k, v] to [all q, all k, all v].
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from gguf.constants import MODEL_TENSOR, TENSOR_NAMES
+
+from .gguf_common import (
+    _ARCH_OF_MODEL_TYPE,
+    BERT,
+    BLOOM,
+    FALCON,
+    GPT2,
+    LLAMA,
+    SUPPORTED_ARCHS,
+    _falcon_variant,
+)
+
+__all__ = [
+    "hf_names_from_gguf",
+    "gguf_names_from_hf",
+    "permute_qk",
+    "unpermute_qk",
+    "permute_qk_rows",
+    "hf_row_order",
+    "needs_transpose",
+    "to_hf_layout",
+    "to_gguf_layout",
+]
+
+# ------------------------------------------------------------------------------------------------------------
+# tensor names
+# ------------------------------------------------------------------------------------------------------------
+
+_W = (".weight",)
+_WB = (".weight", ".bias")
+_T_ = MODEL_TENSOR
+
+# (llama.cpp tensor, HF name ({i}: layer), suffixes, stack): stack None = global, "blk" / "enc" / "dec" =
+# per layer
+_LLAMA_NAMES = [
+    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
+    (_T_.OUTPUT_NORM, "model.norm", _W, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_NORM, "model.layers.{i}.input_layernorm", _W, "blk"),
+    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _WB, "blk"),
+    (_T_.ATTN_K, "model.layers.{i}.self_attn.k_proj", _WB, "blk"),
+    (_T_.ATTN_V, "model.layers.{i}.self_attn.v_proj", _WB, "blk"),
+    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _WB, "blk"),
+    (_T_.FFN_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
+    (_T_.FFN_GATE, "model.layers.{i}.mlp.gate_proj", _WB, "blk"),
+    (_T_.FFN_UP, "model.layers.{i}.mlp.up_proj", _WB, "blk"),
+    (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _WB, "blk"),
+]
+_GPT2_NAMES = [
+    (_T_.TOKEN_EMBD, "transformer.wte", _W, None),
+    (_T_.POS_EMBD, "transformer.wpe", _W, None),
+    (_T_.OUTPUT_NORM, "transformer.ln_f", _WB, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_NORM, "transformer.h.{i}.ln_1", _WB, "blk"),
+    (_T_.ATTN_QKV, "transformer.h.{i}.attn.c_attn", _WB, "blk"),
+    (_T_.ATTN_OUT, "transformer.h.{i}.attn.c_proj", _WB, "blk"),
+    (_T_.FFN_NORM, "transformer.h.{i}.ln_2", _WB, "blk"),
+    (_T_.FFN_UP, "transformer.h.{i}.mlp.c_fc", _WB, "blk"),
+    (_T_.FFN_DOWN, "transformer.h.{i}.mlp.c_proj", _WB, "blk"),
+]
+_BLOOM_NAMES = [
+    (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
+    (_T_.TOKEN_EMBD_NORM, "transformer.word_embeddings_layernorm", _WB, None),
+    (_T_.OUTPUT_NORM, "transformer.ln_f", _WB, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_NORM, "transformer.h.{i}.input_layernorm", _WB, "blk"),
+    (_T_.ATTN_QKV, "transformer.h.{i}.self_attention.query_key_value", _WB, "blk"),
+    (_T_.ATTN_OUT, "transformer.h.{i}.self_attention.dense", _WB, "blk"),
+    (_T_.FFN_NORM, "transformer.h.{i}.post_attention_layernorm", _WB, "blk"),
+    (_T_.FFN_UP, "transformer.h.{i}.mlp.dense_h_to_4h", _WB, "blk"),
+    (_T_.FFN_DOWN, "transformer.h.{i}.mlp.dense_4h_to_h", _WB, "blk"),
+]
+
+
+def _falcon_names(two_norms: bool):
+    return (
+        [
+            (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
+            (_T_.OUTPUT_NORM, "transformer.ln_f", _WB, None),
+            (_T_.OUTPUT, "lm_head", _W, None),
+            # llama.cpp: attn_norm feeds the MLP (and the attention when there is one norm), attn_norm_2
+            # the attention
+            (
+                _T_.ATTN_NORM,
+                "transformer.h.{i}.ln_mlp" if two_norms else "transformer.h.{i}.input_layernorm",
+                _WB,
+                "blk",
+            ),
+        ]
+        + ([(_T_.ATTN_NORM_2, "transformer.h.{i}.ln_attn", _WB, "blk")] if two_norms else [])
+        + [
+            (_T_.ATTN_QKV, "transformer.h.{i}.self_attention.query_key_value", _WB, "blk"),
+            (_T_.ATTN_OUT, "transformer.h.{i}.self_attention.dense", _WB, "blk"),
+            (_T_.FFN_UP, "transformer.h.{i}.mlp.dense_h_to_4h", _WB, "blk"),
+            (_T_.FFN_DOWN, "transformer.h.{i}.mlp.dense_4h_to_h", _WB, "blk"),
+        ]
+    )
+
+
+_BERT_NAMES = [
+    (_T_.TOKEN_EMBD, "embeddings.word_embeddings", _W, None),
+    (_T_.POS_EMBD, "embeddings.position_embeddings", _W, None),
+    (_T_.TOKEN_TYPES, "embeddings.token_type_embeddings", _W, None),
+    (_T_.TOKEN_EMBD_NORM, "embeddings.LayerNorm", _WB, None),
+    (_T_.ATTN_Q, "encoder.layer.{i}.attention.self.query", _WB, "blk"),
+    (_T_.ATTN_K, "encoder.layer.{i}.attention.self.key", _WB, "blk"),
+    (_T_.ATTN_V, "encoder.layer.{i}.attention.self.value", _WB, "blk"),
+    (_T_.ATTN_OUT, "encoder.layer.{i}.attention.output.dense", _WB, "blk"),
+    (_T_.ATTN_OUT_NORM, "encoder.layer.{i}.attention.output.LayerNorm", _WB, "blk"),
+    (_T_.FFN_UP, "encoder.layer.{i}.intermediate.dense", _WB, "blk"),
+    (_T_.FFN_DOWN, "encoder.layer.{i}.output.dense", _WB, "blk"),
+    (_T_.LAYER_OUT_NORM, "encoder.layer.{i}.output.LayerNorm", _WB, "blk"),
+]
+
+
+def _t5_names(gated: bool):
+    up = "wi_1" if gated else "wi"
+    names = [
+        (_T_.TOKEN_EMBD, "shared", _W, None),
+        (_T_.OUTPUT, "lm_head", _W, None),
+        (_T_.ENC_OUTPUT_NORM, "encoder.final_layer_norm", _W, None),
+        (_T_.DEC_OUTPUT_NORM, "decoder.final_layer_norm", _W, None),
+    ]
+    for stack, hf, tensors in (
+        (
+            "enc",
+            "encoder",
+            [
+                (_T_.ENC_ATTN_NORM, "0.layer_norm"),
+                (_T_.ENC_ATTN_Q, "0.SelfAttention.q"),
+                (_T_.ENC_ATTN_K, "0.SelfAttention.k"),
+                (_T_.ENC_ATTN_V, "0.SelfAttention.v"),
+                (_T_.ENC_ATTN_OUT, "0.SelfAttention.o"),
+                (_T_.ENC_ATTN_REL_B, "0.SelfAttention.relative_attention_bias"),
+                (_T_.ENC_FFN_NORM, "1.layer_norm"),
+                (_T_.ENC_FFN_GATE, "1.DenseReluDense.wi_0"),
+                (_T_.ENC_FFN_UP, f"1.DenseReluDense.{up}"),
+                (_T_.ENC_FFN_DOWN, "1.DenseReluDense.wo"),
+            ],
+        ),
+        (
+            "dec",
+            "decoder",
+            [
+                (_T_.DEC_ATTN_NORM, "0.layer_norm"),
+                (_T_.DEC_ATTN_Q, "0.SelfAttention.q"),
+                (_T_.DEC_ATTN_K, "0.SelfAttention.k"),
+                (_T_.DEC_ATTN_V, "0.SelfAttention.v"),
+                (_T_.DEC_ATTN_OUT, "0.SelfAttention.o"),
+                (_T_.DEC_ATTN_REL_B, "0.SelfAttention.relative_attention_bias"),
+                (_T_.DEC_CROSS_ATTN_NORM, "1.layer_norm"),
+                (_T_.DEC_CROSS_ATTN_Q, "1.EncDecAttention.q"),
+                (_T_.DEC_CROSS_ATTN_K, "1.EncDecAttention.k"),
+                (_T_.DEC_CROSS_ATTN_V, "1.EncDecAttention.v"),
+                (_T_.DEC_CROSS_ATTN_OUT, "1.EncDecAttention.o"),
+                (_T_.DEC_CROSS_ATTN_REL_B, "1.EncDecAttention.relative_attention_bias"),
+                (_T_.DEC_FFN_NORM, "2.layer_norm"),
+                (_T_.DEC_FFN_GATE, "2.DenseReluDense.wi_0"),
+                (_T_.DEC_FFN_UP, f"2.DenseReluDense.{up}"),
+                (_T_.DEC_FFN_DOWN, "2.DenseReluDense.wo"),
+            ],
+        ),
+    ):
+        for t, suffix in tensors:
+            if not gated and t in (_T_.ENC_FFN_GATE, _T_.DEC_FFN_GATE):
+                continue
+            names.append((t, f"{hf}.block.{{i}}.layer.{suffix}", _W, stack))
+    return names
+
+
+def _gguf_arch(arch: str) -> str:
+    a = _ARCH_OF_MODEL_TYPE.get(arch, arch)
+    if a not in SUPPORTED_ARCHS:
+        raise ValueError(f"unsupported GGUF architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHS)})")
+    return a
+
+
+def _name_table(arch: str, config: Optional[Dict[str, Any]]):
+    a = _gguf_arch(arch)
+    config = config or {}
+    if a == LLAMA:
+        return _LLAMA_NAMES
+    if a == GPT2:
+        return _GPT2_NAMES
+    if a == BLOOM:
+        return _BLOOM_NAMES
+    if a == FALCON:
+        return _falcon_names(_falcon_variant(config)[0] if config else False)
+    if a == BERT:
+        return _BERT_NAMES
+    gated = str(config.get("feed_forward_proj", "gated-gelu")).startswith("gated-")
+    return _t5_names(gated)
+
+
+def _pairs(arch: str, n_layers: int, config: Optional[Dict[str, Any]]) -> List[Tuple[str, str]]:
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 0:
+        raise ValueError(f"n_layers must be a non-negative integer, got {n_layers!r}")
+    n_dec = n_layers
+    if config and config.get("num_decoder_layers") is not None:
+        n_dec = int(config["num_decoder_layers"])
+    out = []
+    for tensor, hf, suffixes, stack in _name_table(arch, config):
+        tmpl = TENSOR_NAMES[tensor]
+        layers = [None] if stack is None else range(n_dec if stack == "dec" else n_layers)
+        for i in layers:
+            for s in suffixes:
+                if i is None:
+                    out.append((tmpl + s, hf + s))
+                else:
+                    out.append((tmpl.format(bid=i) + s, hf.format(i=i) + s))
+    return out
+
+
+def hf_names_from_gguf(arch: str, n_layers: int, config: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
+    """llama.cpp tensor name -> the Hugging Face tensor name archs.py reads, for every tensor (weights and
+    biases) the architecture may have; names a file lacks are simply unused.
+
+    arch: llama.cpp's architecture (``llama``, ``gpt2``, ``bloom``, ``falcon``, ``bert``, ``t5``; a HF
+    model_type such as ``mistral`` works too). config (optional, the HF config): picks the variant where the
+    names depend on it (falcon's ln_attn / ln_mlp pair, T5's ``wi`` vs ``wi_0``/``wi_1`` and decoder depth).
+    The tensors' layouts may differ from the HF checkpoint's: see :func:`to_hf_layout`.
+    """
+    return dict(_pairs(arch, n_layers, config))
+
+
+_HF_ALIASES = {GPT2: ("transformer.", ""), BLOOM: ("transformer.", ""), FALCON: ("transformer.", ""),
+               BERT: ("", "bert.")}
+
+
+def gguf_names_from_hf(arch: str, n_layers: int, config: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
+    """Hugging Face tensor name -> llama.cpp tensor name (the inverse of :func:`hf_names_from_gguf`, for a
+    writer). Checkpoints saved with or without the model prefix (``transformer.h.0...`` and ``h.0...``,
+    ``bert.encoder...`` and ``encoder...``) are both covered."""
+    a = _gguf_arch(arch)
+    out: Dict[str, str] = {}
+    for g, hf in _pairs(a, n_layers, config):
+        out[hf] = g
+        if a in _HF_ALIASES:
+            have, alt = _HF_ALIASES[a]
+            if hf.startswith(have) and hf != "lm_head.weight":
+                out[alt + hf[len(have):]] = g
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# tensor layouts
+# ------------------------------------------------------------------------------------------------------------
+
+def permute_qk_rows(rows: int, n_head: int) -> np.ndarray:
+    """Row indices of llama.cpp's Q/K permutation: ``permute(w) == w[permute_qk_rows(len(w), n_head)]``.
+
+    convert_hf_to_gguf.py:
+    ``w.reshape(n_head, 2, rows // n_head // 2, *rest).swapaxes(1, 2).reshape(w.shape)``:
+    within each head, the two rotary halves (HF's rotate_half layout) are interleaved into pairs (ggml's).
+    """
+    if isinstance(n_head, bool) or not isinstance(n_head, (int, np.integer)) or n_head <= 0:
+        raise ValueError(f"n_head must be a positive integer, got {n_head!r}")
+    if rows % (2 * n_head):
+        raise ValueError(
+            f"cannot permute {rows} rows for {n_head} heads: rows must be a multiple of 2 * n_head"
+        )
+    return np.arange(rows).reshape(n_head, 2, rows // n_head // 2).swapaxes(1, 2).reshape(-1)
+
+
+def _rows_of(a: Any, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim not in (1, 2):
+        raise ValueError(
+            f"{what}: expected a 1-D (bias) or 2-D [rows, cols] array, got shape {list(a.shape)}"
+        )
+    return a
+
+
+def permute_qk(rows_array: Any, n_head: int) -> np.ndarray:
+    """llama.cpp's permutation of q_proj / k_proj rows (n_head: that tensor's head count, i.e. the kv head
+    count for k_proj). Works on [rows, cols] weights, [rows] biases, and [rows, bytes_per_row] arrays of raw
+    quantized blocks (only whole rows move)."""
+    a = _rows_of(rows_array, "permute_qk")
+    return a[permute_qk_rows(a.shape[0], n_head)]
+
+
+def unpermute_qk(rows_array: Any, n_head: int) -> np.ndarray:
+    """The inverse of :func:`permute_qk`: GGUF attn_q / attn_k rows back to Hugging Face's order."""
+    a = _rows_of(rows_array, "unpermute_qk")
+    return a[np.argsort(permute_qk_rows(a.shape[0], n_head))]
+
+
+def _cfg_int(config: Dict[str, Any], *fields: str) -> int:
+    for f in fields:
+        v = config.get(f)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    raise ValueError(f"config: needs a positive integer '{fields[0]}'")
+
+
+def _layer_kind(gguf_name: str, suffixes: Tuple[str, ...] = (".weight", ".bias")) -> Optional[str]:
+    """'attn_q' for 'blk.3.attn_q.weight' (the end of gguf-py's 'blk.{bid}.attn_q'), None off the blocks."""
+    for suffix in suffixes:
+        if gguf_name.endswith(suffix):
+            m = re.fullmatch(_BLK_RE, gguf_name[: -len(suffix)])
+            return m.group(1) if m else None
+    return None
+
+
+_BLK_RE = (
+    re.escape(TENSOR_NAMES[MODEL_TENSOR.ATTN_Q])
+    .replace(re.escape("{bid}"), r"\d+")
+    .replace("attn_q", r"(\w+)")
+)
+_KIND = {
+    t: TENSOR_NAMES[t].split(".")[-1]
+    for t in (
+        MODEL_TENSOR.ATTN_Q,
+        MODEL_TENSOR.ATTN_K,
+        MODEL_TENSOR.ATTN_QKV,
+        MODEL_TENSOR.ATTN_OUT,
+        MODEL_TENSOR.FFN_UP,
+        MODEL_TENSOR.FFN_DOWN,
+    )
+}
+
+
+def _gguf_row_order(arch: str, gguf_name: str, config: Dict[str, Any], rows: int) -> Optional[np.ndarray]:
+    """Row indices r with gguf_tensor = hf_tensor[r] (None: same order)."""
+    a = _gguf_arch(arch)
+    kind = _layer_kind(gguf_name)
+    if a == LLAMA and kind in (_KIND[MODEL_TENSOR.ATTN_Q], _KIND[MODEL_TENSOR.ATTN_K]):
+        nh = _cfg_int(config, "num_attention_heads")
+        nkv = config.get("num_key_value_heads") or nh
+        return permute_qk_rows(rows, nh if kind == _KIND[MODEL_TENSOR.ATTN_Q] else nkv)
+    if a in (BLOOM, FALCON) and kind == _KIND[MODEL_TENSOR.ATTN_QKV]:
+        if a == BLOOM:
+            nh = _cfg_int(config, "n_head", "num_attention_heads")
+            if rows % (3 * nh):
+                raise ValueError(f"tensor '{gguf_name}': {rows} rows do not split into 3 x {nh} heads")
+            hd = rows // (3 * nh)
+            # HF: [head][q, k, v][head_dim] -> GGUF: [q, k, v][head][head_dim]
+            return np.arange(rows).reshape(nh, 3, hd).transpose(1, 0, 2).reshape(-1)
+        _, nh, nkv = _falcon_variant(config)
+        if rows % (nh + 2 * nkv):
+            raise ValueError(
+                f"tensor '{gguf_name}': {rows} rows do not split into {nh} q + 2 x {nkv} kv heads"
+            )
+        hd = rows // (nh + 2 * nkv)
+        if not config.get("new_decoder_architecture", False) and nkv == nh:
+            g = np.arange(rows).reshape(nh, 3, hd)  # per-head [q, k, v]
+            return np.concatenate([g[:, 0].reshape(-1), g[:, 1].reshape(-1), g[:, 2].reshape(-1)])
+        r = nh // nkv
+        g = np.arange(rows).reshape(nkv, r + 2, hd)  # kv groups [q..., k, v]
+        return np.concatenate([g[:, :r].reshape(-1), g[:, r].reshape(-1), g[:, r + 1].reshape(-1)])
+    return None
+
+
+def hf_row_order(arch: str, gguf_name: str, config: Dict[str, Any], rows: int) -> Optional[np.ndarray]:
+    """Row indices r with ``hf_tensor = gguf_tensor[r]`` for the tensors llama.cpp's converter reorders
+    (llama attn_q / attn_k, bloom and falcon attn_qkv; weights and biases), None for the others. These
+    can be fed to archs.Derived(rows=...) and work on quantized rows as well."""
+    order = _gguf_row_order(arch, gguf_name, config, rows)
+    return None if order is None else np.argsort(order)
+
+
+_GPT2_TRANSPOSED = {_KIND[t] for t in (_T_.ATTN_QKV, _T_.ATTN_OUT, _T_.FFN_UP, _T_.FFN_DOWN)}
+
+
+def needs_transpose(arch: str, gguf_name: str) -> bool:
+    """True for GPT-2's Conv1D weights, which GGUF stores transposed ([out, in]) relative to the HF file."""
+    if _gguf_arch(arch) != GPT2:
+        return False
+    return _layer_kind(gguf_name, (".weight",)) in _GPT2_TRANSPOSED
+
+
+def to_hf_layout(
+    arch: str, gguf_name: str, array: Any, config: Dict[str, Any], quantized: bool = False
+) -> np.ndarray:
+    """A GGUF tensor in the Hugging Face checkpoint's layout (row order, transposition).
+
+    quantized: the array holds raw block bytes [rows, bytes_per_row]; rows can still be reordered, but a
+    transpose (GPT-2's Conv1D weights) cannot be done and raises ValueError.
+    """
+    a = np.asarray(array)
+    if needs_transpose(arch, gguf_name):
+        if quantized:
+            raise ValueError(
+                f"tensor '{gguf_name}': a quantized GPT-2 matrix cannot be transposed back to Conv1D "
+                "layout; use it as stored ([out, in] rows)"
+            )
+        if a.ndim != 2:
+            raise ValueError(f"tensor '{gguf_name}': expected a 2-D matrix, got shape {list(a.shape)}")
+        return np.ascontiguousarray(a.T)
+    if a.ndim == 0:
+        return a
+    order = hf_row_order(arch, gguf_name, config, a.shape[0])
+    return a if order is None else a[order]
+
+
+def to_gguf_layout(
+    arch: str, gguf_name: str, array: Any, config: Dict[str, Any], quantized: bool = False
+) -> np.ndarray:
+    """A Hugging Face tensor in llama.cpp's layout for the GGUF tensor gguf_name (inverse of to_hf_layout)."""
+    a = np.asarray(array)
+    if needs_transpose(arch, gguf_name):
+        if quantized:
+            raise ValueError(
+                f"tensor '{gguf_name}': cannot transpose quantized rows; transpose before quantizing"
+            )
+        if a.ndim != 2:
+            raise ValueError(f"tensor '{gguf_name}': expected a 2-D matrix, got shape {list(a.shape)}")
+        return np.ascontiguousarray(a.T)
+    if a.ndim == 0:
+        return a
+    order = _gguf_row_order(arch, gguf_name, config, a.shape[0])
+    return a if order is None else a[order]
