@@ -16,6 +16,7 @@ void register_cpu(py::module_& m) {
       .value("avx512", ef::Isa::AVX512)
       .value("neon", ef::Isa::NEON)
       .value("avx512vnni", ef::Isa::AVX512VNNI)
+      .value("avx512bf16", ef::Isa::AVX512BF16)
       .value("neondot", ef::Isa::NEONDOT);
   m.def("cpu_info", [] {
     const ef::CpuInfo& c = ef::cpu_info();

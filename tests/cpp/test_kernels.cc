@@ -46,8 +46,9 @@ int main() {
     const KernelTable& k = kernels_for(isa);
     const std::string name = isa_name(isa);
     for (int K : sizes) {
-      for (int dt = 0; dt < kNumFloatDTypes; dt++) {
-        const int T = 5, O = 13;
+      for (int dt = 0; dt < kNumFloatDTypes; dt++)
+      for (int T : {1, 5, 50}) {  // decode, one chunk of tokens, more than one chunk
+        const int O = 13;
         auto x = randn(T * K), w32 = randn(O * K), bias = randn(O);
         std::vector<uint16_t> w16(O * K);
         const void* w = w32.data();
@@ -56,7 +57,8 @@ int main() {
         std::vector<float> y(T * O), yr(T * O);
         k.matmul[dt](x.data(), K, w, K, bias.data(), y.data(), O, T, 0, O, K);
         ref.matmul[dt](x.data(), K, w, K, bias.data(), yr.data(), O, T, 0, O, K);
-        check(name + " matmul dtype " + std::to_string(dt) + " K=" + std::to_string(K), y, yr, 1e-10);
+        check(name + " matmul dtype " + std::to_string(dt) + " T=" + std::to_string(T) + " K=" + std::to_string(K), y, yr,
+              1e-10);
       }
       auto a = randn(K, 3), b = randn(K), w = randn(K);
       std::vector<float> y(K), yr(K);

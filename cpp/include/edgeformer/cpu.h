@@ -10,8 +10,9 @@
 
 namespace ef {
 
-// AVX512VNNI and NEONDOT are AVX512 / NEON whose 8-bit dot products use VPDPBUSD / SDOT.
-enum class Isa : int32_t { Generic = 0, AVX2 = 1, AVX512 = 2, NEON = 3, AVX512VNNI = 4, NEONDOT = 5 };
+// AVX512VNNI and NEONDOT are AVX512 / NEON whose 8-bit dot products use VPDPBUSD / SDOT; AVX512BF16 is
+// AVX512VNNI whose bf16-weight products use VDPBF16PS.
+enum class Isa : int32_t { Generic = 0, AVX2 = 1, AVX512 = 2, NEON = 3, AVX512VNNI = 4, NEONDOT = 5, AVX512BF16 = 6 };
 const char* isa_name(Isa isa);
 
 struct CpuInfo {

@@ -130,6 +130,9 @@ CpuInfo detect() {
 #if defined(EF_HAVE_AVX512VNNI)
   if (isa_in(c.supported, Isa::AVX512) && c.avx512_vnni) c.supported.push_back(Isa::AVX512VNNI);
 #endif
+#if defined(EF_HAVE_AVX512BF16)
+  if (isa_in(c.supported, Isa::AVX512VNNI) && c.avx512_bf16) c.supported.push_back(Isa::AVX512BF16);
+#endif
 #if defined(EF_HAVE_NEON)
   if (c.neon) c.supported.push_back(Isa::NEON);
 #endif

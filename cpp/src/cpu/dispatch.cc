@@ -18,14 +18,15 @@ const char* isa_name(Isa isa) {
     case Isa::NEON: return "neon";
     case Isa::AVX512VNNI: return "avx512vnni";
     case Isa::NEONDOT: return "neondot";
+    case Isa::AVX512BF16: return "avx512bf16";
   }
   return "?";
 }
 
 Isa parse_isa(const std::string& name) {
-  for (Isa i : {Isa::Generic, Isa::AVX2, Isa::AVX512, Isa::NEON, Isa::AVX512VNNI, Isa::NEONDOT})
+  for (Isa i : {Isa::Generic, Isa::AVX2, Isa::AVX512, Isa::NEON, Isa::AVX512VNNI, Isa::AVX512BF16, Isa::NEONDOT})
     if (name == isa_name(i)) return i;
-  throw ValueError("unknown ISA '" + name + "' (expected generic, avx2, avx512, avx512vnni, neon or neondot)");
+  throw ValueError("unknown ISA '" + name + "' (expected generic, avx2, avx512, avx512vnni, avx512bf16, neon or neondot)");
 }
 
 static std::string supported_list() {
@@ -50,6 +51,9 @@ const KernelTable& kernels_for(Isa isa) {
 #endif
 #if defined(EF_HAVE_AVX512VNNI)
     case Isa::AVX512VNNI: return *cpu::kernels_avx512vnni();
+#endif
+#if defined(EF_HAVE_AVX512BF16)
+    case Isa::AVX512BF16: return *cpu::kernels_avx512bf16();
 #endif
 #if defined(EF_HAVE_NEONDOT)
     case Isa::NEONDOT: return *cpu::kernels_neondot();

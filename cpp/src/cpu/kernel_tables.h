@@ -17,6 +17,9 @@ const KernelTable* kernels_neon();
 #if defined(EF_HAVE_AVX512VNNI)
 const KernelTable* kernels_avx512vnni();
 #endif
+#if defined(EF_HAVE_AVX512BF16)
+const KernelTable* kernels_avx512bf16();
+#endif
 #if defined(EF_HAVE_NEONDOT)
 const KernelTable* kernels_neondot();
 #endif

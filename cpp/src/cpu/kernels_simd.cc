@@ -1,5 +1,7 @@
 // SIMD kernels, written once against simd.h and compiled once per ISA (cmake/EfIsa.cmake).
 // Each kernel matches its scalar twin in ref/kernels_ref.cc up to float summation order.
+#include <vector>
+
 #include "cpu/kernel_tables.h"
 #include "cpu/simd.h"
 // after simd.h: qdot.h is written against its integer primitives
@@ -16,8 +18,8 @@ namespace {
 
 // One register tile of y = x W^T: RT tokens x RW weight rows, K reduced in vectors.
 // x: [RT, K] (row stride ldx)  w: [RW, K] (row stride ldw)  ->  y: [RT, RW] (row stride ldy)
-template <typename W, int RT, int RW>
-inline void mm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, const float* bias, float* y, int64_t ldy,
+template <typename X, typename W, int RT, int RW>
+inline void mm_tile(const X* x, int64_t ldx, const W* w, int64_t ldw, const float* bias, float* y, int64_t ldy,
                     int64_t K) {
   vf acc[RT][RW];
   for (int t = 0; t < RT; t++)
@@ -44,41 +46,146 @@ inline void mm_tile(const float* x, int64_t ldx, const W* w, int64_t ldw, const 
     for (int r = 0; r < RW; r++) y[t * ldy + r] = vsum(acc[t][r]) + (bias ? bias[r] : 0.f);
 }
 
+// Tokens [t0, t1) against weight rows [o0, o1): kTileT x kTileW tiles, then the ragged edges.
+template <typename X, typename W>
+void mm_block(const X* x, int64_t ldx, const W* w, int64_t ldw, const float* bias, float* y, int64_t ldy, int64_t t0,
+              int64_t t1, int64_t o0, int64_t o1, int64_t K) {
+  int64_t o = o0;
+  for (; o + kTileW <= o1; o += kTileW) {
+    const float* b = bias ? bias + o : nullptr;
+    int64_t t = t0;
+    for (; t + kTileT <= t1; t += kTileT)
+      mm_tile<X, W, kTileT, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+    for (; t < t1; t++) mm_tile<X, W, 1, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+  }
+  for (; o < o1; o++) {
+    const float* b = bias ? bias + o : nullptr;
+    int64_t t = t0;
+    for (; t + kTileT <= t1; t += kTileT)
+      mm_tile<X, W, kTileT, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+    for (; t < t1; t++) mm_tile<X, W, 1, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+  }
+}
+
+// Decode: 8 weight rows in flight per step (more independent streams, one x load for all)
+template <typename X, typename W>
+void mm_row(const X* x, const W* w, int64_t ldw, const float* bias, float* y, int64_t o0, int64_t o1, int64_t K) {
+  int64_t o = o0;
+  for (; o + 8 <= o1; o += 8) mm_tile<X, W, 1, 8>(x, 0, w + o * ldw, ldw, bias ? bias + o : nullptr, y + o, 0, K);
+  for (; o < o1; o++) mm_tile<X, W, 1, 1>(x, 0, w + o * ldw, ldw, bias ? bias + o : nullptr, y + o, 0, K);
+}
+
+// Tokens in chunks whose rows stay in L2 while every weight tile of the range streams past them.
+constexpr int64_t kChunk = 32;
+
 template <typename W>
 void matmul_simd(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y, int64_t ldy,
                  int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const W* w = (const W*)wv;
-  if (T == 1) {  // decode: 8 weight rows in flight per step (more independent streams, one x load for all)
-    int64_t o = o0;
-    const float* b = nullptr;
-    for (; o + 8 <= o1; o += 8) {
-      b = bias ? bias + o : nullptr;
-      mm_tile<W, 1, 8>(x, ldx, w + o * ldw, ldw, b, y + o, ldy, K);
-    }
-    for (; o < o1; o++) mm_tile<W, 1, 1>(x, ldx, w + o * ldw, ldw, bias ? bias + o : nullptr, y + o, ldy, K);
-    return;
+  if (T == 1) return mm_row(x, w, ldw, bias, y, o0, o1, K);
+  for (int64_t c0 = 0; c0 < T; c0 += kChunk)
+    mm_block(x, ldx, w, ldw, bias, y, ldy, c0, T < c0 + kChunk ? T : c0 + kChunk, o0, o1, K);
+}
+
+// Rows [t0, t1) of x rounded to bf16 (x_for<bf16_t>) into this thread's buffer, row stride K.
+const bf16_t* rows_to_bf16(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K) {
+  thread_local std::vector<bf16_t> buf;
+  const size_t need = (size_t)((t1 - t0) * K);
+  if (buf.size() < need) buf.resize(need);
+  for (int64_t t = t0; t < t1; t++) {
+    const float* xr = x + t * ldx;
+    bf16_t* o = buf.data() + (t - t0) * K;
+    for (int64_t k = 0; k < K; k++) o[k].bits = f32_to_bf16(xr[k]);
   }
-  // tokens in chunks whose rows stay in L2 while every weight tile of the range streams past them
-  constexpr int64_t kChunk = 32;
-  for (int64_t c0 = 0; c0 < T; c0 += kChunk) {
-    const int64_t c1 = T < c0 + kChunk ? T : c0 + kChunk;
-    int64_t o = o0;
-    for (; o + kTileW <= o1; o += kTileW) {
-      const float* b = bias ? bias + o : nullptr;
-      int64_t t = c0;
-      for (; t + kTileT <= c1; t += kTileT)
-        mm_tile<W, kTileT, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
-      for (; t < c1; t++) mm_tile<W, 1, kTileW>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+  return buf.data();
+}
+
+#if defined(EF_ISA_AVX512BF16)
+// The sums of the lanes of a, b, c and d, in that order.
+inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // a02 b02 a13 b13 per block
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));  // a b c d per 128-bit block
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// VDPBF16PS tiles: each instruction multiplies 16 pairs of neighbouring bf16 elements of x and w, exactly,
+// and adds both products to 16 float lanes (denormal inputs read as zero).
+template <int RT, int RW>
+inline void dp_tile(const bf16_t* x, int64_t ldx, const bf16_t* w, int64_t ldw, const float* bias, float* y,
+                    int64_t ldy, int64_t K) {
+  __m512 acc[RT][RW];
+  for (int t = 0; t < RT; t++)
+    for (int r = 0; r < RW; r++) acc[t][r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {  // one loop body: the last step loads only K - k elements
+    const __mmask32 m = k + 32 <= K ? ~(__mmask32)0 : (__mmask32)((1ull << (K - k)) - 1);
+    __m512bh wv[RW];
+    for (int r = 0; r < RW; r++) wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, w + r * ldw + k);
+    for (int t = 0; t < RT; t++) {
+      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * ldx + k);
+      for (int r = 0; r < RW; r++) acc[t][r] = _mm512_dpbf16_ps(acc[t][r], xv, wv[r]);
     }
-    for (; o < o1; o++) {
-      const float* b = bias ? bias + o : nullptr;
-      int64_t t = c0;
-      for (; t + kTileT <= c1; t += kTileT)
-        mm_tile<W, kTileT, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
-      for (; t < c1; t++) mm_tile<W, 1, 1>(x + t * ldx, ldx, w + o * ldw, ldw, b, y + t * ldy + o, ldy, K);
+  }
+  const __m128 b4 = RW % 4 == 0 && bias ? _mm_loadu_ps(bias) : _mm_setzero_ps();
+#pragma GCC unroll 8
+  for (int t = 0; t < RT; t++) {
+    if constexpr (RW % 4 == 0) {
+#pragma GCC unroll 8
+      for (int r = 0; r < RW; r += 4)
+        _mm_storeu_ps(y + t * ldy + r, _mm_add_ps(hsum4(acc[t][r], acc[t][r + 1], acc[t][r + 2], acc[t][r + 3]),
+                                                  r == 0 ? b4 : bias ? _mm_loadu_ps(bias + r) : _mm_setzero_ps()));
+    } else {
+#pragma GCC unroll 8
+      for (int r = 0; r < RW; r++) y[t * ldy + r] = _mm512_reduce_add_ps(acc[t][r]) + (bias ? bias[r] : 0.f);
     }
   }
 }
+
+template <int RW>
+inline void dp_tiles(const bf16_t* x, int64_t ldx, const bf16_t* w, int64_t ldw, const float* bias, float* y,
+                     int64_t ldy, int64_t T, int64_t K) {
+  constexpr int RT = 24 / RW;  // 24 accumulators, RW weight vectors and one x vector: 32 registers or fewer
+  int64_t t = 0;
+  for (; t + RT <= T; t += RT) dp_tile<RT, RW>(x + t * ldx, ldx, w, ldw, bias, y + t * ldy, ldy, K);
+  for (; t < T; t++) dp_tile<1, RW>(x + t * ldx, ldx, w, ldw, bias, y + t * ldy, ldy, K);
+}
+
+template <>
+void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
+                         int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const bf16_t* w = (const bf16_t*)wv;
+  constexpr int64_t kRows = 48;  // x rows per chunk: 2 x 24 tokens (RW = 4 tiles are 6 tokens tall)
+  for (int64_t c0 = 0; c0 < T; c0 += kRows) {
+    const int64_t c1 = T < c0 + kRows ? T : c0 + kRows;
+    const bf16_t* xb = rows_to_bf16(x, ldx, c0, c1, K);
+    if (c1 - c0 == 1) {  // decode: 8 rows in flight
+      int64_t o = o0;
+      for (; o + 8 <= o1; o += 8) dp_tile<1, 8>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + o, ldy, K);
+      for (; o < o1; o++) dp_tile<1, 1>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + o, ldy, K);
+      continue;
+    }
+    int64_t o = o0;
+    for (; o + 4 <= o1; o += 4)
+      dp_tiles<4>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + c0 * ldy + o, ldy, c1 - c0, K);
+    for (; o < o1; o++)
+      dp_tiles<1>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + c0 * ldy + o, ldy, c1 - c0, K);
+  }
+}
+#else
+template <>
+void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
+                         int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const bf16_t* w = (const bf16_t*)wv;
+  for (int64_t c0 = 0; c0 < T; c0 += kChunk) {
+    const int64_t c1 = T < c0 + kChunk ? T : c0 + kChunk;
+    const bf16_t* xb = rows_to_bf16(x, ldx, c0, c1, K);
+    if (T == 1) mm_row(xb, w, ldw, bias, y, o0, o1, K);
+    else mm_block(xb, K, w, ldw, bias, y + c0 * ldy, ldy, 0, c1 - c0, o0, o1, K);
+  }
+}
+#endif
 
 template <typename W>
 void to_f32_simd(const void* src, float* dst, int64_t n) {
@@ -254,7 +361,9 @@ void quantize_q8_simd(const float* x, BlockQ8* out, int64_t n) {
   }
 }
 
-#if defined(EF_ISA_AVX512VNNI)
+#if defined(EF_ISA_AVX512BF16)
+constexpr Isa kIsa = Isa::AVX512BF16;
+#elif defined(EF_ISA_AVX512VNNI)
 constexpr Isa kIsa = Isa::AVX512VNNI;
 #elif defined(EF_ISA_AVX512)
 constexpr Isa kIsa = Isa::AVX512;

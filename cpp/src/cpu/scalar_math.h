@@ -37,5 +37,13 @@ inline float w_to_f32<f16_t>(f16_t v) { return f16_to_f32(v.bits); }
 template <>
 inline float w_to_f32<bf16_t>(bf16_t v) { return bf16_to_f32(v.bits); }
 
+// The activation as a product with weights of type W sees it. bf16 weights meet activations rounded to bf16
+// (round to nearest even), as PyTorch and llama.cpp compute them: each product is then exact in float, and
+// VDPBF16PS computes the same products. f32 and f16 weights meet the activations unrounded.
+template <typename W>
+inline float x_for(float x) { return x; }
+template <>
+inline float x_for<bf16_t>(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
 }  // namespace
 }  // namespace ef

@@ -8,6 +8,9 @@
 #include "cpu/scalar_math.h"
 
 // The dot-product variants are their base ISA plus one instruction for 8-bit dot products.
+#if defined(EF_ISA_AVX512BF16)
+#define EF_ISA_AVX512VNNI 1
+#endif
 #if defined(EF_ISA_AVX512VNNI)
 #define EF_ISA_AVX512 1
 #endif
@@ -25,7 +28,9 @@ namespace ef {
 namespace {
 
 #if defined(EF_ISA_AVX512)
-#if defined(EF_ISA_AVX512VNNI)
+#if defined(EF_ISA_AVX512BF16)
+#define EF_ISA_NS avx512bf16
+#elif defined(EF_ISA_AVX512VNNI)
 #define EF_ISA_NS avx512vnni
 #else
 #define EF_ISA_NS avx512

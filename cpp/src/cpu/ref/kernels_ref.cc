@@ -161,7 +161,7 @@ void matmul_ref(const float* x, int64_t ldx, const void* wv, int64_t ldw, const 
     for (int64_t t = 0; t < T; t++) {
       const float* xr = x + t * ldx;
       float acc = 0.f;
-      for (int64_t k = 0; k < K; k++) acc += xr[k] * w_to_f32<W>(wr[k]);
+      for (int64_t k = 0; k < K; k++) acc += x_for<W>(xr[k]) * w_to_f32<W>(wr[k]);
       y[t * ldy + o] = acc + (bias ? bias[o] : 0.f);
     }
   }
