@@ -68,7 +68,7 @@ def test_llama_quantized_within_floor(dtype, isa, llama, tmp_path):
     import transformers
 
     path, f32 = llama
-    model = edgeformer.load(path, dtype=dtype, threads=2, max_context=64)
+    model = edgeformer.load(path, dtype=dtype, threads=2, max_context=64, exact_q8_prompts=True)
     kinds = {str(t.dtype) for n, t in model._core.weights() if ".mlp." in n}
     assert kinds == {f"DType.{dtype}"}
     ours = model.logits(PROMPT)
@@ -77,6 +77,17 @@ def test_llama_quantized_within_floor(dtype, isa, llama, tmp_path):
     err = nmse(ours, f32)
     print(f"{dtype}: ours {err:.3g}, floor {floor:.3g}, ratio {err / floor:.2f}")
     assert floor > 0 and err <= 1.5 * floor, (err, floor)
+    if dtype == "q8_0":  # by default prompts take one int8 level (llama.cpp's and CTranslate2's int8 products)
+        fast = edgeformer.load(path, dtype=dtype, threads=2, max_context=64)
+        e1 = nmse(fast.logits(PROMPT), f32)
+        print(f"q8_0 one-level prompts: {e1:.3g}, ratio {e1 / floor:.2f}")
+        assert err < e1 <= 2.5 * floor, (err, e1, floor)
+        # decode steps keep both levels either way: token by token, the two models agree to the last bit
+        steps = []
+        for m in (model, fast):
+            m._core.reset()
+            steps.append(np.stack([m._core.forward(np.array([t], np.int32), False) for t in PROMPT[:6]]))
+        np.testing.assert_array_equal(steps[0], steps[1])
     # greedy decoding runs through the same kernels
     assert len(model.generate(PROMPT, max_new_tokens=4, temperature=0, ignore_eos=True).token_ids) == 4
 

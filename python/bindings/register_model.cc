@@ -93,7 +93,8 @@ void register_model(py::module_& m) {
       .def_readwrite("threads", &ef::ModelOptions::threads)
       .def_readwrite("max_context", &ef::ModelOptions::max_context)
       .def_readwrite("dtype", &ef::ModelOptions::dtype)
-      .def_readwrite("progress", &ef::ModelOptions::progress);
+      .def_readwrite("progress", &ef::ModelOptions::progress)
+      .def_readwrite("exact_q8_prompts", &ef::ModelOptions::exact_q8_prompts);
 
   py::class_<ef::SamplerOptions>(m, "SamplerOptions")
       .def(py::init<>())

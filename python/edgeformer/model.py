@@ -102,7 +102,7 @@ def _resolve(path_or_hub_id: str) -> str:
 
 
 def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, threads: Optional[int] = None,
-         max_context: Optional[int] = None, device: str = "cpu") -> "Model":
+         max_context: Optional[int] = None, device: str = "cpu", exact_q8_prompts: bool = False) -> "Model":
     """Loads a Hugging Face checkpoint directory (or hub id, with huggingface_hub installed and online), or
     a GGUF file (llama.cpp's format; its quantized weights are used as stored, memory-mapped).
 
@@ -112,6 +112,11 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     4-bit model), norms and biases stay f32, and a matrix whose rows are not whole blocks stays f16. threads: default the physical cores. max_context: the KV cache
     length, default the checkpoint's max_position_embeddings.
 
+    exact_q8_prompts: q8_0 matrices multiply activations quantized to int8 per block of 32. Decode steps, which
+    the weights' memory traffic bounds, also multiply the int8 rounding residual, so that their error is the
+    weights' alone; prompts (forwards of more than one token) are bound by arithmetic and use one int8 level,
+    as llama.cpp and CTranslate2 do, at twice the speed. True gives prompts both levels too.
+
     device: "cpu", or "cuda" / "cuda:N" (a build with EF_CUDA=ON; see cuda_available()): the weights are
     uploaded once (f32 matrices as f16; f16, bf16 and the quantized types as they are), the KV cache (f16) and
     every activation stay on the device, tokens are sampled there, and logits come back only when asked for.
@@ -120,6 +125,8 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     for name, v in (("threads", threads), ("max_context", max_context)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**31):
             raise ValueError(f"argument '{name}' must be a positive integer, got {v!r}")
+    if not isinstance(exact_q8_prompts, bool):
+        raise ValueError(f"argument 'exact_q8_prompts' must be True or False, got {exact_q8_prompts!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"argument 'dtype' must be None or one of {', '.join(DTYPES)}, got {dtype!r}")
     cuda_index = parse_device(device)
@@ -129,7 +136,7 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     if os.path.isfile(path) and path.endswith(".gguf"):
         from .gguf_io import load_gguf
 
-        model = load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path)))
+        model = load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path), exact_q8_prompts))
         return model if cuda_index is None else _to_device(model, cuda_index)
     model_dir = _resolve(path)
     cfg_path = os.path.join(model_dir, "config.json")
@@ -138,7 +145,7 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     config = _read_json(cfg_path)
     files = _find_weight_files(model_dir)
     checkpoint = _core.TensorMap.open_safetensors(files)
-    opts = _options(threads, max_context, dtype, sum(os.path.getsize(f) for f in files))
+    opts = _options(threads, max_context, dtype, sum(os.path.getsize(f) for f in files), exact_q8_prompts)
     tok = TokenizerInfo(model_dir)
     if isinstance(config.get("model_type"), str) and config["model_type"] in ENCODER_DECODERS:
         from .seq2seq import Seq2SeqModel
@@ -207,12 +214,13 @@ def _to_device(model: "Model", index: int) -> "Model":
     return model
 
 
-def _options(threads, max_context, dtype, size: int) -> "_core.ModelOptions":
+def _options(threads, max_context, dtype, size: int, exact_q8_prompts: bool = False) -> "_core.ModelOptions":
     opts = _core.ModelOptions()
     opts.threads = threads or 0
     opts.max_context = max_context or 0
     opts.dtype = dtype or ""
     opts.progress = sys.stderr.isatty() and size > (512 << 20)
+    opts.exact_q8_prompts = exact_q8_prompts
     return opts
 
 

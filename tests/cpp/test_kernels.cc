@@ -131,6 +131,22 @@ int main() {
           ref.qmatmul_panel[(int)q](xq.data(), K / 32, pk.data, 0, bias.data(), yg.data(), O, T, 0, O, K);
           check(name + " panels vs generic panels " + dtype_name(q), y, yg, 0.0);
         }
+        if (q == DType::Q8_0 && k.q8_0_panel_one_level) {
+          // one level: the two-level product of activations whose residual level is zero
+          std::vector<BlockQ8> x1 = xq;
+          for (BlockQ8& b : x1) {
+            b.d2 = 0.f;
+            b.rsum = 0;
+            std::memset(b.r, 0, sizeof b.r);
+          }
+          ref.qmatmul[(int)q](x1.data(), K / 32, wt.data, wt.row_bytes(), bias.data(), yr.data(), O, T, 0, O, K);
+          k.q8_0_panel_one_level(xq.data(), K / 32, pk.data, 0, bias.data(), y.data(), O, T, 0, 16, K);
+          k.q8_0_panel_one_level(xq.data(), K / 32, pk.data, 0, bias.data(), y.data(), O, T, 16, O, K);
+          check(name + " q8_0 one-level panels T=" + std::to_string(T), y, yr, 1e-11);
+          std::vector<float> yg(T * O);
+          ref.q8_0_panel_one_level(xq.data(), K / 32, pk.data, 0, bias.data(), yg.data(), O, T, 0, O, K);
+          check(name + " q8_0 one-level panels vs generic", y, yg, 0.0);
+        }
       }
     }
     for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {

@@ -49,6 +49,9 @@ struct KernelTable {
   // The same product on weights repacked into 16-row panels (quant.h); o0 a multiple of 16, row_bytes unused.
   // Null where this ISA has no panel kernels (the loader then keeps the stored rows).
   QMatmulFn qmatmul_panel[kNumWeightDTypes];
+  // q8_0 panels times the activations' first level only (BlockQ8::q): half the integer work of the two-level
+  // product, and the error of llama.cpp's and CTranslate2's int8 products. Null where there are no panels.
+  QMatmulFn q8_0_panel_one_level;
   // dst[i] = float(src[i]) for any weight dtype (quantized: n a multiple of the block)
   void (*to_f32[kNumWeightDTypes])(const void* src, float* dst, int64_t n);
   // quantize_row_q8 (quant.h), bit for bit

@@ -20,6 +20,10 @@ struct ModelOptions {
   std::string dtype;        // "" = as stored; "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q6_k"
                             // converts the matrices at load (quantization policy: docs in load())
   bool progress = false;    // print quantization progress to stderr
+  // q8_0 weights in prompts (forwards of more than one token) also multiply the activations' int8 rounding
+  // residual, as decode steps always do: the error of the weights alone, at half the prompt speed. Off: one
+  // int8 level, as llama.cpp and CTranslate2 compute.
+  bool exact_q8_prompts = false;
 };
 
 struct LayerWeights {

@@ -10,6 +10,7 @@
 #include "cpu/qpanel.h"
 #else
 #define EF_QPANEL_TABLE {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}
+#define EF_QPANEL_Q8_ONE_LEVEL nullptr
 #endif
 
 namespace ef {
@@ -380,6 +381,7 @@ const KernelTable kTable = {
     {matmul_simd<float>, matmul_simd<f16_t>, matmul_simd<bf16_t>},
     EF_QMATMUL_TABLE,
     EF_QPANEL_TABLE,
+    EF_QPANEL_Q8_ONE_LEVEL,
     {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>, EF_DEQUANT_ENTRIES},
     quantize_q8_simd,
     dot_simd, axpy_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,

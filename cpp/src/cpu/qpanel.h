@@ -49,7 +49,10 @@ struct PanelQ4_0 {
   }
 };
 
-struct PanelQ8_0 {  // both activation levels (quant.h: BlockQ8)
+// kResidual: both activation levels (quant.h: BlockQ8), the error of the weights alone; without it the first
+// level only, as llama.cpp and CTranslate2 compute int8 products, at half the integer work.
+template <bool kResidual>
+struct PanelQ8_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 34;
   template <int RT>
   static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
@@ -59,19 +62,19 @@ struct PanelQ8_0 {  // both activation levels (quant.h: BlockQ8)
       pi acc[RT], acc2[RT];
       for (int t = 0; t < RT; t++) {
         acc[t] = pi_set1(-kS8Bias * xsum(x[t][b]));
-        acc2[t] = pi_set1(-kS8Bias * (int32_t)x[t][b].rsum);
+        if constexpr (kResidual) acc2[t] = pi_set1(-kS8Bias * (int32_t)x[t][b].rsum);
       }
       for (int g = 0; g < 8; g++) {
         const pw s = pw_signed(pw_load(p + 32 + 64 * g));
         for (int t = 0; t < RT; t++) {
           acc[t] = pi_dot_s8(acc[t], s, x[t][b].q + 4 * g);
-          acc2[t] = pi_dot_s8(acc2[t], s, x[t][b].r + 4 * g);
+          if constexpr (kResidual) acc2[t] = pi_dot_s8(acc2[t], s, x[t][b].r + 4 * g);
         }
       }
       const pf d = pf_load_f16(p);
       for (int t = 0; t < RT; t++) {
         facc[t] = pf_fma_i(acc[t], pf_scale(d, x[t][b].d), facc[t]);
-        facc[t] = pf_fma_i(acc2[t], pf_scale(d, x[t][b].d2), facc[t]);
+        if constexpr (kResidual) facc[t] = pf_fma_i(acc2[t], pf_scale(d, x[t][b].d2), facc[t]);
       }
     }
     for (int t = 0; t < RT; t++) out[t] = facc[t];
@@ -180,8 +183,9 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
 }
 
 #define EF_QPANEL_TABLE \
-  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0>, qmatmul_panels<PanelQ4_0>, qmatmul_panels<PanelQ4_K>, \
+  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0<true>>, qmatmul_panels<PanelQ4_0>, qmatmul_panels<PanelQ4_K>, \
    qmatmul_panels<PanelQ6_K>}
+#define EF_QPANEL_Q8_ONE_LEVEL qmatmul_panels<PanelQ8_0<false>>
 
 }  // namespace
 }  // namespace ef

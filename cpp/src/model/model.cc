@@ -573,7 +573,10 @@ void Model::forward(const ForwardArgs& a) {
   EF_CHECK(a.output == Output::None || a.out, "forward: no output buffer");
   EF_CHECK((a.output != Output::LastLogits && a.output != Output::AllLogits) || lm_head_.data,
            "this model has no language-model head (an encoder): ask for hidden states");
-  const KernelTable& K = kernels();
+  KernelTable kt = kernels();
+  if (T > 1 && !opts_.exact_q8_prompts && kt.q8_0_panel_one_level)  // prompts: compute-bound, one level
+    kt.qmatmul_panel[(int)DType::Q8_0] = kt.q8_0_panel_one_level;
+  const KernelTable& K = kt;
   ensure_scratch(T);
   // attention scores: one row per thread, as long as the keys in use (grown on demand: a context of
   // millions of positions costs nothing until it is used)
