@@ -55,7 +55,9 @@ def test_logits_match_transformers(case, isa, checkpoints):
     path, ref_logits, _, max_ctx = checkpoints(case)
     model = edgeformer.load(path, threads=2, max_context=max_ctx)
     ours = model.logits(PROMPT)
-    rel = 2e-3 if CASES[case][0] == "float32" else 3e-3  # f16/bf16: same rounded weights, f32 compute both sides
+    # f16: the same rounded weights, f32 compute on both sides. bf16: the weights meet activations rounded to bf16
+    # (2^-9 relative, as PyTorch's bf16 and llama.cpp compute them), where transformers' f32 reference does not
+    rel = {"float32": 2e-3, "float16": 3e-3, "bfloat16": 1e-2}[CASES[case][0]]
     assert_logits_close(ours, ref_logits, rel=rel)
 
 
