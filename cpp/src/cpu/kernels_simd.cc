@@ -1,5 +1,7 @@
 // SIMD kernels, written once against simd.h and compiled once per ISA (cmake/EfIsa.cmake).
 // Each kernel matches its scalar twin in ref/kernels_ref.cc up to float summation order.
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "cpu/kernel_tables.h"
@@ -174,7 +176,75 @@ void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ld
       dp_tiles<1>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + c0 * ldy + o, ldy, c1 - c0, K);
   }
 }
+
+// bf16 panels (quant.h) with VDPBF16PS: RT tokens x RP panels of 16 rows. Each step broadcasts a pair of one
+// token's activations and advances 16 rows by 2 k: 16 outputs per accumulator and no horizontal sums, so the
+// weights and activations a tile reads per product are a sixteenth of the row tiles'. n_last: rows in use of
+// the last panel.
+template <int RT, int RP>
+inline void dp_panel_tile(const bf16_t* x, int64_t ldx, const uint8_t* p, int64_t pstride, const float* bias,
+                          float* y, int64_t ldy, int n_last, int64_t K) {
+  __m512 acc[RT][RP];
+  for (int t = 0; t < RT; t++)
+    for (int r = 0; r < RP; r++) acc[t][r] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < K / 2; j++) {
+    __m512bh wv[RP];
+    for (int r = 0; r < RP; r++) wv[r] = (__m512bh)_mm512_loadu_si512(p + r * pstride + 64 * j);
+    for (int t = 0; t < RT; t++) {
+      int32_t pair;
+      std::memcpy(&pair, x + t * ldx + 2 * j, 4);
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+      for (int r = 0; r < RP; r++) acc[t][r] = _mm512_dpbf16_ps(acc[t][r], xv, wv[r]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < RP; r++) {
+    const __mmask16 m = r == RP - 1 ? (__mmask16)((1u << n_last) - 1) : (__mmask16)0xFFFF;
+    const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + 16 * r) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int t = 0; t < RT; t++) _mm512_mask_storeu_ps(y + t * ldy + 16 * r, m, _mm512_add_ps(acc[t][r], b));
+  }
+}
+
+constexpr int kPanelTileT = 8, kPanelTileP = 3;  // 24 accumulators, 3 weight vectors, one broadcast
+
+template <int RT, int RP>
+inline void dp_panel_rows(int rt, const bf16_t* x, int64_t ldx, const uint8_t* p, int64_t pstride, const float* bias,
+                          float* y, int64_t ldy, int n_last, int64_t K) {
+  if constexpr (RT > 1) {
+    if (rt < RT) return dp_panel_rows<RT - 1, RP>(rt, x, ldx, p, pstride, bias, y, ldy, n_last, K);
+  }
+  dp_panel_tile<RT, RP>(x, ldx, p, pstride, bias, y, ldy, n_last, K);
+}
+
+void matmul_panel_bf16(const float* x, int64_t ldx, const void* wv, int64_t /*ldw*/, const float* bias, float* y,
+                       int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const uint8_t* w = (const uint8_t*)wv;
+  const int64_t pstride = kPanel * K * 2;
+  // tokens per chunk: their bf16 rows (~384 KB) and a tile's panels share L2 while the panels stream past
+  const int64_t rows = std::max<int64_t>(kPanelTileT, std::min<int64_t>(96, (384 << 10) / (2 * K)) / kPanelTileT * kPanelTileT);
+  for (int64_t c0 = 0; c0 < T; c0 += rows) {
+    const int64_t c1 = std::min(T, c0 + rows);
+    const bf16_t* xb = rows_to_bf16(x, ldx, c0, c1, K);
+    for (int64_t o = o0; o < o1; o += kPanelTileP * kPanel) {
+      const int np = (int)std::min<int64_t>(kPanelTileP, (o1 - o + kPanel - 1) / kPanel);
+      const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
+      const uint8_t* p = w + (o / kPanel) * pstride;
+      const float* b = bias ? bias + o : nullptr;
+      for (int64_t t = c0; t < c1; t += kPanelTileT) {
+        const int rt = (int)std::min<int64_t>(kPanelTileT, c1 - t);
+        const bf16_t* xt = xb + (t - c0) * K;
+        float* yt = y + t * ldy + o;
+        if (np == 3) dp_panel_rows<kPanelTileT, 3>(rt, xt, K, p, pstride, b, yt, ldy, n_last, K);
+        else if (np == 2) dp_panel_rows<kPanelTileT, 2>(rt, xt, K, p, pstride, b, yt, ldy, n_last, K);
+        else dp_panel_rows<kPanelTileT, 1>(rt, xt, K, p, pstride, b, yt, ldy, n_last, K);
+      }
+    }
+  }
+}
+#define EF_MATMUL_PANEL_TABLE {nullptr, nullptr, matmul_panel_bf16}
 #else
+#define EF_MATMUL_PANEL_TABLE {nullptr, nullptr, nullptr}
 template <>
 void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
                          int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
@@ -379,6 +449,7 @@ constexpr Isa kIsa = Isa::NEON;
 const KernelTable kTable = {
     kIsa,
     {matmul_simd<float>, matmul_simd<f16_t>, matmul_simd<bf16_t>},
+    EF_MATMUL_PANEL_TABLE,
     EF_QMATMUL_TABLE,
     EF_QPANEL_TABLE,
     EF_QPANEL_Q8_ONE_LEVEL,

@@ -136,7 +136,8 @@ struct Loader {
     Tensor out = *t;
     if (to != t->dtype) out = convert_rows(*t, to, pool);
     else if (!t->rows_contiguous()) out = t->converted(t->dtype);
-    else if (t->mapped && role != Role::Embedding && t->contiguous()) {
+    out = panels(out, role);
+    if (!out.packed && out.data == t->data && t->mapped && role != Role::Embedding && t->contiguous()) {
       // layer and head matrices leave the file mapping for huge-page memory (decode streams them every
       // step); the file's pages are released, so resident memory stays the file's size
       out = Tensor::empty(t->dtype, t->shape);
@@ -145,7 +146,6 @@ struct Loader {
       std::memcpy(out.data, t->data, t->nbytes());
       t->mapped->drop_pages(t->data, t->nbytes());
     }
-    if (is_quantized(out.dtype)) out = panels(out, role);
     if (progress && convert) {
       done += (int64_t)t->nbytes();
       std::fprintf(stderr, "\r[edgeformer] converting weights to %s: %3d%%", dtype_name(convert_to),
@@ -154,10 +154,13 @@ struct Loader {
     }
     return out;
   }
-  // Quantized matrices of layers and heads are repacked into panels where this ISA has panel kernels
+  // Quantized and bf16 matrices of layers and heads are repacked into panels where this ISA has panel kernels
   // (EDGEFORMER_PANELS=0 keeps the stored rows); embeddings (and a head tied to them) keep their rows.
   Tensor panels(const Tensor& t, Role role) const {
-    if (role == Role::Embedding || !packable(t.dtype, t.shape[1]) || !kernels().qmatmul_panel[(int)t.dtype])
+    const KernelTable& k = kernels();
+    const int dt = (int)t.dtype;
+    if (role == Role::Embedding || !packable(t.dtype, t.shape[1]) ||
+        !(is_quantized(t.dtype) ? k.qmatmul_panel[dt] != nullptr : dt < kNumFloatDTypes && k.matmul_panel[dt]))
       return t;
     static const bool off = [] {
       const char* e = std::getenv("EDGEFORMER_PANELS");

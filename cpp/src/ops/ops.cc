@@ -56,6 +56,11 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
                          : k.qmatmul[(int)W.dtype];
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
       fn(xp, K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), o.bias, o.y, o.ldy, T, o0, o1, K);
+    } else if (W.packed) {  // bf16 panels, as above
+      auto fn = k.matmul_panel[(int)W.dtype] ? k.matmul_panel[(int)W.dtype]
+                                             : kernels_for(Isa::Generic).matmul_panel[(int)W.dtype];
+      EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + " panels");
+      fn(x, ldx, W.data, 0, o.bias, o.y, o.ldy, T, o0, o1, K);
     } else {
       k.matmul[(int)W.dtype](x, ldx, W.data, W.row_stride_elems(), o.bias, o.y, o.ldy, T, o0, o1, K);
     }

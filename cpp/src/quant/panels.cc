@@ -1,5 +1,5 @@
-// Quantized rows <-> 16-row panels (layout in quant.h). A permutation of the stored bytes, except q4_k's
-// 6-bit scales and mins, which are unpacked to one byte each (re-packed exactly by unpack_panels).
+// Quantized and bf16 rows <-> 16-row panels (layout in quant.h). A permutation of the stored bytes, except
+// q4_k's 6-bit scales and mins, which are unpacked to one byte each (re-packed exactly by unpack_panels).
 #include <cstring>
 
 #include "edgeformer/errors.h"
@@ -37,6 +37,7 @@ int64_t panel_block_bytes(DType t) {
     case DType::Q4_0: return 16 * 18;
     case DType::Q4_K: return kQ4kPanelBlock;
     case DType::Q6_K: return kQ6kPanelBlock;
+    case DType::BF16: return 16 * 64;
     default: return 0;
   }
 }
@@ -57,6 +58,8 @@ void pack_block(DType t, const uint8_t* const* src, uint8_t* dst) {
         dst[lo] |= (uint8_t)(((s[lb] >> ls) & 0x0F) << lsh);
         dst[ho] |= (uint8_t)(((s[hb] >> hs) & 0x03) << hsh);
       }
+    } else if (t == DType::BF16) {
+      for (int j = 0; j < 16; j++) std::memcpy(dst + 64 * j + 4 * r, s + 4 * j, 4);
     } else if (t == DType::Q8_0 || t == DType::Q4_0) {
       std::memcpy(dst + 2 * r, s, 2);  // f16 scale
       const int chunks = t == DType::Q8_0 ? 8 : 4;
@@ -91,6 +94,8 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
         d[lb] |= (uint8_t)(((src[lo] >> lsh) & 0x0F) << ls);
         d[hb] |= (uint8_t)(((src[ho] >> hsh) & 0x03) << hs);
       }
+    } else if (t == DType::BF16) {
+      for (int j = 0; j < 16; j++) std::memcpy(d + 4 * j, src + 64 * j + 4 * r, 4);
     } else if (t == DType::Q8_0 || t == DType::Q4_0) {
       std::memcpy(d, src + 2 * r, 2);
       const int chunks = t == DType::Q8_0 ? 8 : 4;
@@ -120,7 +125,7 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
 
 int64_t panel_bytes(DType t, int64_t K) {
   const int64_t bb = panel_block_bytes(t);
-  return bb ? K / dtype_block(t) * bb : 0;
+  return bb ? K / panel_block(t) * bb : 0;
 }
 
 size_t Tensor::storage_bytes() const {
@@ -131,8 +136,9 @@ size_t Tensor::storage_bytes() const {
 Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
   EF_CHECK(t.dim() == 2 && !t.packed && t.rows_contiguous() && packable(t.dtype, t.shape[1]),
            t.describe() + ": cannot repack a " + dtype_name(t.dtype) + " tensor of shape " + t.shape_str());
-  const int64_t O = t.shape[0], K = t.shape[1], nb = K / dtype_block(t.dtype), P = (O + kPanel - 1) / kPanel;
-  const int64_t pb = panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype), blk = (int64_t)dtype_block_bytes(t.dtype);
+  const int64_t O = t.shape[0], K = t.shape[1], nb = K / panel_block(t.dtype), P = (O + kPanel - 1) / kPanel;
+  const int64_t pb = panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype);
+  const int64_t blk = (int64_t)dtype_bytes(t.dtype, panel_block(t.dtype));
   auto buf = std::make_shared<Buffer>((size_t)(P * pb));
   const uint8_t* src = (const uint8_t*)t.data;
   const int64_t rb = t.row_bytes();
@@ -157,8 +163,9 @@ Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
 
 Tensor unpack_panels(const Tensor& t) {
   if (!t.packed) return t;
-  const int64_t O = t.shape[0], K = t.shape[1], nb = K / dtype_block(t.dtype), P = (O + kPanel - 1) / kPanel;
-  const int64_t pb = panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype), blk = (int64_t)dtype_block_bytes(t.dtype);
+  const int64_t O = t.shape[0], K = t.shape[1], nb = K / panel_block(t.dtype), P = (O + kPanel - 1) / kPanel;
+  const int64_t pb = panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype);
+  const int64_t blk = (int64_t)dtype_bytes(t.dtype, panel_block(t.dtype));
   Tensor out = Tensor::empty(t.dtype, t.shape);
   out.name = t.name;
   out.source = t.source;

@@ -167,6 +167,21 @@ void matmul_ref(const float* x, int64_t ldx, const void* wv, int64_t ldw, const 
   }
 }
 
+// bf16 panels (quant.h): row o's pair j of panel o / 16 is at panel vector j, lane o % 16
+void matmul_panel_bf16_ref(const float* x, int64_t ldx, const void* wv, int64_t, const float* bias, float* y,
+                           int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const bf16_t* w = (const bf16_t*)wv;
+  for (int64_t o = o0; o < o1; o++) {
+    const bf16_t* p = w + (o / kPanel) * kPanel * K + 2 * (o % kPanel);
+    for (int64_t t = 0; t < T; t++) {
+      const float* xr = x + t * ldx;
+      float acc = 0.f;
+      for (int64_t k = 0; k < K; k++) acc += x_for<bf16_t>(xr[k]) * w_to_f32(p[(k / 2) * 2 * kPanel + k % 2]);
+      y[t * ldy + o] = acc + (bias ? bias[o] : 0.f);
+    }
+  }
+}
+
 template <typename W>
 void to_f32_ref(const void* src, float* dst, int64_t n) {
   const W* s = (const W*)src;
@@ -227,6 +242,7 @@ void act_mul_ref(Act a, float* g, const float* u, int64_t n) {
 const KernelTable kTable = {
     Isa::Generic,
     {matmul_ref<float>, matmul_ref<f16_t>, matmul_ref<bf16_t>},
+    {nullptr, nullptr, matmul_panel_bf16_ref},
     EF_QMATMUL_TABLE,
     EF_QPANEL_TABLE,
     EF_QPANEL_Q8_ONE_LEVEL,
