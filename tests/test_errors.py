@@ -475,6 +475,8 @@ def test_invalid_sampling_args(model, kwargs, arg):
     ({"threads": 2**40}, "threads"),
     ({"dtype": "int3"}, "dtype"),
     ({"dtype": "q3_k"}, "dtype"),  # not a type edgeformer has
+    ({"exact_q8_prompts": 1}, "exact_q8_prompts"),
+    ({"exact_q8_prompts": "yes"}, "exact_q8_prompts"),
 ])
 def test_invalid_load_args(good_dir, kwargs, arg):
     with pytest.raises(ValueError, match=r"argument '" + arg + "'"):
