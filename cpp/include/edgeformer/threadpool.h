@@ -19,7 +19,10 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int size() const { return n_threads_; }
-  // Runs fn(thread_index, begin, end) over [0, n) split into contiguous chunks (multiples of `grain`).
+  // Runs fn(thread_index, begin, end) over [0, n) split into contiguous chunks (multiples of `grain`). With
+  // enough work, each thread takes chunks of a few per thread until none is left, so a thread that another
+  // process slows down (or a chunk that costs more, as later queries of a causal prompt do) leaves its share
+  // to the others; fn may thus be called more than once per thread, with ranges in no particular order.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int, int64_t, int64_t)>& fn);
   // Runs fn(thread_index) once on each thread.
   void run_on_all(const std::function<void(int)>& fn);

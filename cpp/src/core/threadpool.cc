@@ -96,11 +96,17 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     fn(0, 0, n);
     return;
   }
+  // up to 4 chunks per thread, claimed in order
+  const int64_t chunks = std::min<int64_t>(units, (int64_t)nt * 4);
+  std::atomic<int64_t> next{0};
   run_on_all([&](int t) {
     if (t >= nt) return;
-    int64_t u0 = units * t / nt, u1 = units * (t + 1) / nt;
-    int64_t b = std::min(n, u0 * grain), e = std::min(n, u1 * grain);
-    if (b < e) fn(t, b, e);
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      const int64_t u0 = units * c / chunks, u1 = units * (c + 1) / chunks;
+      const int64_t b = std::min(n, u0 * grain), e = std::min(n, u1 * grain);
+      if (b < e) fn(t, b, e);
+    }
   });
 }
 
