@@ -84,9 +84,9 @@ def test_llama_quantized_within_floor(dtype, isa, llama, tmp_path):
         assert err < e1 <= 2.5 * floor, (err, e1, floor)
         # decode steps keep both levels either way: token by token, the two models agree to the last bit
         steps = []
-        for m in (model, fast):
-            m._core.reset()
-            steps.append(np.stack([m._core.forward(np.array([t], np.int32), False) for t in PROMPT[:6]]))
+        for exact in (True, False):
+            core = edgeformer.load(path, dtype=dtype, threads=2, max_context=64, exact_q8_prompts=exact)._core
+            steps.append(np.stack([core.forward(np.array([t], np.int32), False) for t in PROMPT[:6]]))
         np.testing.assert_array_equal(steps[0], steps[1])
     # greedy decoding runs through the same kernels
     assert len(model.generate(PROMPT, max_new_tokens=4, temperature=0, ignore_eos=True).token_ids) == 4
