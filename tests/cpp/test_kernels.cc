@@ -149,30 +149,35 @@ int main() {
         }
       }
     }
-    // bf16 panels: against the stored rows' generic product (the same bf16-rounded activations), panel
-    // boundaries and a partial last panel, decode and prompt shapes
-    if (k.matmul_panel[(int)DType::BF16])
+    // float panels: against the stored rows' generic product (bf16: the same bf16-rounded activations),
+    // panel boundaries and a partial last panel, decode and prompt shapes; pack/unpack returns the rows
+    for (DType f : {DType::F32, DType::F16, DType::BF16}) {
+      if (!k.matmul_panel[(int)f]) continue;
       for (int K : {32, 96, 2048})
         for (int T : {1, 3, 9, 70}) {
           const int O = 53;
           auto w32 = randn(O * K), x = randn(T * K), bias = randn(O);
-          Tensor wt = Tensor::empty(DType::BF16, {O, K});
-          for (int i = 0; i < O * K; i++) ((uint16_t*)wt.data)[i] = f32_to_bf16(w32[i]);
+          Tensor wt = Tensor::empty(f, {O, K});
+          for (int i = 0; i < O * K; i++) {
+            if (f == DType::F32) ((float*)wt.data)[i] = w32[i];
+            else ((uint16_t*)wt.data)[i] = f == DType::F16 ? f32_to_f16(w32[i]) : f32_to_bf16(w32[i]);
+          }
           Tensor pk = pack_panels(wt);
           Tensor back = unpack_panels(pk);
           if (std::memcmp(back.data, wt.data, wt.nbytes()) == 0) passed++;
           else {
             failed++;
-            std::printf("FAIL pack/unpack bf16 K=%d\n", K);
+            std::printf("FAIL pack/unpack %s K=%d\n", dtype_name(f), K);
           }
           std::vector<float> y(T * O), yr(T * O);
-          k.matmul_panel[(int)DType::BF16](x.data(), K, pk.data, 0, bias.data(), y.data(), O, T, 0, 16, K);
-          k.matmul_panel[(int)DType::BF16](x.data(), K, pk.data, 0, nullptr, y.data(), O, T, 16, O, K);
+          k.matmul_panel[(int)f](x.data(), K, pk.data, 0, bias.data(), y.data(), O, T, 0, 16, K);
+          k.matmul_panel[(int)f](x.data(), K, pk.data, 0, nullptr, y.data(), O, T, 16, O, K);
           for (int t = 0; t < T; t++)
             for (int o = 16; o < O; o++) y[t * O + o] += bias[o];
-          ref.matmul[(int)DType::BF16](x.data(), K, wt.data, K, bias.data(), yr.data(), O, T, 0, O, K);
-          check(name + " bf16 panels K=" + std::to_string(K) + " T=" + std::to_string(T), y, yr, 1e-10);
+          ref.matmul[(int)f](x.data(), K, wt.data, K, bias.data(), yr.data(), O, T, 0, O, K);
+          check(name + " " + dtype_name(f) + " panels K=" + std::to_string(K) + " T=" + std::to_string(T), y, yr, 1e-10);
         }
+    }
     for (DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
       const int K = 512, T = 3, O = 7;
       auto w = randn(O * K), x = randn(T * K), bias = randn(O);

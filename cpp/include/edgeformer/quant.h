@@ -52,15 +52,20 @@ static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc
 //                  of all four (k-group g at bits 2g)                                          (3360 bytes)
 //   bf16 (32 k):   16 chunks [16 rows][2 bf16], chunk j = k 2j, 2j+1: one VDPBF16PS advances 16 rows by 2 k
 //                  (so a panel is K / 2 such 64-byte vectors in k order)                       (1024 bytes)
+//   f32, f16 (16 k): 16 chunks [16 rows][1 element], chunk j = k j: one FMA advances 16 rows by 1 k
+//                  (a panel is K such vectors in k order)                               (1024 / 512 bytes)
+// In the float layouts, row o's element k sits in panel o / 16 at element (k / s) 16 s + (o % 16) s + k % s,
+// with s = 2 for bf16 and 1 for f32 and f16.
 constexpr int64_t kPanel = 16;
 // Bytes of one panel of 16 rows of K elements, or 0 if `t` has no panel layout.
 int64_t panel_bytes(DType t, int64_t K);
-// Elements of a row in one panel block: the type's block, 32 for bf16.
-static inline int64_t panel_block(DType t) { return t == DType::BF16 ? 32 : dtype_block(t); }
+// Elements of a row in one panel block: the type's block; 32 for bf16, 16 for f32 and f16.
+static inline int64_t panel_block(DType t) {
+  return t == DType::BF16 ? 32 : t == DType::F32 || t == DType::F16 ? 16 : dtype_block(t);
+}
 // Whether a [rows, K] matrix of this type can be repacked.
 static inline bool packable(DType t, int64_t K) {
-  return (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q6_K || t == DType::BF16) &&
-         K % panel_block(t) == 0;
+  return (int)t <= (int)DType::Q6_K && K > 0 && K % panel_block(t) == 0;  // the float and quantized types
 }
 
 // x: n floats (n a multiple of 32) -> n / 32 blocks. q = round-half-away(x / d), d = max|x| / 127.

@@ -177,24 +177,72 @@ void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ld
   }
 }
 
-// bf16 panels (quant.h) with VDPBF16PS: RT tokens x RP panels of 16 rows. Each step broadcasts a pair of one
-// token's activations and advances 16 rows by 2 k: 16 outputs per accumulator and no horizontal sums, so the
-// weights and activations a tile reads per product are a sixteenth of the row tiles'. n_last: rows in use of
-// the last panel.
-template <int RT, int RP>
-inline void dp_panel_tile(const bf16_t* x, int64_t ldx, const uint8_t* p, int64_t pstride, const float* bias,
-                          float* y, int64_t ldy, int n_last, int64_t K) {
+#else
+template <>
+void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
+                         int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const bf16_t* w = (const bf16_t*)wv;
+  for (int64_t c0 = 0; c0 < T; c0 += kChunk) {
+    const int64_t c1 = T < c0 + kChunk ? T : c0 + kChunk;
+    const bf16_t* xb = rows_to_bf16(x, ldx, c0, c1, K);
+    if (T == 1) mm_row(xb, w, ldw, bias, y, o0, o1, K);
+    else mm_block(xb, K, w, ldw, bias, y + c0 * ldy, ldy, 0, c1 - c0, o0, o1, K);
+  }
+}
+#endif
+
+#if defined(EF_ISA_AVX512)
+// Float panels (quant.h): a vector holds 16 rows of one k (f32, f16) or of a pair of k (bf16). A step of a
+// tile broadcasts one token's activation (or pair) and advances 16 outputs per accumulator, with no
+// horizontal sums: per product, a tile reads a sixteenth of the weights and activations a row tile does.
+// FPanel<W>: the step for weights of type W (kStep: k per vector; V: the weight vector).
+template <typename W>
+struct FPanel {  // f32 and f16: exact products, fused multiply-adds
+  using X = float;
+  using V = __m512;
+  static constexpr int64_t kStep = 1;
+  static const X* rows(const float* x, int64_t ldx, int64_t t0, int64_t, int64_t, int64_t& ld) {
+    ld = ldx;
+    return x + t0 * ldx;
+  }
+  static V wload(const W* p) { return vload(p); }
+  static V bcast(const X* x) { return _mm512_set1_ps(*x); }
+  static __m512 madd(__m512 acc, V x, V w) { return _mm512_fmadd_ps(x, w, acc); }
+};
+#if defined(EF_ISA_AVX512BF16)
+template <>
+struct FPanel<bf16_t> {  // bf16: VDPBF16PS on activations rounded to bf16 (x_for), exact products
+  using X = bf16_t;
+  using V = __m512bh;
+  static constexpr int64_t kStep = 2;
+  static const X* rows(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K, int64_t& ld) {
+    ld = K;
+    return rows_to_bf16(x, ldx, t0, t1, K);
+  }
+  static V wload(const bf16_t* p) { return (V)_mm512_loadu_si512(p); }
+  static V bcast(const X* x) {
+    int32_t pair;
+    std::memcpy(&pair, x, 4);
+    return (V)_mm512_set1_epi32(pair);
+  }
+  static __m512 madd(__m512 acc, V x, V w) { return _mm512_dpbf16_ps(acc, x, w); }
+};
+#endif
+
+// RT tokens x RP panels; n_last: rows in use of the last panel.
+template <typename W, int RT, int RP>
+inline void fpanel_tile(const typename FPanel<W>::X* x, int64_t ldx, const W* p, int64_t pstride, const float* bias,
+                        float* y, int64_t ldy, int n_last, int64_t K) {
+  using F = FPanel<W>;
   __m512 acc[RT][RP];
   for (int t = 0; t < RT; t++)
     for (int r = 0; r < RP; r++) acc[t][r] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < K / 2; j++) {
-    __m512bh wv[RP];
-    for (int r = 0; r < RP; r++) wv[r] = (__m512bh)_mm512_loadu_si512(p + r * pstride + 64 * j);
+  for (int64_t k = 0; k < K; k += F::kStep) {
+    typename F::V wv[RP];
+    for (int r = 0; r < RP; r++) wv[r] = F::wload(p + r * pstride + kPanel * k);
     for (int t = 0; t < RT; t++) {
-      int32_t pair;
-      std::memcpy(&pair, x + t * ldx + 2 * j, 4);
-      const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
-      for (int r = 0; r < RP; r++) acc[t][r] = _mm512_dpbf16_ps(acc[t][r], xv, wv[r]);
+      const typename F::V xv = F::bcast(x + t * ldx + k);
+      for (int r = 0; r < RP; r++) acc[t][r] = F::madd(acc[t][r], xv, wv[r]);
     }
   }
 #pragma GCC unroll 4
@@ -208,54 +256,50 @@ inline void dp_panel_tile(const bf16_t* x, int64_t ldx, const uint8_t* p, int64_
 
 constexpr int kPanelTileT = 8, kPanelTileP = 3;  // 24 accumulators, 3 weight vectors, one broadcast
 
-template <int RT, int RP>
-inline void dp_panel_rows(int rt, const bf16_t* x, int64_t ldx, const uint8_t* p, int64_t pstride, const float* bias,
-                          float* y, int64_t ldy, int n_last, int64_t K) {
+template <typename W, int RT, int RP>
+inline void fpanel_rows(int rt, const typename FPanel<W>::X* x, int64_t ldx, const W* p, int64_t pstride,
+                        const float* bias, float* y, int64_t ldy, int n_last, int64_t K) {
   if constexpr (RT > 1) {
-    if (rt < RT) return dp_panel_rows<RT - 1, RP>(rt, x, ldx, p, pstride, bias, y, ldy, n_last, K);
+    if (rt < RT) return fpanel_rows<W, RT - 1, RP>(rt, x, ldx, p, pstride, bias, y, ldy, n_last, K);
   }
-  dp_panel_tile<RT, RP>(x, ldx, p, pstride, bias, y, ldy, n_last, K);
+  fpanel_tile<W, RT, RP>(x, ldx, p, pstride, bias, y, ldy, n_last, K);
 }
 
-void matmul_panel_bf16(const float* x, int64_t ldx, const void* wv, int64_t /*ldw*/, const float* bias, float* y,
-                       int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
-  const uint8_t* w = (const uint8_t*)wv;
-  const int64_t pstride = kPanel * K * 2;
-  // tokens per chunk: their bf16 rows (~384 KB) and a tile's panels share L2 while the panels stream past
-  const int64_t rows = std::max<int64_t>(kPanelTileT, std::min<int64_t>(96, (384 << 10) / (2 * K)) / kPanelTileT * kPanelTileT);
+template <typename W>
+void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t /*ldw*/, const float* bias, float* y,
+                   int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const W* w = (const W*)wv;
+  const int64_t pstride = kPanel * K;  // elements per panel
+  // tokens per chunk: their rows (~384 KB) and a tile's panels share L2 while the panels stream past
+  const int64_t xb = (int64_t)sizeof(typename FPanel<W>::X) * K;
+  const int64_t rows = std::max<int64_t>(kPanelTileT, std::min<int64_t>(96, (384 << 10) / xb) / kPanelTileT * kPanelTileT);
   for (int64_t c0 = 0; c0 < T; c0 += rows) {
     const int64_t c1 = std::min(T, c0 + rows);
-    const bf16_t* xb = rows_to_bf16(x, ldx, c0, c1, K);
+    int64_t ld;
+    const typename FPanel<W>::X* xc = FPanel<W>::rows(x, ldx, c0, c1, K, ld);
     for (int64_t o = o0; o < o1; o += kPanelTileP * kPanel) {
       const int np = (int)std::min<int64_t>(kPanelTileP, (o1 - o + kPanel - 1) / kPanel);
       const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
-      const uint8_t* p = w + (o / kPanel) * pstride;
+      const W* p = w + (o / kPanel) * pstride;
       const float* b = bias ? bias + o : nullptr;
       for (int64_t t = c0; t < c1; t += kPanelTileT) {
         const int rt = (int)std::min<int64_t>(kPanelTileT, c1 - t);
-        const bf16_t* xt = xb + (t - c0) * K;
+        const auto* xt = xc + (t - c0) * ld;
         float* yt = y + t * ldy + o;
-        if (np == 3) dp_panel_rows<kPanelTileT, 3>(rt, xt, K, p, pstride, b, yt, ldy, n_last, K);
-        else if (np == 2) dp_panel_rows<kPanelTileT, 2>(rt, xt, K, p, pstride, b, yt, ldy, n_last, K);
-        else dp_panel_rows<kPanelTileT, 1>(rt, xt, K, p, pstride, b, yt, ldy, n_last, K);
+        if (np == 3) fpanel_rows<W, kPanelTileT, 3>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
+        else if (np == 2) fpanel_rows<W, kPanelTileT, 2>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
+        else fpanel_rows<W, kPanelTileT, 1>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
       }
     }
   }
 }
-#define EF_MATMUL_PANEL_TABLE {nullptr, nullptr, matmul_panel_bf16}
+#if defined(EF_ISA_AVX512BF16)
+#define EF_MATMUL_PANEL_TABLE {matmul_fpanel<float>, matmul_fpanel<f16_t>, matmul_fpanel<bf16_t>}
+#else
+#define EF_MATMUL_PANEL_TABLE {matmul_fpanel<float>, matmul_fpanel<f16_t>, nullptr}
+#endif
 #else
 #define EF_MATMUL_PANEL_TABLE {nullptr, nullptr, nullptr}
-template <>
-void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
-                         int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
-  const bf16_t* w = (const bf16_t*)wv;
-  for (int64_t c0 = 0; c0 < T; c0 += kChunk) {
-    const int64_t c1 = T < c0 + kChunk ? T : c0 + kChunk;
-    const bf16_t* xb = rows_to_bf16(x, ldx, c0, c1, K);
-    if (T == 1) mm_row(xb, w, ldw, bias, y, o0, o1, K);
-    else mm_block(xb, K, w, ldw, bias, y + c0 * ldy, ldy, 0, c1 - c0, o0, o1, K);
-  }
-}
 #endif
 
 template <typename W>

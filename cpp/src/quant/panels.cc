@@ -1,4 +1,4 @@
-// Quantized and bf16 rows <-> 16-row panels (layout in quant.h). A permutation of the stored bytes, except
+// Quantized and float rows <-> 16-row panels (layout in quant.h). A permutation of the stored bytes, except
 // q4_k's 6-bit scales and mins, which are unpacked to one byte each (re-packed exactly by unpack_panels).
 #include <cstring>
 
@@ -38,6 +38,8 @@ int64_t panel_block_bytes(DType t) {
     case DType::Q4_K: return kQ4kPanelBlock;
     case DType::Q6_K: return kQ6kPanelBlock;
     case DType::BF16: return 16 * 64;
+    case DType::F32: return 16 * 64;
+    case DType::F16: return 16 * 32;
     default: return 0;
   }
 }
@@ -58,8 +60,9 @@ void pack_block(DType t, const uint8_t* const* src, uint8_t* dst) {
         dst[lo] |= (uint8_t)(((s[lb] >> ls) & 0x0F) << lsh);
         dst[ho] |= (uint8_t)(((s[hb] >> hs) & 0x03) << hsh);
       }
-    } else if (t == DType::BF16) {
-      for (int j = 0; j < 16; j++) std::memcpy(dst + 64 * j + 4 * r, s + 4 * j, 4);
+    } else if (!is_quantized(t)) {  // float: 16 chunks of a lane (one element, a bf16 pair) per row
+      const int lane = t == DType::F16 ? 2 : 4;
+      for (int j = 0; j < 16; j++) std::memcpy(dst + 16 * lane * j + lane * r, s + lane * j, lane);
     } else if (t == DType::Q8_0 || t == DType::Q4_0) {
       std::memcpy(dst + 2 * r, s, 2);  // f16 scale
       const int chunks = t == DType::Q8_0 ? 8 : 4;
@@ -94,8 +97,9 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
         d[lb] |= (uint8_t)(((src[lo] >> lsh) & 0x0F) << ls);
         d[hb] |= (uint8_t)(((src[ho] >> hsh) & 0x03) << hs);
       }
-    } else if (t == DType::BF16) {
-      for (int j = 0; j < 16; j++) std::memcpy(d + 4 * j, src + 64 * j + 4 * r, 4);
+    } else if (!is_quantized(t)) {
+      const int lane = t == DType::F16 ? 2 : 4;
+      for (int j = 0; j < 16; j++) std::memcpy(d + lane * j, src + 16 * lane * j + lane * r, lane);
     } else if (t == DType::Q8_0 || t == DType::Q4_0) {
       std::memcpy(d, src + 2 * r, 2);
       const int chunks = t == DType::Q8_0 ? 8 : 4;

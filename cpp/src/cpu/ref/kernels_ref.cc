@@ -1,6 +1,7 @@
 // Scalar reference kernels: the generic path on any CPU and the oracle the SIMD kernels are tested against.
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/kernel_tables.h"
 #include "cpu/scalar_math.h"
@@ -167,16 +168,19 @@ void matmul_ref(const float* x, int64_t ldx, const void* wv, int64_t ldw, const 
   }
 }
 
-// bf16 panels (quant.h): row o's pair j of panel o / 16 is at panel vector j, lane o % 16
-void matmul_panel_bf16_ref(const float* x, int64_t ldx, const void* wv, int64_t, const float* bias, float* y,
-                           int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
-  const bf16_t* w = (const bf16_t*)wv;
+// Float panels (quant.h): row o's element k in panel o / 16 at (k / s) 16 s + (o % 16) s + k % s, s = 2 for
+// bf16 (pairs), 1 for f32 and f16
+template <typename W>
+void matmul_panel_ref(const float* x, int64_t ldx, const void* wv, int64_t, const float* bias, float* y,
+                      int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  constexpr int64_t s = std::is_same<W, bf16_t>::value ? 2 : 1;
+  const W* w = (const W*)wv;
   for (int64_t o = o0; o < o1; o++) {
-    const bf16_t* p = w + (o / kPanel) * kPanel * K + 2 * (o % kPanel);
+    const W* p = w + (o / kPanel) * kPanel * K + s * (o % kPanel);
     for (int64_t t = 0; t < T; t++) {
       const float* xr = x + t * ldx;
       float acc = 0.f;
-      for (int64_t k = 0; k < K; k++) acc += x_for<bf16_t>(xr[k]) * w_to_f32(p[(k / 2) * 2 * kPanel + k % 2]);
+      for (int64_t k = 0; k < K; k++) acc += x_for<W>(xr[k]) * w_to_f32<W>(p[(k / s) * s * kPanel + k % s]);
       y[t * ldy + o] = acc + (bias ? bias[o] : 0.f);
     }
   }
@@ -242,7 +246,7 @@ void act_mul_ref(Act a, float* g, const float* u, int64_t n) {
 const KernelTable kTable = {
     Isa::Generic,
     {matmul_ref<float>, matmul_ref<f16_t>, matmul_ref<bf16_t>},
-    {nullptr, nullptr, matmul_panel_bf16_ref},
+    {matmul_panel_ref<float>, matmul_panel_ref<f16_t>, matmul_panel_ref<bf16_t>},
     EF_QMATMUL_TABLE,
     EF_QPANEL_TABLE,
     EF_QPANEL_Q8_ONE_LEVEL,
