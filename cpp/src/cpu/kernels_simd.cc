@@ -191,23 +191,25 @@ void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ld
 }
 #endif
 
-#if defined(EF_ISA_AVX512)
-// Float panels (quant.h): a vector holds 16 rows of one k (f32, f16) or of a pair of k (bf16). A step of a
-// tile broadcasts one token's activation (or pair) and advances 16 outputs per accumulator, with no
+#if defined(EF_ISA_AVX512) || defined(EF_ISA_AVX2)
+// Float panels (quant.h): 16 rows of one k (f32, f16) or of a pair of k (bf16) side by side. A step of a
+// tile broadcasts one token's activation (or pair) and advances 16 outputs per accumulator row, with no
 // horizontal sums: per product, a tile reads a sixteenth of the weights and activations a row tile does.
-// FPanel<W>: the step for weights of type W (kStep: k per vector; V: the weight vector).
+// FPanel<W>: the step for weights of type W (kStep: k per vector; V: the weight vector; kLanes vectors per
+// 16 rows).
 template <typename W>
 struct FPanel {  // f32 and f16: exact products, fused multiply-adds
   using X = float;
-  using V = __m512;
+  using V = vf;
   static constexpr int64_t kStep = 1;
+  static constexpr int kLanes = kPanel / kW;
   static const X* rows(const float* x, int64_t ldx, int64_t t0, int64_t, int64_t, int64_t& ld) {
     ld = ldx;
     return x + t0 * ldx;
   }
   static V wload(const W* p) { return vload(p); }
-  static V bcast(const X* x) { return _mm512_set1_ps(*x); }
-  static __m512 madd(__m512 acc, V x, V w) { return _mm512_fmadd_ps(x, w, acc); }
+  static V bcast(const X* x) { return vset1(*x); }
+  static vf madd(vf acc, V x, V w) { return vfmadd(x, w, acc); }
 };
 #if defined(EF_ISA_AVX512BF16)
 template <>
@@ -215,6 +217,7 @@ struct FPanel<bf16_t> {  // bf16: VDPBF16PS on activations rounded to bf16 (x_fo
   using X = bf16_t;
   using V = __m512bh;
   static constexpr int64_t kStep = 2;
+  static constexpr int kLanes = 1;
   static const X* rows(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K, int64_t& ld) {
     ld = K;
     return rows_to_bf16(x, ldx, t0, t1, K);
@@ -225,7 +228,7 @@ struct FPanel<bf16_t> {  // bf16: VDPBF16PS on activations rounded to bf16 (x_fo
     std::memcpy(&pair, x, 4);
     return (V)_mm512_set1_epi32(pair);
   }
-  static __m512 madd(__m512 acc, V x, V w) { return _mm512_dpbf16_ps(acc, x, w); }
+  static vf madd(vf acc, V x, V w) { return _mm512_dpbf16_ps(acc, x, w); }
 };
 #endif
 
@@ -234,27 +237,36 @@ template <typename W, int RT, int RP>
 inline void fpanel_tile(const typename FPanel<W>::X* x, int64_t ldx, const W* p, int64_t pstride, const float* bias,
                         float* y, int64_t ldy, int n_last, int64_t K) {
   using F = FPanel<W>;
-  __m512 acc[RT][RP];
+  constexpr int L = F::kLanes, NV = RP * L;  // vectors across the tile's rows
+  vf acc[RT][NV];
   for (int t = 0; t < RT; t++)
-    for (int r = 0; r < RP; r++) acc[t][r] = _mm512_setzero_ps();
+    for (int i = 0; i < NV; i++) acc[t][i] = vzero();
   for (int64_t k = 0; k < K; k += F::kStep) {
-    typename F::V wv[RP];
-    for (int r = 0; r < RP; r++) wv[r] = F::wload(p + r * pstride + kPanel * k);
+    typename F::V wv[NV];
+    for (int i = 0; i < NV; i++) wv[i] = F::wload(p + (i / L) * pstride + kPanel * k + (i % L) * (kPanel / L));
     for (int t = 0; t < RT; t++) {
       const typename F::V xv = F::bcast(x + t * ldx + k);
-      for (int r = 0; r < RP; r++) acc[t][r] = F::madd(acc[t][r], xv, wv[r]);
+      for (int i = 0; i < NV; i++) acc[t][i] = F::madd(acc[t][i], xv, wv[i]);
     }
   }
-#pragma GCC unroll 4
-  for (int r = 0; r < RP; r++) {
-    const __mmask16 m = r == RP - 1 ? (__mmask16)((1u << n_last) - 1) : (__mmask16)0xFFFF;
-    const __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + 16 * r) : _mm512_setzero_ps();
+  const int rows = (RP - 1) * kPanel + n_last;
 #pragma GCC unroll 8
-    for (int t = 0; t < RT; t++) _mm512_mask_storeu_ps(y + t * ldy + 16 * r, m, _mm512_add_ps(acc[t][r], b));
+  for (int i = 0; i < NV; i++) {
+    const int64_t o = (int64_t)i * (kPanel / L), n = std::min<int64_t>(kPanel / L, rows - o);
+    if (n <= 0) break;
+    const vf b = bias ? vload_partial(bias + o, n) : vzero();
+#pragma GCC unroll 8
+    for (int t = 0; t < RT; t++) vstore_partial(y + t * ldy + o, vadd(acc[t][i], b), n);
   }
 }
 
-constexpr int kPanelTileT = 8, kPanelTileP = 3;  // 24 accumulators, 3 weight vectors, one broadcast
+// AVX-512: 8 tokens x 3 panels (24 accumulators, 3 weight vectors, one broadcast); AVX2: 6 tokens x one
+// panel of two vectors (12 accumulators of its 16 registers)
+#if defined(EF_ISA_AVX512)
+constexpr int kPanelTileT = 8, kPanelTileP = 3;
+#else
+constexpr int kPanelTileT = 6, kPanelTileP = 1;
+#endif
 
 template <typename W, int RT, int RP>
 inline void fpanel_rows(int rt, const typename FPanel<W>::X* x, int64_t ldx, const W* p, int64_t pstride,
@@ -277,6 +289,19 @@ void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t /*ldw*/,
     const int64_t c1 = std::min(T, c0 + rows);
     int64_t ld;
     const typename FPanel<W>::X* xc = FPanel<W>::rows(x, ldx, c0, c1, K, ld);
+    if (c1 - c0 == 1) {  // decode: 3 panels per step, independent accumulators to hide the FMA latency
+      for (int64_t o = o0; o < o1; o += 3 * kPanel) {
+        const int np = (int)std::min<int64_t>(3, (o1 - o + kPanel - 1) / kPanel);
+        const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
+        const W* p = w + (o / kPanel) * pstride;
+        const float* b = bias ? bias + o : nullptr;
+        float* yt = y + c0 * ldy + o;
+        if (np == 3) fpanel_tile<W, 1, 3>(xc, ld, p, pstride, b, yt, ldy, n_last, K);
+        else if (np == 2) fpanel_tile<W, 1, 2>(xc, ld, p, pstride, b, yt, ldy, n_last, K);
+        else fpanel_tile<W, 1, 1>(xc, ld, p, pstride, b, yt, ldy, n_last, K);
+      }
+      continue;
+    }
     for (int64_t o = o0; o < o1; o += kPanelTileP * kPanel) {
       const int np = (int)std::min<int64_t>(kPanelTileP, (o1 - o + kPanel - 1) / kPanel);
       const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
@@ -286,8 +311,8 @@ void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t /*ldw*/,
         const int rt = (int)std::min<int64_t>(kPanelTileT, c1 - t);
         const auto* xt = xc + (t - c0) * ld;
         float* yt = y + t * ldy + o;
-        if (np == 3) fpanel_rows<W, kPanelTileT, 3>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
-        else if (np == 2) fpanel_rows<W, kPanelTileT, 2>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
+        if (np == 3) fpanel_rows<W, kPanelTileT, 3 <= kPanelTileP ? 3 : 1>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
+        else if (np == 2) fpanel_rows<W, kPanelTileT, 2 <= kPanelTileP ? 2 : 1>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
         else fpanel_rows<W, kPanelTileT, 1>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
       }
     }
