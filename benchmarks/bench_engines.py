@@ -11,7 +11,8 @@ process stays up and the measurements go round robin, the order rotating each ro
 drift hits every engine alike. Prefill: a random prompt of each length, timed to its last-position logits.
 Decode: `--new` greedy tokens after a prompt of the first length, tokens/s of the steps after the first.
 Reported: medians, every engine's ratio to edgeformer, peak and generating resident memory, and decode as a
-fraction of the roofline (read bandwidth measured here / weight bytes read per token).
+fraction of the roofline (read bandwidth / weight bytes read per token), each decode sample against the
+bandwidth measured just before it (this machine's bandwidth moves with its neighbours).
 Writes benchmarks/results/<name>.json and .png and prints a Markdown table.
 """
 
@@ -262,6 +263,7 @@ def run(args):
 
     bw = edgeformer._core.read_bandwidth(1024, args.threads, 5)
     print(f"read bandwidth, {args.threads} threads: {bw:.1f} GB/s", flush=True)
+    bws = [bw]  # and again before every decode measurement: this machine's bandwidth moves with its neighbours
     rows = []
     prompts = [int(p) for p in args.prompts.split(",")]
     for size in args.sizes.split(","):
@@ -280,7 +282,7 @@ def run(args):
                     procs.append((Proc(spec), label, path))
                 except RuntimeError as e:
                     print(f"  skipped: {e}", flush=True)
-            res = {id(p): {"prefill": {n: [] for n in prompts}, "decode": [], "mem": {}} for p, _, _ in procs}
+            res = {id(p): {"prefill": {n: [] for n in prompts}, "decode": [], "bw": [], "mem": {}} for p, _, _ in procs}
             for p, _, _ in procs:  # warm-up: pages in the weights, first-call allocations
                 p.ask(op="prefill", prompt=min(prompts))
             for r in range(args.repeat):
@@ -289,24 +291,30 @@ def run(args):
                     for p, _, _ in order:
                         res[id(p)]["prefill"][n].append(p.ask(op="prefill", prompt=n)["tok_s"])
                 for p, _, _ in order:
+                    b = edgeformer._core.read_bandwidth(1024, args.threads, 3)  # the workers are idle here
+                    bws.append(b)
                     d = p.ask(op="decode", prompt=prompts[0], new=args.new)
                     res[id(p)]["decode"].append(d["tok_s"])
+                    res[id(p)]["bw"].append(b)
                     res[id(p)]["mem"] = d
             for p, label, path in procs:
                 r = res[id(p)]
                 wb = weight_bytes(path, prec, hf)
                 dec = statistics.median(r["decode"])
+                # each decode sample against the bandwidth measured just before it
+                frac = statistics.median(t * wb / (b * 1e9) for t, b in zip(r["decode"], r["bw"]))
                 rows.append({"size": size, "precision": prec, "format": label, "engine": p.name,
                              "file": os.path.relpath(path, args.root),
                              **{f"prefill{n}_tok_s": statistics.median(r["prefill"][n]) for n in prompts},
                              "decode_tok_s": dec, "weight_bytes_per_token": wb,
-                             "roofline_tok_s": bw * 1e9 / wb, "roofline_fraction": dec / (bw * 1e9 / wb),
+                             "roofline_tok_s": statistics.median(r["bw"]) * 1e9 / wb, "roofline_fraction": frac,
                              "peak_rss_mib": r["mem"].get("peak_mib"), "gen_rss_mib": r["mem"].get("gen_rss_mib"),
-                             "load_s": p.load_s, "samples": {"prefill": r["prefill"], "decode": r["decode"]}})
+                             "load_s": p.load_s,
+                             "samples": {"prefill": r["prefill"], "decode": r["decode"], "bandwidth_gb_s": r["bw"]}})
                 p.close()
             print_rows([x for x in rows if x["size"] == size and x["precision"] == prec], prompts)
     return {"machine": machine(), "threads": args.threads, "isa": args.isa or edgeformer._core.active_isa(),
-            "bandwidth_gb_s": bw, "prompts": prompts, "new_tokens": args.new, "repeat": args.repeat,
+            "bandwidth_gb_s": statistics.median(bws), "bandwidth_range_gb_s": [min(bws), max(bws)], "prompts": prompts, "new_tokens": args.new, "repeat": args.repeat,
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "rows": rows}
 
 
@@ -337,8 +345,10 @@ def markdown(res):
     prompts = res["prompts"]
     head = ("| size | precision | engine | " + " | ".join(f"prefill {n} tok/s" for n in prompts) +
             " | decode tok/s | decode % of roofline | RSS generating (MiB) |")
+    span = res.get("bandwidth_range_gb_s")  # results written before the bandwidth was measured per sample
+    bw = f"{res['bandwidth_gb_s']:.1f} GB/s" + (f" (median; {span[0]:.1f}-{span[1]:.1f} before each decode)" if span else "")
     lines = [f"Machine: {res['machine']}; {res['threads']} threads; edgeformer ISA {res['isa']}; read bandwidth "
-             f"{res['bandwidth_gb_s']:.1f} GB/s; median of {res['repeat']}; ratio to edgeformer in brackets.", "",
+             f"{bw}; median of {res['repeat']}; ratio to edgeformer in brackets.", "",
              head, "|" + "---|" * (head.count("|") - 1)]
     for r in res["rows"]:
         pf = " | ".join(f"{r[f'prefill{n}_tok_s']:.1f} ({ratio_to_us(res['rows'], r, f'prefill{n}_tok_s'):.2f}x)"
