@@ -24,24 +24,28 @@ inline int32_t xsum(const BlockQ8& b) { return (int32_t)b.sum[0] + b.sum[1]; }
 
 struct PanelQ4_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 18;
-  // Block b of the panel (p points at it) into the RT float accumulators
   template <int RT>
-  static void block(const BlockQ8* const* x, const uint8_t* p, int64_t b, pf* facc) {
-    pi acc[RT], acc2[RT];  // two dependency chains per token: elements 0..15 and 16..31
-    for (int t = 0; t < RT; t++) {
-      acc[t] = pi_set1(-8 * xsum(x[t][b]));  // nibbles are stored + 8
-      acc2[t] = pi_set1(0);
-    }
-    for (int c = 0; c < 4; c++) {
-      pw lo, hi;
-      pw_nibbles(pw_load(p + 32 + 64 * c), lo, hi);
+  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      pi acc[RT], acc2[RT];  // two dependency chains per token: elements 0..15 and 16..31
       for (int t = 0; t < RT; t++) {
-        acc[t] = pi_dot_u8(acc[t], lo, x[t][b].q + 4 * c);
-        acc2[t] = pi_dot_u8(acc2[t], hi, x[t][b].q + 16 + 4 * c);
+        acc[t] = pi_set1(-8 * xsum(x[t][b]));  // nibbles are stored + 8
+        acc2[t] = pi_set1(0);
       }
+      for (int c = 0; c < 4; c++) {
+        pw lo, hi;
+        pw_nibbles(pw_load(p + 32 + 64 * c), lo, hi);
+        for (int t = 0; t < RT; t++) {
+          acc[t] = pi_dot_u8(acc[t], lo, x[t][b].q + 4 * c);
+          acc2[t] = pi_dot_u8(acc2[t], hi, x[t][b].q + 16 + 4 * c);
+        }
+      }
+      const pf d = pf_load_f16(p);
+      for (int t = 0; t < RT; t++) facc[t] = pf_fma_i(pi_add(acc[t], acc2[t]), pf_scale(d, x[t][b].d), facc[t]);
     }
-    const pf d = pf_load_f16(p);
-    for (int t = 0; t < RT; t++) facc[t] = pf_fma_i(pi_add(acc[t], acc2[t]), pf_scale(d, x[t][b].d), facc[t]);
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
   }
 };
 
@@ -50,112 +54,107 @@ struct PanelQ4_0 {
 template <bool kResidual>
 struct PanelQ8_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 34;
-  // Block b of the panel (p points at it) into the RT float accumulators
   template <int RT>
-  static void block(const BlockQ8* const* x, const uint8_t* p, int64_t b, pf* facc) {
-    pi acc[RT], acc2[RT];
-    for (int t = 0; t < RT; t++) {
-      acc[t] = pi_set1(-kS8Bias * xsum(x[t][b]));
-      if constexpr (kResidual) acc2[t] = pi_set1(-kS8Bias * (int32_t)x[t][b].rsum);
-    }
-    for (int g = 0; g < 8; g++) {
-      const pw s = pw_signed(pw_load(p + 32 + 64 * g));
+  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      pi acc[RT], acc2[RT];
       for (int t = 0; t < RT; t++) {
-        acc[t] = pi_dot_s8(acc[t], s, x[t][b].q + 4 * g);
-        if constexpr (kResidual) acc2[t] = pi_dot_s8(acc2[t], s, x[t][b].r + 4 * g);
+        acc[t] = pi_set1(-kS8Bias * xsum(x[t][b]));
+        if constexpr (kResidual) acc2[t] = pi_set1(-kS8Bias * (int32_t)x[t][b].rsum);
+      }
+      for (int g = 0; g < 8; g++) {
+        const pw s = pw_signed(pw_load(p + 32 + 64 * g));
+        for (int t = 0; t < RT; t++) {
+          acc[t] = pi_dot_s8(acc[t], s, x[t][b].q + 4 * g);
+          if constexpr (kResidual) acc2[t] = pi_dot_s8(acc2[t], s, x[t][b].r + 4 * g);
+        }
+      }
+      const pf d = pf_load_f16(p);
+      for (int t = 0; t < RT; t++) {
+        facc[t] = pf_fma_i(acc[t], pf_scale(d, x[t][b].d), facc[t]);
+        if constexpr (kResidual) facc[t] = pf_fma_i(acc2[t], pf_scale(d, x[t][b].d2), facc[t]);
       }
     }
-    const pf d = pf_load_f16(p);
-    for (int t = 0; t < RT; t++) {
-      facc[t] = pf_fma_i(acc[t], pf_scale(d, x[t][b].d), facc[t]);
-      if constexpr (kResidual) facc[t] = pf_fma_i(acc2[t], pf_scale(d, x[t][b].d2), facc[t]);
-    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
   }
 };
 
 struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
   static constexpr int64_t kBlock = 256, kBytes = 2368;
-  // Block b of the panel (p points at it) into the RT float accumulators
   template <int RT>
-  static void block(const BlockQ8* const* x, const uint8_t* p, int64_t b, pf* facc) {
-    const pf d = pf_load_f16(p), dmin = pf_load_f16(p + 32);
-    for (int j = 0; j < 4; j++) {  // sub-blocks 2j (low nibbles) and 2j + 1 (high)
-      const int64_t s0 = 8 * b + 2 * j, s1 = s0 + 1;
-      pi lo_acc[RT], hi_acc[RT];
-      for (int t = 0; t < RT; t++) lo_acc[t] = hi_acc[t] = pi_set1(0);
-      for (int g = 0; g < 8; g++) {
-        pw lo, hi;
-        pw_nibbles(pw_load(p + 320 + 64 * (8 * j + g)), lo, hi);
+  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      const pf d = pf_load_f16(p), dmin = pf_load_f16(p + 32);
+      for (int j = 0; j < 4; j++) {  // sub-blocks 2j (low nibbles) and 2j + 1 (high)
+        const int64_t s0 = 8 * b + 2 * j, s1 = s0 + 1;
+        pi lo_acc[RT], hi_acc[RT];
+        for (int t = 0; t < RT; t++) lo_acc[t] = hi_acc[t] = pi_set1(0);
+        for (int g = 0; g < 8; g++) {
+          pw lo, hi;
+          pw_nibbles(pw_load(p + 320 + 64 * (8 * j + g)), lo, hi);
+          for (int t = 0; t < RT; t++) {
+            lo_acc[t] = pi_dot_u8(lo_acc[t], lo, x[t][s0].q + 4 * g);
+            hi_acc[t] = pi_dot_u8(hi_acc[t], hi, x[t][s1].q + 4 * g);
+          }
+        }
+        const pf sc0 = pf_mul(d, pf_load_u8(p + 64 + 16 * (2 * j))), sc1 = pf_mul(d, pf_load_u8(p + 64 + 16 * (2 * j + 1)));
+        const pf m0 = pf_mul(dmin, pf_load_u8(p + 192 + 16 * (2 * j)));
+        const pf m1 = pf_mul(dmin, pf_load_u8(p + 192 + 16 * (2 * j + 1)));
         for (int t = 0; t < RT; t++) {
-          lo_acc[t] = pi_dot_u8(lo_acc[t], lo, x[t][s0].q + 4 * g);
-          hi_acc[t] = pi_dot_u8(hi_acc[t], hi, x[t][s1].q + 4 * g);
+          const BlockQ8 &x0 = x[t][s0], &x1 = x[t][s1];
+          facc[t] = pf_fma_i(lo_acc[t], pf_scale(sc0, x0.d), facc[t]);
+          facc[t] = pf_fma_i(hi_acc[t], pf_scale(sc1, x1.d), facc[t]);
+          facc[t] = pf_fma(m0, pf_set1(-x0.d * (float)xsum(x0)), facc[t]);
+          facc[t] = pf_fma(m1, pf_set1(-x1.d * (float)xsum(x1)), facc[t]);
         }
       }
-      const pf sc0 = pf_mul(d, pf_load_u8(p + 64 + 16 * (2 * j))), sc1 = pf_mul(d, pf_load_u8(p + 64 + 16 * (2 * j + 1)));
-      const pf m0 = pf_mul(dmin, pf_load_u8(p + 192 + 16 * (2 * j)));
-      const pf m1 = pf_mul(dmin, pf_load_u8(p + 192 + 16 * (2 * j + 1)));
-      for (int t = 0; t < RT; t++) {
-        const BlockQ8 &x0 = x[t][s0], &x1 = x[t][s1];
-        facc[t] = pf_fma_i(lo_acc[t], pf_scale(sc0, x0.d), facc[t]);
-        facc[t] = pf_fma_i(hi_acc[t], pf_scale(sc1, x1.d), facc[t]);
-        facc[t] = pf_fma(m0, pf_set1(-x0.d * (float)xsum(x0)), facc[t]);
-        facc[t] = pf_fma(m1, pf_set1(-x1.d * (float)xsum(x1)), facc[t]);
-      }
     }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
   }
 };
 
 struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4, one int8 scale per 16 k
   static constexpr int64_t kBlock = 256, kBytes = 3360;
-  // Block b of the panel (p points at it) into the RT float accumulators
   template <int RT>
-  static void block(const BlockQ8* const* x, const uint8_t* p, int64_t b, pf* facc) {
-    const pf d = pf_load_f16(p);
-    for (int u = 0; u < 16; u++) {  // 16 elements: half (u % 2) of activation block 8b + u / 2
-      const uint8_t* q = p + 288 + 192 * u;
-      const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
-      const pw g0 = pw_or(pw_and8(A, 0x0F), pw_and8(pw_sll16(H, 4), 0x30));
-      const pw g1 = pw_or(pw_and8(pw_srl16(A, 4), 0x0F), pw_and8(pw_sll16(H, 2), 0x30));
-      const pw g2 = pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30));
-      const pw g3 = pw_or(pw_and8(pw_srl16(B, 4), 0x0F), pw_and8(pw_srl16(H, 2), 0x30));
-      const pf dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
-      for (int t = 0; t < RT; t++) {
-        const BlockQ8& xb = x[t][8 * b + u / 2];
-        const int8_t* xq = xb.q + 16 * (u % 2);
-        pi acc = pi_set1(-32 * (int32_t)xb.sum[u % 2]);
-        acc = pi_dot_u8(acc, g0, xq);
-        acc = pi_dot_u8(acc, g1, xq + 4);
-        acc = pi_dot_u8(acc, g2, xq + 8);
-        acc = pi_dot_u8(acc, g3, xq + 12);
-        facc[t] = pf_fma_i(acc, pf_scale(dsc, xb.d), facc[t]);
+  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      const pf d = pf_load_f16(p);
+      for (int u = 0; u < 16; u++) {  // 16 elements: half (u % 2) of activation block 8b + u / 2
+        const uint8_t* q = p + 288 + 192 * u;
+        const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
+        const pw g0 = pw_or(pw_and8(A, 0x0F), pw_and8(pw_sll16(H, 4), 0x30));
+        const pw g1 = pw_or(pw_and8(pw_srl16(A, 4), 0x0F), pw_and8(pw_sll16(H, 2), 0x30));
+        const pw g2 = pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30));
+        const pw g3 = pw_or(pw_and8(pw_srl16(B, 4), 0x0F), pw_and8(pw_srl16(H, 2), 0x30));
+        const pf dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+        for (int t = 0; t < RT; t++) {
+          const BlockQ8& xb = x[t][8 * b + u / 2];
+          const int8_t* xq = xb.q + 16 * (u % 2);
+          pi acc = pi_set1(-32 * (int32_t)xb.sum[u % 2]);
+          acc = pi_dot_u8(acc, g0, xq);
+          acc = pi_dot_u8(acc, g1, xq + 4);
+          acc = pi_dot_u8(acc, g2, xq + 8);
+          acc = pi_dot_u8(acc, g3, xq + 12);
+          facc[t] = pf_fma_i(acc, pf_scale(dsc, xb.d), facc[t]);
+        }
       }
     }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
   }
 };
 
-// RT tokens against one panel: its blocks in order
 template <class F, int RT>
 inline void panel_tile(int r, const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
   if constexpr (RT > 1) {
     if (r < RT) return panel_tile<F, RT - 1>(r, x, p, nb, out);
   }
-  pf facc[RT];
-  for (int t = 0; t < RT; t++) facc[t] = pf_zero();
-  for (int64_t b = 0; b < nb; b++) F::template block<RT>(x, p + b * F::kBytes, b, facc);
-  for (int t = 0; t < RT; t++) out[t] = facc[t];
-}
-
-// Decode: one token against two panels, block by block: two weight streams and two sets of independent
-// dependency chains in flight (each output takes exactly the steps of panel_tile)
-template <class F>
-inline void panel_pair(const BlockQ8* const* x, const uint8_t* p0, const uint8_t* p1, int64_t nb, pf* out) {
-  pf f0 = pf_zero(), f1 = pf_zero();
-  for (int64_t b = 0; b < nb; b++) {
-    F::template block<1>(x, p0 + b * F::kBytes, b, &f0);
-    F::template block<1>(x, p1 + b * F::kBytes, b, &f1);
-  }
-  out[0] = f0;
-  out[1] = f1;
+  F::template tile<RT>(x, p, nb, out);
 }
 
 // y[t, o] for o in [o0, o1) (o0 a multiple of 16), t in [0, T). Tokens are taken in chunks whose
@@ -165,24 +164,6 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
                     int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const uint8_t* w = (const uint8_t*)wv;
   const int64_t nb = K / F::kBlock, pb = nb * F::kBytes;
-  if (T == 1) {
-    const BlockQ8* x[1] = {xq};
-    int64_t o = o0;
-    for (; o + kPanel < o1; o += 2 * kPanel) {  // two panels, the second possibly partial
-      const uint8_t* p = w + (o / kPanel) * pb;
-      pf out[2];
-      panel_pair<F>(x, p, p + pb, nb, out);
-      pf_store(y + o, out[0], bias ? bias + o : nullptr, kPanel);
-      const int64_t o2 = o + kPanel;
-      pf_store(y + o2, out[1], bias ? bias + o2 : nullptr, (int)std::min<int64_t>(kPanel, o1 - o2));
-    }
-    if (o < o1) {
-      pf out[1];
-      panel_tile<F, 1>(1, x, w + (o / kPanel) * pb, nb, out);
-      pf_store(y + o, out[0], bias ? bias + o : nullptr, (int)std::min<int64_t>(kPanel, o1 - o));
-    }
-    return;
-  }
   constexpr int64_t kChunk = 64;
   for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
     const int64_t t1 = std::min(T, t0 + kChunk);
