@@ -103,81 +103,6 @@ const bf16_t* rows_to_bf16(const float* x, int64_t ldx, int64_t t0, int64_t t1, 
   return buf.data();
 }
 
-#if defined(EF_ISA_AVX512BF16)
-// The sums of the lanes of a, b, c and d, in that order.
-inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
-  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // a02 b02 a13 b13 per block
-  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-  const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));  // a b c d per 128-bit block
-  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
-// VDPBF16PS tiles: each instruction multiplies 16 pairs of neighbouring bf16 elements of x and w, exactly,
-// and adds both products to 16 float lanes (denormal inputs read as zero).
-template <int RT, int RW>
-inline void dp_tile(const bf16_t* x, int64_t ldx, const bf16_t* w, int64_t ldw, const float* bias, float* y,
-                    int64_t ldy, int64_t K) {
-  __m512 acc[RT][RW];
-  for (int t = 0; t < RT; t++)
-    for (int r = 0; r < RW; r++) acc[t][r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 32) {  // one loop body: the last step loads only K - k elements
-    const __mmask32 m = k + 32 <= K ? ~(__mmask32)0 : (__mmask32)((1ull << (K - k)) - 1);
-    __m512bh wv[RW];
-    for (int r = 0; r < RW; r++) wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(m, w + r * ldw + k);
-    for (int t = 0; t < RT; t++) {
-      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * ldx + k);
-      for (int r = 0; r < RW; r++) acc[t][r] = _mm512_dpbf16_ps(acc[t][r], xv, wv[r]);
-    }
-  }
-  const __m128 b4 = RW % 4 == 0 && bias ? _mm_loadu_ps(bias) : _mm_setzero_ps();
-#pragma GCC unroll 8
-  for (int t = 0; t < RT; t++) {
-    if constexpr (RW % 4 == 0) {
-#pragma GCC unroll 8
-      for (int r = 0; r < RW; r += 4)
-        _mm_storeu_ps(y + t * ldy + r, _mm_add_ps(hsum4(acc[t][r], acc[t][r + 1], acc[t][r + 2], acc[t][r + 3]),
-                                                  r == 0 ? b4 : bias ? _mm_loadu_ps(bias + r) : _mm_setzero_ps()));
-    } else {
-#pragma GCC unroll 8
-      for (int r = 0; r < RW; r++) y[t * ldy + r] = _mm512_reduce_add_ps(acc[t][r]) + (bias ? bias[r] : 0.f);
-    }
-  }
-}
-
-template <int RW>
-inline void dp_tiles(const bf16_t* x, int64_t ldx, const bf16_t* w, int64_t ldw, const float* bias, float* y,
-                     int64_t ldy, int64_t T, int64_t K) {
-  constexpr int RT = 24 / RW;  // 24 accumulators, RW weight vectors and one x vector: 32 registers or fewer
-  int64_t t = 0;
-  for (; t + RT <= T; t += RT) dp_tile<RT, RW>(x + t * ldx, ldx, w, ldw, bias, y + t * ldy, ldy, K);
-  for (; t < T; t++) dp_tile<1, RW>(x + t * ldx, ldx, w, ldw, bias, y + t * ldy, ldy, K);
-}
-
-template <>
-void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
-                         int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
-  const bf16_t* w = (const bf16_t*)wv;
-  constexpr int64_t kRows = 48;  // x rows per chunk: 2 x 24 tokens (RW = 4 tiles are 6 tokens tall)
-  for (int64_t c0 = 0; c0 < T; c0 += kRows) {
-    const int64_t c1 = T < c0 + kRows ? T : c0 + kRows;
-    const bf16_t* xb = rows_to_bf16(x, ldx, c0, c1, K);
-    if (c1 - c0 == 1) {  // decode: 8 rows in flight
-      int64_t o = o0;
-      for (; o + 8 <= o1; o += 8) dp_tile<1, 8>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + o, ldy, K);
-      for (; o < o1; o++) dp_tile<1, 1>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + o, ldy, K);
-      continue;
-    }
-    int64_t o = o0;
-    for (; o + 4 <= o1; o += 4)
-      dp_tiles<4>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + c0 * ldy + o, ldy, c1 - c0, K);
-    for (; o < o1; o++)
-      dp_tiles<1>(xb, K, w + o * ldw, ldw, bias ? bias + o : nullptr, y + c0 * ldy + o, ldy, c1 - c0, K);
-  }
-}
-
-#else
 template <>
 void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
                          int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
@@ -189,7 +114,6 @@ void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ld
     else mm_block(xb, K, w, ldw, bias, y + c0 * ldy, ldy, 0, c1 - c0, o0, o1, K);
   }
 }
-#endif
 
 #if defined(EF_ISA_AVX512) || defined(EF_ISA_AVX2)
 // Float panels (quant.h): 16 rows of one k (f32, f16) or of a pair of k (bf16) side by side. A step of a
@@ -268,13 +192,19 @@ constexpr int kPanelTileT = 8, kPanelTileP = 3;
 constexpr int kPanelTileT = 6, kPanelTileP = 1;
 #endif
 
-template <typename W, int RT, int RP>
-inline void fpanel_rows(int rt, const typename FPanel<W>::X* x, int64_t ldx, const W* p, int64_t pstride,
+constexpr int kDecodeP = 3;  // decode: 3 panels per step, independent accumulators to hide the FMA latency
+
+// rt tokens (up to RT) x np panels (up to P)
+template <typename W, int RT, int P>
+inline void fpanel_rows(int rt, int np, const typename FPanel<W>::X* x, int64_t ldx, const W* p, int64_t pstride,
                         const float* bias, float* y, int64_t ldy, int n_last, int64_t K) {
   if constexpr (RT > 1) {
-    if (rt < RT) return fpanel_rows<W, RT - 1, RP>(rt, x, ldx, p, pstride, bias, y, ldy, n_last, K);
+    if (rt < RT) return fpanel_rows<W, RT - 1, P>(rt, np, x, ldx, p, pstride, bias, y, ldy, n_last, K);
   }
-  fpanel_tile<W, RT, RP>(x, ldx, p, pstride, bias, y, ldy, n_last, K);
+  if constexpr (P > 1) {
+    if (np < P) return fpanel_rows<W, RT, P - 1>(rt, np, x, ldx, p, pstride, bias, y, ldy, n_last, K);
+  }
+  fpanel_tile<W, RT, P>(x, ldx, p, pstride, bias, y, ldy, n_last, K);
 }
 
 template <typename W>
@@ -285,25 +215,13 @@ void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t /*ldw*/,
   // tokens per chunk: their rows (~384 KB) and a tile's panels share L2 while the panels stream past
   const int64_t xb = (int64_t)sizeof(typename FPanel<W>::X) * K;
   const int64_t rows = std::max<int64_t>(kPanelTileT, std::min<int64_t>(96, (384 << 10) / xb) / kPanelTileT * kPanelTileT);
+  const int64_t P = T == 1 ? kDecodeP : kPanelTileP;
   for (int64_t c0 = 0; c0 < T; c0 += rows) {
     const int64_t c1 = std::min(T, c0 + rows);
     int64_t ld;
     const typename FPanel<W>::X* xc = FPanel<W>::rows(x, ldx, c0, c1, K, ld);
-    if (c1 - c0 == 1) {  // decode: 3 panels per step, independent accumulators to hide the FMA latency
-      for (int64_t o = o0; o < o1; o += 3 * kPanel) {
-        const int np = (int)std::min<int64_t>(3, (o1 - o + kPanel - 1) / kPanel);
-        const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
-        const W* p = w + (o / kPanel) * pstride;
-        const float* b = bias ? bias + o : nullptr;
-        float* yt = y + c0 * ldy + o;
-        if (np == 3) fpanel_tile<W, 1, 3>(xc, ld, p, pstride, b, yt, ldy, n_last, K);
-        else if (np == 2) fpanel_tile<W, 1, 2>(xc, ld, p, pstride, b, yt, ldy, n_last, K);
-        else fpanel_tile<W, 1, 1>(xc, ld, p, pstride, b, yt, ldy, n_last, K);
-      }
-      continue;
-    }
-    for (int64_t o = o0; o < o1; o += kPanelTileP * kPanel) {
-      const int np = (int)std::min<int64_t>(kPanelTileP, (o1 - o + kPanel - 1) / kPanel);
+    for (int64_t o = o0; o < o1; o += P * kPanel) {
+      const int np = (int)std::min<int64_t>(P, (o1 - o + kPanel - 1) / kPanel);
       const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
       const W* p = w + (o / kPanel) * pstride;
       const float* b = bias ? bias + o : nullptr;
@@ -311,9 +229,8 @@ void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t /*ldw*/,
         const int rt = (int)std::min<int64_t>(kPanelTileT, c1 - t);
         const auto* xt = xc + (t - c0) * ld;
         float* yt = y + t * ldy + o;
-        if (np == 3) fpanel_rows<W, kPanelTileT, 3 <= kPanelTileP ? 3 : 1>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
-        else if (np == 2) fpanel_rows<W, kPanelTileT, 2 <= kPanelTileP ? 2 : 1>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
-        else fpanel_rows<W, kPanelTileT, 1>(rt, xt, ld, p, pstride, b, yt, ldy, n_last, K);
+        if (T == 1) fpanel_rows<W, 1, kDecodeP>(1, np, xt, ld, p, pstride, b, yt, ldy, n_last, K);
+        else fpanel_rows<W, kPanelTileT, kPanelTileP>(rt, np, xt, ld, p, pstride, b, yt, ldy, n_last, K);
       }
     }
   }

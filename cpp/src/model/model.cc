@@ -154,7 +154,7 @@ struct Loader {
     }
     return out;
   }
-  // Quantized and bf16 matrices of layers and heads are repacked into panels where this ISA has panel kernels
+  // Quantized and float matrices of layers and heads are repacked into panels where this ISA has panel kernels
   // (EDGEFORMER_PANELS=0 keeps the stored rows); embeddings (and a head tied to them) keep their rows.
   Tensor panels(const Tensor& t, Role role) const {
     const KernelTable& k = kernels();

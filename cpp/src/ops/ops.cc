@@ -10,6 +10,16 @@
 namespace ef {
 namespace ops {
 
+namespace {
+// A panel kernel of table `tab`: this ISA's, else the generic one (a model packed at load, then set_isa() to
+// an ISA without panels of that type)
+template <class Fn, size_t N>
+Fn panel_kernel(const KernelTable& k, Fn (KernelTable::*tab)[N], DType t) {
+  const Fn f = (k.*tab)[(int)t];
+  return f ? f : (kernels_for(Isa::Generic).*tab)[(int)t];
+}
+}  // namespace
+
 void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const LinearOut* outs,
                   int n) {
   EF_CHECK(n >= 1, "linear_group: no outputs");
@@ -50,15 +60,11 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
   auto product = [&](const LinearOut& o, int64_t o0, int64_t o1) {
     const Tensor& W = *o.W;
     if (quant) {
-      // panels: this ISA's kernel, else the generic one (a model packed at load, then set_isa() to another)
-      auto fn = W.packed ? (k.qmatmul_panel[(int)W.dtype] ? k.qmatmul_panel[(int)W.dtype]
-                                                           : kernels_for(Isa::Generic).qmatmul_panel[(int)W.dtype])
-                         : k.qmatmul[(int)W.dtype];
+      auto fn = W.packed ? panel_kernel(k, &KernelTable::qmatmul_panel, W.dtype) : k.qmatmul[(int)W.dtype];
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
       fn(xp, K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), o.bias, o.y, o.ldy, T, o0, o1, K);
-    } else if (W.packed) {  // bf16 panels, as above
-      auto fn = k.matmul_panel[(int)W.dtype] ? k.matmul_panel[(int)W.dtype]
-                                             : kernels_for(Isa::Generic).matmul_panel[(int)W.dtype];
+    } else if (W.packed) {
+      auto fn = panel_kernel(k, &KernelTable::matmul_panel, W.dtype);
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + " panels");
       fn(x, ldx, W.data, 0, o.bias, o.y, o.ldy, T, o0, o1, K);
     } else {
