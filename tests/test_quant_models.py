@@ -94,7 +94,7 @@ def test_llama_quantized_within_floor(dtype, isa, llama, tmp_path):
 
 @pytest.mark.parametrize("family", ["gpt2", "falcon", "bert"])
 def test_other_families_quantize(family, tmp_path):
-    """Every architecture takes a quantized dtype; q8_0 stays close to its own floor."""
+    """Every architecture takes a quantized dtype; q8_0 and int8 stay close to f32."""
     import transformers as tf
 
     base = dict(vocab_size=320)
@@ -108,9 +108,39 @@ def test_other_families_quantize(family, tmp_path):
     }[family]
     ref = make_model(str(tmp_path), cls, cfg)
     f32 = edgeformer.load(str(tmp_path), threads=2)
-    q = edgeformer.load(str(tmp_path), dtype="q8_0", threads=2)
-    if family == "bert":
-        a, b = f32.hidden_states(PROMPT[:20]), q.hidden_states(PROMPT[:20])
-    else:
-        a, b = f32.logits(PROMPT), q.logits(PROMPT)
-    assert 0 < nmse(b, a) < 2e-3
+    run = (lambda m: m.hidden_states(PROMPT[:20])) if family == "bert" else (lambda m: m.logits(PROMPT))
+    a = run(f32)
+    errs = {dt: nmse(run(edgeformer.load(str(tmp_path), dtype=dt, threads=2)), a) for dt in ("q8_0", "int8")}
+    print(family, errs)
+    assert 0 < errs["q8_0"] < 2e-3 and 0 < errs["int8"] < 2e-3, errs
+
+
+def test_llama_int8(isa, llama, tmp_path):
+    """dtype="int8" (CTranslate2's scheme): q8_0 layer rows that share one scale, activations with one scale per
+    token, integer sums over whole rows. Its error stays near the weights' own; a prompt's logits match a
+    token-by-token replay; a GGUF file written from it is plain q8_0 and loads back to the same logits."""
+    import transformers
+
+    from edgeformer.gguf_io import quantize
+
+    path, f32 = llama
+    model = edgeformer.load(path, dtype="int8", threads=2, max_context=64)
+    for n, t in model._core.weights():
+        if ".mlp." in n or ".attn." in n or n.startswith("lm_head"):
+            assert str(t.dtype) == "DType.q8_0", n
+            blocks = t.numpy().reshape(t.shape[0], -1, 34)
+            assert (blocks[:, :, :2] == blocks[:, :1, :2]).all(), f"{n}: the blocks of a row differ in scale"
+    ours = model.logits(PROMPT)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    floor = nmse(hf_logits(dequantized_reference(model, ref, path), PROMPT), f32)
+    err = nmse(ours, f32)
+    q8 = nmse(edgeformer.load(path, dtype="q8_0", threads=2, max_context=64).logits(PROMPT), f32)
+    print(f"int8: ours {err:.3g}, floor {floor:.3g}, ratio {err / floor:.2f}; q8_0 one-level {q8:.3g}")
+    assert floor > 0 and err <= 2.5 * floor, (err, floor)
+    # decode steps take the same integer products as the prompt
+    core = edgeformer.load(path, dtype="int8", threads=2, max_context=64)._core
+    steps = np.stack([core.forward(np.array([t], np.int32), False) for t in PROMPT[:8]])
+    np.testing.assert_allclose(steps[:, 0], ours[:8], rtol=0, atol=1e-4 * np.abs(ours[:8]).max())
+    out = quantize(path, str(tmp_path / "int8.gguf"), "int8", threads=2)
+    back = edgeformer.load(out, threads=2, max_context=64)
+    np.testing.assert_array_equal(back.logits(PROMPT), ours)

@@ -113,13 +113,15 @@ def main(argv=None) -> int:
     r.add_argument("--repetition-penalty", type=float, default=None)
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--threads", type=int, default=None)
-    r.add_argument("--dtype", default=None, help="f32, f16 or bf16 (default: as stored)")
+    r.add_argument("--dtype", default=None,
+                   help="f32, f16, bf16, q8_0, q4_0, q4_k, q6_k or int8: convert at load (default: as stored)")
     r.add_argument("--max-context", type=int, default=None)
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (a build with EF_CUDA=ON)")
     q = sub.add_parser("quantize", help="write a checkpoint as a GGUF file (llama.cpp's format), quantized")
     q.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer.json)")
     q.add_argument("out", help="output .gguf file (written to a temporary name, then renamed)")
-    q.add_argument("--type", default="q4_0", choices=["q8_0", "q4_0", "q4_k", "q6_k", "f16", "bf16", "f32"])
+    q.add_argument("--type", default="q4_0", choices=["q8_0", "q4_0", "q4_k", "q6_k", "int8", "f16", "bf16", "f32"],
+                   help="int8: q8_0 blocks that share one scale per row (CTranslate2's int8 scheme)")
     q.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     try:

@@ -149,6 +149,66 @@ int main() {
         }
       }
     }
+    {  // one-scale activation quantizer, bit for bit, ties included
+      const int K = 256;
+      auto x = randn(K, 20.f);
+      for (int i = 0; i < K; i += 3) x[i] = (float)((int)x[i]) + (x[i] < 0 ? -0.5f : 0.5f);
+      x[7] = -127.f;
+      std::vector<BlockQ8> a(K / 32), b(K / 32);
+      k.quantize_q8_shared(x.data(), a.data(), K);
+      quantize_row_q8_shared(x.data(), b.data(), K);
+      if (std::memcmp(a.data(), b.data(), sizeof(BlockQ8) * a.size()) == 0) passed++;
+      else {
+        failed++;
+        std::printf("FAIL %s quantize_q8_shared differs from quantize_row_q8_shared\n", name.c_str());
+      }
+    }
+    // row-scaled q8_0 ("int8"): exact integer sums over all of K, one float step per output, computed here;
+    // ranges split inside a tile of panels, a partial last panel; pack/unpack returns the rows
+    if (k.q8_0_rows)
+      for (int K : {32, 96, 2048})
+        for (int T : {1, 2, 9, 13, 70}) {
+          const int O = 53;
+          auto w = randn(O * K), x = randn(T * K), bias = randn(O);
+          w[5] = 40.f;  // an outlier in one row
+          Tensor wt = Tensor::empty(DType::Q8_0, {O, K});
+          for (int o = 0; o < O; o++) quantize_row_q8_0_shared(w.data() + o * K, (uint8_t*)wt.data + o * wt.row_bytes(), K);
+          Tensor pk = pack_panels(wt);
+          const bool same = pk.row_scaled && std::memcmp(unpack_panels(pk).data, wt.data, wt.nbytes()) == 0;
+          if (same) passed++;
+          else {
+            failed++;
+            std::printf("FAIL row-scaled pack/unpack K=%d\n", K);
+          }
+          std::vector<BlockQ8> xq(T * K / 32);
+          for (int t = 0; t < T; t++) quantize_row_q8_shared(x.data() + t * K, xq.data() + t * K / 32, K);
+          std::vector<float> y(T * O), yr(T * O);
+          for (int t = 0; t < T; t++)
+            for (int o = 0; o < O; o++) {
+              const uint8_t* row = (const uint8_t*)wt.data + o * wt.row_bytes();
+              int64_t acc = 0;
+              for (int i = 0; i < K; i++) acc += (int64_t)(int8_t)row[34 * (i / 32) + 2 + i % 32] * xq[t * K / 32 + i / 32].q[i % 32];
+              // the kernels' steps: one rounding for the product (no contraction with the bias), then the bias
+              yr[t * O + o] = std::fma((float)acc, f16_load(row) * xq[t * K / 32].d, 0.f) + bias[o];
+            }
+          for (auto [a, b] : {std::pair<int, int>{0, 16}, {16, 48}, {48, O}})
+            k.q8_0_rows(xq.data(), K / 32, pk.data, 0, bias.data(), y.data(), O, T, a, b, K);
+          check(name + " row-scaled q8_0 K=" + std::to_string(K) + " T=" + std::to_string(T), y, yr, 0.0);
+        }
+    {  // rows whose blocks differ, or longer than the int32 sums take, keep the per-block layout
+      std::vector<float> w = randn(2 * 64);
+      Tensor wt = Tensor::empty(DType::Q8_0, {2, 64});
+      for (int o = 0; o < 2; o++) quantize_row(DType::Q8_0, w.data() + 64 * o, (uint8_t*)wt.data + o * wt.row_bytes(), 64);
+      const int64_t K = kRowScaledMaxK + 32;
+      std::vector<float> wl = randn(K);
+      Tensor wlt = Tensor::empty(DType::Q8_0, {1, K});
+      quantize_row_q8_0_shared(wl.data(), wlt.data, K);
+      if (!pack_panels(wt).row_scaled && !pack_panels(wlt).row_scaled) passed++;
+      else {
+        failed++;
+        std::printf("FAIL per-block or long q8_0 rows took the row-scaled layout\n");
+      }
+    }
     // float panels: against the stored rows' generic product (bf16: the same bf16-rounded activations),
     // panel boundaries and a partial last panel, decode and prompt shapes; pack/unpack returns the rows
     for (DType f : {DType::F32, DType::F16, DType::BF16}) {

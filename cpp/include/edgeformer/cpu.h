@@ -55,10 +55,15 @@ struct KernelTable {
   // q8_0 panels times the activations' first level only (BlockQ8::q): half the integer work of the two-level
   // product, and the error of llama.cpp's and CTranslate2's int8 products. Null where there are no panels.
   QMatmulFn q8_0_panel_one_level;
+  // Row-scaled q8_0 panels (quant.h; Tensor::row_scaled) times activations from quantize_q8_shared: integer sums
+  // over all of K. Null where there are no panels.
+  QMatmulFn q8_0_rows;
   // dst[i] = float(src[i]) for any weight dtype (quantized: n a multiple of the block)
   void (*to_f32[kNumWeightDTypes])(const void* src, float* dst, int64_t n);
   // quantize_row_q8 (quant.h), bit for bit
   void (*quantize_q8)(const float* x, BlockQ8* out, int64_t n);
+  // quantize_row_q8_shared (quant.h), bit for bit: one scale per row, the activations of row-scaled matrices
+  void (*quantize_q8_shared)(const float* x, BlockQ8* out, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
   void (*scale)(float* x, float a, int64_t n);                 // x *= a

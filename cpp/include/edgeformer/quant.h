@@ -54,6 +54,9 @@ static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc
 //                  (so a panel is K / 2 such 64-byte vectors in k order)                       (1024 bytes)
 //   f32, f16 (16 k): 16 chunks [16 rows][1 element], chunk j = k j: one FMA advances 16 rows by 1 k
 //                  (a panel is K such vectors in k order)                               (1024 / 512 bytes)
+//   q8_0 rows sharing one scale (Tensor::row_scaled; "int8", CTranslate2's scheme): a header of 16 f16 scales (one
+//                  per row, then 32 zero bytes) | K / 4 chunks [16 rows][4 int8], chunk g = k 4g..4g+3: the
+//                  integer sums run over all of K, and meet the scales once per output       (64 + 16 K bytes)
 // In the float layouts, row o's element k sits in panel o / 16 at element (k / s) 16 s + (o % 16) s + k % s,
 // with s = 2 for bf16 and 1 for f32 and f16.
 constexpr int64_t kPanel = 16;
@@ -68,12 +71,25 @@ static inline bool packable(DType t, int64_t K) {
   return (int)t <= (int)DType::Q6_K && K > 0 && K % panel_block(t) == 0;  // the float and quantized types
 }
 
+// The row-scaled q8_0 layout: bytes of one panel, and the longest row it takes (the int32 sums of
+// (int8 + 128) * int8 products stay exact up to 65536 of them).
+static inline int64_t row_panel_bytes(int64_t K) { return 64 + 16 * K; }
+constexpr int64_t kRowScaledMaxK = 65536;
+// Whether every q8_0 block of a row of K elements has the same scale.
+bool q8_0_row_shares_scale(const uint8_t* row, int64_t K);
+
 // x: n floats (n a multiple of 32) -> n / 32 blocks. q = round-half-away(x / d), d = max|x| / 127.
 void quantize_row_q8(const float* x, BlockQ8* out, int64_t n);
+
+// The first level only, with one scale for the whole row (max|x| / 127 over all n): the activations of row-scaled
+// q8_0 matrices (one scale per token, as CTranslate2's int8). d2, rsum and r are zero.
+void quantize_row_q8_shared(const float* x, BlockQ8* out, int64_t n);
 
 // Weights: n floats (a multiple of the type's block) -> its blocks. q8_0 and q4_0 as gguf-py / llama.cpp's
 // reference quantizers; q4_k and q6_k with a simpler scale search than llama.cpp's (same layout).
 void quantize_row(DType to, const float* x, void* out, int64_t n);
+// q8_0 blocks that share one scale, f16(max|x| / 127) over all n: a row of an "int8" matrix.
+void quantize_row_q8_0_shared(const float* x, void* out, int64_t n);
 // Blocks -> n floats, exactly as gguf-py computes them.
 void dequantize_row(DType from, const void* src, float* out, int64_t n);
 

@@ -36,6 +36,7 @@ struct Tensor {
   std::string source;            // the file it came from, if any
   const MappedFile* mapped = nullptr;  // the memory-mapped file the data lies in (owner keeps it alive), if any
   bool packed = false;           // quantized rows repacked into panels (quant.h); shape stays [rows, K]
+  bool row_scaled = false;       // packed q8_0 whose rows each share one scale: the row-scaled layout (quant.h)
 
   static Tensor empty(DType dtype, std::vector<int64_t> shape);  // owned, contiguous, uninitialized
   int64_t dim() const { return (int64_t)shape.size(); }
@@ -52,8 +53,9 @@ struct Tensor {
   size_t storage_bytes() const;      // bytes of memory the data occupies (panels included)
 };
 
-// Quantized [rows, K] matrix <-> panels (quant.h). pack_panels needs packable(); unpack_panels gives the
-// stored row layout back, bit for bit.
+// Quantized [rows, K] matrix <-> panels (quant.h). pack_panels needs packable(); a q8_0 matrix whose rows each
+// share one scale (K <= kRowScaledMaxK) takes the row-scaled layout. unpack_panels gives the stored row layout
+// back, bit for bit.
 Tensor pack_panels(const Tensor& t, ThreadPool* pool = nullptr);
 Tensor unpack_panels(const Tensor& t);
 

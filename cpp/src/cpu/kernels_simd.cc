@@ -13,6 +13,7 @@
 #else
 #define EF_QPANEL_TABLE {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}
 #define EF_QPANEL_Q8_ONE_LEVEL nullptr
+#define EF_QPANEL_Q8_ROWS nullptr
 #endif
 
 namespace ef {
@@ -418,6 +419,31 @@ void quantize_q8_simd(const float* x, BlockQ8* out, int64_t n) {
   }
 }
 
+// quantize_row_q8_shared (quant.cc) in vectors, bit for bit: one scale for the row, the first level only.
+void quantize_q8_shared_simd(const float* x, BlockQ8* out, int64_t n) {
+  constexpr int kV = 32 / kW;
+  vf am = vzero();
+  for (int64_t i = 0; i < n; i += kW) am = vmax(am, vabs(vload(x + i)));
+  const float d = vmaxall(am) / 127.f, id = d != 0 ? 1.f / d : 0.f;
+  const vf vid = vset1(id);
+  for (int64_t b = 0; b < n / 32; b++, x += 32) {
+    BlockQ8& o = out[b];
+    o.d = d;
+    o.d2 = 0;
+    o.rsum = o.unused = 0;
+    vf s0 = vzero(), s1 = vzero();
+    for (int i = 0; i < kV; i++) {
+      const vf q = vround_away(vmul(vload(x + i * kW), vid));
+      vstore_i8(o.q + i * kW, q);
+      if (i < kV / 2) s0 = vadd(s0, q);
+      else s1 = vadd(s1, q);
+    }
+    o.sum[0] = (int16_t)vsum(s0);
+    o.sum[1] = (int16_t)vsum(s1);
+    std::memset(o.r, 0, sizeof o.r);
+  }
+}
+
 #if defined(EF_ISA_AVX512BF16)
 constexpr Isa kIsa = Isa::AVX512BF16;
 #elif defined(EF_ISA_AVX512VNNI)
@@ -439,8 +465,10 @@ const KernelTable kTable = {
     EF_QMATMUL_TABLE,
     EF_QPANEL_TABLE,
     EF_QPANEL_Q8_ONE_LEVEL,
+    EF_QPANEL_Q8_ROWS,
     {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>, EF_DEQUANT_ENTRIES},
     quantize_q8_simd,
+    quantize_q8_shared_simd,
     dot_simd, axpy_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
     act_mul_simd,
 };

@@ -271,6 +271,8 @@ inline void unpack_q6(const uint8_t* ql, const uint8_t* qh, int sl, int sh, int8
 #if defined(EF_ISA_AVX512)
 #define EF_HAVE_PANELS 1
 constexpr int kPanelRT = 6;  // tokens per tile: 3 x 6 accumulators + operands fit the 32 zmm registers
+// row-scaled q8_0: 8 tokens x 3 panels (24 accumulators, 3 weight vectors, a broadcast); decode: 4 panels
+constexpr int kRowTileT = 8, kRowTileP = 3, kRowDecodeP = 4;
 using pi = __m512i;
 using pf = __m512;
 using pw = __m512i;
@@ -329,6 +331,7 @@ inline void pf_store(float* y, pf v, const float* bias, int n) {
 #elif defined(EF_ISA_AVX2)
 #define EF_HAVE_PANELS 1
 constexpr int kPanelRT = 2;  // each 16-lane value is two ymm registers: 16 of them hold a 2-token tile
+constexpr int kRowTileT = 2, kRowTileP = 1, kRowDecodeP = 2;
 constexpr int32_t kS8Bias = 0;
 struct pi { __m256i a, b; };
 struct pf { __m256 a, b; };
@@ -400,6 +403,7 @@ inline void pf_store(float* y, pf v, const float* bias, int n) {
 #elif defined(EF_ISA_NEON)
 #define EF_HAVE_PANELS 1
 constexpr int kPanelRT = 2;  // each 16-lane value is four q registers: 32 of them hold a 2-token tile
+constexpr int kRowTileT = 2, kRowTileP = 1, kRowDecodeP = 2;
 constexpr int32_t kS8Bias = 0;
 struct pi { int32x4_t v[4]; };  // v[i] lane r: row 4i + r
 struct pf { float32x4_t v[4]; };

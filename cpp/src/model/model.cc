@@ -75,7 +75,8 @@ namespace {
 enum class Role { Layer, Embedding, Head };
 
 // Converts a float tensor row by row into another float type or a quantized type, over the thread pool.
-Tensor convert_rows(const Tensor& t, DType to, ThreadPool* pool) {
+// shared: q8_0 rows whose blocks share one scale (the "int8" dtype).
+Tensor convert_rows(const Tensor& t, DType to, ThreadPool* pool, bool shared = false) {
   if (!is_quantized(to)) return t.converted(to);
   const int64_t K = t.shape.back(), rows = t.numel() / std::max<int64_t>(K, 1);
   Tensor out = Tensor::empty(to, t.shape);
@@ -87,7 +88,9 @@ Tensor convert_rows(const Tensor& t, DType to, ThreadPool* pool) {
     std::vector<float> buf(K);
     for (int64_t r = r0; r < r1; r++) {
       k.to_f32[(int)t.dtype]((const uint8_t*)t.data + r * src_row, buf.data(), K);
-      quantize_row(to, buf.data(), (uint8_t*)out.data + r * out.row_bytes(), K);
+      uint8_t* o = (uint8_t*)out.data + r * out.row_bytes();
+      if (shared) quantize_row_q8_0_shared(buf.data(), o, K);
+      else quantize_row(to, buf.data(), o, K);
     }
   });
   return out;
@@ -98,6 +101,7 @@ struct Loader {
   const std::map<std::string, std::string>& names;
   DType convert_to;
   bool convert;
+  bool int8;  // convert_to is q8_0, layer and head matrices with one scale per row (CTranslate2's int8)
   ThreadPool* pool;
   bool progress;
   int64_t total = 0, done = 0;
@@ -134,7 +138,7 @@ struct Loader {
     if (is_quantized(t->dtype)) return panels(*t, role);  // already quantized (GGUF)
     const DType to = target(*t, role);
     Tensor out = *t;
-    if (to != t->dtype) out = convert_rows(*t, to, pool);
+    if (to != t->dtype) out = convert_rows(*t, to, pool, int8 && role != Role::Embedding && to == DType::Q8_0);
     else if (!t->rows_contiguous()) out = t->converted(t->dtype);
     out = panels(out, role);
     if (!out.packed && out.data == t->data && t->mapped && role != Role::Embedding && t->contiguous()) {
@@ -148,7 +152,7 @@ struct Loader {
     }
     if (progress && convert) {
       done += (int64_t)t->nbytes();
-      std::fprintf(stderr, "\r[edgeformer] converting weights to %s: %3d%%", dtype_name(convert_to),
+      std::fprintf(stderr, "\r[edgeformer] converting weights to %s: %3d%%", int8 ? "int8" : dtype_name(convert_to),
                    (int)(100 * done / std::max<int64_t>(total, 1)));
       std::fflush(stderr);
     }
@@ -226,8 +230,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
                                                  std::to_string(spec_.max_position) + ")");
   int threads = opts.threads > 0 ? opts.threads : physical_cores();
   pool_ = std::make_shared<ThreadPool>(threads);
-  Loader L{ckpt, names, DType::F32, !opts.dtype.empty(), pool_.get(), opts.progress};
-  if (L.convert) L.convert_to = parse_dtype(opts.dtype, "argument 'dtype'");
+  Loader L{ckpt, names, DType::F32, !opts.dtype.empty(), opts.dtype == "int8", pool_.get(), opts.progress};
+  if (L.convert) L.convert_to = L.int8 ? DType::Q8_0 : parse_dtype(opts.dtype, "argument 'dtype'");
   if (L.progress)
     for (auto& kv : names)
       if (ckpt.contains(kv.second)) L.total += (int64_t)ckpt.get(kv.second).nbytes();

@@ -24,14 +24,14 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
                   int n) {
   EF_CHECK(n >= 1, "linear_group: no outputs");
   const int64_t K = outs[0].W->shape.size() == 2 ? outs[0].W->shape[1] : -1;
-  const bool quant = is_quantized(outs[0].W->dtype);
+  const bool quant = is_quantized(outs[0].W->dtype), row_scaled = outs[0].W->row_scaled;
   for (int i = 0; i < n; i++) {
     const Tensor& W = *outs[i].W;
     EF_CHECK(W.dim() == 2 && W.rows_contiguous(), W.describe() + ": linear needs a 2-D weight with contiguous rows");
     EF_CHECK(is_weight(W.dtype), W.describe() + ": unsupported weight dtype " + dtype_name(W.dtype));
     if (is_quantized(W.dtype))
       EF_CHECK(W.shape[1] % dtype_block(W.dtype) == 0, W.describe() + ": rows must be whole blocks");
-    if (W.shape[1] != K || is_quantized(W.dtype) != quant) {  // not one group: one product at a time
+    if (W.shape[1] != K || is_quantized(W.dtype) != quant || W.row_scaled != row_scaled) {  // not one group: one product at a time
       for (int j = 0; j < n; j++) linear_group(pool, k, x, ldx, T, outs + j, 1);
       return;
     }
@@ -44,23 +44,27 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
   const bool par = pool && pool->size() > 1 && total * K * std::max<int64_t>(T, 1) >= (1 << 15);
   const BlockQ8* xp = nullptr;
   if (quant) {
-    // activations quantized once per row to 8-bit blocks, shared by every thread and every output
+    // activations quantized once per row to 8-bit blocks, shared by every thread and every output (one scale
+    // per row for row-scaled weights)
     const int64_t nb = K / kQ8Block;
+    const auto quantize = row_scaled ? k.quantize_q8_shared : k.quantize_q8;
     thread_local std::vector<BlockQ8> xq;
     if ((int64_t)xq.size() < T * nb) xq.resize(T * nb);
     BlockQ8* xw = xq.data();
     if (par && T >= 4)
       pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
+        for (int64_t t = t0; t < t1; t++) quantize(x + t * ldx, xw + t * nb, K);
       });
     else
-      for (int64_t t = 0; t < T; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
+      for (int64_t t = 0; t < T; t++) quantize(x + t * ldx, xw + t * nb, K);
     xp = xw;
   }
   auto product = [&](const LinearOut& o, int64_t o0, int64_t o1) {
     const Tensor& W = *o.W;
     if (quant) {
-      auto fn = W.packed ? panel_kernel(k, &KernelTable::qmatmul_panel, W.dtype) : k.qmatmul[(int)W.dtype];
+      auto fn = W.row_scaled ? (k.q8_0_rows ? k.q8_0_rows : kernels_for(Isa::Generic).q8_0_rows)
+                : W.packed  ? panel_kernel(k, &KernelTable::qmatmul_panel, W.dtype)
+                            : k.qmatmul[(int)W.dtype];
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
       fn(xp, K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), o.bias, o.y, o.ldy, T, o0, o1, K);
     } else if (W.packed) {

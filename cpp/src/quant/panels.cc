@@ -125,6 +125,37 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
     }
   }
 }
+// The row-scaled q8_0 layout (quant.h) of 16 rows: src[r] is row r's K / 32 q8_0 blocks (null past the end).
+void pack_rows(const uint8_t* const* src, int64_t K, uint8_t* dst) {
+  std::memset(dst, 0, (size_t)row_panel_bytes(K));
+  for (int r = 0; r < 16; r++) {
+    const uint8_t* s = src[r];
+    if (!s) continue;
+    std::memcpy(dst + 2 * r, s, 2);  // the scale every block of the row shares
+    for (int64_t b = 0; b < K / 32; b++)
+      for (int c = 0; c < 8; c++) std::memcpy(dst + 64 + 64 * (8 * b + c) + 4 * r, s + 34 * b + 2 + 4 * c, 4);
+  }
+}
+
+void unpack_rows(const uint8_t* src, int64_t K, uint8_t* const* dst) {
+  for (int r = 0; r < 16; r++) {
+    uint8_t* d = dst[r];
+    if (!d) continue;
+    for (int64_t b = 0; b < K / 32; b++) {
+      std::memcpy(d + 34 * b, src + 2 * r, 2);
+      for (int c = 0; c < 8; c++) std::memcpy(d + 34 * b + 2 + 4 * c, src + 64 + 64 * (8 * b + c) + 4 * r, 4);
+    }
+  }
+}
+
+// Whether a q8_0 matrix takes the row-scaled layout: every row's blocks share one scale.
+bool rows_share_scales(const Tensor& t) {
+  const int64_t O = t.shape[0], K = t.shape[1];
+  if (t.dtype != DType::Q8_0 || K > kRowScaledMaxK) return false;
+  for (int64_t o = 0; o < O; o++)
+    if (!q8_0_row_shares_scale((const uint8_t*)t.data + o * t.row_bytes(), K)) return false;
+  return true;
+}
 }  // namespace
 
 int64_t panel_bytes(DType t, int64_t K) {
@@ -134,25 +165,33 @@ int64_t panel_bytes(DType t, int64_t K) {
 
 size_t Tensor::storage_bytes() const {
   if (!packed) return nbytes();
-  return (size_t)((shape[0] + kPanel - 1) / kPanel * panel_bytes(dtype, shape[1]));
+  return (size_t)((shape[0] + kPanel - 1) / kPanel * (row_scaled ? row_panel_bytes(shape[1]) : panel_bytes(dtype, shape[1])));
 }
 
 Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
   EF_CHECK(t.dim() == 2 && !t.packed && t.rows_contiguous() && packable(t.dtype, t.shape[1]),
            t.describe() + ": cannot repack a " + dtype_name(t.dtype) + " tensor of shape " + t.shape_str());
   const int64_t O = t.shape[0], K = t.shape[1], nb = K / panel_block(t.dtype), P = (O + kPanel - 1) / kPanel;
-  const int64_t pb = panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype);
+  const bool row_scaled = rows_share_scales(t);
+  const int64_t pb = row_scaled ? row_panel_bytes(K) : panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype);
   const int64_t blk = (int64_t)dtype_bytes(t.dtype, panel_block(t.dtype));
   auto buf = std::make_shared<Buffer>((size_t)(P * pb));
   const uint8_t* src = (const uint8_t*)t.data;
   const int64_t rb = t.row_bytes();
   auto pack = [&](int, int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; p++)
+    for (int64_t p = p0; p < p1; p++) {
+      if (row_scaled) {
+        const uint8_t* rows[16];
+        for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? src + (p * 16 + r) * rb : nullptr;
+        pack_rows(rows, K, (uint8_t*)buf->data + p * pb);
+        continue;
+      }
       for (int64_t b = 0; b < nb; b++) {
         const uint8_t* rows[16];
         for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? src + (p * 16 + r) * rb + b * blk : nullptr;
         pack_block(t.dtype, rows, (uint8_t*)buf->data + p * pb + b * bb);
       }
+    }
   };
   if (pool && P > 1) pool->parallel_for(P, 1, pack);
   else pack(0, 0, P);
@@ -162,24 +201,32 @@ Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
   out.data = buf->data;
   out.strides = contiguous_strides(t.dtype, t.shape);
   out.packed = true;
+  out.row_scaled = row_scaled;
   return out;
 }
 
 Tensor unpack_panels(const Tensor& t) {
   if (!t.packed) return t;
   const int64_t O = t.shape[0], K = t.shape[1], nb = K / panel_block(t.dtype), P = (O + kPanel - 1) / kPanel;
-  const int64_t pb = panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype);
+  const int64_t pb = t.row_scaled ? row_panel_bytes(K) : panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype);
   const int64_t blk = (int64_t)dtype_bytes(t.dtype, panel_block(t.dtype));
   Tensor out = Tensor::empty(t.dtype, t.shape);
   out.name = t.name;
   out.source = t.source;
   const int64_t rb = out.row_bytes();
-  for (int64_t p = 0; p < P; p++)
+  for (int64_t p = 0; p < P; p++) {
+    if (t.row_scaled) {
+      uint8_t* rows[16];
+      for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? (uint8_t*)out.data + (p * 16 + r) * rb : nullptr;
+      unpack_rows((const uint8_t*)t.data + p * pb, K, rows);
+      continue;
+    }
     for (int64_t b = 0; b < nb; b++) {
       uint8_t* rows[16];
       for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? (uint8_t*)out.data + (p * 16 + r) * rb + b * blk : nullptr;
       unpack_block(t.dtype, (const uint8_t*)t.data + p * pb + b * bb, rows);
     }
+  }
   return out;
 }
 

@@ -164,6 +164,45 @@ void quantize_row_q8(const float* x, BlockQ8* out, int64_t n) {
   }
 }
 
+void quantize_row_q8_shared(const float* x, BlockQ8* out, int64_t n) {
+  float amax = 0;
+  for (int64_t i = 0; i < n; i++) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 127.f, id = d != 0 ? 1.f / d : 0.f;
+  for (int64_t b = 0; b < n / 32; b++, x += 32) {
+    BlockQ8& o = out[b];
+    o.d = d;
+    o.d2 = 0;
+    o.rsum = o.unused = 0;
+    for (int h = 0; h < 2; h++) {
+      int s = 0;
+      for (int i = 16 * h; i < 16 * h + 16; i++) {
+        o.q[i] = (int8_t)round_away(x[i] * id);
+        s += o.q[i];
+      }
+      o.sum[h] = (int16_t)s;
+    }
+    std::memset(o.r, 0, sizeof o.r);
+  }
+}
+
+void quantize_row_q8_0_shared(const float* x, void* out, int64_t n) {
+  float amax = 0;
+  for (int64_t i = 0; i < n; i++) amax = std::max(amax, std::fabs(x[i]));
+  const uint16_t h = f32_to_f16(amax / 127.f);
+  const float d = f16_to_f32(h), id = d != 0 ? 1.f / d : 0.f;  // the stored scale, which the products use
+  uint8_t* o = (uint8_t*)out;
+  for (int64_t b = 0; b < n / 32; b++, x += 32, o += 34) {
+    std::memcpy(o, &h, 2);
+    for (int i = 0; i < 32; i++) o[2 + i] = (uint8_t)(int8_t)std::min(127.f, std::max(-127.f, round_away(x[i] * id)));
+  }
+}
+
+bool q8_0_row_shares_scale(const uint8_t* row, int64_t K) {
+  for (int64_t b = 1; b < K / 32; b++)
+    if (std::memcmp(row, row + 34 * b, 2) != 0) return false;
+  return true;
+}
+
 void quantize_row(DType to, const float* x, void* out, int64_t n) {
   const int64_t nb = n / dtype_block(to);
   uint8_t* o = (uint8_t*)out;

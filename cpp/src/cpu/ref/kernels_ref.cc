@@ -44,6 +44,7 @@ inline qacc dot_q4_acc(qacc acc, const uint8_t* qs, const int8_t* x, float scale
 }
 // scalar panel primitives for qpanel.h (fma as the SIMD copies do, so that they agree to the last bit)
 constexpr int kPanelRT = 4;
+constexpr int kRowTileT = 4, kRowTileP = 1, kRowDecodeP = 1;
 constexpr int32_t kS8Bias = 0;
 struct pi { int32_t v[16]; };
 struct pf { float v[16]; };
@@ -250,8 +251,10 @@ const KernelTable kTable = {
     EF_QMATMUL_TABLE,
     EF_QPANEL_TABLE,
     EF_QPANEL_Q8_ONE_LEVEL,
+    EF_QPANEL_Q8_ROWS,
     {to_f32_ref<float>, to_f32_ref<f16_t>, to_f32_ref<bf16_t>, EF_DEQUANT_ENTRIES},
     quantize_row_q8,
+    quantize_row_q8_shared,
     dot_ref, axpy_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
 };
 
