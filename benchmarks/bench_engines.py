@@ -81,7 +81,7 @@ class CT2:
     def __init__(self, path, precision, threads, ctx):
         import ctranslate2
 
-        self.compute = "int8" if precision == "q8_0" else "float32"
+        self.compute = "int8" if precision in ("q8_0", "int8") else "float32"
         self.m = ctranslate2.Generator(path, device="cpu", compute_type=self.compute, intra_threads=threads)
         with open(os.path.join(path, "vocabulary.json")) as f:
             self.vocab = json.load(f)
@@ -236,6 +236,9 @@ def configs(root, size, precision, engines):
         "bf16": [("edgeformer", hf, "bf16"), ("torch", hf, "bf16")],
         "q8_0": [("edgeformer", f(lc["q8_0"]), "q8_0"), ("llama.cpp", f(lc["q8_0"]), "q8_0"),
                  ("ct2", f("ct2-int8"), "int8")],
+        # edgeformer's int8 (q8_0 rows sharing one scale) against CTranslate2's int8 and llama.cpp's q8_0
+        "int8": [("edgeformer", f("ef-int8.gguf"), "int8"), ("ct2", f("ct2-int8"), "int8"),
+                 ("llama.cpp", f(lc["q8_0"]), "q8_0")],
         "q4_0": [("edgeformer", f(lc["q4_0"]), "q4_0"), ("llama.cpp", f(lc["q4_0"]), "q4_0")],
         "q4_k": [("edgeformer", f(lc["q4_k"]), "q4_k_m"), ("llama.cpp", f(lc["q4_k"]), "q4_k_m")],
     }
@@ -253,7 +256,7 @@ def configs(root, size, precision, engines):
 def weight_bytes(path, precision, hf):
     if path.endswith(".gguf"):
         return gguf_weight_bytes(path)
-    return hf_weight_bytes(hf, {"f32": 4, "bf16": 2, "f16": 2, "q8_0": 1}[precision])
+    return hf_weight_bytes(hf, {"f32": 4, "bf16": 2, "f16": 2, "q8_0": 1, "int8": 1}[precision])
 
 
 def run(args):
@@ -394,7 +397,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", nargs="?")
     ap.add_argument("--sizes", default="1.1b")
-    ap.add_argument("--precisions", default="f32,f16,bf16,q8_0,q4_0,q4_k")
+    ap.add_argument("--precisions", default="f32,f16,bf16,q8_0,int8,q4_0,q4_k")
     ap.add_argument("--engines", default="edgeformer,llama.cpp,ct2,torch")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompts", default="128,512")

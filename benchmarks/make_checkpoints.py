@@ -3,7 +3,7 @@
 values), in every engine's format:
 
     OUT/<size>/hf/            HF layout, f16 safetensors (sharded), a 32000-token byte-level BPE tokenizer
-    OUT/<size>/ef-<t>.gguf    GGUF written by edgeformer (`edgeformer.quantize`), t in f16 q8_0 q4_0 q4_k
+    OUT/<size>/ef-<t>.gguf    GGUF written by edgeformer (`edgeformer.quantize`), t in f16 q8_0 int8 q4_0 q4_k
     OUT/<size>/lc-<t>.gguf    GGUF quantized by llama.cpp's own quantizer (llama-cpp-python), t in q8_0 q4_0 q4_k_m
     OUT/<size>/ct2-<t>/       CTranslate2's converter, t in int8 float32
 
@@ -157,7 +157,7 @@ def main():
         done = four_bit and all(os.path.exists(os.path.join(root, f)) for f in ("ef-q4_0.gguf", "lc-q4_0.gguf"))
         if not done:
             step("hf f16", os.path.join(hf, "config.json"), lambda: make_hf(hf, SIZES[size]))
-        types = ("q4_0",) if four_bit else ("f16", "q8_0", "q4_0", "q4_k")
+        types = ("q4_0",) if four_bit else ("f16", "q8_0", "int8", "q4_0", "q4_k")
         for t in types:
             dst = os.path.join(root, f"ef-{t}.gguf")
             step(f"edgeformer {t}", dst, lambda: edgeformer.quantize(hf, dst, type=t, threads=a.threads))
