@@ -55,8 +55,9 @@ static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc
 //   f32, f16 (16 k): 16 chunks [16 rows][1 element], chunk j = k j: one FMA advances 16 rows by 1 k
 //                  (a panel is K such vectors in k order)                               (1024 / 512 bytes)
 //   q8_0 rows sharing one scale (Tensor::row_scaled; "int8", CTranslate2's scheme): a header of 16 f16 scales (one
-//                  per row, then 32 zero bytes) | K / 4 chunks [16 rows][4 int8], chunk g = k 4g..4g+3: the
-//                  integer sums run over all of K, and meet the scales once per output       (64 + 16 K bytes)
+//                  per row, then 32 zero bytes) | K / 4 chunks [16 rows][4 int8 + 128], chunk g = k 4g..4g+3
+//                  (stored + 128: VPDPBUSD's unsigned operand as it is): the integer sums run over all of K,
+//                  and meet the scales once per output                                      (64 + 16 K bytes)
 // In the float layouts, row o's element k sits in panel o / 16 at element (k / s) 16 s + (o % 16) s + k % s,
 // with s = 2 for bf16 and 1 for f32 and f16.
 constexpr int64_t kPanel = 16;

@@ -6,6 +6,7 @@
 //   kRowTileT x kRowTileP (tokens x panels of a row-scaled q8_0 tile), kRowDecodeP (panels of a decode step)
 //   pi pi_set1(int32_t)  pi pi_add(pi, pi)  pf pf_zero()  pw pw_load(const uint8_t*)  void pw_nibbles(pw, pw& lo, pw& hi)
 //   pw pw_signed(pw)                              int8 weights prepared for pi_dot_s8
+//   pw pw_unoffset(pw)                            int8 weights stored + 128 (the row-scaled layout), the same
 //   pi pi_dot_u8(pi, pw u, const int8_t* x4)      acc[r] += sum_j u[4r+j] x4[j]   (u in 0..63)
 //   pi pi_dot_s8(pi, pw s, const int8_t* x4)      acc[r] += sum_j s[4r+j] x4[j] + kS8Bias * sum(x4)
 //   pw pw_and8(pw, uint8_t)  pw pw_or(pw, pw)  pw pw_sll16(pw, int)  pw pw_srl16(pw, int)  (16-bit lane shifts)
@@ -203,7 +204,7 @@ inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* corr, 
     for (int u = 0; u < 8; u++) {  // K is whole blocks of 32: 8 steps
       pw w[RP];
 #pragma GCC unroll 4
-      for (int j = 0; j < RP; j++) w[j] = pw_signed(pw_load(q + 64 * u + j * pstride));
+      for (int j = 0; j < RP; j++) w[j] = pw_unoffset(pw_load(q + 64 * u + j * pstride));
 #pragma GCC unroll 8
       for (int t = 0; t < RT; t++)
 #pragma GCC unroll 4

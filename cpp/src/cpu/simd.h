@@ -301,11 +301,13 @@ inline __m512i bcast4(const int8_t* x) {
 #if defined(EF_ISA_AVX512VNNI)
 constexpr int32_t kS8Bias = 128;  // VPDPBUSD wants unsigned weights: int8 + 128, the excess removed by sums
 inline pw pw_signed(pw v) { return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)); }
+inline pw pw_unoffset(pw v) { return v; }  // int8 stored + 128 is already what VPDPBUSD wants
 inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) { return _mm512_dpbusd_epi32(acc, u, bcast4(x)); }
 inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) { return _mm512_dpbusd_epi32(acc, s, bcast4(x)); }
 #else
 constexpr int32_t kS8Bias = 0;
 inline pw pw_signed(pw v) { return v; }
+inline pw pw_unoffset(pw v) { return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)); }
 inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) {
   return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, bcast4(x)), _mm512_set1_epi16(1)));
 }
@@ -347,6 +349,10 @@ inline void pw_nibbles(pw v, pw& lo, pw& hi) {
   hi = {_mm256_and_si256(_mm256_srli_epi16(v.a, 4), m), _mm256_and_si256(_mm256_srli_epi16(v.b, 4), m)};
 }
 inline pw pw_signed(pw v) { return v; }
+inline pw pw_unoffset(pw v) {
+  const __m256i m = _mm256_set1_epi8((char)0x80);
+  return {_mm256_xor_si256(v.a, m), _mm256_xor_si256(v.b, m)};
+}
 inline pw pw_and8(pw v, uint8_t m) {
   const __m256i mm = _mm256_set1_epi8((char)m);
   return {_mm256_and_si256(v.a, mm), _mm256_and_si256(v.b, mm)};
@@ -423,6 +429,10 @@ inline void pw_nibbles(pw v, pw& lo, pw& hi) {
   }
 }
 inline pw pw_signed(pw v) { return v; }
+inline pw pw_unoffset(pw v) {
+  for (int i = 0; i < 4; i++) v.v[i] = veorq_u8(v.v[i], vdupq_n_u8(0x80));
+  return v;
+}
 inline pw pw_and8(pw v, uint8_t m) {
   for (int i = 0; i < 4; i++) v.v[i] = vandq_u8(v.v[i], vdupq_n_u8(m));
   return v;

@@ -133,7 +133,8 @@ void pack_rows(const uint8_t* const* src, int64_t K, uint8_t* dst) {
     if (!s) continue;
     std::memcpy(dst + 2 * r, s, 2);  // the scale every block of the row shares
     for (int64_t b = 0; b < K / 32; b++)
-      for (int c = 0; c < 8; c++) std::memcpy(dst + 64 + 64 * (8 * b + c) + 4 * r, s + 34 * b + 2 + 4 * c, 4);
+      for (int c = 0; c < 8; c++)
+        for (int i = 0; i < 4; i++) dst[64 + 64 * (8 * b + c) + 4 * r + i] = s[34 * b + 2 + 4 * c + i] ^ 0x80;  // + 128
   }
 }
 
@@ -143,7 +144,8 @@ void unpack_rows(const uint8_t* src, int64_t K, uint8_t* const* dst) {
     if (!d) continue;
     for (int64_t b = 0; b < K / 32; b++) {
       std::memcpy(d + 34 * b, src + 2 * r, 2);
-      for (int c = 0; c < 8; c++) std::memcpy(d + 34 * b + 2 + 4 * c, src + 64 + 64 * (8 * b + c) + 4 * r, 4);
+      for (int c = 0; c < 8; c++)
+        for (int i = 0; i < 4; i++) d[34 * b + 2 + 4 * c + i] = src[64 + 64 * (8 * b + c) + 4 * r + i] ^ 0x80;
     }
   }
 }

@@ -76,6 +76,10 @@ inline void pw_nibbles(pw v, pw& lo, pw& hi) {
   }
 }
 inline pw pw_signed(pw v) { return v; }
+inline pw pw_unoffset(pw v) {
+  for (int i = 0; i < 64; i++) v.b[i] ^= 0x80;
+  return v;
+}
 inline pw pw_and8(pw v, uint8_t m) {
   for (int i = 0; i < 64; i++) v.b[i] &= m;
   return v;
