@@ -149,22 +149,26 @@ int main() {
         }
       }
     }
-    {  // one-scale activation quantizer, bit for bit, ties included
-      const int K = 256;
-      auto x = randn(K, 20.f);
-      for (int i = 0; i < K; i += 3) x[i] = (float)((int)x[i]) + (x[i] < 0 ? -0.5f : 0.5f);
+    {  // the row-scaled activations' quantizer (grouped layout), bit for bit, ties included, a partial group
+      const int K = 256, T = 11;
+      auto x = randn(T * K, 20.f);
+      for (int i = 0; i < T * K; i += 3) x[i] = (float)((int)x[i]) + (x[i] < 0 ? -0.5f : 0.5f);
       x[7] = -127.f;
-      std::vector<BlockQ8> a(K / 32), b(K / 32);
-      k.quantize_q8_shared(x.data(), a.data(), K);
-      quantize_row_q8_shared(x.data(), b.data(), K);
-      if (std::memcmp(a.data(), b.data(), sizeof(BlockQ8) * a.size()) == 0) passed++;
+      const int G = (T + kRowGroup - 1) / kRowGroup * kRowGroup;
+      std::vector<int8_t> qa(G * K, 0), qb(G * K, 0);
+      std::vector<float> da(T), db(T);
+      std::vector<int32_t> sa(T), sb(T);
+      k.quantize_q8_rows(x.data(), K, 0, 8, K, qa.data(), da.data(), sa.data());
+      k.quantize_q8_rows(x.data(), K, 8, T, K, qa.data(), da.data(), sa.data());
+      quantize_rows_q8(x.data(), K, 0, T, K, qb.data(), db.data(), sb.data());
+      if (qa == qb && da == db && sa == sb) passed++;
       else {
         failed++;
-        std::printf("FAIL %s quantize_q8_shared differs from quantize_row_q8_shared\n", name.c_str());
+        std::printf("FAIL %s quantize_q8_rows differs from quantize_rows_q8\n", name.c_str());
       }
     }
     // row-scaled q8_0 ("int8"): exact integer sums over all of K, one float step per output, computed here;
-    // ranges split inside a tile of panels, a partial last panel; pack/unpack returns the rows
+    // ranges split inside a tile of panels, a partial last panel and token group; pack/unpack returns the rows
     if (k.q8_0_rows)
       for (int K : {32, 96, 2048})
         for (int T : {1, 2, 9, 13, 70}) {
@@ -180,19 +184,23 @@ int main() {
             failed++;
             std::printf("FAIL row-scaled pack/unpack K=%d\n", K);
           }
-          std::vector<BlockQ8> xq(T * K / 32);
-          for (int t = 0; t < T; t++) quantize_row_q8_shared(x.data() + t * K, xq.data() + t * K / 32, K);
+          std::vector<int8_t> xq((T + kRowGroup - 1) / kRowGroup * kRowGroup * K);
+          std::vector<float> xd(T);
+          std::vector<int32_t> xs(T);
+          quantize_rows_q8(x.data(), K, 0, T, K, xq.data(), xd.data(), xs.data());
           std::vector<float> y(T * O), yr(T * O);
           for (int t = 0; t < T; t++)
             for (int o = 0; o < O; o++) {
               const uint8_t* row = (const uint8_t*)wt.data + o * wt.row_bytes();
               int64_t acc = 0;
-              for (int i = 0; i < K; i++) acc += (int64_t)(int8_t)row[34 * (i / 32) + 2 + i % 32] * xq[t * K / 32 + i / 32].q[i % 32];
+              for (int i = 0; i < K; i++)
+                acc += (int64_t)(int8_t)row[34 * (i / 32) + 2 + i % 32] *
+                       xq[t / kRowGroup * kRowGroup * K + i / 4 * 4 * kRowGroup + 4 * (t % kRowGroup) + i % 4];
               // the kernels' steps: one rounding for the product (no contraction with the bias), then the bias
-              yr[t * O + o] = std::fma((float)acc, f16_load(row) * xq[t * K / 32].d, 0.f) + bias[o];
+              yr[t * O + o] = std::fma((float)acc, f16_load(row) * xd[t], 0.f) + bias[o];
             }
           for (auto [a, b] : {std::pair<int, int>{0, 16}, {16, 48}, {48, O}})
-            k.q8_0_rows(xq.data(), K / 32, pk.data, 0, bias.data(), y.data(), O, T, a, b, K);
+            k.q8_0_rows(xq.data(), xd.data(), xs.data(), pk.data, bias.data(), y.data(), O, T, a, b, K);
           check(name + " row-scaled q8_0 K=" + std::to_string(K) + " T=" + std::to_string(T), y, yr, 0.0);
         }
     {  // rows whose blocks differ, or longer than the int32 sums take, keep the per-block layout

@@ -55,15 +55,18 @@ struct KernelTable {
   // q8_0 panels times the activations' first level only (BlockQ8::q): half the integer work of the two-level
   // product, and the error of llama.cpp's and CTranslate2's int8 products. Null where there are no panels.
   QMatmulFn q8_0_panel_one_level;
-  // Row-scaled q8_0 panels (quant.h; Tensor::row_scaled) times activations from quantize_q8_shared: integer sums
-  // over all of K. Null where there are no panels.
-  QMatmulFn q8_0_rows;
+  // Row-scaled q8_0 panels (quant.h; Tensor::row_scaled) times activations from quantize_q8_rows (xq, xd, xsum
+  // for T tokens): integer sums over all of K; o0 a multiple of 16. Null where there are no panels.
+  using RowMatmulFn = void (*)(const int8_t* xq, const float* xd, const int32_t* xsum, const void* w,
+                               const float* bias, float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K);
+  RowMatmulFn q8_0_rows;
   // dst[i] = float(src[i]) for any weight dtype (quantized: n a multiple of the block)
   void (*to_f32[kNumWeightDTypes])(const void* src, float* dst, int64_t n);
   // quantize_row_q8 (quant.h), bit for bit
   void (*quantize_q8)(const float* x, BlockQ8* out, int64_t n);
-  // quantize_row_q8_shared (quant.h), bit for bit: one scale per row, the activations of row-scaled matrices
-  void (*quantize_q8_shared)(const float* x, BlockQ8* out, int64_t n);
+  // quantize_rows_q8 (quant.h), bit for bit: the activations of row-scaled matrices
+  void (*quantize_q8_rows)(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K, int8_t* q, float* d,
+                           int32_t* sum);
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
   void (*scale)(float* x, float a, int64_t n);                 // x *= a

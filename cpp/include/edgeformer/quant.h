@@ -82,9 +82,14 @@ bool q8_0_row_shares_scale(const uint8_t* row, int64_t K);
 // x: n floats (n a multiple of 32) -> n / 32 blocks. q = round-half-away(x / d), d = max|x| / 127.
 void quantize_row_q8(const float* x, BlockQ8* out, int64_t n);
 
-// The first level only, with one scale for the whole row (max|x| / 127 over all n): the activations of row-scaled
-// q8_0 matrices (one scale per token, as CTranslate2's int8). d2, rsum and r are zero.
-void quantize_row_q8_shared(const float* x, BlockQ8* out, int64_t n);
+// Activations of row-scaled q8_0 matrices: one scale per token, d = max|x| / 127 over the row, q = round-half-
+// away(x / d), laid out for the tiles: tokens in groups of kRowGroup, each group [K / 4][kRowGroup][4 int8]
+// (token t of a group at bytes 4 t of every 32), so that one pointer serves a tile of tokens. quantize_rows_q8
+// fills tokens [t0, t1) (t0 a multiple of kRowGroup) of x (row stride ldx): q (groups of kRowGroup K bytes),
+// d[t] and sum[t] (the sum of token t's int8 values).
+constexpr int64_t kRowGroup = 8;
+void quantize_rows_q8(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K, int8_t* q, float* d,
+                      int32_t* sum);
 
 // Weights: n floats (a multiple of the type's block) -> its blocks. q8_0 and q4_0 as gguf-py / llama.cpp's
 // reference quantizers; q4_k and q6_k with a simpler scale search than llama.cpp's (same layout).

@@ -419,28 +419,26 @@ void quantize_q8_simd(const float* x, BlockQ8* out, int64_t n) {
   }
 }
 
-// quantize_row_q8_shared (quant.cc) in vectors, bit for bit: one scale for the row, the first level only.
-void quantize_q8_shared_simd(const float* x, BlockQ8* out, int64_t n) {
-  constexpr int kV = 32 / kW;
-  vf am = vzero();
-  for (int64_t i = 0; i < n; i += kW) am = vmax(am, vabs(vload(x + i)));
-  const float d = vmaxall(am) / 127.f, id = d != 0 ? 1.f / d : 0.f;
-  const vf vid = vset1(id);
-  for (int64_t b = 0; b < n / 32; b++, x += 32) {
-    BlockQ8& o = out[b];
-    o.d = d;
-    o.d2 = 0;
-    o.rsum = o.unused = 0;
-    vf s0 = vzero(), s1 = vzero();
-    for (int i = 0; i < kV; i++) {
-      const vf q = vround_away(vmul(vload(x + i * kW), vid));
-      vstore_i8(o.q + i * kW, q);
-      if (i < kV / 2) s0 = vadd(s0, q);
-      else s1 = vadd(s1, q);
+// quantize_rows_q8 (quant.cc) in vectors, bit for bit: the same float steps, the grouped layout.
+void quantize_q8_rows_simd(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K, int8_t* q, float* d,
+                           int32_t* sum) {
+  for (int64_t t = t0; t < t1; t++) {
+    const float* xr = x + t * ldx;
+    vf am = vzero();
+    for (int64_t i = 0; i < K; i += kW) am = vmax(am, vabs(vload(xr + i)));  // K: whole blocks of 32
+    const float dt = vmaxall(am) / 127.f, id = dt != 0 ? 1.f / dt : 0.f;
+    const vf vid = vset1(id);
+    int8_t* o = q + t / kRowGroup * kRowGroup * K + 4 * (t % kRowGroup);
+    vf s = vzero();
+    for (int64_t i = 0; i < K; i += kW) {
+      const vf v = vround_away(vmul(vload(xr + i), vid));
+      int8_t b[kW];
+      vstore_i8(b, v);
+      for (int g = 0; g < kW / 4; g++) std::memcpy(o + (i / 4 + g) * 4 * kRowGroup, b + 4 * g, 4);
+      s = vadd(s, v);
     }
-    o.sum[0] = (int16_t)vsum(s0);
-    o.sum[1] = (int16_t)vsum(s1);
-    std::memset(o.r, 0, sizeof o.r);
+    d[t] = dt;
+    sum[t] = (int32_t)vsum(s);  // integers of at most 127 * 65536 in magnitude: exact in float
   }
 }
 
@@ -468,7 +466,7 @@ const KernelTable kTable = {
     EF_QPANEL_Q8_ROWS,
     {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>, EF_DEQUANT_ENTRIES},
     quantize_q8_simd,
-    quantize_q8_shared_simd,
+    quantize_q8_rows_simd,
     dot_simd, axpy_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
     act_mul_simd,
 };

@@ -16,8 +16,6 @@
 // Integer sums are exact and the float steps the same in every copy, so every copy agrees to the last bit.
 #pragma once
 #include <algorithm>
-#include <cstring>
-#include <vector>
 
 #include "edgeformer/quant.h"
 
@@ -186,12 +184,12 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
   }
 }
 
-// Row-scaled q8_0 panels (quant.h) times activations quantized with one scale per token (quantize_q8_shared):
+// Row-scaled q8_0 panels (quant.h) times activations quantized with one scale per token (quantize_rows_q8):
 // integer sums over all of K, one float step per output, as CTranslate2's int8. RT tokens x RP panels.
-// a: the tile's activations interleaved, [K / 4][S][4 bytes] (S >= RT tokens side by side, so that one pointer
-// serves the whole tile); xd[t]: token t's scale; corr[t]: kS8Bias times the sum of its activations.
-template <int RT, int RP, int S>
-inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* corr, const uint8_t* p, int64_t pstride,
+// a: the tile's first token in its group of kRowGroup ([K / 4][kRowGroup][4 bytes]: one pointer serves the
+// tile); xd[t], xsum[t]: token t's scale and int8 sum (VPDPBUSD's +128 on the weights comes back through it).
+template <int RT, int RP>
+inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* xsum, const uint8_t* p, int64_t pstride,
                          int64_t K, const float* bias, float* y, int64_t ldy, int n_last) {
   pi acc[RT][RP];
 #pragma GCC unroll 8
@@ -199,7 +197,7 @@ inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* corr, 
 #pragma GCC unroll 4
     for (int j = 0; j < RP; j++) acc[t][j] = pi_set1(0);
   const uint8_t* q = p + 64;
-  for (int64_t c = 0; c < K / 4; c += 8, q += 512, a += 32 * S)
+  for (int64_t c = 0; c < K / 4; c += 8, q += 512, a += 32 * kRowGroup)
 #pragma GCC unroll 8
     for (int u = 0; u < 8; u++) {  // K is whole blocks of 32: 8 steps
       pw w[RP];
@@ -208,7 +206,7 @@ inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* corr, 
 #pragma GCC unroll 8
       for (int t = 0; t < RT; t++)
 #pragma GCC unroll 4
-        for (int j = 0; j < RP; j++) acc[t][j] = pi_dot_s8(acc[t][j], w[j], a + 4 * (S * u + t));
+        for (int j = 0; j < RP; j++) acc[t][j] = pi_dot_s8(acc[t][j], w[j], a + 4 * (kRowGroup * u + t));
     }
   // fully unrolled, as every loop over acc: an index left at run time would keep acc in memory
 #pragma GCC unroll 4
@@ -216,63 +214,48 @@ inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* corr, 
     const pf d = pf_load_f16(p + j * pstride);
 #pragma GCC unroll 8
     for (int t = 0; t < RT; t++)
-      pf_store(y + t * ldy + kPanel * j, pf_fma_i(pi_add(acc[t][j], pi_set1(-corr[t])), pf_scale(d, xd[t]), pf_zero()),
+      pf_store(y + t * ldy + kPanel * j,
+               pf_fma_i(pi_add(acc[t][j], pi_set1(-kS8Bias * xsum[t])), pf_scale(d, xd[t]), pf_zero()),
                bias ? bias + kPanel * j : nullptr, j == RP - 1 ? n_last : (int)kPanel);
   }
 }
 
 // rt tokens (up to RT) x np panels (up to RP)
-template <int RT, int RP, int S>
-inline void q8_rows_part(int rt, int np, const int8_t* a, const float* xd, const int32_t* corr, const uint8_t* p,
+template <int RT, int RP>
+inline void q8_rows_part(int rt, int np, const int8_t* a, const float* xd, const int32_t* xsum, const uint8_t* p,
                          int64_t pstride, int64_t K, const float* bias, float* y, int64_t ldy, int n_last) {
   if constexpr (RT > 1) {
-    if (rt < RT) return q8_rows_part<RT - 1, RP, S>(rt, np, a, xd, corr, p, pstride, K, bias, y, ldy, n_last);
+    if (rt < RT) return q8_rows_part<RT - 1, RP>(rt, np, a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
   }
   if constexpr (RP > 1) {
-    if (np < RP) return q8_rows_part<RT, RP - 1, S>(rt, np, a, xd, corr, p, pstride, K, bias, y, ldy, n_last);
+    if (np < RP) return q8_rows_part<RT, RP - 1>(rt, np, a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
   }
-  q8_rows_tile<RT, RP, S>(a, xd, corr, p, pstride, K, bias, y, ldy, n_last);
+  q8_rows_tile<RT, RP>(a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
 }
 
-void qmatmul_q8_rows(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*row_bytes*/, const float* bias, float* y,
-                     int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+static_assert(kRowGroup % kRowTileT == 0, "a tile's tokens lie in one group");
+
+void qmatmul_q8_rows(const int8_t* xq, const float* xd, const int32_t* xsum, const void* wv, const float* bias,
+                     float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const uint8_t* w = (const uint8_t*)wv;
   const int64_t pstride = row_panel_bytes(K);
   const int64_t P = T == 1 ? kRowDecodeP : kRowTileP;
-  const int S = T == 1 ? 1 : kRowTileT;  // tokens interleaved per tile
-  constexpr int64_t kChunk = 64;          // tokens whose activations stay in L2 while the panels stream past
-  thread_local std::vector<int8_t> buf;
-  const size_t need = (size_t)((std::min(T, kChunk) + S - 1) / S * S * K);
-  if (buf.size() < need) buf.resize(need);
+  constexpr int64_t kChunk = 64;  // tokens whose activations stay in L2 while the panels stream past
   for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
     const int64_t t1 = std::min(T, t0 + kChunk);
-    float xd[kChunk];
-    int32_t corr[kChunk];
-    for (int64_t t = t0; t < t1; t++) {  // interleave S tokens per group: [K / 4][S][4]; missing tokens are zero
-      const BlockQ8* xt = xq + t * ldxq;
-      const int64_t i = t - t0, g = i / S, s = i % S;
-      int8_t* dst = buf.data() + g * S * K + 4 * s;
-      int32_t sum = 0;
-      for (int64_t b = 0; b < K / kQ8Block; b++) {
-        for (int c = 0; c < 8; c++) std::memcpy(dst + (8 * b + c) * 4 * S, xt[b].q + 4 * c, 4);
-        sum += xsum(xt[b]);
-      }
-      xd[i] = xt[0].d;
-      corr[i] = kS8Bias * sum;
-    }
-    for (int64_t i = t1 - t0; i % S != 0; i++)
-      for (int64_t c = 0; c < K / 4; c++) std::memset(buf.data() + i / S * S * K + c * 4 * S + 4 * (i % S), 0, 4);
     for (int64_t o = o0; o < o1; o += P * kPanel) {
       const int np = (int)std::min<int64_t>(P, (o1 - o + kPanel - 1) / kPanel);
       const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
       const uint8_t* p = w + (o / kPanel) * pstride;
       const float* b = bias ? bias + o : nullptr;
-      for (int64_t t = t0; t < t1; t += S) {
-        const int rt = (int)std::min<int64_t>(S, t1 - t);
-        const int8_t* a = buf.data() + (t - t0) * K;
-        if (T == 1) q8_rows_part<1, kRowDecodeP, 1>(1, np, a, xd, corr, p, pstride, K, b, y + o, ldy, n_last);
-        else q8_rows_part<kRowTileT, kRowTileP, kRowTileT>(rt, np, a, xd + (t - t0), corr + (t - t0), p, pstride, K, b,
-                                                            y + t * ldy + o, ldy, n_last);
+      if (T == 1) {
+        q8_rows_part<1, kRowDecodeP>(1, np, xq, xd, xsum, p, pstride, K, b, y + o, ldy, n_last);
+        continue;
+      }
+      for (int64_t t = t0; t < t1; t += kRowTileT) {
+        const int8_t* a = xq + t / kRowGroup * kRowGroup * K + 4 * (t % kRowGroup);
+        q8_rows_part<kRowTileT, kRowTileP>((int)std::min<int64_t>(kRowTileT, t1 - t), np, a, xd + t, xsum + t, p,
+                                           pstride, K, b, y + t * ldy + o, ldy, n_last);
       }
     }
   }

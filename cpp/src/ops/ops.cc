@@ -43,28 +43,52 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
   const int64_t total = off[n];
   const bool par = pool && pool->size() > 1 && total * K * std::max<int64_t>(T, 1) >= (1 << 15);
   const BlockQ8* xp = nullptr;
-  if (quant) {
-    // activations quantized once per row to 8-bit blocks, shared by every thread and every output (one scale
-    // per row for row-scaled weights)
+  const int8_t* rq = nullptr;  // row-scaled weights: activations in token groups (quant.h: quantize_rows_q8)
+  const float* rd = nullptr;
+  const int32_t* rs = nullptr;
+  if (quant && row_scaled) {
+    const int64_t groups = (T + kRowGroup - 1) / kRowGroup;
+    thread_local std::vector<int8_t> q;
+    thread_local std::vector<float> d;
+    thread_local std::vector<int32_t> s;
+    if ((int64_t)q.size() < groups * kRowGroup * K) q.resize(groups * kRowGroup * K);
+    if ((int64_t)d.size() < T) {
+      d.resize(T);
+      s.resize(T);
+    }
+    // pointers, not the thread_local vectors: a worker naming them would reach its own, empty ones
+    int8_t* qw = q.data();
+    float* dw = d.data();
+    int32_t* sw = s.data();
+    auto run = [&](int, int64_t g0, int64_t g1) {
+      k.quantize_q8_rows(x, ldx, g0 * kRowGroup, std::min(T, g1 * kRowGroup), K, qw, dw, sw);
+    };
+    if (par && groups > 1) pool->parallel_for(groups, 1, run);
+    else run(0, 0, groups);
+    rq = qw;
+    rd = dw;
+    rs = sw;
+  } else if (quant) {
+    // activations quantized once per row to 8-bit blocks, shared by every thread and every output
     const int64_t nb = K / kQ8Block;
-    const auto quantize = row_scaled ? k.quantize_q8_shared : k.quantize_q8;
     thread_local std::vector<BlockQ8> xq;
     if ((int64_t)xq.size() < T * nb) xq.resize(T * nb);
     BlockQ8* xw = xq.data();
     if (par && T >= 4)
       pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; t++) quantize(x + t * ldx, xw + t * nb, K);
+        for (int64_t t = t0; t < t1; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
       });
     else
-      for (int64_t t = 0; t < T; t++) quantize(x + t * ldx, xw + t * nb, K);
+      for (int64_t t = 0; t < T; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
     xp = xw;
   }
   auto product = [&](const LinearOut& o, int64_t o0, int64_t o1) {
     const Tensor& W = *o.W;
-    if (quant) {
-      auto fn = W.row_scaled ? (k.q8_0_rows ? k.q8_0_rows : kernels_for(Isa::Generic).q8_0_rows)
-                : W.packed  ? panel_kernel(k, &KernelTable::qmatmul_panel, W.dtype)
-                            : k.qmatmul[(int)W.dtype];
+    if (W.row_scaled) {
+      const auto fn = k.q8_0_rows ? k.q8_0_rows : kernels_for(Isa::Generic).q8_0_rows;
+      fn(rq, rd, rs, W.data, o.bias, o.y, o.ldy, T, o0, o1, K);
+    } else if (quant) {
+      auto fn = W.packed ? panel_kernel(k, &KernelTable::qmatmul_panel, W.dtype) : k.qmatmul[(int)W.dtype];
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
       fn(xp, K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), o.bias, o.y, o.ldy, T, o0, o1, K);
     } else if (W.packed) {

@@ -164,24 +164,22 @@ void quantize_row_q8(const float* x, BlockQ8* out, int64_t n) {
   }
 }
 
-void quantize_row_q8_shared(const float* x, BlockQ8* out, int64_t n) {
-  float amax = 0;
-  for (int64_t i = 0; i < n; i++) amax = std::max(amax, std::fabs(x[i]));
-  const float d = amax / 127.f, id = d != 0 ? 1.f / d : 0.f;
-  for (int64_t b = 0; b < n / 32; b++, x += 32) {
-    BlockQ8& o = out[b];
-    o.d = d;
-    o.d2 = 0;
-    o.rsum = o.unused = 0;
-    for (int h = 0; h < 2; h++) {
-      int s = 0;
-      for (int i = 16 * h; i < 16 * h + 16; i++) {
-        o.q[i] = (int8_t)round_away(x[i] * id);
-        s += o.q[i];
-      }
-      o.sum[h] = (int16_t)s;
+void quantize_rows_q8(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K, int8_t* q, float* d,
+                      int32_t* sum) {
+  for (int64_t t = t0; t < t1; t++) {
+    const float* xr = x + t * ldx;
+    float amax = 0;
+    for (int64_t i = 0; i < K; i++) amax = std::max(amax, std::fabs(xr[i]));
+    const float dt = amax / 127.f, id = dt != 0 ? 1.f / dt : 0.f;
+    int8_t* o = q + t / kRowGroup * kRowGroup * K + 4 * (t % kRowGroup);
+    int32_t s = 0;
+    for (int64_t i = 0; i < K; i++) {
+      const int8_t v = (int8_t)round_away(xr[i] * id);
+      o[i / 4 * 4 * kRowGroup + i % 4] = v;
+      s += v;
     }
-    std::memset(o.r, 0, sizeof o.r);
+    d[t] = dt;
+    sum[t] = s;
   }
 }
 

@@ -258,7 +258,7 @@ const KernelTable kTable = {
     EF_QPANEL_Q8_ROWS,
     {to_f32_ref<float>, to_f32_ref<f16_t>, to_f32_ref<bf16_t>, EF_DEQUANT_ENTRIES},
     quantize_row_q8,
-    quantize_row_q8_shared,
+    quantize_rows_q8,
     dot_ref, axpy_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
 };
 
