@@ -452,12 +452,16 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
         if (!key_mask[k0 + j]) s[j] = -3.0e38f;
   };
   // Prompts: per head, a block of queries against its keys as two small matrix products (S = Q K^T, then
-  // O = P V against V transposed once per block), instead of one dot and one axpy per query and key.
+  // O = P V), instead of one dot and one axpy per query and key. Where this ISA has f32 panel kernels, the
+  // block's keys and values are copied into panels (quant.h: 16 keys of one dim, or 16 dims of one key, per
+  // vector), so that both products run as tiles without horizontal sums; otherwise V is transposed.
   constexpr int32_t kQB = 32;
+  const auto fpanel = K.matmul_panel[(int)DType::F32];
+  const bool panels = fpanel && hd % kPanel == 0;
   if (T >= 8) {
     const int32_t nqb = (T + kQB - 1) / kQB;
     pool_->parallel_for((int64_t)nh * nqb, 1, [&](int, int64_t b, int64_t e) {
-      thread_local std::vector<float> S, Vt;
+      thread_local std::vector<float> S, Vt, Kp;
       for (int64_t idx = b; idx < e; idx++) {
         if (interrupt_pending()) return;  // the layer loop throws Interrupted
         const int h = (int)(idx % nh);
@@ -466,16 +470,26 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
         const int32_t khi = causal ? pos0 + t0 + tb - 1 : n_keys - 1;
         const int32_t klo = W > 0 ? std::max(0, pos0 + t0 - W + 1) : 0;
         const int32_t n = khi - klo + 1;
-        if (S.size() < (size_t)kQB * n) S.resize((size_t)kQB * n);
-        if (Vt.size() < (size_t)hd * n) Vt.resize((size_t)hd * n);
+        const int32_t ls = panels ? (n + kPanel - 1) / kPanel * kPanel : n;  // S's row stride: whole panels
+        if (S.size() < (size_t)kQB * ls) S.resize((size_t)kQB * ls);
+        if (Vt.size() < (size_t)hd * ls) Vt.resize((size_t)hd * ls);
         const float* kh = kc + (size_t)(h / group) * head_stride + (size_t)klo * hd;
         const float* vh = vc + (size_t)(h / group) * head_stride + (size_t)klo * hd;
         const float* qb = q + (size_t)t0 * nh * hd + (size_t)h * hd;
-        K.matmul[(int)DType::F32](qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
+        if (panels) {  // key j's dim d at (j / 16) 16 hd + 16 d + j % 16; keys past n are zero
+          if (Kp.size() < (size_t)ls * hd) Kp.resize((size_t)ls * hd);
+          for (int32_t j = 0; j < ls; j++)
+            for (int d = 0; d < hd; d++)
+              Kp[(size_t)(j / kPanel) * kPanel * hd + (size_t)d * kPanel + j % kPanel] = j < n ? kh[(size_t)j * hd + d] : 0.f;
+          fpanel(qb, (int64_t)nh * hd, Kp.data(), 0, nullptr, S.data(), ls, tb, 0, n, hd);
+        } else {
+          K.matmul[(int)DType::F32](qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
+        }
         for (int32_t r = 0; r < tb; r++) {
           const int32_t pos = pos0 + t0 + r;
           const int32_t hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
-          float* sr = S.data() + (size_t)r * n;
+          float* sr = S.data() + (size_t)r * ls;
+          for (int32_t j = n; j < ls; j++) sr[j] = 0.f;  // padding keys weigh nothing
           K.scale(sr, scale, n);
           bias_and_mask(h, pos, klo, sr, n);
           // softmax over this row's own keys [lo, hi]; outside them, and padded keys, weigh nothing
@@ -486,10 +500,20 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
             for (int32_t j = lo; j <= hi; j++)
               if (!key_mask[j]) sr[j - klo] = 0.f;
         }
-        for (int32_t j = 0; j < n; j++)
-          for (int d = 0; d < hd; d++) Vt[(size_t)d * n + j] = vh[(size_t)j * hd + d];
         float* ob = out + (size_t)t0 * nh * hd + (size_t)h * hd;
-        K.matmul[(int)DType::F32](S.data(), n, Vt.data(), n, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
+        if (panels) {  // dims as panels over the keys: key j's dims 16p .. 16p + 15 at p 16 ls + 16 j
+          for (int32_t j = 0; j < ls; j++)
+            for (int p = 0; p < hd / kPanel; p++) {
+              float* dst = Vt.data() + (size_t)p * kPanel * ls + (size_t)j * kPanel;
+              if (j < n) std::memcpy(dst, vh + (size_t)j * hd + p * kPanel, kPanel * sizeof(float));
+              else std::memset(dst, 0, kPanel * sizeof(float));
+            }
+          fpanel(S.data(), ls, Vt.data(), 0, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, ls);
+        } else {
+          for (int32_t j = 0; j < n; j++)
+            for (int d = 0; d < hd; d++) Vt[(size_t)d * n + j] = vh[(size_t)j * hd + d];
+          K.matmul[(int)DType::F32](S.data(), n, Vt.data(), n, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
+        }
       }
     });
     return;
