@@ -26,6 +26,8 @@ CASES = {
     "rope_yarn": ("float32", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0,
                                                "original_max_position_embeddings": 32}}),
     "mistral_window": ("float32", {"model_type": "mistral", "sliding_window": 8}),
+    # head size 8, not a multiple of the 16-lane panels: prompt attention keeps its row tiles
+    "head_dim_8": ("float32", {"num_attention_heads": 8, "num_key_value_heads": 4}),
     "f16": ("float16", {}),
     "bf16": ("bfloat16", {}),
 }
