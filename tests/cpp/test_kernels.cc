@@ -86,6 +86,14 @@ int main() {
       k.axpy(0.3f, a.data(), y.data(), K);
       ref.axpy(0.3f, a.data(), yr.data(), K);
       check(name + " axpy K=" + std::to_string(K), y, yr, 1e-12);
+      for (int d : {K, 64}) {  // attention-weighted rows: n = K rows of d, a row stride past d
+        const int ld = d + 3;
+        auto rows = randn((size_t)K * ld), p = randn(K);
+        std::vector<float> w(d), wr(d);
+        k.wsum(p.data(), rows.data(), ld, K, d, w.data());
+        ref.wsum(p.data(), rows.data(), ld, K, d, wr.data());
+        check(name + " wsum n=" + std::to_string(K) + " d=" + std::to_string(d), w, wr, 1e-11);
+      }
     }
     {  // activation quantizer, bit for bit, ties included (amax 127 makes the scale 1: x = k + 0.5 are ties)
       const int K = 256;

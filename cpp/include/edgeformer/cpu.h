@@ -69,6 +69,8 @@ struct KernelTable {
                            int32_t* sum);
   float (*dot)(const float* a, const float* b, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);  // y += a * x
+  // out[i] = sum over j < n of p[j] * rows[j * ld + i], for i < d (a decode step's attention-weighted values)
+  void (*wsum)(const float* p, const float* rows, int64_t ld, int64_t n, int64_t d, float* out);
   void (*scale)(float* x, float a, int64_t n);                 // x *= a
   void (*add)(float* y, const float* x, int64_t n);            // y += x
   void (*mul)(float* y, const float* x, int64_t n);            // y *= x

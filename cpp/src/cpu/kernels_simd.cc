@@ -46,6 +46,16 @@ inline void mm_tile(const X* x, int64_t ldx, const W* w, int64_t ldw, const floa
       for (int r = 0; r < RW; r++) acc[t][r] = vfmadd(xv, wv[r], acc[t][r]);
     }
   }
+#if defined(EF_HAVE_VSUM8)
+  if constexpr (RW == 8) {
+    for (int t = 0; t < RT; t++) {
+      float s[8];
+      vsum8(acc[t], s);
+      for (int r = 0; r < RW; r++) y[t * ldy + r] = s[r] + (bias ? bias[r] : 0.f);
+    }
+    return;
+  }
+#endif
   for (int t = 0; t < RT; t++)
     for (int r = 0; r < RW; r++) y[t * ldy + r] = vsum(acc[t][r]) + (bias ? bias[r] : 0.f);
 }
@@ -283,6 +293,38 @@ void axpy_simd(float a, const float* x, float* y, int64_t n) {
   vf va = vset1(a);
   map2(y, x, n, [&](vf yv, vf xv) { return vfmadd(va, xv, yv); });
 }
+// Up to 4 vectors of the output held in registers across all rows, two rows per step (independent chains).
+void wsum_simd(const float* p, const float* rows, int64_t ld, int64_t n, int64_t d, float* out) {
+  for (int64_t i0 = 0; i0 < d; i0 += 4 * kW) {
+    const int64_t m = std::min<int64_t>(4 * kW, d - i0);
+    vf a[4] = {vzero(), vzero(), vzero(), vzero()}, b[4] = {vzero(), vzero(), vzero(), vzero()};
+    const float* r = rows + i0;
+    if (m == 4 * kW) {
+      int64_t j = 0;
+      for (; j + 2 <= n; j += 2) {
+        const vf p0 = vset1(p[j]), p1 = vset1(p[j + 1]);
+        for (int v = 0; v < 4; v++) {
+          a[v] = vfmadd(p0, vload(r + j * ld + v * kW), a[v]);
+          b[v] = vfmadd(p1, vload(r + (j + 1) * ld + v * kW), b[v]);
+        }
+      }
+      if (j < n)
+        for (int v = 0; v < 4; v++) a[v] = vfmadd(vset1(p[j]), vload(r + j * ld + v * kW), a[v]);
+      for (int v = 0; v < 4; v++) vstore(out + i0 + v * kW, vadd(a[v], b[v]));
+    } else {
+      for (int64_t j = 0; j < n; j++)
+        for (int v = 0; v * kW < m; v++) {
+          const int64_t c = std::min<int64_t>(kW, m - v * kW);
+          a[v] = vfmadd(vset1(p[j]), c == kW ? vload(r + j * ld + v * kW) : vload_partial(r + j * ld + v * kW, c), a[v]);
+        }
+      for (int v = 0; v * kW < m; v++) {
+        const int64_t c = std::min<int64_t>(kW, m - v * kW);
+        if (c == kW) vstore(out + i0 + v * kW, a[v]);
+        else vstore_partial(out + i0 + v * kW, a[v], c);
+      }
+    }
+  }
+}
 void scale_simd(float* x, float a, int64_t n) {
   vf va = vset1(a);
   map1(x, n, [&](vf v) { return vmul(v, va); });
@@ -467,7 +509,7 @@ const KernelTable kTable = {
     {to_f32_simd<float>, to_f32_simd<f16_t>, to_f32_simd<bf16_t>, EF_DEQUANT_ENTRIES},
     quantize_q8_simd,
     quantize_q8_rows_simd,
-    dot_simd, axpy_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
+    dot_simd, axpy_simd, wsum_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
     act_mul_simd,
 };
 

@@ -70,6 +70,21 @@ inline vf vpow2i(vf n) {  // 2^n for integral n in [-126, 127]
 }
 inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
 inline float vmaxall(vf a) { return _mm512_reduce_max_ps(a); }
+#define EF_HAVE_VSUM8 1
+// s[r] = vsum(a[r]) for r < 8 in one transposing reduction (about 3 instructions a sum, against 8 for vsum)
+inline void vsum8(const vf* a, float* s) {
+  vf p[4];
+  for (int i = 0; i < 4; i++)  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] of rows 2i (a), 2i + 1 (b)
+    p[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  // per 128-bit lane: the lane's partial sums of rows 0..3 (q0) and 4..7 (q1)
+  const vf q0 = _mm512_add_ps(_mm512_shuffle_ps(p[0], p[1], 0x44), _mm512_shuffle_ps(p[0], p[1], 0xEE));
+  const vf q1 = _mm512_add_ps(_mm512_shuffle_ps(p[2], p[3], 0x44), _mm512_shuffle_ps(p[2], p[3], 0xEE));
+  // lanes: q0 L0+L2, q0 L1+L3, q1 L0+L2, q1 L1+L3; then neighbours added: lane 0 rows 0..3, lane 2 rows 4..7
+  const vf r = _mm512_add_ps(_mm512_shuffle_f32x4(q0, q1, 0x44), _mm512_shuffle_f32x4(q0, q1, 0xEE));
+  const vf t = _mm512_add_ps(r, _mm512_shuffle_f32x4(r, r, 0xB1));
+  _mm_storeu_ps(s, _mm512_extractf32x4_ps(t, 0));
+  _mm_storeu_ps(s + 4, _mm512_extractf32x4_ps(t, 2));
+}
 
 #elif defined(EF_ISA_AVX2)
 #define EF_ISA_NS avx2

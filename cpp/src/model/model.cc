@@ -531,13 +531,15 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
       const float* kh = kc + (size_t)(h / group) * head_stride;
       const float* vh = vc + (size_t)(h / group) * head_stride;
-      for (int32_t j = 0; j < n; j++) sc[j] = K.dot(qv, kh + (size_t)(lo + j) * hd, hd) * scale;
+      // the scores as a one-token product (rows of keys, 8 at a time), the values summed in registers
+      K.matmul[(int)DType::F32](qv, hd, kh + (size_t)lo * hd, hd, nullptr, sc, n, 1, 0, n, hd);
+      K.scale(sc, scale, n);
       bias_and_mask(h, pos, lo, sc, n);
       K.softmax(sc, n);
-      float* o = out + (size_t)t * nh * hd + (size_t)h * hd;
-      std::memset(o, 0, hd * sizeof(float));
-      for (int32_t j = 0; j < n; j++)
-        if (!key_mask || key_mask[lo + j]) K.axpy(sc[j], vh + (size_t)(lo + j) * hd, o, hd);
+      if (key_mask)
+        for (int32_t j = 0; j < n; j++)
+          if (!key_mask[lo + j]) sc[j] = 0.f;
+      K.wsum(sc, vh + (size_t)lo * hd, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
     }
   });
 }

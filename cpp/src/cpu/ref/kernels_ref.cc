@@ -202,6 +202,11 @@ float dot_ref(const float* a, const float* b, int64_t n) {
   for (int64_t i = 0; i < n; i++) acc += a[i] * b[i];
   return acc;
 }
+void wsum_ref(const float* p, const float* rows, int64_t ld, int64_t n, int64_t d, float* out) {
+  for (int64_t i = 0; i < d; i++) out[i] = 0.f;
+  for (int64_t j = 0; j < n; j++)
+    for (int64_t i = 0; i < d; i++) out[i] += p[j] * rows[j * ld + i];
+}
 void axpy_ref(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -259,7 +264,7 @@ const KernelTable kTable = {
     {to_f32_ref<float>, to_f32_ref<f16_t>, to_f32_ref<bf16_t>, EF_DEQUANT_ENTRIES},
     quantize_row_q8,
     quantize_rows_q8,
-    dot_ref, axpy_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
+    dot_ref, axpy_ref, wsum_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
 };
 
 }  // namespace
