@@ -154,6 +154,10 @@ def worker(spec):
     s = json.loads(spec)
     if s.get("isa"):
         os.environ["EDGEFORMER_ISA"] = s["isa"]
+        if s["isa"] == "avx2":  # the other engines held to the same instructions (llama.cpp: its AVX2 build)
+            os.environ["CT2_FORCE_CPU_ISA"] = "AVX2"
+            os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"  # CTranslate2's int8 products run in oneDNN
+            os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
     if s.get("llama_cpp_dir"):
         sys.path.insert(0, s["llama_cpp_dir"])
     out = sys.stdout
@@ -403,7 +407,8 @@ def main():
     ap.add_argument("--prompts", default="128,512")
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--isa", default=None, help="EDGEFORMER_ISA for edgeformer's workers (e.g. avx2)")
+    ap.add_argument("--isa", default=None, help="EDGEFORMER_ISA for edgeformer's workers (e.g. avx2; avx2 also "
+                    "forces CTranslate2's and PyTorch's AVX2 paths; pass llama.cpp's AVX2 build with --llama-cpp)")
     ap.add_argument("--llama-cpp", default=None, help="folder with an installed llama_cpp package (--target)")
     ap.add_argument("--name", default=None, help="results file name (default: date and ISA)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
