@@ -444,7 +444,7 @@ def test_family_on_cuda(case, tmp_path):
 
 
 @gpu
-@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_k", "q6_k"])
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_k", "q6_k", "int8"])  # int8: q8_0 rows on the device
 def test_quantized_load_matches_the_cpu(dtype, tmp_path):
     make_llama(str(tmp_path), hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2)
     cpu = edgeformer.load(str(tmp_path), dtype=dtype, threads=2, max_context=64)
