@@ -41,8 +41,9 @@ struct KernelTable {
   using MatmulFn = void (*)(const float* x, int64_t ldx, const void* w, int64_t ldw, const float* bias, float* y,
                             int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K);
   MatmulFn matmul[kNumFloatDTypes];
-  // The same product on weights repacked into 16-row panels (quant.h: bf16 only); o0 a multiple of 16, ldw
-  // unused. Null where this ISA has no such kernel (the loader then keeps the stored rows).
+  // The same product on weights repacked into 16-row panels (quant.h); o0 a multiple of 16; ldw: elements from
+  // one panel to the next, 0 for 16 K (packed matrices; the KV cache's value panels are longer). Null where
+  // this ISA has no such kernel (the loader then keeps the stored rows).
   MatmulFn matmul_panel[kNumFloatDTypes];
   // Quantized weights times 8-bit activations: y[t, o] = sum over K of w[o, :] . x[t, :] (+ bias[o]).
   // xq: T rows of K / 32 activation blocks (row stride ldxq blocks); w: rows of `row_bytes` bytes.

@@ -98,7 +98,14 @@ class Model {
   Tensor tok_emb_, pos_emb_, type_emb_, emb_norm_w_, emb_norm_b_, proj_in_, proj_out_;
   Tensor final_norm_w_, final_norm_b_, lm_head_, lm_head_b_, rel_bias_;
   std::vector<LayerWeights> layers_;
-  std::unique_ptr<Buffer> kcache_, vcache_;  // [layer][kv_head][max_ctx][head_dim] f32
+  // Self-attention cache, f32, per layer and kv head. Where the head size is a multiple of 16 (kv_panels_), in the
+  // f32 panel layout the attention products stream (quant.h), positions rounded up to kv_len_ (a multiple of 16):
+  // keys [kv_len / 16][head_dim][16] (16 positions of one dim per vector), values [head_dim / 16][kv_len][16]
+  // (16 dims of one position). Otherwise rows: [max_ctx][head_dim].
+  std::unique_ptr<Buffer> kcache_, vcache_;
+  bool kv_panels_ = false;
+  int32_t kv_len_ = 0;
+  void store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v);
   std::unique_ptr<Buffer> ckcache_, cvcache_;  // cross: [layer][head][T_enc][head_dim]
   int32_t enc_T_ = 0;
   std::vector<uint8_t> enc_mask_;

@@ -219,10 +219,10 @@ inline void fpanel_rows(int rt, int np, const typename FPanel<W>::X* x, int64_t 
 }
 
 template <typename W>
-void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t /*ldw*/, const float* bias, float* y,
+void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
                    int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const W* w = (const W*)wv;
-  const int64_t pstride = kPanel * K;  // elements per panel
+  const int64_t pstride = ldw ? ldw : kPanel * K;  // elements from one panel to the next
   // tokens per chunk: their rows (~384 KB) and a tile's panels share L2 while the panels stream past
   const int64_t xb = (int64_t)sizeof(typename FPanel<W>::X) * K;
   const int64_t rows = std::max<int64_t>(kPanelTileT, std::min<int64_t>(96, (384 << 10) / xb) / kPanelTileT * kPanelTileT);

@@ -300,7 +300,9 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     }
   }
   if (L.progress && L.convert) std::fprintf(stderr, "\n");
-  const size_t cache_elems = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)max_ctx_ * hd;
+  kv_panels_ = hd % kPanel == 0;
+  kv_len_ = kv_panels_ ? (int32_t)((max_ctx_ + kPanel - 1) / kPanel * kPanel) : max_ctx_;
+  const size_t cache_elems = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)kv_len_ * hd;
   try {
     kcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
     vcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
@@ -365,12 +367,36 @@ void Model::copy_cache_from(const Model& other, int32_t n) {
                other.spec_.n_kv_heads == spec_.n_kv_heads && other.spec_.head_dim == spec_.head_dim,
            "copy_cache_from: the models differ in shape");
   EF_CHECK(n >= 0 && n <= other.n_past_, "copy_cache_from: n is outside the other model's cache");
-  const size_t hd = spec_.head_dim, heads = (size_t)spec_.n_layers * spec_.n_kv_heads, stride = (size_t)max_ctx_ * hd;
+  const size_t hd = spec_.head_dim, heads = (size_t)spec_.n_layers * spec_.n_kv_heads, stride = (size_t)kv_len_ * hd;
+  const size_t nk = kv_panels_ ? (size_t)(n + kPanel - 1) / kPanel * kPanel : (size_t)n;  // whole key panels
   for (size_t i = 0; i < heads; i++) {
-    std::memcpy((float*)kcache_->data + i * stride, (const float*)other.kcache_->data + i * stride, n * hd * 4);
-    std::memcpy((float*)vcache_->data + i * stride, (const float*)other.vcache_->data + i * stride, n * hd * 4);
+    std::memcpy((float*)kcache_->data + i * stride, (const float*)other.kcache_->data + i * stride, nk * hd * 4);
+    if (!kv_panels_) {
+      std::memcpy((float*)vcache_->data + i * stride, (const float*)other.vcache_->data + i * stride, n * hd * 4);
+      continue;
+    }
+    for (size_t p = 0; p < hd / kPanel; p++) {  // each value panel holds its 16 dims of every position
+      const size_t off = i * stride + p * kPanel * kv_len_;
+      std::memcpy((float*)vcache_->data + off, (const float*)other.vcache_->data + off, (size_t)n * kPanel * 4);
+    }
   }
   n_past_ = n;
+}
+
+void Model::store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v) {
+  const int hd = spec_.head_dim;
+  const size_t head = ((size_t)layer * spec_.n_kv_heads + kv_head) * (size_t)kv_len_ * hd;
+  float* kc = (float*)kcache_->data + head;
+  float* vc = (float*)vcache_->data + head;
+  if (!kv_panels_) {
+    std::memcpy(kc + (size_t)pos * hd, k, hd * sizeof(float));
+    std::memcpy(vc + (size_t)pos * hd, v, hd * sizeof(float));
+    return;
+  }
+  float* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + pos % kPanel;
+  for (int d = 0; d < hd; d++) kp[(size_t)d * kPanel] = k[d];
+  for (int p = 0; p < hd / kPanel; p++)
+    std::memcpy(vc + (size_t)p * kPanel * kv_len_ + (size_t)pos * kPanel, v + p * kPanel, kPanel * sizeof(float));
 }
 
 void Model::ensure_scratch(int32_t T) {
@@ -425,7 +451,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const KernelTable& K = kernels();
   const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, group = nh / nkv;
   const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
-  const size_t head_stride = (size_t)max_ctx_ * hd;
+  const size_t head_stride = (size_t)kv_len_ * hd;
   const float* kc = (const float*)kcache_->data + (size_t)layer * nkv * head_stride;
   const float* vc = (const float*)vcache_->data + (size_t)layer * nkv * head_stride;
   const int W = spec_.sliding_window;
@@ -451,65 +477,77 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       for (int32_t j = 0; j < n; j++)
         if (!key_mask[k0 + j]) s[j] = -3.0e38f;
   };
-  // Prompts: per head, a block of queries against its keys as two small matrix products (S = Q K^T, then
-  // O = P V), instead of one dot and one axpy per query and key. Where this ISA has f32 panel kernels, the
-  // block's keys and values are copied into panels (quant.h: 16 keys of one dim, or 16 dims of one key, per
-  // vector), so that both products run as tiles without horizontal sums; otherwise V is transposed.
+  // Scores s[0, n) of a query row against keys k0 .. k0 + n - 1 become attention weights over the query's own
+  // keys [lo, hi]: scaled, biased, masked, normalized; outside them, and padded keys, they weigh nothing.
+  auto weights = [&](int h, int32_t pos, int32_t k0, float* s, int32_t n, int32_t lo, int32_t hi) {
+    float* sr = s + (lo - k0);
+    K.scale(sr, scale, hi - lo + 1);
+    bias_and_mask(h, pos, lo, sr, hi - lo + 1);
+    K.softmax(sr, hi - lo + 1);
+    for (int32_t j = k0; j < lo; j++) s[j - k0] = 0.f;
+    for (int32_t j = hi + 1; j < k0 + n; j++) s[j - k0] = 0.f;
+    if (key_mask)
+      for (int32_t j = lo; j <= hi; j++)
+        if (!key_mask[j]) s[j - k0] = 0.f;
+  };
+  // The cache in panels (kv_panels_): S = Q K^T and O = P V run on the f32 panel tiles straight from it (no
+  // horizontal sums; keys from a multiple of 16). Else rows: row tiles, V transposed per block.
+  const auto fpanel = K.matmul_panel[(int)DType::F32] ? K.matmul_panel[(int)DType::F32]
+                                                      : kernels_for(Isa::Generic).matmul_panel[(int)DType::F32];
+  const int64_t vstride = (int64_t)kPanel * kv_len_;  // from one value panel (16 dims) to the next
+  // A decode step on the panel cache: per kv head, its group of query heads as the rows of the two products,
+  // so that the keys and values are read once for the group.
+  if (T == 1 && kv_panels_) {
+    const int32_t pos = pos0, hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+    const int32_t klo = lo / kPanel * kPanel, n = hi - klo + 1;
+    pool_->parallel_for(nkv, 1, [&](int, int64_t b, int64_t e) {
+      thread_local std::vector<float> S;
+      if (S.size() < (size_t)group * n) S.resize((size_t)group * n);
+      for (int64_t g = b; g < e; g++) {
+        const float* kh = kc + (size_t)g * head_stride + (size_t)klo * hd;
+        const float* vh = vc + (size_t)g * head_stride + (size_t)klo * kPanel;
+        const int h0 = (int)g * group;
+        fpanel(q + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), n, group, 0, n, hd);
+        for (int r = 0; r < group; r++)
+          weights(h0 + r, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
+        fpanel(S.data(), n, vh, vstride, nullptr, out + (size_t)h0 * hd, hd, group, 0, hd, n);
+      }
+    });
+    return;
+  }
+  // Prompts: per head, a block of queries against its keys as two small matrix products, instead of one dot
+  // and one axpy per query and key.
   constexpr int32_t kQB = 32;
-  const auto fpanel = K.matmul_panel[(int)DType::F32];
-  const bool panels = fpanel && hd % kPanel == 0;
-  if (T >= 8) {
+  if (T >= 8 || kv_panels_) {
     const int32_t nqb = (T + kQB - 1) / kQB;
     pool_->parallel_for((int64_t)nh * nqb, 1, [&](int, int64_t b, int64_t e) {
-      thread_local std::vector<float> S, Vt, Kp;
+      thread_local std::vector<float> S, Vt;
       for (int64_t idx = b; idx < e; idx++) {
-        if (interrupt_pending()) return;  // the layer loop throws Interrupted
+        if ((idx & 63) == 0 && interrupt_pending()) return;  // the layer loop throws Interrupted
         const int h = (int)(idx % nh);
         const int32_t t0 = (int32_t)(idx / nh) * kQB, tb = std::min(kQB, T - t0);
         // keys [klo, khi] cover every query of the block; each row masks its own range after
         const int32_t khi = causal ? pos0 + t0 + tb - 1 : n_keys - 1;
-        const int32_t klo = W > 0 ? std::max(0, pos0 + t0 - W + 1) : 0;
+        int32_t klo = W > 0 ? std::max(0, pos0 + t0 - W + 1) : 0;
+        if (kv_panels_) klo = klo / kPanel * kPanel;  // panels start at multiples of 16
         const int32_t n = khi - klo + 1;
-        const int32_t ls = panels ? (n + kPanel - 1) / kPanel * kPanel : n;  // S's row stride: whole panels
-        if (S.size() < (size_t)kQB * ls) S.resize((size_t)kQB * ls);
-        if (Vt.size() < (size_t)hd * ls) Vt.resize((size_t)hd * ls);
+        if (S.size() < (size_t)kQB * n) S.resize((size_t)kQB * n);
         const float* kh = kc + (size_t)(h / group) * head_stride + (size_t)klo * hd;
-        const float* vh = vc + (size_t)(h / group) * head_stride + (size_t)klo * hd;
         const float* qb = q + (size_t)t0 * nh * hd + (size_t)h * hd;
-        if (panels) {  // key j's dim d at (j / 16) 16 hd + 16 d + j % 16; keys past n are zero
-          if (Kp.size() < (size_t)ls * hd) Kp.resize((size_t)ls * hd);
-          for (int32_t j = 0; j < ls; j++)
-            for (int d = 0; d < hd; d++)
-              Kp[(size_t)(j / kPanel) * kPanel * hd + (size_t)d * kPanel + j % kPanel] = j < n ? kh[(size_t)j * hd + d] : 0.f;
-          fpanel(qb, (int64_t)nh * hd, Kp.data(), 0, nullptr, S.data(), ls, tb, 0, n, hd);
-        } else {
-          K.matmul[(int)DType::F32](qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
-        }
+        if (kv_panels_) fpanel(qb, (int64_t)nh * hd, kh, 0, nullptr, S.data(), n, tb, 0, n, hd);
+        else K.matmul[(int)DType::F32](qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
         for (int32_t r = 0; r < tb; r++) {
           const int32_t pos = pos0 + t0 + r;
           const int32_t hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
-          float* sr = S.data() + (size_t)r * ls;
-          for (int32_t j = n; j < ls; j++) sr[j] = 0.f;  // padding keys weigh nothing
-          K.scale(sr, scale, n);
-          bias_and_mask(h, pos, klo, sr, n);
-          // softmax over this row's own keys [lo, hi]; outside them, and padded keys, weigh nothing
-          K.softmax(sr + (lo - klo), hi - lo + 1);
-          for (int32_t j = klo; j < lo; j++) sr[j - klo] = 0.f;
-          for (int32_t j = hi + 1; j <= khi; j++) sr[j - klo] = 0.f;
-          if (key_mask)
-            for (int32_t j = lo; j <= hi; j++)
-              if (!key_mask[j]) sr[j - klo] = 0.f;
+          weights(h, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
         }
         float* ob = out + (size_t)t0 * nh * hd + (size_t)h * hd;
-        if (panels) {  // dims as panels over the keys: key j's dims 16p .. 16p + 15 at p 16 ls + 16 j
-          for (int32_t j = 0; j < ls; j++)
-            for (int p = 0; p < hd / kPanel; p++) {
-              float* dst = Vt.data() + (size_t)p * kPanel * ls + (size_t)j * kPanel;
-              if (j < n) std::memcpy(dst, vh + (size_t)j * hd + p * kPanel, kPanel * sizeof(float));
-              else std::memset(dst, 0, kPanel * sizeof(float));
-            }
-          fpanel(S.data(), ls, Vt.data(), 0, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, ls);
+        const float* vh = vc + (size_t)(h / group) * head_stride;
+        if (kv_panels_) {
+          fpanel(S.data(), n, vh + (size_t)klo * kPanel, vstride, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
         } else {
+          if (Vt.size() < (size_t)hd * n) Vt.resize((size_t)hd * n);
+          vh += (size_t)klo * hd;
           for (int32_t j = 0; j < n; j++)
             for (int d = 0; d < hd; d++) Vt[(size_t)d * n + j] = vh[(size_t)j * hd + d];
           K.matmul[(int)DType::F32](S.data(), n, Vt.data(), n, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
@@ -518,6 +556,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
     });
     return;
   }
+  // decode steps on a row cache: per query and head, the scores as a one-token product, the values summed in
+  // registers
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
     float* sc = scores_.data() + (size_t)tid * score_stride_;
     for (int64_t idx = b; idx < e; idx++) {
@@ -531,14 +571,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
       const float* kh = kc + (size_t)(h / group) * head_stride;
       const float* vh = vc + (size_t)(h / group) * head_stride;
-      // the scores as a one-token product (rows of keys, 8 at a time), the values summed in registers
       K.matmul[(int)DType::F32](qv, hd, kh + (size_t)lo * hd, hd, nullptr, sc, n, 1, 0, n, hd);
-      K.scale(sc, scale, n);
-      bias_and_mask(h, pos, lo, sc, n);
-      K.softmax(sc, n);
-      if (key_mask)
-        for (int32_t j = 0; j < n; j++)
-          if (!key_mask[lo + j]) sc[j] = 0.f;
+      weights(h, pos, lo, sc, n, lo, hi);
       K.wsum(sc, vh + (size_t)lo * hd, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
     }
   });
@@ -674,13 +708,10 @@ void Model::forward(const ForwardArgs& a) {
     }
   };
   // self-attention of the normalized input `in` -> tmp [T, H]
-  const size_t head_stride = (size_t)max_ctx_ * hd;
   auto self_attention = [&](int l, const LayerWeights& w, const float* in) {
     const ops::LinearOut qkv[3] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
                                    {&w.wv, fptr(w.bv), v_.data(), KD}};
     ops::linear_group(pool, K, in, H, T, qkv, 3);
-    float* kc = (float*)kcache_->data + (size_t)l * nkv * head_stride;
-    float* vc = (float*)vcache_->data + (size_t)l * nkv * head_stride;
     for (int32_t t = 0; t < T; t++) {
       const float* c = rotary ? cos_.data() + t * half : nullptr;
       const float* s = rotary ? sin_.data() + t * half : nullptr;
@@ -689,8 +720,7 @@ void Model::forward(const ForwardArgs& a) {
       for (int hh = 0; hh < nkv; hh++) {
         float* kv = k_.data() + t * KD + hh * hd;
         if (rotary) ops::rope(kv, c, s, half, spec_.rope.style);
-        std::memcpy(kc + hh * head_stride + (size_t)(pos0 + t) * hd, kv, hd * sizeof(float));
-        std::memcpy(vc + hh * head_stride + (size_t)(pos0 + t) * hd, v_.data() + t * KD + hh * hd, hd * sizeof(float));
+        store_kv(l, hh, pos0 + t, kv, v_.data() + t * KD + hh * hd);
       }
     }
     attention(l, q_.data(), att_.data(), T, pos0, a.key_mask);

@@ -176,12 +176,13 @@ void matmul_ref(const float* x, int64_t ldx, const void* wv, int64_t ldw, const 
 // Float panels (quant.h): row o's element k in panel o / 16 at (k / s) 16 s + (o % 16) s + k % s, s = 2 for
 // bf16 (pairs), 1 for f32 and f16
 template <typename W>
-void matmul_panel_ref(const float* x, int64_t ldx, const void* wv, int64_t, const float* bias, float* y,
+void matmul_panel_ref(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
                       int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   constexpr int64_t s = std::is_same<W, bf16_t>::value ? 2 : 1;
   const W* w = (const W*)wv;
+  const int64_t pstride = ldw ? ldw : kPanel * K;
   for (int64_t o = o0; o < o1; o++) {
-    const W* p = w + (o / kPanel) * kPanel * K + s * (o % kPanel);
+    const W* p = w + (o / kPanel) * pstride + s * (o % kPanel);
     for (int64_t t = 0; t < T; t++) {
       const float* xr = x + t * ldx;
       float acc = 0.f;
