@@ -35,6 +35,12 @@ def _decoders():
                                                           multi_query=True, parallel_attn=True, bias=False,
                                                           new_decoder_architecture=False, alibi=False,
                                                           max_position_embeddings=64, **base)),
+        # multi-query with 12 query heads: a decode step takes its query heads 8 at a time
+        "falcon_mqa12": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=192, num_hidden_layers=2,
+                                                             num_attention_heads=12, multi_query=True,
+                                                             parallel_attn=True, bias=False,
+                                                             new_decoder_architecture=False, alibi=False,
+                                                             max_position_embeddings=64, **base)),
         "falcon_new": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                                            num_kv_heads=2, new_decoder_architecture=True, bias=False,
                                                            alibi=False, max_position_embeddings=64, **base)),

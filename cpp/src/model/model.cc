@@ -495,22 +495,25 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const auto fpanel = K.matmul_panel[(int)DType::F32] ? K.matmul_panel[(int)DType::F32]
                                                       : kernels_for(Isa::Generic).matmul_panel[(int)DType::F32];
   const int64_t vstride = (int64_t)kPanel * kv_len_;  // from one value panel (16 dims) to the next
-  // A decode step on the panel cache: per kv head, its group of query heads as the rows of the two products,
-  // so that the keys and values are read once for the group.
+  // A decode step on the panel cache: per kv head, its query heads (up to 8 at a time: a tile's rows, and tasks
+  // for every thread when there are few kv heads, as with multi-query attention) as the rows of the two
+  // products, so that the keys and values are read once for them.
   if (T == 1 && kv_panels_) {
     const int32_t pos = pos0, hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
     const int32_t klo = lo / kPanel * kPanel, n = hi - klo + 1;
-    pool_->parallel_for(nkv, 1, [&](int, int64_t b, int64_t e) {
+    constexpr int kRows = 8;
+    const int chunks = (group + kRows - 1) / kRows;
+    pool_->parallel_for((int64_t)nkv * chunks, 1, [&](int, int64_t b, int64_t e) {
       thread_local std::vector<float> S;
-      if (S.size() < (size_t)group * n) S.resize((size_t)group * n);
-      for (int64_t g = b; g < e; g++) {
+      if (S.size() < (size_t)kRows * n) S.resize((size_t)kRows * n);
+      for (int64_t idx = b; idx < e; idx++) {
+        const int g = (int)(idx / chunks), c = (int)(idx % chunks);
+        const int h0 = g * group + c * kRows, rows = std::min(kRows, group - c * kRows);
         const float* kh = kc + (size_t)g * head_stride + (size_t)klo * hd;
         const float* vh = vc + (size_t)g * head_stride + (size_t)klo * kPanel;
-        const int h0 = (int)g * group;
-        fpanel(q + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), n, group, 0, n, hd);
-        for (int r = 0; r < group; r++)
-          weights(h0 + r, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
-        fpanel(S.data(), n, vh, vstride, nullptr, out + (size_t)h0 * hd, hd, group, 0, hd, n);
+        fpanel(q + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), n, rows, 0, n, hd);
+        for (int r = 0; r < rows; r++) weights(h0 + r, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
+        fpanel(S.data(), n, vh, vstride, nullptr, out + (size_t)h0 * hd, hd, rows, 0, hd, n);
       }
     });
     return;
