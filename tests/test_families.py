@@ -75,8 +75,8 @@ def built(tmp_path_factory):
     return get
 
 
-DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_new", "falcon_seq_bias",
-            "falcon_alibi", "codegen"]
+DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
+            "falcon_seq_bias", "falcon_alibi", "codegen"]
 
 
 @pytest.mark.parametrize("case", DECODERS)
