@@ -1,5 +1,7 @@
 // Ops: validate once, split over the thread pool, call the active kernel table.
 #pragma once
+#include <cstddef>
+
 #include "edgeformer/arch.h"
 #include "edgeformer/cpu.h"
 #include "edgeformer/tensor.h"
@@ -7,6 +9,14 @@
 
 namespace ef {
 namespace ops {
+
+// A panel kernel of table `tab` for type t: this ISA's, else the generic one (a model packed at load, then
+// set_isa() to an ISA without panels of that type; NEON's f32 panels for the KV cache).
+template <class Fn, size_t N>
+Fn panel_kernel(const KernelTable& k, Fn (KernelTable::*tab)[N], DType t) {
+  const Fn f = (k.*tab)[(int)t];
+  return f ? f : (kernels_for(Isa::Generic).*tab)[(int)t];
+}
 
 // y[T, O] = x[T, K] @ W[O, K]^T (+ b).  x, y: row-major f32 with row strides ldx, ldy.
 // W: 2-D float tensor with contiguous rows (any row stride). bias: f32 [O] or null.

@@ -492,8 +492,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   };
   // The cache in panels (kv_panels_): S = Q K^T and O = P V run on the f32 panel tiles straight from it (no
   // horizontal sums; keys from a multiple of 16). Else rows: row tiles, V transposed per block.
-  const auto fpanel = K.matmul_panel[(int)DType::F32] ? K.matmul_panel[(int)DType::F32]
-                                                      : kernels_for(Isa::Generic).matmul_panel[(int)DType::F32];
+  const auto fpanel = ops::panel_kernel(K, &KernelTable::matmul_panel, DType::F32);
   const int64_t vstride = (int64_t)kPanel * kv_len_;  // from one value panel (16 dims) to the next
   // A decode step on the panel cache: per kv head, its query heads (up to 8 at a time: a tile's rows, and tasks
   // for every thread when there are few kv heads, as with multi-query attention) as the rows of the two

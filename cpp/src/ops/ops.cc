@@ -10,16 +10,6 @@
 namespace ef {
 namespace ops {
 
-namespace {
-// A panel kernel of table `tab`: this ISA's, else the generic one (a model packed at load, then set_isa() to
-// an ISA without panels of that type)
-template <class Fn, size_t N>
-Fn panel_kernel(const KernelTable& k, Fn (KernelTable::*tab)[N], DType t) {
-  const Fn f = (k.*tab)[(int)t];
-  return f ? f : (kernels_for(Isa::Generic).*tab)[(int)t];
-}
-}  // namespace
-
 void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const LinearOut* outs,
                   int n) {
   EF_CHECK(n >= 1, "linear_group: no outputs");
