@@ -621,12 +621,18 @@ void Model::cross_attention(int layer, const float* q, float* out, int32_t T) {
       const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
       const float* kh = kc + (size_t)h * n * hd;
       const float* vh = vc + (size_t)h * n * hd;
-      for (int32_t j = 0; j < n; j++) sc[j] = mask && !mask[j] ? -3.0e38f : K.dot(qv, kh + (size_t)j * hd, hd) * scale;
+      // as a self-attention decode step on a row cache: the scores as a one-token product, the values summed
+      // in registers; padded encoder positions weigh nothing
+      K.matmul[(int)DType::F32](qv, hd, kh, hd, nullptr, sc, n, 1, 0, n, hd);
+      K.scale(sc, scale, n);
+      if (mask)
+        for (int32_t j = 0; j < n; j++)
+          if (!mask[j]) sc[j] = -3.0e38f;
       K.softmax(sc, n);
-      float* o = out + (size_t)t * nh * hd + (size_t)h * hd;
-      std::memset(o, 0, hd * sizeof(float));
-      for (int32_t j = 0; j < n; j++)
-        if (!mask || mask[j]) K.axpy(sc[j], vh + (size_t)j * hd, o, hd);
+      if (mask)
+        for (int32_t j = 0; j < n; j++)
+          if (!mask[j]) sc[j] = 0.f;
+      K.wsum(sc, vh, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
     }
   });
 }
