@@ -22,6 +22,12 @@
 namespace ef {
 namespace {
 
+#if !defined(EF_HAVE_PI_DOT_S8_SHARED)
+// pi_dot_s8 where a tile uses each broadcast for several panels; ISAs whose pi_dot_s8 takes the activation
+// bytes straight from memory (the VNNI copies) keep one shared register here instead
+inline pi pi_dot_s8_shared(pi acc, pw s, const int8_t* x) { return pi_dot_s8(acc, s, x); }
+#endif
+
 inline int32_t xsum(const BlockQ8& b) { return (int32_t)b.sum[0] + b.sum[1]; }
 
 struct PanelQ4_0 {
@@ -206,7 +212,10 @@ inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* xsum, 
 #pragma GCC unroll 8
       for (int t = 0; t < RT; t++)
 #pragma GCC unroll 4
-        for (int j = 0; j < RP; j++) acc[t][j] = pi_dot_s8(acc[t][j], w[j], a + 4 * (kRowGroup * u + t));
+        for (int j = 0; j < RP; j++) {
+          const int8_t* x = a + 4 * (kRowGroup * u + t);
+          acc[t][j] = RT == 1 ? pi_dot_s8_shared(acc[t][j], w[j], x) : pi_dot_s8(acc[t][j], w[j], x);
+        }
     }
   // fully unrolled, as every loop over acc: an index left at run time would keep acc in memory
 #pragma GCC unroll 4

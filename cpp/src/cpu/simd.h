@@ -317,8 +317,21 @@ inline __m512i bcast4(const int8_t* x) {
 constexpr int32_t kS8Bias = 128;  // VPDPBUSD wants unsigned weights: int8 + 128, the excess removed by sums
 inline pw pw_signed(pw v) { return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80)); }
 inline pw pw_unoffset(pw v) { return v; }  // int8 stored + 128 is already what VPDPBUSD wants
-inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) { return _mm512_dpbusd_epi32(acc, u, bcast4(x)); }
-inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) { return _mm512_dpbusd_epi32(acc, s, bcast4(x)); }
+// The 4 activation bytes come as VPDPBUSD's embedded broadcast ({1to16}): compilers load them into a register
+// with a separate VPBROADCASTD instead, one more instruction per product in tiles that use a broadcast once.
+inline pi dpbusd_bcast(pi acc, pw u, const int8_t* x) {
+#if defined(__GNUC__)
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(u), "m"(*(const int32_t*)x));
+  return acc;
+#else
+  return _mm512_dpbusd_epi32(acc, u, bcast4(x));
+#endif
+}
+inline pi pi_dot_u8(pi acc, pw u, const int8_t* x) { return dpbusd_bcast(acc, u, x); }
+inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) { return dpbusd_bcast(acc, s, x); }
+// where a tile uses each broadcast for several panels: one register the compiler can share (qpanel.h)
+#define EF_HAVE_PI_DOT_S8_SHARED 1
+inline pi pi_dot_s8_shared(pi acc, pw s, const int8_t* x) { return _mm512_dpbusd_epi32(acc, s, bcast4(x)); }
 #else
 constexpr int32_t kS8Bias = 0;
 inline pw pw_signed(pw v) { return v; }
