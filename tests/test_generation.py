@@ -140,6 +140,22 @@ def test_eos_ends_generation(model):
         model.eos_token_ids = saved
 
 
+def test_long_prompt_first_step_takes_the_last_chunk(ckpt):
+    """A prompt longer than a prefill chunk: whole chunks are prefilled, the rest is the first step's input
+    (logits of its last position only); greedy tokens equal the argmax of full-sequence logits each step."""
+    from edgeformer.model import PREFILL_CHUNK
+
+    m = edgeformer.load(ckpt, threads=2, max_context=PREFILL_CHUNK + 80)
+    for n in (PREFILL_CHUNK, PREFILL_CHUNK + 1, PREFILL_CHUNK + 45):
+        ids = prompt_ids(n)
+        got = m.generate(ids, max_new_tokens=4, temperature=0, ignore_eos=True).token_ids
+        want, seq = [], list(ids)
+        for _ in range(4):
+            want.append(int(np.argmax(m.logits(seq)[-1])))
+            seq.append(want[-1])
+        assert got == want, n
+
+
 def test_max_new_tokens_zero_and_context_limit(ckpt, model):
     r = model.generate(PROMPT, max_new_tokens=0)
     assert r.token_ids == [] and r.text == ""

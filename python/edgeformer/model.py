@@ -544,14 +544,18 @@ class Model:
             t_first = t0
             if max_new_tokens > 0:
                 start = self._reset_to(ids)
-                self._prefill(np.asarray(ids[start:-1], dtype=np.int32), logits=False)
-                last = ids[-1]
+                rest = ids[start:]
+                # whole chunks first; the last piece (1..PREFILL_CHUNK tokens) is the first step's input, which
+                # computes the logits of its last position only (no one-token step after the prompt)
+                n_pre = (len(rest) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
+                self._prefill(np.asarray(rest[:n_pre], dtype=np.int32), logits=False)
+                pending = rest[n_pre:]
                 while len(new) < max_new_tokens:
-                    if len(self._cached) >= self.max_context:
+                    if len(self._cached) + len(pending) > self.max_context:
                         finish = "context"
                         break
-                    tok = self._core.step(np.asarray([last], dtype=np.int32), sampler, history)
-                    self._cached.append(last)
+                    tok = self._core.step(np.asarray(pending, dtype=np.int32), sampler, history)
+                    self._cached.extend(pending)
                     if not new:
                         t_first = time.perf_counter()
                     if tok in eos:
@@ -559,7 +563,7 @@ class Model:
                         break
                     new.append(tok)
                     history = np.append(history, np.int32(tok))
-                    last = tok
+                    pending = [tok]
                     if decoder is not None:
                         piece = decoder.update(new)
                         if piece:
