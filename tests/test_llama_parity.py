@@ -103,3 +103,32 @@ def test_incremental_decode_equals_full_prompt(checkpoints):
     for t in PROMPT[5:]:
         parts.append(core.forward(np.array([t], np.int32), True))
     assert_logits_close(np.concatenate(parts), ref_logits)
+
+
+@pytest.mark.parametrize("case", ["gqa", "head_dim_8", "mistral_window", "f16"])
+def test_f16_kv_cache(case, isa, checkpoints):
+    """The f16 KV cache (the default beside narrower matrices): half the bytes, logits within the reference's
+    tolerance, a prompt and its token-by-token replay reading the same rounded keys and values, greedy tokens
+    as transformers'; on the panel layout (head size 16) and the row layout (head size 8)."""
+    path, ref_logits, ref_tokens, max_ctx = checkpoints(case)
+    auto = edgeformer.load(path, threads=2, max_context=max_ctx)
+    assert auto._core.kv_dtype == ("f16" if case == "f16" else "f32")
+    m16 = edgeformer.load(path, threads=2, max_context=max_ctx, kv_dtype="f16")
+    m32 = edgeformer.load(path, threads=2, max_context=max_ctx, kv_dtype="f32")
+    assert (m16._core.kv_dtype, m32._core.kv_dtype) == ("f16", "f32")
+    a, b = m16.logits(PROMPT), m32.logits(PROMPT)
+    assert not np.array_equal(a, b)  # the keys and values really are rounded
+    assert_logits_close(a, ref_logits, rel=3e-3)
+    assert float(((a - b) ** 2).sum() / (b**2).sum()) < 1e-5
+    m16._core.reset()
+    replay = np.concatenate([m16._core.forward(np.array([t], np.int32), True) for t in PROMPT])
+    assert float(((replay - a) ** 2).sum() / (a**2).sum()) < 1e-9
+    m16._core.reset()
+    m16._cached = []
+    assert m16.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids == ref_tokens
+
+
+def test_kv_dtype_argument(checkpoints):
+    path, _, _, _ = checkpoints("gqa")
+    with pytest.raises(ValueError, match="kv_dtype"):
+        edgeformer.load(path, kv_dtype="q8_0")

@@ -94,7 +94,8 @@ void register_model(py::module_& m) {
       .def_readwrite("max_context", &ef::ModelOptions::max_context)
       .def_readwrite("dtype", &ef::ModelOptions::dtype)
       .def_readwrite("progress", &ef::ModelOptions::progress)
-      .def_readwrite("exact_q8_prompts", &ef::ModelOptions::exact_q8_prompts);
+      .def_readwrite("exact_q8_prompts", &ef::ModelOptions::exact_q8_prompts)
+      .def_readwrite("kv_dtype", &ef::ModelOptions::kv_dtype);
 
   py::class_<ef::SamplerOptions>(m, "SamplerOptions")
       .def(py::init<>())
@@ -127,6 +128,7 @@ void register_model(py::module_& m) {
       .def_property_readonly("n_past", &ef::Model::n_past)
       .def_property_readonly("threads", &ef::Model::threads)
       .def_property_readonly("weight_bytes", &ef::Model::weight_bytes)
+      .def_property_readonly("kv_dtype", &ef::Model::kv_dtype, "the self-attention KV cache's element type")
       .def("weights", &ef::Model::weights, "[(canonical name, Tensor)] of what the model computes with")
       .def("step", [](ef::Model& m, IdArray ids, ef::Sampler& s, IdArray history) {
         // forward + sample in C++ with the GIL released: returns the next token id

@@ -102,7 +102,8 @@ def _resolve(path_or_hub_id: str) -> str:
 
 
 def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, threads: Optional[int] = None,
-         max_context: Optional[int] = None, device: str = "cpu", exact_q8_prompts: bool = False) -> "Model":
+         max_context: Optional[int] = None, device: str = "cpu", exact_q8_prompts: bool = False,
+         kv_dtype: Optional[str] = None) -> "Model":
     """Loads a Hugging Face checkpoint directory (or hub id, with huggingface_hub installed and online), or
     a GGUF file (llama.cpp's format; its quantized weights are used as stored, memory-mapped).
 
@@ -114,7 +115,9 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     token, integer sums over whole rows (the fastest prompts; error a few times q8_0's); the matrices are q8_0
     whose blocks share their row's scale, so a GGUF file written from it is plain q8_0, and loads back as int8.
     threads: default the physical cores. max_context: the KV cache length, default the checkpoint's
-    max_position_embeddings.
+    max_position_embeddings. kv_dtype: the self-attention KV cache's element type, "f16" or "f32"; None: f32
+    beside f32 matrices, f16 beside every other type (half the memory, and half the traffic of a long
+    context's decode steps; llama.cpp's default too). On CUDA, None is f16.
 
     exact_q8_prompts: q8_0 matrices multiply activations quantized to int8 per block of 32. Decode steps, which
     the weights' memory traffic bounds, also multiply the int8 rounding residual, so that their error is the
@@ -131,6 +134,8 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
             raise ValueError(f"argument '{name}' must be a positive integer, got {v!r}")
     if not isinstance(exact_q8_prompts, bool):
         raise ValueError(f"argument 'exact_q8_prompts' must be True or False, got {exact_q8_prompts!r}")
+    if kv_dtype is not None and kv_dtype not in ("f16", "f32"):
+        raise ValueError(f"argument 'kv_dtype' must be None, 'f16' or 'f32', got {kv_dtype!r}")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"argument 'dtype' must be None or one of {', '.join(DTYPES)}, got {dtype!r}")
     cuda_index = parse_device(device)
@@ -140,8 +145,9 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     if os.path.isfile(path) and path.endswith(".gguf"):
         from .gguf_io import load_gguf
 
-        model = load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path), exact_q8_prompts))
-        return model if cuda_index is None else _to_device(model, cuda_index)
+        model = load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path), exact_q8_prompts,
+                                                kv_dtype))
+        return model if cuda_index is None else _to_device(model, cuda_index, kv_dtype)
     model_dir = _resolve(path)
     cfg_path = os.path.join(model_dir, "config.json")
     if not os.path.exists(cfg_path):
@@ -149,7 +155,7 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     config = _read_json(cfg_path)
     files = _find_weight_files(model_dir)
     checkpoint = _core.TensorMap.open_safetensors(files)
-    opts = _options(threads, max_context, dtype, sum(os.path.getsize(f) for f in files), exact_q8_prompts)
+    opts = _options(threads, max_context, dtype, sum(os.path.getsize(f) for f in files), exact_q8_prompts, kv_dtype)
     tok = TokenizerInfo(model_dir)
     if isinstance(config.get("model_type"), str) and config["model_type"] in ENCODER_DECODERS:
         from .seq2seq import Seq2SeqModel
@@ -168,13 +174,13 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
             return _core.Model(dec_spec, checkpoint, dec_names, opts)
 
         model = Seq2SeqModel(enc, make_decoder, config, tok, model_dir)
-        return model if cuda_index is None else _to_device(model, cuda_index)
+        return model if cuda_index is None else _to_device(model, cuda_index, kv_dtype)
     spec, names = spec_from_config(config, cfg_path, checkpoint.names())
     if dtype in QUANTIZED:
         gguf_rotary_layout(spec, names)
     core = _core.Model(spec, checkpoint, _materialize(checkpoint, names), opts)
     model = Model(core, config, tok, model_dir)
-    return model if cuda_index is None else _to_device(model, cuda_index)
+    return model if cuda_index is None else _to_device(model, cuda_index, kv_dtype)
 
 
 def cuda_available() -> bool:
@@ -205,26 +211,28 @@ def parse_device(device: Any) -> Optional[int]:
     return index
 
 
-def _to_device(model: "Model", index: int) -> "Model":
+def _to_device(model: "Model", index: int, kv_dtype: Optional[str] = None) -> "Model":
     """Moves a loaded model's stacks to CUDA device `index` (the host copies are dropped)."""
     from .seq2seq import Seq2SeqModel
 
-    model._core = _core.CudaModel(model._core, index)
+    model._core = _core.CudaModel(model._core, index, kv_dtype or "f16")
     if isinstance(model, Seq2SeqModel):
-        model._encoder = _core.CudaModel(model._encoder, index)
+        model._encoder = _core.CudaModel(model._encoder, index, kv_dtype or "f16")
         model._make_decoder = model._core.fork  # beams share the uploaded weights
         model._beams = []
     model.device = f"cuda:{index}"
     return model
 
 
-def _options(threads, max_context, dtype, size: int, exact_q8_prompts: bool = False) -> "_core.ModelOptions":
+def _options(threads, max_context, dtype, size: int, exact_q8_prompts: bool = False,
+             kv_dtype: Optional[str] = None) -> "_core.ModelOptions":
     opts = _core.ModelOptions()
     opts.threads = threads or 0
     opts.max_context = max_context or 0
     opts.dtype = dtype or ""
     opts.progress = sys.stderr.isatty() and size > (512 << 20)
     opts.exact_q8_prompts = exact_q8_prompts
+    opts.kv_dtype = kv_dtype or ""
     return opts
 
 

@@ -25,6 +25,9 @@ struct ModelOptions {
   // residual, as decode steps always do: the error of the weights alone, at half the prompt speed. Off: one
   // int8 level, as llama.cpp and CTranslate2 compute.
   bool exact_q8_prompts = false;
+  // The self-attention KV cache's element type: "" = f32 beside f32 matrices, else f16 (half the memory and
+  // the traffic of long contexts); "f32" | "f16".
+  std::string kv_dtype;
 };
 
 struct LayerWeights {
@@ -82,6 +85,7 @@ class Model {
   std::vector<std::pair<std::string, Tensor>> weights() const;
 
   std::mutex& mutex() { return mu_; }  // held by the bindings around each call: one call at a time
+  const char* kv_dtype() const { return kv_f16_ ? "f16" : "f32"; }
 
  private:
   void attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask);
@@ -98,14 +102,19 @@ class Model {
   Tensor tok_emb_, pos_emb_, type_emb_, emb_norm_w_, emb_norm_b_, proj_in_, proj_out_;
   Tensor final_norm_w_, final_norm_b_, lm_head_, lm_head_b_, rel_bias_;
   std::vector<LayerWeights> layers_;
-  // Self-attention cache, f32, per layer and kv head. Where the head size is a multiple of 16 (kv_panels_), in the
-  // f32 panel layout the attention products stream (quant.h), positions rounded up to kv_len_ (a multiple of 16):
+  // Self-attention cache, f32 or f16 (kv_f16_), per layer and kv head. Where the head size is a multiple of 16
+  // (kv_panels_), in the float panel layout the attention products stream (quant.h), positions rounded up to
+  // kv_len_ (a multiple of 16):
   // keys [kv_len / 16][head_dim][16] (16 positions of one dim per vector), values [head_dim / 16][kv_len][16]
   // (16 dims of one position). Otherwise rows: [max_ctx][head_dim].
   std::unique_ptr<Buffer> kcache_, vcache_;
   bool kv_panels_ = false;
   int32_t kv_len_ = 0;
+  bool kv_f16_ = false;
+  size_t kv_elem() const { return kv_f16_ ? 2 : 4; }
   void store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v);
+  template <typename E>
+  void store_kv_as(int layer, int kv_head, int32_t pos, const float* k, const float* v);
   std::unique_ptr<Buffer> ckcache_, cvcache_;  // cross: [layer][head][T_enc][head_dim]
   int32_t enc_T_ = 0;
   std::vector<uint8_t> enc_mask_;

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "edgeformer/errors.h"
 #include "edgeformer/quant.h"
@@ -302,14 +303,18 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   if (L.progress && L.convert) std::fprintf(stderr, "\n");
   kv_panels_ = hd % kPanel == 0;
   kv_len_ = kv_panels_ ? (int32_t)((max_ctx_ + kPanel - 1) / kPanel * kPanel) : max_ctx_;
-  const size_t cache_elems = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)kv_len_ * hd;
+  EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
+           "argument 'kv_dtype' must be None, 'f16' or 'f32', got '" + opts.kv_dtype + "'");
+  // auto: f32 beside f32 matrices (the reference precision), f16 beside every narrower type, as llama.cpp
+  kv_f16_ = opts.kv_dtype.empty() ? !layers_.empty() && layers_[0].wq.dtype != DType::F32 : opts.kv_dtype == "f16";
+  const size_t cache_bytes = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)kv_len_ * hd * kv_elem();
   try {
-    kcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
-    vcache_ = std::make_unique<Buffer>(cache_elems * sizeof(float));
+    kcache_ = std::make_unique<Buffer>(cache_bytes);
+    vcache_ = std::make_unique<Buffer>(cache_bytes);
   } catch (const Error&) {
     throw ValueError("max_context=" + std::to_string(max_ctx_) + ": the KV cache needs " +
-                     std::to_string(2 * cache_elems * sizeof(float) >> 20) +
-                     " MiB, more than can be allocated; pass a smaller max_context=");
+                     std::to_string(2 * cache_bytes >> 20) +
+                     " MiB, more than can be allocated; pass a smaller max_context= (or kv_dtype='f16')");
   }
   if (spec_.pos == PosKind::Rotary && spec_.rope.scaling != RopeScaling::Dynamic)
     rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
@@ -367,36 +372,52 @@ void Model::copy_cache_from(const Model& other, int32_t n) {
                other.spec_.n_kv_heads == spec_.n_kv_heads && other.spec_.head_dim == spec_.head_dim,
            "copy_cache_from: the models differ in shape");
   EF_CHECK(n >= 0 && n <= other.n_past_, "copy_cache_from: n is outside the other model's cache");
-  const size_t hd = spec_.head_dim, heads = (size_t)spec_.n_layers * spec_.n_kv_heads, stride = (size_t)kv_len_ * hd;
+  EF_CHECK(other.kv_f16_ == kv_f16_, "copy_cache_from: the models' KV caches differ in type");
+  const size_t es = kv_elem(), hd = spec_.head_dim, heads = (size_t)spec_.n_layers * spec_.n_kv_heads;
+  const size_t stride = (size_t)kv_len_ * hd * es;  // bytes per kv head
   const size_t nk = kv_panels_ ? (size_t)(n + kPanel - 1) / kPanel * kPanel : (size_t)n;  // whole key panels
+  uint8_t *kd = (uint8_t*)kcache_->data, *vd = (uint8_t*)vcache_->data;
+  const uint8_t *ks = (const uint8_t*)other.kcache_->data, *vs = (const uint8_t*)other.vcache_->data;
   for (size_t i = 0; i < heads; i++) {
-    std::memcpy((float*)kcache_->data + i * stride, (const float*)other.kcache_->data + i * stride, nk * hd * 4);
+    std::memcpy(kd + i * stride, ks + i * stride, nk * hd * es);
     if (!kv_panels_) {
-      std::memcpy((float*)vcache_->data + i * stride, (const float*)other.vcache_->data + i * stride, n * hd * 4);
+      std::memcpy(vd + i * stride, vs + i * stride, n * hd * es);
       continue;
     }
     for (size_t p = 0; p < hd / kPanel; p++) {  // each value panel holds its 16 dims of every position
-      const size_t off = i * stride + p * kPanel * kv_len_;
-      std::memcpy((float*)vcache_->data + off, (const float*)other.vcache_->data + off, (size_t)n * kPanel * 4);
+      const size_t off = i * stride + p * kPanel * kv_len_ * es;
+      std::memcpy(vd + off, vs + off, (size_t)n * kPanel * es);
     }
   }
   n_past_ = n;
 }
 
 void Model::store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v) {
+  if (kv_f16_) store_kv_as<uint16_t>(layer, kv_head, pos, k, v);
+  else store_kv_as<float>(layer, kv_head, pos, k, v);
+}
+
+template <typename E>  // float, or uint16_t (f16 bits)
+void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, const float* v) {
+  const auto cv = [](float x) -> E {
+    if constexpr (std::is_same_v<E, float>) return x;
+    else return f32_to_f16(x);
+  };
   const int hd = spec_.head_dim;
   const size_t head = ((size_t)layer * spec_.n_kv_heads + kv_head) * (size_t)kv_len_ * hd;
-  float* kc = (float*)kcache_->data + head;
-  float* vc = (float*)vcache_->data + head;
+  E* kc = (E*)kcache_->data + head;
+  E* vc = (E*)vcache_->data + head;
   if (!kv_panels_) {
-    std::memcpy(kc + (size_t)pos * hd, k, hd * sizeof(float));
-    std::memcpy(vc + (size_t)pos * hd, v, hd * sizeof(float));
+    for (int d = 0; d < hd; d++) kc[(size_t)pos * hd + d] = cv(k[d]);
+    for (int d = 0; d < hd; d++) vc[(size_t)pos * hd + d] = cv(v[d]);
     return;
   }
-  float* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + pos % kPanel;
-  for (int d = 0; d < hd; d++) kp[(size_t)d * kPanel] = k[d];
-  for (int p = 0; p < hd / kPanel; p++)
-    std::memcpy(vc + (size_t)p * kPanel * kv_len_ + (size_t)pos * kPanel, v + p * kPanel, kPanel * sizeof(float));
+  E* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + pos % kPanel;
+  for (int d = 0; d < hd; d++) kp[(size_t)d * kPanel] = cv(k[d]);
+  for (int p = 0; p < hd / kPanel; p++) {
+    E* vp = vc + (size_t)p * kPanel * kv_len_ + (size_t)pos * kPanel;
+    for (int i = 0; i < kPanel; i++) vp[i] = cv(v[p * kPanel + i]);
+  }
 }
 
 void Model::ensure_scratch(int32_t T) {
@@ -451,9 +472,13 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const KernelTable& K = kernels();
   const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, group = nh / nkv;
   const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
-  const size_t head_stride = (size_t)kv_len_ * hd;
-  const float* kc = (const float*)kcache_->data + (size_t)layer * nkv * head_stride;
-  const float* vc = (const float*)vcache_->data + (size_t)layer * nkv * head_stride;
+  const size_t head_stride = (size_t)kv_len_ * hd, es = kv_elem();
+  const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
+  // element i of this layer's keys / values (f32 or f16 as kvt)
+  const uint8_t* kbase = (const uint8_t*)kcache_->data + (size_t)layer * nkv * head_stride * es;
+  const uint8_t* vbase = (const uint8_t*)vcache_->data + (size_t)layer * nkv * head_stride * es;
+  const auto kc = [&](size_t i) -> const void* { return kbase + i * es; };
+  const auto vc = [&](size_t i) -> const void* { return vbase + i * es; };
   const int W = spec_.sliding_window;
   const bool causal = spec_.causal();
   const int32_t n_keys = pos0 + T;
@@ -490,9 +515,10 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       for (int32_t j = lo; j <= hi; j++)
         if (!key_mask[j]) s[j - k0] = 0.f;
   };
-  // The cache in panels (kv_panels_): S = Q K^T and O = P V run on the f32 panel tiles straight from it (no
-  // horizontal sums; keys from a multiple of 16). Else rows: row tiles, V transposed per block.
-  const auto fpanel = ops::panel_kernel(K, &KernelTable::matmul_panel, DType::F32);
+  // The cache in panels (kv_panels_): S = Q K^T and O = P V run on the float panel tiles (f32 or f16) straight
+  // from it (no horizontal sums; keys from a multiple of 16). Else rows: row tiles, V transposed per block.
+  const auto fpanel = ops::panel_kernel(K, &KernelTable::matmul_panel, kvt);
+  const auto rows_mm = K.matmul[(int)kvt];
   const int64_t vstride = (int64_t)kPanel * kv_len_;  // from one value panel (16 dims) to the next
   // A decode step on the panel cache: per kv head, its query heads (up to 8 at a time: a tile's rows, and tasks
   // for every thread when there are few kv heads, as with multi-query attention) as the rows of the two
@@ -508,8 +534,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       for (int64_t idx = b; idx < e; idx++) {
         const int g = (int)(idx / chunks), c = (int)(idx % chunks);
         const int h0 = g * group + c * kRows, rows = std::min(kRows, group - c * kRows);
-        const float* kh = kc + (size_t)g * head_stride + (size_t)klo * hd;
-        const float* vh = vc + (size_t)g * head_stride + (size_t)klo * kPanel;
+        const void* kh = kc((size_t)g * head_stride + (size_t)klo * hd);
+        const void* vh = vc((size_t)g * head_stride + (size_t)klo * kPanel);
         fpanel(q + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), n, rows, 0, n, hd);
         for (int r = 0; r < rows; r++) weights(h0 + r, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
         fpanel(S.data(), n, vh, vstride, nullptr, out + (size_t)h0 * hd, hd, rows, 0, hd, n);
@@ -534,24 +560,26 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
         if (kv_panels_) klo = klo / kPanel * kPanel;  // panels start at multiples of 16
         const int32_t n = khi - klo + 1;
         if (S.size() < (size_t)kQB * n) S.resize((size_t)kQB * n);
-        const float* kh = kc + (size_t)(h / group) * head_stride + (size_t)klo * hd;
+        const void* kh = kc((size_t)(h / group) * head_stride + (size_t)klo * hd);
         const float* qb = q + (size_t)t0 * nh * hd + (size_t)h * hd;
         if (kv_panels_) fpanel(qb, (int64_t)nh * hd, kh, 0, nullptr, S.data(), n, tb, 0, n, hd);
-        else K.matmul[(int)DType::F32](qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
+        else rows_mm(qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
         for (int32_t r = 0; r < tb; r++) {
           const int32_t pos = pos0 + t0 + r;
           const int32_t hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
           weights(h, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
         }
         float* ob = out + (size_t)t0 * nh * hd + (size_t)h * hd;
-        const float* vh = vc + (size_t)(h / group) * head_stride;
+        const size_t vh = (size_t)(h / group) * head_stride;
         if (kv_panels_) {
-          fpanel(S.data(), n, vh + (size_t)klo * kPanel, vstride, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
+          fpanel(S.data(), n, vc(vh + (size_t)klo * kPanel), vstride, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
         } else {
-          if (Vt.size() < (size_t)hd * n) Vt.resize((size_t)hd * n);
-          vh += (size_t)klo * hd;
-          for (int32_t j = 0; j < n; j++)
-            for (int d = 0; d < hd; d++) Vt[(size_t)d * n + j] = vh[(size_t)j * hd + d];
+          if (Vt.size() < (size_t)hd * (n + 1)) Vt.resize((size_t)hd * (n + 1));
+          float* vrow = Vt.data() + (size_t)hd * n;  // one value row in f32
+          for (int32_t j = 0; j < n; j++) {
+            K.to_f32[(int)kvt](vc(vh + (size_t)(klo + j) * hd), vrow, hd);
+            for (int d = 0; d < hd; d++) Vt[(size_t)d * n + j] = vrow[d];
+          }
           K.matmul[(int)DType::F32](S.data(), n, Vt.data(), n, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
         }
       }
@@ -562,6 +590,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   // registers
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
     float* sc = scores_.data() + (size_t)tid * score_stride_;
+    thread_local std::vector<float> V32;  // an f16 cache's value rows in f32, for wsum
     for (int64_t idx = b; idx < e; idx++) {
       if ((idx & 63) == 0 && interrupt_pending()) return;  // the layer loop throws Interrupted
       const int h = (int)(idx % nh);
@@ -571,11 +600,16 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       const int32_t lo = W > 0 ? std::max(0, pos - W + 1) : 0;
       const int32_t n = hi - lo + 1;
       const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
-      const float* kh = kc + (size_t)(h / group) * head_stride;
-      const float* vh = vc + (size_t)(h / group) * head_stride;
-      K.matmul[(int)DType::F32](qv, hd, kh + (size_t)lo * hd, hd, nullptr, sc, n, 1, 0, n, hd);
+      const size_t kv0 = (size_t)(h / group) * head_stride + (size_t)lo * hd;
+      rows_mm(qv, hd, kc(kv0), hd, nullptr, sc, n, 1, 0, n, hd);
       weights(h, pos, lo, sc, n, lo, hi);
-      K.wsum(sc, vh + (size_t)lo * hd, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
+      const float* vh = (const float*)vc(kv0);
+      if (kv_f16_) {
+        if (V32.size() < (size_t)n * hd) V32.resize((size_t)n * hd);
+        K.to_f32[(int)DType::F16](vc(kv0), V32.data(), (int64_t)n * hd);
+        vh = V32.data();
+      }
+      K.wsum(sc, vh, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
     }
   });
 }
@@ -615,6 +649,7 @@ void Model::cross_attention(int layer, const float* q, float* out, int32_t T) {
   const int32_t n = enc_T_;
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
     float* sc = scores_.data() + (size_t)tid * score_stride_;
+    thread_local std::vector<float> V32;  // an f16 cache's value rows in f32, for wsum
     for (int64_t idx = b; idx < e; idx++) {
       const int h = (int)(idx % nh);
       const int32_t t = (int32_t)(idx / nh);
