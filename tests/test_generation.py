@@ -220,6 +220,9 @@ def test_cli_info_and_run(ckpt):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Hello world")
     assert "prefill:" in r.stderr and "decode: 5 tokens" in r.stderr and "tok/s" in r.stderr
+    r16 = run_cli("run", ckpt, "Hello world", "-n", "5", "--temperature", "0", "--kv-dtype", "f16")
+    assert r16.returncode == 0 and r16.stdout.startswith("Hello world"), r16.stderr
+    assert run_cli("run", ckpt, "x", "--kv-dtype", "q4_0").returncode == 2  # argparse names the choices
     r = run_cli("run", os.path.join(ckpt, "missing"), "x")
     assert r.returncode == 2 and "no such directory" in r.stderr
     env = dict(os.environ, EDGEFORMER_ISA="generic")

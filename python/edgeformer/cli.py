@@ -55,7 +55,8 @@ def _run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.prompt = args.items[-1] if args.items else DEFAULT_PROMPT
-    model = load(model_path, dtype=args.dtype, threads=args.threads, max_context=args.max_context, device=args.device)
+    model = load(model_path, dtype=args.dtype, threads=args.threads, max_context=args.max_context, device=args.device,
+                 kv_dtype=args.kv_dtype)
     stream = model.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                             repetition_penalty=args.repetition_penalty, seed=args.seed, stream=True)
@@ -116,6 +117,8 @@ def main(argv=None) -> int:
     r.add_argument("--dtype", default=None,
                    help="f32, f16, bf16, q8_0, q4_0, q4_k, q6_k or int8: convert at load (default: as stored)")
     r.add_argument("--max-context", type=int, default=None)
+    r.add_argument("--kv-dtype", default=None, choices=["f16", "f32"],
+                   help="the KV cache's element type (default: f32 beside f32 weights, else f16)")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (a build with EF_CUDA=ON)")
     q = sub.add_parser("quantize", help="write a checkpoint as a GGUF file (llama.cpp's format), quantized")
     q.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer.json)")
