@@ -16,6 +16,8 @@
 // Integer sums are exact and the float steps the same in every copy, so every copy agrees to the last bit.
 #pragma once
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "edgeformer/quant.h"
 
@@ -33,7 +35,7 @@ inline int32_t xsum(const BlockQ8& b) { return (int32_t)b.sum[0] + b.sum[1]; }
 struct PanelQ4_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 18;
   template <int RT>
-  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
@@ -63,7 +65,7 @@ template <bool kResidual>
 struct PanelQ8_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 34;
   template <int RT>
-  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
@@ -91,8 +93,9 @@ struct PanelQ8_0 {
 
 struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
   static constexpr int64_t kBlock = 256, kBytes = 2368;
+  static constexpr bool kMins = true;  // xm[t][s] = -d * sum of activation block s, for the mins
   template <int RT>
-  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
@@ -116,8 +119,8 @@ struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
           const BlockQ8 &x0 = x[t][s0], &x1 = x[t][s1];
           facc[t] = pf_fma_i(lo_acc[t], pf_scale(sc0, x0.d), facc[t]);
           facc[t] = pf_fma_i(hi_acc[t], pf_scale(sc1, x1.d), facc[t]);
-          facc[t] = pf_fma(m0, pf_set1(-x0.d * (float)xsum(x0)), facc[t]);
-          facc[t] = pf_fma(m1, pf_set1(-x1.d * (float)xsum(x1)), facc[t]);
+          facc[t] = pf_fma(m0, pf_set1(xm[t][s0]), facc[t]);
+          facc[t] = pf_fma(m1, pf_set1(xm[t][s1]), facc[t]);
         }
       }
     }
@@ -128,7 +131,7 @@ struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
 struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4, one int8 scale per 16 k
   static constexpr int64_t kBlock = 256, kBytes = 3360;
   template <int RT>
-  static void tile(const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
@@ -158,12 +161,17 @@ struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4,
 };
 
 template <class F, int RT>
-inline void panel_tile(int r, const BlockQ8* const* x, const uint8_t* p, int64_t nb, pf* out) {
+inline void panel_tile(int r, const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
   if constexpr (RT > 1) {
-    if (r < RT) return panel_tile<F, RT - 1>(r, x, p, nb, out);
+    if (r < RT) return panel_tile<F, RT - 1>(r, x, xm, p, nb, out);
   }
-  F::template tile<RT>(x, p, nb, out);
+  F::template tile<RT>(x, xm, p, nb, out);
 }
+
+template <class F, class = void>
+struct has_mins : std::false_type {};
+template <class F>
+struct has_mins<F, std::void_t<decltype(F::kMins)>> : std::true_type {};
 
 // y[t, o] for o in [o0, o1) (o0 a multiple of 16), t in [0, T). Tokens are taken in chunks whose
 // activations stay in L2 while every panel of the range streams past them.
@@ -173,17 +181,33 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
   const uint8_t* w = (const uint8_t*)wv;
   const int64_t nb = K / F::kBlock, pb = nb * F::kBytes;
   constexpr int64_t kChunk = 64;
+  // formats with mins: each activation block's -d * sum, once per call instead of once per panel
+  const int64_t nx = K / kQ8Block;
+  thread_local std::vector<float> mins;
+  if constexpr (has_mins<F>::value) {
+    if (mins.size() < (size_t)(kChunk * nx)) mins.resize((size_t)(kChunk * nx));
+  }
   for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
     const int64_t t1 = std::min(T, t0 + kChunk);
+    if constexpr (has_mins<F>::value)
+      for (int64_t t = t0; t < t1; t++)
+        for (int64_t i = 0; i < nx; i++) {
+          const BlockQ8& b = xq[t * ldxq + i];
+          mins[(t - t0) * nx + i] = -b.d * (float)xsum(b);
+        }
     for (int64_t o = o0; o < o1; o += kPanel) {
       const uint8_t* p = w + (o / kPanel) * pb;
       const int n = (int)std::min<int64_t>(kPanel, o1 - o);
       for (int64_t t = t0; t < t1; t += kPanelRT) {
         const int r = (int)std::min<int64_t>(kPanelRT, t1 - t);
         const BlockQ8* x[kPanelRT];
+        const float* xm[kPanelRT] = {};
         pf out[kPanelRT];
-        for (int i = 0; i < r; i++) x[i] = xq + (t + i) * ldxq;
-        panel_tile<F, kPanelRT>(r, x, p, nb, out);
+        for (int i = 0; i < r; i++) {
+          x[i] = xq + (t + i) * ldxq;
+          if constexpr (has_mins<F>::value) xm[i] = mins.data() + (t - t0 + i) * nx;
+        }
+        panel_tile<F, kPanelRT>(r, x, xm, p, nb, out);
         for (int i = 0; i < r; i++) pf_store(y + (t + i) * ldy + o, out[i], bias ? bias + o : nullptr, n);
       }
     }
