@@ -30,15 +30,27 @@ namespace {
 inline pi pi_dot_s8_shared(pi acc, pw s, const int8_t* x) { return pi_dot_s8(acc, s, x); }
 #endif
 
+// The next panel's bytes of one block, fetched while the first tile of this one runs: a panel is read from
+// memory once per chunk of tokens, and its first tile would otherwise wait for every line of it.
+inline void prefetch_block(const uint8_t* p, int64_t bytes) {
+#if defined(__GNUC__)
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
 inline int32_t xsum(const BlockQ8& b) { return (int32_t)b.sum[0] + b.sum[1]; }
 
 struct PanelQ4_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 18;
   template <int RT>
-  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
+                   const uint8_t* next) {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      if (next) prefetch_block(next + b * kBytes, kBytes);
       pi acc[RT], acc2[RT];  // two dependency chains per token: elements 0..15 and 16..31
       for (int t = 0; t < RT; t++) {
         acc[t] = pi_set1(-8 * xsum(x[t][b]));  // nibbles are stored + 8
@@ -65,10 +77,12 @@ template <bool kResidual>
 struct PanelQ8_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 34;
   template <int RT>
-  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
+                   const uint8_t* next) {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      if (next) prefetch_block(next + b * kBytes, kBytes);
       pi acc[RT], acc2[RT];
       for (int t = 0; t < RT; t++) {
         acc[t] = pi_set1(-kS8Bias * xsum(x[t][b]));
@@ -95,10 +109,12 @@ struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
   static constexpr int64_t kBlock = 256, kBytes = 2368;
   static constexpr bool kMins = true;  // xm[t][s] = -d * sum of activation block s, for the mins
   template <int RT>
-  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
+                   const uint8_t* next) {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      if (next) prefetch_block(next + b * kBytes, kBytes);
       const pf d = pf_load_f16(p), dmin = pf_load_f16(p + 32);
       for (int j = 0; j < 4; j++) {  // sub-blocks 2j (low nibbles) and 2j + 1 (high)
         const int64_t s0 = 8 * b + 2 * j, s1 = s0 + 1;
@@ -131,10 +147,12 @@ struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
 struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4, one int8 scale per 16 k
   static constexpr int64_t kBlock = 256, kBytes = 3360;
   template <int RT>
-  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
+                   const uint8_t* next) {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      if (next) prefetch_block(next + b * kBytes, kBytes);
       const pf d = pf_load_f16(p);
       for (int u = 0; u < 16; u++) {  // 16 elements: half (u % 2) of activation block 8b + u / 2
         const uint8_t* q = p + 288 + 192 * u;
@@ -161,11 +179,12 @@ struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4,
 };
 
 template <class F, int RT>
-inline void panel_tile(int r, const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out) {
+inline void panel_tile(int r, const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
+                       const uint8_t* next) {
   if constexpr (RT > 1) {
-    if (r < RT) return panel_tile<F, RT - 1>(r, x, xm, p, nb, out);
+    if (r < RT) return panel_tile<F, RT - 1>(r, x, xm, p, nb, out, next);
   }
-  F::template tile<RT>(x, xm, p, nb, out);
+  F::template tile<RT>(x, xm, p, nb, out, next);
 }
 
 template <class F, class = void>
@@ -207,7 +226,9 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
           x[i] = xq + (t + i) * ldxq;
           if constexpr (has_mins<F>::value) xm[i] = mins.data() + (t - t0 + i) * nx;
         }
-        panel_tile<F, kPanelRT>(r, x, xm, p, nb, out);
+        // (a chunk of one tile, as a decode step, streams each panel once: the hardware's prefetch suffices)
+        const uint8_t* next = t == t0 && t1 - t0 > kPanelRT && o + kPanel < o1 ? p + pb : nullptr;
+        panel_tile<F, kPanelRT>(r, x, xm, p, nb, out, next);
         for (int i = 0; i < r; i++) pf_store(y + (t + i) * ldy + o, out[i], bias ? bias + o : nullptr, n);
       }
     }
