@@ -30,7 +30,7 @@ base = rss()
 m = edgeformer.load(sys.argv[1], max_context=int(sys.argv[2]))
 r = m.generate("The edge of the", max_new_tokens=int(sys.argv[3]), temperature=0, ignore_eos=True)
 s = m.spec
-kv = 2 * s.n_layers * s.n_kv_heads * s.head_dim * m.max_context * 4
+kv = 2 * s.n_layers * s.n_kv_heads * s.head_dim * m.max_context * (2 if m._core.kv_dtype == "f16" else 4)
 print(json.dumps({"baseline": base, "rss_now": rss(), "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "kv_cache": kv, "tokens": len(r.token_ids), "decode_tok_s": r.decode_tokens_per_s}))
 """
