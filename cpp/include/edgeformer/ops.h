@@ -11,7 +11,7 @@ namespace ef {
 namespace ops {
 
 // A panel kernel of table `tab` for type t: this ISA's, else the generic one (a model packed at load, then
-// set_isa() to an ISA without panels of that type; NEON's f32 panels for the KV cache).
+// set_isa() to an ISA without panels of that type, as bf16 panels after AVX-512 BF16).
 template <class Fn, size_t N>
 Fn panel_kernel(const KernelTable& k, Fn (KernelTable::*tab)[N], DType t) {
   const Fn f = (k.*tab)[(int)t];

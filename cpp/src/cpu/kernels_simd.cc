@@ -126,7 +126,7 @@ void matmul_simd<bf16_t>(const float* x, int64_t ldx, const void* wv, int64_t ld
   }
 }
 
-#if defined(EF_ISA_AVX512) || defined(EF_ISA_AVX2)
+#if defined(EF_ISA_AVX512) || defined(EF_ISA_AVX2) || defined(EF_ISA_NEON)
 // Float panels (quant.h): 16 rows of one k (f32, f16) or of a pair of k (bf16) side by side. A step of a
 // tile broadcasts one token's activation (or pair) and advances 16 outputs per accumulator row, with no
 // horizontal sums: per product, a tile reads a sixteenth of the weights and activations a row tile does.
@@ -216,8 +216,12 @@ inline void fpanel_tile(const typename FPanel<W>::X* x, int64_t ldx, const W* p,
 // AVX-512: 8 tokens x 3 panels (24 accumulators, 3 weight vectors, one broadcast). AVX2: 3 tokens x 2 panels
 // of two vectors each (12 accumulators, 3 broadcasts held, one weight vector at a time: its 16 registers);
 // single thread, f16 at 1.1B shapes, 49-50 GMAC/s against 38-39 for 6 tokens x one panel (Zen 4)
+// NEON: 6 tokens x one panel of four vectors (24 accumulators, 4 weight vectors, a broadcast: 29 of its 32
+// registers).
 #if defined(EF_ISA_AVX512)
 constexpr int kPanelTileT = 8, kPanelTileP = 3;
+#elif defined(EF_ISA_NEON)
+constexpr int kPanelTileT = 6, kPanelTileP = 1;
 #else
 constexpr int kPanelTileT = 3, kPanelTileP = 2;
 #endif
