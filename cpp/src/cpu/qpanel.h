@@ -16,7 +16,6 @@
 // Integer sums are exact and the float steps the same in every copy, so every copy agrees to the last bit.
 #pragma once
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include "edgeformer/quant.h"
@@ -44,6 +43,7 @@ inline int32_t xsum(const BlockQ8& b) { return (int32_t)b.sum[0] + b.sum[1]; }
 
 struct PanelQ4_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 18;
+  static constexpr bool kMins = false;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -76,6 +76,7 @@ struct PanelQ4_0 {
 template <bool kResidual>
 struct PanelQ8_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 34;
+  static constexpr bool kMins = false;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -146,6 +147,7 @@ struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
 
 struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4, one int8 scale per 16 k
   static constexpr int64_t kBlock = 256, kBytes = 3360;
+  static constexpr bool kMins = false;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -187,11 +189,6 @@ inline void panel_tile(int r, const BlockQ8* const* x, const float* const* xm, c
   F::template tile<RT>(x, xm, p, nb, out, next);
 }
 
-template <class F, class = void>
-struct has_mins : std::false_type {};
-template <class F>
-struct has_mins<F, std::void_t<decltype(F::kMins)>> : std::true_type {};
-
 // y[t, o] for o in [o0, o1) (o0 a multiple of 16), t in [0, T). Tokens are taken in chunks whose
 // activations stay in L2 while every panel of the range streams past them.
 template <class F>
@@ -203,12 +200,12 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
   // formats with mins: each activation block's -d * sum, once per call instead of once per panel
   const int64_t nx = K / kQ8Block;
   thread_local std::vector<float> mins;
-  if constexpr (has_mins<F>::value) {
+  if constexpr (F::kMins) {
     if (mins.size() < (size_t)(kChunk * nx)) mins.resize((size_t)(kChunk * nx));
   }
   for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
     const int64_t t1 = std::min(T, t0 + kChunk);
-    if constexpr (has_mins<F>::value)
+    if constexpr (F::kMins)
       for (int64_t t = t0; t < t1; t++)
         for (int64_t i = 0; i < nx; i++) {
           const BlockQ8& b = xq[t * ldxq + i];
@@ -224,7 +221,7 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
         pf out[kPanelRT];
         for (int i = 0; i < r; i++) {
           x[i] = xq + (t + i) * ldxq;
-          if constexpr (has_mins<F>::value) xm[i] = mins.data() + (t - t0 + i) * nx;
+          if constexpr (F::kMins) xm[i] = mins.data() + (t - t0 + i) * nx;
         }
         // (a chunk of one tile, as a decode step, streams each panel once: the hardware's prefetch suffices)
         const uint8_t* next = t == t0 && t1 - t0 > kPanelRT && o + kPanel < o1 ? p + pb : nullptr;

@@ -603,12 +603,11 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       const size_t kv0 = (size_t)(h / group) * head_stride + (size_t)lo * hd;
       rows_mm(qv, hd, kc(kv0), hd, nullptr, sc, n, 1, 0, n, hd);
       weights(h, pos, lo, sc, n, lo, hi);
-      const float* vh = (const float*)vc(kv0);
       if (kv_f16_) {
         if (V32.size() < (size_t)n * hd) V32.resize((size_t)n * hd);
         K.to_f32[(int)DType::F16](vc(kv0), V32.data(), (int64_t)n * hd);
-        vh = V32.data();
       }
+      const float* vh = kv_f16_ ? V32.data() : (const float*)vc(kv0);
       K.wsum(sc, vh, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
     }
   });
@@ -649,7 +648,6 @@ void Model::cross_attention(int layer, const float* q, float* out, int32_t T) {
   const int32_t n = enc_T_;
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
     float* sc = scores_.data() + (size_t)tid * score_stride_;
-    thread_local std::vector<float> V32;  // an f16 cache's value rows in f32, for wsum
     for (int64_t idx = b; idx < e; idx++) {
       const int h = (int)(idx % nh);
       const int32_t t = (int32_t)(idx / nh);
