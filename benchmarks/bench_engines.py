@@ -41,17 +41,12 @@ class Edgeformer:
         self.name = f"edgeformer {edgeformer.__version__} ({edgeformer._core.active_isa()})"
 
     def prefill(self, ids):
-        # the prompt, then the logits of its last position only, as the other engines compute (and generate()):
-        # whole chunks through _prefill, the last piece through one forward
-        from edgeformer.model import PREFILL_CHUNK
-
+        # the prompt, then the logits of its last position only, as the other engines compute (and generate())
         self.m._core.reset()
         self.m._cached = []
-        ids = np.asarray(ids, np.int32)
-        n = (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
-        self.m._prefill(ids[:n], logits=False)
-        self.m._core.forward(ids[n:], False)
-        self.m._cached.extend(ids[n:].tolist())
+        last = self.m._prefill_head([int(i) for i in ids])
+        self.m._core.forward(np.asarray(last, np.int32), False)
+        self.m._cached.extend(last)
 
     def decode(self, ids, n):
         self.prefill(ids[:-1])

@@ -370,6 +370,13 @@ class Model:
             self._cached.extend(int(t) for t in chunk)
         return np.concatenate(out, axis=0) if logits else None
 
+    def _prefill_head(self, ids: Sequence[int]) -> List[int]:
+        """Prefills the whole chunks of ids before their last piece (1..PREFILL_CHUNK tokens) and returns that
+        piece: the input of the forward that computes the prompt's last logits only (generate()'s first step)."""
+        n = (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
+        self._prefill(np.asarray(ids[:n], dtype=np.int32), logits=False)
+        return list(ids[n:])
+
     def _reset_to(self, ids: Sequence[int]) -> int:
         """Keeps the longest cached prefix of ids (at least one token is left to run); returns its length."""
         n = 0
@@ -552,12 +559,7 @@ class Model:
             t_first = t0
             if max_new_tokens > 0:
                 start = self._reset_to(ids)
-                rest = ids[start:]
-                # whole chunks first; the last piece (1..PREFILL_CHUNK tokens) is the first step's input, which
-                # computes the logits of its last position only (no one-token step after the prompt)
-                n_pre = (len(rest) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
-                self._prefill(np.asarray(rest[:n_pre], dtype=np.int32), logits=False)
-                pending = rest[n_pre:]
+                pending = self._prefill_head(ids[start:])  # the first step's input: no one-token step after it
                 while len(new) < max_new_tokens:
                     if len(self._cached) + len(pending) > self.max_context:
                         finish = "context"
