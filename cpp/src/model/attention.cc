@@ -1,0 +1,292 @@
+// The model's KV cache (f32 or f16, in the float panel layout where the head size allows; model.h) and the
+// attention that reads it: self-attention for prompts and decode steps, T5's cross-attention and its cache.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+
+#include "edgeformer/errors.h"
+#include "edgeformer/model.h"
+#include "edgeformer/ops.h"
+#include "edgeformer/quant.h"
+
+namespace ef {
+namespace {
+float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+}  // namespace
+
+void Model::truncate(int32_t n) {
+  EF_CHECK(n >= 0 && n <= n_past_, "truncate: " + std::to_string(n) + " is outside [0, " + std::to_string(n_past_) + "]");
+  n_past_ = n;
+}
+
+void Model::copy_cache_from(const Model& other, int32_t n) {
+  EF_CHECK(other.max_ctx_ == max_ctx_ && other.spec_.n_layers == spec_.n_layers &&
+               other.spec_.n_kv_heads == spec_.n_kv_heads && other.spec_.head_dim == spec_.head_dim,
+           "copy_cache_from: the models differ in shape");
+  EF_CHECK(n >= 0 && n <= other.n_past_, "copy_cache_from: n is outside the other model's cache");
+  EF_CHECK(other.kv_f16_ == kv_f16_, "copy_cache_from: the models' KV caches differ in type");
+  const size_t es = kv_elem(), hd = spec_.head_dim, heads = (size_t)spec_.n_layers * spec_.n_kv_heads;
+  const size_t stride = (size_t)kv_len_ * hd * es;  // bytes per kv head
+  const size_t nk = kv_panels_ ? (size_t)(n + kPanel - 1) / kPanel * kPanel : (size_t)n;  // whole key panels
+  uint8_t *kd = (uint8_t*)kcache_->data, *vd = (uint8_t*)vcache_->data;
+  const uint8_t *ks = (const uint8_t*)other.kcache_->data, *vs = (const uint8_t*)other.vcache_->data;
+  for (size_t i = 0; i < heads; i++) {
+    std::memcpy(kd + i * stride, ks + i * stride, nk * hd * es);
+    if (!kv_panels_) {
+      std::memcpy(vd + i * stride, vs + i * stride, n * hd * es);
+      continue;
+    }
+    for (size_t p = 0; p < hd / kPanel; p++) {  // each value panel holds its 16 dims of every position
+      const size_t off = i * stride + p * kPanel * kv_len_ * es;
+      std::memcpy(vd + off, vs + off, (size_t)n * kPanel * es);
+    }
+  }
+  n_past_ = n;
+}
+
+void Model::store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v) {
+  if (kv_f16_) store_kv_as<uint16_t>(layer, kv_head, pos, k, v);
+  else store_kv_as<float>(layer, kv_head, pos, k, v);
+}
+
+template <typename E>  // float, or uint16_t (f16 bits)
+void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, const float* v) {
+  const auto cv = [](float x) -> E {
+    if constexpr (std::is_same_v<E, float>) return x;
+    else return f32_to_f16(x);
+  };
+  const int hd = spec_.head_dim;
+  const size_t head = ((size_t)layer * spec_.n_kv_heads + kv_head) * (size_t)kv_len_ * hd;
+  E* kc = (E*)kcache_->data + head;
+  E* vc = (E*)vcache_->data + head;
+  if (!kv_panels_) {
+    for (int d = 0; d < hd; d++) kc[(size_t)pos * hd + d] = cv(k[d]);
+    for (int d = 0; d < hd; d++) vc[(size_t)pos * hd + d] = cv(v[d]);
+    return;
+  }
+  E* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + pos % kPanel;
+  for (int d = 0; d < hd; d++) kp[(size_t)d * kPanel] = cv(k[d]);
+  for (int p = 0; p < hd / kPanel; p++) {
+    E* vp = vc + (size_t)p * kPanel * kv_len_ + (size_t)pos * kPanel;
+    for (int i = 0; i < kPanel; i++) vp[i] = cv(v[p * kPanel + i]);
+  }
+}
+
+// rel_table_[h][r - rel_lo_] = bias of head h for relative position r = key - query, for every r in use.
+void Model::compute_relative_bias(int32_t pos0, int32_t T, int32_t n_keys) {
+  rel_lo_ = -(pos0 + T - 1);
+  const int32_t hi = n_keys - 1 - pos0, width = hi - rel_lo_ + 1, nh = spec_.n_heads;
+  rel_table_.resize((size_t)nh * width);
+  const float* tab = (const float*)rel_bias_.data;  // [buckets, heads]
+  for (int32_t r = rel_lo_; r <= hi; r++) {
+    int32_t b = relative_bucket(r, !spec_.causal(), spec_.rel_buckets, spec_.rel_max_distance);
+    for (int h = 0; h < nh; h++) rel_table_[(size_t)h * width + (r - rel_lo_)] = tab[(size_t)b * nh + h];
+  }
+}
+
+// q: [T, n_heads * hd] for positions pos0..pos0+T-1; this layer's keys/values already in the cache.
+// out: [T, n_heads * hd]
+void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask) {
+  const KernelTable& K = kernels();
+  const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, group = nh / nkv;
+  const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
+  const size_t head_stride = (size_t)kv_len_ * hd, es = kv_elem();
+  const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
+  // element i of this layer's keys / values (f32 or f16 as kvt)
+  const uint8_t* kbase = (const uint8_t*)kcache_->data + (size_t)layer * nkv * head_stride * es;
+  const uint8_t* vbase = (const uint8_t*)vcache_->data + (size_t)layer * nkv * head_stride * es;
+  const auto kc = [&](size_t i) -> const void* { return kbase + i * es; };
+  const auto vc = [&](size_t i) -> const void* { return vbase + i * es; };
+  const int W = spec_.sliding_window;
+  const bool causal = spec_.causal();
+  const int32_t n_keys = pos0 + T;
+  const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.pos == PosKind::Relative;
+  const int32_t rel_width = relative ? (int32_t)(rel_table_.size() / nh) : 0;
+  // the position bias (ALiBi or T5's relative buckets) and the padding mask, on the scaled scores s[0, n)
+  // of keys k0 .. k0 + n - 1 for head h's query at position pos
+  auto bias_and_mask = [&](int h, int32_t pos, int32_t k0, float* s, int32_t n) {
+    if (alibi) {
+      const float slope = spec_.alibi_bf16 ? round_bf16(spec_.alibi_slopes[h]) : spec_.alibi_slopes[h];
+      for (int32_t j = 0; j < n; j++) {
+        float bias = slope * (float)(k0 + j);
+        if (spec_.alibi_bf16) bias = round_bf16(bias);
+        s[j] += spec_.alibi_scaled ? bias * scale : bias;
+      }
+    } else if (relative) {
+      const float* rt = rel_table_.data() + (size_t)h * rel_width - rel_lo_;
+      for (int32_t j = 0; j < n; j++) s[j] += rt[k0 + j - pos];
+    }
+    if (key_mask)
+      for (int32_t j = 0; j < n; j++)
+        if (!key_mask[k0 + j]) s[j] = -3.0e38f;
+  };
+  // Scores s[0, n) of a query row against keys k0 .. k0 + n - 1 become attention weights over the query's own
+  // keys [lo, hi]: scaled, biased, masked, normalized; outside them, and padded keys, they weigh nothing.
+  auto weights = [&](int h, int32_t pos, int32_t k0, float* s, int32_t n, int32_t lo, int32_t hi) {
+    float* sr = s + (lo - k0);
+    K.scale(sr, scale, hi - lo + 1);
+    bias_and_mask(h, pos, lo, sr, hi - lo + 1);
+    K.softmax(sr, hi - lo + 1);
+    for (int32_t j = k0; j < lo; j++) s[j - k0] = 0.f;
+    for (int32_t j = hi + 1; j < k0 + n; j++) s[j - k0] = 0.f;
+    if (key_mask)
+      for (int32_t j = lo; j <= hi; j++)
+        if (!key_mask[j]) s[j - k0] = 0.f;
+  };
+  // The cache in panels (kv_panels_): S = Q K^T and O = P V run on the float panel tiles (f32 or f16) straight
+  // from it (no horizontal sums; keys from a multiple of 16). Else rows: row tiles, V transposed per block.
+  const auto fpanel = ops::panel_kernel(K, &KernelTable::matmul_panel, kvt);
+  const auto rows_mm = K.matmul[(int)kvt];
+  const int64_t vstride = (int64_t)kPanel * kv_len_;  // from one value panel (16 dims) to the next
+  // A decode step on the panel cache: per kv head, its query heads (up to 8 at a time: a tile's rows, and tasks
+  // for every thread when there are few kv heads, as with multi-query attention) as the rows of the two
+  // products, so that the keys and values are read once for them.
+  if (T == 1 && kv_panels_) {
+    const int32_t pos = pos0, hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+    const int32_t klo = lo / kPanel * kPanel, n = hi - klo + 1;
+    constexpr int kRows = 8;
+    const int chunks = (group + kRows - 1) / kRows;
+    pool_->parallel_for((int64_t)nkv * chunks, 1, [&](int, int64_t b, int64_t e) {
+      thread_local std::vector<float> S;
+      if (S.size() < (size_t)kRows * n) S.resize((size_t)kRows * n);
+      for (int64_t idx = b; idx < e; idx++) {
+        const int g = (int)(idx / chunks), c = (int)(idx % chunks);
+        const int h0 = g * group + c * kRows, rows = std::min(kRows, group - c * kRows);
+        const void* kh = kc((size_t)g * head_stride + (size_t)klo * hd);
+        const void* vh = vc((size_t)g * head_stride + (size_t)klo * kPanel);
+        fpanel(q + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), n, rows, 0, n, hd);
+        for (int r = 0; r < rows; r++) weights(h0 + r, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
+        fpanel(S.data(), n, vh, vstride, nullptr, out + (size_t)h0 * hd, hd, rows, 0, hd, n);
+      }
+    });
+    return;
+  }
+  // Prompts: per head, a block of queries against its keys as two small matrix products, instead of one dot
+  // and one axpy per query and key.
+  constexpr int32_t kQB = 32;
+  if (T >= 8 || kv_panels_) {
+    const int32_t nqb = (T + kQB - 1) / kQB;
+    pool_->parallel_for((int64_t)nh * nqb, 1, [&](int, int64_t b, int64_t e) {
+      thread_local std::vector<float> S, Vt;
+      for (int64_t idx = b; idx < e; idx++) {
+        if ((idx & 63) == 0 && interrupt_pending()) return;  // the layer loop throws Interrupted
+        const int h = (int)(idx % nh);
+        const int32_t t0 = (int32_t)(idx / nh) * kQB, tb = std::min(kQB, T - t0);
+        // keys [klo, khi] cover every query of the block; each row masks its own range after
+        const int32_t khi = causal ? pos0 + t0 + tb - 1 : n_keys - 1;
+        int32_t klo = W > 0 ? std::max(0, pos0 + t0 - W + 1) : 0;
+        if (kv_panels_) klo = klo / kPanel * kPanel;  // panels start at multiples of 16
+        const int32_t n = khi - klo + 1;
+        if (S.size() < (size_t)kQB * n) S.resize((size_t)kQB * n);
+        const void* kh = kc((size_t)(h / group) * head_stride + (size_t)klo * hd);
+        const float* qb = q + (size_t)t0 * nh * hd + (size_t)h * hd;
+        if (kv_panels_) fpanel(qb, (int64_t)nh * hd, kh, 0, nullptr, S.data(), n, tb, 0, n, hd);
+        else rows_mm(qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
+        for (int32_t r = 0; r < tb; r++) {
+          const int32_t pos = pos0 + t0 + r;
+          const int32_t hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+          weights(h, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
+        }
+        float* ob = out + (size_t)t0 * nh * hd + (size_t)h * hd;
+        const size_t vh = (size_t)(h / group) * head_stride;
+        if (kv_panels_) {
+          fpanel(S.data(), n, vc(vh + (size_t)klo * kPanel), vstride, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
+        } else {
+          if (Vt.size() < (size_t)hd * (n + 1)) Vt.resize((size_t)hd * (n + 1));
+          float* vrow = Vt.data() + (size_t)hd * n;  // one value row in f32
+          for (int32_t j = 0; j < n; j++) {
+            K.to_f32[(int)kvt](vc(vh + (size_t)(klo + j) * hd), vrow, hd);
+            for (int d = 0; d < hd; d++) Vt[(size_t)d * n + j] = vrow[d];
+          }
+          K.matmul[(int)DType::F32](S.data(), n, Vt.data(), n, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
+        }
+      }
+    });
+    return;
+  }
+  // decode steps on a row cache: per query and head, the scores as a one-token product, the values summed in
+  // registers
+  pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
+    float* sc = scores_.data() + (size_t)tid * score_stride_;
+    thread_local std::vector<float> V32;  // an f16 cache's value rows in f32, for wsum
+    for (int64_t idx = b; idx < e; idx++) {
+      if ((idx & 63) == 0 && interrupt_pending()) return;  // the layer loop throws Interrupted
+      const int h = (int)(idx % nh);
+      const int32_t t = (int32_t)(idx / nh);
+      const int32_t pos = pos0 + t;
+      const int32_t hi = causal ? pos : n_keys - 1;
+      const int32_t lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+      const int32_t n = hi - lo + 1;
+      const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
+      const size_t kv0 = (size_t)(h / group) * head_stride + (size_t)lo * hd;
+      rows_mm(qv, hd, kc(kv0), hd, nullptr, sc, n, 1, 0, n, hd);
+      weights(h, pos, lo, sc, n, lo, hi);
+      if (kv_f16_) {
+        if (V32.size() < (size_t)n * hd) V32.resize((size_t)n * hd);
+        K.to_f32[(int)DType::F16](vc(kv0), V32.data(), (int64_t)n * hd);
+      }
+      const float* vh = kv_f16_ ? V32.data() : (const float*)vc(kv0);
+      K.wsum(sc, vh, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
+    }
+  });
+}
+
+void Model::set_encoder_output(const float* enc, int32_t T_enc, const uint8_t* mask) {
+  EF_CHECK(spec_.cross_attention, "set_encoder_output: this model has no cross-attention");
+  EF_CHECK(T_enc > 0, "set_encoder_output: empty encoder output");
+  const KernelTable& K = kernels();
+  const int64_t H = spec_.hidden_size, hd = spec_.head_dim, nh = spec_.n_heads, QD = nh * hd;
+  const size_t per_layer = (size_t)nh * T_enc * hd;
+  ckcache_ = std::make_unique<Buffer>(per_layer * spec_.n_layers * sizeof(float));
+  cvcache_ = std::make_unique<Buffer>(per_layer * spec_.n_layers * sizeof(float));
+  std::vector<float> kk((size_t)T_enc * QD), vv((size_t)T_enc * QD);
+  for (int l = 0; l < spec_.n_layers; l++) {
+    ops::linear(pool_.get(), K, enc, H, T_enc, layers_[l].ck, nullptr, kk.data(), QD);
+    ops::linear(pool_.get(), K, enc, H, T_enc, layers_[l].cv, nullptr, vv.data(), QD);
+    float* kc = (float*)ckcache_->data + l * per_layer;
+    float* vc = (float*)cvcache_->data + l * per_layer;
+    for (int32_t t = 0; t < T_enc; t++)
+      for (int64_t h = 0; h < nh; h++) {  // [T, heads, hd] -> [heads, T, hd]
+        std::memcpy(kc + ((size_t)h * T_enc + t) * hd, kk.data() + t * QD + h * hd, hd * 4);
+        std::memcpy(vc + ((size_t)h * T_enc + t) * hd, vv.data() + t * QD + h * hd, hd * 4);
+      }
+  }
+  enc_T_ = T_enc;
+  enc_mask_.assign(mask ? mask : nullptr, mask ? mask + T_enc : nullptr);
+}
+
+void Model::cross_attention(int layer, const float* q, float* out, int32_t T) {
+  const KernelTable& K = kernels();
+  const int nh = spec_.n_heads, hd = spec_.head_dim;
+  const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
+  const size_t per_layer = (size_t)nh * enc_T_ * hd;
+  const float* kc = (const float*)ckcache_->data + layer * per_layer;
+  const float* vc = (const float*)cvcache_->data + layer * per_layer;
+  const uint8_t* mask = enc_mask_.empty() ? nullptr : enc_mask_.data();
+  const int32_t n = enc_T_;
+  pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
+    float* sc = scores_.data() + (size_t)tid * score_stride_;
+    for (int64_t idx = b; idx < e; idx++) {
+      const int h = (int)(idx % nh);
+      const int32_t t = (int32_t)(idx / nh);
+      const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
+      const float* kh = kc + (size_t)h * n * hd;
+      const float* vh = vc + (size_t)h * n * hd;
+      // as a self-attention decode step on a row cache: the scores as a one-token product, the values summed
+      // in registers; padded encoder positions weigh nothing
+      K.matmul[(int)DType::F32](qv, hd, kh, hd, nullptr, sc, n, 1, 0, n, hd);
+      K.scale(sc, scale, n);
+      if (mask)
+        for (int32_t j = 0; j < n; j++)
+          if (!mask[j]) sc[j] = -3.0e38f;
+      K.softmax(sc, n);
+      if (mask)
+        for (int32_t j = 0; j < n; j++)
+          if (!mask[j]) sc[j] = 0.f;
+      K.wsum(sc, vh, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
+    }
+  });
+}
+
+}  // namespace ef
