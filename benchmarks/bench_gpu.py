@@ -2,7 +2,7 @@
 FFN 5632) and Llama-2 7B (4096 wide, 32 layers, 32 heads, FFN 11008), vocabulary 32000, in f16 and q4_0.
 
 For each: prefill tokens/s of one 512-token prompt, decode tokens/s (greedy, one token per call, sampled on the
-device), and decode as a fraction of the HBM roofline: bytes read per token (the layer matrices, the head and
+device; steps replayed as CUDA graphs, and again launched kernel by kernel), and decode as a fraction of the HBM roofline: bytes read per token (the layer matrices, the head and
 the KV cache in use) times tokens/s, over the bandwidth of a device-to-device copy measured here. PyTorch eager
 (transformers, f16, sdpa) runs the same shapes on the same GPU as the reference when torch has CUDA.
 
@@ -33,6 +33,9 @@ SHAPES = {
                  intermediate_size=5632, vocab_size=32000, max_position_embeddings=2048),
     "7b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
                intermediate_size=11008, vocab_size=32000, max_position_embeddings=4096),
+    # a dry run of this script (tests/test_cuda.py runs it on the host stand-ins of the CUDA path)
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, vocab_size=320, max_position_embeddings=128),
 }
 
 
@@ -121,8 +124,19 @@ def bench_ours(dev, c: dict, dtype: str, prompt: int, decode: int, reps: int) ->
     for _ in range(decode):
         tok = dev.step(np.array([tok], np.int32), sampler, hist)
     dt = time.perf_counter() - t0
+    graphs = dev.graph_stats
+    # the same steps launched kernel by kernel, from the same position on (the cache then holds what they write)
+    dev.set_graphs(False)
+    dev.truncate(prompt + 4)
+    tok = dev.step(np.array([tok], np.int32), sampler, hist)
+    t1 = time.perf_counter()
+    for _ in range(decode):
+        tok = dev.step(np.array([tok], np.int32), sampler, hist)
+    dt_plain = time.perf_counter() - t1
+    dev.set_graphs(True)
     return {"prefill_tok_s": prompt / statistics.median(times), "prefill_s": statistics.median(times),
             "decode_tok_s": decode / dt, "decode_ms_per_token": 1e3 * dt / decode,
+            "decode_tok_s_without_graphs": decode / dt_plain, "graphs": graphs,
             "decode_ctx_avg": prompt + 4 + decode / 2}
 
 
@@ -219,7 +233,8 @@ def main(argv=None) -> int:
             row["wall_s"] = round(time.perf_counter() - t0, 1)
             results["runs"].append(row)
             msg = (f"{shape} {dtype}: prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s "
-                   f"({r['decode_gbs']:.0f} GB/s = {100 * r['roofline_fraction']:.0f}% of the copy bandwidth)")
+                   f"({r['decode_gbs']:.0f} GB/s = {100 * r['roofline_fraction']:.0f}% of the copy bandwidth; "
+                   f"{r['decode_tok_s_without_graphs']:.1f} without CUDA graphs, {r['graphs']['launches']} replays)")
             if "torch" in row:
                 msg += (f"; PyTorch prefill {row['torch']['prefill_tok_s']:.0f}, "
                         f"decode {row['torch']['decode_tok_s']:.1f} tok/s")

@@ -443,6 +443,114 @@ def test_family_on_cuda(case, tmp_path):
     _check_model(str(tmp_path), ref, max_context=64)
 
 
+# ---- decode steps replayed as CUDA graphs ---------------------------------------------------------------------------
+
+GRAPH_CASES = ["llama", "mistral_window", "llama_q4_0", "gpt2", "opt_post_proj", "bloom", "falcon_new", "codegen"]
+
+
+def _graph_model(case, path):
+    """A tiny decoder of 320 positions (prompts cross the first graph's 256 keys) and its load options."""
+    import copy
+
+    if case.startswith("llama") or case == "mistral_window":
+        over = {"model_type": "mistral", "sliding_window": 8} if case == "mistral_window" else {}
+        make_llama(path, max_position_embeddings=320, **over)
+        return {"dtype": "q4_0"} if case == "llama_q4_0" else {}
+    cls, cfg = _decoders()[case]
+    cfg = copy.deepcopy(cfg)
+    for key in ("n_positions", "max_position_embeddings"):  # (BLOOM's ALiBi has no table)
+        if key in cfg.to_dict():
+            setattr(cfg, key, 320)
+    make_model(path, cls, cfg)
+    return {}
+
+
+def _graph_steps_agree(model, prompt, n):
+    """Greedy tokens from graph steps against the argmax of the plain path's logits, step by step."""
+    toks = model.generate(prompt, max_new_tokens=n, temperature=0, ignore_eos=True).token_ids
+    assert len(toks) == n
+    steps = _teacher_forced(model, prompt, toks)  # forward(): one token per call, no graph
+    for i, row in enumerate(steps):
+        top2 = np.sort(row)[-2:]
+        if top2[1] - top2[0] > 1e-3 * np.abs(row).max():
+            assert int(np.argmax(row)) == toks[i], f"step {i}"
+    return toks
+
+
+@gpu
+@pytest.mark.parametrize("case", GRAPH_CASES)
+def test_decode_graphs_match_plain_steps(case, tmp_path, monkeypatch):
+    opts = _graph_model(case, str(tmp_path))
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=320, device="cuda", **opts)
+    core = model._core
+    assert core.graph_stats["enabled"]
+    prompt = prompt_ids(250)
+    toks = _graph_steps_agree(model, prompt, 12)  # positions 250 .. 261: graphs for 256 and 512 keys
+    g = core.graph_stats
+    assert g["graphs"] == 2 and g["captures"] == 2 and g["launches"] == 12 - 1 - 2, g  # first token: the prompt's step
+    # a longer call reallocates the activations: the graphs hold stale addresses, are dropped and captured again
+    model.logits(prompt_ids(300))
+    assert _graph_steps_agree(model, prompt, 12) == toks
+    g2 = core.graph_stats
+    assert g2["captures"] == 4 and g2["graphs"] == 2, g2
+    # the same tokens with graphs off (sampling too: the device RNG's draws do not depend on the path)
+    sampled = model.generate(prompt_ids(40), max_new_tokens=20, temperature=0.9, top_k=30, seed=5).token_ids
+    monkeypatch.setenv("EDGEFORMER_CUDA_GRAPHS", "0")
+    plain = edgeformer.load(str(tmp_path), threads=2, max_context=320, device="cuda", **opts)
+    assert not plain._core.graph_stats["enabled"]
+    assert plain.generate(prompt, max_new_tokens=12, temperature=0, ignore_eos=True).token_ids == toks
+    assert plain.generate(prompt_ids(40), max_new_tokens=20, temperature=0.9, top_k=30, seed=5).token_ids == sampled
+    assert plain._core.graph_stats["launches"] == 0
+
+
+@gpu
+def test_graphs_can_be_turned_off_and_on(tmp_path):
+    make_llama(str(tmp_path), max_position_embeddings=64)
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=64, device="cuda")
+    core = model._core
+    first = model.generate(prompt_ids(8), max_new_tokens=6, temperature=0, ignore_eos=True).token_ids
+    assert core.graph_stats["graphs"] == 1 and core.graph_stats["launches"] == 6 - 2
+    core.set_graphs(False)
+    assert core.graph_stats["graphs"] == 0 and not core.graph_stats["enabled"]
+    assert model.generate(prompt_ids(8), max_new_tokens=6, temperature=0, ignore_eos=True).token_ids == first
+    assert core.graph_stats["launches"] == 4
+    core.set_graphs(True)
+    assert model.generate(prompt_ids(8), max_new_tokens=6, temperature=0, ignore_eos=True).token_ids == first
+    # (a captured graph again; the prompt's last token may itself be a graph step: the prompt is cached)
+    assert core.graph_stats["captures"] == 2 and core.graph_stats["launches"] >= 8
+
+
+@gpu
+def test_gpu_benchmark_runs(tmp_path):
+    """benchmarks/bench_gpu.py (the GPU proof's benchmark) end to end on a tiny shape."""
+    import importlib.util
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "gpu.json"
+    assert bench.main(["--models", "tiny", "--dtypes", "f16,q4_0", "--prompt", "20", "--decode", "6", "--reps", "1",
+                       "--no-torch", "--out", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["model"], r["dtype"]) for r in runs] == [("tiny", "f16"), ("tiny", "q4_0")]
+    for r in runs:
+        e = r["edgeformer"]
+        assert e["decode_tok_s"] > 0 and e["decode_tok_s_without_graphs"] > 0 and e["prefill_tok_s"] > 0
+        assert e["graphs"]["launches"] >= 6 and 0 < e["decode_bytes_per_token"] < e["weight_bytes"] * 2
+
+
+@gpu
+def test_decode_graphs_skip_what_changes_per_call(tmp_path):
+    """T5's relative bias table and dynamic rotary tables are rebuilt per call: those steps run without graphs."""
+    make_llama(str(tmp_path), max_position_embeddings=20, rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=64, device="cuda")
+    model.generate(prompt_ids(10), max_new_tokens=5, temperature=0, ignore_eos=True)
+    assert model._core.graph_stats["launches"] == 0 and model._core.graph_stats["captures"] == 0
+
+
 @gpu
 @pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_k", "q6_k", "int8"])  # int8: q8_0 rows on the device
 def test_quantized_load_matches_the_cpu(dtype, tmp_path):

@@ -193,6 +193,17 @@ void register_cuda(py::module_& m) {
       .def_property_readonly("device", &CM::device)
       .def_property_readonly("kv_dtype", &CM::kv_dtype)
       .def_property_readonly("weight_bytes", &CM::weight_bytes)
+      .def_property_readonly("graph_stats", [](const CM& m) {
+        const ef::cuda::CudaGraphStats g = m.graph_stats();
+        py::dict d;
+        d["enabled"] = g.enabled, d["graphs"] = g.graphs, d["captures"] = g.captures, d["launches"] = g.launches;
+        return d;
+      }, "decode steps replayed as CUDA graphs: enabled, graphs held, captures and replays so far")
+      .def("set_graphs", [](CM& m, bool on) {
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lk(m.mutex());
+        m.set_graphs(on);
+      }, py::arg("on"), "decode steps as CUDA graphs on or off for this model (off drops the graphs held)")
       .def("step", [](CM& m, IdArray ids, ef::Sampler& s, IdArray history) {
         // forward + sampling on the device: only the token id comes back
         if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");

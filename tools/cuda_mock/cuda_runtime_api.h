@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <vector>
 
 enum cudaError_t {
   cudaSuccess = 0,
@@ -17,6 +19,8 @@ enum cudaError_t {
   cudaErrorIllegalInstruction = 715,
   cudaErrorMisalignedAddress = 716,
   cudaErrorAssert = 710,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
 };
 typedef cudaError_t cudaError;
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
@@ -26,8 +30,25 @@ enum cudaDeviceAttr {
   cudaDevAttrGlobalMemoryBusWidth = 37,
   cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
 };
-struct CUstream_st {};
+// A stream records its work instead of doing it while it is being captured into a graph (as CUDA's stream
+// capture does): the kernel stand-ins and the device-side copies queue a closure (ef_mock_submit), and a
+// launch of the instantiated graph runs them in order. Copies to or from host memory are refused during a
+// capture, so a test sees the host code put no per-call upload into a graph.
+struct CUstream_st {
+  std::vector<std::function<void()>>* capture = nullptr;
+};
 typedef CUstream_st* cudaStream_t;
+struct CUgraph_st {
+  std::vector<std::function<void()>> ops;
+};
+typedef CUgraph_st* cudaGraph_t;
+typedef CUgraph_st* cudaGraphExec_t;
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal = 0, cudaStreamCaptureModeThreadLocal = 1,
+                             cudaStreamCaptureModeRelaxed = 2 };
+inline void ef_mock_submit(cudaStream_t s, std::function<void()> f) {
+  if (s && s->capture) s->capture->push_back(std::move(f));
+  else f();
+}
 struct CUevent_st {};
 typedef CUevent_st* cudaEvent_t;
 constexpr unsigned cudaStreamNonBlocking = 1;
@@ -43,23 +64,53 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 inline cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
-inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t = nullptr) {
-  if (n) std::memmove(d, s, n);
+inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t st = nullptr) {
+  if (st && st->capture && k != cudaMemcpyDeviceToDevice) return cudaErrorStreamCaptureUnsupported;
+  if (n) ef_mock_submit(st, [=] { std::memmove(d, s, n); });
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy2DAsync(void* d, size_t dp, const void* s, size_t sp, size_t w, size_t h, cudaMemcpyKind,
-                                     cudaStream_t = nullptr) {
+                                     cudaStream_t st = nullptr) {
   if (w > dp || w > sp) return cudaErrorInvalidValue;
-  for (size_t r = 0; r < h; r++) std::memmove((char*)d + r * dp, (const char*)s + r * sp, w);
+  ef_mock_submit(st, [=] { for (size_t r = 0; r < h; r++) std::memmove((char*)d + r * dp, (const char*)s + r * sp, w); });
   return cudaSuccess;
 }
-inline cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t = nullptr) {
-  std::memset(d, v, n);
+inline cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t st = nullptr) {
+  ef_mock_submit(st, [=] { std::memset(d, v, n); });
   return cudaSuccess;
 }
 inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { *s = new CUstream_st; return cudaSuccess; }
-inline cudaError_t cudaStreamDestroy(cudaStream_t s) { delete s; return cudaSuccess; }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (s) delete s->capture;
+  delete s;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  return s && s->capture ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode) {
+  if (!s || s->capture) return cudaErrorInvalidValue;
+  s->capture = new std::vector<std::function<void()>>;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
+  if (!s || !s->capture) return cudaErrorInvalidValue;
+  *g = new CUgraph_st{std::move(*s->capture)};
+  delete s->capture;
+  s->capture = nullptr;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long = 0) {
+  *e = new CUgraph_st{g->ops};
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
+  if (s && s->capture) return cudaErrorStreamCaptureUnsupported;
+  for (auto& f : e->ops) f();
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t g) { delete g; return cudaSuccess; }
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) { delete e; return cudaSuccess; }
 inline cudaError_t cudaEventCreate(cudaEvent_t* e) { *e = new CUevent_st; return cudaSuccess; }
 inline cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
 inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t = nullptr) { return cudaSuccess; }

@@ -40,6 +40,13 @@ struct CudaOptions {
   std::string kv_dtype = "f16";  // "f16" | "f32": the KV cache's element type
 };
 
+// Decode steps replayed as CUDA graphs (cuda_model.cc): whether they are on for the model, the graphs it
+// holds, how many captures and how many replays so far.
+struct CudaGraphStats {
+  bool enabled = false;
+  int64_t graphs = 0, captures = 0, launches = 0;
+};
+
 struct DeviceWeights;  // one upload, shared by the models fork() makes
 
 // A Model on one device. Matrices are uploaded once: f32 ones converted to f16, f16 and bf16 as stored,
@@ -62,6 +69,10 @@ class CudaModel {
   int32_t host_threads() const;  // the host model's threads (conversions at load)
   std::string kv_dtype() const;
   int64_t weight_bytes() const;  // bytes of the matrices on the device
+  CudaGraphStats graph_stats() const;
+  // Turns decode graphs on or off for this model (off drops those held). Default: on, unless the environment
+  // has EDGEFORMER_CUDA_GRAPHS=0.
+  void set_graphs(bool on);
   void reset();
   void truncate(int32_t n);
   void copy_cache_from(const CudaModel& other, int32_t n);

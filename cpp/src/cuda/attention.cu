@@ -39,9 +39,10 @@ __device__ __forceinline__ float rotated(const float* p, int d, const float* c, 
 template <bool F16>
 __global__ void rope_store_kernel(RopeStoreArgs a) {
   const int t = blockIdx.x, hd = a.head_dim, half = a.half;
-  const int32_t pos = a.pos0 + t;
-  const float* c = a.cos ? a.cos + (int64_t)(a.tab_row0 + t) * half : nullptr;
-  const float* s = a.sin ? a.sin + (int64_t)(a.tab_row0 + t) * half : nullptr;
+  const int32_t p0 = a.dyn_pos ? *a.dyn_pos : a.pos0, row0 = a.dyn_pos ? p0 : a.tab_row0;
+  const int32_t pos = p0 + t;
+  const float* c = a.cos ? a.cos + (int64_t)(row0 + t) * half : nullptr;
+  const float* s = a.sin ? a.sin + (int64_t)(row0 + t) * half : nullptr;
   if (c) {
     float* q = a.q + (int64_t)t * a.ldq;
     for (int e = threadIdx.x; e < a.n_heads * half; e += blockDim.x) {
@@ -211,7 +212,12 @@ attn_decode_kernel(AttnArgs a, int32_t lo, int32_t hi, int32_t chunk, int nsplit
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float* qs = sm;       // [hd]
   float* sc = sm + hd;  // [chunk]
-  const int32_t pos = a.pos0;
+  int32_t pos = a.pos0;
+  if (a.dyn_pos) {  // the host sized the split for the longest range; this step's range starts at lo as always
+    pos = *a.dyn_pos;
+    lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+    hi = pos;
+  }
   const int32_t start = lo + split * chunk, end = min(hi + 1, start + chunk);
   const int32_t n = max(0, end - start);
   for (int d = threadIdx.x; d < hd; d += kDThreads) qs[d] = a.q[(int64_t)h * hd + d];
@@ -305,8 +311,12 @@ void prefill(const AttnArgs& a, cudaStream_t s) {
 template <bool F16>
 void decode(const AttnArgs& a, Scratch& ws, cudaStream_t s) {
   const int32_t pos = a.pos0;
-  const int32_t lo = a.window > 0 ? std::max(0, pos - a.window + 1) : 0;
-  const int32_t hi = a.causal ? std::min(pos, a.n_keys - 1) : a.n_keys - 1;
+  int32_t lo = a.window > 0 ? std::max(0, pos - a.window + 1) : 0;
+  int32_t hi = a.causal ? std::min(pos, a.n_keys - 1) : a.n_keys - 1;
+  if (a.dyn_pos) {  // the position is on the device: size the split for the most keys it can see
+    lo = 0;
+    hi = (a.window > 0 ? std::min(a.n_keys, a.window) : a.n_keys) - 1;
+  }
   const int32_t n = std::max(0, hi - lo + 1);
   // enough splits to give every multiprocessor two blocks, chunks of 64 .. 1024 keys (multiples of 32)
   const int64_t target = 2 * (int64_t)(a.sm_count > 0 ? a.sm_count : sm_count_of_current_device());
@@ -352,6 +362,7 @@ void attention(const AttnArgs& a, Scratch& ws, cudaStream_t s) {
   EF_CHECK(a.n_heads > 0 && a.group > 0 && a.n_heads % a.group == 0, "CUDA attention: bad head grouping");
   EF_CHECK(a.n_keys > 0, "CUDA attention: no keys");
   EF_CHECK(a.n_heads <= 65535, "CUDA attention: too many heads");
+  EF_CHECK(!a.dyn_pos || (a.T == 1 && a.causal), "CUDA attention: a device-side position needs one causal query");
   if (a.T == 1) {
     if (a.kv_f16) decode<true>(a, ws, s);
     else decode<false>(a, ws, s);

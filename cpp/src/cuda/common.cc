@@ -48,8 +48,9 @@ DevBuffer& DevBuffer::operator=(DevBuffer&& o) noexcept {
 
 void* Scratch::ensure(size_t bytes) {
   if (bytes > buf_.size()) {
+    const size_t grown = buf_.size() + buf_.size() / 2;
     buf_ = DevBuffer();  // free first: the old and the new need not fit together
-    buf_ = DevBuffer(std::max(bytes, buf_.size() + buf_.size() / 2));
+    buf_ = DevBuffer(std::max(bytes, grown));
   }
   return buf_.get();
 }

@@ -52,6 +52,7 @@ class Scratch {
   void* ensure(size_t bytes);
   template <class T>
   T* ensure_as(size_t count) { return static_cast<T*>(ensure(count * sizeof(T))); }
+  const void* data() const { return buf_.get(); }
 
  private:
   DevBuffer buf_;

@@ -7,6 +7,7 @@
 //   qkv [QD + 2 KD] (q | k | v)   att [QD]   gu [2F] (gate | up) or [F]   e [E] embeddings of width proj_dim
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -75,10 +76,39 @@ struct CudaModel::State {
   Scratch ws_linear, ws_attn, ws_sample;
   std::mutex mu;
 
+  // Decode steps replayed as CUDA graphs: a one-token step of a causal decoder launches some 10-15 kernels
+  // per layer, each a few microseconds of host time, while the whole step reads the weights in well under a
+  // millisecond on a large GPU (a 1.1B model in f16: ~0.5 ms at 4.8 TB/s), so without graphs small models
+  // decode at the speed of the launches. The step's kernels read its token and position from `params` on
+  // the device (int32: token, position, learned-position row), so one capture serves every step whose
+  // position fits its attention grid: graphs are kept per `cap` (keys the split-K grid is sized for: 256,
+  // 512, ... up to max_context). A capture records the device addresses of the buffers; when one is
+  // reallocated (a longer prompt grows the activations or the scratch) the graphs are dropped and captured
+  // again. EDGEFORMER_CUDA_GRAPHS=0 turns them off; a failed capture turns them off for the model.
+  struct Graph {
+    int32_t cap = 0;
+    cudaGraphExec_t exec = nullptr;
+  };
+  std::vector<Graph> graphs;
+  std::vector<const void*> graph_addrs;  // the buffers' addresses the graphs were captured with
+  bool graphs_on = true;
+  int64_t graph_captures = 0, graph_launches = 0;
+  DevBuffer params;
+
+  void drop_graphs() {
+    for (Graph& g : graphs) cudaGraphExecDestroy(g.exec);
+    graphs.clear();
+  }
+  std::vector<const void*> buffer_addrs() const {
+    return {x.get(), h.get(), h2.get(), e.get(), qkv.get(), att.get(), gu.get(), logits.get(), params.get(),
+            ws_linear.data(), ws_attn.data(), kc.get(), vc.get()};
+  }
+
   ~State() {
     if (stream) {
       int prev = -1;
       if (cudaGetDevice(&prev) == cudaSuccess && prev != device) cudaSetDevice(device);
+      drop_graphs();
       cudaStreamDestroy(stream);
       if (prev >= 0 && prev != device) cudaSetDevice(prev);
     }
@@ -94,6 +124,8 @@ struct CudaModel::State {
     w = weights;
     device = w->device;
     kv_f16 = f16;
+    const char* g = std::getenv("EDGEFORMER_CUDA_GRAPHS");
+    graphs_on = !(g && std::strcmp(g, "0") == 0);
     EF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     const size_t bytes = layer_cache_elems() * w->spec.n_layers * kv_elem();
     try {
@@ -130,8 +162,12 @@ struct CudaModel::State {
 
   // Runs the stack for a.tokens at positions n_past .. n_past + T - 1 (n_past is not advanced) and returns the
   // device rows asked for: logits (S.logits) or hidden states; null for Output::None.
-  const float* run(const ForwardArgs& a, int32_t& out_rows);
+  // dyn_cap > 0: a graph's step (graph_step): one token whose id and position the kernels read from `params`
+  // (uploaded by the caller); nothing is uploaded and nothing synchronizes, so it can be captured.
+  const float* run(const ForwardArgs& a, int32_t& out_rows, int32_t dyn_cap = 0);
   void check(const ForwardArgs& a) const;
+  bool graph_eligible(const ForwardArgs& a) const;
+  const float* graph_step(const ForwardArgs& a);
 
   float* logits_rows(int32_t rows) {
     if (rows > cap_logits_rows) {
@@ -337,6 +373,14 @@ int32_t CudaModel::device() const { return s_->device; }
 int32_t CudaModel::host_threads() const { return s_->w->host_threads; }
 std::string CudaModel::kv_dtype() const { return s_->kv_f16 ? "f16" : "f32"; }
 int64_t CudaModel::weight_bytes() const { return s_->w->weight_bytes; }
+CudaGraphStats CudaModel::graph_stats() const {
+  return {s_->graphs_on, (int64_t)s_->graphs.size(), s_->graph_captures, s_->graph_launches};
+}
+void CudaModel::set_graphs(bool on) {
+  DeviceGuard guard(s_->device);
+  if (!on) s_->drop_graphs();
+  s_->graphs_on = on;
+}
 std::mutex& CudaModel::mutex() { return s_->mu; }
 void CudaModel::reset() { s_->n_past = 0; }
 
@@ -408,7 +452,7 @@ void run_parts(const std::vector<Part>& parts, const float* bias, const float* i
 
 }  // namespace
 
-const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows) {
+const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int32_t dyn_cap) {
   State& S = *this;
   const DeviceWeights& W = *S.w;
   const ArchSpec& sp = W.spec;
@@ -423,17 +467,25 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows) {
   float *x = S.x.as<float>(), *h = S.h.as<float>(), *h2 = S.h2.as<float>(), *e = S.e.as<float>();
   float *qkv = S.qkv.as<float>(), *att = S.att.as<float>(), *gu = S.gu.as<float>();
 
+  const bool dyn = dyn_cap > 0;  // graph_step checked the ids and uploaded them with the position
+  const int32_t* dyn_pos = dyn ? S.params.as<int32_t>() + 1 : nullptr;
+  const int32_t* ids = dyn ? S.params.as<int32_t>() : S.ids.as<int32_t>();
+
   // embeddings
-  check_ids(a.tokens, T, W.tok_emb.rows);
-  upload(S.ids.get(), a.tokens, (size_t)T * 4, st);
+  if (!dyn) {
+    check_ids(a.tokens, T, W.tok_emb.rows);
+    upload(S.ids.get(), a.tokens, (size_t)T * 4, st);
+  }
   if (sp.proj_dim > 0) {
-    embedding(W.tok_emb, S.ids.as<int32_t>(), T, e, E, false, st);
+    embedding(W.tok_emb, ids, T, e, E, false, st);
     linear(W.proj_in, e, E, T, nullptr, x, H, false, S.ws_linear, st);
   } else {
-    embedding(W.tok_emb, S.ids.as<int32_t>(), T, x, H, false, st);
+    embedding(W.tok_emb, ids, T, x, H, false, st);
   }
   // (a pageable host-to-device copy has read its source when cudaMemcpyAsync returns: these vectors may go)
-  if (sp.pos == PosKind::Learned) {
+  if (sp.pos == PosKind::Learned && dyn) {
+    embedding(W.pos_emb, S.params.as<int32_t>() + 2, T, x, H, true, st);
+  } else if (sp.pos == PosKind::Learned) {
     std::vector<int32_t> rows(T);
     for (int32_t t = 0; t < T; t++) rows[t] = pos0 + t + sp.pos_offset;
     check_ids(rows.data(), T, W.pos_emb.rows);
@@ -532,6 +584,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows) {
     r.T = T, r.n_heads = nh, r.n_kv = nkv, r.head_dim = (int32_t)hd, r.pos0 = pos0;
     r.cos = cosp, r.sin = sinp, r.half = half, r.tab_row0 = tab_row0;
     r.interleaved = sp.rope.style == RopeStyle::Interleaved;
+    r.dyn_pos = dyn_pos;
     rope_store(r, st);
     AttnArgs A;
     A.q = qkv, A.ldq = QKV, A.out = att, A.ldo = QD;
@@ -542,6 +595,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows) {
     A.alibi = W.alibi, A.alibi_bf16 = sp.alibi_bf16, A.alibi_scaled = sp.alibi_scaled;
     A.rel = rel, A.rel_width = rel_width, A.rel_lo = rel_lo;
     A.key_mask = key_mask, A.sm_count = W.sm_count;
+    if (dyn) A.dyn_pos = dyn_pos, A.n_keys = dyn_cap;
     attention(A, S.ws_attn, st);
     linear(L.wo, att, QD, T, L.bo, result, H, true, S.ws_linear, st);
   };
@@ -559,7 +613,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows) {
   };
 
   for (int l = 0; l < sp.n_layers; l++) {
-    if (take_interrupt()) {  // n_past is unchanged: the model stays usable
+    if (!dyn && take_interrupt()) {  // n_past is unchanged: the model stays usable (graph_step checks once)
       EF_CUDA_CHECK(cudaStreamSynchronize(st));
       throw Interrupted();
     }
@@ -646,6 +700,67 @@ void CudaModel::forward(const ForwardArgs& a) {
   S.n_past += a.T;
 }
 
+// A one-token step of a causal decoder whose per-step inputs are all on the device: learned or rotary
+// positions (tables for every position: not dynamic scaling), ALiBi or none; not T5's relative bias (its table
+// is built per call), cross-attention, token types or key masks.
+bool CudaModel::State::graph_eligible(const ForwardArgs& a) const {
+  const ArchSpec& sp = w->spec;
+  return graphs_on && a.T == 1 && a.output == Output::LastLogits && sp.causal() && !sp.cross_attention &&
+         sp.pos != PosKind::Relative && !(sp.pos == PosKind::Rotary && sp.rope.scaling == RopeScaling::Dynamic) &&
+         sp.n_token_types == 0 && !a.key_mask && !a.token_types;
+}
+
+const float* CudaModel::State::graph_step(const ForwardArgs& a) {
+  State& S = *this;
+  const DeviceWeights& W = *S.w;
+  const ArchSpec& sp = W.spec;
+  if (take_interrupt()) throw Interrupted();
+  check_ids(a.tokens, 1, W.tok_emb.rows);
+  const int32_t pos = S.n_past;
+  int32_t p[4] = {a.tokens[0], pos, pos + sp.pos_offset, 0};
+  if (sp.pos == PosKind::Learned) check_ids(p + 2, 1, W.pos_emb.rows);
+  int32_t cap = 256;
+  while (cap < pos + 1 && cap < W.max_ctx) cap *= 2;
+  cap = std::min(cap, W.max_ctx);
+  if (!S.params.get()) S.params = DevBuffer(16);
+  upload(S.params.get(), p, sizeof(p), S.stream);
+  if (S.buffer_addrs() != S.graph_addrs) S.drop_graphs();  // a buffer moved since the capture
+  for (const Graph& g : S.graphs)
+    if (g.cap == cap) {
+      EF_CUDA_CHECK(cudaGraphLaunch(g.exec, S.stream));
+      S.graph_launches++;
+      return S.logits.as<float>();
+    }
+  // No graph for this cap yet: this step runs as is (sizing every buffer and scratch), then the same calls
+  // are captured (nothing runs) for the steps after it.
+  int32_t rows = 0;
+  const float* out = S.run(a, rows, cap);
+  S.graph_addrs = S.buffer_addrs();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  bool ok = cudaStreamBeginCapture(S.stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+  if (ok) {
+    try {
+      S.run(a, rows, cap);
+    } catch (const std::exception&) {
+      ok = false;
+    }
+    ok = cudaStreamEndCapture(S.stream, &graph) == cudaSuccess && ok;
+    ok = ok && S.buffer_addrs() == S.graph_addrs && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+  }
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // a refused capture leaves its error behind: this step already ran without it
+  if (!ok) {
+    if (exec) cudaGraphExecDestroy(exec);
+    S.drop_graphs();
+    S.graphs_on = false;  // this model decodes without graphs from now on
+    return out;
+  }
+  S.graphs.push_back({cap, exec});
+  S.graph_captures++;
+  return out;
+}
+
 int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history) {
   State& S = *s_;
   ForwardArgs a;
@@ -655,7 +770,7 @@ int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, cons
   S.check(a);
   DeviceGuard guard(S.device);
   int32_t rows = 0;
-  float* logits = const_cast<float*>(S.run(a, rows));
+  float* logits = const_cast<float*>(S.graph_eligible(a) ? S.graph_step(a) : S.run(a, rows));
   SampleArgs sa = sample_args(sampler.options());
   sa.logits = logits;
   sa.vocab = S.w->spec.vocab_size;

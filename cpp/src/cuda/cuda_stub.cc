@@ -29,6 +29,8 @@ int32_t CudaModel::device() const { not_built(); }
 int32_t CudaModel::host_threads() const { not_built(); }
 std::string CudaModel::kv_dtype() const { not_built(); }
 int64_t CudaModel::weight_bytes() const { not_built(); }
+CudaGraphStats CudaModel::graph_stats() const { not_built(); }
+void CudaModel::set_graphs(bool) { not_built(); }
 void CudaModel::reset() { not_built(); }
 void CudaModel::truncate(int32_t) { not_built(); }
 void CudaModel::copy_cache_from(const CudaModel&, int32_t) { not_built(); }

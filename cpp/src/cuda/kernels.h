@@ -79,6 +79,9 @@ struct RopeStoreArgs {
   const float* sin = nullptr;
   int32_t half = 0, tab_row0 = 0;
   bool interleaved = false;  // RopeStyle::Interleaved: pairs (2i, 2i+1); else (i, i + half)
+  // Not null (decode steps replayed as CUDA graphs): pos0 and tab_row0 are both read from *dyn_pos on the
+  // device when the kernel runs, so one captured launch serves every position.
+  const int32_t* dyn_pos = nullptr;
 };
 void rope_store(const RopeStoreArgs& a, cudaStream_t s);
 // The same rotation on a plain array x [T][heads][head_dim] (tests): row t uses cos/sin row t.
@@ -109,6 +112,10 @@ struct AttnArgs {
   int32_t rel_width = 0, rel_lo = 0;
   const uint8_t* key_mask = nullptr;
   int32_t sm_count = 0;  // the device's multiprocessors (sizes the decode split); 0 = ask the driver
+  // Not null (T == 1, causal; decode steps replayed as CUDA graphs): the query's position is *dyn_pos, read on
+  // the device, and it sees keys up to that position; n_keys is then only an upper bound on position + 1,
+  // which sizes the split-K grid (blocks past the position's keys find none).
+  const int32_t* dyn_pos = nullptr;
 };
 void attention(const AttnArgs& a, Scratch& ws, cudaStream_t s);
 
