@@ -114,35 +114,37 @@ def test_interrupted_write_leaves_no_output(llama, tmp_path, monkeypatch):
     assert not out.exists() and not (tmp_path / "x.gguf.tmp").exists()
 
 
-def test_t5_from_gguf(tmp_path):
-    """A T5 GGUF (llama.cpp's enc.* / dec.* names and t5 metadata, written with gguf-py) loads and matches
-    transformers: decoder logits and greedy generation."""
+def _t5_gguf(tmp_path, tokenizer_meta=None):
+    """A T5 v1.1 checkpoint (vocabulary 320) and its GGUF as llama.cpp's converter writes it (enc.* / dec.* names,
+    t5 metadata; written with gguf-py): (reference model, checkpoint dir, GGUF path). tokenizer_meta(writer)
+    adds the tokenizer's keys; without it the file has none and t5.vocab_size gives the vocabulary's size."""
+    import json
+
     import gguf
-    import torch
     import transformers as tf
 
     from edgeformer.gguf_config import add_metadata_to_writer, gguf_metadata_from_config
     from edgeformer.gguf_names import gguf_names_from_hf
+    from test_families import untie_t5_head
 
     # (GGUF has no key for relative_attention_max_distance: llama.cpp assumes 128, the default)
     cfg = tf.T5Config(vocab_size=320, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
                       relative_attention_num_buckets=16,
                       decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, feed_forward_proj="gated-gelu",
                       tie_word_embeddings=False)
-    from test_families import untie_t5_head
-
     src = tmp_path / "src"
     ref = make_model(str(src), tf.T5ForConditionalGeneration, cfg)
     untie_t5_head(ref, str(src))  # v1.1: its own head, no output scaling (llama.cpp's T5 files say neither)
-    import json
-
     config = json.loads((src / "config.json").read_text())
     meta = gguf_metadata_from_config(config, str(src / "config.json"))
-    meta["t5.vocab_size"] = 320  # no tokenizer in this file: the vocabulary size says it
+    if tokenizer_meta is None:
+        meta["t5.vocab_size"] = 320
     h2g = gguf_names_from_hf("t5", 2, config)
     out = tmp_path / "t5.gguf"
     w = gguf.GGUFWriter(str(out), "t5")
     add_metadata_to_writer(w, {k: v for k, v in meta.items() if k != "general.architecture"})
+    if tokenizer_meta is not None:
+        tokenizer_meta(w)
     for name, t in ref.state_dict().items():
         if name in h2g and not (name.startswith(("encoder.embed_tokens", "decoder.embed_tokens"))):
             w.add_tensor(h2g[name], t.detach().float().numpy())
@@ -150,6 +152,14 @@ def test_t5_from_gguf(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    return ref, src, out
+
+
+def test_t5_from_gguf(tmp_path):
+    """A T5 GGUF loads and matches transformers: decoder logits and greedy generation."""
+    import torch
+
+    ref, src, out = _t5_gguf(tmp_path)
     model = edgeformer.load(str(out), threads=2)
     src_ids = prompt_ids(20, seed=3)[1:]
     dec = [0] + prompt_ids(8, seed=4)[1:]
@@ -160,3 +170,99 @@ def test_t5_from_gguf(tmp_path):
     direct = edgeformer.load(str(src), threads=2)
     assert model.generate(src_ids, max_new_tokens=8, temperature=0).token_ids == \
         direct.generate(src_ids, max_new_tokens=8, temperature=0).token_ids
+
+
+UNIGRAM_TEXTS = ["the quick brown fox", "  the   quick  ", "café naïve résumé", "ﬁle Ｔｅｓｔ １２３", "hello\tworld\nagain",
+                 "translate English to German: hello world", "zebra xylophone !!", "emoji 😀😀 here", "", " ", "a",
+                 "日本語", "quickly jumped over the lazy dogs", "ǅ ﬃ ① ² ½", "x\u200by", "e\u0301"]
+
+
+def _spm_unigram():
+    """A small SentencePiece unigram model trained here, in T5's layout (<pad> 0, </s> 1, <unk> 2) with the
+    NFKC normalization rules T5's own model has."""
+    import io
+    import random
+
+    import sentencepiece as spm
+
+    r = random.Random(0)
+    words = ("the quick brown fox jumps over lazy dog translate English German hello world café naïve résumé "
+             "ﬁle Ｔｅｓｔ 123 4567 data model runtime inference token quickly jumped brownish foxes dogs models "
+             "tokens translated greeting worlds cafés inferences runtimes dataset modeling tokenizer").split()
+    lines = [" ".join(r.choice(words) for _ in range(r.randint(3, 12))) for _ in range(3000)]
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=120,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   normalization_rule_name="nmt_nfkc", character_coverage=1.0, minloglevel=2,
+                                   hard_vocab_limit=False)
+    return spm.SentencePieceProcessor(model_proto=buf.getvalue()), buf.getvalue()
+
+
+def test_t5_unigram_tokenizer_from_gguf(tmp_path):
+    """T5's tokenizer from GGUF metadata (tokenizer.ggml.model "t5": a SentencePiece unigram model and its
+    precompiled normalization rules, extra ids and padding, as llama.cpp's converter writes them) encodes as
+    sentencepiece does, and a T5 GGUF takes text prompts."""
+    import gguf
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    sp, proto = _spm_unigram()
+    m = pb.ModelProto()
+    m.ParseFromString(proto)
+    tokens = [p.piece for p in m.pieces] + ["<extra_id_0>", "<extra_id_1>"]
+    scores = [p.score for p in m.pieces] + [-1000.0, -1000.0]
+    types = [p.type for p in m.pieces] + [gguf.TokenType.USER_DEFINED] * 2
+    n_pad = 320 - len(tokens)  # llama.cpp pads the vocabulary to the model's with unused [PADi] tokens
+    tokens += [f"[PAD{i}]" for i in range(1, n_pad + 1)]
+    scores += [-1000.0] * n_pad
+    types += [gguf.TokenType.UNUSED] * n_pad
+    extra0 = tokens.index("<extra_id_0>")
+
+    def tokenizer_meta(w):
+        w.add_tokenizer_model("t5")
+        w.add_tokenizer_pre("default")
+        w.add_token_list(tokens)
+        w.add_token_scores(scores)
+        w.add_token_types(types)
+        w.add_add_space_prefix(m.normalizer_spec.add_dummy_prefix)
+        w.add_remove_extra_whitespaces(m.normalizer_spec.remove_extra_whitespaces)
+        w.add_precompiled_charsmap(m.normalizer_spec.precompiled_charsmap)
+        w.add_eos_token_id(1)
+        w.add_unk_token_id(2)
+        w.add_pad_token_id(0)
+
+    _, src, out = _t5_gguf(tmp_path, tokenizer_meta)
+    model = edgeformer.load(str(out), threads=2)
+    tok = model.tokenizer
+    assert tok.encode("<extra_id_0> fox", add_special_tokens=False).ids == [extra0] + sp.encode("fox")
+    for text in UNIGRAM_TEXTS:
+        ids = tok.encode(text, add_special_tokens=False).ids
+        assert ids == sp.encode(text), text
+        assert tok.encode(text).ids == sp.encode(text) + [1], text  # </s> after the text, as T5
+        if 2 not in ids:  # (sentencepiece spells <unk> " \u2047 ")
+            assert tok.decode(ids) == sp.decode(ids), text
+    prompt = "translate English to German: hello world"
+    assert model.generate(prompt, max_new_tokens=6, temperature=0).token_ids == \
+        model.generate(sp.encode(prompt) + [1], max_new_tokens=6, temperature=0).token_ids
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("tokenizer.ggml.scores", None, "scores.*missing"),
+    ("tokenizer.ggml.unknown_token_id", None, "unknown"),
+    ("tokenizer.ggml.precompiled_charsmap", [1, 2, 300], "bytes"),
+    ("tokenizer.ggml.precompiled_charsmap", [1, 2, 3], "character map"),
+])
+def test_bad_unigram_metadata_names_the_key(key, value, match):
+    from edgeformer.gguf_tokenizer import tokenizer_from_gguf
+
+    meta = {"tokenizer.ggml.model": "t5", "tokenizer.ggml.tokens": ["<pad>", "</s>", "<unk>", "\u2581a"],
+            "tokenizer.ggml.scores": [0.0, 0.0, 0.0, -1.0], "tokenizer.ggml.token_type": [3, 3, 2, 1],
+            "tokenizer.ggml.unknown_token_id": 2, "tokenizer.ggml.eos_token_id": 1}
+    if key == "tokenizer.ggml.unknown_token_id":
+        meta["tokenizer.ggml.token_type"] = [3, 3, 1, 1]  # and no token of the unknown type either
+    if value is None:
+        del meta[key]
+    else:
+        meta[key] = value
+    with pytest.raises(ValueError, match=match) as e:
+        tokenizer_from_gguf(meta, "bad.gguf")
+    assert "bad.gguf" in str(e.value)

@@ -100,7 +100,7 @@ def _load_gguf_seq2seq(path, tmap, meta, order, config, arch, opts):
         spec.validate()
     enc = _core.Model(enc_spec, tmap, mapped(enc_names), opts)
     dec_map = mapped(dec_names)
-    tok = _tokenizer(meta, path) if meta.get("tokenizer.ggml.model") != "t5" else TokenizerInfo.from_parts(None, {}, None)
+    tok = _tokenizer(meta, path)
     return Seq2SeqModel(enc, lambda: _core.Model(dec_spec, tmap, dec_map, opts), config, tok, path)
 
 

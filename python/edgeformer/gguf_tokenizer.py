@@ -56,7 +56,7 @@ class GGUFTokenizer:
     """A tokenizer rebuilt from GGUF metadata, with what tokenizer_config.json would have said."""
 
     tokenizer: Any  # tokenizers.Tokenizer
-    model: str  # tokenizer.ggml.model: "gpt2", "llama" or "bert"
+    model: str  # tokenizer.ggml.model: "gpt2", "llama", "bert" or "t5"
     chat_template: Optional[str] = None
     bos_token_id: Optional[int] = None
     eos_token_id: Optional[int] = None
@@ -169,11 +169,62 @@ def _add_tokens(tok, tokens: List[str], types: Optional[List[int]], skip=()) -> 
         tok.add_tokens(user)
 
 
+def _unigram_from_gguf(m: _Meta, tokens: List[str], types: Optional[List[int]], ids: Dict[str, Optional[int]],
+                       add_space: Optional[bool]):
+    """SentencePiece's unigram model (``t5``: T5, mT5, and the XLM-R vocabularies of BERT-style files) as
+    sentencepiece applies it, and llama.cpp's UGM tokenizer: the normalization rules of the file's
+    precompiled_charsmap (NFKC and the like), whitespace runs collapsed and stripped, a "\u2581" before every
+    word, then the most likely segmentation by the pieces' scores."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    n = len(tokens)
+    scores = m.array(_T.SCORES, float, length=n)
+    unk = ids["unk"]
+    if unk is None and types:
+        unk = next((i for i, ty in enumerate(types) if ty == TokenType.UNKNOWN), None)
+    if unk is None:
+        raise m.error(_T.UNK_ID, "is missing and no token has the unknown type: a unigram model needs one")
+    ids["unk"] = unk
+    byte_fallback = bool(types) and any(ty == TokenType.BYTE for ty in types)
+    try:
+        uni = models.Unigram([(t, float(sc)) for t, sc in zip(tokens, scores)], unk_id=unk,
+                             byte_fallback=byte_fallback)
+    except Exception as e:  # the tokenizers library raises its own exception type
+        raise m.error(_T.LIST, f"does not make a valid unigram model ({e})") from None
+    tok = Tokenizer(uni)
+    steps = []
+    if m.has(_T.PRECOMPILED_CHARSMAP):
+        raw = m.raw(_T.PRECOMPILED_CHARSMAP)
+        if isinstance(raw, (bytes, bytearray)):
+            charsmap = bytes(raw)
+        else:
+            vals = m.array(_T.PRECOMPILED_CHARSMAP, int)
+            if any(not 0 <= v < 256 for v in vals):
+                raise m.error(_T.PRECOMPILED_CHARSMAP, "must be an array of bytes (0 .. 255)")
+            charsmap = bytes(vals)
+        try:
+            steps.append(normalizers.Precompiled(charsmap))
+        except Exception as e:
+            raise m.error(_T.PRECOMPILED_CHARSMAP, f"is not a valid SentencePiece character map ({e})") from None
+    if m.get(_T.REMOVE_EXTRA_WS, bool, True):
+        steps += [normalizers.Replace(Regex(" {2,}"), " "), normalizers.Strip(left=True, right=True)]
+    if steps:
+        tok.normalizer = normalizers.Sequence(steps)
+    scheme = "always" if add_space is None or add_space else "never"
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme=scheme, split=True)
+    dec = [decoders.Metaspace(replacement=SPIECE, prepend_scheme=scheme, split=True)]
+    if byte_fallback:
+        dec = [decoders.ByteFallback(), decoders.Fuse()] + dec
+    tok.decoder = decoders.Sequence(dec) if len(dec) > 1 else dec[0]
+    _add_tokens(tok, tokens, types)
+    return tok
+
+
 def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
     """A ``tokenizers.Tokenizer`` (and its special tokens and chat template) from the ``tokenizer.ggml.*``
     metadata: byte-level BPE (model ``gpt2``), SentencePiece BPE with byte fallback (``llama``, as LLaMA 2 and
     Mistral; merges come from the scores as transformers' LlamaConverter derives them, unless the file has
-    merges), and WordPiece (``bert``)."""
+    merges), WordPiece (``bert``) and SentencePiece's unigram model (``t5``)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     m = _Meta(meta, source)
@@ -303,8 +354,14 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
         return GGUFTokenizer(
             tok, kind, template, ids["bos"], ids["eos"], ids["unk"], ids["pad"], add_bos, add_eos
         )
+    elif kind == "t5":
+        tok = _unigram_from_gguf(m, tokens, types, ids, add_space)
+        # llama.cpp's defaults for this tokenizer (T5): no BOS, EOS after the text
+        add_bos = m.get(_T.ADD_BOS, bool, False)
+        add_eos = m.get(_T.ADD_EOS, bool, ids["eos"] is not None)
+        toks = tokens
     else:
-        raise m.error(_T.MODEL, f"names an unsupported tokenizer {kind!r} (supported: gpt2, llama, bert)")
+        raise m.error(_T.MODEL, f"names an unsupported tokenizer {kind!r} (supported: gpt2, llama, bert, t5)")
 
     bos = pair("bos", toks) if add_bos else None
     eos = pair("eos", toks) if add_eos else None
