@@ -543,6 +543,17 @@ def test_gpu_benchmark_runs(tmp_path):
 
 
 @gpu
+def test_generate_list_of_prompts_on_cuda(tmp_path):
+    """A list of prompts on a device model runs one prompt after another, with the same results."""
+    make_llama(str(tmp_path), max_position_embeddings=64)
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=64, device="cuda")
+    prompts = [prompt_ids(6, seed=1), prompt_ids(11, seed=2)]
+    out = model.generate(prompts, max_new_tokens=5, temperature=0, ignore_eos=True)
+    assert [r.token_ids for r in out] == [model.generate(p, max_new_tokens=5, temperature=0, ignore_eos=True).token_ids
+                                          for p in prompts]
+
+
+@gpu
 def test_decode_graphs_skip_what_changes_per_call(tmp_path):
     """T5's relative bias table and dynamic rotary tables are rebuilt per call: those steps run without graphs."""
     make_llama(str(tmp_path), max_position_embeddings=20, rope_scaling={"rope_type": "dynamic", "factor": 2.0})

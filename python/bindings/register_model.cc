@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "bindings.h"
 #include "model_calls.h"
 #include "edgeformer/arch.h"
@@ -144,7 +146,48 @@ void register_model(py::module_& m) {
         std::lock_guard<std::mutex> lk(m.mutex());
         m.forward(p, T, false, logits.data());
         return s.sample(logits.data(), V, hp, hn);
-      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"));
+      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"))
+      .def("fork", &ef::Model::fork, py::call_guard<py::gil_scoped_release>(),
+           "Another model over the same weights (shared) with its own empty KV cache: one per sequence of a "
+           "batch (decode_batch) or per beam.");
+
+  // one decode step for several forks of one model: logits [B, vocab], or with samplers the next token of each
+  m.def("decode_batch", [](const std::vector<ef::Model*>& models, IdArray tokens, py::object samplers,
+                           py::object histories) -> py::object {
+    const size_t B = models.size();
+    if (B == 0) throw ef::ValueError("decode_batch: no models");
+    if (tokens.ndim() != 1 || (size_t)tokens.shape(0) != B)
+      throw ef::ValueError("decode_batch: expected one token per model");
+    for (ef::Model* p : models)
+      if (!p) throw ef::ValueError("decode_batch: a model is None");
+    std::vector<ef::Sampler*> ss;
+    std::vector<IdArray> hs;
+    if (!samplers.is_none()) {
+      ss = samplers.cast<std::vector<ef::Sampler*>>();
+      hs = histories.cast<std::vector<IdArray>>();
+      if (ss.size() != B || hs.size() != B) throw ef::ValueError("decode_batch: expected one sampler and history per model");
+    }
+    const int64_t V = models[0]->spec().vocab_size;
+    py::array_t<float> logits({(int64_t)B, V});
+    float* lp = logits.mutable_data();
+    std::vector<int32_t> next(B);
+    {
+      InterruptScope irq;
+      py::gil_scoped_release nogil;
+      std::vector<ef::Model*> order(models);  // every model's lock, in one global order (no deadlock)
+      std::sort(order.begin(), order.end());
+      order.erase(std::unique(order.begin(), order.end()), order.end());
+      std::vector<std::unique_lock<std::mutex>> locks;
+      for (ef::Model* p : order) locks.emplace_back(p->mutex());
+      ef::Model::decode_batch(models, tokens.data(), lp);
+      for (size_t i = 0; i < ss.size(); i++)
+        next[i] = ss[i]->sample(lp + (int64_t)i * V, V, hs[i].data(), hs[i].size());
+    }
+    if (samplers.is_none()) return std::move(logits);
+    return py::cast(next);
+  }, py::arg("models"), py::arg("tokens"), py::arg("samplers") = py::none(), py::arg("histories") = py::none(),
+     "One decode step for each model (distinct forks of one model): tokens[i] goes to models[i]. Returns the "
+     "logits [B, vocab], or with samplers (and the histories their repetition penalty reads) the next tokens.");
 }
 
 }  // namespace ef_py

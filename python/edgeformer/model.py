@@ -502,9 +502,24 @@ class Model:
         o.validate()
         return o
 
-    def generate(self, prompt: Union[str, Sequence[int]], max_new_tokens: int = 128, temperature: Optional[float] = None,
-                 top_k: Optional[int] = None, top_p: Optional[float] = None, min_p: Optional[float] = None,
-                 repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
+    def _prompt_ids(self, prompt: Any, what: str = "prompt") -> List[int]:
+        if isinstance(prompt, str):
+            ids = self._tok.encode(prompt)
+        elif isinstance(prompt, (list, tuple, np.ndarray)):
+            a = self._ids(prompt, what)
+            if a.ndim != 1:
+                raise ValueError(f"{what}: expected a string or a 1-D list of token ids, got shape {a.shape}")
+            ids = a.tolist()
+        else:
+            raise ValueError(f"{what}: expected a string or a 1-D list of token ids, got {type(prompt).__name__}")
+        if not ids:
+            raise ValueError(f"{what}: empty (no tokens to condition on)")
+        self._check_len(len(ids), what)
+        return ids
+
+    def generate(self, prompt: Union[str, Sequence[int], Sequence[Union[str, Sequence[int]]]], max_new_tokens: int = 128,
+                 temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False, stream: bool = False):
         """Generates up to max_new_tokens after prompt (a string, or a list of token ids).
 
@@ -512,22 +527,25 @@ class Model:
         (greedy when it has none). stop: strings that end the generation (not included in the text).
         Returns a GenerationResult (.text, .token_ids of the new tokens), or with stream=True an iterator
         of text pieces whose `.result` is the GenerationResult once it is exhausted.
+
+        A list of prompts (strings or lists of token ids) generates for each of them and returns a list of
+        results: the decode steps of all the sequences still running run as one batch, so the weights are
+        read once per step for all of them (several times the tokens per second of one sequence on a CPU,
+        whose decode waits on memory). Each prompt gets the tokens it would get alone (with a seed: the same
+        seed each; without one, independent draws), up to rounding.
         """
         self._need_decoder("generate")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"argument 'max_new_tokens' must be a non-negative integer, got {max_new_tokens!r}")
-        if isinstance(prompt, str):
-            ids = self._tok.encode(prompt)
-        elif isinstance(prompt, (list, tuple, np.ndarray)):
-            a = self._ids(prompt, "prompt")
-            if a.ndim != 1:
-                raise ValueError(f"prompt: expected a string or a 1-D list of token ids, got shape {a.shape}")
-            ids = a.tolist()
+        batch = isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(
+            isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)
+        if batch:
+            prompts = [self._prompt_ids(p, f"prompt {i}") for i, p in enumerate(prompt)]
+            if stream:
+                raise ValueError("argument 'stream': a list of prompts returns its results together (stream one "
+                                 "prompt at a time)")
         else:
-            raise ValueError(f"prompt: expected a string or a 1-D list of token ids, got {type(prompt).__name__}")
-        if not ids:
-            raise ValueError("prompt: empty (no tokens to condition on)")
-        self._check_len(len(ids), "prompt")
+            ids = self._prompt_ids(prompt)
         if stop is None:
             stops: List[str] = []
         elif isinstance(stop, str):
@@ -537,6 +555,8 @@ class Model:
         else:
             raise ValueError("argument 'stop' must be a string or a list of strings")
         opts = self._sampler_options(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        if batch:
+            return self._generate_batch(prompts, max_new_tokens, opts, stops, ignore_eos, seed is not None)
         gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
         if stream:
             return GenerationStream(gen)
@@ -589,6 +609,91 @@ class Model:
             text = decoder.text if decoder is not None else ""
             return GenerationResult(text=text, token_ids=new, finish_reason=finish, prompt_tokens=len(ids),
                                     prefill_seconds=t_first - t0, decode_seconds=t1 - t_first)
+
+    def _batch_forks(self, n: int) -> List["_core.Model"]:
+        """n models over this one's weights, each with its own KV cache (kept for the next batch)."""
+        forks = self.__dict__.setdefault("_forks", [])
+        while len(forks) < n:
+            forks.append(self._core.fork())
+        return forks[:n]
+
+    def _generate_batch(self, prompts: List[List[int]], max_new_tokens: int, opts, stops: List[str],
+                        ignore_eos: bool, seeded: bool) -> List[GenerationResult]:
+        if not isinstance(self._core, _core.Model):  # a device model: one prompt after another
+            results = []
+            for ids in prompts:
+                gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
+                try:
+                    while True:
+                        next(gen)
+                except StopIteration as e:
+                    results.append(e.value)
+            return results
+        with self._lock:
+            B = len(prompts)
+            forks = self._batch_forks(B)
+            samplers = []
+            for _ in range(B):
+                o = _core.SamplerOptions()
+                for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed"):
+                    setattr(o, k, getattr(opts, k))
+                if not seeded:  # independent draws for each prompt
+                    o.seed = int.from_bytes(os.urandom(8), "little")
+                samplers.append(_core.Sampler(o))
+            has_tok = self._tok.tokenizer is not None
+            decoders = [StreamDecoder(self._tok, stops) if has_tok else None for _ in range(B)]
+            eos = set() if ignore_eos else set(self.eos_token_ids)
+            new: List[List[int]] = [[] for _ in range(B)]
+            history = [np.asarray(ids, dtype=np.int32) for ids in prompts]
+            finish = ["length"] * B
+            running: List[int] = []
+            t0 = time.perf_counter()
+
+            def take(i: int, tok: int) -> bool:
+                """Records sequence i's new token; False once the sequence is done."""
+                if tok in eos:
+                    finish[i] = "eos"
+                    return False
+                new[i].append(tok)
+                history[i] = np.append(history[i], np.int32(tok))
+                d = decoders[i]
+                if d is not None:
+                    d.update(new[i])
+                    if d.stopped:
+                        finish[i] = "stop"
+                        return False
+                if len(new[i]) >= max_new_tokens:
+                    return False
+                if forks[i].n_past + 1 > self.max_context:
+                    finish[i] = "context"
+                    return False
+                return True
+
+            if max_new_tokens > 0:
+                for i, ids in enumerate(prompts):  # prompts one by one (they are bound by arithmetic, not memory)
+                    f = forks[i]
+                    f.reset()
+                    n = (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
+                    for j in range(0, n, PREFILL_CHUNK):
+                        f.prefill(np.asarray(ids[j: j + PREFILL_CHUNK], dtype=np.int32))
+                    tok = f.step(np.asarray(ids[n:], dtype=np.int32), samplers[i], history[i])
+                    if take(i, tok):
+                        running.append(i)
+            t_first = time.perf_counter()
+            while running:
+                toks = _core.decode_batch([forks[i] for i in running], np.asarray([new[i][-1] for i in running], np.int32),
+                                          [samplers[i] for i in running], [history[i] for i in running])
+                running = [i for i, tok in zip(running, toks) if take(i, tok)]
+            t1 = time.perf_counter()
+            results = []
+            for i in range(B):
+                d = decoders[i]
+                if d is not None and not d.stopped:
+                    d.update(new[i], final=True)
+                results.append(GenerationResult(text=d.text if d is not None else "", token_ids=new[i],
+                                                finish_reason=finish[i], prompt_tokens=len(prompts[i]),
+                                                prefill_seconds=t_first - t0, decode_seconds=t1 - t_first))
+            return results
 
     def chat(self, messages: List[Dict[str, Any]], **generate_kwargs):
         """Applies the checkpoint's chat template to messages and generates the assistant's reply."""

@@ -19,7 +19,7 @@ class Seq2SeqModel(Model):
                  tok: TokenizerInfo, path: str):
         super().__init__(make_decoder(), config, tok, path)
         self._encoder = encoder
-        self._make_decoder = make_decoder
+        self._make_decoder = self._core.fork  # beams share the decoder's weights (converted once at load)
         self._beams: List["_core.Model"] = []
         start = config.get("decoder_start_token_id", config.get("pad_token_id", 0))
         self.decoder_start_token_id = int(start if isinstance(start, int) else 0)

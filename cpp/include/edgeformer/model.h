@@ -66,6 +66,14 @@ class Model {
   void truncate(int32_t n);  // keep the first n positions of the cache (n <= n_past)
   // Copies the first n cached positions of another model with the same spec (beam search).
   void copy_cache_from(const Model& other, int32_t n);
+  // Another model over the same weights (shared, not copied) and thread pool, with its own empty KV cache and
+  // scratch: one per sequence of a batch, or per beam.
+  std::unique_ptr<Model> fork() const;
+  // One decode step for each of several sequences at once: seqs are distinct forks of one model (the same
+  // weights), tokens[i] the next token of seqs[i], at its own position (its n_past, then advanced). The
+  // matrices are read once for every sequence; each attends to its own cache. logits: [seqs.size(), vocab].
+  // Causal decoders without cross-attention or T5's relative bias. The caller holds every model's mutex.
+  static void decode_batch(const std::vector<Model*>& seqs, const int32_t* tokens, float* logits);
 
   // Runs tokens at positions n_past .. n_past+T-1 (encoders: always from 0), appending to the KV cache.
   void forward(const ForwardArgs& a);
@@ -88,10 +96,18 @@ class Model {
   const char* kv_dtype() const { return kv_f16_ ? "f16" : "f32"; }
 
  private:
-  void attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask);
+  Model(const Model& other, bool fork_tag);  // fork()
+  // forward() for one sequence (seqs null: positions n_past ..), or one token per model of seqs (decode_batch)
+  void run(const ForwardArgs& a, Model* const* seqs);
+  // seqs: as run(); each query row t then attends to seqs[t]'s cache at that model's n_past
+  void attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask,
+                 Model* const* seqs);
   void cross_attention(int layer, const float* q, float* out, int32_t T);
   void ensure_scratch(int32_t T);
-  void compute_rope(int32_t pos0, int32_t T);
+  // cos_/sin_ rows for positions pos[0 .. T); length: the sequence length dynamic scaling sees, -1 for each
+  // row's own (pos + 1)
+  void compute_rope(const int32_t* pos, int32_t T, int64_t length);
+  void alloc_cache();
   void compute_relative_bias(int32_t pos0, int32_t T, int32_t n_keys);
 
   ArchSpec spec_;

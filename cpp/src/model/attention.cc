@@ -87,20 +87,30 @@ void Model::compute_relative_bias(int32_t pos0, int32_t T, int32_t n_keys) {
 
 // q: [T, n_heads * hd] for positions pos0..pos0+T-1; this layer's keys/values already in the cache.
 // out: [T, n_heads * hd]
-void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask) {
+void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask,
+                      Model* const* seqs) {
   const KernelTable& K = kernels();
   const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, group = nh / nkv;
   const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
   const size_t head_stride = (size_t)kv_len_ * hd, es = kv_elem();
   const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
-  // element i of this layer's keys / values (f32 or f16 as kvt)
-  const uint8_t* kbase = (const uint8_t*)kcache_->data + (size_t)layer * nkv * head_stride * es;
-  const uint8_t* vbase = (const uint8_t*)vcache_->data + (size_t)layer * nkv * head_stride * es;
+  // element i of this layer's keys / values (f32 or f16 as kvt) in the cache query row t uses (seqs: its own)
+  const size_t layer_off = (size_t)layer * nkv * head_stride * es;
+  const uint8_t* kbase = (const uint8_t*)kcache_->data + layer_off;
+  const uint8_t* vbase = (const uint8_t*)vcache_->data + layer_off;
   const auto kc = [&](size_t i) -> const void* { return kbase + i * es; };
   const auto vc = [&](size_t i) -> const void* { return vbase + i * es; };
+  const auto kc_of = [&](int32_t t, size_t i) -> const void* {
+    return seqs ? (const uint8_t*)seqs[t]->kcache_->data + layer_off + i * es : kc(i);
+  };
+  const auto vc_of = [&](int32_t t, size_t i) -> const void* {
+    return seqs ? (const uint8_t*)seqs[t]->vcache_->data + layer_off + i * es : vc(i);
+  };
+  // the position of query row t: in a batch, its sequence's (whose cache holds it already)
+  const auto pos_of = [&](int32_t t) { return seqs ? seqs[t]->n_past_ : pos0 + t; };
   const int W = spec_.sliding_window;
   const bool causal = spec_.causal();
-  const int32_t n_keys = pos0 + T;
+  const int32_t n_keys = pos0 + T;  // (one sequence; a batch's rows are causal: each sees keys up to its position)
   const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.pos == PosKind::Relative;
   const int32_t rel_width = relative ? (int32_t)(rel_table_.size() / nh) : 0;
   // the position bias (ALiBi or T5's relative buckets) and the padding mask, on the scaled scores s[0, n)
@@ -139,25 +149,27 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const auto fpanel = ops::panel_kernel(K, &KernelTable::matmul_panel, kvt);
   const auto rows_mm = K.matmul[(int)kvt];
   const int64_t vstride = (int64_t)kPanel * kv_len_;  // from one value panel (16 dims) to the next
-  // A decode step on the panel cache: per kv head, its query heads (up to 8 at a time: a tile's rows, and tasks
-  // for every thread when there are few kv heads, as with multi-query attention) as the rows of the two
-  // products, so that the keys and values are read once for them.
-  if (T == 1 && kv_panels_) {
-    const int32_t pos = pos0, hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
-    const int32_t klo = lo / kPanel * kPanel, n = hi - klo + 1;
+  // Decode steps on the panel cache (one, or one per sequence of a batch): per kv head, its query heads (up to 8
+  // at a time: a tile's rows, and tasks for every thread when there are few kv heads, as with multi-query
+  // attention) as the rows of the two products, so that the keys and values are read once for them.
+  if ((T == 1 || seqs) && kv_panels_) {
     constexpr int kRows = 8;
     const int chunks = (group + kRows - 1) / kRows;
-    pool_->parallel_for((int64_t)nkv * chunks, 1, [&](int, int64_t b, int64_t e) {
+    pool_->parallel_for((int64_t)T * nkv * chunks, 1, [&](int, int64_t b, int64_t e) {
       thread_local std::vector<float> S;
-      if (S.size() < (size_t)kRows * n) S.resize((size_t)kRows * n);
       for (int64_t idx = b; idx < e; idx++) {
-        const int g = (int)(idx / chunks), c = (int)(idx % chunks);
+        const int32_t t = (int32_t)(idx / ((int64_t)nkv * chunks));
+        const int g = (int)(idx / chunks % nkv), c = (int)(idx % chunks);
+        const int32_t pos = pos_of(t), hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+        const int32_t klo = lo / kPanel * kPanel, n = hi - klo + 1;
+        if (S.size() < (size_t)kRows * n) S.resize((size_t)kRows * n);
         const int h0 = g * group + c * kRows, rows = std::min(kRows, group - c * kRows);
-        const void* kh = kc((size_t)g * head_stride + (size_t)klo * hd);
-        const void* vh = vc((size_t)g * head_stride + (size_t)klo * kPanel);
-        fpanel(q + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), n, rows, 0, n, hd);
+        const void* kh = kc_of(t, (size_t)g * head_stride + (size_t)klo * hd);
+        const void* vh = vc_of(t, (size_t)g * head_stride + (size_t)klo * kPanel);
+        const size_t row = (size_t)t * nh * hd + (size_t)h0 * hd;
+        fpanel(q + row, hd, kh, 0, nullptr, S.data(), n, rows, 0, n, hd);
         for (int r = 0; r < rows; r++) weights(h0 + r, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
-        fpanel(S.data(), n, vh, vstride, nullptr, out + (size_t)h0 * hd, hd, rows, 0, hd, n);
+        fpanel(S.data(), n, vh, vstride, nullptr, out + row, hd, rows, 0, hd, n);
       }
     });
     return;
@@ -165,7 +177,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   // Prompts: per head, a block of queries against its keys as two small matrix products, instead of one dot
   // and one axpy per query and key.
   constexpr int32_t kQB = 32;
-  if (T >= 8 || kv_panels_) {
+  if (!seqs && (T >= 8 || kv_panels_)) {
     const int32_t nqb = (T + kQB - 1) / kQB;
     pool_->parallel_for((int64_t)nh * nqb, 1, [&](int, int64_t b, int64_t e) {
       thread_local std::vector<float> S, Vt;
@@ -205,8 +217,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
     });
     return;
   }
-  // decode steps on a row cache: per query and head, the scores as a one-token product, the values summed in
-  // registers
+  // decode steps on a row cache (and short prompts; a batch's rows each in their own cache): per query and
+  // head, the scores as a one-token product, the values summed in registers
   pool_->parallel_for((int64_t)nh * T, 1, [&](int tid, int64_t b, int64_t e) {
     float* sc = scores_.data() + (size_t)tid * score_stride_;
     thread_local std::vector<float> V32;  // an f16 cache's value rows in f32, for wsum
@@ -214,19 +226,19 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       if ((idx & 63) == 0 && interrupt_pending()) return;  // the layer loop throws Interrupted
       const int h = (int)(idx % nh);
       const int32_t t = (int32_t)(idx / nh);
-      const int32_t pos = pos0 + t;
+      const int32_t pos = pos_of(t);
       const int32_t hi = causal ? pos : n_keys - 1;
       const int32_t lo = W > 0 ? std::max(0, pos - W + 1) : 0;
       const int32_t n = hi - lo + 1;
       const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
       const size_t kv0 = (size_t)(h / group) * head_stride + (size_t)lo * hd;
-      rows_mm(qv, hd, kc(kv0), hd, nullptr, sc, n, 1, 0, n, hd);
+      rows_mm(qv, hd, kc_of(t, kv0), hd, nullptr, sc, n, 1, 0, n, hd);
       weights(h, pos, lo, sc, n, lo, hi);
       if (kv_f16_) {
         if (V32.size() < (size_t)n * hd) V32.resize((size_t)n * hd);
-        K.to_f32[(int)DType::F16](vc(kv0), V32.data(), (int64_t)n * hd);
+        K.to_f32[(int)DType::F16](vc_of(t, kv0), V32.data(), (int64_t)n * hd);
       }
-      const float* vh = kv_f16_ ? V32.data() : (const float*)vc(kv0);
+      const float* vh = kv_f16_ ? V32.data() : (const float*)vc_of(t, kv0);
       K.wsum(sc, vh, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
     }
   });

@@ -304,7 +304,13 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
            "argument 'kv_dtype' must be None, 'f16' or 'f32', got '" + opts.kv_dtype + "'");
   // auto: f32 beside f32 matrices (the reference precision), f16 beside every narrower type, as llama.cpp
   kv_f16_ = opts.kv_dtype.empty() ? !layers_.empty() && layers_[0].wq.dtype != DType::F32 : opts.kv_dtype == "f16";
-  const size_t cache_bytes = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)kv_len_ * hd * kv_elem();
+  alloc_cache();
+  if (spec_.pos == PosKind::Rotary && spec_.rope.scaling != RopeScaling::Dynamic)
+    rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
+}
+
+void Model::alloc_cache() {
+  const size_t cache_bytes = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)kv_len_ * spec_.head_dim * kv_elem();
   try {
     kcache_ = std::make_unique<Buffer>(cache_bytes);
     vcache_ = std::make_unique<Buffer>(cache_bytes);
@@ -313,8 +319,42 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
                      std::to_string(2 * cache_bytes >> 20) +
                      " MiB, more than can be allocated; pass a smaller max_context= (or kv_dtype='f16')");
   }
-  if (spec_.pos == PosKind::Rotary && spec_.rope.scaling != RopeScaling::Dynamic)
-    rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
+}
+
+Model::Model(const Model& o, bool)
+    : spec_(o.spec_), opts_(o.opts_), max_ctx_(o.max_ctx_), pool_(o.pool_), tok_emb_(o.tok_emb_),
+      pos_emb_(o.pos_emb_), type_emb_(o.type_emb_), emb_norm_w_(o.emb_norm_w_), emb_norm_b_(o.emb_norm_b_),
+      proj_in_(o.proj_in_), proj_out_(o.proj_out_), final_norm_w_(o.final_norm_w_), final_norm_b_(o.final_norm_b_),
+      lm_head_(o.lm_head_), lm_head_b_(o.lm_head_b_), rel_bias_(o.rel_bias_), layers_(o.layers_),
+      kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_f16_(o.kv_f16_), inv_freq_(o.inv_freq_),
+      rope_mscale_(o.rope_mscale_) {
+  alloc_cache();  // the tensors share their memory (Tensor::owner); the cache and scratch are this model's
+}
+
+std::unique_ptr<Model> Model::fork() const { return std::unique_ptr<Model>(new Model(*this, true)); }
+
+void Model::decode_batch(const std::vector<Model*>& seqs, const int32_t* tokens, float* logits) {
+  EF_CHECK(!seqs.empty() && tokens && logits, "decode_batch: no sequences");
+  Model& lead = *seqs[0];
+  const ArchSpec& sp = lead.spec_;
+  EF_CHECK(sp.causal() && !sp.cross_attention && sp.pos != PosKind::Relative,
+           "decode_batch: only causal decoders without cross-attention or relative position bias");
+  for (size_t i = 0; i < seqs.size(); i++) {
+    const Model& m = *seqs[i];
+    EF_CHECK(m.tok_emb_.data == lead.tok_emb_.data && m.layers_.size() == lead.layers_.size() &&
+                 (m.layers_.empty() || m.layers_[0].wq.data == lead.layers_[0].wq.data) &&
+                 m.max_ctx_ == lead.max_ctx_ && m.kv_f16_ == lead.kv_f16_ && m.pool_ == lead.pool_,
+             "decode_batch: sequence " + std::to_string(i) + " is not a fork of the first one's model");
+    for (size_t j = 0; j < i; j++)
+      EF_CHECK(seqs[j] != seqs[i], "decode_batch: sequences " + std::to_string(j) + " and " + std::to_string(i) +
+                                       " are the same model");
+  }
+  ForwardArgs a;
+  a.tokens = tokens;
+  a.T = (int32_t)seqs.size();
+  a.output = Output::AllLogits;
+  a.out = logits;
+  lead.run(a, seqs.data());
 }
 
 std::vector<std::pair<std::string, Tensor>> Model::weights() const {
@@ -378,13 +418,15 @@ void Model::ensure_scratch(int32_t T) {
   scratch_T_ = T;
 }
 
-void Model::compute_rope(int32_t pos0, int32_t T) {
-  if (spec_.rope.scaling == RopeScaling::Dynamic) rope_inv_freq(spec_, (int64_t)pos0 + T, inv_freq_, rope_mscale_);
+void Model::compute_rope(const int32_t* pos, int32_t T, int64_t length) {
+  const bool dynamic = spec_.rope.scaling == RopeScaling::Dynamic;
+  if (dynamic) rope_inv_freq(spec_, length >= 0 ? length : (int64_t)pos[0] + 1, inv_freq_, rope_mscale_);
   const size_t half = inv_freq_.size();
   cos_.resize(T * half);
   sin_.resize(T * half);
   for (int32_t t = 0; t < T; t++) {
-    float p = (float)(pos0 + t);
+    if (dynamic && length < 0 && t > 0) rope_inv_freq(spec_, (int64_t)pos[t] + 1, inv_freq_, rope_mscale_);
+    float p = (float)pos[t];
     for (size_t i = 0; i < half; i++) {
       float f = p * inv_freq_[i];
       cos_[t * half + i] = std::cos(f) * rope_mscale_;
@@ -393,25 +435,37 @@ void Model::compute_rope(int32_t pos0, int32_t T) {
   }
 }
 
-void Model::forward(const ForwardArgs& a) {
+void Model::forward(const ForwardArgs& a) { run(a, nullptr); }
+
+void Model::run(const ForwardArgs& a, Model* const* seqs) {
   const int32_t T = a.T;
   EF_CHECK(T > 0, "forward: no tokens");
+  const bool batch = seqs != nullptr;
   if (!spec_.causal()) n_past_ = 0;  // an encoder sees each input whole
-  if ((int64_t)n_past_ + T > max_ctx_)
-    throw ValueError("sequence of " + std::to_string((int64_t)n_past_ + T) + " tokens exceeds max_context=" +
-                     std::to_string(max_ctx_) + " (pass a larger max_context= to load, up to the memory you have)");
+  for (int32_t i = 0; i < (batch ? T : 1); i++) {
+    const int64_t need = batch ? (int64_t)seqs[i]->n_past_ + 1 : (int64_t)n_past_ + T;
+    if (need > max_ctx_)
+      throw ValueError(std::string(batch ? "sequence " + std::to_string(i) + " of the batch: " : "") + "sequence of " +
+                       std::to_string(need) + " tokens exceeds max_context=" + std::to_string(max_ctx_) +
+                       " (pass a larger max_context= to load, up to the memory you have)");
+  }
+  // each row's position (and, in a batch, the model whose cache it uses)
+  std::vector<int32_t> pos(T);
+  for (int32_t t = 0; t < T; t++) pos[t] = batch ? seqs[t]->n_past_ : n_past_ + t;
+  auto owner = [&](int32_t t) -> Model& { return batch ? *seqs[t] : *this; };
   EF_CHECK(!spec_.cross_attention || ckcache_, "forward: the decoder has no encoder output (set_encoder_output)");
   EF_CHECK(a.output == Output::None || a.out, "forward: no output buffer");
   EF_CHECK((a.output != Output::LastLogits && a.output != Output::AllLogits) || lm_head_.data,
            "this model has no language-model head (an encoder): ask for hidden states");
   KernelTable kt = kernels();
-  if (T > 1 && !opts_.exact_q8_prompts && kt.q8_0_panel_one_level)  // prompts: compute-bound, one level
+  // prompts: compute-bound, one level (a batch of decode steps keeps the decode precision)
+  if (T > 1 && !batch && !opts_.exact_q8_prompts && kt.q8_0_panel_one_level)
     kt.qmatmul_panel[(int)DType::Q8_0] = kt.q8_0_panel_one_level;
   const KernelTable& K = kt;
   ensure_scratch(T);
   // attention scores: one row per thread, as long as the keys in use (grown on demand: a context of
   // millions of positions costs nothing until it is used)
-  const size_t keys = (size_t)std::max<int64_t>((int64_t)n_past_ + T, enc_T_);
+  const size_t keys = (size_t)std::max<int64_t>((int64_t)*std::max_element(pos.begin(), pos.end()) + 1, enc_T_);
   if (scores_.size() < (size_t)pool_->size() * keys) scores_.resize((size_t)pool_->size() * keys);
   score_stride_ = keys;
   const int64_t H = spec_.hidden_size, F = spec_.ffn_size, hd = spec_.head_dim, V = spec_.vocab_size;
@@ -430,7 +484,7 @@ void Model::forward(const ForwardArgs& a) {
   }
   if (spec_.pos == PosKind::Learned) {
     std::vector<int32_t> rows(T);
-    for (int32_t t = 0; t < T; t++) rows[t] = pos0 + t + spec_.pos_offset;
+    for (int32_t t = 0; t < T; t++) rows[t] = pos[t] + spec_.pos_offset;
     ops::embedding(K, pos_emb_, rows.data(), T, tmp);
     K.add(x, tmp, T * H);
   }
@@ -455,7 +509,7 @@ void Model::forward(const ForwardArgs& a) {
   if (spec_.emb_norm) norm_rows(x, x, emb_norm_w_, emb_norm_b_, T);
 
   const bool rotary = spec_.pos == PosKind::Rotary;
-  if (rotary) compute_rope(pos0, T);
+  if (rotary) compute_rope(pos.data(), T, batch ? -1 : (int64_t)pos0 + T);
   if (spec_.pos == PosKind::Relative) compute_relative_bias(pos0, T, pos0 + T);
   const size_t half = inv_freq_.size();
   auto mlp = [&](const LayerWeights& w, const float* in, float* result) {
@@ -484,10 +538,10 @@ void Model::forward(const ForwardArgs& a) {
       for (int hh = 0; hh < nkv; hh++) {
         float* kv = k_.data() + t * KD + hh * hd;
         if (rotary) ops::rope(kv, c, s, half, spec_.rope.style);
-        store_kv(l, hh, pos0 + t, kv, v_.data() + t * KD + hh * hd);
+        owner(t).store_kv(l, hh, pos[t], kv, v_.data() + t * KD + hh * hd);
       }
     }
-    attention(l, q_.data(), att_.data(), T, pos0, a.key_mask);
+    attention(l, q_.data(), att_.data(), T, pos0, a.key_mask, seqs);
     if (take_interrupt()) throw Interrupted();
     ops::linear(pool, K, att_.data(), QD, T, w.wo, fptr(w.bo), tmp, H);
   };
@@ -525,7 +579,10 @@ void Model::forward(const ForwardArgs& a) {
     mlp(w, h, tmp);
     K.add(x, tmp, T * H);
   }
-  n_past_ = pos0 + T;
+  if (batch)
+    for (int32_t t = 0; t < T; t++) seqs[t]->n_past_++;
+  else
+    n_past_ = pos0 + T;
   if (a.output == Output::None) return;
   const int64_t first = a.output == Output::LastLogits ? T - 1 : 0, rows = T - first;
   float* fin = x + first * H;
