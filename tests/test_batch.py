@@ -84,6 +84,9 @@ def test_generate_list_of_prompts_matches_one_by_one(tmp_path):
         alone = model.generate(p, max_new_tokens=12, temperature=0, ignore_eos=True)
         assert r.token_ids == alone.token_ids and r.text == alone.text and r.finish_reason == "length"
         assert r.prompt_tokens == len(p) and r.decode_tokens_per_s > 0
+    rect = model.generate(np.asarray([prompts[0][:3], prompts[1][:3]]), max_new_tokens=4, temperature=0)
+    assert [r.token_ids for r in rect] == [model.generate(p[:3], max_new_tokens=4, temperature=0).token_ids
+                                           for p in prompts[:2]]  # a 2-D array: one prompt per row
     sampled = model.generate(prompts, max_new_tokens=10, temperature=0.9, top_k=40, seed=4)
     for p, r in zip(prompts, sampled):  # with a seed: each prompt's own draws, as alone
         assert r.token_ids == model.generate(p, max_new_tokens=10, temperature=0.9, top_k=40, seed=4).token_ids

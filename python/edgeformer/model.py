@@ -537,8 +537,9 @@ class Model:
         self._need_decoder("generate")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"argument 'max_new_tokens' must be a non-negative integer, got {max_new_tokens!r}")
-        batch = isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(
-            isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)
+        batch = (isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(
+            isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)) or (
+            isinstance(prompt, np.ndarray) and prompt.ndim == 2)
         if batch:
             prompts = [self._prompt_ids(p, f"prompt {i}") for i, p in enumerate(prompt)]
             if stream:
@@ -647,7 +648,7 @@ class Model:
             history = [np.asarray(ids, dtype=np.int32) for ids in prompts]
             finish = ["length"] * B
             running: List[int] = []
-            t0 = time.perf_counter()
+            prefill_s = [0.0] * B
 
             def take(i: int, tok: int) -> bool:
                 """Records sequence i's new token; False once the sequence is done."""
@@ -671,12 +672,14 @@ class Model:
 
             if max_new_tokens > 0:
                 for i, ids in enumerate(prompts):  # prompts one by one (they are bound by arithmetic, not memory)
+                    t0 = time.perf_counter()
                     f = forks[i]
                     f.reset()
                     n = (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
                     for j in range(0, n, PREFILL_CHUNK):
                         f.prefill(np.asarray(ids[j: j + PREFILL_CHUNK], dtype=np.int32))
                     tok = f.step(np.asarray(ids[n:], dtype=np.int32), samplers[i], history[i])
+                    prefill_s[i] = time.perf_counter() - t0
                     if take(i, tok):
                         running.append(i)
             t_first = time.perf_counter()
@@ -692,7 +695,7 @@ class Model:
                     d.update(new[i], final=True)
                 results.append(GenerationResult(text=d.text if d is not None else "", token_ids=new[i],
                                                 finish_reason=finish[i], prompt_tokens=len(prompts[i]),
-                                                prefill_seconds=t_first - t0, decode_seconds=t1 - t_first))
+                                                prefill_seconds=prefill_s[i], decode_seconds=t1 - t_first))
             return results
 
     def chat(self, messages: List[Dict[str, Any]], **generate_kwargs):
