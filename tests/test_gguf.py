@@ -266,3 +266,75 @@ def test_bad_unigram_metadata_names_the_key(key, value, match):
     with pytest.raises(ValueError, match=match) as e:
         tokenizer_from_gguf(meta, "bad.gguf")
     assert "bad.gguf" in str(e.value)
+
+
+def _t5_with_spm_tokenizer(tmp_path, **cfg_over):
+    """A tiny T5 v1.1 checkpoint whose tokenizer.json transformers built from a sentencepiece unigram model."""
+    import transformers as tf
+
+    from test_families import untie_t5_head
+
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    sp, proto = _spm_unigram()
+    m = pb.ModelProto()
+    m.ParseFromString(proto)
+    # T5's layout: the sentencepiece pieces, then the extra ids in reverse; its normalization rules
+    vocab = [(p.piece, p.score) for p in m.pieces] + [("<extra_id_1>", 0.0), ("<extra_id_0>", 0.0)]
+    tok = tf.T5Tokenizer(vocab=vocab, extra_ids=2, _spm_precompiled_charsmap=m.normalizer_spec.precompiled_charsmap)
+    src = tmp_path / "src"
+    kw = dict(vocab_size=320, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=3, num_heads=4,
+              relative_attention_num_buckets=16, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+              feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    kw.update(cfg_over)
+    ref = make_model(str(src), tf.T5ForConditionalGeneration, tf.T5Config(**kw))
+    if not kw["tie_word_embeddings"]:
+        untie_t5_head(ref, str(src))
+    tok.save_pretrained(str(src))  # (after make_model, whose own tokenizer it replaces)
+    return ref, src, sp
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "f16"])
+def test_t5_quantize_roundtrip(qtype, tmp_path):
+    """edgeformer quantize writes T5 (both stacks, the shared embedding once, the unigram tokenizer) as llama.cpp
+    lays it out: loading the file gives the logits of quantize-at-load bit for bit, and the same tokens."""
+    ref, src, sp = _t5_with_spm_tokenizer(tmp_path)
+    out = str(tmp_path / f"t5-{qtype}.gguf")
+    edgeformer.quantize(str(src), out, qtype)
+    direct = edgeformer.load(str(src), dtype=qtype, threads=2)
+    from_file = edgeformer.load(out, threads=2)
+    src_ids = prompt_ids(20, seed=3)[1:]
+    dec = [0] + prompt_ids(8, seed=4)[1:]
+    np.testing.assert_array_equal(from_file.logits(src_ids, decoder_input_ids=dec),
+                                  direct.logits(src_ids, decoder_input_ids=dec))
+    for text in UNIGRAM_TEXTS + ["<extra_id_0> fox"]:
+        assert from_file.tokenizer.encode(text).ids == direct.tokenizer.encode(text).ids, text
+        if text in UNIGRAM_TEXTS:  # (the checkpoint's tokenizer itself encodes as sentencepiece does)
+            assert direct.tokenizer.encode(text).ids == sp.encode(text) + [1], text
+    prompt = "translate English to German: hello world"
+    assert from_file.generate(prompt, max_new_tokens=6, temperature=0).token_ids == \
+        direct.generate(prompt, max_new_tokens=6, temperature=0).token_ids
+    assert from_file.generate(prompt, max_new_tokens=6, num_beams=2).token_ids == \
+        direct.generate(prompt, max_new_tokens=6, num_beams=2).token_ids
+
+
+def test_transformers_reads_our_t5_gguf(tmp_path):
+    """transformers' GGUF reader (llama.cpp's T5 names and keys) loads our f16 T5 file and agrees with it.
+    (Its reader takes the decoder's depth from the encoder's and knows no activation key, where llama.cpp gates
+    with GELU: as many decoder layers here, and the activation said.)"""
+    import torch
+    import transformers
+
+    ref, src, _ = _t5_with_spm_tokenizer(tmp_path, num_decoder_layers=2)
+    out = tmp_path / "t5.gguf"
+    edgeformer.quantize(str(src), str(out), "f16")
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path), gguf_file=out.name,
+                                                                 feed_forward_proj="gated-gelu",
+                                                                 dense_act_fn="gelu_new").eval()
+    src_ids = prompt_ids(20, seed=3)[1:]
+    dec = [0] + prompt_ids(8, seed=4)[1:]
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor([src_ids]), decoder_input_ids=torch.tensor([dec])).logits[0].float().numpy()
+    ours = edgeformer.load(str(out), threads=2, kv_dtype="f32").logits(src_ids, decoder_input_ids=dec)
+    rel = float(((theirs - ours) ** 2).sum() / (theirs ** 2).sum())
+    assert rel < 1e-6, rel

@@ -1112,12 +1112,17 @@ def test_real_minilm_wordpiece_round_trip():
 
 
 def test_tokenizer_writer_errors_name_the_file(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     p = tmp_path / "tokenizer.json"
     tok = Tokenizer(models.Unigram([("a", -1.0), ("<unk>", 0.0)], 1))
+    tok.normalizer = normalizers.Lowercase()  # a unigram model's rules beyond what GGUF's t5 form can say
     tok.save(str(p))
-    with pytest.raises(ValueError, match=re.escape(f"{p}: field 'model.type' is 'Unigram'")):
+    with pytest.raises(ValueError, match=re.escape(f"{p}: field 'normalizer' has a Lowercase step")):
+        gguf_tokenizer_metadata(str(p), {})
+    tok = Tokenizer(models.WordLevel({"a": 0, "<unk>": 1}, "<unk>"))
+    tok.save(str(p))
+    with pytest.raises(ValueError, match=re.escape(f"{p}: field 'model.type' is 'WordLevel'")):
         gguf_tokenizer_metadata(str(p), {})
     tok = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel()])
@@ -1133,7 +1138,8 @@ def test_writer_uses_llama_cpp_value_types(tmp_path):
     from gguf import GGUFValueType as V
 
     meta = dict(_llama_meta(), **{"llama.attention.causal": True, "tokenizer.chat_template": "T",
-                                  "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.merges": ["a b"]})
+                                  "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.merges": ["a b"],
+                                  "tokenizer.ggml.precompiled_charsmap": b"\x00\x01\xff"})
     path = tmp_path / "t.gguf"
     write_gguf(path, meta, {"token_embd.weight": np.zeros((6, 64), np.float32)})
     fields = gguf.GGUFReader(str(path)).fields
@@ -1141,7 +1147,8 @@ def test_writer_uses_llama_cpp_value_types(tmp_path):
             "tokenizer.ggml.bos_token_id": [V.UINT32], "tokenizer.ggml.add_bos_token": [V.BOOL],
             "llama.attention.causal": [V.BOOL], "tokenizer.chat_template": [V.STRING],
             "tokenizer.ggml.tokens": [V.ARRAY, V.STRING], "tokenizer.ggml.merges": [V.ARRAY, V.STRING],
-            "tokenizer.ggml.token_type": [V.ARRAY, V.INT32], "tokenizer.ggml.scores": [V.ARRAY, V.FLOAT32]}
+            "tokenizer.ggml.token_type": [V.ARRAY, V.INT32], "tokenizer.ggml.scores": [V.ARRAY, V.FLOAT32],
+            "tokenizer.ggml.precompiled_charsmap": [V.ARRAY, V.UINT8]}
     for key, types in want.items():
         assert fields[key].types == types, key
     meta2, _, _ = read_gguf_metadata_with_gguf_py(path)

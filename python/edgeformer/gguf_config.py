@@ -632,8 +632,8 @@ _INT32_ARRAYS = {_T.TOKEN_TYPE}
 
 def add_metadata_to_writer(writer: Any, meta: Dict[str, Any]) -> None:
     """Adds metadata {key: value} to a ``gguf.GGUFWriter`` with llama.cpp's value types: non-negative ints as
-    uint32 (uint64 if larger), negative ints as int32 / int64, floats as float32, bools, strings, and arrays
-    of those (token types as int32). ``general.architecture`` is the writer's own and is skipped."""
+    uint32 (uint64 if larger), negative ints as int32 / int64, floats as float32, bools, strings, arrays
+    of those (token types as int32), and bytes as a uint8 array. ``general.architecture`` is the writer's own and is skipped."""
     from gguf.constants import GGUFValueType
 
     for key, v in meta.items():
@@ -656,6 +656,9 @@ def add_metadata_to_writer(writer: Any, meta: Dict[str, Any]) -> None:
             writer.add_float32(key, v)
         elif isinstance(v, str):
             writer.add_string(key, v)
+        elif isinstance(v, (bytes, bytearray)):  # a byte array (precompiled_charsmap): uint8 elements
+            if v:
+                writer.add_key_value(key, bytes(v), GGUFValueType.ARRAY, sub_type=GGUFValueType.UINT8)
         elif isinstance(v, (list, tuple)):
             if not v:
                 continue

@@ -105,19 +105,18 @@ def _load_gguf_seq2seq(path, tmap, meta, order, config, arch, opts):
 
 
 def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None) -> None:
-    """Writes a loaded (decoder or BERT) model as GGUF: exactly the tensors it computes with."""
-    import gguf
-
-    from .gguf_config import add_metadata_to_writer, gguf_metadata_from_config
+    """Writes a loaded model (a decoder, BERT, or T5's two stacks) as GGUF: exactly the tensors it computes
+    with, under llama.cpp's names, with its metadata and tokenizer."""
+    from .gguf_config import gguf_metadata_from_config
     from .gguf_names import gguf_names_from_hf, permute_qk
     from .gguf_tokenizer import gguf_tokenizer_metadata
 
     config = model.config
     mt = config.get("model_type")
-    if mt not in GGUF_ARCH:
-        raise ValueError(f"{source_dir}: writing {mt!r} as GGUF is not supported (supported: {', '.join(GGUF_ARCH)})")
-    arch = GGUF_ARCH[mt]
-    spec = model._core.spec
+    if mt not in GGUF_ARCH and mt not in ENCODER_DECODERS:
+        raise ValueError(f"{source_dir}: writing {mt!r} as GGUF is not supported (supported: "
+                         f"{', '.join(list(GGUF_ARCH) + list(ENCODER_DECODERS))})")
+    arch = GGUF_ARCH.get(mt, mt)
     meta: Dict[str, Any] = dict(gguf_metadata_from_config(config, os.path.join(source_dir, "config.json")))
     tok_json = os.path.join(source_dir, "tokenizer.json")
     if os.path.exists(tok_json):
@@ -125,38 +124,66 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
         meta.update(gguf_tokenizer_metadata(tok_json, cfg_path if os.path.exists(cfg_path) else None))
     meta["general.name"] = name or os.path.basename(os.path.normpath(source_dir))
     meta["general.quantization_version"] = 2
-    meta[f"{arch}.vocab_size"] = int(spec.vocab_size)
-    _, hf_names = spec_from_config(config, "config.json", [])
-    h2g = gguf_names_from_hf(arch, spec.n_layers, config)
-    permuted = spec.rope.style == _core.RopeStyle.interleaved
+    meta[f"{arch}.vocab_size"] = int(model._core.spec.vocab_size)
     tensors: Dict[str, tuple] = {}
-    fused: Dict[str, List[tuple]] = {}
-    for canonical, t in model._core.weights():
-        v = hf_names.get(canonical)
-        src = v.src if isinstance(v, Derived) else v
-        if src is None or src not in h2g:
-            raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
-        g = h2g[src]
-        a = t.numpy()
-        if arch == "llama" and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):
-            a = permute_qk(a, spec.n_heads if ".attn.q." in canonical else spec.n_kv_heads)  # llama.cpp's row order
-        if isinstance(v, Derived) and v.rows is not None:
-            fused.setdefault(g, []).append((QKV_PARTS[canonical.split(".attn.")[1][0]], a, t.dtype))
-            continue
-        tensors[g] = (a, t.dtype)
-    for g, parts in fused.items():  # [all q, all k, all v]
-        parts.sort(key=lambda p: p[0])
-        if len({str(p[2]) for p in parts}) != 1:
-            raise ValueError(f"{g}: the parts of a fused QKV matrix differ in type")
-        tensors[g] = (np.concatenate([p[1] for p in parts], axis=0), parts[0][2])
+    if mt in ENCODER_DECODERS:  # the encoder's and the decoder's tensors; the token embedding is shared
+        from .archs import Config
+
+        dec = model._core
+        present = [] if dec.spec.tie_embeddings else ["lm_head.weight"]
+        _, enc_names, _, dec_names = ENCODER_DECODERS[mt](Config(config, source_dir), present)
+        h2g = gguf_names_from_hf(arch, max(model._encoder.spec.n_layers, dec.spec.n_layers), config)
+        for core, names in ((model._encoder, enc_names), (dec, dec_names)):
+            for canonical, t in core.weights():
+                src = names.get(canonical)
+                if src is None and canonical == "lm_head.weight" and dec.spec.tie_embeddings:
+                    continue  # the tied head is the token embedding
+                if src is None or src not in h2g:
+                    raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
+                tensors.setdefault(h2g[src], (t.numpy(), t.dtype))
+        layers_main = model._encoder
+    else:
+        spec = model._core.spec
+        _, hf_names = spec_from_config(config, "config.json", [])
+        h2g = gguf_names_from_hf(arch, spec.n_layers, config)
+        permuted = spec.rope.style == _core.RopeStyle.interleaved
+        fused: Dict[str, List[tuple]] = {}
+        for canonical, t in model._core.weights():
+            v = hf_names.get(canonical)
+            src = v.src if isinstance(v, Derived) else v
+            if src is None or src not in h2g:
+                raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
+            g = h2g[src]
+            a = t.numpy()
+            if arch == "llama" and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):
+                a = permute_qk(a, spec.n_heads if ".attn.q." in canonical else spec.n_kv_heads)  # llama.cpp's rows
+            if isinstance(v, Derived) and v.rows is not None:
+                fused.setdefault(g, []).append((QKV_PARTS[canonical.split(".attn.")[1][0]], a, t.dtype))
+                continue
+            tensors[g] = (a, t.dtype)
+        for g, parts in fused.items():  # [all q, all k, all v]
+            parts.sort(key=lambda p: p[0])
+            if len({str(p[2]) for p in parts}) != 1:
+                raise ValueError(f"{g}: the parts of a fused QKV matrix differ in type")
+            tensors[g] = (np.concatenate([p[1] for p in parts], axis=0), parts[0][2])
+        layers_main = model._core
+    main = {str(t.dtype).split(".")[1] for n, t in layers_main.weights() if ".mlp." in n}
+    file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k": 15, "q6_k": 18, "bf16": 32}
+    if len(main) == 1:
+        meta["general.file_type"] = file_types[main.pop()]
+    _write_file(out_path, arch, meta, tensors)
+
+
+def _write_file(out_path: str, arch: str, meta: Dict[str, Any], tensors: Dict[str, tuple]) -> None:
+    """The GGUF file itself, through a temporary name: never a truncated output under the final one."""
+    import gguf
+
+    from .gguf_config import add_metadata_to_writer
+
     types = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
              "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
              "q4_0": gguf.GGMLQuantizationType.Q4_0, "q4_k": gguf.GGMLQuantizationType.Q4_K,
              "q6_k": gguf.GGMLQuantizationType.Q6_K}
-    main = {str(t.dtype).split(".")[1] for n, t in model._core.weights() if ".mlp." in n}
-    file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k": 15, "q6_k": 18, "bf16": 32}
-    if len(main) == 1:
-        meta["general.file_type"] = file_types[main.pop()]
     tmp = out_path + ".tmp"
     try:
         w = gguf.GGUFWriter(tmp, arch)
@@ -173,7 +200,7 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        os.replace(tmp, out_path)  # never a truncated output under the final name
+        os.replace(tmp, out_path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

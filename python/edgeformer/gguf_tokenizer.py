@@ -434,7 +434,8 @@ def gguf_tokenizer_metadata(
 ) -> Dict[str, Any]:
     """The ``tokenizer.*`` GGUF metadata for a tokenizer.json: the ``gpt2`` form (tokens, merges, token
     types) for byte-level BPE, the ``llama`` form (tokens, scores, token types) for SentencePiece-style BPE
-    (Metaspace / "\u2581" normalizer, byte fallback), the ``bert`` form for WordPiece.
+    (Metaspace / "\u2581" normalizer, byte fallback), the ``bert`` form for WordPiece, the ``t5`` form (tokens,
+    scores, token types, precompiled_charsmap) for SentencePiece's unigram model.
 
     tokenizer_config: tokenizer_config.json's dict (or its path), for bos/eos tokens and the chat template.
     llama-form scores are ``-rank`` of the first merge producing each token (0 for the others), so that the
@@ -577,10 +578,12 @@ def gguf_tokenizer_metadata(
         out[_T.PRE] = "default"
         out[_T.LIST] = phantom
         out[_T.TOKEN_TYPE] = types
+    elif mtype == "Unigram":
+        out.update(_unigram_metadata(path, model, norms, pres + decs, tokens, types))
     else:
         raise ValueError(
             f"{path}: field 'model.type' is {mtype!r} (with this normalizer / pre-tokenizer); GGUF "
-            "export supports byte-level BPE, SentencePiece-style BPE and WordPiece"
+            "export supports byte-level BPE, SentencePiece-style BPE, WordPiece and unigram"
         )
 
     # special tokens: what the post-processor adds, and tokenizer_config.json's names
@@ -627,6 +630,50 @@ def gguf_tokenizer_metadata(
     chat = TokenizerInfo._template(tcfg.get("chat_template"))
     if chat:
         out[_T.CHAT_TEMPLATE] = chat
+    return out
+
+
+def _unigram_metadata(path: str, model: dict, norms: List[dict], steps: List[dict], tokens: List[str],
+                      types: List[int]) -> Dict[str, Any]:
+    """The ``t5`` form of a unigram tokenizer.json: its pieces' scores, the unknown and byte pieces, and the
+    normalization llama.cpp's UGM tokenizer can express (SentencePiece's precompiled character map, whitespace
+    runs collapsed, the "\u2581" prefix); any other normalizer step is refused."""
+    import base64
+
+    scores = [0.0] * len(tokens)
+    for i, entry in enumerate(model.get("vocab") or []):
+        if i < len(scores) and isinstance(entry, (list, tuple)) and len(entry) == 2:
+            scores[i] = float(entry[1])
+    unk = model.get("unk_id")
+    if isinstance(unk, int) and 0 <= unk < len(types):
+        types[unk] = int(TokenType.UNKNOWN)
+    if model.get("byte_fallback"):
+        for i, t in enumerate(tokens):
+            if _BYTE_TOKEN.match(t) and types[i] == TokenType.NORMAL:
+                types[i] = int(TokenType.BYTE)
+    out: Dict[str, Any] = {_T.MODEL: "t5", _T.PRE: "default", _T.LIST: tokens, _T.SCORES: scores,
+                           _T.TOKEN_TYPE: types}
+    collapse = any(s.get("type") == "WhitespaceSplit" for s in steps)
+    for st in norms:
+        kind = st.get("type")
+        pattern = (st.get("pattern") or {}) if kind == "Replace" else {}
+        if kind == "Precompiled":
+            try:
+                charsmap = base64.b64decode(st.get("precompiled_charsmap") or "", validate=True)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{path}: field 'normalizer' Precompiled holds no valid base64 ({e})") from None
+            if charsmap:
+                out[_T.PRECOMPILED_CHARSMAP] = charsmap
+        elif (kind == "Replace" and st.get("content") == " " and pattern.get("Regex") == " {2,}") or kind == "Strip":
+            collapse = True
+        else:
+            raise ValueError(f"{path}: field 'normalizer' has a {kind} step, which GGUF's t5 (unigram) tokenizer "
+                             "cannot express (it knows SentencePiece's precompiled character map and whitespace "
+                             "collapsing)")
+    meta = next((s for s in steps if s.get("type") == "Metaspace"), None)
+    out[_T.ADD_PREFIX] = bool(meta) and meta.get("prepend_scheme", "always") != "never" and \
+        meta.get("add_prefix_space", True)
+    out[_T.REMOVE_EXTRA_WS] = collapse
     return out
 
 
