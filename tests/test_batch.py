@@ -130,6 +130,8 @@ def test_batch_argument_errors(tmp_path):
     a, b = core.fork(), core.fork()
     with pytest.raises(ValueError, match="same model"):
         _core.decode_batch([a, a], np.asarray([1, 2], np.int32))
+    with pytest.raises(ValueError, match="token id 320 of sequence 1 is outside the vocabulary"):
+        _core.decode_batch([a, b], np.asarray([1, 320], np.int32))
     with pytest.raises(ValueError, match="one token per model"):
         _core.decode_batch([a, b], np.asarray([1], np.int32))
     other = edgeformer.load(str(tmp_path), threads=2, max_context=64)._core

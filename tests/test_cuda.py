@@ -487,7 +487,9 @@ def test_decode_graphs_match_plain_steps(case, tmp_path, monkeypatch):
     prompt = prompt_ids(250)
     toks = _graph_steps_agree(model, prompt, 12)  # positions 250 .. 261: graphs for 256 and 512 keys
     g = core.graph_stats
-    assert g["graphs"] == 2 and g["captures"] == 2 and g["launches"] == 12 - 1 - 2, g  # first token: the prompt's step
+    # (first token: the prompt's step.) The 512-key graph's warm-up grows the attention scratch: the 256-key
+    # graph, which holds the old buffer, is dropped, not replayed into freed memory
+    assert g["graphs"] == 1 and g["captures"] == 2 and g["launches"] == 12 - 1 - 2, g
     # a longer call reallocates the activations: the graphs hold stale addresses, are dropped and captured again
     model.logits(prompt_ids(300))
     assert _graph_steps_agree(model, prompt, 12) == toks

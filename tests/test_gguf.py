@@ -245,6 +245,25 @@ def test_t5_unigram_tokenizer_from_gguf(tmp_path):
         model.generate(sp.encode(prompt) + [1], max_new_tokens=6, temperature=0).token_ids
 
 
+def test_unigram_charsmap_stored_as_int8():
+    """Some writers store precompiled_charsmap as int8: the same bytes, the same tokens."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    from edgeformer.gguf_tokenizer import tokenizer_from_gguf
+
+    sp, proto = _spm_unigram()
+    m = pb.ModelProto()
+    m.ParseFromString(proto)
+    raw = m.normalizer_spec.precompiled_charsmap
+    meta = {"tokenizer.ggml.model": "t5", "tokenizer.ggml.tokens": [p.piece for p in m.pieces],
+            "tokenizer.ggml.scores": [p.score for p in m.pieces], "tokenizer.ggml.token_type": [p.type for p in m.pieces],
+            "tokenizer.ggml.unknown_token_id": 2, "tokenizer.ggml.eos_token_id": 1,
+            "tokenizer.ggml.precompiled_charsmap": [b - 256 if b > 127 else b for b in raw]}
+    tok = tokenizer_from_gguf(meta, "int8.gguf").tokenizer
+    for text in UNIGRAM_TEXTS:
+        assert tok.encode(text, add_special_tokens=False).ids == sp.encode(text), text
+
+
 @pytest.mark.parametrize("key,value,match", [
     ("tokenizer.ggml.scores", None, "scores.*missing"),
     ("tokenizer.ggml.unknown_token_id", None, "unknown"),

@@ -1120,6 +1120,14 @@ def test_tokenizer_writer_errors_name_the_file(tmp_path):
     tok.save(str(p))
     with pytest.raises(ValueError, match=re.escape(f"{p}: field 'normalizer' has a Lowercase step")):
         gguf_tokenizer_metadata(str(p), {})
+    tok = Tokenizer(models.Unigram([("a", -1.0), ("<unk>", 0.0)], 1))
+    tok.pre_tokenizer = pre_tokenizers.Digits()
+    tok.save(str(p))
+    with pytest.raises(ValueError, match=re.escape(f"{p}: a Digits pre-tokenizer or decoder step")):
+        gguf_tokenizer_metadata(str(p), {})
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.save(str(p))  # no tokenizer_config.json: the unknown piece's id comes from the model itself
+    assert gguf_tokenizer_metadata(str(p), {})["tokenizer.ggml.unknown_token_id"] == 1
     tok = Tokenizer(models.WordLevel({"a": 0, "<unk>": 1}, "<unk>"))
     tok.save(str(p))
     with pytest.raises(ValueError, match=re.escape(f"{p}: field 'model.type' is 'WordLevel'")):

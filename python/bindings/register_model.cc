@@ -147,7 +147,11 @@ void register_model(py::module_& m) {
         m.forward(p, T, false, logits.data());
         return s.sample(logits.data(), V, hp, hn);
       }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"))
-      .def("fork", &ef::Model::fork, py::call_guard<py::gil_scoped_release>(),
+      .def("fork", [](const ef::Model& m) {
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lk(const_cast<ef::Model&>(m).mutex());  // not while a call changes it
+        return m.fork();
+      },
            "Another model over the same weights (shared) with its own empty KV cache: one per sequence of a "
            "batch (decode_batch) or per beam.");
 

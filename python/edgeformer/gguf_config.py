@@ -658,7 +658,7 @@ def add_metadata_to_writer(writer: Any, meta: Dict[str, Any]) -> None:
             writer.add_string(key, v)
         elif isinstance(v, (bytes, bytearray)):  # a byte array (precompiled_charsmap): uint8 elements
             if v:
-                writer.add_key_value(key, bytes(v), GGUFValueType.ARRAY, sub_type=GGUFValueType.UINT8)
+                writer.add_key_value(key, bytes(v), GGUFValueType.ARRAY)  # gguf-py packs bytes as uint8
         elif isinstance(v, (list, tuple)):
             if not v:
                 continue

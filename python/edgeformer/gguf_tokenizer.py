@@ -199,9 +199,9 @@ def _unigram_from_gguf(m: _Meta, tokens: List[str], types: Optional[List[int]], 
             charsmap = bytes(raw)
         else:
             vals = m.array(_T.PRECOMPILED_CHARSMAP, int)
-            if any(not 0 <= v < 256 for v in vals):
-                raise m.error(_T.PRECOMPILED_CHARSMAP, "must be an array of bytes (0 .. 255)")
-            charsmap = bytes(vals)
+            if any(not -128 <= v < 256 for v in vals):  # uint8, or int8 as some writers store it
+                raise m.error(_T.PRECOMPILED_CHARSMAP, "must be an array of bytes (uint8 or int8)")
+            charsmap = bytes(v & 0xFF for v in vals)
         try:
             steps.append(normalizers.Precompiled(charsmap))
         except Exception as e:
@@ -619,6 +619,8 @@ def gguf_tokenizer_metadata(
             )
     unk_t = model.get("unk_token")
     unk = tok.token_to_id(unk_t) if isinstance(unk_t, str) else cfg_id("unk_token")
+    if mtype == "Unigram" and isinstance(model.get("unk_id"), int):  # a unigram model names its id
+        unk = model["unk_id"]
     pad = cfg_id("pad_token")
     for key, v in ((_T.BOS_ID, bos), (_T.EOS_ID, eos), (_T.UNK_ID, unk), (_T.PAD_ID, pad)):
         if v is not None:
@@ -653,7 +655,16 @@ def _unigram_metadata(path: str, model: dict, norms: List[dict], steps: List[dic
                 types[i] = int(TokenType.BYTE)
     out: Dict[str, Any] = {_T.MODEL: "t5", _T.PRE: "default", _T.LIST: tokens, _T.SCORES: scores,
                            _T.TOKEN_TYPE: types}
-    collapse = any(s.get("type") == "WhitespaceSplit" for s in steps)
+    collapse = False
+    for st in steps:  # pre-tokenizer and decoder steps: whitespace splitting and the "\u2581" prefix only
+        kind = st.get("type")
+        if kind == "WhitespaceSplit":
+            collapse = True
+        elif kind == "Metaspace" and st.get("replacement", SPIECE) == SPIECE and st.get("split", True):
+            pass
+        elif kind not in ("Strip", "Replace", "ByteFallback", "Fuse"):  # (decoder steps that undo the above)
+            raise ValueError(f"{path}: a {kind} pre-tokenizer or decoder step, which GGUF's t5 (unigram) "
+                             "tokenizer cannot express (it splits on whitespace and marks words with \u2581)")
     for st in norms:
         kind = st.get("type")
         pattern = (st.get("pattern") or {}) if kind == "Replace" else {}

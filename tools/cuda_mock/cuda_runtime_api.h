@@ -63,7 +63,17 @@ inline cudaError_t cudaMalloc(void** p, size_t n) {
   if (*p) std::memset(*p, 0xA5, n);  // never zero by accident: the code must initialize what it reads
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
-inline cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
+// Freed blocks wait in a quarantine before going back to the heap, so that a reallocation never returns the
+// address just freed: memory a captured graph still points to stays detectably stale (as it may on a GPU).
+inline cudaError_t cudaFree(void* p) {
+  static std::vector<void*> quarantine;
+  if (p) quarantine.push_back(p);
+  if (quarantine.size() > 64) {
+    std::free(quarantine.front());
+    quarantine.erase(quarantine.begin());
+  }
+  return cudaSuccess;
+}
 inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t st = nullptr) {
   if (st && st->capture && k != cudaMemcpyDeviceToDevice) return cudaErrorStreamCaptureUnsupported;
   if (n) ef_mock_submit(st, [=] { std::memmove(d, s, n); });

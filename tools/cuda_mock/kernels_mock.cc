@@ -220,12 +220,16 @@ void rope_inplace(float* x, int64_t T, int64_t heads, int64_t head_dim, const fl
   });
 }
 
-void attention(const AttnArgs& a, Scratch&, cudaStream_t st) {
+void attention(const AttnArgs& a, Scratch& ws, cudaStream_t st) {
   EF_CHECK(a.head_dim > 0 && a.head_dim <= 256 && a.n_keys > 0, "CUDA attention: bad arguments");
+  // the scratch grows with the keys as the real split-K decode's does (a graph captured with an older buffer
+  // would hold freed memory): the scores go through it
+  double* scores = a.T == 1 ? ws.ensure_as<double>((size_t)a.n_keys + 1) : nullptr;
   EF_CHECK(!a.dyn_pos || (a.T == 1 && a.causal), "CUDA attention: a device-side position needs one causal query");
   ef_mock_submit(st, [=] {
     const int hd = a.head_dim;
-    std::vector<double> sc(a.n_keys);
+    std::vector<double> own(scores ? 0 : a.n_keys);
+    double* sc = scores ? scores : own.data();
     const int32_t p0 = a.dyn_pos ? *a.dyn_pos : a.pos0;  // dyn_pos: n_keys is an upper bound on p0 + 1
     if (a.dyn_pos && p0 >= a.n_keys) throw ValueError("mock attention: the device-side position exceeds n_keys");
     const int32_t n_keys = a.dyn_pos ? p0 + 1 : a.n_keys;

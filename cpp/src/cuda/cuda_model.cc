@@ -735,6 +735,8 @@ const float* CudaModel::State::graph_step(const ForwardArgs& a) {
   // are captured (nothing runs) for the steps after it.
   int32_t rows = 0;
   const float* out = S.run(a, rows, cap);
+  // a larger cap may have grown a scratch buffer (more splits): the graphs of smaller caps then hold freed memory
+  if (S.buffer_addrs() != S.graph_addrs) S.drop_graphs();
   S.graph_addrs = S.buffer_addrs();
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;

@@ -349,6 +349,11 @@ void Model::decode_batch(const std::vector<Model*>& seqs, const int32_t* tokens,
       EF_CHECK(seqs[j] != seqs[i], "decode_batch: sequences " + std::to_string(j) + " and " + std::to_string(i) +
                                        " are the same model");
   }
+  for (size_t i = 0; i < seqs.size(); i++)
+    EF_CHECK(tokens[i] >= 0 && tokens[i] < sp.vocab_size, "decode_batch: token id " + std::to_string(tokens[i]) +
+                                                              " of sequence " + std::to_string(i) +
+                                                              " is outside the vocabulary [0, " +
+                                                              std::to_string(sp.vocab_size) + ")");
   ForwardArgs a;
   a.tokens = tokens;
   a.T = (int32_t)seqs.size();
