@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Batched generation: aggregate decode tokens/s of B prompts generated together, edgeformer against
-CTranslate2 (generate_batch) and PyTorch (transformers' generate on a [B, T] batch), same checkpoints
+llama.cpp (its batched llama_decode, one sequence per prompt, as llama-server runs), CTranslate2
+(generate_batch) and PyTorch (transformers' generate on a [B, T] batch), same checkpoints
 (benchmarks/make_checkpoints.py), same threads, in one run.
 
     python benchmarks/bench_batch.py /data/bench --size 1.1b [--batches 1,4,8] [--new 32] [--prompt 64]
-        [--groups int8,f32,q4_0] [--rounds 3] [--threads 2] [--name NAME]
+        [--groups int8,f32,q4_0,q8_0] [--rounds 3] [--threads 2] [--name NAME] [--llama-cpp DIR]
 
 Every prompt has the same length (no padding for any engine). Each configuration is timed generating 1 and
 `--new` greedy tokens per prompt; decode tokens/s = B * (new - 1) / (t_new - t_1), which leaves the prompts'
@@ -74,11 +75,73 @@ class Torch:
         assert out.shape[1] == x.shape[1] + n
 
 
+class LlamaCpp:
+    """llama.cpp's own batched decoding (as llama-server runs it): one llama_decode per step over a batch of
+    B tokens, each in its own sequence of the KV cache."""
+
+    def __init__(self, path, _, threads, ctx):
+        import llama_cpp as L
+
+        self.L = L
+        mp = L.llama_model_default_params()
+        self.model = L.llama_model_load_from_file(path.encode(), mp)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp cannot load {path}")
+        self.ctx_len, self.threads = ctx, threads
+        self.ctx, self.cap = None, 0
+        self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
+        self.name = f"llama.cpp (llama-cpp-python {L.__version__})"
+
+    def _context(self, B, n_prompt):
+        L = self.L
+        if self.ctx is not None and B <= self.cap:
+            return
+        if self.ctx is not None:
+            L.llama_free(self.ctx)
+        cp = L.llama_context_default_params()
+        cp.n_ctx = B * self.ctx_len
+        cp.n_batch = cp.n_ubatch = max(512, n_prompt)
+        cp.n_seq_max = B
+        cp.n_threads = cp.n_threads_batch = self.threads
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        self.cap = B
+        self.batch = L.llama_batch_init(max(512, n_prompt, B), 0, B)
+
+    def _decode(self, items):
+        """items: (token, position, sequence, wants logits)"""
+        L, b = self.L, self.batch
+        for i, (tok, pos, seq, out) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = tok, pos, 1, out
+            b.seq_id[i][0] = seq
+        b.n_tokens = len(items)
+        if L.llama_decode(self.ctx, b) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def run(self, prompts, n):
+        L = self.L
+        B = len(prompts)
+        self._context(B, len(prompts[0]))
+        L.llama_memory_clear(L.llama_get_memory(self.ctx), True)
+        last = []
+        for s, p in enumerate(prompts):  # each prompt in its own sequence; the last position's logits
+            self._decode([(int(t), i, s, i == len(p) - 1) for i, t in enumerate(p)])
+            last.append(int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, -1),
+                                                            shape=(self.n_vocab,)))))
+        pos = [len(p) for p in prompts]
+        for _ in range(n - 1):
+            self._decode([(last[s], pos[s], s, True) for s in range(B)])
+            for s in range(B):
+                last[s] = int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, s),
+                                                              shape=(self.n_vocab,))))
+                pos[s] += 1
+
+
 # group -> [(engine class, path relative to the size's folder, argument)]
 GROUPS = {
-    "int8": [(Edgeformer, "ef-int8.gguf", None), (CT2, "ct2-int8", "int8")],
+    "int8": [(Edgeformer, "ef-int8.gguf", None), (CT2, "ct2-int8", "int8"), (LlamaCpp, "lc-q8_0.gguf", None)],
     "f32": [(Edgeformer, "hf", "f32"), (CT2, "ct2-float32", "float32"), (Torch, "hf", "f32")],
-    "q4_0": [(Edgeformer, "lc-q4_0.gguf", None)],
+    "q4_0": [(Edgeformer, "lc-q4_0.gguf", None), (LlamaCpp, "lc-q4_0.gguf", None)],
+    "q8_0": [(Edgeformer, "lc-q8_0.gguf", None), (LlamaCpp, "lc-q8_0.gguf", None)],
     "bf16": [(Edgeformer, "hf", "bf16"), (Torch, "hf", "bf16")],
 }
 
@@ -100,7 +163,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--llama-cpp", default=None, help="a folder holding llama-cpp-python (put first on sys.path)")
     a = ap.parse_args(argv)
+    if a.llama_cpp:
+        sys.path.insert(0, a.llama_cpp)
     batches = [int(b) for b in a.batches.split(",")]
     rng = np.random.default_rng(0)
     pool = rng.integers(2, 30000, size=(max(batches), a.prompt)).tolist()
@@ -115,7 +181,7 @@ def main(argv=None) -> int:
                 continue
             try:
                 engines.append(cls(path, arg, a.threads, ctx))
-            except ImportError as e:
+            except (ImportError, AttributeError) as e:
                 print(f"skip {cls.__name__}: {e}", file=sys.stderr)
         for e in engines:  # warm-up: kernels, buffers, caches
             e.run(pool[:1], 2)
