@@ -612,11 +612,9 @@ class Model:
                                     prefill_seconds=t_first - t0, decode_seconds=t1 - t_first)
 
     def _batch_forks(self, n: int) -> List["_core.Model"]:
-        """n models over this one's weights, each with its own KV cache (kept for the next batch)."""
-        forks = self.__dict__.setdefault("_forks", [])
-        while len(forks) < n:
-            forks.append(self._core.fork())
-        return forks[:n]
+        """n models over this one's weights, each with its own KV cache. Made per call (a fork copies no
+        weights and reserves its cache as address space): the caches' memory goes back when the batch ends."""
+        return [self._core.fork() for _ in range(n)]
 
     def _generate_batch(self, prompts: List[List[int]], max_new_tokens: int, opts, stops: List[str],
                         ignore_eos: bool, seeded: bool) -> List[GenerationResult]:
