@@ -618,10 +618,18 @@ class Model:
 
     def _generate_batch(self, prompts: List[List[int]], max_new_tokens: int, opts, stops: List[str],
                         ignore_eos: bool, seeded: bool) -> List[GenerationResult]:
+        def options() -> "_core.SamplerOptions":  # each prompt's: the seed given, or its own random one
+            o = _core.SamplerOptions()
+            for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed"):
+                setattr(o, k, getattr(opts, k))
+            if not seeded:
+                o.seed = int.from_bytes(os.urandom(8), "little")
+            return o
+
         if not isinstance(self._core, _core.Model):  # a device model: one prompt after another
             results = []
             for ids in prompts:
-                gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
+                gen = self._generate(ids, max_new_tokens, options(), stops, ignore_eos)
                 try:
                     while True:
                         next(gen)
@@ -631,14 +639,7 @@ class Model:
         with self._lock:
             B = len(prompts)
             forks = self._batch_forks(B)
-            samplers = []
-            for _ in range(B):
-                o = _core.SamplerOptions()
-                for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed"):
-                    setattr(o, k, getattr(opts, k))
-                if not seeded:  # independent draws for each prompt
-                    o.seed = int.from_bytes(os.urandom(8), "little")
-                samplers.append(_core.Sampler(o))
+            samplers = [_core.Sampler(options()) for _ in range(B)]
             has_tok = self._tok.tokenizer is not None
             decoders = [StreamDecoder(self._tok, stops) if has_tok else None for _ in range(B)]
             eos = set() if ignore_eos else set(self.eos_token_ids)
