@@ -281,6 +281,28 @@ def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any]) -> Dict[s
     return out
 
 
+def _prefill_chunks(core, ids: Sequence[int]) -> None:
+    """Appends ids to core's KV cache, PREFILL_CHUNK tokens per forward, computing no logits."""
+    for i in range(0, len(ids), PREFILL_CHUNK):
+        core.prefill(np.asarray(ids[i : i + PREFILL_CHUNK], dtype=np.int32))
+
+
+def _head_split(ids: Sequence[int]) -> int:
+    """How many of a prompt's tokens are prefilled as whole chunks before its last piece (1..PREFILL_CHUNK
+    tokens): that piece is the input of the forward that computes the prompt's last logits only (the first
+    step of a generation)."""
+    return (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
+
+
+def _run_to_end(gen):
+    """Exhausts a generation generator; returns its GenerationResult."""
+    try:
+        while True:
+            next(gen)
+    except StopIteration as e:
+        return e.value
+
+
 class Model:
     """A loaded model. Calls on one Model run one at a time (a lock serializes them); separate Model
     objects run concurrently."""
@@ -360,20 +382,20 @@ class Model:
 
     def _prefill(self, ids: np.ndarray, logits: bool) -> Optional[np.ndarray]:
         """Appends ids to the cache in chunks; returns the logits of every position if asked."""
+        if not logits:
+            _prefill_chunks(self._core, ids)
+            self._cached.extend(int(t) for t in ids)
+            return None
         out = []
         for i in range(0, len(ids), PREFILL_CHUNK):
             chunk = ids[i : i + PREFILL_CHUNK]
-            if logits:
-                out.append(self._core.forward(chunk, True))
-            else:
-                self._core.prefill(chunk)
+            out.append(self._core.forward(chunk, True))
             self._cached.extend(int(t) for t in chunk)
-        return np.concatenate(out, axis=0) if logits else None
+        return np.concatenate(out, axis=0)
 
     def _prefill_head(self, ids: Sequence[int]) -> List[int]:
-        """Prefills the whole chunks of ids before their last piece (1..PREFILL_CHUNK tokens) and returns that
-        piece: the input of the forward that computes the prompt's last logits only (generate()'s first step)."""
-        n = (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
+        """Prefills the whole chunks of ids before their last piece and returns that piece (_head_split)."""
+        n = _head_split(ids)
         self._prefill(np.asarray(ids[:n], dtype=np.int32), logits=False)
         return list(ids[n:])
 
@@ -555,17 +577,14 @@ class Model:
             stops = list(stop)
         else:
             raise ValueError("argument 'stop' must be a string or a list of strings")
-        opts = self._sampler_options(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        def options() -> "_core.SamplerOptions":  # a fresh random seed per call when none is given
+            return self._sampler_options(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+
+        opts = options()  # (checks the arguments before anything runs)
         if batch:
-            return self._generate_batch(prompts, max_new_tokens, opts, stops, ignore_eos, seed is not None)
+            return self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos)
         gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
-        if stream:
-            return GenerationStream(gen)
-        try:
-            while True:
-                next(gen)
-        except StopIteration as e:
-            return e.value
+        return GenerationStream(gen) if stream else _run_to_end(gen)
 
     def _generate(self, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool):
         with self._lock:
@@ -611,34 +630,16 @@ class Model:
             return GenerationResult(text=text, token_ids=new, finish_reason=finish, prompt_tokens=len(ids),
                                     prefill_seconds=t_first - t0, decode_seconds=t1 - t_first)
 
-    def _batch_forks(self, n: int) -> List["_core.Model"]:
-        """n models over this one's weights, each with its own KV cache. Made per call (a fork copies no
-        weights and reserves its cache as address space): the caches' memory goes back when the batch ends."""
-        return [self._core.fork() for _ in range(n)]
-
-    def _generate_batch(self, prompts: List[List[int]], max_new_tokens: int, opts, stops: List[str],
-                        ignore_eos: bool, seeded: bool) -> List[GenerationResult]:
-        def options() -> "_core.SamplerOptions":  # each prompt's: the seed given, or its own random one
-            o = _core.SamplerOptions()
-            for k in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed"):
-                setattr(o, k, getattr(opts, k))
-            if not seeded:
-                o.seed = int.from_bytes(os.urandom(8), "little")
-            return o
-
+    def _generate_batch(self, prompts: List[List[int]], max_new_tokens: int, options, stops: List[str],
+                        ignore_eos: bool) -> List[GenerationResult]:
+        """options(): each prompt's sampler options (the seed given, or a random one of its own)."""
         if not isinstance(self._core, _core.Model):  # a device model: one prompt after another
-            results = []
-            for ids in prompts:
-                gen = self._generate(ids, max_new_tokens, options(), stops, ignore_eos)
-                try:
-                    while True:
-                        next(gen)
-                except StopIteration as e:
-                    results.append(e.value)
-            return results
+            return [_run_to_end(self._generate(ids, max_new_tokens, options(), stops, ignore_eos)) for ids in prompts]
         with self._lock:
             B = len(prompts)
-            forks = self._batch_forks(B)
+            # models over this one's weights with a KV cache each, made per call (a fork copies no weights and
+            # reserves its cache as address space): the caches' memory goes back when the batch ends
+            forks = [self._core.fork() for _ in range(B)]
             samplers = [_core.Sampler(options()) for _ in range(B)]
             has_tok = self._tok.tokenizer is not None
             decoders = [StreamDecoder(self._tok, stops) if has_tok else None for _ in range(B)]
@@ -672,12 +673,9 @@ class Model:
             if max_new_tokens > 0:
                 for i, ids in enumerate(prompts):  # prompts one by one (they are bound by arithmetic, not memory)
                     t0 = time.perf_counter()
-                    f = forks[i]
-                    f.reset()
-                    n = (len(ids) - 1) // PREFILL_CHUNK * PREFILL_CHUNK
-                    for j in range(0, n, PREFILL_CHUNK):
-                        f.prefill(np.asarray(ids[j: j + PREFILL_CHUNK], dtype=np.int32))
-                    tok = f.step(np.asarray(ids[n:], dtype=np.int32), samplers[i], history[i])
+                    n = _head_split(ids)
+                    _prefill_chunks(forks[i], ids[:n])
+                    tok = forks[i].step(np.asarray(ids[n:], dtype=np.int32), samplers[i], history[i])
                     prefill_s[i] = time.perf_counter() - t0
                     if take(i, tok):
                         running.append(i)
