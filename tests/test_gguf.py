@@ -179,11 +179,12 @@ UNIGRAM_TEXTS = ["the quick brown fox", "  the   quick  ", "café naïve résum�
 
 def _spm_unigram():
     """A small SentencePiece unigram model trained here, in T5's layout (<pad> 0, </s> 1, <unk> 2) with the
-    NFKC normalization rules T5's own model has."""
+    NFKC normalization rules T5's own model has: (its processor, its parsed ModelProto)."""
     import io
     import random
 
     import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
 
     r = random.Random(0)
     words = ("the quick brown fox jumps over lazy dog translate English German hello world café naïve résumé "
@@ -195,7 +196,9 @@ def _spm_unigram():
                                    model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
                                    normalization_rule_name="nmt_nfkc", character_coverage=1.0, minloglevel=2,
                                    hard_vocab_limit=False)
-    return spm.SentencePieceProcessor(model_proto=buf.getvalue()), buf.getvalue()
+    proto = pb.ModelProto()
+    proto.ParseFromString(buf.getvalue())
+    return spm.SentencePieceProcessor(model_proto=buf.getvalue()), proto
 
 
 def test_t5_unigram_tokenizer_from_gguf(tmp_path):
@@ -203,11 +206,7 @@ def test_t5_unigram_tokenizer_from_gguf(tmp_path):
     precompiled normalization rules, extra ids and padding, as llama.cpp's converter writes them) encodes as
     sentencepiece does, and a T5 GGUF takes text prompts."""
     import gguf
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    sp, proto = _spm_unigram()
-    m = pb.ModelProto()
-    m.ParseFromString(proto)
+    sp, m = _spm_unigram()
     tokens = [p.piece for p in m.pieces] + ["<extra_id_0>", "<extra_id_1>"]
     scores = [p.score for p in m.pieces] + [-1000.0, -1000.0]
     types = [p.type for p in m.pieces] + [gguf.TokenType.USER_DEFINED] * 2
@@ -247,13 +246,9 @@ def test_t5_unigram_tokenizer_from_gguf(tmp_path):
 
 def test_unigram_charsmap_stored_as_int8():
     """Some writers store precompiled_charsmap as int8: the same bytes, the same tokens."""
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
     from edgeformer.gguf_tokenizer import tokenizer_from_gguf
 
-    sp, proto = _spm_unigram()
-    m = pb.ModelProto()
-    m.ParseFromString(proto)
+    sp, m = _spm_unigram()
     raw = m.normalizer_spec.precompiled_charsmap
     meta = {"tokenizer.ggml.model": "t5", "tokenizer.ggml.tokens": [p.piece for p in m.pieces],
             "tokenizer.ggml.scores": [p.score for p in m.pieces], "tokenizer.ggml.token_type": [p.type for p in m.pieces],
@@ -293,11 +288,7 @@ def _t5_with_spm_tokenizer(tmp_path, **cfg_over):
 
     from test_families import untie_t5_head
 
-    from sentencepiece import sentencepiece_model_pb2 as pb
-
-    sp, proto = _spm_unigram()
-    m = pb.ModelProto()
-    m.ParseFromString(proto)
+    sp, m = _spm_unigram()
     # T5's layout: the sentencepiece pieces, then the extra ids in reverse; its normalization rules
     vocab = [(p.piece, p.score) for p in m.pieces] + [("<extra_id_1>", 0.0), ("<extra_id_0>", 0.0)]
     tok = tf.T5Tokenizer(vocab=vocab, extra_ids=2, _spm_precompiled_charsmap=m.normalizer_spec.precompiled_charsmap)
