@@ -488,8 +488,11 @@ def test_decode_graphs_match_plain_steps(case, tmp_path, monkeypatch):
     toks = _graph_steps_agree(model, prompt, 12)  # positions 250 .. 261: graphs for 256 and 512 keys
     g = core.graph_stats
     # (first token: the prompt's step.) The 512-key graph's warm-up grows the attention scratch: the 256-key
-    # graph, which holds the old buffer, is dropped, not replayed into freed memory
-    assert g["graphs"] == 1 and g["captures"] == 2 and g["launches"] == 12 - 1 - 2, g
+    # graph, which holds the old buffer, is dropped, not replayed into freed memory. The host stand-ins never
+    # hand back a freed address, so there it is always dropped; a GPU's cudaMalloc may return the same
+    # address for the larger buffer, and then the graph stays valid and is kept.
+    emulated = "emulation" in edgeformer.cuda_info()["name"]
+    assert g["graphs"] in ((1,) if emulated else (1, 2)) and g["captures"] == 2 and g["launches"] == 12 - 1 - 2, g
     # a longer call reallocates the activations: the graphs hold stale addresses, are dropped and captured again
     model.logits(prompt_ids(300))
     assert _graph_steps_agree(model, prompt, 12) == toks
