@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 
 import edgeformer
+from edgeformer.model import BLOCK_TYPES
 
 from conftest import hf_logits, make_llama, make_model, prompt_ids
 
 PROMPT = prompt_ids(32)
+# file size / the f16 checkpoint's, at most (the tiny Llama's embeddings and head are a large share)
+SIZE = {"q8_0": 0.6, "q6_k": 0.45, "q5_k": 0.39, "q5_1": 0.41, "q5_0": 0.39, "q4_k": 0.35, "q4_1": 0.36,
+        "q4_0": 0.35, "q3_k": 0.28, "q2_k": 0.23}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,7 @@ def llama(tmp_path_factory):
     return str(d), ref
 
 
-@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "q4_k", "q6_k"])
+@pytest.mark.parametrize("qtype", BLOCK_TYPES)
 def test_roundtrip_bit_identical(llama, qtype, tmp_path):
     path, _ = llama
     out = str(tmp_path / f"m-{qtype}.gguf")
@@ -38,12 +42,13 @@ def test_roundtrip_bit_identical(llama, qtype, tmp_path):
     assert from_file.tokenizer.encode(text).ids == direct.tokenizer.encode(text).ids
     assert from_file.generate(text, max_new_tokens=6, temperature=0, ignore_eos=True).text == \
         direct.generate(text, max_new_tokens=6, temperature=0, ignore_eos=True).text
-    # quantized tensors keep their type in the file: a 4-bit file is about a third of the f16 size
+    # quantized tensors keep their type in the file: a 4-bit file is about a third of the f16 size (the
+    # embeddings and head keep 8 and 6 bits)
     f16_bytes = os.path.getsize(os.path.join(path, "model.safetensors")) / 2  # the checkpoint is f32
-    assert os.path.getsize(out) < {"q8_0": 0.6, "q4_0": 0.35, "q4_k": 0.35, "q6_k": 0.45}[qtype] * f16_bytes
+    assert os.path.getsize(out) < SIZE[qtype] * f16_bytes
 
 
-@pytest.mark.parametrize("qtype", ["q8_0", "q4_0", "f16"])
+@pytest.mark.parametrize("qtype", ["q8_0", "q5_k", "q5_1", "q4_0", "q3_k", "q2_k", "f16"])
 def test_transformers_reads_our_gguf(llama, qtype, tmp_path):
     """transformers dequantizes GGUF with gguf-py and undoes llama.cpp's q/k permutation: if our layout
     were not llama.cpp's, its logits would be garbage."""
@@ -58,7 +63,48 @@ def test_transformers_reads_our_gguf(llama, qtype, tmp_path):
     # (and an f32 KV cache: this compares layouts, not the f16 cache's rounding)
     ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32").logits(PROMPT)
     rel = float(((theirs - ours) ** 2).sum() / (theirs**2).sum())
-    assert rel < {"q8_0": 1e-6, "q4_0": 5e-3, "f16": 1e-9}[qtype], rel
+    assert rel < {"q8_0": 1e-6, "f16": 1e-9}.get(qtype, 5e-3), rel
+
+
+def test_mixed_types_as_llama_cpp_writes_them(llama, tmp_path, monkeypatch):
+    """llama.cpp's files mix types (Q4_K_M: q4_k with q6_k for some matrices and the head; Q3_K_M and Q2_K
+    put 3- and 2-bit token embeddings beside 4- and 5-bit layers; q5_0 / q5_1 stand in for K-quants whose rows
+    are not whole super-blocks). Every block type in one file, the embedding 2-bit: transformers' reader
+    dequantizes the same file, and our logits agree."""
+    import transformers
+
+    from edgeformer import _core, gguf_io
+
+    path, _ = llama
+    write = gguf_io._write_file
+    kinds = list(BLOCK_TYPES)
+    used = {}
+
+    def mixed(out_path, arch, meta, tensors):
+        i = 0
+        for g, (a, dt) in list(tensors.items()):
+            if a.ndim != 2 or str(dt) != "DType.f32" or a.shape[1] % 256:
+                continue
+            kind = "q2_k" if g == "token_embd.weight" else "q6_k" if g == "output.weight" else kinds[i % len(kinds)]
+            i += 0 if g in ("token_embd.weight", "output.weight") else 1
+            tensors[g] = (_core.ops.quantize(np.ascontiguousarray(a), getattr(_core.DType, kind)), getattr(_core.DType, kind))
+            used[g] = kind
+        meta.pop("general.file_type", None)
+        return write(out_path, arch, meta, tensors)
+
+    monkeypatch.setattr(gguf_io, "_write_file", mixed)
+    out = tmp_path / "mixed.gguf"
+    edgeformer.quantize(path, str(out), "f32")
+    assert set(used.values()) == set(BLOCK_TYPES) and used["token_embd.weight"] == "q2_k"
+    model = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32")
+    stored = {n: str(t.dtype).split(".")[1] for n, t in model._core.weights()}
+    assert set(BLOCK_TYPES) <= set(stored.values())
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
+    theirs, ours = hf_logits(hf, PROMPT), model.logits(PROMPT)
+    rel = float(((theirs - ours) ** 2).sum() / (theirs**2).sum())
+    assert rel < 5e-3, rel
+    tokens = model.generate(PROMPT, max_new_tokens=4, temperature=0, ignore_eos=True).token_ids
+    assert len(tokens) == 4
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bloom", "falcon"])

@@ -14,9 +14,15 @@ import gguf  # noqa: E402,F401  (a test dependency: tests/requirements.txt)
 from gguf import GGMLQuantizationType as GQ  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 
-TYPES = {"q8_0": GQ.Q8_0, "q4_0": GQ.Q4_0, "q4_k": GQ.Q4_K, "q6_k": GQ.Q6_K}
-BLOCK = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_k": (256, 144), "q6_k": (256, 210)}
-F16_AT = {"q8_0": [0], "q4_0": [0], "q4_k": [0, 2], "q6_k": [208]}  # byte offsets of f16 scales in a block
+TYPES = {"q8_0": GQ.Q8_0, "q4_0": GQ.Q4_0, "q4_1": GQ.Q4_1, "q5_0": GQ.Q5_0, "q5_1": GQ.Q5_1, "q2_k": GQ.Q2_K,
+         "q3_k": GQ.Q3_K, "q4_k": GQ.Q4_K, "q5_k": GQ.Q5_K, "q6_k": GQ.Q6_K}
+BLOCK = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24), "q2_k": (256, 84),
+         "q3_k": (256, 110), "q4_k": (256, 144), "q5_k": (256, 176), "q6_k": (256, 210)}
+# byte offsets of the f16 scales in a block
+F16_AT = {"q8_0": [0], "q4_0": [0], "q4_1": [0, 2], "q5_0": [0], "q5_1": [0, 2], "q2_k": [80, 82], "q3_k": [108],
+          "q4_k": [0, 2], "q5_k": [0, 2], "q6_k": [208]}
+# the quantizers gguf-py has (the K-quants' it lacks; ours search scales more simply than llama.cpp's)
+GGUF_QUANTIZERS = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
 rng = np.random.default_rng(0)
 
 
@@ -41,7 +47,7 @@ def test_dequantize_bit_identical_to_gguf(name):
         np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
 
 
-@pytest.mark.parametrize("name", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("name", GGUF_QUANTIZERS)
 def test_quantize_bit_identical_to_gguf(name):
     x = (rng.standard_normal((5, 256)) * rng.uniform(0.01, 3, (5, 1))).astype(np.float32)
     x[0, :32] = 0  # an all-zero block
@@ -54,8 +60,10 @@ def test_quantize_roundtrip_error(name):
     x = rng.standard_normal((16, 512)).astype(np.float32)
     back = dequantize(_core.ops.quantize(x, getattr(_core.DType, name)), TYPES[name])
     nmse = float(((back - x) ** 2).sum() / (x**2).sum())
-    # 8-bit ~1e-4, 6-bit ~1e-3, 4-bit ~1e-2 (gguf-py reads our blocks: the layout is llama.cpp's)
-    assert nmse < {"q8_0": 1e-4, "q6_k": 2e-3, "q4_0": 1.5e-2, "q4_k": 1.5e-2}[name], nmse
+    # about 4x less per bit: 8-bit ~1e-4, 6-bit ~1e-3, 4-bit ~1e-2, 2-bit ~1e-1 (gguf-py reads our blocks: the
+    # layout is llama.cpp's)
+    assert nmse < {"q8_0": 1e-4, "q6_k": 2e-3, "q5_k": 4e-3, "q5_1": 4e-3, "q5_0": 4e-3, "q4_k": 1.5e-2,
+                   "q4_1": 1.5e-2, "q4_0": 1.5e-2, "q3_k": 6e-2, "q2_k": 0.2}[name], nmse
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -74,10 +82,10 @@ def test_quantized_matmul(isa, name):
         ours = _core.ops.qmatmul(x, wq, getattr(_core.DType, name), b, isa=isa)
         scale = float(np.abs(ref).max())
         assert float(np.abs(ours - ref).max()) <= 1e-5 * scale
-        # the SIMD copies agree with the scalar reference: integer sums are exact, and the K-quants take the
-        # same float steps (bit-identical); q8_0 / q4_0 keep a vector accumulator (float rounding only)
+        # the SIMD copies agree with the scalar reference: integer sums are exact, and the block-by-block types
+        # take the same float steps (bit-identical); q8_0 / q4_0 keep a vector accumulator (float rounding only)
         generic = _core.ops.qmatmul(x, wq, getattr(_core.DType, name), b, isa="generic")
-        if name in ("q4_k", "q6_k"):
+        if name not in ("q8_0", "q4_0"):
             np.testing.assert_array_equal(ours, generic)
         else:
             np.testing.assert_allclose(ours, generic, rtol=0, atol=2e-6 * scale)

@@ -17,7 +17,7 @@ from edgeformer.model import llama_qk_permutation
 from conftest import hf_logits, make_llama, make_model, prompt_ids
 
 PROMPT = prompt_ids(32)
-TYPES = ["q8_0", "q4_0", "q4_k", "q6_k"]
+from edgeformer.model import BLOCK_TYPES as TYPES  # noqa: E402
 
 
 def nmse(a, ref):

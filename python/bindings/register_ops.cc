@@ -79,7 +79,7 @@ void register_ops(py::module_& m) {
 
   ops.def("quantize", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, ef::DType to) {
     // x: [rows, K] -> uint8 [rows, bytes per row] of `to` blocks
-    if (!ef::is_quantized(to)) throw ef::ValueError("quantize: dtype must be q8_0, q4_0, q4_k or q6_k");
+    if (!ef::is_quantized(to)) throw ef::ValueError("quantize: dtype must be a quantized type (q8_0, q4_0, q4_k, ...)");
     if (x.ndim() != 2 || x.shape(1) % ef::dtype_block(to)) throw ef::ValueError("quantize: x must be [rows, K] with K a multiple of the block");
     const int64_t rows = x.shape(0), K = x.shape(1), rb = (int64_t)ef::dtype_bytes(to, K);
     py::array_t<uint8_t> out({rows, rb});

@@ -21,8 +21,8 @@ py::dtype numpy_dtype(ef::DType t) {
     case ef::DType::I16: return py::dtype::of<int16_t>();
     case ef::DType::F64: return py::dtype::of<double>();
     case ef::DType::BOOL: return py::dtype::of<bool>();
-    case ef::DType::Q8_0: case ef::DType::Q4_0: case ef::DType::Q4_K: case ef::DType::Q6_K:
-      return py::dtype::of<uint8_t>();  // raw blocks
+    default:
+      if (ef::is_quantized(t)) return py::dtype::of<uint8_t>();  // raw blocks
   }
   throw ef::ValueError("no NumPy dtype");
 }
@@ -59,6 +59,12 @@ void register_tensor(py::module_& m) {
       .value("q4_0", ef::DType::Q4_0)
       .value("q4_k", ef::DType::Q4_K)
       .value("q6_k", ef::DType::Q6_K)
+      .value("q4_1", ef::DType::Q4_1)
+      .value("q5_0", ef::DType::Q5_0)
+      .value("q5_1", ef::DType::Q5_1)
+      .value("q5_k", ef::DType::Q5_K)
+      .value("q3_k", ef::DType::Q3_K)
+      .value("q2_k", ef::DType::Q2_K)
       .value("i32", ef::DType::I32)
       .value("i64", ef::DType::I64)
       .value("u8", ef::DType::U8)

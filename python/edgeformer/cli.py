@@ -98,6 +98,8 @@ def _isa() -> str:
 
 
 def main(argv=None) -> int:
+    from .model import QUANTIZED
+
     p = argparse.ArgumentParser(prog="edgeformer", description="Transformer inference on the CPU")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="version, CPU features and the kernels chosen")
@@ -115,7 +117,8 @@ def main(argv=None) -> int:
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--dtype", default=None,
-                   help="f32, f16, bf16, q8_0, q4_0, q4_k, q6_k or int8: convert at load (default: as stored)")
+                   help="f32, f16, bf16, int8 or a block type (q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, "
+                        "q3_k, q2_k): convert at load (default: as stored)")
     r.add_argument("--max-context", type=int, default=None)
     r.add_argument("--kv-dtype", default=None, choices=["f16", "f32"],
                    help="the KV cache's element type (default: f32 beside f32 weights, else f16)")
@@ -123,7 +126,7 @@ def main(argv=None) -> int:
     q = sub.add_parser("quantize", help="write a checkpoint as a GGUF file (llama.cpp's format), quantized")
     q.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer.json)")
     q.add_argument("out", help="output .gguf file (written to a temporary name, then renamed)")
-    q.add_argument("--type", default="q4_0", choices=["q8_0", "q4_0", "q4_k", "q6_k", "int8", "f16", "bf16", "f32"],
+    q.add_argument("--type", default="q4_0", choices=list(QUANTIZED) + ["f16", "bf16", "f32"],
                    help="int8: q8_0 blocks that share one scale per row (CTranslate2's int8 scheme)")
     q.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)

@@ -168,7 +168,9 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
             tensors[g] = (np.concatenate([p[1] for p in parts], axis=0), parts[0][2])
         layers_main = model._core
     main = {str(t.dtype).split(".")[1] for n, t in layers_main.weights() if ".mlp." in n}
-    file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k": 15, "q6_k": 18, "bf16": 32}
+    # llama.cpp's llama_ftype ("mostly" that type; the K-quants' _S variants where the type is used alone)
+    file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k": 11,
+                  "q4_k": 15, "q5_k": 16, "q6_k": 18, "bf16": 32}
     if len(main) == 1:
         meta["general.file_type"] = file_types[main.pop()]
     _write_file(out_path, arch, meta, tensors)
@@ -180,10 +182,8 @@ def _write_file(out_path: str, arch: str, meta: Dict[str, Any], tensors: Dict[st
 
     from .gguf_config import add_metadata_to_writer
 
-    types = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-             "bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
-             "q4_0": gguf.GGMLQuantizationType.Q4_0, "q4_k": gguf.GGMLQuantizationType.Q4_K,
-             "q6_k": gguf.GGMLQuantizationType.Q6_K}
+    from .model import BLOCK_TYPES
+
     tmp = out_path + ".tmp"
     try:
         w = gguf.GGUFWriter(tmp, arch)
@@ -191,9 +191,9 @@ def _write_file(out_path: str, arch: str, meta: Dict[str, Any], tensors: Dict[st
         for g, (a, dt) in tensors.items():
             kind = str(dt).split(".")[1]
             if kind == "bf16":
-                w.add_tensor(g, np.ascontiguousarray(a).view(np.uint16), raw_dtype=types[kind])
-            elif kind in ("q8_0", "q4_0", "q4_k", "q6_k"):
-                w.add_tensor(g, np.ascontiguousarray(a), raw_dtype=types[kind])
+                w.add_tensor(g, np.ascontiguousarray(a).view(np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
+            elif kind in BLOCK_TYPES:
+                w.add_tensor(g, np.ascontiguousarray(a), raw_dtype=gguf.GGMLQuantizationType[kind.upper()])
             else:
                 w.add_tensor(g, np.ascontiguousarray(a))
         w.write_header_to_file()

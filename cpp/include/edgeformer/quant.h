@@ -1,4 +1,4 @@
-// llama.cpp's block-quantized weight layouts (q8_0, q4_0, q4_k, q6_k) and the 8-bit activation blocks the
+// llama.cpp's block-quantized weight layouts (q8_0, q4_0, q4_1, q5_0, q5_1, q2_k .. q6_k) and the 8-bit activation blocks the
 // quantized dot products use. Dequantization matches gguf-py's (gguf.quants.dequantize) bit for bit.
 #pragma once
 #include <cstdint>
@@ -50,6 +50,16 @@ static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc
 //   q6_k (256 k):  16 f16 d | 16 units x 16 int8 scales | 16 units of 16 k (one scale each): nibble vectors A
 //                  (k-groups 0, 1 of the unit: low, high nibble), B (2, 3), then a vector of the 2 high bits
 //                  of all four (k-group g at bits 2g)                                          (3360 bytes)
+//   q4_1 (32 k):   16 f16 d | 16 f16 m | 4 chunks as q4_0's                                    (320 bytes)
+//   q5_0, q5_1:    16 f16 d | (q5_1: 16 f16 m |) 4 chunks as q4_0's | a vector of fifth bits: row r's byte
+//                  4r + i, bit c: k 4c + i, bit 4 + c: k 16 + 4c + i                   (352 / 384 bytes)
+//   q5_k (256 k):  q4_k's layout | 8 vectors of fifth bits: vector g, byte 4r + i, bit j: sub-block j's k
+//                  4g + i (row r's stored high-bit bytes 4g..4g+3)                           (2880 bytes)
+//   q3_k (256 k):  16 f16 d | 16 units x 16 int8 scales (-32..31) | 16 units of 16 k: a vector of 2-bit
+//                  values (k-group g at bits 2g) | 8 vectors of high bits, one per 32 k: bit 4h + g of
+//                  byte 4r + i is k 16h + 4g + i's; a value is the 3 bits minus 4             (1824 bytes)
+//   q2_k (256 k):  16 f16 d | 16 f16 dmin | 16 units x 16 u8 scales | 16 x 16 u8 mins | 16 units of 16 k:
+//                  2-bit values as q3_k's                                                    (1600 bytes)
 //   bf16 (32 k):   16 chunks [16 rows][2 bf16], chunk j = k 2j, 2j+1: one VDPBF16PS advances 16 rows by 2 k
 //                  (so a panel is K / 2 such 64-byte vectors in k order)                       (1024 bytes)
 //   f32, f16 (16 k): 16 chunks [16 rows][1 element], chunk j = k j: one FMA advances 16 rows by 1 k
@@ -69,7 +79,7 @@ static inline int64_t panel_block(DType t) {
 }
 // Whether a [rows, K] matrix of this type can be repacked.
 static inline bool packable(DType t, int64_t K) {
-  return (int)t <= (int)DType::Q6_K && K > 0 && K % panel_block(t) == 0;  // the float and quantized types
+  return is_weight(t) && K > 0 && K % panel_block(t) == 0;  // the float and quantized types
 }
 
 // The row-scaled q8_0 layout: bytes of one panel, and the longest row it takes (the int32 sums of
@@ -91,8 +101,9 @@ constexpr int64_t kRowGroup = 8;
 void quantize_rows_q8(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K, int8_t* q, float* d,
                       int32_t* sum);
 
-// Weights: n floats (a multiple of the type's block) -> its blocks. q8_0 and q4_0 as gguf-py / llama.cpp's
-// reference quantizers; q4_k and q6_k with a simpler scale search than llama.cpp's (same layout).
+// Weights: n floats (a multiple of the type's block) -> its blocks. q8_0, q4_0, q4_1, q5_0 and q5_1 as gguf-py /
+// llama.cpp's reference quantizers (bit for bit); the K-quants with a simpler scale search than llama.cpp's
+// (same layout).
 void quantize_row(DType to, const float* x, void* out, int64_t n);
 // q8_0 blocks that share one scale, f16(max|x| / 127) over all n: a row of an "int8" matrix.
 void quantize_row_q8_0_shared(const float* x, void* out, int64_t n);

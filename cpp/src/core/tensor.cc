@@ -1,6 +1,7 @@
 #include "edgeformer/tensor.h"
 
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <new>
 #include <sstream>
@@ -54,6 +55,12 @@ const char* dtype_name(DType t) {
     case DType::Q4_0: return "q4_0";
     case DType::Q4_K: return "q4_k";
     case DType::Q6_K: return "q6_k";
+    case DType::Q4_1: return "q4_1";
+    case DType::Q5_0: return "q5_0";
+    case DType::Q5_1: return "q5_1";
+    case DType::Q5_K: return "q5_k";
+    case DType::Q3_K: return "q3_k";
+    case DType::Q2_K: return "q2_k";
     case DType::I32: return "i32";
     case DType::I64: return "i64";
     case DType::U8: return "u8";
@@ -69,11 +76,13 @@ DType parse_dtype(const std::string& s, const std::string& what) {
   if (s == "f32" || s == "float32" || s == "F32") return DType::F32;
   if (s == "f16" || s == "float16" || s == "F16" || s == "half") return DType::F16;
   if (s == "bf16" || s == "bfloat16" || s == "BF16") return DType::BF16;
-  if (s == "q8_0" || s == "Q8_0") return DType::Q8_0;
-  if (s == "q4_0" || s == "Q4_0") return DType::Q4_0;
-  if (s == "q4_k" || s == "Q4_K") return DType::Q4_K;
-  if (s == "q6_k" || s == "Q6_K") return DType::Q6_K;
-  throw ValueError(what + ": unknown dtype '" + s + "' (expected f32, f16, bf16, q8_0, q4_0, q4_k or q6_k)");
+  for (int i = kNumFloatDTypes; i < kNumWeightDTypes; i++) {  // the quantized types by name, either case
+    std::string upper = dtype_name((DType)i);
+    for (char& c : upper) c = (char)std::toupper((unsigned char)c);
+    if (s == dtype_name((DType)i) || s == upper) return (DType)i;
+  }
+  throw ValueError(what + ": unknown dtype '" + s +
+                   "' (expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k or q6_k)");
 }
 
 std::string shape_to_string(const std::vector<int64_t>& s) {

@@ -66,6 +66,88 @@ inline float dot_q6_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation 
   return acc;
 }
 
+// The blocks that have no unpack primitive of their own (q4_1, q5_0, q5_1, q5_k, q3_k, q2_k) are unpacked
+// with plain loops into 32 int8 values, then take the same exact integer sums.
+// Element i of a 32-block of q4_1 / q5_0 / q5_1 (nibble i % 16, fifth bit i of the uint32 before the nibbles).
+inline void unpack_q32(const uint8_t* qs, const uint8_t* qh, int8_t* v) {
+  uint32_t h = 0;
+  if (qh) std::memcpy(&h, qh, 4);  // little-endian, as gguf-py reads it
+  for (int i = 0; i < 32; i++) v[i] = (int8_t)(((qs[i % 16] >> (4 * (i / 16))) & 0x0F) | (int)((h >> i) & 1) << 4);
+}
+// Sub-block k (32 elements) of a q3_k / q2_k super-block: the 2-bit values (+ 4 * the high bit for q3_k).
+inline void unpack_q2_sub(const uint8_t* qs, const uint8_t* hmask, int k, int8_t* v) {
+  for (int i = 0; i < 32; i++) {
+    int q = (qs[32 * (k / 4) + i] >> (2 * (k % 4))) & 3;
+    if (hmask) q |= ((hmask[i] >> k) & 1) << 2;
+    v[i] = (int8_t)q;
+  }
+}
+
+template <DType T>
+inline float dot_q32(const uint8_t* w, const BlockQ8* x) {  // q4_1, q5_0, q5_1: one activation block
+  constexpr bool kMin = T != DType::Q5_0, k5 = T != DType::Q4_1;
+  constexpr int kQs = (int)(T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : 24) - 16;
+  alignas(32) int8_t v[32];
+  unpack_q32(w + kQs, k5 ? w + kQs - 4 : nullptr, v);
+  int32_t lo, hi;
+  dot32_halves(v, x->q, lo, hi);
+  const int32_t xs = x->sum[0] + x->sum[1];
+  if (!kMin) return (float)(lo + hi - 16 * xs) * (f16_load(w) * x->d);
+  return (float)(lo + hi) * (f16_load(w) * x->d) + f16_load(w + 2) * (x->d * (float)xs);
+}
+
+inline float dot_q5_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation blocks
+  const float d = f16_load(w), dmin = f16_load(w + 2);
+  float acc = 0;
+  alignas(32) int8_t v[32];
+  for (int j = 0; j < 8; j++) {
+    int sc, m;
+    q4k_scale_min(j, w + 4, sc, m);
+    for (int i = 0; i < 32; i++)
+      v[i] = (int8_t)(((w[48 + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F) | ((w[16 + i] >> j) & 1) << 4);
+    int32_t lo, hi;
+    dot32_halves(v, x[j].q, lo, hi);
+    const BlockQ8& xb = x[j];
+    acc += (d * (float)sc) * xb.d * (float)(lo + hi) - (dmin * (float)m) * xb.d * (float)(xb.sum[0] + xb.sum[1]);
+  }
+  return acc;
+}
+
+inline float dot_q3_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation blocks; values stored + 4
+  const float d = f16_load(w + 108);
+  float acc = 0;
+  alignas(32) int8_t v[32];
+  for (int k = 0; k < 8; k++) {
+    unpack_q2_sub(w + 32, w, k, v);
+    int32_t lo, hi;
+    dot32_halves(v, x[k].q, lo, hi);
+    int sc[2];
+    for (int h = 0; h < 2; h++) {
+      const int g = 2 * k + h;
+      sc[h] = (((w[96 + g % 8] >> (4 * (g / 8))) & 0x0F) | ((w[104 + g % 4] >> (2 * (g / 4))) & 0x03) << 4) - 32;
+    }
+    const int32_t s = sc[0] * (lo - 4 * x[k].sum[0]) + sc[1] * (hi - 4 * x[k].sum[1]);
+    acc += d * x[k].d * (float)s;
+  }
+  return acc;
+}
+
+inline float dot_q2_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation blocks
+  const float d = f16_load(w + 80), dmin = f16_load(w + 82);
+  float acc = 0;
+  alignas(32) int8_t v[32];
+  for (int k = 0; k < 8; k++) {
+    unpack_q2_sub(w + 16, nullptr, k, v);
+    int32_t lo, hi;
+    dot32_halves(v, x[k].q, lo, hi);
+    const uint8_t s0 = w[2 * k], s1 = w[2 * k + 1];
+    const int32_t s = (s0 & 0x0F) * lo + (s1 & 0x0F) * hi;
+    const int32_t m = (s0 >> 4) * x[k].sum[0] + (s1 >> 4) * x[k].sum[1];
+    acc += d * x[k].d * (float)s - dmin * x[k].d * (float)m;
+  }
+  return acc;
+}
+
 // q8_0 and q4_0 rows: the block products stay in a vector accumulator (one horizontal sum per row).
 // Agrees with the scalar reference to float rounding (the order of the additions differs).
 inline float row_q8_0(const uint8_t* w, const BlockQ8* x, int64_t nb) {
@@ -118,10 +200,16 @@ inline void dequant_any(DType t, const void* src, float* dst, int64_t n) { dequa
 template <DType D>
 void dequant_fn(const void* src, float* dst, int64_t n) { dequantize_row(D, src, dst, n); }
 
-#define EF_QMATMUL_TABLE                                                                              \
-  {nullptr, nullptr, nullptr, qmatmul_rows<row_q8_0, 32>, qmatmul_rows<row_q4_0, 32>,                  \
-   qmatmul_impl<dot_q4_k, 256, 144>, qmatmul_impl<dot_q6_k, 256, 210>}
-#define EF_DEQUANT_ENTRIES dequant_fn<DType::Q8_0>, dequant_fn<DType::Q4_0>, dequant_fn<DType::Q4_K>, dequant_fn<DType::Q6_K>
+#define EF_QMATMUL_TABLE                                                                                    \
+  {nullptr, nullptr, nullptr, qmatmul_rows<row_q8_0, 32>, qmatmul_rows<row_q4_0, 32>,                        \
+   qmatmul_impl<dot_q4_k, 256, 144>, qmatmul_impl<dot_q6_k, 256, 210>,                                      \
+   qmatmul_impl<dot_q32<DType::Q4_1>, 32, 20>, qmatmul_impl<dot_q32<DType::Q5_0>, 32, 22>,                   \
+   qmatmul_impl<dot_q32<DType::Q5_1>, 32, 24>, qmatmul_impl<dot_q5_k, 256, 176>,                             \
+   qmatmul_impl<dot_q3_k, 256, 110>, qmatmul_impl<dot_q2_k, 256, 84>}
+#define EF_DEQUANT_ENTRIES                                                                                 \
+  dequant_fn<DType::Q8_0>, dequant_fn<DType::Q4_0>, dequant_fn<DType::Q4_K>, dequant_fn<DType::Q6_K>,      \
+      dequant_fn<DType::Q4_1>, dequant_fn<DType::Q5_0>, dequant_fn<DType::Q5_1>, dequant_fn<DType::Q5_K>, \
+      dequant_fn<DType::Q3_K>, dequant_fn<DType::Q2_K>
 
 }  // namespace
 }  // namespace ef

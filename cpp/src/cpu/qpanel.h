@@ -109,8 +109,61 @@ struct PanelQ8_0 {
   }
 };
 
-struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
-  static constexpr int64_t kBlock = 256, kBytes = 2368;
+// Bit `from` of every byte moved to bit `to`, the others cleared (16-bit lane shifts: no bit crosses a byte
+// into the kept position for shifts of less than 8)
+inline pw pw_bit_to(pw v, int from, int to) {
+  return pw_and8(from > to ? pw_srl16(v, from - to) : pw_sll16(v, to - from), (uint8_t)(1 << to));
+}
+
+// q4_1: w = d q + m; q5_0: w = d (q - 16); q5_1: w = d q + m, q a nibble and a fifth bit (quant.h)
+template <DType T>
+struct PanelQ32 {
+  static constexpr bool kM = T != DType::Q5_0, k5 = T != DType::Q4_1;
+  static constexpr int64_t kBlock = 32, kBytes = 16 * (T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : 24);
+  static constexpr int64_t kQs = kM ? 64 : 32;  // the nibble chunks; the fifth bits follow them
+  static constexpr bool kMins = false;
+  static constexpr bool kPrefetchOneTile = false;  // not measured for these layouts
+  template <int RT>
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
+                   const uint8_t* next) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      if (next) prefetch_block(next + b * kBytes, kBytes);
+      pi acc[RT], acc2[RT];
+      for (int t = 0; t < RT; t++) {
+        acc[t] = pi_set1(kM ? 0 : -16 * xsum(x[t][b]));
+        acc2[t] = pi_set1(0);
+      }
+      pw H;
+      if constexpr (k5) H = pw_load(p + kQs + 256);
+      for (int c = 0; c < 4; c++) {
+        pw lo, hi;
+        pw_nibbles(pw_load(p + kQs + 64 * c), lo, hi);
+        if constexpr (k5) {
+          lo = pw_or(lo, pw_bit_to(H, c, 4));
+          hi = pw_or(hi, pw_bit_to(H, 4 + c, 4));
+        }
+        for (int t = 0; t < RT; t++) {
+          acc[t] = pi_dot_u8(acc[t], lo, x[t][b].q + 4 * c);
+          acc2[t] = pi_dot_u8(acc2[t], hi, x[t][b].q + 16 + 4 * c);
+        }
+      }
+      const pf d = pf_load_f16(p);
+      for (int t = 0; t < RT; t++) facc[t] = pf_fma_i(pi_add(acc[t], acc2[t]), pf_scale(d, x[t][b].d), facc[t]);
+      if constexpr (kM) {
+        const pf m = pf_load_f16(p + 32);
+        for (int t = 0; t < RT; t++) facc[t] = pf_fma(m, pf_set1(x[t][b].d * (float)xsum(x[t][b])), facc[t]);
+      }
+    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
+  }
+};
+
+// q4_k / q5_k (k5): w = d * sc * q - dmin * m per 32-element sub-block; q5_k's fifth bits after q4_k's layout
+template <bool k5>
+struct PanelQK {
+  static constexpr int64_t kBlock = 256, kBytes = k5 ? 2880 : 2368;
   static constexpr bool kMins = true;  // xm[t][s] = -d * sum of activation block s, for the mins
   static constexpr bool kPrefetchOneTile = false;
   template <int RT>
@@ -128,6 +181,11 @@ struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
         for (int g = 0; g < 8; g++) {
           pw lo, hi;
           pw_nibbles(pw_load(p + 320 + 64 * (8 * j + g)), lo, hi);
+          if constexpr (k5) {
+            const pw H = pw_load(p + 2368 + 64 * g);
+            lo = pw_or(lo, pw_bit_to(H, 2 * j, 4));
+            hi = pw_or(hi, pw_bit_to(H, 2 * j + 1, 4));
+          }
           for (int t = 0; t < RT; t++) {
             lo_acc[t] = pi_dot_u8(lo_acc[t], lo, x[t][s0].q + 4 * g);
             hi_acc[t] = pi_dot_u8(hi_acc[t], hi, x[t][s1].q + 4 * g);
@@ -142,6 +200,49 @@ struct PanelQ4_K {  // w = d * sc * q - dmin * m per 32-element sub-block
           facc[t] = pf_fma_i(hi_acc[t], pf_scale(sc1, x1.d), facc[t]);
           facc[t] = pf_fma(m0, pf_set1(xm[t][s0]), facc[t]);
           facc[t] = pf_fma(m1, pf_set1(xm[t][s1]), facc[t]);
+        }
+      }
+    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
+  }
+};
+
+// q3_k: w = d * sc * (q - 4), q = 2 bits | a high bit << 2; q2_k: w = d * sc * q - dmin * m, q 2 bits. One
+// scale (and min) per 16 k, as q6_k.
+template <bool kQ3>
+struct PanelQLow {
+  static constexpr int64_t kBlock = 256, kBytes = kQ3 ? 1824 : 1600, kL = kQ3 ? 288 : 576;
+  static constexpr bool kMins = false;
+  static constexpr bool kPrefetchOneTile = false;
+  template <int RT>
+  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
+                   const uint8_t* next) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      if (next) prefetch_block(next + b * kBytes, kBytes);
+      const pf d = pf_load_f16(p);
+      for (int u = 0; u < 16; u++) {  // 16 elements: half h of activation block 8b + u / 2
+        const int h = u % 2;
+        const pw L = pw_load(p + kL + 64 * u);
+        pw g[4];
+        for (int i = 0; i < 4; i++) g[i] = pw_and8(pw_srl16(L, 2 * i), 0x03);
+        pf dsc, dm;
+        if constexpr (kQ3) {
+          const pw H = pw_load(p + 1312 + 64 * (u / 2));
+          for (int i = 0; i < 4; i++) g[i] = pw_or(g[i], pw_bit_to(H, 4 * h + i, 2));
+          dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+        } else {
+          dsc = pf_mul(d, pf_load_u8(p + 64 + 16 * u));
+          dm = pf_mul(pf_load_f16(p + 32), pf_load_u8(p + 320 + 16 * u));
+        }
+        for (int t = 0; t < RT; t++) {
+          const BlockQ8& xb = x[t][8 * b + u / 2];
+          const int8_t* xq = xb.q + 16 * h;
+          pi acc = pi_set1(kQ3 ? -4 * (int32_t)xb.sum[h] : 0);
+          for (int i = 0; i < 4; i++) acc = pi_dot_u8(acc, g[i], xq + 4 * i);
+          facc[t] = pf_fma_i(acc, pf_scale(dsc, xb.d), facc[t]);
+          if constexpr (!kQ3) facc[t] = pf_fma(dm, pf_set1(-xb.d * (float)xb.sum[h]), facc[t]);
         }
       }
     }
@@ -321,9 +422,11 @@ void qmatmul_q8_rows(const int8_t* xq, const float* xd, const int32_t* xsum, con
   }
 }
 
-#define EF_QPANEL_TABLE \
-  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0<true>>, qmatmul_panels<PanelQ4_0>, qmatmul_panels<PanelQ4_K>, \
-   qmatmul_panels<PanelQ6_K>}
+#define EF_QPANEL_TABLE                                                                                          \
+  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0<true>>, qmatmul_panels<PanelQ4_0>, qmatmul_panels<PanelQK<false>>, \
+   qmatmul_panels<PanelQ6_K>, qmatmul_panels<PanelQ32<DType::Q4_1>>, qmatmul_panels<PanelQ32<DType::Q5_0>>,         \
+   qmatmul_panels<PanelQ32<DType::Q5_1>>, qmatmul_panels<PanelQK<true>>, qmatmul_panels<PanelQLow<true>>,          \
+   qmatmul_panels<PanelQLow<false>>}
 #define EF_QPANEL_Q8_ONE_LEVEL qmatmul_panels<PanelQ8_0<false>>
 #define EF_QPANEL_Q8_ROWS qmatmul_q8_rows
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <string>
 
+#include "edgeformer/quant.h"
+
 namespace ef {
 namespace cuda {
 
@@ -15,6 +17,8 @@ DType device_dtype(DType host) {
     case DType::F32: return DType::F16;
     case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q6_K:
       return host;
+    case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q5_K: case DType::Q3_K: case DType::Q2_K:
+      return DType::F16;  // no device kernels of their own yet: dequantized at upload (as f32 weights are)
     default: throw ValueError(std::string("CUDA: no device layout for weights of type ") + dtype_name(host));
   }
 }
@@ -57,7 +61,9 @@ void Uploader::rows(const Tensor& t, const DevMatrix& dst, int64_t row0) {
   const int64_t n = t.shape[0], cols = t.shape[1];
   EF_CHECK(cols == dst.cols && row0 >= 0 && row0 + n <= dst.rows && device_dtype(t.dtype) == dst.dtype,
            t.describe() + ": does not fit the device matrix");
-  const size_t src_pitch = (size_t)t.row_bytes(), packed = dtype_bytes(t.dtype, cols);
+  // quantized types without a device layout are dequantized here, then go up as f32 rows do
+  const bool host_f32 = is_quantized(t.dtype) && dst.dtype == DType::F16;
+  const size_t src_pitch = (size_t)t.row_bytes(), packed = host_f32 ? (size_t)cols * 4 : dtype_bytes(t.dtype, cols);
   const uint8_t* src = static_cast<const uint8_t*>(t.data);
   uint8_t* out = static_cast<uint8_t*>(const_cast<void*>(dst.data));
   switch (t.dtype) {
@@ -77,12 +83,21 @@ void Uploader::rows(const Tensor& t, const DevMatrix& dst, int64_t row0) {
   // f32 -> f16, and q8_0 / q4_0 -> quants + scales: through a staging buffer, a chunk of rows at a time
   const int64_t chunk = std::max<int64_t>(1, (int64_t)(kStagingBytes / packed));
   uint8_t* stage = staging_.ensure_as<uint8_t>((size_t)std::min(chunk, n) * packed);
+  std::vector<float> deq;
   for (int64_t r = 0; r < n; r += chunk) {
     const int64_t m = std::min(chunk, n - r);
-    EF_CUDA_CHECK(cudaMemcpy2DAsync(stage, packed, src + (size_t)r * src_pitch, src_pitch, packed, (size_t)m,
-                                    cudaMemcpyHostToDevice, s_));
+    const uint8_t* from = src + (size_t)r * src_pitch;
+    size_t pitch = src_pitch;
+    if (host_f32) {
+      deq.resize((size_t)(m * cols));
+      for (int64_t i = 0; i < m; i++) dequantize_row(t.dtype, from + (size_t)i * src_pitch, deq.data() + i * cols, cols);
+      from = reinterpret_cast<const uint8_t*>(deq.data());
+      pitch = packed;
+    }
+    EF_CUDA_CHECK(cudaMemcpy2DAsync(stage, packed, from, pitch, packed, (size_t)m, cudaMemcpyHostToDevice, s_));
+    if (host_f32) finish();  // deq is refilled by the next chunk
     const int64_t row = row0 + r;
-    if (t.dtype == DType::F32) {
+    if (t.dtype == DType::F32 || host_f32) {
       f32_to_f16_rows(reinterpret_cast<const float*>(stage), m, cols,
                       reinterpret_cast<uint16_t*>(out) + (size_t)row * dst.ld, dst.ld, s_);
     } else {

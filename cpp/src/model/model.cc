@@ -119,14 +119,13 @@ struct Loader {
       throw ValueError(t.describe() + ": expected shape " + shape_to_string(shape) + ", got " + t.shape_str());
   }
   // The type a matrix gets at load. Quantization policy: layer matrices take the asked type; embeddings
-  // and the head keep 8 bits (q8_0) for 4- and 6-bit targets (q6_k for a 4-bit head, as llama.cpp does);
-  // a matrix whose rows are not whole blocks stays f16.
+  // and the head keep 8 bits (q8_0) for 2- to 6-bit targets (q6_k for the head of a 2- to 5-bit one, as
+  // llama.cpp does); a matrix whose rows are not whole blocks stays f16.
   DType target(const Tensor& t, Role role) const {
     if (!convert) return t.dtype;
     DType to = convert_to;
     if (is_quantized(to) && role != Role::Layer && to != DType::Q8_0)
-      to = role == Role::Head && t.shape.back() % 256 == 0 && (to == DType::Q4_0 || to == DType::Q4_K) ? DType::Q6_K
-                                                                                                        : DType::Q8_0;
+      to = role == Role::Head && t.shape.back() % 256 == 0 && to != DType::Q6_K ? DType::Q6_K : DType::Q8_0;
     if (is_quantized(to) && t.shape.back() % dtype_block(to) != 0) to = DType::F16;
     return to;
   }

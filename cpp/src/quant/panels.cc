@@ -1,5 +1,6 @@
 // Quantized and float rows <-> 16-row panels (layout in quant.h). A permutation of the stored bytes, except
-// q4_k's 6-bit scales and mins, which are unpacked to one byte each (re-packed exactly by unpack_panels).
+// the K-quants' 6- and 4-bit scales and mins, which are unpacked to one byte each (re-packed exactly by
+// unpack_panels).
 #include <cstring>
 
 #include "edgeformer/errors.h"
@@ -31,8 +32,149 @@ inline void q6_panel_at(int f, int r, int& lo_off, int& lo_shift, int& hi_off, i
   hi_shift = 2 * g;
 }
 
+// The blocks laid out by bit fields (q4_1, q5_0, q5_1, q5_k, q3_k, q2_k): element f's value is at most two
+// fields (low bits, high bit), each at a byte and shift of the stored block and of row r's panel block.
+struct Field {
+  int byte, shift, bits;
+};
+constexpr int64_t kQ5kPanelBlock = kQ4kPanelBlock + 8 * 64;  // 2880: q4_k's layout, then 8 vectors of fifth bits
+constexpr int64_t kQ3kPanelBlock = 32 + 256 + 16 * 64 + 8 * 64;  // 1824
+constexpr int64_t kQ2kPanelBlock = 32 + 32 + 256 + 256 + 16 * 64;  // 1600
+
+bool by_fields(DType t) {
+  return t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q5_K || t == DType::Q3_K ||
+         t == DType::Q2_K;
+}
+
+// Fills stored[] and panel[] for element f of row r; returns the number of fields.
+int fields(DType t, int f, int r, Field* stored, Field* panel) {
+  switch (t) {
+    case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: {  // panel: (d, m,) 4 nibble chunks as q4_0, fifth bits
+      const int qs = (int)dtype_block_bytes(t) - 16, base = t == DType::Q5_0 ? 32 : 64, c = f % 16 / 4;
+      stored[0] = {qs + f % 16, 4 * (f / 16), 4};
+      panel[0] = {base + 64 * c + 4 * r + f % 4, 4 * (f / 16), 4};
+      if (t == DType::Q4_1) return 1;
+      stored[1] = {qs - 4 + f / 8, f % 8, 1};
+      panel[1] = {base + 256 + 4 * r + f % 4, 4 * (f / 16) + c, 1};  // bit c: k 4c + i, bit 4 + c: k 16 + 4c + i
+      return 2;
+    }
+    case DType::Q5_K: {  // sub-block j, element i: q4_k's chunks; fifth-bit vector g = i / 4, bit j
+      const int j = f / 32, i = f % 32;
+      stored[0] = {48 + 32 * (j / 2) + i, 4 * (j % 2), 4};
+      panel[0] = {(int)(320 + 64 * (8 * (j / 2) + i / 4) + 4 * r + i % 4), 4 * (j % 2), 4};
+      stored[1] = {16 + i, j, 1};
+      panel[1] = {(int)(kQ4kPanelBlock + 64 * (i / 4) + 4 * r + i % 4), j, 1};
+      return 2;
+    }
+    default: {  // q3_k, q2_k: unit u of 16 elements, k-group g; 2-bit vector per unit (bits 2g), q3_k's high bits
+      const int u = f / 16, g = f % 16 / 4, i = f % 4, q3 = t == DType::Q3_K;
+      stored[0] = {(q3 ? 32 : 16) + 32 * (f / 128) + f % 32, 2 * (f % 128 / 32), 2};
+      panel[0] = {(q3 ? 288 : 576) + 64 * u + 4 * r + i, 2 * g, 2};
+      if (!q3) return 1;
+      stored[1] = {f % 32, f / 32, 1};
+      panel[1] = {288 + 1024 + 64 * (f / 32) + 4 * r + i, 4 * (u % 2) + g, 1};  // one vector per 32: bit 4h + g
+      return 2;
+    }
+  }
+}
+
+// q4_k / q5_k scales and mins: 12 bytes of 6-bit values <-> one byte each in the panel (rows r of 8 x 16)
+void pack_q4k_scales(const uint8_t* s12, uint8_t* dst, int r) {
+  for (int j = 0; j < 8; j++) {
+    int sc, m;
+    q4k_scale_min(j, s12, sc, m);
+    dst[64 + 16 * j + r] = (uint8_t)sc;
+    dst[192 + 16 * j + r] = (uint8_t)m;
+  }
+}
+void unpack_q4k_scales(const uint8_t* src, uint8_t* s12, int r) {  // the inverse of q4k_scale_min
+  std::memset(s12, 0, 12);
+  for (int j = 0; j < 8; j++) {
+    const int sc = src[64 + 16 * j + r], m = src[192 + 16 * j + r];
+    if (j < 4) {
+      s12[j] |= (uint8_t)(sc & 63);
+      s12[j + 4] |= (uint8_t)(m & 63);
+    } else {
+      s12[j + 4] |= (uint8_t)((sc & 0x0F) | ((m & 0x0F) << 4));
+      s12[j - 4] |= (uint8_t)((sc >> 4) << 6);
+      s12[j] |= (uint8_t)((m >> 4) << 6);
+    }
+  }
+}
+
+// One row's block <-> its place in the panel block, for the field-laid types: scales, then every element.
+void pack_fields(DType t, const uint8_t* s, uint8_t* dst, int r) {
+  const int n = (int)dtype_block(t);
+  switch (t) {
+    case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
+      std::memcpy(dst + 2 * r, s, 2);
+      if (t != DType::Q5_0) std::memcpy(dst + 32 + 2 * r, s + 2, 2);
+      break;
+    case DType::Q5_K:
+      std::memcpy(dst + 2 * r, s, 2);
+      std::memcpy(dst + 32 + 2 * r, s + 2, 2);
+      pack_q4k_scales(s + 4, dst, r);
+      break;
+    case DType::Q3_K:
+      std::memcpy(dst + 2 * r, s + 108, 2);
+      for (int g = 0; g < 16; g++)
+        dst[32 + 16 * g + r] = (uint8_t)(int8_t)((((s[96 + g % 8] >> (4 * (g / 8))) & 0x0F) |
+                                                   ((s[104 + g % 4] >> (2 * (g / 4))) & 0x03) << 4) - 32);
+      break;
+    default:  // q2_k
+      std::memcpy(dst + 2 * r, s + 80, 2);
+      std::memcpy(dst + 32 + 2 * r, s + 82, 2);
+      for (int g = 0; g < 16; g++) {
+        dst[64 + 16 * g + r] = s[g] & 0x0F;
+        dst[320 + 16 * g + r] = s[g] >> 4;
+      }
+  }
+  Field sf[2], pf[2];
+  for (int f = 0; f < n; f++)
+    for (int i = 0, k = fields(t, f, r, sf, pf); i < k; i++)
+      dst[pf[i].byte] |= (uint8_t)(((s[sf[i].byte] >> sf[i].shift) & ((1 << sf[i].bits) - 1)) << pf[i].shift);
+}
+
+void unpack_fields(DType t, const uint8_t* src, uint8_t* d, int r) {
+  const int n = (int)dtype_block(t);
+  std::memset(d, 0, dtype_block_bytes(t));
+  switch (t) {
+    case DType::Q4_1: case DType::Q5_0: case DType::Q5_1:
+      std::memcpy(d, src + 2 * r, 2);
+      if (t != DType::Q5_0) std::memcpy(d + 2, src + 32 + 2 * r, 2);
+      break;
+    case DType::Q5_K:
+      std::memcpy(d, src + 2 * r, 2);
+      std::memcpy(d + 2, src + 32 + 2 * r, 2);
+      unpack_q4k_scales(src, d + 4, r);
+      break;
+    case DType::Q3_K:
+      std::memcpy(d + 108, src + 2 * r, 2);
+      for (int g = 0; g < 16; g++) {
+        const int s6 = (int8_t)src[32 + 16 * g + r] + 32;
+        d[96 + g % 8] |= (uint8_t)((s6 & 0x0F) << (4 * (g / 8)));
+        d[104 + g % 4] |= (uint8_t)((s6 >> 4) << (2 * (g / 4)));
+      }
+      break;
+    default:
+      std::memcpy(d + 80, src + 2 * r, 2);
+      std::memcpy(d + 82, src + 32 + 2 * r, 2);
+      for (int g = 0; g < 16; g++) d[g] = (uint8_t)(src[64 + 16 * g + r] | src[320 + 16 * g + r] << 4);
+  }
+  Field sf[2], pf[2];
+  for (int f = 0; f < n; f++)
+    for (int i = 0, k = fields(t, f, r, sf, pf); i < k; i++)
+      d[sf[i].byte] |= (uint8_t)(((src[pf[i].byte] >> pf[i].shift) & ((1 << pf[i].bits) - 1)) << sf[i].shift);
+}
+
 int64_t panel_block_bytes(DType t) {
   switch (t) {
+    case DType::Q4_1: return 16 * 20;
+    case DType::Q5_0: return 16 * 22;
+    case DType::Q5_1: return 16 * 24;
+    case DType::Q5_K: return kQ5kPanelBlock;
+    case DType::Q3_K: return kQ3kPanelBlock;
+    case DType::Q2_K: return kQ2kPanelBlock;
     case DType::Q8_0: return 16 * 34;
     case DType::Q4_0: return 16 * 18;
     case DType::Q4_K: return kQ4kPanelBlock;
@@ -50,7 +192,9 @@ void pack_block(DType t, const uint8_t* const* src, uint8_t* dst) {
   for (int r = 0; r < 16; r++) {
     const uint8_t* s = src[r];
     if (!s) continue;
-    if (t == DType::Q6_K) {
+    if (by_fields(t)) {
+      pack_fields(t, s, dst, r);
+    } else if (t == DType::Q6_K) {
       std::memcpy(dst + 2 * r, s + 208, 2);                                           // f16 d
       for (int u = 0; u < 16; u++) dst[32 + 16 * u + r] = s[192 + u];                 // int8 scale per 16
       for (int f = 0; f < 256; f++) {
@@ -70,12 +214,7 @@ void pack_block(DType t, const uint8_t* const* src, uint8_t* dst) {
     } else {  // q4_k
       std::memcpy(dst + 2 * r, s, 2);
       std::memcpy(dst + 32 + 2 * r, s + 2, 2);
-      for (int j = 0; j < 8; j++) {
-        int sc, m;
-        q4k_scale_min(j, s + 4, sc, m);
-        dst[64 + 16 * j + r] = (uint8_t)sc;
-        dst[192 + 16 * j + r] = (uint8_t)m;
-      }
+      pack_q4k_scales(s + 4, dst, r);
       for (int j = 0; j < 4; j++)
         for (int g = 0; g < 8; g++) std::memcpy(dst + 320 + 64 * (8 * j + g) + 4 * r, s + 16 + 32 * j + 4 * g, 4);
     }
@@ -86,7 +225,9 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
   for (int r = 0; r < 16; r++) {
     uint8_t* d = dst[r];
     if (!d) continue;
-    if (t == DType::Q6_K) {
+    if (by_fields(t)) {
+      unpack_fields(t, src, d, r);
+    } else if (t == DType::Q6_K) {
       std::memset(d, 0, 192);
       std::memcpy(d + 208, src + 2 * r, 2);
       for (int u = 0; u < 16; u++) d[192 + u] = src[32 + 16 * u + r];
@@ -107,19 +248,7 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
     } else {
       std::memcpy(d, src + 2 * r, 2);
       std::memcpy(d + 2, src + 32 + 2 * r, 2);
-      uint8_t* s = d + 4;  // 12 bytes: the inverse of q4k_scale_min
-      std::memset(s, 0, 12);
-      for (int j = 0; j < 8; j++) {
-        const int sc = src[64 + 16 * j + r], m = src[192 + 16 * j + r];
-        if (j < 4) {
-          s[j] |= (uint8_t)(sc & 63);
-          s[j + 4] |= (uint8_t)(m & 63);
-        } else {
-          s[j + 4] |= (uint8_t)((sc & 0x0F) | ((m & 0x0F) << 4));
-          s[j - 4] |= (uint8_t)((sc >> 4) << 6);
-          s[j] |= (uint8_t)((m >> 4) << 6);
-        }
-      }
+      unpack_q4k_scales(src, d + 4, r);
       for (int j = 0; j < 4; j++)
         for (int g = 0; g < 8; g++) std::memcpy(d + 16 + 32 * j + 4 * g, src + 320 + 64 * (8 * j + g) + 4 * r, 4);
     }

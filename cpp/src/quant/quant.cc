@@ -48,9 +48,12 @@ void quantize_q4_0(const float* x, uint8_t* out, int64_t nb) {
   }
 }
 
-// q4_k: 8 sub-blocks of 32, value = d * sc[j] * q - dmin * m[j], q in 0..15, sc and m in 0..63.
-void quantize_q4_k(const float* x, uint8_t* out, int64_t nb) {
-  for (int64_t b = 0; b < nb; b++, x += 256, out += 144) {
+// q4_k / q5_k: 8 sub-blocks of 32, value = d * sc[j] * q - dmin * m[j], q in 0..NMAX (15 / 31), sc and m
+// in 0..63. q5_k stores q's fifth bit in 32 bytes (bit j of byte i: element i of sub-block j) before the nibbles.
+template <int NMAX>
+void quantize_qk_min(const float* x, uint8_t* out, int64_t nb) {
+  constexpr int kBytes = NMAX == 15 ? 144 : 176, kQs = NMAX == 15 ? 16 : 48;
+  for (int64_t b = 0; b < nb; b++, x += 256, out += kBytes) {
     float scale[8], minv[8];
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; j++) {
@@ -59,7 +62,7 @@ void quantize_q4_k(const float* x, uint8_t* out, int64_t nb) {
         lo = std::min(lo, x[32 * j + i]);
         hi = std::max(hi, x[32 * j + i]);
       }
-      scale[j] = (hi - lo) / 15.f;
+      scale[j] = (hi - lo) / (float)NMAX;
       minv[j] = -lo;
       max_scale = std::max(max_scale, scale[j]);
       max_min = std::max(max_min, minv[j]);
@@ -79,14 +82,129 @@ void quantize_q4_k(const float* x, uint8_t* out, int64_t nb) {
       s[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
       s[j + 8] = (uint8_t)((sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4));
     }
-    uint8_t* qs = out + 16;
-    std::memset(qs, 0, 128);
+    uint8_t* qs = out + kQs;
+    std::memset(out + 16, 0, kBytes - 16);
     for (int j = 0; j < 8; j++) {
       const float ds = dq * sc[j], dm = dminq * m[j];
       for (int i = 0; i < 32; i++) {
         int q = ds > 0 ? (int)std::nearbyint((x[32 * j + i] + dm) / ds) : 0;
-        q = std::min(15, std::max(0, q));
-        qs[32 * (j / 2) + i] |= (uint8_t)(q << (4 * (j % 2)));
+        q = std::min(NMAX, std::max(0, q));
+        qs[32 * (j / 2) + i] |= (uint8_t)((q & 0x0F) << (4 * (j % 2)));
+        if (NMAX == 31) out[16 + i] |= (uint8_t)((q >> 4) << j);
+      }
+    }
+  }
+}
+
+// q4_1 / q5_0 / q5_1, as gguf-py's quantizers (bit for bit): the signed extreme over -16 (q5_0), or the range
+// over 15 / 31 with the minimum as the offset (q4_1, q5_1). q5's fifth bits: a little-endian uint32 after d (m).
+template <DType T>
+void quantize_q32(const float* x, uint8_t* out, int64_t nb) {
+  constexpr bool kMin = T != DType::Q5_0, k5 = T != DType::Q4_1;
+  constexpr int kBytes = T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : 24, kQs = kBytes - 16;
+  for (int64_t b = 0; b < nb; b++, x += 32, out += kBytes) {
+    float d, mn = 0, off;
+    if (kMin) {
+      float mx = x[0];
+      mn = x[0];
+      for (int i = 1; i < 32; i++) {
+        mx = std::max(mx, x[i]);
+        mn = std::min(mn, x[i]);
+      }
+      d = (mx - mn) / (k5 ? 31.f : 15.f);
+      off = 0.5f;
+    } else {
+      float amax = 0, mx = 0;
+      for (int i = 0; i < 32; i++)
+        if (std::fabs(x[i]) > amax) {
+          amax = std::fabs(x[i]);
+          mx = x[i];
+        }
+      d = mx / -16.f;
+      off = 16.5f;
+    }
+    const float id = d != 0 ? 1.f / d : 0.f;
+    store_f16(out, d);
+    if (kMin) store_f16(out + 2, mn);
+    std::memset(out + kQs - (k5 ? 4 : 0), 0, k5 ? 20 : 16);
+    uint32_t qh = 0;
+    for (int i = 0; i < 32; i++) {
+      const float v = kMin ? (x[i] - mn) * id + off : x[i] * id + off;
+      const int q = std::min(k5 ? 31 : 15, (int)(uint8_t)(int)std::trunc(v));
+      out[kQs + i % 16] |= (uint8_t)((q & 0x0F) << (4 * (i / 16)));
+      qh |= (uint32_t)(q >> 4) << i;
+    }
+    if (k5)
+      for (int i = 0; i < 4; i++) out[kQs - 4 + i] = (uint8_t)(qh >> (8 * i));
+  }
+}
+
+// q3_k: 16 groups of 16, value = d * sc[g] * q, q in -4..3 (2 bits and a high bit: 0 means -4), sc 6-bit signed.
+// q2_k: 16 groups of 16, value = d * sc[g] * q - dmin * m[g], q in 0..3, sc and m 4-bit. The simple scale
+// search of the other K-quants here (llama.cpp searches further, with importance weights).
+void quantize_q3_k(const float* x, uint8_t* out, int64_t nb) {
+  for (int64_t b = 0; b < nb; b++, x += 256, out += 110) {
+    float scale[16], max_abs = 0, max_scale = 0;
+    for (int g = 0; g < 16; g++) {
+      float amax = 0, mx = 0;
+      for (int i = 0; i < 16; i++)
+        if (std::fabs(x[16 * g + i]) > amax) {
+          amax = std::fabs(x[16 * g + i]);
+          mx = x[16 * g + i];
+        }
+      scale[g] = mx / -4.f;
+      if (std::fabs(scale[g]) > max_abs) {
+        max_abs = std::fabs(scale[g]);
+        max_scale = scale[g];
+      }
+    }
+    std::memset(out, 0, 110);
+    store_f16(out + 108, max_scale / -32.f);
+    const float dq = f16_load(out + 108);
+    uint8_t* sc = out + 96;
+    for (int g = 0; g < 16; g++) {
+      const int s = std::min(31, std::max(-32, dq != 0 ? (int)std::nearbyint(scale[g] / dq) : 0));
+      const int s6 = s + 32;
+      sc[g % 8] |= (uint8_t)((s6 & 0x0F) << (4 * (g / 8)));
+      sc[8 + g % 4] |= (uint8_t)((s6 >> 4) << (2 * (g / 4)));
+      const float ds = dq * (float)s;
+      for (int i = 0; i < 16; i++) {
+        const int e = 16 * g + i;
+        const int q = std::min(3, std::max(-4, ds != 0 ? (int)std::nearbyint(x[e] / ds) : 0)) + 4;
+        out[32 + 32 * (e / 128) + e % 32] |= (uint8_t)((q & 3) << (2 * (e % 128 / 32)));
+        out[e % 32] |= (uint8_t)((q >> 2) << (e / 32));
+      }
+    }
+  }
+}
+
+void quantize_q2_k(const float* x, uint8_t* out, int64_t nb) {
+  for (int64_t b = 0; b < nb; b++, x += 256, out += 84) {
+    float scale[16], minv[16], max_scale = 0, max_min = 0;
+    for (int g = 0; g < 16; g++) {
+      float lo = 0, hi = 0;
+      for (int i = 0; i < 16; i++) {
+        lo = std::min(lo, x[16 * g + i]);
+        hi = std::max(hi, x[16 * g + i]);
+      }
+      scale[g] = (hi - lo) / 3.f;
+      minv[g] = -lo;
+      max_scale = std::max(max_scale, scale[g]);
+      max_min = std::max(max_min, minv[g]);
+    }
+    std::memset(out, 0, 84);
+    store_f16(out + 80, max_scale / 15.f);
+    store_f16(out + 82, max_min / 15.f);
+    const float dq = f16_load(out + 80), dminq = f16_load(out + 82);
+    for (int g = 0; g < 16; g++) {
+      const int sc = (int)std::min(15.f, std::max(0.f, dq > 0 ? std::nearbyint(scale[g] / dq) : 0.f));
+      const int m = (int)std::min(15.f, std::max(0.f, dminq > 0 ? std::nearbyint(minv[g] / dminq) : 0.f));
+      out[g] = (uint8_t)(sc | (m << 4));
+      const float ds = dq * (float)sc, dm = dminq * (float)m;
+      for (int i = 0; i < 16; i++) {
+        const int e = 16 * g + i;
+        const int q = std::min(3, std::max(0, ds > 0 ? (int)std::nearbyint((x[e] + dm) / ds) : 0));
+        out[16 + 32 * (e / 128) + e % 32] |= (uint8_t)(q << (2 * (e % 128 / 32)));
       }
     }
   }
@@ -207,8 +325,14 @@ void quantize_row(DType to, const float* x, void* out, int64_t n) {
   switch (to) {
     case DType::Q8_0: return quantize_q8_0(x, o, nb);
     case DType::Q4_0: return quantize_q4_0(x, o, nb);
-    case DType::Q4_K: return quantize_q4_k(x, o, nb);
+    case DType::Q4_K: return quantize_qk_min<15>(x, o, nb);
     case DType::Q6_K: return quantize_q6_k(x, o, nb);
+    case DType::Q5_K: return quantize_qk_min<31>(x, o, nb);
+    case DType::Q4_1: return quantize_q32<DType::Q4_1>(x, o, nb);
+    case DType::Q5_0: return quantize_q32<DType::Q5_0>(x, o, nb);
+    case DType::Q5_1: return quantize_q32<DType::Q5_1>(x, o, nb);
+    case DType::Q3_K: return quantize_q3_k(x, o, nb);
+    case DType::Q2_K: return quantize_q2_k(x, o, nb);
     default: throw ValueError(std::string("quantize: not a quantized type: ") + dtype_name(to));
   }
 }
@@ -233,13 +357,64 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
       }
       return;
     case DType::Q4_K:
-      for (int64_t b = 0; b < nb; b++, p += 144, y += 256) {
+    case DType::Q5_K: {  // q5_k: q4_k with a fifth bit per element (32 bytes before the nibbles)
+      const bool five = from == DType::Q5_K;
+      const int bytes = five ? 176 : 144, qs = five ? 48 : 16;
+      for (int64_t b = 0; b < nb; b++, p += bytes, y += 256) {
         const float d = f16_load(p), dmin = f16_load(p + 2);
         for (int j = 0; j < 8; j++) {
           int sc, m;
           q4k_scale_min(j, p + 4, sc, m);
           const float ds = d * (float)sc, dm = dmin * (float)m;
-          for (int i = 0; i < 32; i++) y[32 * j + i] = ds * (float)((p[16 + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F) - dm;
+          for (int i = 0; i < 32; i++) {
+            int q = (p[qs + 32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F;
+            if (five) q |= ((p[16 + i] >> j) & 1) << 4;
+            y[32 * j + i] = ds * (float)q - dm;
+          }
+        }
+      }
+      return;
+    }
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1: {  // gguf-py: d * (q - 16) for q5_0, d * q + m for the others
+      const bool has_m = from != DType::Q5_0, five = from != DType::Q4_1;
+      const int bytes = (int)dtype_block_bytes(from), qs = bytes - 16;
+      for (int64_t b = 0; b < nb; b++, p += bytes, y += 32) {
+        const float d = f16_load(p), m = has_m ? f16_load(p + 2) : 0.f;
+        uint32_t qh = 0;
+        if (five) qh = (uint32_t)p[qs - 4] | (uint32_t)p[qs - 3] << 8 | (uint32_t)p[qs - 2] << 16 | (uint32_t)p[qs - 1] << 24;
+        for (int i = 0; i < 32; i++) {
+          const int q = ((p[qs + i % 16] >> (4 * (i / 16))) & 0x0F) | (int)((qh >> i) & 1) << 4;
+          y[i] = has_m ? d * (float)q + m : d * (float)(q - 16);
+        }
+      }
+      return;
+    }
+    case DType::Q3_K:
+      for (int64_t b = 0; b < nb; b++, p += 110, y += 256) {
+        const float d = f16_load(p + 108);
+        for (int g = 0; g < 16; g++) {
+          const int s6 = ((p[96 + g % 8] >> (4 * (g / 8))) & 0x0F) | ((p[104 + g % 4] >> (2 * (g / 4))) & 0x03) << 4;
+          const float dl = d * (float)(s6 - 32);
+          for (int i = 0; i < 16; i++) {
+            const int e = 16 * g + i;
+            const int lo = (p[32 + 32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
+            const int hi = (p[e % 32] >> (e / 32)) & 1;
+            y[e] = dl * (float)(lo - (hi ? 0 : 4));
+          }
+        }
+      }
+      return;
+    case DType::Q2_K:
+      for (int64_t b = 0; b < nb; b++, p += 84, y += 256) {
+        const float d = f16_load(p + 80), dmin = f16_load(p + 82);
+        for (int g = 0; g < 16; g++) {
+          const float dl = d * (float)(p[g] & 0x0F), ml = dmin * (float)(p[g] >> 4);
+          for (int i = 0; i < 16; i++) {
+            const int e = 16 * g + i;
+            y[e] = dl * (float)((p[16 + 32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3) - ml;
+          }
         }
       }
       return;
