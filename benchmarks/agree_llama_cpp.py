@@ -2,7 +2,9 @@
 prompt; the script reports the NMSE between their logits at every position, how often their top tokens agree,
 and where their greedy continuations first part. Both read the same quantized weights, so what differs is the
 activations' rounding (llama.cpp: 8 bits per 256 for the K-quants, per 32 for the others; ours: per 32) and
-the order of the sums. q8_0 is the yardstick: two engines on nearly the same arithmetic.
+the order of the sums. q8_0 is the yardstick: two engines on nearly the same arithmetic. --reference also runs
+transformers (f32, PyTorch) on the file's weights dequantized by gguf-py, the exact product: each engine's error
+against it says which engine computes closer to the weights the file holds.
 
     python benchmarks/agree_llama_cpp.py /work/bench/1.1b/lc-q4_k_m.gguf ... --llama-cpp /work/engines/llama_avx512
 
@@ -31,6 +33,19 @@ def gguf_types(path):
     return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
 
 
+def reference_logits(path, ids):
+    """transformers' logits (f32) from the file's weights as gguf-py dequantizes them."""
+    import torch
+    import transformers
+
+    m = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                         torch_dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = m(torch.tensor([ids])).logits[0].float().numpy()
+    del m
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="+")
@@ -39,6 +54,7 @@ def main():
     ap.add_argument("--new", type=int, default=32, help="greedy tokens compared")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="markdown file for the table")
+    ap.add_argument("--reference", action="store_true", help="also the exact product (transformers, f32)")
     a = ap.parse_args()
     if a.llama_cpp:
         sys.path.insert(0, a.llama_cpp)
@@ -64,18 +80,23 @@ def main():
             greedy_lc.append(tok)
             lc.eval([tok])
         del lc
-        nmse = float(((mine - theirs) ** 2).sum() / (theirs**2).sum())
+        nmse = lambda x, ref: float(((x - ref) ** 2).sum() / (ref**2).sum())  # noqa: E731
         top1 = float((mine.argmax(-1) == theirs.argmax(-1)).mean())
         part = next((i for i, (x, y) in enumerate(zip(greedy_ours, greedy_lc)) if x != y), None)
-        rows.append((os.path.basename(path), gguf_types(path), nmse, top1,
-                     f"{a.new} of {a.new}" if part is None else f"first {part}"))
+        ref = ("", "")
+        if a.reference:
+            exact = reference_logits(path, ids)
+            ref = (f"{nmse(mine, exact):.2e}", f"{nmse(theirs, exact):.2e}")
+        rows.append((os.path.basename(path), gguf_types(path), nmse(mine, theirs), top1,
+                     f"{a.new} of {a.new}" if part is None else f"first {part}") + ref)
         print(rows[-1], flush=True)
     lines = [f"Prompt of {a.prompt} random tokens, {a.new} greedy tokens, {a.threads} threads, "
              f"llama-cpp-python {llama_cpp.__version__}, edgeformer {edgeformer.__version__} "
              f"({edgeformer.cpu_info()['isa']})", "",
-             "| file | matrix types (share of bytes) | logits NMSE vs llama.cpp | top-1 agreement | greedy tokens equal |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {f} | {t} | {n:.2e} | {100 * p:.1f}% | {g} |" for f, t, n, p, g in rows]
+             "| file | matrix types (share of bytes) | logits NMSE vs llama.cpp | top-1 agreement | greedy tokens equal "
+             "| NMSE vs exact: edgeformer | NMSE vs exact: llama.cpp |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {f} | {t} | {n:.2e} | {100 * p:.1f}% | {g} | {e1} | {e2} |" for f, t, n, p, g, e1, e2 in rows]
     print("\n".join(lines))
     if a.out:
         with open(a.out, "w") as f:

@@ -114,7 +114,7 @@ def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
 
 # llama.cpp's llama_ftype: the mixes its users download (Q4_K_M: q4_k with q6_k for some matrices and the head;
 # Q5_K_M: q5_k and q6_k; Q3_K_M: q3_k, q4_k, q5_k; Q2_K: q2_k, q3_k, q4_k)
-LLAMA_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q3_k_m": 12, "q2_k": 10, "f16": 1}
+LLAMA_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q3_k_m": 12, "q2_k": 10, "iq4_xs": 30, "f16": 1}
 
 
 def llama_quantize(src, dst, ftype, threads):
@@ -173,7 +173,7 @@ def main():
                 src = os.path.join(root, "tmp-f16.gguf")
                 if not os.path.exists(os.path.join(root, "lc-q4_0.gguf")):
                     step("edgeformer f16 (temporary)", src, lambda: edgeformer.quantize(hf, src, type="f16"))
-            for t in (("q4_0",) if four_bit else ("q8_0", "q4_0", "q4_k_m", "q5_k_m", "q3_k_m", "q2_k")):
+            for t in (("q4_0",) if four_bit else ("q8_0", "q4_0", "q4_k_m", "q5_k_m", "q3_k_m", "q2_k", "iq4_xs")):
                 dst = os.path.join(root, f"lc-{t}.gguf")
                 step(f"llama.cpp {t}", dst, lambda: llama_quantize(src, dst, t, a.threads))
             if four_bit and os.path.exists(src):

@@ -582,9 +582,10 @@ def test_quantized_load_matches_the_cpu(dtype, tmp_path):
 
 
 @gpu
-# q5_k, q3_k, q5_1 (and q4_1, q5_0, q2_k): no device kernels of their own yet, dequantized to f16 at upload
+# q5_k, q3_k, q5_1, iq4_xs (and q4_1, q5_0, q2_k, iq4_nl): no device kernels of their own yet, dequantized to f16
+# at upload
 @pytest.mark.parametrize("family,qtype", [("llama", "q4_k"), ("llama", "q6_k"), ("gpt2", "q8_0"), ("falcon", "q4_0"),
-                                          ("llama", "q5_k"), ("llama", "q3_k"), ("llama", "q5_1")])
+                                          ("llama", "q5_k"), ("llama", "q3_k"), ("llama", "q5_1"), ("llama", "iq4_xs")])
 def test_gguf_on_cuda(family, qtype, tmp_path):
     """GGUF files: quantized tensors uploaded as stored (or dequantized), fused QKV rows as strided views."""
     import transformers as tf

@@ -474,7 +474,7 @@ def test_invalid_sampling_args(model, kwargs, arg):
     ({"max_context": 2**40}, "max_context"),
     ({"threads": 2**40}, "threads"),
     ({"dtype": "int3"}, "dtype"),
-    ({"dtype": "iq4_nl"}, "dtype"),  # not a type edgeformer has
+    ({"dtype": "iq2_xxs"}, "dtype"),  # not a type edgeformer has
     ({"exact_q8_prompts": 1}, "exact_q8_prompts"),
     ({"exact_q8_prompts": "yes"}, "exact_q8_prompts"),
 ])

@@ -19,7 +19,7 @@ from conftest import hf_logits, make_llama, make_model, prompt_ids
 PROMPT = prompt_ids(32)
 # file size / the f16 checkpoint's, at most (the tiny Llama's embeddings and head are a large share)
 SIZE = {"q8_0": 0.6, "q6_k": 0.45, "q5_k": 0.39, "q5_1": 0.41, "q5_0": 0.39, "q4_k": 0.35, "q4_1": 0.36,
-        "q4_0": 0.35, "q3_k": 0.28, "q2_k": 0.23}
+        "q4_0": 0.35, "iq4_nl": 0.35, "iq4_xs": 0.35, "q3_k": 0.28, "q2_k": 0.23}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_roundtrip_bit_identical(llama, qtype, tmp_path):
     assert os.path.getsize(out) < SIZE[qtype] * f16_bytes
 
 
-@pytest.mark.parametrize("qtype", ["q8_0", "q5_k", "q5_1", "q4_0", "q3_k", "q2_k", "f16"])
+@pytest.mark.parametrize("qtype", ["q8_0", "q5_k", "q5_1", "q4_0", "iq4_xs", "q3_k", "q2_k", "f16"])
 def test_transformers_reads_our_gguf(llama, qtype, tmp_path):
     """transformers dequantizes GGUF with gguf-py and undoes llama.cpp's q/k permutation: if our layout
     were not llama.cpp's, its logits would be garbage."""

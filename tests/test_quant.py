@@ -15,12 +15,13 @@ from gguf import GGMLQuantizationType as GQ  # noqa: E402
 from gguf.quants import dequantize, quantize  # noqa: E402
 
 TYPES = {"q8_0": GQ.Q8_0, "q4_0": GQ.Q4_0, "q4_1": GQ.Q4_1, "q5_0": GQ.Q5_0, "q5_1": GQ.Q5_1, "q2_k": GQ.Q2_K,
-         "q3_k": GQ.Q3_K, "q4_k": GQ.Q4_K, "q5_k": GQ.Q5_K, "q6_k": GQ.Q6_K}
+         "q3_k": GQ.Q3_K, "q4_k": GQ.Q4_K, "q5_k": GQ.Q5_K, "q6_k": GQ.Q6_K, "iq4_nl": GQ.IQ4_NL, "iq4_xs": GQ.IQ4_XS}
 BLOCK = {"q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20), "q5_0": (32, 22), "q5_1": (32, 24), "q2_k": (256, 84),
-         "q3_k": (256, 110), "q4_k": (256, 144), "q5_k": (256, 176), "q6_k": (256, 210)}
+         "q3_k": (256, 110), "q4_k": (256, 144), "q5_k": (256, 176), "q6_k": (256, 210), "iq4_nl": (32, 18),
+         "iq4_xs": (256, 136)}
 # byte offsets of the f16 scales in a block
 F16_AT = {"q8_0": [0], "q4_0": [0], "q4_1": [0, 2], "q5_0": [0], "q5_1": [0, 2], "q2_k": [80, 82], "q3_k": [108],
-          "q4_k": [0, 2], "q5_k": [0, 2], "q6_k": [208]}
+          "q4_k": [0, 2], "q5_k": [0, 2], "q6_k": [208], "iq4_nl": [0], "iq4_xs": [0]}
 # the quantizers gguf-py has (the K-quants' it lacks; ours search scales more simply than llama.cpp's)
 GGUF_QUANTIZERS = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
 rng = np.random.default_rng(0)
@@ -63,7 +64,8 @@ def test_quantize_roundtrip_error(name):
     # about 4x less per bit: 8-bit ~1e-4, 6-bit ~1e-3, 4-bit ~1e-2, 2-bit ~1e-1 (gguf-py reads our blocks: the
     # layout is llama.cpp's)
     assert nmse < {"q8_0": 1e-4, "q6_k": 2e-3, "q5_k": 4e-3, "q5_1": 4e-3, "q5_0": 4e-3, "q4_k": 1.5e-2,
-                   "q4_1": 1.5e-2, "q4_0": 1.5e-2, "q3_k": 6e-2, "q2_k": 0.2}[name], nmse
+                   "q4_1": 1.5e-2, "q4_0": 1.5e-2, "iq4_nl": 1.5e-2, "iq4_xs": 1.5e-2, "q3_k": 6e-2,
+                   "q2_k": 0.2}[name], nmse
 
 
 @pytest.mark.parametrize("isa", ISAS)

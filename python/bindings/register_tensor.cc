@@ -65,6 +65,8 @@ void register_tensor(py::module_& m) {
       .value("q5_k", ef::DType::Q5_K)
       .value("q3_k", ef::DType::Q3_K)
       .value("q2_k", ef::DType::Q2_K)
+      .value("iq4_nl", ef::DType::IQ4_NL)
+      .value("iq4_xs", ef::DType::IQ4_XS)
       .value("i32", ef::DType::I32)
       .value("i64", ef::DType::I64)
       .value("u8", ef::DType::U8)

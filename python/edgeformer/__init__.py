@@ -12,7 +12,7 @@ from .model import GenerationResult, GenerationStream, Model, cuda_available, lo
 
 def quantize(src: str, out: str, type: str = "q4_0", threads: int = None) -> str:
     """Writes the checkpoint directory src as a GGUF file quantized to type (a block type: q8_0, q6_k, q5_k,
-    q5_1, q5_0, q4_k, q4_1, q4_0, q3_k, q2_k; int8; or f16 / bf16 / f32), with llama.cpp's tensor names, metadata and tokenizer. Returns out."""
+    q5_1, q5_0, q4_k, q4_1, q4_0, iq4_nl, iq4_xs, q3_k, q2_k; int8; or f16 / bf16 / f32), with llama.cpp's tensor names, metadata and tokenizer. Returns out."""
     from .gguf_io import quantize as _quantize
 
     return _quantize(src, out, type, threads)

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--dtype", default=None,
                    help="f32, f16, bf16, int8 or a block type (q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, "
-                        "q3_k, q2_k): convert at load (default: as stored)")
+                        "iq4_nl, iq4_xs, q3_k, q2_k): convert at load (default: as stored)")
     r.add_argument("--max-context", type=int, default=None)
     r.add_argument("--kv-dtype", default=None, choices=["f16", "f32"],
                    help="the KV cache's element type (default: f32 beside f32 weights, else f16)")

@@ -170,7 +170,7 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     main = {str(t.dtype).split(".")[1] for n, t in layers_main.weights() if ".mlp." in n}
     # llama.cpp's llama_ftype ("mostly" that type; the K-quants' _S variants where the type is used alone)
     file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k": 11,
-                  "q4_k": 15, "q5_k": 16, "q6_k": 18, "bf16": 32}
+                  "q4_k": 15, "q5_k": 16, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30, "bf16": 32}
     if len(main) == 1:
         meta["general.file_type"] = file_types[main.pop()]
     _write_file(out_path, arch, meta, tensors)

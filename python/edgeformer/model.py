@@ -108,8 +108,8 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     a GGUF file (llama.cpp's format; its quantized weights are used as stored, memory-mapped).
 
     dtype: None keeps the weights as stored (f32, f16 or bf16, memory-mapped); "f32", "f16" or "bf16"
-    converts the matrices once at load; "q8_0", "q6_k", "q5_k", "q5_1", "q5_0", "q4_k", "q4_1", "q4_0", "q3_k"
-    or "q2_k" quantizes them (llama.cpp's block formats): the layer matrices take that type, the embeddings and
+    converts the matrices once at load; "q8_0", "q6_k", "q5_k", "q5_1", "q5_0", "q4_k", "q4_1", "q4_0", "iq4_nl",
+    "iq4_xs", "q3_k" or "q2_k" quantizes them (llama.cpp's block formats): the layer matrices take that type, the embeddings and
     head keep 8 bits (q6_k for the head of a 2- to 5-bit model), norms and biases stay f32, and a matrix whose rows are not whole blocks stays f16. "int8" is
     CTranslate2's scheme: one scale per row of each layer matrix, activations quantized with one scale per
     token, integer sums over whole rows (the fastest prompts; error a few times q8_0's); the matrices are q8_0
@@ -237,7 +237,7 @@ def _options(threads, max_context, dtype, size: int, exact_q8_prompts: bool = Fa
 
 
 # llama.cpp's block formats, most bits first, then CTranslate2's int8 (stored as q8_0)
-BLOCK_TYPES = ("q8_0", "q6_k", "q5_k", "q5_1", "q5_0", "q4_k", "q4_1", "q4_0", "q3_k", "q2_k")
+BLOCK_TYPES = ("q8_0", "q6_k", "q5_k", "q5_1", "q5_0", "q4_k", "q4_1", "q4_0", "iq4_nl", "iq4_xs", "q3_k", "q2_k")
 QUANTIZED = BLOCK_TYPES + ("int8",)
 DTYPES = ("f32", "float32", "f16", "float16", "bf16", "bfloat16") + QUANTIZED
 

@@ -26,6 +26,14 @@ constexpr int64_t kQ8Block = 32;
 #define EF_HOST_DEVICE
 #endif
 
+// iq4_nl / iq4_xs: a nibble is an index into these 16 values (llama.cpp's kvalues_iq4nl), times the scale
+alignas(16) constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+// iq4_xs sub-block ib's 6-bit scale (stored + 32): 4 low bits in byte ib / 2 of 4, 2 high in a uint16
+static inline EF_HOST_DEVICE int iq4xs_scale(int ib, const uint8_t* block) {
+  const int hi = ((block[2] | (block[3] << 8)) >> (2 * ib)) & 3;
+  return (((block[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F) | (hi << 4)) - 32;
+}
+
 // q4_k packs 8 six-bit scales and 8 six-bit mins in 12 bytes: those of sub-block j. Static inline: the
 // per-ISA kernel copies include this header (see dtype.h); the CUDA kernels call it on the device too.
 static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc, int& m) {
@@ -60,6 +68,8 @@ static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc
 //                  byte 4r + i is k 16h + 4g + i's; a value is the 3 bits minus 4             (1824 bytes)
 //   q2_k (256 k):  16 f16 d | 16 f16 dmin | 16 units x 16 u8 scales | 16 x 16 u8 mins | 16 units of 16 k:
 //                  2-bit values as q3_k's                                                    (1600 bytes)
+//   iq4_nl (32 k): q4_0's panel (the nibbles index kIQ4Values)                               (288 bytes)
+//   iq4_xs (256 k): 16 f16 d | 8 x 16 int8 scales (-32..31) | 8 sub-blocks of 4 chunks as q4_0's (2208 bytes)
 //   bf16 (32 k):   16 chunks [16 rows][2 bf16], chunk j = k 2j, 2j+1: one VDPBF16PS advances 16 rows by 2 k
 //                  (so a panel is K / 2 such 64-byte vectors in k order)                       (1024 bytes)
 //   f32, f16 (16 k): 16 chunks [16 rows][1 element], chunk j = k j: one FMA advances 16 rows by 1 k

@@ -61,6 +61,8 @@ const char* dtype_name(DType t) {
     case DType::Q5_K: return "q5_k";
     case DType::Q3_K: return "q3_k";
     case DType::Q2_K: return "q2_k";
+    case DType::IQ4_NL: return "iq4_nl";
+    case DType::IQ4_XS: return "iq4_xs";
     case DType::I32: return "i32";
     case DType::I64: return "i64";
     case DType::U8: return "u8";
@@ -82,7 +84,8 @@ DType parse_dtype(const std::string& s, const std::string& what) {
     if (s == dtype_name((DType)i) || s == upper) return (DType)i;
   }
   throw ValueError(what + ": unknown dtype '" + s +
-                   "' (expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k or q6_k)");
+                   "' (expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl or "
+                   "iq4_xs)");
 }
 
 std::string shape_to_string(const std::vector<int64_t>& s) {

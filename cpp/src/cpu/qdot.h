@@ -148,6 +148,26 @@ inline float dot_q2_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation 
   return acc;
 }
 
+// iq4_nl (one block of 32) / iq4_xs (8 sub-blocks of 32, x: 8 activation blocks): nibbles looked up in
+// kIQ4Values, signed products
+inline int32_t iq4_dot32(const uint8_t* qs, const int8_t* x) {
+  alignas(32) int8_t v[32];
+  unpack_q4(qs, v);
+  for (int i = 0; i < 32; i++) v[i] = kIQ4Values[v[i]];
+  int32_t lo, hi;
+  dot32_halves(v, x, lo, hi);
+  return lo + hi;
+}
+inline float dot_iq4_nl(const uint8_t* w, const BlockQ8* x) {
+  return (float)iq4_dot32(w + 2, x->q) * (f16_load(w) * x->d);
+}
+inline float dot_iq4_xs(const uint8_t* w, const BlockQ8* x) {
+  const float d = f16_load(w);
+  float acc = 0;
+  for (int ib = 0; ib < 8; ib++) acc += (d * (float)iq4xs_scale(ib, w)) * x[ib].d * (float)iq4_dot32(w + 8 + 16 * ib, x[ib].q);
+  return acc;
+}
+
 // q8_0 and q4_0 rows: the block products stay in a vector accumulator (one horizontal sum per row).
 // Agrees with the scalar reference to float rounding (the order of the additions differs).
 inline float row_q8_0(const uint8_t* w, const BlockQ8* x, int64_t nb) {
@@ -205,11 +225,12 @@ void dequant_fn(const void* src, float* dst, int64_t n) { dequantize_row(D, src,
    qmatmul_impl<dot_q4_k, 256, 144>, qmatmul_impl<dot_q6_k, 256, 210>,                                      \
    qmatmul_impl<dot_q32<DType::Q4_1>, 32, 20>, qmatmul_impl<dot_q32<DType::Q5_0>, 32, 22>,                   \
    qmatmul_impl<dot_q32<DType::Q5_1>, 32, 24>, qmatmul_impl<dot_q5_k, 256, 176>,                             \
-   qmatmul_impl<dot_q3_k, 256, 110>, qmatmul_impl<dot_q2_k, 256, 84>}
+   qmatmul_impl<dot_q3_k, 256, 110>, qmatmul_impl<dot_q2_k, 256, 84>, qmatmul_impl<dot_iq4_nl, 32, 18>,        \
+   qmatmul_impl<dot_iq4_xs, 256, 136>}
 #define EF_DEQUANT_ENTRIES                                                                                 \
   dequant_fn<DType::Q8_0>, dequant_fn<DType::Q4_0>, dequant_fn<DType::Q4_K>, dequant_fn<DType::Q6_K>,      \
       dequant_fn<DType::Q4_1>, dequant_fn<DType::Q5_0>, dequant_fn<DType::Q5_1>, dequant_fn<DType::Q5_K>, \
-      dequant_fn<DType::Q3_K>, dequant_fn<DType::Q2_K>
+      dequant_fn<DType::Q3_K>, dequant_fn<DType::Q2_K>, dequant_fn<DType::IQ4_NL>, dequant_fn<DType::IQ4_XS>
 
 }  // namespace
 }  // namespace ef

@@ -305,6 +305,9 @@ inline pw pw_and8(pw v, uint8_t m) { return _mm512_and_si512(v, _mm512_set1_epi8
 inline pw pw_or(pw a, pw b) { return _mm512_or_si512(a, b); }
 inline pw pw_sll16(pw v, int n) { return _mm512_sll_epi16(v, _mm_cvtsi32_si128(n)); }
 inline pw pw_srl16(pw v, int n) { return _mm512_srl_epi16(v, _mm_cvtsi32_si128(n)); }
+inline pw pw_lut16(pw idx, const int8_t* table) {  // bytes 0..15 -> table[byte]
+  return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_load_si128((const __m128i*)table)), idx);
+}
 inline pf pf_load_s8(const uint8_t* p) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)p)));
 }
@@ -397,6 +400,10 @@ inline pw pw_srl16(pw v, int n) {
   const __m128i c = _mm_cvtsi32_si128(n);
   return {_mm256_srl_epi16(v.a, c), _mm256_srl_epi16(v.b, c)};
 }
+inline pw pw_lut16(pw idx, const int8_t* table) {
+  const __m256i t = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)table));
+  return {_mm256_shuffle_epi8(t, idx.a), _mm256_shuffle_epi8(t, idx.b)};
+}
 inline pf pf_load_s8(const uint8_t* p) {
   return {_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p))),
           _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(p + 8))))};
@@ -481,6 +488,11 @@ inline pw pw_srl16(pw v, int n) {
   for (int i = 0; i < 4; i++)
     v.v[i] = vreinterpretq_u8_u16(vshlq_u16(vreinterpretq_u16_u8(v.v[i]), vdupq_n_s16((int16_t)-n)));
   return v;
+}
+inline pw pw_lut16(pw idx, const int8_t* table) {
+  const uint8x16_t t = vld1q_u8((const uint8_t*)table);
+  for (int i = 0; i < 4; i++) idx.v[i] = vqtbl1q_u8(t, idx.v[i]);
+  return idx;
 }
 inline int8x16_t bcast4(const int8_t* x) {
   int32_t v;

@@ -43,7 +43,7 @@ constexpr int64_t kQ2kPanelBlock = 32 + 32 + 256 + 256 + 16 * 64;  // 1600
 
 bool by_fields(DType t) {
   return t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q5_K || t == DType::Q3_K ||
-         t == DType::Q2_K;
+         t == DType::Q2_K || t == DType::IQ4_XS;
 }
 
 // Fills stored[] and panel[] for element f of row r; returns the number of fields.
@@ -57,6 +57,12 @@ int fields(DType t, int f, int r, Field* stored, Field* panel) {
       stored[1] = {qs - 4 + f / 8, f % 8, 1};
       panel[1] = {base + 256 + 4 * r + f % 4, 4 * (f / 16) + c, 1};  // bit c: k 4c + i, bit 4 + c: k 16 + 4c + i
       return 2;
+    }
+    case DType::IQ4_XS: {  // sub-block ib: 4 chunks as q4_0's
+      const int ib = f / 32, e = f % 32;
+      stored[0] = {8 + 16 * ib + e % 16, 4 * (e / 16), 4};
+      panel[0] = {160 + 256 * ib + 64 * (e % 16 / 4) + 4 * r + e % 4, 4 * (e / 16), 4};
+      return 1;
     }
     case DType::Q5_K: {  // sub-block j, element i: q4_k's chunks; fifth-bit vector g = i / 4, bit j
       const int j = f / 32, i = f % 32;
@@ -115,6 +121,10 @@ void pack_fields(DType t, const uint8_t* s, uint8_t* dst, int r) {
       std::memcpy(dst + 32 + 2 * r, s + 2, 2);
       pack_q4k_scales(s + 4, dst, r);
       break;
+    case DType::IQ4_XS:
+      std::memcpy(dst + 2 * r, s, 2);
+      for (int ib = 0; ib < 8; ib++) dst[32 + 16 * ib + r] = (uint8_t)(int8_t)iq4xs_scale(ib, s);
+      break;
     case DType::Q3_K:
       std::memcpy(dst + 2 * r, s + 108, 2);
       for (int g = 0; g < 16; g++)
@@ -148,6 +158,18 @@ void unpack_fields(DType t, const uint8_t* src, uint8_t* d, int r) {
       std::memcpy(d + 2, src + 32 + 2 * r, 2);
       unpack_q4k_scales(src, d + 4, r);
       break;
+    case DType::IQ4_XS: {
+      std::memcpy(d, src + 2 * r, 2);
+      uint16_t hi = 0;
+      for (int ib = 0; ib < 8; ib++) {
+        const int s6 = (int8_t)src[32 + 16 * ib + r] + 32;
+        d[4 + ib / 2] |= (uint8_t)((s6 & 0x0F) << (4 * (ib % 2)));
+        hi |= (uint16_t)((s6 >> 4) << (2 * ib));
+      }
+      d[2] = (uint8_t)hi;
+      d[3] = (uint8_t)(hi >> 8);
+      break;
+    }
     case DType::Q3_K:
       std::memcpy(d + 108, src + 2 * r, 2);
       for (int g = 0; g < 16; g++) {
@@ -169,6 +191,8 @@ void unpack_fields(DType t, const uint8_t* src, uint8_t* d, int r) {
 
 int64_t panel_block_bytes(DType t) {
   switch (t) {
+    case DType::IQ4_NL: return 16 * 18;
+    case DType::IQ4_XS: return 32 + 128 + 8 * 256;  // 2208
     case DType::Q4_1: return 16 * 20;
     case DType::Q5_0: return 16 * 22;
     case DType::Q5_1: return 16 * 24;
@@ -207,7 +231,7 @@ void pack_block(DType t, const uint8_t* const* src, uint8_t* dst) {
     } else if (!is_quantized(t)) {  // float: 16 chunks of a lane (one element, a bf16 pair) per row
       const int lane = t == DType::F16 ? 2 : 4;
       for (int j = 0; j < 16; j++) std::memcpy(dst + 16 * lane * j + lane * r, s + lane * j, lane);
-    } else if (t == DType::Q8_0 || t == DType::Q4_0) {
+    } else if (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::IQ4_NL) {  // iq4_nl: q4_0's layout
       std::memcpy(dst + 2 * r, s, 2);  // f16 scale
       const int chunks = t == DType::Q8_0 ? 8 : 4;
       for (int c = 0; c < chunks; c++) std::memcpy(dst + 32 + 64 * c + 4 * r, s + 2 + 4 * c, 4);
@@ -241,7 +265,7 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
     } else if (!is_quantized(t)) {
       const int lane = t == DType::F16 ? 2 : 4;
       for (int j = 0; j < 16; j++) std::memcpy(d + lane * j, src + 16 * lane * j + lane * r, lane);
-    } else if (t == DType::Q8_0 || t == DType::Q4_0) {
+    } else if (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::IQ4_NL) {
       std::memcpy(d, src + 2 * r, 2);
       const int chunks = t == DType::Q8_0 ? 8 : 4;
       for (int c = 0; c < chunks; c++) std::memcpy(d + 2 + 4 * c, src + 32 + 64 * c + 4 * r, 4);

@@ -178,6 +178,62 @@ void quantize_q3_k(const float* x, uint8_t* out, int64_t nb) {
   }
 }
 
+// iq4_nl / iq4_xs: the signed extreme of each 32 maps to -127 (the first value), every element to the nearest
+// value (llama.cpp also searches the scale, with importance weights). iq4_xs: the 32s' scales in 6 bits,
+// signed, against one f16 d per 256.
+inline int iq4_nearest(float v) {
+  int best = 0;
+  for (int k = 1; k < 16; k++)
+    if (std::fabs(v - kIQ4Values[k]) < std::fabs(v - kIQ4Values[best])) best = k;
+  return best;
+}
+inline float signed_extreme(const float* x, int n) {
+  float amax = 0, mx = 0;
+  for (int i = 0; i < n; i++)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      mx = x[i];
+    }
+  return mx;
+}
+inline void iq4_nibbles(const float* x, float d, uint8_t* qs) {  // 32 values -> 16 bytes
+  const float id = d != 0 ? 1.f / d : 0.f;
+  std::memset(qs, 0, 16);
+  for (int i = 0; i < 32; i++) qs[i % 16] |= (uint8_t)(iq4_nearest(x[i] * id) << (4 * (i / 16)));
+}
+
+void quantize_iq4_nl(const float* x, uint8_t* out, int64_t nb) {
+  for (int64_t b = 0; b < nb; b++, x += 32, out += 18) {
+    store_f16(out, signed_extreme(x, 32) / -127.f);
+    iq4_nibbles(x, f16_load(out), out + 2);
+  }
+}
+
+void quantize_iq4_xs(const float* x, uint8_t* out, int64_t nb) {
+  for (int64_t b = 0; b < nb; b++, x += 256, out += 136) {
+    float scale[8], max_abs = 0, max_scale = 0;
+    for (int ib = 0; ib < 8; ib++) {
+      scale[ib] = signed_extreme(x + 32 * ib, 32) / -127.f;
+      if (std::fabs(scale[ib]) > max_abs) {
+        max_abs = std::fabs(scale[ib]);
+        max_scale = scale[ib];
+      }
+    }
+    std::memset(out, 0, 8);
+    store_f16(out, max_scale / -32.f);
+    const float dq = f16_load(out);
+    uint16_t hi = 0;
+    for (int ib = 0; ib < 8; ib++) {
+      const int s = std::min(31, std::max(-32, dq != 0 ? (int)std::nearbyint(scale[ib] / dq) : 0)), s6 = s + 32;
+      out[4 + ib / 2] |= (uint8_t)((s6 & 0x0F) << (4 * (ib % 2)));
+      hi |= (uint16_t)((s6 >> 4) << (2 * ib));
+      iq4_nibbles(x + 32 * ib, dq * (float)s, out + 8 + 16 * ib);
+    }
+    out[2] = (uint8_t)hi;
+    out[3] = (uint8_t)(hi >> 8);
+  }
+}
+
 void quantize_q2_k(const float* x, uint8_t* out, int64_t nb) {
   for (int64_t b = 0; b < nb; b++, x += 256, out += 84) {
     float scale[16], minv[16], max_scale = 0, max_min = 0;
@@ -333,6 +389,8 @@ void quantize_row(DType to, const float* x, void* out, int64_t n) {
     case DType::Q5_1: return quantize_q32<DType::Q5_1>(x, o, nb);
     case DType::Q3_K: return quantize_q3_k(x, o, nb);
     case DType::Q2_K: return quantize_q2_k(x, o, nb);
+    case DType::IQ4_NL: return quantize_iq4_nl(x, o, nb);
+    case DType::IQ4_XS: return quantize_iq4_xs(x, o, nb);
     default: throw ValueError(std::string("quantize: not a quantized type: ") + dtype_name(to));
   }
 }
@@ -406,6 +464,20 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
         }
       }
       return;
+    case DType::IQ4_NL:
+    case DType::IQ4_XS: {  // gguf-py: d * value, and iq4_xs's d * (scale - 32) first
+      const bool xs = from == DType::IQ4_XS;
+      const int bytes = xs ? 136 : 18, subs = xs ? 8 : 1;
+      for (int64_t b = 0; b < nb; b++, p += bytes) {
+        const float d = f16_load(p);
+        for (int ib = 0; ib < subs; ib++, y += 32) {
+          const float dl = xs ? d * (float)iq4xs_scale(ib, p) : d;
+          const uint8_t* qs = p + (xs ? 8 + 16 * ib : 2);
+          for (int i = 0; i < 32; i++) y[i] = dl * (float)kIQ4Values[(qs[i % 16] >> (4 * (i / 16))) & 0x0F];
+        }
+      }
+      return;
+    }
     case DType::Q2_K:
       for (int64_t b = 0; b < nb; b++, p += 84, y += 256) {
         const float d = f16_load(p + 80), dmin = f16_load(p + 82);

@@ -104,6 +104,10 @@ inline pw pw_srl16(pw v, int n) {
   }
   return v;
 }
+inline pw pw_lut16(pw idx, const int8_t* table) {  // bytes 0..15 -> table[byte]
+  for (int i = 0; i < 64; i++) idx.b[i] = (uint8_t)table[idx.b[i] & 0x0F];
+  return idx;
+}
 inline pf pf_load_s8(const uint8_t* p) {
   pf r;
   for (int i = 0; i < 16; i++) r.v[i] = (float)(int8_t)p[i];
