@@ -25,13 +25,15 @@ import edgeformer
 from edgeformer import _core
 from edgeformer.gguf_config import config_from_gguf
 from edgeformer.gguf_tokenizer import tokenizer_from_gguf
+from edgeformer.model import BLOCK_TYPES
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 NAME = "gguf"
-GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "q4_k": 12, "q6_k": 14, "i8": 24, "i16": 25, "i32": 26,
-        "i64": 27, "f64": 28, "bf16": 30}
+GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_k": 10, "q3_k": 11,
+        "q4_k": 12, "q5_k": 13, "q6_k": 14, "iq4_nl": 20, "iq4_xs": 23, "i8": 24, "i16": 25, "i32": 26, "i64": 27,
+        "f64": 28, "bf16": 30}
 SAMPLE = "Hello ab, 日本 \u00e9\U0001F642 <s>"
 
 
@@ -82,7 +84,7 @@ def _tensors(tm, order, path):
         kind = str(t.dtype).split(".")[-1]
         if a.nbytes != len(raw) or a.flags.writeable or t.source != path:
             raise common.Finding(f"tensor '{n}': view {a.dtype} {a.shape} writeable={a.flags.writeable}")
-        if kind in ("q8_0", "q4_0", "q4_k", "q6_k"):
+        if kind in BLOCK_TYPES:
             if list(a.shape[:-1]) != list(t.shape[:-1]):
                 raise common.Finding(f"tensor '{n}': raw view {a.shape} for {kind} {t.shape}")
         elif list(a.shape) != list(t.shape):
@@ -282,9 +284,9 @@ def make_seeds(out_dir: str) -> None:
     w.add_custom_alignment(64)
     rng = np.random.default_rng(1)
     row = rng.standard_normal((1, 256)).astype(np.float32)
-    for t in ("Q8_0", "Q4_0", "Q4_K", "Q6_K"):
-        qt = getattr(gguf.GGMLQuantizationType, t)
-        w.add_tensor(t.lower(), _core.ops.quantize(row, getattr(_core.DType, t.lower())), raw_dtype=qt)
+    for t in BLOCK_TYPES:
+        qt = gguf.GGMLQuantizationType[t.upper()]
+        w.add_tensor(t, _core.ops.quantize(row, getattr(_core.DType, t)), raw_dtype=qt)
     w.add_tensor("bf16", np.array([0x3F80, 0x4000], np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
     w.add_tensor("f64", np.arange(3, dtype=np.float64))
     w.add_tensor("i8_3d", np.arange(8, dtype=np.int8).reshape(2, 2, 2))

@@ -68,6 +68,18 @@ def test_quantize_roundtrip_error(name):
                    "q2_k": 0.2}[name], nmse
 
 
+# q4_1 / q5_1 follow gguf-py's reference quantizers bit for bit, whose minimum survives a scale of 0 (the
+# block decodes to its minimum: llama.cpp's behaviour, kept)
+@pytest.mark.parametrize("name", [n for n in TYPES if n not in ("q4_1", "q5_1")])
+def test_tiny_weights_never_worse_than_zeros(name):
+    """Scales that underflow f16: a block may come out as zeros, never as something farther from the weights
+    (the K-quants' minimums once survived a scale of 0 and decoded every value to -dmin * m: error 2.3x)."""
+    for std in (1e-7, 3e-6, 1e-5, 3e-5):
+        x = (rng.standard_normal((4, 512)) * std).astype(np.float32)
+        back = _core.ops.to_f32(_core.ops.quantize(x, getattr(_core.DType, name)), getattr(_core.DType, name))
+        assert float(((back - x) ** 2).sum() / (x**2).sum()) <= 1.0 + 1e-6, (name, std)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("name", list(TYPES))
 def test_quantized_matmul(isa, name):

@@ -50,7 +50,8 @@ struct CudaGraphStats {
 struct DeviceWeights;  // one upload, shared by the models fork() makes
 
 // A Model on one device. Matrices are uploaded once: f32 ones converted to f16, f16 and bf16 as stored,
-// q8_0 / q4_0 / q4_k / q6_k kept quantized (the kernels dequantize on the fly); norms and biases f32.
+// q8_0 / q4_0 / q4_k / q6_k kept quantized (the kernels dequantize on the fly), the other block types
+// dequantized to f16 at upload (no device kernels of their own yet); norms and biases f32.
 // Activations stay on the device; only what is asked for (logits, hidden states, a sampled token) is copied
 // back. One call at a time per model (mutex(), as Model).
 class CudaModel {

@@ -17,7 +17,7 @@ namespace ef {
 struct ModelOptions {
   int32_t threads = 0;      // 0 = physical cores
   int32_t max_context = 0;  // 0 = spec.max_position
-  std::string dtype;        // "" = as stored; "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k" | "q6_k" | "int8"
+  std::string dtype;        // "" = as stored; "f32" | "f16" | "bf16" | a block type ("q8_0", "q4_k", ...) | "int8"
                             // converts the matrices at load (quantization policy: docs in load()); "int8" is
                             // q8_0 whose layer rows each share one scale (Tensor::row_scaled)
   bool progress = false;    // print quantization progress to stderr

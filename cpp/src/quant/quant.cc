@@ -69,7 +69,9 @@ void quantize_qk_min(const float* x, uint8_t* out, int64_t nb) {
     }
     const float d = max_scale / 63.f, dmin = max_min / 63.f;
     store_f16(out, d);
-    store_f16(out + 2, dmin);
+    // a scale that underflows f16 while the minimum does not would decode every value to -dmin * m, farther
+    // from the weights than zeros: the block is zeros then
+    store_f16(out + 2, f16_load(out) != 0 ? dmin : 0.f);
     const float dq = f16_load(out), dminq = f16_load(out + 2);  // use the rounded values from here on
     uint8_t sc[8], m[8];
     for (int j = 0; j < 8; j++) {
@@ -250,7 +252,7 @@ void quantize_q2_k(const float* x, uint8_t* out, int64_t nb) {
     }
     std::memset(out, 0, 84);
     store_f16(out + 80, max_scale / 15.f);
-    store_f16(out + 82, max_min / 15.f);
+    store_f16(out + 82, f16_load(out + 80) != 0 ? max_min / 15.f : 0.f);  // as q4_k: no minimums without scales
     const float dq = f16_load(out + 80), dminq = f16_load(out + 82);
     for (int g = 0; g < 16; g++) {
       const int sc = (int)std::min(15.f, std::max(0.f, dq > 0 ? std::nearbyint(scale[g] / dq) : 0.f));
