@@ -216,6 +216,7 @@ def run_cli(*args):
 def test_cli_info_and_run(ckpt):
     r = run_cli("info")
     assert r.returncode == 0 and "kernels in use" in r.stdout and edgeformer.__version__ in r.stdout
+    assert "q5_k" in r.stdout.split("weight types:")[1]
     r = run_cli("run", ckpt, "Hello world", "-n", "5", "--temperature", "0")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Hello world")
