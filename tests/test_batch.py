@@ -119,12 +119,35 @@ def test_generate_batch_sequences_end_on_their_own(tmp_path):
         assert got[2].text == want.text and got[2].finish_reason == want.finish_reason == "stop"
 
 
+def test_generate_batch_stream(tmp_path):
+    """stream=True with a list: (prompt index, piece) pairs as the steps make them, each sequence's pieces adding
+    up to its text, a sequence's last piece as soon as it ends; .result is the list of results."""
+    model = _build("llama", str(tmp_path))
+    prompts = [prompt_ids(n, seed=30 + i) for i, n in enumerate([4, 50, 10])]
+    eos = model.generate(prompts[0], max_new_tokens=20, temperature=0, ignore_eos=True).token_ids[3]
+    model.eos_token_ids = [eos]  # sequence 0 ends within 3 tokens, 1 at the context's end, 2 after 20
+    want = model.generate(prompts, max_new_tokens=20, temperature=0)
+    stream = model.generate(prompts, max_new_tokens=20, temperature=0, stream=True)
+    events = list(stream)
+    assert all(isinstance(i, int) and isinstance(p, str) and p for i, p in events)
+    for i, w in enumerate(want):
+        assert "".join(p for j, p in events if j == i) == w.text
+    assert [(r.token_ids, r.text, r.finish_reason) for r in stream.result] == \
+        [(r.token_ids, r.text, r.finish_reason) for r in want]
+    last0 = max((k for k, (i, _) in enumerate(events) if i == 0), default=None)
+    last2 = max(k for k, (i, _) in enumerate(events) if i == 2)
+    assert last0 is None or last0 < last2  # sequence 0's text came out while sequence 2 still ran
+    # a stream abandoned half way lets go of the model (the generator's close releases its lock)
+    partial = model.generate(prompts, max_new_tokens=20, temperature=0, stream=True)
+    next(partial)
+    partial.close()
+    assert model.generate(prompts[2], max_new_tokens=3, temperature=0).token_ids == want[2].token_ids[:3]
+
+
 def test_batch_argument_errors(tmp_path):
     model = _build("llama", str(tmp_path))
     with pytest.raises(ValueError, match="prompt 1: empty"):
         model.generate([[1, 2], []], max_new_tokens=2)
-    with pytest.raises(ValueError, match="stream"):
-        model.generate([[1, 2], [3]], max_new_tokens=2, stream=True)
     with pytest.raises(ValueError, match="prompt 0: token id 999"):
         model.generate([[999], [3]], max_new_tokens=2)
     core = model._core

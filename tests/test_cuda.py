@@ -556,6 +556,12 @@ def test_generate_list_of_prompts_on_cuda(tmp_path):
     out = model.generate(prompts, max_new_tokens=5, temperature=0, ignore_eos=True)
     assert [r.token_ids for r in out] == [model.generate(p, max_new_tokens=5, temperature=0, ignore_eos=True).token_ids
                                           for p in prompts]
+    stream = model.generate(prompts, max_new_tokens=5, temperature=0, ignore_eos=True, stream=True)
+    events = list(stream)  # (prompt index, piece), the first prompt's before the second's
+    assert [i for i, _ in events] == sorted(i for i, _ in events)
+    assert [r.token_ids for r in stream.result] == [r.token_ids for r in out]
+    for i, r in enumerate(out):
+        assert "".join(p for j, p in events if j == i) == r.text
 
 
 @gpu

@@ -39,7 +39,8 @@ class GenerationResult:
 
 
 class GenerationStream:
-    """Iterates over text pieces; after the last one, `.result` holds the GenerationResult."""
+    """Iterates over text pieces (for a list of prompts: (prompt index, piece) pairs); after the last one,
+    `.result` holds the GenerationResult (the list of them)."""
 
     def __init__(self, gen: Iterator[str]):
         self._gen = gen
@@ -297,7 +298,7 @@ def _head_split(ids: Sequence[int]) -> int:
 
 
 def _run_to_end(gen):
-    """Exhausts a generation generator; returns its GenerationResult."""
+    """Exhausts a generation generator; returns its GenerationResult (a list of them for a batch)."""
     try:
         while True:
             next(gen)
@@ -556,7 +557,9 @@ class Model:
         results: the decode steps of all the sequences still running run as one batch, so the weights are
         read once per step for all of them (several times the tokens per second of one sequence on a CPU,
         whose decode waits on memory). Each prompt gets the tokens it would get alone (with a seed: the same
-        seed each; without one, independent draws), up to rounding.
+        seed each; without one, independent draws), up to rounding. With stream=True the iterator yields
+        (prompt index, text piece) pairs as the batch's steps produce them (a sequence's last piece as soon
+        as it ends), and its `.result` is the list of results.
         """
         self._need_decoder("generate")
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -566,9 +569,6 @@ class Model:
             isinstance(prompt, np.ndarray) and prompt.ndim == 2)
         if batch:
             prompts = [self._prompt_ids(p, f"prompt {i}") for i, p in enumerate(prompt)]
-            if stream:
-                raise ValueError("argument 'stream': a list of prompts returns its results together (stream one "
-                                 "prompt at a time)")
         else:
             ids = self._prompt_ids(prompt)
         if stop is None:
@@ -584,8 +584,9 @@ class Model:
 
         opts = options()  # (checks the arguments before anything runs)
         if batch:
-            return self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos)
-        gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
+            gen = self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos)
+        else:
+            gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
         return GenerationStream(gen) if stream else _run_to_end(gen)
 
     def _generate(self, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool):
@@ -633,10 +634,21 @@ class Model:
                                     prefill_seconds=t_first - t0, decode_seconds=t1 - t_first)
 
     def _generate_batch(self, prompts: List[List[int]], max_new_tokens: int, options, stops: List[str],
-                        ignore_eos: bool) -> List[GenerationResult]:
-        """options(): each prompt's sampler options (the seed given, or a random one of its own)."""
+                        ignore_eos: bool):
+        """A generator of (prompt index, text piece) that returns the list of GenerationResults.
+        options(): each prompt's sampler options (the seed given, or a random one of its own)."""
         if not isinstance(self._core, _core.Model):  # a device model: one prompt after another
-            return [_run_to_end(self._generate(ids, max_new_tokens, options(), stops, ignore_eos)) for ids in prompts]
+            results = []
+            for i, ids in enumerate(prompts):
+                gen = self._generate(ids, max_new_tokens, options(), stops, ignore_eos)
+                while True:
+                    try:
+                        piece = next(gen)
+                    except StopIteration as e:
+                        results.append(e.value)
+                        break
+                    yield i, piece
+            return results
         with self._lock:
             B = len(prompts)
             # models over this one's weights with a KV cache each, made per call (a fork copies no weights and
@@ -651,8 +663,9 @@ class Model:
             finish = ["length"] * B
             running: List[int] = []
             prefill_s = [0.0] * B
+            pieces: List[tuple] = []  # (sequence, text) that the last step produced, for a stream
 
-            def take(i: int, tok: int) -> bool:
+            def alive(i: int, tok: int) -> bool:
                 """Records sequence i's new token; False once the sequence is done."""
                 if tok in eos:
                     finish[i] = "eos"
@@ -661,7 +674,9 @@ class Model:
                 history[i] = np.append(history[i], np.int32(tok))
                 d = decoders[i]
                 if d is not None:
-                    d.update(new[i])
+                    piece = d.update(new[i])
+                    if piece:
+                        pieces.append((i, piece))
                     if d.stopped:
                         finish[i] = "stop"
                         return False
@@ -672,6 +687,17 @@ class Model:
                     return False
                 return True
 
+            def take(i: int, tok: int) -> bool:
+                """alive(), and a finished sequence's text flushed (the bytes a UTF-8 character still waited for)."""
+                if alive(i, tok):
+                    return True
+                d = decoders[i]
+                if d is not None and not d.stopped:
+                    piece = d.update(new[i], final=True)
+                    if piece:
+                        pieces.append((i, piece))
+                return False
+
             if max_new_tokens > 0:
                 for i, ids in enumerate(prompts):  # prompts one by one (they are bound by arithmetic, not memory)
                     t0 = time.perf_counter()
@@ -681,17 +707,19 @@ class Model:
                     prefill_s[i] = time.perf_counter() - t0
                     if take(i, tok):
                         running.append(i)
+                    yield from pieces
+                    pieces.clear()
             t_first = time.perf_counter()
             while running:
                 toks = _core.decode_batch([forks[i] for i in running], np.asarray([new[i][-1] for i in running], np.int32),
                                           [samplers[i] for i in running], [history[i] for i in running])
                 running = [i for i, tok in zip(running, toks) if take(i, tok)]
+                yield from pieces
+                pieces.clear()
             t1 = time.perf_counter()
             results = []
             for i in range(B):
                 d = decoders[i]
-                if d is not None and not d.stopped:
-                    d.update(new[i], final=True)
                 results.append(GenerationResult(text=d.text if d is not None else "", token_ids=new[i],
                                                 finish_reason=finish[i], prompt_tokens=len(prompts[i]),
                                                 prefill_seconds=prefill_s[i], decode_seconds=t1 - t_first))
