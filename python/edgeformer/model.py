@@ -23,7 +23,7 @@ PREFILL_CHUNK = 256  # tokens per forward call while prefilling: bounds scratch 
 class GenerationResult:
     text: str
     token_ids: List[int]
-    finish_reason: str  # "eos", "stop", "length" (max_new_tokens) or "context" (max_context reached)
+    finish_reason: str  # "eos", "stop", "length" (max_new_tokens), "context" (max_context reached) or "cancelled"
     prompt_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
@@ -562,15 +562,30 @@ class Model:
         as it ends), and its `.result` is the list of results.
         """
         self._need_decoder("generate")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"argument 'max_new_tokens' must be a non-negative integer, got {max_new_tokens!r}")
         batch = (isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(
             isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)) or (
             isinstance(prompt, np.ndarray) and prompt.ndim == 2)
+        sampling = (temperature, top_k, top_p, min_p, repetition_penalty, seed)
         if batch:
             prompts = [self._prompt_ids(p, f"prompt {i}") for i, p in enumerate(prompt)]
+            _, stops, _ = self._generation_args(prompts[0], max_new_tokens, *sampling, stop)
+
+            def options() -> "_core.SamplerOptions":  # a fresh random seed per prompt when none is given
+                return self._sampler_options(*sampling)
+
+            gen = self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos)
         else:
-            ids = self._prompt_ids(prompt)
+            ids, stops, opts = self._generation_args(prompt, max_new_tokens, *sampling, stop)
+            gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
+        return GenerationStream(gen) if stream else _run_to_end(gen)
+
+    def _generation_args(self, prompt, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed,
+                         stop):
+        """generate()'s arguments for one prompt, checked before anything runs: (token ids, stop strings,
+        sampler options; a fresh random seed when none is given)."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"argument 'max_new_tokens' must be a non-negative integer, got {max_new_tokens!r}")
+        ids = self._prompt_ids(prompt)
         if stop is None:
             stops: List[str] = []
         elif isinstance(stop, str):
@@ -579,15 +594,8 @@ class Model:
             stops = list(stop)
         else:
             raise ValueError("argument 'stop' must be a string or a list of strings")
-        def options() -> "_core.SamplerOptions":  # a fresh random seed per call when none is given
-            return self._sampler_options(temperature, top_k, top_p, min_p, repetition_penalty, seed)
-
-        opts = options()  # (checks the arguments before anything runs)
-        if batch:
-            gen = self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos)
-        else:
-            gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
-        return GenerationStream(gen) if stream else _run_to_end(gen)
+        opts = self._sampler_options(temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        return ids, stops, opts
 
     def _generate(self, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool):
         with self._lock:
@@ -649,81 +657,9 @@ class Model:
                         break
                     yield i, piece
             return results
-        with self._lock:
-            B = len(prompts)
-            # models over this one's weights with a KV cache each, made per call (a fork copies no weights and
-            # reserves its cache as address space): the caches' memory goes back when the batch ends
-            forks = [self._core.fork() for _ in range(B)]
-            samplers = [_core.Sampler(options()) for _ in range(B)]
-            has_tok = self._tok.tokenizer is not None
-            decoders = [StreamDecoder(self._tok, stops) if has_tok else None for _ in range(B)]
-            eos = set() if ignore_eos else set(self.eos_token_ids)
-            new: List[List[int]] = [[] for _ in range(B)]
-            history = [np.asarray(ids, dtype=np.int32) for ids in prompts]
-            finish = ["length"] * B
-            running: List[int] = []
-            prefill_s = [0.0] * B
-            pieces: List[tuple] = []  # (sequence, text) that the last step produced, for a stream
+        from .batching import generate_together
 
-            def alive(i: int, tok: int) -> bool:
-                """Records sequence i's new token; False once the sequence is done."""
-                if tok in eos:
-                    finish[i] = "eos"
-                    return False
-                new[i].append(tok)
-                history[i] = np.append(history[i], np.int32(tok))
-                d = decoders[i]
-                if d is not None:
-                    piece = d.update(new[i])
-                    if piece:
-                        pieces.append((i, piece))
-                    if d.stopped:
-                        finish[i] = "stop"
-                        return False
-                if len(new[i]) >= max_new_tokens:
-                    return False
-                if forks[i].n_past + 1 > self.max_context:
-                    finish[i] = "context"
-                    return False
-                return True
-
-            def take(i: int, tok: int) -> bool:
-                """alive(), and a finished sequence's text flushed (the bytes a UTF-8 character still waited for)."""
-                if alive(i, tok):
-                    return True
-                d = decoders[i]
-                if d is not None and not d.stopped:
-                    piece = d.update(new[i], final=True)
-                    if piece:
-                        pieces.append((i, piece))
-                return False
-
-            if max_new_tokens > 0:
-                for i, ids in enumerate(prompts):  # prompts one by one (they are bound by arithmetic, not memory)
-                    t0 = time.perf_counter()
-                    n = _head_split(ids)
-                    _prefill_chunks(forks[i], ids[:n])
-                    tok = forks[i].step(np.asarray(ids[n:], dtype=np.int32), samplers[i], history[i])
-                    prefill_s[i] = time.perf_counter() - t0
-                    if take(i, tok):
-                        running.append(i)
-                    yield from pieces
-                    pieces.clear()
-            t_first = time.perf_counter()
-            while running:
-                toks = _core.decode_batch([forks[i] for i in running], np.asarray([new[i][-1] for i in running], np.int32),
-                                          [samplers[i] for i in running], [history[i] for i in running])
-                running = [i for i, tok in zip(running, toks) if take(i, tok)]
-                yield from pieces
-                pieces.clear()
-            t1 = time.perf_counter()
-            results = []
-            for i in range(B):
-                d = decoders[i]
-                results.append(GenerationResult(text=d.text if d is not None else "", token_ids=new[i],
-                                                finish_reason=finish[i], prompt_tokens=len(prompts[i]),
-                                                prefill_seconds=prefill_s[i], decode_seconds=t1 - t_first))
-            return results
+        return (yield from generate_together(self, prompts, max_new_tokens, options, stops, ignore_eos))
 
     def chat(self, messages: List[Dict[str, Any]], **generate_kwargs):
         """Applies the checkpoint's chat template to messages and generates the assistant's reply."""

@@ -1,0 +1,115 @@
+"""Continuous batching (edgeformer.Batcher): requests submitted from any thread join a running batch between
+steps and leave it when they end. The reference is each prompt generated alone (itself checked against
+transformers in test_families.py): a request gets the same tokens and text whatever ran beside it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import edgeformer
+
+from conftest import make_model, prompt_ids
+from test_batch import _build
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return _build("llama", str(tmp_path_factory.mktemp("batcher")))
+
+
+def _alone(model, p, **kw):
+    return model.generate(p, **kw)
+
+
+def test_requests_match_alone(model):
+    """More requests than max_batch (the last waits its turn); greedy and seeded sampling; each request's
+    streamed pieces add up to its text."""
+    prompts = [prompt_ids(n, seed=40 + i) for i, n in enumerate([5, 20, 9, 1])]
+    kws = [dict(max_new_tokens=16, temperature=0, ignore_eos=True),
+           dict(max_new_tokens=12, temperature=0.8, top_k=40, seed=3, ignore_eos=True),
+           dict(max_new_tokens=7, temperature=0, ignore_eos=True),
+           dict(max_new_tokens=0)]
+    with edgeformer.Batcher(model, max_batch=2) as b:
+        reqs = [b.submit(p, **kw) for p, kw in zip(prompts, kws)]
+        pieces = [list(r) for r in reqs]
+    for p, kw, r, got in zip(prompts, kws, reqs, pieces):
+        want = _alone(model, p, **kw)
+        assert r.result.token_ids == want.token_ids and r.result.text == want.text
+        assert r.result.finish_reason == want.finish_reason and "".join(got) == want.text
+        assert r.result.prompt_tokens == len(p)
+    assert reqs[3].result.token_ids == [] and reqs[3].result.finish_reason == "length"
+
+
+def test_a_request_joins_a_running_batch(model):
+    """A request submitted from another thread while a long one runs joins it between two steps: both get
+    their own tokens, as alone."""
+    long_p, short_p = prompt_ids(4, seed=50), prompt_ids(11, seed=51)
+    long_kw = dict(max_new_tokens=50, temperature=0, ignore_eos=True)
+    short_kw = dict(max_new_tokens=5, temperature=0, ignore_eos=True)
+    got = {}
+    with edgeformer.Batcher(model) as b:
+        r1 = b.submit(long_p, **long_kw)
+        first = next(r1)  # the long request is running
+
+        def later():
+            got["short"] = b.submit(short_p, **short_kw).wait()
+
+        t = threading.Thread(target=later)
+        t.start()
+        t.join(60)
+        rest = list(r1)
+    assert not t.is_alive()
+    assert got["short"].token_ids == _alone(model, short_p, **short_kw).token_ids
+    want = _alone(model, long_p, **long_kw)
+    assert r1.result.token_ids == want.token_ids and first + "".join(rest) == want.text
+
+
+def test_cancel_and_close(model):
+    p = prompt_ids(6, seed=60)
+    want = _alone(model, p, max_new_tokens=40, temperature=0, ignore_eos=True)
+    b = edgeformer.Batcher(model)
+    r = b.submit(p, max_new_tokens=40, temperature=0, ignore_eos=True)
+    next(r)
+    r.cancel()
+    res = r.wait()
+    assert res.finish_reason == "cancelled" and res.token_ids == want.token_ids[: len(res.token_ids)]
+    assert len(res.token_ids) < 40
+    pending = b.submit(p, max_new_tokens=40, temperature=0, ignore_eos=True)
+    b.close()  # ends what has not finished
+    assert pending.wait().finish_reason in ("cancelled", "length")
+    with pytest.raises(ValueError, match="closed"):
+        b.submit(p, max_new_tokens=2)
+    # the model is free again
+    assert model.generate(p, max_new_tokens=3, temperature=0, ignore_eos=True).token_ids == want.token_ids[:3]
+
+
+def test_the_model_stays_usable_beside_a_batcher(model):
+    """Model calls from other threads wait for a step, and get their own results."""
+    p = prompt_ids(8, seed=70)
+    want = _alone(model, p, max_new_tokens=10, temperature=0, ignore_eos=True)
+    with edgeformer.Batcher(model) as b:
+        r = b.submit(p, max_new_tokens=30, temperature=0, ignore_eos=True)
+        assert model.generate(p, max_new_tokens=10, temperature=0, ignore_eos=True).token_ids == want.token_ids
+        assert r.wait().token_ids[:10] == want.token_ids
+
+
+def test_batcher_errors(model, tmp_path):
+    with pytest.raises(ValueError, match="max_batch"):
+        edgeformer.Batcher(model, max_batch=0)
+    with edgeformer.Batcher(model) as b:
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            b.submit([1, 2], max_new_tokens=-1)
+        with pytest.raises(ValueError, match="empty"):
+            b.submit([], max_new_tokens=2)
+        with pytest.raises(ValueError, match="token id 999"):
+            b.submit([999], max_new_tokens=2)
+        with pytest.raises(ValueError, match="stop"):
+            b.submit([1], stop=3)
+    import transformers as tf
+
+    make_model(str(tmp_path), tf.BertModel, tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                        intermediate_size=64, vocab_size=320))
+    with pytest.raises(ValueError, match="Batcher"):
+        edgeformer.Batcher(edgeformer.load(str(tmp_path), threads=2))
