@@ -84,6 +84,18 @@ def _stream(model, stream) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    import os
+
+    from . import demo_model_path, load
+    from .server import serve
+
+    path = args.model or demo_model_path()
+    model = load(path, dtype=args.dtype, threads=args.threads, max_context=args.max_context, kv_dtype=args.kv_dtype)
+    name = os.path.basename(os.path.normpath(path))
+    return serve(model, name, args.host, args.port, args.max_batch)
+
+
 def _quantize(args) -> int:
     from .gguf_io import quantize
 
@@ -126,6 +138,15 @@ def main(argv=None) -> int:
     r.add_argument("--kv-dtype", default=None, choices=["f16", "f32"],
                    help="the KV cache's element type (default: f32 beside f32 weights, else f16)")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (a build with EF_CUDA=ON)")
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (continuous batching)")
+    s.add_argument("model", nargs="?", default=None, help="checkpoint directory or GGUF file (default: the demo model)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--max-batch", type=int, default=16, help="the most requests decoded together")
+    s.add_argument("--dtype", default=None, help="convert at load, as for run")
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--max-context", type=int, default=None)
+    s.add_argument("--kv-dtype", default=None, choices=["f16", "f32"])
     q = sub.add_parser("quantize", help="write a checkpoint as a GGUF file (llama.cpp's format), quantized")
     q.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer.json)")
     q.add_argument("out", help="output .gguf file (written to a temporary name, then renamed)")
@@ -136,6 +157,8 @@ def main(argv=None) -> int:
     try:
         if args.cmd == "quantize":
             return _quantize(args)
+        if args.cmd == "serve":
+            return _serve(args)
         if args.cmd == "demo":
             from .demo import run_demo
 

@@ -1,0 +1,236 @@
+"""An OpenAI-compatible HTTP server over continuous batching: `edgeformer serve [MODEL]`.
+
+    POST /v1/completions        {"prompt": "...", "max_tokens": 64, "temperature": 0.7, "stream": true, ...}
+    POST /v1/chat/completions   {"messages": [{"role": "user", "content": "..."}], ...} (the chat template)
+    GET  /v1/models, GET /health
+
+Every request is a request of one Batcher (python/edgeformer/batching.py), so concurrent clients share decode
+steps. Streaming answers are server-sent events ending with `data: [DONE]`; a client that goes away cancels
+its request. Bad requests get a 400 with an OpenAI-style error naming the field. The standard library's
+threading HTTP server: meant for a machine's own clients or a trusted network, behind a proxy otherwise."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Optional, Tuple
+
+from .batching import Batcher
+
+MAX_BODY = 16 << 20
+# OpenAI's finish reasons: ours "eos" and "stop" are its "stop"; the length and context limits its "length"
+FINISH = {"eos": "stop", "stop": "stop", "length": "length", "context": "length", "cancelled": "length"}
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _field(body: Dict[str, Any], name: str, kinds, default=None):
+    """body[name] (or default), which must be of one of kinds (bool is not an int here unless asked for)."""
+    v = body.get(name, default)
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if v is not None and (not isinstance(v, kinds) or isinstance(v, bool) and bool not in kinds):
+        raise BadRequest(f"field '{name}': expected {' or '.join(k.__name__ for k in kinds)}, got {type(v).__name__}")
+    return v
+
+
+def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[str, Any], bool]:
+    """(prompt for Batcher.submit, its keyword arguments, stream) from an OpenAI request body."""
+    if chat:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("field 'messages': expected a non-empty list of {'role', 'content'} objects")
+        try:
+            text = model._tok.apply_chat_template(messages, add_generation_prompt=True)
+        except ValueError as e:
+            raise BadRequest(f"field 'messages': {e}") from None
+        except Exception as e:  # a template error (jinja2): the request's doing or the checkpoint's
+            raise BadRequest(f"field 'messages': the chat template failed: {e}") from None
+        prompt: Any = model._tok.encode(text, add_special_tokens=False)
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+            if len(prompt) != 1:
+                raise BadRequest("field 'prompt': one prompt per request (send several requests: they are batched)")
+            prompt = prompt[0]
+        if not (isinstance(prompt, str) or isinstance(prompt, list) and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in prompt)):
+            raise BadRequest("field 'prompt': expected a string or a list of token ids")
+    max_new = _field(body, "max_completion_tokens", int)
+    kw: Dict[str, Any] = {
+        "max_new_tokens": max_new if max_new is not None else _field(body, "max_tokens", int, 128),
+        "temperature": _field(body, "temperature", (int, float)),
+        "top_p": _field(body, "top_p", (int, float)),
+        "top_k": _field(body, "top_k", int),
+        "min_p": _field(body, "min_p", (int, float)),
+        "repetition_penalty": _field(body, "repetition_penalty", (int, float)),
+        "seed": _field(body, "seed", int),
+        "stop": _field(body, "stop", (str, list)),
+        "ignore_eos": _field(body, "ignore_eos", bool, False),  # as llama.cpp's server takes it
+    }
+    n = _field(body, "n", int, 1)
+    if n != 1:
+        raise BadRequest("field 'n': only 1 (send several requests: they are batched)")
+    stream = _field(body, "stream", bool, False)
+    return prompt, kw, stream
+
+
+class Server:
+    """Serves one model. start() runs it on a thread (tests, embedding); serve_forever() in the caller's."""
+
+    def __init__(self, model, name: str, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 16):
+        self.model = model
+        self.name = name
+        self.batcher = Batcher(model, max_batch=max_batch)
+        server = self
+
+        class Handler(_Handler):
+            srv = server
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def start(self) -> "Server":
+        self._thread = threading.Thread(target=self.serve_forever, name="edgeformer-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.batcher.close()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    srv: Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # quiet: a server's access log is its caller's business
+        pass
+
+    def _json(self, code: int, obj: Any) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, code: int, message: str, kind: str = "invalid_request_error") -> None:
+        self._json(code, {"error": {"message": message, "type": kind, "code": code}})
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._json(200, {"status": "ok"})
+        elif self.path == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": self.srv.name, "object": "model", "created": 0,
+                                                         "owned_by": "edgeformer"}]})
+        else:
+            self._error(404, f"no such endpoint: GET {self.path}", "not_found_error")
+
+    def do_POST(self) -> None:
+        chat = self.path == "/v1/chat/completions"
+        if not chat and self.path != "/v1/completions":
+            self._error(404, f"no such endpoint: POST {self.path}", "not_found_error")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._error(411, "a Content-Length header is required")
+            return
+        if length < 0 or length > MAX_BODY:
+            self._error(413, f"request body of {length} bytes (at most {MAX_BODY})")
+            return
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+            if not isinstance(body, dict):
+                raise BadRequest("the body must be a JSON object")
+            prompt, kw, stream = generation_args(self.srv.model, body, chat)
+            req = self.srv.batcher.submit(prompt, **kw)
+        except json.JSONDecodeError as e:
+            self._error(400, f"the body is not JSON: {e}")
+            return
+        except ValueError as e:  # BadRequest, and submit()'s checks, which name the argument
+            self._error(400, str(e))
+            return
+        except Exception as e:  # the batcher's worker failed: the server cannot generate any more
+            self._error(500, f"{type(e).__name__}: {e}", "server_error")
+            return
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        if stream:
+            self._stream(req, rid, created, chat)
+            return
+        r = req.wait()
+        choice: Dict[str, Any] = {"index": 0, "finish_reason": FINISH.get(r.finish_reason, "stop")}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": r.text}
+        else:
+            choice.update(text=r.text, logprobs=None)
+        self._json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+                         "model": self.srv.name, "choices": [choice],
+                         "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": len(r.token_ids),
+                                   "total_tokens": r.prompt_tokens + len(r.token_ids)}})
+
+    def _stream(self, req, rid: str, created: int, chat: bool) -> None:
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(piece: Optional[str], finish: Optional[str], first: bool = False) -> bytes:
+            if chat:
+                delta: Dict[str, Any] = {"role": "assistant"} if first else {}
+                if piece is not None:
+                    delta["content"] = piece
+                choice: Dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+            data = {"id": rid, "object": obj, "created": created, "model": self.srv.name, "choices": [choice]}
+            return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            if chat:
+                self.wfile.write(chunk(None, None, first=True))
+            for piece in req:
+                self.wfile.write(chunk(piece, None))
+                self.wfile.flush()
+            self.wfile.write(chunk(None, FINISH.get(req.result.finish_reason, "stop")))
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client went away: its request ends at the next step
+            req.cancel()
+
+
+def serve(model, name: str, host: str, port: int, max_batch: int) -> int:
+    srv = Server(model, name, host, port, max_batch)
+    print(f"edgeformer: serving {name} on http://{host}:{srv.port} (OpenAI API: /v1/completions, "
+          f"/v1/chat/completions; Ctrl-C stops)", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.close()
+    return 0

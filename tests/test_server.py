@@ -1,0 +1,185 @@
+"""The OpenAI-compatible server (`edgeformer serve`): on a local port, against the model's own generate() (itself
+checked against transformers in test_families.py): the same text and tokens, streamed or not, concurrent
+clients batched together, bad requests answered with a 400 that names the field, a client that goes away
+cancelling its request. Nothing leaves the machine: the server listens on 127.0.0.1, port chosen by the OS."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from edgeformer.server import Server
+
+from conftest import prompt_ids
+from test_batch import _build
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    model = _build("llama", str(tmp_path_factory.mktemp("server")))
+    srv = Server(model, "tiny", port=0).start()
+    yield model, f"http://127.0.0.1:{srv.port}"
+    srv.close()
+
+
+def _post(url, body, raw: bytes = None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _events(text: str):
+    """The JSON payloads of a server-sent event stream, and whether it ended with [DONE]."""
+    datas = [line[len("data: "):] for line in text.split("\n") if line.startswith("data: ")]
+    return [json.loads(d) for d in datas if d != "[DONE]"], datas[-1:] == ["[DONE]"]
+
+
+def test_completions(served):
+    model, url = served
+    want = model.generate("Hello world", max_new_tokens=12, temperature=0, ignore_eos=False)
+    code, text = _post(url + "/v1/completions", {"prompt": "Hello world", "max_tokens": 12, "temperature": 0})
+    assert code == 200
+    r = json.loads(text)
+    assert r["object"] == "text_completion" and r["model"] == "tiny"
+    assert r["choices"][0]["text"] == want.text
+    assert r["choices"][0]["finish_reason"] == {"eos": "stop", "length": "length"}[want.finish_reason]
+    assert r["usage"] == {"prompt_tokens": want.prompt_tokens, "completion_tokens": len(want.token_ids),
+                          "total_tokens": want.prompt_tokens + len(want.token_ids)}
+    ids = prompt_ids(9, seed=3)  # token ids, sampling with a seed
+    want = model.generate(ids, max_new_tokens=8, temperature=0.9, top_k=20, seed=5)
+    _, text = _post(url + "/v1/completions", {"prompt": ids, "max_tokens": 8, "temperature": 0.9, "top_k": 20,
+                                              "seed": 5})
+    assert json.loads(text)["choices"][0]["text"] == want.text
+
+
+def test_completions_stream(served):
+    model, url = served
+    want = model.generate("Hello world", max_new_tokens=16, temperature=0, ignore_eos=True)
+    code, text = _post(url + "/v1/completions", {"prompt": ["Hello world"], "max_tokens": 16, "temperature": 0,
+                                                 "stream": True, "ignore_eos": True})
+    assert code == 200
+    events, done = _events(text)
+    assert done and "".join(e["choices"][0]["text"] for e in events) == want.text
+    assert [e["choices"][0]["finish_reason"] for e in events][-1] == "length"
+
+
+def test_chat_completions(served):
+    model, url = served
+    msgs = [{"role": "user", "content": "Hello world"}]
+    want = model.chat(msgs, max_new_tokens=10, temperature=0)
+    _, text = _post(url + "/v1/chat/completions", {"messages": msgs, "max_tokens": 10, "temperature": 0})
+    r = json.loads(text)
+    assert r["object"] == "chat.completion"
+    assert r["choices"][0]["message"] == {"role": "assistant", "content": want.text}
+    _, text = _post(url + "/v1/chat/completions", {"messages": msgs, "max_completion_tokens": 10, "temperature": 0,
+                                                   "stream": True})
+    events, done = _events(text)
+    assert done and events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == want.text
+
+
+def test_concurrent_clients_are_batched(served):
+    model, url = served
+    prompts = [prompt_ids(n, seed=80 + i) for i, n in enumerate([3, 17, 8, 25])]
+    want = [model.generate(p, max_new_tokens=20, temperature=0, ignore_eos=True).text for p in prompts]
+    got = [None] * len(prompts)
+
+    def client(i):
+        _, text = _post(url + "/v1/completions", {"prompt": prompts[i], "max_tokens": 20, "temperature": 0,
+                                                  "ignore_eos": True})
+        got[i] = json.loads(text)["choices"][0]["text"]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert got == want
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"max_tokens": 4}, "prompt"),
+    ({"prompt": 5}, "prompt"),
+    ({"prompt": ["a", "b"]}, "prompt"),
+    ({"prompt": "a", "temperature": "hot"}, "temperature"),
+    ({"prompt": "a", "temperature": -1}, "temperature"),
+    ({"prompt": "a", "max_tokens": True}, "max_tokens"),
+    ({"prompt": "a", "max_tokens": -3}, "max_new_tokens"),
+    ({"prompt": "a", "n": 2}, "n"),
+    ({"prompt": "a", "stop": 7}, "stop"),
+    ({"prompt": [1, 99999]}, "token id 99999"),
+])
+def test_bad_requests_name_the_field(served, body, field):
+    _, url = served
+    code, text = _post(url + "/v1/completions", body)
+    assert code == 400, text
+    assert field in json.loads(text)["error"]["message"]
+
+
+def test_other_errors_and_endpoints(served):
+    _, url = served
+    code, text = _post(url + "/v1/completions", None, raw=b"{not json")
+    assert code == 400 and "not JSON" in json.loads(text)["error"]["message"]
+    code, text = _post(url + "/v1/completions", None, raw=b"[1, 2]")
+    assert code == 400 and "JSON object" in text
+    code, text = _post(url + "/v1/chat/completions", {"messages": "hi"})
+    assert code == 400 and "messages" in text
+    assert _post(url + "/v1/nothing", {})[0] == 404
+    with urllib.request.urlopen(url + "/health", timeout=10) as r:
+        assert json.loads(r.read()) == {"status": "ok"}
+    with urllib.request.urlopen(url + "/v1/models", timeout=10) as r:
+        assert json.loads(r.read())["data"][0]["id"] == "tiny"
+
+
+def test_a_client_that_goes_away_cancels_its_request(served):
+    model, url = served
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps({"prompt": "Hello", "max_tokens": 60, "temperature": 0, "stream": True,
+                       "ignore_eos": True}).encode()
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert s.recv(64).startswith(b"HTTP/1.1 200")
+    s.close()  # mid-stream
+    # the server goes on serving, with the same answers
+    want = model.generate("Hello world", max_new_tokens=5, temperature=0, ignore_eos=True)
+    _, text = _post(url + "/v1/completions", {"prompt": "Hello world", "max_tokens": 5, "temperature": 0,
+                                              "ignore_eos": True})
+    assert json.loads(text)["choices"][0]["text"] == want.text
+
+
+def test_command_line_serve(tmp_path):
+    """`edgeformer serve MODEL --port N` answers, and Ctrl-C stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import make_llama
+
+    make_llama(str(tmp_path))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "edgeformer", "serve", str(tmp_path), "--port", str(port),
+                          "--threads", "1", "--max-context", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        line = p.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in line, (line, p.stderr.read() if p.poll() is not None else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as r:
+            assert json.loads(r.read()) == {"status": "ok"}
+        code, text = _post(f"http://127.0.0.1:{port}/v1/completions", {"prompt": "Hello", "max_tokens": 3})
+        assert code == 200 and json.loads(text)["usage"]["completion_tokens"] <= 3
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 0
