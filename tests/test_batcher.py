@@ -5,6 +5,7 @@ transformers in test_families.py): a request gets the same tokens and text whate
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -66,9 +67,18 @@ def test_a_request_joins_a_running_batch(model):
     assert r1.result.token_ids == want.token_ids and first + "".join(rest) == want.text
 
 
-def test_cancel_and_close(model):
+def _slow_steps(monkeypatch, seconds: float = 0.02):
+    """The tiny model's steps take well under a millisecond: slowed, a cancel lands mid-generation."""
+    from edgeformer import batching
+
+    real = batching.step
+    monkeypatch.setattr(batching, "step", lambda seqs: (time.sleep(seconds), real(seqs))[1])
+
+
+def test_cancel_and_close(model, monkeypatch):
     p = prompt_ids(6, seed=60)
     want = _alone(model, p, max_new_tokens=40, temperature=0, ignore_eos=True)
+    _slow_steps(monkeypatch)
     b = edgeformer.Batcher(model)
     r = b.submit(p, max_new_tokens=40, temperature=0, ignore_eos=True)
     next(r)
@@ -79,10 +89,71 @@ def test_cancel_and_close(model):
     pending = b.submit(p, max_new_tokens=40, temperature=0, ignore_eos=True)
     b.close()  # ends what has not finished
     assert pending.wait().finish_reason in ("cancelled", "length")
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(edgeformer.batching.BatcherClosed, match="closed"):
         b.submit(p, max_new_tokens=2)
     # the model is free again
     assert model.generate(p, max_new_tokens=3, temperature=0, ignore_eos=True).token_ids == want.token_ids[:3]
+
+
+def test_a_failing_request_fails_alone(model, monkeypatch):
+    """A request whose prefill fails raises in its own iteration; the one that joined with it, and the
+    Batcher, go on."""
+    from edgeformer import batching
+
+    prefill = batching._Seq.prefill
+
+    def failing(self):
+        if self.ids == [7, 7, 7]:
+            raise ValueError("KV cache: no memory (simulated)")
+        return prefill(self)
+
+    monkeypatch.setattr(batching._Seq, "prefill", failing)
+    good_p = prompt_ids(5, seed=90)
+    with edgeformer.Batcher(model) as b:
+        bad, good = b.submit([7, 7, 7], max_new_tokens=4), b.submit(good_p, max_new_tokens=6, temperature=0)
+        with pytest.raises(ValueError, match="simulated"):
+            bad.wait()
+        assert good.wait().token_ids == _alone(model, good_p, max_new_tokens=6, temperature=0).token_ids
+        assert b.submit(good_p, max_new_tokens=2, temperature=0).wait().token_ids == good.result.token_ids[:2]
+
+
+def test_an_interrupted_step_runs_again(model, monkeypatch):
+    """A Ctrl-C meant for the main thread can interrupt the worker's step (the interrupt flag is the
+    process's): the step runs again and the requests get their tokens, as alone."""
+    from edgeformer import batching
+
+    real, calls = batching.step, []
+
+    def flaky(seqs):
+        calls.append(len(seqs))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(seqs)
+
+    monkeypatch.setattr(batching, "step", flaky)
+    p = prompt_ids(9, seed=91)
+    with edgeformer.Batcher(model) as b:
+        r = b.submit(p, max_new_tokens=10, temperature=0, ignore_eos=True)
+        assert r.wait().token_ids == _alone(model, p, max_new_tokens=10, temperature=0, ignore_eos=True).token_ids
+    assert len(calls) > 3
+
+
+def test_cancel_a_waiting_request_and_keep_its_text(model, monkeypatch):
+    """A request still waiting for room ends at once when cancelled; a cancelled request's stream carries all
+    of its result's text (the decoder's held-back tail included)."""
+    _slow_steps(monkeypatch)
+    p = prompt_ids(6, seed=92)
+    with edgeformer.Batcher(model, max_batch=1) as b:
+        running = b.submit(p, max_new_tokens=60, temperature=0, ignore_eos=True)
+        queued = b.submit(p, max_new_tokens=60, temperature=0, ignore_eos=True)
+        first = next(running)
+        queued.cancel()
+        res = queued.wait(timeout=10)
+        assert res is not None and res.finish_reason == "cancelled" and res.token_ids == []
+        assert running.result is None  # still going
+        running.cancel()
+        rest = list(running)
+    assert running.result.finish_reason == "cancelled" and first + "".join(rest) == running.result.text
 
 
 def test_the_model_stays_usable_beside_a_batcher(model):

@@ -140,6 +140,35 @@ def test_other_errors_and_endpoints(served):
         assert json.loads(r.read())["data"][0]["id"] == "tiny"
 
 
+def test_nulls_content_parts_and_connections(served):
+    """Fields sent as null take their defaults; chat content as a list of text parts; after an error the
+    connection closes (an unread body must not be taken for the next request); a server never started
+    closes without hanging."""
+    import http.client
+
+    model, url = served
+    code, text = _post(url + "/v1/completions", {"prompt": "Hello", "max_tokens": None, "n": None, "seed": None,
+                                                 "temperature": 0, "stop": None})
+    assert code == 200, text
+    msgs = [{"role": "user", "content": "Hello world"}]
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}]}]
+    a = json.loads(_post(url + "/v1/chat/completions", {"messages": msgs, "max_tokens": 5, "temperature": 0})[1])
+    b = json.loads(_post(url + "/v1/chat/completions", {"messages": parts, "max_tokens": 5, "temperature": 0})[1])
+    assert a["choices"][0]["message"] == b["choices"][0]["message"]
+    code, text = _post(url + "/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image"}]}]})
+    assert code == 400 and "messages[0].content" in text
+    c = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+    c.request("POST", "/v1/nothing?x=1", body=b'{"prompt": "a"}', headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 404 and r.getheader("Connection") == "close"
+    r.read()
+    c.close()
+    with urllib.request.urlopen(url + "/health?probe=1", timeout=10) as r:  # a query string is not a path
+        assert r.status == 200
+    srv = Server(model, "idle", port=0)
+    srv.close()
+
+
 def test_a_client_that_goes_away_cancels_its_request(served):
     model, url = served
     port = int(url.rsplit(":", 1)[1])

@@ -27,8 +27,9 @@ class _Seq:
         self.model = model
         self.ids = ids
         self.max_new_tokens = max_new_tokens
-        # a fork copies no weights and reserves its cache as address space: the cache's memory goes back with it
-        self.fork = model._core.fork()
+        # made by prefill(): a fork copies no weights and reserves its cache as address space; release() lets
+        # go of it (the cache's memory) as soon as the sequence ends
+        self.fork = None
         self.sampler = _core.Sampler(opts)
         self.decoder = StreamDecoder(model._tok, stops) if model._tok.tokenizer is not None else None
         self.eos = set() if ignore_eos else set(model.eos_token_ids)
@@ -38,22 +39,32 @@ class _Seq:
         self.pieces: List[str] = []  # text made since the last drain()
         self.done = max_new_tokens <= 0
         self.prefill_seconds = 0.0
-        self.t_first = self.t_end = time.perf_counter()
+        self.t_first: Optional[float] = None  # the first new token's time (None: never prefilled)
+        self.t_end: Optional[float] = None
 
     def prefill(self) -> None:
-        """The prompt, and the first new token out of its last position."""
+        """The prompt, and the first new token out of its last position. Interrupted (KeyboardInterrupt), it
+        resumes where it stopped: the chunks already in the cache stay there."""
         t0 = time.perf_counter()
+        if self.fork is None:
+            self.fork = self.model._core.fork()
         n = _head_split(self.ids)
-        _prefill_chunks(self.fork, self.ids[:n])
+        _prefill_chunks(self.fork, self.ids[self.fork.n_past : n])
         tok = self.fork.step(np.asarray(self.ids[n:], dtype=np.int32), self.sampler, self.history)
         self.t_first = time.perf_counter()
-        self.prefill_seconds = self.t_first - t0
+        self.prefill_seconds += self.t_first - t0
         self.take(tok)
 
     def take(self, tok: int) -> None:
-        """Records a new token; at the sequence's end, flushes the text a UTF-8 character still held back."""
-        if self._alive(tok):
-            return
+        """Records a new token; at the sequence's end, flushes the text the decoder still held back."""
+        if not self._alive(tok):
+            self.end()
+
+    def end(self, finish: Optional[str] = None) -> None:
+        """Ends the sequence (with this finish reason, when given): the text held back (an unfinished UTF-8
+        character, a possible stop string's beginning) comes out, and the KV cache is let go."""
+        if finish is not None:
+            self.finish = finish
         d = self.decoder
         if d is not None and not d.stopped:
             piece = d.update(self.new, final=True)
@@ -61,6 +72,7 @@ class _Seq:
                 self.pieces.append(piece)
         self.done = True
         self.t_end = time.perf_counter()
+        self.fork = None
 
     def _alive(self, tok: int) -> bool:
         if tok in self.eos:
@@ -90,9 +102,10 @@ class _Seq:
     def result(self, decode_start: Optional[float] = None) -> GenerationResult:
         """decode_start: when decoding began (default: this sequence's first token)."""
         start = self.t_first if decode_start is None else decode_start
+        decode = max(0.0, self.t_end - start) if self.t_first is not None and self.t_end is not None else 0.0
         return GenerationResult(text=self.decoder.text if self.decoder is not None else "", token_ids=self.new,
                                 finish_reason=self.finish, prompt_tokens=len(self.ids),
-                                prefill_seconds=self.prefill_seconds, decode_seconds=max(0.0, self.t_end - start))
+                                prefill_seconds=self.prefill_seconds, decode_seconds=decode)
 
 
 def step(seqs: List[_Seq]) -> None:
@@ -122,24 +135,30 @@ def generate_together(model, prompts: List[List[int]], max_new_tokens: int, opti
             step([s for _, s in running])
             for i, s in running:
                 yield from ((i, p) for p in s.drain())
-        return [s.result(max(t_first, s.t_first)) for s in seqs]
+        return [s.result(t_first) for s in seqs]  # (every prefill ran before t_first)
 
 
 class BatchRequest:
     """One request of a Batcher: iterate for its text pieces (blocks until the batch makes them); `.result`
-    is its GenerationResult once the iteration ends. cancel() ends it at the next step."""
+    is its GenerationResult once the iteration ends. cancel() ends it at the next step (or at once, if it
+    still waits for room in the batch)."""
 
-    def __init__(self, seq: _Seq):
+    def __init__(self, seq: _Seq, batcher: "Batcher"):
         self._seq = seq
+        self._batcher = batcher
         self._queue: "queue.Queue[Any]" = queue.Queue()
         self.result: Optional[GenerationResult] = None
         self._cancelled = False
+        self._failed = False
 
     def __iter__(self):
         return self
 
     def __next__(self) -> str:
-        item = self._queue.get()
+        return self._next(None)
+
+    def _next(self, timeout: Optional[float]) -> str:
+        item = self._queue.get(timeout=timeout)  # queue.Empty on a timeout
         if isinstance(item, GenerationResult):
             self.result = item
             self._queue.put(item)  # a further next() ends again
@@ -149,14 +168,27 @@ class BatchRequest:
             raise item
         return item
 
-    def wait(self) -> GenerationResult:
-        """Blocks until the request ends; returns its result."""
-        for _ in self:
-            pass
+    def wait(self, timeout: Optional[float] = None) -> Optional[GenerationResult]:
+        """Blocks until the request ends and returns its result (the pieces not iterated yet are skipped);
+        with a timeout, None if it has not ended by then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.result is None:
+            try:
+                self._next(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except StopIteration:
+                break
+            except queue.Empty:
+                return None
         return self.result
 
     def cancel(self) -> None:
         self._cancelled = True
+        with self._batcher._cond:
+            self._batcher._cond.notify()
+
+
+class BatcherClosed(RuntimeError):
+    """submit() on a Batcher that is closed (or whose worker failed)."""
 
 
 class Batcher:
@@ -171,7 +203,11 @@ class Batcher:
             for piece in r1: print(piece, end="")
             print(r2.wait().text)
 
-    max_batch: the most sequences decoded together (more wait their turn)."""
+    max_batch: the most sequences decoded together (more wait their turn). close() it (or use `with`): the
+    worker thread holds the model until then. A thread that holds the model's own generation open (a stream
+    of model.generate not exhausted) while waiting on a request blocks the worker, which needs the model too.
+    A request that fails (its prompt's KV cache cannot be allocated, say) raises in its own iteration only;
+    a Ctrl-C that interrupts a step is the main thread's, and the step runs again."""
 
     def __init__(self, model, max_batch: int = 16):
         if not isinstance(model._core, _core.Model):
@@ -194,16 +230,17 @@ class Batcher:
                top_k: Optional[int] = None, top_p: Optional[float] = None, min_p: Optional[float] = None,
                repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False) -> BatchRequest:
-        """Queues a generation (the arguments of Model.generate, checked here); returns its BatchRequest."""
+        """Queues a generation (the arguments of Model.generate, checked here: ValueError); returns its
+        BatchRequest. BatcherClosed once the Batcher is closed."""
         m = self.model
         ids, stops, opts = m._generation_args(prompt, max_new_tokens, temperature, top_k, top_p, min_p,
                                                repetition_penalty, seed, stop)
-        req = BatchRequest(_Seq(m, ids, max_new_tokens, opts, stops, ignore_eos))
+        req = BatchRequest(_Seq(m, ids, max_new_tokens, opts, stops, ignore_eos), self)
         with self._cond:
             if self._closed:
-                raise ValueError("Batcher: closed")
+                raise BatcherClosed("Batcher: closed")
             if self._error is not None:
-                raise RuntimeError("Batcher: its worker failed") from self._error
+                raise BatcherClosed("Batcher: its worker failed") from self._error
             self._waiting.append(req)
             self._cond.notify()
         return req
@@ -213,7 +250,8 @@ class Batcher:
         with self._cond:
             self._closed = True
             self._cond.notify()
-        self._thread.join()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
 
     def __enter__(self) -> "Batcher":
         return self
@@ -221,43 +259,78 @@ class Batcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _finish(self, req: BatchRequest) -> None:
+    @staticmethod
+    def _finish(req: BatchRequest) -> None:
         for p in req._seq.drain():
             req._queue.put(p)
         req._queue.put(req._seq.result())
+
+    @staticmethod
+    def _fail(req: BatchRequest, e: BaseException) -> None:
+        req._seq.end()
+        req._failed = True
+        req._queue.put(e)
 
     def _work(self) -> None:
         try:
             while True:
                 with self._cond:
-                    while not self._closed and not self._waiting and not self._running:
+                    while True:
+                        for r in [r for r in self._waiting if r._cancelled]:  # no need to wait for room
+                            self._waiting.remove(r)
+                            r._seq.end("cancelled")
+                            self._finish(r)
+                        if self._closed or self._waiting or self._running:
+                            break
                         self._cond.wait()
                     if self._closed:
                         for r in self._waiting + self._running:
-                            r._seq.finish = "cancelled"
+                            r._seq.end("cancelled")
                             self._finish(r)
+                        self._waiting, self._running = [], []
                         return
                     room = self.max_batch - len(self._running)
                     joining, self._waiting = self._waiting[:room], self._waiting[room:]
-                for r in self._running + joining:  # cancelled requests leave before the step
+                    self._running += joining
+                for r in self._running:  # cancelled requests leave before the step
                     if r._cancelled and not r._seq.done:
-                        r._seq.done, r._seq.finish, r._seq.t_end = True, "cancelled", time.perf_counter()
+                        r._seq.end("cancelled")
                 with self.model._lock:
                     for r in joining:
-                        if not r._seq.done:
+                        if r._seq.done:
+                            continue
+                        try:
                             r._seq.prefill()
-                    live = [r._seq for r in self._running + joining if not r._seq.done]
+                        except KeyboardInterrupt:  # the main thread's Ctrl-C: resumed at the next round
+                            pass
+                        except Exception as e:  # this request's failure alone
+                            self._fail(r, e)
+                    live = [r for r in self._running if not r._seq.done and r._seq.t_first is not None]
                     if live:  # the joiners too: their first token, out of the prefill, is this step's input
-                        step(live)
-                ended = []
-                for r in self._running + joining:
+                        try:
+                            step([r._seq for r in live])
+                        except KeyboardInterrupt:  # the main thread's Ctrl-C: the step runs again
+                            pass
+                        except Exception as e:  # the step's failure: its requests end with it
+                            for r in live:
+                                self._fail(r, e)
+                waiting_prefill = []
+                for r in self._running:
                     if r._seq.done:
-                        ended.append(r)
-                        self._finish(r)
+                        if not r._failed:
+                            self._finish(r)
                     else:
                         for p in r._seq.drain():
                             r._queue.put(p)
-                self._running = [r for r in self._running + joining if r not in ended]
+                        if r._seq.t_first is None:  # an interrupted prefill: it goes on next round
+                            waiting_prefill.append(r)
+                with self._cond:
+                    self._running = [r for r in self._running if not r._seq.done]
+                    # an interrupted prefill resumes first in the next round
+                    for r in waiting_prefill:
+                        self._running.remove(r)
+                    self._waiting = waiting_prefill + self._waiting
+                joining = live = waiting_prefill = []  # nothing of this round stays referenced while idle
         except BaseException as e:  # the requests waiting on the worker learn of it, and new ones are refused
             with self._cond:
                 self._error = e

@@ -12,13 +12,16 @@ threading HTTP server: meant for a machine's own clients or a trusted network, b
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
+from urllib.parse import urlsplit
 
-from .batching import Batcher
+from .batching import Batcher, BatcherClosed
 
 MAX_BODY = 16 << 20
 # OpenAI's finish reasons: ours "eos" and "stop" are its "stop"; the length and context limits its "length"
@@ -30,20 +33,37 @@ class BadRequest(ValueError):
 
 
 def _field(body: Dict[str, Any], name: str, kinds, default=None):
-    """body[name] (or default), which must be of one of kinds (bool is not an int here unless asked for)."""
-    v = body.get(name, default)
+    """body[name] (default when absent or null), which must be of one of kinds (bool is not an int here unless
+    asked for)."""
+    v = body.get(name)
+    if v is None:
+        v = default
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     if v is not None and (not isinstance(v, kinds) or isinstance(v, bool) and bool not in kinds):
         raise BadRequest(f"field '{name}': expected {' or '.join(k.__name__ for k in kinds)}, got {type(v).__name__}")
     return v
 
 
+def _content(c, i: int) -> str:
+    """A message's content: a string, null (an assistant turn that called tools), or OpenAI's list of parts
+    (text parts only here)."""
+    if c is None:
+        return ""
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list) and all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                                   for p in c):
+        return "".join(p["text"] for p in c)
+    raise BadRequest(f"field 'messages[{i}].content': expected a string or a list of text parts")
+
+
 def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[str, Any], bool]:
     """(prompt for Batcher.submit, its keyword arguments, stream) from an OpenAI request body."""
     if chat:
         messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise BadRequest("field 'messages': expected a non-empty list of {'role', 'content'} objects")
+        messages = [dict(m, content=_content(m.get("content"), i)) for i, m in enumerate(messages)]
         try:
             text = model._tok.apply_chat_template(messages, add_generation_prompt=True)
         except ValueError as e:
@@ -85,21 +105,23 @@ class Server:
     def __init__(self, model, name: str, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 16):
         self.model = model
         self.name = name
-        self.batcher = Batcher(model, max_batch=max_batch)
         server = self
 
         class Handler(_Handler):
             srv = server
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)  # first: a port in use leaves nothing running
         self.httpd.daemon_threads = True
+        self.batcher = Batcher(model, max_batch=max_batch)
         self._thread: Optional[threading.Thread] = None
+        self._serving = False
 
     @property
     def port(self) -> int:
         return self.httpd.server_address[1]
 
     def serve_forever(self) -> None:
+        self._serving = True
         self.httpd.serve_forever()
 
     def start(self) -> "Server":
@@ -108,7 +130,9 @@ class Server:
         return self
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        if self._serving:  # shutdown() waits for serve_forever() to notice: only if it ever ran
+            self.httpd.shutdown()
+            self._serving = False
         self.httpd.server_close()
         self.batcher.close()
 
@@ -122,6 +146,7 @@ class Server:
 class _Handler(BaseHTTPRequestHandler):
     srv: Server
     protocol_version = "HTTP/1.1"
+    timeout = 120  # a connection that sends nothing for this long is dropped (a thread each)
 
     def log_message(self, fmt, *args):  # quiet: a server's access log is its caller's business
         pass
@@ -135,20 +160,39 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _error(self, code: int, message: str, kind: str = "invalid_request_error") -> None:
-        self._json(code, {"error": {"message": message, "type": kind, "code": code}})
+        # the connection closes after an error: a body the request sent may not have been read, and would be
+        # taken for the next request
+        self.close_connection = True
+        data = json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed its side (a readable socket with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def do_GET(self) -> None:
-        if self.path == "/health":
+        path = urlsplit(self.path).path
+        if path == "/health":
             self._json(200, {"status": "ok"})
-        elif self.path == "/v1/models":
+        elif path == "/v1/models":
             self._json(200, {"object": "list", "data": [{"id": self.srv.name, "object": "model", "created": 0,
                                                          "owned_by": "edgeformer"}]})
         else:
             self._error(404, f"no such endpoint: GET {self.path}", "not_found_error")
 
     def do_POST(self) -> None:
-        chat = self.path == "/v1/chat/completions"
-        if not chat and self.path != "/v1/completions":
+        path = urlsplit(self.path).path
+        chat = path == "/v1/chat/completions"
+        if not chat and path != "/v1/completions":
             self._error(404, f"no such endpoint: POST {self.path}", "not_found_error")
             return
         try:
@@ -171,7 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as e:  # BadRequest, and submit()'s checks, which name the argument
             self._error(400, str(e))
             return
-        except Exception as e:  # the batcher's worker failed: the server cannot generate any more
+        except BatcherClosed as e:  # shutting down
+            self._error(503, str(e), "server_error")
+            return
+        except Exception as e:
             self._error(500, f"{type(e).__name__}: {e}", "server_error")
             return
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
@@ -179,7 +226,16 @@ class _Handler(BaseHTTPRequestHandler):
         if stream:
             self._stream(req, rid, created, chat)
             return
-        r = req.wait()
+        try:
+            r = None
+            while r is None:  # a client that goes away cancels its request
+                r = req.wait(timeout=0.25)
+                if r is None and self._client_gone():
+                    req.cancel()
+                    return
+        except Exception as e:  # the request failed (its KV cache could not be allocated, say)
+            self._error(500, f"{type(e).__name__}: {e}", "server_error")
+            return
         choice: Dict[str, Any] = {"index": 0, "finish_reason": FINISH.get(r.finish_reason, "stop")}
         if chat:
             choice["message"] = {"role": "assistant", "content": r.text}
@@ -221,6 +277,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):  # the client went away: its request ends at the next step
             req.cancel()
+        except Exception as e:  # the request failed mid-stream: an error event (OpenAI's clients raise on it)
+            err = {"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error", "code": 500}}
+            try:
+                self.wfile.write(b"data: " + json.dumps(err).encode() + b"\n\n")
+                self.wfile.flush()
+            except OSError:
+                pass
 
 
 def serve(model, name: str, host: str, port: int, max_batch: int) -> int:
