@@ -70,6 +70,13 @@ def test_completions_stream(served):
     events, done = _events(text)
     assert done and "".join(e["choices"][0]["text"] for e in events) == want.text
     assert [e["choices"][0]["finish_reason"] for e in events][-1] == "length"
+    assert all("usage" not in e for e in events)
+    _, text = _post(url + "/v1/completions", {"prompt": "Hello world", "max_tokens": 16, "temperature": 0,
+                                              "stream": True, "ignore_eos": True,
+                                              "stream_options": {"include_usage": True}})
+    events, done = _events(text)
+    assert done and events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 16
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == want.text
 
 
 def test_chat_completions(served):

@@ -57,8 +57,9 @@ def _content(c, i: int) -> str:
     raise BadRequest(f"field 'messages[{i}].content': expected a string or a list of text parts")
 
 
-def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[str, Any], bool]:
-    """(prompt for Batcher.submit, its keyword arguments, stream) from an OpenAI request body."""
+def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[str, Any], bool, bool]:
+    """(prompt for Batcher.submit, its keyword arguments, stream, a usage chunk at the stream's end) from an
+    OpenAI request body."""
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
@@ -96,7 +97,14 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[
     if n != 1:
         raise BadRequest("field 'n': only 1 (send several requests: they are batched)")
     stream = _field(body, "stream", bool, False)
-    return prompt, kw, stream
+    options = _field(body, "stream_options", dict, {})
+    include_usage = _field(options, "include_usage", bool, False)
+    return prompt, kw, stream, include_usage
+
+
+def _usage(r) -> Dict[str, int]:
+    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": len(r.token_ids),
+            "total_tokens": r.prompt_tokens + len(r.token_ids)}
 
 
 class Server:
@@ -207,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"null")
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object")
-            prompt, kw, stream = generation_args(self.srv.model, body, chat)
+            prompt, kw, stream, include_usage = generation_args(self.srv.model, body, chat)
             req = self.srv.batcher.submit(prompt, **kw)
         except json.JSONDecodeError as e:
             self._error(400, f"the body is not JSON: {e}")
@@ -224,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         if stream:
-            self._stream(req, rid, created, chat)
+            self._stream(req, rid, created, chat, include_usage)
             return
         try:
             r = None
@@ -242,11 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             choice.update(text=r.text, logprobs=None)
         self._json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-                         "model": self.srv.name, "choices": [choice],
-                         "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": len(r.token_ids),
-                                   "total_tokens": r.prompt_tokens + len(r.token_ids)}})
+                         "model": self.srv.name, "choices": [choice], "usage": _usage(r)})
 
-    def _stream(self, req, rid: str, created: int, chat: bool) -> None:
+    def _stream(self, req, rid: str, created: int, chat: bool, include_usage: bool) -> None:
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(piece: Optional[str], finish: Optional[str], first: bool = False) -> bytes:
@@ -273,6 +279,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk(piece, None))
                 self.wfile.flush()
             self.wfile.write(chunk(None, FINISH.get(req.result.finish_reason, "stop")))
+            if include_usage:  # OpenAI's stream_options: one more chunk, no choices, the usage
+                data = {"id": rid, "object": obj, "created": created, "model": self.srv.name, "choices": [],
+                        "usage": _usage(req.result)}
+                self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):  # the client went away: its request ends at the next step
