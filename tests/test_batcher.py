@@ -156,6 +156,22 @@ def test_cancel_a_waiting_request_and_keep_its_text(model, monkeypatch):
     assert running.result.finish_reason == "cancelled" and first + "".join(rest) == running.result.text
 
 
+def test_a_dropped_batcher_lets_go(model):
+    """A Batcher dropped without close(): its worker ends and the Batcher (its forks) can be collected."""
+    import gc
+    import weakref
+
+    b = edgeformer.Batcher(model)
+    p = prompt_ids(5, seed=93)
+    assert b.submit(p, max_new_tokens=3, temperature=0).wait().token_ids == \
+        _alone(model, p, max_new_tokens=3, temperature=0).token_ids
+    ref, thread = weakref.ref(b), b._thread
+    del b
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive() and ref() is None
+
+
 def test_the_model_stays_usable_beside_a_batcher(model):
     """Model calls from other threads wait for a step, and get their own results."""
     p = prompt_ids(8, seed=70)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
@@ -203,8 +204,8 @@ class Batcher:
             for piece in r1: print(piece, end="")
             print(r2.wait().text)
 
-    max_batch: the most sequences decoded together (more wait their turn). close() it (or use `with`): the
-    worker thread holds the model until then. A thread that holds the model's own generation open (a stream
+    max_batch: the most sequences decoded together (more wait their turn). close() it (or use `with`); one
+    dropped without close() stops its worker within a second. A thread that holds the model's own generation open (a stream
     of model.generate not exhausted) while waiting on a request blocks the worker, which needs the model too.
     A request that fails (its prompt's KV cache cannot be allocated, say) raises in its own iteration only;
     a Ctrl-C that interrupts a step is the main thread's, and the step runs again."""
@@ -223,7 +224,8 @@ class Batcher:
         self._running: List[BatchRequest] = []
         self._closed = False
         self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._work, name="edgeformer-batcher", daemon=True)
+        self._thread = threading.Thread(target=Batcher._worker, args=(weakref.ref(self), self._cond),
+                                        name="edgeformer-batcher", daemon=True)
         self._thread.start()
 
     def submit(self, prompt: Union[str, Sequence[int]], max_new_tokens: int = 128, temperature: Optional[float] = None,
@@ -271,68 +273,87 @@ class Batcher:
         req._failed = True
         req._queue.put(e)
 
-    def _work(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    while True:
-                        for r in [r for r in self._waiting if r._cancelled]:  # no need to wait for room
-                            self._waiting.remove(r)
-                            r._seq.end("cancelled")
-                            self._finish(r)
-                        if self._closed or self._waiting or self._running:
-                            break
-                        self._cond.wait()
-                    if self._closed:
-                        for r in self._waiting + self._running:
-                            r._seq.end("cancelled")
-                            self._finish(r)
-                        self._waiting, self._running = [], []
+    @staticmethod
+    def _worker(ref: "weakref.ref[Batcher]", cond: threading.Condition) -> None:
+        """The worker thread. It holds the Batcher only while it works: a Batcher dropped without close()
+        (nothing can reach its requests then) ends it, and lets go of the model."""
+        while True:
+            with cond:
+                while True:
+                    b = ref()
+                    if b is None:
                         return
-                    room = self.max_batch - len(self._running)
-                    joining, self._waiting = self._waiting[:room], self._waiting[room:]
-                    self._running += joining
-                for r in self._running:  # cancelled requests leave before the step
-                    if r._cancelled and not r._seq.done:
-                        r._seq.end("cancelled")
-                with self.model._lock:
-                    for r in joining:
-                        if r._seq.done:
-                            continue
-                        try:
-                            r._seq.prefill()
-                        except KeyboardInterrupt:  # the main thread's Ctrl-C: resumed at the next round
-                            pass
-                        except Exception as e:  # this request's failure alone
-                            self._fail(r, e)
-                    live = [r for r in self._running if not r._seq.done and r._seq.t_first is not None]
-                    if live:  # the joiners too: their first token, out of the prefill, is this step's input
-                        try:
-                            step([r._seq for r in live])
-                        except KeyboardInterrupt:  # the main thread's Ctrl-C: the step runs again
-                            pass
-                        except Exception as e:  # the step's failure: its requests end with it
-                            for r in live:
-                                self._fail(r, e)
-                waiting_prefill = []
-                for r in self._running:
-                    if r._seq.done:
-                        if not r._failed:
-                            self._finish(r)
-                    else:
-                        for p in r._seq.drain():
-                            r._queue.put(p)
-                        if r._seq.t_first is None:  # an interrupted prefill: it goes on next round
-                            waiting_prefill.append(r)
-                with self._cond:
-                    self._running = [r for r in self._running if not r._seq.done]
-                    # an interrupted prefill resumes first in the next round
-                    for r in waiting_prefill:
-                        self._running.remove(r)
-                    self._waiting = waiting_prefill + self._waiting
-                joining = live = waiting_prefill = []  # nothing of this round stays referenced while idle
-        except BaseException as e:  # the requests waiting on the worker learn of it, and new ones are refused
-            with self._cond:
-                self._error = e
+                    if b._has_work():
+                        break
+                    del b
+                    cond.wait(1.0)
+            try:
+                if not b._round():
+                    return
+            except BaseException as e:  # the requests waiting on the worker learn of it, and new ones are refused
+                with cond:
+                    b._error = e
+                    for r in b._waiting + b._running:
+                        r._queue.put(e)
+                return
+            finally:
+                del b
+
+    def _has_work(self) -> bool:
+        """(under _cond) Whether a round has something to do; cancelled requests still waiting for room end."""
+        for r in [r for r in self._waiting if r._cancelled]:
+            self._waiting.remove(r)
+            r._seq.end("cancelled")
+            self._finish(r)
+        return self._closed or bool(self._waiting) or bool(self._running)
+
+    def _round(self) -> bool:
+        """New requests join, cancelled ones leave, one step for all; False once closed."""
+        with self._cond:
+            if self._closed:
                 for r in self._waiting + self._running:
-                    r._queue.put(e)
+                    r._seq.end("cancelled")
+                    self._finish(r)
+                self._waiting, self._running = [], []
+                return False
+            room = self.max_batch - len(self._running)
+            joining, self._waiting = self._waiting[:room], self._waiting[room:]
+            self._running += joining
+        for r in self._running:  # cancelled requests leave before the step
+            if r._cancelled and not r._seq.done:
+                r._seq.end("cancelled")
+        with self.model._lock:
+            for r in joining:
+                if r._seq.done:
+                    continue
+                try:
+                    r._seq.prefill()
+                except KeyboardInterrupt:  # the main thread's Ctrl-C: resumed at the next round
+                    pass
+                except Exception as e:  # this request's failure alone
+                    self._fail(r, e)
+            live = [r for r in self._running if not r._seq.done and r._seq.t_first is not None]
+            if live:  # the joiners too: their first token, out of the prefill, is this step's input
+                try:
+                    step([r._seq for r in live])
+                except KeyboardInterrupt:  # the main thread's Ctrl-C: the step runs again
+                    pass
+                except Exception as e:  # the step's failure: its requests end with it
+                    for r in live:
+                        self._fail(r, e)
+        waiting_prefill = []
+        for r in self._running:
+            if r._seq.done:
+                if not r._failed:
+                    self._finish(r)
+            else:
+                for p in r._seq.drain():
+                    r._queue.put(p)
+                if r._seq.t_first is None:  # an interrupted prefill: it goes on next round
+                    waiting_prefill.append(r)
+        with self._cond:
+            self._running = [r for r in self._running if not r._seq.done]
+            for r in waiting_prefill:  # an interrupted prefill resumes first in the next round
+                self._running.remove(r)
+            self._waiting = waiting_prefill + self._waiting
+        return True
