@@ -568,7 +568,7 @@ class Model:
         sampling = (temperature, top_k, top_p, min_p, repetition_penalty, seed)
         if batch:
             prompts = [self._prompt_ids(p, f"prompt {i}") for i, p in enumerate(prompt)]
-            _, stops, _ = self._generation_args(prompts[0], max_new_tokens, *sampling, stop)
+            stops, _ = self._options_and_stops(max_new_tokens, sampling, stop)
 
             def options() -> "_core.SamplerOptions":  # a fresh random seed per prompt when none is given
                 return self._sampler_options(*sampling)
@@ -583,9 +583,14 @@ class Model:
                          stop):
         """generate()'s arguments for one prompt, checked before anything runs: (token ids, stop strings,
         sampler options; a fresh random seed when none is given)."""
+        stops, opts = self._options_and_stops(max_new_tokens, (temperature, top_k, top_p, min_p,
+                                                               repetition_penalty, seed), stop)
+        return self._prompt_ids(prompt), stops, opts
+
+    def _options_and_stops(self, max_new_tokens, sampling, stop):
+        """The checks every prompt shares: (stop strings, sampler options)."""
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"argument 'max_new_tokens' must be a non-negative integer, got {max_new_tokens!r}")
-        ids = self._prompt_ids(prompt)
         if stop is None:
             stops: List[str] = []
         elif isinstance(stop, str):
@@ -594,8 +599,7 @@ class Model:
             stops = list(stop)
         else:
             raise ValueError("argument 'stop' must be a string or a list of strings")
-        opts = self._sampler_options(temperature, top_k, top_p, min_p, repetition_penalty, seed)
-        return ids, stops, opts
+        return stops, self._sampler_options(*sampling)
 
     def _generate(self, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool):
         with self._lock:

@@ -159,25 +159,21 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # quiet: a server's access log is its caller's business
         pass
 
-    def _json(self, code: int, obj: Any) -> None:
+    def _json(self, code: int, obj: Any, close: bool = False) -> None:
         data = json.dumps(obj).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
     def _error(self, code: int, message: str, kind: str = "invalid_request_error") -> None:
         # the connection closes after an error: a body the request sent may not have been read, and would be
         # taken for the next request
-        self.close_connection = True
-        data = json.dumps({"error": {"message": message, "type": kind, "code": code}}).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+        self._json(code, {"error": {"message": message, "type": kind, "code": code}}, close=True)
 
     def _client_gone(self) -> bool:
         """Whether the client closed its side (a readable socket with nothing to read)."""

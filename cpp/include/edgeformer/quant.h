@@ -33,6 +33,22 @@ static inline EF_HOST_DEVICE int iq4xs_scale(int ib, const uint8_t* block) {
   const int hi = ((block[2] | (block[3] << 8)) >> (2 * ib)) & 3;
   return (((block[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F) | (hi << 4)) - 32;
 }
+// ... and written (sc in -32..31) into a block whose scale bytes are zero
+static inline void iq4xs_put_scale(int ib, int sc, uint8_t* block) {
+  const int s6 = sc + 32;
+  block[4 + ib / 2] |= (uint8_t)((s6 & 0x0F) << (4 * (ib % 2)));
+  block[2 + ib / 4] |= (uint8_t)((s6 >> 4) << (2 * (ib % 4)));
+}
+// q3_k group g's 6-bit scale (stored + 32): 4 low bits in byte g % 8 of 8 (nibble g / 8), 2 high in byte g % 4
+// of the next 4 (bits 2 (g / 4)); the 12 bytes start at 96
+static inline int q3k_scale(int g, const uint8_t* block) {
+  return (((block[96 + g % 8] >> (4 * (g / 8))) & 0x0F) | (((block[104 + g % 4] >> (2 * (g / 4))) & 0x03) << 4)) - 32;
+}
+static inline void q3k_put_scale(int g, int sc, uint8_t* block) {
+  const int s6 = sc + 32;
+  block[96 + g % 8] |= (uint8_t)((s6 & 0x0F) << (4 * (g / 8)));
+  block[104 + g % 4] |= (uint8_t)((s6 >> 4) << (2 * (g / 4)));
+}
 
 // q4_k packs 8 six-bit scales and 8 six-bit mins in 12 bytes: those of sub-block j. Static inline: the
 // per-ISA kernel copies include this header (see dtype.h); the CUDA kernels call it on the device too.

@@ -121,12 +121,7 @@ inline float dot_q3_k(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation 
     unpack_q2_sub(w + 32, w, k, v);
     int32_t lo, hi;
     dot32_halves(v, x[k].q, lo, hi);
-    int sc[2];
-    for (int h = 0; h < 2; h++) {
-      const int g = 2 * k + h;
-      sc[h] = (((w[96 + g % 8] >> (4 * (g / 8))) & 0x0F) | ((w[104 + g % 4] >> (2 * (g / 4))) & 0x03) << 4) - 32;
-    }
-    const int32_t s = sc[0] * (lo - 4 * x[k].sum[0]) + sc[1] * (hi - 4 * x[k].sum[1]);
+    const int32_t s = q3k_scale(2 * k, w) * (lo - 4 * x[k].sum[0]) + q3k_scale(2 * k + 1, w) * (hi - 4 * x[k].sum[1]);
     acc += d * x[k].d * (float)s;
   }
   return acc;

@@ -43,38 +43,6 @@ inline void prefetch_block(const uint8_t* p, int64_t bytes) {
 
 inline int32_t xsum(const BlockQ8& b) { return (int32_t)b.sum[0] + b.sum[1]; }
 
-struct PanelQ4_0 {
-  static constexpr int64_t kBlock = 32, kBytes = 16 * 18;
-  static constexpr bool kMins = false;
-  // a tile of several tokens alone in its chunk prefetches the next panel (qmatmul_panels)
-  static constexpr bool kPrefetchOneTile = true;
-  template <int RT>
-  static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
-                   const uint8_t* next) {
-    pf facc[RT];
-    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
-    for (int64_t b = 0; b < nb; b++, p += kBytes) {
-      if (next) prefetch_block(next + b * kBytes, kBytes);
-      pi acc[RT], acc2[RT];  // two dependency chains per token: elements 0..15 and 16..31
-      for (int t = 0; t < RT; t++) {
-        acc[t] = pi_set1(-8 * xsum(x[t][b]));  // nibbles are stored + 8
-        acc2[t] = pi_set1(0);
-      }
-      for (int c = 0; c < 4; c++) {
-        pw lo, hi;
-        pw_nibbles(pw_load(p + 32 + 64 * c), lo, hi);
-        for (int t = 0; t < RT; t++) {
-          acc[t] = pi_dot_u8(acc[t], lo, x[t][b].q + 4 * c);
-          acc2[t] = pi_dot_u8(acc2[t], hi, x[t][b].q + 16 + 4 * c);
-        }
-      }
-      const pf d = pf_load_f16(p);
-      for (int t = 0; t < RT; t++) facc[t] = pf_fma_i(pi_add(acc[t], acc2[t]), pf_scale(d, x[t][b].d), facc[t]);
-    }
-    for (int t = 0; t < RT; t++) out[t] = facc[t];
-  }
-};
-
 // kResidual: both activation levels (quant.h: BlockQ8), the error of the weights alone; without it the first
 // level only, as llama.cpp and CTranslate2 compute int8 products, at half the integer work.
 template <bool kResidual>
@@ -131,14 +99,19 @@ inline void static_for(F&& f) {
   static_for_impl(f, std::make_integer_sequence<int, N>{});
 }
 
-// q4_1: w = d q + m; q5_0: w = d (q - 16); q5_1: w = d q + m, q a nibble and a fifth bit (quant.h)
+// q4_0: w = d (q - 8); q4_1: w = d q + m; q5_0: w = d (q - 16); q5_1: w = d q + m, q a nibble (and a fifth
+// bit: quant.h)
 template <DType T>
 struct PanelQ32 {
-  static constexpr bool kM = T != DType::Q5_0, k5 = T != DType::Q4_1;
-  static constexpr int64_t kBlock = 32, kBytes = 16 * (T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : 24);
+  static constexpr bool kM = T == DType::Q4_1 || T == DType::Q5_1, k5 = T == DType::Q5_0 || T == DType::Q5_1;
+  static constexpr int64_t kBlock = 32;
+  static constexpr int64_t kBytes = 16 * (T == DType::Q4_0 ? 18 : T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : 24);
   static constexpr int64_t kQs = kM ? 64 : 32;  // the nibble chunks; the fifth bits follow them
+  static constexpr int32_t kOffset = kM ? 0 : k5 ? 16 : 8;  // stored + offset: removed through the sums
   static constexpr bool kMins = false;
-  static constexpr bool kPrefetchOneTile = false;  // not measured for these layouts
+  // q4_0's tiles of several tokens alone in their chunk prefetch the next panel (qmatmul_panels); not measured
+  // for the other layouts
+  static constexpr bool kPrefetchOneTile = T == DType::Q4_0;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -148,7 +121,7 @@ struct PanelQ32 {
       if (next) prefetch_block(next + b * kBytes, kBytes);
       pi acc[RT], acc2[RT];
       for (int t = 0; t < RT; t++) {
-        acc[t] = pi_set1(kM ? 0 : -16 * xsum(x[t][b]));
+        acc[t] = pi_set1(-kOffset * xsum(x[t][b]));
         acc2[t] = pi_set1(0);
       }
       pw H;
@@ -485,7 +458,7 @@ void qmatmul_q8_rows(const int8_t* xq, const float* xd, const int32_t* xsum, con
 }
 
 #define EF_QPANEL_TABLE                                                                                          \
-  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0<true>>, qmatmul_panels<PanelQ4_0>, qmatmul_panels<PanelQK<false>>, \
+  {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0<true>>, qmatmul_panels<PanelQ32<DType::Q4_0>>, qmatmul_panels<PanelQK<false>>, \
    qmatmul_panels<PanelQ6_K>, qmatmul_panels<PanelQ32<DType::Q4_1>>, qmatmul_panels<PanelQ32<DType::Q5_0>>,         \
    qmatmul_panels<PanelQ32<DType::Q5_1>>, qmatmul_panels<PanelQK<true>>, qmatmul_panels<PanelQLow<true>>,          \
    qmatmul_panels<PanelQLow<false>>, qmatmul_panels<PanelIQ4<false>>, qmatmul_panels<PanelIQ4<true>>}

@@ -127,9 +127,7 @@ void pack_fields(DType t, const uint8_t* s, uint8_t* dst, int r) {
       break;
     case DType::Q3_K:
       std::memcpy(dst + 2 * r, s + 108, 2);
-      for (int g = 0; g < 16; g++)
-        dst[32 + 16 * g + r] = (uint8_t)(int8_t)((((s[96 + g % 8] >> (4 * (g / 8))) & 0x0F) |
-                                                   ((s[104 + g % 4] >> (2 * (g / 4))) & 0x03) << 4) - 32);
+      for (int g = 0; g < 16; g++) dst[32 + 16 * g + r] = (uint8_t)(int8_t)q3k_scale(g, s);
       break;
     default:  // q2_k
       std::memcpy(dst + 2 * r, s + 80, 2);
@@ -158,25 +156,13 @@ void unpack_fields(DType t, const uint8_t* src, uint8_t* d, int r) {
       std::memcpy(d + 2, src + 32 + 2 * r, 2);
       unpack_q4k_scales(src, d + 4, r);
       break;
-    case DType::IQ4_XS: {
+    case DType::IQ4_XS:
       std::memcpy(d, src + 2 * r, 2);
-      uint16_t hi = 0;
-      for (int ib = 0; ib < 8; ib++) {
-        const int s6 = (int8_t)src[32 + 16 * ib + r] + 32;
-        d[4 + ib / 2] |= (uint8_t)((s6 & 0x0F) << (4 * (ib % 2)));
-        hi |= (uint16_t)((s6 >> 4) << (2 * ib));
-      }
-      d[2] = (uint8_t)hi;
-      d[3] = (uint8_t)(hi >> 8);
+      for (int ib = 0; ib < 8; ib++) iq4xs_put_scale(ib, (int8_t)src[32 + 16 * ib + r], d);
       break;
-    }
     case DType::Q3_K:
       std::memcpy(d + 108, src + 2 * r, 2);
-      for (int g = 0; g < 16; g++) {
-        const int s6 = (int8_t)src[32 + 16 * g + r] + 32;
-        d[96 + g % 8] |= (uint8_t)((s6 & 0x0F) << (4 * (g / 8)));
-        d[104 + g % 4] |= (uint8_t)((s6 >> 4) << (2 * (g / 4)));
-      }
+      for (int g = 0; g < 16; g++) q3k_put_scale(g, (int8_t)src[32 + 16 * g + r], d);
       break;
     default:
       std::memcpy(d + 80, src + 2 * r, 2);

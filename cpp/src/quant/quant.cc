@@ -14,6 +14,16 @@ inline void store_f16(uint8_t* p, float f) {
   uint16_t h = f32_to_f16(f);
   std::memcpy(p, &h, 2);
 }
+// the element of largest magnitude, with its sign (the first of equals): gguf-py's argmax(abs)
+inline float signed_extreme(const float* x, int n) {
+  float amax = 0, mx = 0;
+  for (int i = 0; i < n; i++)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      mx = x[i];
+    }
+  return mx;
+}
 inline float round_away(float x) {  // gguf-py's np_roundf: half away from zero
   const float a = std::fabs(x), fl = std::floor(a);
   const float b = fl + std::floor(2.f * (a - fl));
@@ -32,13 +42,7 @@ void quantize_q8_0(const float* x, uint8_t* out, int64_t nb) {
 
 void quantize_q4_0(const float* x, uint8_t* out, int64_t nb) {
   for (int64_t b = 0; b < nb; b++, x += 32, out += 18) {
-    float amax = 0, max = 0;
-    for (int i = 0; i < 32; i++)
-      if (std::fabs(x[i]) > amax) {
-        amax = std::fabs(x[i]);
-        max = x[i];
-      }
-    const float d = max / -8.f, id = d != 0 ? 1.f / d : 0.f;
+    const float d = signed_extreme(x, 32) / -8.f, id = d != 0 ? 1.f / d : 0.f;
     store_f16(out, d);
     for (int i = 0; i < 16; i++) {
       int q0 = std::min(15, std::max(0, (int)(uint8_t)(int)std::trunc(x[i] * id + 8.5f)));
@@ -116,13 +120,7 @@ void quantize_q32(const float* x, uint8_t* out, int64_t nb) {
       d = (mx - mn) / (k5 ? 31.f : 15.f);
       off = 0.5f;
     } else {
-      float amax = 0, mx = 0;
-      for (int i = 0; i < 32; i++)
-        if (std::fabs(x[i]) > amax) {
-          amax = std::fabs(x[i]);
-          mx = x[i];
-        }
-      d = mx / -16.f;
+      d = signed_extreme(x, 32) / -16.f;
       off = 16.5f;
     }
     const float id = d != 0 ? 1.f / d : 0.f;
@@ -146,29 +144,14 @@ void quantize_q32(const float* x, uint8_t* out, int64_t nb) {
 // search of the other K-quants here (llama.cpp searches further, with importance weights).
 void quantize_q3_k(const float* x, uint8_t* out, int64_t nb) {
   for (int64_t b = 0; b < nb; b++, x += 256, out += 110) {
-    float scale[16], max_abs = 0, max_scale = 0;
-    for (int g = 0; g < 16; g++) {
-      float amax = 0, mx = 0;
-      for (int i = 0; i < 16; i++)
-        if (std::fabs(x[16 * g + i]) > amax) {
-          amax = std::fabs(x[16 * g + i]);
-          mx = x[16 * g + i];
-        }
-      scale[g] = mx / -4.f;
-      if (std::fabs(scale[g]) > max_abs) {
-        max_abs = std::fabs(scale[g]);
-        max_scale = scale[g];
-      }
-    }
+    float scale[16];
+    for (int g = 0; g < 16; g++) scale[g] = signed_extreme(x + 16 * g, 16) / -4.f;
     std::memset(out, 0, 110);
-    store_f16(out + 108, max_scale / -32.f);
+    store_f16(out + 108, signed_extreme(scale, 16) / -32.f);
     const float dq = f16_load(out + 108);
-    uint8_t* sc = out + 96;
     for (int g = 0; g < 16; g++) {
       const int s = std::min(31, std::max(-32, dq != 0 ? (int)std::nearbyint(scale[g] / dq) : 0));
-      const int s6 = s + 32;
-      sc[g % 8] |= (uint8_t)((s6 & 0x0F) << (4 * (g / 8)));
-      sc[8 + g % 4] |= (uint8_t)((s6 >> 4) << (2 * (g / 4)));
+      q3k_put_scale(g, s, out);
       const float ds = dq * (float)s;
       for (int i = 0; i < 16; i++) {
         const int e = 16 * g + i;
@@ -189,15 +172,6 @@ inline int iq4_nearest(float v) {
     if (std::fabs(v - kIQ4Values[k]) < std::fabs(v - kIQ4Values[best])) best = k;
   return best;
 }
-inline float signed_extreme(const float* x, int n) {
-  float amax = 0, mx = 0;
-  for (int i = 0; i < n; i++)
-    if (std::fabs(x[i]) > amax) {
-      amax = std::fabs(x[i]);
-      mx = x[i];
-    }
-  return mx;
-}
 inline void iq4_nibbles(const float* x, float d, uint8_t* qs) {  // 32 values -> 16 bytes
   const float id = d != 0 ? 1.f / d : 0.f;
   std::memset(qs, 0, 16);
@@ -213,26 +187,16 @@ void quantize_iq4_nl(const float* x, uint8_t* out, int64_t nb) {
 
 void quantize_iq4_xs(const float* x, uint8_t* out, int64_t nb) {
   for (int64_t b = 0; b < nb; b++, x += 256, out += 136) {
-    float scale[8], max_abs = 0, max_scale = 0;
-    for (int ib = 0; ib < 8; ib++) {
-      scale[ib] = signed_extreme(x + 32 * ib, 32) / -127.f;
-      if (std::fabs(scale[ib]) > max_abs) {
-        max_abs = std::fabs(scale[ib]);
-        max_scale = scale[ib];
-      }
-    }
+    float scale[8];
+    for (int ib = 0; ib < 8; ib++) scale[ib] = signed_extreme(x + 32 * ib, 32) / -127.f;
     std::memset(out, 0, 8);
-    store_f16(out, max_scale / -32.f);
+    store_f16(out, signed_extreme(scale, 8) / -32.f);
     const float dq = f16_load(out);
-    uint16_t hi = 0;
     for (int ib = 0; ib < 8; ib++) {
-      const int s = std::min(31, std::max(-32, dq != 0 ? (int)std::nearbyint(scale[ib] / dq) : 0)), s6 = s + 32;
-      out[4 + ib / 2] |= (uint8_t)((s6 & 0x0F) << (4 * (ib % 2)));
-      hi |= (uint16_t)((s6 >> 4) << (2 * ib));
+      const int s = std::min(31, std::max(-32, dq != 0 ? (int)std::nearbyint(scale[ib] / dq) : 0));
+      iq4xs_put_scale(ib, s, out);
       iq4_nibbles(x + 32 * ib, dq * (float)s, out + 8 + 16 * ib);
     }
-    out[2] = (uint8_t)hi;
-    out[3] = (uint8_t)(hi >> 8);
   }
 }
 
@@ -271,21 +235,9 @@ void quantize_q2_k(const float* x, uint8_t* out, int64_t nb) {
 // q6_k: 16 groups of 16, value = d * sc[g] * (q - 32), q in 0..63, sc int8.
 void quantize_q6_k(const float* x, uint8_t* out, int64_t nb) {
   for (int64_t b = 0; b < nb; b++, x += 256, out += 210) {
-    float scale[16], max_abs_scale = 0, max_scale = 0;
-    for (int g = 0; g < 16; g++) {
-      float amax = 0, mx = 0;
-      for (int i = 0; i < 16; i++)
-        if (std::fabs(x[16 * g + i]) > amax) {
-          amax = std::fabs(x[16 * g + i]);
-          mx = x[16 * g + i];
-        }
-      scale[g] = mx / -32.f;
-      if (std::fabs(scale[g]) > max_abs_scale) {
-        max_abs_scale = std::fabs(scale[g]);
-        max_scale = scale[g];
-      }
-    }
-    const float d = max_scale / -128.f;
+    float scale[16];
+    for (int g = 0; g < 16; g++) scale[g] = signed_extreme(x + 16 * g, 16) / -32.f;
+    const float d = signed_extreme(scale, 16) / -128.f;
     uint8_t* ql = out;
     uint8_t* qh = out + 128;
     int8_t* sc = (int8_t*)(out + 192);
@@ -455,8 +407,7 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
       for (int64_t b = 0; b < nb; b++, p += 110, y += 256) {
         const float d = f16_load(p + 108);
         for (int g = 0; g < 16; g++) {
-          const int s6 = ((p[96 + g % 8] >> (4 * (g / 8))) & 0x0F) | ((p[104 + g % 4] >> (2 * (g / 4))) & 0x03) << 4;
-          const float dl = d * (float)(s6 - 32);
+          const float dl = d * (float)q3k_scale(g, p);
           for (int i = 0; i < 16; i++) {
             const int e = 16 * g + i;
             const int lo = (p[32 + 32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3;
