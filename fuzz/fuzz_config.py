@@ -92,7 +92,7 @@ NAME_HINTS = ["lm_head.weight", "transformer.wte.weight", "wte.weight", "transfo
               "model.decoder.embed_tokens.weight", "decoder.embed_tokens.weight", "transformer.ln_f.gamma",
               "transformer.ln_f.beta", "ln_f.gamma", "ln_f.beta", "transformer.h.0.ln_1.gamma",
               "bert.embeddings.LayerNorm.gamma", "embeddings.LayerNorm.gamma", "embeddings.LayerNorm.beta"]
-DTYPES = ["", "", "", "", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q5_k", "q3_k", "q2_k", "iq4_xs"]
+DTYPES = ["", "", "", "", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q5_k", "q3_k", "q2_k", "iq4_xs", "iq2_xxs"]
 
 
 # -- inputs ------------------------------------------------------------------------------------------------

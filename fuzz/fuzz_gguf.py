@@ -25,7 +25,7 @@ import edgeformer
 from edgeformer import _core
 from edgeformer.gguf_config import config_from_gguf
 from edgeformer.gguf_tokenizer import tokenizer_from_gguf
-from edgeformer.model import BLOCK_TYPES
+from edgeformer.model import BLOCK_TYPES, GRID_TYPES
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -33,7 +33,8 @@ import common  # noqa: E402
 NAME = "gguf"
 GGML = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q2_k": 10, "q3_k": 11,
         "q4_k": 12, "q5_k": 13, "q6_k": 14, "iq4_nl": 20, "iq4_xs": 23, "i8": 24, "i16": 25, "i32": 26, "i64": 27,
-        "f64": 28, "bf16": 30}
+        "f64": 28, "bf16": 30, "iq2_xxs": 16, "iq2_xs": 17, "iq3_xxs": 18, "iq1_s": 19, "iq3_s": 21, "iq2_s": 22,
+        "iq1_m": 29}
 SAMPLE = "Hello ab, 日本 \u00e9\U0001F642 <s>"
 
 
@@ -84,7 +85,7 @@ def _tensors(tm, order, path):
         kind = str(t.dtype).split(".")[-1]
         if a.nbytes != len(raw) or a.flags.writeable or t.source != path:
             raise common.Finding(f"tensor '{n}': view {a.dtype} {a.shape} writeable={a.flags.writeable}")
-        if kind in BLOCK_TYPES:
+        if kind in BLOCK_TYPES + GRID_TYPES:
             if list(a.shape[:-1]) != list(t.shape[:-1]):
                 raise common.Finding(f"tensor '{n}': raw view {a.shape} for {kind} {t.shape}")
         elif list(a.shape) != list(t.shape):
@@ -287,6 +288,9 @@ def make_seeds(out_dir: str) -> None:
     for t in BLOCK_TYPES:
         qt = gguf.GGMLQuantizationType[t.upper()]
         w.add_tensor(t, _core.ops.quantize(row, getattr(_core.DType, t)), raw_dtype=qt)
+    for t in GRID_TYPES:  # random bytes are valid i-quant blocks (no quantizer for them)
+        nb = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t.upper()]][1]
+        w.add_tensor(t, rng.integers(0, 256, (1, nb), dtype=np.uint8), raw_dtype=gguf.GGMLQuantizationType[t.upper()])
     w.add_tensor("bf16", np.array([0x3F80, 0x4000], np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
     w.add_tensor("f64", np.arange(3, dtype=np.float64))
     w.add_tensor("i8_3d", np.arange(8, dtype=np.int8).reshape(2, 2, 2))

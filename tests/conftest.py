@@ -131,3 +131,24 @@ def assert_logits_close(ours: np.ndarray, ref: np.ndarray, rel: float = 2e-3, ab
 def prompt_ids(n: int = 32, vocab: int = 300, seed: int = 1):
     rng = np.random.default_rng(seed)
     return [0] + rng.integers(2, vocab, size=n - 1).tolist()
+
+
+# llama.cpp's 1- to 3-bit i-quants and their block bytes (256 elements each)
+GRID_BYTES = {"iq2_xxs": 66, "iq2_xs": 74, "iq2_s": 82, "iq3_xxs": 98, "iq3_s": 110, "iq1_s": 50, "iq1_m": 56}
+
+
+def random_grid_blocks(name: str, rows: int, blocks: int, d_scale: float = 0.01, seed: int = 0) -> np.ndarray:
+    """Random i-quant blocks: every bit pattern of indices, signs and scales is a valid block; the f16 d set to a
+    finite value of about d_scale (iq1_m spreads its d over the top nibbles of its four u16 scales)."""
+    g = np.random.default_rng(seed)
+    nbytes = GRID_BYTES[name]
+    raw = g.integers(0, 256, size=(rows * blocks, nbytes), dtype=np.uint8)
+    d = (g.standard_normal(rows * blocks) * d_scale).astype(np.float16).view(np.uint16)
+    if name == "iq1_m":
+        sc = raw[:, 48:56].copy().view(np.uint16)
+        for w in range(4):
+            sc[:, w] = (sc[:, w] & 0x0FFF) | (((d >> (4 * w)) & 0xF) << 12)
+        raw[:, 48:56] = sc.view(np.uint8)
+    else:
+        raw[:, 0:2] = d.view(np.uint8).reshape(-1, 2)
+    return raw.reshape(rows, blocks * nbytes)

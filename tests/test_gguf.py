@@ -14,7 +14,7 @@ import pytest
 import edgeformer
 from edgeformer.model import BLOCK_TYPES
 
-from conftest import hf_logits, make_llama, make_model, prompt_ids
+from conftest import ISAS, hf_logits, make_llama, make_model, prompt_ids, random_grid_blocks
 
 PROMPT = prompt_ids(32)
 # file size / the f16 checkpoint's, at most (the tiny Llama's embeddings and head are a large share)
@@ -105,6 +105,62 @@ def test_mixed_types_as_llama_cpp_writes_them(llama, tmp_path, monkeypatch):
     assert rel < 5e-3, rel
     tokens = model.generate(PROMPT, max_new_tokens=4, temperature=0, ignore_eos=True).token_ids
     assert len(tokens) == 4
+
+
+def _rel(a, b):
+    return float(((a - b) ** 2).sum() / (b**2).sum())
+
+
+def test_iquants_as_llama_cpp_writes_them(llama, tmp_path, monkeypatch):
+    """llama.cpp's IQ1_S .. IQ3_M files: all seven i-quant types in one file, the token embedding among them
+    (random blocks: no quantizer makes them here; each matrix's scale set to its weights' spread). transformers
+    reads the file with gguf-py's dequantization and our logits agree; every ISA agrees, and the stored rows'
+    kernels (EDGEFORMER_PANELS=0) with the panels."""
+    import transformers
+    from gguf import GGMLQuantizationType as GQ
+    from gguf.quants import dequantize
+
+    from edgeformer import _core, gguf_io
+    from edgeformer.model import GRID_TYPES
+
+    path, _ = llama
+    write = gguf_io._write_file
+    used = {}
+
+    def grid(out_path, arch, meta, tensors):
+        for i, (g, (a, dt)) in enumerate(list(tensors.items())):
+            if a.ndim != 2 or str(dt) != "DType.f32" or a.shape[1] % 256:
+                continue
+            kind = GRID_TYPES[len(used) % len(GRID_TYPES)]
+            rows, blocks = a.shape[0], a.shape[1] // 256
+            unit = dequantize(random_grid_blocks(kind, rows, blocks, 1.0, seed=i), getattr(GQ, kind.upper()))
+            scale = float(a.std() / np.sqrt((unit.astype(np.float64) ** 2).mean()))
+            tensors[g] = (random_grid_blocks(kind, rows, blocks, scale, seed=i), getattr(_core.DType, kind))
+            used[g] = kind
+        meta.pop("general.file_type", None)
+        return write(out_path, arch, meta, tensors)
+
+    monkeypatch.setattr(gguf_io, "_write_file", grid)
+    out = tmp_path / "iq.gguf"
+    edgeformer.quantize(path, str(out), "f32")
+    monkeypatch.setattr(gguf_io, "_write_file", write)
+    assert set(used.values()) == set(GRID_TYPES) and "token_embd.weight" in used
+    opts = dict(threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32")
+    model = edgeformer.load(str(out), **opts)
+    stored = {n: str(t.dtype).split(".")[1] for n, t in model._core.weights()}
+    assert set(GRID_TYPES) <= set(stored.values())
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
+    theirs, ours = hf_logits(hf, PROMPT), model.logits(PROMPT)
+    assert _rel(ours, theirs) < 5e-3, _rel(ours, theirs)
+    default = _core.active_isa()
+    try:
+        for isa in ISAS:
+            _core.set_isa(isa)
+            assert _rel(edgeformer.load(str(out), **opts).logits(PROMPT), ours) < 1e-6, isa
+    finally:
+        _core.set_isa(default)
+    monkeypatch.setenv("EDGEFORMER_PANELS", "0")
+    assert _rel(edgeformer.load(str(out), **opts).logits(PROMPT), ours) < 1e-6
 
 
 @pytest.mark.parametrize("family", ["gpt2", "bloom", "falcon"])

@@ -67,7 +67,7 @@ CASES = {
     "deep arrays": (build(kvs=[s("a") + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 6 + struct.pack("<IQI", 4, 1, 0)]),
                     "nested too deep"),
     "unknown tensor type": (build(tensors=[("w", [32], 99, 0)], data=b"\0" * 64), "GGML type 99 is not supported"),
-    "iq2_xxs not supported": (build(tensors=[("w", [256], 16, 0)], data=b"\0" * 128), "GGML type 16 is not supported"),
+    "mxfp4 not supported": (build(tensors=[("w", [256], 39, 0)], data=b"\0" * 160), "GGML type 39 is not supported"),
     "offset past end": (build(tensors=[("w", [4], 0, 2**40)], data=b"\0" * 16), "runs past the end"),
     "misaligned data": (build(tensors=[("w", [4], 0, 4)], data=b"\0" * 64), "not aligned"),
     "zero dims": (build(tensors=[("w", [], 0, 0)]), "0 dimensions"),

@@ -8,7 +8,7 @@ import pytest
 
 from edgeformer import _core
 
-from conftest import ISAS
+from conftest import GRID_BYTES, ISAS, random_grid_blocks
 
 import gguf  # noqa: E402,F401  (a test dependency: tests/requirements.txt)
 from gguf import GGMLQuantizationType as GQ  # noqa: E402
@@ -25,6 +25,30 @@ F16_AT = {"q8_0": [0], "q4_0": [0], "q4_1": [0, 2], "q5_0": [0], "q5_1": [0, 2],
 # the quantizers gguf-py has (the K-quants' it lacks; ours search scales more simply than llama.cpp's)
 GGUF_QUANTIZERS = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
 rng = np.random.default_rng(0)
+
+# llama.cpp's 1- to 3-bit i-quants: read, never made here (no quantizer: llama.cpp's needs an importance matrix)
+GRID = {name: getattr(GQ, name.upper()) for name in GRID_BYTES}
+
+
+@pytest.mark.parametrize("name", list(GRID))
+def test_grid_dequantize_bit_identical_to_gguf(name):
+    raw = random_grid_blocks(name, 5, 3)
+    ref = dequantize(raw, GRID[name]).astype(np.float32)
+    assert np.isfinite(ref).all() and np.abs(ref).max() > 0
+    for isa in ISAS:
+        ours = _core.ops.to_f32(raw, getattr(_core.DType, name), isa=isa)
+        assert ours.shape == (5, 3 * 256)
+        np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32))
+
+
+@pytest.mark.parametrize("name", list(GRID))
+def test_grid_types_have_no_quantizer(name, tmp_path):
+    import edgeformer
+
+    with pytest.raises(ValueError, match=f"no quantizer for {name}"):
+        _core.ops.quantize(np.zeros((1, 256), np.float32), getattr(_core.DType, name))
+    with pytest.raises(ValueError, match=f"argument 'dtype': {name} is read from GGUF"):
+        edgeformer.load(str(tmp_path), dtype=name)
 
 
 def random_blocks(name: str, rows: int, blocks: int) -> np.ndarray:

@@ -22,9 +22,10 @@ def _info(args) -> int:
     print(f"kernels available: {', '.join(info['supported_isas'])}")
     print(f"kernels in use: {info['isa']}  (the best available; force one with EDGEFORMER_ISA=generic|avx2|avx512|avx512vnni|avx512bf16|neon|neondot)")
     print(f"cuda: {_cuda_line()}")
-    from .model import BLOCK_TYPES
+    from .model import BLOCK_TYPES, GRID_TYPES
 
     print(f"weight types: f32 f16 bf16 {' '.join(BLOCK_TYPES)} int8  (GGUF in and out, load(dtype=...))")
+    print(f"              {' '.join(GRID_TYPES)}  (GGUF in)")
     return 0
 
 

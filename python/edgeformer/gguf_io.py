@@ -183,7 +183,7 @@ def _write_file(out_path: str, arch: str, meta: Dict[str, Any], tensors: Dict[st
 
     from .gguf_config import add_metadata_to_writer
 
-    from .model import BLOCK_TYPES
+    from .model import BLOCK_TYPES, GRID_TYPES
 
     tmp = out_path + ".tmp"
     try:
@@ -193,7 +193,7 @@ def _write_file(out_path: str, arch: str, meta: Dict[str, Any], tensors: Dict[st
             kind = str(dt).split(".")[1]
             if kind == "bf16":
                 w.add_tensor(g, np.ascontiguousarray(a).view(np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
-            elif kind in BLOCK_TYPES:
+            elif kind in BLOCK_TYPES + GRID_TYPES:  # blocks as stored, under their GGML type
                 w.add_tensor(g, np.ascontiguousarray(a), raw_dtype=gguf.GGMLQuantizationType[kind.upper()])
             else:
                 w.add_tensor(g, np.ascontiguousarray(a))

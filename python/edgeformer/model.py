@@ -137,6 +137,9 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         raise ValueError(f"argument 'exact_q8_prompts' must be True or False, got {exact_q8_prompts!r}")
     if kv_dtype is not None and kv_dtype not in ("f16", "f32"):
         raise ValueError(f"argument 'kv_dtype' must be None, 'f16' or 'f32', got {kv_dtype!r}")
+    if dtype in GRID_TYPES:
+        raise ValueError(f"argument 'dtype': {dtype} is read from GGUF files but not made here (llama.cpp's "
+                         "llama-quantize makes it, with an importance matrix); load the GGUF file itself")
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"argument 'dtype' must be None or one of {', '.join(DTYPES)}, got {dtype!r}")
     cuda_index = parse_device(device)
@@ -240,6 +243,8 @@ def _options(threads, max_context, dtype, size: int, exact_q8_prompts: bool = Fa
 # llama.cpp's block formats, most bits first, then CTranslate2's int8 (stored as q8_0)
 BLOCK_TYPES = ("q8_0", "q6_k", "q5_k", "q5_1", "q5_0", "q4_k", "q4_1", "q4_0", "iq4_nl", "iq4_xs", "q3_k", "q2_k")
 QUANTIZED = BLOCK_TYPES + ("int8",)
+# llama.cpp's 1- to 3-bit i-quants (codebooks): loaded from GGUF files as stored, never made by load(dtype=...)
+GRID_TYPES = ("iq3_s", "iq3_xxs", "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s")
 DTYPES = ("f32", "float32", "f16", "float16", "bf16", "bfloat16") + QUANTIZED
 
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "edgeformer/cpu.h"
+#include "edgeformer/iquant.h"
 #include "edgeformer/quant.h"
 #include "edgeformer/tensor.h"
 
@@ -19,7 +20,26 @@ static int passed = 0, failed = 0;
 static const DType kQuantTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
                                     DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K,
                                     DType::IQ4_NL, DType::IQ4_XS};
+static const DType kGridTypes[] = {DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S, DType::IQ3_XXS,
+                                   DType::IQ3_S, DType::IQ1_S, DType::IQ1_M};
 static std::mt19937 rng(1234);
+
+// Rows of random i-quant blocks (no quantizer: every bit pattern of indices, signs and scales is valid) with
+// a finite d of about `scale`.
+static std::vector<uint8_t> random_grid_rows(DType q, int rows, int K, float scale) {
+  const size_t bb = dtype_block_bytes(q);
+  std::vector<uint8_t> w(rows * dtype_bytes(q, K));
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::normal_distribution<float> nd(0.f, scale);
+  for (auto& b : w) b = (uint8_t)byte(rng);
+  for (size_t off = 0; off < w.size(); off += bb) {
+    GridBlock g;
+    parse_grid_block(q, w.data() + off, g);
+    g.d = f32_to_f16(nd(rng));
+    emit_grid_block(q, g, w.data() + off);
+  }
+  return w;
+}
 
 static std::vector<float> randn(size_t n, float scale = 1.f) {
   std::normal_distribution<float> d(0.f, scale);
@@ -120,6 +140,61 @@ int main() {
         failed++;
         std::printf("FAIL %s quantize_q8 differs from quantize_row_q8\n", name.c_str());
       }
+    }
+    // i-quants: the row kernel against the float product of the dequantized weights and activations; panels
+    // against the row kernel and (bit for bit) the scalar panels; pack/unpack returns the bytes unchanged
+    for (DType q : kGridTypes) {
+      for (int T : {1, 2, 5, 7, 70}) {
+        const int K = 512, O = 37;
+        auto x = randn(T * K), bias = randn(O);
+        Tensor wt = Tensor::empty(q, {O, K});
+        const std::vector<uint8_t> raw = random_grid_rows(q, O, K, 0.01f);
+        std::memcpy(wt.data, raw.data(), raw.size());
+        std::vector<BlockQ8> xq(T * K / 32);
+        for (int t = 0; t < T; t++) quantize_row_q8(x.data() + t * K, xq.data() + t * K / 32, K);
+        std::vector<float> y(T * O), yr(T * O), yf(T * O), wf(K), xf(K);
+        k.qmatmul[(int)q](xq.data(), K / 32, wt.data, wt.row_bytes(), bias.data(), yr.data(), O, T, 0, O, K);
+        if (isa == Isa::Generic || T == 5) {
+          for (int o = 0; o < O; o++) {
+            dequantize_row(q, (const uint8_t*)wt.data + o * wt.row_bytes(), wf.data(), K);
+            for (int t = 0; t < T; t++) {
+              double acc = bias[o];
+              for (int i = 0; i < K; i++) {
+                const BlockQ8& b = xq[t * K / 32 + i / 32];
+                acc += (double)wf[i] * ((double)b.q[i % 32] * b.d);
+              }
+              yf[t * O + o] = (float)acc;
+            }
+          }
+          check(name + " qmatmul " + dtype_name(q) + " vs dequantized T=" + std::to_string(T), yr, yf, 1e-11);
+        }
+        if (isa != Isa::Generic) {
+          std::vector<float> yg(T * O);
+          ref.qmatmul[(int)q](xq.data(), K / 32, wt.data, wt.row_bytes(), bias.data(), yg.data(), O, T, 0, O, K);
+          check(name + " qmatmul " + dtype_name(q) + " vs generic", yr, yg, 0.0);
+        }
+        if (!k.qmatmul_panel[(int)q]) continue;
+        Tensor pk = pack_panels(wt);
+        if (std::memcmp(unpack_panels(pk).data, wt.data, wt.nbytes()) == 0) passed++;
+        else {
+          failed++;
+          std::printf("FAIL pack/unpack %s\n", dtype_name(q));
+        }
+        k.qmatmul_panel[(int)q](xq.data(), K / 32, pk.data, 0, bias.data(), y.data(), O, T, 0, 16, K);
+        k.qmatmul_panel[(int)q](xq.data(), K / 32, pk.data, 0, bias.data(), y.data(), O, T, 16, O, K);
+        check(name + " panels " + dtype_name(q) + " T=" + std::to_string(T), y, yr, 1e-11);
+        if (isa != Isa::Generic) {
+          std::vector<float> yg(T * O);
+          ref.qmatmul_panel[(int)q](xq.data(), K / 32, pk.data, 0, bias.data(), yg.data(), O, T, 0, O, K);
+          check(name + " panels vs generic panels " + dtype_name(q), y, yg, 0.0);
+        }
+      }
+      const int K = 512;
+      const std::vector<uint8_t> raw = random_grid_rows(q, 1, K, 0.01f);
+      std::vector<float> d(K), dr(K);
+      k.to_f32[(int)q](raw.data(), d.data(), K);
+      ref.to_f32[(int)q](raw.data(), dr.data(), K);
+      check(name + " dequant " + dtype_name(q), d, dr, 0.0);
     }
     // panels: packed weights against the stored rows' generic product, odd row counts and token counts,
     // row ranges split at panel boundaries as the thread pool does; pack/unpack returns the bytes unchanged

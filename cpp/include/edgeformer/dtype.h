@@ -10,14 +10,16 @@ namespace ef {
 
 // Weight types first (kernel tables are indexed by them): the float types, then llama.cpp's block-quantized
 // layouts (q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl: blocks of 32; q4_k, q6_k, q5_k, q3_k, q2_k, iq4_xs: super-
-// blocks of 256). Integer types follow. The values are this process's only (nothing stores them).
+// blocks of 256), the i-quants (iq2_xxs .. iq1_m: blocks of 256, grid codebooks: iquant.h). Integer types
+// follow. The values are this process's only (nothing stores them).
 enum class DType : int32_t {
   F32 = 0, F16 = 1, BF16 = 2, Q8_0 = 3, Q4_0 = 4, Q4_K = 5, Q6_K = 6,
   Q4_1 = 7, Q5_0 = 8, Q5_1 = 9, Q5_K = 10, Q3_K = 11, Q2_K = 12, IQ4_NL = 13, IQ4_XS = 14,
-  I32 = 15, I64 = 16, U8 = 17, I8 = 18, I16 = 19, F64 = 20, BOOL = 21
+  IQ2_XXS = 15, IQ2_XS = 16, IQ2_S = 17, IQ3_XXS = 18, IQ3_S = 19, IQ1_S = 20, IQ1_M = 21,
+  I32 = 22, I64 = 23, U8 = 24, I8 = 25, I16 = 26, F64 = 27, BOOL = 28
 };
 constexpr int kNumFloatDTypes = 3;
-constexpr int kNumWeightDTypes = 15;
+constexpr int kNumWeightDTypes = 22;
 
 static inline bool is_float_weight(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 static inline bool is_quantized(DType t) { return (int)t >= kNumFloatDTypes && (int)t < kNumWeightDTypes; }
@@ -29,6 +31,8 @@ static inline int64_t dtype_block(DType t) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::IQ4_NL:
       return 32;
     case DType::Q4_K: case DType::Q6_K: case DType::Q5_K: case DType::Q3_K: case DType::Q2_K: case DType::IQ4_XS:
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S:
+    case DType::IQ1_S: case DType::IQ1_M:
       return 256;
     default: return 1;
   }
@@ -51,6 +55,13 @@ static inline size_t dtype_block_bytes(DType t) {
     case DType::Q2_K: return 84;   // 16 bytes of 4-bit scale | min, 64 of 2-bit values, f16 d, f16 dmin
     case DType::IQ4_NL: return 18; // f16 d, 16 bytes of nibbles: indices into kIQ4Values (quant.h)
     case DType::IQ4_XS: return 136;  // f16 d, 8 6-bit scales (a u16 of high bits, 4 bytes of low), 128 of nibbles
+    case DType::IQ2_XXS: return 66;  // the i-quants' layouts: iquant.cc
+    case DType::IQ2_XS: return 74;
+    case DType::IQ2_S: return 82;
+    case DType::IQ3_XXS: return 98;
+    case DType::IQ3_S: return 110;
+    case DType::IQ1_S: return 50;
+    case DType::IQ1_M: return 56;
   }
   return 0;
 }

@@ -86,6 +86,8 @@ static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc
 //                  2-bit values as q3_k's                                                    (1600 bytes)
 //   iq4_nl (32 k): q4_0's panel (the nibbles index kIQ4Values)                               (288 bytes)
 //   iq4_xs (256 k): 16 f16 d | 8 x 16 int8 scales (-32..31) | 8 sub-blocks of 4 chunks as q4_0's (2208 bytes)
+//   iq1_s .. iq3_s (256 k): grid indices, signs and scales per row, laid out for gathers (iquant.h: GridPanel):
+//                  iq2_xxs 1184, iq2_xs / iq2_s 1440, iq3_xxs 1696, iq3_s 1824, iq1_s 928, iq1_m 1056 bytes
 //   bf16 (32 k):   16 chunks [16 rows][2 bf16], chunk j = k 2j, 2j+1: one VDPBF16PS advances 16 rows by 2 k
 //                  (so a panel is K / 2 such 64-byte vectors in k order)                       (1024 bytes)
 //   f32, f16 (16 k): 16 chunks [16 rows][1 element], chunk j = k j: one FMA advances 16 rows by 1 k

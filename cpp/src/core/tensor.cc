@@ -63,6 +63,13 @@ const char* dtype_name(DType t) {
     case DType::Q2_K: return "q2_k";
     case DType::IQ4_NL: return "iq4_nl";
     case DType::IQ4_XS: return "iq4_xs";
+    case DType::IQ2_XXS: return "iq2_xxs";
+    case DType::IQ2_XS: return "iq2_xs";
+    case DType::IQ2_S: return "iq2_s";
+    case DType::IQ3_XXS: return "iq3_xxs";
+    case DType::IQ3_S: return "iq3_s";
+    case DType::IQ1_S: return "iq1_s";
+    case DType::IQ1_M: return "iq1_m";
     case DType::I32: return "i32";
     case DType::I64: return "i64";
     case DType::U8: return "u8";
@@ -84,8 +91,8 @@ DType parse_dtype(const std::string& s, const std::string& what) {
     if (s == dtype_name((DType)i) || s == upper) return (DType)i;
   }
   throw ValueError(what + ": unknown dtype '" + s +
-                   "' (expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl or "
-                   "iq4_xs)");
+                   "' (expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, "
+                   "iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m or iq1_s)");
 }
 
 std::string shape_to_string(const std::vector<int64_t>& s) {

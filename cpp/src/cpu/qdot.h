@@ -11,6 +11,7 @@
 #pragma once
 #include <cstring>
 
+#include "edgeformer/iquant.h"
 #include "edgeformer/quant.h"
 
 namespace ef {
@@ -186,6 +187,27 @@ inline float row_q4_0(const uint8_t* w, const BlockQ8* x, int64_t nb) {
   return qacc_sum(acc) - 8.f * offset;
 }
 
+// The i-quants (iquant.h), a block at a time: its values unpacked to int8, integer sums per scale unit. The
+// fallback of the panels (EDGEFORMER_PANELS=0) and their test oracle.
+template <DType T>
+inline float dot_grid(const uint8_t* w, const BlockQ8* x) {  // x: 8 activation blocks
+  constexpr GridTraits tr = grid_traits(T);
+  GridBlock g;
+  parse_grid_block(T, w, g);
+  alignas(32) int8_t v[256];
+  grid_values(T, g, v);
+  const float d = f16_to_f32(g.d);
+  float acc = 0;
+  for (int ib = 0; ib < 8; ib++) {
+    int32_t lo, hi;
+    dot32_halves(v + 32 * ib, x[ib].q, lo, hi);
+    const float xd = x[ib].d * tr.mul;
+    if (tr.unit == 32) acc += (d * (float)g.sc[ib]) * xd * (float)(lo + hi);
+    else acc += (d * (float)g.sc[2 * ib]) * xd * (float)lo + (d * (float)g.sc[2 * ib + 1]) * xd * (float)hi;
+  }
+  return acc;
+}
+
 template <float (*ROW)(const uint8_t*, const BlockQ8*, int64_t), int BLK>
 void qmatmul_rows(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_bytes, const float* bias, float* y,
                   int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
@@ -221,11 +243,16 @@ void dequant_fn(const void* src, float* dst, int64_t n) { dequantize_row(D, src,
    qmatmul_impl<dot_q32<DType::Q4_1>, 32, 20>, qmatmul_impl<dot_q32<DType::Q5_0>, 32, 22>,                   \
    qmatmul_impl<dot_q32<DType::Q5_1>, 32, 24>, qmatmul_impl<dot_q5_k, 256, 176>,                             \
    qmatmul_impl<dot_q3_k, 256, 110>, qmatmul_impl<dot_q2_k, 256, 84>, qmatmul_impl<dot_iq4_nl, 32, 18>,        \
-   qmatmul_impl<dot_iq4_xs, 256, 136>}
+   qmatmul_impl<dot_iq4_xs, 256, 136>, qmatmul_impl<dot_grid<DType::IQ2_XXS>, 256, 66>,                      \
+   qmatmul_impl<dot_grid<DType::IQ2_XS>, 256, 74>, qmatmul_impl<dot_grid<DType::IQ2_S>, 256, 82>,                \
+   qmatmul_impl<dot_grid<DType::IQ3_XXS>, 256, 98>, qmatmul_impl<dot_grid<DType::IQ3_S>, 256, 110>,              \
+   qmatmul_impl<dot_grid<DType::IQ1_S>, 256, 50>, qmatmul_impl<dot_grid<DType::IQ1_M>, 256, 56>}
 #define EF_DEQUANT_ENTRIES                                                                                 \
   dequant_fn<DType::Q8_0>, dequant_fn<DType::Q4_0>, dequant_fn<DType::Q4_K>, dequant_fn<DType::Q6_K>,      \
       dequant_fn<DType::Q4_1>, dequant_fn<DType::Q5_0>, dequant_fn<DType::Q5_1>, dequant_fn<DType::Q5_K>, \
-      dequant_fn<DType::Q3_K>, dequant_fn<DType::Q2_K>, dequant_fn<DType::IQ4_NL>, dequant_fn<DType::IQ4_XS>
+      dequant_fn<DType::Q3_K>, dequant_fn<DType::Q2_K>, dequant_fn<DType::IQ4_NL>, dequant_fn<DType::IQ4_XS>,  \
+      dequant_fn<DType::IQ2_XXS>, dequant_fn<DType::IQ2_XS>, dequant_fn<DType::IQ2_S>,                    \
+      dequant_fn<DType::IQ3_XXS>, dequant_fn<DType::IQ3_S>, dequant_fn<DType::IQ1_S>, dequant_fn<DType::IQ1_M>
 
 }  // namespace
 }  // namespace ef

@@ -14,12 +14,19 @@
 //   pf pf_load_f16(const uint8_t*)  pf pf_load_u8(const uint8_t*)  pf pf_load_s8(const uint8_t*)  pf pf_scale(pf, float)  pf pf_mul(pf, pf)
 //   pf pf_fma_i(pi a, pf b, pf c) = float(a) * b + c     pf pf_fma(pf a, pf b, pf c) = a * b + c
 //   void pf_store(float* y, pf v, const float* bias, int n)   y[0..n) = v[0..n) (+ bias[0..n))
+// and for the i-quants' codebooks, pix (16 x int32 indices, one per row):
+//   pix pix_load_u8(const uint8_t*)  pix pix_load_u16(const uint8_t*)   16 bytes / u16 zero-extended
+//   pix pix_hi<S, NB>(pix idx, pix hi)            idx | ((hi >> S) & (2^NB - 1)) << 8
+//   pw pw_gather4(const uint32_t* t, pix i)       row r's 4 bytes: t[i[r]]
+//   void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1)   row r's 8 bytes t[i[r]]: 0..3 in c0, 4..7 in c1
+//   pw pw_negate(pw v, const uint8_t* mask8)      bytes whose bit of the 64-bit mask is set negated
 // Integer sums are exact and the float steps the same in every copy, so every copy agrees to the last bit.
 #pragma once
 #include <algorithm>
 #include <utility>
 #include <vector>
 
+#include "edgeformer/iquant.h"
 #include "edgeformer/quant.h"
 
 namespace ef {
@@ -321,6 +328,66 @@ struct PanelIQ4 {
   }
 };
 
+// The i-quants (iquant.h): w = d * sc * mul * v, v a codebook entry's bytes with signs (iq2, iq3) or a signed
+// entry (iq1). Per group of 8 (4) elements of 16 rows: the index bytes zero-extended to 16 lanes, high bits
+// merged in, one gather of 16 4-byte words (two of 8 8-byte words for 8-element entries), signs applied by
+// mask; then the signed products, an integer sum per scale unit (16 or 32 elements), a float step per unit.
+template <DType T>
+struct PanelGrid {
+  static constexpr GridTraits kTr = grid_traits(T);
+  static constexpr GridPanel kP = grid_panel(T);
+  static constexpr int64_t kBlock = 256, kBytes = kP.bytes;
+  static constexpr int kGps = 32 / kTr.gw;  // groups per sub-block of 32
+  static constexpr bool kMins = false;
+  static constexpr bool kPrefetchOneTile = false;
+  template <int RT>
+  static void tile(const BlockQ8* const* x, const float* const* /*xm*/, const uint8_t* p, int64_t nb, pf* out,
+                   const uint8_t* next) {
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, p += kBytes) {
+      if (next) prefetch_block(next + b * kBytes, kBytes);
+      const pf d = pf_load_f16(p);
+      for (int sb = 0; sb < 8; sb++) {  // sub-block sb: activation block 8 b + sb
+        pix hi{};
+        if constexpr (kTr.hi_bits != 0)
+          hi = kP.hb == 1 ? pix_load_u8(p + kP.hi + 16 * sb) : pix_load_u16(p + kP.hi + 32 * sb);
+        pi acc[RT];
+        static_for<2>([&](auto H_) {  // halves of 16 elements
+          constexpr int h = H_;
+          if constexpr (kTr.unit == 16 || h == 0)
+            for (int t = 0; t < RT; t++) {
+              const BlockQ8& xb = x[t][8 * b + sb];
+              acc[t] = pi_set1(-kS8Bias * (kTr.unit == 16 ? (int32_t)xb.sum[h] : xsum(xb)));
+            }
+          static_for<kGps / 2>([&](auto L_) {
+            constexpr int l = h * (kGps / 2) + L_;  // group l of the sub-block: elements l * gw ..
+            pix idx = pix_load_u8(p + kP.lo + 16 * (kGps * sb + l));
+            if constexpr (kTr.hi_bits != 0) idx = pix_hi<kTr.hi_bits * l, kTr.hi_bits>(idx, hi);
+            pw c[2];
+            if constexpr (kTr.gw == 8) pw_gather8((const uint64_t*)kTr.table, idx, c[0], c[1]);
+            else c[0] = pw_gather4((const uint32_t*)kTr.table, idx);
+            constexpr int kChunks = kTr.gw / 4;
+            for (int c4 = 0; c4 < kChunks; c4++) {
+              const int e = l * kTr.gw + 4 * c4;  // the chunk's first element in the sub-block
+              if constexpr (kTr.signs) c[c4] = pw_negate(c[c4], p + kP.sg + 16 * (4 * sb + e / 8) + 8 * (e % 8 / 4));
+              c[c4] = pw_signed(c[c4]);
+              for (int t = 0; t < RT; t++) acc[t] = pi_dot_s8(acc[t], c[c4], x[t][8 * b + sb].q + e);
+            }
+          });
+          if constexpr (kTr.unit == 16 || h == 1) {
+            const int u = kTr.unit == 16 ? 2 * sb + h : sb;
+            const pf dsc = pf_mul(d, pf_load_u8(p + kP.sc + 16 * u));
+            for (int t = 0; t < RT; t++)
+              facc[t] = pf_fma_i(acc[t], pf_scale(dsc, x[t][8 * b + sb].d * kTr.mul), facc[t]);
+          }
+        });
+      }
+    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
+  }
+};
+
 template <class F, int RT>
 inline void panel_tile(int r, const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                        const uint8_t* next) {
@@ -461,7 +528,11 @@ void qmatmul_q8_rows(const int8_t* xq, const float* xd, const int32_t* xsum, con
   {nullptr, nullptr, nullptr, qmatmul_panels<PanelQ8_0<true>>, qmatmul_panels<PanelQ32<DType::Q4_0>>, qmatmul_panels<PanelQK<false>>, \
    qmatmul_panels<PanelQ6_K>, qmatmul_panels<PanelQ32<DType::Q4_1>>, qmatmul_panels<PanelQ32<DType::Q5_0>>,         \
    qmatmul_panels<PanelQ32<DType::Q5_1>>, qmatmul_panels<PanelQK<true>>, qmatmul_panels<PanelQLow<true>>,          \
-   qmatmul_panels<PanelQLow<false>>, qmatmul_panels<PanelIQ4<false>>, qmatmul_panels<PanelIQ4<true>>}
+   qmatmul_panels<PanelQLow<false>>, qmatmul_panels<PanelIQ4<false>>, qmatmul_panels<PanelIQ4<true>>,            \
+   qmatmul_panels<PanelGrid<DType::IQ2_XXS>>, qmatmul_panels<PanelGrid<DType::IQ2_XS>>,                           \
+   qmatmul_panels<PanelGrid<DType::IQ2_S>>, qmatmul_panels<PanelGrid<DType::IQ3_XXS>>,                            \
+   qmatmul_panels<PanelGrid<DType::IQ3_S>>, qmatmul_panels<PanelGrid<DType::IQ1_S>>,                              \
+   qmatmul_panels<PanelGrid<DType::IQ1_M>>}
 #define EF_QPANEL_Q8_ONE_LEVEL qmatmul_panels<PanelQ8_0<false>>
 #define EF_QPANEL_Q8_ROWS qmatmul_q8_rows
 

@@ -361,6 +361,27 @@ inline void pf_store(float* y, pf v, const float* bias, int n) {
   if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias));
   _mm512_mask_storeu_ps(y, m, v);
 }
+using pix = __m512i;
+inline pix pix_load_u8(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)p)); }
+inline pix pix_load_u16(const uint8_t* p) { return _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)); }
+template <int S, int NB>
+inline pix pix_hi(pix idx, pix hi) {
+  const __m512i bits = _mm512_and_si512(_mm512_srli_epi32(hi, S), _mm512_set1_epi32((1 << NB) - 1));
+  return _mm512_or_si512(idx, _mm512_slli_epi32(bits, 8));
+}
+inline pw pw_gather4(const uint32_t* t, pix i) { return _mm512_i32gather_epi32(i, (const void*)t, 4); }
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
+  const __m512i a = _mm512_i32gather_epi64(_mm512_castsi512_si256(i), (const void*)t, 8);       // rows 0..7
+  const __m512i b = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(i, 1), (const void*)t, 8);  // rows 8..15
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  c0 = _mm512_permutex2var_epi32(a, even, b);
+  c1 = _mm512_permutex2var_epi32(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
+}
+inline pw pw_negate(pw v, const uint8_t* mask8) {
+  uint64_t m;
+  std::memcpy(&m, mask8, 8);
+  return _mm512_mask_sub_epi8(v, (__mmask64)m, _mm512_setzero_si512(), v);
+}
 #elif defined(EF_ISA_AVX2)
 #define EF_HAVE_PANELS 1
 // Each 16-lane value is two ymm registers. 4-token tiles spill a few of them and are still faster than the
@@ -443,6 +464,46 @@ inline void pf_store(float* y, pf v, const float* bias, int n) {
   _mm256_store_ps(tmp, v.a);
   _mm256_store_ps(tmp + 8, v.b);
   for (int i = 0; i < n; i++) y[i] = tmp[i] + (bias ? bias[i] : 0.f);
+}
+struct pix { __m256i a, b; };
+inline pix pix_load_u8(const uint8_t* p) {
+  return {_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)p)), _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(p + 8)))};
+}
+inline pix pix_load_u16(const uint8_t* p) {
+  return {_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(p + 16)))};
+}
+template <int S, int NB>
+inline pix pix_hi(pix idx, pix hi) {
+  const __m256i m = _mm256_set1_epi32((1 << NB) - 1);
+  return {_mm256_or_si256(idx.a, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hi.a, S), m), 8)),
+          _mm256_or_si256(idx.b, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hi.b, S), m), 8))};
+}
+inline pw pw_gather4(const uint32_t* t, pix i) {
+  return {_mm256_i32gather_epi32((const int*)t, i.a, 4), _mm256_i32gather_epi32((const int*)t, i.b, 4)};
+}
+// 8 rows' 8-byte entries -> their first 4 bytes (lo) and last 4 (hi), rows in order
+inline void gather8_rows(const uint64_t* t, __m256i i, __m256i& lo, __m256i& hi) {
+  const __m256i perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const __m256i g0 = _mm256_permutevar8x32_epi32(_mm256_i32gather_epi64((const long long*)t, _mm256_castsi256_si128(i), 8), perm);
+  const __m256i g1 = _mm256_permutevar8x32_epi32(_mm256_i32gather_epi64((const long long*)t, _mm256_extracti128_si256(i, 1), 8), perm);
+  lo = _mm256_permute2x128_si256(g0, g1, 0x20);
+  hi = _mm256_permute2x128_si256(g0, g1, 0x31);
+}
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
+  gather8_rows(t, i.a, c0.a, c1.a);
+  gather8_rows(t, i.b, c0.b, c1.b);
+}
+inline __m256i negate_bits(__m256i v, uint32_t m) {  // byte j negated where bit j of m is set
+  const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
+                                       3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+  const __m256i s = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)m), sel), bit), bit);
+  return _mm256_sub_epi8(_mm256_xor_si256(v, s), s);
+}
+inline pw pw_negate(pw v, const uint8_t* mask8) {
+  uint32_t m[2];
+  std::memcpy(m, mask8, 8);
+  return {negate_bits(v.a, m[0]), negate_bits(v.b, m[1])};
 }
 #elif defined(EF_ISA_NEON)
 #define EF_HAVE_PANELS 1
@@ -551,6 +612,52 @@ inline void pf_store(float* y, pf v, const float* bias, int n) {
   float tmp[16];
   for (int i = 0; i < 4; i++) vst1q_f32(tmp + 4 * i, v.v[i]);
   for (int i = 0; i < n; i++) y[i] = tmp[i] + (bias ? bias[i] : 0.f);
+}
+struct pix { uint32x4_t v[4]; };
+inline pix pix_load_u8(const uint8_t* p) {
+  const uint8x16_t b = vld1q_u8(p);
+  const uint16x8_t l = vmovl_u8(vget_low_u8(b)), h = vmovl_u8(vget_high_u8(b));
+  return {{vmovl_u16(vget_low_u16(l)), vmovl_u16(vget_high_u16(l)), vmovl_u16(vget_low_u16(h)), vmovl_u16(vget_high_u16(h))}};
+}
+inline pix pix_load_u16(const uint8_t* p) {
+  const uint16x8_t l = vld1q_u16((const uint16_t*)p), h = vld1q_u16((const uint16_t*)p + 8);
+  return {{vmovl_u16(vget_low_u16(l)), vmovl_u16(vget_high_u16(l)), vmovl_u16(vget_low_u16(h)), vmovl_u16(vget_high_u16(h))}};
+}
+template <int S, int NB>
+inline pix pix_hi(pix idx, pix hi) {
+  for (int i = 0; i < 4; i++) {
+    uint32x4_t v = hi.v[i];
+    if constexpr (S > 0) v = vshrq_n_u32(v, S);
+    idx.v[i] = vorrq_u32(idx.v[i], vshlq_n_u32(vandq_u32(v, vdupq_n_u32((1u << NB) - 1)), 8));
+  }
+  return idx;
+}
+// no gather instruction: the 16 words through memory
+inline pw pw_gather4(const uint32_t* t, pix i) {
+  uint32_t idx[16], w[16];
+  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
+  for (int r = 0; r < 16; r++) w[r] = t[idx[r]];
+  return pw_load((const uint8_t*)w);
+}
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
+  uint32_t idx[16], w0[16], w1[16];
+  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
+  for (int r = 0; r < 16; r++) {
+    const uint64_t e = t[idx[r]];
+    w0[r] = (uint32_t)e;
+    w1[r] = (uint32_t)(e >> 32);
+  }
+  c0 = pw_load((const uint8_t*)w0);
+  c1 = pw_load((const uint8_t*)w1);
+}
+inline pw pw_negate(pw v, const uint8_t* mask8) {
+  static const uint8_t kBit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t bit = vld1q_u8(kBit);
+  for (int i = 0; i < 4; i++) {  // bytes 16 i .. 16 i + 15: mask bytes 2 i, 2 i + 1
+    const uint8x16_t s = vtstq_u8(vcombine_u8(vdup_n_u8(mask8[2 * i]), vdup_n_u8(mask8[2 * i + 1])), bit);
+    v.v[i] = vbslq_u8(s, vreinterpretq_u8_s8(vnegq_s8(vreinterpretq_s8_u8(v.v[i]))), v.v[i]);
+  }
+  return v;
 }
 #endif
 

@@ -18,7 +18,8 @@ DType device_dtype(DType host) {
     case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_K: case DType::Q6_K:
       return host;
     case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::Q5_K: case DType::Q3_K: case DType::Q2_K:
-    case DType::IQ4_NL: case DType::IQ4_XS:
+    case DType::IQ4_NL: case DType::IQ4_XS: case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S:
+    case DType::IQ3_XXS: case DType::IQ3_S: case DType::IQ1_S: case DType::IQ1_M:
       return DType::F16;  // no device kernels of their own yet: dequantized at upload (as f32 weights are)
     default: throw ValueError(std::string("CUDA: no device layout for weights of type ") + dtype_name(host));
   }

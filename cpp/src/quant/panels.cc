@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "edgeformer/errors.h"
+#include "edgeformer/iquant.h"
 #include "edgeformer/quant.h"
 #include "edgeformer/tensor.h"
 #include "edgeformer/threadpool.h"
@@ -175,7 +176,51 @@ void unpack_fields(DType t, const uint8_t* src, uint8_t* d, int r) {
       d[sf[i].byte] |= (uint8_t)(((src[pf[i].byte] >> pf[i].shift) & ((1 << pf[i].bits) - 1)) << sf[i].shift);
 }
 
+// The i-quants: row r's block <-> its place in the panel block (iquant.h: GridPanel)
+void pack_grid(DType t, const uint8_t* s, uint8_t* dst, int r) {
+  const GridTraits tr = grid_traits(t);
+  const GridPanel P = grid_panel(t);
+  GridBlock g;
+  parse_grid_block(t, s, g);
+  std::memcpy(dst + 2 * r, &g.d, 2);
+  for (int u = 0; u < P.nu; u++) dst[P.sc + 16 * u + r] = g.sc[u];
+  for (int j = 0; j < P.ng; j++) dst[P.lo + 16 * j + r] = (uint8_t)g.idx[j];
+  const int gps = 32 / tr.gw;  // groups per sub-block of 32
+  if (tr.hi_bits)
+    for (int sb = 0; sb < 8; sb++) {
+      uint32_t w = 0;
+      for (int l = 0; l < gps; l++) w |= (uint32_t)(g.idx[gps * sb + l] >> 8) << (tr.hi_bits * l);
+      for (int i = 0; i < P.hb; i++) dst[P.hi + 16 * P.hb * sb + P.hb * r + i] = (uint8_t)(w >> (8 * i));
+    }
+  if (tr.signs)
+    for (int j = 0; j < 32; j++)
+      for (int e = 0; e < 8; e++)  // element 4 c + i of the 8: bit 4 r + i of mask c
+        if ((g.sign[j] >> e) & 1) dst[P.sg + 16 * j + 8 * (e / 4) + (4 * r + e % 4) / 8] |= (uint8_t)(1 << ((4 * r + e % 4) % 8));
+}
+
+void unpack_grid(DType t, const uint8_t* src, uint8_t* d, int r) {
+  const GridTraits tr = grid_traits(t);
+  const GridPanel P = grid_panel(t);
+  GridBlock g = {};
+  std::memcpy(&g.d, src + 2 * r, 2);
+  for (int u = 0; u < P.nu; u++) g.sc[u] = src[P.sc + 16 * u + r];
+  for (int j = 0; j < P.ng; j++) g.idx[j] = src[P.lo + 16 * j + r];
+  const int gps = 32 / tr.gw;
+  if (tr.hi_bits)
+    for (int sb = 0; sb < 8; sb++) {
+      uint32_t w = 0;
+      for (int i = 0; i < P.hb; i++) w |= (uint32_t)src[P.hi + 16 * P.hb * sb + P.hb * r + i] << (8 * i);
+      for (int l = 0; l < gps; l++) g.idx[gps * sb + l] |= (uint16_t)(((w >> (tr.hi_bits * l)) & ((1u << tr.hi_bits) - 1)) << 8);
+    }
+  if (tr.signs)
+    for (int j = 0; j < 32; j++)
+      for (int e = 0; e < 8; e++)
+        if ((src[P.sg + 16 * j + 8 * (e / 4) + (4 * r + e % 4) / 8] >> ((4 * r + e % 4) % 8)) & 1) g.sign[j] |= (uint8_t)(1 << e);
+  emit_grid_block(t, g, d);
+}
+
 int64_t panel_block_bytes(DType t) {
+  if (is_grid(t)) return grid_panel(t).bytes;
   switch (t) {
     case DType::IQ4_NL: return 16 * 18;
     case DType::IQ4_XS: return 32 + 128 + 8 * 256;  // 2208
@@ -202,7 +247,9 @@ void pack_block(DType t, const uint8_t* const* src, uint8_t* dst) {
   for (int r = 0; r < 16; r++) {
     const uint8_t* s = src[r];
     if (!s) continue;
-    if (by_fields(t)) {
+    if (is_grid(t)) {
+      pack_grid(t, s, dst, r);
+    } else if (by_fields(t)) {
       pack_fields(t, s, dst, r);
     } else if (t == DType::Q6_K) {
       std::memcpy(dst + 2 * r, s + 208, 2);                                           // f16 d
@@ -235,7 +282,9 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
   for (int r = 0; r < 16; r++) {
     uint8_t* d = dst[r];
     if (!d) continue;
-    if (by_fields(t)) {
+    if (is_grid(t)) {
+      unpack_grid(t, src, d, r);
+    } else if (by_fields(t)) {
       unpack_fields(t, src, d, r);
     } else if (t == DType::Q6_K) {
       std::memset(d, 0, 192);

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "edgeformer/errors.h"
+#include "edgeformer/iquant.h"
 
 namespace ef {
 
@@ -345,7 +346,12 @@ void quantize_row(DType to, const float* x, void* out, int64_t n) {
     case DType::Q2_K: return quantize_q2_k(x, o, nb);
     case DType::IQ4_NL: return quantize_iq4_nl(x, o, nb);
     case DType::IQ4_XS: return quantize_iq4_xs(x, o, nb);
-    default: throw ValueError(std::string("quantize: not a quantized type: ") + dtype_name(to));
+    default:
+      if (is_grid(to))
+        throw ValueError(std::string("quantize: no quantizer for ") + dtype_name(to) +
+                         " (the 1- to 3-bit i-quants are read from llama.cpp's GGUF files; llama-quantize makes them "
+                         "with an importance matrix)");
+      throw ValueError(std::string("quantize: not a quantized type: ") + dtype_name(to));
   }
 }
 
@@ -456,6 +462,19 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
       }
       return;
     default:
+      if (is_grid(from)) {  // d * (sc * mul) * v, exact (iquant.h): gguf-py's products in any order
+        const GridTraits tr = grid_traits(from);
+        const size_t bytes = dtype_block_bytes(from);
+        GridBlock g;
+        int8_t v[256];
+        for (int64_t b = 0; b < nb; b++, p += bytes, y += 256) {
+          parse_grid_block(from, p, g);
+          grid_values(from, g, v);
+          const float d = f16_to_f32(g.d);
+          for (int e = 0; e < 256; e++) y[e] = d * ((float)g.sc[e / tr.unit] * tr.mul) * (float)v[e];
+        }
+        return;
+      }
       throw ValueError(std::string("dequantize: not a quantized type: ") + dtype_name(from));
   }
 }

@@ -152,6 +152,39 @@ inline pf pf_fma_i(pi a, pf b, pf c) {
 inline void pf_store(float* y, pf v, const float* bias, int n) {
   for (int i = 0; i < n; i++) y[i] = v.v[i] + (bias ? bias[i] : 0.f);
 }
+struct pix { uint32_t v[16]; };
+inline pix pix_load_u8(const uint8_t* p) {
+  pix r;
+  for (int i = 0; i < 16; i++) r.v[i] = p[i];
+  return r;
+}
+inline pix pix_load_u16(const uint8_t* p) {
+  pix r;
+  for (int i = 0; i < 16; i++) r.v[i] = (uint32_t)(p[2 * i] | p[2 * i + 1] << 8);
+  return r;
+}
+template <int S, int NB>
+inline pix pix_hi(pix idx, pix hi) {
+  for (int i = 0; i < 16; i++) idx.v[i] |= ((hi.v[i] >> S) & ((1u << NB) - 1)) << 8;
+  return idx;
+}
+inline pw pw_gather4(const uint32_t* t, pix i) {
+  pw r;
+  for (int k = 0; k < 16; k++) std::memcpy(r.b + 4 * k, &t[i.v[k]], 4);
+  return r;
+}
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
+  for (int k = 0; k < 16; k++) {
+    const uint8_t* e = (const uint8_t*)&t[i.v[k]];
+    std::memcpy(c0.b + 4 * k, e, 4);
+    std::memcpy(c1.b + 4 * k, e + 4, 4);
+  }
+}
+inline pw pw_negate(pw v, const uint8_t* mask8) {
+  for (int j = 0; j < 64; j++)
+    if ((mask8[j / 8] >> (j % 8)) & 1) v.b[j] = (uint8_t)-(int8_t)v.b[j];
+  return v;
+}
 }  // namespace
 }  // namespace ef
 
