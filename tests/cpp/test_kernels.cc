@@ -183,6 +183,12 @@ int main() {
         k.qmatmul_panel[(int)q](xq.data(), K / 32, pk.data, 0, bias.data(), y.data(), O, T, 0, 16, K);
         k.qmatmul_panel[(int)q](xq.data(), K / 32, pk.data, 0, bias.data(), y.data(), O, T, 16, O, K);
         check(name + " panels " + dtype_name(q) + " T=" + std::to_string(T), y, yr, 1e-11);
+        if (T == 70) {  // a prompt (looked up once per panel and chunk) gives each token's decode-step result
+          std::vector<float> y1(T * O);
+          for (int t = 0; t < T; t++)
+            k.qmatmul_panel[(int)q](xq.data() + t * K / 32, K / 32, pk.data, 0, bias.data(), y1.data() + t * O, O, 1, 0, O, K);
+          check(name + " panels " + dtype_name(q) + " prompt vs steps", y, y1, 0.0);
+        }
         if (isa != Isa::Generic) {
           std::vector<float> yg(T * O);
           ref.qmatmul_panel[(int)q](xq.data(), K / 32, pk.data, 0, bias.data(), yg.data(), O, T, 0, O, K);

@@ -37,7 +37,8 @@ static constexpr GridTraits grid_traits(DType t) {
     case DType::IQ3_XXS: return {4, 32, 0, true, 0.25f, kIQ3XXSGrid};
     case DType::IQ3_S: return {4, 32, 1, true, 1.f, kIQ3SGrid};
     case DType::IQ1_S: return {8, 32, 4, false, 0.125f, kIQ1Grid8};
-    default: return {8, 16, 4, false, 0.125f, kIQ1Grid8};  // iq1_m
+    case DType::IQ1_M: return {8, 16, 4, false, 0.125f, kIQ1Grid8};
+    default: return {0, 0, 0, false, 0.f, nullptr};  // not a grid type (is_grid): nothing to index with
   }
 }
 

@@ -17,6 +17,7 @@
 // and for the i-quants' codebooks, pix (16 x int32 indices, one per row):
 //   pix pix_load_u8(const uint8_t*)  pix pix_load_u16(const uint8_t*)   16 bytes / u16 zero-extended
 //   pix pix_hi<S, NB>(pix idx, pix hi)            idx | ((hi >> S) & (2^NB - 1)) << 8
+//   void pw_store(uint8_t*, pw)  pf pf_load(const float*)       64 bytes out, 16 floats in
 //   pw pw_gather4(const uint32_t* t, pix i)       row r's 4 bytes: t[i[r]]
 //   void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1)   row r's 8 bytes t[i[r]]: 0..3 in c0, 4..7 in c1
 //   pw pw_negate(pw v, const uint8_t* mask8)      bytes whose bit of the 64-bit mask is set negated
@@ -31,6 +32,16 @@
 
 namespace ef {
 namespace {
+
+// Inlined whatever the compiler's size heuristics say: a helper of a tile kernel left as a call passes its
+// vectors through memory (the i-quant group lookup: decode steps 1.3x slower)
+#if defined(__GNUC__)
+#define EF_ALWAYS_INLINE inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define EF_ALWAYS_INLINE __forceinline
+#else
+#define EF_ALWAYS_INLINE inline
+#endif
 
 #if !defined(EF_HAVE_PI_DOT_S8_SHARED)
 // pi_dot_s8 where a tile uses each broadcast for several panels; ISAs whose pi_dot_s8 takes the activation
@@ -49,6 +60,12 @@ inline void prefetch_block(const uint8_t* p, int64_t bytes) {
 }
 
 inline int32_t xsum(const BlockQ8& b) { return (int32_t)b.sum[0] + b.sum[1]; }
+
+// Scratch elements of this file's own (internal) types: a std::vector<float> or <uint8_t> here would emit weak
+// copies of the vector's members into each per-ISA object, for the linker to pick (tools/check_isa_isolation.py)
+struct ScratchF { float v; };
+static_assert(sizeof(ScratchF) == sizeof(float), "mins are read as a float array");
+struct alignas(64) ScratchLine { uint8_t b[64]; };
 
 // kResidual: both activation levels (quant.h: BlockQ8), the error of the weights alone; without it the first
 // level only, as llama.cpp and CTranslate2 compute int8 products, at half the integer work.
@@ -330,16 +347,39 @@ struct PanelIQ4 {
 
 // The i-quants (iquant.h): w = d * sc * mul * v, v a codebook entry's bytes with signs (iq2, iq3) or a signed
 // entry (iq1). Per group of 8 (4) elements of 16 rows: the index bytes zero-extended to 16 lanes, high bits
-// merged in, one gather of 16 4-byte words (two of 8 8-byte words for 8-element entries), signs applied by
-// mask; then the signed products, an integer sum per scale unit (16 or 32 elements), a float step per unit.
+// merged in, 16 codebook words looked up (pw_gather4 / pw_gather8), signs applied by mask; then the signed
+// products, an integer sum per scale unit (16 or 32 elements), a float step per unit. The lookups dominate
+// (4 in 5 of a decode step's time), so prompts look each panel up once per chunk of tokens (decode() into
+// int8 values and float scales, then tile_decoded for every token) rather than once per tile.
 template <DType T>
 struct PanelGrid {
   static constexpr GridTraits kTr = grid_traits(T);
   static constexpr GridPanel kP = grid_panel(T);
   static constexpr int64_t kBlock = 256, kBytes = kP.bytes;
-  static constexpr int kGps = 32 / kTr.gw;  // groups per sub-block of 32
+  static constexpr int kGps = 32 / kTr.gw, kChunks = kTr.gw / 4;  // groups per sub-block of 32, chunks per group
+  static constexpr int kUnits = 256 / kTr.unit;
+  static constexpr int64_t kDecodedBytes = 64 * kUnits + 4096;  // unit scales (16 floats each) | 64 chunks
   static constexpr bool kMins = false;
   static constexpr bool kPrefetchOneTile = false;
+
+  static EF_ALWAYS_INLINE pix hi_bits(const uint8_t* p, int sb) {  // sub-block sb's high index bits, one lane per row
+    if constexpr (kTr.hi_bits == 0) return pix{};
+    else return kP.hb == 1 ? pix_load_u8(p + kP.hi + 16 * sb) : pix_load_u16(p + kP.hi + 32 * sb);
+  }
+  // group l of sub-block sb: its chunks' signed values, ready for pi_dot_s8
+  template <int l>
+  static EF_ALWAYS_INLINE void group(const uint8_t* p, int sb, const pix& hi, pw* c) {
+    pix idx = pix_load_u8(p + kP.lo + 16 * (kGps * sb + l));
+    if constexpr (kTr.hi_bits != 0) idx = pix_hi<kTr.hi_bits * l, kTr.hi_bits>(idx, hi);
+    if constexpr (kTr.gw == 8) pw_gather8((const uint64_t*)kTr.table, idx, c[0], c[1]);
+    else c[0] = pw_gather4((const uint32_t*)kTr.table, idx);
+    for (int c4 = 0; c4 < kChunks; c4++) {
+      const int e = l * kTr.gw + 4 * c4;  // the chunk's first element in the sub-block
+      if constexpr (kTr.signs) c[c4] = pw_negate(c[c4], p + kP.sg + 16 * (4 * sb + e / 8) + 8 * (e % 8 / 4));
+      c[c4] = pw_signed(c[c4]);
+    }
+  }
+
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* /*xm*/, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -349,9 +389,7 @@ struct PanelGrid {
       if (next) prefetch_block(next + b * kBytes, kBytes);
       const pf d = pf_load_f16(p);
       for (int sb = 0; sb < 8; sb++) {  // sub-block sb: activation block 8 b + sb
-        pix hi{};
-        if constexpr (kTr.hi_bits != 0)
-          hi = kP.hb == 1 ? pix_load_u8(p + kP.hi + 16 * sb) : pix_load_u16(p + kP.hi + 32 * sb);
+        const pix hi = hi_bits(p, sb);
         pi acc[RT];
         static_for<2>([&](auto H_) {  // halves of 16 elements
           constexpr int h = H_;
@@ -361,19 +399,11 @@ struct PanelGrid {
               acc[t] = pi_set1(-kS8Bias * (kTr.unit == 16 ? (int32_t)xb.sum[h] : xsum(xb)));
             }
           static_for<kGps / 2>([&](auto L_) {
-            constexpr int l = h * (kGps / 2) + L_;  // group l of the sub-block: elements l * gw ..
-            pix idx = pix_load_u8(p + kP.lo + 16 * (kGps * sb + l));
-            if constexpr (kTr.hi_bits != 0) idx = pix_hi<kTr.hi_bits * l, kTr.hi_bits>(idx, hi);
+            constexpr int l = h * (kGps / 2) + L_;
             pw c[2];
-            if constexpr (kTr.gw == 8) pw_gather8((const uint64_t*)kTr.table, idx, c[0], c[1]);
-            else c[0] = pw_gather4((const uint32_t*)kTr.table, idx);
-            constexpr int kChunks = kTr.gw / 4;
-            for (int c4 = 0; c4 < kChunks; c4++) {
-              const int e = l * kTr.gw + 4 * c4;  // the chunk's first element in the sub-block
-              if constexpr (kTr.signs) c[c4] = pw_negate(c[c4], p + kP.sg + 16 * (4 * sb + e / 8) + 8 * (e % 8 / 4));
-              c[c4] = pw_signed(c[c4]);
-              for (int t = 0; t < RT; t++) acc[t] = pi_dot_s8(acc[t], c[c4], x[t][8 * b + sb].q + e);
-            }
+            group<l>(p, sb, hi, c);
+            for (int c4 = 0; c4 < kChunks; c4++)
+              for (int t = 0; t < RT; t++) acc[t] = pi_dot_s8(acc[t], c[c4], x[t][8 * b + sb].q + l * kTr.gw + 4 * c4);
           });
           if constexpr (kTr.unit == 16 || h == 1) {
             const int u = kTr.unit == 16 ? 2 * sb + h : sb;
@@ -386,7 +416,87 @@ struct PanelGrid {
     }
     for (int t = 0; t < RT; t++) out[t] = facc[t];
   }
+
+  // One block of a panel -> kUnits x 16 float scales d * sc * mul | 64 chunks [16 rows][4 values] (pw_signed)
+  static void decode(const uint8_t* p, uint8_t* out) {
+    const pf d = pf_load_f16(p);
+    for (int u = 0; u < kUnits; u++)
+      pf_store((float*)out + 16 * u, pf_scale(pf_mul(d, pf_load_u8(p + kP.sc + 16 * u)), kTr.mul), nullptr, 16);
+    for (int sb = 0; sb < 8; sb++) {
+      const pix hi = hi_bits(p, sb);
+      static_for<kGps>([&](auto L_) {
+        constexpr int l = L_;
+        pw c[2];
+        group<l>(p, sb, hi, c);
+        for (int c4 = 0; c4 < kChunks; c4++) pw_store(out + 64 * kUnits + 64 * (8 * sb + l * kChunks + c4), c[c4]);
+      });
+    }
+  }
+  // tile() on decoded blocks: the same integer sums and float steps ((d sc mul) x.d = (d sc) (x.d mul), mul a
+  // power of 2), so a prompt's logits are those of its tokens one at a time
+  template <int RT>
+  static void tile_decoded(const BlockQ8* const* x, const uint8_t* q, int64_t nb, pf* out) {
+    constexpr int kC = kTr.unit / 4;  // chunks per unit
+    pf facc[RT];
+    for (int t = 0; t < RT; t++) facc[t] = pf_zero();
+    for (int64_t b = 0; b < nb; b++, q += kDecodedBytes) {
+      for (int u = 0; u < kUnits; u++) {
+        const int ib = kTr.unit == 16 ? u / 2 : u, h = u % 2;  // activation block 8 b + ib (half h)
+        pi acc[RT];
+        for (int t = 0; t < RT; t++) {
+          const BlockQ8& xb = x[t][8 * b + ib];
+          acc[t] = pi_set1(-kS8Bias * (kTr.unit == 16 ? (int32_t)xb.sum[h] : xsum(xb)));
+        }
+        const uint8_t* w = q + 64 * kUnits + 64 * kC * u;
+        for (int c = 0; c < kC; c++) {
+          const pw v = pw_load(w + 64 * c);
+          for (int t = 0; t < RT; t++)
+            acc[t] = pi_dot_s8(acc[t], v, x[t][8 * b + ib].q + (kTr.unit == 16 ? 16 * h : 0) + 4 * c);
+        }
+        const pf sc = pf_load((const float*)q + 16 * u);
+        for (int t = 0; t < RT; t++) facc[t] = pf_fma_i(acc[t], pf_scale(sc, x[t][8 * b + ib].d), facc[t]);
+      }
+    }
+    for (int t = 0; t < RT; t++) out[t] = facc[t];
+  }
 };
+
+template <class F, int RT>
+inline void decoded_tile(int r, const BlockQ8* const* x, const uint8_t* q, int64_t nb, pf* out) {
+  if constexpr (RT > 1) {
+    if (r < RT) return decoded_tile<F, RT - 1>(r, x, q, nb, out);
+  }
+  F::template tile_decoded<RT>(x, q, nb, out);
+}
+
+// Prompts of an i-quant matrix: each panel looked up once per chunk of tokens (PanelGrid::decode), then every
+// tile of the chunk on the decoded values. Not for a few tokens, whose tiles share each lookup already.
+template <class F>
+void qmatmul_decoded(const BlockQ8* xq, int64_t ldxq, const uint8_t* w, const float* bias, float* y, int64_t ldy,
+                     int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const int64_t nb = K / F::kBlock, pb = nb * F::kBytes;
+  constexpr int64_t kChunk = 64;
+  thread_local std::vector<ScratchLine> lines;
+  const size_t need = (size_t)((nb * F::kDecodedBytes + 63) / 64);
+  if (lines.size() < need) lines.resize(need);
+  uint8_t* dec = lines.data()->b;
+  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
+    const int64_t t1 = std::min(T, t0 + kChunk);
+    for (int64_t o = o0; o < o1; o += kPanel) {
+      const uint8_t* p = w + (o / kPanel) * pb;
+      for (int64_t b = 0; b < nb; b++) F::decode(p + b * F::kBytes, dec + b * F::kDecodedBytes);
+      const int n = (int)std::min<int64_t>(kPanel, o1 - o);
+      for (int64_t t = t0; t < t1; t += kPanelRT) {
+        const int r = (int)std::min<int64_t>(kPanelRT, t1 - t);
+        const BlockQ8* x[kPanelRT];
+        pf out[kPanelRT];
+        for (int i = 0; i < r; i++) x[i] = xq + (t + i) * ldxq;
+        decoded_tile<F, kPanelRT>(r, x, dec, nb, out);
+        for (int i = 0; i < r; i++) pf_store(y + (t + i) * ldy + o, out[i], bias ? bias + o : nullptr, n);
+      }
+    }
+  }
+}
 
 template <class F, int RT>
 inline void panel_tile(int r, const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
@@ -407,7 +517,7 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
   constexpr int64_t kChunk = 64;
   // formats with mins: each activation block's -d * sum, once per call instead of once per panel
   const int64_t nx = K / kQ8Block;
-  thread_local std::vector<float> mins;
+  thread_local std::vector<ScratchF> mins;
   if constexpr (F::kMins) {
     if (mins.size() < (size_t)(kChunk * nx)) mins.resize((size_t)(kChunk * nx));
   }
@@ -417,7 +527,7 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
       for (int64_t t = t0; t < t1; t++)
         for (int64_t i = 0; i < nx; i++) {
           const BlockQ8& b = xq[t * ldxq + i];
-          mins[(t - t0) * nx + i] = -b.d * (float)xsum(b);
+          mins[(t - t0) * nx + i].v = -b.d * (float)xsum(b);
         }
     for (int64_t o = o0; o < o1; o += kPanel) {
       const uint8_t* p = w + (o / kPanel) * pb;
@@ -429,7 +539,7 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
         pf out[kPanelRT];
         for (int i = 0; i < r; i++) {
           x[i] = xq + (t + i) * ldxq;
-          if constexpr (F::kMins) xm[i] = mins.data() + (t - t0 + i) * nx;
+          if constexpr (F::kMins) xm[i] = &mins[(size_t)((t - t0 + i) * nx)].v;  // ScratchF is one float
         }
         // A chunk of one tile streams each panel once. For one token (a decode step) the hardware's prefetch
         // suffices; q4_0's tiles of 3..6 tokens (a batch of decode steps) wait on memory without the next
@@ -442,6 +552,13 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
       }
     }
   }
+}
+
+template <class F>
+void qmatmul_grid(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_bytes, const float* bias, float* y,
+                  int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  if (T > 2 * kPanelRT) return qmatmul_decoded<F>(xq, ldxq, (const uint8_t*)wv, bias, y, ldy, T, o0, o1, K);
+  qmatmul_panels<F>(xq, ldxq, wv, row_bytes, bias, y, ldy, T, o0, o1, K);
 }
 
 // Row-scaled q8_0 panels (quant.h) times activations quantized with one scale per token (quantize_rows_q8):
@@ -529,10 +646,10 @@ void qmatmul_q8_rows(const int8_t* xq, const float* xd, const int32_t* xsum, con
    qmatmul_panels<PanelQ6_K>, qmatmul_panels<PanelQ32<DType::Q4_1>>, qmatmul_panels<PanelQ32<DType::Q5_0>>,         \
    qmatmul_panels<PanelQ32<DType::Q5_1>>, qmatmul_panels<PanelQK<true>>, qmatmul_panels<PanelQLow<true>>,          \
    qmatmul_panels<PanelQLow<false>>, qmatmul_panels<PanelIQ4<false>>, qmatmul_panels<PanelIQ4<true>>,            \
-   qmatmul_panels<PanelGrid<DType::IQ2_XXS>>, qmatmul_panels<PanelGrid<DType::IQ2_XS>>,                           \
-   qmatmul_panels<PanelGrid<DType::IQ2_S>>, qmatmul_panels<PanelGrid<DType::IQ3_XXS>>,                            \
-   qmatmul_panels<PanelGrid<DType::IQ3_S>>, qmatmul_panels<PanelGrid<DType::IQ1_S>>,                              \
-   qmatmul_panels<PanelGrid<DType::IQ1_M>>}
+   qmatmul_grid<PanelGrid<DType::IQ2_XXS>>, qmatmul_grid<PanelGrid<DType::IQ2_XS>>,                               \
+   qmatmul_grid<PanelGrid<DType::IQ2_S>>, qmatmul_grid<PanelGrid<DType::IQ3_XXS>>,                                \
+   qmatmul_grid<PanelGrid<DType::IQ3_S>>, qmatmul_grid<PanelGrid<DType::IQ1_S>>,                                  \
+   qmatmul_grid<PanelGrid<DType::IQ1_M>>}
 #define EF_QPANEL_Q8_ONE_LEVEL qmatmul_panels<PanelQ8_0<false>>
 #define EF_QPANEL_Q8_ROWS qmatmul_q8_rows
 

@@ -369,14 +369,47 @@ inline pix pix_hi(pix idx, pix hi) {
   const __m512i bits = _mm512_and_si512(_mm512_srli_epi32(hi, S), _mm512_set1_epi32((1 << NB) - 1));
   return _mm512_or_si512(idx, _mm512_slli_epi32(bits, 8));
 }
-inline pw pw_gather4(const uint32_t* t, pix i) { return _mm512_i32gather_epi32(i, (const void*)t, 4); }
-inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
-  const __m512i a = _mm512_i32gather_epi64(_mm512_castsi512_si256(i), (const void*)t, 8);       // rows 0..7
-  const __m512i b = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(i, 1), (const void*)t, 8);  // rows 8..15
+// Codebook lookups as scalar loads put together in registers: 1.16-1.35x faster than VPGATHERDD / VPGATHERDQ on
+// Zen 4 (1.1B shapes, one thread: iq3_xxs 10.4 -> 12.1 GMAC/s, iq2_xxs 13.6 -> 18.4)
+inline __m512i join4(__m128i a, __m128i b, __m128i c, __m128i d) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1)),
+                            _mm256_inserti128_si256(_mm256_castsi128_si256(c), d, 1), 1);
+}
+template <class I>
+inline __m128i load4d(const uint32_t* t, const I* ix) {  // t[ix[0..3]]
+  __m128i v = _mm_cvtsi32_si128((int)t[ix[0]]);
+  v = _mm_insert_epi32(v, (int)t[ix[1]], 1);
+  v = _mm_insert_epi32(v, (int)t[ix[2]], 2);
+  return _mm_insert_epi32(v, (int)t[ix[3]], 3);
+}
+template <class I>
+inline __m128i load2q(const uint64_t* t, const I* ix) {  // t[ix[0..1]]
+  return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)&t[ix[0]]), _mm_loadl_epi64((const __m128i*)&t[ix[1]]));
+}
+template <class I>
+inline pw gather4_at(const uint32_t* t, const I* ix) {
+  return join4(load4d(t, ix), load4d(t, ix + 4), load4d(t, ix + 8), load4d(t, ix + 12));
+}
+inline pw pw_gather4(const uint32_t* t, pix i) {
+  alignas(64) uint32_t ix[16];
+  _mm512_store_si512(ix, i);
+  return gather4_at(t, ix);
+}
+template <class I>
+inline void gather8_at(const uint64_t* t, const I* ix, pw& c0, pw& c1) {
+  const __m512i a = join4(load2q(t, ix), load2q(t, ix + 2), load2q(t, ix + 4), load2q(t, ix + 6));  // rows 0..7
+  const __m512i b = join4(load2q(t, ix + 8), load2q(t, ix + 10), load2q(t, ix + 12), load2q(t, ix + 14));
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   c0 = _mm512_permutex2var_epi32(a, even, b);
   c1 = _mm512_permutex2var_epi32(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
 }
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
+  alignas(64) uint32_t ix[16];
+  _mm512_store_si512(ix, i);
+  gather8_at(t, ix, c0, c1);
+}
+inline void pw_store(uint8_t* p, pw v) { _mm512_storeu_si512((void*)p, v); }
+inline pf pf_load(const float* p) { return _mm512_loadu_ps(p); }
 inline pw pw_negate(pw v, const uint8_t* mask8) {
   uint64_t m;
   std::memcpy(&m, mask8, 8);
@@ -478,21 +511,50 @@ inline pix pix_hi(pix idx, pix hi) {
   return {_mm256_or_si256(idx.a, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hi.a, S), m), 8)),
           _mm256_or_si256(idx.b, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hi.b, S), m), 8))};
 }
+// codebook lookups as scalar loads (faster than VPGATHERDD / VPGATHERDQ where measured: the AVX-512 copy)
+template <class I>
+inline __m128i load4d(const uint32_t* t, const I* ix) {  // t[ix[0..3]]
+  __m128i v = _mm_cvtsi32_si128((int)t[ix[0]]);
+  v = _mm_insert_epi32(v, (int)t[ix[1]], 1);
+  v = _mm_insert_epi32(v, (int)t[ix[2]], 2);
+  return _mm_insert_epi32(v, (int)t[ix[3]], 3);
+}
+template <class I>
+inline __m128i load2q(const uint64_t* t, const I* ix) {  // t[ix[0..1]]
+  return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)&t[ix[0]]), _mm_loadl_epi64((const __m128i*)&t[ix[1]]));
+}
+inline __m256i join2(__m128i a, __m128i b) { return _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1); }
+template <class I>
+inline pw gather4_at(const uint32_t* t, const I* ix) {
+  return {join2(load4d(t, ix), load4d(t, ix + 4)), join2(load4d(t, ix + 8), load4d(t, ix + 12))};
+}
 inline pw pw_gather4(const uint32_t* t, pix i) {
-  return {_mm256_i32gather_epi32((const int*)t, i.a, 4), _mm256_i32gather_epi32((const int*)t, i.b, 4)};
+  alignas(32) uint32_t ix[16];
+  _mm256_store_si256((__m256i*)ix, i.a);
+  _mm256_store_si256((__m256i*)(ix + 8), i.b);
+  return gather4_at(t, ix);
 }
 // 8 rows' 8-byte entries -> their first 4 bytes (lo) and last 4 (hi), rows in order
-inline void gather8_rows(const uint64_t* t, __m256i i, __m256i& lo, __m256i& hi) {
+template <class I>
+inline void gather8_rows(const uint64_t* t, const I* ix, __m256i& lo, __m256i& hi) {
   const __m256i perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-  const __m256i g0 = _mm256_permutevar8x32_epi32(_mm256_i32gather_epi64((const long long*)t, _mm256_castsi256_si128(i), 8), perm);
-  const __m256i g1 = _mm256_permutevar8x32_epi32(_mm256_i32gather_epi64((const long long*)t, _mm256_extracti128_si256(i, 1), 8), perm);
+  const __m256i g0 = _mm256_permutevar8x32_epi32(join2(load2q(t, ix), load2q(t, ix + 2)), perm);
+  const __m256i g1 = _mm256_permutevar8x32_epi32(join2(load2q(t, ix + 4), load2q(t, ix + 6)), perm);
   lo = _mm256_permute2x128_si256(g0, g1, 0x20);
   hi = _mm256_permute2x128_si256(g0, g1, 0x31);
 }
 inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
-  gather8_rows(t, i.a, c0.a, c1.a);
-  gather8_rows(t, i.b, c0.b, c1.b);
+  alignas(32) uint32_t ix[16];
+  _mm256_store_si256((__m256i*)ix, i.a);
+  _mm256_store_si256((__m256i*)(ix + 8), i.b);
+  gather8_rows(t, ix, c0.a, c1.a);
+  gather8_rows(t, ix + 8, c0.b, c1.b);
 }
+inline void pw_store(uint8_t* p, pw v) {
+  st32(p, v.a);
+  st32(p + 32, v.b);
+}
+inline pf pf_load(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
 inline __m256i negate_bits(__m256i v, uint32_t m) {  // byte j negated where bit j of m is set
   const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3,
                                        3, 3, 3, 3, 3);
@@ -633,15 +695,15 @@ inline pix pix_hi(pix idx, pix hi) {
   return idx;
 }
 // no gather instruction: the 16 words through memory
-inline pw pw_gather4(const uint32_t* t, pix i) {
-  uint32_t idx[16], w[16];
-  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
+template <class I>
+inline pw gather4_at(const uint32_t* t, const I* idx) {
+  uint32_t w[16];
   for (int r = 0; r < 16; r++) w[r] = t[idx[r]];
   return pw_load((const uint8_t*)w);
 }
-inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
-  uint32_t idx[16], w0[16], w1[16];
-  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
+template <class I>
+inline void gather8_at(const uint64_t* t, const I* idx, pw& c0, pw& c1) {
+  uint32_t w0[16], w1[16];
   for (int r = 0; r < 16; r++) {
     const uint64_t e = t[idx[r]];
     w0[r] = (uint32_t)e;
@@ -650,6 +712,20 @@ inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
   c0 = pw_load((const uint8_t*)w0);
   c1 = pw_load((const uint8_t*)w1);
 }
+inline pw pw_gather4(const uint32_t* t, pix i) {
+  uint32_t idx[16];
+  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
+  return gather4_at(t, idx);
+}
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
+  uint32_t idx[16];
+  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
+  gather8_at(t, idx, c0, c1);
+}
+inline void pw_store(uint8_t* p, pw v) {
+  for (int i = 0; i < 4; i++) vst1q_u8(p + 16 * i, v.v[i]);
+}
+inline pf pf_load(const float* p) { return {{vld1q_f32(p), vld1q_f32(p + 4), vld1q_f32(p + 8), vld1q_f32(p + 12)}}; }
 inline pw pw_negate(pw v, const uint8_t* mask8) {
   static const uint8_t kBit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
   const uint8x16_t bit = vld1q_u8(kBit);
