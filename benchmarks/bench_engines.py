@@ -232,12 +232,17 @@ def hf_weight_bytes(hf_dir, bytes_per_param):
     return params * bytes_per_param
 
 
+IQUANTS = ("iq3_s", "iq3_xxs", "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s")
+
+
 def configs(root, size, precision, engines):
     """(engine, path, label) for one precision; the GGUF engines share llama.cpp's quantized file."""
     hf = os.path.join(root, size, "hf")
     f = lambda n: os.path.join(root, size, n)  # noqa: E731
     lc = {"q8_0": "lc-q8_0.gguf", "q4_0": "lc-q4_0.gguf", "q4_k": "lc-q4_k_m.gguf", "q5_k": "lc-q5_k_m.gguf",
-          "q3_k": "lc-q3_k_m.gguf", "q2_k": "lc-q2_k.gguf", "iq4_xs": "lc-iq4_xs.gguf"}
+          "q3_k": "lc-q3_k_m.gguf", "q2_k": "lc-q2_k.gguf", "iq4_xs": "lc-iq4_xs.gguf",
+          # benchmarks/make_iquant_files.py: llama.cpp's quantizer, layer matrices of one i-quant type
+          **{k: f"lc-{k}.gguf" for k in IQUANTS}}
     table = {
         "f32": [("edgeformer", hf, "f32"), ("ct2", f("ct2-float32"), "f32"), ("torch", hf, "f32")],
         "f16": [("edgeformer", f("ef-f16.gguf"), "f16"), ("llama.cpp", f("ef-f16.gguf"), "f16")],
@@ -251,7 +256,7 @@ def configs(root, size, precision, engines):
         "q4_k": [("edgeformer", f(lc["q4_k"]), "q4_k_m"), ("llama.cpp", f(lc["q4_k"]), "q4_k_m")],
         # llama.cpp's other K-quant mixes, read by both engines from its own file
         **{k: [(e, f(lc[k]), lc[k][3:-5]) for e in ("edgeformer", "llama.cpp")]
-           for k in ("q5_k", "q3_k", "q2_k", "iq4_xs")},
+           for k in ("q5_k", "q3_k", "q2_k", "iq4_xs") + IQUANTS},
     }
     out = []
     for eng, path, label in table[precision]:
