@@ -217,6 +217,7 @@ def test_cli_info_and_run(ckpt):
     r = run_cli("info")
     assert r.returncode == 0 and "kernels in use" in r.stdout and edgeformer.__version__ in r.stdout
     assert "q5_k" in r.stdout.split("weight types:")[1]
+    assert "iq2_xxs" in r.stdout.split("weight types:")[1] and "(GGUF in)" in r.stdout
     r = run_cli("run", ckpt, "Hello world", "-n", "5", "--temperature", "0")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Hello world")

@@ -386,7 +386,9 @@ struct PanelGrid {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
-      if (next) prefetch_block(next + b * kBytes, kBytes);
+      // the lookups' addresses wait on the index bytes: fetch two blocks ahead (the next panel's first ones at
+      // the end of a panel: panels are contiguous) rather than leave it to the hardware's prefetch
+      prefetch_block(next ? next + b * kBytes : p + 2 * kBytes, kBytes);
       const pf d = pf_load_f16(p);
       for (int sb = 0; sb < 8; sb++) {  // sub-block sb: activation block 8 b + sb
         const pix hi = hi_bits(p, sb);
