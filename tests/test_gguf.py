@@ -66,6 +66,27 @@ def test_transformers_reads_our_gguf(llama, qtype, tmp_path):
     assert rel < {"q8_0": 1e-6, "f16": 1e-9}.get(qtype, 5e-3), rel
 
 
+def _write_gguf_replacing(monkeypatch, src, out, replace):
+    """`edgeformer quantize src out --type f32`, each 2-D f32 matrix of whole 256-blocks (tensor i, name g) written
+    as replace(g, a, i) -> (blocks, DType) instead: the types llama.cpp's files hold that our writer does not make."""
+    from edgeformer import gguf_io
+
+    write = gguf_io._write_file
+
+    def patched(out_path, arch, meta, tensors):
+        for i, (g, (a, dt)) in enumerate(list(tensors.items())):
+            if a.ndim == 2 and str(dt) == "DType.f32" and a.shape[1] % 256 == 0:
+                tensors[g] = replace(g, a, i)
+        meta.pop("general.file_type", None)
+        return write(out_path, arch, meta, tensors)
+
+    monkeypatch.setattr(gguf_io, "_write_file", patched)
+    try:
+        edgeformer.quantize(src, str(out), "f32")
+    finally:
+        monkeypatch.setattr(gguf_io, "_write_file", write)
+
+
 def test_mixed_types_as_llama_cpp_writes_them(llama, tmp_path, monkeypatch):
     """llama.cpp's files mix types (Q4_K_M: q4_k with q6_k for some matrices and the head; Q3_K_M and Q2_K
     put 3- and 2-bit token embeddings beside 4- and 5-bit layers; q5_0 / q5_1 stand in for K-quants whose rows
@@ -73,28 +94,21 @@ def test_mixed_types_as_llama_cpp_writes_them(llama, tmp_path, monkeypatch):
     dequantizes the same file, and our logits agree."""
     import transformers
 
-    from edgeformer import _core, gguf_io
+    from edgeformer import _core
 
     path, _ = llama
-    write = gguf_io._write_file
     kinds = list(BLOCK_TYPES)
     used = {}
+    ends = ("token_embd.weight", "output.weight")
 
-    def mixed(out_path, arch, meta, tensors):
-        i = 0
-        for g, (a, dt) in list(tensors.items()):
-            if a.ndim != 2 or str(dt) != "DType.f32" or a.shape[1] % 256:
-                continue
-            kind = "q2_k" if g == "token_embd.weight" else "q6_k" if g == "output.weight" else kinds[i % len(kinds)]
-            i += 0 if g in ("token_embd.weight", "output.weight") else 1
-            tensors[g] = (_core.ops.quantize(np.ascontiguousarray(a), getattr(_core.DType, kind)), getattr(_core.DType, kind))
-            used[g] = kind
-        meta.pop("general.file_type", None)
-        return write(out_path, arch, meta, tensors)
+    def mixed(g, a, i):
+        layers = sum(1 for n in used if n not in ends)
+        kind = "q2_k" if g == ends[0] else "q6_k" if g == ends[1] else kinds[layers % len(kinds)]
+        used[g] = kind
+        return _core.ops.quantize(np.ascontiguousarray(a), getattr(_core.DType, kind)), getattr(_core.DType, kind)
 
-    monkeypatch.setattr(gguf_io, "_write_file", mixed)
     out = tmp_path / "mixed.gguf"
-    edgeformer.quantize(path, str(out), "f32")
+    _write_gguf_replacing(monkeypatch, path, out, mixed)
     assert set(used.values()) == set(BLOCK_TYPES) and used["token_embd.weight"] == "q2_k"
     model = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32")
     stored = {n: str(t.dtype).split(".")[1] for n, t in model._core.weights()}
@@ -120,30 +134,22 @@ def test_iquants_as_llama_cpp_writes_them(llama, tmp_path, monkeypatch):
     from gguf import GGMLQuantizationType as GQ
     from gguf.quants import dequantize
 
-    from edgeformer import _core, gguf_io
+    from edgeformer import _core
     from edgeformer.model import GRID_TYPES
 
     path, _ = llama
-    write = gguf_io._write_file
     used = {}
 
-    def grid(out_path, arch, meta, tensors):
-        for i, (g, (a, dt)) in enumerate(list(tensors.items())):
-            if a.ndim != 2 or str(dt) != "DType.f32" or a.shape[1] % 256:
-                continue
-            kind = GRID_TYPES[len(used) % len(GRID_TYPES)]
-            rows, blocks = a.shape[0], a.shape[1] // 256
-            unit = dequantize(random_grid_blocks(kind, rows, blocks, 1.0, seed=i), getattr(GQ, kind.upper()))
-            scale = float(a.std() / np.sqrt((unit.astype(np.float64) ** 2).mean()))
-            tensors[g] = (random_grid_blocks(kind, rows, blocks, scale, seed=i), getattr(_core.DType, kind))
-            used[g] = kind
-        meta.pop("general.file_type", None)
-        return write(out_path, arch, meta, tensors)
+    def grid(g, a, i):
+        kind = GRID_TYPES[len(used) % len(GRID_TYPES)]
+        rows, blocks = a.shape[0], a.shape[1] // 256
+        unit = dequantize(random_grid_blocks(kind, rows, blocks, 1.0, seed=i), getattr(GQ, kind.upper()))
+        scale = float(a.std() / np.sqrt((unit.astype(np.float64) ** 2).mean()))
+        used[g] = kind
+        return random_grid_blocks(kind, rows, blocks, scale, seed=i), getattr(_core.DType, kind)
 
-    monkeypatch.setattr(gguf_io, "_write_file", grid)
     out = tmp_path / "iq.gguf"
-    edgeformer.quantize(path, str(out), "f32")
-    monkeypatch.setattr(gguf_io, "_write_file", write)
+    _write_gguf_replacing(monkeypatch, path, out, grid)
     assert set(used.values()) == set(GRID_TYPES) and "token_embd.weight" in used
     opts = dict(threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32")
     model = edgeformer.load(str(out), **opts)

@@ -187,6 +187,18 @@ inline __m256i dot_u8s8(__m256i u, __m256i s) {
 }
 inline __m256i ld32(const void* p) { return _mm256_loadu_si256((const __m256i*)p); }
 inline void st32(void* p, __m256i v) { _mm256_storeu_si256((__m256i*)p, v); }
+// Codebook lookups (the i-quant panels) as scalar loads put together in registers: 1.16-1.35x faster than
+// VPGATHERDD / VPGATHERDQ on Zen 4 (1.1B shapes, one thread: iq3_xxs 10.4 -> 12.1 GMAC/s, iq2_xxs 13.6 -> 18.4)
+inline __m128i load4d(const uint32_t* t, const uint32_t* ix) {  // t[ix[0..3]]
+  __m128i v = _mm_cvtsi32_si128((int)t[ix[0]]);
+  v = _mm_insert_epi32(v, (int)t[ix[1]], 1);
+  v = _mm_insert_epi32(v, (int)t[ix[2]], 2);
+  return _mm_insert_epi32(v, (int)t[ix[3]], 3);
+}
+inline __m128i load2q(const uint64_t* t, const uint32_t* ix) {  // t[ix[0..1]]
+  return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)&t[ix[0]]), _mm_loadl_epi64((const __m128i*)&t[ix[1]]));
+}
+inline __m256i join2(__m128i a, __m128i b) { return _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1); }
 inline void dot32_halves(const int8_t* w, const int8_t* x, int32_t& lo, int32_t& hi) {
   // maddubs multiplies unsigned by signed bytes: |w| times x carrying w's sign (exact for every int8 pair)
   const __m256i wv = ld32(w), xv = ld32(x);
@@ -369,44 +381,22 @@ inline pix pix_hi(pix idx, pix hi) {
   const __m512i bits = _mm512_and_si512(_mm512_srli_epi32(hi, S), _mm512_set1_epi32((1 << NB) - 1));
   return _mm512_or_si512(idx, _mm512_slli_epi32(bits, 8));
 }
-// Codebook lookups as scalar loads put together in registers: 1.16-1.35x faster than VPGATHERDD / VPGATHERDQ on
-// Zen 4 (1.1B shapes, one thread: iq3_xxs 10.4 -> 12.1 GMAC/s, iq2_xxs 13.6 -> 18.4)
 inline __m512i join4(__m128i a, __m128i b, __m128i c, __m128i d) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1)),
-                            _mm256_inserti128_si256(_mm256_castsi128_si256(c), d, 1), 1);
-}
-template <class I>
-inline __m128i load4d(const uint32_t* t, const I* ix) {  // t[ix[0..3]]
-  __m128i v = _mm_cvtsi32_si128((int)t[ix[0]]);
-  v = _mm_insert_epi32(v, (int)t[ix[1]], 1);
-  v = _mm_insert_epi32(v, (int)t[ix[2]], 2);
-  return _mm_insert_epi32(v, (int)t[ix[3]], 3);
-}
-template <class I>
-inline __m128i load2q(const uint64_t* t, const I* ix) {  // t[ix[0..1]]
-  return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)&t[ix[0]]), _mm_loadl_epi64((const __m128i*)&t[ix[1]]));
-}
-template <class I>
-inline pw gather4_at(const uint32_t* t, const I* ix) {
-  return join4(load4d(t, ix), load4d(t, ix + 4), load4d(t, ix + 8), load4d(t, ix + 12));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(join2(a, b)), join2(c, d), 1);
 }
 inline pw pw_gather4(const uint32_t* t, pix i) {
   alignas(64) uint32_t ix[16];
   _mm512_store_si512(ix, i);
-  return gather4_at(t, ix);
+  return join4(load4d(t, ix), load4d(t, ix + 4), load4d(t, ix + 8), load4d(t, ix + 12));
 }
-template <class I>
-inline void gather8_at(const uint64_t* t, const I* ix, pw& c0, pw& c1) {
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
+  alignas(64) uint32_t ix[16];
+  _mm512_store_si512(ix, i);
   const __m512i a = join4(load2q(t, ix), load2q(t, ix + 2), load2q(t, ix + 4), load2q(t, ix + 6));  // rows 0..7
   const __m512i b = join4(load2q(t, ix + 8), load2q(t, ix + 10), load2q(t, ix + 12), load2q(t, ix + 14));
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   c0 = _mm512_permutex2var_epi32(a, even, b);
   c1 = _mm512_permutex2var_epi32(a, _mm512_add_epi32(even, _mm512_set1_epi32(1)), b);
-}
-inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
-  alignas(64) uint32_t ix[16];
-  _mm512_store_si512(ix, i);
-  gather8_at(t, ix, c0, c1);
 }
 inline void pw_store(uint8_t* p, pw v) { _mm512_storeu_si512((void*)p, v); }
 inline pf pf_load(const float* p) { return _mm512_loadu_ps(p); }
@@ -511,32 +501,14 @@ inline pix pix_hi(pix idx, pix hi) {
   return {_mm256_or_si256(idx.a, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hi.a, S), m), 8)),
           _mm256_or_si256(idx.b, _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hi.b, S), m), 8))};
 }
-// codebook lookups as scalar loads (faster than VPGATHERDD / VPGATHERDQ where measured: the AVX-512 copy)
-template <class I>
-inline __m128i load4d(const uint32_t* t, const I* ix) {  // t[ix[0..3]]
-  __m128i v = _mm_cvtsi32_si128((int)t[ix[0]]);
-  v = _mm_insert_epi32(v, (int)t[ix[1]], 1);
-  v = _mm_insert_epi32(v, (int)t[ix[2]], 2);
-  return _mm_insert_epi32(v, (int)t[ix[3]], 3);
-}
-template <class I>
-inline __m128i load2q(const uint64_t* t, const I* ix) {  // t[ix[0..1]]
-  return _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i*)&t[ix[0]]), _mm_loadl_epi64((const __m128i*)&t[ix[1]]));
-}
-inline __m256i join2(__m128i a, __m128i b) { return _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1); }
-template <class I>
-inline pw gather4_at(const uint32_t* t, const I* ix) {
-  return {join2(load4d(t, ix), load4d(t, ix + 4)), join2(load4d(t, ix + 8), load4d(t, ix + 12))};
-}
 inline pw pw_gather4(const uint32_t* t, pix i) {
   alignas(32) uint32_t ix[16];
   _mm256_store_si256((__m256i*)ix, i.a);
   _mm256_store_si256((__m256i*)(ix + 8), i.b);
-  return gather4_at(t, ix);
+  return {join2(load4d(t, ix), load4d(t, ix + 4)), join2(load4d(t, ix + 8), load4d(t, ix + 12))};
 }
 // 8 rows' 8-byte entries -> their first 4 bytes (lo) and last 4 (hi), rows in order
-template <class I>
-inline void gather8_rows(const uint64_t* t, const I* ix, __m256i& lo, __m256i& hi) {
+inline void gather8_rows(const uint64_t* t, const uint32_t* ix, __m256i& lo, __m256i& hi) {
   const __m256i perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
   const __m256i g0 = _mm256_permutevar8x32_epi32(join2(load2q(t, ix), load2q(t, ix + 2)), perm);
   const __m256i g1 = _mm256_permutevar8x32_epi32(join2(load2q(t, ix + 4), load2q(t, ix + 6)), perm);
@@ -695,15 +667,15 @@ inline pix pix_hi(pix idx, pix hi) {
   return idx;
 }
 // no gather instruction: the 16 words through memory
-template <class I>
-inline pw gather4_at(const uint32_t* t, const I* idx) {
-  uint32_t w[16];
+inline pw pw_gather4(const uint32_t* t, pix i) {
+  uint32_t idx[16], w[16];
+  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
   for (int r = 0; r < 16; r++) w[r] = t[idx[r]];
   return pw_load((const uint8_t*)w);
 }
-template <class I>
-inline void gather8_at(const uint64_t* t, const I* idx, pw& c0, pw& c1) {
-  uint32_t w0[16], w1[16];
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
+  uint32_t idx[16], w0[16], w1[16];
+  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
   for (int r = 0; r < 16; r++) {
     const uint64_t e = t[idx[r]];
     w0[r] = (uint32_t)e;
@@ -711,16 +683,6 @@ inline void gather8_at(const uint64_t* t, const I* idx, pw& c0, pw& c1) {
   }
   c0 = pw_load((const uint8_t*)w0);
   c1 = pw_load((const uint8_t*)w1);
-}
-inline pw pw_gather4(const uint32_t* t, pix i) {
-  uint32_t idx[16];
-  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
-  return gather4_at(t, idx);
-}
-inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
-  uint32_t idx[16];
-  for (int k = 0; k < 4; k++) vst1q_u32(idx + 4 * k, i.v[k]);
-  gather8_at(t, idx, c0, c1);
 }
 inline void pw_store(uint8_t* p, pw v) {
   for (int i = 0; i < 4; i++) vst1q_u8(p + 16 * i, v.v[i]);

@@ -168,22 +168,18 @@ inline pix pix_hi(pix idx, pix hi) {
   for (int i = 0; i < 16; i++) idx.v[i] |= ((hi.v[i] >> S) & ((1u << NB) - 1)) << 8;
   return idx;
 }
-template <class I>
-inline pw gather4_at(const uint32_t* t, const I* ix) {
+inline pw pw_gather4(const uint32_t* t, pix i) {
   pw r;
-  for (int k = 0; k < 16; k++) std::memcpy(r.b + 4 * k, &t[ix[k]], 4);
+  for (int k = 0; k < 16; k++) std::memcpy(r.b + 4 * k, &t[i.v[k]], 4);
   return r;
 }
-template <class I>
-inline void gather8_at(const uint64_t* t, const I* ix, pw& c0, pw& c1) {
+inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) {
   for (int k = 0; k < 16; k++) {
-    const uint8_t* e = (const uint8_t*)&t[ix[k]];
+    const uint8_t* e = (const uint8_t*)&t[i.v[k]];
     std::memcpy(c0.b + 4 * k, e, 4);
     std::memcpy(c1.b + 4 * k, e + 4, 4);
   }
 }
-inline pw pw_gather4(const uint32_t* t, pix i) { return gather4_at(t, i.v); }
-inline void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1) { gather8_at(t, i.v, c0, c1); }
 
 inline void pw_store(uint8_t* p, pw v) { std::memcpy(p, v.b, 64); }
 inline pf pf_load(const float* p) {
