@@ -4,8 +4,9 @@
 #   2. run tests/test_cuda.py on the device (every kernel against the CPU, every family against transformers)
 #   3. benchmarks/bench_gpu.py: 1.1B and 7B Llama shapes in f16 and q4_0, PyTorch eager as the reference
 # Needs python3 with numpy, tokenizers, jinja2, pytest, pybind11, torch and transformers (the device image has
-# them), nvcc 12+ and cmake. Stages can be picked: gpu_check.sh [build] [test] [bench] [sanitize]
-# (default: build test bench; `sanitize` runs the kernel tests under compute-sanitizer memcheck, slowly).
+# them), nvcc 12+ and cmake. Stages can be picked: gpu_check.sh [build] [test] [bench] [profile] [sanitize]
+# (default: build test bench; `profile` times every kernel of a decode step and a prompt with torch.profiler
+# (benchmarks/profile_gpu.py); `sanitize` runs the kernel tests under compute-sanitizer memcheck, slowly).
 # Environment: EF_CUDA_ARCHS (default 90: this machine's Hopper; the wheel default is 80;86;89;90 + PTX),
 # OUT (a folder the logs and results are copied to, if set).
 set -uo pipefail
@@ -55,6 +56,11 @@ if has test; then
   timeout 240 python3 -m pytest tests/test_cuda.py -q -ra -p no:cacheprovider --durations=10 || status=1
 fi
 
+if has profile; then
+  echo "== benchmarks/profile_gpu.py"
+  timeout 200 python3 benchmarks/profile_gpu.py --out "$RESULTS/gpu_profile.txt" 2>&1 | grep -v "USDT\|UserWarning\|_warn_once" || status=1
+fi
+
 if has sanitize; then
   SAN=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   echo "== compute-sanitizer memcheck: kernel tests ($SAN)"
@@ -69,6 +75,6 @@ fi
 echo "== gpu_check done: status $status"
 } 2>&1 | tee "$LOG"
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then
-  cp "$LOG" "$OUT/" 2>/dev/null; cp "$RESULTS/gpu_check.json" "$OUT/" 2>/dev/null
+  cp "$LOG" "$OUT/" 2>/dev/null; cp "$RESULTS/gpu_check.json" "$RESULTS/gpu_profile.txt" "$OUT/" 2>/dev/null
 fi
 grep -q "gpu_check done: status 0" "$LOG" && exit 0 || exit 1

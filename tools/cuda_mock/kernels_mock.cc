@@ -162,11 +162,42 @@ void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const fl
     if (W.dtype == DType::F16 || W.dtype == DType::BF16)
       EF_CHECK(W.ld % 8 == 0, "CUDA linear: f16/bf16 rows must be padded to 8 elements and 16-byte aligned");
     std::vector<float> row(W.cols);
+    // As gemm.cu's GEMV: with quantized weights, a decode step's activations are quantized to 8 bits per block
+    // of 32 (q = round(x / d), d = max|x| / 127), and q8_0 also multiplies the rounding residual quantized so.
+    const bool xq = T <= kGemvMaxT && is_quantized(W.dtype);
+    std::vector<float> xs((size_t)T * W.cols);
+    for (int64_t t = 0; t < T; t++) {
+      for (int64_t k0 = 0; k0 < W.cols; k0 += 32) {
+        float* out = xs.data() + t * W.cols + k0;
+        const float* in = x + t * ldx + k0;
+        const int64_t n = std::min<int64_t>(32, W.cols - k0);
+        if (!xq) {
+          std::copy(in, in + n, out);
+          continue;
+        }
+        auto q8 = [&](const float* v, float* vq, float* res) {  // vq = q d, res = v - q d
+          float amax = 0.f;
+          for (int64_t i = 0; i < n; i++) amax = std::max(amax, std::fabs(v[i]));
+          const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+          for (int64_t i = 0; i < n; i++) {
+            const float q = std::round(v[i] * id);
+            vq[i] = q * d;
+            if (res) res[i] = std::fma(-q, d, v[i]);
+          }
+        };
+        float res[32], rq[32];
+        q8(in, out, res);
+        if (W.dtype == DType::Q8_0) {
+          q8(res, rq, nullptr);
+          for (int64_t i = 0; i < n; i++) out[i] += rq[i];
+        }
+      }
+    }
     for (int64_t o = 0; o < W.rows; o++) {
       for (int64_t k = 0; k < W.cols; k++) row[k] = weight_at(W, o, k);
       for (int64_t t = 0; t < T; t++) {
         double s = 0;
-        for (int64_t k = 0; k < W.cols; k++) s += (double)x[t * ldx + k] * row[k];
+        for (int64_t k = 0; k < W.cols; k++) s += (double)xs[t * W.cols + k] * row[k];
         const float v = (float)s + (bias ? bias[o] : 0.f);
         y[t * ldy + o] = accumulate ? y[t * ldy + o] + v : v;
       }

@@ -35,29 +35,28 @@ __device__ __forceinline__ float rotated(const float* p, int d, const float* c, 
   return d < half ? a * c[i] - b * s[i] : b * c[i] + a * s[i];
 }
 
-// One block per token: q rotated pair by pair in place; k rotated and v copied into the cache.
+// Grid (token, element block): thread e rotates q's pair e in place (e < n_heads * half) and puts element e of
+// the token's k (rotated) and v in the cache (e < n_kv * head_dim); one element each, every load in flight.
 template <bool F16>
 __global__ void rope_store_kernel(RopeStoreArgs a) {
   const int t = blockIdx.x, hd = a.head_dim, half = a.half;
+  const int e = blockIdx.y * blockDim.x + threadIdx.x;
   const int32_t p0 = a.dyn_pos ? *a.dyn_pos : a.pos0, row0 = a.dyn_pos ? p0 : a.tab_row0;
   const int32_t pos = p0 + t;
   const float* c = a.cos ? a.cos + (int64_t)(row0 + t) * half : nullptr;
   const float* s = a.sin ? a.sin + (int64_t)(row0 + t) * half : nullptr;
-  if (c) {
-    float* q = a.q + (int64_t)t * a.ldq;
-    for (int e = threadIdx.x; e < a.n_heads * half; e += blockDim.x) {
-      const int h = e / half, i = e % half;
-      float* p = q + (int64_t)h * hd;
-      const int i0 = a.interleaved ? 2 * i : i, i1 = a.interleaved ? 2 * i + 1 : i + half;
-      const float x0 = p[i0], x1 = p[i1];
-      p[i0] = x0 * c[i] - x1 * s[i];
-      p[i1] = x1 * c[i] + x0 * s[i];
-    }
+  if (c && e < a.n_heads * half) {
+    const int h = e / half, i = e % half;
+    float* p = a.q + (int64_t)t * a.ldq + (int64_t)h * hd;
+    const int i0 = a.interleaved ? 2 * i : i, i1 = a.interleaved ? 2 * i + 1 : i + half;
+    const float x0 = p[i0], x1 = p[i1];
+    p[i0] = x0 * c[i] - x1 * s[i];
+    p[i1] = x1 * c[i] + x0 * s[i];
   }
-  const float* k = a.k + (int64_t)t * a.ldk;
-  const float* v = a.v + (int64_t)t * a.ldv;
-  for (int e = threadIdx.x; e < a.n_kv * hd; e += blockDim.x) {
+  if (e < a.n_kv * hd) {
     const int g = e / hd, d = e % hd;
+    const float* k = a.k + (int64_t)t * a.ldk;
+    const float* v = a.v + (int64_t)t * a.ldv;
     const int64_t off = (int64_t)g * a.head_stride + (int64_t)pos * a.pos_stride + d;
     const float kv = c ? rotated(k + (int64_t)g * hd, d, c, s, half, a.interleaved) : k[(int64_t)g * hd + d];
     kv_store<F16>(a.kc, off, kv);
@@ -198,27 +197,148 @@ __global__ void __launch_bounds__(kAThreads) attn_prefill_kernel(AttnArgs a) {
 }
 
 // ---- one query (decode): split-K ---------------------------------------------------------------------------------
-// Block (head, split) scores its chunk of keys (a warp per key, lanes over the head dims), takes the chunk's
-// softmax, multiplies the values (a thread per dim) and writes its partial output with its max and sum; the
-// combine kernel merges the splits.
-constexpr int kDThreads = 128;
+// Block (head, split) takes keys lo + split * kDChunk .. + kDChunk - 1. The chunk is fixed, so a step replayed as a
+// CUDA graph (grid sized for the longest range, splits past the position find no keys) and a plain step split the
+// same keys the same way, and give the same bits. Each block writes its partial output with its max and sum; the
+// combine kernel merges the splits in split order, skipping empty ones.
+constexpr int kDThreads = 128, kDChunk = 128;
+
+// Elements i .. i + N - 1 of a cache (N = 8 f16 or 4 f32): one 16-byte load (i a multiple of N, base 16-byte
+// aligned; __ldg keeps it one vector load), then as floats.
+template <bool F16>
+__device__ __forceinline__ uint4 kv_raw(const void* base, int64_t i) {
+  return __ldg(reinterpret_cast<const uint4*>(static_cast<const char*>(base) + i * (F16 ? 2 : 4)));
+}
 
 template <bool F16>
+__device__ __forceinline__ void kv_floats(const uint4 raw, float* f) {
+  if constexpr (F16) {
+    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const float2 v = __half22float2(*reinterpret_cast<const __half2*>(&w[e]));
+      f[2 * e] = v.x;
+      f[2 * e + 1] = v.y;
+    }
+  } else {
+    f[0] = __uint_as_float(raw.x), f[1] = __uint_as_float(raw.y), f[2] = __uint_as_float(raw.z);
+    f[3] = __uint_as_float(raw.w);
+  }
+}
+
+// The range of keys this step's query sees (dyn_pos: read on the device; lo and hi from the host otherwise).
+__device__ __forceinline__ void decode_range(const AttnArgs& a, int32_t& pos, int32_t& lo, int32_t& hi) {
+  pos = a.pos0;
+  if (a.dyn_pos) {
+    pos = *a.dyn_pos;
+    lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+    hi = pos;
+  }
+}
+
+// Rows of 16-byte vectors (head_dim a multiple of N, strides too, caches aligned): a thread per key scores it
+// from its row (every load of the row in flight at once); values by threads over (16-byte column, key group),
+// the groups summed through shared memory.
+template <bool F16>
 __global__ void __launch_bounds__(kDThreads)
-attn_decode_kernel(AttnArgs a, int32_t lo, int32_t hi, int32_t chunk, int nsplit, float* part, float2* ml) {
+attn_decode_vec_kernel(AttnArgs a, int32_t lo, int32_t hi, int nsplit, float* part, float2* ml) {
+  constexpr int N = F16 ? 8 : 4;
+  static_assert(kDThreads == kDChunk, "a thread per key of the chunk");
+  __shared__ __align__(16) float qs[256];
+  __shared__ float sc[kDChunk];
+  __shared__ float pv[kDThreads * N];  // [group][head_dim]
+  __shared__ float red[32];
+  const int hd = a.head_dim, h = blockIdx.x, split = blockIdx.y, g = h / a.group;
+  int32_t pos;
+  decode_range(a, pos, lo, hi);
+  const int32_t start = lo + split * kDChunk;
+  const int32_t n = max(0, min(hi + 1, start + kDChunk) - start);
+  if (n == 0) {  // past this step's keys: nothing to merge (uniform over the block, before any barrier)
+    if (threadIdx.x == 0) ml[(int64_t)h * nsplit + split] = make_float2(-INFINITY, 0.f);
+    return;
+  }
+  for (int d = threadIdx.x; d < hd; d += kDThreads) qs[d] = a.q[(int64_t)h * hd + d];
+  __syncthreads();
+  const int64_t kv0 = (int64_t)g * a.head_stride;
+  const int j = threadIdx.x;
+  float s = -INFINITY;
+  if (j < n) {
+    const int32_t key = start + j;
+    const int64_t off = kv0 + (int64_t)key * a.pos_stride;
+    float dot = 0.f;
+    auto part_dot = [&](const uint4 raw, int d) {
+      float kf[N];
+      kv_floats<F16>(raw, kf);
+#pragma unroll
+      for (int e = 0; e < N; e++) dot += qs[d + e] * kf[e];
+    };
+    int d = 0;
+    for (; d + 4 * N <= hd; d += 4 * N) {  // four loads in flight, then their products
+      uint4 raw[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) raw[u] = kv_raw<F16>(a.k, off + d + u * N);
+#pragma unroll
+      for (int u = 0; u < 4; u++) part_dot(raw[u], d + u * N);
+    }
+    for (; d < hd; d += N) part_dot(kv_raw<F16>(a.k, off + d), d);
+    if (!a.key_mask || a.key_mask[key])
+      s = dot * a.scale + score_bias(a, h, key, pos, a.alibi ? a.alibi[h] : 0.f);
+  }
+  const float mx = block_max(s, red);
+  const float p = mx == -INFINITY || s == -INFINITY ? 0.f : expf(s - mx);
+  sc[j] = p;
+  const float sum = block_sum(p, red);  // its barriers publish sc
+  const int nvec = hd / N, groups = kDThreads / nvec;
+  const int col = threadIdx.x % nvec, grp = threadIdx.x / nvec;
+  if (grp < groups) {
+    float acc[N];
+#pragma unroll
+    for (int e = 0; e < N; e++) acc[e] = 0.f;
+    auto add = [&](const uint4 raw, int jj) {
+      const float pj = sc[jj];
+      if (pj != 0.f) {
+        float vf[N];
+        kv_floats<F16>(raw, vf);
+#pragma unroll
+        for (int e = 0; e < N; e++) acc[e] += pj * vf[e];
+      }
+    };
+    const int64_t vcol = kv0 + (int64_t)start * a.pos_stride + col * N;
+    int jj = grp;
+    for (; jj + 3 * groups < n; jj += 4 * groups) {  // four loads in flight, then their sums
+      uint4 raw[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) raw[u] = kv_raw<F16>(a.v, vcol + (int64_t)(jj + u * groups) * a.pos_stride);
+#pragma unroll
+      for (int u = 0; u < 4; u++) add(raw[u], jj + u * groups);
+    }
+    for (; jj < n; jj += groups) add(kv_raw<F16>(a.v, vcol + (int64_t)jj * a.pos_stride), jj);
+#pragma unroll
+    for (int e = 0; e < N; e++) pv[grp * hd + col * N + e] = acc[e];
+  }
+  __syncthreads();
+  float* po = part + ((int64_t)h * nsplit + split) * hd;
+  for (int d = threadIdx.x; d < hd; d += kDThreads) {
+    float o = 0.f;
+    for (int gg = 0; gg < groups; gg++) o += pv[gg * hd + d];
+    po[d] = o;
+  }
+  if (threadIdx.x == 0) ml[(int64_t)h * nsplit + split] = make_float2(mx, sum);
+}
+
+// Any layout (odd head_dim or strides): a warp per key, lanes over the head dims; a thread per dim for the values.
+template <bool F16>
+__global__ void __launch_bounds__(kDThreads)
+attn_decode_kernel(AttnArgs a, int32_t lo, int32_t hi, int nsplit, float* part, float2* ml) {
   extern __shared__ float sm[];
   __shared__ float red[32];
   const int hd = a.head_dim, h = blockIdx.x, split = blockIdx.y, g = h / a.group;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float* qs = sm;       // [hd]
-  float* sc = sm + hd;  // [chunk]
-  int32_t pos = a.pos0;
-  if (a.dyn_pos) {  // the host sized the split for the longest range; this step's range starts at lo as always
-    pos = *a.dyn_pos;
-    lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
-    hi = pos;
-  }
-  const int32_t start = lo + split * chunk, end = min(hi + 1, start + chunk);
+  float* sc = sm + hd;  // [kDChunk]
+  int32_t pos;
+  decode_range(a, pos, lo, hi);
+  const int32_t start = lo + split * kDChunk, end = min(hi + 1, start + kDChunk);
   const int32_t n = max(0, end - start);
   for (int d = threadIdx.x; d < hd; d += kDThreads) qs[d] = a.q[(int64_t)h * hd + d];
   __syncthreads();
@@ -273,13 +393,6 @@ __global__ void attn_combine_kernel(const float* __restrict__ part, const float2
   }
 }
 
-int sm_count_of_current_device() {
-  int dev = 0, n = 0;
-  EF_CUDA_CHECK(cudaGetDevice(&dev));
-  EF_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  return n > 0 ? n : 1;
-}
-
 int max_shared_optin() {
   int dev = 0, n = 0;
   EF_CUDA_CHECK(cudaGetDevice(&dev));
@@ -313,26 +426,25 @@ void decode(const AttnArgs& a, Scratch& ws, cudaStream_t s) {
   const int32_t pos = a.pos0;
   int32_t lo = a.window > 0 ? std::max(0, pos - a.window + 1) : 0;
   int32_t hi = a.causal ? std::min(pos, a.n_keys - 1) : a.n_keys - 1;
-  if (a.dyn_pos) {  // the position is on the device: size the split for the most keys it can see
-    lo = 0;
-    hi = (a.window > 0 ? std::min(a.n_keys, a.window) : a.n_keys) - 1;
-  }
-  const int32_t n = std::max(0, hi - lo + 1);
-  // enough splits to give every multiprocessor two blocks, chunks of 64 .. 1024 keys (multiples of 32)
-  const int64_t target = 2 * (int64_t)(a.sm_count > 0 ? a.sm_count : sm_count_of_current_device());
-  int64_t nsplit = std::max<int64_t>((n + 1023) / 1024, std::min<int64_t>((target + a.n_heads - 1) / a.n_heads, (n + 63) / 64));
-  nsplit = std::max<int64_t>(nsplit, 1);
-  int32_t chunk = (int32_t)((n + nsplit - 1) / nsplit);
-  chunk = std::max<int32_t>(32, (chunk + 31) / 32 * 32);
-  nsplit = std::max<int64_t>(1, (n + chunk - 1) / chunk);
+  int32_t n = std::max(0, hi - lo + 1);
+  if (a.dyn_pos) n = a.window > 0 ? std::min(a.n_keys, a.window) : a.n_keys;  // the most keys the position can see
+  const int64_t nsplit = std::max<int64_t>(1, (n + kDChunk - 1) / kDChunk);
   EF_CHECK(nsplit <= 65535, "CUDA attention: too many keys");
   const size_t part_floats = (size_t)a.n_heads * nsplit * a.head_dim;
   float* part = ws.ensure_as<float>(part_floats + 2 * (size_t)a.n_heads * nsplit + 4);
   float2* ml = reinterpret_cast<float2*>(part + ((part_floats + 1) & ~(size_t)1));  // 8-byte aligned
-  const size_t smem = (size_t)(a.head_dim + chunk) * sizeof(float);
-  attn_decode_kernel<F16><<<dim3((unsigned)a.n_heads, (unsigned)nsplit), kDThreads, smem, s>>>(a, lo, hi, chunk,
-                                                                                             (int)nsplit, part, ml);
-  EF_CUDA_LAUNCHED(attn_decode_kernel);
+  const dim3 grid((unsigned)a.n_heads, (unsigned)nsplit);
+  constexpr int N = F16 ? 8 : 4;
+  const bool vec = a.head_dim % N == 0 && a.pos_stride % N == 0 && a.head_stride % N == 0 &&
+                   reinterpret_cast<uintptr_t>(a.k) % 16 == 0 && reinterpret_cast<uintptr_t>(a.v) % 16 == 0;
+  if (vec) {
+    attn_decode_vec_kernel<F16><<<grid, kDThreads, 0, s>>>(a, lo, hi, (int)nsplit, part, ml);
+    EF_CUDA_LAUNCHED(attn_decode_vec_kernel);
+  } else {
+    const size_t smem = (size_t)(a.head_dim + kDChunk) * sizeof(float);
+    attn_decode_kernel<F16><<<grid, kDThreads, smem, s>>>(a, lo, hi, (int)nsplit, part, ml);
+    EF_CUDA_LAUNCHED(attn_decode_kernel);
+  }
   attn_combine_kernel<<<(unsigned)a.n_heads, 128, 0, s>>>(part, ml, (int)nsplit, a.head_dim, a.out);
   EF_CUDA_LAUNCHED(attn_combine_kernel);
 }
@@ -342,8 +454,10 @@ void decode(const AttnArgs& a, Scratch& ws, cudaStream_t s) {
 void rope_store(const RopeStoreArgs& a, cudaStream_t s) {
   if (a.T <= 0) return;
   EF_CHECK(!a.cos || 2 * a.half <= a.head_dim, "CUDA rope: rotary dims exceed head_dim");
-  if (a.kv_f16) rope_store_kernel<true><<<(unsigned)a.T, 128, 0, s>>>(a);
-  else rope_store_kernel<false><<<(unsigned)a.T, 128, 0, s>>>(a);
+  const int64_t n = std::max<int64_t>(a.cos ? (int64_t)a.n_heads * a.half : 0, (int64_t)a.n_kv * a.head_dim);
+  const dim3 grid((unsigned)a.T, (unsigned)std::max<int64_t>(1, (n + 127) / 128));
+  if (a.kv_f16) rope_store_kernel<true><<<grid, 128, 0, s>>>(a);
+  else rope_store_kernel<false><<<grid, 128, 0, s>>>(a);
   EF_CUDA_LAUNCHED(rope_store_kernel);
 }
 

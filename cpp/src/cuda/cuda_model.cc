@@ -48,7 +48,7 @@ const float* fp(const DevBuffer& b) { return b.as<float>(); }
 struct DeviceWeights {
   ArchSpec spec;
   int device = 0;
-  int32_t max_ctx = 0, host_threads = 0, sm_count = 0;
+  int32_t max_ctx = 0, host_threads = 0;
   std::vector<DevBuffer> owned;
   DevMatrix tok_emb, pos_emb, type_emb, proj_in, proj_out, lm_head;
   const float *emb_norm_w = nullptr, *emb_norm_b = nullptr, *final_norm_w = nullptr, *final_norm_b = nullptr;
@@ -207,7 +207,6 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
   W->device = opts.device;
   W->max_ctx = host.max_context();
   W->host_threads = host.threads();
-  EF_CUDA_CHECK(cudaDeviceGetAttribute(&W->sm_count, cudaDevAttrMultiProcessorCount, opts.device));
   const ArchSpec& sp = W->spec;
   std::map<std::string, Tensor> t;
   for (auto& kv : host.weights()) t.emplace(kv.first, kv.second);
@@ -594,7 +593,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     A.causal = sp.causal(), A.window = sp.sliding_window, A.scale = attn_scale;
     A.alibi = W.alibi, A.alibi_bf16 = sp.alibi_bf16, A.alibi_scaled = sp.alibi_scaled;
     A.rel = rel, A.rel_width = rel_width, A.rel_lo = rel_lo;
-    A.key_mask = key_mask, A.sm_count = W.sm_count;
+    A.key_mask = key_mask;
     if (dyn) A.dyn_pos = dyn_pos, A.n_keys = dyn_cap;
     attention(A, S.ws_attn, st);
     linear(L.wo, att, QD, T, L.bo, result, H, true, S.ws_linear, st);
@@ -607,7 +606,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     A.kv_f16 = false, A.head_stride = hd, A.pos_stride = QD;
     A.T = T, A.n_heads = nh, A.group = 1, A.head_dim = (int32_t)hd, A.pos0 = 0, A.n_keys = S.enc_T;
     A.causal = false, A.window = 0, A.scale = attn_scale;
-    A.key_mask = S.enc_has_mask ? S.enc_mask.as<uint8_t>() : nullptr, A.sm_count = W.sm_count;
+    A.key_mask = S.enc_has_mask ? S.enc_mask.as<uint8_t>() : nullptr;
     attention(A, S.ws_attn, st);
     linear(L.co, att, QD, T, nullptr, result, H, true, S.ws_linear, st);
   };

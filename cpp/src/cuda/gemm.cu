@@ -14,28 +14,25 @@ namespace {
 
 // ---- GEMV, f16 / bf16 weights --------------------------------------------------------------------------------
 // One warp per output row; a lane reads 8 weights (16 bytes) at a time, 256 per warp step, and multiplies
-// them with every token's x (T <= MAXT accumulators). Rows are padded to 8 elements and 16-byte aligned
+// them with every token's x (T <= MAXT accumulators). Unrolled by 4: four loads per lane in flight. Rows are padded to 8 elements and 16-byte aligned
 // (upload), so the vector loop covers K rounded down to 8; the scalar tail does the rest.
 constexpr int kGemvWarps = 8;
 
+// Two f16 / bf16 values packed in a 32-bit word, as floats.
 template <typename WT>
-__device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
-  if constexpr (std::is_same<WT, __half>::value) {
-    const __half2* h = reinterpret_cast<const __half2*>(&raw);
+__device__ __forceinline__ float2 pair_to_f32(uint32_t u) {
+  if constexpr (std::is_same<WT, __half>::value) return __half22float2(*reinterpret_cast<const __half2*>(&u));
+  else return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+}
+
+template <typename WT>
+__device__ __forceinline__ void unpack8(const uint4 raw, float* f) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const float2 v = __half22float2(h[i]);
-      f[2 * i] = v.x;
-      f[2 * i + 1] = v.y;
-    }
-  } else {
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const float2 v = __bfloat1622float2(h[i]);
-      f[2 * i] = v.x;
-      f[2 * i + 1] = v.y;
-    }
+  for (int i = 0; i < 4; i++) {
+    const float2 v = pair_to_f32<WT>(w[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
   }
 }
 
@@ -58,10 +55,9 @@ gemv_float_kernel(const WT* __restrict__ W, int64_t ldw, int64_t O, int64_t K, c
 #pragma unroll
   for (int t = 0; t < MAXT; t++) acc[t] = 0.f;
   const int64_t K8 = K & ~(int64_t)7;
-#pragma unroll 2
-  for (int64_t k = (int64_t)lane * 8; k < K8; k += 256) {
+  auto step = [&](const uint4 raw, int64_t k) {  // this lane's 8 weights at k times every token's x
     float wf[8];
-    unpack8<WT>(*reinterpret_cast<const uint4*>(w + k), wf);
+    unpack8<WT>(raw, wf);
 #pragma unroll
     for (int t = 0; t < MAXT; t++) {
       if (t < T) {
@@ -80,7 +76,17 @@ gemv_float_kernel(const WT* __restrict__ W, int64_t ldw, int64_t O, int64_t K, c
         acc[t] += s;
       }
     }
+  };
+  // four 16-byte weight loads issued before any is used (__ldg: one vector load each), then the rest one by one
+  int64_t k = (int64_t)lane * 8;
+  for (; k + 3 * 256 < K8; k += 4 * 256) {
+    uint4 raw[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) raw[u] = __ldg(reinterpret_cast<const uint4*>(w + k + u * 256));
+#pragma unroll
+    for (int u = 0; u < 4; u++) step(raw[u], k + u * 256);
   }
+  for (; k < K8; k += 256) step(__ldg(reinterpret_cast<const uint4*>(w + k)), k);
   for (int64_t k = K8 + lane; k < K; k += 32) {
     const float wv = to_f32<WT>(w[k]);
 #pragma unroll
@@ -154,108 +160,134 @@ gemv_quant_kernel(DevMatrix W, XQ xq, int64_t nb, int T, const float* __restrict
   float acc[MAXT];
 #pragma unroll
   for (int t = 0; t < MAXT; t++) acc[t] = 0.f;
-  for (int64_t b = lane; b < nb; b += 32) {
-    if constexpr (DT == (int)DType::Q4_0) {
-      const uint4 wq = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(W.data) + (o * nb + b) * 16);
-      const float dw = f16_bits_to_f32(W.scales[o * nb + b]);
-      const int lo[4] = {(int)(wq.x & 0x0F0F0F0Fu), (int)(wq.y & 0x0F0F0F0Fu), (int)(wq.z & 0x0F0F0F0Fu),
-                         (int)(wq.w & 0x0F0F0F0Fu)};
-      const int hi[4] = {(int)((wq.x >> 4) & 0x0F0F0F0Fu), (int)((wq.y >> 4) & 0x0F0F0F0Fu),
-                         (int)((wq.z >> 4) & 0x0F0F0F0Fu), (int)((wq.w >> 4) & 0x0F0F0F0Fu)};
+  if constexpr (DT == (int)DType::Q4_0 || DT == (int)DType::Q8_0) {
+    // 16 (q4_0) or 32 (q8_0) bytes of quants per block, 16-byte aligned (split at upload), and an f16 scale
+    constexpr int QB = DT == (int)DType::Q4_0 ? 16 : 32;
+    const uint8_t* wrow = static_cast<const uint8_t*>(W.data) + o * nb * QB;
+    const uint16_t* srow = W.scales + o * nb;
+    auto block = [&](const uint4 w0, const uint4 w1, const uint16_t sbits, int64_t b) {
+      const float dw = f16_bits_to_f32(sbits);
+      if constexpr (DT == (int)DType::Q4_0) {
+        const int lo[4] = {(int)(w0.x & 0x0F0F0F0Fu), (int)(w0.y & 0x0F0F0F0Fu), (int)(w0.z & 0x0F0F0F0Fu),
+                           (int)(w0.w & 0x0F0F0F0Fu)};
+        const int hi[4] = {(int)((w0.x >> 4) & 0x0F0F0F0Fu), (int)((w0.y >> 4) & 0x0F0F0F0Fu),
+                           (int)((w0.z >> 4) & 0x0F0F0F0Fu), (int)((w0.w >> 4) & 0x0F0F0F0Fu)};
 #pragma unroll
-      for (int t = 0; t < MAXT; t++) {
-        if (t < T) {
-          const int64_t xb = t * nb + b;
-          const int4* xp = reinterpret_cast<const int4*>(xq.q + xb * 32);
-          const int4 a = xp[0], c = xp[1];
-          int s = dp4a(lo[0], a.x, 0);
-          s = dp4a(lo[1], a.y, s);
-          s = dp4a(lo[2], a.z, s);
-          s = dp4a(lo[3], a.w, s);
-          s = dp4a(hi[0], c.x, s);
-          s = dp4a(hi[1], c.y, s);
-          s = dp4a(hi[2], c.z, s);
-          s = dp4a(hi[3], c.w, s);
-          acc[t] += dw * xq.d[xb] * (float)(s - 8 * xq.s[xb]);
+        for (int t = 0; t < MAXT; t++) {
+          if (t == 0 || t < T) {  // T >= 1: token 0 unconditional, so loads stay hoisted
+            const int64_t xb = t * nb + b;
+            const int4* xp = reinterpret_cast<const int4*>(xq.q + xb * 32);
+            const int4 a = xp[0], c = xp[1];
+            int s = dp4a(lo[0], a.x, 0);
+            s = dp4a(lo[1], a.y, s);
+            s = dp4a(lo[2], a.z, s);
+            s = dp4a(lo[3], a.w, s);
+            s = dp4a(hi[0], c.x, s);
+            s = dp4a(hi[1], c.y, s);
+            s = dp4a(hi[2], c.z, s);
+            s = dp4a(hi[3], c.w, s);
+            acc[t] += dw * xq.d[xb] * (float)(s - 8 * xq.s[xb]);
+          }
+        }
+      } else {
+        const int wv[8] = {(int)w0.x, (int)w0.y, (int)w0.z, (int)w0.w, (int)w1.x, (int)w1.y, (int)w1.z, (int)w1.w};
+#pragma unroll
+        for (int t = 0; t < MAXT; t++) {
+          if (t == 0 || t < T) {  // T >= 1: token 0 unconditional, so loads stay hoisted
+            const int64_t xb = t * nb + b;
+            const int4* qp = reinterpret_cast<const int4*>(xq.q + xb * 32);
+            const int4* rp = reinterpret_cast<const int4*>(xq.r + xb * 32);
+            const int4 q0 = qp[0], q1 = qp[1], r0 = rp[0], r1 = rp[1];
+            const int qv[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+            const int rv[8] = {r0.x, r0.y, r0.z, r0.w, r1.x, r1.y, r1.z, r1.w};
+            int sq = 0, sr = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) sq = dp4a(wv[i], qv[i], sq), sr = dp4a(wv[i], rv[i], sr);
+            acc[t] += dw * (xq.d[xb] * (float)sq + xq.d2[xb] * (float)sr);
+          }
         }
       }
-    } else if constexpr (DT == (int)DType::Q8_0) {
-      const int4* wp = reinterpret_cast<const int4*>(static_cast<const int8_t*>(W.data) + (o * nb + b) * 32);
-      const int4 w0 = wp[0], w1 = wp[1];
-      const float dw = f16_bits_to_f32(W.scales[o * nb + b]);
+    };
+    auto load = [&](int64_t b, uint4& w0, uint4& w1, uint16_t& sbits) {  // __ldg: one 16-byte load each
+      w0 = __ldg(reinterpret_cast<const uint4*>(wrow + b * QB));
+      if constexpr (QB == 32) w1 = __ldg(reinterpret_cast<const uint4*>(wrow + b * QB + 16));
+      else w1 = make_uint4(0, 0, 0, 0);
+      sbits = __ldg(srow + b);
+    };
+    // four blocks' weights in flight before any is used, then the rest one by one
+    int64_t b = lane;
+    for (; b + 96 < nb; b += 128) {
+      uint4 w0[4], w1[4];
+      uint16_t sb[4];
 #pragma unroll
-      for (int t = 0; t < MAXT; t++) {
-        if (t < T) {
-          const int64_t xb = t * nb + b;
-          const int4* qp = reinterpret_cast<const int4*>(xq.q + xb * 32);
-          const int4* rp = reinterpret_cast<const int4*>(xq.r + xb * 32);
-          const int4 q0 = qp[0], q1 = qp[1], r0 = rp[0], r1 = rp[1];
-          int sq = dp4a(w0.x, q0.x, 0), sr = dp4a(w0.x, r0.x, 0);
-          sq = dp4a(w0.y, q0.y, sq), sr = dp4a(w0.y, r0.y, sr);
-          sq = dp4a(w0.z, q0.z, sq), sr = dp4a(w0.z, r0.z, sr);
-          sq = dp4a(w0.w, q0.w, sq), sr = dp4a(w0.w, r0.w, sr);
-          sq = dp4a(w1.x, q1.x, sq), sr = dp4a(w1.x, r1.x, sr);
-          sq = dp4a(w1.y, q1.y, sq), sr = dp4a(w1.y, r1.y, sr);
-          sq = dp4a(w1.z, q1.z, sq), sr = dp4a(w1.z, r1.z, sr);
-          sq = dp4a(w1.w, q1.w, sq), sr = dp4a(w1.w, r1.w, sr);
-          acc[t] += dw * (xq.d[xb] * (float)sq + xq.d2[xb] * (float)sr);
+      for (int u = 0; u < 4; u++) load(b + 32 * u, w0[u], w1[u], sb[u]);
+#pragma unroll
+      for (int u = 0; u < 4; u++) block(w0[u], w1[u], sb[u], b + 32 * u);
+    }
+    for (; b < nb; b += 32) {
+      uint4 w0, w1;
+      uint16_t sb;
+      load(b, w0, w1, sb);
+      block(w0, w1, sb, b);
+    }
+  } else {  // q4_k, q6_k
+    for (int64_t b = lane; b < nb; b += 32) {
+      if constexpr (DT == (int)DType::Q4_K) {
+        // activation block b = sub-block j of super-block b / 8: value = d * sc_j * nibble - dmin * m_j
+        const int j = (int)(b & 7);
+        const uint8_t* p = static_cast<const uint8_t*>(W.data) + o * W.ld + (b >> 3) * 144;
+        int sc, m;
+        q4k_scale_min(j, p + 4, sc, m);
+        const float ds = f16_at(p) * (float)sc, dm = f16_at(p + 2) * (float)m;
+        const int4* qp = reinterpret_cast<const int4*>(p + 16 + 32 * (j >> 1));
+        const int4 v0 = __ldg(qp), v1 = __ldg(qp + 1);
+        const int sh = 4 * (j & 1);
+        const int nib[8] = {(v0.x >> sh) & 0x0F0F0F0F, (v0.y >> sh) & 0x0F0F0F0F, (v0.z >> sh) & 0x0F0F0F0F,
+                            (v0.w >> sh) & 0x0F0F0F0F, (v1.x >> sh) & 0x0F0F0F0F, (v1.y >> sh) & 0x0F0F0F0F,
+                            (v1.z >> sh) & 0x0F0F0F0F, (v1.w >> sh) & 0x0F0F0F0F};
+#pragma unroll
+        for (int t = 0; t < MAXT; t++) {
+          if (t == 0 || t < T) {  // T >= 1: token 0 unconditional, so loads stay hoisted
+            const int64_t xb = t * nb + b;
+            const int* xi = reinterpret_cast<const int*>(xq.q + xb * 32);
+            int s = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++) s = dp4a(nib[i], xi[i], s);
+            acc[t] += xq.d[xb] * (ds * (float)s - dm * (float)xq.s[xb]);
+          }
         }
-      }
-    } else if constexpr (DT == (int)DType::Q4_K) {
-      // activation block b = sub-block j of super-block b / 8: value = d * sc_j * nibble - dmin * m_j
-      const int j = (int)(b & 7);
-      const uint8_t* p = static_cast<const uint8_t*>(W.data) + o * W.ld + (b >> 3) * 144;
-      int sc, m;
-      q4k_scale_min(j, p + 4, sc, m);
-      const float ds = f16_at(p) * (float)sc, dm = f16_at(p + 2) * (float)m;
-      const int4* qp = reinterpret_cast<const int4*>(p + 16 + 32 * (j >> 1));
-      const int4 v0 = qp[0], v1 = qp[1];
-      const int sh = 4 * (j & 1);
-      const int nib[8] = {(v0.x >> sh) & 0x0F0F0F0F, (v0.y >> sh) & 0x0F0F0F0F, (v0.z >> sh) & 0x0F0F0F0F,
-                          (v0.w >> sh) & 0x0F0F0F0F, (v1.x >> sh) & 0x0F0F0F0F, (v1.y >> sh) & 0x0F0F0F0F,
-                          (v1.z >> sh) & 0x0F0F0F0F, (v1.w >> sh) & 0x0F0F0F0F};
+      } else {  // Q6_K: activation block b = elements 32 g .. 32 g + 31 of super-block b / 8, two 16-element scales
+        const int g = (int)(b & 7);
+        const uint8_t* p = static_cast<const uint8_t*>(W.data) + o * W.ld + (b >> 3) * 210;
+        const uint8_t* lo = p + (g >> 2) * 64 + 32 * (g & 1);
+        const uint8_t* hi = p + 128 + (g >> 2) * 32;
+        const int lsh = 4 * ((g >> 1) & 1), hsh = 2 * (g & 3);
+        const float d = f16_at(p + 208);
+        const float sc0 = (float)(int8_t)p[192 + 2 * g], sc1 = (float)(int8_t)p[192 + 2 * g + 1];
+        int vals[8];
 #pragma unroll
-      for (int t = 0; t < MAXT; t++) {
-        if (t < T) {
-          const int64_t xb = t * nb + b;
-          const int* xi = reinterpret_cast<const int*>(xq.q + xb * 32);
-          int s = 0;
+        for (int i4 = 0; i4 < 8; i4++) {
+          uint32_t packed = 0;
 #pragma unroll
-          for (int i = 0; i < 8; i++) s = dp4a(nib[i], xi[i], s);
-          acc[t] += xq.d[xb] * (ds * (float)s - dm * (float)xq.s[xb]);
+          for (int e = 0; e < 4; e++) {
+            const int i = 4 * i4 + e;
+            const int q = (((lo[i] >> lsh) & 15) | (((hi[i] >> hsh) & 3) << 4)) - 32;
+            packed |= (uint32_t)(uint8_t)(int8_t)q << (8 * e);
+          }
+          vals[i4] = (int)packed;
         }
-      }
-    } else {  // Q6_K: activation block b = elements 32 g .. 32 g + 31 of super-block b / 8, two 16-element scales
-      const int g = (int)(b & 7);
-      const uint8_t* p = static_cast<const uint8_t*>(W.data) + o * W.ld + (b >> 3) * 210;
-      const uint8_t* lo = p + (g >> 2) * 64 + 32 * (g & 1);
-      const uint8_t* hi = p + 128 + (g >> 2) * 32;
-      const int lsh = 4 * ((g >> 1) & 1), hsh = 2 * (g & 3);
-      const float d = f16_at(p + 208);
-      const float sc0 = (float)(int8_t)p[192 + 2 * g], sc1 = (float)(int8_t)p[192 + 2 * g + 1];
-      int vals[8];
 #pragma unroll
-      for (int i4 = 0; i4 < 8; i4++) {
-        uint32_t packed = 0;
+        for (int t = 0; t < MAXT; t++) {
+          if (t == 0 || t < T) {  // T >= 1: token 0 unconditional, so loads stay hoisted
+            const int64_t xb = t * nb + b;
+            const int* xi = reinterpret_cast<const int*>(xq.q + xb * 32);
+            int s0 = 0, s1 = 0;
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int i = 4 * i4 + e;
-          const int q = (((lo[i] >> lsh) & 15) | (((hi[i] >> hsh) & 3) << 4)) - 32;
-          packed |= (uint32_t)(uint8_t)(int8_t)q << (8 * e);
-        }
-        vals[i4] = (int)packed;
-      }
+            for (int i = 0; i < 4; i++) s0 = dp4a(vals[i], xi[i], s0);
 #pragma unroll
-      for (int t = 0; t < MAXT; t++) {
-        if (t < T) {
-          const int64_t xb = t * nb + b;
-          const int* xi = reinterpret_cast<const int*>(xq.q + xb * 32);
-          int s0 = 0, s1 = 0;
-#pragma unroll
-          for (int i = 0; i < 4; i++) s0 = dp4a(vals[i], xi[i], s0);
-#pragma unroll
-          for (int i = 4; i < 8; i++) s1 = dp4a(vals[i], xi[i], s1);
-          acc[t] += d * xq.d[xb] * (sc0 * (float)s0 + sc1 * (float)s1);
+            for (int i = 4; i < 8; i++) s1 = dp4a(vals[i], xi[i], s1);
+            acc[t] += d * xq.d[xb] * (sc0 * (float)s0 + sc1 * (float)s1);
+          }
         }
       }
     }
@@ -266,7 +298,7 @@ gemv_quant_kernel(DevMatrix W, XQ xq, int64_t nb, int T, const float* __restrict
     const float bv = bias ? bias[o] : 0.f;
 #pragma unroll
     for (int t = 0; t < MAXT; t++) {
-      if (t < T) {
+      if (t == 0 || t < T) {  // T >= 1: token 0 unconditional, so loads stay hoisted
         float* yp = y + t * ldy + o;
         const float v = acc[t] + bv;
         *yp = accumulate ? *yp + v : v;

@@ -111,10 +111,10 @@ struct AttnArgs {
   const float* rel = nullptr;
   int32_t rel_width = 0, rel_lo = 0;
   const uint8_t* key_mask = nullptr;
-  int32_t sm_count = 0;  // the device's multiprocessors (sizes the decode split); 0 = ask the driver
   // Not null (T == 1, causal; decode steps replayed as CUDA graphs): the query's position is *dyn_pos, read on
   // the device, and it sees keys up to that position; n_keys is then only an upper bound on position + 1,
-  // which sizes the split-K grid (blocks past the position's keys find none).
+  // which sizes the split-K grid (blocks past the position's keys find none). The splits are fixed chunks of
+  // keys, so a replay and a plain step at the same position give the same bits.
   const int32_t* dyn_pos = nullptr;
 };
 void attention(const AttnArgs& a, Scratch& ws, cudaStream_t s);
