@@ -25,6 +25,7 @@ add_library(edgeformer_cuda OBJECT
   cpp/src/cuda/host.cc
   cpp/src/cuda/cuda_model.cc
   cpp/src/cuda/cuda_api.cc
+  cpp/src/cuda/blas.cc
   cpp/src/cuda/elementwise.cu
   cpp/src/cuda/gemm.cu
   cpp/src/cuda/attention.cu

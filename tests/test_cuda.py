@@ -165,6 +165,35 @@ def test_linear(wdtype):
 
 
 @gpu
+def test_prompt_gemm_with_and_without_cublas(monkeypatch):
+    """Prompts (64 tokens or more) go through cuBLAS where a libcublas is found (PyTorch's CUDA wheels bring one),
+    else (or with EDGEFORMER_CUBLAS=0) through the tensor-core tiles: the same values either way, also for a
+    quantized matrix dequantized in more than one chunk of rows (64 MiB of f16 each)."""
+    from edgeformer.model import _cublas_candidates
+
+    info = edgeformer.cuda_info()
+    emulated = "emulation" in info["name"]
+    if emulated:
+        assert info["cublas"] is None  # the host stand-ins never load it
+    elif _cublas_candidates():
+        assert info["cublas"] is not None, "a libcublas is installed but was not loaded"
+    cases = [("f16", 300, 96), ("bf16", 130, 100), ("q4_0", 300, 96), ("q6_k", 70, 256)]
+    if not emulated:
+        cases.append(("q4_0", 8300, 4096))  # 8192 rows per chunk at K = 4096: two chunks
+    for wdtype, O, K in cases:
+        w, dt, wf = _weights(wdtype, O, K)
+        b = rng.standard_normal(O).astype(np.float32)
+        x = rng.standard_normal((130, K)).astype(np.float32)
+        ref = x.astype(np.float64) @ wf.astype(np.float64).T + b
+        y = _core.cuda.linear(x, w, dt, b)
+        monkeypatch.setenv("EDGEFORMER_CUBLAS", "0")
+        tiles = _core.cuda.linear(x, w, dt, b)
+        monkeypatch.delenv("EDGEFORMER_CUBLAS")
+        assert nmse(y, ref) <= 1e-5 and nmse(tiles, ref) <= 1e-5, (wdtype, O, K)
+        assert nmse(y, tiles) <= 1e-5, (wdtype, O, K)
+
+
+@gpu
 @pytest.mark.parametrize("wdtype", ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k"])
 def test_embedding(wdtype):
     K = 7 if wdtype in ("f32", "f16", "bf16") else (256 if wdtype in ("q4_k", "q6_k") else 96)

@@ -163,8 +163,14 @@ void register_cuda(py::module_& m) {
     d["peak_bandwidth_gbs"] = i.peak_bandwidth;
     d["driver_version"] = i.driver_version;
     d["runtime_version"] = i.runtime_version;
+    const int blas = ef::cuda::blas_version();
+    d["cublas"] = blas ? py::object(py::str(std::to_string(blas / 10000) + "." + std::to_string(blas / 100 % 100) +
+                                            "." + std::to_string(blas % 100)))
+                       : py::object(py::none());
     return d;
   }, py::arg("device") = 0);
+  m.def("cuda_set_blas_path", &ef::cuda::set_blas_path, py::arg("paths"),
+        "libcublas files to try first for prompt GEMMs (':'-separated), before the sonames; read at first use");
   m.def("cuda_bandwidth", [](int device, int64_t bytes, int iters) {
     py::gil_scoped_release nogil;
     return ef::cuda::measure_bandwidth(device, bytes, iters);

@@ -187,6 +187,26 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     return model if cuda_index is None else _to_device(model, cuda_index, kv_dtype)
 
 
+def _cublas_candidates() -> str:
+    """The libcublas files of the nvidia-cublas wheels on sys.path (PyTorch's CUDA builds install them), newest
+    first and ':'-separated, for prompt GEMMs on the GPU; EDGEFORMER_CUBLAS=<path> names one instead."""
+    env = os.environ.get("EDGEFORMER_CUBLAS", "")
+    if env and env != "0":
+        return env
+    found: List[str] = []
+    for base in sys.path:
+        for rel in ("nvidia/cu13/lib/libcublas.so.13", "nvidia/cublas/lib/libcublas.so.12",
+                    "nvidia/cu12/lib/libcublas.so.12"):
+            path = os.path.join(base, rel)
+            if base and os.path.isfile(path) and path not in found:
+                found.append(path)
+    return ":".join(found)
+
+
+if _core.cuda_built():  # only stored: the library is opened at the first prompt on a GPU
+    _core.cuda_set_blas_path(_cublas_candidates())
+
+
 def cuda_available() -> bool:
     """True when this build has the CUDA path (EF_CUDA=ON) and at least one CUDA device is usable."""
     return bool(_core.cuda_built()) and _core.cuda_device_count() > 0

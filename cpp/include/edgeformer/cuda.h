@@ -35,6 +35,14 @@ DeviceInfo device_info(int device);  // ValueError for an index outside [0, devi
 // GB/s of a device-to-device copy of `bytes`, counting bytes read and written (the decode roofline).
 double measure_bandwidth(int device, int64_t bytes, int iters);
 
+// cuBLAS for prompt GEMMs (64 tokens or more), loaded at first use: neither the build nor the wheel depends on
+// it. set_blas_path: libcublas files to try first, ':'-separated (Python passes the nvidia-cublas wheel's, which
+// PyTorch installs too); then the sonames libcublas.so.13 and .12. blas_version: major * 10000 + minor * 100 +
+// patch of the library loaded, 0 when none (prompts then run on edgeformer's own tensor-core tiles).
+// EDGEFORMER_CUBLAS=0 in the environment turns it off for each call that reads it.
+void set_blas_path(const std::string& paths);
+int blas_version();
+
 struct CudaOptions {
   int32_t device = 0;
   std::string kv_dtype = "f16";  // "f16" | "f32": the KV cache's element type

@@ -2,6 +2,7 @@
 // layout of the CUDA path (kernels.h DevMatrix).
 #include <mma.h>
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 
@@ -554,6 +555,72 @@ void gemv_float(const DevMatrix& W, const float* x, int64_t ldx, int T, const fl
   else launch_gemv_float<WT, 8>(W, x, ldx, T, bias, y, ldy, accumulate, s);
 }
 
+// ---- prompts through cuBLAS (blas.cc) -------------------------------------------------------------------------
+// The activations' rows and the matrix's rows in f16 (the values the tiles above multiply: x rounded to f16,
+// weights as weight_at gives them, rounded to f16), then one cuBLAS GEMM with f32 accumulation per chunk of rows.
+__global__ void rows_to_f16_kernel(const float* __restrict__ x, int64_t ldx, int64_t T, int64_t K, __half* out,
+                                   int64_t ldo) {
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y)
+    for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < K; k += (int64_t)gridDim.x * blockDim.x)
+      out[t * ldo + k] = __float2half_rn(x[t * ldx + k]);
+}
+
+template <int DT>
+__global__ void dequant_rows_f16_kernel(DevMatrix W, int64_t o0, int64_t rows, __half* out, int64_t ldo) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < W.cols; k += (int64_t)gridDim.x * blockDim.x)
+      out[r * ldo + k] = __float2half_rn(weight_at<DT>(W, o0 + r, k));
+}
+
+__global__ void add_bias_kernel(float* y, int64_t ldy, int64_t T, int64_t O, const float* __restrict__ bias) {
+  for (int64_t t = blockIdx.y; t < T; t += gridDim.y)
+    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < O; o += (int64_t)gridDim.x * blockDim.x)
+      y[t * ldy + o] += bias[o];
+}
+
+dim3 rows_grid(int64_t rows, int64_t cols) {
+  return dim3((unsigned)std::min<int64_t>((cols + 255) / 256, 1024), (unsigned)std::min<int64_t>(rows, 65535));
+}
+
+// False (nothing written) when no cuBLAS is usable or its first call fails: the caller runs the tiles.
+bool blas_linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const float* bias, float* y, int64_t ldy,
+                 bool accumulate, Scratch& ws, cudaStream_t s) {
+  if (!blas_usable()) return false;
+  const int64_t O = W.rows, K = W.cols, ldk = (K + 7) & ~(int64_t)7;
+  const bool plain = W.dtype == DType::F16 && W.ld % 8 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0;
+  // other types are dequantized a chunk of rows at a time, into at most 64 MiB (and never fewer than 64 rows)
+  const int64_t chunk = plain ? O : std::min<int64_t>(O, std::max<int64_t>(64, ((64 << 20) / (2 * ldk)) & ~(int64_t)7));
+  const size_t xbytes = ((size_t)(T * ldk * 2) + 255) & ~(size_t)255;
+  uint8_t* base = ws.ensure_as<uint8_t>(xbytes + (plain ? 0 : (size_t)(chunk * ldk * 2)) + 256);
+  __half* x16 = reinterpret_cast<__half*>(base);
+  __half* w16 = reinterpret_cast<__half*>(base + xbytes);
+  rows_to_f16_kernel<<<rows_grid(T, K), 256, 0, s>>>(x, ldx, T, K, x16, ldk);
+  EF_CUDA_LAUNCHED(rows_to_f16_kernel);
+  for (int64_t o0 = 0; o0 < O; o0 += chunk) {
+    const int64_t rows = std::min(chunk, O - o0);
+    const void* A = w16;
+    int64_t lda = ldk;
+    if (plain) {
+      A = static_cast<const uint16_t*>(W.data) + o0 * W.ld, lda = W.ld;
+    } else {
+#define EF_LAUNCH(DT)                                                                               \
+  dequant_rows_f16_kernel<DT><<<rows_grid(rows, K), 256, 0, s>>>(W, o0, rows, w16, ldk); \
+  EF_CUDA_LAUNCHED(dequant_rows_f16_kernel)
+      EF_CUDA_DISPATCH_WEIGHT(W.dtype, EF_LAUNCH);
+#undef EF_LAUNCH
+    }
+    if (!blas_gemm_f16(rows, T, K, A, lda, x16, ldk, y + o0, ldy, accumulate, s)) {
+      EF_CHECK(o0 == 0, "CUDA linear: cuBLAS failed part way through a matrix");
+      return false;
+    }
+  }
+  if (bias) {
+    add_bias_kernel<<<rows_grid(T, O), 256, 0, s>>>(y, ldy, T, O, bias);
+    EF_CUDA_LAUNCHED(add_bias_kernel);
+  }
+  return true;
+}
+
 }  // namespace
 
 void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const float* bias, float* y, int64_t ldy,
@@ -593,6 +660,7 @@ void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const fl
     }
     return;
   }
+  if (T >= kGemmBigMinT && blas_linear(W, x, ldx, T, bias, y, ldy, accumulate, ws, s)) return;
   EF_CHECK((T + kTM - 1) / kTM <= 65535, "CUDA linear: too many rows for one call");
   if (T >= kGemmBigMinT) {
     const dim3 grid((unsigned)((O + kBN - 1) / kBN), (unsigned)((T + kBM - 1) / kBM));

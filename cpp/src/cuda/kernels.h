@@ -62,6 +62,15 @@ void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const fl
             bool accumulate, Scratch& ws, cudaStream_t s);
 constexpr int64_t kGemvMaxT = 8, kGemmBigMinT = 64;
 
+// ---- blas.cc ------------------------------------------------------------------------------------------------
+// cuBLAS, loaded at run time (edgeformer/cuda.h set_blas_path): C [m x n] (column-major, ldc; f32) = A^T B
+// (+ C when accumulate) for A f16 [k x m] column-major (a matrix's rows, lda apart) and B f16 [k x n] (the
+// activations' rows, ldb apart), on stream s of the current device. False when there is no usable cuBLAS,
+// EDGEFORMER_CUBLAS=0, or the call fails: nothing was written, and the caller runs its own kernel.
+bool blas_gemm_f16(int64_t m, int64_t n, int64_t k, const void* A, int64_t lda, const void* B, int64_t ldb, float* C,
+                   int64_t ldc, bool accumulate, cudaStream_t s);
+bool blas_usable();  // a handle for the current device (loading the library at first use), and not turned off
+
 // ---- attention.cu -------------------------------------------------------------------------------------------
 // Rotary embedding of q (in place) and k, and k, v appended to the cache at positions pos0 .. pos0 + T - 1.
 struct RopeStoreArgs {
