@@ -185,9 +185,13 @@ def test_prompt_gemm_with_and_without_cublas(monkeypatch):
         b = rng.standard_normal(O).astype(np.float32)
         x = rng.standard_normal((130, K)).astype(np.float32)
         ref = x.astype(np.float64) @ wf.astype(np.float64).T + b
+        calls = _core.cuda_blas_calls()
         y = _core.cuda.linear(x, w, dt, b)
+        assert _core.cuda_blas_calls() > calls if info["cublas"] else _core.cuda_blas_calls() == calls
         monkeypatch.setenv("EDGEFORMER_CUBLAS", "0")
+        calls = _core.cuda_blas_calls()
         tiles = _core.cuda.linear(x, w, dt, b)
+        assert _core.cuda_blas_calls() == calls and edgeformer.cuda_info()["cublas"] is None
         monkeypatch.delenv("EDGEFORMER_CUBLAS")
         assert nmse(y, ref) <= 1e-5 and nmse(tiles, ref) <= 1e-5, (wdtype, O, K)
         assert nmse(y, tiles) <= 1e-5, (wdtype, O, K)
@@ -306,6 +310,9 @@ ATTN_CASES = {
     "decode_split_k": (1, 3000, 8, 2, 128, {}),
     "decode_window": (1, 700, 4, 4, 64, {"window": 100}),
     "decode_hd16_f32": (1, 129, 4, 1, 16, {"kv_f16": False}),
+    "decode_hd20_scalar": (1, 300, 4, 2, 20, {}),  # 20 f16 values are not whole 16-byte vectors: the scalar kernel
+    "decode_hd256": (1, 500, 2, 2, 256, {}),
+    "decode_mask_relative": (1, 260, 4, 4, 32, {"causal": False, "mask": True, "rel": True}),
     "alibi": (12, 12, 6, 6, 16, {"alibi": True}),
     "alibi_bf16_scaled": (12, 12, 6, 6, 16, {"alibi": True, "alibi_bf16": True, "alibi_scaled": True}),
     "alibi_decode": (1, 300, 6, 6, 16, {"alibi": True}),

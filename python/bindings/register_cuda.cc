@@ -169,6 +169,7 @@ void register_cuda(py::module_& m) {
                        : py::object(py::none());
     return d;
   }, py::arg("device") = 0);
+  m.def("cuda_blas_calls", &ef::cuda::blas_calls, "GEMMs run through cuBLAS in this process so far");
   m.def("cuda_set_blas_path", &ef::cuda::set_blas_path, py::arg("paths"),
         "libcublas files to try first for prompt GEMMs (':'-separated), before the sonames; read at first use");
   m.def("cuda_bandwidth", [](int device, int64_t bytes, int iters) {

@@ -158,6 +158,7 @@ void split_blocks(DType t, const uint8_t* src, int64_t nblocks, uint8_t* quants,
 // No cuBLAS under the stand-ins: prompts take the same (exact, here) product.
 void set_blas_path(const std::string&) {}
 int blas_version() { return 0; }
+int64_t blas_calls() { return 0; }
 
 void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const float* bias, float* y, int64_t ldy,
             bool accumulate, Scratch&, cudaStream_t st) {

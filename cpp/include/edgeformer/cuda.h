@@ -37,11 +37,13 @@ double measure_bandwidth(int device, int64_t bytes, int iters);
 
 // cuBLAS for prompt GEMMs (64 tokens or more), loaded at first use: neither the build nor the wheel depends on
 // it. set_blas_path: libcublas files to try first, ':'-separated (Python passes the nvidia-cublas wheel's, which
-// PyTorch installs too); then the sonames libcublas.so.13 and .12. blas_version: major * 10000 + minor * 100 +
-// patch of the library loaded, 0 when none (prompts then run on edgeformer's own tensor-core tiles).
-// EDGEFORMER_CUBLAS=0 in the environment turns it off for each call that reads it.
+// PyTorch installs too); then the sonames libcublas.so.13 and .12, skipping a major version newer than the
+// driver's. blas_version: major * 10000 + minor * 100 + patch of the library loaded, 0 when none or when
+// EDGEFORMER_CUBLAS=0 in the environment (read at each call) turns it off: prompts then run on edgeformer's own
+// tensor-core tiles. (A device where cuBLAS cannot make a handle also falls back to the tiles.)
 void set_blas_path(const std::string& paths);
 int blas_version();
+int64_t blas_calls();  // GEMMs run through cuBLAS in this process so far
 
 struct CudaOptions {
   int32_t device = 0;

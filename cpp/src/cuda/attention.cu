@@ -200,7 +200,8 @@ __global__ void __launch_bounds__(kAThreads) attn_prefill_kernel(AttnArgs a) {
 // Block (head, split) takes keys lo + split * kDChunk .. + kDChunk - 1. The chunk is fixed, so a step replayed as a
 // CUDA graph (grid sized for the longest range, splits past the position find no keys) and a plain step split the
 // same keys the same way, and give the same bits. Each block writes its partial output with its max and sum; the
-// combine kernel merges the splits in split order, skipping empty ones.
+// combine kernel merges the splits in split order, skipping empty ones. (The grid does not follow the number
+// of multiprocessors: n_heads * ceil(keys / 128) blocks, at most 65535 splits of a head.)
 constexpr int kDThreads = 128, kDChunk = 128;
 
 // Elements i .. i + N - 1 of a cache (N = 8 f16 or 4 f32): one 16-byte load (i a multiple of N, base 16-byte
@@ -429,7 +430,7 @@ void decode(const AttnArgs& a, Scratch& ws, cudaStream_t s) {
   int32_t n = std::max(0, hi - lo + 1);
   if (a.dyn_pos) n = a.window > 0 ? std::min(a.n_keys, a.window) : a.n_keys;  // the most keys the position can see
   const int64_t nsplit = std::max<int64_t>(1, (n + kDChunk - 1) / kDChunk);
-  EF_CHECK(nsplit <= 65535, "CUDA attention: too many keys");
+  EF_CHECK(nsplit <= 65535, "CUDA attention: more than 65535 * 128 keys (8,388,480) in one decode step");
   const size_t part_floats = (size_t)a.n_heads * nsplit * a.head_dim;
   float* part = ws.ensure_as<float>(part_floats + 2 * (size_t)a.n_heads * nsplit + 4);
   float2* ml = reinterpret_cast<float2*>(part + ((part_floats + 1) & ~(size_t)1));  // 8-byte aligned

@@ -29,6 +29,7 @@ using BlasHandle = void*;
 using CreateFn = int (*)(BlasHandle*);
 using SetStreamFn = int (*)(BlasHandle, cudaStream_t);
 using GetPropertyFn = int (*)(int, int*);
+using SetWorkspaceFn = int (*)(BlasHandle, void*, size_t);
 using GemmExFn = int (*)(BlasHandle, int, int, int, int, int, const void*, const void*, int, int, const void*, int,
                          int, const void*, void*, int, int, int, int);
 constexpr int kOpN = 0, kOpT = 1;                  // cublasOperation_t
@@ -45,9 +46,11 @@ struct Blas {
   int version = 0;
   CreateFn create = nullptr;
   SetStreamFn set_stream = nullptr;
+  SetWorkspaceFn set_workspace = nullptr;
   GemmExFn gemm = nullptr;
   std::map<int, BlasHandle> handles;  // per device
   std::map<int, bool> failed;         // devices where no handle could be created
+  int64_t calls = 0;                  // GEMMs it ran
 };
 
 Blas& blas() {
@@ -86,17 +89,24 @@ void load_locked(Blas& b) {
 #ifdef _WIN32
   cands.clear();  // (not looked for on Windows yet: prompts run on the tiles)
 #endif
+  int driver = 0;  // e.g. 12040: a cuBLAS of a newer major version cannot run on it
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
   for (const std::string& c : cands) {
     void* lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!lib) continue;
     GetPropertyFn prop = nullptr;
     if (!sym(lib, "cublasCreate_v2", b.create) || !sym(lib, "cublasSetStream_v2", b.set_stream) ||
-        !sym(lib, "cublasGemmEx", b.gemm) || !sym(lib, "cublasGetProperty", prop)) {
+        !sym(lib, "cublasSetWorkspace_v2", b.set_workspace) || !sym(lib, "cublasGemmEx", b.gemm) ||
+        !sym(lib, "cublasGetProperty", prop)) {
       dlclose(lib);
       continue;
     }
     int major = 0, minor = 0, patch = 0;
     prop(kMajor, &major), prop(kMinor, &minor), prop(kPatch, &patch);
+    if (major * 1000 > driver) {  // the next candidate (libcublas.so.12 on a CUDA 12 driver) may do
+      dlclose(lib);
+      continue;
+    }
     b.lib = lib;
     b.version = major * 10000 + minor * 100 + patch;
     return;
@@ -117,6 +127,7 @@ void set_blas_path(const std::string& paths) {
 }
 
 int blas_version() {
+  if (disabled()) return 0;
   Blas& b = blas();
   std::lock_guard<std::mutex> lock(b.mu);
   load_locked(b);
@@ -146,7 +157,7 @@ bool blas_usable() {
 }
 
 bool blas_gemm_f16(int64_t m, int64_t n, int64_t k, const void* A, int64_t lda, const void* B, int64_t ldb, float* C,
-                   int64_t ldc, bool accumulate, cudaStream_t s) {
+                   int64_t ldc, bool accumulate, void* workspace, size_t workspace_bytes, cudaStream_t s) {
   if (disabled()) return false;
   constexpr int64_t kMax = 0x7fffffff;
   if (m > kMax || n > kMax || k > kMax || lda > kMax || ldb > kMax || ldc > kMax) return false;
@@ -155,9 +166,19 @@ bool blas_gemm_f16(int64_t m, int64_t n, int64_t k, const void* A, int64_t lda, 
   const BlasHandle h = handle_locked(b);
   if (!h) return false;
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  if (b.set_stream(h, s) != 0) return false;
-  return b.gemm(h, kOpT, kOpN, (int)m, (int)n, (int)k, &alpha, A, kR16F, (int)lda, B, kR16F, (int)ldb, &beta, C, kR32F,
-                (int)ldc, kCompute32F, kGemmDefault) == 0;
+  // The handle is the device's, shared by every model's stream: each call brings its own workspace (its
+  // caller's scratch), so GEMMs running at once on two streams never share one (SetStream resets it).
+  if (b.set_stream(h, s) != 0 || b.set_workspace(h, workspace, workspace_bytes) != 0) return false;
+  const bool ok = b.gemm(h, kOpT, kOpN, (int)m, (int)n, (int)k, &alpha, A, kR16F, (int)lda, B, kR16F, (int)ldb, &beta,
+                         C, kR32F, (int)ldc, kCompute32F, kGemmDefault) == 0;
+  b.calls += ok;
+  return ok;
+}
+
+int64_t blas_calls() {
+  Blas& b = blas();
+  std::lock_guard<std::mutex> lock(b.mu);
+  return b.calls;
 }
 
 }  // namespace cuda

@@ -18,6 +18,7 @@ DeviceInfo device_info(int) { not_built(); }
 double measure_bandwidth(int, int64_t, int) { not_built(); }
 void set_blas_path(const std::string&) {}
 int blas_version() { return 0; }
+int64_t blas_calls() { return 0; }
 
 struct CudaModel::State {};
 CudaModel::CudaModel() = default;

@@ -1,5 +1,5 @@
-// y = x W^T (+ bias) (+ y): GEMV for decode (T <= 8) and tensor-core tiles for prompts, for every weight
-// layout of the CUDA path (kernels.h DevMatrix).
+// y = x W^T (+ bias) (+ y): GEMV for decode (T <= 8); for prompts, cuBLAS where it is loaded (64 tokens or more,
+// blas.cc) and our tensor-core tiles otherwise; for every weight layout of the CUDA path (kernels.h DevMatrix).
 #include <mma.h>
 
 #include <algorithm>
@@ -582,36 +582,53 @@ dim3 rows_grid(int64_t rows, int64_t cols) {
   return dim3((unsigned)std::min<int64_t>((cols + 255) / 256, 1024), (unsigned)std::min<int64_t>(rows, 65535));
 }
 
-// False (nothing written) when no cuBLAS is usable or its first call fails: the caller runs the tiles.
+// False (nothing written) when no cuBLAS is usable, its scratch cannot be had, or its first call fails: the caller
+// runs the tiles. The scratch (the caller's, one per model) holds cuBLAS's workspace, up to 64 MiB of the
+// activations in f16 (a chunk of rows at a time) and, for any matrix but aligned f16, up to 64 MiB of its rows
+// dequantized to f16. A bias is added after the product: y = (y + x W^T) + b where the tiles compute
+// y + (x W^T + b), the same to rounding.
 bool blas_linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const float* bias, float* y, int64_t ldy,
                  bool accumulate, Scratch& ws, cudaStream_t s) {
   if (!blas_usable()) return false;
+  constexpr int64_t kChunkBytes = (int64_t)64 << 20;
   const int64_t O = W.rows, K = W.cols, ldk = (K + 7) & ~(int64_t)7;
   const bool plain = W.dtype == DType::F16 && W.ld % 8 == 0 && reinterpret_cast<uintptr_t>(W.data) % 16 == 0;
-  // other types are dequantized a chunk of rows at a time, into at most 64 MiB (and never fewer than 64 rows)
-  const int64_t chunk = plain ? O : std::min<int64_t>(O, std::max<int64_t>(64, ((64 << 20) / (2 * ldk)) & ~(int64_t)7));
-  const size_t xbytes = ((size_t)(T * ldk * 2) + 255) & ~(size_t)255;
-  uint8_t* base = ws.ensure_as<uint8_t>(xbytes + (plain ? 0 : (size_t)(chunk * ldk * 2)) + 256);
-  __half* x16 = reinterpret_cast<__half*>(base);
-  __half* w16 = reinterpret_cast<__half*>(base + xbytes);
-  rows_to_f16_kernel<<<rows_grid(T, K), 256, 0, s>>>(x, ldx, T, K, x16, ldk);
-  EF_CUDA_LAUNCHED(rows_to_f16_kernel);
-  for (int64_t o0 = 0; o0 < O; o0 += chunk) {
-    const int64_t rows = std::min(chunk, O - o0);
-    const void* A = w16;
-    int64_t lda = ldk;
-    if (plain) {
-      A = static_cast<const uint16_t*>(W.data) + o0 * W.ld, lda = W.ld;
-    } else {
+  const int64_t row_chunk = std::max<int64_t>(64, (kChunkBytes / (2 * ldk)) & ~(int64_t)7);
+  const int64_t tchunk = std::min(T, row_chunk), ochunk = plain ? O : std::min(O, row_chunk);
+  const auto round_up = [](size_t n) { return (n + 255) & ~(size_t)255; };
+  const size_t xbytes = round_up((size_t)(tchunk * ldk * 2)), wbytes = plain ? 0 : round_up((size_t)(ochunk * ldk * 2));
+  uint8_t* base = nullptr;
+  try {
+    base = ws.ensure_as<uint8_t>(kBlasWorkspace + xbytes + wbytes);
+  } catch (const Error&) {  // out of device memory: the tiles need none
+    return false;
+  }
+  void* work = base;
+  __half* x16 = reinterpret_cast<__half*>(base + kBlasWorkspace);
+  __half* w16 = reinterpret_cast<__half*>(base + kBlasWorkspace + xbytes);
+  bool first = true;
+  for (int64_t t0 = 0; t0 < T; t0 += tchunk) {
+    const int64_t tn = std::min(tchunk, T - t0);
+    rows_to_f16_kernel<<<rows_grid(tn, K), 256, 0, s>>>(x + t0 * ldx, ldx, tn, K, x16, ldk);
+    EF_CUDA_LAUNCHED(rows_to_f16_kernel);
+    for (int64_t o0 = 0; o0 < O; o0 += ochunk) {
+      const int64_t rows = std::min(ochunk, O - o0);
+      const void* A = w16;
+      int64_t lda = ldk;
+      if (plain) {
+        A = static_cast<const uint16_t*>(W.data) + o0 * W.ld, lda = W.ld;
+      } else {
 #define EF_LAUNCH(DT)                                                                               \
   dequant_rows_f16_kernel<DT><<<rows_grid(rows, K), 256, 0, s>>>(W, o0, rows, w16, ldk); \
   EF_CUDA_LAUNCHED(dequant_rows_f16_kernel)
-      EF_CUDA_DISPATCH_WEIGHT(W.dtype, EF_LAUNCH);
+        EF_CUDA_DISPATCH_WEIGHT(W.dtype, EF_LAUNCH);
 #undef EF_LAUNCH
-    }
-    if (!blas_gemm_f16(rows, T, K, A, lda, x16, ldk, y + o0, ldy, accumulate, s)) {
-      EF_CHECK(o0 == 0, "CUDA linear: cuBLAS failed part way through a matrix");
-      return false;
+      }
+      if (!blas_gemm_f16(rows, tn, K, A, lda, x16, ldk, y + t0 * ldy + o0, ldy, accumulate, work, kBlasWorkspace, s)) {
+        EF_CHECK(first, "CUDA linear: cuBLAS failed part way through a matrix");
+        return false;
+      }
+      first = false;
     }
   }
   if (bias) {

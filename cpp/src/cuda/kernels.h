@@ -55,9 +55,11 @@ void split_blocks(DType t, const uint8_t* src, int64_t nblocks, uint8_t* quants,
 // y[t, o] (+)= sum_k x[t, k] * W[o, k] + bias[o] for t < T, o < W.rows. x: row stride ldx; y: row stride ldy.
 // T <= 8: one warp per output row reads W once for every t (decode: bandwidth-bound); quantized W
 // multiplies activations quantized to 8 bits per block of 32 with integer dot products (dp4a), as the CPU
-// kernels do. T > 8: tensor-core tiles (WMMA 16x16x16, f32 accumulation) with W dequantized into shared
-// memory on the fly as f16 (bf16 weights too: exact but for magnitudes below 6e-5) and x rounded to f16:
-// 64 x 64 tiles, 128 x 128 from 64 tokens on.
+// kernels do. T >= 64 with cuBLAS loaded (blas.cc): x rounded to f16, W as f16 (other types dequantized to f16
+// a chunk of rows at a time), cublasGemmEx with f32 accumulation, in the scratch `ws`. Otherwise, T > 8:
+// tensor-core tiles (WMMA 16x16x16, f32 accumulation) with W dequantized into shared memory on the fly as f16
+// and x rounded to f16: 64 x 64 tiles, 128 x 128 from 64 tokens on. Both ways bf16 weights become f16: exact
+// but for magnitudes below 6e-5 (rounded) and above 65504 (infinite).
 void linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, const float* bias, float* y, int64_t ldy,
             bool accumulate, Scratch& ws, cudaStream_t s);
 constexpr int64_t kGemvMaxT = 8, kGemmBigMinT = 64;
@@ -65,10 +67,12 @@ constexpr int64_t kGemvMaxT = 8, kGemmBigMinT = 64;
 // ---- blas.cc ------------------------------------------------------------------------------------------------
 // cuBLAS, loaded at run time (edgeformer/cuda.h set_blas_path): C [m x n] (column-major, ldc; f32) = A^T B
 // (+ C when accumulate) for A f16 [k x m] column-major (a matrix's rows, lda apart) and B f16 [k x n] (the
-// activations' rows, ldb apart), on stream s of the current device. False when there is no usable cuBLAS,
-// EDGEFORMER_CUBLAS=0, or the call fails: nothing was written, and the caller runs its own kernel.
+// activations' rows, ldb apart), on stream s of the current device, with `workspace` (kBlasWorkspace bytes of
+// device memory used by this stream alone). False when there is no usable cuBLAS, EDGEFORMER_CUBLAS=0, or the
+// call fails: nothing was written, and the caller runs its own kernel.
+constexpr size_t kBlasWorkspace = (size_t)32 << 20;  // cuBLAS's advice for Hopper
 bool blas_gemm_f16(int64_t m, int64_t n, int64_t k, const void* A, int64_t lda, const void* B, int64_t ldb, float* C,
-                   int64_t ldc, bool accumulate, cudaStream_t s);
+                   int64_t ldc, bool accumulate, void* workspace, size_t workspace_bytes, cudaStream_t s);
 bool blas_usable();  // a handle for the current device (loading the library at first use), and not turned off
 
 // ---- attention.cu -------------------------------------------------------------------------------------------
