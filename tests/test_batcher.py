@@ -102,10 +102,10 @@ def test_a_failing_request_fails_alone(model, monkeypatch):
 
     prefill = batching._Seq.prefill
 
-    def failing(self):
+    def failing(self, budget=None):
         if self.ids == [7, 7, 7]:
             raise ValueError("KV cache: no memory (simulated)")
-        return prefill(self)
+        return prefill(self, budget)
 
     monkeypatch.setattr(batching._Seq, "prefill", failing)
     good_p = prompt_ids(5, seed=90)
@@ -182,9 +182,47 @@ def test_the_model_stays_usable_beside_a_batcher(model):
         assert r.wait().token_ids[:10] == want.token_ids
 
 
+@pytest.mark.parametrize("prefill_chunk", [256, None])
+def test_a_long_prompt_is_prefilled_between_steps(tmp_path, monkeypatch, prefill_chunk):
+    """A long prompt arriving while a request decodes is prefilled a chunk per round (prefill_chunk=256: one of
+    PREFILL_CHUNK), with the running request's steps in between; None prefills it whole. Both requests get
+    their tokens as alone either way."""
+    from edgeformer import batching
+
+    from test_batch import make_llama
+
+    make_llama(str(tmp_path))
+    big = edgeformer.load(str(tmp_path), threads=2, max_context=1024)
+    events = []
+    real_chunks, real_step = batching._prefill_chunks, batching.step
+    monkeypatch.setattr(batching, "_prefill_chunks",
+                        lambda core, ids: (events.append(("prefill", len(ids))), real_chunks(core, ids))[1])
+    # (slowed: the running request is still decoding when the long prompt arrives)
+    monkeypatch.setattr(batching, "step",
+                        lambda seqs: (events.append(("step", len(seqs))), time.sleep(0.02), real_step(seqs))[2])
+    running_p, long_p = prompt_ids(6, seed=70), prompt_ids(700, seed=71)
+    running_kw = dict(max_new_tokens=60, temperature=0, ignore_eos=True)
+    long_kw = dict(max_new_tokens=5, temperature=0, ignore_eos=True)
+    with edgeformer.Batcher(big, prefill_chunk=prefill_chunk) as b:
+        r1 = b.submit(running_p, **running_kw)
+        next(r1)  # running
+        r2 = b.submit(long_p, **long_kw)
+        assert r2.wait().token_ids == big.generate(long_p, **long_kw).token_ids
+        rest = r1.wait()
+    assert rest.token_ids == big.generate(running_p, **running_kw).token_ids
+    chunks = [i for i, e in enumerate(events) if e == ("prefill", 512 if prefill_chunk is None else 256)]
+    if prefill_chunk is None:
+        assert len(chunks) == 1  # the 512 tokens before the last piece in one go
+    else:
+        assert len(chunks) == 2 and any(e[0] == "step" for e in events[chunks[0] + 1 : chunks[1]])
+
+
 def test_batcher_errors(model, tmp_path):
     with pytest.raises(ValueError, match="max_batch"):
         edgeformer.Batcher(model, max_batch=0)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="prefill_chunk"):
+            edgeformer.Batcher(model, prefill_chunk=bad)
     with edgeformer.Batcher(model) as b:
         with pytest.raises(ValueError, match="max_new_tokens"):
             b.submit([1, 2], max_new_tokens=-1)

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .model import GenerationResult, _head_split, _prefill_chunks
+from .model import PREFILL_CHUNK, GenerationResult, _head_split, _prefill_chunks
 from .tokenizer import StreamDecoder
 
 
@@ -43,18 +43,26 @@ class _Seq:
         self.t_first: Optional[float] = None  # the first new token's time (None: never prefilled)
         self.t_end: Optional[float] = None
 
-    def prefill(self) -> None:
-        """The prompt, and the first new token out of its last position. Interrupted (KeyboardInterrupt), it
-        resumes where it stopped: the chunks already in the cache stay there."""
+    def prefill(self, budget: Optional[int] = None) -> int:
+        """The prompt, and the first new token out of its last position; returns how many prompt tokens it ran.
+        budget: at most about this many now (whole PREFILL_CHUNKs, one at least), the rest left for further calls
+        (t_first stays None until the prompt is all in). Interrupted (KeyboardInterrupt), it resumes where it
+        stopped: the chunks already in the cache stay there."""
         t0 = time.perf_counter()
         if self.fork is None:
             self.fork = self.model._core.fork()
         n = _head_split(self.ids)
-        _prefill_chunks(self.fork, self.ids[self.fork.n_past : n])
+        start = self.fork.n_past
+        end = n if budget is None else min(n, start + max(1, budget // PREFILL_CHUNK) * PREFILL_CHUNK)
+        _prefill_chunks(self.fork, self.ids[start:end])
+        if end < n:
+            self.prefill_seconds += time.perf_counter() - t0
+            return end - start
         tok = self.fork.step(np.asarray(self.ids[n:], dtype=np.int32), self.sampler, self.history)
         self.t_first = time.perf_counter()
         self.prefill_seconds += self.t_first - t0
         self.take(tok)
+        return len(self.ids) - start
 
     def take(self, tok: int) -> None:
         """Records a new token; at the sequence's end, flushes the text the decoder still held back."""
@@ -204,18 +212,25 @@ class Batcher:
             for piece in r1: print(piece, end="")
             print(r2.wait().text)
 
-    max_batch: the most sequences decoded together (more wait their turn). close() it (or use `with`); one
+    max_batch: the most sequences decoded together (more wait their turn). prefill_chunk: the most prompt tokens
+    prefilled between two steps (about: whole chunks of 256), so that a long prompt arriving holds the running
+    requests back a chunk at a time rather than for all of it; None prefills each joining prompt whole.
+    close() it (or use `with`); one
     dropped without close() stops its worker within a second. A thread that holds the model's own generation open (a stream
     of model.generate not exhausted) while waiting on a request blocks the worker, which needs the model too.
     A request that fails (its prompt's KV cache cannot be allocated, say) raises in its own iteration only;
     a Ctrl-C that interrupts a step is the main thread's, and the step runs again."""
 
-    def __init__(self, model, max_batch: int = 16):
+    def __init__(self, model, max_batch: int = 16, prefill_chunk: Optional[int] = 512):
         if not isinstance(model._core, _core.Model):
             raise ValueError("Batcher: continuous batching runs on the CPU (a device model generates one prompt "
                              "at a time)")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"argument 'max_batch' must be a positive integer, got {max_batch!r}")
+        if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
+                                          or prefill_chunk < 1):
+            raise ValueError(f"argument 'prefill_chunk' must be a positive integer or None, got {prefill_chunk!r}")
+        self.prefill_chunk = prefill_chunk
         model._need_decoder("Batcher")
         self.model = model
         self.max_batch = max_batch
@@ -322,12 +337,15 @@ class Batcher:
         for r in self._running:  # cancelled requests leave before the step
             if r._cancelled and not r._seq.done:
                 r._seq.end("cancelled")
+        budget = self.prefill_chunk  # prompt tokens this round, shared by the joiners in their order
         with self.model._lock:
             for r in joining:
-                if r._seq.done:
-                    continue
+                if r._seq.done or (budget is not None and budget <= 0):
+                    continue  # (out of budget: its prefill starts or goes on next round, first in line)
                 try:
-                    r._seq.prefill()
+                    ran = r._seq.prefill(budget)
+                    if budget is not None:
+                        budget -= ran
                 except KeyboardInterrupt:  # the main thread's Ctrl-C: resumed at the next round
                     pass
                 except Exception as e:  # this request's failure alone
@@ -349,11 +367,11 @@ class Batcher:
             else:
                 for p in r._seq.drain():
                     r._queue.put(p)
-                if r._seq.t_first is None:  # an interrupted prefill: it goes on next round
+                if r._seq.t_first is None:  # a prefill not finished (a chunk at a time, or interrupted): next round
                     waiting_prefill.append(r)
         with self._cond:
             self._running = [r for r in self._running if not r._seq.done]
-            for r in waiting_prefill:  # an interrupted prefill resumes first in the next round
+            for r in waiting_prefill:  # an unfinished prefill goes on first in the next round
                 self._running.remove(r)
             self._waiting = waiting_prefill + self._waiting
         return True

@@ -110,7 +110,8 @@ def _usage(r) -> Dict[str, int]:
 class Server:
     """Serves one model. start() runs it on a thread (tests, embedding); serve_forever() in the caller's."""
 
-    def __init__(self, model, name: str, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 16):
+    def __init__(self, model, name: str, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 16,
+                 prefill_chunk: Optional[int] = 512):
         self.model = model
         self.name = name
         server = self
@@ -120,7 +121,7 @@ class Server:
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)  # first: a port in use leaves nothing running
         self.httpd.daemon_threads = True
-        self.batcher = Batcher(model, max_batch=max_batch)
+        self.batcher = Batcher(model, max_batch=max_batch, prefill_chunk=prefill_chunk)
         self._thread: Optional[threading.Thread] = None
         self._serving = False
 
@@ -292,8 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
 
 
-def serve(model, name: str, host: str, port: int, max_batch: int) -> int:
-    srv = Server(model, name, host, port, max_batch)
+def serve(model, name: str, host: str, port: int, max_batch: int, prefill_chunk: Optional[int] = 512) -> int:
+    srv = Server(model, name, host, port, max_batch, prefill_chunk)
     print(f"edgeformer: serving {name} on http://{host}:{srv.port} (OpenAI API: /v1/completions, "
           f"/v1/chat/completions; Ctrl-C stops)", flush=True)
     try:
