@@ -644,6 +644,8 @@ def test_generate_list_of_prompts_on_cuda(tmp_path):
     events = list(stream)  # (prompt index, piece), the first prompt's before the second's
     assert [i for i, _ in events] == sorted(i for i, _ in events)
     assert [r.token_ids for r in stream.result] == [r.token_ids for r in out]
+    with pytest.raises(ValueError, match="logprobs.*CUDA"):  # the tokens are sampled on the device
+        model.generate(prompts[0], max_new_tokens=2, logprobs=1)
     for i, r in enumerate(out):
         assert "".join(p for j, p in events if j == i) == r.text
 

@@ -22,10 +22,14 @@ PROMPT = prompt_ids(24)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def hf_and_ckpt(tmp_path_factory):
     d = tmp_path_factory.mktemp("gen")
-    make_llama(str(d))
-    return str(d)
+    return make_llama(str(d)), str(d)
+
+
+@pytest.fixture(scope="module")
+def ckpt(hf_and_ckpt):
+    return hf_and_ckpt[1]
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +273,49 @@ def test_stream_holds_a_stop_prefix_even_before_an_incomplete_character(ckpt):
     dec = StreamDecoder(info, ["\ufffd"])
     pieces = [dec.update(ids[: i + 1]) for i in range(len(ids))]
     assert "".join(pieces) == dec.text and "\ufffd" not in dec.text
+
+
+def _reference_logprobs(hf, prompt, new):
+    """log-softmax of transformers' logits at each generated token's position (teacher-forced)."""
+    import torch
+
+    ids = torch.tensor([list(prompt) + list(new)])
+    with torch.no_grad():
+        logits = hf(ids).logits[0, len(prompt) - 1 : len(prompt) - 1 + len(new)].double()
+    return torch.log_softmax(logits, -1).numpy()
+
+
+def test_logprobs_follow_transformers(hf_and_ckpt, model):
+    """generate(logprobs=k): each new token's log-probability under the model (before temperature and
+    truncation) and the k most likely tokens, against transformers' log-softmax; greedy and sampled; one
+    prompt, a batch of prompts and a Batcher give the same."""
+    hf, _ = hf_and_ckpt
+    for kw in (dict(temperature=0), dict(temperature=1.3, top_k=5, seed=7)):
+        r = model.generate(PROMPT, max_new_tokens=12, ignore_eos=True, logprobs=4, **kw)
+        assert len(r.logprobs) == len(r.token_ids) == 12
+        ref = _reference_logprobs(hf, PROMPT, r.token_ids)
+        for i, t in enumerate(r.logprobs):
+            assert t.token_id == r.token_ids[i]
+            assert abs(t.logprob - ref[i, t.token_id]) < 2e-4
+            assert len(t.top) == 4 and [lp for _, lp in t.top] == sorted([lp for _, lp in t.top], reverse=True)
+            for tok, lp in t.top:
+                assert abs(lp - ref[i, tok]) < 2e-4
+            order = np.argsort(-ref[i])
+            if ref[i, order[3]] - ref[i, order[4]] > 1e-3:  # the top 4 are the reference's (no near tie at the edge)
+                assert {tok for tok, _ in t.top} == set(order[:4].tolist())
+            if kw["temperature"] == 0:
+                assert t.top[0][0] == t.token_id
+        alone = r
+        batch = model.generate([PROMPT, prompt_ids(9, seed=3)], max_new_tokens=12, ignore_eos=True, logprobs=2, **kw)
+        assert batch[0].token_ids == alone.token_ids
+        for a, b in zip(batch[0].logprobs, alone.logprobs):
+            assert abs(a.logprob - b.logprob) < 1e-5 and [t for t, _ in a.top] == [t for t, _ in b.top[:2]]
+        with edgeformer.Batcher(model) as bt:
+            got = bt.submit(PROMPT, max_new_tokens=12, ignore_eos=True, logprobs=1, **kw).wait()
+        assert got.token_ids == alone.token_ids and len(got.logprobs) == 12
+        assert all(abs(a.logprob - b.logprob) < 1e-5 for a, b in zip(got.logprobs, alone.logprobs))
+    assert model.generate(PROMPT, max_new_tokens=3, temperature=0).logprobs is None
+    assert model.generate(PROMPT, max_new_tokens=3, temperature=0, logprobs=0).logprobs[0].top == []
+    for bad in (-1, 21, 2.0, True):
+        with pytest.raises(ValueError, match="logprobs"):
+            model.generate(PROMPT, max_new_tokens=2, logprobs=bad)

@@ -180,6 +180,35 @@ def test_nulls_content_parts_and_connections(served):
     srv.close()
 
 
+def test_logprobs(served):
+    """OpenAI's logprobs: the completions API's parallel lists (logprobs = how many top tokens), the chat API's
+    content entries (logprobs: true, top_logprobs); the values are generate(logprobs=k)'s."""
+    model, url = served
+    want = model.generate("Hello world", max_new_tokens=6, temperature=0, ignore_eos=True, logprobs=3)
+    code, text = _post(url + "/v1/completions", {"prompt": "Hello world", "max_tokens": 6, "temperature": 0,
+                                                 "ignore_eos": True, "logprobs": 3})
+    assert code == 200, text
+    lp = json.loads(text)["choices"][0]["logprobs"]
+    assert lp["token_logprobs"] == pytest.approx([t.logprob for t in want.logprobs], abs=1e-6)
+    assert [len(d) <= 3 for d in lp["top_logprobs"]] == [True] * 6 and len(lp["tokens"]) == 6
+    assert lp["text_offset"] == sorted(lp["text_offset"]) and lp["text_offset"][0] == 0
+    messages = [{"role": "user", "content": "Hi"}]
+    want = model.chat(messages, max_new_tokens=5, temperature=0, ignore_eos=True, logprobs=2)
+    code, text = _post(url + "/v1/chat/completions", {"messages": messages, "max_tokens": 5, "temperature": 0,
+                                                      "ignore_eos": True, "logprobs": True, "top_logprobs": 2})
+    assert code == 200, text
+    content = json.loads(text)["choices"][0]["logprobs"]["content"]
+    assert [c["logprob"] for c in content] == pytest.approx([t.logprob for t in want.logprobs], abs=1e-6)
+    assert all(len(c["top_logprobs"]) == 2 and c["bytes"] == list(c["token"].encode()) for c in content)
+    code, text = _post(url + "/v1/chat/completions", {"messages": messages, "max_tokens": 2})
+    assert json.loads(text)["choices"][0]["logprobs"] is None
+    for body, field in [({"prompt": "x", "logprobs": 21}, "logprobs"),
+                        ({"prompt": "x", "logprobs": 2, "stream": True}, "logprobs"),
+                        ({"messages": messages, "top_logprobs": 2}, "top_logprobs")]:
+        code, text = _post(url + ("/v1/chat/completions" if "messages" in body else "/v1/completions"), body)
+        assert code == 400 and field in json.loads(text)["error"]["message"], text
+
+
 def test_a_client_that_goes_away_cancels_its_request(served):
     model, url = served
     port = int(url.rsplit(":", 1)[1])

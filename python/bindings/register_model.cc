@@ -1,4 +1,7 @@
 #include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
 
 #include "bindings.h"
 #include "model_calls.h"
@@ -8,6 +11,48 @@
 #include "edgeformer/sampler.h"
 
 namespace ef_py {
+
+namespace {
+
+// What generate(logprobs=k) reports for one sampled token: its log-probability under the model's distribution
+// (log-softmax of the raw logits, before temperature, penalties or truncation) and the k most likely tokens
+// with theirs, most likely first (ties: lower id first).
+struct TokenLogprobs {
+  int32_t token = -1;
+  float logprob = 0.f;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+TokenLogprobs token_logprobs(const float* raw, int64_t V, int32_t tok, int32_t k) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < V; i++) mx = std::max(mx, raw[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < V; i++) sum += std::exp((double)raw[i] - mx);
+  const double lse = mx + std::log(sum);
+  TokenLogprobs r;
+  r.token = tok;
+  r.logprob = (float)(raw[tok] - lse);
+  k = (int32_t)std::min<int64_t>(k, V);
+  std::vector<int32_t> idx(V);
+  for (int64_t i = 0; i < V; i++) idx[i] = (int32_t)i;
+  const auto better = [&](int32_t a, int32_t b) { return raw[a] > raw[b] || (raw[a] == raw[b] && a < b); };
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
+  for (int32_t i = 0; i < k; i++) r.top.emplace_back(idx[i], (float)(raw[idx[i]] - lse));
+  return r;
+}
+
+py::object to_python(const TokenLogprobs& r) {
+  py::list top;
+  for (const auto& p : r.top) top.append(py::make_tuple(p.first, p.second));
+  return py::make_tuple(r.token, r.logprob, top);
+}
+
+int32_t check_logprobs(int32_t k) {
+  if (k > 20) throw ef::ValueError("argument 'logprobs' must be at most 20, got " + std::to_string(k));
+  return k;
+}
+
+}  // namespace
 
 void register_model(py::module_& m) {
   py::enum_<ef::NormKind>(m, "NormKind").value("rms", ef::NormKind::RMS).value("layer", ef::NormKind::Layer);
@@ -132,21 +177,30 @@ void register_model(py::module_& m) {
       .def_property_readonly("weight_bytes", &ef::Model::weight_bytes)
       .def_property_readonly("kv_dtype", &ef::Model::kv_dtype, "the self-attention KV cache's element type")
       .def("weights", &ef::Model::weights, "[(canonical name, Tensor)] of what the model computes with")
-      .def("step", [](ef::Model& m, IdArray ids, ef::Sampler& s, IdArray history) {
-        // forward + sample in C++ with the GIL released: returns the next token id
+      .def("step", [](ef::Model& m, IdArray ids, ef::Sampler& s, IdArray history, int32_t logprobs) -> py::object {
+        // forward + sample in C++ with the GIL released: returns the next token id, or with logprobs >= 0
+        // (token, its log-probability, [(id, log-probability)] of the `logprobs` most likely)
         if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
         const int64_t V = m.spec().vocab_size;
-        std::vector<float> logits(V);
+        std::vector<float> logits(V), raw;
         const int32_t* p = ids.data();
         const int32_t T = (int32_t)ids.shape(0);
         const int32_t* hp = history.data();
         const int64_t hn = history.size();
-        InterruptScope irq;
-        py::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lk(m.mutex());
-        m.forward(p, T, false, logits.data());
-        return s.sample(logits.data(), V, hp, hn);
-      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"))
+        const int32_t k = check_logprobs(logprobs);
+        int32_t tok = -1;
+        TokenLogprobs lp;
+        {
+          InterruptScope irq;
+          py::gil_scoped_release nogil;
+          std::lock_guard<std::mutex> lk(m.mutex());
+          m.forward(p, T, false, logits.data());
+          if (k >= 0) raw = logits;  // the sampler changes logits in place
+          tok = s.sample(logits.data(), V, hp, hn);
+          if (k >= 0) lp = token_logprobs(raw.data(), V, tok, k);
+        }
+        return k >= 0 ? to_python(lp) : py::cast(tok);
+      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"), py::arg("logprobs") = -1)
       .def("fork", [](const ef::Model& m) {
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lk(const_cast<ef::Model&>(m).mutex());  // not while a call changes it
@@ -157,7 +211,7 @@ void register_model(py::module_& m) {
 
   // one decode step for several forks of one model: logits [B, vocab], or with samplers the next token of each
   m.def("decode_batch", [](const std::vector<ef::Model*>& models, IdArray tokens, py::object samplers,
-                           py::object histories) -> py::object {
+                           py::object histories, int32_t logprobs) -> py::object {
     const size_t B = models.size();
     if (B == 0) throw ef::ValueError("decode_batch: no models");
     if (tokens.ndim() != 1 || (size_t)tokens.shape(0) != B)
@@ -175,6 +229,8 @@ void register_model(py::module_& m) {
     py::array_t<float> logits({(int64_t)B, V});
     float* lp = logits.mutable_data();
     std::vector<int32_t> next(B);
+    const int32_t k = check_logprobs(logprobs);
+    std::vector<TokenLogprobs> lps(k >= 0 ? ss.size() : 0);
     {
       InterruptScope irq;
       py::gil_scoped_release nogil;
@@ -184,14 +240,24 @@ void register_model(py::module_& m) {
       std::vector<std::unique_lock<std::mutex>> locks;
       for (ef::Model* p : order) locks.emplace_back(p->mutex());
       ef::Model::decode_batch(models, tokens.data(), lp);
-      for (size_t i = 0; i < ss.size(); i++)
-        next[i] = ss[i]->sample(lp + (int64_t)i * V, V, hs[i].data(), hs[i].size());
+      std::vector<float> raw;
+      for (size_t i = 0; i < ss.size(); i++) {
+        float* row = lp + (int64_t)i * V;
+        if (k >= 0) raw.assign(row, row + V);  // the sampler changes the row in place
+        next[i] = ss[i]->sample(row, V, hs[i].data(), hs[i].size());
+        if (k >= 0) lps[i] = token_logprobs(raw.data(), V, next[i], k);
+      }
     }
     if (samplers.is_none()) return std::move(logits);
-    return py::cast(next);
+    if (k < 0) return py::cast(next);
+    py::list out;
+    for (const TokenLogprobs& r : lps) out.append(to_python(r));
+    return std::move(out);
   }, py::arg("models"), py::arg("tokens"), py::arg("samplers") = py::none(), py::arg("histories") = py::none(),
+     py::arg("logprobs") = -1,
      "One decode step for each model (distinct forks of one model): tokens[i] goes to models[i]. Returns the "
-     "logits [B, vocab], or with samplers (and the histories their repetition penalty reads) the next tokens.");
+     "logits [B, vocab], or with samplers (and the histories their repetition penalty reads) the next tokens; "
+     "with logprobs >= 0 too, a (token, log-probability, top) tuple per model as Model.step gives it.");
 }
 
 }  // namespace ef_py

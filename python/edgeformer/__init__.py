@@ -7,7 +7,7 @@
 
 from . import _core
 from ._version import __version__
-from .model import GenerationResult, GenerationStream, Model, cuda_available, load
+from .model import GenerationResult, GenerationStream, Model, TokenLogprob, cuda_available, load
 from .batching import Batcher, BatchRequest
 
 
@@ -38,5 +38,5 @@ def cuda_info(device: int = 0) -> dict:
     return _core.cuda_device_info(device)
 
 
-__all__ = ["load", "quantize", "demo_model_path", "Model", "GenerationResult", "GenerationStream", "Batcher",
-           "BatchRequest", "cpu_info", "cuda_available", "cuda_info", "__version__"]
+__all__ = ["load", "quantize", "demo_model_path", "Model", "GenerationResult", "GenerationStream", "TokenLogprob",
+           "Batcher", "BatchRequest", "cpu_info", "cuda_available", "cuda_info", "__version__"]

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .model import PREFILL_CHUNK, GenerationResult, _head_split, _prefill_chunks
+from .model import PREFILL_CHUNK, GenerationResult, TokenLogprob, _head_split, _prefill_chunks
 from .tokenizer import StreamDecoder
 
 
@@ -24,8 +24,11 @@ class _Seq:
     """One sequence of a batch: its fork, sampler, text decoder and what it has generated. The caller holds
     the model's lock around prefill() and the batch steps."""
 
-    def __init__(self, model, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool):
+    def __init__(self, model, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool,
+                 logprobs: Optional[int] = None):
         self.model = model
+        self.logprobs = logprobs  # None, or how many top tokens each TokenLogprob lists
+        self.lps: Optional[List[TokenLogprob]] = None if logprobs is None else []
         self.ids = ids
         self.max_new_tokens = max_new_tokens
         # made by prefill(): a fork copies no weights and reserves its cache as address space; release() lets
@@ -58,14 +61,22 @@ class _Seq:
         if end < n:
             self.prefill_seconds += time.perf_counter() - t0
             return end - start
-        tok = self.fork.step(np.asarray(self.ids[n:], dtype=np.int32), self.sampler, self.history)
+        out = self.fork.step(np.asarray(self.ids[n:], dtype=np.int32), self.sampler, self.history,
+                             -1 if self.logprobs is None else self.logprobs)
         self.t_first = time.perf_counter()
         self.prefill_seconds += self.t_first - t0
-        self.take(tok)
+        self.take(out)
         return len(self.ids) - start
 
-    def take(self, tok: int) -> None:
-        """Records a new token; at the sequence's end, flushes the text the decoder still held back."""
+    def take(self, out) -> None:
+        """Records a new token (with logprobs: the (token, log-probability, top) of Model.step); at the
+        sequence's end, flushes the text the decoder still held back."""
+        if self.lps is not None:
+            tok = int(out[0])
+            if tok not in self.eos:  # (as token_ids: an end-of-sequence token is not part of the result)
+                self.lps.append(TokenLogprob(tok, out[1], out[2]))
+        else:
+            tok = int(out)
         if not self._alive(tok):
             self.end()
 
@@ -114,24 +125,30 @@ class _Seq:
         decode = max(0.0, self.t_end - start) if self.t_first is not None and self.t_end is not None else 0.0
         return GenerationResult(text=self.decoder.text if self.decoder is not None else "", token_ids=self.new,
                                 finish_reason=self.finish, prompt_tokens=len(self.ids),
-                                prefill_seconds=self.prefill_seconds, decode_seconds=decode)
+                                prefill_seconds=self.prefill_seconds, decode_seconds=decode, logprobs=self.lps)
 
 
 def step(seqs: List[_Seq]) -> None:
     """One decode step for every sequence in seqs (all running): one forward of len(seqs) rows."""
-    toks = _core.decode_batch([s.fork for s in seqs], np.asarray([s.new[-1] for s in seqs], np.int32),
-                              [s.sampler for s in seqs], [s.history for s in seqs])
-    for s, tok in zip(seqs, toks):
-        s.take(int(tok))
+    k = max((s.logprobs for s in seqs if s.logprobs is not None), default=-1)  # (each keeps its own top k)
+    outs = _core.decode_batch([s.fork for s in seqs], np.asarray([s.new[-1] for s in seqs], np.int32),
+                              [s.sampler for s in seqs], [s.history for s in seqs], k)
+    for s, out in zip(seqs, outs):
+        if k < 0:
+            s.take(int(out))
+        elif s.logprobs is None:
+            s.take(int(out[0]))
+        else:
+            s.take((out[0], out[1], out[2][: s.logprobs]))
 
 
 def generate_together(model, prompts: List[List[int]], max_new_tokens: int, options, stops: List[str],
-                      ignore_eos: bool):
+                      ignore_eos: bool, logprobs: Optional[int] = None):
     """Model.generate with a list of prompts on the CPU: a generator of (prompt index, text piece) that returns
     the list of results. The prompts are prefilled one by one (bound by arithmetic, not memory), then decode
     together until each ends."""
     with model._lock:
-        seqs = [_Seq(model, ids, max_new_tokens, options(), stops, ignore_eos) for ids in prompts]
+        seqs = [_Seq(model, ids, max_new_tokens, options(), stops, ignore_eos, logprobs) for ids in prompts]
         for i, s in enumerate(seqs):
             if not s.done:
                 s.prefill()
@@ -246,13 +263,14 @@ class Batcher:
     def submit(self, prompt: Union[str, Sequence[int]], max_new_tokens: int = 128, temperature: Optional[float] = None,
                top_k: Optional[int] = None, top_p: Optional[float] = None, min_p: Optional[float] = None,
                repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
-               stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False) -> BatchRequest:
+               stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False,
+               logprobs: Optional[int] = None) -> BatchRequest:
         """Queues a generation (the arguments of Model.generate, checked here: ValueError); returns its
         BatchRequest. BatcherClosed once the Batcher is closed."""
         m = self.model
         ids, stops, opts = m._generation_args(prompt, max_new_tokens, temperature, top_k, top_p, min_p,
                                                repetition_penalty, seed, stop)
-        req = BatchRequest(_Seq(m, ids, max_new_tokens, opts, stops, ignore_eos), self)
+        req = BatchRequest(_Seq(m, ids, max_new_tokens, opts, stops, ignore_eos, m._check_logprobs(logprobs)), self)
         with self._cond:
             if self._closed:
                 raise BatcherClosed("Batcher: closed")

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -20,6 +20,16 @@ PREFILL_CHUNK = 256  # tokens per forward call while prefilling: bounds scratch 
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token's log-probability under the model's distribution (the log-softmax of its logits,
+    before temperature, penalties and top-k/top-p/min-p), and the `logprobs` most likely tokens at that
+    position with theirs, most likely first."""
+    token_id: int
+    logprob: float
+    top: List[Tuple[int, float]]
+
+
+@dataclass
 class GenerationResult:
     text: str
     token_ids: List[int]
@@ -27,6 +37,7 @@ class GenerationResult:
     prompt_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    logprobs: Optional[List[TokenLogprob]] = None  # one per token of token_ids, with generate(logprobs=k)
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -570,13 +581,16 @@ class Model:
     def generate(self, prompt: Union[str, Sequence[int], Sequence[Union[str, Sequence[int]]]], max_new_tokens: int = 128,
                  temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
-                 stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False, stream: bool = False):
+                 stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False, stream: bool = False,
+                 logprobs: Optional[int] = None):
         """Generates up to max_new_tokens after prompt (a string, or a list of token ids).
 
         temperature=0 is greedy; unset sampling arguments follow the checkpoint's generation_config.json
         (greedy when it has none). stop: strings that end the generation (not included in the text).
         Returns a GenerationResult (.text, .token_ids of the new tokens), or with stream=True an iterator
-        of text pieces whose `.result` is the GenerationResult once it is exhausted.
+        of text pieces whose `.result` is the GenerationResult once it is exhausted. logprobs=k (0..20; on the
+        CPU): the result's .logprobs holds each new token's log-probability under the model and the k most
+        likely tokens at its position (TokenLogprob).
 
         A list of prompts (strings or lists of token ids) generates for each of them and returns a list of
         results: the decode steps of all the sequences still running run as one batch, so the weights are
@@ -587,6 +601,7 @@ class Model:
         as it ends), and its `.result` is the list of results.
         """
         self._need_decoder("generate")
+        logprobs = self._check_logprobs(logprobs)
         batch = (isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(
             isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)) or (
             isinstance(prompt, np.ndarray) and prompt.ndim == 2)
@@ -598,10 +613,10 @@ class Model:
             def options() -> "_core.SamplerOptions":  # a fresh random seed per prompt when none is given
                 return self._sampler_options(*sampling)
 
-            gen = self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos)
+            gen = self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos, logprobs)
         else:
             ids, stops, opts = self._generation_args(prompt, max_new_tokens, *sampling, stop)
-            gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos)
+            gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos, logprobs)
         return GenerationStream(gen) if stream else _run_to_end(gen)
 
     def _generation_args(self, prompt, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed,
@@ -611,6 +626,16 @@ class Model:
         stops, opts = self._options_and_stops(max_new_tokens, (temperature, top_k, top_p, min_p,
                                                                repetition_penalty, seed), stop)
         return self._prompt_ids(prompt), stops, opts
+
+    def _check_logprobs(self, logprobs: Any) -> Optional[int]:
+        """generate()'s logprobs argument: None, or how many of the most likely tokens to report (0..20)."""
+        if logprobs is None:
+            return None
+        if isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= 20:
+            raise ValueError(f"argument 'logprobs' must be an integer in 0..20 or None, got {logprobs!r}")
+        if not isinstance(self._core, _core.Model):
+            raise ValueError("argument 'logprobs': not on a CUDA device yet (the tokens are sampled there)")
+        return logprobs
 
     def _options_and_stops(self, max_new_tokens, sampling, stop):
         """The checks every prompt shares: (stop strings, sampler options)."""
@@ -626,8 +651,10 @@ class Model:
             raise ValueError("argument 'stop' must be a string or a list of strings")
         return stops, self._sampler_options(*sampling)
 
-    def _generate(self, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool):
+    def _generate(self, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool,
+                  logprobs: Optional[int] = None):
         with self._lock:
+            lps: Optional[List[TokenLogprob]] = None if logprobs is None else []
             sampler = _core.Sampler(opts)
             has_tok = self._tok.tokenizer is not None
             decoder = StreamDecoder(self._tok, stops) if has_tok else None
@@ -644,7 +671,11 @@ class Model:
                     if len(self._cached) + len(pending) > self.max_context:
                         finish = "context"
                         break
-                    tok = self._core.step(np.asarray(pending, dtype=np.int32), sampler, history)
+                    if lps is None:
+                        tok = self._core.step(np.asarray(pending, dtype=np.int32), sampler, history)
+                    else:
+                        tok, lp, top = self._core.step(np.asarray(pending, dtype=np.int32), sampler, history,
+                                                       logprobs)
                     self._cached.extend(pending)
                     if not new:
                         t_first = time.perf_counter()
@@ -652,6 +683,8 @@ class Model:
                         finish = "eos"
                         break
                     new.append(tok)
+                    if lps is not None:
+                        lps.append(TokenLogprob(tok, lp, top))
                     history = np.append(history, np.int32(tok))
                     pending = [tok]
                     if decoder is not None:
@@ -668,16 +701,16 @@ class Model:
             t1 = time.perf_counter()
             text = decoder.text if decoder is not None else ""
             return GenerationResult(text=text, token_ids=new, finish_reason=finish, prompt_tokens=len(ids),
-                                    prefill_seconds=t_first - t0, decode_seconds=t1 - t_first)
+                                    prefill_seconds=t_first - t0, decode_seconds=t1 - t_first, logprobs=lps)
 
     def _generate_batch(self, prompts: List[List[int]], max_new_tokens: int, options, stops: List[str],
-                        ignore_eos: bool):
+                        ignore_eos: bool, logprobs: Optional[int] = None):
         """A generator of (prompt index, text piece) that returns the list of GenerationResults.
         options(): each prompt's sampler options (the seed given, or a random one of its own)."""
         if not isinstance(self._core, _core.Model):  # a device model: one prompt after another
             results = []
             for i, ids in enumerate(prompts):
-                gen = self._generate(ids, max_new_tokens, options(), stops, ignore_eos)
+                gen = self._generate(ids, max_new_tokens, options(), stops, ignore_eos, logprobs)
                 while True:
                     try:
                         piece = next(gen)
@@ -688,7 +721,7 @@ class Model:
             return results
         from .batching import generate_together
 
-        return (yield from generate_together(self, prompts, max_new_tokens, options, stops, ignore_eos))
+        return (yield from generate_together(self, prompts, max_new_tokens, options, stops, ignore_eos, logprobs))
 
     def chat(self, messages: List[Dict[str, Any]], **generate_kwargs):
         """Applies the checkpoint's chat template to messages and generates the assistant's reply."""

@@ -97,9 +97,55 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[
     if n != 1:
         raise BadRequest("field 'n': only 1 (send several requests: they are batched)")
     stream = _field(body, "stream", bool, False)
+    # log-probabilities: the completions API's logprobs (how many top tokens), the chat API's logprobs (whether)
+    # with top_logprobs (how many)
+    if chat:
+        top = _field(body, "top_logprobs", int)
+        want = _field(body, "logprobs", bool, False)
+        if top is not None and not want:
+            raise BadRequest("field 'top_logprobs': needs 'logprobs': true")
+        k = (top or 0) if want else None
+    else:
+        k = _field(body, "logprobs", int)
+    if k is not None:
+        if not 0 <= k <= 20:
+            raise BadRequest(f"field '{'top_logprobs' if chat else 'logprobs'}': expected 0..20, got {k}")
+        if stream:
+            raise BadRequest("field 'logprobs': not with 'stream' yet")
+        kw["logprobs"] = k
     options = _field(body, "stream_options", dict, {})
     include_usage = _field(options, "include_usage", bool, False)
     return prompt, kw, stream, include_usage
+
+
+def _logprobs(model, r, chat: bool) -> Optional[Dict[str, Any]]:
+    """OpenAI's logprobs object of a result generated with logprobs (None without): the chat API's
+    {"content": [{token, logprob, bytes, top_logprobs}]}, or the completions API's parallel lists. A token's
+    text is its own decoding (a piece of a multi-byte character decodes to U+FFFD; `bytes` are those of the
+    text, as decoded)."""
+    if r.logprobs is None:
+        return None
+    tok = model._tok
+    text = {}
+
+    def piece(i: int) -> str:
+        if i not in text:
+            text[i] = tok.decode([i]) if tok.tokenizer is not None else str(i)
+        return text[i]
+
+    if chat:
+        def entry(i: int, lp: float) -> Dict[str, Any]:
+            t = piece(i)
+            return {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}
+
+        return {"content": [dict(entry(t.token_id, t.logprob), top_logprobs=[entry(i, lp) for i, lp in t.top])
+                            for t in r.logprobs]}
+    offsets, at = [], 0
+    for t in r.logprobs:
+        offsets.append(at)
+        at += len(piece(t.token_id))
+    return {"tokens": [piece(t.token_id) for t in r.logprobs], "token_logprobs": [t.logprob for t in r.logprobs],
+            "top_logprobs": [{piece(i): lp for i, lp in t.top} for t in r.logprobs], "text_offset": offsets}
 
 
 def _usage(r) -> Dict[str, int]:
@@ -241,11 +287,12 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # the request failed (its KV cache could not be allocated, say)
             self._error(500, f"{type(e).__name__}: {e}", "server_error")
             return
-        choice: Dict[str, Any] = {"index": 0, "finish_reason": FINISH.get(r.finish_reason, "stop")}
+        choice: Dict[str, Any] = {"index": 0, "finish_reason": FINISH.get(r.finish_reason, "stop"),
+                                  "logprobs": _logprobs(self.srv.model, r, chat)}
         if chat:
             choice["message"] = {"role": "assistant", "content": r.text}
         else:
-            choice.update(text=r.text, logprobs=None)
+            choice["text"] = r.text
         self._json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
                          "model": self.srv.name, "choices": [choice], "usage": _usage(r)})
 
