@@ -644,8 +644,17 @@ def test_generate_list_of_prompts_on_cuda(tmp_path):
     events = list(stream)  # (prompt index, piece), the first prompt's before the second's
     assert [i for i, _ in events] == sorted(i for i, _ in events)
     assert [r.token_ids for r in stream.result] == [r.token_ids for r in out]
-    with pytest.raises(ValueError, match="logprobs.*CUDA"):  # the tokens are sampled on the device
-        model.generate(prompts[0], max_new_tokens=2, logprobs=1)
+    # logprobs: the logits row comes back before the device's sampler changes it; the CPU's values
+    cpu = edgeformer.load(str(tmp_path), threads=2, max_context=64)
+    for kw in (dict(temperature=0), dict(temperature=0.9, top_k=20, repetition_penalty=1.3, seed=4)):
+        got = model.generate(prompts[0], max_new_tokens=6, ignore_eos=True, logprobs=3, **kw)
+        plain = model.generate(prompts[0], max_new_tokens=6, ignore_eos=True, **kw)
+        assert got.token_ids == plain.token_ids and len(got.logprobs) == 6
+        ref = cpu.generate(prompts[0], max_new_tokens=6, ignore_eos=True, logprobs=3, temperature=0)
+        if kw["temperature"] == 0:
+            assert got.token_ids == ref.token_ids
+            for a, b in zip(got.logprobs, ref.logprobs):
+                assert abs(a.logprob - b.logprob) < 1e-2 and a.top[0][0] == b.top[0][0] == a.token_id
     for i, r in enumerate(out):
         assert "".join(p for j, p in events if j == i) == r.text
 

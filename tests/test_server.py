@@ -202,8 +202,21 @@ def test_logprobs(served):
     assert all(len(c["top_logprobs"]) == 2 and c["bytes"] == list(c["token"].encode()) for c in content)
     code, text = _post(url + "/v1/chat/completions", {"messages": messages, "max_tokens": 2})
     assert json.loads(text)["choices"][0]["logprobs"] is None
+    # streamed: each chunk carries the tokens made since the one before; together, the same as not streamed
+    code, text = _post(url + "/v1/completions", {"prompt": "Hello world", "max_tokens": 6, "temperature": 0,
+                                                 "ignore_eos": True, "logprobs": 3, "stream": True})
+    events, done = _events(text)
+    assert code == 200 and done
+    chunks = [e["choices"][0]["logprobs"] for e in events]
+    assert sum((c["token_logprobs"] for c in chunks), []) == pytest.approx(lp["token_logprobs"], abs=1e-6)
+    assert sum((c["text_offset"] for c in chunks), []) == lp["text_offset"]
+    code, text = _post(url + "/v1/chat/completions", {"messages": messages, "max_tokens": 5, "temperature": 0,
+                                                      "ignore_eos": True, "logprobs": True, "top_logprobs": 2,
+                                                      "stream": True})
+    events, done = _events(text)
+    streamed = sum((e["choices"][0]["logprobs"]["content"] for e in events if "logprobs" in e["choices"][0]), [])
+    assert [c["logprob"] for c in streamed] == pytest.approx([c["logprob"] for c in content], abs=1e-6)
     for body, field in [({"prompt": "x", "logprobs": 21}, "logprobs"),
-                        ({"prompt": "x", "logprobs": 2, "stream": True}, "logprobs"),
                         ({"messages": messages, "top_logprobs": 2}, "top_logprobs")]:
         code, text = _post(url + ("/v1/chat/completions" if "messages" in body else "/v1/completions"), body)
         assert code == 400 and field in json.loads(text)["error"]["message"], text

@@ -211,18 +211,27 @@ void register_cuda(py::module_& m) {
         std::lock_guard<std::mutex> lk(m.mutex());
         m.set_graphs(on);
       }, py::arg("on"), "decode steps as CUDA graphs on or off for this model (off drops the graphs held)")
-      .def("step", [](CM& m, IdArray ids, ef::Sampler& s, IdArray history) {
-        // forward + sampling on the device: only the token id comes back
+      .def("step", [](CM& m, IdArray ids, ef::Sampler& s, IdArray history, int32_t logprobs) -> py::object {
+        // forward + sampling on the device: only the token id comes back (with logprobs >= 0 the logits row
+        // too, before the sampler changes it: (token, its log-probability, top), as Model.step)
         if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
         const int32_t* p = ids.data();
         const int32_t T = (int32_t)ids.shape(0);
         const int32_t* hp = history.data();
         const int64_t hn = history.size();
-        InterruptScope irq;
-        py::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lk(m.mutex());
-        return m.step(p, T, s, hp, hn);
-      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"));
+        const int32_t k = check_logprobs(logprobs);
+        std::vector<float> raw(k >= 0 ? m.spec().vocab_size : 0);
+        int32_t tok = -1;
+        TokenLogprobs lp;
+        {
+          InterruptScope irq;
+          py::gil_scoped_release nogil;
+          std::lock_guard<std::mutex> lk(m.mutex());
+          tok = m.step(p, T, s, hp, hn, k >= 0 ? raw.data() : nullptr);
+          if (k >= 0) lp = token_logprobs(raw.data(), (int64_t)raw.size(), tok, k);
+        }
+        return k >= 0 ? to_python(lp) : py::cast(tok);
+      }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"), py::arg("logprobs") = -1);
 
   register_cuda_ops(m);
 }

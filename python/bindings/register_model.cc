@@ -12,48 +12,6 @@
 
 namespace ef_py {
 
-namespace {
-
-// What generate(logprobs=k) reports for one sampled token: its log-probability under the model's distribution
-// (log-softmax of the raw logits, before temperature, penalties or truncation) and the k most likely tokens
-// with theirs, most likely first (ties: lower id first).
-struct TokenLogprobs {
-  int32_t token = -1;
-  float logprob = 0.f;
-  std::vector<std::pair<int32_t, float>> top;
-};
-
-TokenLogprobs token_logprobs(const float* raw, int64_t V, int32_t tok, int32_t k) {
-  float mx = -INFINITY;
-  for (int64_t i = 0; i < V; i++) mx = std::max(mx, raw[i]);
-  double sum = 0;
-  for (int64_t i = 0; i < V; i++) sum += std::exp((double)raw[i] - mx);
-  const double lse = mx + std::log(sum);
-  TokenLogprobs r;
-  r.token = tok;
-  r.logprob = (float)(raw[tok] - lse);
-  k = (int32_t)std::min<int64_t>(k, V);
-  std::vector<int32_t> idx(V);
-  for (int64_t i = 0; i < V; i++) idx[i] = (int32_t)i;
-  const auto better = [&](int32_t a, int32_t b) { return raw[a] > raw[b] || (raw[a] == raw[b] && a < b); };
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), better);
-  for (int32_t i = 0; i < k; i++) r.top.emplace_back(idx[i], (float)(raw[idx[i]] - lse));
-  return r;
-}
-
-py::object to_python(const TokenLogprobs& r) {
-  py::list top;
-  for (const auto& p : r.top) top.append(py::make_tuple(p.first, p.second));
-  return py::make_tuple(r.token, r.logprob, top);
-}
-
-int32_t check_logprobs(int32_t k) {
-  if (k > 20) throw ef::ValueError("argument 'logprobs' must be at most 20, got " + std::to_string(k));
-  return k;
-}
-
-}  // namespace
-
 void register_model(py::module_& m) {
   py::enum_<ef::NormKind>(m, "NormKind").value("rms", ef::NormKind::RMS).value("layer", ef::NormKind::Layer);
   py::enum_<ef::PosKind>(m, "PosKind")

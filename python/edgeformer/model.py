@@ -588,9 +588,9 @@ class Model:
         temperature=0 is greedy; unset sampling arguments follow the checkpoint's generation_config.json
         (greedy when it has none). stop: strings that end the generation (not included in the text).
         Returns a GenerationResult (.text, .token_ids of the new tokens), or with stream=True an iterator
-        of text pieces whose `.result` is the GenerationResult once it is exhausted. logprobs=k (0..20; on the
-        CPU): the result's .logprobs holds each new token's log-probability under the model and the k most
-        likely tokens at its position (TokenLogprob).
+        of text pieces whose `.result` is the GenerationResult once it is exhausted. logprobs=k (0..20): the
+        result's .logprobs holds each new token's log-probability under the model and the k most likely tokens
+        at its position (TokenLogprob); on a device, each step's logits row comes back to the host for it.
 
         A list of prompts (strings or lists of token ids) generates for each of them and returns a list of
         results: the decode steps of all the sequences still running run as one batch, so the weights are
@@ -633,8 +633,6 @@ class Model:
             return None
         if isinstance(logprobs, bool) or not isinstance(logprobs, int) or not 0 <= logprobs <= 20:
             raise ValueError(f"argument 'logprobs' must be an integer in 0..20 or None, got {logprobs!r}")
-        if not isinstance(self._core, _core.Model):
-            raise ValueError("argument 'logprobs': not on a CUDA device yet (the tokens are sampled there)")
         return logprobs
 
     def _options_and_stops(self, max_new_tokens, sampling, stop):

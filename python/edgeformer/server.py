@@ -110,20 +110,18 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[
     if k is not None:
         if not 0 <= k <= 20:
             raise BadRequest(f"field '{'top_logprobs' if chat else 'logprobs'}': expected 0..20, got {k}")
-        if stream:
-            raise BadRequest("field 'logprobs': not with 'stream' yet")
         kw["logprobs"] = k
     options = _field(body, "stream_options", dict, {})
     include_usage = _field(options, "include_usage", bool, False)
     return prompt, kw, stream, include_usage
 
 
-def _logprobs(model, r, chat: bool) -> Optional[Dict[str, Any]]:
-    """OpenAI's logprobs object of a result generated with logprobs (None without): the chat API's
-    {"content": [{token, logprob, bytes, top_logprobs}]}, or the completions API's parallel lists. A token's
-    text is its own decoding (a piece of a multi-byte character decodes to U+FFFD; `bytes` are those of the
-    text, as decoded)."""
-    if r.logprobs is None:
+def _logprobs(model, lps, chat: bool, offset: int = 0) -> Optional[Dict[str, Any]]:
+    """OpenAI's logprobs object of TokenLogprobs (None for None): the chat API's {"content": [{token, logprob,
+    bytes, top_logprobs}]}, or the completions API's parallel lists, text offsets counted from `offset` (a
+    stream's chunks carry the tokens made since the last one). A token's text is its own decoding (a piece of a
+    multi-byte character decodes to U+FFFD; `bytes` are those of the text, as decoded)."""
+    if lps is None:
         return None
     tok = model._tok
     text = {}
@@ -139,13 +137,13 @@ def _logprobs(model, r, chat: bool) -> Optional[Dict[str, Any]]:
             return {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}
 
         return {"content": [dict(entry(t.token_id, t.logprob), top_logprobs=[entry(i, lp) for i, lp in t.top])
-                            for t in r.logprobs]}
-    offsets, at = [], 0
-    for t in r.logprobs:
+                            for t in lps]}
+    offsets, at = [], offset
+    for t in lps:
         offsets.append(at)
         at += len(piece(t.token_id))
-    return {"tokens": [piece(t.token_id) for t in r.logprobs], "token_logprobs": [t.logprob for t in r.logprobs],
-            "top_logprobs": [{piece(i): lp for i, lp in t.top} for t in r.logprobs], "text_offset": offsets}
+    return {"tokens": [piece(t.token_id) for t in lps], "token_logprobs": [t.logprob for t in lps],
+            "top_logprobs": [{piece(i): lp for i, lp in t.top} for t in lps], "text_offset": offsets}
 
 
 def _usage(r) -> Dict[str, int]:
@@ -288,7 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(500, f"{type(e).__name__}: {e}", "server_error")
             return
         choice: Dict[str, Any] = {"index": 0, "finish_reason": FINISH.get(r.finish_reason, "stop"),
-                                  "logprobs": _logprobs(self.srv.model, r, chat)}
+                                  "logprobs": _logprobs(self.srv.model, r.logprobs, chat)}
         if chat:
             choice["message"] = {"role": "assistant", "content": r.text}
         else:
@@ -299,14 +297,31 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, req, rid: str, created: int, chat: bool, include_usage: bool) -> None:
         obj = "chat.completion.chunk" if chat else "text_completion"
 
+        seq = req._seq
+        sent = [0, 0]  # with logprobs: tokens whose log-probabilities went out, and their text's length
+
+        def new_logprobs() -> Optional[Dict[str, Any]]:
+            """The log-probabilities of the tokens made since the last chunk (the worker records a token's
+            before its text piece reaches the queue)."""
+            if seq.lps is None:
+                return None
+            lps = seq.lps[sent[0]:]
+            out = _logprobs(self.srv.model, lps, chat, sent[1])
+            sent[0] += len(lps)
+            if not chat and lps:
+                sent[1] = out["text_offset"][-1] + len(out["tokens"][-1])
+            return out
+
         def chunk(piece: Optional[str], finish: Optional[str], first: bool = False) -> bytes:
             if chat:
                 delta: Dict[str, Any] = {"role": "assistant"} if first else {}
                 if piece is not None:
                     delta["content"] = piece
                 choice: Dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+                if seq.lps is not None and not first:
+                    choice["logprobs"] = new_logprobs()
             else:
-                choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+                choice = {"index": 0, "text": piece or "", "logprobs": new_logprobs(), "finish_reason": finish}
             data = {"id": rid, "object": obj, "created": created, "model": self.srv.name, "choices": [choice]}
             return b"data: " + json.dumps(data).encode() + b"\n\n"
 

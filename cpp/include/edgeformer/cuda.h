@@ -92,7 +92,9 @@ class CudaModel {
   void forward(const ForwardArgs& a);
   // forward(tokens) and one token sampled on the device from the last position's logits (never copied back).
   // history: the tokens the repetition penalty applies to. Uses sampler's options and its random stream.
-  int32_t step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history);
+  // raw_logits (vocab floats, or null): receives the step's logits row before the sampler changes it
+  int32_t step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history,
+               float* raw_logits = nullptr);
   void set_encoder_output(const float* enc, int32_t T_enc, const uint8_t* mask);
 
   std::mutex& mutex();

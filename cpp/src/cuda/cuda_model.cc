@@ -762,7 +762,8 @@ const float* CudaModel::State::graph_step(const ForwardArgs& a) {
   return out;
 }
 
-int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history) {
+int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history,
+                        float* raw_logits) {
   State& S = *s_;
   ForwardArgs a;
   a.tokens = tokens;
@@ -775,6 +776,8 @@ int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, cons
   SampleArgs sa = sample_args(sampler.options());
   sa.logits = logits;
   sa.vocab = S.w->spec.vocab_size;
+  if (raw_logits)  // before the sampler's kernel changes the row (stream order; the sync below completes it)
+    EF_CUDA_CHECK(cudaMemcpyAsync(raw_logits, logits, (size_t)sa.vocab * 4, cudaMemcpyDeviceToHost, S.stream));
   std::vector<int32_t> pen;
   if (sa.repetition_penalty != 1.f) {
     pen = distinct_tokens(history, n_history);
