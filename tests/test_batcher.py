@@ -217,6 +217,42 @@ def test_a_long_prompt_is_prefilled_between_steps(tmp_path, monkeypatch, prefill
         assert len(chunks) == 2 and any(e[0] == "step" for e in events[chunks[0] + 1 : chunks[1]])
 
 
+def test_short_prompts_pass_a_long_one_and_a_prefilling_request_cancels(tmp_path, monkeypatch):
+    """A short prompt that joins with a long one starts at once, ahead of the long one's chunks; a request
+    cancelled while its prompt is prefilled a chunk at a time ends "cancelled", and the Batcher goes on."""
+    from edgeformer import batching
+
+    from test_batch import make_llama
+
+    make_llama(str(tmp_path))
+    big = edgeformer.load(str(tmp_path), threads=2, max_context=1024)
+    events = []
+    real_chunks = batching._prefill_chunks
+    monkeypatch.setattr(batching, "_prefill_chunks",
+                        lambda core, ids: (events.append(len(ids)), real_chunks(core, ids))[1])
+    _slow_steps(monkeypatch)
+    long_p, short_p = prompt_ids(700, seed=72), prompt_ids(7, seed=73)
+    kw = dict(max_new_tokens=4, temperature=0, ignore_eos=True)
+    with edgeformer.Batcher(big, prefill_chunk=256) as b:
+        with b._cond:  # both join in the same round, the long one first in line
+            r_long, r_short = b.submit(long_p, **kw), b.submit(short_p, **kw)
+        assert r_short.wait().token_ids == big.generate(short_p, **kw).token_ids
+        assert r_long.wait().token_ids == big.generate(long_p, **kw).token_ids
+        assert events[:2] == [0, 256]  # the short prompt (no whole chunk before its last piece), then a chunk
+        running = b.submit(short_p, max_new_tokens=200, temperature=0, ignore_eos=True)
+        next(running)  # decoding: each round has a (slowed) step
+        n = len(events)
+        r = b.submit(long_p, max_new_tokens=50, temperature=0, ignore_eos=True)
+        deadline = time.monotonic() + 30
+        while len(events) == n and time.monotonic() < deadline:  # its first chunk is in
+            time.sleep(0.001)
+        r.cancel()
+        res = r.wait()
+        assert res.finish_reason == "cancelled" and len(res.token_ids) < 50
+        running.cancel()
+        assert b.submit(short_p, **kw).wait().token_ids == r_short.result.token_ids
+
+
 def test_batcher_errors(model, tmp_path):
     with pytest.raises(ValueError, match="max_batch"):
         edgeformer.Batcher(model, max_batch=0)

@@ -650,11 +650,15 @@ def test_generate_list_of_prompts_on_cuda(tmp_path):
         got = model.generate(prompts[0], max_new_tokens=6, ignore_eos=True, logprobs=3, **kw)
         plain = model.generate(prompts[0], max_new_tokens=6, ignore_eos=True, **kw)
         assert got.token_ids == plain.token_ids and len(got.logprobs) == 6
-        ref = cpu.generate(prompts[0], max_new_tokens=6, ignore_eos=True, logprobs=3, temperature=0)
-        if kw["temperature"] == 0:
-            assert got.token_ids == ref.token_ids
-            for a, b in zip(got.logprobs, ref.logprobs):
-                assert abs(a.logprob - b.logprob) < 1e-2 and a.top[0][0] == b.top[0][0] == a.token_id
+        # the CPU's log-softmax at the device's tokens (teacher-forced): the raw row, whatever the sampler did
+        seq = list(prompts[0]) + got.token_ids
+        lg = cpu.logits(seq)[len(prompts[0]) - 1 : -1].astype(np.float64)
+        ref = lg - (lg.max(-1, keepdims=True) + np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1, keepdims=True)))
+        for i, t in enumerate(got.logprobs):
+            assert abs(t.logprob - ref[i, t.token_id]) < 1e-2 and len(t.top) == 3
+            assert all(abs(lp - ref[i, tok]) < 1e-2 for tok, lp in t.top)
+            if kw["temperature"] == 0:
+                assert t.top[0][0] == t.token_id
     for i, r in enumerate(out):
         assert "".join(p for j, p in events if j == i) == r.text
 

@@ -178,6 +178,11 @@ def test_nulls_content_parts_and_connections(served):
     srv = Server(model, "whole", port=0, prefill_chunk=None)  # `serve --prefill-chunk 0`
     assert srv.batcher.prefill_chunk is None
     srv.close()
+    from edgeformer.cli import main
+
+    with pytest.raises(SystemExit) as e:  # refused before anything binds a port
+        main(["serve", "--prefill-chunk", "-5"])
+    assert e.value.code == 2
 
 
 def test_logprobs(served):
@@ -190,8 +195,11 @@ def test_logprobs(served):
     assert code == 200, text
     lp = json.loads(text)["choices"][0]["logprobs"]
     assert lp["token_logprobs"] == pytest.approx([t.logprob for t in want.logprobs], abs=1e-6)
-    assert [len(d) <= 3 for d in lp["top_logprobs"]] == [True] * 6 and len(lp["tokens"]) == 6
-    assert lp["text_offset"] == sorted(lp["text_offset"]) and lp["text_offset"][0] == 0
+    # (a dict by token text: two alternatives with the same text share an entry, as in OpenAI's format)
+    assert all(1 <= len(d) <= 3 for d in lp["top_logprobs"]) and len(lp["tokens"]) == 6
+    assert all(max(d.values()) == pytest.approx(v) for d, v in zip(lp["top_logprobs"], lp["token_logprobs"]))
+    assert lp["text_offset"][0] == 0
+    assert [b - a for a, b in zip(lp["text_offset"], lp["text_offset"][1:])] == [len(t) for t in lp["tokens"][:-1]]
     messages = [{"role": "user", "content": "Hi"}]
     want = model.chat(messages, max_new_tokens=5, temperature=0, ignore_eos=True, logprobs=2)
     code, text = _post(url + "/v1/chat/completions", {"messages": messages, "max_tokens": 5, "temperature": 0,
@@ -214,7 +222,8 @@ def test_logprobs(served):
                                                       "ignore_eos": True, "logprobs": True, "top_logprobs": 2,
                                                       "stream": True})
     events, done = _events(text)
-    streamed = sum((e["choices"][0]["logprobs"]["content"] for e in events if "logprobs" in e["choices"][0]), [])
+    assert all("logprobs" in e["choices"][0] for e in events)  # null in the first chunk (the role), as OpenAI's
+    streamed = sum((e["choices"][0]["logprobs"]["content"] for e in events if e["choices"][0]["logprobs"]), [])
     assert [c["logprob"] for c in streamed] == pytest.approx([c["logprob"] for c in content], abs=1e-6)
     for body, field in [({"prompt": "x", "logprobs": 21}, "logprobs"),
                         ({"messages": messages, "top_logprobs": 2}, "top_logprobs")]:

@@ -169,7 +169,7 @@ void register_model(py::module_& m) {
 
   // one decode step for several forks of one model: logits [B, vocab], or with samplers the next token of each
   m.def("decode_batch", [](const std::vector<ef::Model*>& models, IdArray tokens, py::object samplers,
-                           py::object histories, int32_t logprobs) -> py::object {
+                           py::object histories, std::vector<int32_t> logprobs) -> py::object {
     const size_t B = models.size();
     if (B == 0) throw ef::ValueError("decode_batch: no models");
     if (tokens.ndim() != 1 || (size_t)tokens.shape(0) != B)
@@ -183,39 +183,46 @@ void register_model(py::module_& m) {
       hs = histories.cast<std::vector<IdArray>>();
       if (ss.size() != B || hs.size() != B) throw ef::ValueError("decode_batch: expected one sampler and history per model");
     }
+    if (!logprobs.empty() && (ss.empty() || logprobs.size() != B))
+      throw ef::ValueError("decode_batch: logprobs needs samplers, and one count (-1: none) per model");
+    bool any = false;
+    for (int32_t k : logprobs) any |= check_logprobs(k) >= 0;
     const int64_t V = models[0]->spec().vocab_size;
     py::array_t<float> logits({(int64_t)B, V});
     float* lp = logits.mutable_data();
     std::vector<int32_t> next(B);
-    const int32_t k = check_logprobs(logprobs);
-    std::vector<TokenLogprobs> lps(k >= 0 ? ss.size() : 0);
+    std::vector<std::vector<float>> raw(any ? B : 0);  // rows asked for, before the sampler changes them
+    std::vector<TokenLogprobs> lps(any ? B : 0);
     {
       InterruptScope irq;
       py::gil_scoped_release nogil;
-      std::vector<ef::Model*> order(models);  // every model's lock, in one global order (no deadlock)
-      std::sort(order.begin(), order.end());
-      order.erase(std::unique(order.begin(), order.end()), order.end());
-      std::vector<std::unique_lock<std::mutex>> locks;
-      for (ef::Model* p : order) locks.emplace_back(p->mutex());
-      ef::Model::decode_batch(models, tokens.data(), lp);
-      std::vector<float> raw;
-      for (size_t i = 0; i < ss.size(); i++) {
-        float* row = lp + (int64_t)i * V;
-        if (k >= 0) raw.assign(row, row + V);  // the sampler changes the row in place
-        next[i] = ss[i]->sample(row, V, hs[i].data(), hs[i].size());
-        if (k >= 0) lps[i] = token_logprobs(raw.data(), V, next[i], k);
+      {
+        std::vector<ef::Model*> order(models);  // every model's lock, in one global order (no deadlock)
+        std::sort(order.begin(), order.end());
+        order.erase(std::unique(order.begin(), order.end()), order.end());
+        std::vector<std::unique_lock<std::mutex>> locks;
+        for (ef::Model* p : order) locks.emplace_back(p->mutex());
+        ef::Model::decode_batch(models, tokens.data(), lp);
+        for (size_t i = 0; i < ss.size(); i++) {
+          float* row = lp + (int64_t)i * V;
+          if (any && logprobs[i] >= 0) raw[i].assign(row, row + V);
+          next[i] = ss[i]->sample(row, V, hs[i].data(), hs[i].size());
+        }
       }
+      for (size_t i = 0; i < raw.size(); i++)  // the models are free again meanwhile
+        if (logprobs[i] >= 0) lps[i] = token_logprobs(raw[i].data(), V, next[i], logprobs[i]);
     }
     if (samplers.is_none()) return std::move(logits);
-    if (k < 0) return py::cast(next);
+    if (!any) return py::cast(next);
     py::list out;
-    for (const TokenLogprobs& r : lps) out.append(to_python(r));
+    for (size_t i = 0; i < B; i++) out.append(logprobs[i] >= 0 ? to_python(lps[i]) : py::cast(next[i]));
     return std::move(out);
   }, py::arg("models"), py::arg("tokens"), py::arg("samplers") = py::none(), py::arg("histories") = py::none(),
-     py::arg("logprobs") = -1,
+     py::arg("logprobs") = std::vector<int32_t>(),
      "One decode step for each model (distinct forks of one model): tokens[i] goes to models[i]. Returns the "
      "logits [B, vocab], or with samplers (and the histories their repetition penalty reads) the next tokens; "
-     "with logprobs >= 0 too, a (token, log-probability, top) tuple per model as Model.step gives it.");
+     "logprobs: a count per model (-1: none), and for those with one a (token, log-probability, top) tuple in "
+     "place of the token, as Model.step gives it.");
 }
 
 }  // namespace ef_py

@@ -46,6 +46,10 @@ class _Seq:
         self.t_first: Optional[float] = None  # the first new token's time (None: never prefilled)
         self.t_end: Optional[float] = None
 
+    def prompt_left(self) -> int:
+        """Prompt tokens not in the cache yet."""
+        return len(self.ids) - (self.fork.n_past if self.fork is not None else 0)
+
     def prefill(self, budget: Optional[int] = None) -> int:
         """The prompt, and the first new token out of its last position; returns how many prompt tokens it ran.
         budget: at most about this many now (whole PREFILL_CHUNKs, one at least), the rest left for further calls
@@ -130,16 +134,11 @@ class _Seq:
 
 def step(seqs: List[_Seq]) -> None:
     """One decode step for every sequence in seqs (all running): one forward of len(seqs) rows."""
-    k = max((s.logprobs for s in seqs if s.logprobs is not None), default=-1)  # (each keeps its own top k)
+    ks = [-1 if s.logprobs is None else s.logprobs for s in seqs]
     outs = _core.decode_batch([s.fork for s in seqs], np.asarray([s.new[-1] for s in seqs], np.int32),
-                              [s.sampler for s in seqs], [s.history for s in seqs], k)
+                              [s.sampler for s in seqs], [s.history for s in seqs], ks if max(ks) >= 0 else [])
     for s, out in zip(seqs, outs):
-        if k < 0:
-            s.take(int(out))
-        elif s.logprobs is None:
-            s.take(int(out[0]))
-        else:
-            s.take((out[0], out[1], out[2][: s.logprobs]))
+        s.take(out)  # a token id, or (token, log-probability, top) for a sequence that asked for logprobs
 
 
 def generate_together(model, prompts: List[List[int]], max_new_tokens: int, options, stops: List[str],
@@ -229,9 +228,11 @@ class Batcher:
             for piece in r1: print(piece, end="")
             print(r2.wait().text)
 
-    max_batch: the most sequences decoded together (more wait their turn). prefill_chunk: the most prompt tokens
-    prefilled between two steps (about: whole chunks of 256), so that a long prompt arriving holds the running
-    requests back a chunk at a time rather than for all of it; None prefills each joining prompt whole.
+    max_batch: the most sequences decoded together (more wait their turn). prefill_chunk: the prompt tokens of
+    long prompts prefilled between two steps, so that a long prompt arriving holds the running requests back a
+    chunk at a time rather than for all of it; None prefills each joining prompt whole. It counts whole chunks
+    of 256 (one at least), and a prompt's last piece (up to 256 tokens) runs when reached: a round can run up to
+    prefill_chunk + 255 tokens of one prompt. Prompts of one chunk or less start at once, ahead of long ones.
     close() it (or use `with`); one
     dropped without close() stops its worker within a second. A thread that holds the model's own generation open (a stream
     of model.generate not exhausted) while waiting on a request blocks the worker, which needs the model too.
@@ -355,14 +356,17 @@ class Batcher:
         for r in self._running:  # cancelled requests leave before the step
             if r._cancelled and not r._seq.done:
                 r._seq.end("cancelled")
-        budget = self.prefill_chunk  # prompt tokens this round, shared by the joiners in their order
+        # Prompts with at most one chunk left start at once; the longer ones share this round's budget in their
+        # order (out of it, one starts or goes on next round, first in line).
+        budget = self.prefill_chunk
+        short = [r for r in joining if r._seq.prompt_left() <= PREFILL_CHUNK]
         with self.model._lock:
-            for r in joining:
-                if r._seq.done or (budget is not None and budget <= 0):
-                    continue  # (out of budget: its prefill starts or goes on next round, first in line)
+            for r in short + [r for r in joining if r not in short]:
+                if r._seq.done or (r not in short and budget is not None and budget <= 0):
+                    continue
                 try:
-                    ran = r._seq.prefill(budget)
-                    if budget is not None:
+                    ran = r._seq.prefill(None if r in short else budget)
+                    if budget is not None and r not in short:
                         budget -= ran
                 except KeyboardInterrupt:  # the main thread's Ctrl-C: resumed at the next round
                     pass

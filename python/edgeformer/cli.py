@@ -85,6 +85,13 @@ def _stream(model, stream) -> int:
     return 0
 
 
+def _non_negative(v: str) -> int:
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return n
+
+
 def _serve(args) -> int:
     import os
 
@@ -144,7 +151,7 @@ def main(argv=None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--max-batch", type=int, default=16, help="the most requests decoded together")
-    s.add_argument("--prefill-chunk", type=int, default=512,
+    s.add_argument("--prefill-chunk", type=_non_negative, default=512,
                    help="the most prompt tokens prefilled between two decode steps (0: whole prompts)")
     s.add_argument("--dtype", default=None, help="convert at load, as for run")
     s.add_argument("--threads", type=int, default=None)

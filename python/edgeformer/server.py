@@ -12,13 +12,14 @@ threading HTTP server: meant for a machine's own clients or a trusted network, b
 from __future__ import annotations
 
 import json
+import math
 import select
 import socket
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from .batching import Batcher, BatcherClosed
@@ -116,34 +117,55 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[
     return prompt, kw, stream, include_usage
 
 
-def _logprobs(model, lps, chat: bool, offset: int = 0) -> Optional[Dict[str, Any]]:
+def _logprobs(model, lps, chat: bool, offset: int = 0, context: Sequence[int] = ()) -> Optional[Dict[str, Any]]:
     """OpenAI's logprobs object of TokenLogprobs (None for None): the chat API's {"content": [{token, logprob,
-    bytes, top_logprobs}]}, or the completions API's parallel lists, text offsets counted from `offset` (a
-    stream's chunks carry the tokens made since the last one). A token's text is its own decoding (a piece of a
-    multi-byte character decodes to U+FFFD; `bytes` are those of the text, as decoded)."""
+    bytes, top_logprobs}]}, or the completions API's parallel lists, text offsets counted from `offset`.
+    context: the generated tokens before lps[0] (a stream's earlier chunks).
+
+    A token's text is what it adds after the few tokens before it (so SentencePiece's leading spaces are kept,
+    as in the text), special tokens included; an alternative's, what it would have added there. A token that
+    ends inside a multi-byte character reads U+FFFD, and `bytes` are those of the text as decoded. Log-
+    probabilities that are not finite (a logit of -inf) read -9999.0, as OpenAI's: JSON has no infinity."""
     if lps is None:
         return None
-    tok = model._tok
-    text = {}
+    tk = model._tok.tokenizer
+    seq = list(context) + [t.token_id for t in lps]
+    base = len(context)
 
-    def piece(i: int) -> str:
-        if i not in text:
-            text[i] = tok.decode([i]) if tok.tokenizer is not None else str(i)
-        return text[i]
+    def text_after(prev: List[int], tok: int) -> str:
+        if tk is None:
+            return str(tok)
+        head = tk.decode(prev, skip_special_tokens=False) if prev else ""
+        return tk.decode(prev + [tok], skip_special_tokens=False)[len(head):]
 
+    def finite(x: float) -> float:
+        return x if math.isfinite(x) else -9999.0
+
+    entries = []
+    for n, t in enumerate(lps):
+        prev = seq[max(0, base + n - 4) : base + n]  # a few tokens of context
+        entries.append((text_after(prev, t.token_id), finite(t.logprob),
+                        [(text_after(prev, i), finite(lp)) for i, lp in t.top]))
     if chat:
-        def entry(i: int, lp: float) -> Dict[str, Any]:
-            t = piece(i)
-            return {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}
+        def entry(text: str, lp: float) -> Dict[str, Any]:
+            return {"token": text, "logprob": lp, "bytes": list(text.encode("utf-8"))}
 
-        return {"content": [dict(entry(t.token_id, t.logprob), top_logprobs=[entry(i, lp) for i, lp in t.top])
-                            for t in lps]}
+        return {"content": [dict(entry(text, lp), top_logprobs=[entry(a, b) for a, b in top])
+                            for text, lp, top in entries]}
     offsets, at = [], offset
-    for t in lps:
+    for text, _, _ in entries:
         offsets.append(at)
-        at += len(piece(t.token_id))
-    return {"tokens": [piece(t.token_id) for t in lps], "token_logprobs": [t.logprob for t in lps],
-            "top_logprobs": [{piece(i): lp for i, lp in t.top} for t in lps], "text_offset": offsets}
+        at += len(text)
+    return {"tokens": [e[0] for e in entries], "token_logprobs": [e[1] for e in entries],
+            "top_logprobs": [_first_of_each(e[2]) for e in entries], "text_offset": offsets}
+
+
+def _first_of_each(pairs: List[Tuple[str, float]]) -> Dict[str, float]:
+    """{text: log-probability}, most likely first; of two tokens with the same text, the more likely one."""
+    d: Dict[str, float] = {}
+    for text, lp in pairs:
+        d.setdefault(text, lp)
+    return d
 
 
 def _usage(r) -> Dict[str, int]:
@@ -301,12 +323,13 @@ class _Handler(BaseHTTPRequestHandler):
         sent = [0, 0]  # with logprobs: tokens whose log-probabilities went out, and their text's length
 
         def new_logprobs() -> Optional[Dict[str, Any]]:
-            """The log-probabilities of the tokens made since the last chunk (the worker records a token's
-            before its text piece reaches the queue)."""
+            """The log-probabilities of the tokens made since the last chunk. The worker records a token's
+            before its text piece reaches the queue, and the decoder holds text back (a stop string's start, a
+            character's first bytes), so a chunk's tokens need not be its text's; all chunks together are."""
             if seq.lps is None:
                 return None
             lps = seq.lps[sent[0]:]
-            out = _logprobs(self.srv.model, lps, chat, sent[1])
+            out = _logprobs(self.srv.model, lps, chat, sent[1], [t.token_id for t in seq.lps[: sent[0]]])
             sent[0] += len(lps)
             if not chat and lps:
                 sent[1] = out["text_offset"][-1] + len(out["tokens"][-1])
@@ -317,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
                 delta: Dict[str, Any] = {"role": "assistant"} if first else {}
                 if piece is not None:
                     delta["content"] = piece
-                choice: Dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+                choice: Dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
                 if seq.lps is not None and not first:
                     choice["logprobs"] = new_logprobs()
             else:
