@@ -173,7 +173,7 @@ def test_nulls_content_parts_and_connections(served):
     with urllib.request.urlopen(url + "/health?probe=1", timeout=10) as r:  # a query string is not a path
         assert r.status == 200
     srv = Server(model, "idle", port=0)
-    assert srv.batcher.prefill_chunk == 512  # the default chunk of a long prompt between two steps
+    assert srv.batcher.prefill_chunk == 256  # the default chunk of a long prompt between two steps
     srv.close()
     srv = Server(model, "whole", port=0, prefill_chunk=None)  # `serve --prefill-chunk 0`
     assert srv.batcher.prefill_chunk is None

@@ -62,8 +62,9 @@ class _Seq:
         start = self.fork.n_past
         end = n if budget is None else min(n, start + max(1, budget // PREFILL_CHUNK) * PREFILL_CHUNK)
         _prefill_chunks(self.fork, self.ids[start:end])
-        if end < n:
-            self.prefill_seconds += time.perf_counter() - t0
+        last = len(self.ids) - n  # the last piece: its forward also gives the first new token
+        if end < n or (budget is not None and end > start and end - start + last > budget):
+            self.prefill_seconds += time.perf_counter() - t0  # (the last piece would overrun: next call)
             return end - start
         out = self.fork.step(np.asarray(self.ids[n:], dtype=np.int32), self.sampler, self.history,
                              -1 if self.logprobs is None else self.logprobs)
@@ -231,15 +232,15 @@ class Batcher:
     max_batch: the most sequences decoded together (more wait their turn). prefill_chunk: the prompt tokens of
     long prompts prefilled between two steps, so that a long prompt arriving holds the running requests back a
     chunk at a time rather than for all of it; None prefills each joining prompt whole. It counts whole chunks
-    of 256 (one at least), and a prompt's last piece (up to 256 tokens) runs when reached: a round can run up to
-    prefill_chunk + 255 tokens of one prompt. Prompts of one chunk or less start at once, ahead of long ones.
+    of 256, one at least per round (a prompt's last piece, up to 256 tokens, waits for a round of its own when
+    it would overrun). Prompts of one chunk or less start at once, ahead of long ones.
     close() it (or use `with`); one
     dropped without close() stops its worker within a second. A thread that holds the model's own generation open (a stream
     of model.generate not exhausted) while waiting on a request blocks the worker, which needs the model too.
     A request that fails (its prompt's KV cache cannot be allocated, say) raises in its own iteration only;
     a Ctrl-C that interrupts a step is the main thread's, and the step runs again."""
 
-    def __init__(self, model, max_batch: int = 16, prefill_chunk: Optional[int] = 512):
+    def __init__(self, model, max_batch: int = 16, prefill_chunk: Optional[int] = 256):
         if not isinstance(model._core, _core.Model):
             raise ValueError("Batcher: continuous batching runs on the CPU (a device model generates one prompt "
                              "at a time)")

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--max-batch", type=int, default=16, help="the most requests decoded together")
-    s.add_argument("--prefill-chunk", type=_non_negative, default=512,
+    s.add_argument("--prefill-chunk", type=_non_negative, default=256,
                    help="the most prompt tokens prefilled between two decode steps (0: whole prompts)")
     s.add_argument("--dtype", default=None, help="convert at load, as for run")
     s.add_argument("--threads", type=int, default=None)

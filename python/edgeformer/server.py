@@ -177,7 +177,7 @@ class Server:
     """Serves one model. start() runs it on a thread (tests, embedding); serve_forever() in the caller's."""
 
     def __init__(self, model, name: str, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 16,
-                 prefill_chunk: Optional[int] = 512):
+                 prefill_chunk: Optional[int] = 256):
         self.model = model
         self.name = name
         server = self
@@ -378,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
 
 
-def serve(model, name: str, host: str, port: int, max_batch: int, prefill_chunk: Optional[int] = 512) -> int:
+def serve(model, name: str, host: str, port: int, max_batch: int, prefill_chunk: Optional[int] = 256) -> int:
     srv = Server(model, name, host, port, max_batch, prefill_chunk)
     print(f"edgeformer: serving {name} on http://{host}:{srv.port} (OpenAI API: /v1/completions, "
           f"/v1/chat/completions; Ctrl-C stops)", flush=True)
