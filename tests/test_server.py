@@ -231,6 +231,50 @@ def test_logprobs(served):
         assert code == 400 and field in json.loads(text)["error"]["message"], text
 
 
+def test_embeddings(served, tmp_path):
+    """POST /v1/embeddings: Model.embed's vectors (float lists or base64 of little-endian f32), one or several
+    inputs, texts or token ids; an encoder served alone answers embeddings and refuses completions."""
+    import base64
+
+    import numpy as np
+    import transformers as tf
+
+    import edgeformer
+    from conftest import make_model
+
+    make_model(str(tmp_path), tf.BertModel, tf.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                        intermediate_size=64, vocab_size=320))
+    bert = edgeformer.load(str(tmp_path), threads=2)
+    with Server(bert, "bert", port=0).start() as srv:
+        url = f"http://127.0.0.1:{srv.port}"
+        texts = ["Hello world", "a second, longer sentence"]
+        want = bert.embed(texts)
+        code, text = _post(url + "/v1/embeddings", {"input": texts})
+        assert code == 200, text
+        r = json.loads(text)
+        assert r["object"] == "list" and [d["index"] for d in r["data"]] == [0, 1] and r["model"] == "bert"
+        np.testing.assert_allclose(np.array([d["embedding"] for d in r["data"]]), want, rtol=1e-6, atol=1e-7)
+        assert r["usage"]["prompt_tokens"] == sum(len(bert._tok.encode(t)) for t in texts)
+        code, text = _post(url + "/v1/embeddings", {"input": "Hello world", "encoding_format": "base64"})
+        got = np.frombuffer(base64.b64decode(json.loads(text)["data"][0]["embedding"]), "<f4")
+        np.testing.assert_array_equal(got, want[0])
+        ids = bert._tok.encode("Hello world")
+        code, text = _post(url + "/v1/embeddings", {"input": ids})  # one list of token ids
+        np.testing.assert_allclose(json.loads(text)["data"][0]["embedding"], want[0], rtol=1e-6, atol=1e-7)
+        for body, field in [({"input": []}, "input"), ({"input": 3}, "input"), ({"input": [[999]]}, "input"),
+                            ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
+                            ({"input": "x", "dimensions": 8}, "dimensions")]:
+            code, text = _post(url + "/v1/embeddings", body)
+            assert code == 400 and field in json.loads(text)["error"]["message"], (body, text)
+        code, text = _post(url + "/v1/completions", {"prompt": "Hello"})
+        assert code == 400 and "/v1/embeddings" in json.loads(text)["error"]["message"]
+    model, url = served  # a decoder embeds too (its pooling: the checkpoint's, else the mean)
+    code, text = _post(url + "/v1/embeddings", {"input": "Hello world"})
+    assert code == 200
+    np.testing.assert_allclose(json.loads(text)["data"][0]["embedding"], model.embed("Hello world")[0],
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_a_client_that_goes_away_cancels_its_request(served):
     model, url = served
     port = int(url.rsplit(":", 1)[1])

@@ -62,6 +62,30 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
     return valid.astype(np.float64).mean(0).astype(np.float32)
 
 
+def token_lists(model, texts_or_ids: Any, max_len: Optional[int] = None, what: str = "texts_or_ids") -> List[List[int]]:
+    """The token ids embed() runs: texts tokenized and cut to the checkpoint's max_seq_length (and the model's
+    context), keeping the closing special token; lists of ids as given (checked). ValueError naming `what`."""
+    if max_len is None:
+        max_len = sentence_transformers_config(model.path)[2]
+    if isinstance(texts_or_ids, str):
+        texts_or_ids = [texts_or_ids]
+    items: List[Any] = list(texts_or_ids)
+    if not items:
+        raise ValueError(f"{what}: empty")
+    limit = min(max_len or model.max_context, model.max_context)
+    seqs = []
+    for i, it in enumerate(items):
+        if isinstance(it, str):
+            ids = model._tok.encode(it)
+            ids = ids[: limit - 1] + ids[-1:] if len(ids) > limit else ids  # keep the closing special token
+        else:
+            ids = model._ids(it, f"{what}[{i}]").tolist()
+            if isinstance(ids, int) or not ids:
+                raise ValueError(f"{what}[{i}]: expected a text or a non-empty list of token ids")
+        seqs.append(ids)
+    return seqs
+
+
 def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[bool], batch_size: int) -> np.ndarray:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"argument 'batch_size' must be a positive integer, got {batch_size!r}")
@@ -70,22 +94,7 @@ def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[
     normalize = st_norm if normalize is None else normalize
     if pooling not in POOLINGS:
         raise ValueError(f"argument 'pooling' must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-    if isinstance(texts_or_ids, str):
-        texts_or_ids = [texts_or_ids]
-    items: List[Any] = list(texts_or_ids)
-    if not items:
-        raise ValueError("texts_or_ids: empty")
-    limit = min(max_len or model.max_context, model.max_context)
-    seqs = []
-    for i, it in enumerate(items):
-        if isinstance(it, str):
-            ids = model._tok.encode(it)
-            ids = ids[: limit - 1] + ids[-1:] if len(ids) > limit else ids  # keep the closing special token
-        else:
-            ids = model._ids(it, f"texts_or_ids[{i}]").tolist()
-            if isinstance(ids, int) or not ids:
-                raise ValueError(f"texts_or_ids[{i}]: expected a text or a non-empty list of token ids")
-        seqs.append(ids)
+    seqs = token_lists(model, texts_or_ids, max_len)
     out = np.zeros((len(seqs), model.spec.hidden_size), np.float32)
     for b0 in range(0, len(seqs), batch_size):
         batch = seqs[b0 : b0 + batch_size]

@@ -2,15 +2,17 @@
 
     POST /v1/completions        {"prompt": "...", "max_tokens": 64, "temperature": 0.7, "stream": true, ...}
     POST /v1/chat/completions   {"messages": [{"role": "user", "content": "..."}], ...} (the chat template)
+    POST /v1/embeddings         {"input": "..." or ["...", ...]} (Model.embed: the checkpoint's pooling)
     GET  /v1/models, GET /health
 
-Every request is a request of one Batcher (python/edgeformer/batching.py), so concurrent clients share decode
+An encoder (BERT, MiniLM) serves embeddings only. Every completion is a request of one Batcher (python/edgeformer/batching.py), so concurrent clients share decode
 steps. Streaming answers are server-sent events ending with `data: [DONE]`; a client that goes away cancels
 its request. Bad requests get a 400 with an OpenAI-style error naming the field. The standard library's
 threading HTTP server: meant for a machine's own clients or a trusted network, behind a proxy otherwise."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import select
@@ -22,7 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from .batching import Batcher, BatcherClosed
+from .embeddings import token_lists
 
 MAX_BODY = 16 << 20
 # OpenAI's finish reasons: ours "eos" and "stop" are its "stop"; the length and context limits its "length"
@@ -187,7 +192,8 @@ class Server:
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)  # first: a port in use leaves nothing running
         self.httpd.daemon_threads = True
-        self.batcher = Batcher(model, max_batch=max_batch, prefill_chunk=prefill_chunk)
+        # (an encoder serves embeddings alone: no generation, no batch)
+        self.batcher = None if model.is_encoder else Batcher(model, max_batch=max_batch, prefill_chunk=prefill_chunk)
         self._thread: Optional[threading.Thread] = None
         self._serving = False
 
@@ -209,7 +215,8 @@ class Server:
             self.httpd.shutdown()
             self._serving = False
         self.httpd.server_close()
-        self.batcher.close()
+        if self.batcher is not None:
+            self.batcher.close()
 
     def __enter__(self) -> "Server":
         return self
@@ -250,6 +257,66 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, ValueError):
             return True
 
+    def _body(self) -> Optional[Dict[str, Any]]:
+        """The request's JSON object, or None once an error has been answered."""
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._error(411, "a Content-Length header is required")
+            return None
+        if length < 0 or length > MAX_BODY:
+            self._error(413, f"request body of {length} bytes (at most {MAX_BODY})")
+            return None
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except json.JSONDecodeError as e:
+            self._error(400, f"the body is not JSON: {e}")
+            return None
+        if not isinstance(body, dict):
+            self._error(400, "the body must be a JSON object")
+            return None
+        return body
+
+    def _embeddings(self) -> None:
+        """OpenAI's embeddings API over Model.embed (pooling and normalization as the checkpoint declares)."""
+        body = self._body()
+        if body is None:
+            return
+        model = self.srv.model
+        try:
+            fmt = _field(body, "encoding_format", str, "float")
+            if fmt not in ("float", "base64"):
+                raise BadRequest(f"field 'encoding_format': expected 'float' or 'base64', got {fmt!r}")
+            dims = _field(body, "dimensions", int)
+            if dims is not None and dims != model.spec.hidden_size:
+                raise BadRequest(f"field 'dimensions': this model's embeddings have {model.spec.hidden_size}, "
+                                 f"not {dims}")
+            inp = body.get("input")
+            if isinstance(inp, list) and inp and all(isinstance(t, int) and not isinstance(t, bool) for t in inp):
+                inp = [inp]  # one list of token ids
+            if not (isinstance(inp, str) or isinstance(inp, list) and all(
+                    isinstance(x, str) or isinstance(x, list) for x in inp)):
+                raise BadRequest("field 'input': expected a string, a list of strings, or lists of token ids")
+            try:
+                seqs = token_lists(model, inp, what="input")
+                vecs = model.embed(seqs)
+            except ValueError as e:
+                raise BadRequest(f"field 'input': {e}" if not str(e).startswith("input") else str(e)) from None
+        except BadRequest as e:
+            self._error(400, str(e))
+            return
+        except Exception as e:
+            self._error(500, f"{type(e).__name__}: {e}", "server_error")
+            return
+        data = []
+        for i, v in enumerate(vecs):
+            emb: Any = (base64.b64encode(np.asarray(v, "<f4").tobytes()).decode() if fmt == "base64"
+                        else [float(x) for x in v])
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        n = sum(len(q) for q in seqs)
+        self._json(200, {"object": "list", "data": data, "model": self.srv.name,
+                         "usage": {"prompt_tokens": n, "total_tokens": n}})
+
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
         if path == "/health":
@@ -263,26 +330,21 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
         chat = path == "/v1/chat/completions"
+        if path == "/v1/embeddings":
+            self._embeddings()
+            return
         if not chat and path != "/v1/completions":
             self._error(404, f"no such endpoint: POST {self.path}", "not_found_error")
             return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._error(411, "a Content-Length header is required")
+        if self.srv.batcher is None:
+            self._error(400, f"{self.srv.name} is an encoder: it serves POST /v1/embeddings, not {path}")
             return
-        if length < 0 or length > MAX_BODY:
-            self._error(413, f"request body of {length} bytes (at most {MAX_BODY})")
+        body = self._body()
+        if body is None:
             return
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object")
             prompt, kw, stream, include_usage = generation_args(self.srv.model, body, chat)
             req = self.srv.batcher.submit(prompt, **kw)
-        except json.JSONDecodeError as e:
-            self._error(400, f"the body is not JSON: {e}")
-            return
         except ValueError as e:  # BadRequest, and submit()'s checks, which name the argument
             self._error(400, str(e))
             return
@@ -380,8 +442,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(model, name: str, host: str, port: int, max_batch: int, prefill_chunk: Optional[int] = 256) -> int:
     srv = Server(model, name, host, port, max_batch, prefill_chunk)
-    print(f"edgeformer: serving {name} on http://{host}:{srv.port} (OpenAI API: /v1/completions, "
-          f"/v1/chat/completions; Ctrl-C stops)", flush=True)
+    api = "/v1/embeddings" if model.is_encoder else "/v1/completions, /v1/chat/completions, /v1/embeddings"
+    print(f"edgeformer: serving {name} on http://{host}:{srv.port} (OpenAI API: {api}; Ctrl-C stops)", flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
