@@ -644,6 +644,8 @@ def test_generate_list_of_prompts_on_cuda(tmp_path):
     events = list(stream)  # (prompt index, piece), the first prompt's before the second's
     assert [i for i, _ in events] == sorted(i for i, _ in events)
     assert [r.token_ids for r in stream.result] == [r.token_ids for r in out]
+    with pytest.raises(ValueError, match="presence_penalty"):  # the device's sampler keeps no counts yet
+        model.generate(prompts[0], max_new_tokens=2, presence_penalty=0.5)
     # logprobs: the logits row comes back before the device's sampler changes it; the CPU's values
     cpu = edgeformer.load(str(tmp_path), threads=2, max_context=64)
     for kw in (dict(temperature=0), dict(temperature=0.9, top_k=20, repetition_penalty=1.3, seed=4)):

@@ -320,3 +320,33 @@ def test_logprobs_follow_transformers(hf_and_ckpt, model):
     for bad in (-1, 21, 2.0, True):
         with pytest.raises(ValueError, match="logprobs"):
             model.generate(PROMPT, max_new_tokens=2, logprobs=bad)
+
+
+def test_presence_and_frequency_penalties(model):
+    """OpenAI's presence/frequency penalties on the generated tokens (not the prompt's): greedy tokens are the
+    argmax of the logits less frequency * count and presence once a token occurred, step by step."""
+    pres, freq = 1.5, 0.7
+    r = model.generate(PROMPT, max_new_tokens=20, temperature=0, ignore_eos=True, presence_penalty=pres,
+                       frequency_penalty=freq)
+    plain = model.generate(PROMPT, max_new_tokens=20, temperature=0, ignore_eos=True)
+    assert r.token_ids != plain.token_ids  # (the tiny model repeats itself without them)
+    counts: dict = {}
+    for i, tok in enumerate(r.token_ids):
+        lg = model.logits(list(PROMPT) + r.token_ids[:i])[-1].astype(np.float64)
+        for t, n in counts.items():
+            lg[t] -= freq * n + pres
+        top2 = np.sort(lg)[-2:]
+        if top2[1] - top2[0] > 1e-4:
+            assert int(np.argmax(lg)) == tok, f"step {i}"
+        counts[tok] = counts.get(tok, 0) + 1
+    with edgeformer.Batcher(model) as b:  # the same through a Batcher and in a batch
+        got = b.submit(PROMPT, max_new_tokens=20, temperature=0, ignore_eos=True, presence_penalty=pres,
+                       frequency_penalty=freq).wait()
+    assert got.token_ids == r.token_ids
+    assert model.generate([PROMPT], max_new_tokens=20, temperature=0, ignore_eos=True, presence_penalty=pres,
+                          frequency_penalty=freq)[0].token_ids == r.token_ids
+    for bad in (2.5, -3, float("nan")):
+        with pytest.raises(ValueError, match="presence_penalty"):
+            model.generate(PROMPT, max_new_tokens=2, presence_penalty=bad)
+    with pytest.raises(ValueError, match="frequency_penalty"):
+        model.generate(PROMPT, max_new_tokens=2, frequency_penalty="x")

@@ -185,6 +185,17 @@ def test_nulls_content_parts_and_connections(served):
     assert e.value.code == 2
 
 
+def test_presence_and_frequency_penalties(served):
+    model, url = served
+    want = model.generate("Hello world", max_new_tokens=10, temperature=0, ignore_eos=True, presence_penalty=1.2,
+                          frequency_penalty=0.5)
+    code, text = _post(url + "/v1/completions", {"prompt": "Hello world", "max_tokens": 10, "temperature": 0,
+                                                 "ignore_eos": True, "presence_penalty": 1.2, "frequency_penalty": 0.5})
+    assert code == 200 and json.loads(text)["choices"][0]["text"] == want.text
+    code, text = _post(url + "/v1/completions", {"prompt": "x", "frequency_penalty": 2.5})
+    assert code == 400 and "frequency_penalty" in json.loads(text)["error"]["message"]
+
+
 def test_logprobs(served):
     """OpenAI's logprobs: the completions API's parallel lists (logprobs = how many top tokens), the chat API's
     content entries (logprobs: true, top_logprobs); the values are generate(logprobs=k)'s."""

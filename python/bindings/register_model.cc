@@ -109,6 +109,8 @@ void register_model(py::module_& m) {
       .def_readwrite("top_p", &ef::SamplerOptions::top_p)
       .def_readwrite("min_p", &ef::SamplerOptions::min_p)
       .def_readwrite("repetition_penalty", &ef::SamplerOptions::repetition_penalty)
+      .def_readwrite("presence_penalty", &ef::SamplerOptions::presence_penalty)
+      .def_readwrite("frequency_penalty", &ef::SamplerOptions::frequency_penalty)
       .def_readwrite("seed", &ef::SamplerOptions::seed)
       .def("validate", &ef::SamplerOptions::validate);
 

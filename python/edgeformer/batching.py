@@ -266,12 +266,13 @@ class Batcher:
                top_k: Optional[int] = None, top_p: Optional[float] = None, min_p: Optional[float] = None,
                repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False,
-               logprobs: Optional[int] = None) -> BatchRequest:
+               logprobs: Optional[int] = None, presence_penalty: Optional[float] = None,
+               frequency_penalty: Optional[float] = None) -> BatchRequest:
         """Queues a generation (the arguments of Model.generate, checked here: ValueError); returns its
         BatchRequest. BatcherClosed once the Batcher is closed."""
         m = self.model
         ids, stops, opts = m._generation_args(prompt, max_new_tokens, temperature, top_k, top_p, min_p,
-                                               repetition_penalty, seed, stop)
+                                               repetition_penalty, seed, stop, presence_penalty, frequency_penalty)
         req = BatchRequest(_Seq(m, ids, max_new_tokens, opts, stops, ignore_eos, m._check_logprobs(logprobs)), self)
         with self._cond:
             if self._closed:

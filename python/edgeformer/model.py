@@ -532,7 +532,8 @@ class Model:
             return out[0] if a.ndim == 1 else np.stack(out)
 
     # -- generation ---------------------------------------------------------------------------------
-    def _sampler_options(self, temperature, top_k, top_p, min_p, repetition_penalty, seed) -> "_core.SamplerOptions":
+    def _sampler_options(self, temperature, top_k, top_p, min_p, repetition_penalty, seed, presence_penalty=None,
+                         frequency_penalty=None) -> "_core.SamplerOptions":
         g = self.generation_config
         sampling = bool(g.get("do_sample", False))
         o = _core.SamplerOptions()
@@ -542,6 +543,8 @@ class Model:
             "top_p": top_p if top_p is not None else (g.get("top_p", 1.0) if sampling else 1.0),
             "min_p": min_p if min_p is not None else 0.0,
             "repetition_penalty": repetition_penalty if repetition_penalty is not None else 1.0,
+            "presence_penalty": presence_penalty if presence_penalty is not None else 0.0,
+            "frequency_penalty": frequency_penalty if frequency_penalty is not None else 0.0,
         }
         for k, v in args.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -554,6 +557,10 @@ class Model:
         o.top_p = float(args["top_p"])
         o.min_p = float(args["min_p"])
         o.repetition_penalty = float(args["repetition_penalty"])
+        o.presence_penalty = float(args["presence_penalty"])
+        o.frequency_penalty = float(args["frequency_penalty"])
+        if (o.presence_penalty or o.frequency_penalty) and not isinstance(self._core, _core.Model):
+            raise ValueError("arguments 'presence_penalty' / 'frequency_penalty': not on a CUDA device yet")
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
                 raise ValueError(f"argument 'seed' must be a non-negative integer, got {seed!r}")
@@ -582,7 +589,8 @@ class Model:
                  temperature: Optional[float] = None, top_k: Optional[int] = None, top_p: Optional[float] = None,
                  min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False, stream: bool = False,
-                 logprobs: Optional[int] = None):
+                 logprobs: Optional[int] = None, presence_penalty: Optional[float] = None,
+                 frequency_penalty: Optional[float] = None):
         """Generates up to max_new_tokens after prompt (a string, or a list of token ids).
 
         temperature=0 is greedy; unset sampling arguments follow the checkpoint's generation_config.json
@@ -591,6 +599,8 @@ class Model:
         of text pieces whose `.result` is the GenerationResult once it is exhausted. logprobs=k (0..20): the
         result's .logprobs holds each new token's log-probability under the model and the k most likely tokens
         at its position (TokenLogprob); on a device, each step's logits row comes back to the host for it.
+        presence_penalty / frequency_penalty (-2..2, CPU): OpenAI's, on the tokens generated so far (not the
+        prompt's): a logit less frequency_penalty times the token's count, and presence_penalty once it occurs.
 
         A list of prompts (strings or lists of token ids) generates for each of them and returns a list of
         results: the decode steps of all the sequences still running run as one batch, so the weights are
@@ -605,7 +615,7 @@ class Model:
         batch = (isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(
             isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)) or (
             isinstance(prompt, np.ndarray) and prompt.ndim == 2)
-        sampling = (temperature, top_k, top_p, min_p, repetition_penalty, seed)
+        sampling = (temperature, top_k, top_p, min_p, repetition_penalty, seed, presence_penalty, frequency_penalty)
         if batch:
             prompts = [self._prompt_ids(p, f"prompt {i}") for i, p in enumerate(prompt)]
             stops, _ = self._options_and_stops(max_new_tokens, sampling, stop)
@@ -615,16 +625,16 @@ class Model:
 
             gen = self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos, logprobs)
         else:
-            ids, stops, opts = self._generation_args(prompt, max_new_tokens, *sampling, stop)
+            ids, stops, opts = self._generation_args(prompt, max_new_tokens, *sampling[:6], stop, *sampling[6:])
             gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos, logprobs)
         return GenerationStream(gen) if stream else _run_to_end(gen)
 
     def _generation_args(self, prompt, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed,
-                         stop):
+                         stop, presence_penalty=None, frequency_penalty=None):
         """generate()'s arguments for one prompt, checked before anything runs: (token ids, stop strings,
         sampler options; a fresh random seed when none is given)."""
-        stops, opts = self._options_and_stops(max_new_tokens, (temperature, top_k, top_p, min_p,
-                                                               repetition_penalty, seed), stop)
+        stops, opts = self._options_and_stops(max_new_tokens, (temperature, top_k, top_p, min_p, repetition_penalty,
+                                                               seed, presence_penalty, frequency_penalty), stop)
         return self._prompt_ids(prompt), stops, opts
 
     def _check_logprobs(self, logprobs: Any) -> Optional[int]:

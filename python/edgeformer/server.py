@@ -95,6 +95,8 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[
         "top_k": _field(body, "top_k", int),
         "min_p": _field(body, "min_p", (int, float)),
         "repetition_penalty": _field(body, "repetition_penalty", (int, float)),
+        "presence_penalty": _field(body, "presence_penalty", (int, float)),
+        "frequency_penalty": _field(body, "frequency_penalty", (int, float)),
         "seed": _field(body, "seed", int),
         "stop": _field(body, "stop", (str, list)),
         "ignore_eos": _field(body, "ignore_eos", bool, False),  # as llama.cpp's server takes it

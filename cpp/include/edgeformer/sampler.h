@@ -2,6 +2,7 @@
 // them, with a seeded, platform-independent RNG (same seed, same tokens).
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace ef {
@@ -12,6 +13,9 @@ struct SamplerOptions {
   float top_p = 1.f;        // 1 = off
   float min_p = 0.f;        // 0 = off
   float repetition_penalty = 1.f;
+  // OpenAI's: each token's logit less frequency_penalty * (times this sampler has returned it) and
+  // presence_penalty once it has returned it at all (the generated tokens only, not the prompt); -2 .. 2
+  float presence_penalty = 0.f, frequency_penalty = 0.f;
   uint64_t seed = 0;
   void validate() const;  // throws ValueError naming the argument
 };
@@ -21,14 +25,17 @@ class Sampler {
   explicit Sampler(const SamplerOptions& opts);
   // logits are modified in place. history: the tokens the repetition penalty applies to.
   int32_t sample(float* logits, int64_t vocab, const int32_t* history, int64_t n_history);
+  bool counts_tokens() const { return o_.presence_penalty != 0.f || o_.frequency_penalty != 0.f; }
   double next_uniform();  // [0, 1)
   const SamplerOptions& options() const { return o_; }
 
  private:
   SamplerOptions o_;
   uint64_t state_[4];
+  int32_t pick(float* logits, int64_t vocab);  // temperature, top-k/p, min-p and the draw
   std::vector<int32_t> idx_;
   std::vector<float> probs_;
+  std::vector<std::pair<int32_t, int32_t>> counts_;  // (token, times returned), for the OpenAI penalties
 };
 
 }  // namespace ef

@@ -770,6 +770,8 @@ int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, cons
   a.T = T;
   a.output = Output::LastLogits;
   S.check(a);
+  if (sampler.counts_tokens())
+    throw ValueError("presence_penalty / frequency_penalty: not on a CUDA device yet (its sampler has no counts)");
   DeviceGuard guard(S.device);
   int32_t rows = 0;
   float* logits = const_cast<float*>(S.graph_eligible(a) ? S.graph_step(a) : S.run(a, rows));

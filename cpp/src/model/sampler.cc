@@ -17,6 +17,10 @@ void SamplerOptions::validate() const {
   EF_CHECK(std::isfinite(min_p) && min_p >= 0 && min_p <= 1, "argument 'min_p' must be in [0, 1], got " + std::to_string(min_p));
   EF_CHECK(std::isfinite(repetition_penalty) && repetition_penalty > 0,
            "argument 'repetition_penalty' must be a finite number > 0, got " + std::to_string(repetition_penalty));
+  EF_CHECK(std::isfinite(presence_penalty) && presence_penalty >= -2 && presence_penalty <= 2,
+           "argument 'presence_penalty' must be in [-2, 2], got " + std::to_string(presence_penalty));
+  EF_CHECK(std::isfinite(frequency_penalty) && frequency_penalty >= -2 && frequency_penalty <= 2,
+           "argument 'frequency_penalty' must be in [-2, 2], got " + std::to_string(frequency_penalty));
 }
 
 namespace {
@@ -60,6 +64,17 @@ int32_t Sampler::sample(float* logits, int64_t vocab, const int32_t* history, in
       l = l > 0 ? l / o_.repetition_penalty : l * o_.repetition_penalty;
     }
   }
+  if (!counts_tokens()) return pick(logits, vocab);
+  for (const auto& c : counts_)
+    if (c.first < vocab) logits[c.first] -= o_.frequency_penalty * (float)c.second + o_.presence_penalty;
+  const int32_t tok = pick(logits, vocab);
+  auto it = std::find_if(counts_.begin(), counts_.end(), [&](const std::pair<int32_t, int32_t>& c) { return c.first == tok; });
+  if (it != counts_.end()) it->second++;
+  else counts_.emplace_back(tok, 1);
+  return tok;
+}
+
+int32_t Sampler::pick(float* logits, int64_t vocab) {
   if (o_.temperature == 0.f) {
     int64_t best = 0;
     for (int64_t i = 1; i < vocab; i++)
