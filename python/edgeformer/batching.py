@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .model import PREFILL_CHUNK, GenerationResult, TokenLogprob, _head_split, _prefill_chunks
+from .model import PREFILL_CHUNK, GenerationResult, TokenLogprob, _head_split, _prefill_chunks, _step_result
 from .tokenizer import StreamDecoder
 
 
@@ -76,12 +76,9 @@ class _Seq:
     def take(self, out) -> None:
         """Records a new token (with logprobs: the (token, log-probability, top) of Model.step); at the
         sequence's end, flushes the text the decoder still held back."""
-        if self.lps is not None:
-            tok = int(out[0])
-            if tok not in self.eos:  # (as token_ids: an end-of-sequence token is not part of the result)
-                self.lps.append(TokenLogprob(tok, out[1], out[2]))
-        else:
-            tok = int(out)
+        tok, lp = _step_result(out)
+        if lp is not None and tok not in self.eos:  # (as token_ids: an end-of-sequence token is not part of it)
+            self.lps.append(lp)
         if not self._alive(tok):
             self.end()
 
@@ -271,8 +268,8 @@ class Batcher:
         """Queues a generation (the arguments of Model.generate, checked here: ValueError); returns its
         BatchRequest. BatcherClosed once the Batcher is closed."""
         m = self.model
-        ids, stops, opts = m._generation_args(prompt, max_new_tokens, temperature, top_k, top_p, min_p,
-                                               repetition_penalty, seed, stop, presence_penalty, frequency_penalty)
+        ids, stops, opts = m._generation_args(prompt, max_new_tokens, (temperature, top_k, top_p, min_p,
+                                               repetition_penalty, seed, presence_penalty, frequency_penalty), stop)
         req = BatchRequest(_Seq(m, ids, max_new_tokens, opts, stops, ignore_eos, m._check_logprobs(logprobs)), self)
         with self._cond:
             if self._closed:
@@ -364,11 +361,12 @@ class Batcher:
         short = [r for r in joining if r._seq.prompt_left() <= PREFILL_CHUNK]
         with self.model._lock:
             for r in short + [r for r in joining if r not in short]:
-                if r._seq.done or (r not in short and budget is not None and budget <= 0):
+                limited = budget is not None and r not in short
+                if r._seq.done or (limited and budget <= 0):
                     continue
                 try:
-                    ran = r._seq.prefill(None if r in short else budget)
-                    if budget is not None and r not in short:
+                    ran = r._seq.prefill(budget if limited else None)
+                    if limited:
                         budget -= ran
                 except KeyboardInterrupt:  # the main thread's Ctrl-C: resumed at the next round
                     pass

@@ -29,6 +29,14 @@ class TokenLogprob:
     top: List[Tuple[int, float]]
 
 
+def _step_result(out) -> Tuple[int, Optional[TokenLogprob]]:
+    """A step's result (Model.step, decode_batch): a token id, or with logprobs its (token, log-probability, top)."""
+    if isinstance(out, tuple):
+        tok = int(out[0])
+        return tok, TokenLogprob(tok, out[1], out[2])
+    return int(out), None
+
+
 @dataclass
 class GenerationResult:
     text: str
@@ -625,16 +633,14 @@ class Model:
 
             gen = self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos, logprobs)
         else:
-            ids, stops, opts = self._generation_args(prompt, max_new_tokens, *sampling[:6], stop, *sampling[6:])
+            ids, stops, opts = self._generation_args(prompt, max_new_tokens, sampling, stop)
             gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos, logprobs)
         return GenerationStream(gen) if stream else _run_to_end(gen)
 
-    def _generation_args(self, prompt, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, seed,
-                         stop, presence_penalty=None, frequency_penalty=None):
+    def _generation_args(self, prompt, max_new_tokens, sampling, stop):
         """generate()'s arguments for one prompt, checked before anything runs: (token ids, stop strings,
-        sampler options; a fresh random seed when none is given)."""
-        stops, opts = self._options_and_stops(max_new_tokens, (temperature, top_k, top_p, min_p, repetition_penalty,
-                                                               seed, presence_penalty, frequency_penalty), stop)
+        sampler options; a fresh random seed when none is given). sampling: _sampler_options's arguments."""
+        stops, opts = self._options_and_stops(max_new_tokens, sampling, stop)
         return self._prompt_ids(prompt), stops, opts
 
     def _check_logprobs(self, logprobs: Any) -> Optional[int]:
@@ -679,11 +685,8 @@ class Model:
                     if len(self._cached) + len(pending) > self.max_context:
                         finish = "context"
                         break
-                    if lps is None:
-                        tok = self._core.step(np.asarray(pending, dtype=np.int32), sampler, history)
-                    else:
-                        tok, lp, top = self._core.step(np.asarray(pending, dtype=np.int32), sampler, history,
-                                                       logprobs)
+                    tok, lp = _step_result(self._core.step(np.asarray(pending, dtype=np.int32), sampler, history,
+                                                           -1 if logprobs is None else logprobs))
                     self._cached.extend(pending)
                     if not new:
                         t_first = time.perf_counter()
@@ -691,8 +694,8 @@ class Model:
                         finish = "eos"
                         break
                     new.append(tok)
-                    if lps is not None:
-                        lps.append(TokenLogprob(tok, lp, top))
+                    if lp is not None:
+                        lps.append(lp)
                     history = np.append(history, np.int32(tok))
                     pending = [tok]
                     if decoder is not None:

@@ -137,10 +137,11 @@ void scale(float* x, float a, int64_t n, cudaStream_t st) {
   });
 }
 
-void f32_to_f16_rows(const float* src, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd, cudaStream_t st) {
+void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,
+                     cudaStream_t st) {
   ef_mock_submit(st, [=] {
     for (int64_t r = 0; r < rows; r++)
-      for (int64_t c = 0; c < cols; c++) dst[r * ldd + c] = f32_to_f16(src[r * cols + c]);
+      for (int64_t c = 0; c < cols; c++) dst[r * ldd + c] = f32_to_f16(src[r * lds + c]);
   });
 }
 

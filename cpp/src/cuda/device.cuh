@@ -107,5 +107,11 @@ inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535) {
   return (unsigned)(b < max_blocks ? b : max_blocks);
 }
 
+// Grid of a loop over rows (blockIdx.y, striding) and their columns (256-thread blocks, striding).
+inline dim3 rows_grid(int64_t rows, int64_t cols) {
+  const int64_t x = (cols + 255) / 256;
+  return dim3((unsigned)(x < 1 ? 1 : x < 1024 ? x : 1024), (unsigned)(rows < 1 ? 1 : rows < 65535 ? rows : 65535));
+}
+
 }  // namespace cuda
 }  // namespace ef

@@ -137,10 +137,11 @@ __global__ void scale_kernel(float* x, float a, int64_t n) {
 }
 
 // ---- upload conversions ------------------------------------------------------------------------------------------
-__global__ void f32_to_f16_kernel(const float* __restrict__ src, int64_t rows, int64_t cols, __half* dst, int64_t ldd) {
-  const int64_t total = rows * cols;
-  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x)
-    dst[(e / cols) * ldd + e % cols] = __float2half_rn(src[e]);
+__global__ void f32_to_f16_kernel(const float* __restrict__ src, int64_t lds, int64_t rows, int64_t cols, __half* dst,
+                                  int64_t ldd) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x)
+      dst[r * ldd + c] = __float2half_rn(src[r * lds + c]);
 }
 
 // One thread per block of 32: q8_0 (34 bytes: f16 d, 32 int8) or q4_0 (18 bytes: f16 d, 16 bytes of nibbles).
@@ -212,9 +213,10 @@ void scale(float* x, float a, int64_t n, cudaStream_t s) {
   EF_CUDA_LAUNCHED(scale_kernel);
 }
 
-void f32_to_f16_rows(const float* src, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd, cudaStream_t s) {
+void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,
+                     cudaStream_t s) {
   if (rows <= 0 || cols <= 0) return;
-  f32_to_f16_kernel<<<grid_for(rows * cols, 256), 256, 0, s>>>(src, rows, cols, reinterpret_cast<__half*>(dst), ldd);
+  f32_to_f16_kernel<<<rows_grid(rows, cols), 256, 0, s>>>(src, lds, rows, cols, reinterpret_cast<__half*>(dst), ldd);
   EF_CUDA_LAUNCHED(f32_to_f16_kernel);
 }
 

@@ -15,8 +15,9 @@ namespace {
 
 // ---- GEMV, f16 / bf16 weights --------------------------------------------------------------------------------
 // One warp per output row; a lane reads 8 weights (16 bytes) at a time, 256 per warp step, and multiplies
-// them with every token's x (T <= MAXT accumulators). Unrolled by 4: four loads per lane in flight. Rows are padded to 8 elements and 16-byte aligned
-// (upload), so the vector loop covers K rounded down to 8; the scalar tail does the rest.
+// them with every token's x (T <= MAXT accumulators), four 16-byte loads in flight per lane. Rows are padded
+// to 8 elements and 16-byte aligned (upload), so the vector loop covers K rounded down to 8; the scalar tail
+// does the rest.
 constexpr int kGemvWarps = 8;
 
 // Two f16 / bf16 values packed in a 32-bit word, as floats.
@@ -558,13 +559,6 @@ void gemv_float(const DevMatrix& W, const float* x, int64_t ldx, int T, const fl
 // ---- prompts through cuBLAS (blas.cc) -------------------------------------------------------------------------
 // The activations' rows and the matrix's rows in f16 (the values the tiles above multiply: x rounded to f16,
 // weights as weight_at gives them, rounded to f16), then one cuBLAS GEMM with f32 accumulation per chunk of rows.
-__global__ void rows_to_f16_kernel(const float* __restrict__ x, int64_t ldx, int64_t T, int64_t K, __half* out,
-                                   int64_t ldo) {
-  for (int64_t t = blockIdx.y; t < T; t += gridDim.y)
-    for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < K; k += (int64_t)gridDim.x * blockDim.x)
-      out[t * ldo + k] = __float2half_rn(x[t * ldx + k]);
-}
-
 template <int DT>
 __global__ void dequant_rows_f16_kernel(DevMatrix W, int64_t o0, int64_t rows, __half* out, int64_t ldo) {
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
@@ -576,10 +570,6 @@ __global__ void add_bias_kernel(float* y, int64_t ldy, int64_t T, int64_t O, con
   for (int64_t t = blockIdx.y; t < T; t += gridDim.y)
     for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < O; o += (int64_t)gridDim.x * blockDim.x)
       y[t * ldy + o] += bias[o];
-}
-
-dim3 rows_grid(int64_t rows, int64_t cols) {
-  return dim3((unsigned)std::min<int64_t>((cols + 255) / 256, 1024), (unsigned)std::min<int64_t>(rows, 65535));
 }
 
 // False (nothing written) when no cuBLAS is usable, its scratch cannot be had, or its first call fails: the caller
@@ -609,8 +599,7 @@ bool blas_linear(const DevMatrix& W, const float* x, int64_t ldx, int64_t T, con
   bool first = true;
   for (int64_t t0 = 0; t0 < T; t0 += tchunk) {
     const int64_t tn = std::min(tchunk, T - t0);
-    rows_to_f16_kernel<<<rows_grid(tn, K), 256, 0, s>>>(x + t0 * ldx, ldx, tn, K, x16, ldk);
-    EF_CUDA_LAUNCHED(rows_to_f16_kernel);
+    f32_to_f16_rows(x + t0 * ldx, ldx, tn, K, reinterpret_cast<uint16_t*>(x16), ldk, s);
     for (int64_t o0 = 0; o0 < O; o0 += ochunk) {
       const int64_t rows = std::min(ochunk, O - o0);
       const void* A = w16;

@@ -100,7 +100,7 @@ void Uploader::rows(const Tensor& t, const DevMatrix& dst, int64_t row0) {
     if (host_f32) finish();  // deq is refilled by the next chunk
     const int64_t row = row0 + r;
     if (t.dtype == DType::F32 || host_f32) {
-      f32_to_f16_rows(reinterpret_cast<const float*>(stage), m, cols,
+      f32_to_f16_rows(reinterpret_cast<const float*>(stage), cols, m, cols,
                       reinterpret_cast<uint16_t*>(out) + (size_t)row * dst.ld, dst.ld, s_);
     } else {
       const int64_t nb = cols / 32, qbytes = t.dtype == DType::Q8_0 ? 32 : 16;

@@ -46,8 +46,10 @@ void act(Act a, float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s);
 void act_mul(Act a, float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int64_t n, cudaStream_t s);
 void add(float* y, const float* x, int64_t n, cudaStream_t s);   // y += x
 void scale(float* x, float a, int64_t n, cudaStream_t s);        // x *= a
-// Upload conversions: f32 rows (contiguous, cols each) -> f16 rows at stride ldd (padding left as is)
-void f32_to_f16_rows(const float* src, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd, cudaStream_t s);
+// f32 rows (cols each, lds apart) -> f16 rows at stride ldd (padding left as is): uploads, and the activations
+// of a prompt for cuBLAS
+void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,
+                     cudaStream_t s);
 // q8_0 / q4_0 blocks as stored (contiguous) -> quants and f16 scales (DevMatrix layout)
 void split_blocks(DType t, const uint8_t* src, int64_t nblocks, uint8_t* quants, uint16_t* scales, cudaStream_t s);
 
