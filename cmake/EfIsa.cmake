@@ -16,10 +16,11 @@ function(ef_add_isa_kernels target source)
       set(EF_FLAGS_AVX2 -mavx2 -mfma -mf16c -ffp-contract=off)
       set(EF_FLAGS_AVX512 -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c -ffp-contract=off)
       set(EF_FLAGS_AVX512VNNI ${EF_FLAGS_AVX512} -mavx512vnni)
-      set(EF_FLAGS_AVX512BF16 ${EF_FLAGS_AVX512VNNI} -mavx512bf16)
+      set(EF_FLAGS_AVX512BF16 ${EF_FLAGS_AVX512VNNI} -mavx512bf16 -mavx512vbmi)
     endif()
     list(APPEND isas AVX2 AVX512 AVX512VNNI)
-    # VDPBF16PS for bf16 weights (Cooper Lake, Sapphire Rapids, Zen 4); MSVC has no separate switch for it
+    # VDPBF16PS for bf16 weights and VPERMI2B for codebook lookups (Sapphire Rapids, Zen 4: the tier requires
+    # both); MSVC has no separate switch for them
     if(NOT MSVC)
       check_cxx_compiler_flag(-mavx512bf16 EF_CXX_HAS_AVX512BF16)
       if(EF_CXX_HAS_AVX512BF16)

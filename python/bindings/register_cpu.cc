@@ -27,7 +27,7 @@ void register_cpu(py::module_& m) {
     py::dict f;
     f["sse4_2"] = c.sse42; f["avx"] = c.avx; f["avx2"] = c.avx2; f["fma"] = c.fma; f["f16c"] = c.f16c;
     f["avx512f"] = c.avx512f; f["avx512bw"] = c.avx512bw; f["avx512vl"] = c.avx512vl; f["avx512dq"] = c.avx512dq;
-    f["avx512_vnni"] = c.avx512_vnni; f["avx512_bf16"] = c.avx512_bf16;
+    f["avx512_vnni"] = c.avx512_vnni; f["avx512_vbmi"] = c.avx512_vbmi; f["avx512_bf16"] = c.avx512_bf16;
     f["amx_tile"] = c.amx_tile; f["amx_int8"] = c.amx_int8; f["amx_bf16"] = c.amx_bf16;
     f["neon"] = c.neon; f["dotprod"] = c.dotprod; f["i8mm"] = c.i8mm; f["sve"] = c.sve;
     d["features"] = f;

@@ -21,7 +21,7 @@ struct CpuInfo {
   // x86 (each already checked against the OS's saved register state via xgetbv)
   bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
-  bool avx512_vnni = false, avx512_bf16 = false, amx_tile = false, amx_int8 = false, amx_bf16 = false;
+  bool avx512_vnni = false, avx512_vbmi = false, avx512_bf16 = false, amx_tile = false, amx_int8 = false, amx_bf16 = false;
   // aarch64
   bool neon = false, dotprod = false, i8mm = false, sve = false;
   int physical_cores = 1, logical_cores = 1;

@@ -90,6 +90,7 @@ CpuInfo detect() {
     c.avx512bw = c.avx512f && (r[1] & (1u << 30));
     c.avx512vl = c.avx512f && (r[1] & (1u << 31));
     c.avx512_vnni = c.avx512f && (r[2] & (1u << 11));
+    c.avx512_vbmi = c.avx512f && (r[2] & (1u << 1));
     c.amx_bf16 = os_amx && (r[3] & (1u << 22));
     c.amx_tile = os_amx && (r[3] & (1u << 24));
     c.amx_int8 = os_amx && (r[3] & (1u << 25));
@@ -131,7 +132,8 @@ CpuInfo detect() {
   if (isa_in(c.supported, Isa::AVX512) && c.avx512_vnni) c.supported.push_back(Isa::AVX512VNNI);
 #endif
 #if defined(EF_HAVE_AVX512BF16)
-  if (isa_in(c.supported, Isa::AVX512VNNI) && c.avx512_bf16) c.supported.push_back(Isa::AVX512BF16);
+  // with VBMI too (byte lookups in registers: simd.h); of the CPUs with BF16 only Cooper Lake lacks it
+  if (isa_in(c.supported, Isa::AVX512VNNI) && c.avx512_bf16 && c.avx512_vbmi) c.supported.push_back(Isa::AVX512BF16);
 #endif
 #if defined(EF_HAVE_NEON)
   if (c.neon) c.supported.push_back(Isa::NEON);

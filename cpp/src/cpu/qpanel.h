@@ -21,6 +21,9 @@
 //   pw pw_gather4(const uint32_t* t, pix i)       row r's 4 bytes: t[i[r]]
 //   void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1)   row r's 8 bytes t[i[r]]: 0..3 in c0, 4..7 in c1
 //   pw pw_negate(pw v, const uint8_t* mask8)      bytes whose bit of the 64-bit mask is set negated
+// and optionally (EF_HAVE_PW_GATHER4X4; otherwise pw_gather4 four times, below):
+//   void pw_gather4x4<Hi, S>(t, planes, idx64, hi16, pw c[4])   c[g] = pw_gather4 of group g's 16 indices
+//       idx64[16 g + r] (| bit S + g of hi16[r] << 8 where Hi); planes: t's bytes j in plane j (grid_planes4)
 // Integer sums are exact and the float steps the same in every copy, so every copy agrees to the last bit.
 #pragma once
 #include <algorithm>
@@ -345,6 +348,36 @@ struct PanelIQ4 {
   }
 };
 
+#if !defined(EF_HAVE_PW_GATHER4X4)
+template <bool Hi, int S>
+EF_ALWAYS_INLINE void pw_gather4x4(const uint32_t* t, const uint8_t* /*planes*/, const uint8_t* idx64,
+                                   const uint8_t* hi16, pw* c) {
+  pix hi{};
+  if constexpr (Hi) hi = pix_load_u8(hi16);
+  static_for<4>([&](auto G_) {
+    constexpr int g = G_;
+    pix idx = pix_load_u8(idx64 + 16 * g);
+    if constexpr (Hi) idx = pix_hi<S + g, 1>(idx, hi);
+    c[g] = pw_gather4(t, idx);
+  });
+}
+#endif
+
+// A 4-byte codebook's bytes j in plane j (pw_gather4x4's planes): n entries, planes of n bytes each
+template <int N>
+const uint8_t* grid_planes4(const uint32_t* t) {
+  struct Planes {
+    alignas(64) uint8_t b[4 * N];
+  };
+  static const Planes planes = [t] {
+    Planes p{};
+    for (int i = 0; i < N; i++)
+      for (int j = 0; j < 4; j++) p.b[N * j + i] = (uint8_t)(t[i] >> (8 * j));
+    return p;
+  }();
+  return planes.b;
+}
+
 // The i-quants (iquant.h): w = d * sc * mul * v, v a codebook entry's bytes with signs (iq2, iq3) or a signed
 // entry (iq1). Per group of 8 (4) elements of 16 rows: the index bytes zero-extended to 16 lanes, high bits
 // merged in, 16 codebook words looked up (pw_gather4 / pw_gather8), signs applied by mask; then the signed
@@ -380,9 +413,24 @@ struct PanelGrid {
     }
   }
 
+  // 4-element groups (iq3): groups 4 q .. 4 q + 3 of sub-block sb at once, c[g] for group 4 q + g
+  static constexpr int kEntries = 256 << kTr.hi_bits;
+  template <int q>
+  static EF_ALWAYS_INLINE void groups4(const uint8_t* p, int sb, const uint8_t* planes, pw* c) {
+    static_assert(kTr.gw == 4 && kTr.hi_bits <= 1 && kTr.signs && kP.hb == 1, "iq3 layout");
+    pw_gather4x4<kTr.hi_bits == 1, 4 * q>((const uint32_t*)kTr.table, planes, p + kP.lo + 16 * (kGps * sb + 4 * q),
+                                          p + kP.hi + 16 * sb, c);
+    for (int g = 0; g < 4; g++) c[g] = pw_signed(pw_negate(c[g], p + kP.sg + 64 * sb + 8 * (4 * q + g)));
+  }
+  static const uint8_t* planes() {
+    if constexpr (kTr.gw == 4) return grid_planes4<kEntries>((const uint32_t*)kTr.table);
+    else return nullptr;
+  }
+
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* /*xm*/, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
+    const uint8_t* const pl = planes();
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
@@ -400,13 +448,20 @@ struct PanelGrid {
               const BlockQ8& xb = x[t][8 * b + sb];
               acc[t] = pi_set1(-kS8Bias * (kTr.unit == 16 ? (int32_t)xb.sum[h] : xsum(xb)));
             }
-          static_for<kGps / 2>([&](auto L_) {
-            constexpr int l = h * (kGps / 2) + L_;
-            pw c[2];
-            group<l>(p, sb, hi, c);
-            for (int c4 = 0; c4 < kChunks; c4++)
-              for (int t = 0; t < RT; t++) acc[t] = pi_dot_s8(acc[t], c[c4], x[t][8 * b + sb].q + l * kTr.gw + 4 * c4);
-          });
+          if constexpr (kTr.gw == 4) {  // 4 groups of 4
+            pw c[4];
+            groups4<h>(p, sb, pl, c);
+            for (int g = 0; g < 4; g++)
+              for (int t = 0; t < RT; t++) acc[t] = pi_dot_s8(acc[t], c[g], x[t][8 * b + sb].q + 16 * h + 4 * g);
+          } else {
+            static_for<kGps / 2>([&](auto L_) {
+              constexpr int l = h * (kGps / 2) + L_;
+              pw c[2];
+              group<l>(p, sb, hi, c);
+              for (int c4 = 0; c4 < kChunks; c4++)
+                for (int t = 0; t < RT; t++) acc[t] = pi_dot_s8(acc[t], c[c4], x[t][8 * b + sb].q + l * kTr.gw + 4 * c4);
+            });
+          }
           if constexpr (kTr.unit == 16 || h == 1) {
             const int u = kTr.unit == 16 ? 2 * sb + h : sb;
             const pf dsc = pf_mul(d, pf_load_u8(p + kP.sc + 16 * u));
@@ -425,13 +480,23 @@ struct PanelGrid {
     for (int u = 0; u < kUnits; u++)
       pf_store((float*)out + 16 * u, pf_scale(pf_mul(d, pf_load_u8(p + kP.sc + 16 * u)), kTr.mul), nullptr, 16);
     for (int sb = 0; sb < 8; sb++) {
-      const pix hi = hi_bits(p, sb);
-      static_for<kGps>([&](auto L_) {
-        constexpr int l = L_;
-        pw c[2];
-        group<l>(p, sb, hi, c);
-        for (int c4 = 0; c4 < kChunks; c4++) pw_store(out + 64 * kUnits + 64 * (8 * sb + l * kChunks + c4), c[c4]);
-      });
+      if constexpr (kTr.gw == 4) {
+        const uint8_t* const pl = planes();
+        static_for<2>([&](auto Q_) {
+          constexpr int q = Q_;
+          pw c[4];
+          groups4<q>(p, sb, pl, c);
+          for (int g = 0; g < 4; g++) pw_store(out + 64 * kUnits + 64 * (8 * sb + 4 * q + g), c[g]);
+        });
+      } else {
+        const pix hi = hi_bits(p, sb);
+        static_for<kGps>([&](auto L_) {
+          constexpr int l = L_;
+          pw c[2];
+          group<l>(p, sb, hi, c);
+          for (int c4 = 0; c4 < kChunks; c4++) pw_store(out + 64 * kUnits + 64 * (8 * sb + l * kChunks + c4), c[c4]);
+        });
+      }
     }
   }
   // tile() on decoded blocks: the same integer sums and float steps ((d sc mul) x.d = (d sc) (x.d mul), mul a
