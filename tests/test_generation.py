@@ -181,6 +181,10 @@ def test_chat_applies_template(model):
 def test_defaults_and_info(model):
     info = edgeformer.cpu_info()
     assert info["isa"] in info["supported_isas"] and info["physical_cores"] >= 1
+    f = info["features"]
+    # the avx512bf16 copy executes VPDPBF16PS and VPERMI2B (i-quant codebooks): offered only with both
+    if "avx512bf16" in info["supported_isas"]:
+        assert f["avx512_bf16"] and f["avx512_vbmi"] and f["avx512_vnni"], f
     default_threads = edgeformer.load(model.path, max_context=32).threads
     assert default_threads == info["physical_cores"]
     assert edgeformer.load(model.path).max_context == 128  # max_position_embeddings of the checkpoint

@@ -21,9 +21,10 @@
 //   pw pw_gather4(const uint32_t* t, pix i)       row r's 4 bytes: t[i[r]]
 //   void pw_gather8(const uint64_t* t, pix i, pw& c0, pw& c1)   row r's 8 bytes t[i[r]]: 0..3 in c0, 4..7 in c1
 //   pw pw_negate(pw v, const uint8_t* mask8)      bytes whose bit of the 64-bit mask is set negated
-// and optionally (EF_HAVE_PW_GATHER4X4; otherwise pw_gather4 four times, below):
-//   void pw_gather4x4<Hi, S>(t, planes, idx64, hi16, pw c[4])   c[g] = pw_gather4 of group g's 16 indices
-//       idx64[16 g + r] (| bit S + g of hi16[r] << 8 where Hi); planes: t's bytes j in plane j (grid_planes4)
+// and optionally (EF_HAVE_PW_GATHER_X4), 4 groups at once from an E-byte codebook (E = 4 or 8):
+//   void pw_gather_x4<E, Hi, S>(t, planes, idx64, hi16, pw* c)   c[E / 4 * g + h] = bytes 4 h .. 4 h + 3 of
+//       t[idx64[16 g + r] | (bit S + g of hi16[r]) << 8 (where Hi)], row r in lane r; planes (grid_planes):
+//       byte j of every entry in plane j
 // Integer sums are exact and the float steps the same in every copy, so every copy agrees to the last bit.
 #pragma once
 #include <algorithm>
@@ -348,31 +349,26 @@ struct PanelIQ4 {
   }
 };
 
-#if !defined(EF_HAVE_PW_GATHER4X4)
-template <bool Hi, int S>
-EF_ALWAYS_INLINE void pw_gather4x4(const uint32_t* t, const uint8_t* /*planes*/, const uint8_t* idx64,
-                                   const uint8_t* hi16, pw* c) {
-  pix hi{};
-  if constexpr (Hi) hi = pix_load_u8(hi16);
-  static_for<4>([&](auto G_) {
-    constexpr int g = G_;
-    pix idx = pix_load_u8(idx64 + 16 * g);
-    if constexpr (Hi) idx = pix_hi<S + g, 1>(idx, hi);
-    c[g] = pw_gather4(t, idx);
-  });
-}
+#if defined(EF_HAVE_PW_GATHER_X4)
+constexpr bool kGatherX4 = true;
+#else
+constexpr bool kGatherX4 = false;  // PanelGrid looks up one group at a time: never called
+template <int E, bool Hi, int S>
+void pw_gather_x4(const void* t, const uint8_t* planes, const uint8_t* idx64, const uint8_t* hi16, pw* c);
 #endif
 
-// A 4-byte codebook's bytes j in plane j (pw_gather4x4's planes): n entries, planes of n bytes each
-template <int N>
-const uint8_t* grid_planes4(const uint32_t* t) {
+// An E-byte codebook of N entries as E planes of N bytes, plane j holding every entry's byte j (pw_gather_x4)
+template <int E, int N>
+const uint8_t* grid_planes(const void* table) {
   struct Planes {
-    alignas(64) uint8_t b[4 * N];
+    alignas(64) uint8_t b[E * N];
   };
-  static const Planes planes = [t] {
+  static const Planes planes = [table] {
     Planes p{};
-    for (int i = 0; i < N; i++)
-      for (int j = 0; j < 4; j++) p.b[N * j + i] = (uint8_t)(t[i] >> (8 * j));
+    for (int i = 0; i < N; i++) {
+      const uint64_t v = E == 8 ? ((const uint64_t*)table)[i] : ((const uint32_t*)table)[i];
+      for (int j = 0; j < E; j++) p.b[N * j + i] = (uint8_t)(v >> (8 * j));
+    }
     return p;
   }();
   return planes.b;
@@ -413,17 +409,19 @@ struct PanelGrid {
     }
   }
 
-  // 4-element groups (iq3): groups 4 q .. 4 q + 3 of sub-block sb at once, c[g] for group 4 q + g
-  static constexpr int kEntries = 256 << kTr.hi_bits;
+  // With pw_gather_x4 (AVX512-VBMI), 4 groups at a time where the codebook has at most 512 entries (all but
+  // iq2_s and iq1): groups 4 q .. 4 q + 3 of sub-block sb, chunk i of them (of 4 elements) in c[i]
+  static constexpr bool kX4 = kGatherX4 && kTr.signs && kTr.hi_bits <= 1;
   template <int q>
-  static EF_ALWAYS_INLINE void groups4(const uint8_t* p, int sb, const uint8_t* planes, pw* c) {
-    static_assert(kTr.gw == 4 && kTr.hi_bits <= 1 && kTr.signs && kP.hb == 1, "iq3 layout");
-    pw_gather4x4<kTr.hi_bits == 1, 4 * q>((const uint32_t*)kTr.table, planes, p + kP.lo + 16 * (kGps * sb + 4 * q),
-                                          p + kP.hi + 16 * sb, c);
-    for (int g = 0; g < 4; g++) c[g] = pw_signed(pw_negate(c[g], p + kP.sg + 64 * sb + 8 * (4 * q + g)));
+  static EF_ALWAYS_INLINE void groups_x4(const uint8_t* p, int sb, const uint8_t* planes, pw* c) {
+    static_assert(kP.hb == 1 && 32 / kTr.gw >= 4, "one high-bit byte per row and sub-block");
+    pw_gather_x4<kTr.gw, kTr.hi_bits == 1, 4 * q>(kTr.table, planes, p + kP.lo + 16 * (kGps * sb + 4 * q),
+                                                   p + kP.hi + 16 * sb, c);
+    for (int i = 0; i < 4 * kChunks; i++)
+      c[i] = pw_signed(pw_negate(c[i], p + kP.sg + 64 * sb + 8 * (4 * kChunks * q + i)));
   }
   static const uint8_t* planes() {
-    if constexpr (kTr.gw == 4) return grid_planes4<kEntries>((const uint32_t*)kTr.table);
+    if constexpr (kX4) return grid_planes<kTr.gw, (256 << kTr.hi_bits)>(kTr.table);
     else return nullptr;
   }
 
@@ -441,6 +439,8 @@ struct PanelGrid {
       for (int sb = 0; sb < 8; sb++) {  // sub-block sb: activation block 8 b + sb
         const pix hi = hi_bits(p, sb);
         pi acc[RT];
+        pw c[8];  // kX4: the sub-block's chunks (8-element groups: all 8 at once; 4-element: a half's 4)
+        if constexpr (kX4 && kTr.gw == 8) groups_x4<0>(p, sb, pl, c);
         static_for<2>([&](auto H_) {  // halves of 16 elements
           constexpr int h = H_;
           if constexpr (kTr.unit == 16 || h == 0)
@@ -448,11 +448,11 @@ struct PanelGrid {
               const BlockQ8& xb = x[t][8 * b + sb];
               acc[t] = pi_set1(-kS8Bias * (kTr.unit == 16 ? (int32_t)xb.sum[h] : xsum(xb)));
             }
-          if constexpr (kTr.gw == 4) {  // 4 groups of 4
-            pw c[4];
-            groups4<h>(p, sb, pl, c);
-            for (int g = 0; g < 4; g++)
-              for (int t = 0; t < RT; t++) acc[t] = pi_dot_s8(acc[t], c[g], x[t][8 * b + sb].q + 16 * h + 4 * g);
+          if constexpr (kX4) {  // this half's 4 chunks of 4 elements
+            if constexpr (kTr.gw == 4) groups_x4<h>(p, sb, pl, c);
+            const pw* ch = kTr.gw == 4 ? c : c + 4 * h;
+            for (int i = 0; i < 4; i++)
+              for (int t = 0; t < RT; t++) acc[t] = pi_dot_s8(acc[t], ch[i], x[t][8 * b + sb].q + 16 * h + 4 * i);
           } else {
             static_for<kGps / 2>([&](auto L_) {
               constexpr int l = h * (kGps / 2) + L_;
@@ -480,13 +480,13 @@ struct PanelGrid {
     for (int u = 0; u < kUnits; u++)
       pf_store((float*)out + 16 * u, pf_scale(pf_mul(d, pf_load_u8(p + kP.sc + 16 * u)), kTr.mul), nullptr, 16);
     for (int sb = 0; sb < 8; sb++) {
-      if constexpr (kTr.gw == 4) {
+      if constexpr (kX4) {
         const uint8_t* const pl = planes();
-        static_for<2>([&](auto Q_) {
+        static_for<kGps / 4>([&](auto Q_) {
           constexpr int q = Q_;
-          pw c[4];
-          groups4<q>(p, sb, pl, c);
-          for (int g = 0; g < 4; g++) pw_store(out + 64 * kUnits + 64 * (8 * sb + 4 * q + g), c[g]);
+          pw c[8];
+          groups_x4<q>(p, sb, pl, c);
+          for (int i = 0; i < 4 * kChunks; i++) pw_store(out + 64 * kUnits + 64 * (8 * sb + 4 * kChunks * q + i), c[i]);
         });
       } else {
         const pix hi = hi_bits(p, sb);

@@ -409,7 +409,7 @@ inline pw pw_negate(pw v, const uint8_t* mask8) {
 // This copy also requires AVX512-VBMI (cpu_info.cc; every CPU with AVX-512 BF16 but Cooper Lake has it): the
 // 4-byte codebooks (iq3) are looked up in registers, one VPERMI2B per 128 table bytes and 64 indices, instead
 // of a scalar load per row and group (decode steps were bound by those loads; docs/performance.md).
-#define EF_HAVE_PW_GATHER4X4 1
+#define EF_HAVE_PW_GATHER_X4 1
 // 64 indices -> plane[i] (plane: N = 256 or 512 bytes, 64-byte aligned; bit 7 of each index in b7, bit 8 in b8)
 template <int N>
 inline __m512i lut_plane(const uint8_t* plane, __m512i idx, __mmask64 b7, __mmask64 b8) {
@@ -420,9 +420,23 @@ inline __m512i lut_plane(const uint8_t* plane, __m512i idx, __mmask64 b7, __mmas
   if constexpr (N == 256) return lo;
   else return _mm512_mask_blend_epi8(b8, lo, _mm512_mask_blend_epi8(b7, l128(plane + 256), l128(plane + 384)));
 }
-template <bool Hi, int S>
-inline void pw_gather4x4(const uint32_t* /*t*/, const uint8_t* planes, const uint8_t* idx64, const uint8_t* hi16,
-                         pw* c) {
+// b[j] byte 16 g + r -> c[E / 4 * g] byte 4 r + j: bytes interleaved within each 128-bit lane (= group), then
+// the lanes transposed
+template <int E>
+inline void transpose_planes(const __m512i* b, pw* c) {
+  const __m512i a01 = _mm512_unpacklo_epi8(b[0], b[1]), h01 = _mm512_unpackhi_epi8(b[0], b[1]);
+  const __m512i a23 = _mm512_unpacklo_epi8(b[2], b[3]), h23 = _mm512_unpackhi_epi8(b[2], b[3]);
+  const __m512i v0 = _mm512_unpacklo_epi16(a01, a23), v1 = _mm512_unpackhi_epi16(a01, a23);  // lane g: rows 0..3, 4..7
+  const __m512i v2 = _mm512_unpacklo_epi16(h01, h23), v3 = _mm512_unpackhi_epi16(h01, h23);  // rows 8..11, 12..15
+  const __m512i t0 = _mm512_shuffle_i64x2(v0, v1, 0x44), t1 = _mm512_shuffle_i64x2(v0, v1, 0xEE);
+  const __m512i t2 = _mm512_shuffle_i64x2(v2, v3, 0x44), t3 = _mm512_shuffle_i64x2(v2, v3, 0xEE);
+  c[0] = _mm512_shuffle_i64x2(t0, t2, 0x88);
+  c[E / 4] = _mm512_shuffle_i64x2(t0, t2, 0xDD);
+  c[2 * E / 4] = _mm512_shuffle_i64x2(t1, t3, 0x88);
+  c[3 * E / 4] = _mm512_shuffle_i64x2(t1, t3, 0xDD);
+}
+template <int E, bool Hi, int S>
+inline void pw_gather_x4(const void* /*t*/, const uint8_t* planes, const uint8_t* idx64, const uint8_t* hi16, pw* c) {
   constexpr int N = Hi ? 512 : 256;
   const __m512i idx = _mm512_loadu_si512((const void*)idx64);
   const __mmask64 b7 = _mm512_movepi8_mask(idx);
@@ -434,19 +448,11 @@ inline void pw_gather4x4(const uint32_t* /*t*/, const uint8_t* planes, const uin
                                          (long long)(k << S), (long long)(k << S));
     b8 = _mm512_test_epi8_mask(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)hi16)), sel);
   }
-  __m512i b[4];  // b[j] byte 16 g + r: byte j of entry (g, r)
-  for (int j = 0; j < 4; j++) b[j] = lut_plane<N>(planes + N * j, idx, b7, b8);
-  // -> c[g] byte 4 r + j: bytes interleaved within each 128-bit lane (= group), then the lanes transposed
-  const __m512i a01 = _mm512_unpacklo_epi8(b[0], b[1]), h01 = _mm512_unpackhi_epi8(b[0], b[1]);
-  const __m512i a23 = _mm512_unpacklo_epi8(b[2], b[3]), h23 = _mm512_unpackhi_epi8(b[2], b[3]);
-  const __m512i v0 = _mm512_unpacklo_epi16(a01, a23), v1 = _mm512_unpackhi_epi16(a01, a23);  // lane g: rows 0..3, 4..7
-  const __m512i v2 = _mm512_unpacklo_epi16(h01, h23), v3 = _mm512_unpackhi_epi16(h01, h23);  // rows 8..11, 12..15
-  const __m512i t0 = _mm512_shuffle_i64x2(v0, v1, 0x44), t1 = _mm512_shuffle_i64x2(v0, v1, 0xEE);
-  const __m512i t2 = _mm512_shuffle_i64x2(v2, v3, 0x44), t3 = _mm512_shuffle_i64x2(v2, v3, 0xEE);
-  c[0] = _mm512_shuffle_i64x2(t0, t2, 0x88);
-  c[1] = _mm512_shuffle_i64x2(t0, t2, 0xDD);
-  c[2] = _mm512_shuffle_i64x2(t1, t3, 0x88);
-  c[3] = _mm512_shuffle_i64x2(t1, t3, 0xDD);
+  for (int h = 0; h < E / 4; h++) {  // entry bytes 4 h .. 4 h + 3
+    __m512i b[4];  // b[j] byte 16 g + r: byte 4 h + j of entry (g, r)
+    for (int j = 0; j < 4; j++) b[j] = lut_plane<N>(planes + N * (4 * h + j), idx, b7, b8);
+    transpose_planes<E>(b, c + h);
+  }
 }
 #endif
 #elif defined(EF_ISA_AVX2)
