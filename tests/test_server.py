@@ -147,6 +147,48 @@ def test_other_errors_and_endpoints(served):
         assert json.loads(r.read())["data"][0]["id"] == "tiny"
 
 
+def _request(url, method="GET", headers=None, body=None):
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def test_cors(served, tmp_path):
+    """Without --cors no response names an origin and preflights are refused; with it, the named origins (or
+    any, with '*') get Access-Control-Allow-Origin on every response, streamed and errors included, and a
+    preflight answer; other origins get none."""
+    model, url = served
+    page = {"Origin": "http://localhost:3000"}
+    code, h, _ = _request(url + "/health", headers=page)
+    assert code == 200 and h.get("Access-Control-Allow-Origin") is None
+    code, h, text = _request(url + "/v1/completions", "OPTIONS", page)
+    assert code == 403 and "--cors" in json.loads(text)["error"]["message"]
+    assert _request(url + "/v1/completions", "OPTIONS")[0] == 405
+    with pytest.raises(ValueError, match="argument 'cors': 'localhost:3000' is not an origin"):
+        Server(model, "tiny", port=0, cors="localhost:3000")
+    with Server(model, "tiny", port=0, cors="http://localhost:3000/, https://app.example").start() as srv:
+        base = f"http://127.0.0.1:{srv.port}"
+        pre = dict(page, **{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+        code, h, text = _request(base + "/v1/chat/completions", "OPTIONS", pre)
+        assert code == 204 and text == ""
+        assert h["Access-Control-Allow-Origin"] == "http://localhost:3000" and h["Vary"] == "Origin"
+        assert "POST" in h["Access-Control-Allow-Methods"] and h["Access-Control-Allow-Headers"] == "content-type"
+        body = json.dumps({"prompt": "Hi", "max_tokens": 2, "stream": True}).encode()
+        code, h, text = _request(base + "/v1/completions", "POST", dict(page, **{"Content-Type": "application/json"}), body)
+        assert code == 200 and h["Access-Control-Allow-Origin"] == "http://localhost:3000" and _events(text)[1]
+        code, h, _ = _request(base + "/v1/nothing", "POST", page, b"{}")
+        assert code == 404 and h["Access-Control-Allow-Origin"] == "http://localhost:3000"
+        code, h, _ = _request(base + "/health", headers={"Origin": "http://evil.example"})
+        assert code == 200 and h.get("Access-Control-Allow-Origin") is None
+        assert _request(base + "/health", "OPTIONS", {"Origin": "http://evil.example"})[0] == 403
+    with Server(model, "tiny", port=0, cors=["*"]).start() as srv:
+        code, h, _ = _request(f"http://127.0.0.1:{srv.port}/v1/models", headers={"Origin": "http://evil.example"})
+        assert code == 200 and h["Access-Control-Allow-Origin"] == "*" and h.get("Vary") is None
+
+
 def test_nulls_content_parts_and_connections(served):
     """Fields sent as null take their defaults; chat content as a list of text parts; after an error the
     connection closes (an unread body must not be taken for the next request); a server never started
@@ -317,13 +359,13 @@ def test_command_line_serve(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     p = subprocess.Popen([sys.executable, "-m", "edgeformer", "serve", str(tmp_path), "--port", str(port),
-                          "--threads", "1", "--max-context", "64"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          "--threads", "1", "--max-context", "64", "--cors", "*"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         line = p.stdout.readline()
         assert f"http://127.0.0.1:{port}" in line, (line, p.stderr.read() if p.poll() is not None else "")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30) as r:
-            assert json.loads(r.read()) == {"status": "ok"}
+        code, h, text = _request(f"http://127.0.0.1:{port}/health", headers={"Origin": "https://app.example"})
+        assert code == 200 and json.loads(text) == {"status": "ok"} and h["Access-Control-Allow-Origin"] == "*"
         code, text = _post(f"http://127.0.0.1:{port}/v1/completions", {"prompt": "Hello", "max_tokens": 3})
         assert code == 200 and json.loads(text)["usage"]["completion_tokens"] <= 3
     finally:

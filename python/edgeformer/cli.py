@@ -101,7 +101,7 @@ def _serve(args) -> int:
     path = args.model or demo_model_path()
     model = load(path, dtype=args.dtype, threads=args.threads, max_context=args.max_context, kv_dtype=args.kv_dtype)
     name = os.path.basename(os.path.normpath(path))
-    return serve(model, name, args.host, args.port, args.max_batch, args.prefill_chunk or None)
+    return serve(model, name, args.host, args.port, args.max_batch, args.prefill_chunk or None, args.cors)
 
 
 def _quantize(args) -> int:
@@ -153,6 +153,8 @@ def main(argv=None) -> int:
     s.add_argument("--max-batch", type=int, default=16, help="the most requests decoded together")
     s.add_argument("--prefill-chunk", type=_non_negative, default=256,
                    help="the most prompt tokens prefilled between two decode steps (0: whole prompts)")
+    s.add_argument("--cors", default=None, metavar="ORIGINS",
+                   help="origins whose web pages may call the API, comma-separated ('*': any; default: none)")
     s.add_argument("--dtype", default=None, help="convert at load, as for run")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--max-context", type=int, default=None)

@@ -8,7 +8,8 @@
 An encoder (BERT, MiniLM) serves embeddings only. Every completion is a request of one Batcher (python/edgeformer/batching.py), so concurrent clients share decode
 steps. Streaming answers are server-sent events ending with `data: [DONE]`; a client that goes away cancels
 its request. Bad requests get a 400 with an OpenAI-style error naming the field. The standard library's
-threading HTTP server: meant for a machine's own clients or a trusted network, behind a proxy otherwise."""
+threading HTTP server: meant for a machine's own clients or a trusted network, behind a proxy otherwise.
+A web page may call it from the origins `--cors` names (CORS headers and preflights); by default none."""
 
 from __future__ import annotations
 
@@ -184,9 +185,11 @@ class Server:
     """Serves one model. start() runs it on a thread (tests, embedding); serve_forever() in the caller's."""
 
     def __init__(self, model, name: str, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 16,
-                 prefill_chunk: Optional[int] = 256):
+                 prefill_chunk: Optional[int] = 256, cors: Optional[Sequence[str]] = None):
         self.model = model
         self.name = name
+        # origins whose browser pages may call the API ("*": any); none: no CORS headers, preflights refused
+        self.cors = _cors_origins(cors)
         server = self
 
         class Handler(_Handler):
@@ -227,6 +230,18 @@ class Server:
         self.close()
 
 
+def _cors_origins(cors) -> Tuple[str, ...]:
+    if cors is None:
+        return ()
+    if isinstance(cors, str):
+        cors = cors.split(",")
+    origins = tuple(o.strip().rstrip("/") for o in cors if o.strip())
+    for o in origins:
+        if o != "*" and not (o.startswith("http://") or o.startswith("https://")):
+            raise ValueError(f"argument 'cors': {o!r} is not an origin (expected '*' or scheme://host[:port])")
+    return origins
+
+
 class _Handler(BaseHTTPRequestHandler):
     srv: Server
     protocol_version = "HTTP/1.1"
@@ -234,6 +249,40 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet: a server's access log is its caller's business
         pass
+
+    def _allowed_origin(self) -> Optional[str]:
+        """The Access-Control-Allow-Origin value for this request: None unless its Origin is allowed."""
+        headers = getattr(self, "headers", None)  # absent when the request line itself was bad
+        origin = headers.get("Origin") if headers is not None else None
+        if not origin or not self.srv.cors:
+            return None
+        if "*" in self.srv.cors:
+            return "*"
+        return origin if origin.rstrip("/") in self.srv.cors else None
+
+    def end_headers(self) -> None:  # every response, streamed or not, errors included
+        allow = self._allowed_origin()
+        if allow is not None:
+            self.send_header("Access-Control-Allow-Origin", allow)
+            if allow != "*":
+                self.send_header("Vary", "Origin")
+        super().end_headers()
+
+    def do_OPTIONS(self) -> None:
+        """A browser's CORS preflight: allowed where serve(cors=...) names the page's origin."""
+        if self._allowed_origin() is None:
+            origin = self.headers.get("Origin")
+            why = ("this server sends no CORS headers (start it with --cors ORIGINS)" if not self.srv.cors else
+                   f"origin {origin!r} is not among --cors {','.join(self.srv.cors)}")
+            self._error(403 if origin else 405, f"OPTIONS {self.path}: {why}", "permission_error")
+            return
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.send_header("Access-Control-Allow-Headers",
+                         self.headers.get("Access-Control-Request-Headers") or "Content-Type, Authorization")
+        self.send_header("Access-Control-Max-Age", "600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _json(self, code: int, obj: Any, close: bool = False) -> None:
         data = json.dumps(obj).encode()
@@ -442,8 +491,9 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
 
 
-def serve(model, name: str, host: str, port: int, max_batch: int, prefill_chunk: Optional[int] = 256) -> int:
-    srv = Server(model, name, host, port, max_batch, prefill_chunk)
+def serve(model, name: str, host: str, port: int, max_batch: int, prefill_chunk: Optional[int] = 256,
+          cors: Optional[Sequence[str]] = None) -> int:
+    srv = Server(model, name, host, port, max_batch, prefill_chunk, cors)
     api = "/v1/embeddings" if model.is_encoder else "/v1/completions, /v1/chat/completions, /v1/embeddings"
     print(f"edgeformer: serving {name} on http://{host}:{srv.port} (OpenAI API: {api}; Ctrl-C stops)", flush=True)
     try:
