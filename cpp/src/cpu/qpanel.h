@@ -357,16 +357,19 @@ template <int E, bool Hi, int S>
 void pw_gather_x4(const void* t, const uint8_t* planes, const uint8_t* idx64, const uint8_t* hi16, pw* c);
 #endif
 
-// An E-byte codebook of N entries as E planes of N bytes, plane j holding every entry's byte j (pw_gather_x4)
-template <int E, int N>
-const uint8_t* grid_planes(const void* table) {
+// Type T's codebook as planes of its entries' bytes, plane j holding byte j of every entry (pw_gather_x4)
+template <DType T>
+const uint8_t* grid_planes() {
+  constexpr GridTraits tr = grid_traits(T);
+  constexpr int E = tr.gw, N = 256 << tr.hi_bits;  // bytes per entry (8 or 4 elements), entries
   struct Planes {
     alignas(64) uint8_t b[E * N];
   };
-  static const Planes planes = [table] {
+  static const Planes planes = [] {
     Planes p{};
     for (int i = 0; i < N; i++) {
-      const uint64_t v = E == 8 ? ((const uint64_t*)table)[i] : ((const uint32_t*)table)[i];
+      const void* t = grid_traits(T).table;
+      const uint64_t v = E == 8 ? ((const uint64_t*)t)[i] : ((const uint32_t*)t)[i];
       for (int j = 0; j < E; j++) p.b[N * j + i] = (uint8_t)(v >> (8 * j));
     }
     return p;
@@ -421,7 +424,7 @@ struct PanelGrid {
       c[i] = pw_signed(pw_negate(c[i], p + kP.sg + 64 * sb + 8 * (4 * kChunks * q + i)));
   }
   static const uint8_t* planes() {
-    if constexpr (kX4) return grid_planes<kTr.gw, (256 << kTr.hi_bits)>(kTr.table);
+    if constexpr (kX4) return grid_planes<T>();
     else return nullptr;
   }
 
