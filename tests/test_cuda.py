@@ -22,6 +22,7 @@ import edgeformer
 from edgeformer import _core
 
 from conftest import assert_logits_close, hf_greedy, make_llama, make_model, prompt_ids
+from test_batch import _batch_vs_single, _build
 from test_families import T5_CASES, _decoders, untie_t5_head
 from test_ops import bf16_bits, bf16_to_f32
 
@@ -632,26 +633,42 @@ def test_gpu_profile_runs(tmp_path):
 
 
 @gpu
-def test_generate_list_of_prompts_on_cuda(tmp_path):
-    """A list of prompts on a device model runs one prompt after another, with the same results."""
+def test_generate_list_of_prompts_on_cuda(tmp_path, monkeypatch):
+    """A list of prompts on a device model decodes together (one forward of a row per prompt), with each
+    prompt's results alone; a device that holds fewer KV caches than prompts takes them group after group."""
     make_llama(str(tmp_path), max_position_embeddings=64)
     model = edgeformer.load(str(tmp_path), threads=2, max_context=64, device="cuda")
-    prompts = [prompt_ids(6, seed=1), prompt_ids(11, seed=2)]
+    prompts = [prompt_ids(6, seed=1), prompt_ids(11, seed=2), prompt_ids(3, seed=3)]
+    alone = [model.generate(p, max_new_tokens=5, temperature=0, ignore_eos=True) for p in prompts]
     out = model.generate(prompts, max_new_tokens=5, temperature=0, ignore_eos=True)
-    assert [r.token_ids for r in out] == [model.generate(p, max_new_tokens=5, temperature=0, ignore_eos=True).token_ids
-                                          for p in prompts]
+    assert [r.token_ids for r in out] == [r.token_ids for r in alone]
     stream = model.generate(prompts, max_new_tokens=5, temperature=0, ignore_eos=True, stream=True)
-    events = list(stream)  # (prompt index, piece), the first prompt's before the second's
-    assert [i for i, _ in events] == sorted(i for i, _ in events)
+    events = list(stream)  # (prompt index, piece), interleaved as the steps make them
     assert [r.token_ids for r in stream.result] == [r.token_ids for r in out]
-    with pytest.raises(ValueError, match="presence_penalty"):  # the device's sampler keeps no counts yet
-        model.generate(prompts[0], max_new_tokens=2, presence_penalty=0.5)
+    for i, r in enumerate(out):
+        assert "".join(p for j, p in events if j == i) == r.text
+    # sampling: each prompt's seed gives the tokens it gives alone
+    kw = dict(max_new_tokens=6, temperature=0.9, top_k=20, repetition_penalty=1.3, seed=4, ignore_eos=True)
+    assert [r.token_ids for r in model.generate(prompts, **kw)] == [model.generate(p, **kw).token_ids for p in prompts]
+    # room for one KV cache at a time: one prompt after another, the same results
+    from edgeformer import batching
+    assert batching.device_batch_cap(model) >= 3
+    monkeypatch.setattr(batching, "device_batch_cap", lambda m: 1)
+    events = list(model.generate(prompts, max_new_tokens=5, temperature=0, ignore_eos=True, stream=True))
+    assert [i for i, _ in events] == sorted(i for i, _ in events)
+    assert [r.token_ids for r in model.generate(prompts, max_new_tokens=5, temperature=0, ignore_eos=True)] == \
+        [r.token_ids for r in alone]
     # logprobs: the logits row comes back before the device's sampler changes it; the CPU's values
     cpu = edgeformer.load(str(tmp_path), threads=2, max_context=64)
     for kw in (dict(temperature=0), dict(temperature=0.9, top_k=20, repetition_penalty=1.3, seed=4)):
         got = model.generate(prompts[0], max_new_tokens=6, ignore_eos=True, logprobs=3, **kw)
         plain = model.generate(prompts[0], max_new_tokens=6, ignore_eos=True, **kw)
         assert got.token_ids == plain.token_ids and len(got.logprobs) == 6
+        # in a batch (the rows of one forward), the same tokens and log-probabilities
+        monkeypatch.setattr(batching, "device_batch_cap", lambda m: 8)
+        both = model.generate([prompts[0], prompts[1]], max_new_tokens=6, ignore_eos=True, logprobs=3, **kw)[0]
+        assert both.token_ids == got.token_ids
+        assert all(abs(a.logprob - b.logprob) < 1e-3 for a, b in zip(both.logprobs, got.logprobs))
         # the CPU's log-softmax at the device's tokens (teacher-forced): the raw row, whatever the sampler did
         seq = list(prompts[0]) + got.token_ids
         lg = cpu.logits(seq)[len(prompts[0]) - 1 : -1].astype(np.float64)
@@ -661,8 +678,94 @@ def test_generate_list_of_prompts_on_cuda(tmp_path):
             assert all(abs(lp - ref[i, tok]) < 1e-2 for tok, lp in t.top)
             if kw["temperature"] == 0:
                 assert t.top[0][0] == t.token_id
-    for i, r in enumerate(out):
-        assert "".join(p for j, p in events if j == i) == r.text
+
+
+@gpu
+@pytest.mark.parametrize("case", ["llama", "llama_rows", "mistral_window", "rope_dynamic", "gpt2", "opt_post_proj",
+                                  "bloom", "falcon_new", "codegen"])
+def test_decode_batch_on_cuda_matches_single_steps(case, tmp_path):
+    """_core.decode_batch on device forks at different positions (rotary tables per position or per length,
+    learned positions with OPT's offset, ALiBi, a sliding window shorter than the prompts): each row's logits
+    are those of its sequence's own step (test_batch.py's check, on the device)."""
+    model = _build(case, str(tmp_path), device="cuda")
+    _batch_vs_single(model, tol=1e-4)
+    forks = [model._core.fork(), model._core.fork()]
+    toks = np.asarray([5, 17], np.int32)
+    with pytest.raises(ValueError, match="same model"):
+        _core.decode_batch([forks[0], forks[0]], toks)
+    other = edgeformer.load(str(tmp_path), threads=2, max_context=64, device="cuda")
+    with pytest.raises(ValueError, match="not a fork"):
+        _core.decode_batch([forks[0], other._core], toks)
+    with pytest.raises(ValueError, match="vocabulary"):
+        _core.decode_batch(forks, np.asarray([5, model.spec.vocab_size], np.int32))
+    assert [f.n_past for f in forks] == [0, 0]  # a refused step changes nothing
+
+
+@gpu
+def test_presence_and_frequency_penalties_on_cuda(tmp_path):
+    """OpenAI's penalties on the device sampler: every greedy token is the argmax of the CPU's logits less the
+    penalties of the tokens generated before it; alone and in a batch, the same tokens."""
+    make_llama(str(tmp_path), max_position_embeddings=64)
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=64, device="cuda")
+    cpu = edgeformer.load(str(tmp_path), threads=2, max_context=64)
+    p = prompt_ids(5, seed=9)
+    kw = dict(max_new_tokens=12, temperature=0, ignore_eos=True, presence_penalty=1.5, frequency_penalty=0.7)
+    got = model.generate(p, **kw)
+    assert got.token_ids != model.generate(p, max_new_tokens=12, temperature=0, ignore_eos=True).token_ids
+    lg = cpu.logits(list(p) + got.token_ids)[len(p) - 1 : -1].astype(np.float64)
+    for i, tok in enumerate(got.token_ids):
+        row = lg[i].copy()
+        for t in set(got.token_ids[:i]):
+            row[t] -= 0.7 * got.token_ids[:i].count(t) + 1.5
+        assert row[tok] >= row.max() - 1e-3 * (1 + abs(row.max())), i
+    assert model.generate([p, prompt_ids(8, seed=2)], **kw)[0].token_ids == got.token_ids
+
+
+@gpu
+def test_batcher_on_cuda(tmp_path):
+    """Continuous batching serves a device model: concurrent requests give each one's own tokens."""
+    make_llama(str(tmp_path), max_position_embeddings=64)
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=64, device="cuda")
+    prompts = [prompt_ids(n, seed=n) for n in (4, 9, 6)]
+    want = [model.generate(q, max_new_tokens=6, temperature=0, ignore_eos=True).token_ids for q in prompts]
+    with edgeformer.Batcher(model, max_batch=2) as b:
+        assert b.max_batch == 2
+        reqs = [b.submit(q, max_new_tokens=6, temperature=0, ignore_eos=True) for q in prompts]
+        assert [r.wait(timeout=60).token_ids for r in reqs] == want
+
+
+@gpu
+def test_server_on_cuda(tmp_path):
+    """edgeformer serve --device cuda: concurrent completions share the device's decode steps, each with its own
+    tokens (presence / frequency penalties included)."""
+    import json
+    import threading
+
+    from edgeformer.server import Server
+    from test_server import _post
+
+    model = _build("llama", str(tmp_path), device="cuda")
+    bodies = [{"prompt": "Hello world", "max_tokens": 8, "temperature": 0},
+              {"prompt": prompt_ids(7, seed=2), "max_tokens": 10, "temperature": 0, "presence_penalty": 1.2,
+               "frequency_penalty": 0.5},
+              {"prompt": "abc", "max_tokens": 6, "temperature": 0.8, "seed": 3}]
+    want = [model.generate(b["prompt"], max_new_tokens=b["max_tokens"], temperature=b["temperature"],
+                           presence_penalty=b.get("presence_penalty"), frequency_penalty=b.get("frequency_penalty"),
+                           seed=b.get("seed")).text for b in bodies]
+    with Server(model, "tiny", port=0).start() as srv:
+        url = f"http://127.0.0.1:{srv.port}/v1/completions"
+        got = [None] * len(bodies)
+
+        def ask(i):
+            got[i] = _post(url, bodies[i])
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert [code for code, _ in got] == [200] * len(bodies)
+    assert [json.loads(text)["choices"][0]["text"] for _, text in got] == want
 
 
 @gpu

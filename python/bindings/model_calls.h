@@ -12,6 +12,7 @@
 #include "bindings.h"
 #include "edgeformer/errors.h"
 #include "edgeformer/model.h"
+#include "edgeformer/sampler.h"
 
 namespace ef_py {
 
@@ -124,6 +125,66 @@ void set_encoder_output(M& m, F32Array enc, py::object mask) {
   std::lock_guard<std::mutex> lk(m.mutex());
   m.set_encoder_output(ep, T, mp);
 }
+
+// _core.decode_batch for forks of one Model or of one CudaModel: argument checks, the models' locks, logprobs.
+// run(models, tokens, samplers, history pointers, history lengths, logits, next) is the step itself: logits
+// [B, vocab] (host) must hold the raw rows when there are no samplers, and at least the rows whose logprobs are
+// asked for; with samplers, next[i] gets sequence i's token.
+template <class M, class Run>
+py::object decode_batch_call(const std::vector<M*>& models, IdArray tokens, py::object samplers, py::object histories,
+                             std::vector<int32_t> logprobs, Run run) {
+  const size_t B = models.size();
+  if (B == 0) throw ef::ValueError("decode_batch: no models");
+  if (tokens.ndim() != 1 || (size_t)tokens.shape(0) != B) throw ef::ValueError("decode_batch: expected one token per model");
+  for (M* p : models)
+    if (!p) throw ef::ValueError("decode_batch: a model is None");
+  std::vector<ef::Sampler*> ss;
+  std::vector<IdArray> hs;
+  if (!samplers.is_none()) {
+    ss = samplers.cast<std::vector<ef::Sampler*>>();
+    hs = histories.cast<std::vector<IdArray>>();
+    if (ss.size() != B || hs.size() != B) throw ef::ValueError("decode_batch: expected one sampler and history per model");
+    for (ef::Sampler* p : ss)
+      if (!p) throw ef::ValueError("decode_batch: a sampler is None");
+  }
+  if (!logprobs.empty() && (ss.empty() || logprobs.size() != B))
+    throw ef::ValueError("decode_batch: logprobs needs samplers, and one count (-1: none) per model");
+  bool any = false;
+  for (int32_t k : logprobs) any |= check_logprobs(k) >= 0;
+  std::vector<const int32_t*> hp(hs.size());
+  std::vector<int64_t> hn(hs.size());
+  for (size_t i = 0; i < hs.size(); i++) hp[i] = hs[i].data(), hn[i] = hs[i].size();
+  const int64_t V = models[0]->spec().vocab_size;
+  py::array_t<float> logits({(int64_t)B, V});
+  float* lp = logits.mutable_data();
+  std::vector<int32_t> next(B);
+  std::vector<TokenLogprobs> lps(any ? B : 0);
+  {
+    InterruptScope irq;
+    py::gil_scoped_release nogil;
+    {
+      std::vector<M*> order(models);  // every model's lock, in one global order (no deadlock)
+      std::sort(order.begin(), order.end());
+      order.erase(std::unique(order.begin(), order.end()), order.end());
+      std::vector<std::unique_lock<std::mutex>> locks;
+      for (M* p : order) locks.emplace_back(p->mutex());
+      run(models, tokens.data(), ss, hp.data(), hn.data(), lp, next.data());
+    }
+    for (size_t i = 0; i < lps.size(); i++)  // the models are free again meanwhile
+      if (logprobs[i] >= 0) lps[i] = token_logprobs(lp + (int64_t)i * V, V, next[i], logprobs[i]);
+  }
+  if (samplers.is_none()) return std::move(logits);
+  if (!any) return py::cast(next);
+  py::list out;
+  for (size_t i = 0; i < B; i++) out.append(logprobs[i] >= 0 ? to_python(lps[i]) : py::cast(next[i]));
+  return std::move(out);
+}
+
+constexpr const char* kDecodeBatchDoc =
+    "One decode step for each model (distinct forks of one model): tokens[i] goes to models[i]. Returns the "
+    "logits [B, vocab], or with samplers (and the histories their repetition penalty reads) the next tokens; "
+    "logprobs: a count per model (-1: none), and for those with one a (token, log-probability, top) tuple in "
+    "place of the token, as Model.step gives it.";
 
 // reset, truncate, forward, prefill, hidden_states, set_encoder_output, copy_cache_from on class c
 template <class M>

@@ -1,6 +1,7 @@
 // The CUDA path: device queries, CudaModel (the same calls as Model, on a device), and the op entry points the
 // tests compare with the CPU kernels (submodule `cuda`). Present in every build: without EF_CUDA,
 // cuda_device_count() is 0 and the rest raises RuntimeError saying how to build with CUDA.
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -159,6 +160,7 @@ void register_cuda(py::module_& m) {
     d["compute_capability"] = py::make_tuple(i.major, i.minor);
     d["multiprocessors"] = i.sm_count;
     d["total_memory"] = i.total_memory;
+    d["free_memory"] = i.free_memory;
     d["l2_bytes"] = i.l2_bytes;
     d["peak_bandwidth_gbs"] = i.peak_bandwidth;
     d["driver_version"] = i.driver_version;
@@ -232,6 +234,18 @@ void register_cuda(py::module_& m) {
         }
         return k >= 0 ? to_python(lp) : py::cast(tok);
       }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"), py::arg("logprobs") = -1);
+
+  // the same call for forks of one device model: sampling on the device; logits come back only when asked
+  m.def("decode_batch", [](const std::vector<CM*>& models, IdArray tokens, py::object samplers, py::object histories,
+                           std::vector<int32_t> logprobs) {
+    const bool raw = samplers.is_none() || std::any_of(logprobs.begin(), logprobs.end(), [](int32_t k) { return k >= 0; });
+    return decode_batch_call(models, tokens, samplers, histories, logprobs,
+                             [&](const std::vector<CM*>& ms, const int32_t* toks, const std::vector<ef::Sampler*>& ss,
+                                 const int32_t* const* hp, const int64_t* hn, float* lp, int32_t* next) {
+      CM::decode_batch(ms, toks, ss.empty() ? nullptr : ss.data(), hp, hn, raw ? lp : nullptr, next);
+    });
+  }, py::arg("models"), py::arg("tokens"), py::arg("samplers") = py::none(), py::arg("histories") = py::none(),
+     py::arg("logprobs") = std::vector<int32_t>(), kDecodeBatchDoc);
 
   register_cuda_ops(m);
 }

@@ -171,60 +171,22 @@ void register_model(py::module_& m) {
 
   // one decode step for several forks of one model: logits [B, vocab], or with samplers the next token of each
   m.def("decode_batch", [](const std::vector<ef::Model*>& models, IdArray tokens, py::object samplers,
-                           py::object histories, std::vector<int32_t> logprobs) -> py::object {
-    const size_t B = models.size();
-    if (B == 0) throw ef::ValueError("decode_batch: no models");
-    if (tokens.ndim() != 1 || (size_t)tokens.shape(0) != B)
-      throw ef::ValueError("decode_batch: expected one token per model");
-    for (ef::Model* p : models)
-      if (!p) throw ef::ValueError("decode_batch: a model is None");
-    std::vector<ef::Sampler*> ss;
-    std::vector<IdArray> hs;
-    if (!samplers.is_none()) {
-      ss = samplers.cast<std::vector<ef::Sampler*>>();
-      hs = histories.cast<std::vector<IdArray>>();
-      if (ss.size() != B || hs.size() != B) throw ef::ValueError("decode_batch: expected one sampler and history per model");
-    }
-    if (!logprobs.empty() && (ss.empty() || logprobs.size() != B))
-      throw ef::ValueError("decode_batch: logprobs needs samplers, and one count (-1: none) per model");
-    bool any = false;
-    for (int32_t k : logprobs) any |= check_logprobs(k) >= 0;
-    const int64_t V = models[0]->spec().vocab_size;
-    py::array_t<float> logits({(int64_t)B, V});
-    float* lp = logits.mutable_data();
-    std::vector<int32_t> next(B);
-    std::vector<std::vector<float>> raw(any ? B : 0);  // rows asked for, before the sampler changes them
-    std::vector<TokenLogprobs> lps(any ? B : 0);
-    {
-      InterruptScope irq;
-      py::gil_scoped_release nogil;
-      {
-        std::vector<ef::Model*> order(models);  // every model's lock, in one global order (no deadlock)
-        std::sort(order.begin(), order.end());
-        order.erase(std::unique(order.begin(), order.end()), order.end());
-        std::vector<std::unique_lock<std::mutex>> locks;
-        for (ef::Model* p : order) locks.emplace_back(p->mutex());
-        ef::Model::decode_batch(models, tokens.data(), lp);
-        for (size_t i = 0; i < ss.size(); i++) {
-          float* row = lp + (int64_t)i * V;
-          if (any && logprobs[i] >= 0) raw[i].assign(row, row + V);
-          next[i] = ss[i]->sample(row, V, hs[i].data(), hs[i].size());
-        }
+                           py::object histories, std::vector<int32_t> logprobs) {
+    return decode_batch_call(models, tokens, samplers, histories, logprobs,
+                             [&](const std::vector<ef::Model*>& ms, const int32_t* toks, const std::vector<ef::Sampler*>& ss,
+                                 const int32_t* const* hp, const int64_t* hn, float* lp, int32_t* next) {
+      ef::Model::decode_batch(ms, toks, lp);
+      const int64_t V = ms[0]->spec().vocab_size;
+      std::vector<float> row;
+      for (size_t i = 0; i < ss.size(); i++) {  // rows whose logprobs are asked keep their raw values
+        float* r = lp + (int64_t)i * V;
+        const bool keep = !logprobs.empty() && logprobs[i] >= 0;
+        if (keep) row.assign(r, r + V);
+        next[i] = ss[i]->sample(keep ? row.data() : r, V, hp[i], hn[i]);
       }
-      for (size_t i = 0; i < raw.size(); i++)  // the models are free again meanwhile
-        if (logprobs[i] >= 0) lps[i] = token_logprobs(raw[i].data(), V, next[i], logprobs[i]);
-    }
-    if (samplers.is_none()) return std::move(logits);
-    if (!any) return py::cast(next);
-    py::list out;
-    for (size_t i = 0; i < B; i++) out.append(logprobs[i] >= 0 ? to_python(lps[i]) : py::cast(next[i]));
-    return std::move(out);
+    });
   }, py::arg("models"), py::arg("tokens"), py::arg("samplers") = py::none(), py::arg("histories") = py::none(),
-     py::arg("logprobs") = std::vector<int32_t>(),
-     "One decode step for each model (distinct forks of one model): tokens[i] goes to models[i]. Returns the "
-     "logits [B, vocab], or with samplers (and the histories their repetition penalty reads) the next tokens; "
-     "logprobs: a count per model (-1: none), and for those with one a (token, log-probability, top) tuple in "
-     "place of the token, as Model.step gives it.");
+     py::arg("logprobs") = std::vector<int32_t>(), kDecodeBatchDoc);
 }
 
 }  // namespace ef_py

@@ -139,17 +139,39 @@ def step(seqs: List[_Seq]) -> None:
         s.take(out)  # a token id, or (token, log-probability, top) for a sequence that asked for logprobs
 
 
+def device_batch_cap(model) -> int:
+    """How many sequences of a device model fit its device's free memory at once (one at least): each holds a
+    KV cache of max_context on the device, and activation buffers for a prefill chunk."""
+    core, sp = model._core, model.spec
+    kv = 2 * sp.n_layers * sp.n_kv_heads * sp.head_dim * core.max_context * (2 if core.kv_dtype == "f16" else 4)
+    qd, kd = sp.n_heads * sp.head_dim, sp.n_kv_heads * sp.head_dim
+    rows = PREFILL_CHUNK * 4 * (4 * sp.hidden_size + 2 * qd + 2 * kd + 2 * sp.ffn_size)
+    free = _core.cuda_device_info(core.device)["free_memory"]
+    return max(1, int(free * 0.9) // (kv + rows))
+
+
 def generate_together(model, prompts: List[List[int]], max_new_tokens: int, options, stops: List[str],
                       ignore_eos: bool, logprobs: Optional[int] = None):
-    """Model.generate with a list of prompts on the CPU: a generator of (prompt index, text piece) that returns
-    the list of results. The prompts are prefilled one by one (bound by arithmetic, not memory), then decode
-    together until each ends."""
+    """Model.generate with a list of prompts: a generator of (prompt index, text piece) that returns the list of
+    results. The prompts are prefilled one by one (bound by arithmetic, not memory), then decode together until
+    each ends. On a device, as many at a time as its memory holds (device_batch_cap), group after group."""
+    cap = len(prompts) if isinstance(model._core, _core.Model) else device_batch_cap(model)
+    results: List[GenerationResult] = []
+    for g in range(0, len(prompts), cap):
+        group = yield from _generate_group(model, prompts[g:g + cap], g, max_new_tokens, options, stops, ignore_eos,
+                                           logprobs)
+        results += group
+    return results
+
+
+def _generate_group(model, prompts: List[List[int]], first: int, max_new_tokens: int, options, stops: List[str],
+                    ignore_eos: bool, logprobs: Optional[int]):
     with model._lock:
         seqs = [_Seq(model, ids, max_new_tokens, options(), stops, ignore_eos, logprobs) for ids in prompts]
         for i, s in enumerate(seqs):
             if not s.done:
                 s.prefill()
-            yield from ((i, p) for p in s.drain())
+            yield from ((first + i, p) for p in s.drain())
         t_first = time.perf_counter()
         while True:
             running = [(i, s) for i, s in enumerate(seqs) if not s.done]
@@ -157,7 +179,7 @@ def generate_together(model, prompts: List[List[int]], max_new_tokens: int, opti
                 break
             step([s for _, s in running])
             for i, s in running:
-                yield from ((i, p) for p in s.drain())
+                yield from ((first + i, p) for p in s.drain())
         return [s.result(t_first) for s in seqs]  # (every prefill ran before t_first)
 
 
@@ -215,7 +237,7 @@ class BatcherClosed(RuntimeError):
 
 
 class Batcher:
-    """Continuous batching over one model (CPU): requests submitted from any thread join the running batch
+    """Continuous batching over one model (CPU or device): requests submitted from any thread join the running batch
     at its next step, and leave it when they end, so a long generation never holds the others back and a new
     one never waits for the batch to drain. A worker thread runs the steps; a new request's prompt is
     prefilled between two steps. The model's other calls still work meanwhile (they wait for the step).
@@ -226,7 +248,8 @@ class Batcher:
             for piece in r1: print(piece, end="")
             print(r2.wait().text)
 
-    max_batch: the most sequences decoded together (more wait their turn). prefill_chunk: the prompt tokens of
+    max_batch: the most sequences decoded together (more wait their turn; on a device, no more than fit its free
+    memory with a KV cache of max_context each, see device_batch_cap). prefill_chunk: the prompt tokens of
     long prompts prefilled between two steps, so that a long prompt arriving holds the running requests back a
     chunk at a time rather than for all of it; None prefills each joining prompt whole. It counts whole chunks
     of 256, one at least per round (a prompt's last piece, up to 256 tokens, waits for a round of its own when
@@ -238,9 +261,6 @@ class Batcher:
     a Ctrl-C that interrupts a step is the main thread's, and the step runs again."""
 
     def __init__(self, model, max_batch: int = 16, prefill_chunk: Optional[int] = 256):
-        if not isinstance(model._core, _core.Model):
-            raise ValueError("Batcher: continuous batching runs on the CPU (a device model generates one prompt "
-                             "at a time)")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"argument 'max_batch' must be a positive integer, got {max_batch!r}")
         if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
@@ -249,7 +269,8 @@ class Batcher:
         self.prefill_chunk = prefill_chunk
         model._need_decoder("Batcher")
         self.model = model
-        self.max_batch = max_batch
+        # on a device, each running sequence's KV cache is device memory: no more than its free memory holds
+        self.max_batch = max_batch if isinstance(model._core, _core.Model) else min(max_batch, device_batch_cap(model))
         self._cond = threading.Condition()
         self._waiting: List[BatchRequest] = []
         self._running: List[BatchRequest] = []

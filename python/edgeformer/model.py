@@ -567,8 +567,6 @@ class Model:
         o.repetition_penalty = float(args["repetition_penalty"])
         o.presence_penalty = float(args["presence_penalty"])
         o.frequency_penalty = float(args["frequency_penalty"])
-        if (o.presence_penalty or o.frequency_penalty) and not isinstance(self._core, _core.Model):
-            raise ValueError("arguments 'presence_penalty' / 'frequency_penalty': not on a CUDA device yet")
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
                 raise ValueError(f"argument 'seed' must be a non-negative integer, got {seed!r}")
@@ -718,18 +716,6 @@ class Model:
                         ignore_eos: bool, logprobs: Optional[int] = None):
         """A generator of (prompt index, text piece) that returns the list of GenerationResults.
         options(): each prompt's sampler options (the seed given, or a random one of its own)."""
-        if not isinstance(self._core, _core.Model):  # a device model: one prompt after another
-            results = []
-            for i, ids in enumerate(prompts):
-                gen = self._generate(ids, max_new_tokens, options(), stops, ignore_eos, logprobs)
-                while True:
-                    try:
-                        piece = next(gen)
-                    except StopIteration as e:
-                        results.append(e.value)
-                        break
-                    yield i, piece
-            return results
         from .batching import generate_together
 
         return (yield from generate_together(self, prompts, max_new_tokens, options, stops, ignore_eos, logprobs))

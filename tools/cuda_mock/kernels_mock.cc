@@ -322,6 +322,10 @@ void sample(const SampleArgs& a, Scratch&, cudaStream_t st) {
       const int32_t t = a.penalized[i];
       if (t >= 0 && t < V) l[t] = l[t] > 0.f ? l[t] / a.repetition_penalty : l[t] * a.repetition_penalty;
     }
+    for (int32_t i = 0; i < a.n_counted; i++) {
+      const int32_t t = a.counted[i];
+      if (t >= 0 && t < V) l[t] -= a.count_penalty[i];
+    }
     const int32_t argmax = (int32_t)(std::max_element(l, l + V) - l);  // the first maximum
     if (a.greedy) {
       *a.out = argmax;

@@ -26,6 +26,7 @@ struct DeviceInfo {
   int major = 0, minor = 0;      // compute capability
   int sm_count = 0;
   int64_t total_memory = 0;      // bytes
+  int64_t free_memory = 0;       // bytes free when asked (cudaMemGetInfo)
   int64_t l2_bytes = 0;
   double peak_bandwidth = 0;     // GB/s from the memory clock and bus width (0 where the driver reports none)
   int driver_version = 0, runtime_version = 0;
@@ -96,6 +97,14 @@ class CudaModel {
   int32_t step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history,
                float* raw_logits = nullptr);
   void set_encoder_output(const float* enc, int32_t T_enc, const uint8_t* mask);
+  // One decode step for each of seqs (distinct forks of one model; a causal decoder without cross-attention or
+  // relative position bias): tokens[i] goes to seqs[i]. One forward of seqs.size() rows reads the matrices once
+  // for all; each row's attention reads its own sequence's cache. raw_logits (B x vocab host floats, or null)
+  // receives the logits; with samplers, next[i] is the token sampled on the device for seqs[i] as step() does
+  // (histories[i], n_histories[i]: its repetition penalty's tokens).
+  static void decode_batch(const std::vector<CudaModel*>& seqs, const int32_t* tokens, Sampler* const* samplers,
+                           const int32_t* const* histories, const int64_t* n_histories, float* raw_logits,
+                           int32_t* next);
 
   std::mutex& mutex();
 

@@ -27,6 +27,11 @@ class Sampler {
   int32_t sample(float* logits, int64_t vocab, const int32_t* history, int64_t n_history);
   bool counts_tokens() const { return o_.presence_penalty != 0.f || o_.frequency_penalty != 0.f; }
   double next_uniform();  // [0, 1)
+  // The OpenAI penalties due now (empty unless counts_tokens()): (token, amount its logit loses), one per
+  // distinct token returned so far. record(tok): a token picked elsewhere (on a device from these penalties)
+  // counts as returned, as sample() counts its own.
+  std::vector<std::pair<int32_t, float>> count_penalties() const;
+  void record(int32_t tok);
   const SamplerOptions& options() const { return o_; }
 
  private:

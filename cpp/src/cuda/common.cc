@@ -99,6 +99,12 @@ DeviceInfo device_info(int device) {
   if (cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess) bus_bits = 0;
   cudaGetLastError();
   d.peak_bandwidth = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9;  // double data rate
+  {
+    DeviceGuard g(device);
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) d.free_memory = (int64_t)free_b;
+    cudaGetLastError();
+  }
   EF_CUDA_CHECK(cudaDriverGetVersion(&d.driver_version));
   EF_CUDA_CHECK(cudaRuntimeGetVersion(&d.runtime_version));
   return d;

@@ -164,8 +164,19 @@ struct CudaModel::State {
   // device rows asked for: logits (S.logits) or hidden states; null for Output::None.
   // dyn_cap > 0: a graph's step (graph_step): one token whose id and position the kernels read from `params`
   // (uploaded by the caller); nothing is uploaded and nothing synchronizes, so it can be captured.
-  const float* run(const ForwardArgs& a, int32_t& out_rows, int32_t dyn_cap = 0);
+  // seqs (decode_batch): row t is the next token of seqs[t] (this model's activation buffers, seqs[t]'s cache
+  // and position); every row of the output is returned.
+  const float* run(const ForwardArgs& a, int32_t& out_rows, int32_t dyn_cap = 0, State* const* seqs = nullptr);
   void check(const ForwardArgs& a) const;
+  // A token for each of B logits rows (vocab apart; changed in place) sampled on the device: row i with
+  // samplers[i] (its options, random stream and presence/frequency counts, which then count the token) and the
+  // repetition penalty over histories[i]. Waits for the stream.
+  std::vector<int32_t> sample_rows(float* logits, int32_t B, Sampler* const* samplers, const int32_t* const* histories,
+                                   const int64_t* n_histories);
+  // The forward of a step, checked, on the current device: T tokens of this sequence (a graph replay where one
+  // serves) or, with seqs, a token for each; returns the device logits of its last row (or of each of seqs),
+  // copied to raw_logits (host, or null) before anything changes them.
+  float* step_logits(const int32_t* tokens, int32_t T, State* const* seqs, float* raw_logits);
   bool graph_eligible(const ForwardArgs& a) const;
   const float* graph_step(const ForwardArgs& a);
 
@@ -451,7 +462,7 @@ void run_parts(const std::vector<Part>& parts, const float* bias, const float* i
 
 }  // namespace
 
-const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int32_t dyn_cap) {
+const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int32_t dyn_cap, State* const* seqs) {
   State& S = *this;
   const DeviceWeights& W = *S.w;
   const ArchSpec& sp = W.spec;
@@ -462,6 +473,9 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   const int64_t QD = (int64_t)nh * hd, KD = (int64_t)nkv * hd, QKV = QD + 2 * KD;
   const int64_t E = sp.proj_dim > 0 ? sp.proj_dim : H;
   const int32_t pos0 = S.n_past;
+  const bool batch = seqs != nullptr;
+  std::vector<int32_t> pos(T);  // each row's position (in a batch: its own sequence's)
+  for (int32_t t = 0; t < T; t++) pos[t] = batch ? seqs[t]->n_past : pos0 + t;
   S.ensure(T);
   float *x = S.x.as<float>(), *h = S.h.as<float>(), *h2 = S.h2.as<float>(), *e = S.e.as<float>();
   float *qkv = S.qkv.as<float>(), *att = S.att.as<float>(), *gu = S.gu.as<float>();
@@ -486,7 +500,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     embedding(W.pos_emb, S.params.as<int32_t>() + 2, T, x, H, true, st);
   } else if (sp.pos == PosKind::Learned) {
     std::vector<int32_t> rows(T);
-    for (int32_t t = 0; t < T; t++) rows[t] = pos0 + t + sp.pos_offset;
+    for (int32_t t = 0; t < T; t++) rows[t] = pos[t] + sp.pos_offset;
     check_ids(rows.data(), T, W.pos_emb.rows);
     upload(S.aux.get(), rows.data(), (size_t)T * 4, st);
     embedding(W.pos_emb, S.aux.as<int32_t>(), T, x, H, true, st);
@@ -504,20 +518,24 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   }
   if (sp.emb_norm) norm_rows(W, x, x, W.emb_norm_w, W.emb_norm_b, T, st);
 
-  // rotary tables: every position at load, or this call's positions (dynamic scaling depends on the length)
+  // rotary tables: every position at load, or this call's positions (dynamic scaling depends on the length: the
+  // call's, or in a batch each sequence's own); row t's table row is tab_row(t)
   const float *cosp = nullptr, *sinp = nullptr;
-  int32_t half = 0, tab_row0 = 0;
+  int32_t half = 0;
+  bool per_call_table = false;
   std::vector<float> dyn_cos, dyn_sin;
   if (sp.pos == PosKind::Rotary) {
     if (sp.rope.scaling == RopeScaling::Dynamic) {
+      per_call_table = true;
       std::vector<float> inv;
       float msc = 1.f;
-      rope_inv_freq(sp, (int64_t)pos0 + T, inv, msc);
+      rope_inv_freq(sp, batch ? (int64_t)pos[0] + 1 : (int64_t)pos0 + T, inv, msc);
       half = (int32_t)inv.size();
       dyn_cos.resize((size_t)T * half);
       dyn_sin.resize((size_t)T * half);
       for (int32_t t = 0; t < T; t++) {
-        const float p = (float)(pos0 + t);
+        if (batch && t > 0) rope_inv_freq(sp, (int64_t)pos[t] + 1, inv, msc);
+        const float p = (float)pos[t];
         for (int32_t i = 0; i < half; i++) {
           const float f = p * inv[i];
           dyn_cos[(size_t)t * half + i] = std::cos(f) * msc;
@@ -532,9 +550,10 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
       upload(S.rope_sin.get(), dyn_sin.data(), dyn_sin.size() * 4, st);
       cosp = fp(S.rope_cos), sinp = fp(S.rope_sin);
     } else {
-      cosp = W.rope_cos, sinp = W.rope_sin, half = W.rope_half, tab_row0 = pos0;
+      cosp = W.rope_cos, sinp = W.rope_sin, half = W.rope_half;
     }
   }
+  const auto tab_row = [&](int32_t t) { return per_call_table ? t : pos[t]; };
   // relative position bias: rel[h][r - rel_lo] for r = key - query in use (as Model::compute_relative_bias)
   const float* rel = nullptr;
   int32_t rel_width = 0, rel_lo = 0;
@@ -571,31 +590,40 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
       linear(L.down, gu, F, T, L.b_down, result, H, true, S.ws_linear, st);
     }
   };
-  auto self_attention = [&](int l, const DevLayer& L, const float* in, float* result) {  // result += attn(in)
-    run_parts(L.qkv, L.b_qkv, in, H, T, qkv, QKV, S.ws_linear, st);
-    char* kc = static_cast<char*>(S.kc.get()) + l * layer_elems * S.kv_elem();
-    char* vc = static_cast<char*>(S.vc.get()) + l * layer_elems * S.kv_elem();
+  // rotary on rows t0 .. t0 + n - 1 of q and k, their k and v appended to cache kc / vc (this layer's) at
+  // positions p0 .., and their attention over that cache
+  auto attend = [&](int32_t t0, int32_t n, int32_t p0, char* kc, char* vc) {
     RopeStoreArgs r;
-    r.q = qkv, r.ldq = QKV;
-    r.k = qkv + QD, r.v = qkv + QD + KD, r.ldk = QKV, r.ldv = QKV;
+    r.q = qkv + t0 * QKV, r.ldq = QKV;
+    r.k = qkv + t0 * QKV + QD, r.v = qkv + t0 * QKV + QD + KD, r.ldk = QKV, r.ldv = QKV;
     r.kc = kc, r.vc = vc, r.kv_f16 = S.kv_f16;
     r.head_stride = (int64_t)W.max_ctx * hd, r.pos_stride = hd;
-    r.T = T, r.n_heads = nh, r.n_kv = nkv, r.head_dim = (int32_t)hd, r.pos0 = pos0;
-    r.cos = cosp, r.sin = sinp, r.half = half, r.tab_row0 = tab_row0;
+    r.T = n, r.n_heads = nh, r.n_kv = nkv, r.head_dim = (int32_t)hd, r.pos0 = p0;
+    r.cos = cosp, r.sin = sinp, r.half = half, r.tab_row0 = cosp ? tab_row(t0) : 0;
     r.interleaved = sp.rope.style == RopeStyle::Interleaved;
     r.dyn_pos = dyn_pos;
     rope_store(r, st);
     AttnArgs A;
-    A.q = qkv, A.ldq = QKV, A.out = att, A.ldo = QD;
+    A.q = qkv + t0 * QKV, A.ldq = QKV, A.out = att + t0 * QD, A.ldo = QD;
     A.k = kc, A.v = vc, A.kv_f16 = S.kv_f16;
     A.head_stride = (int64_t)W.max_ctx * hd, A.pos_stride = hd;
-    A.T = T, A.n_heads = nh, A.group = nh / nkv, A.head_dim = (int32_t)hd, A.pos0 = pos0, A.n_keys = pos0 + T;
+    A.T = n, A.n_heads = nh, A.group = nh / nkv, A.head_dim = (int32_t)hd, A.pos0 = p0, A.n_keys = p0 + n;
     A.causal = sp.causal(), A.window = sp.sliding_window, A.scale = attn_scale;
     A.alibi = W.alibi, A.alibi_bf16 = sp.alibi_bf16, A.alibi_scaled = sp.alibi_scaled;
     A.rel = rel, A.rel_width = rel_width, A.rel_lo = rel_lo;
     A.key_mask = key_mask;
     if (dyn) A.dyn_pos = dyn_pos, A.n_keys = dyn_cap;
     attention(A, S.ws_attn, st);
+  };
+  auto self_attention = [&](int l, const DevLayer& L, const float* in, float* result) {  // result += attn(in)
+    run_parts(L.qkv, L.b_qkv, in, H, T, qkv, QKV, S.ws_linear, st);
+    const size_t layer_off = l * layer_elems * S.kv_elem();
+    auto cache = [&](const DevBuffer& c) { return static_cast<char*>(c.get()) + layer_off; };
+    if (batch) {
+      for (int32_t t = 0; t < T; t++) attend(t, 1, pos[t], cache(seqs[t]->kc), cache(seqs[t]->vc));
+    } else {
+      attend(0, T, pos0, cache(S.kc), cache(S.vc));
+    }
     linear(L.wo, att, QD, T, L.bo, result, H, true, S.ws_linear, st);
   };
   auto cross_attention = [&](int l, const DevLayer& L, const float* in, float* result) {
@@ -762,44 +790,121 @@ const float* CudaModel::State::graph_step(const ForwardArgs& a) {
   return out;
 }
 
-int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history,
-                        float* raw_logits) {
-  State& S = *s_;
+float* CudaModel::State::step_logits(const int32_t* tokens, int32_t T, State* const* seqs, float* raw_logits) {
   ForwardArgs a;
   a.tokens = tokens;
   a.T = T;
-  a.output = Output::LastLogits;
-  S.check(a);
-  if (sampler.counts_tokens())
-    throw ValueError("presence_penalty / frequency_penalty: not on a CUDA device yet (its sampler has no counts)");
-  DeviceGuard guard(S.device);
+  a.output = seqs ? Output::AllLogits : Output::LastLogits;
+  check(a);
   int32_t rows = 0;
-  float* logits = const_cast<float*>(S.graph_eligible(a) ? S.graph_step(a) : S.run(a, rows));
-  SampleArgs sa = sample_args(sampler.options());
-  sa.logits = logits;
-  sa.vocab = S.w->spec.vocab_size;
-  if (raw_logits)  // before the sampler's kernel changes the row (stream order; the sync below completes it)
-    EF_CUDA_CHECK(cudaMemcpyAsync(raw_logits, logits, (size_t)sa.vocab * 4, cudaMemcpyDeviceToHost, S.stream));
+  float* logits = const_cast<float*>(!seqs && graph_eligible(a) ? graph_step(a) : run(a, rows, 0, seqs));
+  if (raw_logits)  // before the sampler's kernel changes the rows (stream order: sample_rows waits for it)
+    EF_CUDA_CHECK(cudaMemcpyAsync(raw_logits, logits, (size_t)(seqs ? T : 1) * w->spec.vocab_size * 4,
+                                  cudaMemcpyDeviceToHost, stream));
+  return logits;
+}
+
+std::vector<int32_t> CudaModel::State::sample_rows(float* logits, int32_t B, Sampler* const* samplers,
+                                                  const int32_t* const* histories, const int64_t* n_histories) {
+  State& S = *this;
+  const int32_t V = S.w->spec.vocab_size;
+  // every row's penalties in one upload: [repetition ids][counted ids][their penalties, as float bits] per row
+  std::vector<SampleArgs> args(B);
   std::vector<int32_t> pen;
-  if (sa.repetition_penalty != 1.f) {
-    pen = distinct_tokens(history, n_history);
-    if (!pen.empty()) {
-      if (S.penalized.size() < pen.size() * 4) S.penalized = DevBuffer(std::max<size_t>(pen.size() * 4, 4096));
-      upload(S.penalized.get(), pen.data(), pen.size() * 4, S.stream);
-      sa.penalized = S.penalized.as<int32_t>();
-      sa.n_penalized = (int32_t)pen.size();
+  std::vector<size_t> at(B);
+  for (int32_t i = 0; i < B; i++) {
+    SampleArgs& sa = args[i];
+    sa = sample_args(samplers[i]->options());
+    sa.logits = logits + (int64_t)i * V;
+    sa.vocab = V;
+    at[i] = pen.size();
+    if (sa.repetition_penalty != 1.f) {
+      const std::vector<int32_t> d = distinct_tokens(histories[i], n_histories[i]);
+      sa.n_penalized = (int32_t)d.size();
+      pen.insert(pen.end(), d.begin(), d.end());
     }
+    const std::vector<std::pair<int32_t, float>> c = samplers[i]->count_penalties();
+    sa.n_counted = (int32_t)c.size();
+    for (const auto& tc : c) pen.push_back(tc.first);
+    for (const auto& tc : c) {
+      int32_t bits;
+      std::memcpy(&bits, &tc.second, 4);
+      pen.push_back(bits);
+    }
+    if (!sa.greedy) sa.u = samplers[i]->next_uniform();  // one draw per sampled token, as the CPU sampler
   }
-  if (!sa.greedy) sa.u = sampler.next_uniform();  // one draw per sampled token, as the CPU sampler
-  if (!S.token.get()) S.token = DevBuffer(16);
-  sa.out = S.token.as<int32_t>();
-  sample(sa, S.ws_sample, S.stream);
-  int32_t tok = -1;
-  EF_CUDA_CHECK(cudaMemcpyAsync(&tok, sa.out, 4, cudaMemcpyDeviceToHost, S.stream));
+  if (!pen.empty()) {
+    if (S.penalized.size() < pen.size() * 4) S.penalized = DevBuffer(std::max<size_t>(pen.size() * 4, 4096));
+    upload(S.penalized.get(), pen.data(), pen.size() * 4, S.stream);
+  }
+  if (S.token.size() < (size_t)B * 4) S.token = DevBuffer(std::max<size_t>((size_t)B * 4, 16));
+  for (int32_t i = 0; i < B; i++) {
+    SampleArgs& sa = args[i];
+    const int32_t* p = S.penalized.as<int32_t>() + at[i];
+    if (sa.n_penalized) sa.penalized = p;
+    if (sa.n_counted) {
+      sa.counted = p + sa.n_penalized;
+      sa.count_penalty = reinterpret_cast<const float*>(p + sa.n_penalized + sa.n_counted);
+    }
+    sa.out = S.token.as<int32_t>() + i;
+    sample(sa, S.ws_sample, S.stream);
+  }
+  std::vector<int32_t> toks(B, -1);
+  EF_CUDA_CHECK(cudaMemcpyAsync(toks.data(), S.token.get(), (size_t)B * 4, cudaMemcpyDeviceToHost, S.stream));
   EF_CUDA_CHECK(cudaStreamSynchronize(S.stream));
+  for (int32_t i = 0; i < B; i++) {
+    EF_CHECK(toks[i] >= 0 && toks[i] < V, "CUDA sampler returned no token");  // a bug, never expected
+    samplers[i]->record(toks[i]);
+  }
+  return toks;
+}
+
+int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, const int32_t* history, int64_t n_history,
+                        float* raw_logits) {
+  State& S = *s_;
+  DeviceGuard guard(S.device);
+  float* logits = S.step_logits(tokens, T, nullptr, raw_logits);
+  Sampler* sp = &sampler;
+  const int32_t tok = S.sample_rows(logits, 1, &sp, &history, &n_history)[0];
   S.n_past += T;
-  EF_CHECK(tok >= 0 && tok < sa.vocab, "CUDA sampler returned no token");  // a bug, never expected
   return tok;
+}
+
+void CudaModel::decode_batch(const std::vector<CudaModel*>& seqs, const int32_t* tokens, Sampler* const* samplers,
+                             const int32_t* const* histories, const int64_t* n_histories, float* raw_logits,
+                             int32_t* next) {
+  EF_CHECK(!seqs.empty() && tokens, "decode_batch: no sequences");
+  State& S = *seqs[0]->s_;
+  const ArchSpec& sp = S.w->spec;
+  EF_CHECK(sp.causal() && !sp.cross_attention && sp.pos != PosKind::Relative,
+           "decode_batch: only causal decoders without cross-attention or relative position bias");
+  const int32_t B = (int32_t)seqs.size();
+  std::vector<State*> states(B);
+  for (int32_t i = 0; i < B; i++) {
+    states[i] = seqs[i]->s_.get();
+    EF_CHECK(states[i]->w == S.w && states[i]->kv_f16 == S.kv_f16,
+             "decode_batch: sequence " + std::to_string(i) + " is not a fork of the first one's model");
+    for (int32_t j = 0; j < i; j++)
+      EF_CHECK(seqs[j] != seqs[i], "decode_batch: sequences " + std::to_string(j) + " and " + std::to_string(i) +
+                                       " are the same model");
+    if ((int64_t)states[i]->n_past + 1 > S.w->max_ctx)
+      throw ValueError("sequence " + std::to_string(i) + " of the batch: sequence of " +
+                       std::to_string((int64_t)states[i]->n_past + 1) + " tokens exceeds max_context=" +
+                       std::to_string(S.w->max_ctx) + " (pass a larger max_context= to load, up to the memory you have)");
+  }
+  for (int32_t i = 0; i < B; i++)
+    EF_CHECK(tokens[i] >= 0 && tokens[i] < sp.vocab_size,
+             "decode_batch: token id " + std::to_string(tokens[i]) + " of sequence " + std::to_string(i) +
+                 " is outside the vocabulary [0, " + std::to_string(sp.vocab_size) + ")");
+  DeviceGuard guard(S.device);
+  float* logits = S.step_logits(tokens, B, states.data(), raw_logits);
+  if (samplers) {
+    const std::vector<int32_t> toks = S.sample_rows(logits, B, samplers, histories, n_histories);
+    std::copy(toks.begin(), toks.end(), next);
+  } else {
+    EF_CUDA_CHECK(cudaStreamSynchronize(S.stream));
+  }
+  for (State* st : states) st->n_past++;
 }
 
 }  // namespace cuda

@@ -40,6 +40,10 @@ void CudaModel::copy_cache_from(const CudaModel&, int32_t) { not_built(); }
 void CudaModel::forward(const ForwardArgs&) { not_built(); }
 int32_t CudaModel::step(const int32_t*, int32_t, Sampler&, const int32_t*, int64_t, float*) { not_built(); }
 void CudaModel::set_encoder_output(const float*, int32_t, const uint8_t*) { not_built(); }
+void CudaModel::decode_batch(const std::vector<CudaModel*>&, const int32_t*, Sampler* const*, const int32_t* const*,
+                             const int64_t*, float*, int32_t*) {
+  not_built();
+}
 std::mutex& CudaModel::mutex() { not_built(); }
 
 namespace testing {

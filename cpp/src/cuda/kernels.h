@@ -138,13 +138,18 @@ void attention(const AttnArgs& a, Scratch& ws, cudaStream_t s);
 // One token from logits [vocab] (modified in place by the repetition penalty), in one thread block: greedy
 // argmax (lowest index among ties), or top-k (ties with the k-th kept), top-p and min-p as the CPU sampler
 // applies them, then the token where u * (kept mass) falls, in vocabulary order. Masses are fixed-point
-// integers, so the result is deterministic. penalized: distinct token ids (the host deduplicates).
+// integers, so the result is deterministic. penalized: distinct token ids (the host deduplicates). Then
+// counted[i] (distinct ids) loses count_penalty[i]: OpenAI's presence and frequency penalties, which the host's
+// Sampler computes from the tokens it has returned (Sampler::count_penalties).
 struct SampleArgs {
   float* logits = nullptr;
   int32_t vocab = 0;
   const int32_t* penalized = nullptr;
   int32_t n_penalized = 0;
   float repetition_penalty = 1.f;
+  const int32_t* counted = nullptr;
+  const float* count_penalty = nullptr;
+  int32_t n_counted = 0;
   bool greedy = true;
   float inv_temperature = 1.f;
   int32_t top_k = 0;

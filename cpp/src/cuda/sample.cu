@@ -164,6 +164,12 @@ __global__ void __launch_bounds__(kSThreads) sample_kernel(SampleArgs a, u64* w)
     }
   }
   __syncthreads();
+  // presence / frequency penalties (distinct ids; after the repetition penalty, as the CPU sampler)
+  for (int32_t i = tid; i < a.n_counted; i += kSThreads) {
+    const int32_t t = a.counted[i];
+    if (t >= 0 && t < V) logits[t] -= a.count_penalty[i];
+  }
+  __syncthreads();
 
   // max and argmax, the lowest index among equal maxima
   float bv = -INFINITY;

@@ -65,13 +65,25 @@ int32_t Sampler::sample(float* logits, int64_t vocab, const int32_t* history, in
     }
   }
   if (!counts_tokens()) return pick(logits, vocab);
-  for (const auto& c : counts_)
-    if (c.first < vocab) logits[c.first] -= o_.frequency_penalty * (float)c.second + o_.presence_penalty;
+  for (const auto& c : count_penalties())
+    if (c.first < vocab) logits[c.first] -= c.second;
   const int32_t tok = pick(logits, vocab);
+  record(tok);
+  return tok;
+}
+
+std::vector<std::pair<int32_t, float>> Sampler::count_penalties() const {
+  std::vector<std::pair<int32_t, float>> out;
+  out.reserve(counts_.size());
+  for (const auto& c : counts_) out.emplace_back(c.first, o_.frequency_penalty * (float)c.second + o_.presence_penalty);
+  return out;
+}
+
+void Sampler::record(int32_t tok) {
+  if (!counts_tokens()) return;
   auto it = std::find_if(counts_.begin(), counts_.end(), [&](const std::pair<int32_t, int32_t>& c) { return c.first == tok; });
   if (it != counts_.end()) it->second++;
   else counts_.emplace_back(tok, 1);
-  return tok;
 }
 
 int32_t Sampler::pick(float* logits, int64_t vocab) {
