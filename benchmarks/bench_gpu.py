@@ -140,6 +140,26 @@ def bench_ours(dev, c: dict, dtype: str, prompt: int, decode: int, reps: int) ->
             "decode_ctx_avg": prompt + 4 + decode / 2}
 
 
+def bench_batched(dev, c: dict, batch: int, prompt: int, decode: int) -> dict:
+    """Decode steps of `batch` sequences together (_core.decode_batch over forks, as generate(list), Batcher and
+    serve run them): tokens per second summed over the sequences, each after a prompt of its own."""
+    rng = np.random.default_rng(2)
+    forks = [dev.fork() for _ in range(batch)]
+    opts = _core.SamplerOptions()
+    opts.temperature = 0.0
+    samplers = [_core.Sampler(opts) for _ in range(batch)]
+    hists = [np.zeros(0, np.int32)] * batch
+    for f in forks:
+        f.prefill(rng.integers(2, c["vocab_size"], size=prompt).astype(np.int32))
+    toks = np.asarray(_core.decode_batch(forks, rng.integers(2, c["vocab_size"], size=batch).astype(np.int32),
+                                         samplers, hists), np.int32)  # warm-up: buffers sized
+    t0 = time.perf_counter()
+    for _ in range(decode):
+        toks = np.asarray(_core.decode_batch(forks, toks, samplers, hists), np.int32)
+    dt = time.perf_counter() - t0
+    return {"batch": batch, "prompt": prompt, "decode_tok_s": batch * decode / dt, "step_ms": 1e3 * dt / decode}
+
+
 def bench_torch(c: dict, prompt: int, decode: int, reps: int) -> dict:
     import torch
     import transformers
@@ -201,6 +221,7 @@ def main(argv=None) -> int:
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch", default="8", help="sequences decoded together, comma-separated (0: none)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "gpu.json"))
     a = ap.parse_args(argv)
@@ -219,6 +240,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             dev, c, load = build(shape, dtype, a.prompt + a.decode + 16, a.threads)
             r = bench_ours(dev, c, dtype, a.prompt, a.decode, a.reps)
+            r["batched"] = [bench_batched(dev, c, int(b), min(64, a.prompt), a.decode) for b in a.batch.split(",") if int(b) > 0]
             r.update(load)
             r["weight_bytes"] = dev.weight_bytes
             nbytes = decode_bytes(c, dtype, dev.weight_bytes, r["decode_ctx_avg"])
@@ -235,6 +257,8 @@ def main(argv=None) -> int:
             msg = (f"{shape} {dtype}: prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s "
                    f"({r['decode_gbs']:.0f} GB/s = {100 * r['roofline_fraction']:.0f}% of the copy bandwidth; "
                    f"{r['decode_tok_s_without_graphs']:.1f} without CUDA graphs, {r['graphs']['launches']} replays)")
+            for b in r["batched"]:
+                msg += f"; {b['batch']} sequences together: {b['decode_tok_s']:.0f} tok/s in all"
             if "torch" in row:
                 msg += (f"; PyTorch prefill {row['torch']['prefill_tok_s']:.0f}, "
                         f"decode {row['torch']['decode_tok_s']:.1f} tok/s")

@@ -2,7 +2,8 @@
 # The CUDA path's proof on a real GPU, in one go (about 10 minutes on an H100 / H200 with 16 cores):
 #   1. build the extension with EF_CUDA=ON (cmake + ninja into build/gpu; nothing is pip-installed)
 #   2. run tests/test_cuda.py on the device (every kernel against the CPU, every family against transformers)
-#   3. benchmarks/bench_gpu.py: 1.1B and 7B Llama shapes in f16 and q4_0, PyTorch eager as the reference
+#   3. benchmarks/bench_gpu.py: 1.1B and 7B Llama shapes in f16 and q4_0 (one sequence, and 8 decoded together),
+#      PyTorch eager as the reference
 # Needs python3 with numpy, tokenizers, jinja2, pytest, pybind11, torch and transformers (the device image has
 # them), nvcc 12+ and cmake. Stages can be picked: gpu_check.sh [build] [test] [bench] [profile] [sanitize]
 # (default: build test bench; `profile` times every kernel of a decode step and a prompt with torch.profiler

@@ -608,6 +608,7 @@ def test_gpu_benchmark_runs(tmp_path):
         e = r["edgeformer"]
         assert e["decode_tok_s"] > 0 and e["decode_tok_s_without_graphs"] > 0 and e["prefill_tok_s"] > 0
         assert e["graphs"]["launches"] >= 6 and 0 < e["decode_bytes_per_token"] < e["weight_bytes"] * 2
+        assert [b["batch"] for b in e["batched"]] == [8] and e["batched"][0]["decode_tok_s"] > 0
 
 
 @gpu
