@@ -78,6 +78,7 @@ struct PanelQ8_0 {
   static constexpr int64_t kBlock = 32, kBytes = 16 * 34;
   static constexpr bool kMins = false;
   static constexpr bool kPrefetchOneTile = false;
+  static constexpr bool kPrefetchAhead = false;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -107,14 +108,24 @@ struct PanelQ8_0 {
   }
 };
 
-// Bit FROM of every byte moved to bit TO, the others cleared (16-bit lane shifts: no bit crosses a byte into
-// the kept position for shifts of less than 8). Compile-time positions: immediate shifts, no branch (a shift
-// count in a register costs two micro-ops, and left q5_k decode steps 1.4x slower than llama.cpp's).
+// (v >> S) & M in every byte (S < 0: (v << -S) & M): a bit field moved into place, the other bits cleared. M
+// keeps only bits that a 16-bit lane shift fills from the same byte. Compile-time S and M: an immediate shift and
+// a mask, no branch (a shift count in a register costs two micro-ops, and left q5_k decode steps 1.4x slower than
+// llama.cpp's). (GFNI's GF2P8AFFINEQB does it in one instruction, but on the pipes VPDPBUSD needs: on Zen 4,
+// q5_k decode steps 1.45x slower with it, q3_k 1.07x faster.)
+template <int S, uint8_t M>
+inline pw pw_bits(pw v) {
+  static_assert(S >= 0 ? (S < 8 && (M >> (8 - S)) == 0) : (S > -8 && (M & ((1u << -S) - 1)) == 0),
+                "pw_bits: a kept bit would come from the neighbouring byte");
+  if constexpr (S > 0) return pw_and8(pw_srl16(v, S), M);
+  else if constexpr (S < 0) return pw_and8(pw_sll16(v, -S), M);
+  else return pw_and8(v, M);
+}
+
+// Bit FROM of every byte moved to bit TO, the others cleared.
 template <int FROM, int TO>
 inline pw pw_bit_to(pw v) {
-  if constexpr (FROM > TO) return pw_and8(pw_srl16(v, FROM - TO), (uint8_t)(1 << TO));
-  else if constexpr (FROM < TO) return pw_and8(pw_sll16(v, TO - FROM), (uint8_t)(1 << TO));
-  else return pw_and8(v, (uint8_t)(1 << TO));
+  return pw_bits<FROM - TO, (uint8_t)(1 << TO)>(v);
 }
 
 // f(std::integral_constant<int, 0>) ... f(<N - 1>): a loop whose index is a constant in the body
@@ -140,6 +151,7 @@ struct PanelQ32 {
   // q4_0's tiles of several tokens alone in their chunk prefetch the next panel (qmatmul_panels); not measured
   // for the other layouts
   static constexpr bool kPrefetchOneTile = T == DType::Q4_0;
+  static constexpr bool kPrefetchAhead = false;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -184,6 +196,7 @@ struct PanelQK {
   static constexpr int64_t kBlock = 256, kBytes = k5 ? 2880 : 2368;
   static constexpr bool kMins = true;  // xm[t][s] = -d * sum of activation block s, for the mins
   static constexpr bool kPrefetchOneTile = false;
+  static constexpr bool kPrefetchAhead = false;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -233,6 +246,7 @@ struct PanelQLow {
   static constexpr int64_t kBlock = 256, kBytes = kQ3 ? 1824 : 1600, kL = kQ3 ? 288 : 576;
   static constexpr bool kMins = false;
   static constexpr bool kPrefetchOneTile = false;
+  static constexpr bool kPrefetchAhead = kQ3;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -246,7 +260,7 @@ struct PanelQLow {
         const int u = u2 + h;
         const pw L = pw_load(p + kL + 64 * u);
         pw g[4];
-        static_for<4>([&](auto I) { g[I] = pw_and8(pw_srl16(L, 2 * I), 0x03); });
+        static_for<4>([&](auto I) { g[I] = pw_bits<2 * I, 0x03>(L); });
         pf dsc, dm;
         if constexpr (kQ3) {
           const pw H = pw_load(p + 1312 + 64 * (u / 2));
@@ -274,6 +288,7 @@ struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4,
   static constexpr int64_t kBlock = 256, kBytes = 3360;
   static constexpr bool kMins = false;
   static constexpr bool kPrefetchOneTile = false;
+  static constexpr bool kPrefetchAhead = false;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -285,10 +300,10 @@ struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4,
       for (int u = 0; u < 16; u++) {  // 16 elements: half (u % 2) of activation block 8b + u / 2
         const uint8_t* q = p + 288 + 192 * u;
         const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
-        const pw g0 = pw_or(pw_and8(A, 0x0F), pw_and8(pw_sll16(H, 4), 0x30));
-        const pw g1 = pw_or(pw_and8(pw_srl16(A, 4), 0x0F), pw_and8(pw_sll16(H, 2), 0x30));
+        const pw g0 = pw_or(pw_and8(A, 0x0F), pw_bits<-4, 0x30>(H));
+        const pw g1 = pw_or(pw_bits<4, 0x0F>(A), pw_bits<-2, 0x30>(H));
         const pw g2 = pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30));
-        const pw g3 = pw_or(pw_and8(pw_srl16(B, 4), 0x0F), pw_and8(pw_srl16(H, 2), 0x30));
+        const pw g3 = pw_or(pw_bits<4, 0x0F>(B), pw_bits<2, 0x30>(H));
         const pf dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
         for (int t = 0; t < RT; t++) {
           const BlockQ8& xb = x[t][8 * b + u / 2];
@@ -314,6 +329,7 @@ struct PanelIQ4 {
   static constexpr int kSubs = kXS ? 8 : 1;
   static constexpr bool kMins = false;
   static constexpr bool kPrefetchOneTile = false;
+  static constexpr bool kPrefetchAhead = false;
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -393,6 +409,7 @@ struct PanelGrid {
   static constexpr int64_t kDecodedBytes = 64 * kUnits + 4096;  // unit scales (16 floats each) | 64 chunks
   static constexpr bool kMins = false;
   static constexpr bool kPrefetchOneTile = false;
+  static constexpr bool kPrefetchAhead = true;
 
   static EF_ALWAYS_INLINE pix hi_bits(const uint8_t* p, int sb) {  // sub-block sb's high index bits, one lane per row
     if constexpr (kTr.hi_bits == 0) return pix{};
@@ -435,9 +452,7 @@ struct PanelGrid {
     pf facc[RT];
     for (int t = 0; t < RT; t++) facc[t] = pf_zero();
     for (int64_t b = 0; b < nb; b++, p += kBytes) {
-      // the lookups' addresses wait on the index bytes: fetch two blocks ahead (the next panel's first ones at
-      // the end of a panel: panels are contiguous) rather than leave it to the hardware's prefetch
-      prefetch_block(next ? next + b * kBytes : p + 2 * kBytes, kBytes);
+      if (next) prefetch_block(next + b * kBytes, kBytes);
       const pf d = pf_load_f16(p);
       for (int sb = 0; sb < 8; sb++) {  // sub-block sb: activation block 8 b + sb
         const pix hi = hi_bits(p, sb);
@@ -611,12 +626,20 @@ void qmatmul_panels(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t /*r
           x[i] = xq + (t + i) * ldxq;
           if constexpr (F::kMins) xm[i] = &mins[(size_t)((t - t0 + i) * nx)].v;  // ScratchF is one float
         }
-        // A chunk of one tile streams each panel once. For one token (a decode step) the hardware's prefetch
-        // suffices; q4_0's tiles of 3..6 tokens (a batch of decode steps) wait on memory without the next
-        // panel fetched ahead (1.1B, 2 threads, a step of 4 sequences: 34 -> 29 ms, of 6: 42 -> 33 ms), while
-        // the other formats' longer blocks lose 10-30% with it (measured: q4_k, q8_0).
+        // The first tile of a chunk of several streams each panel from memory. Where there are more, it fetches
+        // the next panel meanwhile; q4_0 does so from 3 tokens on (a batch of decode steps waits on memory
+        // without it: 1.1B, 2 threads, a step of 4 sequences: 34 -> 29 ms, of 6: 42 -> 33 ms), while the other
+        // formats' longer blocks lose 10-30% with it (measured: q4_k, q8_0). Where a tile is alone in its chunk
+        // (a decode step), the hardware's prefetch suffices for most formats: fetching ahead too made steps
+        // slower (1.1B shapes, one thread, one process: q5_k 1.48x, q4_k 1.25x, q4_0 1.19x, q2_k and q6_k 1.14x,
+        // q8_0 and q5_0 1.08x). Formats with kPrefetchAhead fetch two blocks ahead: q3_k steps wait on memory
+        // without it (1.4x faster with it on one thread, 1.26x on two), as the i-quants' lookups do on their
+        // index bytes (iq3_xxs 1.35x, iq2_xs 1.13x). (At a panel's end those are the next panel's first blocks:
+        // panels are contiguous; past the matrix's end a prefetch fetches nothing.)
         const int64_t tiles_over = F::kPrefetchOneTile ? 2 : kPanelRT;
-        const uint8_t* next = t == t0 && t1 - t0 > tiles_over && o + kPanel < o1 ? p + pb : nullptr;
+        const uint8_t* next = t == t0 && t1 - t0 > tiles_over && o + kPanel < o1 ? p + pb
+                              : F::kPrefetchAhead && t1 - t0 <= kPanelRT     ? p + 2 * F::kBytes
+                                                                              : nullptr;
         panel_tile<F, kPanelRT>(r, x, xm, p, nb, out, next);
         for (int i = 0; i < r; i++) pf_store(y + (t + i) * ldy + o, out[i], bias ? bias + o : nullptr, n);
       }
