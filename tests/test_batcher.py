@@ -253,12 +253,66 @@ def test_short_prompts_pass_a_long_one_and_a_prefilling_request_cancels(tmp_path
         assert b.submit(short_p, **kw).wait().token_ids == r_short.result.token_ids
 
 
+def test_prefix_cache(tmp_path, monkeypatch):
+    """A finished request's KV cache is kept (prefix_cache); a prompt that begins with its tokens (a chat's next
+    turn: the conversation so far and more) takes it over and prefills only the rest, with the tokens it gets
+    alone. The oldest kept cache goes first; prefix_cache=0 keeps none."""
+    from edgeformer import batching
+
+    from test_batch import make_llama
+
+    make_llama(str(tmp_path))
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=512)
+    ran = []
+    real_chunks = batching._prefill_chunks
+    monkeypatch.setattr(batching, "_prefill_chunks", lambda core, ids: (ran.append(len(ids)), real_chunks(core, ids))[1])
+    kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
+    first = prompt_ids(300, seed=80)
+    with edgeformer.Batcher(model, prefix_cache=2) as b:
+        r1 = b.submit(first, **kw).wait()
+        assert r1.cached_tokens == 0 and sum(ran) == 256  # whole chunks before the last piece
+        ran.clear()
+        turn2 = first + r1.token_ids + prompt_ids(20, seed=81)[1:]
+        r2 = b.submit(turn2, **kw).wait()
+        # the cache held the prompt and every new token but the last (never fed back)
+        assert r2.cached_tokens == len(first) + len(r1.token_ids) - 1 and sum(ran) == 0
+        assert r2.token_ids == _alone(model, turn2, **kw).token_ids
+        assert 0 < r2.prefill_tokens_per_s  # (the tokens it computed)
+        # r1's cache went to r2 (now kept in its place). The first prompt again shares 299 tokens with it but
+        # does not continue it: a copy of those, and r2's cache stays kept
+        again = b.submit(first, **kw).wait()
+        assert again.cached_tokens == len(first) - 1 and again.token_ids == r1.token_ids
+        assert [len(t) for t, _ in b._kept] == [len(turn2) + 7, len(first) + 7]
+        # prompts sharing only their first token (as every prompt with a BOS does) copy nothing
+        other = [b.submit(prompt_ids(12, seed=90 + i), **kw).wait() for i in range(2)]
+        assert [r.cached_tokens for r in other] == [0, 0]
+        assert b.submit(turn2, **kw).wait().cached_tokens == 0  # pushed out by the two others (prefix_cache=2)
+        assert len(b._kept) == 2
+    with edgeformer.Batcher(model, prefix_cache=0) as b:
+        b.submit(first, **kw).wait()
+        assert b.submit(first, **kw).wait().cached_tokens == 0 and b._kept == []
+
+
+def test_prefix_cache_skips_dynamic_rope(tmp_path):
+    """Dynamic NTK scaling computes a key's frequencies from its call's length: such keys are never reused."""
+    model = _build("rope_dynamic", str(tmp_path))
+    kw = dict(max_new_tokens=4, temperature=0, ignore_eos=True)
+    p = prompt_ids(10, seed=5)
+    with edgeformer.Batcher(model) as b:
+        assert b.prefix_cache == 0
+        b.submit(p, **kw).wait()
+        assert b.submit(p + [7, 8], **kw).wait().cached_tokens == 0
+
+
 def test_batcher_errors(model, tmp_path):
     with pytest.raises(ValueError, match="max_batch"):
         edgeformer.Batcher(model, max_batch=0)
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="prefill_chunk"):
             edgeformer.Batcher(model, prefill_chunk=bad)
+    for bad in (-1, 2.5, True, None):
+        with pytest.raises(ValueError, match="prefix_cache"):
+            edgeformer.Batcher(model, prefix_cache=bad)
     with edgeformer.Batcher(model) as b:
         with pytest.raises(ValueError, match="max_new_tokens"):
             b.submit([1, 2], max_new_tokens=-1)

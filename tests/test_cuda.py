@@ -733,6 +733,11 @@ def test_batcher_on_cuda(tmp_path):
         assert b.max_batch == 2
         reqs = [b.submit(q, max_new_tokens=6, temperature=0, ignore_eos=True) for q in prompts]
         assert [r.wait(timeout=60).token_ids for r in reqs] == want
+        # a next turn takes over its first turn's device cache (prefix_cache)
+        turn2 = prompts[1] + want[1] + [9, 10]
+        r = b.submit(turn2, max_new_tokens=6, temperature=0, ignore_eos=True).wait(timeout=60)
+        assert r.cached_tokens == len(prompts[1]) + 5
+        assert r.token_ids == model.generate(turn2, max_new_tokens=6, temperature=0, ignore_eos=True).token_ids
 
 
 @gpu

@@ -53,12 +53,29 @@ def test_completions(served):
     assert r["choices"][0]["text"] == want.text
     assert r["choices"][0]["finish_reason"] == {"eos": "stop", "length": "length"}[want.finish_reason]
     assert r["usage"] == {"prompt_tokens": want.prompt_tokens, "completion_tokens": len(want.token_ids),
-                          "total_tokens": want.prompt_tokens + len(want.token_ids)}
+                          "total_tokens": want.prompt_tokens + len(want.token_ids),
+                          "prompt_tokens_details": {"cached_tokens": 0}}
     ids = prompt_ids(9, seed=3)  # token ids, sampling with a seed
     want = model.generate(ids, max_new_tokens=8, temperature=0.9, top_k=20, seed=5)
     _, text = _post(url + "/v1/completions", {"prompt": ids, "max_tokens": 8, "temperature": 0.9, "top_k": 20,
                                               "seed": 5})
     assert json.loads(text)["choices"][0]["text"] == want.text
+
+
+def test_next_turn_reuses_the_cache(served):
+    """A prompt that continues a finished request's tokens (a chat's next turn) prefills only what is new:
+    OpenAI's usage.prompt_tokens_details.cached_tokens counts the rest, and the text is the text alone."""
+    model, url = served
+    first = prompt_ids(40, seed=11)
+    kw = dict(max_new_tokens=6, temperature=0, ignore_eos=True)
+    reply = model.generate(first, **kw)
+    _, text = _post(url + "/v1/completions", {"prompt": first, "max_tokens": 6, "temperature": 0, "ignore_eos": True})
+    assert json.loads(text)["choices"][0]["text"] == reply.text
+    turn2 = first + reply.token_ids + [5, 6, 7]
+    _, text = _post(url + "/v1/completions", {"prompt": turn2, "max_tokens": 6, "temperature": 0, "ignore_eos": True})
+    r = json.loads(text)
+    assert r["usage"]["prompt_tokens_details"] == {"cached_tokens": len(first) + len(reply.token_ids) - 1}
+    assert r["choices"][0]["text"] == model.generate(turn2, **kw).text
 
 
 def test_completions_stream(served):
@@ -359,7 +376,7 @@ def test_command_line_serve(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     p = subprocess.Popen([sys.executable, "-m", "edgeformer", "serve", str(tmp_path), "--port", str(port),
-                          "--threads", "1", "--max-context", "64", "--cors", "*"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          "--threads", "1", "--max-context", "64", "--cors", "*", "--prefix-cache", "2", "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         line = p.stdout.readline()

@@ -43,6 +43,8 @@ class _Seq:
         self.pieces: List[str] = []  # text made since the last drain()
         self.done = max_new_tokens <= 0
         self.prefill_seconds = 0.0
+        self.cached = 0  # prompt tokens found in the cache it was given (Batcher's prefix cache)
+        self.release = None  # called with (tokens in the cache, fork) when it ends well (Batcher's prefix cache)
         self.t_first: Optional[float] = None  # the first new token's time (None: never prefilled)
         self.t_end: Optional[float] = None
 
@@ -58,8 +60,8 @@ class _Seq:
         t0 = time.perf_counter()
         if self.fork is None:
             self.fork = self.model._core.fork()
-        n = _head_split(self.ids)
         start = self.fork.n_past
+        n = max(_head_split(self.ids), start)  # (a cached prefix may reach into the last piece)
         end = n if budget is None else min(n, start + max(1, budget // PREFILL_CHUNK) * PREFILL_CHUNK)
         _prefill_chunks(self.fork, self.ids[start:end])
         last = len(self.ids) - n  # the last piece: its forward also gives the first new token
@@ -82,11 +84,14 @@ class _Seq:
         if not self._alive(tok):
             self.end()
 
-    def end(self, finish: Optional[str] = None) -> None:
+    def end(self, finish: Optional[str] = None, failed: bool = False) -> None:
         """Ends the sequence (with this finish reason, when given): the text held back (an unfinished UTF-8
-        character, a possible stop string's beginning) comes out, and the KV cache is let go."""
+        character, a possible stop string's beginning) comes out, and the KV cache is let go (to `release`,
+        unless it failed)."""
         if finish is not None:
             self.finish = finish
+        if self.fork is not None and self.release is not None and not failed and self.fork.n_past > 0:
+            self.release((self.ids + self.new)[:self.fork.n_past], self.fork)
         d = self.decoder
         if d is not None and not d.stopped:
             piece = d.update(self.new, final=True)
@@ -127,7 +132,8 @@ class _Seq:
         decode = max(0.0, self.t_end - start) if self.t_first is not None and self.t_end is not None else 0.0
         return GenerationResult(text=self.decoder.text if self.decoder is not None else "", token_ids=self.new,
                                 finish_reason=self.finish, prompt_tokens=len(self.ids),
-                                prefill_seconds=self.prefill_seconds, decode_seconds=decode, logprobs=self.lps)
+                                prefill_seconds=self.prefill_seconds, decode_seconds=decode, logprobs=self.lps,
+                                cached_tokens=self.cached)
 
 
 def step(seqs: List[_Seq]) -> None:
@@ -232,6 +238,9 @@ class BatchRequest:
             self._batcher._cond.notify()
 
 
+PREFIX_COPY_MIN = 32  # the fewest shared tokens a prompt copies out of a kept cache that it does not continue
+
+
 class BatcherClosed(RuntimeError):
     """submit() on a Batcher that is closed (or whose worker failed)."""
 
@@ -254,23 +263,38 @@ class Batcher:
     chunk at a time rather than for all of it; None prefills each joining prompt whole. It counts whole chunks
     of 256, one at least per round (a prompt's last piece, up to 256 tokens, waits for a round of its own when
     it would overrun). Prompts of one chunk or less start at once, ahead of long ones.
+    prefix_cache: the KV caches of up to this many finished requests are kept; a new prompt that begins with the
+    tokens one holds (a chat's next turn: the conversation so far) takes it over and prefills only the rest
+    (GenerationResult.cached_tokens says how many it found), the most recent first among equal matches. Each
+    kept cache holds its tokens' keys and values (2 x layers x kv heads x head size x 2 bytes a token for an f16
+    cache); 0 keeps none. On a device they count against max_batch's memory cap.
     close() it (or use `with`); one
     dropped without close() stops its worker within a second. A thread that holds the model's own generation open (a stream
     of model.generate not exhausted) while waiting on a request blocks the worker, which needs the model too.
     A request that fails (its prompt's KV cache cannot be allocated, say) raises in its own iteration only;
     a Ctrl-C that interrupts a step is the main thread's, and the step runs again."""
 
-    def __init__(self, model, max_batch: int = 16, prefill_chunk: Optional[int] = 256):
+    def __init__(self, model, max_batch: int = 16, prefill_chunk: Optional[int] = 256, prefix_cache: int = 4):
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"argument 'max_batch' must be a positive integer, got {max_batch!r}")
         if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
                                           or prefill_chunk < 1):
             raise ValueError(f"argument 'prefill_chunk' must be a positive integer or None, got {prefill_chunk!r}")
+        if isinstance(prefix_cache, bool) or not isinstance(prefix_cache, int) or prefix_cache < 0:
+            raise ValueError(f"argument 'prefix_cache' must be a non-negative integer, got {prefix_cache!r}")
         self.prefill_chunk = prefill_chunk
         model._need_decoder("Batcher")
         self.model = model
         # on a device, each running sequence's KV cache is device memory: no more than its free memory holds
-        self.max_batch = max_batch if isinstance(model._core, _core.Model) else min(max_batch, device_batch_cap(model))
+        self.max_batch, self.prefix_cache = max_batch, prefix_cache
+        if not isinstance(model._core, _core.Model):
+            cap = device_batch_cap(model)
+            self.max_batch = min(max_batch, cap)
+            self.prefix_cache = min(prefix_cache, cap - self.max_batch)
+        sp = model.spec  # dynamic NTK scaling: a key's frequencies depend on its call's length, never reused
+        if sp.pos == _core.PosKind.rotary and sp.rope.scaling == _core.RopeScaling.dynamic:
+            self.prefix_cache = 0
+        self._kept: List[tuple] = []  # (tokens in its cache, fork) of finished requests, the most recent last
         self._cond = threading.Condition()
         self._waiting: List[BatchRequest] = []
         self._running: List[BatchRequest] = []
@@ -315,6 +339,38 @@ class Batcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _keep(self, tokens: List[int], fork) -> None:
+        """(worker) A finished request's cache, kept for a later prompt that begins with its tokens."""
+        if self.prefix_cache > 0:
+            self._kept.append((tokens, fork))
+            del self._kept[:-self.prefix_cache]
+
+    def _adopt(self, seq: _Seq) -> None:
+        """(worker) Starts a new sequence from the kept cache sharing the longest prefix with its prompt (one
+        token at least is left to run): a prompt that continues all of a kept sequence (its next turn) takes its
+        cache over; one that shares a part of it (a system prompt, say: PREFIX_COPY_MIN tokens at least) gets a
+        copy of that part, and the kept cache stays for its own continuation."""
+        best, best_n = -1, 0
+        for i, (tokens, _) in enumerate(self._kept):
+            lim, n = min(len(tokens), len(seq.ids) - 1), 0
+            while n < lim and tokens[n] == seq.ids[n]:
+                n += 1
+            if n > 0 and n >= best_n:  # the most recent among equals
+                best, best_n = i, n
+        if best < 0:
+            return
+        tokens, fork = self._kept[best]
+        if best_n == len(tokens):
+            del self._kept[best]
+            seq.fork = fork
+        elif best_n >= PREFIX_COPY_MIN:
+            seq.fork = self.model._core.fork()
+            seq.fork.copy_cache_from(fork, best_n)
+        else:
+            return
+        seq.fork.truncate(best_n)
+        seq.cached = best_n
+
     @staticmethod
     def _finish(req: BatchRequest) -> None:
         for p in req._seq.drain():
@@ -323,7 +379,7 @@ class Batcher:
 
     @staticmethod
     def _fail(req: BatchRequest, e: BaseException) -> None:
-        req._seq.end()
+        req._seq.end(failed=True)
         req._failed = True
         req._queue.put(e)
 
@@ -369,10 +425,15 @@ class Batcher:
                     r._seq.end("cancelled")
                     self._finish(r)
                 self._waiting, self._running = [], []
+                self._kept = []
                 return False
             room = self.max_batch - len(self._running)
             joining, self._waiting = self._waiting[:room], self._waiting[room:]
             self._running += joining
+        for r in joining:
+            if r._seq.fork is None and not r._seq.done:
+                self._adopt(r._seq)
+                r._seq.release = self._keep
         for r in self._running:  # cancelled requests leave before the step
             if r._cancelled and not r._seq.done:
                 r._seq.end("cancelled")

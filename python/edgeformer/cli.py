@@ -96,12 +96,20 @@ def _serve(args) -> int:
     import os
 
     from . import demo_model_path, load
+    from .model import parse_device
     from .server import serve
 
     path = args.model or demo_model_path()
-    model = load(path, dtype=args.dtype, threads=args.threads, max_context=args.max_context, kv_dtype=args.kv_dtype)
+    try:
+        parse_device(args.device)  # before loading: a build or machine without CUDA says so at once
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    model = load(path, dtype=args.dtype, threads=args.threads, max_context=args.max_context, kv_dtype=args.kv_dtype,
+                 device=args.device)
     name = os.path.basename(os.path.normpath(path))
-    return serve(model, name, args.host, args.port, args.max_batch, args.prefill_chunk or None, args.cors)
+    return serve(model, name, args.host, args.port, args.max_batch, args.prefill_chunk or None, args.cors,
+                 args.prefix_cache)
 
 
 def _quantize(args) -> int:
@@ -153,6 +161,10 @@ def main(argv=None) -> int:
     s.add_argument("--max-batch", type=int, default=16, help="the most requests decoded together")
     s.add_argument("--prefill-chunk", type=_non_negative, default=256,
                    help="the most prompt tokens prefilled between two decode steps (0: whole prompts)")
+    s.add_argument("--prefix-cache", type=_non_negative, default=4, metavar="N",
+                   help="KV caches of finished requests kept for prompts that begin with their tokens (a chat's "
+                        "next turn); 0: none")
+    s.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (a build with EF_CUDA=ON)")
     s.add_argument("--cors", default=None, metavar="ORIGINS",
                    help="origins whose web pages may call the API, comma-separated ('*': any; default: none)")
     s.add_argument("--dtype", default=None, help="convert at load, as for run")

@@ -46,10 +46,14 @@ class GenerationResult:
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
     logprobs: Optional[List[TokenLogprob]] = None  # one per token of token_ids, with generate(logprobs=k)
+    # prompt tokens whose keys and values an earlier generation had left in the cache (not computed again): the
+    # model's previous call, or a Batcher's finished request (prefix_cache)
+    cached_tokens: int = 0
 
     @property
-    def prefill_tokens_per_s(self) -> float:
-        return self.prompt_tokens / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+    def prefill_tokens_per_s(self) -> float:  # the prompt tokens computed (not those found cached) per second
+        n = self.prompt_tokens - self.cached_tokens
+        return n / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -676,6 +680,7 @@ class Model:
             finish = "length"
             t0 = time.perf_counter()
             t_first = t0
+            start = 0
             if max_new_tokens > 0:
                 start = self._reset_to(ids)
                 pending = self._prefill_head(ids[start:])  # the first step's input: no one-token step after it
@@ -710,7 +715,8 @@ class Model:
             t1 = time.perf_counter()
             text = decoder.text if decoder is not None else ""
             return GenerationResult(text=text, token_ids=new, finish_reason=finish, prompt_tokens=len(ids),
-                                    prefill_seconds=t_first - t0, decode_seconds=t1 - t_first, logprobs=lps)
+                                    prefill_seconds=t_first - t0, decode_seconds=t1 - t_first, logprobs=lps,
+                                    cached_tokens=start)
 
     def _generate_batch(self, prompts: List[List[int]], max_new_tokens: int, options, stops: List[str],
                         ignore_eos: bool, logprobs: Optional[int] = None):

@@ -176,16 +176,17 @@ def _first_of_each(pairs: List[Tuple[str, float]]) -> Dict[str, float]:
     return d
 
 
-def _usage(r) -> Dict[str, int]:
+def _usage(r) -> Dict[str, Any]:
     return {"prompt_tokens": r.prompt_tokens, "completion_tokens": len(r.token_ids),
-            "total_tokens": r.prompt_tokens + len(r.token_ids)}
+            "total_tokens": r.prompt_tokens + len(r.token_ids),
+            "prompt_tokens_details": {"cached_tokens": r.cached_tokens}}
 
 
 class Server:
     """Serves one model. start() runs it on a thread (tests, embedding); serve_forever() in the caller's."""
 
     def __init__(self, model, name: str, host: str = "127.0.0.1", port: int = 8080, max_batch: int = 16,
-                 prefill_chunk: Optional[int] = 256, cors: Optional[Sequence[str]] = None):
+                 prefill_chunk: Optional[int] = 256, cors: Optional[Sequence[str]] = None, prefix_cache: int = 4):
         self.model = model
         self.name = name
         # origins whose browser pages may call the API ("*": any); none: no CORS headers, preflights refused
@@ -198,7 +199,8 @@ class Server:
         self.httpd = ThreadingHTTPServer((host, port), Handler)  # first: a port in use leaves nothing running
         self.httpd.daemon_threads = True
         # (an encoder serves embeddings alone: no generation, no batch)
-        self.batcher = None if model.is_encoder else Batcher(model, max_batch=max_batch, prefill_chunk=prefill_chunk)
+        self.batcher = None if model.is_encoder else Batcher(model, max_batch=max_batch, prefill_chunk=prefill_chunk,
+                                                             prefix_cache=prefix_cache)
         self._thread: Optional[threading.Thread] = None
         self._serving = False
 
@@ -492,8 +494,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(model, name: str, host: str, port: int, max_batch: int, prefill_chunk: Optional[int] = 256,
-          cors: Optional[Sequence[str]] = None) -> int:
-    srv = Server(model, name, host, port, max_batch, prefill_chunk, cors)
+          cors: Optional[Sequence[str]] = None, prefix_cache: int = 4) -> int:
+    srv = Server(model, name, host, port, max_batch, prefill_chunk, cors, prefix_cache)
     api = "/v1/embeddings" if model.is_encoder else "/v1/completions, /v1/chat/completions, /v1/embeddings"
     print(f"edgeformer: serving {name} on http://{host}:{srv.port} (OpenAI API: {api}; Ctrl-C stops)", flush=True)
     try:
