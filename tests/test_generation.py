@@ -354,3 +354,56 @@ def test_presence_and_frequency_penalties(model):
             model.generate(PROMPT, max_new_tokens=2, presence_penalty=bad)
     with pytest.raises(ValueError, match="frequency_penalty"):
         model.generate(PROMPT, max_new_tokens=2, frequency_penalty="x")
+
+
+def test_prompt_lookup_finds_the_latest_continuation():
+    from edgeformer.model import _lookup
+
+    assert _lookup([1, 2, 3, 4, 1, 2], 3) == [3, 4, 1]  # [4, 1, 2] never came before; [1, 2] did
+    assert _lookup([7, 1, 2, 9, 1, 2, 8, 5, 1, 2], 2) == [8, 5]  # the latest occurrence
+    assert _lookup([1, 2, 3, 1, 2, 3], 8) == [1, 2, 3]  # up to the end of the context
+    assert _lookup([5, 6, 7], 4) == [] and _lookup([5], 4) == []
+
+
+def test_prompt_lookup_gives_the_tokens_of_plain_steps(model, monkeypatch):
+    """Proposals checked in one forward keep exactly the tokens that steps one at a time draw: greedy and
+    seeded sampling with penalties, proposals right or wrong, an eos among the accepted ones, the context's
+    end. With right proposals the forwards are fewer than the tokens."""
+    from edgeformer import model as mmod
+
+    kw = dict(max_new_tokens=24, ignore_eos=True)
+    for opts in (dict(temperature=0), dict(temperature=0.9, top_k=30, seed=5, repetition_penalty=1.2,
+                                            presence_penalty=0.5, frequency_penalty=0.3)):
+        plain = model.generate(PROMPT, **kw, **opts).token_ids
+        asked = []
+
+        def oracle(ctx, k):  # the plain continuation, made wrong every third time
+            n = len(ctx) - len(PROMPT)
+            asked.append(n)
+            want = plain[n : n + k]
+            return want if len(asked) % 3 else [(t + 1) % model.spec.vocab_size for t in want]
+
+        monkeypatch.setattr(mmod, "_lookup", oracle)
+        got = model.generate(PROMPT, prompt_lookup=4, **kw, **opts)
+        assert got.token_ids == plain, opts
+        assert len(asked) < len(plain) // 2
+        monkeypatch.undo()
+    # an eos among the accepted proposals ends there
+    plain = model.generate(PROMPT, max_new_tokens=24, temperature=0, ignore_eos=True).token_ids
+    monkeypatch.setattr(mmod, "_lookup", lambda ctx, k: plain[len(ctx) - len(PROMPT):][:k])
+    monkeypatch.setattr(model, "eos_token_ids", [plain[6]])
+    got = model.generate(PROMPT, max_new_tokens=24, temperature=0, prompt_lookup=8)
+    assert got.finish_reason == "eos" and got.token_ids == plain[: plain.index(plain[6])]
+    monkeypatch.undo()
+    # the real lookup, on a prompt that repeats itself, up to the context's end
+    rep = PROMPT[:10] * 3
+    want = model.generate(rep, max_new_tokens=200, temperature=0, ignore_eos=True)
+    got = model.generate(rep, max_new_tokens=200, temperature=0, ignore_eos=True, prompt_lookup=6)
+    assert got.finish_reason == want.finish_reason == "context" and got.token_ids == want.token_ids
+    assert model.generate(rep, max_new_tokens=5, temperature=0).token_ids == want.token_ids[:5]  # cache consistent
+    with pytest.raises(ValueError, match="prompt_lookup"):
+        model.generate(rep, prompt_lookup=-1)
+    with pytest.raises(ValueError, match="prompt_lookup"):
+        model.generate(rep, prompt_lookup=2, logprobs=1)
+    with pytest.raises(ValueError, match="prompt_lookup"):
+        model.generate([rep, rep], prompt_lookup=2)

@@ -67,7 +67,7 @@ void forward_locked(M& m, const ef::ForwardArgs& a) {
 }
 
 template <class M>
-py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_logits) {
+py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_logits, bool decode_precision = false) {
   if (ids.ndim() != 1) throw ef::ValueError("input_ids: expected a 1-D array of token ids");
   const int32_t T = (int32_t)ids.shape(0);
   if (T == 0) throw ef::ValueError("input_ids: empty");
@@ -78,6 +78,7 @@ py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_log
   a.T = T;
   a.output = want_logits ? (all_logits ? ef::Output::AllLogits : ef::Output::LastLogits) : ef::Output::None;
   a.out = want_logits ? out.mutable_data() : nullptr;
+  a.decode_precision = decode_precision;
   forward_locked(m, a);
   return out;
 }
@@ -197,9 +198,11 @@ void def_model_calls(py::class_<M>& c) {
         std::lock_guard<std::mutex> lk(m.mutex());
         m.truncate(n);
       })
-      .def("forward", [](M& m, IdArray ids, bool all_logits) { return run_forward(m, ids, all_logits, true); },
-           py::arg("input_ids"), py::arg("all_logits") = true,
-           "Appends input_ids to the KV cache; returns logits [T, vocab] (all_logits) or [1, vocab].")
+      .def("forward", [](M& m, IdArray ids, bool all_logits, bool decode_precision) {
+        return run_forward(m, ids, all_logits, true, decode_precision);
+      }, py::arg("input_ids"), py::arg("all_logits") = true, py::arg("decode_precision") = false,
+           "Appends input_ids to the KV cache; returns logits [T, vocab] (all_logits) or [1, vocab]. "
+           "decode_precision: the products of decode steps for every row (q8_0 weights: two activation levels).")
       .def("prefill", [](M& m, IdArray ids) { run_forward(m, ids, false, false); }, py::arg("input_ids"),
            "Appends input_ids to the KV cache without computing logits.")
       .def("hidden_states", &hidden_states<M>, py::arg("input_ids"), py::arg("token_type_ids") = py::none(),

@@ -29,6 +29,20 @@ class TokenLogprob:
     top: List[Tuple[int, float]]
 
 
+def _lookup(context: List[int], k: int, max_ngram: int = 3) -> List[int]:
+    """Prompt lookup: up to k tokens that followed the latest earlier occurrence of the context's last n tokens
+    (n = max_ngram down to 1; none found: [])."""
+    a = np.asarray(context, dtype=np.int32)
+    L = len(a)
+    for n in range(min(max_ngram, L - 1), 0, -1):
+        windows = np.lib.stride_tricks.sliding_window_view(a[: L - 1], n)  # (not the end itself)
+        hits = np.flatnonzero((windows == a[L - n :]).all(axis=1))
+        if hits.size:
+            i = int(hits[-1]) + n
+            return a[i : i + k].tolist()
+    return []
+
+
 def _step_result(out) -> Tuple[int, Optional[TokenLogprob]]:
     """A step's result (Model.step, decode_batch): a token id, or with logprobs its (token, log-probability, top)."""
     if isinstance(out, tuple):
@@ -600,7 +614,7 @@ class Model:
                  min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False, stream: bool = False,
                  logprobs: Optional[int] = None, presence_penalty: Optional[float] = None,
-                 frequency_penalty: Optional[float] = None):
+                 frequency_penalty: Optional[float] = None, prompt_lookup: int = 0):
         """Generates up to max_new_tokens after prompt (a string, or a list of token ids).
 
         temperature=0 is greedy; unset sampling arguments follow the checkpoint's generation_config.json
@@ -611,6 +625,11 @@ class Model:
         at its position (TokenLogprob); on a device, each step's logits row comes back to the host for it.
         presence_penalty / frequency_penalty (-2..2, CPU): OpenAI's, on the tokens generated so far (not the
         prompt's): a logit less frequency_penalty times the token's count, and presence_penalty once it occurs.
+        prompt_lookup=k (one prompt, CPU; not with logprobs): each step also proposes up to k tokens, those that
+        followed the latest earlier occurrence of the text's last 1-3 tokens in the prompt or the output, and
+        checks them in the same forward, keeping those that the step-by-step draws confirm: the same tokens (up
+        to rounding), several per forward where the output repeats its context (summaries, code edits,
+        extraction).
 
         A list of prompts (strings or lists of token ids) generates for each of them and returns a list of
         results: the decode steps of all the sequences still running run as one batch, so the weights are
@@ -627,6 +646,8 @@ class Model:
             isinstance(prompt, np.ndarray) and prompt.ndim == 2)
         sampling = (temperature, top_k, top_p, min_p, repetition_penalty, seed, presence_penalty, frequency_penalty)
         if batch:
+            if prompt_lookup:
+                raise ValueError("argument 'prompt_lookup': for one prompt at a time")
             prompts = [self._prompt_ids(p, f"prompt {i}") for i, p in enumerate(prompt)]
             stops, _ = self._options_and_stops(max_new_tokens, sampling, stop)
 
@@ -636,7 +657,8 @@ class Model:
             gen = self._generate_batch(prompts, max_new_tokens, options, stops, ignore_eos, logprobs)
         else:
             ids, stops, opts = self._generation_args(prompt, max_new_tokens, sampling, stop)
-            gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos, logprobs)
+            gen = self._generate(ids, max_new_tokens, opts, stops, ignore_eos, logprobs,
+                                 self._check_prompt_lookup(prompt_lookup, logprobs))
         return GenerationStream(gen) if stream else _run_to_end(gen)
 
     def _generation_args(self, prompt, max_new_tokens, sampling, stop):
@@ -644,6 +666,18 @@ class Model:
         sampler options; a fresh random seed when none is given). sampling: _sampler_options's arguments."""
         stops, opts = self._options_and_stops(max_new_tokens, sampling, stop)
         return self._prompt_ids(prompt), stops, opts
+
+    def _check_prompt_lookup(self, k: Any, logprobs: Optional[int]) -> int:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 64:
+            raise ValueError(f"argument 'prompt_lookup' must be an integer in 0..64, got {k!r}")
+        if k and not isinstance(self._core, _core.Model):
+            raise ValueError("argument 'prompt_lookup': on the CPU only (a device samples on the device)")
+        if k and logprobs is not None:
+            raise ValueError("argument 'prompt_lookup' does not combine with logprobs")
+        sp = self.spec  # dynamic NTK scaling: a forward's keys depend on its length (proposals rejected included)
+        if k and sp.pos == _core.PosKind.rotary and sp.rope.scaling == _core.RopeScaling.dynamic:
+            return 0
+        return k
 
     def _check_logprobs(self, logprobs: Any) -> Optional[int]:
         """generate()'s logprobs argument: None, or how many of the most likely tokens to report (0..20)."""
@@ -667,8 +701,28 @@ class Model:
             raise ValueError("argument 'stop' must be a string or a list of strings")
         return stops, self._sampler_options(*sampling)
 
+    def _check_ahead(self, seq: List[int], n_ahead: int, sampler, history: np.ndarray) -> List[Tuple[int, None]]:
+        """seq: the pending token and n_ahead proposed after it, run as one forward (with decode steps'
+        products). Each row's token is drawn as a step would draw it (the same sampler, the tokens before it
+        in the history) while the proposals hold: the tokens up to the first that differs from its proposal,
+        and after all n_ahead held, one more. The cache keeps only the rows whose tokens were accepted."""
+        base = len(self._cached)
+        logits = self._core.forward(np.asarray(seq, dtype=np.int32), True, True)
+        self._cached.extend(seq)
+        outs: List[Tuple[int, None]] = []
+        for j in range(len(seq)):
+            tok = int(sampler.sample(logits[j], history))
+            outs.append((tok, None))
+            if j == n_ahead or tok != seq[j + 1]:
+                break
+            history = np.append(history, np.int32(tok))
+        keep = base + len(outs)  # the pending token and the proposals accepted
+        self._core.truncate(keep)
+        del self._cached[keep:]
+        return outs
+
     def _generate(self, ids: List[int], max_new_tokens: int, opts, stops: List[str], ignore_eos: bool,
-                  logprobs: Optional[int] = None):
+                  logprobs: Optional[int] = None, prompt_lookup: int = 0):
         with self._lock:
             lps: Optional[List[TokenLogprob]] = None if logprobs is None else []
             sampler = _core.Sampler(opts)
@@ -688,26 +742,37 @@ class Model:
                     if len(self._cached) + len(pending) > self.max_context:
                         finish = "context"
                         break
-                    tok, lp = _step_result(self._core.step(np.asarray(pending, dtype=np.int32), sampler, history,
-                                                           -1 if logprobs is None else logprobs))
-                    self._cached.extend(pending)
+                    # tokens proposed ahead: what followed the latest earlier occurrence of the context's end
+                    room = min(max_new_tokens - len(new) - 1, self.max_context - len(self._cached) - len(pending))
+                    ahead = _lookup(ids + new, min(prompt_lookup, room)) if new and prompt_lookup and room > 0 else []
+                    if ahead:
+                        outs = self._check_ahead(pending + ahead, len(ahead), sampler, history)
+                    else:
+                        outs = [_step_result(self._core.step(np.asarray(pending, dtype=np.int32), sampler, history,
+                                                             -1 if logprobs is None else logprobs))]
+                        self._cached.extend(pending)
                     if not new:
                         t_first = time.perf_counter()
-                    if tok in eos:
-                        finish = "eos"
-                        break
-                    new.append(tok)
-                    if lp is not None:
-                        lps.append(lp)
-                    history = np.append(history, np.int32(tok))
-                    pending = [tok]
-                    if decoder is not None:
-                        piece = decoder.update(new)
-                        if piece:
-                            yield piece
-                        if decoder.stopped:
-                            finish = "stop"
+                    for tok, lp in outs:
+                        if tok in eos:
+                            finish = "eos"
                             break
+                        new.append(tok)
+                        if lp is not None:
+                            lps.append(lp)
+                        history = np.append(history, np.int32(tok))
+                        pending = [tok]
+                        if decoder is not None:
+                            piece = decoder.update(new)
+                            if piece:
+                                yield piece
+                            if decoder.stopped:
+                                finish = "stop"
+                                break
+                        if len(new) >= max_new_tokens:
+                            break
+                    if finish != "length":
+                        break
                 if decoder is not None and not decoder.stopped:
                     piece = decoder.update(new, final=True)
                     if piece:

@@ -46,6 +46,9 @@ struct ForwardArgs {
   const uint8_t* key_mask = nullptr;     // encoders: [T], 0 = padding (keys not attended)
   Output output = Output::LastLogits;
   float* out = nullptr;  // LastLogits [1, vocab]  AllLogits [T, vocab]  Hidden [T, hidden]
+  // T > 1 with the products of decode steps (q8_0's two activation levels) rather than the prompts' one level:
+  // rows that stand for decode steps (tokens proposed ahead and checked at once)
+  bool decode_precision = false;
 };
 
 // T5's bucket for a relative position (key - query), as transformers computes it (the CUDA model uses it too).

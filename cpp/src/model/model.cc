@@ -463,7 +463,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
            "this model has no language-model head (an encoder): ask for hidden states");
   KernelTable kt = kernels();
   // prompts: compute-bound, one level (a batch of decode steps keeps the decode precision)
-  if (T > 1 && !batch && !opts_.exact_q8_prompts && kt.q8_0_panel_one_level)
+  if (T > 1 && !batch && !a.decode_precision && !opts_.exact_q8_prompts && kt.q8_0_panel_one_level)
     kt.qmatmul_panel[(int)DType::Q8_0] = kt.q8_0_panel_one_level;
   const KernelTable& K = kt;
   ensure_scratch(T);
