@@ -78,6 +78,34 @@ def test_next_turn_reuses_the_cache(served):
     assert r["choices"][0]["text"] == model.generate(turn2, **kw).text
 
 
+def test_n_choices(served):
+    """n choices of one request: each a request of the Batcher (decoded together), choice i sampling with seed + i;
+    streamed, each chunk names its choice; the usage counts the prompt once."""
+    model, url = served
+    ids = prompt_ids(9, seed=12)
+    body = {"prompt": ids, "max_tokens": 6, "temperature": 0.9, "top_k": 20, "seed": 7, "n": 3, "ignore_eos": True}
+    want = [model.generate(ids, max_new_tokens=6, temperature=0.9, top_k=20, seed=7 + i, ignore_eos=True)
+            for i in range(3)]
+    code, text = _post(url + "/v1/completions", body)
+    r = json.loads(text)
+    assert code == 200 and [c["index"] for c in r["choices"]] == [0, 1, 2]
+    assert [c["text"] for c in r["choices"]] == [w.text for w in want]
+    assert r["usage"]["prompt_tokens"] == len(ids) and r["usage"]["completion_tokens"] == 18
+    code, text = _post(url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2,
+                                                      "max_tokens": 5, "temperature": 0, "stream": True,
+                                                      "stream_options": {"include_usage": True}})
+    events, done = _events(text)
+    assert code == 200 and done
+    texts, finished = ["", ""], [None, None]
+    for e in events[:-1]:
+        (c,) = e["choices"]
+        texts[c["index"]] += c["delta"].get("content", "")
+        finished[c["index"]] = c["finish_reason"] or finished[c["index"]]
+    alone = model.chat([{"role": "user", "content": "hi"}], max_new_tokens=5, temperature=0)
+    assert texts == [alone.text] * 2 and finished == ["length"] * 2
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 2 * len(alone.token_ids)
+
+
 def test_completions_stream(served):
     model, url = served
     want = model.generate("Hello world", max_new_tokens=16, temperature=0, ignore_eos=True)
@@ -138,7 +166,8 @@ def test_concurrent_clients_are_batched(served):
     ({"prompt": "a", "temperature": -1}, "temperature"),
     ({"prompt": "a", "max_tokens": True}, "max_tokens"),
     ({"prompt": "a", "max_tokens": -3}, "max_new_tokens"),
-    ({"prompt": "a", "n": 2}, "n"),
+    ({"prompt": "a", "n": 0}, "n"),
+    ({"prompt": "a", "n": 17}, "n"),
     ({"prompt": "a", "stop": 7}, "stop"),
     ({"prompt": [1, 99999]}, "token id 99999"),
 ])

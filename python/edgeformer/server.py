@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import queue
 import select
 import socket
 import threading
@@ -64,9 +65,12 @@ def _content(c, i: int) -> str:
     raise BadRequest(f"field 'messages[{i}].content': expected a string or a list of text parts")
 
 
-def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[str, Any], bool, bool]:
-    """(prompt for Batcher.submit, its keyword arguments, stream, a usage chunk at the stream's end) from an
-    OpenAI request body."""
+MAX_N = 16  # the most choices one request may ask for (each is a request of the Batcher)
+
+
+def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, List[Dict[str, Any]], bool, bool]:
+    """(prompt for Batcher.submit, the keyword arguments of each choice (`n` of them: with a seed s, choice i
+    samples with s + i), stream, a usage chunk at the stream's end) from an OpenAI request body."""
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
@@ -103,8 +107,8 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[
         "ignore_eos": _field(body, "ignore_eos", bool, False),  # as llama.cpp's server takes it
     }
     n = _field(body, "n", int, 1)
-    if n != 1:
-        raise BadRequest("field 'n': only 1 (send several requests: they are batched)")
+    if not 1 <= n <= MAX_N:
+        raise BadRequest(f"field 'n': expected 1..{MAX_N}, got {n}")
     stream = _field(body, "stream", bool, False)
     # log-probabilities: the completions API's logprobs (how many top tokens), the chat API's logprobs (whether)
     # with top_logprobs (how many)
@@ -122,7 +126,8 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, Dict[
         kw["logprobs"] = k
     options = _field(body, "stream_options", dict, {})
     include_usage = _field(options, "include_usage", bool, False)
-    return prompt, kw, stream, include_usage
+    seed = kw["seed"]
+    return prompt, [dict(kw, seed=None if seed is None else seed + i) for i in range(n)], stream, include_usage
 
 
 def _logprobs(model, lps, chat: bool, offset: int = 0, context: Sequence[int] = ()) -> Optional[Dict[str, Any]]:
@@ -176,10 +181,11 @@ def _first_of_each(pairs: List[Tuple[str, float]]) -> Dict[str, float]:
     return d
 
 
-def _usage(r) -> Dict[str, Any]:
-    return {"prompt_tokens": r.prompt_tokens, "completion_tokens": len(r.token_ids),
-            "total_tokens": r.prompt_tokens + len(r.token_ids),
-            "prompt_tokens_details": {"cached_tokens": r.cached_tokens}}
+def _usage(rs) -> Dict[str, Any]:
+    """OpenAI's usage of a request's choices (their GenerationResults): the prompt counted once."""
+    done = sum(len(r.token_ids) for r in rs)
+    return {"prompt_tokens": rs[0].prompt_tokens, "completion_tokens": done, "total_tokens": rs[0].prompt_tokens + done,
+            "prompt_tokens_details": {"cached_tokens": rs[0].cached_tokens}}
 
 
 class Server:
@@ -395,10 +401,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
+        reqs = []
         try:
-            prompt, kw, stream, include_usage = generation_args(self.srv.model, body, chat)
-            req = self.srv.batcher.submit(prompt, **kw)
+            prompt, kws, stream, include_usage = generation_args(self.srv.model, body, chat)
+            for kw in kws:
+                reqs.append(self.srv.batcher.submit(prompt, **kw))
         except ValueError as e:  # BadRequest, and submit()'s checks, which name the argument
+            for r in reqs:
+                r.cancel()
             self._error(400, str(e))
             return
         except BatcherClosed as e:  # shutting down
@@ -410,58 +420,80 @@ class _Handler(BaseHTTPRequestHandler):
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         if stream:
-            self._stream(req, rid, created, chat, include_usage)
+            self._stream(reqs, rid, created, chat, include_usage)
             return
+        results = []
         try:
-            r = None
-            while r is None:  # a client that goes away cancels its request
-                r = req.wait(timeout=0.25)
-                if r is None and self._client_gone():
-                    req.cancel()
-                    return
-        except Exception as e:  # the request failed (its KV cache could not be allocated, say)
+            for req in reqs:
+                r = None
+                while r is None:  # a client that goes away cancels its requests
+                    r = req.wait(timeout=0.25)
+                    if r is None and self._client_gone():
+                        for q in reqs:
+                            q.cancel()
+                        return
+                results.append(r)
+        except Exception as e:  # a request failed (its KV cache could not be allocated, say)
+            for q in reqs:
+                q.cancel()
             self._error(500, f"{type(e).__name__}: {e}", "server_error")
             return
-        choice: Dict[str, Any] = {"index": 0, "finish_reason": FINISH.get(r.finish_reason, "stop"),
-                                  "logprobs": _logprobs(self.srv.model, r.logprobs, chat)}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": r.text}
-        else:
-            choice["text"] = r.text
+        choices = []
+        for i, r in enumerate(results):
+            choice: Dict[str, Any] = {"index": i, "finish_reason": FINISH.get(r.finish_reason, "stop"),
+                                      "logprobs": _logprobs(self.srv.model, r.logprobs, chat)}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": r.text}
+            else:
+                choice["text"] = r.text
+            choices.append(choice)
         self._json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-                         "model": self.srv.name, "choices": [choice], "usage": _usage(r)})
+                         "model": self.srv.name, "choices": choices, "usage": _usage(results)})
 
-    def _stream(self, req, rid: str, created: int, chat: bool, include_usage: bool) -> None:
+    def _stream(self, reqs, rid: str, created: int, chat: bool, include_usage: bool) -> None:
+        """Server-sent events of a request's choices, each chunk one choice's piece as the steps make them."""
         obj = "chat.completion.chunk" if chat else "text_completion"
+        sent = [[0, 0] for _ in reqs]  # with logprobs, per choice: tokens whose log-probabilities went out, and
+        # their text's length
 
-        seq = req._seq
-        sent = [0, 0]  # with logprobs: tokens whose log-probabilities went out, and their text's length
-
-        def new_logprobs() -> Optional[Dict[str, Any]]:
-            """The log-probabilities of the tokens made since the last chunk. The worker records a token's
+        def new_logprobs(i: int) -> Optional[Dict[str, Any]]:
+            """Choice i's log-probabilities of the tokens made since its last chunk. The worker records a token's
             before its text piece reaches the queue, and the decoder holds text back (a stop string's start, a
             character's first bytes), so a chunk's tokens need not be its text's; all chunks together are."""
+            seq, done = reqs[i]._seq, sent[i]
             if seq.lps is None:
                 return None
-            lps = seq.lps[sent[0]:]
-            out = _logprobs(self.srv.model, lps, chat, sent[1], [t.token_id for t in seq.lps[: sent[0]]])
-            sent[0] += len(lps)
+            lps = seq.lps[done[0]:]
+            out = _logprobs(self.srv.model, lps, chat, done[1], [t.token_id for t in seq.lps[: done[0]]])
+            done[0] += len(lps)
             if not chat and lps:
-                sent[1] = out["text_offset"][-1] + len(out["tokens"][-1])
+                done[1] = out["text_offset"][-1] + len(out["tokens"][-1])
             return out
 
-        def chunk(piece: Optional[str], finish: Optional[str], first: bool = False) -> bytes:
+        def chunk(i: int, piece: Optional[str], finish: Optional[str], first: bool = False) -> bytes:
             if chat:
                 delta: Dict[str, Any] = {"role": "assistant"} if first else {}
                 if piece is not None:
                     delta["content"] = piece
-                choice: Dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                if seq.lps is not None and not first:
-                    choice["logprobs"] = new_logprobs()
+                choice: Dict[str, Any] = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+                if reqs[i]._seq.lps is not None and not first:
+                    choice["logprobs"] = new_logprobs(i)
             else:
-                choice = {"index": 0, "text": piece or "", "logprobs": new_logprobs(), "finish_reason": finish}
+                choice = {"index": i, "text": piece or "", "logprobs": new_logprobs(i), "finish_reason": finish}
             data = {"id": rid, "object": obj, "created": created, "model": self.srv.name, "choices": [choice]}
             return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+        # each choice's pieces, from a thread of its own, into one queue: (choice, piece, None) while it runs,
+        # (choice, None, None) at its end, (choice, None, exception) if it fails
+        events: "queue.Queue[Tuple[int, Optional[str], Optional[BaseException]]]" = queue.Queue()
+
+        def pump(i: int) -> None:
+            try:
+                for piece in reqs[i]:
+                    events.put((i, piece, None))
+                events.put((i, None, None))
+            except BaseException as e:
+                events.put((i, None, e))
 
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -469,22 +501,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.close_connection = True
+        for i in range(len(reqs)):
+            threading.Thread(target=pump, args=(i,), name="edgeformer-stream", daemon=True).start()
         try:
             if chat:
-                self.wfile.write(chunk(None, None, first=True))
-            for piece in req:
-                self.wfile.write(chunk(piece, None))
+                for i in range(len(reqs)):
+                    self.wfile.write(chunk(i, None, None, first=True))
+            running = len(reqs)
+            while running:
+                i, piece, err = events.get()
+                if err is not None:
+                    raise err
+                if piece is not None:
+                    self.wfile.write(chunk(i, piece, None))
+                else:
+                    self.wfile.write(chunk(i, None, FINISH.get(reqs[i].result.finish_reason, "stop")))
+                    running -= 1
                 self.wfile.flush()
-            self.wfile.write(chunk(None, FINISH.get(req.result.finish_reason, "stop")))
             if include_usage:  # OpenAI's stream_options: one more chunk, no choices, the usage
                 data = {"id": rid, "object": obj, "created": created, "model": self.srv.name, "choices": [],
-                        "usage": _usage(req.result)}
+                        "usage": _usage([r.result for r in reqs])}
                 self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):  # the client went away: its request ends at the next step
-            req.cancel()
-        except Exception as e:  # the request failed mid-stream: an error event (OpenAI's clients raise on it)
+        except (BrokenPipeError, ConnectionResetError):  # the client went away: its requests end at the next step
+            for r in reqs:
+                r.cancel()
+        except Exception as e:  # a request failed mid-stream: an error event (OpenAI's clients raise on it)
+            for r in reqs:
+                r.cancel()
             err = {"error": {"message": f"{type(e).__name__}: {e}", "type": "server_error", "code": 500}}
             try:
                 self.wfile.write(b"data: " + json.dumps(err).encode() + b"\n\n")
