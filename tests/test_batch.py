@@ -161,10 +161,14 @@ def test_batch_argument_errors(tmp_path):
     other = edgeformer.load(str(tmp_path), threads=2, max_context=64)._core
     with pytest.raises(ValueError, match="sequence 1 is not a fork"):
         _core.decode_batch([a, other], np.asarray([1, 2], np.int32))
-    a.prefill(np.asarray(prompt_ids(64), np.int32))
+    s = _core.Sampler(_core.SamplerOptions())
+    with pytest.raises(ValueError, match="share a sampler"):
+        _core.decode_batch([a, b], np.asarray([1, 2], np.int32), [s, s], [np.zeros(0, np.int32)] * 2)
+    a.prefill(np.asarray(prompt_ids(63), np.int32))
+    _core.decode_batch([a, b], np.asarray([1, 2], np.int32))  # a's last position: a batch of 2 still fits
     with pytest.raises(ValueError, match="sequence 0 of the batch.*max_context=64"):
         _core.decode_batch([a, b], np.asarray([1, 2], np.int32))
-    assert a.n_past == 64 and b.n_past == 0  # nothing ran
+    assert a.n_past == 64 and b.n_past == 1  # nothing ran
 
 
 def test_forks_share_the_weights(tmp_path):

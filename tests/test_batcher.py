@@ -282,7 +282,11 @@ def test_prefix_cache(tmp_path, monkeypatch):
         # does not continue it: a copy of those, and r2's cache stays kept
         again = b.submit(first, **kw).wait()
         assert again.cached_tokens == len(first) - 1 and again.token_ids == r1.token_ids
-        assert [len(t) for t, _ in b._kept] == [len(turn2) + 7, len(first) + 7]
+        assert [len(t) for t, _, _ in b._kept] == [len(turn2) + 7, len(first) + 7]
+        # the same prompt again (an answer regenerated) takes its cache over: no copy, no duplicate kept
+        regen = b.submit(turn2, **kw).wait()
+        assert regen.cached_tokens == len(turn2) - 1 and regen.token_ids == r2.token_ids
+        assert [len(t) for t, _, _ in b._kept] == [len(first) + 7, len(turn2) + 7]
         # prompts sharing only their first token (as every prompt with a BOS does) copy nothing
         other = [b.submit(prompt_ids(12, seed=90 + i), **kw).wait() for i in range(2)]
         assert [r.cached_tokens for r in other] == [0, 0]

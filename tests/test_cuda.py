@@ -700,6 +700,15 @@ def test_decode_batch_on_cuda_matches_single_steps(case, tmp_path):
     with pytest.raises(ValueError, match="vocabulary"):
         _core.decode_batch(forks, np.asarray([5, model.spec.vocab_size], np.int32))
     assert [f.n_past for f in forks] == [0, 0]  # a refused step changes nothing
+    s = _core.Sampler(_core.SamplerOptions())
+    with pytest.raises(ValueError, match="share a sampler"):
+        _core.decode_batch(forks, toks, [s, s], [np.zeros(0, np.int32)] * 2)
+    # the first sequence at its last position: the batch's other rows do not count against its context
+    forks[0].prefill(np.asarray(prompt_ids(63, vocab=model.spec.vocab_size), np.int32))
+    _core.decode_batch(forks, toks)
+    with pytest.raises(ValueError, match="sequence 0 of the batch.*max_context=64"):
+        _core.decode_batch(forks, toks)
+    assert [f.n_past for f in forks] == [64, 1]
 
 
 @gpu

@@ -145,8 +145,13 @@ py::object decode_batch_call(const std::vector<M*>& models, IdArray tokens, py::
     ss = samplers.cast<std::vector<ef::Sampler*>>();
     hs = histories.cast<std::vector<IdArray>>();
     if (ss.size() != B || hs.size() != B) throw ef::ValueError("decode_batch: expected one sampler and history per model");
-    for (ef::Sampler* p : ss)
-      if (!p) throw ef::ValueError("decode_batch: a sampler is None");
+    for (size_t i = 0; i < B; i++) {
+      if (!ss[i]) throw ef::ValueError("decode_batch: a sampler is None");
+      for (size_t j = 0; j < i; j++)  // (its random stream and counts are one sequence's)
+        if (ss[j] == ss[i])
+          throw ef::ValueError("decode_batch: sequences " + std::to_string(j) + " and " + std::to_string(i) +
+                               " share a sampler");
+    }
   }
   if (!logprobs.empty() && (ss.empty() || logprobs.size() != B))
     throw ef::ValueError("decode_batch: logprobs needs samplers, and one count (-1: none) per model");

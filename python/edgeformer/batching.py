@@ -44,7 +44,7 @@ class _Seq:
         self.done = max_new_tokens <= 0
         self.prefill_seconds = 0.0
         self.cached = 0  # prompt tokens found in the cache it was given (Batcher's prefix cache)
-        self.release = None  # called with (tokens in the cache, fork) when it ends well (Batcher's prefix cache)
+        self.release = None  # called with (tokens in the cache, prompt length, fork) when it ends well (prefix cache)
         self.t_first: Optional[float] = None  # the first new token's time (None: never prefilled)
         self.t_end: Optional[float] = None
 
@@ -91,7 +91,7 @@ class _Seq:
         if finish is not None:
             self.finish = finish
         if self.fork is not None and self.release is not None and not failed and self.fork.n_past > 0:
-            self.release((self.ids + self.new)[:self.fork.n_past], self.fork)
+            self.release((self.ids + self.new)[:self.fork.n_past], len(self.ids), self.fork)
         d = self.decoder
         if d is not None and not d.stopped:
             piece = d.update(self.new, final=True)
@@ -339,35 +339,35 @@ class Batcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _keep(self, tokens: List[int], fork) -> None:
+    def _keep(self, tokens: List[int], n_prompt: int, fork) -> None:
         """(worker) A finished request's cache, kept for a later prompt that begins with its tokens."""
         if self.prefix_cache > 0:
-            self._kept.append((tokens, fork))
+            self._kept.append((tokens, n_prompt, fork))
             del self._kept[:-self.prefix_cache]
 
     def _adopt(self, seq: _Seq) -> None:
-        """(worker) Starts a new sequence from the kept cache sharing the longest prefix with its prompt (one
-        token at least is left to run): a prompt that continues all of a kept sequence (its next turn) takes its
-        cache over; one that shares a part of it (a system prompt, say: PREFIX_COPY_MIN tokens at least) gets a
-        copy of that part, and the kept cache stays for its own continuation."""
-        best, best_n = -1, 0
-        for i, (tokens, _) in enumerate(self._kept):
+        """(worker) Starts a new sequence from the kept cache sharing the longest usable prefix with its prompt
+        (one token at least is left to run). A prompt that covers a kept request's prompt (its next turn, or the
+        same prompt again: its answer regenerated) takes its cache over; one that shares less of it (a system prompt, say:
+        PREFIX_COPY_MIN tokens at least) gets a copy of that part, and the kept cache stays for its own
+        continuation."""
+        best, best_n, take = -1, 0, False
+        for i, (tokens, n_prompt, _) in enumerate(self._kept):
             lim, n = min(len(tokens), len(seq.ids) - 1), 0
             while n < lim and tokens[n] == seq.ids[n]:
                 n += 1
-            if n > 0 and n >= best_n:  # the most recent among equals
-                best, best_n = i, n
+            over = n >= n_prompt - 1  # (the same prompt again leaves its last token to run)
+            if (over or n >= PREFIX_COPY_MIN) and n > 0 and n >= best_n:  # the most recent among equals
+                best, best_n, take = i, n, over
         if best < 0:
             return
-        tokens, fork = self._kept[best]
-        if best_n == len(tokens):
+        fork = self._kept[best][2]
+        if take:
             del self._kept[best]
             seq.fork = fork
-        elif best_n >= PREFIX_COPY_MIN:
+        else:
             seq.fork = self.model._core.fork()
             seq.fork.copy_cache_from(fork, best_n)
-        else:
-            return
         seq.fork.truncate(best_n)
         seq.cached = best_n
 
@@ -432,7 +432,11 @@ class Batcher:
             self._running += joining
         for r in joining:
             if r._seq.fork is None and not r._seq.done:
-                self._adopt(r._seq)
+                try:
+                    self._adopt(r._seq)
+                except Exception as e:  # (a device fork's cache that does not fit) this request's failure alone
+                    self._fail(r, e)
+                    continue
                 r._seq.release = self._keep
         for r in self._running:  # cancelled requests leave before the step
             if r._cancelled and not r._seq.done:

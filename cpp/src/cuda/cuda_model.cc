@@ -167,7 +167,8 @@ struct CudaModel::State {
   // seqs (decode_batch): row t is the next token of seqs[t] (this model's activation buffers, seqs[t]'s cache
   // and position); every row of the output is returned.
   const float* run(const ForwardArgs& a, int32_t& out_rows, int32_t dyn_cap = 0, State* const* seqs = nullptr);
-  void check(const ForwardArgs& a) const;
+  // batch: the rows are one token each of other sequences (decode_batch checks their lengths itself)
+  void check(const ForwardArgs& a, bool batch = false) const;
   // A token for each of B logits rows (vocab apart; changed in place) sampled on the device: row i with
   // samplers[i] (its options, random stream and presence/frequency counts, which then count the token) and the
   // repetition penalty over histories[i]. Waits for the stream.
@@ -697,12 +698,12 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   return logits;
 }
 
-void CudaModel::State::check(const ForwardArgs& a) const {
+void CudaModel::State::check(const ForwardArgs& a, bool batch) const {
   const State& S = *this;
   const ArchSpec& sp = S.w->spec;
   EF_CHECK(a.T > 0, "forward: no tokens");
   EF_CHECK(a.tokens != nullptr, "forward: no tokens");
-  if ((int64_t)(sp.causal() ? S.n_past : 0) + a.T > S.w->max_ctx)
+  if (!batch && (int64_t)(sp.causal() ? S.n_past : 0) + a.T > S.w->max_ctx)
     throw ValueError("sequence of " + std::to_string((int64_t)(sp.causal() ? S.n_past : 0) + a.T) +
                      " tokens exceeds max_context=" + std::to_string(S.w->max_ctx) +
                      " (pass a larger max_context= to load, up to the memory you have)");
@@ -795,7 +796,7 @@ float* CudaModel::State::step_logits(const int32_t* tokens, int32_t T, State* co
   a.tokens = tokens;
   a.T = T;
   a.output = seqs ? Output::AllLogits : Output::LastLogits;
-  check(a);
+  check(a, seqs != nullptr);
   int32_t rows = 0;
   float* logits = const_cast<float*>(!seqs && graph_eligible(a) ? graph_step(a) : run(a, rows, 0, seqs));
   if (raw_logits)  // before the sampler's kernel changes the rows (stream order: sample_rows waits for it)
