@@ -297,6 +297,32 @@ def test_prefix_cache(tmp_path, monkeypatch):
         assert b.submit(first, **kw).wait().cached_tokens == 0 and b._kept == []
 
 
+def test_requests_joining_together_share_their_prompt(tmp_path, monkeypatch):
+    """Requests with one prompt joining in the same round (a server request's `n` choices): the first prefills it,
+    the others wait a round and copy its cache (each still draws its own tokens); a prompt sharing 32+ tokens
+    copies those."""
+    from edgeformer import batching
+
+    from test_batch import make_llama
+
+    make_llama(str(tmp_path))
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=512)
+    ran = []
+    real_chunks = batching._prefill_chunks
+    monkeypatch.setattr(batching, "_prefill_chunks", lambda core, ids: (ran.append(len(ids)), real_chunks(core, ids))[1])
+    p = prompt_ids(300, seed=84)
+    q = p[:100] + prompt_ids(20, seed=85)
+    kws = [dict(max_new_tokens=6, temperature=0.9, top_k=20, seed=s, ignore_eos=True) for s in (1, 2, 3)]
+    with edgeformer.Batcher(model, prefix_cache=0) as b:
+        with b._cond:  # all join in one round
+            reqs = [b.submit(p, **kw) for kw in kws] + [b.submit(q, **kws[0])]
+        res = [r.wait() for r in reqs]
+    assert [r.token_ids for r in res[:3]] == [_alone(model, p, **kw).token_ids for kw in kws]
+    assert res[3].token_ids == _alone(model, q, **kws[0]).token_ids
+    assert [r.cached_tokens for r in res] == [0, len(p) - 1, len(p) - 1, 100]
+    assert sum(ran) == 256  # the shared prompt's whole chunks computed once
+
+
 def test_prefix_cache_skips_dynamic_rope(tmp_path):
     """Dynamic NTK scaling computes a key's frequencies from its call's length: such keys are never reused."""
     model = _build("rope_dynamic", str(tmp_path))

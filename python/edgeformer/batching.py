@@ -241,6 +241,20 @@ class BatchRequest:
 PREFIX_COPY_MIN = 32  # the fewest shared tokens a prompt copies out of a kept cache that it does not continue
 
 
+def _common(tokens: List[int], ids: List[int]) -> int:
+    """The length of tokens' and ids' common prefix, at most len(ids) - 1 (a prompt's last token always runs)."""
+    lim, n = min(len(tokens), len(ids) - 1), 0
+    while n < lim and tokens[n] == ids[n]:
+        n += 1
+    return n
+
+
+def _copyable(n: int, ids: List[int]) -> bool:
+    """Whether n shared tokens are worth a copy of another cache's for prompt ids: PREFIX_COPY_MIN of them, or
+    all of the prompt (but its last token)."""
+    return n > 0 and (n >= PREFIX_COPY_MIN or n == len(ids) - 1)
+
+
 class BatcherClosed(RuntimeError):
     """submit() on a Batcher that is closed (or whose worker failed)."""
 
@@ -346,28 +360,31 @@ class Batcher:
             del self._kept[:-self.prefix_cache]
 
     def _adopt(self, seq: _Seq) -> None:
-        """(worker) Starts a new sequence from the kept cache sharing the longest usable prefix with its prompt
-        (one token at least is left to run). A prompt that covers a kept request's prompt (its next turn, or the
-        same prompt again: its answer regenerated) takes its cache over; one that shares less of it (a system prompt, say:
-        PREFIX_COPY_MIN tokens at least) gets a copy of that part, and the kept cache stays for its own
-        continuation."""
-        best, best_n, take = -1, 0, False
-        for i, (tokens, n_prompt, _) in enumerate(self._kept):
-            lim, n = min(len(tokens), len(seq.ids) - 1), 0
-            while n < lim and tokens[n] == seq.ids[n]:
-                n += 1
+        """(worker) Starts a new sequence from the cache sharing the longest usable prefix with its prompt (one
+        token at least is left to run). A prompt that covers a kept request's prompt (its next turn, or the same
+        prompt again: its answer regenerated) takes its cache over; one that shares less of it (a system prompt,
+        say), or that shares a running request's prompt (`n` choices of one request), gets a copy of that part
+        (_copyable), and the other cache stays."""
+        best, best_n, take = None, 0, False
+        for i, (tokens, n_prompt, fork) in enumerate(self._kept):
+            n = _common(tokens, seq.ids)
             over = n >= n_prompt - 1  # (the same prompt again leaves its last token to run)
-            if (over or n >= PREFIX_COPY_MIN) and n > 0 and n >= best_n:  # the most recent among equals
-                best, best_n, take = i, n, over
-        if best < 0:
+            if (over or _copyable(n, seq.ids)) and n >= best_n:  # the most recent among equals
+                best, best_n, take = (i, fork), n, over
+        for r in self._running:  # prompts all in the cache: what it holds (its last token not yet fed back)
+            s = r._seq
+            if s is not seq and not s.done and s.t_first is not None and s.fork is not None:
+                n = _common((s.ids + s.new)[:s.fork.n_past], seq.ids)
+                if _copyable(n, seq.ids) and n > best_n:
+                    best, best_n, take = (-1, s.fork), n, False
+        if best is None:
             return
-        fork = self._kept[best][2]
         if take:
-            del self._kept[best]
-            seq.fork = fork
+            del self._kept[best[0]]
+            seq.fork = best[1]
         else:
             seq.fork = self.model._core.fork()
-            seq.fork.copy_cache_from(fork, best_n)
+            seq.fork.copy_cache_from(best[1], best_n)
         seq.fork.truncate(best_n)
         seq.cached = best_n
 
@@ -438,6 +455,19 @@ class Batcher:
                     self._fail(r, e)
                     continue
                 r._seq.release = self._keep
+        # A prompt that found nothing to copy but shares a copyable prefix with one that prefills now (`n` choices
+        # of one request) waits a round, or until that prefill ends, and then copies that part of its cache.
+        starting = [r for r in joining if r._seq.t_first is None and not r._seq.done]
+        later: List[BatchRequest] = []
+        for i, r in enumerate(starting):
+            if r._seq.fork is None and any(_copyable(_common(q._seq.ids, r._seq.ids), r._seq.ids)
+                                           for q in starting[:i] if q not in later):
+                later.append(r)
+        if later:
+            with self._cond:
+                self._running = [r for r in self._running if r not in later]
+                self._waiting = later + self._waiting
+            joining = [r for r in joining if r not in later]
         for r in self._running:  # cancelled requests leave before the step
             if r._cancelled and not r._seq.done:
                 r._seq.end("cancelled")
