@@ -729,6 +729,10 @@ def test_presence_and_frequency_penalties_on_cuda(tmp_path):
             row[t] -= 0.7 * got.token_ids[:i].count(t) + 1.5
         assert row[tok] >= row.max() - 1e-3 * (1 + abs(row.max())), i
     assert model.generate([p, prompt_ids(8, seed=2)], **kw)[0].token_ids == got.token_ids
+    # logit_bias rides with them: a banned token never comes, a forced one always does
+    bias = dict(max_new_tokens=6, temperature=0, ignore_eos=True)
+    assert got.token_ids[0] not in model.generate(p, logit_bias={got.token_ids[0]: -100}, **bias).token_ids
+    assert model.generate([p, p], logit_bias={5: 100}, **bias)[1].token_ids == [5] * 6
 
 
 @gpu

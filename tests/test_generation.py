@@ -407,3 +407,32 @@ def test_prompt_lookup_gives_the_tokens_of_plain_steps(model, monkeypatch):
         model.generate(rep, prompt_lookup=2, logprobs=1)
     with pytest.raises(ValueError, match="prompt_lookup"):
         model.generate([rep, rep], prompt_lookup=2)
+
+
+def test_logit_bias(model):
+    """OpenAI's logit_bias: each step's logits plus the bias (with the presence / frequency penalties, after the
+    repetition penalty); -100 bans a token, +100 forces it; checked by name."""
+    p = PROMPT
+    plain = model.generate(p, max_new_tokens=8, temperature=0, ignore_eos=True).token_ids
+    banned = model.generate(p, max_new_tokens=8, temperature=0, ignore_eos=True, logit_bias={plain[0]: -100})
+    assert plain[0] not in banned.token_ids
+    forced = model.generate(p, max_new_tokens=5, temperature=0.9, seed=3, ignore_eos=True, logit_bias={"7": 100})
+    assert forced.token_ids == [7] * 5  # (JSON's string keys too)
+    # a small bias: the CPU's logits plus it, teacher-forced, pick every token
+    bias = {plain[1]: 2.5, plain[2]: -1.5}
+    got = model.generate(p, max_new_tokens=8, temperature=0, ignore_eos=True, logit_bias=bias,
+                         presence_penalty=0.4).token_ids
+    lg = model.logits(list(p) + got)[len(p) - 1 : -1].astype(np.float64)
+    for i, tok in enumerate(got):
+        row = lg[i].copy()
+        for t in set(got[:i]):
+            row[t] -= 0.4
+        for t, b in bias.items():
+            row[t] += b
+        assert row[tok] >= row.max() - 1e-4, i
+    for bad, match in (({-1: 1.0}, "token id"), ({5: 101}, r"\[-100, 100\]"), ({5: "x"}, "number"),
+                       ([(5, 1.0)], "dict"), ({model.spec.vocab_size: 1.0}, "token id")):
+        with pytest.raises(ValueError, match="logit_bias"):
+            model.generate(p, max_new_tokens=1, logit_bias=bad)
+        with pytest.raises(ValueError, match=match):
+            model.generate(p, max_new_tokens=1, logit_bias=bad)

@@ -106,6 +106,18 @@ def test_n_choices(served):
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 2 * len(alone.token_ids)
 
 
+def test_logit_bias_field(served):
+    model, url = served
+    ids = prompt_ids(9, seed=13)
+    want = model.generate(ids, max_new_tokens=4, temperature=0, logit_bias={9: 100}, ignore_eos=True)
+    assert want.token_ids == [9] * 4
+    _, text = _post(url + "/v1/completions", {"prompt": ids, "max_tokens": 4, "temperature": 0, "ignore_eos": True,
+                                              "logit_bias": {"9": 100}})
+    assert json.loads(text)["choices"][0]["text"] == want.text
+    code, text = _post(url + "/v1/completions", {"prompt": ids, "logit_bias": {"x": 1}})
+    assert code == 400 and "logit_bias" in json.loads(text)["error"]["message"]
+
+
 def test_completions_stream(served):
     model, url = served
     want = model.generate("Hello world", max_new_tokens=16, temperature=0, ignore_eos=True)

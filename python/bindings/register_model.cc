@@ -111,6 +111,7 @@ void register_model(py::module_& m) {
       .def_readwrite("repetition_penalty", &ef::SamplerOptions::repetition_penalty)
       .def_readwrite("presence_penalty", &ef::SamplerOptions::presence_penalty)
       .def_readwrite("frequency_penalty", &ef::SamplerOptions::frequency_penalty)
+      .def_readwrite("logit_bias", &ef::SamplerOptions::logit_bias)
       .def_readwrite("seed", &ef::SamplerOptions::seed)
       .def("validate", &ef::SamplerOptions::validate);
 

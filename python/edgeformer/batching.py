@@ -323,12 +323,13 @@ class Batcher:
                repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False,
                logprobs: Optional[int] = None, presence_penalty: Optional[float] = None,
-               frequency_penalty: Optional[float] = None) -> BatchRequest:
+               frequency_penalty: Optional[float] = None, logit_bias: Optional[dict] = None) -> BatchRequest:
         """Queues a generation (the arguments of Model.generate, checked here: ValueError); returns its
         BatchRequest. BatcherClosed once the Batcher is closed."""
         m = self.model
         ids, stops, opts = m._generation_args(prompt, max_new_tokens, (temperature, top_k, top_p, min_p,
-                                               repetition_penalty, seed, presence_penalty, frequency_penalty), stop)
+                                               repetition_penalty, seed, presence_penalty, frequency_penalty,
+                                               logit_bias), stop)
         req = BatchRequest(_Seq(m, ids, max_new_tokens, opts, stops, ignore_eos, m._check_logprobs(logprobs)), self)
         with self._cond:
             if self._closed:

@@ -559,7 +559,7 @@ class Model:
 
     # -- generation ---------------------------------------------------------------------------------
     def _sampler_options(self, temperature, top_k, top_p, min_p, repetition_penalty, seed, presence_penalty=None,
-                         frequency_penalty=None) -> "_core.SamplerOptions":
+                         frequency_penalty=None, logit_bias=None) -> "_core.SamplerOptions":
         g = self.generation_config
         sampling = bool(g.get("do_sample", False))
         o = _core.SamplerOptions()
@@ -585,6 +585,18 @@ class Model:
         o.repetition_penalty = float(args["repetition_penalty"])
         o.presence_penalty = float(args["presence_penalty"])
         o.frequency_penalty = float(args["frequency_penalty"])
+        if logit_bias is not None:
+            if not isinstance(logit_bias, dict):
+                raise ValueError(f"argument 'logit_bias' must be a dict of token id -> bias, got {logit_bias!r}")
+            pairs = []
+            for t, b in logit_bias.items():
+                tok = int(t) if isinstance(t, str) and t.strip().lstrip("-").isdigit() else t  # (JSON's keys)
+                if isinstance(tok, bool) or not isinstance(tok, int) or not 0 <= tok < self.spec.vocab_size:
+                    raise ValueError(f"argument 'logit_bias': {t!r} is not a token id in [0, {self.spec.vocab_size})")
+                if isinstance(b, bool) or not isinstance(b, (int, float)):
+                    raise ValueError(f"argument 'logit_bias': the bias of token {tok} must be a number, got {b!r}")
+                pairs.append((tok, float(b)))
+            o.logit_bias = pairs
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
                 raise ValueError(f"argument 'seed' must be a non-negative integer, got {seed!r}")
@@ -614,7 +626,8 @@ class Model:
                  min_p: Optional[float] = None, repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                  stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False, stream: bool = False,
                  logprobs: Optional[int] = None, presence_penalty: Optional[float] = None,
-                 frequency_penalty: Optional[float] = None, prompt_lookup: int = 0):
+                 frequency_penalty: Optional[float] = None, prompt_lookup: int = 0,
+                 logit_bias: Optional[Dict[int, float]] = None):
         """Generates up to max_new_tokens after prompt (a string, or a list of token ids).
 
         temperature=0 is greedy; unset sampling arguments follow the checkpoint's generation_config.json
@@ -623,8 +636,10 @@ class Model:
         of text pieces whose `.result` is the GenerationResult once it is exhausted. logprobs=k (0..20): the
         result's .logprobs holds each new token's log-probability under the model and the k most likely tokens
         at its position (TokenLogprob); on a device, each step's logits row comes back to the host for it.
-        presence_penalty / frequency_penalty (-2..2, CPU): OpenAI's, on the tokens generated so far (not the
+        presence_penalty / frequency_penalty (-2..2): OpenAI's, on the tokens generated so far (not the
         prompt's): a logit less frequency_penalty times the token's count, and presence_penalty once it occurs.
+        logit_bias ({token id: bias}, -100..100): OpenAI's, added to those tokens' logits at every step (-100
+        bans a token in practice, 100 all but forces it).
         prompt_lookup=k (one prompt, CPU; not with logprobs): each step also proposes up to k tokens, those that
         followed the latest earlier occurrence of the text's last 1-3 tokens in the prompt or the output, and
         checks them in the same forward, keeping those that the step-by-step draws confirm: the same tokens (up
@@ -644,7 +659,8 @@ class Model:
         batch = (isinstance(prompt, (list, tuple)) and len(prompt) > 0 and all(
             isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)) or (
             isinstance(prompt, np.ndarray) and prompt.ndim == 2)
-        sampling = (temperature, top_k, top_p, min_p, repetition_penalty, seed, presence_penalty, frequency_penalty)
+        sampling = (temperature, top_k, top_p, min_p, repetition_penalty, seed, presence_penalty, frequency_penalty,
+                    logit_bias)
         if batch:
             if prompt_lookup:
                 raise ValueError("argument 'prompt_lookup': for one prompt at a time")

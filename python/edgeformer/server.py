@@ -102,6 +102,7 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, List[
         "repetition_penalty": _field(body, "repetition_penalty", (int, float)),
         "presence_penalty": _field(body, "presence_penalty", (int, float)),
         "frequency_penalty": _field(body, "frequency_penalty", (int, float)),
+        "logit_bias": _field(body, "logit_bias", dict),
         "seed": _field(body, "seed", int),
         "stop": _field(body, "stop", (str, list)),
         "ignore_eos": _field(body, "ignore_eos", bool, False),  # as llama.cpp's server takes it

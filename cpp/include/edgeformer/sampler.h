@@ -16,6 +16,9 @@ struct SamplerOptions {
   // OpenAI's: each token's logit less frequency_penalty * (times this sampler has returned it) and
   // presence_penalty once it has returned it at all (the generated tokens only, not the prompt); -2 .. 2
   float presence_penalty = 0.f, frequency_penalty = 0.f;
+  // OpenAI's logit_bias: (token, amount added to its logit; -100 .. 100, -100 bans it in practice), distinct
+  // tokens, applied with the presence / frequency penalties (after the repetition penalty)
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
   void validate() const;  // throws ValueError naming the argument
 };
@@ -27,10 +30,10 @@ class Sampler {
   int32_t sample(float* logits, int64_t vocab, const int32_t* history, int64_t n_history);
   bool counts_tokens() const { return o_.presence_penalty != 0.f || o_.frequency_penalty != 0.f; }
   double next_uniform();  // [0, 1)
-  // The OpenAI penalties due now (empty unless counts_tokens()): (token, amount its logit loses), one per
-  // distinct token returned so far. record(tok): a token picked elsewhere (on a device from these penalties)
-  // counts as returned, as sample() counts its own.
-  std::vector<std::pair<int32_t, float>> count_penalties() const;
+  // The additive adjustments due now: (token, amount its logit loses), one per distinct token: the OpenAI
+  // penalties of the tokens returned so far, less logit_bias. record(tok): a token picked elsewhere (on a device,
+  // after these adjustments) counts as returned, as sample() counts its own.
+  std::vector<std::pair<int32_t, float>> penalties() const;
   void record(int32_t tok);
   const SamplerOptions& options() const { return o_; }
 

@@ -824,7 +824,7 @@ std::vector<int32_t> CudaModel::State::sample_rows(float* logits, int32_t B, Sam
       sa.n_penalized = (int32_t)d.size();
       pen.insert(pen.end(), d.begin(), d.end());
     }
-    const std::vector<std::pair<int32_t, float>> c = samplers[i]->count_penalties();
+    const std::vector<std::pair<int32_t, float>> c = samplers[i]->penalties();
     sa.n_counted = (int32_t)c.size();
     for (const auto& tc : c) pen.push_back(tc.first);
     for (const auto& tc : c) {

@@ -140,7 +140,7 @@ void attention(const AttnArgs& a, Scratch& ws, cudaStream_t s);
 // applies them, then the token where u * (kept mass) falls, in vocabulary order. Masses are fixed-point
 // integers, so the result is deterministic. penalized: distinct token ids (the host deduplicates). Then
 // counted[i] (distinct ids) loses count_penalty[i]: OpenAI's presence and frequency penalties, which the host's
-// Sampler computes from the tokens it has returned (Sampler::count_penalties).
+// Sampler computes from the tokens it has returned, less logit_bias (Sampler::penalties).
 struct SampleArgs {
   float* logits = nullptr;
   int32_t vocab = 0;

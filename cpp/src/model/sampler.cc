@@ -21,6 +21,16 @@ void SamplerOptions::validate() const {
            "argument 'presence_penalty' must be in [-2, 2], got " + std::to_string(presence_penalty));
   EF_CHECK(std::isfinite(frequency_penalty) && frequency_penalty >= -2 && frequency_penalty <= 2,
            "argument 'frequency_penalty' must be in [-2, 2], got " + std::to_string(frequency_penalty));
+  std::vector<int32_t> ids;
+  for (const auto& b : logit_bias) {
+    EF_CHECK(b.first >= 0, "argument 'logit_bias': token id " + std::to_string(b.first) + " is negative");
+    EF_CHECK(std::isfinite(b.second) && b.second >= -100 && b.second <= 100,
+             "argument 'logit_bias': the bias of token " + std::to_string(b.first) + " must be in [-100, 100], got " +
+                 std::to_string(b.second));
+    ids.push_back(b.first);
+  }
+  std::sort(ids.begin(), ids.end());
+  EF_CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end(), "argument 'logit_bias': a token id twice");
 }
 
 namespace {
@@ -64,18 +74,24 @@ int32_t Sampler::sample(float* logits, int64_t vocab, const int32_t* history, in
       l = l > 0 ? l / o_.repetition_penalty : l * o_.repetition_penalty;
     }
   }
-  if (!counts_tokens()) return pick(logits, vocab);
-  for (const auto& c : count_penalties())
+  if (!counts_tokens() && o_.logit_bias.empty()) return pick(logits, vocab);
+  for (const auto& c : penalties())
     if (c.first < vocab) logits[c.first] -= c.second;
   const int32_t tok = pick(logits, vocab);
   record(tok);
   return tok;
 }
 
-std::vector<std::pair<int32_t, float>> Sampler::count_penalties() const {
+std::vector<std::pair<int32_t, float>> Sampler::penalties() const {
   std::vector<std::pair<int32_t, float>> out;
-  out.reserve(counts_.size());
+  out.reserve(counts_.size() + o_.logit_bias.size());
   for (const auto& c : counts_) out.emplace_back(c.first, o_.frequency_penalty * (float)c.second + o_.presence_penalty);
+  for (const auto& b : o_.logit_bias) {
+    auto it = std::find_if(out.begin(), out.begin() + (ptrdiff_t)counts_.size(),
+                           [&](const std::pair<int32_t, float>& c) { return c.first == b.first; });
+    if (it != out.begin() + (ptrdiff_t)counts_.size()) it->second -= b.second;
+    else out.emplace_back(b.first, -b.second);
+  }
   return out;
 }
 
