@@ -360,17 +360,17 @@ class Batcher:
             self._kept.append((tokens, n_prompt, fork))
             del self._kept[:-self.prefix_cache]
 
-    def _adopt(self, seq: _Seq) -> None:
-        """(worker) Starts a new sequence from the cache sharing the longest usable prefix with its prompt (one
-        token at least is left to run). A prompt that covers a kept request's prompt (its next turn, or the same
-        prompt again: its answer regenerated) takes its cache over; one that shares less of it (a system prompt,
-        say), or that shares a running request's prompt (`n` choices of one request), gets a copy of that part
-        (_copyable), and the other cache stays."""
+    def _source(self, seq: _Seq):
+        """(worker) The cache sharing the longest usable prefix with seq's prompt (one token at least is left to
+        run): (shared tokens, (index in _kept or -1, fork) or None, whether to take it over). A prompt that covers
+        a kept request's prompt (its next turn, or the same prompt again: its answer regenerated) takes its cache
+        over; one that shares less of it (a system prompt, say), or that shares a running request's prompt (`n`
+        choices of one request), copies that part (_copyable), and the other cache stays."""
         best, best_n, take = None, 0, False
         for i, (tokens, n_prompt, fork) in enumerate(self._kept):
             n = _common(tokens, seq.ids)
             over = n >= n_prompt - 1  # (the same prompt again leaves its last token to run)
-            if (over or _copyable(n, seq.ids)) and n >= best_n:  # the most recent among equals
+            if n > 0 and (over or _copyable(n, seq.ids)) and n >= best_n:  # the most recent among equals
                 best, best_n, take = (i, fork), n, over
         for r in self._running:  # prompts all in the cache: what it holds (its last token not yet fed back)
             s = r._seq
@@ -378,6 +378,11 @@ class Batcher:
                 n = _common((s.ids + s.new)[:s.fork.n_past], seq.ids)
                 if _copyable(n, seq.ids) and n > best_n:
                     best, best_n, take = (-1, s.fork), n, False
+        return best_n, best, take
+
+    def _adopt(self, seq: _Seq, source) -> None:
+        """(worker) Starts seq from a _source()."""
+        best_n, best, take = source
         if best is None:
             return
         if take:
@@ -448,22 +453,28 @@ class Batcher:
             room = self.max_batch - len(self._running)
             joining, self._waiting = self._waiting[:room], self._waiting[room:]
             self._running += joining
-        for r in joining:
-            if r._seq.fork is None and not r._seq.done:
-                try:
-                    self._adopt(r._seq)
-                except Exception as e:  # (a device fork's cache that does not fit) this request's failure alone
-                    self._fail(r, e)
-                    continue
-                r._seq.release = self._keep
-        # A prompt that found nothing to copy but shares a copyable prefix with one that prefills now (`n` choices
-        # of one request) waits a round, or until that prefill ends, and then copies that part of its cache.
+        # A new prompt starts from the cache sharing most of it (_source), unless it shares more with one that
+        # prefills now (`n` choices of one request): then it waits until that prefill ends and copies that part
+        # of its cache. A short prompt (one that would start at once) waits only for a prefill that ends this
+        # round, not for a long one's chunks.
         starting = [r for r in joining if r._seq.t_first is None and not r._seq.done]
+        short = {id(r) for r in starting if self.prefill_chunk is None or r._seq.prompt_left() <= PREFILL_CHUNK}
         later: List[BatchRequest] = []
         for i, r in enumerate(starting):
-            if r._seq.fork is None and any(_copyable(_common(q._seq.ids, r._seq.ids), r._seq.ids)
-                                           for q in starting[:i] if q not in later):
+            if r._seq.fork is not None:  # (a prefill under way)
+                continue
+            source = self._source(r._seq)
+            wait = max([n for q in starting[:i] if q not in later and (id(q) in short or id(r) not in short)
+                        for n in (_common(q._seq.ids, r._seq.ids),) if _copyable(n, r._seq.ids)], default=0)
+            if wait > source[0]:
                 later.append(r)
+                continue
+            try:
+                self._adopt(r._seq, source)
+            except Exception as e:  # (a device fork's cache that does not fit) this request's failure alone
+                self._fail(r, e)
+                continue
+            r._seq.release = self._keep
         if later:
             with self._cond:
                 self._running = [r for r in self._running if r not in later]

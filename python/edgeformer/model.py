@@ -16,6 +16,7 @@ from . import _core
 from .archs import ENCODER_DECODERS, Config, Derived, spec_from_config
 from .tokenizer import StreamDecoder, TokenizerInfo, _read_json
 
+MAX_LOGIT_BIAS = 300  # tokens one logit_bias may name (OpenAI's limit)
 PREFILL_CHUNK = 256  # tokens per forward call while prefilling: bounds scratch memory, lets Ctrl-C in
 
 
@@ -588,13 +589,16 @@ class Model:
         if logit_bias is not None:
             if not isinstance(logit_bias, dict):
                 raise ValueError(f"argument 'logit_bias' must be a dict of token id -> bias, got {logit_bias!r}")
+            if len(logit_bias) > MAX_LOGIT_BIAS:  # (each step applies them all)
+                raise ValueError(f"argument 'logit_bias': at most {MAX_LOGIT_BIAS} tokens, got {len(logit_bias)}")
             pairs = []
             for t, b in logit_bias.items():
                 tok = int(t) if isinstance(t, str) and t.strip().lstrip("-").isdigit() else t  # (JSON's keys)
                 if isinstance(tok, bool) or not isinstance(tok, int) or not 0 <= tok < self.spec.vocab_size:
                     raise ValueError(f"argument 'logit_bias': {t!r} is not a token id in [0, {self.spec.vocab_size})")
-                if isinstance(b, bool) or not isinstance(b, (int, float)):
-                    raise ValueError(f"argument 'logit_bias': the bias of token {tok} must be a number, got {b!r}")
+                if isinstance(b, bool) or not isinstance(b, (int, float)) or not -100 <= b <= 100:
+                    raise ValueError(f"argument 'logit_bias': the bias of token {tok} must be a number in "
+                                     f"[-100, 100], got {b!r}")
                 pairs.append((tok, float(b)))
             o.logit_bias = pairs
         if seed is not None:

@@ -496,21 +496,26 @@ class _Handler(BaseHTTPRequestHandler):
             except BaseException as e:
                 events.put((i, None, e))
 
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
         for i in range(len(reqs)):
             threading.Thread(target=pump, args=(i,), name="edgeformer-stream", daemon=True).start()
         try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
             if chat:
                 for i in range(len(reqs)):
                     self.wfile.write(chunk(i, None, None, first=True))
             running = len(reqs)
             while running:
-                i, piece, err = events.get()
+                try:
+                    i, piece, err = events.get(timeout=0.25)
+                except queue.Empty:  # nothing new (a long prompt, text held back): is the client still there?
+                    if self._client_gone():
+                        raise BrokenPipeError("the client went away") from None
+                    continue
                 if err is not None:
                     raise err
                 if piece is not None:
