@@ -16,7 +16,8 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from .model import PREFILL_CHUNK, GenerationResult, TokenLogprob, _head_split, _prefill_chunks, _step_result
+from .model import (PREFILL_CHUNK, GenerationResult, TokenLogprob, _head_split, _prefill_chunks, _shared_prefix,
+                    _step_result)
 from .tokenizer import StreamDecoder
 
 
@@ -241,14 +242,6 @@ class BatchRequest:
 PREFIX_COPY_MIN = 32  # the fewest shared tokens a prompt copies out of a kept cache that it does not continue
 
 
-def _common(tokens: List[int], ids: List[int]) -> int:
-    """The length of tokens' and ids' common prefix, at most len(ids) - 1 (a prompt's last token always runs)."""
-    lim, n = min(len(tokens), len(ids) - 1), 0
-    while n < lim and tokens[n] == ids[n]:
-        n += 1
-    return n
-
-
 def _copyable(n: int, ids: List[int]) -> bool:
     """Whether n shared tokens are worth a copy of another cache's for prompt ids: PREFIX_COPY_MIN of them, or
     all of the prompt (but its last token)."""
@@ -305,8 +298,7 @@ class Batcher:
             cap = device_batch_cap(model)
             self.max_batch = min(max_batch, cap)
             self.prefix_cache = min(prefix_cache, cap - self.max_batch)
-        sp = model.spec  # dynamic NTK scaling: a key's frequencies depend on its call's length, never reused
-        if sp.pos == _core.PosKind.rotary and sp.rope.scaling == _core.RopeScaling.dynamic:
+        if model._keys_depend_on_length:
             self.prefix_cache = 0
         self._kept: List[tuple] = []  # (tokens in its cache, fork) of finished requests, the most recent last
         self._cond = threading.Condition()
@@ -368,14 +360,14 @@ class Batcher:
         choices of one request), copies that part (_copyable), and the other cache stays."""
         best, best_n, take = None, 0, False
         for i, (tokens, n_prompt, fork) in enumerate(self._kept):
-            n = _common(tokens, seq.ids)
+            n = _shared_prefix(tokens, seq.ids)
             over = n >= n_prompt - 1  # (the same prompt again leaves its last token to run)
             if n > 0 and (over or _copyable(n, seq.ids)) and n >= best_n:  # the most recent among equals
                 best, best_n, take = (i, fork), n, over
         for r in self._running:  # prompts all in the cache: what it holds (its last token not yet fed back)
             s = r._seq
             if s is not seq and not s.done and s.t_first is not None and s.fork is not None:
-                n = _common((s.ids + s.new)[:s.fork.n_past], seq.ids)
+                n = _shared_prefix((s.ids + s.new)[:s.fork.n_past], seq.ids)
                 if _copyable(n, seq.ids) and n > best_n:
                     best, best_n, take = (-1, s.fork), n, False
         return best_n, best, take
@@ -465,7 +457,7 @@ class Batcher:
                 continue
             source = self._source(r._seq)
             wait = max([n for q in starting[:i] if q not in later and (id(q) in short or id(r) not in short)
-                        for n in (_common(q._seq.ids, r._seq.ids),) if _copyable(n, r._seq.ids)], default=0)
+                        for n in (_shared_prefix(q._seq.ids, r._seq.ids),) if _copyable(n, r._seq.ids)], default=0)
             if wait > source[0]:
                 later.append(r)
                 continue

@@ -30,6 +30,14 @@ class TokenLogprob:
     top: List[Tuple[int, float]]
 
 
+def _shared_prefix(tokens: Sequence[int], ids: Sequence[int]) -> int:
+    """The length of tokens' and ids' common prefix, at most len(ids) - 1 (a prompt's last token always runs)."""
+    lim, n = min(len(tokens), len(ids) - 1), 0
+    while n < lim and tokens[n] == ids[n]:
+        n += 1
+    return n
+
+
 def _lookup(context: List[int], k: int, max_ngram: int = 3) -> List[int]:
     """Prompt lookup: up to k tokens that followed the latest earlier occurrence of the context's last n tokens
     (n = max_ngram down to 1; none found: [])."""
@@ -465,14 +473,15 @@ class Model:
         self._prefill(np.asarray(ids[:n], dtype=np.int32), logits=False)
         return list(ids[n:])
 
+    @property
+    def _keys_depend_on_length(self) -> bool:
+        """Dynamic NTK rotary scaling: a key's frequencies depend on the length of the call that computed it, so
+        cached keys are never reused by another call (prefix reuse, prompt lookup, a Batcher's prefix cache)."""
+        return self.spec.pos == _core.PosKind.rotary and self.spec.rope.scaling == _core.RopeScaling.dynamic
+
     def _reset_to(self, ids: Sequence[int]) -> int:
         """Keeps the longest cached prefix of ids (at least one token is left to run); returns its length."""
-        n = 0
-        dynamic = self.spec.pos == _core.PosKind.rotary and self.spec.rope.scaling == _core.RopeScaling.dynamic
-        if not dynamic:  # dynamic NTK frequencies depend on the length: never reuse keys across calls
-            lim = min(len(self._cached), len(ids) - 1)
-            while n < lim and self._cached[n] == ids[n]:
-                n += 1
+        n = 0 if self._keys_depend_on_length else _shared_prefix(self._cached, ids)
         self._core.truncate(n)
         del self._cached[n:]
         return n
@@ -694,10 +703,7 @@ class Model:
             raise ValueError("argument 'prompt_lookup': on the CPU only (a device samples on the device)")
         if k and logprobs is not None:
             raise ValueError("argument 'prompt_lookup' does not combine with logprobs")
-        sp = self.spec  # dynamic NTK scaling: a forward's keys depend on its length (proposals rejected included)
-        if k and sp.pos == _core.PosKind.rotary and sp.rope.scaling == _core.RopeScaling.dynamic:
-            return 0
-        return k
+        return 0 if self._keys_depend_on_length else k  # (a forward's length counts rejected proposals too)
 
     def _check_logprobs(self, logprobs: Any) -> Optional[int]:
         """generate()'s logprobs argument: None, or how many of the most likely tokens to report (0..20)."""

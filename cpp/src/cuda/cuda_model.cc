@@ -15,6 +15,7 @@
 #include "edgeformer/rope.h"
 #include "host.h"
 #include "kernels.h"
+#include "model/batch_checks.h"
 
 namespace ef {
 namespace cuda {
@@ -874,29 +875,22 @@ int32_t CudaModel::step(const int32_t* tokens, int32_t T, Sampler& sampler, cons
 void CudaModel::decode_batch(const std::vector<CudaModel*>& seqs, const int32_t* tokens, Sampler* const* samplers,
                              const int32_t* const* histories, const int64_t* n_histories, float* raw_logits,
                              int32_t* next) {
-  EF_CHECK(!seqs.empty() && tokens, "decode_batch: no sequences");
+  EF_CHECK(!seqs.empty(), "decode_batch: no sequences");
   State& S = *seqs[0]->s_;
   const ArchSpec& sp = S.w->spec;
   EF_CHECK(sp.causal() && !sp.cross_attention && sp.pos != PosKind::Relative,
            "decode_batch: only causal decoders without cross-attention or relative position bias");
   const int32_t B = (int32_t)seqs.size();
+  check_batch(seqs, tokens, sp.vocab_size,
+              [&](size_t i) { return seqs[i]->s_->w == S.w && seqs[i]->s_->kv_f16 == S.kv_f16; });
   std::vector<State*> states(B);
   for (int32_t i = 0; i < B; i++) {
     states[i] = seqs[i]->s_.get();
-    EF_CHECK(states[i]->w == S.w && states[i]->kv_f16 == S.kv_f16,
-             "decode_batch: sequence " + std::to_string(i) + " is not a fork of the first one's model");
-    for (int32_t j = 0; j < i; j++)
-      EF_CHECK(seqs[j] != seqs[i], "decode_batch: sequences " + std::to_string(j) + " and " + std::to_string(i) +
-                                       " are the same model");
     if ((int64_t)states[i]->n_past + 1 > S.w->max_ctx)
       throw ValueError("sequence " + std::to_string(i) + " of the batch: sequence of " +
                        std::to_string((int64_t)states[i]->n_past + 1) + " tokens exceeds max_context=" +
                        std::to_string(S.w->max_ctx) + " (pass a larger max_context= to load, up to the memory you have)");
   }
-  for (int32_t i = 0; i < B; i++)
-    EF_CHECK(tokens[i] >= 0 && tokens[i] < sp.vocab_size,
-             "decode_batch: token id " + std::to_string(tokens[i]) + " of sequence " + std::to_string(i) +
-                 " is outside the vocabulary [0, " + std::to_string(sp.vocab_size) + ")");
   DeviceGuard guard(S.device);
   float* logits = S.step_logits(tokens, B, states.data(), raw_logits);
   if (samplers) {

@@ -20,6 +20,7 @@
 #include "edgeformer/quant.h"
 #include "edgeformer/ops.h"
 #include "edgeformer/rope.h"
+#include "model/batch_checks.h"
 
 namespace ef {
 
@@ -338,21 +339,12 @@ void Model::decode_batch(const std::vector<Model*>& seqs, const int32_t* tokens,
   const ArchSpec& sp = lead.spec_;
   EF_CHECK(sp.causal() && !sp.cross_attention && sp.pos != PosKind::Relative,
            "decode_batch: only causal decoders without cross-attention or relative position bias");
-  for (size_t i = 0; i < seqs.size(); i++) {
+  check_batch(seqs, tokens, sp.vocab_size, [&](size_t i) {
     const Model& m = *seqs[i];
-    EF_CHECK(m.tok_emb_.data == lead.tok_emb_.data && m.layers_.size() == lead.layers_.size() &&
-                 (m.layers_.empty() || m.layers_[0].wq.data == lead.layers_[0].wq.data) &&
-                 m.max_ctx_ == lead.max_ctx_ && m.kv_f16_ == lead.kv_f16_ && m.pool_ == lead.pool_,
-             "decode_batch: sequence " + std::to_string(i) + " is not a fork of the first one's model");
-    for (size_t j = 0; j < i; j++)
-      EF_CHECK(seqs[j] != seqs[i], "decode_batch: sequences " + std::to_string(j) + " and " + std::to_string(i) +
-                                       " are the same model");
-  }
-  for (size_t i = 0; i < seqs.size(); i++)
-    EF_CHECK(tokens[i] >= 0 && tokens[i] < sp.vocab_size, "decode_batch: token id " + std::to_string(tokens[i]) +
-                                                              " of sequence " + std::to_string(i) +
-                                                              " is outside the vocabulary [0, " +
-                                                              std::to_string(sp.vocab_size) + ")");
+    return m.tok_emb_.data == lead.tok_emb_.data && m.layers_.size() == lead.layers_.size() &&
+           (m.layers_.empty() || m.layers_[0].wq.data == lead.layers_[0].wq.data) && m.max_ctx_ == lead.max_ctx_ &&
+           m.kv_f16_ == lead.kv_f16_ && m.pool_ == lead.pool_;
+  });
   ForwardArgs a;
   a.tokens = tokens;
   a.T = (int32_t)seqs.size();
