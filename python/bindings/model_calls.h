@@ -177,7 +177,7 @@ py::object decode_batch_call(const std::vector<M*>& models, IdArray tokens, py::
       run(models, tokens.data(), ss, hp.data(), hn.data(), lp, next.data());
     }
     for (size_t i = 0; i < lps.size(); i++)  // the models are free again meanwhile
-      if (logprobs[i] >= 0) lps[i] = token_logprobs(lp + (int64_t)i * V, V, next[i], logprobs[i]);
+      if (logprobs[i] >= 0 && next[i] >= 0) lps[i] = token_logprobs(lp + (int64_t)i * V, V, next[i], logprobs[i]);
   }
   if (samplers.is_none()) return std::move(logits);
   if (!any) return py::cast(next);

@@ -7,6 +7,7 @@
 #include "model_calls.h"
 #include "edgeformer/arch.h"
 #include "edgeformer/errors.h"
+#include "edgeformer/grammar.h"
 #include "edgeformer/model.h"
 #include "edgeformer/sampler.h"
 
@@ -102,6 +103,49 @@ void register_model(py::module_& m) {
       .def_readwrite("exact_q8_prompts", &ef::ModelOptions::exact_q8_prompts)
       .def_readwrite("kv_dtype", &ef::ModelOptions::kv_dtype);
 
+  py::class_<ef::GrammarRules, std::shared_ptr<ef::GrammarRules>>(m, "GrammarRules",
+      "A GBNF grammar, parsed and checked (ValueError names the line and column)")
+      .def(py::init([](const std::string& text, const std::string& root) {
+             py::gil_scoped_release nogil;
+             return std::make_shared<ef::GrammarRules>(text, root);
+           }),
+           py::arg("text"), py::arg("root") = "root")
+      .def_property_readonly("n_rules", [](const ef::GrammarRules& g) { return g.alts.size(); });
+  py::class_<ef::GrammarVocab, std::shared_ptr<ef::GrammarVocab>>(m, "GrammarVocab",
+      "A tokenizer's token bytes for grammars: (bytes per token id, end token ids, whether the decoder drops the "
+      "text's first space)")
+      .def(py::init([](const std::vector<py::bytes>& tokens, std::vector<int32_t> eos, bool strip_first_space) {
+             std::vector<std::string> b;
+             b.reserve(tokens.size());
+             for (const py::bytes& t : tokens) b.emplace_back(t);
+             py::gil_scoped_release nogil;
+             return std::make_shared<ef::GrammarVocab>(std::move(b), std::move(eos), strip_first_space);
+           }),
+           py::arg("token_bytes"), py::arg("eos"), py::arg("strip_first_space"))
+      .def_property_readonly("size", &ef::GrammarVocab::size);
+  py::class_<ef::Grammar, std::shared_ptr<ef::Grammar>>(m, "Grammar", "A grammar bound to a vocabulary")
+      .def(py::init<std::shared_ptr<const ef::GrammarRules>, std::shared_ptr<const ef::GrammarVocab>>(),
+           py::arg("rules"), py::arg("vocab"))
+      .def_property_readonly("cached_states", &ef::Grammar::cached_states)
+      .def("allowed", [](ef::Grammar& g, std::vector<int32_t> tokens) -> py::object {
+        std::vector<float> l;
+        bool ok = true;
+        {
+          py::gil_scoped_release nogil;
+          ef::GrammarPos p = g.start();
+          for (int32_t t : tokens) ok = ok && g.advance(p, t);
+          if (ok) {
+            l.assign((size_t)g.vocab_size(), 0.f);
+            g.apply(p, l.data(), (int64_t)l.size());
+          }
+        }
+        if (!ok) return py::none();
+        py::array_t<bool> out((py::ssize_t)l.size());
+        bool* o = out.mutable_data();
+        for (size_t i = 0; i < l.size(); i++) o[i] = l[i] == 0.f;
+        return std::move(out);
+      }, py::arg("tokens"), "which tokens may follow `tokens` (a bool per token id), or None if the grammar refuses them");
+
   py::class_<ef::SamplerOptions>(m, "SamplerOptions")
       .def(py::init<>())
       .def_readwrite("temperature", &ef::SamplerOptions::temperature)
@@ -113,6 +157,7 @@ void register_model(py::module_& m) {
       .def_readwrite("frequency_penalty", &ef::SamplerOptions::frequency_penalty)
       .def_readwrite("logit_bias", &ef::SamplerOptions::logit_bias)
       .def_readwrite("seed", &ef::SamplerOptions::seed)
+      .def_readwrite("grammar", &ef::SamplerOptions::grammar)
       .def("validate", &ef::SamplerOptions::validate);
 
   py::class_<ef::Sampler>(m, "Sampler")
@@ -122,7 +167,9 @@ void register_model(py::module_& m) {
         py::array_t<float> l(logits.size());
         std::memcpy(l.mutable_data(), logits.data(), logits.size() * sizeof(float));
         return s.sample(l.mutable_data(), l.size(), history.data(), history.size());
-      }, py::arg("logits"), py::arg("history"));
+      }, py::arg("logits"), py::arg("history"))
+      .def_property_readonly("grammar_finished", &ef::Sampler::grammar_finished,
+                             "with a grammar: nothing but an end token can follow the tokens sampled so far");
 
   py::class_<ef::Model> model(m, "Model");
   def_model_calls(model);
@@ -158,7 +205,7 @@ void register_model(py::module_& m) {
           m.forward(p, T, false, logits.data());
           if (k >= 0) raw = logits;  // the sampler changes logits in place
           tok = s.sample(logits.data(), V, hp, hn);
-          if (k >= 0) lp = token_logprobs(raw.data(), V, tok, k);
+          if (k >= 0 && tok >= 0) lp = token_logprobs(raw.data(), V, tok, k);
         }
         return k >= 0 ? to_python(lp) : py::cast(tok);
       }, py::arg("input_ids"), py::arg("sampler"), py::arg("history"), py::arg("logprobs") = -1)

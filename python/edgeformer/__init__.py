@@ -9,6 +9,7 @@ from . import _core
 from ._version import __version__
 from .model import GenerationResult, GenerationStream, Model, TokenLogprob, cuda_available, load
 from .batching import Batcher, BatchRequest
+from .grammar import Grammar, json_schema_to_gbnf
 
 
 def quantize(src: str, out: str, type: str = "q4_0", threads: int = None) -> str:
@@ -39,4 +40,4 @@ def cuda_info(device: int = 0) -> dict:
 
 
 __all__ = ["load", "quantize", "demo_model_path", "Model", "GenerationResult", "GenerationStream", "TokenLogprob",
-           "Batcher", "BatchRequest", "cpu_info", "cuda_available", "cuda_info", "__version__"]
+           "Batcher", "BatchRequest", "Grammar", "json_schema_to_gbnf", "cpu_info", "cuda_available", "cuda_info", "__version__"]

@@ -103,8 +103,8 @@ class _Seq:
         self.fork = None
 
     def _alive(self, tok: int) -> bool:
-        if tok in self.eos:
-            self.finish = "eos"
+        if tok in self.eos or tok < 0:  # (-1: the grammar allows no token)
+            self.finish = "eos" if tok >= 0 else "stop"
             return False
         self.new.append(tok)
         self.history = np.append(self.history, np.int32(tok))
@@ -116,6 +116,9 @@ class _Seq:
             if d.stopped:
                 self.finish = "stop"
                 return False
+        if self.sampler.grammar_finished:  # nothing but the end can follow
+            self.finish = "stop"
+            return False
         if len(self.new) >= self.max_new_tokens:
             return False
         if self.fork.n_past + 1 > self.model.max_context:
@@ -315,13 +318,14 @@ class Batcher:
                repetition_penalty: Optional[float] = None, seed: Optional[int] = None,
                stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False,
                logprobs: Optional[int] = None, presence_penalty: Optional[float] = None,
-               frequency_penalty: Optional[float] = None, logit_bias: Optional[dict] = None) -> BatchRequest:
+               frequency_penalty: Optional[float] = None, logit_bias: Optional[dict] = None,
+               grammar=None) -> BatchRequest:
         """Queues a generation (the arguments of Model.generate, checked here: ValueError); returns its
         BatchRequest. BatcherClosed once the Batcher is closed."""
         m = self.model
         ids, stops, opts = m._generation_args(prompt, max_new_tokens, (temperature, top_k, top_p, min_p,
                                                repetition_penalty, seed, presence_penalty, frequency_penalty,
-                                               logit_bias), stop)
+                                               logit_bias, grammar), stop)
         req = BatchRequest(_Seq(m, ids, max_new_tokens, opts, stops, ignore_eos, m._check_logprobs(logprobs)), self)
         with self._cond:
             if self._closed:

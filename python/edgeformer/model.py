@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _core
 from .archs import ENCODER_DECODERS, Config, Derived, spec_from_config
+from .grammar import Grammar, as_grammar, token_bytes
 from .tokenizer import StreamDecoder, TokenizerInfo, _read_json
 
 MAX_LOGIT_BIAS = 300  # tokens one logit_bias may name (OpenAI's limit)
@@ -569,7 +570,7 @@ class Model:
 
     # -- generation ---------------------------------------------------------------------------------
     def _sampler_options(self, temperature, top_k, top_p, min_p, repetition_penalty, seed, presence_penalty=None,
-                         frequency_penalty=None, logit_bias=None) -> "_core.SamplerOptions":
+                         frequency_penalty=None, logit_bias=None, grammar=None) -> "_core.SamplerOptions":
         g = self.generation_config
         sampling = bool(g.get("do_sample", False))
         o = _core.SamplerOptions()
@@ -616,8 +617,29 @@ class Model:
             o.seed = seed % 2**64
         else:
             o.seed = int.from_bytes(os.urandom(8), "little")
+        g = as_grammar(grammar)
+        if g is not None:
+            o.grammar = self._bound_grammar(g)
         o.validate()
         return o
+
+    def _bound_grammar(self, g: Grammar) -> "_core.Grammar":
+        """g bound to this model's vocabulary, cached: its automaton's states and their token masks carry over
+        from one generation to the next."""
+        cache = self.__dict__.setdefault("_grammars", {})
+        if g in cache:
+            cache[g] = cache.pop(g)  # (the most recently used last)
+            return cache[g]
+        vocab = self.__dict__.get("_grammar_vocab")
+        if vocab is None:
+            if self._tok.tokenizer is None:
+                raise ValueError("argument 'grammar': this checkpoint has no tokenizer, which a grammar needs")
+            tb, strip = token_bytes(self._tok.tokenizer, self.spec.vocab_size)
+            vocab = self._grammar_vocab = _core.GrammarVocab(tb, self.eos_token_ids, strip)
+        bound = cache[g] = _core.Grammar(g._rules, vocab)
+        while len(cache) > 16:
+            cache.pop(next(iter(cache)))
+        return bound
 
     def _prompt_ids(self, prompt: Any, what: str = "prompt") -> List[int]:
         if isinstance(prompt, str):
@@ -640,7 +662,7 @@ class Model:
                  stop: Union[None, str, Sequence[str]] = None, ignore_eos: bool = False, stream: bool = False,
                  logprobs: Optional[int] = None, presence_penalty: Optional[float] = None,
                  frequency_penalty: Optional[float] = None, prompt_lookup: int = 0,
-                 logit_bias: Optional[Dict[int, float]] = None):
+                 logit_bias: Optional[Dict[int, float]] = None, grammar: Union[None, str, Grammar] = None):
         """Generates up to max_new_tokens after prompt (a string, or a list of token ids).
 
         temperature=0 is greedy; unset sampling arguments follow the checkpoint's generation_config.json
@@ -653,6 +675,10 @@ class Model:
         prompt's): a logit less frequency_penalty times the token's count, and presence_penalty once it occurs.
         logit_bias ({token id: bias}, -100..100): OpenAI's, added to those tokens' logits at every step (-100
         bans a token in practice, 100 all but forces it).
+        grammar (a Grammar, or GBNF text): each step draws only among the tokens that keep the new text a
+        prefix of a sentence of the grammar (Grammar.json(), Grammar.from_json_schema(...) for JSON); an end
+        token only once the text is a whole sentence, and once nothing can follow it the generation ends
+        (finish_reason "stop").
         prompt_lookup=k (one prompt, CPU; not with logprobs): each step also proposes up to k tokens, those that
         followed the latest earlier occurrence of the text's last 1-3 tokens in the prompt or the output, and
         checks them in the same forward, keeping those that the step-by-step draws confirm: the same tokens (up
@@ -673,7 +699,7 @@ class Model:
             isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)) or (
             isinstance(prompt, np.ndarray) and prompt.ndim == 2)
         sampling = (temperature, top_k, top_p, min_p, repetition_penalty, seed, presence_penalty, frequency_penalty,
-                    logit_bias)
+                    logit_bias, grammar)
         if batch:
             if prompt_lookup:
                 raise ValueError("argument 'prompt_lookup': for one prompt at a time")
@@ -780,8 +806,8 @@ class Model:
                     if not new:
                         t_first = time.perf_counter()
                     for tok, lp in outs:
-                        if tok in eos:
-                            finish = "eos"
+                        if tok in eos or tok < 0:  # (-1: the grammar allows no token)
+                            finish = "eos" if tok >= 0 else "stop"
                             break
                         new.append(tok)
                         if lp is not None:
@@ -795,6 +821,9 @@ class Model:
                             if decoder.stopped:
                                 finish = "stop"
                                 break
+                        if sampler.grammar_finished:  # nothing but the end can follow
+                            finish = "stop"
+                            break
                         if len(new) >= max_new_tokens:
                             break
                     if finish != "length":

@@ -2,8 +2,11 @@
 // them, with a seeded, platform-independent RNG (same seed, same tokens).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <utility>
 #include <vector>
+
+#include "edgeformer/grammar.h"
 
 namespace ef {
 
@@ -20,14 +23,20 @@ struct SamplerOptions {
   // tokens, applied with the presence / frequency penalties (after the repetition penalty)
   std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
+  // only tokens that keep the text within this grammar (after the penalties, before temperature and truncation)
+  std::shared_ptr<Grammar> grammar;
   void validate() const;  // throws ValueError naming the argument
 };
 
 class Sampler {
  public:
   explicit Sampler(const SamplerOptions& opts);
-  // logits are modified in place. history: the tokens the repetition penalty applies to.
+  // logits are modified in place. history: the tokens the repetition penalty applies to. -1: the grammar
+  // allows no token (the text cannot go on within it)
   int32_t sample(float* logits, int64_t vocab, const int32_t* history, int64_t n_history);
+  // with a grammar: nothing but an end token can follow the tokens sampled so far
+  bool grammar_finished() const { return grammar_ && grammar_->finished(); }
+  bool has_grammar() const { return grammar_ != nullptr; }
   bool counts_tokens() const { return o_.presence_penalty != 0.f || o_.frequency_penalty != 0.f; }
   double next_uniform();  // [0, 1)
   // The additive adjustments due now: (token, amount its logit loses), one per distinct token: the OpenAI
@@ -44,6 +53,7 @@ class Sampler {
   std::vector<int32_t> idx_;
   std::vector<float> probs_;
   std::vector<std::pair<int32_t, int32_t>> counts_;  // (token, times returned), for the OpenAI penalties
+  std::unique_ptr<GrammarState> grammar_;
 };
 
 }  // namespace ef

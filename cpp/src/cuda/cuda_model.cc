@@ -814,7 +814,11 @@ std::vector<int32_t> CudaModel::State::sample_rows(float* logits, int32_t B, Sam
   std::vector<SampleArgs> args(B);
   std::vector<int32_t> pen;
   std::vector<size_t> at(B);
+  // a grammar's rows are sampled on the host (its automaton and token masks live there): their logits come back
+  std::vector<uint8_t> host(B, 0);
+  for (int32_t i = 0; i < B; i++) host[i] = samplers[i]->has_grammar();
   for (int32_t i = 0; i < B; i++) {
+    if (host[i]) continue;
     SampleArgs& sa = args[i];
     sa = sample_args(samplers[i]->options());
     sa.logits = logits + (int64_t)i * V;
@@ -841,6 +845,7 @@ std::vector<int32_t> CudaModel::State::sample_rows(float* logits, int32_t B, Sam
   }
   if (S.token.size() < (size_t)B * 4) S.token = DevBuffer(std::max<size_t>((size_t)B * 4, 16));
   for (int32_t i = 0; i < B; i++) {
+    if (host[i]) continue;
     SampleArgs& sa = args[i];
     const int32_t* p = S.penalized.as<int32_t>() + at[i];
     if (sa.n_penalized) sa.penalized = p;
@@ -852,9 +857,20 @@ std::vector<int32_t> CudaModel::State::sample_rows(float* logits, int32_t B, Sam
     sample(sa, S.ws_sample, S.stream);
   }
   std::vector<int32_t> toks(B, -1);
+  std::vector<float> rows;
+  for (int32_t i = 0; i < B; i++)
+    if (host[i]) {
+      rows.resize((size_t)B * V);
+      EF_CUDA_CHECK(cudaMemcpyAsync(rows.data() + (size_t)i * V, logits + (int64_t)i * V, (size_t)V * 4,
+                                    cudaMemcpyDeviceToHost, S.stream));
+    }
   EF_CUDA_CHECK(cudaMemcpyAsync(toks.data(), S.token.get(), (size_t)B * 4, cudaMemcpyDeviceToHost, S.stream));
   EF_CUDA_CHECK(cudaStreamSynchronize(S.stream));
   for (int32_t i = 0; i < B; i++) {
+    if (host[i]) {  // -1: the grammar allows no token
+      toks[i] = samplers[i]->sample(rows.data() + (size_t)i * V, V, histories[i], n_histories[i]);
+      continue;
+    }
     EF_CHECK(toks[i] >= 0 && toks[i] < V, "CUDA sampler returned no token");  // a bug, never expected
     samplers[i]->record(toks[i]);
   }

@@ -47,6 +47,7 @@ Sampler::Sampler(const SamplerOptions& opts) : o_(opts) {
   o_.validate();
   uint64_t s = opts.seed;
   for (auto& v : state_) v = splitmix64(s);
+  if (o_.grammar) grammar_ = std::make_unique<GrammarState>(o_.grammar);
 }
 
 double Sampler::next_uniform() {  // xoshiro256**, 53 random bits
@@ -74,11 +75,12 @@ int32_t Sampler::sample(float* logits, int64_t vocab, const int32_t* history, in
       l = l > 0 ? l / o_.repetition_penalty : l * o_.repetition_penalty;
     }
   }
-  if (!counts_tokens() && o_.logit_bias.empty()) return pick(logits, vocab);
   for (const auto& c : penalties())
     if (c.first < vocab) logits[c.first] -= c.second;
+  if (grammar_ && !grammar_->mask(logits, vocab)) return -1;
   const int32_t tok = pick(logits, vocab);
   record(tok);
+  if (grammar_) grammar_->accept(tok);
   return tok;
 }
 
@@ -156,6 +158,7 @@ int32_t Sampler::pick(float* logits, int64_t vocab) {
     acc += probs_[i];
     if (u < acc) return idx_[i];
   }
+  while (n > 1 && probs_[n - 1] == 0.f) n--;  // (u beyond the rounded sum: never a token of probability 0)
   return idx_[n - 1];
 }
 
