@@ -736,6 +736,28 @@ def test_presence_and_frequency_penalties_on_cuda(tmp_path):
 
 
 @gpu
+def test_grammar_on_cuda(tmp_path):
+    """A grammar's rows are sampled on the host from the device's logits: the CPU model's greedy tokens under
+    the same grammar (alone, in a batch beside an unconstrained row, and sampled: within the grammar)."""
+    import re
+
+    make_llama(str(tmp_path), max_position_embeddings=64)
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=64, device="cuda")
+    cpu = edgeformer.load(str(tmp_path), threads=2, max_context=64)
+    g = 'root ::= "the " [a-z]+ (" " [a-z]+){1,4} "."'
+    p = cpu._tok.encode("the quick")
+    want = cpu.generate(p, grammar=g, max_new_tokens=20, temperature=0)
+    got = model.generate(p, grammar=g, max_new_tokens=20, temperature=0)
+    assert got.token_ids == want.token_ids and got.finish_reason == want.finish_reason
+    free = model.generate(p, max_new_tokens=6, temperature=0, ignore_eos=True)
+    both = model.generate([p, p], grammar=g, max_new_tokens=20, temperature=0)
+    assert both[0].token_ids == want.token_ids
+    assert model.generate(p, max_new_tokens=6, temperature=0, ignore_eos=True).token_ids == free.token_ids
+    r = model.generate(p, grammar=g, max_new_tokens=30, temperature=1.2, seed=4)
+    assert re.fullmatch(r"the [a-z]+( [a-z]+){1,4}\." if r.finish_reason == "stop" else r"the [a-z]*( [a-z]*)*", r.text)
+
+
+@gpu
 def test_batcher_on_cuda(tmp_path):
     """Continuous batching serves a device model: concurrent requests give each one's own tokens."""
     make_llama(str(tmp_path), max_position_embeddings=64)

@@ -231,6 +231,26 @@ def test_t5_greedy_and_beam_search(case, isa, t5):
             assert ours.token_ids == hf, (seed, beams, lp)
 
 
+def test_t5_prompt_lookup_and_grammar(t5, monkeypatch):
+    """The decoder of an encoder-decoder checks proposed tokens as a decoder-only model does (the same tokens as
+    plain steps), and takes a grammar."""
+    import re
+
+    path, _ = t5("t5_v1_1")
+    model = edgeformer.load(path, threads=2)
+    checks = []
+    check = model._check_ahead
+    monkeypatch.setattr(model, "_check_ahead", lambda *a: checks.append(a[1]) or check(*a))
+    for seed in (3, 6, 9):
+        src = prompt_ids(20, seed=seed)[1:]
+        plain = model.generate(src, max_new_tokens=24, temperature=0, ignore_eos=True)
+        assert model.generate(src, max_new_tokens=24, temperature=0, ignore_eos=True,
+                              prompt_lookup=4).token_ids == plain.token_ids, seed
+    assert checks  # (proposals were checked: the random model's greedy output repeats itself)
+    r = model.generate(src, grammar='root ::= [a-z]{2,8} " " [0-9]+ "."', max_new_tokens=20, temperature=0.9, seed=1)
+    assert re.fullmatch(r"[a-z]{2,8} [0-9]+\." if r.finish_reason == "stop" else r"[a-z]{0,8}( [0-9]*)?", r.text), r.text
+
+
 # -- bad configs name their field ----------------------------------------------------------------------------
 
 BAD_CONFIGS = [

@@ -118,6 +118,36 @@ def test_logit_bias_field(served):
     assert code == 400 and "logit_bias" in json.loads(text)["error"]["message"]
 
 
+def test_response_format_and_grammars(served):
+    """OpenAI's response_format (JSON mode, a JSON schema) and llama.cpp's grammar / json_schema fields give
+    generate()'s text under the same grammar."""
+    from edgeformer import Grammar
+
+    model, url = served
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]}},
+              "required": ["a", "b"]}
+    msgs = [{"role": "user", "content": "Hello world"}]
+    cases = [({"response_format": {"type": "json_object"}}, Grammar.json()),
+             ({"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}},
+              Grammar.from_json_schema(schema)),
+             ({"json_schema": schema}, Grammar.from_json_schema(schema)),
+             ({"grammar": 'root ::= "yes" | "no"'}, Grammar('root ::= "yes" | "no"')),
+             ({"response_format": {"type": "text"}}, None)]
+    for extra, g in cases:
+        want = model.chat(msgs, max_new_tokens=40, temperature=0.7, seed=3, grammar=g)
+        code, text = _post(url + "/v1/chat/completions", {"messages": msgs, "max_tokens": 40, "temperature": 0.7,
+                                                          "seed": 3, **extra})
+        assert code == 200, text
+        assert json.loads(text)["choices"][0]["message"]["content"] == want.text
+    for extra, msg in [({"response_format": {"type": "xml"}}, "response_format.type"),
+                       ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+                       ({"grammar": "root ::= nope"}, "field 'grammar': grammar: line 1"),
+                       ({"json_schema": {"type": "string", "pattern": "a"}}, "'pattern' is not supported"),
+                       ({"grammar": 'root ::= "a"', "json_schema": {}}, "give one of them")]:
+        code, text = _post(url + "/v1/completions", {"prompt": "a", **extra})
+        assert code == 400 and msg in json.loads(text)["error"]["message"], text
+
+
 def test_completions_stream(served):
     model, url = served
     want = model.generate("Hello world", max_new_tokens=16, temperature=0, ignore_eos=True)

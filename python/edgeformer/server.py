@@ -30,6 +30,7 @@ import numpy as np
 
 from .batching import Batcher, BatcherClosed
 from .embeddings import token_lists
+from .grammar import Grammar
 
 MAX_BODY = 16 << 20
 # OpenAI's finish reasons: ours "eos" and "stop" are its "stop"; the length and context limits its "length"
@@ -66,6 +67,39 @@ def _content(c, i: int) -> str:
 
 
 MAX_N = 16  # the most choices one request may ask for (each is a request of the Batcher)
+
+
+def _grammar(body: Dict[str, Any]):
+    """The grammar a request asks for, if any: OpenAI's response_format ({"type": "json_object"}: any JSON
+    object; {"type": "json_schema", "json_schema": {"schema": ...}}: the schema's), or llama.cpp's server fields
+    `json_schema` (a schema) and `grammar` (GBNF text)."""
+    asked = [k for k in ("response_format", "json_schema", "grammar") if body.get(k) is not None]
+    if len(asked) > 1:
+        raise BadRequest(f"fields '{asked[0]}' and '{asked[1]}': give one of them")
+    try:
+        if "grammar" in asked:
+            return Grammar(_field(body, "grammar", str))
+        if "json_schema" in asked:
+            return Grammar.from_json_schema(_field(body, "json_schema", (dict, bool)))
+        if not asked:
+            return None
+        rf = _field(body, "response_format", dict)
+        kind = rf.get("type")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            schema = rf.get("schema")  # (llama.cpp's server takes a schema here too)
+            return Grammar.json() if schema is None else Grammar.from_json_schema(schema)
+        if kind == "json_schema":
+            js = rf.get("json_schema")
+            if not isinstance(js, dict) or "schema" not in js:
+                raise BadRequest("field 'response_format.json_schema': expected an object with a 'schema'")
+            return Grammar.from_json_schema(js["schema"])
+        raise BadRequest(f"field 'response_format.type': expected 'text', 'json_object' or 'json_schema', got {kind!r}")
+    except BadRequest:
+        raise
+    except ValueError as e:
+        raise BadRequest(f"field '{asked[0]}': {e}") from None
 
 
 def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, List[Dict[str, Any]], bool, bool]:
@@ -106,6 +140,7 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, List[
         "seed": _field(body, "seed", int),
         "stop": _field(body, "stop", (str, list)),
         "ignore_eos": _field(body, "ignore_eos", bool, False),  # as llama.cpp's server takes it
+        "grammar": _grammar(body),
     }
     n = _field(body, "n", int, 1)
     if not 1 <= n <= MAX_N:
