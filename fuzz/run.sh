@@ -2,7 +2,7 @@
 # Runs the fuzz harnesses for SECONDS each (atheris / libFuzzer), prints the executions and coverage of
 # each, and exits non-zero when any of them found something.
 #
-#   fuzz/run.sh SECONDS [HARNESS ...]        (harnesses: safetensors gguf config tokenizer; default all)
+#   fuzz/run.sh SECONDS [HARNESS ...]        (harnesses: safetensors gguf config tokenizer grammar; default all)
 #
 # Findings go to fuzz/crashes/: an input whose check raised something other than ValueError (or failed a
 # property) as <harness>-exc-<hash>, a crash / hang / memory blow-up as <harness>-{crash,timeout,oom}-<sha1>
@@ -15,7 +15,7 @@ set -u
 cd "$(dirname "$0")/.."
 SECS=${1:?usage: fuzz/run.sh SECONDS [HARNESS ...]}
 shift
-HARNESSES=${*:-safetensors gguf config tokenizer}
+HARNESSES=${*:-safetensors gguf config tokenizer grammar}
 WORK=${FUZZ_WORK:-$PWD/fuzz/.work}
 mkdir -p fuzz/crashes "$WORK"
 python -c "import atheris" 2>/dev/null || { echo "atheris is missing: pip install atheris" >&2; exit 2; }

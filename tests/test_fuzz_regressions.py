@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # EF_FUZZ_DIR: for a copy of tests/ run elsewhere, e.g. under the ASan build:
 #   EF_FUZZ_DIR=$PWD/fuzz tools/sanitize.sh tests/test_fuzz_regressions.py -q
 FUZZ = os.environ.get("EF_FUZZ_DIR") or os.path.join(REPO, "fuzz")
-HARNESSES = ("safetensors", "gguf", "config", "tokenizer")
+HARNESSES = ("safetensors", "gguf", "config", "tokenizer", "grammar")
 CRASH_TIMEOUT_S = 15
 CRASH_MEMORY = 2 << 30
 

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <map>
 
@@ -177,7 +176,9 @@ class Parser {
     return {GrammarRules::Elem::Char, add_class(std::move(c))};
   }
 
+  int depth_ = 0;
   std::vector<RawAlt> alternatives(const std::string& in) {
+    if (++depth_ > 256) fail("groups nest too deeply (over 256 levels)");
     std::vector<RawAlt> alts;
     alts.push_back(sequence(in));
     skip();
@@ -186,6 +187,7 @@ class Parser {
       alts.push_back(sequence(in));
       skip();
     }
+    depth_--;
     return alts;
   }
 
@@ -372,19 +374,29 @@ GrammarRules::GrammarRules(const std::string& text, const std::string& root_name
         first[r].push_back(e.arg);
         if (!nullable[e.arg]) break;
       }
-  std::vector<uint8_t> color(R, 0);  // 0 new, 1 on the path, 2 done
-  std::function<void(int32_t)> visit = [&](int32_t r) {
-    color[r] = 1;
-    for (int32_t s : first[r]) {
+  std::vector<uint8_t> color(R, 0);  // 0 new, 1 on the path, 2 done (a depth-first walk without recursion)
+  std::vector<std::pair<int32_t, size_t>> path;  // (rule, next edge)
+  for (size_t r0 = 0; r0 < R; r0++) {
+    if (color[r0]) continue;
+    color[r0] = 1;
+    path.emplace_back((int32_t)r0, 0);
+    while (!path.empty()) {
+      auto& [r, k] = path.back();
+      if (k == first[r].size()) {
+        color[r] = 2;
+        path.pop_back();
+        continue;
+      }
+      const int32_t s = first[r][k++];
       if (color[s] == 1)
         throw ValueError("grammar: rule '" + names[s] + "' is left-recursive (it can reach itself before matching a "
                          "character; a repetition of something that can match nothing does too)");
-      if (color[s] == 0) visit(s);
+      if (color[s] == 0) {
+        color[s] = 1;
+        path.emplace_back(s, 0);
+      }
     }
-    color[r] = 2;
-  };
-  for (size_t r = 0; r < R; r++)
-    if (color[r] == 0) visit((int32_t)r);
+  }
 
   alts.resize(R);
   for (size_t r = 0; r < R; r++)
