@@ -96,7 +96,7 @@ def test_masks_match_brute_force(gbnf, pattern):
                 try:
                     s = full.decode()
                 except UnicodeDecodeError:  # a token ending inside a character: allowed if some character fits
-                    want |= {t} if any(x.encode().startswith(full) for x in prefixes if len(x.encode()) >= len(full)) else set()
+                    want |= {t} if any(text + c in prefixes and c.encode().startswith(b) for c in chars) else set()
                     continue
                 if len(s) <= 5 and s in prefixes:
                     want.add(t)
@@ -396,3 +396,14 @@ def test_sampler_returns_minus_one_when_no_token_fits():
     assert smp.sample(logits, np.array([], np.int32)) == 1  # "a"
     assert smp.sample(logits, np.array([], np.int32)) == -1
     assert not smp.grammar_finished
+
+
+def test_caches_past_their_bounds_stay_correct():
+    """5000 distinct states (a literal of 5000 characters): the transition cache is dropped on the way (it keeps
+    4096) and the masks (256) too; what is allowed does not change."""
+    g = bound('root ::= "a"{5000}', [b"a", b"aa", b"b"])
+    assert allowed_set(g, [1] * 4500) == {1, 2}
+    assert allowed_set(g, [2] * 2499) == {1, 2}
+    assert allowed_set(g, [2] * 2499 + [1]) == {1}
+    assert allowed_set(g, [1] * 5000) == {EOS}
+    assert g.allowed([1] * 5001) is None and g.cached_states <= 256

@@ -98,7 +98,18 @@ class Grammar {
   std::vector<std::vector<int32_t>> after_;  // per stack: the stacks after its top character matched
   std::vector<uint8_t> after_done_;
   std::unordered_map<GrammarPos, std::vector<uint64_t>, PosHash> masks_;
-  std::vector<int32_t> scratch_;
+  // A lazily built DFA over the automaton's states: each state reached gets an id and a row of 256 next ids
+  // (-2 not known yet, -1 dead), so that walking the vocabulary costs an array load per byte wherever states
+  // recur (inside a string: after any character) instead of a step of the parse stacks.
+  struct DState {
+    GrammarPos pos;
+    std::vector<int32_t> next;
+  };
+  std::vector<DState> dstates_;
+  std::unordered_map<GrammarPos, int32_t, PosHash> dstate_ids_;
+  int32_t dstate(const GrammarPos& pos);
+  int32_t dnext(int32_t s, uint8_t byte);
+  void bound_caches();  // drops every cache past its bound (at the start of a call: ids stay valid within one)
 
   int32_t intern(int32_t pos, int32_t parent);
   void expand(int32_t pos, int32_t parent, std::vector<int32_t>& out, int depth);
@@ -116,6 +127,7 @@ class GrammarState {
   // sets the logits of tokens the grammar does not allow to -inf; false when it allows none
   bool mask(float* logits, int64_t vocab) { return g_->apply(pos_, logits, vocab) > 0; }
   void accept(int32_t token);  // a sampled token (end tokens leave the state as it is)
+  bool try_accept(int32_t token) { return g_->advance(pos_, token); }  // false (no change) if not allowed
   bool allows(int32_t token) { return g_->allows(pos_, token); }
   bool finished() const { return Grammar::finished(pos_); }
   bool complete() const { return Grammar::complete(pos_); }

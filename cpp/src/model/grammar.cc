@@ -15,6 +15,7 @@ namespace {
 constexpr size_t kMaxElems = 1 << 20;      // after repetitions are unrolled
 constexpr size_t kMaxStacks = 20000;       // parse stacks alive at once: an ambiguous grammar's blow-up
 constexpr size_t kMaxCachedMasks = 256;    // states whose allowed tokens are kept
+constexpr size_t kMaxDfaStates = 4096;     // states with a transition row (1 KiB each)
 constexpr int kMaxExpandDepth = 4000;      // rule references followed within one expansion
 constexpr uint32_t kMaxCodePoint = 0x10FFFF;
 
@@ -549,11 +550,37 @@ bool Grammar::step(const GrammarPos& cur, uint8_t b, GrammarPos& next) {
   return true;
 }
 
+int32_t Grammar::dstate(const GrammarPos& pos) {
+  auto it = dstate_ids_.find(pos);
+  if (it != dstate_ids_.end()) return it->second;
+  const int32_t id = (int32_t)dstates_.size();
+  dstates_.push_back({pos, std::vector<int32_t>(256, -2)});
+  dstate_ids_.emplace(pos, id);
+  return id;
+}
+
+int32_t Grammar::dnext(int32_t s, uint8_t byte) {
+  int32_t n = dstates_[s].next[byte];
+  if (n != -2) return n;
+  GrammarPos nx;
+  n = step(dstates_[s].pos, byte, nx) ? dstate(nx) : -1;
+  dstates_[s].next[byte] = n;  // (dstate() may have moved dstates_: indexed again)
+  return n;
+}
+
+void Grammar::bound_caches() {
+  if (masks_.size() >= kMaxCachedMasks) masks_.clear();
+  if (dstates_.size() >= kMaxDfaStates) {
+    dstates_.clear();
+    dstate_ids_.clear();
+  }
+}
+
 std::vector<uint64_t> Grammar::compute_mask(const GrammarPos& pos) {
   const GrammarVocab& v = *vocab_;
   std::vector<uint64_t> m((size_t)(v.size() + 63) / 64, 0);
-  std::vector<GrammarPos> at(1, pos);  // at[d]: the state after the first d bytes of the current token
-  size_t dead = SIZE_MAX;              // the tokens from here on die at this depth while they share that prefix
+  std::vector<int32_t> at(1, dstate(pos));  // at[d]: the state after the first d bytes of the current token
+  size_t dead = SIZE_MAX;                   // the tokens from here on die at this depth while they share that prefix
   for (size_t k = 0; k < v.order_.size(); k++) {
     const size_t l = (size_t)v.lcp_[k];
     if (l >= dead) continue;
@@ -563,7 +590,7 @@ std::vector<uint64_t> Grammar::compute_mask(const GrammarPos& pos) {
     if (at.size() < b.size() + 1) at.resize(b.size() + 1);
     size_t d = l;
     for (; d < b.size(); d++)
-      if (!step(at[d], (uint8_t)b[d], at[d + 1])) break;
+      if ((at[d + 1] = dnext(at[d], (uint8_t)b[d])) < 0) break;
     if (d < b.size()) {
       dead = d + 1;
       continue;
@@ -578,7 +605,7 @@ std::vector<uint64_t> Grammar::compute_mask(const GrammarPos& pos) {
 const std::vector<uint64_t>& Grammar::mask(const GrammarPos& pos) {
   auto it = masks_.find(pos);
   if (it != masks_.end()) return it->second;
-  if (masks_.size() >= kMaxCachedMasks) masks_.clear();
+  bound_caches();
   return masks_.emplace(pos, compute_mask(pos)).first->second;
 }
 
@@ -610,12 +637,11 @@ bool Grammar::advance(GrammarPos& pos, int32_t token) {
   if (is_end(token)) return complete(pos);
   std::lock_guard<std::mutex> lk(mu_);
   if (token < 0 || token >= vocab_->size() || vocab_->bytes_[token].empty()) return false;
-  GrammarPos cur = pos, next;
-  for (unsigned char b : vocab_->bytes_[token]) {
-    if (!step(cur, b, next)) return false;
-    std::swap(cur, next);
-  }
-  pos = std::move(cur);
+  bound_caches();
+  int32_t s = dstate(pos);
+  for (unsigned char b : vocab_->bytes_[token])
+    if ((s = dnext(s, b)) < 0) return false;
+  pos = dstates_[s].pos;
   return true;
 }
 

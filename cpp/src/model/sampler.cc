@@ -77,6 +77,15 @@ int32_t Sampler::sample(float* logits, int64_t vocab, const int32_t* history, in
   }
   for (const auto& c : penalties())
     if (c.first < vocab) logits[c.first] -= c.second;
+  if (grammar_ && o_.temperature == 0.f) {
+    // greedy: the most likely token, when the grammar allows it, is the masked logits' argmax too (ties go to
+    // the lower id either way), found without the state's mask; only a refused one needs it
+    const int32_t best = pick(logits, vocab);
+    if (grammar_->try_accept(best)) {
+      record(best);
+      return best;
+    }
+  }
   if (grammar_ && !grammar_->mask(logits, vocab)) return -1;
   const int32_t tok = pick(logits, vocab);
   record(tok);
