@@ -407,3 +407,27 @@ def test_caches_past_their_bounds_stay_correct():
     assert allowed_set(g, [2] * 2499 + [1]) == {1}
     assert allowed_set(g, [1] * 5000) == {EOS}
     assert g.allowed([1] * 5001) is None and g.cached_states <= 256
+
+
+def test_command_line_grammars(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*a):
+        return subprocess.run([sys.executable, "-m", "edgeformer", "run", *a], capture_output=True, text=True)
+
+    r = run("The answer:", "-n", "8", "--grammar", 'root ::= " yes" | " no"', "--temperature", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("The answer: yes", "The answer: no")
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}))
+    r = run("Data:", "-n", "40", "--json-schema", f"@{schema}", "--temperature", "0")
+    assert r.returncode == 0, r.stderr
+    if "decode: 40 tokens" not in r.stderr:  # it ended: the whole object
+        assert isinstance(json.loads(r.stdout[len("Data:"):])["n"], int)
+    g = tmp_path / "g.gbnf"
+    g.write_text('root ::= "x"\n')
+    assert run("a", "-n", "3", "--grammar-file", str(g)).stdout.strip() == "ax"
+    bad = run("a", "--grammar", "root ::= (", "--temperature", "0")
+    assert bad.returncode == 2 and "grammar: line 1" in bad.stderr
+    assert "give one of them" in run("a", "--json", "--grammar", 'root ::= "x"').stderr

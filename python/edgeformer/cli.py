@@ -59,13 +59,44 @@ def _run(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.prompt = args.items[-1] if args.items else DEFAULT_PROMPT
+    try:
+        grammar = _grammar_arg(args)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     model = load(model_path, dtype=args.dtype, threads=args.threads, max_context=args.max_context, device=args.device,
                  kv_dtype=args.kv_dtype)
     stream = model.generate(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                            repetition_penalty=args.repetition_penalty, seed=args.seed, stream=True)
+                            repetition_penalty=args.repetition_penalty, seed=args.seed, stream=True, grammar=grammar)
     print(args.prompt, end="", flush=True)
     return _stream(model, stream)
+
+
+def _grammar_arg(args):
+    """run's --grammar / --grammar-file / --json / --json-schema, as a Grammar (None: none given)."""
+    from .grammar import Grammar
+
+    given = [(k, v) for k, v in (("--grammar", args.grammar), ("--grammar-file", args.grammar_file),
+                                 ("--json-schema", args.json_schema)) if v is not None]
+    if args.json:
+        given.append(("--json", True))
+    if len(given) > 1:
+        raise ValueError(f"{given[0][0]} and {given[1][0]}: give one of them")
+    if not given:
+        return None
+    k, v = given[0]
+    if k == "--grammar":
+        return Grammar(v)
+    if k == "--grammar-file":
+        with open(v, encoding="utf-8") as f:
+            return Grammar(f.read())
+    if k == "--json-schema":
+        if v.startswith("@"):  # @file.json
+            with open(v[1:], encoding="utf-8") as f:
+                v = f.read()
+        return Grammar.from_json_schema(v)
+    return Grammar.json()
 
 
 def _stream(model, stream) -> int:
@@ -154,6 +185,11 @@ def main(argv=None) -> int:
     r.add_argument("--kv-dtype", default=None, choices=["f16", "f32"],
                    help="the KV cache's element type (default: f32 beside f32 weights, else f16)")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (a build with EF_CUDA=ON)")
+    r.add_argument("--grammar", default=None, metavar="GBNF", help="constrain the text to this GBNF grammar")
+    r.add_argument("--grammar-file", default=None, metavar="FILE", help="... to the GBNF grammar in FILE")
+    r.add_argument("--json", action="store_true", help="... to one JSON object")
+    r.add_argument("--json-schema", default=None, metavar="SCHEMA",
+                   help="... to JSON that this JSON Schema accepts (its text, or @FILE)")
     s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (continuous batching)")
     s.add_argument("model", nargs="?", default=None, help="checkpoint directory or GGUF file (default: the demo model)")
     s.add_argument("--host", default="127.0.0.1")

@@ -17,6 +17,7 @@ from .archs import ENCODER_DECODERS, Config, Derived, spec_from_config
 from .grammar import Grammar, as_grammar, token_bytes
 from .tokenizer import StreamDecoder, TokenizerInfo, _read_json
 
+_GRAMMAR_LOCK = threading.Lock()
 MAX_LOGIT_BIAS = 300  # tokens one logit_bias may name (OpenAI's limit)
 PREFILL_CHUNK = 256  # tokens per forward call while prefilling: bounds scratch memory, lets Ctrl-C in
 
@@ -626,20 +627,21 @@ class Model:
     def _bound_grammar(self, g: Grammar) -> "_core.Grammar":
         """g bound to this model's vocabulary, cached: its automaton's states and their token masks carry over
         from one generation to the next."""
-        cache = self.__dict__.setdefault("_grammars", {})
-        if g in cache:
-            cache[g] = cache.pop(g)  # (the most recently used last)
-            return cache[g]
-        vocab = self.__dict__.get("_grammar_vocab")
-        if vocab is None:
-            if self._tok.tokenizer is None:
-                raise ValueError("argument 'grammar': this checkpoint has no tokenizer, which a grammar needs")
-            tb, strip = token_bytes(self._tok.tokenizer, self.spec.vocab_size)
-            vocab = self._grammar_vocab = _core.GrammarVocab(tb, self.eos_token_ids, strip)
-        bound = cache[g] = _core.Grammar(g._rules, vocab)
-        while len(cache) > 16:
-            cache.pop(next(iter(cache)))
-        return bound
+        with _GRAMMAR_LOCK:  # (requests of a server bind theirs from many threads)
+            cache = self.__dict__.setdefault("_grammars", {})
+            if g in cache:
+                cache[g] = cache.pop(g)  # (the most recently used last)
+                return cache[g]
+            vocab = self.__dict__.get("_grammar_vocab")
+            if vocab is None:
+                if self._tok.tokenizer is None:
+                    raise ValueError("argument 'grammar': this checkpoint has no tokenizer, which a grammar needs")
+                tb, strip = token_bytes(self._tok.tokenizer, self.spec.vocab_size)
+                vocab = self._grammar_vocab = _core.GrammarVocab(tb, self.eos_token_ids, strip)
+            bound = cache[g] = _core.Grammar(g._rules, vocab)
+            while len(cache) > 16:
+                cache.pop(next(iter(cache)))
+            return bound
 
     def _prompt_ids(self, prompt: Any, what: str = "prompt") -> List[int]:
         if isinstance(prompt, str):
