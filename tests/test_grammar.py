@@ -431,3 +431,24 @@ def test_command_line_grammars(tmp_path):
     bad = run("a", "--grammar", "root ::= (", "--temperature", "0")
     assert bad.returncode == 2 and "grammar: line 1" in bad.stderr
     assert "give one of them" in run("a", "--json", "--grammar", 'root ::= "x"').stderr
+
+
+def test_logprobs_with_a_grammar_count_the_tokens(model):
+    """With logprobs, a grammar that ends the generation leaves one logprob per token, alone and in a batch; a
+    dead end (no token fits: a vocabulary without the byte) gives -1 from a step, with no logprobs read."""
+    for r in [model.generate("x", grammar='root ::= "the"', logprobs=2, max_new_tokens=10, temperature=0)] + \
+            model.generate(["x", "y"], grammar='root ::= "the"', logprobs=2, max_new_tokens=10, temperature=0):
+        assert r.text == "the" and r.finish_reason == "stop"
+        assert len(r.logprobs) == len(r.token_ids) > 0
+    V = model.spec.vocab_size
+    dead = _core.Grammar(_core.GrammarRules('root ::= "z"'), _core.GrammarVocab([b"a"] * V, [1], False))
+    o = _core.SamplerOptions()
+    o.temperature = 0.0
+    o.grammar = dead
+    forks = [model._core.fork(), model._core.fork()]
+    for f in forks:
+        f.prefill(np.asarray([5, 6], np.int32))
+    out = _core.decode_batch(forks, np.asarray([7, 8], np.int32), [_core.Sampler(o), _core.Sampler(o)],
+                             [np.zeros(0, np.int32)] * 2, [2, -1])
+    assert out[0][0] == -1 and out[0][2] == [] and out[1] == -1
+    assert forks[0].step(np.asarray([9], np.int32), _core.Sampler(o), np.zeros(0, np.int32), 3)[0] == -1

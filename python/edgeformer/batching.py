@@ -80,7 +80,7 @@ class _Seq:
         """Records a new token (with logprobs: the (token, log-probability, top) of Model.step); at the
         sequence's end, flushes the text the decoder still held back."""
         tok, lp = _step_result(out)
-        if lp is not None and tok not in self.eos:  # (as token_ids: an end-of-sequence token is not part of it)
+        if lp is not None and tok not in self.eos and tok >= 0:  # (as token_ids: no end token, no grammar's -1)
             self.lps.append(lp)
         if not self._alive(tok):
             self.end()
