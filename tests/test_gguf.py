@@ -189,6 +189,29 @@ def test_fused_qkv_families_roundtrip(family, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_k"])
+def test_qwen2_gguf_roundtrip_and_transformers_reads_it(qtype, tmp_path):
+    """Qwen2 (GGUF architecture qwen2: q/k/v biases, q and k rows unpermuted): our file loads back to the
+    logits of quantize-at-load, and transformers' GGUF reader agrees with them."""
+    import transformers as tf
+
+    src = tmp_path / "src"
+    make_model(str(src), tf.Qwen2ForCausalLM, tf.Qwen2Config(
+        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, vocab_size=320, tie_word_embeddings=False))
+    out = tmp_path / "m.gguf"
+    edgeformer.quantize(str(src), str(out), qtype)
+    direct = edgeformer.load(str(src), dtype=qtype, threads=2, max_context=64)
+    back = edgeformer.load(str(out), threads=2, max_context=64)
+    assert back.spec.model_type == "qwen2" and back.spec.attn_bias and not back.spec.attn_out_bias
+    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
+    theirs = hf_logits(hf, PROMPT)
+    ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32").logits(PROMPT)
+    rel = float(((theirs - ours) ** 2).sum() / (theirs**2).sum())
+    assert rel < {"q8_0": 1e-6}.get(qtype, 5e-3), rel
+
+
 def test_cli_quantize_and_nothing_lost(llama, tmp_path):
     path, _ = llama
     before = {f: os.path.getmtime(os.path.join(path, f)) for f in os.listdir(path)}

@@ -160,8 +160,31 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
     spec.rope = r
 
 
+def _window(cfg: Config, s: "_core.ArchSpec") -> None:
+    """Qwen2's sliding window: off unless use_sliding_window, then on the layers layer_types names (by default
+    those from max_window_layers on); one window for all layers or none is what the model computes."""
+    if not cfg.get("use_sliding_window", bool, False):
+        return
+    w = cfg.get("sliding_window", int, 0) or 0
+    if w < 0:
+        raise cfg.error("sliding_window", f"must be positive, got {w}")
+    types = cfg.data.get("layer_types")
+    if types is None:
+        first = cfg.get("max_window_layers", int, s.n_layers)
+        types = ["sliding_attention" if i >= first else "full_attention" for i in range(s.n_layers)]
+    if not isinstance(types, list) or len(types) != s.n_layers or not set(types) <= {"sliding_attention",
+                                                                                       "full_attention"}:
+        raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
+    if len(set(types)) > 1:
+        raise cfg.error("use_sliding_window", "a sliding window on some layers only (max_window_layers / layer_types) "
+                                              "is not supported: every layer's or none")
+    if types[0] == "sliding_attention":
+        s.sliding_window = w
+
+
 def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]:
-    """LLaMA 1/2/3, Vicuna, XGen (model_type llama) and Mistral (llama + sliding window)."""
+    """LLaMA 1/2/3, Vicuna, XGen (model_type llama), Mistral (llama + sliding window) and Qwen2 (llama + q/k/v
+    biases)."""
     s = _core.ArchSpec()
     s.model_type = cfg.get("model_type", str)
     s.vocab_size = cfg.positive("vocab_size")
@@ -182,6 +205,9 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
     _rope(cfg, s)
     s.attn_bias = cfg.get("attention_bias", bool, False)
     s.attn_out_bias = s.attn_bias
+    if s.model_type == "qwen2":  # biases on the q, k and v projections, none on o
+        s.attn_bias, s.attn_out_bias = True, False
+        _window(cfg, s)
     s.mlp_bias = cfg.get("mlp_bias", bool, False)
     s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
     if s.model_type == "mistral":
@@ -201,7 +227,7 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
         names[dst + "mlp_norm.weight"] = src + "post_attention_layernorm.weight"
         for p in "qkvo":
             names[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
-            if s.attn_bias:
+            if s.attn_out_bias if p == "o" else s.attn_bias:
                 names[dst + f"attn.{p}.bias"] = src + f"self_attn.{p}_proj.bias"
         for p in ("gate", "up", "down"):
             names[dst + f"mlp.{p}.weight"] = src + f"mlp.{p}_proj.weight"
@@ -645,6 +671,7 @@ def t5_specs(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap, "_co
 ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]]] = {
     "llama": _llama,
     "mistral": _llama,
+    "qwen2": _llama,
     "gpt2": _gpt2,
     "opt": _opt,
     "bloom": _bloom,

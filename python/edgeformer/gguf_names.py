@@ -31,6 +31,7 @@ from .gguf_common import (
     FALCON,
     GPT2,
     LLAMA,
+    QWEN2,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -203,7 +204,7 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
-    if a == LLAMA:
+    if a in (LLAMA, QWEN2):  # (the same tensors; Qwen2 has the q/k/v biases)
         return _LLAMA_NAMES
     if a == GPT2:
         return _GPT2_NAMES
