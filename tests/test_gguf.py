@@ -189,21 +189,24 @@ def test_fused_qkv_families_roundtrip(family, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("qtype", ["q8_0", "q4_k"])
-def test_qwen2_gguf_roundtrip_and_transformers_reads_it(qtype, tmp_path):
-    """Qwen2 (GGUF architecture qwen2: q/k/v biases, q and k rows unpermuted): our file loads back to the
-    logits of quantize-at-load, and transformers' GGUF reader agrees with them."""
+@pytest.mark.parametrize("family,qtype", [("qwen2", "q8_0"), ("qwen2", "q4_k"), ("qwen3", "q8_0"), ("qwen3", "q4_k")])
+def test_qwen_gguf_roundtrip_and_transformers_reads_it(family, qtype, tmp_path):
+    """Qwen2 and Qwen3 (GGUF architectures qwen2: q/k/v biases; qwen3: per-head q/k norms; q and k rows
+    unpermuted): our file loads back to the logits of quantize-at-load, and transformers' GGUF reader agrees."""
     import transformers as tf
 
     src = tmp_path / "src"
-    make_model(str(src), tf.Qwen2ForCausalLM, tf.Qwen2Config(
+    cls, cfg = (tf.Qwen2ForCausalLM, tf.Qwen2Config) if family == "qwen2" else (tf.Qwen3ForCausalLM, tf.Qwen3Config)
+    make_model(str(src), cls, cfg(
         hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=64, vocab_size=320, tie_word_embeddings=False))
+        max_position_embeddings=64, vocab_size=320, tie_word_embeddings=False,
+        **({"head_dim": 128} if family == "qwen3" else {})))  # (transformers' GGUF reader takes 128, its default)
     out = tmp_path / "m.gguf"
     edgeformer.quantize(str(src), str(out), qtype)
     direct = edgeformer.load(str(src), dtype=qtype, threads=2, max_context=64)
     back = edgeformer.load(str(out), threads=2, max_context=64)
-    assert back.spec.model_type == "qwen2" and back.spec.attn_bias and not back.spec.attn_out_bias
+    assert back.spec.model_type == family and back.spec.attn_bias == (family == "qwen2")
+    assert back.spec.qk_norm == (family == "qwen3") and not back.spec.attn_out_bias
     np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
     hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
     theirs = hf_logits(hf, PROMPT)

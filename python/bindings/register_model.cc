@@ -80,6 +80,7 @@ void register_model(py::module_& m) {
       .def_readwrite("norm_position", &ef::ArchSpec::norm_position)
       .def_readwrite("final_norm", &ef::ArchSpec::final_norm)
       .def_readwrite("emb_norm", &ef::ArchSpec::emb_norm)
+      .def_readwrite("qk_norm", &ef::ArchSpec::qk_norm)
       .def_readwrite("pos_offset", &ef::ArchSpec::pos_offset)
       .def_readwrite("n_token_types", &ef::ArchSpec::n_token_types)
       .def_readwrite("parallel_mlp_norm", &ef::ArchSpec::parallel_mlp_norm)

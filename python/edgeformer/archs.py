@@ -183,8 +183,8 @@ def _window(cfg: Config, s: "_core.ArchSpec") -> None:
 
 
 def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]:
-    """LLaMA 1/2/3, Vicuna, XGen (model_type llama), Mistral (llama + sliding window) and Qwen2 (llama + q/k/v
-    biases)."""
+    """LLaMA 1/2/3, Vicuna, XGen (model_type llama), Mistral (llama + sliding window), Qwen2 (llama + q/k/v
+    biases) and Qwen3 (llama + per-head query / key norms)."""
     s = _core.ArchSpec()
     s.model_type = cfg.get("model_type", str)
     s.vocab_size = cfg.positive("vocab_size")
@@ -208,6 +208,9 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
     if s.model_type == "qwen2":  # biases on the q, k and v projections, none on o
         s.attn_bias, s.attn_out_bias = True, False
         _window(cfg, s)
+    if s.model_type == "qwen3":  # an RMSNorm over each head's query and key
+        s.qk_norm = True
+        _window(cfg, s)
     s.mlp_bias = cfg.get("mlp_bias", bool, False)
     s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
     if s.model_type == "mistral":
@@ -229,6 +232,9 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
             names[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
             if s.attn_out_bias if p == "o" else s.attn_bias:
                 names[dst + f"attn.{p}.bias"] = src + f"self_attn.{p}_proj.bias"
+        if s.qk_norm:
+            names[dst + "attn.q_norm.weight"] = src + "self_attn.q_norm.weight"
+            names[dst + "attn.k_norm.weight"] = src + "self_attn.k_norm.weight"
         for p in ("gate", "up", "down"):
             names[dst + f"mlp.{p}.weight"] = src + f"mlp.{p}_proj.weight"
             if s.mlp_bias:
@@ -672,6 +678,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "llama": _llama,
     "mistral": _llama,
     "qwen2": _llama,
+    "qwen3": _llama,
     "gpt2": _gpt2,
     "opt": _opt,
     "bloom": _bloom,

@@ -1,7 +1,7 @@
 """GGUF (llama.cpp's format) metadata <-> Hugging Face config.json, and metadata into a ``gguf.GGUFWriter``.
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
-  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral), ``qwen2``, ``gpt2``, ``bloom``,
+  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral), ``qwen2``, ``qwen3``, ``gpt2``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -30,6 +30,7 @@ from .gguf_common import (
     GPT2,
     LLAMA,
     QWEN2,
+    QWEN3,
     SUPPORTED_ARCHS,
     T5,
     _clean_float,
@@ -294,6 +295,16 @@ def _config_qwen2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     return cfg
 
 
+def _config_qwen3(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Qwen3: a Llama with a norm over each head's query and key, q and k rows unpermuted."""
+    cfg = _config_llama(m, arch, names, rope_freqs)
+    cfg.update(model_type="qwen3", architectures=["Qwen3ForCausalLM"])
+    if cfg.pop("sliding_window", None) is not None:
+        cfg.update(use_sliding_window=True, sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch)),
+                   max_window_layers=0)
+    return cfg
+
+
 def _config_gpt2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     n_heads = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
@@ -449,7 +460,7 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
     return cfg
 
 
-_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen2, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
+_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen2, QWEN3: _config_qwen3, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -496,7 +507,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         if value is not None:
             out[_k(template, arch)] = value
 
-    if arch in (LLAMA, QWEN2):
+    if arch in (LLAMA, QWEN2, QWEN3):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -544,8 +555,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             )
         if mt == "mistral" and config.get("sliding_window"):
             put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
-        if mt == "qwen2" and cfg.get("use_sliding_window", bool, False):
-            raise cfg.error("use_sliding_window", "a Qwen2 sliding window has no GGUF key llama.cpp reads")
+        if mt in ("qwen2", "qwen3") and cfg.get("use_sliding_window", bool, False):
+            raise cfg.error("use_sliding_window", f"a {mt} sliding window has no GGUF key llama.cpp reads")
     elif arch == GPT2:
         hidden = cfg.positive("n_embd")
         put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))

@@ -32,6 +32,7 @@ from .gguf_common import (
     GPT2,
     LLAMA,
     QWEN2,
+    QWEN3,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -71,6 +72,10 @@ _LLAMA_NAMES = [
     (_T_.FFN_GATE, "model.layers.{i}.mlp.gate_proj", _WB, "blk"),
     (_T_.FFN_UP, "model.layers.{i}.mlp.up_proj", _WB, "blk"),
     (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _WB, "blk"),
+]
+_QWEN3_NAMES = _LLAMA_NAMES + [
+    (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.q_norm", _W, "blk"),
+    (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.k_norm", _W, "blk"),
 ]
 _GPT2_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.wte", _W, None),
@@ -206,6 +211,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     config = config or {}
     if a in (LLAMA, QWEN2):  # (the same tensors; Qwen2 has the q/k/v biases)
         return _LLAMA_NAMES
+    if a == QWEN3:
+        return _QWEN3_NAMES
     if a == GPT2:
         return _GPT2_NAMES
     if a == BLOOM:

@@ -73,15 +73,21 @@ void embedding(const DevMatrix& table, const int32_t* ids, int64_t T, float* out
   });
 }
 
-void rmsnorm(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, cudaStream_t st) {
+void rmsnorm_heads(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, int64_t heads,
+                   int64_t ld, cudaStream_t st) {
   ef_mock_submit(st, [=] {
     for (int64_t r = 0; r < rows; r++) {
+      const int64_t at = (r / heads) * ld + (r % heads) * n;
       double ss = 0;
-      for (int64_t i = 0; i < n; i++) ss += (double)x[r * n + i] * x[r * n + i];
+      for (int64_t i = 0; i < n; i++) ss += (double)x[at + i] * x[at + i];
       const float s = 1.f / std::sqrt((float)(ss / n) + eps);
-      for (int64_t i = 0; i < n; i++) y[r * n + i] = x[r * n + i] * s * (w ? w[i] : 1.f);
+      for (int64_t i = 0; i < n; i++) y[at + i] = x[at + i] * s * (w ? w[i] : 1.f);
     }
   });
+}
+
+void rmsnorm(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, cudaStream_t st) {
+  rmsnorm_heads(x, w, eps, y, rows, n, 1, n, st);
 }
 
 void layernorm(const float* x, const float* w, const float* b, float eps, float* y, int64_t rows, int64_t n,

@@ -46,6 +46,7 @@ struct ArchSpec {
   bool attn_bias = false, attn_out_bias = false, mlp_bias = false;
   bool tie_embeddings = false;
   int32_t sliding_window = 0;  // 0 = none; key j visible from query i when i - j < sliding_window
+  bool qk_norm = false;        // RMSNorm of each head's query and key before rotary (Qwen3): [head_dim] weights
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
 
   // -- what the other families need ---------------------------------------------------------------

@@ -33,6 +33,7 @@ struct ModelOptions {
 struct LayerWeights {
   Tensor attn_norm_w, attn_norm_b, mlp_norm_w, mlp_norm_b;  // norms and biases are f32
   Tensor wq, wk, wv, wo, bq, bk, bv, bo;                     // matrices as stored
+  Tensor q_norm_w, k_norm_w;                                 // per-head query / key norms (qk_norm)
   Tensor w_gate, w_up, w_down, b_gate, b_up, b_down;
   Tensor cross_norm_w, cross_norm_b, cq, ck, cv, co;         // cross-attention (T5 decoder)
 };

@@ -35,6 +35,7 @@ struct DevLayer {
   const float* b_qkv = nullptr;
   DevMatrix wo;
   const float* bo = nullptr;
+  const float *q_norm_w = nullptr, *k_norm_w = nullptr;  // qk_norm
   std::vector<Part> gate_up;  // gated: gate at 0, up at F of gu [T][2F]; else up at 0 of gu [T][F]
   const float* b_gate_up = nullptr;
   DevMatrix down;
@@ -317,6 +318,10 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
     L.b_qkv = cat({p + "attn.q.bias", p + "attn.k.bias", p + "attn.v.bias"});
     L.wo = matrix(p + "attn.o.weight");
     L.bo = vec(p + "attn.o.bias");
+    if (sp.qk_norm) {
+      L.q_norm_w = vec(p + "attn.q_norm.weight");
+      L.k_norm_w = vec(p + "attn.k_norm.weight");
+    }
     if (sp.gated_mlp) {
       L.gate_up = parts({p + "mlp.gate.weight", p + "mlp.up.weight"});
       L.b_gate_up = cat({p + "mlp.gate.bias", p + "mlp.up.bias"});
@@ -619,6 +624,10 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   };
   auto self_attention = [&](int l, const DevLayer& L, const float* in, float* result) {  // result += attn(in)
     run_parts(L.qkv, L.b_qkv, in, H, T, qkv, QKV, S.ws_linear, st);
+    if (sp.qk_norm) {  // each head's query and key, in place, before rotary
+      rmsnorm_heads(qkv, L.q_norm_w, sp.norm_eps, qkv, (int64_t)T * nh, hd, nh, QKV, st);
+      rmsnorm_heads(qkv + QD, L.k_norm_w, sp.norm_eps, qkv + QD, (int64_t)T * nkv, hd, nkv, QKV, st);
+    }
     const size_t layer_off = l * layer_elems * S.kv_elem();
     auto cache = [&](const DevBuffer& c) { return static_cast<char*>(c.get()) + layer_off; };
     if (batch) {

@@ -26,11 +26,14 @@ __global__ void embedding_kernel(DevMatrix table, const int32_t* __restrict__ id
 // One block per row. As the CPU reference: rmsnorm r = 1 / sqrt(mean(x^2) + eps); layernorm in two passes. The
 // loops are unrolled so that each thread has several loads in flight (a decode step's row is one block's work).
 // vec: rows of float4 (n a multiple of 4, x, w and y 16-byte aligned).
-__global__ void rmsnorm_kernel(const float* __restrict__ x, const float* __restrict__ w, float eps, float* y, int64_t n,
-                               bool vec) {
+// Row r sits at (r / heads) * ld + (r % heads) * n: heads = 1, ld = n for plain rows; a token's heads for the
+// per-head query / key norms (qk_norm), its rows ld apart.
+__global__ void rmsnorm_kernel(const float* x, const float* __restrict__ w, float eps, float* y, int64_t n,
+                               int64_t heads, int64_t ld, bool vec) {
   __shared__ float sh[32];
-  const float* xr = x + blockIdx.x * n;
-  float* yr = y + blockIdx.x * n;
+  const int64_t at = (int64_t)(blockIdx.x / heads) * ld + (int64_t)(blockIdx.x % heads) * n;
+  const float* xr = x + at;
+  float* yr = y + at;
   float ss = 0.f;
   if (vec) {
     const float4* x4 = reinterpret_cast<const float4*>(xr);
@@ -169,10 +172,15 @@ void embedding(const DevMatrix& table, const int32_t* ids, int64_t T, float* out
 }
 
 void rmsnorm(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, cudaStream_t s) {
+  rmsnorm_heads(x, w, eps, y, rows, n, 1, n, s);
+}
+
+void rmsnorm_heads(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, int64_t heads,
+                   int64_t ld, cudaStream_t s) {
   if (rows <= 0) return;
   const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  const bool vec = n % 4 == 0 && aligned(x) && aligned(y) && (!w || aligned(w));
-  rmsnorm_kernel<<<(unsigned)rows, 256, 0, s>>>(x, w, eps, y, n, vec);
+  const bool vec = n % 4 == 0 && ld % 4 == 0 && aligned(x) && aligned(y) && (!w || aligned(w));
+  rmsnorm_kernel<<<(unsigned)rows, n <= 128 ? 32 : 256, 0, s>>>(x, w, eps, y, n, heads, ld, vec);
   EF_CUDA_LAUNCHED(rmsnorm_kernel);
 }
 

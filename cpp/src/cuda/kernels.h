@@ -36,6 +36,9 @@ void embedding(const DevMatrix& table, const int32_t* ids, int64_t T, float* out
                cudaStream_t s);
 // y = x / sqrt(mean(x^2) + eps) * w  (w may be null); rows of n, contiguous; in place allowed
 void rmsnorm(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, cudaStream_t s);
+// rows of n at (r / heads) * ld + (r % heads) * n: each head of each token (y may be x)
+void rmsnorm_heads(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, int64_t heads,
+                   int64_t ld, cudaStream_t s);
 // y = (x - mean) / sqrt(var + eps) * w + b  (w, b may be null); in place allowed
 void layernorm(const float* x, const float* w, const float* b, float eps, float* y, int64_t rows, int64_t n,
                cudaStream_t s);

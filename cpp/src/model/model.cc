@@ -280,6 +280,10 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.bv = L.vec(p + "attn.v.bias", KD, true);
     }
     if (spec_.attn_out_bias) w.bo = L.vec(p + "attn.o.bias", H, true);
+    if (spec_.qk_norm) {
+      w.q_norm_w = L.vec(p + "attn.q_norm.weight", hd, true);
+      w.k_norm_w = L.vec(p + "attn.k_norm.weight", hd, true);
+    }
     if (spec_.gated_mlp) w.w_gate = L.matrix(p + "mlp.gate.weight", {F, H});
     w.w_up = L.matrix(p + "mlp.up.weight", {F, H});
     w.w_down = L.matrix(p + "mlp.down.weight", {H, F});
@@ -378,6 +382,7 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {"mlp_norm.bias", &l.mlp_norm_b},     {"attn.q.weight", &l.wq},         {"attn.k.weight", &l.wk},
         {"attn.v.weight", &l.wv},             {"attn.o.weight", &l.wo},         {"attn.q.bias", &l.bq},
         {"attn.k.bias", &l.bk},               {"attn.v.bias", &l.bv},           {"attn.o.bias", &l.bo},
+        {"attn.q_norm.weight", &l.q_norm_w},  {"attn.k_norm.weight", &l.k_norm_w},
         {"mlp.gate.weight", &l.w_gate},       {"mlp.up.weight", &l.w_up},       {"mlp.down.weight", &l.w_down},
         {"mlp.gate.bias", &l.b_gate},         {"mlp.up.bias", &l.b_up},         {"mlp.down.bias", &l.b_down},
         {"cross_norm.weight", &l.cross_norm_w}, {"cross_norm.bias", &l.cross_norm_b}, {"cross.q.weight", &l.cq},
@@ -529,6 +534,12 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     for (int32_t t = 0; t < T; t++) {
       const float* c = rotary ? cos_.data() + t * half : nullptr;
       const float* s = rotary ? sin_.data() + t * half : nullptr;
+      if (spec_.qk_norm) {  // each head's query and key, normalized in place before rotary
+        for (int hh = 0; hh < nh; hh++)
+          K.rmsnorm(q_.data() + t * QD + hh * hd, fptr(w.q_norm_w), spec_.norm_eps, q_.data() + t * QD + hh * hd, hd);
+        for (int hh = 0; hh < nkv; hh++)
+          K.rmsnorm(k_.data() + t * KD + hh * hd, fptr(w.k_norm_w), spec_.norm_eps, k_.data() + t * KD + hh * hd, hd);
+      }
       if (rotary)
         for (int hh = 0; hh < nh; hh++) ops::rope(q_.data() + t * QD + hh * hd, c, s, half, spec_.rope.style);
       for (int hh = 0; hh < nkv; hh++) {
