@@ -1,4 +1,4 @@
-"""GPT-2, OPT, BLOOM, Falcon, CodeGen, Qwen2, Qwen3, BERT and T5 against transformers on tiny random checkpoints, under
+"""GPT-2, OPT, BLOOM, Falcon, CodeGen, Qwen2, Qwen3, Phi-3, BERT and T5 against transformers on tiny random checkpoints, under
 every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical, BERT hidden states of a padded
 batch, T5 decoder logits, greedy and beam search."""
 
@@ -63,10 +63,25 @@ def _decoders():
                                                            num_attention_heads=4, num_key_value_heads=1,
                                                            max_position_embeddings=64, use_sliding_window=True,
                                                            sliding_window=8, max_window_layers=0, **base)),
+        # the window on the second layer only (max_window_layers=1)
+        "qwen2_window_layer1": (tf.Qwen2ForCausalLM, tf.Qwen2Config(hidden_size=64, intermediate_size=128,
+                                                                  num_hidden_layers=2, num_attention_heads=4,
+                                                                  num_key_value_heads=2, max_position_embeddings=64,
+                                                                  use_sliding_window=True, sliding_window=6,
+                                                                  max_window_layers=1, **base)),
         # per-head q/k norms, head_dim 32 apart from hidden / heads (64 / 4)
         "qwen3": (tf.Qwen3ForCausalLM, tf.Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                                     num_attention_heads=4, num_key_value_heads=2, head_dim=32,
                                                     max_position_embeddings=64, tie_word_embeddings=True, **base)),
+        # fused qkv_proj and gate_up_proj
+        "phi3": (tf.Phi3ForCausalLM, tf.Phi3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                 num_attention_heads=4, num_key_value_heads=2,
+                                                 max_position_embeddings=64, **base)),
+        # with a sliding window of 8 and rotary on half of each head (Phi-4-mini rotates 3/4)
+        "phi3_window_partial": (tf.Phi3ForCausalLM, tf.Phi3Config(hidden_size=64, intermediate_size=128,
+                                                                num_hidden_layers=2, num_attention_heads=4,
+                                                                num_key_value_heads=4, max_position_embeddings=64,
+                                                                sliding_window=8, partial_rotary_factor=0.5, **base)),
         # rotary_dim 8 of head_dim 16: partial, interleaved
         "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
                                                           n_positions=64, **base)),
@@ -89,7 +104,8 @@ def built(tmp_path_factory):
 
 
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
-            "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen3"]
+            "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
+            "qwen3", "phi3", "phi3_window_partial"]
 
 
 @pytest.mark.parametrize("case", DECODERS)

@@ -76,6 +76,7 @@ void register_model(py::module_& m) {
       .def_readwrite("mlp_bias", &ef::ArchSpec::mlp_bias)
       .def_readwrite("tie_embeddings", &ef::ArchSpec::tie_embeddings)
       .def_readwrite("sliding_window", &ef::ArchSpec::sliding_window)
+      .def_readwrite("layer_windows", &ef::ArchSpec::layer_windows)
       .def_readwrite("attn_scale", &ef::ArchSpec::attn_scale)
       .def_readwrite("norm_position", &ef::ArchSpec::norm_position)
       .def_readwrite("final_norm", &ef::ArchSpec::final_norm)

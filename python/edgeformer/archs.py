@@ -162,7 +162,7 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
 
 def _window(cfg: Config, s: "_core.ArchSpec") -> None:
     """Qwen2's sliding window: off unless use_sliding_window, then on the layers layer_types names (by default
-    those from max_window_layers on); one window for all layers or none is what the model computes."""
+    those from max_window_layers on)."""
     if not cfg.get("use_sliding_window", bool, False):
         return
     w = cfg.get("sliding_window", int, 0) or 0
@@ -175,10 +175,9 @@ def _window(cfg: Config, s: "_core.ArchSpec") -> None:
     if not isinstance(types, list) or len(types) != s.n_layers or not set(types) <= {"sliding_attention",
                                                                                        "full_attention"}:
         raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
-    if len(set(types)) > 1:
-        raise cfg.error("use_sliding_window", "a sliding window on some layers only (max_window_layers / layer_types) "
-                                              "is not supported: every layer's or none")
-    if types[0] == "sliding_attention":
+    if len(set(types)) > 1:  # some layers only (layer_types, or from max_window_layers on)
+        s.layer_windows = [w if t == "sliding_attention" else 0 for t in types]
+    elif types[0] == "sliding_attention":
         s.sliding_window = w
 
 
@@ -239,6 +238,25 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
             names[dst + f"mlp.{p}.weight"] = src + f"mlp.{p}_proj.weight"
             if s.mlp_bias:
                 names[dst + f"mlp.{p}.bias"] = src + f"mlp.{p}_proj.bias"
+    return s, names
+
+
+def _phi3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Phi-3 and Phi-4 (model_type phi3): a Llama whose q, k and v rows are one matrix (qkv_proj) and gate and up
+    rows another (gate_up_proj), with a sliding window on every layer when the config names one."""
+    s, names = _llama(cfg, tensor_names)
+    w = cfg.get("sliding_window", int, 0) or 0
+    if w < 0:
+        raise cfg.error("sliding_window", f"must be positive, got {w}")
+    s.sliding_window = w
+    qd, kd, f = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim, s.ffn_size
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        qkv, gu = src + "self_attn.qkv_proj.weight", src + "mlp.gate_up_proj.weight"
+        for p, rows in (("q", slice(0, qd)), ("k", slice(qd, qd + kd)), ("v", slice(qd + kd, qd + 2 * kd))):
+            names[dst + f"attn.{p}.weight"] = Derived(qkv, rows)
+        names[dst + "mlp.gate.weight"] = Derived(gu, slice(0, f))
+        names[dst + "mlp.up.weight"] = Derived(gu, slice(f, 2 * f))
     return s, names
 
 
@@ -679,6 +697,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "mistral": _llama,
     "qwen2": _llama,
     "qwen3": _llama,
+    "phi3": _phi3,
     "gpt2": _gpt2,
     "opt": _opt,
     "bloom": _bloom,

@@ -46,6 +46,7 @@ struct ArchSpec {
   bool attn_bias = false, attn_out_bias = false, mlp_bias = false;
   bool tie_embeddings = false;
   int32_t sliding_window = 0;  // 0 = none; key j visible from query i when i - j < sliding_window
+  std::vector<int32_t> layer_windows;  // per layer (0: none), in place of sliding_window where not empty
   bool qk_norm = false;        // RMSNorm of each head's query and key before rotary (Qwen3): [head_dim] weights
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
 
@@ -66,6 +67,7 @@ struct ArchSpec {
   bool cross_attention = false;      // a decoder that attends to an encoder's output (T5)
 
   bool causal() const { return kind != ModelKind::Encoder; }
+  int32_t window(int layer) const { return layer_windows.empty() ? sliding_window : layer_windows[layer]; }
 
   void validate() const;  // throws ValueError naming the field
 };

@@ -599,7 +599,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   };
   // rotary on rows t0 .. t0 + n - 1 of q and k, their k and v appended to cache kc / vc (this layer's) at
   // positions p0 .., and their attention over that cache
-  auto attend = [&](int32_t t0, int32_t n, int32_t p0, char* kc, char* vc) {
+  auto attend = [&](int32_t t0, int32_t n, int32_t p0, char* kc, char* vc, int32_t window) {
     RopeStoreArgs r;
     r.q = qkv + t0 * QKV, r.ldq = QKV;
     r.k = qkv + t0 * QKV + QD, r.v = qkv + t0 * QKV + QD + KD, r.ldk = QKV, r.ldv = QKV;
@@ -615,7 +615,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     A.k = kc, A.v = vc, A.kv_f16 = S.kv_f16;
     A.head_stride = (int64_t)W.max_ctx * hd, A.pos_stride = hd;
     A.T = n, A.n_heads = nh, A.group = nh / nkv, A.head_dim = (int32_t)hd, A.pos0 = p0, A.n_keys = p0 + n;
-    A.causal = sp.causal(), A.window = sp.sliding_window, A.scale = attn_scale;
+    A.causal = sp.causal(), A.window = window, A.scale = attn_scale;
     A.alibi = W.alibi, A.alibi_bf16 = sp.alibi_bf16, A.alibi_scaled = sp.alibi_scaled;
     A.rel = rel, A.rel_width = rel_width, A.rel_lo = rel_lo;
     A.key_mask = key_mask;
@@ -631,9 +631,9 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     const size_t layer_off = l * layer_elems * S.kv_elem();
     auto cache = [&](const DevBuffer& c) { return static_cast<char*>(c.get()) + layer_off; };
     if (batch) {
-      for (int32_t t = 0; t < T; t++) attend(t, 1, pos[t], cache(seqs[t]->kc), cache(seqs[t]->vc));
+      for (int32_t t = 0; t < T; t++) attend(t, 1, pos[t], cache(seqs[t]->kc), cache(seqs[t]->vc), sp.window(l));
     } else {
-      attend(0, T, pos0, cache(S.kc), cache(S.vc));
+      attend(0, T, pos0, cache(S.kc), cache(S.vc), sp.window(l));
     }
     linear(L.wo, att, QD, T, L.bo, result, H, true, S.ws_linear, st);
   };

@@ -108,7 +108,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   };
   // the position of query row t: in a batch, its sequence's (whose cache holds it already)
   const auto pos_of = [&](int32_t t) { return seqs ? seqs[t]->n_past_ : pos0 + t; };
-  const int W = spec_.sliding_window;
+  const int W = spec_.window(layer);
   const bool causal = spec_.causal();
   const int32_t n_keys = pos0 + T;  // (one sequence; a batch's rows are causal: each sees keys up to its position)
   const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.pos == PosKind::Relative;

@@ -39,6 +39,10 @@ void ArchSpec::validate() const {
                                           ") must be a multiple of num_key_value_heads (" + std::to_string(n_kv_heads) + ")");
   EF_CHECK(norm_eps > 0 && std::isfinite(norm_eps), "config field 'rms_norm_eps' must be positive");
   EF_CHECK(sliding_window >= 0, "config field 'sliding_window' must be non-negative");
+  EF_CHECK(layer_windows.empty() || (int64_t)layer_windows.size() == n_layers,
+           "config field 'layer_types': one entry per layer (" + std::to_string(n_layers) + "), got " +
+               std::to_string(layer_windows.size()));
+  for (int32_t w : layer_windows) EF_CHECK(w >= 0, "config field 'sliding_window' must be non-negative");
   EF_CHECK(pos_offset >= 0 && n_token_types >= 0 && proj_dim >= 0, "config: negative offset, type count or projection");
   EF_CHECK(kind != ModelKind::EncoderDecoder, "an encoder-decoder is two stacks: build an encoder and a decoder spec");
   switch (pos) {
