@@ -196,7 +196,7 @@ def test_a_long_prompt_is_prefilled_between_steps(tmp_path, monkeypatch, prefill
     events = []
     real_chunks, real_step = batching._prefill_chunks, batching.step
     monkeypatch.setattr(batching, "_prefill_chunks",
-                        lambda core, ids: (events.append(("prefill", len(ids))), real_chunks(core, ids))[1])
+                        lambda core, ids, *a: (events.append(("prefill", len(ids))), real_chunks(core, ids, *a))[1])
     # (slowed: the running request is still decoding when the long prompt arrives)
     monkeypatch.setattr(batching, "step",
                         lambda seqs: (events.append(("step", len(seqs))), time.sleep(0.02), real_step(seqs))[2])
@@ -229,7 +229,7 @@ def test_short_prompts_pass_a_long_one_and_a_prefilling_request_cancels(tmp_path
     events = []
     real_chunks = batching._prefill_chunks
     monkeypatch.setattr(batching, "_prefill_chunks",
-                        lambda core, ids: (events.append(len(ids)), real_chunks(core, ids))[1])
+                        lambda core, ids, *a: (events.append(len(ids)), real_chunks(core, ids, *a))[1])
     _slow_steps(monkeypatch)
     long_p, short_p = prompt_ids(700, seed=72), prompt_ids(7, seed=73)
     kw = dict(max_new_tokens=4, temperature=0, ignore_eos=True)
@@ -265,7 +265,7 @@ def test_prefix_cache(tmp_path, monkeypatch):
     model = edgeformer.load(str(tmp_path), threads=2, max_context=512)
     ran = []
     real_chunks = batching._prefill_chunks
-    monkeypatch.setattr(batching, "_prefill_chunks", lambda core, ids: (ran.append(len(ids)), real_chunks(core, ids))[1])
+    monkeypatch.setattr(batching, "_prefill_chunks", lambda core, ids, *a: (ran.append(len(ids)), real_chunks(core, ids, *a))[1])
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     first = prompt_ids(300, seed=80)
     with edgeformer.Batcher(model, prefix_cache=2) as b:
@@ -309,7 +309,7 @@ def test_requests_joining_together_share_their_prompt(tmp_path, monkeypatch):
     model = edgeformer.load(str(tmp_path), threads=2, max_context=512)
     ran = []
     real_chunks = batching._prefill_chunks
-    monkeypatch.setattr(batching, "_prefill_chunks", lambda core, ids: (ran.append(len(ids)), real_chunks(core, ids))[1])
+    monkeypatch.setattr(batching, "_prefill_chunks", lambda core, ids, *a: (ran.append(len(ids)), real_chunks(core, ids, *a))[1])
     p = prompt_ids(300, seed=84)
     q = p[:100] + prompt_ids(20, seed=85)
     kws = [dict(max_new_tokens=6, temperature=0.9, top_k=20, seed=s, ignore_eos=True) for s in (1, 2, 3)]

@@ -82,6 +82,15 @@ def _decoders():
                                                                 num_hidden_layers=2, num_attention_heads=4,
                                                                 num_key_value_heads=4, max_position_embeddings=64,
                                                                 sliding_window=8, partial_rotary_factor=0.5, **base)),
+        # longrope (Phi-3.5, Phi-4-mini): short factors up to 16 positions, then the long ones, 3/4 of each head
+        # rotated; the 32-token prompt crosses over, a prefill in pieces must not
+        "phi3_longrope": (tf.Phi3ForCausalLM, tf.Phi3Config(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=64, original_max_position_embeddings=16, partial_rotary_factor=0.75,
+            rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+                             "short_factor": [1.0 + 0.1 * i for i in range(6)],
+                             "long_factor": [1.5 + 0.7 * i for i in range(6)],
+                             "original_max_position_embeddings": 16}, **base)),
         # rotary_dim 8 of head_dim 16: partial, interleaved
         "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
                                                           n_positions=64, **base)),
@@ -105,7 +114,7 @@ def built(tmp_path_factory):
 
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
-            "qwen3", "phi3", "phi3_window_partial"]
+            "qwen3", "phi3", "phi3_window_partial", "phi3_longrope"]
 
 
 @pytest.mark.parametrize("case", DECODERS)
@@ -121,6 +130,23 @@ def test_decoder_greedy(case, isa, built):
     model = edgeformer.load(path, threads=2, max_context=64)
     out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
     assert out.token_ids == ref_tokens
+
+
+def test_length_dependent_rope_prefilled_in_pieces(built, monkeypatch):
+    """longrope chooses its factors by the length of the call: a prompt prefilled in pieces of 8 gives the
+    logits and the greedy tokens of one call (transformers'), not the short factors' of its first pieces."""
+    from edgeformer import model as model_mod
+
+    path, ref, ref_tokens = built("phi3_longrope")
+    model = edgeformer.load(path, threads=2, max_context=64)
+    assert model.spec.rope.scaling == edgeformer._core.RopeScaling.longrope and model._keys_depend_on_length
+    monkeypatch.setattr(model_mod, "PREFILL_CHUNK", 8)
+    assert_logits_close(model.logits(PROMPT), ref)
+    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
+    assert out.token_ids == ref_tokens
+    monkeypatch.setattr(model_mod, "_prefill_chunks", lambda core, ids, rope_length=0: [
+        core.prefill(np.asarray(ids[i:i + 8], np.int32)) for i in range(0, len(ids), 8)])
+    assert model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids != ref_tokens
 
 
 # -- BERT --------------------------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ void forward_locked(M& m, const ef::ForwardArgs& a) {
 }
 
 template <class M>
-py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_logits, bool decode_precision = false) {
+py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_logits, bool decode_precision = false,
+                               int64_t rope_length = 0) {
   if (ids.ndim() != 1) throw ef::ValueError("input_ids: expected a 1-D array of token ids");
   const int32_t T = (int32_t)ids.shape(0);
   if (T == 0) throw ef::ValueError("input_ids: empty");
@@ -79,6 +80,7 @@ py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_log
   a.output = want_logits ? (all_logits ? ef::Output::AllLogits : ef::Output::LastLogits) : ef::Output::None;
   a.out = want_logits ? out.mutable_data() : nullptr;
   a.decode_precision = decode_precision;
+  a.rope_length = rope_length;
   forward_locked(m, a);
   return out;
 }
@@ -203,13 +205,17 @@ void def_model_calls(py::class_<M>& c) {
         std::lock_guard<std::mutex> lk(m.mutex());
         m.truncate(n);
       })
-      .def("forward", [](M& m, IdArray ids, bool all_logits, bool decode_precision) {
-        return run_forward(m, ids, all_logits, true, decode_precision);
+      .def("forward", [](M& m, IdArray ids, bool all_logits, bool decode_precision, int64_t rope_length) {
+        return run_forward(m, ids, all_logits, true, decode_precision, rope_length);
       }, py::arg("input_ids"), py::arg("all_logits") = true, py::arg("decode_precision") = false,
+           py::arg("rope_length") = 0,
            "Appends input_ids to the KV cache; returns logits [T, vocab] (all_logits) or [1, vocab]. "
-           "decode_precision: the products of decode steps for every row (q8_0 weights: two activation levels).")
-      .def("prefill", [](M& m, IdArray ids) { run_forward(m, ids, false, false); }, py::arg("input_ids"),
-           "Appends input_ids to the KV cache without computing logits.")
+           "decode_precision: the products of decode steps for every row (q8_0 weights: two activation levels). "
+           "rope_length: as prefill's.")
+      .def("prefill", [](M& m, IdArray ids, int64_t rope_length) { run_forward(m, ids, false, false, false, rope_length); },
+           py::arg("input_ids"), py::arg("rope_length") = 0,
+           "Appends input_ids to the KV cache without computing logits. rope_length: the length of the whole prompt "
+           "this is a piece of (length-dependent rotary scaling computes its frequencies for it; 0: this call's).")
       .def("hidden_states", &hidden_states<M>, py::arg("input_ids"), py::arg("token_type_ids") = py::none(),
            py::arg("attention_mask") = py::none())
       .def("set_encoder_output", &set_encoder_output<M>, py::arg("encoder_output"),

@@ -27,7 +27,8 @@ void register_model(py::module_& m) {
       .value("linear", ef::RopeScaling::Linear)
       .value("dynamic", ef::RopeScaling::Dynamic)
       .value("llama3", ef::RopeScaling::Llama3)
-      .value("yarn", ef::RopeScaling::Yarn);
+      .value("yarn", ef::RopeScaling::Yarn)
+      .value("longrope", ef::RopeScaling::LongRope);
   py::enum_<ef::ModelKind>(m, "ModelKind")
       .value("decoder", ef::ModelKind::Decoder)
       .value("encoder", ef::ModelKind::Encoder)
@@ -50,7 +51,9 @@ void register_model(py::module_& m) {
       .def_readwrite("attention_factor", &ef::RopeSpec::attention_factor)
       .def_readwrite("mscale", &ef::RopeSpec::mscale)
       .def_readwrite("mscale_all_dim", &ef::RopeSpec::mscale_all_dim)
-      .def_readwrite("truncate", &ef::RopeSpec::truncate);
+      .def_readwrite("truncate", &ef::RopeSpec::truncate)
+      .def_readwrite("short_factor", &ef::RopeSpec::short_factor)
+      .def_readwrite("long_factor", &ef::RopeSpec::long_factor);
 
   py::class_<ef::ArchSpec>(m, "ArchSpec")
       .def(py::init<>())

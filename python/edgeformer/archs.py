@@ -128,6 +128,7 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
         "dynamic": _core.RopeScaling.dynamic,
         "llama3": _core.RopeScaling.llama3,
         "yarn": _core.RopeScaling.yarn,
+        "longrope": _core.RopeScaling.longrope,
     }
     if rtype not in kinds:
         raise cfg.error(field + ".rope_type", f"names an unsupported rope scaling {rtype!r} (supported: {', '.join(kinds)})")
@@ -157,6 +158,27 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
         r.beta_fast = p("beta_fast", float, 32.0)
         r.beta_slow = p("beta_slow", float, 1.0)
         r.truncate = p("truncate", bool, True)
+    if rtype == "longrope":
+        orig = p("original_max_position_embeddings", int, None)
+        if orig is None:
+            orig = cfg.get("original_max_position_embeddings", int)
+        if orig <= 0:
+            raise cfg.error(field + ".original_max_position_embeddings", f"must be positive, got {orig}")
+        r.original_max_position = orig
+        half = r.rotary_dim // 2
+        for name in ("short_factor", "long_factor"):
+            v = params.get(name)
+            if not isinstance(v, list) or len(v) != half or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v):
+                raise cfg.error(f"{field}.{name}", f"expected {half} positive numbers (rotary_dim / 2)")
+            setattr(r, name, [float(x) for x in v])
+        factor = p("factor", float, None)
+        if factor is None:
+            factor = cfg.get("max_position_embeddings", int) / orig
+        att = p("attention_factor", float, None)
+        if att is None:  # as transformers: the attention scaling LongRoPE's paper suggests
+            att = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
+        r.attention_factor = att
     spec.rope = r
 
 

@@ -64,7 +64,7 @@ class _Seq:
         start = self.fork.n_past
         n = max(_head_split(self.ids), start)  # (a cached prefix may reach into the last piece)
         end = n if budget is None else min(n, start + max(1, budget // PREFILL_CHUNK) * PREFILL_CHUNK)
-        _prefill_chunks(self.fork, self.ids[start:end])
+        _prefill_chunks(self.fork, self.ids[start:end], len(self.ids))
         last = len(self.ids) - n  # the last piece: its forward also gives the first new token
         if end < n or (budget is not None and end > start and end - start + last > budget):
             self.prefill_seconds += time.perf_counter() - t0  # (the last piece would overrun: next call)

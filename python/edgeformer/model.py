@@ -357,10 +357,11 @@ def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any]) -> Dict[s
     return out
 
 
-def _prefill_chunks(core, ids: Sequence[int]) -> None:
-    """Appends ids to core's KV cache, PREFILL_CHUNK tokens per forward, computing no logits."""
+def _prefill_chunks(core, ids: Sequence[int], rope_length: int = 0) -> None:
+    """Appends ids to core's KV cache, PREFILL_CHUNK tokens per forward, computing no logits. rope_length: the
+    whole prompt's length, for rotary scaling that depends on it (every chunk's keys as one call's would be)."""
     for i in range(0, len(ids), PREFILL_CHUNK):
-        core.prefill(np.asarray(ids[i : i + PREFILL_CHUNK], dtype=np.int32))
+        core.prefill(np.asarray(ids[i : i + PREFILL_CHUNK], dtype=np.int32), rope_length)
 
 
 def _head_split(ids: Sequence[int]) -> int:
@@ -456,30 +457,34 @@ class Model:
             raise ValueError(f"{what}: {n} tokens exceed max_context={self.max_context} "
                              "(load with a larger max_context=, up to the model's trained length)")
 
-    def _prefill(self, ids: np.ndarray, logits: bool) -> Optional[np.ndarray]:
-        """Appends ids to the cache in chunks; returns the logits of every position if asked."""
+    def _prefill(self, ids: np.ndarray, logits: bool, rope_length: int = 0) -> Optional[np.ndarray]:
+        """Appends ids to the cache in chunks; returns the logits of every position if asked. rope_length: the
+        length of the whole call these chunks stand for (0: the cache's length after them)."""
+        rope_length = rope_length or len(self._cached) + len(ids)
         if not logits:
-            _prefill_chunks(self._core, ids)
+            _prefill_chunks(self._core, ids, rope_length)
             self._cached.extend(int(t) for t in ids)
             return None
         out = []
         for i in range(0, len(ids), PREFILL_CHUNK):
             chunk = ids[i : i + PREFILL_CHUNK]
-            out.append(self._core.forward(chunk, True))
+            out.append(self._core.forward(chunk, True, False, rope_length))
             self._cached.extend(int(t) for t in chunk)
         return np.concatenate(out, axis=0)
 
     def _prefill_head(self, ids: Sequence[int]) -> List[int]:
         """Prefills the whole chunks of ids before their last piece and returns that piece (_head_split)."""
         n = _head_split(ids)
-        self._prefill(np.asarray(ids[:n], dtype=np.int32), logits=False)
+        self._prefill(np.asarray(ids[:n], dtype=np.int32), logits=False, rope_length=len(self._cached) + len(ids))
         return list(ids[n:])
 
     @property
     def _keys_depend_on_length(self) -> bool:
-        """Dynamic NTK rotary scaling: a key's frequencies depend on the length of the call that computed it, so
-        cached keys are never reused by another call (prefix reuse, prompt lookup, a Batcher's prefix cache)."""
-        return self.spec.pos == _core.PosKind.rotary and self.spec.rope.scaling == _core.RopeScaling.dynamic
+        """Dynamic NTK and longrope rotary scaling: a key's frequencies depend on the length of the call that
+        computed it, so cached keys are never reused by another call (prefix reuse, prompt lookup, a Batcher's
+        prefix cache)."""
+        return self.spec.pos == _core.PosKind.rotary and self.spec.rope.scaling in (_core.RopeScaling.dynamic,
+                                                                                  _core.RopeScaling.longrope)
 
     def _reset_to(self, ids: Sequence[int]) -> int:
         """Keeps the longest cached prefix of ids (at least one token is left to run); returns its length."""

@@ -12,7 +12,7 @@ namespace ef {
 enum class NormKind : int32_t { RMS = 0, Layer = 1 };
 enum class PosKind : int32_t { None = 0, Rotary = 1, Learned = 2, ALiBi = 3, Relative = 4 };
 enum class RopeStyle : int32_t { Half = 0, Interleaved = 1 };  // HF rotate-half, GPT-J pairs
-enum class RopeScaling : int32_t { None = 0, Linear = 1, Dynamic = 2, Llama3 = 3, Yarn = 4 };
+enum class RopeScaling : int32_t { None = 0, Linear = 1, Dynamic = 2, Llama3 = 3, Yarn = 4, LongRope = 5 };
 enum class ModelKind : int32_t { Decoder = 0, Encoder = 1, EncoderDecoder = 2 };
 enum class NormPosition : int32_t { Pre = 0, Post = 1 };  // pre: x += f(norm(x))   post: x = norm(x + f(x))
 
@@ -28,6 +28,11 @@ struct RopeSpec {
   float attention_factor = 0.f;                          // yarn: 0 = derive from factor / mscale
   float mscale = 0.f, mscale_all_dim = 0.f;              // yarn
   bool truncate = true;                                  // yarn
+  // longrope (Phi-3.5, Phi-4-mini): per-frequency factors, the long ones once the call's length passes
+  // original_max_position; attention_factor multiplies cos and sin
+  std::vector<float> short_factor, long_factor;
+  // the frequencies depend on the length of the call that computes a key (dynamic, longrope)
+  bool length_dependent() const { return scaling == RopeScaling::Dynamic || scaling == RopeScaling::LongRope; }
 };
 
 struct ArchSpec {

@@ -50,6 +50,9 @@ struct ForwardArgs {
   // T > 1 with the products of decode steps (q8_0's two activation levels) rather than the prompts' one level:
   // rows that stand for decode steps (tokens proposed ahead and checked at once)
   bool decode_precision = false;
+  // the length the rotary frequencies of length-dependent scaling (dynamic, longrope) are computed for; 0: this
+  // call's (its last position + 1). A prompt prefilled in pieces passes its whole length, as one call would.
+  int64_t rope_length = 0;
 };
 
 // T5's bucket for a relative position (key - query), as transformers computes it (the CUDA model uses it too).

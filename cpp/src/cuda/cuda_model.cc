@@ -342,7 +342,7 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
     up.finish();  // bounds the host memory the pageable copies hold
   }
   // rotary tables for every position (the CPU computes the same values per call)
-  if (sp.pos == PosKind::Rotary && sp.rope.scaling != RopeScaling::Dynamic) {
+  if (sp.pos == PosKind::Rotary && !sp.rope.length_dependent()) {
     std::vector<float> inv;
     float msc = 1.f;
     rope_inv_freq(sp, 0, inv, msc);
@@ -532,11 +532,11 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   bool per_call_table = false;
   std::vector<float> dyn_cos, dyn_sin;
   if (sp.pos == PosKind::Rotary) {
-    if (sp.rope.scaling == RopeScaling::Dynamic) {
+    if (sp.rope.length_dependent()) {
       per_call_table = true;
       std::vector<float> inv;
       float msc = 1.f;
-      rope_inv_freq(sp, batch ? (int64_t)pos[0] + 1 : (int64_t)pos0 + T, inv, msc);
+      rope_inv_freq(sp, batch ? (int64_t)pos[0] + 1 : a.rope_length > 0 ? a.rope_length : (int64_t)pos0 + T, inv, msc);
       half = (int32_t)inv.size();
       dyn_cos.resize((size_t)T * half);
       dyn_sin.resize((size_t)T * half);
@@ -744,7 +744,7 @@ void CudaModel::forward(const ForwardArgs& a) {
 bool CudaModel::State::graph_eligible(const ForwardArgs& a) const {
   const ArchSpec& sp = w->spec;
   return graphs_on && a.T == 1 && a.output == Output::LastLogits && sp.causal() && !sp.cross_attention &&
-         sp.pos != PosKind::Relative && !(sp.pos == PosKind::Rotary && sp.rope.scaling == RopeScaling::Dynamic) &&
+         sp.pos != PosKind::Relative && !(sp.pos == PosKind::Rotary && sp.rope.length_dependent()) &&
          sp.n_token_types == 0 && !a.key_mask && !a.token_types;
 }
 

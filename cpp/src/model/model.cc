@@ -57,6 +57,17 @@ void ArchSpec::validate() const {
         EF_CHECK(rope.original_max_position > 0,
                  "config field 'rope_scaling.original_max_position_embeddings' must be positive");
       if (rope.scaling == RopeScaling::Dynamic) positive(max_position, "max_position_embeddings");
+      if (rope.scaling == RopeScaling::LongRope) {
+        EF_CHECK(rope.original_max_position > 0,
+                 "config field 'rope_scaling.original_max_position_embeddings' must be positive");
+        EF_CHECK((int)rope.short_factor.size() == rd / 2 && (int)rope.long_factor.size() == rd / 2,
+                 "config fields 'rope_scaling.short_factor' and 'long_factor' must hold rotary_dim / 2 = " +
+                     std::to_string(rd / 2) + " numbers each");
+        for (const auto* v : {&rope.short_factor, &rope.long_factor})
+          for (float f : *v) EF_CHECK(f > 0 && std::isfinite(f), "config field 'rope_scaling.short_factor' / 'long_factor': factors must be positive");
+        EF_CHECK(rope.attention_factor > 0 && std::isfinite(rope.attention_factor),
+                 "config field 'rope_scaling.attention_factor' must be positive");
+      }
       break;
     }
     case PosKind::Learned:
@@ -313,7 +324,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   // auto: f32 beside f32 matrices (the reference precision), f16 beside every narrower type, as llama.cpp
   kv_f16_ = opts.kv_dtype.empty() ? !layers_.empty() && layers_[0].wq.dtype != DType::F32 : opts.kv_dtype == "f16";
   alloc_cache();
-  if (spec_.pos == PosKind::Rotary && spec_.rope.scaling != RopeScaling::Dynamic)
+  if (spec_.pos == PosKind::Rotary && !spec_.rope.length_dependent())
     rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
 }
 
@@ -424,7 +435,7 @@ void Model::ensure_scratch(int32_t T) {
 }
 
 void Model::compute_rope(const int32_t* pos, int32_t T, int64_t length) {
-  const bool dynamic = spec_.rope.scaling == RopeScaling::Dynamic;
+  const bool dynamic = spec_.rope.length_dependent();
   if (dynamic) rope_inv_freq(spec_, length >= 0 ? length : (int64_t)pos[0] + 1, inv_freq_, rope_mscale_);
   const size_t half = inv_freq_.size();
   cos_.resize(T * half);
@@ -514,7 +525,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   if (spec_.emb_norm) norm_rows(x, x, emb_norm_w_, emb_norm_b_, T);
 
   const bool rotary = spec_.pos == PosKind::Rotary;
-  if (rotary) compute_rope(pos.data(), T, batch ? -1 : (int64_t)pos0 + T);
+  if (rotary) compute_rope(pos.data(), T, batch ? -1 : a.rope_length > 0 ? a.rope_length : (int64_t)pos0 + T);
   if (spec_.pos == PosKind::Relative) compute_relative_bias(pos0, T, pos0 + T);
   const size_t half = inv_freq_.size();
   auto mlp = [&](const LayerWeights& w, const float* in, float* result) {

@@ -1,4 +1,4 @@
-// Mirrors transformers' modeling_rope_utils (default, linear, dynamic, llama3, yarn) in float32 where it
+// Mirrors transformers' modeling_rope_utils (default, linear, dynamic, llama3, yarn, longrope) in float32 where it
 // computes in float32, so the frequencies agree to the last bit or nearly.
 #include "edgeformer/rope.h"
 
@@ -33,6 +33,15 @@ void rope_inv_freq(const ArchSpec& s, int64_t seq_len, std::vector<float>& inv_f
     case RopeScaling::Linear:
       for (auto& f : inv_freq) f /= r.factor;
       break;
+    case RopeScaling::LongRope: {
+      const std::vector<float>& ext = seq_len > r.original_max_position ? r.long_factor : r.short_factor;
+      for (int i = 0; i < half; i++) {
+        float e = (float)(2 * i) / (float)dim;
+        inv_freq[i] = 1.f / (ext[i] * std::pow((float)base, e));
+      }
+      mscale = r.attention_factor;
+      break;
+    }
     case RopeScaling::Llama3: {
       const float old_ctx = (float)r.original_max_position;
       const float low_wl = old_ctx / r.low_freq_factor, high_wl = old_ctx / r.high_freq_factor;
