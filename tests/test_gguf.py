@@ -215,6 +215,40 @@ def test_qwen_gguf_roundtrip_and_transformers_reads_it(family, qtype, tmp_path):
     assert rel < {"q8_0": 1e-6}.get(qtype, 5e-3), rel
 
 
+@pytest.mark.parametrize("case", ["plain", "longrope_window"])
+def test_phi3_gguf_roundtrip(case, tmp_path):
+    """Phi-3 (GGUF architecture phi3: attn_qkv and ffn_up fused as the checkpoint has them; longrope's factors
+    as the rope_factors_long / _short tensors, sliding_window 0 for none): our file loads back to the logits
+    and greedy tokens of quantize-at-load, and transformers' GGUF reader agrees on the plain model."""
+    import transformers as tf
+
+    extra = {} if case == "plain" else dict(
+        sliding_window=12, original_max_position_embeddings=16,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 16,
+                         "short_factor": [1.0 + 0.05 * i for i in range(32)],
+                         "long_factor": [1.2 + 0.3 * i for i in range(32)]})
+    src = tmp_path / "src"
+    make_model(str(src), tf.Phi3ForCausalLM, tf.Phi3Config(
+        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, tie_word_embeddings=False, pad_token_id=None, bos_token_id=0, eos_token_id=None,
+        vocab_size=320 if extra else 32064, **extra))  # (transformers' reader takes Phi-3's pad id, 32000)
+    out = tmp_path / "m.gguf"
+    edgeformer.quantize(str(src), str(out), "q8_0")
+    direct = edgeformer.load(str(src), dtype="q8_0", threads=2, max_context=64)
+    back = edgeformer.load(str(out), threads=2, max_context=64)
+    assert back.spec.model_type == "phi3" and back.spec.sliding_window == (0 if case == "plain" else 12)
+    assert back.spec.rope.scaling == direct.spec.rope.scaling
+    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
+    if case == "plain":
+        hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
+        theirs = hf_logits(hf, PROMPT)
+        ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True,
+                               kv_dtype="f32").logits(PROMPT)
+        assert float(((theirs - ours) ** 2).sum() / (theirs**2).sum()) < 1e-6
+
+
 def test_cli_quantize_and_nothing_lost(llama, tmp_path):
     path, _ = llama
     before = {f: os.path.getmtime(os.path.join(path, f)) for f in os.listdir(path)}

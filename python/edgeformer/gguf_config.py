@@ -1,7 +1,7 @@
 """GGUF (llama.cpp's format) metadata <-> Hugging Face config.json, and metadata into a ``gguf.GGUFWriter``.
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
-  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral), ``qwen2``, ``qwen3``, ``gpt2``, ``bloom``,
+  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral), ``qwen2``, ``qwen3``, ``phi3``, ``gpt2``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -31,6 +31,7 @@ from .gguf_common import (
     LLAMA,
     QWEN2,
     QWEN3,
+    PHI3,
     SUPPORTED_ARCHS,
     T5,
     _clean_float,
@@ -236,7 +237,7 @@ def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
     return TENSOR_NAMES[tensor].format(bid=bid) + suffix in names
 
 
-def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool = True) -> Dict[str, Any]:
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     n_heads, n_kv = _heads(m, arch, hidden)
     klen = m.positive(_k(_A.KEY_LENGTH, arch), None)
@@ -275,7 +276,7 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     if scaling:
         cfg["rope_scaling"] = scaling
     swkey = _k(_A.SLIDING_WINDOW, arch)
-    window = m.positive(swkey, None)
+    window = m.positive(swkey, None) if window else None
     if window is not None:
         cfg["model_type"] = "mistral"
         cfg["architectures"] = ["MistralForCausalLM"]
@@ -302,6 +303,43 @@ def _config_qwen3(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     if cfg.pop("sliding_window", None) is not None:
         cfg.update(use_sliding_window=True, sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch)),
                    max_window_layers=0)
+    return cfg
+
+
+_ROPE_LONG = TENSOR_NAMES[MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight"
+_ROPE_SHORT = TENSOR_NAMES[MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight"
+
+
+def _config_phi3(m: _Meta, arch: str, names: set, extra: Any) -> Dict[str, Any]:
+    """Phi-3 / Phi-4: llama.cpp's converter writes longrope's factors as the tensors rope_factors_long / _short
+    (their values come in extra, {tensor name: values}), sliding_window 0 for none."""
+    cfg = _config_llama(m, arch, names, None, window=False)
+    cfg.update(model_type="phi3", architectures=["Phi3ForCausalLM"])
+    for k in ("attention_bias", "mlp_bias"):
+        cfg.pop(k, None)
+    window = m.get(_k(_A.SLIDING_WINDOW, arch), int, 0)
+    if window < 0:
+        raise m.error(_k(_A.SLIDING_WINDOW, arch), f"must be non-negative, got {window}")
+    cfg["sliding_window"] = window or None
+    have = [n for n in (_ROPE_LONG, _ROPE_SHORT) if n in names]
+    if have:
+        if len(have) != 2:
+            raise ValueError(f"{m.source}: tensor '{have[0]}' without its pair (longrope needs both factor tensors)")
+        if not isinstance(extra, dict) or not all(n in extra for n in have):
+            raise ValueError(f"{m.source}: the longrope factor tensors are in the file: pass their values as "
+                             "config_from_gguf(..., rope_freqs={name: values})")
+        orig_key = _k(_R.SCALING_ORIG_CTX_LEN, arch)
+        scaling = {"rope_type": "longrope", "rope_theta": cfg["rope_theta"],
+                   "long_factor": [float(x) for x in np.asarray(extra[_ROPE_LONG], np.float64).reshape(-1)],
+                   "short_factor": [float(x) for x in np.asarray(extra[_ROPE_SHORT], np.float64).reshape(-1)],
+                   "original_max_position_embeddings": m.positive(orig_key)}
+        att = m.get(_k(_R.SCALING_ATTN_FACTOR, arch), float, None)
+        if att is not None:
+            scaling["attention_factor"] = att
+        if "partial_rotary_factor" in cfg:
+            scaling["partial_rotary_factor"] = cfg["partial_rotary_factor"]
+        cfg["rope_scaling"] = scaling
+        cfg["original_max_position_embeddings"] = scaling["original_max_position_embeddings"]
     return cfg
 
 
@@ -460,7 +498,7 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
     return cfg
 
 
-_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen2, QWEN3: _config_qwen3, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
+_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen2, QWEN3: _config_qwen3, PHI3: _config_phi3, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -471,7 +509,8 @@ def config_from_gguf(meta: Dict[str, Any], tensor_names: Iterable[str], source: 
     meta: the file's metadata {key: value}; tensor_names: the names of its tensors (``output.weight`` absent
     means a tied head, bias tensors switch biases on, ...); source: the file, named in every error.
     rope_freqs: the values of the ``rope_freqs.weight`` tensor when the file has one (llama3 rope scaling
-    is stored as that tensor, not as metadata); without them such a file raises ValueError.
+    is stored as that tensor, not as metadata); without them such a file raises ValueError. For phi3, a dict
+    {tensor name: values} of its longrope factor tensors (``rope_factors_long.weight``, ``..._short.weight``).
     """
     m = _Meta(meta, source)
     arch = m.get(Keys.General.ARCHITECTURE, str)
@@ -507,7 +546,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         if value is not None:
             out[_k(template, arch)] = value
 
-    if arch in (LLAMA, QWEN2, QWEN3):
+    if arch in (LLAMA, QWEN2, QWEN3, PHI3):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -548,6 +587,14 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             ):
                 if params.get(name) is not None:
                     put(key, float(params[name]))
+        elif rtype == "longrope" and mt == "phi3":  # (its factors are tensors: longrope_factor_tensors)
+            orig = params.get("original_max_position_embeddings") or config.get("original_max_position_embeddings")
+            put(_R.SCALING_ORIG_CTX_LEN, int(orig))
+            max_pos = cfg.positive("max_position_embeddings")
+            factor = params.get("factor") or max_pos / orig
+            att = params.get("attention_factor")
+            put(_R.SCALING_ATTN_FACTOR, float(att) if att is not None else (
+                math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1 else 1.0))
         elif rtype not in ("default", "llama3"):
             raise cfg.error(
                 field + ".rope_type",
@@ -555,6 +602,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             )
         if mt == "mistral" and config.get("sliding_window"):
             put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
+        if mt == "phi3":  # llama.cpp's converter writes 0 for none
+            put(_A.SLIDING_WINDOW, int(config.get("sliding_window") or 0))
         if mt in ("qwen2", "qwen3") and cfg.get("use_sliding_window", bool, False):
             raise cfg.error("use_sliding_window", f"a {mt} sliding window has no GGUF key llama.cpp reads")
     elif arch == GPT2:

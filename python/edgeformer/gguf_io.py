@@ -13,7 +13,7 @@ from . import _core
 from .archs import ENCODER_DECODERS, Derived, spec_from_config
 from .tokenizer import TokenizerInfo
 
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gpt2": "gpt2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gpt2": "gpt2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 
 
@@ -31,6 +31,9 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
 
     tmap, meta, order, _version = _core.TensorMap.open_gguf(path)
     rope_freqs = tmap.get("rope_freqs.weight").numpy() if "rope_freqs.weight" in tmap else None
+    if meta.get("general.architecture") == "phi3":  # longrope's factors, as tensors
+        rope_freqs = {n: tmap.get(n).numpy() for n in ("rope_factors_long.weight", "rope_factors_short.weight")
+                      if n in tmap}
     config = config_from_gguf(meta, order, path, rope_freqs=rope_freqs)
     arch = meta["general.architecture"]
     if config["model_type"] in ENCODER_DECODERS:
@@ -49,8 +52,9 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         if src not in h2g:
             raise ValueError(f"{path}: no GGUF tensor corresponds to '{src}' (for {canonical})")
         g = h2g[src]
-        if isinstance(v, Derived) and v.rows is not None:  # a fused QKV: a zero-copy view of its rows
-            r0, r1 = _qkv_rows(spec, canonical)
+        if isinstance(v, Derived) and v.rows is not None:  # a fused matrix: a zero-copy view of its rows
+            # (Phi-3's qkv and gate_up keep the checkpoint's rows; BLOOM's and Falcon's are [all q, all k, all v])
+            r0, r1 = (v.rows.start, v.rows.stop) if isinstance(v.rows, slice) else _qkv_rows(spec, canonical)
             key = f"{g}[{canonical}]"
             if g in tmap and key not in tmap:
                 tmap.add_rows_view(key, g, r0, r1)
@@ -158,10 +162,15 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
             if arch == "llama" and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):
                 a = permute_qk(a, spec.n_heads if ".attn.q." in canonical else spec.n_kv_heads)  # llama.cpp's rows
             if isinstance(v, Derived) and v.rows is not None:
-                fused.setdefault(g, []).append((QKV_PARTS[canonical.split(".attn.")[1][0]], a, t.dtype))
+                at = v.rows.start if isinstance(v.rows, slice) else QKV_PARTS[canonical.split(".attn.")[1][0]]
+                fused.setdefault(g, []).append((at, a, t.dtype))
                 continue
             tensors[g] = (a, t.dtype)
-        for g, parts in fused.items():  # [all q, all k, all v]
+        if mt == "phi3" and spec.rope.scaling == _core.RopeScaling.longrope:  # its factors, as llama.cpp's tensors
+            for n, v in (("rope_factors_long.weight", spec.rope.long_factor),
+                         ("rope_factors_short.weight", spec.rope.short_factor)):
+                tensors[n] = (np.asarray(v, np.float32), _core.DType.f32)
+        for g, parts in fused.items():  # [all q, all k, all v] (or as the rows were)
             parts.sort(key=lambda p: p[0])
             if len({str(p[2]) for p in parts}) != 1:
                 raise ValueError(f"{g}: the parts of a fused QKV matrix differ in type")

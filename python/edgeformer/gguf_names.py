@@ -33,6 +33,7 @@ from .gguf_common import (
     LLAMA,
     QWEN2,
     QWEN3,
+    PHI3,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -76,6 +77,17 @@ _LLAMA_NAMES = [
 _QWEN3_NAMES = _LLAMA_NAMES + [
     (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.q_norm", _W, "blk"),
     (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.k_norm", _W, "blk"),
+]
+_PHI3_NAMES = [  # q, k, v fused (attn_qkv) and gate, up fused (ffn_up: gate rows first), as the checkpoint has them
+    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
+    (_T_.OUTPUT_NORM, "model.norm", _W, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_NORM, "model.layers.{i}.input_layernorm", _W, "blk"),
+    (_T_.ATTN_QKV, "model.layers.{i}.self_attn.qkv_proj", _W, "blk"),
+    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _W, "blk"),
+    (_T_.FFN_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
+    (_T_.FFN_UP, "model.layers.{i}.mlp.gate_up_proj", _W, "blk"),
+    (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _W, "blk"),
 ]
 _GPT2_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.wte", _W, None),
@@ -213,6 +225,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _LLAMA_NAMES
     if a == QWEN3:
         return _QWEN3_NAMES
+    if a == PHI3:
+        return _PHI3_NAMES
     if a == GPT2:
         return _GPT2_NAMES
     if a == BLOOM:
