@@ -1,4 +1,4 @@
-"""GPT-2, OPT, BLOOM, Falcon, CodeGen, Qwen2, Qwen3, Phi-3, BERT and T5 against transformers on tiny random checkpoints, under
+"""GPT-2, OPT, BLOOM, Falcon, CodeGen, Qwen2, Qwen3, Phi-3, Gemma 3, BERT and T5 against transformers on tiny random checkpoints, under
 every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical, BERT hidden states of a padded
 batch, T5 decoder logits, greedy and beam search."""
 
@@ -91,6 +91,14 @@ def _decoders():
                              "short_factor": [1.0 + 0.1 * i for i in range(6)],
                              "long_factor": [1.5 + 0.7 * i for i in range(6)],
                              "original_max_position_embeddings": 16}, **base)),
+        # Gemma 3: sliding layers (window 6) with a rotary base of their own, a full layer with linear scaling,
+        # (1 + w) norms before and after attention and MLP, q/k norms, scaled embeddings, GeGLU
+        "gemma3": (tf.Gemma3ForCausalLM, tf.Gemma3TextConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=32, max_position_embeddings=64, sliding_window=6, query_pre_attn_scalar=24,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100000.0},
+                             "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0}}, **base)),
         # rotary_dim 8 of head_dim 16: partial, interleaved
         "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
                                                           n_positions=64, **base)),
@@ -114,7 +122,7 @@ def built(tmp_path_factory):
 
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
-            "qwen3", "phi3", "phi3_window_partial", "phi3_longrope"]
+            "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3"]
 
 
 @pytest.mark.parametrize("case", DECODERS)
@@ -337,3 +345,34 @@ def test_bad_config_fields_name_themselves(tmp_path, config, field):
     save_safetensors({"x": np.zeros(1, np.float32)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match=rf"config\.json.*'{field}'"):
         edgeformer.load(str(tmp_path))
+
+
+def test_gemma3_multimodal_checkpoint_loads_its_language_model(built, tmp_path):
+    """A gemma3 checkpoint (Gemma 3 4B and up: image and text) keeps the language model's config in
+    text_config and its weights under model.language_model. (transformers 5) or language_model.model.
+    (transformers 4): the text model's logits either way; other towers' tensors are ignored."""
+    import json
+    import os
+
+    from safetensors.numpy import load_file, save_file
+
+    path, ref, _ = built("gemma3")
+    with open(os.path.join(path, "config.json")) as f:
+        text = json.load(f)
+    tensors = load_file(os.path.join(path, "model.safetensors"))
+    for prefix in ("model.language_model.", "language_model.model."):
+        d = tmp_path / prefix.strip(".").replace(".", "_")
+        d.mkdir()
+        renamed = {prefix + k[len("model."):]: v for k, v in tensors.items()}
+        renamed["model.vision_tower.patch.weight"] = np.zeros((4, 4), np.float32)
+        save_file(renamed, str(d / "model.safetensors"))
+        cfg = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+               "text_config": {k: v for k, v in text.items() if k != "architectures"}, "vision_config": {}}
+        with open(d / "config.json", "w") as f:
+            json.dump(cfg, f)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            with open(os.path.join(path, name), "rb") as src, open(d / name, "wb") as dst:
+                dst.write(src.read())
+        model = edgeformer.load(str(d), threads=2, max_context=64)
+        assert model.spec.model_type == "gemma3_text"
+        assert_logits_close(model.logits(PROMPT), ref)

@@ -282,11 +282,107 @@ def _phi3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
-class Derived:
-    """A weight rebuilt from a checkpoint tensor: rows (after an optional transpose) gathered by index."""
+def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Gemma 3's language model (model_type gemma3_text; gemma3's text_config, its weights under
+    language_model.): a Llama with GeGLU, embeddings scaled by sqrt(hidden_size), RMSNorms that scale by
+    1 + weight (q and k per head too), norms on the attention's and the MLP's outputs, sliding-window layers
+    with a rotary base of their own, and query_pre_attn_scalar for the attention scale."""
+    for field in ("final_logit_softcapping", "attn_logit_softcapping"):
+        if cfg.data.get(field) is not None:
+            raise cfg.error(field, "logit soft-capping is not supported yet (Gemma 2)")
+    if cfg.get("use_bidirectional_attention", bool, False):
+        raise cfg.error("use_bidirectional_attention", "must be false for a decoder")
+    s = _core.ArchSpec()
+    s.model_type = "gemma3_text"
+    s.vocab_size = cfg.positive("vocab_size")
+    s.hidden_size = cfg.positive("hidden_size")
+    s.n_layers = cfg.positive("num_hidden_layers")
+    s.n_heads = cfg.positive("num_attention_heads")
+    s.n_kv_heads = cfg.positive("num_key_value_heads", s.n_heads)
+    s.head_dim = cfg.positive("head_dim", 256)
+    s.ffn_size = cfg.positive("intermediate_size")
+    s.max_position = cfg.positive("max_position_embeddings", 131072)
+    s.norm = _core.NormKind.rms
+    s.norm_eps = cfg.get("rms_norm_eps", float, 1e-6)
+    s.act = _activation(cfg, "hidden_activation", "gelu_pytorch_tanh")
+    s.gated_mlp = True
+    s.pos = _core.PosKind.rotary
+    s.attn_bias = cfg.get("attention_bias", bool, False)
+    s.attn_out_bias = s.attn_bias
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    s.qk_norm = True
+    s.post_norms = True
+    s.emb_scale = math.sqrt(s.hidden_size)
+    s.attn_scale = cfg.positive("query_pre_attn_scalar", s.head_dim) ** -0.5
+    # layer types: given, or every sliding_window_pattern-th layer full
+    types = cfg.data.get("layer_types")
+    if types is None:
+        pattern = cfg.positive("sliding_window_pattern", cfg.data.get("_sliding_window_pattern", 6))
+        types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(s.n_layers)]
+    if not isinstance(types, list) or len(types) != s.n_layers or not set(types) <= {"sliding_attention",
+                                                                                       "full_attention"}:
+        raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
+    window = cfg.positive("sliding_window", 4096)
+    s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]
+    s.layer_rope = [1 if t == "sliding_attention" else 0 for t in types]
+    # the rotary tables: transformers 5's rope_parameters per layer type, or rope_theta / rope_scaling (global)
+    # and rope_local_base_freq (local)
+    params = cfg.data.get("rope_parameters")
+    if isinstance(params, dict) and ("full_attention" in params or "sliding_attention" in params):
+        full, local = params.get("full_attention") or {}, params.get("sliding_attention") or {}
+        full = {"rope_theta": 1_000_000.0, **full}
+        local = {"rope_theta": 10_000.0, **local}
+    else:
+        scaling = cfg.data.get("rope_scaling") or {}
+        full = {**(scaling if isinstance(scaling, dict) else {}), "rope_theta": cfg.get("rope_theta", float, 1_000_000.0)}
+        local = {"rope_type": "default", "rope_theta": cfg.get("rope_local_base_freq", float, 10_000.0)}
+    ropes = []
+    for p in (full, local):  # (each on a spec of its own: pybind hands out the member itself, not a copy)
+        sub = Config({**{k: v for k, v in cfg.data.items() if k not in ("rope_scaling", "rope_parameters")},
+                      "rope_parameters": p}, cfg.source)
+        scratch = _core.ArchSpec()
+        scratch.head_dim = s.head_dim
+        _rope(sub, scratch)
+        ropes.append(scratch.rope)
+    s.rope, s.rope_local = ropes
 
-    def __init__(self, src: str, rows: Union[slice, Sequence[int], None] = None, transpose: bool = False):
-        self.src, self.rows, self.transpose = src, rows, transpose
+    names: NameMap = {}
+    pre = _prefix(tensor_names, ["model.", "model.language_model.", "language_model.model."], "embed_tokens.weight")
+    names["tok_embeddings.weight"] = pre + "embed_tokens.weight"
+    names["norm.weight"] = Derived(pre + "norm.weight", add=1.0)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "language_model.lm_head.weight" if pre == "language_model.model." else "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{pre}layers.{i}.", f"layers.{i}."
+        for d, h in (("attn_norm", "input_layernorm"), ("post_attn_norm", "post_attention_layernorm"),
+                     ("mlp_norm", "pre_feedforward_layernorm"), ("post_mlp_norm", "post_feedforward_layernorm"),
+                     ("attn.q_norm", "self_attn.q_norm"), ("attn.k_norm", "self_attn.k_norm")):
+            names[f"{dst}{d}.weight"] = Derived(f"{src}{h}.weight", add=1.0)
+        for p in "qkvo":
+            names[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
+            if s.attn_bias:
+                names[dst + f"attn.{p}.bias"] = src + f"self_attn.{p}_proj.bias"
+        for p in ("gate", "up", "down"):
+            names[dst + f"mlp.{p}.weight"] = src + f"mlp.{p}_proj.weight"
+    return s, names
+
+
+def _gemma3_multimodal(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """gemma3 (Gemma 3 4B and up, image and text): its language model, from text_config."""
+    text = cfg.data.get("text_config")
+    if not isinstance(text, dict):
+        raise cfg.error("text_config", "expected an object (the language model's config)")
+    top = {k: cfg.data[k] for k in ("tie_word_embeddings",) if k in cfg.data}
+    return _gemma3(Config({**top, **text, "model_type": "gemma3_text"}, cfg.source), tensor_names)
+
+
+class Derived:
+    """A weight rebuilt from a checkpoint tensor: rows (after an optional transpose) gathered by index; with
+    `add`, every value plus that constant, as f32 (Gemma's norms scale by 1 + weight)."""
+
+    def __init__(self, src: str, rows: Union[slice, Sequence[int], None] = None, transpose: bool = False,
+                 add: float = 0.0):
+        self.src, self.rows, self.transpose, self.add = src, rows, transpose, add
 
     def build(self, checkpoint) -> Tuple[np.ndarray, "_core.DType", str]:
         t = checkpoint.get(self.src)
@@ -301,7 +397,19 @@ class Derived:
                 raise ValueError(f"tensor '{self.src}': expected at least {int(np.max(idx)) + 1} rows, "
                                  f"got shape {list(t.shape)}")
             a = a[idx]
+        if self.add:
+            f = _as_f32(a, t.dtype) + np.float32(self.add)
+            return np.ascontiguousarray(f, dtype=np.float32), _core.DType.f32, t.source
         return np.ascontiguousarray(a), t.dtype, t.source
+
+
+def _as_f32(a: np.ndarray, dtype) -> np.ndarray:
+    """A float tensor's values as f32 (bf16 arrives as its uint16 bits)."""
+    if dtype == _core.DType.bf16:
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    if dtype in (_core.DType.f16, _core.DType.f32):
+        return a.astype(np.float32)
+    raise ValueError(f"expected a float tensor (f32, f16 or bf16), got {dtype}")
 
 
 NameMap = Dict[str, Union[str, Derived]]
@@ -720,6 +828,8 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "qwen2": _llama,
     "qwen3": _llama,
     "phi3": _phi3,
+    "gemma3_text": _gemma3,
+    "gemma3": _gemma3_multimodal,
     "gpt2": _gpt2,
     "opt": _opt,
     "bloom": _bloom,

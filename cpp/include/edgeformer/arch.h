@@ -53,6 +53,12 @@ struct ArchSpec {
   int32_t sliding_window = 0;  // 0 = none; key j visible from query i when i - j < sliding_window
   std::vector<int32_t> layer_windows;  // per layer (0: none), in place of sliding_window where not empty
   bool qk_norm = false;        // RMSNorm of each head's query and key before rotary (Qwen3): [head_dim] weights
+  float emb_scale = 0.f;       // multiplies the token embeddings (Gemma: sqrt(hidden_size)); 0 = none
+  bool post_norms = false;     // norms of the attention's and the MLP's outputs before their residual adds (Gemma 2/3)
+  // a second rotary table (Gemma 3's sliding layers: a base of their own) for the layers layer_rope marks 1
+  RopeSpec rope_local;
+  std::vector<int32_t> layer_rope;
+  bool local_rope(int layer) const { return !layer_rope.empty() && layer_rope[layer] != 0; }
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
 
   // -- what the other families need ---------------------------------------------------------------

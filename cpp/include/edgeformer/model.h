@@ -34,6 +34,7 @@ struct LayerWeights {
   Tensor attn_norm_w, attn_norm_b, mlp_norm_w, mlp_norm_b;  // norms and biases are f32
   Tensor wq, wk, wv, wo, bq, bk, bv, bo;                     // matrices as stored
   Tensor q_norm_w, k_norm_w;                                 // per-head query / key norms (qk_norm)
+  Tensor post_attn_norm_w, post_mlp_norm_w;                  // post_norms
   Tensor w_gate, w_up, w_down, b_gate, b_up, b_down;
   Tensor cross_norm_w, cross_norm_b, cq, ck, cv, co;         // cross-attention (T5 decoder)
 };
@@ -145,6 +146,8 @@ class Model {
   int32_t scratch_T_ = 0;
   std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_;
   std::vector<float> inv_freq_, rel_table_;
+  std::vector<float> inv_freq_local_, cos_l_, sin_l_;  // rope_local (layers whose local_rope is set)
+  float rope_mscale_local_ = 1.f;
   int32_t rel_lo_ = 0;
   size_t score_stride_ = 0;  // floats per thread in scores_  // rel_table_[h * width + (j - i - rel_lo_)]
   float rope_mscale_ = 1.f;

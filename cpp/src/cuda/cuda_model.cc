@@ -36,6 +36,7 @@ struct DevLayer {
   DevMatrix wo;
   const float* bo = nullptr;
   const float *q_norm_w = nullptr, *k_norm_w = nullptr;  // qk_norm
+  const float *post_attn_norm_w = nullptr, *post_mlp_norm_w = nullptr;  // post_norms
   std::vector<Part> gate_up;  // gated: gate at 0, up at F of gu [T][2F]; else up at 0 of gu [T][F]
   const float* b_gate_up = nullptr;
   DevMatrix down;
@@ -58,6 +59,7 @@ struct DeviceWeights {
   std::vector<float> rel_bias;  // host copy of the relative bias table [buckets][heads]
   std::vector<DevLayer> layers;
   const float *rope_cos = nullptr, *rope_sin = nullptr;  // [max_ctx][half] unless the scaling is dynamic
+  const float *rope_cos_local = nullptr, *rope_sin_local = nullptr;  // rope_local's, for the layers local_rope marks
   int32_t rope_half = 0;
   int64_t weight_bytes = 0;
 };
@@ -322,6 +324,10 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
       L.q_norm_w = vec(p + "attn.q_norm.weight");
       L.k_norm_w = vec(p + "attn.k_norm.weight");
     }
+    if (sp.post_norms) {
+      L.post_attn_norm_w = vec(p + "post_attn_norm.weight");
+      L.post_mlp_norm_w = vec(p + "post_mlp_norm.weight");
+    }
     if (sp.gated_mlp) {
       L.gate_up = parts({p + "mlp.gate.weight", p + "mlp.up.weight"});
       L.b_gate_up = cat({p + "mlp.gate.bias", p + "mlp.up.bias"});
@@ -342,10 +348,10 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
     up.finish();  // bounds the host memory the pageable copies hold
   }
   // rotary tables for every position (the CPU computes the same values per call)
-  if (sp.pos == PosKind::Rotary && !sp.rope.length_dependent()) {
+  auto rope_table = [&](const ArchSpec& rs, const float*& cos_out, const float*& sin_out) {
     std::vector<float> inv;
     float msc = 1.f;
-    rope_inv_freq(sp, 0, inv, msc);
+    rope_inv_freq(rs, 0, inv, msc);
     const size_t half = inv.size();
     std::vector<float> c((size_t)W->max_ctx * half), sn((size_t)W->max_ctx * half);
     for (int32_t t = 0; t < W->max_ctx; t++) {
@@ -356,9 +362,16 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
         sn[t * half + i] = std::sin(f) * msc;
       }
     }
-    W->rope_cos = up.floats(c.data(), (int64_t)c.size(), own);
-    W->rope_sin = up.floats(sn.data(), (int64_t)sn.size(), own);
-    W->rope_half = (int32_t)half;
+    cos_out = up.floats(c.data(), (int64_t)c.size(), own);
+    sin_out = up.floats(sn.data(), (int64_t)sn.size(), own);
+    return (int32_t)half;
+  };
+  if (sp.pos == PosKind::Rotary && !sp.rope.length_dependent())
+    W->rope_half = rope_table(sp, W->rope_cos, W->rope_sin);
+  if (!sp.layer_rope.empty()) {
+    ArchSpec local = sp;
+    local.rope = sp.rope_local;
+    rope_table(local, W->rope_cos_local, W->rope_sin_local);
   }
   up.finish();
   int64_t bytes = 0;
@@ -502,6 +515,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   } else {
     embedding(W.tok_emb, ids, T, x, H, false, st);
   }
+  if (sp.emb_scale > 0) scale(x, sp.emb_scale, (int64_t)T * H, st);
   // (a pageable host-to-device copy has read its source when cudaMemcpyAsync returns: these vectors may go)
   if (sp.pos == PosKind::Learned && dyn) {
     embedding(W.pos_emb, S.params.as<int32_t>() + 2, T, x, H, true, st);
@@ -586,27 +600,31 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   const float attn_scale = sp.attn_scale > 0 ? sp.attn_scale : 1.f / std::sqrt((float)hd);
   const size_t layer_elems = S.layer_cache_elems();
 
-  auto mlp = [&](const DevLayer& L, const float* in, float* result) {  // result += mlp(in)
+  // result += mlp(in), or with acc false result = mlp(in)
+  auto mlp = [&](const DevLayer& L, const float* in, float* result, bool acc = true) {
     if (sp.gated_mlp) {
       run_parts(L.gate_up, L.b_gate_up, in, H, T, gu, 2 * F, S.ws_linear, st);
       act_mul(sp.act, gu, 2 * F, gu + F, 2 * F, T, F, st);
-      linear(L.down, gu, 2 * F, T, L.b_down, result, H, true, S.ws_linear, st);
+      linear(L.down, gu, 2 * F, T, L.b_down, result, H, acc, S.ws_linear, st);
     } else {
       run_parts(L.gate_up, L.b_gate_up, in, H, T, gu, F, S.ws_linear, st);
       act(sp.act, gu, T, F, F, st);
-      linear(L.down, gu, F, T, L.b_down, result, H, true, S.ws_linear, st);
+      linear(L.down, gu, F, T, L.b_down, result, H, acc, S.ws_linear, st);
     }
   };
   // rotary on rows t0 .. t0 + n - 1 of q and k, their k and v appended to cache kc / vc (this layer's) at
   // positions p0 .., and their attention over that cache
-  auto attend = [&](int32_t t0, int32_t n, int32_t p0, char* kc, char* vc, int32_t window) {
+  auto attend = [&](int32_t t0, int32_t n, int32_t p0, char* kc, char* vc, int32_t window, bool local) {
     RopeStoreArgs r;
     r.q = qkv + t0 * QKV, r.ldq = QKV;
     r.k = qkv + t0 * QKV + QD, r.v = qkv + t0 * QKV + QD + KD, r.ldk = QKV, r.ldv = QKV;
     r.kc = kc, r.vc = vc, r.kv_f16 = S.kv_f16;
     r.head_stride = (int64_t)W.max_ctx * hd, r.pos_stride = hd;
     r.T = n, r.n_heads = nh, r.n_kv = nkv, r.head_dim = (int32_t)hd, r.pos0 = p0;
-    r.cos = cosp, r.sin = sinp, r.half = half, r.tab_row0 = cosp ? tab_row(t0) : 0;
+    if (local)  // the local table has a row for every position, as a static global one
+      r.cos = W.rope_cos_local, r.sin = W.rope_sin_local, r.half = half, r.tab_row0 = pos[t0];
+    else
+      r.cos = cosp, r.sin = sinp, r.half = half, r.tab_row0 = cosp ? tab_row(t0) : 0;
     r.interleaved = sp.rope.style == RopeStyle::Interleaved;
     r.dyn_pos = dyn_pos;
     rope_store(r, st);
@@ -622,7 +640,8 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     if (dyn) A.dyn_pos = dyn_pos, A.n_keys = dyn_cap;
     attention(A, S.ws_attn, st);
   };
-  auto self_attention = [&](int l, const DevLayer& L, const float* in, float* result) {  // result += attn(in)
+  // result += attn(in), or with acc false result = attn(in)
+  auto self_attention = [&](int l, const DevLayer& L, const float* in, float* result, bool acc = true) {
     run_parts(L.qkv, L.b_qkv, in, H, T, qkv, QKV, S.ws_linear, st);
     if (sp.qk_norm) {  // each head's query and key, in place, before rotary
       rmsnorm_heads(qkv, L.q_norm_w, sp.norm_eps, qkv, (int64_t)T * nh, hd, nh, QKV, st);
@@ -631,11 +650,12 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     const size_t layer_off = l * layer_elems * S.kv_elem();
     auto cache = [&](const DevBuffer& c) { return static_cast<char*>(c.get()) + layer_off; };
     if (batch) {
-      for (int32_t t = 0; t < T; t++) attend(t, 1, pos[t], cache(seqs[t]->kc), cache(seqs[t]->vc), sp.window(l));
+      for (int32_t t = 0; t < T; t++)
+        attend(t, 1, pos[t], cache(seqs[t]->kc), cache(seqs[t]->vc), sp.window(l), sp.local_rope(l));
     } else {
-      attend(0, T, pos0, cache(S.kc), cache(S.vc), sp.window(l));
+      attend(0, T, pos0, cache(S.kc), cache(S.vc), sp.window(l), sp.local_rope(l));
     }
-    linear(L.wo, att, QD, T, L.bo, result, H, true, S.ws_linear, st);
+    linear(L.wo, att, QD, T, L.bo, result, H, acc, S.ws_linear, st);
   };
   auto cross_attention = [&](int l, const DevLayer& L, const float* in, float* result) {
     linear(L.cq, in, H, T, nullptr, qkv, QD, false, S.ws_linear, st);
@@ -665,6 +685,16 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     }
     norm_rows(W, x, h, L.attn_norm_w, L.attn_norm_b, T, st);
     if (sp.parallel_residual && sp.parallel_mlp_norm) norm_rows(W, x, h2, L.mlp_norm_w, L.mlp_norm_b, T, st);
+    if (sp.post_norms) {  // x + norm(attn(norm1(x))), then x + norm(mlp(norm2(x)))
+      self_attention(l, L, h, h2, false);
+      norm_rows(W, h2, h2, L.post_attn_norm_w, nullptr, T, st);
+      add(x, h2, (int64_t)T * H, st);
+      norm_rows(W, x, h, L.mlp_norm_w, L.mlp_norm_b, T, st);
+      mlp(L, h, h2, false);
+      norm_rows(W, h2, h2, L.post_mlp_norm_w, nullptr, T, st);
+      add(x, h2, (int64_t)T * H, st);
+      continue;
+    }
     self_attention(l, L, h, x);
     if (sp.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
       mlp(L, sp.parallel_mlp_norm ? h2 : h, x);

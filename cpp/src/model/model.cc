@@ -43,6 +43,16 @@ void ArchSpec::validate() const {
            "config field 'layer_types': one entry per layer (" + std::to_string(n_layers) + "), got " +
                std::to_string(layer_windows.size()));
   for (int32_t w : layer_windows) EF_CHECK(w >= 0, "config field 'sliding_window' must be non-negative");
+  EF_CHECK(layer_rope.empty() || (int64_t)layer_rope.size() == n_layers,
+           "config field 'layer_types': one entry per layer (" + std::to_string(n_layers) + ")");
+  if (!layer_rope.empty()) {
+    EF_CHECK(pos == PosKind::Rotary, "a local rotary table needs rotary positions");
+    EF_CHECK(!rope_local.length_dependent(), "config field 'rope_local_base_freq': the local rotary table takes no "
+                                             "length-dependent scaling");
+    EF_CHECK(rope_local.rotary_dim == rope.rotary_dim && rope_local.style == rope.style && rope_local.theta > 0,
+             "the local rotary table must rotate the dimensions the global one does");
+  }
+  EF_CHECK(std::isfinite(emb_scale) && emb_scale >= 0, "embedding scale must be finite and non-negative");
   EF_CHECK(pos_offset >= 0 && n_token_types >= 0 && proj_dim >= 0, "config: negative offset, type count or projection");
   EF_CHECK(kind != ModelKind::EncoderDecoder, "an encoder-decoder is two stacks: build an encoder and a decoder spec");
   switch (pos) {
@@ -299,6 +309,10 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.q_norm_w = L.vec(p + "attn.q_norm.weight", hd, true);
       w.k_norm_w = L.vec(p + "attn.k_norm.weight", hd, true);
     }
+    if (spec_.post_norms) {
+      w.post_attn_norm_w = L.vec(p + "post_attn_norm.weight", H, true);
+      w.post_mlp_norm_w = L.vec(p + "post_mlp_norm.weight", H, true);
+    }
     if (spec_.gated_mlp) w.w_gate = L.matrix(p + "mlp.gate.weight", {F, H});
     w.w_up = L.matrix(p + "mlp.up.weight", {F, H});
     w.w_down = L.matrix(p + "mlp.down.weight", {H, F});
@@ -326,6 +340,11 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   alloc_cache();
   if (spec_.pos == PosKind::Rotary && !spec_.rope.length_dependent())
     rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
+  if (!spec_.layer_rope.empty()) {
+    ArchSpec local = spec_;
+    local.rope = spec_.rope_local;
+    rope_inv_freq(local, 0, inv_freq_local_, rope_mscale_local_);
+  }
 }
 
 void Model::alloc_cache() {
@@ -346,7 +365,7 @@ Model::Model(const Model& o, bool)
       proj_in_(o.proj_in_), proj_out_(o.proj_out_), final_norm_w_(o.final_norm_w_), final_norm_b_(o.final_norm_b_),
       lm_head_(o.lm_head_), lm_head_b_(o.lm_head_b_), rel_bias_(o.rel_bias_), layers_(o.layers_),
       kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_f16_(o.kv_f16_), inv_freq_(o.inv_freq_),
-      rope_mscale_(o.rope_mscale_) {
+      inv_freq_local_(o.inv_freq_local_), rope_mscale_local_(o.rope_mscale_local_), rope_mscale_(o.rope_mscale_) {
   alloc_cache();  // the tensors share their memory (Tensor::owner); the cache and scratch are this model's
 }
 
@@ -398,6 +417,7 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {"attn.v.weight", &l.wv},             {"attn.o.weight", &l.wo},         {"attn.q.bias", &l.bq},
         {"attn.k.bias", &l.bk},               {"attn.v.bias", &l.bv},           {"attn.o.bias", &l.bo},
         {"attn.q_norm.weight", &l.q_norm_w},  {"attn.k_norm.weight", &l.k_norm_w},
+        {"post_attn_norm.weight", &l.post_attn_norm_w}, {"post_mlp_norm.weight", &l.post_mlp_norm_w},
         {"mlp.gate.weight", &l.w_gate},       {"mlp.up.weight", &l.w_up},       {"mlp.down.weight", &l.w_down},
         {"mlp.gate.bias", &l.b_gate},         {"mlp.up.bias", &l.b_up},         {"mlp.down.bias", &l.b_down},
         {"cross_norm.weight", &l.cross_norm_w}, {"cross_norm.bias", &l.cross_norm_b}, {"cross.q.weight", &l.cq},
@@ -449,6 +469,16 @@ void Model::compute_rope(const int32_t* pos, int32_t T, int64_t length) {
       sin_[t * half + i] = std::sin(f) * rope_mscale_;
     }
   }
+  if (inv_freq_local_.empty()) return;
+  const size_t hl = inv_freq_local_.size();  // (the local table rotates as many dimensions: validate())
+  cos_l_.resize(T * hl);
+  sin_l_.resize(T * hl);
+  for (int32_t t = 0; t < T; t++)
+    for (size_t i = 0; i < hl; i++) {
+      const float f = (float)pos[t] * inv_freq_local_[i];
+      cos_l_[t * hl + i] = std::cos(f) * rope_mscale_local_;
+      sin_l_[t * hl + i] = std::sin(f) * rope_mscale_local_;
+    }
 }
 
 void Model::forward(const ForwardArgs& a) { run(a, nullptr); }
@@ -498,6 +528,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   } else {
     ops::embedding(K, tok_emb_, a.tokens, T, x);
   }
+  if (spec_.emb_scale > 0) K.scale(x, spec_.emb_scale, T * H);
   if (spec_.pos == PosKind::Learned) {
     std::vector<int32_t> rows(T);
     for (int32_t t = 0; t < T; t++) rows[t] = pos[t] + spec_.pos_offset;
@@ -546,9 +577,10 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     const ops::LinearOut qkv[3] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
                                    {&w.wv, fptr(w.bv), v_.data(), KD}};
     ops::linear_group(pool, K, in, H, T, qkv, 3);
+    const bool local = spec_.local_rope(l);
     for (int32_t t = 0; t < T; t++) {
-      const float* c = rotary ? cos_.data() + t * half : nullptr;
-      const float* s = rotary ? sin_.data() + t * half : nullptr;
+      const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
+      const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
       if (spec_.qk_norm) {  // each head's query and key, normalized in place before rotary
         for (int hh = 0; hh < nh; hh++)
           K.rmsnorm(q_.data() + t * QD + hh * hd, fptr(w.q_norm_w), spec_.norm_eps, q_.data() + t * QD + hh * hd, hd);
@@ -583,6 +615,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
     if (spec_.parallel_residual && spec_.parallel_mlp_norm) norm_rows(x, h2, w.mlp_norm_w, w.mlp_norm_b, T);
     self_attention(l, w, h);
+    if (spec_.post_norms) norm_rows(tmp, tmp, w.post_attn_norm_w, Tensor(), T);
     if (spec_.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
       K.add(x, tmp, T * H);
       mlp(w, spec_.parallel_mlp_norm ? h2 : h, tmp);
@@ -599,6 +632,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     }
     norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
     mlp(w, h, tmp);
+    if (spec_.post_norms) norm_rows(tmp, tmp, w.post_mlp_norm_w, Tensor(), T);
     K.add(x, tmp, T * H);
   }
   if (batch)
