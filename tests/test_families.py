@@ -1,4 +1,4 @@
-"""GPT-2, OPT, BLOOM, Falcon, CodeGen, Qwen2, Qwen3, Phi-3, Gemma 3, BERT and T5 against transformers on tiny random checkpoints, under
+"""GPT-2, OPT, BLOOM, Falcon, CodeGen, Qwen2, Qwen3, Phi-3, Gemma 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
 every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical, BERT hidden states of a padded
 batch, T5 decoder logits, greedy and beam search."""
 
@@ -99,6 +99,11 @@ def _decoders():
             layer_types=["sliding_attention", "full_attention", "sliding_attention"],
             rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100000.0},
                              "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0}}, **base)),
+        # Gemma 2: soft-capped scores and logits (caps small enough to bend them), every other layer sliding
+        "gemma2": (tf.Gemma2ForCausalLM, tf.Gemma2Config(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            head_dim=32, max_position_embeddings=64, sliding_window=6, query_pre_attn_scalar=24,
+            attn_logit_softcapping=2.0, final_logit_softcapping=3.0, **base)),
         # rotary_dim 8 of head_dim 16: partial, interleaved
         "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
                                                           n_positions=64, **base)),
@@ -122,7 +127,7 @@ def built(tmp_path_factory):
 
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
-            "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3"]
+            "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2"]
 
 
 @pytest.mark.parametrize("case", DECODERS)

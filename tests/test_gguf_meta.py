@@ -610,10 +610,12 @@ def _from_gguf(meta, tensors, source):
 def _spec_state(spec):
     from edgeformer import _core
 
-    fields = [a for a in dir(_core.ArchSpec()) if not a.startswith("_") and a not in ("validate", "rope")]
+    ropes = ("rope", "rope_local")
+    fields = [a for a in dir(_core.ArchSpec()) if not a.startswith("_") and a != "validate" and a not in ropes]
     state = {f: getattr(spec, f) for f in fields}
     state["alibi_slopes"] = list(spec.alibi_slopes)
-    state["rope"] = {f: getattr(spec.rope, f) for f in dir(spec.rope) if not f.startswith("_")}
+    for r in ropes:
+        state[r] = {f: getattr(getattr(spec, r), f) for f in dir(getattr(spec, r)) if not f.startswith("_")}
     return state
 
 
@@ -624,7 +626,7 @@ def _names_state(names):
     for k, v in names.items():
         if isinstance(v, Derived):
             rows = v.rows if v.rows is None or isinstance(v.rows, slice) else list(v.rows)
-            out[k] = (v.src, repr(rows), v.transpose)
+            out[k] = (v.src, repr(rows), v.transpose, v.add)
         else:
             out[k] = v
     return out

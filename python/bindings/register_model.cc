@@ -86,6 +86,8 @@ void register_model(py::module_& m) {
       .def_readwrite("emb_norm", &ef::ArchSpec::emb_norm)
       .def_readwrite("qk_norm", &ef::ArchSpec::qk_norm)
       .def_readwrite("emb_scale", &ef::ArchSpec::emb_scale)
+      .def_readwrite("attn_softcap", &ef::ArchSpec::attn_softcap)
+      .def_readwrite("logit_softcap", &ef::ArchSpec::logit_softcap)
       .def_readwrite("post_norms", &ef::ArchSpec::post_norms)
       .def_readwrite("rope_local", &ef::ArchSpec::rope_local)
       .def_readwrite("layer_rope", &ef::ArchSpec::layer_rope)

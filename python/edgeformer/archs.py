@@ -284,16 +284,20 @@ def _phi3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Gemma 3's language model (model_type gemma3_text; gemma3's text_config, its weights under
-    language_model.): a Llama with GeGLU, embeddings scaled by sqrt(hidden_size), RMSNorms that scale by
-    1 + weight (q and k per head too), norms on the attention's and the MLP's outputs, sliding-window layers
-    with a rotary base of their own, and query_pre_attn_scalar for the attention scale."""
-    for field in ("final_logit_softcapping", "attn_logit_softcapping"):
-        if cfg.data.get(field) is not None:
-            raise cfg.error(field, "logit soft-capping is not supported yet (Gemma 2)")
+    language_model.) and Gemma 2: a Llama with GeGLU, embeddings scaled by sqrt(hidden_size), RMSNorms that
+    scale by 1 + weight, norms on the attention's and the MLP's outputs, sliding-window layers, and
+    query_pre_attn_scalar for the attention scale. Gemma 3 adds per-head q/k norms and a rotary base of the
+    sliding layers' own; Gemma 2 soft-caps the attention scores and the logits."""
+    gemma2 = cfg.data.get("model_type") == "gemma2"
     if cfg.get("use_bidirectional_attention", bool, False):
         raise cfg.error("use_bidirectional_attention", "must be false for a decoder")
     s = _core.ArchSpec()
-    s.model_type = "gemma3_text"
+    s.model_type = "gemma2" if gemma2 else "gemma3_text"
+    for field, attr in (("attn_logit_softcapping", "attn_softcap"), ("final_logit_softcapping", "logit_softcap")):
+        cap = cfg.get(field, float, None)
+        if cap is not None and cap <= 0:
+            raise cfg.error(field, f"must be positive, got {cap}")
+        setattr(s, attr, cap or 0.0)
     s.vocab_size = cfg.positive("vocab_size")
     s.hidden_size = cfg.positive("hidden_size")
     s.n_layers = cfg.positive("num_hidden_layers")
@@ -310,20 +314,23 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s.attn_bias = cfg.get("attention_bias", bool, False)
     s.attn_out_bias = s.attn_bias
     s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
-    s.qk_norm = True
+    s.qk_norm = not gemma2
     s.post_norms = True
     s.emb_scale = math.sqrt(s.hidden_size)
     s.attn_scale = cfg.positive("query_pre_attn_scalar", s.head_dim) ** -0.5
     # layer types: given, or every sliding_window_pattern-th layer full
     types = cfg.data.get("layer_types")
-    if types is None:
-        pattern = cfg.positive("sliding_window_pattern", cfg.data.get("_sliding_window_pattern", 6))
+    if types is None:  # (Gemma 2: every other layer, from the first)
+        pattern = 2 if gemma2 else cfg.positive("sliding_window_pattern", cfg.data.get("_sliding_window_pattern", 6))
         types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(s.n_layers)]
     if not isinstance(types, list) or len(types) != s.n_layers or not set(types) <= {"sliding_attention",
                                                                                        "full_attention"}:
         raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
     window = cfg.positive("sliding_window", 4096)
     s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]
+    if gemma2:  # one rotary table for all layers
+        _rope(cfg, s)
+        return s, _gemma_names(s, tensor_names)
     s.layer_rope = [1 if t == "sliding_attention" else 0 for t in types]
     # the rotary tables: transformers 5's rope_parameters per layer type, or rope_theta / rope_scaling (global)
     # and rope_local_base_freq (local)
@@ -345,7 +352,11 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         _rope(sub, scratch)
         ropes.append(scratch.rope)
     s.rope, s.rope_local = ropes
+    return s, _gemma_names(s, tensor_names)
 
+
+def _gemma_names(s: "_core.ArchSpec", tensor_names) -> NameMap:
+    """Gemma 2 / 3's tensors; every norm weight plus one (they scale by 1 + weight)."""
     names: NameMap = {}
     pre = _prefix(tensor_names, ["model.", "model.language_model.", "language_model.model."], "embed_tokens.weight")
     names["tok_embeddings.weight"] = pre + "embed_tokens.weight"
@@ -354,9 +365,11 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         names["lm_head.weight"] = "language_model.lm_head.weight" if pre == "language_model.model." else "lm_head.weight"
     for i in range(s.n_layers):
         src, dst = f"{pre}layers.{i}.", f"layers.{i}."
-        for d, h in (("attn_norm", "input_layernorm"), ("post_attn_norm", "post_attention_layernorm"),
-                     ("mlp_norm", "pre_feedforward_layernorm"), ("post_mlp_norm", "post_feedforward_layernorm"),
-                     ("attn.q_norm", "self_attn.q_norm"), ("attn.k_norm", "self_attn.k_norm")):
+        norms = [("attn_norm", "input_layernorm"), ("post_attn_norm", "post_attention_layernorm"),
+                 ("mlp_norm", "pre_feedforward_layernorm"), ("post_mlp_norm", "post_feedforward_layernorm")]
+        if s.qk_norm:
+            norms += [("attn.q_norm", "self_attn.q_norm"), ("attn.k_norm", "self_attn.k_norm")]
+        for d, h in norms:
             names[f"{dst}{d}.weight"] = Derived(f"{src}{h}.weight", add=1.0)
         for p in "qkvo":
             names[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
@@ -364,7 +377,7 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
                 names[dst + f"attn.{p}.bias"] = src + f"self_attn.{p}_proj.bias"
         for p in ("gate", "up", "down"):
             names[dst + f"mlp.{p}.weight"] = src + f"mlp.{p}_proj.weight"
-    return s, names
+    return names
 
 
 def _gemma3_multimodal(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
@@ -828,6 +841,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "qwen2": _llama,
     "qwen3": _llama,
     "phi3": _phi3,
+    "gemma2": _gemma3,
     "gemma3_text": _gemma3,
     "gemma3": _gemma3_multimodal,
     "gpt2": _gpt2,

@@ -137,6 +137,12 @@ void add(float* y, const float* x, int64_t n, cudaStream_t st) {
   });
 }
 
+void softcap(float* x, float cap, int64_t n, cudaStream_t st) {
+  ef_mock_submit(st, [=] {
+    for (int64_t i = 0; i < n; i++) x[i] = cap * std::tanh(x[i] / cap);
+  });
+}
+
 void scale(float* x, float a, int64_t n, cudaStream_t st) {
   ef_mock_submit(st, [=] {
     for (int64_t i = 0; i < n; i++) x[i] *= a;
@@ -292,6 +298,7 @@ void attention(const AttnArgs& a, Scratch& ws, cudaStream_t st) {
           float dot = 0.f;
           for (int d = 0; d < hd; d++) dot += q[d] * kv_get(a.k, a.kv_f16, kv0 + (int64_t)j * a.pos_stride + d);
           float s = dot * a.scale;
+          if (a.softcap > 0) s = a.softcap * std::tanh(s / a.softcap);
           if (a.alibi) {
             float b = a.alibi[h] * (float)j;
             if (a.alibi_bf16) b = bf16_to_f32(f32_to_bf16(b));

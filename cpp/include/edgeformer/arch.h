@@ -54,6 +54,8 @@ struct ArchSpec {
   std::vector<int32_t> layer_windows;  // per layer (0: none), in place of sliding_window where not empty
   bool qk_norm = false;        // RMSNorm of each head's query and key before rotary (Qwen3): [head_dim] weights
   float emb_scale = 0.f;       // multiplies the token embeddings (Gemma: sqrt(hidden_size)); 0 = none
+  // soft-capping (Gemma 2): scaled attention scores and final logits become cap * tanh(x / cap); 0 = none
+  float attn_softcap = 0.f, logit_softcap = 0.f;
   bool post_norms = false;     // norms of the attention's and the MLP's outputs before their residual adds (Gemma 2/3)
   // a second rotary table (Gemma 3's sliding layers: a base of their own) for the layers layer_rope marks 1
   RopeSpec rope_local;

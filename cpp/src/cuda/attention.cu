@@ -10,6 +10,11 @@ namespace cuda {
 
 namespace {
 
+// Gemma 2's soft-capping of the scaled scores (before any bias or mask)
+__device__ __forceinline__ float capped(const AttnArgs& a, float s) {
+  return a.softcap > 0.f ? a.softcap * tanhf(s / a.softcap) : s;
+}
+
 template <bool F16>
 __device__ __forceinline__ float kv_load(const void* base, int64_t i) {
   if constexpr (F16) return __half2float(static_cast<const __half*>(base)[i]);
@@ -156,7 +161,7 @@ __global__ void __launch_bounds__(kAThreads) attn_prefill_kernel(AttnArgs a) {
           const float* kr = Ks + lane * (hd + 1);
           float dot = 0.f;
           for (int d = 0; d < hd; d++) dot += qv[d] * kr[d];
-          sc = dot * a.scale + score_bias(a, h, key, pos, slope);
+          sc = capped(a, dot * a.scale) + score_bias(a, h, key, pos, slope);
         }
         const float tmax = warp_max(sc);
         if (tmax != -INFINITY) {  // uniform: some key of this tile is visible to this query
@@ -283,7 +288,7 @@ attn_decode_vec_kernel(AttnArgs a, int32_t lo, int32_t hi, int nsplit, float* pa
     }
     for (; d < hd; d += N) part_dot(kv_raw<F16>(a.k, off + d), d);
     if (!a.key_mask || a.key_mask[key])
-      s = dot * a.scale + score_bias(a, h, key, pos, a.alibi ? a.alibi[h] : 0.f);
+      s = capped(a, dot * a.scale) + score_bias(a, h, key, pos, a.alibi ? a.alibi[h] : 0.f);
   }
   const float mx = block_max(s, red);
   const float p = mx == -INFINITY || s == -INFINITY ? 0.f : expf(s - mx);
@@ -351,7 +356,8 @@ attn_decode_kernel(AttnArgs a, int32_t lo, int32_t hi, int nsplit, float* part, 
     float dot = 0.f;
     for (int d = lane; d < hd; d += 32) dot += qs[d] * kv_load<F16>(a.k, off + d);
     dot = warp_sum(dot);
-    if (lane == 0) sc[jj] = !a.key_mask || a.key_mask[j] ? dot * a.scale + score_bias(a, h, j, pos, slope) : -INFINITY;
+    if (lane == 0)
+      sc[jj] = !a.key_mask || a.key_mask[j] ? capped(a, dot * a.scale) + score_bias(a, h, j, pos, slope) : -INFINITY;
   }
   __syncthreads();
   float mx = -INFINITY;

@@ -633,7 +633,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     A.k = kc, A.v = vc, A.kv_f16 = S.kv_f16;
     A.head_stride = (int64_t)W.max_ctx * hd, A.pos_stride = hd;
     A.T = n, A.n_heads = nh, A.group = nh / nkv, A.head_dim = (int32_t)hd, A.pos0 = p0, A.n_keys = p0 + n;
-    A.causal = sp.causal(), A.window = window, A.scale = attn_scale;
+    A.causal = sp.causal(), A.window = window, A.scale = attn_scale, A.softcap = sp.attn_softcap;
     A.alibi = W.alibi, A.alibi_bf16 = sp.alibi_bf16, A.alibi_scaled = sp.alibi_scaled;
     A.rel = rel, A.rel_width = rel_width, A.rel_lo = rel_lo;
     A.key_mask = key_mask;
@@ -735,6 +735,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   }
   float* logits = S.logits_rows((int32_t)nrows);
   linear(W.lm_head, fin, ld, nrows, W.lm_head_b, logits, V, false, S.ws_linear, st);
+  if (sp.logit_softcap > 0) softcap(logits, sp.logit_softcap, nrows * V, st);
   return logits;
 }
 

@@ -1,5 +1,6 @@
 // Gathers, norms, activations and the upload conversions: memory-bound kernels, one row per block where a row
 // needs a reduction, grid-stride loops elsewhere.
+#include <algorithm>
 #include <string>
 
 #include "device.cuh"
@@ -135,6 +136,11 @@ __global__ void add_kernel(float* y, const float* __restrict__ x, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) y[i] += x[i];
 }
 
+__global__ void softcap_kernel(float* x, float cap, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    x[i] = cap * tanhf(x[i] / cap);
+}
+
 __global__ void scale_kernel(float* x, float a, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] *= a;
 }
@@ -213,6 +219,13 @@ void add(float* y, const float* x, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
   add_kernel<<<grid_for(n, 256), 256, 0, s>>>(y, x, n);
   EF_CUDA_LAUNCHED(add_kernel);
+}
+
+void softcap(float* x, float cap, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  const unsigned blocks = (unsigned)std::min<int64_t>((n + 255) / 256, 4096);
+  softcap_kernel<<<blocks, 256, 0, s>>>(x, cap, n);
+  EF_CUDA_LAUNCHED(softcap_kernel);
 }
 
 void scale(float* x, float a, int64_t n, cudaStream_t s) {

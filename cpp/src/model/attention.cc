@@ -92,6 +92,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const KernelTable& K = kernels();
   const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, group = nh / nkv;
   const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
+  const float softcap = spec_.attn_softcap;
   const size_t head_stride = (size_t)kv_len_ * hd, es = kv_elem();
   const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
   // element i of this layer's keys / values (f32 or f16 as kvt) in the cache query row t uses (seqs: its own)
@@ -136,6 +137,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   auto weights = [&](int h, int32_t pos, int32_t k0, float* s, int32_t n, int32_t lo, int32_t hi) {
     float* sr = s + (lo - k0);
     K.scale(sr, scale, hi - lo + 1);
+    if (softcap > 0)
+      for (int32_t j = 0; j <= hi - lo; j++) sr[j] = softcap * std::tanh(sr[j] / softcap);
     bias_and_mask(h, pos, lo, sr, hi - lo + 1);
     K.softmax(sr, hi - lo + 1);
     for (int32_t j = k0; j < lo; j++) s[j - k0] = 0.f;

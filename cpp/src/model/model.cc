@@ -53,6 +53,10 @@ void ArchSpec::validate() const {
              "the local rotary table must rotate the dimensions the global one does");
   }
   EF_CHECK(std::isfinite(emb_scale) && emb_scale >= 0, "embedding scale must be finite and non-negative");
+  EF_CHECK(std::isfinite(attn_softcap) && attn_softcap >= 0,
+           "config field 'attn_logit_softcapping' must be a non-negative number");
+  EF_CHECK(std::isfinite(logit_softcap) && logit_softcap >= 0,
+           "config field 'final_logit_softcapping' must be a non-negative number");
   EF_CHECK(pos_offset >= 0 && n_token_types >= 0 && proj_dim >= 0, "config: negative offset, type count or projection");
   EF_CHECK(kind != ModelKind::EncoderDecoder, "an encoder-decoder is two stacks: build an encoder and a decoder spec");
   switch (pos) {
@@ -662,6 +666,10 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     K.scale(h, spec_.logits_scale, rows * E);
   }
   ops::linear(pool, K, fin, E, rows, lm_head_, fptr(lm_head_b_), a.out, V);
+  if (spec_.logit_softcap > 0) {
+    const float cap = spec_.logit_softcap;
+    for (int64_t i = 0; i < rows * V; i++) a.out[i] = cap * std::tanh(a.out[i] / cap);
+  }
 }
 
 }  // namespace ef
