@@ -74,6 +74,9 @@ class GenerationResult:
     # prompt tokens whose keys and values an earlier generation had left in the cache (not computed again): the
     # model's previous call, or a Batcher's finished request (prefix_cache)
     cached_tokens: int = 0
+    # chat(tools=...): the function calls read from the reply (OpenAI's form: id, type, function name and
+    # arguments as JSON text), or None
+    tool_calls: Optional[List[Dict[str, Any]]] = None
 
     @property
     def prefill_tokens_per_s(self) -> float:  # the prompt tokens computed (not those found cached) per second
@@ -853,8 +856,33 @@ class Model:
 
         return (yield from generate_together(self, prompts, max_new_tokens, options, stops, ignore_eos, logprobs))
 
-    def chat(self, messages: List[Dict[str, Any]], **generate_kwargs):
-        """Applies the checkpoint's chat template to messages and generates the assistant's reply."""
-        text = self._tok.apply_chat_template(messages, add_generation_prompt=True)
+    def chat(self, messages: List[Dict[str, Any]], tools: Optional[List[Dict[str, Any]]] = None,
+             tool_choice: Any = None, **generate_kwargs):
+        """Applies the checkpoint's chat template to messages and generates the assistant's reply.
+
+        tools (OpenAI's list of {"type": "function", "function": {"name", "description", "parameters"}}) are
+        rendered by the template, and the reply's calls to them come back in the result's `.tool_calls` (not
+        with stream=True). tool_choice: "auto" (the default: the model decides), "none", "required" (one call,
+        forced by a grammar of the functions' parameter schemas), or {"type": "function", "function": {"name":
+        ...}} (that function)."""
+        from .tools import check_tools, forced_grammar, parse_tool_calls, template_messages
+        from .tools import tool_choice as _tool_choice
+
+        mode, only = "none", None
+        if tools is not None:
+            tools = check_tools(tools)
+            mode, only = _tool_choice(tool_choice, tools)
+        elif tool_choice is not None:
+            raise ValueError("argument 'tool_choice': needs tools")
+        if mode == "required":
+            if generate_kwargs.get("grammar") is not None:
+                raise ValueError("argument 'grammar': a required tool call has a grammar of its own")
+            generate_kwargs["grammar"] = forced_grammar(tools, only)
+        text = self._tok.apply_chat_template(template_messages(messages), add_generation_prompt=True,
+                                             tools=tools if mode != "none" else None)
         ids = self._tok.encode(text, add_special_tokens=False)
-        return self.generate(ids, **generate_kwargs)
+        out = self.generate(ids, **generate_kwargs)
+        if mode != "none" and isinstance(out, GenerationResult):
+            _, calls = parse_tool_calls(out.text, tools)
+            out.tool_calls = calls or None
+        return out

@@ -31,6 +31,7 @@ import numpy as np
 from .batching import Batcher, BatcherClosed
 from .embeddings import token_lists
 from .grammar import Grammar
+from .tools import check_tools, forced_grammar, parse_tool_calls, template_messages, tool_choice
 
 MAX_BODY = 16 << 20
 # OpenAI's finish reasons: ours "eos" and "stop" are its "stop"; the length and context limits its "length"
@@ -102,16 +103,41 @@ def _grammar(body: Dict[str, Any]):
         raise BadRequest(f"field '{asked[0]}': {e}") from None
 
 
-def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, List[Dict[str, Any]], bool, bool]:
+def _tools(body: Dict[str, Any]) -> Tuple[Optional[List[Dict[str, Any]]], str, Optional[str]]:
+    """(the request's checked tools, or None; tool_choice's mode; the forced function's name)."""
+    tools = body.get("tools")
+    if tools is None:
+        if body.get("tool_choice") not in (None, "none"):
+            raise BadRequest("field 'tool_choice': needs 'tools'")
+        return None, "none", None
+    try:
+        tools = check_tools(tools)
+        mode, only = tool_choice(body.get("tool_choice"), tools)
+    except ValueError as e:
+        raise BadRequest(str(e).replace("argument '", "field '")) from None
+    return tools, mode, only
+
+
+def generation_args(model, body: Dict[str, Any], chat: bool):
     """(prompt for Batcher.submit, the keyword arguments of each choice (`n` of them: with a seed s, choice i
-    samples with s + i), stream, a usage chunk at the stream's end) from an OpenAI request body."""
+    samples with s + i), stream, a usage chunk at the stream's end, the tools whose calls the replies may hold
+    (None: no tools in play)) from an OpenAI request body."""
+    tools, mode = None, "none"
+    forced = None
     if chat:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise BadRequest("field 'messages': expected a non-empty list of {'role', 'content'} objects")
         messages = [dict(m, content=_content(m.get("content"), i)) for i, m in enumerate(messages)]
+        tools, mode, only = _tools(body)
+        if mode == "required":
+            if any(body.get(k) is not None for k in ("response_format", "json_schema", "grammar")):
+                raise BadRequest("field 'tool_choice': a required tool call does not combine with response_format, "
+                                 "json_schema or grammar")
+            forced = forced_grammar(tools, only)
         try:
-            text = model._tok.apply_chat_template(messages, add_generation_prompt=True)
+            text = model._tok.apply_chat_template(template_messages(messages), add_generation_prompt=True,
+                                                  tools=tools if mode != "none" else None)
         except ValueError as e:
             raise BadRequest(f"field 'messages': {e}") from None
         except Exception as e:  # a template error (jinja2): the request's doing or the checkpoint's
@@ -140,7 +166,7 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, List[
         "seed": _field(body, "seed", int),
         "stop": _field(body, "stop", (str, list)),
         "ignore_eos": _field(body, "ignore_eos", bool, False),  # as llama.cpp's server takes it
-        "grammar": _grammar(body),
+        "grammar": forced or _grammar(body),
     }
     n = _field(body, "n", int, 1)
     if not 1 <= n <= MAX_N:
@@ -163,7 +189,17 @@ def generation_args(model, body: Dict[str, Any], chat: bool) -> Tuple[Any, List[
     options = _field(body, "stream_options", dict, {})
     include_usage = _field(options, "include_usage", bool, False)
     seed = kw["seed"]
-    return prompt, [dict(kw, seed=None if seed is None else seed + i) for i in range(n)], stream, include_usage
+    return (prompt, [dict(kw, seed=None if seed is None else seed + i) for i in range(n)], stream, include_usage,
+            tools if mode != "none" else None)
+
+
+def _reply(text: str, tools: Optional[List[Dict[str, Any]]]) -> Tuple[Dict[str, Any], bool]:
+    """(a chat reply's message, whether it calls tools): with tools in play, the calls read from its text."""
+    if tools:
+        content, calls = parse_tool_calls(text, tools)
+        if calls:
+            return {"role": "assistant", "content": content, "tool_calls": calls}, True
+    return {"role": "assistant", "content": text}, False
 
 
 def _logprobs(model, lps, chat: bool, offset: int = 0, context: Sequence[int] = ()) -> Optional[Dict[str, Any]]:
@@ -439,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reqs = []
         try:
-            prompt, kws, stream, include_usage = generation_args(self.srv.model, body, chat)
+            prompt, kws, stream, include_usage, tools = generation_args(self.srv.model, body, chat)
             for kw in kws:
                 reqs.append(self.srv.batcher.submit(prompt, **kw))
         except ValueError as e:  # BadRequest, and submit()'s checks, which name the argument
@@ -456,7 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         if stream:
-            self._stream(reqs, rid, created, chat, include_usage)
+            self._stream(reqs, rid, created, chat, include_usage, tools)
             return
         results = []
         try:
@@ -479,15 +515,19 @@ class _Handler(BaseHTTPRequestHandler):
             choice: Dict[str, Any] = {"index": i, "finish_reason": FINISH.get(r.finish_reason, "stop"),
                                       "logprobs": _logprobs(self.srv.model, r.logprobs, chat)}
             if chat:
-                choice["message"] = {"role": "assistant", "content": r.text}
+                choice["message"], called = _reply(r.text, tools)
+                if called:
+                    choice["finish_reason"] = "tool_calls"
             else:
                 choice["text"] = r.text
             choices.append(choice)
         self._json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
                          "model": self.srv.name, "choices": choices, "usage": _usage(results)})
 
-    def _stream(self, reqs, rid: str, created: int, chat: bool, include_usage: bool) -> None:
-        """Server-sent events of a request's choices, each chunk one choice's piece as the steps make them."""
+    def _stream(self, reqs, rid: str, created: int, chat: bool, include_usage: bool,
+                tools: Optional[List[Dict[str, Any]]] = None) -> None:
+        """Server-sent events of a request's choices, each chunk one choice's piece as the steps make them. With
+        tools in play, a choice's text is held to its end: then its content, or its tool calls, in one chunk."""
         obj = "chat.completion.chunk" if chat else "text_completion"
         sent = [[0, 0] for _ in reqs]  # with logprobs, per choice: tokens whose log-probabilities went out, and
         # their text's length
@@ -554,7 +594,19 @@ class _Handler(BaseHTTPRequestHandler):
                 if err is not None:
                     raise err
                 if piece is not None:
-                    self.wfile.write(chunk(i, piece, None))
+                    if not tools:
+                        self.wfile.write(chunk(i, piece, None))
+                elif tools:  # the whole reply: its calls, or its text
+                    msg, called = _reply(reqs[i].result.text, tools)
+                    delta = {k: v for k, v in msg.items() if k != "role" and v is not None}
+                    if called:
+                        delta["tool_calls"] = [dict(c, index=j) for j, c in enumerate(delta["tool_calls"])]
+                    data = {"id": rid, "object": obj, "created": created, "model": self.srv.name,
+                            "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]}
+                    self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+                    finish = "tool_calls" if called else FINISH.get(reqs[i].result.finish_reason, "stop")
+                    self.wfile.write(chunk(i, None, finish))
+                    running -= 1
                 else:
                     self.wfile.write(chunk(i, None, FINISH.get(reqs[i].result.finish_reason, "stop")))
                     running -= 1

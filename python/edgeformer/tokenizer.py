@@ -93,7 +93,8 @@ class TokenizerInfo:
     def decode(self, ids: List[int]) -> str:
         return self.require().decode(list(ids), skip_special_tokens=True)
 
-    def apply_chat_template(self, messages: List[Dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: List[Dict[str, Any]], add_generation_prompt: bool = True,
+                            tools: Optional[List[Dict[str, Any]]] = None) -> str:
         if not self.chat_template:
             raise ValueError("this checkpoint has no chat_template in tokenizer_config.json")
         if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m for m in messages):
@@ -110,6 +111,7 @@ class TokenizerInfo:
             add_generation_prompt=add_generation_prompt,
             bos_token=self.bos_token or "",
             eos_token=self.eos_token or "",
+            tools=tools,
         )
 
 
