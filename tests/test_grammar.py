@@ -272,6 +272,11 @@ def test_json_schema_refusals():
             json_schema_to_gbnf(s)
     with pytest.raises(ValueError, match="json_schema: not valid JSON"):
         Grammar.from_json_schema("{nope")
+    deep = {"type": "array"}
+    for _ in range(5000):
+        deep = {"type": "array", "items": deep}
+    with pytest.raises(ValueError, match="nested too deeply"):
+        json_schema_to_gbnf(deep)
 
 
 def _spm_tokenizer():

@@ -61,7 +61,7 @@ def test_parse_tool_calls_in_the_forms_models_write():
                                 '{"name": "add", "arguments": "{\\"a\\": 3, \\"b\\": 4}"}]', names)  # Mistral
     assert [json.loads(c["function"]["arguments"])["a"] for c in calls] == [1, 3]
     for text in ['{"name": "nope", "arguments": {}}', "plain words", '{"name": "add"}', "<tool_call>{oops</tool_call>",
-                 '{"name": "add", "arguments": [1]}']:
+                 '{"name": "add", "arguments": [1]}', "[" * 100000, "<tool_call>" + "[" * 100000 + "</tool_call>"]:
         assert parse_tool_calls(text, names) == (text, [])
 
 

@@ -393,4 +393,7 @@ def json_schema_to_gbnf(schema: Union[Dict[str, Any], bool]) -> str:
     oneOf, allOf (merged), $ref within the schema (recursion too), and integer's minimum >= 0 (no sign). Not
     enforced: format and the other numeric bounds. Refused (ValueError): pattern and the other keywords whose
     values a grammar of this converter cannot keep to."""
-    return _SchemaConverter(schema).grammar()
+    try:
+        return _SchemaConverter(schema).grammar()
+    except RecursionError:
+        raise ValueError("json_schema: nested too deeply") from None

@@ -126,7 +126,7 @@ def parse_tool_calls(text: str, tools: List[Dict[str, Any]]) -> Tuple[Optional[s
         for b in blocks:
             try:
                 c = _calls(json.loads(b), names)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 c = None
             if c is None:
                 return text, []
@@ -140,7 +140,7 @@ def parse_tool_calls(text: str, tools: List[Dict[str, Any]]) -> Tuple[Optional[s
     if s[:1] in ("{", "["):
         try:
             calls = _calls(json.loads(s), names)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             calls = None
         if calls:
             return None, calls
