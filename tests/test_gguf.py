@@ -208,6 +208,9 @@ def test_qwen_gguf_roundtrip_and_transformers_reads_it(family, qtype, tmp_path):
     assert back.spec.model_type == family and back.spec.attn_bias == (family == "qwen2")
     assert back.spec.qk_norm == (family == "qwen3") and not back.spec.attn_out_bias
     np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    if family == "gemma3_linear":  # (transformers' reader does not take the scaling)
+        assert back.spec.rope.scaling == edgeformer._core.RopeScaling.linear and back.spec.rope.factor == 8.0
+        return
     hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
     theirs = hf_logits(hf, PROMPT)
     ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32").logits(PROMPT)
@@ -247,6 +250,38 @@ def test_phi3_gguf_roundtrip(case, tmp_path):
         ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True,
                                kv_dtype="f32").logits(PROMPT)
         assert float(((theirs - ours) ** 2).sum() / (theirs**2).sum()) < 1e-6
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3", "gemma3_linear"])
+def test_gemma_gguf_roundtrip_and_transformers_reads_it(family, tmp_path):
+    """Gemma 2 and 3 (GGUF architectures gemma2 / gemma3: norms stored with the 1 added, soft-caps as keys; the
+    layer pattern, local rotary base and attention scale fixed as llama.cpp fixes them): our file loads back
+    to the logits of quantize-at-load, and transformers' GGUF reader agrees."""
+    import transformers as tf
+
+    common = dict(hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=256,
+                  max_position_embeddings=64, vocab_size=320, sliding_window=6, bos_token_id=0, eos_token_id=None,
+                  pad_token_id=None)
+    if family == "gemma2":  # (transformers' reader takes its defaults for what llama.cpp fixes: soft-caps 50 / 30)
+        cls, cfg = tf.Gemma2ForCausalLM, tf.Gemma2Config(num_hidden_layers=3, **common)
+    else:  # (4B and up scale their full layers' rotary table: linear, factor 8)
+        scaling = {"rope_scaling": {"rope_type": "linear", "factor": 8.0}} if family == "gemma3_linear" else {}
+        cls, cfg = tf.Gemma3ForCausalLM, tf.Gemma3TextConfig(num_hidden_layers=7, **common, **scaling)
+    src = tmp_path / "src"
+    make_model(str(src), cls, cfg)
+    out = tmp_path / "m.gguf"
+    edgeformer.quantize(str(src), str(out), "q8_0")
+    direct = edgeformer.load(str(src), dtype="q8_0", threads=2, max_context=64)
+    back = edgeformer.load(str(out), threads=2, max_context=64)
+    assert list(back.spec.layer_windows) == list(direct.spec.layer_windows)
+    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    if family == "gemma3_linear":  # (transformers' reader does not take the scaling)
+        assert back.spec.rope.scaling == edgeformer._core.RopeScaling.linear and back.spec.rope.factor == 8.0
+        return
+    hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
+    theirs = hf_logits(hf, PROMPT)
+    ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32").logits(PROMPT)
+    assert float(((theirs - ours) ** 2).sum() / (theirs**2).sum()) < 1e-6
 
 
 def test_cli_quantize_and_nothing_lost(llama, tmp_path):

@@ -330,7 +330,7 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]
     if gemma2:  # one rotary table for all layers
         _rope(cfg, s)
-        return s, _gemma_names(s, tensor_names)
+        return s, _gemma_names(s, tensor_names, not cfg.data.get("_gguf_norms_plus_one"))
     s.layer_rope = [1 if t == "sliding_attention" else 0 for t in types]
     # the rotary tables: transformers 5's rope_parameters per layer type, or rope_theta / rope_scaling (global)
     # and rope_local_base_freq (local)
@@ -352,15 +352,20 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         _rope(sub, scratch)
         ropes.append(scratch.rope)
     s.rope, s.rope_local = ropes
-    return s, _gemma_names(s, tensor_names)
+    return s, _gemma_names(s, tensor_names, not cfg.data.get("_gguf_norms_plus_one"))
 
 
-def _gemma_names(s: "_core.ArchSpec", tensor_names) -> NameMap:
-    """Gemma 2 / 3's tensors; every norm weight plus one (they scale by 1 + weight)."""
+def _gemma_names(s: "_core.ArchSpec", tensor_names, add_one: bool = True) -> NameMap:
+    """Gemma 2 / 3's tensors; every norm weight plus one (they scale by 1 + weight), unless the weights have it
+    already (llama.cpp's GGUF files: add_one False)."""
     names: NameMap = {}
+
+    def norm(src: str) -> Union[str, Derived]:
+        return Derived(src, add=1.0) if add_one else src
+
     pre = _prefix(tensor_names, ["model.", "model.language_model.", "language_model.model."], "embed_tokens.weight")
     names["tok_embeddings.weight"] = pre + "embed_tokens.weight"
-    names["norm.weight"] = Derived(pre + "norm.weight", add=1.0)
+    names["norm.weight"] = norm(pre + "norm.weight")
     if not s.tie_embeddings:
         names["lm_head.weight"] = "language_model.lm_head.weight" if pre == "language_model.model." else "lm_head.weight"
     for i in range(s.n_layers):
@@ -370,7 +375,7 @@ def _gemma_names(s: "_core.ArchSpec", tensor_names) -> NameMap:
         if s.qk_norm:
             norms += [("attn.q_norm", "self_attn.q_norm"), ("attn.k_norm", "self_attn.k_norm")]
         for d, h in norms:
-            names[f"{dst}{d}.weight"] = Derived(f"{src}{h}.weight", add=1.0)
+            names[f"{dst}{d}.weight"] = norm(f"{src}{h}.weight")
         for p in "qkvo":
             names[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
             if s.attn_bias:

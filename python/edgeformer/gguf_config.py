@@ -1,7 +1,7 @@
 """GGUF (llama.cpp's format) metadata <-> Hugging Face config.json, and metadata into a ``gguf.GGUFWriter``.
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
-  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral), ``qwen2``, ``qwen3``, ``phi3``, ``gpt2``, ``bloom``,
+  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral), ``qwen2``, ``qwen3``, ``phi3``, ``gemma2``, ``gemma3``, ``gpt2``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -32,6 +32,8 @@ from .gguf_common import (
     QWEN2,
     QWEN3,
     PHI3,
+    GEMMA2,
+    GEMMA3,
     SUPPORTED_ARCHS,
     T5,
     _clean_float,
@@ -343,6 +345,33 @@ def _config_phi3(m: _Meta, arch: str, names: set, extra: Any) -> Dict[str, Any]:
     return cfg
 
 
+def _config_gemma(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Gemma 2 and 3 as llama.cpp reads them: the layer pattern (every other layer sliding for Gemma 2; five of
+    six for Gemma 3), the sliding layers' rotary base (10000) and query_pre_attn_scalar (hidden / heads for the
+    27B models, else the head size) are not in the file but fixed by the architecture; the norms are stored
+    with Gemma's 1 added (the loader takes them as they are)."""
+    cfg = _config_llama(m, arch, names, None, window=False)
+    gemma2 = arch == GEMMA2
+    n_layers, hidden = cfg["num_hidden_layers"], cfg["hidden_size"]
+    big = n_layers == (46 if gemma2 else 62)  # the 27B models, as llama.cpp tells them apart
+    cfg.update(model_type="gemma2" if gemma2 else "gemma3_text",
+               architectures=["Gemma2ForCausalLM" if gemma2 else "Gemma3ForCausalLM"],
+               hidden_activation="gelu_pytorch_tanh",
+               query_pre_attn_scalar=hidden // cfg["num_attention_heads"] if big else cfg["head_dim"],
+               sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch), 4096),
+               _gguf_norms_plus_one=True)
+    for k in ("attention_bias", "mlp_bias", "hidden_act", "partial_rotary_factor"):
+        cfg.pop(k, None)
+    pattern = 2 if gemma2 else 6
+    cfg["layer_types"] = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+    if gemma2:
+        for key, default in (("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)):
+            cfg[key] = m.get(f"{arch}.{key}", float, default)
+    else:
+        cfg["rope_local_base_freq"] = 10000.0
+    return cfg
+
+
 def _config_gpt2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     n_heads = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
@@ -498,7 +527,7 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
     return cfg
 
 
-_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen2, QWEN3: _config_qwen3, PHI3: _config_phi3, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
+_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen2, QWEN3: _config_qwen3, PHI3: _config_phi3, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -528,6 +557,44 @@ def config_from_gguf(meta: Dict[str, Any], tensor_names: Iterable[str], source: 
 # GGUF architecture metadata from config.json (for a writer)
 # ------------------------------------------------------------------------------------------------------------
 
+def _gemma_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
+    """What llama.cpp's Gemma converters write beyond a Llama's, after checking that the model is what
+    llama.cpp assumes of the architecture (its layer pattern, local rotary base, attention scale)."""
+    n_layers, hidden, nh = cfg.positive("num_hidden_layers"), cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
+    head_dim = cfg.positive("head_dim", 256)
+    gemma2 = mt == "gemma2"
+    big = n_layers == (46 if gemma2 else 62)
+    pattern = 2 if gemma2 else 6
+    want = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n_layers)]
+    if config.get("layer_types") not in (None, want):
+        raise cfg.error("layer_types", f"differs from llama.cpp's fixed pattern for {mt} (every {pattern}th layer full)")
+    scalar = cfg.positive("query_pre_attn_scalar", head_dim)
+    if scalar != (hidden // nh if big else head_dim):
+        raise cfg.error("query_pre_attn_scalar", f"({scalar}) differs from what llama.cpp assumes for {mt}")
+    if not gemma2 and cfg.get("rope_local_base_freq", float, 10000.0) != 10000.0:
+        raise cfg.error("rope_local_base_freq", "llama.cpp assumes 10000")
+    put(_A.KEY_LENGTH, head_dim)
+    put(_A.VALUE_LENGTH, head_dim)
+    put(_A.SLIDING_WINDOW, cfg.positive("sliding_window", 4096))
+    if gemma2:
+        put(_K.ATTN_LOGIT_SOFTCAPPING, cfg.get("attn_logit_softcapping", float, 50.0))
+        put(_K.FINAL_LOGIT_SOFTCAPPING, cfg.get("final_logit_softcapping", float, 30.0))
+        return
+    # Gemma 3's full layers: their rotary base and scaling (transformers 5 nests them under full_attention)
+    rp = config.get("rope_parameters")
+    if isinstance(rp, dict) and isinstance(rp.get("full_attention"), dict):
+        full = rp["full_attention"]
+    else:
+        full = {**(config.get("rope_scaling") or {}), "rope_theta": config.get("rope_theta", 1_000_000.0)}
+    put(_R.FREQ_BASE, float(full.get("rope_theta", 1_000_000.0)))
+    rtype = full.get("rope_type", full.get("type", "default"))
+    if rtype == "linear":
+        put(_R.SCALING_TYPE, RopeScalingType.LINEAR.value)
+        put(_R.SCALING_FACTOR, float(full["factor"]))
+    elif rtype != "default":
+        raise cfg.error("rope_parameters.full_attention.rope_type", f"{rtype!r} has no GGUF equivalent for gemma3")
+
+
 def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, Any]:
     """The architecture metadata llama.cpp's converter writes for this config.json (no tokenizer keys:
     see :func:`gguf_tokenizer_metadata`). llama3 rope scaling has no metadata: write the tensor
@@ -546,7 +613,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         if value is not None:
             out[_k(template, arch)] = value
 
-    if arch in (LLAMA, QWEN2, QWEN3, PHI3):
+    if arch in (LLAMA, QWEN2, QWEN3, PHI3, GEMMA2, GEMMA3):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -602,6 +669,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             )
         if mt == "mistral" and config.get("sliding_window"):
             put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
+        if mt in ("gemma2", "gemma3_text"):
+            _gemma_metadata(cfg, config, mt, put)
         if mt == "phi3":  # llama.cpp's converter writes 0 for none
             put(_A.SLIDING_WINDOW, int(config.get("sliding_window") or 0))
         if mt in ("qwen2", "qwen3") and cfg.get("use_sliding_window", bool, False):

@@ -34,6 +34,8 @@ from .gguf_common import (
     QWEN2,
     QWEN3,
     PHI3,
+    GEMMA2,
+    GEMMA3,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -87,6 +89,24 @@ _PHI3_NAMES = [  # q, k, v fused (attn_qkv) and gate, up fused (ffn_up: gate row
     (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _W, "blk"),
     (_T_.FFN_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
     (_T_.FFN_UP, "model.layers.{i}.mlp.gate_up_proj", _W, "blk"),
+    (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _W, "blk"),
+]
+_GEMMA_NAMES = [  # (norms stored with Gemma's 1 added, as the model uses them: llama.cpp's convention)
+    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
+    (_T_.OUTPUT_NORM, "model.norm", _W, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_NORM, "model.layers.{i}.input_layernorm", _W, "blk"),
+    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _W, "blk"),
+    (_T_.ATTN_K, "model.layers.{i}.self_attn.k_proj", _W, "blk"),
+    (_T_.ATTN_V, "model.layers.{i}.self_attn.v_proj", _W, "blk"),
+    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _W, "blk"),
+    (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.q_norm", _W, "blk"),
+    (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.k_norm", _W, "blk"),
+    (_T_.ATTN_POST_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
+    (_T_.FFN_NORM, "model.layers.{i}.pre_feedforward_layernorm", _W, "blk"),
+    (_T_.FFN_POST_NORM, "model.layers.{i}.post_feedforward_layernorm", _W, "blk"),
+    (_T_.FFN_GATE, "model.layers.{i}.mlp.gate_proj", _W, "blk"),
+    (_T_.FFN_UP, "model.layers.{i}.mlp.up_proj", _W, "blk"),
     (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _W, "blk"),
 ]
 _GPT2_NAMES = [
@@ -227,6 +247,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _QWEN3_NAMES
     if a == PHI3:
         return _PHI3_NAMES
+    if a in (GEMMA2, GEMMA3):
+        return _GEMMA_NAMES
     if a == GPT2:
         return _GPT2_NAMES
     if a == BLOOM:
