@@ -69,9 +69,11 @@ def forced_grammar(tools: List[Dict[str, Any]], only: Optional[str] = None) -> G
 def template_messages(messages: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Messages as chat templates expect them: an assistant's tool_calls with their arguments as objects
     (OpenAI sends them as JSON text; the templates write them out with tojson)."""
+    if not isinstance(messages, list):
+        return messages  # (apply_chat_template says what is wrong with it)
     out = []
     for m in messages:
-        calls = m.get("tool_calls")
+        calls = m.get("tool_calls") if isinstance(m, dict) else None
         if isinstance(calls, list):
             fixed = []
             for c in calls:
