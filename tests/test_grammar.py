@@ -457,3 +457,25 @@ def test_logprobs_with_a_grammar_count_the_tokens(model):
                              [np.zeros(0, np.int32)] * 2, [2, -1])
     assert out[0][0] == -1 and out[0][2] == [] and out[1] == -1
     assert forks[0].step(np.asarray([9], np.int32), _core.Sampler(o), np.zeros(0, np.int32), 3)[0] == -1
+
+
+def test_review_findings_stay_fixed():
+    """(1) items that can match nothing in several ways, many in a row, expand in linear time; (2) two $refs
+    with the same last segment keep their own rules; (3) a character begun in the surrogate range (ED A0..BF)
+    is refused at its second byte, not left to dead-end."""
+    import time
+
+    vocab = [bytes([b]) for b in range(1, 256)]
+    t = time.perf_counter()
+    g = bound("root ::= " + "n " * 40 + '"z"\nn ::= ("a"?)?', vocab)
+    assert allowed_set(g, []) == {ord("a"), ord("z")} and time.perf_counter() - t < 2
+    schema = {"$ref": "#/$defs/node", "$defs": {
+        "node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/sub/node"}}, "required": ["child"]},
+        "sub": {"node": {"type": "integer"}}}}
+    g = bound(json_schema_to_gbnf(schema), vocab)
+    ids = lambda s: list(s.encode())
+    assert g.allowed(ids('{"child": 5}'))[EOS]
+    assert g.allowed(ids('{"child": {')) is None
+    g = bound("root ::= .*", vocab)
+    assert 0xA0 not in allowed_set(g, [0xED]) and 0x9F in allowed_set(g, [0xED])
+    assert EOS in allowed_set(g, [0xED, 0x9F, 0x80])  # U+D7C0, a real character

@@ -153,3 +153,8 @@ def test_server_tool_calls(model):
             assert code == 400 and msg in json.loads(text)["error"]["message"], text
     finally:
         srv.close()
+
+
+def test_names_that_are_not_strings_are_no_calls():
+    for text in ['{"name": ["add"], "arguments": {}}', '<tool_call>{"name": {}, "arguments": {}}</tool_call>']:
+        assert parse_tool_calls(text, TOOLS) == (text, [])

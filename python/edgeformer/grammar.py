@@ -202,7 +202,8 @@ class _SchemaConverter:
                 node = node[part]
             else:
                 raise ValueError(f"json_schema at {path}: the reference {ref!r} names nothing in the schema")
-        name = self.add("ref-" + ref.split("/")[-1], "")  # reserved first: a schema may refer to itself
+        # reserved first (a schema may refer to itself), under a body no other rule has
+        name = self.add("ref-" + ref.split("/")[-1], f"<pending {ref}>")
         self.refs[ref] = name
         self.rules[name] = self.visit(node, ref)
         return name

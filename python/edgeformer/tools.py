@@ -96,7 +96,7 @@ def _call(obj: Any, names: set) -> Optional[Dict[str, Any]]:
         obj = obj["function"]
     name = obj.get("name")
     args = obj.get("arguments", obj.get("parameters"))
-    if name not in names or not isinstance(args, (dict, str)):
+    if not isinstance(name, str) or name not in names or not isinstance(args, (dict, str)):
         return None
     if isinstance(args, str):
         try:

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace ef {
@@ -97,6 +98,7 @@ class Grammar {
   std::unordered_map<uint64_t, int32_t> ids_;
   std::vector<std::vector<int32_t>> after_;  // per stack: the stacks after its top character matched
   std::vector<uint8_t> after_done_;
+  std::unordered_set<uint64_t> seen_;  // (pos, parent) pairs one expansion has visited: each derivation once
   std::unordered_map<GrammarPos, std::vector<uint64_t>, PosHash> masks_;
   // A lazily built DFA over the automaton's states: each state reached gets an id and a row of 256 next ids
   // (-2 not known yet, -1 dead), so that walking the vocabulary costs an array load per byte wherever states

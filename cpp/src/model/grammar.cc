@@ -458,6 +458,9 @@ int32_t Grammar::intern(int32_t pos, int32_t parent) {
 // the stacks whose tops are characters, reached from the element at pos above the stack `parent`
 void Grammar::expand(int32_t pos, int32_t parent, std::vector<int32_t>& out, int depth) {
   if (depth > kMaxExpandDepth) throw ValueError("grammar: rules nest too deeply");
+  // a pair already expanded adds nothing new: without this, items that can match nothing in several ways
+  // (("a"?)? repeated) multiply the paths exponentially
+  if (!seen_.insert(((uint64_t)(uint32_t)pos << 32) | (uint32_t)parent).second) return;
   const GrammarRules::Elem& e = g_->elems[pos];
   switch (e.kind) {
     case GrammarRules::Elem::Char:
@@ -479,6 +482,7 @@ void Grammar::expand(int32_t pos, int32_t parent, std::vector<int32_t>& out, int
 const std::vector<int32_t>& Grammar::after(int32_t stack) {
   if (!after_done_[stack]) {
     std::vector<int32_t> out;
+    seen_.clear();
     expand(nodes_[stack].pos + 1, nodes_[stack].parent, out, 0);
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
@@ -491,6 +495,7 @@ const std::vector<int32_t>& Grammar::after(int32_t stack) {
 GrammarPos Grammar::start() {
   std::lock_guard<std::mutex> lk(mu_);
   GrammarPos p;
+  seen_.clear();
   for (int32_t a : g_->alts[g_->root]) expand(a, 0, p.stacks, 0);
   std::sort(p.stacks.begin(), p.stacks.end());
   p.stacks.erase(std::unique(p.stacks.begin(), p.stacks.end()), p.stacks.end());
@@ -527,9 +532,14 @@ bool Grammar::step(const GrammarPos& cur, uint8_t b, GrammarPos& next) {
     const uint32_t hi = std::min((next.partial << (6 * next.need)) | ((1u << (6 * next.need)) - 1), kMaxCodePoint);
     if (lo > hi) return false;  // an overlong encoding, or beyond U+10FFFF
     if (next.need > 0) {  // still unfinished: some stack must accept a character with these leading bits
+      // (surrogates, D800-DFFF, are no characters: the range is split around them)
+      const uint32_t lo2 = std::max(lo, 0xE000u), hi1 = std::min(hi, 0xD7FFu);
       next.stacks = cur.stacks;
-      for (int32_t s : cur.stacks)
-        if (s != 0 && g_->classes[g_->elems[nodes_[s].pos].arg].match_any(lo, hi)) return true;
+      for (int32_t s : cur.stacks) {
+        if (s == 0) continue;
+        const GrammarRules::Class& c = g_->classes[g_->elems[nodes_[s].pos].arg];
+        if ((lo <= hi1 && c.match_any(lo, hi1)) || (lo2 <= hi && c.match_any(lo2, hi))) return true;
+      }
       return false;
     }
     cp = next.partial;
