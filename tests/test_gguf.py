@@ -22,6 +22,29 @@ SIZE = {"q8_0": 0.6, "q6_k": 0.45, "q5_k": 0.39, "q5_1": 0.41, "q5_0": 0.39, "q4
         "q4_0": 0.35, "iq4_nl": 0.35, "iq4_xs": 0.35, "q3_k": 0.28, "q2_k": 0.23}
 
 
+def _quantize_and_load_back(src, out, qtype: str):
+    """`edgeformer quantize src out --type qtype`; the file loaded back gives the logits of quantize-at-load.
+    Returns (loaded with dtype=qtype, loaded from the file)."""
+    edgeformer.quantize(str(src), str(out), qtype)
+    direct = edgeformer.load(str(src), dtype=qtype, threads=2, max_context=64)
+    back = edgeformer.load(str(out), threads=2, max_context=64)
+    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    return direct, back
+
+
+def _transformers_agrees(out, bound: float) -> None:
+    """transformers' GGUF reader (gguf-py's dequantization, llama.cpp's conventions undone) on our file gives
+    our logits: relative NMSE below bound. Both activation levels on our side, so the product carries the
+    weights' error alone, as transformers' does, and an f32 KV cache: this compares layouts, not rounding."""
+    import transformers
+
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out.parent), gguf_file=out.name).eval()
+    theirs = hf_logits(hf, PROMPT)
+    ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32").logits(PROMPT)
+    rel = float(((theirs - ours) ** 2).sum() / (theirs**2).sum())
+    assert rel < bound, rel
+
+
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     d = tmp_path_factory.mktemp("gguf_llama")
@@ -33,10 +56,7 @@ def llama(tmp_path_factory):
 def test_roundtrip_bit_identical(llama, qtype, tmp_path):
     path, _ = llama
     out = str(tmp_path / f"m-{qtype}.gguf")
-    edgeformer.quantize(path, out, qtype)
-    direct = edgeformer.load(path, dtype=qtype, threads=2, max_context=64)
-    from_file = edgeformer.load(out, threads=2, max_context=64)
-    np.testing.assert_array_equal(from_file.logits(PROMPT), direct.logits(PROMPT))
+    direct, from_file = _quantize_and_load_back(path, out, qtype)
     # the tokenizer rebuilt from the file's metadata encodes and decodes alike
     text = "Hello world, café 日本語 🙂 123"
     assert from_file.tokenizer.encode(text).ids == direct.tokenizer.encode(text).ids
@@ -52,18 +72,10 @@ def test_roundtrip_bit_identical(llama, qtype, tmp_path):
 def test_transformers_reads_our_gguf(llama, qtype, tmp_path):
     """transformers dequantizes GGUF with gguf-py and undoes llama.cpp's q/k permutation: if our layout
     were not llama.cpp's, its logits would be garbage."""
-    import transformers
-
     path, ref = llama
     out = tmp_path / f"m-{qtype}.gguf"
     edgeformer.quantize(path, str(out), qtype)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
-    theirs = hf_logits(hf, PROMPT)
-    # both activation levels: the product then carries the weights' error alone, as transformers' does
-    # (and an f32 KV cache: this compares layouts, not the f16 cache's rounding)
-    ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32").logits(PROMPT)
-    rel = float(((theirs - ours) ** 2).sum() / (theirs**2).sum())
-    assert rel < {"q8_0": 1e-6, "f16": 1e-9}.get(qtype, 5e-3), rel
+    _transformers_agrees(out, {"q8_0": 1e-6, "f16": 1e-9}.get(qtype, 5e-3))
 
 
 def _write_gguf_replacing(monkeypatch, src, out, replace):
@@ -182,11 +194,7 @@ def test_fused_qkv_families_roundtrip(family, tmp_path):
     }[family]
     src = tmp_path / "src"
     make_model(str(src), cls, cfg)
-    out = str(tmp_path / "m.gguf")
-    edgeformer.quantize(str(src), out, "q8_0")
-    a = edgeformer.load(str(src), dtype="q8_0", threads=2, max_context=64).logits(PROMPT)
-    b = edgeformer.load(out, threads=2, max_context=64).logits(PROMPT)
-    np.testing.assert_array_equal(a, b)
+    _quantize_and_load_back(src, tmp_path / "m.gguf", "q8_0")
 
 
 @pytest.mark.parametrize("family,qtype", [("qwen2", "q8_0"), ("qwen2", "q4_k"), ("qwen3", "q8_0"), ("qwen3", "q4_k")])
@@ -202,20 +210,10 @@ def test_qwen_gguf_roundtrip_and_transformers_reads_it(family, qtype, tmp_path):
         max_position_embeddings=64, vocab_size=320, tie_word_embeddings=False,
         **({"head_dim": 128} if family == "qwen3" else {})))  # (transformers' GGUF reader takes 128, its default)
     out = tmp_path / "m.gguf"
-    edgeformer.quantize(str(src), str(out), qtype)
-    direct = edgeformer.load(str(src), dtype=qtype, threads=2, max_context=64)
-    back = edgeformer.load(str(out), threads=2, max_context=64)
+    _, back = _quantize_and_load_back(src, out, qtype)
     assert back.spec.model_type == family and back.spec.attn_bias == (family == "qwen2")
     assert back.spec.qk_norm == (family == "qwen3") and not back.spec.attn_out_bias
-    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
-    if family == "gemma3_linear":  # (transformers' reader does not take the scaling)
-        assert back.spec.rope.scaling == edgeformer._core.RopeScaling.linear and back.spec.rope.factor == 8.0
-        return
-    hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
-    theirs = hf_logits(hf, PROMPT)
-    ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32").logits(PROMPT)
-    rel = float(((theirs - ours) ** 2).sum() / (theirs**2).sum())
-    assert rel < {"q8_0": 1e-6}.get(qtype, 5e-3), rel
+    _transformers_agrees(out, {"q8_0": 1e-6}.get(qtype, 5e-3))
 
 
 @pytest.mark.parametrize("case", ["plain", "longrope_window"])
@@ -236,20 +234,13 @@ def test_phi3_gguf_roundtrip(case, tmp_path):
         max_position_embeddings=64, tie_word_embeddings=False, pad_token_id=None, bos_token_id=0, eos_token_id=None,
         vocab_size=320 if extra else 32064, **extra))  # (transformers' reader takes Phi-3's pad id, 32000)
     out = tmp_path / "m.gguf"
-    edgeformer.quantize(str(src), str(out), "q8_0")
-    direct = edgeformer.load(str(src), dtype="q8_0", threads=2, max_context=64)
-    back = edgeformer.load(str(out), threads=2, max_context=64)
+    direct, back = _quantize_and_load_back(src, out, "q8_0")
     assert back.spec.model_type == "phi3" and back.spec.sliding_window == (0 if case == "plain" else 12)
     assert back.spec.rope.scaling == direct.spec.rope.scaling
-    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
     if case == "plain":
-        hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
-        theirs = hf_logits(hf, PROMPT)
-        ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True,
-                               kv_dtype="f32").logits(PROMPT)
-        assert float(((theirs - ours) ** 2).sum() / (theirs**2).sum()) < 1e-6
+        _transformers_agrees(out, 1e-6)
 
 
 @pytest.mark.parametrize("family", ["gemma2", "gemma3", "gemma3_linear"])
@@ -270,18 +261,12 @@ def test_gemma_gguf_roundtrip_and_transformers_reads_it(family, tmp_path):
     src = tmp_path / "src"
     make_model(str(src), cls, cfg)
     out = tmp_path / "m.gguf"
-    edgeformer.quantize(str(src), str(out), "q8_0")
-    direct = edgeformer.load(str(src), dtype="q8_0", threads=2, max_context=64)
-    back = edgeformer.load(str(out), threads=2, max_context=64)
+    direct, back = _quantize_and_load_back(src, out, "q8_0")
     assert list(back.spec.layer_windows) == list(direct.spec.layer_windows)
-    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
     if family == "gemma3_linear":  # (transformers' reader does not take the scaling)
         assert back.spec.rope.scaling == edgeformer._core.RopeScaling.linear and back.spec.rope.factor == 8.0
         return
-    hf = tf.AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=out.name).eval()
-    theirs = hf_logits(hf, PROMPT)
-    ours = edgeformer.load(str(out), threads=2, max_context=64, exact_q8_prompts=True, kv_dtype="f32").logits(PROMPT)
-    assert float(((theirs - ours) ** 2).sum() / (theirs**2).sum()) < 1e-6
+    _transformers_agrees(out, 1e-6)
 
 
 def test_cli_quantize_and_nothing_lost(llama, tmp_path):

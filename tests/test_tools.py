@@ -14,6 +14,7 @@ from edgeformer.server import Server
 from edgeformer.tools import check_tools, parse_tool_calls, template_messages, tool_choice
 
 from conftest import make_llama
+from test_server import _post
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
@@ -107,18 +108,6 @@ def test_chat_renders_tools_and_forces_calls(model):
                       {"role": "tool", "tool_call_id": "call_1", "content": "3"}]
     text = model._tok.apply_chat_template(template_messages(history), tools=check_tools(TOOLS))
     assert '<tool_call>{"arguments": {"a": 1, "b": 2}, "name": "add"}</tool_call>' in text and "<|tool|>3" in text
-
-
-def _post(url, body):
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def test_server_tool_calls(model):

@@ -143,15 +143,19 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
         r.low_freq_factor = p("low_freq_factor", float)
         r.high_freq_factor = p("high_freq_factor", float)
         r.original_max_position = p("original_max_position_embeddings", int)
-    if rtype == "yarn":
+    def original(fallback: str) -> Tuple[int, float]:
+        """(original_max_position_embeddings, or the config's fallback field; factor, by default the
+        context's growth over it), as yarn and longrope read them."""
         orig = p("original_max_position_embeddings", int, None)
         if orig is None:
-            orig = cfg.get("max_position_embeddings", int)
+            orig = cfg.get(fallback, int)
         if orig <= 0:
             raise cfg.error(field + ".original_max_position_embeddings", f"must be positive, got {orig}")
-        r.original_max_position = orig
         factor = p("factor", float, None)
-        r.factor = factor if factor is not None else cfg.get("max_position_embeddings", int) / orig
+        return orig, factor if factor is not None else cfg.get("max_position_embeddings", int) / orig
+
+    if rtype == "yarn":
+        r.original_max_position, r.factor = original("max_position_embeddings")
         r.attention_factor = p("attention_factor", float, 0.0)
         r.mscale = p("mscale", float, 0.0)
         r.mscale_all_dim = p("mscale_all_dim", float, 0.0)
@@ -159,11 +163,7 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
         r.beta_slow = p("beta_slow", float, 1.0)
         r.truncate = p("truncate", bool, True)
     if rtype == "longrope":
-        orig = p("original_max_position_embeddings", int, None)
-        if orig is None:
-            orig = cfg.get("original_max_position_embeddings", int)
-        if orig <= 0:
-            raise cfg.error(field + ".original_max_position_embeddings", f"must be positive, got {orig}")
+        orig, factor = original("original_max_position_embeddings")
         r.original_max_position = orig
         half = r.rotary_dim // 2
         for name in ("short_factor", "long_factor"):
@@ -172,9 +172,6 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
                     isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v):
                 raise cfg.error(f"{field}.{name}", f"expected {half} positive numbers (rotary_dim / 2)")
             setattr(r, name, [float(x) for x in v])
-        factor = p("factor", float, None)
-        if factor is None:
-            factor = cfg.get("max_position_embeddings", int) / orig
         att = p("attention_factor", float, None)
         if att is None:  # as transformers: the attention scaling LongRoPE's paper suggests
             att = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))

@@ -287,24 +287,18 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool
     return cfg
 
 
-def _config_qwen2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
-    """Qwen2: a Llama with q/k/v biases, its q and k rows as Hugging Face stores them (no permutation)."""
+def _config_qwen(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Qwen2 (q/k/v biases, always) and Qwen3 (a norm over each head's query and key): Llamas whose q and k rows
+    are as Hugging Face stores them (no permutation); a window in the file is every layer's."""
     cfg = _config_llama(m, arch, names, rope_freqs)
-    cfg.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"])
-    cfg.pop("attention_bias", None)
-    if cfg.pop("sliding_window", None) is not None:
-        cfg.update(use_sliding_window=True, sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch)),
-                   max_window_layers=0)
-    return cfg
-
-
-def _config_qwen3(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
-    """Qwen3: a Llama with a norm over each head's query and key, q and k rows unpermuted."""
-    cfg = _config_llama(m, arch, names, rope_freqs)
-    cfg.update(model_type="qwen3", architectures=["Qwen3ForCausalLM"])
-    if cfg.pop("sliding_window", None) is not None:
-        cfg.update(use_sliding_window=True, sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch)),
-                   max_window_layers=0)
+    qwen2 = arch == QWEN2
+    cfg.update(model_type="qwen2" if qwen2 else "qwen3",
+               architectures=["Qwen2ForCausalLM" if qwen2 else "Qwen3ForCausalLM"])
+    if qwen2:
+        cfg.pop("attention_bias", None)
+    window = cfg.pop("sliding_window", None)
+    if window is not None:
+        cfg.update(use_sliding_window=True, sliding_window=window, max_window_layers=0)
     return cfg
 
 
@@ -527,7 +521,7 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
     return cfg
 
 
-_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen2, QWEN3: _config_qwen3, PHI3: _config_phi3, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
+_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, PHI3: _config_phi3, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 

@@ -77,7 +77,6 @@ class Grammar {
   // sets the logits (vocab of them; beyond vocab_size: never allowed) of the tokens not allowed after pos to
   // -inf; returns how many are allowed
   int64_t apply(const GrammarPos& pos, float* logits, int64_t vocab);
-  bool allows(const GrammarPos& pos, int32_t token);
   bool advance(GrammarPos& pos, int32_t token);  // false (pos unchanged) when the token is not allowed
   bool is_end(int32_t token) const;
   static bool complete(const GrammarPos& pos) { return pos.need == 0 && !pos.stacks.empty() && pos.stacks[0] == 0; }
@@ -130,9 +129,7 @@ class GrammarState {
   bool mask(float* logits, int64_t vocab) { return g_->apply(pos_, logits, vocab) > 0; }
   void accept(int32_t token);  // a sampled token (end tokens leave the state as it is)
   bool try_accept(int32_t token) { return g_->advance(pos_, token); }  // false (no change) if not allowed
-  bool allows(int32_t token) { return g_->allows(pos_, token); }
   bool finished() const { return Grammar::finished(pos_); }
-  bool complete() const { return Grammar::complete(pos_); }
 
  private:
   std::shared_ptr<Grammar> g_;

@@ -426,6 +426,14 @@ GrammarVocab::GrammarVocab(std::vector<std::string> token_bytes, std::vector<int
   }
 }
 
+namespace {
+// a set of stack ids: sorted, each once (states compare and hash by it)
+void sort_unique(std::vector<int32_t>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+}  // namespace
+
 // ---- the automaton -----------------------------------------------------------------------------------------
 
 size_t Grammar::PosHash::operator()(const GrammarPos& p) const {
@@ -484,8 +492,7 @@ const std::vector<int32_t>& Grammar::after(int32_t stack) {
     std::vector<int32_t> out;
     seen_.clear();
     expand(nodes_[stack].pos + 1, nodes_[stack].parent, out, 0);
-    std::sort(out.begin(), out.end());
-    out.erase(std::unique(out.begin(), out.end()), out.end());
+    sort_unique(out);
     after_[stack] = std::move(out);
     after_done_[stack] = 1;
   }
@@ -497,8 +504,7 @@ GrammarPos Grammar::start() {
   GrammarPos p;
   seen_.clear();
   for (int32_t a : g_->alts[g_->root]) expand(a, 0, p.stacks, 0);
-  std::sort(p.stacks.begin(), p.stacks.end());
-  p.stacks.erase(std::unique(p.stacks.begin(), p.stacks.end()), p.stacks.end());
+  sort_unique(p.stacks);
   p.at_start = vocab_->strip_first_space_;
   return p;
 }
@@ -554,8 +560,7 @@ bool Grammar::step(const GrammarPos& cur, uint8_t b, GrammarPos& next) {
     out.insert(out.end(), a.begin(), a.end());
   }
   if (out.empty()) return false;
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
+  sort_unique(out);
   if (out.size() > kMaxStacks) throw ValueError("grammar: too ambiguous (over " + std::to_string(kMaxStacks) + " parses at once)");
   return true;
 }
@@ -630,13 +635,6 @@ int64_t Grammar::apply(const GrammarPos& pos, float* logits, int64_t vocab) {
     n += ok;
   }
   return n;
-}
-
-bool Grammar::allows(const GrammarPos& pos, int32_t token) {
-  std::lock_guard<std::mutex> lk(mu_);
-  if (token < 0 || token >= vocab_->size()) return false;
-  const std::vector<uint64_t>& m = mask(pos);
-  return (m[(size_t)token >> 6] >> (token & 63)) & 1;
 }
 
 bool Grammar::is_end(int32_t token) const {
