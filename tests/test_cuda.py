@@ -504,6 +504,17 @@ def test_family_on_cuda(case, tmp_path):
     _check_model(str(tmp_path), ref, max_context=64)
 
 
+@gpu
+def test_moe_on_cuda_is_refused_clearly(tmp_path):
+    """Mixture-of-experts models have no CUDA path yet: loading one there says so, naming the family."""
+    from test_moe import _cases
+
+    cls, cfg = _cases()["mixtral"]
+    make_model(str(tmp_path), cls, cfg)
+    with pytest.raises(ValueError, match=r"mixture-of-experts models \(mixtral\) run on the CPU only"):
+        edgeformer.load(str(tmp_path), device="cuda", max_context=64)
+
+
 # ---- decode steps replayed as CUDA graphs ---------------------------------------------------------------------------
 
 GRAPH_CASES = ["llama", "mistral_window", "llama_q4_0", "gpt2", "opt_post_proj", "bloom", "falcon_new", "codegen"]

@@ -130,6 +130,8 @@ void register_tensor(py::module_& m) {
       }, py::arg("name"), py::arg("array"), py::arg("dtype"), py::arg("source") = "")
       .def("add_rows_view", &ef::TensorMap::add_rows_view, py::arg("name"), py::arg("src"), py::arg("r0"), py::arg("r1"),
            "Adds name as a zero-copy view of rows [r0, r1) of src.")
+      .def("add_index_view", &ef::TensorMap::add_index_view, py::arg("name"), py::arg("src"), py::arg("index"),
+           "Adds name as a zero-copy view of src[index] (one matrix of a 3-D tensor).")
       .def("names", &ef::TensorMap::names)
       .def("get", &ef::TensorMap::get, py::arg("name"), py::return_value_policy::copy)
       .def_static("open_gguf", [](const std::string& path) {

@@ -43,7 +43,9 @@ LIMITS = {
     **dict.fromkeys(("hidden_size", "n_embd", "n_embed", "d_model", "word_embed_proj_dim"), _WIDTH),
     **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "num_key_value_heads", "num_kv_heads",
                      "head_dim", "d_kv", "rotary_dim"), _HEADS),
-    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size"), _FFN),
+    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size", "moe_intermediate_size",
+                     "shared_expert_intermediate_size"), _FFN),
+    **dict.fromkeys(("num_experts", "num_local_experts", "num_experts_per_tok"), 1 << 12),
     **dict.fromkeys(("vocab_size", "max_position_embeddings", "n_positions", "seq_length", "type_vocab_size",
                      "relative_attention_num_buckets", "relative_attention_max_distance"), 1 << 24),
 }
@@ -257,6 +259,71 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
             names[dst + f"mlp.{p}.weight"] = src + f"mlp.{p}_proj.weight"
             if s.mlp_bias:
                 names[dst + f"mlp.{p}.bias"] = src + f"mlp.{p}_proj.bias"
+    return s, names
+
+
+_MOE_BASE = {"mixtral": "mistral", "qwen2_moe": "qwen2", "qwen3_moe": "qwen3"}
+
+
+def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Mixture-of-experts Llamas: Mixtral (a Mistral whose MLPs are 8 experts, 2 per token), Qwen2-MoE / Qwen1.5-MoE
+    (Qwen2 with 60-64 experts and a shared expert behind a sigmoid gate) and Qwen3-MoE (Qwen3 with 128 experts).
+    Qwen's mlp_only_layers and decoder_sparse_step keep some layers dense."""
+    model_type = cfg.get("model_type", str)
+    data = {**cfg.data, "model_type": _MOE_BASE[model_type]}
+    if cfg.get("use_sliding_window", bool, False) and cfg.data.get("layer_types") is None:
+        n = cfg.positive("num_hidden_layers")  # transformers' default layer types differ from Qwen2's
+        last = cfg.get("max_window_layers", int, 28)
+        data["layer_types"] = ["sliding_attention" if model_type == "qwen3_moe" or (i % 2 == 0 and i < last)
+                               else "full_attention" for i in range(n)]
+    s, names = _llama(Config(data, cfg.source), tensor_names)
+    s.model_type = model_type
+    mixtral = model_type == "mixtral"
+    if model_type == "qwen2_moe" and not cfg.get("qkv_bias", bool, True):
+        s.attn_bias = False
+        names = {k: v for k, v in names.items() if not k.endswith(("attn.q.bias", "attn.k.bias", "attn.v.bias"))}
+    field = "num_local_experts" if mixtral or "num_experts" not in cfg.data else "num_experts"
+    s.n_experts = cfg.positive(field)
+    s.n_experts_used = cfg.positive("num_experts_per_tok", 2)
+    if s.n_experts_used > s.n_experts:
+        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
+    s.moe_ffn_size = s.ffn_size if mixtral else cfg.positive("moe_intermediate_size")
+    s.moe_norm_topk = True if mixtral else cfg.get("norm_topk_prob", bool, False)
+    if model_type == "qwen2_moe":
+        s.shared_ffn_size = cfg.get("shared_expert_intermediate_size", int, 0) or 0
+        if s.shared_ffn_size < 0 or s.shared_ffn_size > _FFN:
+            raise cfg.error("shared_expert_intermediate_size", f"must be in [0, {_FFN}], got {s.shared_ffn_size}")
+        s.shared_expert_gate = s.shared_ffn_size > 0
+    sparse = [True] * s.n_layers
+    if not mixtral:
+        step = cfg.positive("decoder_sparse_step", 1)
+        dense = cfg.data.get("mlp_only_layers") or []
+        if not isinstance(dense, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in dense):
+            raise cfg.error("mlp_only_layers", f"must be a list of layer indices, got {dense!r}")
+        sparse = [i not in dense and (i + 1) % step == 0 for i in range(s.n_layers)]
+    if not all(sparse):
+        s.layer_moe = [int(x) for x in sparse]
+    for i in range(s.n_layers):
+        if not sparse[i]:
+            continue
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        for p in ("gate", "up", "down"):
+            names.pop(dst + f"mlp.{p}.weight", None)
+        if mixtral:
+            moe = src + "block_sparse_moe."
+            names[dst + "moe.router.weight"] = moe + "gate.weight"
+            for e in range(s.n_experts):
+                for p, w in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
+                    names[dst + f"moe.experts.{e}.{p}.weight"] = moe + f"experts.{e}.{w}.weight"
+            continue
+        names[dst + "moe.router.weight"] = src + "mlp.gate.weight"
+        for e in range(s.n_experts):
+            for p in ("gate", "up", "down"):
+                names[dst + f"moe.experts.{e}.{p}.weight"] = src + f"mlp.experts.{e}.{p}_proj.weight"
+        if s.shared_ffn_size:
+            for p in ("gate", "up", "down"):
+                names[dst + f"moe.shared.{p}.weight"] = src + f"mlp.shared_expert.{p}_proj.weight"
+            names[dst + "moe.shared_scale.weight"] = src + "mlp.shared_expert_gate.weight"
     return s, names
 
 
@@ -843,6 +910,9 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "qwen2": _llama,
     "qwen3": _llama,
     "phi3": _phi3,
+    "mixtral": _moe,
+    "qwen2_moe": _moe,
+    "qwen3_moe": _moe,
     "gemma2": _gemma3,
     "gemma3_text": _gemma3,
     "gemma3": _gemma3_multimodal,

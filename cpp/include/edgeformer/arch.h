@@ -62,6 +62,15 @@ struct ArchSpec {
   std::vector<int32_t> layer_rope;
   bool local_rope(int layer) const { return !layer_rope.empty() && layer_rope[layer] != 0; }
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
+  // mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE). Where n_experts > 0, the layers layer_moe marks 1 (all of
+  // them where it is empty) replace their MLP by n_experts gated MLPs of width moe_ffn_size and a router: each token
+  // takes the n_experts_used experts of highest softmax(router x) probability, their outputs weighted by those
+  // probabilities (renormalized to sum to 1 over the chosen where moe_norm_topk). A shared gated MLP of width
+  // shared_ffn_size (0: none) runs for every token, scaled by sigmoid(shared_scale . x) where shared_expert_gate.
+  int32_t n_experts = 0, n_experts_used = 0, moe_ffn_size = 0, shared_ffn_size = 0;
+  bool moe_norm_topk = true, shared_expert_gate = false;
+  std::vector<int32_t> layer_moe;
+  bool moe(int layer) const { return n_experts > 0 && (layer_moe.empty() || layer_moe[layer] != 0); }
 
   // -- what the other families need ---------------------------------------------------------------
   NormPosition norm_position = NormPosition::Pre;

@@ -37,6 +37,14 @@ struct LayerWeights {
   Tensor post_attn_norm_w, post_mlp_norm_w;                  // post_norms
   Tensor w_gate, w_up, w_down, b_gate, b_up, b_down;
   Tensor cross_norm_w, cross_norm_b, cq, ck, cv, co;         // cross-attention (T5 decoder)
+  // mixture of experts (ArchSpec::moe(layer)): in place of w_gate, w_up, w_down
+  struct Expert {
+    Tensor gate, up, down;
+  };
+  Tensor router;                // [n_experts, hidden] f32
+  std::vector<Expert> experts;  // n_experts
+  Expert shared;                // shared_ffn_size > 0
+  Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)
 };
 
 enum class Output : int32_t { None = 0, LastLogits = 1, AllLogits = 2, Hidden = 3 };
@@ -112,6 +120,8 @@ class Model {
                  Model* const* seqs);
   void cross_attention(int layer, const float* q, float* out, int32_t T);
   void ensure_scratch(int32_t T);
+  // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
+  void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K);
   // cos_/sin_ rows for positions pos[0 .. T); length: the sequence length dynamic scaling sees, -1 for each
   // row's own (pos + 1)
   void compute_rope(const int32_t* pos, int32_t T, int64_t length);
@@ -145,6 +155,7 @@ class Model {
   // scratch, sized for the largest T seen
   int32_t scratch_T_ = 0;
   std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_;
+  std::vector<float> moe_in_, moe_out_, moe_logits_;  // experts' gathered rows, their outputs, router logits
   std::vector<float> inv_freq_, rel_table_;
   std::vector<float> inv_freq_local_, cos_l_, sin_l_;  // rope_local (layers whose local_rope is set)
   float rope_mscale_local_ = 1.f;

@@ -120,4 +120,17 @@ void TensorMap::add_rows_view(const std::string& name, const std::string& src, i
   tensors_[name] = std::move(v);
 }
 
+void TensorMap::add_index_view(const std::string& name, const std::string& src, int64_t index) {
+  const Tensor& t = get(src);
+  if (t.dim() != 3 || index < 0 || index >= t.shape[0])
+    throw ValueError(t.describe() + ": has no matrix " + std::to_string(index) + " (shape " + t.shape_str() +
+                     ", expected [n, rows, columns])");
+  Tensor v = t;
+  v.data = (uint8_t*)t.data + index * t.strides[0];
+  v.shape.erase(v.shape.begin());
+  v.strides.erase(v.strides.begin());
+  v.name = t.name + "[" + std::to_string(index) + "]";
+  tensors_[name] = std::move(v);
+}
+
 }  // namespace ef

@@ -57,6 +57,19 @@ void ArchSpec::validate() const {
            "config field 'attn_logit_softcapping' must be a non-negative number");
   EF_CHECK(std::isfinite(logit_softcap) && logit_softcap >= 0,
            "config field 'final_logit_softcapping' must be a non-negative number");
+  if (n_experts != 0) {
+    EF_CHECK(n_experts > 0, "config field 'num_experts' must be positive");
+    EF_CHECK(n_experts_used >= 1 && n_experts_used <= n_experts,
+             "config field 'num_experts_per_tok' must be in [1, num_experts = " + std::to_string(n_experts) + "], got " +
+                 std::to_string(n_experts_used));
+    positive(moe_ffn_size, "moe_intermediate_size");
+    EF_CHECK(shared_ffn_size >= 0, "config field 'shared_expert_intermediate_size' must be non-negative");
+    EF_CHECK(gated_mlp && !parallel_residual && norm_position == NormPosition::Pre && !cross_attention,
+             "experts are gated MLPs of a sequential pre-norm decoder");
+    EF_CHECK(layer_moe.empty() || (int64_t)layer_moe.size() == n_layers,
+             "config: one sparse / dense flag per layer (" + std::to_string(n_layers) + "), got " +
+                 std::to_string(layer_moe.size()));
+  }
   EF_CHECK(pos_offset >= 0 && n_token_types >= 0 && proj_dim >= 0, "config: negative offset, type count or projection");
   EF_CHECK(kind != ModelKind::EncoderDecoder, "an encoder-decoder is two stacks: build an encoder and a decoder spec");
   switch (pos) {
@@ -317,6 +330,25 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.post_attn_norm_w = L.vec(p + "post_attn_norm.weight", H, true);
       w.post_mlp_norm_w = L.vec(p + "post_mlp_norm.weight", H, true);
     }
+    if (spec_.moe(i)) {
+      const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
+      w.router = L.small(p + "moe.router.weight", {NE, H}, true);
+      w.experts.resize(NE);
+      for (int64_t e = 0; e < NE; e++) {
+        const std::string q = p + "moe.experts." + std::to_string(e) + ".";
+        w.experts[e] = {L.matrix(q + "gate.weight", {FE, H}), L.matrix(q + "up.weight", {FE, H}),
+                        L.matrix(q + "down.weight", {H, FE})};
+      }
+      if (FS > 0)
+        w.shared = {L.matrix(p + "moe.shared.gate.weight", {FS, H}), L.matrix(p + "moe.shared.up.weight", {FS, H}),
+                    L.matrix(p + "moe.shared.down.weight", {H, FS})};
+      if (FS > 0 && spec_.shared_expert_gate) {  // [1, hidden] ([hidden] in GGUF files)
+        const Tensor* g = L.find(p + "moe.shared_scale.weight");
+        w.shared_scale = L.small(p + "moe.shared_scale.weight", g && g->dim() == 1 ? std::vector<int64_t>{H}
+                                                                                      : std::vector<int64_t>{1, H}, true);
+      }
+      continue;  // (a sparse layer has no dense MLP)
+    }
     if (spec_.gated_mlp) w.w_gate = L.matrix(p + "mlp.gate.weight", {F, H});
     w.w_up = L.matrix(p + "mlp.up.weight", {F, H});
     w.w_down = L.matrix(p + "mlp.down.weight", {H, F});
@@ -427,15 +459,29 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {"cross_norm.weight", &l.cross_norm_w}, {"cross_norm.bias", &l.cross_norm_b}, {"cross.q.weight", &l.cq},
         {"cross.k.weight", &l.ck},            {"cross.v.weight", &l.cv},        {"cross.o.weight", &l.co}};
     for (auto& it : items) add(p + it.first, *it.second);
+    add(p + "moe.router.weight", l.router);
+    for (size_t e = 0; e < l.experts.size(); e++) {
+      const std::string q = p + "moe.experts." + std::to_string(e) + ".";
+      add(q + "gate.weight", l.experts[e].gate);
+      add(q + "up.weight", l.experts[e].up);
+      add(q + "down.weight", l.experts[e].down);
+    }
+    add(p + "moe.shared.gate.weight", l.shared.gate);
+    add(p + "moe.shared.up.weight", l.shared.up);
+    add(p + "moe.shared.down.weight", l.shared.down);
+    add(p + "moe.shared_scale.weight", l.shared_scale);
   }
   return w;
 }
 
 int64_t Model::weight_bytes() const {
   int64_t n = tok_emb_.nbytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.storage_bytes() : 0);
-  for (auto& w : layers_)
-    for (const Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.cq, &w.ck, &w.cv, &w.co})
+  for (auto& w : layers_) {
+    for (const Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.cq, &w.ck, &w.cv, &w.co,
+                            &w.shared.gate, &w.shared.up, &w.shared.down})
       n += t->data ? t->storage_bytes() : 0;
+    for (const auto& e : w.experts) n += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
+  }
   return n;
 }
 
@@ -453,8 +499,14 @@ void Model::ensure_scratch(int32_t T) {
   k_.resize(T * KD);
   v_.resize(T * KD);
   att_.resize(T * QD);
-  g_.resize(T * F);
-  u_.resize(T * F);
+  const size_t FM = std::max({F, (size_t)spec_.moe_ffn_size, (size_t)spec_.shared_ffn_size});
+  g_.resize(T * FM);
+  u_.resize(T * FM);
+  if (spec_.n_experts > 0) {
+    moe_in_.resize(T * H);
+    moe_out_.resize(T * H);
+    moe_logits_.resize(T * (size_t)spec_.n_experts);
+  }
   scratch_T_ = T;
 }
 
@@ -563,13 +615,13 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   if (rotary) compute_rope(pos.data(), T, batch ? -1 : a.rope_length > 0 ? a.rope_length : (int64_t)pos0 + T);
   if (spec_.pos == PosKind::Relative) compute_relative_bias(pos0, T, pos0 + T);
   const size_t half = inv_freq_.size();
-  auto mlp = [&](const LayerWeights& w, const float* in, float* result) {
+  auto mlp = [&](int l, const LayerWeights& w, const float* in, float* result) {
     float *g = g_.data(), *u = u_.data();
-    if (spec_.gated_mlp) {
-      const ops::LinearOut gu[2] = {{&w.w_gate, fptr(w.b_gate), g, F}, {&w.w_up, fptr(w.b_up), u, F}};
-      ops::linear_group(pool, K, in, H, T, gu, 2);
-      K.act_mul(spec_.act, g, u, T * F);
-      ops::linear(pool, K, g, F, T, w.w_down, fptr(w.b_down), result, H);
+    if (spec_.moe(l)) {
+      moe(l, in, result, T, K);
+    } else if (spec_.gated_mlp) {
+      ops::gated_mlp(pool, K, spec_.act, in, H, T, w.w_gate, w.w_up, w.w_down, fptr(w.b_gate), fptr(w.b_up),
+                     fptr(w.b_down), F, g, u, result);
     } else {
       ops::linear(pool, K, in, H, T, w.w_up, fptr(w.b_up), u, F);
       K.act(spec_.act, u, T * F);
@@ -611,7 +663,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       self_attention(l, w, x);
       K.add(x, tmp, T * H);
       norm_rows(x, x, w.attn_norm_w, w.attn_norm_b, T);
-      mlp(w, x, tmp);
+      mlp(l, w, x, tmp);
       K.add(x, tmp, T * H);
       norm_rows(x, x, w.mlp_norm_w, w.mlp_norm_b, T);
       continue;
@@ -622,7 +674,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_attn_norm_w, Tensor(), T);
     if (spec_.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
       K.add(x, tmp, T * H);
-      mlp(w, spec_.parallel_mlp_norm ? h2 : h, tmp);
+      mlp(l, w, spec_.parallel_mlp_norm ? h2 : h, tmp);
       K.add(x, tmp, T * H);
       continue;
     }
@@ -635,7 +687,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       K.add(x, tmp, T * H);
     }
     norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
-    mlp(w, h, tmp);
+    mlp(l, w, h, tmp);
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_mlp_norm_w, Tensor(), T);
     K.add(x, tmp, T * H);
   }

@@ -10,6 +10,15 @@
 namespace ef {
 namespace ops {
 
+void gated_mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
+               const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F,
+               float* g, float* u, float* y) {
+  const LinearOut gu[2] = {{&gate, bg, g, F}, {&up, bu, u, F}};
+  linear_group(pool, k, x, H, T, gu, 2);
+  k.act_mul(act, g, u, T * F);
+  linear(pool, k, g, F, T, down, bd, y, H);
+}
+
 void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const LinearOut* outs,
                   int n) {
   EF_CHECK(n >= 1, "linear_group: no outputs");

@@ -1,0 +1,61 @@
+// Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE), as transformers computes it: router logits, softmax in f32,
+// the top n_experts_used probabilities (renormalized over the chosen where moe_norm_topk); each expert runs once
+// over the rows that chose it, its output added to theirs times their weight, experts in index order; then the
+// shared expert (scaled by sigmoid(shared_scale . x) where shared_expert_gate) is added.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "edgeformer/model.h"
+#include "edgeformer/ops.h"
+
+namespace ef {
+
+void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K) {
+  const LayerWeights& w = layers_[layer];
+  const int NE = spec_.n_experts, top = spec_.n_experts_used;
+  const int64_t H = spec_.hidden_size, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
+  ThreadPool* pool = pool_.get();
+  float* logits = moe_logits_.data();
+  ops::linear(pool, K, in, H, T, w.router, nullptr, logits, NE);
+
+  // rows[e]: (row, weight) of the rows that chose expert e
+  std::vector<std::vector<std::pair<int32_t, float>>> rows(NE);
+  std::vector<int32_t> order(NE);
+  for (int32_t t = 0; t < T; t++) {
+    float* p = logits + (size_t)t * NE;
+    K.softmax(p, NE);
+    std::iota(order.begin(), order.end(), 0);
+    // the most probable first; equal probabilities by index, as torch.topk's CPU kernel orders them
+    std::partial_sort(order.begin(), order.begin() + top, order.end(),
+                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    float sum = 0.f;
+    for (int i = 0; i < top; i++) sum += p[order[i]];
+    const float norm = spec_.moe_norm_topk && sum > 0.f ? 1.f / sum : 1.f;
+    for (int i = 0; i < top; i++) rows[order[i]].emplace_back(t, p[order[i]] * norm);
+  }
+
+  std::memset(out, 0, sizeof(float) * T * H);
+  float *xin = moe_in_.data(), *y = moe_out_.data(), *g = g_.data(), *u = u_.data();
+  for (int e = 0; e < NE; e++) {
+    const auto& r = rows[e];
+    if (r.empty()) continue;
+    const int64_t n = (int64_t)r.size();
+    for (int64_t i = 0; i < n; i++) std::memcpy(xin + i * H, in + (int64_t)r[i].first * H, sizeof(float) * H);
+    const LayerWeights::Expert& x = w.experts[e];
+    ops::gated_mlp(pool, K, spec_.act, xin, H, n, x.gate, x.up, x.down, nullptr, nullptr, nullptr, FE, g, u, y);
+    for (int64_t i = 0; i < n; i++) K.axpy(r[i].second, y + i * H, out + (int64_t)r[i].first * H, H);
+  }
+  if (FS == 0) return;
+  ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, nullptr, nullptr, nullptr,
+                 FS, g, u, y);
+  for (int32_t t = 0; t < T; t++) {
+    float s = 1.f;
+    if (w.shared_scale.data) s = 1.f / (1.f + std::exp(-K.dot(in + (int64_t)t * H, (const float*)w.shared_scale.data, H)));
+    K.axpy(s, y + (int64_t)t * H, out + (int64_t)t * H, H);
+  }
+}
+
+}  // namespace ef
