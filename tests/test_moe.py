@@ -165,3 +165,118 @@ def test_missing_expert_names_the_tensor(tmp_path, built):
     save_file(tensors, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match=r"experts\.3\.w2\.weight"):
         edgeformer.load(str(tmp_path))
+
+
+# -- GGUF ------------------------------------------------------------------------------------------------------------
+
+def _gguf_source(case, tmp_path):
+    """A test model with rows that are whole blocks, and sizes transformers' GGUF reader takes (Qwen3-MoE: head_dim
+    128 and experts 768 wide, its defaults: it reads neither from the file)."""
+    import transformers as tf
+
+    big = dict(hidden_size=128, vocab_size=320, max_position_embeddings=64, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, bos_token_id=0, eos_token_id=None, pad_token_id=None,
+               tie_word_embeddings=False)
+    cls, cfg = {
+        "mixtral": (tf.MixtralForCausalLM, lambda: tf.MixtralConfig(intermediate_size=64, num_local_experts=4,
+                                                                   num_experts_per_tok=2, **big)),
+        "qwen2_moe": (tf.Qwen2MoeForCausalLM, lambda: tf.Qwen2MoeConfig(
+            intermediate_size=256, num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64,
+            shared_expert_intermediate_size=96, **big)),
+        "qwen3_moe": (tf.Qwen3MoeForCausalLM, lambda: tf.Qwen3MoeConfig(
+            intermediate_size=256, head_dim=128, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=768,
+            norm_topk_prob=True, **big)),
+    }[case]
+    src = tmp_path / "src"
+    make_model(str(src), cls, cfg())
+    return src
+
+
+@pytest.mark.parametrize("case,qtype", [("mixtral", "q8_0"), ("mixtral", "q4_0"), ("qwen2_moe", "q8_0"),
+                                        ("qwen3_moe", "q8_0"), ("qwen3_moe", "q4_k")])
+def test_moe_gguf_roundtrip(case, qtype, tmp_path):
+    """Our GGUF file (llama.cpp's layout: each layer's experts stacked in ffn_{gate,up,down}_exps, the router in
+    ffn_gate_inp, Qwen2-MoE's shared expert in *_shexp; Mixtral is arch llama with expert_count) loads back to the
+    logits of quantize-at-load, each expert a zero-copy view of its stack; transformers' GGUF reader agrees on
+    Qwen3-MoE."""
+    import gguf
+
+    from test_gguf import _quantize_and_load_back, _transformers_agrees
+
+    src = _gguf_source(case, tmp_path)
+    out = tmp_path / "m.gguf"
+    direct, back = _quantize_and_load_back(src, out, qtype)
+    s = back.spec
+    assert (s.model_type, s.n_experts, s.n_experts_used, s.moe_norm_topk, s.shared_ffn_size) == (
+        direct.spec.model_type, direct.spec.n_experts, direct.spec.n_experts_used, direct.spec.moe_norm_topk,
+        direct.spec.shared_ffn_size)
+    r = gguf.GGUFReader(str(out))
+    arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe"}[case]
+    assert bytes(r.fields["general.architecture"].parts[-1]).decode() == arch
+    shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
+    ffn = direct.spec.moe_ffn_size
+    assert shapes["blk.1.ffn_down_exps.weight"] == [ffn, 128, direct.spec.n_experts]  # (ggml order)
+    assert "blk.0.ffn_gate_inp.weight" in shapes and "blk.0.ffn_gate.weight" not in shapes
+    assert ("blk.0.ffn_gate_inp_shexp.weight" in shapes) == (case == "qwen2_moe")
+    kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
+    if case == "qwen3_moe":  # (q4_k: our products round the activations to 8 bits, theirs do not; 1e-2 allows a
+        # token whose routing that rounding flips)
+        _transformers_agrees(out, {"q8_0": 1e-6}.get(qtype, 1e-2))
+
+
+def _copy_gguf(src, dst, meta=None, tensors=lambda name, data: [(name, data)]):
+    """Rewrites a GGUF file: metadata values replaced from meta, each tensor through tensors(name, data) -> [(name,
+    data)] (raw blocks, the same type)."""
+    import gguf
+
+    r = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(dst), "llama")
+    for f in r.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture":
+            continue
+        v = (meta or {}).get(f.name, f.contents())
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_array(f.name, list(v))
+        else:
+            w.add_key_value(f.name, v, f.types[0])
+    for t in r.tensors:
+        for name, data in tensors(t.name, np.array(t.data)):
+            w.add_tensor(name, np.ascontiguousarray(data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_moe_gguf_with_one_tensor_per_expert(tmp_path):
+    """Mixtral files written before llama.cpp stacked the experts hold blk.{i}.ffn_{gate,up,down}.{e}.weight:
+    they load to the same logits. A file whose expert count exceeds its stacks fails naming the tensor."""
+    from test_gguf import _quantize_and_load_back
+
+    src = _gguf_source("mixtral", tmp_path)
+    out = tmp_path / "m.gguf"
+    direct, _ = _quantize_and_load_back(src, out, "q8_0")
+
+    def split(name, data):
+        if "_exps." not in name:
+            return [(name, data)]
+        layer, part = name.split(".")[1], name.split(".")[2].split("_")[1]
+        return [(f"blk.{layer}.ffn_{part}.{e}.weight", data[e]) for e in range(data.shape[0])]
+
+    _copy_gguf(out, tmp_path / "split.gguf", tensors=split)
+    back = edgeformer.load(str(tmp_path / "split.gguf"), threads=2, max_context=64)
+    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+
+    _copy_gguf(out, tmp_path / "bad.gguf", meta={"llama.expert_count": 5})
+    with pytest.raises(ValueError, match=r"bad\.gguf.*ffn_gate_exps.*no matrix 4|ffn_gate_exps.*no matrix 4"):
+        edgeformer.load(str(tmp_path / "bad.gguf"), threads=2, max_context=64)
+
+
+def test_moe_gguf_writer_refuses_what_llama_cpp_computes_otherwise(tmp_path, built):
+    """llama.cpp reads every qwen2moe / qwen3moe layer as sparse and fixes the renormalization per architecture:
+    a model that differs is refused by name, not written to give other answers there."""
+    path, _, _ = built("qwen2_moe")  # (layer 1 is dense: mlp_only_layers)
+    with pytest.raises(ValueError, match="mlp_only_layers"):
+        edgeformer.quantize(path, str(tmp_path / "x.gguf"), "q8_0")
+    assert not (tmp_path / "x.gguf").exists()

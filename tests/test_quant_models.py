@@ -33,7 +33,7 @@ def dequantized_reference(model: "edgeformer.Model", ref_model, path: str):
     core = model._core
     _, names = spec_from_config(config, "config.json", [])
     state = {k: v.clone() for k, v in ref_model.state_dict().items()}
-    permuted = core.spec.rope.style == _core.RopeStyle.interleaved and config["model_type"] in ("llama", "mistral")
+    permuted = core.spec.rope.style == _core.RopeStyle.interleaved and config["model_type"] in ("llama", "mistral", "mixtral")
     for canonical, t in core.weights():
         src = names.get(canonical)
         if isinstance(src, Derived):

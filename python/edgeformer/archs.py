@@ -7,6 +7,8 @@ Canonical names (what the C++ model asks for)::
     layers.{i}.attn_norm.{weight,bias}   layers.{i}.mlp_norm.{weight,bias}
     layers.{i}.attn.{q,k,v,o}.{weight,bias}
     layers.{i}.mlp.{gate,up,down}.{weight,bias}
+    layers.{i}.moe.router.weight  layers.{i}.moe.experts.{e}.{gate,up,down}.weight   (mixture of experts)
+    layers.{i}.moe.shared.{gate,up,down}.weight  layers.{i}.moe.shared_scale.weight
 
 Adding an architecture is adding a builder to ``ARCHS``: read the config, fill the spec, name the tensors.
 A name map value is a checkpoint tensor name, or a ``Derived`` recipe for weights stored in another layout

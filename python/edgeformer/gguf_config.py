@@ -1,7 +1,8 @@
 """GGUF (llama.cpp's format) metadata <-> Hugging Face config.json, and metadata into a ``gguf.GGUFWriter``.
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
-  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral), ``qwen2``, ``qwen3``, ``phi3``, ``gemma2``, ``gemma3``, ``gpt2``, ``bloom``,
+  tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma2``, ``gemma3``, ``gpt2``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -31,6 +32,8 @@ from .gguf_common import (
     LLAMA,
     QWEN2,
     QWEN3,
+    QWEN2MOE,
+    QWEN3MOE,
     PHI3,
     GEMMA2,
     GEMMA3,
@@ -283,22 +286,40 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool
         cfg["model_type"] = "mistral"
         cfg["architectures"] = ["MistralForCausalLM"]
         cfg["sliding_window"] = window
+    if arch == LLAMA and m.get(_k(_K.EXPERT_COUNT, arch), int, 0):  # Mixtral: a Llama (or Mistral) with experts
+        cfg.update(model_type="mixtral", architectures=["MixtralForCausalLM"], sliding_window=window,
+                   num_local_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)))
     _special_ids(m, cfg, n_vocab)
     return cfg
 
 
+_QWEN_TYPES = {QWEN2: ("qwen2", "Qwen2ForCausalLM"), QWEN3: ("qwen3", "Qwen3ForCausalLM"),
+               QWEN2MOE: ("qwen2_moe", "Qwen2MoeForCausalLM"), QWEN3MOE: ("qwen3_moe", "Qwen3MoeForCausalLM")}
+
+
 def _config_qwen(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """Qwen2 (q/k/v biases, always) and Qwen3 (a norm over each head's query and key): Llamas whose q and k rows
-    are as Hugging Face stores them (no permutation); a window in the file is every layer's."""
+    are as Hugging Face stores them (no permutation); a window in the file is every layer's. Their MoE variants
+    (every layer sparse, as llama.cpp reads them): Qwen2-MoE's shared expert and unnormalized expert weights,
+    Qwen3-MoE's weights renormalized over the chosen experts."""
     cfg = _config_llama(m, arch, names, rope_freqs)
-    qwen2 = arch == QWEN2
-    cfg.update(model_type="qwen2" if qwen2 else "qwen3",
-               architectures=["Qwen2ForCausalLM" if qwen2 else "Qwen3ForCausalLM"])
-    if qwen2:
+    model_type, cls = _QWEN_TYPES[arch]
+    cfg.update(model_type=model_type, architectures=[cls])
+    if arch in (QWEN2, QWEN2MOE):
         cfg.pop("attention_bias", None)
     window = cfg.pop("sliding_window", None)
     if window is not None:
         cfg.update(use_sliding_window=True, sliding_window=window, max_window_layers=0)
+        if arch in (QWEN2MOE, QWEN3MOE):
+            cfg["layer_types"] = ["sliding_attention"] * cfg["num_hidden_layers"]
+    if arch in (QWEN2MOE, QWEN3MOE):
+        cfg.update(num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
+                   moe_intermediate_size=m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch)),
+                   norm_topk_prob=arch == QWEN3MOE)
+    if arch == QWEN2MOE:
+        cfg["shared_expert_intermediate_size"] = m.get(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), int, 0)
     return cfg
 
 
@@ -521,7 +542,8 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
     return cfg
 
 
-_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, PHI3: _config_phi3, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
+_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
+                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -589,6 +611,28 @@ def _gemma_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
         raise cfg.error("rope_parameters.full_attention.rope_type", f"{rtype!r} has no GGUF equivalent for gemma3")
 
 
+def _moe_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
+    """The expert counts and widths llama.cpp's converters write, after checking that llama.cpp computes the model
+    as transformers does: every layer sparse, and the expert weights renormalized as llama.cpp fixes them per
+    architecture (Mixtral and Qwen3-MoE: over the chosen experts; Qwen2-MoE: not)."""
+    mixtral = mt == "mixtral"
+    field = "num_local_experts" if mixtral or "num_experts" not in config else "num_experts"
+    put(_K.EXPERT_COUNT, cfg.positive(field))
+    put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok", 2))
+    if mixtral:
+        return
+    if config.get("mlp_only_layers") or cfg.get("decoder_sparse_step", int, 1) != 1:
+        raise cfg.error("mlp_only_layers", "names dense layers: llama.cpp reads every layer of a "
+                                           f"{mt} file as sparse")
+    norm = cfg.get("norm_topk_prob", bool, False)
+    if norm != (mt == "qwen3_moe"):
+        raise cfg.error("norm_topk_prob", f"is {str(norm).lower()}: llama.cpp's {mt} "
+                                          f"{'always' if mt == 'qwen3_moe' else 'never'} renormalizes")
+    put(_K.EXPERT_FEED_FORWARD_LENGTH, cfg.positive("moe_intermediate_size"))
+    if mt == "qwen2_moe":
+        put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, cfg.get("shared_expert_intermediate_size", int, 0) or 0)
+
+
 def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, Any]:
     """The architecture metadata llama.cpp's converter writes for this config.json (no tokenizer keys:
     see :func:`gguf_tokenizer_metadata`). llama3 rope scaling has no metadata: write the tensor
@@ -607,7 +651,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         if value is not None:
             out[_k(template, arch)] = value
 
-    if arch in (LLAMA, QWEN2, QWEN3, PHI3, GEMMA2, GEMMA3):
+    if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA2, GEMMA3):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -667,8 +711,10 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             _gemma_metadata(cfg, config, mt, put)
         if mt == "phi3":  # llama.cpp's converter writes 0 for none
             put(_A.SLIDING_WINDOW, int(config.get("sliding_window") or 0))
-        if mt in ("qwen2", "qwen3") and cfg.get("use_sliding_window", bool, False):
+        if mt in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe") and cfg.get("use_sliding_window", bool, False):
             raise cfg.error("use_sliding_window", f"a {mt} sliding window has no GGUF key llama.cpp reads")
+        if mt in ("mixtral", "qwen2_moe", "qwen3_moe"):
+            _moe_metadata(cfg, config, mt, put)
     elif arch == GPT2:
         hidden = cfg.positive("n_embd")
         put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))

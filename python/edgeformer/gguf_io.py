@@ -13,7 +13,8 @@ from . import _core
 from .archs import ENCODER_DECODERS, Derived, spec_from_config
 from .tokenizer import TokenizerInfo
 
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
+             "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 
 
@@ -26,7 +27,7 @@ def _qkv_rows(spec: "_core.ArchSpec", canonical: str):
 
 def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     from .gguf_config import config_from_gguf
-    from .gguf_names import hf_names_from_gguf
+    from .gguf_names import expert_tensor, hf_names_from_gguf
     from .model import Model
 
     tmap, meta, order, _version = _core.TensorMap.open_gguf(path)
@@ -48,6 +49,19 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     spec, names = spec_from_config(config, path, [g2h[n] for n in order if n in g2h])
     mapped: Dict[str, str] = {}
     for canonical, v in names.items():
+        expert = expert_tensor(canonical)
+        if expert is not None:  # one matrix of the layer's stacked experts (or an older file's own tensor)
+            stacked, index, legacy = expert
+            if stacked in tmap:
+                key = f"{stacked}[{index}]"
+                if key not in tmap:
+                    tmap.add_index_view(key, stacked, index)
+                mapped[canonical] = key
+            elif legacy in tmap:
+                mapped[canonical] = legacy
+            else:
+                raise ValueError(f"{path}: no GGUF tensor holds {canonical} ('{stacked}' or '{legacy}')")
+            continue
         src = v.src if isinstance(v, Derived) else v
         if src not in h2g:
             raise ValueError(f"{path}: no GGUF tensor corresponds to '{src}' (for {canonical})")
@@ -112,7 +126,7 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     """Writes a loaded model (a decoder, BERT, or T5's two stacks) as GGUF: exactly the tensors it computes
     with, under llama.cpp's names, with its metadata and tokenizer."""
     from .gguf_config import gguf_metadata_from_config
-    from .gguf_names import gguf_names_from_hf, permute_qk
+    from .gguf_names import expert_tensor, gguf_names_from_hf, permute_qk
     from .gguf_tokenizer import gguf_tokenizer_metadata
 
     config = model.config
@@ -152,7 +166,12 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
         h2g = gguf_names_from_hf(arch, spec.n_layers, config)
         permuted = spec.rope.style == _core.RopeStyle.interleaved
         fused: Dict[str, List[tuple]] = {}
+        experts: Dict[str, Dict[int, tuple]] = {}
         for canonical, t in model._core.weights():
+            expert = expert_tensor(canonical)
+            if expert is not None:  # stacked per layer and part: [n_experts, rows, columns]
+                experts.setdefault(expert[0], {})[expert[1]] = (t.numpy(), t.dtype)
+                continue
             v = hf_names.get(canonical)
             src = v.src if isinstance(v, Derived) else v
             if src is None or src not in h2g:
@@ -170,13 +189,18 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
             for n, v in (("rope_factors_long.weight", spec.rope.long_factor),
                          ("rope_factors_short.weight", spec.rope.short_factor)):
                 tensors[n] = (np.asarray(v, np.float32), _core.DType.f32)
+        for g, by_index in experts.items():
+            parts = [by_index[i] for i in range(len(by_index))]
+            if len({str(p[1]) for p in parts}) != 1:
+                raise ValueError(f"{g}: the experts of a layer differ in type")
+            tensors[g] = (np.stack([p[0] for p in parts]), parts[0][1])
         for g, parts in fused.items():  # [all q, all k, all v] (or as the rows were)
             parts.sort(key=lambda p: p[0])
             if len({str(p[2]) for p in parts}) != 1:
                 raise ValueError(f"{g}: the parts of a fused QKV matrix differ in type")
             tensors[g] = (np.concatenate([p[1] for p in parts], axis=0), parts[0][2])
         layers_main = model._core
-    main = {str(t.dtype).split(".")[1] for n, t in layers_main.weights() if ".mlp." in n}
+    main = {str(t.dtype).split(".")[1] for n, t in layers_main.weights() if ".mlp." in n or ".moe.experts." in n}
     # llama.cpp's llama_ftype ("mostly" that type; q4_k keeps the Q4_K_M value it has always been written with,
     # q3_k and q5_k take the _S values)
     file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k": 11,

@@ -33,6 +33,8 @@ from .gguf_common import (
     LLAMA,
     QWEN2,
     QWEN3,
+    QWEN2MOE,
+    QWEN3MOE,
     PHI3,
     GEMMA2,
     GEMMA3,
@@ -76,10 +78,21 @@ _LLAMA_NAMES = [
     (_T_.FFN_UP, "model.layers.{i}.mlp.up_proj", _WB, "blk"),
     (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _WB, "blk"),
 ]
+# mixture of experts: the router and Qwen2-MoE's shared expert (the experts themselves, 3-D in GGUF and one
+# tensor each in Hugging Face checkpoints, are matched by expert_tensor())
+_MIXTRAL_NAMES = _LLAMA_NAMES + [(_T_.FFN_GATE_INP, "model.layers.{i}.block_sparse_moe.gate", _W, "blk")]
+_QWEN_ROUTER = [(_T_.FFN_GATE_INP, "model.layers.{i}.mlp.gate", _W, "blk")]
+_QWEN2MOE_NAMES = _LLAMA_NAMES + _QWEN_ROUTER + [
+    (_T_.FFN_GATE_SHEXP, "model.layers.{i}.mlp.shared_expert.gate_proj", _W, "blk"),
+    (_T_.FFN_UP_SHEXP, "model.layers.{i}.mlp.shared_expert.up_proj", _W, "blk"),
+    (_T_.FFN_DOWN_SHEXP, "model.layers.{i}.mlp.shared_expert.down_proj", _W, "blk"),
+    (_T_.FFN_GATE_INP_SHEXP, "model.layers.{i}.mlp.shared_expert_gate", _W, "blk"),
+]
 _QWEN3_NAMES = _LLAMA_NAMES + [
     (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.q_norm", _W, "blk"),
     (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.k_norm", _W, "blk"),
 ]
+_QWEN3MOE_NAMES = _QWEN3_NAMES + _QWEN_ROUTER
 _PHI3_NAMES = [  # q, k, v fused (attn_qkv) and gate, up fused (ffn_up: gate rows first), as the checkpoint has them
     (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
     (_T_.OUTPUT_NORM, "model.norm", _W, None),
@@ -241,10 +254,16 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
-    if a in (LLAMA, QWEN2):  # (the same tensors; Qwen2 has the q/k/v biases)
+    if a == LLAMA:  # (Mixtral is a Llama with experts)
+        return _MIXTRAL_NAMES
+    if a == QWEN2:  # (Llama's tensors; Qwen2 has the q/k/v biases)
         return _LLAMA_NAMES
     if a == QWEN3:
         return _QWEN3_NAMES
+    if a == QWEN2MOE:
+        return _QWEN2MOE_NAMES
+    if a == QWEN3MOE:
+        return _QWEN3MOE_NAMES
     if a == PHI3:
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):
@@ -290,6 +309,23 @@ def hf_names_from_gguf(arch: str, n_layers: int, config: Optional[Dict[str, Any]
     The tensors' layouts may differ from the HF checkpoint's: see :func:`to_hf_layout`.
     """
     return dict(_pairs(arch, n_layers, config))
+
+
+_EXPERT_RE = re.compile(r"layers\.(\d+)\.moe\.experts\.(\d+)\.(gate|up|down)\.weight")
+_EXPERT_TENSORS = {"gate": _T_.FFN_GATE_EXP, "up": _T_.FFN_UP_EXP, "down": _T_.FFN_DOWN_EXP}
+
+
+def expert_tensor(canonical: str) -> Optional[Tuple[str, int, str]]:
+    """For an expert's matrix (canonical ``layers.{i}.moe.experts.{e}.{gate,up,down}.weight``): the GGUF tensor
+    that stacks the layer's experts (``blk.{i}.ffn_gate_exps.weight``, [n_experts, rows, columns]), the expert's
+    index in it, and the name older files (Mixtral before llama.cpp merged the experts) give the matrix on its own
+    (``blk.{i}.ffn_gate.{e}.weight``). None for any other tensor."""
+    m = _EXPERT_RE.fullmatch(canonical)
+    if not m:
+        return None
+    layer, e, part = int(m.group(1)), int(m.group(2)), m.group(3)
+    legacy = TENSOR_NAMES[{"gate": _T_.FFN_GATE, "up": _T_.FFN_UP, "down": _T_.FFN_DOWN}[part]].format(bid=layer)
+    return TENSOR_NAMES[_EXPERT_TENSORS[part]].format(bid=layer) + ".weight", e, f"{legacy}.{e}.weight"
 
 
 _HF_ALIASES = {GPT2: ("transformer.", ""), BLOOM: ("transformer.", ""), FALCON: ("transformer.", ""),
