@@ -38,8 +38,16 @@ def reference_logits(path, ids):
     import torch
     import transformers
 
+    from edgeformer import _core
+    from edgeformer.gguf_config import config_from_gguf
+
+    _, meta, order, _ = _core.TensorMap.open_gguf(path)
+    kw = {}
+    if any(k.endswith(".expert_count") for k in meta):  # (transformers' reader takes no expert widths from the file)
+        cfg = config_from_gguf(meta, order, path)
+        kw["config"] = transformers.AutoConfig.for_model(**cfg)
     m = transformers.AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
-                                                         torch_dtype=torch.float32).eval()
+                                                         torch_dtype=torch.float32, **kw).eval()
     with torch.no_grad():
         out = m(torch.tensor([ids])).logits[0].float().numpy()
     del m

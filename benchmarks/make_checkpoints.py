@@ -7,7 +7,7 @@ values), in every engine's format:
     OUT/<size>/lc-<t>.gguf    GGUF quantized by llama.cpp's own quantizer (llama-cpp-python), t in q8_0 q4_0 q4_k_m
     OUT/<size>/ct2-<t>/       CTranslate2's converter, t in int8 float32
 
-    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b [--llama-cpp DIR]
+    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b [--llama-cpp DIR]
 
 The 7B shape is made in 4-bit only (q4_0 from both writers); its f16 HF copy is deleted afterwards unless
 --keep-hf. --llama-cpp: a folder holding an installed `llama_cpp` package (pip install --target) when it is
@@ -29,6 +29,10 @@ SIZES = {  # hidden, layers, heads, kv_heads, ffn, vocab
     "7b": (4096, 32, 32, 32, 11008, 32000),
 }
 FOUR_BIT_ONLY = {"7b"}
+# mixtures of experts (Qwen3-MoE layout): hidden, layers, heads, kv_heads, expert ffn, vocab, experts, used per token.
+# "moe-1.7b": 1.7B parameters of which 0.3B are read per token, Qwen3-30B-A3B's ratio (8 of 64 experts here, 8 of
+# 128 there) at a size this machine converts in minutes
+MOE_SIZES = {"moe-1.7b": (1024, 16, 16, 4, 512, 32000, 64, 8)}
 
 
 def make_tokenizer(out, vocab_size, seed=0):
@@ -60,7 +64,8 @@ def make_tokenizer(out, vocab_size, seed=0):
 def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
     from edgeformer.io import save_safetensors
 
-    hidden, layers, heads, kv, ffn, vocab = shape
+    hidden, layers, heads, kv, ffn, vocab = shape[:6]
+    experts, used = shape[6:] if len(shape) > 6 else (0, 0)
     os.makedirs(out, exist_ok=True)
     make_tokenizer(out, vocab)
     hd = hidden // heads
@@ -69,6 +74,9 @@ def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
            "num_key_value_heads": kv, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
            "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 1,
            "torch_dtype": "float16"}
+    if experts:
+        cfg.update(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], head_dim=hd, num_experts=experts,
+                   num_experts_per_tok=used, moe_intermediate_size=ffn, norm_topk_prob=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     rng = np.random.default_rng(seed)
@@ -86,9 +94,18 @@ def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
             yield p + "self_attn.k_proj.weight", w(kv * hd, hidden)
             yield p + "self_attn.v_proj.weight", w(kv * hd, hidden)
             yield p + "self_attn.o_proj.weight", w(hidden, heads * hd)
-            yield p + "mlp.gate_proj.weight", w(ffn, hidden)
-            yield p + "mlp.up_proj.weight", w(ffn, hidden)
-            yield p + "mlp.down_proj.weight", w(hidden, ffn)
+            if not experts:
+                yield p + "mlp.gate_proj.weight", w(ffn, hidden)
+                yield p + "mlp.up_proj.weight", w(ffn, hidden)
+                yield p + "mlp.down_proj.weight", w(hidden, ffn)
+                continue
+            yield p + "self_attn.q_norm.weight", np.ones(hd, np.float16)
+            yield p + "self_attn.k_norm.weight", np.ones(hd, np.float16)
+            yield p + "mlp.gate.weight", w(experts, hidden, std=0.5)  # (a spread of routes, as trained routers have)
+            for e in range(experts):
+                yield p + f"mlp.experts.{e}.gate_proj.weight", w(ffn, hidden)
+                yield p + f"mlp.experts.{e}.up_proj.weight", w(ffn, hidden)
+                yield p + f"mlp.experts.{e}.down_proj.weight", w(hidden, ffn)
         yield "model.norm.weight", np.ones(hidden, np.float16)
         yield "lm_head.weight", w(vocab, hidden)
 
@@ -149,17 +166,20 @@ def main():
         sys.path.insert(0, a.llama_cpp)
     import edgeformer
 
+    shapes = {**SIZES, **MOE_SIZES}
     for size in a.sizes.split(","):
-        if size not in SIZES:
-            ap.error(f"--sizes: unknown size {size!r} (known: {', '.join(SIZES)})")
+        if size not in shapes:
+            ap.error(f"--sizes: unknown size {size!r} (known: {', '.join(shapes)})")
         root = os.path.join(a.out, size)
         hf = os.path.join(root, "hf")
         four_bit = size in FOUR_BIT_ONLY
-        print(f"{size}: {SIZES[size]}")
+        print(f"{size}: {shapes[size]}")
         done = four_bit and all(os.path.exists(os.path.join(root, f)) for f in ("ef-q4_0.gguf", "lc-q4_0.gguf"))
         if not done:
-            step("hf f16", os.path.join(hf, "config.json"), lambda: make_hf(hf, SIZES[size]))
+            step("hf f16", os.path.join(hf, "config.json"), lambda: make_hf(hf, shapes[size]))
         types = ("q4_0",) if four_bit else ("f16", "q8_0", "int8", "q4_0", "q4_k")
+        if size in MOE_SIZES:
+            types = ("f16", "q8_0", "q4_0")
         for t in types:
             dst = os.path.join(root, f"ef-{t}.gguf")
             step(f"edgeformer {t}", dst, lambda: edgeformer.quantize(hf, dst, type=t, threads=a.threads))
@@ -173,12 +193,13 @@ def main():
                 src = os.path.join(root, "tmp-f16.gguf")
                 if not os.path.exists(os.path.join(root, "lc-q4_0.gguf")):
                     step("edgeformer f16 (temporary)", src, lambda: edgeformer.quantize(hf, src, type="f16"))
-            for t in (("q4_0",) if four_bit else ("q8_0", "q4_0", "q4_k_m", "q5_k_m", "q3_k_m", "q2_k", "iq4_xs")):
+            lc_types = ("q8_0", "q4_0", "q4_k_m", "q5_k_m", "q3_k_m", "q2_k", "iq4_xs")
+            for t in (("q4_0",) if four_bit else ("q8_0", "q4_0", "q4_k_m") if size in MOE_SIZES else lc_types):
                 dst = os.path.join(root, f"lc-{t}.gguf")
                 step(f"llama.cpp {t}", dst, lambda: llama_quantize(src, dst, t, a.threads))
             if four_bit and os.path.exists(src):
                 os.remove(src)
-        if not four_bit:
+        if not four_bit and size not in MOE_SIZES:  # (CTranslate2 has no Qwen3-MoE converter)
             try:
                 import ctranslate2
             except ImportError:

@@ -11,8 +11,10 @@
 
 #include "edgeformer/cpu.h"
 #include "edgeformer/iquant.h"
+#include "edgeformer/ops.h"
 #include "edgeformer/quant.h"
 #include "edgeformer/tensor.h"
+#include "edgeformer/threadpool.h"
 
 using namespace ef;
 
@@ -366,6 +368,39 @@ int main() {
       check(name + " dequant " + dtype_name(q), d, dr, 0.0);
     }
     std::printf("%s: checked\n", name.c_str());
+  }
+  // ops::linear_group with outputs that take inputs of their own (a token's experts: the down products of
+  // different gates) gives what one product per output gives, bit for bit: float, quantized, stored rows and panels
+  {
+    ThreadPool pool(2);
+    const KernelTable& k = kernels();
+    const int K = 256, O = 48;
+    for (DType dt : {DType::F32, DType::Q8_0, DType::Q4_0, DType::Q4_K})
+      for (bool packed : {false, true})
+        for (int T : {1, 3}) {
+          std::vector<Tensor> W;
+          std::vector<std::vector<float>> xs, ys(3), yr(3);
+          for (int i = 0; i < 3; i++) {
+            auto w = randn(O * K);
+            Tensor t = Tensor::empty(dt, {O, K});
+            for (int o = 0; o < O; o++)
+              if (dt == DType::F32) std::memcpy((float*)t.data + o * K, w.data() + o * K, K * 4);
+              else quantize_row(dt, w.data() + o * K, (uint8_t*)t.data + o * t.row_bytes(), K);
+            W.push_back(packed && packable(dt, K) ? pack_panels(t, &pool) : t);
+            xs.push_back(randn(T * K));
+            ys[i].resize(T * O);
+            yr[i].resize(T * O);
+          }
+          // outputs 0 and 2 share the group's x; output 1 has its own
+          ops::LinearOut outs[3] = {{&W[0], nullptr, ys[0].data(), O}, {&W[1], nullptr, ys[1].data(), O, xs[1].data()},
+                                    {&W[2], nullptr, ys[2].data(), O, xs[0].data()}};
+          ops::linear_group(&pool, k, xs[0].data(), K, T, outs, 3);
+          for (int i = 0; i < 3; i++)
+            ops::linear(&pool, k, xs[i == 1 ? 1 : 0].data(), K, T, W[i], nullptr, yr[i].data(), O);
+          for (int i = 0; i < 3; i++)
+            check(std::string("linear_group own x ") + dtype_name(dt) + (packed ? " panels" : " rows") + " T=" +
+                      std::to_string(T) + " out " + std::to_string(i), ys[i], yr[i], 0.0);
+        }
   }
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

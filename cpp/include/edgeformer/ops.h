@@ -23,12 +23,14 @@ Fn panel_kernel(const KernelTable& k, Fn (KernelTable::*tab)[N], DType t) {
 void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const Tensor& W,
             const float* bias, float* y, int64_t ldy);
 
-// Several products of the same x (q, k, v; gate, up) in one parallel region, x quantized once.
+// Several products of the same x (q, k, v; gate, up) in one parallel region, x quantized once. An output with an
+// x of its own (same T and row stride) takes that one instead (the experts of one token: each its own input).
 struct LinearOut {
   const Tensor* W;
   const float* bias;
   float* y;
   int64_t ldy;
+  const float* x = nullptr;  // null: the group's x
 };
 void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const LinearOut* outs,
                   int n);

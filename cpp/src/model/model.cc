@@ -500,11 +500,13 @@ void Model::ensure_scratch(int32_t T) {
   v_.resize(T * KD);
   att_.resize(T * QD);
   const size_t FM = std::max({F, (size_t)spec_.moe_ffn_size, (size_t)spec_.shared_ffn_size});
-  g_.resize(T * FM);
-  u_.resize(T * FM);
+  // (a decode step's experts run side by side: n_experts_used of them)
+  const size_t FE = std::max((size_t)T, (size_t)spec_.n_experts_used) * spec_.moe_ffn_size;
+  g_.resize(std::max(T * FM, FE));
+  u_.resize(std::max(T * FM, FE));
   if (spec_.n_experts > 0) {
     moe_in_.resize(T * H);
-    moe_out_.resize(T * H);
+    moe_out_.resize(std::max<size_t>(T, spec_.n_experts_used) * H);
     moe_logits_.resize(T * (size_t)spec_.n_experts);
   }
   scratch_T_ = T;

@@ -39,7 +39,24 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
 
   std::memset(out, 0, sizeof(float) * T * H);
   float *xin = moe_in_.data(), *y = moe_out_.data(), *g = g_.data(), *u = u_.data();
-  for (int e = 0; e < NE; e++) {
+  if (T == 1) {
+    // one token (a decode step): its experts share their input, so all their gate and up products run in one
+    // parallel region, then all their down products in another (two regions, not three per expert)
+    std::sort(order.begin(), order.begin() + top);  // expert order: outputs added as the rows path adds them
+    std::vector<ops::LinearOut> o;
+    for (int i = 0; i < top; i++) {
+      const LayerWeights::Expert& x = w.experts[order[i]];
+      o.push_back({&x.gate, nullptr, g + i * FE, FE});
+      o.push_back({&x.up, nullptr, u + i * FE, FE});
+    }
+    ops::linear_group(pool, K, in, H, 1, o.data(), (int)o.size());
+    K.act_mul(spec_.act, g, u, top * FE);
+    o.clear();
+    for (int i = 0; i < top; i++) o.push_back({&w.experts[order[i]].down, nullptr, y + i * H, H, g + i * FE});
+    ops::linear_group(pool, K, g, FE, 1, o.data(), (int)o.size());
+    for (int i = 0; i < top; i++) K.axpy(rows[order[i]][0].second, y + i * H, out, H);
+  } else {
+    for (int e = 0; e < NE; e++) {
     const auto& r = rows[e];
     if (r.empty()) continue;
     const int64_t n = (int64_t)r.size();
@@ -47,6 +64,7 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     const LayerWeights::Expert& x = w.experts[e];
     ops::gated_mlp(pool, K, spec_.act, xin, H, n, x.gate, x.up, x.down, nullptr, nullptr, nullptr, FE, g, u, y);
     for (int64_t i = 0; i < n; i++) K.axpy(r[i].second, y + i * H, out + (int64_t)r[i].first * H, H);
+    }
   }
   if (FS == 0) return;
   ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, nullptr, nullptr, nullptr,

@@ -30,10 +30,30 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
     EF_CHECK(is_weight(W.dtype), W.describe() + ": unsupported weight dtype " + dtype_name(W.dtype));
     if (is_quantized(W.dtype))
       EF_CHECK(W.shape[1] % dtype_block(W.dtype) == 0, W.describe() + ": rows must be whole blocks");
-    if (W.shape[1] != K || is_quantized(W.dtype) != quant || W.row_scaled != row_scaled) {  // not one group: one product at a time
-      for (int j = 0; j < n; j++) linear_group(pool, k, x, ldx, T, outs + j, 1);
+    const bool own_x = outs[i].x && outs[i].x != x;
+    if (W.shape[1] != K || is_quantized(W.dtype) != quant || W.row_scaled != row_scaled || (own_x && row_scaled)) {
+      for (int j = 0; j < n; j++) {  // not one group: one product at a time
+        LinearOut o = outs[j];
+        const float* xj = o.x ? o.x : x;
+        o.x = nullptr;
+        linear_group(pool, k, xj, ldx, T, &o, 1);
+      }
       return;
     }
+  }
+  // each output's input: the group's x or its own, quantized once per distinct input
+  std::vector<const float*> xs(n);
+  std::vector<int> slot(n);
+  int distinct = 0;
+  for (int i = 0; i < n; i++) {
+    xs[i] = outs[i].x ? outs[i].x : x;
+    slot[i] = distinct;
+    for (int j = 0; j < i; j++)
+      if (xs[j] == xs[i]) {
+        slot[i] = slot[j];
+        break;
+      }
+    if (slot[i] == distinct) distinct++;
   }
   // one index space over every output's rows, each padded to whole panels, so that a chunk of the pool
   // never splits a panel; one parallel region for the group
@@ -68,20 +88,27 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
     rd = dw;
     rs = sw;
   } else if (quant) {
-    // activations quantized once per row to 8-bit blocks, shared by every thread and every output
+    // activations quantized once per row to 8-bit blocks, shared by every thread and every output of that input
     const int64_t nb = K / kQ8Block;
     thread_local std::vector<BlockQ8> xq;
-    if ((int64_t)xq.size() < T * nb) xq.resize(T * nb);
+    if ((int64_t)xq.size() < distinct * T * nb) xq.resize(distinct * T * nb);
     BlockQ8* xw = xq.data();
-    if (par && T >= 4)
-      pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
-      });
-    else
-      for (int64_t t = 0; t < T; t++) k.quantize_q8(x + t * ldx, xw + t * nb, K);
+    for (int i = 0, done = 0; i < n; i++) {
+      if (slot[i] != done) continue;  // (an input seen before)
+      const float* xi = xs[i];
+      BlockQ8* dst = xw + (int64_t)slot[i] * T * nb;
+      if (par && T >= 4)
+        pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) {
+          for (int64_t t = t0; t < t1; t++) k.quantize_q8(xi + t * ldx, dst + t * nb, K);
+        });
+      else
+        for (int64_t t = 0; t < T; t++) k.quantize_q8(xi + t * ldx, dst + t * nb, K);
+      done++;
+    }
     xp = xw;
   }
-  auto product = [&](const LinearOut& o, int64_t o0, int64_t o1) {
+  auto product = [&](int i, int64_t o0, int64_t o1) {
+    const LinearOut& o = outs[i];
     const Tensor& W = *o.W;
     if (W.row_scaled) {
       const auto fn = k.q8_0_rows ? k.q8_0_rows : kernels_for(Isa::Generic).q8_0_rows;
@@ -89,20 +116,21 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
     } else if (quant) {
       auto fn = W.packed ? panel_kernel(k, &KernelTable::qmatmul_panel, W.dtype) : k.qmatmul[(int)W.dtype];
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
-      fn(xp, K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), o.bias, o.y, o.ldy, T, o0, o1, K);
+      fn(xp + (int64_t)slot[i] * T * (K / kQ8Block), K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), o.bias, o.y,
+         o.ldy, T, o0, o1, K);
     } else if (W.packed) {
       auto fn = panel_kernel(k, &KernelTable::matmul_panel, W.dtype);
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + " panels");
-      fn(x, ldx, W.data, 0, o.bias, o.y, o.ldy, T, o0, o1, K);
+      fn(xs[i], ldx, W.data, 0, o.bias, o.y, o.ldy, T, o0, o1, K);
     } else {
-      k.matmul[(int)W.dtype](x, ldx, W.data, W.row_stride_elems(), o.bias, o.y, o.ldy, T, o0, o1, K);
+      k.matmul[(int)W.dtype](xs[i], ldx, W.data, W.row_stride_elems(), o.bias, o.y, o.ldy, T, o0, o1, K);
     }
   };
   auto range = [&](int64_t b, int64_t e) {
     for (int i = 0; i < n; i++) {
       const int64_t lo = std::max(b, off[i]) - off[i], hi = std::min(e, off[i + 1]) - off[i];
       const int64_t O = outs[i].W->shape[0];
-      if (lo < std::min(hi, O)) product(outs[i], lo, std::min(hi, O));
+      if (lo < std::min(hi, O)) product(i, lo, std::min(hi, O));
     }
   };
   if (!par) range(0, total);
