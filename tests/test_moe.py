@@ -69,6 +69,8 @@ def test_moe_greedy(case, isa, built):
     model = edgeformer.load(path, threads=2, max_context=64)
     out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
     assert out.token_ids == ref_tokens
+    n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2)}[case]
+    assert f"experts={used}/{n}" in repr(model)
 
 
 def test_moe_routes_tokens_to_different_experts(built):

@@ -421,8 +421,9 @@ class Model:
 
     def __repr__(self) -> str:
         s = self.spec
+        experts = f"experts={s.n_experts_used}/{s.n_experts}, " if s.n_experts else ""
         return (f"Model({s.model_type}, layers={s.n_layers}, hidden={s.hidden_size}, heads={s.n_heads}/{s.n_kv_heads}, "
-                f"vocab={s.vocab_size}, max_context={self.max_context}, threads={self.threads}"
+                f"{experts}vocab={s.vocab_size}, max_context={self.max_context}, threads={self.threads}"
                 + (f", device={self.device})" if self.device != "cpu" else ")"))
 
     def _eos_ids(self) -> List[int]:
