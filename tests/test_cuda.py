@@ -497,7 +497,7 @@ def test_llama_on_cuda(case, tmp_path):
 @pytest.mark.parametrize("case", ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_new",
                                   "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window",
                                   "qwen2_window_layer1", "qwen3", "phi3", "phi3_window_partial", "phi3_longrope",
-                                  "gemma3", "gemma2"])
+                                  "gemma3", "gemma2", "gemma", "gpt_neox", "gpt_neox_seq", "phi"])
 def test_family_on_cuda(case, tmp_path):
     cls, cfg = _decoders()[case]
     ref = make_model(str(tmp_path), cls, cfg)

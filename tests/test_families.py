@@ -1,4 +1,4 @@
-"""GPT-2, OPT, BLOOM, Falcon, CodeGen, Qwen2, Qwen3, Phi-3, Gemma 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
+"""GPT-2, GPT-NeoX, OPT, BLOOM, Falcon, CodeGen, Phi-2, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
 every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical, BERT hidden states of a padded
 batch, T5 decoder logits, greedy and beam search."""
 
@@ -104,6 +104,23 @@ def _decoders():
             hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             head_dim=32, max_position_embeddings=64, sliding_window=6, query_pre_attn_scalar=24,
             attn_logit_softcapping=2.0, final_logit_softcapping=3.0, **base)),
+        # Gemma (1): GeGLU, scaled embeddings, (1 + w) norms, head_dim 32 apart from hidden / heads, tied head
+        "gemma": (tf.GemmaForCausalLM, tf.GemmaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                    num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+                                                    max_position_embeddings=64, **base)),
+        # GPT-NeoX (Pythia): parallel residual with two LayerNorms, fused per-head QKV, rotary on a quarter of
+        # each head (rotate-half)
+        "gpt_neox": (tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig(hidden_size=64, intermediate_size=128,
+                                                           num_hidden_layers=2, num_attention_heads=4,
+                                                           max_position_embeddings=64, **base)),
+        # sequential residual, rotary on the whole head, no attention biases
+        "gpt_neox_seq": (tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=64, use_parallel_residual=False, attention_bias=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}, **base)),
+        # Phi-2: one LayerNorm, attention and MLP in parallel, partial rotary, biases, a head bias
+        "phi": (tf.PhiForCausalLM, tf.PhiConfig(hidden_size=80, intermediate_size=160, num_hidden_layers=2,
+                                              num_attention_heads=4, max_position_embeddings=64, **base)),
         # rotary_dim 8 of head_dim 16: partial, interleaved
         "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
                                                           n_positions=64, **base)),
@@ -127,7 +144,8 @@ def built(tmp_path_factory):
 
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
-            "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2"]
+            "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2", "gemma", "gpt_neox",
+            "gpt_neox_seq", "phi"]
 
 
 @pytest.mark.parametrize("case", DECODERS)
@@ -381,3 +399,21 @@ def test_gemma3_multimodal_checkpoint_loads_its_language_model(built, tmp_path):
         model = edgeformer.load(str(d), threads=2, max_context=64)
         assert model.spec.model_type == "gemma3_text"
         assert_logits_close(model.logits(PROMPT), ref)
+
+
+def test_gpt_neox_config_of_older_transformers(built, tmp_path):
+    """Pythia's config.json (written before transformers 4.42) names the rotary share rotary_pct and its base
+    rotary_emb_base: read as partial_rotary_factor and rope_theta, the logits are transformers'."""
+    import json
+    import shutil
+
+    path, ref, _ = built("gpt_neox")
+    for f in ("model.safetensors", "tokenizer.json"):
+        shutil.copy(f"{path}/{f}", tmp_path / f)
+    cfg = json.load(open(f"{path}/config.json"))
+    params = cfg.pop("rope_parameters")
+    cfg.update(rotary_pct=params["partial_rotary_factor"], rotary_emb_base=params["rope_theta"])
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    model = edgeformer.load(str(tmp_path), threads=2, max_context=64)
+    assert model.spec.rope.rotary_dim == 4  # a quarter of 16
+    assert_logits_close(model.logits(PROMPT), ref)

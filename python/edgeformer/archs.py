@@ -348,6 +348,107 @@ def _phi3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _gemma(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Gemma (the first: 2B, 7B, CodeGemma): a Llama with GeGLU (the tanh GELU, whatever a legacy hidden_act
+    "gelu" says, as transformers reads it), embeddings scaled by sqrt(hidden_size), RMSNorms that scale by
+    1 + weight, head_dim 256 and a tied head."""
+    act = cfg.data.get("hidden_activation") or cfg.data.get("hidden_act") or "gelu_pytorch_tanh"
+    data = {"tie_word_embeddings": True, "head_dim": 256, **cfg.data, "model_type": "llama",
+            "hidden_act": "gelu_pytorch_tanh" if act == "gelu" else act}
+    s, names = _llama(Config(data, cfg.source), tensor_names)
+    s.model_type = "gemma"
+    s.emb_scale = math.sqrt(s.hidden_size)
+    add_one = not cfg.data.get("_gguf_norms_plus_one")
+    for k in [k for k in names if k.endswith("norm.weight")]:
+        if add_one:
+            names[k] = Derived(names[k], add=1.0)
+    return s, names
+
+
+def _gpt_neox(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """GPT-NeoX (Pythia, GPT-NeoX-20B, RedPajama-INCITE, Dolly v2, StableLM-alpha): LayerNorms, fused QKV
+    interleaved per head ([heads][q, k, v][head_dim]), rotary on the first rotary_pct of each head (rotate-half),
+    GELU, biases, and by default a parallel residual with a norm of its own for the MLP."""
+    data = dict(cfg.data)
+    for old, new in (("rotary_pct", "partial_rotary_factor"), ("rotary_emb_base", "rope_theta")):
+        if old in data and new not in data:  # (the keys of configs written before transformers 4.42)
+            data[new] = data[old]
+    cfg = Config(data, cfg.source)
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.ffn_size = cfg.positive("intermediate_size")
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-5)
+    s.act = _activation(cfg, "hidden_act", "gelu")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.rotary
+    _rope(cfg, s)
+    s.attn_bias = s.attn_out_bias = cfg.get("attention_bias", bool, True)
+    s.mlp_bias = True
+    s.parallel_residual = s.parallel_mlp_norm = cfg.get("use_parallel_residual", bool, True)
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
+    nh, hd = s.n_heads, s.head_dim
+    p = _prefix(tensor_names, ["gpt_neox.", ""], "embed_in.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "embed_in.weight"}
+    _layernorm_pair(names, "norm", p + "final_layer_norm", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "embed_out.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}layers.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "input_layernorm", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "post_attention_layernorm", tensor_names)
+        qkv = src + "attention.query_key_value"
+        _split_rows(names, dst + "attn", qkv + ".weight", {part: _per_head_rows(nh, 3, hd, [j]) for j, part in
+                                                           enumerate("qkv")}, bias=qkv + ".bias" if s.attn_bias else None)
+        names[dst + "attn.o.weight"] = src + "attention.dense.weight"
+        if s.attn_bias:
+            names[dst + "attn.o.bias"] = src + "attention.dense.bias"
+        for a, b in (("up", "dense_h_to_4h"), ("down", "dense_4h_to_h")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _phi(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Phi-1, Phi-1.5, Phi-2 (model_type phi): one LayerNorm feeding attention and MLP in parallel, partial
+    rotary (rotate-half, 40% of each head in Phi-2), GELU (tanh), biases everywhere, a head with a bias."""
+    if cfg.get("qk_layernorm", bool, False):
+        raise cfg.error("qk_layernorm", "is true: LayerNorms over the query and key heads are not supported")
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.n_kv_heads = cfg.positive("num_key_value_heads", s.n_heads)
+    if s.n_heads % s.n_kv_heads:
+        raise cfg.error("num_key_value_heads", f"({s.n_kv_heads}) must divide num_attention_heads ({s.n_heads})")
+    s.ffn_size = cfg.positive("intermediate_size")
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-5)
+    s.act = _activation(cfg, "hidden_act", "gelu_new")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.rotary
+    _rope(cfg, s)
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    s.parallel_residual = True
+    s.lm_head_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
+    names: NameMap = {"tok_embeddings.weight": "model.embed_tokens.weight"}
+    _layernorm_pair(names, "norm", "model.final_layernorm", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    names["lm_head.bias"] = "lm_head.bias"
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "input_layernorm", tensor_names)
+        for p, h in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "dense")):
+            names[dst + f"attn.{p}.weight"] = src + f"self_attn.{h}.weight"
+            names[dst + f"attn.{p}.bias"] = src + f"self_attn.{h}.bias"
+        for a, b in (("up", "fc1"), ("down", "fc2")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
 def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Gemma 3's language model (model_type gemma3_text; gemma3's text_config, its weights under
     language_model.) and Gemma 2: a Llama with GeGLU, embeddings scaled by sqrt(hidden_size), RMSNorms that
@@ -915,10 +1016,13 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "mixtral": _moe,
     "qwen2_moe": _moe,
     "qwen3_moe": _moe,
+    "gemma": _gemma,
     "gemma2": _gemma3,
     "gemma3_text": _gemma3,
     "gemma3": _gemma3_multimodal,
     "gpt2": _gpt2,
+    "gpt_neox": _gpt_neox,
+    "phi": _phi,
     "opt": _opt,
     "bloom": _bloom,
     "falcon": _falcon,
