@@ -182,9 +182,15 @@ def _gguf_source(case, tmp_path):
     cls, cfg = {
         "mixtral": (tf.MixtralForCausalLM, lambda: tf.MixtralConfig(intermediate_size=64, num_local_experts=4,
                                                                    num_experts_per_tok=2, **big)),
+        # (widths as llama.cpp's fallbacks for files without them: intermediate / used, and intermediate)
         "qwen2_moe": (tf.Qwen2MoeForCausalLM, lambda: tf.Qwen2MoeConfig(
+            intermediate_size=192, num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64,
+            shared_expert_intermediate_size=192, **big)),
+        "qwen2_moe_nobias": (tf.Qwen2MoeForCausalLM, lambda: tf.Qwen2MoeConfig(
             intermediate_size=256, num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64,
-            shared_expert_intermediate_size=96, **big)),
+            shared_expert_intermediate_size=96, qkv_bias=False, **big)),
+        "mixtral_window": (tf.MixtralForCausalLM, lambda: tf.MixtralConfig(
+            intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, sliding_window=8, **big)),
         "qwen3_moe": (tf.Qwen3MoeForCausalLM, lambda: tf.Qwen3MoeConfig(
             intermediate_size=256, head_dim=128, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=768,
             norm_topk_prob=True, **big)),
@@ -194,8 +200,9 @@ def _gguf_source(case, tmp_path):
     return src
 
 
-@pytest.mark.parametrize("case,qtype", [("mixtral", "q8_0"), ("mixtral", "q4_0"), ("qwen2_moe", "q8_0"),
-                                        ("qwen3_moe", "q8_0"), ("qwen3_moe", "q4_k")])
+@pytest.mark.parametrize("case,qtype", [("mixtral", "q8_0"), ("mixtral", "q4_0"), ("mixtral_window", "q8_0"),
+                                        ("qwen2_moe", "q8_0"), ("qwen2_moe_nobias", "q8_0"), ("qwen3_moe", "q8_0"),
+                                        ("qwen3_moe", "q4_k")])
 def test_moe_gguf_roundtrip(case, qtype, tmp_path):
     """Our GGUF file (llama.cpp's layout: each layer's experts stacked in ffn_{gate,up,down}_exps, the router in
     ffn_gate_inp, Qwen2-MoE's shared expert in *_shexp; Mixtral is arch llama with expert_count) loads back to the
@@ -208,18 +215,17 @@ def test_moe_gguf_roundtrip(case, qtype, tmp_path):
     src = _gguf_source(case, tmp_path)
     out = tmp_path / "m.gguf"
     direct, back = _quantize_and_load_back(src, out, qtype)
-    s = back.spec
-    assert (s.model_type, s.n_experts, s.n_experts_used, s.moe_norm_topk, s.shared_ffn_size) == (
-        direct.spec.model_type, direct.spec.n_experts, direct.spec.n_experts_used, direct.spec.moe_norm_topk,
-        direct.spec.shared_ffn_size)
+    fields = ("model_type", "n_experts", "n_experts_used", "moe_norm_topk", "shared_ffn_size", "attn_bias",
+              "sliding_window")
+    assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
     r = gguf.GGUFReader(str(out))
-    arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe"}[case]
+    arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe"}[direct.spec.model_type]
     assert bytes(r.fields["general.architecture"].parts[-1]).decode() == arch
     shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
     ffn = direct.spec.moe_ffn_size
     assert shapes["blk.1.ffn_down_exps.weight"] == [ffn, 128, direct.spec.n_experts]  # (ggml order)
     assert "blk.0.ffn_gate_inp.weight" in shapes and "blk.0.ffn_gate.weight" not in shapes
-    assert ("blk.0.ffn_gate_inp_shexp.weight" in shapes) == (case == "qwen2_moe")
+    assert ("blk.0.ffn_gate_inp_shexp.weight" in shapes) == case.startswith("qwen2_moe")
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
     if case == "qwen3_moe":  # (q4_k: our products round the activations to 8 bits, theirs do not; 1e-2 allows a
@@ -227,24 +233,27 @@ def test_moe_gguf_roundtrip(case, qtype, tmp_path):
         _transformers_agrees(out, {"q8_0": 1e-6}.get(qtype, 1e-2))
 
 
-def _copy_gguf(src, dst, meta=None, tensors=lambda name, data: [(name, data)]):
-    """Rewrites a GGUF file: metadata values replaced from meta, each tensor through tensors(name, data) -> [(name,
-    data)] (raw blocks, the same type)."""
+def _copy_gguf(src, dst, meta=None, tensors=lambda name, data, kind: [(name, data, kind)]):
+    """Rewrites a GGUF file: metadata values replaced from meta (None: dropped), each tensor through
+    tensors(name, raw data, GGML type) -> [(name, raw data, GGML type)]."""
     import gguf
 
     r = gguf.GGUFReader(str(src))
-    w = gguf.GGUFWriter(str(dst), "llama")
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    w = gguf.GGUFWriter(str(dst), arch)
     for f in r.fields.values():
         if f.name.startswith("GGUF.") or f.name == "general.architecture":
             continue
         v = (meta or {}).get(f.name, f.contents())
+        if v is None:
+            continue
         if f.types[0] == gguf.GGUFValueType.ARRAY:
             w.add_array(f.name, list(v))
         else:
             w.add_key_value(f.name, v, f.types[0])
     for t in r.tensors:
-        for name, data in tensors(t.name, np.array(t.data)):
-            w.add_tensor(name, np.ascontiguousarray(data), raw_dtype=t.tensor_type)
+        for name, data, kind in tensors(t.name, np.array(t.data), t.tensor_type):
+            w.add_tensor(name, np.ascontiguousarray(data), raw_dtype=kind)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -260,19 +269,49 @@ def test_moe_gguf_with_one_tensor_per_expert(tmp_path):
     out = tmp_path / "m.gguf"
     direct, _ = _quantize_and_load_back(src, out, "q8_0")
 
-    def split(name, data):
+    def split(name, data, kind):
         if "_exps." not in name:
-            return [(name, data)]
+            return [(name, data, kind)]
         layer, part = name.split(".")[1], name.split(".")[2].split("_")[1]
-        return [(f"blk.{layer}.ffn_{part}.{e}.weight", data[e]) for e in range(data.shape[0])]
+        return [(f"blk.{layer}.ffn_{part}.{e}.weight", data[e], kind) for e in range(data.shape[0])]
 
     _copy_gguf(out, tmp_path / "split.gguf", tensors=split)
     back = edgeformer.load(str(tmp_path / "split.gguf"), threads=2, max_context=64)
     np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
 
     _copy_gguf(out, tmp_path / "bad.gguf", meta={"llama.expert_count": 5})
-    with pytest.raises(ValueError, match=r"bad\.gguf.*ffn_gate_exps.*no matrix 4|ffn_gate_exps.*no matrix 4"):
+    with pytest.raises(ValueError, match=r"bad\.gguf: blk\.0\.ffn_\w+_exps\.weight holds 4 experts.*"
+                                         r"llama\.expert_count says 5"):
         edgeformer.load(str(tmp_path / "bad.gguf"), threads=2, max_context=64)
+
+
+def test_qwen2moe_gguf_of_older_converters_and_a_quantized_router(tmp_path):
+    """Files converted before llama.cpp wrote the expert widths take its fallbacks (intermediate / used, and
+    intermediate for the shared expert); a router stored quantized (llama.cpp's quantizer keeps it f32, other tools
+    may not) is dequantized at load."""
+    import gguf
+
+    from test_gguf import _quantize_and_load_back
+
+    src = _gguf_source("qwen2_moe", tmp_path)
+    out = tmp_path / "m.gguf"
+    direct, _ = _quantize_and_load_back(src, out, "q8_0")
+    old = tmp_path / "old.gguf"
+    _copy_gguf(out, old, meta={"qwen2moe.expert_feed_forward_length": None,
+                               "qwen2moe.expert_shared_feed_forward_length": None})
+    np.testing.assert_array_equal(edgeformer.load(str(old), threads=2, max_context=64).logits(PROMPT),
+                                  direct.logits(PROMPT))
+
+    def quantized_router(name, data, kind):
+        if name.endswith("ffn_gate_inp.weight"):
+            return [(name, gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0), gguf.GGMLQuantizationType.Q8_0)]
+        return [(name, data, kind)]
+
+    q = tmp_path / "qrouter.gguf"
+    _copy_gguf(out, q, tensors=quantized_router)
+    got = edgeformer.load(str(q), threads=2, max_context=64).logits(PROMPT)
+    ref = direct.logits(PROMPT)
+    assert float(np.mean((got - ref) ** 2) / np.mean(ref**2)) < 1e-3
 
 
 def test_moe_gguf_writer_refuses_what_llama_cpp_computes_otherwise(tmp_path, built):

@@ -291,8 +291,8 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
     s.moe_ffn_size = s.ffn_size if mixtral else cfg.positive("moe_intermediate_size")
     s.moe_norm_topk = True if mixtral else cfg.get("norm_topk_prob", bool, False)
-    if model_type == "qwen2_moe":
-        s.shared_ffn_size = cfg.get("shared_expert_intermediate_size", int, 0) or 0
+    if model_type == "qwen2_moe":  # (transformers' default width when the config has none)
+        s.shared_ffn_size = cfg.get("shared_expert_intermediate_size", int, 5632)
         if s.shared_ffn_size < 0 or s.shared_ffn_size > _FFN:
             raise cfg.error("shared_expert_intermediate_size", f"must be in [0, {_FFN}], got {s.shared_ffn_size}")
         s.shared_expert_gate = s.shared_ffn_size > 0

@@ -314,12 +314,17 @@ def _config_qwen(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, 
         if arch in (QWEN2MOE, QWEN3MOE):
             cfg["layer_types"] = ["sliding_attention"] * cfg["num_hidden_layers"]
     if arch in (QWEN2MOE, QWEN3MOE):
-        cfg.update(num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
-                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
-                   moe_intermediate_size=m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch)),
+        used = m.positive(_k(_K.EXPERT_USED_COUNT, arch))
+        # (files converted before llama.cpp wrote the expert widths: its own fallbacks)
+        cfg.update(num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)), num_experts_per_tok=used,
+                   moe_intermediate_size=m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch),
+                                                    max(cfg["intermediate_size"] // used, 1)),
                    norm_topk_prob=arch == QWEN3MOE)
     if arch == QWEN2MOE:
-        cfg["shared_expert_intermediate_size"] = m.get(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), int, 0)
+        shared = _has(names, MODEL_TENSOR.FFN_GATE_SHEXP, ".weight")
+        cfg["shared_expert_intermediate_size"] = m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch),
+                                                            cfg["intermediate_size"]) if shared else 0
+        cfg["qkv_bias"] = _has(names, MODEL_TENSOR.ATTN_Q, ".bias")
     return cfg
 
 
@@ -629,8 +634,8 @@ def _moe_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
         raise cfg.error("norm_topk_prob", f"is {str(norm).lower()}: llama.cpp's {mt} "
                                           f"{'always' if mt == 'qwen3_moe' else 'never'} renormalizes")
     put(_K.EXPERT_FEED_FORWARD_LENGTH, cfg.positive("moe_intermediate_size"))
-    if mt == "qwen2_moe":
-        put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, cfg.get("shared_expert_intermediate_size", int, 0) or 0)
+    if mt == "qwen2_moe":  # (llama.cpp's qwen2moe always has the shared expert: 0 would read as the dense width)
+        put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, cfg.positive("shared_expert_intermediate_size", 5632))
 
 
 def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, Any]:
@@ -705,7 +710,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
                 field + ".rope_type",
                 f"{rtype!r} has no GGUF equivalent (supported: default, linear, " "yarn, llama3)",
             )
-        if mt == "mistral" and config.get("sliding_window"):
+        if mt in ("mistral", "mixtral") and config.get("sliding_window"):
             put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
         if mt in ("gemma2", "gemma3_text"):
             _gemma_metadata(cfg, config, mt, put)

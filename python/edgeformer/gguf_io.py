@@ -52,6 +52,9 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         expert = expert_tensor(canonical)
         if expert is not None:  # one matrix of the layer's stacked experts (or an older file's own tensor)
             stacked, index, legacy = expert
+            if stacked in tmap and index == 0 and tmap.get(stacked).shape[0] != spec.n_experts:
+                raise ValueError(f"{path}: {stacked} holds {tmap.get(stacked).shape[0]} experts, the metadata's "
+                                 f"{arch}.expert_count says {spec.n_experts}")
             if stacked in tmap:
                 key = f"{stacked}[{index}]"
                 if key not in tmap:

@@ -228,6 +228,19 @@ struct Loader {
     return t->to_contiguous_f32();
   }
   Tensor vec(const std::string& canonical, int64_t n, bool required) const { return small(canonical, {n}, required); }
+  // A small matrix kept in f32 whatever its stored type (a router: llama.cpp's quantizer keeps it f32, other
+  // tools may not): quantized rows are dequantized once.
+  Tensor small_f32(const std::string& canonical, const std::vector<int64_t>& shape) const {
+    const Tensor* t = find(canonical);
+    if (!t || !is_quantized(t->dtype)) return small(canonical, shape, true);
+    check(*t, shape, true);
+    Tensor out = Tensor::empty(DType::F32, shape);
+    out.name = t->name;
+    out.source = t->source;
+    for (int64_t r = 0; r < shape[0]; r++)
+      dequantize_row(t->dtype, (const uint8_t*)t->data + r * t->row_bytes(), (float*)out.data + r * shape[1], shape[1]);
+    return out;
+  }
 };
 
 const float* fptr(const Tensor& t) { return t.data ? (const float*)t.data : nullptr; }
@@ -332,7 +345,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     }
     if (spec_.moe(i)) {
       const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
-      w.router = L.small(p + "moe.router.weight", {NE, H}, true);
+      w.router = L.small_f32(p + "moe.router.weight", {NE, H});
       w.experts.resize(NE);
       for (int64_t e = 0; e < NE; e++) {
         const std::string q = p + "moe.experts." + std::to_string(e) + ".";
