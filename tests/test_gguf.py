@@ -243,9 +243,9 @@ def test_phi3_gguf_roundtrip(case, tmp_path):
         _transformers_agrees(out, 1e-6)
 
 
-@pytest.mark.parametrize("family", ["gemma2", "gemma3", "gemma3_linear"])
+@pytest.mark.parametrize("family", ["gemma", "gemma2", "gemma3", "gemma3_linear"])
 def test_gemma_gguf_roundtrip_and_transformers_reads_it(family, tmp_path):
-    """Gemma 2 and 3 (GGUF architectures gemma2 / gemma3: norms stored with the 1 added, soft-caps as keys; the
+    """Gemma 1, 2 and 3 (GGUF architectures gemma / gemma2 / gemma3: norms stored with the 1 added, soft-caps as keys; the
     layer pattern, local rotary base and attention scale fixed as llama.cpp fixes them): our file loads back
     to the logits of quantize-at-load, and transformers' GGUF reader agrees."""
     import transformers as tf
@@ -253,7 +253,10 @@ def test_gemma_gguf_roundtrip_and_transformers_reads_it(family, tmp_path):
     common = dict(hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=256,
                   max_position_embeddings=64, vocab_size=320, sliding_window=6, bos_token_id=0, eos_token_id=None,
                   pad_token_id=None)
-    if family == "gemma2":  # (transformers' reader takes its defaults for what llama.cpp fixes: soft-caps 50 / 30)
+    if family == "gemma":  # (the first: no window, no post norms; llama.cpp's gemma)
+        common.pop("sliding_window")
+        cls, cfg = tf.GemmaForCausalLM, tf.GemmaConfig(num_hidden_layers=2, **common)
+    elif family == "gemma2":  # (transformers' reader takes its defaults for what llama.cpp fixes: soft-caps 50 / 30)
         cls, cfg = tf.Gemma2ForCausalLM, tf.Gemma2Config(num_hidden_layers=3, **common)
     else:  # (4B and up scale their full layers' rotary table: linear, factor 8)
         scaling = {"rope_scaling": {"rope_type": "linear", "factor": 8.0}} if family == "gemma3_linear" else {}
@@ -263,6 +266,8 @@ def test_gemma_gguf_roundtrip_and_transformers_reads_it(family, tmp_path):
     out = tmp_path / "m.gguf"
     direct, back = _quantize_and_load_back(src, out, "q8_0")
     assert list(back.spec.layer_windows) == list(direct.spec.layer_windows)
+    if family == "gemma":  # (transformers' reader has no gemma; llama.cpp read it alike, by hand, session 13)
+        return
     if family == "gemma3_linear":  # (transformers' reader does not take the scaling)
         assert back.spec.rope.scaling == edgeformer._core.RopeScaling.linear and back.spec.rope.factor == 8.0
         return

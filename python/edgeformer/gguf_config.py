@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma2``, ``gemma3``, ``gpt2``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -35,6 +35,7 @@ from .gguf_common import (
     QWEN2MOE,
     QWEN3MOE,
     PHI3,
+    GEMMA,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -365,6 +366,17 @@ def _config_phi3(m: _Meta, arch: str, names: set, extra: Any) -> Dict[str, Any]:
     return cfg
 
 
+def _config_gemma1(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Gemma (the first): a Llama whose q and k rows are as Hugging Face stores them, with its norms stored with
+    Gemma's 1 added (the loader takes them as they are)."""
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    cfg.update(model_type="gemma", architectures=["GemmaForCausalLM"], hidden_act="gelu_pytorch_tanh",
+               _gguf_norms_plus_one=True)
+    for k in ("attention_bias", "mlp_bias", "partial_rotary_factor"):
+        cfg.pop(k, None)
+    return cfg
+
+
 def _config_gemma(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """Gemma 2 and 3 as llama.cpp reads them: the layer pattern (every other layer sliding for Gemma 2; five of
     six for Gemma 3), the sliding layers' rotary base (10000) and query_pre_attn_scalar (hidden / heads for the
@@ -548,7 +560,7 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
 
 
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
-                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -656,7 +668,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         if value is not None:
             out[_k(template, arch)] = value
 
-    if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA2, GEMMA3):
+    if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))

@@ -14,7 +14,7 @@ from .archs import ENCODER_DECODERS, Derived, spec_from_config
 from .tokenizer import TokenizerInfo
 
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-             "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
+             "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 
 
@@ -142,7 +142,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     tok_json = os.path.join(source_dir, "tokenizer.json")
     if os.path.exists(tok_json):
         cfg_path = os.path.join(source_dir, "tokenizer_config.json")
-        meta.update(gguf_tokenizer_metadata(tok_json, cfg_path if os.path.exists(cfg_path) else None))
+        meta.update(gguf_tokenizer_metadata(tok_json, cfg_path if os.path.exists(cfg_path) else None,
+                                            vocab_size=int(model._core.spec.vocab_size)))
     meta["general.name"] = name or os.path.basename(os.path.normpath(source_dir))
     meta["general.quantization_version"] = 2
     meta[f"{arch}.vocab_size"] = int(model._core.spec.vocab_size)

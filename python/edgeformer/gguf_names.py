@@ -36,6 +36,7 @@ from .gguf_common import (
     QWEN2MOE,
     QWEN3MOE,
     PHI3,
+    GEMMA,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -256,7 +257,7 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     config = config or {}
     if a == LLAMA:  # (Mixtral is a Llama with experts)
         return _MIXTRAL_NAMES
-    if a == QWEN2:  # (Llama's tensors; Qwen2 has the q/k/v biases)
+    if a in (QWEN2, GEMMA):  # (Llama's tensors; Qwen2 has the q/k/v biases; Gemma's norms have their 1 added)
         return _LLAMA_NAMES
     if a == QWEN3:
         return _QWEN3_NAMES

@@ -159,7 +159,7 @@ def _add_tokens(tok, tokens: List[str], types: Optional[List[int]], skip=()) -> 
     for t, ty in zip(tokens, types):
         if t in skip:
             continue
-        if ty in (TokenType.CONTROL, TokenType.UNKNOWN):
+        if ty in (TokenType.CONTROL, TokenType.UNKNOWN, TokenType.UNUSED):  # (unused: padding, decoded to nothing)
             special.append(AddedToken(t, special=True, normalized=False))
         elif ty == TokenType.USER_DEFINED:
             user.append(AddedToken(t, special=False, normalized=False))
@@ -430,7 +430,8 @@ def _detect_specials(tok, path: str) -> Tuple[List[int], List[int]]:
 
 
 def gguf_tokenizer_metadata(
-    tokenizer_json_path: str, tokenizer_config: Union[None, str, Dict[str, Any]] = None
+    tokenizer_json_path: str, tokenizer_config: Union[None, str, Dict[str, Any]] = None,
+    vocab_size: Optional[int] = None,
 ) -> Dict[str, Any]:
     """The ``tokenizer.*`` GGUF metadata for a tokenizer.json: the ``gpt2`` form (tokens, merges, token
     types) for byte-level BPE, the ``llama`` form (tokens, scores, token types) for SentencePiece-style BPE
@@ -438,6 +439,7 @@ def gguf_tokenizer_metadata(
     scores, token types, precompiled_charsmap) for SentencePiece's unigram model.
 
     tokenizer_config: tokenizer_config.json's dict (or its path), for bos/eos tokens and the chat template.
+    vocab_size: the model's vocabulary (embedding rows); a shorter token list is padded with unused ``[PADi]``.
     llama-form scores are ``-rank`` of the first merge producing each token (0 for the others), so that the
     merges rebuilt from them (:func:`merges_from_scores`) keep the merge order.
     """
@@ -472,7 +474,9 @@ def gguf_tokenizer_metadata(
                 or any(s.get("type") == "Replace" and s.get("content") == SPIECE for s in norms))
 
     vocab = tok.get_vocab(with_added_tokens=True)
-    n = max(vocab.values()) + 1 if vocab else 0
+    # (an embedding with more rows than the tokenizer has tokens: llama.cpp takes the vocabulary's size from the
+    # token list, so the list is padded to the rows, as its converter pads it)
+    n = max(max(vocab.values()) + 1 if vocab else 0, vocab_size or 0)
     tokens: List[Optional[str]] = [None] * n
     for t, i in vocab.items():
         tokens[i] = t
