@@ -541,3 +541,26 @@ def test_transformers_reads_our_t5_gguf(tmp_path):
     ours = edgeformer.load(str(out), threads=2, kv_dtype="f32").logits(src_ids, decoder_input_ids=dec)
     rel = float(((theirs - ours) ** 2).sum() / (theirs ** 2).sum())
     assert rel < 1e-6, rel
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "gpt_neox_seq", "phi"])
+def test_neox_and_phi2_gguf_roundtrip(family, tmp_path):
+    """GPT-NeoX (GGUF gptneox: q, k, v fused as [all q, all k, all v], use_parallel_residual) and Phi-2 (phi2:
+    one norm, a head with a bias): our file loads back to the logits and greedy tokens of quantize-at-load."""
+    import transformers as tf
+
+    common = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  max_position_embeddings=64, vocab_size=320, bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    if family == "phi":
+        cls, cfg = tf.PhiForCausalLM, tf.PhiConfig(**common)
+    else:
+        cls, cfg = tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig(use_parallel_residual=family == "gpt_neox", **common)
+    src = tmp_path / "src"
+    make_model(str(src), cls, cfg)
+    out = tmp_path / "m.gguf"
+    direct, back = _quantize_and_load_back(src, out, "q8_0")
+    fields = ("model_type", "parallel_residual", "parallel_mlp_norm", "lm_head_bias", "attn_bias")
+    assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
+    assert back.spec.rope.rotary_dim == direct.spec.rope.rotary_dim
+    kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids

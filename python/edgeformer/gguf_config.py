@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -36,6 +36,8 @@ from .gguf_common import (
     QWEN3MOE,
     PHI3,
     GEMMA,
+    GPTNEOX,
+    PHI2,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -455,6 +457,43 @@ def _config_bloom(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     return cfg
 
 
+def _config_neox_phi(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """GPT-NeoX (LayerNorms, fused QKV, partial rotary, parallel residual by use_parallel_residual) and Phi-2 (one
+    LayerNorm for attention and MLP in parallel, partial rotary, a head with a bias)."""
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n_heads, n_kv = _heads(m, arch, hidden)
+    head_dim = _even_heads(m, arch, hidden, n_heads)
+    rkey = _k(_R.DIMENSION_COUNT, arch)
+    rotary_dim = m.positive(rkey, head_dim)
+    if rotary_dim > head_dim or rotary_dim % 2:
+        raise m.error(rkey, f"({rotary_dim}) must be even and at most the head size ({head_dim})")
+    n_vocab = _vocab_size(m, arch)
+    neox = arch == GPTNEOX
+    cfg = {
+        "architectures": ["GPTNeoXForCausalLM" if neox else "PhiForCausalLM"],
+        "model_type": "gpt_neox" if neox else "phi",
+        "vocab_size": n_vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": m.positive(_k(_K.BLOCK_COUNT, arch)),
+        "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch), 4 * hidden),
+        "num_attention_heads": n_heads,
+        "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+        "layer_norm_eps": m.get(_k(_A.LAYERNORM_EPS, arch), float, 1e-5),
+        "partial_rotary_factor": rotary_dim / head_dim,
+        "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 10000.0),
+        "tie_word_embeddings": _OUTPUT not in names,
+    }
+    if neox:
+        if n_kv != n_heads:
+            raise m.error(_k(_A.HEAD_COUNT_KV, arch), f"({n_kv}) must equal the head count ({n_heads}) for gptneox")
+        cfg.update(hidden_act="gelu", use_parallel_residual=m.get(_k(_K.USE_PARALLEL_RESIDUAL, arch), bool, True),
+                   attention_bias=_has(names, MODEL_TENSOR.ATTN_QKV, ".bias"))
+    else:
+        cfg.update(hidden_act="gelu_new", num_key_value_heads=n_kv)
+    _special_ids(m, cfg, n_vocab)
+    return cfg
+
+
 def _config_falcon(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     n_heads, n_kv = _heads(m, arch, hidden)
@@ -560,7 +599,7 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
 
 
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
-                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -740,6 +779,31 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         put(_K.FEED_FORWARD_LENGTH, cfg.positive("n_inner", 4 * hidden))
         put(_A.HEAD_COUNT, cfg.positive("n_head"))
         put(_A.LAYERNORM_EPS, cfg.get("layer_norm_epsilon", float, 1e-5))
+    elif arch in (GPTNEOX, PHI2):
+        data = dict(config)
+        for old, new in (("rotary_pct", "partial_rotary_factor"), ("rotary_emb_base", "rope_theta")):
+            if old in data and new not in data:
+                data[new] = data[old]
+        c = Config(data, source)
+        hidden, nh = c.positive("hidden_size"), c.positive("num_attention_heads")
+        field = "rope_parameters" if data.get("rope_parameters") is not None else "rope_scaling"
+        params = c.get(field, dict, {}) or {}
+        if params.get("rope_type", params.get("type", "default")) != "default":
+            raise c.error(field + ".rope_type", f"has no GGUF key llama.cpp's {arch} reads")
+        partial = c.get("partial_rotary_factor", float, None, data=params, prefix=field + ".")
+        partial = partial if partial is not None else c.get("partial_rotary_factor", float, 0.25 if arch == GPTNEOX else 0.5)
+        theta = c.get("rope_theta", float, None, data=params, prefix=field + ".")
+        put(_K.CONTEXT_LENGTH, c.positive("max_position_embeddings", 2048))
+        put(_K.EMBEDDING_LENGTH, hidden)
+        put(_K.FEED_FORWARD_LENGTH, c.positive("intermediate_size"))
+        put(_K.BLOCK_COUNT, c.positive("num_hidden_layers"))
+        put(_A.HEAD_COUNT, nh)
+        put(_A.HEAD_COUNT_KV, c.positive("num_key_value_heads", nh))
+        put(_A.LAYERNORM_EPS, c.get("layer_norm_eps", float, 1e-5))
+        put(_R.DIMENSION_COUNT, int(hidden // nh * partial))
+        put(_R.FREQ_BASE, theta if theta is not None else c.get("rope_theta", float, 10000.0))
+        if arch == GPTNEOX:
+            put(_K.USE_PARALLEL_RESIDUAL, c.get("use_parallel_residual", bool, True))
     elif arch == BLOOM:
         hidden = cfg.positive("hidden_size" if "hidden_size" in config else "n_embed")
         nh = cfg.positive("n_head")

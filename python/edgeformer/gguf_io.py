@@ -14,7 +14,7 @@ from .archs import ENCODER_DECODERS, Derived, spec_from_config
 from .tokenizer import TokenizerInfo
 
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-             "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
+             "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_neox": "gptneox", "phi": "phi2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 
 

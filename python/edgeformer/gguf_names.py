@@ -37,6 +37,8 @@ from .gguf_common import (
     QWEN3MOE,
     PHI3,
     GEMMA,
+    GPTNEOX,
+    PHI2,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -134,6 +136,30 @@ _GPT2_NAMES = [
     (_T_.FFN_NORM, "transformer.h.{i}.ln_2", _WB, "blk"),
     (_T_.FFN_UP, "transformer.h.{i}.mlp.c_fc", _WB, "blk"),
     (_T_.FFN_DOWN, "transformer.h.{i}.mlp.c_proj", _WB, "blk"),
+]
+# GPT-NeoX: q, k, v fused ([all q, all k, all v] in GGUF, per head in the checkpoint: see _qkv_rows)
+_GPTNEOX_NAMES = [
+    (_T_.TOKEN_EMBD, "gpt_neox.embed_in", _W, None),
+    (_T_.OUTPUT_NORM, "gpt_neox.final_layer_norm", _WB, None),
+    (_T_.OUTPUT, "embed_out", _W, None),
+    (_T_.ATTN_NORM, "gpt_neox.layers.{i}.input_layernorm", _WB, "blk"),
+    (_T_.ATTN_QKV, "gpt_neox.layers.{i}.attention.query_key_value", _WB, "blk"),
+    (_T_.ATTN_OUT, "gpt_neox.layers.{i}.attention.dense", _WB, "blk"),
+    (_T_.FFN_NORM, "gpt_neox.layers.{i}.post_attention_layernorm", _WB, "blk"),
+    (_T_.FFN_UP, "gpt_neox.layers.{i}.mlp.dense_h_to_4h", _WB, "blk"),
+    (_T_.FFN_DOWN, "gpt_neox.layers.{i}.mlp.dense_4h_to_h", _WB, "blk"),
+]
+_PHI2_NAMES = [
+    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
+    (_T_.OUTPUT_NORM, "model.final_layernorm", _WB, None),
+    (_T_.OUTPUT, "lm_head", _WB, None),
+    (_T_.ATTN_NORM, "model.layers.{i}.input_layernorm", _WB, "blk"),
+    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _WB, "blk"),
+    (_T_.ATTN_K, "model.layers.{i}.self_attn.k_proj", _WB, "blk"),
+    (_T_.ATTN_V, "model.layers.{i}.self_attn.v_proj", _WB, "blk"),
+    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.dense", _WB, "blk"),
+    (_T_.FFN_UP, "model.layers.{i}.mlp.fc1", _WB, "blk"),
+    (_T_.FFN_DOWN, "model.layers.{i}.mlp.fc2", _WB, "blk"),
 ]
 _BLOOM_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
@@ -273,6 +299,10 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _GPT2_NAMES
     if a == BLOOM:
         return _BLOOM_NAMES
+    if a == GPTNEOX:
+        return _GPTNEOX_NAMES
+    if a == PHI2:
+        return _PHI2_NAMES
     if a == FALCON:
         return _falcon_names(_falcon_variant(config)[0] if config else False)
     if a == BERT:
