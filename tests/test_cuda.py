@@ -497,7 +497,8 @@ def test_llama_on_cuda(case, tmp_path):
 @pytest.mark.parametrize("case", ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_new",
                                   "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window",
                                   "qwen2_window_layer1", "qwen3", "phi3", "phi3_window_partial", "phi3_longrope",
-                                  "gemma3", "gemma2", "gemma", "gpt_neox", "gpt_neox_seq", "phi"])
+                                  "gemma3", "gemma2", "gemma", "gpt_neox", "gpt_neox_seq", "phi", "starcoder2",
+                                  "stablelm", "stablelm_parallel"])
 def test_family_on_cuda(case, tmp_path):
     cls, cfg = _decoders()[case]
     ref = make_model(str(tmp_path), cls, cfg)
@@ -505,13 +506,14 @@ def test_family_on_cuda(case, tmp_path):
 
 
 @gpu
-def test_moe_on_cuda_is_refused_clearly(tmp_path):
-    """Mixture-of-experts models have no CUDA path yet: loading one there says so, naming the family."""
+@pytest.mark.parametrize("case,what", [("mixtral", "mixture-of-experts models"), ("granite", "scaled residual branches")])
+def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
+    """Mixtures of experts and Granite's scaled residuals have no CUDA path yet: loading one there says so."""
     from test_moe import _cases
 
-    cls, cfg = _cases()["mixtral"]
+    cls, cfg = {**_cases(), **_decoders()}[case]
     make_model(str(tmp_path), cls, cfg)
-    with pytest.raises(ValueError, match=r"mixture-of-experts models \(mixtral\) run on the CPU only"):
+    with pytest.raises(ValueError, match=rf"{what} \({case}\) run on the CPU only"):
         edgeformer.load(str(tmp_path), device="cuda", max_context=64)
 
 

@@ -1,4 +1,4 @@
-"""GPT-2, GPT-NeoX, OPT, BLOOM, Falcon, CodeGen, Phi-2, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
+"""GPT-2, GPT-NeoX, OPT, BLOOM, Falcon, CodeGen, Phi-2, StarCoder2, StableLM, Granite, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
 every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical, BERT hidden states of a padded
 batch, T5 decoder logits, greedy and beam search."""
 
@@ -121,6 +121,22 @@ def _decoders():
         # Phi-2: one LayerNorm, attention and MLP in parallel, partial rotary, biases, a head bias
         "phi": (tf.PhiForCausalLM, tf.PhiConfig(hidden_size=80, intermediate_size=160, num_hidden_layers=2,
                                               num_attention_heads=4, max_position_embeddings=64, **base)),
+        # StarCoder2: LayerNorms, plain GELU MLP, biases everywhere, GQA, a sliding window of 8, tied head
+        "starcoder2": (tf.Starcoder2ForCausalLM, tf.Starcoder2Config(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=64, sliding_window=8, **base)),
+        # StableLM: LayerNorms, a quarter of each head rotated; sequential with q/k/v biases, or parallel
+        "stablelm": (tf.StableLmForCausalLM, tf.StableLmConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=64, use_qkv_bias=True, **base)),
+        "stablelm_parallel": (tf.StableLmForCausalLM, tf.StableLmConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+            max_position_embeddings=64, use_parallel_residual=True, **base)),
+        # Granite: embedding, attention, residual and logits multipliers
+        "granite": (tf.GraniteForCausalLM, tf.GraniteConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=64, embedding_multiplier=3.0, attention_multiplier=0.05,
+            residual_multiplier=0.4, logits_scaling=2.5, **base)),
         # rotary_dim 8 of head_dim 16: partial, interleaved
         "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
                                                           n_positions=64, **base)),
@@ -145,7 +161,7 @@ def built(tmp_path_factory):
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
             "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2", "gemma", "gpt_neox",
-            "gpt_neox_seq", "phi"]
+            "gpt_neox_seq", "phi", "starcoder2", "stablelm", "stablelm_parallel", "granite"]
 
 
 @pytest.mark.parametrize("case", DECODERS)

@@ -81,6 +81,7 @@ void register_model(py::module_& m) {
       .def_readwrite("sliding_window", &ef::ArchSpec::sliding_window)
       .def_readwrite("layer_windows", &ef::ArchSpec::layer_windows)
       .def_readwrite("attn_scale", &ef::ArchSpec::attn_scale)
+      .def_readwrite("residual_scale", &ef::ArchSpec::residual_scale)
       .def_readwrite("norm_position", &ef::ArchSpec::norm_position)
       .def_readwrite("final_norm", &ef::ArchSpec::final_norm)
       .def_readwrite("emb_norm", &ef::ArchSpec::emb_norm)

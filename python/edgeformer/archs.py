@@ -410,6 +410,79 @@ def _gpt_neox(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _starcoder2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """StarCoder2 (3B, 7B, 15B): a Llama with LayerNorms, a plain GELU (tanh) MLP (c_fc, c_proj), biases on every
+    projection (use_bias), GQA and an optional sliding window, tied head by default."""
+    data = {"hidden_act": "gelu_pytorch_tanh", "tie_word_embeddings": True, **cfg.data, "model_type": "llama",
+            "attention_bias": cfg.get("use_bias", bool, True), "mlp_bias": cfg.get("use_bias", bool, True)}
+    s, names = _llama(Config(data, cfg.source), tensor_names)
+    s.model_type = "starcoder2"
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("norm_epsilon", float, 1e-5)
+    s.gated_mlp = False
+    w = cfg.get("sliding_window", int, 0) or 0
+    if w < 0:
+        raise cfg.error("sliding_window", f"must be positive, got {w}")
+    s.sliding_window = w
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        for k in ("attn_norm", "mlp_norm"):
+            names[f"{dst}{k}.bias"] = names[f"{dst}{k}.weight"][: -len("weight")] + "bias"
+        names.pop(dst + "mlp.gate.weight")
+        names.pop(dst + "mlp.gate.bias", None)
+        for a, b in (("up", "c_fc"), ("down", "c_proj")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            if s.mlp_bias:
+                names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    names["norm.bias"] = "model.norm.bias"
+    return s, names
+
+
+def _stablelm(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """StableLM (StableLM-3B-4E1T, StableLM 2 1.6B, Zephyr): a Llama with LayerNorms, rotary on a quarter of each
+    head, optional q/k/v biases (use_qkv_bias) and an optional parallel residual through one norm
+    (use_parallel_residual). Per-head q/k LayerNorms (qk_layernorm, StableLM 2 12B) are refused by name."""
+    if cfg.get("qk_layernorm", bool, False):
+        raise cfg.error("qk_layernorm", "is true: per-head LayerNorms of the queries and keys are not supported")
+    data = {**cfg.data, "model_type": "llama", "attention_bias": False}
+    s, names = _llama(Config(data, cfg.source), tensor_names)
+    s.model_type = "stablelm"
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-5)
+    s.attn_bias = cfg.get("use_qkv_bias", bool, False)
+    s.attn_out_bias = False
+    s.parallel_residual = cfg.get("use_parallel_residual", bool, False)
+    names["norm.bias"] = "model.norm.bias"
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        names[dst + "attn_norm.bias"] = src + "input_layernorm.bias"
+        if s.parallel_residual:  # (one norm feeds both)
+            names.pop(dst + "mlp_norm.weight")
+        else:
+            names[dst + "mlp_norm.bias"] = src + "post_attention_layernorm.bias"
+        if s.attn_bias:
+            for p in "qkv":
+                names[dst + f"attn.{p}.bias"] = src + f"self_attn.{p}_proj.bias"
+    return s, names
+
+
+def _granite(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """IBM Granite 3 (model_type granite): a Llama whose embeddings, attention scores, residual branches and logits
+    are scaled by the config's embedding_multiplier, attention_multiplier, residual_multiplier and
+    1 / logits_scaling."""
+    s, names = _llama(Config({**cfg.data, "model_type": "llama"}, cfg.source), tensor_names)
+    s.model_type = "granite"
+    for field in ("embedding_multiplier", "attention_multiplier", "residual_multiplier", "logits_scaling"):
+        v = cfg.get(field, float, 1.0)
+        if v <= 0:
+            raise cfg.error(field, f"must be positive, got {v}")
+    s.emb_scale = cfg.get("embedding_multiplier", float, 1.0)
+    s.attn_scale = cfg.get("attention_multiplier", float, 1.0)
+    s.residual_scale = cfg.get("residual_multiplier", float, 1.0)
+    s.logits_scale = 1.0 / cfg.get("logits_scaling", float, 1.0)
+    return s, names
+
+
 def _phi(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Phi-1, Phi-1.5, Phi-2 (model_type phi): one LayerNorm feeding attention and MLP in parallel, partial
     rotary (rotate-half, 40% of each head in Phi-2), GELU (tanh), biases everywhere, a head with a bias."""
@@ -1021,6 +1094,9 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "gemma3_text": _gemma3,
     "gemma3": _gemma3_multimodal,
     "gpt2": _gpt2,
+    "starcoder2": _starcoder2,
+    "stablelm": _stablelm,
+    "granite": _granite,
     "gpt_neox": _gpt_neox,
     "phi": _phi,
     "opt": _opt,

@@ -62,6 +62,7 @@ struct ArchSpec {
   std::vector<int32_t> layer_rope;
   bool local_rope(int layer) const { return !layer_rope.empty() && layer_rope[layer] != 0; }
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
+  float residual_scale = 1.f;  // multiplies the attention's and the MLP's outputs before their residual adds (Granite)
   // mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE). Where n_experts > 0, the layers layer_moe marks 1 (all of
   // them where it is empty) replace their MLP by n_experts gated MLPs of width moe_ffn_size and a router: each token
   // takes the n_experts_used experts of highest softmax(router x) probability, their outputs weighted by those

@@ -216,6 +216,8 @@ CudaModel::CudaModel() : s_(std::make_unique<State>()) {}
 CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_unique<State>()) {
   EF_CHECK(host.spec().n_experts == 0, "device='cuda': mixture-of-experts models (" + host.spec().model_type +
                                            ") run on the CPU only for now; load with device='cpu'");
+  EF_CHECK(host.spec().residual_scale == 1.f, "device='cuda': scaled residual branches (" + host.spec().model_type +
+                                                  ") run on the CPU only for now; load with device='cpu'");
   check_device(opts.device);
   EF_CHECK(opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
            "argument 'kv_dtype' must be 'f16' or 'f32', got '" + opts.kv_dtype + "'");

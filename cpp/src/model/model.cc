@@ -53,6 +53,7 @@ void ArchSpec::validate() const {
              "the local rotary table must rotate the dimensions the global one does");
   }
   EF_CHECK(std::isfinite(emb_scale) && emb_scale >= 0, "embedding scale must be finite and non-negative");
+  EF_CHECK(std::isfinite(residual_scale) && residual_scale > 0, "config field 'residual_multiplier' must be positive");
   EF_CHECK(std::isfinite(attn_softcap) && attn_softcap >= 0,
            "config field 'attn_logit_softcapping' must be a non-negative number");
   EF_CHECK(std::isfinite(logit_softcap) && logit_softcap >= 0,
@@ -671,15 +672,20 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     ops::linear(pool, K, att_.data(), QD, T, w.wo, fptr(w.bo), tmp, H);
   };
 
+  // x += tmp (a branch's output), scaled by residual_scale where the architecture scales it (Granite)
+  auto residual_add = [&]() {
+    if (spec_.residual_scale != 1.f) K.scale(tmp, spec_.residual_scale, T * H);
+    K.add(x, tmp, T * H);
+  };
   for (int l = 0; l < spec_.n_layers; l++) {
     if (take_interrupt()) throw Interrupted();  // n_past_ is unchanged: the model stays usable
     const LayerWeights& w = layers_[l];
     if (spec_.norm_position == NormPosition::Post) {
       self_attention(l, w, x);
-      K.add(x, tmp, T * H);
+      residual_add();
       norm_rows(x, x, w.attn_norm_w, w.attn_norm_b, T);
       mlp(l, w, x, tmp);
-      K.add(x, tmp, T * H);
+      residual_add();
       norm_rows(x, x, w.mlp_norm_w, w.mlp_norm_b, T);
       continue;
     }
@@ -688,23 +694,23 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     self_attention(l, w, h);
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_attn_norm_w, Tensor(), T);
     if (spec_.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
-      K.add(x, tmp, T * H);
+      residual_add();
       mlp(l, w, spec_.parallel_mlp_norm ? h2 : h, tmp);
-      K.add(x, tmp, T * H);
+      residual_add();
       continue;
     }
-    K.add(x, tmp, T * H);
+    residual_add();
     if (spec_.cross_attention) {
       norm_rows(x, h, w.cross_norm_w, w.cross_norm_b, T);
       ops::linear(pool, K, h, H, T, w.cq, nullptr, q_.data(), QD);
       cross_attention(l, q_.data(), att_.data(), T);
       ops::linear(pool, K, att_.data(), QD, T, w.co, nullptr, tmp, H);
-      K.add(x, tmp, T * H);
+      residual_add();
     }
     norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
     mlp(l, w, h, tmp);
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_mlp_norm_w, Tensor(), T);
-    K.add(x, tmp, T * H);
+    residual_add();
   }
   if (batch)
     for (int32_t t = 0; t < T; t++) seqs[t]->n_past_++;
