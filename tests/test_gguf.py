@@ -564,3 +564,33 @@ def test_neox_and_phi2_gguf_roundtrip(family, tmp_path):
     assert back.spec.rope.rotary_dim == direct.spec.rope.rotary_dim
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
+
+
+@pytest.mark.parametrize("family", ["starcoder2", "stablelm", "stablelm_parallel", "granite"])
+def test_starcoder2_stablelm_granite_gguf_roundtrip(family, tmp_path):
+    """StarCoder2 (LayerNorms, plain GELU MLP, biases), StableLM (partial rotary; parallel where the layers have no
+    ffn_norm) and Granite (its four multipliers as keys; q and k rows permuted as Llama's): our file loads back to
+    the logits and greedy tokens of quantize-at-load."""
+    import transformers as tf
+
+    common = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, vocab_size=320, bos_token_id=0,
+                  eos_token_id=None, pad_token_id=None)
+    cls, cfg = {
+        "starcoder2": (tf.Starcoder2ForCausalLM, lambda: tf.Starcoder2Config(sliding_window=12, **common)),
+        "stablelm": (tf.StableLmForCausalLM, lambda: tf.StableLmConfig(use_qkv_bias=True, **common)),
+        "stablelm_parallel": (tf.StableLmForCausalLM, lambda: tf.StableLmConfig(use_parallel_residual=True, **common)),
+        "granite": (tf.GraniteForCausalLM, lambda: tf.GraniteConfig(
+            embedding_multiplier=3.0, attention_multiplier=0.05, residual_multiplier=0.4, logits_scaling=2.5,
+            **common)),
+    }[family]
+    src = tmp_path / "src"
+    make_model(str(src), cls, cfg())
+    out = tmp_path / "m.gguf"
+    direct, back = _quantize_and_load_back(src, out, "q8_0")
+    fields = ("model_type", "norm", "gated_mlp", "parallel_residual", "attn_bias", "mlp_bias", "sliding_window",
+              "emb_scale", "attn_scale", "residual_scale", "logits_scale")
+    assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
+    assert back.spec.rope.rotary_dim == direct.spec.rope.rotary_dim
+    kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids

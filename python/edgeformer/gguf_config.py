@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -38,6 +38,9 @@ from .gguf_common import (
     GEMMA,
     GPTNEOX,
     PHI2,
+    STARCODER2,
+    STABLELM,
+    GRANITE,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -271,7 +274,8 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool
         "num_key_value_heads": n_kv,
         "head_dim": head_dim,
         "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
-        "rms_norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float),
+        # (LayerNorm variants, StarCoder2 and StableLM, store layer_norm_epsilon instead)
+        "rms_norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float, None) or m.get(_k(_A.LAYERNORM_EPS, arch), float),
         "rope_theta": theta,
         "hidden_act": "silu",
         "attention_bias": _has(names, MODEL_TENSOR.ATTN_Q, ".bias"),
@@ -365,6 +369,31 @@ def _config_phi3(m: _Meta, arch: str, names: set, extra: Any) -> Dict[str, Any]:
             scaling["partial_rotary_factor"] = cfg["partial_rotary_factor"]
         cfg["rope_scaling"] = scaling
         cfg["original_max_position_embeddings"] = scaling["original_max_position_embeddings"]
+    return cfg
+
+
+def _config_llama_like(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """StarCoder2 (LayerNorms, a plain GELU MLP, biases), StableLM (LayerNorms, partial rotary, the parallel
+    residual where layers have no ffn_norm) and Granite (a Llama with four multipliers): Llama's metadata, q and
+    k rows as Hugging Face stores them (Granite's permuted, as Llama's)."""
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    eps = cfg.pop("rms_norm_eps")
+    bias = _has(names, MODEL_TENSOR.ATTN_Q, ".bias")
+    for k in ("attention_bias", "mlp_bias"):
+        cfg.pop(k, None)
+    if arch == STARCODER2:
+        cfg.update(model_type="starcoder2", architectures=["Starcoder2ForCausalLM"], norm_epsilon=eps,
+                   hidden_act="gelu_pytorch_tanh", use_bias=bias,
+                   sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch), None))
+    elif arch == STABLELM:
+        cfg.update(model_type="stablelm", architectures=["StableLmForCausalLM"], layer_norm_eps=eps,
+                   use_qkv_bias=bias, use_parallel_residual=not _has(names, MODEL_TENSOR.FFN_NORM, ".weight"))
+    else:
+        cfg.update(model_type="granite", architectures=["GraniteForCausalLM"], rms_norm_eps=eps,
+                   attention_bias=bias, mlp_bias=_has(names, MODEL_TENSOR.FFN_UP, ".bias"))
+        for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
+                           (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):
+            cfg[field] = m.get(_k(key, arch), float, 1.0)
     return cfg
 
 
@@ -599,7 +628,8 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
 
 
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
-                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi,
+                    STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -707,7 +737,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         if value is not None:
             out[_k(template, arch)] = value
 
-    if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3):
+    if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -717,7 +747,12 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         put(_K.FEED_FORWARD_LENGTH, cfg.positive("intermediate_size"))
         put(_A.HEAD_COUNT, nh)
         put(_A.HEAD_COUNT_KV, cfg.positive("num_key_value_heads", nh))
-        put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float, 1e-6))
+        if mt == "starcoder2":
+            put(_A.LAYERNORM_EPS, cfg.get("norm_epsilon", float, 1e-5))
+        elif mt == "stablelm":
+            put(_A.LAYERNORM_EPS, cfg.get("layer_norm_eps", float, 1e-5))
+        else:
+            put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float, 1e-6))
         field = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
         params = cfg.get(field, dict, {}) or {}
         theta = cfg.get("rope_theta", float, None, data=params, prefix=field + ".")
@@ -771,6 +806,14 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             raise cfg.error("use_sliding_window", f"a {mt} sliding window has no GGUF key llama.cpp reads")
         if mt in ("mixtral", "qwen2_moe", "qwen3_moe"):
             _moe_metadata(cfg, config, mt, put)
+        if mt == "starcoder2" and config.get("sliding_window"):  # (ours; llama.cpp's starcoder2 attends to all)
+            put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
+        if mt == "stablelm" and cfg.get("qk_layernorm", bool, False):
+            raise cfg.error("qk_layernorm", "is true: not supported")
+        if mt == "granite":
+            for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
+                               (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):
+                put(key, cfg.get(field, float, 1.0))
     elif arch == GPT2:
         hidden = cfg.positive("n_embd")
         put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))

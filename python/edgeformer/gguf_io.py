@@ -14,8 +14,11 @@ from .archs import ENCODER_DECODERS, Derived, spec_from_config
 from .tokenizer import TokenizerInfo
 
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-             "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_neox": "gptneox", "phi": "phi2", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
+             "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_neox": "gptneox", "phi": "phi2",
+             "starcoder2": "starcoder2", "stablelm": "stablelm", "granite": "granite", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
+# llama.cpp's architectures whose q and k rows its converter permutes for adjacent rotary pairs (LlamaModel's)
+PERMUTED_QK = ("llama", "granite")
 
 
 def _qkv_rows(spec: "_core.ArchSpec", canonical: str):
@@ -77,7 +80,7 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
                 tmap.add_rows_view(key, g, r0, r1)
             g = key
         mapped[canonical] = g  # Conv1D transposes are already undone in GGUF files
-    if arch == "llama" and spec.pos == _core.PosKind.rotary and spec.rope.rotary_dim in (0, spec.head_dim):
+    if arch in PERMUTED_QK and spec.pos == _core.PosKind.rotary and spec.rope.rotary_dim in (0, spec.head_dim):
         r = spec.rope
         r.style = _core.RopeStyle.interleaved  # llama.cpp stores q and k rows permuted for adjacent pairs
         spec.rope = r
@@ -182,7 +185,7 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
                 raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
             g = h2g[src]
             a = t.numpy()
-            if arch == "llama" and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):
+            if arch in PERMUTED_QK and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):
                 a = permute_qk(a, spec.n_heads if ".attn.q." in canonical else spec.n_kv_heads)  # llama.cpp's rows
             if isinstance(v, Derived) and v.rows is not None:
                 at = v.rows.start if isinstance(v.rows, slice) else QKV_PARTS[canonical.split(".attn.")[1][0]]

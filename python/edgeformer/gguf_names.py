@@ -39,6 +39,9 @@ from .gguf_common import (
     GEMMA,
     GPTNEOX,
     PHI2,
+    STARCODER2,
+    STABLELM,
+    GRANITE,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -161,6 +164,22 @@ _PHI2_NAMES = [
     (_T_.FFN_UP, "model.layers.{i}.mlp.fc1", _WB, "blk"),
     (_T_.FFN_DOWN, "model.layers.{i}.mlp.fc2", _WB, "blk"),
 ]
+# StarCoder2 and StableLM: Llama's tensors with LayerNorm biases (StarCoder2: every projection's bias, no gate)
+_STARCODER2_NAMES = [
+    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
+    (_T_.OUTPUT_NORM, "model.norm", _WB, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_NORM, "model.layers.{i}.input_layernorm", _WB, "blk"),
+    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _WB, "blk"),
+    (_T_.ATTN_K, "model.layers.{i}.self_attn.k_proj", _WB, "blk"),
+    (_T_.ATTN_V, "model.layers.{i}.self_attn.v_proj", _WB, "blk"),
+    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _WB, "blk"),
+    (_T_.FFN_NORM, "model.layers.{i}.post_attention_layernorm", _WB, "blk"),
+    (_T_.FFN_UP, "model.layers.{i}.mlp.c_fc", _WB, "blk"),
+    (_T_.FFN_DOWN, "model.layers.{i}.mlp.c_proj", _WB, "blk"),
+]
+_STABLELM_NAMES = [(t, hf, _WB if t in (_T_.OUTPUT_NORM, _T_.ATTN_NORM, _T_.FFN_NORM) else sfx, stack)
+                   for t, hf, sfx, stack in _LLAMA_NAMES]
 _BLOOM_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
     (_T_.TOKEN_EMBD_NORM, "transformer.word_embeddings_layernorm", _WB, None),
@@ -301,6 +320,12 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _BLOOM_NAMES
     if a == GPTNEOX:
         return _GPTNEOX_NAMES
+    if a == STARCODER2:
+        return _STARCODER2_NAMES
+    if a == STABLELM:
+        return _STABLELM_NAMES
+    if a == GRANITE:
+        return _LLAMA_NAMES
     if a == PHI2:
         return _PHI2_NAMES
     if a == FALCON:
