@@ -1,4 +1,4 @@
-"""Mixture-of-experts models (Mixtral, Qwen2-MoE, Qwen3-MoE) against transformers on tiny random checkpoints, under
+"""Mixture-of-experts models (Mixtral, Qwen2-MoE, Qwen3-MoE, gpt-oss) against transformers on tiny random checkpoints, under
 every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical; batches, prompt lookup and quantized
 experts agree with one sequence at a time; bad configs name their field."""
 
@@ -31,6 +31,14 @@ def _cases():
         "qwen2_moe": (tf.Qwen2MoeForCausalLM, tf.Qwen2MoeConfig(
             intermediate_size=128, num_hidden_layers=3, num_experts=6, num_experts_per_tok=3,
             moe_intermediate_size=32, shared_expert_intermediate_size=96, mlp_only_layers=[1], **base)),
+        # gpt-oss: sink logits, sliding and full layers (window 6), yarn, biases, a router with a bias, experts
+        # with biases and the clamped gate, stacked in the checkpoint (gate and up columns interleaved)
+        "gpt_oss": (tf.GptOssForCausalLM, tf.GptOssConfig(
+            intermediate_size=48, num_hidden_layers=3, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+            sliding_window=6, swiglu_limit=1.5,
+            rope_parameters={"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                             "truncate": False, "original_max_position_embeddings": 16, "rope_theta": 150000.0},
+            **base)),
         # 8 experts, 2 per token, renormalized; per-head q/k norms, head_dim 32 apart from hidden / heads
         "qwen3_moe": (tf.Qwen3MoeForCausalLM, tf.Qwen3MoeConfig(
             intermediate_size=128, num_hidden_layers=2, head_dim=32, num_experts=8, num_experts_per_tok=2,
@@ -69,7 +77,7 @@ def test_moe_greedy(case, isa, built):
     model = edgeformer.load(path, threads=2, max_context=64)
     out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
     assert out.token_ids == ref_tokens
-    n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2)}[case]
+    n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2)}[case]
     assert f"experts={used}/{n}" in repr(model)
 
 
@@ -90,7 +98,7 @@ def test_moe_routes_tokens_to_different_experts(built):
     assert len(chosen) >= 4, chosen
 
 
-@pytest.mark.parametrize("case", ["mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("case", ["mixtral", "qwen2_moe", "gpt_oss"])
 def test_moe_batch_and_prompt_lookup_match_one_sequence(case, built):
     """A batch (one forward per step, each row its own experts) and prompt lookup (several rows checked at once)
     give the tokens of single greedy generations."""
@@ -321,3 +329,33 @@ def test_moe_gguf_writer_refuses_what_llama_cpp_computes_otherwise(tmp_path, bui
     with pytest.raises(ValueError, match="mlp_only_layers"):
         edgeformer.quantize(path, str(tmp_path / "x.gguf"), "q8_0")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_gpt_oss_clamp_bites_and_mxfp4_checkpoints_are_refused(built, tmp_path):
+    """The test model's gate clamp (limit 1.5) is reached, so the parity above covers it; a checkpoint whose
+    experts are MXFP4 blocks (the released gpt-oss ones) is refused naming what to do."""
+    import shutil
+
+    import torch
+    import transformers as tf
+
+    path, _, _ = built("gpt_oss")
+    ref = tf.GptOssForCausalLM.from_pretrained(path).eval()
+    seen = []
+    ex = ref.model.layers[0].mlp.experts
+    hook = ex.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        ref(torch.tensor([PROMPT]))
+    hook.remove()
+    with torch.no_grad():
+        gate_up = seen[0] @ ex.gate_up_proj[0] + ex.gate_up_proj_bias[0]
+    assert float(gate_up.abs().max()) > 1.5
+
+    from edgeformer.io import save_safetensors
+
+    for f in ("config.json", "tokenizer.json"):
+        shutil.copy(f"{path}/{f}", tmp_path / f)
+    save_safetensors({"model.layers.0.mlp.experts.gate_up_proj_blocks": np.zeros((4, 96, 2, 16), np.uint8)},
+                     str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"config\.json.*MXFP4 experts.*dequantize"):
+        edgeformer.load(str(tmp_path))

@@ -329,6 +329,58 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _gpt_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """gpt-oss (20b, 120b): a Llama with biases on q, k, v and o, a learned sink logit per head in every softmax,
+    sliding-window and full layers alternating (layer_types), yarn rotary, and experts in every layer: a router
+    with a bias, the top num_experts_per_tok of its logits softmaxed among themselves (the renormalized softmax),
+    experts with biases whose gate is clamped (swiglu_limit, swiglu_alpha: (clamp(up) + 1) * g * sigmoid(alpha g)).
+    The checkpoint stacks the experts: gate_up_proj [experts, hidden, 2 * ffn] (gate and up columns interleaved)
+    and down_proj [experts, ffn, hidden]."""
+    if any(n.endswith(("_blocks", "_scales")) for n in tensor_names):
+        raise cfg.error("quantization_config", "names MXFP4 experts (the released gpt-oss checkpoints): not read yet; "
+                                               "load a dequantized copy (transformers' Mxfp4Config(dequantize=True), "
+                                               "then save_pretrained)")
+    s, names = _llama(Config({**cfg.data, "model_type": "llama",
+                              "attention_bias": cfg.get("attention_bias", bool, True)}, cfg.source), tensor_names)
+    s.model_type = "gpt_oss"
+    types = cfg.data.get("layer_types")
+    if types is None:  # (transformers' default: sliding first, then alternating)
+        types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(s.n_layers)]
+    if not isinstance(types, list) or len(types) != s.n_layers or not set(types) <= {"sliding_attention",
+                                                                                       "full_attention"}:
+        raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
+    window = cfg.positive("sliding_window", 128)
+    s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]
+    s.attn_sinks = True
+    s.n_experts = cfg.positive("num_local_experts")
+    s.n_experts_used = cfg.positive("num_experts_per_tok", 4)
+    if s.n_experts_used > s.n_experts:
+        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_local_experts ({s.n_experts})")
+    s.moe_ffn_size = s.ffn_size
+    s.moe_norm_topk = True
+    s.expert_bias = True
+    s.swiglu_limit = cfg.get("swiglu_limit", float, 7.0)
+    s.swiglu_alpha = cfg.get("swiglu_alpha", float, 1.702)
+    if s.swiglu_limit <= 0:
+        raise cfg.error("swiglu_limit", f"must be positive, got {s.swiglu_limit}")
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        for p in ("gate", "up", "down"):
+            names.pop(dst + f"mlp.{p}.weight", None)
+        names[dst + "attn.sinks"] = src + "self_attn.sinks"
+        names[dst + "moe.router.weight"] = src + "mlp.router.weight"
+        names[dst + "moe.router.bias"] = src + "mlp.router.bias"
+        ex = src + "mlp.experts."
+        for e in range(s.n_experts):
+            q = f"{dst}moe.experts.{e}."
+            for p, cols in (("gate", slice(0, None, 2)), ("up", slice(1, None, 2))):
+                names[q + f"{p}.weight"] = Derived(ex + "gate_up_proj", cols, transpose=True, index=e)
+                names[q + f"{p}.bias"] = Derived(ex + "gate_up_proj_bias", cols, index=e)
+            names[q + "down.weight"] = Derived(ex + "down_proj", transpose=True, index=e)
+            names[q + "down.bias"] = Derived(ex + "down_proj_bias", index=e)
+    return s, names
+
+
 def _phi3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Phi-3 and Phi-4 (model_type phi3): a Llama whose q, k and v rows are one matrix (qkv_proj) and gate and up
     rows another (gate_up_proj), with a sliding window on every layer when the config names one."""
@@ -635,16 +687,22 @@ def _gemma3_multimodal(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Nam
 
 
 class Derived:
-    """A weight rebuilt from a checkpoint tensor: rows (after an optional transpose) gathered by index; with
-    `add`, every value plus that constant, as f32 (Gemma's norms scale by 1 + weight)."""
+    """A weight rebuilt from a checkpoint tensor: with `index`, one matrix of a 3-D tensor (fused experts); rows
+    (after an optional transpose) gathered by index; with `add`, every value plus that constant, as f32 (Gemma's
+    norms scale by 1 + weight)."""
 
     def __init__(self, src: str, rows: Union[slice, Sequence[int], None] = None, transpose: bool = False,
-                 add: float = 0.0):
-        self.src, self.rows, self.transpose, self.add = src, rows, transpose, add
+                 add: float = 0.0, index: Optional[int] = None):
+        self.src, self.rows, self.transpose, self.add, self.index = src, rows, transpose, add, index
 
     def build(self, checkpoint) -> Tuple[np.ndarray, "_core.DType", str]:
         t = checkpoint.get(self.src)
         a = t.numpy()  # zero-copy view; bf16 comes as its uint16 bits, which regroup just as well
+        if self.index is not None:
+            if a.ndim < 2 or not 0 <= self.index < a.shape[0]:
+                raise ValueError(f"tensor '{self.src}': expected at least {self.index + 1} stacked experts, "
+                                 f"got shape {list(t.shape)}")
+            a = a[self.index]
         if self.transpose:
             if a.ndim != 2:
                 raise ValueError(f"tensor '{self.src}': expected a 2-D Conv1D weight, got shape {list(a.shape)}")
@@ -1087,6 +1145,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "qwen3": _llama,
     "phi3": _phi3,
     "mixtral": _moe,
+    "gpt_oss": _gpt_oss,
     "qwen2_moe": _moe,
     "qwen3_moe": _moe,
     "gemma": _gemma,

@@ -72,6 +72,11 @@ struct ArchSpec {
   bool moe_norm_topk = true, shared_expert_gate = false;
   std::vector<int32_t> layer_moe;
   bool moe(int layer) const { return n_experts > 0 && (layer_moe.empty() || layer_moe[layer] != 0); }
+  bool expert_bias = false;    // the router and every expert's products have biases (gpt-oss)
+  // the experts' gate where swiglu_limit > 0 (gpt-oss), in place of act(g) * u:
+  //   g' = min(g, limit), u' = clamp(u, -limit, limit), out = (u' + 1) * g' * sigmoid(swiglu_alpha * g')
+  float swiglu_limit = 0.f, swiglu_alpha = 1.702f;
+  bool attn_sinks = false;     // a learned logit per head joins every softmax's denominator (gpt-oss): attn.sinks
 
   // -- what the other families need ---------------------------------------------------------------
   NormPosition norm_position = NormPosition::Pre;

@@ -40,8 +40,10 @@ struct LayerWeights {
   // mixture of experts (ArchSpec::moe(layer)): in place of w_gate, w_up, w_down
   struct Expert {
     Tensor gate, up, down;
+    Tensor b_gate, b_up, b_down;  // expert_bias: f32
   };
-  Tensor router;                // [n_experts, hidden] f32
+  Tensor router, router_b;      // [n_experts, hidden] f32, [n_experts] (expert_bias)
+  Tensor sinks;                 // attn_sinks: [n_heads] f32
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0
   Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)

@@ -214,6 +214,8 @@ void upload(void* dst, const void* src, size_t bytes, cudaStream_t s) {
 CudaModel::CudaModel() : s_(std::make_unique<State>()) {}
 
 CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_unique<State>()) {
+  EF_CHECK(!host.spec().attn_sinks, "device='cuda': attention sinks (" + host.spec().model_type +
+                                      ") run on the CPU only for now; load with device='cpu'");
   EF_CHECK(host.spec().n_experts == 0, "device='cuda': mixture-of-experts models (" + host.spec().model_type +
                                            ") run on the CPU only for now; load with device='cpu'");
   EF_CHECK(host.spec().residual_scale == 1.f, "device='cuda': scaled residual branches (" + host.spec().model_type +

@@ -93,6 +93,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, group = nh / nkv;
   const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
   const float softcap = spec_.attn_softcap;
+  const float* sinks = spec_.attn_sinks ? (const float*)layers_[layer].sinks.data : nullptr;  // [n_heads]
   const size_t head_stride = (size_t)kv_len_ * hd, es = kv_elem();
   const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
   // element i of this layer's keys / values (f32 or f16 as kvt) in the cache query row t uses (seqs: its own)
@@ -140,7 +141,16 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
     if (softcap > 0)
       for (int32_t j = 0; j <= hi - lo; j++) sr[j] = softcap * std::tanh(sr[j] / softcap);
     bias_and_mask(h, pos, lo, sr, hi - lo + 1);
-    K.softmax(sr, hi - lo + 1);
+    if (sinks) {  // the head's sink logit joins the denominator (and weighs nothing itself)
+      const int32_t m = hi - lo + 1;
+      float mx = sinks[h], sum = 0.f;
+      for (int32_t j = 0; j < m; j++) mx = std::max(mx, sr[j]);
+      for (int32_t j = 0; j < m; j++) sum += (sr[j] = std::exp(sr[j] - mx));
+      const float inv = 1.f / (sum + std::exp(sinks[h] - mx));
+      for (int32_t j = 0; j < m; j++) sr[j] *= inv;
+    } else {
+      K.softmax(sr, hi - lo + 1);
+    }
     for (int32_t j = k0; j < lo; j++) s[j - k0] = 0.f;
     for (int32_t j = hi + 1; j < k0 + n; j++) s[j - k0] = 0.f;
     if (key_mask)

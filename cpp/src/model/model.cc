@@ -54,6 +54,9 @@ void ArchSpec::validate() const {
   }
   EF_CHECK(std::isfinite(emb_scale) && emb_scale >= 0, "embedding scale must be finite and non-negative");
   EF_CHECK(std::isfinite(residual_scale) && residual_scale > 0, "config field 'residual_multiplier' must be positive");
+  EF_CHECK(std::isfinite(swiglu_limit) && swiglu_limit >= 0 && std::isfinite(swiglu_alpha),
+           "config fields 'swiglu_limit' / 'swiglu_alpha' must be finite, the limit non-negative");
+  EF_CHECK(!(expert_bias || swiglu_limit > 0) || n_experts > 0, "expert biases and the clamped gate need experts");
   EF_CHECK(std::isfinite(attn_softcap) && attn_softcap >= 0,
            "config field 'attn_logit_softcapping' must be a non-negative number");
   EF_CHECK(std::isfinite(logit_softcap) && logit_softcap >= 0,
@@ -340,6 +343,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.q_norm_w = L.vec(p + "attn.q_norm.weight", hd, true);
       w.k_norm_w = L.vec(p + "attn.k_norm.weight", hd, true);
     }
+    if (spec_.attn_sinks) w.sinks = L.vec(p + "attn.sinks", spec_.n_heads, true);
     if (spec_.post_norms) {
       w.post_attn_norm_w = L.vec(p + "post_attn_norm.weight", H, true);
       w.post_mlp_norm_w = L.vec(p + "post_mlp_norm.weight", H, true);
@@ -347,15 +351,25 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     if (spec_.moe(i)) {
       const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
       w.router = L.small_f32(p + "moe.router.weight", {NE, H});
+      if (spec_.expert_bias) w.router_b = L.vec(p + "moe.router.bias", NE, true);
       w.experts.resize(NE);
       for (int64_t e = 0; e < NE; e++) {
         const std::string q = p + "moe.experts." + std::to_string(e) + ".";
-        w.experts[e] = {L.matrix(q + "gate.weight", {FE, H}), L.matrix(q + "up.weight", {FE, H}),
-                        L.matrix(q + "down.weight", {H, FE})};
+        LayerWeights::Expert& x = w.experts[e];
+        x.gate = L.matrix(q + "gate.weight", {FE, H});
+        x.up = L.matrix(q + "up.weight", {FE, H});
+        x.down = L.matrix(q + "down.weight", {H, FE});
+        if (spec_.expert_bias) {
+          x.b_gate = L.vec(q + "gate.bias", FE, true);
+          x.b_up = L.vec(q + "up.bias", FE, true);
+          x.b_down = L.vec(q + "down.bias", H, true);
+        }
       }
-      if (FS > 0)
-        w.shared = {L.matrix(p + "moe.shared.gate.weight", {FS, H}), L.matrix(p + "moe.shared.up.weight", {FS, H}),
-                    L.matrix(p + "moe.shared.down.weight", {H, FS})};
+      if (FS > 0) {
+        w.shared.gate = L.matrix(p + "moe.shared.gate.weight", {FS, H});
+        w.shared.up = L.matrix(p + "moe.shared.up.weight", {FS, H});
+        w.shared.down = L.matrix(p + "moe.shared.down.weight", {H, FS});
+      }
       if (FS > 0 && spec_.shared_expert_gate) {  // [1, hidden] ([hidden] in GGUF files)
         const Tensor* g = L.find(p + "moe.shared_scale.weight");
         w.shared_scale = L.small(p + "moe.shared_scale.weight", g && g->dim() == 1 ? std::vector<int64_t>{H}
@@ -473,12 +487,18 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {"cross_norm.weight", &l.cross_norm_w}, {"cross_norm.bias", &l.cross_norm_b}, {"cross.q.weight", &l.cq},
         {"cross.k.weight", &l.ck},            {"cross.v.weight", &l.cv},        {"cross.o.weight", &l.co}};
     for (auto& it : items) add(p + it.first, *it.second);
+    add(p + "attn.sinks", l.sinks);
     add(p + "moe.router.weight", l.router);
+    add(p + "moe.router.bias", l.router_b);
     for (size_t e = 0; e < l.experts.size(); e++) {
       const std::string q = p + "moe.experts." + std::to_string(e) + ".";
-      add(q + "gate.weight", l.experts[e].gate);
-      add(q + "up.weight", l.experts[e].up);
-      add(q + "down.weight", l.experts[e].down);
+      const LayerWeights::Expert& x = l.experts[e];
+      add(q + "gate.weight", x.gate);
+      add(q + "up.weight", x.up);
+      add(q + "down.weight", x.down);
+      add(q + "gate.bias", x.b_gate);
+      add(q + "up.bias", x.b_up);
+      add(q + "down.bias", x.b_down);
     }
     add(p + "moe.shared.gate.weight", l.shared.gate);
     add(p + "moe.shared.up.weight", l.shared.up);

@@ -19,7 +19,17 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
   const int64_t H = spec_.hidden_size, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
   ThreadPool* pool = pool_.get();
   float* logits = moe_logits_.data();
-  ops::linear(pool, K, in, H, T, w.router, nullptr, logits, NE);
+  ops::linear(pool, K, in, H, T, w.router, w.router_b.data ? (const float*)w.router_b.data : nullptr, logits, NE);
+  // the experts' gate: act(g) * u, or gpt-oss's clamped one
+  const float limit = spec_.swiglu_limit, alpha = spec_.swiglu_alpha;
+  auto gate = [&](float* g, const float* u, int64_t n) {
+    if (limit <= 0) return K.act_mul(spec_.act, g, u, n);
+    for (int64_t i = 0; i < n; i++) {
+      const float x = std::min(g[i], limit), y = std::min(std::max(u[i], -limit), limit);
+      g[i] = (y + 1.f) * x / (1.f + std::exp(-alpha * x));
+    }
+  };
+  auto fb = [](const Tensor& t) { return t.data ? (const float*)t.data : nullptr; };
 
   // rows[e]: (row, weight) of the rows that chose expert e
   std::vector<std::vector<std::pair<int32_t, float>>> rows(NE);
@@ -46,13 +56,16 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     std::vector<ops::LinearOut> o;
     for (int i = 0; i < top; i++) {
       const LayerWeights::Expert& x = w.experts[order[i]];
-      o.push_back({&x.gate, nullptr, g + i * FE, FE});
-      o.push_back({&x.up, nullptr, u + i * FE, FE});
+      o.push_back({&x.gate, fb(x.b_gate), g + i * FE, FE});
+      o.push_back({&x.up, fb(x.b_up), u + i * FE, FE});
     }
     ops::linear_group(pool, K, in, H, 1, o.data(), (int)o.size());
-    K.act_mul(spec_.act, g, u, top * FE);
+    gate(g, u, top * FE);
     o.clear();
-    for (int i = 0; i < top; i++) o.push_back({&w.experts[order[i]].down, nullptr, y + i * H, H, g + i * FE});
+    for (int i = 0; i < top; i++) {
+      const LayerWeights::Expert& x = w.experts[order[i]];
+      o.push_back({&x.down, fb(x.b_down), y + i * H, H, g + i * FE});
+    }
     ops::linear_group(pool, K, g, FE, 1, o.data(), (int)o.size());
     for (int i = 0; i < top; i++) K.axpy(rows[order[i]][0].second, y + i * H, out, H);
   } else {
@@ -62,7 +75,10 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     const int64_t n = (int64_t)r.size();
     for (int64_t i = 0; i < n; i++) std::memcpy(xin + i * H, in + (int64_t)r[i].first * H, sizeof(float) * H);
     const LayerWeights::Expert& x = w.experts[e];
-    ops::gated_mlp(pool, K, spec_.act, xin, H, n, x.gate, x.up, x.down, nullptr, nullptr, nullptr, FE, g, u, y);
+    const ops::LinearOut gu[2] = {{&x.gate, fb(x.b_gate), g, FE}, {&x.up, fb(x.b_up), u, FE}};
+    ops::linear_group(pool, K, xin, H, n, gu, 2);
+    gate(g, u, n * FE);
+    ops::linear(pool, K, g, FE, n, x.down, fb(x.b_down), y, H);
     for (int64_t i = 0; i < n; i++) K.axpy(r[i].second, y + i * H, out + (int64_t)r[i].first * H, H);
     }
   }
