@@ -335,11 +335,11 @@ def _gpt_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     with a bias, the top num_experts_per_tok of its logits softmaxed among themselves (the renormalized softmax),
     experts with biases whose gate is clamped (swiglu_limit, swiglu_alpha: (clamp(up) + 1) * g * sigmoid(alpha g)).
     The checkpoint stacks the experts: gate_up_proj [experts, hidden, 2 * ffn] (gate and up columns interleaved)
-    and down_proj [experts, ffn, hidden]."""
-    if any(n.endswith(("_blocks", "_scales")) for n in tensor_names):
-        raise cfg.error("quantization_config", "names MXFP4 experts (the released gpt-oss checkpoints): not read yet; "
-                                               "load a dequantized copy (transformers' Mxfp4Config(dequantize=True), "
-                                               "then save_pretrained)")
+    and down_proj [experts, ffn, hidden], or, in the released checkpoints, as MXFP4 blocks (read exactly as q5_0:
+    mxfp4.py)."""
+    mxfp4 = any(n.endswith("mlp.experts.gate_up_proj_blocks") for n in tensor_names)
+    from .mxfp4 import Mxfp4Rows
+
     s, names = _llama(Config({**cfg.data, "model_type": "llama",
                               "attention_bias": cfg.get("attention_bias", bool, True)}, cfg.source), tensor_names)
     s.model_type = "gpt_oss"
@@ -374,9 +374,11 @@ def _gpt_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         for e in range(s.n_experts):
             q = f"{dst}moe.experts.{e}."
             for p, cols in (("gate", slice(0, None, 2)), ("up", slice(1, None, 2))):
-                names[q + f"{p}.weight"] = Derived(ex + "gate_up_proj", cols, transpose=True, index=e)
+                names[q + f"{p}.weight"] = (Mxfp4Rows(ex + "gate_up_proj", e, cols) if mxfp4 else
+                                            Derived(ex + "gate_up_proj", cols, transpose=True, index=e))
                 names[q + f"{p}.bias"] = Derived(ex + "gate_up_proj_bias", cols, index=e)
-            names[q + "down.weight"] = Derived(ex + "down_proj", transpose=True, index=e)
+            names[q + "down.weight"] = (Mxfp4Rows(ex + "down_proj", e) if mxfp4 else
+                                        Derived(ex + "down_proj", transpose=True, index=e))
             names[q + "down.bias"] = Derived(ex + "down_proj_bias", index=e)
     return s, names
 
