@@ -411,3 +411,49 @@ def test_gpt_oss_mxfp4_checkpoint(tmp_path):
     err = float(np.mean((got - want) ** 2) / np.mean(want**2))
     print(f"mxfp4 checkpoint: NMSE {err:.3g}")  # (7e-5 measured: the activations' 8-bit rounding, routes included)
     assert err < 3e-4
+
+
+def test_gpt_oss_gguf_roundtrip_and_mxfp4_experts(tmp_path):
+    """gpt-oss in GGUF (llama.cpp's gpt-oss: gate and up stacked apart, biases as ffn_*_exps.bias, sinks as
+    attn_sinks.weight, the pre-MLP norm as post_attention_norm): our file loads back to quantize-at-load's logits;
+    with its experts rewritten as MXFP4 (llama.cpp's layout) they load as exact q5_0 and give the logits of the
+    same values stored as f32."""
+    import gguf
+
+    from test_gguf import _quantize_and_load_back
+
+    cls, cfg = _cases()["gpt_oss"]
+    cfg.intermediate_size, cfg.hidden_size, cfg.swiglu_limit = 64, 64, 7.0  # (llama.cpp's fixed clamp)
+    src = tmp_path / "src"
+    make_model(str(src), cls, cfg)
+    out = tmp_path / "m.gguf"
+    direct, back = _quantize_and_load_back(src, out, "q8_0")
+    assert back.spec.model_type == "gpt_oss" and back.spec.attn_sinks and back.spec.expert_bias
+    assert list(back.spec.layer_windows) == list(direct.spec.layer_windows)
+    kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
+
+    f16 = tmp_path / "f16.gguf"
+    edgeformer.quantize(str(src), str(f16), "f16")
+    mx, exact = tmp_path / "mxfp4.gguf", tmp_path / "exact.gguf"
+    T = gguf.GGMLQuantizationType
+
+    def experts(as_mxfp4):
+        def fn(name, data, kind):
+            if not name.endswith("_exps.weight"):
+                return [(name, data, kind)]
+            w = data.view(np.float16).astype(np.float32) if kind == T.F16 else data
+            q = gguf.quants.quantize(w, T.MXFP4)
+            if as_mxfp4:
+                return [(name, q, T.MXFP4)]
+            return [(name, gguf.quants.dequantize(q, T.MXFP4).astype(np.float32), T.F32)]
+        return fn
+
+    _copy_gguf(f16, mx, tensors=experts(True))
+    _copy_gguf(f16, exact, tensors=experts(False))
+    m = edgeformer.load(str(mx), threads=2, max_context=64)
+    assert {str(t.dtype).split(".")[-1] for n, t in m._core.weights() if ".moe.experts." in n and n.endswith("weight")} \
+        == {"q5_0"}
+    want = edgeformer.load(str(exact), threads=2, max_context=64).logits(PROMPT)
+    got = m.logits(PROMPT)
+    assert float(np.mean((got - want) ** 2) / np.mean(want**2)) < 3e-4

@@ -22,7 +22,7 @@ py::dtype numpy_dtype(ef::DType t) {
     case ef::DType::F64: return py::dtype::of<double>();
     case ef::DType::BOOL: return py::dtype::of<bool>();
     default:
-      if (ef::is_quantized(t)) return py::dtype::of<uint8_t>();  // raw blocks
+      if (ef::dtype_block(t) > 1) return py::dtype::of<uint8_t>();  // raw blocks
   }
   throw ef::ValueError("no NumPy dtype");
 }
@@ -80,7 +80,8 @@ void register_tensor(py::module_& m) {
       .value("i8", ef::DType::I8)
       .value("i16", ef::DType::I16)
       .value("f64", ef::DType::F64)
-      .value("bool", ef::DType::BOOL);
+      .value("bool", ef::DType::BOOL)
+      .value("mxfp4", ef::DType::MXFP4);
 
   py::class_<ef::Tensor>(m, "Tensor")
       .def_readonly("shape", &ef::Tensor::shape)
@@ -92,7 +93,7 @@ void register_tensor(py::module_& m) {
         // zero-copy view; bf16 comes back as its uint16 bits; keeps the tensor (and its file) alive
         const ef::Tensor& t = self.cast<const ef::Tensor&>();
         std::vector<py::ssize_t> shape(t.shape.begin(), t.shape.end()), strides(t.strides.begin(), t.strides.end());
-        if (ef::is_quantized(t.dtype)) {  // quantized rows come back as their raw bytes: [..., bytes per row]
+        if (ef::dtype_block(t.dtype) > 1) {  // block types' rows come back as their raw bytes: [..., bytes per row]
           shape.back() = (py::ssize_t)ef::dtype_bytes(t.dtype, t.shape.back());
           strides.back() = 1;
         }

@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``gpt-oss``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -41,6 +41,7 @@ from .gguf_common import (
     STARCODER2,
     STABLELM,
     GRANITE,
+    GPT_OSS,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -397,6 +398,26 @@ def _config_llama_like(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict
     return cfg
 
 
+def _config_gpt_oss(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """gpt-oss as llama.cpp reads it: every other layer sliding (from the first), biases everywhere, sink logits,
+    experts with the clamped gate (limit 7, alpha 1.702: fixed by the architecture), yarn computed as the model was
+    trained (transformers' truncate=False)."""
+    cfg = _config_llama(m, arch, names, None, window=False)
+    n = cfg["num_hidden_layers"]
+    cfg.update(model_type="gpt_oss", architectures=["GptOssForCausalLM"],
+               num_local_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+               num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
+               intermediate_size=m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch), cfg["intermediate_size"]),
+               sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch), 128),
+               layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)],
+               attention_bias=True, swiglu_limit=7.0, swiglu_alpha=1.702)
+    if isinstance(cfg.get("rope_scaling"), dict) and cfg["rope_scaling"].get("rope_type") == "yarn":
+        cfg["rope_scaling"]["truncate"] = False
+    for k in ("mlp_bias", "hidden_act", "partial_rotary_factor"):
+        cfg.pop(k, None)
+    return cfg
+
+
 def _config_gemma1(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """Gemma (the first): a Llama whose q and k rows are as Hugging Face stores them, with its norms stored with
     Gemma's 1 added (the loader takes them as they are)."""
@@ -629,7 +650,8 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
 
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
                     QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi,
-                    STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like,
+                    GPT_OSS: _config_gpt_oss, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -697,6 +719,24 @@ def _gemma_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
         raise cfg.error("rope_parameters.full_attention.rope_type", f"{rtype!r} has no GGUF equivalent for gemma3")
 
 
+def _gpt_oss_metadata(cfg, config: Dict[str, Any], rope: Dict[str, Any], put) -> None:
+    """What llama.cpp's gpt-oss converter writes beyond a Llama's, after checking that the model is what llama.cpp
+    assumes of the architecture (layers alternating from a sliding one, the gate's clamp, yarn as trained)."""
+    n = cfg.positive("num_hidden_layers")
+    want = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+    if config.get("layer_types") not in (None, want):
+        raise cfg.error("layer_types", "differs from llama.cpp's fixed pattern for gpt-oss (sliding, full, ...)")
+    for field, value in (("swiglu_limit", 7.0), ("swiglu_alpha", 1.702)):
+        if cfg.get(field, float, value) != value:
+            raise cfg.error(field, f"differs from what llama.cpp assumes for gpt-oss ({value})")
+    if rope.get("rope_type") == "yarn" and rope.get("truncate", True) is not False:
+        raise cfg.error("rope_parameters.truncate", "must be false for gpt-oss (as it was trained and as read back)")
+    put(_K.EXPERT_COUNT, cfg.positive("num_local_experts"))
+    put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok", 4))
+    put(_K.EXPERT_FEED_FORWARD_LENGTH, cfg.positive("intermediate_size"))
+    put(_A.SLIDING_WINDOW, cfg.positive("sliding_window", 128))
+
+
 def _moe_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
     """The expert counts and widths llama.cpp's converters write, after checking that llama.cpp computes the model
     as transformers does: every layer sparse, and the expert weights renormalized as llama.cpp fixes them per
@@ -737,7 +777,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         if value is not None:
             out[_k(template, arch)] = value
 
-    if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE):
+    if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
+                GPT_OSS):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -810,6 +851,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
         if mt == "stablelm" and cfg.get("qk_layernorm", bool, False):
             raise cfg.error("qk_layernorm", "is true: not supported")
+        if mt == "gpt_oss":
+            _gpt_oss_metadata(cfg, config, params, put)
         if mt == "granite":
             for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
                                (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):

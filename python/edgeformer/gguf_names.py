@@ -42,6 +42,7 @@ from .gguf_common import (
     STARCODER2,
     STABLELM,
     GRANITE,
+    GPT_OSS,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -180,6 +181,21 @@ _STARCODER2_NAMES = [
 ]
 _STABLELM_NAMES = [(t, hf, _WB if t in (_T_.OUTPUT_NORM, _T_.ATTN_NORM, _T_.FFN_NORM) else sfx, stack)
                    for t, hf, sfx, stack in _LLAMA_NAMES]
+# gpt-oss: Llama's attention with biases and sink logits (".weight" in GGUF, no suffix in the checkpoint), the
+# pre-MLP norm named post_attention_norm, a router with a bias (experts: expert_tensor())
+_GPT_OSS_NAMES = [
+    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
+    (_T_.OUTPUT_NORM, "model.norm", _W, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_NORM, "model.layers.{i}.input_layernorm", _W, "blk"),
+    (_T_.ATTN_POST_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
+    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _WB, "blk"),
+    (_T_.ATTN_K, "model.layers.{i}.self_attn.k_proj", _WB, "blk"),
+    (_T_.ATTN_V, "model.layers.{i}.self_attn.v_proj", _WB, "blk"),
+    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _WB, "blk"),
+    (_T_.ATTN_SINKS, "model.layers.{i}.self_attn.sinks", ((".weight", ""),), "blk"),
+    (_T_.FFN_GATE_INP, "model.layers.{i}.mlp.router", _WB, "blk"),
+]
 _BLOOM_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
     (_T_.TOKEN_EMBD_NORM, "transformer.word_embeddings_layernorm", _WB, None),
@@ -326,6 +342,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _STABLELM_NAMES
     if a == GRANITE:
         return _LLAMA_NAMES
+    if a == GPT_OSS:
+        return _GPT_OSS_NAMES
     if a == PHI2:
         return _PHI2_NAMES
     if a == FALCON:
@@ -347,11 +365,12 @@ def _pairs(arch: str, n_layers: int, config: Optional[Dict[str, Any]]) -> List[T
         tmpl = TENSOR_NAMES[tensor]
         layers = [None] if stack is None else range(n_dec if stack == "dec" else n_layers)
         for i in layers:
-            for s in suffixes:
+            for s in suffixes:  # (a pair: the GGUF name's suffix and the checkpoint's)
+                gs, hs = s if isinstance(s, tuple) else (s, s)
                 if i is None:
-                    out.append((tmpl + s, hf + s))
+                    out.append((tmpl + gs, hf + hs))
                 else:
-                    out.append((tmpl.format(bid=i) + s, hf.format(i=i) + s))
+                    out.append((tmpl.format(bid=i) + gs, hf.format(i=i) + hs))
     return out
 
 
@@ -367,21 +386,21 @@ def hf_names_from_gguf(arch: str, n_layers: int, config: Optional[Dict[str, Any]
     return dict(_pairs(arch, n_layers, config))
 
 
-_EXPERT_RE = re.compile(r"layers\.(\d+)\.moe\.experts\.(\d+)\.(gate|up|down)\.weight")
+_EXPERT_RE = re.compile(r"layers\.(\d+)\.moe\.experts\.(\d+)\.(gate|up|down)\.(weight|bias)")
 _EXPERT_TENSORS = {"gate": _T_.FFN_GATE_EXP, "up": _T_.FFN_UP_EXP, "down": _T_.FFN_DOWN_EXP}
 
 
 def expert_tensor(canonical: str) -> Optional[Tuple[str, int, str]]:
-    """For an expert's matrix (canonical ``layers.{i}.moe.experts.{e}.{gate,up,down}.weight``): the GGUF tensor
-    that stacks the layer's experts (``blk.{i}.ffn_gate_exps.weight``, [n_experts, rows, columns]), the expert's
+    """For an expert's matrix or bias (canonical ``layers.{i}.moe.experts.{e}.{gate,up,down}.{weight,bias}``): the
+    GGUF tensor that stacks the layer's experts (``blk.{i}.ffn_gate_exps.weight``, [n_experts, rows, columns]), the expert's
     index in it, and the name older files (Mixtral before llama.cpp merged the experts) give the matrix on its own
     (``blk.{i}.ffn_gate.{e}.weight``). None for any other tensor."""
     m = _EXPERT_RE.fullmatch(canonical)
     if not m:
         return None
-    layer, e, part = int(m.group(1)), int(m.group(2)), m.group(3)
+    layer, e, part, kind = int(m.group(1)), int(m.group(2)), m.group(3), m.group(4)
     legacy = TENSOR_NAMES[{"gate": _T_.FFN_GATE, "up": _T_.FFN_UP, "down": _T_.FFN_DOWN}[part]].format(bid=layer)
-    return TENSOR_NAMES[_EXPERT_TENSORS[part]].format(bid=layer) + ".weight", e, f"{legacy}.{e}.weight"
+    return TENSOR_NAMES[_EXPERT_TENSORS[part]].format(bid=layer) + "." + kind, e, f"{legacy}.{e}.{kind}"
 
 
 _HF_ALIASES = {GPT2: ("transformer.", ""), BLOOM: ("transformer.", ""), FALCON: ("transformer.", ""),

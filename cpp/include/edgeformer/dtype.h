@@ -16,7 +16,9 @@ enum class DType : int32_t {
   F32 = 0, F16 = 1, BF16 = 2, Q8_0 = 3, Q4_0 = 4, Q4_K = 5, Q6_K = 6,
   Q4_1 = 7, Q5_0 = 8, Q5_1 = 9, Q5_K = 10, Q3_K = 11, Q2_K = 12, IQ4_NL = 13, IQ4_XS = 14,
   IQ2_XXS = 15, IQ2_XS = 16, IQ2_S = 17, IQ3_XXS = 18, IQ3_S = 19, IQ1_S = 20, IQ1_M = 21,
-  I32 = 22, I64 = 23, U8 = 24, I8 = 25, I16 = 26, F64 = 27, BOOL = 28
+  I32 = 22, I64 = 23, U8 = 24, I8 = 25, I16 = 26, F64 = 27, BOOL = 28,
+  // stored, never computed with: GGUF's MXFP4 (gpt-oss's experts) is read as q5_0 at load (python/edgeformer/mxfp4.py)
+  MXFP4 = 29
 };
 constexpr int kNumFloatDTypes = 3;
 constexpr int kNumWeightDTypes = 22;
@@ -29,6 +31,7 @@ static inline bool is_weight(DType t) { return (int)t < kNumWeightDTypes; }
 static inline int64_t dtype_block(DType t) {
   switch (t) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::IQ4_NL:
+    case DType::MXFP4:
       return 32;
     case DType::Q4_K: case DType::Q6_K: case DType::Q5_K: case DType::Q3_K: case DType::Q2_K: case DType::IQ4_XS:
     case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S:
@@ -62,6 +65,7 @@ static inline size_t dtype_block_bytes(DType t) {
     case DType::IQ3_S: return 110;
     case DType::IQ1_S: return 50;
     case DType::IQ1_M: return 56;
+    case DType::MXFP4: return 17;  // an E8M0 scale byte, 16 bytes of e2m1 nibbles
   }
   return 0;
 }

@@ -40,7 +40,8 @@ class TensorMap {
   void add(const std::string& name, Tensor t);
   // Adds `name` as a zero-copy view of rows [r0, r1) of tensor `src` (fused QKV matrices of GGUF files).
   void add_rows_view(const std::string& name, const std::string& src, int64_t r0, int64_t r1);
-  // Adds name as a zero-copy view of src[index]: one matrix of a 3-D tensor (GGUF's experts, [n, rows, K]).
+  // Adds name as a zero-copy view of src[index]: one matrix (or vector) of a stacked tensor (GGUF's experts,
+  // [n, rows, K], and their biases, [n, rows]).
   void add_index_view(const std::string& name, const std::string& src, int64_t index);
   size_t size() const { return tensors_.size(); }
 

@@ -77,6 +77,7 @@ const char* dtype_name(DType t) {
     case DType::I16: return "i16";
     case DType::F64: return "f64";
     case DType::BOOL: return "bool";
+    case DType::MXFP4: return "mxfp4";
   }
   return "?";
 }
@@ -144,7 +145,7 @@ int64_t Tensor::numel() const {
 }
 
 bool Tensor::contiguous() const {
-  if (is_quantized(dtype)) return strides == contiguous_strides(dtype, shape);
+  if (dtype_block(dtype) > 1) return strides == contiguous_strides(dtype, shape);
   int64_t st = (int64_t)dtype_size(dtype);
   for (int64_t i = (int64_t)shape.size() - 1; i >= 0; i--) {
     if (shape[i] != 1 && strides[i] != st) return false;
@@ -154,7 +155,7 @@ bool Tensor::contiguous() const {
 }
 
 bool Tensor::rows_contiguous() const {
-  if (is_quantized(dtype)) return true;  // blocks are always packed within a row
+  if (dtype_block(dtype) > 1) return true;  // blocks are always packed within a row
   return shape.empty() || shape.back() == 1 || strides.back() == (int64_t)dtype_size(dtype);
 }
 

@@ -122,9 +122,9 @@ void TensorMap::add_rows_view(const std::string& name, const std::string& src, i
 
 void TensorMap::add_index_view(const std::string& name, const std::string& src, int64_t index) {
   const Tensor& t = get(src);
-  if (t.dim() != 3 || index < 0 || index >= t.shape[0])
-    throw ValueError(t.describe() + ": has no matrix " + std::to_string(index) + " (shape " + t.shape_str() +
-                     ", expected [n, rows, columns])");
+  if (t.dim() < 2 || index < 0 || index >= t.shape[0])
+    throw ValueError(t.describe() + ": has no entry " + std::to_string(index) + " (shape " + t.shape_str() +
+                     ", expected [n, ...])");
   Tensor v = t;
   v.data = (uint8_t*)t.data + index * t.strides[0];
   v.shape.erase(v.shape.begin());
