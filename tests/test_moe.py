@@ -429,6 +429,8 @@ def test_gpt_oss_gguf_roundtrip_and_mxfp4_experts(tmp_path):
     out = tmp_path / "m.gguf"
     direct, back = _quantize_and_load_back(src, out, "q8_0")
     assert back.spec.model_type == "gpt_oss" and back.spec.attn_sinks and back.spec.expert_bias
+    # the file's type is the layer matrices' (biases and norms, f32, do not count)
+    assert int(gguf.GGUFReader(str(out)).fields["general.file_type"].parts[-1][0]) == 7  # q8_0
     assert list(back.spec.layer_windows) == list(direct.spec.layer_windows)
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids

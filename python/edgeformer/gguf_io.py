@@ -229,7 +229,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
                 raise ValueError(f"{g}: the parts of a fused QKV matrix differ in type")
             tensors[g] = (np.concatenate([p[1] for p in parts], axis=0), parts[0][2])
         layers_main = model._core
-    main = {str(t.dtype).split(".")[1] for n, t in layers_main.weights() if ".mlp." in n or ".moe.experts." in n}
+    main = {str(t.dtype).split(".")[1] for n, t in layers_main.weights()
+            if (".mlp." in n or ".moe.experts." in n) and n.endswith(".weight")}
     # llama.cpp's llama_ftype ("mostly" that type; q4_k keeps the Q4_K_M value it has always been written with,
     # q3_k and q5_k take the _S values)
     file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k": 11,
