@@ -90,6 +90,7 @@ def assert_released(path: str, fds_before: int) -> None:
 
 # -- a tiny checkpoint for any ArchSpec ---------------------------------------------------------------------
 
+_EXPERT = re.compile(r"moe\.experts\.\d+\.((?:gate|up|down)\.(?:weight|bias))")
 _LAYER = re.compile(r"layers\.(\d+)\.(.+)$")
 
 
@@ -122,7 +123,17 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
         "mlp.gate.weight": [F, H], "mlp.up.weight": [F, H], "mlp.down.weight": [H, F],
         "mlp.gate.bias": [F], "mlp.up.bias": [F], "mlp.down.bias": [H],
         "cross.q.weight": [QD, H], "cross.k.weight": [QD, H], "cross.v.weight": [QD, H], "cross.o.weight": [H, QD],
+        "attn.q_norm.weight": [hd], "attn.k_norm.weight": [hd], "attn.sinks": [spec.n_heads],
+        "post_attn_norm.weight": [H], "post_mlp_norm.weight": [H],
+        "moe.router.weight": [spec.n_experts, H], "moe.router.bias": [spec.n_experts],
+        "moe.shared.gate.weight": [spec.shared_ffn_size, H], "moe.shared.up.weight": [spec.shared_ffn_size, H],
+        "moe.shared.down.weight": [H, spec.shared_ffn_size], "moe.shared_scale.weight": [1, H],
     }
+    e = _EXPERT.fullmatch(m.group(2))
+    if e:  # one expert's matrix or bias
+        FE = spec.moe_ffn_size
+        return {"gate.weight": [FE, H], "up.weight": [FE, H], "down.weight": [H, FE], "gate.bias": [FE],
+                "up.bias": [FE], "down.bias": [H]}[e.group(1)]
     return layer.get(m.group(2))
 
 
@@ -141,17 +152,18 @@ def source_shapes(spec, names: Dict[str, Any]) -> Optional[Dict[str, List[int]]]
         rows = v.rows
         if rows is None:
             need = shape[0]
-        elif isinstance(rows, slice):
-            need = rows.stop
+        elif isinstance(rows, slice):  # (a stride: gpt-oss's interleaved gate and up rows)
+            need = rows.stop if rows.stop is not None else (rows.start or 0) + (rows.step or 1) * (shape[0] - 1) + 1
         else:
             need = (max(rows) + 1) if len(rows) else 0
         src = [need] + list(shape[1:])
         if v.transpose:
             src = src[::-1]
+        if getattr(v, "index", None) is not None:  # one of stacked experts
+            src = [v.index + 1] + src
         prev = out.get(v.src)
-        if prev is not None and len(prev) == len(src):  # parts of one fused tensor: the union of their rows
-            axis = len(src) - 1 if v.transpose else 0
-            src[axis] = max(src[axis], prev[axis])
+        if prev is not None and len(prev) == len(src):  # parts of one fused tensor: the union of their extents
+            src = [max(a, b) for a, b in zip(src, prev)]
         out[v.src] = src
     return out
 
