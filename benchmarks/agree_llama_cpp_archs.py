@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Does llama.cpp read our GGUF files as we do? For each architecture: a tiny random model (transformers, the test
+suite's make_model), written as f16 GGUF by `edgeformer.quantize`, then evaluated on one prompt by edgeformer and by
+llama.cpp (llama-cpp-python): the NMSE between their logits, and each against transformers on the checkpoint. A
+layout or metadata convention we got wrong shows as an NMSE near 1; both engines' rounding as 1e-7 .. 1e-5.
+
+    python benchmarks/agree_llama_cpp_archs.py [ARCH ...] --llama-cpp /work/engines/llama_avx512
+
+Not a test: llama.cpp is not a test dependency. Session 13's run: benchmarks/results/agree-llama-cpp-archs-s13.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+
+def cases():
+    import transformers as tf
+
+    b = dict(vocab_size=320, max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    d = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, **b)
+    oss_rope = {"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                "original_max_position_embeddings": 16, "rope_theta": 150000.0}
+    return {
+        "llama": lambda: (tf.LlamaForCausalLM, tf.LlamaConfig(tie_word_embeddings=False, **d)),
+        "qwen2": lambda: (tf.Qwen2ForCausalLM, tf.Qwen2Config(tie_word_embeddings=False, **d)),
+        "qwen3": lambda: (tf.Qwen3ForCausalLM, tf.Qwen3Config(head_dim=64, tie_word_embeddings=False, **d)),
+        "qwen2_moe": lambda: (tf.Qwen2MoeForCausalLM, tf.Qwen2MoeConfig(
+            num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64, shared_expert_intermediate_size=192,
+            tie_word_embeddings=False, **{**d, "intermediate_size": 192})),
+        "qwen3_moe": lambda: (tf.Qwen3MoeForCausalLM, tf.Qwen3MoeConfig(
+            head_dim=64, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, norm_topk_prob=True,
+            tie_word_embeddings=False, **d)),
+        "mixtral": lambda: (tf.MixtralForCausalLM, tf.MixtralConfig(
+            num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False, **{**d, "intermediate_size": 64})),
+        "gemma": lambda: (tf.GemmaForCausalLM, tf.GemmaConfig(head_dim=256, **d)),
+        "gemma2": lambda: (tf.Gemma2ForCausalLM, tf.Gemma2Config(
+            head_dim=64, sliding_window=6, query_pre_attn_scalar=64, **{**d, "num_hidden_layers": 3})),
+        "gemma3": lambda: (tf.Gemma3ForCausalLM, tf.Gemma3TextConfig(
+            head_dim=64, sliding_window=6, query_pre_attn_scalar=64, **{**d, "num_hidden_layers": 7})),
+        "gpt_neox": lambda: (tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig(**{k: v for k, v in d.items()
+                                                                         if k != "num_key_value_heads"})),
+        "phi": lambda: (tf.PhiForCausalLM, tf.PhiConfig(**{k: v for k, v in d.items() if k != "num_key_value_heads"})),
+        "starcoder2": lambda: (tf.Starcoder2ForCausalLM, tf.Starcoder2Config(**d)),
+        "stablelm": lambda: (tf.StableLmForCausalLM, tf.StableLmConfig(use_qkv_bias=True, **d)),
+        "granite": lambda: (tf.GraniteForCausalLM, tf.GraniteConfig(
+            embedding_multiplier=3.0, attention_multiplier=0.05, residual_multiplier=0.4, logits_scaling=2.5, **d)),
+        "gpt_oss": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
+            head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6,
+            rope_parameters={"rope_type": "default", "rope_theta": 150000.0},
+            **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),
+        "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
+            head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
+            **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),
+    }
+
+
+def nmse(a, ref) -> float:
+    return float(((a - ref) ** 2).sum() / (ref**2).sum())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("archs", nargs="*")
+    ap.add_argument("--llama-cpp", default=None, help="folder with an installed llama_cpp package")
+    ap.add_argument("--out", default=None, help="markdown file for the table")
+    a = ap.parse_args()
+    if a.llama_cpp:
+        sys.path.insert(0, a.llama_cpp)
+    import llama_cpp
+
+    import edgeformer
+    from conftest import hf_logits, make_model, prompt_ids
+
+    table = cases()
+    prompt = prompt_ids(32)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in a.archs or list(table):
+            cls, cfg = table[name]()
+            d = os.path.join(tmp, name)
+            ref = hf_logits(make_model(d, cls, cfg), prompt)
+            edgeformer.quantize(d, d + ".gguf", "f16")
+            ours = edgeformer.load(d + ".gguf", threads=2, max_context=64, kv_dtype="f32").logits(prompt)
+            try:
+                m = llama_cpp.Llama(model_path=d + ".gguf", n_ctx=64, logits_all=True, verbose=False)
+            except ValueError as e:
+                rows.append((name, f"llama.cpp did not load it: {e}", "", f"{nmse(ours, ref):.2g}"))
+                continue
+            m.eval(prompt)
+            theirs = np.array(m.scores[: len(prompt)])
+            rows.append((name, f"{nmse(ours, theirs):.2g}", f"{nmse(theirs, ref):.2g}", f"{nmse(ours, ref):.2g}"))
+            print(*rows[-1], flush=True)
+    md = [f"llama-cpp-python {llama_cpp.__version__}, edgeformer {edgeformer.__version__}; f16 files written by "
+          "edgeformer, a 32-token prompt, logits NMSE", "",
+          "| arch | ours vs llama.cpp | llama.cpp vs transformers | ours vs transformers |", "|---|---|---|---|"]
+    md += [f"| {' | '.join(r)} |" for r in rows]
+    print("\n".join(md))
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("\n".join(md) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
