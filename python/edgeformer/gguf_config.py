@@ -275,8 +275,9 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool
         "num_key_value_heads": n_kv,
         "head_dim": head_dim,
         "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
-        # (LayerNorm variants, StarCoder2 and StableLM, store layer_norm_epsilon instead)
-        "rms_norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float, None) or m.get(_k(_A.LAYERNORM_EPS, arch), float),
+        # (the LayerNorm variants, StarCoder2 and StableLM, store layer_norm_epsilon instead)
+        "rms_norm_eps": m.get(_k(_A.LAYERNORM_EPS if arch in (STARCODER2, STABLELM) else _A.LAYERNORM_RMS_EPS, arch),
+                              float),
         "rope_theta": theta,
         "hidden_act": "silu",
         "attention_bias": _has(names, MODEL_TENSOR.ATTN_Q, ".bias"),
