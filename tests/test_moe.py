@@ -459,3 +459,14 @@ def test_gpt_oss_gguf_roundtrip_and_mxfp4_experts(tmp_path):
     want = edgeformer.load(str(exact), threads=2, max_context=64).logits(PROMPT)
     got = m.logits(PROMPT)
     assert float(np.mean((got - want) ** 2) / np.mean(want**2)) < 3e-4
+
+    def huge_scale(name, data, kind):  # a block scale of 2^73: no f16 holds it
+        if kind == T.MXFP4 and name.startswith("blk.1.ffn_up_exps"):
+            data = data.copy()
+            data.reshape(-1, 17)[5, 0] = 200
+        return [(name, data, kind)]
+
+    bad = tmp_path / "bad.gguf"
+    _copy_gguf(mx, bad, tensors=huge_scale)
+    with pytest.raises(ValueError, match=r"blk\.1\.ffn_up_exps\.weight.*bad\.gguf.*2\^73 exceeds"):
+        edgeformer.load(str(bad), threads=2, max_context=64)

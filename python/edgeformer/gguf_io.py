@@ -35,7 +35,6 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     from .model import Model
 
     tmap, meta, order, _version = _core.TensorMap.open_gguf(path)
-    converted = _mxfp4_as_q5_0(tmap, order, path)
     rope_freqs = tmap.get("rope_freqs.weight").numpy() if "rope_freqs.weight" in tmap else None
     if meta.get("general.architecture") == "phi3":  # longrope's factors, as tensors
         rope_freqs = {n: tmap.get(n).numpy() for n in ("rope_factors_long.weight", "rope_factors_short.weight")
@@ -57,7 +56,6 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         expert = expert_tensor(canonical)
         if expert is not None:  # one matrix of the layer's stacked experts (or an older file's own tensor)
             stacked, index, legacy = expert
-            stacked = converted.get(stacked, stacked)
             if stacked in tmap and index == 0 and tmap.get(stacked).shape[0] != spec.n_experts:
                 raise ValueError(f"{path}: {stacked} holds {tmap.get(stacked).shape[0]} experts, the metadata's "
                                  f"{arch}.expert_count says {spec.n_experts}")
@@ -74,7 +72,7 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         src = v.src if isinstance(v, Derived) else v
         if src not in h2g:
             raise ValueError(f"{path}: no GGUF tensor corresponds to '{src}' (for {canonical})")
-        g = converted.get(h2g[src], h2g[src])
+        g = h2g[src]
         if isinstance(v, Derived) and v.rows is not None:  # a fused matrix: a zero-copy view of its rows
             # (Phi-3's qkv and gate_up keep the checkpoint's rows; BLOOM's and Falcon's are [all q, all k, all v])
             r0, r1 = (v.rows.start, v.rows.stop) if isinstance(v.rows, slice) else _qkv_rows(spec, canonical)
@@ -91,25 +89,6 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     model = Model(core, config, _tokenizer(meta, path), path)
     model.gguf_metadata = meta
     return model
-
-
-def _mxfp4_as_q5_0(tmap, order, path: str) -> Dict[str, str]:
-    """MXFP4 tensors (gpt-oss's experts in llama.cpp's files) added as exact q5_0 copies; returns {name: the
-    copy's name}."""
-    out: Dict[str, str] = {}
-    for n in order:
-        t = tmap.get(n)
-        if t.dtype != _core.DType.mxfp4:
-            continue
-        from .mxfp4 import mxfp4_to_q5_0
-
-        raw = t.numpy()  # [..., rows, bytes per row]
-        blocks = raw.reshape(raw.shape[:-1] + (-1, 17))
-        q = mxfp4_to_q5_0(np.ascontiguousarray(blocks[..., 1:]), np.ascontiguousarray(blocks[..., 0]),
-                          interleaved=False, what=f"{path}: tensor '{n}'")
-        out[n] = f"{n} [as q5_0]"
-        tmap.add_array(out[n], q.reshape(raw.shape[:-1] + (-1,)), _core.DType.q5_0, path)
-    return out
 
 
 def _tokenizer(meta: Dict[str, Any], path: str) -> TokenizerInfo:

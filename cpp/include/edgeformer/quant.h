@@ -135,6 +135,10 @@ void quantize_rows_q8(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64
 void quantize_row(DType to, const float* x, void* out, int64_t n);
 // q8_0 blocks that share one scale, f16(max|x| / 127) over all n: a row of an "int8" matrix.
 void quantize_row_q8_0_shared(const float* x, void* out, int64_t n);
+// One row of GGUF's MXFP4 (ggml's block: an E8M0 scale byte, 16 bytes of e2m1 nibbles, the low ones elements
+// 0..15) as q5_0, value for value: 2 * e2m1 is an integer in [-12, 12] and the scale halved an exact f16 (scales
+// up to 2^16; a larger one throws ValueError). n: the row's elements (whole blocks).
+void mxfp4_row_to_q5_0(const uint8_t* src, uint8_t* dst, int64_t n);
 // Blocks -> n floats, exactly as gguf-py computes them.
 void dequantize_row(DType from, const void* src, float* out, int64_t n);
 

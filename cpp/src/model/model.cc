@@ -180,6 +180,7 @@ struct Loader {
   Tensor matrix(const std::string& canonical, const std::vector<int64_t>& shape, Role role = Role::Layer) {
     const Tensor* t = find(canonical);
     if (!t) throw ValueError("the weight map has no entry for '" + canonical + "'");
+    if (t->dtype == DType::MXFP4) return panels(mxfp4_as_q5_0(*t, shape), role);
     check(*t, shape, true);
     if (is_quantized(t->dtype)) return panels(*t, role);  // already quantized (GGUF)
     const DType to = target(*t, role);
@@ -202,6 +203,23 @@ struct Loader {
                    (int)(100 * done / std::max<int64_t>(total, 1)));
       std::fflush(stderr);
     }
+    return out;
+  }
+  // GGUF's MXFP4 (gpt-oss's experts) read as q5_0, value for value (quant.h); the file's pages are then released
+  Tensor mxfp4_as_q5_0(const Tensor& t, const std::vector<int64_t>& shape) const {
+    if (t.shape != shape)
+      throw ValueError(t.describe() + ": expected shape " + shape_to_string(shape) + ", got " + t.shape_str());
+    Tensor out = Tensor::empty(DType::Q5_0, t.shape);
+    out.name = t.name;
+    out.source = t.source;
+    const int64_t rows = t.shape[0], K = t.shape[1];
+    try {
+      for (int64_t r = 0; r < rows; r++)
+        mxfp4_row_to_q5_0((const uint8_t*)t.data + r * t.row_bytes(), (uint8_t*)out.data + r * out.row_bytes(), K);
+    } catch (const ValueError& e) {
+      throw ValueError(t.describe() + ": " + e.what());
+    }
+    if (t.mapped) t.mapped->drop_pages(t.data, t.nbytes());
     return out;
   }
   // Quantized and float matrices of layers and heads are repacked into panels where this ISA has panel kernels

@@ -479,4 +479,25 @@ void dequantize_row(DType from, const void* src, float* y, int64_t n) {
   }
 }
 
+void mxfp4_row_to_q5_0(const uint8_t* src, uint8_t* dst, int64_t n) {
+  static const int8_t kValues2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+  for (int64_t b = 0; b < n / 32; b++, src += 17, dst += 22) {
+    const int exp = (int)src[0] - 128;
+    if (exp > 15)
+      throw ValueError("an MXFP4 block scale of 2^" + std::to_string(exp + 1) + " exceeds what q5_0's f16 scale holds");
+    const uint16_t d = f32_to_f16(std::ldexp(1.f, exp));  // exact down to 2^-24; smaller rounds to zero
+    uint8_t q[32];
+    for (int i = 0; i < 16; i++) {
+      q[i] = (uint8_t)(kValues2[src[1 + i] & 15] + 16);
+      q[i + 16] = (uint8_t)(kValues2[src[1 + i] >> 4] + 16);
+    }
+    uint32_t qh = 0;
+    for (int i = 0; i < 32; i++) qh |= (uint32_t)(q[i] >> 4) << i;
+    dst[0] = (uint8_t)(d & 0xff);
+    dst[1] = (uint8_t)(d >> 8);
+    for (int i = 0; i < 4; i++) dst[2 + i] = (uint8_t)(qh >> (8 * i));
+    for (int i = 0; i < 16; i++) dst[6 + i] = (uint8_t)((q[i] & 15) | (q[i + 16] & 15) << 4);
+  }
+}
+
 }  // namespace ef
