@@ -507,7 +507,8 @@ def test_family_on_cuda(case, tmp_path):
 
 @gpu
 @pytest.mark.parametrize("case,what", [("mixtral", "mixture-of-experts models"), ("granite", "scaled residual branches"),
-                                       ("gpt_oss", "attention sinks")])
+                                       ("gpt_oss", "attention sinks"),
+                                       ("olmo2", "blocks without pre-norms or with whole-width q/k norms")])
 def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
     """Mixtures of experts and Granite's scaled residuals have no CUDA path yet: loading one there says so."""
     from test_moe import _cases

@@ -137,6 +137,10 @@ def _decoders():
             hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=64, embedding_multiplier=3.0, attention_multiplier=0.05,
             residual_multiplier=0.4, logits_scaling=2.5, **base)),
+        # OLMo 2: norms after attention and MLP only, whole-width q/k norms
+        "olmo2": (tf.Olmo2ForCausalLM, tf.Olmo2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                    num_attention_heads=4, num_key_value_heads=2,
+                                                    max_position_embeddings=64, **base)),
         # rotary_dim 8 of head_dim 16: partial, interleaved
         "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
                                                           n_positions=64, **base)),
@@ -161,7 +165,7 @@ def built(tmp_path_factory):
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
             "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2", "gemma", "gpt_neox",
-            "gpt_neox_seq", "phi", "starcoder2", "stablelm", "stablelm_parallel", "granite"]
+            "gpt_neox_seq", "phi", "starcoder2", "stablelm", "stablelm_parallel", "granite", "olmo2"]
 
 
 @pytest.mark.parametrize("case", DECODERS)

@@ -39,6 +39,9 @@ def _cases():
             rope_parameters={"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
                              "truncate": False, "original_max_position_embeddings": 16, "rope_theta": 150000.0},
             **base)),
+        # OLMoE: whole-width q/k norms, 8 experts, 3 per token, not renormalized
+        "olmoe": (tf.OlmoeForCausalLM, tf.OlmoeConfig(intermediate_size=32, num_hidden_layers=2, num_experts=8,
+                                                    num_experts_per_tok=3, **base)),
         # 8 experts, 2 per token, renormalized; per-head q/k norms, head_dim 32 apart from hidden / heads
         "qwen3_moe": (tf.Qwen3MoeForCausalLM, tf.Qwen3MoeConfig(
             intermediate_size=128, num_hidden_layers=2, head_dim=32, num_experts=8, num_experts_per_tok=2,
@@ -77,7 +80,7 @@ def test_moe_greedy(case, isa, built):
     model = edgeformer.load(path, threads=2, max_context=64)
     out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
     assert out.token_ids == ref_tokens
-    n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2)}[case]
+    n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2), "olmoe": (8, 3)}[case]
     assert f"experts={used}/{n}" in repr(model)
 
 

@@ -264,12 +264,40 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
     return s, names
 
 
-_MOE_BASE = {"mixtral": "mistral", "qwen2_moe": "qwen2", "qwen3_moe": "qwen3"}
+_MOE_BASE = {"mixtral": "mistral", "qwen2_moe": "qwen2", "qwen3_moe": "qwen3", "olmoe": "llama"}
+
+
+def _full_qk_norms(cfg: Config, s: "_core.ArchSpec", names: NameMap) -> None:
+    """OLMo 2 / OLMoE: an RMSNorm over all the heads' queries and one over the keys (q_norm, k_norm); clip_qkv
+    (clamped projections) is refused by name."""
+    if cfg.data.get("clip_qkv") is not None:
+        raise cfg.error("clip_qkv", "is set: clamped q/k/v projections are not supported")
+    s.qk_norm = s.qk_norm_full = True
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        names[dst + "attn.q_norm.weight"] = src + "self_attn.q_norm.weight"
+        names[dst + "attn.k_norm.weight"] = src + "self_attn.k_norm.weight"
+
+
+def _olmo2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """OLMo 2 (AI2): a Llama whose norms follow attention and MLP (their outputs, before the residual adds) instead
+    of preceding them, with one RMSNorm over all the heads' queries and one over the keys."""
+    s, names = _llama(Config({**cfg.data, "model_type": "llama"}, cfg.source), tensor_names)
+    s.model_type = "olmo2"
+    s.pre_norms, s.post_norms = False, True
+    _full_qk_norms(cfg, s, names)
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        del names[dst + "attn_norm.weight"], names[dst + "mlp_norm.weight"]
+        names[dst + "post_attn_norm.weight"] = src + "post_attention_layernorm.weight"
+        names[dst + "post_mlp_norm.weight"] = src + "post_feedforward_layernorm.weight"
+    return s, names
 
 
 def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Mixture-of-experts Llamas: Mixtral (a Mistral whose MLPs are 8 experts, 2 per token), Qwen2-MoE / Qwen1.5-MoE
-    (Qwen2 with 60-64 experts and a shared expert behind a sigmoid gate) and Qwen3-MoE (Qwen3 with 128 experts).
+    (Qwen2 with 60-64 experts and a shared expert behind a sigmoid gate), Qwen3-MoE (Qwen3 with 128 experts) and
+    OLMoE (a Llama with whole-width q/k norms and 64 experts, Qwen's tensor names).
     Qwen's mlp_only_layers and decoder_sparse_step keep some layers dense."""
     model_type = cfg.get("model_type", str)
     data = {**cfg.data, "model_type": _MOE_BASE[model_type]}
@@ -280,6 +308,8 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
                                else "full_attention" for i in range(n)]
     s, names = _llama(Config(data, cfg.source), tensor_names)
     s.model_type = model_type
+    if model_type == "olmoe":
+        _full_qk_norms(cfg, s, names)
     mixtral = model_type == "mixtral"
     if model_type == "qwen2_moe" and not cfg.get("qkv_bias", bool, True):
         s.attn_bias = False
@@ -289,7 +319,7 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s.n_experts_used = cfg.positive("num_experts_per_tok", 2)
     if s.n_experts_used > s.n_experts:
         raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
-    s.moe_ffn_size = s.ffn_size if mixtral else cfg.positive("moe_intermediate_size")
+    s.moe_ffn_size = s.ffn_size if mixtral or model_type == "olmoe" else cfg.positive("moe_intermediate_size")
     s.moe_norm_topk = True if mixtral else cfg.get("norm_topk_prob", bool, False)
     if model_type == "qwen2_moe":  # (transformers' default width when the config has none)
         s.shared_ffn_size = cfg.get("shared_expert_intermediate_size", int, 5632)
@@ -1147,6 +1177,8 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "qwen3": _llama,
     "phi3": _phi3,
     "mixtral": _moe,
+    "olmoe": _moe,
+    "olmo2": _olmo2,
     "gpt_oss": _gpt_oss,
     "qwen2_moe": _moe,
     "qwen3_moe": _moe,

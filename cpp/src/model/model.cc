@@ -57,6 +57,9 @@ void ArchSpec::validate() const {
   EF_CHECK(std::isfinite(swiglu_limit) && swiglu_limit >= 0 && std::isfinite(swiglu_alpha),
            "config fields 'swiglu_limit' / 'swiglu_alpha' must be finite, the limit non-negative");
   EF_CHECK(!(expert_bias || swiglu_limit > 0) || n_experts > 0, "expert biases and the clamped gate need experts");
+  EF_CHECK(!qk_norm_full || qk_norm, "qk_norm_full is a form of qk_norm");
+  EF_CHECK(pre_norms || (norm_position == NormPosition::Pre && !parallel_residual && !cross_attention),
+           "a block without pre-norms is sequential (post_norms)");
   EF_CHECK(std::isfinite(attn_softcap) && attn_softcap >= 0,
            "config field 'attn_logit_softcapping' must be a non-negative number");
   EF_CHECK(std::isfinite(logit_softcap) && logit_softcap >= 0,
@@ -341,9 +344,11 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   for (int i = 0; i < spec_.n_layers; i++) {
     LayerWeights& w = layers_[i];
     std::string p = "layers." + std::to_string(i) + ".";
-    w.attn_norm_w = L.vec(p + "attn_norm.weight", H, true);
-    if (ln) w.attn_norm_b = L.vec(p + "attn_norm.bias", H, false);
-    if (!spec_.parallel_residual || spec_.parallel_mlp_norm) {
+    if (spec_.pre_norms) {
+      w.attn_norm_w = L.vec(p + "attn_norm.weight", H, true);
+      if (ln) w.attn_norm_b = L.vec(p + "attn_norm.bias", H, false);
+    }
+    if (spec_.pre_norms && (!spec_.parallel_residual || spec_.parallel_mlp_norm)) {
       w.mlp_norm_w = L.vec(p + "mlp_norm.weight", H, true);
       if (ln) w.mlp_norm_b = L.vec(p + "mlp_norm.bias", H, false);
     }
@@ -358,8 +363,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     }
     if (spec_.attn_out_bias) w.bo = L.vec(p + "attn.o.bias", H, true);
     if (spec_.qk_norm) {
-      w.q_norm_w = L.vec(p + "attn.q_norm.weight", hd, true);
-      w.k_norm_w = L.vec(p + "attn.k_norm.weight", hd, true);
+      w.q_norm_w = L.vec(p + "attn.q_norm.weight", spec_.qk_norm_full ? QD : hd, true);
+      w.k_norm_w = L.vec(p + "attn.k_norm.weight", spec_.qk_norm_full ? KD : hd, true);
     }
     if (spec_.attn_sinks) w.sinks = L.vec(p + "attn.sinks", spec_.n_heads, true);
     if (spec_.post_norms) {
@@ -691,7 +696,10 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     for (int32_t t = 0; t < T; t++) {
       const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
       const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
-      if (spec_.qk_norm) {  // each head's query and key, normalized in place before rotary
+      if (spec_.qk_norm && spec_.qk_norm_full) {  // all the heads' queries and keys, normalized in place
+        K.rmsnorm(q_.data() + t * QD, fptr(w.q_norm_w), spec_.norm_eps, q_.data() + t * QD, QD);
+        K.rmsnorm(k_.data() + t * KD, fptr(w.k_norm_w), spec_.norm_eps, k_.data() + t * KD, KD);
+      } else if (spec_.qk_norm) {  // each head's query and key, normalized in place before rotary
         for (int hh = 0; hh < nh; hh++)
           K.rmsnorm(q_.data() + t * QD + hh * hd, fptr(w.q_norm_w), spec_.norm_eps, q_.data() + t * QD + hh * hd, hd);
         for (int hh = 0; hh < nkv; hh++)
@@ -727,9 +735,10 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       norm_rows(x, x, w.mlp_norm_w, w.mlp_norm_b, T);
       continue;
     }
-    norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
+    // (without pre-norms, OLMo 2, the branches read x itself: it changes only at the residual adds after them)
+    if (spec_.pre_norms) norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
     if (spec_.parallel_residual && spec_.parallel_mlp_norm) norm_rows(x, h2, w.mlp_norm_w, w.mlp_norm_b, T);
-    self_attention(l, w, h);
+    self_attention(l, w, spec_.pre_norms ? h : x);
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_attn_norm_w, Tensor(), T);
     if (spec_.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
       residual_add();
@@ -745,8 +754,8 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       ops::linear(pool, K, att_.data(), QD, T, w.co, nullptr, tmp, H);
       residual_add();
     }
-    norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
-    mlp(l, w, h, tmp);
+    if (spec_.pre_norms) norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
+    mlp(l, w, spec_.pre_norms ? h : x, tmp);
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_mlp_norm_w, Tensor(), T);
     residual_add();
   }
