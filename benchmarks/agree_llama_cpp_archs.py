@@ -53,6 +53,9 @@ def cases():
         "stablelm": lambda: (tf.StableLmForCausalLM, tf.StableLmConfig(use_qkv_bias=True, **d)),
         "granite": lambda: (tf.GraniteForCausalLM, tf.GraniteConfig(
             embedding_multiplier=3.0, attention_multiplier=0.05, residual_multiplier=0.4, logits_scaling=2.5, **d)),
+        "olmo2": lambda: (tf.Olmo2ForCausalLM, tf.Olmo2Config(**d)),
+        "olmoe": lambda: (tf.OlmoeForCausalLM, tf.OlmoeConfig(num_experts=4, num_experts_per_tok=2, **{
+            **d, "intermediate_size": 64, "num_key_value_heads": 4})),  # (llama.cpp's olmoe has no kv groups)
         "gpt_oss": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6,
             rope_parameters={"rope_type": "default", "rope_theta": 150000.0},

@@ -594,3 +594,26 @@ def test_starcoder2_stablelm_granite_gguf_roundtrip(family, tmp_path):
     assert back.spec.rope.rotary_dim == direct.spec.rope.rotary_dim
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
+
+
+@pytest.mark.parametrize("family", ["olmo2", "olmoe"])
+def test_olmo_gguf_roundtrip(family, tmp_path):
+    """OLMo 2 (GGUF olmo2: post_attention_norm / post_ffw_norm and no pre-norms, whole-width q/k norms) and OLMoE
+    (olmoe: Qwen3-MoE's tensors): our file loads back to the logits and greedy tokens of quantize-at-load."""
+    import transformers as tf
+
+    common = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=64, vocab_size=320, bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    if family == "olmo2":
+        cls, cfg = tf.Olmo2ForCausalLM, tf.Olmo2Config(intermediate_size=256, **common)
+    else:
+        cls, cfg = tf.OlmoeForCausalLM, tf.OlmoeConfig(intermediate_size=64, num_experts=4, num_experts_per_tok=2,
+                                                       **{**common, "num_key_value_heads": 4})  # (llama.cpp: no GQA)
+    src = tmp_path / "src"
+    make_model(str(src), cls, cfg)
+    out = tmp_path / "m.gguf"
+    direct, back = _quantize_and_load_back(src, out, "q8_0")
+    fields = ("model_type", "pre_norms", "post_norms", "qk_norm", "qk_norm_full", "n_experts", "moe_norm_topk")
+    assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
+    kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids

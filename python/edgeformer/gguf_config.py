@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``gpt-oss``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -42,6 +42,8 @@ from .gguf_common import (
     STABLELM,
     GRANITE,
     GPT_OSS,
+    OLMO2,
+    OLMOE,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -419,6 +421,21 @@ def _config_gpt_oss(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[st
     return cfg
 
 
+def _config_olmo(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """OLMo 2 (norms after attention and MLP only, whole-width q/k norms) and OLMoE (a Llama with whole-width q/k
+    norms and experts whose weights llama.cpp does not renormalize): q and k rows as Hugging Face stores them."""
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    for k in ("mlp_bias",):
+        cfg.pop(k, None)
+    if arch == OLMO2:
+        cfg.update(model_type="olmo2", architectures=["Olmo2ForCausalLM"])
+    else:
+        cfg.update(model_type="olmoe", architectures=["OlmoeForCausalLM"],
+                   num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)), norm_topk_prob=False)
+    return cfg
+
+
 def _config_gemma1(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """Gemma (the first): a Llama whose q and k rows are as Hugging Face stores them, with its norms stored with
     Gemma's 1 added (the loader takes them as they are)."""
@@ -652,7 +669,7 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
                     QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi,
                     STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like,
-                    GPT_OSS: _config_gpt_oss, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    GPT_OSS: _config_gpt_oss, OLMO2: _config_olmo, OLMOE: _config_olmo, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -779,7 +796,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             out[_k(template, arch)] = value
 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
-                GPT_OSS):
+                GPT_OSS, OLMO2, OLMOE):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -854,6 +871,14 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             raise cfg.error("qk_layernorm", "is true: not supported")
         if mt == "gpt_oss":
             _gpt_oss_metadata(cfg, config, params, put)
+        if mt == "olmoe":
+            if cfg.get("norm_topk_prob", bool, False):
+                raise cfg.error("norm_topk_prob", "is true: llama.cpp's olmoe never renormalizes")
+            if cfg.positive("num_key_value_heads", nh) != nh:  # (its k norm spans hidden_size)
+                raise cfg.error("num_key_value_heads", "differs from num_attention_heads: llama.cpp's olmoe has "
+                                                       "no key/value groups")
+            put(_K.EXPERT_COUNT, cfg.positive("num_experts"))
+            put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok"))
         if mt == "granite":
             for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
                                (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):

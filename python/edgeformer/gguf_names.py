@@ -43,6 +43,8 @@ from .gguf_common import (
     STABLELM,
     GRANITE,
     GPT_OSS,
+    OLMO2,
+    OLMOE,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -196,6 +198,23 @@ _GPT_OSS_NAMES = [
     (_T_.ATTN_SINKS, "model.layers.{i}.self_attn.sinks", ((".weight", ""),), "blk"),
     (_T_.FFN_GATE_INP, "model.layers.{i}.mlp.router", _WB, "blk"),
 ]
+# OLMo 2: no pre-norms, the branches' output norms (post_attention_norm, post_ffw_norm), whole-width q/k norms
+_OLMO2_NAMES = [
+    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
+    (_T_.OUTPUT_NORM, "model.norm", _W, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _W, "blk"),
+    (_T_.ATTN_K, "model.layers.{i}.self_attn.k_proj", _W, "blk"),
+    (_T_.ATTN_V, "model.layers.{i}.self_attn.v_proj", _W, "blk"),
+    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _W, "blk"),
+    (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.q_norm", _W, "blk"),
+    (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.k_norm", _W, "blk"),
+    (_T_.ATTN_POST_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
+    (_T_.FFN_POST_NORM, "model.layers.{i}.post_feedforward_layernorm", _W, "blk"),
+    (_T_.FFN_GATE, "model.layers.{i}.mlp.gate_proj", _W, "blk"),
+    (_T_.FFN_UP, "model.layers.{i}.mlp.up_proj", _W, "blk"),
+    (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _W, "blk"),
+]
 _BLOOM_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
     (_T_.TOKEN_EMBD_NORM, "transformer.word_embeddings_layernorm", _WB, None),
@@ -324,8 +343,10 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _QWEN3_NAMES
     if a == QWEN2MOE:
         return _QWEN2MOE_NAMES
-    if a == QWEN3MOE:
+    if a in (QWEN3MOE, OLMOE):  # (OLMoE: Qwen3-MoE's tensors; its q/k norms span every head)
         return _QWEN3MOE_NAMES
+    if a == OLMO2:
+        return _OLMO2_NAMES
     if a == PHI3:
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):
