@@ -54,6 +54,8 @@ def cases():
         "granite": lambda: (tf.GraniteForCausalLM, tf.GraniteConfig(
             embedding_multiplier=3.0, attention_multiplier=0.05, residual_multiplier=0.4, logits_scaling=2.5, **d)),
         "olmo2": lambda: (tf.Olmo2ForCausalLM, tf.Olmo2Config(**d)),
+        "smollm3": lambda: (tf.SmolLM3ForCausalLM, tf.SmolLM3Config(**{**d, "num_hidden_layers": 4})),
+        "cohere": lambda: (tf.CohereForCausalLM, tf.CohereConfig(logit_scale=0.5, **d)),
         "olmoe": lambda: (tf.OlmoeForCausalLM, tf.OlmoeConfig(num_experts=4, num_experts_per_tok=2, **{
             **d, "intermediate_size": 64, "num_key_value_heads": 4})),  # (llama.cpp's olmoe has no kv groups)
         "gpt_oss": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(

@@ -498,7 +498,7 @@ def test_llama_on_cuda(case, tmp_path):
                                   "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window",
                                   "qwen2_window_layer1", "qwen3", "phi3", "phi3_window_partial", "phi3_longrope",
                                   "gemma3", "gemma2", "gemma", "gpt_neox", "gpt_neox_seq", "phi", "starcoder2",
-                                  "stablelm", "stablelm_parallel"])
+                                  "stablelm", "stablelm_parallel", "cohere"])
 def test_family_on_cuda(case, tmp_path):
     cls, cfg = _decoders()[case]
     ref = make_model(str(tmp_path), cls, cfg)
@@ -508,7 +508,8 @@ def test_family_on_cuda(case, tmp_path):
 @gpu
 @pytest.mark.parametrize("case,what", [("mixtral", "mixture-of-experts models"), ("granite", "scaled residual branches"),
                                        ("gpt_oss", "attention sinks"),
-                                       ("olmo2", "blocks without pre-norms or with whole-width q/k norms")])
+                                       ("olmo2", "blocks without pre-norms or with whole-width q/k norms"),
+                                       ("smollm3", "layers without rotary positions")])
 def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
     """Mixtures of experts and Granite's scaled residuals have no CUDA path yet: loading one there says so."""
     from test_moe import _cases

@@ -141,6 +141,14 @@ def _decoders():
         "olmo2": (tf.Olmo2ForCausalLM, tf.Olmo2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                                     num_attention_heads=4, num_key_value_heads=2,
                                                     max_position_embeddings=64, **base)),
+        # SmolLM3: no rotary on every 4th layer (4 layers: the last)
+        "smollm3": (tf.SmolLM3ForCausalLM, tf.SmolLM3Config(hidden_size=64, intermediate_size=128,
+                                                          num_hidden_layers=4, num_attention_heads=4,
+                                                          num_key_value_heads=2, max_position_embeddings=64, **base)),
+        # Cohere: bias-free LayerNorms, parallel attention and MLP through one norm, interleaved rotary, scaled logits
+        "cohere": (tf.CohereForCausalLM, tf.CohereConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                       num_attention_heads=4, num_key_value_heads=2,
+                                                       max_position_embeddings=64, logit_scale=0.5, **base)),
         # rotary_dim 8 of head_dim 16: partial, interleaved
         "codegen": (tf.CodeGenForCausalLM, tf.CodeGenConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8,
                                                           n_positions=64, **base)),
@@ -165,7 +173,8 @@ def built(tmp_path_factory):
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
             "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2", "gemma", "gpt_neox",
-            "gpt_neox_seq", "phi", "starcoder2", "stablelm", "stablelm_parallel", "granite", "olmo2"]
+            "gpt_neox_seq", "phi", "starcoder2", "stablelm", "stablelm_parallel", "granite", "olmo2", "smollm3",
+            "cohere"]
 
 
 @pytest.mark.parametrize("case", DECODERS)

@@ -617,3 +617,27 @@ def test_olmo_gguf_roundtrip(family, tmp_path):
     assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
+
+
+@pytest.mark.parametrize("family", ["smollm3", "cohere"])
+def test_smollm3_and_command_r_gguf_roundtrip(family, tmp_path):
+    """SmolLM3 (GGUF smollm3: Llama's q/k row order, no rotary every 4th layer as llama.cpp fixes it) and Command-R
+    (command-r: one norm for attention and MLP, interleaved rotary as stored, logit_scale): our file loads back to
+    the logits and greedy tokens of quantize-at-load."""
+    import transformers as tf
+
+    common = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, vocab_size=320, bos_token_id=0,
+                  eos_token_id=None, pad_token_id=None)
+    if family == "smollm3":
+        cls, cfg = tf.SmolLM3ForCausalLM, tf.SmolLM3Config(**common)
+    else:
+        cls, cfg = tf.CohereForCausalLM, tf.CohereConfig(logit_scale=0.5, **common)
+    src = tmp_path / "src"
+    make_model(str(src), cls, cfg)
+    out = tmp_path / "m.gguf"
+    direct, back = _quantize_and_load_back(src, out, "q8_0")
+    fields = ("model_type", "norm", "parallel_residual", "logits_scale", "layer_nope")
+    assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
+    kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
+    assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids

@@ -94,6 +94,7 @@ void register_model(py::module_& m) {
       .def_readwrite("post_norms", &ef::ArchSpec::post_norms)
       .def_readwrite("rope_local", &ef::ArchSpec::rope_local)
       .def_readwrite("layer_rope", &ef::ArchSpec::layer_rope)
+      .def_readwrite("layer_nope", &ef::ArchSpec::layer_nope)
       .def_readwrite("n_experts", &ef::ArchSpec::n_experts)
       .def_readwrite("n_experts_used", &ef::ArchSpec::n_experts_used)
       .def_readwrite("moe_ffn_size", &ef::ArchSpec::moe_ffn_size)

@@ -279,6 +279,44 @@ def _full_qk_norms(cfg: Config, s: "_core.ArchSpec", names: NameMap) -> None:
         names[dst + "attn.k_norm.weight"] = src + "self_attn.k_norm.weight"
 
 
+def _smollm3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """SmolLM3: a Llama whose every no_rope_layer_interval-th layer (4th) has no rotary positions (NoPE). Its
+    no_rope_layers marks with 1 the layers that do rotate."""
+    s, names = _llama(Config({**cfg.data, "model_type": "llama"}, cfg.source), tensor_names)
+    s.model_type = "smollm3"
+    rope = cfg.data.get("no_rope_layers")
+    if rope is None:
+        every = cfg.positive("no_rope_layer_interval", 4)
+        rope = [int((i + 1) % every != 0) for i in range(s.n_layers)]
+    if not isinstance(rope, list) or len(rope) != s.n_layers or any(v not in (0, 1) for v in rope):
+        raise cfg.error("no_rope_layers", f"expected {s.n_layers} flags (1: the layer rotates), got {rope!r}")
+    if not all(rope):
+        s.layer_nope = [0 if v else 1 for v in rope]
+    _window(cfg, s)
+    return s, names
+
+
+def _cohere(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Cohere Command-R (model_type cohere): LayerNorms without bias, attention and MLP in parallel through one
+    norm, rotary on interleaved pairs (GPT-J's), a tied head and logits scaled by logit_scale. Per-head q/k
+    LayerNorms (use_qk_norm, Command R+) are refused by name."""
+    if cfg.get("use_qk_norm", bool, False):
+        raise cfg.error("use_qk_norm", "is true: per-head LayerNorms of the queries and keys are not supported")
+    s, names = _llama(Config({"tie_word_embeddings": True, **cfg.data, "model_type": "llama"}, cfg.source),
+                      tensor_names)
+    s.model_type = "cohere"
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-5)
+    s.parallel_residual = True
+    r = s.rope
+    r.style = _core.RopeStyle.interleaved
+    s.rope = r
+    s.logits_scale = cfg.get("logit_scale", float, 0.0625)
+    for i in range(s.n_layers):
+        names.pop(f"layers.{i}.mlp_norm.weight")
+    return s, names
+
+
 def _olmo2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """OLMo 2 (AI2): a Llama whose norms follow attention and MLP (their outputs, before the residual adds) instead
     of preceding them, with one RMSNorm over all the heads' queries and one over the keys."""
@@ -1179,6 +1217,8 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "mixtral": _moe,
     "olmoe": _moe,
     "olmo2": _olmo2,
+    "smollm3": _smollm3,
+    "cohere": _cohere,
     "gpt_oss": _gpt_oss,
     "qwen2_moe": _moe,
     "qwen3_moe": _moe,

@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``, ``command-r``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -44,6 +44,8 @@ from .gguf_common import (
     GPT_OSS,
     OLMO2,
     OLMOE,
+    SMOLLM3,
+    COMMAND_R,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -278,8 +280,8 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool
         "head_dim": head_dim,
         "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
         # (the LayerNorm variants, StarCoder2 and StableLM, store layer_norm_epsilon instead)
-        "rms_norm_eps": m.get(_k(_A.LAYERNORM_EPS if arch in (STARCODER2, STABLELM) else _A.LAYERNORM_RMS_EPS, arch),
-                              float),
+        "rms_norm_eps": m.get(_k(_A.LAYERNORM_EPS if arch in (STARCODER2, STABLELM, COMMAND_R)
+                                 else _A.LAYERNORM_RMS_EPS, arch), float),
         "rope_theta": theta,
         "hidden_act": "silu",
         "attention_bias": _has(names, MODEL_TENSOR.ATTN_Q, ".bias"),
@@ -433,6 +435,18 @@ def _config_olmo(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, 
         cfg.update(model_type="olmoe", architectures=["OlmoeForCausalLM"],
                    num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
                    num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)), norm_topk_prob=False)
+    return cfg
+
+
+def _config_smollm3_cohere(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """SmolLM3 (a Llama whose every 4th layer has no rotary, fixed by the architecture as llama.cpp fixes it) and
+    Command-R (bias-free LayerNorms, attention and MLP in parallel, interleaved rotary as stored, logit_scale)."""
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    if arch == SMOLLM3:
+        cfg.update(model_type="smollm3", architectures=["SmolLM3ForCausalLM"], no_rope_layer_interval=4)
+        return cfg
+    cfg.update(model_type="cohere", architectures=["CohereForCausalLM"], layer_norm_eps=cfg.pop("rms_norm_eps"),
+               logit_scale=m.get(_k(_K.LOGIT_SCALE, arch), float, 1.0))
     return cfg
 
 
@@ -669,7 +683,8 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
                     QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi,
                     STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like,
-                    GPT_OSS: _config_gpt_oss, OLMO2: _config_olmo, OLMOE: _config_olmo, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    GPT_OSS: _config_gpt_oss, OLMO2: _config_olmo, OLMOE: _config_olmo,
+                    SMOLLM3: _config_smollm3_cohere, COMMAND_R: _config_smollm3_cohere, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -796,7 +811,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             out[_k(template, arch)] = value
 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
-                GPT_OSS, OLMO2, OLMOE):
+                GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -808,7 +823,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         put(_A.HEAD_COUNT_KV, cfg.positive("num_key_value_heads", nh))
         if mt == "starcoder2":
             put(_A.LAYERNORM_EPS, cfg.get("norm_epsilon", float, 1e-5))
-        elif mt == "stablelm":
+        elif mt in ("stablelm", "cohere"):
             put(_A.LAYERNORM_EPS, cfg.get("layer_norm_eps", float, 1e-5))
         else:
             put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float, 1e-6))
@@ -871,6 +886,14 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             raise cfg.error("qk_layernorm", "is true: not supported")
         if mt == "gpt_oss":
             _gpt_oss_metadata(cfg, config, params, put)
+        if mt == "smollm3":
+            want = [int((i + 1) % 4 != 0) for i in range(cfg.positive("num_hidden_layers"))]
+            if config.get("no_rope_layers") not in (None, want) or cfg.get("no_rope_layer_interval", int, 4) != 4:
+                raise cfg.error("no_rope_layers", "differs from llama.cpp's fixed pattern (no rotary every 4th layer)")
+        if mt == "cohere":
+            if cfg.get("use_qk_norm", bool, False):
+                raise cfg.error("use_qk_norm", "is true: not supported")
+            put(_K.LOGIT_SCALE, cfg.get("logit_scale", float, 0.0625))
         if mt == "olmoe":
             if cfg.get("norm_topk_prob", bool, False):
                 raise cfg.error("norm_topk_prob", "is true: llama.cpp's olmoe never renormalizes")

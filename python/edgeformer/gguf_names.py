@@ -45,6 +45,8 @@ from .gguf_common import (
     GPT_OSS,
     OLMO2,
     OLMOE,
+    SMOLLM3,
+    COMMAND_R,
     GEMMA2,
     GEMMA3,
     SUPPORTED_ARCHS,
@@ -361,8 +363,10 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _STARCODER2_NAMES
     if a == STABLELM:
         return _STABLELM_NAMES
-    if a == GRANITE:
+    if a in (GRANITE, SMOLLM3):
         return _LLAMA_NAMES
+    if a == COMMAND_R:  # (Llama's, bar the pre-MLP norm: attention and MLP share attn_norm)
+        return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_NORM]
     if a == GPT_OSS:
         return _GPT_OSS_NAMES
     if a == PHI2:

@@ -64,6 +64,8 @@ struct ArchSpec {
   RopeSpec rope_local;
   std::vector<int32_t> layer_rope;
   bool local_rope(int layer) const { return !layer_rope.empty() && layer_rope[layer] != 0; }
+  std::vector<int32_t> layer_nope;  // per layer (1: no rotary there, NoPE: SmolLM3's every 4th); empty: none
+  bool nope(int layer) const { return !layer_nope.empty() && layer_nope[layer] != 0; }
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
   float residual_scale = 1.f;  // multiplies the attention's and the MLP's outputs before their residual adds (Granite)
   // mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE). Where n_experts > 0, the layers layer_moe marks 1 (all of

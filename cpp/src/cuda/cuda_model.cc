@@ -214,6 +214,9 @@ void upload(void* dst, const void* src, size_t bytes, cudaStream_t s) {
 CudaModel::CudaModel() : s_(std::make_unique<State>()) {}
 
 CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_unique<State>()) {
+  EF_CHECK(host.spec().layer_nope.empty(), "device='cuda': layers without rotary positions (" +
+                                               host.spec().model_type + ") run on the CPU only for now; load with "
+                                                                        "device='cpu'");
   EF_CHECK(host.spec().pre_norms && !host.spec().qk_norm_full,
            "device='cuda': blocks without pre-norms or with whole-width q/k norms (" + host.spec().model_type +
                ") run on the CPU only for now; load with device='cpu'");

@@ -58,6 +58,8 @@ void ArchSpec::validate() const {
            "config fields 'swiglu_limit' / 'swiglu_alpha' must be finite, the limit non-negative");
   EF_CHECK(!(expert_bias || swiglu_limit > 0) || n_experts > 0, "expert biases and the clamped gate need experts");
   EF_CHECK(!qk_norm_full || qk_norm, "qk_norm_full is a form of qk_norm");
+  EF_CHECK(layer_nope.empty() || ((int64_t)layer_nope.size() == n_layers && pos == PosKind::Rotary),
+           "config field 'no_rope_layers': one entry per layer (" + std::to_string(n_layers) + ") of a rotary model");
   EF_CHECK(pre_norms || (norm_position == NormPosition::Pre && !parallel_residual && !cross_attention),
            "a block without pre-norms is sequential (post_norms)");
   EF_CHECK(std::isfinite(attn_softcap) && attn_softcap >= 0,
@@ -670,8 +672,8 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   };
   if (spec_.emb_norm) norm_rows(x, x, emb_norm_w_, emb_norm_b_, T);
 
-  const bool rotary = spec_.pos == PosKind::Rotary;
-  if (rotary) compute_rope(pos.data(), T, batch ? -1 : a.rope_length > 0 ? a.rope_length : (int64_t)pos0 + T);
+  const bool rotary_all = spec_.pos == PosKind::Rotary;
+  if (rotary_all) compute_rope(pos.data(), T, batch ? -1 : a.rope_length > 0 ? a.rope_length : (int64_t)pos0 + T);
   if (spec_.pos == PosKind::Relative) compute_relative_bias(pos0, T, pos0 + T);
   const size_t half = inv_freq_.size();
   auto mlp = [&](int l, const LayerWeights& w, const float* in, float* result) {
@@ -692,7 +694,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     const ops::LinearOut qkv[3] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
                                    {&w.wv, fptr(w.bv), v_.data(), KD}};
     ops::linear_group(pool, K, in, H, T, qkv, 3);
-    const bool local = spec_.local_rope(l);
+    const bool local = spec_.local_rope(l), rotary = rotary_all && !spec_.nope(l);
     for (int32_t t = 0; t < T; t++) {
       const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
       const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
