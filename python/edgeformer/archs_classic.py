@@ -1,0 +1,333 @@
+"""The LayerNorm decoders of the GPT-2 era as data: GPT-2, GPT-NeoX (Pythia), Phi-1/2, OPT, BLOOM, Falcon, CodeGen
+(see archs.py)."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from . import _core
+from .archs import alibi_slopes, Config, Derived, NameMap, _activation, _common, _layernorm_pair, _per_head_rows, _prefix, _rope, _split_rows
+
+
+def _gpt_neox(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """GPT-NeoX (Pythia, GPT-NeoX-20B, RedPajama-INCITE, Dolly v2, StableLM-alpha): LayerNorms, fused QKV
+    interleaved per head ([heads][q, k, v][head_dim]), rotary on the first rotary_pct of each head (rotate-half),
+    GELU, biases, and by default a parallel residual with a norm of its own for the MLP."""
+    data = dict(cfg.data)
+    for old, new in (("rotary_pct", "partial_rotary_factor"), ("rotary_emb_base", "rope_theta")):
+        if old in data and new not in data:  # (the keys of configs written before transformers 4.42)
+            data[new] = data[old]
+    cfg = Config(data, cfg.source)
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.ffn_size = cfg.positive("intermediate_size")
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-5)
+    s.act = _activation(cfg, "hidden_act", "gelu")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.rotary
+    _rope(cfg, s)
+    s.attn_bias = s.attn_out_bias = cfg.get("attention_bias", bool, True)
+    s.mlp_bias = True
+    s.parallel_residual = s.parallel_mlp_norm = cfg.get("use_parallel_residual", bool, True)
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
+    nh, hd = s.n_heads, s.head_dim
+    p = _prefix(tensor_names, ["gpt_neox.", ""], "embed_in.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "embed_in.weight"}
+    _layernorm_pair(names, "norm", p + "final_layer_norm", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "embed_out.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}layers.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "input_layernorm", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "post_attention_layernorm", tensor_names)
+        qkv = src + "attention.query_key_value"
+        _split_rows(names, dst + "attn", qkv + ".weight", {part: _per_head_rows(nh, 3, hd, [j]) for j, part in
+                                                           enumerate("qkv")}, bias=qkv + ".bias" if s.attn_bias else None)
+        names[dst + "attn.o.weight"] = src + "attention.dense.weight"
+        if s.attn_bias:
+            names[dst + "attn.o.bias"] = src + "attention.dense.bias"
+        for a, b in (("up", "dense_h_to_4h"), ("down", "dense_4h_to_h")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _phi(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Phi-1, Phi-1.5, Phi-2 (model_type phi): one LayerNorm feeding attention and MLP in parallel, partial
+    rotary (rotate-half, 40% of each head in Phi-2), GELU (tanh), biases everywhere, a head with a bias."""
+    if cfg.get("qk_layernorm", bool, False):
+        raise cfg.error("qk_layernorm", "is true: LayerNorms over the query and key heads are not supported")
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.n_kv_heads = cfg.positive("num_key_value_heads", s.n_heads)
+    if s.n_heads % s.n_kv_heads:
+        raise cfg.error("num_key_value_heads", f"({s.n_kv_heads}) must divide num_attention_heads ({s.n_heads})")
+    s.ffn_size = cfg.positive("intermediate_size")
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-5)
+    s.act = _activation(cfg, "hidden_act", "gelu_new")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.rotary
+    _rope(cfg, s)
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    s.parallel_residual = True
+    s.lm_head_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
+    names: NameMap = {"tok_embeddings.weight": "model.embed_tokens.weight"}
+    _layernorm_pair(names, "norm", "model.final_layernorm", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    names["lm_head.bias"] = "lm_head.bias"
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "input_layernorm", tensor_names)
+        for p, h in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "dense")):
+            names[dst + f"attn.{p}.weight"] = src + f"self_attn.{h}.weight"
+            names[dst + f"attn.{p}.bias"] = src + f"self_attn.{h}.bias"
+        for a, b in (("up", "fc1"), ("down", "fc2")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _gpt2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """GPT-2: learned positions, Conv1D (transposed) weights, fused c_attn, tied head."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "n_embd", "n_head", "n_layer")
+    s.ffn_size = cfg.positive("n_inner", 4 * s.hidden_size)
+    s.max_position = cfg.positive("n_positions", 1024)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _activation(cfg, "activation_function", "gelu_new")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.learned
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    if cfg.get("scale_attn_by_inverse_layer_idx", bool, False):
+        raise cfg.error("scale_attn_by_inverse_layer_idx", "is not supported (true)")
+    if not cfg.get("scale_attn_weights", bool, True):
+        s.attn_scale = 1.0
+    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
+    H = s.hidden_size
+    names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "pos_embeddings.weight": p + "wpe.weight"}
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "ln_2", tensor_names)
+        _split_rows(names, dst + "attn", src + "attn.c_attn.weight",
+                    {"q": slice(0, H), "k": slice(H, 2 * H), "v": slice(2 * H, 3 * H)}, transpose=True,
+                    bias=src + "attn.c_attn.bias")
+        names[dst + "attn.o.weight"] = Derived(src + "attn.c_proj.weight", transpose=True)
+        names[dst + "attn.o.bias"] = src + "attn.c_proj.bias"
+        names[dst + "mlp.up.weight"] = Derived(src + "mlp.c_fc.weight", transpose=True)
+        names[dst + "mlp.up.bias"] = src + "mlp.c_fc.bias"
+        names[dst + "mlp.down.weight"] = Derived(src + "mlp.c_proj.weight", transpose=True)
+        names[dst + "mlp.down.bias"] = src + "mlp.c_proj.bias"
+    return s, names
+
+
+def _opt(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """OPT: learned positions offset by 2, ReLU, pre- or post-LN, optional project_in / project_out."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.ffn_size = cfg.positive("ffn_dim")
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.pos = _core.PosKind.learned
+    s.pos_offset = 2
+    s.norm = _core.NormKind.layer
+    s.norm_eps = 1e-5
+    s.act = _activation(cfg, "activation_function", "relu")
+    s.gated_mlp = False
+    bias = cfg.get("enable_bias", bool, True)
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = bias
+    if not cfg.get("layer_norm_elementwise_affine", bool, True):
+        raise cfg.error("layer_norm_elementwise_affine", "is not supported (false)")
+    pre = cfg.get("do_layer_norm_before", bool, True)
+    s.norm_position = _core.NormPosition.pre if pre else _core.NormPosition.post
+    s.final_norm = pre and not cfg.get("_remove_final_layer_norm", bool, False)
+    proj = cfg.positive("word_embed_proj_dim", s.hidden_size)
+    s.proj_dim = proj if proj != s.hidden_size else 0
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    p = _prefix(tensor_names, ["model.decoder.", "decoder."], "embed_tokens.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "embed_tokens.weight",
+                      "pos_embeddings.weight": p + "embed_positions.weight"}
+    if s.proj_dim:
+        names["proj_in.weight"] = p + "project_in.weight"
+        names["proj_out.weight"] = p + "project_out.weight"
+    if s.final_norm:
+        _layernorm_pair(names, "norm", p + "final_layer_norm", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}layers.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "self_attn_layer_norm", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "final_layer_norm", tensor_names)
+        for a, b in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "out_proj")):
+            names[dst + f"attn.{a}.weight"] = src + f"self_attn.{b}.weight"
+            if bias:
+                names[dst + f"attn.{a}.bias"] = src + f"self_attn.{b}.bias"
+        for a, b in (("up", "fc1"), ("down", "fc2")):
+            names[dst + f"mlp.{a}.weight"] = src + f"{b}.weight"
+            if bias:
+                names[dst + f"mlp.{a}.bias"] = src + f"{b}.bias"
+    return s, names
+
+
+def _bloom(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """BLOOM: ALiBi, embedding LayerNorm, fused QKV interleaved per head ([heads][q, k, v][head_dim])."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size" if "hidden_size" in cfg.data else "n_embed", "n_head", "n_layer")
+    s.ffn_size = 4 * s.hidden_size
+    s.max_position = cfg.positive("seq_length", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _core.Act.gelu_tanh
+    s.gated_mlp = False
+    s.pos = _core.PosKind.alibi
+    s.alibi_slopes = alibi_slopes(s.n_heads)
+    s.emb_norm = True
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    if cfg.get("apply_residual_connection_post_layernorm", bool, False):
+        raise cfg.error("apply_residual_connection_post_layernorm", "is not supported (true)")
+    p = _prefix(tensor_names, ["transformer.", ""], "word_embeddings.weight")
+    nh, hd = s.n_heads, s.head_dim
+    names: NameMap = {"tok_embeddings.weight": p + "word_embeddings.weight"}
+    _layernorm_pair(names, "emb_norm", p + "word_embeddings_layernorm", tensor_names)
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "input_layernorm", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "post_attention_layernorm", tensor_names)
+        qkv = src + "self_attention.query_key_value"
+        _split_rows(names, dst + "attn", qkv + ".weight",
+                    {part: _per_head_rows(nh, 3, hd, [j]) for j, part in enumerate("qkv")}, bias=qkv + ".bias")
+        names[dst + "attn.o.weight"] = src + "self_attention.dense.weight"
+        names[dst + "attn.o.bias"] = src + "self_attention.dense.bias"
+        for a, b in (("up", "dense_h_to_4h"), ("down", "dense_4h_to_h")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _falcon(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Falcon: RW (multi-query, parallel, one LayerNorm), new decoder (kv groups, ln_attn/ln_mlp), sequential."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.ffn_size = cfg.positive("ffn_hidden_size", 4 * s.hidden_size)
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _activation(cfg, "activation", "gelu")
+    s.gated_mlp = False
+    new_arch = cfg.get("new_decoder_architecture", bool, False)
+    multi_query = cfg.get("multi_query", bool, True)
+    parallel = cfg.get("parallel_attn", bool, True)
+    nh, hd = s.n_heads, s.head_dim
+    if new_arch:
+        nkv = cfg.positive("num_kv_heads", nh)
+        if nh % nkv:
+            raise cfg.error("num_kv_heads", f"({nkv}) must divide num_attention_heads ({nh})")
+    else:
+        nkv = 1 if multi_query else nh
+    s.n_kv_heads = nkv
+    bias = cfg.get("bias", bool, False)
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = bias
+    if cfg.get("alibi", bool, False):
+        s.pos = _core.PosKind.alibi
+        s.alibi_slopes = alibi_slopes(nh)
+        s.alibi_bf16 = True
+        s.alibi_scaled = True
+    else:
+        s.pos = _core.PosKind.rotary
+        _rope(cfg, s)
+    n_ln = cfg.get("num_ln_in_parallel_attn", int, None)
+    if n_ln is None and new_arch:
+        n_ln = 2
+    s.parallel_residual = parallel
+    two_norms = parallel and new_arch and n_ln == 2
+    s.parallel_mlp_norm = two_norms
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    p = _prefix(tensor_names, ["transformer.", ""], "word_embeddings.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "word_embeddings.weight"}
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    if new_arch:  # [kv group][its q heads..., k, v][head_dim]
+        r = nh // nkv
+        parts = {"q": _per_head_rows(nkv, r + 2, hd, range(r)), "k": _per_head_rows(nkv, r + 2, hd, [r]),
+                 "v": _per_head_rows(nkv, r + 2, hd, [r + 1])}
+    elif multi_query:  # [q heads..., k, v][head_dim]
+        parts = {"q": slice(0, nh * hd), "k": slice(nh * hd, (nh + 1) * hd), "v": slice((nh + 1) * hd, (nh + 2) * hd)}
+    else:  # [heads][q, k, v][head_dim]
+        parts = {part: _per_head_rows(nh, 3, hd, [j]) for j, part in enumerate("qkv")}
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        if two_norms:
+            _layernorm_pair(names, dst + "attn_norm", src + "ln_attn", tensor_names)
+            _layernorm_pair(names, dst + "mlp_norm", src + "ln_mlp", tensor_names)
+        else:
+            _layernorm_pair(names, dst + "attn_norm", src + "input_layernorm", tensor_names)
+            if not parallel:
+                _layernorm_pair(names, dst + "mlp_norm", src + "post_attention_layernorm", tensor_names)
+        qkv = src + "self_attention.query_key_value"
+        _split_rows(names, dst + "attn", qkv + ".weight", parts, bias=qkv + ".bias" if bias else None)
+        names[dst + "attn.o.weight"] = src + "self_attention.dense.weight"
+        if bias:
+            names[dst + "attn.o.bias"] = src + "self_attention.dense.bias"
+        for a, b in (("up", "dense_h_to_4h"), ("down", "dense_4h_to_h")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            if bias:
+                names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _codegen(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """CodeGen: fused qkv_proj in mp_num=4 blocks of [q, v, k], partial interleaved rotary, parallel residual."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "n_embd", "n_head", "n_layer")
+    s.ffn_size = cfg.positive("n_inner", 4 * s.hidden_size)
+    s.max_position = cfg.positive("n_positions", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _activation(cfg, "activation_function", "gelu_new")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.rotary
+    r = _core.RopeSpec()
+    r.theta = 10000.0
+    r.rotary_dim = cfg.positive("rotary_dim", s.head_dim)
+    r.style = _core.RopeStyle.interleaved
+    s.rope = r
+    s.parallel_residual = True
+    s.mlp_bias = True
+    s.lm_head_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
+    mp = 4
+    if s.n_heads % mp:
+        raise cfg.error("n_head", f"({s.n_heads}) must be a multiple of CodeGen's mp_num (4)")
+    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
+    local = s.hidden_size // mp
+    names: NameMap = {"tok_embeddings.weight": p + "wte.weight"}
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    names["lm_head.weight"] = "lm_head.weight"
+    names["lm_head.bias"] = "lm_head.bias"
+    # each of the mp blocks holds [q, v, k] of local width; heads run block-major
+    parts = {part: [b * 3 * local + j * local + d for b in range(mp) for d in range(local)]
+             for j, part in ((0, "q"), (1, "v"), (2, "k"))}
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
+        _split_rows(names, dst + "attn", src + "attn.qkv_proj.weight", parts)
+        names[dst + "attn.o.weight"] = src + "attn.out_proj.weight"
+        for a, b in (("up", "fc_in"), ("down", "fc_out")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names

@@ -1,0 +1,120 @@
+"""Encoders and encoder-decoders as data: BERT, T5 (see archs.py)."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from . import _core
+from .archs import Config, NameMap, _activation, _common, _layernorm_pair, _prefix
+
+
+def _bert(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """BERT encoder: learned positions, token types, embedding LayerNorm, post-LN blocks."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.kind = _core.ModelKind.encoder
+    s.ffn_size = cfg.positive("intermediate_size")
+    s.max_position = cfg.positive("max_position_embeddings", 512)
+    pos_type = cfg.get("position_embedding_type", str, "absolute")
+    if pos_type != "absolute":
+        raise cfg.error("position_embedding_type", f"names an unsupported kind {pos_type!r} (supported: absolute)")
+    s.pos = _core.PosKind.learned
+    s.n_token_types = cfg.positive("type_vocab_size", 2)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-12)
+    s.norm_position = _core.NormPosition.post
+    s.final_norm = False
+    s.emb_norm = True
+    s.act = _activation(cfg, "hidden_act", "gelu")
+    s.gated_mlp = False
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    p = _prefix(tensor_names, ["bert.", ""], "embeddings.word_embeddings.weight")
+    e = p + "embeddings."
+    names: NameMap = {"tok_embeddings.weight": e + "word_embeddings.weight",
+                      "pos_embeddings.weight": e + "position_embeddings.weight",
+                      "token_type_embeddings.weight": e + "token_type_embeddings.weight"}
+    _layernorm_pair(names, "emb_norm", e + "LayerNorm", tensor_names)
+    for i in range(s.n_layers):
+        src, dst = f"{p}encoder.layer.{i}.", f"layers.{i}."
+        for a, b in (("q", "query"), ("k", "key"), ("v", "value")):
+            names[dst + f"attn.{a}.weight"] = src + f"attention.self.{b}.weight"
+            names[dst + f"attn.{a}.bias"] = src + f"attention.self.{b}.bias"
+        names[dst + "attn.o.weight"] = src + "attention.output.dense.weight"
+        names[dst + "attn.o.bias"] = src + "attention.output.dense.bias"
+        _layernorm_pair(names, dst + "attn_norm", src + "attention.output.LayerNorm", tensor_names)
+        names[dst + "mlp.up.weight"] = src + "intermediate.dense.weight"
+        names[dst + "mlp.up.bias"] = src + "intermediate.dense.bias"
+        names[dst + "mlp.down.weight"] = src + "output.dense.weight"
+        names[dst + "mlp.down.bias"] = src + "output.dense.bias"
+        _layernorm_pair(names, dst + "mlp_norm", src + "output.LayerNorm", tensor_names)
+    return s, names
+
+
+def t5_specs(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap, "_core.ArchSpec", NameMap]:
+    """T5 v1.0 / v1.1: an encoder and a decoder stack (relative position buckets, RMS norm, no score scaling)."""
+    enc = _core.ArchSpec()
+    enc.model_type = cfg.get("model_type", str)
+    enc.vocab_size = cfg.positive("vocab_size")
+    enc.hidden_size = cfg.positive("d_model")
+    enc.n_heads = enc.n_kv_heads = cfg.positive("num_heads")
+    enc.head_dim = cfg.positive("d_kv")
+    enc.ffn_size = cfg.positive("d_ff")
+    enc.n_layers = cfg.positive("num_layers")
+    enc.max_position = cfg.positive("n_positions", 512)
+    enc.norm = _core.NormKind.rms
+    enc.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-6)
+    enc.attn_scale = 1.0
+    enc.pos = _core.PosKind.relative
+    enc.rel_buckets = cfg.positive("relative_attention_num_buckets", 32)
+    enc.rel_max_distance = cfg.positive("relative_attention_max_distance", 128)
+    proj = cfg.get("feed_forward_proj", str, "relu")
+    gated = proj.startswith("gated-")
+    act = proj[len("gated-"):] if gated else proj
+    acts = {"relu": _core.Act.relu, "gelu": _core.Act.gelu_tanh, "gelu_new": _core.Act.gelu_tanh,
+            "silu": _core.Act.silu}
+    if act not in acts:
+        raise cfg.error("feed_forward_proj", f"names an unsupported activation {proj!r}")
+    enc.act = acts[act]
+    enc.gated_mlp = gated
+    enc.kind = _core.ModelKind.encoder
+    dec = _core.ArchSpec()
+    for f in ("model_type", "vocab_size", "hidden_size", "n_heads", "n_kv_heads", "head_dim", "ffn_size",
+              "max_position", "norm", "norm_eps", "attn_scale", "pos", "rel_buckets", "rel_max_distance", "act",
+              "gated_mlp"):
+        setattr(dec, f, getattr(enc, f))
+    dec.kind = _core.ModelKind.decoder
+    dec.n_layers = cfg.positive("num_decoder_layers", enc.n_layers)
+    dec.cross_attention = True
+    # transformers 5 writes scale_decoder_outputs (and always ties); older configs say tie_word_embeddings,
+    # which also meant scaling. The head is untied exactly when the checkpoint stores lm_head.weight.
+    tied_cfg = cfg.get("tie_word_embeddings", bool, True)
+    if cfg.get("scale_decoder_outputs", bool, tied_cfg):
+        dec.logits_scale = enc.hidden_size ** -0.5
+    dec.tie_embeddings = "lm_head.weight" not in set(tensor_names) or (tied_cfg and "scale_decoder_outputs" not in cfg.data)
+    mlp = {"gate": "wi_0", "up": "wi_1", "down": "wo"} if gated else {"up": "wi", "down": "wo"}
+
+    def stack(prefix: str, n: int, spec, decoder: bool) -> NameMap:
+        names: NameMap = {"tok_embeddings.weight": "shared.weight",
+                          "rel_bias.weight": f"{prefix}block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                          "norm.weight": f"{prefix}final_layer_norm.weight"}
+        for i in range(n):
+            src, dst = f"{prefix}block.{i}.layer.", f"layers.{i}."
+            names[dst + "attn_norm.weight"] = src + "0.layer_norm.weight"
+            for a in "qkvo":
+                names[dst + f"attn.{a}.weight"] = src + f"0.SelfAttention.{a}.weight"
+            ff = 1
+            if decoder:
+                names[dst + "cross_norm.weight"] = src + "1.layer_norm.weight"
+                for a in "qkvo":
+                    names[dst + f"cross.{a}.weight"] = src + f"1.EncDecAttention.{a}.weight"
+                ff = 2
+            names[dst + "mlp_norm.weight"] = src + f"{ff}.layer_norm.weight"
+            for a, b in mlp.items():
+                names[dst + f"mlp.{a}.weight"] = src + f"{ff}.DenseReluDense.{b}.weight"
+        return names
+
+    enc_names = stack("encoder.", enc.n_layers, enc, False)
+    dec_names = stack("decoder.", dec.n_layers, dec, True)
+    if not dec.tie_embeddings:
+        dec_names["lm_head.weight"] = "lm_head.weight"
+    return enc, enc_names, dec, dec_names
