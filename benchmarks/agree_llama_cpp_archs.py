@@ -54,6 +54,9 @@ def cases():
         "granite": lambda: (tf.GraniteForCausalLM, tf.GraniteConfig(
             embedding_multiplier=3.0, attention_multiplier=0.05, residual_multiplier=0.4, logits_scaling=2.5, **d)),
         "olmo2": lambda: (tf.Olmo2ForCausalLM, tf.Olmo2Config(**d)),
+        "granitemoe": lambda: (tf.GraniteMoeForCausalLM, tf.GraniteMoeConfig(
+            num_local_experts=4, num_experts_per_tok=2, embedding_multiplier=3.0, attention_multiplier=0.05,
+            residual_multiplier=0.4, logits_scaling=2.5, **{**d, "intermediate_size": 64})),
         "smollm3": lambda: (tf.SmolLM3ForCausalLM, tf.SmolLM3Config(**{**d, "num_hidden_layers": 4})),
         "cohere": lambda: (tf.CohereForCausalLM, tf.CohereConfig(logit_scale=0.5, **d)),
         "olmoe": lambda: (tf.OlmoeForCausalLM, tf.OlmoeConfig(num_experts=4, num_experts_per_tok=2, **{

@@ -42,6 +42,11 @@ def _cases():
         # OLMoE: whole-width q/k norms, 8 experts, 3 per token, not renormalized
         "olmoe": (tf.OlmoeForCausalLM, tf.OlmoeConfig(intermediate_size=32, num_hidden_layers=2, num_experts=8,
                                                     num_experts_per_tok=3, **base)),
+        # Granite MoE: Granite's four multipliers, 6 experts, 2 per token, softmax over the chosen logits
+        "granitemoe": (tf.GraniteMoeForCausalLM, tf.GraniteMoeConfig(
+            intermediate_size=32, num_hidden_layers=2, num_local_experts=6, num_experts_per_tok=2,
+            embedding_multiplier=3.0, attention_multiplier=0.05, residual_multiplier=0.4, logits_scaling=2.5,
+            **base)),
         # 8 experts, 2 per token, renormalized; per-head q/k norms, head_dim 32 apart from hidden / heads
         "qwen3_moe": (tf.Qwen3MoeForCausalLM, tf.Qwen3MoeConfig(
             intermediate_size=128, num_hidden_layers=2, head_dim=32, num_experts=8, num_experts_per_tok=2,
@@ -80,7 +85,8 @@ def test_moe_greedy(case, isa, built):
     model = edgeformer.load(path, threads=2, max_context=64)
     out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
     assert out.token_ids == ref_tokens
-    n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2), "olmoe": (8, 3)}[case]
+    n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2), "olmoe": (8, 3),
+               "granitemoe": (6, 2)}[case]
     assert f"experts={used}/{n}" in repr(model)
 
 
@@ -200,6 +206,9 @@ def _gguf_source(case, tmp_path):
         "qwen2_moe_nobias": (tf.Qwen2MoeForCausalLM, lambda: tf.Qwen2MoeConfig(
             intermediate_size=256, num_experts=6, num_experts_per_tok=3, moe_intermediate_size=64,
             shared_expert_intermediate_size=96, qkv_bias=False, **big)),
+        "granitemoe": (tf.GraniteMoeForCausalLM, lambda: tf.GraniteMoeConfig(
+            intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, embedding_multiplier=3.0,
+            attention_multiplier=0.05, residual_multiplier=0.4, logits_scaling=2.5, **big)),
         "mixtral_window": (tf.MixtralForCausalLM, lambda: tf.MixtralConfig(
             intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, sliding_window=8, **big)),
         "qwen3_moe": (tf.Qwen3MoeForCausalLM, lambda: tf.Qwen3MoeConfig(
@@ -212,6 +221,7 @@ def _gguf_source(case, tmp_path):
 
 
 @pytest.mark.parametrize("case,qtype", [("mixtral", "q8_0"), ("mixtral", "q4_0"), ("mixtral_window", "q8_0"),
+                                        ("granitemoe", "q8_0"),
                                         ("qwen2_moe", "q8_0"), ("qwen2_moe_nobias", "q8_0"), ("qwen3_moe", "q8_0"),
                                         ("qwen3_moe", "q4_k")])
 def test_moe_gguf_roundtrip(case, qtype, tmp_path):
@@ -230,7 +240,8 @@ def test_moe_gguf_roundtrip(case, qtype, tmp_path):
               "sliding_window")
     assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
     r = gguf.GGUFReader(str(out))
-    arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe"}[direct.spec.model_type]
+    arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe",
+            "granitemoe": "granitemoe"}[direct.spec.model_type]
     assert bytes(r.fields["general.architecture"].parts[-1]).decode() == arch
     shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
     ffn = direct.spec.moe_ffn_size

@@ -309,8 +309,8 @@ def alibi_slopes(n_heads: int) -> List[float]:
 from .archs_classic import _bloom, _codegen, _falcon, _gpt2, _gpt_neox, _opt, _phi  # noqa: E402
 from .archs_encoders import _bert, t5_specs  # noqa: E402
 from .archs_llama import (  # noqa: E402
-    _cohere, _gemma, _gemma3, _gemma3_multimodal, _gpt_oss, _granite, _llama, _moe, _olmo2, _phi3, _smollm3,
-    _stablelm, _starcoder2,
+    _cohere, _gemma, _gemma3, _gemma3_multimodal, _gpt_oss, _granite, _granitemoe, _llama, _moe, _olmo2, _phi3,
+    _smollm3, _stablelm, _starcoder2,
 )
 
 # model_type -> builder(config, tensor names present) -> (ArchSpec, canonical -> checkpoint name)
@@ -336,6 +336,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "starcoder2": _starcoder2,
     "stablelm": _stablelm,
     "granite": _granite,
+    "granitemoe": _granitemoe,
     "gpt_neox": _gpt_neox,
     "phi": _phi,
     "opt": _opt,

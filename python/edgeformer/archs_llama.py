@@ -259,6 +259,32 @@ def _gpt_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _granitemoe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """IBM Granite 3 MoE (model_type granitemoe: 1B-A400M, 3B-A800M): Granite's multipliers over experts in every
+    layer, the top num_experts_per_tok router logits softmaxed among themselves (the renormalized softmax), the
+    experts stacked in the checkpoint (input_linear [experts, 2 * ffn, hidden]: gate rows, then up rows;
+    output_linear [experts, hidden, ffn])."""
+    s, names = _granite(Config({**cfg.data, "model_type": "granite"}, cfg.source), tensor_names)
+    s.model_type = "granitemoe"
+    s.n_experts = cfg.positive("num_local_experts")
+    s.n_experts_used = cfg.positive("num_experts_per_tok", 2)
+    if s.n_experts_used > s.n_experts:
+        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_local_experts ({s.n_experts})")
+    s.moe_ffn_size = f = s.ffn_size
+    s.moe_norm_topk = True
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.block_sparse_moe.", f"layers.{i}."
+        for p in ("gate", "up", "down"):
+            names.pop(dst + f"mlp.{p}.weight", None)
+        names[dst + "moe.router.weight"] = src + "router.layer.weight"
+        for e in range(s.n_experts):
+            q = f"{dst}moe.experts.{e}."
+            names[q + "gate.weight"] = Derived(src + "input_linear.weight", slice(0, f), index=e)
+            names[q + "up.weight"] = Derived(src + "input_linear.weight", slice(f, 2 * f), index=e)
+            names[q + "down.weight"] = Derived(src + "output_linear.weight", index=e)
+    return s, names
+
+
 def _phi3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Phi-3 and Phi-4 (model_type phi3): a Llama whose q, k and v rows are one matrix (qkv_proj) and gate and up
     rows another (gate_up_proj), with a sliding window on every layer when the config names one."""

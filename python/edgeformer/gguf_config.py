@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``, ``command-r``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``granitemoe``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``, ``command-r``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -41,6 +41,7 @@ from .gguf_common import (
     STARCODER2,
     STABLELM,
     GRANITE,
+    GRANITEMOE,
     GPT_OSS,
     OLMO2,
     OLMOE,
@@ -397,6 +398,11 @@ def _config_llama_like(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict
     else:
         cfg.update(model_type="granite", architectures=["GraniteForCausalLM"], rms_norm_eps=eps,
                    attention_bias=bias, mlp_bias=_has(names, MODEL_TENSOR.FFN_UP, ".bias"))
+        if arch == GRANITEMOE:
+            cfg.update(model_type="granitemoe", architectures=["GraniteMoeForCausalLM"],
+                       num_local_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+                       num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
+                       intermediate_size=m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch), cfg["intermediate_size"]))
         for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
                            (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):
             cfg[field] = m.get(_k(key, arch), float, 1.0)
@@ -683,6 +689,7 @@ def _config_t5(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, An
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
                     QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi,
                     STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like,
+                    GRANITEMOE: _config_llama_like,
                     GPT_OSS: _config_gpt_oss, OLMO2: _config_olmo, OLMOE: _config_olmo,
                     SMOLLM3: _config_smollm3_cohere, COMMAND_R: _config_smollm3_cohere, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
@@ -811,7 +818,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             out[_k(template, arch)] = value
 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
-                GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R):
+                GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R):
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -902,7 +909,11 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
                                                        "no key/value groups")
             put(_K.EXPERT_COUNT, cfg.positive("num_experts"))
             put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok"))
-        if mt == "granite":
+        if mt == "granitemoe":
+            put(_K.EXPERT_COUNT, cfg.positive("num_local_experts"))
+            put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok", 2))
+            put(_K.EXPERT_FEED_FORWARD_LENGTH, cfg.positive("intermediate_size"))
+        if mt in ("granite", "granitemoe"):
             for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
                                (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):
                 put(key, cfg.get(field, float, 1.0))

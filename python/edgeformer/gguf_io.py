@@ -15,12 +15,12 @@ from .tokenizer import TokenizerInfo
 
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
              "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_neox": "gptneox", "phi": "phi2",
-             "starcoder2": "starcoder2", "stablelm": "stablelm", "granite": "granite",
+             "starcoder2": "starcoder2", "stablelm": "stablelm", "granite": "granite", "granitemoe": "granitemoe",
              "gpt_oss": "gpt-oss", "olmo2": "olmo2", "olmoe": "olmoe",
              "smollm3": "smollm3", "cohere": "command-r", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 # llama.cpp's architectures whose q and k rows its converter permutes for adjacent rotary pairs (LlamaModel's)
-PERMUTED_QK = ("llama", "granite", "smollm3")
+PERMUTED_QK = ("llama", "granite", "granitemoe", "smollm3")
 
 
 def _qkv_rows(spec: "_core.ArchSpec", canonical: str):

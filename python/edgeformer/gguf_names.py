@@ -42,6 +42,7 @@ from .gguf_common import (
     STARCODER2,
     STABLELM,
     GRANITE,
+    GRANITEMOE,
     GPT_OSS,
     OLMO2,
     OLMOE,
@@ -365,6 +366,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _STABLELM_NAMES
     if a in (GRANITE, SMOLLM3):
         return _LLAMA_NAMES
+    if a == GRANITEMOE:
+        return _LLAMA_NAMES + [(_T_.FFN_GATE_INP, "model.layers.{i}.block_sparse_moe.router.layer", _W, "blk")]
     if a == COMMAND_R:  # (Llama's, bar the pre-MLP norm: attention and MLP share attn_norm)
         return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_NORM]
     if a == GPT_OSS:
