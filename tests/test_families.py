@@ -145,6 +145,10 @@ def _decoders():
         "smollm3": (tf.SmolLM3ForCausalLM, tf.SmolLM3Config(hidden_size=64, intermediate_size=128,
                                                           num_hidden_layers=4, num_attention_heads=4,
                                                           num_key_value_heads=2, max_position_embeddings=64, **base)),
+        # with use_sliding_window: transformers puts the window (6) on the layers without rotary
+        "smollm3_window": (tf.SmolLM3ForCausalLM, tf.SmolLM3Config(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=64, use_sliding_window=True, sliding_window=6, **base)),
         # Cohere: bias-free LayerNorms, parallel attention and MLP through one norm, interleaved rotary, scaled logits
         "cohere": (tf.CohereForCausalLM, tf.CohereConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                                        num_attention_heads=4, num_key_value_heads=2,
@@ -174,7 +178,7 @@ DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mq
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
             "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2", "gemma", "gpt_neox",
             "gpt_neox_seq", "phi", "starcoder2", "stablelm", "stablelm_parallel", "granite", "olmo2", "smollm3",
-            "cohere"]
+            "smollm3_window", "cohere"]
 
 
 @pytest.mark.parametrize("case", DECODERS)
@@ -384,6 +388,12 @@ BAD_CONFIGS = [
     ({"model_type": "t5", "vocab_size": 10, "d_model": 8, "d_kv": 4, "d_ff": 16, "num_layers": 1, "num_heads": 2,
       "feed_forward_proj": "gated-swoosh"}, "feed_forward_proj"),
     ({"model_type": "t5", "vocab_size": 10, "d_model": 8, "d_ff": 16, "num_layers": 1, "num_heads": 2}, "d_kv"),
+    ({"model_type": "gpt_oss", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 2,
+      "num_attention_heads": 2, "num_local_experts": 2, "layer_types": [[1], [2]]}, "layer_types"),
+    ({"model_type": "smollm3", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 2,
+      "num_attention_heads": 2, "no_rope_layers": [1, True]}, "no_rope_layers"),
+    ({"model_type": "cohere", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1,
+      "num_attention_heads": 2, "use_qk_norm": True}, "use_qk_norm"),
 ]
 
 

@@ -484,3 +484,30 @@ def test_gpt_oss_gguf_roundtrip_and_mxfp4_experts(tmp_path):
     _copy_gguf(mx, bad, tensors=huge_scale)
     with pytest.raises(ValueError, match=r"blk\.1\.ffn_up_exps\.weight.*bad\.gguf.*2\^73 exceeds"):
         edgeformer.load(str(bad), threads=2, max_context=64)
+
+
+def test_gguf_with_tensors_the_model_does_not_read_is_refused(tmp_path):
+    """A file whose tensors the architecture's model leaves unread is a variant we do not compute (here: a shared
+    expert beside Granite MoE's experts, as llama.cpp writes GraniteMoeShared under granitemoe); it fails naming
+    the tensors instead of loading and answering wrongly. gpt-oss without attention biases is not written."""
+    from test_gguf import _quantize_and_load_back
+
+    src = _gguf_source("granitemoe", tmp_path)
+    out = tmp_path / "m.gguf"
+    _quantize_and_load_back(src, out, "q8_0")
+
+    def shared(name, data, kind):
+        extra = [(name.replace("ffn_up_exps", "ffn_up_shexp"), data[0], kind)] if "ffn_up_exps" in name else []
+        return [(name, data, kind)] + extra
+
+    bad = tmp_path / "shared.gguf"
+    _copy_gguf(out, bad, tensors=shared)
+    with pytest.raises(ValueError, match=r"shared\.gguf: tensors 'blk\.0\.ffn_up_shexp\.weight'.* not read by the "
+                                         r"granitemoe model"):
+        edgeformer.load(str(bad), threads=2, max_context=64)
+
+    cls, cfg = _cases()["gpt_oss"]
+    cfg.swiglu_limit, cfg.attention_bias = 7.0, False
+    make_model(str(tmp_path / "oss"), cls, cfg)
+    with pytest.raises(ValueError, match="attention_bias"):
+        edgeformer.quantize(str(tmp_path / "oss"), str(tmp_path / "oss.gguf"), "q8_0")

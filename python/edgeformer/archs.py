@@ -185,6 +185,12 @@ def _rope(cfg: Config, spec: "_core.ArchSpec") -> None:
     spec.rope = r
 
 
+def _layer_types_ok(types: Any, n_layers: int) -> bool:
+    """A config's layer_types: one of 'sliding_attention' / 'full_attention' per layer."""
+    return isinstance(types, list) and len(types) == n_layers and all(
+        isinstance(t, str) and t in ("sliding_attention", "full_attention") for t in types)
+
+
 def _window(cfg: Config, s: "_core.ArchSpec") -> None:
     """Qwen2's sliding window: off unless use_sliding_window, then on the layers layer_types names (by default
     those from max_window_layers on)."""
@@ -197,8 +203,7 @@ def _window(cfg: Config, s: "_core.ArchSpec") -> None:
     if types is None:
         first = cfg.get("max_window_layers", int, s.n_layers)
         types = ["sliding_attention" if i >= first else "full_attention" for i in range(s.n_layers)]
-    if not isinstance(types, list) or len(types) != s.n_layers or not set(types) <= {"sliding_attention",
-                                                                                       "full_attention"}:
+    if not _layer_types_ok(types, s.n_layers):
         raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
     if len(set(types)) > 1:  # some layers only (layer_types, or from max_window_layers on)
         s.layer_windows = [w if t == "sliding_attention" else 0 for t in types]

@@ -9,7 +9,7 @@ import math
 from typing import Dict, Tuple, Union
 
 from . import _core
-from .archs import Config, Derived, NameMap, _activation, _FFN, _prefix, _rope, _window
+from .archs import Config, Derived, NameMap, _activation, _FFN, _layer_types_ok, _prefix, _rope, _window
 
 
 def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]:
@@ -90,17 +90,23 @@ def _full_qk_norms(cfg: Config, s: "_core.ArchSpec", names: NameMap) -> None:
 def _smollm3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """SmolLM3: a Llama whose every no_rope_layer_interval-th layer (4th) has no rotary positions (NoPE). Its
     no_rope_layers marks with 1 the layers that do rotate."""
-    s, names = _llama(Config({**cfg.data, "model_type": "llama"}, cfg.source), tensor_names)
+    s, names = _llama(Config({"tie_word_embeddings": True, **cfg.data, "model_type": "llama"}, cfg.source),
+                      tensor_names)
     s.model_type = "smollm3"
     rope = cfg.data.get("no_rope_layers")
     if rope is None:
         every = cfg.positive("no_rope_layer_interval", 4)
         rope = [int((i + 1) % every != 0) for i in range(s.n_layers)]
-    if not isinstance(rope, list) or len(rope) != s.n_layers or any(v not in (0, 1) for v in rope):
+    if not isinstance(rope, list) or len(rope) != s.n_layers or any(
+            isinstance(v, bool) or v not in (0, 1) for v in rope):
         raise cfg.error("no_rope_layers", f"expected {s.n_layers} flags (1: the layer rotates), got {rope!r}")
     if not all(rope):
         s.layer_nope = [0 if v else 1 for v in rope]
-    _window(cfg, s)
+    data = dict(cfg.data)
+    if data.get("layer_types") is None and cfg.get("use_sliding_window", bool, False):
+        # (transformers' default: the window on the layers without rotary)
+        data["layer_types"] = ["full_attention" if r else "sliding_attention" for r in rope]
+    _window(Config(data, cfg.source), s)
     return s, names
 
 
@@ -128,7 +134,7 @@ def _cohere(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 def _olmo2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """OLMo 2 (AI2): a Llama whose norms follow attention and MLP (their outputs, before the residual adds) instead
     of preceding them, with one RMSNorm over all the heads' queries and one over the keys."""
-    s, names = _llama(Config({**cfg.data, "model_type": "llama"}, cfg.source), tensor_names)
+    s, names = _llama(Config({"rms_norm_eps": 1e-5, **cfg.data, "model_type": "llama"}, cfg.source), tensor_names)
     s.model_type = "olmo2"
     s.pre_norms, s.post_norms = False, True
     _full_qk_norms(cfg, s, names)
@@ -146,7 +152,7 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     OLMoE (a Llama with whole-width q/k norms and 64 experts, Qwen's tensor names).
     Qwen's mlp_only_layers and decoder_sparse_step keep some layers dense."""
     model_type = cfg.get("model_type", str)
-    data = {**cfg.data, "model_type": _MOE_BASE[model_type]}
+    data = {**({"rms_norm_eps": 1e-5} if model_type == "olmoe" else {}), **cfg.data, "model_type": _MOE_BASE[model_type]}
     if cfg.get("use_sliding_window", bool, False) and cfg.data.get("layer_types") is None:
         n = cfg.positive("num_hidden_layers")  # transformers' default layer types differ from Qwen2's
         last = cfg.get("max_window_layers", int, 28)
@@ -216,14 +222,18 @@ def _gpt_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     mxfp4 = any(n.endswith("mlp.experts.gate_up_proj_blocks") for n in tensor_names)
     from .mxfp4 import Mxfp4Rows
 
-    s, names = _llama(Config({**cfg.data, "model_type": "llama",
+    defaults = {"rms_norm_eps": 1e-5}  # (transformers' defaults where a config leaves them out)
+    if cfg.data.get("rope_scaling") is None and cfg.data.get("rope_parameters") is None:
+        defaults["rope_parameters"] = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                       "truncate": False, "original_max_position_embeddings": 4096,
+                                       "rope_theta": cfg.get("rope_theta", float, 150000.0)}
+    s, names = _llama(Config({**defaults, **cfg.data, "model_type": "llama",
                               "attention_bias": cfg.get("attention_bias", bool, True)}, cfg.source), tensor_names)
     s.model_type = "gpt_oss"
     types = cfg.data.get("layer_types")
     if types is None:  # (transformers' default: sliding first, then alternating)
         types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(s.n_layers)]
-    if not isinstance(types, list) or len(types) != s.n_layers or not set(types) <= {"sliding_attention",
-                                                                                       "full_attention"}:
+    if not _layer_types_ok(types, s.n_layers):
         raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
     window = cfg.positive("sliding_window", 128)
     s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]
@@ -435,8 +445,7 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     if types is None:  # (Gemma 2: every other layer, from the first)
         pattern = 2 if gemma2 else cfg.positive("sliding_window_pattern", cfg.data.get("_sliding_window_pattern", 6))
         types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(s.n_layers)]
-    if not isinstance(types, list) or len(types) != s.n_layers or not set(types) <= {"sliding_attention",
-                                                                                       "full_attention"}:
+    if not _layer_types_ok(types, s.n_layers):
         raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
     window = cfg.positive("sliding_window", 4096)
     s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]

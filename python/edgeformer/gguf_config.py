@@ -452,7 +452,8 @@ def _config_smollm3_cohere(m: _Meta, arch: str, names: set, rope_freqs: Any) -> 
         cfg.update(model_type="smollm3", architectures=["SmolLM3ForCausalLM"], no_rope_layer_interval=4)
         return cfg
     cfg.update(model_type="cohere", architectures=["CohereForCausalLM"], layer_norm_eps=cfg.pop("rms_norm_eps"),
-               logit_scale=m.get(_k(_K.LOGIT_SCALE, arch), float, 1.0))
+               logit_scale=m.get(_k(_K.LOGIT_SCALE, arch), float),
+               use_qk_norm=_has(names, MODEL_TENSOR.ATTN_Q_NORM, ".weight"))  # (Command R+: refused by name)
     return cfg
 
 
@@ -769,6 +770,8 @@ def _gpt_oss_metadata(cfg, config: Dict[str, Any], rope: Dict[str, Any], put) ->
     for field, value in (("swiglu_limit", 7.0), ("swiglu_alpha", 1.702)):
         if cfg.get(field, float, value) != value:
             raise cfg.error(field, f"differs from what llama.cpp assumes for gpt-oss ({value})")
+    if not cfg.get("attention_bias", bool, True):
+        raise cfg.error("attention_bias", "is false: llama.cpp's gpt-oss (and our reader) has the biases")
     if rope.get("rope_type") == "yarn" and rope.get("truncate", True) is not False:
         raise cfg.error("rope_parameters.truncate", "must be false for gpt-oss (as it was trained and as read back)")
     put(_K.EXPERT_COUNT, cfg.positive("num_local_experts"))
@@ -832,8 +835,9 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             put(_A.LAYERNORM_EPS, cfg.get("norm_epsilon", float, 1e-5))
         elif mt in ("stablelm", "cohere"):
             put(_A.LAYERNORM_EPS, cfg.get("layer_norm_eps", float, 1e-5))
-        else:
-            put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float, 1e-6))
+        else:  # (transformers' default where a config leaves it out)
+            put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float,
+                                              1e-5 if mt in ("gpt_oss", "olmo2", "olmoe") else 1e-6))
         field = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
         params = cfg.get(field, dict, {}) or {}
         theta = cfg.get("rope_theta", float, None, data=params, prefix=field + ".")
@@ -894,6 +898,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         if mt == "gpt_oss":
             _gpt_oss_metadata(cfg, config, params, put)
         if mt == "smollm3":
+            if cfg.get("use_sliding_window", bool, False):
+                raise cfg.error("use_sliding_window", "is true: llama.cpp's smollm3 has no window")
             want = [int((i + 1) % 4 != 0) for i in range(cfg.positive("num_hidden_layers"))]
             if config.get("no_rope_layers") not in (None, want) or cfg.get("no_rope_layer_interval", int, 4) != 4:
                 raise cfg.error("no_rope_layers", "differs from llama.cpp's fixed pattern (no rotary every 4th layer)")

@@ -82,6 +82,7 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
                 tmap.add_rows_view(key, g, r0, r1)
             g = key
         mapped[canonical] = g  # Conv1D transposes are already undone in GGUF files
+    _check_all_read(path, arch, order, mapped.values())
     if arch in PERMUTED_QK and spec.pos == _core.PosKind.rotary and spec.rope.rotary_dim in (0, spec.head_dim):
         r = spec.rope
         r.style = _core.RopeStyle.interleaved  # llama.cpp stores q and k rows permuted for adjacent pairs
@@ -90,6 +91,22 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     model = Model(core, config, _tokenizer(meta, path), path)
     model.gguf_metadata = meta
     return model
+
+
+# tensors a file may hold that no canonical weight takes: rotary tables read on their own
+_SIDE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+
+
+def _check_all_read(path: str, arch: str, order, used) -> None:
+    """Every tensor of the file is one the model reads: one left over means a variant of the architecture that
+    the metadata does not tell apart and we do not compute (Command R+'s q/k norms, a shared expert beside
+    Granite MoE's experts, ...), which would load and answer wrongly; it fails instead, naming the tensors."""
+    read = {key.split("[", 1)[0] for key in used}  # (a view's key is "<tensor>[...]")
+    left = [n for n in order if n not in read and n not in _SIDE_TENSORS]
+    if left:
+        more = f" and {len(left) - 4} more" if len(left) > 4 else ""
+        raise ValueError(f"{path}: tensors {', '.join(repr(n) for n in left[:4])}{more} are not read by the {arch} "
+                         "model its metadata describes (a variant edgeformer does not support)")
 
 
 def _tokenizer(meta: Dict[str, Any], path: str) -> TokenizerInfo:
