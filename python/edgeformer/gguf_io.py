@@ -93,7 +93,8 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     return model
 
 
-# tensors a file may hold that no canonical weight takes: rotary tables read on their own
+# tensors a file may hold that no canonical weight takes: rotary tables read on their own (and the per-layer
+# attn_rot_embd tables of early conversions, which llama.cpp ignores too)
 _SIDE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 
@@ -102,7 +103,7 @@ def _check_all_read(path: str, arch: str, order, used) -> None:
     the metadata does not tell apart and we do not compute (Command R+'s q/k norms, a shared expert beside
     Granite MoE's experts, ...), which would load and answer wrongly; it fails instead, naming the tensors."""
     read = {key.split("[", 1)[0] for key in used}  # (a view's key is "<tensor>[...]")
-    left = [n for n in order if n not in read and n not in _SIDE_TENSORS]
+    left = [n for n in order if n not in read and n not in _SIDE_TENSORS and not n.endswith(".attn_rot_embd.weight")]
     if left:
         more = f" and {len(left) - 4} more" if len(left) > 4 else ""
         raise ValueError(f"{path}: tensors {', '.join(repr(n) for n in left[:4])}{more} are not read by the {arch} "
