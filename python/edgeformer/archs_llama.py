@@ -75,6 +75,14 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
 _MOE_BASE = {"mixtral": "mistral", "qwen2_moe": "qwen2", "qwen3_moe": "qwen3", "olmoe": "llama"}
 
 
+def _experts(cfg: Config, s: "_core.ArchSpec", field: str, used_default: int) -> None:
+    """The expert counts: `field` (num_experts or num_local_experts) and num_experts_per_tok, at most as many."""
+    s.n_experts = cfg.positive(field)
+    s.n_experts_used = cfg.positive("num_experts_per_tok", used_default)
+    if s.n_experts_used > s.n_experts:
+        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
+
+
 def _full_qk_norms(cfg: Config, s: "_core.ArchSpec", names: NameMap) -> None:
     """OLMo 2 / OLMoE: an RMSNorm over all the heads' queries and one over the keys (q_norm, k_norm); clip_qkv
     (clamped projections) is refused by name."""
@@ -166,11 +174,7 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     if model_type == "qwen2_moe" and not cfg.get("qkv_bias", bool, True):
         s.attn_bias = False
         names = {k: v for k, v in names.items() if not k.endswith(("attn.q.bias", "attn.k.bias", "attn.v.bias"))}
-    field = "num_local_experts" if mixtral or "num_experts" not in cfg.data else "num_experts"
-    s.n_experts = cfg.positive(field)
-    s.n_experts_used = cfg.positive("num_experts_per_tok", 2)
-    if s.n_experts_used > s.n_experts:
-        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
+    _experts(cfg, s, "num_local_experts" if mixtral or "num_experts" not in cfg.data else "num_experts", 2)
     s.moe_ffn_size = s.ffn_size if mixtral or model_type == "olmoe" else cfg.positive("moe_intermediate_size")
     s.moe_norm_topk = True if mixtral else cfg.get("norm_topk_prob", bool, False)
     if model_type == "qwen2_moe":  # (transformers' default width when the config has none)
@@ -238,10 +242,7 @@ def _gpt_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     window = cfg.positive("sliding_window", 128)
     s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]
     s.attn_sinks = True
-    s.n_experts = cfg.positive("num_local_experts")
-    s.n_experts_used = cfg.positive("num_experts_per_tok", 4)
-    if s.n_experts_used > s.n_experts:
-        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_local_experts ({s.n_experts})")
+    _experts(cfg, s, "num_local_experts", 4)
     s.moe_ffn_size = s.ffn_size
     s.moe_norm_topk = True
     s.expert_bias = True
@@ -276,10 +277,7 @@ def _granitemoe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     output_linear [experts, hidden, ffn])."""
     s, names = _granite(Config({**cfg.data, "model_type": "granite"}, cfg.source), tensor_names)
     s.model_type = "granitemoe"
-    s.n_experts = cfg.positive("num_local_experts")
-    s.n_experts_used = cfg.positive("num_experts_per_tok", 2)
-    if s.n_experts_used > s.n_experts:
-        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_local_experts ({s.n_experts})")
+    _experts(cfg, s, "num_local_experts", 2)
     s.moe_ffn_size = f = s.ffn_size
     s.moe_norm_topk = True
     for i in range(s.n_layers):

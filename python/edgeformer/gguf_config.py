@@ -332,6 +332,12 @@ def _gemma_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
         raise cfg.error("rope_parameters.full_attention.rope_type", f"{rtype!r} has no GGUF equivalent for gemma3")
 
 
+def _put_experts(cfg, put, field: str, *used_default: int) -> None:
+    """expert_count from `field` (num_experts or num_local_experts) and expert_used_count."""
+    put(_K.EXPERT_COUNT, cfg.positive(field))
+    put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok", *used_default))
+
+
 def _gpt_oss_metadata(cfg, config: Dict[str, Any], rope: Dict[str, Any], put) -> None:
     """What llama.cpp's gpt-oss converter writes beyond a Llama's, after checking that the model is what llama.cpp
     assumes of the architecture (layers alternating from a sliding one, the gate's clamp, yarn as trained)."""
@@ -346,8 +352,7 @@ def _gpt_oss_metadata(cfg, config: Dict[str, Any], rope: Dict[str, Any], put) ->
         raise cfg.error("attention_bias", "is false: llama.cpp's gpt-oss (and our reader) has the biases")
     if rope.get("rope_type") == "yarn" and rope.get("truncate", True) is not False:
         raise cfg.error("rope_parameters.truncate", "must be false for gpt-oss (as it was trained and as read back)")
-    put(_K.EXPERT_COUNT, cfg.positive("num_local_experts"))
-    put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok", 4))
+    _put_experts(cfg, put, "num_local_experts", 4)
     put(_K.EXPERT_FEED_FORWARD_LENGTH, cfg.positive("intermediate_size"))
     put(_A.SLIDING_WINDOW, cfg.positive("sliding_window", 128))
 
@@ -358,8 +363,7 @@ def _moe_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
     architecture (Mixtral and Qwen3-MoE: over the chosen experts; Qwen2-MoE: not)."""
     mixtral = mt == "mixtral"
     field = "num_local_experts" if mixtral or "num_experts" not in config else "num_experts"
-    put(_K.EXPERT_COUNT, cfg.positive(field))
-    put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok", 2))
+    _put_experts(cfg, put, field, 2)
     if mixtral:
         return
     if config.get("mlp_only_layers") or cfg.get("decoder_sparse_step", int, 1) != 1:
@@ -485,11 +489,9 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             if cfg.positive("num_key_value_heads", nh) != nh:  # (its k norm spans hidden_size)
                 raise cfg.error("num_key_value_heads", "differs from num_attention_heads: llama.cpp's olmoe has "
                                                        "no key/value groups")
-            put(_K.EXPERT_COUNT, cfg.positive("num_experts"))
-            put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok"))
+            _put_experts(cfg, put, "num_experts")
         if mt == "granitemoe":
-            put(_K.EXPERT_COUNT, cfg.positive("num_local_experts"))
-            put(_K.EXPERT_USED_COUNT, cfg.positive("num_experts_per_tok", 2))
+            _put_experts(cfg, put, "num_local_experts", 2)
             put(_K.EXPERT_FEED_FORWARD_LENGTH, cfg.positive("intermediate_size"))
         if mt in ("granite", "granitemoe"):
             for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),

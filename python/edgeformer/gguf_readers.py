@@ -4,7 +4,7 @@ and the key), its tensor names and the rope tables, and returns the config.json 
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 from gguf.constants import MODEL_TENSOR, TENSOR_NAMES
@@ -33,6 +33,11 @@ from .gguf_common import (
     _short,
 )
 from .gguf_config import _k, _vocab_size, _special_ids, _rope_scaling, _heads, _even_heads, _has, _OUTPUT
+
+
+def _expert_counts(m: _Meta, arch: str) -> Tuple[int, int]:
+    """A mixture of experts' expert_count and expert_used_count."""
+    return m.positive(_k(_K.EXPERT_COUNT, arch)), m.positive(_k(_K.EXPERT_USED_COUNT, arch))
 
 
 def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool = True) -> Dict[str, Any]:
@@ -82,9 +87,9 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool
         cfg["architectures"] = ["MistralForCausalLM"]
         cfg["sliding_window"] = window
     if arch == LLAMA and m.get(_k(_K.EXPERT_COUNT, arch), int, 0):  # Mixtral: a Llama (or Mistral) with experts
+        n, used = _expert_counts(m, arch)
         cfg.update(model_type="mixtral", architectures=["MixtralForCausalLM"], sliding_window=window,
-                   num_local_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
-                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)))
+                   num_local_experts=n, num_experts_per_tok=used)
     _special_ids(m, cfg, n_vocab)
     return cfg
 
@@ -109,9 +114,9 @@ def _config_qwen(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, 
         if arch in (QWEN2MOE, QWEN3MOE):
             cfg["layer_types"] = ["sliding_attention"] * cfg["num_hidden_layers"]
     if arch in (QWEN2MOE, QWEN3MOE):
-        used = m.positive(_k(_K.EXPERT_USED_COUNT, arch))
+        n, used = _expert_counts(m, arch)
         # (files converted before llama.cpp wrote the expert widths: its own fallbacks)
-        cfg.update(num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)), num_experts_per_tok=used,
+        cfg.update(num_experts=n, num_experts_per_tok=used,
                    moe_intermediate_size=m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch),
                                                     max(cfg["intermediate_size"] // used, 1)),
                    norm_topk_prob=arch == QWEN3MOE)
@@ -182,9 +187,9 @@ def _config_llama_like(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict
         cfg.update(model_type="granite", architectures=["GraniteForCausalLM"], rms_norm_eps=eps,
                    attention_bias=bias, mlp_bias=_has(names, MODEL_TENSOR.FFN_UP, ".bias"))
         if arch == GRANITEMOE:
+            n, used = _expert_counts(m, arch)
             cfg.update(model_type="granitemoe", architectures=["GraniteMoeForCausalLM"],
-                       num_local_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
-                       num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
+                       num_local_experts=n, num_experts_per_tok=used,
                        intermediate_size=m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch), cfg["intermediate_size"]))
         for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
                            (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):
@@ -198,9 +203,9 @@ def _config_gpt_oss(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[st
     trained (transformers' truncate=False)."""
     cfg = _config_llama(m, arch, names, None, window=False)
     n = cfg["num_hidden_layers"]
+    n_experts, used = _expert_counts(m, arch)
     cfg.update(model_type="gpt_oss", architectures=["GptOssForCausalLM"],
-               num_local_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
-               num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
+               num_local_experts=n_experts, num_experts_per_tok=used,
                intermediate_size=m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch), cfg["intermediate_size"]),
                sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch), 128),
                layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)],
@@ -221,9 +226,9 @@ def _config_olmo(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, 
     if arch == OLMO2:
         cfg.update(model_type="olmo2", architectures=["Olmo2ForCausalLM"])
     else:
-        cfg.update(model_type="olmoe", architectures=["OlmoeForCausalLM"],
-                   num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
-                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)), norm_topk_prob=False)
+        n, used = _expert_counts(m, arch)
+        cfg.update(model_type="olmoe", architectures=["OlmoeForCausalLM"], num_experts=n, num_experts_per_tok=used,
+                   norm_topk_prob=False)
     return cfg
 
 
