@@ -1,7 +1,8 @@
-// Mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE), as transformers computes it: router logits, softmax in f32,
-// the top n_experts_used probabilities (renormalized over the chosen where moe_norm_topk); each expert runs once
-// over the rows that chose it, its output added to theirs times their weight, experts in index order; then the
-// shared expert (scaled by sigmoid(shared_scale . x) where shared_expert_gate) is added.
+// Mixture of experts (Mixtral, Qwen2/3-MoE, OLMoE, Granite MoE, gpt-oss), as transformers computes it: router
+// logits (+ bias), softmax in f32, the top n_experts_used probabilities (renormalized over the chosen where
+// moe_norm_topk); each expert runs once over the rows that chose it (a decode step's experts side by side), its
+// output added to theirs times their weight, experts in index order; then the shared expert (scaled by
+// sigmoid(shared_scale . x) where shared_expert_gate) is added.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -70,16 +71,16 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     for (int i = 0; i < top; i++) K.axpy(rows[order[i]][0].second, y + i * H, out, H);
   } else {
     for (int e = 0; e < NE; e++) {
-    const auto& r = rows[e];
-    if (r.empty()) continue;
-    const int64_t n = (int64_t)r.size();
-    for (int64_t i = 0; i < n; i++) std::memcpy(xin + i * H, in + (int64_t)r[i].first * H, sizeof(float) * H);
-    const LayerWeights::Expert& x = w.experts[e];
-    const ops::LinearOut gu[2] = {{&x.gate, fb(x.b_gate), g, FE}, {&x.up, fb(x.b_up), u, FE}};
-    ops::linear_group(pool, K, xin, H, n, gu, 2);
-    gate(g, u, n * FE);
-    ops::linear(pool, K, g, FE, n, x.down, fb(x.b_down), y, H);
-    for (int64_t i = 0; i < n; i++) K.axpy(r[i].second, y + i * H, out + (int64_t)r[i].first * H, H);
+      const auto& r = rows[e];
+      if (r.empty()) continue;
+      const int64_t n = (int64_t)r.size();
+      for (int64_t i = 0; i < n; i++) std::memcpy(xin + i * H, in + (int64_t)r[i].first * H, sizeof(float) * H);
+      const LayerWeights::Expert& x = w.experts[e];
+      const ops::LinearOut gu[2] = {{&x.gate, fb(x.b_gate), g, FE}, {&x.up, fb(x.b_up), u, FE}};
+      ops::linear_group(pool, K, xin, H, n, gu, 2);
+      gate(g, u, n * FE);
+      ops::linear(pool, K, g, FE, n, x.down, fb(x.b_down), y, H);
+      for (int64_t i = 0; i < n; i++) K.axpy(r[i].second, y + i * H, out + (int64_t)r[i].first * H, H);
     }
   }
   if (FS == 0) return;
