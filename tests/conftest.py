@@ -104,6 +104,22 @@ def make_model(out_dir: str, cls, cfg, dtype: str = "float32", seed: int = 0):
     return model.to(torch.float32).eval()
 
 
+def reference_cache(tmp_path_factory, cases, prompt, n_greedy: int):
+    """get(name) -> (checkpoint dir, transformers' logits on prompt, its n_greedy greedy tokens) for the tiny model
+    cases()[name] = (transformers class, config) makes, each made once per module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cls, cfg = cases()[name]
+            d = tmp_path_factory.mktemp(name)
+            ref = make_model(str(d), cls, cfg)
+            cache[name] = (str(d), hf_logits(ref, prompt), hf_greedy(ref, prompt, n_greedy))
+        return cache[name]
+
+    return get
+
+
 def hf_logits(model, ids) -> np.ndarray:
     import torch
 

@@ -9,7 +9,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, hf_greedy, hf_logits, make_model, prompt_ids
+from conftest import assert_logits_close, hf_greedy, hf_logits, make_model, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -161,17 +161,7 @@ def _decoders():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cls, cfg = _decoders()[name]
-            d = tmp_path_factory.mktemp(name)
-            ref = make_model(str(d), cls, cfg)
-            cache[name] = (str(d), hf_logits(ref, PROMPT), hf_greedy(ref, PROMPT, N_GREEDY))
-        return cache[name]
-
-    return get
+    return reference_cache(tmp_path_factory, _decoders, PROMPT, N_GREEDY)
 
 
 DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",

@@ -11,7 +11,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, hf_greedy, hf_logits, make_model, prompt_ids
+from conftest import assert_logits_close, hf_greedy, hf_logits, make_model, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -59,17 +59,7 @@ CASES = list(_cases())
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cls, cfg = _cases()[name]
-            d = tmp_path_factory.mktemp(name)
-            ref = make_model(str(d), cls, cfg)
-            cache[name] = (str(d), hf_logits(ref, PROMPT), hf_greedy(ref, PROMPT, N_GREEDY))
-        return cache[name]
-
-    return get
+    return reference_cache(tmp_path_factory, _cases, PROMPT, N_GREEDY)
 
 
 @pytest.mark.parametrize("case", CASES)

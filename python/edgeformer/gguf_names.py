@@ -171,16 +171,8 @@ _PHI2_NAMES = [
     (_T_.FFN_DOWN, "model.layers.{i}.mlp.fc2", _WB, "blk"),
 ]
 # StarCoder2 and StableLM: Llama's tensors with LayerNorm biases (StarCoder2: every projection's bias, no gate)
-_STARCODER2_NAMES = [
-    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
-    (_T_.OUTPUT_NORM, "model.norm", _WB, None),
-    (_T_.OUTPUT, "lm_head", _W, None),
-    (_T_.ATTN_NORM, "model.layers.{i}.input_layernorm", _WB, "blk"),
-    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _WB, "blk"),
-    (_T_.ATTN_K, "model.layers.{i}.self_attn.k_proj", _WB, "blk"),
-    (_T_.ATTN_V, "model.layers.{i}.self_attn.v_proj", _WB, "blk"),
-    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _WB, "blk"),
-    (_T_.FFN_NORM, "model.layers.{i}.post_attention_layernorm", _WB, "blk"),
+_STARCODER2_NAMES = [(t, hf, _W if t in (_T_.TOKEN_EMBD, _T_.OUTPUT) else _WB, stack) for t, hf, _, stack in _LLAMA_NAMES
+                     if t not in (_T_.FFN_GATE, _T_.FFN_UP, _T_.FFN_DOWN)] + [
     (_T_.FFN_UP, "model.layers.{i}.mlp.c_fc", _WB, "blk"),
     (_T_.FFN_DOWN, "model.layers.{i}.mlp.c_proj", _WB, "blk"),
 ]
@@ -202,21 +194,11 @@ _GPT_OSS_NAMES = [
     (_T_.FFN_GATE_INP, "model.layers.{i}.mlp.router", _WB, "blk"),
 ]
 # OLMo 2: no pre-norms, the branches' output norms (post_attention_norm, post_ffw_norm), whole-width q/k norms
-_OLMO2_NAMES = [
-    (_T_.TOKEN_EMBD, "model.embed_tokens", _W, None),
-    (_T_.OUTPUT_NORM, "model.norm", _W, None),
-    (_T_.OUTPUT, "lm_head", _W, None),
-    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _W, "blk"),
-    (_T_.ATTN_K, "model.layers.{i}.self_attn.k_proj", _W, "blk"),
-    (_T_.ATTN_V, "model.layers.{i}.self_attn.v_proj", _W, "blk"),
-    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _W, "blk"),
+_OLMO2_NAMES = [(t, hf, _W, stack) for t, hf, _, stack in _LLAMA_NAMES if t not in (_T_.ATTN_NORM, _T_.FFN_NORM)] + [
     (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.q_norm", _W, "blk"),
     (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.k_norm", _W, "blk"),
     (_T_.ATTN_POST_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
     (_T_.FFN_POST_NORM, "model.layers.{i}.post_feedforward_layernorm", _W, "blk"),
-    (_T_.FFN_GATE, "model.layers.{i}.mlp.gate_proj", _W, "blk"),
-    (_T_.FFN_UP, "model.layers.{i}.mlp.up_proj", _W, "blk"),
-    (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _W, "blk"),
 ]
 _BLOOM_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),

@@ -377,24 +377,22 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
       w.router = L.small_f32(p + "moe.router.weight", {NE, H});
       if (spec_.expert_bias) w.router_b = L.vec(p + "moe.router.bias", NE, true);
-      w.experts.resize(NE);
-      for (int64_t e = 0; e < NE; e++) {
-        const std::string q = p + "moe.experts." + std::to_string(e) + ".";
-        LayerWeights::Expert& x = w.experts[e];
-        x.gate = L.matrix(q + "gate.weight", {FE, H});
-        x.up = L.matrix(q + "up.weight", {FE, H});
-        x.down = L.matrix(q + "down.weight", {H, FE});
-        if (spec_.expert_bias) {
-          x.b_gate = L.vec(q + "gate.bias", FE, true);
-          x.b_up = L.vec(q + "up.bias", FE, true);
+      // a gated MLP of width f under prefix q ("...gate.weight", ...), with its biases where asked
+      auto expert = [&](const std::string& q, int64_t f, bool biases) {
+        LayerWeights::Expert x;
+        x.gate = L.matrix(q + "gate.weight", {f, H});
+        x.up = L.matrix(q + "up.weight", {f, H});
+        x.down = L.matrix(q + "down.weight", {H, f});
+        if (biases) {
+          x.b_gate = L.vec(q + "gate.bias", f, true);
+          x.b_up = L.vec(q + "up.bias", f, true);
           x.b_down = L.vec(q + "down.bias", H, true);
         }
-      }
-      if (FS > 0) {
-        w.shared.gate = L.matrix(p + "moe.shared.gate.weight", {FS, H});
-        w.shared.up = L.matrix(p + "moe.shared.up.weight", {FS, H});
-        w.shared.down = L.matrix(p + "moe.shared.down.weight", {H, FS});
-      }
+        return x;
+      };
+      for (int64_t e = 0; e < NE; e++)
+        w.experts.push_back(expert(p + "moe.experts." + std::to_string(e) + ".", FE, spec_.expert_bias));
+      if (FS > 0) w.shared = expert(p + "moe.shared.", FS, false);
       if (FS > 0 && spec_.shared_expert_gate) {  // [1, hidden] ([hidden] in GGUF files)
         const Tensor* g = L.find(p + "moe.shared_scale.weight");
         w.shared_scale = L.small(p + "moe.shared_scale.weight", g && g->dim() == 1 ? std::vector<int64_t>{H}
