@@ -373,10 +373,9 @@ def test_mxfp4_reads_exactly_as_q5_0():
         mxfp4_to_q5_0(blocks, np.full_like(scales, 200), interleaved=True)
 
 
-def test_gpt_oss_mxfp4_checkpoint(tmp_path):
-    """A checkpoint whose experts are MXFP4 blocks and scales (as the released gpt-oss ones) loads with them as q5_0,
-    and its logits are transformers' on the same (dequantized) weights, up to the 8-bit activations of the q5_0
-    products."""
+def _mxfp4_checkpoint(tmp_path):
+    """A tiny gpt-oss whose experts are MXFP4 blocks and scales (as the released ones), and the transformers model of
+    the same (dequantized) weights."""
     import shutil
 
     import torch
@@ -407,6 +406,13 @@ def test_gpt_oss_mxfp4_checkpoint(tmp_path):
     save_file(tensors, str(out / "model.safetensors"))
     for f in ("config.json", "tokenizer.json"):
         shutil.copy(src / f, out / f)
+    return out, ref
+
+
+def test_gpt_oss_mxfp4_checkpoint(tmp_path):
+    """A checkpoint whose experts are MXFP4 blocks and scales loads with them as q5_0, and its logits are
+    transformers' on the same (dequantized) weights, up to the 8-bit activations of the q5_0 products."""
+    out, ref = _mxfp4_checkpoint(tmp_path)
     model = edgeformer.load(str(out), threads=2, max_context=64)
     types = {n: str(t.dtype).split(".")[-1] for n, t in model._core.weights()}
     assert types["layers.0.moe.experts.3.gate.weight"] == "q5_0" and types["layers.2.moe.experts.0.down.weight"] == "q5_0"
@@ -415,6 +421,37 @@ def test_gpt_oss_mxfp4_checkpoint(tmp_path):
     err = float(np.mean((got - want) ** 2) / np.mean(want**2))
     print(f"mxfp4 checkpoint: NMSE {err:.3g}")  # (7e-5 measured: the activations' 8-bit rounding, routes included)
     assert err < 3e-4
+
+
+def test_load_drops_each_derived_copy_once_the_model_holds_its_own(tmp_path):
+    """The q5_0 copies of MXFP4 experts (weights derived at load) leave the checkpoint's map as the model packs each
+    one, so that loading holds one copy of the experts at a time, not two; the checkpoint's own tensors stay."""
+    from edgeformer import _core
+    from edgeformer.archs import spec_from_config
+    from edgeformer.model import _materialize, _options
+
+    out, _ = _mxfp4_checkpoint(tmp_path)
+    config = json.loads((out / "config.json").read_text())
+    ckpt = _core.TensorMap.open_safetensors([str(out / "model.safetensors")])
+    stored = set(ckpt.names())
+    spec, names = spec_from_config(config, "config.json", ckpt.names())
+    keys = _materialize(ckpt, names, consumable=True)
+    derived = {k for k in keys.values() if k not in stored}
+    assert any("experts.gate_up_proj" in k for k in derived)
+    model = _core.Model(spec, ckpt, keys, _options(2, 64, None, 0), consume=True)
+    left = set(ckpt.names())
+    assert stored <= left  # the files' views are never erased
+    experts = {k for k in derived if "_blocks [as" in k}  # the q5_0 matrices, which the model repacks into panels
+    assert experts and not experts & left
+    assert derived - experts <= left  # (the biases, read as f32 copies, go with the map)
+    # a map that builds more models (a seq2seq decoder's beams) keeps them: nothing is consumable there
+    ckpt2 = _core.TensorMap.open_safetensors([str(out / "model.safetensors")])
+    keys2 = _materialize(ckpt2, names)
+    _core.Model(spec, ckpt2, keys2, _options(2, 64, None, 0), consume=True)
+    assert derived <= set(ckpt2.names())
+    tokens = np.asarray(PROMPT, dtype=np.int32)
+    a, b = model.forward(tokens, True), _core.Model(spec, ckpt2, keys2, _options(2, 64, None, 0)).forward(tokens, True)
+    np.testing.assert_array_equal(a, b)
 
 
 def test_gpt_oss_gguf_roundtrip_and_mxfp4_experts(tmp_path):

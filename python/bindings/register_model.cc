@@ -200,10 +200,14 @@ void register_model(py::module_& m) {
   py::class_<ef::Model> model(m, "Model");
   def_model_calls(model);
   model
-      .def(py::init<const ef::ArchSpec&, const ef::TensorMap&, const std::map<std::string, std::string>&,
-                    const ef::ModelOptions&>(),
-           py::arg("spec"), py::arg("checkpoint"), py::arg("names"), py::arg("options"),
-           py::call_guard<py::gil_scoped_release>())
+      .def(py::init([](const ef::ArchSpec& spec, ef::TensorMap& ckpt, const std::map<std::string, std::string>& names,
+                       const ef::ModelOptions& opts, bool consume) {
+             return std::make_unique<ef::Model>(spec, ckpt, names, opts, consume ? &ckpt : nullptr);
+           }),
+           py::arg("spec"), py::arg("checkpoint"), py::arg("names"), py::arg("options"), py::arg("consume") = false,
+           py::call_guard<py::gil_scoped_release>(),
+           "consume=True erases the checkpoint's consumable entries (weights derived at load) once the model has "
+           "its own copy of each")
       .def_property_readonly("spec", &ef::Model::spec)
       .def_property_readonly("max_context", &ef::Model::max_context)
       .def_property_readonly("n_past", &ef::Model::n_past)

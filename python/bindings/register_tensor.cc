@@ -111,7 +111,7 @@ void register_tensor(py::module_& m) {
                   py::call_guard<py::gil_scoped_release>(),
                   "Memory-maps safetensors files (the shards of one checkpoint) into one map of tensor views.")
       .def("add_array", [](ef::TensorMap& m, const std::string& name, py::array a, ef::DType dtype,
-                           const std::string& source) {
+                           const std::string& source, bool consumable) {
         // copies a NumPy array (derived in Python: a transposed or regrouped checkpoint tensor) into the map
         // plain types: an array of those elements; quantized types: uint8 [..., bytes per row]
         py::array c = py::module_::import("numpy").attr("ascontiguousarray")(a);
@@ -127,12 +127,19 @@ void register_tensor(py::module_& m) {
         std::memcpy(t.data, c.data(), t.nbytes());
         t.name = name;
         t.source = source;
-        m.add(name, std::move(t));
-      }, py::arg("name"), py::arg("array"), py::arg("dtype"), py::arg("source") = "")
+        m.add(name, std::move(t), consumable);
+      }, py::arg("name"), py::arg("array"), py::arg("dtype"), py::arg("source") = "", py::arg("consumable") = false,
+      "consumable: a Model built with consume=True may erase it once it holds its own copy")
       .def("add_rows_view", &ef::TensorMap::add_rows_view, py::arg("name"), py::arg("src"), py::arg("r0"), py::arg("r1"),
            "Adds name as a zero-copy view of rows [r0, r1) of src.")
       .def("add_index_view", &ef::TensorMap::add_index_view, py::arg("name"), py::arg("src"), py::arg("index"),
            "Adds name as a zero-copy view of src[index] (one matrix of a 3-D tensor).")
+      .def("drop_pages", [](const ef::TensorMap& m, const std::string& name) {
+        const ef::Tensor& t = m.get(name);
+        if (t.mapped && t.contiguous()) t.mapped->drop_pages(t.data, t.nbytes());
+      }, py::arg("name"),
+      "Lets the OS drop the resident file pages of a memory-mapped tensor that has been copied (read again if "
+      "touched), so that the copy and the file are not both counted in resident memory.")
       .def("names", &ef::TensorMap::names)
       .def("get", &ef::TensorMap::get, py::arg("name"), py::return_value_policy::copy)
       .def_static("open_gguf", [](const std::string& path) {

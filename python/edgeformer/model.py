@@ -233,7 +233,7 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     spec, names = spec_from_config(config, cfg_path, checkpoint.names())
     if dtype in QUANTIZED:
         gguf_rotary_layout(spec, names)
-    core = _core.Model(spec, checkpoint, _materialize(checkpoint, names), opts)
+    core = _core.Model(spec, checkpoint, _materialize(checkpoint, names, consumable=True), opts, consume=True)
     model = Model(core, config, tok, model_dir)
     return model if cuda_index is None else _to_device(model, cuda_index, kv_dtype)
 
@@ -345,15 +345,19 @@ def llama_qk_permutation(n_heads: int, head_dim: int) -> List[int]:
     return [h * head_dim + s * half + i for h in range(n_heads) for i in range(half) for s in range(2)]
 
 
-def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any]) -> Dict[str, str]:
-    """Builds the Derived weights (transposed / regrouped) into the map; returns canonical -> map name."""
+def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any], consumable: bool = False) -> Dict[str, str]:
+    """Builds the Derived weights (transposed / regrouped) into the map; returns canonical -> map name.
+    consumable: each one is marked so that a Model built with consume=True erases it once it holds its own copy
+    (not for maps that build several models, as a seq2seq decoder's beams do)."""
     out: Dict[str, str] = {}
     for canonical, v in names.items():
         if isinstance(v, Derived):
             key = f"{v.src} [as {canonical}]"
             if key not in checkpoint:
                 arr, dt, src = v.build(checkpoint)
-                checkpoint.add_array(key, arr, dt, src)
+                checkpoint.add_array(key, arr, dt, src, consumable)
+                del arr
+                checkpoint.drop_pages(v.src)  # (the file's pages, read again only if something reads them)
             out[canonical] = key
         else:
             out[canonical] = v

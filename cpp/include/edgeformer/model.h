@@ -73,8 +73,10 @@ class Model {
  public:
   // checkpoint: every tensor of the checkpoint (views into the files).
   // names: canonical name (see python/edgeformer/archs.py, e.g. "layers.3.attn.q.weight") -> checkpoint name.
+  // consume: the checkpoint itself, or null: its consumable entries (weights derived at load) are erased as soon
+  // as the model has its own copy (packed or converted), so that load holds at most one copy of each.
   Model(const ArchSpec& spec, const TensorMap& checkpoint, const std::map<std::string, std::string>& names,
-        const ModelOptions& opts);
+        const ModelOptions& opts, TensorMap* consume = nullptr);
 
   const ArchSpec& spec() const { return spec_; }
   int32_t max_context() const { return max_ctx_; }

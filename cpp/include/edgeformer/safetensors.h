@@ -3,6 +3,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,7 +38,14 @@ class TensorMap {
   bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
   const Tensor& get(const std::string& name) const;  // throws ValueError naming the missing tensor
   std::vector<std::string> names() const;
-  void add(const std::string& name, Tensor t);
+  // consumable: an owned copy (a weight derived at load) that a Model may erase once it has made its own
+  // (Model's `consume` argument), so that the two are not held at once.
+  void add(const std::string& name, Tensor t, bool consumable = false);
+  bool consumable(const std::string& name) const { return consumable_.count(name) != 0; }
+  void erase(const std::string& name) {
+    tensors_.erase(name);
+    consumable_.erase(name);
+  }
   // Adds `name` as a zero-copy view of rows [r0, r1) of tensor `src` (fused QKV matrices of GGUF files).
   void add_rows_view(const std::string& name, const std::string& src, int64_t r0, int64_t r1);
   // Adds name as a zero-copy view of src[index]: one matrix (or vector) of a stacked tensor (GGUF's experts,
@@ -47,6 +55,7 @@ class TensorMap {
 
  private:
   std::map<std::string, Tensor> tensors_;
+  std::set<std::string> consumable_;
 };
 
 }  // namespace ef

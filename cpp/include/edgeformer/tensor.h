@@ -24,6 +24,7 @@ struct Buffer {
   Buffer& operator=(const Buffer&) = delete;
   void* data = nullptr;
   size_t size = 0;
+  size_t mapped = 0;  // bytes mapped for it (large buffers are their own anonymous mappings), 0 if malloc'd
 };
 
 struct Tensor {

@@ -8,8 +8,9 @@
 
 #include "edgeformer/errors.h"
 
-#if defined(__linux__)
+#if !defined(_WIN32)
 #include <sys/mman.h>
+#include <unistd.h>
 #endif
 
 namespace ef {
@@ -25,15 +26,31 @@ Buffer::Buffer(size_t bytes) : size(bytes) {
 #if defined(_WIN32)
   data = _aligned_malloc(rounded, kAlign);
 #else
-  // large buffers (weights, panels, the KV cache) on 2 MiB boundaries, as transparent huge pages where the
-  // kernel allows: a decode step streams every weight once, and 4 KiB pages cost a TLB miss per row
+  // Buffers of 1 MiB and more (weights, panels, the KV cache) are anonymous mappings of their own, unmapped when
+  // freed: from malloc's heap, a weight freed at load (a copy made while loading) would stay resident behind the
+  // ones allocated after it. Those of 4 MiB and more start on a 2 MiB boundary, as transparent huge pages where
+  // the kernel allows: a decode step streams every weight once, and 4 KiB pages cost a TLB miss per row.
   const size_t huge = (size_t)2 << 20;
-  const bool big = rounded >= 2 * huge;
-  if (posix_memalign(&data, big ? huge : kAlign, rounded) != 0) data = nullptr;
+  if (rounded >= ((size_t)1 << 20)) {
+    const bool big = rounded >= 2 * huge;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    rounded = (rounded + page - 1) / page * page;
+    const size_t span = rounded + (big ? huge : 0);
+    void* p = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p != MAP_FAILED) {
+      const uintptr_t lo = (uintptr_t)p, start = big ? (lo + huge - 1) / huge * huge : lo;
+      if (start > lo) munmap(p, start - lo);  // the slack before and after the aligned range
+      if (lo + span > start + rounded) munmap((void*)(start + rounded), lo + span - start - rounded);
+      data = (void*)start;
+      mapped = rounded;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  // only the whole huge pages: a partly used one would be resident in full
-  if (data && big) madvise(data, rounded / huge * huge, MADV_HUGEPAGE);
+      // only the whole huge pages: a partly used one would be resident in full
+      if (big) madvise(data, rounded / huge * huge, MADV_HUGEPAGE);
 #endif
+    }
+  } else if (posix_memalign(&data, kAlign, rounded) != 0) {
+    data = nullptr;
+  }
 #endif
   if (!data) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
 }
@@ -42,7 +59,8 @@ Buffer::~Buffer() {
 #if defined(_WIN32)
   _aligned_free(data);
 #else
-  std::free(data);
+  if (mapped) munmap(data, mapped);
+  else std::free(data);
 #endif
 }
 

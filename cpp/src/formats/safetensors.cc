@@ -106,7 +106,11 @@ std::vector<std::string> TensorMap::names() const {
   return v;
 }
 
-void TensorMap::add(const std::string& name, Tensor t) { tensors_[name] = std::move(t); }
+void TensorMap::add(const std::string& name, Tensor t, bool consumable) {
+  tensors_[name] = std::move(t);
+  if (consumable) consumable_.insert(name);
+  else consumable_.erase(name);
+}
 
 void TensorMap::add_rows_view(const std::string& name, const std::string& src, int64_t r0, int64_t r1) {
   const Tensor& t = get(src);

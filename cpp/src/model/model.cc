@@ -151,6 +151,7 @@ Tensor convert_rows(const Tensor& t, DType to, ThreadPool* pool, bool shared = f
 struct Loader {
   const TensorMap& ckpt;
   const std::map<std::string, std::string>& names;
+  TensorMap* consume;  // ckpt, when its consumable entries may be erased once copied (Model's constructor)
   DType convert_to;
   bool convert;
   bool int8;  // convert_to is q8_0, layer and head matrices with one scale per row (CTranslate2's int8)
@@ -183,6 +184,14 @@ struct Loader {
   }
   // A matrix used as stored (zero-copy, quantized ones included), or converted when the user asked for a dtype.
   Tensor matrix(const std::string& canonical, const std::vector<int64_t>& shape, Role role = Role::Layer) {
+    Tensor out = load_matrix(canonical, shape, role);
+    // a weight derived at load (Python's Derived: a regrouped or re-encoded copy) is dropped once the model
+    // holds its own copy, so that loading needs one copy of it at a time, not two
+    const std::string& key = names.at(canonical);
+    if (consume && consume->consumable(key) && out.data != consume->get(key).data) consume->erase(key);
+    return out;
+  }
+  Tensor load_matrix(const std::string& canonical, const std::vector<int64_t>& shape, Role role) {
     const Tensor* t = find(canonical);
     if (!t) throw ValueError("the weight map has no entry for '" + canonical + "'");
     if (t->dtype == DType::MXFP4) return panels(mxfp4_as_q5_0(*t, shape), role);
@@ -296,9 +305,10 @@ int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, in
 }
 
 Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::string, std::string>& names,
-             const ModelOptions& opts)
+             const ModelOptions& opts, TensorMap* consume)
     : spec_(spec), opts_(opts) {
   spec_.validate();
+  EF_CHECK(!consume || consume == &ckpt, "Model: 'consume' must be the checkpoint itself");
   kernels();  // an unusable EDGEFORMER_ISA fails here, at load
   EF_CHECK(opts.threads >= 0, "argument 'threads' must be positive, got " + std::to_string(opts.threads));
   EF_CHECK(opts.max_context >= 0, "argument 'max_context' must be positive, got " + std::to_string(opts.max_context));
@@ -310,7 +320,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
                                                  std::to_string(spec_.max_position) + ")");
   int threads = opts.threads > 0 ? opts.threads : physical_cores();
   pool_ = std::make_shared<ThreadPool>(threads);
-  Loader L{ckpt, names, DType::F32, !opts.dtype.empty(), opts.dtype == "int8", pool_.get(), opts.progress};
+  Loader L{ckpt, names, consume, DType::F32, !opts.dtype.empty(), opts.dtype == "int8", pool_.get(), opts.progress};
   if (L.convert) L.convert_to = L.int8 ? DType::Q8_0 : parse_dtype(opts.dtype, "argument 'dtype'");
   if (L.progress)
     for (auto& kv : names)
