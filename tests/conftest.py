@@ -68,7 +68,8 @@ def scale_weights(model, std: float = 0.08, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 1 and name.endswith("weight"):  # norm scales (every 1-D weight is one)
+            # norm scales: every 1-D weight, and per-head q/k norms ([heads, head_dim], named *norm*)
+            if name.endswith("weight") and (p.dim() == 1 or "norm" in name.split(".")[-2]):
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(std * torch.randn(p.shape, generator=g))

@@ -382,8 +382,11 @@ BAD_CONFIGS = [
       "num_attention_heads": 2, "num_local_experts": 2, "layer_types": [[1], [2]]}, "layer_types"),
     ({"model_type": "smollm3", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 2,
       "num_attention_heads": 2, "no_rope_layers": [1, True]}, "no_rope_layers"),
-    ({"model_type": "cohere", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1,
-      "num_attention_heads": 2, "use_qk_norm": True}, "use_qk_norm"),
+    ({"model_type": "exaone4", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 2,
+      "num_attention_heads": 2, "sliding_window": 4, "sliding_window_pattern": "LG"}, "sliding_window_pattern"),
+    ({"model_type": "hunyuan_v1_dense", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+      "num_hidden_layers": 1, "num_attention_heads": 2, "rope_scaling": {"type": "dynamic", "alpha": -2.0}},
+     "rope_scaling.alpha"),
 ]
 
 

@@ -87,6 +87,8 @@ void register_model(py::module_& m) {
       .def_readwrite("emb_norm", &ef::ArchSpec::emb_norm)
       .def_readwrite("qk_norm", &ef::ArchSpec::qk_norm)
       .def_readwrite("qk_norm_full", &ef::ArchSpec::qk_norm_full)
+      .def_readwrite("qk_norm_per_head", &ef::ArchSpec::qk_norm_per_head)
+      .def_readwrite("qk_norm_after_rope", &ef::ArchSpec::qk_norm_after_rope)
       .def_readwrite("pre_norms", &ef::ArchSpec::pre_norms)
       .def_readwrite("emb_scale", &ef::ArchSpec::emb_scale)
       .def_readwrite("attn_softcap", &ef::ArchSpec::attn_softcap)

@@ -244,6 +244,23 @@ class Derived:
         return np.ascontiguousarray(a), t.dtype, t.source
 
 
+class Stacked(Derived):
+    """Vectors of several checkpoint tensors stacked into one [len(srcs), n] f32 tensor (StableLM's per-head q/k
+    norms, one LayerNorm module per head)."""
+
+    def __init__(self, srcs: Sequence[str]):
+        super().__init__(srcs[0])
+        self.srcs = list(srcs)
+
+    def build(self, checkpoint) -> Tuple[np.ndarray, "_core.DType", str]:
+        ts = [checkpoint.get(n) for n in self.srcs]
+        rows = [_as_f32(t.numpy(), t.dtype).reshape(-1) for t in ts]
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError(f"tensors {self.srcs[0]!r} ...: expected {len(rows)} vectors of one length, got shapes "
+                             f"{[list(t.shape) for t in ts]}")
+        return np.ascontiguousarray(np.stack(rows), dtype=np.float32), _core.DType.f32, ts[0].source
+
+
 def _as_f32(a: np.ndarray, dtype) -> np.ndarray:
     """A float tensor's values as f32 (bf16 arrives as its uint16 bits)."""
     if dtype == _core.DType.bf16:
@@ -317,6 +334,7 @@ from .archs_llama import (  # noqa: E402
     _cohere, _gemma, _gemma3, _gemma3_multimodal, _gpt_oss, _granite, _granitemoe, _llama, _moe, _olmo2, _phi3,
     _smollm3, _stablelm, _starcoder2,
 )
+from .archs_recent import RECENT  # noqa: E402
 
 # model_type -> builder(config, tensor names present) -> (ArchSpec, canonical -> checkpoint name)
 ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]]] = {
@@ -349,6 +367,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "falcon": _falcon,
     "codegen": _codegen,
     "bert": _bert,
+    **RECENT,
 }
 ENCODER_DECODERS = {"t5": t5_specs}
 

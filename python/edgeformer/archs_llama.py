@@ -9,7 +9,7 @@ import math
 from typing import Dict, Tuple, Union
 
 from . import _core
-from .archs import Config, Derived, NameMap, _activation, _FFN, _layer_types_ok, _prefix, _rope, _window
+from .archs import Config, Derived, NameMap, Stacked, _activation, _FFN, _layer_types_ok, _prefix, _rope, _window
 
 
 def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]:
@@ -118,12 +118,21 @@ def _smollm3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _per_head_qk_norms(s: "_core.ArchSpec", names: NameMap, q: str, k: str) -> None:
+    """LayerNorms of each head's query and key with weights of their own (layer i's `q` and `k` tensors, formatted
+    with the layer's prefix; Stacked where one tensor per head)."""
+    s.qk_norm = s.qk_norm_per_head = True
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        for part, form, heads in (("q", q, s.n_heads), ("k", k, s.n_kv_heads)):
+            names[dst + f"attn.{part}_norm.weight"] = (src + form if "{h}" not in form else
+                                                       Stacked([src + form.format(h=h) for h in range(heads)]))
+
+
 def _cohere(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Cohere Command-R (model_type cohere): LayerNorms without bias, attention and MLP in parallel through one
-    norm, rotary on interleaved pairs (GPT-J's), a tied head and logits scaled by logit_scale. Per-head q/k
-    LayerNorms (use_qk_norm, Command R+) are refused by name."""
-    if cfg.get("use_qk_norm", bool, False):
-        raise cfg.error("use_qk_norm", "is true: per-head LayerNorms of the queries and keys are not supported")
+    norm, rotary on interleaved pairs (GPT-J's), a tied head and logits scaled by logit_scale; Command R+ adds
+    LayerNorms of each head's query and key (use_qk_norm)."""
     s, names = _llama(Config({"tie_word_embeddings": True, **cfg.data, "model_type": "llama"}, cfg.source),
                       tensor_names)
     s.model_type = "cohere"
@@ -136,6 +145,8 @@ def _cohere(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s.logits_scale = cfg.get("logit_scale", float, 0.0625)
     for i in range(s.n_layers):
         names.pop(f"layers.{i}.mlp_norm.weight")
+    if cfg.get("use_qk_norm", bool, False):
+        _per_head_qk_norms(s, names, "self_attn.q_norm.weight", "self_attn.k_norm.weight")
     return s, names
 
 
@@ -360,9 +371,7 @@ def _starcoder2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 def _stablelm(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """StableLM (StableLM-3B-4E1T, StableLM 2 1.6B, Zephyr): a Llama with LayerNorms, rotary on a quarter of each
     head, optional q/k/v biases (use_qkv_bias) and an optional parallel residual through one norm
-    (use_parallel_residual). Per-head q/k LayerNorms (qk_layernorm, StableLM 2 12B) are refused by name."""
-    if cfg.get("qk_layernorm", bool, False):
-        raise cfg.error("qk_layernorm", "is true: per-head LayerNorms of the queries and keys are not supported")
+    (use_parallel_residual) and, in StableLM 2 12B, LayerNorms of each head's query and key (qk_layernorm)."""
     data = {**cfg.data, "model_type": "llama", "attention_bias": False}
     s, names = _llama(Config(data, cfg.source), tensor_names)
     s.model_type = "stablelm"
@@ -382,6 +391,8 @@ def _stablelm(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         if s.attn_bias:
             for p in "qkv":
                 names[dst + f"attn.{p}.bias"] = src + f"self_attn.{p}_proj.bias"
+    if cfg.get("qk_layernorm", bool, False):
+        _per_head_qk_norms(s, names, "self_attn.q_layernorm.norms.{h}.weight", "self_attn.k_layernorm.norms.{h}.weight")
     return s, names
 
 

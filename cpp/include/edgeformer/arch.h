@@ -52,9 +52,13 @@ struct ArchSpec {
   bool tie_embeddings = false;
   int32_t sliding_window = 0;  // 0 = none; key j visible from query i when i - j < sliding_window
   std::vector<int32_t> layer_windows;  // per layer (0: none), in place of sliding_window where not empty
-  bool qk_norm = false;        // RMSNorm of each head's query and key before rotary (Qwen3): [head_dim] weights
-  bool qk_norm_full = false;   // with qk_norm: one RMSNorm over all the heads' queries ([n_heads * head_dim]
+  // q/k norms, of the model's norm kind (RMSNorm; LayerNorm without bias where norm is Layer):
+  bool qk_norm = false;        // each head's query and key normalized before rotary (Qwen3): [head_dim] weights
+  bool qk_norm_full = false;   // with qk_norm: one norm over all the heads' queries ([n_heads * head_dim]
                                // weights) and one over the keys (OLMo 2, OLMoE)
+  bool qk_norm_per_head = false;    // with qk_norm: each head its own weights, [n_heads, head_dim] and
+                                    // [n_kv_heads, head_dim] (StableLM 2 12B, Command R+)
+  bool qk_norm_after_rope = false;  // with qk_norm: normalized after rotary (HunYuan)
   bool pre_norms = true;       // norms before attention and MLP; false: their outputs only (post_norms: OLMo 2)
   float emb_scale = 0.f;       // multiplies the token embeddings (Gemma: sqrt(hidden_size)); 0 = none
   // soft-capping (Gemma 2): scaled attention scores and final logits become cap * tanh(x / cap); 0 = none

@@ -57,7 +57,9 @@ void ArchSpec::validate() const {
   EF_CHECK(std::isfinite(swiglu_limit) && swiglu_limit >= 0 && std::isfinite(swiglu_alpha),
            "config fields 'swiglu_limit' / 'swiglu_alpha' must be finite, the limit non-negative");
   EF_CHECK(!(expert_bias || swiglu_limit > 0) || n_experts > 0, "expert biases and the clamped gate need experts");
-  EF_CHECK(!qk_norm_full || qk_norm, "qk_norm_full is a form of qk_norm");
+  EF_CHECK(!(qk_norm_full || qk_norm_per_head || qk_norm_after_rope) || qk_norm,
+           "qk_norm_full, qk_norm_per_head and qk_norm_after_rope are forms of qk_norm");
+  EF_CHECK(!(qk_norm_full && qk_norm_per_head), "qk_norm_full and qk_norm_per_head exclude each other");
   EF_CHECK(layer_nope.empty() || ((int64_t)layer_nope.size() == n_layers && pos == PosKind::Rotary),
            "config field 'no_rope_layers': one entry per layer (" + std::to_string(n_layers) + ") of a rotary model");
   EF_CHECK(pre_norms || (norm_position == NormPosition::Pre && !parallel_residual && !cross_attention),
@@ -375,8 +377,13 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     }
     if (spec_.attn_out_bias) w.bo = L.vec(p + "attn.o.bias", H, true);
     if (spec_.qk_norm) {
-      w.q_norm_w = L.vec(p + "attn.q_norm.weight", spec_.qk_norm_full ? QD : hd, true);
-      w.k_norm_w = L.vec(p + "attn.k_norm.weight", spec_.qk_norm_full ? KD : hd, true);
+      if (spec_.qk_norm_per_head) {
+        w.q_norm_w = L.small(p + "attn.q_norm.weight", {spec_.n_heads, hd}, true);
+        w.k_norm_w = L.small(p + "attn.k_norm.weight", {spec_.n_kv_heads, hd}, true);
+      } else {
+        w.q_norm_w = L.vec(p + "attn.q_norm.weight", spec_.qk_norm_full ? QD : hd, true);
+        w.k_norm_w = L.vec(p + "attn.k_norm.weight", spec_.qk_norm_full ? KD : hd, true);
+      }
     }
     if (spec_.attn_sinks) w.sinks = L.vec(p + "attn.sinks", spec_.n_heads, true);
     if (spec_.post_norms) {
@@ -697,6 +704,22 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       ops::linear(pool, K, u, F, T, w.w_down, fptr(w.b_down), result, H);
     }
   };
+  // one token's queries q [QD] and keys k [KD] normalized in place (ArchSpec::qk_norm): all the heads at once
+  // (qk_norm_full), or each head with a weight shared by the heads or with its own (qk_norm_per_head)
+  auto qk_norms = [&](const LayerWeights& w, float* q, float* k) {
+    auto norm = [&](float* v, const float* wt, int64_t n) {
+      if (spec_.norm == NormKind::RMS) K.rmsnorm(v, wt, spec_.norm_eps, v, n);
+      else K.layernorm(v, wt, nullptr, spec_.norm_eps, v, n);
+    };
+    if (spec_.qk_norm_full) {
+      norm(q, fptr(w.q_norm_w), QD);
+      norm(k, fptr(w.k_norm_w), KD);
+      return;
+    }
+    const int64_t step = spec_.qk_norm_per_head ? hd : 0;
+    for (int hh = 0; hh < nh; hh++) norm(q + hh * hd, fptr(w.q_norm_w) + hh * step, hd);
+    for (int hh = 0; hh < nkv; hh++) norm(k + hh * hd, fptr(w.k_norm_w) + hh * step, hd);
+  };
   // self-attention of the normalized input `in` -> tmp [T, H]
   auto self_attention = [&](int l, const LayerWeights& w, const float* in) {
     const ops::LinearOut qkv[3] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
@@ -706,22 +729,14 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     for (int32_t t = 0; t < T; t++) {
       const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
       const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
-      if (spec_.qk_norm && spec_.qk_norm_full) {  // all the heads' queries and keys, normalized in place
-        K.rmsnorm(q_.data() + t * QD, fptr(w.q_norm_w), spec_.norm_eps, q_.data() + t * QD, QD);
-        K.rmsnorm(k_.data() + t * KD, fptr(w.k_norm_w), spec_.norm_eps, k_.data() + t * KD, KD);
-      } else if (spec_.qk_norm) {  // each head's query and key, normalized in place before rotary
-        for (int hh = 0; hh < nh; hh++)
-          K.rmsnorm(q_.data() + t * QD + hh * hd, fptr(w.q_norm_w), spec_.norm_eps, q_.data() + t * QD + hh * hd, hd);
-        for (int hh = 0; hh < nkv; hh++)
-          K.rmsnorm(k_.data() + t * KD + hh * hd, fptr(w.k_norm_w), spec_.norm_eps, k_.data() + t * KD + hh * hd, hd);
+      float *qt = q_.data() + t * QD, *kt = k_.data() + t * KD;
+      if (spec_.qk_norm && !spec_.qk_norm_after_rope) qk_norms(w, qt, kt);
+      if (rotary) {
+        for (int hh = 0; hh < nh; hh++) ops::rope(qt + hh * hd, c, s, half, spec_.rope.style);
+        for (int hh = 0; hh < nkv; hh++) ops::rope(kt + hh * hd, c, s, half, spec_.rope.style);
       }
-      if (rotary)
-        for (int hh = 0; hh < nh; hh++) ops::rope(q_.data() + t * QD + hh * hd, c, s, half, spec_.rope.style);
-      for (int hh = 0; hh < nkv; hh++) {
-        float* kv = k_.data() + t * KD + hh * hd;
-        if (rotary) ops::rope(kv, c, s, half, spec_.rope.style);
-        owner(t).store_kv(l, hh, pos[t], kv, v_.data() + t * KD + hh * hd);
-      }
+      if (spec_.qk_norm && spec_.qk_norm_after_rope) qk_norms(w, qt, kt);
+      for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, v_.data() + t * KD + hh * hd);
     }
     attention(l, q_.data(), att_.data(), T, pos0, a.key_mask, seqs);
     if (take_interrupt()) throw Interrupted();

@@ -1,0 +1,75 @@
+"""The Llama line's recent families against transformers on tiny random checkpoints, under every ISA: ERNIE 4.5,
+EXAONE 4, GLM-4 (glm, glm4), InternLM3, HunYuan, and the per-head q/k LayerNorms of StableLM 2 12B and Command R+.
+Logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import edgeformer
+
+from conftest import assert_logits_close, prompt_ids, reference_cache
+
+PROMPT = prompt_ids(32)
+N_GREEDY = 16
+
+
+def _cases():
+    import transformers as tf
+
+    base = dict(vocab_size=320, bos_token_id=0, eos_token_id=None, pad_token_id=None, hidden_size=64,
+                intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return {
+        # interleaved rotary, biases on every projection, tied head
+        "ernie4_5": (tf.Ernie4_5ForCausalLM, tf.Ernie4_5Config(num_hidden_layers=2, head_dim=16, use_bias=True,
+                                                               **base)),
+        # post-norms only, per-head q/k norms, 3 sliding layers (window 6) to 1 global without rotary
+        "exaone4": (tf.Exaone4ForCausalLM, tf.Exaone4Config(num_hidden_layers=4, sliding_window=6,
+                                                            sliding_window_pattern=4, **base)),
+        # no window: every layer global, and rotated
+        "exaone4_global": (tf.Exaone4ForCausalLM, tf.Exaone4Config(num_hidden_layers=2, sliding_window=None,
+                                                                   layer_types=["full_attention"] * 2, **base)),
+        # interleaved rotary on half of each head, q/k/v biases, fused gate_up
+        "glm": (tf.GlmForCausalLM, tf.GlmConfig(num_hidden_layers=2, head_dim=16, **base)),
+        # + sandwich norms
+        "glm4": (tf.Glm4ForCausalLM, tf.Glm4Config(num_hidden_layers=2, head_dim=16, **base)),
+        # transformers runs it as a Llama; biases everywhere
+        "internlm3": (tf.LlamaForCausalLM, tf.InternLM3Config(num_hidden_layers=2, head_dim=16, attention_bias=True,
+                                                              mlp_bias=True, **base)),
+        # q/k norms after rotary, NTK-alpha rope
+        "hunyuan": (tf.HunYuanDenseV1ForCausalLM, tf.HunYuanDenseV1Config(
+            num_hidden_layers=2, head_dim=16, rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0,
+                                                               "rope_theta": 10000.0}, **base)),
+        # StableLM 2 12B: a LayerNorm per head of the queries and of the keys (one module each)
+        "stablelm_qk": (tf.StableLmForCausalLM, tf.StableLmConfig(num_hidden_layers=2, qk_layernorm=True,
+                                                                  use_qkv_bias=True, **base)),
+        # Command R+: per-head LayerNorms ([heads, head_dim] weights)
+        "cohere_qk": (tf.CohereForCausalLM, tf.CohereConfig(num_hidden_layers=2, use_qk_norm=True, logit_scale=0.5,
+                                                            **base)),
+    }
+
+
+CASES = ["ernie4_5", "exaone4", "exaone4_global", "glm", "glm4", "internlm3",
+           "hunyuan", "stablelm_qk", "cohere_qk"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return reference_cache(tmp_path_factory, _cases, PROMPT, N_GREEDY)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_recent_logits(case, isa, built):
+    path, ref, _ = built(case)
+    model = edgeformer.load(path, threads=2, max_context=64)
+    assert_logits_close(model.logits(PROMPT), ref)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_recent_greedy(case, isa, built):
+    path, _, ref_tokens = built(case)
+    model = edgeformer.load(path, threads=2, max_context=64)
+    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
+    assert out.token_ids == ref_tokens
