@@ -641,3 +641,15 @@ def test_smollm3_and_command_r_gguf_roundtrip(family, tmp_path):
     assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
+
+
+def test_llama3_rope_scaling_is_written(tmp_path):
+    """Llama 3.1-3.3's rope scaling (rope_type llama3) goes into the file as llama.cpp's rope_freqs tensor: the
+    file loads back to the logits of quantize-at-load (before, the scaling was lost: logits off by ~40%)."""
+    src = tmp_path / "src"
+    make_llama(str(src), rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 16,
+                                       "rope_theta": 10000.0})
+    out = tmp_path / "m.gguf"
+    _, back = _quantize_and_load_back(src, out, "q8_0")
+    assert back.spec.rope.scaling == edgeformer._core.RopeScaling.llama3

@@ -13,11 +13,8 @@ from . import _core
 from .archs import ENCODER_DECODERS, Derived, spec_from_config
 from .tokenizer import TokenizerInfo
 
-GGUF_ARCH = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-             "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "phi3": "phi3", "gemma": "gemma", "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_neox": "gptneox", "phi": "phi2",
-             "starcoder2": "starcoder2", "stablelm": "stablelm", "granite": "granite", "granitemoe": "granitemoe",
-             "gpt_oss": "gpt-oss", "olmo2": "olmo2", "olmoe": "olmoe",
-             "smollm3": "smollm3", "cohere": "command-r", "bloom": "bloom", "falcon": "falcon", "bert": "bert"}
+from .gguf_common import _ARCH_OF_MODEL_TYPE as GGUF_ARCH  # HF model_type -> llama.cpp architecture
+
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 # llama.cpp's architectures whose q and k rows its converter permutes for adjacent rotary pairs (LlamaModel's)
 PERMUTED_QK = ("llama", "granite", "granitemoe", "smollm3")
@@ -157,9 +154,9 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
 
     config = model.config
     mt = config.get("model_type")
-    if mt not in GGUF_ARCH and mt not in ENCODER_DECODERS:
+    if mt not in GGUF_ARCH:
         raise ValueError(f"{source_dir}: writing {mt!r} as GGUF is not supported (supported: "
-                         f"{', '.join(list(GGUF_ARCH) + list(ENCODER_DECODERS))})")
+                         f"{', '.join(GGUF_ARCH)})")
     arch = GGUF_ARCH.get(mt, mt)
     meta: Dict[str, Any] = dict(gguf_metadata_from_config(config, os.path.join(source_dir, "config.json")))
     tok_json = os.path.join(source_dir, "tokenizer.json")
@@ -212,6 +209,11 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
                 fused.setdefault(g, []).append((at, a, t.dtype))
                 continue
             tensors[g] = (a, t.dtype)
+        if spec.rope.scaling == _core.RopeScaling.llama3:  # (Llama 3.1-3.3, EXAONE 4: per-frequency factors)
+            from .gguf_config import llama3_rope_freqs_from_config
+
+            freqs = llama3_rope_freqs_from_config(config, os.path.join(source_dir, "config.json"))
+            tensors["rope_freqs.weight"] = (np.asarray(freqs, np.float32), _core.DType.f32)
         if mt == "phi3" and spec.rope.scaling == _core.RopeScaling.longrope:  # its factors, as llama.cpp's tensors
             for n, v in (("rope_factors_long.weight", spec.rope.long_factor),
                          ("rope_factors_short.weight", spec.rope.short_factor)):
