@@ -65,6 +65,24 @@ def cases():
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6,
             rope_parameters={"rope_type": "default", "rope_theta": 150000.0},
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),
+        "ernie4_5": lambda: (tf.Ernie4_5ForCausalLM, tf.Ernie4_5Config(head_dim=32, **d)),
+        # (llama.cpp windows the 64-layer model only: EXAONE 4.0 32B's shape)
+        "exaone4": lambda: (tf.Exaone4ForCausalLM, tf.Exaone4Config(
+            sliding_window=6, sliding_window_pattern=4, **{**d, "num_hidden_layers": 64})),
+        "exaone4_global": lambda: (tf.Exaone4ForCausalLM, tf.Exaone4Config(
+            sliding_window=None, layer_types=["full_attention"] * 2, **d)),
+        "glm4": lambda: (tf.Glm4ForCausalLM, tf.Glm4Config(head_dim=32, **d)),
+        "hunyuan": lambda: (tf.HunYuanDenseV1ForCausalLM, tf.HunYuanDenseV1Config(
+            head_dim=32, rope_parameters={"rope_type": "dynamic", "alpha": 1000.0, "factor": 1.0,
+                                          "rope_theta": 10000.0}, **d)),
+        "internlm3": lambda: (tf.LlamaForCausalLM, tf.InternLM3Config(head_dim=32, attention_bias=True, mlp_bias=True, **d)),
+        "stablelm_qk": lambda: (tf.StableLmForCausalLM, tf.StableLmConfig(qk_layernorm=True, **d)),
+        # (llama.cpp reads q/k norms in 64-layer models only: Command R+'s shape)
+        "cohere_qk": lambda: (tf.CohereForCausalLM, tf.CohereConfig(logit_scale=0.5, use_qk_norm=True, **{
+            **d, "num_hidden_layers": 64})),
+        "llama31": lambda: (tf.LlamaForCausalLM, tf.LlamaConfig(tie_word_embeddings=False, rope_parameters={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16, "rope_theta": 10000.0}, **d)),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

@@ -25,6 +25,7 @@ def _cases():
         # interleaved rotary, biases on every projection, tied head
         "ernie4_5": (tf.Ernie4_5ForCausalLM, tf.Ernie4_5Config(num_hidden_layers=2, head_dim=16, use_bias=True,
                                                                **base)),
+        "ernie4_5_plain": (tf.Ernie4_5ForCausalLM, tf.Ernie4_5Config(num_hidden_layers=2, head_dim=16, **base)),
         # post-norms only, per-head q/k norms, 3 sliding layers (window 6) to 1 global without rotary
         "exaone4": (tf.Exaone4ForCausalLM, tf.Exaone4Config(num_hidden_layers=4, sliding_window=6,
                                                             sliding_window_pattern=4, **base)),
@@ -51,7 +52,7 @@ def _cases():
     }
 
 
-CASES = ["ernie4_5", "exaone4", "exaone4_global", "glm", "glm4", "internlm3",
+CASES = ["ernie4_5", "ernie4_5_plain", "exaone4", "exaone4_global", "glm", "glm4", "internlm3",
            "hunyuan", "stablelm_qk", "cohere_qk"]
 
 
@@ -73,3 +74,36 @@ def test_recent_greedy(case, isa, built):
     model = edgeformer.load(path, threads=2, max_context=64)
     out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
     assert out.token_ids == ref_tokens
+
+
+# what llama.cpp reads of these architectures the files say (tiny random models: llama.cpp windows EXAONE 4 and reads
+# Command R+'s q/k norms in 64-layer models only; its ERNIE 4.5 has no MLP biases; GLM of model_type glm is chatglm)
+REFUSED = {"ernie4_5": "use_bias", "exaone4": "sliding_window", "cohere_qk": "use_qk_norm", "glm": "'glm'"}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c not in REFUSED])
+def test_recent_gguf_roundtrip(case, built, tmp_path):
+    """Each family as llama.cpp's architecture (ernie4_5, exaone4, glm4, hunyuan-dense with the NTK-alpha base
+    written out, llama for InternLM3 with q/k rows permuted, stablelm with its per-head q/k norms): our q8_0 file
+    loads back to the logits of quantize-at-load, with the same spec. (Agreement with llama.cpp itself, windowed
+    EXAONE 4 and Command R+ included: benchmarks/agree_llama_cpp_archs.py.)"""
+    import numpy as np
+
+    path, _, _ = built(case)
+    out = tmp_path / "m.gguf"
+    edgeformer.quantize(path, str(out), "q8_0")
+    direct = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
+    back = edgeformer.load(str(out), threads=2, max_context=64)
+    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    fields = ("norm", "pre_norms", "post_norms", "qk_norm", "qk_norm_per_head", "qk_norm_after_rope", "attn_bias",
+              "attn_out_bias", "mlp_bias", "tie_embeddings", "layer_windows", "layer_nope", "head_dim", "n_kv_heads")
+    assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
+    assert (back.spec.rope.theta, back.spec.rope.rotary_dim) == (direct.spec.rope.theta, direct.spec.rope.rotary_dim)
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_recent_gguf_refuses_what_llama_cpp_reads_otherwise(case, built, tmp_path):
+    path, _, _ = built(case)
+    with pytest.raises(ValueError, match=REFUSED[case]):
+        edgeformer.quantize(path, str(tmp_path / "m.gguf"), "q8_0")
+    assert not (tmp_path / "m.gguf").exists()

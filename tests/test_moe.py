@@ -51,7 +51,33 @@ def _cases():
         "qwen3_moe": (tf.Qwen3MoeForCausalLM, tf.Qwen3MoeConfig(
             intermediate_size=128, num_hidden_layers=2, head_dim=32, num_experts=8, num_experts_per_tok=2,
             moe_intermediate_size=48, norm_topk_prob=True, **base)),
+        # ERNIE 4.5 MoE: layer 0 dense, then 8 experts, 3 per token chosen with a selection bias, renormalized; a
+        # shared expert of two widths; biases everywhere (the head's too); interleaved rotary
+        "ernie4_5_moe": (tf.Ernie4_5_MoeForCausalLM, tf.Ernie4_5_MoeConfig(
+            intermediate_size=96, num_hidden_layers=3, moe_num_experts=8, moe_k=3, moe_intermediate_size=32,
+            moe_num_shared_experts=2, use_bias=True, **base)),
+        # GLM-4.5: layer 0 dense, then sigmoid scores plus a selection bias among the 2 best of 4 groups, 3 of 8
+        # experts, renormalized and scaled by 2.5; a shared expert; q/k norms; half of each head rotated
+        "glm4_moe": (_with_select_bias(tf.Glm4MoeForCausalLM), tf.Glm4MoeConfig(
+            intermediate_size=96, num_hidden_layers=3, head_dim=32, n_routed_experts=8, num_experts_per_tok=3,
+            moe_intermediate_size=32, n_shared_experts=1, routed_scaling_factor=2.5, n_group=4, topk_group=2,
+            use_qk_norm=True, attention_bias=True, **base)),
     }
+
+
+def _with_select_bias(cls):
+    """cls, its routers' selection biases (buffers, which the test's weight scaling leaves at zero) random."""
+    def make(cfg):
+        import torch
+
+        model = cls(cfg)
+        g = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                if name.endswith("e_score_correction_bias"):
+                    b.copy_(0.1 * torch.randn(b.shape, generator=g))
+        return model
+    return make
 
 
 CASES = list(_cases())
@@ -76,7 +102,7 @@ def test_moe_greedy(case, isa, built):
     out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
     assert out.token_ids == ref_tokens
     n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2), "olmoe": (8, 3),
-               "granitemoe": (6, 2)}[case]
+               "granitemoe": (6, 2), "ernie4_5_moe": (8, 3), "glm4_moe": (8, 3)}[case]
     assert f"experts={used}/{n}" in repr(model)
 
 
@@ -97,7 +123,7 @@ def test_moe_routes_tokens_to_different_experts(built):
     assert len(chosen) >= 4, chosen
 
 
-@pytest.mark.parametrize("case", ["mixtral", "qwen2_moe", "gpt_oss"])
+@pytest.mark.parametrize("case", ["mixtral", "qwen2_moe", "gpt_oss", "glm4_moe"])
 def test_moe_batch_and_prompt_lookup_match_one_sequence(case, built):
     """A batch (one forward per step, each row its own experts) and prompt lookup (several rows checked at once)
     give the tokens of single greedy generations."""

@@ -1,5 +1,5 @@
-"""Llama-line decoders of 2024-2025 as data over the generic block: ERNIE 4.5 (dense), EXAONE 4, GLM-4 (glm,
-glm4), InternLM3 and HunYuan (dense). Each builder reads a config.json (archs.Config) with the defaults of its
+"""Llama-line decoders of 2024-2025 as data over the generic block: ERNIE 4.5 (dense and MoE), EXAONE 4, GLM-4
+(glm, glm4), GLM-4.5 (glm4_moe), InternLM3 and HunYuan (dense). Each builder reads a config.json (archs.Config) with the defaults of its
 transformers config class and returns an ArchSpec and the map from canonical weight names to the checkpoint's
 (see archs.py)."""
 
@@ -12,9 +12,27 @@ from .archs import Config, Derived, NameMap, _layer_types_ok
 from .archs_llama import _llama
 
 
-def _as_llama(cfg: Config, tensor_names, model_type: str, defaults: Dict[str, Any], **forced: Any):
-    """_llama over the config with the family's class defaults under it and `forced` fields over it."""
-    s, names = _llama(Config({**defaults, **cfg.data, "model_type": "llama", **forced}, cfg.source), tensor_names)
+# the fields whose defaults in the families' transformers config classes differ from Llama's
+CLASS_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "ernie4_5": {"tie_word_embeddings": True, "head_dim": 128, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
+                 "rope_theta": 500000.0, "max_position_embeddings": 131072},
+    "exaone4": {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048},
+    "glm": {"partial_rotary_factor": 0.5, "rms_norm_eps": 1.5625e-07, "attention_bias": True, "head_dim": 128,
+            "num_key_value_heads": 2, "max_position_embeddings": 131072},
+    "internlm3": {"head_dim": 128, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "max_position_embeddings": 32768},
+    "hunyuan_v1_dense": {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048},
+}
+CLASS_DEFAULTS["glm4"] = CLASS_DEFAULTS["glm"]
+CLASS_DEFAULTS["ernie4_5_moe"] = {"tie_word_embeddings": True, "num_key_value_heads": 4, "rms_norm_eps": 1e-5,
+                                  "rope_theta": 500000.0, "max_position_embeddings": 131072}
+CLASS_DEFAULTS["glm4_moe"] = {"partial_rotary_factor": 0.5, "rms_norm_eps": 1e-5, "num_key_value_heads": 8,
+                              "max_position_embeddings": 131072}
+
+
+def _as_llama(cfg: Config, tensor_names, model_type: str, **forced: Any):
+    """_llama over the config with its family's class defaults under it and `forced` fields over it."""
+    data = {**CLASS_DEFAULTS[model_type], **cfg.data, "model_type": "llama", **forced}
+    s, names = _llama(Config(data, cfg.source), tensor_names)
     s.model_type = model_type
     return s, names
 
@@ -30,11 +48,96 @@ def _ernie4_5(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Baidu ERNIE 4.5 (the dense 0.3B): a Llama with rotary on interleaved pairs, biases on every projection where
     use_bias, and a tied head by default."""
     bias = cfg.get("use_bias", bool, False)
-    s, names = _as_llama(cfg, tensor_names, "ernie4_5",
-                         {"tie_word_embeddings": True, "head_dim": 128, "num_key_value_heads": 2,
-                          "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 131072},
-                         attention_bias=bias, mlp_bias=bias)
+    s, names = _as_llama(cfg, tensor_names, "ernie4_5", attention_bias=bias, mlp_bias=bias)
     _interleaved(s)
+    return s, names
+
+
+def _sparse_layers(s: "_core.ArchSpec", names: NameMap, sparse, select_bias) -> None:
+    """Layers whose MLP is experts (sparse[i]), under DeepSeek's names (ERNIE 4.5 and GLM-4.5 share them): the
+    router mlp.gate, its selection bias (select_bias(i)), each expert's gated MLP mlp.experts.{e}.{gate,up,down}_proj
+    and the shared expert's mlp.shared_experts.*."""
+    if not all(sparse):
+        s.layer_moe = [int(x) for x in sparse]
+    for i in range(s.n_layers):
+        if not sparse[i]:
+            continue
+        src, dst = f"model.layers.{i}.mlp.", f"layers.{i}."
+        for p in ("gate", "up", "down"):
+            names.pop(dst + f"mlp.{p}.weight", None)
+            names.pop(dst + f"mlp.{p}.bias", None)
+        names[dst + "moe.router.weight"] = src + "gate.weight"
+        names[dst + "moe.router.select_bias"] = select_bias(i)
+        for p in ("gate", "up", "down"):
+            for e in range(s.n_experts):
+                names[dst + f"moe.experts.{e}.{p}.weight"] = src + f"experts.{e}.{p}_proj.weight"
+            if s.shared_ffn_size:
+                names[dst + f"moe.shared.{p}.weight"] = src + f"shared_experts.{p}_proj.weight"
+                if s.mlp_bias:  # (ERNIE 4.5's use_bias: the shared expert's biases, not the experts')
+                    names[dst + f"moe.shared.{p}.bias"] = src + f"shared_experts.{p}_proj.bias"
+
+
+def _ernie4_5_moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """ERNIE 4.5 MoE (21B-A3B, 300B-A47B): ERNIE 4.5's attention; from moe_layer_start_index on (every
+    moe_layer_interval-th layer) 64 experts of which the 6 best by softmax probability plus a selection bias
+    (e_score_correction_bias, left out of the weights) are chosen, their weights renormalized, and an ungated shared
+    expert (moe_num_shared_experts widths)."""
+    bias = cfg.get("use_bias", bool, False)
+    s, names = _as_llama(cfg, tensor_names, "ernie4_5_moe", attention_bias=bias, mlp_bias=bias)
+    _interleaved(s)
+    field = "moe_num_experts" if "moe_num_experts" in cfg.data else "num_experts"
+    s.n_experts = cfg.positive(field, 64)
+    s.n_experts_used = cfg.positive("moe_k" if "moe_k" in cfg.data else "num_experts_per_tok", 6)
+    if s.n_experts_used > s.n_experts:
+        raise cfg.error("moe_k", f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
+    s.moe_ffn_size = cfg.positive("moe_intermediate_size", 1536)
+    s.shared_ffn_size = s.moe_ffn_size * cfg.get("moe_num_shared_experts", int, 2)
+    s.moe_norm_topk = s.moe_select_bias = True
+    if bias:  # (the MoE model's head has a bias where its projections do)
+        s.lm_head_bias = True
+        names["lm_head.bias"] = "lm_head.bias"
+    start, end = cfg.get("moe_layer_start_index", int, 1), cfg.get("moe_layer_end_index", int, -1)
+    end = s.n_layers - 1 if end == -1 else end
+    every = cfg.positive("moe_layer_interval", 1)
+    sparse = [(i + 1) % every == 0 and start <= i <= end for i in range(s.n_layers)]
+    def select_bias(i):  # ([1, experts]; transformers 5 keeps it under the router)
+        names_ = (f"model.layers.{i}.mlp.moe_statics.e_score_correction_bias",
+                  f"model.layers.{i}.mlp.gate.moe_statics.e_score_correction_bias")
+        return Derived(next((n for n in names_ if n in tensor_names), names_[0]), index=0)
+
+    _sparse_layers(s, names, sparse, select_bias)
+    return s, names
+
+
+def _glm4_moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """GLM-4.5 / 4.6 (Air): a Llama with q/k/v biases, rotary on the first half of each head, optional per-head q/k
+    norms (use_qk_norm); after first_k_dense_replace dense layers, n_routed_experts experts chosen DeepSeek-V3's
+    way: sigmoid scores plus a selection bias (e_score_correction_bias), among the topk_group best of n_group groups
+    (a group's score: its two best), weights renormalized (norm_topk_prob) and scaled by routed_scaling_factor;
+    an ungated shared expert."""
+    s, names = _as_llama(cfg, tensor_names, "glm4_moe")
+    s.attn_out_bias = False
+    for i in range(s.n_layers):
+        names.pop(f"layers.{i}.attn.o.bias", None)
+    if cfg.get("use_qk_norm", bool, False):
+        s.qk_norm = True
+        for i in range(s.n_layers):
+            src, dst = f"model.layers.{i}.", f"layers.{i}."
+            names[dst + "attn.q_norm.weight"] = src + "self_attn.q_norm.weight"
+            names[dst + "attn.k_norm.weight"] = src + "self_attn.k_norm.weight"
+    s.n_experts = cfg.positive("n_routed_experts", 128)
+    s.n_experts_used = cfg.positive("num_experts_per_tok", 8)
+    if s.n_experts_used > s.n_experts:
+        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds n_routed_experts ({s.n_experts})")
+    s.moe_ffn_size = cfg.positive("moe_intermediate_size", 1408)
+    s.shared_ffn_size = s.moe_ffn_size * cfg.get("n_shared_experts", int, 1)
+    s.moe_sigmoid = s.moe_select_bias = True
+    s.moe_norm_topk = cfg.get("norm_topk_prob", bool, True)
+    s.moe_routed_scale = cfg.get("routed_scaling_factor", float, 1.0)
+    s.moe_groups, s.moe_groups_used = cfg.positive("n_group", 1), cfg.positive("topk_group", 1)
+    first = cfg.get("first_k_dense_replace", int, 1)
+    _sparse_layers(s, names, [i >= first for i in range(s.n_layers)],
+                   lambda i: f"model.layers.{i}.mlp.gate.e_score_correction_bias")
     return s, names
 
 
@@ -59,7 +162,7 @@ def _exaone4(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """LG EXAONE 4.0: norms after attention and MLP only (OLMo 2's block), per-head q/k RMSNorms before rotary, and
     with a sliding window (layer_types, or 3 sliding layers to 1 global) rotary on the sliding layers only: the
     global ones are NoPE."""
-    s, names = _as_llama(cfg, tensor_names, "exaone4", {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048})
+    s, names = _as_llama(cfg, tensor_names, "exaone4")
     s.pre_norms, s.post_norms = False, True
     s.qk_norm = True
     for i in range(s.n_layers):
@@ -82,9 +185,7 @@ def _glm(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Zhipu GLM-4 (model_type glm: GLM-4-9B-0414's predecessor, glm-4-9b-chat-hf) and GLM-4-0414 (glm4: adds
     norms after attention and MLP, Gemma 2's sandwich): a Llama with biases on q, k and v, rotary on interleaved
     pairs of the first half of each head, and gate and up rows in one matrix (gate_up_proj)."""
-    s, names = _as_llama(cfg, tensor_names, cfg.get("model_type", str),
-                         {"partial_rotary_factor": 0.5, "rms_norm_eps": 1.5625e-07, "attention_bias": True,
-                          "head_dim": 128, "num_key_value_heads": 2, "max_position_embeddings": 131072})
+    s, names = _as_llama(cfg, tensor_names, cfg.get("model_type", str))
     s.attn_out_bias = False
     _interleaved(s)
     f = s.ffn_size
@@ -110,9 +211,7 @@ def _internlm3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         forced["attention_bias"] = cfg.get("qkv_bias", bool)
     if "bias" in aliases:
         forced["mlp_bias"] = cfg.get("bias", bool)
-    return _as_llama(cfg, tensor_names, "internlm3", {"head_dim": 128, "num_key_value_heads": 2,
-                                                      "rms_norm_eps": 1e-5, "max_position_embeddings": 32768},
-                     **forced)
+    return _as_llama(cfg, tensor_names, "internlm3", **forced)
 
 
 def _hunyuan_dense(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
@@ -128,8 +227,7 @@ def _hunyuan_dense(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap
         if alpha <= 0:
             raise cfg.error(field + ".alpha", f"must be positive, got {alpha}")
         data[field] = {k: v for k, v in params.items() if k not in ("rope_type", "type", "alpha", "factor")}
-    s, names = _as_llama(Config(data, cfg.source), tensor_names, "hunyuan_v1_dense",
-                         {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048})
+    s, names = _as_llama(Config(data, cfg.source), tensor_names, "hunyuan_v1_dense")
     if alpha is not None:
         r = s.rope
         r.theta = r.theta * alpha ** (s.head_dim / (s.head_dim - 2))
@@ -149,4 +247,6 @@ RECENT = {
     "glm4": _glm,
     "internlm3": _internlm3,
     "hunyuan_v1_dense": _hunyuan_dense,
+    "ernie4_5_moe": _ernie4_5_moe,
+    "glm4_moe": _glm4_moe,
 }

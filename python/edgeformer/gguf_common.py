@@ -43,15 +43,22 @@ SMOLLM3 = MODEL_ARCH_NAMES[MODEL_ARCH.SMOLLM3]
 COMMAND_R = MODEL_ARCH_NAMES[MODEL_ARCH.COMMAND_R]
 GEMMA2 = MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA2]
 GEMMA3 = MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA3]
-SUPPORTED_ARCHS = (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, GPT2, GPTNEOX, PHI2, STARCODER2, STABLELM, GRANITE, GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, BLOOM, FALCON, BERT, T5)
+ERNIE4_5 = MODEL_ARCH_NAMES[MODEL_ARCH.ERNIE4_5]
+EXAONE4 = MODEL_ARCH_NAMES[MODEL_ARCH.EXAONE4]
+GLM4 = MODEL_ARCH_NAMES[MODEL_ARCH.GLM4]
+HUNYUAN_DENSE = MODEL_ARCH_NAMES[MODEL_ARCH.HUNYUAN_DENSE]
+SUPPORTED_ARCHS = (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, GPT2, GPTNEOX, PHI2, STARCODER2,
+                   STABLELM, GRANITE, GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4,
+                   HUNYUAN_DENSE, BLOOM, FALCON, BERT, T5)
 
 # HF model_type -> llama.cpp architecture
 _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen2": QWEN2, "qwen3": QWEN3,
                        "qwen2_moe": QWEN2MOE, "qwen3_moe": QWEN3MOE, "phi3": PHI3, "gemma": GEMMA, "gemma2": GEMMA2, "gemma3_text": GEMMA3, "gpt2": GPT2, "gpt_neox": GPTNEOX, "phi": PHI2,
                        "starcoder2": STARCODER2, "stablelm": STABLELM, "granite": GRANITE, "granitemoe": GRANITEMOE,
                        "gpt_oss": GPT_OSS, "olmo2": OLMO2, "olmoe": OLMOE,
-                       "smollm3": SMOLLM3, "cohere": COMMAND_R, "bloom": BLOOM, "falcon": FALCON,
-                       "bert": BERT, "t5": T5}
+                       "smollm3": SMOLLM3, "cohere": COMMAND_R, "ernie4_5": ERNIE4_5, "exaone4": EXAONE4,
+                       "glm4": GLM4, "hunyuan_v1_dense": HUNYUAN_DENSE, "internlm3": LLAMA,
+                       "bloom": BLOOM, "falcon": FALCON, "bert": BERT, "t5": T5}
 
 _REQUIRED = object()
 _K = Keys.LLM

@@ -49,6 +49,10 @@ from .gguf_common import (
     COMMAND_R,
     GEMMA2,
     GEMMA3,
+    ERNIE4_5,
+    EXAONE4,
+    GLM4,
+    HUNYUAN_DENSE,
     SUPPORTED_ARCHS,
     T5,
     _clean_float,
@@ -256,7 +260,7 @@ def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
 
 # the readers, in a module of their own (imported here, after the helpers above that they use)
 from .gguf_readers import (  # noqa: E402
-    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_smollm3_cohere, _config_t5,
+    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_smollm3_cohere, _config_t5,
 )
 
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
@@ -264,7 +268,9 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qw
                     STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like,
                     GRANITEMOE: _config_llama_like,
                     GPT_OSS: _config_gpt_oss, OLMO2: _config_olmo, OLMOE: _config_olmo,
-                    SMOLLM3: _config_smollm3_cohere, COMMAND_R: _config_smollm3_cohere, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    SMOLLM3: _config_smollm3_cohere, COMMAND_R: _config_smollm3_cohere,
+                    ERNIE4_5: _config_recent, EXAONE4: _config_recent, GLM4: _config_recent,
+                    HUNYUAN_DENSE: _config_recent, BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -378,6 +384,22 @@ def _moe_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
         put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, cfg.positive("shared_expert_intermediate_size", 5632))
 
 
+def _exaone4_metadata(cfg, put) -> None:
+    """EXAONE 4's window: its width and which layers have it (the others are global, without rotary). llama.cpp
+    gives the window to the 64-layer model only (EXAONE 4.0 32B), three sliding layers to one global, whatever the
+    file says: other windowed layouts would load there and answer otherwise, so they are refused."""
+    from .archs_recent import _exaone4_layers
+
+    n = cfg.positive("num_hidden_layers")
+    types = _exaone4_layers(cfg, n)
+    if types is not None:
+        if n != 64 or types != ["sliding_attention" if (i + 1) % 4 else "full_attention" for i in range(n)]:
+            raise cfg.error("sliding_window", "is set: llama.cpp's exaone4 has a window only in the 64-layer model "
+                                              "(three sliding layers to one global)")
+        put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
+        put(_A.SLIDING_WINDOW_PATTERN, [t == "sliding_attention" for t in types])
+
+
 def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, Any]:
     """The architecture metadata llama.cpp's converter writes for this config.json (no tokenizer keys:
     see :func:`gguf_tokenizer_metadata`). llama3 rope scaling has no metadata: write the tensor
@@ -397,7 +419,11 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             out[_k(template, arch)] = value
 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
-                GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R):
+                GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4, HUNYUAN_DENSE):
+        from .archs_recent import CLASS_DEFAULTS  # (where a family's config class differs from Llama's)
+
+        config = {**CLASS_DEFAULTS.get(mt, {}), **config}
+        cfg = Config(config, source)
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
         put(_K.VOCAB_SIZE, cfg.positive("vocab_size"))
@@ -414,6 +440,12 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         else:  # (transformers' default where a config leaves it out)
             put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float,
                                               1e-5 if mt in ("gpt_oss", "olmo2", "olmoe") else 1e-6))
+        if mt == "hunyuan_v1_dense":  # NTK-alpha: llama.cpp's converter writes the base it makes
+            from .archs import spec_from_config
+
+            theta = spec_from_config(config, source)[0].rope.theta
+            config = {**config, "rope_parameters": {"rope_type": "default", "rope_theta": theta}}
+            cfg = Config(config, source)
         field = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
         params = cfg.get(field, dict, {}) or {}
         theta = cfg.get("rope_theta", float, None, data=params, prefix=field + ".")
@@ -469,8 +501,6 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             _moe_metadata(cfg, config, mt, put)
         if mt == "starcoder2" and config.get("sliding_window"):  # (ours; llama.cpp's starcoder2 attends to all)
             put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
-        if mt == "stablelm" and cfg.get("qk_layernorm", bool, False):
-            raise cfg.error("qk_layernorm", "is true: not supported")
         if mt == "gpt_oss":
             _gpt_oss_metadata(cfg, config, params, put)
         if mt == "smollm3":
@@ -480,9 +510,14 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             if config.get("no_rope_layers") not in (None, want) or cfg.get("no_rope_layer_interval", int, 4) != 4:
                 raise cfg.error("no_rope_layers", "differs from llama.cpp's fixed pattern (no rotary every 4th layer)")
         if mt == "cohere":
-            if cfg.get("use_qk_norm", bool, False):
-                raise cfg.error("use_qk_norm", "is true: not supported")
             put(_K.LOGIT_SCALE, cfg.get("logit_scale", float, 0.0625))
+        if mt == "exaone4":
+            _exaone4_metadata(cfg, put)
+        if mt == "ernie4_5" and cfg.get("use_bias", bool, False):
+            raise cfg.error("use_bias", "is true: llama.cpp's ernie4_5 has no MLP biases")
+        if mt == "cohere" and cfg.get("use_qk_norm", bool, False) and cfg.positive("num_hidden_layers") != 64:
+            raise cfg.error("use_qk_norm", "is true: llama.cpp's command-r reads q/k norms in 64-layer models only "
+                                           "(Command R+)")
         if mt == "olmoe":
             if cfg.get("norm_topk_prob", bool, False):
                 raise cfg.error("norm_topk_prob", "is true: llama.cpp's olmoe never renormalizes")

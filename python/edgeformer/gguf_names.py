@@ -50,6 +50,10 @@ from .gguf_common import (
     COMMAND_R,
     GEMMA2,
     GEMMA3,
+    ERNIE4_5,
+    EXAONE4,
+    GLM4,
+    HUNYUAN_DENSE,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -176,8 +180,13 @@ _STARCODER2_NAMES = [(t, hf, _W if t in (_T_.TOKEN_EMBD, _T_.OUTPUT) else _WB, s
     (_T_.FFN_UP, "model.layers.{i}.mlp.c_fc", _WB, "blk"),
     (_T_.FFN_DOWN, "model.layers.{i}.mlp.c_proj", _WB, "blk"),
 ]
+# (StableLM 2 12B's per-head q/k norms: one module per head in the checkpoint, [heads, head_dim] in GGUF, named by
+# the first head's, the source archs.Stacked names)
 _STABLELM_NAMES = [(t, hf, _WB if t in (_T_.OUTPUT_NORM, _T_.ATTN_NORM, _T_.FFN_NORM) else sfx, stack)
-                   for t, hf, sfx, stack in _LLAMA_NAMES]
+                   for t, hf, sfx, stack in _LLAMA_NAMES] + [
+    (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.q_layernorm.norms.0", _W, "blk"),
+    (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.k_layernorm.norms.0", _W, "blk"),
+]
 # gpt-oss: Llama's attention with biases and sink logits (".weight" in GGUF, no suffix in the checkpoint), the
 # pre-MLP norm named post_attention_norm, a router with a bias (experts: expert_tensor())
 _GPT_OSS_NAMES = [
@@ -199,6 +208,18 @@ _OLMO2_NAMES = [(t, hf, _W, stack) for t, hf, _, stack in _LLAMA_NAMES if t not 
     (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.k_norm", _W, "blk"),
     (_T_.ATTN_POST_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
     (_T_.FFN_POST_NORM, "model.layers.{i}.post_feedforward_layernorm", _W, "blk"),
+]
+# GLM-4-0414: Llama's attention with q/k/v biases, gate and up fused (ffn_up: gate rows first), Gemma 2's
+# sandwich norms under other names
+_GLM4_NAMES = [(t, hf, sfx, stack) for t, hf, sfx, stack in _LLAMA_NAMES if t not in (_T_.FFN_GATE, _T_.FFN_UP)] + [
+    (_T_.FFN_UP, "model.layers.{i}.mlp.gate_up_proj", _W, "blk"),
+    (_T_.ATTN_POST_NORM, "model.layers.{i}.post_self_attn_layernorm", _W, "blk"),
+    (_T_.FFN_POST_NORM, "model.layers.{i}.post_mlp_layernorm", _W, "blk"),
+]
+# HunYuan: Llama's, with the q/k norms (after rotary) under their own names
+_HUNYUAN_NAMES = _LLAMA_NAMES + [
+    (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.query_layernorm", _W, "blk"),
+    (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.key_layernorm", _W, "blk"),
 ]
 _BLOOM_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
@@ -330,8 +351,14 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _QWEN2MOE_NAMES
     if a in (QWEN3MOE, OLMOE):  # (OLMoE: Qwen3-MoE's tensors; its q/k norms span every head)
         return _QWEN3MOE_NAMES
-    if a == OLMO2:
+    if a in (OLMO2, EXAONE4):  # (EXAONE 4: OLMo 2's tensors; its q/k norms are per head)
         return _OLMO2_NAMES
+    if a == ERNIE4_5:
+        return _LLAMA_NAMES
+    if a == GLM4:
+        return _GLM4_NAMES
+    if a == HUNYUAN_DENSE:
+        return _HUNYUAN_NAMES
     if a == PHI3:
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):
@@ -350,8 +377,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _LLAMA_NAMES
     if a == GRANITEMOE:
         return _LLAMA_NAMES + [(_T_.FFN_GATE_INP, "model.layers.{i}.block_sparse_moe.router.layer", _W, "blk")]
-    if a == COMMAND_R:  # (Llama's, bar the pre-MLP norm: attention and MLP share attn_norm)
-        return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_NORM]
+    if a == COMMAND_R:  # (Llama's, bar the pre-MLP norm: attention and MLP share attn_norm; Command R+'s q/k norms)
+        return [e for e in _QWEN3_NAMES if e[0] != _T_.FFN_NORM]
     if a == GPT_OSS:
         return _GPT_OSS_NAMES
     if a == PHI2:

@@ -28,6 +28,9 @@ from .gguf_common import (
     SMOLLM3,
     COMMAND_R,
     GEMMA2,
+    ERNIE4_5,
+    EXAONE4,
+    GLM4,
     T5,
     _Meta,
     _short,
@@ -182,7 +185,8 @@ def _config_llama_like(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict
                    sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch), None))
     elif arch == STABLELM:
         cfg.update(model_type="stablelm", architectures=["StableLmForCausalLM"], layer_norm_eps=eps,
-                   use_qkv_bias=bias, use_parallel_residual=not _has(names, MODEL_TENSOR.FFN_NORM, ".weight"))
+                   use_qkv_bias=bias, use_parallel_residual=not _has(names, MODEL_TENSOR.FFN_NORM, ".weight"),
+                   qk_layernorm=_has(names, MODEL_TENSOR.ATTN_Q_NORM, ".weight"))
     else:
         cfg.update(model_type="granite", architectures=["GraniteForCausalLM"], rms_norm_eps=eps,
                    attention_bias=bias, mlp_bias=_has(names, MODEL_TENSOR.FFN_UP, ".bias"))
@@ -241,7 +245,39 @@ def _config_smollm3_cohere(m: _Meta, arch: str, names: set, rope_freqs: Any) -> 
         return cfg
     cfg.update(model_type="cohere", architectures=["CohereForCausalLM"], layer_norm_eps=cfg.pop("rms_norm_eps"),
                logit_scale=m.get(_k(_K.LOGIT_SCALE, arch), float),
-               use_qk_norm=_has(names, MODEL_TENSOR.ATTN_Q_NORM, ".weight"))  # (Command R+: refused by name)
+               use_qk_norm=_has(names, MODEL_TENSOR.ATTN_Q_NORM, ".weight"))  # (Command R+)
+    return cfg
+
+
+def _config_recent(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """ERNIE 4.5 (biases everywhere or nowhere), EXAONE 4 (the sliding layers in the window pattern; the others
+    global and without rotary), GLM-4-0414 (q/k/v biases, rotary on part of each head) and HunYuan (its NTK-alpha
+    base as written): Llamas whose q and k rows are as Hugging Face stores them."""
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    bias = cfg.pop("attention_bias")
+    cfg.pop("mlp_bias")
+    if arch == ERNIE4_5:
+        cfg.update(model_type="ernie4_5", architectures=["Ernie4_5ForCausalLM"], use_bias=bias)
+    elif arch == GLM4:  # (the builder's default rotary fraction is GLM's half: always say it)
+        cfg.update(model_type="glm4", architectures=["Glm4ForCausalLM"], attention_bias=bias,
+                   partial_rotary_factor=cfg.get("partial_rotary_factor", 1.0))
+    elif arch == EXAONE4:
+        n = cfg["num_hidden_layers"]
+        window = m.positive(_k(_A.SLIDING_WINDOW, arch), None)
+        key = _k(_A.SLIDING_WINDOW_PATTERN, arch)
+        pattern = m.raw(key) if m.has(key) else None
+        if window is None:
+            types = ["full_attention"] * n
+        elif pattern is None:  # (llama.cpp's: three sliding layers to one global)
+            types = ["sliding_attention" if (i + 1) % 4 else "full_attention" for i in range(n)]
+        elif isinstance(pattern, list) and len(pattern) == n and all(isinstance(v, bool) for v in pattern):
+            types = ["sliding_attention" if v else "full_attention" for v in pattern]
+        else:
+            raise m.error(key, f"expected {n} booleans (true: a sliding layer), got {pattern!r}"[:200])
+        cfg.update(model_type="exaone4", architectures=["Exaone4ForCausalLM"], sliding_window=window,
+                   layer_types=types)
+    else:
+        cfg.update(model_type="hunyuan_v1_dense", architectures=["HunYuanDenseV1ForCausalLM"], attention_bias=bias)
     return cfg
 
 

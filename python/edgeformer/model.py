@@ -323,7 +323,9 @@ def gguf_rotary_layout(spec: "_core.ArchSpec", names: Dict[str, Any]) -> None:
     """llama.cpp stores a Llama's q and k rows permuted so that rotary pairs are adjacent (GPT-J style). A
     quantized Llama is laid out the same way, so that its GGUF file (written by `edgeformer quantize`) holds
     exactly the tensors computed with here and loads back to bit-identical logits."""
-    if spec.model_type not in ("llama", "mistral", "mixtral", "granite", "granitemoe", "smollm3") or spec.pos != _core.PosKind.rotary:
+    from .gguf_io import GGUF_ARCH, PERMUTED_QK
+
+    if GGUF_ARCH.get(spec.model_type) not in PERMUTED_QK or spec.pos != _core.PosKind.rotary:
         return
     if spec.rope.style != _core.RopeStyle.half or spec.rope.rotary_dim not in (0, spec.head_dim):
         return

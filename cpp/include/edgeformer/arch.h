@@ -82,6 +82,14 @@ struct ArchSpec {
   std::vector<int32_t> layer_moe;
   bool moe(int layer) const { return n_experts > 0 && (layer_moe.empty() || layer_moe[layer] != 0); }
   bool expert_bias = false;    // the router and every expert's products have biases (gpt-oss)
+  // the router's variants (ERNIE 4.5, GLM-4.5, DeepSeek): scores sigmoid(logits) in place of the softmax
+  // (moe_sigmoid); the choice made on the scores plus a bias that the weights leave out (moe_select_bias:
+  // moe.router.select_bias [n_experts]); the experts in moe_groups groups (0: one), the choice among the experts of
+  // the moe_groups_used groups whose moe_group_top best scores sum highest; the weights (the chosen scores,
+  // renormalized where moe_norm_topk) times moe_routed_scale
+  bool moe_sigmoid = false, moe_select_bias = false;
+  int32_t moe_groups = 0, moe_groups_used = 0, moe_group_top = 2;
+  float moe_routed_scale = 1.f;
   // the experts' gate where swiglu_limit > 0 (gpt-oss), in place of act(g) * u:
   //   g' = min(g, limit), u' = clamp(u, -limit, limit), out = (u' + 1) * g' * sigmoid(swiglu_alpha * g')
   float swiglu_limit = 0.f, swiglu_alpha = 1.702f;

@@ -43,6 +43,7 @@ struct LayerWeights {
     Tensor b_gate, b_up, b_down;  // expert_bias: f32
   };
   Tensor router, router_b;      // [n_experts, hidden] f32, [n_experts] (expert_bias)
+  Tensor select_b;              // [n_experts] f32 (moe_select_bias)
   Tensor sinks;                 // attn_sinks: [n_heads] f32
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0

@@ -77,6 +77,19 @@ void ArchSpec::validate() const {
     EF_CHECK(shared_ffn_size >= 0, "config field 'shared_expert_intermediate_size' must be non-negative");
     EF_CHECK(gated_mlp && !parallel_residual && norm_position == NormPosition::Pre && !cross_attention,
              "experts are gated MLPs of a sequential pre-norm decoder");
+    EF_CHECK(std::isfinite(moe_routed_scale) && moe_routed_scale > 0,
+             "config field 'routed_scaling_factor' must be a positive number");
+    if (moe_groups > 1) {
+      const int32_t per = n_experts / moe_groups;
+      EF_CHECK(n_experts % moe_groups == 0, "config field 'n_group' (" + std::to_string(moe_groups) +
+                                                 ") must divide the expert count (" + std::to_string(n_experts) + ")");
+      EF_CHECK(moe_groups_used >= 1 && moe_groups_used <= moe_groups,
+               "config field 'topk_group' must be in [1, n_group = " + std::to_string(moe_groups) + "], got " +
+                   std::to_string(moe_groups_used));
+      EF_CHECK(n_experts_used <= moe_groups_used * per,
+               "config field 'num_experts_per_tok' exceeds the experts of the topk_group groups");
+      EF_CHECK(moe_group_top >= 1 && moe_group_top <= per, "a group's score sums 1 to its expert count of its best");
+    }
     EF_CHECK(layer_moe.empty() || (int64_t)layer_moe.size() == n_layers,
              "config: one sparse / dense flag per layer (" + std::to_string(n_layers) + "), got " +
                  std::to_string(layer_moe.size()));
@@ -394,6 +407,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
       w.router = L.small_f32(p + "moe.router.weight", {NE, H});
       if (spec_.expert_bias) w.router_b = L.vec(p + "moe.router.bias", NE, true);
+      if (spec_.moe_select_bias) w.select_b = L.vec(p + "moe.router.select_bias", NE, true);
       // a gated MLP of width f under prefix q ("...gate.weight", ...), with its biases where asked
       auto expert = [&](const std::string& q, int64_t f, bool biases) {
         LayerWeights::Expert x;
@@ -409,7 +423,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       };
       for (int64_t e = 0; e < NE; e++)
         w.experts.push_back(expert(p + "moe.experts." + std::to_string(e) + ".", FE, spec_.expert_bias));
-      if (FS > 0) w.shared = expert(p + "moe.shared.", FS, false);
+      if (FS > 0) w.shared = expert(p + "moe.shared.", FS, spec_.mlp_bias);  // (ERNIE 4.5's use_bias)
       if (FS > 0 && spec_.shared_expert_gate) {  // [1, hidden] ([hidden] in GGUF files)
         const Tensor* g = L.find(p + "moe.shared_scale.weight");
         w.shared_scale = L.small(p + "moe.shared_scale.weight", g && g->dim() == 1 ? std::vector<int64_t>{H}
@@ -530,19 +544,17 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
     add(p + "attn.sinks", l.sinks);
     add(p + "moe.router.weight", l.router);
     add(p + "moe.router.bias", l.router_b);
-    for (size_t e = 0; e < l.experts.size(); e++) {
-      const std::string q = p + "moe.experts." + std::to_string(e) + ".";
-      const LayerWeights::Expert& x = l.experts[e];
+    add(p + "moe.router.select_bias", l.select_b);
+    auto add_expert = [&](const std::string& q, const LayerWeights::Expert& x) {
       add(q + "gate.weight", x.gate);
       add(q + "up.weight", x.up);
       add(q + "down.weight", x.down);
       add(q + "gate.bias", x.b_gate);
       add(q + "up.bias", x.b_up);
       add(q + "down.bias", x.b_down);
-    }
-    add(p + "moe.shared.gate.weight", l.shared.gate);
-    add(p + "moe.shared.up.weight", l.shared.up);
-    add(p + "moe.shared.down.weight", l.shared.down);
+    };
+    for (size_t e = 0; e < l.experts.size(); e++) add_expert(p + "moe.experts." + std::to_string(e) + ".", l.experts[e]);
+    add_expert(p + "moe.shared.", l.shared);
     add(p + "moe.shared_scale.weight", l.shared_scale);
   }
   return w;

@@ -1,11 +1,13 @@
-// Mixture of experts (Mixtral, Qwen2/3-MoE, OLMoE, Granite MoE, gpt-oss), as transformers computes it: router
-// logits (+ bias), softmax in f32, the top n_experts_used probabilities (renormalized over the chosen where
-// moe_norm_topk); each expert runs once over the rows that chose it (a decode step's experts side by side), its
+// Mixture of experts (Mixtral, Qwen2/3-MoE, OLMoE, Granite MoE, gpt-oss, ERNIE 4.5, GLM-4.5), as transformers
+// computes it: router logits (+ bias), softmax (or sigmoid) in f32, the top n_experts_used scores (chosen with a
+// bias of their own, among the best groups, where the architecture says so; weights renormalized over the chosen
+// where moe_norm_topk, times moe_routed_scale); each expert runs once over the rows that chose it (a decode step's experts side by side), its
 // output added to theirs times their weight, experts in index order; then the shared expert (scaled by
 // sigmoid(shared_scale . x) where shared_expert_gate) is added.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <vector>
 
@@ -35,16 +37,42 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
   // rows[e]: (row, weight) of the rows that chose expert e
   std::vector<std::vector<std::pair<int32_t, float>>> rows(NE);
   std::vector<int32_t> order(NE);
+  const int groups = spec_.moe_groups > 1 ? spec_.moe_groups : 1, per = NE / groups;
+  const bool choose_apart = spec_.moe_select_bias || groups > 1;
+  std::vector<float> choice(choose_apart ? NE : 0), group_score(groups), best(per);
+  std::vector<int32_t> group_order(groups);
+  // the highest first; equal values by index, as torch.topk's CPU kernel orders them
+  auto top_first = [](const float* v, std::vector<int32_t>& idx, int n) {
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
+                      [&](int32_t a, int32_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+  };
   for (int32_t t = 0; t < T; t++) {
     float* p = logits + (size_t)t * NE;
-    K.softmax(p, NE);
-    std::iota(order.begin(), order.end(), 0);
-    // the most probable first; equal probabilities by index, as torch.topk's CPU kernel orders them
-    std::partial_sort(order.begin(), order.begin() + top, order.end(),
-                      [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+    if (spec_.moe_sigmoid) {
+      for (int e = 0; e < NE; e++) p[e] = 1.f / (1.f + std::exp(-p[e]));
+    } else {
+      K.softmax(p, NE);
+    }
+    const float* c = p;  // what the choice ranks
+    if (choose_apart) {
+      for (int e = 0; e < NE; e++) choice[e] = p[e] + (spec_.moe_select_bias ? ((const float*)w.select_b.data)[e] : 0.f);
+      if (groups > 1) {  // only the experts of the best groups (by the sum of their moe_group_top best) compete
+        for (int g = 0; g < groups; g++) {
+          std::copy(choice.begin() + g * per, choice.begin() + (g + 1) * per, best.begin());
+          std::partial_sort(best.begin(), best.begin() + spec_.moe_group_top, best.end(), std::greater<float>());
+          group_score[g] = std::accumulate(best.begin(), best.begin() + spec_.moe_group_top, 0.f);
+        }
+        top_first(group_score.data(), group_order, spec_.moe_groups_used);
+        for (int i = spec_.moe_groups_used; i < groups; i++)
+          std::fill(choice.begin() + group_order[i] * per, choice.begin() + (group_order[i] + 1) * per, -INFINITY);
+      }
+      c = choice.data();
+    }
+    top_first(c, order, top);
     float sum = 0.f;
     for (int i = 0; i < top; i++) sum += p[order[i]];
-    const float norm = spec_.moe_norm_topk && sum > 0.f ? 1.f / sum : 1.f;
+    const float norm = (spec_.moe_norm_topk && sum > 0.f ? 1.f / sum : 1.f) * spec_.moe_routed_scale;
     for (int i = 0; i < top; i++) rows[order[i]].emplace_back(t, p[order[i]] * norm);
   }
 
@@ -84,8 +112,8 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     }
   }
   if (FS == 0) return;
-  ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, nullptr, nullptr, nullptr,
-                 FS, g, u, y);
+  ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, fb(w.shared.b_gate),
+                 fb(w.shared.b_up), fb(w.shared.b_down), FS, g, u, y);
   for (int32_t t = 0; t < T; t++) {
     float s = 1.f;
     if (w.shared_scale.data) s = 1.f / (1.f + std::exp(-K.dot(in + (int64_t)t * H, (const float*)w.shared_scale.data, H)));
