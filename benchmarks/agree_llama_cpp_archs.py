@@ -24,6 +24,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 def cases():
     import transformers as tf
 
+    from test_moe import _with_select_bias
+
     b = dict(vocab_size=320, max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=None)
     d = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, **b)
@@ -80,6 +82,15 @@ def cases():
         # (llama.cpp reads q/k norms in 64-layer models only: Command R+'s shape)
         "cohere_qk": lambda: (tf.CohereForCausalLM, tf.CohereConfig(logit_scale=0.5, use_qk_norm=True, **{
             **d, "num_hidden_layers": 64})),
+        "ernie4_5_moe": lambda: (tf.Ernie4_5_MoeForCausalLM, tf.Ernie4_5_MoeConfig(
+            moe_num_experts=8, moe_k=3, moe_intermediate_size=64, moe_num_shared_experts=2,
+            **{**d, "num_hidden_layers": 3})),
+        "glm4_moe": lambda: (_with_select_bias(tf.Glm4MoeForCausalLM), tf.Glm4MoeConfig(
+            head_dim=32, n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=64, n_shared_experts=1,
+            routed_scaling_factor=2.5, use_qk_norm=True, attention_bias=True, **{**d, "num_hidden_layers": 3})),
+        "glm4_moe_groups": lambda: (_with_select_bias(tf.Glm4MoeForCausalLM), tf.Glm4MoeConfig(
+            head_dim=32, n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=64, n_shared_experts=1,
+            routed_scaling_factor=2.5, n_group=4, topk_group=2, **{**d, "num_hidden_layers": 3})),
         "llama31": lambda: (tf.LlamaForCausalLM, tf.LlamaConfig(tie_word_embeddings=False, rope_parameters={
             "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 16, "rope_theta": 10000.0}, **d)),

@@ -230,6 +230,13 @@ def _gguf_source(case, tmp_path):
         "qwen3_moe": (tf.Qwen3MoeForCausalLM, lambda: tf.Qwen3MoeConfig(
             intermediate_size=256, head_dim=128, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=768,
             norm_topk_prob=True, **big)),
+        "ernie4_5_moe": (tf.Ernie4_5_MoeForCausalLM, lambda: tf.Ernie4_5_MoeConfig(
+            intermediate_size=256, moe_num_experts=8, moe_k=3, moe_intermediate_size=64, moe_num_shared_experts=2,
+            **{**big, "num_hidden_layers": 3})),
+        "glm4_moe": (_with_select_bias(tf.Glm4MoeForCausalLM), lambda: tf.Glm4MoeConfig(
+            intermediate_size=256, head_dim=32, n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=64,
+            n_shared_experts=1, routed_scaling_factor=2.5, n_group=4, topk_group=2, use_qk_norm=True,
+            attention_bias=True, **{**big, "num_hidden_layers": 3})),
     }[case]
     src = tmp_path / "src"
     make_model(str(src), cls, cfg())
@@ -239,7 +246,7 @@ def _gguf_source(case, tmp_path):
 @pytest.mark.parametrize("case,qtype", [("mixtral", "q8_0"), ("mixtral", "q4_0"), ("mixtral_window", "q8_0"),
                                         ("granitemoe", "q8_0"),
                                         ("qwen2_moe", "q8_0"), ("qwen2_moe_nobias", "q8_0"), ("qwen3_moe", "q8_0"),
-                                        ("qwen3_moe", "q4_k")])
+                                        ("qwen3_moe", "q4_k"), ("ernie4_5_moe", "q8_0"), ("glm4_moe", "q8_0")])
 def test_moe_gguf_roundtrip(case, qtype, tmp_path):
     """Our GGUF file (llama.cpp's layout: each layer's experts stacked in ffn_{gate,up,down}_exps, the router in
     ffn_gate_inp, Qwen2-MoE's shared expert in *_shexp; Mixtral is arch llama with expert_count) loads back to the
@@ -253,16 +260,19 @@ def test_moe_gguf_roundtrip(case, qtype, tmp_path):
     out = tmp_path / "m.gguf"
     direct, back = _quantize_and_load_back(src, out, qtype)
     fields = ("model_type", "n_experts", "n_experts_used", "moe_norm_topk", "shared_ffn_size", "attn_bias",
-              "sliding_window")
+              "sliding_window", "layer_moe", "moe_sigmoid", "moe_select_bias", "moe_groups", "moe_groups_used",
+              "moe_routed_scale", "qk_norm")
     assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
     r = gguf.GGUFReader(str(out))
-    arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe",
-            "granitemoe": "granitemoe"}[direct.spec.model_type]
+    arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
+            "ernie4_5_moe": "ernie4_5-moe", "glm4_moe": "glm4moe"}[direct.spec.model_type]
     assert bytes(r.fields["general.architecture"].parts[-1]).decode() == arch
     shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
     ffn = direct.spec.moe_ffn_size
     assert shapes["blk.1.ffn_down_exps.weight"] == [ffn, 128, direct.spec.n_experts]  # (ggml order)
-    assert "blk.0.ffn_gate_inp.weight" in shapes and "blk.0.ffn_gate.weight" not in shapes
+    assert "blk.1.ffn_gate_inp.weight" in shapes and "blk.1.ffn_gate.weight" not in shapes
+    assert ("blk.0.ffn_gate.weight" in shapes) == (case in ("ernie4_5_moe", "glm4_moe"))  # (their dense layer 0)
+    assert ("blk.1.exp_probs_b.bias" in shapes) == (case in ("ernie4_5_moe", "glm4_moe"))
     assert ("blk.0.ffn_gate_inp_shexp.weight" in shapes) == case.startswith("qwen2_moe")
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids
@@ -272,8 +282,8 @@ def test_moe_gguf_roundtrip(case, qtype, tmp_path):
 
 
 def _copy_gguf(src, dst, meta=None, tensors=lambda name, data, kind: [(name, data, kind)]):
-    """Rewrites a GGUF file: metadata values replaced from meta (None: dropped), each tensor through
-    tensors(name, raw data, GGML type) -> [(name, raw data, GGML type)]."""
+    """Rewrites a GGUF file: metadata values replaced from meta (None: dropped; keys the file lacks: added, as
+    uint32), each tensor through tensors(name, raw data, GGML type) -> [(name, raw data, GGML type)]."""
     import gguf
 
     r = gguf.GGUFReader(str(src))
@@ -289,6 +299,9 @@ def _copy_gguf(src, dst, meta=None, tensors=lambda name, data, kind: [(name, dat
             w.add_array(f.name, list(v))
         else:
             w.add_key_value(f.name, v, f.types[0])
+    for k, v in (meta or {}).items():
+        if k not in r.fields and v is not None:
+            w.add_key_value(k, v, gguf.GGUFValueType.UINT32)
     for t in r.tensors:
         for name, data, kind in tensors(t.name, np.array(t.data), t.tensor_type):
             w.add_tensor(name, np.ascontiguousarray(data), raw_dtype=kind)
@@ -296,6 +309,32 @@ def _copy_gguf(src, dst, meta=None, tensors=lambda name, data, kind: [(name, dat
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def test_glm4_moe_gguf_with_multi_token_prediction_layers(tmp_path):
+    """llama.cpp's GLM-4.5 files count the multi-token-prediction layer in block_count (nextn_predict_layers) and hold
+    its tensors as one more block: the model leaves it out and gives the logits of the file without it."""
+    import gguf
+
+    src = _gguf_source("glm4_moe", tmp_path)
+    plain, mtp = tmp_path / "m.gguf", tmp_path / "mtp.gguf"
+    edgeformer.quantize(str(src), str(plain), "q8_0")
+    f32 = gguf.GGMLQuantizationType.F32
+
+    def add_block(name, data, kind):
+        out = [(name, data, kind)]
+        if name == "blk.2.attn_norm.weight":  # (the last layer's: the new block's follow it)
+            out += [("blk.3.attn_norm.weight", data, kind), ("blk.3.nextn.eh_proj.weight", np.ones((8, 4), np.float32), f32)]
+        return out
+
+    _copy_gguf(plain, mtp, {"glm4moe.block_count": 4, "glm4moe.nextn_predict_layers": 1}, add_block)
+    want = edgeformer.load(str(plain), threads=2, max_context=64)
+    got = edgeformer.load(str(mtp), threads=2, max_context=64)
+    assert got.spec.n_layers == want.spec.n_layers == 3
+    np.testing.assert_array_equal(got.logits(PROMPT), want.logits(PROMPT))
+    _copy_gguf(plain, tmp_path / "bad.gguf", {"glm4moe.block_count": 4}, add_block)  # (MTP blocks not declared)
+    with pytest.raises(ValueError, match="blk.3"):
+        edgeformer.load(str(tmp_path / "bad.gguf"), threads=2, max_context=64)
 
 
 def test_moe_gguf_with_one_tensor_per_expert(tmp_path):

@@ -53,6 +53,8 @@ from .gguf_common import (
     EXAONE4,
     GLM4,
     HUNYUAN_DENSE,
+    ERNIE4_5_MOE,
+    GLM4_MOE,
     SUPPORTED_ARCHS,
     T5,
     _clean_float,
@@ -260,7 +262,7 @@ def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
 
 # the readers, in a module of their own (imported here, after the helpers above that they use)
 from .gguf_readers import (  # noqa: E402
-    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_smollm3_cohere, _config_t5,
+    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_smollm3_cohere, _config_t5,
 )
 
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
@@ -270,7 +272,8 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qw
                     GPT_OSS: _config_gpt_oss, OLMO2: _config_olmo, OLMOE: _config_olmo,
                     SMOLLM3: _config_smollm3_cohere, COMMAND_R: _config_smollm3_cohere,
                     ERNIE4_5: _config_recent, EXAONE4: _config_recent, GLM4: _config_recent,
-                    HUNYUAN_DENSE: _config_recent, BLOOM: _config_bloom, FALCON: _config_falcon,
+                    HUNYUAN_DENSE: _config_recent, ERNIE4_5_MOE: _config_deepseek_moe, GLM4_MOE: _config_deepseek_moe,
+                    BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -384,6 +387,38 @@ def _moe_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
         put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, cfg.positive("shared_expert_intermediate_size", 5632))
 
 
+def _deepseek_moe_metadata(cfg, config: Dict[str, Any], mt: str, source: str, put) -> None:
+    """ERNIE 4.5 MoE and GLM-4.5: the expert counts and widths, the leading dense layers (ERNIE: then every
+    interleave-th layer sparse, which must be how the config lays them out), and GLM's router (sigmoid, scale,
+    renormalization, groups), as llama.cpp's converters write them."""
+    from .archs import spec_from_config
+
+    s = spec_from_config(config, source)[0]
+    n = s.n_layers
+    put(_K.EXPERT_COUNT, s.n_experts)
+    put(_K.EXPERT_USED_COUNT, s.n_experts_used)
+    put(_K.EXPERT_FEED_FORWARD_LENGTH, s.moe_ffn_size)
+    put(_K.EXPERT_SHARED_COUNT, s.shared_ffn_size // s.moe_ffn_size)
+    if s.shared_ffn_size:
+        put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, s.shared_ffn_size)
+    sparse = list(s.layer_moe) or [1] * n
+    lead = sparse.index(1) if 1 in sparse else n
+    put(_K.LEADING_DENSE_BLOCK_COUNT, lead)
+    if mt == "ernie4_5_moe":
+        step = cfg.positive("moe_layer_interval", 1)
+        if sparse != [int(i >= lead and (i + 1) % step == 0) for i in range(n)]:
+            raise cfg.error("moe_layer_end_index", "leaves dense layers at the end: llama.cpp's ernie4_5-moe makes "
+                                                   "every interleave-th layer after the leading ones sparse")
+        put(_K.INTERLEAVE_MOE_LAYER_STEP, step)
+        return
+    put(_K.EXPERT_GATING_FUNC, 2)  # sigmoid
+    put(_K.EXPERT_WEIGHTS_SCALE, s.moe_routed_scale)
+    put(_K.EXPERT_WEIGHTS_NORM, s.moe_norm_topk)
+    if s.moe_groups > 1:
+        put(_K.EXPERT_GROUP_COUNT, s.moe_groups)
+        put(_K.EXPERT_GROUP_USED_COUNT, s.moe_groups_used)
+
+
 def _exaone4_metadata(cfg, put) -> None:
     """EXAONE 4's window: its width and which layers have it (the others are global, without rotary). llama.cpp
     gives the window to the 64-layer model only (EXAONE 4.0 32B), three sliding layers to one global, whatever the
@@ -419,7 +454,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             out[_k(template, arch)] = value
 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
-                GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4, HUNYUAN_DENSE):
+                GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4, HUNYUAN_DENSE,
+                ERNIE4_5_MOE, GLM4_MOE):
         from .archs_recent import CLASS_DEFAULTS  # (where a family's config class differs from Llama's)
 
         config = {**CLASS_DEFAULTS.get(mt, {}), **config}
@@ -513,8 +549,10 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             put(_K.LOGIT_SCALE, cfg.get("logit_scale", float, 0.0625))
         if mt == "exaone4":
             _exaone4_metadata(cfg, put)
-        if mt == "ernie4_5" and cfg.get("use_bias", bool, False):
+        if mt in ("ernie4_5", "ernie4_5_moe") and cfg.get("use_bias", bool, False):
             raise cfg.error("use_bias", "is true: llama.cpp's ernie4_5 has no MLP biases")
+        if mt in ("ernie4_5_moe", "glm4_moe"):
+            _deepseek_moe_metadata(cfg, config, mt, source, put)
         if mt == "cohere" and cfg.get("use_qk_norm", bool, False) and cfg.positive("num_hidden_layers") != 64:
             raise cfg.error("use_qk_norm", "is true: llama.cpp's command-r reads q/k norms in 64-layer models only "
                                            "(Command R+)")

@@ -79,7 +79,9 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
                 tmap.add_rows_view(key, g, r0, r1)
             g = key
         mapped[canonical] = g  # Conv1D transposes are already undone in GGUF files
-    _check_all_read(path, arch, order, mapped.values())
+    nextn = meta.get(f"{arch}.nextn_predict_layers") or 0  # (GLM-4.5's multi-token prediction: blocks left unread)
+    mtp = tuple(f"blk.{i}." for i in range(n_layers, n_layers + int(nextn)))
+    _check_all_read(path, arch, [n for n in order if not n.startswith(mtp)] if mtp else order, mapped.values())
     if arch in PERMUTED_QK and spec.pos == _core.PosKind.rotary and spec.rope.rotary_dim in (0, spec.head_dim):
         r = spec.rope
         r.style = _core.RopeStyle.interleaved  # llama.cpp stores q and k rows permuted for adjacent pairs

@@ -54,6 +54,8 @@ from .gguf_common import (
     EXAONE4,
     GLM4,
     HUNYUAN_DENSE,
+    ERNIE4_5_MOE,
+    GLM4_MOE,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -221,6 +223,24 @@ _HUNYUAN_NAMES = _LLAMA_NAMES + [
     (_T_.ATTN_Q_NORM, "model.layers.{i}.self_attn.query_layernorm", _W, "blk"),
     (_T_.ATTN_K_NORM, "model.layers.{i}.self_attn.key_layernorm", _W, "blk"),
 ]
+# DeepSeek's MoE names (ERNIE 4.5 MoE, GLM-4.5): the router mlp.gate, its selection bias (exp_probs_b: a ".bias" in
+# GGUF, no suffix in the checkpoint), the shared expert mlp.shared_experts (with ERNIE's biases where use_bias)
+def _deepseek_moe_names(select_bias: str):
+    return [
+        (_T_.FFN_GATE_INP, "model.layers.{i}.mlp.gate", _W, "blk"),
+        (_T_.FFN_EXP_PROBS_B, "model.layers.{i}." + select_bias, ((".bias", ""),), "blk"),
+        (_T_.FFN_GATE_SHEXP, "model.layers.{i}.mlp.shared_experts.gate_proj", _WB, "blk"),
+        (_T_.FFN_UP_SHEXP, "model.layers.{i}.mlp.shared_experts.up_proj", _WB, "blk"),
+        (_T_.FFN_DOWN_SHEXP, "model.layers.{i}.mlp.shared_experts.down_proj", _WB, "blk"),
+    ]
+
+
+_ERNIE_MOE_NAMES = _LLAMA_NAMES + [(_T_.OUTPUT, "lm_head", ((".bias", ".bias"),), None)] + _deepseek_moe_names(
+    "mlp.moe_statics.e_score_correction_bias")
+# GLM-4.5: the pre-MLP norm is post_attention_norm in llama.cpp's names; per-head q/k norms (use_qk_norm)
+_GLM4_MOE_NAMES = [e for e in _QWEN3_NAMES if e[0] != _T_.FFN_NORM] + [
+    (_T_.ATTN_POST_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
+] + _deepseek_moe_names("mlp.gate.e_score_correction_bias")
 _BLOOM_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
     (_T_.TOKEN_EMBD_NORM, "transformer.word_embeddings_layernorm", _WB, None),
@@ -359,6 +379,10 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _GLM4_NAMES
     if a == HUNYUAN_DENSE:
         return _HUNYUAN_NAMES
+    if a == ERNIE4_5_MOE:
+        return _ERNIE_MOE_NAMES
+    if a == GLM4_MOE:
+        return _GLM4_MOE_NAMES
     if a == PHI3:
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):

@@ -31,6 +31,7 @@ from .gguf_common import (
     ERNIE4_5,
     EXAONE4,
     GLM4,
+    ERNIE4_5_MOE,
     T5,
     _Meta,
     _short,
@@ -278,6 +279,41 @@ def _config_recent(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str
                    layer_types=types)
     else:
         cfg.update(model_type="hunyuan_v1_dense", architectures=["HunYuanDenseV1ForCausalLM"], attention_bias=bias)
+    return cfg
+
+
+def _config_deepseek_moe(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """ERNIE 4.5 MoE (leading dense layers, then every interleave-th layer sparse; softmax router with a selection
+    bias) and GLM-4.5 (leading dense layers; sigmoid router with a selection bias, scale, renormalization and
+    groups; its multi-token-prediction layers, counted in block_count, left out): DeepSeek's MoE under llama.cpp's
+    names, q and k rows as Hugging Face stores them."""
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    bias = cfg.pop("attention_bias")
+    cfg.pop("mlp_bias")
+    n_experts, used = _expert_counts(m, arch)
+    ffe = m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch))
+    shared_ff = m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), None)
+    lead = m.get(_k(_K.LEADING_DENSE_BLOCK_COUNT, arch), int, 0)
+    has_shared = any(_has(names, MODEL_TENSOR.FFN_GATE_SHEXP, ".weight", i) for i in range(cfg["num_hidden_layers"]))
+    shared = (shared_ff // ffe if shared_ff else m.get(_k(_K.EXPERT_SHARED_COUNT, arch), int, 1)) if has_shared else 0
+    if arch == ERNIE4_5_MOE:
+        cfg.update(model_type="ernie4_5_moe", architectures=["Ernie4_5_MoeForCausalLM"], use_bias=bias,
+                   moe_num_experts=n_experts, moe_k=used, moe_intermediate_size=ffe, moe_num_shared_experts=shared,
+                   moe_layer_start_index=lead, moe_layer_end_index=-1,
+                   moe_layer_interval=m.positive(_k(_K.INTERLEAVE_MOE_LAYER_STEP, arch), 1))
+        return cfg
+    gating = m.get(_k(_K.EXPERT_GATING_FUNC, arch), int, 2)
+    if gating != 2:
+        raise m.error(_k(_K.EXPERT_GATING_FUNC, arch), f"is {gating}: GLM-4.5's router is a sigmoid (2)")
+    cfg["num_hidden_layers"] -= m.get(_k(_K.NEXTN_PREDICT_LAYERS, arch), int, 0)
+    groups = m.get(_k(_K.EXPERT_GROUP_COUNT, arch), int, 1)
+    cfg.update(model_type="glm4_moe", architectures=["Glm4MoeForCausalLM"], attention_bias=bias,
+               partial_rotary_factor=cfg.get("partial_rotary_factor", 1.0), n_routed_experts=n_experts,
+               num_experts_per_tok=used, moe_intermediate_size=ffe, n_shared_experts=shared,
+               first_k_dense_replace=lead, routed_scaling_factor=m.get(_k(_K.EXPERT_WEIGHTS_SCALE, arch), float, 1.0),
+               norm_topk_prob=m.get(_k(_K.EXPERT_WEIGHTS_NORM, arch), bool, False), n_group=groups,
+               topk_group=m.get(_k(_K.EXPERT_GROUP_USED_COUNT, arch), int, groups),
+               use_qk_norm=_has(names, MODEL_TENSOR.ATTN_Q_NORM, ".weight"))
     return cfg
 
 
