@@ -22,6 +22,7 @@ def _cases():
 
     base = dict(vocab_size=320, bos_token_id=0, eos_token_id=None, pad_token_id=None, max_position_embeddings=64,
                 hidden_size=64, num_attention_heads=4, num_key_value_heads=2)
+    _mha = {**base, "num_key_value_heads": 4}
     return {
         # 4 experts, 2 per token, renormalized over the two
         "mixtral": (tf.MixtralForCausalLM, tf.MixtralConfig(intermediate_size=96, num_hidden_layers=2,
@@ -62,6 +63,31 @@ def _cases():
             intermediate_size=96, num_hidden_layers=3, head_dim=32, n_routed_experts=8, num_experts_per_tok=3,
             moe_intermediate_size=32, n_shared_experts=1, routed_scaling_factor=2.5, n_group=4, topk_group=2,
             use_qk_norm=True, attention_bias=True, **base)),
+        # DeepSeek-V2-Lite: latent attention (queries straight from q_proj; values narrower than the latent; a
+        # latent of 24 + 16: the cache in rows, not panels),
+        # interleaved rotary, layer 0 dense, softmax over 8 experts, 3 per token, scaled by 1.5, 2 shared widths
+        "deepseek_v2": (tf.DeepseekV2ForCausalLM, tf.DeepseekV2Config(
+            q_lora_rank=None, kv_lora_rank=24, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
+            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=2,
+            first_k_dense_replace=1, routed_scaling_factor=1.5, intermediate_size=96, num_hidden_layers=3, **_mha)),
+        # DeepSeek-V2: queries through q_a / q_b, experts among the 2 best of 4 groups (a group's best), yarn with
+        # mscale_all_dim (the softmax scale grows by its square)
+        "deepseek_v2_groups": (tf.DeepseekV2ForCausalLM, tf.DeepseekV2Config(
+            q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=32,
+            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=1,
+            first_k_dense_replace=1, topk_method="group_limited_greedy", n_group=4, topk_group=2,
+            rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                             "mscale": 0.707, "mscale_all_dim": 0.707, "rope_theta": 10000.0},
+            intermediate_size=96, num_hidden_layers=3, **_mha)),
+        # DeepSeek-V3: sigmoid scores plus a selection bias among the 2 best of 4 groups (a group's two best),
+        # renormalized and scaled by 2.5; rotate-half rotary (rope_interleave false), yarn
+        "deepseek_v3": (_with_select_bias(tf.DeepseekV3ForCausalLM), tf.DeepseekV3Config(
+            q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=32,
+            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=1,
+            first_k_dense_replace=1, n_group=4, topk_group=2, routed_scaling_factor=2.5, rope_interleave=False,
+            rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                             "mscale": 1.0, "mscale_all_dim": 1.0, "rope_theta": 10000.0},
+            intermediate_size=96, num_hidden_layers=3, **_mha)),
     }
 
 
@@ -102,7 +128,8 @@ def test_moe_greedy(case, isa, built):
     out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
     assert out.token_ids == ref_tokens
     n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2), "olmoe": (8, 3),
-               "granitemoe": (6, 2), "ernie4_5_moe": (8, 3), "glm4_moe": (8, 3)}[case]
+               "granitemoe": (6, 2), "ernie4_5_moe": (8, 3), "glm4_moe": (8, 3), "deepseek_v2": (8, 3),
+               "deepseek_v2_groups": (8, 3), "deepseek_v3": (8, 3)}[case]
     assert f"experts={used}/{n}" in repr(model)
 
 
@@ -123,7 +150,7 @@ def test_moe_routes_tokens_to_different_experts(built):
     assert len(chosen) >= 4, chosen
 
 
-@pytest.mark.parametrize("case", ["mixtral", "qwen2_moe", "gpt_oss", "glm4_moe"])
+@pytest.mark.parametrize("case", ["mixtral", "qwen2_moe", "gpt_oss", "glm4_moe", "deepseek_v3"])
 def test_moe_batch_and_prompt_lookup_match_one_sequence(case, built):
     """A batch (one forward per step, each row its own experts) and prompt lookup (several rows checked at once)
     give the tokens of single greedy generations."""
@@ -309,6 +336,21 @@ def _copy_gguf(src, dst, meta=None, tensors=lambda name, data, kind: [(name, dat
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def test_gpt_oss_gguf_without_rope_scaling_reads_back_without_it(tmp_path):
+    """A gpt-oss whose rotary is unscaled (a file without yarn keys) reads back unscaled, not with the yarn that
+    transformers' config class defaults to (the file's logits were off by NMSE 0.37 before)."""
+    import transformers as tf
+
+    cls, cfg = _cases()["gpt_oss"]
+    cfg = tf.GptOssConfig(**{**cfg.to_dict(), "swiglu_limit": 7.0,
+                             "rope_parameters": {"rope_type": "default", "rope_theta": 150000.0}})
+    make_model(str(tmp_path / "src"), cls, cfg)
+    from test_gguf import _quantize_and_load_back
+
+    direct, back = _quantize_and_load_back(tmp_path / "src", tmp_path / "m.gguf", "q8_0")
+    assert back.spec.rope.scaling == direct.spec.rope.scaling == edgeformer._core.RopeScaling.none
 
 
 def test_glm4_moe_gguf_with_multi_token_prediction_layers(tmp_path):

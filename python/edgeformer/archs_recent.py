@@ -5,7 +5,10 @@ transformers config class and returns an ArchSpec and the map from canonical wei
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Tuple
+
+import numpy as np
 
 from . import _core
 from .archs import Config, Derived, NameMap, _layer_types_ok
@@ -25,6 +28,13 @@ CLASS_DEFAULTS: Dict[str, Dict[str, Any]] = {
 CLASS_DEFAULTS["glm4"] = CLASS_DEFAULTS["glm"]
 CLASS_DEFAULTS["ernie4_5_moe"] = {"tie_word_embeddings": True, "num_key_value_heads": 4, "rms_norm_eps": 1e-5,
                                   "rope_theta": 500000.0, "max_position_embeddings": 131072}
+CLASS_DEFAULTS["deepseek_v2"] = {"rms_norm_eps": 1e-6, "q_lora_rank": 1536, "n_routed_experts": 64,
+                                 "moe_intermediate_size": 1407, "n_shared_experts": 2, "routed_scaling_factor": 1.0,
+                                 "first_k_dense_replace": 0, "max_position_embeddings": 2048}
+CLASS_DEFAULTS["deepseek_v3"] = {"rms_norm_eps": 1e-6, "q_lora_rank": 1536, "n_routed_experts": 256,
+                                 "num_experts_per_tok": 8, "moe_intermediate_size": 2048, "n_shared_experts": 1,
+                                 "routed_scaling_factor": 2.5, "first_k_dense_replace": 3, "n_group": 8,
+                                 "topk_group": 4, "max_position_embeddings": 4096}
 CLASS_DEFAULTS["glm4_moe"] = {"partial_rotary_factor": 0.5, "rms_norm_eps": 1e-5, "num_key_value_heads": 8,
                               "max_position_embeddings": 131072}
 
@@ -55,7 +65,7 @@ def _ernie4_5(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 def _sparse_layers(s: "_core.ArchSpec", names: NameMap, sparse, select_bias) -> None:
     """Layers whose MLP is experts (sparse[i]), under DeepSeek's names (ERNIE 4.5 and GLM-4.5 share them): the
-    router mlp.gate, its selection bias (select_bias(i)), each expert's gated MLP mlp.experts.{e}.{gate,up,down}_proj
+    router mlp.gate, its selection bias (select_bias(i), where not None), each expert's gated MLP mlp.experts.{e}.{gate,up,down}_proj
     and the shared expert's mlp.shared_experts.*."""
     if not all(sparse):
         s.layer_moe = [int(x) for x in sparse]
@@ -67,7 +77,8 @@ def _sparse_layers(s: "_core.ArchSpec", names: NameMap, sparse, select_bias) -> 
             names.pop(dst + f"mlp.{p}.weight", None)
             names.pop(dst + f"mlp.{p}.bias", None)
         names[dst + "moe.router.weight"] = src + "gate.weight"
-        names[dst + "moe.router.select_bias"] = select_bias(i)
+        if select_bias is not None:
+            names[dst + "moe.router.select_bias"] = select_bias(i)
         for p in ("gate", "up", "down"):
             for e in range(s.n_experts):
                 names[dst + f"moe.experts.{e}.{p}.weight"] = src + f"experts.{e}.{p}_proj.weight"
@@ -138,6 +149,93 @@ def _glm4_moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     first = cfg.get("first_k_dense_replace", int, 1)
     _sparse_layers(s, names, [i >= first for i in range(s.n_layers)],
                    lambda i: f"model.layers.{i}.mlp.gate.e_score_correction_bias")
+    return s, names
+
+
+class _RowsT(Derived):
+    """Rows of a checkpoint tensor, transposed (DeepSeek's k_b: a head's key rows of kv_b_proj, [nope, kv_lora], as
+    the [kv_lora, nope] matrix that takes a query into the latent space)."""
+
+    def build(self, checkpoint):
+        a, dt, src = Derived(self.src, self.rows).build(checkpoint)
+        return np.ascontiguousarray(a.T), dt, src
+
+
+def _deepseek(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """DeepSeek-V2 (Lite, Coder-V2) and V3 (V3, R1, Moonlight, Kimi): multi-head latent attention (ArchSpec::mla:
+    queries through q_a / q_b or q, keys and values from one kv_lora_rank-wide latent and a shared rotary key,
+    rotary on interleaved pairs (V3: rope_interleave) and yarn's mscale squared in the softmax scale); after
+    first_k_dense_replace dense layers, experts chosen by softmax (V2: among the best groups where
+    group_limited_greedy, a group scored by its best) or by sigmoid plus a selection bias among the best groups (V3:
+    a group scored by its two best), weights renormalized (V3's norm_topk_prob) and scaled by
+    routed_scaling_factor; an ungated shared expert of n_shared_experts widths."""
+    mt = cfg.get("model_type", str)
+    v3 = mt != "deepseek_v2"
+    for field in ("attention_bias", "mlp_bias"):
+        if cfg.get(field, bool, False):
+            raise cfg.error(field, "is true: DeepSeek's attention and MLPs without biases only")
+    dr = cfg.positive("qk_rope_head_dim", 64)
+    s, names = _as_llama(cfg, tensor_names, mt, head_dim=dr, num_key_value_heads=1,
+                         partial_rotary_factor=1.0)
+    nh, Lk = s.n_heads, cfg.positive("kv_lora_rank", 512)
+    q_lora = cfg.data.get("q_lora_rank", CLASS_DEFAULTS[mt]["q_lora_rank"])
+    s.mla_kv_lora, s.mla_q_lora = Lk, cfg.positive("q_lora_rank", q_lora) if q_lora is not None else 0
+    s.mla_nope, s.mla_v = cfg.positive("qk_nope_head_dim", 128), cfg.positive("v_head_dim", 128)
+    s.head_dim, s.v_head_dim = Lk + dr, Lk
+    r = s.rope
+    r.rotary_dim = dr
+    if not v3 or cfg.get("rope_interleave", bool, True):
+        r.style = _core.RopeStyle.interleaved
+    s.rope = r
+    scale = (s.mla_nope + dr) ** -0.5
+    field = "rope_parameters" if cfg.data.get("rope_parameters") is not None else "rope_scaling"
+    params = cfg.get(field, dict, {}) or {}
+    if params.get("rope_type", params.get("type", "default")) != "default" and params.get("mscale_all_dim"):
+        factor = cfg.get("factor", float, data=params, prefix=field + ".")
+        m = 1.0 if factor <= 1 else 0.1 * cfg.get("mscale_all_dim", float, data=params, prefix=field + ".") * \
+            math.log(factor) + 1.0
+        scale *= m * m
+    s.attn_scale = scale
+    dv = s.mla_nope + s.mla_v  # (a head's rows of kv_b_proj: its key part, then its value part)
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.self_attn.", f"layers.{i}.attn."
+        for p in "qkv":
+            del names[dst + f"{p}.weight"]
+        if s.mla_q_lora:
+            names[dst + "q_a.weight"] = src + "q_a_proj.weight"
+            names[dst + "q_a_norm.weight"] = src + "q_a_layernorm.weight"
+            names[dst + "q_b.weight"] = src + "q_b_proj.weight"
+        else:
+            names[dst + "q.weight"] = src + "q_proj.weight"
+        names[dst + "kv_a.weight"] = src + "kv_a_proj_with_mqa.weight"
+        names[dst + "kv_a_norm.weight"] = src + "kv_a_layernorm.weight"
+        kv_b = src + "kv_b_proj.weight"
+        for h in range(nh):
+            names[dst + f"k_b.{h}.weight"] = _RowsT(kv_b, slice(h * dv, h * dv + s.mla_nope))
+            names[dst + f"v_b.{h}.weight"] = Derived(kv_b, slice(h * dv + s.mla_nope, (h + 1) * dv))
+    s.n_experts = cfg.positive("n_routed_experts", CLASS_DEFAULTS[mt]["n_routed_experts"])
+    s.n_experts_used = cfg.positive("num_experts_per_tok", CLASS_DEFAULTS[mt].get("num_experts_per_tok"))
+    if s.n_experts_used > s.n_experts:
+        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds n_routed_experts ({s.n_experts})")
+    s.moe_ffn_size = cfg.positive("moe_intermediate_size", CLASS_DEFAULTS[mt]["moe_intermediate_size"])
+    s.shared_ffn_size = s.moe_ffn_size * (cfg.get("n_shared_experts", int, CLASS_DEFAULTS[mt]["n_shared_experts"]) or 0)
+    s.moe_routed_scale = cfg.get("routed_scaling_factor", float, CLASS_DEFAULTS[mt]["routed_scaling_factor"])
+    method = cfg.get("topk_method", str, "greedy")
+    if v3:  # (transformers' V3: noaux_tc whatever topk_method says)
+        s.moe_sigmoid = s.moe_select_bias = True
+        s.moe_norm_topk = cfg.get("norm_topk_prob", bool, True)
+        s.moe_group_top = 2
+    else:
+        if method not in ("greedy", "group_limited_greedy"):
+            raise cfg.error("topk_method", f"names {method!r}: DeepSeek-V2 chooses 'greedy' or 'group_limited_greedy'")
+        s.moe_norm_topk = False  # (transformers' V2 scales, never renormalizes)
+        s.moe_group_top = 1
+    if v3 or method == "group_limited_greedy":
+        s.moe_groups = cfg.positive("n_group", CLASS_DEFAULTS[mt].get("n_group", 1))
+        s.moe_groups_used = cfg.positive("topk_group", CLASS_DEFAULTS[mt].get("topk_group", 1))
+    first = cfg.get("first_k_dense_replace", int, CLASS_DEFAULTS[mt]["first_k_dense_replace"])
+    _sparse_layers(s, names, [i >= first for i in range(s.n_layers)],
+                   (lambda i: f"model.layers.{i}.mlp.gate.e_score_correction_bias") if v3 else None)
     return s, names
 
 
@@ -249,4 +347,6 @@ RECENT = {
     "hunyuan_v1_dense": _hunyuan_dense,
     "ernie4_5_moe": _ernie4_5_moe,
     "glm4_moe": _glm4_moe,
+    "deepseek_v2": _deepseek,
+    "deepseek_v3": _deepseek,
 }

@@ -217,6 +217,8 @@ def _config_gpt_oss(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[st
                attention_bias=True, swiglu_limit=7.0, swiglu_alpha=1.702)
     if isinstance(cfg.get("rope_scaling"), dict) and cfg["rope_scaling"].get("rope_type") == "yarn":
         cfg["rope_scaling"]["truncate"] = False
+    elif "rope_scaling" not in cfg:  # (said outright: the builder's default for a config without one is yarn)
+        cfg["rope_scaling"] = {"rope_type": "default", "rope_theta": cfg["rope_theta"]}
     for k in ("mlp_bias", "hidden_act", "partial_rotary_factor"):
         cfg.pop(k, None)
     return cfg

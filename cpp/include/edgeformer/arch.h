@@ -41,6 +41,15 @@ struct ArchSpec {
   int32_t vocab_size = 0, hidden_size = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0;
   int32_t ffn_size = 0;
   int32_t max_position = 0;
+  int32_t v_head_dim = 0;  // values' head size where it differs from the keys' (MLA); 0: head_dim
+  int32_t vdim() const { return v_head_dim > 0 ? v_head_dim : head_dim; }
+  // multi-head latent attention (DeepSeek-V2/V3, Kimi, GLM-4.7-Flash) where mla_kv_lora > 0, computed absorbed, as
+  // llama.cpp does: a position's keys and values are one latent head, [c (mla_kv_lora wide) | rotated k_pe
+  // (rope.rotary_dim wide)] and c, so head_dim = mla_kv_lora + rope.rotary_dim, v_head_dim = mla_kv_lora,
+  // n_kv_heads = 1. A query head [nope (mla_nope) | pe (rope.rotary_dim)] enters as [k_b . nope | rotated pe]; its
+  // output leaves through v_b (mla_v wide) before o. mla_q_lora > 0: queries through q_a, a norm and q_b.
+  int32_t mla_kv_lora = 0, mla_q_lora = 0, mla_nope = 0, mla_v = 0;
+  bool mla() const { return mla_kv_lora > 0; }
   NormKind norm = NormKind::RMS;
   float norm_eps = 1e-6f;
   Act act = Act::SiLU;

@@ -34,6 +34,9 @@ struct LayerWeights {
   Tensor attn_norm_w, attn_norm_b, mlp_norm_w, mlp_norm_b;  // norms and biases are f32
   Tensor wq, wk, wv, wo, bq, bk, bv, bo;                     // matrices as stored
   Tensor q_norm_w, k_norm_w;                                 // per-head query / key norms (qk_norm)
+  // multi-head latent attention (ArchSpec::mla): wq is q_b (or q without mla_q_lora), wk is kv_a
+  Tensor wq_a, q_a_norm_w, kv_a_norm_w;
+  std::vector<Tensor> k_b, v_b;                              // per head: [kv_lora, nope], [mla_v, kv_lora]
   Tensor post_attn_norm_w, post_mlp_norm_w;                  // post_norms
   Tensor w_gate, w_up, w_down, b_gate, b_up, b_down;
   Tensor cross_norm_w, cross_norm_b, cq, ck, cv, co;         // cross-attention (T5 decoder)
@@ -124,6 +127,10 @@ class Model {
   void attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask,
                  Model* const* seqs);
   void cross_attention(int layer, const float* q, float* out, int32_t T);
+  // multi-head latent attention (ArchSpec::mla) of layer l: the normalized input in [T, hidden] -> out [T, hidden],
+  // keys and values stored in owner(t)'s cache at pos[t] (cos / sin: the rows' rotary tables)
+  void mla_attention(int layer, const float* in, float* out, int32_t T, const int32_t* pos, const float* cos,
+                     const float* sin, const uint8_t* key_mask, Model* const* seqs);
   void ensure_scratch(int32_t T);
   // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
   void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K);
@@ -161,6 +168,7 @@ class Model {
   int32_t scratch_T_ = 0;
   std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_;
   std::vector<float> moe_in_, moe_out_, moe_logits_;  // experts' gathered rows, their outputs, router logits
+  std::vector<float> mla_;                            // mla_attention's (queries, latents, per-head rows)
   std::vector<float> inv_freq_, rel_table_;
   std::vector<float> inv_freq_local_, cos_l_, sin_l_;  // rope_local (layers whose local_rope is set)
   float rope_mscale_local_ = 1.f;

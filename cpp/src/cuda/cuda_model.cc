@@ -217,6 +217,9 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
   EF_CHECK(host.spec().layer_nope.empty(), "device='cuda': layers without rotary positions (" +
                                                host.spec().model_type + ") run on the CPU only for now; load with "
                                                                         "device='cpu'");
+  EF_CHECK(host.spec().v_head_dim == 0 && !host.spec().mla(),
+           "device='cuda': latent attention and values of another head size (" + host.spec().model_type +
+               ") run on the CPU only for now; load with device='cpu'");
   EF_CHECK(!host.spec().qk_norm || (host.spec().norm == NormKind::RMS && !host.spec().qk_norm_per_head &&
                                      !host.spec().qk_norm_after_rope),
            "device='cuda': per-head, LayerNorm or after-rotary q/k norms (" + host.spec().model_type +

@@ -22,23 +22,24 @@ void Model::truncate(int32_t n) {
 
 void Model::copy_cache_from(const Model& other, int32_t n) {
   EF_CHECK(other.max_ctx_ == max_ctx_ && other.spec_.n_layers == spec_.n_layers &&
-               other.spec_.n_kv_heads == spec_.n_kv_heads && other.spec_.head_dim == spec_.head_dim,
+               other.spec_.n_kv_heads == spec_.n_kv_heads && other.spec_.head_dim == spec_.head_dim &&
+               other.spec_.vdim() == spec_.vdim(),
            "copy_cache_from: the models differ in shape");
   EF_CHECK(n >= 0 && n <= other.n_past_, "copy_cache_from: n is outside the other model's cache");
   EF_CHECK(other.kv_f16_ == kv_f16_, "copy_cache_from: the models' KV caches differ in type");
-  const size_t es = kv_elem(), hd = spec_.head_dim, heads = (size_t)spec_.n_layers * spec_.n_kv_heads;
-  const size_t stride = (size_t)kv_len_ * hd * es;  // bytes per kv head
+  const size_t es = kv_elem(), hd = spec_.head_dim, vh = spec_.vdim(), heads = (size_t)spec_.n_layers * spec_.n_kv_heads;
+  const size_t kstride = (size_t)kv_len_ * hd * es, vstride = (size_t)kv_len_ * vh * es;  // bytes per kv head
   const size_t nk = kv_panels_ ? (size_t)(n + kPanel - 1) / kPanel * kPanel : (size_t)n;  // whole key panels
   uint8_t *kd = (uint8_t*)kcache_->data, *vd = (uint8_t*)vcache_->data;
   const uint8_t *ks = (const uint8_t*)other.kcache_->data, *vs = (const uint8_t*)other.vcache_->data;
   for (size_t i = 0; i < heads; i++) {
-    std::memcpy(kd + i * stride, ks + i * stride, nk * hd * es);
+    std::memcpy(kd + i * kstride, ks + i * kstride, nk * hd * es);
     if (!kv_panels_) {
-      std::memcpy(vd + i * stride, vs + i * stride, n * hd * es);
+      std::memcpy(vd + i * vstride, vs + i * vstride, n * vh * es);
       continue;
     }
-    for (size_t p = 0; p < hd / kPanel; p++) {  // each value panel holds its 16 dims of every position
-      const size_t off = i * stride + p * kPanel * kv_len_ * es;
+    for (size_t p = 0; p < vh / kPanel; p++) {  // each value panel holds its 16 dims of every position
+      const size_t off = i * vstride + p * kPanel * kv_len_ * es;
       std::memcpy(vd + off, vs + off, (size_t)n * kPanel * es);
     }
   }
@@ -56,18 +57,18 @@ void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, con
     if constexpr (std::is_same_v<E, float>) return x;
     else return f32_to_f16(x);
   };
-  const int hd = spec_.head_dim;
-  const size_t head = ((size_t)layer * spec_.n_kv_heads + kv_head) * (size_t)kv_len_ * hd;
-  E* kc = (E*)kcache_->data + head;
-  E* vc = (E*)vcache_->data + head;
+  const int hd = spec_.head_dim, vh = spec_.vdim();
+  const size_t head = (size_t)layer * spec_.n_kv_heads + kv_head;
+  E* kc = (E*)kcache_->data + head * kv_len_ * hd;
+  E* vc = (E*)vcache_->data + head * kv_len_ * vh;
   if (!kv_panels_) {
     for (int d = 0; d < hd; d++) kc[(size_t)pos * hd + d] = cv(k[d]);
-    for (int d = 0; d < hd; d++) vc[(size_t)pos * hd + d] = cv(v[d]);
+    for (int d = 0; d < vh; d++) vc[(size_t)pos * vh + d] = cv(v[d]);
     return;
   }
   E* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + pos % kPanel;
   for (int d = 0; d < hd; d++) kp[(size_t)d * kPanel] = cv(k[d]);
-  for (int p = 0; p < hd / kPanel; p++) {
+  for (int p = 0; p < vh / kPanel; p++) {
     E* vp = vc + (size_t)p * kPanel * kv_len_ + (size_t)pos * kPanel;
     for (int i = 0; i < kPanel; i++) vp[i] = cv(v[p * kPanel + i]);
   }
@@ -86,27 +87,27 @@ void Model::compute_relative_bias(int32_t pos0, int32_t T, int32_t n_keys) {
 }
 
 // q: [T, n_heads * hd] for positions pos0..pos0+T-1; this layer's keys/values already in the cache.
-// out: [T, n_heads * hd]
+// out: [T, n_heads * vd] (vd: the values' head size, ArchSpec::vdim)
 void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask,
                       Model* const* seqs) {
   const KernelTable& K = kernels();
-  const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, group = nh / nkv;
+  const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, vd = spec_.vdim(), group = nh / nkv;
   const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
   const float softcap = spec_.attn_softcap;
   const float* sinks = spec_.attn_sinks ? (const float*)layers_[layer].sinks.data : nullptr;  // [n_heads]
-  const size_t head_stride = (size_t)kv_len_ * hd, es = kv_elem();
+  const size_t head_stride = (size_t)kv_len_ * hd, vhead_stride = (size_t)kv_len_ * vd, es = kv_elem();
   const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
   // element i of this layer's keys / values (f32 or f16 as kvt) in the cache query row t uses (seqs: its own)
-  const size_t layer_off = (size_t)layer * nkv * head_stride * es;
-  const uint8_t* kbase = (const uint8_t*)kcache_->data + layer_off;
-  const uint8_t* vbase = (const uint8_t*)vcache_->data + layer_off;
+  const size_t klayer_off = (size_t)layer * nkv * head_stride * es, vlayer_off = (size_t)layer * nkv * vhead_stride * es;
+  const uint8_t* kbase = (const uint8_t*)kcache_->data + klayer_off;
+  const uint8_t* vbase = (const uint8_t*)vcache_->data + vlayer_off;
   const auto kc = [&](size_t i) -> const void* { return kbase + i * es; };
   const auto vc = [&](size_t i) -> const void* { return vbase + i * es; };
   const auto kc_of = [&](int32_t t, size_t i) -> const void* {
-    return seqs ? (const uint8_t*)seqs[t]->kcache_->data + layer_off + i * es : kc(i);
+    return seqs ? (const uint8_t*)seqs[t]->kcache_->data + klayer_off + i * es : kc(i);
   };
   const auto vc_of = [&](int32_t t, size_t i) -> const void* {
-    return seqs ? (const uint8_t*)seqs[t]->vcache_->data + layer_off + i * es : vc(i);
+    return seqs ? (const uint8_t*)seqs[t]->vcache_->data + vlayer_off + i * es : vc(i);
   };
   // the position of query row t: in a batch, its sequence's (whose cache holds it already)
   const auto pos_of = [&](int32_t t) { return seqs ? seqs[t]->n_past_ : pos0 + t; };
@@ -178,11 +179,10 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
         if (S.size() < (size_t)kRows * n) S.resize((size_t)kRows * n);
         const int h0 = g * group + c * kRows, rows = std::min(kRows, group - c * kRows);
         const void* kh = kc_of(t, (size_t)g * head_stride + (size_t)klo * hd);
-        const void* vh = vc_of(t, (size_t)g * head_stride + (size_t)klo * kPanel);
-        const size_t row = (size_t)t * nh * hd + (size_t)h0 * hd;
-        fpanel(q + row, hd, kh, 0, nullptr, S.data(), n, rows, 0, n, hd);
+        const void* vh = vc_of(t, (size_t)g * vhead_stride + (size_t)klo * kPanel);
+        fpanel(q + (size_t)t * nh * hd + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), n, rows, 0, n, hd);
         for (int r = 0; r < rows; r++) weights(h0 + r, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
-        fpanel(S.data(), n, vh, vstride, nullptr, out + row, hd, rows, 0, hd, n);
+        fpanel(S.data(), n, vh, vstride, nullptr, out + (size_t)t * nh * vd + (size_t)h0 * vd, vd, rows, 0, vd, n);
       }
     });
     return;
@@ -213,18 +213,18 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
           const int32_t hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
           weights(h, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
         }
-        float* ob = out + (size_t)t0 * nh * hd + (size_t)h * hd;
-        const size_t vh = (size_t)(h / group) * head_stride;
+        float* ob = out + (size_t)t0 * nh * vd + (size_t)h * vd;
+        const size_t vh = (size_t)(h / group) * vhead_stride;
         if (kv_panels_) {
-          fpanel(S.data(), n, vc(vh + (size_t)klo * kPanel), vstride, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
+          fpanel(S.data(), n, vc(vh + (size_t)klo * kPanel), vstride, nullptr, ob, (int64_t)nh * vd, tb, 0, vd, n);
         } else {
-          if (Vt.size() < (size_t)hd * (n + 1)) Vt.resize((size_t)hd * (n + 1));
-          float* vrow = Vt.data() + (size_t)hd * n;  // one value row in f32
+          if (Vt.size() < (size_t)vd * (n + 1)) Vt.resize((size_t)vd * (n + 1));
+          float* vrow = Vt.data() + (size_t)vd * n;  // one value row in f32
           for (int32_t j = 0; j < n; j++) {
-            K.to_f32[(int)kvt](vc(vh + (size_t)(klo + j) * hd), vrow, hd);
-            for (int d = 0; d < hd; d++) Vt[(size_t)d * n + j] = vrow[d];
+            K.to_f32[(int)kvt](vc(vh + (size_t)(klo + j) * vd), vrow, vd);
+            for (int d = 0; d < vd; d++) Vt[(size_t)d * n + j] = vrow[d];
           }
-          K.matmul[(int)DType::F32](S.data(), n, Vt.data(), n, nullptr, ob, (int64_t)nh * hd, tb, 0, hd, n);
+          K.matmul[(int)DType::F32](S.data(), n, Vt.data(), n, nullptr, ob, (int64_t)nh * vd, tb, 0, vd, n);
         }
       }
     });
@@ -244,15 +244,16 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       const int32_t lo = W > 0 ? std::max(0, pos - W + 1) : 0;
       const int32_t n = hi - lo + 1;
       const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
-      const size_t kv0 = (size_t)(h / group) * head_stride + (size_t)lo * hd;
-      rows_mm(qv, hd, kc_of(t, kv0), hd, nullptr, sc, n, 1, 0, n, hd);
+      const size_t k0 = (size_t)(h / group) * head_stride + (size_t)lo * hd;
+      const size_t v0 = (size_t)(h / group) * vhead_stride + (size_t)lo * vd;
+      rows_mm(qv, hd, kc_of(t, k0), hd, nullptr, sc, n, 1, 0, n, hd);
       weights(h, pos, lo, sc, n, lo, hi);
       if (kv_f16_) {
-        if (V32.size() < (size_t)n * hd) V32.resize((size_t)n * hd);
-        K.to_f32[(int)DType::F16](vc_of(t, kv0), V32.data(), (int64_t)n * hd);
+        if (V32.size() < (size_t)n * vd) V32.resize((size_t)n * vd);
+        K.to_f32[(int)DType::F16](vc_of(t, v0), V32.data(), (int64_t)n * vd);
       }
-      const float* vh = kv_f16_ ? V32.data() : (const float*)vc_of(t, kv0);
-      K.wsum(sc, vh, hd, n, hd, out + (size_t)t * nh * hd + (size_t)h * hd);
+      const float* vh = kv_f16_ ? V32.data() : (const float*)vc_of(t, v0);
+      K.wsum(sc, vh, vd, n, vd, out + (size_t)t * nh * vd + (size_t)h * vd);
     }
   });
 }

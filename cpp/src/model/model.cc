@@ -60,6 +60,17 @@ void ArchSpec::validate() const {
   EF_CHECK(!(qk_norm_full || qk_norm_per_head || qk_norm_after_rope) || qk_norm,
            "qk_norm_full, qk_norm_per_head and qk_norm_after_rope are forms of qk_norm");
   EF_CHECK(!(qk_norm_full && qk_norm_per_head), "qk_norm_full and qk_norm_per_head exclude each other");
+  EF_CHECK(v_head_dim >= 0 && (v_head_dim == 0 || !cross_attention), "v_head_dim: a positive size, without "
+                                                                     "cross-attention");
+  if (mla()) {
+    EF_CHECK(mla_q_lora >= 0 && mla_nope > 0 && mla_v > 0, "config fields 'q_lora_rank', 'qk_nope_head_dim' and "
+                                                           "'v_head_dim' must be positive");
+    EF_CHECK(pos == PosKind::Rotary && rope.rotary_dim > 0 && n_kv_heads == 1 &&
+                 head_dim == mla_kv_lora + rope.rotary_dim && vdim() == mla_kv_lora,
+             "latent attention: one kv head of kv_lora_rank + qk_rope_head_dim, values kv_lora_rank wide");
+    EF_CHECK(!qk_norm && !attn_bias && !attn_out_bias && !attn_sinks && layer_nope.empty() && layer_rope.empty(),
+             "latent attention has no q/k norms, biases, sinks or layers without rotary");
+  }
   EF_CHECK(layer_nope.empty() || ((int64_t)layer_nope.size() == n_layers && pos == PosKind::Rotary),
            "config field 'no_rope_layers': one entry per layer (" + std::to_string(n_layers) + ") of a rotary model");
   EF_CHECK(pre_norms || (norm_position == NormPosition::Pre && !parallel_residual && !cross_attention),
@@ -342,7 +353,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       if (ckpt.contains(kv.second)) L.total += (int64_t)ckpt.get(kv.second).nbytes();
 
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size, F = spec_.ffn_size, hd = spec_.head_dim;
-  const int64_t QD = (int64_t)spec_.n_heads * hd, KD = (int64_t)spec_.n_kv_heads * hd;
+  const int64_t QD = (int64_t)spec_.n_heads * hd, KD = (int64_t)spec_.n_kv_heads * hd, nh_ = spec_.n_heads;
+  const int64_t KVD = (int64_t)spec_.n_kv_heads * spec_.vdim(), QVD = nh_ * spec_.vdim();  // the values' widths
   const int64_t E = spec_.proj_dim > 0 ? spec_.proj_dim : H;  // embedding width
   const bool ln = spec_.norm == NormKind::Layer;
   tok_emb_ = L.matrix("tok_embeddings.weight", {V, E}, Role::Embedding);
@@ -379,14 +391,33 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.mlp_norm_w = L.vec(p + "mlp_norm.weight", H, true);
       if (ln) w.mlp_norm_b = L.vec(p + "mlp_norm.bias", H, false);
     }
-    w.wq = L.matrix(p + "attn.q.weight", {QD, H});
-    w.wk = L.matrix(p + "attn.k.weight", {KD, H});
-    w.wv = L.matrix(p + "attn.v.weight", {KD, H});
-    w.wo = L.matrix(p + "attn.o.weight", {H, QD});
+    if (spec_.mla()) {
+      const int64_t Lk = spec_.mla_kv_lora, Lq = spec_.mla_q_lora, dn = spec_.mla_nope, dv = spec_.mla_v;
+      const int64_t dq = nh_ * (dn + spec_.rope.rotary_dim);  // the queries before absorption
+      if (Lq > 0) {
+        w.wq_a = L.matrix(p + "attn.q_a.weight", {Lq, H});
+        w.q_a_norm_w = L.vec(p + "attn.q_a_norm.weight", Lq, true);
+        w.wq = L.matrix(p + "attn.q_b.weight", {dq, Lq});
+      } else {
+        w.wq = L.matrix(p + "attn.q.weight", {dq, H});
+      }
+      w.wk = L.matrix(p + "attn.kv_a.weight", {hd, H});
+      w.kv_a_norm_w = L.vec(p + "attn.kv_a_norm.weight", Lk, true);
+      for (int h = 0; h < nh_; h++) {
+        w.k_b.push_back(L.matrix(p + "attn.k_b." + std::to_string(h) + ".weight", {Lk, dn}));
+        w.v_b.push_back(L.matrix(p + "attn.v_b." + std::to_string(h) + ".weight", {dv, Lk}));
+      }
+      w.wo = L.matrix(p + "attn.o.weight", {H, nh_ * dv});
+    } else {
+      w.wq = L.matrix(p + "attn.q.weight", {QD, H});
+      w.wk = L.matrix(p + "attn.k.weight", {KD, H});
+      w.wv = L.matrix(p + "attn.v.weight", {KVD, H});
+      w.wo = L.matrix(p + "attn.o.weight", {H, QVD});
+    }
     if (spec_.attn_bias) {
       w.bq = L.vec(p + "attn.q.bias", QD, true);
       w.bk = L.vec(p + "attn.k.bias", KD, true);
-      w.bv = L.vec(p + "attn.v.bias", KD, true);
+      w.bv = L.vec(p + "attn.v.bias", KVD, true);
     }
     if (spec_.attn_out_bias) w.bo = L.vec(p + "attn.o.bias", H, true);
     if (spec_.qk_norm) {
@@ -449,7 +480,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     }
   }
   if (L.progress && L.convert) std::fprintf(stderr, "\n");
-  kv_panels_ = hd % kPanel == 0;
+  kv_panels_ = hd % kPanel == 0 && spec_.vdim() % kPanel == 0;
   kv_len_ = kv_panels_ ? (int32_t)((max_ctx_ + kPanel - 1) / kPanel * kPanel) : max_ctx_;
   EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
            "argument 'kv_dtype' must be None, 'f16' or 'f32', got '" + opts.kv_dtype + "'");
@@ -466,13 +497,13 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
 }
 
 void Model::alloc_cache() {
-  const size_t cache_bytes = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)kv_len_ * spec_.head_dim * kv_elem();
+  const size_t per_dim = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)kv_len_ * kv_elem();
   try {
-    kcache_ = std::make_unique<Buffer>(cache_bytes);
-    vcache_ = std::make_unique<Buffer>(cache_bytes);
+    kcache_ = std::make_unique<Buffer>(per_dim * spec_.head_dim);
+    vcache_ = std::make_unique<Buffer>(per_dim * spec_.vdim());
   } catch (const Error&) {
     throw ValueError("max_context=" + std::to_string(max_ctx_) + ": the KV cache needs " +
-                     std::to_string(2 * cache_bytes >> 20) +
+                     std::to_string(per_dim * (spec_.head_dim + spec_.vdim()) >> 20) +
                      " MiB, more than can be allocated; pass a smaller max_context= (or kv_dtype='f16')");
   }
 }
@@ -529,9 +560,12 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
   for (size_t i = 0; i < layers_.size(); i++) {
     const LayerWeights& l = layers_[i];
     const std::string p = "layers." + std::to_string(i) + ".";
+    // (latent attention: wq is q_b where queries go through q_a, wk is kv_a)
+    const char* q_name = spec_.mla() && spec_.mla_q_lora > 0 ? "attn.q_b.weight" : "attn.q.weight";
+    const char* k_name = spec_.mla() ? "attn.kv_a.weight" : "attn.k.weight";
     const std::pair<const char*, const Tensor*> items[] = {
         {"attn_norm.weight", &l.attn_norm_w}, {"attn_norm.bias", &l.attn_norm_b}, {"mlp_norm.weight", &l.mlp_norm_w},
-        {"mlp_norm.bias", &l.mlp_norm_b},     {"attn.q.weight", &l.wq},         {"attn.k.weight", &l.wk},
+        {"mlp_norm.bias", &l.mlp_norm_b},     {q_name, &l.wq},                  {k_name, &l.wk},
         {"attn.v.weight", &l.wv},             {"attn.o.weight", &l.wo},         {"attn.q.bias", &l.bq},
         {"attn.k.bias", &l.bk},               {"attn.v.bias", &l.bv},           {"attn.o.bias", &l.bo},
         {"attn.q_norm.weight", &l.q_norm_w},  {"attn.k_norm.weight", &l.k_norm_w},
@@ -542,6 +576,15 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {"cross.k.weight", &l.ck},            {"cross.v.weight", &l.cv},        {"cross.o.weight", &l.co}};
     for (auto& it : items) add(p + it.first, *it.second);
     add(p + "attn.sinks", l.sinks);
+    if (spec_.mla()) {  // (wq and wk are q_b or q and kv_a there)
+      add(p + "attn.q_a.weight", l.wq_a);
+      add(p + "attn.q_a_norm.weight", l.q_a_norm_w);
+      add(p + "attn.kv_a_norm.weight", l.kv_a_norm_w);
+      for (size_t h = 0; h < l.k_b.size(); h++) {
+        add(p + "attn.k_b." + std::to_string(h) + ".weight", l.k_b[h]);
+        add(p + "attn.v_b." + std::to_string(h) + ".weight", l.v_b[h]);
+      }
+    }
     add(p + "moe.router.weight", l.router);
     add(p + "moe.router.bias", l.router_b);
     add(p + "moe.router.select_bias", l.select_b);
@@ -575,6 +618,7 @@ void Model::ensure_scratch(int32_t T) {
   if (T <= scratch_T_) return;
   const size_t H = spec_.hidden_size, F = spec_.ffn_size, hd = spec_.head_dim;
   const size_t QD = spec_.n_heads * hd, KD = spec_.n_kv_heads * hd;
+  const size_t KVD = spec_.n_kv_heads * spec_.vdim(), QVD = spec_.n_heads * spec_.vdim();
   const size_t E = std::max<size_t>(H, spec_.proj_dim);
   x_.resize(T * H);
   h_.resize(T * E);
@@ -583,8 +627,8 @@ void Model::ensure_scratch(int32_t T) {
   e_.resize(T * E);
   q_.resize(T * QD);
   k_.resize(T * KD);
-  v_.resize(T * KD);
-  att_.resize(T * QD);
+  v_.resize(T * KVD);
+  att_.resize(T * QVD);
   const size_t FM = std::max({F, (size_t)spec_.moe_ffn_size, (size_t)spec_.shared_ffn_size});
   // (a decode step's experts run side by side: n_experts_used of them)
   const size_t FE = std::max((size_t)T, (size_t)spec_.n_experts_used) * spec_.moe_ffn_size;
@@ -732,10 +776,12 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     for (int hh = 0; hh < nh; hh++) norm(q + hh * hd, fptr(w.q_norm_w) + hh * step, hd);
     for (int hh = 0; hh < nkv; hh++) norm(k + hh * hd, fptr(w.k_norm_w) + hh * step, hd);
   };
+  const int64_t vd = spec_.vdim(), KVD = nkv * vd, QVD = nh * vd;  // the values' head size and widths
   // self-attention of the normalized input `in` -> tmp [T, H]
   auto self_attention = [&](int l, const LayerWeights& w, const float* in) {
+    if (spec_.mla()) return mla_attention(l, in, tmp, T, pos.data(), cos_.data(), sin_.data(), a.key_mask, seqs);
     const ops::LinearOut qkv[3] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
-                                   {&w.wv, fptr(w.bv), v_.data(), KD}};
+                                   {&w.wv, fptr(w.bv), v_.data(), KVD}};
     ops::linear_group(pool, K, in, H, T, qkv, 3);
     const bool local = spec_.local_rope(l), rotary = rotary_all && !spec_.nope(l);
     for (int32_t t = 0; t < T; t++) {
@@ -748,11 +794,11 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
         for (int hh = 0; hh < nkv; hh++) ops::rope(kt + hh * hd, c, s, half, spec_.rope.style);
       }
       if (spec_.qk_norm && spec_.qk_norm_after_rope) qk_norms(w, qt, kt);
-      for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, v_.data() + t * KD + hh * hd);
+      for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, v_.data() + t * KVD + hh * vd);
     }
     attention(l, q_.data(), att_.data(), T, pos0, a.key_mask, seqs);
     if (take_interrupt()) throw Interrupted();
-    ops::linear(pool, K, att_.data(), QD, T, w.wo, fptr(w.bo), tmp, H);
+    ops::linear(pool, K, att_.data(), QVD, T, w.wo, fptr(w.bo), tmp, H);
   };
 
   // x += tmp (a branch's output), scaled by residual_scale where the architecture scales it (Granite)
