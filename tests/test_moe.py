@@ -264,6 +264,18 @@ def _gguf_source(case, tmp_path):
             intermediate_size=256, head_dim=32, n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=64,
             n_shared_experts=1, routed_scaling_factor=2.5, n_group=4, topk_group=2, use_qk_norm=True,
             attention_bias=True, **{**big, "num_hidden_layers": 3})),
+        "deepseek_v2": (tf.DeepseekV2ForCausalLM, lambda: tf.DeepseekV2Config(
+            q_lora_rank=None, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=32,
+            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=64, n_shared_experts=2,
+            first_k_dense_replace=1, routed_scaling_factor=1.5, intermediate_size=256,  # (V2-Lite's 27 layers:
+            **{**big, "num_hidden_layers": 27, "num_key_value_heads": 4})),             # llama.cpp's test for it)
+        "deepseek_v3": (_with_select_bias(tf.DeepseekV3ForCausalLM), lambda: tf.DeepseekV3Config(
+            q_lora_rank=64, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=64,
+            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=64, n_shared_experts=1,
+            first_k_dense_replace=1, n_group=4, topk_group=2, routed_scaling_factor=2.5, intermediate_size=256,
+            rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                             "mscale": 1.0, "mscale_all_dim": 1.0, "rope_theta": 10000.0},
+            **{**big, "num_hidden_layers": 3, "num_key_value_heads": 4})),
     }[case]
     src = tmp_path / "src"
     make_model(str(src), cls, cfg())
@@ -273,7 +285,8 @@ def _gguf_source(case, tmp_path):
 @pytest.mark.parametrize("case,qtype", [("mixtral", "q8_0"), ("mixtral", "q4_0"), ("mixtral_window", "q8_0"),
                                         ("granitemoe", "q8_0"),
                                         ("qwen2_moe", "q8_0"), ("qwen2_moe_nobias", "q8_0"), ("qwen3_moe", "q8_0"),
-                                        ("qwen3_moe", "q4_k"), ("ernie4_5_moe", "q8_0"), ("glm4_moe", "q8_0")])
+                                        ("qwen3_moe", "q4_k"), ("ernie4_5_moe", "q8_0"), ("glm4_moe", "q8_0"),
+                                        ("deepseek_v2", "q8_0"), ("deepseek_v3", "q4_0")])
 def test_moe_gguf_roundtrip(case, qtype, tmp_path):
     """Our GGUF file (llama.cpp's layout: each layer's experts stacked in ffn_{gate,up,down}_exps, the router in
     ffn_gate_inp, Qwen2-MoE's shared expert in *_shexp; Mixtral is arch llama with expert_count) loads back to the
@@ -288,18 +301,23 @@ def test_moe_gguf_roundtrip(case, qtype, tmp_path):
     direct, back = _quantize_and_load_back(src, out, qtype)
     fields = ("model_type", "n_experts", "n_experts_used", "moe_norm_topk", "shared_ffn_size", "attn_bias",
               "sliding_window", "layer_moe", "moe_sigmoid", "moe_select_bias", "moe_groups", "moe_groups_used",
-              "moe_routed_scale", "qk_norm")
+              "moe_routed_scale", "qk_norm", "mla_kv_lora", "mla_q_lora", "mla_nope", "mla_v", "head_dim", "v_head_dim",
+              "attn_scale")
     assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
     r = gguf.GGUFReader(str(out))
     arch = {"mixtral": "llama", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "granitemoe": "granitemoe",
-            "ernie4_5_moe": "ernie4_5-moe", "glm4_moe": "glm4moe"}[direct.spec.model_type]
+            "ernie4_5_moe": "ernie4_5-moe", "glm4_moe": "glm4moe", "deepseek_v2": "deepseek2",
+            "deepseek_v3": "deepseek2"}[direct.spec.model_type]
     assert bytes(r.fields["general.architecture"].parts[-1]).decode() == arch
     shapes = {t.name: [int(x) for x in t.shape] for t in r.tensors}
     ffn = direct.spec.moe_ffn_size
     assert shapes["blk.1.ffn_down_exps.weight"] == [ffn, 128, direct.spec.n_experts]  # (ggml order)
     assert "blk.1.ffn_gate_inp.weight" in shapes and "blk.1.ffn_gate.weight" not in shapes
-    assert ("blk.0.ffn_gate.weight" in shapes) == (case in ("ernie4_5_moe", "glm4_moe"))  # (their dense layer 0)
-    assert ("blk.1.exp_probs_b.bias" in shapes) == (case in ("ernie4_5_moe", "glm4_moe"))
+    dense0 = case in ("ernie4_5_moe", "glm4_moe", "deepseek_v2", "deepseek_v3")
+    assert ("blk.0.ffn_gate.weight" in shapes) == dense0  # (their dense layer 0)
+    assert ("blk.1.exp_probs_b.bias" in shapes) == (dense0 and case != "deepseek_v2")
+    if case.startswith("deepseek"):  # (each head's k_b [kv_lora, nope] and v_b [v, kv_lora], stacked)
+        assert shapes["blk.0.attn_k_b.weight"] == [32, 64, 4] and shapes["blk.0.attn_v_b.weight"][1:] == [direct.spec.mla_v, 4]
     assert ("blk.0.ffn_gate_inp_shexp.weight" in shapes) == case.startswith("qwen2_moe")
     kw = dict(max_new_tokens=8, temperature=0, ignore_eos=True)
     assert back.generate(PROMPT, **kw).token_ids == direct.generate(PROMPT, **kw).token_ids

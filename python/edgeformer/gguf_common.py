@@ -49,9 +49,10 @@ GLM4 = MODEL_ARCH_NAMES[MODEL_ARCH.GLM4]
 HUNYUAN_DENSE = MODEL_ARCH_NAMES[MODEL_ARCH.HUNYUAN_DENSE]
 ERNIE4_5_MOE = MODEL_ARCH_NAMES[MODEL_ARCH.ERNIE4_5_MOE]
 GLM4_MOE = MODEL_ARCH_NAMES[MODEL_ARCH.GLM4_MOE]
+DEEPSEEK2 = MODEL_ARCH_NAMES[MODEL_ARCH.DEEPSEEK2]
 SUPPORTED_ARCHS = (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, GPT2, GPTNEOX, PHI2, STARCODER2,
                    STABLELM, GRANITE, GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4,
-                   HUNYUAN_DENSE, ERNIE4_5_MOE, GLM4_MOE, BLOOM, FALCON, BERT, T5)
+                   HUNYUAN_DENSE, ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, BLOOM, FALCON, BERT, T5)
 
 # HF model_type -> llama.cpp architecture
 _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen2": QWEN2, "qwen3": QWEN3,
@@ -60,7 +61,8 @@ _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen
                        "gpt_oss": GPT_OSS, "olmo2": OLMO2, "olmoe": OLMOE,
                        "smollm3": SMOLLM3, "cohere": COMMAND_R, "ernie4_5": ERNIE4_5, "exaone4": EXAONE4,
                        "glm4": GLM4, "hunyuan_v1_dense": HUNYUAN_DENSE, "internlm3": LLAMA,
-                       "ernie4_5_moe": ERNIE4_5_MOE, "glm4_moe": GLM4_MOE,
+                       "ernie4_5_moe": ERNIE4_5_MOE, "glm4_moe": GLM4_MOE, "deepseek_v2": DEEPSEEK2,
+                       "deepseek_v3": DEEPSEEK2,
                        "bloom": BLOOM, "falcon": FALCON, "bert": BERT, "t5": T5}
 
 _REQUIRED = object()

@@ -55,6 +55,7 @@ from .gguf_common import (
     HUNYUAN_DENSE,
     ERNIE4_5_MOE,
     GLM4_MOE,
+    DEEPSEEK2,
     SUPPORTED_ARCHS,
     T5,
     _clean_float,
@@ -262,7 +263,8 @@ def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
 
 # the readers, in a module of their own (imported here, after the helpers above that they use)
 from .gguf_readers import (  # noqa: E402
-    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_smollm3_cohere, _config_t5,
+    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere,
+    _config_t5,
 )
 
 _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
@@ -273,6 +275,7 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qw
                     SMOLLM3: _config_smollm3_cohere, COMMAND_R: _config_smollm3_cohere,
                     ERNIE4_5: _config_recent, EXAONE4: _config_recent, GLM4: _config_recent,
                     HUNYUAN_DENSE: _config_recent, ERNIE4_5_MOE: _config_deepseek_moe, GLM4_MOE: _config_deepseek_moe,
+                    DEEPSEEK2: _config_deepseek2,
                     BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
@@ -411,12 +414,45 @@ def _deepseek_moe_metadata(cfg, config: Dict[str, Any], mt: str, source: str, pu
                                                    "every interleave-th layer after the leading ones sparse")
         put(_K.INTERLEAVE_MOE_LAYER_STEP, step)
         return
-    put(_K.EXPERT_GATING_FUNC, 2)  # sigmoid
+    put(_K.EXPERT_GATING_FUNC, 2 if s.moe_sigmoid else 1)  # (sigmoid, softmax)
     put(_K.EXPERT_WEIGHTS_SCALE, s.moe_routed_scale)
     put(_K.EXPERT_WEIGHTS_NORM, s.moe_norm_topk)
     if s.moe_groups > 1:
+        if s.moe_group_top != 2:
+            raise cfg.error("topk_method", "is group_limited_greedy (a group scored by its best): llama.cpp scores "
+                                           "a group by its two best")
         put(_K.EXPERT_GROUP_COUNT, s.moe_groups)
         put(_K.EXPERT_GROUP_USED_COUNT, s.moe_groups_used)
+    if s.mla_kv_lora > 0:
+        _deepseek2_metadata(cfg, s, put)
+
+
+def _deepseek2_metadata(cfg, s, put) -> None:
+    """Latent attention as llama.cpp's deepseek2 reads it (its MLA mode): one kv head of kv_lora_rank + rope dims,
+    values kv_lora_rank wide, the heads' own sizes in the *_mla keys; yarn's mscale_all_dim as its log multiplier."""
+    from . import _core
+
+    if s.rope.style != _core.RopeStyle.interleaved:
+        raise cfg.error("rope_interleave", "is false: llama.cpp's deepseek2 rotates interleaved pairs")
+    dr = s.rope.rotary_dim
+    put(_A.HEAD_COUNT_KV, 1)
+    put(_A.KEY_LENGTH, s.head_dim)
+    put(_A.VALUE_LENGTH, s.v_head_dim or s.head_dim)
+    put(_A.KEY_LENGTH_MLA, s.mla_nope + dr)
+    put(_A.VALUE_LENGTH_MLA, s.mla_v)
+    put(_A.KV_LORA_RANK, s.mla_kv_lora)
+    if s.mla_q_lora:
+        put(_A.Q_LORA_RANK, s.mla_q_lora)
+    elif s.n_layers != 27:  # (llama.cpp tells V2-Lite's queries without q_a / q_b by its 27 layers)
+        raise cfg.error("q_lora_rank", "is null: llama.cpp's deepseek2 takes queries without q_lora_rank in "
+                                       "27-layer models only (DeepSeek-V2-Lite, Moonlight)")
+    put(_R.DIMENSION_COUNT, dr)
+    field = "rope_parameters" if cfg.data.get("rope_parameters") is not None else "rope_scaling"
+    params = cfg.get(field, dict, {}) or {}
+    if s.rope.scaling == _core.RopeScaling.yarn:
+        if params.get("mscale", params.get("mscale_all_dim")) != params.get("mscale_all_dim"):
+            raise cfg.error(field + ".mscale", "differs from mscale_all_dim: llama.cpp's deepseek2 has one of them")
+        put(_R.SCALING_YARN_LOG_MUL, 0.1 * float(params.get("mscale_all_dim") or 0.0))
 
 
 def _exaone4_metadata(cfg, put) -> None:
@@ -455,7 +491,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
                 GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4, HUNYUAN_DENSE,
-                ERNIE4_5_MOE, GLM4_MOE):
+                ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2):
         from .archs_recent import CLASS_DEFAULTS  # (where a family's config class differs from Llama's)
 
         config = {**CLASS_DEFAULTS.get(mt, {}), **config}
@@ -551,7 +587,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             _exaone4_metadata(cfg, put)
         if mt in ("ernie4_5", "ernie4_5_moe") and cfg.get("use_bias", bool, False):
             raise cfg.error("use_bias", "is true: llama.cpp's ernie4_5 has no MLP biases")
-        if mt in ("ernie4_5_moe", "glm4_moe"):
+        if mt in ("ernie4_5_moe", "glm4_moe", "deepseek_v2", "deepseek_v3"):
             _deepseek_moe_metadata(cfg, config, mt, source, put)
         if mt == "cohere" and cfg.get("use_qk_norm", bool, False) and cfg.positive("num_hidden_layers") != 64:
             raise cfg.error("use_qk_norm", "is true: llama.cpp's command-r reads q/k norms in 64-layer models only "

@@ -54,16 +54,21 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         expert = expert_tensor(canonical)
         if expert is not None:  # one matrix of the layer's stacked experts (or an older file's own tensor)
             stacked, index, legacy = expert
-            if stacked in tmap and index == 0 and tmap.get(stacked).shape[0] != spec.n_experts:
-                raise ValueError(f"{path}: {stacked} holds {tmap.get(stacked).shape[0]} experts, the metadata's "
-                                 f"{arch}.expert_count says {spec.n_experts}")
+            count, what = (spec.n_experts, "expert_count") if legacy else (spec.n_heads, "attention.head_count")
+            if stacked in tmap and index == 0 and tmap.get(stacked).shape[0] != count:
+                raise ValueError(f"{path}: {stacked} holds {tmap.get(stacked).shape[0]} matrices, the metadata's "
+                                 f"{arch}.{what} says {count}")
             if stacked in tmap:
                 key = f"{stacked}[{index}]"
                 if key not in tmap:
                     tmap.add_index_view(key, stacked, index)
                 mapped[canonical] = key
-            elif legacy in tmap:
+            elif legacy and legacy in tmap:
                 mapped[canonical] = legacy
+            elif not legacy:  # (latent attention: files before llama.cpp split attn_kv_b into attn_k_b and attn_v_b)
+                raise ValueError(f"{path}: no '{stacked}': a latent-attention file of an older converter (one "
+                                 "attn_kv_b); convert the checkpoint again with a current llama.cpp, or load the "
+                                 "checkpoint itself")
             else:
                 raise ValueError(f"{path}: no GGUF tensor holds {canonical} ('{stacked}' or '{legacy}')")
             continue

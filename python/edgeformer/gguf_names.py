@@ -56,6 +56,7 @@ from .gguf_common import (
     HUNYUAN_DENSE,
     ERNIE4_5_MOE,
     GLM4_MOE,
+    DEEPSEEK2,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -241,6 +242,18 @@ _ERNIE_MOE_NAMES = _LLAMA_NAMES + [(_T_.OUTPUT, "lm_head", ((".bias", ".bias"),)
 _GLM4_MOE_NAMES = [e for e in _QWEN3_NAMES if e[0] != _T_.FFN_NORM] + [
     (_T_.ATTN_POST_NORM, "model.layers.{i}.post_attention_layernorm", _W, "blk"),
 ] + _deepseek_moe_names("mlp.gate.e_score_correction_bias")
+# DeepSeek-V2/V3 (latent attention: each head's k_b and v_b are matched by expert_tensor(), stacked in attn_k_b /
+# attn_v_b; a checkpoint holds them in kv_b_proj)
+_DEEPSEEK2_NAMES = [(t, hf, _W, stack) for t, hf, _, stack in _LLAMA_NAMES
+                    if t not in (_T_.ATTN_Q, _T_.ATTN_K, _T_.ATTN_V, _T_.ATTN_OUT)] + [
+    (_T_.ATTN_Q, "model.layers.{i}.self_attn.q_proj", _W, "blk"),
+    (_T_.ATTN_Q_A, "model.layers.{i}.self_attn.q_a_proj", _W, "blk"),
+    (_T_.ATTN_Q_A_NORM, "model.layers.{i}.self_attn.q_a_layernorm", _W, "blk"),
+    (_T_.ATTN_Q_B, "model.layers.{i}.self_attn.q_b_proj", _W, "blk"),
+    (_T_.ATTN_KV_A_MQA, "model.layers.{i}.self_attn.kv_a_proj_with_mqa", _W, "blk"),
+    (_T_.ATTN_KV_A_NORM, "model.layers.{i}.self_attn.kv_a_layernorm", _W, "blk"),
+    (_T_.ATTN_OUT, "model.layers.{i}.self_attn.o_proj", _W, "blk"),
+] + _deepseek_moe_names("mlp.gate.e_score_correction_bias")
 _BLOOM_NAMES = [
     (_T_.TOKEN_EMBD, "transformer.word_embeddings", _W, None),
     (_T_.TOKEN_EMBD_NORM, "transformer.word_embeddings_layernorm", _WB, None),
@@ -383,6 +396,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _ERNIE_MOE_NAMES
     if a == GLM4_MOE:
         return _GLM4_MOE_NAMES
+    if a == DEEPSEEK2:
+        return _DEEPSEEK2_NAMES
     if a == PHI3:
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):
@@ -449,13 +464,20 @@ def hf_names_from_gguf(arch: str, n_layers: int, config: Optional[Dict[str, Any]
 
 _EXPERT_RE = re.compile(r"layers\.(\d+)\.moe\.experts\.(\d+)\.(gate|up|down)\.(weight|bias)")
 _EXPERT_TENSORS = {"gate": _T_.FFN_GATE_EXP, "up": _T_.FFN_UP_EXP, "down": _T_.FFN_DOWN_EXP}
+_LATENT_RE = re.compile(r"layers\.(\d+)\.attn\.(k_b|v_b)\.(\d+)\.weight")
 
 
-def expert_tensor(canonical: str) -> Optional[Tuple[str, int, str]]:
+def expert_tensor(canonical: str) -> Optional[Tuple[str, int, Optional[str]]]:
     """For an expert's matrix or bias (canonical ``layers.{i}.moe.experts.{e}.{gate,up,down}.{weight,bias}``): the
     GGUF tensor that stacks the layer's experts (``blk.{i}.ffn_gate_exps.weight``, [n_experts, rows, columns]), the expert's
     index in it, and the name older files (Mixtral before llama.cpp merged the experts) give the matrix on its own
-    (``blk.{i}.ffn_gate.{e}.weight``). None for any other tensor."""
+    (``blk.{i}.ffn_gate.{e}.weight``). Latent attention's per-head matrices (``layers.{i}.attn.{k_b,v_b}.{h}.weight``)
+    are stacked the same way (``blk.{i}.attn_k_b.weight``, [n_heads, rows, columns]; no older name). None for any
+    other tensor."""
+    m = _LATENT_RE.fullmatch(canonical)
+    if m:
+        kind = _T_.ATTN_K_B if m.group(2) == "k_b" else _T_.ATTN_V_B
+        return TENSOR_NAMES[kind].format(bid=int(m.group(1))) + ".weight", int(m.group(3)), None
     m = _EXPERT_RE.fullmatch(canonical)
     if not m:
         return None

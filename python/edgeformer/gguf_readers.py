@@ -319,6 +319,69 @@ def _config_deepseek_moe(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Di
     return cfg
 
 
+def _config_deepseek2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """DeepSeek-V2 (softmax router) and V3 (sigmoid router with a selection bias and groups) from llama.cpp's
+    deepseek2 files of its latent-attention mode (attn_k_b / attn_v_b, the *_mla head sizes); their
+    multi-token-prediction blocks left out. Yarn's log multiplier is 0.1 mscale_all_dim (mscale: the same)."""
+    dq_key = _k(_A.KEY_LENGTH_MLA, arch)
+    if not m.has(dq_key):
+        raise m.error(dq_key, "is missing: a latent-attention file of an older converter (one attn_kv_b); convert "
+                              "the checkpoint again with a current llama.cpp, or load the checkpoint itself")
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    nh = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
+    dr = m.positive(_k(_R.DIMENSION_COUNT, arch))
+    dq = m.positive(dq_key)
+    if dq <= dr:
+        raise m.error(dq_key, f"({dq}) must exceed {arch}.rope.dimension_count ({dr})")
+    theta = m.get(_k(_R.FREQ_BASE, arch), float, 10000.0)
+    n_vocab = _vocab_size(m, arch)
+    n_experts, used = _expert_counts(m, arch)
+    ffe = m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch))
+    shared_ff = m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), None)
+    v3 = m.get(_k(_K.EXPERT_GATING_FUNC, arch), int, 1) == 2
+    q_lora = m.positive(_k(_A.Q_LORA_RANK, arch), None)
+    groups = m.get(_k(_K.EXPERT_GROUP_COUNT, arch), int, 1)
+    cfg = {
+        "architectures": ["DeepseekV3ForCausalLM" if v3 else "DeepseekV2ForCausalLM"],
+        "model_type": "deepseek_v3" if v3 else "deepseek_v2",
+        "vocab_size": n_vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": m.positive(_k(_K.BLOCK_COUNT, arch)) - m.get(_k(_K.NEXTN_PREDICT_LAYERS, arch), int, 0),
+        "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
+        "num_attention_heads": nh,
+        "num_key_value_heads": nh,
+        "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+        "rms_norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float),
+        "rope_theta": theta,
+        "q_lora_rank": q_lora,
+        "kv_lora_rank": m.positive(_k(_A.KV_LORA_RANK, arch)),
+        "qk_nope_head_dim": dq - dr,
+        "qk_rope_head_dim": dr,
+        "v_head_dim": m.positive(_k(_A.VALUE_LENGTH_MLA, arch)),
+        "n_routed_experts": n_experts,
+        "num_experts_per_tok": used,
+        "moe_intermediate_size": ffe,
+        "n_shared_experts": (shared_ff // ffe if shared_ff else m.get(_k(_K.EXPERT_SHARED_COUNT, arch), int, 0)),
+        "first_k_dense_replace": m.get(_k(_K.LEADING_DENSE_BLOCK_COUNT, arch), int, 0),
+        "routed_scaling_factor": m.get(_k(_K.EXPERT_WEIGHTS_SCALE, arch), float, 1.0),
+        "norm_topk_prob": m.get(_k(_K.EXPERT_WEIGHTS_NORM, arch), bool, False),
+        "n_group": groups,
+        "topk_group": m.get(_k(_K.EXPERT_GROUP_USED_COUNT, arch), int, groups),
+        "rope_interleave": True,
+        "tie_word_embeddings": _OUTPUT not in names,
+    }
+    if not v3 and cfg["norm_topk_prob"]:
+        raise m.error(_k(_K.EXPERT_WEIGHTS_NORM, arch), "is true with a softmax router: DeepSeek-V2 never "
+                                                        "renormalizes (transformers)")
+    scaling = _rope_scaling(m, arch, names, theta, dr, rope_freqs)
+    if scaling and scaling.get("rope_type") == "yarn":
+        mul = m.get(_k(_R.SCALING_YARN_LOG_MUL, arch), float, 0.0)
+        scaling.update(mscale=mul / 0.1, mscale_all_dim=mul / 0.1, rope_theta=theta)
+    cfg["rope_scaling"] = scaling or {"rope_type": "default", "rope_theta": theta}
+    _special_ids(m, cfg, n_vocab)
+    return cfg
+
+
 def _config_gemma1(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """Gemma (the first): a Llama whose q and k rows are as Hugging Face stores them, with its norms stored with
     Gemma's 1 added (the loader takes them as they are)."""
