@@ -54,10 +54,11 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         expert = expert_tensor(canonical)
         if expert is not None:  # one matrix of the layer's stacked experts (or an older file's own tensor)
             stacked, index, legacy = expert
-            count, what = (spec.n_experts, "expert_count") if legacy else (spec.n_heads, "attention.head_count")
+            count, items, key = (spec.n_experts, "experts", "expert_count") if legacy else (
+                spec.n_heads, "heads", "attention.head_count")
             if stacked in tmap and index == 0 and tmap.get(stacked).shape[0] != count:
-                raise ValueError(f"{path}: {stacked} holds {tmap.get(stacked).shape[0]} matrices, the metadata's "
-                                 f"{arch}.{what} says {count}")
+                raise ValueError(f"{path}: {stacked} holds {tmap.get(stacked).shape[0]} {items}, the metadata's "
+                                 f"{arch}.{key} says {count}")
             if stacked in tmap:
                 key = f"{stacked}[{index}]"
                 if key not in tmap:
