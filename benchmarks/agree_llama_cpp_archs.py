@@ -103,6 +103,10 @@ def cases():
             rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
                              "mscale": 1.0, "mscale_all_dim": 1.0, "rope_theta": 10000.0},
             **{**d, "num_hidden_layers": 3, "num_key_value_heads": 4})),
+        "glm4_moe_lite": lambda: (_with_select_bias(tf.Glm4MoeLiteForCausalLM), tf.Glm4MoeLiteConfig(
+            q_lora_rank=64, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=64,
+            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=64, n_shared_experts=1,
+            routed_scaling_factor=1.8, **{**d, "num_hidden_layers": 3, "num_key_value_heads": 4})),
         "llama31": lambda: (tf.LlamaForCausalLM, tf.LlamaConfig(tie_word_embeddings=False, rope_parameters={
             "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 16, "rope_theta": 10000.0}, **d)),

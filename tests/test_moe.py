@@ -88,6 +88,12 @@ def _cases():
             rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
                              "mscale": 1.0, "mscale_all_dim": 1.0, "rope_theta": 10000.0},
             intermediate_size=96, num_hidden_layers=3, **_mha)),
+        # GLM-4.7-Flash: DeepSeek-V3's latent attention (values as wide as the queries) and router; layer kinds listed
+        "glm4_moe_lite": (_with_select_bias(tf.Glm4MoeLiteForCausalLM), tf.Glm4MoeLiteConfig(
+            q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=32,
+            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=1,
+            routed_scaling_factor=1.8, mlp_layer_types=["dense", "sparse", "sparse"], intermediate_size=96,
+            num_hidden_layers=3, **_mha)),
     }
 
 
@@ -129,7 +135,7 @@ def test_moe_greedy(case, isa, built):
     assert out.token_ids == ref_tokens
     n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2), "olmoe": (8, 3),
                "granitemoe": (6, 2), "ernie4_5_moe": (8, 3), "glm4_moe": (8, 3), "deepseek_v2": (8, 3),
-               "deepseek_v2_groups": (8, 3), "deepseek_v3": (8, 3)}[case]
+               "deepseek_v2_groups": (8, 3), "deepseek_v3": (8, 3), "glm4_moe_lite": (8, 3)}[case]
     assert f"experts={used}/{n}" in repr(model)
 
 
@@ -663,3 +669,16 @@ def test_gguf_with_tensors_the_model_does_not_read_is_refused(tmp_path):
     make_model(str(tmp_path / "oss"), cls, cfg)
     with pytest.raises(ValueError, match="attention_bias"):
         edgeformer.quantize(str(tmp_path / "oss"), str(tmp_path / "oss.gguf"), "q8_0")
+
+
+def test_glm4_moe_lite_gguf_is_deepseek2(built, tmp_path):
+    """GLM-4.7-Flash goes out as llama.cpp does (arch deepseek2) and comes back as the DeepSeek-V3 it computes as:
+    the logits of quantize-at-load."""
+    import gguf
+
+    from test_gguf import _quantize_and_load_back
+
+    path, _, _ = built("glm4_moe_lite")
+    direct, back = _quantize_and_load_back(path, tmp_path / "m.gguf", "q8_0")
+    assert bytes(gguf.GGUFReader(str(tmp_path / "m.gguf")).fields["general.architecture"].parts[-1]) == b"deepseek2"
+    assert (direct.spec.model_type, back.spec.model_type) == ("glm4_moe_lite", "deepseek_v3")

@@ -35,6 +35,11 @@ CLASS_DEFAULTS["deepseek_v3"] = {"rms_norm_eps": 1e-6, "q_lora_rank": 1536, "n_r
                                  "num_experts_per_tok": 8, "moe_intermediate_size": 2048, "n_shared_experts": 1,
                                  "routed_scaling_factor": 2.5, "first_k_dense_replace": 3, "n_group": 8,
                                  "topk_group": 4, "max_position_embeddings": 4096}
+CLASS_DEFAULTS["glm4_moe_lite"] = {"rms_norm_eps": 1e-5, "q_lora_rank": 768, "n_routed_experts": 64,
+                                   "num_experts_per_tok": 4, "moe_intermediate_size": 1536, "n_shared_experts": 1,
+                                   "routed_scaling_factor": 1.8, "first_k_dense_replace": 1, "n_group": 1,
+                                   "topk_group": 1, "max_position_embeddings": 202752, "kv_lora_rank": 512,
+                                   "qk_nope_head_dim": 192, "v_head_dim": 256}
 CLASS_DEFAULTS["glm4_moe"] = {"partial_rotary_factor": 0.5, "rms_norm_eps": 1e-5, "num_key_value_heads": 8,
                               "max_position_embeddings": 131072}
 
@@ -162,7 +167,7 @@ class _RowsT(Derived):
 
 
 def _deepseek(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-    """DeepSeek-V2 (Lite, Coder-V2) and V3 (V3, R1, Moonlight, Kimi): multi-head latent attention (ArchSpec::mla:
+    """DeepSeek-V2 (Lite, Coder-V2), V3 (V3, R1, Moonlight, Kimi) and GLM-4.7-Flash (glm4_moe_lite): multi-head latent attention (ArchSpec::mla:
     queries through q_a / q_b or q, keys and values from one kv_lora_rank-wide latent and a shared rotary key,
     rotary on interleaved pairs (V3: rope_interleave) and yarn's mscale squared in the softmax scale); after
     first_k_dense_replace dense layers, experts chosen by softmax (V2: among the best groups where
@@ -234,7 +239,13 @@ def _deepseek(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         s.moe_groups = cfg.positive("n_group", CLASS_DEFAULTS[mt].get("n_group", 1))
         s.moe_groups_used = cfg.positive("topk_group", CLASS_DEFAULTS[mt].get("topk_group", 1))
     first = cfg.get("first_k_dense_replace", int, CLASS_DEFAULTS[mt]["first_k_dense_replace"])
-    _sparse_layers(s, names, [i >= first for i in range(s.n_layers)],
+    sparse = [i >= first for i in range(s.n_layers)]
+    if mt == "glm4_moe_lite":  # (GLM-4.7-Flash: the layers' kinds listed; by default the first dense)
+        kinds = cfg.data.get("mlp_layer_types") or ["dense"] + ["sparse"] * (s.n_layers - 1)
+        if not isinstance(kinds, list) or len(kinds) != s.n_layers or any(k not in ("dense", "sparse") for k in kinds):
+            raise cfg.error("mlp_layer_types", f"expected {s.n_layers} of 'dense' / 'sparse'")
+        sparse = [k == "sparse" for k in kinds]
+    _sparse_layers(s, names, sparse,
                    (lambda i: f"model.layers.{i}.mlp.gate.e_score_correction_bias") if v3 else None)
     return s, names
 
@@ -349,4 +360,5 @@ RECENT = {
     "glm4_moe": _glm4_moe,
     "deepseek_v2": _deepseek,
     "deepseek_v3": _deepseek,
+    "glm4_moe_lite": _deepseek,  # (GLM-4.7-Flash: DeepSeek-V3's attention and router)
 }

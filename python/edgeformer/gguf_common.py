@@ -62,7 +62,7 @@ _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen
                        "smollm3": SMOLLM3, "cohere": COMMAND_R, "ernie4_5": ERNIE4_5, "exaone4": EXAONE4,
                        "glm4": GLM4, "hunyuan_v1_dense": HUNYUAN_DENSE, "internlm3": LLAMA,
                        "ernie4_5_moe": ERNIE4_5_MOE, "glm4_moe": GLM4_MOE, "deepseek_v2": DEEPSEEK2,
-                       "deepseek_v3": DEEPSEEK2,
+                       "deepseek_v3": DEEPSEEK2, "glm4_moe_lite": DEEPSEEK2,
                        "bloom": BLOOM, "falcon": FALCON, "bert": BERT, "t5": T5}
 
 _REQUIRED = object()

@@ -414,6 +414,9 @@ def _deepseek_moe_metadata(cfg, config: Dict[str, Any], mt: str, source: str, pu
                                                    "every interleave-th layer after the leading ones sparse")
         put(_K.INTERLEAVE_MOE_LAYER_STEP, step)
         return
+    if sparse != [int(i >= lead) for i in range(n)]:
+        raise cfg.error("mlp_layer_types", f"makes dense layers after sparse ones: llama.cpp's {mt} has leading "
+                                           "dense layers only")
     put(_K.EXPERT_GATING_FUNC, 2 if s.moe_sigmoid else 1)  # (sigmoid, softmax)
     put(_K.EXPERT_WEIGHTS_SCALE, s.moe_routed_scale)
     put(_K.EXPERT_WEIGHTS_NORM, s.moe_norm_topk)
@@ -587,7 +590,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             _exaone4_metadata(cfg, put)
         if mt in ("ernie4_5", "ernie4_5_moe") and cfg.get("use_bias", bool, False):
             raise cfg.error("use_bias", "is true: llama.cpp's ernie4_5 has no MLP biases")
-        if mt in ("ernie4_5_moe", "glm4_moe", "deepseek_v2", "deepseek_v3"):
+        if mt in ("ernie4_5_moe", "glm4_moe", "deepseek_v2", "deepseek_v3", "glm4_moe_lite"):
             _deepseek_moe_metadata(cfg, config, mt, source, put)
         if mt == "cohere" and cfg.get("use_qk_norm", bool, False) and cfg.positive("num_hidden_layers") != 64:
             raise cfg.error("use_qk_norm", "is true: llama.cpp's command-r reads q/k norms in 64-layer models only "
