@@ -61,6 +61,8 @@ Tensor pack_panels(const Tensor& t, ThreadPool* pool = nullptr);
 Tensor unpack_panels(const Tensor& t);
 
 std::string shape_to_string(const std::vector<int64_t>& s);
+// A tensor's f32 data, or null where it has none (an optional bias or norm weight).
+inline const float* fptr(const Tensor& t) { return t.data ? (const float*)t.data : nullptr; }
 std::vector<int64_t> contiguous_strides(DType dtype, const std::vector<int64_t>& shape);
 
 }  // namespace ef

@@ -32,7 +32,6 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
       g[i] = (y + 1.f) * x / (1.f + std::exp(-alpha * x));
     }
   };
-  auto fb = [](const Tensor& t) { return t.data ? (const float*)t.data : nullptr; };
 
   // rows[e]: (row, weight) of the rows that chose expert e
   std::vector<std::vector<std::pair<int32_t, float>>> rows(NE);
@@ -85,15 +84,15 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     std::vector<ops::LinearOut> o;
     for (int i = 0; i < top; i++) {
       const LayerWeights::Expert& x = w.experts[order[i]];
-      o.push_back({&x.gate, fb(x.b_gate), g + i * FE, FE});
-      o.push_back({&x.up, fb(x.b_up), u + i * FE, FE});
+      o.push_back({&x.gate, fptr(x.b_gate), g + i * FE, FE});
+      o.push_back({&x.up, fptr(x.b_up), u + i * FE, FE});
     }
     ops::linear_group(pool, K, in, H, 1, o.data(), (int)o.size());
     gate(g, u, top * FE);
     o.clear();
     for (int i = 0; i < top; i++) {
       const LayerWeights::Expert& x = w.experts[order[i]];
-      o.push_back({&x.down, fb(x.b_down), y + i * H, H, g + i * FE});
+      o.push_back({&x.down, fptr(x.b_down), y + i * H, H, g + i * FE});
     }
     ops::linear_group(pool, K, g, FE, 1, o.data(), (int)o.size());
     for (int i = 0; i < top; i++) K.axpy(rows[order[i]][0].second, y + i * H, out, H);
@@ -104,16 +103,16 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
       const int64_t n = (int64_t)r.size();
       for (int64_t i = 0; i < n; i++) std::memcpy(xin + i * H, in + (int64_t)r[i].first * H, sizeof(float) * H);
       const LayerWeights::Expert& x = w.experts[e];
-      const ops::LinearOut gu[2] = {{&x.gate, fb(x.b_gate), g, FE}, {&x.up, fb(x.b_up), u, FE}};
+      const ops::LinearOut gu[2] = {{&x.gate, fptr(x.b_gate), g, FE}, {&x.up, fptr(x.b_up), u, FE}};
       ops::linear_group(pool, K, xin, H, n, gu, 2);
       gate(g, u, n * FE);
-      ops::linear(pool, K, g, FE, n, x.down, fb(x.b_down), y, H);
+      ops::linear(pool, K, g, FE, n, x.down, fptr(x.b_down), y, H);
       for (int64_t i = 0; i < n; i++) K.axpy(r[i].second, y + i * H, out + (int64_t)r[i].first * H, H);
     }
   }
   if (FS == 0) return;
-  ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, fb(w.shared.b_gate),
-                 fb(w.shared.b_up), fb(w.shared.b_down), FS, g, u, y);
+  ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, fptr(w.shared.b_gate),
+                 fptr(w.shared.b_up), fptr(w.shared.b_down), FS, g, u, y);
   for (int32_t t = 0; t < T; t++) {
     float s = 1.f;
     if (w.shared_scale.data) s = 1.f / (1.f + std::exp(-K.dot(in + (int64_t)t * H, (const float*)w.shared_scale.data, H)));

@@ -1,0 +1,134 @@
+// ArchSpec::validate: every field in range, and only the combinations the generic block computes.
+#include <cmath>
+#include <string>
+
+#include "edgeformer/arch.h"
+#include "edgeformer/errors.h"
+
+namespace ef {
+
+void ArchSpec::validate() const {
+  auto positive = [&](int64_t v, const char* field) {
+    EF_CHECK(v > 0, "config field '" + std::string(field) + "' must be positive, got " + std::to_string(v));
+  };
+  positive(vocab_size, "vocab_size");
+  positive(hidden_size, "hidden_size");
+  positive(n_layers, "num_hidden_layers");
+  positive(n_heads, "num_attention_heads");
+  positive(n_kv_heads, "num_key_value_heads");
+  positive(head_dim, "head_dim");
+  positive(ffn_size, "intermediate_size");
+  EF_CHECK(n_heads % n_kv_heads == 0, "config: num_attention_heads (" + std::to_string(n_heads) +
+                                          ") must be a multiple of num_key_value_heads (" + std::to_string(n_kv_heads) + ")");
+  EF_CHECK(norm_eps > 0 && std::isfinite(norm_eps), "config field 'rms_norm_eps' must be positive");
+  EF_CHECK(sliding_window >= 0, "config field 'sliding_window' must be non-negative");
+  EF_CHECK(layer_windows.empty() || (int64_t)layer_windows.size() == n_layers,
+           "config field 'layer_types': one entry per layer (" + std::to_string(n_layers) + "), got " +
+               std::to_string(layer_windows.size()));
+  for (int32_t w : layer_windows) EF_CHECK(w >= 0, "config field 'sliding_window' must be non-negative");
+  EF_CHECK(layer_rope.empty() || (int64_t)layer_rope.size() == n_layers,
+           "config field 'layer_types': one entry per layer (" + std::to_string(n_layers) + ")");
+  if (!layer_rope.empty()) {
+    EF_CHECK(pos == PosKind::Rotary, "a local rotary table needs rotary positions");
+    EF_CHECK(!rope_local.length_dependent(), "config field 'rope_local_base_freq': the local rotary table takes no "
+                                             "length-dependent scaling");
+    EF_CHECK(rope_local.rotary_dim == rope.rotary_dim && rope_local.style == rope.style && rope_local.theta > 0,
+             "the local rotary table must rotate the dimensions the global one does");
+  }
+  EF_CHECK(std::isfinite(emb_scale) && emb_scale >= 0, "embedding scale must be finite and non-negative");
+  EF_CHECK(std::isfinite(residual_scale) && residual_scale > 0, "config field 'residual_multiplier' must be positive");
+  EF_CHECK(std::isfinite(swiglu_limit) && swiglu_limit >= 0 && std::isfinite(swiglu_alpha),
+           "config fields 'swiglu_limit' / 'swiglu_alpha' must be finite, the limit non-negative");
+  EF_CHECK(!(expert_bias || swiglu_limit > 0) || n_experts > 0, "expert biases and the clamped gate need experts");
+  EF_CHECK(!(qk_norm_full || qk_norm_per_head || qk_norm_after_rope) || qk_norm,
+           "qk_norm_full, qk_norm_per_head and qk_norm_after_rope are forms of qk_norm");
+  EF_CHECK(!(qk_norm_full && qk_norm_per_head), "qk_norm_full and qk_norm_per_head exclude each other");
+  EF_CHECK(v_head_dim >= 0 && (v_head_dim == 0 || !cross_attention), "v_head_dim: a positive size, without "
+                                                                     "cross-attention");
+  if (mla()) {
+    EF_CHECK(mla_q_lora >= 0 && mla_nope > 0 && mla_v > 0, "config fields 'q_lora_rank', 'qk_nope_head_dim' and "
+                                                           "'v_head_dim' must be positive");
+    EF_CHECK(pos == PosKind::Rotary && rope.rotary_dim > 0 && n_kv_heads == 1 &&
+                 head_dim == mla_kv_lora + rope.rotary_dim && vdim() == mla_kv_lora,
+             "latent attention: one kv head of kv_lora_rank + qk_rope_head_dim, values kv_lora_rank wide");
+    EF_CHECK(!qk_norm && !attn_bias && !attn_out_bias && !attn_sinks && layer_nope.empty() && layer_rope.empty(),
+             "latent attention has no q/k norms, biases, sinks or layers without rotary");
+  }
+  EF_CHECK(layer_nope.empty() || ((int64_t)layer_nope.size() == n_layers && pos == PosKind::Rotary),
+           "config field 'no_rope_layers': one entry per layer (" + std::to_string(n_layers) + ") of a rotary model");
+  EF_CHECK(pre_norms || (norm_position == NormPosition::Pre && !parallel_residual && !cross_attention),
+           "a block without pre-norms is sequential (post_norms)");
+  EF_CHECK(std::isfinite(attn_softcap) && attn_softcap >= 0,
+           "config field 'attn_logit_softcapping' must be a non-negative number");
+  EF_CHECK(std::isfinite(logit_softcap) && logit_softcap >= 0,
+           "config field 'final_logit_softcapping' must be a non-negative number");
+  if (n_experts != 0) {
+    EF_CHECK(n_experts > 0, "config field 'num_experts' must be positive");
+    EF_CHECK(n_experts_used >= 1 && n_experts_used <= n_experts,
+             "config field 'num_experts_per_tok' must be in [1, num_experts = " + std::to_string(n_experts) + "], got " +
+                 std::to_string(n_experts_used));
+    positive(moe_ffn_size, "moe_intermediate_size");
+    EF_CHECK(shared_ffn_size >= 0, "config field 'shared_expert_intermediate_size' must be non-negative");
+    EF_CHECK(gated_mlp && !parallel_residual && norm_position == NormPosition::Pre && !cross_attention,
+             "experts are gated MLPs of a sequential pre-norm decoder");
+    EF_CHECK(std::isfinite(moe_routed_scale) && moe_routed_scale > 0,
+             "config field 'routed_scaling_factor' must be a positive number");
+    if (moe_groups > 1) {
+      const int32_t per = n_experts / moe_groups;
+      EF_CHECK(n_experts % moe_groups == 0, "config field 'n_group' (" + std::to_string(moe_groups) +
+                                                 ") must divide the expert count (" + std::to_string(n_experts) + ")");
+      EF_CHECK(moe_groups_used >= 1 && moe_groups_used <= moe_groups,
+               "config field 'topk_group' must be in [1, n_group = " + std::to_string(moe_groups) + "], got " +
+                   std::to_string(moe_groups_used));
+      EF_CHECK(n_experts_used <= moe_groups_used * per,
+               "config field 'num_experts_per_tok' exceeds the experts of the topk_group groups");
+      EF_CHECK(moe_group_top >= 1 && moe_group_top <= per, "a group's score sums 1 to its expert count of its best");
+    }
+    EF_CHECK(layer_moe.empty() || (int64_t)layer_moe.size() == n_layers,
+             "config: one sparse / dense flag per layer (" + std::to_string(n_layers) + "), got " +
+                 std::to_string(layer_moe.size()));
+  }
+  EF_CHECK(pos_offset >= 0 && n_token_types >= 0 && proj_dim >= 0, "config: negative offset, type count or projection");
+  EF_CHECK(kind != ModelKind::EncoderDecoder, "an encoder-decoder is two stacks: build an encoder and a decoder spec");
+  switch (pos) {
+    case PosKind::Rotary: {
+      int rd = rope.rotary_dim > 0 ? rope.rotary_dim : head_dim;
+      EF_CHECK(rd % 2 == 0 && rd <= head_dim, "config: rotary dimension " + std::to_string(rd) +
+                                                  " must be even and at most head_dim " + std::to_string(head_dim));
+      EF_CHECK(rope.theta > 0, "config field 'rope_theta' must be positive");
+      if (rope.scaling != RopeScaling::None)
+        EF_CHECK(rope.factor > 0 && std::isfinite(rope.factor), "config field 'rope_scaling.factor' must be positive");
+      if (rope.scaling == RopeScaling::Llama3 || rope.scaling == RopeScaling::Yarn)
+        EF_CHECK(rope.original_max_position > 0,
+                 "config field 'rope_scaling.original_max_position_embeddings' must be positive");
+      if (rope.scaling == RopeScaling::Dynamic) positive(max_position, "max_position_embeddings");
+      if (rope.scaling == RopeScaling::LongRope) {
+        EF_CHECK(rope.original_max_position > 0,
+                 "config field 'rope_scaling.original_max_position_embeddings' must be positive");
+        EF_CHECK((int)rope.short_factor.size() == rd / 2 && (int)rope.long_factor.size() == rd / 2,
+                 "config fields 'rope_scaling.short_factor' and 'long_factor' must hold rotary_dim / 2 = " +
+                     std::to_string(rd / 2) + " numbers each");
+        for (const auto* v : {&rope.short_factor, &rope.long_factor})
+          for (float f : *v) EF_CHECK(f > 0 && std::isfinite(f), "config field 'rope_scaling.short_factor' / 'long_factor': factors must be positive");
+        EF_CHECK(rope.attention_factor > 0 && std::isfinite(rope.attention_factor),
+                 "config field 'rope_scaling.attention_factor' must be positive");
+      }
+      break;
+    }
+    case PosKind::Learned:
+      positive(max_position, "max_position_embeddings");
+      break;
+    case PosKind::ALiBi:
+      EF_CHECK((int)alibi_slopes.size() == n_heads, "ALiBi needs one slope per head");
+      break;
+    case PosKind::Relative:
+      EF_CHECK(rel_buckets >= 2, "config field 'relative_attention_num_buckets' must be at least 2, got " +
+                                     std::to_string(rel_buckets));
+      positive(rel_max_distance, "relative_attention_max_distance");
+      break;
+    case PosKind::None:
+      break;
+  }
+}
+
+}  // namespace ef
