@@ -170,7 +170,7 @@ def test_prompt_gemm_with_and_without_cublas(monkeypatch):
     """Prompts (64 tokens or more) go through cuBLAS where a libcublas is found (PyTorch's CUDA wheels bring one),
     else (or with EDGEFORMER_CUBLAS=0) through the tensor-core tiles: the same values either way, also for a
     quantized matrix dequantized in more than one chunk of rows (64 MiB of f16 each)."""
-    from edgeformer.model import _cublas_candidates
+    from edgeformer.device import _cublas_candidates
 
     info = edgeformer.cuda_info()
     emulated = "emulation" in info["name"]

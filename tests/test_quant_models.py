@@ -12,7 +12,7 @@ import pytest
 import edgeformer
 from edgeformer import _core
 from edgeformer.archs import Derived, spec_from_config
-from edgeformer.model import llama_qk_permutation
+from edgeformer.gguf_io import llama_qk_permutation
 
 from conftest import hf_logits, make_llama, make_model, prompt_ids
 

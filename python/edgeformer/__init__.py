@@ -7,7 +7,8 @@
 
 from . import _core
 from ._version import __version__
-from .model import GenerationResult, GenerationStream, Model, TokenLogprob, cuda_available, load
+from .device import cuda_available
+from .model import GenerationResult, GenerationStream, Model, TokenLogprob, load
 from .batching import Batcher, BatchRequest
 from .grammar import Grammar, json_schema_to_gbnf
 

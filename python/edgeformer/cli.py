@@ -47,7 +47,7 @@ DEFAULT_PROMPT = "The Python interpreter"
 
 def _run(args) -> int:
     from . import demo_model_path, load
-    from .model import parse_device
+    from .device import parse_device
 
     if len(args.items) > 2:
         print("error: usage: edgeformer run [MODEL] [PROMPT]", file=sys.stderr)
@@ -127,7 +127,7 @@ def _serve(args) -> int:
     import os
 
     from . import demo_model_path, load
-    from .model import parse_device
+    from .device import parse_device
     from .server import serve
 
     path = args.model or demo_model_path()

@@ -3,7 +3,6 @@ write our models as GGUF with llama.cpp's tensor names, metadata keys and tokeni
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -18,6 +17,32 @@ from .gguf_common import _ARCH_OF_MODEL_TYPE as GGUF_ARCH  # HF model_type -> ll
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 # llama.cpp's architectures whose q and k rows its converter permutes for adjacent rotary pairs (LlamaModel's)
 PERMUTED_QK = ("llama", "granite", "granitemoe", "smollm3")
+
+
+def gguf_rotary_layout(spec: "_core.ArchSpec", names: Dict[str, Any]) -> None:
+    """llama.cpp stores a Llama's q and k rows permuted so that rotary pairs are adjacent (GPT-J style). A
+    quantized Llama is laid out the same way, so that its GGUF file (written by `edgeformer quantize`) holds
+    exactly the tensors computed with here and loads back to bit-identical logits."""
+    if GGUF_ARCH.get(spec.model_type) not in PERMUTED_QK or spec.pos != _core.PosKind.rotary:
+        return
+    if spec.rope.style != _core.RopeStyle.half or spec.rope.rotary_dim not in (0, spec.head_dim):
+        return
+    for i in range(spec.n_layers):
+        for part, heads in (("q", spec.n_heads), ("k", spec.n_kv_heads)):
+            rows = llama_qk_permutation(heads, spec.head_dim)
+            for kind in ("weight", "bias"):
+                src = names.get(f"layers.{i}.attn.{part}.{kind}")
+                if isinstance(src, str):  # llama's q and k are plain checkpoint tensors
+                    names[f"layers.{i}.attn.{part}.{kind}"] = Derived(src, rows)
+    r = spec.rope
+    r.style = _core.RopeStyle.interleaved
+    spec.rope = r
+
+
+def llama_qk_permutation(n_heads: int, head_dim: int) -> List[int]:
+    """Row order of llama.cpp's permute(): within each head, row 2i+s takes row s*head_dim/2 + i."""
+    half = head_dim // 2
+    return [h * head_dim + s * half + i for h in range(n_heads) for i in range(half) for s in range(2)]
 
 
 def _qkv_rows(spec: "_core.ArchSpec", canonical: str):

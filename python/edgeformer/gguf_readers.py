@@ -14,7 +14,6 @@ from .gguf_common import (
     _K,
     _R,
     _T,
-    BERT,
     LLAMA,
     QWEN2,
     QWEN3,
@@ -32,9 +31,7 @@ from .gguf_common import (
     EXAONE4,
     GLM4,
     ERNIE4_5_MOE,
-    T5,
     _Meta,
-    _short,
 )
 from .gguf_config import _k, _vocab_size, _special_ids, _rope_scaling, _heads, _even_heads, _has, _OUTPUT
 

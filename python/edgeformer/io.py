@@ -1,10 +1,11 @@
-"""Writing safetensors files from NumPy arrays (reading is the C++ reader's job)."""
+"""Checkpoint files: finding a directory's safetensors (or fetching a hub id), and writing safetensors files from
+NumPy arrays (reading them is the C++ reader's job)."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -49,3 +50,49 @@ def save_safetensors(tensors: Dict[str, np.ndarray], path: str, metadata: Option
         for b in blobs:
             f.write(b)
     os.replace(tmp, path)
+
+
+def find_weight_files(model_dir: str) -> List[str]:
+    """The safetensors files of a checkpoint directory: its index's shards, model.safetensors, or every *.safetensors."""
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        from .tokenizer import _read_json  # (bad JSON as a ValueError naming the file)
+
+        data = _read_json(index)
+        wm = data.get("weight_map")
+        if not isinstance(wm, dict) or not wm:
+            raise ValueError(f"{index}: missing or empty 'weight_map'")
+        files = sorted(set(wm.values()))
+        for f in files:
+            if not isinstance(f, str) or os.path.basename(f) != f:
+                raise ValueError(f"{index}: bad shard file name {f!r}")
+            if not os.path.exists(os.path.join(model_dir, f)):
+                raise ValueError(f"{index}: shard '{f}' is missing from {model_dir}")
+        return [os.path.join(model_dir, f) for f in files]
+    single = os.path.join(model_dir, "model.safetensors")
+    if os.path.exists(single):
+        return [single]
+    found = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
+    if found:
+        return [os.path.join(model_dir, f) for f in found]
+    if any(f.endswith(".bin") or f.endswith(".pt") for f in os.listdir(model_dir)):
+        raise ValueError(f"{model_dir}: only PyTorch pickle weights found; edgeformer reads safetensors "
+                         "(convert with transformers: model.save_pretrained(dir, safe_serialization=True))")
+    raise ValueError(f"{model_dir}: no *.safetensors weights found")
+
+
+def resolve_checkpoint(path_or_hub_id: str) -> str:
+    """A checkpoint directory, or a hub id fetched with huggingface_hub (its json, safetensors and tokenizer files)."""
+    if os.path.isdir(path_or_hub_id):
+        return path_or_hub_id
+    if os.path.exists(path_or_hub_id):
+        raise ValueError(f"{path_or_hub_id}: expected a checkpoint directory (config.json + *.safetensors)")
+    looks_like_hub = path_or_hub_id.count("/") == 1 and not path_or_hub_id.startswith((".", "/"))
+    if not looks_like_hub:
+        raise ValueError(f"{path_or_hub_id}: no such directory")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ValueError(f"{path_or_hub_id}: not a local directory; to fetch it from the Hugging Face Hub, "
+                         "pip install huggingface_hub (or pip install 'edgeformer[hub]')") from None
+    return snapshot_download(path_or_hub_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*"])

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from .archs import ENCODER_DECODERS, Config, Derived, spec_from_config
+from .device import parse_device, to_device
+from .io import find_weight_files, resolve_checkpoint
 from .grammar import Grammar, as_grammar, token_bytes
 from .tokenizer import StreamDecoder, TokenizerInfo, _read_json
 
@@ -111,48 +112,6 @@ class GenerationStream:
         self._gen.close()
 
 
-def _find_weight_files(model_dir: str) -> List[str]:
-    index = os.path.join(model_dir, "model.safetensors.index.json")
-    if os.path.exists(index):
-        data = _read_json(index)
-        wm = data.get("weight_map")
-        if not isinstance(wm, dict) or not wm:
-            raise ValueError(f"{index}: missing or empty 'weight_map'")
-        files = sorted(set(wm.values()))
-        for f in files:
-            if not isinstance(f, str) or os.path.basename(f) != f:
-                raise ValueError(f"{index}: bad shard file name {f!r}")
-            if not os.path.exists(os.path.join(model_dir, f)):
-                raise ValueError(f"{index}: shard '{f}' is missing from {model_dir}")
-        return [os.path.join(model_dir, f) for f in files]
-    single = os.path.join(model_dir, "model.safetensors")
-    if os.path.exists(single):
-        return [single]
-    found = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
-    if found:
-        return [os.path.join(model_dir, f) for f in found]
-    if any(f.endswith(".bin") or f.endswith(".pt") for f in os.listdir(model_dir)):
-        raise ValueError(f"{model_dir}: only PyTorch pickle weights found; edgeformer reads safetensors "
-                         "(convert with transformers: model.save_pretrained(dir, safe_serialization=True))")
-    raise ValueError(f"{model_dir}: no *.safetensors weights found")
-
-
-def _resolve(path_or_hub_id: str) -> str:
-    if os.path.isdir(path_or_hub_id):
-        return path_or_hub_id
-    if os.path.exists(path_or_hub_id):
-        raise ValueError(f"{path_or_hub_id}: expected a checkpoint directory (config.json + *.safetensors)")
-    looks_like_hub = path_or_hub_id.count("/") == 1 and not path_or_hub_id.startswith((".", "/"))
-    if not looks_like_hub:
-        raise ValueError(f"{path_or_hub_id}: no such directory")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ValueError(f"{path_or_hub_id}: not a local directory; to fetch it from the Hugging Face Hub, "
-                         "pip install huggingface_hub (or pip install 'edgeformer[hub]')") from None
-    return snapshot_download(path_or_hub_id, allow_patterns=["*.json", "*.safetensors", "*.jinja", "tokenizer*"])
-
-
 def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, threads: Optional[int] = None,
          max_context: Optional[int] = None, device: str = "cpu", exact_q8_prompts: bool = False,
          kv_dtype: Optional[str] = None) -> "Model":
@@ -202,13 +161,13 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
 
         model = load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path), exact_q8_prompts,
                                                 kv_dtype))
-        return model if cuda_index is None else _to_device(model, cuda_index, kv_dtype)
-    model_dir = _resolve(path)
+        return model if cuda_index is None else to_device(model, cuda_index, kv_dtype)
+    model_dir = resolve_checkpoint(path)
     cfg_path = os.path.join(model_dir, "config.json")
     if not os.path.exists(cfg_path):
         raise ValueError(f"{model_dir}: no config.json")
     config = _read_json(cfg_path)
-    files = _find_weight_files(model_dir)
+    files = find_weight_files(model_dir)
     checkpoint = _core.TensorMap.open_safetensors(files)
     opts = _options(threads, max_context, dtype, sum(os.path.getsize(f) for f in files), exact_q8_prompts, kv_dtype)
     tok = TokenizerInfo(model_dir)
@@ -229,74 +188,15 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
             return _core.Model(dec_spec, checkpoint, dec_names, opts)
 
         model = Seq2SeqModel(enc, make_decoder, config, tok, model_dir)
-        return model if cuda_index is None else _to_device(model, cuda_index, kv_dtype)
+        return model if cuda_index is None else to_device(model, cuda_index, kv_dtype)
     spec, names = spec_from_config(config, cfg_path, checkpoint.names())
     if dtype in QUANTIZED:
+        from .gguf_io import gguf_rotary_layout
+
         gguf_rotary_layout(spec, names)
     core = _core.Model(spec, checkpoint, _materialize(checkpoint, names, consumable=True), opts, consume=True)
     model = Model(core, config, tok, model_dir)
-    return model if cuda_index is None else _to_device(model, cuda_index, kv_dtype)
-
-
-def _cublas_candidates() -> str:
-    """The libcublas files of the nvidia-cublas wheels on sys.path (PyTorch's CUDA builds install them), newest
-    first and ':'-separated, for prompt GEMMs on the GPU; EDGEFORMER_CUBLAS=<path> names one instead."""
-    env = os.environ.get("EDGEFORMER_CUBLAS", "")
-    if env and env != "0":
-        return env
-    found: List[str] = []
-    for base in sys.path:
-        for rel in ("nvidia/cu13/lib/libcublas.so.13", "nvidia/cublas/lib/libcublas.so.12",
-                    "nvidia/cu12/lib/libcublas.so.12"):
-            path = os.path.join(base, rel)
-            if base and os.path.isfile(path) and path not in found:
-                found.append(path)
-    return ":".join(found)
-
-
-if _core.cuda_built():  # only stored: the library is opened at the first prompt on a GPU
-    _core.cuda_set_blas_path(_cublas_candidates())
-
-
-def cuda_available() -> bool:
-    """True when this build has the CUDA path (EF_CUDA=ON) and at least one CUDA device is usable."""
-    return bool(_core.cuda_built()) and _core.cuda_device_count() > 0
-
-
-def parse_device(device: Any) -> Optional[int]:
-    """The CUDA device index of a device argument ("cuda" / "cuda:N"), or None for "cpu"."""
-    if not isinstance(device, str):
-        raise ValueError(f"argument 'device' must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    d = device.strip().lower()
-    if d == "cpu":
-        return None
-    head, sep, num = d.partition(":")
-    if head != "cuda" or (sep and not (num.isdigit() and num.isascii())):
-        raise ValueError(f"argument 'device' must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    index = int(num) if sep else 0
-    if not _core.cuda_built():
-        raise RuntimeError(f"device={device!r}: this edgeformer was built without CUDA; build it with "
-                           "pip install . -C cmake.define.EF_CUDA=ON (needs the CUDA toolkit 12 or newer)")
-    n = _core.cuda_device_count()
-    if n == 0:
-        raise RuntimeError(f"device={device!r}: no CUDA device is usable here (no NVIDIA driver, or no GPU visible "
-                           "to this process)")
-    if index >= n:
-        raise ValueError(f"argument 'device': cuda:{index} does not exist ({n} CUDA device{'s' if n > 1 else ''})")
-    return index
-
-
-def _to_device(model: "Model", index: int, kv_dtype: Optional[str] = None) -> "Model":
-    """Moves a loaded model's stacks to CUDA device `index` (the host copies are dropped)."""
-    from .seq2seq import Seq2SeqModel
-
-    model._core = _core.CudaModel(model._core, index, kv_dtype or "f16")
-    if isinstance(model, Seq2SeqModel):
-        model._encoder = _core.CudaModel(model._encoder, index, kv_dtype or "f16")
-        model._make_decoder = model._core.fork  # beams share the uploaded weights
-        model._beams = []
-    model.device = f"cuda:{index}"
-    return model
+    return model if cuda_index is None else to_device(model, cuda_index, kv_dtype)
 
 
 def _options(threads, max_context, dtype, size: int, exact_q8_prompts: bool = False,
@@ -317,34 +217,6 @@ QUANTIZED = BLOCK_TYPES + ("int8",)
 # llama.cpp's 1- to 3-bit i-quants (codebooks): loaded from GGUF files as stored, never made by load(dtype=...)
 GRID_TYPES = ("iq3_s", "iq3_xxs", "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s")
 DTYPES = ("f32", "float32", "f16", "float16", "bf16", "bfloat16") + QUANTIZED
-
-
-def gguf_rotary_layout(spec: "_core.ArchSpec", names: Dict[str, Any]) -> None:
-    """llama.cpp stores a Llama's q and k rows permuted so that rotary pairs are adjacent (GPT-J style). A
-    quantized Llama is laid out the same way, so that its GGUF file (written by `edgeformer quantize`) holds
-    exactly the tensors computed with here and loads back to bit-identical logits."""
-    from .gguf_io import GGUF_ARCH, PERMUTED_QK
-
-    if GGUF_ARCH.get(spec.model_type) not in PERMUTED_QK or spec.pos != _core.PosKind.rotary:
-        return
-    if spec.rope.style != _core.RopeStyle.half or spec.rope.rotary_dim not in (0, spec.head_dim):
-        return
-    for i in range(spec.n_layers):
-        for part, heads in (("q", spec.n_heads), ("k", spec.n_kv_heads)):
-            rows = llama_qk_permutation(heads, spec.head_dim)
-            for kind in ("weight", "bias"):
-                src = names.get(f"layers.{i}.attn.{part}.{kind}")
-                if isinstance(src, str):  # llama's q and k are plain checkpoint tensors
-                    names[f"layers.{i}.attn.{part}.{kind}"] = Derived(src, rows)
-    r = spec.rope
-    r.style = _core.RopeStyle.interleaved
-    spec.rope = r
-
-
-def llama_qk_permutation(n_heads: int, head_dim: int) -> List[int]:
-    """Row order of llama.cpp's permute(): within each head, row 2i+s takes row s*head_dim/2 + i."""
-    half = head_dim // 2
-    return [h * head_dim + s * half + i for h in range(n_heads) for i in range(half) for s in range(2)]
 
 
 def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any], consumable: bool = False) -> Dict[str, str]:
