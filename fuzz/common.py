@@ -92,12 +92,14 @@ def assert_released(path: str, fds_before: int) -> None:
 
 _EXPERT = re.compile(r"moe\.experts\.\d+\.((?:gate|up|down)\.(?:weight|bias))")
 _LAYER = re.compile(r"layers\.(\d+)\.(.+)$")
+_LATENT = re.compile(r"attn\.(k_b|v_b)\.\d+\.weight")
 
 
 def canonical_shape(spec, name: str) -> Optional[List[int]]:
     """The shape edgeformer's C++ loader expects for a canonical weight (cpp/src/model/model.cc, Loader)."""
     H, V, F, hd = spec.hidden_size, spec.vocab_size, spec.ffn_size, spec.head_dim
-    QD, KD = spec.n_heads * hd, spec.n_kv_heads * hd
+    vd = spec.v_head_dim or hd
+    QD, KD, KVD, QVD = spec.n_heads * hd, spec.n_kv_heads * hd, spec.n_kv_heads * vd, spec.n_heads * vd
     E = spec.proj_dim if spec.proj_dim > 0 else H
     top = {
         "tok_embeddings.weight": [V, E],
@@ -118,17 +120,32 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
     layer = {
         "attn_norm.weight": [H], "attn_norm.bias": [H], "mlp_norm.weight": [H], "mlp_norm.bias": [H],
         "cross_norm.weight": [H], "cross_norm.bias": [H],
-        "attn.q.weight": [QD, H], "attn.k.weight": [KD, H], "attn.v.weight": [KD, H], "attn.o.weight": [H, QD],
-        "attn.q.bias": [QD], "attn.k.bias": [KD], "attn.v.bias": [KD], "attn.o.bias": [H],
+        "attn.q.weight": [QD, H], "attn.k.weight": [KD, H], "attn.v.weight": [KVD, H], "attn.o.weight": [H, QVD],
+        "attn.q.bias": [QD], "attn.k.bias": [KD], "attn.v.bias": [KVD], "attn.o.bias": [H],
         "mlp.gate.weight": [F, H], "mlp.up.weight": [F, H], "mlp.down.weight": [H, F],
         "mlp.gate.bias": [F], "mlp.up.bias": [F], "mlp.down.bias": [H],
         "cross.q.weight": [QD, H], "cross.k.weight": [QD, H], "cross.v.weight": [QD, H], "cross.o.weight": [H, QD],
-        "attn.q_norm.weight": [hd], "attn.k_norm.weight": [hd], "attn.sinks": [spec.n_heads],
+        "attn.q_norm.weight": [spec.n_heads, hd] if spec.qk_norm_per_head else [QD] if spec.qk_norm_full else [hd],
+        "attn.k_norm.weight": [spec.n_kv_heads, hd] if spec.qk_norm_per_head else [KD] if spec.qk_norm_full else [hd],
+        "attn.sinks": [spec.n_heads], "moe.router.select_bias": [spec.n_experts],
+        "moe.shared.gate.bias": [spec.shared_ffn_size], "moe.shared.up.bias": [spec.shared_ffn_size],
+        "moe.shared.down.bias": [H],
         "post_attn_norm.weight": [H], "post_mlp_norm.weight": [H],
         "moe.router.weight": [spec.n_experts, H], "moe.router.bias": [spec.n_experts],
         "moe.shared.gate.weight": [spec.shared_ffn_size, H], "moe.shared.up.weight": [spec.shared_ffn_size, H],
         "moe.shared.down.weight": [H, spec.shared_ffn_size], "moe.shared_scale.weight": [1, H],
     }
+    if spec.mla_kv_lora > 0:  # latent attention (model.cc: the MLA weights)
+        Lk, Lq, dn, dv, dr = spec.mla_kv_lora, spec.mla_q_lora, spec.mla_nope, spec.mla_v, spec.rope.rotary_dim
+        dq = spec.n_heads * (dn + dr)
+        mla = {"attn.q_a.weight": [Lq, H], "attn.q_a_norm.weight": [Lq], "attn.q_b.weight": [dq, Lq],
+               "attn.q.weight": [dq, H], "attn.kv_a.weight": [hd, H], "attn.kv_a_norm.weight": [Lk],
+               "attn.o.weight": [H, spec.n_heads * dv]}
+        if m.group(2) in mla:
+            return mla[m.group(2)]
+        h = _LATENT.fullmatch(m.group(2))
+        if h:
+            return [Lk, dn] if h.group(1) == "k_b" else [dv, Lk]
     e = _EXPERT.fullmatch(m.group(2))
     if e:  # one expert's matrix or bias
         FE = spec.moe_ffn_size
@@ -148,6 +165,15 @@ def source_shapes(spec, names: Dict[str, Any]) -> Optional[Dict[str, List[int]]]
             return None
         if isinstance(v, str):
             out[v] = list(shape)
+            continue
+        if hasattr(v, "srcs"):  # Stacked: one vector per head
+            for src in v.srcs:
+                out[src] = [shape[-1]]
+            continue
+        if type(v).__name__ == "_RowsT":  # rows of a tensor, transposed (DeepSeek's k_b)
+            need = [v.rows.stop, shape[0]]
+            prev = out.get(v.src)
+            out[v.src] = [max(a, b) for a, b in zip(need, prev)] if prev else need
             continue
         rows = v.rows
         if rows is None:
