@@ -7,7 +7,7 @@ values), in every engine's format:
     OUT/<size>/lc-<t>.gguf    GGUF quantized by llama.cpp's own quantizer (llama-cpp-python), t in q8_0 q4_0 q4_k_m
     OUT/<size>/ct2-<t>/       CTranslate2's converter, t in int8 float32
 
-    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b [--llama-cpp DIR]
+    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b,mla-2.3b [--llama-cpp DIR]
 
 The 7B shape is made in 4-bit only (q4_0 from both writers); its f16 HF copy is deleted afterwards unless
 --keep-hf. --llama-cpp: a folder holding an installed `llama_cpp` package (pip install --target) when it is
@@ -33,6 +33,11 @@ FOUR_BIT_ONLY = {"7b"}
 # "moe-1.7b": 1.7B parameters of which 0.3B are read per token, Qwen3-30B-A3B's ratio (8 of 64 experts here, 8 of
 # 128 there) at a size this machine converts in minutes
 MOE_SIZES = {"moe-1.7b": (1024, 16, 16, 4, 512, 32000, 64, 8)}
+# DeepSeek-V3's layout (latent attention, a sigmoid router with a selection bias, a shared expert, a leading dense
+# layer) at DeepSeek-V2-Lite's widths (hidden 2048, 16 heads, latent 512 + 64, 1408-wide experts, 6 used, 2 shared)
+# with fewer layers and experts: 2.3B parameters, 0.5B read per token
+MLA_SIZES = {"mla-2.3b": dict(hidden=2048, layers=8, heads=16, ffn=10944, vocab=32000, q_lora=768, kv_lora=512,
+                              nope=128, rope=64, v=128, experts=32, used=6, moe_ffn=1408, shared=2)}
 
 
 def make_tokenizer(out, vocab_size, seed=0):
@@ -62,8 +67,6 @@ def make_tokenizer(out, vocab_size, seed=0):
 
 
 def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
-    from edgeformer.io import save_safetensors
-
     hidden, layers, heads, kv, ffn, vocab = shape[:6]
     experts, used = shape[6:] if len(shape) > 6 else (0, 0)
     os.makedirs(out, exist_ok=True)
@@ -109,8 +112,69 @@ def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
         yield "model.norm.weight", np.ones(hidden, np.float16)
         yield "lm_head.weight", w(vocab, hidden)
 
+    _write_shards(out, tensors(), shard_bytes)
+
+
+def make_hf_mla(out, c, seed=0, shard_bytes=2 << 30):
+    """A random DeepSeek-V3 of MLA_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
+    H, L, nh, V = c["hidden"], c["layers"], c["heads"], c["vocab"]
+    dq = c["nope"] + c["rope"]
+    os.makedirs(out, exist_ok=True)
+    make_tokenizer(out, V)
+    cfg = {"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"], "vocab_size": V,
+           "hidden_size": H, "intermediate_size": c["ffn"], "num_hidden_layers": L, "num_attention_heads": nh,
+           "num_key_value_heads": nh, "q_lora_rank": c["q_lora"], "kv_lora_rank": c["kv_lora"],
+           "qk_nope_head_dim": c["nope"], "qk_rope_head_dim": c["rope"], "v_head_dim": c["v"],
+           "n_routed_experts": c["experts"], "num_experts_per_tok": c["used"], "moe_intermediate_size": c["moe_ffn"],
+           "n_shared_experts": c["shared"], "first_k_dense_replace": 1, "n_group": 1, "topk_group": 1,
+           "routed_scaling_factor": 2.5, "norm_topk_prob": True, "max_position_embeddings": 4096,
+           "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 0,
+           "eos_token_id": 1, "torch_dtype": "float16"}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    rng = np.random.default_rng(seed)
+
+    def w(*s, std=0.02):
+        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+
+    def tensors():
+        yield "model.embed_tokens.weight", w(V, H, std=0.5)
+        for i in range(L):
+            p = f"model.layers.{i}."
+            for n in ("input_layernorm", "post_attention_layernorm"):
+                yield p + n + ".weight", np.ones(H, np.float16)
+            a = p + "self_attn."
+            yield a + "q_a_proj.weight", w(c["q_lora"], H)
+            yield a + "q_a_layernorm.weight", np.ones(c["q_lora"], np.float16)
+            yield a + "q_b_proj.weight", w(nh * dq, c["q_lora"])
+            yield a + "kv_a_proj_with_mqa.weight", w(c["kv_lora"] + c["rope"], H)
+            yield a + "kv_a_layernorm.weight", np.ones(c["kv_lora"], np.float16)
+            yield a + "kv_b_proj.weight", w(nh * (c["nope"] + c["v"]), c["kv_lora"])
+            yield a + "o_proj.weight", w(H, nh * c["v"])
+            m = p + "mlp."
+            if i == 0:
+                for n, s in (("gate", (c["ffn"], H)), ("up", (c["ffn"], H)), ("down", (H, c["ffn"]))):
+                    yield m + f"{n}_proj.weight", w(*s)
+                continue
+            yield m + "gate.weight", w(c["experts"], H, std=0.5)
+            yield m + "gate.e_score_correction_bias", np.zeros(c["experts"], np.float32)
+            F = c["moe_ffn"]
+            for e in range(c["experts"]):
+                for n, s in (("gate", (F, H)), ("up", (F, H)), ("down", (H, F))):
+                    yield m + f"experts.{e}.{n}_proj.weight", w(*s)
+            for n, s in (("gate", (F * c["shared"], H)), ("up", (F * c["shared"], H)), ("down", (H, F * c["shared"]))):
+                yield m + f"shared_experts.{n}_proj.weight", w(*s)
+        yield "model.norm.weight", np.ones(H, np.float16)
+        yield "lm_head.weight", w(V, H)
+
+    _write_shards(out, tensors(), shard_bytes)
+
+
+def _write_shards(out, tensors, shard_bytes):
+    from edgeformer.io import save_safetensors
+
     shards, cur, size = [], {}, 0
-    for name, t in tensors():
+    for name, t in tensors:
         cur[name] = t
         size += t.nbytes
         if size >= shard_bytes:
@@ -166,7 +230,7 @@ def main():
         sys.path.insert(0, a.llama_cpp)
     import edgeformer
 
-    shapes = {**SIZES, **MOE_SIZES}
+    shapes = {**SIZES, **MOE_SIZES, **MLA_SIZES}
     for size in a.sizes.split(","):
         if size not in shapes:
             ap.error(f"--sizes: unknown size {size!r} (known: {', '.join(shapes)})")
@@ -176,9 +240,10 @@ def main():
         print(f"{size}: {shapes[size]}")
         done = four_bit and all(os.path.exists(os.path.join(root, f)) for f in ("ef-q4_0.gguf", "lc-q4_0.gguf"))
         if not done:
-            step("hf f16", os.path.join(hf, "config.json"), lambda: make_hf(hf, shapes[size]))
+            make = make_hf_mla if size in MLA_SIZES else make_hf
+            step("hf f16", os.path.join(hf, "config.json"), lambda: make(hf, shapes[size]))
         types = ("q4_0",) if four_bit else ("f16", "q8_0", "int8", "q4_0", "q4_k")
-        if size in MOE_SIZES:
+        if size in MOE_SIZES or size in MLA_SIZES:
             types = ("f16", "q8_0", "q4_0")
         for t in types:
             dst = os.path.join(root, f"ef-{t}.gguf")
@@ -194,12 +259,13 @@ def main():
                 if not os.path.exists(os.path.join(root, "lc-q4_0.gguf")):
                     step("edgeformer f16 (temporary)", src, lambda: edgeformer.quantize(hf, src, type="f16"))
             lc_types = ("q8_0", "q4_0", "q4_k_m", "q5_k_m", "q3_k_m", "q2_k", "iq4_xs")
-            for t in (("q4_0",) if four_bit else ("q8_0", "q4_0", "q4_k_m") if size in MOE_SIZES else lc_types):
+            moe = size in MOE_SIZES or size in MLA_SIZES
+            for t in (("q4_0",) if four_bit else ("q8_0", "q4_0", "q4_k_m") if moe else lc_types):
                 dst = os.path.join(root, f"lc-{t}.gguf")
                 step(f"llama.cpp {t}", dst, lambda: llama_quantize(src, dst, t, a.threads))
             if four_bit and os.path.exists(src):
                 os.remove(src)
-        if not four_bit and size not in MOE_SIZES:  # (CTranslate2 has no Qwen3-MoE converter)
+        if not four_bit and size not in MOE_SIZES and size not in MLA_SIZES:  # (CTranslate2: no MoE converters)
             try:
                 import ctranslate2
             except ImportError:

@@ -11,7 +11,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, hf_greedy, hf_logits, make_model, prompt_ids, reference_cache
+from conftest import assert_logits_close, hf_logits, make_model, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -23,6 +23,11 @@ def _cases():
     base = dict(vocab_size=320, bos_token_id=0, eos_token_id=None, pad_token_id=None, max_position_embeddings=64,
                 hidden_size=64, num_attention_heads=4, num_key_value_heads=2)
     _mha = {**base, "num_key_value_heads": 4}
+    # latent attention's widths and DeepSeek's experts, at test size
+    mla = dict(q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=32,
+               n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=1,
+               intermediate_size=96, num_hidden_layers=3, **_mha)
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}
     return {
         # 4 experts, 2 per token, renormalized over the two
         "mixtral": (tf.MixtralForCausalLM, tf.MixtralConfig(intermediate_size=96, num_hidden_layers=2,
@@ -66,34 +71,22 @@ def _cases():
         # DeepSeek-V2-Lite: latent attention (queries straight from q_proj; values narrower than the latent; a
         # latent of 24 + 16: the cache in rows, not panels),
         # interleaved rotary, layer 0 dense, softmax over 8 experts, 3 per token, scaled by 1.5, 2 shared widths
-        "deepseek_v2": (tf.DeepseekV2ForCausalLM, tf.DeepseekV2Config(
-            q_lora_rank=None, kv_lora_rank=24, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16,
-            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=2,
-            first_k_dense_replace=1, routed_scaling_factor=1.5, intermediate_size=96, num_hidden_layers=3, **_mha)),
+        "deepseek_v2": (tf.DeepseekV2ForCausalLM, tf.DeepseekV2Config(**{
+            **mla, "q_lora_rank": None, "kv_lora_rank": 24, "v_head_dim": 16, "n_shared_experts": 2,
+            "first_k_dense_replace": 1, "routed_scaling_factor": 1.5})),
         # DeepSeek-V2: queries through q_a / q_b, experts among the 2 best of 4 groups (a group's best), yarn with
         # mscale_all_dim (the softmax scale grows by its square)
         "deepseek_v2_groups": (tf.DeepseekV2ForCausalLM, tf.DeepseekV2Config(
-            q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=32,
-            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=1,
             first_k_dense_replace=1, topk_method="group_limited_greedy", n_group=4, topk_group=2,
-            rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
-                             "mscale": 0.707, "mscale_all_dim": 0.707, "rope_theta": 10000.0},
-            intermediate_size=96, num_hidden_layers=3, **_mha)),
+            rope_parameters={**yarn, "mscale": 0.707, "mscale_all_dim": 0.707}, **mla)),
         # DeepSeek-V3: sigmoid scores plus a selection bias among the 2 best of 4 groups (a group's two best),
         # renormalized and scaled by 2.5; rotate-half rotary (rope_interleave false), yarn
         "deepseek_v3": (_with_select_bias(tf.DeepseekV3ForCausalLM), tf.DeepseekV3Config(
-            q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=32,
-            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=1,
             first_k_dense_replace=1, n_group=4, topk_group=2, routed_scaling_factor=2.5, rope_interleave=False,
-            rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
-                             "mscale": 1.0, "mscale_all_dim": 1.0, "rope_theta": 10000.0},
-            intermediate_size=96, num_hidden_layers=3, **_mha)),
+            rope_parameters={**yarn, "mscale": 1.0, "mscale_all_dim": 1.0}, **mla)),
         # GLM-4.7-Flash: DeepSeek-V3's latent attention (values as wide as the queries) and router; layer kinds listed
         "glm4_moe_lite": (_with_select_bias(tf.Glm4MoeLiteForCausalLM), tf.Glm4MoeLiteConfig(
-            q_lora_rank=48, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=32,
-            n_routed_experts=8, num_experts_per_tok=3, moe_intermediate_size=32, n_shared_experts=1,
-            routed_scaling_factor=1.8, mlp_layer_types=["dense", "sparse", "sparse"], intermediate_size=96,
-            num_hidden_layers=3, **_mha)),
+            routed_scaling_factor=1.8, mlp_layer_types=["dense", "sparse", "sparse"], **mla)),
     }
 
 
@@ -510,7 +503,6 @@ def _mxfp4_checkpoint(tmp_path):
     import shutil
 
     import torch
-    import transformers as tf
     from safetensors.numpy import load_file, save_file
 
     from edgeformer import _core

@@ -6,7 +6,7 @@ config.json (archs.Config) and returns an ArchSpec and the map from canonical we
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 from . import _core
 from .archs import Config, Derived, NameMap, Stacked, _activation, _FFN, _layer_types_ok, _prefix, _rope, _window
@@ -73,6 +73,18 @@ def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]
 
 
 _MOE_BASE = {"mixtral": "mistral", "qwen2_moe": "qwen2", "qwen3_moe": "qwen3", "olmoe": "llama"}
+
+
+def sparse_layers(s: "_core.ArchSpec", names: NameMap, sparse) -> List[int]:
+    """The layers whose MLP is experts (sparse[i]), marked in s.layer_moe where some are not, their dense MLP's
+    names dropped."""
+    if not all(sparse):
+        s.layer_moe = [int(x) for x in sparse]
+    for i in (i for i in range(s.n_layers) if sparse[i]):
+        for p in ("gate", "up", "down"):
+            names.pop(f"layers.{i}.mlp.{p}.weight", None)
+            names.pop(f"layers.{i}.mlp.{p}.bias", None)
+    return [i for i in range(s.n_layers) if sparse[i]]
 
 
 def _experts(cfg: Config, s: "_core.ArchSpec", field: str, used_default: int) -> None:
@@ -200,14 +212,8 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         if not isinstance(dense, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in dense):
             raise cfg.error("mlp_only_layers", f"must be a list of layer indices, got {dense!r}")
         sparse = [i not in dense and (i + 1) % step == 0 for i in range(s.n_layers)]
-    if not all(sparse):
-        s.layer_moe = [int(x) for x in sparse]
-    for i in range(s.n_layers):
-        if not sparse[i]:
-            continue
+    for i in sparse_layers(s, names, sparse):
         src, dst = f"model.layers.{i}.", f"layers.{i}."
-        for p in ("gate", "up", "down"):
-            names.pop(dst + f"mlp.{p}.weight", None)
         if mixtral:
             moe = src + "block_sparse_moe."
             names[dst + "moe.router.weight"] = moe + "gate.weight"

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from .archs import Config, Derived, NameMap, _layer_types_ok
-from .archs_llama import _llama
+from .archs_llama import _llama, sparse_layers
 
 
 # the fields whose defaults in the families' transformers config classes differ from Llama's
@@ -72,15 +72,8 @@ def _sparse_layers(s: "_core.ArchSpec", names: NameMap, sparse, select_bias) -> 
     """Layers whose MLP is experts (sparse[i]), under DeepSeek's names (ERNIE 4.5 and GLM-4.5 share them): the
     router mlp.gate, its selection bias (select_bias(i), where not None), each expert's gated MLP mlp.experts.{e}.{gate,up,down}_proj
     and the shared expert's mlp.shared_experts.*."""
-    if not all(sparse):
-        s.layer_moe = [int(x) for x in sparse]
-    for i in range(s.n_layers):
-        if not sparse[i]:
-            continue
+    for i in sparse_layers(s, names, sparse):
         src, dst = f"model.layers.{i}.mlp.", f"layers.{i}."
-        for p in ("gate", "up", "down"):
-            names.pop(dst + f"mlp.{p}.weight", None)
-            names.pop(dst + f"mlp.{p}.bias", None)
         names[dst + "moe.router.weight"] = src + "gate.weight"
         if select_bias is not None:
             names[dst + "moe.router.select_bias"] = select_bias(i)
