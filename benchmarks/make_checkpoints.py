@@ -156,8 +156,10 @@ def make_hf_mla(out, c, seed=0, shard_bytes=2 << 30):
                 for n, s in (("gate", (c["ffn"], H)), ("up", (c["ffn"], H)), ("down", (H, c["ffn"]))):
                     yield m + f"{n}_proj.weight", w(*s)
                 continue
-            yield m + "gate.weight", w(c["experts"], H, std=0.5)
-            yield m + "gate.e_score_correction_bias", np.zeros(c["experts"], np.float32)
+            # (a sigmoid router: logits of order 1, as trained ones have; larger ones saturate to exact ties at 1.0,
+            # which engines break differently)
+            yield m + "gate.weight", w(c["experts"], H, std=0.03)
+            yield m + "gate.e_score_correction_bias", (rng.standard_normal(c["experts"]) * 0.01).astype(np.float32)
             F = c["moe_ffn"]
             for e in range(c["experts"]):
                 for n, s in (("gate", (F, H)), ("up", (F, H)), ("down", (H, F))):

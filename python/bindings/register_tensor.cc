@@ -21,6 +21,7 @@ py::dtype numpy_dtype(ef::DType t) {
     case ef::DType::I16: return py::dtype::of<int16_t>();
     case ef::DType::F64: return py::dtype::of<double>();
     case ef::DType::BOOL: return py::dtype::of<bool>();
+    case ef::DType::F8_E4M3: return py::dtype::of<uint8_t>();  // raw bytes (python/edgeformer/fp8.py decodes them)
     default:
       if (ef::dtype_block(t) > 1) return py::dtype::of<uint8_t>();  // raw blocks
   }
@@ -81,7 +82,8 @@ void register_tensor(py::module_& m) {
       .value("i16", ef::DType::I16)
       .value("f64", ef::DType::F64)
       .value("bool", ef::DType::BOOL)
-      .value("mxfp4", ef::DType::MXFP4);
+      .value("mxfp4", ef::DType::MXFP4)
+      .value("f8_e4m3", ef::DType::F8_E4M3);
 
   py::class_<ef::Tensor>(m, "Tensor")
       .def_readonly("shape", &ef::Tensor::shape)

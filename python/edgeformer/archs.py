@@ -216,13 +216,19 @@ class Derived:
     (after an optional transpose) gathered by index; with `add`, every value plus that constant, as f32 (Gemma's
     norms scale by 1 + weight)."""
 
+    fp8_block: Sequence[int] = (128, 128)  # an FP8 source's scale blocks (quantization_config.weight_block_size)
+
     def __init__(self, src: str, rows: Union[slice, Sequence[int], None] = None, transpose: bool = False,
                  add: float = 0.0, index: Optional[int] = None):
         self.src, self.rows, self.transpose, self.add, self.index = src, rows, transpose, add, index
 
     def build(self, checkpoint) -> Tuple[np.ndarray, "_core.DType", str]:
         t = checkpoint.get(self.src)
-        a = t.numpy()  # zero-copy view; bf16 comes as its uint16 bits, which regroup just as well
+        a, dtype = t.numpy(), t.dtype  # zero-copy view; bf16 comes as its uint16 bits, which regroup just as well
+        if dtype == _core.DType.f8_e4m3:  # (an FP8 checkpoint: dequantized with its scales, as bf16)
+            from .fp8 import as_bf16
+
+            a, dtype = as_bf16(checkpoint, t, self.src, self.fp8_block)
         if self.index is not None:
             if a.ndim < 2 or not 0 <= self.index < a.shape[0]:
                 raise ValueError(f"tensor '{self.src}': expected at least {self.index + 1} stacked experts, "
@@ -239,9 +245,9 @@ class Derived:
                                  f"got shape {list(t.shape)}")
             a = a[idx]
         if self.add:
-            f = _as_f32(a, t.dtype) + np.float32(self.add)
+            f = _as_f32(a, dtype) + np.float32(self.add)
             return np.ascontiguousarray(f, dtype=np.float32), _core.DType.f32, t.source
-        return np.ascontiguousarray(a), t.dtype, t.source
+        return np.ascontiguousarray(a), dtype, t.source
 
 
 class Stacked(Derived):

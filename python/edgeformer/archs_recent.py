@@ -155,7 +155,9 @@ class _RowsT(Derived):
     the [kv_lora, nope] matrix that takes a query into the latent space)."""
 
     def build(self, checkpoint):
-        a, dt, src = Derived(self.src, self.rows).build(checkpoint)
+        rows = Derived(self.src, self.rows)
+        rows.fp8_block = self.fp8_block
+        a, dt, src = rows.build(checkpoint)
         return np.ascontiguousarray(a.T), dt, src
 
 

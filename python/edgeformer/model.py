@@ -181,8 +181,8 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
                 spec.validate()
             except ValueError as e:
                 raise ValueError(f"{cfg_path}: {e}") from None
-        enc = _core.Model(enc_spec, checkpoint, _materialize(checkpoint, enc_names), opts)
-        dec_names = _materialize(checkpoint, dec_names)
+        enc = _core.Model(enc_spec, checkpoint, _materialize(checkpoint, enc_names, config=config), opts)
+        dec_names = _materialize(checkpoint, dec_names, config=config)
 
         def make_decoder():
             return _core.Model(dec_spec, checkpoint, dec_names, opts)
@@ -194,7 +194,8 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         from .gguf_io import gguf_rotary_layout
 
         gguf_rotary_layout(spec, names)
-    core = _core.Model(spec, checkpoint, _materialize(checkpoint, names, consumable=True), opts, consume=True)
+    core = _core.Model(spec, checkpoint, _materialize(checkpoint, names, consumable=True, config=config), opts,
+                       consume=True)
     model = Model(core, config, tok, model_dir)
     return model if cuda_index is None else to_device(model, cuda_index, kv_dtype)
 
@@ -219,13 +220,23 @@ GRID_TYPES = ("iq3_s", "iq3_xxs", "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s"
 DTYPES = ("f32", "float32", "f16", "float16", "bf16", "bfloat16") + QUANTIZED
 
 
-def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any], consumable: bool = False) -> Dict[str, str]:
-    """Builds the Derived weights (transposed / regrouped) into the map; returns canonical -> map name.
-    consumable: each one is marked so that a Model built with consume=True erases it once it holds its own copy
-    (not for maps that build several models, as a seq2seq decoder's beams do)."""
+def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any], consumable: bool = False,
+                 config: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
+    """Builds the Derived weights (transposed / regrouped; an FP8 checkpoint's matrices dequantized: fp8.py) into
+    the map; returns canonical -> map name. consumable: each one is marked so that a Model built with consume=True
+    erases it once it holds its own copy (not for maps that build several models, as a seq2seq decoder's beams do).
+    config: its quantization_config's weight_block_size, for FP8 scales."""
     out: Dict[str, str] = {}
+    block = ((config or {}).get("quantization_config") or {}).get("weight_block_size") or Derived.fp8_block
+    if not (isinstance(block, (list, tuple)) and len(block) == 2 and all(
+            isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
+        raise ValueError(f"config.json: field 'quantization_config.weight_block_size' must be two positive integers, "
+                         f"got {block!r}")
     for canonical, v in names.items():
+        if isinstance(v, str) and v in checkpoint and checkpoint.get(v).dtype == _core.DType.f8_e4m3:
+            v = Derived(v)
         if isinstance(v, Derived):
+            v.fp8_block = block
             key = f"{v.src} [as {canonical}]"
             if key not in checkpoint:
                 arr, dt, src = v.build(checkpoint)

@@ -17,8 +17,9 @@ enum class DType : int32_t {
   Q4_1 = 7, Q5_0 = 8, Q5_1 = 9, Q5_K = 10, Q3_K = 11, Q2_K = 12, IQ4_NL = 13, IQ4_XS = 14,
   IQ2_XXS = 15, IQ2_XS = 16, IQ2_S = 17, IQ3_XXS = 18, IQ3_S = 19, IQ1_S = 20, IQ1_M = 21,
   I32 = 22, I64 = 23, U8 = 24, I8 = 25, I16 = 26, F64 = 27, BOOL = 28,
-  // stored, never computed with: GGUF's MXFP4 (gpt-oss's experts) is read as q5_0 at load (python/edgeformer/mxfp4.py)
-  MXFP4 = 29
+  // stored, never computed with: GGUF's MXFP4 (gpt-oss's experts) is read as q5_0 at load (python/edgeformer/mxfp4.py);
+  // FP8 (e4m3) checkpoints' matrices are dequantized to bf16 at load with their scales (python/edgeformer/fp8.py)
+  MXFP4 = 29, F8_E4M3 = 30
 };
 constexpr int kNumFloatDTypes = 3;
 constexpr int kNumWeightDTypes = 22;
@@ -45,7 +46,7 @@ static inline size_t dtype_block_bytes(DType t) {
     case DType::F32: case DType::I32: return 4;
     case DType::F16: case DType::BF16: case DType::I16: return 2;
     case DType::I64: case DType::F64: return 8;
-    case DType::U8: case DType::I8: case DType::BOOL: return 1;
+    case DType::U8: case DType::I8: case DType::BOOL: case DType::F8_E4M3: return 1;
     case DType::Q8_0: return 34;   // f16 d, 32 x int8
     case DType::Q4_0: return 18;   // f16 d, 16 bytes of nibbles
     case DType::Q4_K: return 144;  // f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles

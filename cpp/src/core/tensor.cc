@@ -96,6 +96,7 @@ const char* dtype_name(DType t) {
     case DType::F64: return "f64";
     case DType::BOOL: return "bool";
     case DType::MXFP4: return "mxfp4";
+    case DType::F8_E4M3: return "f8_e4m3";
   }
   return "?";
 }

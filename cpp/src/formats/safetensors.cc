@@ -17,7 +17,7 @@ bool parse_st_dtype(const std::string& s, DType& t) {
   static const std::pair<const char*, DType> table[] = {
       {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16}, {"I32", DType::I32},
       {"I64", DType::I64}, {"U8", DType::U8},   {"I8", DType::I8},     {"I16", DType::I16},
-      {"F64", DType::F64}, {"BOOL", DType::BOOL}};
+      {"F64", DType::F64}, {"BOOL", DType::BOOL}, {"F8_E4M3", DType::F8_E4M3}};
   for (auto& e : table)
     if (s == e.first) { t = e.second; return true; }
   return false;
