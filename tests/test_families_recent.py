@@ -107,3 +107,18 @@ def test_recent_gguf_refuses_what_llama_cpp_reads_otherwise(case, built, tmp_pat
     with pytest.raises(ValueError, match=REFUSED[case]):
         edgeformer.quantize(path, str(tmp_path / "m.gguf"), "q8_0")
     assert not (tmp_path / "m.gguf").exists()
+
+
+def test_config_class_defaults_where_a_config_leaves_fields_out():
+    """Fields a config.json leaves out take their transformers config class's defaults: EXAONE 4's window (4096,
+    three sliding layers to one global without rotary; an explicit null: none), GLM-4.7-Flash's latent sizes."""
+    from edgeformer.archs import spec_from_config
+
+    base = {"vocab_size": 16, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 4,
+            "num_attention_heads": 2}
+    s, _ = spec_from_config({**base, "model_type": "exaone4"}, "config.json")
+    assert list(s.layer_windows) == [4096, 4096, 4096, 0] and list(s.layer_nope) == [0, 0, 0, 1]
+    s, _ = spec_from_config({**base, "model_type": "exaone4", "sliding_window": None}, "config.json")
+    assert list(s.layer_windows) == [] and list(s.layer_nope) == []
+    s, _ = spec_from_config({**base, "model_type": "glm4_moe_lite", "num_key_value_heads": 2}, "config.json")
+    assert (s.mla_kv_lora, s.mla_nope, s.mla_v, s.mla_q_lora) == (512, 192, 256, 768)

@@ -121,3 +121,16 @@ def test_fp8_weight_without_its_scale_names_the_tensor(tmp_path):
     save_file(tensors, str(out / "model.safetensors"))
     with pytest.raises(ValueError, match=r"model\.layers\.1\.mlp\.up_proj\.weight' is FP8 without a scale"):
         edgeformer.load(str(out), threads=2, max_context=64)
+
+
+def test_fp8_scales_by_shape():
+    """Block scales of a matrix one block wide are not taken for row scales; rows and a single scale work; another
+    shape names the tensor."""
+    from edgeformer.fp8 import dequantize
+
+    raw = np.full((256, 64), 0x38, np.uint8)  # e4m3 1.0
+    np.testing.assert_array_equal(dequantize(raw, np.array([[2.0], [3.0]]), (128, 128), "t")[[0, 255], 0], [2, 3])
+    np.testing.assert_array_equal(dequantize(raw, np.arange(256.0).reshape(256, 1), (128, 128), "t")[5, 0], 5)
+    np.testing.assert_array_equal(dequantize(raw, np.array(4.0), (128, 128), "t")[0, 0], 4)
+    with pytest.raises(ValueError, match="tensor 'x'.*got \\[3, 1\\]"):
+        dequantize(raw, np.ones((3, 1)), (128, 128), "tensor 'x'")

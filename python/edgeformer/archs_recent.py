@@ -177,10 +177,12 @@ def _deepseek(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     dr = cfg.positive("qk_rope_head_dim", 64)
     s, names = _as_llama(cfg, tensor_names, mt, head_dim=dr, num_key_value_heads=1,
                          partial_rotary_factor=1.0)
-    nh, Lk = s.n_heads, cfg.positive("kv_lora_rank", 512)
-    q_lora = cfg.data.get("q_lora_rank", CLASS_DEFAULTS[mt]["q_lora_rank"])
+    dflt = CLASS_DEFAULTS[mt]
+    nh, Lk = s.n_heads, cfg.positive("kv_lora_rank", dflt.get("kv_lora_rank", 512))
+    q_lora = cfg.data.get("q_lora_rank", dflt["q_lora_rank"])
     s.mla_kv_lora, s.mla_q_lora = Lk, cfg.positive("q_lora_rank", q_lora) if q_lora is not None else 0
-    s.mla_nope, s.mla_v = cfg.positive("qk_nope_head_dim", 128), cfg.positive("v_head_dim", 128)
+    s.mla_nope = cfg.positive("qk_nope_head_dim", dflt.get("qk_nope_head_dim", 128))
+    s.mla_v = cfg.positive("v_head_dim", dflt.get("v_head_dim", 128))
     s.head_dim, s.v_head_dim = Lk + dr, Lk
     r = s.rope
     r.rotary_dim = dr
@@ -248,7 +250,7 @@ def _deepseek(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 def _exaone4_layers(cfg: Config, n_layers: int):
     """EXAONE 4's layer types: layer_types, or every sliding_window_pattern-th layer global (the others sliding);
     None where there is no window."""
-    if cfg.data.get("sliding_window") is None:
+    if cfg.data.get("sliding_window", 4096) is None:  # (absent: the config class's 4096; null: no window)
         return None
     types = cfg.data.get("layer_types")
     if types is None:
@@ -278,7 +280,7 @@ def _exaone4(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         names[dst + "attn.k_norm.weight"] = src + "self_attn.k_norm.weight"
     types = _exaone4_layers(cfg, s.n_layers)
     if types is not None:
-        w = cfg.positive("sliding_window")
+        w = cfg.positive("sliding_window", 4096)
         s.layer_windows = [w if t == "sliding_attention" else 0 for t in types]
         if "full_attention" in types:
             s.layer_nope = [int(t == "full_attention") for t in types]

@@ -45,18 +45,16 @@ def dequantize(raw: np.ndarray, scale: np.ndarray, block: Sequence[int], what: s
     w = _TABLE[raw]
     rows, cols = raw.shape
     s = np.asarray(scale, dtype=np.float32)
+    b0, b1 = int(block[0]), int(block[1])
+    blocks = (-(-rows // b0), -(-cols // b1))
+    if s.shape == blocks and (rows > b0 or cols > b1 or s.ndim == 2):  # one per block (a block may span it all)
+        return w * np.repeat(np.repeat(s, b0, axis=0)[:rows], b1, axis=1)[:, :cols]
     if s.size == 1:
         return w * s.reshape(())
-    if s.ndim == 2 and s.shape[1] == 1 or s.ndim == 1 and s.shape[0] == rows:  # one per row
-        if s.shape[0] != rows:
-            raise ValueError(f"{what}: {s.shape[0]} row scales for {rows} rows")
+    if s.shape in ((rows, 1), (rows,)):  # one per row
         return w * s.reshape(rows, 1)
-    b0, b1 = int(block[0]), int(block[1])
-    want = (-(-rows // b0), -(-cols // b1))
-    if s.shape != want:
-        raise ValueError(f"{what}: expected block scales of shape {list(want)} ({b0} x {b1} blocks), got "
-                         f"{list(s.shape)}")
-    return w * np.repeat(np.repeat(s, b0, axis=0)[:rows], b1, axis=1)[:, :cols]
+    raise ValueError(f"{what}: expected block scales of shape {list(blocks)} ({b0} x {b1} blocks), one per row "
+                     f"([{rows}, 1]) or one, got {list(s.shape)}")
 
 
 def bf16_bits(f: np.ndarray) -> np.ndarray:
@@ -65,10 +63,16 @@ def bf16_bits(f: np.ndarray) -> np.ndarray:
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
+_LAST: dict = {}  # the last tensor dequantized (DeepSeek's kv_b_proj is cut into 2 x heads matrices in a row)
+
+
 def as_bf16(checkpoint, tensor, name: str, block: Sequence[int]) -> Tuple[np.ndarray, "object"]:
     """An FP8 checkpoint tensor as bf16 bits and its dtype; ValueError naming it where its scale is missing."""
     from . import _core
 
+    key = (id(checkpoint), name, tuple(block))
+    if key in _LAST:
+        return _LAST[key], _core.DType.bf16
     scale = scale_name(name, checkpoint)
     if scale is None:
         raise ValueError(f"tensor '{name}' is FP8 without a scale ('{name}_scale_inv' or 'weight_scale')")
@@ -76,4 +80,12 @@ def as_bf16(checkpoint, tensor, name: str, block: Sequence[int]) -> Tuple[np.nda
     sv = s.numpy()
     if s.dtype == _core.DType.bf16:
         sv = (sv.astype(np.uint32) << 16).view(np.float32)
-    return bf16_bits(dequantize(tensor.numpy(), sv, block, f"tensor '{name}'")), _core.DType.bf16
+    out = bf16_bits(dequantize(tensor.numpy(), sv, block, f"tensor '{name}'"))
+    _LAST.clear()
+    _LAST[key] = out
+    return out, _core.DType.bf16
+
+
+def forget() -> None:
+    """Drops the last dequantized tensor (after a load)."""
+    _LAST.clear()

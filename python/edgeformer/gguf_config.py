@@ -470,7 +470,7 @@ def _exaone4_metadata(cfg, put) -> None:
         if n != 64 or types != ["sliding_attention" if (i + 1) % 4 else "full_attention" for i in range(n)]:
             raise cfg.error("sliding_window", "is set: llama.cpp's exaone4 has a window only in the 64-layer model "
                                               "(three sliding layers to one global)")
-        put(_A.SLIDING_WINDOW, cfg.positive("sliding_window"))
+        put(_A.SLIDING_WINDOW, cfg.positive("sliding_window", 4096))
         put(_A.SLIDING_WINDOW_PATTERN, [t == "sliding_attention" for t in types])
 
 

@@ -364,6 +364,8 @@ def _config_deepseek2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[
         "norm_topk_prob": m.get(_k(_K.EXPERT_WEIGHTS_NORM, arch), bool, False),
         "n_group": groups,
         "topk_group": m.get(_k(_K.EXPERT_GROUP_USED_COUNT, arch), int, groups),
+        # (V2 with groups: the group-limited routing it was trained with, each group scored by its best)
+        "topk_method": "group_limited_greedy" if groups > 1 and not v3 else "greedy",
         "rope_interleave": True,
         "tie_word_embeddings": _OUTPUT not in names,
     }

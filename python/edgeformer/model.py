@@ -246,6 +246,9 @@ def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any], consumabl
             out[canonical] = key
         else:
             out[canonical] = v
+    from .fp8 import forget
+
+    forget()
     return out
 
 

@@ -326,9 +326,11 @@ int64_t Model::weight_bytes() const {
   int64_t n = tok_emb_.nbytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.storage_bytes() : 0);
   for (auto& w : layers_) {
     for (const Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.cq, &w.ck, &w.cv, &w.co,
-                            &w.shared.gate, &w.shared.up, &w.shared.down})
+                            &w.shared.gate, &w.shared.up, &w.shared.down, &w.wq_a, &w.router})
       n += t->data ? t->storage_bytes() : 0;
     for (const auto& e : w.experts) n += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
+    for (const auto* heads : {&w.k_b, &w.v_b})  // (latent attention's per-head matrices)
+      for (const Tensor& t : *heads) n += t.storage_bytes();
   }
   return n;
 }
