@@ -122,3 +122,24 @@ def test_config_class_defaults_where_a_config_leaves_fields_out():
     assert list(s.layer_windows) == [] and list(s.layer_nope) == []
     s, _ = spec_from_config({**base, "model_type": "glm4_moe_lite", "num_key_value_heads": 2}, "config.json")
     assert (s.mla_kv_lora, s.mla_nope, s.mla_v, s.mla_q_lora) == (512, 192, 256, 768)
+
+
+def test_exaone4_32b_gguf_is_windowed_as_llama_cpp_reads_it(tmp_path):
+    """EXAONE 4.0 32B's shape (64 layers) goes out with its window and comes back with it, and a file of that shape
+    without the window keys reads as llama.cpp reads it: 4096, three sliding layers to one global."""
+    import transformers as tf
+
+    from conftest import make_model
+    from test_moe import _copy_gguf
+
+    cfg = tf.Exaone4Config(vocab_size=320, hidden_size=64, intermediate_size=64, num_hidden_layers=64,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, sliding_window=6,
+                           sliding_window_pattern=4, bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    make_model(str(tmp_path / "src"), tf.Exaone4ForCausalLM, cfg)
+    edgeformer.quantize(str(tmp_path / "src"), str(tmp_path / "m.gguf"), "q8_0")
+    back = edgeformer.load(str(tmp_path / "m.gguf"), threads=2, max_context=64)
+    assert list(back.spec.layer_windows[:4]) == [6, 6, 6, 0] and list(back.spec.layer_nope[:4]) == [0, 0, 0, 1]
+    _copy_gguf(tmp_path / "m.gguf", tmp_path / "bare.gguf", {"exaone4.attention.sliding_window": None,
+                                                             "exaone4.attention.sliding_window_pattern": None})
+    bare = edgeformer.load(str(tmp_path / "bare.gguf"), threads=2, max_context=64)
+    assert list(bare.spec.layer_windows[:4]) == [4096, 4096, 4096, 0] and list(bare.spec.layer_nope[:4]) == [0, 0, 0, 1]

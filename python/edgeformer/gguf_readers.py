@@ -263,7 +263,8 @@ def _config_recent(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str
                    partial_rotary_factor=cfg.get("partial_rotary_factor", 1.0))
     elif arch == EXAONE4:
         n = cfg["num_hidden_layers"]
-        window = m.positive(_k(_A.SLIDING_WINDOW, arch), None)
+        # (llama.cpp gives the 64-layer model, EXAONE 4.0 32B, its 4096 window whether the file says so or not)
+        window = m.positive(_k(_A.SLIDING_WINDOW, arch), 4096 if n == 64 else None)
         key = _k(_A.SLIDING_WINDOW_PATTERN, arch)
         pattern = m.raw(key) if m.has(key) else None
         if window is None:
