@@ -143,3 +143,81 @@ def test_exaone4_32b_gguf_is_windowed_as_llama_cpp_reads_it(tmp_path):
                                                              "exaone4.attention.sliding_window_pattern": None})
     bare = edgeformer.load(str(tmp_path / "bare.gguf"), threads=2, max_context=64)
     assert list(bare.spec.layer_windows[:4]) == [4096, 4096, 4096, 0] and list(bare.spec.layer_nope[:4]) == [0, 0, 0, 1]
+
+
+def _internlm2_checkpoint(tmp_path, bias: bool):
+    """InternLM2 has no transformers class (its checkpoints run remote code): a random Llama written in InternLM2's
+    names and fused, grouped wqkv layout, and that Llama as the reference (InternLM2 computes exactly a Llama)."""
+    import torch
+    import transformers as tf
+    from safetensors.torch import load_file, save_file
+
+    from conftest import hf_logits, make_model
+
+    cfg = tf.LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         attention_bias=bias, mlp_bias=bias, tie_word_embeddings=False, rms_norm_eps=1e-6,
+                         bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    src = tmp_path / "llama"
+    ref = make_model(str(src), tf.LlamaForCausalLM, cfg)
+    t = load_file(str(src / "model.safetensors"))
+    hd, nkv, group = 16, 2, 2
+    out = {"model.tok_embeddings.weight": t["model.embed_tokens.weight"], "model.norm.weight": t["model.norm.weight"],
+           "output.weight": t["lm_head.weight"]}
+    for i in range(2):
+        a, b = f"model.layers.{i}.", f"model.layers.{i}."
+        out[b + "attention_norm.weight"] = t[a + "input_layernorm.weight"]
+        out[b + "ffn_norm.weight"] = t[a + "post_attention_layernorm.weight"]
+        for kind in ("weight",) + (("bias",) if bias else ()):
+            q, k, v = (t[a + f"self_attn.{p}_proj.{kind}"] for p in "qkv")
+            q = q.reshape(nkv, group, hd, *q.shape[1:])
+            parts = [torch.cat([q[g], k[g * hd:(g + 1) * hd][None], v[g * hd:(g + 1) * hd][None]]) for g in range(nkv)]
+            out[b + f"attention.wqkv.{kind}"] = torch.cat(parts).reshape(-1, *q.shape[3:])
+            out[b + f"attention.wo.{kind}"] = t[a + f"self_attn.o_proj.{kind}"]
+            for p, w in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
+                out[b + f"feed_forward.{w}.{kind}"] = t[a + f"mlp.{p}_proj.{kind}"]
+    d = tmp_path / "internlm2"
+    d.mkdir()
+    save_file(out, str(d / "model.safetensors"))
+    config = {"model_type": "internlm2", "architectures": ["InternLM2ForCausalLM"], "vocab_size": 320,
+              "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "bias": bias,
+              "rope_theta": 10000.0, "tie_word_embeddings": False}
+    (d / "config.json").write_text(json.dumps(config))
+    (d / "tokenizer.json").write_text((src / "tokenizer.json").read_text())
+    return d, hf_logits(ref, PROMPT), src
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["plain", "bias"])
+def test_internlm2_is_a_llama_with_grouped_wqkv(bias, tmp_path):
+    d, want, _ = _internlm2_checkpoint(tmp_path, bias)
+    assert_logits_close(edgeformer.load(str(d), threads=2, max_context=64).logits(PROMPT), want)
+
+
+def test_internlm2_gguf_reads_as_llama_cpp_writes_it(tmp_path):
+    """llama.cpp's internlm2 files are a Llama's tensors (q/k rows permuted) under internlm2's keys: one made from
+    our llama file by renaming its architecture reads back to the same logits."""
+    import gguf
+    import numpy as np
+
+    _, _, llama = _internlm2_checkpoint(tmp_path, False)
+    edgeformer.quantize(str(llama), str(tmp_path / "llama.gguf"), "q8_0")
+    r = gguf.GGUFReader(str(tmp_path / "llama.gguf"))
+    w = gguf.GGUFWriter(str(tmp_path / "internlm2.gguf"), "internlm2")
+    for f in r.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture":
+            continue
+        name = "internlm2." + f.name[len("llama."):] if f.name.startswith("llama.") else f.name
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_array(name, list(f.contents()))
+        else:
+            w.add_key_value(name, f.contents(), f.types[0])
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    want = edgeformer.load(str(tmp_path / "llama.gguf"), threads=2, max_context=64).logits(PROMPT)
+    np.testing.assert_array_equal(edgeformer.load(str(tmp_path / "internlm2.gguf"), threads=2,
+                                                  max_context=64).logits(PROMPT), want)

@@ -11,7 +11,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from . import _core
-from .archs import Config, Derived, NameMap, _layer_types_ok
+from .archs import Config, Derived, NameMap, _layer_types_ok, _per_head_rows
 from .archs_llama import _llama, sparse_layers
 
 
@@ -26,6 +26,7 @@ CLASS_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "hunyuan_v1_dense": {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048},
 }
 CLASS_DEFAULTS["glm4"] = CLASS_DEFAULTS["glm"]
+CLASS_DEFAULTS["internlm2"] = {"rms_norm_eps": 1e-6, "max_position_embeddings": 2048}
 CLASS_DEFAULTS["ernie4_5_moe"] = {"tie_word_embeddings": True, "num_key_value_heads": 4, "rms_norm_eps": 1e-5,
                                   "rope_theta": 500000.0, "max_position_embeddings": 131072}
 CLASS_DEFAULTS["deepseek_v2"] = {"rms_norm_eps": 1e-6, "q_lora_rank": 1536, "n_routed_experts": 64,
@@ -320,6 +321,35 @@ def _internlm3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return _as_llama(cfg, tensor_names, "internlm3", **forced)
 
 
+def _internlm2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """InternLM2 / 2.5 (trust_remote_code checkpoints): a Llama under other names whose q, k and v rows are one
+    matrix (attention.wqkv) laid out per kv group: the group's query heads, then its key head, then its value head;
+    `bias` puts biases on every projection."""
+    bias = cfg.get("bias", bool, False)
+    s, _ = _as_llama(cfg, tensor_names, "internlm2", attention_bias=bias, mlp_bias=bias)
+    nkv, group, hd = s.n_kv_heads, s.n_heads // s.n_kv_heads, s.head_dim
+    names: NameMap = {"tok_embeddings.weight": "model.tok_embeddings.weight", "norm.weight": "model.norm.weight"}
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "output.weight"
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        names[dst + "attn_norm.weight"] = src + "attention_norm.weight"
+        names[dst + "mlp_norm.weight"] = src + "ffn_norm.weight"
+        for p, picks in (("q", range(group)), ("k", [group]), ("v", [group + 1])):
+            rows = _per_head_rows(nkv, group + 2, hd, list(picks))
+            names[dst + f"attn.{p}.weight"] = Derived(src + "attention.wqkv.weight", rows)
+            if bias:
+                names[dst + f"attn.{p}.bias"] = Derived(src + "attention.wqkv.bias", rows)
+        names[dst + "attn.o.weight"] = src + "attention.wo.weight"
+        for p, w in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
+            names[dst + f"mlp.{p}.weight"] = src + f"feed_forward.{w}.weight"
+            if bias:
+                names[dst + f"mlp.{p}.bias"] = src + f"feed_forward.{w}.bias"
+        if bias:
+            names[dst + "attn.o.bias"] = src + "attention.wo.bias"
+    return s, names
+
+
 def _hunyuan_dense(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Tencent HunYuan (dense: Hunyuan-0.5B/1.8B/4B/7B): a Llama whose per-head q/k RMSNorms (query_layernorm,
     key_layernorm) follow rotary, and whose "dynamic" rope with an alpha is NTK-alpha: a fixed base
@@ -352,6 +382,7 @@ RECENT = {
     "glm": _glm,
     "glm4": _glm,
     "internlm3": _internlm3,
+    "internlm2": _internlm2,
     "hunyuan_v1_dense": _hunyuan_dense,
     "ernie4_5_moe": _ernie4_5_moe,
     "glm4_moe": _glm4_moe,

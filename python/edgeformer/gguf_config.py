@@ -56,6 +56,7 @@ from .gguf_common import (
     ERNIE4_5_MOE,
     GLM4_MOE,
     DEEPSEEK2,
+    INTERNLM2,
     SUPPORTED_ARCHS,
     T5,
     _clean_float,
@@ -267,7 +268,7 @@ from .gguf_readers import (  # noqa: E402
     _config_t5,
 )
 
-_CONFIG_BUILDERS = {LLAMA: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
+_CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
                     QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi,
                     STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like,
                     GRANITEMOE: _config_llama_like,

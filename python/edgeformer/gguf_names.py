@@ -57,6 +57,7 @@ from .gguf_common import (
     ERNIE4_5_MOE,
     GLM4_MOE,
     DEEPSEEK2,
+    INTERNLM2,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -376,6 +377,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     config = config or {}
     if a == LLAMA:  # (Mixtral is a Llama with experts)
         return _MIXTRAL_NAMES
+    if a == INTERNLM2:  # (llama.cpp's converter splits wqkv into a Llama's tensors)
+        return _LLAMA_NAMES
     if a in (QWEN2, GEMMA):  # (Llama's tensors; Qwen2 has the q/k/v biases; Gemma's norms have their 1 added)
         return _LLAMA_NAMES
     if a == QWEN3:
