@@ -11,7 +11,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from . import _core
-from .archs import Config, Derived, NameMap, _layer_types_ok, _per_head_rows
+from .archs import _FFN, Config, Derived, NameMap, _layer_types_ok, _per_head_rows
 from .archs_llama import _llama, sparse_layers
 
 
@@ -69,6 +69,14 @@ def _ernie4_5(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _shared_width(cfg: Config, s: "_core.ArchSpec", field: str, default: int) -> int:
+    """The shared expert's width: `field` (a count of expert widths, null: none) times moe_ffn_size."""
+    n = cfg.get(field, int, default) or 0
+    if n < 0 or s.moe_ffn_size * n > _FFN:
+        raise cfg.error(field, f"must be in [0, {_FFN // s.moe_ffn_size}] (widths of {s.moe_ffn_size}), got {n}")
+    return s.moe_ffn_size * n
+
+
 def _sparse_layers(s: "_core.ArchSpec", names: NameMap, sparse, select_bias) -> None:
     """Layers whose MLP is experts (sparse[i]), under DeepSeek's names (ERNIE 4.5 and GLM-4.5 share them): the
     router mlp.gate, its selection bias (select_bias(i), where not None), each expert's gated MLP mlp.experts.{e}.{gate,up,down}_proj
@@ -101,7 +109,7 @@ def _ernie4_5_moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]
     if s.n_experts_used > s.n_experts:
         raise cfg.error("moe_k", f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
     s.moe_ffn_size = cfg.positive("moe_intermediate_size", 1536)
-    s.shared_ffn_size = s.moe_ffn_size * cfg.get("moe_num_shared_experts", int, 2)
+    s.shared_ffn_size = _shared_width(cfg, s, "moe_num_shared_experts", 2)
     s.moe_norm_topk = s.moe_select_bias = True
     if bias:  # (the MoE model's head has a bias where its projections do)
         s.lm_head_bias = True
@@ -140,7 +148,7 @@ def _glm4_moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     if s.n_experts_used > s.n_experts:
         raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds n_routed_experts ({s.n_experts})")
     s.moe_ffn_size = cfg.positive("moe_intermediate_size", 1408)
-    s.shared_ffn_size = s.moe_ffn_size * cfg.get("n_shared_experts", int, 1)
+    s.shared_ffn_size = _shared_width(cfg, s, "n_shared_experts", 1)
     s.moe_sigmoid = s.moe_select_bias = True
     s.moe_norm_topk = cfg.get("norm_topk_prob", bool, True)
     s.moe_routed_scale = cfg.get("routed_scaling_factor", float, 1.0)
@@ -217,11 +225,12 @@ def _deepseek(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
             names[dst + f"k_b.{h}.weight"] = _RowsT(kv_b, slice(h * dv, h * dv + s.mla_nope))
             names[dst + f"v_b.{h}.weight"] = Derived(kv_b, slice(h * dv + s.mla_nope, (h + 1) * dv))
     s.n_experts = cfg.positive("n_routed_experts", CLASS_DEFAULTS[mt]["n_routed_experts"])
-    s.n_experts_used = cfg.positive("num_experts_per_tok", CLASS_DEFAULTS[mt].get("num_experts_per_tok"))
+    used = CLASS_DEFAULTS[mt].get("num_experts_per_tok")  # (V2's class has none: the config must say)
+    s.n_experts_used = cfg.positive("num_experts_per_tok") if used is None else cfg.positive("num_experts_per_tok", used)
     if s.n_experts_used > s.n_experts:
         raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds n_routed_experts ({s.n_experts})")
     s.moe_ffn_size = cfg.positive("moe_intermediate_size", CLASS_DEFAULTS[mt]["moe_intermediate_size"])
-    s.shared_ffn_size = s.moe_ffn_size * (cfg.get("n_shared_experts", int, CLASS_DEFAULTS[mt]["n_shared_experts"]) or 0)
+    s.shared_ffn_size = _shared_width(cfg, s, "n_shared_experts", CLASS_DEFAULTS[mt]["n_shared_experts"])
     s.moe_routed_scale = cfg.get("routed_scaling_factor", float, CLASS_DEFAULTS[mt]["routed_scaling_factor"])
     method = cfg.get("topk_method", str, "greedy")
     if v3:  # (transformers' V3: noaux_tc whatever topk_method says)
