@@ -48,9 +48,13 @@ Buffer::Buffer(size_t bytes) : size(bytes) {
       if (big) madvise(data, rounded / huge * huge, MADV_HUGEPAGE);
 #endif
     }
-  } else if (posix_memalign(&data, kAlign, rounded) != 0) {
-    data = nullptr;
   }
+  // (small buffers; and large ones where the process has no mappings left, vm.max_map_count: a model of tens of
+  // thousands of experts)
+  if (!data && posix_memalign(&data, rounded >= 2 * huge ? huge : kAlign, rounded) != 0) data = nullptr;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (data && !mapped && rounded >= 2 * huge) madvise(data, rounded / huge * huge, MADV_HUGEPAGE);
+#endif
 #endif
   if (!data) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
 }
