@@ -282,6 +282,19 @@ def _config_recent(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str
     return cfg
 
 
+def _deepseek_experts(m: _Meta, arch: str, ffe: int, shared: int) -> Dict[str, Any]:
+    """DeepSeek's expert fields (GLM-4.5 and GLM-4.7-Flash share them) from llama.cpp's keys: counts, widths, the
+    leading dense layers, the router's scale, renormalization and groups."""
+    n_experts, used = _expert_counts(m, arch)
+    groups = m.get(_k(_K.EXPERT_GROUP_COUNT, arch), int, 1)
+    return {"n_routed_experts": n_experts, "num_experts_per_tok": used, "moe_intermediate_size": ffe,
+            "n_shared_experts": shared,
+            "first_k_dense_replace": m.get(_k(_K.LEADING_DENSE_BLOCK_COUNT, arch), int, 0),
+            "routed_scaling_factor": m.get(_k(_K.EXPERT_WEIGHTS_SCALE, arch), float, 1.0),
+            "norm_topk_prob": m.get(_k(_K.EXPERT_WEIGHTS_NORM, arch), bool, False),
+            "n_group": groups, "topk_group": m.get(_k(_K.EXPERT_GROUP_USED_COUNT, arch), int, groups)}
+
+
 def _config_deepseek_moe(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """ERNIE 4.5 MoE (leading dense layers, then every interleave-th layer sparse; softmax router with a selection
     bias) and GLM-4.5 (leading dense layers; sigmoid router with a selection bias, scale, renormalization and
@@ -306,14 +319,9 @@ def _config_deepseek_moe(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Di
     if gating != 2:
         raise m.error(_k(_K.EXPERT_GATING_FUNC, arch), f"is {gating}: GLM-4.5's router is a sigmoid (2)")
     cfg["num_hidden_layers"] -= m.get(_k(_K.NEXTN_PREDICT_LAYERS, arch), int, 0)
-    groups = m.get(_k(_K.EXPERT_GROUP_COUNT, arch), int, 1)
     cfg.update(model_type="glm4_moe", architectures=["Glm4MoeForCausalLM"], attention_bias=bias,
-               partial_rotary_factor=cfg.get("partial_rotary_factor", 1.0), n_routed_experts=n_experts,
-               num_experts_per_tok=used, moe_intermediate_size=ffe, n_shared_experts=shared,
-               first_k_dense_replace=lead, routed_scaling_factor=m.get(_k(_K.EXPERT_WEIGHTS_SCALE, arch), float, 1.0),
-               norm_topk_prob=m.get(_k(_K.EXPERT_WEIGHTS_NORM, arch), bool, False), n_group=groups,
-               topk_group=m.get(_k(_K.EXPERT_GROUP_USED_COUNT, arch), int, groups),
-               use_qk_norm=_has(names, MODEL_TENSOR.ATTN_Q_NORM, ".weight"))
+               partial_rotary_factor=cfg.get("partial_rotary_factor", 1.0),
+               use_qk_norm=_has(names, MODEL_TENSOR.ATTN_Q_NORM, ".weight"), **_deepseek_experts(m, arch, ffe, shared))
     return cfg
 
 
@@ -333,12 +341,12 @@ def _config_deepseek2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[
         raise m.error(dq_key, f"({dq}) must exceed {arch}.rope.dimension_count ({dr})")
     theta = m.get(_k(_R.FREQ_BASE, arch), float, 10000.0)
     n_vocab = _vocab_size(m, arch)
-    n_experts, used = _expert_counts(m, arch)
     ffe = m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch))
     shared_ff = m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), None)
+    shared = shared_ff // ffe if shared_ff else m.get(_k(_K.EXPERT_SHARED_COUNT, arch), int, 0)
+    experts = _deepseek_experts(m, arch, ffe, shared)
     v3 = m.get(_k(_K.EXPERT_GATING_FUNC, arch), int, 1) == 2
     q_lora = m.positive(_k(_A.Q_LORA_RANK, arch), None)
-    groups = m.get(_k(_K.EXPERT_GROUP_COUNT, arch), int, 1)
     cfg = {
         "architectures": ["DeepseekV3ForCausalLM" if v3 else "DeepseekV2ForCausalLM"],
         "model_type": "deepseek_v3" if v3 else "deepseek_v2",
@@ -356,17 +364,9 @@ def _config_deepseek2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[
         "qk_nope_head_dim": dq - dr,
         "qk_rope_head_dim": dr,
         "v_head_dim": m.positive(_k(_A.VALUE_LENGTH_MLA, arch)),
-        "n_routed_experts": n_experts,
-        "num_experts_per_tok": used,
-        "moe_intermediate_size": ffe,
-        "n_shared_experts": (shared_ff // ffe if shared_ff else m.get(_k(_K.EXPERT_SHARED_COUNT, arch), int, 0)),
-        "first_k_dense_replace": m.get(_k(_K.LEADING_DENSE_BLOCK_COUNT, arch), int, 0),
-        "routed_scaling_factor": m.get(_k(_K.EXPERT_WEIGHTS_SCALE, arch), float, 1.0),
-        "norm_topk_prob": m.get(_k(_K.EXPERT_WEIGHTS_NORM, arch), bool, False),
-        "n_group": groups,
-        "topk_group": m.get(_k(_K.EXPERT_GROUP_USED_COUNT, arch), int, groups),
+        **experts,
         # (V2 with groups: the group-limited routing it was trained with, each group scored by its best)
-        "topk_method": "group_limited_greedy" if groups > 1 and not v3 else "greedy",
+        "topk_method": "group_limited_greedy" if experts["n_group"] > 1 and not v3 else "greedy",
         "rope_interleave": True,
         "tie_word_embeddings": _OUTPUT not in names,
     }
