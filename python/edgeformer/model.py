@@ -232,23 +232,25 @@ def _materialize(checkpoint: "_core.TensorMap", names: Dict[str, Any], consumabl
             isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in block)):
         raise ValueError(f"config.json: field 'quantization_config.weight_block_size' must be two positive integers, "
                          f"got {block!r}")
-    for canonical, v in names.items():
-        if isinstance(v, str) and v in checkpoint and checkpoint.get(v).dtype == _core.DType.f8_e4m3:
-            v = Derived(v)
-        if isinstance(v, Derived):
-            v.fp8_block = block
-            key = f"{v.src} [as {canonical}]"
-            if key not in checkpoint:
-                arr, dt, src = v.build(checkpoint)
-                checkpoint.add_array(key, arr, dt, src, consumable)
-                del arr
-                checkpoint.drop_pages(v.src)  # (the file's pages, read again only if something reads them)
-            out[canonical] = key
-        else:
-            out[canonical] = v
     from .fp8 import forget
 
-    forget()
+    try:
+        for canonical, v in names.items():
+            if isinstance(v, str) and v in checkpoint and checkpoint.get(v).dtype == _core.DType.f8_e4m3:
+                v = Derived(v)
+            if isinstance(v, Derived):
+                v.fp8_block = block
+                key = f"{v.src} [as {canonical}]"
+                if key not in checkpoint:
+                    arr, dt, src = v.build(checkpoint)
+                    checkpoint.add_array(key, arr, dt, src, consumable)
+                    del arr
+                    checkpoint.drop_pages(v.src)  # (the file's pages, read again only if something reads them)
+                out[canonical] = key
+            else:
+                out[canonical] = v
+    finally:  # (fp8 keeps the last matrix it dequantized for the next cut of it: not past this load, nor a failed one)
+        forget()
     return out
 
 
