@@ -335,7 +335,7 @@ def alibi_slopes(n_heads: int) -> List[float]:
 
 # the families, in modules of their own (imported here, after the helpers above that they use)
 from .archs_classic import _bloom, _codegen, _falcon, _gpt2, _gpt_neox, _opt, _phi  # noqa: E402
-from .archs_encoders import _bert, t5_specs  # noqa: E402
+from .archs_encoders import PADDED_POSITIONS, _bert, _roberta, t5_specs  # noqa: E402
 from .archs_llama import (  # noqa: E402
     _cohere, _gemma, _gemma3, _gemma3_multimodal, _gpt_oss, _granite, _granitemoe, _llama, _moe, _olmo2, _phi3,
     _smollm3, _stablelm, _starcoder2,
@@ -373,6 +373,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "falcon": _falcon,
     "codegen": _codegen,
     "bert": _bert,
+    **{t: _roberta for t in PADDED_POSITIONS},
     **RECENT,
 }
 ENCODER_DECODERS = {"t5": t5_specs}

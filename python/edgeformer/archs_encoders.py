@@ -1,20 +1,48 @@
-"""Encoders and encoder-decoders as data: BERT, T5 (see archs.py)."""
+"""Encoders and encoder-decoders as data: BERT, RoBERTa, T5 (see archs.py)."""
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
+
+import numpy as np
 
 from . import _core
 from .archs import Config, NameMap, _activation, _common, _layernorm_pair, _prefix
 
 
-def _bert(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+# RoBERTa's family: positions count from pad_token_id + 1, past the padding (position_rows)
+PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+
+
+def _roberta(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """RoBERTa, XLM-RoBERTa, CamemBERT: BERT under the "roberta." prefix whose position table starts after the
+    padding id's row (the first pad_token_id + 1 rows are never a token's)."""
+    return _bert(cfg, tensor_names, "roberta.", cfg.get("pad_token_id", int, 1) + 1)
+
+
+def position_rows(config, ids: np.ndarray) -> Optional[np.ndarray]:
+    """The position table rows of a RoBERTa-family sequence (transformers' create_position_ids_from_input_ids:
+    pad_token_id + the count of non-padding tokens so far, pad_token_id at padding); None for other models."""
+    if config.get("model_type") not in PADDED_POSITIONS:
+        return None
+    pad = config.get("pad_token_id", 1)
+    real = ids != pad
+    return np.where(real, np.cumsum(real) + pad, pad).astype(np.int32)
+
+
+def _bert(cfg: Config, tensor_names, prefix: str = "bert.", pos_offset: int = 0) -> Tuple["_core.ArchSpec", NameMap]:
     """BERT encoder: learned positions, token types, embedding LayerNorm, post-LN blocks."""
     s = _core.ArchSpec()
     _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
     s.kind = _core.ModelKind.encoder
     s.ffn_size = cfg.positive("intermediate_size")
     s.max_position = cfg.positive("max_position_embeddings", 512)
+    if pos_offset:
+        if pos_offset < 1 or s.max_position <= pos_offset:
+            raise cfg.error("pad_token_id", f"leaves no positions in a table of {s.max_position} "
+                                            f"(max_position_embeddings)")
+        s.max_position -= pos_offset
+        s.pos_offset = pos_offset
     pos_type = cfg.get("position_embedding_type", str, "absolute")
     if pos_type != "absolute":
         raise cfg.error("position_embedding_type", f"names an unsupported kind {pos_type!r} (supported: absolute)")
@@ -28,7 +56,7 @@ def _bert(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s.act = _activation(cfg, "hidden_act", "gelu")
     s.gated_mlp = False
     s.attn_bias = s.attn_out_bias = s.mlp_bias = True
-    p = _prefix(tensor_names, ["bert.", ""], "embeddings.word_embeddings.weight")
+    p = _prefix(tensor_names, [prefix, ""], "embeddings.word_embeddings.weight")
     e = p + "embeddings."
     names: NameMap = {"tok_embeddings.weight": e + "word_embeddings.weight",
                       "pos_embeddings.weight": e + "position_embeddings.weight",

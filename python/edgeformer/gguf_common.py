@@ -64,7 +64,9 @@ _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen
                        "glm4": GLM4, "hunyuan_v1_dense": HUNYUAN_DENSE, "internlm3": LLAMA,
                        "ernie4_5_moe": ERNIE4_5_MOE, "glm4_moe": GLM4_MOE, "deepseek_v2": DEEPSEEK2,
                        "deepseek_v3": DEEPSEEK2, "glm4_moe_lite": DEEPSEEK2,
-                       "bloom": BLOOM, "falcon": FALCON, "bert": BERT, "t5": T5}
+                       "bloom": BLOOM, "falcon": FALCON, "bert": BERT, "t5": T5,
+                       # (llama.cpp writes RoBERTa's as BERT files: the position rows before the first token's dropped)
+                       "roberta": BERT, "xlm-roberta": BERT, "camembert": BERT}
 
 _REQUIRED = object()
 _K = Keys.LLM

@@ -677,7 +677,11 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         theta = cfg.get("rope_theta", float, None, data=params, prefix=field + ".")
         put(_R.FREQ_BASE, theta if theta is not None else cfg.get("rope_theta", float, 10000.0))
     elif arch == BERT:
-        put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 512))
+        from .archs_encoders import PADDED_POSITIONS
+
+        # RoBERTa's: the table's rows up to the padding id's are no token's (the writer drops them)
+        skip = cfg.get("pad_token_id", int, 1) + 1 if config.get("model_type") in PADDED_POSITIONS else 0
+        put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 512) - skip)
         put(_K.EMBEDDING_LENGTH, cfg.positive("hidden_size"))
         put(_K.FEED_FORWARD_LENGTH, cfg.positive("intermediate_size"))
         put(_K.BLOCK_COUNT, cfg.positive("num_hidden_layers"))

@@ -235,6 +235,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
                 raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
             g = h2g[src]
             a = t.numpy()
+            if canonical == "pos_embeddings.weight" and arch == "bert":
+                a = a[spec.pos_offset:]  # (RoBERTa's: llama.cpp's BERT counts positions from 0)
             if arch in PERMUTED_QK and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):
                 a = permute_qk(a, spec.n_heads if ".attn.q." in canonical else spec.n_kv_heads)  # llama.cpp's rows
             if isinstance(v, Derived) and v.rows is not None:

@@ -490,7 +490,7 @@ def expert_tensor(canonical: str) -> Optional[Tuple[str, int, Optional[str]]]:
 
 
 _HF_ALIASES = {GPT2: ("transformer.", ""), BLOOM: ("transformer.", ""), FALCON: ("transformer.", ""),
-               BERT: ("", "bert.")}
+               BERT: ("", "bert.", "roberta.")}
 
 
 def gguf_names_from_hf(arch: str, n_layers: int, config: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
@@ -502,9 +502,10 @@ def gguf_names_from_hf(arch: str, n_layers: int, config: Optional[Dict[str, Any]
     for g, hf in _pairs(a, n_layers, config):
         out[hf] = g
         if a in _HF_ALIASES:
-            have, alt = _HF_ALIASES[a]
+            have, *alts = _HF_ALIASES[a]
             if hf.startswith(have) and hf != "lm_head.weight":
-                out[alt + hf[len(have):]] = g
+                for alt in alts:
+                    out[alt + hf[len(have):]] = g
     return out
 
 

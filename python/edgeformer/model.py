@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from .archs import ENCODER_DECODERS, Config, Derived, spec_from_config
+from .archs_encoders import position_rows
 from .device import parse_device, to_device
 from .io import find_weight_files, resolve_checkpoint
 from .grammar import Grammar, as_grammar, token_bytes
@@ -194,9 +195,15 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         from .gguf_io import gguf_rotary_layout
 
         gguf_rotary_layout(spec, names)
+    head = None
+    if spec.kind == _core.ModelKind.encoder:
+        from .heads import classifier_head
+
+        head = classifier_head(config, checkpoint, spec.hidden_size)
     core = _core.Model(spec, checkpoint, _materialize(checkpoint, names, consumable=True, config=config), opts,
                        consume=True)
     model = Model(core, config, tok, model_dir)
+    model._head = head
     return model if cuda_index is None else to_device(model, cuda_index, kv_dtype)
 
 
@@ -287,6 +294,7 @@ class Model:
         self.path = path
         self.device = "cpu"  # "cuda:N" once moved to a device (load(device=...))
         self._tok = tok
+        self._head = None  # an encoder's sequence-classification head (heads.py), set by load()
         self._lock = threading.RLock()
         self._cached: List[int] = []  # the tokens whose keys/values are in the cache
         self.generation_config = {}
@@ -424,7 +432,7 @@ class Model:
                 m = None if masks is None else masks[b]
                 t = None if types is None else types[b]
                 if self.is_encoder:
-                    out[b] = self._core.hidden_states(row, t, m)
+                    out[b] = self._core.hidden_states(row, t, m, position_rows(self.config, row))
                     continue
                 n = len(row) if m is None else int(m.sum())
                 if m is not None and not m[:n].all():
@@ -455,6 +463,22 @@ class Model:
         from .embeddings import embed
 
         return embed(self, texts_or_ids, pooling, normalize, batch_size)
+
+    def classify(self, inputs: Any) -> np.ndarray:
+        """Sequence classification logits, float32 [N, labels], of a *ForSequenceClassification encoder
+        (cross-encoder rerankers, sentiment or NLI classifiers): inputs is a text, a (text, text) pair (query and
+        passage: tokenized as one input with the tokenizer's separators and token types) or a list of them, or
+        lists of token ids. Too long a text is cut (the longer of a pair first). Raw logits, as transformers
+        returns them: a one-label reranker's score is the logit (sentence-transformers' CrossEncoder adds a
+        sigmoid); `labels` names the columns."""
+        from .heads import classify
+
+        return classify(self, inputs)
+
+    @property
+    def labels(self) -> Dict[int, str]:
+        """The classification head's column names (config.json's id2label); empty without a head."""
+        return dict(self._head.labels) if self._head is not None else {}
 
     def logits(self, input_ids: Any) -> np.ndarray:
         """float32 logits at every position: [T, vocab] for 1-D input_ids, [B, T, vocab] for 2-D."""

@@ -84,6 +84,18 @@ class TokenizerInfo:
             raise ValueError("this checkpoint has no tokenizer.json: pass token ids instead of text")
         return self.tokenizer
 
+    def truncating(self, limit: int) -> Any:
+        """A copy of the tokenizer that cuts what it encodes to limit tokens (a pair: the longer text first, as
+        transformers' truncation=True), keeping the special tokens; made once per limit."""
+        cached = getattr(self, "_truncating", None)
+        if cached is None or cached[0] != limit:
+            from tokenizers import Tokenizer
+
+            t = Tokenizer.from_str(self.require().to_str())
+            t.enable_truncation(limit)
+            cached = self._truncating = (limit, t)
+        return cached[1]
+
     def encode(self, text: str, add_special_tokens: bool = True) -> List[int]:
         try:
             return self.require().encode(text, add_special_tokens=add_special_tokens).ids

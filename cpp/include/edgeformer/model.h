@@ -60,6 +60,9 @@ struct ForwardArgs {
   int32_t T = 0;
   const int32_t* token_types = nullptr;  // [T] or null (type 0)
   const uint8_t* key_mask = nullptr;     // encoders: [T], 0 = padding (keys not attended)
+  // learned positions: each token's row of the position table, [T] (RoBERTa's, counted past its padding), or null
+  // (position + pos_offset)
+  const int32_t* pos_rows = nullptr;
   Output output = Output::LastLogits;
   float* out = nullptr;  // LastLogits [1, vocab]  AllLogits [T, vocab]  Hidden [T, hidden]
   // T > 1 with the products of decode steps (q8_0's two activation levels) rather than the prompts' one level:
@@ -72,6 +75,8 @@ struct ForwardArgs {
 
 // T5's bucket for a relative position (key - query), as transformers computes it (the CUDA model uses it too).
 int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, int32_t max_distance);
+// ValueError unless every row of ForwardArgs::pos_rows is inside a position table of table_rows rows.
+void check_pos_rows(const int32_t* rows, int32_t T, int64_t table_rows);
 
 class Model {
  public:

@@ -540,7 +540,8 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     embedding(W.pos_emb, S.params.as<int32_t>() + 2, T, x, H, true, st);
   } else if (sp.pos == PosKind::Learned) {
     std::vector<int32_t> rows(T);
-    for (int32_t t = 0; t < T; t++) rows[t] = pos[t] + sp.pos_offset;
+    for (int32_t t = 0; t < T; t++) rows[t] = a.pos_rows ? a.pos_rows[t] : pos[t] + sp.pos_offset;
+    if (a.pos_rows) check_pos_rows(a.pos_rows, T, W.pos_emb.rows);
     check_ids(rows.data(), T, W.pos_emb.rows);
     upload(S.aux.get(), rows.data(), (size_t)T * 4, st);
     embedding(W.pos_emb, S.aux.as<int32_t>(), T, x, H, true, st);

@@ -28,6 +28,13 @@ namespace ef {
 using loading::Loader;
 using loading::Role;
 
+void check_pos_rows(const int32_t* rows, int32_t T, int64_t table_rows) {
+  for (int32_t t = 0; t < T; t++)
+    EF_CHECK(rows[t] >= 0 && rows[t] < table_rows, "position_ids: " + std::to_string(rows[t]) + " at position " +
+                                                       std::to_string(t) + " is outside the position table [0, " +
+                                                       std::to_string(table_rows) + ")");
+}
+
 // T5's bucket for a relative position (key - query), as transformers computes it (float32 logs).
 int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, int32_t max_distance) {
   int32_t bucket = 0;
@@ -440,7 +447,8 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   if (spec_.emb_scale > 0) K.scale(x, spec_.emb_scale, T * H);
   if (spec_.pos == PosKind::Learned) {
     std::vector<int32_t> rows(T);
-    for (int32_t t = 0; t < T; t++) rows[t] = pos[t] + spec_.pos_offset;
+    for (int32_t t = 0; t < T; t++) rows[t] = a.pos_rows ? a.pos_rows[t] : pos[t] + spec_.pos_offset;
+    if (a.pos_rows) check_pos_rows(a.pos_rows, T, pos_emb_.shape[0]);
     ops::embedding(K, pos_emb_, rows.data(), T, tmp);
     K.add(x, tmp, T * H);
   }

@@ -1,0 +1,106 @@
+"""Sequence classification on an encoder (cross-encoder rerankers, sentiment and NLI classifiers): the head of
+transformers' BertForSequenceClassification / RobertaForSequenceClassification over the first token's state."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .archs import _as_f32
+
+# (the dense layers of each form before the classifier, in order; the classifier's names)
+_FORMS = {
+    # BERT: the pooler (tanh) then the classifier
+    "bert": ((("bert.pooler.dense", "pooler.dense"),), ("classifier",)),
+    # RoBERTa: the classification head's own dense layer (tanh) then its out_proj
+    "roberta": ((("classifier.dense",),), ("classifier.out_proj",)),
+}
+
+
+class ClassifierHead:
+    """hidden state of the first token [N, hidden] -> logits [N, labels]: tanh(x W1^T + b1) ... then W^T + b."""
+
+    def __init__(self, dense: List[Tuple[np.ndarray, np.ndarray]], out: Tuple[np.ndarray, np.ndarray],
+                 labels: Dict[int, str]):
+        self.dense, self.out, self.labels = dense, out, labels
+
+    def __call__(self, first: np.ndarray) -> np.ndarray:
+        x = first.astype(np.float32)
+        for w, b in self.dense:
+            x = np.tanh(x @ w.T + b)
+        w, b = self.out
+        return (x @ w.T + b).astype(np.float32)
+
+
+def _linear(checkpoint, name: str, cols: int, rows: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    have = set(checkpoint.names())
+    for part in ("weight", "bias"):
+        if f"{name}.{part}" not in have:
+            raise ValueError(f"checkpoint: tensor '{name}.{part}' of the classification head is missing")
+    w_t, b_t = checkpoint.get(name + ".weight"), checkpoint.get(name + ".bias")
+    w, b = _as_f32(w_t.numpy(), w_t.dtype), _as_f32(b_t.numpy(), b_t.dtype)
+    if w.ndim != 2 or w.shape[1] != cols or (rows is not None and w.shape[0] != rows) or b.shape != (w.shape[0],):
+        want = f"[{rows if rows is not None else 'labels'}, {cols}]"
+        raise ValueError(f"tensor '{name}.weight': expected {want} with a bias of its rows, got "
+                         f"{list(w.shape)} and {list(b.shape)}")
+    return np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)
+
+
+def classifier_head(config: Dict[str, Any], checkpoint, hidden: int) -> Optional[ClassifierHead]:
+    """The checkpoint's sequence-classification head, or None when it is not a *ForSequenceClassification."""
+    archs = config.get("architectures") or []
+    if not any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in archs):
+        return None
+    form = "bert" if config.get("model_type") == "bert" else "roberta"
+    dense_names, (out_name,) = _FORMS[form]
+    have = set(checkpoint.names())
+    dense = []
+    for choices in dense_names:
+        name = next((c for c in choices if c + ".weight" in have), choices[0])
+        dense.append(_linear(checkpoint, name, hidden, hidden))
+    out = _linear(checkpoint, out_name, hidden)
+    raw = config.get("id2label") or {}
+    labels = {}
+    for k, v in raw.items() if isinstance(raw, dict) else ():
+        try:
+            labels[int(k)] = str(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"config.json: field 'id2label' has a key {k!r} that is not an integer") from None
+    n = out[0].shape[0]
+    return ClassifierHead(dense, out, {i: labels.get(i, f"LABEL_{i}") for i in range(n)})
+
+
+def classify(model, inputs: Any) -> np.ndarray:
+    """Model.classify: logits [N, labels] of texts, (text, text) pairs or lists of token ids."""
+    head = model._head
+    if head is None:
+        raise ValueError(f"this checkpoint has no sequence-classification head (architectures: "
+                         f"{model.config.get('architectures')}); use embed() or hidden_states()")
+    if isinstance(inputs, (str, tuple)):
+        inputs = [inputs]
+    items = list(inputs)
+    if not items:
+        raise ValueError("inputs: empty")
+    limit = model.max_context
+    out = np.zeros((len(items), len(head.labels)), np.float32)
+    for i, it in enumerate(items):
+        types = None
+        if isinstance(it, str) or (isinstance(it, tuple) and len(it) == 2 and all(isinstance(x, str) for x in it)):
+            tok = model._tok.truncating(limit)
+            try:
+                enc = tok.encode(*it) if isinstance(it, tuple) else tok.encode(it)
+            except (TypeError, UnicodeEncodeError) as e:
+                raise ValueError(f"inputs[{i}]: not valid Unicode text ({e})") from None
+            ids, types = enc.ids, enc.type_ids
+        elif isinstance(it, tuple):
+            raise ValueError(f"inputs[{i}]: expected a text, a (text, text) pair or a list of token ids")
+        else:
+            ids = model._ids(it, f"inputs[{i}]").tolist()
+            if isinstance(ids, int) or not ids:
+                raise ValueError(f"inputs[{i}]: expected a text, a (text, text) pair or a non-empty list of token ids")
+        ids_a = np.asarray(ids, np.int32)
+        types_a = None if types is None or model.spec.n_token_types < 2 else np.asarray(types, np.int32)
+        h = model.hidden_states(ids_a, token_type_ids=types_a)
+        out[i] = head(h[:1])[0]
+    return out

@@ -1,0 +1,222 @@
+"""RoBERTa, XLM-RoBERTa and CamemBERT encoders, and sequence classification heads (BERT's and RoBERTa's), against
+transformers on tiny random checkpoints: hidden states of padded batches (positions counted past the padding, as
+transformers counts them), embed(), and classify() on token ids, texts and text pairs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import edgeformer
+
+from conftest import CORPUS, assert_logits_close, make_model
+
+ENCODERS = {  # model_type -> (config class, model class, classification class)
+    "roberta": ("RobertaConfig", "RobertaModel", "RobertaForSequenceClassification"),
+    "xlm-roberta": ("XLMRobertaConfig", "XLMRobertaModel", "XLMRobertaForSequenceClassification"),
+    "camembert": ("CamembertConfig", "CamembertModel", "CamembertForSequenceClassification"),
+    "bert": ("BertConfig", "BertModel", "BertForSequenceClassification"),
+}
+PAD = 1
+
+
+def encoder_config(model_type: str, **kw):
+    import transformers as tf
+
+    base = dict(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                max_position_embeddings=66, pad_token_id=PAD, bos_token_id=0, eos_token_id=2,
+                type_vocab_size=2 if model_type == "bert" else 1)
+    base.update(kw)
+    return getattr(tf, ENCODERS[model_type][0])(**base)
+
+
+def pair_tokenizer(out_dir: str, bert: bool) -> None:
+    """A BPE tokenizer with RoBERTa's specials (<s> 0, <pad> 1, </s> 2) and its pair template, or BERT's (one
+    separator, second text of token type 1)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([CORPUS] * 4, trainer)
+    specials = [("<s>", 0), ("</s>", 2)]
+    if bert:
+        post = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> $B:1 </s>:1", special_tokens=specials)
+    else:
+        post = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=specials)
+    tok.post_processor = post
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    cache = {}
+
+    def get(model_type, head=False):
+        key = (model_type, head)
+        if key not in cache:
+            import transformers as tf
+
+            d = str(tmp_path_factory.mktemp(model_type + ("_cls" if head else "")))
+            names = ENCODERS[model_type]
+            cfg = encoder_config(model_type, num_labels=3 if model_type == "bert" else 1)
+            if head and model_type == "bert":
+                cfg.id2label = {0: "contradiction", 1: "entailment", 2: "neutral"}
+                cfg.label2id = {v: k for k, v in cfg.id2label.items()}
+            ref = make_model(d, getattr(tf, names[2] if head else names[1]), cfg)
+            pair_tokenizer(d, model_type == "bert")
+            cache[key] = (d, ref)
+        return cache[key]
+
+    return get
+
+
+def padded_batch(rng, lengths, left=False):
+    T = max(lengths)
+    ids = np.full((len(lengths), T), PAD, np.int64)
+    mask = np.zeros((len(lengths), T), np.int64)
+    for b, n in enumerate(lengths):
+        sl = slice(T - n, T) if left else slice(0, n)
+        ids[b, sl] = rng.integers(3, 300, n)
+        mask[b, sl] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta", "camembert"])
+def test_roberta_family_hidden_states(isa, encoders, model_type):
+    """Every position of right- and left-padded batches (padding included: its position is the padding row, as in
+    transformers), and a sequence that holds the padding id among its tokens."""
+    import torch
+
+    path, ref = encoders(model_type)
+    model = edgeformer.load(path, threads=2)
+    assert model.max_context == 64  # 66 rows: the padding id's row and the one before it are no token's
+    rng = np.random.default_rng(3)
+    for left in (False, True):
+        ids, mask = padded_batch(rng, [23, 9, 64 if not left else 17], left)
+        with torch.no_grad():
+            hf = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+        ours = model.hidden_states(ids, attention_mask=mask)
+        assert_logits_close(ours, hf)
+    ids = rng.integers(3, 300, 12)
+    ids[5] = PAD  # counted as padding by its position (transformers'), attended as a token
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor(ids[None])).last_hidden_state.numpy()[0]
+    assert_logits_close(model.hidden_states(ids), hf)
+    with pytest.raises(ValueError, match="64"):
+        model.hidden_states(rng.integers(3, 300, 65))
+
+
+def test_roberta_embed_mean_pooling(encoders):
+    import torch
+
+    path, ref = encoders("xlm-roberta")
+    model = edgeformer.load(path, threads=2)
+    texts = ["the quick brown fox", "a tokenizer trained on a few sentences"]
+    vecs = model.embed(texts, pooling="mean", normalize=True)
+    tok = model.tokenizer
+    for i, t in enumerate(texts):
+        ids = tok.encode(t).ids
+        assert ids[0] == 0 and ids[-1] == 2
+        with torch.no_grad():
+            h = ref(input_ids=torch.tensor([ids])).last_hidden_state[0].mean(0).numpy()
+        h /= np.linalg.norm(h)
+        assert float(vecs[i] @ h) > 0.99999
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "xlm-roberta"])
+def test_classify_pairs_and_ids(isa, encoders, model_type):
+    """Logits of token ids, texts and (query, passage) pairs (BERT's second text of token type 1), and a pair
+    longer than the model, cut as transformers' tokenizer cuts it (the longer text first)."""
+    import torch
+    from tokenizers import Tokenizer
+
+    path, ref = encoders(model_type, head=True)
+    model = edgeformer.load(path, threads=2)
+    n_labels = 3 if model_type == "bert" else 1
+    if model_type == "bert":
+        assert model.labels == {0: "contradiction", 1: "entailment", 2: "neutral"}
+    tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
+    tok.enable_truncation(model.max_context)  # (BERT: 66 positions; the RoBERTas 64)
+    long = " ".join(["the quick brown fox jumps over the lazy dog"] * 12)
+    inputs = ["the quick brown fox", ("what jumps?", "the quick brown fox jumps"), ("a short query", long),
+              (long, long + " again")]
+    ours = model.classify(inputs)
+    assert ours.shape == (len(inputs), n_labels)
+    for i, it in enumerate(inputs):
+        enc = tok.encode(*it) if isinstance(it, tuple) else tok.encode(it)
+        assert len(enc.ids) <= model.max_context
+        kw = {"token_type_ids": torch.tensor([enc.type_ids])} if model_type == "bert" else {}
+        with torch.no_grad():
+            hf = ref(input_ids=torch.tensor([enc.ids]), **kw).logits.numpy()[0]
+        assert_logits_close(ours[i], hf)
+    if model_type == "bert":  # the token types matter: without them the pair gives other logits
+        enc = tok.encode(*inputs[1])
+        with torch.no_grad():
+            hf0 = ref(input_ids=torch.tensor([enc.ids])).logits.numpy()[0]
+        assert np.abs(hf0 - ours[1]).max() > 1e-3
+    ids = [0, 57, 88, 190, 2]
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor([ids])).logits.numpy()[0]
+    assert_logits_close(model.classify([ids])[0], hf)
+
+
+def test_classify_errors(encoders, tmp_path):
+    path, _ = encoders("roberta")
+    model = edgeformer.load(path, threads=2)
+    with pytest.raises(ValueError, match="no sequence-classification head"):
+        model.classify("text")
+    assert model.labels == {}
+    path, _ = encoders("roberta", head=True)
+    model = edgeformer.load(path, threads=2)
+    for bad in ([], [("a", "b", "c")], [("a", 3)], [[]]):
+        with pytest.raises(ValueError, match="inputs"):
+            model.classify(bad)
+    # a head tensor missing from the checkpoint is named at load
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    d = tmp_path / "broken"
+    d.mkdir()
+    for f in os.listdir(path):
+        if f != "model.safetensors":
+            (d / f).write_bytes(open(os.path.join(path, f), "rb").read())
+    tensors = load_file(os.path.join(path, "model.safetensors"))
+    del tensors["classifier.out_proj.bias"]
+    save_file(tensors, str(d / "model.safetensors"))
+    with pytest.raises(ValueError, match="classifier.out_proj.bias"):
+        edgeformer.load(str(d))
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["pad_token_id"] = 70
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="pad_token_id"):
+        edgeformer.load(str(d))
+
+
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta"])
+def test_roberta_gguf_roundtrip(encoders, model_type, tmp_path):
+    """Written as llama.cpp writes them (its BERT architecture, the position rows before the first token's
+    dropped): read back, the same states as transformers for a sequence without padding, and the same tokens."""
+    import gguf
+    import torch
+
+    path, ref = encoders(model_type)
+    out = str(tmp_path / "m.gguf")
+    edgeformer.quantize(path, out, "f32")
+    r = gguf.GGUFReader(out)
+    assert bytes(r.fields["general.architecture"].parts[-1]).decode() == "bert"
+    assert int(r.fields["bert.context_length"].parts[-1][0]) == 64
+    pos = next(t for t in r.tensors if t.name == "position_embd.weight")
+    assert list(pos.shape)[::-1] == [64, 64]
+    model = edgeformer.load(out, threads=2)
+    assert model.spec.model_type == "bert" and model.max_context == 64
+    ids = np.random.default_rng(4).integers(3, 300, 64)
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor(ids[None])).last_hidden_state.numpy()[0]
+    assert_logits_close(model.hidden_states(ids), hf)
+    text = "the quick brown fox"
+    assert model.tokenizer.encode(text).ids == edgeformer.load(path).tokenizer.encode(text).ids
