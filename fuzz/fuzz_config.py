@@ -134,6 +134,30 @@ BASES: Dict[str, Dict[str, Any]] = {
                     "topk_group": 1, "first_k_dense_replace": 1, "max_position_embeddings": 32,
                     "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8,
                                      "mscale": 1.0, "mscale_all_dim": 1.0}},
+    "xlm-roberta": {"model_type": "xlm-roberta", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 1,
+                    "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 18,
+                    "pad_token_id": 1, "type_vocab_size": 1},
+    "exaone": {"model_type": "exaone", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16, "num_layers": 1,
+               "num_attention_heads": 2, "num_key_value_heads": 1, "layer_norm_epsilon": 1e-5,
+               "activation_function": "silu", "max_position_embeddings": 32},
+    "olmo3": {"model_type": "olmo3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+              "num_hidden_layers": 2, "num_attention_heads": 2, "sliding_window": 4,
+              "layer_types": ["sliding_attention", "full_attention"],
+              "rope_parameters": {"full_attention": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 1e4,
+                                                     "original_max_position_embeddings": 16},
+                                  "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
+              "max_position_embeddings": 32},
+    "cohere2": {"model_type": "cohere2", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+                "num_hidden_layers": 2, "num_attention_heads": 2, "sliding_window": 4, "sliding_window_pattern": 2,
+                "max_position_embeddings": 32},
+    "arcee": {"model_type": "arcee", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32},
+    "mistral3": {"model_type": "mistral3", "text_config": {
+        "model_type": "ministral3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+        "max_position_embeddings": 32,
+        "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 8,
+                            "rope_theta": 1e4, "llama_4_scaling_beta": 0.1}}},
 }
 
 KEYS = sorted({
@@ -159,15 +183,16 @@ KEYS = sorted({
     "moe_layer_end_index", "moe_layer_interval", "sliding_window_pattern", "n_routed_experts", "n_shared_experts",
     "routed_scaling_factor", "n_group", "topk_group", "first_k_dense_replace", "topk_method", "q_lora_rank",
     "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_interleave", "mlp_layer_types",
+    "pad_token_id", "num_layers", "attention_out_bias", "text_config", "llama_4_scaling_beta",
 })
 ROPE_KEYS = ["rope_type", "type", "alpha", "factor", "low_freq_factor", "high_freq_factor",
              "original_max_position_embeddings", "attention_factor", "mscale", "mscale_all_dim", "beta_fast",
-             "beta_slow", "truncate", "rope_theta", "partial_rotary_factor"]
+             "beta_slow", "truncate", "rope_theta", "partial_rotary_factor", "llama_4_scaling_beta"]
 INTS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 31, 32, 33, 64, 256, 1024, -1, -2, 2**20, 2**24, 2**28, 2**29,
         2**30, 2**31 - 1, 2**31, 2**32, 2**53 + 1, 2**63, -(2**31), 10**6]
 FLOATS = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 4.0, 8.0, 0.25, 1.5, 3.0, 32.0, 1e-5, 1e-12, 1e-45, 1e30, 1e308,
           10000.0, 500000.0, float("nan"), float("inf"), float("-inf")]
-STRINGS = ["silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "tanh", "",
+STRINGS = ["silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "relu2", "tanh", "",
            "default", "linear", "dynamic", "llama3", "yarn", "longrope", "gated-gelu", "gated-silu", "gated-relu",
            "gated-", "absolute", "relative_key", "llama", "mistral", "gpt2", "opt", "bloom", "falcon", "codegen",
            "bert", "t5", "lm_head.weight", "greedy", "group_limited_greedy", "noaux_tc", "dense", "sparse",
@@ -176,7 +201,9 @@ NAME_HINTS = ["lm_head.weight", "transformer.wte.weight", "wte.weight", "transfo
               "word_embeddings.weight", "bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight",
               "model.decoder.embed_tokens.weight", "decoder.embed_tokens.weight", "transformer.ln_f.gamma",
               "transformer.ln_f.beta", "ln_f.gamma", "ln_f.beta", "transformer.h.0.ln_1.gamma",
-              "bert.embeddings.LayerNorm.gamma", "embeddings.LayerNorm.gamma", "embeddings.LayerNorm.beta"]
+              "bert.embeddings.LayerNorm.gamma", "embeddings.LayerNorm.gamma", "embeddings.LayerNorm.beta",
+              "roberta.embeddings.word_embeddings.weight", "language_model.model.embed_tokens.weight",
+              "language_model.lm_head.weight"]
 DTYPES = ["", "", "", "", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k", "q5_k", "q3_k", "q2_k", "iq4_xs", "iq2_xxs"]
 
 

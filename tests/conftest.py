@@ -134,7 +134,7 @@ def hf_greedy(model, ids, n: int):
     x = torch.tensor([ids])
     with torch.no_grad():  # an explicit mask: pad_token_id must not mask out real tokens
         out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False,
-                             eos_token_id=None, pad_token_id=model.config.vocab_size - 1)
+                             eos_token_id=None, pad_token_id=model.config.get_text_config().vocab_size - 1)
     return out[0, len(ids):].tolist()
 
 

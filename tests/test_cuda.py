@@ -506,15 +506,29 @@ def test_family_on_cuda(case, tmp_path):
 
 
 @gpu
+@pytest.mark.parametrize("case", ["ministral", "helium", "seed_oss", "arcee", "exaone", "vaultgemma"])
+def test_variant_on_cuda(case, tmp_path):
+    from test_families_variants import _cases
+
+    cls, cfg = _cases()[case]
+    ref = make_model(str(tmp_path), cls, cfg)
+    _check_model(str(tmp_path), ref, max_context=64)
+
+
+@gpu
 @pytest.mark.parametrize("case,what", [("mixtral", "mixture-of-experts models"), ("granite", "scaled residual branches"),
                                        ("gpt_oss", "attention sinks"),
                                        ("olmo2", "blocks without pre-norms or with whole-width q/k norms"),
-                                       ("smollm3", "layers without rotary positions")])
+                                       ("smollm3", "layers without rotary positions"),
+                                       ("olmo3", "blocks without pre-norms or with whole-width q/k norms"),
+                                       ("cohere2", "layers without rotary positions"),
+                                       ("ministral3", "queries scaled by position")])
 def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
     """Mixtures of experts and Granite's scaled residuals have no CUDA path yet: loading one there says so."""
+    from test_families_variants import _cases as variants
     from test_moe import _cases
 
-    cls, cfg = {**_cases(), **_decoders()}[case]
+    cls, cfg = {**_cases(), **_decoders(), **variants()}[case]
     make_model(str(tmp_path), cls, cfg)
     with pytest.raises(ValueError, match=rf"{what} \({case}\) run on the CPU only"):
         edgeformer.load(str(tmp_path), device="cuda", max_context=64)
@@ -900,6 +914,24 @@ def test_bert_on_cuda(tmp_path):
     for b in range(2):
         n = int(mask[b].sum())
         assert_logits_close(ours[b, :n], hf[b, :n], rel=REL, abs_=ABS)
+
+
+@gpu
+def test_roberta_on_cuda_counts_positions_past_padding(tmp_path):
+    """XLM-RoBERTa on the device: a left-padded batch, whose positions come from the ids (position_ids)."""
+    import torch
+    import transformers as tf
+
+    from test_encoders import encoder_config
+
+    ref = make_model(str(tmp_path), tf.XLMRobertaModel, encoder_config("xlm-roberta"))
+    ids = np.array([prompt_ids(10, seed=5), prompt_ids(10, seed=6)]) + 3
+    mask = np.ones_like(ids)
+    ids[1, :4], mask[1, :4] = 1, 0
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    model = edgeformer.load(str(tmp_path), device="cuda")
+    assert_logits_close(model.hidden_states(ids, attention_mask=mask), hf, rel=REL, abs_=ABS)
 
 
 @gpu

@@ -135,6 +135,7 @@ def _gelu_tanh(x):
 ACTS = {
     "silu": lambda x: x / (1 + np.exp(-x)),
     "relu": lambda x: np.maximum(x, 0),
+    "relu2": lambda x: np.maximum(x, 0) ** 2,
     "gelu": _gelu,
     "gelu_tanh": _gelu_tanh,
 }

@@ -56,7 +56,8 @@ void register_ops(py::module_& m) {
       .value("relu", ef::Act::ReLU)
       .value("silu", ef::Act::SiLU)
       .value("gelu", ef::Act::GELU)
-      .value("gelu_tanh", ef::Act::GELUTanh);
+      .value("gelu_tanh", ef::Act::GELUTanh)
+      .value("relu2", ef::Act::ReLU2);
 
   ops.def("matmul", [](py::array x, py::array w, ef::DType wdtype, py::object bias, const std::string& isa) {
     const ef::KernelTable& k = table(isa);

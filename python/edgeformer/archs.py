@@ -36,6 +36,7 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": _core.Act.gelu_tanh,
     "gelu_fast": _core.Act.gelu_tanh,
     "relu": _core.Act.relu,
+    "relu2": _core.Act.relu2,  # (squared ReLU: Nemotron, Arcee, Persimmon)
 }
 
 
@@ -191,6 +192,20 @@ def _layer_types_ok(types: Any, n_layers: int) -> bool:
         isinstance(t, str) and t in ("sliding_attention", "full_attention") for t in types)
 
 
+def _layer_windows(cfg: Config, s: "_core.ArchSpec", default_types: Sequence[str], window: int) -> List[str]:
+    """A config's layer_types (default_types where it has none), checked; the sliding ones get s.layer_windows
+    of sliding_window (default `window`). Returns the types."""
+    types = cfg.data.get("layer_types")
+    if types is None:
+        types = list(default_types)
+    if not _layer_types_ok(types, s.n_layers):
+        raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
+    if "sliding_attention" in types:
+        w = cfg.positive("sliding_window", window) or window
+        s.layer_windows = [w if t == "sliding_attention" else 0 for t in types]
+    return types
+
+
 def _window(cfg: Config, s: "_core.ArchSpec") -> None:
     """Qwen2's sliding window: off unless use_sliding_window, then on the layers layer_types names (by default
     those from max_window_layers on)."""
@@ -341,6 +356,7 @@ from .archs_llama import (  # noqa: E402
     _smollm3, _stablelm, _starcoder2,
 )
 from .archs_recent import RECENT  # noqa: E402
+from .archs_variants import VARIANTS  # noqa: E402
 
 # model_type -> builder(config, tensor names present) -> (ArchSpec, canonical -> checkpoint name)
 ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]]] = {
@@ -375,6 +391,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "bert": _bert,
     **{t: _roberta for t in PADDED_POSITIONS},
     **RECENT,
+    **VARIANTS,
 }
 ENCODER_DECODERS = {"t5": t5_specs}
 

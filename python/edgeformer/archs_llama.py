@@ -6,10 +6,10 @@ config.json (archs.Config) and returns an ArchSpec and the map from canonical we
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from . import _core
-from .archs import Config, Derived, NameMap, Stacked, _activation, _FFN, _layer_types_ok, _prefix, _rope, _window
+from .archs import Config, Derived, NameMap, Stacked, _activation, _FFN, _layer_windows, _prefix, _rope, _window
 
 
 def _llama(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Dict[str, str]]:
@@ -251,13 +251,8 @@ def _gpt_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s, names = _llama(Config({**defaults, **cfg.data, "model_type": "llama",
                               "attention_bias": cfg.get("attention_bias", bool, True)}, cfg.source), tensor_names)
     s.model_type = "gpt_oss"
-    types = cfg.data.get("layer_types")
-    if types is None:  # (transformers' default: sliding first, then alternating)
-        types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(s.n_layers)]
-    if not _layer_types_ok(types, s.n_layers):
-        raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
-    window = cfg.positive("sliding_window", 128)
-    s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]
+    # (transformers' default: sliding first, then alternating)
+    _layer_windows(cfg, s, ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(s.n_layers)], 128)
     s.attn_sinks = True
     _experts(cfg, s, "num_local_experts", 4)
     s.moe_ffn_size = s.ffn_size
@@ -430,8 +425,10 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         raise cfg.error("use_bidirectional_attention", "must be false for a decoder")
     s = _core.ArchSpec()
     s.model_type = "gemma2" if gemma2 else "gemma3_text"
-    for field, attr in (("attn_logit_softcapping", "attn_softcap"), ("final_logit_softcapping", "logit_softcap")):
-        cap = cfg.get(field, float, None)
+    # (Gemma2Config's defaults: 50 and 30; an explicit null: none)
+    for field, attr, default in (("attn_logit_softcapping", "attn_softcap", 50.0),
+                                 ("final_logit_softcapping", "logit_softcap", 30.0)):
+        cap = None if cfg.data.get(field, 0) is None else cfg.get(field, float, default if gemma2 else None)
         if cap is not None and cap <= 0:
             raise cfg.error(field, f"must be positive, got {cap}")
         setattr(s, attr, cap or 0.0)
@@ -456,29 +453,32 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s.emb_scale = math.sqrt(s.hidden_size)
     s.attn_scale = cfg.positive("query_pre_attn_scalar", s.head_dim) ** -0.5
     # layer types: given, or every sliding_window_pattern-th layer full
-    types = cfg.data.get("layer_types")
-    if types is None:  # (Gemma 2: every other layer, from the first)
-        pattern = 2 if gemma2 else cfg.positive("sliding_window_pattern", cfg.data.get("_sliding_window_pattern", 6))
-        types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(s.n_layers)]
-    if not _layer_types_ok(types, s.n_layers):
-        raise cfg.error("layer_types", f"expected {s.n_layers} of 'sliding_attention' / 'full_attention'")
-    window = cfg.positive("sliding_window", 4096)
-    s.layer_windows = [window if t == "sliding_attention" else 0 for t in types]
+    # layer types: given, or every sliding_window_pattern-th layer full (Gemma 2: every other layer, from the first)
+    pattern = 2 if gemma2 else cfg.positive("sliding_window_pattern", cfg.data.get("_sliding_window_pattern", 6))
+    types = _layer_windows(cfg, s, ["sliding_attention" if (i + 1) % pattern else "full_attention"
+                                    for i in range(s.n_layers)], 4096)
     if gemma2:  # one rotary table for all layers
         _rope(cfg, s)
         return s, _gemma_names(s, tensor_names, not cfg.data.get("_gguf_norms_plus_one"))
+    local = cfg.get("rope_local_base_freq", float, 10_000.0)
+    layer_type_ropes(cfg, s, types, 1_000_000.0, 10_000.0, {"rope_type": "default", "rope_theta": local})
+    return s, _gemma_names(s, tensor_names, not cfg.data.get("_gguf_norms_plus_one"))
+
+
+def layer_type_ropes(cfg: Config, s: "_core.ArchSpec", types: Sequence[str], full_theta: float, local_theta: float,
+                     legacy_local: Dict[str, Any]) -> None:
+    """A rotary table per layer type (Gemma 3, OLMo 3): the sliding layers' (s.layer_rope 1) and the full ones'.
+    transformers 5's rope_parameters keyed by layer type, each with its rope_theta (default full_theta /
+    local_theta); older configs: rope_theta and rope_scaling for the full layers, legacy_local for the sliding."""
     s.layer_rope = [1 if t == "sliding_attention" else 0 for t in types]
-    # the rotary tables: transformers 5's rope_parameters per layer type, or rope_theta / rope_scaling (global)
-    # and rope_local_base_freq (local)
     params = cfg.data.get("rope_parameters")
     if isinstance(params, dict) and ("full_attention" in params or "sliding_attention" in params):
-        full, local = params.get("full_attention") or {}, params.get("sliding_attention") or {}
-        full = {"rope_theta": 1_000_000.0, **full}
-        local = {"rope_theta": 10_000.0, **local}
+        full = {"rope_theta": full_theta, **(params.get("full_attention") or {})}
+        local = {"rope_theta": local_theta, **(params.get("sliding_attention") or {})}
     else:
         scaling = cfg.data.get("rope_scaling") or {}
-        full = {**(scaling if isinstance(scaling, dict) else {}), "rope_theta": cfg.get("rope_theta", float, 1_000_000.0)}
-        local = {"rope_type": "default", "rope_theta": cfg.get("rope_local_base_freq", float, 10_000.0)}
+        full = {**(scaling if isinstance(scaling, dict) else {}), "rope_theta": cfg.get("rope_theta", float, full_theta)}
+        local = legacy_local
     ropes = []
     for p in (full, local):  # (each on a spec of its own: pybind hands out the member itself, not a copy)
         sub = Config({**{k: v for k, v in cfg.data.items() if k not in ("rope_scaling", "rope_parameters")},
@@ -488,7 +488,6 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         _rope(sub, scratch)
         ropes.append(scratch.rope)
     s.rope, s.rope_local = ropes
-    return s, _gemma_names(s, tensor_names, not cfg.data.get("_gguf_norms_plus_one"))
 
 
 def _gemma_names(s: "_core.ArchSpec", tensor_names, add_one: bool = True) -> NameMap:

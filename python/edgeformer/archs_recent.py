@@ -6,7 +6,7 @@ transformers config class and returns an ArchSpec and the map from canonical wei
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -45,9 +45,11 @@ CLASS_DEFAULTS["glm4_moe"] = {"partial_rotary_factor": 0.5, "rms_norm_eps": 1e-5
                               "max_position_embeddings": 131072}
 
 
-def _as_llama(cfg: Config, tensor_names, model_type: str, **forced: Any):
-    """_llama over the config with its family's class defaults under it and `forced` fields over it."""
-    data = {**CLASS_DEFAULTS[model_type], **cfg.data, "model_type": "llama", **forced}
+def _as_llama(cfg: Config, tensor_names, model_type: str, defaults: Optional[Dict[str, Any]] = None, **forced: Any):
+    """_llama over the config with its family's class defaults (CLASS_DEFAULTS[model_type] unless given) under it
+    and `forced` fields over it."""
+    data = {**(CLASS_DEFAULTS[model_type] if defaults is None else defaults), **cfg.data, "model_type": "llama",
+            **forced}
     s, names = _llama(Config(data, cfg.source), tensor_names)
     s.model_type = model_type
     return s, names

@@ -80,6 +80,13 @@ struct ArchSpec {
   std::vector<int32_t> layer_nope;  // per layer (1: no rotary there, NoPE: SmolLM3's every 4th); empty: none
   bool nope(int layer) const { return !layer_nope.empty() && layer_nope[layer] != 0; }
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
+  // queries scaled by 1 + q_temp_beta * log(1 + floor((position + q_temp_offset) / q_temp_length)) after rotary
+  // (Ministral 3, Mistral Large 3: llama_4_scaling_beta over original_max_position_embeddings; Llama 4 on its NoPE
+  // layers only, q_temp_nope_only, offset 1); q_temp_beta 0: none
+  float q_temp_beta = 0.f;
+  int32_t q_temp_length = 1, q_temp_offset = 0;
+  bool q_temp_nope_only = false;
+  bool q_temp(int layer) const { return q_temp_beta != 0.f && (!q_temp_nope_only || nope(layer)); }
   float residual_scale = 1.f;  // multiplies the attention's and the MLP's outputs before their residual adds (Granite)
   // mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE). Where n_experts > 0, the layers layer_moe marks 1 (all of
   // them where it is empty) replace their MLP by n_experts gated MLPs of width moe_ffn_size and a router: each token

@@ -31,7 +31,7 @@ struct CpuInfo {
 const CpuInfo& cpu_info();
 bool isa_supported(Isa isa);
 
-enum class Act : int32_t { None = 0, ReLU = 1, SiLU = 2, GELU = 3, GELUTanh = 4 };
+enum class Act : int32_t { None = 0, ReLU = 1, SiLU = 2, GELU = 3, GELUTanh = 4, ReLU2 = 5 };  // ReLU2: relu(x)^2
 
 struct KernelTable {
   Isa isa;

@@ -75,6 +75,8 @@ struct ForwardArgs {
 
 // T5's bucket for a relative position (key - query), as transformers computes it (the CUDA model uses it too).
 int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, int32_t max_distance);
+// The factor ArchSpec::q_temp_beta scales a query at this position by (the CUDA model uses it too).
+float q_temperature(const ArchSpec& spec, int32_t pos);
 // ValueError unless every row of ForwardArgs::pos_rows is inside a position table of table_rows rows.
 void check_pos_rows(const int32_t* rows, int32_t T, int64_t table_rows);
 

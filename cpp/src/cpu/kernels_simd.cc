@@ -420,6 +420,10 @@ void softmax_simd(float* x, int64_t n) {
 inline vf vact(Act a, vf x) {
   switch (a) {
     case Act::ReLU: return vmax(x, vzero());
+    case Act::ReLU2: {
+      vf r = vmax(x, vzero());
+      return vmul(r, r);
+    }
     case Act::SiLU: return vdiv(x, vadd(vset1(1.f), vexp(vsub(vzero(), x))));
     case Act::GELUTanh: {  // 0.5 x (1 + tanh(z)) = x / (1 + exp(-2z)): no cancellation for negative x
       vf z = vmul(vset1(0.7978845608028654f), vfmadd(vmul(vset1(0.044715f), vmul(x, x)), x, x));

@@ -15,6 +15,7 @@ inline float act_scalar(Act a, float x) {
   switch (a) {
     case Act::None: return x;
     case Act::ReLU: return x > 0.f ? x : 0.f;
+    case Act::ReLU2: return x > 0.f ? x * x : 0.f;
     case Act::SiLU: return x / (1.f + std::exp(-x));
     case Act::GELU: return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
     case Act::GELUTanh: {

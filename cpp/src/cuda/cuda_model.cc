@@ -209,30 +209,33 @@ void upload(void* dst, const void* src, size_t bytes, cudaStream_t s) {
   if (bytes) EF_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
 }
 
+// What the device path does not compute yet: each refused by name.
+void refuse_cpu_only(const ArchSpec& sp) {
+  const bool rms_qk = sp.norm == NormKind::RMS && !sp.qk_norm_per_head && !sp.qk_norm_after_rope;
+  const struct {
+    bool missing;
+    const char* what;
+  } gaps[] = {
+      {!sp.layer_nope.empty(), "layers without rotary positions"},
+      {sp.v_head_dim != 0 || sp.mla(), "latent attention and values of another head size"},
+      {sp.qk_norm && !rms_qk, "per-head, LayerNorm or after-rotary q/k norms"},
+      {!sp.pre_norms || sp.qk_norm_full, "blocks without pre-norms or with whole-width q/k norms"},
+      {sp.attn_sinks, "attention sinks"},
+      {sp.n_experts != 0, "mixture-of-experts models"},
+      {sp.residual_scale != 1.f, "scaled residual branches"},
+      {sp.q_temp_beta != 0.f, "queries scaled by position"},
+  };
+  for (const auto& g : gaps)
+    EF_CHECK(!g.missing, std::string("device='cuda': ") + g.what + " (" + sp.model_type +
+                             ") run on the CPU only for now; load with device='cpu'");
+}
+
 }  // namespace
 
 CudaModel::CudaModel() : s_(std::make_unique<State>()) {}
 
 CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_unique<State>()) {
-  EF_CHECK(host.spec().layer_nope.empty(), "device='cuda': layers without rotary positions (" +
-                                               host.spec().model_type + ") run on the CPU only for now; load with "
-                                                                        "device='cpu'");
-  EF_CHECK(host.spec().v_head_dim == 0 && !host.spec().mla(),
-           "device='cuda': latent attention and values of another head size (" + host.spec().model_type +
-               ") run on the CPU only for now; load with device='cpu'");
-  EF_CHECK(!host.spec().qk_norm || (host.spec().norm == NormKind::RMS && !host.spec().qk_norm_per_head &&
-                                     !host.spec().qk_norm_after_rope),
-           "device='cuda': per-head, LayerNorm or after-rotary q/k norms (" + host.spec().model_type +
-               ") run on the CPU only for now; load with device='cpu'");
-  EF_CHECK(host.spec().pre_norms && !host.spec().qk_norm_full,
-           "device='cuda': blocks without pre-norms or with whole-width q/k norms (" + host.spec().model_type +
-               ") run on the CPU only for now; load with device='cpu'");
-  EF_CHECK(!host.spec().attn_sinks, "device='cuda': attention sinks (" + host.spec().model_type +
-                                      ") run on the CPU only for now; load with device='cpu'");
-  EF_CHECK(host.spec().n_experts == 0, "device='cuda': mixture-of-experts models (" + host.spec().model_type +
-                                           ") run on the CPU only for now; load with device='cpu'");
-  EF_CHECK(host.spec().residual_scale == 1.f, "device='cuda': scaled residual branches (" + host.spec().model_type +
-                                                  ") run on the CPU only for now; load with device='cpu'");
+  refuse_cpu_only(host.spec());
   check_device(opts.device);
   EF_CHECK(opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
            "argument 'kv_dtype' must be 'f16' or 'f32', got '" + opts.kv_dtype + "'");

@@ -104,6 +104,7 @@ __device__ __forceinline__ float act_dev(Act a, float x) {
   switch (a) {
     case Act::None: return x;
     case Act::ReLU: return x > 0.f ? x : 0.f;
+    case Act::ReLU2: return x > 0.f ? x * x : 0.f;
     case Act::SiLU: return x / (1.f + expf(-x));
     case Act::GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
     case Act::GELUTanh: {

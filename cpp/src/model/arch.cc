@@ -88,6 +88,12 @@ void ArchSpec::validate() const {
              "config: one sparse / dense flag per layer (" + std::to_string(n_layers) + "), got " +
                  std::to_string(layer_moe.size()));
   }
+  if (q_temp_beta != 0.f) {
+    EF_CHECK(std::isfinite(q_temp_beta), "config field 'llama_4_scaling_beta' must be a number");
+    EF_CHECK(q_temp_length > 0 && q_temp_offset >= 0,
+             "config: the query scaling's length (original_max_position_embeddings) must be positive");
+    EF_CHECK(causal() && mla_kv_lora == 0, "query scaling by position is for decoders without latent attention");
+  }
   EF_CHECK(pos_offset >= 0 && n_token_types >= 0 && proj_dim >= 0, "config: negative offset, type count or projection");
   EF_CHECK(kind != ModelKind::EncoderDecoder, "an encoder-decoder is two stacks: build an encoder and a decoder spec");
   switch (pos) {

@@ -28,6 +28,11 @@ namespace ef {
 using loading::Loader;
 using loading::Role;
 
+float q_temperature(const ArchSpec& spec, int32_t pos) {
+  const double n = std::floor((double)(pos + spec.q_temp_offset) / spec.q_temp_length);
+  return (float)(1.0 + spec.q_temp_beta * std::log1p(n));
+}
+
 void check_pos_rows(const int32_t* rows, int32_t T, int64_t table_rows) {
   for (int32_t t = 0; t < T; t++)
     EF_CHECK(rows[t] >= 0 && rows[t] < table_rows, "position_ids: " + std::to_string(rows[t]) + " at position " +
@@ -523,6 +528,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
         for (int hh = 0; hh < nkv; hh++) ops::rope(kt + hh * hd, c, s, half, spec_.rope.style);
       }
       if (spec_.qk_norm && spec_.qk_norm_after_rope) qk_norms(w, qt, kt);
+      if (spec_.q_temp(l)) K.scale(qt, q_temperature(spec_, pos[t]), QD);
       for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, v_.data() + t * KVD + hh * vd);
     }
     attention(l, q_.data(), att_.data(), T, pos0, a.key_mask, seqs);
