@@ -498,7 +498,8 @@ def test_llama_on_cuda(case, tmp_path):
                                   "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window",
                                   "qwen2_window_layer1", "qwen3", "phi3", "phi3_window_partial", "phi3_longrope",
                                   "gemma3", "gemma2", "gemma", "gpt_neox", "gpt_neox_seq", "phi", "starcoder2",
-                                  "stablelm", "stablelm_parallel", "cohere"])
+                                  "stablelm", "stablelm_parallel", "cohere", "gptj", "gpt_neo", "gpt_bigcode",
+                                  "gpt_bigcode_mha"])
 def test_family_on_cuda(case, tmp_path):
     cls, cfg = _decoders()[case]
     ref = make_model(str(tmp_path), cls, cfg)

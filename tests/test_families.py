@@ -1,4 +1,4 @@
-"""GPT-2, GPT-NeoX, OPT, BLOOM, Falcon, CodeGen, Phi-2, StarCoder2, StableLM, Granite, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
+"""GPT-2, GPT-J, GPT-Neo, GPTBigCode, GPT-NeoX, OPT, BLOOM, Falcon, CodeGen, Phi-2, StarCoder2, StableLM, Granite, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
 every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical, BERT hidden states of a padded
 batch, T5 decoder logits, greedy and beam search."""
 
@@ -58,6 +58,19 @@ def _decoders():
         "qwen2": (tf.Qwen2ForCausalLM, tf.Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                                     num_attention_heads=4, num_key_value_heads=2,
                                                     max_position_embeddings=64, tie_word_embeddings=True, **base)),
+        # GPT-J: CodeGen's block with q, k, v apart; rotary on 8 of each head's 16
+        "gptj": (tf.GPTJForCausalLM, tf.GPTJConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=64,
+                                                   **base)),
+        # global then local (window 6) layers, unscaled scores
+        "gpt_neo": (tf.GPTNeoForCausalLM, tf.GPTNeoConfig(hidden_size=64, num_layers=2, num_heads=4,
+                                                          attention_types=[[["global", "local"], 1]], window_size=6,
+                                                          max_position_embeddings=64, **base)),
+        # one key/value head (multi_query), Linear weights
+        "gpt_bigcode": (tf.GPTBigCodeForCausalLM, tf.GPTBigCodeConfig(n_embd=64, n_layer=2, n_head=4,
+                                                                      n_positions=64, **base)),
+        # per-head [q, k, v] rows
+        "gpt_bigcode_mha": (tf.GPTBigCodeForCausalLM, tf.GPTBigCodeConfig(n_embd=64, n_layer=2, n_head=4,
+                                                                          n_positions=64, multi_query=False, **base)),
         # a sliding window of 8 on every layer
         "qwen2_window": (tf.Qwen2ForCausalLM, tf.Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                                            num_attention_heads=4, num_key_value_heads=1,
@@ -168,7 +181,7 @@ DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mq
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
             "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2", "gemma", "gpt_neox",
             "gpt_neox_seq", "phi", "starcoder2", "stablelm", "stablelm_parallel", "granite", "olmo2", "smollm3",
-            "smollm3_window", "cohere"]
+            "smollm3_window", "cohere", "gptj", "gpt_neo", "gpt_bigcode", "gpt_bigcode_mha"]
 
 
 @pytest.mark.parametrize("case", DECODERS)

@@ -349,7 +349,9 @@ def alibi_slopes(n_heads: int) -> List[float]:
 
 
 # the families, in modules of their own (imported here, after the helpers above that they use)
-from .archs_classic import _bloom, _codegen, _falcon, _gpt2, _gpt_neox, _opt, _phi  # noqa: E402
+from .archs_classic import (  # noqa: E402
+    _bloom, _codegen, _falcon, _gpt2, _gpt_bigcode, _gpt_neo, _gpt_neox, _gptj, _opt, _phi,
+)
 from .archs_encoders import PADDED_POSITIONS, _bert, _roberta, t5_specs  # noqa: E402
 from .archs_llama import (  # noqa: E402
     _cohere, _gemma, _gemma3, _gemma3_multimodal, _gpt_oss, _granite, _granitemoe, _llama, _moe, _olmo2, _phi3,
@@ -388,6 +390,9 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "bloom": _bloom,
     "falcon": _falcon,
     "codegen": _codegen,
+    "gptj": _gptj,
+    "gpt_neo": _gpt_neo,
+    "gpt_bigcode": _gpt_bigcode,
     "bert": _bert,
     **{t: _roberta for t in PADDED_POSITIONS},
     **RECENT,

@@ -1,5 +1,5 @@
-"""The LayerNorm decoders of the GPT-2 era as data: GPT-2, GPT-NeoX (Pythia), Phi-1/2, OPT, BLOOM, Falcon, CodeGen
-(see archs.py)."""
+"""The LayerNorm decoders of the GPT-2 era as data: GPT-2, GPT-NeoX (Pythia), Phi-1/2, OPT, BLOOM, Falcon, CodeGen,
+GPT-J, GPT-Neo, GPTBigCode (StarCoder) (see archs.py)."""
 
 from __future__ import annotations
 
@@ -290,8 +290,10 @@ def _falcon(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
-def _codegen(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-    """CodeGen: fused qkv_proj in mp_num=4 blocks of [q, v, k], partial interleaved rotary, parallel residual."""
+def _gptj_like(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap, str]:
+    """GPT-J's block, CodeGen's too: one LayerNorm feeding attention and MLP in parallel, rotary on interleaved
+    pairs of the first rotary_dim of each head, a plain GELU MLP with biases, a head with a bias. Returns the
+    spec, the names but q/k/v's, and the checkpoint's prefix."""
     s = _core.ArchSpec()
     _common(cfg, s, "n_embd", "n_head", "n_layer")
     s.ffn_size = cfg.positive("n_inner", 4 * s.hidden_size)
@@ -303,31 +305,134 @@ def _codegen(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s.pos = _core.PosKind.rotary
     r = _core.RopeSpec()
     r.theta = 10000.0
-    r.rotary_dim = cfg.positive("rotary_dim", s.head_dim)
+    r.rotary_dim = cfg.positive("rotary_dim", None) or s.head_dim
     r.style = _core.RopeStyle.interleaved
     s.rope = r
     s.parallel_residual = True
     s.mlp_bias = True
     s.lm_head_bias = True
     s.tie_embeddings = cfg.get("tie_word_embeddings", bool, False)
-    mp = 4
-    if s.n_heads % mp:
-        raise cfg.error("n_head", f"({s.n_heads}) must be a multiple of CodeGen's mp_num (4)")
     p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
-    local = s.hidden_size // mp
-    names: NameMap = {"tok_embeddings.weight": p + "wte.weight"}
+    names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "lm_head.weight": "lm_head.weight",
+                      "lm_head.bias": "lm_head.bias"}
     _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
-    names["lm_head.weight"] = "lm_head.weight"
-    names["lm_head.bias"] = "lm_head.bias"
-    # each of the mp blocks holds [q, v, k] of local width; heads run block-major
-    parts = {part: [b * 3 * local + j * local + d for b in range(mp) for d in range(local)]
-             for j, part in ((0, "q"), (1, "v"), (2, "k"))}
     for i in range(s.n_layers):
         src, dst = f"{p}h.{i}.", f"layers.{i}."
         _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
-        _split_rows(names, dst + "attn", src + "attn.qkv_proj.weight", parts)
         names[dst + "attn.o.weight"] = src + "attn.out_proj.weight"
         for a, b in (("up", "fc_in"), ("down", "fc_out")):
             names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
             names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names, p
+
+
+def _codegen(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """CodeGen: GPT-J's block with q, k, v fused in mp_num=4 blocks of [q, v, k]."""
+    s, names, p = _gptj_like(cfg, tensor_names)
+    mp = 4
+    if s.n_heads % mp:
+        raise cfg.error("n_head", f"({s.n_heads}) must be a multiple of CodeGen's mp_num (4)")
+    local = s.hidden_size // mp
+    # each of the mp blocks holds [q, v, k] of local width; heads run block-major
+    parts = {part: [b * 3 * local + j * local + d for b in range(mp) for d in range(local)]
+             for j, part in ((0, "q"), (1, "v"), (2, "k"))}
+    for i in range(s.n_layers):
+        _split_rows(names, f"layers.{i}.attn", f"{p}h.{i}.attn.qkv_proj.weight", parts)
+    return s, names
+
+
+def _gptj(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """EleutherAI GPT-J-6B (and its fine-tunes: GPT4All-J, Pygmalion 6B ...): GPT-J's block, q/k/v apart."""
+    s, names, p = _gptj_like(cfg, tensor_names)
+    for i in range(s.n_layers):
+        for a in "qkv":
+            names[f"layers.{i}.attn.{a}.weight"] = f"{p}h.{i}.attn.{a}_proj.weight"
+    return s, names
+
+
+def _gpt_neo(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """EleutherAI GPT-Neo (125M, 1.3B, 2.7B; TinyStories): GPT-2's block with learned positions and unscaled
+    attention scores, q/k/v without biases, global and local layers (attention_types: a window of window_size)."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_heads", "num_layers")
+    s.ffn_size = cfg.positive("intermediate_size", None) or 4 * s.hidden_size
+    s.max_position = cfg.positive("max_position_embeddings", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _activation(cfg, "activation_function", "gelu_new")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.learned
+    s.attn_scale = 1.0  # (GPT-Neo does not scale its scores)
+    s.attn_bias, s.attn_out_bias, s.mlp_bias = False, True, True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    kinds = []
+    spec_types = cfg.data.get("attention_types", [[["global", "local"], s.n_layers // 2]])
+    try:
+        for pattern, repeat in spec_types:
+            kinds += list(pattern) * int(repeat)
+    except (TypeError, ValueError):
+        raise cfg.error("attention_types", "expected [[['global' | 'local', ...], repeat], ...]") from None
+    if len(kinds) != s.n_layers or any(k not in ("global", "local") for k in kinds):
+        raise cfg.error("attention_types", f"expected {s.n_layers} layers of 'global' / 'local', got {kinds}")
+    if "local" in kinds:
+        w = cfg.positive("window_size", 256)
+        s.layer_windows = [w if k == "local" else 0 for k in kinds]
+    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "pos_embeddings.weight": p + "wpe.weight"}
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "ln_2", tensor_names)
+        for a in "qkv":
+            names[dst + f"attn.{a}.weight"] = src + f"attn.attention.{a}_proj.weight"
+        names[dst + "attn.o.weight"] = src + "attn.attention.out_proj.weight"
+        names[dst + "attn.o.bias"] = src + "attn.attention.out_proj.bias"
+        for a, b in (("up", "c_fc"), ("down", "c_proj")):
+            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def _gpt_bigcode(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """GPTBigCode (StarCoder, StarCoderBase, SantaCoder, WizardCoder, SQLCoder, tiny_starcoder): GPT-2's block
+    with Linear (not Conv1D) weights and one key/value head (multi_query; else per-head [q, k, v] rows)."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "n_embd", "n_head", "n_layer")
+    s.ffn_size = cfg.positive("n_inner", None) or 4 * s.hidden_size
+    s.max_position = cfg.positive("n_positions", 1024)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _activation(cfg, "activation_function", "gelu_pytorch_tanh")
+    s.gated_mlp = False
+    s.pos = _core.PosKind.learned
+    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    if not cfg.get("scale_attn_weights", bool, True):
+        s.attn_scale = 1.0
+    mqa = cfg.get("multi_query", bool, True)
+    H, hd = s.hidden_size, s.head_dim
+    if mqa:
+        s.n_kv_heads = 1
+        parts = {"q": slice(0, H), "k": slice(H, H + hd), "v": slice(H + hd, H + 2 * hd)}
+    else:  # per head: [q, k, v] of head_dim each
+        parts = {a: _per_head_rows(s.n_heads, 3, hd, [j]) for j, a in enumerate("qkv")}
+    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "pos_embeddings.weight": p + "wpe.weight"}
+    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
+        _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
+        _layernorm_pair(names, dst + "mlp_norm", src + "ln_2", tensor_names)
+        _split_rows(names, dst + "attn", src + "attn.c_attn.weight", parts, bias=src + "attn.c_attn.bias")
+        names[dst + "attn.o.weight"] = src + "attn.c_proj.weight"
+        names[dst + "attn.o.bias"] = src + "attn.c_proj.bias"
+        for a in ("c_fc", "c_proj"):
+            b = "up" if a == "c_fc" else "down"
+            names[dst + f"mlp.{b}.weight"] = src + f"mlp.{a}.weight"
+            names[dst + f"mlp.{b}.bias"] = src + f"mlp.{a}.bias"
     return s, names
