@@ -93,25 +93,25 @@ def _phi(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
-def _gpt2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-    """GPT-2: learned positions, Conv1D (transposed) weights, fused c_attn, tied head."""
+def _gpt2_like(cfg: Config, tensor_names, sizes: Tuple[str, str, str, str, str], max_position: int, act: str,
+               conv1d: bool = False) -> Tuple["_core.ArchSpec", NameMap, str]:
+    """GPT-2's block (GPT-2, GPT-Neo, GPTBigCode): learned positions, LayerNorms before attention and MLP, a
+    plain MLP with biases (mlp.c_fc, mlp.c_proj: Conv1D, transposed, where conv1d), the head tied unless the
+    config says otherwise. sizes: the config's fields for hidden, heads, layers, MLP width (default 4 x hidden)
+    and positions. Returns the spec, the names but the attention's, and the checkpoint's prefix."""
+    hidden, heads, layers, inner, positions = sizes
     s = _core.ArchSpec()
-    _common(cfg, s, "n_embd", "n_head", "n_layer")
-    s.ffn_size = cfg.positive("n_inner", 4 * s.hidden_size)
-    s.max_position = cfg.positive("n_positions", 1024)
+    _common(cfg, s, hidden, heads, layers)
+    s.ffn_size = cfg.positive(inner, 4 * s.hidden_size)
+    s.max_position = cfg.positive(positions, max_position)
     s.norm = _core.NormKind.layer
     s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
-    s.act = _activation(cfg, "activation_function", "gelu_new")
+    s.act = _activation(cfg, "activation_function", act)
     s.gated_mlp = False
     s.pos = _core.PosKind.learned
     s.attn_bias = s.attn_out_bias = s.mlp_bias = True
     s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
-    if cfg.get("scale_attn_by_inverse_layer_idx", bool, False):
-        raise cfg.error("scale_attn_by_inverse_layer_idx", "is not supported (true)")
-    if not cfg.get("scale_attn_weights", bool, True):
-        s.attn_scale = 1.0
     p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
-    H = s.hidden_size
     names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "pos_embeddings.weight": p + "wpe.weight"}
     _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
     if not s.tie_embeddings:
@@ -120,15 +120,29 @@ def _gpt2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         src, dst = f"{p}h.{i}.", f"layers.{i}."
         _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
         _layernorm_pair(names, dst + "mlp_norm", src + "ln_2", tensor_names)
+        for a, b in (("up", "c_fc"), ("down", "c_proj")):
+            w = src + f"mlp.{b}.weight"
+            names[dst + f"mlp.{a}.weight"] = Derived(w, transpose=True) if conv1d else w
+            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names, p
+
+
+def _gpt2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """GPT-2: learned positions, Conv1D (transposed) weights, fused c_attn, tied head."""
+    s, names, p = _gpt2_like(cfg, tensor_names, ("n_embd", "n_head", "n_layer", "n_inner", "n_positions"), 1024,
+                             "gelu_new", conv1d=True)
+    if cfg.get("scale_attn_by_inverse_layer_idx", bool, False):
+        raise cfg.error("scale_attn_by_inverse_layer_idx", "is not supported (true)")
+    if not cfg.get("scale_attn_weights", bool, True):
+        s.attn_scale = 1.0
+    H = s.hidden_size
+    for i in range(s.n_layers):
+        src, dst = f"{p}h.{i}.", f"layers.{i}."
         _split_rows(names, dst + "attn", src + "attn.c_attn.weight",
                     {"q": slice(0, H), "k": slice(H, 2 * H), "v": slice(2 * H, 3 * H)}, transpose=True,
                     bias=src + "attn.c_attn.bias")
         names[dst + "attn.o.weight"] = Derived(src + "attn.c_proj.weight", transpose=True)
         names[dst + "attn.o.bias"] = src + "attn.c_proj.bias"
-        names[dst + "mlp.up.weight"] = Derived(src + "mlp.c_fc.weight", transpose=True)
-        names[dst + "mlp.up.bias"] = src + "mlp.c_fc.bias"
-        names[dst + "mlp.down.weight"] = Derived(src + "mlp.c_proj.weight", transpose=True)
-        names[dst + "mlp.down.bias"] = src + "mlp.c_proj.bias"
     return s, names
 
 
@@ -351,20 +365,12 @@ def _gptj(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 
 def _gpt_neo(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-    """EleutherAI GPT-Neo (125M, 1.3B, 2.7B; TinyStories): GPT-2's block with learned positions and unscaled
-    attention scores, q/k/v without biases, global and local layers (attention_types: a window of window_size)."""
-    s = _core.ArchSpec()
-    _common(cfg, s, "hidden_size", "num_heads", "num_layers")
-    s.ffn_size = cfg.positive("intermediate_size", None) or 4 * s.hidden_size
-    s.max_position = cfg.positive("max_position_embeddings", 2048)
-    s.norm = _core.NormKind.layer
-    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
-    s.act = _activation(cfg, "activation_function", "gelu_new")
-    s.gated_mlp = False
-    s.pos = _core.PosKind.learned
+    """EleutherAI GPT-Neo (125M, 1.3B, 2.7B; TinyStories): GPT-2's block with unscaled attention scores, q/k/v
+    apart and without biases, global and local layers (attention_types: a window of window_size)."""
+    s, names, p = _gpt2_like(cfg, tensor_names, ("hidden_size", "num_heads", "num_layers", "intermediate_size",
+                                                 "max_position_embeddings"), 2048, "gelu_new")
     s.attn_scale = 1.0  # (GPT-Neo does not scale its scores)
-    s.attn_bias, s.attn_out_bias, s.mlp_bias = False, True, True
-    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    s.attn_bias = False
     kinds = []
     spec_types = cfg.data.get("attention_types", [[["global", "local"], s.n_layers // 2]])
     try:
@@ -377,62 +383,31 @@ def _gpt_neo(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     if "local" in kinds:
         w = cfg.positive("window_size", 256)
         s.layer_windows = [w if k == "local" else 0 for k in kinds]
-    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
-    names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "pos_embeddings.weight": p + "wpe.weight"}
-    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
-    if not s.tie_embeddings:
-        names["lm_head.weight"] = "lm_head.weight"
     for i in range(s.n_layers):
-        src, dst = f"{p}h.{i}.", f"layers.{i}."
-        _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
-        _layernorm_pair(names, dst + "mlp_norm", src + "ln_2", tensor_names)
+        src, dst = f"{p}h.{i}.attn.attention.", f"layers.{i}.attn."
         for a in "qkv":
-            names[dst + f"attn.{a}.weight"] = src + f"attn.attention.{a}_proj.weight"
-        names[dst + "attn.o.weight"] = src + "attn.attention.out_proj.weight"
-        names[dst + "attn.o.bias"] = src + "attn.attention.out_proj.bias"
-        for a, b in (("up", "c_fc"), ("down", "c_proj")):
-            names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
-            names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+            names[dst + f"{a}.weight"] = src + f"{a}_proj.weight"
+        names[dst + "o.weight"] = src + "out_proj.weight"
+        names[dst + "o.bias"] = src + "out_proj.bias"
     return s, names
 
 
 def _gpt_bigcode(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """GPTBigCode (StarCoder, StarCoderBase, SantaCoder, WizardCoder, SQLCoder, tiny_starcoder): GPT-2's block
     with Linear (not Conv1D) weights and one key/value head (multi_query; else per-head [q, k, v] rows)."""
-    s = _core.ArchSpec()
-    _common(cfg, s, "n_embd", "n_head", "n_layer")
-    s.ffn_size = cfg.positive("n_inner", None) or 4 * s.hidden_size
-    s.max_position = cfg.positive("n_positions", 1024)
-    s.norm = _core.NormKind.layer
-    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
-    s.act = _activation(cfg, "activation_function", "gelu_pytorch_tanh")
-    s.gated_mlp = False
-    s.pos = _core.PosKind.learned
-    s.attn_bias = s.attn_out_bias = s.mlp_bias = True
-    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    s, names, p = _gpt2_like(cfg, tensor_names, ("n_embd", "n_head", "n_layer", "n_inner", "n_positions"), 1024,
+                             "gelu_pytorch_tanh")
     if not cfg.get("scale_attn_weights", bool, True):
         s.attn_scale = 1.0
-    mqa = cfg.get("multi_query", bool, True)
     H, hd = s.hidden_size, s.head_dim
-    if mqa:
+    if cfg.get("multi_query", bool, True):
         s.n_kv_heads = 1
         parts = {"q": slice(0, H), "k": slice(H, H + hd), "v": slice(H + hd, H + 2 * hd)}
     else:  # per head: [q, k, v] of head_dim each
         parts = {a: _per_head_rows(s.n_heads, 3, hd, [j]) for j, a in enumerate("qkv")}
-    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
-    names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "pos_embeddings.weight": p + "wpe.weight"}
-    _layernorm_pair(names, "norm", p + "ln_f", tensor_names)
-    if not s.tie_embeddings:
-        names["lm_head.weight"] = "lm_head.weight"
     for i in range(s.n_layers):
         src, dst = f"{p}h.{i}.", f"layers.{i}."
-        _layernorm_pair(names, dst + "attn_norm", src + "ln_1", tensor_names)
-        _layernorm_pair(names, dst + "mlp_norm", src + "ln_2", tensor_names)
         _split_rows(names, dst + "attn", src + "attn.c_attn.weight", parts, bias=src + "attn.c_attn.bias")
         names[dst + "attn.o.weight"] = src + "attn.c_proj.weight"
         names[dst + "attn.o.bias"] = src + "attn.c_proj.bias"
-        for a in ("c_fc", "c_proj"):
-            b = "up" if a == "c_fc" else "down"
-            names[dst + f"mlp.{b}.weight"] = src + f"mlp.{a}.weight"
-            names[dst + f"mlp.{b}.bias"] = src + f"mlp.{a}.bias"
     return s, names
