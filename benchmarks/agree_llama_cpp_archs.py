@@ -110,6 +110,24 @@ def cases():
         "llama31": lambda: (tf.LlamaForCausalLM, tf.LlamaConfig(tie_word_embeddings=False, rope_parameters={
             "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
             "original_max_position_embeddings": 16, "rope_theta": 10000.0}, **d)),
+        # session 15's: EXAONE 3.5 (llama3 rope), OLMo 3 (window, yarn on the full layers), Command R7B, Arcee
+        # (yarn), Seed-OSS, Ministral 3 (yarn and the query scaling past 16 positions)
+        "exaone": lambda: (tf.AutoModelForCausalLM.from_config, tf.ExaoneConfig(rope_parameters={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16, "rope_theta": 10000.0}, **d)),
+        "olmo3": lambda: (tf.Olmo3ForCausalLM, tf.Olmo3Config(sliding_window=6, rope_parameters={
+            "full_attention": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                               "rope_theta": 10000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}, **{**d, "num_hidden_layers": 4})),
+        "cohere2": lambda: (tf.Cohere2ForCausalLM, tf.Cohere2Config(sliding_window=6, logit_scale=0.5,
+                                                                    **{**d, "num_hidden_layers": 4})),
+        "arcee": lambda: (tf.ArceeForCausalLM, tf.ArceeConfig(rope_parameters={
+            "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "rope_theta": 10000.0}, **d)),
+        "seed_oss": lambda: (tf.SeedOssForCausalLM, tf.SeedOssConfig(head_dim=32, **d)),
+        "ministral3": lambda: (tf.Ministral3ForCausalLM, tf.Ministral3Config(head_dim=32, rope_parameters={
+            "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16,
+            "beta_fast": 32.0, "beta_slow": 1.0, "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.5},
+            **d)),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

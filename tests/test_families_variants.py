@@ -48,6 +48,8 @@ def _cases():
                                                          **base)),
         "seed_oss": (tf.SeedOssForCausalLM, tf.SeedOssConfig(num_hidden_layers=2, head_dim=16,
                                                              attention_out_bias=True, **base)),
+        # (as llama.cpp reads it: no o_proj bias)
+        "seed_oss_plain": (tf.SeedOssForCausalLM, tf.SeedOssConfig(num_hidden_layers=2, head_dim=16, **base)),
         # squared ReLU, no gate
         "arcee": (tf.ArceeForCausalLM, tf.ArceeConfig(num_hidden_layers=2, **base)),
         "exaone": (_auto, tf.ExaoneConfig(num_hidden_layers=2, **base)),
@@ -67,13 +69,19 @@ def _cases():
             vision_config=tf.PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                                  num_attention_heads=2, image_size=32, patch_size=16).to_dict(),
             image_token_index=300)),
+        # Mistral Small 3.x: the wrapper around a Mistral
+        "mistral3_small": (tf.Mistral3ForConditionalGeneration, tf.Mistral3Config(
+            text_config=tf.MistralConfig(num_hidden_layers=2, head_dim=16, sliding_window=None, **base).to_dict(),
+            vision_config=tf.PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                 num_attention_heads=2, image_size=32, patch_size=16).to_dict(),
+            image_token_index=300)),
         "vaultgemma": (tf.VaultGemmaForCausalLM, tf.VaultGemmaConfig(num_hidden_layers=2, sliding_window=6,
                                                                      head_dim=16, query_pre_attn_scalar=16, **base)),
     }
 
 
-CASES = ["ministral", "ministral_all", "helium", "seed_oss", "arcee", "exaone", "olmo3", "cohere2", "vaultgemma",
-         "ministral3", "mistral3"]
+CASES = ["ministral", "ministral_all", "helium", "seed_oss", "seed_oss_plain", "arcee", "exaone", "olmo3", "cohere2", "vaultgemma",
+         "ministral3", "mistral3", "mistral3_small"]
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +168,34 @@ def test_mistral3_under_the_newer_prefix(built, tmp_path):
     shutil.copy(os.path.join(path, "config.json"), tmp_path / "config.json")
     model = edgeformer.load(str(tmp_path), threads=2, max_context=64)
     assert_logits_close(model.logits(PROMPT), ref)
+
+
+# llama.cpp's architectures for them: exaone, olmo2 (with its window), cohere2, arcee, seed_oss, mistral3 (Ministral 3;
+# the image-and-text checkpoint's language model)
+GGUF_CASES = ["exaone", "olmo3", "cohere2", "arcee", "seed_oss_plain", "ministral3", "mistral3", "mistral3_small"]
+
+
+@pytest.mark.parametrize("case", GGUF_CASES)
+def test_variant_gguf_roundtrip(case, built, tmp_path):
+    """Written as llama.cpp's converter writes them and read back: transformers' logits and greedy tokens."""
+    import gguf
+
+    path, ref, ref_tokens = built(case)
+    out = str(tmp_path / "m.gguf")
+    edgeformer.quantize(path, out, "f32")
+    arch = bytes(gguf.GGUFReader(out).fields["general.architecture"].parts[-1]).decode()
+    assert arch == {"exaone": "exaone", "olmo3": "olmo2", "cohere2": "cohere2", "arcee": "arcee",
+                    "seed_oss_plain": "seed_oss", "ministral3": "mistral3", "mistral3": "mistral3",
+                    "mistral3_small": "llama"}[case]
+    model = edgeformer.load(out, threads=2, max_context=64)
+    assert_logits_close(model.logits(PROMPT), ref)
+    out_tokens = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids
+    assert out_tokens == ref_tokens
+
+
+@pytest.mark.parametrize("case,field", [("seed_oss", "attention_out_bias"), ("ministral", "ministral")])
+def test_variant_gguf_refuses_what_llama_cpp_reads_otherwise(case, field, built, tmp_path):
+    path, _, _ = built(case)
+    with pytest.raises(ValueError, match=field):
+        edgeformer.quantize(path, str(tmp_path / "m.gguf"), "f32")
+    assert not os.path.exists(tmp_path / "m.gguf")

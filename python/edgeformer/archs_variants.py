@@ -30,6 +30,19 @@ VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
 }
 
 
+_ALIASES = {"exaone": {"num_hidden_layers": "num_layers", "rms_norm_eps": "layer_norm_epsilon",
+                       "hidden_act": "activation_function"}}
+
+
+def variant_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A config.json of these families with its class's defaults under it and its fields under Llama's names
+    (EXAONE's num_layers ...): what the GGUF writer reads. Other configs as they are."""
+    mt = config.get("model_type")
+    if mt not in VARIANT_DEFAULTS:
+        return config
+    return _defaults(Config(config, "config.json"), mt, **_ALIASES.get(mt, {})).data
+
+
 def _defaults(cfg: Config, model_type: str, **aliases: str) -> Config:
     """cfg with its class's defaults under it (and fields read under other names, as the class's attribute_map)."""
     data = {**VARIANT_DEFAULTS[model_type], **cfg.data}
@@ -85,8 +98,7 @@ def _exaone(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """LG EXAONE 3.0 / 3.5: a Llama whose checkpoints keep their own names (transformer.h.N.attn.attention.q_proj,
     ln_1, mlp.c_fc_0 ...) and config fields (num_layers, layer_norm_epsilon, activation_function); read under
     Llama's names too, as transformers renames them."""
-    cfg = _defaults(cfg, "exaone", num_hidden_layers="num_layers", rms_norm_eps="layer_norm_epsilon",
-                    hidden_act="activation_function")
+    cfg = _defaults(cfg, "exaone", **_ALIASES["exaone"])
     s, names = _as_llama(cfg, tensor_names, "exaone", VARIANT_DEFAULTS["exaone"])
     if "transformer.wte.weight" not in set(tensor_names):
         return s, names

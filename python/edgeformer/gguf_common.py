@@ -51,9 +51,15 @@ ERNIE4_5_MOE = MODEL_ARCH_NAMES[MODEL_ARCH.ERNIE4_5_MOE]
 GLM4_MOE = MODEL_ARCH_NAMES[MODEL_ARCH.GLM4_MOE]
 DEEPSEEK2 = MODEL_ARCH_NAMES[MODEL_ARCH.DEEPSEEK2]
 INTERNLM2 = MODEL_ARCH_NAMES[MODEL_ARCH.INTERNLM2]
+EXAONE = MODEL_ARCH_NAMES[MODEL_ARCH.EXAONE]
+COHERE2 = MODEL_ARCH_NAMES[MODEL_ARCH.COHERE2]
+ARCEE = MODEL_ARCH_NAMES[MODEL_ARCH.ARCEE]
+SEED_OSS = MODEL_ARCH_NAMES[MODEL_ARCH.SEED_OSS]
+MISTRAL3 = MODEL_ARCH_NAMES[MODEL_ARCH.MISTRAL3]
 SUPPORTED_ARCHS = (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, GPT2, GPTNEOX, PHI2, STARCODER2,
                    STABLELM, GRANITE, GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4,
-                   HUNYUAN_DENSE, ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, INTERNLM2, BLOOM, FALCON, BERT, T5)
+                   HUNYUAN_DENSE, ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, INTERNLM2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3,
+                   BLOOM, FALCON, BERT, T5)
 
 # HF model_type -> llama.cpp architecture
 _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen2": QWEN2, "qwen3": QWEN3,
@@ -64,6 +70,8 @@ _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen
                        "glm4": GLM4, "hunyuan_v1_dense": HUNYUAN_DENSE, "internlm3": LLAMA,
                        "ernie4_5_moe": ERNIE4_5_MOE, "glm4_moe": GLM4_MOE, "deepseek_v2": DEEPSEEK2,
                        "deepseek_v3": DEEPSEEK2, "glm4_moe_lite": DEEPSEEK2,
+                       "exaone": EXAONE, "cohere2": COHERE2, "arcee": ARCEE, "seed_oss": SEED_OSS,
+                       "ministral3": MISTRAL3, "olmo3": OLMO2,
                        "bloom": BLOOM, "falcon": FALCON, "bert": BERT, "t5": T5,
                        # (llama.cpp writes RoBERTa's as BERT files: the position rows before the first token's dropped)
                        "roberta": BERT, "xlm-roberta": BERT, "camembert": BERT}

@@ -25,8 +25,13 @@ from .gguf_common import (
     _K,
     _R,
     _T,
+    ARCEE,
     BERT,
     BLOOM,
+    COHERE2,
+    EXAONE,
+    MISTRAL3,
+    SEED_OSS,
     FALCON,
     GPT2,
     LLAMA,
@@ -258,13 +263,79 @@ def _even_heads(m: _Meta, arch: str, hidden: int, n_heads: int) -> int:
     return hidden // n_heads
 
 
+def _variant_metadata(cfg, config: Dict[str, Any], mt: str, params: Dict[str, Any], put) -> None:
+    """Command R7B, OLMo 3, Ministral 3, Seed-OSS: what llama.cpp reads of them, and what it would read otherwise
+    refused by name (its sliding layers are every layer but each 4th, fixed by the architecture)."""
+    from .archs import spec_from_config
+
+    spec = spec_from_config(config, "config.json")[0]
+    n = spec.n_layers
+    if mt in ("cohere2", "olmo3"):
+        windows = list(spec.layer_windows)
+        if windows:
+            want = [int(bool(w)) for w in windows]
+            if want != [int((i + 1) % 4 != 0) for i in range(n)] or len(set(w for w in windows if w)) != 1:
+                raise cfg.error("layer_types", "differs from llama.cpp's fixed pattern (three sliding layers to one "
+                                               "full) or gives the sliding layers windows of several sizes")
+            put(_A.SLIDING_WINDOW, max(windows))
+    if mt == "cohere2" and cfg.get("attention_bias", bool, False):
+        raise cfg.error("attention_bias", "is true: llama.cpp's cohere2 has no biases")
+    if mt == "olmo3":
+        full, local = spec.rope, spec.rope_local
+        if spec.layer_rope and local.theta != full.theta:
+            put(_R.FREQ_BASE_SWA, local.theta)
+        if spec.layer_rope and local.scaling != _core_scaling_none():
+            raise cfg.error("rope_parameters.sliding_attention", "scales its rotary: llama.cpp's olmo2 scales the "
+                                                                 "full layers' only")
+        _default_yarn_attention(cfg, full)
+    if mt == "ministral3":
+        if spec.q_temp_beta:
+            put(_A.TEMPERATURE_SCALE, spec.q_temp_beta)
+        if params.get("mscale") is not None and params.get("mscale_all_dim") is not None:
+            if float(params["mscale"]) != 1.0:
+                raise cfg.error("rope_parameters.mscale", "is not 1: llama.cpp's mistral3 assumes it")
+            put(_R.SCALING_YARN_LOG_MUL, float(params["mscale_all_dim"]))
+        if spec.q_temp_beta and spec.rope.scaling == _core_scaling_none():
+            raise cfg.error("rope_parameters", "has llama_4_scaling_beta without yarn: llama.cpp's mistral3 counts "
+                                               "the query scaling's length from yarn's original context")
+        if spec.q_temp_beta and spec.q_temp_length != int(params.get("original_max_position_embeddings") or 0):
+            raise cfg.error("rope_parameters.original_max_position_embeddings", "differs from the query scaling's "
+                                                                               "length")
+    if mt == "seed_oss" and spec.attn_out_bias:
+        raise cfg.error("attention_out_bias", "is true: llama.cpp's seed_oss has no o_proj bias")
+
+
+def _core_scaling_none():
+    from . import _core
+
+    return _core.RopeScaling.none
+
+
+def _default_yarn_attention(cfg, rope) -> None:
+    """llama.cpp gives yarn the magnitude 1 + 0.1 ln(factor) (no attention factor key is read): others refused."""
+    from . import _core
+
+    if rope.scaling != _core.RopeScaling.yarn:
+        return
+
+    def m(scale: float, k: float) -> float:  # (transformers' get_mscale)
+        return 1.0 if scale <= 1 else 0.1 * k * math.log(scale) + 1.0
+
+    f = rope.factor
+    ours = (rope.attention_factor if rope.attention_factor > 0 else
+            m(f, rope.mscale) / m(f, rope.mscale_all_dim) if rope.mscale and rope.mscale_all_dim else m(f, 1.0))
+    if abs(ours - m(f, 1.0)) > 1e-6:
+        raise cfg.error("rope_parameters.attention_factor", f"makes yarn's magnitude {ours}, not 1 + 0.1 ln(factor) "
+                                                            f"= {m(f, 1.0)}, the only one llama.cpp computes here")
+
+
 def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
     return TENSOR_NAMES[tensor].format(bid=bid) + suffix in names
 
 
 # the readers, in a module of their own (imported here, after the helpers above that they use)
 from .gguf_readers import (  # noqa: E402
-    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere,
+    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere, _config_variants,
     _config_t5,
 )
 
@@ -276,7 +347,8 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _conf
                     SMOLLM3: _config_smollm3_cohere, COMMAND_R: _config_smollm3_cohere,
                     ERNIE4_5: _config_recent, EXAONE4: _config_recent, GLM4: _config_recent,
                     HUNYUAN_DENSE: _config_recent, ERNIE4_5_MOE: _config_deepseek_moe, GLM4_MOE: _config_deepseek_moe,
-                    DEEPSEEK2: _config_deepseek2,
+                    DEEPSEEK2: _config_deepseek2, EXAONE: _config_variants, COHERE2: _config_variants,
+                    ARCEE: _config_variants, SEED_OSS: _config_variants, MISTRAL3: _config_variants,
                     BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
@@ -495,10 +567,11 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
                 GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4, HUNYUAN_DENSE,
-                ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2):
+                ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3):
         from .archs_recent import CLASS_DEFAULTS  # (where a family's config class differs from Llama's)
+        from .archs_variants import variant_config
 
-        config = {**CLASS_DEFAULTS.get(mt, {}), **config}
+        config = variant_config({**CLASS_DEFAULTS.get(mt, {}), **config})
         cfg = Config(config, source)
         hidden, nh = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
         head_dim = cfg.positive("head_dim", hidden // nh)
@@ -511,11 +584,11 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         put(_A.HEAD_COUNT_KV, cfg.positive("num_key_value_heads", nh))
         if mt == "starcoder2":
             put(_A.LAYERNORM_EPS, cfg.get("norm_epsilon", float, 1e-5))
-        elif mt in ("stablelm", "cohere"):
+        elif mt in ("stablelm", "cohere", "cohere2"):
             put(_A.LAYERNORM_EPS, cfg.get("layer_norm_eps", float, 1e-5))
         else:  # (transformers' default where a config leaves it out)
             put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float,
-                                              1e-5 if mt in ("gpt_oss", "olmo2", "olmoe") else 1e-6))
+                                              1e-5 if mt in ("gpt_oss", "olmo2", "olmoe", "olmo3") else 1e-6))
         if mt == "hunyuan_v1_dense":  # NTK-alpha: llama.cpp's converter writes the base it makes
             from .archs import spec_from_config
 
@@ -524,6 +597,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             cfg = Config(config, source)
         field = "rope_parameters" if config.get("rope_parameters") is not None else "rope_scaling"
         params = cfg.get(field, dict, {}) or {}
+        if mt == "olmo3" and isinstance(params.get("full_attention"), dict):  # (GGUF's rotary: the full layers')
+            field, params = field + ".full_attention", params["full_attention"]
         theta = cfg.get("rope_theta", float, None, data=params, prefix=field + ".")
         put(_R.FREQ_BASE, theta if theta is not None else cfg.get("rope_theta", float, 10000.0))
         if config.get("head_dim") is not None:
@@ -585,8 +660,10 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             want = [int((i + 1) % 4 != 0) for i in range(cfg.positive("num_hidden_layers"))]
             if config.get("no_rope_layers") not in (None, want) or cfg.get("no_rope_layer_interval", int, 4) != 4:
                 raise cfg.error("no_rope_layers", "differs from llama.cpp's fixed pattern (no rotary every 4th layer)")
-        if mt == "cohere":
+        if mt in ("cohere", "cohere2"):
             put(_K.LOGIT_SCALE, cfg.get("logit_scale", float, 0.0625))
+        if mt in ("cohere2", "olmo3", "ministral3", "seed_oss"):
+            _variant_metadata(cfg, config, mt, params, put)
         if mt == "exaone4":
             _exaone4_metadata(cfg, put)
         if mt in ("ernie4_5", "ernie4_5_moe") and cfg.get("use_bias", bool, False):

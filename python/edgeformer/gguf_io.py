@@ -16,7 +16,7 @@ from .gguf_common import _ARCH_OF_MODEL_TYPE as GGUF_ARCH  # HF model_type -> ll
 
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 # llama.cpp's architectures whose q and k rows its converter permutes for adjacent rotary pairs (LlamaModel's)
-PERMUTED_QK = ("llama", "granite", "granitemoe", "smollm3", "internlm2")
+PERMUTED_QK = ("llama", "granite", "granitemoe", "smollm3", "internlm2", "arcee", "mistral3")
 
 
 def gguf_rotary_layout(spec: "_core.ArchSpec", names: Dict[str, Any]) -> None:
@@ -186,6 +186,11 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     from .gguf_tokenizer import gguf_tokenizer_metadata
 
     config = model.config
+    if config.get("model_type") == "mistral3" and isinstance(config.get("text_config"), dict):
+        # (an image-and-text checkpoint: its language model, as llama.cpp's converter writes it; the head tied as
+        # the loaded model ties it)
+        config = {"model_type": "mistral", **config["text_config"],
+                  "tie_word_embeddings": bool(model._core.spec.tie_embeddings)}
     mt = config.get("model_type")
     if mt not in GGUF_ARCH:
         raise ValueError(f"{source_dir}: writing {mt!r} as GGUF is not supported (supported: "

@@ -58,6 +58,11 @@ from .gguf_common import (
     GLM4_MOE,
     DEEPSEEK2,
     INTERNLM2,
+    EXAONE,
+    COHERE2,
+    ARCEE,
+    SEED_OSS,
+    MISTRAL3,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -375,6 +380,14 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
+    if a in (EXAONE, MISTRAL3):  # (Llama's tensors; EXAONE's checkpoint names are read as transformers renames them)
+        return _LLAMA_NAMES
+    if a == COHERE2:  # (Command-R's: attention and MLP share attn_norm)
+        return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_NORM]
+    if a == ARCEE:  # (no gate)
+        return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_GATE]
+    if a == SEED_OSS:  # (the pre-MLP norm under another name)
+        return [(_T_.ATTN_POST_NORM if t == _T_.FFN_NORM else t, hf, sfx, stack) for t, hf, sfx, stack in _LLAMA_NAMES]
     if a == LLAMA:  # (Mixtral is a Llama with experts)
         return _MIXTRAL_NAMES
     if a == INTERNLM2:  # (llama.cpp's converter splits wqkv into a Llama's tensors)

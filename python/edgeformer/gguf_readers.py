@@ -26,6 +26,10 @@ from .gguf_common import (
     OLMO2,
     SMOLLM3,
     COMMAND_R,
+    COHERE2,
+    EXAONE,
+    ARCEE,
+    SEED_OSS,
     GEMMA2,
     ERNIE4_5,
     EXAONE4,
@@ -68,7 +72,7 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool
         "head_dim": head_dim,
         "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
         # (the LayerNorm variants, StarCoder2 and StableLM, store layer_norm_epsilon instead)
-        "rms_norm_eps": m.get(_k(_A.LAYERNORM_EPS if arch in (STARCODER2, STABLELM, COMMAND_R)
+        "rms_norm_eps": m.get(_k(_A.LAYERNORM_EPS if arch in (STARCODER2, STABLELM, COMMAND_R, COHERE2)
                                  else _A.LAYERNORM_RMS_EPS, arch), float),
         "rope_theta": theta,
         "hidden_act": "silu",
@@ -227,7 +231,15 @@ def _config_olmo(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, 
     cfg = _config_llama(m, arch, names, rope_freqs, window=False)
     for k in ("mlp_bias",):
         cfg.pop(k, None)
-    if arch == OLMO2:
+    window = m.positive(_k(_A.SLIDING_WINDOW, arch), None) if arch == OLMO2 else None
+    if window is not None:  # OLMo 3 (llama.cpp's olmo2 with a window: three sliding layers to one full)
+        n = cfg["num_hidden_layers"]
+        full = {"rope_type": "default", **cfg.pop("rope_scaling", {}), "rope_theta": cfg["rope_theta"]}
+        local = {"rope_type": "default", "rope_theta": m.get(_k(_R.FREQ_BASE_SWA, arch), float, cfg["rope_theta"])}
+        cfg.update(model_type="olmo3", architectures=["Olmo3ForCausalLM"], sliding_window=window,
+                   layer_types=["sliding_attention" if (i + 1) % 4 else "full_attention" for i in range(n)],
+                   rope_parameters={"full_attention": full, "sliding_attention": local})
+    elif arch == OLMO2:
         cfg.update(model_type="olmo2", architectures=["Olmo2ForCausalLM"])
     else:
         n, used = _expert_counts(m, arch)
@@ -279,6 +291,41 @@ def _config_recent(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str
                    layer_types=types)
     else:
         cfg.update(model_type="hunyuan_v1_dense", architectures=["HunYuanDenseV1ForCausalLM"], attention_bias=bias)
+    return cfg
+
+
+def _config_variants(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """EXAONE 3 (a Llama), Command R7B (Command-R's block, three sliding layers to one full without rotary),
+    Arcee AFM (a Llama with a squared-ReLU MLP and no gate), Seed-OSS (q/k/v biases, no o bias) and Ministral 3
+    (a Mistral whose queries grow with the position: attention.temperature_scale over yarn's original context)."""
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    if arch == EXAONE:
+        cfg.update(model_type="exaone", architectures=["ExaoneForCausalLM"])
+    elif arch == COHERE2:
+        n = cfg["num_hidden_layers"]
+        key = _k(_A.SLIDING_WINDOW_PATTERN, arch)
+        pattern = m.raw(key) if m.has(key) else 4  # (an older llama.cpp fixes 4; a newer reads it)
+        if isinstance(pattern, bool) or not isinstance(pattern, int) or pattern <= 0:
+            raise m.error(key, f"expected a positive integer, got {pattern!r}"[:200])
+        cfg.update(model_type="cohere2", architectures=["Cohere2ForCausalLM"], layer_norm_eps=cfg.pop("rms_norm_eps"),
+                   logit_scale=m.get(_k(_K.LOGIT_SCALE, arch), float),
+                   sliding_window=m.positive(_k(_A.SLIDING_WINDOW, arch)),
+                   layer_types=["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)])
+        cfg.pop("attention_bias")
+    elif arch == ARCEE:
+        cfg.update(model_type="arcee", architectures=["ArceeForCausalLM"], hidden_act="relu2")
+    elif arch == SEED_OSS:
+        cfg.update(model_type="seed_oss", architectures=["SeedOssForCausalLM"], attention_out_bias=False)
+    else:  # MISTRAL3
+        scaling = cfg.pop("rope_scaling", None) or {"rope_type": "default"}
+        beta = m.get(_k(_A.TEMPERATURE_SCALE, arch), float, 0.0)
+        if beta:
+            scaling["llama_4_scaling_beta"] = beta
+            scaling.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
+        log_mul = m.get(_k(_R.SCALING_YARN_LOG_MUL, arch), float, None)
+        if log_mul is not None and scaling.get("rope_type") == "yarn":
+            scaling.update(mscale=1.0, mscale_all_dim=log_mul)
+        cfg.update(model_type="ministral3", architectures=["Ministral3ForCausalLM"], rope_scaling=scaling)
     return cfg
 
 
