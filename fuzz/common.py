@@ -135,6 +135,15 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
         "moe.shared.gate.weight": [spec.shared_ffn_size, H], "moe.shared.up.weight": [spec.shared_ffn_size, H],
         "moe.shared.down.weight": [H, spec.shared_ffn_size], "moe.shared_scale.weight": [1, H],
     }
+    if spec.lin_k_heads > 0:  # Gated DeltaNet layers (linear_attention.cc: load_linear) and gated attention
+        Hv, KD, VD = spec.lin_v_heads, spec.lin_k_heads * spec.lin_k_dim, spec.lin_v_heads * spec.lin_v_dim
+        lin = {"lin.qkv.weight": [2 * KD + VD, H], "lin.z.weight": [VD, H], "lin.b.weight": [Hv, H],
+               "lin.a.weight": [Hv, H], "lin.out.weight": [H, VD], "lin.conv.weight": [2 * KD + VD, 1, spec.lin_conv],
+               "lin.dt_bias": [Hv], "lin.A_log": [Hv], "lin.norm.weight": [spec.lin_v_dim]}
+        if m.group(2) in lin:
+            return lin[m.group(2)]
+    if m.group(2) == "attn.gate.weight":
+        return [QD, H]
     if spec.mla_kv_lora > 0:  # latent attention (model.cc: the MLA weights)
         Lk, Lq, dn, dv, dr = spec.mla_kv_lora, spec.mla_q_lora, spec.mla_nope, spec.mla_v, spec.rope.rotary_dim
         dq = spec.n_heads * (dn + dr)

@@ -152,6 +152,11 @@ BASES: Dict[str, Dict[str, Any]] = {
                 "max_position_embeddings": 32},
     "arcee": {"model_type": "arcee", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
               "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32},
+    "qwen3_5_text": {"model_type": "qwen3_5_text", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+                     "linear_num_key_heads": 1, "linear_num_value_heads": 2, "linear_key_head_dim": 4,
+                     "linear_value_head_dim": 4, "linear_conv_kernel_dim": 2,
+                     "layer_types": ["linear_attention", "full_attention"], "max_position_embeddings": 32},
     "mistral3": {"model_type": "mistral3", "text_config": {
         "model_type": "ministral3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
@@ -184,6 +189,8 @@ KEYS = sorted({
     "routed_scaling_factor", "n_group", "topk_group", "first_k_dense_replace", "topk_method", "q_lora_rank",
     "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rope_interleave", "mlp_layer_types",
     "pad_token_id", "num_layers", "attention_out_bias", "text_config", "llama_4_scaling_beta",
+    "linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
+    "linear_conv_kernel_dim", "full_attention_interval", "num_experts",
 })
 ROPE_KEYS = ["rope_type", "type", "alpha", "factor", "low_freq_factor", "high_freq_factor",
              "original_max_position_embeddings", "attention_factor", "mscale", "mscale_all_dim", "beta_fast",
@@ -196,7 +203,7 @@ STRINGS = ["silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"
            "default", "linear", "dynamic", "llama3", "yarn", "longrope", "gated-gelu", "gated-silu", "gated-relu",
            "gated-", "absolute", "relative_key", "llama", "mistral", "gpt2", "opt", "bloom", "falcon", "codegen",
            "bert", "t5", "lm_head.weight", "greedy", "group_limited_greedy", "noaux_tc", "dense", "sparse",
-           "sliding_attention", "full_attention", "LLLG"]
+           "sliding_attention", "full_attention", "linear_attention", "LLLG"]
 NAME_HINTS = ["lm_head.weight", "transformer.wte.weight", "wte.weight", "transformer.word_embeddings.weight",
               "word_embeddings.weight", "bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight",
               "model.decoder.embed_tokens.weight", "decoder.embed_tokens.weight", "transformer.ln_f.gamma",

@@ -80,7 +80,7 @@ def test_two_models_two_threads_equal_sequential(ckpt):
 def test_gil_is_released_during_compute(ckpt):
     """While one thread runs a long forward pass in C++, a pure-Python thread keeps running."""
     model = edgeformer.load(ckpt, threads=1, max_context=4096)
-    ids = np.array(prompt_ids(2048, vocab=300), np.int32)
+    ids = np.array(prompt_ids(4000, vocab=300), np.int32)  # (long enough on a fast core: attention is quadratic)
     ticks = []
     done = threading.Event()
 

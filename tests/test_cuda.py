@@ -523,13 +523,15 @@ def test_variant_on_cuda(case, tmp_path):
                                        ("smollm3", "layers without rotary positions"),
                                        ("olmo3", "blocks without pre-norms or with whole-width q/k norms"),
                                        ("cohere2", "layers without rotary positions"),
-                                       ("ministral3", "queries scaled by position")])
+                                       ("ministral3", "queries scaled by position"),
+                                       ("qwen3_5_text", "Gated DeltaNet layers and gated attention outputs")])
 def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
     """Mixtures of experts and Granite's scaled residuals have no CUDA path yet: loading one there says so."""
     from test_families_variants import _cases as variants
+    from test_hybrid import _cases as hybrid
     from test_moe import _cases
 
-    cls, cfg = {**_cases(), **_decoders(), **variants()}[case]
+    cls, cfg = {**_cases(), **_decoders(), **variants(), **hybrid()}[case]
     make_model(str(tmp_path), cls, cfg)
     with pytest.raises(ValueError, match=rf"{what} \({case}\) run on the CPU only"):
         edgeformer.load(str(tmp_path), device="cuda", max_context=64)

@@ -611,7 +611,8 @@ def _spec_state(spec):
     from edgeformer import _core
 
     ropes = ("rope", "rope_local")
-    fields = [a for a in dir(_core.ArchSpec()) if not a.startswith("_") and a != "validate" and a not in ropes]
+    fields = [a for a in dir(_core.ArchSpec()) if not a.startswith("_") and a not in ropes
+              and not callable(getattr(spec, a))]  # (validate, recurrent: methods)
     state = {f: getattr(spec, f) for f in fields}
     state["alibi_slopes"] = list(spec.alibi_slopes)
     for r in ropes:

@@ -301,7 +301,7 @@ class Batcher:
             cap = device_batch_cap(model)
             self.max_batch = min(max_batch, cap)
             self.prefix_cache = min(prefix_cache, cap - self.max_batch)
-        if model._keys_depend_on_length:
+        if model._keys_depend_on_length or not model._rewindable:
             self.prefix_cache = 0
         self._kept: List[tuple] = []  # (tokens in its cache, fork) of finished requests, the most recent last
         self._cond = threading.Condition()
@@ -363,6 +363,8 @@ class Batcher:
         over; one that shares less of it (a system prompt, say), or that shares a running request's prompt (`n`
         choices of one request), copies that part (_copyable), and the other cache stays."""
         best, best_n, take = None, 0, False
+        if not self.model._rewindable:  # (a recurrent state keeps all of its tokens or none: no shared prefixes)
+            return best_n, best, take
         for i, (tokens, n_prompt, fork) in enumerate(self._kept):
             n = _shared_prefix(tokens, seq.ids)
             over = n >= n_prompt - 1  # (the same prompt again leaves its last token to run)

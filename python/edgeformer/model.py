@@ -392,9 +392,17 @@ class Model:
         return self.spec.pos == _core.PosKind.rotary and self.spec.rope.scaling in (_core.RopeScaling.dynamic,
                                                                                   _core.RopeScaling.longrope)
 
+    @property
+    def _rewindable(self) -> bool:
+        """Whether the cache can keep any prefix of its tokens: not where recurrent (Gated DeltaNet) layers hold
+        a state of all of them (it is kept whole, when a prompt continues every cached token, or dropped)."""
+        return not self.spec.recurrent()
+
     def _reset_to(self, ids: Sequence[int]) -> int:
         """Keeps the longest cached prefix of ids (at least one token is left to run); returns its length."""
         n = 0 if self._keys_depend_on_length else _shared_prefix(self._cached, ids)
+        if not self._rewindable and n != len(self._cached):
+            n = 0
         self._core.truncate(n)
         del self._cached[n:]
         return n
@@ -658,7 +666,8 @@ class Model:
             raise ValueError("argument 'prompt_lookup': on the CPU only (a device samples on the device)")
         if k and logprobs is not None:
             raise ValueError("argument 'prompt_lookup' does not combine with logprobs")
-        return 0 if self._keys_depend_on_length else k  # (a forward's length counts rejected proposals too)
+        # (a forward's length counts rejected proposals too; a recurrent state cannot drop them)
+        return 0 if self._keys_depend_on_length or not self._rewindable else k
 
     def _check_logprobs(self, logprobs: Any) -> Optional[int]:
         """generate()'s logprobs argument: None, or how many of the most likely tokens to report (0..20)."""

@@ -80,6 +80,22 @@ struct ArchSpec {
   std::vector<int32_t> layer_nope;  // per layer (1: no rotary there, NoPE: SmolLM3's every 4th); empty: none
   bool nope(int layer) const { return !layer_nope.empty() && layer_nope[layer] != 0; }
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
+  bool attn_out_gate = false;  // the attention's output times sigmoid(attn.gate x) before o (Qwen3-Next, Qwen3.5)
+  // Gated DeltaNet (Qwen3-Next, Qwen3.5): the layers layer_linear marks 1 mix tokens through a recurrent state of
+  // lin_v_heads matrices [lin_k_dim, lin_v_dim] in place of attention (no KV cache). q, k, v come from one
+  // projection through a causal depthwise convolution of lin_conv taps and SiLU; q and k (lin_k_heads, each
+  // serving lin_v_heads / lin_k_heads value heads) are L2-normalized; per token and value head,
+  //   S = exp(g) S;  S += k (beta (v - S^T k))^T;  o = S^T q / sqrt(lin_k_dim)
+  // with g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b); o is RMS-normalized per head times
+  // silu(z), then projected out. A state does not rewind: such a model's cache keeps all of its tokens or none.
+  std::vector<int32_t> layer_linear;
+  int32_t lin_k_heads = 0, lin_v_heads = 0, lin_k_dim = 0, lin_v_dim = 0, lin_conv = 4;
+  bool linear(int layer) const { return !layer_linear.empty() && layer_linear[layer] != 0; }
+  bool recurrent() const {
+    for (int32_t v : layer_linear)
+      if (v) return true;
+    return false;
+  }
   // queries scaled by 1 + q_temp_beta * log(1 + floor((position + q_temp_offset) / q_temp_length)) after rotary
   // (Ministral 3, Mistral Large 3: llama_4_scaling_beta over original_max_position_embeddings; Llama 4 on its NoPE
   // layers only, q_temp_nope_only, offset 1); q_temp_beta 0: none

@@ -13,6 +13,9 @@
 #include "edgeformer/threadpool.h"
 
 namespace ef {
+namespace loading {
+struct Loader;
+}
 
 struct ModelOptions {
   int32_t threads = 0;      // 0 = physical cores
@@ -48,6 +51,10 @@ struct LayerWeights {
   Tensor router, router_b;      // [n_experts, hidden] f32, [n_experts] (expert_bias)
   Tensor select_b;              // [n_experts] f32 (moe_select_bias)
   Tensor sinks;                 // attn_sinks: [n_heads] f32
+  Tensor wgate;                 // attn_out_gate: [n_heads * head_dim, hidden]
+  // Gated DeltaNet (ArchSpec::linear(layer)), in place of wq .. wo: the q|k|v, z, b, a and output projections;
+  // f32 the convolution [conv_dim, lin_conv], dt_bias and A_log [lin_v_heads], the output norm [lin_v_dim]
+  Tensor lin_qkv, lin_z, lin_b, lin_a, lin_out, lin_conv, lin_dt_bias, lin_A_log, lin_norm_w;
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0
   Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)
@@ -138,6 +145,10 @@ class Model {
   // keys and values stored in owner(t)'s cache at pos[t] (cos / sin: the rows' rotary tables)
   void mla_attention(int layer, const float* in, float* out, int32_t T, const int32_t* pos, const float* cos,
                      const float* sin, const uint8_t* key_mask, Model* const* seqs);
+  // a Gated DeltaNet layer (ArchSpec::linear): the normalized input in [T, hidden] -> out [T, hidden], through
+  // the recurrent state of owner(t) (zeroed where a row is its sequence's first position)
+  void linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
+  void load_linear(loading::Loader& L, LayerWeights& w, const std::string& p);
   void ensure_scratch(int32_t T);
   // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
   void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K);
@@ -164,6 +175,15 @@ class Model {
   bool kv_panels_ = false;
   int32_t kv_len_ = 0;
   bool kv_f16_ = false;
+  // layer -> its slot in the KV cache (Gated DeltaNet layers have none: -1), and the slots in use
+  std::vector<int32_t> kv_slot_;
+  int32_t kv_layers_ = 0;
+  // Gated DeltaNet states, per linear layer (lin_slot_): the convolution's last inputs [lin_conv - 1][conv_dim],
+  // then the state matrices [lin_v_heads][lin_k_dim][lin_v_dim]; lin_stride_ floats each
+  std::vector<int32_t> lin_slot_;
+  std::vector<float> lin_state_;
+  size_t lin_stride_ = 0;
+  std::vector<float> lin_;  // linear_attention's scratch
   size_t kv_elem() const { return kv_f16_ ? 2 : 4; }
   void store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v);
   template <typename E>
@@ -173,7 +193,7 @@ class Model {
   std::vector<uint8_t> enc_mask_;
   // scratch, sized for the largest T seen
   int32_t scratch_T_ = 0;
-  std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_;
+  std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_, gate_;
   std::vector<float> moe_in_, moe_out_, moe_logits_;  // experts' gathered rows, their outputs, router logits
   std::vector<float> mla_;                            // mla_attention's (queries, latents, per-head rows)
   std::vector<float> inv_freq_, rel_table_;

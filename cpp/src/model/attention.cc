@@ -15,8 +15,18 @@ namespace {
 float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 }  // namespace
 
+namespace {
+// A Gated DeltaNet state holds every token it has seen: a cache of such a model keeps all of them or none.
+void check_rewind(const ArchSpec& spec, int32_t n, int32_t n_past, const char* what) {
+  EF_CHECK(!spec.recurrent() || n == 0 || n == n_past,
+           std::string(what) + ": " + spec.model_type + "'s recurrent (Gated DeltaNet) layers keep all " +
+               std::to_string(n_past) + " cached tokens or none, not the first " + std::to_string(n));
+}
+}  // namespace
+
 void Model::truncate(int32_t n) {
   EF_CHECK(n >= 0 && n <= n_past_, "truncate: " + std::to_string(n) + " is outside [0, " + std::to_string(n_past_) + "]");
+  check_rewind(spec_, n, n_past_, "truncate");
   n_past_ = n;
 }
 
@@ -27,7 +37,10 @@ void Model::copy_cache_from(const Model& other, int32_t n) {
            "copy_cache_from: the models differ in shape");
   EF_CHECK(n >= 0 && n <= other.n_past_, "copy_cache_from: n is outside the other model's cache");
   EF_CHECK(other.kv_f16_ == kv_f16_, "copy_cache_from: the models' KV caches differ in type");
-  const size_t es = kv_elem(), hd = spec_.head_dim, vh = spec_.vdim(), heads = (size_t)spec_.n_layers * spec_.n_kv_heads;
+  check_rewind(spec_, n, other.n_past_, "copy_cache_from");
+  EF_CHECK(other.lin_state_.size() == lin_state_.size(), "copy_cache_from: the models differ in shape");
+  if (n > 0) std::copy(other.lin_state_.begin(), other.lin_state_.end(), lin_state_.begin());
+  const size_t es = kv_elem(), hd = spec_.head_dim, vh = spec_.vdim(), heads = (size_t)kv_layers_ * spec_.n_kv_heads;
   const size_t kstride = (size_t)kv_len_ * hd * es, vstride = (size_t)kv_len_ * vh * es;  // bytes per kv head
   const size_t nk = kv_panels_ ? (size_t)(n + kPanel - 1) / kPanel * kPanel : (size_t)n;  // whole key panels
   uint8_t *kd = (uint8_t*)kcache_->data, *vd = (uint8_t*)vcache_->data;
@@ -58,7 +71,7 @@ void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, con
     else return f32_to_f16(x);
   };
   const int hd = spec_.head_dim, vh = spec_.vdim();
-  const size_t head = (size_t)layer * spec_.n_kv_heads + kv_head;
+  const size_t head = (size_t)kv_slot_[layer] * spec_.n_kv_heads + kv_head;
   E* kc = (E*)kcache_->data + head * kv_len_ * hd;
   E* vc = (E*)vcache_->data + head * kv_len_ * vh;
   if (!kv_panels_) {
@@ -98,7 +111,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const size_t head_stride = (size_t)kv_len_ * hd, vhead_stride = (size_t)kv_len_ * vd, es = kv_elem();
   const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
   // element i of this layer's keys / values (f32 or f16 as kvt) in the cache query row t uses (seqs: its own)
-  const size_t klayer_off = (size_t)layer * nkv * head_stride * es, vlayer_off = (size_t)layer * nkv * vhead_stride * es;
+  const size_t slot = (size_t)kv_slot_[layer];
+  const size_t klayer_off = slot * nkv * head_stride * es, vlayer_off = slot * nkv * vhead_stride * es;
   const uint8_t* kbase = (const uint8_t*)kcache_->data + klayer_off;
   const uint8_t* vbase = (const uint8_t*)vcache_->data + vlayer_off;
   const auto kc = [&](size_t i) -> const void* { return kbase + i * es; };

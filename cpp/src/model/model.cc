@@ -122,7 +122,9 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.mlp_norm_w = L.vec(p + "mlp_norm.weight", H, true);
       if (ln) w.mlp_norm_b = L.vec(p + "mlp_norm.bias", H, false);
     }
-    if (spec_.mla()) {
+    if (spec_.linear(i)) {
+      load_linear(L, w, p);
+    } else if (spec_.mla()) {
       const int64_t Lk = spec_.mla_kv_lora, Lq = spec_.mla_q_lora, dn = spec_.mla_nope, dv = spec_.mla_v;
       const int64_t dq = nh_ * (dn + spec_.rope.rotary_dim);  // the queries before absorption
       if (Lq > 0) {
@@ -145,13 +147,14 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.wv = L.matrix(p + "attn.v.weight", {KVD, H});
       w.wo = L.matrix(p + "attn.o.weight", {H, QVD});
     }
-    if (spec_.attn_bias) {
+    if (spec_.attn_bias && !spec_.linear(i)) {
       w.bq = L.vec(p + "attn.q.bias", QD, true);
       w.bk = L.vec(p + "attn.k.bias", KD, true);
       w.bv = L.vec(p + "attn.v.bias", KVD, true);
     }
-    if (spec_.attn_out_bias) w.bo = L.vec(p + "attn.o.bias", H, true);
-    if (spec_.qk_norm) {
+    if (spec_.attn_out_bias && !spec_.linear(i)) w.bo = L.vec(p + "attn.o.bias", H, true);
+    if (spec_.attn_out_gate && !spec_.linear(i)) w.wgate = L.matrix(p + "attn.gate.weight", {QD, H});
+    if (spec_.qk_norm && !spec_.linear(i)) {
       if (spec_.qk_norm_per_head) {
         w.q_norm_w = L.small(p + "attn.q_norm.weight", {spec_.n_heads, hd}, true);
         w.k_norm_w = L.small(p + "attn.k_norm.weight", {spec_.n_kv_heads, hd}, true);
@@ -216,7 +219,18 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
            "argument 'kv_dtype' must be None, 'f16' or 'f32', got '" + opts.kv_dtype + "'");
   // auto: f32 beside f32 matrices (the reference precision), f16 beside every narrower type, as llama.cpp
-  kv_f16_ = opts.kv_dtype.empty() ? !layers_.empty() && layers_[0].wq.dtype != DType::F32 : opts.kv_dtype == "f16";
+  const LayerWeights* first = nullptr;  // (the first layer with attention: Gated DeltaNet layers have no wq)
+  for (int i = 0; i < spec_.n_layers && !first; i++)
+    if (!spec_.linear(i)) first = &layers_[i];
+  kv_f16_ = opts.kv_dtype.empty() ? first && first->wq.dtype != DType::F32 : opts.kv_dtype == "f16";
+  for (int i = 0, n_linear = 0; i < spec_.n_layers; i++) {
+    kv_slot_.push_back(spec_.linear(i) ? -1 : kv_layers_++);
+    lin_slot_.push_back(spec_.linear(i) ? n_linear++ : -1);
+  }
+  if (spec_.recurrent()) {
+    const size_t conv_dim = 2 * (size_t)spec_.lin_k_heads * spec_.lin_k_dim + (size_t)spec_.lin_v_heads * spec_.lin_v_dim;
+    lin_stride_ = (size_t)(spec_.lin_conv - 1) * conv_dim + (size_t)spec_.lin_v_heads * spec_.lin_k_dim * spec_.lin_v_dim;
+  }
   alloc_cache();
   if (spec_.pos == PosKind::Rotary && !spec_.rope.length_dependent())
     rope_inv_freq(spec_, 0, inv_freq_, rope_mscale_);
@@ -228,7 +242,10 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
 }
 
 void Model::alloc_cache() {
-  const size_t per_dim = (size_t)spec_.n_layers * spec_.n_kv_heads * (size_t)kv_len_ * kv_elem();
+  int32_t n_linear = 0;
+  for (int32_t s : lin_slot_) n_linear += s >= 0;
+  lin_state_.assign((size_t)n_linear * lin_stride_, 0.f);
+  const size_t per_dim = (size_t)kv_layers_ * spec_.n_kv_heads * (size_t)kv_len_ * kv_elem();
   try {
     kcache_ = std::make_unique<Buffer>(per_dim * spec_.head_dim);
     vcache_ = std::make_unique<Buffer>(per_dim * spec_.vdim());
@@ -244,7 +261,8 @@ Model::Model(const Model& o, bool)
       pos_emb_(o.pos_emb_), type_emb_(o.type_emb_), emb_norm_w_(o.emb_norm_w_), emb_norm_b_(o.emb_norm_b_),
       proj_in_(o.proj_in_), proj_out_(o.proj_out_), final_norm_w_(o.final_norm_w_), final_norm_b_(o.final_norm_b_),
       lm_head_(o.lm_head_), lm_head_b_(o.lm_head_b_), rel_bias_(o.rel_bias_), layers_(o.layers_),
-      kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_f16_(o.kv_f16_), inv_freq_(o.inv_freq_),
+      kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_f16_(o.kv_f16_), kv_slot_(o.kv_slot_),
+      kv_layers_(o.kv_layers_), lin_slot_(o.lin_slot_), lin_stride_(o.lin_stride_), inv_freq_(o.inv_freq_),
       inv_freq_local_(o.inv_freq_local_), rope_mscale_local_(o.rope_mscale_local_), rope_mscale_(o.rope_mscale_) {
   alloc_cache();  // the tensors share their memory (Tensor::owner); the cache and scratch are this model's
 }
@@ -362,6 +380,7 @@ void Model::ensure_scratch(int32_t T) {
   k_.resize(T * KD);
   v_.resize(T * KVD);
   att_.resize(T * QVD);
+  if (spec_.attn_out_gate) gate_.resize(T * QD);
   const size_t FM = std::max({F, (size_t)spec_.moe_ffn_size, (size_t)spec_.shared_ffn_size});
   // (a decode step's experts run side by side: n_experts_used of them)
   const size_t FE = std::max((size_t)T, (size_t)spec_.n_experts_used) * spec_.moe_ffn_size;
@@ -513,10 +532,11 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   const int64_t vd = spec_.vdim(), KVD = nkv * vd, QVD = nh * vd;  // the values' head size and widths
   // self-attention of the normalized input `in` -> tmp [T, H]
   auto self_attention = [&](int l, const LayerWeights& w, const float* in) {
+    if (spec_.linear(l)) return linear_attention(l, in, tmp, T, pos0, seqs);
     if (spec_.mla()) return mla_attention(l, in, tmp, T, pos.data(), cos_.data(), sin_.data(), a.key_mask, seqs);
-    const ops::LinearOut qkv[3] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
-                                   {&w.wv, fptr(w.bv), v_.data(), KVD}};
-    ops::linear_group(pool, K, in, H, T, qkv, 3);
+    const ops::LinearOut qkv[4] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
+                                   {&w.wv, fptr(w.bv), v_.data(), KVD}, {&w.wgate, nullptr, gate_.data(), QD}};
+    ops::linear_group(pool, K, in, H, T, qkv, spec_.attn_out_gate ? 4 : 3);
     const bool local = spec_.local_rope(l), rotary = rotary_all && !spec_.nope(l);
     for (int32_t t = 0; t < T; t++) {
       const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
@@ -532,6 +552,11 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, v_.data() + t * KVD + hh * vd);
     }
     attention(l, q_.data(), att_.data(), T, pos0, a.key_mask, seqs);
+    if (spec_.attn_out_gate) {  // (Qwen3-Next, Qwen3.5: each output times sigmoid of its gate)
+      float* g = gate_.data();
+      for (int64_t i = 0; i < T * QD; i++) g[i] = 1.f / (1.f + std::exp(-g[i]));
+      K.mul(att_.data(), g, T * QD);
+    }
     if (take_interrupt()) throw Interrupted();
     ops::linear(pool, K, att_.data(), QVD, T, w.wo, fptr(w.bo), tmp, H);
   };

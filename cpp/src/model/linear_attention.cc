@@ -1,0 +1,123 @@
+// Gated DeltaNet layers (Qwen3-Next, Qwen3.5; ArchSpec::linear): tokens mix through a recurrent state per value
+// head, a [lin_k_dim, lin_v_dim] matrix updated by the gated delta rule, in place of attention over a KV cache.
+// Computed token by token (transformers' torch_recurrent_gated_delta_rule; its chunked form for prompts is the
+// same recurrence reordered), each head on its own thread.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "edgeformer/errors.h"
+#include "edgeformer/model.h"
+#include "edgeformer/ops.h"
+#include "loader.h"
+
+namespace ef {
+
+void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& p) {
+  const int64_t H = spec_.hidden_size, Hv = spec_.lin_v_heads;
+  const int64_t KD = (int64_t)spec_.lin_k_heads * spec_.lin_k_dim, VD = Hv * spec_.lin_v_dim, CD = 2 * KD + VD;
+  w.lin_qkv = L.matrix(p + "lin.qkv.weight", {CD, H});
+  w.lin_z = L.matrix(p + "lin.z.weight", {VD, H});
+  w.lin_b = L.matrix(p + "lin.b.weight", {Hv, H});
+  w.lin_a = L.matrix(p + "lin.a.weight", {Hv, H});
+  w.lin_out = L.matrix(p + "lin.out.weight", {H, VD});
+  const Tensor* conv = L.find(p + "lin.conv.weight");  // [conv_dim, 1, taps] as a Conv1d stores it, or [conv_dim, taps]
+  w.lin_conv = L.small(p + "lin.conv.weight", conv && conv->dim() == 3 ? std::vector<int64_t>{CD, 1, spec_.lin_conv}
+                                                                      : std::vector<int64_t>{CD, spec_.lin_conv}, true);
+  w.lin_dt_bias = L.vec(p + "lin.dt_bias", Hv, true);
+  w.lin_A_log = L.vec(p + "lin.A_log", Hv, true);
+  w.lin_norm_w = L.vec(p + "lin.norm.weight", spec_.lin_v_dim, true);
+}
+
+void Model::linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
+  const KernelTable& K = kernels();
+  const LayerWeights& w = layers_[layer];
+  ThreadPool* pool = pool_.get();
+  const int64_t H = spec_.hidden_size, Hk = spec_.lin_k_heads, Hv = spec_.lin_v_heads;
+  const int64_t dk = spec_.lin_k_dim, dv = spec_.lin_v_dim, taps = spec_.lin_conv;
+  const int64_t KD = Hk * dk, VD = Hv * dv, CD = 2 * KD + VD, group = Hv / Hk;
+  const size_t slot = (size_t)lin_slot_[layer] * lin_stride_;
+  // scratch: the projections before the convolution [T, CD], after it [T, CD], z [T, VD], b, a [T, Hv], o [T, VD]
+  const size_t need = (size_t)T * (2 * CD + 2 * VD + 2 * Hv);
+  if (lin_.size() < need) lin_.resize(need);
+  float* mixed = lin_.data();
+  float* x = mixed + (size_t)T * CD;
+  float* z = x + (size_t)T * CD;
+  float* b = z + (size_t)T * VD;
+  float* a = b + (size_t)T * Hv;
+  float* o = a + (size_t)T * Hv;
+  const ops::LinearOut proj[4] = {{&w.lin_qkv, nullptr, mixed, CD}, {&w.lin_z, nullptr, z, VD},
+                                  {&w.lin_b, nullptr, b, Hv}, {&w.lin_a, nullptr, a, Hv}};
+  ops::linear_group(pool, K, in, H, T, proj, 4);
+
+  // row t's sequence (a batch: one decode row each) and its state; a sequence's first position starts from zeros
+  const auto owner = [&](int32_t t) -> Model& { return seqs ? *seqs[t] : *this; };
+  for (int32_t t = 0; t < T; t++)
+    if ((seqs ? owner(t).n_past_ : pos0 + t) == 0)
+      std::fill_n(owner(t).lin_state_.data() + slot, lin_stride_, 0.f);
+
+  // the causal depthwise convolution (taps over the last taps - 1 inputs, kept in the state, and this one), SiLU
+  const float* cw = (const float*)w.lin_conv.data;  // [CD][taps]
+  pool->parallel_for(CD, 256, [&](int, int64_t c0, int64_t c1) {
+    for (int32_t t = 0; t < T; t++) {
+      float* hist = owner(t).lin_state_.data() + slot;  // [taps - 1][CD], oldest first
+      for (int64_t c = c0; c < c1; c++) {
+        const float* wc = cw + c * taps;
+        const float cur = mixed[(size_t)t * CD + c];
+        float acc = wc[taps - 1] * cur;
+        for (int64_t j = 0; j < taps - 1; j++) acc += wc[j] * hist[j * CD + c];
+        for (int64_t j = 0; j + 1 < taps - 1; j++) hist[j * CD + c] = hist[(j + 1) * CD + c];
+        if (taps > 1) hist[(taps - 2) * CD + c] = cur;
+        x[(size_t)t * CD + c] = acc / (1.f + std::exp(-acc));
+      }
+    }
+  });
+  // q and k L2-normalized per head (transformers' l2norm: x / sqrt(sum x^2 + 1e-6)), q also by 1 / sqrt(dk)
+  const float qscale = 1.f / std::sqrt((float)dk);
+  for (int32_t t = 0; t < T; t++)
+    for (int64_t h = 0; h < 2 * Hk; h++) {
+      float* v = x + (size_t)t * CD + h * dk;
+      const float inv = 1.f / std::sqrt(K.dot(v, v, dk) + 1e-6f);
+      K.scale(v, h < Hk ? inv * qscale : inv, dk);
+    }
+  // the gated delta rule, per value head (its key head: h / group), token by token
+  const float* dt_bias = (const float*)w.lin_dt_bias.data;
+  const float* A_log = (const float*)w.lin_A_log.data;
+  const float* nw = (const float*)w.lin_norm_w.data;
+  const size_t s_off = (size_t)(taps - 1) * CD;
+  pool->parallel_for(Hv, 1, [&](int, int64_t h0, int64_t h1) {
+    std::vector<float> mem(dv);
+    for (int64_t h = h0; h < h1; h++) {
+      const float A = -std::exp(A_log[h]);
+      for (int32_t t = 0; t < T; t++) {
+        float* S = owner(t).lin_state_.data() + slot + s_off + (size_t)h * dk * dv;  // [dk][dv]
+        const float* q = x + (size_t)t * CD + (h / group) * dk;
+        const float* k = q + KD;
+        const float* v = x + (size_t)t * CD + 2 * KD + h * dv;
+        const float ai = a[(size_t)t * Hv + h] + dt_bias[h];
+        const float softplus = ai > 20.f ? ai : std::log1p(std::exp(ai));
+        const float decay = std::exp(A * softplus), beta = 1.f / (1.f + std::exp(-b[(size_t)t * Hv + h]));
+        std::fill(mem.begin(), mem.end(), 0.f);
+        for (int64_t i = 0; i < dk; i++) {  // S *= decay; mem = S^T k
+          K.scale(S + i * dv, decay, dv);
+          K.axpy(k[i], S + i * dv, mem.data(), dv);
+        }
+        for (int64_t j = 0; j < dv; j++) mem[j] = (v[j] - mem[j]) * beta;  // delta
+        float* oh = o + (size_t)t * VD + h * dv;
+        std::fill_n(oh, dv, 0.f);
+        for (int64_t i = 0; i < dk; i++) {  // S += k delta^T; o = S^T q
+          K.axpy(k[i], mem.data(), S + i * dv, dv);
+          K.axpy(q[i], S + i * dv, oh, dv);
+        }
+        // RMS-normalized with its weight, times silu(z) (z's row holds the result)
+        float* zh = z + (size_t)t * VD + h * dv;
+        K.rmsnorm(oh, nw, spec_.norm_eps, oh, dv);
+        K.act_mul(Act::SiLU, zh, oh, dv);
+      }
+    }
+  });
+  ops::linear(pool, K, z, VD, T, w.lin_out, nullptr, out, H);
+}
+
+}  // namespace ef

@@ -1,0 +1,158 @@
+"""Hybrid decoders whose layers mix tokens either by attention or through a recurrent state, as data: Qwen3.5,
+dense and mixture-of-experts (Gated DeltaNet layers, three to each attention layer, whose output is gated).
+See archs.py."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+from . import _core
+from .archs import Config, Derived, NameMap, _per_head_rows
+from .archs_recent import _as_llama
+
+# Qwen3_5TextConfig's defaults where they differ from Llama's
+QWEN3_5_DEFAULTS: Dict[str, Any] = {
+    "rms_norm_eps": 1e-6, "head_dim": 256, "num_key_value_heads": 4, "max_position_embeddings": 32768,
+    "partial_rotary_factor": 0.25, "linear_conv_kernel_dim": 4, "linear_key_head_dim": 128,
+    "linear_value_head_dim": 128, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+}
+
+
+def _layer_kinds(cfg: Config, n_layers: int):
+    """layer_types ("linear_attention" / "full_attention"), or every full_attention_interval-th layer full."""
+    types = cfg.data.get("layer_types")
+    if types is None:
+        every = cfg.positive("full_attention_interval", 4)
+        types = ["linear_attention" if (i + 1) % every else "full_attention" for i in range(n_layers)]
+    if not (isinstance(types, list) and len(types) == n_layers and
+            all(t in ("linear_attention", "full_attention") for t in types)):
+        raise cfg.error("layer_types", f"expected {n_layers} of 'linear_attention' / 'full_attention'")
+    return types
+
+
+def _qwen3_5_text(cfg: Config, tensor_names, prefix: str = "model.", head: str = "lm_head.weight",
+                  defaults: Optional[Dict[str, Any]] = None) -> Tuple["_core.ArchSpec", NameMap]:
+    """Qwen3.5's language model (qwen3_5_text): a Qwen3 whose RMSNorms scale by 1 + weight, whose attention
+    output is gated (q_proj holds each head's query and gate) and rotates a quarter of each head, and whose
+    other layers (three to each attention layer) are Gated DeltaNet (archs ArchSpec.layer_linear)."""
+    data = dict(cfg.data)
+    params = data.get("rope_parameters")
+    if isinstance(params, dict) and "partial_rotary_factor" not in params and "partial_rotary_factor" not in data:
+        data["partial_rotary_factor"] = QWEN3_5_DEFAULTS["partial_rotary_factor"]
+    cfg = Config(data, cfg.source)
+    defaults = QWEN3_5_DEFAULTS if defaults is None else defaults
+    s, names = _as_llama(cfg, tensor_names, "qwen3_5_text", defaults)
+    types = _layer_kinds(cfg, s.n_layers)
+    s.layer_linear = [int(t == "linear_attention") for t in types]
+    s.qk_norm = True
+    s.attn_out_gate = True
+    d = {**defaults, **cfg.data}
+    c = Config(d, cfg.source)
+    s.lin_k_heads = c.positive("linear_num_key_heads")
+    s.lin_v_heads = c.positive("linear_num_value_heads")
+    s.lin_k_dim = c.positive("linear_key_head_dim")
+    s.lin_v_dim = c.positive("linear_value_head_dim")
+    s.lin_conv = c.positive("linear_conv_kernel_dim")
+    act = c.get("hidden_act", str, "silu")
+    if act not in ("silu", "swish"):
+        raise c.error("hidden_act", f"names {act!r}: Qwen3.5's convolution and MLP are SiLU's")
+    if s.attn_bias:
+        raise c.error("attention_bias", "is true: not supported for Qwen3.5")
+
+    def one_plus(src: str) -> Derived:  # (Qwen3_5RMSNorm scales by 1 + weight)
+        return Derived(src, add=1.0)
+
+    hd, nh = s.head_dim, s.n_heads
+    out: NameMap = {"tok_embeddings.weight": prefix + "embed_tokens.weight", "norm.weight": one_plus(prefix + "norm.weight")}
+    if not s.tie_embeddings:
+        out["lm_head.weight"] = head
+    for i in range(s.n_layers):
+        src, dst = f"{prefix}layers.{i}.", f"layers.{i}."
+        out[dst + "attn_norm.weight"] = one_plus(src + "input_layernorm.weight")
+        out[dst + "mlp_norm.weight"] = one_plus(src + "post_attention_layernorm.weight")
+        for p in ("gate", "up", "down"):
+            out[dst + f"mlp.{p}.weight"] = src + f"mlp.{p}_proj.weight"
+        if s.layer_linear[i]:
+            la = src + "linear_attn."
+            for part, name in (("qkv", "in_proj_qkv"), ("z", "in_proj_z"), ("b", "in_proj_b"), ("a", "in_proj_a"),
+                               ("out", "out_proj"), ("conv", "conv1d"), ("norm", "norm")):
+                out[dst + f"lin.{part}.weight"] = la + f"{name}.weight"
+            out[dst + "lin.dt_bias"] = la + "dt_bias"
+            out[dst + "lin.A_log"] = la + "A_log"
+            continue
+        q = src + "self_attn.q_proj.weight"  # per head: [query | gate]
+        out[dst + "attn.q.weight"] = Derived(q, _per_head_rows(nh, 2, hd, [0]))
+        out[dst + "attn.gate.weight"] = Derived(q, _per_head_rows(nh, 2, hd, [1]))
+        for p in "kvo":
+            out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
+        out[dst + "attn.q_norm.weight"] = one_plus(src + "self_attn.q_norm.weight")
+        out[dst + "attn.k_norm.weight"] = one_plus(src + "self_attn.k_norm.weight")
+    return s, out
+
+
+QWEN3_5_MOE_DEFAULTS: Dict[str, Any] = {**QWEN3_5_DEFAULTS, "num_key_value_heads": 2, "moe_intermediate_size": 512,
+                                        "shared_expert_intermediate_size": 512, "num_experts_per_tok": 8,
+                                        "num_experts": 256}
+
+
+def _qwen3_5_moe_text(cfg: Config, tensor_names, prefix: str = "model.", head: str = "lm_head.weight"
+                      ) -> Tuple["_core.ArchSpec", NameMap]:
+    """Qwen3.5's mixture-of-experts language model (qwen3_5_moe_text): Qwen3.5's layers with experts in every
+    MLP (softmax router, the chosen renormalized) and a shared expert behind a sigmoid gate. Experts one tensor
+    each, or stacked (gate_up_proj [experts, 2 x width, hidden], down_proj) as transformers 5 holds them."""
+    c = Config({**QWEN3_5_MOE_DEFAULTS, **cfg.data}, cfg.source)
+    s, names = _qwen3_5_text(Config({**cfg.data, "intermediate_size": c.positive("moe_intermediate_size")},
+                                    cfg.source), tensor_names, prefix, head, QWEN3_5_MOE_DEFAULTS)
+    s.model_type = "qwen3_5_moe_text"
+    s.n_experts = c.positive("num_experts")
+    s.n_experts_used = c.positive("num_experts_per_tok")
+    if s.n_experts_used > s.n_experts:
+        raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
+    s.moe_ffn_size = f = c.positive("moe_intermediate_size")
+    s.moe_norm_topk = True
+    s.shared_ffn_size = c.get("shared_expert_intermediate_size", int)
+    if s.shared_ffn_size < 0:
+        raise c.error("shared_expert_intermediate_size", f"must be non-negative, got {s.shared_ffn_size}")
+    s.shared_expert_gate = s.shared_ffn_size > 0
+    have = set(tensor_names)
+    for i in range(s.n_layers):
+        src, dst = f"{prefix}layers.{i}.mlp.", f"layers.{i}."
+        for p in ("gate", "up", "down"):
+            del names[dst + f"mlp.{p}.weight"]
+        names[dst + "moe.router.weight"] = src + "gate.weight"
+        stacked = src + "experts.gate_up_proj" in have
+        for e in range(s.n_experts):
+            x = f"{dst}moe.experts.{e}."
+            if stacked:
+                names[x + "gate.weight"] = Derived(src + "experts.gate_up_proj", slice(0, f), index=e)
+                names[x + "up.weight"] = Derived(src + "experts.gate_up_proj", slice(f, 2 * f), index=e)
+                names[x + "down.weight"] = Derived(src + "experts.down_proj", index=e)
+            else:
+                for p in ("gate", "up", "down"):
+                    names[x + f"{p}.weight"] = src + f"experts.{e}.{p}_proj.weight"
+        if s.shared_ffn_size:
+            for p in ("gate", "up", "down"):
+                names[dst + f"moe.shared.{p}.weight"] = src + f"shared_expert.{p}_proj.weight"
+            names[dst + "moe.shared_scale.weight"] = src + "shared_expert_gate.weight"
+    return s, names
+
+
+def _wrapped(text_builder, text_type: str):
+    """The image-and-text checkpoint of a Qwen3.5 language model: text_config's, weights under
+    model.language_model.; the vision tower (and the multi-token-prediction head) not run."""
+
+    def build(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+        text = cfg.data.get("text_config")
+        if not isinstance(text, dict):
+            raise cfg.error("text_config", "expected an object (the language model's config)")
+        have = set(tensor_names)
+        tied = text.get("tie_word_embeddings", cfg.data.get("tie_word_embeddings", False)) if not have else \
+            "lm_head.weight" not in have
+        return text_builder(Config({**text, "model_type": text_type, "tie_word_embeddings": bool(tied)},
+                                   cfg.source), tensor_names, "model.language_model.")
+
+    return build
+
+
+HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwen3_5_text"),
+          "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text")}
