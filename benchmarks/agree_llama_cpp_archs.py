@@ -31,6 +31,9 @@ def cases():
              num_key_value_heads=2, **b)
     oss_rope = {"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
                 "original_max_position_embeddings": 16, "rope_theta": 150000.0}
+    q35 = dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=32, linear_value_head_dim=32,
+               rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+               tie_word_embeddings=False, **{**d, "num_hidden_layers": 4})
     return {
         "llama": lambda: (tf.LlamaForCausalLM, tf.LlamaConfig(tie_word_embeddings=False, **d)),
         "qwen2": lambda: (tf.Qwen2ForCausalLM, tf.Qwen2Config(tie_word_embeddings=False, **d)),
@@ -128,6 +131,12 @@ def cases():
             "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16,
             "beta_fast": 32.0, "beta_slow": 1.0, "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.5},
             **d)),
+        # session 16's: Qwen3.5 (Gated DeltaNet layers, 2 value heads per key head: llama.cpp's tiled order), dense
+        # and mixture-of-experts
+        "qwen3_5": lambda: (tf.Qwen3_5ForCausalLM, tf.Qwen3_5TextConfig(head_dim=32, **q35)),
+        "qwen3_5_moe": lambda: (tf.Qwen3_5MoeForCausalLM, tf.Qwen3_5MoeTextConfig(
+            head_dim=32, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+            shared_expert_intermediate_size=96, **{k: v for k, v in q35.items() if k != "intermediate_size"})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),
@@ -143,6 +152,7 @@ def main() -> int:
     ap.add_argument("archs", nargs="*")
     ap.add_argument("--llama-cpp", default=None, help="folder with an installed llama_cpp package")
     ap.add_argument("--out", default=None, help="markdown file for the table")
+    ap.add_argument("--type", default="f16", choices=["f16", "f32"], help="the files' weight type")
     a = ap.parse_args()
     if a.llama_cpp:
         sys.path.insert(0, a.llama_cpp)
@@ -159,7 +169,7 @@ def main() -> int:
             cls, cfg = table[name]()
             d = os.path.join(tmp, name)
             ref = hf_logits(make_model(d, cls, cfg), prompt)
-            edgeformer.quantize(d, d + ".gguf", "f16")
+            edgeformer.quantize(d, d + ".gguf", a.type)
             ours = edgeformer.load(d + ".gguf", threads=2, max_context=64, kv_dtype="f32").logits(prompt)
             try:
                 m = llama_cpp.Llama(model_path=d + ".gguf", n_ctx=64, logits_all=True, verbose=False)
@@ -170,7 +180,7 @@ def main() -> int:
             theirs = np.array(m.scores[: len(prompt)])
             rows.append((name, f"{nmse(ours, theirs):.2g}", f"{nmse(theirs, ref):.2g}", f"{nmse(ours, ref):.2g}"))
             print(*rows[-1], flush=True)
-    md = [f"llama-cpp-python {llama_cpp.__version__}, edgeformer {edgeformer.__version__}; f16 files written by "
+    md = [f"llama-cpp-python {llama_cpp.__version__}, edgeformer {edgeformer.__version__}; {a.type} files written by "
           "edgeformer, a 32-token prompt, logits NMSE", "",
           "| arch | ours vs llama.cpp | llama.cpp vs transformers | ours vs transformers |", "|---|---|---|---|"]
     md += [f"| {' | '.join(r)} |" for r in rows]

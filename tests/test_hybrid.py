@@ -2,7 +2,7 @@
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
 checkpoint. Logits within
 1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a
-recurrent state."""
+recurrent state; GGUF in and out as llama.cpp's qwen35 / qwen35moe."""
 
 from __future__ import annotations
 
@@ -45,12 +45,23 @@ def _cases():
             layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"])),
         # experts in every layer, a gated shared expert
         "qwen3_5_moe_text": (tf.Qwen3_5MoeForCausalLM, _text_config(moe=True)),
-        "qwen3_5": (tf.Qwen3_5ForConditionalGeneration, tf.Qwen3_5Config(
-            text_config=_text_config().to_dict(),
-            vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                               patch_size=16, temporal_patch_size=2, spatial_merge_size=2),
-            image_token_id=300, video_token_id=301, vision_start_token_id=302, vision_end_token_id=303)),
+        "qwen3_5": _wrapper(_text_config()),
+        # as llama.cpp reads them (one state size for keys and values), value heads 2 per key head
+        "qwen3_5_text_eq": (tf.Qwen3_5ForCausalLM, _text_config(linear_value_head_dim=16)),
+        "qwen3_5_moe_text_eq": (tf.Qwen3_5MoeForCausalLM, _text_config(moe=True, linear_value_head_dim=16,
+                                                                        tie_word_embeddings=True)),
+        "qwen3_5_eq": _wrapper(_text_config(linear_value_head_dim=16, linear_num_value_heads=2)),
     }
+
+
+def _wrapper(text_config):
+    import transformers as tf
+
+    return (tf.Qwen3_5ForConditionalGeneration, tf.Qwen3_5Config(
+        text_config=text_config.to_dict(),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           patch_size=16, temporal_patch_size=2, spatial_merge_size=2),
+        image_token_id=300, video_token_id=301, vision_start_token_id=302, vision_end_token_id=303))
 
 
 CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5"]
@@ -131,3 +142,78 @@ def test_recurrent_batches_and_batcher(built):
     assert got == alone + alone[:1]
     looked = model.generate(PROMPT, max_new_tokens=10, temperature=0, ignore_eos=True, prompt_lookup=4)
     assert looked.token_ids == ref_tokens[:10]
+
+
+# GGUF as llama.cpp's converter writes Qwen3.5 (qwen35, qwen35moe): the value heads in its tiled order, attn_q
+# holding each head's query and gate, ssm_a the decay rates; the image-and-text checkpoint as its language model
+GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35"}
+
+
+@pytest.mark.parametrize("case", list(GGUF_CASES))
+def test_hybrid_gguf_roundtrip(case, built, tmp_path):
+    """Written as f32 and read back: transformers' logits and greedy tokens; quantized at load and written, the
+    file holds exactly the model's tensors (logits bit-identical to the checkpoint loaded quantized)."""
+    import gguf
+
+    path, ref, ref_tokens = built(case)
+    out = str(tmp_path / "m.gguf")
+    edgeformer.quantize(path, out, "f32")
+    r = gguf.GGUFReader(out)
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    assert arch == GGUF_CASES[case]
+    names = {t.name for t in r.tensors}
+    assert {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.3.attn_q.weight"} <= names
+    model = edgeformer.load(out, threads=2, max_context=64)
+    assert model.spec.lin_v_tiled  # (read in llama.cpp's order)
+    assert_logits_close(model.logits(PROMPT), ref)
+    assert model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids == ref_tokens
+    q = str(tmp_path / "q.gguf")
+    edgeformer.quantize(path, q, "q8_0")
+    direct = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
+    np.testing.assert_array_equal(edgeformer.load(q, threads=2, max_context=64).logits(PROMPT),
+                                  direct.logits(PROMPT))
+
+
+def test_hybrid_gguf_refuses_what_llama_cpp_reads_otherwise(built, tmp_path):
+    """llama.cpp's qwen35 sizes its states by one head size: a model whose key and value heads differ is refused
+    by name, and no file is left."""
+    path, _, _ = built("qwen3_5_text")
+    with pytest.raises(ValueError, match="linear_value_head_dim"):
+        edgeformer.quantize(path, str(tmp_path / "m.gguf"), "f32")
+    assert not (tmp_path / "m.gguf").exists()
+
+
+def test_hybrid_gguf_bad_query_rows_named(built, tmp_path):
+    """A qwen35 file whose attn_q lacks the gate's rows fails with the tensor's name, not a crash."""
+    import gguf
+
+    path, _, _ = built("qwen3_5_text_eq")
+    good = str(tmp_path / "m.gguf")
+    edgeformer.quantize(path, good, "f32")
+    r = gguf.GGUFReader(good)
+    w = gguf.GGUFWriter(str(tmp_path / "bad.gguf"), "qwen35")
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture":
+            continue
+        v = f.contents()
+        if isinstance(v, list):
+            w.add_array(k, v)
+        elif isinstance(v, str):
+            w.add_string(k, v)
+        elif isinstance(v, bool):
+            w.add_bool(k, v)
+        elif isinstance(v, float):
+            w.add_float32(k, v)
+        else:
+            w.add_uint32(k, v)
+    for t in r.tensors:
+        a = np.array(t.data)
+        if t.name == "blk.3.attn_q.weight":
+            a = a[: a.shape[0] // 2]
+        w.add_tensor(t.name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match="blk.3.attn_q.weight"):
+        edgeformer.load(str(tmp_path / "bad.gguf"), threads=2, max_context=64)

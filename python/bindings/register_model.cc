@@ -130,6 +130,7 @@ void register_model(py::module_& m) {
       .def_readwrite("lin_k_dim", &ef::ArchSpec::lin_k_dim)
       .def_readwrite("lin_v_dim", &ef::ArchSpec::lin_v_dim)
       .def_readwrite("lin_conv", &ef::ArchSpec::lin_conv)
+      .def_readwrite("lin_v_tiled", &ef::ArchSpec::lin_v_tiled)
       .def("recurrent", &ef::ArchSpec::recurrent)
       .def_readwrite("pos_offset", &ef::ArchSpec::pos_offset)
       .def_readwrite("n_token_types", &ef::ArchSpec::n_token_types)

@@ -228,14 +228,15 @@ def _window(cfg: Config, s: "_core.ArchSpec") -> None:
 
 class Derived:
     """A weight rebuilt from a checkpoint tensor: with `index`, one matrix of a 3-D tensor (fused experts); rows
-    (after an optional transpose) gathered by index; with `add`, every value plus that constant, as f32 (Gemma's
-    norms scale by 1 + weight)."""
+    (after an optional transpose) gathered by index, and columns by `cols`; with `add`, every value plus that
+    constant, as f32 (Gemma's norms scale by 1 + weight)."""
 
     fp8_block: Sequence[int] = (128, 128)  # an FP8 source's scale blocks (quantization_config.weight_block_size)
 
     def __init__(self, src: str, rows: Union[slice, Sequence[int], None] = None, transpose: bool = False,
-                 add: float = 0.0, index: Optional[int] = None):
+                 add: float = 0.0, index: Optional[int] = None, cols: Optional[Sequence[int]] = None):
         self.src, self.rows, self.transpose, self.add, self.index = src, rows, transpose, add, index
+        self.cols = cols
 
     def build(self, checkpoint) -> Tuple[np.ndarray, "_core.DType", str]:
         t = checkpoint.get(self.src)
@@ -259,6 +260,12 @@ class Derived:
                 raise ValueError(f"tensor '{self.src}': expected at least {int(np.max(idx)) + 1} rows, "
                                  f"got shape {list(t.shape)}")
             a = a[idx]
+        if self.cols is not None:
+            if a.ndim != 2 or dtype not in (_core.DType.f32, _core.DType.f16, _core.DType.bf16) or \
+                    a.shape[1] != len(self.cols):
+                raise ValueError(f"tensor '{self.src}': expected a float matrix of {len(self.cols)} columns, got "
+                                 f"{dtype} of shape {list(t.shape)}")
+            a = a[:, np.asarray(self.cols)]
         if self.add:
             f = _as_f32(a, dtype) + np.float32(self.add)
             return np.ascontiguousarray(f, dtype=np.float32), _core.DType.f32, t.source

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from . import _core
 from .archs import Config, Derived, NameMap, _per_head_rows
+from .archs_llama import qwen_moe_names
 from .archs_recent import _as_llama
 
 # Qwen3_5TextConfig's defaults where they differ from Llama's
@@ -108,7 +109,7 @@ def _qwen3_5_moe_text(cfg: Config, tensor_names, prefix: str = "model.", head: s
     s.n_experts_used = c.positive("num_experts_per_tok")
     if s.n_experts_used > s.n_experts:
         raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
-    s.moe_ffn_size = f = c.positive("moe_intermediate_size")
+    s.moe_ffn_size = c.positive("moe_intermediate_size")
     s.moe_norm_topk = True
     s.shared_ffn_size = c.get("shared_expert_intermediate_size", int)
     if s.shared_ffn_size < 0:
@@ -119,21 +120,7 @@ def _qwen3_5_moe_text(cfg: Config, tensor_names, prefix: str = "model.", head: s
         src, dst = f"{prefix}layers.{i}.mlp.", f"layers.{i}."
         for p in ("gate", "up", "down"):
             del names[dst + f"mlp.{p}.weight"]
-        names[dst + "moe.router.weight"] = src + "gate.weight"
-        stacked = src + "experts.gate_up_proj" in have
-        for e in range(s.n_experts):
-            x = f"{dst}moe.experts.{e}."
-            if stacked:
-                names[x + "gate.weight"] = Derived(src + "experts.gate_up_proj", slice(0, f), index=e)
-                names[x + "up.weight"] = Derived(src + "experts.gate_up_proj", slice(f, 2 * f), index=e)
-                names[x + "down.weight"] = Derived(src + "experts.down_proj", index=e)
-            else:
-                for p in ("gate", "up", "down"):
-                    names[x + f"{p}.weight"] = src + f"experts.{e}.{p}_proj.weight"
-        if s.shared_ffn_size:
-            for p in ("gate", "up", "down"):
-                names[dst + f"moe.shared.{p}.weight"] = src + f"shared_expert.{p}_proj.weight"
-            names[dst + "moe.shared_scale.weight"] = src + "shared_expert_gate.weight"
+        qwen_moe_names(s, names, src, dst, have)
     return s, names
 
 

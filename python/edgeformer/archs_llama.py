@@ -221,15 +221,29 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
                 for p, w in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
                     names[dst + f"moe.experts.{e}.{p}.weight"] = moe + f"experts.{e}.{w}.weight"
             continue
-        names[dst + "moe.router.weight"] = src + "mlp.gate.weight"
-        for e in range(s.n_experts):
-            for p in ("gate", "up", "down"):
-                names[dst + f"moe.experts.{e}.{p}.weight"] = src + f"mlp.experts.{e}.{p}_proj.weight"
-        if s.shared_ffn_size:
-            for p in ("gate", "up", "down"):
-                names[dst + f"moe.shared.{p}.weight"] = src + f"mlp.shared_expert.{p}_proj.weight"
-            names[dst + "moe.shared_scale.weight"] = src + "mlp.shared_expert_gate.weight"
+        qwen_moe_names(s, names, src + "mlp.", dst, set())
     return s, names
+
+
+def qwen_moe_names(s: "_core.ArchSpec", names: NameMap, src: str, dst: str, have) -> None:
+    """A Qwen MoE layer's router (src: its ``mlp.``), experts and gated shared expert: the experts one tensor each,
+    or stacked (gate_up_proj [experts, 2 x width, hidden], down_proj) where `have` holds them, as transformers 5
+    saves them."""
+    names[dst + "moe.router.weight"] = src + "gate.weight"
+    stacked, f = src + "experts.gate_up_proj" in have, s.moe_ffn_size
+    for e in range(s.n_experts):
+        x = f"{dst}moe.experts.{e}."
+        if stacked:
+            names[x + "gate.weight"] = Derived(src + "experts.gate_up_proj", slice(0, f), index=e)
+            names[x + "up.weight"] = Derived(src + "experts.gate_up_proj", slice(f, 2 * f), index=e)
+            names[x + "down.weight"] = Derived(src + "experts.down_proj", index=e)
+        else:
+            for p in ("gate", "up", "down"):
+                names[x + f"{p}.weight"] = src + f"experts.{e}.{p}_proj.weight"
+    if s.shared_ffn_size:
+        for p in ("gate", "up", "down"):
+            names[dst + f"moe.shared.{p}.weight"] = src + f"shared_expert.{p}_proj.weight"
+        names[dst + "moe.shared_scale.weight"] = src + "shared_expert_gate.weight"
 
 
 def _gpt_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import _core
+from . import _core, gguf_hybrid
 from .archs import ENCODER_DECODERS, Derived, spec_from_config
 from .tokenizer import TokenizerInfo
 
@@ -74,6 +74,9 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     g2h = hf_names_from_gguf(arch, n_layers, config)
     h2g = {h: g for g, h in g2h.items()}
     spec, names = spec_from_config(config, path, [g2h[n] for n in order if n in g2h])
+    hybrid = arch in gguf_hybrid.HYBRID_ARCHS
+    if hybrid:
+        spec.lin_v_tiled = True  # (llama.cpp's order of the value heads, read as stored)
     mapped: Dict[str, str] = {}
     for canonical, v in names.items():
         expert = expert_tensor(canonical)
@@ -102,6 +105,10 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         if src not in h2g:
             raise ValueError(f"{path}: no GGUF tensor corresponds to '{src}' (for {canonical})")
         g = h2g[src]
+        special = gguf_hybrid.read_tensor(tmap, spec, canonical, v, g, path) if hybrid else None
+        if special is not None:  # (Qwen3.5's query and gate rows, its decay rates)
+            mapped[special[0]] = special[1]
+            continue
         if isinstance(v, Derived) and v.rows is not None:  # a fused matrix: a zero-copy view of its rows
             # (Phi-3's qkv and gate_up keep the checkpoint's rows; BLOOM's and Falcon's are [all q, all k, all v])
             r0, r1 = (v.rows.start, v.rows.stop) if isinstance(v.rows, slice) else _qkv_rows(spec, canonical)
@@ -186,10 +193,11 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     from .gguf_tokenizer import gguf_tokenizer_metadata
 
     config = model.config
-    if config.get("model_type") == "mistral3" and isinstance(config.get("text_config"), dict):
+    text_type = {"mistral3": "mistral", **gguf_hybrid.TEXT_MODEL_TYPE}.get(config.get("model_type"))
+    if text_type and isinstance(config.get("text_config"), dict):
         # (an image-and-text checkpoint: its language model, as llama.cpp's converter writes it; the head tied as
         # the loaded model ties it)
-        config = {"model_type": "mistral", **config["text_config"],
+        config = {"model_type": text_type, **config["text_config"],
                   "tie_word_embeddings": bool(model._core.spec.tie_embeddings)}
     mt = config.get("model_type")
     if mt not in GGUF_ARCH:
@@ -235,11 +243,15 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
                 experts.setdefault(expert[0], {})[expert[1]] = (t.numpy(), t.dtype)
                 continue
             v = hf_names.get(canonical)
+            if v is None and canonical.endswith(".lin.A"):  # (Qwen3.5's decay rates, from A_log)
+                v = hf_names.get(canonical + "_log")
             src = v.src if isinstance(v, Derived) else v
             if src is None or src not in h2g:
                 raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
             g = h2g[src]
             a = t.numpy()
+            if arch in gguf_hybrid.HYBRID_ARCHS and gguf_hybrid.write_tensor(spec, canonical, v, a, t.dtype, g, tensors):
+                continue  # (Qwen3.5's layouts)
             if canonical == "pos_embeddings.weight" and arch == "bert":
                 a = a[spec.pos_offset:]  # (RoBERTa's: llama.cpp's BERT counts positions from 0)
             if arch in PERMUTED_QK and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):

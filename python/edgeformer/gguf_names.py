@@ -63,6 +63,8 @@ from .gguf_common import (
     ARCEE,
     SEED_OSS,
     MISTRAL3,
+    QWEN35,
+    QWEN35MOE,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -380,6 +382,10 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
+    if a in (QWEN35, QWEN35MOE):
+        from .gguf_hybrid import name_table
+
+        return name_table(a)
     if a in (EXAONE, MISTRAL3):  # (Llama's tensors; EXAONE's checkpoint names are read as transformers renames them)
         return _LLAMA_NAMES
     if a == COHERE2:  # (Command-R's: attention and MLP share attn_norm)

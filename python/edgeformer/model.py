@@ -191,10 +191,12 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         model = Seq2SeqModel(enc, make_decoder, config, tok, model_dir)
         return model if cuda_index is None else to_device(model, cuda_index, kv_dtype)
     spec, names = spec_from_config(config, cfg_path, checkpoint.names())
-    if dtype in QUANTIZED:
+    if dtype in QUANTIZED:  # (laid out as in llama.cpp's files, which only then can hold the quantized tensors)
+        from .gguf_hybrid import gguf_linear_layout
         from .gguf_io import gguf_rotary_layout
 
         gguf_rotary_layout(spec, names)
+        gguf_linear_layout(spec, names)
     head = None
     if spec.kind == _core.ModelKind.encoder:
         from .heads import classifier_head

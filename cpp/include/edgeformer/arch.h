@@ -90,6 +90,9 @@ struct ArchSpec {
   // silu(z), then projected out. A state does not rewind: such a model's cache keeps all of its tokens or none.
   std::vector<int32_t> layer_linear;
   int32_t lin_k_heads = 0, lin_v_heads = 0, lin_k_dim = 0, lin_v_dim = 0, lin_conv = 4;
+  // the value heads' order: grouped by key head (value head h reads key head h / (lin_v_heads / lin_k_heads), as
+  // transformers holds them) or tiled (key head h % lin_k_heads: llama.cpp's GGUF order, read as stored)
+  bool lin_v_tiled = false;
   bool linear(int layer) const { return !layer_linear.empty() && layer_linear[layer] != 0; }
   bool recurrent() const {
     for (int32_t v : layer_linear)

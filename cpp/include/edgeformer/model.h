@@ -54,7 +54,7 @@ struct LayerWeights {
   Tensor wgate;                 // attn_out_gate: [n_heads * head_dim, hidden]
   // Gated DeltaNet (ArchSpec::linear(layer)), in place of wq .. wo: the q|k|v, z, b, a and output projections;
   // f32 the convolution [conv_dim, lin_conv], dt_bias and A_log [lin_v_heads], the output norm [lin_v_dim]
-  Tensor lin_qkv, lin_z, lin_b, lin_a, lin_out, lin_conv, lin_dt_bias, lin_A_log, lin_norm_w;
+  Tensor lin_qkv, lin_z, lin_b, lin_a, lin_out, lin_conv, lin_dt_bias, lin_A, lin_norm_w;  // lin_A: -exp(A_log)
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0
   Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)

@@ -26,7 +26,14 @@ void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& 
   w.lin_conv = L.small(p + "lin.conv.weight", conv && conv->dim() == 3 ? std::vector<int64_t>{CD, 1, spec_.lin_conv}
                                                                       : std::vector<int64_t>{CD, spec_.lin_conv}, true);
   w.lin_dt_bias = L.vec(p + "lin.dt_bias", Hv, true);
-  w.lin_A_log = L.vec(p + "lin.A_log", Hv, true);
+  // the decay rates A = -exp(A_log) as llama.cpp's files store them (lin.A), or from the checkpoint's A_log
+  if (L.find(p + "lin.A")) {
+    w.lin_A = L.vec(p + "lin.A", Hv, true);
+  } else {
+    const Tensor A_log = L.vec(p + "lin.A_log", Hv, true);
+    w.lin_A = Tensor::empty(DType::F32, {Hv});
+    for (int64_t h = 0; h < Hv; h++) ((float*)w.lin_A.data)[h] = -std::exp(((const float*)A_log.data)[h]);
+  }
   w.lin_norm_w = L.vec(p + "lin.norm.weight", spec_.lin_v_dim, true);
 }
 
@@ -81,18 +88,19 @@ void Model::linear_attention(int layer, const float* in, float* out, int32_t T, 
       const float inv = 1.f / std::sqrt(K.dot(v, v, dk) + 1e-6f);
       K.scale(v, h < Hk ? inv * qscale : inv, dk);
     }
-  // the gated delta rule, per value head (its key head: h / group), token by token
+  // the gated delta rule, per value head (its key head: h / group, or h % Hk in llama.cpp's tiled order), token by
+  // token
   const float* dt_bias = (const float*)w.lin_dt_bias.data;
-  const float* A_log = (const float*)w.lin_A_log.data;
+  const float* A_rate = (const float*)w.lin_A.data;
   const float* nw = (const float*)w.lin_norm_w.data;
   const size_t s_off = (size_t)(taps - 1) * CD;
   pool->parallel_for(Hv, 1, [&](int, int64_t h0, int64_t h1) {
     std::vector<float> mem(dv);
     for (int64_t h = h0; h < h1; h++) {
-      const float A = -std::exp(A_log[h]);
+      const float A = A_rate[h];
       for (int32_t t = 0; t < T; t++) {
         float* S = owner(t).lin_state_.data() + slot + s_off + (size_t)h * dk * dv;  // [dk][dv]
-        const float* q = x + (size_t)t * CD + (h / group) * dk;
+        const float* q = x + (size_t)t * CD + (spec_.lin_v_tiled ? h % Hk : h / group) * dk;
         const float* k = q + KD;
         const float* v = x + (size_t)t * CD + 2 * KD + h * dv;
         const float ai = a[(size_t)t * Hv + h] + dt_bias[h];

@@ -325,6 +325,12 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {"cross.k.weight", &l.ck},            {"cross.v.weight", &l.cv},        {"cross.o.weight", &l.co}};
     for (auto& it : items) add(p + it.first, *it.second);
     add(p + "attn.sinks", l.sinks);
+    add(p + "attn.gate.weight", l.wgate);
+    const std::pair<const char*, const Tensor*> linear[] = {
+        {"lin.qkv.weight", &l.lin_qkv}, {"lin.z.weight", &l.lin_z},   {"lin.b.weight", &l.lin_b},
+        {"lin.a.weight", &l.lin_a},     {"lin.out.weight", &l.lin_out}, {"lin.conv.weight", &l.lin_conv},
+        {"lin.dt_bias", &l.lin_dt_bias}, {"lin.A", &l.lin_A},  {"lin.norm.weight", &l.lin_norm_w}};
+    for (auto& it : linear) add(p + it.first, *it.second);
     if (spec_.mla()) {  // (wq and wk are q_b or q and kv_a there)
       add(p + "attn.q_a.weight", l.wq_a);
       add(p + "attn.q_a_norm.weight", l.q_a_norm_w);

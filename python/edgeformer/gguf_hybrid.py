@@ -1,0 +1,284 @@
+"""Qwen3.5 in GGUF (llama.cpp's ``qwen35`` and ``qwen35moe``): metadata both ways, tensor names, and the layout
+changes llama.cpp's converter makes, which are undone (read) or redone (written) here.
+
+What the converter changes (convert_hf_to_gguf.py, Qwen3_5TextModel / Qwen3_5MoeTextModel):
+
+* RMSNorms are stored with Qwen3.5's 1 added (as we compute with them), except the Gated DeltaNet output norm
+  (``ssm_norm``), a plain one; ``A_log`` is stored as ``ssm_a = -exp(A_log)``; the convolution ``ssm_conv1d``
+  as [channels, taps] (no middle axis); ``dt_bias`` as ``ssm_dt.bias``.
+* ``attn_q`` is transformers' q_proj as it is: per head, the query's rows then its output gate's. Read, the two are
+  split into owned copies (whole rows: a quantized matrix splits as stored).
+* With fewer key heads than value heads, the value heads are "tiled" (value head ``r * Hk + g`` is transformers'
+  ``g * (Hv / Hk) + r``: key head ``h % Hk``) in every tensor that has them, the columns of ``ssm_out`` included.
+  That order is read as stored (ArchSpec.lin_v_tiled); written, a float model is permuted into it, and a model
+  loaded quantized was laid out so at load (:func:`gguf_linear_layout`), as a quantized matrix's columns cannot
+  move.
+
+Multi-token-prediction blocks (``nextn_predict_layers``) are left unread; fused expert gate/up tensors
+(``ffn_gate_up_exps``, an opt-in of llama.cpp's converter) are not read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from gguf.constants import MODEL_TENSOR, Keys
+
+from .gguf_common import QWEN35, QWEN35MOE, _Meta
+
+HYBRID_ARCHS = (QWEN35, QWEN35MOE)
+# the image-and-text checkpoints are written as their language model
+TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
+
+_K, _A, _R, _S = Keys.LLM, Keys.Attention, Keys.Rope, Keys.SSM
+_RECURRENT_LAYERS = "{arch}.attention.recurrent_layers"  # (newer than gguf-py's Keys here)
+_DEFAULT_SECTIONS = [11, 11, 10, 0]  # (llama.cpp requires the key; text positions make every section alike)
+
+
+def _k(template: str, arch: str) -> str:
+    return template.format(arch=arch)
+
+
+# -- tensor names ------------------------------------------------------------------------------------------
+
+_W = (".weight",)
+_T = MODEL_TENSOR
+
+
+def name_table(arch: str):
+    """(llama.cpp tensor, HF name, suffixes, stack) as gguf_names' tables; experts: gguf_names.expert_tensor."""
+    L = "model.layers.{i}."
+    names = [
+        (_T.TOKEN_EMBD, "model.embed_tokens", _W, None),
+        (_T.OUTPUT_NORM, "model.norm", _W, None),
+        (_T.OUTPUT, "lm_head", _W, None),
+        (_T.ATTN_NORM, L + "input_layernorm", _W, "blk"),
+        (_T.ATTN_POST_NORM, L + "post_attention_layernorm", _W, "blk"),
+        (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
+        (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
+        (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
+        (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
+        (_T.ATTN_Q_NORM, L + "self_attn.q_norm", _W, "blk"),
+        (_T.ATTN_K_NORM, L + "self_attn.k_norm", _W, "blk"),
+        (_T.ATTN_QKV, L + "linear_attn.in_proj_qkv", _W, "blk"),
+        (_T.ATTN_GATE, L + "linear_attn.in_proj_z", _W, "blk"),
+        (_T.SSM_BETA, L + "linear_attn.in_proj_b", _W, "blk"),
+        (_T.SSM_ALPHA, L + "linear_attn.in_proj_a", _W, "blk"),
+        (_T.SSM_CONV1D, L + "linear_attn.conv1d", _W, "blk"),
+        (_T.SSM_DT, L + "linear_attn.dt_bias", ((".bias", ""),), "blk"),
+        (_T.SSM_A, L + "linear_attn.A_log", (("", ""),), "blk"),
+        (_T.SSM_NORM, L + "linear_attn.norm", _W, "blk"),
+        (_T.SSM_OUT, L + "linear_attn.out_proj", _W, "blk"),
+    ]
+    if arch == QWEN35MOE:
+        return names + [
+            (_T.FFN_GATE_INP, L + "mlp.gate", _W, "blk"),
+            (_T.FFN_GATE_SHEXP, L + "mlp.shared_expert.gate_proj", _W, "blk"),
+            (_T.FFN_UP_SHEXP, L + "mlp.shared_expert.up_proj", _W, "blk"),
+            (_T.FFN_DOWN_SHEXP, L + "mlp.shared_expert.down_proj", _W, "blk"),
+            (_T.FFN_GATE_INP_SHEXP, L + "mlp.shared_expert_gate", _W, "blk"),
+        ]
+    return names + [(_T.FFN_GATE, L + "mlp.gate_proj", _W, "blk"), (_T.FFN_UP, L + "mlp.up_proj", _W, "blk"),
+                    (_T.FFN_DOWN, L + "mlp.down_proj", _W, "blk")]
+
+
+# -- metadata -> config.json -------------------------------------------------------------------------------
+
+def config_qwen35(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Qwen3.5's config from llama.cpp's keys: the attention layers' as a Llama's (rotary on a part of each head),
+    the Gated DeltaNet sizes from the ssm keys, which layers are recurrent from attention.recurrent_layers or
+    full_attention_interval, the experts' counts and widths (qwen35moe)."""
+    from .gguf_readers import _config_llama
+
+    moe = arch == QWEN35MOE
+    ff_key = _k(_K.FEED_FORWARD_LENGTH, arch)
+    if moe and not m.has(ff_key):  # (a MoE file need not have a dense width: the experts' serves)
+        m = _Meta({**m.meta, ff_key: m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch))}, m.source)
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    cfg.pop("mlp_bias")
+    nextn = m.get(_k(_K.NEXTN_PREDICT_LAYERS, arch), int, 0)
+    blocks = cfg["num_hidden_layers"]
+    n = blocks - nextn
+    if nextn < 0 or n <= 0:
+        raise m.error(_k(_K.NEXTN_PREDICT_LAYERS, arch), f"({nextn}) leaves no layers of the {blocks} blocks")
+    heads_v = m.positive(_k(_S.TIME_STEP_RANK, arch))
+    inner_key = _k(_S.INNER_SIZE, arch)
+    inner = m.positive(inner_key)
+    if inner % heads_v:
+        raise m.error(inner_key, f"({inner}) is not a multiple of {arch}.ssm.time_step_rank ({heads_v})")
+    rkey = _k(_RECURRENT_LAYERS, arch)
+    if m.has(rkey):
+        flags = m.raw(rkey)
+        if not (isinstance(flags, list) and len(flags) >= n and all(isinstance(f, bool) for f in flags)):
+            raise m.error(rkey, f"expected {blocks} booleans (true: a Gated DeltaNet layer), got {flags!r}"[:200])
+        types = ["linear_attention" if f else "full_attention" for f in flags[:n]]
+    else:
+        every = m.positive(_k(_K.FULL_ATTENTION_INTERVAL, arch), 4)
+        types = ["linear_attention" if (i + 1) % every else "full_attention" for i in range(n)]
+    head_dim = cfg["head_dim"]
+    rotary = m.positive(_k(_R.DIMENSION_COUNT, arch), head_dim)
+    cfg.update(model_type="qwen3_5_moe_text" if moe else "qwen3_5_text",
+               architectures=["Qwen3_5MoeForCausalLM" if moe else "Qwen3_5ForCausalLM"], num_hidden_layers=n,
+               partial_rotary_factor=rotary / head_dim, layer_types=types,
+               linear_conv_kernel_dim=m.positive(_k(_S.CONV_KERNEL, arch)),
+               linear_key_head_dim=m.positive(_k(_S.STATE_SIZE, arch)),
+               linear_num_key_heads=m.positive(_k(_S.GROUP_COUNT, arch)),
+               linear_num_value_heads=heads_v, linear_value_head_dim=inner // heads_v)
+    if moe:
+        ffe = m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch))
+        cfg.update(num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)), moe_intermediate_size=ffe,
+                   # (llama.cpp's fallback: the dense width)
+                   shared_expert_intermediate_size=m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch),
+                                                              cfg["intermediate_size"]))
+    return cfg
+
+
+# -- config.json -> metadata -------------------------------------------------------------------------------
+
+def with_defaults(mt: str, config: Dict[str, Any]) -> Dict[str, Any]:
+    """The text model's config with its class's defaults (a MoE's dense width: the experts')."""
+    from .archs_hybrid import QWEN3_5_DEFAULTS, QWEN3_5_MOE_DEFAULTS
+
+    if mt == "qwen3_5_moe_text":
+        out = {**QWEN3_5_MOE_DEFAULTS, **config}
+        out.setdefault("intermediate_size", out["moe_intermediate_size"])
+        return out
+    return {**QWEN3_5_DEFAULTS, **config}
+
+
+def qwen35_metadata(cfg, config: Dict[str, Any], mt: str, params: Dict[str, Any], put) -> None:
+    """What llama.cpp's qwen35 / qwen35moe read beyond a Llama's keys, after checking that llama.cpp computes the
+    model as transformers does (one state size for keys and values; a MoE's shared expert)."""
+    from .archs import spec_from_config
+
+    spec = spec_from_config(config, cfg.source)[0]
+    if spec.lin_k_dim != spec.lin_v_dim:
+        raise cfg.error("linear_value_head_dim", f"({spec.lin_v_dim}) differs from linear_key_head_dim "
+                                                 f"({spec.lin_k_dim}): llama.cpp's {mt} assumes them equal")
+    put(_S.CONV_KERNEL, spec.lin_conv)
+    put(_S.STATE_SIZE, spec.lin_k_dim)
+    put(_S.GROUP_COUNT, spec.lin_k_heads)
+    put(_S.TIME_STEP_RANK, spec.lin_v_heads)
+    put(_S.INNER_SIZE, spec.lin_v_dim * spec.lin_v_heads)
+    linear = [bool(f) for f in spec.layer_linear]
+    put(_RECURRENT_LAYERS, linear)
+    every = cfg.positive("full_attention_interval", 4)
+    put(_K.FULL_ATTENTION_INTERVAL, every)
+    sections = params.get("mrope_section")
+    if isinstance(sections, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in sections):
+        sections = (list(sections) + [0, 0, 0, 0])[:4]
+    else:
+        sections = _DEFAULT_SECTIONS
+    put(_R.DIMENSION_SECTIONS, sections)
+    if mt == "qwen3_5_moe_text":
+        put(_K.EXPERT_COUNT, spec.n_experts)
+        put(_K.EXPERT_USED_COUNT, spec.n_experts_used)
+        put(_K.EXPERT_FEED_FORWARD_LENGTH, spec.moe_ffn_size)
+        if not spec.shared_ffn_size:
+            raise cfg.error("shared_expert_intermediate_size", f"is 0: llama.cpp's {mt} always has the shared expert")
+        put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, spec.shared_ffn_size)
+
+
+# -- layouts -----------------------------------------------------------------------------------------------
+
+def tiled_order(k_heads: int, v_heads: int, width: int) -> np.ndarray:
+    """Index of transformers' row (or column) for each of llama.cpp's: value head r * k_heads + g takes head
+    g * (v_heads / k_heads) + r, each `width` rows."""
+    per = v_heads // k_heads
+    heads = np.arange(v_heads).reshape(k_heads, per).T.reshape(-1)  # [g * per + r for r, g]
+    return (heads[:, None] * width + np.arange(width)[None, :]).reshape(-1)
+
+
+def _linear_orders(spec) -> Dict[str, tuple]:
+    """{canonical part: (axis, index)} reordering a Gated DeltaNet layer's tensors from grouped to tiled."""
+    hk, hv, dv = spec.lin_k_heads, spec.lin_v_heads, spec.lin_v_dim
+    kd = 2 * hk * spec.lin_k_dim
+    v_rows = tiled_order(hk, hv, dv)
+    with_qk = np.concatenate([np.arange(kd), kd + v_rows])
+    heads = tiled_order(hk, hv, 1)
+    return {"lin.qkv.weight": (0, with_qk), "lin.conv.weight": (0, with_qk), "lin.z.weight": (0, v_rows),
+            "lin.b.weight": (0, heads), "lin.a.weight": (0, heads), "lin.dt_bias": (0, heads),
+            "lin.A_log": (0, heads), "lin.A": (0, heads), "lin.out.weight": (1, v_rows)}
+
+
+def _needs_tiling(spec) -> bool:
+    return spec.recurrent() and spec.lin_k_heads != spec.lin_v_heads
+
+
+def gguf_linear_layout(spec, names: Dict[str, Any]) -> None:
+    """A model loaded quantized computes with its value heads in llama.cpp's tiled order (the orders are the same
+    model), so that its GGUF file holds exactly its tensors: ssm_out's columns could not be moved once quantized."""
+    from .archs import Derived
+
+    if not _needs_tiling(spec) or spec.lin_v_tiled:
+        return
+    orders = _linear_orders(spec)
+    for i in range(spec.n_layers):
+        if not spec.layer_linear[i]:
+            continue
+        for part, (axis, idx) in orders.items():
+            key = f"layers.{i}.{part}"
+            if key not in names:  # (lin.A: the model's, not the checkpoint's)
+                continue
+            src = names[key]
+            if not isinstance(src, str):
+                raise ValueError(f"{key}: expected a checkpoint tensor, got {src!r}")
+            names[key] = Derived(src, cols=idx) if axis else Derived(src, rows=idx)
+    spec.lin_v_tiled = True
+
+
+def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Optional[Tuple[str, str]]:
+    """(canonical name, key in the file's tensor map) where a Qwen3.5 weight is not the GGUF tensor `g` as stored
+    under its own name (None where it is): the query and gate rows of attn_q, added as owned copies, and ssm_a,
+    the decay rates themselves (lin.A) where the checkpoint has their logarithm (lin.A_log)."""
+    from .archs import Derived
+
+    if canonical.endswith(".lin.A_log"):
+        return canonical[:-len("_log")], g
+    if (".attn.q." in canonical or ".attn.gate." in canonical) and g in tmap:
+        key = f"{g}[{canonical.rsplit('.', 2)[-2]}]"
+        if key not in tmap:
+            t = tmap.get(g)
+            a = t.numpy()
+            rows = np.asarray(v.rows) if isinstance(v, Derived) else None
+            want = 2 * spec.n_heads * spec.head_dim
+            if rows is None or a.ndim != 2 or a.shape[0] != want:
+                raise ValueError(f"{path}: {g} has shape {list(t.shape)}, expected {want} rows (each head's query "
+                                 "and gate)")
+            tmap.add_array(key, a[rows], t.dtype, path, True)
+        return canonical, key
+    return None
+
+
+def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, tensors: Dict[str, tuple]) -> bool:
+    """Puts a Qwen3.5 tensor into `tensors` in llama.cpp's layout where that differs from ours (True), else leaves
+    it to the caller (False): attn_q rebuilt from the query and gate rows, the convolution's shape, and the value
+    heads tiled when the model holds them grouped. (The model's lin.A is ssm_a as it is.)"""
+    if ".attn.q." in canonical or ".attn.gate." in canonical:
+        rows = np.asarray(v.rows)
+        full = tensors.get(g)
+        if full is None:
+            full = (np.zeros((2 * spec.n_heads * spec.head_dim,) + a.shape[1:], a.dtype), dtype)
+            tensors[g] = full
+        full[0][rows] = a
+        return True
+    part = canonical.split(".", 2)[-1]
+    if not (canonical.startswith("layers.") and part.startswith("lin.")):
+        return False
+    order = _linear_orders(spec).get(part) if _needs_tiling(spec) and not spec.lin_v_tiled else None
+    if order is not None:
+        axis, idx = order
+        if axis and str(dtype).split(".")[1] not in ("f32", "f16", "bf16"):
+            raise ValueError(f"{canonical}: a quantized matrix's columns cannot be reordered into llama.cpp's "
+                             "value-head order; load the model with a quantized dtype (which lays it out so)")
+        a = a[:, idx] if axis else a[idx]
+    if part == "lin.conv.weight":
+        a = a.reshape(a.shape[0], -1)
+    tensors[g] = (np.ascontiguousarray(a), dtype)
+    return True
+
+
+__all__: List[str] = ["config_qwen35", "qwen35_metadata", "gguf_linear_layout", "read_tensor", "write_tensor",
+                      "name_table", "tiled_order", "HYBRID_ARCHS", "TEXT_MODEL_TYPE"]
