@@ -7,7 +7,7 @@ values), in every engine's format:
     OUT/<size>/lc-<t>.gguf    GGUF quantized by llama.cpp's own quantizer (llama-cpp-python), t in q8_0 q4_0 q4_k_m
     OUT/<size>/ct2-<t>/       CTranslate2's converter, t in int8 float32
 
-    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b,mla-2.3b [--llama-cpp DIR]
+    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b,mla-2.3b,qwen35-0.8b [--llama-cpp DIR]
 
 The 7B shape is made in 4-bit only (q4_0 from both writers); its f16 HF copy is deleted afterwards unless
 --keep-hf. --llama-cpp: a folder holding an installed `llama_cpp` package (pip install --target) when it is
@@ -38,6 +38,11 @@ MOE_SIZES = {"moe-1.7b": (1024, 16, 16, 4, 512, 32000, 64, 8)}
 # with fewer layers and experts: 2.3B parameters, 0.5B read per token
 MLA_SIZES = {"mla-2.3b": dict(hidden=2048, layers=8, heads=16, ffn=10944, vocab=32000, q_lora=768, kv_lora=512,
                               nope=128, rope=64, v=128, experts=32, used=6, moe_ffn=1408, shared=2)}
+
+# Qwen3.5-0.8B's layers (three Gated DeltaNet layers to each gated attention layer; 16 key and value heads of 128 in
+# the former, 8 query and 2 kv heads of 256 in the latter), with the other sizes' 32000-token vocabulary
+HYBRID_SIZES = {"qwen35-0.8b": dict(hidden=1024, layers=24, heads=8, kv=2, head_dim=256, ffn=3584, vocab=32000,
+                                    k_heads=16, v_heads=16, k_dim=128, v_dim=128, conv=4)}
 
 
 def make_tokenizer(out, vocab_size, seed=0):
@@ -172,6 +177,60 @@ def make_hf_mla(out, c, seed=0, shard_bytes=2 << 30):
     _write_shards(out, tensors(), shard_bytes)
 
 
+def make_hf_qwen35(out, c, seed=0, shard_bytes=2 << 30):
+    """A random Qwen3.5 of HYBRID_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
+    H, L, V, hd = c["hidden"], c["layers"], c["vocab"], c["head_dim"]
+    kd, vd = c["k_heads"] * c["k_dim"], c["v_heads"] * c["v_dim"]
+    os.makedirs(out, exist_ok=True)
+    make_tokenizer(out, V)
+    cfg = {"model_type": "qwen3_5_text", "architectures": ["Qwen3_5ForCausalLM"], "vocab_size": V, "hidden_size": H,
+           "intermediate_size": c["ffn"], "num_hidden_layers": L, "num_attention_heads": c["heads"],
+           "num_key_value_heads": c["kv"], "head_dim": hd, "linear_num_key_heads": c["k_heads"],
+           "linear_num_value_heads": c["v_heads"], "linear_key_head_dim": c["k_dim"],
+           "linear_value_head_dim": c["v_dim"], "linear_conv_kernel_dim": c["conv"], "full_attention_interval": 4,
+           "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+           "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25},
+           "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "float16"}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    rng = np.random.default_rng(seed)
+
+    def w(*s, std=0.02):
+        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+
+    def tensors():  # (norms scale by 1 + weight: zeros)
+        yield "model.embed_tokens.weight", w(V, H, std=0.5)
+        for i in range(L):
+            p = f"model.layers.{i}."
+            for n in ("input_layernorm", "post_attention_layernorm"):
+                yield p + n + ".weight", np.zeros(H, np.float16)
+            if (i + 1) % 4:
+                a = p + "linear_attn."
+                yield a + "in_proj_qkv.weight", w(2 * kd + vd, H)
+                yield a + "in_proj_z.weight", w(vd, H)
+                yield a + "in_proj_b.weight", w(c["v_heads"], H)
+                yield a + "in_proj_a.weight", w(c["v_heads"], H)
+                yield a + "conv1d.weight", w(2 * kd + vd, 1, c["conv"], std=0.3)
+                yield a + "dt_bias", np.ones(c["v_heads"], np.float16)
+                yield a + "A_log", np.log(rng.uniform(1, 16, c["v_heads"])).astype(np.float16)
+                yield a + "norm.weight", np.ones(c["v_dim"], np.float16)
+                yield a + "out_proj.weight", w(H, vd)
+            else:
+                a = p + "self_attn."
+                yield a + "q_proj.weight", w(2 * c["heads"] * hd, H)
+                yield a + "k_proj.weight", w(c["kv"] * hd, H)
+                yield a + "v_proj.weight", w(c["kv"] * hd, H)
+                yield a + "o_proj.weight", w(H, c["heads"] * hd)
+                yield a + "q_norm.weight", np.zeros(hd, np.float16)
+                yield a + "k_norm.weight", np.zeros(hd, np.float16)
+            for n, s in (("gate", (c["ffn"], H)), ("up", (c["ffn"], H)), ("down", (H, c["ffn"]))):
+                yield p + f"mlp.{n}_proj.weight", w(*s)
+        yield "model.norm.weight", np.zeros(H, np.float16)
+        yield "lm_head.weight", w(V, H)
+
+    _write_shards(out, tensors(), shard_bytes)
+
+
 def _write_shards(out, tensors, shard_bytes):
     from edgeformer.io import save_safetensors
 
@@ -232,7 +291,7 @@ def main():
         sys.path.insert(0, a.llama_cpp)
     import edgeformer
 
-    shapes = {**SIZES, **MOE_SIZES, **MLA_SIZES}
+    shapes = {**SIZES, **MOE_SIZES, **MLA_SIZES, **HYBRID_SIZES}
     for size in a.sizes.split(","):
         if size not in shapes:
             ap.error(f"--sizes: unknown size {size!r} (known: {', '.join(shapes)})")
@@ -242,10 +301,10 @@ def main():
         print(f"{size}: {shapes[size]}")
         done = four_bit and all(os.path.exists(os.path.join(root, f)) for f in ("ef-q4_0.gguf", "lc-q4_0.gguf"))
         if not done:
-            make = make_hf_mla if size in MLA_SIZES else make_hf
+            make = make_hf_mla if size in MLA_SIZES else make_hf_qwen35 if size in HYBRID_SIZES else make_hf
             step("hf f16", os.path.join(hf, "config.json"), lambda: make(hf, shapes[size]))
         types = ("q4_0",) if four_bit else ("f16", "q8_0", "int8", "q4_0", "q4_k")
-        if size in MOE_SIZES or size in MLA_SIZES:
+        if size in MOE_SIZES or size in MLA_SIZES or size in HYBRID_SIZES:
             types = ("f16", "q8_0", "q4_0")
         for t in types:
             dst = os.path.join(root, f"ef-{t}.gguf")
@@ -261,13 +320,13 @@ def main():
                 if not os.path.exists(os.path.join(root, "lc-q4_0.gguf")):
                     step("edgeformer f16 (temporary)", src, lambda: edgeformer.quantize(hf, src, type="f16"))
             lc_types = ("q8_0", "q4_0", "q4_k_m", "q5_k_m", "q3_k_m", "q2_k", "iq4_xs")
-            moe = size in MOE_SIZES or size in MLA_SIZES
+            moe = size in MOE_SIZES or size in MLA_SIZES or size in HYBRID_SIZES
             for t in (("q4_0",) if four_bit else ("q8_0", "q4_0", "q4_k_m") if moe else lc_types):
                 dst = os.path.join(root, f"lc-{t}.gguf")
                 step(f"llama.cpp {t}", dst, lambda: llama_quantize(src, dst, t, a.threads))
             if four_bit and os.path.exists(src):
                 os.remove(src)
-        if not four_bit and size not in MOE_SIZES and size not in MLA_SIZES:  # (CTranslate2: no MoE converters)
+        if not four_bit and size in SIZES:  # (CTranslate2: no MoE or hybrid converters)
             try:
                 import ctranslate2
             except ImportError:
