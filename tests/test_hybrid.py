@@ -1,6 +1,6 @@
 """Hybrid decoders against transformers on tiny random checkpoints, under every ISA: Qwen3.5 (Gated DeltaNet
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
-checkpoint. Logits within
+checkpoint, and Qwen3-Next. Logits within
 1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a
 recurrent state; GGUF in and out as llama.cpp's qwen35 / qwen35moe."""
 
@@ -46,6 +46,12 @@ def _cases():
         # experts in every layer, a gated shared expert
         "qwen3_5_moe_text": (tf.Qwen3_5MoeForCausalLM, _text_config(moe=True)),
         "qwen3_5": _wrapper(_text_config()),
+        # Qwen3-Next: q, k, v, z (and b, a) fused per key head; a dense layer among the sparse ones; weights not
+        # renormalized over the chosen experts
+        "qwen3_next": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
+            **_text_config().to_dict(), "model_type": "qwen3_next", "num_experts": 4, "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "mlp_only_layers": [1],
+            "norm_topk_prob": False})),
         # as llama.cpp reads them (one state size for keys and values), value heads 2 per key head
         "qwen3_5_text_eq": (tf.Qwen3_5ForCausalLM, _text_config(linear_value_head_dim=16)),
         "qwen3_5_moe_text_eq": (tf.Qwen3_5MoeForCausalLM, _text_config(moe=True, linear_value_head_dim=16,
@@ -64,7 +70,7 @@ def _wrapper(text_config):
         image_token_id=300, video_token_id=301, vision_start_token_id=302, vision_end_token_id=303))
 
 
-CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5"]
+CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next"]
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +223,19 @@ def test_hybrid_gguf_bad_query_rows_named(built, tmp_path):
     w.close()
     with pytest.raises(ValueError, match="blk.3.attn_q.weight"):
         edgeformer.load(str(tmp_path / "bad.gguf"), threads=2, max_context=64)
+
+
+def test_qwen3_next_quantized_in_either_value_head_order(built, monkeypatch):
+    """Loaded quantized, Qwen3-Next's rows regathered from its fused inputs are laid out in llama.cpp's tiled
+    value-head order: the same model as in transformers' order (the row orders compose)."""
+    from edgeformer import gguf_hybrid
+
+    path, _, _ = built("qwen3_next")
+    tiled = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
+    assert tiled.spec.lin_v_tiled
+    monkeypatch.setattr(gguf_hybrid, "gguf_linear_layout", lambda spec, names: None)
+    grouped = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
+    assert not grouped.spec.lin_v_tiled
+    np.testing.assert_allclose(tiled.logits(PROMPT), grouped.logits(PROMPT), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="qwen3_next"):  # (no GGUF writer for it yet: refused by name)
+        edgeformer.quantize(path, path + "/m.gguf", "q8_0")

@@ -1,5 +1,6 @@
 """Hybrid decoders whose layers mix tokens either by attention or through a recurrent state, as data: Qwen3.5,
-dense and mixture-of-experts (Gated DeltaNet layers, three to each attention layer, whose output is gated).
+dense and mixture-of-experts, and Qwen3-Next (Gated DeltaNet layers, three to each attention layer, whose output
+is gated).
 See archs.py."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from . import _core
 from .archs import Config, Derived, NameMap, _per_head_rows
-from .archs_llama import qwen_moe_names
+from .archs_llama import qwen_moe_names, sparse_layers
 from .archs_recent import _as_llama
 
 # Qwen3_5TextConfig's defaults where they differ from Llama's
@@ -105,22 +106,61 @@ def _qwen3_5_moe_text(cfg: Config, tensor_names, prefix: str = "model.", head: s
     s, names = _qwen3_5_text(Config({**cfg.data, "intermediate_size": c.positive("moe_intermediate_size")},
                                     cfg.source), tensor_names, prefix, head, QWEN3_5_MOE_DEFAULTS)
     s.model_type = "qwen3_5_moe_text"
+    _experts(c, s, names, tensor_names, prefix, [True] * s.n_layers)
+    s.moe_norm_topk = True
+    return s, names
+
+
+def _experts(c: Config, s: "_core.ArchSpec", names: NameMap, tensor_names, prefix: str, sparse) -> None:
+    """Experts (softmax router) and a shared expert behind a sigmoid gate in the layers `sparse` marks."""
     s.n_experts = c.positive("num_experts")
     s.n_experts_used = c.positive("num_experts_per_tok")
     if s.n_experts_used > s.n_experts:
         raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
     s.moe_ffn_size = c.positive("moe_intermediate_size")
-    s.moe_norm_topk = True
     s.shared_ffn_size = c.get("shared_expert_intermediate_size", int)
     if s.shared_ffn_size < 0:
         raise c.error("shared_expert_intermediate_size", f"must be non-negative, got {s.shared_ffn_size}")
     s.shared_expert_gate = s.shared_ffn_size > 0
     have = set(tensor_names)
-    for i in range(s.n_layers):
-        src, dst = f"{prefix}layers.{i}.mlp.", f"layers.{i}."
-        for p in ("gate", "up", "down"):
-            del names[dst + f"mlp.{p}.weight"]
-        qwen_moe_names(s, names, src, dst, have)
+    for i in sparse_layers(s, names, sparse):
+        qwen_moe_names(s, names, f"{prefix}layers.{i}.mlp.", f"layers.{i}.", have)
+
+
+# Qwen3NextConfig's defaults (Qwen3-Next-80B-A3B's) where they differ from Llama's
+QWEN3_NEXT_DEFAULTS: Dict[str, Any] = {**QWEN3_5_DEFAULTS, "num_key_value_heads": 2, "intermediate_size": 5632,
+                                       "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+                                       "num_experts_per_tok": 10, "num_experts": 512, "norm_topk_prob": True}
+
+
+def _qwen3_next(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Qwen3-Next (qwen3_next): Qwen3.5-MoE's layers (which descend from it) with the Gated DeltaNet inputs fused
+    per key head, in_proj_qkvz ([q, k, v, z] of each key head's group) and in_proj_ba ([b, a]), regathered at load
+    as whole rows; mlp_only_layers / decoder_sparse_step keep some MLPs dense; norm_topk_prob as configured."""
+    c = Config({**QWEN3_NEXT_DEFAULTS, **cfg.data}, cfg.source)
+    s, names = _qwen3_5_text(c, tensor_names, defaults=QWEN3_NEXT_DEFAULTS)
+    s.model_type = "qwen3_next"
+    step = c.positive("decoder_sparse_step", 1)
+    dense = c.data.get("mlp_only_layers") or []
+    if not isinstance(dense, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in dense):
+        raise c.error("mlp_only_layers", f"must be a list of layer indices, got {dense!r}")
+    _experts(c, s, names, tensor_names, "model.", [i not in dense and (i + 1) % step == 0 for i in range(s.n_layers)])
+    s.moe_norm_topk = c.get("norm_topk_prob", bool, True)
+    hk, dk, dv, per = s.lin_k_heads, s.lin_k_dim, s.lin_v_dim, s.lin_v_heads // s.lin_k_heads
+    width = 2 * dk + 2 * per * dv  # one key head's rows of in_proj_qkvz
+
+    def rows(start: int, n: int, stride: int = width):  # each key head's rows [start, start + n)
+        return [g * stride + start + j for g in range(hk) for j in range(n)]
+
+    qkv = rows(0, dk) + rows(dk, dk) + rows(2 * dk, per * dv)
+    for i in (i for i in range(s.n_layers) if s.layer_linear[i]):
+        la, dst = f"model.layers.{i}.linear_attn.", f"layers.{i}.lin."
+        for part in ("qkv", "z", "b", "a"):
+            del names[dst + part + ".weight"]
+        names[dst + "qkv.weight"] = Derived(la + "in_proj_qkvz.weight", qkv)
+        names[dst + "z.weight"] = Derived(la + "in_proj_qkvz.weight", rows(2 * dk + per * dv, per * dv))
+        names[dst + "b.weight"] = Derived(la + "in_proj_ba.weight", rows(0, per, 2 * per))
+        names[dst + "a.weight"] = Derived(la + "in_proj_ba.weight", rows(per, per, 2 * per))
     return s, names
 
 
@@ -142,4 +182,5 @@ def _wrapped(text_builder, text_type: str):
 
 
 HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwen3_5_text"),
-          "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text")}
+          "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text"),
+          "qwen3_next": _qwen3_next}

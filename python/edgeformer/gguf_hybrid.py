@@ -223,9 +223,12 @@ def gguf_linear_layout(spec, names: Dict[str, Any]) -> None:
             if key not in names:  # (lin.A: the model's, not the checkpoint's)
                 continue
             src = names[key]
-            if not isinstance(src, str):
+            if isinstance(src, Derived) and not axis and src.rows is not None and not isinstance(src.rows, slice):
+                names[key] = Derived(src.src, rows=np.asarray(src.rows)[idx])  # (Qwen3-Next's rows of a fused input)
+            elif isinstance(src, str):
+                names[key] = Derived(src, cols=idx) if axis else Derived(src, rows=idx)
+            else:
                 raise ValueError(f"{key}: expected a checkpoint tensor, got {src!r}")
-            names[key] = Derived(src, cols=idx) if axis else Derived(src, rows=idx)
     spec.lin_v_tiled = True
 
 
