@@ -16,9 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-
-import numpy as np
 
 import edgeformer
 from edgeformer import model as model_mod

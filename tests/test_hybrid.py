@@ -57,6 +57,9 @@ def _cases():
         "qwen3_5_moe_text_eq": (tf.Qwen3_5MoeForCausalLM, _text_config(moe=True, linear_value_head_dim=16,
                                                                         tie_word_embeddings=True)),
         "qwen3_5_eq": _wrapper(_text_config(linear_value_head_dim=16, linear_num_value_heads=2)),
+        "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
+            **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
+            "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
     }
 
 
@@ -152,7 +155,8 @@ def test_recurrent_batches_and_batcher(built):
 
 # GGUF as llama.cpp's converter writes Qwen3.5 (qwen35, qwen35moe): the value heads in its tiled order, attn_q
 # holding each head's query and gate, ssm_a the decay rates; the image-and-text checkpoint as its language model
-GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35"}
+GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35",
+              "qwen3_next_eq": "qwen3next"}
 
 
 @pytest.mark.parametrize("case", list(GGUF_CASES))
@@ -168,9 +172,11 @@ def test_hybrid_gguf_roundtrip(case, built, tmp_path):
     arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
     assert arch == GGUF_CASES[case]
     names = {t.name for t in r.tensors}
-    assert {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.3.attn_q.weight"} <= names
+    assert {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
+            "blk.3.attn_q.weight"} <= names
+    assert ("blk.0.ssm_ba.weight" in names) == (arch == "qwen3next")
     model = edgeformer.load(out, threads=2, max_context=64)
-    assert model.spec.lin_v_tiled  # (read in llama.cpp's order)
+    assert model.spec.lin_v_tiled == (arch != "qwen3next")  # (read in llama.cpp's order)
     assert_logits_close(model.logits(PROMPT), ref)
     assert model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids == ref_tokens
     q = str(tmp_path / "q.gguf")
@@ -180,24 +186,38 @@ def test_hybrid_gguf_roundtrip(case, built, tmp_path):
                                   direct.logits(PROMPT))
 
 
-def test_hybrid_gguf_refuses_what_llama_cpp_reads_otherwise(built, tmp_path):
-    """llama.cpp's qwen35 sizes its states by one head size: a model whose key and value heads differ is refused
-    by name, and no file is left."""
-    path, _, _ = built("qwen3_5_text")
+@pytest.mark.parametrize("case", ["qwen3_5_text", "qwen3_next"])
+def test_hybrid_gguf_refuses_what_llama_cpp_reads_otherwise(case, built, tmp_path):
+    """llama.cpp sizes the states by one head size: a model whose key and value heads differ is refused by name,
+    and no file is left."""
+    path, _, _ = built(case)
     with pytest.raises(ValueError, match="linear_value_head_dim"):
         edgeformer.quantize(path, str(tmp_path / "m.gguf"), "f32")
     assert not (tmp_path / "m.gguf").exists()
 
 
-def test_hybrid_gguf_bad_query_rows_named(built, tmp_path):
-    """A qwen35 file whose attn_q lacks the gate's rows fails with the tensor's name, not a crash."""
+@pytest.mark.parametrize("field,value", [("mlp_only_layers", [1]), ("decoder_sparse_step", 2),
+                                         ("norm_topk_prob", False)])
+def test_qwen3_next_gguf_metadata_refuses_what_llama_cpp_reads_otherwise(field, value, built):
+    """llama.cpp reads every Qwen3-Next layer as sparse and renormalizes the chosen experts' weights."""
+    import json
+
+    from edgeformer.gguf_config import gguf_metadata_from_config
+
+    path, _, _ = built("qwen3_next_eq")
+    with open(path + "/config.json") as f:
+        cfg = json.load(f)
+    assert gguf_metadata_from_config(cfg, "config.json")["general.architecture"] == "qwen3next"
+    with pytest.raises(ValueError, match=field if field != "decoder_sparse_step" else "mlp_only_layers"):
+        gguf_metadata_from_config({**cfg, field: value}, "config.json")
+
+
+def _rewrite_gguf(src: str, dst: str, tensors) -> None:
+    """A copy of GGUF file src with its metadata and the tensors tensors({name: array}) returns."""
     import gguf
 
-    path, _, _ = built("qwen3_5_text_eq")
-    good = str(tmp_path / "m.gguf")
-    edgeformer.quantize(path, good, "f32")
-    r = gguf.GGUFReader(good)
-    w = gguf.GGUFWriter(str(tmp_path / "bad.gguf"), "qwen35")
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, bytes(r.fields["general.architecture"].parts[-1]).decode())
     for k, f in r.fields.items():
         if k.startswith("GGUF.") or k == "general.architecture":
             continue
@@ -212,30 +232,45 @@ def test_hybrid_gguf_bad_query_rows_named(built, tmp_path):
             w.add_float32(k, v)
         else:
             w.add_uint32(k, v)
-    for t in r.tensors:
-        a = np.array(t.data)
-        if t.name == "blk.3.attn_q.weight":
-            a = a[: a.shape[0] // 2]
-        w.add_tensor(t.name, a)
+    for name, a in tensors({t.name: np.array(t.data) for t in r.tensors}).items():
+        w.add_tensor(name, a)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def test_hybrid_gguf_bad_query_rows_named(built, tmp_path):
+    """A qwen35 file whose attn_q lacks the gate's rows fails with the tensor's name, not a crash."""
+    path, _, _ = built("qwen3_5_text_eq")
+    good = str(tmp_path / "m.gguf")
+    edgeformer.quantize(path, good, "f32")
+
+    def halve(t):
+        t["blk.3.attn_q.weight"] = t["blk.3.attn_q.weight"][:t["blk.3.attn_q.weight"].shape[0] // 2]
+        return t
+
+    _rewrite_gguf(good, str(tmp_path / "bad.gguf"), halve)
     with pytest.raises(ValueError, match="blk.3.attn_q.weight"):
         edgeformer.load(str(tmp_path / "bad.gguf"), threads=2, max_context=64)
 
 
-def test_qwen3_next_quantized_in_either_value_head_order(built, monkeypatch):
-    """Loaded quantized, Qwen3-Next's rows regathered from its fused inputs are laid out in llama.cpp's tiled
-    value-head order: the same model as in transformers' order (the row orders compose)."""
-    from edgeformer import gguf_hybrid
+def test_qwen3_next_gguf_of_an_older_converter(built, tmp_path):
+    """Qwen3-Next files of llama.cpp's first converter hold in_proj_qkvz as it is (ssm_in), not split into
+    attn_qkv and attn_gate: read alike."""
+    from safetensors.numpy import load_file
 
-    path, _, _ = built("qwen3_next")
-    tiled = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
-    assert tiled.spec.lin_v_tiled
-    monkeypatch.setattr(gguf_hybrid, "gguf_linear_layout", lambda spec, names: None)
-    grouped = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
-    assert not grouped.spec.lin_v_tiled
-    np.testing.assert_allclose(tiled.logits(PROMPT), grouped.logits(PROMPT), rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="qwen3_next"):  # (no GGUF writer for it yet: refused by name)
-        edgeformer.quantize(path, path + "/m.gguf", "q8_0")
+    path, ref, _ = built("qwen3_next_eq")
+    new = str(tmp_path / "m.gguf")
+    edgeformer.quantize(path, new, "f32")
+    hf = load_file(path + "/model.safetensors")
+
+    def fuse(t):
+        for i in range(4):
+            if f"blk.{i}.attn_qkv.weight" in t:
+                del t[f"blk.{i}.attn_qkv.weight"], t[f"blk.{i}.attn_gate.weight"]
+                t[f"blk.{i}.ssm_in.weight"] = hf[f"model.layers.{i}.linear_attn.in_proj_qkvz.weight"]
+        return t
+
+    _rewrite_gguf(new, str(tmp_path / "old.gguf"), fuse)
+    assert_logits_close(edgeformer.load(str(tmp_path / "old.gguf"), threads=2, max_context=64).logits(PROMPT), ref)

@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``granitemoe``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``, ``command-r``, ``qwen35``, ``qwen35moe``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``granitemoe``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``, ``command-r``, ``qwen35``, ``qwen35moe``, ``qwen3next``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -33,6 +33,7 @@ from .gguf_common import (
     MISTRAL3,
     QWEN35,
     QWEN35MOE,
+    QWEN3NEXT,
     SEED_OSS,
     FALCON,
     GPT2,
@@ -352,7 +353,7 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _conf
                     HUNYUAN_DENSE: _config_recent, ERNIE4_5_MOE: _config_deepseek_moe, GLM4_MOE: _config_deepseek_moe,
                     DEEPSEEK2: _config_deepseek2, EXAONE: _config_variants, COHERE2: _config_variants,
                     ARCEE: _config_variants, SEED_OSS: _config_variants, MISTRAL3: _config_variants,
-                    QWEN35: config_qwen35, QWEN35MOE: config_qwen35,
+                    QWEN35: config_qwen35, QWEN35MOE: config_qwen35, QWEN3NEXT: config_qwen35,
                     BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
@@ -571,12 +572,13 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
                 GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4, HUNYUAN_DENSE,
-                ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3, QWEN35, QWEN35MOE):
+                ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3, QWEN35, QWEN35MOE,
+                QWEN3NEXT):
         from .archs_recent import CLASS_DEFAULTS  # (where a family's config class differs from Llama's)
         from .archs_variants import variant_config
         from .gguf_hybrid import qwen35_metadata, with_defaults
 
-        if arch in (QWEN35, QWEN35MOE):
+        if arch in (QWEN35, QWEN35MOE, QWEN3NEXT):
             config = with_defaults(mt, config)
         config = variant_config({**CLASS_DEFAULTS.get(mt, {}), **config})
         cfg = Config(config, source)
@@ -673,7 +675,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             _variant_metadata(cfg, config, mt, params, put)
         if mt == "exaone4":
             _exaone4_metadata(cfg, put)
-        if arch in (QWEN35, QWEN35MOE):
+        if arch in (QWEN35, QWEN35MOE, QWEN3NEXT):
             qwen35_metadata(cfg, config, mt, params, put)
         if mt in ("ernie4_5", "ernie4_5_moe") and cfg.get("use_bias", bool, False):
             raise cfg.error("use_bias", "is true: llama.cpp's ernie4_5 has no MLP biases")

@@ -1,5 +1,5 @@
-"""Qwen3.5 in GGUF (llama.cpp's ``qwen35`` and ``qwen35moe``): metadata both ways, tensor names, and the layout
-changes llama.cpp's converter makes, which are undone (read) or redone (written) here.
+"""Qwen3.5 and Qwen3-Next in GGUF (llama.cpp's ``qwen35``, ``qwen35moe``, ``qwen3next``): metadata both ways, tensor
+names, and the layout changes llama.cpp's converter makes, which are undone (read) or redone (written) here.
 
 What the converter changes (convert_hf_to_gguf.py, Qwen3_5TextModel / Qwen3_5MoeTextModel):
 
@@ -14,6 +14,10 @@ What the converter changes (convert_hf_to_gguf.py, Qwen3_5TextModel / Qwen3_5Moe
   loaded quantized was laid out so at load (:func:`gguf_linear_layout`), as a quantized matrix's columns cannot
   move.
 
+Qwen3-Next's files: q, k, v and z split from in_proj_qkvz into ``attn_qkv`` ([all q, all k, all v]) and ``attn_gate``
+(older files: ``ssm_in``, the checkpoint's fused rows, read too), ``ssm_ba`` in_proj_ba as it is, value heads grouped
+as in transformers.
+
 Multi-token-prediction blocks (``nextn_predict_layers``) are left unread; fused expert gate/up tensors
 (``ffn_gate_up_exps``, an opt-in of llama.cpp's converter) are not read.
 """
@@ -25,9 +29,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from gguf.constants import MODEL_TENSOR, Keys
 
-from .gguf_common import QWEN35, QWEN35MOE, _Meta
+from .gguf_common import QWEN35, QWEN35MOE, QWEN3NEXT, _Meta
 
-HYBRID_ARCHS = (QWEN35, QWEN35MOE)
+HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT)
+TILED_ARCHS = (QWEN35, QWEN35MOE)  # (Qwen3-Next's files keep transformers' grouped value heads)
 # the image-and-text checkpoints are written as their language model
 TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
 
@@ -61,17 +66,22 @@ def name_table(arch: str):
         (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
         (_T.ATTN_Q_NORM, L + "self_attn.q_norm", _W, "blk"),
         (_T.ATTN_K_NORM, L + "self_attn.k_norm", _W, "blk"),
+    ] + ([  # (Qwen3-Next: attn_qkv and attn_gate are read and written by read_tensor / write_tensor)
+        (_T.SSM_IN, L + "linear_attn.in_proj_qkvz", _W, "blk"),
+        (_T.SSM_BETA_ALPHA, L + "linear_attn.in_proj_ba", _W, "blk"),
+    ] if arch == QWEN3NEXT else [
         (_T.ATTN_QKV, L + "linear_attn.in_proj_qkv", _W, "blk"),
         (_T.ATTN_GATE, L + "linear_attn.in_proj_z", _W, "blk"),
         (_T.SSM_BETA, L + "linear_attn.in_proj_b", _W, "blk"),
         (_T.SSM_ALPHA, L + "linear_attn.in_proj_a", _W, "blk"),
+    ]) + [
         (_T.SSM_CONV1D, L + "linear_attn.conv1d", _W, "blk"),
         (_T.SSM_DT, L + "linear_attn.dt_bias", ((".bias", ""),), "blk"),
         (_T.SSM_A, L + "linear_attn.A_log", (("", ""),), "blk"),
         (_T.SSM_NORM, L + "linear_attn.norm", _W, "blk"),
         (_T.SSM_OUT, L + "linear_attn.out_proj", _W, "blk"),
     ]
-    if arch == QWEN35MOE:
+    if arch in (QWEN35MOE, QWEN3NEXT):
         return names + [
             (_T.FFN_GATE_INP, L + "mlp.gate", _W, "blk"),
             (_T.FFN_GATE_SHEXP, L + "mlp.shared_expert.gate_proj", _W, "blk"),
@@ -91,7 +101,7 @@ def config_qwen35(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     full_attention_interval, the experts' counts and widths (qwen35moe)."""
     from .gguf_readers import _config_llama
 
-    moe = arch == QWEN35MOE
+    moe = arch in (QWEN35MOE, QWEN3NEXT)
     ff_key = _k(_K.FEED_FORWARD_LENGTH, arch)
     if moe and not m.has(ff_key):  # (a MoE file need not have a dense width: the experts' serves)
         m = _Meta({**m.meta, ff_key: m.positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch))}, m.source)
@@ -118,8 +128,9 @@ def config_qwen35(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
         types = ["linear_attention" if (i + 1) % every else "full_attention" for i in range(n)]
     head_dim = cfg["head_dim"]
     rotary = m.positive(_k(_R.DIMENSION_COUNT, arch), head_dim)
-    cfg.update(model_type="qwen3_5_moe_text" if moe else "qwen3_5_text",
-               architectures=["Qwen3_5MoeForCausalLM" if moe else "Qwen3_5ForCausalLM"], num_hidden_layers=n,
+    model_type, cls = {QWEN35: ("qwen3_5_text", "Qwen3_5ForCausalLM"), QWEN35MOE: (
+        "qwen3_5_moe_text", "Qwen3_5MoeForCausalLM"), QWEN3NEXT: ("qwen3_next", "Qwen3NextForCausalLM")}[arch]
+    cfg.update(model_type=model_type, architectures=[cls], num_hidden_layers=n,
                partial_rotary_factor=rotary / head_dim, layer_types=types,
                linear_conv_kernel_dim=m.positive(_k(_S.CONV_KERNEL, arch)),
                linear_key_head_dim=m.positive(_k(_S.STATE_SIZE, arch)),
@@ -132,6 +143,8 @@ def config_qwen35(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
                    # (llama.cpp's fallback: the dense width)
                    shared_expert_intermediate_size=m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch),
                                                               cfg["intermediate_size"]))
+    if arch == QWEN3NEXT:  # (llama.cpp's: every layer sparse, the chosen renormalized)
+        cfg.update(norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[])
     return cfg
 
 
@@ -139,8 +152,10 @@ def config_qwen35(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
 
 def with_defaults(mt: str, config: Dict[str, Any]) -> Dict[str, Any]:
     """The text model's config with its class's defaults (a MoE's dense width: the experts')."""
-    from .archs_hybrid import QWEN3_5_DEFAULTS, QWEN3_5_MOE_DEFAULTS
+    from .archs_hybrid import QWEN3_5_DEFAULTS, QWEN3_5_MOE_DEFAULTS, QWEN3_NEXT_DEFAULTS
 
+    if mt == "qwen3_next":
+        return {**QWEN3_NEXT_DEFAULTS, **config}
     if mt == "qwen3_5_moe_text":
         out = {**QWEN3_5_MOE_DEFAULTS, **config}
         out.setdefault("intermediate_size", out["moe_intermediate_size"])
@@ -166,6 +181,14 @@ def qwen35_metadata(cfg, config: Dict[str, Any], mt: str, params: Dict[str, Any]
     put(_RECURRENT_LAYERS, linear)
     every = cfg.positive("full_attention_interval", 4)
     put(_K.FULL_ATTENTION_INTERVAL, every)
+    if mt == "qwen3_next":
+        if list(spec.layer_moe) and not all(spec.layer_moe):
+            raise cfg.error("mlp_only_layers", f"names dense layers: llama.cpp reads every layer of a {mt} file as "
+                                               "sparse")
+        if not spec.moe_norm_topk:
+            raise cfg.error("norm_topk_prob", f"is false: llama.cpp's {mt} always renormalizes")
+        _experts_metadata(cfg, spec, mt, put)
+        return
     sections = params.get("mrope_section")
     if isinstance(sections, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in sections):
         sections = (list(sections) + [0, 0, 0, 0])[:4]
@@ -173,12 +196,16 @@ def qwen35_metadata(cfg, config: Dict[str, Any], mt: str, params: Dict[str, Any]
         sections = _DEFAULT_SECTIONS
     put(_R.DIMENSION_SECTIONS, sections)
     if mt == "qwen3_5_moe_text":
-        put(_K.EXPERT_COUNT, spec.n_experts)
-        put(_K.EXPERT_USED_COUNT, spec.n_experts_used)
-        put(_K.EXPERT_FEED_FORWARD_LENGTH, spec.moe_ffn_size)
-        if not spec.shared_ffn_size:
-            raise cfg.error("shared_expert_intermediate_size", f"is 0: llama.cpp's {mt} always has the shared expert")
-        put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, spec.shared_ffn_size)
+        _experts_metadata(cfg, spec, mt, put)
+
+
+def _experts_metadata(cfg, spec, mt: str, put) -> None:
+    put(_K.EXPERT_COUNT, spec.n_experts)
+    put(_K.EXPERT_USED_COUNT, spec.n_experts_used)
+    put(_K.EXPERT_FEED_FORWARD_LENGTH, spec.moe_ffn_size)
+    if not spec.shared_ffn_size:
+        raise cfg.error("shared_expert_intermediate_size", f"is 0: llama.cpp's {mt} always has the shared expert")
+    put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, spec.shared_ffn_size)
 
 
 # -- layouts -----------------------------------------------------------------------------------------------
@@ -204,7 +231,25 @@ def _linear_orders(spec) -> Dict[str, tuple]:
 
 
 def _needs_tiling(spec) -> bool:
-    return spec.recurrent() and spec.lin_k_heads != spec.lin_v_heads
+    from .gguf_common import _ARCH_OF_MODEL_TYPE
+
+    return (_ARCH_OF_MODEL_TYPE.get(spec.model_type) in TILED_ARCHS and spec.recurrent()
+            and spec.lin_k_heads != spec.lin_v_heads)
+
+
+def _fused_rows(spec, g: str) -> int:
+    """Rows of a GGUF tensor that holds several of our weights' rows (as the checkpoint fuses them)."""
+    kd, vd = spec.lin_k_heads * spec.lin_k_dim, spec.lin_v_heads * spec.lin_v_dim
+    kind = g.split(".")[2]
+    return {"attn_q": 2 * spec.n_heads * spec.head_dim, "ssm_ba": 2 * spec.lin_v_heads,
+            "ssm_in": 2 * kd + 2 * vd}[kind]
+
+
+def _split_name(canonical: str) -> Optional[str]:
+    """Qwen3-Next's GGUF name for lin.qkv and lin.z (attn_qkv, attn_gate: split from in_proj_qkvz)."""
+    layer, part = canonical.split(".")[1], canonical.split(".", 2)[-1]
+    kind = {"lin.qkv.weight": "attn_qkv", "lin.z.weight": "attn_gate"}.get(part)
+    return None if kind is None else f"blk.{layer}.{kind}.weight"
 
 
 def gguf_linear_layout(spec, names: Dict[str, Any]) -> None:
@@ -223,49 +268,56 @@ def gguf_linear_layout(spec, names: Dict[str, Any]) -> None:
             if key not in names:  # (lin.A: the model's, not the checkpoint's)
                 continue
             src = names[key]
-            if isinstance(src, Derived) and not axis and src.rows is not None and not isinstance(src.rows, slice):
-                names[key] = Derived(src.src, rows=np.asarray(src.rows)[idx])  # (Qwen3-Next's rows of a fused input)
-            elif isinstance(src, str):
-                names[key] = Derived(src, cols=idx) if axis else Derived(src, rows=idx)
-            else:
+            if not isinstance(src, str):
                 raise ValueError(f"{key}: expected a checkpoint tensor, got {src!r}")
+            names[key] = Derived(src, cols=idx) if axis else Derived(src, rows=idx)
     spec.lin_v_tiled = True
 
 
 def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Optional[Tuple[str, str]]:
-    """(canonical name, key in the file's tensor map) where a Qwen3.5 weight is not the GGUF tensor `g` as stored
-    under its own name (None where it is): the query and gate rows of attn_q, added as owned copies, and ssm_a,
-    the decay rates themselves (lin.A) where the checkpoint has their logarithm (lin.A_log)."""
+    """(canonical name, key in the file's tensor map) where a hybrid's weight is not the GGUF tensor `g` as stored
+    under its own name (None where it is): rows of a tensor the file keeps fused as the checkpoint does (attn_q's
+    query and gate rows, ssm_ba's b and a, an older Qwen3-Next file's ssm_in), added as owned copies; Qwen3-Next's
+    attn_qkv and attn_gate; and ssm_a, the decay rates themselves (lin.A) where the checkpoint has their logarithm
+    (lin.A_log)."""
     from .archs import Derived
 
     if canonical.endswith(".lin.A_log"):
         return canonical[:-len("_log")], g
-    if (".attn.q." in canonical or ".attn.gate." in canonical) and g in tmap:
-        key = f"{g}[{canonical.rsplit('.', 2)[-2]}]"
-        if key not in tmap:
-            t = tmap.get(g)
-            a = t.numpy()
-            rows = np.asarray(v.rows) if isinstance(v, Derived) else None
-            want = 2 * spec.n_heads * spec.head_dim
-            if rows is None or a.ndim != 2 or a.shape[0] != want:
-                raise ValueError(f"{path}: {g} has shape {list(t.shape)}, expected {want} rows (each head's query "
-                                 "and gate)")
-            tmap.add_array(key, a[rows], t.dtype, path, True)
-        return canonical, key
-    return None
+    if not (isinstance(v, Derived) and v.rows is not None and not isinstance(v.rows, slice)):
+        return None
+    split = _split_name(canonical) if spec.model_type == "qwen3_next" and g not in tmap else None
+    if split is not None:
+        return canonical, split
+    if g not in tmap:
+        return None
+    key = f"{g}[{canonical.split('.', 2)[-1]}]"
+    if key not in tmap:
+        t = tmap.get(g)
+        a = t.numpy()
+        want = _fused_rows(spec, g)
+        if a.ndim != 2 or a.shape[0] != want:
+            raise ValueError(f"{path}: {g} has shape {list(t.shape)}, expected {want} rows")
+        tmap.add_array(key, a[np.asarray(v.rows)], t.dtype, path, True)
+    return canonical, key
 
 
 def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, tensors: Dict[str, tuple]) -> bool:
     """Puts a Qwen3.5 tensor into `tensors` in llama.cpp's layout where that differs from ours (True), else leaves
-    it to the caller (False): attn_q rebuilt from the query and gate rows, the convolution's shape, and the value
-    heads tiled when the model holds them grouped. (The model's lin.A is ssm_a as it is.)"""
-    if ".attn.q." in canonical or ".attn.gate." in canonical:
-        rows = np.asarray(v.rows)
+    it to the caller (False): tensors fused as in the checkpoint rebuilt from our rows (attn_q, ssm_ba), Qwen3-Next's
+    attn_qkv and attn_gate, the convolution's shape, and the value heads tiled where llama.cpp's files have them so
+    and the model holds them grouped. (The model's lin.A is ssm_a as it is.)"""
+    from .archs import Derived
+
+    if spec.model_type == "qwen3_next" and _split_name(canonical):
+        tensors[_split_name(canonical)] = (np.ascontiguousarray(a), dtype)  # (our rows are attn_qkv's, attn_gate's)
+        return True
+    if isinstance(v, Derived) and v.rows is not None and not isinstance(v.rows, slice):  # (rows of a fused tensor)
         full = tensors.get(g)
         if full is None:
-            full = (np.zeros((2 * spec.n_heads * spec.head_dim,) + a.shape[1:], a.dtype), dtype)
+            full = (np.zeros((_fused_rows(spec, g),) + a.shape[1:], a.dtype), dtype)
             tensors[g] = full
-        full[0][rows] = a
+        full[0][np.asarray(v.rows)] = a
         return True
     part = canonical.split(".", 2)[-1]
     if not (canonical.startswith("layers.") and part.startswith("lin.")):
@@ -284,4 +336,4 @@ def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, ten
 
 
 __all__: List[str] = ["config_qwen35", "qwen35_metadata", "gguf_linear_layout", "read_tensor", "write_tensor",
-                      "name_table", "tiled_order", "HYBRID_ARCHS", "TEXT_MODEL_TYPE"]
+                      "name_table", "tiled_order", "HYBRID_ARCHS", "TILED_ARCHS", "TEXT_MODEL_TYPE"]

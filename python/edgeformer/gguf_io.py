@@ -75,7 +75,7 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
     h2g = {h: g for g, h in g2h.items()}
     spec, names = spec_from_config(config, path, [g2h[n] for n in order if n in g2h])
     hybrid = arch in gguf_hybrid.HYBRID_ARCHS
-    if hybrid:
+    if arch in gguf_hybrid.TILED_ARCHS:
         spec.lin_v_tiled = True  # (llama.cpp's order of the value heads, read as stored)
     mapped: Dict[str, str] = {}
     for canonical, v in names.items():

@@ -65,6 +65,7 @@ from .gguf_common import (
     MISTRAL3,
     QWEN35,
     QWEN35MOE,
+    QWEN3NEXT,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -382,7 +383,7 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
-    if a in (QWEN35, QWEN35MOE):
+    if a in (QWEN35, QWEN35MOE, QWEN3NEXT):
         from .gguf_hybrid import name_table
 
         return name_table(a)
