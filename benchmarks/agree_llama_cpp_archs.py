@@ -132,7 +132,7 @@ def cases():
             "beta_fast": 32.0, "beta_slow": 1.0, "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.5},
             **d)),
         # session 16's: Qwen3.5 (Gated DeltaNet layers, 2 value heads per key head: llama.cpp's tiled order), dense
-        # and mixture-of-experts, and Qwen3-Next (its fused inputs; grouped value heads)
+        # and mixture-of-experts, Qwen3-Next (its fused inputs; grouped value heads), LFM2 (short convolutions)
         "qwen3_5": lambda: (tf.Qwen3_5ForCausalLM, tf.Qwen3_5TextConfig(head_dim=32, **q35)),
         "qwen3_5_moe": lambda: (tf.Qwen3_5MoeForCausalLM, tf.Qwen3_5MoeTextConfig(
             head_dim=32, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
@@ -140,6 +140,9 @@ def cases():
         "qwen3_next": lambda: (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(
             head_dim=32, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
             shared_expert_intermediate_size=96, **q35)),
+        "lfm2": lambda: (tf.Lfm2ForCausalLM, tf.Lfm2Config(
+            layer_types=["conv", "conv", "full_attention", "conv"], block_multiple_of=64,
+            **{**d, "num_hidden_layers": 4, "intermediate_size": 384})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

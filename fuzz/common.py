@@ -142,6 +142,8 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
                "lin.dt_bias": [Hv], "lin.A_log": [Hv], "lin.norm.weight": [spec.lin_v_dim]}
         if m.group(2) in lin:
             return lin[m.group(2)]
+    if spec.lin_k_heads == 0 and m.group(2) in ("lin.in.weight", "lin.out.weight", "lin.conv.weight"):  # (LFM2)
+        return {"lin.in.weight": [3 * H, H], "lin.out.weight": [H, H], "lin.conv.weight": [H, 1, spec.lin_conv]}[m.group(2)]
     if m.group(2) == "attn.gate.weight":
         return [QD, H]
     if spec.mla_kv_lora > 0:  # latent attention (model.cc: the MLA weights)

@@ -165,6 +165,9 @@ BASES: Dict[str, Dict[str, Any]] = {
                    "moe_intermediate_size": 8, "shared_expert_intermediate_size": 8, "mlp_only_layers": [1],
                    "layer_types": ["linear_attention", "full_attention"], "max_position_embeddings": 32,
                    "partial_rotary_factor": 0.5},
+    "lfm2": {"model_type": "lfm2", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 24, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "layer_types": ["conv", "full_attention"],
+             "block_multiple_of": 8, "conv_L_cache": 3, "max_position_embeddings": 32},
     "mistral3": {"model_type": "mistral3", "text_config": {
         "model_type": "ministral3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,

@@ -281,6 +281,10 @@ def make_seeds(out_dir: str) -> None:
                                     "linear_num_value_heads": 2, "linear_key_head_dim": 4, "linear_value_head_dim": 4,
                                     "linear_conv_kernel_dim": 2, "max_position_embeddings": 32, "partial_rotary_factor": 0.5,
                                     "layer_types": ["linear_attention", "full_attention"]}, {})
+    _write_model(o("lfm2.gguf"), {"model_type": "lfm2", "vocab_size": V, "hidden_size": 8, "intermediate_size": 12,
+                                  "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                                  "layer_types": ["conv", "full_attention"], "block_multiple_of": 4,
+                                  "max_position_embeddings": 32}, {})
     # every tensor type and every metadata value type, no usable architecture
     w = gguf.GGUFWriter(o("types.gguf"), "llama")
     w.add_uint8("u8", 200), w.add_int8("i8", -5), w.add_uint16("u16", 60000), w.add_int16("i16", -300)

@@ -1,6 +1,6 @@
 """Hybrid decoders against transformers on tiny random checkpoints, under every ISA: Qwen3.5 (Gated DeltaNet
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
-checkpoint, and Qwen3-Next. Logits within
+checkpoint, Qwen3-Next, and LFM2 (gated short convolutions). Logits within
 1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a
 recurrent state; GGUF in and out as llama.cpp's qwen35 / qwen35moe."""
 
@@ -57,6 +57,16 @@ def _cases():
         "qwen3_5_moe_text_eq": (tf.Qwen3_5MoeForCausalLM, _text_config(moe=True, linear_value_head_dim=16,
                                                                         tie_word_embeddings=True)),
         "qwen3_5_eq": _wrapper(_text_config(linear_value_head_dim=16, linear_num_value_heads=2)),
+        # LFM2: gated short convolutions beside GQA attention layers; its MLP width adjusted from intermediate_size
+        "lfm2": (tf.Lfm2ForCausalLM, tf.Lfm2Config(
+            vocab_size=320, hidden_size=64, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=64, layer_types=["conv", "conv", "full_attention", "conv"],
+            block_multiple_of=32, bos_token_id=0, eos_token_id=None, pad_token_id=None)),
+        "lfm2_untied": (tf.Lfm2ForCausalLM, tf.Lfm2Config(
+            vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=4, max_position_embeddings=64, full_attn_idxs=[1], layer_types=None,
+            block_auto_adjust_ff_dim=False, conv_L_cache=4, tie_word_embeddings=False, bos_token_id=0,
+            eos_token_id=None, pad_token_id=None)),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
@@ -73,7 +83,7 @@ def _wrapper(text_config):
         image_token_id=300, video_token_id=301, vision_start_token_id=302, vision_end_token_id=303))
 
 
-CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next"]
+CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied"]
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +164,17 @@ def test_recurrent_batches_and_batcher(built):
 
 
 # GGUF as llama.cpp's converter writes Qwen3.5 (qwen35, qwen35moe): the value heads in its tiled order, attn_q
-# holding each head's query and gate, ssm_a the decay rates; the image-and-text checkpoint as its language model
+# holding each head's query and gate, ssm_a the decay rates; the image-and-text checkpoint as its language model;
+# Qwen3-Next (qwen3next) and LFM2 (lfm2: the convolution layers those without key/value heads)
 GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35",
-              "qwen3_next_eq": "qwen3next"}
+              "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2"}
+# tensors each writes as llama.cpp's converter does
+GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
+                         "blk.0.ssm_beta.weight", "blk.3.attn_q.weight"},
+              "qwen3next": {"blk.0.ssm_a", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight", "blk.0.ssm_ba.weight"},
+              "lfm2": {"token_embd_norm.weight", "blk.0.shortconv.conv.weight", "blk.0.shortconv.in_proj.weight",
+                       "blk.0.shortconv.out_proj.weight"}}
+GGUF_NAMES["qwen35moe"] = GGUF_NAMES["qwen35"]
 
 
 @pytest.mark.parametrize("case", list(GGUF_CASES))
@@ -171,12 +189,9 @@ def test_hybrid_gguf_roundtrip(case, built, tmp_path):
     r = gguf.GGUFReader(out)
     arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
     assert arch == GGUF_CASES[case]
-    names = {t.name for t in r.tensors}
-    assert {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
-            "blk.3.attn_q.weight"} <= names
-    assert ("blk.0.ssm_ba.weight" in names) == (arch == "qwen3next")
+    assert GGUF_NAMES[arch] <= {t.name for t in r.tensors}
     model = edgeformer.load(out, threads=2, max_context=64)
-    assert model.spec.lin_v_tiled == (arch != "qwen3next")  # (read in llama.cpp's order)
+    assert model.spec.lin_v_tiled == (arch in ("qwen35", "qwen35moe"))  # (read in llama.cpp's order)
     assert_logits_close(model.logits(PROMPT), ref)
     assert model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids == ref_tokens
     q = str(tmp_path / "q.gguf")

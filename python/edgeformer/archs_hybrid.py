@@ -1,6 +1,6 @@
 """Hybrid decoders whose layers mix tokens either by attention or through a recurrent state, as data: Qwen3.5,
 dense and mixture-of-experts, and Qwen3-Next (Gated DeltaNet layers, three to each attention layer, whose output
-is gated).
+is gated), and LFM2 (gated short convolutions beside attention layers).
 See archs.py."""
 
 from __future__ import annotations
@@ -164,6 +164,61 @@ def _qwen3_next(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+# Lfm2Config's defaults (LFM2-2.6B's) where they differ from Llama's
+LFM2_DEFAULTS: Dict[str, Any] = {"vocab_size": 65536, "norm_eps": 1e-5, "max_position_embeddings": 128000,
+                                 "tie_word_embeddings": True, "rope_theta": 1000000.0, "conv_L_cache": 3,
+                                 "block_auto_adjust_ff_dim": True, "block_ffn_dim_multiplier": 1.0,
+                                 "block_multiple_of": 256}
+
+
+def _lfm2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Liquid AI's LFM2 (lfm2): gated short-convolution layers (in_proj to B, C, x; C * conv(B * x) over
+    conv_L_cache taps; out_proj) beside GQA attention layers with per-head q/k RMSNorms; SwiGLU MLPs whose width
+    block_auto_adjust_ff_dim derives from intermediate_size; the final norm is named embedding_norm."""
+    c = Config({**LFM2_DEFAULTS, **cfg.data}, cfg.source)
+    n = c.positive("num_hidden_layers")
+    types = c.data.get("layer_types")
+    if types is None:  # (older configs: the attention layers' indices)
+        full = c.data.get("full_attn_idxs")
+        if not isinstance(full, list):
+            raise c.error("layer_types", "is missing (and full_attn_idxs too)")
+        types = ["full_attention" if i in full else "conv" for i in range(n)]
+    if not (isinstance(types, list) and len(types) == n and all(t in ("conv", "full_attention") for t in types)):
+        raise c.error("layer_types", f"expected {n} of 'conv' / 'full_attention'")
+    if c.get("conv_bias", bool, False):
+        raise c.error("conv_bias", "is true: not supported for LFM2")
+    ffn = c.positive("intermediate_size")
+    if c.get("block_auto_adjust_ff_dim", bool, False):
+        ffn = int(2 * ffn / 3)
+        mult = c.get("block_ffn_dim_multiplier", float, None)
+        if mult is not None:
+            of = c.positive("block_multiple_of", 256)
+            ffn = of * ((int(mult * ffn) + of - 1) // of)
+    s, names = _as_llama(c, tensor_names, "lfm2", LFM2_DEFAULTS, rms_norm_eps=c.get("norm_eps", float),
+                         intermediate_size=ffn, attention_bias=False, mlp_bias=False)
+    s.layer_linear = [int(t == "conv") * 2 for t in types]
+    s.lin_conv = c.positive("conv_L_cache")
+    s.qk_norm = True
+    out: NameMap = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.embedding_norm.weight"}
+    if not s.tie_embeddings:
+        out["lm_head.weight"] = names["lm_head.weight"]
+    for i in range(n):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        out[dst + "attn_norm.weight"] = src + "operator_norm.weight"
+        out[dst + "mlp_norm.weight"] = src + "ffn_norm.weight"
+        for p, w in (("gate", "w1"), ("up", "w3"), ("down", "w2")):
+            out[dst + f"mlp.{p}.weight"] = src + f"feed_forward.{w}.weight"
+        if s.layer_linear[i]:
+            for p, w in (("in", "in_proj"), ("conv", "conv"), ("out", "out_proj")):
+                out[dst + f"lin.{p}.weight"] = src + f"conv.{w}.weight"
+            continue
+        for p, w in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "out_proj")):
+            out[dst + f"attn.{p}.weight"] = src + f"self_attn.{w}.weight"
+        out[dst + "attn.q_norm.weight"] = src + "self_attn.q_layernorm.weight"
+        out[dst + "attn.k_norm.weight"] = src + "self_attn.k_layernorm.weight"
+    return s, out
+
+
 def _wrapped(text_builder, text_type: str):
     """The image-and-text checkpoint of a Qwen3.5 language model: text_config's, weights under
     model.language_model.; the vision tower (and the multi-token-prediction head) not run."""
@@ -183,4 +238,4 @@ def _wrapped(text_builder, text_type: str):
 
 HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwen3_5_text"),
           "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text"),
-          "qwen3_next": _qwen3_next}
+          "qwen3_next": _qwen3_next, "lfm2": _lfm2}

@@ -1,5 +1,7 @@
-"""Qwen3.5 and Qwen3-Next in GGUF (llama.cpp's ``qwen35``, ``qwen35moe``, ``qwen3next``): metadata both ways, tensor
-names, and the layout changes llama.cpp's converter makes, which are undone (read) or redone (written) here.
+"""Hybrid decoders in GGUF: Qwen3.5 and Qwen3-Next (llama.cpp's ``qwen35``, ``qwen35moe``, ``qwen3next``) and LFM2
+(``lfm2``: its attention layers those with key/value heads in attention.head_count_kv, an array; the convolutions
+as [channels, taps]): metadata both ways, tensor names, and the layout changes llama.cpp's converter makes, which are
+undone (read) or redone (written) here.
 
 What the converter changes (convert_hf_to_gguf.py, Qwen3_5TextModel / Qwen3_5MoeTextModel):
 
@@ -29,9 +31,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from gguf.constants import MODEL_TENSOR, Keys
 
-from .gguf_common import QWEN35, QWEN35MOE, QWEN3NEXT, _Meta
+from .gguf_common import LFM2, QWEN35, QWEN35MOE, QWEN3NEXT, _Meta
 
-HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT)
+HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2)
 TILED_ARCHS = (QWEN35, QWEN35MOE)  # (Qwen3-Next's files keep transformers' grouped value heads)
 # the image-and-text checkpoints are written as their language model
 TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
@@ -54,6 +56,26 @@ _T = MODEL_TENSOR
 def name_table(arch: str):
     """(llama.cpp tensor, HF name, suffixes, stack) as gguf_names' tables; experts: gguf_names.expert_tensor."""
     L = "model.layers.{i}."
+    if arch == LFM2:
+        return [
+            (_T.TOKEN_EMBD, "model.embed_tokens", _W, None),
+            (_T.TOKEN_EMBD_NORM, "model.embedding_norm", _W, None),  # (the final norm, as the checkpoint names it)
+            (_T.OUTPUT, "lm_head", _W, None),
+            (_T.ATTN_NORM, L + "operator_norm", _W, "blk"),
+            (_T.FFN_NORM, L + "ffn_norm", _W, "blk"),
+            (_T.FFN_GATE, L + "feed_forward.w1", _W, "blk"),
+            (_T.FFN_UP, L + "feed_forward.w3", _W, "blk"),
+            (_T.FFN_DOWN, L + "feed_forward.w2", _W, "blk"),
+            (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
+            (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
+            (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
+            (_T.ATTN_OUT, L + "self_attn.out_proj", _W, "blk"),
+            (_T.ATTN_Q_NORM, L + "self_attn.q_layernorm", _W, "blk"),
+            (_T.ATTN_K_NORM, L + "self_attn.k_layernorm", _W, "blk"),
+            (_T.SHORTCONV_CONV, L + "conv.conv", _W, "blk"),
+            (_T.SHORTCONV_INPROJ, L + "conv.in_proj", _W, "blk"),
+            (_T.SHORTCONV_OUTPROJ, L + "conv.out_proj", _W, "blk"),
+        ]
     names = [
         (_T.TOKEN_EMBD, "model.embed_tokens", _W, None),
         (_T.OUTPUT_NORM, "model.norm", _W, None),
@@ -148,7 +170,55 @@ def config_qwen35(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     return cfg
 
 
+def config_lfm2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """LFM2's config from llama.cpp's keys: a layer with no key/value heads (attention.head_count_kv, per layer)
+    is a short convolution of shortconv.l_cache taps; the MLP width as the file holds it."""
+    from .gguf_config import _vocab_size
+    from .gguf_readers import _OUTPUT
+
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n = m.positive(_k(_K.BLOCK_COUNT, arch))
+    heads = m.positive(_k(_A.HEAD_COUNT, arch))
+    kv_key = _k(_A.HEAD_COUNT_KV, arch)
+    kv = m.raw(kv_key)
+    kv = [kv] * n if isinstance(kv, int) and not isinstance(kv, bool) else kv
+    if not (isinstance(kv, list) and len(kv) == n and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                          for x in kv)) or len({x for x in kv if x}) > 1:
+        raise m.error(kv_key, f"expected {n} counts, one value or 0 (a convolution layer), got {kv!r}"[:200])
+    if hidden % heads:
+        raise m.error(_k(_A.HEAD_COUNT, arch), f"({heads}) does not divide the embedding length ({hidden})")
+    return {"architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", "vocab_size": _vocab_size(m, arch),
+            "hidden_size": hidden, "num_hidden_layers": n, "num_attention_heads": heads,
+            "num_key_value_heads": max(kv) or heads, "layer_types": ["full_attention" if x else "conv" for x in kv],
+            "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)), "block_auto_adjust_ff_dim": False,
+            "conv_L_cache": m.positive(_k(Keys.ShortConv.L_CACHE, arch)),
+            "norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float),
+            "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 1000000.0),
+            "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+            "tie_word_embeddings": _OUTPUT not in names}
+
+
 # -- config.json -> metadata -------------------------------------------------------------------------------
+
+def lfm2_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """LFM2's keys as llama.cpp's converter writes them: key/value heads 0 on the convolution layers."""
+    from .archs import spec_from_config
+
+    spec = spec_from_config(config, cfg.source)[0]
+    if spec.n_heads * spec.head_dim != spec.hidden_size:
+        raise cfg.error("num_attention_heads", "times the head size differs from hidden_size: llama.cpp's lfm2 "
+                                               "assumes them equal")
+    put(_K.VOCAB_SIZE, spec.vocab_size)
+    put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 128000))
+    put(_K.EMBEDDING_LENGTH, spec.hidden_size)
+    put(_K.BLOCK_COUNT, spec.n_layers)
+    put(_K.FEED_FORWARD_LENGTH, spec.ffn_size)
+    put(_A.HEAD_COUNT, spec.n_heads)
+    put(_A.HEAD_COUNT_KV, [0 if f else spec.n_kv_heads for f in spec.layer_linear])
+    put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
+    put(_R.FREQ_BASE, spec.rope.theta)
+    put(Keys.ShortConv.L_CACHE, spec.lin_conv)
+
 
 def with_defaults(mt: str, config: Dict[str, Any]) -> Dict[str, Any]:
     """The text model's config with its class's defaults (a MoE's dense width: the experts')."""

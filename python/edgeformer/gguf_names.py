@@ -66,6 +66,7 @@ from .gguf_common import (
     QWEN35,
     QWEN35MOE,
     QWEN3NEXT,
+    LFM2,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -383,7 +384,7 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
-    if a in (QWEN35, QWEN35MOE, QWEN3NEXT):
+    if a in (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2):
         from .gguf_hybrid import name_table
 
         return name_table(a)

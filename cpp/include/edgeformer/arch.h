@@ -88,12 +88,20 @@ struct ArchSpec {
   //   S = exp(g) S;  S += k (beta (v - S^T k))^T;  o = S^T q / sqrt(lin_k_dim)
   // with g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b); o is RMS-normalized per head times
   // silu(z), then projected out. A state does not rewind: such a model's cache keeps all of its tokens or none.
+  // layer_linear's values: 0 attention, 1 Gated DeltaNet, 2 a gated short convolution (LFM2: in_proj to B, C, x;
+  // y = C * conv(B * x), causal and depthwise over lin_conv taps; out_proj), whose state is its last inputs.
   std::vector<int32_t> layer_linear;
   int32_t lin_k_heads = 0, lin_v_heads = 0, lin_k_dim = 0, lin_v_dim = 0, lin_conv = 4;
   // the value heads' order: grouped by key head (value head h reads key head h / (lin_v_heads / lin_k_heads), as
   // transformers holds them) or tiled (key head h % lin_k_heads: llama.cpp's GGUF order, read as stored)
   bool lin_v_tiled = false;
-  bool linear(int layer) const { return !layer_linear.empty() && layer_linear[layer] != 0; }
+  bool linear(int layer) const { return !layer_linear.empty() && layer_linear[layer] != 0; }  // (no KV cache)
+  bool short_conv(int layer) const { return linear(layer) && layer_linear[layer] == 2; }
+  bool delta_net() const {
+    for (int32_t v : layer_linear)
+      if (v == 1) return true;
+    return false;
+  }
   bool recurrent() const {
     for (int32_t v : layer_linear)
       if (v) return true;

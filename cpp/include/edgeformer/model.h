@@ -148,7 +148,8 @@ class Model {
   // a Gated DeltaNet layer (ArchSpec::linear): the normalized input in [T, hidden] -> out [T, hidden], through
   // the recurrent state of owner(t) (zeroed where a row is its sequence's first position)
   void linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
-  void load_linear(loading::Loader& L, LayerWeights& w, const std::string& p);
+  void load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, bool short_conv);
+  void short_conv(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void ensure_scratch(int32_t T);
   // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
   void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K);

@@ -92,16 +92,20 @@ void ArchSpec::validate() const {
     EF_CHECK((int64_t)layer_linear.size() == n_layers, "config: one linear / full attention flag per layer (" +
                                                            std::to_string(n_layers) + "), got " +
                                                            std::to_string(layer_linear.size()));
+    for (int32_t v : layer_linear) EF_CHECK(v >= 0 && v <= 2, "config: a layer's kind must be attention, Gated "
+                                                              "DeltaNet or short convolution");
     if (recurrent()) {
+      positive(lin_conv, "linear_conv_kernel_dim");
+      EF_CHECK(causal() && !cross_attention && mla_kv_lora == 0 && norm == NormKind::RMS,
+               "recurrent layers are for RMSNorm decoders without latent or cross attention");
+    }
+    if (delta_net()) {
       positive(lin_k_heads, "linear_num_key_heads");
       positive(lin_v_heads, "linear_num_value_heads");
       positive(lin_k_dim, "linear_key_head_dim");
       positive(lin_v_dim, "linear_value_head_dim");
-      positive(lin_conv, "linear_conv_kernel_dim");
       EF_CHECK(lin_v_heads % lin_k_heads == 0, "config field 'linear_num_value_heads' must be a multiple of "
                                                "linear_num_key_heads");
-      EF_CHECK(causal() && !cross_attention && mla_kv_lora == 0 && norm == NormKind::RMS,
-               "Gated DeltaNet layers are for RMSNorm decoders without latent or cross attention");
     }
   }
   if (q_temp_beta != 0.f) {

@@ -1,5 +1,6 @@
-// Gated DeltaNet layers (Qwen3-Next, Qwen3.5; ArchSpec::linear): tokens mix through a recurrent state per value
-// head, a [lin_k_dim, lin_v_dim] matrix updated by the gated delta rule, in place of attention over a KV cache.
+// Recurrent token mixers in place of attention over a KV cache (ArchSpec::linear): Gated DeltaNet layers (Qwen3-Next,
+// Qwen3.5), whose state per value head is a [lin_k_dim, lin_v_dim] matrix updated by the gated delta rule, and LFM2's
+// gated short convolutions, whose state is their last inputs.
 // Computed token by token (transformers' torch_recurrent_gated_delta_rule; its chunked form for prompts is the
 // same recurrence reordered), each head on its own thread.
 #include <algorithm>
@@ -14,7 +15,16 @@
 
 namespace ef {
 
-void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& p) {
+void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, bool short_conv) {
+  if (short_conv) {  // (LFM2: in_proj [3 H, H] to B, C, x; the convolution over H channels; out_proj)
+    const int64_t H = spec_.hidden_size;
+    w.lin_qkv = L.matrix(p + "lin.in.weight", {3 * H, H});
+    w.lin_out = L.matrix(p + "lin.out.weight", {H, H});
+    const Tensor* conv = L.find(p + "lin.conv.weight");
+    w.lin_conv = L.small(p + "lin.conv.weight", conv && conv->dim() == 3 ? std::vector<int64_t>{H, 1, spec_.lin_conv}
+                                                                        : std::vector<int64_t>{H, spec_.lin_conv}, true);
+    return;
+  }
   const int64_t H = spec_.hidden_size, Hv = spec_.lin_v_heads;
   const int64_t KD = (int64_t)spec_.lin_k_heads * spec_.lin_k_dim, VD = Hv * spec_.lin_v_dim, CD = 2 * KD + VD;
   w.lin_qkv = L.matrix(p + "lin.qkv.weight", {CD, H});
@@ -37,7 +47,43 @@ void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& 
   w.lin_norm_w = L.vec(p + "lin.norm.weight", spec_.lin_v_dim, true);
 }
 
+// LFM2's gated short convolution: B, C, x = in_proj(in); y = C * conv(B * x) (the last lin_conv - 1 values of
+// B * x per channel kept in the state); out = out_proj(y)
+void Model::short_conv(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
+  const KernelTable& K = kernels();
+  const LayerWeights& w = layers_[layer];
+  ThreadPool* pool = pool_.get();
+  const int64_t H = spec_.hidden_size, taps = spec_.lin_conv;
+  const size_t slot = (size_t)lin_slot_[layer] * lin_stride_;
+  const size_t need = (size_t)T * 4 * H;  // BCx [T, 3 H], y [T, H]
+  if (lin_.size() < need) lin_.resize(need);
+  float* bcx = lin_.data();
+  float* y = bcx + (size_t)T * 3 * H;
+  ops::linear(pool, K, in, H, T, w.lin_qkv, nullptr, bcx, 3 * H);
+  const auto owner = [&](int32_t t) -> Model& { return seqs ? *seqs[t] : *this; };
+  for (int32_t t = 0; t < T; t++)  // (a sequence's first position starts from zeros)
+    if ((seqs ? owner(t).n_past_ : pos0 + t) == 0) std::fill_n(owner(t).lin_state_.data() + slot, lin_stride_, 0.f);
+  const float* cw = (const float*)w.lin_conv.data;  // [H][taps]
+  pool->parallel_for(H, 256, [&](int, int64_t c0, int64_t c1) {
+    for (int32_t t = 0; t < T; t++) {
+      float* hist = owner(t).lin_state_.data() + slot;  // [taps - 1][H], oldest first
+      const float* row = bcx + (size_t)t * 3 * H;
+      for (int64_t c = c0; c < c1; c++) {
+        const float* wc = cw + c * taps;
+        const float cur = row[c] * row[2 * H + c];  // B * x
+        float acc = wc[taps - 1] * cur;
+        for (int64_t j = 0; j < taps - 1; j++) acc += wc[j] * hist[j * H + c];
+        for (int64_t j = 0; j + 1 < taps - 1; j++) hist[j * H + c] = hist[(j + 1) * H + c];
+        if (taps > 1) hist[(taps - 2) * H + c] = cur;
+        y[(size_t)t * H + c] = row[H + c] * acc;  // C * conv
+      }
+    }
+  });
+  ops::linear(pool, K, y, H, T, w.lin_out, nullptr, out, H);
+}
+
 void Model::linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
+  if (spec_.short_conv(layer)) return short_conv(layer, in, out, T, pos0, seqs);
   const KernelTable& K = kernels();
   const LayerWeights& w = layers_[layer];
   ThreadPool* pool = pool_.get();

@@ -123,7 +123,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       if (ln) w.mlp_norm_b = L.vec(p + "mlp_norm.bias", H, false);
     }
     if (spec_.linear(i)) {
-      load_linear(L, w, p);
+      load_linear(L, w, p, spec_.short_conv(i));
     } else if (spec_.mla()) {
       const int64_t Lk = spec_.mla_kv_lora, Lq = spec_.mla_q_lora, dn = spec_.mla_nope, dv = spec_.mla_v;
       const int64_t dq = nh_ * (dn + spec_.rope.rotary_dim);  // the queries before absorption
@@ -227,9 +227,15 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     kv_slot_.push_back(spec_.linear(i) ? -1 : kv_layers_++);
     lin_slot_.push_back(spec_.linear(i) ? n_linear++ : -1);
   }
-  if (spec_.recurrent()) {
-    const size_t conv_dim = 2 * (size_t)spec_.lin_k_heads * spec_.lin_k_dim + (size_t)spec_.lin_v_heads * spec_.lin_v_dim;
-    lin_stride_ = (size_t)(spec_.lin_conv - 1) * conv_dim + (size_t)spec_.lin_v_heads * spec_.lin_k_dim * spec_.lin_v_dim;
+  for (int i = 0; i < spec_.n_layers; i++) {  // (each layer's state: a short convolution's last inputs, or a
+    size_t state = 0;                          // Gated DeltaNet's convolution window and state matrices)
+    if (spec_.short_conv(i)) {
+      state = (size_t)(spec_.lin_conv - 1) * spec_.hidden_size;
+    } else if (spec_.linear(i)) {
+      const size_t conv_dim = 2 * (size_t)spec_.lin_k_heads * spec_.lin_k_dim + (size_t)spec_.lin_v_heads * spec_.lin_v_dim;
+      state = (size_t)(spec_.lin_conv - 1) * conv_dim + (size_t)spec_.lin_v_heads * spec_.lin_k_dim * spec_.lin_v_dim;
+    }
+    lin_stride_ = std::max(lin_stride_, state);
   }
   alloc_cache();
   if (spec_.pos == PosKind::Rotary && !spec_.rope.length_dependent())
@@ -326,8 +332,9 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
     for (auto& it : items) add(p + it.first, *it.second);
     add(p + "attn.sinks", l.sinks);
     add(p + "attn.gate.weight", l.wgate);
+    const bool sc = spec_.short_conv((int)i);  // (a short convolution's in_proj: lin.in)
     const std::pair<const char*, const Tensor*> linear[] = {
-        {"lin.qkv.weight", &l.lin_qkv}, {"lin.z.weight", &l.lin_z},   {"lin.b.weight", &l.lin_b},
+        {sc ? "lin.in.weight" : "lin.qkv.weight", &l.lin_qkv}, {"lin.z.weight", &l.lin_z},   {"lin.b.weight", &l.lin_b},
         {"lin.a.weight", &l.lin_a},     {"lin.out.weight", &l.lin_out}, {"lin.conv.weight", &l.lin_conv},
         {"lin.dt_bias", &l.lin_dt_bias}, {"lin.A", &l.lin_A},  {"lin.norm.weight", &l.lin_norm_w}};
     for (auto& it : linear) add(p + it.first, *it.second);
