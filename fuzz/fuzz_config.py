@@ -168,6 +168,10 @@ BASES: Dict[str, Dict[str, Any]] = {
     "lfm2": {"model_type": "lfm2", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 24, "num_hidden_layers": 2,
              "num_attention_heads": 2, "num_key_value_heads": 1, "layer_types": ["conv", "full_attention"],
              "block_multiple_of": 8, "conv_L_cache": 3, "max_position_embeddings": 32},
+    "lfm2_moe": {"model_type": "lfm2_moe", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+                 "moe_intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+                 "layer_types": ["conv", "full_attention"], "num_dense_layers": 1, "num_experts": 3,
+                 "num_experts_per_tok": 2, "max_position_embeddings": 32},
     "mistral3": {"model_type": "mistral3", "text_config": {
         "model_type": "ministral3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,

@@ -1,6 +1,6 @@
 """Hybrid decoders against transformers on tiny random checkpoints, under every ISA: Qwen3.5 (Gated DeltaNet
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
-checkpoint, Qwen3-Next, and LFM2 (gated short convolutions). Logits within
+checkpoint, Qwen3-Next, and LFM2 (gated short convolutions), dense and mixture-of-experts. Logits within
 1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a
 recurrent state; GGUF in and out as llama.cpp's qwen35 / qwen35moe."""
 
@@ -67,10 +67,31 @@ def _cases():
             num_key_value_heads=4, max_position_embeddings=64, full_attn_idxs=[1], layer_types=None,
             block_auto_adjust_ff_dim=False, conv_L_cache=4, tie_word_embeddings=False, bos_token_id=0,
             eos_token_id=None, pad_token_id=None)),
+        # LFM2-MoE: a dense first layer, then a sigmoid router whose expert bias (random here) only chooses
+        "lfm2_moe": (_with_expert_bias, tf.Lfm2MoeConfig(
+            vocab_size=320, hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, num_dense_layers=1,
+            num_experts=6, num_experts_per_tok=2, routed_scaling_factor=1.5,
+            layer_types=["conv", "full_attention", "conv", "conv"], bos_token_id=0, eos_token_id=None,
+            pad_token_id=None)),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
     }
+
+
+def _with_expert_bias(cfg):
+    """An LFM2-MoE whose expert biases (a buffer, zeros at init) are random."""
+    import torch
+    import transformers as tf
+
+    model = tf.Lfm2MoeForCausalLM(cfg)
+    g = torch.Generator().manual_seed(3)
+    for layer in model.model.layers:
+        bias = getattr(layer.feed_forward, "expert_bias", None)
+        if bias is not None:
+            bias.copy_(0.3 * torch.randn(bias.shape, generator=g))
+    return model
 
 
 def _wrapper(text_config):
@@ -83,7 +104,8 @@ def _wrapper(text_config):
         image_token_id=300, video_token_id=301, vision_start_token_id=302, vision_end_token_id=303))
 
 
-CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied"]
+CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied",
+         "lfm2_moe"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Hybrid decoders whose layers mix tokens either by attention or through a recurrent state, as data: Qwen3.5,
 dense and mixture-of-experts, and Qwen3-Next (Gated DeltaNet layers, three to each attention layer, whose output
-is gated), and LFM2 (gated short convolutions beside attention layers).
+is gated), and LFM2, dense and mixture-of-experts (gated short convolutions beside attention layers).
 See archs.py."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from . import _core
 from .archs import Config, Derived, NameMap, _per_head_rows
-from .archs_llama import qwen_moe_names, sparse_layers
+from .archs_llama import expert_names, qwen_moe_names, sparse_layers
 from .archs_recent import _as_llama
 
 # Qwen3_5TextConfig's defaults where they differ from Llama's
@@ -219,6 +219,40 @@ def _lfm2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, out
 
 
+# Lfm2MoeConfig's defaults (LFM2-8B-A1B's)
+LFM2_MOE_DEFAULTS: Dict[str, Any] = {**LFM2_DEFAULTS, "block_auto_adjust_ff_dim": False, "num_dense_layers": 2,
+                                     "num_experts": 32, "num_experts_per_tok": 4, "use_expert_bias": True,
+                                     "routed_scaling_factor": 1.0, "norm_topk_prob": True}
+
+
+def _lfm2_moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """LFM2-MoE (lfm2_moe, LFM2-8B-A1B): LFM2's layers with experts in the MLPs after the first num_dense_layers:
+    a sigmoid router whose expert_bias only chooses, the chosen weights renormalized (norm_topk_prob) and scaled
+    (routed_scaling_factor). Experts stacked (gate_up_proj, down_proj) as transformers 5 holds them, or one
+    tensor each (w1, w3, w2)."""
+    c = Config({**LFM2_MOE_DEFAULTS, **cfg.data}, cfg.source)
+    s, names = _lfm2(c, tensor_names)
+    s.model_type = "lfm2_moe"
+    s.n_experts = c.positive("num_experts")
+    s.n_experts_used = c.positive("num_experts_per_tok")
+    if s.n_experts_used > s.n_experts:
+        raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
+    s.moe_ffn_size = c.positive("moe_intermediate_size")
+    s.moe_sigmoid = True
+    s.moe_select_bias = c.get("use_expert_bias", bool)
+    s.moe_norm_topk = c.get("norm_topk_prob", bool)
+    s.moe_routed_scale = c.get("routed_scaling_factor", float)
+    dense = c.get("num_dense_layers", int)
+    have = set(tensor_names)
+    for i in sparse_layers(s, names, [i >= dense for i in range(s.n_layers)]):
+        src, dst = f"model.layers.{i}.feed_forward.", f"layers.{i}.moe."
+        names[dst + "router.weight"] = src + "gate.weight"
+        if s.moe_select_bias:
+            names[dst + "router.select_bias"] = src + "expert_bias"
+        expert_names(s, names, src + "experts.", dst + "experts.", have, ("w1", "w3", "w2"))
+    return s, names
+
+
 def _wrapped(text_builder, text_type: str):
     """The image-and-text checkpoint of a Qwen3.5 language model: text_config's, weights under
     model.language_model.; the vision tower (and the multi-token-prediction head) not run."""
@@ -238,4 +272,4 @@ def _wrapped(text_builder, text_type: str):
 
 HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwen3_5_text"),
           "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text"),
-          "qwen3_next": _qwen3_next, "lfm2": _lfm2}
+          "qwen3_next": _qwen3_next, "lfm2": _lfm2, "lfm2_moe": _lfm2_moe}

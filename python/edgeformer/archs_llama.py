@@ -225,21 +225,29 @@ def _moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def expert_names(s: "_core.ArchSpec", names: NameMap, src: str, dst: str, have,
+                 parts: Sequence[str] = ("gate_proj", "up_proj", "down_proj")) -> None:
+    """A layer's experts (src: their ``experts.``; dst: ``layers.{i}.moe.experts.``): stacked (gate_up_proj
+    [experts, 2 x width, hidden], down_proj) where `have` holds them, as transformers 5 saves them, or one tensor
+    each, named by `parts` (gate, up, down)."""
+    f = s.moe_ffn_size
+    for e in range(s.n_experts):
+        x = f"{dst}{e}."
+        if src + "gate_up_proj" in have:
+            names[x + "gate.weight"] = Derived(src + "gate_up_proj", slice(0, f), index=e)
+            names[x + "up.weight"] = Derived(src + "gate_up_proj", slice(f, 2 * f), index=e)
+            names[x + "down.weight"] = Derived(src + "down_proj", index=e)
+        else:
+            for p, w in zip(("gate", "up", "down"), parts):
+                names[x + f"{p}.weight"] = src + f"{e}.{w}.weight"
+
+
 def qwen_moe_names(s: "_core.ArchSpec", names: NameMap, src: str, dst: str, have) -> None:
     """A Qwen MoE layer's router (src: its ``mlp.``), experts and gated shared expert: the experts one tensor each,
     or stacked (gate_up_proj [experts, 2 x width, hidden], down_proj) where `have` holds them, as transformers 5
     saves them."""
     names[dst + "moe.router.weight"] = src + "gate.weight"
-    stacked, f = src + "experts.gate_up_proj" in have, s.moe_ffn_size
-    for e in range(s.n_experts):
-        x = f"{dst}moe.experts.{e}."
-        if stacked:
-            names[x + "gate.weight"] = Derived(src + "experts.gate_up_proj", slice(0, f), index=e)
-            names[x + "up.weight"] = Derived(src + "experts.gate_up_proj", slice(f, 2 * f), index=e)
-            names[x + "down.weight"] = Derived(src + "experts.down_proj", index=e)
-        else:
-            for p in ("gate", "up", "down"):
-                names[x + f"{p}.weight"] = src + f"experts.{e}.{p}_proj.weight"
+    expert_names(s, names, src + "experts.", dst + "moe.experts.", have)
     if s.shared_ffn_size:
         for p in ("gate", "up", "down"):
             names[dst + f"moe.shared.{p}.weight"] = src + f"shared_expert.{p}_proj.weight"
