@@ -143,6 +143,9 @@ def cases():
         "lfm2": lambda: (tf.Lfm2ForCausalLM, tf.Lfm2Config(
             layer_types=["conv", "conv", "full_attention", "conv"], block_multiple_of=64,
             **{**d, "num_hidden_layers": 4, "intermediate_size": 384})),
+        "lfm2_moe": lambda: (tf.Lfm2MoeForCausalLM, tf.Lfm2MoeConfig(
+            layer_types=["conv", "full_attention", "conv", "conv"], num_dense_layers=1, num_experts=8,
+            num_experts_per_tok=2, moe_intermediate_size=64, **{**d, "num_hidden_layers": 4})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

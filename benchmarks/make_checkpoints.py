@@ -7,7 +7,8 @@ values), in every engine's format:
     OUT/<size>/lc-<t>.gguf    GGUF quantized by llama.cpp's own quantizer (llama-cpp-python), t in q8_0 q4_0 q4_k_m
     OUT/<size>/ct2-<t>/       CTranslate2's converter, t in int8 float32
 
-    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b,mla-2.3b,qwen35-0.8b [--llama-cpp DIR]
+    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b,mla-2.3b,qwen35-0.8b,lfm2-1.2b
+        [--llama-cpp DIR]
 
 The 7B shape is made in 4-bit only (q4_0 from both writers); its f16 HF copy is deleted afterwards unless
 --keep-hf. --llama-cpp: a folder holding an installed `llama_cpp` package (pip install --target) when it is
@@ -42,7 +43,10 @@ MLA_SIZES = {"mla-2.3b": dict(hidden=2048, layers=8, heads=16, ffn=10944, vocab=
 # Qwen3.5-0.8B's layers (three Gated DeltaNet layers to each gated attention layer; 16 key and value heads of 128 in
 # the former, 8 query and 2 kv heads of 256 in the latter), with the other sizes' 32000-token vocabulary
 HYBRID_SIZES = {"qwen35-0.8b": dict(hidden=1024, layers=24, heads=8, kv=2, head_dim=256, ffn=3584, vocab=32000,
-                                    k_heads=16, v_heads=16, k_dim=128, v_dim=128, conv=4)}
+                                    k_heads=16, v_heads=16, k_dim=128, v_dim=128, conv=4),
+                # LFM2-1.2B's layers (10 gated short convolutions, 6 attention layers at its positions; MLP 8192)
+                "lfm2-1.2b": dict(hidden=2048, layers=16, heads=32, kv=8, ffn=8192, vocab=32000, conv=3,
+                                  attention=(2, 5, 8, 10, 12, 14))}
 
 
 def make_tokenizer(out, vocab_size, seed=0):
@@ -231,6 +235,49 @@ def make_hf_qwen35(out, c, seed=0, shard_bytes=2 << 30):
     _write_shards(out, tensors(), shard_bytes)
 
 
+def make_hf_lfm2(out, c, seed=0, shard_bytes=2 << 30):
+    """A random LFM2 of HYBRID_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
+    H, L, V, hd = c["hidden"], c["layers"], c["vocab"], c["hidden"] // c["heads"]
+    os.makedirs(out, exist_ok=True)
+    make_tokenizer(out, V)
+    types = ["full_attention" if i in c["attention"] else "conv" for i in range(L)]
+    cfg = {"model_type": "lfm2", "architectures": ["Lfm2ForCausalLM"], "vocab_size": V, "hidden_size": H,
+           "intermediate_size": c["ffn"], "block_auto_adjust_ff_dim": False, "num_hidden_layers": L,
+           "num_attention_heads": c["heads"], "num_key_value_heads": c["kv"], "layer_types": types,
+           "conv_L_cache": c["conv"], "max_position_embeddings": 4096, "norm_eps": 1e-5, "tie_word_embeddings": False,
+           "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}, "bos_token_id": 0, "eos_token_id": 1,
+           "torch_dtype": "float16"}
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    rng = np.random.default_rng(seed)
+
+    def w(*s, std=0.02):
+        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+
+    def tensors():
+        yield "model.embed_tokens.weight", w(V, H, std=0.5)
+        for i, t in enumerate(types):
+            p = f"model.layers.{i}."
+            for n in ("operator_norm", "ffn_norm"):
+                yield p + n + ".weight", np.ones(H, np.float16)
+            if t == "conv":
+                yield p + "conv.in_proj.weight", w(3 * H, H)
+                yield p + "conv.conv.weight", w(H, 1, c["conv"], std=0.3)
+                yield p + "conv.out_proj.weight", w(H, H)
+            else:
+                a = p + "self_attn."
+                for n, rows in (("q_proj", H), ("k_proj", c["kv"] * hd), ("v_proj", c["kv"] * hd), ("out_proj", H)):
+                    yield a + n + ".weight", w(rows, H)
+                for n in ("q_layernorm", "k_layernorm"):
+                    yield a + n + ".weight", np.ones(hd, np.float16)
+            for n, sh in (("w1", (c["ffn"], H)), ("w3", (c["ffn"], H)), ("w2", (H, c["ffn"]))):
+                yield p + f"feed_forward.{n}.weight", w(*sh)
+        yield "model.embedding_norm.weight", np.ones(H, np.float16)
+        yield "lm_head.weight", w(V, H)
+
+    _write_shards(out, tensors(), shard_bytes)
+
+
 def _write_shards(out, tensors, shard_bytes):
     from edgeformer.io import save_safetensors
 
@@ -301,7 +348,8 @@ def main():
         print(f"{size}: {shapes[size]}")
         done = four_bit and all(os.path.exists(os.path.join(root, f)) for f in ("ef-q4_0.gguf", "lc-q4_0.gguf"))
         if not done:
-            make = make_hf_mla if size in MLA_SIZES else make_hf_qwen35 if size in HYBRID_SIZES else make_hf
+            make = (make_hf_mla if size in MLA_SIZES else make_hf_lfm2 if size.startswith("lfm2")
+                    else make_hf_qwen35 if size in HYBRID_SIZES else make_hf)
             step("hf f16", os.path.join(hf, "config.json"), lambda: make(hf, shapes[size]))
         types = ("q4_0",) if four_bit else ("f16", "q8_0", "int8", "q4_0", "q4_k")
         if size in MOE_SIZES or size in MLA_SIZES or size in HYBRID_SIZES:

@@ -74,6 +74,11 @@ def _cases():
             num_experts=6, num_experts_per_tok=2, routed_scaling_factor=1.5,
             layer_types=["conv", "full_attention", "conv", "conv"], bos_token_id=0, eos_token_id=None,
             pad_token_id=None)),
+        "lfm2_moe_eq": (_with_expert_bias, tf.Lfm2MoeConfig(
+            vocab_size=320, hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, num_dense_layers=1,
+            num_experts=4, num_experts_per_tok=2, layer_types=["conv", "full_attention", "conv"], bos_token_id=0,
+            eos_token_id=None, pad_token_id=None)),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
@@ -189,7 +194,7 @@ def test_recurrent_batches_and_batcher(built):
 # holding each head's query and gate, ssm_a the decay rates; the image-and-text checkpoint as its language model;
 # Qwen3-Next (qwen3next) and LFM2 (lfm2: the convolution layers those without key/value heads)
 GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35",
-              "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2"}
+              "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2", "lfm2_moe_eq": "lfm2moe"}
 # tensors each writes as llama.cpp's converter does
 GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
                          "blk.0.ssm_beta.weight", "blk.3.attn_q.weight"},
@@ -197,6 +202,8 @@ GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.wei
               "lfm2": {"token_embd_norm.weight", "blk.0.shortconv.conv.weight", "blk.0.shortconv.in_proj.weight",
                        "blk.0.shortconv.out_proj.weight"}}
 GGUF_NAMES["qwen35moe"] = GGUF_NAMES["qwen35"]
+GGUF_NAMES["lfm2moe"] = GGUF_NAMES["lfm2"] | {"blk.1.exp_probs_b.bias", "blk.1.ffn_gate_exps.weight",
+                                              "blk.1.ffn_gate_inp.weight", "blk.0.ffn_gate.weight"}
 
 
 @pytest.mark.parametrize("case", list(GGUF_CASES))
@@ -233,19 +240,25 @@ def test_hybrid_gguf_refuses_what_llama_cpp_reads_otherwise(case, built, tmp_pat
     assert not (tmp_path / "m.gguf").exists()
 
 
-@pytest.mark.parametrize("field,value", [("mlp_only_layers", [1]), ("decoder_sparse_step", 2),
-                                         ("norm_topk_prob", False)])
-def test_qwen3_next_gguf_metadata_refuses_what_llama_cpp_reads_otherwise(field, value, built):
-    """llama.cpp reads every Qwen3-Next layer as sparse and renormalizes the chosen experts' weights."""
+@pytest.mark.parametrize("case,field,value,match", [
+    ("qwen3_next_eq", "mlp_only_layers", [1], "mlp_only_layers"),
+    ("qwen3_next_eq", "decoder_sparse_step", 2, "mlp_only_layers"),
+    ("qwen3_next_eq", "norm_topk_prob", False, "norm_topk_prob"),
+    ("lfm2_moe_eq", "routed_scaling_factor", 1.5, "routed_scaling_factor"),
+    ("lfm2_moe_eq", "use_expert_bias", False, "use_expert_bias"),
+    ("lfm2_moe_eq", "norm_topk_prob", False, "norm_topk_prob")])
+def test_moe_hybrid_gguf_metadata_refuses_what_llama_cpp_reads_otherwise(case, field, value, match, built):
+    """llama.cpp reads every Qwen3-Next layer as sparse and renormalizes the chosen experts' weights; its LFM2-MoE
+    has the expert bias, renormalizes and does not scale."""
     import json
 
     from edgeformer.gguf_config import gguf_metadata_from_config
 
-    path, _, _ = built("qwen3_next_eq")
+    path, _, _ = built(case)
     with open(path + "/config.json") as f:
         cfg = json.load(f)
-    assert gguf_metadata_from_config(cfg, "config.json")["general.architecture"] == "qwen3next"
-    with pytest.raises(ValueError, match=field if field != "decoder_sparse_step" else "mlp_only_layers"):
+    assert gguf_metadata_from_config(cfg, "config.json")["general.architecture"] == GGUF_CASES[case]
+    with pytest.raises(ValueError, match=match):
         gguf_metadata_from_config({**cfg, field: value}, "config.json")
 
 

@@ -1,5 +1,5 @@
 """Hybrid decoders in GGUF: Qwen3.5 and Qwen3-Next (llama.cpp's ``qwen35``, ``qwen35moe``, ``qwen3next``) and LFM2
-(``lfm2``: its attention layers those with key/value heads in attention.head_count_kv, an array; the convolutions
+(``lfm2``, ``lfm2moe``: its attention layers those with key/value heads in attention.head_count_kv, an array; the convolutions
 as [channels, taps]): metadata both ways, tensor names, and the layout changes llama.cpp's converter makes, which are
 undone (read) or redone (written) here.
 
@@ -31,9 +31,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from gguf.constants import MODEL_TENSOR, Keys
 
-from .gguf_common import LFM2, QWEN35, QWEN35MOE, QWEN3NEXT, _Meta
+from .gguf_common import LFM2, LFM2MOE, QWEN35, QWEN35MOE, QWEN3NEXT, _Meta
 
-HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2)
+HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE)
 TILED_ARCHS = (QWEN35, QWEN35MOE)  # (Qwen3-Next's files keep transformers' grouped value heads)
 # the image-and-text checkpoints are written as their language model
 TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
@@ -56,8 +56,10 @@ _T = MODEL_TENSOR
 def name_table(arch: str):
     """(llama.cpp tensor, HF name, suffixes, stack) as gguf_names' tables; experts: gguf_names.expert_tensor."""
     L = "model.layers.{i}."
-    if arch == LFM2:
-        return [
+    if arch in (LFM2, LFM2MOE):
+        moe = [(_T.FFN_GATE_INP, L + "feed_forward.gate", _W, "blk"),
+               (_T.FFN_EXP_PROBS_B, L + "feed_forward.expert_bias", ((".bias", ""),), "blk")] if arch == LFM2MOE else []
+        return moe + [
             (_T.TOKEN_EMBD, "model.embed_tokens", _W, None),
             (_T.TOKEN_EMBD_NORM, "model.embedding_norm", _W, None),  # (the final norm, as the checkpoint names it)
             (_T.OUTPUT, "lm_head", _W, None),
@@ -187,7 +189,7 @@ def config_lfm2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, A
         raise m.error(kv_key, f"expected {n} counts, one value or 0 (a convolution layer), got {kv!r}"[:200])
     if hidden % heads:
         raise m.error(_k(_A.HEAD_COUNT, arch), f"({heads}) does not divide the embedding length ({hidden})")
-    return {"architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", "vocab_size": _vocab_size(m, arch),
+    cfg = {"architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", "vocab_size": _vocab_size(m, arch),
             "hidden_size": hidden, "num_hidden_layers": n, "num_attention_heads": heads,
             "num_key_value_heads": max(kv) or heads, "layer_types": ["full_attention" if x else "conv" for x in kv],
             "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)), "block_auto_adjust_ff_dim": False,
@@ -196,6 +198,17 @@ def config_lfm2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, A
             "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 1000000.0),
             "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
             "tie_word_embeddings": _OUTPUT not in names}
+    if arch == LFM2MOE:  # (llama.cpp's: a sigmoid router, the chosen renormalized, unscaled)
+        gate_key = _k(_K.EXPERT_GATING_FUNC, arch)
+        if m.get(gate_key, int) != 2:
+            raise m.error(gate_key, "must be 2 (sigmoid), as LFM2-MoE routes")
+        cfg.update(model_type="lfm2_moe", architectures=["Lfm2MoeForCausalLM"],
+                   num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
+                   moe_intermediate_size=m.uniform_positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch)),
+                   num_dense_layers=m.get(_k(_K.LEADING_DENSE_BLOCK_COUNT, arch), int, 0),
+                   use_expert_bias=True, norm_topk_prob=True, routed_scaling_factor=1.0)
+    return cfg
 
 
 # -- config.json -> metadata -------------------------------------------------------------------------------
@@ -218,6 +231,21 @@ def lfm2_metadata(cfg, config: Dict[str, Any], put) -> None:
     put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
     put(_R.FREQ_BASE, spec.rope.theta)
     put(Keys.ShortConv.L_CACHE, spec.lin_conv)
+    if spec.model_type == "lfm2_moe":  # (what llama.cpp's lfm2moe assumes, checked)
+        for field, ok in (("use_expert_bias", spec.moe_select_bias), ("norm_topk_prob", spec.moe_norm_topk),
+                          ("routed_scaling_factor", spec.moe_routed_scale == 1.0)):
+            if not ok:
+                raise cfg.error(field, "differs from what llama.cpp's lfm2moe assumes (an expert bias, renormalized, "
+                                       "unscaled weights)")
+        put(_K.EXPERT_COUNT, spec.n_experts)
+        put(_K.EXPERT_USED_COUNT, spec.n_experts_used)
+        put(_K.EXPERT_FEED_FORWARD_LENGTH, spec.moe_ffn_size)
+        flags = list(spec.layer_moe) or [1] * spec.n_layers
+        dense = flags.index(1) if 1 in flags else spec.n_layers
+        if any(not f for f in flags[dense:]):
+            raise cfg.error("num_dense_layers", "leaves dense layers among the sparse ones")
+        put(_K.LEADING_DENSE_BLOCK_COUNT, dense)
+        put(_K.EXPERT_GATING_FUNC, 2)  # (sigmoid)
 
 
 def with_defaults(mt: str, config: Dict[str, Any]) -> Dict[str, Any]:

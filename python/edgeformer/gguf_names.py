@@ -67,6 +67,7 @@ from .gguf_common import (
     QWEN35MOE,
     QWEN3NEXT,
     LFM2,
+    LFM2MOE,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -384,7 +385,7 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
-    if a in (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2):
+    if a in (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE):
         from .gguf_hybrid import name_table
 
         return name_table(a)
