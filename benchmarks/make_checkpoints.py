@@ -75,11 +75,24 @@ def make_tokenizer(out, vocab_size, seed=0):
         json.dump({"bos_token": "<s>", "eos_token": "</s>", "tokenizer_class": "PreTrainedTokenizerFast"}, f)
 
 
+def _begin(out, cfg, seed):
+    """The checkpoint folder: make_tokenizer's vocabulary and cfg as config.json. Returns (w, rng): w(*shape, std)
+    makes random f16 weights (uniform with that standard deviation: faster than normal, the same speed)."""
+    os.makedirs(out, exist_ok=True)
+    make_tokenizer(out, cfg["vocab_size"])
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    rng = np.random.default_rng(seed)
+
+    def w(*s, std=0.02):
+        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+
+    return w, rng
+
+
 def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
     hidden, layers, heads, kv, ffn, vocab = shape[:6]
     experts, used = shape[6:] if len(shape) > 6 else (0, 0)
-    os.makedirs(out, exist_ok=True)
-    make_tokenizer(out, vocab)
     hd = hidden // heads
     cfg = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab, "hidden_size": hidden,
            "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": heads,
@@ -89,12 +102,7 @@ def make_hf(out, shape, seed=0, shard_bytes=2 << 30):
     if experts:
         cfg.update(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], head_dim=hd, num_experts=experts,
                    num_experts_per_tok=used, moe_intermediate_size=ffn, norm_topk_prob=True)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    rng = np.random.default_rng(seed)
-
-    def w(*s, std=0.02):  # uniform with the given standard deviation (faster than normal, same speed)
-        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+    w, rng = _begin(out, cfg, seed)
 
     def tensors():
         yield "model.embed_tokens.weight", w(vocab, hidden, std=0.5)
@@ -128,8 +136,6 @@ def make_hf_mla(out, c, seed=0, shard_bytes=2 << 30):
     """A random DeepSeek-V3 of MLA_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
     H, L, nh, V = c["hidden"], c["layers"], c["heads"], c["vocab"]
     dq = c["nope"] + c["rope"]
-    os.makedirs(out, exist_ok=True)
-    make_tokenizer(out, V)
     cfg = {"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"], "vocab_size": V,
            "hidden_size": H, "intermediate_size": c["ffn"], "num_hidden_layers": L, "num_attention_heads": nh,
            "num_key_value_heads": nh, "q_lora_rank": c["q_lora"], "kv_lora_rank": c["kv_lora"],
@@ -139,12 +145,7 @@ def make_hf_mla(out, c, seed=0, shard_bytes=2 << 30):
            "routed_scaling_factor": 2.5, "norm_topk_prob": True, "max_position_embeddings": 4096,
            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 0,
            "eos_token_id": 1, "torch_dtype": "float16"}
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    rng = np.random.default_rng(seed)
-
-    def w(*s, std=0.02):
-        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+    w, rng = _begin(out, cfg, seed)
 
     def tensors():
         yield "model.embed_tokens.weight", w(V, H, std=0.5)
@@ -185,8 +186,6 @@ def make_hf_qwen35(out, c, seed=0, shard_bytes=2 << 30):
     """A random Qwen3.5 of HYBRID_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
     H, L, V, hd = c["hidden"], c["layers"], c["vocab"], c["head_dim"]
     kd, vd = c["k_heads"] * c["k_dim"], c["v_heads"] * c["v_dim"]
-    os.makedirs(out, exist_ok=True)
-    make_tokenizer(out, V)
     cfg = {"model_type": "qwen3_5_text", "architectures": ["Qwen3_5ForCausalLM"], "vocab_size": V, "hidden_size": H,
            "intermediate_size": c["ffn"], "num_hidden_layers": L, "num_attention_heads": c["heads"],
            "num_key_value_heads": c["kv"], "head_dim": hd, "linear_num_key_heads": c["k_heads"],
@@ -195,12 +194,7 @@ def make_hf_qwen35(out, c, seed=0, shard_bytes=2 << 30):
            "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
            "rope_parameters": {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25},
            "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "float16"}
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    rng = np.random.default_rng(seed)
-
-    def w(*s, std=0.02):
-        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+    w, rng = _begin(out, cfg, seed)
 
     def tensors():  # (norms scale by 1 + weight: zeros)
         yield "model.embed_tokens.weight", w(V, H, std=0.5)
@@ -238,8 +232,6 @@ def make_hf_qwen35(out, c, seed=0, shard_bytes=2 << 30):
 def make_hf_lfm2(out, c, seed=0, shard_bytes=2 << 30):
     """A random LFM2 of HYBRID_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
     H, L, V, hd = c["hidden"], c["layers"], c["vocab"], c["hidden"] // c["heads"]
-    os.makedirs(out, exist_ok=True)
-    make_tokenizer(out, V)
     types = ["full_attention" if i in c["attention"] else "conv" for i in range(L)]
     cfg = {"model_type": "lfm2", "architectures": ["Lfm2ForCausalLM"], "vocab_size": V, "hidden_size": H,
            "intermediate_size": c["ffn"], "block_auto_adjust_ff_dim": False, "num_hidden_layers": L,
@@ -247,12 +239,7 @@ def make_hf_lfm2(out, c, seed=0, shard_bytes=2 << 30):
            "conv_L_cache": c["conv"], "max_position_embeddings": 4096, "norm_eps": 1e-5, "tie_word_embeddings": False,
            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}, "bos_token_id": 0, "eos_token_id": 1,
            "torch_dtype": "float16"}
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    rng = np.random.default_rng(seed)
-
-    def w(*s, std=0.02):
-        return ((rng.random(s, dtype=np.float32) - 0.5) * (std * 3.4641)).astype(np.float16)
+    w, rng = _begin(out, cfg, seed)
 
     def tensors():
         yield "model.embed_tokens.weight", w(V, H, std=0.5)
