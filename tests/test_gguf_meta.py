@@ -749,6 +749,14 @@ def test_config_writer_refuses_what_gguf_cannot_say():
                                       "rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "config.json")
     with pytest.raises(ValueError, match=r"config\.json: field 'model_type'"):
         gguf_metadata_from_config({"model_type": "opt"}, "config.json")
+    # Gemma 2 without capping (an explicit null): llama.cpp's gemma2 caps whatever the file says
+    gemma2 = {"model_type": "gemma2", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "head_dim": 16, "num_hidden_layers": 2, "intermediate_size": 8, "vocab_size": 10,
+              "query_pre_attn_scalar": 16}
+    assert gguf_metadata_from_config(gemma2, "config.json")["gemma2.final_logit_softcapping"] == 30.0
+    for field in ("attn_logit_softcapping", "final_logit_softcapping"):
+        with pytest.raises(ValueError, match=rf"field '{field}' is null"):
+            gguf_metadata_from_config({**gemma2, field: None}, "config.json")
 
 
 # -- errors name the file and the key -----------------------------------------------------------------------

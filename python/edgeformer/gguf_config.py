@@ -407,6 +407,9 @@ def _gemma_metadata(cfg, config: Dict[str, Any], mt: str, put) -> None:
     put(_A.VALUE_LENGTH, head_dim)
     put(_A.SLIDING_WINDOW, cfg.positive("sliding_window", 4096))
     if gemma2:
+        for field in ("attn_logit_softcapping", "final_logit_softcapping"):  # (absent: Gemma2Config's 50 / 30)
+            if field in config and config[field] is None:
+                raise cfg.error(field, "is null (no capping): llama.cpp's gemma2 always caps")
         put(_K.ATTN_LOGIT_SOFTCAPPING, cfg.get("attn_logit_softcapping", float, 50.0))
         put(_K.FINAL_LOGIT_SOFTCAPPING, cfg.get("final_logit_softcapping", float, 30.0))
         return
