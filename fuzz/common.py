@@ -142,6 +142,13 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
                "lin.dt_bias": [Hv], "lin.A_log": [Hv], "lin.norm.weight": [spec.lin_v_dim]}
         if m.group(2) in lin:
             return lin[m.group(2)]
+    if spec.ssm_heads > 0 and m.group(2).startswith("lin."):  # Mamba2 mixers (linear_attention.cc: load_linear)
+        I, nh = spec.ssm_heads * spec.ssm_head_dim, spec.ssm_heads
+        CD = I + 2 * spec.ssm_groups * spec.ssm_state
+        mamba = {"lin.in.weight": [I + CD + nh, H], "lin.out.weight": [H, I], "lin.conv.weight": [CD, 1, spec.lin_conv],
+                 "lin.conv.bias": [CD], "lin.dt_bias": [nh], "lin.A_log": [nh], "lin.D": [nh], "lin.norm.weight": [I]}
+        if m.group(2) in mamba:
+            return mamba[m.group(2)]
     if spec.lin_k_heads == 0 and m.group(2) in ("lin.in.weight", "lin.out.weight", "lin.conv.weight"):  # (LFM2)
         return {"lin.in.weight": [3 * H, H], "lin.out.weight": [H, H], "lin.conv.weight": [H, 1, spec.lin_conv]}[m.group(2)]
     if m.group(2) == "attn.gate.weight":

@@ -172,6 +172,11 @@ BASES: Dict[str, Dict[str, Any]] = {
                  "moe_intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
                  "layer_types": ["conv", "full_attention"], "num_dense_layers": 1, "num_experts": 3,
                  "num_experts_per_tok": 2, "max_position_embeddings": 32},
+    "granitemoehybrid": {"model_type": "granitemoehybrid", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 8,
+                         "shared_intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "num_key_value_heads": 1, "layer_types": ["mamba", "attention"], "mamba_n_heads": 4,
+                         "mamba_d_head": 4, "mamba_n_groups": 2, "mamba_d_state": 4, "mamba_d_conv": 3,
+                         "num_local_experts": 2, "num_experts_per_tok": 1, "max_position_embeddings": 32},
     "mistral3": {"model_type": "mistral3", "text_config": {
         "model_type": "ministral3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
@@ -206,6 +211,10 @@ KEYS = sorted({
     "pad_token_id", "num_layers", "attention_out_bias", "text_config", "llama_4_scaling_beta",
     "linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
     "linear_conv_kernel_dim", "full_attention_interval", "num_experts",
+    "conv_L_cache", "conv_bias", "full_attn_idxs", "block_auto_adjust_ff_dim", "block_multiple_of",
+    "block_ffn_dim_multiplier", "norm_eps", "num_dense_layers", "use_expert_bias",
+    "mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_state", "mamba_d_conv", "mamba_expand",
+    "mamba_conv_bias", "shared_intermediate_size", "time_step_limit", "position_embedding_type",
 })
 ROPE_KEYS = ["rope_type", "type", "alpha", "factor", "low_freq_factor", "high_freq_factor",
              "original_max_position_embeddings", "attention_factor", "mscale", "mscale_all_dim", "beta_fast",

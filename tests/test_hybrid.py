@@ -79,10 +79,25 @@ def _cases():
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, num_dense_layers=1,
             num_experts=4, num_experts_per_tok=2, layer_types=["conv", "full_attention", "conv"], bos_token_id=0,
             eos_token_id=None, pad_token_id=None)),
+        # Granite 4.0-H: Mamba2 mixers (2 groups) beside attention, Granite's multipliers, no positions; experts
+        # beside the shared MLP, or that MLP alone (dense, rotary)
+        "granite_hybrid": (tf.GraniteMoeHybridForCausalLM, tf.GraniteMoeHybridConfig(**_granite_hybrid())),
+        "granite_hybrid_dense": (tf.GraniteMoeHybridForCausalLM, tf.GraniteMoeHybridConfig(**_granite_hybrid(
+            num_local_experts=0, position_embedding_type="rope", mamba_n_groups=1, time_step_limit=[0.0, 4.0]))),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
     }
+
+
+def _granite_hybrid(**kw):
+    return {**dict(vocab_size=320, hidden_size=64, intermediate_size=32, shared_intermediate_size=48,
+                   num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                   layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+                   mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2, mamba_d_state=16, mamba_d_conv=4,
+                   num_local_experts=4, num_experts_per_tok=2, embedding_multiplier=2.0, attention_multiplier=0.1,
+                   residual_multiplier=0.5, logits_scaling=3.0, bos_token_id=0, eos_token_id=None,
+                   pad_token_id=None), **kw}
 
 
 def _with_expert_bias(cfg):
@@ -110,7 +125,7 @@ def _wrapper(text_config):
 
 
 CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied",
-         "lfm2_moe"]
+         "lfm2_moe", "granite_hybrid", "granite_hybrid_dense"]
 
 
 @pytest.fixture(scope="module")

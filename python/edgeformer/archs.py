@@ -51,6 +51,12 @@ LIMITS = {
     **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size", "moe_intermediate_size",
                      "shared_expert_intermediate_size"), _FFN),
     **dict.fromkeys(("num_experts", "num_local_experts", "num_experts_per_tok"), 1 << 12),
+    # recurrent layers (Gated DeltaNet heads and sizes, convolution taps)
+    **dict.fromkeys(("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim"),
+                    _HEADS),
+    **dict.fromkeys(("linear_conv_kernel_dim", "conv_L_cache", "mamba_d_conv"), 1 << 10),
+    **dict.fromkeys(("mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_state"), _HEADS),
+    "shared_intermediate_size": _FFN,
     **dict.fromkeys(("vocab_size", "max_position_embeddings", "n_positions", "seq_length", "type_vocab_size",
                      "relative_attention_num_buckets", "relative_attention_max_distance"), 1 << 24),
 }

@@ -1,6 +1,7 @@
 """Hybrid decoders whose layers mix tokens either by attention or through a recurrent state, as data: Qwen3.5,
 dense and mixture-of-experts, and Qwen3-Next (Gated DeltaNet layers, three to each attention layer, whose output
-is gated), and LFM2, dense and mixture-of-experts (gated short convolutions beside attention layers).
+is gated), LFM2, dense and mixture-of-experts (gated short convolutions beside attention layers), and Granite 4.0-H
+(Mamba2 mixers beside attention layers).
 See archs.py."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from . import _core
 from .archs import Config, Derived, NameMap, _per_head_rows
 from .archs_llama import expert_names, qwen_moe_names, sparse_layers
 from .archs_recent import _as_llama
+
+_ROWS = 1 << 22  # the most rows of a fused projection gathered by index at load
 
 # Qwen3_5TextConfig's defaults where they differ from Llama's
 QWEN3_5_DEFAULTS: Dict[str, Any] = {
@@ -65,6 +68,8 @@ def _qwen3_5_text(cfg: Config, tensor_names, prefix: str = "model.", head: str =
         return Derived(src, add=1.0)
 
     hd, nh = s.head_dim, s.n_heads
+    if 2 * nh * hd > _ROWS:  # (q_proj's rows are gathered by index: a bound before the index lists)
+        raise c.error("num_attention_heads", f"({nh}) times head_dim ({hd}) exceeds {_ROWS // 2} query rows")
     out: NameMap = {"tok_embeddings.weight": prefix + "embed_tokens.weight", "norm.weight": one_plus(prefix + "norm.weight")}
     if not s.tie_embeddings:
         out["lm_head.weight"] = head
@@ -148,6 +153,8 @@ def _qwen3_next(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s.moe_norm_topk = c.get("norm_topk_prob", bool, True)
     hk, dk, dv, per = s.lin_k_heads, s.lin_k_dim, s.lin_v_dim, s.lin_v_heads // s.lin_k_heads
     width = 2 * dk + 2 * per * dv  # one key head's rows of in_proj_qkvz
+    if hk * width > _ROWS:
+        raise c.error("linear_num_key_heads", f"({hk}) times its rows of in_proj_qkvz ({width}) exceeds {_ROWS}")
 
     def rows(start: int, n: int, stride: int = width):  # each key head's rows [start, start + n)
         return [g * stride + start + j for g in range(hk) for j in range(n)]
@@ -253,6 +260,93 @@ def _lfm2_moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+# GraniteMoeHybridConfig's defaults where they differ from Llama's
+GRANITE_HYBRID_DEFAULTS: Dict[str, Any] = {"num_local_experts": 8, "shared_intermediate_size": 1024,
+                                           "mamba_n_heads": 128, "mamba_n_groups": 1, "mamba_d_state": 256,
+                                           "mamba_d_head": 64, "mamba_d_conv": 4, "mamba_expand": 2,
+                                           "mamba_conv_bias": True, "mamba_proj_bias": False}
+
+
+def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """IBM Granite 4.0-H (granitemoehybrid): Mamba2 mixers beside attention layers (layer_types), Granite's
+    multipliers, no positions unless position_embedding_type is rope; each MLP a shared gated MLP (shared_mlp:
+    input_linear holds gate then up rows) beside experts where num_local_experts > 0 (granitemoe's, stacked)."""
+    from .archs_llama import _granite
+
+    c = Config({**GRANITE_HYBRID_DEFAULTS, **cfg.data}, cfg.source)
+    n = c.positive("num_hidden_layers")
+    types = c.data.get("layer_types") or c.data.get("layers_block_type")
+    kinds = {"mamba": 3, "linear_attention": 3, "attention": 0, "full_attention": 0}
+    if not (isinstance(types, list) and len(types) == n and all(isinstance(t, str) and t in kinds for t in types)):
+        raise c.error("layer_types", f"expected {n} of 'mamba' / 'attention'")
+    for field in ("mamba_proj_bias", "attention_bias"):
+        if c.get(field, bool, False):
+            raise c.error(field, "is true: not supported for Granite 4.0-H")
+    shared = c.positive("shared_intermediate_size")
+    s, names = _granite(Config({**c.data, "model_type": "granite", "intermediate_size": shared}, cfg.source),
+                        tensor_names)
+    s.model_type = "granitemoehybrid"
+    s.layer_linear = [kinds[t] for t in types]
+    s.ssm_heads, s.ssm_head_dim = c.positive("mamba_n_heads"), c.positive("mamba_d_head")
+    s.ssm_state, s.ssm_groups = c.positive("mamba_d_state"), c.positive("mamba_n_groups")
+    s.lin_conv = c.positive("mamba_d_conv")
+    s.ssm_conv_bias = c.get("mamba_conv_bias", bool)
+    inner = int(c.get("mamba_expand", float) * s.hidden_size)
+    if s.ssm_heads * s.ssm_head_dim != inner:
+        raise c.error("mamba_d_head", f"({s.ssm_head_dim}) times mamba_n_heads ({s.ssm_heads}) differs from "
+                                      f"mamba_expand * hidden_size ({inner})")
+    limit = c.data.get("time_step_limit")
+    if isinstance(limit, (list, tuple)):  # (transformers 5 writes infinity as {"__float__": "Infinity"})
+        limit = [float(x["__float__"]) if isinstance(x, dict) and x.get("__float__") in ("Infinity", "inf") else x
+                 for x in limit]
+    if limit is not None:
+        if not (isinstance(limit, (list, tuple)) and len(limit) == 2 and
+                all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in limit)):
+            raise c.error("time_step_limit", f"expected two numbers, got {limit!r}")
+        s.ssm_dt_min = float(limit[0])
+        s.ssm_dt_max = 0.0 if limit[1] == float("inf") else float(limit[1])
+    if c.data.get("position_embedding_type") != "rope":
+        s.pos = _core.PosKind.none
+    n_experts = c.get("num_local_experts", int)
+    out: NameMap = {k: v for k, v in names.items() if not k.startswith("layers.")}
+    for i in range(n):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        out[dst + "attn_norm.weight"] = src + "input_layernorm.weight"
+        out[dst + "mlp_norm.weight"] = src + "post_attention_layernorm.weight"
+        mlp = dst + ("moe.shared." if n_experts else "mlp.")
+        out[mlp + "gate.weight"] = Derived(src + "shared_mlp.input_linear.weight", slice(0, shared))
+        out[mlp + "up.weight"] = Derived(src + "shared_mlp.input_linear.weight", slice(shared, 2 * shared))
+        out[mlp + "down.weight"] = src + "shared_mlp.output_linear.weight"
+        if s.layer_linear[i]:
+            m = src + "mamba."
+            for part, name in (("in.weight", "in_proj.weight"), ("conv.weight", "conv1d.weight"),
+                               ("dt_bias", "dt_bias"), ("A_log", "A_log"), ("D", "D"), ("norm.weight", "norm.weight"),
+                               ("out.weight", "out_proj.weight")):
+                out[dst + "lin." + part] = m + name
+            if s.ssm_conv_bias:
+                out[dst + "lin.conv.bias"] = m + "conv1d.bias"
+        else:
+            for p in "qkvo":
+                out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
+    if n_experts:
+        s.n_experts = n_experts
+        s.n_experts_used = c.positive("num_experts_per_tok")
+        if s.n_experts_used > s.n_experts:
+            raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_local_experts ({s.n_experts})")
+        f = s.moe_ffn_size = c.positive("intermediate_size")
+        s.moe_norm_topk = True
+        s.shared_ffn_size = shared
+        for i in range(n):
+            src, dst = f"model.layers.{i}.block_sparse_moe.", f"layers.{i}."
+            out[dst + "moe.router.weight"] = src + "router.layer.weight"
+            for e in range(s.n_experts):
+                q = f"{dst}moe.experts.{e}."
+                out[q + "gate.weight"] = Derived(src + "input_linear.weight", slice(0, f), index=e)
+                out[q + "up.weight"] = Derived(src + "input_linear.weight", slice(f, 2 * f), index=e)
+                out[q + "down.weight"] = Derived(src + "output_linear.weight", index=e)
+    return s, out
+
+
 def _wrapped(text_builder, text_type: str):
     """The image-and-text checkpoint of a Qwen3.5 language model: text_config's, weights under
     model.language_model.; the vision tower (and the multi-token-prediction head) not run."""
@@ -272,4 +366,4 @@ def _wrapped(text_builder, text_type: str):
 
 HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwen3_5_text"),
           "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text"),
-          "qwen3_next": _qwen3_next, "lfm2": _lfm2, "lfm2_moe": _lfm2_moe}
+          "qwen3_next": _qwen3_next, "lfm2": _lfm2, "lfm2_moe": _lfm2_moe, "granitemoehybrid": _granitemoehybrid}

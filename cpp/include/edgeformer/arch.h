@@ -89,14 +89,23 @@ struct ArchSpec {
   // with g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b); o is RMS-normalized per head times
   // silu(z), then projected out. A state does not rewind: such a model's cache keeps all of its tokens or none.
   // layer_linear's values: 0 attention, 1 Gated DeltaNet, 2 a gated short convolution (LFM2: in_proj to B, C, x;
-  // y = C * conv(B * x), causal and depthwise over lin_conv taps; out_proj), whose state is its last inputs.
+  // y = C * conv(B * x), causal and depthwise over lin_conv taps; out_proj), whose state is its last inputs,
+  // 3 a Mamba2 mixer (Granite 4.0-H: in_proj to z, x B C, dt; x B C through a causal convolution of lin_conv taps
+  // and SiLU; per head a [ssm_head_dim, ssm_state] state h = exp(dt A) h + dt x B^T, y = h C + D x; y * silu(z)
+  // RMS-normalized per group; out_proj).
   std::vector<int32_t> layer_linear;
   int32_t lin_k_heads = 0, lin_v_heads = 0, lin_k_dim = 0, lin_v_dim = 0, lin_conv = 4;
   // the value heads' order: grouped by key head (value head h reads key head h / (lin_v_heads / lin_k_heads), as
   // transformers holds them) or tiled (key head h % lin_k_heads: llama.cpp's GGUF order, read as stored)
   bool lin_v_tiled = false;
+  int32_t ssm_heads = 0, ssm_head_dim = 0, ssm_state = 0, ssm_groups = 1;  // Mamba2 (layer_linear 3)
+  float ssm_dt_min = 0.f, ssm_dt_max = 0.f;  // the time step's clamp (time_step_limit; max 0: none)
+  bool ssm_conv_bias = false;
+  int64_t ssm_inner() const { return (int64_t)ssm_heads * ssm_head_dim; }
+  int64_t ssm_conv_dim() const { return ssm_inner() + 2 * (int64_t)ssm_groups * ssm_state; }
   bool linear(int layer) const { return !layer_linear.empty() && layer_linear[layer] != 0; }  // (no KV cache)
   bool short_conv(int layer) const { return linear(layer) && layer_linear[layer] == 2; }
+  bool mamba(int layer) const { return linear(layer) && layer_linear[layer] == 3; }
   bool delta_net() const {
     for (int32_t v : layer_linear)
       if (v == 1) return true;

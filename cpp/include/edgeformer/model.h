@@ -55,6 +55,7 @@ struct LayerWeights {
   // Gated DeltaNet (ArchSpec::linear(layer)), in place of wq .. wo: the q|k|v, z, b, a and output projections;
   // f32 the convolution [conv_dim, lin_conv], dt_bias and A_log [lin_v_heads], the output norm [lin_v_dim]
   Tensor lin_qkv, lin_z, lin_b, lin_a, lin_out, lin_conv, lin_dt_bias, lin_A, lin_norm_w;  // lin_A: -exp(A_log)
+  Tensor lin_conv_b, lin_D;  // Mamba2: the convolution's bias, the skip's scale per head
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0
   Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)
@@ -148,8 +149,9 @@ class Model {
   // a Gated DeltaNet layer (ArchSpec::linear): the normalized input in [T, hidden] -> out [T, hidden], through
   // the recurrent state of owner(t) (zeroed where a row is its sequence's first position)
   void linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
-  void load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, bool short_conv);
+  void load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, int kind);
   void short_conv(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
+  void mamba2(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void ensure_scratch(int32_t T);
   // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
   void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K);

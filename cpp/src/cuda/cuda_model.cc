@@ -224,7 +224,7 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.n_experts != 0, "mixture-of-experts models"},
       {sp.residual_scale != 1.f, "scaled residual branches"},
       {sp.q_temp_beta != 0.f, "queries scaled by position"},
-      {sp.recurrent() || sp.attn_out_gate, "recurrent layers (Gated DeltaNet, short convolution) and gated attention outputs"},
+      {sp.recurrent() || sp.attn_out_gate, "recurrent layers (Gated DeltaNet, short convolution, Mamba2) and gated attention outputs"},
   };
   for (const auto& g : gaps)
     EF_CHECK(!g.missing, std::string("device='cuda': ") + g.what + " (" + sp.model_type +

@@ -92,8 +92,22 @@ void ArchSpec::validate() const {
     EF_CHECK((int64_t)layer_linear.size() == n_layers, "config: one linear / full attention flag per layer (" +
                                                            std::to_string(n_layers) + "), got " +
                                                            std::to_string(layer_linear.size()));
-    for (int32_t v : layer_linear) EF_CHECK(v >= 0 && v <= 2, "config: a layer's kind must be attention, Gated "
-                                                              "DeltaNet or short convolution");
+    bool mamba = false;
+    for (int32_t v : layer_linear) {
+      EF_CHECK(v >= 0 && v <= 3, "config: a layer's kind must be attention, Gated DeltaNet, short convolution or "
+                                 "Mamba2");
+      mamba = mamba || v == 3;
+    }
+    if (mamba) {
+      positive(ssm_heads, "mamba_n_heads");
+      positive(ssm_head_dim, "mamba_d_head");
+      positive(ssm_state, "mamba_d_state");
+      positive(ssm_groups, "mamba_n_groups");
+      EF_CHECK(ssm_heads % ssm_groups == 0, "config field 'mamba_n_heads' must be a multiple of mamba_n_groups");
+      EF_CHECK(std::isfinite(ssm_dt_min) && std::isfinite(ssm_dt_max) && ssm_dt_min >= 0.f &&
+                   (ssm_dt_max == 0.f || ssm_dt_max >= ssm_dt_min),
+               "config field 'time_step_limit' must be two limits, 0 <= min <= max");
+    }
     if (recurrent()) {
       positive(lin_conv, "linear_conv_kernel_dim");
       EF_CHECK(causal() && !cross_attention && mla_kv_lora == 0 && norm == NormKind::RMS,

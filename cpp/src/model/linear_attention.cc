@@ -15,14 +15,40 @@
 
 namespace ef {
 
-void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, bool short_conv) {
-  if (short_conv) {  // (LFM2: in_proj [3 H, H] to B, C, x; the convolution over H channels; out_proj)
+// the decay rates A = -exp(A_log) as llama.cpp's files store them (lin.A), or from the checkpoint's A_log
+static Tensor decay_rates(loading::Loader& L, const std::string& p, int64_t n) {
+  if (L.find(p + "lin.A")) return L.vec(p + "lin.A", n, true);
+  const Tensor A_log = L.vec(p + "lin.A_log", n, true);
+  Tensor A = Tensor::empty(DType::F32, {n});
+  for (int64_t h = 0; h < n; h++) ((float*)A.data)[h] = -std::exp(((const float*)A_log.data)[h]);
+  return A;
+}
+
+// a causal depthwise convolution's weight: [channels, 1, taps] as a Conv1d stores it, or [channels, taps]
+static Tensor conv_weight(loading::Loader& L, const std::string& p, int64_t channels, int64_t taps) {
+  const Tensor* conv = L.find(p + "lin.conv.weight");
+  return L.small(p + "lin.conv.weight", conv && conv->dim() == 3 ? std::vector<int64_t>{channels, 1, taps}
+                                                                 : std::vector<int64_t>{channels, taps}, true);
+}
+
+void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, int kind) {
+  if (kind == 3) {  // (Mamba2: in_proj to z, x B C, dt; the convolution over x B C; per head dt_bias, A, D; out_proj)
+    const int64_t H = spec_.hidden_size, I = spec_.ssm_inner(), CD = spec_.ssm_conv_dim(), nh = spec_.ssm_heads;
+    w.lin_qkv = L.matrix(p + "lin.in.weight", {I + CD + nh, H});
+    w.lin_out = L.matrix(p + "lin.out.weight", {H, I});
+    w.lin_conv = conv_weight(L, p, CD, spec_.lin_conv);
+    if (spec_.ssm_conv_bias) w.lin_conv_b = L.vec(p + "lin.conv.bias", CD, true);
+    w.lin_dt_bias = L.vec(p + "lin.dt_bias", nh, true);
+    w.lin_A = decay_rates(L, p, nh);
+    w.lin_D = L.vec(p + "lin.D", nh, true);
+    w.lin_norm_w = L.vec(p + "lin.norm.weight", I, true);
+    return;
+  }
+  if (kind == 2) {  // (LFM2: in_proj [3 H, H] to B, C, x; the convolution over H channels; out_proj)
     const int64_t H = spec_.hidden_size;
     w.lin_qkv = L.matrix(p + "lin.in.weight", {3 * H, H});
     w.lin_out = L.matrix(p + "lin.out.weight", {H, H});
-    const Tensor* conv = L.find(p + "lin.conv.weight");
-    w.lin_conv = L.small(p + "lin.conv.weight", conv && conv->dim() == 3 ? std::vector<int64_t>{H, 1, spec_.lin_conv}
-                                                                        : std::vector<int64_t>{H, spec_.lin_conv}, true);
+    w.lin_conv = conv_weight(L, p, H, spec_.lin_conv);
     return;
   }
   const int64_t H = spec_.hidden_size, Hv = spec_.lin_v_heads;
@@ -32,18 +58,9 @@ void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& 
   w.lin_b = L.matrix(p + "lin.b.weight", {Hv, H});
   w.lin_a = L.matrix(p + "lin.a.weight", {Hv, H});
   w.lin_out = L.matrix(p + "lin.out.weight", {H, VD});
-  const Tensor* conv = L.find(p + "lin.conv.weight");  // [conv_dim, 1, taps] as a Conv1d stores it, or [conv_dim, taps]
-  w.lin_conv = L.small(p + "lin.conv.weight", conv && conv->dim() == 3 ? std::vector<int64_t>{CD, 1, spec_.lin_conv}
-                                                                      : std::vector<int64_t>{CD, spec_.lin_conv}, true);
+  w.lin_conv = conv_weight(L, p, CD, spec_.lin_conv);
   w.lin_dt_bias = L.vec(p + "lin.dt_bias", Hv, true);
-  // the decay rates A = -exp(A_log) as llama.cpp's files store them (lin.A), or from the checkpoint's A_log
-  if (L.find(p + "lin.A")) {
-    w.lin_A = L.vec(p + "lin.A", Hv, true);
-  } else {
-    const Tensor A_log = L.vec(p + "lin.A_log", Hv, true);
-    w.lin_A = Tensor::empty(DType::F32, {Hv});
-    for (int64_t h = 0; h < Hv; h++) ((float*)w.lin_A.data)[h] = -std::exp(((const float*)A_log.data)[h]);
-  }
+  w.lin_A = decay_rates(L, p, Hv);
   w.lin_norm_w = L.vec(p + "lin.norm.weight", spec_.lin_v_dim, true);
 }
 
@@ -82,8 +99,85 @@ void Model::short_conv(int layer, const float* in, float* out, int32_t T, int32_
   ops::linear(pool, K, y, H, T, w.lin_out, nullptr, out, H);
 }
 
+// Mamba2's mixer (Granite 4.0-H): z, xBC, dt = in_proj(in); xBC through the causal convolution (its last inputs
+// in the state) and SiLU; per head h (its group's B and C: g = h / (heads / groups)), dt = softplus(dt + dt_bias)
+// (clamped), S = exp(dt A) S + dt x B^T, y = S C + D x; y * silu(z), RMS-normalized per group; out_proj
+void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
+  const KernelTable& K = kernels();
+  const LayerWeights& w = layers_[layer];
+  ThreadPool* pool = pool_.get();
+  const int64_t H = spec_.hidden_size, I = spec_.ssm_inner(), CD = spec_.ssm_conv_dim(), nh = spec_.ssm_heads;
+  const int64_t P = spec_.ssm_head_dim, N = spec_.ssm_state, G = spec_.ssm_groups, taps = spec_.lin_conv;
+  const int64_t PW = I + CD + nh;  // in_proj's width
+  const size_t slot = (size_t)lin_slot_[layer] * lin_stride_;
+  const size_t need = (size_t)T * (PW + CD + I);  // projections, the convolution's output, y
+  if (lin_.size() < need) lin_.resize(need);
+  float* proj = lin_.data();
+  float* xbc = proj + (size_t)T * PW;
+  float* y = xbc + (size_t)T * CD;
+  ops::linear(pool, K, in, H, T, w.lin_qkv, nullptr, proj, PW);
+  const auto owner = [&](int32_t t) -> Model& { return seqs ? *seqs[t] : *this; };
+  for (int32_t t = 0; t < T; t++)  // (a sequence's first position starts from zeros)
+    if ((seqs ? owner(t).n_past_ : pos0 + t) == 0) std::fill_n(owner(t).lin_state_.data() + slot, lin_stride_, 0.f);
+  const float* cw = (const float*)w.lin_conv.data;  // [CD][taps]
+  const float* cb = w.lin_conv_b.data ? (const float*)w.lin_conv_b.data : nullptr;
+  pool->parallel_for(CD, 256, [&](int, int64_t c0, int64_t c1) {
+    for (int32_t t = 0; t < T; t++) {
+      float* hist = owner(t).lin_state_.data() + slot;  // [taps - 1][CD], oldest first
+      const float* row = proj + (size_t)t * PW + I;
+      for (int64_t c = c0; c < c1; c++) {
+        const float* wc = cw + c * taps;
+        const float cur = row[c];
+        float acc = wc[taps - 1] * cur + (cb ? cb[c] : 0.f);
+        for (int64_t j = 0; j < taps - 1; j++) acc += wc[j] * hist[j * CD + c];
+        for (int64_t j = 0; j + 1 < taps - 1; j++) hist[j * CD + c] = hist[(j + 1) * CD + c];
+        if (taps > 1) hist[(taps - 2) * CD + c] = cur;
+        xbc[(size_t)t * CD + c] = acc / (1.f + std::exp(-acc));
+      }
+    }
+  });
+  const float* dt_bias = (const float*)w.lin_dt_bias.data;
+  const float* A = (const float*)w.lin_A.data;
+  const float* D = (const float*)w.lin_D.data;
+  const size_t s_off = (size_t)(taps - 1) * CD;
+  const float dt_max = spec_.ssm_dt_max > 0.f ? spec_.ssm_dt_max : INFINITY;
+  pool->parallel_for(nh, 1, [&](int, int64_t h0, int64_t h1) {
+    for (int64_t h = h0; h < h1; h++) {
+      const int64_t g = h / (nh / G);
+      for (int32_t t = 0; t < T; t++) {
+        float* S = owner(t).lin_state_.data() + slot + s_off + (size_t)h * P * N;  // [P][N]
+        const float* x = xbc + (size_t)t * CD + h * P;
+        const float* B = xbc + (size_t)t * CD + I + g * N;
+        const float* C = B + G * N;
+        const float raw = proj[(size_t)t * PW + I + CD + h] + dt_bias[h];
+        float dt = raw > 20.f ? raw : std::log1p(std::exp(raw));
+        dt = std::min(std::max(dt, spec_.ssm_dt_min), dt_max);
+        const float dA = std::exp(dt * A[h]);
+        float* yh = y + (size_t)t * I + h * P;
+        for (int64_t p = 0; p < P; p++) {
+          float* Sp = S + p * N;
+          K.scale(Sp, dA, N);
+          K.axpy(dt * x[p], B, Sp, N);
+          yh[p] = K.dot(Sp, C, N) + D[h] * x[p];
+        }
+      }
+    }
+  });
+  // y * silu(z), then RMS-normalized over each group's I / G values with the norm's weight
+  const float* nw = (const float*)w.lin_norm_w.data;
+  const int64_t gs = I / G;
+  for (int32_t t = 0; t < T; t++) {
+    float* yt = y + (size_t)t * I;
+    float* zt = proj + (size_t)t * PW;  // (z's row takes silu(z) * y)
+    K.act_mul(Act::SiLU, zt, yt, I);
+    for (int64_t g = 0; g < G; g++) K.rmsnorm(zt + g * gs, nw + g * gs, spec_.norm_eps, yt + g * gs, gs);
+  }
+  ops::linear(pool, K, y, I, T, w.lin_out, nullptr, out, H);
+}
+
 void Model::linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
   if (spec_.short_conv(layer)) return short_conv(layer, in, out, T, pos0, seqs);
+  if (spec_.mamba(layer)) return mamba2(layer, in, out, T, pos0, seqs);
   const KernelTable& K = kernels();
   const LayerWeights& w = layers_[layer];
   ThreadPool* pool = pool_.get();

@@ -123,7 +123,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       if (ln) w.mlp_norm_b = L.vec(p + "mlp_norm.bias", H, false);
     }
     if (spec_.linear(i)) {
-      load_linear(L, w, p, spec_.short_conv(i));
+      load_linear(L, w, p, spec_.layer_linear[i]);
     } else if (spec_.mla()) {
       const int64_t Lk = spec_.mla_kv_lora, Lq = spec_.mla_q_lora, dn = spec_.mla_nope, dv = spec_.mla_v;
       const int64_t dq = nh_ * (dn + spec_.rope.rotary_dim);  // the queries before absorption
@@ -231,6 +231,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     size_t state = 0;                          // Gated DeltaNet's convolution window and state matrices)
     if (spec_.short_conv(i)) {
       state = (size_t)(spec_.lin_conv - 1) * spec_.hidden_size;
+    } else if (spec_.mamba(i)) {
+      state = (size_t)(spec_.lin_conv - 1) * spec_.ssm_conv_dim() + (size_t)spec_.ssm_inner() * spec_.ssm_state;
     } else if (spec_.linear(i)) {
       const size_t conv_dim = 2 * (size_t)spec_.lin_k_heads * spec_.lin_k_dim + (size_t)spec_.lin_v_heads * spec_.lin_v_dim;
       state = (size_t)(spec_.lin_conv - 1) * conv_dim + (size_t)spec_.lin_v_heads * spec_.lin_k_dim * spec_.lin_v_dim;
@@ -332,7 +334,9 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
     for (auto& it : items) add(p + it.first, *it.second);
     add(p + "attn.sinks", l.sinks);
     add(p + "attn.gate.weight", l.wgate);
-    const bool sc = spec_.short_conv((int)i);  // (a short convolution's in_proj: lin.in)
+    const bool sc = spec_.short_conv((int)i) || spec_.mamba((int)i);  // (their in_proj: lin.in)
+    add(p + "lin.conv.bias", l.lin_conv_b);
+    add(p + "lin.D", l.lin_D);
     const std::pair<const char*, const Tensor*> linear[] = {
         {sc ? "lin.in.weight" : "lin.qkv.weight", &l.lin_qkv}, {"lin.z.weight", &l.lin_z},   {"lin.b.weight", &l.lin_b},
         {"lin.a.weight", &l.lin_a},     {"lin.out.weight", &l.lin_out}, {"lin.conv.weight", &l.lin_conv},
