@@ -146,6 +146,11 @@ def cases():
         "lfm2_moe": lambda: (tf.Lfm2MoeForCausalLM, tf.Lfm2MoeConfig(
             layer_types=["conv", "full_attention", "conv", "conv"], num_dense_layers=1, num_experts=8,
             num_experts_per_tok=2, moe_intermediate_size=64, **{**d, "num_hidden_layers": 4})),
+        "granite_hybrid": lambda: (tf.GraniteMoeHybridForCausalLM, tf.GraniteMoeHybridConfig(
+            layer_types=["mamba", "mamba", "attention", "mamba"], mamba_n_heads=8, mamba_d_head=32, mamba_n_groups=2,
+            mamba_d_state=16, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=96,
+            embedding_multiplier=2.0, attention_multiplier=0.1, residual_multiplier=0.5, logits_scaling=3.0,
+            **{**d, "num_hidden_layers": 4, "intermediate_size": 64})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

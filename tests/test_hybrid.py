@@ -84,6 +84,8 @@ def _cases():
         "granite_hybrid": (tf.GraniteMoeHybridForCausalLM, tf.GraniteMoeHybridConfig(**_granite_hybrid())),
         "granite_hybrid_dense": (tf.GraniteMoeHybridForCausalLM, tf.GraniteMoeHybridConfig(**_granite_hybrid(
             num_local_experts=0, position_embedding_type="rope", mamba_n_groups=1, time_step_limit=[0.0, 4.0]))),
+        "granite_hybrid_rope": (tf.GraniteMoeHybridForCausalLM, tf.GraniteMoeHybridConfig(**_granite_hybrid(
+            num_local_experts=0, position_embedding_type="rope"))),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
@@ -207,9 +209,11 @@ def test_recurrent_batches_and_batcher(built):
 
 # GGUF as llama.cpp's converter writes Qwen3.5 (qwen35, qwen35moe): the value heads in its tiled order, attn_q
 # holding each head's query and gate, ssm_a the decay rates; the image-and-text checkpoint as its language model;
-# Qwen3-Next (qwen3next) and LFM2 (lfm2: the convolution layers those without key/value heads)
+# Qwen3-Next (qwen3next), LFM2 (lfm2: the convolution layers those without key/value heads) and Granite 4.0-H
+# (granitehybrid: likewise its Mamba2 layers)
 GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35",
-              "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2", "lfm2_moe_eq": "lfm2moe"}
+              "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2", "lfm2_moe_eq": "lfm2moe",
+              "granite_hybrid": "granitehybrid", "granite_hybrid_rope": "granitehybrid"}
 # tensors each writes as llama.cpp's converter does
 GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
                          "blk.0.ssm_beta.weight", "blk.3.attn_q.weight"},
@@ -217,6 +221,8 @@ GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.wei
               "lfm2": {"token_embd_norm.weight", "blk.0.shortconv.conv.weight", "blk.0.shortconv.in_proj.weight",
                        "blk.0.shortconv.out_proj.weight"}}
 GGUF_NAMES["qwen35moe"] = GGUF_NAMES["qwen35"]
+GGUF_NAMES["granitehybrid"] = {"blk.0.ssm_in.weight", "blk.0.ssm_a", "blk.0.ssm_d", "blk.0.ssm_conv1d.bias",
+                               "blk.0.ssm_norm.weight", "blk.2.attn_q.weight"}
 GGUF_NAMES["lfm2moe"] = GGUF_NAMES["lfm2"] | {"blk.1.exp_probs_b.bias", "blk.1.ffn_gate_exps.weight",
                                               "blk.1.ffn_gate_inp.weight", "blk.0.ffn_gate.weight"}
 

@@ -1,5 +1,6 @@
-"""Hybrid decoders in GGUF: Qwen3.5 and Qwen3-Next (llama.cpp's ``qwen35``, ``qwen35moe``, ``qwen3next``) and LFM2
-(``lfm2``, ``lfm2moe``: its attention layers those with key/value heads in attention.head_count_kv, an array; the convolutions
+"""Hybrid decoders in GGUF: Qwen3.5 and Qwen3-Next (llama.cpp's ``qwen35``, ``qwen35moe``, ``qwen3next``), Granite
+4.0-H (``granitehybrid``: Mamba2 layers those without key/value heads; ssm_a and ssm_d as [heads, 1], ssm_norm as
+[groups, width]; the shared MLP's gate and up split) and LFM2 (``lfm2``, ``lfm2moe``: its attention layers those with key/value heads in attention.head_count_kv, an array; the convolutions
 as [channels, taps]): metadata both ways, tensor names, and the layout changes llama.cpp's converter makes, which are
 undone (read) or redone (written) here.
 
@@ -31,9 +32,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from gguf.constants import MODEL_TENSOR, Keys
 
-from .gguf_common import LFM2, LFM2MOE, QWEN35, QWEN35MOE, QWEN3NEXT, _Meta
+from .gguf_common import GRANITE_HYBRID, LFM2, LFM2MOE, QWEN35, QWEN35MOE, QWEN3NEXT, _Meta
 
-HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE)
+HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID)
 TILED_ARCHS = (QWEN35, QWEN35MOE)  # (Qwen3-Next's files keep transformers' grouped value heads)
 # the image-and-text checkpoints are written as their language model
 TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
@@ -56,6 +57,26 @@ _T = MODEL_TENSOR
 def name_table(arch: str):
     """(llama.cpp tensor, HF name, suffixes, stack) as gguf_names' tables; experts: gguf_names.expert_tensor."""
     L = "model.layers.{i}."
+    if arch == GRANITE_HYBRID:  # (the shared MLP: direct_name; the experts: expert_tensor)
+        return [
+            (_T.TOKEN_EMBD, "model.embed_tokens", _W, None),
+            (_T.OUTPUT_NORM, "model.norm", _W, None),
+            (_T.OUTPUT, "lm_head", _W, None),
+            (_T.ATTN_NORM, L + "input_layernorm", _W, "blk"),
+            (_T.FFN_NORM, L + "post_attention_layernorm", _W, "blk"),
+            (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
+            (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
+            (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
+            (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
+            (_T.SSM_IN, L + "mamba.in_proj", _W, "blk"),
+            (_T.SSM_CONV1D, L + "mamba.conv1d", (".weight", ".bias"), "blk"),
+            (_T.SSM_DT, L + "mamba.dt_bias", ((".bias", ""),), "blk"),
+            (_T.SSM_A, L + "mamba.A_log", (("", ""),), "blk"),
+            (_T.SSM_D, L + "mamba.D", (("", ""),), "blk"),
+            (_T.SSM_NORM, L + "mamba.norm", _W, "blk"),
+            (_T.SSM_OUT, L + "mamba.out_proj", _W, "blk"),
+            (_T.FFN_GATE_INP, L + "block_sparse_moe.router.layer", _W, "blk"),
+        ]
     if arch in (LFM2, LFM2MOE):
         moe = [(_T.FFN_GATE_INP, L + "feed_forward.gate", _W, "blk"),
                (_T.FFN_EXP_PROBS_B, L + "feed_forward.expert_bias", ((".bias", ""),), "blk")] if arch == LFM2MOE else []
@@ -211,7 +232,98 @@ def config_lfm2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, A
     return cfg
 
 
+def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Granite 4.0-H's config from llama.cpp's keys: a layer without key/value heads is a Mamba2 mixer (the ssm
+    keys), rope.scaling.finetuned switches rotary on, Granite's four scales; experts where expert_count is set (their
+    width feed_forward_length, the shared MLP's expert_shared_feed_forward_length), else the shared MLP alone."""
+    from .gguf_config import _vocab_size
+    from .gguf_readers import _OUTPUT
+
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n = m.positive(_k(_K.BLOCK_COUNT, arch))
+    heads = m.positive(_k(_A.HEAD_COUNT, arch))
+    kv_key = _k(_A.HEAD_COUNT_KV, arch)
+    kv = m.raw(kv_key)
+    kv = [kv] * n if isinstance(kv, int) and not isinstance(kv, bool) else kv
+    if not (isinstance(kv, list) and len(kv) == n and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                          for x in kv)) or len({x for x in kv if x}) > 1:
+        raise m.error(kv_key, f"expected {n} counts, one value or 0 (a Mamba2 layer), got {kv!r}"[:200])
+    nh, inner = m.positive(_k(Keys.SSM.TIME_STEP_RANK, arch)), m.positive(_k(Keys.SSM.INNER_SIZE, arch))
+    if inner % nh or inner % hidden:
+        raise m.error(_k(Keys.SSM.INNER_SIZE, arch), f"({inner}) is not a multiple of the heads ({nh}) and the "
+                                                     f"embedding length ({hidden})")
+    ff = m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch))
+    experts = m.get(_k(_K.EXPERT_COUNT, arch), int, 0)
+    first = next((i for i, x in enumerate(kv) if not x), 0)
+    cfg = {"architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid",
+           "vocab_size": _vocab_size(m, arch), "hidden_size": hidden, "num_hidden_layers": n,
+           "num_attention_heads": heads, "num_key_value_heads": max(kv) or heads,
+           "layer_types": ["attention" if x else "mamba" for x in kv],
+           "rms_norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float),
+           "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 10000.0),
+           "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+           "position_embedding_type": "rope" if m.get(_k(_R.SCALING_FINETUNED, arch), bool, True) else None,
+           "mamba_n_heads": nh, "mamba_d_head": inner // nh, "mamba_expand": inner // hidden,
+           "mamba_n_groups": m.positive(_k(Keys.SSM.GROUP_COUNT, arch)),
+           "mamba_d_state": m.positive(_k(Keys.SSM.STATE_SIZE, arch)),
+           "mamba_d_conv": m.positive(_k(Keys.SSM.CONV_KERNEL, arch)),
+           "mamba_conv_bias": f"blk.{first}.ssm_conv1d.bias" in names,
+           "num_local_experts": experts, "intermediate_size": ff,
+           "shared_intermediate_size": m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), ff) if experts else ff,
+           "tie_word_embeddings": _OUTPUT not in names}
+    if experts:
+        cfg["num_experts_per_tok"] = m.positive(_k(_K.EXPERT_USED_COUNT, arch))
+    for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
+                       (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):
+        cfg[field] = m.get(_k(key, arch), float, 1.0)
+    return cfg
+
+
 # -- config.json -> metadata -------------------------------------------------------------------------------
+
+def granite_hybrid_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """Granite 4.0-H's keys as llama.cpp's converter writes them, after checking what llama.cpp assumes (no time
+    step clamp)."""
+    from .archs import spec_from_config
+
+    spec = spec_from_config(config, cfg.source)[0]
+    if spec.ssm_dt_min != 0.0 or spec.ssm_dt_max != 0.0:
+        raise cfg.error("time_step_limit", "clamps the time step: llama.cpp's granitehybrid does not")
+    rope = spec.pos == _core_pos_rotary()
+    put(_K.VOCAB_SIZE, spec.vocab_size)
+    put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 4096) if rope else 1 << 20)
+    put(_K.EMBEDDING_LENGTH, spec.hidden_size)
+    put(_K.BLOCK_COUNT, spec.n_layers)
+    put(_K.FEED_FORWARD_LENGTH, spec.moe_ffn_size if spec.n_experts else spec.ffn_size)
+    put(_A.HEAD_COUNT, spec.n_heads)
+    put(_A.HEAD_COUNT_KV, [0 if f else spec.n_kv_heads for f in spec.layer_linear])
+    put(_A.KEY_LENGTH, spec.head_dim)
+    put(_A.VALUE_LENGTH, spec.head_dim)
+    put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
+    put(_R.FREQ_BASE, spec.rope.theta)
+    put(_R.DIMENSION_COUNT, spec.head_dim)
+    put(_R.SCALING_FINETUNED, rope)
+    put(_K.EMBEDDING_SCALE, spec.emb_scale)
+    put(_A.SCALE, spec.attn_scale)
+    put(_K.RESIDUAL_SCALE, spec.residual_scale)
+    put(_K.LOGIT_SCALE, 1.0 / spec.logits_scale)
+    put(Keys.SSM.CONV_KERNEL, spec.lin_conv)
+    put(Keys.SSM.INNER_SIZE, spec.ssm_heads * spec.ssm_head_dim)
+    put(Keys.SSM.STATE_SIZE, spec.ssm_state)
+    put(Keys.SSM.TIME_STEP_RANK, spec.ssm_heads)
+    put(Keys.SSM.GROUP_COUNT, spec.ssm_groups)
+    if spec.n_experts:
+        put(_K.EXPERT_COUNT, spec.n_experts)
+        put(_K.EXPERT_USED_COUNT, spec.n_experts_used)
+        put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, spec.shared_ffn_size)
+
+
+def _core_pos_rotary():
+    from . import _core
+
+    return _core.PosKind.rotary
+
+
 
 def lfm2_metadata(cfg, config: Dict[str, Any], put) -> None:
     """LFM2's keys as llama.cpp's converter writes them: key/value heads 0 on the convolution layers."""
@@ -372,6 +484,22 @@ def gguf_linear_layout(spec, names: Dict[str, Any]) -> None:
     spec.lin_v_tiled = True
 
 
+_GRANITE_SPLIT = {"mlp.gate.weight": "ffn_gate", "mlp.up.weight": "ffn_up", "mlp.down.weight": "ffn_down",
+                  "moe.shared.gate.weight": "ffn_gate_shexp", "moe.shared.up.weight": "ffn_up_shexp",
+                  "moe.shared.down.weight": "ffn_down_shexp"}
+# Granite 4.0-H's Mamba2 vectors as llama.cpp shapes them ([heads, 1]; the norm [groups, width])
+_GRANITE_SHAPED = ("lin.A", "lin.D", "lin.norm.weight")
+
+
+def direct_name(spec, canonical: str) -> Optional[str]:
+    """The GGUF tensor of a weight that llama.cpp's converter splits out of one checkpoint tensor and we hold as it
+    does: Granite 4.0-H's shared MLP (input_linear's gate and up rows, ffn_gate / ffn_up or their _shexp)."""
+    if spec.model_type != "granitemoehybrid" or not canonical.startswith("layers."):
+        return None
+    kind = _GRANITE_SPLIT.get(canonical.split(".", 2)[-1])
+    return None if kind is None else f"blk.{canonical.split('.')[1]}.{kind}.weight"
+
+
 def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Optional[Tuple[str, str]]:
     """(canonical name, key in the file's tensor map) where a hybrid's weight is not the GGUF tensor `g` as stored
     under its own name (None where it is): rows of a tensor the file keeps fused as the checkpoint does (attn_q's
@@ -380,6 +508,16 @@ def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Option
     (lin.A_log)."""
     from .archs import Derived
 
+    part = canonical.split(".", 2)[-1]
+    if spec.model_type == "granitemoehybrid" and part in ("lin.A_log", "lin.D", "lin.norm.weight"):
+        out = canonical[:-len("_log")] if part == "lin.A_log" else canonical
+        if g not in tmap:
+            return out, g
+        key = f"{g}[flat]"  # (as one vector)
+        if key not in tmap:
+            t = tmap.get(g)
+            tmap.add_array(key, np.asarray(t.numpy()).reshape(-1), t.dtype, path, True)
+        return out, key
     if canonical.endswith(".lin.A_log"):
         return canonical[:-len("_log")], g
     if not (isinstance(v, Derived) and v.rows is not None and not isinstance(v.rows, slice)):
@@ -429,6 +567,8 @@ def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, ten
         a = a[:, idx] if axis else a[idx]
     if part == "lin.conv.weight":
         a = a.reshape(a.shape[0], -1)
+    elif spec.model_type == "granitemoehybrid" and part in _GRANITE_SHAPED:
+        a = a.reshape(spec.ssm_groups, -1) if part == "lin.norm.weight" else a.reshape(-1, 1)
     tensors[g] = (np.ascontiguousarray(a), dtype)
     return True
 

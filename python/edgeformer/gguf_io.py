@@ -16,7 +16,7 @@ from .gguf_common import _ARCH_OF_MODEL_TYPE as GGUF_ARCH  # HF model_type -> ll
 
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 # llama.cpp's architectures whose q and k rows its converter permutes for adjacent rotary pairs (LlamaModel's)
-PERMUTED_QK = ("llama", "granite", "granitemoe", "smollm3", "internlm2", "arcee", "mistral3")
+PERMUTED_QK = ("llama", "granite", "granitemoe", "granitehybrid", "smollm3", "internlm2", "arcee", "mistral3")
 
 
 def gguf_rotary_layout(spec: "_core.ArchSpec", names: Dict[str, Any]) -> None:
@@ -102,6 +102,10 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
                 raise ValueError(f"{path}: no GGUF tensor holds {canonical} ('{stacked}' or '{legacy}')")
             continue
         src = v.src if isinstance(v, Derived) else v
+        g = gguf_hybrid.direct_name(spec, canonical) if hybrid else None  # (a split of one checkpoint tensor)
+        if g is not None:
+            mapped[canonical] = g
+            continue
         if src not in h2g:
             raise ValueError(f"{path}: no GGUF tensor corresponds to '{src}' (for {canonical})")
         g = h2g[src]
@@ -235,6 +239,7 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
         _, hf_names = spec_from_config(config, "config.json", [])
         h2g = gguf_names_from_hf(arch, spec.n_layers, config)
         permuted = spec.rope.style == _core.RopeStyle.interleaved
+        rotary = spec.pos == _core.PosKind.rotary
         fused: Dict[str, List[tuple]] = {}
         experts: Dict[str, Dict[int, tuple]] = {}
         for canonical, t in model._core.weights():
@@ -245,6 +250,10 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
             v = hf_names.get(canonical)
             if v is None and canonical.endswith(".lin.A"):  # (Qwen3.5's decay rates, from A_log)
                 v = hf_names.get(canonical + "_log")
+            direct = gguf_hybrid.direct_name(spec, canonical) if arch in gguf_hybrid.HYBRID_ARCHS else None
+            if direct is not None:  # (a split of one checkpoint tensor)
+                tensors[direct] = (t.numpy(), t.dtype)
+                continue
             src = v.src if isinstance(v, Derived) else v
             if src is None or src not in h2g:
                 raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
@@ -254,7 +263,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
                 continue  # (Qwen3.5's layouts)
             if canonical == "pos_embeddings.weight" and arch == "bert":
                 a = a[spec.pos_offset:]  # (RoBERTa's: llama.cpp's BERT counts positions from 0)
-            if arch in PERMUTED_QK and not permuted and (".attn.q." in canonical or ".attn.k." in canonical):
+            # (llama.cpp's rows for rotary pairs; without positions, Granite 4.0-H's, any order is one model)
+            if arch in PERMUTED_QK and not permuted and rotary and (".attn.q." in canonical or ".attn.k." in canonical):
                 a = permute_qk(a, spec.n_heads if ".attn.q." in canonical else spec.n_kv_heads)  # llama.cpp's rows
             if isinstance(v, Derived) and v.rows is not None:
                 at = v.rows.start if isinstance(v.rows, slice) else QKV_PARTS[canonical.split(".attn.")[1][0]]

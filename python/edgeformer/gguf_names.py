@@ -68,6 +68,7 @@ from .gguf_common import (
     QWEN3NEXT,
     LFM2,
     LFM2MOE,
+    GRANITE_HYBRID,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -385,7 +386,7 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
-    if a in (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE):
+    if a in (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID):
         from .gguf_hybrid import name_table
 
         return name_table(a)
