@@ -271,7 +271,7 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
     """IBM Granite 4.0-H (granitemoehybrid): Mamba2 mixers beside attention layers (layer_types), Granite's
     multipliers, no positions unless position_embedding_type is rope; each MLP a shared gated MLP (shared_mlp:
     input_linear holds gate then up rows) beside experts where num_local_experts > 0 (granitemoe's, stacked)."""
-    from .archs_llama import _granite
+    from .archs_llama import _granite, granite_expert_names
 
     c = Config({**GRANITE_HYBRID_DEFAULTS, **cfg.data}, cfg.source)
     n = c.positive("num_hidden_layers")
@@ -333,17 +333,11 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
         s.n_experts_used = c.positive("num_experts_per_tok")
         if s.n_experts_used > s.n_experts:
             raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_local_experts ({s.n_experts})")
-        f = s.moe_ffn_size = c.positive("intermediate_size")
+        s.moe_ffn_size = c.positive("intermediate_size")
         s.moe_norm_topk = True
         s.shared_ffn_size = shared
         for i in range(n):
-            src, dst = f"model.layers.{i}.block_sparse_moe.", f"layers.{i}."
-            out[dst + "moe.router.weight"] = src + "router.layer.weight"
-            for e in range(s.n_experts):
-                q = f"{dst}moe.experts.{e}."
-                out[q + "gate.weight"] = Derived(src + "input_linear.weight", slice(0, f), index=e)
-                out[q + "up.weight"] = Derived(src + "input_linear.weight", slice(f, 2 * f), index=e)
-                out[q + "down.weight"] = Derived(src + "output_linear.weight", index=e)
+            granite_expert_names(s, out, i)
     return s, out
 
 

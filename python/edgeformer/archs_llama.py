@@ -312,19 +312,25 @@ def _granitemoe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s, names = _granite(Config({**cfg.data, "model_type": "granite"}, cfg.source), tensor_names)
     s.model_type = "granitemoe"
     _experts(cfg, s, "num_local_experts", 2)
-    s.moe_ffn_size = f = s.ffn_size
+    s.moe_ffn_size = s.ffn_size
     s.moe_norm_topk = True
     for i in range(s.n_layers):
-        src, dst = f"model.layers.{i}.block_sparse_moe.", f"layers.{i}."
         for p in ("gate", "up", "down"):
-            names.pop(dst + f"mlp.{p}.weight", None)
-        names[dst + "moe.router.weight"] = src + "router.layer.weight"
-        for e in range(s.n_experts):
-            q = f"{dst}moe.experts.{e}."
-            names[q + "gate.weight"] = Derived(src + "input_linear.weight", slice(0, f), index=e)
-            names[q + "up.weight"] = Derived(src + "input_linear.weight", slice(f, 2 * f), index=e)
-            names[q + "down.weight"] = Derived(src + "output_linear.weight", index=e)
+            names.pop(f"layers.{i}.mlp.{p}.weight", None)
+        granite_expert_names(s, names, i)
     return s, names
+
+
+def granite_expert_names(s: "_core.ArchSpec", names: NameMap, i: int) -> None:
+    """Granite MoE's router and experts of layer i, the experts stacked in the checkpoint (block_sparse_moe.
+    input_linear [experts, 2 * width, hidden]: gate rows, then up rows; output_linear [experts, hidden, width])."""
+    src, dst, f = f"model.layers.{i}.block_sparse_moe.", f"layers.{i}.", s.moe_ffn_size
+    names[dst + "moe.router.weight"] = src + "router.layer.weight"
+    for e in range(s.n_experts):
+        q = f"{dst}moe.experts.{e}."
+        names[q + "gate.weight"] = Derived(src + "input_linear.weight", slice(0, f), index=e)
+        names[q + "up.weight"] = Derived(src + "input_linear.weight", slice(f, 2 * f), index=e)
+        names[q + "down.weight"] = Derived(src + "output_linear.weight", index=e)
 
 
 def _phi3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:

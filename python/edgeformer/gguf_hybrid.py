@@ -193,12 +193,8 @@ def config_qwen35(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     return cfg
 
 
-def config_lfm2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
-    """LFM2's config from llama.cpp's keys: a layer with no key/value heads (attention.head_count_kv, per layer)
-    is a short convolution of shortconv.l_cache taps; the MLP width as the file holds it."""
-    from .gguf_config import _vocab_size
-    from .gguf_readers import _OUTPUT
-
+def _layer_heads(m: _Meta, arch: str, other: str) -> Tuple[int, int, int, List[int]]:
+    """(embedding length, blocks, heads, key/value heads per layer): a layer with none is `other`, not attention."""
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     n = m.positive(_k(_K.BLOCK_COUNT, arch))
     heads = m.positive(_k(_A.HEAD_COUNT, arch))
@@ -207,7 +203,17 @@ def config_lfm2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, A
     kv = [kv] * n if isinstance(kv, int) and not isinstance(kv, bool) else kv
     if not (isinstance(kv, list) and len(kv) == n and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
                                                           for x in kv)) or len({x for x in kv if x}) > 1:
-        raise m.error(kv_key, f"expected {n} counts, one value or 0 (a convolution layer), got {kv!r}"[:200])
+        raise m.error(kv_key, f"expected {n} counts, one value or 0 ({other}), got {kv!r}"[:200])
+    return hidden, n, heads, kv
+
+
+def config_lfm2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """LFM2's config from llama.cpp's keys: a layer with no key/value heads (attention.head_count_kv, per layer)
+    is a short convolution of shortconv.l_cache taps; the MLP width as the file holds it."""
+    from .gguf_config import _vocab_size
+    from .gguf_readers import _OUTPUT
+
+    hidden, n, heads, kv = _layer_heads(m, arch, "a convolution layer")
     if hidden % heads:
         raise m.error(_k(_A.HEAD_COUNT, arch), f"({heads}) does not divide the embedding length ({hidden})")
     cfg = {"architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", "vocab_size": _vocab_size(m, arch),
@@ -239,15 +245,7 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
     from .gguf_config import _vocab_size
     from .gguf_readers import _OUTPUT
 
-    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
-    n = m.positive(_k(_K.BLOCK_COUNT, arch))
-    heads = m.positive(_k(_A.HEAD_COUNT, arch))
-    kv_key = _k(_A.HEAD_COUNT_KV, arch)
-    kv = m.raw(kv_key)
-    kv = [kv] * n if isinstance(kv, int) and not isinstance(kv, bool) else kv
-    if not (isinstance(kv, list) and len(kv) == n and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                                                          for x in kv)) or len({x for x in kv if x}) > 1:
-        raise m.error(kv_key, f"expected {n} counts, one value or 0 (a Mamba2 layer), got {kv!r}"[:200])
+    hidden, n, heads, kv = _layer_heads(m, arch, "a Mamba2 layer")
     nh, inner = m.positive(_k(Keys.SSM.TIME_STEP_RANK, arch)), m.positive(_k(Keys.SSM.INNER_SIZE, arch))
     if inner % nh or inner % hidden:
         raise m.error(_k(Keys.SSM.INNER_SIZE, arch), f"({inner}) is not a multiple of the heads ({nh}) and the "
