@@ -247,6 +247,23 @@ def _write_model(path, config, tok_meta, types=None, extra_meta=None):
     w.close()
 
 
+def _write_quantized(path, config, dtype="f32"):
+    """A GGUF file of a tiny config.json written by edgeformer.quantize (random weights): the writer's own layouts,
+    where _write_model's per-tensor conversion does not apply (fused rows split, reshaped vectors)."""
+    import json
+    import tempfile
+
+    from edgeformer.archs import spec_from_config
+    from edgeformer.io import save_safetensors
+
+    spec, names = spec_from_config(config, "seed", [])
+    with tempfile.TemporaryDirectory() as d:
+        save_safetensors(common.make_arrays(common.source_shapes(spec, names)), os.path.join(d, "model.safetensors"))
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(config, f)
+        edgeformer.quantize(d, path, dtype)
+
+
 def make_seeds(out_dir: str) -> None:
     import gguf
 
@@ -285,6 +302,24 @@ def make_seeds(out_dir: str) -> None:
                                   "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
                                   "layer_types": ["conv", "full_attention"], "block_multiple_of": 4,
                                   "max_position_embeddings": 32}, {})
+    hybrid = {"vocab_size": V, "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "num_key_value_heads": 1, "max_position_embeddings": 32}
+    _write_quantized(o("qwen3next.gguf"), {**hybrid, "model_type": "qwen3_next", "head_dim": 4, "intermediate_size": 8,
+                                           "linear_num_key_heads": 1, "linear_num_value_heads": 2,
+                                           "linear_key_head_dim": 4, "linear_value_head_dim": 4,
+                                           "linear_conv_kernel_dim": 2, "partial_rotary_factor": 0.5, "num_experts": 2,
+                                           "num_experts_per_tok": 1, "moe_intermediate_size": 4,
+                                           "shared_expert_intermediate_size": 4,
+                                           "layer_types": ["linear_attention", "full_attention"]})
+    _write_quantized(o("lfm2moe_q8.gguf"), {**hybrid, "model_type": "lfm2_moe", "intermediate_size": 8,
+                                            "moe_intermediate_size": 32, "layer_types": ["conv", "full_attention"],
+                                            "num_dense_layers": 1, "num_experts": 2, "num_experts_per_tok": 1},
+                     "q8_0")
+    _write_quantized(o("granitehybrid.gguf"), {**hybrid, "model_type": "granitemoehybrid", "intermediate_size": 8,
+                                               "shared_intermediate_size": 8, "layer_types": ["mamba", "attention"],
+                                               "mamba_n_heads": 4, "mamba_d_head": 4, "mamba_n_groups": 2,
+                                               "mamba_d_state": 4, "mamba_d_conv": 3, "num_local_experts": 2,
+                                               "num_experts_per_tok": 1})
     # every tensor type and every metadata value type, no usable architecture
     w = gguf.GGUFWriter(o("types.gguf"), "llama")
     w.add_uint8("u8", 200), w.add_int8("i8", -5), w.add_uint16("u16", 60000), w.add_int16("i16", -300)
