@@ -52,8 +52,9 @@ struct LayerWeights {
   Tensor select_b;              // [n_experts] f32 (moe_select_bias)
   Tensor sinks;                 // attn_sinks: [n_heads] f32
   Tensor wgate;                 // attn_out_gate: [n_heads * head_dim, hidden]
-  // Gated DeltaNet (ArchSpec::linear(layer)), in place of wq .. wo: the q|k|v, z, b, a and output projections;
-  // f32 the convolution [conv_dim, lin_conv], dt_bias and A_log [lin_v_heads], the output norm [lin_v_dim]
+  // recurrent layers (ArchSpec::linear(layer)), in place of wq .. wo. Gated DeltaNet: the q|k|v, z, b, a and output
+  // projections; f32 the convolution [conv_dim, lin_conv], dt_bias and A [lin_v_heads], the output norm [lin_v_dim].
+  // A short convolution: lin_qkv its in_proj (B|C|x), lin_out, lin_conv. Mamba2: lin_qkv its in_proj (z|xBC|dt).
   Tensor lin_qkv, lin_z, lin_b, lin_a, lin_out, lin_conv, lin_dt_bias, lin_A, lin_norm_w;  // lin_A: -exp(A_log)
   Tensor lin_conv_b, lin_D;  // Mamba2: the convolution's bias, the skip's scale per head
   std::vector<Expert> experts;  // n_experts
@@ -146,9 +147,12 @@ class Model {
   // keys and values stored in owner(t)'s cache at pos[t] (cos / sin: the rows' rotary tables)
   void mla_attention(int layer, const float* in, float* out, int32_t T, const int32_t* pos, const float* cos,
                      const float* sin, const uint8_t* key_mask, Model* const* seqs);
-  // a Gated DeltaNet layer (ArchSpec::linear): the normalized input in [T, hidden] -> out [T, hidden], through
-  // the recurrent state of owner(t) (zeroed where a row is its sequence's first position)
+  // a recurrent layer (ArchSpec::linear: Gated DeltaNet, short convolution or Mamba2): the normalized input in
+  // [T, hidden] -> out [T, hidden], through row t's sequence's state (row_states)
   void linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
+  // row t's state of a recurrent layer (a batch: seqs[t]'s, else this model's), zeroed where the row is its
+  // sequence's first position
+  float* const* row_states(int layer, int32_t T, int32_t pos0, Model* const* seqs);
   void load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, int kind);
   void short_conv(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void mamba2(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
@@ -178,15 +182,16 @@ class Model {
   bool kv_panels_ = false;
   int32_t kv_len_ = 0;
   bool kv_f16_ = false;
-  // layer -> its slot in the KV cache (Gated DeltaNet layers have none: -1), and the slots in use
+  // layer -> its slot in the KV cache (recurrent layers have none: -1), and the slots in use
   std::vector<int32_t> kv_slot_;
   int32_t kv_layers_ = 0;
-  // Gated DeltaNet states, per linear layer (lin_slot_): the convolution's last inputs [lin_conv - 1][conv_dim],
-  // then the state matrices [lin_v_heads][lin_k_dim][lin_v_dim]; lin_stride_ floats each
+  // recurrent states, per recurrent layer (lin_slot_): the convolution's last inputs [lin_conv - 1][conv channels],
+  // then the state matrices (Gated DeltaNet, Mamba2); lin_stride_ floats each (the largest layer's)
   std::vector<int32_t> lin_slot_;
   std::vector<float> lin_state_;
   size_t lin_stride_ = 0;
-  std::vector<float> lin_;  // linear_attention's scratch
+  std::vector<float> lin_;         // linear_attention's scratch
+  std::vector<float*> lin_rows_;  // row_states' answer
   size_t kv_elem() const { return kv_f16_ ? 2 : 4; }
   void store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v);
   template <typename E>

@@ -16,10 +16,10 @@ float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 }  // namespace
 
 namespace {
-// A Gated DeltaNet state holds every token it has seen: a cache of such a model keeps all of them or none.
+// A recurrent layer's state holds every token it has seen: a cache of such a model keeps all of them or none.
 void check_rewind(const ArchSpec& spec, int32_t n, int32_t n_past, const char* what) {
   EF_CHECK(!spec.recurrent() || n == 0 || n == n_past,
-           std::string(what) + ": " + spec.model_type + "'s recurrent (Gated DeltaNet) layers keep all " +
+           std::string(what) + ": " + spec.model_type + "'s recurrent layers keep all " +
                std::to_string(n_past) + " cached tokens or none, not the first " + std::to_string(n));
 }
 }  // namespace

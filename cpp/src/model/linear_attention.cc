@@ -1,8 +1,9 @@
 // Recurrent token mixers in place of attention over a KV cache (ArchSpec::linear): Gated DeltaNet layers (Qwen3-Next,
-// Qwen3.5), whose state per value head is a [lin_k_dim, lin_v_dim] matrix updated by the gated delta rule, and LFM2's
-// gated short convolutions, whose state is their last inputs.
-// Computed token by token (transformers' torch_recurrent_gated_delta_rule; its chunked form for prompts is the
-// same recurrence reordered), each head on its own thread.
+// Qwen3.5), whose state per value head is a [lin_k_dim, lin_v_dim] matrix updated by the gated delta rule, LFM2's
+// gated short convolutions, whose state is their last inputs, and Mamba2 mixers (Granite 4.0-H), whose state per
+// head is a [ssm_head_dim, ssm_state] matrix. Each layer's state starts with its causal convolution's last inputs.
+// Computed token by token (transformers' recurrent forms; their chunked forms for prompts are the same recurrences
+// reordered), each head on its own thread.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -29,6 +30,39 @@ static Tensor conv_weight(loading::Loader& L, const std::string& p, int64_t chan
   const Tensor* conv = L.find(p + "lin.conv.weight");
   return L.small(p + "lin.conv.weight", conv && conv->dim() == 3 ? std::vector<int64_t>{channels, 1, taps}
                                                                  : std::vector<int64_t>{channels, taps}, true);
+}
+
+// the causal depthwise convolution of `taps` over C channels, T rows: row t's input in + t * in_stride, its state
+// hist[t] (the channels' last taps - 1 inputs, [taps - 1][C], oldest first) updated; out + t * out_stride takes the
+// weighted sum plus bias, through SiLU where silu (in and out may be the same rows)
+static void causal_conv(ThreadPool* pool, int32_t T, int64_t C, int64_t taps, const float* in, size_t in_stride,
+                        float* const* hist, const float* w, const float* bias, bool silu, float* out,
+                        size_t out_stride) {
+  pool->parallel_for(C, 256, [&](int, int64_t c0, int64_t c1) {
+    for (int32_t t = 0; t < T; t++) {
+      float* h = hist[t];
+      for (int64_t c = c0; c < c1; c++) {
+        const float* wc = w + c * taps;
+        const float cur = in[(size_t)t * in_stride + c];
+        float acc = wc[taps - 1] * cur + (bias ? bias[c] : 0.f);
+        for (int64_t j = 0; j < taps - 1; j++) acc += wc[j] * h[j * C + c];
+        for (int64_t j = 0; j + 1 < taps - 1; j++) h[j * C + c] = h[(j + 1) * C + c];
+        if (taps > 1) h[(taps - 2) * C + c] = cur;
+        out[(size_t)t * out_stride + c] = silu ? acc / (1.f + std::exp(-acc)) : acc;
+      }
+    }
+  });
+}
+
+float* const* Model::row_states(int layer, int32_t T, int32_t pos0, Model* const* seqs) {
+  const size_t slot = (size_t)lin_slot_[layer] * lin_stride_;
+  lin_rows_.resize(T);
+  for (int32_t t = 0; t < T; t++) {
+    Model& m = seqs ? *seqs[t] : *this;
+    lin_rows_[t] = m.lin_state_.data() + slot;
+    if ((seqs ? m.n_past_ : pos0 + t) == 0) std::fill_n(lin_rows_[t], lin_stride_, 0.f);
+  }
+  return lin_rows_.data();
 }
 
 void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, int kind) {
@@ -70,32 +104,22 @@ void Model::short_conv(int layer, const float* in, float* out, int32_t T, int32_
   const KernelTable& K = kernels();
   const LayerWeights& w = layers_[layer];
   ThreadPool* pool = pool_.get();
-  const int64_t H = spec_.hidden_size, taps = spec_.lin_conv;
-  const size_t slot = (size_t)lin_slot_[layer] * lin_stride_;
+  const int64_t H = spec_.hidden_size;
   const size_t need = (size_t)T * 4 * H;  // BCx [T, 3 H], y [T, H]
   if (lin_.size() < need) lin_.resize(need);
   float* bcx = lin_.data();
   float* y = bcx + (size_t)T * 3 * H;
   ops::linear(pool, K, in, H, T, w.lin_qkv, nullptr, bcx, 3 * H);
-  const auto owner = [&](int32_t t) -> Model& { return seqs ? *seqs[t] : *this; };
-  for (int32_t t = 0; t < T; t++)  // (a sequence's first position starts from zeros)
-    if ((seqs ? owner(t).n_past_ : pos0 + t) == 0) std::fill_n(owner(t).lin_state_.data() + slot, lin_stride_, 0.f);
-  const float* cw = (const float*)w.lin_conv.data;  // [H][taps]
-  pool->parallel_for(H, 256, [&](int, int64_t c0, int64_t c1) {
-    for (int32_t t = 0; t < T; t++) {
-      float* hist = owner(t).lin_state_.data() + slot;  // [taps - 1][H], oldest first
-      const float* row = bcx + (size_t)t * 3 * H;
-      for (int64_t c = c0; c < c1; c++) {
-        const float* wc = cw + c * taps;
-        const float cur = row[c] * row[2 * H + c];  // B * x
-        float acc = wc[taps - 1] * cur;
-        for (int64_t j = 0; j < taps - 1; j++) acc += wc[j] * hist[j * H + c];
-        for (int64_t j = 0; j + 1 < taps - 1; j++) hist[j * H + c] = hist[(j + 1) * H + c];
-        if (taps > 1) hist[(taps - 2) * H + c] = cur;
-        y[(size_t)t * H + c] = row[H + c] * acc;  // C * conv
-      }
-    }
-  });
+  for (int32_t t = 0; t < T; t++) {  // B * x
+    const float* row = bcx + (size_t)t * 3 * H;
+    for (int64_t c = 0; c < H; c++) y[(size_t)t * H + c] = row[c] * row[2 * H + c];
+  }
+  causal_conv(pool, T, H, spec_.lin_conv, y, H, row_states(layer, T, pos0, seqs), (const float*)w.lin_conv.data,
+              nullptr, false, y, H);
+  for (int32_t t = 0; t < T; t++) {  // C * conv
+    const float* c_row = bcx + (size_t)t * 3 * H + H;
+    for (int64_t c = 0; c < H; c++) y[(size_t)t * H + c] *= c_row[c];
+  }
   ops::linear(pool, K, y, H, T, w.lin_out, nullptr, out, H);
 }
 
@@ -109,33 +133,15 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
   const int64_t H = spec_.hidden_size, I = spec_.ssm_inner(), CD = spec_.ssm_conv_dim(), nh = spec_.ssm_heads;
   const int64_t P = spec_.ssm_head_dim, N = spec_.ssm_state, G = spec_.ssm_groups, taps = spec_.lin_conv;
   const int64_t PW = I + CD + nh;  // in_proj's width
-  const size_t slot = (size_t)lin_slot_[layer] * lin_stride_;
   const size_t need = (size_t)T * (PW + CD + I);  // projections, the convolution's output, y
   if (lin_.size() < need) lin_.resize(need);
   float* proj = lin_.data();
   float* xbc = proj + (size_t)T * PW;
   float* y = xbc + (size_t)T * CD;
   ops::linear(pool, K, in, H, T, w.lin_qkv, nullptr, proj, PW);
-  const auto owner = [&](int32_t t) -> Model& { return seqs ? *seqs[t] : *this; };
-  for (int32_t t = 0; t < T; t++)  // (a sequence's first position starts from zeros)
-    if ((seqs ? owner(t).n_past_ : pos0 + t) == 0) std::fill_n(owner(t).lin_state_.data() + slot, lin_stride_, 0.f);
-  const float* cw = (const float*)w.lin_conv.data;  // [CD][taps]
-  const float* cb = w.lin_conv_b.data ? (const float*)w.lin_conv_b.data : nullptr;
-  pool->parallel_for(CD, 256, [&](int, int64_t c0, int64_t c1) {
-    for (int32_t t = 0; t < T; t++) {
-      float* hist = owner(t).lin_state_.data() + slot;  // [taps - 1][CD], oldest first
-      const float* row = proj + (size_t)t * PW + I;
-      for (int64_t c = c0; c < c1; c++) {
-        const float* wc = cw + c * taps;
-        const float cur = row[c];
-        float acc = wc[taps - 1] * cur + (cb ? cb[c] : 0.f);
-        for (int64_t j = 0; j < taps - 1; j++) acc += wc[j] * hist[j * CD + c];
-        for (int64_t j = 0; j + 1 < taps - 1; j++) hist[j * CD + c] = hist[(j + 1) * CD + c];
-        if (taps > 1) hist[(taps - 2) * CD + c] = cur;
-        xbc[(size_t)t * CD + c] = acc / (1.f + std::exp(-acc));
-      }
-    }
-  });
+  float* const* state = row_states(layer, T, pos0, seqs);
+  causal_conv(pool, T, CD, taps, proj + I, PW, state, (const float*)w.lin_conv.data,
+              w.lin_conv_b.data ? (const float*)w.lin_conv_b.data : nullptr, true, xbc, CD);
   const float* dt_bias = (const float*)w.lin_dt_bias.data;
   const float* A = (const float*)w.lin_A.data;
   const float* D = (const float*)w.lin_D.data;
@@ -145,7 +151,7 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
     for (int64_t h = h0; h < h1; h++) {
       const int64_t g = h / (nh / G);
       for (int32_t t = 0; t < T; t++) {
-        float* S = owner(t).lin_state_.data() + slot + s_off + (size_t)h * P * N;  // [P][N]
+        float* S = state[t] + s_off + (size_t)h * P * N;  // [P][N]
         const float* x = xbc + (size_t)t * CD + h * P;
         const float* B = xbc + (size_t)t * CD + I + g * N;
         const float* C = B + G * N;
@@ -184,7 +190,6 @@ void Model::linear_attention(int layer, const float* in, float* out, int32_t T, 
   const int64_t H = spec_.hidden_size, Hk = spec_.lin_k_heads, Hv = spec_.lin_v_heads;
   const int64_t dk = spec_.lin_k_dim, dv = spec_.lin_v_dim, taps = spec_.lin_conv;
   const int64_t KD = Hk * dk, VD = Hv * dv, CD = 2 * KD + VD, group = Hv / Hk;
-  const size_t slot = (size_t)lin_slot_[layer] * lin_stride_;
   // scratch: the projections before the convolution [T, CD], after it [T, CD], z [T, VD], b, a [T, Hv], o [T, VD]
   const size_t need = (size_t)T * (2 * CD + 2 * VD + 2 * Hv);
   if (lin_.size() < need) lin_.resize(need);
@@ -197,29 +202,9 @@ void Model::linear_attention(int layer, const float* in, float* out, int32_t T, 
   const ops::LinearOut proj[4] = {{&w.lin_qkv, nullptr, mixed, CD}, {&w.lin_z, nullptr, z, VD},
                                   {&w.lin_b, nullptr, b, Hv}, {&w.lin_a, nullptr, a, Hv}};
   ops::linear_group(pool, K, in, H, T, proj, 4);
-
-  // row t's sequence (a batch: one decode row each) and its state; a sequence's first position starts from zeros
-  const auto owner = [&](int32_t t) -> Model& { return seqs ? *seqs[t] : *this; };
-  for (int32_t t = 0; t < T; t++)
-    if ((seqs ? owner(t).n_past_ : pos0 + t) == 0)
-      std::fill_n(owner(t).lin_state_.data() + slot, lin_stride_, 0.f);
-
-  // the causal depthwise convolution (taps over the last taps - 1 inputs, kept in the state, and this one), SiLU
-  const float* cw = (const float*)w.lin_conv.data;  // [CD][taps]
-  pool->parallel_for(CD, 256, [&](int, int64_t c0, int64_t c1) {
-    for (int32_t t = 0; t < T; t++) {
-      float* hist = owner(t).lin_state_.data() + slot;  // [taps - 1][CD], oldest first
-      for (int64_t c = c0; c < c1; c++) {
-        const float* wc = cw + c * taps;
-        const float cur = mixed[(size_t)t * CD + c];
-        float acc = wc[taps - 1] * cur;
-        for (int64_t j = 0; j < taps - 1; j++) acc += wc[j] * hist[j * CD + c];
-        for (int64_t j = 0; j + 1 < taps - 1; j++) hist[j * CD + c] = hist[(j + 1) * CD + c];
-        if (taps > 1) hist[(taps - 2) * CD + c] = cur;
-        x[(size_t)t * CD + c] = acc / (1.f + std::exp(-acc));
-      }
-    }
-  });
+  // row t's state (a batch: its own sequence's); q, k, v through the causal convolution and SiLU
+  float* const* state = row_states(layer, T, pos0, seqs);
+  causal_conv(pool, T, CD, taps, mixed, CD, state, (const float*)w.lin_conv.data, nullptr, true, x, CD);
   // q and k L2-normalized per head (transformers' l2norm: x / sqrt(sum x^2 + 1e-6)), q also by 1 / sqrt(dk)
   const float qscale = 1.f / std::sqrt((float)dk);
   for (int32_t t = 0; t < T; t++)
@@ -239,7 +224,7 @@ void Model::linear_attention(int layer, const float* in, float* out, int32_t T, 
     for (int64_t h = h0; h < h1; h++) {
       const float A = A_rate[h];
       for (int32_t t = 0; t < T; t++) {
-        float* S = owner(t).lin_state_.data() + slot + s_off + (size_t)h * dk * dv;  // [dk][dv]
+        float* S = state[t] + s_off + (size_t)h * dk * dv;  // [dk][dv]
         const float* q = x + (size_t)t * CD + (spec_.lin_v_tiled ? h % Hk : h / group) * dk;
         const float* k = q + KD;
         const float* v = x + (size_t)t * CD + 2 * KD + h * dv;

@@ -219,7 +219,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
            "argument 'kv_dtype' must be None, 'f16' or 'f32', got '" + opts.kv_dtype + "'");
   // auto: f32 beside f32 matrices (the reference precision), f16 beside every narrower type, as llama.cpp
-  const LayerWeights* first = nullptr;  // (the first layer with attention: Gated DeltaNet layers have no wq)
+  const LayerWeights* first = nullptr;  // (the first layer with attention: recurrent layers have no wq)
   for (int i = 0; i < spec_.n_layers && !first; i++)
     if (!spec_.linear(i)) first = &layers_[i];
   kv_f16_ = opts.kv_dtype.empty() ? first && first->wq.dtype != DType::F32 : opts.kv_dtype == "f16";
@@ -227,8 +227,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     kv_slot_.push_back(spec_.linear(i) ? -1 : kv_layers_++);
     lin_slot_.push_back(spec_.linear(i) ? n_linear++ : -1);
   }
-  for (int i = 0; i < spec_.n_layers; i++) {  // (each layer's state: a short convolution's last inputs, or a
-    size_t state = 0;                          // Gated DeltaNet's convolution window and state matrices)
+  for (int i = 0; i < spec_.n_layers; i++) {  // (each layer's state: its convolution's last inputs, then Mamba2's
+    size_t state = 0;                          // or Gated DeltaNet's state matrices)
     if (spec_.short_conv(i)) {
       state = (size_t)(spec_.lin_conv - 1) * spec_.hidden_size;
     } else if (spec_.mamba(i)) {
