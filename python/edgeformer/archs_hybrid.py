@@ -70,7 +70,8 @@ def _qwen3_5_text(cfg: Config, tensor_names, prefix: str = "model.", head: str =
     hd, nh = s.head_dim, s.n_heads
     if 2 * nh * hd > _ROWS:  # (q_proj's rows are gathered by index: a bound before the index lists)
         raise c.error("num_attention_heads", f"({nh}) times head_dim ({hd}) exceeds {_ROWS // 2} query rows")
-    out: NameMap = {"tok_embeddings.weight": prefix + "embed_tokens.weight", "norm.weight": one_plus(prefix + "norm.weight")}
+    out: NameMap = {"tok_embeddings.weight": prefix + "embed_tokens.weight",
+                    "norm.weight": one_plus(prefix + "norm.weight")}
     if not s.tie_embeddings:
         out["lm_head.weight"] = head
     for i in range(s.n_layers):

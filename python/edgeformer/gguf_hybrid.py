@@ -1,8 +1,9 @@
 """Hybrid decoders in GGUF: Qwen3.5 and Qwen3-Next (llama.cpp's ``qwen35``, ``qwen35moe``, ``qwen3next``), Granite
 4.0-H (``granitehybrid``: Mamba2 layers those without key/value heads; ssm_a and ssm_d as [heads, 1], ssm_norm as
-[groups, width]; the shared MLP's gate and up split) and LFM2 (``lfm2``, ``lfm2moe``: its attention layers those with key/value heads in attention.head_count_kv, an array; the convolutions
-as [channels, taps]): metadata both ways, tensor names, and the layout changes llama.cpp's converter makes, which are
-undone (read) or redone (written) here.
+[groups, width]; the shared MLP's gate and up split) and LFM2 (``lfm2``, ``lfm2moe``: its attention layers those
+with key/value heads in attention.head_count_kv, an array; the convolutions as [channels, taps]): metadata both
+ways, tensor names, and the layout changes llama.cpp's converter makes, which are undone (read) or redone (written)
+here.
 
 What the converter changes (convert_hf_to_gguf.py, Qwen3_5TextModel / Qwen3_5MoeTextModel):
 
@@ -219,7 +220,8 @@ def config_lfm2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, A
     cfg = {"architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", "vocab_size": _vocab_size(m, arch),
             "hidden_size": hidden, "num_hidden_layers": n, "num_attention_heads": heads,
             "num_key_value_heads": max(kv) or heads, "layer_types": ["full_attention" if x else "conv" for x in kv],
-            "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)), "block_auto_adjust_ff_dim": False,
+            "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
+            "block_auto_adjust_ff_dim": False,
             "conv_L_cache": m.positive(_k(Keys.ShortConv.L_CACHE, arch)),
             "norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float),
             "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 1000000.0),
@@ -267,7 +269,8 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
            "mamba_d_conv": m.positive(_k(Keys.SSM.CONV_KERNEL, arch)),
            "mamba_conv_bias": f"blk.{first}.ssm_conv1d.bias" in names,
            "num_local_experts": experts, "intermediate_size": ff,
-           "shared_intermediate_size": m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), ff) if experts else ff,
+           "shared_intermediate_size": (m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), ff) if experts
+                                        else ff),
            "tie_word_embeddings": _OUTPUT not in names}
     if experts:
         cfg["num_experts_per_tok"] = m.positive(_k(_K.EXPERT_USED_COUNT, arch))
@@ -282,23 +285,17 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
 def granite_hybrid_metadata(cfg, config: Dict[str, Any], put) -> None:
     """Granite 4.0-H's keys as llama.cpp's converter writes them, after checking what llama.cpp assumes (no time
     step clamp)."""
+    from . import _core
     from .archs import spec_from_config
 
     spec = spec_from_config(config, cfg.source)[0]
     if spec.ssm_dt_min != 0.0 or spec.ssm_dt_max != 0.0:
         raise cfg.error("time_step_limit", "clamps the time step: llama.cpp's granitehybrid does not")
-    rope = spec.pos == _core_pos_rotary()
-    put(_K.VOCAB_SIZE, spec.vocab_size)
-    put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 4096) if rope else 1 << 20)
-    put(_K.EMBEDDING_LENGTH, spec.hidden_size)
-    put(_K.BLOCK_COUNT, spec.n_layers)
-    put(_K.FEED_FORWARD_LENGTH, spec.moe_ffn_size if spec.n_experts else spec.ffn_size)
-    put(_A.HEAD_COUNT, spec.n_heads)
-    put(_A.HEAD_COUNT_KV, [0 if f else spec.n_kv_heads for f in spec.layer_linear])
+    rope = spec.pos == _core.PosKind.rotary
+    _layer_heads_metadata(spec, put, cfg.positive("max_position_embeddings", 4096) if rope else 1 << 20,
+                          spec.moe_ffn_size if spec.n_experts else spec.ffn_size)
     put(_A.KEY_LENGTH, spec.head_dim)
     put(_A.VALUE_LENGTH, spec.head_dim)
-    put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
-    put(_R.FREQ_BASE, spec.rope.theta)
     put(_R.DIMENSION_COUNT, spec.head_dim)
     put(_R.SCALING_FINETUNED, rope)
     put(_K.EMBEDDING_SCALE, spec.emb_scale)
@@ -316,11 +313,18 @@ def granite_hybrid_metadata(cfg, config: Dict[str, Any], put) -> None:
         put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, spec.shared_ffn_size)
 
 
-def _core_pos_rotary():
-    from . import _core
-
-    return _core.PosKind.rotary
-
+def _layer_heads_metadata(spec, put, context: int, ffn: int) -> None:
+    """The keys LFM2 and Granite 4.0-H share: a recurrent layer has no key/value heads (the read side:
+    _layer_heads)."""
+    put(_K.VOCAB_SIZE, spec.vocab_size)
+    put(_K.CONTEXT_LENGTH, context)
+    put(_K.EMBEDDING_LENGTH, spec.hidden_size)
+    put(_K.BLOCK_COUNT, spec.n_layers)
+    put(_K.FEED_FORWARD_LENGTH, ffn)
+    put(_A.HEAD_COUNT, spec.n_heads)
+    put(_A.HEAD_COUNT_KV, [0 if f else spec.n_kv_heads for f in spec.layer_linear])
+    put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
+    put(_R.FREQ_BASE, spec.rope.theta)
 
 
 def lfm2_metadata(cfg, config: Dict[str, Any], put) -> None:
@@ -331,15 +335,7 @@ def lfm2_metadata(cfg, config: Dict[str, Any], put) -> None:
     if spec.n_heads * spec.head_dim != spec.hidden_size:
         raise cfg.error("num_attention_heads", "times the head size differs from hidden_size: llama.cpp's lfm2 "
                                                "assumes them equal")
-    put(_K.VOCAB_SIZE, spec.vocab_size)
-    put(_K.CONTEXT_LENGTH, cfg.positive("max_position_embeddings", 128000))
-    put(_K.EMBEDDING_LENGTH, spec.hidden_size)
-    put(_K.BLOCK_COUNT, spec.n_layers)
-    put(_K.FEED_FORWARD_LENGTH, spec.ffn_size)
-    put(_A.HEAD_COUNT, spec.n_heads)
-    put(_A.HEAD_COUNT_KV, [0 if f else spec.n_kv_heads for f in spec.layer_linear])
-    put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
-    put(_R.FREQ_BASE, spec.rope.theta)
+    _layer_heads_metadata(spec, put, cfg.positive("max_position_embeddings", 128000), spec.ffn_size)
     put(Keys.ShortConv.L_CACHE, spec.lin_conv)
     if spec.model_type == "lfm2_moe":  # (what llama.cpp's lfm2moe assumes, checked)
         for field, ok in (("use_expert_bias", spec.moe_select_bias), ("norm_topk_prob", spec.moe_norm_topk),
@@ -453,13 +449,6 @@ def _fused_rows(spec, g: str) -> int:
             "ssm_in": 2 * kd + 2 * vd}[kind]
 
 
-def _split_name(canonical: str) -> Optional[str]:
-    """Qwen3-Next's GGUF name for lin.qkv and lin.z (attn_qkv, attn_gate: split from in_proj_qkvz)."""
-    layer, part = canonical.split(".")[1], canonical.split(".", 2)[-1]
-    kind = {"lin.qkv.weight": "attn_qkv", "lin.z.weight": "attn_gate"}.get(part)
-    return None if kind is None else f"blk.{layer}.{kind}.weight"
-
-
 def gguf_linear_layout(spec, names: Dict[str, Any]) -> None:
     """A model loaded quantized computes with its value heads in llama.cpp's tiled order (the orders are the same
     model), so that its GGUF file holds exactly its tensors: ssm_out's columns could not be moved once quantized."""
@@ -482,28 +471,32 @@ def gguf_linear_layout(spec, names: Dict[str, Any]) -> None:
     spec.lin_v_tiled = True
 
 
-_GRANITE_SPLIT = {"mlp.gate.weight": "ffn_gate", "mlp.up.weight": "ffn_up", "mlp.down.weight": "ffn_down",
-                  "moe.shared.gate.weight": "ffn_gate_shexp", "moe.shared.up.weight": "ffn_up_shexp",
-                  "moe.shared.down.weight": "ffn_down_shexp"}
+# weights llama.cpp's converter splits out of one checkpoint tensor as we hold them: {model_type: {part: tensor}}
+_SPLIT = {"granitemoehybrid": {"mlp.gate.weight": "ffn_gate", "mlp.up.weight": "ffn_up", "mlp.down.weight": "ffn_down",
+                               "moe.shared.gate.weight": "ffn_gate_shexp", "moe.shared.up.weight": "ffn_up_shexp",
+                               "moe.shared.down.weight": "ffn_down_shexp"},
+          "qwen3_next": {"lin.qkv.weight": "attn_qkv", "lin.z.weight": "attn_gate"}}
 # Granite 4.0-H's Mamba2 vectors as llama.cpp shapes them ([heads, 1]; the norm [groups, width])
 _GRANITE_SHAPED = ("lin.A", "lin.D", "lin.norm.weight")
 
 
 def direct_name(spec, canonical: str) -> Optional[str]:
     """The GGUF tensor of a weight that llama.cpp's converter splits out of one checkpoint tensor and we hold as it
-    does: Granite 4.0-H's shared MLP (input_linear's gate and up rows, ffn_gate / ffn_up or their _shexp)."""
-    if spec.model_type != "granitemoehybrid" or not canonical.startswith("layers."):
+    does: Granite 4.0-H's shared MLP (input_linear's gate and up rows, ffn_gate / ffn_up or their _shexp), Qwen3-Next's
+    q|k|v and z (in_proj_qkvz's rows, attn_qkv and attn_gate; an older file's fused ssm_in is read by read_tensor)."""
+    table = _SPLIT.get(spec.model_type)
+    if table is None or not canonical.startswith("layers."):
         return None
-    kind = _GRANITE_SPLIT.get(canonical.split(".", 2)[-1])
+    kind = table.get(canonical.split(".", 2)[-1])
     return None if kind is None else f"blk.{canonical.split('.')[1]}.{kind}.weight"
 
 
 def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Optional[Tuple[str, str]]:
     """(canonical name, key in the file's tensor map) where a hybrid's weight is not the GGUF tensor `g` as stored
     under its own name (None where it is): rows of a tensor the file keeps fused as the checkpoint does (attn_q's
-    query and gate rows, ssm_ba's b and a, an older Qwen3-Next file's ssm_in), added as owned copies; Qwen3-Next's
-    attn_qkv and attn_gate; and ssm_a, the decay rates themselves (lin.A) where the checkpoint has their logarithm
-    (lin.A_log)."""
+    query and gate rows, ssm_ba's b and a, an older Qwen3-Next file's ssm_in), added as owned copies; Granite 4.0-H's
+    [heads, 1] and [groups, width] vectors flattened; and ssm_a, the decay rates themselves (lin.A) where the
+    checkpoint has their logarithm (lin.A_log)."""
     from .archs import Derived
 
     part = canonical.split(".", 2)[-1]
@@ -520,9 +513,6 @@ def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Option
         return canonical[:-len("_log")], g
     if not (isinstance(v, Derived) and v.rows is not None and not isinstance(v.rows, slice)):
         return None
-    split = _split_name(canonical) if spec.model_type == "qwen3_next" and g not in tmap else None
-    if split is not None:
-        return canonical, split
     if g not in tmap:
         return None
     key = f"{g}[{canonical.split('.', 2)[-1]}]"
@@ -537,15 +527,12 @@ def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Option
 
 
 def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, tensors: Dict[str, tuple]) -> bool:
-    """Puts a Qwen3.5 tensor into `tensors` in llama.cpp's layout where that differs from ours (True), else leaves
-    it to the caller (False): tensors fused as in the checkpoint rebuilt from our rows (attn_q, ssm_ba), Qwen3-Next's
-    attn_qkv and attn_gate, the convolution's shape, and the value heads tiled where llama.cpp's files have them so
-    and the model holds them grouped. (The model's lin.A is ssm_a as it is.)"""
+    """Puts a hybrid's tensor into `tensors` in llama.cpp's layout where that differs from ours (True), else leaves
+    it to the caller (False): tensors fused as in the checkpoint rebuilt from our rows (attn_q, ssm_ba), the
+    convolution's and Granite 4.0-H's vectors' shapes, and the value heads tiled where llama.cpp's files have them so
+    and the model holds them grouped. (The model's lin.A is ssm_a as it is; split weights: direct_name.)"""
     from .archs import Derived
 
-    if spec.model_type == "qwen3_next" and _split_name(canonical):
-        tensors[_split_name(canonical)] = (np.ascontiguousarray(a), dtype)  # (our rows are attn_qkv's, attn_gate's)
-        return True
     if isinstance(v, Derived) and v.rows is not None and not isinstance(v.rows, slice):  # (rows of a fused tensor)
         full = tensors.get(g)
         if full is None:

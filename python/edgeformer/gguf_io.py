@@ -103,14 +103,14 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
             continue
         src = v.src if isinstance(v, Derived) else v
         g = gguf_hybrid.direct_name(spec, canonical) if hybrid else None  # (a split of one checkpoint tensor)
-        if g is not None:
+        if g is not None and g in tmap:
             mapped[canonical] = g
             continue
         if src not in h2g:
             raise ValueError(f"{path}: no GGUF tensor corresponds to '{src}' (for {canonical})")
         g = h2g[src]
         special = gguf_hybrid.read_tensor(tmap, spec, canonical, v, g, path) if hybrid else None
-        if special is not None:  # (Qwen3.5's query and gate rows, its decay rates)
+        if special is not None:  # (hybrids' rows of fused tensors, reshaped vectors, decay rates)
             mapped[special[0]] = special[1]
             continue
         if isinstance(v, Derived) and v.rows is not None:  # a fused matrix: a zero-copy view of its rows
@@ -240,6 +240,7 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
         h2g = gguf_names_from_hf(arch, spec.n_layers, config)
         permuted = spec.rope.style == _core.RopeStyle.interleaved
         rotary = spec.pos == _core.PosKind.rotary
+        hybrid = arch in gguf_hybrid.HYBRID_ARCHS
         fused: Dict[str, List[tuple]] = {}
         experts: Dict[str, Dict[int, tuple]] = {}
         for canonical, t in model._core.weights():
@@ -248,9 +249,9 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
                 experts.setdefault(expert[0], {})[expert[1]] = (t.numpy(), t.dtype)
                 continue
             v = hf_names.get(canonical)
-            if v is None and canonical.endswith(".lin.A"):  # (Qwen3.5's decay rates, from A_log)
+            if v is None and canonical.endswith(".lin.A"):  # (hybrids' decay rates, from A_log)
                 v = hf_names.get(canonical + "_log")
-            direct = gguf_hybrid.direct_name(spec, canonical) if arch in gguf_hybrid.HYBRID_ARCHS else None
+            direct = gguf_hybrid.direct_name(spec, canonical) if hybrid else None
             if direct is not None:  # (a split of one checkpoint tensor)
                 tensors[direct] = (t.numpy(), t.dtype)
                 continue
@@ -259,8 +260,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
                 raise ValueError(f"{source_dir}: no GGUF name for tensor '{canonical}' ({src})")
             g = h2g[src]
             a = t.numpy()
-            if arch in gguf_hybrid.HYBRID_ARCHS and gguf_hybrid.write_tensor(spec, canonical, v, a, t.dtype, g, tensors):
-                continue  # (Qwen3.5's layouts)
+            if hybrid and gguf_hybrid.write_tensor(spec, canonical, v, a, t.dtype, g, tensors):
+                continue  # (hybrids' layouts)
             if canonical == "pos_embeddings.weight" and arch == "bert":
                 a = a[spec.pos_offset:]  # (RoBERTa's: llama.cpp's BERT counts positions from 0)
             # (llama.cpp's rows for rotary pairs; without positions, Granite 4.0-H's, any order is one model)

@@ -396,8 +396,9 @@ class Model:
 
     @property
     def _rewindable(self) -> bool:
-        """Whether the cache can keep any prefix of its tokens: not where recurrent (Gated DeltaNet) layers hold
-        a state of all of them (it is kept whole, when a prompt continues every cached token, or dropped)."""
+        """Whether the cache can keep any prefix of its tokens: not where recurrent layers (Gated DeltaNet, short
+        convolutions, Mamba2) hold a state of all of them (it is kept whole, when a prompt continues every cached
+        token, or dropped)."""
         return not self.spec.recurrent()
 
     def _reset_to(self, ids: Sequence[int]) -> int:
