@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 def cases():
     import transformers as tf
 
+    from test_hybrid import _with_score_bias
     from test_moe import _with_select_bias
 
     b = dict(vocab_size=320, max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=None)
@@ -151,6 +152,19 @@ def cases():
             mamba_d_state=16, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=96,
             embedding_multiplier=2.0, attention_multiplier=0.1, residual_multiplier=0.5, logits_scaling=3.0,
             **{**d, "num_hidden_layers": 4, "intermediate_size": 64})),
+        "nemotron_h": lambda: (tf.NemotronHForCausalLM, tf.NemotronHConfig(
+            layers_block_type=["linear_attention", "mlp", "full_attention", "mlp", "linear_attention", "mlp"],
+            head_dim=32, mamba_num_heads=8, mamba_head_dim=32, ssm_state_size=16, n_groups=2, tie_word_embeddings=False,
+            **{k: v for k, v in d.items() if k != "num_hidden_layers"})),
+        "nemotron_h_moe": lambda: (_with_score_bias, tf.NemotronHConfig(
+            layers_block_type=["linear_attention", "moe", "full_attention", "moe", "linear_attention", "moe"],
+            head_dim=32, mamba_num_heads=8, mamba_head_dim=32, ssm_state_size=16, n_groups=2, n_routed_experts=8,
+            num_experts_per_tok=2, moe_intermediate_size=64, moe_shared_expert_intermediate_size=96, n_group=2,
+            topk_group=1, routed_scaling_factor=2.5, tie_word_embeddings=False,
+            **{k: v for k, v in d.items() if k != "num_hidden_layers"})),
+        "mamba2": lambda: (tf.Mamba2ForCausalLM, tf.Mamba2Config(
+            num_hidden_layers=3, num_heads=8, head_dim=32, state_size=16, n_groups=2, tie_word_embeddings=False,
+            **{k: v for k, v in d.items() if k in ("hidden_size", *b)})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

@@ -1,8 +1,9 @@
 """Hybrid decoders against transformers on tiny random checkpoints, under every ISA: Qwen3.5 (Gated DeltaNet
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
-checkpoint, Qwen3-Next, and LFM2 (gated short convolutions), dense and mixture-of-experts. Logits within
-1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a
-recurrent state; GGUF in and out as llama.cpp's qwen35 / qwen35moe."""
+checkpoint, Qwen3-Next, LFM2 (gated short convolutions), dense and mixture-of-experts, Granite 4.0-H, Nemotron-H
+(layers of one branch each) and Mamba2 (Mamba2 mixers alone). Logits within 1e-4 + 2e-3 * max|logit|, greedy
+tokens identical; prompts in pieces, batches and the cache's reuse rules of a recurrent state; GGUF in and out as
+llama.cpp writes each."""
 
 from __future__ import annotations
 
@@ -86,6 +87,25 @@ def _cases():
             num_local_experts=0, position_embedding_type="rope", mamba_n_groups=1, time_step_limit=[0.0, 4.0]))),
         "granite_hybrid_rope": (tf.GraniteMoeHybridForCausalLM, tf.GraniteMoeHybridConfig(**_granite_hybrid(
             num_local_experts=0, position_embedding_type="rope"))),
+        # Nemotron-H: each layer one branch (a Mamba2 mixer, attention without positions, a squared-ReLU MLP)
+        "nemotron_h": (tf.NemotronHForCausalLM, tf.NemotronHConfig(**_nemotron_h())),
+        "nemotron_h_tied": (tf.NemotronHForCausalLM, tf.NemotronHConfig(**_nemotron_h(
+            layers_block_type=["full_attention", "linear_attention", "mlp"], n_groups=1, use_conv_bias=False,
+            tie_word_embeddings=True, time_step_limit=[0.0, 4.0]))),
+        # Nemotron 3: experts without a gate (squared ReLU) and a shared one, DeepSeek-V3's router (random
+        # selection biases); two groups of experts, weights not renormalized, scaled
+        "nemotron_h_moe": (_with_score_bias, tf.NemotronHConfig(**_nemotron_h(
+            layers_block_type=["linear_attention", "moe", "full_attention", "moe"], n_routed_experts=8,
+            num_experts_per_tok=2, moe_intermediate_size=32, moe_shared_expert_intermediate_size=48))),
+        "nemotron_h_moe_groups": (_with_score_bias, tf.NemotronHConfig(**_nemotron_h(
+            layers_block_type=["linear_attention", "moe", "full_attention", "mlp", "moe"], n_routed_experts=8,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32, moe_shared_expert_intermediate_size=48, n_group=2, topk_group=1,
+            norm_topk_prob=False, routed_scaling_factor=2.5))),
+        # Mamba2: its mixers alone
+        "mamba2": (tf.Mamba2ForCausalLM, tf.Mamba2Config(
+            vocab_size=320, hidden_size=64, num_hidden_layers=3, num_heads=8, head_dim=16, state_size=16, n_groups=2,
+            bos_token_id=0, eos_token_id=None, pad_token_id=None)),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
@@ -100,6 +120,28 @@ def _granite_hybrid(**kw):
                    num_local_experts=4, num_experts_per_tok=2, embedding_multiplier=2.0, attention_multiplier=0.1,
                    residual_multiplier=0.5, logits_scaling=3.0, bos_token_id=0, eos_token_id=None,
                    pad_token_id=None), **kw}
+
+
+def _nemotron_h(**kw):
+    return {**dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2,
+                   head_dim=16, layers_block_type=["linear_attention", "mlp", "full_attention", "mlp",
+                                                   "linear_attention", "mlp"],
+                   mamba_num_heads=8, mamba_head_dim=16, ssm_state_size=16, n_groups=2, bos_token_id=0,
+                   eos_token_id=None, pad_token_id=None), **kw}
+
+
+def _with_score_bias(cfg):
+    """A Nemotron 3 whose router's selection biases (a buffer, zeros at init) are random."""
+    import torch
+    import transformers as tf
+
+    model = tf.NemotronHForCausalLM(cfg)
+    g = torch.Generator().manual_seed(5)
+    for layer in model.model.layers:
+        router = getattr(layer.mixer, "gate", None)
+        if router is not None and hasattr(router, "e_score_correction_bias"):
+            router.e_score_correction_bias.copy_(0.3 * torch.randn(router.e_score_correction_bias.shape, generator=g))
+    return model
 
 
 def _with_expert_bias(cfg):
@@ -127,7 +169,8 @@ def _wrapper(text_config):
 
 
 CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied",
-         "lfm2_moe", "granite_hybrid", "granite_hybrid_dense"]
+         "lfm2_moe", "granite_hybrid", "granite_hybrid_dense", "nemotron_h", "nemotron_h_tied", "nemotron_h_moe",
+         "nemotron_h_moe_groups", "mamba2"]
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +256,8 @@ def test_recurrent_batches_and_batcher(built):
 # (granitehybrid: likewise its Mamba2 layers)
 GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35",
               "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2", "lfm2_moe_eq": "lfm2moe",
-              "granite_hybrid": "granitehybrid", "granite_hybrid_rope": "granitehybrid"}
+              "granite_hybrid": "granitehybrid", "granite_hybrid_rope": "granitehybrid", "nemotron_h": "nemotron_h",
+              "nemotron_h_moe": "nemotron_h_moe", "mamba2": "mamba2"}
 # tensors each writes as llama.cpp's converter does
 GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
                          "blk.0.ssm_beta.weight", "blk.3.attn_q.weight"},
@@ -223,6 +267,13 @@ GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.wei
 GGUF_NAMES["qwen35moe"] = GGUF_NAMES["qwen35"]
 GGUF_NAMES["granitehybrid"] = {"blk.0.ssm_in.weight", "blk.0.ssm_a", "blk.0.ssm_d", "blk.0.ssm_conv1d.bias",
                                "blk.0.ssm_norm.weight", "blk.2.attn_q.weight"}
+GGUF_NAMES["mamba2"] = {"blk.0.attn_norm.weight", "blk.0.ssm_in.weight", "blk.0.ssm_a", "blk.0.ssm_d",
+                        "blk.0.ssm_conv1d.bias", "blk.0.ssm_norm.weight", "output_norm.weight", "output.weight"}
+GGUF_NAMES["nemotron_h"] = GGUF_NAMES["mamba2"] | {"blk.1.attn_norm.weight", "blk.1.ffn_up.weight",
+                                                   "blk.1.ffn_down.weight", "blk.2.attn_q.weight"}
+GGUF_NAMES["nemotron_h_moe"] = GGUF_NAMES["mamba2"] | {"blk.1.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight",
+                                                       "blk.1.ffn_gate_inp.weight", "blk.1.exp_probs_b.bias",
+                                                       "blk.1.ffn_up_shexp.weight", "blk.2.attn_q.weight"}
 GGUF_NAMES["lfm2moe"] = GGUF_NAMES["lfm2"] | {"blk.1.exp_probs_b.bias", "blk.1.ffn_gate_exps.weight",
                                               "blk.1.ffn_gate_inp.weight", "blk.0.ffn_gate.weight"}
 
@@ -345,3 +396,58 @@ def test_qwen3_next_gguf_of_an_older_converter(built, tmp_path):
 
     _rewrite_gguf(new, str(tmp_path / "old.gguf"), fuse)
     assert_logits_close(edgeformer.load(str(tmp_path / "old.gguf"), threads=2, max_context=64).logits(PROMPT), ref)
+
+
+def test_nemotron_h_as_nvidia_publishes_it(built, tmp_path):
+    """NVIDIA's Nemotron-H checkpoints name the model backbone. (transformers 5 saves model.) and describe the
+    layers by hybrid_override_pattern's letters, with the older field names: read alike; a letter outside M, *, -,
+    E is refused by name, and so is an expert layer whose tensors the checkpoint lacks."""
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    path, ref, _ = built("nemotron_h")
+    with open(path + "/config.json") as f:
+        cfg = json.load(f)
+    old = {k: v for k, v in cfg.items() if k not in ("layers_block_type", "n_groups", "head_dim", "conv_kernel")}
+    old.update(hybrid_override_pattern="M-*-M-", mamba_n_groups=cfg["n_groups"], attention_head_dim=cfg["head_dim"],
+               mamba_d_conv=cfg["conv_kernel"], num_hidden_layers=6)
+    dst = tmp_path / "nvidia"
+    shutil.copytree(path, dst)
+    (dst / "config.json").write_text(json.dumps(old))
+    tensors = load_file(path + "/model.safetensors")
+    save_file({("backbone." + k[6:] if k.startswith("model.") else k): v for k, v in tensors.items()},
+              str(dst / "model.safetensors"))
+    assert_logits_close(edgeformer.load(str(dst), threads=2, max_context=64).logits(PROMPT), ref)
+    for pattern, match in (("M-*-Mx", "hybrid_override_pattern"), ("M-*EM-", "backbone.layers.3.mixer.gate.weight")):
+        (dst / "config.json").write_text(json.dumps({**old, "hybrid_override_pattern": pattern}))
+        with pytest.raises(ValueError, match=match):
+            edgeformer.load(str(dst), threads=2, max_context=64)
+
+
+def test_nemotron_h_moe_stacked_experts(built, tmp_path):
+    """Experts stacked per layer (up_proj [experts, width, hidden], down_proj), as transformers 5 can hold them, are
+    read as NVIDIA's one tensor per expert are."""
+    import re
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    path, ref, _ = built("nemotron_h_moe")
+    tensors = load_file(path + "/model.safetensors")
+    stacked, parts = {}, {}
+    for k, v in tensors.items():
+        m = re.fullmatch(r"(.*\.mixer\.experts\.)(\d+)\.(up|down)_proj\.weight", k)
+        if m:
+            parts.setdefault(f"{m.group(1)}{m.group(3)}_proj", {})[int(m.group(2))] = v
+        else:
+            stacked[k] = v
+    assert parts
+    for k, by_expert in parts.items():
+        stacked[k] = np.stack([by_expert[e] for e in sorted(by_expert)])
+    dst = tmp_path / "stacked"
+    shutil.copytree(path, dst)
+    save_file(stacked, str(dst / "model.safetensors"))
+    assert_logits_close(edgeformer.load(str(dst), threads=2, max_context=64).logits(PROMPT), ref)

@@ -125,6 +125,7 @@ void register_model(py::module_& m) {
       .def_readwrite("attn_sinks", &ef::ArchSpec::attn_sinks)
       .def_readwrite("attn_out_gate", &ef::ArchSpec::attn_out_gate)
       .def_readwrite("layer_linear", &ef::ArchSpec::layer_linear)
+      .def_readwrite("layer_mlp", &ef::ArchSpec::layer_mlp)
       .def_readwrite("lin_k_heads", &ef::ArchSpec::lin_k_heads)
       .def_readwrite("lin_v_heads", &ef::ArchSpec::lin_v_heads)
       .def_readwrite("lin_k_dim", &ef::ArchSpec::lin_k_dim)

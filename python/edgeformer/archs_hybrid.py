@@ -288,24 +288,8 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
                         tensor_names)
     s.model_type = "granitemoehybrid"
     s.layer_linear = [kinds[t] for t in types]
-    s.ssm_heads, s.ssm_head_dim = c.positive("mamba_n_heads"), c.positive("mamba_d_head")
-    s.ssm_state, s.ssm_groups = c.positive("mamba_d_state"), c.positive("mamba_n_groups")
-    s.lin_conv = c.positive("mamba_d_conv")
-    s.ssm_conv_bias = c.get("mamba_conv_bias", bool)
-    inner = int(c.get("mamba_expand", float) * s.hidden_size)
-    if s.ssm_heads * s.ssm_head_dim != inner:
-        raise c.error("mamba_d_head", f"({s.ssm_head_dim}) times mamba_n_heads ({s.ssm_heads}) differs from "
-                                      f"mamba_expand * hidden_size ({inner})")
-    limit = c.data.get("time_step_limit")
-    if isinstance(limit, (list, tuple)):  # (transformers 5 writes infinity as {"__float__": "Infinity"})
-        limit = [float(x["__float__"]) if isinstance(x, dict) and x.get("__float__") in ("Infinity", "inf") else x
-                 for x in limit]
-    if limit is not None:
-        if not (isinstance(limit, (list, tuple)) and len(limit) == 2 and
-                all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in limit)):
-            raise c.error("time_step_limit", f"expected two numbers, got {limit!r}")
-        s.ssm_dt_min = float(limit[0])
-        s.ssm_dt_max = 0.0 if limit[1] == float("inf") else float(limit[1])
+    _ssm_sizes(c, s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv",
+               "mamba_conv_bias", int(c.get("mamba_expand", float) * s.hidden_size))
     if c.data.get("position_embedding_type") != "rope":
         s.pos = _core.PosKind.none
     n_experts = c.get("num_local_experts", int)
@@ -319,13 +303,7 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
         out[mlp + "up.weight"] = Derived(src + "shared_mlp.input_linear.weight", slice(shared, 2 * shared))
         out[mlp + "down.weight"] = src + "shared_mlp.output_linear.weight"
         if s.layer_linear[i]:
-            m = src + "mamba."
-            for part, name in (("in.weight", "in_proj.weight"), ("conv.weight", "conv1d.weight"),
-                               ("dt_bias", "dt_bias"), ("A_log", "A_log"), ("D", "D"), ("norm.weight", "norm.weight"),
-                               ("out.weight", "out_proj.weight")):
-                out[dst + "lin." + part] = m + name
-            if s.ssm_conv_bias:
-                out[dst + "lin.conv.bias"] = m + "conv1d.bias"
+            mamba2_names(out, src + "mamba.", dst, s.ssm_conv_bias)
         else:
             for p in "qkvo":
                 out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
@@ -340,6 +318,207 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
         for i in range(n):
             granite_expert_names(s, out, i)
     return s, out
+
+
+def _time_step_limit(c: Config, s: "_core.ArchSpec") -> None:
+    """A Mamba2 mixer's clamp of its time steps (time_step_limit: two numbers, the second possibly infinite)."""
+    limit = c.data.get("time_step_limit")
+    if isinstance(limit, (list, tuple)):  # (transformers 5 writes infinity as {"__float__": "Infinity"})
+        limit = [float(x["__float__"]) if isinstance(x, dict) and x.get("__float__") in ("Infinity", "inf") else x
+                 for x in limit]
+    if limit is not None:
+        if not (isinstance(limit, (list, tuple)) and len(limit) == 2 and
+                all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in limit)):
+            raise c.error("time_step_limit", f"expected two numbers, got {limit!r}")
+        s.ssm_dt_min = float(limit[0])
+        s.ssm_dt_max = 0.0 if limit[1] == float("inf") else float(limit[1])
+
+
+def mamba2_names(out: NameMap, src: str, dst: str, conv_bias: bool) -> None:
+    """A Mamba2 mixer's tensors (in_proj, conv1d, dt_bias, A_log, D, norm, out_proj under src) as lin.*."""
+    for part, name in (("in.weight", "in_proj.weight"), ("conv.weight", "conv1d.weight"), ("dt_bias", "dt_bias"),
+                       ("A_log", "A_log"), ("D", "D"), ("norm.weight", "norm.weight"), ("out.weight", "out_proj.weight")):
+        out[dst + "lin." + part] = src + name
+    if conv_bias:
+        out[dst + "lin.conv.bias"] = src + "conv1d.bias"
+
+
+def _ssm_sizes(c: Config, s: "_core.ArchSpec", heads: str, head_dim: str, state: str, groups: str, conv: str,
+               conv_bias: str, inner: Optional[int] = None) -> None:
+    """A Mamba2 mixer's sizes from the config fields named; inner (the heads' total width) checked where given."""
+    s.ssm_heads, s.ssm_head_dim = c.positive(heads), c.positive(head_dim)
+    s.ssm_state, s.ssm_groups = c.positive(state), c.positive(groups)
+    s.lin_conv = c.positive(conv)
+    s.ssm_conv_bias = c.get(conv_bias, bool)
+    if inner is not None and s.ssm_heads * s.ssm_head_dim != inner:
+        raise c.error(head_dim, f"({s.ssm_head_dim}) times {heads} ({s.ssm_heads}) differs from the mixer's width "
+                                f"({inner})")
+    _time_step_limit(c, s)
+
+
+def _backbone(tensor_names, default: str) -> str:
+    """Where a Mamba-family checkpoint holds its model: backbone. (the original checkpoints) or model.
+    (transformers 5 saves Nemotron-H so)."""
+    have = set(tensor_names)
+    for prefix in ("backbone.", "model."):
+        if prefix + "embeddings.weight" in have:
+            return prefix
+    return default
+
+
+def _ssm_only_spec(c: Config, model_type: str, n_layers: int, tensor_names) -> "_core.ArchSpec":
+    """The fields a Mamba-family decoder shares: RMSNorm (layer_norm_epsilon), no positions, embeddings untied
+    unless the checkpoint lacks lm_head.weight (or, without tensor names, tie_word_embeddings)."""
+    s = _core.ArchSpec()
+    s.model_type = model_type
+    s.vocab_size = c.positive("vocab_size")
+    s.hidden_size = c.positive("hidden_size")
+    s.n_layers = n_layers
+    s.norm = _core.NormKind.rms
+    s.norm_eps = c.get("layer_norm_epsilon", float, 1e-5)
+    s.pos = _core.PosKind.none
+    s.max_position = c.positive("max_position_embeddings", 1 << 20)
+    have = set(tensor_names)
+    s.tie_embeddings = "lm_head.weight" not in have if have else c.get("tie_word_embeddings", bool, False)
+    return s
+
+
+def _mamba2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Mamba2 (mamba2; Mamba-Codestral): every layer a Mamba2 mixer alone, x += mixer(rmsnorm(x)): no attention,
+    no MLP, no positions (ArchSpec.layer_mlp 0 everywhere)."""
+    c = Config({**MAMBA2_DEFAULTS, **cfg.data}, cfg.source)
+    for field in ("use_bias",):
+        if c.get(field, bool, False):
+            raise c.error(field, "is true: not supported for Mamba2")
+    if not c.get("rms_norm", bool, True):
+        raise c.error("rms_norm", "is false: not supported (the mixer's output norm is assumed)")
+    n = c.positive("num_hidden_layers")
+    prefix = _backbone(tensor_names, "backbone.")
+    s = _ssm_only_spec(c, "mamba2", n, tensor_names)
+    _ssm_sizes(c, s, "num_heads", "head_dim", "state_size", "n_groups", "conv_kernel", "use_conv_bias",
+               int(c.get("expand", float) * s.hidden_size))
+    # (no attention: its sizes only pass validation)
+    s.n_heads = s.n_kv_heads = 1
+    s.head_dim = s.ffn_size = 1
+    s.layer_linear = [3] * n
+    s.layer_mlp = [0] * n
+    names: NameMap = {"tok_embeddings.weight": prefix + "embeddings.weight", "norm.weight": prefix + "norm_f.weight"}
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(n):
+        src, dst = f"{prefix}layers.{i}.", f"layers.{i}."
+        names[dst + "attn_norm.weight"] = src + "norm.weight"
+        mamba2_names(names, src + "mixer.", dst, s.ssm_conv_bias)
+    return s, names
+
+
+# Mamba2Config's and NemotronHConfig's defaults
+MAMBA2_DEFAULTS: Dict[str, Any] = {"num_heads": 128, "head_dim": 64, "state_size": 128, "n_groups": 8, "expand": 2,
+                                   "conv_kernel": 4, "use_conv_bias": True, "layer_norm_epsilon": 1e-5}
+NEMOTRON_H_DEFAULTS: Dict[str, Any] = {
+    "num_attention_heads": 32, "num_key_value_heads": 8, "mlp_hidden_act": "relu2", "ssm_state_size": 128,
+    "mamba_num_heads": 128, "mamba_head_dim": 64, "n_groups": 8, "conv_kernel": 4, "use_conv_bias": True,
+    "layer_norm_epsilon": 1e-5, "max_position_embeddings": 4096}
+# Nemotron-H's layer types (layers_block_type, or the older hybrid_override_pattern's letters): (kind, has an MLP)
+_NEMOTRON_H_LAYERS = {"M": (3, 0), "linear_attention": (3, 0), "mamba": (3, 0), "*": (0, 0), "full_attention": (0, 0),
+                      "attention": (0, 0), "-": (4, 1), "mlp": (4, 1), "E": (4, 1), "moe": (4, 1)}
+
+
+def _nemotron_h_experts(c: Config, s: "_core.ArchSpec", sparse) -> None:
+    """Nemotron 3's mixture-of-experts layers (E / moe): DeepSeek-V3's router (sigmoid, a selection-only bias, the
+    best topk_group of n_group groups, renormalized where norm_topk_prob, times routed_scaling_factor), squared-ReLU
+    experts without a gate, and a shared one beside them."""
+    if c.data.get("moe_latent_size") is not None:
+        raise c.error("moe_latent_size", "is set (latent expert projections): not supported yet")
+    s.n_experts = c.positive("n_routed_experts", 8)
+    s.n_experts_used = c.positive("num_experts_per_tok", 2)
+    if s.n_experts_used > s.n_experts:
+        raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds n_routed_experts ({s.n_experts})")
+    s.moe_ffn_size = c.positive("moe_intermediate_size", 7688)
+    s.shared_ffn_size = c.positive("moe_shared_expert_intermediate_size", 7688) if \
+        c.get("n_shared_experts", int, 1) else 0
+    s.moe_sigmoid = s.moe_select_bias = True
+    s.moe_norm_topk = c.get("norm_topk_prob", bool, True)
+    s.moe_routed_scale = c.get("routed_scaling_factor", float, 1.0)
+    s.moe_groups, s.moe_groups_used = c.positive("n_group", 1), c.positive("topk_group", 1)
+    s.moe_group_top = 2
+    s.layer_moe = [int(x) for x in sparse]
+
+
+def _nemotron_h(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """NVIDIA Nemotron-H and Nemotron 3 (nemotron_h): each layer one branch, x += branch(rmsnorm(x)): a Mamba2
+    mixer, attention without positions, a squared-ReLU MLP or experts (layers_block_type or
+    hybrid_override_pattern)."""
+    from .archs import _activation
+
+    data = dict(cfg.data)
+    for old, new in (("mamba_n_groups", "n_groups"), ("mamba_d_conv", "conv_kernel"), ("mamba_conv_bias", "use_conv_bias"),
+                     ("mamba_dt_limit", "time_step_limit"), ("attention_head_dim", "head_dim")):
+        if old in data and new not in data:
+            data[new] = data[old]
+    c = Config({**NEMOTRON_H_DEFAULTS, **data}, cfg.source)
+    field = "layers_block_type" if c.data.get("layers_block_type") else "hybrid_override_pattern"
+    types = c.data.get(field)
+    if isinstance(types, str):
+        types = list(types)
+    if not (isinstance(types, list) and types and all(isinstance(t, str) and t in _NEMOTRON_H_LAYERS for t in types)):
+        raise c.error(field, "expected a list of 'linear_attention' / 'full_attention' / 'mlp' / 'moe' (or a "
+                             f"pattern of M, *, -, E), got {c.data.get(field)!r}")
+    if c.data.get("num_hidden_layers") not in (None, len(types)):
+        raise c.error("num_hidden_layers", f"({c.data['num_hidden_layers']}) differs from the {len(types)} layer types")
+    for field in ("use_bias", "mamba_proj_bias"):
+        if c.get(field, bool, False):
+            raise c.error(field, "is true: not supported for Nemotron-H")
+    if c.data.get("sliding_window") is not None:
+        raise c.error("sliding_window", "is set: not supported for Nemotron-H")
+    n = len(types)
+    prefix = _backbone(tensor_names, "backbone.")
+    s = _ssm_only_spec(c, "nemotron_h", n, tensor_names)
+    s.n_heads = c.positive("num_attention_heads")
+    s.n_kv_heads = c.positive("num_key_value_heads")
+    s.head_dim = c.positive("head_dim", s.hidden_size // s.n_heads)
+    s.ffn_size = c.positive("intermediate_size")
+    s.act = _activation(c, "mlp_hidden_act", "relu2")
+    s.gated_mlp = False
+    s.mlp_bias = c.get("mlp_bias", bool, False)
+    _ssm_sizes(c, s, "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups", "conv_kernel",
+               "use_conv_bias")
+    s.layer_linear = [_NEMOTRON_H_LAYERS[t][0] for t in types]
+    s.layer_mlp = [_NEMOTRON_H_LAYERS[t][1] for t in types]
+    names: NameMap = {"tok_embeddings.weight": prefix + "embeddings.weight", "norm.weight": prefix + "norm_f.weight"}
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    sparse = [t in ("E", "moe") for t in types]
+    if any(sparse):
+        _nemotron_h_experts(c, s, sparse)
+    have = set(tensor_names)
+    for i, kind in enumerate(s.layer_linear):
+        src, dst = f"{prefix}layers.{i}.", f"layers.{i}."
+        m = src + "mixer."
+        if sparse[i]:
+            names[dst + "mlp_norm.weight"] = src + "norm.weight"
+            names[dst + "moe.router.weight"] = m + "gate.weight"
+            names[dst + "moe.router.select_bias"] = m + "gate.e_score_correction_bias"
+            for e in range(s.n_experts):
+                for p in ("up", "down"):
+                    x = m + f"experts.{p}_proj"
+                    names[dst + f"moe.experts.{e}.{p}.weight"] = (Derived(x, index=e) if x in have else
+                                                                  m + f"experts.{e}.{p}_proj.weight")
+            for p in ("up", "down"):
+                names[dst + f"moe.shared.{p}.weight"] = m + f"shared_experts.{p}_proj.weight"
+            continue
+        names[dst + ("mlp_norm.weight" if kind == 4 else "attn_norm.weight")] = src + "norm.weight"
+        if kind == 3:
+            mamba2_names(names, m, dst, s.ssm_conv_bias)
+        elif kind == 0:
+            for p in "qkvo":
+                names[dst + f"attn.{p}.weight"] = m + f"{p}_proj.weight"
+        else:
+            for p in ("up", "down"):
+                names[dst + f"mlp.{p}.weight"] = m + f"{p}_proj.weight"
+                if s.mlp_bias:
+                    names[dst + f"mlp.{p}.bias"] = m + f"{p}_proj.bias"
+    return s, names
 
 
 def _wrapped(text_builder, text_type: str):
@@ -361,4 +540,5 @@ def _wrapped(text_builder, text_type: str):
 
 HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwen3_5_text"),
           "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text"),
-          "qwen3_next": _qwen3_next, "lfm2": _lfm2, "lfm2_moe": _lfm2_moe, "granitemoehybrid": _granitemoehybrid}
+          "qwen3_next": _qwen3_next, "lfm2": _lfm2, "lfm2_moe": _lfm2_moe, "granitemoehybrid": _granitemoehybrid,
+          "mamba2": _mamba2, "nemotron_h": _nemotron_h}

@@ -2,7 +2,7 @@
 
 * :func:`config_from_gguf` builds the config.json dict that ``archs.py`` reads from a file's metadata dict and
   tensor names, for the architectures llama.cpp calls ``llama`` (also Mistral and Mixtral), ``qwen2``, ``qwen3``,
-  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``granitemoe``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``, ``command-r``, ``qwen35``, ``qwen35moe``, ``qwen3next``, ``lfm2``, ``lfm2moe``, ``granitehybrid``, ``bloom``,
+  ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``, ``starcoder2``, ``stablelm``, ``granite``, ``granitemoe``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``, ``command-r``, ``qwen35``, ``qwen35moe``, ``qwen3next``, ``lfm2``, ``lfm2moe``, ``granitehybrid``, ``mamba2``, ``nemotron_h``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -37,6 +37,9 @@ from .gguf_common import (
     LFM2,
     LFM2MOE,
     GRANITE_HYBRID,
+    MAMBA2,
+    NEMOTRON_H,
+    NEMOTRON_H_MOE,
     SEED_OSS,
     FALCON,
     GPT2,
@@ -340,7 +343,8 @@ def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
 
 
 # the readers, in a module of their own (imported here, after the helpers above that they use)
-from .gguf_hybrid import config_granite_hybrid, config_lfm2, config_qwen35  # noqa: E402
+from .gguf_hybrid import (  # noqa: E402
+    config_granite_hybrid, config_lfm2, config_mamba2, config_qwen35, nemotron_has_experts as _nemotron_has_experts)
 from .gguf_readers import (  # noqa: E402
     _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere, _config_variants,
     _config_t5,
@@ -357,7 +361,8 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _conf
                     DEEPSEEK2: _config_deepseek2, EXAONE: _config_variants, COHERE2: _config_variants,
                     ARCEE: _config_variants, SEED_OSS: _config_variants, MISTRAL3: _config_variants,
                     QWEN35: config_qwen35, QWEN35MOE: config_qwen35, QWEN3NEXT: config_qwen35, LFM2: config_lfm2,
-                    LFM2MOE: config_lfm2, GRANITE_HYBRID: config_granite_hybrid,
+                    LFM2MOE: config_lfm2, GRANITE_HYBRID: config_granite_hybrid, MAMBA2: config_mamba2,
+                    NEMOTRON_H: config_mamba2, NEMOTRON_H_MOE: config_mamba2,
                     BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
@@ -571,6 +576,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         raise cfg.error("model_type", f"names an architecture GGUF export does not support {mt!r} "
                                       f"(supported: {', '.join(sorted(_ARCH_OF_MODEL_TYPE))})")
     arch = _ARCH_OF_MODEL_TYPE[mt]
+    if mt == "nemotron_h" and _nemotron_has_experts(config):  # (Nemotron 3: llama.cpp's nemotron_h_moe)
+        arch = NEMOTRON_H_MOE
     out: Dict[str, Any] = {Keys.General.ARCHITECTURE: arch}
 
     def put(template: str, value: Any) -> None:
@@ -709,10 +716,10 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         from .gguf_hybrid import lfm2_metadata
 
         lfm2_metadata(cfg, config, put)
-    elif arch == GRANITE_HYBRID:
-        from .gguf_hybrid import granite_hybrid_metadata
+    elif arch in (GRANITE_HYBRID, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE):
+        from .gguf_hybrid import granite_hybrid_metadata, mamba2_metadata
 
-        granite_hybrid_metadata(cfg, config, put)
+        (granite_hybrid_metadata if arch == GRANITE_HYBRID else mamba2_metadata)(cfg, config, put)
     elif arch == GPT2:
         hidden = cfg.positive("n_embd")
         put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))

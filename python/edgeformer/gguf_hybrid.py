@@ -1,6 +1,8 @@
 """Hybrid decoders in GGUF: Qwen3.5 and Qwen3-Next (llama.cpp's ``qwen35``, ``qwen35moe``, ``qwen3next``), Granite
 4.0-H (``granitehybrid``: Mamba2 layers those without key/value heads; ssm_a and ssm_d as [heads, 1], ssm_norm as
-[groups, width]; the shared MLP's gate and up split) and LFM2 (``lfm2``, ``lfm2moe``: its attention layers those
+[groups, width]; the shared MLP's gate and up split), Mamba2 and Nemotron-H (``mamba2``, ``nemotron_h``: the same
+mixer tensors; Nemotron-H's MLP layers those with a feed-forward width, its attention layers those with key/value
+heads, both per-layer arrays) and LFM2 (``lfm2``, ``lfm2moe``: its attention layers those
 with key/value heads in attention.head_count_kv, an array; the convolutions as [channels, taps]): metadata both
 ways, tensor names, and the layout changes llama.cpp's converter makes, which are undone (read) or redone (written)
 here.
@@ -33,9 +35,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from gguf.constants import MODEL_TENSOR, Keys
 
-from .gguf_common import GRANITE_HYBRID, LFM2, LFM2MOE, QWEN35, QWEN35MOE, QWEN3NEXT, _Meta
+from .gguf_common import (GRANITE_HYBRID, LFM2, LFM2MOE, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE, QWEN35, QWEN35MOE,
+                          QWEN3NEXT, _Meta)
 
-HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID)
+HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE)
 TILED_ARCHS = (QWEN35, QWEN35MOE)  # (Qwen3-Next's files keep transformers' grouped value heads)
 # the image-and-text checkpoints are written as their language model
 TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
@@ -55,6 +58,17 @@ _W = (".weight",)
 _T = MODEL_TENSOR
 
 
+def _mamba2_names(m: str):
+    """A Mamba2 mixer's tensors under m (its ssm_a: the checkpoint's A_log, read_tensor / write_tensor convert)."""
+    return [(_T.SSM_IN, m + "in_proj", _W, "blk"),
+            (_T.SSM_CONV1D, m + "conv1d", (".weight", ".bias"), "blk"),
+            (_T.SSM_DT, m + "dt_bias", ((".bias", ""),), "blk"),
+            (_T.SSM_A, m + "A_log", (("", ""),), "blk"),
+            (_T.SSM_D, m + "D", (("", ""),), "blk"),
+            (_T.SSM_NORM, m + "norm", _W, "blk"),
+            (_T.SSM_OUT, m + "out_proj", _W, "blk")]
+
+
 def name_table(arch: str):
     """(llama.cpp tensor, HF name, suffixes, stack) as gguf_names' tables; experts: gguf_names.expert_tensor."""
     L = "model.layers.{i}."
@@ -69,15 +83,26 @@ def name_table(arch: str):
             (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
             (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
             (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
-            (_T.SSM_IN, L + "mamba.in_proj", _W, "blk"),
-            (_T.SSM_CONV1D, L + "mamba.conv1d", (".weight", ".bias"), "blk"),
-            (_T.SSM_DT, L + "mamba.dt_bias", ((".bias", ""),), "blk"),
-            (_T.SSM_A, L + "mamba.A_log", (("", ""),), "blk"),
-            (_T.SSM_D, L + "mamba.D", (("", ""),), "blk"),
-            (_T.SSM_NORM, L + "mamba.norm", _W, "blk"),
-            (_T.SSM_OUT, L + "mamba.out_proj", _W, "blk"),
             (_T.FFN_GATE_INP, L + "block_sparse_moe.router.layer", _W, "blk"),
-        ]
+        ] + _mamba2_names(L + "mamba.")
+    if arch in (MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE):  # (the original checkpoints' names: backbone.; one norm per layer)
+        B = "backbone.layers.{i}."
+        moe = [(_T.FFN_GATE_INP, B + "mixer.gate", _W, "blk"),
+               (_T.FFN_EXP_PROBS_B, B + "mixer.gate.e_score_correction_bias", ((".bias", ""),), "blk"),
+               (_T.FFN_UP_SHEXP, B + "mixer.shared_experts.up_proj", _W, "blk"),
+               (_T.FFN_DOWN_SHEXP, B + "mixer.shared_experts.down_proj", _W, "blk")] if arch == NEMOTRON_H_MOE else []
+        return moe + [
+            (_T.TOKEN_EMBD, "backbone.embeddings", _W, None),
+            (_T.OUTPUT_NORM, "backbone.norm_f", _W, None),
+            (_T.OUTPUT, "lm_head", _W, None),
+            (_T.ATTN_NORM, B + "norm", _W, "blk"),
+            (_T.ATTN_Q, B + "mixer.q_proj", _W, "blk"),
+            (_T.ATTN_K, B + "mixer.k_proj", _W, "blk"),
+            (_T.ATTN_V, B + "mixer.v_proj", _W, "blk"),
+            (_T.ATTN_OUT, B + "mixer.o_proj", _W, "blk"),
+            (_T.FFN_UP, B + "mixer.up_proj", (".weight", ".bias"), "blk"),
+            (_T.FFN_DOWN, B + "mixer.down_proj", (".weight", ".bias"), "blk"),
+        ] + _mamba2_names(B + "mixer.")
     if arch in (LFM2, LFM2MOE):
         moe = [(_T.FFN_GATE_INP, L + "feed_forward.gate", _W, "blk"),
                (_T.FFN_EXP_PROBS_B, L + "feed_forward.expert_bias", ((".bias", ""),), "blk")] if arch == LFM2MOE else []
@@ -280,6 +305,59 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
     return cfg
 
 
+def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Mamba2's and Nemotron-H's configs from llama.cpp's keys: the mixers' sizes from the ssm keys (heads:
+    time_step_rank); Nemotron-H's layer types from the per-layer counts, as llama.cpp tells them: feed-forward width
+    (an MLP layer), else key/value heads (attention), else a Mamba2 mixer."""
+    from .gguf_config import _vocab_size
+    from .gguf_readers import _OUTPUT
+
+    hidden, n = m.positive(_k(_K.EMBEDDING_LENGTH, arch)), m.positive(_k(_K.BLOCK_COUNT, arch))
+    nh, inner = m.positive(_k(_S.TIME_STEP_RANK, arch)), m.positive(_k(_S.INNER_SIZE, arch))
+    if inner % nh:
+        raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the heads ({nh})")
+    eps_key = _k(_A.LAYERNORM_RMS_EPS, arch)
+    eps = m.get(eps_key, float) if m.has(eps_key) or arch == MAMBA2 else m.get(_k(_A.LAYERNORM_EPS, arch), float)
+    cfg: Dict[str, Any] = {"vocab_size": _vocab_size(m, arch), "hidden_size": hidden, "layer_norm_epsilon": eps,
+                           "conv_kernel": m.positive(_k(_S.CONV_KERNEL, arch)),
+                           "n_groups": m.positive(_k(_S.GROUP_COUNT, arch)),
+                           "tie_word_embeddings": _OUTPUT not in names}
+    if arch == MAMBA2:
+        if inner % hidden:
+            raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the embedding length ({hidden})")
+        return {**cfg, "architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2", "num_hidden_layers": n,
+                "num_heads": nh, "head_dim": inner // nh, "expand": inner // hidden, "state_size":
+                m.positive(_k(_S.STATE_SIZE, arch)), "use_conv_bias": "blk.0.ssm_conv1d.bias" in names}
+    _, _, heads, kv = _layer_heads(m, arch, "a Mamba2 or MLP layer")
+    ff_key = _k(_K.FEED_FORWARD_LENGTH, arch)
+    ff = m.raw(ff_key)
+    ff = [ff] * n if isinstance(ff, int) and not isinstance(ff, bool) else ff
+    if not (isinstance(ff, list) and len(ff) == n and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                                                          for x in ff)) or len({x for x in ff if x}) != 1:
+        raise m.error(ff_key, f"expected {n} widths, one value or 0 (not an MLP layer), got {ff!r}"[:200])
+    moe = arch == NEMOTRON_H_MOE  # (its layers with a feed-forward width are experts)
+    types = [("moe" if moe else "mlp") if f else "full_attention" if k else "linear_attention" for f, k in zip(ff, kv)]
+    first = types.index("linear_attention") if "linear_attention" in types else 0
+    if moe:
+        if m.has(_k(_K.MOE_LATENT_SIZE, arch)):
+            raise m.error(_k(_K.MOE_LATENT_SIZE, arch), "is set (latent expert projections): not supported yet")
+        cfg.update(n_routed_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+                   num_experts_per_tok=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
+                   moe_intermediate_size=m.uniform_positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch), max(ff)),
+                   moe_shared_expert_intermediate_size=m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch)),
+                   n_shared_experts=1, norm_topk_prob=m.get(_k(_K.EXPERT_WEIGHTS_NORM, arch), bool, False),
+                   routed_scaling_factor=m.get(_k(_K.EXPERT_WEIGHTS_SCALE, arch), float, 1.0),
+                   n_group=m.positive(_k(_K.EXPERT_GROUP_COUNT, arch), 1),
+                   topk_group=m.positive(_k(_K.EXPERT_GROUP_USED_COUNT, arch), 1))
+    return {**cfg, "architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "layers_block_type": types,
+            "num_hidden_layers": n,
+            "num_attention_heads": heads, "num_key_value_heads": max(kv) or heads,
+            "head_dim": m.positive(_k(_A.KEY_LENGTH, arch), hidden // heads), "intermediate_size": max(ff),
+            "mamba_num_heads": nh, "mamba_head_dim": inner // nh, "ssm_state_size": m.positive(_k(_S.STATE_SIZE, arch)),
+            "use_conv_bias": f"blk.{first}.ssm_conv1d.bias" in names,
+            "mlp_bias": any(x.endswith(".ffn_up.bias") for x in names)}
+
+
 # -- config.json -> metadata -------------------------------------------------------------------------------
 
 def granite_hybrid_metadata(cfg, config: Dict[str, Any], put) -> None:
@@ -311,6 +389,62 @@ def granite_hybrid_metadata(cfg, config: Dict[str, Any], put) -> None:
         put(_K.EXPERT_COUNT, spec.n_experts)
         put(_K.EXPERT_USED_COUNT, spec.n_experts_used)
         put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, spec.shared_ffn_size)
+
+
+def nemotron_has_experts(config: Dict[str, Any]) -> bool:
+    """Whether a Nemotron-H config has expert layers (Nemotron 3), which llama.cpp calls nemotron_h_moe."""
+    types = config.get("layers_block_type") or config.get("hybrid_override_pattern") or []
+    return "moe" in types or "E" in types
+
+
+def mamba2_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """Mamba2's and Nemotron-H's keys as llama.cpp's converter writes them (Nemotron-H's per-layer key/value heads
+    and feed-forward widths tell its layer types), after checking what llama.cpp assumes (no time step clamp; a
+    Mamba2's convolution bias)."""
+    from .archs import spec_from_config
+
+    spec = spec_from_config(config, cfg.source)[0]
+    if spec.ssm_dt_min != 0.0 or spec.ssm_dt_max != 0.0:
+        raise cfg.error("time_step_limit", f"clamps the time step: llama.cpp's {spec.model_type} does not")
+    if spec.model_type == "mamba2" and not spec.ssm_conv_bias:
+        raise cfg.error("use_conv_bias", "is false: llama.cpp's mamba2 requires the convolution's bias")
+    put(_K.VOCAB_SIZE, spec.vocab_size)
+    put(_K.CONTEXT_LENGTH, 1 << 20)  # (no positions: the converter's "arbitrary value")
+    put(_K.EMBEDDING_LENGTH, spec.hidden_size)
+    put(_K.BLOCK_COUNT, spec.n_layers)
+    put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
+    put(_S.CONV_KERNEL, spec.lin_conv)
+    put(_S.INNER_SIZE, spec.ssm_heads * spec.ssm_head_dim)
+    put(_S.STATE_SIZE, spec.ssm_state)
+    put(_S.TIME_STEP_RANK, spec.ssm_heads)
+    put(_S.GROUP_COUNT, spec.ssm_groups)
+    if spec.model_type == "mamba2":
+        put(_K.FEED_FORWARD_LENGTH, 0)
+        put(_A.HEAD_COUNT, 0)
+        return
+    moe = spec.n_experts > 0
+    if moe:  # (llama.cpp's nemotron_h_moe: every layer with a feed-forward width has experts)
+        if not all(spec.layer_moe[i] for i, k in enumerate(spec.layer_linear) if k == 4):
+            raise cfg.error("layers_block_type", "mixes MLP and expert layers: llama.cpp's nemotron_h_moe has "
+                                                 "experts only")
+        put(_K.EXPERT_COUNT, spec.n_experts)
+        put(_K.EXPERT_USED_COUNT, spec.n_experts_used)
+        put(_K.EXPERT_FEED_FORWARD_LENGTH, spec.moe_ffn_size)
+        put(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, spec.shared_ffn_size)
+        put(_K.EXPERT_SHARED_COUNT, 1 if spec.shared_ffn_size else 0)
+        put(_K.EXPERT_WEIGHTS_NORM, bool(spec.moe_norm_topk))
+        put(_K.EXPERT_WEIGHTS_SCALE, float(spec.moe_routed_scale))
+        put(_K.EXPERT_GROUP_COUNT, max(spec.moe_groups, 1))
+        put(_K.EXPERT_GROUP_USED_COUNT, max(spec.moe_groups_used, 1))
+        put(_K.EXPERT_GATING_FUNC, 2)  # (sigmoid)
+    put(_K.FEED_FORWARD_LENGTH, [(spec.moe_ffn_size if moe else spec.ffn_size) if k == 4 else 0
+                                 for k in spec.layer_linear])
+    put(_A.HEAD_COUNT, spec.n_heads)
+    put(_A.HEAD_COUNT_KV, [spec.n_kv_heads if k == 0 else 0 for k in spec.layer_linear])
+    put(_A.LAYERNORM_EPS, spec.norm_eps)
+    put(_A.KEY_LENGTH, spec.head_dim)
+    put(_A.VALUE_LENGTH, spec.head_dim)
+    put(_R.SCALING_FINETUNED, False)
 
 
 def _layer_heads_metadata(spec, put, context: int, ffn: int) -> None:
@@ -476,8 +610,9 @@ _SPLIT = {"granitemoehybrid": {"mlp.gate.weight": "ffn_gate", "mlp.up.weight": "
                                "moe.shared.gate.weight": "ffn_gate_shexp", "moe.shared.up.weight": "ffn_up_shexp",
                                "moe.shared.down.weight": "ffn_down_shexp"},
           "qwen3_next": {"lin.qkv.weight": "attn_qkv", "lin.z.weight": "attn_gate"}}
-# Granite 4.0-H's Mamba2 vectors as llama.cpp shapes them ([heads, 1]; the norm [groups, width])
-_GRANITE_SHAPED = ("lin.A", "lin.D", "lin.norm.weight")
+# Mamba2 mixers' vectors as llama.cpp shapes them ([heads, 1]; the norm [groups, width]), by model type
+_MAMBA2_SHAPED = ("lin.A", "lin.D", "lin.norm.weight")
+_MAMBA2_TYPES = ("granitemoehybrid", "mamba2", "nemotron_h")
 
 
 def direct_name(spec, canonical: str) -> Optional[str]:
@@ -494,13 +629,13 @@ def direct_name(spec, canonical: str) -> Optional[str]:
 def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Optional[Tuple[str, str]]:
     """(canonical name, key in the file's tensor map) where a hybrid's weight is not the GGUF tensor `g` as stored
     under its own name (None where it is): rows of a tensor the file keeps fused as the checkpoint does (attn_q's
-    query and gate rows, ssm_ba's b and a, an older Qwen3-Next file's ssm_in), added as owned copies; Granite 4.0-H's
-    [heads, 1] and [groups, width] vectors flattened; and ssm_a, the decay rates themselves (lin.A) where the
+    query and gate rows, ssm_ba's b and a, an older Qwen3-Next file's ssm_in), added as owned copies; a Mamba2
+    mixer's [heads, 1] and [groups, width] vectors flattened; and ssm_a, the decay rates themselves (lin.A) where the
     checkpoint has their logarithm (lin.A_log)."""
     from .archs import Derived
 
     part = canonical.split(".", 2)[-1]
-    if spec.model_type == "granitemoehybrid" and part in ("lin.A_log", "lin.D", "lin.norm.weight"):
+    if spec.model_type in _MAMBA2_TYPES and part in ("lin.A_log", "lin.D", "lin.norm.weight"):
         out = canonical[:-len("_log")] if part == "lin.A_log" else canonical
         if g not in tmap:
             return out, g
@@ -529,7 +664,7 @@ def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Option
 def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, tensors: Dict[str, tuple]) -> bool:
     """Puts a hybrid's tensor into `tensors` in llama.cpp's layout where that differs from ours (True), else leaves
     it to the caller (False): tensors fused as in the checkpoint rebuilt from our rows (attn_q, ssm_ba), the
-    convolution's and Granite 4.0-H's vectors' shapes, and the value heads tiled where llama.cpp's files have them so
+    convolution's and the Mamba2 mixers' vectors' shapes, and the value heads tiled where llama.cpp's files have them so
     and the model holds them grouped. (The model's lin.A is ssm_a as it is; split weights: direct_name.)"""
     from .archs import Derived
 
@@ -552,7 +687,7 @@ def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, ten
         a = a[:, idx] if axis else a[idx]
     if part == "lin.conv.weight":
         a = a.reshape(a.shape[0], -1)
-    elif spec.model_type == "granitemoehybrid" and part in _GRANITE_SHAPED:
+    elif spec.model_type in _MAMBA2_TYPES and part in _MAMBA2_SHAPED:
         a = a.reshape(spec.ssm_groups, -1) if part == "lin.norm.weight" else a.reshape(-1, 1)
     tensors[g] = (np.ascontiguousarray(a), dtype)
     return True

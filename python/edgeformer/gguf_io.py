@@ -207,8 +207,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     if mt not in GGUF_ARCH:
         raise ValueError(f"{source_dir}: writing {mt!r} as GGUF is not supported (supported: "
                          f"{', '.join(GGUF_ARCH)})")
-    arch = GGUF_ARCH.get(mt, mt)
     meta: Dict[str, Any] = dict(gguf_metadata_from_config(config, os.path.join(source_dir, "config.json")))
+    arch = meta["general.architecture"]  # (a model type's variant may be another: Nemotron 3's experts)
     tok_json = os.path.join(source_dir, "tokenizer.json")
     if os.path.exists(tok_json):
         cfg_path = os.path.join(source_dir, "tokenizer_config.json")

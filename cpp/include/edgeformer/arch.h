@@ -92,8 +92,11 @@ struct ArchSpec {
   // y = C * conv(B * x), causal and depthwise over lin_conv taps; out_proj), whose state is its last inputs,
   // 3 a Mamba2 mixer (Granite 4.0-H: in_proj to z, x B C, dt; x B C through a causal convolution of lin_conv taps
   // and SiLU; per head a [ssm_head_dim, ssm_state] state h = exp(dt A) h + dt x B^T, y = h C + D x; y * silu(z)
-  // RMS-normalized per group; out_proj).
+  // RMS-normalized per group; out_proj), 4 none: the layer is its MLP alone (Nemotron-H's MLP layers).
   std::vector<int32_t> layer_linear;
+  // which layers have an MLP: empty all of them, else 0 where a layer is its token mixer alone (Mamba2, Nemotron-H).
+  // A layer without one of its two branches is a sequential pre-norm block: x += branch(norm(x)).
+  std::vector<int32_t> layer_mlp;
   int32_t lin_k_heads = 0, lin_v_heads = 0, lin_k_dim = 0, lin_v_dim = 0, lin_conv = 4;
   // the value heads' order: grouped by key head (value head h reads key head h / (lin_v_heads / lin_k_heads), as
   // transformers holds them) or tiled (key head h % lin_k_heads: llama.cpp's GGUF order, read as stored)
@@ -104,6 +107,15 @@ struct ArchSpec {
   int64_t ssm_inner() const { return (int64_t)ssm_heads * ssm_head_dim; }
   int64_t ssm_conv_dim() const { return ssm_inner() + 2 * (int64_t)ssm_groups * ssm_state; }
   bool linear(int layer) const { return !layer_linear.empty() && layer_linear[layer] != 0; }  // (no KV cache)
+  bool mixer(int layer) const { return layer_linear.empty() || layer_linear[layer] != 4; }
+  bool has_mlp(int layer) const { return layer_mlp.empty() || layer_mlp[layer] != 0; }
+  bool partial_layers() const {  // (some layer lacks its token mixer or its MLP)
+    for (int32_t v : layer_mlp)
+      if (!v) return true;
+    for (int32_t v : layer_linear)
+      if (v == 4) return true;
+    return false;
+  }
   bool short_conv(int layer) const { return linear(layer) && layer_linear[layer] == 2; }
   bool mamba(int layer) const { return linear(layer) && layer_linear[layer] == 3; }
   bool delta_net() const {
@@ -113,7 +125,7 @@ struct ArchSpec {
   }
   bool recurrent() const {
     for (int32_t v : layer_linear)
-      if (v) return true;
+      if (v >= 1 && v <= 3) return true;
     return false;
   }
   // queries scaled by 1 + q_temp_beta * log(1 + floor((position + q_temp_offset) / q_temp_length)) after rotary

@@ -224,6 +224,7 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.n_experts != 0, "mixture-of-experts models"},
       {sp.residual_scale != 1.f, "scaled residual branches"},
       {sp.q_temp_beta != 0.f, "queries scaled by position"},
+      {sp.partial_layers(), "layers without a token mixer or an MLP"},
       {sp.recurrent() || sp.attn_out_gate, "recurrent layers (Gated DeltaNet, short convolution, Mamba2) and gated attention outputs"},
   };
   for (const auto& g : gaps)

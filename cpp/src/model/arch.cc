@@ -69,8 +69,10 @@ void ArchSpec::validate() const {
                  std::to_string(n_experts_used));
     positive(moe_ffn_size, "moe_intermediate_size");
     EF_CHECK(shared_ffn_size >= 0, "config field 'shared_expert_intermediate_size' must be non-negative");
-    EF_CHECK(gated_mlp && !parallel_residual && norm_position == NormPosition::Pre && !cross_attention,
-             "experts are gated MLPs of a sequential pre-norm decoder");
+    EF_CHECK(!parallel_residual && norm_position == NormPosition::Pre && !cross_attention,
+             "experts are MLPs of a sequential pre-norm decoder");
+    EF_CHECK(gated_mlp || (swiglu_limit == 0.f && !shared_expert_gate), "plain (ungated) experts have no clamped "
+                                                                        "gate and no shared-expert gate");
     EF_CHECK(std::isfinite(moe_routed_scale) && moe_routed_scale > 0,
              "config field 'routed_scaling_factor' must be a positive number");
     if (moe_groups > 1) {
@@ -94,8 +96,8 @@ void ArchSpec::validate() const {
                                                            std::to_string(layer_linear.size()));
     bool mamba = false;
     for (int32_t v : layer_linear) {
-      EF_CHECK(v >= 0 && v <= 3, "config: a layer's kind must be attention, Gated DeltaNet, short convolution or "
-                                 "Mamba2");
+      EF_CHECK(v >= 0 && v <= 4, "config: a layer's kind must be attention, Gated DeltaNet, short convolution, "
+                                 "Mamba2 or none");
       mamba = mamba || v == 3;
     }
     if (mamba) {
@@ -121,6 +123,16 @@ void ArchSpec::validate() const {
       EF_CHECK(lin_v_heads % lin_k_heads == 0, "config field 'linear_num_value_heads' must be a multiple of "
                                                "linear_num_key_heads");
     }
+  }
+  if (!layer_mlp.empty())
+    EF_CHECK((int64_t)layer_mlp.size() == n_layers, "config: one MLP flag per layer (" + std::to_string(n_layers) +
+                                                        "), got " + std::to_string(layer_mlp.size()));
+  if (partial_layers()) {
+    for (int i = 0; i < n_layers; i++)
+      EF_CHECK(mixer(i) || has_mlp(i), "config: layer " + std::to_string(i) + " has neither a token mixer nor an MLP");
+    EF_CHECK(causal() && pre_norms && !post_norms && norm_position == NormPosition::Pre && !parallel_residual &&
+                 !cross_attention,
+             "layers without a token mixer or an MLP are for sequential pre-norm decoders");
   }
   if (q_temp_beta != 0.f) {
     EF_CHECK(std::isfinite(q_temp_beta), "config field 'llama_4_scaling_beta' must be a number");

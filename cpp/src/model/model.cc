@@ -114,15 +114,18 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   for (int i = 0; i < spec_.n_layers; i++) {
     LayerWeights& w = layers_[i];
     std::string p = "layers." + std::to_string(i) + ".";
-    if (spec_.pre_norms) {
+    const bool mixer = spec_.mixer(i), attends = mixer && !spec_.linear(i);
+    if (spec_.pre_norms && mixer) {
       w.attn_norm_w = L.vec(p + "attn_norm.weight", H, true);
       if (ln) w.attn_norm_b = L.vec(p + "attn_norm.bias", H, false);
     }
-    if (spec_.pre_norms && (!spec_.parallel_residual || spec_.parallel_mlp_norm)) {
+    if (spec_.pre_norms && (!spec_.parallel_residual || spec_.parallel_mlp_norm) && spec_.has_mlp(i)) {
       w.mlp_norm_w = L.vec(p + "mlp_norm.weight", H, true);
       if (ln) w.mlp_norm_b = L.vec(p + "mlp_norm.bias", H, false);
     }
-    if (spec_.linear(i)) {
+    if (!mixer) {
+      // (Nemotron-H's MLP layers: no token mixer)
+    } else if (spec_.linear(i)) {
       load_linear(L, w, p, spec_.layer_linear[i]);
     } else if (spec_.mla()) {
       const int64_t Lk = spec_.mla_kv_lora, Lq = spec_.mla_q_lora, dn = spec_.mla_nope, dv = spec_.mla_v;
@@ -147,14 +150,14 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.wv = L.matrix(p + "attn.v.weight", {KVD, H});
       w.wo = L.matrix(p + "attn.o.weight", {H, QVD});
     }
-    if (spec_.attn_bias && !spec_.linear(i)) {
+    if (spec_.attn_bias && attends) {
       w.bq = L.vec(p + "attn.q.bias", QD, true);
       w.bk = L.vec(p + "attn.k.bias", KD, true);
       w.bv = L.vec(p + "attn.v.bias", KVD, true);
     }
-    if (spec_.attn_out_bias && !spec_.linear(i)) w.bo = L.vec(p + "attn.o.bias", H, true);
-    if (spec_.attn_out_gate && !spec_.linear(i)) w.wgate = L.matrix(p + "attn.gate.weight", {QD, H});
-    if (spec_.qk_norm && !spec_.linear(i)) {
+    if (spec_.attn_out_bias && attends) w.bo = L.vec(p + "attn.o.bias", H, true);
+    if (spec_.attn_out_gate && attends) w.wgate = L.matrix(p + "attn.gate.weight", {QD, H});
+    if (spec_.qk_norm && attends) {
       if (spec_.qk_norm_per_head) {
         w.q_norm_w = L.small(p + "attn.q_norm.weight", {spec_.n_heads, hd}, true);
         w.k_norm_w = L.small(p + "attn.k_norm.weight", {spec_.n_kv_heads, hd}, true);
@@ -163,24 +166,25 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
         w.k_norm_w = L.vec(p + "attn.k_norm.weight", spec_.qk_norm_full ? KD : hd, true);
       }
     }
-    if (spec_.attn_sinks) w.sinks = L.vec(p + "attn.sinks", spec_.n_heads, true);
+    if (spec_.attn_sinks && attends) w.sinks = L.vec(p + "attn.sinks", spec_.n_heads, true);
     if (spec_.post_norms) {
       w.post_attn_norm_w = L.vec(p + "post_attn_norm.weight", H, true);
       w.post_mlp_norm_w = L.vec(p + "post_mlp_norm.weight", H, true);
     }
+    if (!spec_.has_mlp(i)) continue;  // (Mamba2's and Nemotron-H's mixer layers)
     if (spec_.moe(i)) {
       const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
       w.router = L.small_f32(p + "moe.router.weight", {NE, H});
       if (spec_.expert_bias) w.router_b = L.vec(p + "moe.router.bias", NE, true);
       if (spec_.moe_select_bias) w.select_b = L.vec(p + "moe.router.select_bias", NE, true);
-      // a gated MLP of width f under prefix q ("...gate.weight", ...), with its biases where asked
+      // an MLP of width f under prefix q ("...gate.weight" where gated, ...), with its biases where asked
       auto expert = [&](const std::string& q, int64_t f, bool biases) {
         LayerWeights::Expert x;
-        x.gate = L.matrix(q + "gate.weight", {f, H});
+        if (spec_.gated_mlp) x.gate = L.matrix(q + "gate.weight", {f, H});
         x.up = L.matrix(q + "up.weight", {f, H});
         x.down = L.matrix(q + "down.weight", {H, f});
         if (biases) {
-          x.b_gate = L.vec(q + "gate.bias", f, true);
+          if (spec_.gated_mlp) x.b_gate = L.vec(q + "gate.bias", f, true);
           x.b_up = L.vec(q + "up.bias", f, true);
           x.b_down = L.vec(q + "down.bias", H, true);
         }
@@ -225,7 +229,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   kv_f16_ = opts.kv_dtype.empty() ? first && first->wq.dtype != DType::F32 : opts.kv_dtype == "f16";
   for (int i = 0, n_linear = 0; i < spec_.n_layers; i++) {
     kv_slot_.push_back(spec_.linear(i) ? -1 : kv_layers_++);
-    lin_slot_.push_back(spec_.linear(i) ? n_linear++ : -1);
+    lin_slot_.push_back(spec_.linear(i) && spec_.mixer(i) ? n_linear++ : -1);
   }
   for (int i = 0; i < spec_.n_layers; i++) {  // (each layer's state: its convolution's last inputs, then Mamba2's
     size_t state = 0;                          // or Gated DeltaNet's state matrices)
@@ -593,6 +597,14 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       mlp(l, w, x, tmp);
       residual_add();
       norm_rows(x, x, w.mlp_norm_w, w.mlp_norm_b, T);
+      continue;
+    }
+    if (!spec_.mixer(l) || !spec_.has_mlp(l)) {  // (one branch: Mamba2, Nemotron-H)
+      if (spec_.mixer(l)) norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
+      else norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
+      if (spec_.mixer(l)) self_attention(l, w, h);
+      else mlp(l, w, h, tmp);
+      residual_add();
       continue;
     }
     // (without pre-norms, OLMo 2, the branches read x itself: it changes only at the residual adds after them)

@@ -1,7 +1,8 @@
 // Mixture of experts (Mixtral, Qwen2/3-MoE, OLMoE, Granite MoE, gpt-oss, ERNIE 4.5, GLM-4.5), as transformers
 // computes it: router logits (+ bias), softmax (or sigmoid) in f32, the top n_experts_used scores (chosen with a
 // bias of their own, among the best groups, where the architecture says so; weights renormalized over the chosen
-// where moe_norm_topk, times moe_routed_scale); each expert runs once over the rows that chose it (a decode step's experts side by side), its
+// where moe_norm_topk, times moe_routed_scale); each expert (a gated MLP, or a plain one where gated_mlp is false)
+// runs once over the rows that chose it (a decode step's experts side by side), its
 // output added to theirs times their weight, experts in index order; then the shared expert (scaled by
 // sigmoid(shared_scale . x) where shared_expert_gate) is added.
 #include <algorithm>
@@ -23,9 +24,12 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
   ThreadPool* pool = pool_.get();
   float* logits = moe_logits_.data();
   ops::linear(pool, K, in, H, T, w.router, w.router_b.data ? (const float*)w.router_b.data : nullptr, logits, NE);
-  // the experts' gate: act(g) * u, or gpt-oss's clamped one
+  // the experts' hidden rows into g: act(g) * u, gpt-oss's clamped gate, or act(g) where the experts have no gate
+  // (Nemotron-H: gated_mlp false; their up products are in g)
   const float limit = spec_.swiglu_limit, alpha = spec_.swiglu_alpha;
-  auto gate = [&](float* g, const float* u, int64_t n) {
+  const bool gated = spec_.gated_mlp;
+  auto activate = [&](float* g, const float* u, int64_t n) {
+    if (!gated) return K.act(spec_.act, g, n);
     if (limit <= 0) return K.act_mul(spec_.act, g, u, n);
     for (int64_t i = 0; i < n; i++) {
       const float x = std::min(g[i], limit), y = std::min(std::max(u[i], -limit), limit);
@@ -84,11 +88,11 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     std::vector<ops::LinearOut> o;
     for (int i = 0; i < top; i++) {
       const LayerWeights::Expert& x = w.experts[order[i]];
-      o.push_back({&x.gate, fptr(x.b_gate), g + i * FE, FE});
-      o.push_back({&x.up, fptr(x.b_up), u + i * FE, FE});
+      if (gated) o.push_back({&x.gate, fptr(x.b_gate), g + i * FE, FE});
+      o.push_back({&x.up, fptr(x.b_up), (gated ? u : g) + i * FE, FE});
     }
     ops::linear_group(pool, K, in, H, 1, o.data(), (int)o.size());
-    gate(g, u, top * FE);
+    activate(g, u, top * FE);
     o.clear();
     for (int i = 0; i < top; i++) {
       const LayerWeights::Expert& x = w.experts[order[i]];
@@ -103,16 +107,22 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
       const int64_t n = (int64_t)r.size();
       for (int64_t i = 0; i < n; i++) std::memcpy(xin + i * H, in + (int64_t)r[i].first * H, sizeof(float) * H);
       const LayerWeights::Expert& x = w.experts[e];
-      const ops::LinearOut gu[2] = {{&x.gate, fptr(x.b_gate), g, FE}, {&x.up, fptr(x.b_up), u, FE}};
-      ops::linear_group(pool, K, xin, H, n, gu, 2);
-      gate(g, u, n * FE);
+      const ops::LinearOut gu[2] = {{&x.up, fptr(x.b_up), gated ? u : g, FE}, {&x.gate, fptr(x.b_gate), g, FE}};
+      ops::linear_group(pool, K, xin, H, n, gu, gated ? 2 : 1);
+      activate(g, u, n * FE);
       ops::linear(pool, K, g, FE, n, x.down, fptr(x.b_down), y, H);
       for (int64_t i = 0; i < n; i++) K.axpy(r[i].second, y + i * H, out + (int64_t)r[i].first * H, H);
     }
   }
   if (FS == 0) return;
-  ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, fptr(w.shared.b_gate),
-                 fptr(w.shared.b_up), fptr(w.shared.b_down), FS, g, u, y);
+  if (gated) {
+    ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, fptr(w.shared.b_gate),
+                   fptr(w.shared.b_up), fptr(w.shared.b_down), FS, g, u, y);
+  } else {
+    ops::linear(pool, K, in, H, T, w.shared.up, fptr(w.shared.b_up), u, FS);
+    K.act(spec_.act, u, T * FS);
+    ops::linear(pool, K, u, FS, T, w.shared.down, fptr(w.shared.b_down), y, H);
+  }
   for (int32_t t = 0; t < T; t++) {
     float s = 1.f;
     if (w.shared_scale.data) s = 1.f / (1.f + std::exp(-K.dot(in + (int64_t)t * H, (const float*)w.shared_scale.data, H)));
