@@ -165,6 +165,16 @@ def cases():
         "mamba2": lambda: (tf.Mamba2ForCausalLM, tf.Mamba2Config(
             num_hidden_layers=3, num_heads=8, head_dim=32, state_size=16, n_groups=2, tie_word_embeddings=False,
             **{k: v for k, v in d.items() if k in ("hidden_size", *b)})),
+        "mamba": lambda: (tf.MambaForCausalLM, tf.MambaConfig(
+            num_hidden_layers=3, state_size=16, tie_word_embeddings=False,
+            **{k: v for k, v in d.items() if k in ("hidden_size", *b)})),
+        # (llama.cpp normalizes dt, B and C with the layers' epsilon: equal here; mixer_rms_eps's default below)
+        "falcon_mamba": lambda: (tf.FalconMambaForCausalLM, tf.FalconMambaConfig(
+            num_hidden_layers=3, state_size=16, mixer_rms_eps=1e-5, tie_word_embeddings=False,
+            **{k: v for k, v in d.items() if k in ("hidden_size", *b)})),
+        "falcon_mamba_1e-6": lambda: (tf.FalconMambaForCausalLM, tf.FalconMambaConfig(
+            num_hidden_layers=3, state_size=16, tie_word_embeddings=False,
+            **{k: v for k, v in d.items() if k in ("hidden_size", *b)})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

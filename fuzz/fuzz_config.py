@@ -177,6 +177,16 @@ BASES: Dict[str, Dict[str, Any]] = {
                          "num_key_value_heads": 1, "layer_types": ["mamba", "attention"], "mamba_n_heads": 4,
                          "mamba_d_head": 4, "mamba_n_groups": 2, "mamba_d_state": 4, "mamba_d_conv": 3,
                          "num_local_experts": 2, "num_experts_per_tok": 1, "max_position_embeddings": 32},
+    "nemotron_h": {"model_type": "nemotron_h", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 8,
+                   "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+                   "layers_block_type": ["linear_attention", "moe", "full_attention", "mlp"], "mamba_num_heads": 4,
+                   "mamba_head_dim": 4, "n_groups": 2, "ssm_state_size": 4, "conv_kernel": 3, "n_routed_experts": 4,
+                   "num_experts_per_tok": 2, "moe_intermediate_size": 4, "moe_shared_expert_intermediate_size": 4,
+                   "n_group": 2, "topk_group": 1},
+    "mamba2": {"model_type": "mamba2", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 2, "num_heads": 4,
+               "head_dim": 4, "state_size": 4, "n_groups": 2, "conv_kernel": 3, "expand": 2},
+    "falcon_mamba": {"model_type": "falcon_mamba", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 2,
+                     "state_size": 4, "conv_kernel": 3, "time_step_rank": 2, "mixer_rms_eps": 1e-6},
     "mistral3": {"model_type": "mistral3", "text_config": {
         "model_type": "ministral3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
@@ -215,6 +225,9 @@ KEYS = sorted({
     "block_ffn_dim_multiplier", "norm_eps", "num_dense_layers", "use_expert_bias",
     "mamba_n_heads", "mamba_d_head", "mamba_n_groups", "mamba_d_state", "mamba_d_conv", "mamba_expand",
     "mamba_conv_bias", "shared_intermediate_size", "time_step_limit", "position_embedding_type",
+    "layers_block_type", "hybrid_override_pattern", "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups",
+    "conv_kernel", "use_conv_bias", "state_size", "expand", "moe_shared_expert_intermediate_size", "moe_latent_size",
+    "rms_norm", "attention_head_dim", "mlp_hidden_act", "time_step_rank", "mixer_rms_eps",
 })
 ROPE_KEYS = ["rope_type", "type", "alpha", "factor", "low_freq_factor", "high_freq_factor",
              "original_max_position_embeddings", "attention_factor", "mscale", "mscale_all_dim", "beta_fast",
@@ -227,7 +240,7 @@ STRINGS = ["silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"
            "default", "linear", "dynamic", "llama3", "yarn", "longrope", "gated-gelu", "gated-silu", "gated-relu",
            "gated-", "absolute", "relative_key", "llama", "mistral", "gpt2", "opt", "bloom", "falcon", "codegen",
            "bert", "t5", "lm_head.weight", "greedy", "group_limited_greedy", "noaux_tc", "dense", "sparse",
-           "sliding_attention", "full_attention", "linear_attention", "LLLG"]
+           "sliding_attention", "full_attention", "linear_attention", "LLLG", "mlp", "moe", "M-*E", "backbone.embeddings.weight"]
 NAME_HINTS = ["lm_head.weight", "transformer.wte.weight", "wte.weight", "transformer.word_embeddings.weight",
               "word_embeddings.weight", "bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight",
               "model.decoder.embed_tokens.weight", "decoder.embed_tokens.weight", "transformer.ln_f.gamma",

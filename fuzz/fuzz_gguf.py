@@ -320,6 +320,18 @@ def make_seeds(out_dir: str) -> None:
                                                "mamba_n_heads": 4, "mamba_d_head": 4, "mamba_n_groups": 2,
                                                "mamba_d_state": 4, "mamba_d_conv": 3, "num_local_experts": 2,
                                                "num_experts_per_tok": 1})
+    _write_quantized(o("nemotron_h_moe.gguf"), {
+        "model_type": "nemotron_h", "vocab_size": V, "hidden_size": 8, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 4, "intermediate_size": 8,
+        "layers_block_type": ["linear_attention", "moe", "full_attention"], "mamba_num_heads": 4, "mamba_head_dim": 4,
+        "n_groups": 2, "ssm_state_size": 4, "conv_kernel": 3, "n_routed_experts": 4, "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32, "moe_shared_expert_intermediate_size": 32, "n_group": 2, "topk_group": 1})
+    _write_quantized(o("mamba2.gguf"), {"model_type": "mamba2", "vocab_size": V, "hidden_size": 8,
+                                        "num_hidden_layers": 2, "num_heads": 4, "head_dim": 4, "state_size": 4,
+                                        "n_groups": 2, "conv_kernel": 3, "expand": 2})
+    _write_quantized(o("falcon_mamba_q8.gguf"), {"model_type": "falcon_mamba", "vocab_size": V, "hidden_size": 32,
+                                                 "num_hidden_layers": 1, "state_size": 4, "conv_kernel": 3,
+                                                 "time_step_rank": 32}, "q8_0")
     # every tensor type and every metadata value type, no usable architecture
     w = gguf.GGUFWriter(o("types.gguf"), "llama")
     w.add_uint8("u8", 200), w.add_int8("i8", -5), w.add_uint16("u16", 60000), w.add_int16("i16", -300)

@@ -410,8 +410,8 @@ def test_names_llama_examples():
         gguf_names_from_hf("gpt2", 1)["h.0.attn.c_attn.weight"] == "blk.0.attn_qkv.weight"
     )  # unprefixed file
     assert gguf_names_from_hf("bert", 1)["bert.encoder.layer.0.output.dense.bias"] == "blk.0.ffn_down.bias"
-    with pytest.raises(ValueError, match="unsupported GGUF architecture 'mamba'"):
-        hf_names_from_gguf("mamba", 2)
+    with pytest.raises(ValueError, match="unsupported GGUF architecture 'rwkv6'"):
+        hf_names_from_gguf("rwkv6", 2)
 
 
 # -- config.json <-> GGUF metadata, through archs.py --------------------------------------------------------
@@ -804,7 +804,7 @@ def test_llama_config_from_plain_metadata():
     [
         (lambda m: m.pop("general.architecture"), "general.architecture", "is missing"),
         (
-            lambda m: m.update({"general.architecture": "mamba"}),
+            lambda m: m.update({"general.architecture": "rwkv6"}),
             "general.architecture",
             "unsupported architecture",
         ),

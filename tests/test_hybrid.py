@@ -1,8 +1,8 @@
 """Hybrid decoders against transformers on tiny random checkpoints, under every ISA: Qwen3.5 (Gated DeltaNet
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
 checkpoint, Qwen3-Next, LFM2 (gated short convolutions), dense and mixture-of-experts, Granite 4.0-H, Nemotron-H
-(layers of one branch each) and Mamba2 (Mamba2 mixers alone). Logits within 1e-4 + 2e-3 * max|logit|, greedy
-tokens identical; prompts in pieces, batches and the cache's reuse rules of a recurrent state; GGUF in and out as
+(layers of one branch each), Mamba2 (Mamba2 mixers alone), Mamba and Falcon-Mamba. Logits within
+1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a recurrent state; GGUF in and out as
 llama.cpp writes each."""
 
 from __future__ import annotations
@@ -106,6 +106,13 @@ def _cases():
         "mamba2": (tf.Mamba2ForCausalLM, tf.Mamba2Config(
             vocab_size=320, hidden_size=64, num_hidden_layers=3, num_heads=8, head_dim=16, state_size=16, n_groups=2,
             bos_token_id=0, eos_token_id=None, pad_token_id=None)),
+        # Mamba and Falcon-Mamba (dt, B and C RMS-normalized without weights): their mixers alone
+        "mamba": (tf.MambaForCausalLM, tf.MambaConfig(
+            vocab_size=320, hidden_size=64, num_hidden_layers=3, state_size=8, conv_kernel=3, bos_token_id=0,
+            eos_token_id=None, pad_token_id=None)),
+        "falcon_mamba": (tf.FalconMambaForCausalLM, tf.FalconMambaConfig(
+            vocab_size=320, hidden_size=64, num_hidden_layers=2, state_size=16, time_step_rank=8,
+            tie_word_embeddings=False, bos_token_id=0, eos_token_id=None, pad_token_id=None)),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
@@ -170,7 +177,7 @@ def _wrapper(text_config):
 
 CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied",
          "lfm2_moe", "granite_hybrid", "granite_hybrid_dense", "nemotron_h", "nemotron_h_tied", "nemotron_h_moe",
-         "nemotron_h_moe_groups", "mamba2"]
+         "nemotron_h_moe_groups", "mamba2", "mamba", "falcon_mamba"]
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +264,7 @@ def test_recurrent_batches_and_batcher(built):
 GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35",
               "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2", "lfm2_moe_eq": "lfm2moe",
               "granite_hybrid": "granitehybrid", "granite_hybrid_rope": "granitehybrid", "nemotron_h": "nemotron_h",
-              "nemotron_h_moe": "nemotron_h_moe", "mamba2": "mamba2"}
+              "nemotron_h_moe": "nemotron_h_moe", "mamba2": "mamba2", "mamba": "mamba", "falcon_mamba": "mamba"}
 # tensors each writes as llama.cpp's converter does
 GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
                          "blk.0.ssm_beta.weight", "blk.3.attn_q.weight"},
@@ -274,6 +281,8 @@ GGUF_NAMES["nemotron_h"] = GGUF_NAMES["mamba2"] | {"blk.1.attn_norm.weight", "bl
 GGUF_NAMES["nemotron_h_moe"] = GGUF_NAMES["mamba2"] | {"blk.1.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight",
                                                        "blk.1.ffn_gate_inp.weight", "blk.1.exp_probs_b.bias",
                                                        "blk.1.ffn_up_shexp.weight", "blk.2.attn_q.weight"}
+GGUF_NAMES["mamba"] = {"blk.0.attn_norm.weight", "blk.0.ssm_in.weight", "blk.0.ssm_x.weight", "blk.0.ssm_dt.weight",
+                       "blk.0.ssm_dt.bias", "blk.0.ssm_a", "blk.0.ssm_d", "blk.0.ssm_conv1d.bias", "output_norm.weight"}
 GGUF_NAMES["lfm2moe"] = GGUF_NAMES["lfm2"] | {"blk.1.exp_probs_b.bias", "blk.1.ffn_gate_exps.weight",
                                               "blk.1.ffn_gate_inp.weight", "blk.0.ffn_gate.weight"}
 

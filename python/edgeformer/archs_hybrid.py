@@ -412,6 +412,50 @@ def _mamba2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _mamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Mamba (mamba; state-spaces' -hf checkpoints) and Falcon-Mamba (falcon_mamba: dt, B and C RMS-normalized
+    without a weight, mixer_rms_eps): every layer a Mamba mixer alone, x += mixer(rmsnorm(x)) (layer kind 5)."""
+    import math
+
+    c = Config(cfg.data, cfg.source)
+    if c.get("use_bias", bool, False):
+        raise c.error("use_bias", "is true: not supported for Mamba")
+    n = c.positive("num_hidden_layers")
+    prefix = _backbone(tensor_names, "backbone.")
+    s = _ssm_only_spec(c, c.get("model_type", str), n, tensor_names)
+    have = set(tensor_names)
+    s.tie_embeddings = "lm_head.weight" not in have if have else c.get("tie_word_embeddings", bool, True)
+    inner = c.positive("intermediate_size", int(c.get("expand", float, 2) * s.hidden_size))
+    rank = c.data.get("time_step_rank", "auto")
+    s.ssm_dt_rank = math.ceil(s.hidden_size / 16) if rank == "auto" else c.positive("time_step_rank")
+    s.ssm_heads, s.ssm_head_dim = 1, inner  # (the channels as one head)
+    s.ssm_state = c.positive("state_size", 16)
+    s.lin_conv = c.positive("conv_kernel", 4)
+    s.ssm_conv_bias = c.get("use_conv_bias", bool, True)
+    if s.model_type == "falcon_mamba":
+        s.ssm_bcdt_eps = c.get("mixer_rms_eps", float, 1e-6)
+        if not s.ssm_bcdt_eps > 0:
+            raise c.error("mixer_rms_eps", f"must be positive, got {s.ssm_bcdt_eps}")
+    s.n_heads = s.n_kv_heads = 1  # (no attention: its sizes only pass validation)
+    s.head_dim = s.ffn_size = 1
+    s.layer_linear = [5] * n
+    s.layer_mlp = [0] * n
+    names: NameMap = {"tok_embeddings.weight": prefix + "embeddings.weight", "norm.weight": prefix + "norm_f.weight"}
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    for i in range(n):
+        src, dst = f"{prefix}layers.{i}.", f"layers.{i}."
+        m = src + "mixer."
+        names[dst + "attn_norm.weight"] = src + "norm.weight"
+        for part, name in (("in.weight", "in_proj.weight"), ("conv.weight", "conv1d.weight"),
+                           ("x.weight", "x_proj.weight"), ("dt.weight", "dt_proj.weight"), ("dt_bias", "dt_proj.bias"),
+                           ("A_log", "A_log"), ("D", "D"), ("out.weight", "out_proj.weight")):
+            names[dst + "lin." + part] = m + name
+        if s.ssm_conv_bias:
+            names[dst + "lin.conv.bias"] = m + "conv1d.bias"
+    return s, names
+
+
 # Mamba2Config's and NemotronHConfig's defaults
 MAMBA2_DEFAULTS: Dict[str, Any] = {"num_heads": 128, "head_dim": 64, "state_size": 128, "n_groups": 8, "expand": 2,
                                    "conv_kernel": 4, "use_conv_bias": True, "layer_norm_epsilon": 1e-5}
@@ -541,4 +585,4 @@ def _wrapped(text_builder, text_type: str):
 HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwen3_5_text"),
           "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text"),
           "qwen3_next": _qwen3_next, "lfm2": _lfm2, "lfm2_moe": _lfm2_moe, "granitemoehybrid": _granitemoehybrid,
-          "mamba2": _mamba2, "nemotron_h": _nemotron_h}
+          "mamba2": _mamba2, "nemotron_h": _nemotron_h, "mamba": _mamba, "falcon_mamba": _mamba}

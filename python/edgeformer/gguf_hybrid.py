@@ -35,16 +35,20 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from gguf.constants import MODEL_TENSOR, Keys
 
-from .gguf_common import (GRANITE_HYBRID, LFM2, LFM2MOE, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE, QWEN35, QWEN35MOE,
+from .gguf_common import (GRANITE_HYBRID, LFM2, LFM2MOE, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE, QWEN35, QWEN35MOE,
                           QWEN3NEXT, _Meta)
 
-HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE)
+HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H,
+                NEMOTRON_H_MOE)
 TILED_ARCHS = (QWEN35, QWEN35MOE)  # (Qwen3-Next's files keep transformers' grouped value heads)
 # the image-and-text checkpoints are written as their language model
 TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
 
 _K, _A, _R, _S = Keys.LLM, Keys.Attention, Keys.Rope, Keys.SSM
 _RECURRENT_LAYERS = "{arch}.attention.recurrent_layers"  # (newer than gguf-py's Keys here)
+# Falcon-Mamba's mixer_rms_eps (dt's, B's and C's norms), which llama.cpp has no key for: it normalizes them with the
+# layers' epsilon. Ours, read back where present (llama.cpp ignores it and computes as with its converter's files).
+_MIXER_EPS = "edgeformer.ssm.dt_b_c_rms_eps"
 _DEFAULT_SECTIONS = [11, 11, 10, 0]  # (llama.cpp requires the key; text positions make every section alike)
 
 
@@ -85,6 +89,19 @@ def name_table(arch: str):
             (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
             (_T.FFN_GATE_INP, L + "block_sparse_moe.router.layer", _W, "blk"),
         ] + _mamba2_names(L + "mamba.")
+    if arch == MAMBA:  # (its time step through dt_proj, a weight and a bias; A per channel and state)
+        B = "backbone.layers.{i}."
+        return [(_T.TOKEN_EMBD, "backbone.embeddings", _W, None),
+                (_T.OUTPUT_NORM, "backbone.norm_f", _W, None),
+                (_T.OUTPUT, "lm_head", _W, None),
+                (_T.ATTN_NORM, B + "norm", _W, "blk"),
+                (_T.SSM_IN, B + "mixer.in_proj", _W, "blk"),
+                (_T.SSM_CONV1D, B + "mixer.conv1d", (".weight", ".bias"), "blk"),
+                (_T.SSM_X, B + "mixer.x_proj", _W, "blk"),
+                (_T.SSM_DT, B + "mixer.dt_proj", (".weight", ".bias"), "blk"),
+                (_T.SSM_A, B + "mixer.A_log", (("", ""),), "blk"),
+                (_T.SSM_D, B + "mixer.D", (("", ""),), "blk"),
+                (_T.SSM_OUT, B + "mixer.out_proj", _W, "blk")]
     if arch in (MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE):  # (the original checkpoints' names: backbone.; one norm per layer)
         B = "backbone.layers.{i}."
         moe = [(_T.FFN_GATE_INP, B + "mixer.gate", _W, "blk"),
@@ -306,22 +323,30 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
 
 
 def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
-    """Mamba2's and Nemotron-H's configs from llama.cpp's keys: the mixers' sizes from the ssm keys (heads:
-    time_step_rank); Nemotron-H's layer types from the per-layer counts, as llama.cpp tells them: feed-forward width
+    """Mamba's, Mamba2's and Nemotron-H's configs from llama.cpp's keys: the mixers' sizes from the ssm keys (Mamba2's
+    heads: time_step_rank; Mamba's: its time step's rank, ssm.dt_b_c_rms for Falcon-Mamba); Nemotron-H's layer types from the per-layer counts, as llama.cpp tells them: feed-forward width
     (an MLP layer), else key/value heads (attention), else a Mamba2 mixer."""
     from .gguf_config import _vocab_size
     from .gguf_readers import _OUTPUT
 
     hidden, n = m.positive(_k(_K.EMBEDDING_LENGTH, arch)), m.positive(_k(_K.BLOCK_COUNT, arch))
     nh, inner = m.positive(_k(_S.TIME_STEP_RANK, arch)), m.positive(_k(_S.INNER_SIZE, arch))
-    if inner % nh:
+    if inner % nh and arch != MAMBA:  # (Mamba's time_step_rank is the time step's rank, not a head count)
         raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the heads ({nh})")
     eps_key = _k(_A.LAYERNORM_RMS_EPS, arch)
-    eps = m.get(eps_key, float) if m.has(eps_key) or arch == MAMBA2 else m.get(_k(_A.LAYERNORM_EPS, arch), float)
+    eps = m.get(eps_key, float) if m.has(eps_key) or arch in (MAMBA, MAMBA2) else m.get(_k(_A.LAYERNORM_EPS, arch), float)
     cfg: Dict[str, Any] = {"vocab_size": _vocab_size(m, arch), "hidden_size": hidden, "layer_norm_epsilon": eps,
                            "conv_kernel": m.positive(_k(_S.CONV_KERNEL, arch)),
-                           "n_groups": m.positive(_k(_S.GROUP_COUNT, arch)),
+                           "n_groups": m.positive(_k(_S.GROUP_COUNT, arch), 1),
                            "tie_word_embeddings": _OUTPUT not in names}
+    if arch == MAMBA:  # (dt, B and C RMS-normalized: Falcon-Mamba, with the layers' epsilon as llama.cpp computes)
+        falcon = m.get(_k(_S.DT_B_C_RMS, arch), bool, False)
+        out = {**cfg, "architectures": ["FalconMambaForCausalLM" if falcon else "MambaForCausalLM"],
+               "model_type": "falcon_mamba" if falcon else "mamba", "num_hidden_layers": n, "intermediate_size": inner,
+               "time_step_rank": nh, "state_size": m.positive(_k(_S.STATE_SIZE, arch)),
+               "use_conv_bias": "blk.0.ssm_conv1d.bias" in names}
+        del out["n_groups"]
+        return {**out, "mixer_rms_eps": m.get(_MIXER_EPS, float, eps)} if falcon else out
     if arch == MAMBA2:
         if inner % hidden:
             raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the embedding length ({hidden})")
@@ -404,6 +429,22 @@ def mamba2_metadata(cfg, config: Dict[str, Any], put) -> None:
     from .archs import spec_from_config
 
     spec = spec_from_config(config, cfg.source)[0]
+    if spec.model_type in ("mamba", "falcon_mamba"):
+        put(_K.VOCAB_SIZE, spec.vocab_size)
+        put(_K.CONTEXT_LENGTH, 1 << 20)
+        put(_K.EMBEDDING_LENGTH, spec.hidden_size)
+        put(_K.FEED_FORWARD_LENGTH, 0)
+        put(_A.HEAD_COUNT, 0)
+        put(_K.BLOCK_COUNT, spec.n_layers)
+        put(_S.CONV_KERNEL, spec.lin_conv)
+        put(_S.INNER_SIZE, spec.ssm_heads * spec.ssm_head_dim)
+        put(_S.STATE_SIZE, spec.ssm_state)
+        put(_S.TIME_STEP_RANK, spec.ssm_dt_rank)
+        put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
+        put(_S.DT_B_C_RMS, spec.ssm_bcdt_eps > 0)
+        if spec.ssm_bcdt_eps > 0:
+            put(_MIXER_EPS, spec.ssm_bcdt_eps)
+        return
     if spec.ssm_dt_min != 0.0 or spec.ssm_dt_max != 0.0:
         raise cfg.error("time_step_limit", f"clamps the time step: llama.cpp's {spec.model_type} does not")
     if spec.model_type == "mamba2" and not spec.ssm_conv_bias:

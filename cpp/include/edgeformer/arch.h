@@ -92,7 +92,11 @@ struct ArchSpec {
   // y = C * conv(B * x), causal and depthwise over lin_conv taps; out_proj), whose state is its last inputs,
   // 3 a Mamba2 mixer (Granite 4.0-H: in_proj to z, x B C, dt; x B C through a causal convolution of lin_conv taps
   // and SiLU; per head a [ssm_head_dim, ssm_state] state h = exp(dt A) h + dt x B^T, y = h C + D x; y * silu(z)
-  // RMS-normalized per group; out_proj), 4 none: the layer is its MLP alone (Nemotron-H's MLP layers).
+  // RMS-normalized per group; out_proj), 4 none: the layer is its MLP alone (Nemotron-H's MLP layers), 5 a Mamba
+  // (v1) mixer (in_proj to x, z; x through the causal convolution and SiLU; x_proj to dt (ssm_dt_rank), B, C, each
+  // RMS-normalized without a weight where ssm_bcdt_eps > 0 (Falcon-Mamba); dt = softplus(dt_proj dt); per channel a
+  // state of ssm_state values h = exp(dt A) h + dt x B, y = h C + D x; y * silu(z); out_proj), its ssm_inner()
+  // channels as one head of ssm_head_dim.
   std::vector<int32_t> layer_linear;
   // which layers have an MLP: empty all of them, else 0 where a layer is its token mixer alone (Mamba2, Nemotron-H).
   // A layer without one of its two branches is a sequential pre-norm block: x += branch(norm(x)).
@@ -104,6 +108,8 @@ struct ArchSpec {
   int32_t ssm_heads = 0, ssm_head_dim = 0, ssm_state = 0, ssm_groups = 1;  // Mamba2 (layer_linear 3)
   float ssm_dt_min = 0.f, ssm_dt_max = 0.f;  // the time step's clamp (time_step_limit; max 0: none)
   bool ssm_conv_bias = false;
+  int32_t ssm_dt_rank = 0;    // Mamba (layer_linear 5): the time step's rank before dt_proj
+  float ssm_bcdt_eps = 0.f;   // Mamba: the epsilon of dt's, B's and C's RMSNorms (Falcon-Mamba); 0: none
   int64_t ssm_inner() const { return (int64_t)ssm_heads * ssm_head_dim; }
   int64_t ssm_conv_dim() const { return ssm_inner() + 2 * (int64_t)ssm_groups * ssm_state; }
   bool linear(int layer) const { return !layer_linear.empty() && layer_linear[layer] != 0; }  // (no KV cache)
@@ -118,6 +124,7 @@ struct ArchSpec {
   }
   bool short_conv(int layer) const { return linear(layer) && layer_linear[layer] == 2; }
   bool mamba(int layer) const { return linear(layer) && layer_linear[layer] == 3; }
+  bool mamba1(int layer) const { return linear(layer) && layer_linear[layer] == 5; }
   bool delta_net() const {
     for (int32_t v : layer_linear)
       if (v == 1) return true;
@@ -125,7 +132,7 @@ struct ArchSpec {
   }
   bool recurrent() const {
     for (int32_t v : layer_linear)
-      if (v >= 1 && v <= 3) return true;
+      if (v != 0 && v != 4) return true;
     return false;
   }
   // queries scaled by 1 + q_temp_beta * log(1 + floor((position + q_temp_offset) / q_temp_length)) after rotary

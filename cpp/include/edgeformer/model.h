@@ -56,7 +56,8 @@ struct LayerWeights {
   // projections; f32 the convolution [conv_dim, lin_conv], dt_bias and A [lin_v_heads], the output norm [lin_v_dim].
   // A short convolution: lin_qkv its in_proj (B|C|x), lin_out, lin_conv. Mamba2: lin_qkv its in_proj (z|xBC|dt).
   Tensor lin_qkv, lin_z, lin_b, lin_a, lin_out, lin_conv, lin_dt_bias, lin_A, lin_norm_w;  // lin_A: -exp(A_log)
-  Tensor lin_conv_b, lin_D;  // Mamba2: the convolution's bias, the skip's scale per head
+  Tensor lin_conv_b, lin_D;  // Mamba2: the convolution's bias, the skip's scale per head (Mamba: per channel)
+  Tensor lin_x, lin_dt;      // Mamba: x_proj (to dt, B, C), dt_proj (its bias: lin_dt_bias); lin_A [inner, state]
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0
   Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)
@@ -156,6 +157,7 @@ class Model {
   void load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, int kind);
   void short_conv(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void mamba2(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
+  void mamba1(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void ensure_scratch(int32_t T);
   // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
   void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K);

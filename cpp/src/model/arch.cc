@@ -94,11 +94,19 @@ void ArchSpec::validate() const {
     EF_CHECK((int64_t)layer_linear.size() == n_layers, "config: one linear / full attention flag per layer (" +
                                                            std::to_string(n_layers) + "), got " +
                                                            std::to_string(layer_linear.size()));
-    bool mamba = false;
+    bool mamba = false, mamba1 = false;
     for (int32_t v : layer_linear) {
-      EF_CHECK(v >= 0 && v <= 4, "config: a layer's kind must be attention, Gated DeltaNet, short convolution, "
-                                 "Mamba2 or none");
+      EF_CHECK(v >= 0 && v <= 5, "config: a layer's kind must be attention, Gated DeltaNet, short convolution, "
+                                 "Mamba2, none or Mamba");
       mamba = mamba || v == 3;
+      mamba1 = mamba1 || v == 5;
+    }
+    if (mamba1) {
+      positive(ssm_dt_rank, "time_step_rank");
+      positive(ssm_state, "state_size");
+      positive(ssm_inner(), "intermediate_size");
+      EF_CHECK(std::isfinite(ssm_bcdt_eps) && ssm_bcdt_eps >= 0.f, "config field 'mixer_rms_eps' must be "
+                                                                   "non-negative");
     }
     if (mamba) {
       positive(ssm_heads, "mamba_n_heads");

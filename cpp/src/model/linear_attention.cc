@@ -1,7 +1,7 @@
 // Recurrent token mixers in place of attention over a KV cache (ArchSpec::linear): Gated DeltaNet layers (Qwen3-Next,
 // Qwen3.5), whose state per value head is a [lin_k_dim, lin_v_dim] matrix updated by the gated delta rule, LFM2's
-// gated short convolutions, whose state is their last inputs, and Mamba2 mixers (Granite 4.0-H), whose state per
-// head is a [ssm_head_dim, ssm_state] matrix. Each layer's state starts with its causal convolution's last inputs.
+// gated short convolutions, whose state is their last inputs, Mamba2 mixers (Granite 4.0-H, Nemotron-H), whose state
+// per head is a [ssm_head_dim, ssm_state] matrix, and Mamba mixers (Mamba, Falcon-Mamba), ssm_state values per channel. Each layer's state starts with its causal convolution's last inputs.
 // Computed token by token (transformers' recurrent forms; their chunked forms for prompts are the same recurrences
 // reordered), each head on its own thread.
 #include <algorithm>
@@ -16,12 +16,14 @@
 
 namespace ef {
 
-// the decay rates A = -exp(A_log) as llama.cpp's files store them (lin.A), or from the checkpoint's A_log
-static Tensor decay_rates(loading::Loader& L, const std::string& p, int64_t n) {
-  if (L.find(p + "lin.A")) return L.vec(p + "lin.A", n, true);
-  const Tensor A_log = L.vec(p + "lin.A_log", n, true);
-  Tensor A = Tensor::empty(DType::F32, {n});
-  for (int64_t h = 0; h < n; h++) ((float*)A.data)[h] = -std::exp(((const float*)A_log.data)[h]);
+// the decay rates A = -exp(A_log) as llama.cpp's files store them (lin.A), or from the checkpoint's A_log: n per
+// head, or [n, state] (Mamba: per channel and state; state 0: a vector)
+static Tensor decay_rates(loading::Loader& L, const std::string& p, int64_t n, int64_t state = 0) {
+  const std::vector<int64_t> shape = state ? std::vector<int64_t>{n, state} : std::vector<int64_t>{n};
+  if (L.find(p + "lin.A")) return L.small(p + "lin.A", shape, true);
+  const Tensor A_log = L.small(p + "lin.A_log", shape, true);
+  Tensor A = Tensor::empty(DType::F32, shape);
+  for (int64_t h = 0; h < A.numel(); h++) ((float*)A.data)[h] = -std::exp(((const float*)A_log.data)[h]);
   return A;
 }
 
@@ -66,6 +68,19 @@ float* const* Model::row_states(int layer, int32_t T, int32_t pos0, Model* const
 }
 
 void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& p, int kind) {
+  if (kind == 5) {  // (Mamba: in_proj to x, z; the convolution over x; x_proj to dt, B, C; dt_proj; A, D per channel)
+    const int64_t H = spec_.hidden_size, I = spec_.ssm_inner(), N = spec_.ssm_state, R = spec_.ssm_dt_rank;
+    w.lin_qkv = L.matrix(p + "lin.in.weight", {2 * I, H});
+    w.lin_conv = conv_weight(L, p, I, spec_.lin_conv);
+    if (spec_.ssm_conv_bias) w.lin_conv_b = L.vec(p + "lin.conv.bias", I, true);
+    w.lin_x = L.matrix(p + "lin.x.weight", {R + 2 * N, I});
+    w.lin_dt = L.matrix(p + "lin.dt.weight", {I, R});
+    w.lin_dt_bias = L.vec(p + "lin.dt_bias", I, true);
+    w.lin_A = decay_rates(L, p, I, N);
+    w.lin_D = L.vec(p + "lin.D", I, true);
+    w.lin_out = L.matrix(p + "lin.out.weight", {H, I});
+    return;
+  }
   if (kind == 3) {  // (Mamba2: in_proj to z, x B C, dt; the convolution over x B C; per head dt_bias, A, D; out_proj)
     const int64_t H = spec_.hidden_size, I = spec_.ssm_inner(), CD = spec_.ssm_conv_dim(), nh = spec_.ssm_heads;
     w.lin_qkv = L.matrix(p + "lin.in.weight", {I + CD + nh, H});
@@ -181,9 +196,67 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
   ops::linear(pool, K, y, I, T, w.lin_out, nullptr, out, H);
 }
 
+// Mamba's mixer (Mamba, Falcon-Mamba): x, z = in_proj(in); x through the causal convolution (its last inputs in
+// the state) and SiLU; dt, B, C = x_proj(x) (each RMS-normalized without a weight where ssm_bcdt_eps > 0);
+// dt = softplus(dt_proj(dt) + bias) per channel; per channel i, h_i = exp(dt_i A_i) h_i + dt_i x_i B,
+// y_i = h_i . C + D_i x_i; y * silu(z); out_proj
+void Model::mamba1(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
+  const KernelTable& K = kernels();
+  const LayerWeights& w = layers_[layer];
+  ThreadPool* pool = pool_.get();
+  const int64_t H = spec_.hidden_size, I = spec_.ssm_inner(), N = spec_.ssm_state, R = spec_.ssm_dt_rank;
+  const int64_t taps = spec_.lin_conv, XW = R + 2 * N;  // x_proj's width
+  const size_t need = (size_t)T * (2 * I + I + XW + I);  // x|z, x after the convolution, dt|B|C, dt per channel
+  if (lin_.size() < need) lin_.resize(need);
+  float* xz = lin_.data();
+  float* x = xz + (size_t)T * 2 * I;
+  float* dbc = x + (size_t)T * I;
+  float* dt = dbc + (size_t)T * XW;
+  ops::linear(pool, K, in, H, T, w.lin_qkv, nullptr, xz, 2 * I);
+  float* const* state = row_states(layer, T, pos0, seqs);
+  causal_conv(pool, T, I, taps, xz, 2 * I, state, (const float*)w.lin_conv.data,
+              w.lin_conv_b.data ? (const float*)w.lin_conv_b.data : nullptr, true, x, I);
+  ops::linear(pool, K, x, I, T, w.lin_x, nullptr, dbc, XW);
+  if (spec_.ssm_bcdt_eps > 0.f)
+    for (int32_t t = 0; t < T; t++) {
+      float* r = dbc + (size_t)t * XW;
+      K.rmsnorm(r, nullptr, spec_.ssm_bcdt_eps, r, R);
+      K.rmsnorm(r + R, nullptr, spec_.ssm_bcdt_eps, r + R, N);
+      K.rmsnorm(r + R + N, nullptr, spec_.ssm_bcdt_eps, r + R + N, N);
+    }
+  ops::linear(pool, K, dbc, XW, T, w.lin_dt, (const float*)w.lin_dt_bias.data, dt, I);  // (reads dbc's first R)
+  const float* A = (const float*)w.lin_A.data;
+  const float* D = (const float*)w.lin_D.data;
+  const size_t s_off = (size_t)(taps - 1) * I;
+  pool->parallel_for(I, 64, [&](int, int64_t c0, int64_t c1) {
+    for (int32_t t = 0; t < T; t++) {
+      const float* B = dbc + (size_t)t * XW + R;
+      const float* C = B + N;
+      float* S = state[t] + s_off;
+      for (int64_t c = c0; c < c1; c++) {
+        const float raw = dt[(size_t)t * I + c];
+        const float d = raw > 20.f ? raw : std::log1p(std::exp(raw));
+        const float xc = x[(size_t)t * I + c];
+        const float* Ac = A + c * N;
+        float* Sc = S + c * N;
+        float y = 0.f;
+        for (int64_t n = 0; n < N; n++) {
+          Sc[n] = std::exp(d * Ac[n]) * Sc[n] + d * xc * B[n];
+          y += Sc[n] * C[n];
+        }
+        x[(size_t)t * I + c] = y + D[c] * xc;  // (x's row takes y)
+      }
+    }
+  });
+  for (int32_t t = 0; t < T; t++) K.act_mul(Act::SiLU, xz + (size_t)t * 2 * I + I, x + (size_t)t * I, I);
+  for (int32_t t = 0; t < T; t++) std::memcpy(x + (size_t)t * I, xz + (size_t)t * 2 * I + I, sizeof(float) * I);
+  ops::linear(pool, K, x, I, T, w.lin_out, nullptr, out, H);
+}
+
 void Model::linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
   if (spec_.short_conv(layer)) return short_conv(layer, in, out, T, pos0, seqs);
   if (spec_.mamba(layer)) return mamba2(layer, in, out, T, pos0, seqs);
+  if (spec_.mamba1(layer)) return mamba1(layer, in, out, T, pos0, seqs);
   const KernelTable& K = kernels();
   const LayerWeights& w = layers_[layer];
   ThreadPool* pool = pool_.get();

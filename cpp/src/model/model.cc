@@ -237,7 +237,9 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       state = (size_t)(spec_.lin_conv - 1) * spec_.hidden_size;
     } else if (spec_.mamba(i)) {
       state = (size_t)(spec_.lin_conv - 1) * spec_.ssm_conv_dim() + (size_t)spec_.ssm_inner() * spec_.ssm_state;
-    } else if (spec_.linear(i)) {
+    } else if (spec_.mamba1(i)) {
+      state = (size_t)(spec_.lin_conv - 1 + spec_.ssm_state) * spec_.ssm_inner();
+    } else if (spec_.linear(i) && spec_.mixer(i)) {
       const size_t conv_dim = 2 * (size_t)spec_.lin_k_heads * spec_.lin_k_dim + (size_t)spec_.lin_v_heads * spec_.lin_v_dim;
       state = (size_t)(spec_.lin_conv - 1) * conv_dim + (size_t)spec_.lin_v_heads * spec_.lin_k_dim * spec_.lin_v_dim;
     }
@@ -338,13 +340,14 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
     for (auto& it : items) add(p + it.first, *it.second);
     add(p + "attn.sinks", l.sinks);
     add(p + "attn.gate.weight", l.wgate);
-    const bool sc = spec_.short_conv((int)i) || spec_.mamba((int)i);  // (their in_proj: lin.in)
+    const bool sc = spec_.short_conv((int)i) || spec_.mamba((int)i) || spec_.mamba1((int)i);  // (in_proj: lin.in)
     add(p + "lin.conv.bias", l.lin_conv_b);
     add(p + "lin.D", l.lin_D);
     const std::pair<const char*, const Tensor*> linear[] = {
         {sc ? "lin.in.weight" : "lin.qkv.weight", &l.lin_qkv}, {"lin.z.weight", &l.lin_z},   {"lin.b.weight", &l.lin_b},
         {"lin.a.weight", &l.lin_a},     {"lin.out.weight", &l.lin_out}, {"lin.conv.weight", &l.lin_conv},
-        {"lin.dt_bias", &l.lin_dt_bias}, {"lin.A", &l.lin_A},  {"lin.norm.weight", &l.lin_norm_w}};
+        {"lin.dt_bias", &l.lin_dt_bias}, {"lin.A", &l.lin_A},  {"lin.norm.weight", &l.lin_norm_w},
+        {"lin.x.weight", &l.lin_x},     {"lin.dt.weight", &l.lin_dt}};
     for (auto& it : linear) add(p + it.first, *it.second);
     if (spec_.mla()) {  // (wq and wk are q_b or q and kv_a there)
       add(p + "attn.q_a.weight", l.wq_a);
