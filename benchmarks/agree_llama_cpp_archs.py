@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 def cases():
     import transformers as tf
 
-    from test_hybrid import _with_score_bias
+    from test_hybrid import _falcon_h1, _with_score_bias
     from test_moe import _with_select_bias
 
     b = dict(vocab_size=320, max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=None)
@@ -175,6 +175,11 @@ def cases():
         "falcon_mamba_1e-6": lambda: (tf.FalconMambaForCausalLM, tf.FalconMambaConfig(
             num_hidden_layers=3, state_size=16, tie_word_embeddings=False,
             **{k: v for k, v in d.items() if k in ("hidden_size", *b)})),
+        "falcon_h1": lambda: (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1(
+            **{**d, "intermediate_size": 192}, head_dim=32, mamba_d_ssm=256, mamba_n_heads=8, mamba_d_head=32))),
+        "falcon_h1_norm": lambda: (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1(
+            **{**d, "intermediate_size": 192}, head_dim=32, mamba_d_ssm=256, mamba_n_heads=8, mamba_d_head=32,
+            mamba_rms_norm=True, mamba_norm_before_gate=False))),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

@@ -7,7 +7,8 @@ values), in every engine's format:
     OUT/<size>/lc-<t>.gguf    GGUF quantized by llama.cpp's own quantizer (llama-cpp-python), t in q8_0 q4_0 q4_k_m
     OUT/<size>/ct2-<t>/       CTranslate2's converter, t in int8 float32
 
-    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b,mla-2.3b,qwen35-0.8b,lfm2-1.2b
+    python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b,mla-2.3b,qwen35-0.8b,lfm2-1.2b,
+        mamba-1.4b,nemotron-h-4b
         [--llama-cpp DIR]
 
 The 7B shape is made in 4-bit only (q4_0 from both writers); its f16 HF copy is deleted afterwards unless
@@ -46,7 +47,14 @@ HYBRID_SIZES = {"qwen35-0.8b": dict(hidden=1024, layers=24, heads=8, kv=2, head_
                                     k_heads=16, v_heads=16, k_dim=128, v_dim=128, conv=4),
                 # LFM2-1.2B's layers (10 gated short convolutions, 6 attention layers at its positions; MLP 8192)
                 "lfm2-1.2b": dict(hidden=2048, layers=16, heads=32, kv=8, ffn=8192, vocab=32000, conv=3,
-                                  attention=(2, 5, 8, 10, 12, 14))}
+                                  attention=(2, 5, 8, 10, 12, 14)),
+                # Mamba-1.4B's layers (48 Mamba mixers: 4096 channels of 16 states, time-step rank 128)
+                "mamba-1.4b": dict(hidden=2048, layers=48, state=16, conv=4, rank=128, vocab=32000),
+                # Nemotron-H-4B's layers (52: 24 Mamba2 mixers of 112 heads of 64 with 8 groups of 128 states, 4
+                # attention layers of 32 heads of 128 (8 kv heads), 24 squared-ReLU MLPs of 12288)
+                "nemotron-h-4b": dict(hidden=3072, pattern="M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
+                                      heads=32, kv=8, head_dim=128, ffn=12288, ssm_heads=112, ssm_head_dim=64,
+                                      groups=8, state=128, conv=4, vocab=32000)}
 
 
 def make_tokenizer(out, vocab_size, seed=0):
@@ -265,6 +273,79 @@ def make_hf_lfm2(out, c, seed=0, shard_bytes=2 << 30):
     _write_shards(out, tensors(), shard_bytes)
 
 
+def make_hf_mamba(out, c, seed=0, shard_bytes=2 << 30):
+    """A random Mamba of HYBRID_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
+    H, L, V, N, R = c["hidden"], c["layers"], c["vocab"], c["state"], c["rank"]
+    inner = 2 * H
+    cfg = {"model_type": "mamba", "architectures": ["MambaForCausalLM"], "vocab_size": V, "hidden_size": H,
+           "num_hidden_layers": L, "state_size": N, "conv_kernel": c["conv"], "expand": 2, "intermediate_size": inner,
+           "time_step_rank": R, "layer_norm_epsilon": 1e-5, "tie_word_embeddings": False, "bos_token_id": 0,
+           "eos_token_id": 1, "torch_dtype": "float16"}
+    w, rng = _begin(out, cfg, seed)
+
+    def tensors():
+        yield "backbone.embeddings.weight", w(V, H, std=0.5)
+        for i in range(L):
+            p = f"backbone.layers.{i}."
+            yield p + "norm.weight", np.ones(H, np.float16)
+            m = p + "mixer."
+            yield m + "in_proj.weight", w(2 * inner, H)
+            yield m + "conv1d.weight", w(inner, 1, c["conv"], std=0.3)
+            yield m + "conv1d.bias", w(inner)
+            yield m + "x_proj.weight", w(R + 2 * N, inner)
+            yield m + "dt_proj.weight", w(inner, R, std=0.1)
+            yield m + "dt_proj.bias", np.full(inner, -4.0, np.float16)
+            yield m + "A_log", np.log(np.tile(np.arange(1, N + 1, dtype=np.float32), (inner, 1))).astype(np.float16)
+            yield m + "D", np.ones(inner, np.float16)
+            yield m + "out_proj.weight", w(H, inner)
+        yield "backbone.norm_f.weight", np.ones(H, np.float16)
+        yield "lm_head.weight", w(V, H)
+
+    _write_shards(out, tensors(), shard_bytes)
+
+
+def make_hf_nemotron_h(out, c, seed=0, shard_bytes=2 << 30):
+    """A random Nemotron-H of HYBRID_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
+    H, V, hd, N, G = c["hidden"], c["vocab"], c["head_dim"], c["state"], c["groups"]
+    nh, I = c["ssm_heads"], c["ssm_heads"] * c["ssm_head_dim"]
+    CD = I + 2 * G * N
+    cfg = {"model_type": "nemotron_h", "architectures": ["NemotronHForCausalLM"], "vocab_size": V, "hidden_size": H,
+           "hybrid_override_pattern": c["pattern"], "num_hidden_layers": len(c["pattern"]),
+           "num_attention_heads": c["heads"], "num_key_value_heads": c["kv"], "head_dim": hd,
+           "intermediate_size": c["ffn"], "mlp_hidden_act": "relu2", "mamba_num_heads": nh,
+           "mamba_head_dim": c["ssm_head_dim"], "ssm_state_size": N, "n_groups": G, "conv_kernel": c["conv"],
+           "use_conv_bias": True, "layer_norm_epsilon": 1e-5, "max_position_embeddings": 8192,
+           "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "float16"}
+    w, rng = _begin(out, cfg, seed)
+
+    def tensors():
+        yield "backbone.embeddings.weight", w(V, H, std=0.5)
+        for i, t in enumerate(c["pattern"]):
+            p = f"backbone.layers.{i}."
+            m = p + "mixer."
+            yield p + "norm.weight", np.ones(H, np.float16)
+            if t == "M":
+                yield m + "in_proj.weight", w(I + CD + nh, H)
+                yield m + "conv1d.weight", w(CD, 1, c["conv"], std=0.3)
+                yield m + "conv1d.bias", w(CD)
+                yield m + "dt_bias", np.full(nh, -4.0, np.float16)
+                yield m + "A_log", np.log(np.arange(1, nh + 1, dtype=np.float32)).astype(np.float16)
+                yield m + "D", np.ones(nh, np.float16)
+                yield m + "norm.weight", np.ones(I, np.float16)
+                yield m + "out_proj.weight", w(H, I)
+            elif t == "*":
+                for n, rows in (("q_proj", c["heads"] * hd), ("k_proj", c["kv"] * hd), ("v_proj", c["kv"] * hd)):
+                    yield m + n + ".weight", w(rows, H)
+                yield m + "o_proj.weight", w(H, c["heads"] * hd)
+            else:
+                yield m + "up_proj.weight", w(c["ffn"], H)
+                yield m + "down_proj.weight", w(H, c["ffn"])
+        yield "backbone.norm_f.weight", np.ones(H, np.float16)
+        yield "lm_head.weight", w(V, H)
+
+    _write_shards(out, tensors(), shard_bytes)
+
+
 def _write_shards(out, tensors, shard_bytes):
     from edgeformer.io import save_safetensors
 
@@ -336,6 +417,8 @@ def main():
         done = four_bit and all(os.path.exists(os.path.join(root, f)) for f in ("ef-q4_0.gguf", "lc-q4_0.gguf"))
         if not done:
             make = (make_hf_mla if size in MLA_SIZES else make_hf_lfm2 if size.startswith("lfm2")
+                    else make_hf_mamba if size.startswith("mamba")
+                    else make_hf_nemotron_h if size.startswith("nemotron")
                     else make_hf_qwen35 if size in HYBRID_SIZES else make_hf)
             step("hf f16", os.path.join(hf, "config.json"), lambda: make(hf, shapes[size]))
         types = ("q4_0",) if four_bit else ("f16", "q8_0", "int8", "q4_0", "q4_k")

@@ -187,6 +187,11 @@ BASES: Dict[str, Dict[str, Any]] = {
                "head_dim": 4, "state_size": 4, "n_groups": 2, "conv_kernel": 3, "expand": 2},
     "falcon_mamba": {"model_type": "falcon_mamba", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 2,
                      "state_size": 4, "conv_kernel": 3, "time_step_rank": 2, "mixer_rms_eps": 1e-6},
+    "falcon_h1": {"model_type": "falcon_h1", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+                  "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+                  "mamba_d_ssm": 16, "mamba_n_heads": 4, "mamba_n_groups": 2, "mamba_d_state": 4, "mamba_d_conv": 3,
+                  "mamba_rms_norm": True, "max_position_embeddings": 32, "embedding_multiplier": 2.0,
+                  "ssm_multipliers": [1.0, 0.5, 2.0, 1.0, 1.5], "mlp_multipliers": [1.0, 0.5]},
     "mistral3": {"model_type": "mistral3", "text_config": {
         "model_type": "ministral3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
@@ -227,7 +232,10 @@ KEYS = sorted({
     "mamba_conv_bias", "shared_intermediate_size", "time_step_limit", "position_embedding_type",
     "layers_block_type", "hybrid_override_pattern", "mamba_num_heads", "mamba_head_dim", "ssm_state_size", "n_groups",
     "conv_kernel", "use_conv_bias", "state_size", "expand", "moe_shared_expert_intermediate_size", "moe_latent_size",
-    "rms_norm", "attention_head_dim", "mlp_hidden_act", "time_step_rank", "mixer_rms_eps",
+    "rms_norm", "attention_head_dim", "mlp_hidden_act", "time_step_rank", "mixer_rms_eps", "mamba_d_ssm",
+    "mamba_rms_norm", "mamba_norm_before_gate", "ssm_multipliers", "mlp_multipliers", "embedding_multiplier",
+    "lm_head_multiplier", "key_multiplier", "attention_in_multiplier", "attention_out_multiplier",
+    "ssm_in_multiplier", "ssm_out_multiplier", "projectors_bias",
 })
 ROPE_KEYS = ["rope_type", "type", "alpha", "factor", "low_freq_factor", "high_freq_factor",
              "original_max_position_embeddings", "attention_factor", "mscale", "mscale_all_dim", "beta_fast",
@@ -240,7 +248,8 @@ STRINGS = ["silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"
            "default", "linear", "dynamic", "llama3", "yarn", "longrope", "gated-gelu", "gated-silu", "gated-relu",
            "gated-", "absolute", "relative_key", "llama", "mistral", "gpt2", "opt", "bloom", "falcon", "codegen",
            "bert", "t5", "lm_head.weight", "greedy", "group_limited_greedy", "noaux_tc", "dense", "sparse",
-           "sliding_attention", "full_attention", "linear_attention", "LLLG", "mlp", "moe", "M-*E", "backbone.embeddings.weight"]
+           "sliding_attention", "full_attention", "linear_attention", "LLLG", "mlp", "moe", "M-*E",
+           "backbone.embeddings.weight"]
 NAME_HINTS = ["lm_head.weight", "transformer.wte.weight", "wte.weight", "transformer.word_embeddings.weight",
               "word_embeddings.weight", "bert.embeddings.word_embeddings.weight", "embeddings.word_embeddings.weight",
               "model.decoder.embed_tokens.weight", "decoder.embed_tokens.weight", "transformer.ln_f.gamma",

@@ -332,6 +332,12 @@ def make_seeds(out_dir: str) -> None:
     _write_quantized(o("falcon_mamba_q8.gguf"), {"model_type": "falcon_mamba", "vocab_size": V, "hidden_size": 32,
                                                  "num_hidden_layers": 1, "state_size": 4, "conv_kernel": 3,
                                                  "time_step_rank": 32}, "q8_0")
+    _write_quantized(o("falcon_h1.gguf"), {"model_type": "falcon_h1", "vocab_size": V, "hidden_size": 8,
+                                           "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                           "num_key_value_heads": 1, "head_dim": 4, "mamba_d_ssm": 16,
+                                           "mamba_n_heads": 4, "mamba_n_groups": 2, "mamba_d_state": 4,
+                                           "mamba_d_conv": 3, "mamba_rms_norm": True,
+                                           "mamba_norm_before_gate": False, "max_position_embeddings": 32})
     # every tensor type and every metadata value type, no usable architecture
     w = gguf.GGUFWriter(o("types.gguf"), "llama")
     w.add_uint8("u8", 200), w.add_int8("i8", -5), w.add_uint16("u16", 60000), w.add_int16("i16", -300)

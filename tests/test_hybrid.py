@@ -1,9 +1,9 @@
 """Hybrid decoders against transformers on tiny random checkpoints, under every ISA: Qwen3.5 (Gated DeltaNet
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
 checkpoint, Qwen3-Next, LFM2 (gated short convolutions), dense and mixture-of-experts, Granite 4.0-H, Nemotron-H
-(layers of one branch each), Mamba2 (Mamba2 mixers alone), Mamba and Falcon-Mamba. Logits within
-1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a recurrent state; GGUF in and out as
-llama.cpp writes each."""
+(layers of one branch each), Mamba2 (Mamba2 mixers alone), Mamba, Falcon-Mamba and Falcon-H1. Logits within
+1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a
+recurrent state; GGUF in and out as llama.cpp writes each."""
 
 from __future__ import annotations
 
@@ -113,6 +113,14 @@ def _cases():
         "falcon_mamba": (tf.FalconMambaForCausalLM, tf.FalconMambaConfig(
             vocab_size=320, hidden_size=64, num_hidden_layers=2, state_size=16, time_step_rank=8,
             tie_word_embeddings=False, bos_token_id=0, eos_token_id=None, pad_token_id=None)),
+        # Falcon-H1: a Mamba2 mixer beside every attention layer, its multipliers (folded into the weights); the
+        # mixer's output norm none, after the gate, or before it
+        "falcon_h1": (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1())),
+        "falcon_h1_norm": (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1(
+            mamba_rms_norm=True, mamba_norm_before_gate=False))),
+        "falcon_h1_tied": (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1(tie_word_embeddings=True))),
+        "falcon_h1_norm_first": (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1(
+            mamba_rms_norm=True, mamba_norm_before_gate=True, mamba_n_groups=1))),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
@@ -127,6 +135,16 @@ def _granite_hybrid(**kw):
                    num_local_experts=4, num_experts_per_tok=2, embedding_multiplier=2.0, attention_multiplier=0.1,
                    residual_multiplier=0.5, logits_scaling=3.0, bos_token_id=0, eos_token_id=None,
                    pad_token_id=None), **kw}
+
+
+def _falcon_h1(**kw):
+    return {**dict(vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=16, mamba_d_ssm=96, mamba_n_heads=6, mamba_d_head=16,
+                   mamba_n_groups=2, mamba_d_state=16, max_position_embeddings=64, embedding_multiplier=2.0,
+                   lm_head_multiplier=0.5, attention_in_multiplier=0.8, key_multiplier=1.3,
+                   attention_out_multiplier=0.7, ssm_in_multiplier=1.2, ssm_out_multiplier=0.6,
+                   mlp_multipliers=[1.5, 0.4], ssm_multipliers=[0.9, 1.1, 0.5, 2.0, 1.7], bos_token_id=0,
+                   eos_token_id=None, pad_token_id=None), **kw}
 
 
 def _nemotron_h(**kw):
@@ -177,7 +195,8 @@ def _wrapper(text_config):
 
 CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied",
          "lfm2_moe", "granite_hybrid", "granite_hybrid_dense", "nemotron_h", "nemotron_h_tied", "nemotron_h_moe",
-         "nemotron_h_moe_groups", "mamba2", "mamba", "falcon_mamba"]
+         "nemotron_h_moe_groups", "mamba2", "mamba", "falcon_mamba", "falcon_h1", "falcon_h1_norm",
+         "falcon_h1_norm_first", "falcon_h1_tied"]
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +283,8 @@ def test_recurrent_batches_and_batcher(built):
 GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "qwen3_5_eq": "qwen35",
               "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2", "lfm2_moe_eq": "lfm2moe",
               "granite_hybrid": "granitehybrid", "granite_hybrid_rope": "granitehybrid", "nemotron_h": "nemotron_h",
-              "nemotron_h_moe": "nemotron_h_moe", "mamba2": "mamba2", "mamba": "mamba", "falcon_mamba": "mamba"}
+              "nemotron_h_moe": "nemotron_h_moe", "mamba2": "mamba2", "mamba": "mamba", "falcon_mamba": "mamba",
+              "falcon_h1": "falcon-h1", "falcon_h1_norm": "falcon-h1"}
 # tensors each writes as llama.cpp's converter does
 GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
                          "blk.0.ssm_beta.weight", "blk.3.attn_q.weight"},
@@ -283,6 +303,8 @@ GGUF_NAMES["nemotron_h_moe"] = GGUF_NAMES["mamba2"] | {"blk.1.ffn_up_exps.weight
                                                        "blk.1.ffn_up_shexp.weight", "blk.2.attn_q.weight"}
 GGUF_NAMES["mamba"] = {"blk.0.attn_norm.weight", "blk.0.ssm_in.weight", "blk.0.ssm_x.weight", "blk.0.ssm_dt.weight",
                        "blk.0.ssm_dt.bias", "blk.0.ssm_a", "blk.0.ssm_d", "blk.0.ssm_conv1d.bias", "output_norm.weight"}
+GGUF_NAMES["falcon-h1"] = {"blk.0.ffn_norm", "blk.0.attn_norm.weight", "blk.0.ssm_in.weight", "blk.0.ssm_a",
+                           "blk.0.attn_q.weight", "blk.0.ffn_gate.weight", "output.weight", "output_norm.weight"}
 GGUF_NAMES["lfm2moe"] = GGUF_NAMES["lfm2"] | {"blk.1.exp_probs_b.bias", "blk.1.ffn_gate_exps.weight",
                                               "blk.1.ffn_gate_inp.weight", "blk.0.ffn_gate.weight"}
 
@@ -317,6 +339,17 @@ def test_hybrid_gguf_refuses_what_llama_cpp_reads_otherwise(case, built, tmp_pat
     and no file is left."""
     path, _, _ = built(case)
     with pytest.raises(ValueError, match="linear_value_head_dim"):
+        edgeformer.quantize(path, str(tmp_path / "m.gguf"), "f32")
+    assert not (tmp_path / "m.gguf").exists()
+
+
+@pytest.mark.parametrize("case,match", [("falcon_h1_norm_first", "mamba_norm_before_gate"),
+                                        ("falcon_h1_tied", "lm_head_multiplier")])
+def test_falcon_h1_gguf_refuses_what_llama_cpp_computes_otherwise(case, match, built, tmp_path):
+    """llama.cpp's falcon-h1 normalizes the mixer's output after its gate and has no logit scale (a tied head whose
+    multiplier differs from the embeddings' needs one): refused by name, no file left."""
+    path, _, _ = built(case)
+    with pytest.raises(ValueError, match=match):
         edgeformer.quantize(path, str(tmp_path / "m.gguf"), "f32")
     assert not (tmp_path / "m.gguf").exists()
 

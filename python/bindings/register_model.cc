@@ -139,6 +139,8 @@ void register_model(py::module_& m) {
       .def_readwrite("ssm_dt_min", &ef::ArchSpec::ssm_dt_min)
       .def_readwrite("ssm_dt_max", &ef::ArchSpec::ssm_dt_max)
       .def_readwrite("ssm_conv_bias", &ef::ArchSpec::ssm_conv_bias)
+      .def_readwrite("ssm_parallel", &ef::ArchSpec::ssm_parallel)
+      .def_readwrite("ssm_norm", &ef::ArchSpec::ssm_norm)
       .def_readwrite("ssm_dt_rank", &ef::ArchSpec::ssm_dt_rank)
       .def_readwrite("ssm_bcdt_eps", &ef::ArchSpec::ssm_bcdt_eps)
       .def("recurrent", &ef::ArchSpec::recurrent)

@@ -235,14 +235,16 @@ def _window(cfg: Config, s: "_core.ArchSpec") -> None:
 class Derived:
     """A weight rebuilt from a checkpoint tensor: with `index`, one matrix of a 3-D tensor (fused experts); rows
     (after an optional transpose) gathered by index, and columns by `cols`; with `add`, every value plus that
-    constant, as f32 (Gemma's norms scale by 1 + weight)."""
+    constant, as f32 (Gemma's norms scale by 1 + weight); with `scale`, the rows times a constant or one factor
+    per row, in the source's float type (Falcon-H1's multipliers, folded in as llama.cpp's converter does)."""
 
     fp8_block: Sequence[int] = (128, 128)  # an FP8 source's scale blocks (quantization_config.weight_block_size)
 
     def __init__(self, src: str, rows: Union[slice, Sequence[int], None] = None, transpose: bool = False,
-                 add: float = 0.0, index: Optional[int] = None, cols: Optional[Sequence[int]] = None):
+                 add: float = 0.0, index: Optional[int] = None, cols: Optional[Sequence[int]] = None,
+                 scale: Union[float, Sequence[float], None] = None):
         self.src, self.rows, self.transpose, self.add, self.index = src, rows, transpose, add, index
-        self.cols = cols
+        self.cols, self.scale = cols, scale
 
     def build(self, checkpoint) -> Tuple[np.ndarray, "_core.DType", str]:
         t = checkpoint.get(self.src)
@@ -275,6 +277,12 @@ class Derived:
         if self.add:
             f = _as_f32(a, dtype) + np.float32(self.add)
             return np.ascontiguousarray(f, dtype=np.float32), _core.DType.f32, t.source
+        if self.scale is not None:
+            m = np.asarray(self.scale, np.float32)
+            if m.ndim and m.shape[0] != a.shape[0]:
+                raise ValueError(f"tensor '{self.src}': expected {m.shape[0]} rows, got shape {list(t.shape)}")
+            f = _as_f32(a, dtype) * (m.reshape((-1,) + (1,) * (a.ndim - 1)) if m.ndim else m)
+            return np.ascontiguousarray(_from_f32(f, dtype)), dtype, t.source
         return np.ascontiguousarray(a), dtype, t.source
 
 
@@ -302,6 +310,14 @@ def _as_f32(a: np.ndarray, dtype) -> np.ndarray:
     if dtype in (_core.DType.f16, _core.DType.f32):
         return a.astype(np.float32)
     raise ValueError(f"expected a float tensor (f32, f16 or bf16), got {dtype}")
+
+
+def _from_f32(f: np.ndarray, dtype) -> np.ndarray:
+    """f32 values as a float tensor of dtype holds them (bf16: its uint16 bits, rounded to nearest even)."""
+    if dtype == _core.DType.bf16:
+        bits = np.ascontiguousarray(f, np.float32).view(np.uint32)
+        return ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    return f.astype(np.float16 if dtype == _core.DType.f16 else np.float32)
 
 
 NameMap = Dict[str, Union[str, Derived]]

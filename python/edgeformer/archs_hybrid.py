@@ -337,7 +337,8 @@ def _time_step_limit(c: Config, s: "_core.ArchSpec") -> None:
 def mamba2_names(out: NameMap, src: str, dst: str, conv_bias: bool) -> None:
     """A Mamba2 mixer's tensors (in_proj, conv1d, dt_bias, A_log, D, norm, out_proj under src) as lin.*."""
     for part, name in (("in.weight", "in_proj.weight"), ("conv.weight", "conv1d.weight"), ("dt_bias", "dt_bias"),
-                       ("A_log", "A_log"), ("D", "D"), ("norm.weight", "norm.weight"), ("out.weight", "out_proj.weight")):
+                       ("A_log", "A_log"), ("D", "D"), ("norm.weight", "norm.weight"),
+                       ("out.weight", "out_proj.weight")):
         out[dst + "lin." + part] = src + name
     if conv_bias:
         out[dst + "lin.conv.bias"] = src + "conv1d.bias"
@@ -456,6 +457,87 @@ def _mamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+# FalconH1Config's defaults where they differ from Llama's
+FALCON_H1_DEFAULTS: Dict[str, Any] = {"rms_norm_eps": 1e-5, "max_position_embeddings": 8192, "mamba_d_ssm": 1024,
+                                      "mamba_n_heads": 128, "mamba_d_head": "auto", "mamba_n_groups": 1,
+                                      "mamba_d_state": 256, "mamba_d_conv": 4, "mamba_expand": 2,
+                                      "mamba_conv_bias": True, "mamba_norm_before_gate": True,
+                                      "mamba_rms_norm": False}
+
+
+def _falcon_h1(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """TII Falcon-H1 (falcon_h1): a Llama whose every layer runs a Mamba2 mixer beside its attention on the same
+    normalized input, the outputs added (ArchSpec.ssm_parallel); the mixer's output norm optional
+    (mamba_rms_norm, before or after the gate); its many multipliers folded into the weights as llama.cpp's
+    converter folds them (the embeddings' and the head's too)."""
+    c = Config({**FALCON_H1_DEFAULTS, **cfg.data}, cfg.source)
+    for field in ("projectors_bias", "mamba_proj_bias", "attention_bias", "mlp_bias"):
+        if c.get(field, bool, False):
+            raise c.error(field, "is true: not supported for Falcon-H1")
+    s, names = _as_llama(c, tensor_names, "falcon_h1", FALCON_H1_DEFAULTS)
+    H = s.hidden_size
+    inner = c.data.get("mamba_d_ssm")
+    inner = int(c.get("mamba_expand", float) * H) if inner is None else c.positive("mamba_d_ssm")
+    heads = c.positive("mamba_n_heads")
+    data = dict(c.data)
+    if data.get("mamba_d_head") == "auto":
+        data["mamba_d_head"] = inner // heads
+    _ssm_sizes(Config(data, cfg.source), s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups",
+               "mamba_d_conv", "mamba_conv_bias", inner)
+    s.ssm_parallel = True
+    s.ssm_norm = (2 if c.get("mamba_norm_before_gate", bool) else 1) if c.get("mamba_rms_norm", bool) else 0
+
+    def multiplier(field: str, default: float = 1.0) -> float:
+        v = c.get(field, float, default)
+        if not (v == v and abs(v) != float("inf")):
+            raise c.error(field, f"must be a finite number, got {v}")
+        return v
+
+    def multipliers(field: str, n: int):
+        v = c.data.get(field)
+        if v is None:
+            return [1.0] * n
+        if not (isinstance(v, (list, tuple)) and len(v) == n and
+                all(isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+                    for x in v)):
+            raise c.error(field, f"expected {n} finite numbers, got {v!r}")
+        return [float(x) for x in v]
+
+    attn_in, key = multiplier("attention_in_multiplier"), multiplier("key_multiplier")
+    attn_out, ssm_in, ssm_out = (multiplier("attention_out_multiplier"), multiplier("ssm_in_multiplier"),
+                                 multiplier("ssm_out_multiplier"))
+    gate_m, down_m = multipliers("mlp_multipliers", 2)
+    zxbcdt = multipliers("ssm_multipliers", 5)
+    emb, head = multiplier("embedding_multiplier"), multiplier("lm_head_multiplier")
+    gs = s.ssm_groups * s.ssm_state
+    rows = ([zxbcdt[0]] * inner + [zxbcdt[1]] * inner + [zxbcdt[2]] * gs + [zxbcdt[3]] * gs +
+            [zxbcdt[4]] * s.ssm_heads)
+    out: NameMap = {"tok_embeddings.weight": Derived("model.embed_tokens.weight", scale=emb),
+                    "norm.weight": "model.final_layernorm.weight"}
+    if s.tie_embeddings:  # (the head reads the scaled embeddings: its own multiplier over the embeddings')
+        if emb == 0:
+            raise c.error("embedding_multiplier", "is 0 with a tied head")
+        s.logits_scale = head / emb
+    else:
+        out["lm_head.weight"] = Derived("lm_head.weight", scale=head)
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        a, f, m = src + "self_attn.", src + "feed_forward.", src + "mamba."
+        out[dst + "attn_norm.weight"] = src + "input_layernorm.weight"
+        out[dst + "mlp_norm.weight"] = src + "pre_ff_layernorm.weight"
+        for p, scale in (("q", attn_in), ("k", attn_in * key), ("v", attn_in), ("o", attn_out)):
+            out[dst + f"attn.{p}.weight"] = Derived(a + f"{p}_proj.weight", scale=scale)
+        out[dst + "mlp.gate.weight"] = Derived(f + "gate_proj.weight", scale=gate_m)
+        out[dst + "mlp.up.weight"] = f + "up_proj.weight"
+        out[dst + "mlp.down.weight"] = Derived(f + "down_proj.weight", scale=down_m)
+        mamba2_names(out, m, dst, s.ssm_conv_bias)
+        out[dst + "lin.in.weight"] = Derived(m + "in_proj.weight", scale=[ssm_in * r for r in rows])
+        out[dst + "lin.out.weight"] = Derived(m + "out_proj.weight", scale=ssm_out)
+        if not s.ssm_norm:
+            del out[dst + "lin.norm.weight"]
+    return s, out
+
+
 # Mamba2Config's and NemotronHConfig's defaults
 MAMBA2_DEFAULTS: Dict[str, Any] = {"num_heads": 128, "head_dim": 64, "state_size": 128, "n_groups": 8, "expand": 2,
                                    "conv_kernel": 4, "use_conv_bias": True, "layer_norm_epsilon": 1e-5}
@@ -496,8 +578,9 @@ def _nemotron_h(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     from .archs import _activation
 
     data = dict(cfg.data)
-    for old, new in (("mamba_n_groups", "n_groups"), ("mamba_d_conv", "conv_kernel"), ("mamba_conv_bias", "use_conv_bias"),
-                     ("mamba_dt_limit", "time_step_limit"), ("attention_head_dim", "head_dim")):
+    for old, new in (("mamba_n_groups", "n_groups"), ("mamba_d_conv", "conv_kernel"),
+                     ("mamba_conv_bias", "use_conv_bias"), ("mamba_dt_limit", "time_step_limit"),
+                     ("attention_head_dim", "head_dim")):
         if old in data and new not in data:
             data[new] = data[old]
     c = Config({**NEMOTRON_H_DEFAULTS, **data}, cfg.source)
@@ -585,4 +668,5 @@ def _wrapped(text_builder, text_type: str):
 HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwen3_5_text"),
           "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text"),
           "qwen3_next": _qwen3_next, "lfm2": _lfm2, "lfm2_moe": _lfm2_moe, "granitemoehybrid": _granitemoehybrid,
-          "mamba2": _mamba2, "nemotron_h": _nemotron_h, "mamba": _mamba, "falcon_mamba": _mamba}
+          "mamba2": _mamba2, "nemotron_h": _nemotron_h, "mamba": _mamba, "falcon_mamba": _mamba,
+          "falcon_h1": _falcon_h1}

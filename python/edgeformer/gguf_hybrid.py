@@ -35,11 +35,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from gguf.constants import MODEL_TENSOR, Keys
 
-from .gguf_common import (GRANITE_HYBRID, LFM2, LFM2MOE, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE, QWEN35, QWEN35MOE,
+from .gguf_common import (FALCON_H1, GRANITE_HYBRID, LFM2, LFM2MOE, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE, QWEN35, QWEN35MOE,
                           QWEN3NEXT, _Meta)
 
 HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H,
-                NEMOTRON_H_MOE)
+                NEMOTRON_H_MOE, FALCON_H1)
 TILED_ARCHS = (QWEN35, QWEN35MOE)  # (Qwen3-Next's files keep transformers' grouped value heads)
 # the image-and-text checkpoints are written as their language model
 TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
@@ -89,6 +89,19 @@ def name_table(arch: str):
             (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
             (_T.FFN_GATE_INP, L + "block_sparse_moe.router.layer", _W, "blk"),
         ] + _mamba2_names(L + "mamba.")
+    if arch == FALCON_H1:  # (its pre-MLP norm named without ".weight", as llama.cpp's converter writes it)
+        return [(_T.TOKEN_EMBD, "model.embed_tokens", _W, None),
+                (_T.OUTPUT_NORM, "model.final_layernorm", _W, None),
+                (_T.OUTPUT, "lm_head", _W, None),
+                (_T.ATTN_NORM, L + "input_layernorm", _W, "blk"),
+                (_T.FFN_PRE_NORM, L + "pre_ff_layernorm", (("", ".weight"),), "blk"),
+                (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
+                (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
+                (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
+                (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
+                (_T.FFN_GATE, L + "feed_forward.gate_proj", _W, "blk"),
+                (_T.FFN_UP, L + "feed_forward.up_proj", _W, "blk"),
+                (_T.FFN_DOWN, L + "feed_forward.down_proj", _W, "blk")] + _mamba2_names(L + "mamba.")
     if arch == MAMBA:  # (its time step through dt_proj, a weight and a bias; A per channel and state)
         B = "backbone.layers.{i}."
         return [(_T.TOKEN_EMBD, "backbone.embeddings", _W, None),
@@ -323,9 +336,10 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
 
 
 def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
-    """Mamba's, Mamba2's and Nemotron-H's configs from llama.cpp's keys: the mixers' sizes from the ssm keys (Mamba2's
-    heads: time_step_rank; Mamba's: its time step's rank, ssm.dt_b_c_rms for Falcon-Mamba); Nemotron-H's layer types from the per-layer counts, as llama.cpp tells them: feed-forward width
-    (an MLP layer), else key/value heads (attention), else a Mamba2 mixer."""
+    """Mamba's, Mamba2's and Nemotron-H's configs from llama.cpp's keys: the mixers' sizes from the ssm keys
+    (Mamba2's heads: time_step_rank; Mamba's: its time step's rank, ssm.dt_b_c_rms for Falcon-Mamba); Nemotron-H's
+    layer types from the per-layer counts, as llama.cpp tells them: feed-forward width (an MLP or expert layer),
+    else key/value heads (attention), else a Mamba2 mixer."""
     from .gguf_config import _vocab_size
     from .gguf_readers import _OUTPUT
 
@@ -334,7 +348,8 @@ def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     if inner % nh and arch != MAMBA:  # (Mamba's time_step_rank is the time step's rank, not a head count)
         raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the heads ({nh})")
     eps_key = _k(_A.LAYERNORM_RMS_EPS, arch)
-    eps = m.get(eps_key, float) if m.has(eps_key) or arch in (MAMBA, MAMBA2) else m.get(_k(_A.LAYERNORM_EPS, arch), float)
+    eps = (m.get(eps_key, float) if m.has(eps_key) or arch in (MAMBA, MAMBA2)
+           else m.get(_k(_A.LAYERNORM_EPS, arch), float))
     cfg: Dict[str, Any] = {"vocab_size": _vocab_size(m, arch), "hidden_size": hidden, "layer_norm_epsilon": eps,
                            "conv_kernel": m.positive(_k(_S.CONV_KERNEL, arch)),
                            "n_groups": m.positive(_k(_S.GROUP_COUNT, arch), 1),
@@ -347,6 +362,18 @@ def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
                "use_conv_bias": "blk.0.ssm_conv1d.bias" in names}
         del out["n_groups"]
         return {**out, "mixer_rms_eps": m.get(_MIXER_EPS, float, eps)} if falcon else out
+    if arch == FALCON_H1:  # (its multipliers folded into the weights: none left; the output norm after the gate)
+        heads = m.positive(_k(_A.HEAD_COUNT, arch))
+        return {**cfg, "architectures": ["FalconH1ForCausalLM"], "model_type": "falcon_h1", "num_hidden_layers": n,
+                "num_attention_heads": heads, "num_key_value_heads": m.positive(_k(_A.HEAD_COUNT_KV, arch), heads),
+                "head_dim": m.positive(_k(_A.KEY_LENGTH, arch), hidden // heads),
+                "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)), "rms_norm_eps": eps,
+                "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 10000.0),
+                "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)), "mamba_d_ssm": inner,
+                "mamba_n_heads": nh, "mamba_d_head": inner // nh, "mamba_n_groups": cfg.pop("n_groups"),
+                "mamba_d_state": m.positive(_k(_S.STATE_SIZE, arch)), "mamba_d_conv": cfg.pop("conv_kernel"),
+                "mamba_conv_bias": "blk.0.ssm_conv1d.bias" in names,
+                "mamba_rms_norm": "blk.0.ssm_norm.weight" in names, "mamba_norm_before_gate": False}
     if arch == MAMBA2:
         if inner % hidden:
             raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the embedding length ({hidden})")
@@ -389,11 +416,8 @@ def granite_hybrid_metadata(cfg, config: Dict[str, Any], put) -> None:
     """Granite 4.0-H's keys as llama.cpp's converter writes them, after checking what llama.cpp assumes (no time
     step clamp)."""
     from . import _core
-    from .archs import spec_from_config
 
-    spec = spec_from_config(config, cfg.source)[0]
-    if spec.ssm_dt_min != 0.0 or spec.ssm_dt_max != 0.0:
-        raise cfg.error("time_step_limit", "clamps the time step: llama.cpp's granitehybrid does not")
+    spec = _ssm_metadata(cfg, config, put, None)
     rope = spec.pos == _core.PosKind.rotary
     _layer_heads_metadata(spec, put, cfg.positive("max_position_embeddings", 4096) if rope else 1 << 20,
                           spec.moe_ffn_size if spec.n_experts else spec.ffn_size)
@@ -405,11 +429,6 @@ def granite_hybrid_metadata(cfg, config: Dict[str, Any], put) -> None:
     put(_A.SCALE, spec.attn_scale)
     put(_K.RESIDUAL_SCALE, spec.residual_scale)
     put(_K.LOGIT_SCALE, 1.0 / spec.logits_scale)
-    put(Keys.SSM.CONV_KERNEL, spec.lin_conv)
-    put(Keys.SSM.INNER_SIZE, spec.ssm_heads * spec.ssm_head_dim)
-    put(Keys.SSM.STATE_SIZE, spec.ssm_state)
-    put(Keys.SSM.TIME_STEP_RANK, spec.ssm_heads)
-    put(Keys.SSM.GROUP_COUNT, spec.ssm_groups)
     if spec.n_experts:
         put(_K.EXPERT_COUNT, spec.n_experts)
         put(_K.EXPERT_USED_COUNT, spec.n_experts_used)
@@ -422,47 +441,55 @@ def nemotron_has_experts(config: Dict[str, Any]) -> bool:
     return "moe" in types or "E" in types
 
 
-def mamba2_metadata(cfg, config: Dict[str, Any], put) -> None:
-    """Mamba2's and Nemotron-H's keys as llama.cpp's converter writes them (Nemotron-H's per-layer key/value heads
-    and feed-forward widths tell its layer types), after checking what llama.cpp assumes (no time step clamp; a
-    Mamba2's convolution bias)."""
+def _ssm_metadata(cfg, config: Dict[str, Any], put, context: Optional[int]):
+    """The model's spec, after the keys every Mamba-family file has (the mixer's sizes: Mamba2's heads as
+    time_step_rank, Mamba's time step rank; the context length where given) and the check of what llama.cpp
+    assumes of a Mamba2 mixer (no time step clamp)."""
     from .archs import spec_from_config
 
     spec = spec_from_config(config, cfg.source)[0]
-    if spec.model_type in ("mamba", "falcon_mamba"):
-        put(_K.VOCAB_SIZE, spec.vocab_size)
-        put(_K.CONTEXT_LENGTH, 1 << 20)
-        put(_K.EMBEDDING_LENGTH, spec.hidden_size)
-        put(_K.FEED_FORWARD_LENGTH, 0)
-        put(_A.HEAD_COUNT, 0)
-        put(_K.BLOCK_COUNT, spec.n_layers)
-        put(_S.CONV_KERNEL, spec.lin_conv)
-        put(_S.INNER_SIZE, spec.ssm_heads * spec.ssm_head_dim)
-        put(_S.STATE_SIZE, spec.ssm_state)
-        put(_S.TIME_STEP_RANK, spec.ssm_dt_rank)
-        put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
-        put(_S.DT_B_C_RMS, spec.ssm_bcdt_eps > 0)
-        if spec.ssm_bcdt_eps > 0:
-            put(_MIXER_EPS, spec.ssm_bcdt_eps)
-        return
-    if spec.ssm_dt_min != 0.0 or spec.ssm_dt_max != 0.0:
+    mamba1 = spec.ssm_dt_rank > 0
+    if not mamba1 and (spec.ssm_dt_min != 0.0 or spec.ssm_dt_max != 0.0):
         raise cfg.error("time_step_limit", f"clamps the time step: llama.cpp's {spec.model_type} does not")
-    if spec.model_type == "mamba2" and not spec.ssm_conv_bias:
-        raise cfg.error("use_conv_bias", "is false: llama.cpp's mamba2 requires the convolution's bias")
     put(_K.VOCAB_SIZE, spec.vocab_size)
-    put(_K.CONTEXT_LENGTH, 1 << 20)  # (no positions: the converter's "arbitrary value")
+    put(_K.CONTEXT_LENGTH, context)  # (None: not put)
     put(_K.EMBEDDING_LENGTH, spec.hidden_size)
     put(_K.BLOCK_COUNT, spec.n_layers)
     put(_A.LAYERNORM_RMS_EPS, spec.norm_eps)
     put(_S.CONV_KERNEL, spec.lin_conv)
     put(_S.INNER_SIZE, spec.ssm_heads * spec.ssm_head_dim)
     put(_S.STATE_SIZE, spec.ssm_state)
-    put(_S.TIME_STEP_RANK, spec.ssm_heads)
-    put(_S.GROUP_COUNT, spec.ssm_groups)
-    if spec.model_type == "mamba2":
-        put(_K.FEED_FORWARD_LENGTH, 0)
-        put(_A.HEAD_COUNT, 0)
-        return
+    put(_S.TIME_STEP_RANK, spec.ssm_dt_rank if mamba1 else spec.ssm_heads)
+    if not mamba1:
+        put(_S.GROUP_COUNT, spec.ssm_groups)
+    return spec
+
+
+def mamba_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """Mamba's and Falcon-Mamba's keys as llama.cpp's converter writes them (ssm.dt_b_c_rms for Falcon-Mamba, its
+    mixer_rms_eps also under our own key)."""
+    spec = _ssm_metadata(cfg, config, put, 1 << 20)  # (no positions: the converter's "arbitrary value")
+    put(_K.FEED_FORWARD_LENGTH, 0)
+    put(_A.HEAD_COUNT, 0)
+    put(_S.DT_B_C_RMS, spec.ssm_bcdt_eps > 0)
+    if spec.ssm_bcdt_eps > 0:
+        put(_MIXER_EPS, spec.ssm_bcdt_eps)
+
+
+def mamba2_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """Mamba2's keys as llama.cpp's converter writes them, after checking that the mixers have the convolution bias
+    llama.cpp's mamba2 requires."""
+    spec = _ssm_metadata(cfg, config, put, 1 << 20)
+    if not spec.ssm_conv_bias:
+        raise cfg.error("use_conv_bias", "is false: llama.cpp's mamba2 requires the convolution's bias")
+    put(_K.FEED_FORWARD_LENGTH, 0)
+    put(_A.HEAD_COUNT, 0)
+
+
+def nemotron_h_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """Nemotron-H's keys as llama.cpp's converter writes them: per layer, key/value heads (attention) and
+    feed-forward widths (an MLP or, nemotron_h_moe, experts) tell the layer types."""
+    spec = _ssm_metadata(cfg, config, put, 1 << 20)
     moe = spec.n_experts > 0
     if moe:  # (llama.cpp's nemotron_h_moe: every layer with a feed-forward width has experts)
         if not all(spec.layer_moe[i] for i, k in enumerate(spec.layer_linear) if k == 4):
@@ -486,6 +513,23 @@ def mamba2_metadata(cfg, config: Dict[str, Any], put) -> None:
     put(_A.KEY_LENGTH, spec.head_dim)
     put(_A.VALUE_LENGTH, spec.head_dim)
     put(_R.SCALING_FINETUNED, False)
+
+
+def falcon_h1_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """Falcon-H1's keys as llama.cpp's converter writes them (its multipliers are in the weights), after checking
+    what llama.cpp computes: the mixer's output normalized after the gate, no logit scale."""
+    spec = _ssm_metadata(cfg, config, put, cfg.positive("max_position_embeddings", 8192))
+    if spec.ssm_norm == 2:
+        raise cfg.error("mamba_norm_before_gate", "is true: llama.cpp's falcon-h1 normalizes after the gate")
+    if spec.logits_scale != 1.0:
+        raise cfg.error("lm_head_multiplier", "differs from embedding_multiplier with a tied head: llama.cpp's "
+                                              "falcon-h1 has no logit scale")
+    put(_K.FEED_FORWARD_LENGTH, spec.ffn_size)
+    put(_A.HEAD_COUNT, spec.n_heads)
+    put(_A.HEAD_COUNT_KV, spec.n_kv_heads)
+    put(_A.KEY_LENGTH, spec.head_dim)
+    put(_A.VALUE_LENGTH, spec.head_dim)
+    put(_R.FREQ_BASE, spec.rope.theta)
 
 
 def _layer_heads_metadata(spec, put, context: int, ffn: int) -> None:
@@ -653,7 +697,7 @@ _SPLIT = {"granitemoehybrid": {"mlp.gate.weight": "ffn_gate", "mlp.up.weight": "
           "qwen3_next": {"lin.qkv.weight": "attn_qkv", "lin.z.weight": "attn_gate"}}
 # Mamba2 mixers' vectors as llama.cpp shapes them ([heads, 1]; the norm [groups, width]), by model type
 _MAMBA2_SHAPED = ("lin.A", "lin.D", "lin.norm.weight")
-_MAMBA2_TYPES = ("granitemoehybrid", "mamba2", "nemotron_h")
+_MAMBA2_TYPES = ("granitemoehybrid", "mamba2", "nemotron_h", "falcon_h1")
 
 
 def direct_name(spec, canonical: str) -> Optional[str]:
@@ -733,6 +777,10 @@ def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, ten
     tensors[g] = (np.ascontiguousarray(a), dtype)
     return True
 
+
+# the metadata writers of the families with Mamba or Mamba2 mixers, by llama.cpp architecture
+SSM_METADATA = {GRANITE_HYBRID: granite_hybrid_metadata, MAMBA: mamba_metadata, MAMBA2: mamba2_metadata,
+                NEMOTRON_H: nemotron_h_metadata, NEMOTRON_H_MOE: nemotron_h_metadata, FALCON_H1: falcon_h1_metadata}
 
 __all__: List[str] = ["config_qwen35", "qwen35_metadata", "gguf_linear_layout", "read_tensor", "write_tensor",
                       "name_table", "tiled_order", "HYBRID_ARCHS", "TILED_ARCHS", "TEXT_MODEL_TYPE"]

@@ -70,6 +70,7 @@ from .gguf_common import (
     LFM2MOE,
     GRANITE_HYBRID,
     MAMBA,
+    FALCON_H1,
     MAMBA2,
     NEMOTRON_H,
     NEMOTRON_H_MOE,
@@ -390,7 +391,8 @@ def _gguf_arch(arch: str) -> str:
 def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
-    if a in (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE):
+    if a in (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE,
+             FALCON_H1):
         from .gguf_hybrid import name_table
 
         return name_table(a)

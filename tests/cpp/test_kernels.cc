@@ -119,6 +119,19 @@ int main() {
       k.axpy(0.3f, a.data(), y.data(), K);
       ref.axpy(0.3f, a.data(), yr.data(), K);
       check(name + " axpy K=" + std::to_string(K), y, yr, 1e-12);
+      {  // Mamba's scan step: 5 channels of K states, negative rates, positive time steps, two steps
+        const int C = 5;
+        auto A = randn((size_t)C * K), dt = randn(C), xs = randn(C), B = randn(K), Cv = randn(K), S = randn((size_t)C * K);
+        for (auto& v : A) v = -std::fabs(v);
+        for (auto& v : dt) v = std::fabs(v) * 0.5f;
+        std::vector<float> Sr = S, ys(C), yr(C);
+        for (int step = 0; step < 2; step++) {
+          k.ssm_step(A.data(), dt.data(), xs.data(), B.data(), Cv.data(), S.data(), ys.data(), C, K);
+          ref.ssm_step(A.data(), dt.data(), xs.data(), B.data(), Cv.data(), Sr.data(), yr.data(), C, K);
+        }
+        check(name + " ssm_step state K=" + std::to_string(K), S, Sr, 1e-11);
+        check(name + " ssm_step y K=" + std::to_string(K), ys, yr, 1e-10);
+      }
       for (int d : {K, 64}) {  // attention-weighted rows: n = K rows of d, a row stride past d
         const int ld = d + 3;
         auto rows = randn((size_t)K * ld), p = randn(K);

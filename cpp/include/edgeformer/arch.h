@@ -108,6 +108,12 @@ struct ArchSpec {
   int32_t ssm_heads = 0, ssm_head_dim = 0, ssm_state = 0, ssm_groups = 1;  // Mamba2 (layer_linear 3)
   float ssm_dt_min = 0.f, ssm_dt_max = 0.f;  // the time step's clamp (time_step_limit; max 0: none)
   bool ssm_conv_bias = false;
+  // Falcon-H1: every layer's attention runs beside a Mamba2 mixer (its lin_* weights, a state per layer) on the same
+  // normalized input, the two outputs added
+  bool ssm_parallel = false;
+  // Mamba2's output: y * silu(z) RMS-normalized per group (1: Mamba2, Granite 4.0-H, Nemotron-H), y * silu(z) alone
+  // (0), or y normalized, then times silu(z) (2: Falcon-H1's norm_before_gate)
+  int32_t ssm_norm = 1;
   int32_t ssm_dt_rank = 0;    // Mamba (layer_linear 5): the time step's rank before dt_proj
   float ssm_bcdt_eps = 0.f;   // Mamba: the epsilon of dt's, B's and C's RMSNorms (Falcon-Mamba); 0: none
   int64_t ssm_inner() const { return (int64_t)ssm_heads * ssm_head_dim; }
@@ -131,6 +137,7 @@ struct ArchSpec {
     return false;
   }
   bool recurrent() const {
+    if (ssm_parallel) return true;
     for (int32_t v : layer_linear)
       if (v != 0 && v != 4) return true;
     return false;

@@ -84,6 +84,10 @@ struct KernelTable {
   void (*act)(Act a, float* x, int64_t n);  // in place
   // g = act(g) * u  (the gated unit of SwiGLU / GeGLU)
   void (*act_mul)(Act a, float* g, const float* u, int64_t n);
+  // one token's selective-scan step over channels (Mamba): per channel c and state n,
+  // S[c][n] = exp(dt[c] A[c][n]) S[c][n] + dt[c] x[c] B[n];  y[c] = sum_n S[c][n] C[n]   (S, A: [channels][N])
+  void (*ssm_step)(const float* A, const float* dt, const float* x, const float* B, const float* C, float* S,
+                   float* y, int64_t channels, int64_t N);
 };
 
 // The table for the active ISA: chosen once (best supported, or EDGEFORMER_ISA), or set_isa().

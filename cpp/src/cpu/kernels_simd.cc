@@ -450,6 +450,29 @@ void act_mul_simd(Act a, float* g, const float* u, int64_t n) {
   map2(g, u, n, [&](vf gv, vf uv) { return vmul(vact(a, gv), uv); });
 }
 
+void ssm_step_simd(const float* A, const float* dt, const float* x, const float* B, const float* C, float* S,
+                   float* y, int64_t channels, int64_t N) {
+  for (int64_t c = 0; c < channels; c++) {
+    const vf d = vset1(dt[c]), dx = vset1(dt[c] * x[c]);
+    const float* a = A + c * N;
+    float* s = S + c * N;
+    vf acc = vzero();
+    int64_t n = 0;
+    for (; n + kW <= N; n += kW) {
+      const vf v = vfmadd(vexp(vmul(d, vload(a + n))), vload(s + n), vmul(dx, vload(B + n)));
+      vstore(s + n, v);
+      acc = vfmadd(v, vload(C + n), acc);
+    }
+    if (n < N) {  // (zeros past the end: exp(0) * 0 + 0, times C's zeros)
+      const vf v = vfmadd(vexp(vmul(d, vload_partial(a + n, N - n))), vload_partial(s + n, N - n),
+                          vmul(dx, vload_partial(B + n, N - n)));
+      vstore_partial(s + n, v, N - n);
+      acc = vfmadd(v, vload_partial(C + n, N - n), acc);
+    }
+    y[c] = vsum(acc);
+  }
+}
+
 // quantize_row_q8 (quant.cc) in vectors, bit for bit: the same float steps, rounding half away from zero.
 void quantize_q8_simd(const float* x, BlockQ8* out, int64_t n) {
   constexpr int kV = 32 / kW;  // vectors per block
@@ -538,6 +561,7 @@ const KernelTable kTable = {
     quantize_q8_rows_simd,
     dot_simd, axpy_simd, wsum_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
     act_mul_simd,
+    ssm_step_simd,
 };
 
 }  // namespace

@@ -90,6 +90,25 @@ void ArchSpec::validate() const {
              "config: one sparse / dense flag per layer (" + std::to_string(n_layers) + "), got " +
                  std::to_string(layer_moe.size()));
   }
+  auto mamba2_fields = [&]() {
+    positive(ssm_heads, "mamba_n_heads");
+    positive(ssm_head_dim, "mamba_d_head");
+    positive(ssm_state, "mamba_d_state");
+    positive(ssm_groups, "mamba_n_groups");
+    EF_CHECK(ssm_heads % ssm_groups == 0, "config field 'mamba_n_heads' must be a multiple of mamba_n_groups");
+    EF_CHECK(std::isfinite(ssm_dt_min) && std::isfinite(ssm_dt_max) && ssm_dt_min >= 0.f &&
+                 (ssm_dt_max == 0.f || ssm_dt_max >= ssm_dt_min),
+             "config field 'time_step_limit' must be two limits, 0 <= min <= max");
+    EF_CHECK(ssm_norm >= 0 && ssm_norm <= 2, "config: the Mamba2 output norm is none, after or before the gate");
+  };
+  if (ssm_parallel) {  // (Falcon-H1)
+    mamba2_fields();
+    positive(lin_conv, "mamba_d_conv");
+    EF_CHECK(layer_linear.empty() && layer_mlp.empty() && causal() && pre_norms && !post_norms &&
+                 norm_position == NormPosition::Pre && !parallel_residual && !cross_attention && mla_kv_lora == 0 &&
+                 norm == NormKind::RMS,
+             "a Mamba2 mixer beside every attention layer is for sequential pre-norm RMSNorm decoders");
+  }
   if (!layer_linear.empty()) {
     EF_CHECK((int64_t)layer_linear.size() == n_layers, "config: one linear / full attention flag per layer (" +
                                                            std::to_string(n_layers) + "), got " +
@@ -108,16 +127,7 @@ void ArchSpec::validate() const {
       EF_CHECK(std::isfinite(ssm_bcdt_eps) && ssm_bcdt_eps >= 0.f, "config field 'mixer_rms_eps' must be "
                                                                    "non-negative");
     }
-    if (mamba) {
-      positive(ssm_heads, "mamba_n_heads");
-      positive(ssm_head_dim, "mamba_d_head");
-      positive(ssm_state, "mamba_d_state");
-      positive(ssm_groups, "mamba_n_groups");
-      EF_CHECK(ssm_heads % ssm_groups == 0, "config field 'mamba_n_heads' must be a multiple of mamba_n_groups");
-      EF_CHECK(std::isfinite(ssm_dt_min) && std::isfinite(ssm_dt_max) && ssm_dt_min >= 0.f &&
-                   (ssm_dt_max == 0.f || ssm_dt_max >= ssm_dt_min),
-               "config field 'time_step_limit' must be two limits, 0 <= min <= max");
-    }
+    if (mamba) mamba2_fields();
     if (recurrent()) {
       positive(lin_conv, "linear_conv_kernel_dim");
       EF_CHECK(causal() && !cross_attention && mla_kv_lora == 0 && norm == NormKind::RMS,

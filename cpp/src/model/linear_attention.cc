@@ -90,7 +90,7 @@ void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& 
     w.lin_dt_bias = L.vec(p + "lin.dt_bias", nh, true);
     w.lin_A = decay_rates(L, p, nh);
     w.lin_D = L.vec(p + "lin.D", nh, true);
-    w.lin_norm_w = L.vec(p + "lin.norm.weight", I, true);
+    if (spec_.ssm_norm) w.lin_norm_w = L.vec(p + "lin.norm.weight", I, true);
     return;
   }
   if (kind == 2) {  // (LFM2: in_proj [3 H, H] to B, C, x; the convolution over H channels; out_proj)
@@ -184,14 +184,20 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
       }
     }
   });
-  // y * silu(z), then RMS-normalized over each group's I / G values with the norm's weight
+  // y * silu(z), then RMS-normalized over each group's I / G values with the norm's weight (ssm_norm 1); or not
+  // normalized (0); or normalized first, then times silu(z) (2)
   const float* nw = (const float*)w.lin_norm_w.data;
   const int64_t gs = I / G;
   for (int32_t t = 0; t < T; t++) {
     float* yt = y + (size_t)t * I;
     float* zt = proj + (size_t)t * PW;  // (z's row takes silu(z) * y)
+    if (spec_.ssm_norm == 2)
+      for (int64_t g = 0; g < G; g++) K.rmsnorm(yt + g * gs, nw + g * gs, spec_.norm_eps, yt + g * gs, gs);
     K.act_mul(Act::SiLU, zt, yt, I);
-    for (int64_t g = 0; g < G; g++) K.rmsnorm(zt + g * gs, nw + g * gs, spec_.norm_eps, yt + g * gs, gs);
+    if (spec_.ssm_norm == 1)
+      for (int64_t g = 0; g < G; g++) K.rmsnorm(zt + g * gs, nw + g * gs, spec_.norm_eps, yt + g * gs, gs);
+    else
+      std::memcpy(yt, zt, sizeof(float) * I);
   }
   ops::linear(pool, K, y, I, T, w.lin_out, nullptr, out, H);
 }
@@ -228,24 +234,15 @@ void Model::mamba1(int layer, const float* in, float* out, int32_t T, int32_t po
   const float* A = (const float*)w.lin_A.data;
   const float* D = (const float*)w.lin_D.data;
   const size_t s_off = (size_t)(taps - 1) * I;
+  for (size_t i = 0; i < (size_t)T * I; i++) dt[i] = dt[i] > 20.f ? dt[i] : std::log1p(std::exp(dt[i]));
   pool->parallel_for(I, 64, [&](int, int64_t c0, int64_t c1) {
+    std::vector<float> y(c1 - c0);
     for (int32_t t = 0; t < T; t++) {
       const float* B = dbc + (size_t)t * XW + R;
-      const float* C = B + N;
-      float* S = state[t] + s_off;
-      for (int64_t c = c0; c < c1; c++) {
-        const float raw = dt[(size_t)t * I + c];
-        const float d = raw > 20.f ? raw : std::log1p(std::exp(raw));
-        const float xc = x[(size_t)t * I + c];
-        const float* Ac = A + c * N;
-        float* Sc = S + c * N;
-        float y = 0.f;
-        for (int64_t n = 0; n < N; n++) {
-          Sc[n] = std::exp(d * Ac[n]) * Sc[n] + d * xc * B[n];
-          y += Sc[n] * C[n];
-        }
-        x[(size_t)t * I + c] = y + D[c] * xc;  // (x's row takes y)
-      }
+      float* xt = x + (size_t)t * I;
+      K.ssm_step(A + c0 * N, dt + (size_t)t * I + c0, xt + c0, B, B + N, state[t] + s_off + c0 * N, y.data(),
+                 c1 - c0, N);
+      for (int64_t c = c0; c < c1; c++) xt[c] = y[c - c0] + D[c] * xt[c];  // (x's row takes y)
     }
   });
   for (int32_t t = 0; t < T; t++) K.act_mul(Act::SiLU, xz + (size_t)t * 2 * I + I, x + (size_t)t * I, I);

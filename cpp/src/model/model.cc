@@ -167,6 +167,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       }
     }
     if (spec_.attn_sinks && attends) w.sinks = L.vec(p + "attn.sinks", spec_.n_heads, true);
+    if (spec_.ssm_parallel) load_linear(L, w, p, 3);  // (Falcon-H1: a Mamba2 mixer beside the attention)
     if (spec_.post_norms) {
       w.post_attn_norm_w = L.vec(p + "post_attn_norm.weight", H, true);
       w.post_mlp_norm_w = L.vec(p + "post_mlp_norm.weight", H, true);
@@ -229,13 +230,13 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   kv_f16_ = opts.kv_dtype.empty() ? first && first->wq.dtype != DType::F32 : opts.kv_dtype == "f16";
   for (int i = 0, n_linear = 0; i < spec_.n_layers; i++) {
     kv_slot_.push_back(spec_.linear(i) ? -1 : kv_layers_++);
-    lin_slot_.push_back(spec_.linear(i) && spec_.mixer(i) ? n_linear++ : -1);
+    lin_slot_.push_back((spec_.linear(i) && spec_.mixer(i)) || spec_.ssm_parallel ? n_linear++ : -1);
   }
   for (int i = 0; i < spec_.n_layers; i++) {  // (each layer's state: its convolution's last inputs, then Mamba2's
     size_t state = 0;                          // or Gated DeltaNet's state matrices)
     if (spec_.short_conv(i)) {
       state = (size_t)(spec_.lin_conv - 1) * spec_.hidden_size;
-    } else if (spec_.mamba(i)) {
+    } else if (spec_.mamba(i) || spec_.ssm_parallel) {
       state = (size_t)(spec_.lin_conv - 1) * spec_.ssm_conv_dim() + (size_t)spec_.ssm_inner() * spec_.ssm_state;
     } else if (spec_.mamba1(i)) {
       state = (size_t)(spec_.lin_conv - 1 + spec_.ssm_state) * spec_.ssm_inner();
@@ -340,7 +341,8 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
     for (auto& it : items) add(p + it.first, *it.second);
     add(p + "attn.sinks", l.sinks);
     add(p + "attn.gate.weight", l.wgate);
-    const bool sc = spec_.short_conv((int)i) || spec_.mamba((int)i) || spec_.mamba1((int)i);  // (in_proj: lin.in)
+    const bool sc = spec_.short_conv((int)i) || spec_.mamba((int)i) || spec_.mamba1((int)i) ||  // (in_proj: lin.in)
+                    spec_.ssm_parallel;
     add(p + "lin.conv.bias", l.lin_conv_b);
     add(p + "lin.D", l.lin_D);
     const std::pair<const char*, const Tensor*> linear[] = {
@@ -583,6 +585,10 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     }
     if (take_interrupt()) throw Interrupted();
     ops::linear(pool, K, att_.data(), QVD, T, w.wo, fptr(w.bo), tmp, H);
+    if (spec_.ssm_parallel) {  // (Falcon-H1: plus its Mamba2 mixer's output, on the same input)
+      mamba2(l, in, h2, T, pos0, seqs);
+      K.add(tmp, h2, T * H);
+    }
   };
 
   // x += tmp (a branch's output), scaled by residual_scale where the architecture scales it (Granite)

@@ -298,6 +298,20 @@ void act_mul_ref(Act a, float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; i++) g[i] = act_scalar(a, g[i]) * u[i];
 }
 
+void ssm_step_ref(const float* A, const float* dt, const float* x, const float* B, const float* C, float* S, float* y,
+                  int64_t channels, int64_t N) {
+  for (int64_t c = 0; c < channels; c++) {
+    const float d = dt[c], dx = d * x[c];
+    float acc = 0.f;
+    for (int64_t n = 0; n < N; n++) {
+      float& s = S[c * N + n];
+      s = std::exp(d * A[c * N + n]) * s + dx * B[n];
+      acc += s * C[n];
+    }
+    y[c] = acc;
+  }
+}
+
 const KernelTable kTable = {
     Isa::Generic,
     {matmul_ref<float>, matmul_ref<f16_t>, matmul_ref<bf16_t>},
@@ -310,6 +324,7 @@ const KernelTable kTable = {
     quantize_row_q8,
     quantize_rows_q8,
     dot_ref, axpy_ref, wsum_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
+    ssm_step_ref,
 };
 
 }  // namespace
