@@ -25,7 +25,8 @@ def position_rows(config, ids: np.ndarray) -> Optional[np.ndarray]:
     pad_token_id + the count of non-padding tokens so far, pad_token_id at padding); None for other models."""
     if config.get("model_type") not in PADDED_POSITIONS:
         return None
-    pad = config.get("pad_token_id", 1)
+    pad = config.get("pad_token_id")
+    pad = 1 if pad is None else pad  # (an explicit null: the default, as the builder reads it)
     real = ids != pad
     return np.where(real, np.cumsum(real) + pad, pad).astype(np.int32)
 
