@@ -384,6 +384,27 @@ def _ssm_only_spec(c: Config, model_type: str, n_layers: int, tensor_names) -> "
     return s
 
 
+def _backbone_names(s: "_core.ArchSpec", prefix: str) -> NameMap:
+    """A Mamba-family checkpoint's embeddings, final norm (norm_f) and head (unless tied) under prefix."""
+    names: NameMap = {"tok_embeddings.weight": prefix + "embeddings.weight", "norm.weight": prefix + "norm_f.weight"}
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    return names
+
+
+def _mixers_only(s: "_core.ArchSpec", kind: int, prefix: str) -> NameMap:
+    """Every layer a token mixer of `kind` alone (no attention: its sizes only pass validation; no MLP): the layer
+    kinds, and _backbone_names with each layer's one norm."""
+    s.n_heads = s.n_kv_heads = 1
+    s.head_dim = s.ffn_size = 1
+    s.layer_linear = [kind] * s.n_layers
+    s.layer_mlp = [0] * s.n_layers
+    names = _backbone_names(s, prefix)
+    for i in range(s.n_layers):
+        names[f"layers.{i}.attn_norm.weight"] = f"{prefix}layers.{i}.norm.weight"
+    return names
+
+
 def _mamba2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Mamba2 (mamba2; Mamba-Codestral): every layer a Mamba2 mixer alone, x += mixer(rmsnorm(x)): no attention,
     no MLP, no positions (ArchSpec.layer_mlp 0 everywhere)."""
@@ -398,18 +419,9 @@ def _mamba2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s = _ssm_only_spec(c, "mamba2", n, tensor_names)
     _ssm_sizes(c, s, "num_heads", "head_dim", "state_size", "n_groups", "conv_kernel", "use_conv_bias",
                int(c.get("expand", float) * s.hidden_size))
-    # (no attention: its sizes only pass validation)
-    s.n_heads = s.n_kv_heads = 1
-    s.head_dim = s.ffn_size = 1
-    s.layer_linear = [3] * n
-    s.layer_mlp = [0] * n
-    names: NameMap = {"tok_embeddings.weight": prefix + "embeddings.weight", "norm.weight": prefix + "norm_f.weight"}
-    if not s.tie_embeddings:
-        names["lm_head.weight"] = "lm_head.weight"
+    names = _mixers_only(s, 3, prefix)
     for i in range(n):
-        src, dst = f"{prefix}layers.{i}.", f"layers.{i}."
-        names[dst + "attn_norm.weight"] = src + "norm.weight"
-        mamba2_names(names, src + "mixer.", dst, s.ssm_conv_bias)
+        mamba2_names(names, f"{prefix}layers.{i}.mixer.", f"layers.{i}.", s.ssm_conv_bias)
     return s, names
 
 
@@ -437,17 +449,10 @@ def _mamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         s.ssm_bcdt_eps = c.get("mixer_rms_eps", float, 1e-6)
         if not s.ssm_bcdt_eps > 0:
             raise c.error("mixer_rms_eps", f"must be positive, got {s.ssm_bcdt_eps}")
-    s.n_heads = s.n_kv_heads = 1  # (no attention: its sizes only pass validation)
-    s.head_dim = s.ffn_size = 1
-    s.layer_linear = [5] * n
-    s.layer_mlp = [0] * n
-    names: NameMap = {"tok_embeddings.weight": prefix + "embeddings.weight", "norm.weight": prefix + "norm_f.weight"}
-    if not s.tie_embeddings:
-        names["lm_head.weight"] = "lm_head.weight"
+    names = _mixers_only(s, 5, prefix)
     for i in range(n):
         src, dst = f"{prefix}layers.{i}.", f"layers.{i}."
         m = src + "mixer."
-        names[dst + "attn_norm.weight"] = src + "norm.weight"
         for part, name in (("in.weight", "in_proj.weight"), ("conv.weight", "conv1d.weight"),
                            ("x.weight", "x_proj.weight"), ("dt.weight", "dt_proj.weight"), ("dt_bias", "dt_proj.bias"),
                            ("A_log", "A_log"), ("D", "D"), ("out.weight", "out_proj.weight")):
@@ -612,9 +617,7 @@ def _nemotron_h(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
                "use_conv_bias")
     s.layer_linear = [_NEMOTRON_H_LAYERS[t][0] for t in types]
     s.layer_mlp = [_NEMOTRON_H_LAYERS[t][1] for t in types]
-    names: NameMap = {"tok_embeddings.weight": prefix + "embeddings.weight", "norm.weight": prefix + "norm_f.weight"}
-    if not s.tie_embeddings:
-        names["lm_head.weight"] = "lm_head.weight"
+    names = _backbone_names(s, prefix)
     sparse = [t in ("E", "moe") for t in types]
     if any(sparse):
         _nemotron_h_experts(c, s, sparse)
