@@ -443,7 +443,8 @@ def test_qwen3_next_gguf_of_an_older_converter(built, tmp_path):
 def test_nemotron_h_as_nvidia_publishes_it(built, tmp_path):
     """NVIDIA's Nemotron-H checkpoints name the model backbone. (transformers 5 saves model.) and describe the
     layers by hybrid_override_pattern's letters, with the older field names: read alike; a letter outside M, *, -,
-    E is refused by name, and so is an expert layer whose tensors the checkpoint lacks."""
+    E is refused by name, and so are an expert layer whose tensors the checkpoint lacks and a mixer activation
+    other than SiLU."""
     import json
     import shutil
 
@@ -462,8 +463,10 @@ def test_nemotron_h_as_nvidia_publishes_it(built, tmp_path):
     save_file({("backbone." + k[6:] if k.startswith("model.") else k): v for k, v in tensors.items()},
               str(dst / "model.safetensors"))
     assert_logits_close(edgeformer.load(str(dst), threads=2, max_context=64).logits(PROMPT), ref)
-    for pattern, match in (("M-*-Mx", "hybrid_override_pattern"), ("M-*EM-", "backbone.layers.3.mixer.gate.weight")):
-        (dst / "config.json").write_text(json.dumps({**old, "hybrid_override_pattern": pattern}))
+    for change, match in (({"hybrid_override_pattern": "M-*-Mx"}, "hybrid_override_pattern"),
+                          ({"hybrid_override_pattern": "M-*EM-"}, "backbone.layers.3.mixer.gate.weight"),
+                          ({"mamba_hidden_act": "gelu"}, "mamba_hidden_act")):
+        (dst / "config.json").write_text(json.dumps({**old, **change}))
         with pytest.raises(ValueError, match=match):
             edgeformer.load(str(dst), threads=2, max_context=64)
 

@@ -384,6 +384,13 @@ def _ssm_only_spec(c: Config, model_type: str, n_layers: int, tensor_names) -> "
     return s
 
 
+def _silu_mixer(c: Config, field: str) -> None:
+    """The mixers' activation (of the convolution, and of the gate) is SiLU; another is refused by name."""
+    act = c.get(field, str, "silu")
+    if act not in ("silu", "swish"):
+        raise c.error(field, f"is {act!r}: the Mamba mixers here use SiLU")
+
+
 def _backbone_names(s: "_core.ArchSpec", prefix: str) -> NameMap:
     """A Mamba-family checkpoint's embeddings, final norm (norm_f) and head (unless tied) under prefix."""
     names: NameMap = {"tok_embeddings.weight": prefix + "embeddings.weight", "norm.weight": prefix + "norm_f.weight"}
@@ -414,6 +421,7 @@ def _mamba2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
             raise c.error(field, "is true: not supported for Mamba2")
     if not c.get("rms_norm", bool, True):
         raise c.error("rms_norm", "is false: not supported (the mixer's output norm is assumed)")
+    _silu_mixer(c, "hidden_act")
     n = c.positive("num_hidden_layers")
     prefix = _backbone(tensor_names, "backbone.")
     s = _ssm_only_spec(c, "mamba2", n, tensor_names)
@@ -433,6 +441,7 @@ def _mamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     c = Config(cfg.data, cfg.source)
     if c.get("use_bias", bool, False):
         raise c.error("use_bias", "is true: not supported for Mamba")
+    _silu_mixer(c, "hidden_act")
     n = c.positive("num_hidden_layers")
     prefix = _backbone(tensor_names, "backbone.")
     s = _ssm_only_spec(c, c.get("model_type", str), n, tensor_names)
@@ -603,6 +612,7 @@ def _nemotron_h(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
             raise c.error(field, "is true: not supported for Nemotron-H")
     if c.data.get("sliding_window") is not None:
         raise c.error("sliding_window", "is set: not supported for Nemotron-H")
+    _silu_mixer(c, "mamba_hidden_act")
     n = len(types)
     prefix = _backbone(tensor_names, "backbone.")
     s = _ssm_only_spec(c, "nemotron_h", n, tensor_names)
