@@ -180,6 +180,9 @@ def cases():
         "falcon_h1_norm": lambda: (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1(
             **{**d, "intermediate_size": 192}, head_dim=32, mamba_d_ssm=256, mamba_n_heads=8, mamba_d_head=32,
             mamba_rms_norm=True, mamba_norm_before_gate=False))),
+        "jamba": lambda: (tf.JambaForCausalLM, tf.JambaConfig(
+            num_experts=4, num_experts_per_tok=2, expert_layer_period=2, expert_layer_offset=1, attn_layer_period=4,
+            attn_layer_offset=2, mamba_d_state=16, tie_word_embeddings=False, **{**d, "num_hidden_layers": 6})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

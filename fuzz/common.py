@@ -146,7 +146,8 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
         I, N, R = spec.ssm_heads * spec.ssm_head_dim, spec.ssm_state, spec.ssm_dt_rank
         mamba1 = {"lin.in.weight": [2 * I, H], "lin.out.weight": [H, I], "lin.conv.weight": [I, 1, spec.lin_conv],
                   "lin.conv.bias": [I], "lin.x.weight": [R + 2 * N, I], "lin.dt.weight": [I, R], "lin.dt_bias": [I],
-                  "lin.A_log": [I, N], "lin.D": [I]}
+                  "lin.A_log": [I, N], "lin.D": [I], "lin.dt_norm.weight": [R], "lin.b_norm.weight": [N],
+                  "lin.c_norm.weight": [N]}
         if m.group(2) in mamba1:
             return mamba1[m.group(2)]
     if spec.ssm_heads > 0 and m.group(2).startswith("lin."):  # Mamba2 mixers (linear_attention.cc: load_linear)

@@ -338,6 +338,12 @@ def make_seeds(out_dir: str) -> None:
                                            "mamba_n_heads": 4, "mamba_n_groups": 2, "mamba_d_state": 4,
                                            "mamba_d_conv": 3, "mamba_rms_norm": True,
                                            "mamba_norm_before_gate": False, "max_position_embeddings": 32})
+    _write_quantized(o("jamba.gguf"), {"model_type": "jamba", "vocab_size": V, "hidden_size": 8,
+                                       "intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                       "num_key_value_heads": 1, "num_experts": 2, "num_experts_per_tok": 1,
+                                       "expert_layer_period": 2, "expert_layer_offset": 1, "attn_layer_period": 2,
+                                       "attn_layer_offset": 0, "mamba_d_state": 4, "mamba_d_conv": 3,
+                                       "mamba_dt_rank": 2})
     # every tensor type and every metadata value type, no usable architecture
     w = gguf.GGUFWriter(o("types.gguf"), "llama")
     w.add_uint8("u8", 200), w.add_int8("i8", -5), w.add_uint16("u16", 60000), w.add_int16("i16", -300)

@@ -1,9 +1,9 @@
 """Hybrid decoders against transformers on tiny random checkpoints, under every ISA: Qwen3.5 (Gated DeltaNet
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
 checkpoint, Qwen3-Next, LFM2 (gated short convolutions), dense and mixture-of-experts, Granite 4.0-H, Nemotron-H
-(layers of one branch each), Mamba2 (Mamba2 mixers alone), Mamba, Falcon-Mamba and Falcon-H1. Logits within
-1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules of a
-recurrent state; GGUF in and out as llama.cpp writes each."""
+(layers of one branch each), Mamba2 (Mamba2 mixers alone), Mamba, Falcon-Mamba, Falcon-H1 and Jamba. Logits
+within 1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules
+of a recurrent state; GGUF in and out as llama.cpp writes each."""
 
 from __future__ import annotations
 
@@ -121,6 +121,13 @@ def _cases():
         "falcon_h1_tied": (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1(tie_word_embeddings=True))),
         "falcon_h1_norm_first": (tf.FalconH1ForCausalLM, tf.FalconH1Config(**_falcon_h1(
             mamba_rms_norm=True, mamba_norm_before_gate=True, mamba_n_groups=1))),
+        # Jamba: Mamba mixers (weighted dt, B and C norms) beside attention without positions, experts every
+        # other layer (softmax, not renormalized)
+        "jamba": (tf.JambaForCausalLM, tf.JambaConfig(
+            vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, expert_layer_period=2,
+            expert_layer_offset=1, attn_layer_period=4, attn_layer_offset=2, mamba_d_state=8, mamba_dt_rank=8,
+            max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=None)),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
@@ -196,7 +203,7 @@ def _wrapper(text_config):
 CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied",
          "lfm2_moe", "granite_hybrid", "granite_hybrid_dense", "nemotron_h", "nemotron_h_tied", "nemotron_h_moe",
          "nemotron_h_moe_groups", "mamba2", "mamba", "falcon_mamba", "falcon_h1", "falcon_h1_norm",
-         "falcon_h1_norm_first", "falcon_h1_tied"]
+         "falcon_h1_norm_first", "falcon_h1_tied", "jamba"]
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +291,7 @@ GGUF_CASES = {"qwen3_5_text_eq": "qwen35", "qwen3_5_moe_text_eq": "qwen35moe", "
               "qwen3_next_eq": "qwen3next", "lfm2": "lfm2", "lfm2_untied": "lfm2", "lfm2_moe_eq": "lfm2moe",
               "granite_hybrid": "granitehybrid", "granite_hybrid_rope": "granitehybrid", "nemotron_h": "nemotron_h",
               "nemotron_h_moe": "nemotron_h_moe", "mamba2": "mamba2", "mamba": "mamba", "falcon_mamba": "mamba",
-              "falcon_h1": "falcon-h1", "falcon_h1_norm": "falcon-h1"}
+              "falcon_h1": "falcon-h1", "falcon_h1_norm": "falcon-h1", "jamba": "jamba"}
 # tensors each writes as llama.cpp's converter does
 GGUF_NAMES = {"qwen35": {"blk.0.ssm_a", "blk.0.ssm_dt.bias", "blk.0.attn_qkv.weight", "blk.0.attn_gate.weight",
                          "blk.0.ssm_beta.weight", "blk.3.attn_q.weight"},
@@ -305,6 +312,9 @@ GGUF_NAMES["mamba"] = {"blk.0.attn_norm.weight", "blk.0.ssm_in.weight", "blk.0.s
                        "blk.0.ssm_dt.bias", "blk.0.ssm_a", "blk.0.ssm_d", "blk.0.ssm_conv1d.bias", "output_norm.weight"}
 GGUF_NAMES["falcon-h1"] = {"blk.0.ffn_norm", "blk.0.attn_norm.weight", "blk.0.ssm_in.weight", "blk.0.ssm_a",
                            "blk.0.attn_q.weight", "blk.0.ffn_gate.weight", "output.weight", "output_norm.weight"}
+GGUF_NAMES["jamba"] = {"blk.0.ssm_dt_norm.weight", "blk.0.ssm_b_norm.weight", "blk.0.ssm_x.weight",
+                       "blk.0.ffn_gate.weight", "blk.1.ffn_gate_inp.weight", "blk.1.ffn_gate_exps.weight",
+                       "blk.2.attn_q.weight", "blk.2.ffn_norm.weight", "output_norm.weight"}
 GGUF_NAMES["lfm2moe"] = GGUF_NAMES["lfm2"] | {"blk.1.exp_probs_b.bias", "blk.1.ffn_gate_exps.weight",
                                               "blk.1.ffn_gate_inp.weight", "blk.0.ffn_gate.weight"}
 

@@ -143,6 +143,7 @@ void register_model(py::module_& m) {
       .def_readwrite("ssm_norm", &ef::ArchSpec::ssm_norm)
       .def_readwrite("ssm_dt_rank", &ef::ArchSpec::ssm_dt_rank)
       .def_readwrite("ssm_bcdt_eps", &ef::ArchSpec::ssm_bcdt_eps)
+      .def_readwrite("ssm_bcdt_weights", &ef::ArchSpec::ssm_bcdt_weights)
       .def("recurrent", &ef::ArchSpec::recurrent)
       .def_readwrite("pos_offset", &ef::ArchSpec::pos_offset)
       .def_readwrite("n_token_types", &ef::ArchSpec::n_token_types)

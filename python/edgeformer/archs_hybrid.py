@@ -436,8 +436,6 @@ def _mamba2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 def _mamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Mamba (mamba; state-spaces' -hf checkpoints) and Falcon-Mamba (falcon_mamba: dt, B and C RMS-normalized
     without a weight, mixer_rms_eps): every layer a Mamba mixer alone, x += mixer(rmsnorm(x)) (layer kind 5)."""
-    import math
-
     c = Config(cfg.data, cfg.source)
     if c.get("use_bias", bool, False):
         raise c.error("use_bias", "is true: not supported for Mamba")
@@ -447,28 +445,109 @@ def _mamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s = _ssm_only_spec(c, c.get("model_type", str), n, tensor_names)
     have = set(tensor_names)
     s.tie_embeddings = "lm_head.weight" not in have if have else c.get("tie_word_embeddings", bool, True)
-    inner = c.positive("intermediate_size", int(c.get("expand", float, 2) * s.hidden_size))
-    rank = c.data.get("time_step_rank", "auto")
-    s.ssm_dt_rank = math.ceil(s.hidden_size / 16) if rank == "auto" else c.positive("time_step_rank")
-    s.ssm_heads, s.ssm_head_dim = 1, inner  # (the channels as one head)
-    s.ssm_state = c.positive("state_size", 16)
-    s.lin_conv = c.positive("conv_kernel", 4)
-    s.ssm_conv_bias = c.get("use_conv_bias", bool, True)
+    _mamba_sizes(c, s)
     if s.model_type == "falcon_mamba":
         s.ssm_bcdt_eps = c.get("mixer_rms_eps", float, 1e-6)
         if not s.ssm_bcdt_eps > 0:
             raise c.error("mixer_rms_eps", f"must be positive, got {s.ssm_bcdt_eps}")
     names = _mixers_only(s, 5, prefix)
     for i in range(n):
-        src, dst = f"{prefix}layers.{i}.", f"layers.{i}."
-        m = src + "mixer."
-        for part, name in (("in.weight", "in_proj.weight"), ("conv.weight", "conv1d.weight"),
-                           ("x.weight", "x_proj.weight"), ("dt.weight", "dt_proj.weight"), ("dt_bias", "dt_proj.bias"),
-                           ("A_log", "A_log"), ("D", "D"), ("out.weight", "out_proj.weight")):
-            names[dst + "lin." + part] = m + name
-        if s.ssm_conv_bias:
-            names[dst + "lin.conv.bias"] = m + "conv1d.bias"
+        mamba_names(s, names, f"{prefix}layers.{i}.mixer.", f"layers.{i}.")
     return s, names
+
+
+def _mamba_sizes(c: Config, s: "_core.ArchSpec", prefix: str = "") -> None:
+    """A Mamba mixer's sizes from the config fields (Jamba's under mamba_): inner width (intermediate_size, or
+    expand times hidden_size), the time step's rank (auto: hidden_size / 16, rounded up), states, taps."""
+    import math
+
+    if prefix:
+        inner = int(c.get("mamba_expand", float, 2) * s.hidden_size)
+    else:
+        inner = c.positive("intermediate_size", int(c.get("expand", float, 2) * s.hidden_size))
+    rank = c.data.get(prefix + ("dt_rank" if prefix else "time_step_rank"), "auto")
+    s.ssm_dt_rank = math.ceil(s.hidden_size / 16) if rank == "auto" else \
+        c.positive(prefix + ("dt_rank" if prefix else "time_step_rank"))
+    s.ssm_heads, s.ssm_head_dim = 1, inner  # (the channels as one head)
+    s.ssm_state = c.positive(prefix + ("d_state" if prefix else "state_size"), 16)
+    s.lin_conv = c.positive(prefix + ("d_conv" if prefix else "conv_kernel"), 4)
+    s.ssm_conv_bias = c.get(prefix + ("conv_bias" if prefix else "use_conv_bias"), bool, True)
+
+
+def mamba_names(s: "_core.ArchSpec", names: NameMap, src: str, dst: str) -> None:
+    """A Mamba mixer's tensors (in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj; Jamba's dt, B and C norms)
+    under src as lin.*."""
+    for part, name in (("in.weight", "in_proj.weight"), ("conv.weight", "conv1d.weight"),
+                       ("x.weight", "x_proj.weight"), ("dt.weight", "dt_proj.weight"), ("dt_bias", "dt_proj.bias"),
+                       ("A_log", "A_log"), ("D", "D"), ("out.weight", "out_proj.weight")):
+        names[dst + "lin." + part] = src + name
+    if s.ssm_conv_bias:
+        names[dst + "lin.conv.bias"] = src + "conv1d.bias"
+    if s.ssm_bcdt_weights:
+        for part in ("dt", "b", "c"):
+            names[dst + f"lin.{part}_norm.weight"] = src + f"{part}_layernorm.weight"
+
+
+def _jamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """AI21 Jamba (jamba): Mamba mixers (their dt, B and C RMS-normalized with weights) and attention layers
+    without positions (one every attn_layer_period, at attn_layer_offset), each with a gated MLP or, every
+    expert_layer_period at expert_layer_offset, experts chosen by softmax, their weights not renormalized."""
+    c = Config({**JAMBA_DEFAULTS, **cfg.data}, cfg.source)
+    for field in ("mamba_proj_bias",):
+        if c.get(field, bool, False):
+            raise c.error(field, "is true: not supported for Jamba")
+    _silu_mixer(c, "hidden_act")
+    s, names = _as_llama(c, tensor_names, "jamba", JAMBA_DEFAULTS)
+    s.pos = _core.PosKind.none
+    n = s.n_layers
+    period, offset = c.positive("attn_layer_period"), c.get("attn_layer_offset", int)
+    e_period, e_offset = c.positive("expert_layer_period"), c.get("expert_layer_offset", int)
+    for field, v, p in (("attn_layer_offset", offset, period), ("expert_layer_offset", e_offset, e_period)):
+        if not 0 <= v < p:
+            raise c.error(field, f"({v}) must be in [0, {p})")
+    s.layer_linear = [0 if i % period == offset else 5 for i in range(n)]
+    _mamba_sizes(c, s, "mamba_")
+    s.ssm_bcdt_eps = s.norm_eps
+    s.ssm_bcdt_weights = True
+    out: NameMap = {k: v for k, v in names.items() if not k.startswith("layers.")}
+    out["norm.weight"] = "model.final_layernorm.weight"
+    experts = c.positive("num_experts")
+    sparse = [experts > 1 and i % e_period == e_offset for i in range(n)]
+    have = set(tensor_names)
+    for i in range(n):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        out[dst + "attn_norm.weight"] = src + "input_layernorm.weight"
+        out[dst + "mlp_norm.weight"] = src + "pre_ff_layernorm.weight"
+        if s.layer_linear[i]:
+            mamba_names(s, out, src + "mamba.", dst)
+        else:
+            for p in "qkvo":
+                out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
+        f = src + "feed_forward."
+        if sparse[i]:
+            out[dst + "moe.router.weight"] = f + "router.weight"
+        else:
+            for p in ("gate", "up", "down"):
+                out[dst + f"mlp.{p}.weight"] = f + f"{p}_proj.weight"
+    if any(sparse):
+        s.n_experts = experts
+        s.n_experts_used = c.positive("num_experts_per_tok")
+        if s.n_experts_used > s.n_experts:
+            raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
+        s.moe_ffn_size = s.ffn_size
+        s.moe_norm_topk = False
+        s.layer_moe = [int(x) for x in sparse]
+        for i in (i for i in range(n) if sparse[i]):
+            expert_names(s, out, f"model.layers.{i}.feed_forward.experts.", f"layers.{i}.moe.experts.", have)
+    return s, out
+
+
+# JambaConfig's defaults where they differ from Llama's
+JAMBA_DEFAULTS: Dict[str, Any] = {"vocab_size": 65536, "num_key_value_heads": 8, "rms_norm_eps": 1e-6,
+                                  "max_position_embeddings": 262144, "num_experts": 16, "num_experts_per_tok": 2,
+                                  "expert_layer_period": 2, "expert_layer_offset": 1, "attn_layer_period": 8,
+                                  "attn_layer_offset": 4, "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2,
+                                  "mamba_dt_rank": "auto", "mamba_conv_bias": True}
 
 
 # FalconH1Config's defaults where they differ from Llama's
@@ -682,4 +761,4 @@ HYBRID = {"qwen3_5_text": _qwen3_5_text, "qwen3_5": _wrapped(_qwen3_5_text, "qwe
           "qwen3_5_moe_text": _qwen3_5_moe_text, "qwen3_5_moe": _wrapped(_qwen3_5_moe_text, "qwen3_5_moe_text"),
           "qwen3_next": _qwen3_next, "lfm2": _lfm2, "lfm2_moe": _lfm2_moe, "granitemoehybrid": _granitemoehybrid,
           "mamba2": _mamba2, "nemotron_h": _nemotron_h, "mamba": _mamba, "falcon_mamba": _mamba,
-          "falcon_h1": _falcon_h1}
+          "falcon_h1": _falcon_h1, "jamba": _jamba}

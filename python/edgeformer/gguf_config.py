@@ -5,7 +5,7 @@
   ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``,
   ``starcoder2``, ``stablelm``, ``granite``, ``granitemoe``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``,
   ``command-r``, ``qwen35``, ``qwen35moe``, ``qwen3next``, ``lfm2``, ``lfm2moe``, ``granitehybrid``, ``mamba``,
-  ``mamba2``, ``nemotron_h``, ``nemotron_h_moe``, ``falcon-h1``, ``bloom``,
+  ``mamba2``, ``nemotron_h``, ``nemotron_h_moe``, ``falcon-h1``, ``jamba``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -42,6 +42,7 @@ from .gguf_common import (
     GRANITE_HYBRID,
     MAMBA,
     FALCON_H1,
+    JAMBA,
     MAMBA2,
     NEMOTRON_H,
     NEMOTRON_H_MOE,
@@ -368,7 +369,7 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _conf
                     QWEN35: config_qwen35, QWEN35MOE: config_qwen35, QWEN3NEXT: config_qwen35, LFM2: config_lfm2,
                     LFM2MOE: config_lfm2, GRANITE_HYBRID: config_granite_hybrid, MAMBA2: config_mamba2,
                     NEMOTRON_H: config_mamba2, NEMOTRON_H_MOE: config_mamba2, MAMBA: config_mamba2,
-                    FALCON_H1: config_mamba2,
+                    FALCON_H1: config_mamba2, JAMBA: config_mamba2,
                     BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
@@ -723,7 +724,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
 
         lfm2_metadata(cfg, config, put)
     elif arch in (GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE,
-             FALCON_H1):
+             FALCON_H1, JAMBA):
         from .gguf_hybrid import SSM_METADATA
 
         SSM_METADATA[arch](cfg, config, put)

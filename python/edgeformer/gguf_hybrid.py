@@ -35,11 +35,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 from gguf.constants import MODEL_TENSOR, Keys
 
-from .gguf_common import (FALCON_H1, GRANITE_HYBRID, LFM2, LFM2MOE, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE, QWEN35, QWEN35MOE,
+from .gguf_common import (FALCON_H1, GRANITE_HYBRID, JAMBA, LFM2, LFM2MOE, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE, QWEN35, QWEN35MOE,
                           QWEN3NEXT, _Meta)
 
 HYBRID_ARCHS = (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H,
-                NEMOTRON_H_MOE, FALCON_H1)
+                NEMOTRON_H_MOE, FALCON_H1, JAMBA)
 TILED_ARCHS = (QWEN35, QWEN35MOE)  # (Qwen3-Next's files keep transformers' grouped value heads)
 # the image-and-text checkpoints are written as their language model
 TEXT_MODEL_TYPE = {"qwen3_5": "qwen3_5_text", "qwen3_5_moe": "qwen3_5_moe_text"}
@@ -73,6 +73,20 @@ def _mamba2_names(m: str):
             (_T.SSM_OUT, m + "out_proj", _W, "blk")]
 
 
+def _mamba_names(m: str):
+    """A Mamba mixer's tensors under m (Jamba's dt, B and C norms too; its ssm_a: the checkpoint's A_log)."""
+    return [(_T.SSM_IN, m + "in_proj", _W, "blk"),
+            (_T.SSM_CONV1D, m + "conv1d", (".weight", ".bias"), "blk"),
+            (_T.SSM_X, m + "x_proj", _W, "blk"),
+            (_T.SSM_DT, m + "dt_proj", (".weight", ".bias"), "blk"),
+            (_T.SSM_DT_NORM, m + "dt_layernorm", _W, "blk"),
+            (_T.SSM_B_NORM, m + "b_layernorm", _W, "blk"),
+            (_T.SSM_C_NORM, m + "c_layernorm", _W, "blk"),
+            (_T.SSM_A, m + "A_log", (("", ""),), "blk"),
+            (_T.SSM_D, m + "D", (("", ""),), "blk"),
+            (_T.SSM_OUT, m + "out_proj", _W, "blk")]
+
+
 def name_table(arch: str):
     """(llama.cpp tensor, HF name, suffixes, stack) as gguf_names' tables; experts: gguf_names.expert_tensor."""
     L = "model.layers.{i}."
@@ -102,19 +116,25 @@ def name_table(arch: str):
                 (_T.FFN_GATE, L + "feed_forward.gate_proj", _W, "blk"),
                 (_T.FFN_UP, L + "feed_forward.up_proj", _W, "blk"),
                 (_T.FFN_DOWN, L + "feed_forward.down_proj", _W, "blk")] + _mamba2_names(L + "mamba.")
+    if arch == JAMBA:  # (its experts: gguf_names.expert_tensor)
+        return [(_T.TOKEN_EMBD, "model.embed_tokens", _W, None),
+                (_T.OUTPUT_NORM, "model.final_layernorm", _W, None),
+                (_T.OUTPUT, "lm_head", _W, None),
+                (_T.ATTN_NORM, L + "input_layernorm", _W, "blk"),
+                (_T.FFN_NORM, L + "pre_ff_layernorm", _W, "blk"),
+                (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
+                (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
+                (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
+                (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
+                (_T.FFN_GATE_INP, L + "feed_forward.router", _W, "blk"),
+                (_T.FFN_GATE, L + "feed_forward.gate_proj", _W, "blk"),
+                (_T.FFN_UP, L + "feed_forward.up_proj", _W, "blk"),
+                (_T.FFN_DOWN, L + "feed_forward.down_proj", _W, "blk")] + _mamba_names(L + "mamba.")
     if arch == MAMBA:  # (its time step through dt_proj, a weight and a bias; A per channel and state)
-        B = "backbone.layers.{i}."
         return [(_T.TOKEN_EMBD, "backbone.embeddings", _W, None),
                 (_T.OUTPUT_NORM, "backbone.norm_f", _W, None),
                 (_T.OUTPUT, "lm_head", _W, None),
-                (_T.ATTN_NORM, B + "norm", _W, "blk"),
-                (_T.SSM_IN, B + "mixer.in_proj", _W, "blk"),
-                (_T.SSM_CONV1D, B + "mixer.conv1d", (".weight", ".bias"), "blk"),
-                (_T.SSM_X, B + "mixer.x_proj", _W, "blk"),
-                (_T.SSM_DT, B + "mixer.dt_proj", (".weight", ".bias"), "blk"),
-                (_T.SSM_A, B + "mixer.A_log", (("", ""),), "blk"),
-                (_T.SSM_D, B + "mixer.D", (("", ""),), "blk"),
-                (_T.SSM_OUT, B + "mixer.out_proj", _W, "blk")]
+                (_T.ATTN_NORM, "backbone.layers.{i}.norm", _W, "blk")] + _mamba_names("backbone.layers.{i}.mixer.")
     if arch in (MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE):  # (the original checkpoints' names: backbone.; one norm per layer)
         B = "backbone.layers.{i}."
         moe = [(_T.FFN_GATE_INP, B + "mixer.gate", _W, "blk"),
@@ -249,6 +269,16 @@ def config_qwen35(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     return cfg
 
 
+def _periodic(m: _Meta, key: str, layers: List[int], n: int) -> Tuple[int, int]:
+    """(offset, period) of layer indices every period-th from offset (Jamba's attention and expert layers)."""
+    offset = layers[0] if layers else n
+    period = layers[1] - layers[0] if len(layers) > 1 else n
+    if layers != list(range(offset, n, period)) or offset >= period:
+        raise m.error(key, f"places its layers at {layers}: not every n-th from an offset below n, as Jamba's "
+                           "config describes them")
+    return offset, period
+
+
 def _layer_heads(m: _Meta, arch: str, other: str) -> Tuple[int, int, int, List[int]]:
     """(embedding length, blocks, heads, key/value heads per layer): a layer with none is `other`, not attention."""
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
@@ -345,10 +375,10 @@ def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
 
     hidden, n = m.positive(_k(_K.EMBEDDING_LENGTH, arch)), m.positive(_k(_K.BLOCK_COUNT, arch))
     nh, inner = m.positive(_k(_S.TIME_STEP_RANK, arch)), m.positive(_k(_S.INNER_SIZE, arch))
-    if inner % nh and arch != MAMBA:  # (Mamba's time_step_rank is the time step's rank, not a head count)
+    if inner % nh and arch not in (MAMBA, JAMBA):  # (Mamba's time_step_rank is its time step's rank)
         raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the heads ({nh})")
     eps_key = _k(_A.LAYERNORM_RMS_EPS, arch)
-    eps = (m.get(eps_key, float) if m.has(eps_key) or arch in (MAMBA, MAMBA2)
+    eps = (m.get(eps_key, float) if m.has(eps_key) or arch in (MAMBA, MAMBA2, JAMBA)
            else m.get(_k(_A.LAYERNORM_EPS, arch), float))
     cfg: Dict[str, Any] = {"vocab_size": _vocab_size(m, arch), "hidden_size": hidden, "layer_norm_epsilon": eps,
                            "conv_kernel": m.positive(_k(_S.CONV_KERNEL, arch)),
@@ -362,6 +392,25 @@ def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
                "use_conv_bias": "blk.0.ssm_conv1d.bias" in names}
         del out["n_groups"]
         return {**out, "mixer_rms_eps": m.get(_MIXER_EPS, float, eps)} if falcon else out
+    if arch == JAMBA:  # (attention where a layer has key/value heads, experts where it has a router)
+        _, _, heads, kv = _layer_heads(m, arch, "a Mamba layer")
+        attn = [i for i, x in enumerate(kv) if x]
+        sparse = [i for i in range(n) if f"blk.{i}.ffn_gate_inp.weight" in names]
+        a_offset, a_period = _periodic(m, _k(_A.HEAD_COUNT_KV, arch), attn, n)
+        e_offset, e_period = _periodic(m, f"blk.N.ffn_gate_inp.weight", sparse, n) if sparse else (0, 1)
+        return {"vocab_size": cfg["vocab_size"], "hidden_size": hidden, "rms_norm_eps": eps,
+                "tie_word_embeddings": cfg["tie_word_embeddings"], "architectures": ["JambaForCausalLM"],
+                "model_type": "jamba", "num_hidden_layers": n, "num_attention_heads": heads,
+                "num_key_value_heads": max(kv) or heads,
+                "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
+                "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+                "attn_layer_offset": a_offset, "attn_layer_period": a_period, "expert_layer_offset": e_offset,
+                "expert_layer_period": e_period,
+                "num_experts": m.positive(_k(_K.EXPERT_COUNT, arch)) if sparse else 1,
+                "num_experts_per_tok": m.positive(_k(_K.EXPERT_USED_COUNT, arch), 1) if sparse else 1,
+                "mamba_d_state": m.positive(_k(_S.STATE_SIZE, arch)), "mamba_d_conv": cfg["conv_kernel"],
+                "mamba_expand": inner // hidden, "mamba_dt_rank": nh,
+                "mamba_conv_bias": f"blk.{kv.index(0) if 0 in kv else 0}.ssm_conv1d.bias" in names}
     if arch == FALCON_H1:  # (its multipliers folded into the weights: none left; the output norm after the gate)
         heads = m.positive(_k(_A.HEAD_COUNT, arch))
         return {**cfg, "architectures": ["FalconH1ForCausalLM"], "model_type": "falcon_h1", "num_hidden_layers": n,
@@ -513,6 +562,23 @@ def nemotron_h_metadata(cfg, config: Dict[str, Any], put) -> None:
     put(_A.KEY_LENGTH, spec.head_dim)
     put(_A.VALUE_LENGTH, spec.head_dim)
     put(_R.SCALING_FINETUNED, False)
+
+
+def jamba_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """Jamba's keys as llama.cpp's converter writes them: the attention layers those with key/value heads (a
+    per-layer array), the experts' count (their layers: those with a router tensor), after checking what llama.cpp
+    assumes (one head size of hidden_size / heads; the convolution's bias)."""
+    spec = _ssm_metadata(cfg, config, put, cfg.positive("max_position_embeddings", 262144))
+    if spec.n_heads * spec.head_dim != spec.hidden_size:
+        raise cfg.error("num_attention_heads", "times the head size differs from hidden_size: llama.cpp's jamba "
+                                               "assumes them equal")
+    if not spec.ssm_conv_bias:
+        raise cfg.error("mamba_conv_bias", "is false: llama.cpp's jamba requires the convolution's bias")
+    put(_K.FEED_FORWARD_LENGTH, spec.ffn_size)
+    put(_A.HEAD_COUNT, spec.n_heads)
+    put(_A.HEAD_COUNT_KV, [0 if k else spec.n_kv_heads for k in spec.layer_linear])
+    put(_K.EXPERT_COUNT, max(spec.n_experts, 1))
+    put(_K.EXPERT_USED_COUNT, max(spec.n_experts_used, 1))
 
 
 def falcon_h1_metadata(cfg, config: Dict[str, Any], put) -> None:
@@ -780,7 +846,8 @@ def write_tensor(spec, canonical: str, v: Any, a: np.ndarray, dtype, g: str, ten
 
 # the metadata writers of the families with Mamba or Mamba2 mixers, by llama.cpp architecture
 SSM_METADATA = {GRANITE_HYBRID: granite_hybrid_metadata, MAMBA: mamba_metadata, MAMBA2: mamba2_metadata,
-                NEMOTRON_H: nemotron_h_metadata, NEMOTRON_H_MOE: nemotron_h_metadata, FALCON_H1: falcon_h1_metadata}
+                NEMOTRON_H: nemotron_h_metadata, NEMOTRON_H_MOE: nemotron_h_metadata, FALCON_H1: falcon_h1_metadata,
+                JAMBA: jamba_metadata}
 
 __all__: List[str] = ["config_qwen35", "qwen35_metadata", "gguf_linear_layout", "read_tensor", "write_tensor",
                       "name_table", "tiled_order", "HYBRID_ARCHS", "TILED_ARCHS", "TEXT_MODEL_TYPE"]

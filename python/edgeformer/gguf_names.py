@@ -71,6 +71,7 @@ from .gguf_common import (
     GRANITE_HYBRID,
     MAMBA,
     FALCON_H1,
+    JAMBA,
     MAMBA2,
     NEMOTRON_H,
     NEMOTRON_H_MOE,
@@ -392,7 +393,7 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
     a = _gguf_arch(arch)
     config = config or {}
     if a in (QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE,
-             FALCON_H1):
+             FALCON_H1, JAMBA):
         from .gguf_hybrid import name_table
 
         return name_table(a)

@@ -116,6 +116,7 @@ struct ArchSpec {
   int32_t ssm_norm = 1;
   int32_t ssm_dt_rank = 0;    // Mamba (layer_linear 5): the time step's rank before dt_proj
   float ssm_bcdt_eps = 0.f;   // Mamba: the epsilon of dt's, B's and C's RMSNorms (Falcon-Mamba); 0: none
+  bool ssm_bcdt_weights = false;  // Mamba: those norms have weights (Jamba: lin.dt_norm, lin.b_norm, lin.c_norm)
   int64_t ssm_inner() const { return (int64_t)ssm_heads * ssm_head_dim; }
   int64_t ssm_conv_dim() const { return ssm_inner() + 2 * (int64_t)ssm_groups * ssm_state; }
   bool linear(int layer) const { return !layer_linear.empty() && layer_linear[layer] != 0; }  // (no KV cache)

@@ -58,6 +58,7 @@ struct LayerWeights {
   Tensor lin_qkv, lin_z, lin_b, lin_a, lin_out, lin_conv, lin_dt_bias, lin_A, lin_norm_w;  // lin_A: -exp(A_log)
   Tensor lin_conv_b, lin_D;  // Mamba2: the convolution's bias, the skip's scale per head (Mamba: per channel)
   Tensor lin_x, lin_dt;      // Mamba: x_proj (to dt, B, C), dt_proj (its bias: lin_dt_bias); lin_A [inner, state]
+  Tensor lin_dt_norm, lin_b_norm, lin_c_norm;  // Jamba: the weights of dt's, B's and C's RMSNorms
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0
   Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)

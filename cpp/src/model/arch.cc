@@ -126,6 +126,7 @@ void ArchSpec::validate() const {
       positive(ssm_inner(), "intermediate_size");
       EF_CHECK(std::isfinite(ssm_bcdt_eps) && ssm_bcdt_eps >= 0.f, "config field 'mixer_rms_eps' must be "
                                                                    "non-negative");
+      EF_CHECK(!ssm_bcdt_weights || ssm_bcdt_eps > 0.f, "the time step's, B's and C's norm weights need the norms");
     }
     if (mamba) mamba2_fields();
     if (recurrent()) {

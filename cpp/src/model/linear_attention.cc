@@ -79,6 +79,11 @@ void Model::load_linear(loading::Loader& L, LayerWeights& w, const std::string& 
     w.lin_A = decay_rates(L, p, I, N);
     w.lin_D = L.vec(p + "lin.D", I, true);
     w.lin_out = L.matrix(p + "lin.out.weight", {H, I});
+    if (spec_.ssm_bcdt_weights) {
+      w.lin_dt_norm = L.vec(p + "lin.dt_norm.weight", R, true);
+      w.lin_b_norm = L.vec(p + "lin.b_norm.weight", N, true);
+      w.lin_c_norm = L.vec(p + "lin.c_norm.weight", N, true);
+    }
     return;
   }
   if (kind == 3) {  // (Mamba2: in_proj to z, x B C, dt; the convolution over x B C; per head dt_bias, A, D; out_proj)
@@ -203,7 +208,8 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
 }
 
 // Mamba's mixer (Mamba, Falcon-Mamba): x, z = in_proj(in); x through the causal convolution (its last inputs in
-// the state) and SiLU; dt, B, C = x_proj(x) (each RMS-normalized without a weight where ssm_bcdt_eps > 0);
+// the state) and SiLU; dt, B, C = x_proj(x) (each RMS-normalized where ssm_bcdt_eps > 0: Falcon-Mamba without
+// weights, Jamba with);
 // dt = softplus(dt_proj(dt) + bias) per channel; per channel i, h_i = exp(dt_i A_i) h_i + dt_i x_i B,
 // y_i = h_i . C + D_i x_i; y * silu(z); out_proj
 void Model::mamba1(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
@@ -226,9 +232,9 @@ void Model::mamba1(int layer, const float* in, float* out, int32_t T, int32_t po
   if (spec_.ssm_bcdt_eps > 0.f)
     for (int32_t t = 0; t < T; t++) {
       float* r = dbc + (size_t)t * XW;
-      K.rmsnorm(r, nullptr, spec_.ssm_bcdt_eps, r, R);
-      K.rmsnorm(r + R, nullptr, spec_.ssm_bcdt_eps, r + R, N);
-      K.rmsnorm(r + R + N, nullptr, spec_.ssm_bcdt_eps, r + R + N, N);
+      K.rmsnorm(r, fptr(w.lin_dt_norm), spec_.ssm_bcdt_eps, r, R);
+      K.rmsnorm(r + R, fptr(w.lin_b_norm), spec_.ssm_bcdt_eps, r + R, N);
+      K.rmsnorm(r + R + N, fptr(w.lin_c_norm), spec_.ssm_bcdt_eps, r + R + N, N);
     }
   ops::linear(pool, K, dbc, XW, T, w.lin_dt, (const float*)w.lin_dt_bias.data, dt, I);  // (reads dbc's first R)
   const float* A = (const float*)w.lin_A.data;

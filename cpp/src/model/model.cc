@@ -349,7 +349,9 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {sc ? "lin.in.weight" : "lin.qkv.weight", &l.lin_qkv}, {"lin.z.weight", &l.lin_z},   {"lin.b.weight", &l.lin_b},
         {"lin.a.weight", &l.lin_a},     {"lin.out.weight", &l.lin_out}, {"lin.conv.weight", &l.lin_conv},
         {"lin.dt_bias", &l.lin_dt_bias}, {"lin.A", &l.lin_A},  {"lin.norm.weight", &l.lin_norm_w},
-        {"lin.x.weight", &l.lin_x},     {"lin.dt.weight", &l.lin_dt}};
+        {"lin.x.weight", &l.lin_x},     {"lin.dt.weight", &l.lin_dt},
+        {"lin.dt_norm.weight", &l.lin_dt_norm}, {"lin.b_norm.weight", &l.lin_b_norm},
+        {"lin.c_norm.weight", &l.lin_c_norm}};
     for (auto& it : linear) add(p + it.first, *it.second);
     if (spec_.mla()) {  // (wq and wk are q_b or q and kv_a there)
       add(p + "attn.q_a.weight", l.wq_a);
