@@ -232,8 +232,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     kv_slot_.push_back(spec_.linear(i) ? -1 : kv_layers_++);
     lin_slot_.push_back((spec_.linear(i) && spec_.mixer(i)) || spec_.ssm_parallel ? n_linear++ : -1);
   }
-  for (int i = 0; i < spec_.n_layers; i++) {  // (each layer's state: its convolution's last inputs, then Mamba2's
-    size_t state = 0;                          // or Gated DeltaNet's state matrices)
+  for (int i = 0; i < spec_.n_layers; i++) {  // (each layer's state: its convolution's last inputs, then Mamba's,
+    size_t state = 0;                          // Mamba2's or Gated DeltaNet's state matrices)
     if (spec_.short_conv(i)) {
       state = (size_t)(spec_.lin_conv - 1) * spec_.hidden_size;
     } else if (spec_.mamba(i) || spec_.ssm_parallel) {
@@ -610,11 +610,14 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       norm_rows(x, x, w.mlp_norm_w, w.mlp_norm_b, T);
       continue;
     }
-    if (!spec_.mixer(l) || !spec_.has_mlp(l)) {  // (one branch: Mamba2, Nemotron-H)
-      if (spec_.mixer(l)) norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
-      else norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
-      if (spec_.mixer(l)) self_attention(l, w, h);
-      else mlp(l, w, h, tmp);
+    if (!spec_.mixer(l) || !spec_.has_mlp(l)) {  // (one branch: Mamba, Mamba2, Nemotron-H)
+      if (spec_.mixer(l)) {
+        norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
+        self_attention(l, w, h);
+      } else {
+        norm_rows(x, h, w.mlp_norm_w, w.mlp_norm_b, T);
+        mlp(l, w, h, tmp);
+      }
       residual_add();
       continue;
     }
