@@ -21,8 +21,13 @@ class Seq2SeqModel(Model):
         self._encoder = encoder
         self._make_decoder = self._core.fork  # beams share the decoder's weights (converted once at load)
         self._beams: List["_core.Model"] = []
-        start = config.get("decoder_start_token_id", config.get("pad_token_id", 0))
-        self.decoder_start_token_id = int(start if isinstance(start, int) else 0)
+        field = "decoder_start_token_id" if "decoder_start_token_id" in config else "pad_token_id"
+        start = config.get(field, 0)
+        start = int(start if isinstance(start, int) and not isinstance(start, bool) else 0)
+        if not 0 <= start < self.spec.vocab_size:
+            raise ValueError(f"{path}: config field '{field}' ({start}) is not a token of the vocabulary "
+                             f"({self.spec.vocab_size} tokens)")
+        self.decoder_start_token_id = start
 
     @property
     def encoder_spec(self) -> "_core.ArchSpec":
