@@ -349,8 +349,9 @@ def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
 
 
 # the readers, in a module of their own (imported here, after the helpers above that they use)
-from .gguf_hybrid import (  # noqa: E402
-    config_granite_hybrid, config_lfm2, config_mamba2, config_qwen35, nemotron_has_experts as _nemotron_has_experts)
+from .gguf_hybrid import config_lfm2, config_qwen35  # noqa: E402
+from .gguf_ssm import (  # noqa: E402
+    config_granite_hybrid, config_mamba2, nemotron_has_experts as _nemotron_has_experts)
 from .gguf_readers import (  # noqa: E402
     _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere, _config_variants,
     _config_t5,
@@ -725,7 +726,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         lfm2_metadata(cfg, config, put)
     elif arch in (GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE,
              FALCON_H1, JAMBA):
-        from .gguf_hybrid import SSM_METADATA
+        from .gguf_ssm import SSM_METADATA
 
         SSM_METADATA[arch](cfg, config, put)
     elif arch == GPT2:
