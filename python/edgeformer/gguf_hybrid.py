@@ -57,6 +57,12 @@ _W = (".weight",)
 _T = MODEL_TENSOR
 
 
+def attention_names(a: str, out: str = "o_proj"):
+    """An attention layer's q, k, v and output projections under a (the output's name: out)."""
+    return [(_T.ATTN_Q, a + "q_proj", _W, "blk"), (_T.ATTN_K, a + "k_proj", _W, "blk"),
+            (_T.ATTN_V, a + "v_proj", _W, "blk"), (_T.ATTN_OUT, a + out, _W, "blk")]
+
+
 def name_table(arch: str):
     """(llama.cpp tensor, HF name, suffixes, stack) as gguf_names' tables; experts: gguf_names.expert_tensor."""
     L = "model.layers.{i}."
@@ -76,10 +82,7 @@ def name_table(arch: str):
             (_T.FFN_GATE, L + "feed_forward.w1", _W, "blk"),
             (_T.FFN_UP, L + "feed_forward.w3", _W, "blk"),
             (_T.FFN_DOWN, L + "feed_forward.w2", _W, "blk"),
-            (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
-            (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
-            (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
-            (_T.ATTN_OUT, L + "self_attn.out_proj", _W, "blk"),
+            *attention_names(L + "self_attn.", "out_proj"),
             (_T.ATTN_Q_NORM, L + "self_attn.q_layernorm", _W, "blk"),
             (_T.ATTN_K_NORM, L + "self_attn.k_layernorm", _W, "blk"),
             (_T.SHORTCONV_CONV, L + "conv.conv", _W, "blk"),
@@ -92,10 +95,7 @@ def name_table(arch: str):
         (_T.OUTPUT, "lm_head", _W, None),
         (_T.ATTN_NORM, L + "input_layernorm", _W, "blk"),
         (_T.ATTN_POST_NORM, L + "post_attention_layernorm", _W, "blk"),
-        (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
-        (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
-        (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
-        (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
+        *attention_names(L + "self_attn."),
         (_T.ATTN_Q_NORM, L + "self_attn.q_norm", _W, "blk"),
         (_T.ATTN_K_NORM, L + "self_attn.k_norm", _W, "blk"),
     ] + ([  # (Qwen3-Next: attn_qkv and attn_gate are read and written by read_tensor / write_tensor)

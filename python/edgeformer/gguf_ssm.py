@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from gguf.constants import MODEL_TENSOR, Keys
 
 from .gguf_common import (FALCON_H1, GRANITE_HYBRID, JAMBA, MAMBA, MAMBA2, NEMOTRON_H, NEMOTRON_H_MOE, _Meta)
-from .gguf_hybrid import _W, _layer_heads, _layer_heads_metadata, _k
+from .gguf_hybrid import _W, _layer_heads, _layer_heads_metadata, _k, attention_names
 
 _K, _A, _R, _S = Keys.LLM, Keys.Attention, Keys.Rope, Keys.SSM
 _T = MODEL_TENSOR
@@ -29,10 +29,7 @@ def ssm_name_table(arch: str):
             (_T.OUTPUT, "lm_head", _W, None),
             (_T.ATTN_NORM, L + "input_layernorm", _W, "blk"),
             (_T.FFN_NORM, L + "post_attention_layernorm", _W, "blk"),
-            (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
-            (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
-            (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
-            (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
+            *attention_names(L + "self_attn."),
             (_T.FFN_GATE_INP, L + "block_sparse_moe.router.layer", _W, "blk"),
         ] + _mamba2_names(L + "mamba.")
     if arch == FALCON_H1:  # (its pre-MLP norm named without ".weight", as llama.cpp's converter writes it)
@@ -41,10 +38,7 @@ def ssm_name_table(arch: str):
                 (_T.OUTPUT, "lm_head", _W, None),
                 (_T.ATTN_NORM, L + "input_layernorm", _W, "blk"),
                 (_T.FFN_PRE_NORM, L + "pre_ff_layernorm", (("", ".weight"),), "blk"),
-                (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
-                (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
-                (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
-                (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
+                *attention_names(L + "self_attn."),
                 (_T.FFN_GATE, L + "feed_forward.gate_proj", _W, "blk"),
                 (_T.FFN_UP, L + "feed_forward.up_proj", _W, "blk"),
                 (_T.FFN_DOWN, L + "feed_forward.down_proj", _W, "blk")] + _mamba2_names(L + "mamba.")
@@ -54,10 +48,7 @@ def ssm_name_table(arch: str):
                 (_T.OUTPUT, "lm_head", _W, None),
                 (_T.ATTN_NORM, L + "input_layernorm", _W, "blk"),
                 (_T.FFN_NORM, L + "pre_ff_layernorm", _W, "blk"),
-                (_T.ATTN_Q, L + "self_attn.q_proj", _W, "blk"),
-                (_T.ATTN_K, L + "self_attn.k_proj", _W, "blk"),
-                (_T.ATTN_V, L + "self_attn.v_proj", _W, "blk"),
-                (_T.ATTN_OUT, L + "self_attn.o_proj", _W, "blk"),
+                *attention_names(L + "self_attn."),
                 (_T.FFN_GATE_INP, L + "feed_forward.router", _W, "blk"),
                 (_T.FFN_GATE, L + "feed_forward.gate_proj", _W, "blk"),
                 (_T.FFN_UP, L + "feed_forward.up_proj", _W, "blk"),
@@ -78,10 +69,7 @@ def ssm_name_table(arch: str):
             (_T.OUTPUT_NORM, "backbone.norm_f", _W, None),
             (_T.OUTPUT, "lm_head", _W, None),
             (_T.ATTN_NORM, B + "norm", _W, "blk"),
-            (_T.ATTN_Q, B + "mixer.q_proj", _W, "blk"),
-            (_T.ATTN_K, B + "mixer.k_proj", _W, "blk"),
-            (_T.ATTN_V, B + "mixer.v_proj", _W, "blk"),
-            (_T.ATTN_OUT, B + "mixer.o_proj", _W, "blk"),
+            *attention_names(B + "mixer."),
             (_T.FFN_UP, B + "mixer.up_proj", (".weight", ".bias"), "blk"),
             (_T.FFN_DOWN, B + "mixer.down_proj", (".weight", ".bias"), "blk"),
         ] + _mamba2_names(B + "mixer.")
