@@ -183,6 +183,9 @@ def cases():
         "jamba": lambda: (tf.JambaForCausalLM, tf.JambaConfig(
             num_experts=4, num_experts_per_tok=2, expert_layer_period=2, expert_layer_offset=1, attn_layer_period=4,
             attn_layer_offset=2, mamba_d_state=16, tie_word_embeddings=False, **{**d, "num_hidden_layers": 6})),
+        "gpt_bigcode": lambda: (tf.GPTBigCodeForCausalLM, tf.GPTBigCodeConfig(
+            n_embd=128, n_layer=2, n_head=4, n_positions=64, multi_query=True, tie_word_embeddings=False,
+            **{k: v for k, v in b.items() if k != "max_position_embeddings"})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

@@ -344,6 +344,8 @@ def make_seeds(out_dir: str) -> None:
                                        "expert_layer_period": 2, "expert_layer_offset": 1, "attn_layer_period": 2,
                                        "attn_layer_offset": 0, "mamba_d_state": 4, "mamba_d_conv": 3,
                                        "mamba_dt_rank": 2})
+    _write_quantized(o("starcoder.gguf"), {"model_type": "gpt_bigcode", "vocab_size": V, "n_embd": 8, "n_layer": 1,
+                                           "n_head": 2, "n_positions": 32, "multi_query": True})
     # every tensor type and every metadata value type, no usable architecture
     w = gguf.GGUFWriter(o("types.gguf"), "llama")
     w.add_uint8("u8", 200), w.add_int8("i8", -5), w.add_uint16("u16", 60000), w.add_int16("i16", -300)

@@ -181,12 +181,16 @@ def test_iquants_as_llama_cpp_writes_them(llama, tmp_path, monkeypatch):
     assert _rel(edgeformer.load(str(out), **opts).logits(PROMPT), ours) < 1e-6
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bloom", "falcon"])
+@pytest.mark.parametrize("family", ["gpt2", "bloom", "falcon", "gpt_bigcode"])
 def test_fused_qkv_families_roundtrip(family, tmp_path):
+    """Fused q, k, v written and read back as llama.cpp's gpt2, bloom, falcon and starcoder (StarCoder's one
+    key/value head)."""
     import transformers as tf
 
     cls, cfg = {
         "gpt2": (tf.GPT2LMHeadModel, tf.GPT2Config(n_embd=128, n_layer=2, n_head=4, n_positions=64, vocab_size=320)),
+        "gpt_bigcode": (tf.GPTBigCodeForCausalLM, tf.GPTBigCodeConfig(n_embd=128, n_layer=2, n_head=4, n_positions=64,
+                                                                      vocab_size=320, multi_query=True)),
         "bloom": (tf.BloomForCausalLM, tf.BloomConfig(hidden_size=128, n_layer=2, n_head=4, vocab_size=320)),
         "falcon": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                                                        new_decoder_architecture=True, num_kv_heads=2,
@@ -194,7 +198,21 @@ def test_fused_qkv_families_roundtrip(family, tmp_path):
     }[family]
     src = tmp_path / "src"
     make_model(str(src), cls, cfg)
-    _quantize_and_load_back(src, tmp_path / "m.gguf", "q8_0")
+    direct, back = _quantize_and_load_back(src, tmp_path / "m.gguf", "q8_0")
+    assert back.spec.model_type == direct.spec.model_type and back.spec.n_kv_heads == direct.spec.n_kv_heads
+
+
+def test_starcoder_gguf_refuses_per_head_qkv(tmp_path):
+    """A GPTBigCode without multi-query attention keeps q, k, v per head, which llama.cpp's starcoder does not read:
+    refused by name, no file left."""
+    import transformers as tf
+
+    src = tmp_path / "src"
+    make_model(str(src), tf.GPTBigCodeForCausalLM, tf.GPTBigCodeConfig(n_embd=64, n_layer=1, n_head=4, n_positions=64,
+                                                                       vocab_size=320, multi_query=False))
+    with pytest.raises(ValueError, match="multi_query"):
+        edgeformer.quantize(str(src), str(tmp_path / "m.gguf"), "f32")
+    assert not (tmp_path / "m.gguf").exists()
 
 
 @pytest.mark.parametrize("family,qtype", [("qwen2", "q8_0"), ("qwen2", "q4_k"), ("qwen3", "q8_0"), ("qwen3", "q4_k")])

@@ -5,7 +5,7 @@
   ``qwen2moe``, ``qwen3moe``, ``phi3``, ``gemma``, ``gemma2``, ``gemma3``, ``gpt2``, ``gptneox``, ``phi2``,
   ``starcoder2``, ``stablelm``, ``granite``, ``granitemoe``, ``gpt-oss``, ``olmo2``, ``olmoe``, ``smollm3``,
   ``command-r``, ``qwen35``, ``qwen35moe``, ``qwen3next``, ``lfm2``, ``lfm2moe``, ``granitehybrid``, ``mamba``,
-  ``mamba2``, ``nemotron_h``, ``nemotron_h_moe``, ``falcon-h1``, ``jamba``, ``bloom``,
+  ``mamba2``, ``nemotron_h``, ``nemotron_h_moe``, ``falcon-h1``, ``jamba``, ``starcoder``, ``bloom``,
   ``falcon``, ``bert`` and ``t5``;
 * :func:`gguf_metadata_from_config` goes the other way, for a writer (llama3 rope scaling is a tensor,
   :func:`llama3_rope_freqs` / :func:`llama3_rope_freqs_from_config`), and :func:`add_metadata_to_writer`
@@ -43,6 +43,7 @@ from .gguf_common import (
     MAMBA,
     FALCON_H1,
     JAMBA,
+    STARCODER,
     MAMBA2,
     NEMOTRON_H,
     NEMOTRON_H_MOE,
@@ -358,7 +359,7 @@ from .gguf_readers import (  # noqa: E402
 )
 
 _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _config_qwen, QWEN3: _config_qwen, QWEN2MOE: _config_qwen,
-                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi,
+                    QWEN3MOE: _config_qwen, PHI3: _config_phi3, GEMMA: _config_gemma1, GEMMA2: _config_gemma, GEMMA3: _config_gemma, GPT2: _config_gpt2, STARCODER: _config_gpt2, GPTNEOX: _config_neox_phi, PHI2: _config_neox_phi,
                     STARCODER2: _config_llama_like, STABLELM: _config_llama_like, GRANITE: _config_llama_like,
                     GRANITEMOE: _config_llama_like,
                     GPT_OSS: _config_gpt_oss, OLMO2: _config_olmo, OLMOE: _config_olmo,
@@ -729,6 +730,20 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         from .gguf_ssm import SSM_METADATA
 
         SSM_METADATA[arch](cfg, config, put)
+    elif arch == STARCODER:  # (llama.cpp's: attn_qkv as [all q, k, v], one key/value head)
+        if not cfg.get("multi_query", bool, True):
+            raise cfg.error("multi_query", "is false: llama.cpp's starcoder reads attn_qkv as all queries, then "
+                                           "the keys and values of one head group, not per head")
+        if not cfg.get("scale_attn_weights", bool, True):
+            raise cfg.error("scale_attn_weights", "is false: llama.cpp's starcoder scales the attention scores")
+        hidden = cfg.positive("n_embd")
+        put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))
+        put(_K.EMBEDDING_LENGTH, hidden)
+        put(_K.BLOCK_COUNT, cfg.positive("n_layer"))
+        put(_K.FEED_FORWARD_LENGTH, cfg.positive("n_inner", 4 * hidden))
+        put(_A.HEAD_COUNT, cfg.positive("n_head"))
+        put(_A.HEAD_COUNT_KV, 1)
+        put(_A.LAYERNORM_EPS, cfg.get("layer_norm_epsilon", float, 1e-5))
     elif arch == GPT2:
         hidden = cfg.positive("n_embd")
         put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))

@@ -72,6 +72,7 @@ from .gguf_common import (
     MAMBA,
     FALCON_H1,
     JAMBA,
+    STARCODER,
     MAMBA2,
     NEMOTRON_H,
     NEMOTRON_H_MOE,
@@ -435,7 +436,7 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):
         return _GEMMA_NAMES
-    if a == GPT2:
+    if a in (GPT2, STARCODER):  # (StarCoder's Linear weights are GPT-2's names, not transposed)
         return _GPT2_NAMES
     if a == BLOOM:
         return _BLOOM_NAMES
@@ -519,7 +520,7 @@ def expert_tensor(canonical: str) -> Optional[Tuple[str, int, Optional[str]]]:
     return TENSOR_NAMES[_EXPERT_TENSORS[part]].format(bid=layer) + "." + kind, e, f"{legacy}.{e}.{kind}"
 
 
-_HF_ALIASES = {GPT2: ("transformer.", ""), BLOOM: ("transformer.", ""), FALCON: ("transformer.", ""),
+_HF_ALIASES = {GPT2: ("transformer.", ""), STARCODER: ("transformer.", ""), BLOOM: ("transformer.", ""), FALCON: ("transformer.", ""),
                BERT: ("", "bert.", "roberta.")}
 
 

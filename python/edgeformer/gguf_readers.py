@@ -468,9 +468,16 @@ def _config_gemma(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
 
 
 def _config_gpt2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """GPT-2's config, or StarCoder's (gpt_bigcode: one key/value head, its Linear weights)."""
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     n_heads = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
     _even_heads(m, arch, hidden, n_heads)
+    starcoder = arch == "starcoder"
+    if starcoder:
+        kv_key = _k(_A.HEAD_COUNT_KV, arch)
+        if m.get(kv_key, int, 1) != 1:
+            raise m.error(kv_key, "is not 1: only multi-query StarCoder files are read (llama.cpp's attn_qkv "
+                                  "layout for more key/value heads differs from the checkpoint's)")
     ctx = m.positive(_k(_K.CONTEXT_LENGTH, arch))
     n_vocab = _vocab_size(m, arch)
     cfg = {
@@ -487,6 +494,9 @@ def _config_gpt2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, 
         "activation_function": "gelu_new",
         "tie_word_embeddings": _OUTPUT not in names,
     }
+    if starcoder:
+        cfg.update(architectures=["GPTBigCodeForCausalLM"], model_type="gpt_bigcode", multi_query=True,
+                   activation_function="gelu_pytorch_tanh")
     _special_ids(m, cfg, n_vocab)
     return cfg
 
