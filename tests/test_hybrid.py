@@ -506,3 +506,13 @@ def test_nemotron_h_moe_stacked_experts(built, tmp_path):
     shutil.copytree(path, dst)
     save_file(stacked, str(dst / "model.safetensors"))
     assert_logits_close(edgeformer.load(str(dst), threads=2, max_context=64).logits(PROMPT), ref)
+
+
+def test_repr_names_recurrent_layers(built):
+    """A model's repr counts its recurrent layers, and names attention heads only where it has attention."""
+    path, _, _ = built("mamba2")
+    r = repr(edgeformer.load(path, threads=2, max_context=64))
+    assert "recurrent layers=3" in r and "heads=" not in r, r
+    path, _, _ = built("qwen3_5_text")
+    r = repr(edgeformer.load(path, threads=2, max_context=64))
+    assert "recurrent layers=3" in r and "heads=4/2" in r, r

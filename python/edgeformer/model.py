@@ -326,7 +326,11 @@ class Model:
     def __repr__(self) -> str:
         s = self.spec
         experts = f"experts={s.n_experts_used}/{s.n_experts}, " if s.n_experts else ""
-        return (f"Model({s.model_type}, layers={s.n_layers}, hidden={s.hidden_size}, heads={s.n_heads}/{s.n_kv_heads}, "
+        kinds = list(s.layer_linear)
+        attention = not kinds or s.ssm_parallel or 0 in kinds  # (a model of recurrent mixers alone has no heads)
+        heads = f"heads={s.n_heads}/{s.n_kv_heads}, " if attention else ""
+        recurrent = f"recurrent layers={sum(k not in (0, 4) for k in kinds) or s.n_layers}, " if s.recurrent() else ""
+        return (f"Model({s.model_type}, layers={s.n_layers}, hidden={s.hidden_size}, {heads}{recurrent}"
                 f"{experts}vocab={s.vocab_size}, max_context={self.max_context}, threads={self.threads}"
                 + (f", device={self.device})" if self.device != "cpu" else ")"))
 
