@@ -730,21 +730,14 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         from .gguf_ssm import SSM_METADATA
 
         SSM_METADATA[arch](cfg, config, put)
-    elif arch == STARCODER:  # (llama.cpp's: attn_qkv as [all q, k, v], one key/value head)
-        if not cfg.get("multi_query", bool, True):
-            raise cfg.error("multi_query", "is false: llama.cpp's starcoder reads attn_qkv as all queries, then "
-                                           "the keys and values of one head group, not per head")
-        if not cfg.get("scale_attn_weights", bool, True):
-            raise cfg.error("scale_attn_weights", "is false: llama.cpp's starcoder scales the attention scores")
-        hidden = cfg.positive("n_embd")
-        put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))
-        put(_K.EMBEDDING_LENGTH, hidden)
-        put(_K.BLOCK_COUNT, cfg.positive("n_layer"))
-        put(_K.FEED_FORWARD_LENGTH, cfg.positive("n_inner", 4 * hidden))
-        put(_A.HEAD_COUNT, cfg.positive("n_head"))
-        put(_A.HEAD_COUNT_KV, 1)
-        put(_A.LAYERNORM_EPS, cfg.get("layer_norm_epsilon", float, 1e-5))
-    elif arch == GPT2:
+    elif arch in (GPT2, STARCODER):
+        if arch == STARCODER:  # (llama.cpp's: attn_qkv as [all q, k, v], one key/value head)
+            if not cfg.get("multi_query", bool, True):
+                raise cfg.error("multi_query", "is false: llama.cpp's starcoder reads attn_qkv as all queries, "
+                                               "then the keys and values of one head group, not per head")
+            if not cfg.get("scale_attn_weights", bool, True):
+                raise cfg.error("scale_attn_weights", "is false: llama.cpp's starcoder scales the attention scores")
+            put(_A.HEAD_COUNT_KV, 1)
         hidden = cfg.positive("n_embd")
         put(_K.CONTEXT_LENGTH, cfg.positive("n_positions", 1024))
         put(_K.EMBEDDING_LENGTH, hidden)
