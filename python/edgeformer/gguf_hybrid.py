@@ -430,8 +430,8 @@ def read_tensor(tmap, spec, canonical: str, v: Any, g: str, path: str) -> Option
         return canonical[:-len("_log")], g
     if not (isinstance(v, Derived) and v.rows is not None and not isinstance(v.rows, slice)):
         return None
-    if g not in tmap:
-        return None
+    if g not in tmap:  # (rows of a fused tensor the file lacks)
+        raise ValueError(f"{path}: no GGUF tensor '{g}' (for {canonical})")
     key = f"{g}[{canonical.split('.', 2)[-1]}]"
     if key not in tmap:
         t = tmap.get(g)

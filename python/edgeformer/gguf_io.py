@@ -47,9 +47,12 @@ def llama_qk_permutation(n_heads: int, head_dim: int) -> List[int]:
 
 def _qkv_rows(spec: "_core.ArchSpec", canonical: str):
     """Rows of q, k or v in a fused GGUF attn_qkv ([all q, all k, all v], as llama.cpp's converter writes)."""
-    part = canonical.split(".attn.")[1][0]
+    part = canonical.split(".attn.")[-1][:1]
     q, kv = spec.n_heads * spec.head_dim, spec.n_kv_heads * spec.head_dim
-    return {"q": (0, q), "k": (q, q + kv), "v": (q + kv, q + 2 * kv)}[part]
+    rows = {"q": (0, q), "k": (q, q + kv), "v": (q + kv, q + 2 * kv)}
+    if part not in rows:
+        raise ValueError(f"{canonical}: not a row group of a fused q/k/v tensor")
+    return rows[part]
 
 
 def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
