@@ -196,6 +196,9 @@ BASES: Dict[str, Dict[str, Any]] = {
               "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "num_experts": 2,
               "num_experts_per_tok": 1, "expert_layer_period": 2, "expert_layer_offset": 1, "attn_layer_period": 2,
               "attn_layer_offset": 0, "mamba_d_state": 4, "mamba_d_conv": 3, "mamba_dt_rank": 2},
+    "bamba": {"model_type": "bamba", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
+              "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "attn_layer_indices": [1],
+              "mamba_n_heads": 4, "mamba_d_head": 4, "mamba_n_groups": 2, "mamba_d_state": 4, "mamba_d_conv": 3},
     "mistral3": {"model_type": "mistral3", "text_config": {
         "model_type": "ministral3", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
@@ -240,7 +243,7 @@ KEYS = sorted({
     "mamba_rms_norm", "mamba_norm_before_gate", "ssm_multipliers", "mlp_multipliers", "embedding_multiplier",
     "lm_head_multiplier", "key_multiplier", "attention_in_multiplier", "attention_out_multiplier",
     "ssm_in_multiplier", "ssm_out_multiplier", "projectors_bias", "expert_layer_period",
-    "expert_layer_offset", "attn_layer_period", "attn_layer_offset", "mamba_dt_rank",
+    "expert_layer_offset", "attn_layer_period", "attn_layer_offset", "mamba_dt_rank", "attn_layer_indices",
 })
 ROPE_KEYS = ["rope_type", "type", "alpha", "factor", "low_freq_factor", "high_freq_factor",
              "original_max_position_embeddings", "attention_factor", "mscale", "mscale_all_dim", "beta_fast",

@@ -1,7 +1,7 @@
 """Hybrid decoders against transformers on tiny random checkpoints, under every ISA: Qwen3.5 (Gated DeltaNet
 layers beside gated attention layers), dense and mixture-of-experts, text-only and as the image-and-text
 checkpoint, Qwen3-Next, LFM2 (gated short convolutions), dense and mixture-of-experts, Granite 4.0-H, Nemotron-H
-(layers of one branch each), Mamba2 (Mamba2 mixers alone), Mamba, Falcon-Mamba, Falcon-H1 and Jamba. Logits
+(layers of one branch each), Mamba2 (Mamba2 mixers alone), Mamba, Falcon-Mamba, Falcon-H1, Jamba and Bamba. Logits
 within 1e-4 + 2e-3 * max|logit|, greedy tokens identical; prompts in pieces, batches and the cache's reuse rules
 of a recurrent state; GGUF in and out as llama.cpp writes each."""
 
@@ -128,6 +128,11 @@ def _cases():
             num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, expert_layer_period=2,
             expert_layer_offset=1, attn_layer_period=4, attn_layer_offset=2, mamba_d_state=8, mamba_dt_rank=8,
             max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=None)),
+        # Bamba: Granite 4.0-H's mixers beside attention with rotary on half of each head
+        "bamba": (tf.BambaForCausalLM, tf.BambaConfig(
+            vocab_size=320, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, attn_layer_indices=[1], mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2,
+            mamba_d_state=16, max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=None)),
         "qwen3_next_eq": (tf.Qwen3NextForCausalLM, tf.Qwen3NextConfig(**{
             **_text_config(linear_value_head_dim=16).to_dict(), "model_type": "qwen3_next", "num_experts": 4,
             "num_experts_per_tok": 2, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48})),
@@ -203,7 +208,7 @@ def _wrapper(text_config):
 CASES = ["qwen3_5_text", "qwen3_5_text_wide", "qwen3_5_moe_text", "qwen3_5", "qwen3_next", "lfm2", "lfm2_untied",
          "lfm2_moe", "granite_hybrid", "granite_hybrid_dense", "nemotron_h", "nemotron_h_tied", "nemotron_h_moe",
          "nemotron_h_moe_groups", "mamba2", "mamba", "falcon_mamba", "falcon_h1", "falcon_h1_norm",
-         "falcon_h1_norm_first", "falcon_h1_tied", "jamba"]
+         "falcon_h1_norm_first", "falcon_h1_tied", "jamba", "bamba"]
 
 
 @pytest.fixture(scope="module")
@@ -354,10 +359,11 @@ def test_hybrid_gguf_refuses_what_llama_cpp_reads_otherwise(case, built, tmp_pat
 
 
 @pytest.mark.parametrize("case,match", [("falcon_h1_norm_first", "mamba_norm_before_gate"),
-                                        ("falcon_h1_tied", "lm_head_multiplier")])
+                                        ("falcon_h1_tied", "lm_head_multiplier"), ("bamba", "'bamba'")])
 def test_falcon_h1_gguf_refuses_what_llama_cpp_computes_otherwise(case, match, built, tmp_path):
     """llama.cpp's falcon-h1 normalizes the mixer's output after its gate and has no logit scale (a tied head whose
-    multiplier differs from the embeddings' needs one): refused by name, no file left."""
+    multiplier differs from the embeddings' needs one); its granitehybrid rotates Bamba's whole heads, not half of
+    each: refused by name, no file left."""
     path, _, _ = built(case)
     with pytest.raises(ValueError, match=match):
         edgeformer.quantize(path, str(tmp_path / "m.gguf"), "f32")
@@ -516,3 +522,28 @@ def test_repr_names_recurrent_layers(built):
     path, _, _ = built("qwen3_5_text")
     r = repr(edgeformer.load(path, threads=2, max_context=64))
     assert "recurrent layers=3" in r and "heads=4/2" in r, r
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_scaled_weights_keep_their_float_type(dtype, tmp_path):
+    """Derived.scale (Falcon-H1's multipliers) multiplies a bf16 or f16 checkpoint tensor by a constant or per row
+    and rounds back to that type as torch does (round to nearest even), keeping the checkpoint's memory."""
+    import torch
+
+    from safetensors.torch import save_file
+
+    from edgeformer import _core
+    from edgeformer.archs import Derived
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 32, generator=g).to(getattr(torch, dtype))
+    path = str(tmp_path / "w.safetensors")
+    save_file({"w": w}, path)
+    checkpoint = _core.TensorMap.open_safetensors([path])
+    rows = [0.5, 1.5, 3.0, 0.7, 2.0, 1.1]
+    for scale, want in ((1.7, w.float() * 1.7), (rows, w.float() * torch.tensor(rows)[:, None])):
+        a, got_dtype, _ = Derived("w", scale=scale).build(checkpoint)
+        assert str(got_dtype).split(".")[1] == {"bfloat16": "bf16", "float16": "f16"}[dtype]
+        expect = want.to(getattr(torch, dtype))
+        expect = expect.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else expect.numpy()
+        np.testing.assert_array_equal(a, expect)

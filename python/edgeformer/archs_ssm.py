@@ -1,7 +1,7 @@
 """Decoders whose layers mix tokens through Mamba or Mamba2 state space mixers, as data: Granite 4.0-H (Mamba2
 mixers beside attention layers), Nemotron-H and Nemotron 3 (layers of one branch each: a Mamba2 mixer, attention
 or an MLP / experts), Mamba2 and Mamba / Falcon-Mamba (their mixers alone), Falcon-H1 (a Mamba2 mixer beside every
-attention layer) and Jamba (Mamba mixers beside attention, experts every other layer).
+attention layer), Jamba (Mamba mixers beside attention, experts every other layer) and Bamba.
 See archs.py and archs_hybrid.py (the recurrent layers' cache rules)."""
 
 from __future__ import annotations
@@ -295,6 +295,51 @@ def _jamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, out
 
 
+# BambaConfig's defaults where they differ from Llama's
+BAMBA_DEFAULTS: Dict[str, Any] = {"vocab_size": 128000, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
+                                  "max_position_embeddings": 262144, "mamba_n_heads": 128, "mamba_d_head": "auto",
+                                  "mamba_n_groups": 1, "mamba_d_state": 256, "mamba_d_conv": 4, "mamba_expand": 2,
+                                  "mamba_conv_bias": True}
+
+
+def _bamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """IBM Bamba (bamba): Granite 4.0-H's Mamba2 mixers beside attention layers (attn_layer_indices) with rotary on
+    half of each head, a gated MLP per layer, no multipliers. (llama.cpp converts it as granitehybrid, rotating whole
+    heads: not written as GGUF here.)"""
+    c = Config({**BAMBA_DEFAULTS, **cfg.data}, cfg.source)
+    for field in ("mamba_proj_bias", "attention_bias", "mlp_bias"):
+        if c.get(field, bool, False):
+            raise c.error(field, "is true: not supported for Bamba")
+    _silu_mixer(c, "hidden_act")
+    s, names = _as_llama(c, tensor_names, "bamba", BAMBA_DEFAULTS, partial_rotary_factor=0.5)
+    n = s.n_layers
+    attn = c.data.get("attn_layer_indices") or []
+    if not (isinstance(attn, list) and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n
+                                            for i in attn)):
+        raise c.error("attn_layer_indices", f"expected layer indices in [0, {n}), got {attn!r}"[:200])
+    s.layer_linear = [0 if i in attn else 3 for i in range(n)]
+    inner = int(c.get("mamba_expand", float) * s.hidden_size)
+    data = dict(c.data)
+    if data.get("mamba_d_head") == "auto":
+        data["mamba_d_head"] = inner // c.positive("mamba_n_heads")
+    _ssm_sizes(Config(data, cfg.source), s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups",
+               "mamba_d_conv", "mamba_conv_bias", inner)
+    out: NameMap = {k: v for k, v in names.items() if not k.startswith("layers.")}
+    out["norm.weight"] = "model.final_layernorm.weight"
+    for i in range(n):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        out[dst + "attn_norm.weight"] = src + "input_layernorm.weight"
+        out[dst + "mlp_norm.weight"] = src + "pre_ff_layernorm.weight"
+        if s.layer_linear[i]:
+            mamba2_names(out, src + "mamba.", dst, s.ssm_conv_bias)
+        else:
+            for p in "qkvo":
+                out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
+        for p in ("gate", "up", "down"):
+            out[dst + f"mlp.{p}.weight"] = src + f"feed_forward.{p}_proj.weight"
+    return s, out
+
+
 # JambaConfig's defaults where they differ from Llama's
 JAMBA_DEFAULTS: Dict[str, Any] = {"vocab_size": 65536, "num_key_value_heads": 8, "rms_norm_eps": 1e-6,
                                   "max_position_embeddings": 262144, "num_experts": 16, "num_experts_per_tok": 2,
@@ -498,4 +543,4 @@ def _nemotron_h(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 
 SSM = {"granitemoehybrid": _granitemoehybrid, "mamba2": _mamba2, "nemotron_h": _nemotron_h, "mamba": _mamba,
-       "falcon_mamba": _mamba, "falcon_h1": _falcon_h1, "jamba": _jamba}
+       "falcon_mamba": _mamba, "falcon_h1": _falcon_h1, "jamba": _jamba, "bamba": _bamba}
