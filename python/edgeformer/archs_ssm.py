@@ -49,17 +49,12 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
     out: NameMap = {k: v for k, v in names.items() if not k.startswith("layers.")}
     for i in range(n):
         src, dst = f"model.layers.{i}.", f"layers.{i}."
-        out[dst + "attn_norm.weight"] = src + "input_layernorm.weight"
-        out[dst + "mlp_norm.weight"] = src + "post_attention_layernorm.weight"
+        _mixer_or_attention(s, out, i, "post_attention_layernorm",
+                            lambda out, src, dst: mamba2_names(out, src, dst, s.ssm_conv_bias))
         mlp = dst + ("moe.shared." if n_experts else "mlp.")
         out[mlp + "gate.weight"] = Derived(src + "shared_mlp.input_linear.weight", slice(0, shared))
         out[mlp + "up.weight"] = Derived(src + "shared_mlp.input_linear.weight", slice(shared, 2 * shared))
         out[mlp + "down.weight"] = src + "shared_mlp.output_linear.weight"
-        if s.layer_linear[i]:
-            mamba2_names(out, src + "mamba.", dst, s.ssm_conv_bias)
-        else:
-            for p in "qkvo":
-                out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
     if n_experts:
         s.n_experts = n_experts
         s.n_experts_used = c.positive("num_experts_per_tok")
@@ -71,6 +66,19 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
         for i in range(n):
             granite_expert_names(s, out, i)
     return s, out
+
+
+def _mixer_or_attention(s: "_core.ArchSpec", out: NameMap, i: int, mlp_norm: str, mixer_names) -> None:
+    """Layer i's norms (input_layernorm, then mlp_norm) and its token mixer: mixer_names(out, src, dst) where the
+    layer is recurrent, else self_attn's q, k, v and o (Granite 4.0-H, Jamba, Bamba)."""
+    src, dst = f"model.layers.{i}.", f"layers.{i}."
+    out[dst + "attn_norm.weight"] = src + "input_layernorm.weight"
+    out[dst + "mlp_norm.weight"] = src + mlp_norm + ".weight"
+    if s.layer_linear[i]:
+        mixer_names(out, src + "mamba.", dst)
+    else:
+        for p in "qkvo":
+            out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
 
 
 def _time_step_limit(c: Config, s: "_core.ArchSpec") -> None:
@@ -269,13 +277,7 @@ def _jamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     have = set(tensor_names)
     for i in range(n):
         src, dst = f"model.layers.{i}.", f"layers.{i}."
-        out[dst + "attn_norm.weight"] = src + "input_layernorm.weight"
-        out[dst + "mlp_norm.weight"] = src + "pre_ff_layernorm.weight"
-        if s.layer_linear[i]:
-            mamba_names(s, out, src + "mamba.", dst)
-        else:
-            for p in "qkvo":
-                out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
+        _mixer_or_attention(s, out, i, "pre_ff_layernorm", lambda out, src, dst: mamba_names(s, out, src, dst))
         f = src + "feed_forward."
         if sparse[i]:
             out[dst + "moe.router.weight"] = f + "router.weight"
@@ -328,13 +330,8 @@ def _bamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     out["norm.weight"] = "model.final_layernorm.weight"
     for i in range(n):
         src, dst = f"model.layers.{i}.", f"layers.{i}."
-        out[dst + "attn_norm.weight"] = src + "input_layernorm.weight"
-        out[dst + "mlp_norm.weight"] = src + "pre_ff_layernorm.weight"
-        if s.layer_linear[i]:
-            mamba2_names(out, src + "mamba.", dst, s.ssm_conv_bias)
-        else:
-            for p in "qkvo":
-                out[dst + f"attn.{p}.weight"] = src + f"self_attn.{p}_proj.weight"
+        _mixer_or_attention(s, out, i, "pre_ff_layernorm",
+                            lambda out, src, dst: mamba2_names(out, src, dst, s.ssm_conv_bias))
         for p in ("gate", "up", "down"):
             out[dst + f"mlp.{p}.weight"] = src + f"feed_forward.{p}_proj.weight"
     return s, out
