@@ -516,7 +516,7 @@ def test_variant_on_cuda(case, tmp_path):
     _check_model(str(tmp_path), ref, max_context=64)
 
 
-RECURRENT = r"recurrent layers \(Gated DeltaNet, short convolution, Mamba2\) and gated attention outputs"
+RECURRENT = r"recurrent layers \(Gated DeltaNet, short convolution, Mamba, Mamba2\) and gated attention outputs"
 
 
 @gpu

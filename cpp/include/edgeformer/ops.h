@@ -35,11 +35,11 @@ struct LinearOut {
 void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const LinearOut* outs,
                   int n);
 
-// y[T, H] = act(x Wgate + bg) * (x Wup + bu) Wdown + bd: a gated MLP of width F over T rows (biases may be null);
-// g, u: scratch of T * F floats each.
-void gated_mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
-               const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F,
-               float* g, float* u, float* y);
+// y[T, H] = act(x Wgate + bg) * (x Wup + bu) Wdown + bd: a gated MLP of width F over T rows, or, where gate holds
+// no data, the plain act(x Wup + bu) Wdown + bd (biases may be null); g, u: scratch of T * F floats each.
+void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
+         const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F, float* g,
+         float* u, float* y);
 
 // out[t, :] = embedding row ids[t] converted to f32. Throws ValueError for an id outside [0, rows).
 void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out);

@@ -225,7 +225,8 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.residual_scale != 1.f, "scaled residual branches"},
       {sp.q_temp_beta != 0.f, "queries scaled by position"},
       {sp.partial_layers(), "layers without a token mixer or an MLP"},
-      {sp.recurrent() || sp.attn_out_gate, "recurrent layers (Gated DeltaNet, short convolution, Mamba2) and gated attention outputs"},
+      {sp.recurrent() || sp.attn_out_gate, "recurrent layers (Gated DeltaNet, short convolution, Mamba, Mamba2) "
+                                           "and gated attention outputs"},
   };
   for (const auto& g : gaps)
     EF_CHECK(!g.missing, std::string("device='cuda': ") + g.what + " (" + sp.model_type +

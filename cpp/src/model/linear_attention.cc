@@ -1,7 +1,8 @@
 // Recurrent token mixers in place of attention over a KV cache (ArchSpec::linear): Gated DeltaNet layers (Qwen3-Next,
 // Qwen3.5), whose state per value head is a [lin_k_dim, lin_v_dim] matrix updated by the gated delta rule, LFM2's
-// gated short convolutions, whose state is their last inputs, Mamba2 mixers (Granite 4.0-H, Nemotron-H), whose state
-// per head is a [ssm_head_dim, ssm_state] matrix, and Mamba mixers (Mamba, Falcon-Mamba), ssm_state values per channel. Each layer's state starts with its causal convolution's last inputs.
+// gated short convolutions, whose state is their last inputs, Mamba2 mixers (Granite 4.0-H, Nemotron-H, Falcon-H1),
+// whose state per head is a [ssm_head_dim, ssm_state] matrix, and Mamba mixers (Mamba, Falcon-Mamba, Jamba),
+// ssm_state values per channel. Each layer's state starts with its causal convolution's last inputs.
 // Computed token by token (transformers' recurrent forms; their chunked forms for prompts are the same recurrences
 // reordered), each head on its own thread.
 #include <algorithm>
@@ -26,6 +27,9 @@ static Tensor decay_rates(loading::Loader& L, const std::string& p, int64_t n, i
   for (int64_t h = 0; h < A.numel(); h++) ((float*)A.data)[h] = -std::exp(((const float*)A_log.data)[h]);
   return A;
 }
+
+// softplus(x) = log(1 + exp(x)), x itself above 20 (as torch's threshold)
+static inline float softplus(float x) { return x > 20.f ? x : std::log1p(std::exp(x)); }
 
 // a causal depthwise convolution's weight: [channels, 1, taps] as a Conv1d stores it, or [channels, taps]
 static Tensor conv_weight(loading::Loader& L, const std::string& p, int64_t channels, int64_t taps) {
@@ -161,7 +165,7 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
   ops::linear(pool, K, in, H, T, w.lin_qkv, nullptr, proj, PW);
   float* const* state = row_states(layer, T, pos0, seqs);
   causal_conv(pool, T, CD, taps, proj + I, PW, state, (const float*)w.lin_conv.data,
-              w.lin_conv_b.data ? (const float*)w.lin_conv_b.data : nullptr, true, xbc, CD);
+              fptr(w.lin_conv_b), true, xbc, CD);
   const float* dt_bias = (const float*)w.lin_dt_bias.data;
   const float* A = (const float*)w.lin_A.data;
   const float* D = (const float*)w.lin_D.data;
@@ -176,8 +180,7 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
         const float* B = xbc + (size_t)t * CD + I + g * N;
         const float* C = B + G * N;
         const float raw = proj[(size_t)t * PW + I + CD + h] + dt_bias[h];
-        float dt = raw > 20.f ? raw : std::log1p(std::exp(raw));
-        dt = std::min(std::max(dt, spec_.ssm_dt_min), dt_max);
+        const float dt = std::min(std::max(softplus(raw), spec_.ssm_dt_min), dt_max);
         const float dA = std::exp(dt * A[h]);
         float* yh = y + (size_t)t * I + h * P;
         for (int64_t p = 0; p < P; p++) {
@@ -191,6 +194,7 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
   });
   // y * silu(z), then RMS-normalized over each group's I / G values with the norm's weight (ssm_norm 1); or not
   // normalized (0); or normalized first, then times silu(z) (2)
+  // (the gated rows end in z's rows, read there by out_proj, unless the norm comes after the gate: then in y's)
   const float* nw = (const float*)w.lin_norm_w.data;
   const int64_t gs = I / G;
   for (int32_t t = 0; t < T; t++) {
@@ -201,17 +205,15 @@ void Model::mamba2(int layer, const float* in, float* out, int32_t T, int32_t po
     K.act_mul(Act::SiLU, zt, yt, I);
     if (spec_.ssm_norm == 1)
       for (int64_t g = 0; g < G; g++) K.rmsnorm(zt + g * gs, nw + g * gs, spec_.norm_eps, yt + g * gs, gs);
-    else
-      std::memcpy(yt, zt, sizeof(float) * I);
   }
-  ops::linear(pool, K, y, I, T, w.lin_out, nullptr, out, H);
+  const bool in_y = spec_.ssm_norm == 1;
+  ops::linear(pool, K, in_y ? y : proj, in_y ? I : PW, T, w.lin_out, nullptr, out, H);
 }
 
-// Mamba's mixer (Mamba, Falcon-Mamba): x, z = in_proj(in); x through the causal convolution (its last inputs in
-// the state) and SiLU; dt, B, C = x_proj(x) (each RMS-normalized where ssm_bcdt_eps > 0: Falcon-Mamba without
-// weights, Jamba with);
-// dt = softplus(dt_proj(dt) + bias) per channel; per channel i, h_i = exp(dt_i A_i) h_i + dt_i x_i B,
-// y_i = h_i . C + D_i x_i; y * silu(z); out_proj
+// Mamba's mixer (Mamba, Falcon-Mamba, Jamba): x, z = in_proj(in); x through the causal convolution (its last inputs
+// in the state) and SiLU; dt, B, C = x_proj(x) (each RMS-normalized where ssm_bcdt_eps > 0: Falcon-Mamba without
+// weights, Jamba with); dt = softplus(dt_proj(dt) + bias) per channel; per channel i,
+// h_i = exp(dt_i A_i) h_i + dt_i x_i B (KernelTable::ssm_step), y_i = h_i . C + D_i x_i; y * silu(z); out_proj
 void Model::mamba1(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
   const KernelTable& K = kernels();
   const LayerWeights& w = layers_[layer];
@@ -227,7 +229,7 @@ void Model::mamba1(int layer, const float* in, float* out, int32_t T, int32_t po
   ops::linear(pool, K, in, H, T, w.lin_qkv, nullptr, xz, 2 * I);
   float* const* state = row_states(layer, T, pos0, seqs);
   causal_conv(pool, T, I, taps, xz, 2 * I, state, (const float*)w.lin_conv.data,
-              w.lin_conv_b.data ? (const float*)w.lin_conv_b.data : nullptr, true, x, I);
+              fptr(w.lin_conv_b), true, x, I);
   ops::linear(pool, K, x, I, T, w.lin_x, nullptr, dbc, XW);
   if (spec_.ssm_bcdt_eps > 0.f)
     for (int32_t t = 0; t < T; t++) {
@@ -240,7 +242,7 @@ void Model::mamba1(int layer, const float* in, float* out, int32_t T, int32_t po
   const float* A = (const float*)w.lin_A.data;
   const float* D = (const float*)w.lin_D.data;
   const size_t s_off = (size_t)(taps - 1) * I;
-  for (size_t i = 0; i < (size_t)T * I; i++) dt[i] = dt[i] > 20.f ? dt[i] : std::log1p(std::exp(dt[i]));
+  for (size_t i = 0; i < (size_t)T * I; i++) dt[i] = softplus(dt[i]);
   pool->parallel_for(I, 64, [&](int, int64_t c0, int64_t c1) {
     std::vector<float> y(c1 - c0);
     for (int32_t t = 0; t < T; t++) {
@@ -252,8 +254,7 @@ void Model::mamba1(int layer, const float* in, float* out, int32_t T, int32_t po
     }
   });
   for (int32_t t = 0; t < T; t++) K.act_mul(Act::SiLU, xz + (size_t)t * 2 * I + I, x + (size_t)t * I, I);
-  for (int32_t t = 0; t < T; t++) std::memcpy(x + (size_t)t * I, xz + (size_t)t * 2 * I + I, sizeof(float) * I);
-  ops::linear(pool, K, x, I, T, w.lin_out, nullptr, out, H);
+  ops::linear(pool, K, xz + I, 2 * I, T, w.lin_out, nullptr, out, H);  // (z's rows hold y * silu(z))
 }
 
 void Model::linear_attention(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs) {
@@ -305,8 +306,7 @@ void Model::linear_attention(int layer, const float* in, float* out, int32_t T, 
         const float* k = q + KD;
         const float* v = x + (size_t)t * CD + 2 * KD + h * dv;
         const float ai = a[(size_t)t * Hv + h] + dt_bias[h];
-        const float softplus = ai > 20.f ? ai : std::log1p(std::exp(ai));
-        const float decay = std::exp(A * softplus), beta = 1.f / (1.f + std::exp(-b[(size_t)t * Hv + h]));
+        const float decay = std::exp(A * softplus(ai)), beta = 1.f / (1.f + std::exp(-b[(size_t)t * Hv + h]));
         std::fill(mem.begin(), mem.end(), 0.f);
         for (int64_t i = 0; i < dk; i++) {  // S *= decay; mem = S^T k
           K.scale(S + i * dv, decay, dv);

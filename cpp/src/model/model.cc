@@ -228,22 +228,26 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   for (int i = 0; i < spec_.n_layers && !first; i++)
     if (!spec_.linear(i)) first = &layers_[i];
   kv_f16_ = opts.kv_dtype.empty() ? first && first->wq.dtype != DType::F32 : opts.kv_dtype == "f16";
+  // each layer's KV slot (attention) and recurrent state (its convolution's last inputs, then Mamba's, Mamba2's or
+  // Gated DeltaNet's state matrices; Falcon-H1's attention layers have both)
   for (int i = 0, n_linear = 0; i < spec_.n_layers; i++) {
     kv_slot_.push_back(spec_.linear(i) ? -1 : kv_layers_++);
-    lin_slot_.push_back((spec_.linear(i) && spec_.mixer(i)) || spec_.ssm_parallel ? n_linear++ : -1);
-  }
-  for (int i = 0; i < spec_.n_layers; i++) {  // (each layer's state: its convolution's last inputs, then Mamba's,
-    size_t state = 0;                          // Mamba2's or Gated DeltaNet's state matrices)
+    size_t state = 0;
+    bool recurrent = true;
     if (spec_.short_conv(i)) {
       state = (size_t)(spec_.lin_conv - 1) * spec_.hidden_size;
     } else if (spec_.mamba(i) || spec_.ssm_parallel) {
       state = (size_t)(spec_.lin_conv - 1) * spec_.ssm_conv_dim() + (size_t)spec_.ssm_inner() * spec_.ssm_state;
     } else if (spec_.mamba1(i)) {
       state = (size_t)(spec_.lin_conv - 1 + spec_.ssm_state) * spec_.ssm_inner();
-    } else if (spec_.linear(i) && spec_.mixer(i)) {
-      const size_t conv_dim = 2 * (size_t)spec_.lin_k_heads * spec_.lin_k_dim + (size_t)spec_.lin_v_heads * spec_.lin_v_dim;
+    } else if (spec_.linear(i) && spec_.mixer(i)) {  // (Gated DeltaNet)
+      const size_t conv_dim =
+          2 * (size_t)spec_.lin_k_heads * spec_.lin_k_dim + (size_t)spec_.lin_v_heads * spec_.lin_v_dim;
       state = (size_t)(spec_.lin_conv - 1) * conv_dim + (size_t)spec_.lin_v_heads * spec_.lin_k_dim * spec_.lin_v_dim;
+    } else {
+      recurrent = false;
     }
+    lin_slot_.push_back(recurrent ? n_linear++ : -1);
     lin_stride_ = std::max(lin_stride_, state);
   }
   alloc_cache();
@@ -532,13 +536,9 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     float *g = g_.data(), *u = u_.data();
     if (spec_.moe(l)) {
       moe(l, in, result, T, K);
-    } else if (spec_.gated_mlp) {
-      ops::gated_mlp(pool, K, spec_.act, in, H, T, w.w_gate, w.w_up, w.w_down, fptr(w.b_gate), fptr(w.b_up),
-                     fptr(w.b_down), F, g, u, result);
-    } else {
-      ops::linear(pool, K, in, H, T, w.w_up, fptr(w.b_up), u, F);
-      K.act(spec_.act, u, T * F);
-      ops::linear(pool, K, u, F, T, w.w_down, fptr(w.b_down), result, H);
+    } else {  // (w_gate holds data where gated_mlp)
+      ops::mlp(pool, K, spec_.act, in, H, T, w.w_gate, w.w_up, w.w_down, fptr(w.b_gate), fptr(w.b_up),
+               fptr(w.b_down), F, g, u, result);
     }
   };
   // one token's queries q [QD] and keys k [KD] normalized in place (ArchSpec::qk_norm): all the heads at once

@@ -115,14 +115,8 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     }
   }
   if (FS == 0) return;
-  if (gated) {
-    ops::gated_mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, fptr(w.shared.b_gate),
-                   fptr(w.shared.b_up), fptr(w.shared.b_down), FS, g, u, y);
-  } else {
-    ops::linear(pool, K, in, H, T, w.shared.up, fptr(w.shared.b_up), u, FS);
-    K.act(spec_.act, u, T * FS);
-    ops::linear(pool, K, u, FS, T, w.shared.down, fptr(w.shared.b_down), y, H);
-  }
+  ops::mlp(pool, K, spec_.act, in, H, T, w.shared.gate, w.shared.up, w.shared.down, fptr(w.shared.b_gate),
+           fptr(w.shared.b_up), fptr(w.shared.b_down), FS, g, u, y);  // (its gate: none where gated_mlp is false)
   for (int32_t t = 0; t < T; t++) {
     float s = 1.f;
     if (w.shared_scale.data) s = 1.f / (1.f + std::exp(-K.dot(in + (int64_t)t * H, (const float*)w.shared_scale.data, H)));

@@ -10,9 +10,15 @@
 namespace ef {
 namespace ops {
 
-void gated_mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
-               const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F,
-               float* g, float* u, float* y) {
+void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
+         const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F, float* g,
+         float* u, float* y) {
+  if (!gate.data) {  // (a plain MLP: GPT-2's, Nemotron-H's experts)
+    linear(pool, k, x, H, T, up, bu, u, F);
+    k.act(act, u, T * F);
+    linear(pool, k, u, F, T, down, bd, y, H);
+    return;
+  }
   const LinearOut gu[2] = {{&gate, bg, g, F}, {&up, bu, u, F}};
   linear_group(pool, k, x, H, T, gu, 2);
   k.act_mul(act, g, u, T * F);
