@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 from . import _core
-from .archs import Config, Derived, NameMap
-from .archs_llama import expert_names
+from .archs import _REQUIRED, Config, Derived, NameMap
+from .archs_llama import _experts, expert_names
 from .archs_recent import _as_llama
 
 
@@ -33,9 +33,7 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
     kinds = {"mamba": 3, "linear_attention": 3, "attention": 0, "full_attention": 0}
     if not (isinstance(types, list) and len(types) == n and all(isinstance(t, str) and t in kinds for t in types)):
         raise c.error("layer_types", f"expected {n} of 'mamba' / 'attention'")
-    for field in ("mamba_proj_bias", "attention_bias"):
-        if c.get(field, bool, False):
-            raise c.error(field, "is true: not supported for Granite 4.0-H")
+    _refuse_true(c, ("mamba_proj_bias", "attention_bias"), "Granite 4.0-H")
     shared = c.positive("shared_intermediate_size")
     s, names = _granite(Config({**c.data, "model_type": "granite", "intermediate_size": shared}, cfg.source),
                         tensor_names)
@@ -56,10 +54,7 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
         out[mlp + "up.weight"] = Derived(src + "shared_mlp.input_linear.weight", slice(shared, 2 * shared))
         out[mlp + "down.weight"] = src + "shared_mlp.output_linear.weight"
     if n_experts:
-        s.n_experts = n_experts
-        s.n_experts_used = c.positive("num_experts_per_tok")
-        if s.n_experts_used > s.n_experts:
-            raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_local_experts ({s.n_experts})")
+        _experts(c, s, "num_local_experts", _REQUIRED)
         s.moe_ffn_size = c.positive("intermediate_size")
         s.moe_norm_topk = True
         s.shared_ffn_size = shared
@@ -106,9 +101,13 @@ def mamba2_names(out: NameMap, src: str, dst: str, conv_bias: bool) -> None:
 
 
 def _ssm_sizes(c: Config, s: "_core.ArchSpec", heads: str, head_dim: str, state: str, groups: str, conv: str,
-               conv_bias: str, inner: Optional[int] = None) -> None:
-    """A Mamba2 mixer's sizes from the config fields named; inner (the heads' total width) checked where given."""
-    s.ssm_heads, s.ssm_head_dim = c.positive(heads), c.positive(head_dim)
+               conv_bias: str, inner: Optional[int] = None, auto_head: bool = False) -> None:
+    """A Mamba2 mixer's sizes from the config fields named; inner (the heads' total width) checked where given, and
+    where auto_head, the head size taken from it when the config says "auto" (Bamba's, Falcon-H1's)."""
+    s.ssm_heads = c.positive(heads)
+    if auto_head and c.data.get(head_dim) == "auto":
+        c = Config({**c.data, head_dim: inner // s.ssm_heads}, c.source)
+    s.ssm_head_dim = c.positive(head_dim)
     s.ssm_state, s.ssm_groups = c.positive(state), c.positive(groups)
     s.lin_conv = c.positive(conv)
     s.ssm_conv_bias = c.get(conv_bias, bool)
@@ -145,6 +144,13 @@ def _ssm_only_spec(c: Config, model_type: str, n_layers: int, tensor_names) -> "
     return s
 
 
+def _refuse_true(c: Config, fields, family: str) -> None:
+    """Options the family's code here does not compute (biases mostly): each refused by name where true."""
+    for field in fields:
+        if c.get(field, bool, False):
+            raise c.error(field, f"is true: not supported for {family}")
+
+
 def _silu_mixer(c: Config, field: str) -> None:
     """The mixers' activation (of the convolution, and of the gate) is SiLU; another is refused by name."""
     act = c.get(field, str, "silu")
@@ -177,9 +183,7 @@ def _mamba2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Mamba2 (mamba2; Mamba-Codestral): every layer a Mamba2 mixer alone, x += mixer(rmsnorm(x)): no attention,
     no MLP, no positions (ArchSpec.layer_mlp 0 everywhere)."""
     c = Config({**MAMBA2_DEFAULTS, **cfg.data}, cfg.source)
-    for field in ("use_bias",):
-        if c.get(field, bool, False):
-            raise c.error(field, "is true: not supported for Mamba2")
+    _refuse_true(c, ("use_bias",), "Mamba2")
     if not c.get("rms_norm", bool, True):
         raise c.error("rms_norm", "is false: not supported (the mixer's output norm is assumed)")
     _silu_mixer(c, "hidden_act")
@@ -198,8 +202,7 @@ def _mamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Mamba (mamba; state-spaces' -hf checkpoints) and Falcon-Mamba (falcon_mamba: dt, B and C RMS-normalized
     without a weight, mixer_rms_eps): every layer a Mamba mixer alone, x += mixer(rmsnorm(x)) (layer kind 5)."""
     c = Config(cfg.data, cfg.source)
-    if c.get("use_bias", bool, False):
-        raise c.error("use_bias", "is true: not supported for Mamba")
+    _refuse_true(c, ("use_bias",), "Mamba")
     _silu_mixer(c, "hidden_act")
     n = c.positive("num_hidden_layers")
     prefix = _backbone(tensor_names, "backbone.")
@@ -254,9 +257,7 @@ def _jamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     without positions (one every attn_layer_period, at attn_layer_offset), each with a gated MLP or, every
     expert_layer_period at expert_layer_offset, experts chosen by softmax, their weights not renormalized."""
     c = Config({**JAMBA_DEFAULTS, **cfg.data}, cfg.source)
-    for field in ("mamba_proj_bias",):
-        if c.get(field, bool, False):
-            raise c.error(field, "is true: not supported for Jamba")
+    _refuse_true(c, ("mamba_proj_bias",), "Jamba")
     _silu_mixer(c, "hidden_act")
     s, names = _as_llama(c, tensor_names, "jamba", JAMBA_DEFAULTS)
     s.pos = _core.PosKind.none
@@ -285,10 +286,7 @@ def _jamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
             for p in ("gate", "up", "down"):
                 out[dst + f"mlp.{p}.weight"] = f + f"{p}_proj.weight"
     if any(sparse):
-        s.n_experts = experts
-        s.n_experts_used = c.positive("num_experts_per_tok")
-        if s.n_experts_used > s.n_experts:
-            raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
+        _experts(c, s, "num_experts", _REQUIRED)
         s.moe_ffn_size = s.ffn_size
         s.moe_norm_topk = False
         s.layer_moe = [int(x) for x in sparse]
@@ -309,9 +307,7 @@ def _bamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     half of each head, a gated MLP per layer, no multipliers. (llama.cpp converts it as granitehybrid, rotating whole
     heads: not written as GGUF here.)"""
     c = Config({**BAMBA_DEFAULTS, **cfg.data}, cfg.source)
-    for field in ("mamba_proj_bias", "attention_bias", "mlp_bias"):
-        if c.get(field, bool, False):
-            raise c.error(field, "is true: not supported for Bamba")
+    _refuse_true(c, ("mamba_proj_bias", "attention_bias", "mlp_bias"), "Bamba")
     _silu_mixer(c, "hidden_act")
     s, names = _as_llama(c, tensor_names, "bamba", BAMBA_DEFAULTS, partial_rotary_factor=0.5)
     n = s.n_layers
@@ -321,11 +317,8 @@ def _bamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         raise c.error("attn_layer_indices", f"expected layer indices in [0, {n}), got {attn!r}"[:200])
     s.layer_linear = [0 if i in attn else 3 for i in range(n)]
     inner = int(c.get("mamba_expand", float) * s.hidden_size)
-    data = dict(c.data)
-    if data.get("mamba_d_head") == "auto":
-        data["mamba_d_head"] = inner // c.positive("mamba_n_heads")
-    _ssm_sizes(Config(data, cfg.source), s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups",
-               "mamba_d_conv", "mamba_conv_bias", inner)
+    _ssm_sizes(c, s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups",
+               "mamba_d_conv", "mamba_conv_bias", inner, auto_head=True)
     out: NameMap = {k: v for k, v in names.items() if not k.startswith("layers.")}
     out["norm.weight"] = "model.final_layernorm.weight"
     for i in range(n):
@@ -359,19 +352,13 @@ def _falcon_h1(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     (mamba_rms_norm, before or after the gate); its many multipliers folded into the weights as llama.cpp's
     converter folds them (the embeddings' and the head's too)."""
     c = Config({**FALCON_H1_DEFAULTS, **cfg.data}, cfg.source)
-    for field in ("projectors_bias", "mamba_proj_bias", "attention_bias", "mlp_bias"):
-        if c.get(field, bool, False):
-            raise c.error(field, "is true: not supported for Falcon-H1")
+    _refuse_true(c, ("projectors_bias", "mamba_proj_bias", "attention_bias", "mlp_bias"), "Falcon-H1")
     s, names = _as_llama(c, tensor_names, "falcon_h1", FALCON_H1_DEFAULTS)
     H = s.hidden_size
     inner = c.data.get("mamba_d_ssm")
     inner = int(c.get("mamba_expand", float) * H) if inner is None else c.positive("mamba_d_ssm")
-    heads = c.positive("mamba_n_heads")
-    data = dict(c.data)
-    if data.get("mamba_d_head") == "auto":
-        data["mamba_d_head"] = inner // heads
-    _ssm_sizes(Config(data, cfg.source), s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups",
-               "mamba_d_conv", "mamba_conv_bias", inner)
+    _ssm_sizes(c, s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups",
+               "mamba_d_conv", "mamba_conv_bias", inner, auto_head=True)
     s.ssm_parallel = True
     s.ssm_norm = (2 if c.get("mamba_norm_before_gate", bool) else 1) if c.get("mamba_rms_norm", bool) else 0
 
@@ -434,7 +421,7 @@ MAMBA2_DEFAULTS: Dict[str, Any] = {"num_heads": 128, "head_dim": 64, "state_size
 NEMOTRON_H_DEFAULTS: Dict[str, Any] = {
     "num_attention_heads": 32, "num_key_value_heads": 8, "mlp_hidden_act": "relu2", "ssm_state_size": 128,
     "mamba_num_heads": 128, "mamba_head_dim": 64, "n_groups": 8, "conv_kernel": 4, "use_conv_bias": True,
-    "layer_norm_epsilon": 1e-5, "max_position_embeddings": 4096}
+    "layer_norm_epsilon": 1e-5, "max_position_embeddings": 4096, "n_routed_experts": 8}
 
 
 # Nemotron-H's layer types (layers_block_type, or the older hybrid_override_pattern's letters): (kind, has an MLP)
@@ -448,10 +435,7 @@ def _nemotron_h_experts(c: Config, s: "_core.ArchSpec", sparse) -> None:
     experts without a gate, and a shared one beside them."""
     if c.data.get("moe_latent_size") is not None:
         raise c.error("moe_latent_size", "is set (latent expert projections): not supported yet")
-    s.n_experts = c.positive("n_routed_experts", 8)
-    s.n_experts_used = c.positive("num_experts_per_tok", 2)
-    if s.n_experts_used > s.n_experts:
-        raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds n_routed_experts ({s.n_experts})")
+    _experts(c, s, "n_routed_experts", 2)
     s.moe_ffn_size = c.positive("moe_intermediate_size", 7688)
     s.shared_ffn_size = c.positive("moe_shared_expert_intermediate_size", 7688) if \
         c.get("n_shared_experts", int, 1) else 0
@@ -485,9 +469,7 @@ def _nemotron_h(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
                              f"pattern of M, *, -, E), got {c.data.get(field)!r}")
     if c.data.get("num_hidden_layers") not in (None, len(types)):
         raise c.error("num_hidden_layers", f"({c.data['num_hidden_layers']}) differs from the {len(types)} layer types")
-    for field in ("use_bias", "mamba_proj_bias"):
-        if c.get(field, bool, False):
-            raise c.error(field, "is true: not supported for Nemotron-H")
+    _refuse_true(c, ("use_bias", "mamba_proj_bias"), "Nemotron-H")
     if c.data.get("sliding_window") is not None:
         raise c.error("sliding_window", "is set: not supported for Nemotron-H")
     _silu_mixer(c, "mamba_hidden_act")
