@@ -120,7 +120,6 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
                                                      f"embedding length ({hidden})")
     ff = m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch))
     experts = m.get(_k(_K.EXPERT_COUNT, arch), int, 0)
-    first = next((i for i, x in enumerate(kv) if not x), 0)
     cfg = {"architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid",
            "vocab_size": _vocab_size(m, arch), "hidden_size": hidden, "num_hidden_layers": n,
            "num_attention_heads": heads, "num_key_value_heads": max(kv) or heads,
@@ -133,7 +132,7 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
            "mamba_n_groups": m.positive(_k(Keys.SSM.GROUP_COUNT, arch)),
            "mamba_d_state": m.positive(_k(Keys.SSM.STATE_SIZE, arch)),
            "mamba_d_conv": m.positive(_k(Keys.SSM.CONV_KERNEL, arch)),
-           "mamba_conv_bias": f"blk.{first}.ssm_conv1d.bias" in names,
+           "mamba_conv_bias": _conv_bias(names, kv),
            "num_local_experts": experts, "intermediate_size": ff,
            "shared_intermediate_size": (m.positive(_k(_K.EXPERT_SHARED_FEED_FORWARD_LENGTH, arch), ff) if experts
                                         else ff),
@@ -146,70 +145,95 @@ def config_granite_hybrid(m: _Meta, arch: str, names: set, rope_freqs: Any) -> D
     return cfg
 
 
-def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
-    """Mamba's, Mamba2's and Nemotron-H's configs from llama.cpp's keys: the mixers' sizes from the ssm keys
-    (Mamba2's heads: time_step_rank; Mamba's: its time step's rank, ssm.dt_b_c_rms for Falcon-Mamba); Nemotron-H's
-    layer types from the per-layer counts, as llama.cpp tells them: feed-forward width (an MLP or expert layer),
-    else key/value heads (attention), else a Mamba2 mixer."""
+def _ssm_keys(m: _Meta, arch: str, names: set) -> Tuple[int, int, int, int, float, Dict[str, Any]]:
+    """(embedding length, blocks, time_step_rank, inner size, RMSNorm epsilon, the config fields every Mamba-family
+    reader shares): the ssm keys' values as llama.cpp's files hold them."""
     from .gguf_config import _vocab_size
     from .gguf_readers import _OUTPUT
 
     hidden, n = m.positive(_k(_K.EMBEDDING_LENGTH, arch)), m.positive(_k(_K.BLOCK_COUNT, arch))
-    nh, inner = m.positive(_k(_S.TIME_STEP_RANK, arch)), m.positive(_k(_S.INNER_SIZE, arch))
-    if inner % nh and arch not in (MAMBA, JAMBA):  # (Mamba's time_step_rank is its time step's rank)
-        raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the heads ({nh})")
+    rank, inner = m.positive(_k(_S.TIME_STEP_RANK, arch)), m.positive(_k(_S.INNER_SIZE, arch))
+    if inner % rank and arch not in (MAMBA, JAMBA):  # (Mamba's time_step_rank is its time step's rank)
+        raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the heads ({rank})")
     eps_key = _k(_A.LAYERNORM_RMS_EPS, arch)
     eps = (m.get(eps_key, float) if m.has(eps_key) or arch in (MAMBA, MAMBA2, JAMBA)
            else m.get(_k(_A.LAYERNORM_EPS, arch), float))
-    cfg: Dict[str, Any] = {"vocab_size": _vocab_size(m, arch), "hidden_size": hidden, "layer_norm_epsilon": eps,
-                           "conv_kernel": m.positive(_k(_S.CONV_KERNEL, arch)),
-                           "n_groups": m.positive(_k(_S.GROUP_COUNT, arch), 1),
-                           "tie_word_embeddings": _OUTPUT not in names}
-    if arch == MAMBA:  # (dt, B and C RMS-normalized: Falcon-Mamba, with the layers' epsilon as llama.cpp computes)
-        falcon = m.get(_k(_S.DT_B_C_RMS, arch), bool, False)
-        out = {**cfg, "architectures": ["FalconMambaForCausalLM" if falcon else "MambaForCausalLM"],
-               "model_type": "falcon_mamba" if falcon else "mamba", "num_hidden_layers": n, "intermediate_size": inner,
-               "time_step_rank": nh, "state_size": m.positive(_k(_S.STATE_SIZE, arch)),
-               "use_conv_bias": "blk.0.ssm_conv1d.bias" in names}
-        del out["n_groups"]
-        return {**out, "mixer_rms_eps": m.get(_MIXER_EPS, float, eps)} if falcon else out
-    if arch == JAMBA:  # (attention where a layer has key/value heads, experts where it has a router)
-        _, _, heads, kv = _layer_heads(m, arch, "a Mamba layer")
-        attn = [i for i, x in enumerate(kv) if x]
-        sparse = [i for i in range(n) if f"blk.{i}.ffn_gate_inp.weight" in names]
-        a_offset, a_period = _periodic(m, _k(_A.HEAD_COUNT_KV, arch), attn, n)
-        e_offset, e_period = _periodic(m, "blk.N.ffn_gate_inp.weight", sparse, n) if sparse else (0, 1)
-        return {"vocab_size": cfg["vocab_size"], "hidden_size": hidden, "rms_norm_eps": eps,
-                "tie_word_embeddings": cfg["tie_word_embeddings"], "architectures": ["JambaForCausalLM"],
-                "model_type": "jamba", "num_hidden_layers": n, "num_attention_heads": heads,
-                "num_key_value_heads": max(kv) or heads,
-                "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
-                "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
-                "attn_layer_offset": a_offset, "attn_layer_period": a_period, "expert_layer_offset": e_offset,
-                "expert_layer_period": e_period,
-                "num_experts": m.positive(_k(_K.EXPERT_COUNT, arch)) if sparse else 1,
-                "num_experts_per_tok": m.positive(_k(_K.EXPERT_USED_COUNT, arch), 1) if sparse else 1,
-                "mamba_d_state": m.positive(_k(_S.STATE_SIZE, arch)), "mamba_d_conv": cfg["conv_kernel"],
-                "mamba_expand": inner // hidden, "mamba_dt_rank": nh,
-                "mamba_conv_bias": f"blk.{kv.index(0) if 0 in kv else 0}.ssm_conv1d.bias" in names}
-    if arch == FALCON_H1:  # (its multipliers folded into the weights: none left; the output norm after the gate)
-        heads = m.positive(_k(_A.HEAD_COUNT, arch))
-        return {**cfg, "architectures": ["FalconH1ForCausalLM"], "model_type": "falcon_h1", "num_hidden_layers": n,
-                "num_attention_heads": heads, "num_key_value_heads": m.positive(_k(_A.HEAD_COUNT_KV, arch), heads),
-                "head_dim": m.positive(_k(_A.KEY_LENGTH, arch), hidden // heads),
-                "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)), "rms_norm_eps": eps,
-                "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 10000.0),
-                "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)), "mamba_d_ssm": inner,
-                "mamba_n_heads": nh, "mamba_d_head": inner // nh, "mamba_n_groups": cfg.pop("n_groups"),
-                "mamba_d_state": m.positive(_k(_S.STATE_SIZE, arch)), "mamba_d_conv": cfg.pop("conv_kernel"),
-                "mamba_conv_bias": "blk.0.ssm_conv1d.bias" in names,
-                "mamba_rms_norm": "blk.0.ssm_norm.weight" in names, "mamba_norm_before_gate": False}
-    if arch == MAMBA2:
-        if inner % hidden:
-            raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the embedding length ({hidden})")
-        return {**cfg, "architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2", "num_hidden_layers": n,
-                "num_heads": nh, "head_dim": inner // nh, "expand": inner // hidden, "state_size":
-                m.positive(_k(_S.STATE_SIZE, arch)), "use_conv_bias": "blk.0.ssm_conv1d.bias" in names}
+    common = {"vocab_size": _vocab_size(m, arch), "hidden_size": hidden, "num_hidden_layers": n,
+              "tie_word_embeddings": _OUTPUT not in names}
+    return hidden, n, rank, inner, eps, common
+
+
+def _conv_bias(names: set, kv: List[int]) -> bool:
+    """Whether the mixers' convolutions have a bias: the first layer without key/value heads (a mixer) says."""
+    return f"blk.{kv.index(0) if 0 in kv else 0}.ssm_conv1d.bias" in names
+
+
+def config_mamba(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Mamba's or Falcon-Mamba's config (ssm.dt_b_c_rms: dt, B and C RMS-normalized, with the layers' epsilon as
+    llama.cpp computes, or our own key's)."""
+    hidden, n, rank, inner, eps, common = _ssm_keys(m, arch, names)
+    falcon = m.get(_k(_S.DT_B_C_RMS, arch), bool, False)
+    cfg = {**common, "architectures": ["FalconMambaForCausalLM" if falcon else "MambaForCausalLM"],
+           "model_type": "falcon_mamba" if falcon else "mamba", "layer_norm_epsilon": eps,
+           "conv_kernel": m.positive(_k(_S.CONV_KERNEL, arch)), "intermediate_size": inner, "time_step_rank": rank,
+           "state_size": m.positive(_k(_S.STATE_SIZE, arch)), "use_conv_bias": "blk.0.ssm_conv1d.bias" in names}
+    return {**cfg, "mixer_rms_eps": m.get(_MIXER_EPS, float, eps)} if falcon else cfg
+
+
+def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Mamba2's config: its heads are time_step_rank."""
+    hidden, n, nh, inner, eps, common = _ssm_keys(m, arch, names)
+    if inner % hidden:
+        raise m.error(_k(_S.INNER_SIZE, arch), f"({inner}) is not a multiple of the embedding length ({hidden})")
+    return {**common, "architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2", "layer_norm_epsilon": eps,
+            "conv_kernel": m.positive(_k(_S.CONV_KERNEL, arch)), "n_groups": m.positive(_k(_S.GROUP_COUNT, arch), 1),
+            "num_heads": nh, "head_dim": inner // nh, "expand": inner // hidden,
+            "state_size": m.positive(_k(_S.STATE_SIZE, arch)), "use_conv_bias": "blk.0.ssm_conv1d.bias" in names}
+
+
+def config_jamba(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Jamba's config: attention where a layer has key/value heads, experts where it has a router, both every
+    n-th layer from an offset (as Jamba's config describes them)."""
+    hidden, n, rank, inner, eps, common = _ssm_keys(m, arch, names)
+    _, _, heads, kv = _layer_heads(m, arch, "a Mamba layer")
+    attn = [i for i, x in enumerate(kv) if x]
+    sparse = [i for i in range(n) if f"blk.{i}.ffn_gate_inp.weight" in names]
+    a_offset, a_period = _periodic(m, _k(_A.HEAD_COUNT_KV, arch), attn, n)
+    e_offset, e_period = _periodic(m, "blk.N.ffn_gate_inp.weight", sparse, n) if sparse else (0, 1)
+    return {**common, "architectures": ["JambaForCausalLM"], "model_type": "jamba", "rms_norm_eps": eps,
+            "num_attention_heads": heads, "num_key_value_heads": max(kv) or heads,
+            "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)),
+            "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+            "attn_layer_offset": a_offset, "attn_layer_period": a_period, "expert_layer_offset": e_offset,
+            "expert_layer_period": e_period,
+            "num_experts": m.positive(_k(_K.EXPERT_COUNT, arch)) if sparse else 1,
+            "num_experts_per_tok": m.positive(_k(_K.EXPERT_USED_COUNT, arch), 1) if sparse else 1,
+            "mamba_d_state": m.positive(_k(_S.STATE_SIZE, arch)), "mamba_d_conv": m.positive(_k(_S.CONV_KERNEL, arch)),
+            "mamba_expand": inner // hidden, "mamba_dt_rank": rank, "mamba_conv_bias": _conv_bias(names, kv)}
+
+
+def config_falcon_h1(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Falcon-H1's config: its multipliers are folded into the file's weights (none left), its mixers' output
+    normalized after the gate where the file has ssm_norm."""
+    hidden, n, nh, inner, eps, common = _ssm_keys(m, arch, names)
+    heads = m.positive(_k(_A.HEAD_COUNT, arch))
+    return {**common, "architectures": ["FalconH1ForCausalLM"], "model_type": "falcon_h1",
+            "num_attention_heads": heads, "num_key_value_heads": m.positive(_k(_A.HEAD_COUNT_KV, arch), heads),
+            "head_dim": m.positive(_k(_A.KEY_LENGTH, arch), hidden // heads),
+            "intermediate_size": m.uniform_positive(_k(_K.FEED_FORWARD_LENGTH, arch)), "rms_norm_eps": eps,
+            "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 10000.0),
+            "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)), "mamba_d_ssm": inner,
+            "mamba_n_heads": nh, "mamba_d_head": inner // nh,
+            "mamba_n_groups": m.positive(_k(_S.GROUP_COUNT, arch), 1),
+            "mamba_d_state": m.positive(_k(_S.STATE_SIZE, arch)), "mamba_d_conv": m.positive(_k(_S.CONV_KERNEL, arch)),
+            "mamba_conv_bias": "blk.0.ssm_conv1d.bias" in names,
+            "mamba_rms_norm": "blk.0.ssm_norm.weight" in names, "mamba_norm_before_gate": False}
+
+
+def config_nemotron_h(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Nemotron-H's (and Nemotron 3's, nemotron_h_moe) config: the layer types from the per-layer counts, as llama.cpp
+    tells them: a feed-forward width (an MLP or expert layer), else key/value heads (attention), else a Mamba2 mixer."""
+    hidden, n, nh, inner, eps, common = _ssm_keys(m, arch, names)
     _, _, heads, kv = _layer_heads(m, arch, "a Mamba2 or MLP layer")
     ff_key = _k(_K.FEED_FORWARD_LENGTH, arch)
     ff = m.raw(ff_key)
@@ -219,7 +243,14 @@ def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
         raise m.error(ff_key, f"expected {n} widths, one value or 0 (not an MLP layer), got {ff!r}"[:200])
     moe = arch == NEMOTRON_H_MOE  # (its layers with a feed-forward width are experts)
     types = [("moe" if moe else "mlp") if f else "full_attention" if k else "linear_attention" for f, k in zip(ff, kv)]
-    first = types.index("linear_attention") if "linear_attention" in types else 0
+    cfg = {**common, "architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h",
+           "layers_block_type": types, "layer_norm_epsilon": eps, "conv_kernel": m.positive(_k(_S.CONV_KERNEL, arch)),
+           "n_groups": m.positive(_k(_S.GROUP_COUNT, arch), 1), "num_attention_heads": heads,
+           "num_key_value_heads": max(kv) or heads, "head_dim": m.positive(_k(_A.KEY_LENGTH, arch), hidden // heads),
+           "intermediate_size": max(ff), "mamba_num_heads": nh, "mamba_head_dim": inner // nh,
+           "ssm_state_size": m.positive(_k(_S.STATE_SIZE, arch)),
+           "use_conv_bias": _conv_bias(names, [f or k for f, k in zip(ff, kv)]),
+           "mlp_bias": any(x.endswith(".ffn_up.bias") for x in names)}
     if moe:
         if m.has(_k(_K.MOE_LATENT_SIZE, arch)):
             raise m.error(_k(_K.MOE_LATENT_SIZE, arch), "is set (latent expert projections): not supported yet")
@@ -231,13 +262,7 @@ def config_mamba2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
                    routed_scaling_factor=m.get(_k(_K.EXPERT_WEIGHTS_SCALE, arch), float, 1.0),
                    n_group=m.positive(_k(_K.EXPERT_GROUP_COUNT, arch), 1),
                    topk_group=m.positive(_k(_K.EXPERT_GROUP_USED_COUNT, arch), 1))
-    return {**cfg, "architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "layers_block_type": types,
-            "num_hidden_layers": n,
-            "num_attention_heads": heads, "num_key_value_heads": max(kv) or heads,
-            "head_dim": m.positive(_k(_A.KEY_LENGTH, arch), hidden // heads), "intermediate_size": max(ff),
-            "mamba_num_heads": nh, "mamba_head_dim": inner // nh, "ssm_state_size": m.positive(_k(_S.STATE_SIZE, arch)),
-            "use_conv_bias": f"blk.{first}.ssm_conv1d.bias" in names,
-            "mlp_bias": any(x.endswith(".ffn_up.bias") for x in names)}
+    return cfg
 
 
 def _periodic(m: _Meta, key: str, layers: List[int], n: int) -> Tuple[int, int]:
@@ -387,7 +412,10 @@ def falcon_h1_metadata(cfg, config: Dict[str, Any], put) -> None:
     put(_R.FREQ_BASE, spec.rope.theta)
 
 
-# the metadata writers of the families with Mamba or Mamba2 mixers, by llama.cpp architecture
+# the config readers and metadata writers of the families with Mamba or Mamba2 mixers, by llama.cpp architecture
+SSM_CONFIG = {GRANITE_HYBRID: config_granite_hybrid, MAMBA: config_mamba, MAMBA2: config_mamba2,
+              NEMOTRON_H: config_nemotron_h, NEMOTRON_H_MOE: config_nemotron_h, FALCON_H1: config_falcon_h1,
+              JAMBA: config_jamba}
 SSM_METADATA = {GRANITE_HYBRID: granite_hybrid_metadata, MAMBA: mamba_metadata, MAMBA2: mamba2_metadata,
                 NEMOTRON_H: nemotron_h_metadata, NEMOTRON_H_MOE: nemotron_h_metadata, FALCON_H1: falcon_h1_metadata,
                 JAMBA: jamba_metadata}
