@@ -200,6 +200,8 @@ def _lfm2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         ffn = int(2 * ffn / 3)
         mult = c.get("block_ffn_dim_multiplier", float, None)
         if mult is not None:
+            if not 0 < mult < float("inf"):
+                raise c.error("block_ffn_dim_multiplier", f"must be a positive number, got {mult}")
             of = c.positive("block_multiple_of", 256)
             ffn = of * ((int(mult * ffn) + of - 1) // of)
     s, names = _as_llama(c, tensor_names, "lfm2", LFM2_DEFAULTS, rms_norm_eps=c.get("norm_eps", float),
