@@ -540,6 +540,16 @@ def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
         edgeformer.load(str(tmp_path), device="cuda", max_context=64)
 
 
+@gpu
+def test_gemma4_on_cuda_is_refused_clearly(tmp_path):
+    from test_gemma4 import _make
+
+    _make(str(tmp_path), "e2b")
+    with pytest.raises(ValueError, match=r"per-layer head sizes, shared keys and values.* \(gemma4_text\) run on the "
+                                         r"CPU only"):
+        edgeformer.load(str(tmp_path), device="cuda", max_context=64)
+
+
 # ---- decode steps replayed as CUDA graphs ---------------------------------------------------------------------------
 
 GRAPH_CASES = ["llama", "mistral_window", "llama_q4_0", "gpt2", "opt_post_proj", "bloom", "falcon_new", "codegen"]

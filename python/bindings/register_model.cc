@@ -53,7 +53,8 @@ void register_model(py::module_& m) {
       .def_readwrite("mscale_all_dim", &ef::RopeSpec::mscale_all_dim)
       .def_readwrite("truncate", &ef::RopeSpec::truncate)
       .def_readwrite("short_factor", &ef::RopeSpec::short_factor)
-      .def_readwrite("long_factor", &ef::RopeSpec::long_factor);
+      .def_readwrite("long_factor", &ef::RopeSpec::long_factor)
+      .def_readwrite("freq_factors", &ef::RopeSpec::freq_factors);
 
   py::class_<ef::ArchSpec>(m, "ArchSpec")
       .def(py::init<>())
@@ -126,6 +127,14 @@ void register_model(py::module_& m) {
       .def_readwrite("attn_out_gate", &ef::ArchSpec::attn_out_gate)
       .def_readwrite("layer_linear", &ef::ArchSpec::layer_linear)
       .def_readwrite("layer_mlp", &ef::ArchSpec::layer_mlp)
+      .def_readwrite("layer_head_dim", &ef::ArchSpec::layer_head_dim)
+      .def_readwrite("layer_kv_heads", &ef::ArchSpec::layer_kv_heads)
+      .def_readwrite("layer_ffn", &ef::ArchSpec::layer_ffn)
+      .def_readwrite("layer_kv_source", &ef::ArchSpec::layer_kv_source)
+      .def_readwrite("v_norm", &ef::ArchSpec::v_norm)
+      .def_readwrite("layer_scale", &ef::ArchSpec::layer_scale)
+      .def_readwrite("ple_dim", &ef::ArchSpec::ple_dim)
+      .def_readwrite("ple_vocab", &ef::ArchSpec::ple_vocab)
       .def_readwrite("lin_k_heads", &ef::ArchSpec::lin_k_heads)
       .def_readwrite("lin_v_heads", &ef::ArchSpec::lin_v_heads)
       .def_readwrite("lin_k_dim", &ef::ArchSpec::lin_k_dim)

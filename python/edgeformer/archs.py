@@ -394,6 +394,7 @@ from .archs_recent import RECENT  # noqa: E402
 from .archs_variants import VARIANTS  # noqa: E402
 from .archs_hybrid import HYBRID  # noqa: E402
 from .archs_ssm import SSM  # noqa: E402
+from .archs_gemma import GEMMA  # noqa: E402
 
 # model_type -> builder(config, tensor names present) -> (ArchSpec, canonical -> checkpoint name)
 ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]]] = {
@@ -434,6 +435,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     **VARIANTS,
     **HYBRID,
     **SSM,
+    **GEMMA,
 }
 ENCODER_DECODERS = {"t5": t5_specs}
 

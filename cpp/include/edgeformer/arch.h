@@ -31,6 +31,9 @@ struct RopeSpec {
   // longrope (Phi-3.5, Phi-4-mini): per-frequency factors, the long ones once the call's length passes
   // original_max_position; attention_factor multiplies cos and sin
   std::vector<float> short_factor, long_factor;
+  // each frequency divided by its factor (rotary_dim / 2 of them; empty: none), after any scaling: llama.cpp's
+  // rope_freqs. Gemma 4's proportional rotary: 1 on the rotated pairs, infinity (a frequency of 0) on the rest.
+  std::vector<float> freq_factors;
   // the frequencies depend on the length of the call that computes a key (dynamic, longrope)
   bool length_dependent() const { return scaling == RopeScaling::Dynamic || scaling == RopeScaling::LongRope; }
 };
@@ -190,10 +193,32 @@ struct ArchSpec {
   int32_t rel_buckets = 32, rel_max_distance = 128;  // T5 relative position buckets
   bool cross_attention = false;      // a decoder that attends to an encoder's output (T5)
 
+  // -- Gemma 4 (and Gemma 3n): shapes, caches and inputs per layer ---------------------------------
+  // per-layer head size, key/value head count and MLP width (empty: head_dim, n_kv_heads, ffn_size everywhere):
+  // Gemma 4's full layers have heads of global_head_dim and their own key/value head count, its KV-sharing layers
+  // a double-wide MLP. Values are as wide as keys where these are set (no v_head_dim).
+  std::vector<int32_t> layer_head_dim, layer_kv_heads, layer_ffn;
+  int32_t hd(int layer) const { return layer_head_dim.empty() ? head_dim : layer_head_dim[layer]; }
+  int32_t vd(int layer) const { return layer_head_dim.empty() ? vdim() : layer_head_dim[layer]; }
+  int32_t kvh(int layer) const { return layer_kv_heads.empty() ? n_kv_heads : layer_kv_heads[layer]; }
+  int32_t ffn(int layer) const { return layer_ffn.empty() ? ffn_size : layer_ffn[layer]; }
+  bool per_layer_shapes() const { return !layer_head_dim.empty() || !layer_kv_heads.empty() || !layer_ffn.empty(); }
+  // KV sharing: where layer_kv_source[l] >= 0, layer l has no keys or values of its own and attends to those
+  // layer layer_kv_source[l] (an earlier layer of the same shape, window and rotary table) cached
+  std::vector<int32_t> layer_kv_source;
+  int32_t kv_source(int layer) const { return layer_kv_source.empty() ? -1 : layer_kv_source[layer]; }
+  bool v_norm = false;       // each value head RMS-normalized, without a weight
+  bool layer_scale = false;  // each layer's output times its scalar layers.N.out_scale (Gemma 4's layer_scalar)
+  // per-layer inputs where ple_dim > 0: each token's [n_layers, ple_dim] rows, (norm(ple.proj x0 / sqrt(hidden)) +
+  // ple.embed[token] * sqrt(ple_dim)) / sqrt(2) from the embeddings x0 (tokens past ple_vocab read row 0); after
+  // each layer, x += norm(ple.proj_l (act(ple.gate_l x) * row_l))
+  int32_t ple_dim = 0, ple_vocab = 0;
+
   bool causal() const { return kind != ModelKind::Encoder; }
   int32_t window(int layer) const { return layer_windows.empty() ? sliding_window : layer_windows[layer]; }
 
   void validate() const;  // throws ValueError naming the field
+  void per_layer_fields() const;  // (validate's checks of the Gemma 4 fields)
 };
 
 }  // namespace ef

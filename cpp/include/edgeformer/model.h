@@ -62,6 +62,8 @@ struct LayerWeights {
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0
   Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)
+  Tensor ple_gate, ple_proj, ple_norm_w;  // per-layer inputs (ple_dim): [ple_dim, hidden], [hidden, ple_dim], [hidden]
+  Tensor out_scale;                       // layer_scale: [1] f32
 };
 
 enum class Output : int32_t { None = 0, LastLogits = 1, AllLogits = 2, Hidden = 3 };
@@ -160,6 +162,7 @@ class Model {
   void mamba2(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void mamba1(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void ensure_scratch(int32_t T);
+  void per_layer_inputs(const int32_t* tokens, int32_t T, const float* x, const KernelTable& K);
   // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
   void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K);
   // cos_/sin_ rows for positions pos[0 .. T); length: the sequence length dynamic scaling sees, -1 for each
@@ -175,6 +178,7 @@ class Model {
   std::shared_ptr<ThreadPool> pool_;
   Tensor tok_emb_, pos_emb_, type_emb_, emb_norm_w_, emb_norm_b_, proj_in_, proj_out_;
   Tensor final_norm_w_, final_norm_b_, lm_head_, lm_head_b_, rel_bias_;
+  Tensor ple_emb_, ple_proj_, ple_norm_w_;  // per-layer inputs (ArchSpec::ple_dim)
   std::vector<LayerWeights> layers_;
   // Self-attention cache, f32 or f16 (kv_f16_), per layer and kv head. Where the head size is a multiple of 16
   // (kv_panels_), in the float panel layout the attention products stream (quant.h), positions rounded up to
@@ -185,9 +189,14 @@ class Model {
   bool kv_panels_ = false;
   int32_t kv_len_ = 0;
   bool kv_f16_ = false;
-  // layer -> its slot in the KV cache (recurrent layers have none: -1), and the slots in use
+  // layer -> its slot in the KV cache (recurrent layers have none: -1; a layer sharing another's keys and values,
+  // that layer's), and the slots in use; each slot's first element in kcache_ / vcache_ (its layer's kv heads of
+  // kv_len_ positions each, head sizes per layer) and the layer that owns it
   std::vector<int32_t> kv_slot_;
   int32_t kv_layers_ = 0;
+  std::vector<size_t> kv_koff_, kv_voff_;
+  std::vector<int32_t> kv_owner_;
+  size_t kv_kelems_ = 0, kv_velems_ = 0;
   // recurrent states, per recurrent layer (lin_slot_): the convolution's last inputs [lin_conv - 1][conv channels],
   // then the state matrices (Gated DeltaNet, Mamba2); lin_stride_ floats each (the largest layer's)
   std::vector<int32_t> lin_slot_;
@@ -206,6 +215,7 @@ class Model {
   int32_t scratch_T_ = 0;
   std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_, gate_;
   std::vector<float> moe_in_, moe_out_, moe_logits_;  // experts' gathered rows, their outputs, router logits
+  std::vector<float> ple_;                            // per-layer inputs [T, n_layers, ple_dim]
   std::vector<float> mla_;                            // mla_attention's (queries, latents, per-head rows)
   std::vector<float> inv_freq_, rel_table_;
   std::vector<float> inv_freq_local_, cos_l_, sin_l_;  // rope_local (layers whose local_rope is set)

@@ -225,6 +225,10 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.residual_scale != 1.f, "scaled residual branches"},
       {sp.q_temp_beta != 0.f, "queries scaled by position"},
       {sp.partial_layers(), "layers without a token mixer or an MLP"},
+      {sp.per_layer_shapes() || !sp.layer_kv_source.empty() || sp.v_norm || sp.layer_scale || sp.ple_dim > 0 ||
+           !sp.rope.freq_factors.empty() || !sp.rope_local.freq_factors.empty(),
+       "per-layer head sizes, shared keys and values, value norms, layer scales, per-layer inputs and rotary "
+       "frequency factors"},
       {sp.recurrent() || sp.attn_out_gate, "recurrent layers (Gated DeltaNet, short convolution, Mamba, Mamba2) "
                                            "and gated attention outputs"},
   };

@@ -7,6 +7,43 @@
 
 namespace ef {
 
+// Gemma 4's per-layer shapes, KV sharing and per-layer inputs (arch.h)
+void ArchSpec::per_layer_fields() const {
+  const struct {
+    const std::vector<int32_t>& v;
+    const char* field;
+  } lists[] = {{layer_head_dim, "head_dim"}, {layer_kv_heads, "num_key_value_heads"}, {layer_ffn, "intermediate_size"},
+               {layer_kv_source, "num_kv_shared_layers"}};
+  for (const auto& l : lists)
+    EF_CHECK(l.v.empty() || (int64_t)l.v.size() == n_layers, "config field '" + std::string(l.field) +
+                                                                 "': one value per layer (" +
+                                                                 std::to_string(n_layers) + "), got " +
+                                                                 std::to_string(l.v.size()));
+  for (int i = 0; i < n_layers; i++) {
+    const std::string at = " (layer " + std::to_string(i) + ")";
+    EF_CHECK(hd(i) > 0 && (layer_head_dim.empty() || hd(i) % 2 == 0), "config field 'head_dim' must be positive"
+                                                                      " and even" + at);
+    EF_CHECK(kvh(i) > 0 && n_heads % kvh(i) == 0, "config field 'num_key_value_heads' must divide "
+                                                  "num_attention_heads" + at);
+    EF_CHECK(ffn(i) > 0, "config field 'intermediate_size' must be positive" + at);
+    const int32_t s = kv_source(i);
+    if (s < 0) continue;
+    EF_CHECK(s < i && kv_source(s) < 0 && !linear(i) && !linear(s) && mixer(i) && mixer(s),
+             "KV sharing: layer " + std::to_string(i) + " must read an earlier attention layer's own keys and values");
+    EF_CHECK(hd(s) == hd(i) && kvh(s) == kvh(i) && window(s) == window(i) && local_rope(s) == local_rope(i) &&
+                 nope(s) == nope(i),
+             "KV sharing: layer " + std::to_string(i) + " and layer " + std::to_string(s) +
+                 " differ in head size, key/value heads, window or rotary table");
+  }
+  if (per_layer_shapes() || !layer_kv_source.empty() || ple_dim != 0 || layer_scale || v_norm)
+    EF_CHECK(causal() && v_head_dim == 0 && !mla() && !cross_attention && norm_position == NormPosition::Pre &&
+                 !parallel_residual && pre_norms,
+             "per-layer shapes, shared keys and values, value norms, layer scales and per-layer inputs are for "
+             "sequential pre-norm decoders without latent or cross attention");
+  EF_CHECK(ple_dim >= 0 && (ple_dim == 0 || ple_vocab > 0), "config fields 'hidden_size_per_layer_input' and "
+                                                            "'vocab_size_per_layer_input' must be positive");
+}
+
 void ArchSpec::validate() const {
   auto positive = [&](int64_t v, const char* field) {
     EF_CHECK(v > 0, "config field '" + std::string(field) + "' must be positive, got " + std::to_string(v));
@@ -32,7 +69,8 @@ void ArchSpec::validate() const {
     EF_CHECK(pos == PosKind::Rotary, "a local rotary table needs rotary positions");
     EF_CHECK(!rope_local.length_dependent(), "config field 'rope_local_base_freq': the local rotary table takes no "
                                              "length-dependent scaling");
-    EF_CHECK(rope_local.rotary_dim == rope.rotary_dim && rope_local.style == rope.style && rope_local.theta > 0,
+    EF_CHECK((rope_local.rotary_dim == rope.rotary_dim || !layer_head_dim.empty()) && rope_local.style == rope.style &&
+                 rope_local.theta > 0,
              "the local rotary table must rotate the dimensions the global one does");
   }
   EF_CHECK(std::isfinite(emb_scale) && emb_scale >= 0, "embedding scale must be finite and non-negative");
@@ -161,11 +199,25 @@ void ArchSpec::validate() const {
   }
   EF_CHECK(pos_offset >= 0 && n_token_types >= 0 && proj_dim >= 0, "config: negative offset, type count or projection");
   EF_CHECK(kind != ModelKind::EncoderDecoder, "an encoder-decoder is two stacks: build an encoder and a decoder spec");
+  per_layer_fields();
   switch (pos) {
     case PosKind::Rotary: {
-      int rd = rope.rotary_dim > 0 ? rope.rotary_dim : head_dim;
-      EF_CHECK(rd % 2 == 0 && rd <= head_dim, "config: rotary dimension " + std::to_string(rd) +
-                                                  " must be even and at most head_dim " + std::to_string(head_dim));
+      const int rd = rope.rotary_dim > 0 ? rope.rotary_dim : head_dim;
+      for (int i = 0; i < n_layers; i++) {  // (each layer's table, local or global, within its heads)
+        const RopeSpec& t = local_rope(i) ? rope_local : rope;
+        const int d = t.rotary_dim > 0 ? t.rotary_dim : head_dim;
+        EF_CHECK(d % 2 == 0 && d <= hd(i), "config: rotary dimension " + std::to_string(d) +
+                                               " must be even and at most the head size " + std::to_string(hd(i)) +
+                                               " (layer " + std::to_string(i) + ")");
+      }
+      for (const RopeSpec* t : {&rope, &rope_local}) {
+        if (t->freq_factors.empty()) continue;
+        const int d = t->rotary_dim > 0 ? t->rotary_dim : head_dim;
+        EF_CHECK((int)t->freq_factors.size() == d / 2, "rope_freqs: " + std::to_string(d / 2) +
+                                                            " factors (rotary_dim / 2), got " +
+                                                            std::to_string(t->freq_factors.size()));
+        for (float f : t->freq_factors) EF_CHECK(f > 0, "rope_freqs: the factors must be positive");
+      }
       EF_CHECK(rope.theta > 0, "config field 'rope_theta' must be positive");
       if (rope.scaling != RopeScaling::None)
         EF_CHECK(rope.factor > 0 && std::isfinite(rope.factor), "config field 'rope_scaling.factor' must be positive");

@@ -32,28 +32,32 @@ void Model::truncate(int32_t n) {
 
 void Model::copy_cache_from(const Model& other, int32_t n) {
   EF_CHECK(other.max_ctx_ == max_ctx_ && other.spec_.n_layers == spec_.n_layers &&
-               other.spec_.n_kv_heads == spec_.n_kv_heads && other.spec_.head_dim == spec_.head_dim &&
-               other.spec_.vdim() == spec_.vdim(),
+               other.kv_kelems_ == kv_kelems_ && other.kv_velems_ == kv_velems_ && other.kv_owner_ == kv_owner_,
            "copy_cache_from: the models differ in shape");
   EF_CHECK(n >= 0 && n <= other.n_past_, "copy_cache_from: n is outside the other model's cache");
   EF_CHECK(other.kv_f16_ == kv_f16_, "copy_cache_from: the models' KV caches differ in type");
   check_rewind(spec_, n, other.n_past_, "copy_cache_from");
   EF_CHECK(other.lin_state_.size() == lin_state_.size(), "copy_cache_from: the models differ in shape");
   if (n > 0) std::copy(other.lin_state_.begin(), other.lin_state_.end(), lin_state_.begin());
-  const size_t es = kv_elem(), hd = spec_.head_dim, vh = spec_.vdim(), heads = (size_t)kv_layers_ * spec_.n_kv_heads;
-  const size_t kstride = (size_t)kv_len_ * hd * es, vstride = (size_t)kv_len_ * vh * es;  // bytes per kv head
+  const size_t es = kv_elem();
   const size_t nk = kv_panels_ ? (size_t)(n + kPanel - 1) / kPanel * kPanel : (size_t)n;  // whole key panels
-  uint8_t *kd = (uint8_t*)kcache_->data, *vd = (uint8_t*)vcache_->data;
-  const uint8_t *ks = (const uint8_t*)other.kcache_->data, *vs = (const uint8_t*)other.vcache_->data;
-  for (size_t i = 0; i < heads; i++) {
-    std::memcpy(kd + i * kstride, ks + i * kstride, nk * hd * es);
-    if (!kv_panels_) {
-      std::memcpy(vd + i * vstride, vs + i * vstride, n * vh * es);
-      continue;
-    }
-    for (size_t p = 0; p < vh / kPanel; p++) {  // each value panel holds its 16 dims of every position
-      const size_t off = i * vstride + p * kPanel * kv_len_ * es;
-      std::memcpy(vd + off, vs + off, (size_t)n * kPanel * es);
+  for (size_t slot = 0; slot < kv_owner_.size(); slot++) {  // (each slot its layer's head size and count)
+    const int o = kv_owner_[slot];
+    const size_t hd = spec_.hd(o), vh = spec_.vd(o), heads = spec_.kvh(o);
+    const size_t kstride = (size_t)kv_len_ * hd * es, vstride = (size_t)kv_len_ * vh * es;  // bytes per kv head
+    uint8_t *kd = (uint8_t*)kcache_->data + kv_koff_[slot] * es, *vd = (uint8_t*)vcache_->data + kv_voff_[slot] * es;
+    const uint8_t* ks = (const uint8_t*)other.kcache_->data + kv_koff_[slot] * es;
+    const uint8_t* vs = (const uint8_t*)other.vcache_->data + kv_voff_[slot] * es;
+    for (size_t i = 0; i < heads; i++) {
+      std::memcpy(kd + i * kstride, ks + i * kstride, nk * hd * es);
+      if (!kv_panels_) {
+        std::memcpy(vd + i * vstride, vs + i * vstride, n * vh * es);
+        continue;
+      }
+      for (size_t p = 0; p < vh / kPanel; p++) {  // each value panel holds its 16 dims of every position
+        const size_t off = i * vstride + p * kPanel * kv_len_ * es;
+        std::memcpy(vd + off, vs + off, (size_t)n * kPanel * es);
+      }
     }
   }
   n_past_ = n;
@@ -70,10 +74,10 @@ void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, con
     if constexpr (std::is_same_v<E, float>) return x;
     else return f32_to_f16(x);
   };
-  const int hd = spec_.head_dim, vh = spec_.vdim();
-  const size_t head = (size_t)kv_slot_[layer] * spec_.n_kv_heads + kv_head;
-  E* kc = (E*)kcache_->data + head * kv_len_ * hd;
-  E* vc = (E*)vcache_->data + head * kv_len_ * vh;
+  const int hd = spec_.hd(layer), vh = spec_.vd(layer);
+  const size_t slot = (size_t)kv_slot_[layer];
+  E* kc = (E*)kcache_->data + kv_koff_[slot] + (size_t)kv_head * kv_len_ * hd;
+  E* vc = (E*)vcache_->data + kv_voff_[slot] + (size_t)kv_head * kv_len_ * vh;
   if (!kv_panels_) {
     for (int d = 0; d < hd; d++) kc[(size_t)pos * hd + d] = cv(k[d]);
     for (int d = 0; d < vh; d++) vc[(size_t)pos * vh + d] = cv(v[d]);
@@ -104,7 +108,7 @@ void Model::compute_relative_bias(int32_t pos0, int32_t T, int32_t n_keys) {
 void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask,
                       Model* const* seqs) {
   const KernelTable& K = kernels();
-  const int nh = spec_.n_heads, nkv = spec_.n_kv_heads, hd = spec_.head_dim, vd = spec_.vdim(), group = nh / nkv;
+  const int nh = spec_.n_heads, nkv = spec_.kvh(layer), hd = spec_.hd(layer), vd = spec_.vd(layer), group = nh / nkv;
   const float scale = spec_.attn_scale > 0 ? spec_.attn_scale : 1.f / std::sqrt((float)hd);
   const float softcap = spec_.attn_softcap;
   const float* sinks = spec_.attn_sinks ? (const float*)layers_[layer].sinks.data : nullptr;  // [n_heads]
@@ -112,7 +116,7 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
   // element i of this layer's keys / values (f32 or f16 as kvt) in the cache query row t uses (seqs: its own)
   const size_t slot = (size_t)kv_slot_[layer];
-  const size_t klayer_off = slot * nkv * head_stride * es, vlayer_off = slot * nkv * vhead_stride * es;
+  const size_t klayer_off = kv_koff_[slot] * es, vlayer_off = kv_voff_[slot] * es;
   const uint8_t* kbase = (const uint8_t*)kcache_->data + klayer_off;
   const uint8_t* vbase = (const uint8_t*)vcache_->data + vlayer_off;
   const auto kc = [&](size_t i) -> const void* { return kbase + i * es; };

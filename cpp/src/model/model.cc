@@ -83,9 +83,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     for (auto& kv : names)
       if (ckpt.contains(kv.second)) L.total += (int64_t)ckpt.get(kv.second).nbytes();
 
-  const int64_t H = spec_.hidden_size, V = spec_.vocab_size, F = spec_.ffn_size, hd = spec_.head_dim;
-  const int64_t QD = (int64_t)spec_.n_heads * hd, KD = (int64_t)spec_.n_kv_heads * hd, nh_ = spec_.n_heads;
-  const int64_t KVD = (int64_t)spec_.n_kv_heads * spec_.vdim(), QVD = nh_ * spec_.vdim();  // the values' widths
+  const int64_t H = spec_.hidden_size, V = spec_.vocab_size, hd = spec_.head_dim, nh_ = spec_.n_heads;
   const int64_t E = spec_.proj_dim > 0 ? spec_.proj_dim : H;  // embedding width
   const bool ln = spec_.norm == NormKind::Layer;
   tok_emb_ = L.matrix("tok_embeddings.weight", {V, E}, Role::Embedding);
@@ -110,11 +108,21 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     if (spec_.lm_head_bias) lm_head_b_ = L.vec("lm_head.bias", V, true);
   }
   if (spec_.pos == PosKind::Relative) rel_bias_ = L.small("rel_bias.weight", {spec_.rel_buckets, spec_.n_heads}, true);
+  const int64_t P = spec_.ple_dim;
+  if (P > 0) {
+    ple_emb_ = L.matrix("ple.embed.weight", {spec_.ple_vocab, spec_.n_layers * P}, Role::Embedding);
+    ple_proj_ = L.matrix("ple.proj.weight", {spec_.n_layers * P, H});
+    ple_norm_w_ = L.vec("ple.norm.weight", P, true);
+  }
   layers_.resize(spec_.n_layers);
   for (int i = 0; i < spec_.n_layers; i++) {
     LayerWeights& w = layers_[i];
     std::string p = "layers." + std::to_string(i) + ".";
     const bool mixer = spec_.mixer(i), attends = mixer && !spec_.linear(i);
+    const bool own_kv = attends && spec_.kv_source(i) < 0;  // (a layer sharing another's has no k or v)
+    // this layer's widths: queries, keys, values, the heads' values, the MLP
+    const int64_t QD = nh_ * spec_.hd(i), KD = (int64_t)spec_.kvh(i) * spec_.hd(i);
+    const int64_t KVD = (int64_t)spec_.kvh(i) * spec_.vd(i), QVD = nh_ * spec_.vd(i), F = spec_.ffn(i);
     if (spec_.pre_norms && mixer) {
       w.attn_norm_w = L.vec(p + "attn_norm.weight", H, true);
       if (ln) w.attn_norm_b = L.vec(p + "attn_norm.bias", H, false);
@@ -146,24 +154,29 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.wo = L.matrix(p + "attn.o.weight", {H, nh_ * dv});
     } else {
       w.wq = L.matrix(p + "attn.q.weight", {QD, H});
-      w.wk = L.matrix(p + "attn.k.weight", {KD, H});
-      w.wv = L.matrix(p + "attn.v.weight", {KVD, H});
+      if (own_kv) {
+        w.wk = L.matrix(p + "attn.k.weight", {KD, H});
+        w.wv = L.matrix(p + "attn.v.weight", {KVD, H});
+      }
       w.wo = L.matrix(p + "attn.o.weight", {H, QVD});
     }
     if (spec_.attn_bias && attends) {
       w.bq = L.vec(p + "attn.q.bias", QD, true);
-      w.bk = L.vec(p + "attn.k.bias", KD, true);
-      w.bv = L.vec(p + "attn.v.bias", KVD, true);
+      if (own_kv) {
+        w.bk = L.vec(p + "attn.k.bias", KD, true);
+        w.bv = L.vec(p + "attn.v.bias", KVD, true);
+      }
     }
     if (spec_.attn_out_bias && attends) w.bo = L.vec(p + "attn.o.bias", H, true);
     if (spec_.attn_out_gate && attends) w.wgate = L.matrix(p + "attn.gate.weight", {QD, H});
     if (spec_.qk_norm && attends) {
+      const int64_t lhd = spec_.hd(i);
       if (spec_.qk_norm_per_head) {
-        w.q_norm_w = L.small(p + "attn.q_norm.weight", {spec_.n_heads, hd}, true);
-        w.k_norm_w = L.small(p + "attn.k_norm.weight", {spec_.n_kv_heads, hd}, true);
+        w.q_norm_w = L.small(p + "attn.q_norm.weight", {spec_.n_heads, lhd}, true);
+        if (own_kv) w.k_norm_w = L.small(p + "attn.k_norm.weight", {spec_.kvh(i), lhd}, true);
       } else {
-        w.q_norm_w = L.vec(p + "attn.q_norm.weight", spec_.qk_norm_full ? QD : hd, true);
-        w.k_norm_w = L.vec(p + "attn.k_norm.weight", spec_.qk_norm_full ? KD : hd, true);
+        w.q_norm_w = L.vec(p + "attn.q_norm.weight", spec_.qk_norm_full ? QD : lhd, true);
+        if (own_kv) w.k_norm_w = L.vec(p + "attn.k_norm.weight", spec_.qk_norm_full ? KD : lhd, true);
       }
     }
     if (spec_.attn_sinks && attends) w.sinks = L.vec(p + "attn.sinks", spec_.n_heads, true);
@@ -172,6 +185,12 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.post_attn_norm_w = L.vec(p + "post_attn_norm.weight", H, true);
       w.post_mlp_norm_w = L.vec(p + "post_mlp_norm.weight", H, true);
     }
+    if (P > 0) {
+      w.ple_gate = L.matrix(p + "ple.gate.weight", {P, H});
+      w.ple_proj = L.matrix(p + "ple.proj.weight", {H, P});
+      w.ple_norm_w = L.vec(p + "ple.norm.weight", H, true);
+    }
+    if (spec_.layer_scale) w.out_scale = L.vec(p + "out_scale", 1, true);
     if (!spec_.has_mlp(i)) continue;  // (Mamba2's and Nemotron-H's mixer layers)
     if (spec_.moe(i)) {
       const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
@@ -219,7 +238,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     }
   }
   if (L.progress && L.convert) std::fprintf(stderr, "\n");
-  kv_panels_ = hd % kPanel == 0 && spec_.vdim() % kPanel == 0;
+  kv_panels_ = true;
+  for (int i = 0; i < spec_.n_layers; i++) kv_panels_ = kv_panels_ && spec_.hd(i) % kPanel == 0 && spec_.vd(i) % kPanel == 0;
   kv_len_ = kv_panels_ ? (int32_t)((max_ctx_ + kPanel - 1) / kPanel * kPanel) : max_ctx_;
   EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
            "argument 'kv_dtype' must be None, 'f16' or 'f32', got '" + opts.kv_dtype + "'");
@@ -231,7 +251,18 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   // each layer's KV slot (attention) and recurrent state (its convolution's last inputs, then Mamba's, Mamba2's or
   // Gated DeltaNet's state matrices; Falcon-H1's attention layers have both)
   for (int i = 0, n_linear = 0; i < spec_.n_layers; i++) {
-    kv_slot_.push_back(spec_.linear(i) ? -1 : kv_layers_++);
+    if (spec_.linear(i)) {
+      kv_slot_.push_back(-1);
+    } else if (spec_.kv_source(i) >= 0) {
+      kv_slot_.push_back(kv_slot_[spec_.kv_source(i)]);
+    } else {  // a slot of its own: its layer's kv heads of kv_len_ positions
+      kv_slot_.push_back(kv_layers_++);
+      kv_owner_.push_back(i);
+      kv_koff_.push_back(kv_kelems_);
+      kv_voff_.push_back(kv_velems_);
+      kv_kelems_ += (size_t)spec_.kvh(i) * kv_len_ * spec_.hd(i);
+      kv_velems_ += (size_t)spec_.kvh(i) * kv_len_ * spec_.vd(i);
+    }
     size_t state = 0;
     bool recurrent = true;
     if (spec_.short_conv(i)) {
@@ -264,13 +295,12 @@ void Model::alloc_cache() {
   int32_t n_linear = 0;
   for (int32_t s : lin_slot_) n_linear += s >= 0;
   lin_state_.assign((size_t)n_linear * lin_stride_, 0.f);
-  const size_t per_dim = (size_t)kv_layers_ * spec_.n_kv_heads * (size_t)kv_len_ * kv_elem();
   try {
-    kcache_ = std::make_unique<Buffer>(per_dim * spec_.head_dim);
-    vcache_ = std::make_unique<Buffer>(per_dim * spec_.vdim());
+    kcache_ = std::make_unique<Buffer>(kv_kelems_ * kv_elem());
+    vcache_ = std::make_unique<Buffer>(kv_velems_ * kv_elem());
   } catch (const Error&) {
     throw ValueError("max_context=" + std::to_string(max_ctx_) + ": the KV cache needs " +
-                     std::to_string(per_dim * (spec_.head_dim + spec_.vdim()) >> 20) +
+                     std::to_string((kv_kelems_ + kv_velems_) * kv_elem() >> 20) +
                      " MiB, more than can be allocated; pass a smaller max_context= (or kv_dtype='f16')");
   }
 }
@@ -279,9 +309,11 @@ Model::Model(const Model& o, bool)
     : spec_(o.spec_), opts_(o.opts_), max_ctx_(o.max_ctx_), pool_(o.pool_), tok_emb_(o.tok_emb_),
       pos_emb_(o.pos_emb_), type_emb_(o.type_emb_), emb_norm_w_(o.emb_norm_w_), emb_norm_b_(o.emb_norm_b_),
       proj_in_(o.proj_in_), proj_out_(o.proj_out_), final_norm_w_(o.final_norm_w_), final_norm_b_(o.final_norm_b_),
-      lm_head_(o.lm_head_), lm_head_b_(o.lm_head_b_), rel_bias_(o.rel_bias_), layers_(o.layers_),
+      lm_head_(o.lm_head_), lm_head_b_(o.lm_head_b_), rel_bias_(o.rel_bias_), ple_emb_(o.ple_emb_),
+      ple_proj_(o.ple_proj_), ple_norm_w_(o.ple_norm_w_), layers_(o.layers_),
       kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_f16_(o.kv_f16_), kv_slot_(o.kv_slot_),
-      kv_layers_(o.kv_layers_), lin_slot_(o.lin_slot_), lin_stride_(o.lin_stride_), inv_freq_(o.inv_freq_),
+      kv_layers_(o.kv_layers_), kv_koff_(o.kv_koff_), kv_voff_(o.kv_voff_), kv_owner_(o.kv_owner_),
+      kv_kelems_(o.kv_kelems_), kv_velems_(o.kv_velems_), lin_slot_(o.lin_slot_), lin_stride_(o.lin_stride_), inv_freq_(o.inv_freq_),
       inv_freq_local_(o.inv_freq_local_), rope_mscale_local_(o.rope_mscale_local_), rope_mscale_(o.rope_mscale_) {
   alloc_cache();  // the tensors share their memory (Tensor::owner); the cache and scratch are this model's
 }
@@ -325,6 +357,9 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
   if (lm_head_.data != tok_emb_.data) add("lm_head.weight", lm_head_);
   add("lm_head.bias", lm_head_b_);
   add("rel_bias.weight", rel_bias_);
+  add("ple.embed.weight", ple_emb_);
+  add("ple.proj.weight", ple_proj_);
+  add("ple.norm.weight", ple_norm_w_);
   for (size_t i = 0; i < layers_.size(); i++) {
     const LayerWeights& l = layers_[i];
     const std::string p = "layers." + std::to_string(i) + ".";
@@ -344,6 +379,10 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {"cross.k.weight", &l.ck},            {"cross.v.weight", &l.cv},        {"cross.o.weight", &l.co}};
     for (auto& it : items) add(p + it.first, *it.second);
     add(p + "attn.sinks", l.sinks);
+    add(p + "ple.gate.weight", l.ple_gate);
+    add(p + "ple.proj.weight", l.ple_proj);
+    add(p + "ple.norm.weight", l.ple_norm_w);
+    add(p + "out_scale", l.out_scale);
     add(p + "attn.gate.weight", l.wgate);
     const bool sc = spec_.short_conv((int)i) || spec_.mamba((int)i) || spec_.mamba1((int)i) ||  // (in_proj: lin.in)
                     spec_.ssm_parallel;
@@ -386,9 +425,11 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
 
 int64_t Model::weight_bytes() const {
   int64_t n = tok_emb_.nbytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.storage_bytes() : 0);
+  n += ple_emb_.nbytes() + (ple_proj_.data ? ple_proj_.storage_bytes() : 0);
   for (auto& w : layers_) {
     for (const Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.cq, &w.ck, &w.cv, &w.co,
-                            &w.shared.gate, &w.shared.up, &w.shared.down, &w.wq_a, &w.router})
+                            &w.shared.gate, &w.shared.up, &w.shared.down, &w.wq_a, &w.router, &w.ple_gate,
+                            &w.ple_proj})
       n += t->data ? t->storage_bytes() : 0;
     for (const auto& e : w.experts) n += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
     for (const auto* heads : {&w.k_b, &w.v_b})  // (latent attention's per-head matrices)
@@ -399,9 +440,16 @@ int64_t Model::weight_bytes() const {
 
 void Model::ensure_scratch(int32_t T) {
   if (T <= scratch_T_) return;
-  const size_t H = spec_.hidden_size, F = spec_.ffn_size, hd = spec_.head_dim;
-  const size_t QD = spec_.n_heads * hd, KD = spec_.n_kv_heads * hd;
-  const size_t KVD = spec_.n_kv_heads * spec_.vdim(), QVD = spec_.n_heads * spec_.vdim();
+  // the widest layer's widths (ArchSpec::hd, kvh, vd and ffn per layer)
+  size_t QD = 0, KD = 0, KVD = 0, QVD = 0, F = 0;
+  for (int l = 0; l < spec_.n_layers; l++) {
+    QD = std::max(QD, (size_t)spec_.n_heads * spec_.hd(l));
+    KD = std::max(KD, (size_t)spec_.kvh(l) * spec_.hd(l));
+    KVD = std::max(KVD, (size_t)spec_.kvh(l) * spec_.vd(l));
+    QVD = std::max(QVD, (size_t)spec_.n_heads * spec_.vd(l));
+    F = std::max(F, (size_t)spec_.ffn(l));
+  }
+  const size_t H = spec_.hidden_size;
   const size_t E = std::max<size_t>(H, spec_.proj_dim);
   x_.resize(T * H);
   h_.resize(T * E);
@@ -418,6 +466,7 @@ void Model::ensure_scratch(int32_t T) {
   const size_t FE = std::max((size_t)T, (size_t)spec_.n_experts_used) * spec_.moe_ffn_size;
   g_.resize(std::max(T * FM, FE));
   u_.resize(std::max(T * FM, FE));
+  ple_.resize(2 * (size_t)T * spec_.n_layers * spec_.ple_dim);  // (the rows, and a product's scratch)
   if (spec_.n_experts > 0) {
     moe_in_.resize(T * H);
     moe_out_.resize(std::max<size_t>(T, spec_.n_experts_used) * H);
@@ -453,6 +502,24 @@ void Model::compute_rope(const int32_t* pos, int32_t T, int64_t length) {
     }
 }
 
+// The per-layer input rows ple_ [T, n_layers, ple_dim] of the tokens, from their embeddings x [T, hidden]
+// (ArchSpec::ple_dim), in float32 as transformers computes them.
+void Model::per_layer_inputs(const int32_t* tokens, int32_t T, const float* x, const KernelTable& K) {
+  const int64_t H = spec_.hidden_size, P = spec_.ple_dim, LP = (int64_t)spec_.n_layers * P;
+  float *rows = ple_.data(), *tok = ple_.data() + (size_t)T * LP;
+  ops::linear(pool_.get(), K, x, H, T, ple_proj_, nullptr, rows, LP);
+  K.scale(rows, (float)std::pow((double)H, -0.5), T * LP);
+  for (int64_t r = 0; r < (int64_t)T * spec_.n_layers; r++)
+    K.rmsnorm(rows + r * P, fptr(ple_norm_w_), spec_.norm_eps, rows + r * P, P);
+  std::vector<int32_t> ids(tokens, tokens + T);
+  for (int32_t& id : ids)
+    if (id < 0 || id >= spec_.ple_vocab) id = 0;  // (past the table: its row 0, as transformers reads them)
+  ops::embedding(K, ple_emb_, ids.data(), T, tok);
+  K.scale(tok, (float)std::sqrt((double)P), T * LP);
+  K.add(rows, tok, T * LP);
+  K.scale(rows, (float)std::pow(2.0, -0.5), T * LP);
+}
+
 void Model::forward(const ForwardArgs& a) { run(a, nullptr); }
 
 void Model::run(const ForwardArgs& a, Model* const* seqs) {
@@ -486,9 +553,9 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   const size_t keys = (size_t)std::max<int64_t>((int64_t)*std::max_element(pos.begin(), pos.end()) + 1, enc_T_);
   if (scores_.size() < (size_t)pool_->size() * keys) scores_.resize((size_t)pool_->size() * keys);
   score_stride_ = keys;
-  const int64_t H = spec_.hidden_size, F = spec_.ffn_size, hd = spec_.head_dim, V = spec_.vocab_size;
-  const int nh = spec_.n_heads, nkv = spec_.n_kv_heads;
-  const int64_t QD = nh * hd, KD = nkv * hd, E = spec_.proj_dim > 0 ? spec_.proj_dim : H;
+  const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
+  const int nh = spec_.n_heads;
+  const int64_t E = spec_.proj_dim > 0 ? spec_.proj_dim : H;
   const int32_t pos0 = n_past_;
   ThreadPool* pool = pool_.get();
   float *x = x_.data(), *h = h_.data(), *h2 = h2_.data(), *tmp = tmp_.data();
@@ -527,57 +594,71 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     }
   };
   if (spec_.emb_norm) norm_rows(x, x, emb_norm_w_, emb_norm_b_, T);
+  if (spec_.ple_dim > 0) per_layer_inputs(a.tokens, T, x, K);
 
   const bool rotary_all = spec_.pos == PosKind::Rotary;
   if (rotary_all) compute_rope(pos.data(), T, batch ? -1 : a.rope_length > 0 ? a.rope_length : (int64_t)pos0 + T);
   if (spec_.pos == PosKind::Relative) compute_relative_bias(pos0, T, pos0 + T);
-  const size_t half = inv_freq_.size();
   auto mlp = [&](int l, const LayerWeights& w, const float* in, float* result) {
     float *g = g_.data(), *u = u_.data();
     if (spec_.moe(l)) {
       moe(l, in, result, T, K);
     } else {  // (w_gate holds data where gated_mlp)
       ops::mlp(pool, K, spec_.act, in, H, T, w.w_gate, w.w_up, w.w_down, fptr(w.b_gate), fptr(w.b_up),
-               fptr(w.b_down), F, g, u, result);
+               fptr(w.b_down), spec_.ffn(l), g, u, result);
     }
   };
-  // one token's queries q [QD] and keys k [KD] normalized in place (ArchSpec::qk_norm): all the heads at once
-  // (qk_norm_full), or each head with a weight shared by the heads or with its own (qk_norm_per_head)
-  auto qk_norms = [&](const LayerWeights& w, float* q, float* k) {
+  // one token's queries q [n_heads * hd] and keys k [nkv * hd] (null: none, a layer sharing another's) normalized
+  // in place (ArchSpec::qk_norm): all the heads at once (qk_norm_full), or each head with a weight shared by the
+  // heads or with its own (qk_norm_per_head)
+  auto qk_norms = [&](const LayerWeights& w, float* q, float* k, int64_t hd, int nkv) {
     auto norm = [&](float* v, const float* wt, int64_t n) {
       if (spec_.norm == NormKind::RMS) K.rmsnorm(v, wt, spec_.norm_eps, v, n);
       else K.layernorm(v, wt, nullptr, spec_.norm_eps, v, n);
     };
     if (spec_.qk_norm_full) {
-      norm(q, fptr(w.q_norm_w), QD);
-      norm(k, fptr(w.k_norm_w), KD);
+      norm(q, fptr(w.q_norm_w), nh * hd);
+      if (k) norm(k, fptr(w.k_norm_w), nkv * hd);
       return;
     }
     const int64_t step = spec_.qk_norm_per_head ? hd : 0;
     for (int hh = 0; hh < nh; hh++) norm(q + hh * hd, fptr(w.q_norm_w) + hh * step, hd);
-    for (int hh = 0; hh < nkv; hh++) norm(k + hh * hd, fptr(w.k_norm_w) + hh * step, hd);
+    for (int hh = 0; k && hh < nkv; hh++) norm(k + hh * hd, fptr(w.k_norm_w) + hh * step, hd);
   };
-  const int64_t vd = spec_.vdim(), KVD = nkv * vd, QVD = nh * vd;  // the values' head size and widths
   // self-attention of the normalized input `in` -> tmp [T, H]
   auto self_attention = [&](int l, const LayerWeights& w, const float* in) {
     if (spec_.linear(l)) return linear_attention(l, in, tmp, T, pos0, seqs);
     if (spec_.mla()) return mla_attention(l, in, tmp, T, pos.data(), cos_.data(), sin_.data(), a.key_mask, seqs);
-    const ops::LinearOut qkv[4] = {{&w.wq, fptr(w.bq), q_.data(), QD}, {&w.wk, fptr(w.bk), k_.data(), KD},
-                                   {&w.wv, fptr(w.bv), v_.data(), KVD}, {&w.wgate, nullptr, gate_.data(), QD}};
-    ops::linear_group(pool, K, in, H, T, qkv, spec_.attn_out_gate ? 4 : 3);
+    // this layer's head size and widths (ArchSpec::hd, kvh, vd)
+    const int64_t hd = spec_.hd(l), vd = spec_.vd(l), QD = nh * hd;
+    const int nkv = spec_.kvh(l);
+    const int64_t KD = nkv * hd, KVD = nkv * vd, QVD = nh * vd;
+    const bool own_kv = spec_.kv_source(l) < 0;  // (else the layer it shares keys and values with cached them)
+    ops::LinearOut outs[4] = {{&w.wq, fptr(w.bq), q_.data(), QD}};
+    int n_outs = 1;
+    if (own_kv) {
+      outs[n_outs++] = {&w.wk, fptr(w.bk), k_.data(), KD};
+      outs[n_outs++] = {&w.wv, fptr(w.bv), v_.data(), KVD};
+    }
+    if (spec_.attn_out_gate) outs[n_outs++] = {&w.wgate, nullptr, gate_.data(), QD};
+    ops::linear_group(pool, K, in, H, T, outs, n_outs);
     const bool local = spec_.local_rope(l), rotary = rotary_all && !spec_.nope(l);
+    const size_t half = (local ? inv_freq_local_ : inv_freq_).size();
     for (int32_t t = 0; t < T; t++) {
       const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
       const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
-      float *qt = q_.data() + t * QD, *kt = k_.data() + t * KD;
-      if (spec_.qk_norm && !spec_.qk_norm_after_rope) qk_norms(w, qt, kt);
+      float *qt = q_.data() + t * QD, *kt = own_kv ? k_.data() + t * KD : nullptr, *vt = v_.data() + t * KVD;
+      if (spec_.qk_norm && !spec_.qk_norm_after_rope) qk_norms(w, qt, kt, hd, nkv);
       if (rotary) {
         for (int hh = 0; hh < nh; hh++) ops::rope(qt + hh * hd, c, s, half, spec_.rope.style);
-        for (int hh = 0; hh < nkv; hh++) ops::rope(kt + hh * hd, c, s, half, spec_.rope.style);
+        for (int hh = 0; kt && hh < nkv; hh++) ops::rope(kt + hh * hd, c, s, half, spec_.rope.style);
       }
-      if (spec_.qk_norm && spec_.qk_norm_after_rope) qk_norms(w, qt, kt);
+      if (spec_.qk_norm && spec_.qk_norm_after_rope) qk_norms(w, qt, kt, hd, nkv);
       if (spec_.q_temp(l)) K.scale(qt, q_temperature(spec_, pos[t]), QD);
-      for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, v_.data() + t * KVD + hh * vd);
+      if (!own_kv) continue;
+      if (spec_.v_norm)
+        for (int hh = 0; hh < nkv; hh++) K.rmsnorm(vt + hh * vd, nullptr, spec_.norm_eps, vt + hh * vd, vd);
+      for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, vt + hh * vd);
     }
     attention(l, q_.data(), att_.data(), T, pos0, a.key_mask, seqs);
     if (spec_.attn_out_gate) {  // (Qwen3-Next, Qwen3.5: each output times sigmoid of its gate)
@@ -598,9 +679,8 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     if (spec_.residual_scale != 1.f) K.scale(tmp, spec_.residual_scale, T * H);
     K.add(x, tmp, T * H);
   };
-  for (int l = 0; l < spec_.n_layers; l++) {
-    if (take_interrupt()) throw Interrupted();  // n_past_ is unchanged: the model stays usable
-    const LayerWeights& w = layers_[l];
+  // one layer's block, its residual adds included
+  auto block = [&](int l, const LayerWeights& w) {
     if (spec_.norm_position == NormPosition::Post) {
       self_attention(l, w, x);
       residual_add();
@@ -608,7 +688,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       mlp(l, w, x, tmp);
       residual_add();
       norm_rows(x, x, w.mlp_norm_w, w.mlp_norm_b, T);
-      continue;
+      return;
     }
     if (!spec_.mixer(l) || !spec_.has_mlp(l)) {  // (one branch: Mamba, Mamba2, Nemotron-H)
       if (spec_.mixer(l)) {
@@ -619,7 +699,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
         mlp(l, w, h, tmp);
       }
       residual_add();
-      continue;
+      return;
     }
     // (without pre-norms, OLMo 2, the branches read x itself: it changes only at the residual adds after them)
     if (spec_.pre_norms) norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
@@ -630,10 +710,11 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       residual_add();
       mlp(l, w, spec_.parallel_mlp_norm ? h2 : h, tmp);
       residual_add();
-      continue;
+      return;
     }
     residual_add();
     if (spec_.cross_attention) {
+      const int64_t QD = nh * spec_.head_dim;
       norm_rows(x, h, w.cross_norm_w, w.cross_norm_b, T);
       ops::linear(pool, K, h, H, T, w.cq, nullptr, q_.data(), QD);
       cross_attention(l, q_.data(), att_.data(), T);
@@ -644,6 +725,22 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     mlp(l, w, spec_.pre_norms ? h : x, tmp);
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_mlp_norm_w, Tensor(), T);
     residual_add();
+  };
+  for (int l = 0; l < spec_.n_layers; l++) {
+    if (take_interrupt()) throw Interrupted();  // n_past_ is unchanged: the model stays usable
+    const LayerWeights& w = layers_[l];
+    block(l, w);
+    if (spec_.ple_dim > 0) {  // x += norm(ple.proj (act(ple.gate x) * this layer's input rows))
+      const int64_t P = spec_.ple_dim, LP = (int64_t)spec_.n_layers * P;
+      float* g = ple_.data() + (size_t)T * LP;
+      ops::linear(pool, K, x, H, T, w.ple_gate, nullptr, g, P);
+      K.act(spec_.act, g, T * P);
+      for (int32_t t = 0; t < T; t++) K.mul(g + t * P, ple_.data() + t * LP + l * P, P);
+      ops::linear(pool, K, g, P, T, w.ple_proj, nullptr, tmp, H);
+      norm_rows(tmp, tmp, w.ple_norm_w, Tensor(), T);
+      K.add(x, tmp, T * H);
+    }
+    if (spec_.layer_scale) K.scale(x, fptr(w.out_scale)[0], T * H);
   }
   if (batch)
     for (int32_t t = 0; t < T; t++) seqs[t]->n_past_++;

@@ -88,6 +88,8 @@ void rope_inv_freq(const ArchSpec& s, int64_t seq_len, std::vector<float>& inv_f
       break;
     }
   }
+  if (!r.freq_factors.empty())  // (validate: half of them; an infinite factor leaves its pair unrotated)
+    for (int i = 0; i < half; i++) inv_freq[i] /= r.freq_factors[i];
 }
 
 }  // namespace ef

@@ -1,0 +1,178 @@
+"""Gemma 4 against transformers on tiny random checkpoints, under every ISA: full layers with heads of their own size
+and key/value head count, keys serving as values there, proportional rotary, value norms, the last layers reading
+earlier layers' keys and values (with double-wide MLPs), per-layer inputs, a scalar per layer, sliding windows
+shorter than the prompt; the row KV cache (head sizes not multiples of 16); the multimodal checkpoint's language
+model. Logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical; batched decode steps equal single ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgeformer
+
+from conftest import assert_logits_close, make_tokenizer, prompt_ids, scale_weights
+from test_batch import _batch_vs_single
+
+PROMPT = prompt_ids(32)
+N_GREEDY = 12
+
+LAYERS6 = ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention", "sliding_attention",
+           "full_attention"]
+BASE = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, global_head_dim=32, max_position_embeddings=256, sliding_window=8,
+            layer_types=LAYERS6, vocab_size_per_layer_input=300, bos_token_id=0, eos_token_id=None, pad_token_id=None)
+CASES = {
+    # E2B / E4B: per-layer inputs, the last two layers sharing keys and values, double-wide MLPs there, a soft cap
+    "e2b": dict(hidden_size_per_layer_input=8, num_kv_shared_layers=2, use_double_wide_mlp=True,
+                final_logit_softcapping=30.0),
+    # 31B: keys as values on the full layers (one kv head of their own), no per-layer inputs, its own head
+    "31b": dict(hidden_size_per_layer_input=0, attention_k_eq_v=True, num_global_key_value_heads=1,
+                tie_word_embeddings=False),
+    # all of it at once, heads of 24 and 40 (the row cache), a proportional table rotating a third of the pairs
+    "rows": dict(head_dim=24, global_head_dim=40, hidden_size_per_layer_input=8, num_kv_shared_layers=3,
+                 attention_k_eq_v=True, num_global_key_value_heads=1,
+                 rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.3,
+                                                     "rope_theta": 10000.0},
+                                  "sliding_attention": {"rope_type": "default", "rope_theta": 500.0}}),
+}
+
+
+def _make(path: str, case: str, multimodal: bool = False, soft: bool = False):
+    """A tiny random Gemma 4 (its language model alone, or the image-and-text model) with random layer scalars;
+    returns the transformers model. soft: query norms of 0.3, so that attention (scale 1, on unit-RMS heads) is
+    not so sharp that rounding the weights to bf16 moves the logits by a third, as it does otherwise."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    text = tf.Gemma4TextConfig(**{**BASE, **CASES[case], **({"pad_token_id": 0} if multimodal else {})})
+    if multimodal:
+        vision = tf.Gemma4VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=2, head_dim=16)
+        model = tf.Gemma4ForConditionalGeneration(tf.Gemma4Config(text_config=text.to_dict(),
+                                                                  vision_config=vision.to_dict(), audio_config=None))
+    else:
+        model = tf.Gemma4ForCausalLM(text)
+    model.eval()
+    scale_weights(model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("layer_scalar"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+        for name, p in model.named_parameters():
+            if soft and name.endswith("q_norm.weight"):
+                p.mul_(0.3)
+    model.save_pretrained(path)
+    make_tokenizer(path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    cache = {}
+
+    def get(case, multimodal=False):
+        key = (case, multimodal)
+        if key not in cache:
+            import torch
+
+            d = str(tmp_path_factory.mktemp(case + ("_mm" if multimodal else "")))
+            ref = _make(d, case, multimodal)
+            x = torch.tensor([PROMPT])
+            with torch.no_grad():
+                logits = ref(x).logits[0].float().numpy()
+                out = ref.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=N_GREEDY, do_sample=False,
+                                   eos_token_id=None, pad_token_id=299)
+            cache[key] = (d, logits, out[0, len(PROMPT):].tolist())
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gemma4_logits_and_greedy(case, isa, built):
+    path, ref, ref_tokens = built(case)
+    model = edgeformer.load(path, threads=2, max_context=64)
+    assert_logits_close(model.logits(PROMPT), ref)
+    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
+    assert out.token_ids == ref_tokens
+
+
+def test_gemma4_spec(built):
+    path, _, _ = built("e2b")
+    s = edgeformer.load(path, threads=2, max_context=64).spec
+    assert s.layer_head_dim == [16, 16, 32, 16, 16, 32] and s.layer_kv_heads == [2] * 6
+    assert s.layer_kv_source == [-1, -1, -1, -1, 3, 2]  # (each the last earlier layer of its type)
+    assert s.layer_ffn == [96] * 4 + [192] * 2
+    assert s.ple_dim == 8 and s.v_norm and s.layer_scale and s.attn_scale == 1.0
+    assert s.rope.rotary_dim == 32 and s.rope.freq_factors == [1.0] * 4 + [float("inf")] * 12
+    assert s.rope_local.rotary_dim == 16 and not s.rope_local.freq_factors
+
+
+def test_gemma4_multimodal_checkpoint_runs_its_language_model(isa, built):
+    path, ref, ref_tokens = built("e2b", multimodal=True)
+    model = edgeformer.load(path, threads=2, max_context=64)
+    assert model.spec.model_type == "gemma4_text"
+    assert_logits_close(model.logits(PROMPT), ref)
+
+
+@pytest.mark.parametrize("case", ["e2b", "rows"])
+def test_gemma4_batch_rows_are_single_steps(case, built, isa):
+    path, _, _ = built(case)
+    _batch_vs_single(edgeformer.load(path, threads=2, max_context=64))
+
+
+def _q8_0(w):
+    """A matrix rounded as q8_0 stores it (f16 where its rows are not whole blocks of 32)."""
+    import torch
+
+    r, k = w.shape
+    if k % 32:
+        return w.to(torch.float16).float()
+    b = w.reshape(r, k // 32, 32)
+    d = (b.abs().amax(-1, keepdim=True) / 127).to(torch.float16).float()
+    return (torch.round(b / torch.where(d > 0, d, 1)).clamp(-127, 127) * d).reshape(r, k)
+
+
+@pytest.mark.parametrize("case", ["e2b", "31b"])
+def test_gemma4_q8_0_computes_as_transformers_on_the_rounded_weights(case, tmp_path):
+    """(These tiny models are chaotic: rounding their weights to q8_0 moves transformers' own logits by 6-10%;
+    ours stay within 2-6% of transformers on the rounded weights, the rest the activations' rounding.)"""
+    import torch
+
+    ref = _make(str(tmp_path), case, soft=True)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.dim() == 2:
+                p.copy_(_q8_0(p))
+        want = ref(torch.tensor([PROMPT])).logits[0].numpy()
+    got = edgeformer.load(str(tmp_path), threads=2, max_context=64, dtype="q8_0", kv_dtype="f32",
+                          exact_q8_prompts=True).logits(PROMPT)
+    assert np.abs(got - want).max() < 0.1 * np.abs(want).max()
+
+
+def test_gemma4_f16_cache_stays_close(tmp_path):
+    import torch
+
+    ref = _make(str(tmp_path), "e2b", soft=True)
+    with torch.no_grad():
+        want = ref(torch.tensor([PROMPT])).logits[0].numpy()
+    got = edgeformer.load(str(tmp_path), threads=2, max_context=64, kv_dtype="f16").logits(PROMPT)
+    assert np.abs(got - want).max() < 0.01 * np.abs(want).max()
+
+
+def test_gemma4_refuses_what_it_cannot_run(tmp_path):
+    import json
+
+    _make(str(tmp_path), "e2b")
+    cfg_path = tmp_path / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for field, value, match in [("num_kv_shared_layers", 6, "num_kv_shared_layers"),
+                                ("enable_moe_block", True, "enable_moe_block"),
+                                ("use_bidirectional_attention", "all", "use_bidirectional_attention"),
+                                ("rope_parameters", {"full_attention": {"rope_type": "yarn"}}, "rope_type")]:
+        cfg_path.write_text(json.dumps({**cfg, field: value}))
+        with pytest.raises(ValueError, match=match):
+            edgeformer.load(str(tmp_path), threads=2, max_context=64)
