@@ -25,6 +25,7 @@ def cases():
     import transformers as tf
 
     from test_hybrid import _falcon_h1, _with_score_bias
+    from test_gemma4 import BASE, CASES
     from test_moe import _with_select_bias
 
     b = dict(vocab_size=320, max_position_embeddings=64, bos_token_id=0, eos_token_id=None, pad_token_id=None)
@@ -32,6 +33,7 @@ def cases():
              num_key_value_heads=2, **b)
     oss_rope = {"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
                 "original_max_position_embeddings": 16, "rope_theta": 150000.0}
+    g4 = {**BASE, "hidden_size": 128, "head_dim": 32, "global_head_dim": 64}
     q35 = dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=32, linear_value_head_dim=32,
                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
                tie_word_embeddings=False, **{**d, "num_hidden_layers": 4})
@@ -186,6 +188,9 @@ def cases():
         "gpt_bigcode": lambda: (tf.GPTBigCodeForCausalLM, tf.GPTBigCodeConfig(
             n_embd=128, n_layer=2, n_head=4, n_positions=64, multi_query=True, tie_word_embeddings=False,
             **{k: v for k, v in b.items() if k != "max_position_embeddings"})),
+        # Gemma 4: E2B's shape (per-layer inputs, shared KV, double-wide MLPs) and 31B's (keys as values)
+        "gemma4_e2b": lambda: (tf.Gemma4ForCausalLM, tf.Gemma4TextConfig(**{**g4, **CASES["e2b"]})),
+        "gemma4_31b": lambda: (tf.Gemma4ForCausalLM, tf.Gemma4TextConfig(**{**g4, **CASES["31b"]})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

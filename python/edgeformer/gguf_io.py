@@ -71,6 +71,8 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         return _load_gguf_seq2seq(path, tmap, meta, order, config, arch, opts)
     if "token_embd.weight" in tmap:  # the embedding's rows are the vocabulary (it may exceed the token list)
         config["vocab_size"] = int(tmap.get("token_embd.weight").shape[0])
+    if "per_layer_token_embd.weight" in tmap:  # (Gemma 4's per-layer inputs: their table's rows)
+        config["vocab_size_per_layer_input"] = int(tmap.get("per_layer_token_embd.weight").shape[0])
     n_layers = int(config.get("num_hidden_layers", config.get("n_layer", config.get("num_layers", 0))))
     if not 0 < n_layers <= len(order):  # each layer has tensors: a larger count is a corrupt header
         raise ValueError(f"{path}: {arch}.block_count = {n_layers} does not match the {len(order)} tensors of the file")
@@ -200,7 +202,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     from .gguf_tokenizer import gguf_tokenizer_metadata
 
     config = model.config
-    text_type = {"mistral3": "mistral", **gguf_hybrid.TEXT_MODEL_TYPE}.get(config.get("model_type"))
+    text_type = {"mistral3": "mistral", "gemma4": "gemma4_text",
+                 **gguf_hybrid.TEXT_MODEL_TYPE}.get(config.get("model_type"))
     if text_type and isinstance(config.get("text_config"), dict):
         # (an image-and-text checkpoint: its language model, as llama.cpp's converter writes it; the head tied as
         # the loaded model ties it)
@@ -280,6 +283,10 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
 
             freqs = llama3_rope_freqs_from_config(config, os.path.join(source_dir, "config.json"))
             tensors["rope_freqs.weight"] = (np.asarray(freqs, np.float32), _core.DType.f32)
+        if mt == "gemma4_text":  # (the full layers' proportional rotary, as factors)
+            from .gguf_gemma import gemma4_rope_freqs
+
+            tensors["rope_freqs.weight"] = (gemma4_rope_freqs(spec), _core.DType.f32)
         if mt == "phi3" and spec.rope.scaling == _core.RopeScaling.longrope:  # its factors, as llama.cpp's tensors
             for n, v in (("rope_factors_long.weight", spec.rope.long_factor),
                          ("rope_factors_short.weight", spec.rope.short_factor)):

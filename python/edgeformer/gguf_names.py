@@ -76,6 +76,7 @@ from .gguf_common import (
     MAMBA2,
     NEMOTRON_H,
     NEMOTRON_H_MOE,
+    GEMMA4,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -436,6 +437,10 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):
         return _GEMMA_NAMES
+    if a == GEMMA4:
+        from .gguf_gemma import gemma4_name_table
+
+        return gemma4_name_table()
     if a in (GPT2, STARCODER):  # (StarCoder's Linear weights are GPT-2's names, not transposed)
         return _GPT2_NAMES
     if a == BLOOM:

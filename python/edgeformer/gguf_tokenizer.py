@@ -282,7 +282,9 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
         add_eos = m.get(_T.ADD_EOS, bool, False)
         toks = tokens
         _add_tokens(tok, tokens, types)
-    elif kind == "llama":
+    elif kind in ("llama", "gemma4"):
+        # (gemma4: SentencePiece-style BPE from merges, no space prefix, BOS always, newline runs split off first)
+        gemma4 = kind == "gemma4"
         scores = m.array(_T.SCORES, float, None, length=n)
         if m.has(_T.MERGES):
             merges = [_split_merge(m, s) for s in m.array(_T.MERGES, str)]
@@ -297,15 +299,17 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
         except Exception as e:
             raise model_error(_T.SCORES if not m.has(_T.MERGES) else _T.MERGES, e) from None
         tok = Tokenizer(bpe)
-        prefix = True if add_space is None else add_space
+        prefix = (not gemma4) if add_space is None else add_space
         steps = ([normalizers.Prepend(SPIECE)] if prefix else []) + [normalizers.Replace(" ", SPIECE)]
         tok.normalizer = normalizers.Sequence(steps)
+        if gemma4:
+            tok.pre_tokenizer = pre_tokenizers.Split(Regex("\n+"), behavior="isolated")
         dec = [decoders.Replace(SPIECE, " "), decoders.ByteFallback(), decoders.Fuse()]
         if prefix:
             dec.append(decoders.Strip(" ", 1, 0))
         tok.decoder = decoders.Sequence(dec)
         # llama.cpp and transformers add BOS to a SentencePiece vocabulary unless the file says otherwise
-        add_bos = m.get(_T.ADD_BOS, bool, ids["bos"] is not None)
+        add_bos = m.get(_T.ADD_BOS, bool, ids["bos"] is not None) or (gemma4 and ids["bos"] is not None)
         add_eos = m.get(_T.ADD_EOS, bool, False)
         toks = tokens
         _add_tokens(tok, tokens, types)
@@ -361,7 +365,8 @@ def tokenizer_from_gguf(meta: Dict[str, Any], source: str) -> GGUFTokenizer:
         add_eos = m.get(_T.ADD_EOS, bool, ids["eos"] is not None)
         toks = tokens
     else:
-        raise m.error(_T.MODEL, f"names an unsupported tokenizer {kind!r} (supported: gpt2, llama, bert, t5)")
+        raise m.error(_T.MODEL, f"names an unsupported tokenizer {kind!r} (supported: gpt2, llama, gemma4, bert, "
+                                "t5)")
 
     bos = pair("bos", toks) if add_bos else None
     eos = pair("eos", toks) if add_eos else None
