@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Do we read the GGUF files people download as transformers computes the checkpoint? llama.cpp's own converter
 (convert_hf_to_gguf.py from a llama.cpp source tree) on tiny random checkpoints of the test suite's cases (its
-tokenizer check and Jamba's Llama-BPE vocabulary bypassed: the checkpoints carry make_checkpoints' byte-level BPE),
+tokenizer check and Jamba's and Gemma 4's vocabularies bypassed: the checkpoints carry make_checkpoints' byte-level BPE),
 written as f32, then loaded by edgeformer: the NMSE of our logits against transformers'. A convention we read
 wrong shows as an NMSE near 1. (agree_llama_cpp_archs.py checks the other direction: llama.cpp on our files.)
 
     python benchmarks/read_llama_cpp_converted.py [CASE ...] --llama-cpp-src .../vendor/llama.cpp
 
-CASEs: tests/test_hybrid.py's cases and gpt_bigcode. Not a test: llama.cpp's source is not a test dependency.
+CASEs: tests/test_hybrid.py's cases, gpt_bigcode and gemma4_{e2b,31b,rows} (tests/test_gemma4.py's). Not a test: llama.cpp's source is not a test dependency.
 Session 17's run: benchmarks/results/read-llama-cpp-converted-s17.md."""
 
 from __future__ import annotations
@@ -46,12 +46,18 @@ def main() -> int:
     cases["gpt_bigcode"] = (tf.GPTBigCodeForCausalLM, tf.GPTBigCodeConfig(
         n_embd=64, n_layer=2, n_head=4, n_positions=64, vocab_size=320, multi_query=True, bos_token_id=0,
         eos_token_id=1))
+    import test_gemma4
+
+    for c in test_gemma4.CASES:  # (E2B's and 31B's shapes, and heads of 24 and 40)
+        cases["gemma4_" + c] = (tf.Gemma4ForCausalLM, tf.Gemma4TextConfig(**{**test_gemma4.BASE,
+                                                                            **test_gemma4.CASES[c]}))
     sys.path.insert(0, a.llama_cpp_src)
     import convert_hf_to_gguf as conv
-    from conversion import base, jamba
+    from conversion import base, gemma, jamba
 
     base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
     jamba.JambaModel.set_vocab = lambda self: self._set_vocab_gpt2()
+    gemma.Gemma4Model.set_vocab = lambda self: self._set_vocab_gpt2()
     prompt = prompt_ids(32)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -236,3 +236,57 @@ def test_gemma4_tokenizer_from_gguf_splits_newlines_and_adds_bos():
     # (b and \n never merge: the newlines are split off first)
     assert [tokens[i] for i in ids] == ["<bos>", "ab", sp + "a", "\n\n", "b", "\n"]
     assert tok.add_bos_token and tok.tokenizer.decode(ids, skip_special_tokens=True) == "ab a\n\nb\n"
+
+
+def _spm_bpe_tokenizer(out_dir: str):
+    """A SentencePiece-style BPE tokenizer.json (spaces as U+2581, byte fallback, merges) as Gemma's are, with a
+    BOS template; returns it."""
+    import json
+    import os
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+
+    from conftest import CORPUS
+
+    sp = "\u2581"
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Replace(" ", sp)
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<pad>", "<eos>", "<bos>"], show_progress=False)
+    tok.train_from_iterator([CORPUS] * 4, trainer)
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    for i in range(256):
+        vocab.setdefault(f"<0x{i:02X}>", len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in data["model"]["merges"]]
+    out = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True))
+    out.normalizer = normalizers.Replace(" ", sp)
+    out.decoder = decoders.Sequence([decoders.Replace(sp, " "), decoders.ByteFallback(), decoders.Fuse()])
+    out.add_special_tokens(["<pad>", "<eos>", "<bos>"])
+    out.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    out.save(os.path.join(out_dir, "tokenizer.json"))
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<bos>", "eos_token": "<eos>"}, f)
+    return out
+
+
+def test_gemma4_gguf_writes_the_gemma4_tokenizer(tmp_path):
+    """A Gemma-style tokenizer goes into the file as llama.cpp's converter writes Gemma 4's (model gemma4, its merges,
+    no space prefix) and reads back to the same ids as the tokenizer.json."""
+    import gguf
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    model = tf.Gemma4ForCausalLM(tf.Gemma4TextConfig(**{**BASE, **CASES["e2b"], "vocab_size": 300,
+                                                        "vocab_size_per_layer_input": 300}))
+    scale_weights(model)
+    model.save_pretrained(str(tmp_path))
+    ref = _spm_bpe_tokenizer(str(tmp_path))
+    out = tmp_path / "m.gguf"
+    edgeformer.quantize(str(tmp_path), str(out), "q8_0")
+    fields = gguf.GGUFReader(str(out)).fields
+    assert bytes(fields["tokenizer.ggml.model"].parts[-1]).decode() == "gemma4"
+    assert "tokenizer.ggml.merges" in fields
+    back = edgeformer.load(str(out), threads=2, max_context=64)
+    for text in ["The quick brown fox", " leading space", "naïve café 日本語 🙂", "Hello  world"]:
+        assert back.tokenizer.encode(text).ids == ref.encode(text).ids, text

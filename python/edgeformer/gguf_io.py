@@ -219,7 +219,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     if os.path.exists(tok_json):
         cfg_path = os.path.join(source_dir, "tokenizer_config.json")
         meta.update(gguf_tokenizer_metadata(tok_json, cfg_path if os.path.exists(cfg_path) else None,
-                                            vocab_size=int(model._core.spec.vocab_size)))
+                                            vocab_size=int(model._core.spec.vocab_size),
+                                            spm_model="gemma4" if arch == "gemma4" else "llama"))
     meta["general.name"] = name or os.path.basename(os.path.normpath(source_dir))
     meta["general.quantization_version"] = 2
     meta[f"{arch}.vocab_size"] = int(model._core.spec.vocab_size)

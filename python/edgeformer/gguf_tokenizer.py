@@ -436,7 +436,7 @@ def _detect_specials(tok, path: str) -> Tuple[List[int], List[int]]:
 
 def gguf_tokenizer_metadata(
     tokenizer_json_path: str, tokenizer_config: Union[None, str, Dict[str, Any]] = None,
-    vocab_size: Optional[int] = None,
+    vocab_size: Optional[int] = None, spm_model: str = "llama",
 ) -> Dict[str, Any]:
     """The ``tokenizer.*`` GGUF metadata for a tokenizer.json: the ``gpt2`` form (tokens, merges, token
     types) for byte-level BPE, the ``llama`` form (tokens, scores, token types) for SentencePiece-style BPE
@@ -447,6 +447,8 @@ def gguf_tokenizer_metadata(
     vocab_size: the model's vocabulary (embedding rows); a shorter token list is padded with unused ``[PADi]``.
     llama-form scores are ``-rank`` of the first merge producing each token (0 for the others), so that the
     merges rebuilt from them (:func:`merges_from_scores`) keep the merge order.
+    spm_model: "gemma4" writes SentencePiece-style BPE as llama.cpp's converter writes Gemma 4's (its merges, no
+    space prefix; llama.cpp splits newline runs off first and always adds BOS).
     """
     from tokenizers import Tokenizer
 
@@ -547,7 +549,7 @@ def gguf_tokenizer_metadata(
                 scores.append(-float(rank[t]))
             else:  # a multi-character token no merge produces: rank it after every merge
                 scores.append(-float(len(merges) + i))
-        rebuilt = merges_from_scores(tokens, scores)
+        rebuilt = merges if spm_model == "gemma4" else merges_from_scores(tokens, scores)
         if rebuilt != merges:
             warnings.warn(
                 f"{path}: the merges are not exactly those a SentencePiece vocabulary implies (some "
@@ -562,6 +564,10 @@ def gguf_tokenizer_metadata(
         out[_T.SCORES] = scores
         out[_T.TOKEN_TYPE] = types
         out[_T.ADD_PREFIX] = bool(prefix)
+        if spm_model == "gemma4":
+            if prefix:
+                raise ValueError(f"{path}: the tokenizer prepends \u2581: llama.cpp's gemma4 tokenizer never does")
+            out.update({_T.MODEL: "gemma4", _T.PRE: "gemma4", _T.MERGES: [f"{a} {b}" for a, b in merges]})
     elif mtype == "WordPiece":
         prefix = model.get("continuing_subword_prefix", "##")
         if prefix != "##":
