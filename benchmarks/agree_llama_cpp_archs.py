@@ -191,6 +191,7 @@ def cases():
         # Gemma 4: E2B's shape (per-layer inputs, shared KV, double-wide MLPs) and 31B's (keys as values)
         "gemma4_e2b": lambda: (tf.Gemma4ForCausalLM, tf.Gemma4TextConfig(**{**g4, **CASES["e2b"]})),
         "gemma4_31b": lambda: (tf.Gemma4ForCausalLM, tf.Gemma4TextConfig(**{**g4, **CASES["31b"]})),
+        "gemma4_moe": lambda: (tf.Gemma4ForCausalLM, tf.Gemma4TextConfig(**{**g4, **CASES["moe"]})),
         "gpt_oss_yarn": lambda: (tf.GptOssForCausalLM, tf.GptOssConfig(
             head_dim=32, num_local_experts=4, num_experts_per_tok=2, sliding_window=6, rope_parameters=oss_rope,
             **{**d, "intermediate_size": 128, "num_hidden_layers": 4})),

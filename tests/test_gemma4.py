@@ -1,8 +1,8 @@
 """Gemma 4 against transformers on tiny random checkpoints, under every ISA: full layers with heads of their own size
 and key/value head count, keys serving as values there, proportional rotary, value norms, the last layers reading
 earlier layers' keys and values (with double-wide MLPs), per-layer inputs, a scalar per layer, sliding windows
-shorter than the prompt; the row KV cache (head sizes not multiples of 16); the multimodal checkpoint's language
-model. Logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical; batched decode steps equal single ones."""
+shorter than the prompt, experts beside every MLP (26B-A4B); the row KV cache (head sizes not multiples of 16); the
+multimodal checkpoint's language model. Logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical; batched decode steps equal single ones."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ CASES = {
                  rope_parameters={"full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.3,
                                                      "rope_theta": 10000.0},
                                   "sliding_attention": {"rope_type": "default", "rope_theta": 500.0}}),
+    # 26B-A4B: experts beside every layer's MLP (a router of its own norm and scales), keys as values
+    "moe": dict(enable_moe_block=True, num_experts=4, top_k_experts=2, moe_intermediate_size=32,
+                hidden_size_per_layer_input=0, attention_k_eq_v=True, num_global_key_value_heads=1),
 }
 
 
@@ -170,7 +173,7 @@ def test_gemma4_refuses_what_it_cannot_run(tmp_path):
     cfg_path = tmp_path / "config.json"
     cfg = json.loads(cfg_path.read_text())
     for field, value, match in [("num_kv_shared_layers", 6, "num_kv_shared_layers"),
-                                ("enable_moe_block", True, "enable_moe_block"),
+                                ("enable_moe_block", True, "num_experts"),
                                 ("use_bidirectional_attention", "all", "use_bidirectional_attention"),
                                 ("rope_parameters", {"full_attention": {"rope_type": "yarn"}}, "rope_type")]:
         cfg_path.write_text(json.dumps({**cfg, field: value}))
@@ -201,7 +204,7 @@ def test_gemma4_gguf_roundtrip(case, built, tmp_path):
 
     names = {t.name for t in gguf.GGUFReader(str(out)).tensors}
     assert ("blk.2.attn_v.weight" in names) == (case == "e2b")  # (keys as values: no attn_v on the full layers)
-    assert ("blk.5.attn_k.weight" in names) == (case == "31b") and "rope_freqs.weight" in names
+    assert ("blk.5.attn_k.weight" in names) == (case in ("31b", "moe")) and "rope_freqs.weight" in names
 
 
 def test_gemma4_gguf_refuses_kv_sharing_llama_cpp_reads_otherwise(tmp_path):
@@ -290,3 +293,26 @@ def test_gemma4_gguf_writes_the_gemma4_tokenizer(tmp_path):
     back = edgeformer.load(str(out), threads=2, max_context=64)
     for text in ["The quick brown fox", " leading space", "naïve café 日本語 🙂", "Hello  world"]:
         assert back.tokenizer.encode(text).ids == ref.encode(text).ids, text
+
+
+def test_gemma4_gguf_reads_fused_expert_gate_up(built, tmp_path):
+    """llama.cpp's converter writes Gemma 4's experts with gate and up fused (ffn_gate_up_exps: each expert's gate
+    rows, then its up rows): read as views, the same model as the separate tensors."""
+    import gguf
+
+    from edgeformer import _core
+    from edgeformer.gguf_io import _write_file
+
+    path, _, _ = built("moe")
+    sep = tmp_path / "sep.gguf"
+    edgeformer.quantize(path, str(sep), "f32")
+    model = edgeformer.load(str(sep), threads=2, max_context=64)
+    tensors = {t.name: np.array(t.data) for t in gguf.GGUFReader(str(sep)).tensors}
+    for i in range(6):
+        gate, up = tensors.pop(f"blk.{i}.ffn_gate_exps.weight"), tensors.pop(f"blk.{i}.ffn_up_exps.weight")
+        tensors[f"blk.{i}.ffn_gate_up_exps.weight"] = np.concatenate([gate, up], axis=1)
+    fused = tmp_path / "fused.gguf"
+    meta = {k: v for k, v in model.gguf_metadata.items() if not k.startswith("GGUF.")}
+    _write_file(str(fused), "gemma4", meta, {n: (a, _core.DType.f32) for n, a in tensors.items()})
+    back = edgeformer.load(str(fused), threads=2, max_context=64)
+    np.testing.assert_array_equal(back.logits(PROMPT), model.logits(PROMPT))

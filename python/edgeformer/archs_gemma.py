@@ -2,7 +2,8 @@
 and full layers with rotary tables of their own) with value norms, an attention scale of 1, heads of their own size
 on the full layers (global_head_dim, num_global_key_value_heads), keys as values there (attention_k_eq_v),
 proportional rotary on them, the last layers reading earlier layers' keys and values (num_kv_shared_layers, with
-double-wide MLPs where use_double_wide_mlp), per-layer inputs (hidden_size_per_layer_input) and a scalar per layer.
+double-wide MLPs where use_double_wide_mlp), per-layer inputs (hidden_size_per_layer_input), a scalar per layer,
+and in 26B-A4B (enable_moe_block) experts beside every layer's MLP.
 See archs.py (the spec's fields: cpp/include/edgeformer/arch.h)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Dict, List, Tuple
 
 from . import _core
 from .archs import Config, NameMap, _activation, _layer_types_ok
-from .archs_llama import _gemma_names
+from .archs_llama import _gemma_names, expert_names
 
 
 def _types(cfg: Config, n: int) -> List[str]:
@@ -70,8 +71,6 @@ def kv_sources(types: List[str], shared: int, cfg: Config, field: str = "num_kv_
 def _gemma4_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     if cfg.data.get("use_bidirectional_attention") == "all":
         raise cfg.error("use_bidirectional_attention", "must not be 'all' for a decoder")
-    if cfg.get("enable_moe_block", bool, False):
-        raise cfg.error("enable_moe_block", "is not supported yet (Gemma 4's experts beside its MLP)")
     s = _core.ArchSpec()
     s.model_type = "gemma4_text"
     s.vocab_size = cfg.positive("vocab_size", 262_144)
@@ -143,6 +142,16 @@ def _gemma4_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     if ple:
         s.ple_vocab = cfg.positive("vocab_size_per_layer_input", 262_144)
 
+    moe = cfg.get("enable_moe_block", bool, False)
+    if moe:  # (26B-A4B: experts beside every layer's MLP)
+        s.n_experts = cfg.positive("num_experts")
+        s.n_experts_used = cfg.positive("top_k_experts")
+        if s.n_experts_used > s.n_experts:
+            raise cfg.error("top_k_experts", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
+        s.moe_ffn_size = cfg.positive("moe_intermediate_size")
+        s.moe_norm_topk = True
+        s.moe_beside_mlp = s.moe_router_norm = s.moe_expert_scale = True
+
     params = cfg.data.get("rope_parameters") or {}
     if not isinstance(params, dict):
         raise cfg.error("rope_parameters", "expected an object keyed by layer type")
@@ -172,6 +181,14 @@ def _gemma4_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
             names[dst + "ple.proj.weight"] = src + "per_layer_projection.weight"
             names[dst + "ple.norm.weight"] = src + "post_per_layer_input_norm.weight"
         names[dst + "out_scale"] = src + "layer_scalar"
+        if moe:
+            names[dst + "moe.router.weight"] = src + "router.proj.weight"
+            names[dst + "moe.router.in_scale"] = src + "router.scale"
+            names[dst + "moe.router.expert_scale"] = src + "router.per_expert_scale"
+            for d, h in (("post_mlp_norm_1", "post_feedforward_layernorm_1"), ("moe_norm", "pre_feedforward_layernorm_2"),
+                         ("post_moe_norm", "post_feedforward_layernorm_2")):
+                names[f"{dst}{d}.weight"] = f"{src}{h}.weight"
+            expert_names(s, names, src + "experts.", dst + "moe.experts.", set(tensor_names))
     return s, names
 
 

@@ -51,6 +51,14 @@ def gemma4_name_table() -> List[tuple]:
         (_T.PER_LAYER_PROJ, L + "per_layer_projection", _W, "blk"),
         (_T.PER_LAYER_POST_NORM, L + "post_per_layer_input_norm", _W, "blk"),
         (_T.LAYER_OUT_SCALE, L + "layer_scalar", ((".weight", ""),), "blk"),
+        # 26B-A4B: the router (its input scale and each expert's weight scale under ".scale" names), the norms of
+        # the two branches (the experts themselves: gguf_names.expert_tensor)
+        (_T.FFN_GATE_INP, L + "router.proj", _W, "blk"),
+        (_T.FFN_GATE_INP, L + "router.scale", ((".scale", ""),), "blk"),
+        (_T.FFN_DOWN_EXP, L + "router.per_expert_scale", ((".scale", ""),), "blk"),
+        (_T.FFN_PRE_NORM_2, L + "pre_feedforward_layernorm_2", _W, "blk"),
+        (_T.FFN_POST_NORM_1, L + "post_feedforward_layernorm_1", _W, "blk"),
+        (_T.FFN_POST_NORM_2, L + "post_feedforward_layernorm_2", _W, "blk"),
     ]
 
 
@@ -83,8 +91,7 @@ def config_gemma4(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     """Gemma 4's config from llama.cpp's keys (vocab_size_per_layer_input: the loader sets it from the table)."""
     from .gguf_config import _special_ids, _vocab_size
 
-    if m.has(_k(_K.EXPERT_COUNT, arch)):
-        raise m.error(_k(_K.EXPERT_COUNT, arch), "is set: Gemma 4's experts (26B-A4B) are not supported yet")
+    moe = "blk.0.ffn_gate_inp.weight" in names
     n = m.positive(_k(_K.BLOCK_COUNT, arch))
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     heads = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
@@ -132,6 +139,10 @@ def config_gemma4(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
         "attention_k_eq_v": k_eq_v, "num_kv_shared_layers": shared, "use_double_wide_mlp": double,
         "tie_word_embeddings": "output.weight" not in names,
     }
+    if moe:  # (26B-A4B: experts beside every layer's MLP)
+        cfg.update(enable_moe_block=True, num_experts=m.positive(_k(_K.EXPERT_COUNT, arch)),
+                   top_k_experts=m.positive(_k(_K.EXPERT_USED_COUNT, arch)),
+                   moe_intermediate_size=m.uniform_positive(_k(_K.EXPERT_FEED_FORWARD_LENGTH, arch)))
     _special_ids(m, cfg, cfg["vocab_size"])
     return cfg
 
@@ -172,6 +183,10 @@ def gemma4_metadata(cfg, config: Dict[str, Any], put) -> None:
     put(_R.DIMENSION_COUNT_SWA, s.rope_local.rotary_dim)
     if s.logit_softcap > 0:
         put(_K.FINAL_LOGIT_SOFTCAPPING, s.logit_softcap)
+    if s.n_experts:
+        put(_K.EXPERT_COUNT, s.n_experts)
+        put(_K.EXPERT_USED_COUNT, s.n_experts_used)
+        put(_K.EXPERT_FEED_FORWARD_LENGTH, s.moe_ffn_size)
 
 
 def gemma4_rope_freqs(spec) -> np.ndarray:

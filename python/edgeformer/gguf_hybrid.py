@@ -22,7 +22,7 @@ Qwen3-Next's files: q, k, v and z split from in_proj_qkvz into ``attn_qkv`` ([al
 as in transformers.
 
 Multi-token-prediction blocks (``nextn_predict_layers``) are left unread; fused expert gate/up tensors
-(``ffn_gate_up_exps``, an opt-in of llama.cpp's converter) are not read.
+(``ffn_gate_up_exps``) are read as views of their gate and up rows (gguf_io.load_gguf), for every architecture.
 """
 
 from __future__ import annotations

@@ -89,6 +89,18 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
             stacked, index, legacy = expert
             count, items, key = (spec.n_experts, "experts", "expert_count") if legacy else (
                 spec.n_heads, "heads", "attention.head_count")
+            fused = stacked.replace("ffn_gate_exps", "ffn_gate_up_exps").replace("ffn_up_exps", "ffn_gate_up_exps")
+            if stacked not in tmap and fused != stacked and fused in tmap:  # (gate rows, then up rows, per expert)
+                key = f"{fused}[{index}]"
+                if key not in tmap:
+                    tmap.add_index_view(key, fused, index)
+                half = tmap.get(key).shape[0] // 2
+                part = key + ("[gate]" if "ffn_gate_exps" in stacked else "[up]")
+                if part not in tmap:
+                    tmap.add_rows_view(part, key, 0 if "ffn_gate_exps" in stacked else half,
+                                       half if "ffn_gate_exps" in stacked else 2 * half)
+                mapped[canonical] = part
+                continue
             if stacked in tmap and index == 0 and tmap.get(stacked).shape[0] != count:
                 raise ValueError(f"{path}: {stacked} holds {tmap.get(stacked).shape[0]} {items}, the metadata's "
                                  f"{arch}.{key} says {count}")

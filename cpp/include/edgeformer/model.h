@@ -62,6 +62,8 @@ struct LayerWeights {
   std::vector<Expert> experts;  // n_experts
   Expert shared;                // shared_ffn_size > 0
   Tensor shared_scale;          // [hidden] f32 (shared_expert_gate)
+  Tensor router_in_scale, expert_scale;                   // moe_router_norm: [hidden]; moe_expert_scale: [n_experts]
+  Tensor post_mlp_norm1_w, moe_norm_w, post_moe_norm_w;   // moe_beside_mlp: [hidden] each
   Tensor ple_gate, ple_proj, ple_norm_w;  // per-layer inputs (ple_dim): [ple_dim, hidden], [hidden, ple_dim], [hidden]
   Tensor out_scale;                       // layer_scale: [1] f32
 };
@@ -164,7 +166,8 @@ class Model {
   void ensure_scratch(int32_t T);
   void per_layer_inputs(const int32_t* tokens, int32_t T, const float* x, const KernelTable& K);
   // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
-  void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K);
+  // (router_in: what the router reads, where it differs from in: moe_router_norm)
+  void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K, const float* router_in = nullptr);
   // cos_/sin_ rows for positions pos[0 .. T); length: the sequence length dynamic scaling sees, -1 for each
   // row's own (pos + 1)
   void compute_rope(const int32_t* pos, int32_t T, int64_t length);
@@ -215,6 +218,7 @@ class Model {
   int32_t scratch_T_ = 0;
   std::vector<float> x_, h_, h2_, tmp_, q_, k_, v_, att_, g_, u_, e_, cos_, sin_, scores_, gate_;
   std::vector<float> moe_in_, moe_out_, moe_logits_;  // experts' gathered rows, their outputs, router logits
+  std::vector<float> moe_side_;                       // moe_beside_mlp: the experts' input, router input, output
   std::vector<float> ple_;                            // per-layer inputs [T, n_layers, ple_dim]
   std::vector<float> mla_;                            // mla_attention's (queries, latents, per-head rows)
   std::vector<float> inv_freq_, rel_table_;

@@ -195,6 +195,13 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     if (spec_.moe(i)) {
       const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
       w.router = L.small_f32(p + "moe.router.weight", {NE, H});
+      if (spec_.moe_router_norm) w.router_in_scale = L.vec(p + "moe.router.in_scale", H, true);
+      if (spec_.moe_expert_scale) w.expert_scale = L.vec(p + "moe.router.expert_scale", NE, true);
+      if (spec_.moe_beside_mlp) {
+        w.post_mlp_norm1_w = L.vec(p + "post_mlp_norm_1.weight", H, true);
+        w.moe_norm_w = L.vec(p + "moe_norm.weight", H, true);
+        w.post_moe_norm_w = L.vec(p + "post_moe_norm.weight", H, true);
+      }
       if (spec_.expert_bias) w.router_b = L.vec(p + "moe.router.bias", NE, true);
       if (spec_.moe_select_bias) w.select_b = L.vec(p + "moe.router.select_bias", NE, true);
       // an MLP of width f under prefix q ("...gate.weight" where gated, ...), with its biases where asked
@@ -218,7 +225,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
         w.shared_scale = L.small(p + "moe.shared_scale.weight", g && g->dim() == 1 ? std::vector<int64_t>{H}
                                                                                       : std::vector<int64_t>{1, H}, true);
       }
-      continue;  // (a sparse layer has no dense MLP)
+      if (!spec_.moe_beside_mlp) continue;  // (a sparse layer has no dense MLP, unless Gemma 4's)
     }
     if (spec_.gated_mlp) w.w_gate = L.matrix(p + "mlp.gate.weight", {F, H});
     w.w_up = L.matrix(p + "mlp.up.weight", {F, H});
@@ -419,6 +426,11 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
     for (size_t e = 0; e < l.experts.size(); e++) add_expert(p + "moe.experts." + std::to_string(e) + ".", l.experts[e]);
     add_expert(p + "moe.shared.", l.shared);
     add(p + "moe.shared_scale.weight", l.shared_scale);
+    add(p + "moe.router.in_scale", l.router_in_scale);
+    add(p + "moe.router.expert_scale", l.expert_scale);
+    add(p + "post_mlp_norm_1.weight", l.post_mlp_norm1_w);
+    add(p + "moe_norm.weight", l.moe_norm_w);
+    add(p + "post_moe_norm.weight", l.post_moe_norm_w);
   }
   return w;
 }
@@ -471,6 +483,7 @@ void Model::ensure_scratch(int32_t T) {
     moe_in_.resize(T * H);
     moe_out_.resize(std::max<size_t>(T, spec_.n_experts_used) * H);
     moe_logits_.resize(T * (size_t)spec_.n_experts);
+    if (spec_.moe_beside_mlp) moe_side_.resize(3 * (size_t)T * H);
   }
   scratch_T_ = T;
 }
@@ -601,7 +614,20 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   if (spec_.pos == PosKind::Relative) compute_relative_bias(pos0, T, pos0 + T);
   auto mlp = [&](int l, const LayerWeights& w, const float* in, float* result) {
     float *g = g_.data(), *u = u_.data();
-    if (spec_.moe(l)) {
+    if (spec_.moe(l) && spec_.moe_beside_mlp) {  // (Gemma 4: the dense MLP and the experts, each normalized)
+      float *xe = moe_side_.data(), *xr = xe + (size_t)T * H, *ye = xr + (size_t)T * H;
+      ops::mlp(pool, K, spec_.act, in, H, T, w.w_gate, w.w_up, w.w_down, nullptr, nullptr, nullptr, spec_.ffn(l), g,
+               u, result);
+      norm_rows(result, result, w.post_mlp_norm1_w, Tensor(), T);
+      norm_rows(x, xe, w.moe_norm_w, Tensor(), T);  // (both from the residual stream itself)
+      for (int32_t t = 0; t < T; t++)
+        K.rmsnorm(x + (size_t)t * H, spec_.moe_router_norm ? fptr(w.router_in_scale) : nullptr, spec_.norm_eps,
+                  xr + (size_t)t * H, H);
+      if (spec_.moe_router_norm) K.scale(xr, (float)std::pow((double)H, -0.5), T * H);
+      moe(l, xe, ye, T, K, spec_.moe_router_norm ? xr : nullptr);
+      norm_rows(ye, ye, w.post_moe_norm_w, Tensor(), T);
+      K.add(result, ye, T * H);
+    } else if (spec_.moe(l)) {
       moe(l, in, result, T, K);
     } else {  // (w_gate holds data where gated_mlp)
       ops::mlp(pool, K, spec_.act, in, H, T, w.w_gate, w.w_up, w.w_down, fptr(w.b_gate), fptr(w.b_up),

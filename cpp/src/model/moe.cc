@@ -17,13 +17,14 @@
 
 namespace ef {
 
-void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K) {
+void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K, const float* router_in) {
   const LayerWeights& w = layers_[layer];
   const int NE = spec_.n_experts, top = spec_.n_experts_used;
   const int64_t H = spec_.hidden_size, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
   ThreadPool* pool = pool_.get();
   float* logits = moe_logits_.data();
-  ops::linear(pool, K, in, H, T, w.router, w.router_b.data ? (const float*)w.router_b.data : nullptr, logits, NE);
+  ops::linear(pool, K, router_in ? router_in : in, H, T, w.router, w.router_b.data ? (const float*)w.router_b.data : nullptr,
+              logits, NE);
   // the experts' hidden rows into g: act(g) * u, gpt-oss's clamped gate, or act(g) where the experts have no gate
   // (Nemotron-H: gated_mlp false; their up products are in g)
   const float limit = spec_.swiglu_limit, alpha = spec_.swiglu_alpha;
@@ -76,7 +77,8 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     float sum = 0.f;
     for (int i = 0; i < top; i++) sum += p[order[i]];
     const float norm = (spec_.moe_norm_topk && sum > 0.f ? 1.f / sum : 1.f) * spec_.moe_routed_scale;
-    for (int i = 0; i < top; i++) rows[order[i]].emplace_back(t, p[order[i]] * norm);
+    const float* es = fptr(w.expert_scale);  // (moe_expert_scale)
+    for (int i = 0; i < top; i++) rows[order[i]].emplace_back(t, p[order[i]] * norm * (es ? es[order[i]] : 1.f));
   }
 
   std::memset(out, 0, sizeof(float) * T * H);
