@@ -215,9 +215,9 @@ class Proc:
 
 
 def gguf_weight_bytes(path):
-    """Bytes of the weights one decode step reads: every tensor but the token embedding table (one row); of a
-    mixture of experts' stacked experts (ffn_*_exps), the share one token takes (expert_used_count of
-    expert_count)."""
+    """Bytes of the weights one decode step reads: every tensor but the embedding tables (one row each: the token
+    embedding, unless it is the head too, and Gemma 4's per-layer one); of a mixture of experts' stacked experts
+    (ffn_*_exps), the share one token takes (expert_used_count of expert_count)."""
     import gguf
 
     r = gguf.GGUFReader(path)
@@ -225,7 +225,9 @@ def gguf_weight_bytes(path):
     count = lambda key: int(r.fields[key].parts[-1][0]) if key in r.fields else 0  # noqa: E731
     n, used = count(f"{arch}.expert_count"), count(f"{arch}.expert_used_count")
     share = lambda t: used / n if n and "_exps." in t.name else 1.0  # noqa: E731
-    return int(sum(int(t.n_bytes) * share(t) for t in r.tensors if not t.name.startswith("token_embd")))
+    tied = not any(t.name == "output.weight" for t in r.tensors)
+    gathered = ("per_layer_token_embd",) if tied else ("token_embd", "per_layer_token_embd")
+    return int(sum(int(t.n_bytes) * share(t) for t in r.tensors if not t.name.startswith(gathered)))
 
 
 def hf_weight_bytes(hf_dir, bytes_per_param):

@@ -8,7 +8,7 @@ values), in every engine's format:
     OUT/<size>/ct2-<t>/       CTranslate2's converter, t in int8 float32
 
     python benchmarks/make_checkpoints.py /data/bench --sizes 110m,1.1b,7b,moe-1.7b,mla-2.3b,qwen35-0.8b,lfm2-1.2b,
-        mamba-1.4b,nemotron-h-4b
+        mamba-1.4b,nemotron-h-4b,gemma4-e2b
         [--llama-cpp DIR]
 
 The 7B shape is made in 4-bit only (q4_0 from both writers); its f16 HF copy is deleted afterwards unless
@@ -54,7 +54,12 @@ HYBRID_SIZES = {"qwen35-0.8b": dict(hidden=1024, layers=24, heads=8, kv=2, head_
                 # attention layers of 32 heads of 128 (8 kv heads), 24 squared-ReLU MLPs of 12288)
                 "nemotron-h-4b": dict(hidden=3072, pattern="M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
                                       heads=32, kv=8, head_dim=128, ffn=12288, ssm_heads=112, ssm_head_dim=64,
-                                      groups=8, state=128, conv=4, vocab=32000)}
+                                      groups=8, state=128, conv=4, vocab=32000),
+                # Gemma 4 E2B's layers (35: four sliding layers of 8 heads of 256 (one kv head) to one full layer of
+                # heads of 512, the last 20 sharing the keys and values of layers 13 and 14 with MLPs of 12288, the
+                # others of 6144; per-layer inputs of 256), with the other sizes' 32000-token vocabulary
+                "gemma4-e2b": dict(hidden=1536, layers=35, heads=8, kv=1, head_dim=256, global_head_dim=512,
+                                   ffn=6144, shared=20, ple=256, window=512, vocab=32000)}
 
 
 def make_tokenizer(out, vocab_size, seed=0):
@@ -346,6 +351,50 @@ def make_hf_nemotron_h(out, c, seed=0, shard_bytes=2 << 30):
     _write_shards(out, tensors(), shard_bytes)
 
 
+def make_hf_gemma4(out, c, seed=0, shard_bytes=2 << 30):
+    """A random Gemma 4 of HYBRID_SIZES' widths (f16 safetensors, sharded) with make_tokenizer's vocabulary."""
+    H, V, n, P = c["hidden"], c["vocab"], c["layers"], c["ple"]
+    types = ["full_attention" if (i + 1) % 5 == 0 else "sliding_attention" for i in range(n)]
+    cfg = {"model_type": "gemma4_text", "architectures": ["Gemma4ForCausalLM"], "vocab_size": V, "hidden_size": H,
+           "num_hidden_layers": n, "num_attention_heads": c["heads"], "num_key_value_heads": c["kv"],
+           "head_dim": c["head_dim"], "global_head_dim": c["global_head_dim"], "intermediate_size": c["ffn"],
+           "use_double_wide_mlp": True, "num_kv_shared_layers": c["shared"], "hidden_size_per_layer_input": P,
+           "vocab_size_per_layer_input": V, "sliding_window": c["window"], "layer_types": types,
+           "max_position_embeddings": 131072, "final_logit_softcapping": 30.0, "tie_word_embeddings": True,
+           "bos_token_id": 0, "eos_token_id": 1, "torch_dtype": "float16"}
+    w, rng = _begin(out, cfg, seed)
+    first = n - c["shared"]
+
+    def tensors():
+        yield "model.embed_tokens.weight", w(V, H, std=0.5)
+        yield "model.embed_tokens_per_layer.weight", w(V, n * P, std=0.5)
+        yield "model.per_layer_model_projection.weight", w(n * P, H)
+        yield "model.per_layer_projection_norm.weight", np.ones(P, np.float16)
+        for i, t in enumerate(types):
+            p = f"model.layers.{i}."
+            hd = c["global_head_dim"] if t == "full_attention" else c["head_dim"]
+            f = c["ffn"] * (2 if i >= first else 1)
+            for nm in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                       "post_feedforward_layernorm", "post_per_layer_input_norm"):
+                yield p + nm + ".weight", np.ones(H, np.float16)
+            yield p + "layer_scalar", np.ones(1, np.float16)
+            yield p + "self_attn.q_proj.weight", w(c["heads"] * hd, H)
+            yield p + "self_attn.q_norm.weight", np.ones(hd, np.float16)
+            if i < first:
+                yield p + "self_attn.k_proj.weight", w(c["kv"] * hd, H)
+                yield p + "self_attn.v_proj.weight", w(c["kv"] * hd, H)
+                yield p + "self_attn.k_norm.weight", np.ones(hd, np.float16)
+            yield p + "self_attn.o_proj.weight", w(H, c["heads"] * hd)
+            yield p + "mlp.gate_proj.weight", w(f, H)
+            yield p + "mlp.up_proj.weight", w(f, H)
+            yield p + "mlp.down_proj.weight", w(H, f)
+            yield p + "per_layer_input_gate.weight", w(P, H)
+            yield p + "per_layer_projection.weight", w(H, P)
+        yield "model.norm.weight", np.ones(H, np.float16)
+
+    _write_shards(out, tensors(), shard_bytes)
+
+
 def _write_shards(out, tensors, shard_bytes):
     from edgeformer.io import save_safetensors
 
@@ -419,6 +468,7 @@ def main():
             make = (make_hf_mla if size in MLA_SIZES else make_hf_lfm2 if size.startswith("lfm2")
                     else make_hf_mamba if size.startswith("mamba")
                     else make_hf_nemotron_h if size.startswith("nemotron")
+                    else make_hf_gemma4 if size.startswith("gemma4")
                     else make_hf_qwen35 if size in HYBRID_SIZES else make_hf)
             step("hf f16", os.path.join(hf, "config.json"), lambda: make(hf, shapes[size]))
         types = ("q4_0",) if four_bit else ("f16", "q8_0", "int8", "q4_0", "q4_k")

@@ -541,11 +541,16 @@ def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
 
 
 @gpu
-def test_gemma4_on_cuda_is_refused_clearly(tmp_path):
-    from test_gemma4 import _make
+@pytest.mark.parametrize("family", ["gemma4_text", "gemma3n_text"])
+def test_gemma4_and_3n_on_cuda_are_refused_clearly(family, tmp_path):
+    import test_gemma3n
+    import test_gemma4
 
-    _make(str(tmp_path), "e2b")
-    with pytest.raises(ValueError, match=r"per-layer head sizes, shared keys and values.* \(gemma4_text\) run on the "
+    if family == "gemma4_text":
+        test_gemma4._make(str(tmp_path), "e2b")
+    else:
+        test_gemma3n._make(str(tmp_path), "small")
+    with pytest.raises(ValueError, match=rf"per-layer head sizes, shared keys and values.* \({family}\) run on the "
                                          r"CPU only"):
         edgeformer.load(str(tmp_path), device="cuda", max_context=64)
 

@@ -203,3 +203,76 @@ def _gemma4(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 
 GEMMA = {"gemma4_text": _gemma4_text, "gemma4": _gemma4}
+
+
+def _gemma3n_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Gemma 3n (gemma3n_text; gemma3n's text_config): AltUp streams around Gemma 4's kind of layer (value norms,
+    an attention scale of 1, shared keys and values in the last num_kv_shared_layers, per-layer inputs), with a
+    LAuReL branch beside each attention, an MLP width per layer (MatFormer) and activation sparsity in the first
+    layers' gates (activation_sparsity_pattern)."""
+    from statistics import NormalDist
+
+    if cfg.get("altup_active_idx", int, 0) != 0:
+        raise cfg.error("altup_active_idx", "must be 0 (the stream the layers compute on)")
+    n = cfg.positive("num_hidden_layers", 35)
+    sizes = cfg.data.get("intermediate_size", 16_384)
+    sizes = [sizes] * n if isinstance(sizes, int) and not isinstance(sizes, bool) else sizes
+    if not (isinstance(sizes, list) and len(sizes) == n and all(isinstance(x, int) and x > 0 for x in sizes)):
+        raise cfg.error("intermediate_size", f"expected a positive width or {n} of them")
+    sparsity = cfg.data.get("activation_sparsity_pattern")
+    if sparsity is None:
+        sparsity = [0.95] * (10 if n > 10 else 0) + [0.0] * (n - (10 if n > 10 else 0))
+    if not (isinstance(sparsity, list) and len(sparsity) == n and
+            all(isinstance(x, (int, float)) and 0 <= x < 1 for x in sparsity)):
+        raise cfg.error("activation_sparsity_pattern", f"expected {n} target sparsities in [0, 1)")
+    types = cfg.data.get("layer_types") or ["full_attention" if (i + 1) % 5 == 0 else "sliding_attention"
+                                            for i in range(n)]
+    params = cfg.data.get("rope_parameters")
+    if not isinstance(params, dict) or "full_attention" not in params:  # (older configs: rope_theta, rope_local_base_freq)
+        params = {"full_attention": {"rope_type": "default", "rope_theta": cfg.get("rope_theta", float, 1_000_000.0)},
+                  "sliding_attention": {"rope_type": "default",
+                                        "rope_theta": cfg.get("rope_local_base_freq", float, 10_000.0)}}
+    data = {**cfg.data, "model_type": "gemma4_text", "intermediate_size": sizes[0], "layer_types": types,
+            "per_layer_config": {}, "use_double_wide_mlp": False, "attention_k_eq_v": False,
+            "enable_moe_block": False, "rope_parameters": params, "num_hidden_layers": n,
+            "final_logit_softcapping": cfg.data.get("final_logit_softcapping", 30.0),
+            "hidden_size_per_layer_input": cfg.get("hidden_size_per_layer_input", int, 256),
+            "num_kv_shared_layers": cfg.get("num_kv_shared_layers", int, 15)}
+    s, names = _gemma4_text(Config(data, cfg.source), tensor_names)
+    s.model_type = "gemma3n_text"
+    s.layer_scale = False
+    if len(set(sizes)) > 1:
+        s.layer_ffn = sizes
+    if any(sparsity):
+        s.layer_gate_sigma = [NormalDist().inv_cdf(p) if p > 0 else math.nan for p in sparsity]
+    s.altup = cfg.positive("altup_num_inputs", 4)
+    s.altup_correct_scale = cfg.get("altup_correct_scale", bool, True)
+    s.laurel_rank = cfg.positive("laurel_rank", 64)
+    pre = names["tok_embeddings.weight"][: -len("embed_tokens.weight")]
+    for i in range(1, s.altup):
+        names[f"altup.proj.{i - 1}.weight"] = f"{pre}altup_projections.{i - 1}.weight"
+        names[f"altup.unembed.{i - 1}.weight"] = f"{pre}altup_unembed_projections.{i - 1}.weight"
+    for i in range(n):
+        src, dst = f"{pre}layers.{i}.", f"layers.{i}."
+        names.pop(dst + "out_scale")
+        for d, h in (("altup.norm.weight", "altup.router_norm.weight"), ("altup.router.weight", "altup.modality_router.weight"),
+                     ("altup.pred.weight", "altup.prediction_coefs.weight"),
+                     ("altup.corr.weight", "altup.correction_coefs.weight"),
+                     ("laurel.l.weight", "laurel.linear_left.weight"), ("laurel.r.weight", "laurel.linear_right.weight"),
+                     ("laurel.norm.weight", "laurel.post_laurel_norm.weight")):
+            names[dst + d] = src + h
+        if s.altup_correct_scale:
+            names[dst + "altup.out_scale"] = src + "altup.correct_output_scale"
+    return s, names
+
+
+def _gemma3n(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """gemma3n (Gemma 3n E2B, E4B: image, audio and text): its language model, from text_config."""
+    text = cfg.data.get("text_config")
+    if not isinstance(text, dict):
+        raise cfg.error("text_config", "expected an object (the language model's config)")
+    top = {k: cfg.data[k] for k in ("tie_word_embeddings",) if k in cfg.data}
+    return _gemma3n_text(Config({**top, **text, "model_type": "gemma3n_text"}, cfg.source), tensor_names)
+
+
+GEMMA.update({"gemma3n_text": _gemma3n_text, "gemma3n": _gemma3n})

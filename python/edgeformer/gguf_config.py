@@ -48,6 +48,7 @@ from .gguf_common import (
     NEMOTRON_H,
     NEMOTRON_H_MOE,
     GEMMA4,
+    GEMMA3N,
     SEED_OSS,
     FALCON,
     GPT2,
@@ -353,7 +354,7 @@ def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
 # the readers, in a module of their own (imported here, after the helpers above that they use)
 from .gguf_hybrid import config_lfm2, config_qwen35  # noqa: E402
 from .gguf_ssm import SSM_CONFIG, nemotron_has_experts as _nemotron_has_experts  # noqa: E402
-from .gguf_gemma import config_gemma4  # noqa: E402
+from .gguf_gemma import config_gemma3n, config_gemma4  # noqa: E402
 from .gguf_readers import (  # noqa: E402
     _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere, _config_variants,
     _config_t5,
@@ -370,7 +371,7 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _conf
                     DEEPSEEK2: _config_deepseek2, EXAONE: _config_variants, COHERE2: _config_variants,
                     ARCEE: _config_variants, SEED_OSS: _config_variants, MISTRAL3: _config_variants,
                     QWEN35: config_qwen35, QWEN35MOE: config_qwen35, QWEN3NEXT: config_qwen35, LFM2: config_lfm2,
-                    LFM2MOE: config_lfm2, **SSM_CONFIG, GEMMA4: config_gemma4,
+                    LFM2MOE: config_lfm2, **SSM_CONFIG, GEMMA4: config_gemma4, GEMMA3N: config_gemma3n,
                     BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
@@ -720,10 +721,10 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             for key, field in ((_K.EMBEDDING_SCALE, "embedding_multiplier"), (_A.SCALE, "attention_multiplier"),
                                (_K.RESIDUAL_SCALE, "residual_multiplier"), (_K.LOGIT_SCALE, "logits_scaling")):
                 put(key, cfg.get(field, float, 1.0))
-    elif arch == GEMMA4:
-        from .gguf_gemma import gemma4_metadata
+    elif arch in (GEMMA4, GEMMA3N):
+        from .gguf_gemma import gemma3n_metadata, gemma4_metadata
 
-        gemma4_metadata(cfg, config, put)
+        (gemma4_metadata if arch == GEMMA4 else gemma3n_metadata)(cfg, config, put)
     elif arch in (LFM2, LFM2MOE):
         from .gguf_hybrid import lfm2_metadata
 

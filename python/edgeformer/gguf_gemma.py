@@ -7,6 +7,7 @@ attn_v; the norms are stored as they are (no 1 added); layer_scalar is ``blk.N.l
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List
 
 import numpy as np
@@ -193,3 +194,128 @@ def gemma4_rope_freqs(spec) -> np.ndarray:
     """The full layers' ``rope_freqs.weight`` (llama.cpp reads no other form of their proportional rotary)."""
     f = list(spec.rope.freq_factors) or [1.0] * (spec.rope.rotary_dim // 2)
     return np.asarray([_UNROTATED if not np.isfinite(x) else x for x in f], np.float32)
+
+
+# -- Gemma 3n (llama.cpp's gemma3n) ---------------------------------------------------------------------------------
+# What llama.cpp's gemma3n fixes rather than reads: four AltUp streams computing on the first, LAuReL of rank 64,
+# per-layer inputs of 256, keys and values computed by the first 20 layers only (each later layer reads the last full
+# or sliding one of them), activation sparsity 0.95 in the first 10 layers, a final soft cap of 30.
+_G3N = {"altup": 4, "laurel": 64, "ple": 256, "kv_layers": 20, "sparse_layers": 10, "sparsity": 0.95, "cap": 30.0}
+
+
+def gemma3n_name_table() -> List[tuple]:
+    """(llama.cpp tensor, HF name, suffixes, stack) as gguf_names' tables (the AltUp projections, stacked in the file:
+    gguf_names.expert_tensor)."""
+    L = "model.layers.{i}."
+    scale = ((".weight", ""),)  # (the converter names a *_scale parameter with .weight)
+    return [e for e in gemma4_name_table() if e[0] not in (_T.LAYER_OUT_SCALE, _T.FFN_GATE_INP, _T.FFN_DOWN_EXP,
+                                                          _T.FFN_PRE_NORM_2, _T.FFN_POST_NORM_1, _T.FFN_POST_NORM_2)] + [
+        (_T.ALTUP_CORRECT_COEF, L + "altup.correction_coefs", _W, "blk"),
+        (_T.ALTUP_CORRECT_SCALE, L + "altup.correct_output_scale", scale, "blk"),
+        (_T.ALTUP_PREDICT_COEF, L + "altup.prediction_coefs", _W, "blk"),
+        (_T.ALTUP_ROUTER, L + "altup.modality_router", _W, "blk"),
+        (_T.ALTUP_ROUTER_NORM, L + "altup.router_norm", _W, "blk"),
+        (_T.LAUREL_L, L + "laurel.linear_left", _W, "blk"),
+        (_T.LAUREL_R, L + "laurel.linear_right", _W, "blk"),
+        (_T.LAUREL_POST_NORM, L + "laurel.post_laurel_norm", _W, "blk"),
+    ]
+
+
+def config_gemma3n(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """Gemma 3n's config as llama.cpp computes the file (its fixed facts: _G3N)."""
+    from .gguf_config import _special_ids, _vocab_size
+
+    n = m.positive(_k(_K.BLOCK_COUNT, arch))
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    heads = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
+    pat_key = _k(_A.SLIDING_WINDOW_PATTERN, arch)
+    pattern = m.raw(pat_key)
+    if pattern is None:
+        pattern = [(i + 1) % 5 != 0 for i in range(n)]
+    if not (isinstance(pattern, list) and len(pattern) == n and all(isinstance(x, bool) for x in pattern)):
+        raise m.error(pat_key, f"expected {n} booleans (true: a sliding layer)")
+    sparse = min(n, _G3N["sparse_layers"])
+    cfg: Dict[str, Any] = {
+        "architectures": ["Gemma3nForCausalLM"], "model_type": "gemma3n_text", "vocab_size": _vocab_size(m, arch),
+        "hidden_size": hidden, "intermediate_size": _per_layer(m, _k(_K.FEED_FORWARD_LENGTH, arch), n),
+        "num_hidden_layers": n, "num_attention_heads": heads,
+        "num_key_value_heads": m.uniform_positive(_k(_A.HEAD_COUNT_KV, arch), heads),
+        "head_dim": m.positive(_k(_A.KEY_LENGTH, arch), hidden // heads),
+        "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch), 32768),
+        "rms_norm_eps": m.get(_k(_A.LAYERNORM_RMS_EPS, arch), float, 1e-6),
+        "sliding_window": m.positive(_k(_A.SLIDING_WINDOW, arch), 512),
+        "layer_types": ["sliding_attention" if x else "full_attention" for x in pattern],
+        "rope_parameters": {"full_attention": {"rope_type": "default",
+                                               "rope_theta": m.get(_k(_R.FREQ_BASE, arch), float, 1_000_000.0)},
+                            "sliding_attention": {"rope_type": "default",
+                                                  "rope_theta": m.get(_k(_R.FREQ_BASE_SWA, arch), float, 10000.0)}},
+        "hidden_activation": "gelu_pytorch_tanh", "final_logit_softcapping": _G3N["cap"],
+        "altup_num_inputs": _G3N["altup"], "altup_active_idx": 0, "laurel_rank": _G3N["laurel"],
+        "hidden_size_per_layer_input": _G3N["ple"], "num_kv_shared_layers": max(0, n - _G3N["kv_layers"]),
+        "activation_sparsity_pattern": [_G3N["sparsity"]] * sparse + [0.0] * (n - sparse),
+        "tie_word_embeddings": "output.weight" not in names,
+    }
+    _special_ids(m, cfg, cfg["vocab_size"])
+    return cfg
+
+
+def gemma3n_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """llama.cpp's gemma3n keys for a config, refusing what llama.cpp fixes otherwise (_G3N)."""
+    from .archs import spec_from_config
+
+    s = spec_from_config(config, cfg.source)[0]
+    n = s.n_layers
+    sparse = min(n, _G3N["sparse_layers"])
+    sigma = list(s.layer_gate_sigma)
+    want_sparse = [True] * sparse + [False] * (n - sparse)
+    shared = sum(1 for x in s.layer_kv_source if x >= 0)
+    sliding = [w > 0 for w in s.layer_windows] if s.layer_windows else [False] * n
+    first = n - shared
+    checks = [("altup_num_inputs", s.altup == _G3N["altup"], "4 streams"),
+              ("laurel_rank", s.laurel_rank == _G3N["laurel"], "LAuReL of rank 64"),
+              ("hidden_size_per_layer_input", s.ple_dim == _G3N["ple"], "per-layer inputs of 256"),
+              ("final_logit_softcapping", abs(s.logit_softcap - _G3N["cap"]) < 1e-6, "a final soft cap of 30"),
+              ("num_kv_shared_layers", first == min(n, _G3N["kv_layers"]) and
+               list(s.layer_kv_source)[first:] == [first - (2 if sliding[i] else 1) for i in range(first, n)],
+               "keys and values from the first 20 layers only (the last full and sliding ones of them shared)"),
+              ("activation_sparsity_pattern", [x == x for x in sigma] == want_sparse if sigma else not sparse,
+               "activation sparsity 0.95 in the first 10 layers")]
+    for field, ok, what in checks:
+        if not ok:
+            raise cfg.error(field, f"differs from what llama.cpp's gemma3n fixes: {what}")
+    if sigma and any(abs(x - 1.6448533535003662) > 1e-6 for x in sigma if x == x):
+        raise cfg.error("activation_sparsity_pattern", "differs from what llama.cpp's gemma3n fixes: 0.95")
+    put(_K.CONTEXT_LENGTH, s.max_position)
+    put(_K.EMBEDDING_LENGTH, s.hidden_size)
+    put(_K.BLOCK_COUNT, n)
+    put(_K.FEED_FORWARD_LENGTH, list(s.layer_ffn) if s.layer_ffn else s.ffn_size)
+    put(_A.HEAD_COUNT, s.n_heads)
+    put(_A.HEAD_COUNT_KV, s.n_kv_heads)
+    put(_A.KEY_LENGTH, s.head_dim)
+    put(_A.VALUE_LENGTH, s.head_dim)
+    put(_A.LAYERNORM_RMS_EPS, s.norm_eps)
+    put(_A.SLIDING_WINDOW, max(s.layer_windows) if s.layer_windows else cfg.positive("sliding_window", 512))
+    put(_A.SLIDING_WINDOW_PATTERN, sliding)
+    put(_A.SHARED_KV_LAYERS, shared)
+    put(_K.EMBD_LENGTH_PER_LAYER_INP, s.ple_dim)
+    put(_K.ALTUP_ACTIVE_IDX, 0)
+    put(_K.ALTUP_NUM_INPUTS, s.altup)
+    put(_R.FREQ_BASE, s.rope.theta)
+    put(_R.FREQ_BASE_SWA, s.rope_local.theta)
+    put(_K.FINAL_LOGIT_SOFTCAPPING, s.logit_softcap)
+    put(_K.ACTIVATION_SPARSITY_SCALE, [x if x == x else -math.inf for x in sigma] if sigma else [-math.inf] * n)
+
+
+def gemma3n_shared_kv(spec) -> Dict[str, tuple]:
+    """The keys' and values' tensors llama.cpp's gemma3n requires of every layer, for the layers that share another
+    layer's (zeros there: it never reads them), with the k norm's ones."""
+    from . import _core
+
+    out: Dict[str, tuple] = {}
+    kd = spec.n_kv_heads * spec.head_dim
+    for i, src in enumerate(spec.layer_kv_source):
+        if src >= 0:
+            for p in ("k", "v"):
+                out[f"blk.{i}.attn_{p}.weight"] = (np.zeros((kd, spec.hidden_size), np.float16), _core.DType.f16)
+            out[f"blk.{i}.attn_k_norm.weight"] = (np.ones(spec.head_dim, np.float32), _core.DType.f32)
+    return out

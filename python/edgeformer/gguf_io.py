@@ -88,6 +88,7 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         if expert is not None:  # one matrix of the layer's stacked experts (or an older file's own tensor)
             stacked, index, legacy = expert
             count, items, key = (spec.n_experts, "experts", "expert_count") if legacy else (
+                spec.altup - 1, "AltUp projections", "altup.num_inputs") if canonical.startswith("altup.") else (
                 spec.n_heads, "heads", "attention.head_count")
             fused = stacked.replace("ffn_gate_exps", "ffn_gate_up_exps").replace("ffn_up_exps", "ffn_gate_up_exps")
             if stacked not in tmap and fused != stacked and fused in tmap:  # (gate rows, then up rows, per expert)
@@ -111,6 +112,8 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
                 mapped[canonical] = key
             elif legacy and legacy in tmap:
                 mapped[canonical] = legacy
+            elif canonical.startswith("altup."):
+                raise ValueError(f"{path}: no tensor '{stacked}' (Gemma 3n's AltUp projections)")
             elif not legacy:  # (latent attention: files before llama.cpp split attn_kv_b into attn_k_b and attn_v_b)
                 raise ValueError(f"{path}: no '{stacked}': a latent-attention file of an older converter (one "
                                  "attn_kv_b); convert the checkpoint again with a current llama.cpp, or load the "
@@ -140,6 +143,9 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         mapped[canonical] = g  # Conv1D transposes are already undone in GGUF files
     nextn = meta.get(f"{arch}.nextn_predict_layers") or 0  # (GLM-4.5's multi-token prediction: blocks left unread)
     mtp = tuple(f"blk.{i}." for i in range(n_layers, n_layers + int(nextn)))
+    if arch == "gemma3n":  # (llama.cpp's converter keeps the shared layers' keys and values, which nothing reads)
+        shared = [i for i, s in enumerate(spec.layer_kv_source) if s >= 0]
+        mtp += tuple(f"blk.{i}.attn_{p}" for i in shared for p in ("k.", "v.", "k_norm."))
     _check_all_read(path, arch, [n for n in order if not n.startswith(mtp)] if mtp else order, mapped.values())
     if arch in PERMUTED_QK and spec.pos == _core.PosKind.rotary and spec.rope.rotary_dim in (0, spec.head_dim):
         r = spec.rope
@@ -214,7 +220,7 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     from .gguf_tokenizer import gguf_tokenizer_metadata
 
     config = model.config
-    text_type = {"mistral3": "mistral", "gemma4": "gemma4_text",
+    text_type = {"mistral3": "mistral", "gemma4": "gemma4_text", "gemma3n": "gemma3n_text",
                  **gguf_hybrid.TEXT_MODEL_TYPE}.get(config.get("model_type"))
     if text_type and isinstance(config.get("text_config"), dict):
         # (an image-and-text checkpoint: its language model, as llama.cpp's converter writes it; the head tied as
@@ -300,6 +306,10 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
             from .gguf_gemma import gemma4_rope_freqs
 
             tensors["rope_freqs.weight"] = (gemma4_rope_freqs(spec), _core.DType.f32)
+        if mt == "gemma3n_text":  # (llama.cpp's gemma3n requires the shared layers' keys and values: unread zeros)
+            from .gguf_gemma import gemma3n_shared_kv
+
+            tensors.update(gemma3n_shared_kv(spec))
         if mt == "phi3" and spec.rope.scaling == _core.RopeScaling.longrope:  # its factors, as llama.cpp's tensors
             for n, v in (("rope_factors_long.weight", spec.rope.long_factor),
                          ("rope_factors_short.weight", spec.rope.short_factor)):

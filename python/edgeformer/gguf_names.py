@@ -77,6 +77,7 @@ from .gguf_common import (
     NEMOTRON_H,
     NEMOTRON_H_MOE,
     GEMMA4,
+    GEMMA3N,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -437,10 +438,10 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):
         return _GEMMA_NAMES
-    if a == GEMMA4:
-        from .gguf_gemma import gemma4_name_table
+    if a in (GEMMA4, GEMMA3N):
+        from .gguf_gemma import gemma3n_name_table, gemma4_name_table
 
-        return gemma4_name_table()
+        return gemma4_name_table() if a == GEMMA4 else gemma3n_name_table()
     if a in (GPT2, STARCODER):  # (StarCoder's Linear weights are GPT-2's names, not transposed)
         return _GPT2_NAMES
     if a == BLOOM:
@@ -504,6 +505,7 @@ def hf_names_from_gguf(arch: str, n_layers: int, config: Optional[Dict[str, Any]
 _EXPERT_RE = re.compile(r"layers\.(\d+)\.moe\.experts\.(\d+)\.(gate|up|down)\.(weight|bias)")
 _EXPERT_TENSORS = {"gate": _T_.FFN_GATE_EXP, "up": _T_.FFN_UP_EXP, "down": _T_.FFN_DOWN_EXP}
 _LATENT_RE = re.compile(r"layers\.(\d+)\.attn\.(k_b|v_b)\.(\d+)\.weight")
+_ALTUP_RE = re.compile(r"altup\.(proj|unembed)\.(\d+)\.weight")
 
 
 def expert_tensor(canonical: str) -> Optional[Tuple[str, int, Optional[str]]]:
@@ -511,8 +513,13 @@ def expert_tensor(canonical: str) -> Optional[Tuple[str, int, Optional[str]]]:
     GGUF tensor that stacks the layer's experts (``blk.{i}.ffn_gate_exps.weight``, [n_experts, rows, columns]), the expert's
     index in it, and the name older files (Mixtral before llama.cpp merged the experts) give the matrix on its own
     (``blk.{i}.ffn_gate.{e}.weight``). Latent attention's per-head matrices (``layers.{i}.attn.{k_b,v_b}.{h}.weight``)
-    are stacked the same way (``blk.{i}.attn_k_b.weight``, [n_heads, rows, columns]; no older name). None for any
-    other tensor."""
+    are stacked the same way (``blk.{i}.attn_k_b.weight``, [n_heads, rows, columns]; no older name), and Gemma 3n's
+    AltUp projections (``altup.{proj,unembed}.{i}.weight`` in ``altup_proj.weight`` / ``altup_unembd_proj.weight``,
+    [streams - 1, hidden, hidden]). None for any other tensor."""
+    m = _ALTUP_RE.fullmatch(canonical)
+    if m:
+        kind = _T_.ALTUP_PROJ if m.group(1) == "proj" else _T_.ALTUP_UNEMBD_PROJ
+        return TENSOR_NAMES[kind] + ".weight", int(m.group(2)), None
     m = _LATENT_RE.fullmatch(canonical)
     if m:
         kind = _T_.ATTN_K_B if m.group(2) == "k_b" else _T_.ATTN_V_B

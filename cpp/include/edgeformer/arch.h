@@ -1,6 +1,7 @@
 // ArchSpec: everything the one generic transformer needs to know about an architecture, as data.
 // Built in Python from a checkpoint's config (python/edgeformer/archs.py); validated here.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -218,6 +219,20 @@ struct ArchSpec {
   // ple.embed[token] * sqrt(ple_dim)) / sqrt(2) from the embeddings x0 (tokens past ple_vocab read row 0); after
   // each layer, x += norm(ple.proj_l (act(ple.gate_l x) * row_l))
   int32_t ple_dim = 0, ple_vocab = 0;
+  // Gemma 3n: AltUp's `altup` streams of the hidden state (0: none; stream 0 the one the layers compute on, the
+  // others projections of the embeddings at their magnitude, altup.proj.{i}). Per layer, a router's modalities
+  // m = tanh(altup.router (rmsnorm(s0) / hidden)) predict each stream, p_j = s_j + sum_i (altup.pred m)[j*N+i] s_i;
+  // the layer runs on p_0; its output a corrects them, s_j = p_j + (a - p_0) (altup.corr m' + 1)[j] (m' from a);
+  // the per-layer input branch reads s_0 (times altup.out_scale where altup_correct_scale) and is added to the other
+  // streams. After the last layer the streams are projected back (altup.unembed.{i}), at s_0's magnitude, and
+  // averaged. LAuReL (laurel_rank > 0): the attention's input h also feeds h + norm(laurel.r laurel.l h), added to
+  // the attention's residual sum, the two scaled by 1/sqrt(2).
+  int32_t altup = 0, laurel_rank = 0;
+  bool altup_correct_scale = true;
+  // per layer: the MLP's gate cut at its row's mean + sigma * its standard deviation and ReLU'd before the
+  // activation (Gemma 3n's activation sparsity; sigma the normal quantile of the target sparsity); NaN: none
+  std::vector<float> layer_gate_sigma;
+  float gate_sigma(int layer) const { return layer_gate_sigma.empty() ? NAN : layer_gate_sigma[layer]; }
 
   bool causal() const { return kind != ModelKind::Encoder; }
   int32_t window(int layer) const { return layer_windows.empty() ? sliding_window : layer_windows[layer]; }

@@ -66,6 +66,9 @@ struct LayerWeights {
   Tensor post_mlp_norm1_w, moe_norm_w, post_moe_norm_w;   // moe_beside_mlp: [hidden] each
   Tensor ple_gate, ple_proj, ple_norm_w;  // per-layer inputs (ple_dim): [ple_dim, hidden], [hidden, ple_dim], [hidden]
   Tensor out_scale;                       // layer_scale: [1] f32
+  // AltUp (ArchSpec::altup = N): router norm [hidden], router [N, hidden], prediction [N*N, N] and correction [N, N]
+  // coefficients (f32), the corrected stream 0's scale [hidden]; LAuReL: [rank, hidden], [hidden, rank], norm [hidden]
+  Tensor altup_norm_w, altup_router, altup_pred, altup_corr, altup_out_scale, laurel_l, laurel_r, laurel_norm_w;
 };
 
 enum class Output : int32_t { None = 0, LastLogits = 1, AllLogits = 2, Hidden = 3 };
@@ -165,6 +168,13 @@ class Model {
   void mamba1(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void ensure_scratch(int32_t T);
   void per_layer_inputs(const int32_t* tokens, int32_t T, const float* x, const KernelTable& K);
+  // AltUp (altup.cc): the streams from the embeddings x; the router's modalities of rows s; the predictions from
+  // the streams; the correction by the layer's output a; the streams averaged back into x
+  void altup_begin(const float* x, int32_t T, const KernelTable& K);
+  void altup_modalities(const LayerWeights& w, const float* s, int32_t T, float* mod, const KernelTable& K);
+  void altup_predict(const LayerWeights& w, int32_t T, const KernelTable& K);
+  void altup_correct(const LayerWeights& w, const float* a, int32_t T, const KernelTable& K);
+  void altup_end(float* x, int32_t T, const KernelTable& K);
   // the mixture-of-experts block of layer l: out [T, hidden] from the normalized input in [T, hidden]
   // (router_in: what the router reads, where it differs from in: moe_router_norm)
   void moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K, const float* router_in = nullptr);
@@ -182,6 +192,7 @@ class Model {
   Tensor tok_emb_, pos_emb_, type_emb_, emb_norm_w_, emb_norm_b_, proj_in_, proj_out_;
   Tensor final_norm_w_, final_norm_b_, lm_head_, lm_head_b_, rel_bias_;
   Tensor ple_emb_, ple_proj_, ple_norm_w_;  // per-layer inputs (ArchSpec::ple_dim)
+  std::vector<Tensor> altup_proj_, altup_unembed_;  // AltUp: streams 1 .. N-1 in and out, [hidden, hidden] each
   std::vector<LayerWeights> layers_;
   // Self-attention cache, f32 or f16 (kv_f16_), per layer and kv head. Where the head size is a multiple of 16
   // (kv_panels_), in the float panel layout the attention products stream (quant.h), positions rounded up to
@@ -220,6 +231,7 @@ class Model {
   std::vector<float> moe_in_, moe_out_, moe_logits_;  // experts' gathered rows, their outputs, router logits
   std::vector<float> moe_side_;                       // moe_beside_mlp: the experts' input, router input, output
   std::vector<float> ple_;                            // per-layer inputs [T, n_layers, ple_dim]
+  std::vector<float> streams_;  // AltUp: the streams, their predictions [N, T, hidden] each, and scratch
   std::vector<float> mla_;                            // mla_attention's (queries, latents, per-head rows)
   std::vector<float> inv_freq_, rel_table_;
   std::vector<float> inv_freq_local_, cos_l_, sin_l_;  // rope_local (layers whose local_rope is set)

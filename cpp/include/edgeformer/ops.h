@@ -1,5 +1,6 @@
 // Ops: validate once, split over the thread pool, call the active kernel table.
 #pragma once
+#include <cmath>
 #include <cstddef>
 
 #include "edgeformer/arch.h"
@@ -37,9 +38,11 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
 
 // y[T, H] = act(x Wgate + bg) * (x Wup + bu) Wdown + bd: a gated MLP of width F over T rows, or, where gate holds
 // no data, the plain act(x Wup + bu) Wdown + bd (biases may be null); g, u: scratch of T * F floats each.
+// gate_sigma (not NaN): each row of the gate's product cut at its mean + gate_sigma * its standard deviation and
+// ReLU'd before the activation (Gemma 3n's activation sparsity).
 void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
          const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F, float* g,
-         float* u, float* y);
+         float* u, float* y, float gate_sigma = NAN);
 
 // out[t, :] = embedding row ids[t] converted to f32. Throws ValueError for an id outside [0, rows).
 void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out);

@@ -226,9 +226,10 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.q_temp_beta != 0.f, "queries scaled by position"},
       {sp.partial_layers(), "layers without a token mixer or an MLP"},
       {sp.per_layer_shapes() || !sp.layer_kv_source.empty() || sp.v_norm || sp.layer_scale || sp.ple_dim > 0 ||
-           !sp.rope.freq_factors.empty() || !sp.rope_local.freq_factors.empty(),
-       "per-layer head sizes, shared keys and values, value norms, layer scales, per-layer inputs and rotary "
-       "frequency factors"},
+           !sp.rope.freq_factors.empty() || !sp.rope_local.freq_factors.empty() || sp.altup > 0 ||
+           !sp.layer_gate_sigma.empty(),
+       "per-layer head sizes, shared keys and values, value norms, layer scales, per-layer inputs, rotary "
+       "frequency factors, AltUp streams and activation sparsity"},
       {sp.recurrent() || sp.attn_out_gate, "recurrent layers (Gated DeltaNet, short convolution, Mamba, Mamba2) "
                                            "and gated attention outputs"},
   };

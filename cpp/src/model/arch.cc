@@ -42,6 +42,18 @@ void ArchSpec::per_layer_fields() const {
              "sequential pre-norm decoders without latent or cross attention");
   EF_CHECK(ple_dim >= 0 && (ple_dim == 0 || ple_vocab > 0), "config fields 'hidden_size_per_layer_input' and "
                                                             "'vocab_size_per_layer_input' must be positive");
+  EF_CHECK(altup >= 0 && altup != 1 && laurel_rank >= 0, "config fields 'altup_num_inputs' (0, or 2 and more) and "
+                                                         "'laurel_rank' must be non-negative");
+  EF_CHECK(laurel_rank == 0 || altup > 0, "LAuReL blocks are computed in AltUp models only");
+  if (altup > 0)
+    EF_CHECK(causal() && pre_norms && post_norms && norm == NormKind::RMS && norm_position == NormPosition::Pre &&
+                 !parallel_residual && !cross_attention && n_experts == 0 && !mla() && layer_linear.empty() &&
+                 layer_mlp.empty(),
+             "AltUp is for sequential pre- and post-norm RMSNorm decoders without experts or recurrent layers");
+  EF_CHECK(layer_gate_sigma.empty() || (int64_t)layer_gate_sigma.size() == n_layers,
+           "config field 'activation_sparsity_pattern': one value per layer (" + std::to_string(n_layers) + ")");
+  for (float v : layer_gate_sigma) EF_CHECK(std::isnan(v) || std::isfinite(v), "activation sparsity: a finite cutoff");
+  EF_CHECK(layer_gate_sigma.empty() || (gated_mlp && n_experts == 0), "activation sparsity is for gated dense MLPs");
 }
 
 void ArchSpec::validate() const {

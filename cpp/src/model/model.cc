@@ -114,6 +114,10 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     ple_proj_ = L.matrix("ple.proj.weight", {spec_.n_layers * P, H});
     ple_norm_w_ = L.vec("ple.norm.weight", P, true);
   }
+  for (int i = 1; i < spec_.altup; i++) {  // (AltUp: streams 1 .. N-1 in and out)
+    altup_proj_.push_back(L.matrix("altup.proj." + std::to_string(i - 1) + ".weight", {H, H}));
+    altup_unembed_.push_back(L.matrix("altup.unembed." + std::to_string(i - 1) + ".weight", {H, H}));
+  }
   layers_.resize(spec_.n_layers);
   for (int i = 0; i < spec_.n_layers; i++) {
     LayerWeights& w = layers_[i];
@@ -191,6 +195,19 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.ple_norm_w = L.vec(p + "ple.norm.weight", H, true);
     }
     if (spec_.layer_scale) w.out_scale = L.vec(p + "out_scale", 1, true);
+    if (spec_.altup > 0) {
+      const int64_t N = spec_.altup;
+      w.altup_norm_w = L.vec(p + "altup.norm.weight", H, true);
+      w.altup_router = L.small_f32(p + "altup.router.weight", {N, H});
+      w.altup_pred = L.small_f32(p + "altup.pred.weight", {N * N, N});
+      w.altup_corr = L.small_f32(p + "altup.corr.weight", {N, N});
+      if (spec_.altup_correct_scale) w.altup_out_scale = L.vec(p + "altup.out_scale", H, true);
+    }
+    if (spec_.laurel_rank > 0) {
+      w.laurel_l = L.matrix(p + "laurel.l.weight", {spec_.laurel_rank, H});
+      w.laurel_r = L.matrix(p + "laurel.r.weight", {H, spec_.laurel_rank});
+      w.laurel_norm_w = L.vec(p + "laurel.norm.weight", H, true);
+    }
     if (!spec_.has_mlp(i)) continue;  // (Mamba2's and Nemotron-H's mixer layers)
     if (spec_.moe(i)) {
       const int64_t NE = spec_.n_experts, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
@@ -317,7 +334,8 @@ Model::Model(const Model& o, bool)
       pos_emb_(o.pos_emb_), type_emb_(o.type_emb_), emb_norm_w_(o.emb_norm_w_), emb_norm_b_(o.emb_norm_b_),
       proj_in_(o.proj_in_), proj_out_(o.proj_out_), final_norm_w_(o.final_norm_w_), final_norm_b_(o.final_norm_b_),
       lm_head_(o.lm_head_), lm_head_b_(o.lm_head_b_), rel_bias_(o.rel_bias_), ple_emb_(o.ple_emb_),
-      ple_proj_(o.ple_proj_), ple_norm_w_(o.ple_norm_w_), layers_(o.layers_),
+      ple_proj_(o.ple_proj_), ple_norm_w_(o.ple_norm_w_), altup_proj_(o.altup_proj_), altup_unembed_(o.altup_unembed_),
+      layers_(o.layers_),
       kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_f16_(o.kv_f16_), kv_slot_(o.kv_slot_),
       kv_layers_(o.kv_layers_), kv_koff_(o.kv_koff_), kv_voff_(o.kv_voff_), kv_owner_(o.kv_owner_),
       kv_kelems_(o.kv_kelems_), kv_velems_(o.kv_velems_), lin_slot_(o.lin_slot_), lin_stride_(o.lin_stride_), inv_freq_(o.inv_freq_),
@@ -367,6 +385,10 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
   add("ple.embed.weight", ple_emb_);
   add("ple.proj.weight", ple_proj_);
   add("ple.norm.weight", ple_norm_w_);
+  for (size_t i = 0; i < altup_proj_.size(); i++) {
+    add("altup.proj." + std::to_string(i) + ".weight", altup_proj_[i]);
+    add("altup.unembed." + std::to_string(i) + ".weight", altup_unembed_[i]);
+  }
   for (size_t i = 0; i < layers_.size(); i++) {
     const LayerWeights& l = layers_[i];
     const std::string p = "layers." + std::to_string(i) + ".";
@@ -390,6 +412,12 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
     add(p + "ple.proj.weight", l.ple_proj);
     add(p + "ple.norm.weight", l.ple_norm_w);
     add(p + "out_scale", l.out_scale);
+    const std::pair<const char*, const Tensor*> altup[] = {
+        {"altup.norm.weight", &l.altup_norm_w}, {"altup.router.weight", &l.altup_router},
+        {"altup.pred.weight", &l.altup_pred},   {"altup.corr.weight", &l.altup_corr},
+        {"altup.out_scale", &l.altup_out_scale}, {"laurel.l.weight", &l.laurel_l},
+        {"laurel.r.weight", &l.laurel_r},       {"laurel.norm.weight", &l.laurel_norm_w}};
+    for (auto& it : altup) add(p + it.first, *it.second);
     add(p + "attn.gate.weight", l.wgate);
     const bool sc = spec_.short_conv((int)i) || spec_.mamba((int)i) || spec_.mamba1((int)i) ||  // (in_proj: lin.in)
                     spec_.ssm_parallel;
@@ -438,10 +466,12 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
 int64_t Model::weight_bytes() const {
   int64_t n = tok_emb_.nbytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.storage_bytes() : 0);
   n += ple_emb_.nbytes() + (ple_proj_.data ? ple_proj_.storage_bytes() : 0);
+  for (const auto* v : {&altup_proj_, &altup_unembed_})
+    for (const Tensor& t : *v) n += t.storage_bytes();
   for (auto& w : layers_) {
     for (const Tensor* t : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down, &w.cq, &w.ck, &w.cv, &w.co,
                             &w.shared.gate, &w.shared.up, &w.shared.down, &w.wq_a, &w.router, &w.ple_gate,
-                            &w.ple_proj})
+                            &w.ple_proj, &w.laurel_l, &w.laurel_r})
       n += t->data ? t->storage_bytes() : 0;
     for (const auto& e : w.experts) n += e.gate.storage_bytes() + e.up.storage_bytes() + e.down.storage_bytes();
     for (const auto* heads : {&w.k_b, &w.v_b})  // (latent attention's per-head matrices)
@@ -631,7 +661,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       moe(l, in, result, T, K);
     } else {  // (w_gate holds data where gated_mlp)
       ops::mlp(pool, K, spec_.act, in, H, T, w.w_gate, w.w_up, w.w_down, fptr(w.b_gate), fptr(w.b_up),
-               fptr(w.b_down), spec_.ffn(l), g, u, result);
+               fptr(w.b_down), spec_.ffn(l), g, u, result, spec_.gate_sigma(l));
     }
   };
   // one token's queries q [n_heads * hd] and keys k [nkv * hd] (null: none, a layer sharing another's) normalized
@@ -739,6 +769,13 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       return;
     }
     residual_add();
+    if (spec_.laurel_rank > 0) {  // (Gemma 3n: x = (x + h + norm(laurel.r laurel.l h)) / sqrt(2), h the attention's input)
+      ops::linear(pool, K, h, H, T, w.laurel_l, nullptr, g_.data(), spec_.laurel_rank);
+      ops::linear(pool, K, g_.data(), spec_.laurel_rank, T, w.laurel_r, nullptr, tmp, H);
+      norm_rows(tmp, tmp, w.laurel_norm_w, Tensor(), T);
+      const float root2 = std::sqrt(2.f);
+      for (int64_t i = 0; i < T * H; i++) x[i] = (x[i] + (h[i] + tmp[i])) / root2;
+    }
     if (spec_.cross_attention) {
       const int64_t QD = nh * spec_.head_dim;
       norm_rows(x, h, w.cross_norm_w, w.cross_norm_b, T);
@@ -752,22 +789,44 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_mlp_norm_w, Tensor(), T);
     residual_add();
   };
+  // the per-layer input branch of layer l: out = norm(ple.proj (act(ple.gate in) * this layer's input rows))
+  auto ple_branch = [&](int l, const LayerWeights& w, const float* in, float* out) {
+    const int64_t P = spec_.ple_dim, LP = (int64_t)spec_.n_layers * P;
+    float* g = ple_.data() + (size_t)T * LP;
+    ops::linear(pool, K, in, H, T, w.ple_gate, nullptr, g, P);
+    K.act(spec_.act, g, T * P);
+    for (int32_t t = 0; t < T; t++) K.mul(g + t * P, ple_.data() + t * LP + l * P, P);
+    ops::linear(pool, K, g, P, T, w.ple_proj, nullptr, out, H);
+    norm_rows(out, out, w.ple_norm_w, Tensor(), T);
+  };
+  const int NS = spec_.altup;
+  const size_t TH = (size_t)T * H;
+  if (NS > 0) altup_begin(x, T, K);
   for (int l = 0; l < spec_.n_layers; l++) {
     if (take_interrupt()) throw Interrupted();  // n_past_ is unchanged: the model stays usable
     const LayerWeights& w = layers_[l];
+    if (NS > 0) {  // (Gemma 3n: the layer on stream 0's prediction; its output corrects every stream)
+      altup_predict(w, T, K);
+      std::memcpy(x, streams_.data() + NS * TH, TH * sizeof(float));
+      block(l, w);
+      altup_correct(w, x, T, K);
+      if (spec_.ple_dim > 0) {  // (read from the corrected stream 0, added to the others)
+        std::memcpy(h2, streams_.data(), TH * sizeof(float));
+        if (spec_.altup_correct_scale)
+          for (int32_t t = 0; t < T; t++) K.mul(h2 + (size_t)t * H, fptr(w.altup_out_scale), H);
+        ple_branch(l, w, h2, tmp);
+        for (int i = 1; i < NS; i++) K.add(streams_.data() + i * TH, tmp, T * H);
+      }
+      continue;
+    }
     block(l, w);
-    if (spec_.ple_dim > 0) {  // x += norm(ple.proj (act(ple.gate x) * this layer's input rows))
-      const int64_t P = spec_.ple_dim, LP = (int64_t)spec_.n_layers * P;
-      float* g = ple_.data() + (size_t)T * LP;
-      ops::linear(pool, K, x, H, T, w.ple_gate, nullptr, g, P);
-      K.act(spec_.act, g, T * P);
-      for (int32_t t = 0; t < T; t++) K.mul(g + t * P, ple_.data() + t * LP + l * P, P);
-      ops::linear(pool, K, g, P, T, w.ple_proj, nullptr, tmp, H);
-      norm_rows(tmp, tmp, w.ple_norm_w, Tensor(), T);
+    if (spec_.ple_dim > 0) {  // x += the per-layer input branch of x
+      ple_branch(l, w, x, tmp);
       K.add(x, tmp, T * H);
     }
     if (spec_.layer_scale) K.scale(x, fptr(w.out_scale)[0], T * H);
   }
+  if (NS > 0) altup_end(x, T, K);
   if (batch)
     for (int32_t t = 0; t < T; t++) seqs[t]->n_past_++;
   else

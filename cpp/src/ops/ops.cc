@@ -1,6 +1,7 @@
 #include "edgeformer/ops.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "edgeformer/quant.h"
@@ -12,7 +13,7 @@ namespace ops {
 
 void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
          const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F, float* g,
-         float* u, float* y) {
+         float* u, float* y, float gate_sigma) {
   if (!gate.data) {  // (a plain MLP: GPT-2's, Nemotron-H's experts)
     linear(pool, k, x, H, T, up, bu, u, F);
     k.act(act, u, T * F);
@@ -21,6 +22,16 @@ void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_
   }
   const LinearOut gu[2] = {{&gate, bg, g, F}, {&up, bu, u, F}};
   linear_group(pool, k, x, H, T, gu, 2);
+  if (!std::isnan(gate_sigma))  // (the mean and the population deviation of each row, in double)
+    for (int64_t t = 0; t < T; t++) {
+      float* r = g + t * F;
+      double s = 0, s2 = 0;
+      for (int64_t i = 0; i < F; i++) s += r[i];
+      const double mean = s / F;
+      for (int64_t i = 0; i < F; i++) s2 += (r[i] - mean) * (r[i] - mean);
+      const float cut = (float)mean + (float)std::sqrt(s2 / F) * gate_sigma;
+      for (int64_t i = 0; i < F; i++) r[i] = std::max(r[i] - cut, 0.f);
+    }
   k.act_mul(act, g, u, T * F);
   linear(pool, k, g, F, T, down, bd, y, H);
 }
