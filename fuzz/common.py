@@ -111,12 +111,32 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
         "norm.weight": [H], "norm.bias": [H],
         "lm_head.weight": [V, E], "lm_head.bias": [V],
         "rel_bias.weight": [spec.rel_buckets, spec.n_heads],
+        "ple.embed.weight": [spec.ple_vocab, spec.n_layers * spec.ple_dim],
+        "ple.proj.weight": [spec.n_layers * spec.ple_dim, H], "ple.norm.weight": [spec.ple_dim],
     }
     if name in top:
         return top[name]
+    if re.fullmatch(r"altup\.(proj|unembed)\.\d+\.weight", name):
+        return [H, H]
     m = _LAYER.match(name)
     if not m:
         return None
+    i = int(m.group(1))
+    if 0 <= i < spec.n_layers:  # (Gemma 4's per-layer head sizes, key/value heads and MLP widths)
+        hd = spec.layer_head_dim[i] if spec.layer_head_dim else hd
+        vd = spec.layer_head_dim[i] if spec.layer_head_dim else vd
+        nkv = spec.layer_kv_heads[i] if spec.layer_kv_heads else spec.n_kv_heads
+        F = spec.layer_ffn[i] if spec.layer_ffn else F
+        QD, KD, KVD, QVD = spec.n_heads * hd, nkv * hd, nkv * vd, spec.n_heads * vd
+    N, P, R = spec.altup, spec.ple_dim, spec.laurel_rank
+    gemma = {"ple.gate.weight": [P, H], "ple.proj.weight": [H, P], "ple.norm.weight": [H], "out_scale": [1],
+             "altup.norm.weight": [H], "altup.router.weight": [N, H], "altup.pred.weight": [N * N, N],
+             "altup.corr.weight": [N, N], "altup.out_scale": [H], "laurel.l.weight": [R, H],
+             "laurel.r.weight": [H, R], "laurel.norm.weight": [H], "moe.router.in_scale": [H],
+             "moe.router.expert_scale": [spec.n_experts], "post_mlp_norm_1.weight": [H], "moe_norm.weight": [H],
+             "post_moe_norm.weight": [H]}
+    if m.group(2) in gemma:
+        return gemma[m.group(2)]
     layer = {
         "attn_norm.weight": [H], "attn_norm.bias": [H], "mlp_norm.weight": [H], "mlp_norm.bias": [H],
         "cross_norm.weight": [H], "cross_norm.bias": [H],

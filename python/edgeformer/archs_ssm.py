@@ -40,7 +40,7 @@ def _granitemoehybrid(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", Name
     s.model_type = "granitemoehybrid"
     s.layer_linear = [kinds[t] for t in types]
     _ssm_sizes(c, s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups", "mamba_d_conv",
-               "mamba_conv_bias", int(c.get("mamba_expand", float) * s.hidden_size))
+               "mamba_conv_bias", _expanded(c, "mamba_expand", s.hidden_size))
     if c.data.get("position_embedding_type") != "rope":
         s.pos = _core.PosKind.none
     n_experts = c.get("num_local_experts", int)
@@ -98,6 +98,16 @@ def mamba2_names(out: NameMap, src: str, dst: str, conv_bias: bool) -> None:
         out[dst + "lin." + part] = src + name
     if conv_bias:
         out[dst + "lin.conv.bias"] = src + "conv1d.bias"
+
+
+def _expanded(c: Config, field: str, hidden: int, default: Any = _REQUIRED) -> int:
+    """A mixer's width: the config's expansion factor `field` times hidden, checked positive and finite."""
+    import math
+
+    expand = c.get(field, float, default)
+    if not (expand > 0 and math.isfinite(expand * hidden)):
+        raise c.error(field, f"must be a positive factor of hidden_size, got {expand}")
+    return int(expand * hidden)
 
 
 def _ssm_sizes(c: Config, s: "_core.ArchSpec", heads: str, head_dim: str, state: str, groups: str, conv: str,
@@ -191,7 +201,7 @@ def _mamba2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     prefix = _backbone(tensor_names, "backbone.")
     s = _ssm_only_spec(c, "mamba2", n, tensor_names)
     _ssm_sizes(c, s, "num_heads", "head_dim", "state_size", "n_groups", "conv_kernel", "use_conv_bias",
-               int(c.get("expand", float) * s.hidden_size))
+               _expanded(c, "expand", s.hidden_size))
     names = _mixers_only(s, 3, prefix)
     for i in range(n):
         mamba2_names(names, f"{prefix}layers.{i}.mixer.", f"layers.{i}.", s.ssm_conv_bias)
@@ -225,10 +235,9 @@ def _mamba_sizes(c: Config, s: "_core.ArchSpec", prefix: str = "") -> None:
     expand times hidden_size), the time step's rank (auto: hidden_size / 16, rounded up), states, taps."""
     import math
 
-    if prefix:
-        inner = int(c.get("mamba_expand", float, 2) * s.hidden_size)
-    else:
-        inner = c.positive("intermediate_size", int(c.get("expand", float, 2) * s.hidden_size))
+    inner = _expanded(c, "mamba_expand" if prefix else "expand", s.hidden_size, 2)
+    if not prefix:
+        inner = c.positive("intermediate_size", inner)
     rank = c.data.get(prefix + ("dt_rank" if prefix else "time_step_rank"), "auto")
     s.ssm_dt_rank = math.ceil(s.hidden_size / 16) if rank == "auto" else \
         c.positive(prefix + ("dt_rank" if prefix else "time_step_rank"))
@@ -316,7 +325,7 @@ def _bamba(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
                                             for i in attn)):
         raise c.error("attn_layer_indices", f"expected layer indices in [0, {n}), got {attn!r}"[:200])
     s.layer_linear = [0 if i in attn else 3 for i in range(n)]
-    inner = int(c.get("mamba_expand", float) * s.hidden_size)
+    inner = _expanded(c, "mamba_expand", s.hidden_size)
     _ssm_sizes(c, s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups",
                "mamba_d_conv", "mamba_conv_bias", inner, auto_head=True)
     out: NameMap = {k: v for k, v in names.items() if not k.startswith("layers.")}
@@ -356,7 +365,7 @@ def _falcon_h1(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     s, names = _as_llama(c, tensor_names, "falcon_h1", FALCON_H1_DEFAULTS)
     H = s.hidden_size
     inner = c.data.get("mamba_d_ssm")
-    inner = int(c.get("mamba_expand", float) * H) if inner is None else c.positive("mamba_d_ssm")
+    inner = _expanded(c, "mamba_expand", H) if inner is None else c.positive("mamba_d_ssm")
     _ssm_sizes(c, s, "mamba_n_heads", "mamba_d_head", "mamba_d_state", "mamba_n_groups",
                "mamba_d_conv", "mamba_conv_bias", inner, auto_head=True)
     s.ssm_parallel = True
