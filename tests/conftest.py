@@ -105,16 +105,16 @@ def make_model(out_dir: str, cls, cfg, dtype: str = "float32", seed: int = 0):
     return model.to(torch.float32).eval()
 
 
-def reference_cache(tmp_path_factory, cases, prompt, n_greedy: int):
+def reference_cache(tmp_path_factory, cases, prompt, n_greedy: int, make=None):
     """get(name) -> (checkpoint dir, transformers' logits on prompt, its n_greedy greedy tokens) for the tiny model
-    cases()[name] = (transformers class, config) makes, each made once per module."""
+    cases()[name] = (transformers class, config) makes (or make(dir, name) saves and returns), each made once per
+    module."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            cls, cfg = cases()[name]
             d = tmp_path_factory.mktemp(name)
-            ref = make_model(str(d), cls, cfg)
+            ref = make(str(d), name) if make else make_model(str(d), *cases()[name])
             cache[name] = (str(d), hf_logits(ref, prompt), hf_greedy(ref, prompt, n_greedy))
         return cache[name]
 
@@ -143,6 +143,17 @@ def assert_logits_close(ours: np.ndarray, ref: np.ndarray, rel: float = 2e-3, ab
     bound = abs_ + rel * float(np.abs(ref).max())
     err = float(np.abs(ours - ref).max())
     assert err <= bound, f"max |ours - transformers| = {err:.3g} > bound {bound:.3g}"
+
+
+def gguf_roundtrip(path: str, tmp_path, prompt, kind: str = "q8_0"):
+    """A checkpoint written as GGUF of `kind` and loaded back: (the checkpoint quantized at load, the file loaded,
+    the file's path), the two models' logits on prompt asserted equal."""
+    out = tmp_path / "m.gguf"
+    edgeformer.quantize(path, str(out), kind)
+    direct = edgeformer.load(path, dtype=kind, threads=2, max_context=64)
+    back = edgeformer.load(str(out), threads=2, max_context=64)
+    np.testing.assert_array_equal(back.logits(prompt), direct.logits(prompt))
+    return direct, back, out
 
 
 def prompt_ids(n: int = 32, vocab: int = 300, seed: int = 1):

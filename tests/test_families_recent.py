@@ -10,7 +10,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, prompt_ids, reference_cache
+from conftest import assert_logits_close, gguf_roundtrip, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -87,14 +87,8 @@ def test_recent_gguf_roundtrip(case, built, tmp_path):
     written out, llama for InternLM3 with q/k rows permuted, stablelm with its per-head q/k norms): our q8_0 file
     loads back to the logits of quantize-at-load, with the same spec. (Agreement with llama.cpp itself, windowed
     EXAONE 4 and Command R+ included: benchmarks/agree_llama_cpp_archs.py.)"""
-    import numpy as np
-
     path, _, _ = built(case)
-    out = tmp_path / "m.gguf"
-    edgeformer.quantize(path, str(out), "q8_0")
-    direct = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
-    back = edgeformer.load(str(out), threads=2, max_context=64)
-    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    direct, back, _ = gguf_roundtrip(path, tmp_path, PROMPT)
     fields = ("norm", "pre_norms", "post_norms", "qk_norm", "qk_norm_per_head", "qk_norm_after_rope", "attn_bias",
               "attn_out_bias", "mlp_bias", "tie_embeddings", "layer_windows", "layer_nope", "head_dim", "n_kv_heads")
     assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]

@@ -7,12 +7,11 @@ and out as llama.cpp's gemma3n (which fixes the streams, ranks, widths and layer
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, make_tokenizer, prompt_ids
+from conftest import assert_logits_close, gguf_roundtrip, make_tokenizer, prompt_ids, reference_cache
 from test_batch import _batch_vs_single
 
 PROMPT = prompt_ids(32)
@@ -62,23 +61,7 @@ def _make(path: str, case: str, **over):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    cache = {}
-
-    def get(case):
-        if case not in cache:
-            import torch
-
-            d = str(tmp_path_factory.mktemp(case))
-            ref = _make(d, case)
-            x = torch.tensor([PROMPT])
-            with torch.no_grad():
-                logits = ref(x).logits[0].float().numpy()
-                out = ref.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=N_GREEDY, do_sample=False,
-                                   eos_token_id=None, pad_token_id=299)
-            cache[case] = (d, logits, out[0, len(PROMPT):].tolist())
-        return cache[case]
-
-    return get
+    return reference_cache(tmp_path_factory, None, PROMPT, N_GREEDY, make=_make)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -112,11 +95,7 @@ def test_gemma3n_gguf_roundtrip(built, tmp_path):
     import gguf
 
     path, _, _ = built("gguf")
-    out = tmp_path / "m.gguf"
-    edgeformer.quantize(path, str(out), "q8_0")
-    direct = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
-    back = edgeformer.load(str(out), threads=2, max_context=64)
-    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    direct, back, out = gguf_roundtrip(path, tmp_path, PROMPT)
     fields = ("altup", "laurel_rank", "ple_dim", "layer_kv_source", "layer_windows", "head_dim", "logit_softcap")
     assert [getattr(back.spec, f) for f in fields] == [getattr(direct.spec, f) for f in fields]
     names = {t.name: t for t in gguf.GGUFReader(str(out)).tensors}

@@ -11,7 +11,8 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, make_tokenizer, prompt_ids, scale_weights
+from conftest import (assert_logits_close, gguf_roundtrip, make_tokenizer, prompt_ids, reference_cache,
+                      scale_weights)
 from test_batch import _batch_vs_single
 
 PROMPT = prompt_ids(32)
@@ -74,24 +75,9 @@ def _make(path: str, case: str, multimodal: bool = False, soft: bool = False):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    cache = {}
-
-    def get(case, multimodal=False):
-        key = (case, multimodal)
-        if key not in cache:
-            import torch
-
-            d = str(tmp_path_factory.mktemp(case + ("_mm" if multimodal else "")))
-            ref = _make(d, case, multimodal)
-            x = torch.tensor([PROMPT])
-            with torch.no_grad():
-                logits = ref(x).logits[0].float().numpy()
-                out = ref.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=N_GREEDY, do_sample=False,
-                                   eos_token_id=None, pad_token_id=299)
-            cache[key] = (d, logits, out[0, len(PROMPT):].tolist())
-        return cache[key]
-
-    return get
+    """get(case) or get(case + "_mm") (the image-and-text checkpoint): reference_cache's answer."""
+    return reference_cache(tmp_path_factory, None, PROMPT, N_GREEDY,
+                           make=lambda d, name: _make(d, name.removesuffix("_mm"), name.endswith("_mm")))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -115,7 +101,7 @@ def test_gemma4_spec(built):
 
 
 def test_gemma4_multimodal_checkpoint_runs_its_language_model(isa, built):
-    path, ref, ref_tokens = built("e2b", multimodal=True)
+    path, ref, ref_tokens = built("e2b_mm")
     model = edgeformer.load(path, threads=2, max_context=64)
     assert model.spec.model_type == "gemma4_text"
     assert_logits_close(model.logits(PROMPT), ref)
@@ -188,11 +174,7 @@ def test_gemma4_gguf_roundtrip(case, built, tmp_path):
     file loads back to the logits of quantize-at-load, with the same spec. (llama.cpp on these files:
     benchmarks/agree_llama_cpp_archs.py.)"""
     path, _, _ = built(case)
-    out = tmp_path / "m.gguf"
-    edgeformer.quantize(path, str(out), "q8_0")
-    direct = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)
-    back = edgeformer.load(str(out), threads=2, max_context=64)
-    np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
+    direct, back, out = gguf_roundtrip(path, tmp_path, PROMPT)
     fields = ("layer_head_dim", "layer_kv_heads", "layer_kv_source", "layer_ffn", "layer_windows", "layer_rope",
               "ple_dim", "ple_vocab", "v_norm", "layer_scale", "head_dim", "n_kv_heads", "tie_embeddings",
               "logit_softcap", "attn_scale")

@@ -327,6 +327,26 @@ def _from_f32(f: np.ndarray, dtype) -> np.ndarray:
 NameMap = Dict[str, Union[str, Derived]]
 
 
+def text_config_of(cfg: Config) -> Dict[str, Any]:
+    """An image-and-text checkpoint's text_config (its language model's config), checked to be an object."""
+    text = cfg.data.get("text_config")
+    if not isinstance(text, dict):
+        raise cfg.error("text_config", "expected an object (the language model's config)")
+    return text
+
+
+def language_model(text_builder, text_type: str):
+    """The builder of an image-and-text checkpoint (Gemma 3, 3n, 4) that runs its language model alone: text_config
+    as a `text_type` config (the top level's tie_word_embeddings where text_config has none), text_builder's
+    names (which find the weights under model.language_model. themselves)."""
+
+    def build(cfg: Config, tensor_names):
+        top = {k: cfg.data[k] for k in ("tie_word_embeddings",) if k in cfg.data}
+        return text_builder(Config({**top, **text_config_of(cfg), "model_type": text_type}, cfg.source), tensor_names)
+
+    return build
+
+
 def _prefix(names: Sequence[str], candidates: Sequence[str], probe: str) -> str:
     """The prefix under which the checkpoint stores its tensors ("transformer." or "" ...)."""
     have = set(names)
@@ -387,7 +407,7 @@ from .archs_classic import (  # noqa: E402
 )
 from .archs_encoders import PADDED_POSITIONS, _bert, _roberta, t5_specs  # noqa: E402
 from .archs_llama import (  # noqa: E402
-    _cohere, _gemma, _gemma3, _gemma3_multimodal, _gpt_oss, _granite, _granitemoe, _llama, _moe, _olmo2, _phi3,
+    _cohere, _gemma, _gemma3, _gpt_oss, _granite, _granitemoe, _llama, _moe, _olmo2, _phi3,
     _smollm3, _stablelm, _starcoder2,
 )
 from .archs_recent import RECENT  # noqa: E402
@@ -414,7 +434,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "gemma": _gemma,
     "gemma2": _gemma3,
     "gemma3_text": _gemma3,
-    "gemma3": _gemma3_multimodal,
+    "gemma3": language_model(_gemma3, "gemma3_text"),  # (Gemma 3 4B and up, image and text)
     "gpt2": _gpt2,
     "starcoder2": _starcoder2,
     "stablelm": _stablelm,

@@ -12,8 +12,8 @@ import math
 from typing import Any, Dict, List, Tuple
 
 from . import _core
-from .archs import Config, NameMap, _activation, _layer_types_ok
-from .archs_llama import _gemma_names, expert_names
+from .archs import _REQUIRED, Config, NameMap, _activation, _layer_types_ok, language_model
+from .archs_llama import _experts, _gemma_names, expert_names
 
 
 def _types(cfg: Config, n: int) -> List[str]:
@@ -144,10 +144,7 @@ def _gemma4_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
     moe = cfg.get("enable_moe_block", bool, False)
     if moe:  # (26B-A4B: experts beside every layer's MLP)
-        s.n_experts = cfg.positive("num_experts")
-        s.n_experts_used = cfg.positive("top_k_experts")
-        if s.n_experts_used > s.n_experts:
-            raise cfg.error("top_k_experts", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
+        _experts(cfg, s, "num_experts", _REQUIRED, "top_k_experts")
         s.moe_ffn_size = cfg.positive("moe_intermediate_size")
         s.moe_norm_topk = True
         s.moe_beside_mlp = s.moe_router_norm = s.moe_expert_scale = True
@@ -192,17 +189,7 @@ def _gemma4_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
-def _gemma4(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-    """gemma4 (Gemma 4 E2B, E4B, 31B: image, audio and text): its language model, from text_config."""
-    text = cfg.data.get("text_config")
-    if not isinstance(text, dict):
-        raise cfg.error("text_config", "expected an object (the language model's config)")
-    top = {k: cfg.data[k] for k in ("tie_word_embeddings",) if k in cfg.data}
-    s, names = _gemma4_text(Config({**top, **text, "model_type": "gemma4_text"}, cfg.source), tensor_names)
-    return s, names
-
-
-GEMMA = {"gemma4_text": _gemma4_text, "gemma4": _gemma4}
+GEMMA = {"gemma4_text": _gemma4_text, "gemma4": language_model(_gemma4_text, "gemma4_text")}
 
 
 def _gemma3n_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
@@ -266,13 +253,4 @@ def _gemma3n_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]
     return s, names
 
 
-def _gemma3n(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-    """gemma3n (Gemma 3n E2B, E4B: image, audio and text): its language model, from text_config."""
-    text = cfg.data.get("text_config")
-    if not isinstance(text, dict):
-        raise cfg.error("text_config", "expected an object (the language model's config)")
-    top = {k: cfg.data[k] for k in ("tie_word_embeddings",) if k in cfg.data}
-    return _gemma3n_text(Config({**top, **text, "model_type": "gemma3n_text"}, cfg.source), tensor_names)
-
-
-GEMMA.update({"gemma3n_text": _gemma3n_text, "gemma3n": _gemma3n})
+GEMMA.update({"gemma3n_text": _gemma3n_text, "gemma3n": language_model(_gemma3n_text, "gemma3n_text")})

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Tuple
 
 from . import _core
-from .archs import Config, Derived, NameMap, _per_head_rows
-from .archs_llama import expert_names, qwen_moe_names, sparse_layers
+from .archs import _REQUIRED, Config, Derived, NameMap, _per_head_rows, text_config_of
+from .archs_llama import _experts as _expert_counts, expert_names, qwen_moe_names, sparse_layers
 from .archs_recent import _as_llama
 
 _ROWS = 1 << 22  # the most rows of a fused projection gathered by index at load
@@ -119,10 +119,7 @@ def _qwen3_5_moe_text(cfg: Config, tensor_names, prefix: str = "model.", head: s
 
 def _experts(c: Config, s: "_core.ArchSpec", names: NameMap, tensor_names, prefix: str, sparse) -> None:
     """Experts (softmax router) and a shared expert behind a sigmoid gate in the layers `sparse` marks."""
-    s.n_experts = c.positive("num_experts")
-    s.n_experts_used = c.positive("num_experts_per_tok")
-    if s.n_experts_used > s.n_experts:
-        raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
+    _expert_counts(c, s, "num_experts", _REQUIRED)
     s.moe_ffn_size = c.positive("moe_intermediate_size")
     s.shared_ffn_size = c.get("shared_expert_intermediate_size", int)
     if s.shared_ffn_size < 0:
@@ -243,10 +240,7 @@ def _lfm2_moe(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     c = Config({**LFM2_MOE_DEFAULTS, **cfg.data}, cfg.source)
     s, names = _lfm2(c, tensor_names)
     s.model_type = "lfm2_moe"
-    s.n_experts = c.positive("num_experts")
-    s.n_experts_used = c.positive("num_experts_per_tok")
-    if s.n_experts_used > s.n_experts:
-        raise c.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds num_experts ({s.n_experts})")
+    _expert_counts(c, s, "num_experts", _REQUIRED)
     s.moe_ffn_size = c.positive("moe_intermediate_size")
     s.moe_sigmoid = True
     s.moe_select_bias = c.get("use_expert_bias", bool)
@@ -268,9 +262,7 @@ def _wrapped(text_builder, text_type: str):
     model.language_model.; the vision tower (and the multi-token-prediction head) not run."""
 
     def build(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-        text = cfg.data.get("text_config")
-        if not isinstance(text, dict):
-            raise cfg.error("text_config", "expected an object (the language model's config)")
+        text = text_config_of(cfg)
         have = set(tensor_names)
         tied = text.get("tie_word_embeddings", cfg.data.get("tie_word_embeddings", False)) if not have else \
             "lm_head.weight" not in have

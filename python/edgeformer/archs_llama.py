@@ -87,12 +87,13 @@ def sparse_layers(s: "_core.ArchSpec", names: NameMap, sparse) -> List[int]:
     return [i for i in range(s.n_layers) if sparse[i]]
 
 
-def _experts(cfg: Config, s: "_core.ArchSpec", field: str, used_default: int) -> None:
-    """The expert counts: `field` (num_experts or num_local_experts) and num_experts_per_tok, at most as many."""
+def _experts(cfg: Config, s: "_core.ArchSpec", field: str, used_default: int,
+             used_field: str = "num_experts_per_tok") -> None:
+    """The expert counts: `field` (num_experts or num_local_experts) and used_field, at most as many."""
     s.n_experts = cfg.positive(field)
-    s.n_experts_used = cfg.positive("num_experts_per_tok", used_default)
+    s.n_experts_used = cfg.positive(used_field, used_default)
     if s.n_experts_used > s.n_experts:
-        raise cfg.error("num_experts_per_tok", f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
+        raise cfg.error(used_field, f"({s.n_experts_used}) exceeds {field} ({s.n_experts})")
 
 
 def _full_qk_norms(cfg: Config, s: "_core.ArchSpec", names: NameMap) -> None:
@@ -548,10 +549,3 @@ def _gemma_names(s: "_core.ArchSpec", tensor_names, add_one: bool = True) -> Nam
     return names
 
 
-def _gemma3_multimodal(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-    """gemma3 (Gemma 3 4B and up, image and text): its language model, from text_config."""
-    text = cfg.data.get("text_config")
-    if not isinstance(text, dict):
-        raise cfg.error("text_config", "expected an object (the language model's config)")
-    top = {k: cfg.data[k] for k in ("tie_word_embeddings",) if k in cfg.data}
-    return _gemma3(Config({**top, **text, "model_type": "gemma3_text"}, cfg.source), tensor_names)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 from . import _core
-from .archs import Config, NameMap, _layer_windows
+from .archs import Config, NameMap, _layer_windows, text_config_of
 from .archs_llama import _cohere, _gemma3, _llama, _olmo2, layer_type_ropes
 from .archs_recent import _as_llama, _interleaved
 
@@ -187,9 +187,7 @@ def _mistral3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Mistral Small 3.1 / 3.2, Magistral Small, Ministral 3 (image and text, mistral3): the language model of
     text_config (a Mistral or a Ministral 3), its weights under model.language_model. (or, as transformers 4.x
     saved them, language_model.model.); the vision tower is not run."""
-    text = cfg.data.get("text_config")
-    if not isinstance(text, dict):
-        raise cfg.error("text_config", "expected an object (the language model's config)")
+    text = text_config_of(cfg)
     kind = text.get("model_type", "mistral")
     builders = {"mistral": _llama, "ministral": _ministral, "ministral3": _ministral3}
     if kind not in builders:
