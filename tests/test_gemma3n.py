@@ -111,3 +111,15 @@ def test_gemma3n_gguf_refuses_what_llama_cpp_fixes_otherwise(over, field, tmp_pa
     with pytest.raises(ValueError, match=field):
         edgeformer.quantize(str(tmp_path), str(tmp_path / "m.gguf"), "q8_0")
     assert not (tmp_path / "m.gguf").exists()
+
+
+def test_gemma3n_prompts_run_shared_layers_on_their_last_row_only(built, isa):
+    """As Gemma 4's: past the last layer that keeps keys and values, a prompt asked for its last logits runs on its
+    last row alone (AltUp's four streams narrowed with it)."""
+    import numpy as np
+
+    path, _, _ = built("small")
+    core = edgeformer.load(path, threads=2, max_context=64)._core
+    ids = np.asarray(PROMPT, np.int32)
+    full = core.fork().forward(ids, True)
+    np.testing.assert_allclose(core.fork().forward(ids, False)[0], full[-1], rtol=0, atol=1e-5 * np.abs(full).max())

@@ -298,3 +298,19 @@ def test_gemma4_gguf_reads_fused_expert_gate_up(built, tmp_path):
     _write_file(str(fused), "gemma4", meta, {n: (a, _core.DType.f32) for n, a in tensors.items()})
     back = edgeformer.load(str(fused), threads=2, max_context=64)
     np.testing.assert_array_equal(back.logits(PROMPT), model.logits(PROMPT))
+
+
+@pytest.mark.parametrize("case", ["e2b", "rows"])
+def test_gemma4_prompts_run_shared_layers_on_their_last_row_only(case, built, isa):
+    """Past the last layer that keeps keys and values, a prompt asked for its last logits (or none) runs on its last
+    row alone: the same logits as the whole prompt's last row, and the same cache for the steps after."""
+    path, _, _ = built(case)
+    core = edgeformer.load(path, threads=2, max_context=64)._core
+    ids = np.asarray(PROMPT, np.int32)
+    full = core.fork().forward(ids, True)  # (every row: no narrowing)
+    last = core.fork().forward(ids, False)
+    np.testing.assert_allclose(last[0], full[-1], rtol=0, atol=1e-5 * np.abs(full).max())
+    stepped, whole = core.fork(), core.fork()
+    stepped.prefill(ids[:-1])  # (no logits: the shared layers not run at all)
+    got = stepped.forward(ids[-1:], False)[0]
+    np.testing.assert_allclose(got, whole.forward(ids, True)[-1], rtol=0, atol=1e-5 * np.abs(full).max())

@@ -563,10 +563,29 @@ void Model::per_layer_inputs(const int32_t* tokens, int32_t T, const float* x, c
   K.scale(rows, (float)std::pow(2.0, -0.5), T * LP);
 }
 
+// The rows of a forward of T rows that the layers after the KV-sharing point still read, narrowed to the last one
+// (row T-1 moved to row 0): the hidden state, the per-layer input rows, the rotary tables, AltUp's streams.
+void Model::narrow_to_last_row(float* x, int32_t T, const KernelTable& K) {
+  const int64_t H = spec_.hidden_size, last = T - 1;
+  std::memmove(x, x + last * H, H * sizeof(float));
+  if (spec_.ple_dim > 0) {
+    const int64_t LP = (int64_t)spec_.n_layers * spec_.ple_dim;
+    std::memmove(ple_.data(), ple_.data() + last * LP, LP * sizeof(float));
+  }
+  for (std::vector<float>* v : {&cos_, &sin_, &cos_l_, &sin_l_}) {
+    const size_t w = v->size() / T;  // (a table's row: its half of the rotated dimensions)
+    if (w) std::memmove(v->data(), v->data() + last * w, w * sizeof(float));
+  }
+  for (int j = 0; j < spec_.altup; j++)  // ([N][T][H] -> [N][1][H]; each row moves down, none overwritten first)
+    std::memmove(streams_.data() + j * H, streams_.data() + (j * T + last) * H, H * sizeof(float));
+  (void)K;
+}
+
 void Model::forward(const ForwardArgs& a) { run(a, nullptr); }
 
 void Model::run(const ForwardArgs& a, Model* const* seqs) {
-  const int32_t T = a.T;
+  int32_t T = a.T;  // (the rows computed: narrowed to a prompt's last past the layers that keep keys and values)
+  const int32_t T_all = a.T;
   EF_CHECK(T > 0, "forward: no tokens");
   const bool batch = seqs != nullptr;
   if (!spec_.causal()) n_past_ = 0;  // an encoder sees each input whole
@@ -599,7 +618,8 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   const int64_t H = spec_.hidden_size, V = spec_.vocab_size;
   const int nh = spec_.n_heads;
   const int64_t E = spec_.proj_dim > 0 ? spec_.proj_dim : H;
-  const int32_t pos0 = n_past_;
+  int32_t pos0 = n_past_;  // (row 0's position)
+  const int32_t past = n_past_;
   ThreadPool* pool = pool_.get();
   float *x = x_.data(), *h = h_.data(), *h2 = h2_.data(), *tmp = tmp_.data();
 
@@ -800,11 +820,26 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     norm_rows(out, out, w.ple_norm_w, Tensor(), T);
   };
   const int NS = spec_.altup;
-  const size_t TH = (size_t)T * H;
+  size_t TH = (size_t)T * H;
   if (NS > 0) altup_begin(x, T, K);
+  // KV sharing (Gemma 3n, 4): from the first of the last layers that only read other layers' keys and values, a
+  // prompt's rows but its last feed nothing that is kept; where only the last row's logits (or nothing) are asked
+  // for, those layers run on the last row alone (or not at all)
+  int narrow_at = spec_.n_layers;
+  if (!batch && T > 1 && (a.output == Output::LastLogits || a.output == Output::None))
+    while (narrow_at > 0 && spec_.kv_source(narrow_at - 1) >= 0) narrow_at--;
+  if (narrow_at == 0) narrow_at = spec_.n_layers;  // (no layer keeps keys and values: nothing to narrow past)
   for (int l = 0; l < spec_.n_layers; l++) {
     if (take_interrupt()) throw Interrupted();  // n_past_ is unchanged: the model stays usable
     const LayerWeights& w = layers_[l];
+    if (l == narrow_at) {
+      if (a.output == Output::None) break;
+      narrow_to_last_row(x, T, K);
+      pos0 += T - 1;
+      pos.assign(1, pos0);
+      T = 1;
+      TH = (size_t)H;
+    }
     if (NS > 0) {  // (Gemma 3n: the layer on stream 0's prediction; its output corrects every stream)
       altup_predict(w, T, K);
       std::memcpy(x, streams_.data() + NS * TH, TH * sizeof(float));
@@ -830,7 +865,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   if (batch)
     for (int32_t t = 0; t < T; t++) seqs[t]->n_past_++;
   else
-    n_past_ = pos0 + T;
+    n_past_ = past + T_all;
   if (a.output == Output::None) return;
   const int64_t first = a.output == Output::LastLogits ? T - 1 : 0, rows = T - first;
   float* fin = x + first * H;
