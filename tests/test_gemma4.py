@@ -314,3 +314,13 @@ def test_gemma4_prompts_run_shared_layers_on_their_last_row_only(case, built, is
     stepped.prefill(ids[:-1])  # (no logits: the shared layers not run at all)
     got = stepped.forward(ids[-1:], False)[0]
     np.testing.assert_allclose(got, whole.forward(ids, True)[-1], rtol=0, atol=1e-5 * np.abs(full).max())
+
+
+def test_gemma4_per_layer_table_stays_as_stored(built):
+    """The per-layer embedding table (2.3B values in E2B, a row per token read) is never converted: quantizing the
+    model at load leaves it in its file mapping, in the checkpoint's type."""
+    from edgeformer import _core
+
+    path, _, _ = built("e2b")
+    w = dict(edgeformer.load(path, threads=2, max_context=64, dtype="q4_0")._core.weights())
+    assert w["ple.embed.weight"].dtype == _core.DType.f32 and w["layers.0.mlp.up.weight"].dtype == _core.DType.q4_0

@@ -19,7 +19,9 @@
 namespace ef {
 namespace loading {
 
-enum class Role { Layer, Embedding, Head };
+// Gathered: a table only ever read a row at a time, and too large to copy (Gemma 4 / 3n's per-layer embeddings: 2.3B
+// values in E2B): kept as stored, in its file mapping, whatever dtype the model is asked for
+enum class Role { Layer, Embedding, Head, Gathered };
 
 // Converts a float tensor row by row into another float type or a quantized type, over the thread pool.
 // shared: q8_0 rows whose blocks share one scale (the "int8" dtype).
@@ -70,7 +72,7 @@ struct Loader {
   // and the head keep 8 bits (q8_0) for 2- to 6-bit targets (q6_k for the head of a 2- to 5-bit one, as
   // llama.cpp does); a matrix whose rows are not whole blocks stays f16.
   DType target(const Tensor& t, Role role) const {
-    if (!convert) return t.dtype;
+    if (!convert || role == Role::Gathered) return t.dtype;
     DType to = convert_to;
     if (is_quantized(to) && role != Role::Layer && to != DType::Q8_0)
       to = role == Role::Head && t.shape.back() % 256 == 0 && to != DType::Q6_K ? DType::Q6_K : DType::Q8_0;
@@ -97,7 +99,8 @@ struct Loader {
     if (to != t->dtype) out = convert_rows(*t, to, pool, int8 && role != Role::Embedding && to == DType::Q8_0);
     else if (!t->rows_contiguous()) out = t->converted(t->dtype);
     out = panels(out, role);
-    if (!out.packed && out.data == t->data && t->mapped && role != Role::Embedding && t->contiguous()) {
+    if (!out.packed && out.data == t->data && t->mapped && role != Role::Embedding && role != Role::Gathered &&
+        t->contiguous()) {
       // layer and head matrices leave the file mapping for huge-page memory (decode streams them every
       // step); the file's pages are released, so resident memory stays the file's size
       out = Tensor::empty(t->dtype, t->shape);
@@ -136,7 +139,7 @@ struct Loader {
   Tensor panels(const Tensor& t, Role role) const {
     const KernelTable& k = kernels();
     const int dt = (int)t.dtype;
-    if (role == Role::Embedding || !packable(t.dtype, t.shape[1]) ||
+    if (role == Role::Embedding || role == Role::Gathered || !packable(t.dtype, t.shape[1]) ||
         !(is_quantized(t.dtype) ? k.qmatmul_panel[dt] != nullptr : dt < kNumFloatDTypes && k.matmul_panel[dt]))
       return t;
     static const bool off = [] {

@@ -110,7 +110,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   if (spec_.pos == PosKind::Relative) rel_bias_ = L.small("rel_bias.weight", {spec_.rel_buckets, spec_.n_heads}, true);
   const int64_t P = spec_.ple_dim;
   if (P > 0) {
-    ple_emb_ = L.matrix("ple.embed.weight", {spec_.ple_vocab, spec_.n_layers * P}, Role::Embedding);
+    ple_emb_ = L.matrix("ple.embed.weight", {spec_.ple_vocab, spec_.n_layers * P}, Role::Gathered);
     ple_proj_ = L.matrix("ple.proj.weight", {spec_.n_layers * P, H});
     ple_norm_w_ = L.vec("ple.norm.weight", P, true);
   }
