@@ -324,3 +324,25 @@ def test_gemma4_per_layer_table_stays_as_stored(built):
     path, _, _ = built("e2b")
     w = dict(edgeformer.load(path, threads=2, max_context=64, dtype="q4_0")._core.weights())
     assert w["ple.embed.weight"].dtype == _core.DType.f32 and w["layers.0.mlp.up.weight"].dtype == _core.DType.q4_0
+
+
+def test_gemma4_quantized_file_holds_the_per_layer_table_at_8_bits(tmp_path):
+    """The table the model keeps as stored goes into a quantized file at 8 bits (rows of whole q8_0 blocks), as the
+    token embedding does."""
+    import gguf
+    import transformers as tf
+
+    from edgeformer import _core
+
+    model = tf.Gemma4ForCausalLM(tf.Gemma4TextConfig(**{**BASE, **CASES["e2b"], "hidden_size_per_layer_input": 16}))
+    scale_weights(model)
+    model.save_pretrained(str(tmp_path))
+    make_tokenizer(str(tmp_path))
+    out = tmp_path / "m.gguf"
+    edgeformer.quantize(str(tmp_path), str(out), "q4_0")
+    t = {x.name: x for x in gguf.GGUFReader(str(out)).tensors}["per_layer_token_embd.weight"]
+    assert t.tensor_type == gguf.GGMLQuantizationType.Q8_0
+    table = dict(edgeformer.load(str(tmp_path), threads=2, max_context=64)._core.weights())["ple.embed.weight"].numpy()
+    back = dict(edgeformer.load(str(out), threads=2, max_context=64)._core.weights())["ple.embed.weight"]
+    deq = _core.ops.to_f32(back.numpy(), _core.DType.q8_0, "").reshape(table.shape)
+    assert np.abs(deq - table).max() <= np.abs(table).max() / 100

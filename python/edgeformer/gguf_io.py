@@ -331,9 +331,27 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     # q3_k and q5_k take the _S values)
     file_types = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7, "q5_0": 8, "q5_1": 9, "q2_k": 10, "q3_k": 11,
                   "q4_k": 15, "q5_k": 16, "q6_k": 18, "iq4_nl": 25, "iq4_xs": 30, "bf16": 32}
+    from .model import BLOCK_TYPES
+
+    if "per_layer_token_embd.weight" in tensors and main and all(m in BLOCK_TYPES for m in main):
+        # (the model keeps Gemma's per-layer table as stored: a quantized file holds it at 8 bits, as the token
+        # embedding)
+        tensors["per_layer_token_embd.weight"] = _q8_0_table(*tensors["per_layer_token_embd.weight"])
     if len(main) == 1:
         meta["general.file_type"] = file_types[main.pop()]
     _write_file(out_path, arch, meta, tensors)
+
+
+def _q8_0_table(a: np.ndarray, dtype) -> tuple:
+    """A float table ([rows, K], f32 / f16 / bf16 bits) as q8_0 rows, a few thousand rows at a time."""
+    if dtype not in (_core.DType.f32, _core.DType.f16, _core.DType.bf16) or a.shape[-1] % 32:
+        return a, dtype
+    out = np.empty((a.shape[0], a.shape[1] // 32 * 34), np.uint8)
+    for r in range(0, a.shape[0], 4096):
+        c = a[r:r + 4096]
+        f = (c.astype(np.uint32) << 16).view(np.float32) if dtype == _core.DType.bf16 else c.astype(np.float32)
+        out[r:r + 4096] = _core.ops.quantize(f, _core.DType.q8_0)
+    return out, _core.DType.q8_0
 
 
 def _write_file(out_path: str, arch: str, meta: Dict[str, Any], tensors: Dict[str, tuple]) -> None:
