@@ -346,6 +346,22 @@ def make_seeds(out_dir: str) -> None:
                                        "mamba_dt_rank": 2})
     _write_quantized(o("starcoder.gguf"), {"model_type": "gpt_bigcode", "vocab_size": V, "n_embd": 8, "n_layer": 1,
                                            "n_head": 2, "n_positions": 32, "multi_query": True})
+    g4 = {"model_type": "gemma4_text", "vocab_size": V, "hidden_size": 8, "intermediate_size": 16,
+          "num_hidden_layers": 4, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+          "global_head_dim": 8, "layer_types": ["sliding_attention", "full_attention"] * 2, "sliding_window": 4,
+          "max_position_embeddings": 32}
+    _write_quantized(o("gemma4.gguf"), {**g4, "num_kv_shared_layers": 2, "use_double_wide_mlp": True,
+                                        "hidden_size_per_layer_input": 4, "vocab_size_per_layer_input": V,
+                                        "attention_k_eq_v": True, "num_global_key_value_heads": 1})
+    _write_quantized(o("gemma4_moe_q8.gguf"), {**g4, "hidden_size": 32, "hidden_size_per_layer_input": 0,
+                                               "enable_moe_block": True, "num_experts": 3, "top_k_experts": 2,
+                                               "moe_intermediate_size": 32}, "q8_0")
+    _write_quantized(o("gemma3n.gguf"), {"model_type": "gemma3n_text", "vocab_size": V, "hidden_size": 8,
+                                         "intermediate_size": 16, "num_hidden_layers": 21, "num_attention_heads": 2,
+                                         "num_key_value_heads": 1, "head_dim": 4, "sliding_window": 4,
+                                         "num_kv_shared_layers": 1, "hidden_size_per_layer_input": 256,
+                                         "vocab_size_per_layer_input": V, "laurel_rank": 64, "altup_num_inputs": 4,
+                                         "max_position_embeddings": 32}, "f16")
     # every tensor type and every metadata value type, no usable architecture
     w = gguf.GGUFWriter(o("types.gguf"), "llama")
     w.add_uint8("u8", 200), w.add_int8("i8", -5), w.add_uint16("u16", 60000), w.add_int16("i16", -300)

@@ -27,6 +27,12 @@ CASES = {
                   hidden_size_per_layer_input=8, num_kv_shared_layers=2, laurel_rank=8,
                   activation_sparsity_pattern=[0.95, 0.9, 0.0, 0.0, 0.0, 0.0], altup_num_inputs=4,
                   final_logit_softcapping=30.0),
+    # LAuReL wider than every MLP (its rows share the MLP's scratch)
+    "wide_laurel": dict(vocab_size=300, hidden_size=64, intermediate_size=16, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                        layer_types=["sliding_attention", "full_attention", "full_attention"], sliding_window=8,
+                        vocab_size_per_layer_input=300, hidden_size_per_layer_input=8, num_kv_shared_layers=1,
+                        laurel_rank=64, activation_sparsity_pattern=[0.95, 0.0, 0.0], altup_num_inputs=2),
     # llama.cpp's fixed shape (E2B's, narrow): 25 layers, the first 20 with keys and values, sparsity in the first
     # 10, LAuReL of 64, per-layer inputs of 256; the correction unscaled, no soft cap on the way in
     "gguf": dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=25, num_attention_heads=4,

@@ -503,7 +503,9 @@ void Model::ensure_scratch(int32_t T) {
   v_.resize(T * KVD);
   att_.resize(T * QVD);
   if (spec_.attn_out_gate) gate_.resize(T * QD);
-  const size_t FM = std::max({F, (size_t)spec_.moe_ffn_size, (size_t)spec_.shared_ffn_size});
+  // (g_ also holds LAuReL's low-rank rows)
+  const size_t FM =
+      std::max({F, (size_t)spec_.moe_ffn_size, (size_t)spec_.shared_ffn_size, (size_t)spec_.laurel_rank});
   // (a decode step's experts run side by side: n_experts_used of them)
   const size_t FE = std::max((size_t)T, (size_t)spec_.n_experts_used) * spec_.moe_ffn_size;
   g_.resize(std::max(T * FM, FE));
