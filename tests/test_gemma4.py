@@ -346,3 +346,11 @@ def test_gemma4_quantized_file_holds_the_per_layer_table_at_8_bits(tmp_path):
     back = dict(edgeformer.load(str(out), threads=2, max_context=64)._core.weights())["ple.embed.weight"]
     deq = _core.ops.to_f32(back.numpy(), _core.DType.q8_0, "").reshape(table.shape)
     assert np.abs(deq - table).max() <= np.abs(table).max() / 100
+
+
+def test_gemma4_keys_as_values_keep_one_matrix(built):
+    """attention_k_eq_v: the full layers hold the key projection once (its raw rows serve as the values), from the
+    checkpoint as from our GGUF file; the sliding layers keep their own value projection."""
+    path, _, _ = built("31b")
+    w = dict(edgeformer.load(path, threads=2, max_context=64)._core.weights())
+    assert "layers.2.attn.k.weight" in w and "layers.2.attn.v.weight" not in w and "layers.1.attn.v.weight" in w

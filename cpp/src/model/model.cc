@@ -160,7 +160,11 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
       w.wq = L.matrix(p + "attn.q.weight", {QD, H});
       if (own_kv) {
         w.wk = L.matrix(p + "attn.k.weight", {KD, H});
-        w.wv = L.matrix(p + "attn.v.weight", {KVD, H});
+        // keys serving as values (Gemma 4's attention_k_eq_v: both names one tensor) keep one matrix; the values are
+        // the raw key rows (self_attention)
+        const auto kn = names.find(p + "attn.k.weight"), vn = names.find(p + "attn.v.weight");
+        if (!(kn != names.end() && vn != names.end() && kn->second == vn->second && KD == KVD))
+          w.wv = L.matrix(p + "attn.v.weight", {KVD, H});
       }
       w.wo = L.matrix(p + "attn.o.weight", {H, QVD});
     }
@@ -714,12 +718,12 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     const bool own_kv = spec_.kv_source(l) < 0;  // (else the layer it shares keys and values with cached them)
     ops::LinearOut outs[4] = {{&w.wq, fptr(w.bq), q_.data(), QD}};
     int n_outs = 1;
-    if (own_kv) {
-      outs[n_outs++] = {&w.wk, fptr(w.bk), k_.data(), KD};
-      outs[n_outs++] = {&w.wv, fptr(w.bv), v_.data(), KVD};
-    }
+    if (own_kv) outs[n_outs++] = {&w.wk, fptr(w.bk), k_.data(), KD};
+    if (own_kv && w.wv.data) outs[n_outs++] = {&w.wv, fptr(w.bv), v_.data(), KVD};
     if (spec_.attn_out_gate) outs[n_outs++] = {&w.wgate, nullptr, gate_.data(), QD};
     ops::linear_group(pool, K, in, H, T, outs, n_outs);
+    if (own_kv && !w.wv.data)  // (keys serving as values: the raw key rows, before their norm and rotary)
+      for (int32_t t = 0; t < T; t++) std::memcpy(v_.data() + t * KVD, k_.data() + t * KD, KD * sizeof(float));
     const bool local = spec_.local_rope(l), rotary = rotary_all && !spec_.nope(l);
     const size_t half = (local ? inv_freq_local_ : inv_freq_).size();
     for (int32_t t = 0; t < T; t++) {
