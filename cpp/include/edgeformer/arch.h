@@ -180,7 +180,8 @@ struct ArchSpec {
   // Gemma 4's 26B-A4B: a sparse layer keeps its dense MLP, and the experts run beside it on x normalized by their
   // own norm (moe_norm), each branch through a norm of its own (post_mlp_norm_1, post_moe_norm) before the two are
   // added (then post_mlp_norm, post_norms); the router reads rmsnorm(x) (no weight) times moe.router.in_scale
-  // / sqrt(hidden_size) (moe_router_norm); each chosen expert's weight times its moe.router.expert_scale (moe_expert_scale)
+  // / sqrt(hidden_size) (moe_router_norm); each chosen expert's weight times its moe.router.expert_scale
+  // (moe_expert_scale)
   bool moe_beside_mlp = false, moe_router_norm = false, moe_expert_scale = false;
 
   // -- what the other families need ---------------------------------------------------------------

@@ -168,7 +168,7 @@ class Model {
   void mamba1(int layer, const float* in, float* out, int32_t T, int32_t pos0, Model* const* seqs);
   void ensure_scratch(int32_t T);
   void per_layer_inputs(const int32_t* tokens, int32_t T, const float* x, const KernelTable& K);
-  void narrow_to_last_row(float* x, int32_t T, const KernelTable& K);
+  void narrow_to_last_row(float* x, int32_t T);
   // AltUp (altup.cc): the streams from the embeddings x; the router's modalities of rows s; the predictions from
   // the streams; the correction by the layer's output a; the streams averaged back into x
   void altup_begin(const float* x, int32_t T, const KernelTable& K);

@@ -46,7 +46,8 @@ void Model::altup_modalities(const LayerWeights& w, const float* src, int32_t T,
   const int N = spec_.altup;
   const int64_t H = spec_.hidden_size;
   float* r = streams_.data() + 2 * N * (size_t)T * H;
-  for (int32_t t = 0; t < T; t++) K.rmsnorm(src + (size_t)t * H, fptr(w.altup_norm_w), spec_.norm_eps, r + (size_t)t * H, H);
+  for (int32_t t = 0; t < T; t++)
+    K.rmsnorm(src + (size_t)t * H, fptr(w.altup_norm_w), spec_.norm_eps, r + (size_t)t * H, H);
   K.scale(r, (float)(1.0 / (double)H), (int64_t)T * H);
   ops::linear(pool_.get(), K, r, H, T, w.altup_router, nullptr, mod, N);
   for (int64_t i = 0; i < (int64_t)T * N; i++) mod[i] = std::tanh(mod[i]);

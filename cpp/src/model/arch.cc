@@ -136,8 +136,8 @@ void ArchSpec::validate() const {
                "config field 'num_experts_per_tok' exceeds the experts of the topk_group groups");
       EF_CHECK(moe_group_top >= 1 && moe_group_top <= per, "a group's score sums 1 to its expert count of its best");
     }
-    EF_CHECK(!moe_beside_mlp || (post_norms && pre_norms && gated_mlp && shared_ffn_size == 0 && norm == NormKind::RMS &&
-                                 !mlp_bias && !expert_bias),
+    EF_CHECK(!moe_beside_mlp || (post_norms && pre_norms && gated_mlp && shared_ffn_size == 0 &&
+                                 norm == NormKind::RMS && !mlp_bias && !expert_bias),
              "experts beside a dense MLP (Gemma 4) are for RMSNorm decoders with post-norms, gated and unbiased");
     EF_CHECK(layer_moe.empty() || (int64_t)layer_moe.size() == n_layers,
              "config: one sparse / dense flag per layer (" + std::to_string(n_layers) + "), got " +

@@ -267,7 +267,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   }
   if (L.progress && L.convert) std::fprintf(stderr, "\n");
   kv_panels_ = true;
-  for (int i = 0; i < spec_.n_layers; i++) kv_panels_ = kv_panels_ && spec_.hd(i) % kPanel == 0 && spec_.vd(i) % kPanel == 0;
+  for (int i = 0; i < spec_.n_layers; i++)
+    kv_panels_ = kv_panels_ && spec_.hd(i) % kPanel == 0 && spec_.vd(i) % kPanel == 0;
   kv_len_ = kv_panels_ ? (int32_t)((max_ctx_ + kPanel - 1) / kPanel * kPanel) : max_ctx_;
   EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
            "argument 'kv_dtype' must be None, 'f16' or 'f32', got '" + opts.kv_dtype + "'");
@@ -342,7 +343,8 @@ Model::Model(const Model& o, bool)
       layers_(o.layers_),
       kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_f16_(o.kv_f16_), kv_slot_(o.kv_slot_),
       kv_layers_(o.kv_layers_), kv_koff_(o.kv_koff_), kv_voff_(o.kv_voff_), kv_owner_(o.kv_owner_),
-      kv_kelems_(o.kv_kelems_), kv_velems_(o.kv_velems_), lin_slot_(o.lin_slot_), lin_stride_(o.lin_stride_), inv_freq_(o.inv_freq_),
+      kv_kelems_(o.kv_kelems_), kv_velems_(o.kv_velems_), lin_slot_(o.lin_slot_), lin_stride_(o.lin_stride_),
+      inv_freq_(o.inv_freq_),
       inv_freq_local_(o.inv_freq_local_), rope_mscale_local_(o.rope_mscale_local_), rope_mscale_(o.rope_mscale_) {
   alloc_cache();  // the tensors share their memory (Tensor::owner); the cache and scratch are this model's
 }
@@ -571,7 +573,7 @@ void Model::per_layer_inputs(const int32_t* tokens, int32_t T, const float* x, c
 
 // The rows of a forward of T rows that the layers after the KV-sharing point still read, narrowed to the last one
 // (row T-1 moved to row 0): the hidden state, the per-layer input rows, the rotary tables, AltUp's streams.
-void Model::narrow_to_last_row(float* x, int32_t T, const KernelTable& K) {
+void Model::narrow_to_last_row(float* x, int32_t T) {
   const int64_t H = spec_.hidden_size, last = T - 1;
   std::memmove(x, x + last * H, H * sizeof(float));
   if (spec_.ple_dim > 0) {
@@ -584,7 +586,6 @@ void Model::narrow_to_last_row(float* x, int32_t T, const KernelTable& K) {
   }
   for (int j = 0; j < spec_.altup; j++)  // ([N][T][H] -> [N][1][H]; each row moves down, none overwritten first)
     std::memmove(streams_.data() + j * H, streams_.data() + (j * T + last) * H, H * sizeof(float));
-  (void)K;
 }
 
 void Model::forward(const ForwardArgs& a) { run(a, nullptr); }
@@ -676,9 +677,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
                u, result);
       norm_rows(result, result, w.post_mlp_norm1_w, Tensor(), T);
       norm_rows(x, xe, w.moe_norm_w, Tensor(), T);  // (both from the residual stream itself)
-      for (int32_t t = 0; t < T; t++)
-        K.rmsnorm(x + (size_t)t * H, spec_.moe_router_norm ? fptr(w.router_in_scale) : nullptr, spec_.norm_eps,
-                  xr + (size_t)t * H, H);
+      norm_rows(x, xr, w.router_in_scale, Tensor(), T);  // (no weight where the router has no input scale)
       if (spec_.moe_router_norm) K.scale(xr, (float)std::pow((double)H, -0.5), T * H);
       moe(l, xe, ye, T, K, spec_.moe_router_norm ? xr : nullptr);
       norm_rows(ye, ye, w.post_moe_norm_w, Tensor(), T);
@@ -795,7 +794,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       return;
     }
     residual_add();
-    if (spec_.laurel_rank > 0) {  // (Gemma 3n: x = (x + h + norm(laurel.r laurel.l h)) / sqrt(2), h the attention's input)
+    if (spec_.laurel_rank > 0) {  // (Gemma 3n: x = (x + h + norm(laurel.r laurel.l h)) / sqrt(2), h its input)
       ops::linear(pool, K, h, H, T, w.laurel_l, nullptr, g_.data(), spec_.laurel_rank);
       ops::linear(pool, K, g_.data(), spec_.laurel_rank, T, w.laurel_r, nullptr, tmp, H);
       norm_rows(tmp, tmp, w.laurel_norm_w, Tensor(), T);
@@ -826,7 +825,6 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     norm_rows(out, out, w.ple_norm_w, Tensor(), T);
   };
   const int NS = spec_.altup;
-  size_t TH = (size_t)T * H;
   if (NS > 0) altup_begin(x, T, K);
   // KV sharing (Gemma 3n, 4): from the first of the last layers that only read other layers' keys and values, a
   // prompt's rows but its last feed nothing that is kept; where only the last row's logits (or nothing) are asked
@@ -840,13 +838,13 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     const LayerWeights& w = layers_[l];
     if (l == narrow_at) {
       if (a.output == Output::None) break;
-      narrow_to_last_row(x, T, K);
+      narrow_to_last_row(x, T);
       pos0 += T - 1;
       pos.assign(1, pos0);
       T = 1;
-      TH = (size_t)H;
     }
     if (NS > 0) {  // (Gemma 3n: the layer on stream 0's prediction; its output corrects every stream)
+      const size_t TH = (size_t)T * H;  // (one stream)
       altup_predict(w, T, K);
       std::memcpy(x, streams_.data() + NS * TH, TH * sizeof(float));
       block(l, w);

@@ -23,8 +23,7 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
   const int64_t H = spec_.hidden_size, FE = spec_.moe_ffn_size, FS = spec_.shared_ffn_size;
   ThreadPool* pool = pool_.get();
   float* logits = moe_logits_.data();
-  ops::linear(pool, K, router_in ? router_in : in, H, T, w.router, w.router_b.data ? (const float*)w.router_b.data : nullptr,
-              logits, NE);
+  ops::linear(pool, K, router_in ? router_in : in, H, T, w.router, fptr(w.router_b), logits, NE);
   // the experts' hidden rows into g: act(g) * u, gpt-oss's clamped gate, or act(g) where the experts have no gate
   // (Nemotron-H: gated_mlp false; their up products are in g)
   const float limit = spec_.swiglu_limit, alpha = spec_.swiglu_alpha;
