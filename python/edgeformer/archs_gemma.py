@@ -164,6 +164,7 @@ def _gemma4_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         names["ple.embed.weight"] = pre + "embed_tokens_per_layer.weight"
         names["ple.proj.weight"] = pre + "per_layer_model_projection.weight"
         names["ple.norm.weight"] = pre + "per_layer_projection_norm.weight"
+    have = set(tensor_names)
     for i in range(n):
         src, dst = f"{pre}layers.{i}.", f"layers.{i}."
         if sources[i] >= 0:  # (its keys and values are another layer's)
@@ -185,7 +186,7 @@ def _gemma4_text(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
             for d, h in (("post_mlp_norm_1", "post_feedforward_layernorm_1"), ("moe_norm", "pre_feedforward_layernorm_2"),
                          ("post_moe_norm", "post_feedforward_layernorm_2")):
                 names[f"{dst}{d}.weight"] = f"{src}{h}.weight"
-            expert_names(s, names, src + "experts.", dst + "moe.experts.", set(tensor_names))
+            expert_names(s, names, src + "experts.", dst + "moe.experts.", have)
     return s, names
 
 

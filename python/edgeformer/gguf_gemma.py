@@ -73,6 +73,18 @@ def _per_layer(m: _Meta, key: str, n: int) -> List[int]:
     return v
 
 
+def _sliding_pattern(m: _Meta, arch: str, n: int, every: int = 0) -> List[bool]:
+    """sliding_window_pattern: n booleans (true: a sliding layer); where the file has none and `every` is set, every
+    `every`-th layer full, as llama.cpp's load_swa_pattern."""
+    key = _k(_A.SLIDING_WINDOW_PATTERN, arch)
+    pattern = m.raw(key)
+    if pattern is None and every:
+        pattern = [(i + 1) % every != 0 for i in range(n)]
+    if not (isinstance(pattern, list) and len(pattern) == n and all(isinstance(x, bool) for x in pattern)):
+        raise m.error(key, f"expected {n} booleans (true: a sliding layer)")
+    return pattern
+
+
 def _full_rope(m: _Meta, arch: str, head_dim: int, rope_freqs: Any) -> Dict[str, Any]:
     """The full layers' rotary: proportional where the file has its factors (rope_freqs: the rotated pairs first,
     at factor f, then pairs at 1e30), else every pair of the head."""
@@ -101,10 +113,7 @@ def config_gemma4(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     for key, want in ((_A.VALUE_LENGTH, full_hd), (_A.VALUE_LENGTH_SWA, swa_hd)):
         if m.positive(_k(key, arch), want) != want:
             raise m.error(_k(key, arch), "differs from the key length: Gemma 4's values are as wide as its keys")
-    pat_key = _k(_A.SLIDING_WINDOW_PATTERN, arch)
-    pattern = m.raw(pat_key)
-    if not (isinstance(pattern, list) and len(pattern) == n and all(isinstance(x, bool) for x in pattern)):
-        raise m.error(pat_key, f"expected {n} booleans (true: a sliding layer)")
+    pattern = _sliding_pattern(m, arch, n)
     types = ["sliding_attention" if x else "full_attention" for x in pattern]
     shared = m.get(_k(_A.SHARED_KV_LAYERS, arch), int, 0)
     first_shared = n - shared
@@ -148,38 +157,46 @@ def config_gemma4(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     return cfg
 
 
-def gemma4_metadata(cfg, config: Dict[str, Any], put) -> None:
-    """llama.cpp's gemma4 keys for a config (as its converter writes them), from the spec the config builds."""
+def _common_metadata(cfg, config: Dict[str, Any], put):
+    """The keys gemma4 and gemma3n share, from the spec the config builds: returns (spec, which layers slide, the
+    first layer sharing another's keys and values, whether every later one reads the layer llama.cpp reuses for
+    it: the last full layer before them, or the sliding one before that)."""
     from .archs import spec_from_config
 
     s = spec_from_config(config, cfg.source)[0]
     n = s.n_layers
     sliding = [w > 0 for w in s.layer_windows] if s.layer_windows else [False] * n
-    full = [i for i in range(n) if not sliding[i]]
     first = n - sum(1 for x in s.layer_kv_source if x >= 0)
-    llama_cpp = [first - (2 if sliding[i] else 1) for i in range(first, n)]
-    if first < n and list(s.layer_kv_source)[first:] != llama_cpp:
-        raise cfg.error("num_kv_shared_layers", "leaves layers sharing keys and values with other layers than "
-                                                "llama.cpp's gemma4 reads: the last full layer before them and the "
-                                                "sliding one before that")
+    llama_cpp_kv = list(s.layer_kv_source)[first:] == [first - (2 if sliding[i] else 1) for i in range(first, n)]
     put(_K.CONTEXT_LENGTH, s.max_position)
     put(_K.EMBEDDING_LENGTH, s.hidden_size)
     put(_K.BLOCK_COUNT, n)
     put(_K.FEED_FORWARD_LENGTH, list(s.layer_ffn) if s.layer_ffn else s.ffn_size)
     put(_A.HEAD_COUNT, s.n_heads)
-    kv = list(s.layer_kv_heads)
-    put(_A.HEAD_COUNT_KV, kv if len(set(kv)) > 1 else kv[0])
     put(_A.LAYERNORM_RMS_EPS, s.norm_eps)
-    put(_A.KEY_LENGTH, s.layer_head_dim[full[0]])
-    put(_A.VALUE_LENGTH, s.layer_head_dim[full[0]])
-    put(_A.KEY_LENGTH_SWA, s.head_dim)
-    put(_A.VALUE_LENGTH_SWA, s.head_dim)
     put(_A.SLIDING_WINDOW, max(s.layer_windows) if s.layer_windows else cfg.positive("sliding_window", 512))
     put(_A.SLIDING_WINDOW_PATTERN, sliding)
-    put(_A.SHARED_KV_LAYERS, sum(1 for x in s.layer_kv_source if x >= 0))
+    put(_A.SHARED_KV_LAYERS, n - first)
     put(_K.EMBD_LENGTH_PER_LAYER_INP, s.ple_dim)
     put(_R.FREQ_BASE, s.rope.theta)
     put(_R.FREQ_BASE_SWA, s.rope_local.theta)
+    return s, sliding, first, llama_cpp_kv
+
+
+def gemma4_metadata(cfg, config: Dict[str, Any], put) -> None:
+    """llama.cpp's gemma4 keys for a config (as its converter writes them), from the spec the config builds."""
+    s, sliding, _, llama_cpp_kv = _common_metadata(cfg, config, put)
+    if not llama_cpp_kv:
+        raise cfg.error("num_kv_shared_layers", "leaves layers sharing keys and values with other layers than "
+                                                "llama.cpp's gemma4 reads: the last full layer before them and the "
+                                                "sliding one before that")
+    full = sliding.index(False)
+    kv = list(s.layer_kv_heads)
+    put(_A.HEAD_COUNT_KV, kv if len(set(kv)) > 1 else kv[0])
+    put(_A.KEY_LENGTH, s.layer_head_dim[full])
+    put(_A.VALUE_LENGTH, s.layer_head_dim[full])
+    put(_A.KEY_LENGTH_SWA, s.head_dim)
+    put(_A.VALUE_LENGTH_SWA, s.head_dim)
     put(_R.DIMENSION_COUNT, s.rope.rotary_dim)
     put(_R.DIMENSION_COUNT_SWA, s.rope_local.rotary_dim)
     if s.logit_softcap > 0:
@@ -228,12 +245,7 @@ def config_gemma3n(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str
     n = m.positive(_k(_K.BLOCK_COUNT, arch))
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     heads = m.uniform_positive(_k(_A.HEAD_COUNT, arch))
-    pat_key = _k(_A.SLIDING_WINDOW_PATTERN, arch)
-    pattern = m.raw(pat_key)
-    if pattern is None:
-        pattern = [(i + 1) % 5 != 0 for i in range(n)]
-    if not (isinstance(pattern, list) and len(pattern) == n and all(isinstance(x, bool) for x in pattern)):
-        raise m.error(pat_key, f"expected {n} booleans (true: a sliding layer)")
+    pattern = _sliding_pattern(m, arch, n, every=5)
     sparse = min(n, _G3N["sparse_layers"])
     cfg: Dict[str, Any] = {
         "architectures": ["Gemma3nForCausalLM"], "model_type": "gemma3n_text", "vocab_size": _vocab_size(m, arch),
@@ -261,47 +273,31 @@ def config_gemma3n(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str
 
 def gemma3n_metadata(cfg, config: Dict[str, Any], put) -> None:
     """llama.cpp's gemma3n keys for a config, refusing what llama.cpp fixes otherwise (_G3N)."""
-    from .archs import spec_from_config
+    from statistics import NormalDist
 
-    s = spec_from_config(config, cfg.source)[0]
+    s, _, first, llama_cpp_kv = _common_metadata(cfg, config, put)
     n = s.n_layers
     sparse = min(n, _G3N["sparse_layers"])
     sigma = list(s.layer_gate_sigma)
-    want_sparse = [True] * sparse + [False] * (n - sparse)
-    shared = sum(1 for x in s.layer_kv_source if x >= 0)
-    sliding = [w > 0 for w in s.layer_windows] if s.layer_windows else [False] * n
-    first = n - shared
+    cut = NormalDist().inv_cdf(_G3N["sparsity"])  # (the gate's cutoff, in standard deviations)
     checks = [("altup_num_inputs", s.altup == _G3N["altup"], "4 streams"),
               ("laurel_rank", s.laurel_rank == _G3N["laurel"], "LAuReL of rank 64"),
               ("hidden_size_per_layer_input", s.ple_dim == _G3N["ple"], "per-layer inputs of 256"),
               ("final_logit_softcapping", abs(s.logit_softcap - _G3N["cap"]) < 1e-6, "a final soft cap of 30"),
-              ("num_kv_shared_layers", first == min(n, _G3N["kv_layers"]) and
-               list(s.layer_kv_source)[first:] == [first - (2 if sliding[i] else 1) for i in range(first, n)],
+              ("num_kv_shared_layers", first == min(n, _G3N["kv_layers"]) and llama_cpp_kv,
                "keys and values from the first 20 layers only (the last full and sliding ones of them shared)"),
-              ("activation_sparsity_pattern", [x == x for x in sigma] == want_sparse if sigma else not sparse,
+              ("activation_sparsity_pattern",
+               [x == x for x in sigma] == [i < sparse for i in range(n)] and  # (NaN: no cutoff)
+               all(abs(x - cut) < 1e-6 for x in sigma if x == x) if sigma else not sparse,
                "activation sparsity 0.95 in the first 10 layers")]
     for field, ok, what in checks:
         if not ok:
             raise cfg.error(field, f"differs from what llama.cpp's gemma3n fixes: {what}")
-    if sigma and any(abs(x - 1.6448533535003662) > 1e-6 for x in sigma if x == x):
-        raise cfg.error("activation_sparsity_pattern", "differs from what llama.cpp's gemma3n fixes: 0.95")
-    put(_K.CONTEXT_LENGTH, s.max_position)
-    put(_K.EMBEDDING_LENGTH, s.hidden_size)
-    put(_K.BLOCK_COUNT, n)
-    put(_K.FEED_FORWARD_LENGTH, list(s.layer_ffn) if s.layer_ffn else s.ffn_size)
-    put(_A.HEAD_COUNT, s.n_heads)
     put(_A.HEAD_COUNT_KV, s.n_kv_heads)
     put(_A.KEY_LENGTH, s.head_dim)
     put(_A.VALUE_LENGTH, s.head_dim)
-    put(_A.LAYERNORM_RMS_EPS, s.norm_eps)
-    put(_A.SLIDING_WINDOW, max(s.layer_windows) if s.layer_windows else cfg.positive("sliding_window", 512))
-    put(_A.SLIDING_WINDOW_PATTERN, sliding)
-    put(_A.SHARED_KV_LAYERS, shared)
-    put(_K.EMBD_LENGTH_PER_LAYER_INP, s.ple_dim)
     put(_K.ALTUP_ACTIVE_IDX, 0)
     put(_K.ALTUP_NUM_INPUTS, s.altup)
-    put(_R.FREQ_BASE, s.rope.theta)
-    put(_R.FREQ_BASE_SWA, s.rope_local.theta)
     put(_K.FINAL_LOGIT_SOFTCAPPING, s.logit_softcap)
     put(_K.ACTIVATION_SPARSITY_SCALE, [x if x == x else -math.inf for x in sigma] if sigma else [-math.inf] * n)
 
