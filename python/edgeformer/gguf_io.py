@@ -142,11 +142,12 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
             g = key
         mapped[canonical] = g  # Conv1D transposes are already undone in GGUF files
     nextn = meta.get(f"{arch}.nextn_predict_layers") or 0  # (GLM-4.5's multi-token prediction: blocks left unread)
-    mtp = tuple(f"blk.{i}." for i in range(n_layers, n_layers + int(nextn)))
+    # tensors a file holds that nothing reads: multi-token-prediction blocks, Gemma 3n's shared layers' k and v
+    unread = tuple(f"blk.{i}." for i in range(n_layers, n_layers + int(nextn)))
     if arch == "gemma3n":  # (llama.cpp's converter keeps the shared layers' keys and values, which nothing reads)
         shared = [i for i, s in enumerate(spec.layer_kv_source) if s >= 0]
-        mtp += tuple(f"blk.{i}.attn_{p}" for i in shared for p in ("k.", "v.", "k_norm."))
-    _check_all_read(path, arch, [n for n in order if not n.startswith(mtp)] if mtp else order, mapped.values())
+        unread += tuple(f"blk.{i}.attn_{p}" for i in shared for p in ("k.", "v.", "k_norm."))
+    _check_all_read(path, arch, [n for n in order if not n.startswith(unread)] if unread else order, mapped.values())
     if arch in PERMUTED_QK and spec.pos == _core.PosKind.rotary and spec.rope.rotary_dim in (0, spec.head_dim):
         r = spec.rope
         r.style = _core.RopeStyle.interleaved  # llama.cpp stores q and k rows permuted for adjacent pairs
