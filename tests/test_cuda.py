@@ -555,6 +555,15 @@ def test_gemma4_and_3n_on_cuda_are_refused_clearly(family, tmp_path):
         edgeformer.load(str(tmp_path), device="cuda", max_context=64)
 
 
+@gpu
+def test_bitnet_on_cuda_is_refused_clearly(tmp_path):
+    import test_bitnet
+
+    test_bitnet.make_bitnet(str(tmp_path), "bitlinear")
+    with pytest.raises(ValueError, match=r"BitNet's sub-norms and ternary matrices \(bitnet\) run on the CPU only"):
+        edgeformer.load(str(tmp_path), device="cuda", max_context=64)
+
+
 # ---- decode steps replayed as CUDA graphs ---------------------------------------------------------------------------
 
 GRAPH_CASES = ["llama", "mistral_window", "llama_q4_0", "gpt2", "opt_post_proj", "bloom", "falcon_new", "codegen"]

@@ -132,6 +132,7 @@ void register_model(py::module_& m) {
       .def_readwrite("layer_ffn", &ef::ArchSpec::layer_ffn)
       .def_readwrite("layer_kv_source", &ef::ArchSpec::layer_kv_source)
       .def_readwrite("v_norm", &ef::ArchSpec::v_norm)
+      .def_readwrite("sub_norms", &ef::ArchSpec::sub_norms)
       .def_readwrite("layer_scale", &ef::ArchSpec::layer_scale)
       .def_readwrite("ple_dim", &ef::ArchSpec::ple_dim)
       .def_readwrite("ple_vocab", &ef::ArchSpec::ple_vocab)

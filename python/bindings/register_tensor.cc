@@ -83,7 +83,9 @@ void register_tensor(py::module_& m) {
       .value("f64", ef::DType::F64)
       .value("bool", ef::DType::BOOL)
       .value("mxfp4", ef::DType::MXFP4)
-      .value("f8_e4m3", ef::DType::F8_E4M3);
+      .value("f8_e4m3", ef::DType::F8_E4M3)
+      .value("tq1_0", ef::DType::TQ1_0)
+      .value("tq2_0", ef::DType::TQ2_0);
 
   py::class_<ef::Tensor>(m, "Tensor")
       .def_readonly("shape", &ef::Tensor::shape)
@@ -91,6 +93,7 @@ void register_tensor(py::module_& m) {
       .def_readonly("dtype", &ef::Tensor::dtype)
       .def_readonly("name", &ef::Tensor::name)
       .def_readonly("source", &ef::Tensor::source)
+      .def_readonly("scale", &ef::Tensor::scale, "the matrix's values times this (BitNet's scale per matrix; 1 otherwise)")
       .def("numpy", [](py::object self) {
         // zero-copy view; bf16 comes back as its uint16 bits; keeps the tensor (and its file) alive
         const ef::Tensor& t = self.cast<const ef::Tensor&>();

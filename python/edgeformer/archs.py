@@ -415,6 +415,7 @@ from .archs_variants import VARIANTS  # noqa: E402
 from .archs_hybrid import HYBRID  # noqa: E402
 from .archs_ssm import SSM  # noqa: E402
 from .archs_gemma import GEMMA  # noqa: E402
+from .bitnet import BITNET  # noqa: E402
 
 # model_type -> builder(config, tensor names present) -> (ArchSpec, canonical -> checkpoint name)
 ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]]] = {
@@ -456,6 +457,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     **HYBRID,
     **SSM,
     **GEMMA,
+    **BITNET,
 }
 ENCODER_DECODERS = {"t5": t5_specs}
 

@@ -85,6 +85,9 @@ struct ArchSpec {
   bool nope(int layer) const { return !layer_nope.empty() && layer_nope[layer] != 0; }
   float attn_scale = 0.f;      // 0 = 1/sqrt(head_dim)
   bool attn_out_gate = false;  // the attention's output times sigmoid(attn.gate x) before o (Qwen3-Next, Qwen3.5)
+  // BitNet's sub-norms: the attention's output RMS-normalized (attn.sub_norm [n_heads * head_dim]) before o, and the
+  // MLP's act(g) * u (mlp.sub_norm [ffn_size]) before down
+  bool sub_norms = false;
   // Gated DeltaNet (Qwen3-Next, Qwen3.5): the layers layer_linear marks 1 mix tokens through a recurrent state of
   // lin_v_heads matrices [lin_k_dim, lin_v_dim] in place of attention (no KV cache). q, k, v come from one
   // projection through a causal depthwise convolution of lin_conv taps and SiLU; q and k (lin_k_heads, each

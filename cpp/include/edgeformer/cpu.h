@@ -61,6 +61,8 @@ struct KernelTable {
   using RowMatmulFn = void (*)(const int8_t* xq, const float* xd, const int32_t* xsum, const void* w,
                                const float* bias, float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K);
   RowMatmulFn q8_0_rows;
+  // The same product on the ternary layout (quant.h; Tensor::ternary): BitNet's -1, 0, 1 at 2 bits a value
+  RowMatmulFn q8_0_rows_ternary;
   // dst[i] = float(src[i]) for any weight dtype (quantized: n a multiple of the block)
   void (*to_f32[kNumWeightDTypes])(const void* src, float* dst, int64_t n);
   // quantize_row_q8 (quant.h), bit for bit

@@ -19,7 +19,10 @@ enum class DType : int32_t {
   I32 = 22, I64 = 23, U8 = 24, I8 = 25, I16 = 26, F64 = 27, BOOL = 28,
   // stored, never computed with: GGUF's MXFP4 (gpt-oss's experts) is read as q5_0 at load (python/edgeformer/mxfp4.py);
   // FP8 (e4m3) checkpoints' matrices are dequantized to bf16 at load with their scales (python/edgeformer/fp8.py)
-  MXFP4 = 29, F8_E4M3 = 30
+  MXFP4 = 29, F8_E4M3 = 30,
+  // llama.cpp's ternary types (BitNet's -1, 0, 1 times a block scale): read as q8_0 rows at load (quant.h), value for
+  // value, whose blocks then share their row's scale where the model's do (the ternary panels)
+  TQ1_0 = 31, TQ2_0 = 32
 };
 constexpr int kNumFloatDTypes = 3;
 constexpr int kNumWeightDTypes = 22;
@@ -36,7 +39,7 @@ static inline int64_t dtype_block(DType t) {
       return 32;
     case DType::Q4_K: case DType::Q6_K: case DType::Q5_K: case DType::Q3_K: case DType::Q2_K: case DType::IQ4_XS:
     case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S:
-    case DType::IQ1_S: case DType::IQ1_M:
+    case DType::IQ1_S: case DType::IQ1_M: case DType::TQ1_0: case DType::TQ2_0:
       return 256;
     default: return 1;
   }
@@ -67,6 +70,8 @@ static inline size_t dtype_block_bytes(DType t) {
     case DType::IQ1_S: return 50;
     case DType::IQ1_M: return 56;
     case DType::MXFP4: return 17;  // an E8M0 scale byte, 16 bytes of e2m1 nibbles
+    case DType::TQ1_0: return 54;  // 48 bytes of 5 base-3 digits, 4 bytes of 4, f16 d
+    case DType::TQ2_0: return 66;  // 64 bytes of 2-bit values (plus 1), f16 d
   }
   return 0;
 }

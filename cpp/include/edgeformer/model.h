@@ -41,6 +41,7 @@ struct LayerWeights {
   Tensor wq_a, q_a_norm_w, kv_a_norm_w;
   std::vector<Tensor> k_b, v_b;                              // per head: [kv_lora, nope], [mla_v, kv_lora]
   Tensor post_attn_norm_w, post_mlp_norm_w;                  // post_norms
+  Tensor attn_sub_norm_w, mlp_sub_norm_w;                    // sub_norms: [n_heads * head_dim], [ffn]
   Tensor w_gate, w_up, w_down, b_gate, b_up, b_down;
   Tensor cross_norm_w, cross_norm_b, cq, ck, cv, co;         // cross-attention (T5 decoder)
   // mixture of experts (ArchSpec::moe(layer)): in place of w_gate, w_up, w_down

@@ -39,10 +39,11 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
 // y[T, H] = act(x Wgate + bg) * (x Wup + bu) Wdown + bd: a gated MLP of width F over T rows, or, where gate holds
 // no data, the plain act(x Wup + bu) Wdown + bd (biases may be null); g, u: scratch of T * F floats each.
 // gate_sigma (not NaN): each row of the gate's product cut at its mean + gate_sigma * its standard deviation and
-// ReLU'd before the activation (Gemma 3n's activation sparsity).
+// ReLU'd before the activation (Gemma 3n's activation sparsity). hidden_norm (not null): each row of act(g) * u
+// RMS-normalized with these weights (epsilon eps) before down (BitNet's sub-norm).
 void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
          const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F, float* g,
-         float* u, float* y, float gate_sigma = NAN);
+         float* u, float* y, float gate_sigma = NAN, const float* hidden_norm = nullptr, float eps = 0.f);
 
 // out[t, :] = embedding row ids[t] converted to f32. Throws ValueError for an id outside [0, rows).
 void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, int64_t T, float* out);

@@ -96,6 +96,9 @@ static inline EF_HOST_DEVICE void q4k_scale_min(int j, const uint8_t* s, int& sc
 //                  per row, then 32 zero bytes) | K / 4 chunks [16 rows][4 int8 + 128], chunk g = k 4g..4g+3
 //                  (stored + 128: VPDPBUSD's unsigned operand as it is): the integer sums run over all of K,
 //                  and meet the scales once per output                                      (64 + 16 K bytes)
+//   ternary (row-scaled q8_0 whose values are all -1, 0, 1: BitNet's): the row-scaled header | K / 16 vectors, vector
+//                  v's byte 4r + i holds row r's k 16v + 4j + i plus 1 (0, 1 or 2) at bits 2j: one load, four
+//                  2-bit fields, four products with the row-scaled activations                  (64 + 4 K bytes)
 // In the float layouts, row o's element k sits in panel o / 16 at element (k / s) 16 s + (o % 16) s + k % s,
 // with s = 2 for bf16 and 1 for f32 and f16.
 constexpr int64_t kPanel = 16;
@@ -113,6 +116,7 @@ static inline bool packable(DType t, int64_t K) {
 // The row-scaled q8_0 layout: bytes of one panel, and the longest row it takes (the int32 sums of
 // (int8 + 128) * int8 products stay exact up to 65536 of them).
 static inline int64_t row_panel_bytes(int64_t K) { return 64 + 16 * K; }
+static inline int64_t ternary_panel_bytes(int64_t K) { return 64 + 4 * K; }
 constexpr int64_t kRowScaledMaxK = 65536;
 // Whether every q8_0 block of a row of K elements has the same scale.
 bool q8_0_row_shares_scale(const uint8_t* row, int64_t K);
@@ -139,6 +143,9 @@ void quantize_row_q8_0_shared(const float* x, void* out, int64_t n);
 // 0..15) as q5_0, value for value: 2 * e2m1 is an integer in [-12, 12] and the scale halved an exact f16 (scales
 // up to 2^16; a larger one throws ValueError). n: the row's elements (whole blocks).
 void mxfp4_row_to_q5_0(const uint8_t* src, uint8_t* dst, int64_t n);
+// One row of llama.cpp's TQ1_0 or TQ2_0 (ternary: -1, 0, 1 times the block's f16 d) as q8_0, value for value: each
+// block of 32 takes its block's d. n: the row's elements (whole blocks of 256).
+void ternary_row_to_q8_0(DType from, const uint8_t* src, uint8_t* dst, int64_t n);
 // Blocks -> n floats, exactly as gguf-py computes them.
 void dequantize_row(DType from, const void* src, float* out, int64_t n);
 

@@ -38,6 +38,10 @@ struct Tensor {
   const MappedFile* mapped = nullptr;  // the memory-mapped file the data lies in (owner keeps it alive), if any
   bool packed = false;           // quantized rows repacked into panels (quant.h); shape stays [rows, K]
   bool row_scaled = false;       // packed q8_0 whose rows each share one scale: the row-scaled layout (quant.h)
+  bool ternary = false;          // row_scaled whose values are all -1, 0 or 1: at 2 bits (the ternary layout, quant.h)
+  // the matrix's values times this (BitNet's one scale per matrix, kept in f32 beside the rows' f16 scales of 1):
+  // applied to the products' outputs (ops::linear_group)
+  float scale = 1.f;
 
   static Tensor empty(DType dtype, std::vector<int64_t> shape);  // owned, contiguous, uninitialized
   int64_t dim() const { return (int64_t)shape.size(); }
@@ -55,7 +59,7 @@ struct Tensor {
 };
 
 // Quantized [rows, K] matrix <-> panels (quant.h). pack_panels needs packable(); a q8_0 matrix whose rows each
-// share one scale (K <= kRowScaledMaxK) takes the row-scaled layout. unpack_panels gives the stored row layout
+// share one scale (K <= kRowScaledMaxK) takes the row-scaled layout, at 2 bits a value where they are all -1, 0, 1. unpack_panels gives the stored row layout
 // back, bit for bit.
 Tensor pack_panels(const Tensor& t, ThreadPool* pool = nullptr);
 Tensor unpack_panels(const Tensor& t);

@@ -101,6 +101,8 @@ const char* dtype_name(DType t) {
     case DType::BOOL: return "bool";
     case DType::MXFP4: return "mxfp4";
     case DType::F8_E4M3: return "f8_e4m3";
+    case DType::TQ1_0: return "tq1_0";
+    case DType::TQ2_0: return "tq2_0";
   }
   return "?";
 }

@@ -13,7 +13,7 @@
 #else
 #define EF_QPANEL_TABLE {nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}
 #define EF_QPANEL_Q8_ONE_LEVEL nullptr
-#define EF_QPANEL_Q8_ROWS nullptr
+#define EF_QPANEL_Q8_ROWS nullptr, nullptr
 #endif
 
 namespace ef {

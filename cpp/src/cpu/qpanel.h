@@ -41,16 +41,20 @@ namespace {
 // vectors through memory (the i-quant group lookup: decode steps 1.3x slower)
 #if defined(__GNUC__)
 #define EF_ALWAYS_INLINE inline __attribute__((always_inline))
+#define EF_ALWAYS_INLINE_LAMBDA __attribute__((always_inline))
 #elif defined(_MSC_VER)
 #define EF_ALWAYS_INLINE __forceinline
+#define EF_ALWAYS_INLINE_LAMBDA
 #else
 #define EF_ALWAYS_INLINE inline
+#define EF_ALWAYS_INLINE_LAMBDA
 #endif
 
 #if !defined(EF_HAVE_PI_DOT_S8_SHARED)
 // pi_dot_s8 where a tile uses each broadcast for several panels; ISAs whose pi_dot_s8 takes the activation
 // bytes straight from memory (the VNNI copies) keep one shared register here instead
 inline pi pi_dot_s8_shared(pi acc, pw s, const int8_t* x) { return pi_dot_s8(acc, s, x); }
+inline pi pi_dot_u8_shared(pi acc, pw u, const int8_t* x) { return pi_dot_u8(acc, u, x); }
 #endif
 
 // The next panel's bytes of one block, fetched while the first tile of this one runs: a panel is read from
@@ -658,7 +662,9 @@ void qmatmul_grid(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_b
 // integer sums over all of K, one float step per output, as CTranslate2's int8. RT tokens x RP panels.
 // a: the tile's first token in its group of kRowGroup ([K / 4][kRowGroup][4 bytes]: one pointer serves the
 // tile); xd[t], xsum[t]: token t's scale and int8 sum (VPDPBUSD's +128 on the weights comes back through it).
-template <int RT, int RP>
+// kTernary: the ternary layout (BitNet's -1, 0, 1 at 2 bits): each 64-byte load holds four chunks of 4 k, the
+// values plus 1 (so the sums come back less the int8 sum, on every ISA).
+template <int RT, int RP, bool kTernary>
 inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* xsum, const uint8_t* p, int64_t pstride,
                          int64_t K, const float* bias, float* y, int64_t ldy, int n_last) {
   pi acc[RT][RP];
@@ -666,52 +672,84 @@ inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* xsum, 
   for (int t = 0; t < RT; t++)
 #pragma GCC unroll 4
     for (int j = 0; j < RP; j++) acc[t][j] = pi_set1(0);
-  const uint8_t* q = p + 64;
-  for (int64_t c = 0; c < K / 4; c += 8, q += 512, a += 32 * kRowGroup)
+  // one chunk of 4 k (u: its index in a block of 32) of every tile row and panel
+  auto step = [&](const pw* w, int u) EF_ALWAYS_INLINE_LAMBDA {
 #pragma GCC unroll 8
-    for (int u = 0; u < 8; u++) {  // K is whole blocks of 32: 8 steps
-      pw w[RP];
+    for (int t = 0; t < RT; t++)
 #pragma GCC unroll 4
-      for (int j = 0; j < RP; j++) w[j] = pw_unoffset(pw_load(q + 64 * u + j * pstride));
-#pragma GCC unroll 8
-      for (int t = 0; t < RT; t++)
-#pragma GCC unroll 4
-        for (int j = 0; j < RP; j++) {
-          const int8_t* x = a + 4 * (kRowGroup * u + t);
+      for (int j = 0; j < RP; j++) {
+        const int8_t* x = a + 4 * (kRowGroup * u + t);
+        if constexpr (kTernary)
+          acc[t][j] = RT == 1 ? pi_dot_u8_shared(acc[t][j], w[j], x) : pi_dot_u8(acc[t][j], w[j], x);
+        else
           acc[t][j] = RT == 1 ? pi_dot_s8_shared(acc[t][j], w[j], x) : pi_dot_s8(acc[t][j], w[j], x);
-        }
+      }
+  };
+  const uint8_t* q = p + 64;
+  for (int64_t c = 0; c < K / 4; c += 8, a += 32 * kRowGroup) {  // K is whole blocks of 32: 8 chunks
+    if constexpr (kTernary) {
+#pragma GCC unroll 2
+      for (int v = 0; v < 2; v++, q += 64) {
+        pw raw[RP], w[RP];
+#pragma GCC unroll 4
+        for (int j = 0; j < RP; j++) raw[j] = pw_load(q + j * pstride);
+#pragma GCC unroll 4
+        for (int j = 0; j < RP; j++) w[j] = pw_bits<0, 3>(raw[j]);
+        step(w, 4 * v);
+#pragma GCC unroll 4
+        for (int j = 0; j < RP; j++) w[j] = pw_bits<2, 3>(raw[j]);
+        step(w, 4 * v + 1);
+#pragma GCC unroll 4
+        for (int j = 0; j < RP; j++) w[j] = pw_bits<4, 3>(raw[j]);
+        step(w, 4 * v + 2);
+#pragma GCC unroll 4
+        for (int j = 0; j < RP; j++) w[j] = pw_bits<6, 3>(raw[j]);
+        step(w, 4 * v + 3);
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int u = 0; u < 8; u++) {
+        pw w[RP];
+#pragma GCC unroll 4
+        for (int j = 0; j < RP; j++) w[j] = pw_unoffset(pw_load(q + 64 * u + j * pstride));
+        step(w, u);
+      }
+      q += 512;
     }
+  }
   // fully unrolled, as every loop over acc: an index left at run time would keep acc in memory
+  constexpr int32_t kBias = kTernary ? 1 : kS8Bias;
 #pragma GCC unroll 4
   for (int j = 0; j < RP; j++) {
     const pf d = pf_load_f16(p + j * pstride);
 #pragma GCC unroll 8
     for (int t = 0; t < RT; t++)
       pf_store(y + t * ldy + kPanel * j,
-               pf_fma_i(pi_add(acc[t][j], pi_set1(-kS8Bias * xsum[t])), pf_scale(d, xd[t]), pf_zero()),
+               pf_fma_i(pi_add(acc[t][j], pi_set1(-kBias * xsum[t])), pf_scale(d, xd[t]), pf_zero()),
                bias ? bias + kPanel * j : nullptr, j == RP - 1 ? n_last : (int)kPanel);
   }
 }
 
 // rt tokens (up to RT) x np panels (up to RP)
-template <int RT, int RP>
+template <int RT, int RP, bool kTernary>
 inline void q8_rows_part(int rt, int np, const int8_t* a, const float* xd, const int32_t* xsum, const uint8_t* p,
                          int64_t pstride, int64_t K, const float* bias, float* y, int64_t ldy, int n_last) {
   if constexpr (RT > 1) {
-    if (rt < RT) return q8_rows_part<RT - 1, RP>(rt, np, a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
+    if (rt < RT) return q8_rows_part<RT - 1, RP, kTernary>(rt, np, a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
   }
   if constexpr (RP > 1) {
-    if (np < RP) return q8_rows_part<RT, RP - 1>(rt, np, a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
+    if (np < RP) return q8_rows_part<RT, RP - 1, kTernary>(rt, np, a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
   }
-  q8_rows_tile<RT, RP>(a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
+  q8_rows_tile<RT, RP, kTernary>(a, xd, xsum, p, pstride, K, bias, y, ldy, n_last);
 }
 
 static_assert(kRowGroup % kRowTileT == 0, "a tile's tokens lie in one group");
 
+template <bool kTernary>
 void qmatmul_q8_rows(const int8_t* xq, const float* xd, const int32_t* xsum, const void* wv, const float* bias,
                      float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const uint8_t* w = (const uint8_t*)wv;
-  const int64_t pstride = row_panel_bytes(K);
+  const int64_t pstride = kTernary ? ternary_panel_bytes(K) : row_panel_bytes(K);
   const int64_t P = T == 1 ? kRowDecodeP : kRowTileP;
   constexpr int64_t kChunk = 64;  // tokens whose activations stay in L2 while the panels stream past
   for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
@@ -722,13 +760,13 @@ void qmatmul_q8_rows(const int8_t* xq, const float* xd, const int32_t* xsum, con
       const uint8_t* p = w + (o / kPanel) * pstride;
       const float* b = bias ? bias + o : nullptr;
       if (T == 1) {
-        q8_rows_part<1, kRowDecodeP>(1, np, xq, xd, xsum, p, pstride, K, b, y + o, ldy, n_last);
+        q8_rows_part<1, kRowDecodeP, kTernary>(1, np, xq, xd, xsum, p, pstride, K, b, y + o, ldy, n_last);
         continue;
       }
       for (int64_t t = t0; t < t1; t += kRowTileT) {
         const int8_t* a = xq + t / kRowGroup * kRowGroup * K + 4 * (t % kRowGroup);
-        q8_rows_part<kRowTileT, kRowTileP>((int)std::min<int64_t>(kRowTileT, t1 - t), np, a, xd + t, xsum + t, p,
-                                           pstride, K, b, y + t * ldy + o, ldy, n_last);
+        q8_rows_part<kRowTileT, kRowTileP, kTernary>((int)std::min<int64_t>(kRowTileT, t1 - t), np, a, xd + t,
+                                                     xsum + t, p, pstride, K, b, y + t * ldy + o, ldy, n_last);
       }
     }
   }
@@ -744,7 +782,7 @@ void qmatmul_q8_rows(const int8_t* xq, const float* xd, const int32_t* xsum, con
    qmatmul_grid<PanelGrid<DType::IQ3_S>>, qmatmul_grid<PanelGrid<DType::IQ1_S>>,                                  \
    qmatmul_grid<PanelGrid<DType::IQ1_M>>}
 #define EF_QPANEL_Q8_ONE_LEVEL qmatmul_panels<PanelQ8_0<false>>
-#define EF_QPANEL_Q8_ROWS qmatmul_q8_rows
+#define EF_QPANEL_Q8_ROWS qmatmul_q8_rows<false>, qmatmul_q8_rows<true>
 
 }  // namespace
 }  // namespace ef

@@ -347,6 +347,7 @@ inline pi pi_dot_s8(pi acc, pw s, const int8_t* x) { return dpbusd_bcast(acc, s,
 // where a tile uses each broadcast for several panels: one register the compiler can share (qpanel.h)
 #define EF_HAVE_PI_DOT_S8_SHARED 1
 inline pi pi_dot_s8_shared(pi acc, pw s, const int8_t* x) { return _mm512_dpbusd_epi32(acc, s, bcast4(x)); }
+inline pi pi_dot_u8_shared(pi acc, pw u, const int8_t* x) { return _mm512_dpbusd_epi32(acc, u, bcast4(x)); }
 #else
 constexpr int32_t kS8Bias = 0;
 inline pw pw_signed(pw v) { return v; }

@@ -221,6 +221,7 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.qk_norm && !rms_qk, "per-head, LayerNorm or after-rotary q/k norms"},
       {!sp.pre_norms || sp.qk_norm_full, "blocks without pre-norms or with whole-width q/k norms"},
       {sp.attn_sinks, "attention sinks"},
+      {sp.sub_norms, "BitNet's sub-norms and ternary matrices"},
       {sp.n_experts != 0, "mixture-of-experts models"},
       {sp.residual_scale != 1.f, "scaled residual branches"},
       {sp.q_temp_beta != 0.f, "queries scaled by position"},

@@ -29,7 +29,8 @@ const TypeEntry kTypes[] = {{0, DType::F32},   {1, DType::F16},   {2, DType::Q4_
                             {16, DType::IQ2_XXS}, {17, DType::IQ2_XS}, {18, DType::IQ3_XXS}, {19, DType::IQ1_S},
                             {21, DType::IQ3_S}, {22, DType::IQ2_S}, {29, DType::IQ1_M},
                             {24, DType::I8},   {25, DType::I16},  {26, DType::I32}, {27, DType::I64},  {28, DType::F64},
-                            {30, DType::BF16}, {39, DType::MXFP4}};
+                            {30, DType::BF16}, {39, DType::MXFP4},
+                            {34, DType::TQ1_0}, {35, DType::TQ2_0}};
 
 struct Cursor {
   const uint8_t* p;
@@ -172,7 +173,7 @@ GGUFFile GGUFFile::open(const std::string& path) {
     if (!known)
       c.fail("tensor '" + t.name + "': GGML type " + std::to_string(type) +
              " is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, "
-             "q6_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s, mxfp4 and integer types)");
+             "q6_k, iq4_nl, iq4_xs, iq3_s, iq3_xxs, iq2_s, iq2_xs, iq2_xxs, iq1_m, iq1_s, mxfp4, tq1_0, tq2_0 and integer types)");
     t.offset = c.read<uint64_t>("a tensor offset");
     t.shape.assign(ne.rbegin(), ne.rend());  // outermost first
     infos.push_back(std::move(t));

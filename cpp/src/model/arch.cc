@@ -54,6 +54,8 @@ void ArchSpec::per_layer_fields() const {
            "config field 'activation_sparsity_pattern': one value per layer (" + std::to_string(n_layers) + ")");
   for (float v : layer_gate_sigma) EF_CHECK(std::isnan(v) || std::isfinite(v), "activation sparsity: a finite cutoff");
   EF_CHECK(layer_gate_sigma.empty() || (gated_mlp && n_experts == 0), "activation sparsity is for gated dense MLPs");
+  EF_CHECK(!sub_norms || (norm == NormKind::RMS && n_experts == 0 && !mla() && layer_linear.empty() && gated_mlp),
+           "sub-norms (BitNet) are for RMSNorm decoders with gated dense MLPs and plain attention");
 }
 
 void ArchSpec::validate() const {

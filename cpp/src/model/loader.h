@@ -2,6 +2,7 @@
 // stored or converted, quantized rows repacked into panels, weights derived at load dropped once copied.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -92,7 +93,17 @@ struct Loader {
     const Tensor* t = find(canonical);
     if (!t) throw ValueError("the weight map has no entry for '" + canonical + "'");
     if (t->dtype == DType::MXFP4) return panels(mxfp4_as_q5_0(*t, shape), role);
+    if (t->dtype == DType::TQ1_0 || t->dtype == DType::TQ2_0) {
+      Tensor q = ternary_as_q8_0(*t, shape);
+      q.scale = matrix_scale(canonical, q);
+      return panels(q, role);
+    }
     check(*t, shape, true);
+    if (const float s = matrix_scale(canonical, *t); s != 1.f) {  // (BitNet's ternary rows and their scale)
+      Tensor scaled = *t;
+      scaled.scale = s;
+      return panels(scaled, role);
+    }
     if (is_quantized(t->dtype)) return panels(*t, role);  // already quantized (GGUF)
     const DType to = target(*t, role);
     Tensor out = *t;
@@ -115,6 +126,38 @@ struct Loader {
                    (int)(100 * done / std::max<int64_t>(total, 1)));
       std::fflush(stderr);
     }
+    return out;
+  }
+  // The scale a matrix's values are multiplied by: its "<name>.scale" entry where it has one (BitNet's, one per
+  // matrix: the matrix is then q8_0 rows of -1, 0, 1 whose scales are 1), else 1
+  float matrix_scale(const std::string& canonical, const Tensor& w) const {
+    const std::string suffix = ".weight";
+    if (canonical.size() <= suffix.size() || canonical.compare(canonical.size() - suffix.size(), suffix.size(), suffix))
+      return 1.f;
+    const Tensor* s = find(canonical.substr(0, canonical.size() - suffix.size()) + ".scale");
+    if (!s) return 1.f;
+    if (!is_float_weight(s->dtype) || s->numel() != 1)
+      throw ValueError(s->describe() + ": a matrix's scale must be one float, got " + dtype_name(s->dtype) + " " +
+                       s->shape_str());
+    if (w.dtype != DType::Q8_0)
+      throw ValueError(w.describe() + ": a matrix with a scale of its own must be q8_0 rows, got " + dtype_name(w.dtype));
+    const Tensor f = s->to_contiguous_f32();
+    const float v = *(const float*)f.data;
+    if (!std::isfinite(v) || v == 0.f) throw ValueError(s->describe() + ": a matrix's scale must be finite and non-zero");
+    return v;
+  }
+  // llama.cpp's TQ1_0 / TQ2_0 (BitNet's) read as q8_0 rows, value for value (quant.h); the file's pages are then
+  // released
+  Tensor ternary_as_q8_0(const Tensor& t, const std::vector<int64_t>& shape) const {
+    if (t.shape != shape)
+      throw ValueError(t.describe() + ": expected shape " + shape_to_string(shape) + ", got " + t.shape_str());
+    Tensor out = Tensor::empty(DType::Q8_0, t.shape);
+    out.name = t.name;
+    out.source = t.source;
+    for (int64_t r = 0; r < t.shape[0]; r++)
+      ternary_row_to_q8_0(t.dtype, (const uint8_t*)t.data + r * t.row_bytes(), (uint8_t*)out.data + r * out.row_bytes(),
+                          t.shape[1]);
+    if (t.mapped) t.mapped->drop_pages(t.data, t.nbytes());
     return out;
   }
   // GGUF's MXFP4 (gpt-oss's experts) read as q5_0, value for value (quant.h); the file's pages are then released

@@ -177,6 +177,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     }
     if (spec_.attn_out_bias && attends) w.bo = L.vec(p + "attn.o.bias", H, true);
     if (spec_.attn_out_gate && attends) w.wgate = L.matrix(p + "attn.gate.weight", {QD, H});
+    if (spec_.sub_norms && attends) w.attn_sub_norm_w = L.vec(p + "attn.sub_norm.weight", QVD, true);
     if (spec_.qk_norm && attends) {
       const int64_t lhd = spec_.hd(i);
       if (spec_.qk_norm_per_head) {
@@ -251,6 +252,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     if (spec_.gated_mlp) w.w_gate = L.matrix(p + "mlp.gate.weight", {F, H});
     w.w_up = L.matrix(p + "mlp.up.weight", {F, H});
     w.w_down = L.matrix(p + "mlp.down.weight", {H, F});
+    if (spec_.sub_norms) w.mlp_sub_norm_w = L.vec(p + "mlp.sub_norm.weight", F, true);
     if (spec_.mlp_bias) {
       if (spec_.gated_mlp) w.b_gate = L.vec(p + "mlp.gate.bias", F, true);
       w.b_up = L.vec(p + "mlp.up.bias", F, true);
@@ -408,6 +410,7 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
         {"attn.k.bias", &l.bk},               {"attn.v.bias", &l.bv},           {"attn.o.bias", &l.bo},
         {"attn.q_norm.weight", &l.q_norm_w},  {"attn.k_norm.weight", &l.k_norm_w},
         {"post_attn_norm.weight", &l.post_attn_norm_w}, {"post_mlp_norm.weight", &l.post_mlp_norm_w},
+        {"attn.sub_norm.weight", &l.attn_sub_norm_w}, {"mlp.sub_norm.weight", &l.mlp_sub_norm_w},
         {"mlp.gate.weight", &l.w_gate},       {"mlp.up.weight", &l.w_up},       {"mlp.down.weight", &l.w_down},
         {"mlp.gate.bias", &l.b_gate},         {"mlp.up.bias", &l.b_up},         {"mlp.down.bias", &l.b_down},
         {"cross_norm.weight", &l.cross_norm_w}, {"cross_norm.bias", &l.cross_norm_b}, {"cross.q.weight", &l.cq},
@@ -686,7 +689,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       moe(l, in, result, T, K);
     } else {  // (w_gate holds data where gated_mlp)
       ops::mlp(pool, K, spec_.act, in, H, T, w.w_gate, w.w_up, w.w_down, fptr(w.b_gate), fptr(w.b_up),
-               fptr(w.b_down), spec_.ffn(l), g, u, result, spec_.gate_sigma(l));
+               fptr(w.b_down), spec_.ffn(l), g, u, result, spec_.gate_sigma(l), fptr(w.mlp_sub_norm_w), spec_.norm_eps);
     }
   };
   // one token's queries q [n_heads * hd] and keys k [nkv * hd] (null: none, a layer sharing another's) normalized
@@ -748,6 +751,9 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       K.mul(att_.data(), g, T * QD);
     }
     if (take_interrupt()) throw Interrupted();
+    if (spec_.sub_norms)  // (BitNet: the attention's output normalized before o)
+      for (int32_t t = 0; t < T; t++)
+        K.rmsnorm(att_.data() + t * QVD, fptr(w.attn_sub_norm_w), spec_.norm_eps, att_.data() + t * QVD, QVD);
     ops::linear(pool, K, att_.data(), QVD, T, w.wo, fptr(w.bo), tmp, H);
     if (spec_.ssm_parallel) {  // (Falcon-H1: plus its Mamba2 mixer's output, on the same input)
       mamba2(l, in, h2, T, pos0, seqs);

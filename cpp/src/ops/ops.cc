@@ -13,7 +13,7 @@ namespace ops {
 
 void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_t H, int64_t T, const Tensor& gate,
          const Tensor& up, const Tensor& down, const float* bg, const float* bu, const float* bd, int64_t F, float* g,
-         float* u, float* y, float gate_sigma) {
+         float* u, float* y, float gate_sigma, const float* hidden_norm, float eps) {
   if (!gate.data) {  // (a plain MLP: GPT-2's, Nemotron-H's experts)
     linear(pool, k, x, H, T, up, bu, u, F);
     k.act(act, u, T * F);
@@ -33,6 +33,8 @@ void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_
       for (int64_t i = 0; i < F; i++) r[i] = std::max(r[i] - cut, 0.f);
     }
   k.act_mul(act, g, u, T * F);
+  if (hidden_norm)
+    for (int64_t t = 0; t < T; t++) k.rmsnorm(g + t * F, hidden_norm, eps, g + t * F, F);
   linear(pool, k, g, F, T, down, bd, y, H);
 }
 
@@ -127,21 +129,28 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
   auto product = [&](int i, int64_t o0, int64_t o1) {
     const LinearOut& o = outs[i];
     const Tensor& W = *o.W;
+    const bool scaled = W.scale != 1.f;  // (BitNet's scale per matrix: the product scaled, then the bias added)
+    const float* bias = scaled ? nullptr : o.bias;
     if (W.row_scaled) {
-      const auto fn = k.q8_0_rows ? k.q8_0_rows : kernels_for(Isa::Generic).q8_0_rows;
-      fn(rq, rd, rs, W.data, o.bias, o.y, o.ldy, T, o0, o1, K);
+      const KernelTable& kr = k.q8_0_rows ? k : kernels_for(Isa::Generic);
+      (W.ternary ? kr.q8_0_rows_ternary : kr.q8_0_rows)(rq, rd, rs, W.data, bias, o.y, o.ldy, T, o0, o1, K);
     } else if (quant) {
       auto fn = W.packed ? panel_kernel(k, &KernelTable::qmatmul_panel, W.dtype) : k.qmatmul[(int)W.dtype];
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));
-      fn(xp + (int64_t)slot[i] * T * (K / kQ8Block), K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), o.bias, o.y,
+      fn(xp + (int64_t)slot[i] * T * (K / kQ8Block), K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), bias, o.y,
          o.ldy, T, o0, o1, K);
     } else if (W.packed) {
       auto fn = panel_kernel(k, &KernelTable::matmul_panel, W.dtype);
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + " panels");
-      fn(xs[i], ldx, W.data, 0, o.bias, o.y, o.ldy, T, o0, o1, K);
+      fn(xs[i], ldx, W.data, 0, bias, o.y, o.ldy, T, o0, o1, K);
     } else {
-      k.matmul[(int)W.dtype](xs[i], ldx, W.data, W.row_stride_elems(), o.bias, o.y, o.ldy, T, o0, o1, K);
+      k.matmul[(int)W.dtype](xs[i], ldx, W.data, W.row_stride_elems(), bias, o.y, o.ldy, T, o0, o1, K);
     }
+    if (scaled)
+      for (int64_t t = 0; t < T; t++) {
+        float* yt = o.y + t * o.ldy;
+        for (int64_t r = o0; r < o1; r++) yt[r] = yt[r] * W.scale + (o.bias ? o.bias[r] : 0.f);
+      }
   };
   auto range = [&](int64_t b, int64_t e) {
     for (int i = 0; i < n; i++) {

@@ -313,32 +313,41 @@ void unpack_block(DType t, const uint8_t* src, uint8_t* const* dst) {
     }
   }
 }
-// The row-scaled q8_0 layout (quant.h) of 16 rows: src[r] is row r's K / 32 q8_0 blocks (null past the end).
-void pack_rows(const uint8_t* const* src, int64_t K, uint8_t* dst) {
-  std::memset(dst, 0, (size_t)row_panel_bytes(K));
+// The row-scaled q8_0 layout (quant.h) of 16 rows, or its ternary form: src[r] is row r's K / 32 q8_0 blocks (null
+// past the end).
+void pack_rows(const uint8_t* const* src, int64_t K, bool ternary, uint8_t* dst) {
+  std::memset(dst, 0, (size_t)(ternary ? ternary_panel_bytes(K) : row_panel_bytes(K)));
   for (int r = 0; r < 16; r++) {
     const uint8_t* s = src[r];
     if (!s) continue;
     std::memcpy(dst + 2 * r, s, 2);  // the scale every block of the row shares
-    for (int64_t b = 0; b < K / 32; b++)
-      for (int c = 0; c < 8; c++)
-        for (int i = 0; i < 4; i++) dst[64 + 64 * (8 * b + c) + 4 * r + i] = s[34 * b + 2 + 4 * c + i] ^ 0x80;  // + 128
-  }
-}
-
-void unpack_rows(const uint8_t* src, int64_t K, uint8_t* const* dst) {
-  for (int r = 0; r < 16; r++) {
-    uint8_t* d = dst[r];
-    if (!d) continue;
-    for (int64_t b = 0; b < K / 32; b++) {
-      std::memcpy(d + 34 * b, src + 2 * r, 2);
-      for (int c = 0; c < 8; c++)
-        for (int i = 0; i < 4; i++) d[34 * b + 2 + 4 * c + i] = src[64 + 64 * (8 * b + c) + 4 * r + i] ^ 0x80;
+    for (int64_t k = 0; k < K; k++) {
+      const uint8_t q = s[34 * (k / 32) + 2 + k % 32];
+      if (ternary)  // (-1, 0, 1 + 1 at bits 2j of vector k / 16's byte 4r + k % 4, j = k % 16 / 4)
+        dst[64 + 64 * (k / 16) + 4 * r + k % 4] |= (uint8_t)(((int8_t)q + 1) << (2 * (k % 16 / 4)));
+      else
+        dst[64 + 64 * (k / 4) + 4 * r + k % 4] = q ^ 0x80;  // + 128
     }
   }
 }
 
-// Whether a q8_0 matrix takes the row-scaled layout: every row's blocks share one scale.
+void unpack_rows(const uint8_t* src, int64_t K, bool ternary, uint8_t* const* dst) {
+  for (int r = 0; r < 16; r++) {
+    uint8_t* d = dst[r];
+    if (!d) continue;
+    for (int64_t b = 0; b < K / 32; b++) std::memcpy(d + 34 * b, src + 2 * r, 2);
+    for (int64_t k = 0; k < K; k++) {
+      uint8_t& q = d[34 * (k / 32) + 2 + k % 32];
+      if (ternary)
+        q = (uint8_t)(int8_t)(((src[64 + 64 * (k / 16) + 4 * r + k % 4] >> (2 * (k % 16 / 4))) & 3) - 1);
+      else
+        q = src[64 + 64 * (k / 4) + 4 * r + k % 4] ^ 0x80;
+    }
+  }
+}
+
+// Whether a q8_0 matrix takes the row-scaled layout: every row's blocks share one scale; and the ternary one: its
+// values are all -1, 0 or 1 too.
 bool rows_share_scales(const Tensor& t) {
   const int64_t O = t.shape[0], K = t.shape[1];
   if (t.dtype != DType::Q8_0 || K > kRowScaledMaxK) return false;
@@ -346,7 +355,24 @@ bool rows_share_scales(const Tensor& t) {
     if (!q8_0_row_shares_scale((const uint8_t*)t.data + o * t.row_bytes(), K)) return false;
   return true;
 }
+bool ternary_rows(const Tensor& t) {
+  const int64_t O = t.shape[0], K = t.shape[1];
+  for (int64_t o = 0; o < O; o++) {
+    const uint8_t* row = (const uint8_t*)t.data + o * t.row_bytes();
+    for (int64_t b = 0; b < K / 32; b++)
+      for (int i = 0; i < 32; i++) {
+        const int8_t q = (int8_t)row[34 * b + 2 + i];
+        if (q < -1 || q > 1) return false;
+      }
+  }
+  return true;
+}
 }  // namespace
+
+static int64_t panel_stride(const Tensor& t) {  // (bytes from one panel to the next)
+  const int64_t K = t.shape[1];
+  return t.ternary ? ternary_panel_bytes(K) : t.row_scaled ? row_panel_bytes(K) : panel_bytes(t.dtype, K);
+}
 
 int64_t panel_bytes(DType t, int64_t K) {
   const int64_t bb = panel_block_bytes(t);
@@ -355,15 +381,19 @@ int64_t panel_bytes(DType t, int64_t K) {
 
 size_t Tensor::storage_bytes() const {
   if (!packed) return nbytes();
-  return (size_t)((shape[0] + kPanel - 1) / kPanel * (row_scaled ? row_panel_bytes(shape[1]) : panel_bytes(dtype, shape[1])));
+  return (size_t)((shape[0] + kPanel - 1) / kPanel * panel_stride(*this));
 }
 
 Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
   EF_CHECK(t.dim() == 2 && !t.packed && t.rows_contiguous() && packable(t.dtype, t.shape[1]),
            t.describe() + ": cannot repack a " + dtype_name(t.dtype) + " tensor of shape " + t.shape_str());
   const int64_t O = t.shape[0], K = t.shape[1], nb = K / panel_block(t.dtype), P = (O + kPanel - 1) / kPanel;
-  const bool row_scaled = rows_share_scales(t);
-  const int64_t pb = row_scaled ? row_panel_bytes(K) : panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype);
+  Tensor out = t;
+  out.row_scaled = rows_share_scales(t);
+  out.ternary = out.row_scaled && ternary_rows(t);
+  out.packed = true;
+  const bool row_scaled = out.row_scaled;
+  const int64_t pb = panel_stride(out), bb = panel_block_bytes(t.dtype);
   const int64_t blk = (int64_t)dtype_bytes(t.dtype, panel_block(t.dtype));
   auto buf = std::make_shared<Buffer>((size_t)(P * pb));
   const uint8_t* src = (const uint8_t*)t.data;
@@ -373,7 +403,7 @@ Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
       if (row_scaled) {
         const uint8_t* rows[16];
         for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? src + (p * 16 + r) * rb : nullptr;
-        pack_rows(rows, K, (uint8_t*)buf->data + p * pb);
+        pack_rows(rows, K, out.ternary, (uint8_t*)buf->data + p * pb);
         continue;
       }
       for (int64_t b = 0; b < nb; b++) {
@@ -385,30 +415,28 @@ Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
   };
   if (pool && P > 1) pool->parallel_for(P, 1, pack);
   else pack(0, 0, P);
-  Tensor out = t;
   out.mapped = nullptr;
   out.owner = std::shared_ptr<const void>(buf, buf->data);
   out.data = buf->data;
   out.strides = contiguous_strides(t.dtype, t.shape);
-  out.packed = true;
-  out.row_scaled = row_scaled;
   return out;
 }
 
 Tensor unpack_panels(const Tensor& t) {
   if (!t.packed) return t;
   const int64_t O = t.shape[0], K = t.shape[1], nb = K / panel_block(t.dtype), P = (O + kPanel - 1) / kPanel;
-  const int64_t pb = t.row_scaled ? row_panel_bytes(K) : panel_bytes(t.dtype, K), bb = panel_block_bytes(t.dtype);
+  const int64_t pb = panel_stride(t), bb = panel_block_bytes(t.dtype);
   const int64_t blk = (int64_t)dtype_bytes(t.dtype, panel_block(t.dtype));
   Tensor out = Tensor::empty(t.dtype, t.shape);
   out.name = t.name;
   out.source = t.source;
+  out.scale = t.scale;
   const int64_t rb = out.row_bytes();
   for (int64_t p = 0; p < P; p++) {
     if (t.row_scaled) {
       uint8_t* rows[16];
       for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? (uint8_t*)out.data + (p * 16 + r) * rb : nullptr;
-      unpack_rows((const uint8_t*)t.data + p * pb, K, rows);
+      unpack_rows((const uint8_t*)t.data + p * pb, K, t.ternary, rows);
       continue;
     }
     for (int64_t b = 0; b < nb; b++) {

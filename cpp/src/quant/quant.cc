@@ -500,4 +500,29 @@ void mxfp4_row_to_q5_0(const uint8_t* src, uint8_t* dst, int64_t n) {
   }
 }
 
+void ternary_row_to_q8_0(DType from, const uint8_t* src, uint8_t* dst, int64_t n) {
+  const size_t bytes = dtype_block_bytes(from);
+  for (int64_t b = 0; b < n / 256; b++, src += bytes) {
+    int8_t v[256];
+    if (from == DType::TQ2_0) {  // element 128 h + 32 l + m: byte 32 h + m, bits 2l
+      for (int e = 0; e < 256; e++) v[e] = (int8_t)(((src[32 * (e / 128) + e % 32] >> (2 * (e % 128 / 32))) & 3) - 1);
+    } else {  // TQ1_0: 5 base-3 digits a byte (the digit n of q: (q * 3^n mod 256) * 3 >> 8), the most significant first
+      static const uint8_t pow3[6] = {1, 3, 9, 27, 81, 243};
+      auto digit = [&](uint8_t q, int k) { return (int8_t)((((uint16_t)(uint8_t)(q * pow3[k])) * 3 >> 8) - 1); };
+      int e = 0;
+      for (int n5 = 0; n5 < 5; n5++)  // qs[0..32): 5 runs of 32
+        for (int m = 0; m < 32; m++) v[e++] = digit(src[m], n5);
+      for (int n5 = 0; n5 < 5; n5++)  // qs[32..48): 5 runs of 16
+        for (int m = 0; m < 16; m++) v[e++] = digit(src[32 + m], n5);
+      for (int n4 = 0; n4 < 4; n4++)  // qh[0..4): 4 runs of 4
+        for (int m = 0; m < 4; m++) v[e++] = digit(src[48 + m], n4);
+    }
+    const uint8_t* d = src + bytes - 2;
+    for (int q = 0; q < 8; q++, dst += 34) {
+      std::memcpy(dst, d, 2);
+      std::memcpy(dst + 2, v + 32 * q, 32);
+    }
+  }
+}
+
 }  // namespace ef

@@ -1,0 +1,194 @@
+"""BitNet b1.58 (model_type bitnet: Microsoft's BitNet b1.58 2B4T): a Llama with squared-ReLU gates and sub-norms
+(the attention's output normalized before o, the MLP's hidden before down) whose projections are BitLinear layers:
+ternary weights (-1, 0, 1) with one scale per matrix, times activations quantized to int8 per token (absmax), as
+transformers' BitNet quantization (quantization_config.quant_method "bitnet") computes them.
+
+The checkpoint's forms (quantization_config.linear_class / quantization_mode):
+  bitlinear (offline)      weight: uint8 [rows / 4, K], four ternary rows per byte (row c * rows / 4 + i of byte row i
+                           at bits 2c, the value plus 1); weight_scale: its inverse scale (the product divided by it)
+  autobitlinear, offline   the same weights packed (or the ternary values as floats); weight_scale multiplies
+  autobitlinear, online    float master weights, ternarized at load as transformers does on every forward:
+                           scale = mean |w|, values round(w / scale) clamped to [-1, 1]
+Each matrix is loaded as q8_0 rows of its values with scales of 1 (at 2 bits a value in the kernels' ternary
+panels, quant.h), its scale a float of its own ("<name>.scale": Tensor::scale); the row-scaled product quantizes the
+activations per token exactly as BitLinear does."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from .archs import Config, Derived, NameMap, _as_f32
+
+DEFAULTS: Dict[str, Any] = {"vocab_size": 128256, "hidden_size": 2560, "intermediate_size": 6912,
+                            "num_hidden_layers": 30, "num_attention_heads": 20, "num_key_value_heads": 5,
+                            "hidden_act": "relu2", "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
+                            "rope_theta": 500000.0, "tie_word_embeddings": False}
+_MODES = (("bitlinear", "offline"), ("bitlinear", "online"), ("autobitlinear", "offline"), ("autobitlinear", "online"))
+
+
+def _unpack(packed: np.ndarray, what: str) -> np.ndarray:
+    """transformers' packed BitNet weights (uint8 [rows / 4, K]) -> int8 [rows, K] of -1, 0, 1."""
+    v = np.stack([(packed >> np.uint8(2 * c)) & np.uint8(3) for c in range(4)])  # [4, rows / 4, K]
+    if (v == 3).any():
+        raise ValueError(f"{what}: a packed ternary weight holds the value 3 (only 0, 1, 2: -1, 0, 1 plus 1)")
+    return (v.reshape(-1, packed.shape[-1]).astype(np.int8) - 1)
+
+
+def pack_ternary(values: np.ndarray) -> np.ndarray:
+    """int8 [rows, K] of -1, 0, 1 (rows a multiple of 4) -> transformers' packed uint8 [rows / 4, K]. For tests and
+    tools that make BitNet checkpoints."""
+    v = (values.astype(np.int16) + 1).astype(np.uint8).reshape(4, -1, values.shape[-1])
+    return (v[0] | (v[1] << 2) | (v[2] << 4) | (v[3] << 6)).astype(np.uint8)
+
+
+def ternary_q8_0(values: np.ndarray) -> np.ndarray:
+    """int8 [rows, K] of -1, 0, 1 (K a multiple of 32) -> q8_0 rows whose every scale is 1."""
+    rows, k = values.shape
+    out = np.empty((rows, k // 32, 34), np.uint8)
+    out[..., 0:2] = np.frombuffer(np.float16(1).tobytes(), np.uint8)
+    out[..., 2:] = values.reshape(rows, k // 32, 32).view(np.uint8)
+    return out.reshape(rows, -1)
+
+
+class _BitLinear:
+    """One BitLinear matrix of the checkpoint: its ternary values and its scale."""
+
+    def __init__(self, src: str, linear_class: str, mode: str, rows: int):
+        self.src, self.linear_class, self.mode, self.rows = src, linear_class, mode, rows
+        # (AutoBitLinear in online mode ternarizes float master weights; every other form stores the values)
+        self.online = linear_class == "autobitlinear" and mode == "online"
+
+    def _master(self, checkpoint) -> np.ndarray:
+        t = checkpoint.get(self.src)
+        if t.dtype == _core.DType.u8:
+            raise ValueError(f"tensor '{self.src}': quantization_mode 'online' needs float master weights, got packed "
+                             f"ones")
+        w = _as_f32(t.numpy(), t.dtype)
+        if w.ndim != 2 or w.shape[0] != self.rows:
+            raise ValueError(f"tensor '{self.src}': expected {self.rows} rows, got shape {list(w.shape)}")
+        return w
+
+    @staticmethod
+    def _mean_scale(w: np.ndarray) -> np.float32:  # (transformers' WeightQuant: the mean magnitude, at least 1e-5)
+        return np.float32(max(float(np.abs(w, dtype=np.float64).mean()), 1e-5))
+
+    def values(self, checkpoint) -> np.ndarray:
+        """int8 [rows, K] of -1, 0, 1."""
+        if self.online:
+            w = self._master(checkpoint)
+            return np.clip(np.round(w * (np.float32(1) / self._mean_scale(w))), -1, 1).astype(np.int8)
+        t = checkpoint.get(self.src)
+        a, what = t.numpy(), f"tensor '{self.src}'"
+        if t.dtype == _core.DType.u8:
+            if a.ndim != 2 or a.shape[0] * 4 != self.rows:
+                raise ValueError(f"{what}: expected packed ternary weights [{self.rows // 4}, K], got shape "
+                                 f"{list(a.shape)}")
+            return _unpack(a, what)
+        w = _as_f32(a, t.dtype)
+        if w.ndim != 2 or w.shape[0] != self.rows or not np.isin(w, (-1.0, 0.0, 1.0)).all():
+            raise ValueError(f"{what}: expected {self.rows} rows of ternary values (-1, 0, 1), as quantization_mode "
+                             f"'offline' stores them")
+        return w.astype(np.int8)
+
+    def scale(self, checkpoint) -> float:
+        """What the matrix's products are multiplied by."""
+        if self.online:
+            return float(self._mean_scale(self._master(checkpoint)))
+        name = self.src[: -len("weight")] + "weight_scale"
+        if name not in checkpoint:
+            raise ValueError(f"tensor '{self.src}': the checkpoint has no '{name}' (BitNet's scale of each matrix)")
+        st = checkpoint.get(name)
+        v = _as_f32(st.numpy(), st.dtype).reshape(-1)
+        if v.size != 1 or not np.isfinite(v[0]) or v[0] == 0:
+            raise ValueError(f"tensor '{name}': expected one finite non-zero scale, got {v.tolist()[:4]}")
+        # BitLinear divides its products by the stored scale, AutoBitLinear multiplies them
+        return 1.0 / float(v[0]) if self.linear_class == "bitlinear" else float(v[0])
+
+
+class Ternary(Derived):
+    """A BitLinear matrix as q8_0 rows of its ternary values (scales of 1)."""
+
+    def __init__(self, linear: _BitLinear):
+        super().__init__(linear.src)
+        self.linear = linear
+
+    def build(self, checkpoint):
+        values = self.linear.values(checkpoint)
+        if values.shape[1] % 32:
+            raise ValueError(f"tensor '{self.src}': BitNet matrices need rows of whole blocks of 32, got "
+                             f"{values.shape[1]} columns")
+        return ternary_q8_0(values), _core.DType.q8_0, checkpoint.get(self.src).source
+
+
+class TernaryScale(Derived):
+    """A BitLinear matrix's scale: [1] f32."""
+
+    def __init__(self, linear: _BitLinear):
+        super().__init__(linear.src)
+        self.linear = linear
+
+    def build(self, checkpoint):
+        return (np.asarray([self.linear.scale(checkpoint)], np.float32), _core.DType.f32,
+                checkpoint.get(self.src).source)
+
+
+def _quant_config(cfg: Config) -> Optional[Tuple[str, str, list]]:
+    """(linear_class, quantization_mode, modules_to_not_convert) of a BitNet quantization_config, or None where the
+    checkpoint has none (plain float projections, computed as such, as transformers does)."""
+    q = cfg.data.get("quantization_config")
+    if q is None:
+        return None
+    if not isinstance(q, dict) or q.get("quant_method") != "bitnet":
+        raise cfg.error("quantization_config", f"a bitnet model reads quant_method 'bitnet', got {q!r}")
+    lc, mode = q.get("linear_class", "bitlinear"), q.get("quantization_mode", "offline")
+    if (lc, mode) not in _MODES:
+        raise cfg.error("quantization_config", f"linear_class must be 'bitlinear' or 'autobitlinear' and "
+                                               f"quantization_mode 'offline' or 'online', got {lc!r}, {mode!r}")
+    if q.get("use_rms_norm"):
+        raise cfg.error("quantization_config.use_rms_norm", "an RMSNorm inside each BitLinear is not supported yet")
+    skip = q.get("modules_to_not_convert") or []
+    if not isinstance(skip, list) or not all(isinstance(m, str) for m in skip):
+        raise cfg.error("quantization_config.modules_to_not_convert", f"expected a list of names, got {skip!r}")
+    return lc, mode, skip
+
+
+def _converted(module: str, skip: list) -> bool:
+    """Whether transformers makes a BitLinear of this module (should_convert_module: a name in
+    modules_to_not_convert matches from the start up to a module boundary, or as a suffix)."""
+    import re
+
+    return not any(re.match(rf"(?:{k})(?:(?<=\.)|(?=\.|$))", module) or module.endswith(k) for k in skip)
+
+
+def _bitnet(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    from .archs_recent import _as_llama
+
+    s, names = _as_llama(cfg, tensor_names, "bitnet", DEFAULTS)
+    s.sub_norms = True
+    for i in range(s.n_layers):
+        src, dst = f"model.layers.{i}.", f"layers.{i}."
+        names[dst + "attn.sub_norm.weight"] = src + "self_attn.attn_sub_norm.weight"
+        names[dst + "mlp.sub_norm.weight"] = src + "mlp.ffn_sub_norm.weight"
+    q = _quant_config(cfg)
+    if q is None:
+        return s, names
+    lc, mode, skip = q
+    qd, kd = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
+    rows = {"attn.q": qd, "attn.k": kd, "attn.v": kd, "attn.o": s.hidden_size,
+            "mlp.gate": s.ffn_size, "mlp.up": s.ffn_size, "mlp.down": s.hidden_size}
+    for i in range(s.n_layers):
+        for part, n in rows.items():
+            canonical = f"layers.{i}.{part}.weight"
+            module = names[canonical][: -len(".weight")]
+            if not _converted(module, skip):
+                continue
+            linear = _BitLinear(names[canonical], lc, mode, n)
+            names[canonical] = Ternary(linear)
+            names[f"layers.{i}.{part}.scale"] = TernaryScale(linear)
+    return s, names
+
+
+BITNET = {"bitnet": _bitnet}
