@@ -199,3 +199,126 @@ def test_bitnet_tensor_errors(ref, tmp_path):
             os.symlink(os.path.join(path, f), d / f)
         with pytest.raises(ValueError, match=match):
             edgeformer.load(str(d), max_context=16)
+
+
+# ---- GGUF: llama.cpp's bitnet ---------------------------------------------------------------------------------------
+
+def _gguf_tensors(path):
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+    return r, {t.name: t for t in r.tensors}
+
+
+def test_bitnet_gguf_roundtrip(ref, tmp_path):
+    """Written as llama.cpp's bitnet (q8_0 rows where rows are not whole blocks of 256, each projection's scale its
+    own tensor, the activation as a key) and read back: the same logits."""
+    from conftest import gguf_roundtrip
+
+    path, logits, _ = ref("bitlinear")
+    _, back, out = gguf_roundtrip(path, tmp_path, PROMPT, "q8_0")
+    r, t = _gguf_tensors(out)
+    assert "blk.0.attn_q.scale" in t and "output.weight" not in t and "blk.1.ffn_sub_norm.weight" in t
+    assert r.fields["bitnet.hidden_activation"].contents() == "relu2"
+
+
+def _llama_cpp_style(src, dst, form):
+    """src (our bitnet GGUF) rewritten as llama.cpp's converter and quantizer write BitNet: projections as their
+    values times the scale (f32), or those quantized to TQ1_0 / TQ2_0 (the scale in each block's f16 d); no scale
+    tensors, no activation key."""
+    import gguf
+    import gguf.quants
+
+    r, t = _gguf_tensors(src)
+    w = gguf.GGUFWriter(str(dst), "bitnet")
+    for f in r.fields.values():
+        if f.name.startswith("GGUF.") or f.name in ("general.architecture", "bitnet.hidden_activation"):
+            continue
+        v = f.contents()
+        vt = f.types[0]
+        if vt == gguf.GGUFValueType.ARRAY:
+            w.add_array(f.name, v)
+        else:
+            w.add_key_value(f.name, v, vt)
+    for name, ten in t.items():
+        if name.endswith(".scale"):
+            continue
+        data = np.asarray(ten.data)
+        if name.replace(".weight", ".scale") in t:
+            scale = float(np.asarray(t[name.replace(".weight", ".scale")].data).reshape(-1)[0])
+            vals = gguf.quants.dequantize(data, ten.tensor_type).astype(np.float32) * np.float32(scale)
+            if form == "f32":
+                w.add_tensor(name, vals)
+            else:
+                qt = gguf.GGMLQuantizationType[form.upper()]
+                w.add_tensor(name, gguf.quants.quantize(vals, qt), raw_dtype=qt)
+        else:
+            w.add_tensor(name, data, raw_dtype=ten.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A BitNet whose rows are whole blocks of 256 (TQ2_0 in the files we write) and its reference logits."""
+    from conftest import hf_logits
+
+    d = tmp_path_factory.mktemp("bitnet_wide")
+    m = make_bitnet(str(d), "bitlinear", hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                    num_key_value_heads=2)
+    return str(d), hf_logits(m, PROMPT)
+
+
+def test_bitnet_gguf_tq2_0_and_llama_cpp_forms(wide, tmp_path):
+    """Rows of whole blocks of 256 are written as TQ2_0 (scales of 1, the matrix's scale beside them) and read back
+    bit for bit; the forms llama.cpp's own tools make (float values times the scale; TQ1_0 and TQ2_0 whose block
+    scales hold it, in f16; no activation key: squared ReLU beside a Llama 3-style tokenizer) read as BitLinear
+    layers, within the f16 rounding of the scale."""
+    path, logits = wide
+    out = tmp_path / "w.gguf"
+    edgeformer.quantize(path, str(out), "q8_0")
+    r, t = _gguf_tensors(out)
+    assert t["blk.0.ffn_up.weight"].tensor_type.name == "TQ2_0" and r.fields["general.file_type"].contents() == 37
+    direct = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64, kv_dtype="f32").logits(PROMPT)
+    back = edgeformer.load(str(out), threads=2, max_context=64, kv_dtype="f32").logits(PROMPT)
+    np.testing.assert_array_equal(back, direct)
+    for form in ("f32", "tq2_0", "tq1_0"):
+        dst = tmp_path / f"{form}.gguf"
+        _llama_cpp_style(out, dst, form)
+        ours = edgeformer.load(str(dst), threads=2, max_context=64, kv_dtype="f32").logits(PROMPT)
+        if form == "f32":
+            np.testing.assert_allclose(ours, direct, rtol=1e-4, atol=1e-4)
+        else:
+            assert _nmse(ours, logits) < 5e-3 and (ours.argmax(1) == logits.argmax(1)).mean() >= 0.9, form
+
+
+def test_bitnet_gguf_not_ternary(wide, tmp_path):
+    """A bitnet file's float projection that is not ternary is named, not computed with."""
+    import gguf
+
+    path, _ = wide
+    out = tmp_path / "w.gguf"
+    edgeformer.quantize(path, str(out), "q8_0")
+    dst = tmp_path / "f.gguf"
+    _llama_cpp_style(out, dst, "f32")
+    r, t = _gguf_tensors(dst)
+    w = gguf.GGUFWriter(str(tmp_path / "bad.gguf"), "bitnet")
+    for f in r.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture":
+            continue
+        vt = f.types[0]
+        (w.add_array(f.name, f.contents()) if vt == gguf.GGUFValueType.ARRAY else
+         w.add_key_value(f.name, f.contents(), vt))
+    for name, ten in t.items():
+        data = np.array(ten.data)
+        if name == "blk.1.attn_k.weight":
+            data[0, 0] *= 0.5
+        w.add_tensor(name, data, raw_dtype=ten.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(ValueError, match="blk.1.attn_k.weight.*ternary"):
+        edgeformer.load(str(tmp_path / "bad.gguf"), max_context=16)

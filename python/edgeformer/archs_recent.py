@@ -17,6 +17,10 @@ from .archs_llama import _llama, sparse_layers
 
 # the fields whose defaults in the families' transformers config classes differ from Llama's
 CLASS_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "bitnet": {"vocab_size": 128256, "hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 30,
+               "num_attention_heads": 20, "num_key_value_heads": 5, "hidden_act": "relu2",
+               "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+               "tie_word_embeddings": False},
     "ernie4_5": {"tie_word_embeddings": True, "head_dim": 128, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
                  "rope_theta": 500000.0, "max_position_embeddings": 131072},
     "exaone4": {"rms_norm_eps": 1e-5, "max_position_embeddings": 2048},

@@ -22,10 +22,7 @@ import numpy as np
 from . import _core
 from .archs import Config, Derived, NameMap, _as_f32
 
-DEFAULTS: Dict[str, Any] = {"vocab_size": 128256, "hidden_size": 2560, "intermediate_size": 6912,
-                            "num_hidden_layers": 30, "num_attention_heads": 20, "num_key_value_heads": 5,
-                            "hidden_act": "relu2", "max_position_embeddings": 2048, "rms_norm_eps": 1e-5,
-                            "rope_theta": 500000.0, "tie_word_embeddings": False}
+_PARTS = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down")  # (the BitLinear layers)
 _MODES = (("bitlinear", "offline"), ("bitlinear", "online"), ("autobitlinear", "offline"), ("autobitlinear", "online"))
 
 
@@ -166,19 +163,23 @@ def _converted(module: str, skip: list) -> bool:
 def _bitnet(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     from .archs_recent import _as_llama
 
-    s, names = _as_llama(cfg, tensor_names, "bitnet", DEFAULTS)
+    s, names = _as_llama(cfg, tensor_names, "bitnet")
     s.sub_norms = True
+    present = set(tensor_names)
     for i in range(s.n_layers):
         src, dst = f"model.layers.{i}.", f"layers.{i}."
         names[dst + "attn.sub_norm.weight"] = src + "self_attn.attn_sub_norm.weight"
         names[dst + "mlp.sub_norm.weight"] = src + "mlp.ffn_sub_norm.weight"
+        for part in _PARTS:  # (a GGUF file's scale tensors, which multiply: bitnet.cpp's converter writes them)
+            scale = names[f"{dst}{part}.weight"][: -len("weight")] + "scale"
+            if scale in present:
+                names[f"{dst}{part}.scale"] = scale
     q = _quant_config(cfg)
     if q is None:
         return s, names
     lc, mode, skip = q
     qd, kd = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
-    rows = {"attn.q": qd, "attn.k": kd, "attn.v": kd, "attn.o": s.hidden_size,
-            "mlp.gate": s.ffn_size, "mlp.up": s.ffn_size, "mlp.down": s.hidden_size}
+    rows = dict(zip(_PARTS, (qd, kd, kd, s.hidden_size, s.ffn_size, s.ffn_size, s.hidden_size)))
     for i in range(s.n_layers):
         for part, n in rows.items():
             canonical = f"layers.{i}.{part}.weight"
@@ -192,3 +193,74 @@ def _bitnet(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 
 BITNET = {"bitnet": _bitnet}
+
+
+# -- GGUF (llama.cpp's bitnet) -------------------------------------------------------------------------------------
+
+def config_bitnet(m, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """The config of a llama.cpp bitnet file: a Llama's keys, a tied head. The MLP's activation: the file's
+    bitnet.hidden_activation (llama.cpp's fix), else squared ReLU where the tokenizer is Llama 3's (BitNet b1.58 2B4T,
+    whose converter writes no key; llama.cpp computes SiLU there, wrongly), else SiLU (1bitLLM's BitNet b1.58
+    models)."""
+    from .gguf_readers import _config_llama
+
+    cfg = _config_llama(m, arch, names, rope_freqs, window=False)
+    for k in ("attention_bias", "mlp_bias"):
+        cfg.pop(k, None)
+    if (cfg.get("rope_scaling") or {}).get("factor") == 1.0:  # (its converter writes linear scaling by 1)
+        cfg.pop("rope_scaling")
+    key = f"{arch}.hidden_activation"
+    act = m.get(key, str, None)
+    if act is None:
+        act = "relu2" if m.get("tokenizer.ggml.model", str, None) == "gpt2" else "silu"
+    elif act not in ("relu2", "silu"):
+        raise m.error(key, f"expected 'relu2' or 'silu', got {act!r}")
+    cfg.update(model_type="bitnet", architectures=["BitNetForCausalLM"], hidden_act=act)
+    return cfg
+
+
+def gguf_ternary(tmap, spec: "_core.ArchSpec", mapped: Dict[str, str], path: str) -> None:
+    """A bitnet file's float projections (llama.cpp's converter writes each as its values times the scale, in f32,
+    f16 or bf16) as ternary q8_0 rows and their scale, so that they compute as BitLinear layers do; TQ1_0 / TQ2_0
+    (and q8_0) projections are read as stored."""
+    for i in range(spec.n_layers):
+        for part in _PARTS:
+            canonical = f"layers.{i}.{part}.weight"
+            g = mapped.get(canonical)
+            t = tmap.get(g) if g is not None else None
+            if t is None or t.dtype not in (_core.DType.f32, _core.DType.f16, _core.DType.bf16):
+                continue
+            w = _as_f32(t.numpy(), t.dtype)
+            c = float(np.abs(w).max())
+            values = np.sign(w).astype(np.int8)
+            if c == 0 or not (np.abs(w)[values != 0] == np.float32(c)).all() or w.shape[1] % 32:
+                raise ValueError(f"{path}: tensor '{g}': a bitnet projection must hold ternary values (-s, 0, s) in "
+                                 f"rows of whole blocks of 32")
+            scale = c
+            sname = mapped.get(f"layers.{i}.{part}.scale")
+            if sname is not None:  # (a file with both: the products times both)
+                s = tmap.get(sname)
+                scale *= float(_as_f32(s.numpy(), s.dtype).reshape(-1)[0])
+            tmap.add_array(g + " [ternary]", ternary_q8_0(values), _core.DType.q8_0, t.source, True)
+            tmap.add_array(g + " [scale]", np.asarray([scale], np.float32), _core.DType.f32, t.source, True)
+            mapped[canonical] = g + " [ternary]"
+            mapped[f"layers.{i}.{part}.scale"] = g + " [scale]"
+
+
+def gguf_projection(a: np.ndarray, dtype, scale: float, g: str, tensors: Dict[str, tuple]) -> bool:
+    """A loaded model's BitNet projection (ternary q8_0 rows, scale) as llama.cpp reads it: TQ2_0 values (scales of
+    1) where rows are whole blocks of 256, else the q8_0 rows, and the scale as its own tensor ('.scale', which
+    llama.cpp's bitnet multiplies by). False where the matrix has no scale of its own."""
+    if scale == 1.0:
+        return False
+    rows = a.shape[0]
+    values = a.reshape(rows, -1, 34)[..., 2:].view(np.int8).reshape(rows, -1)
+    if values.shape[1] % 256 == 0:
+        import gguf.quants
+
+        tensors[g] = (gguf.quants.quantize(values.astype(np.float32), gguf.GGMLQuantizationType.TQ2_0),
+                      _core.DType.tq2_0)
+    else:
+        tensors[g] = (a, dtype)
+    tensors[g[: -len("weight")] + "scale"] = (np.asarray([scale], np.float32), _core.DType.f32)
+    return True

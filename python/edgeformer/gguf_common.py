@@ -71,11 +71,12 @@ NEMOTRON_H = MODEL_ARCH_NAMES[MODEL_ARCH.NEMOTRON_H]
 NEMOTRON_H_MOE = MODEL_ARCH_NAMES[MODEL_ARCH.NEMOTRON_H_MOE]
 GEMMA4 = MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA4]
 GEMMA3N = MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA3N]
+BITNET = MODEL_ARCH_NAMES[MODEL_ARCH.BITNET]
 SUPPORTED_ARCHS = (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, GPT2, GPTNEOX, PHI2, STARCODER2,
                    STABLELM, GRANITE, GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4,
                    HUNYUAN_DENSE, ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, INTERNLM2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3,
                    QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H,
-                   NEMOTRON_H_MOE, FALCON_H1, JAMBA, STARCODER, GEMMA4, GEMMA3N, BLOOM, FALCON, BERT, T5)
+                   NEMOTRON_H_MOE, FALCON_H1, JAMBA, STARCODER, GEMMA4, GEMMA3N, BITNET, BLOOM, FALCON, BERT, T5)
 
 # HF model_type -> llama.cpp architecture
 _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen2": QWEN2, "qwen3": QWEN3,
@@ -94,7 +95,7 @@ _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen
                        "granitemoehybrid": GRANITE_HYBRID, "mamba2": MAMBA2, "nemotron_h": NEMOTRON_H,
                        "mamba": MAMBA, "falcon_mamba": MAMBA, "falcon_h1": FALCON_H1,
                        "jamba": JAMBA, "gpt_bigcode": STARCODER, "gemma4_text": GEMMA4,
-                       "gemma3n_text": GEMMA3N,
+                       "gemma3n_text": GEMMA3N, "bitnet": BITNET,
                        "bloom": BLOOM, "falcon": FALCON, "bert": BERT, "t5": T5,
                        # (llama.cpp writes RoBERTa's as BERT files: the position rows before the first token's dropped)
                        "roberta": BERT, "xlm-roberta": BERT, "camembert": BERT}

@@ -49,6 +49,7 @@ from .gguf_common import (
     NEMOTRON_H_MOE,
     GEMMA4,
     GEMMA3N,
+    BITNET,
     SEED_OSS,
     FALCON,
     GPT2,
@@ -355,6 +356,7 @@ def _has(names: set, tensor: MODEL_TENSOR, suffix: str, bid: int = 0) -> bool:
 from .gguf_hybrid import config_lfm2, config_qwen35  # noqa: E402
 from .gguf_ssm import SSM_CONFIG, nemotron_has_experts as _nemotron_has_experts  # noqa: E402
 from .gguf_gemma import config_gemma3n, config_gemma4  # noqa: E402
+from .bitnet import config_bitnet  # noqa: E402
 from .gguf_readers import (  # noqa: E402
     _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere, _config_variants,
     _config_t5,
@@ -372,6 +374,7 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _conf
                     ARCEE: _config_variants, SEED_OSS: _config_variants, MISTRAL3: _config_variants,
                     QWEN35: config_qwen35, QWEN35MOE: config_qwen35, QWEN3NEXT: config_qwen35, LFM2: config_lfm2,
                     LFM2MOE: config_lfm2, **SSM_CONFIG, GEMMA4: config_gemma4, GEMMA3N: config_gemma3n,
+                    BITNET: config_bitnet,
                     BLOOM: _config_bloom, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
@@ -596,7 +599,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
                 GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4, HUNYUAN_DENSE,
                 ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3, QWEN35, QWEN35MOE,
-                QWEN3NEXT):
+                QWEN3NEXT, BITNET):
         from .archs_recent import CLASS_DEFAULTS  # (where a family's config class differs from Llama's)
         from .archs_variants import variant_config
         from .gguf_hybrid import qwen35_metadata, with_defaults
@@ -698,6 +701,8 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             _variant_metadata(cfg, config, mt, params, put)
         if mt == "exaone4":
             _exaone4_metadata(cfg, put)
+        if mt == "bitnet":  # (the key of llama.cpp's fix; without it llama.cpp's bitnet computes SiLU)
+            put("{arch}.hidden_activation", cfg.get("hidden_act", str))
         if arch in (QWEN35, QWEN35MOE, QWEN3NEXT):
             qwen35_metadata(cfg, config, mt, params, put)
         if mt in ("ernie4_5", "ernie4_5_moe") and cfg.get("use_bias", bool, False):

@@ -148,6 +148,10 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         shared = [i for i, s in enumerate(spec.layer_kv_source) if s >= 0]
         unread += tuple(f"blk.{i}.attn_{p}" for i in shared for p in ("k.", "v.", "k_norm."))
     _check_all_read(path, arch, [n for n in order if not n.startswith(unread)] if unread else order, mapped.values())
+    if arch == "bitnet":  # (float projections as ternary rows and their scale)
+        from .bitnet import gguf_ternary
+
+        gguf_ternary(tmap, spec, mapped, path)
     if arch in PERMUTED_QK and spec.pos == _core.PosKind.rotary and spec.rope.rotary_dim in (0, spec.head_dim):
         r = spec.rope
         r.style = _core.RopeStyle.interleaved  # llama.cpp stores q and k rows permuted for adjacent pairs
@@ -219,6 +223,7 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
     from .gguf_config import gguf_metadata_from_config
     from .gguf_names import expert_tensor, gguf_names_from_hf, permute_qk
     from .gguf_tokenizer import gguf_tokenizer_metadata
+    from .bitnet import gguf_projection
 
     config = model.config
     text_type = {"mistral3": "mistral", "gemma4": "gemma4_text", "gemma3n": "gemma3n_text",
@@ -293,6 +298,8 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
             # (llama.cpp's rows for rotary pairs; without positions, Granite 4.0-H's, any order is one model)
             if arch in PERMUTED_QK and not permuted and rotary and (".attn.q." in canonical or ".attn.k." in canonical):
                 a = permute_qk(a, spec.n_heads if ".attn.q." in canonical else spec.n_kv_heads)  # llama.cpp's rows
+            if arch == "bitnet" and gguf_projection(a, t.dtype, t.scale, g, tensors):
+                continue  # (TQ2_0 and a scale tensor)
             if isinstance(v, Derived) and v.rows is not None:
                 at = v.rows.start if isinstance(v.rows, slice) else QKV_PARTS[canonical.split(".attn.")[1][0]]
                 fused.setdefault(g, []).append((at, a, t.dtype))
@@ -338,6 +345,9 @@ def write_gguf(model, out_path: str, source_dir: str, name: Optional[str] = None
         # (the model keeps Gemma's per-layer table as stored: a quantized file holds it at 8 bits, as the token
         # embedding)
         tensors["per_layer_token_embd.weight"] = _q8_0_table(*tensors["per_layer_token_embd.weight"])
+    if arch == "bitnet" and any(str(dt).endswith("tq2_0") for _, dt in tensors.values()):
+        main = {"tq2_0"}  # (llama.cpp's MOSTLY_TQ2_0)
+        file_types["tq2_0"] = 37
     if len(main) == 1:
         meta["general.file_type"] = file_types[main.pop()]
     _write_file(out_path, arch, meta, tensors)
@@ -371,7 +381,7 @@ def _write_file(out_path: str, arch: str, meta: Dict[str, Any], tensors: Dict[st
             kind = str(dt).split(".")[1]
             if kind == "bf16":
                 w.add_tensor(g, np.ascontiguousarray(a).view(np.uint16), raw_dtype=gguf.GGMLQuantizationType.BF16)
-            elif kind in BLOCK_TYPES + GRID_TYPES:  # blocks as stored, under their GGML type
+            elif kind in BLOCK_TYPES + GRID_TYPES + ("tq1_0", "tq2_0"):  # blocks as stored, under their GGML type
                 w.add_tensor(g, np.ascontiguousarray(a), raw_dtype=gguf.GGMLQuantizationType[kind.upper()])
             else:
                 w.add_tensor(g, np.ascontiguousarray(a))

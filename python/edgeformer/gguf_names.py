@@ -78,6 +78,7 @@ from .gguf_common import (
     NEMOTRON_H_MOE,
     GEMMA4,
     GEMMA3N,
+    BITNET,
     SUPPORTED_ARCHS,
     _falcon_variant,
 )
@@ -117,6 +118,11 @@ _LLAMA_NAMES = [
     (_T_.FFN_GATE, "model.layers.{i}.mlp.gate_proj", _WB, "blk"),
     (_T_.FFN_UP, "model.layers.{i}.mlp.up_proj", _WB, "blk"),
     (_T_.FFN_DOWN, "model.layers.{i}.mlp.down_proj", _WB, "blk"),
+]
+_BITNET_NAMES = [(t, hf, (".weight", ".scale") if sfx == _WB else sfx, stack)
+                 for t, hf, sfx, stack in _LLAMA_NAMES if t != _T_.OUTPUT] + [
+    (_T_.ATTN_SUB_NORM, "model.layers.{i}.self_attn.attn_sub_norm", _W, "blk"),
+    (_T_.FFN_SUB_NORM, "model.layers.{i}.mlp.ffn_sub_norm", _W, "blk"),
 ]
 # mixture of experts: the router and Qwen2-MoE's shared expert (the experts themselves, 3-D in GGUF and one
 # tensor each in Hugging Face checkpoints, are matched by expert_tensor())
@@ -438,6 +444,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _PHI3_NAMES
     if a in (GEMMA2, GEMMA3):
         return _GEMMA_NAMES
+    if a == BITNET:  # (a tied head; sub-norms; each projection's own scale where a file has one)
+        return _BITNET_NAMES
     if a in (GEMMA4, GEMMA3N):
         from .gguf_gemma import gemma3n_name_table, gemma4_name_table
 
