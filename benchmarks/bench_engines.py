@@ -262,6 +262,10 @@ def configs(root, size, precision, engines):
                  ("llama.cpp", f(lc["q8_0"]), "q8_0")],
         "q4_0": [("edgeformer", f(lc["q4_0"]), "q4_0"), ("llama.cpp", f(lc["q4_0"]), "q4_0")],
         "q4_k": [("edgeformer", f(lc["q4_k"]), "q4_k_m"), ("llama.cpp", f(lc["q4_k"]), "q4_k_m")],
+        # BitNet's ternary projections: our TQ2_0 file (scales of 1, a scale tensor per matrix) and llama.cpp's
+        # TQ1_0 made from it, each read by both engines
+        "tq2_0": [(e, f("ef-tq2_0.gguf"), "tq2_0") for e in ("edgeformer", "llama.cpp")],
+        "tq1_0": [(e, f("lc-tq1_0.gguf"), "tq1_0") for e in ("edgeformer", "llama.cpp")],
         # llama.cpp's other K-quant mixes, read by both engines from its own file
         **{k: [(e, f(lc[k]), lc[k][3:-5]) for e in ("edgeformer", "llama.cpp")]
            for k in ("q5_k", "q3_k", "q2_k", "iq4_xs") + IQUANTS},

@@ -59,7 +59,10 @@ HYBRID_SIZES = {"qwen35-0.8b": dict(hidden=1024, layers=24, heads=8, kv=2, head_
                 # heads of 512, the last 20 sharing the keys and values of layers 13 and 14 with MLPs of 12288, the
                 # others of 6144; per-layer inputs of 256), with the other sizes' 32000-token vocabulary
                 "gemma4-e2b": dict(hidden=1536, layers=35, heads=8, kv=1, head_dim=256, global_head_dim=512,
-                                   ffn=6144, shared=20, ple=256, window=512, vocab=32000)}
+                                   ffn=6144, shared=20, ple=256, window=512, vocab=32000),
+                # BitNet b1.58 2B4T's shape (30 layers, 20 heads of 128 with 5 kv heads, MLP 6912, its 128256-token
+                # vocabulary, a tied bf16 embedding) with random ternary projections packed as its checkpoint packs them
+                "bitnet-2b": dict(hidden=2560, layers=30, heads=20, kv=5, ffn=6912, vocab=128256)}
 
 
 def make_tokenizer(out, vocab_size, seed=0):
@@ -395,6 +398,42 @@ def make_hf_gemma4(out, c, seed=0, shard_bytes=2 << 30):
     _write_shards(out, tensors(), shard_bytes)
 
 
+def make_hf_bitnet(out, c, seed=0, shard_bytes=2 << 30):
+    """A random BitNet b1.58 of HYBRID_SIZES' widths: transformers' packed form (linear_class bitlinear, offline),
+    ternary values uniform over -1, 0, 1, f16 embeddings, norms and scales."""
+    from edgeformer.bitnet import pack_ternary
+
+    H, V, n, F = c["hidden"], c["vocab"], c["layers"], c["ffn"]
+    hd = H // c["heads"]
+    cfg = {"model_type": "bitnet", "architectures": ["BitNetForCausalLM"], "vocab_size": V, "hidden_size": H,
+           "intermediate_size": F, "num_hidden_layers": n, "num_attention_heads": c["heads"],
+           "num_key_value_heads": c["kv"], "hidden_act": "relu2", "max_position_embeddings": 4096,
+           "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": True, "bos_token_id": 0,
+           "eos_token_id": 1, "torch_dtype": "float16",
+           "quantization_config": {"quant_method": "bitnet", "linear_class": "bitlinear",
+                                   "quantization_mode": "offline"}}
+    w, rng = _begin(out, cfg, seed)
+
+    def ternary(rows, cols):
+        return pack_ternary(rng.integers(-1, 2, size=(rows, cols), dtype=np.int8))
+
+    def tensors():
+        yield "model.embed_tokens.weight", w(V, H, std=0.5)
+        for i in range(n):
+            p = f"model.layers.{i}."
+            for nm in ("input_layernorm", "post_attention_layernorm", "self_attn.attn_sub_norm"):
+                yield p + nm + ".weight", np.ones(H, np.float16)
+            yield p + "mlp.ffn_sub_norm.weight", np.ones(F, np.float16)
+            for nm, rows, cols in (("self_attn.q_proj", H, H), ("self_attn.k_proj", c["kv"] * hd, H),
+                                   ("self_attn.v_proj", c["kv"] * hd, H), ("self_attn.o_proj", H, H),
+                                   ("mlp.gate_proj", F, H), ("mlp.up_proj", F, H), ("mlp.down_proj", H, F)):
+                yield p + nm + ".weight", ternary(rows, cols)
+                yield p + nm + ".weight_scale", np.asarray([np.sqrt(cols) / 2], np.float16)
+        yield "model.norm.weight", np.ones(H, np.float16)
+
+    _write_shards(out, tensors(), shard_bytes)
+
+
 def _write_shards(out, tensors, shard_bytes):
     from edgeformer.io import save_safetensors
 
@@ -420,15 +459,17 @@ def _write_shards(out, tensors, shard_bytes):
 
 # llama.cpp's llama_ftype: the mixes its users download (Q4_K_M: q4_k with q6_k for some matrices and the head;
 # Q5_K_M: q5_k and q6_k; Q3_K_M: q3_k, q4_k, q5_k; Q2_K: q2_k, q3_k, q4_k)
-LLAMA_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q3_k_m": 12, "q2_k": 10, "iq4_xs": 30, "f16": 1}
+LLAMA_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q3_k_m": 12, "q2_k": 10, "iq4_xs": 30, "f16": 1,
+                "tq1_0": 36}
 
 
-def llama_quantize(src, dst, ftype, threads):
+def llama_quantize(src, dst, ftype, threads, requantize=False):
     import llama_cpp
 
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype = LLAMA_FTYPES[ftype]
     p.nthread = threads
+    p.allow_requantize = requantize
     rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), p)
     if rc != 0:
         raise RuntimeError(f"llama.cpp quantize {src} -> {dst} failed ({rc})")
@@ -469,11 +510,22 @@ def main():
                     else make_hf_mamba if size.startswith("mamba")
                     else make_hf_nemotron_h if size.startswith("nemotron")
                     else make_hf_gemma4 if size.startswith("gemma4")
+                    else make_hf_bitnet if size.startswith("bitnet")
                     else make_hf_qwen35 if size in HYBRID_SIZES else make_hf)
             step("hf f16", os.path.join(hf, "config.json"), lambda: make(hf, shapes[size]))
         types = ("q4_0",) if four_bit else ("f16", "q8_0", "int8", "q4_0", "q4_k")
         if size in MOE_SIZES or size in MLA_SIZES or size in HYBRID_SIZES:
             types = ("f16", "q8_0", "q4_0")
+        if size.startswith("bitnet"):  # (ternary projections as TQ2_0 with their scales, embeddings q8_0)
+            dst = os.path.join(root, "ef-tq2_0.gguf")
+            step("edgeformer tq2_0", dst, lambda: edgeformer.quantize(hf, dst, type="q8_0", threads=a.threads))
+            try:
+                import llama_cpp  # noqa: F401
+            except ImportError:
+                continue
+            tq1 = os.path.join(root, "lc-tq1_0.gguf")  # (llama.cpp's 1.69-bit ternary type, from our TQ2_0 file)
+            step("llama.cpp tq1_0", tq1, lambda: llama_quantize(dst, tq1, "tq1_0", a.threads, requantize=True))
+            continue
         for t in types:
             dst = os.path.join(root, f"ef-{t}.gguf")
             step(f"edgeformer {t}", dst, lambda: edgeformer.quantize(hf, dst, type=t, threads=a.threads))

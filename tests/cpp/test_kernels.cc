@@ -282,22 +282,30 @@ int main() {
         std::printf("FAIL %s quantize_q8_rows differs from quantize_rows_q8\n", name.c_str());
       }
     }
-    // row-scaled q8_0 ("int8"): exact integer sums over all of K, one float step per output, computed here;
-    // ranges split inside a tile of panels, a partial last panel and token group; pack/unpack returns the rows
+    // row-scaled q8_0 ("int8"), and its ternary form (BitNet's -1, 0, 1 at 2 bits): exact integer sums over all of
+    // K, one float step per output, computed here; ranges split inside a tile of panels, a partial last panel and
+    // token group; pack/unpack returns the rows
     if (k.q8_0_rows)
+      for (bool tern : {false, true})
       for (int K : {32, 96, 2048})
         for (int T : {1, 2, 9, 13, 70}) {
           const int O = 53;
           auto w = randn(O * K), x = randn(T * K), bias = randn(O);
           w[5] = 40.f;  // an outlier in one row
           Tensor wt = Tensor::empty(DType::Q8_0, {O, K});
-          for (int o = 0; o < O; o++) quantize_row_q8_0_shared(w.data() + o * K, (uint8_t*)wt.data + o * wt.row_bytes(), K);
+          for (int o = 0; o < O; o++) {
+            uint8_t* row = (uint8_t*)wt.data + o * wt.row_bytes();
+            quantize_row_q8_0_shared(w.data() + o * K, row, K);
+            for (int i = 0; tern && i < K; i++)  // (the row's scale kept, its values cut to -1, 0, 1)
+              row[34 * (i / 32) + 2 + i % 32] = (uint8_t)(int8_t)((int)(w[o * K + i] * 3.f) % 2);
+          }
           Tensor pk = pack_panels(wt);
-          const bool same = pk.row_scaled && std::memcmp(unpack_panels(pk).data, wt.data, wt.nbytes()) == 0;
+          const bool same = pk.row_scaled && pk.ternary == tern &&
+                            std::memcmp(unpack_panels(pk).data, wt.data, wt.nbytes()) == 0;
           if (same) passed++;
           else {
             failed++;
-            std::printf("FAIL row-scaled pack/unpack K=%d\n", K);
+            std::printf("FAIL row-scaled pack/unpack K=%d ternary=%d\n", K, (int)tern);
           }
           std::vector<int8_t> xq((T + kRowGroup - 1) / kRowGroup * kRowGroup * K);
           std::vector<float> xd(T);
@@ -315,8 +323,10 @@ int main() {
               yr[t * O + o] = std::fma((float)acc, f16_load(row) * xd[t], 0.f) + bias[o];
             }
           for (auto [a, b] : {std::pair<int, int>{0, 16}, {16, 48}, {48, O}})
-            k.q8_0_rows(xq.data(), xd.data(), xs.data(), pk.data, bias.data(), y.data(), O, T, a, b, K);
-          check(name + " row-scaled q8_0 K=" + std::to_string(K) + " T=" + std::to_string(T), y, yr, 0.0);
+            (tern ? k.q8_0_rows_ternary : k.q8_0_rows)(xq.data(), xd.data(), xs.data(), pk.data, bias.data(), y.data(), O,
+                                                       T, a, b, K);
+          check(name + (tern ? " ternary" : " row-scaled q8_0") + " K=" + std::to_string(K) + " T=" + std::to_string(T),
+                y, yr, 0.0);
         }
     {  // rows whose blocks differ, or longer than the int32 sums take, keep the per-block layout
       std::vector<float> w = randn(2 * 64);

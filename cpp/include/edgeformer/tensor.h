@@ -63,6 +63,8 @@ struct Tensor {
 // back, bit for bit.
 Tensor pack_panels(const Tensor& t, ThreadPool* pool = nullptr);
 Tensor unpack_panels(const Tensor& t);
+// One row of a packed matrix in the stored row layout (row_bytes() bytes at dst): a tied head's embedding lookups.
+void panel_row(const Tensor& t, int64_t row, uint8_t* dst);
 
 std::string shape_to_string(const std::vector<int64_t>& s);
 // A tensor's f32 data, or null where it has none (an optional bias or norm weight).

@@ -305,6 +305,9 @@ using pf = __m512;
 using pw = __m512i;
 inline pi pi_set1(int32_t v) { return _mm512_set1_epi32(v); }
 inline pi pi_add(pi a, pi b) { return _mm512_add_epi32(a, b); }
+// ternary decode steps keep one accumulator per 2-bit field (qpanel.h): 4 x kRowDecodeP of the 32 registers
+#define EF_TERNARY_FIELD_ACCS 1
+inline pi pi_srai(pi a, int n) { return _mm512_srai_epi32(a, (unsigned)n); }
 inline pf pf_zero() { return _mm512_setzero_ps(); }
 inline pf pf_set1(float v) { return _mm512_set1_ps(v); }
 inline pw pw_load(const uint8_t* p) { return _mm512_loadu_si512((const void*)p); }

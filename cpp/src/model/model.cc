@@ -104,6 +104,9 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     if (ln) final_norm_b_ = L.vec("norm.bias", H, false);
   }
   if (spec_.causal()) {
+    // a tied head is the embedding table in the kernels' panels (decode steps stream it as a head, whose stored
+    // rows the row kernels read several times slower); lookups unpack their rows
+    if (spec_.tie_embeddings) tok_emb_ = L.panels(tok_emb_, Role::Head);
     lm_head_ = spec_.tie_embeddings ? tok_emb_ : L.matrix("lm_head.weight", {V, E}, Role::Head);
     if (spec_.lm_head_bias) lm_head_b_ = L.vec("lm_head.bias", V, true);
   }

@@ -173,11 +173,17 @@ void embedding(const KernelTable& k, const Tensor& table, const int32_t* ids, in
   const int64_t rows = table.shape[0], H = table.shape[1];
   const int64_t stride = table.row_bytes();
   auto conv = k.to_f32[(int)table.dtype];
+  std::vector<uint8_t> row(table.packed ? dtype_bytes(table.dtype, H) : 0);  // (a tied head's panels: one row back)
   for (int64_t t = 0; t < T; t++) {
     if (ids[t] < 0 || ids[t] >= rows)
       throw ValueError("token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
                        " is outside the vocabulary [0, " + std::to_string(rows) + ")");
-    conv((const uint8_t*)table.data + ids[t] * stride, out + t * H, H);
+    if (table.packed) {
+      panel_row(table, ids[t], row.data());
+      conv(row.data(), out + t * H, H);
+    } else {
+      conv((const uint8_t*)table.data + ids[t] * stride, out + t * H, H);
+    }
   }
 }
 

@@ -422,30 +422,42 @@ Tensor pack_panels(const Tensor& t, ThreadPool* pool) {
   return out;
 }
 
-Tensor unpack_panels(const Tensor& t) {
-  if (!t.packed) return t;
-  const int64_t O = t.shape[0], K = t.shape[1], nb = K / panel_block(t.dtype), P = (O + kPanel - 1) / kPanel;
+// Rows [r0, r1) of packed t into their stored layout (row stride rb bytes at dst): rows outside are skipped.
+static void unpack_rows_of(const Tensor& t, int64_t r0, int64_t r1, uint8_t* dst, int64_t rb) {
+  const int64_t K = t.shape[1], nb = K / panel_block(t.dtype);
   const int64_t pb = panel_stride(t), bb = panel_block_bytes(t.dtype);
   const int64_t blk = (int64_t)dtype_bytes(t.dtype, panel_block(t.dtype));
-  Tensor out = Tensor::empty(t.dtype, t.shape);
-  out.name = t.name;
-  out.source = t.source;
-  out.scale = t.scale;
-  const int64_t rb = out.row_bytes();
-  for (int64_t p = 0; p < P; p++) {
+  for (int64_t p = r0 / kPanel; p * kPanel < r1; p++) {
+    uint8_t* rows[16];
+    for (int r = 0; r < 16; r++) {
+      const int64_t o = p * kPanel + r;
+      rows[r] = o >= r0 && o < r1 ? dst + (o - r0) * rb : nullptr;
+    }
     if (t.row_scaled) {
-      uint8_t* rows[16];
-      for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? (uint8_t*)out.data + (p * 16 + r) * rb : nullptr;
       unpack_rows((const uint8_t*)t.data + p * pb, K, t.ternary, rows);
       continue;
     }
     for (int64_t b = 0; b < nb; b++) {
-      uint8_t* rows[16];
-      for (int r = 0; r < 16; r++) rows[r] = p * 16 + r < O ? (uint8_t*)out.data + (p * 16 + r) * rb + b * blk : nullptr;
-      unpack_block(t.dtype, (const uint8_t*)t.data + p * pb + b * bb, rows);
+      uint8_t* at[16];
+      for (int r = 0; r < 16; r++) at[r] = rows[r] ? rows[r] + b * blk : nullptr;
+      unpack_block(t.dtype, (const uint8_t*)t.data + p * pb + b * bb, at);
     }
   }
+}
+
+Tensor unpack_panels(const Tensor& t) {
+  if (!t.packed) return t;
+  Tensor out = Tensor::empty(t.dtype, t.shape);
+  out.name = t.name;
+  out.source = t.source;
+  out.scale = t.scale;
+  unpack_rows_of(t, 0, t.shape[0], (uint8_t*)out.data, out.row_bytes());
   return out;
+}
+
+void panel_row(const Tensor& t, int64_t row, uint8_t* dst) {
+  EF_CHECK(t.packed && t.dim() == 2 && row >= 0 && row < t.shape[0], t.describe() + ": no packed row " + std::to_string(row));
+  unpack_rows_of(t, row, row + 1, dst, (int64_t)dtype_bytes(t.dtype, t.shape[1]));
 }
 
 }  // namespace ef
