@@ -134,7 +134,7 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
              "altup.corr.weight": [N, N], "altup.out_scale": [H], "laurel.l.weight": [R, H],
              "laurel.r.weight": [H, R], "laurel.norm.weight": [H], "moe.router.in_scale": [H],
              "moe.router.expert_scale": [spec.n_experts], "post_mlp_norm_1.weight": [H], "moe_norm.weight": [H],
-             "post_moe_norm.weight": [H]}
+             "post_moe_norm.weight": [H], "attn.sub_norm.weight": [QVD], "mlp.sub_norm.weight": [F]}
     if m.group(2) in gemma:
         return gemma[m.group(2)]
     layer = {

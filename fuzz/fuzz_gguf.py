@@ -264,6 +264,42 @@ def _write_quantized(path, config, dtype="f32"):
         edgeformer.quantize(d, path, dtype)
 
 
+def _write_bitnet(path):
+    """A tiny BitNet (packed ternary projections, one scale each) as edgeformer.quantize writes it: q8_0 rows of
+    -1, 0, 1 and a scale tensor per projection."""
+    import json
+    import tempfile
+
+    import numpy as np
+
+    from edgeformer.bitnet import pack_ternary
+    from edgeformer.io import save_safetensors
+
+    H, F, V = 32, 32, 16
+    rng = np.random.default_rng(0)
+    t = {"model.embed_tokens.weight": rng.standard_normal((V, H)).astype(np.float32),
+         "model.norm.weight": np.ones(H, np.float32)}
+    p = "model.layers.0."
+    for n, size in (("input_layernorm", H), ("post_attention_layernorm", H), ("self_attn.attn_sub_norm", H),
+                    ("mlp.ffn_sub_norm", F)):
+        t[p + n + ".weight"] = np.ones(size, np.float32)
+    for n, rows, cols in (("self_attn.q_proj", H, H), ("self_attn.k_proj", 16, H), ("self_attn.v_proj", 16, H),
+                          ("self_attn.o_proj", H, H), ("mlp.gate_proj", F, H), ("mlp.up_proj", F, H),
+                          ("mlp.down_proj", H, F)):
+        t[p + n + ".weight"] = pack_ternary(rng.integers(-1, 2, size=(rows, cols), dtype=np.int8))
+        t[p + n + ".weight_scale"] = np.asarray([3.0], np.float32)
+    config = {"model_type": "bitnet", "vocab_size": V, "hidden_size": H, "intermediate_size": F,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "max_position_embeddings": 32, "tie_word_embeddings": True,
+              "quantization_config": {"quant_method": "bitnet", "linear_class": "bitlinear",
+                                      "quantization_mode": "offline"}}
+    with tempfile.TemporaryDirectory() as d:
+        save_safetensors(t, os.path.join(d, "model.safetensors"))
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(config, f)
+        edgeformer.quantize(d, path, "q8_0")
+
+
 def make_seeds(out_dir: str) -> None:
     import gguf
 
@@ -362,6 +398,7 @@ def make_seeds(out_dir: str) -> None:
                                          "num_kv_shared_layers": 1, "hidden_size_per_layer_input": 256,
                                          "vocab_size_per_layer_input": V, "laurel_rank": 64, "altup_num_inputs": 4,
                                          "max_position_embeddings": 32}, "f16")
+    _write_bitnet(o("bitnet_q8.gguf"))
     # every tensor type and every metadata value type, no usable architecture
     w = gguf.GGUFWriter(o("types.gguf"), "llama")
     w.add_uint8("u8", 200), w.add_int8("i8", -5), w.add_uint16("u16", 60000), w.add_int16("i16", -300)

@@ -92,9 +92,11 @@ struct Loader {
   Tensor load_matrix(const std::string& canonical, const std::vector<int64_t>& shape, Role role) {
     const Tensor* t = find(canonical);
     if (!t) throw ValueError("the weight map has no entry for '" + canonical + "'");
-    if (t->dtype == DType::MXFP4) return panels(mxfp4_as_q5_0(*t, shape), role);
+    if (t->dtype == DType::MXFP4) return panels(read_as(*t, shape, DType::Q5_0, mxfp4_row_to_q5_0), role);
     if (t->dtype == DType::TQ1_0 || t->dtype == DType::TQ2_0) {
-      Tensor q = ternary_as_q8_0(*t, shape);
+      const DType from = t->dtype;
+      Tensor q = read_as(*t, shape, DType::Q8_0,
+                         [from](const uint8_t* src, uint8_t* dst, int64_t K) { ternary_row_to_q8_0(from, src, dst, K); });
       q.scale = matrix_scale(canonical, q);
       return panels(q, role);
     }
@@ -146,31 +148,19 @@ struct Loader {
     if (!std::isfinite(v) || v == 0.f) throw ValueError(s->describe() + ": a matrix's scale must be finite and non-zero");
     return v;
   }
-  // llama.cpp's TQ1_0 / TQ2_0 (BitNet's) read as q8_0 rows, value for value (quant.h); the file's pages are then
-  // released
-  Tensor ternary_as_q8_0(const Tensor& t, const std::vector<int64_t>& shape) const {
+  // A type that is stored, never computed with, read as one that is, value for value, row by row (quant.h:
+  // row(src, dst, K), whose ValueError gets the tensor's name); the file's pages are then released. GGUF's MXFP4
+  // (gpt-oss's experts) as q5_0; llama.cpp's TQ1_0 / TQ2_0 (BitNet's) as q8_0.
+  template <class RowFn>
+  Tensor read_as(const Tensor& t, const std::vector<int64_t>& shape, DType to, RowFn row) const {
     if (t.shape != shape)
       throw ValueError(t.describe() + ": expected shape " + shape_to_string(shape) + ", got " + t.shape_str());
-    Tensor out = Tensor::empty(DType::Q8_0, t.shape);
+    Tensor out = Tensor::empty(to, t.shape);
     out.name = t.name;
     out.source = t.source;
-    for (int64_t r = 0; r < t.shape[0]; r++)
-      ternary_row_to_q8_0(t.dtype, (const uint8_t*)t.data + r * t.row_bytes(), (uint8_t*)out.data + r * out.row_bytes(),
-                          t.shape[1]);
-    if (t.mapped) t.mapped->drop_pages(t.data, t.nbytes());
-    return out;
-  }
-  // GGUF's MXFP4 (gpt-oss's experts) read as q5_0, value for value (quant.h); the file's pages are then released
-  Tensor mxfp4_as_q5_0(const Tensor& t, const std::vector<int64_t>& shape) const {
-    if (t.shape != shape)
-      throw ValueError(t.describe() + ": expected shape " + shape_to_string(shape) + ", got " + t.shape_str());
-    Tensor out = Tensor::empty(DType::Q5_0, t.shape);
-    out.name = t.name;
-    out.source = t.source;
-    const int64_t rows = t.shape[0], K = t.shape[1];
     try {
-      for (int64_t r = 0; r < rows; r++)
-        mxfp4_row_to_q5_0((const uint8_t*)t.data + r * t.row_bytes(), (uint8_t*)out.data + r * out.row_bytes(), K);
+      for (int64_t r = 0; r < t.shape[0]; r++)
+        row((const uint8_t*)t.data + r * t.row_bytes(), (uint8_t*)out.data + r * out.row_bytes(), t.shape[1]);
     } catch (const ValueError& e) {
       throw ValueError(t.describe() + ": " + e.what());
     }
