@@ -476,7 +476,7 @@ std::vector<std::pair<std::string, Tensor>> Model::weights() const {
 }
 
 int64_t Model::weight_bytes() const {
-  int64_t n = tok_emb_.nbytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.storage_bytes() : 0);
+  int64_t n = tok_emb_.storage_bytes() + (lm_head_.data && lm_head_.data != tok_emb_.data ? lm_head_.storage_bytes() : 0);
   n += ple_emb_.nbytes() + (ple_proj_.data ? ple_proj_.storage_bytes() : 0);
   for (const auto* v : {&altup_proj_, &altup_unembed_})
     for (const Tensor& t : *v) n += t.storage_bytes();
