@@ -380,8 +380,16 @@ def _hunyuan_dense(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap
         data[field] = {k: v for k, v in params.items() if k not in ("rope_type", "type", "alpha", "factor")}
     s, names = _as_llama(Config(data, cfg.source), tensor_names, "hunyuan_v1_dense")
     if alpha is not None:
+        if s.head_dim <= 2:
+            raise cfg.error(field + ".alpha", f"NTK-alpha rotary needs heads wider than 2, got head_dim {s.head_dim}")
         r = s.rope
-        r.theta = r.theta * alpha ** (s.head_dim / (s.head_dim - 2))
+        try:
+            theta = r.theta * alpha ** (s.head_dim / (s.head_dim - 2))
+        except OverflowError:
+            theta = math.inf
+        if not 0 < theta < 3.4e38:  # (the base is a float32)
+            raise cfg.error(field + ".alpha", f"({alpha}) makes a rotary base of {theta} (not a finite float32)")
+        r.theta = theta
         s.rope = r
     s.qk_norm = s.qk_norm_after_rope = True
     for i in range(s.n_layers):
