@@ -701,9 +701,7 @@ inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* xsum, 
 #pragma GCC unroll 4
       for (int j = 0; j < RP; j++) {
         const pw raw = pw_load(q + j * pstride);
-#if defined(__GNUC__)
-        __builtin_prefetch(q + j * pstride + kTernaryPrefetch);
-#endif
+        prefetch_block(q + j * pstride + kTernaryPrefetch, 64);
         acc[0][j] = pi_dot_u8_shared(acc[0][j], pw_and8(raw, 0x03), a);
         fa[0][j] = pi_dot_u8_shared(fa[0][j], pw_and8(raw, 0x0C), a + 4 * kRowGroup);
         fa[1][j] = pi_dot_u8_shared(fa[1][j], pw_and8(raw, 0x30), a + 8 * kRowGroup);
@@ -723,22 +721,13 @@ inline void q8_rows_tile(const int8_t* a, const float* xd, const int32_t* xsum, 
 #pragma GCC unroll 4
         for (int j = 0; j < RP; j++) {
           raw[j] = pw_load(q + j * pstride);
-#if defined(__GNUC__)
-          if (RT == 1) __builtin_prefetch(q + j * pstride + kTernaryPrefetch);
-#endif
+          if (RT == 1) prefetch_block(q + j * pstride + kTernaryPrefetch, 64);
         }
+        static_for<4>([&](auto F) {  // the 2-bit field F of every byte: chunk 4v + F
 #pragma GCC unroll 4
-        for (int j = 0; j < RP; j++) w[j] = pw_bits<0, 3>(raw[j]);
-        step(w, 4 * v);
-#pragma GCC unroll 4
-        for (int j = 0; j < RP; j++) w[j] = pw_bits<2, 3>(raw[j]);
-        step(w, 4 * v + 1);
-#pragma GCC unroll 4
-        for (int j = 0; j < RP; j++) w[j] = pw_bits<4, 3>(raw[j]);
-        step(w, 4 * v + 2);
-#pragma GCC unroll 4
-        for (int j = 0; j < RP; j++) w[j] = pw_bits<6, 3>(raw[j]);
-        step(w, 4 * v + 3);
+          for (int j = 0; j < RP; j++) w[j] = pw_bits<2 * F, 3>(raw[j]);
+          step(w, 4 * v + F);
+        });
       }
     } else {
 #pragma GCC unroll 8
