@@ -57,6 +57,7 @@ class _BitLinear:
         self.src, self.linear_class, self.mode, self.rows = src, linear_class, mode, rows
         # (AutoBitLinear in online mode ternarizes float master weights; every other form stores the values)
         self.online = linear_class == "autobitlinear" and mode == "online"
+        self._mean: Optional[np.float32] = None  # (online: the master weights' scale, kept from values() for scale())
 
     def _master(self, checkpoint) -> np.ndarray:
         t = checkpoint.get(self.src)
@@ -76,7 +77,8 @@ class _BitLinear:
         """int8 [rows, K] of -1, 0, 1."""
         if self.online:
             w = self._master(checkpoint)
-            return np.clip(np.round(w * (np.float32(1) / self._mean_scale(w))), -1, 1).astype(np.int8)
+            self._mean = self._mean_scale(w)
+            return np.clip(np.round(w * (np.float32(1) / self._mean)), -1, 1).astype(np.int8)
         t = checkpoint.get(self.src)
         a, what = t.numpy(), f"tensor '{self.src}'"
         if t.dtype == _core.DType.u8:
@@ -92,8 +94,8 @@ class _BitLinear:
 
     def scale(self, checkpoint) -> float:
         """What the matrix's products are multiplied by."""
-        if self.online:
-            return float(self._mean_scale(self._master(checkpoint)))
+        if self.online:  # (values() has read the master weights already, where it ran first)
+            return float(self._mean if self._mean is not None else self._mean_scale(self._master(checkpoint)))
         name = self.src[: -len("weight")] + "weight_scale"
         if name not in checkpoint:
             raise ValueError(f"tensor '{self.src}': the checkpoint has no '{name}' (BitNet's scale of each matrix)")
