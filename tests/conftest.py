@@ -138,6 +138,11 @@ def hf_greedy(model, ids, n: int):
     return out[0, len(ids):].tolist()
 
 
+def ef_greedy(model, ids, n: int):
+    """Our model's n greedy tokens after ids (EOS ignored), as hf_greedy gives transformers'."""
+    return model.generate(ids, max_new_tokens=n, temperature=0, ignore_eos=True).token_ids
+
+
 def assert_logits_close(ours: np.ndarray, ref: np.ndarray, rel: float = 2e-3, abs_: float = 1e-4) -> None:
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     bound = abs_ + rel * float(np.abs(ref).max())
@@ -180,3 +185,33 @@ def random_grid_blocks(name: str, rows: int, blocks: int, d_scale: float = 0.01,
     else:
         raw[:, 0:2] = d.view(np.uint8).reshape(-1, 2)
     return raw.reshape(rows, blocks * nbytes)
+
+
+def copy_gguf(src, dst, meta=None, tensors=lambda name, data, kind: [(name, data, kind)]):
+    """Rewrites a GGUF file: metadata values replaced from meta (None: dropped; keys the file lacks: added, as
+    uint32), each tensor through tensors(name, raw data, GGML type) -> [(name, raw data, GGML type)]."""
+    import gguf
+
+    r = gguf.GGUFReader(str(src))
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    w = gguf.GGUFWriter(str(dst), arch)
+    for f in r.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture":
+            continue
+        v = (meta or {}).get(f.name, f.contents())
+        if v is None:
+            continue
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_array(f.name, list(v))
+        else:
+            w.add_key_value(f.name, v, f.types[0])
+    for k, v in (meta or {}).items():
+        if k not in r.fields and v is not None:
+            w.add_key_value(k, v, gguf.GGUFValueType.UINT32)
+    for t in r.tensors:
+        for name, data, kind in tensors(t.name, np.array(t.data), t.tensor_type):
+            w.add_tensor(name, np.ascontiguousarray(data), raw_dtype=kind)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

@@ -14,7 +14,8 @@ import edgeformer
 from edgeformer import _core
 from edgeformer.bitnet import pack_ternary, ternary_q8_0
 
-from conftest import assert_logits_close, make_tokenizer, prompt_ids, reference_cache, scale_weights
+from conftest import (assert_logits_close, copy_gguf, ef_greedy, make_tokenizer, prompt_ids, reference_cache,
+                      scale_weights)
 
 PROMPT = prompt_ids(24)
 N_GREEDY = 12
@@ -101,7 +102,7 @@ def test_bitnet_matches_transformers(isa, ref, name):
     ours = m.logits(PROMPT)
     assert_logits_close(ours, logits, rel=2e-4)
     assert _nmse(ours, logits) < 1e-8
-    assert m.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids == greedy
+    assert ef_greedy(m, PROMPT, N_GREEDY) == greedy
 
 
 def test_bitnet_default_kv_cache(ref):
@@ -129,7 +130,8 @@ def test_bitnet_matrices_stay_ternary(ref):
     assert m._core.weight_bytes - emb < layer_values * 0.3
     q4 = edgeformer.load(path, dtype="q4_0", threads=2, max_context=64, kv_dtype="f32")
     wq = dict(q4._core.weights())
-    assert wq["layers.0.attn.q.weight"].dtype == _core.DType.q8_0 and wq["tok_embeddings.weight"].dtype != _core.DType.f32
+    assert wq["layers.0.attn.q.weight"].dtype == _core.DType.q8_0
+    assert wq["tok_embeddings.weight"].dtype != _core.DType.f32
     ours = q4.logits(PROMPT)  # (q8_0 embeddings: NMSE 1e-3 on this tiny model)
     assert 0 < _nmse(ours, logits) < 5e-3 and (ours.argmax(1) == logits.argmax(1)).mean() >= 0.9
 
@@ -229,35 +231,22 @@ def _llama_cpp_style(src, dst, form):
     import gguf
     import gguf.quants
 
-    r, t = _gguf_tensors(src)
-    w = gguf.GGUFWriter(str(dst), "bitnet")
-    for f in r.fields.values():
-        if f.name.startswith("GGUF.") or f.name in ("general.architecture", "bitnet.hidden_activation"):
-            continue
-        v = f.contents()
-        vt = f.types[0]
-        if vt == gguf.GGUFValueType.ARRAY:
-            w.add_array(f.name, v)
-        else:
-            w.add_key_value(f.name, v, vt)
-    for name, ten in t.items():
+    _, t = _gguf_tensors(src)
+    scales = {n[: -len("scale")] + "weight": float(np.asarray(v.data).reshape(-1)[0]) for n, v in t.items()
+              if n.endswith(".scale")}
+
+    def projection(name, data, kind):
         if name.endswith(".scale"):
-            continue
-        data = np.asarray(ten.data)
-        if name.replace(".weight", ".scale") in t:
-            scale = float(np.asarray(t[name.replace(".weight", ".scale")].data).reshape(-1)[0])
-            vals = gguf.quants.dequantize(data, ten.tensor_type).astype(np.float32) * np.float32(scale)
-            if form == "f32":
-                w.add_tensor(name, vals)
-            else:
-                qt = gguf.GGMLQuantizationType[form.upper()]
-                w.add_tensor(name, gguf.quants.quantize(vals, qt), raw_dtype=qt)
-        else:
-            w.add_tensor(name, data, raw_dtype=ten.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+            return []
+        if name not in scales:
+            return [(name, data, kind)]
+        vals = gguf.quants.dequantize(data, kind).astype(np.float32) * np.float32(scales[name])
+        if form == "f32":
+            return [(name, vals, gguf.GGMLQuantizationType.F32)]
+        qt = gguf.GGMLQuantizationType[form.upper()]
+        return [(name, gguf.quants.quantize(vals, qt), qt)]
+
+    copy_gguf(src, dst, {"bitnet.hidden_activation": None}, projection)
 
 
 @pytest.fixture(scope="module")
@@ -296,29 +285,17 @@ def test_bitnet_gguf_tq2_0_and_llama_cpp_forms(wide, tmp_path):
 
 def test_bitnet_gguf_not_ternary(wide, tmp_path):
     """A bitnet file's float projection that is not ternary is named, not computed with."""
-    import gguf
-
     path, _ = wide
     out = tmp_path / "w.gguf"
     edgeformer.quantize(path, str(out), "q8_0")
     dst = tmp_path / "f.gguf"
     _llama_cpp_style(out, dst, "f32")
-    r, t = _gguf_tensors(dst)
-    w = gguf.GGUFWriter(str(tmp_path / "bad.gguf"), "bitnet")
-    for f in r.fields.values():
-        if f.name.startswith("GGUF.") or f.name == "general.architecture":
-            continue
-        vt = f.types[0]
-        (w.add_array(f.name, f.contents()) if vt == gguf.GGUFValueType.ARRAY else
-         w.add_key_value(f.name, f.contents(), vt))
-    for name, ten in t.items():
-        data = np.array(ten.data)
+
+    def halve_one(name, data, kind):
         if name == "blk.1.attn_k.weight":
             data[0, 0] *= 0.5
-        w.add_tensor(name, data, raw_dtype=ten.tensor_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+        return [(name, data, kind)]
+
+    copy_gguf(dst, tmp_path / "bad.gguf", tensors=halve_one)
     with pytest.raises(ValueError, match="blk.1.attn_k.weight.*ternary"):
         edgeformer.load(str(tmp_path / "bad.gguf"), max_context=16)

@@ -9,7 +9,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, hf_greedy, hf_logits, make_model, prompt_ids, reference_cache
+from conftest import assert_logits_close, ef_greedy, hf_greedy, hf_logits, make_model, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -195,8 +195,7 @@ def test_decoder_logits(case, isa, built):
 def test_decoder_greedy(case, isa, built):
     path, _, ref_tokens = built(case)
     model = edgeformer.load(path, threads=2, max_context=64)
-    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
-    assert out.token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
 
 
 def test_length_dependent_rope_prefilled_in_pieces(built, monkeypatch):
@@ -209,11 +208,10 @@ def test_length_dependent_rope_prefilled_in_pieces(built, monkeypatch):
     assert model.spec.rope.scaling == edgeformer._core.RopeScaling.longrope and model._keys_depend_on_length
     monkeypatch.setattr(model_mod, "PREFILL_CHUNK", 8)
     assert_logits_close(model.logits(PROMPT), ref)
-    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
-    assert out.token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
     monkeypatch.setattr(model_mod, "_prefill_chunks", lambda core, ids, rope_length=0: [
         core.prefill(np.asarray(ids[i:i + 8], np.int32)) for i in range(0, len(ids), 8)])
-    assert model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids != ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) != ref_tokens
 
 
 # -- BERT --------------------------------------------------------------------------------------------------

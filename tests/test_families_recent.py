@@ -10,7 +10,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, gguf_roundtrip, prompt_ids, reference_cache
+from conftest import assert_logits_close, ef_greedy, gguf_roundtrip, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -72,8 +72,7 @@ def test_recent_logits(case, isa, built):
 def test_recent_greedy(case, isa, built):
     path, _, ref_tokens = built(case)
     model = edgeformer.load(path, threads=2, max_context=64)
-    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
-    assert out.token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
 
 
 # what llama.cpp reads of these architectures the files say (tiny random models: llama.cpp windows EXAONE 4 and reads
@@ -124,7 +123,7 @@ def test_exaone4_32b_gguf_is_windowed_as_llama_cpp_reads_it(tmp_path):
     import transformers as tf
 
     from conftest import make_model
-    from test_moe import _copy_gguf
+    from conftest import copy_gguf
 
     cfg = tf.Exaone4Config(vocab_size=320, hidden_size=64, intermediate_size=64, num_hidden_layers=64,
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, sliding_window=6,
@@ -133,7 +132,7 @@ def test_exaone4_32b_gguf_is_windowed_as_llama_cpp_reads_it(tmp_path):
     edgeformer.quantize(str(tmp_path / "src"), str(tmp_path / "m.gguf"), "q8_0")
     back = edgeformer.load(str(tmp_path / "m.gguf"), threads=2, max_context=64)
     assert list(back.spec.layer_windows[:4]) == [6, 6, 6, 0] and list(back.spec.layer_nope[:4]) == [0, 0, 0, 1]
-    _copy_gguf(tmp_path / "m.gguf", tmp_path / "bare.gguf", {"exaone4.attention.sliding_window": None,
+    copy_gguf(tmp_path / "m.gguf", tmp_path / "bare.gguf", {"exaone4.attention.sliding_window": None,
                                                              "exaone4.attention.sliding_window_pattern": None})
     bare = edgeformer.load(str(tmp_path / "bare.gguf"), threads=2, max_context=64)
     assert list(bare.spec.layer_windows[:4]) == [4096, 4096, 4096, 0] and list(bare.spec.layer_nope[:4]) == [0, 0, 0, 1]

@@ -11,7 +11,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, prompt_ids, reference_cache
+from conftest import assert_logits_close, ef_greedy, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -100,8 +100,7 @@ def test_variant_logits(case, isa, built):
 def test_variant_greedy(case, isa, built):
     path, _, ref_tokens = built(case)
     model = edgeformer.load(path, threads=2, max_context=64)
-    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
-    assert out.token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
 
 
 @pytest.mark.parametrize("model_type", ["ministral", "helium", "seed_oss", "arcee", "exaone", "olmo3", "cohere2",
@@ -189,7 +188,7 @@ def test_variant_gguf_roundtrip(case, built, tmp_path):
                     "mistral3_small": "llama"}[case]
     model = edgeformer.load(out, threads=2, max_context=64)
     assert_logits_close(model.logits(PROMPT), ref)
-    out_tokens = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids
+    out_tokens = ef_greedy(model, PROMPT, N_GREEDY)
     assert out_tokens == ref_tokens
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import edgeformer
 
-from conftest import (assert_logits_close, gguf_roundtrip, make_tokenizer, prompt_ids, reference_cache,
+from conftest import (assert_logits_close, ef_greedy, gguf_roundtrip, make_tokenizer, prompt_ids, reference_cache,
                       scale_weights)
 from test_batch import _batch_vs_single
 
@@ -85,8 +85,7 @@ def test_gemma4_logits_and_greedy(case, isa, built):
     path, ref, ref_tokens = built(case)
     model = edgeformer.load(path, threads=2, max_context=64)
     assert_logits_close(model.logits(PROMPT), ref)
-    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
-    assert out.token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
 
 
 def test_gemma4_spec(built):

@@ -12,7 +12,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, prompt_ids, reference_cache
+from conftest import assert_logits_close, ef_greedy, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -228,8 +228,7 @@ def test_hybrid_logits(case, isa, built):
 def test_hybrid_greedy(case, isa, built):
     path, _, ref_tokens = built(case)
     model = edgeformer.load(path, threads=2, max_context=64)
-    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
-    assert out.token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
 
 
 def test_recurrent_state_over_prompt_pieces_and_turns(built, monkeypatch):
@@ -245,7 +244,7 @@ def test_recurrent_state_over_prompt_pieces_and_turns(built, monkeypatch):
     first = model.generate(PROMPT[:20], max_new_tokens=4, temperature=0, ignore_eos=True)
     assert model._cached == PROMPT[:20] + first.token_ids[:-1]
     # the full prompt does not continue the cached tokens (they end in generated ones): started over, still exact
-    assert model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
     # a prompt continuing every cached token runs only its new ones
     cached = list(model._cached)
     longer = cached + [5, 6]
@@ -340,7 +339,7 @@ def test_hybrid_gguf_roundtrip(case, built, tmp_path):
     model = edgeformer.load(out, threads=2, max_context=64)
     assert model.spec.lin_v_tiled == (arch in ("qwen35", "qwen35moe"))  # (read in llama.cpp's order)
     assert_logits_close(model.logits(PROMPT), ref)
-    assert model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
     q = str(tmp_path / "q.gguf")
     edgeformer.quantize(path, q, "q8_0")
     direct = edgeformer.load(path, dtype="q8_0", threads=2, max_context=64)

@@ -7,7 +7,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, hf_greedy, hf_logits, make_llama, prompt_ids
+from conftest import assert_logits_close, ef_greedy, hf_greedy, hf_logits, make_llama, prompt_ids
 
 # name -> (stored dtype, config overrides)
 CASES = {
@@ -125,7 +125,7 @@ def test_f16_kv_cache(case, isa, checkpoints):
     assert float(((replay - a) ** 2).sum() / (a**2).sum()) < 1e-9
     m16._core.reset()
     m16._cached = []
-    assert m16.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True).token_ids == ref_tokens
+    assert ef_greedy(m16, PROMPT, N_GREEDY) == ref_tokens
 
 
 def test_kv_dtype_argument(checkpoints):

@@ -11,7 +11,7 @@ import pytest
 
 import edgeformer
 
-from conftest import assert_logits_close, hf_logits, make_model, prompt_ids, reference_cache
+from conftest import assert_logits_close, copy_gguf, ef_greedy, hf_logits, make_model, prompt_ids, reference_cache
 
 PROMPT = prompt_ids(32)
 N_GREEDY = 16
@@ -124,8 +124,7 @@ def test_moe_logits(case, isa, built):
 def test_moe_greedy(case, isa, built):
     path, _, ref_tokens = built(case)
     model = edgeformer.load(path, threads=2, max_context=64)
-    out = model.generate(PROMPT, max_new_tokens=N_GREEDY, temperature=0, ignore_eos=True)
-    assert out.token_ids == ref_tokens
+    assert ef_greedy(model, PROMPT, N_GREEDY) == ref_tokens
     n, used = {"mixtral": (4, 2), "qwen2_moe": (6, 3), "qwen3_moe": (8, 2), "gpt_oss": (4, 2), "olmoe": (8, 3),
                "granitemoe": (6, 2), "ernie4_5_moe": (8, 3), "glm4_moe": (8, 3), "deepseek_v2": (8, 3),
                "deepseek_v2_groups": (8, 3), "deepseek_v3": (8, 3), "glm4_moe_lite": (8, 3)}[case]
@@ -325,36 +324,6 @@ def test_moe_gguf_roundtrip(case, qtype, tmp_path):
         _transformers_agrees(out, {"q8_0": 1e-6}.get(qtype, 1e-2))
 
 
-def _copy_gguf(src, dst, meta=None, tensors=lambda name, data, kind: [(name, data, kind)]):
-    """Rewrites a GGUF file: metadata values replaced from meta (None: dropped; keys the file lacks: added, as
-    uint32), each tensor through tensors(name, raw data, GGML type) -> [(name, raw data, GGML type)]."""
-    import gguf
-
-    r = gguf.GGUFReader(str(src))
-    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
-    w = gguf.GGUFWriter(str(dst), arch)
-    for f in r.fields.values():
-        if f.name.startswith("GGUF.") or f.name == "general.architecture":
-            continue
-        v = (meta or {}).get(f.name, f.contents())
-        if v is None:
-            continue
-        if f.types[0] == gguf.GGUFValueType.ARRAY:
-            w.add_array(f.name, list(v))
-        else:
-            w.add_key_value(f.name, v, f.types[0])
-    for k, v in (meta or {}).items():
-        if k not in r.fields and v is not None:
-            w.add_key_value(k, v, gguf.GGUFValueType.UINT32)
-    for t in r.tensors:
-        for name, data, kind in tensors(t.name, np.array(t.data), t.tensor_type):
-            w.add_tensor(name, np.ascontiguousarray(data), raw_dtype=kind)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
 def test_gpt_oss_gguf_without_rope_scaling_reads_back_without_it(tmp_path):
     """A gpt-oss whose rotary is unscaled (a file without yarn keys) reads back unscaled, not with the yarn that
     transformers' config class defaults to (the file's logits were off by NMSE 0.37 before)."""
@@ -386,12 +355,12 @@ def test_glm4_moe_gguf_with_multi_token_prediction_layers(tmp_path):
             out += [("blk.3.attn_norm.weight", data, kind), ("blk.3.nextn.eh_proj.weight", np.ones((8, 4), np.float32), f32)]
         return out
 
-    _copy_gguf(plain, mtp, {"glm4moe.block_count": 4, "glm4moe.nextn_predict_layers": 1}, add_block)
+    copy_gguf(plain, mtp, {"glm4moe.block_count": 4, "glm4moe.nextn_predict_layers": 1}, add_block)
     want = edgeformer.load(str(plain), threads=2, max_context=64)
     got = edgeformer.load(str(mtp), threads=2, max_context=64)
     assert got.spec.n_layers == want.spec.n_layers == 3
     np.testing.assert_array_equal(got.logits(PROMPT), want.logits(PROMPT))
-    _copy_gguf(plain, tmp_path / "bad.gguf", {"glm4moe.block_count": 4}, add_block)  # (MTP blocks not declared)
+    copy_gguf(plain, tmp_path / "bad.gguf", {"glm4moe.block_count": 4}, add_block)  # (MTP blocks not declared)
     with pytest.raises(ValueError, match="blk.3"):
         edgeformer.load(str(tmp_path / "bad.gguf"), threads=2, max_context=64)
 
@@ -411,11 +380,11 @@ def test_moe_gguf_with_one_tensor_per_expert(tmp_path):
         layer, part = name.split(".")[1], name.split(".")[2].split("_")[1]
         return [(f"blk.{layer}.ffn_{part}.{e}.weight", data[e], kind) for e in range(data.shape[0])]
 
-    _copy_gguf(out, tmp_path / "split.gguf", tensors=split)
+    copy_gguf(out, tmp_path / "split.gguf", tensors=split)
     back = edgeformer.load(str(tmp_path / "split.gguf"), threads=2, max_context=64)
     np.testing.assert_array_equal(back.logits(PROMPT), direct.logits(PROMPT))
 
-    _copy_gguf(out, tmp_path / "bad.gguf", meta={"llama.expert_count": 5})
+    copy_gguf(out, tmp_path / "bad.gguf", meta={"llama.expert_count": 5})
     with pytest.raises(ValueError, match=r"bad\.gguf: blk\.0\.ffn_\w+_exps\.weight holds 4 experts.*"
                                          r"llama\.expert_count says 5"):
         edgeformer.load(str(tmp_path / "bad.gguf"), threads=2, max_context=64)
@@ -433,7 +402,7 @@ def test_qwen2moe_gguf_of_older_converters_and_a_quantized_router(tmp_path):
     out = tmp_path / "m.gguf"
     direct, _ = _quantize_and_load_back(src, out, "q8_0")
     old = tmp_path / "old.gguf"
-    _copy_gguf(out, old, meta={"qwen2moe.expert_feed_forward_length": None,
+    copy_gguf(out, old, meta={"qwen2moe.expert_feed_forward_length": None,
                                "qwen2moe.expert_shared_feed_forward_length": None})
     np.testing.assert_array_equal(edgeformer.load(str(old), threads=2, max_context=64).logits(PROMPT),
                                   direct.logits(PROMPT))
@@ -444,7 +413,7 @@ def test_qwen2moe_gguf_of_older_converters_and_a_quantized_router(tmp_path):
         return [(name, data, kind)]
 
     q = tmp_path / "qrouter.gguf"
-    _copy_gguf(out, q, tensors=quantized_router)
+    copy_gguf(out, q, tensors=quantized_router)
     got = edgeformer.load(str(q), threads=2, max_context=64).logits(PROMPT)
     ref = direct.logits(PROMPT)
     assert float(np.mean((got - ref) ** 2) / np.mean(ref**2)) < 1e-3
@@ -615,8 +584,8 @@ def test_gpt_oss_gguf_roundtrip_and_mxfp4_experts(tmp_path):
             return [(name, gguf.quants.dequantize(q, T.MXFP4).astype(np.float32), T.F32)]
         return fn
 
-    _copy_gguf(f16, mx, tensors=experts(True))
-    _copy_gguf(f16, exact, tensors=experts(False))
+    copy_gguf(f16, mx, tensors=experts(True))
+    copy_gguf(f16, exact, tensors=experts(False))
     m = edgeformer.load(str(mx), threads=2, max_context=64)
     assert {str(t.dtype).split(".")[-1] for n, t in m._core.weights() if ".moe.experts." in n and n.endswith("weight")} \
         == {"q5_0"}
@@ -631,7 +600,7 @@ def test_gpt_oss_gguf_roundtrip_and_mxfp4_experts(tmp_path):
         return [(name, data, kind)]
 
     bad = tmp_path / "bad.gguf"
-    _copy_gguf(mx, bad, tensors=huge_scale)
+    copy_gguf(mx, bad, tensors=huge_scale)
     with pytest.raises(ValueError, match=r"blk\.1\.ffn_up_exps\.weight.*bad\.gguf.*2\^73 exceeds"):
         edgeformer.load(str(bad), threads=2, max_context=64)
 
@@ -651,7 +620,7 @@ def test_gguf_with_tensors_the_model_does_not_read_is_refused(tmp_path):
         return [(name, data, kind)] + extra
 
     bad = tmp_path / "shared.gguf"
-    _copy_gguf(out, bad, tensors=shared)
+    copy_gguf(out, bad, tensors=shared)
     with pytest.raises(ValueError, match=r"shared\.gguf: tensors 'blk\.0\.ffn_up_shexp\.weight'.* not read by the "
                                          r"granitemoe model"):
         edgeformer.load(str(bad), threads=2, max_context=64)
