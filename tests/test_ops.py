@@ -156,6 +156,18 @@ def test_activations(isa, act, n):
     close(_core.ops.act_mul(x, strided(u), a, isa=isa), ref * u, tol=2e-6)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_gelu_tails_keep_relative_accuracy(isa):
+    # exact (erf) GELU is computed in vectors from erfc: far into the negative tail, where x Phi(x) is tiny,
+    # each value must still be right relative to itself, not only next to the largest one
+    x = np.concatenate([-np.geomspace(1e-4, 13, 500), np.geomspace(1e-4, 13, 500)]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = 0.5 * x64 * np.vectorize(math.erfc)(-x64 / math.sqrt(2))  # (1 + erf cancels in float64 too)
+    out = _core.ops.act(x, _core.Act.gelu, isa=isa).astype(np.float64)
+    nz = ref != 0
+    assert np.max(np.abs(out[nz] - ref[nz]) / np.abs(ref[nz])) < 2e-5
+
+
 def test_unsupported_isa_is_an_error():
     missing = [i for i in ("generic", "avx2", "avx512", "avx512vnni", "avx512bf16", "neon", "neondot")
                if i not in _core.cpu_info()["supported_isas"]]

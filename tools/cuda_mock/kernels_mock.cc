@@ -47,7 +47,7 @@ float act_f(Act a, float x) {
     case Act::ReLU: return x > 0.f ? x : 0.f;
     case Act::ReLU2: return x > 0.f ? x * x : 0.f;
     case Act::SiLU: return x / (1.f + std::exp(-x));
-    case Act::GELU: return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
+    case Act::GELU: return 0.5f * x * std::erfc(x * -0.70710678118654752f);
     case Act::GELUTanh: return 0.5f * x * (1.f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
   }
   return x;

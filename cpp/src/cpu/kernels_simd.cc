@@ -109,7 +109,21 @@ const bf16_t* rows_to_bf16(const float* x, int64_t ldx, int64_t t0, int64_t t1, 
   for (int64_t t = t0; t < t1; t++) {
     const float* xr = x + t * ldx;
     bf16_t* o = buf.data() + (t - t0) * K;
-    for (int64_t k = 0; k < K; k++) o[k].bits = f32_to_bf16(xr[k]);
+    int64_t k = 0;
+#if defined(EF_ISA_AVX512)
+    // f32_to_bf16 in 16 lanes, bit for bit: round to nearest even on the bits, NaN kept quiet (a prompt's rows
+    // were converted one scalar at a time: as long as the bf16 product itself at MiniLM's shapes)
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    for (; k + 16 <= K; k += 16) {
+      const __m512i v = _mm512_loadu_si512(xr + k);
+      const __m512i r = _mm512_add_epi32(v, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(v, 16), one)));
+      const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, abs_mask), inf);
+      const __m512i q = _mm512_mask_or_epi32(r, nan, v, _mm512_set1_epi32(0x400000));  // (NaN: bits | 0x40 << 16)
+      _mm256_storeu_si256((__m256i*)(o + k), _mm512_cvtepi32_epi16(_mm512_srli_epi32(q, 16)));
+    }
+#endif
+    for (; k < K; k++) o[k].bits = f32_to_bf16(xr[k]);
   }
   return buf.data();
 }
@@ -409,12 +423,11 @@ void softmax_simd(float* x, int64_t n) {
     vstore(x + i, e);
     acc = vadd(acc, e);
   }
-  float s = vsum(acc);
-  for (; i < n; i++) {
-    x[i] = std::exp(x[i] - m);
-    s += x[i];
+  if (i < n) {  // (the tail in one partial vector: its unused lanes are not stored, and read back as zeros)
+    vstore_partial(x + i, vexp(vsub(vload_partial(x + i, n - i), vmx)), n - i);
+    acc = vadd(acc, vload_partial(x + i, n - i));
   }
-  scale_simd(x, 1.f / s, n);
+  scale_simd(x, 1.f / vsum(acc), n);
 }
 
 inline vf vact(Act a, vf x) {
@@ -425,6 +438,17 @@ inline vf vact(Act a, vf x) {
       return vmul(r, r);
     }
     case Act::SiLU: return vdiv(x, vadd(vset1(1.f), vexp(vsub(vzero(), x))));
+    case Act::GELU: {  // x Phi(x) = max(x, 0) - |x| erfc(|x| / sqrt 2) / 2, erfc by Numerical Recipes' erfcc
+      // (relative error below 1e-5 over the whole range, so the far negative tail stays accurate too)
+      static constexpr float c[10] = {0.17087277f,  -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
+                                      -0.18628806f, 0.09678418f,  0.37409196f, 1.00002368f,  -1.26551223f};
+      const vf ax = vabs(x), z = vmul(ax, vset1(0.70710678118654752f));
+      const vf t = vdiv(vset1(1.f), vfmadd(vset1(0.5f), z, vset1(1.f)));
+      vf p = vset1(c[0]);
+      for (int k = 1; k < 10; k++) p = vfmadd(p, t, vset1(c[k]));
+      const vf half_erfc = vmul(vmul(vset1(0.5f), t), vexp(vsub(p, vmul(z, z))));
+      return vsub(vmax(x, vzero()), vmul(ax, half_erfc));
+    }
     case Act::GELUTanh: {  // 0.5 x (1 + tanh(z)) = x / (1 + exp(-2z)): no cancellation for negative x
       vf z = vmul(vset1(0.7978845608028654f), vfmadd(vmul(vset1(0.044715f), vmul(x, x)), x, x));
       return vdiv(x, vadd(vexp(vsub(vzero(), vadd(z, z))), vset1(1.f)));
@@ -435,18 +459,10 @@ inline vf vact(Act a, vf x) {
 
 void act_simd(Act a, float* x, int64_t n) {
   if (a == Act::None) return;
-  if (a == Act::GELU) {  // erf: scalar libm for now
-    for (int64_t i = 0; i < n; i++) x[i] = act_scalar(a, x[i]);
-    return;
-  }
   map1(x, n, [&](vf v) { return vact(a, v); });
 }
 
 void act_mul_simd(Act a, float* g, const float* u, int64_t n) {
-  if (a == Act::GELU) {
-    for (int64_t i = 0; i < n; i++) g[i] = act_scalar(a, g[i]) * u[i];
-    return;
-  }
   map2(g, u, n, [&](vf gv, vf uv) { return vmul(vact(a, gv), uv); });
 }
 

@@ -17,7 +17,7 @@ inline float act_scalar(Act a, float x) {
     case Act::ReLU: return x > 0.f ? x : 0.f;
     case Act::ReLU2: return x > 0.f ? x * x : 0.f;
     case Act::SiLU: return x / (1.f + std::exp(-x));
-    case Act::GELU: return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f));
+    case Act::GELU: return 0.5f * x * std::erfc(x * -0.70710678118654752f);  // (1 + erf: cancels for x << 0)
     case Act::GELUTanh: {
       const float c = 0.7978845608028654f;  // sqrt(2/pi)
       return x / (1.f + std::exp(-2.f * c * (x + 0.044715f * x * x * x)));  // = 0.5 x (1 + tanh(z)), stable

@@ -106,7 +106,7 @@ __device__ __forceinline__ float act_dev(Act a, float x) {
     case Act::ReLU: return x > 0.f ? x : 0.f;
     case Act::ReLU2: return x > 0.f ? x * x : 0.f;
     case Act::SiLU: return x / (1.f + expf(-x));
-    case Act::GELU: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case Act::GELU: return 0.5f * x * erfcf(x * -0.70710678118654752f);  // (1 + erf: cancels for x << 0)
     case Act::GELUTanh: {
       const float c = 0.7978845608028654f;
       return 0.5f * x * (1.f + tanhf(c * (x + 0.044715f * x * x * x)));
