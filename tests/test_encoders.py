@@ -18,6 +18,8 @@ ENCODERS = {  # model_type -> (config class, model class, classification class)
     "xlm-roberta": ("XLMRobertaConfig", "XLMRobertaModel", "XLMRobertaForSequenceClassification"),
     "camembert": ("CamembertConfig", "CamembertModel", "CamembertForSequenceClassification"),
     "bert": ("BertConfig", "BertModel", "BertForSequenceClassification"),
+    "mpnet": ("MPNetConfig", "MPNetModel", "MPNetForSequenceClassification"),
+    "distilbert": ("DistilBertConfig", "DistilBertModel", "DistilBertForSequenceClassification"),
 }
 PAD = 1
 
@@ -28,6 +30,11 @@ def encoder_config(model_type: str, **kw):
     base = dict(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                 max_position_embeddings=66, pad_token_id=PAD, bos_token_id=0, eos_token_id=2,
                 type_vocab_size=2 if model_type == "bert" else 1)
+    if model_type == "distilbert":  # (its own field names)
+        for a, b in (("hidden_size", "dim"), ("num_hidden_layers", "n_layers"), ("num_attention_heads", "n_heads"),
+                     ("intermediate_size", "hidden_dim")):
+            base[b] = base.pop(a)
+        base.pop("type_vocab_size")
     base.update(kw)
     return getattr(tf, ENCODERS[model_type][0])(**base)
 
@@ -67,7 +74,7 @@ def encoders(tmp_path_factory):
                 cfg.id2label = {0: "contradiction", 1: "entailment", 2: "neutral"}
                 cfg.label2id = {v: k for k, v in cfg.id2label.items()}
             ref = make_model(d, getattr(tf, names[2] if head else names[1]), cfg)
-            pair_tokenizer(d, model_type == "bert")
+            pair_tokenizer(d, model_type in ("bert", "distilbert"))
             cache[key] = (d, ref)
         return cache[key]
 
@@ -127,7 +134,66 @@ def test_roberta_embed_mean_pooling(encoders):
         assert float(vecs[i] @ h) > 0.99999
 
 
-@pytest.mark.parametrize("model_type", ["bert", "roberta", "xlm-roberta"])
+@pytest.mark.parametrize("model_type", ["mpnet", "distilbert"])
+def test_mpnet_distilbert_hidden_states(isa, encoders, model_type):
+    """MPNet (positions past the padding, a bucketed relative bias beside them) and DistilBERT: every position of
+    right- and left-padded batches, and a sequence as long as the model."""
+    import torch
+
+    path, ref = encoders(model_type)
+    model = edgeformer.load(path, threads=2)
+    assert model.max_context == (64 if model_type == "mpnet" else 66)
+    rng = np.random.default_rng(5)
+    for left in (False, True):
+        ids, mask = padded_batch(rng, [23, 9, 5, 17], left)
+        with torch.no_grad():
+            hf = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+        assert_logits_close(model.hidden_states(ids, attention_mask=mask), hf)
+    ids = rng.integers(3, 300, model.max_context)
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor(ids[None])).last_hidden_state.numpy()[0]
+    assert_logits_close(model.hidden_states(ids), hf)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "mpnet"])
+def test_packed_batches(isa, encoders, model_type):
+    """Short inputs run packed several to a pass (each attending within itself, its positions from 0): a batch of
+    many padded rows agrees with transformers row by row, and the packed pass with each input run alone."""
+    import torch
+
+    path, ref = encoders(model_type)
+    model = edgeformer.load(path, threads=2)
+    rng = np.random.default_rng(6)
+    ids, mask = padded_batch(rng, [int(n) for n in rng.integers(1, 20, 12)], left=True)  # (20 a pass: 3 rows)
+    with torch.no_grad():
+        hf = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    ours = model.hidden_states(ids, attention_mask=mask)
+    for b in range(len(ids)):
+        assert_logits_close(ours[b][mask[b] == 1], hf[b][mask[b] == 1])
+    seqs = [rng.integers(3, 300, n).astype(np.int32) for n in (5, 17, 1, 30)]
+    alone = [model.hidden_states(x) for x in seqs]
+    packed = model._encode(seqs)
+    for a, p in zip(alone, packed):
+        np.testing.assert_allclose(p, a, rtol=0, atol=1e-5)
+    core = model._core
+    for bad, what in (([5, 17], "sum to 22"), ([0, 53], "length 0"), ([60, -7], "past the 53"),
+                      ([50, -7, 10], "sequence 1 has length -7")):
+        with pytest.raises(ValueError, match=f"seg_lens: .*{what}"):
+            core.hidden_states(np.concatenate(seqs), seg_lens=np.asarray(bad, np.int32))
+
+
+def test_packing_is_for_encoders(tmp_path):
+    import transformers as tf
+
+    path = str(tmp_path / "llama")
+    make_model(path, tf.LlamaForCausalLM, tf.LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1,
+                                                         num_attention_heads=2, intermediate_size=64))
+    core = edgeformer.load(path)._core
+    with pytest.raises(ValueError, match="encoders only"):
+        core.hidden_states(np.arange(6, dtype=np.int32), seg_lens=np.asarray([3, 3], np.int32))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "xlm-roberta", "mpnet", "distilbert"])
 def test_classify_pairs_and_ids(isa, encoders, model_type):
     """Logits of token ids, texts and (query, passage) pairs (BERT's second text of token type 1), and a pair
     longer than the model, cut as transformers' tokenizer cuts it (the longer text first)."""

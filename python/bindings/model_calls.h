@@ -87,7 +87,8 @@ py::array_t<float> run_forward(M& m, IdArray ids, bool all_logits, bool want_log
 
 // the last hidden state [T, hidden] of one sequence (encoders: the whole input, with its padding mask)
 template <class M>
-py::array_t<float> hidden_states(M& m, IdArray ids, py::object token_types, py::object mask, py::object pos_rows) {
+py::array_t<float> hidden_states(M& m, IdArray ids, py::object token_types, py::object mask, py::object pos_rows,
+                                 py::object seg_lens) {
   if (ids.ndim() != 1 || ids.shape(0) == 0) throw ef::ValueError("input_ids: expected a non-empty 1-D array");
   const int32_t T = (int32_t)ids.shape(0);
   IdArray tt;
@@ -110,6 +111,13 @@ py::array_t<float> hidden_states(M& m, IdArray ids, py::object token_types, py::
     pr = IdArray(pos_rows);
     if (pr.size() != T) throw ef::ValueError("position_ids: length differs from input_ids");
     a.pos_rows = pr.data();
+  }
+  IdArray sl;
+  if (!seg_lens.is_none()) {
+    sl = IdArray(seg_lens);
+    if (sl.ndim() != 1) throw ef::ValueError("seg_lens: expected a 1-D array of sequence lengths");
+    a.seg_lens = sl.data();
+    a.n_segs = (int32_t)sl.size();
   }
   py::array_t<float> out({(int64_t)T, (int64_t)m.spec().hidden_size});
   a.output = ef::Output::Hidden;
@@ -223,8 +231,10 @@ void def_model_calls(py::class_<M>& c) {
            "Appends input_ids to the KV cache without computing logits. rope_length: the length of the whole prompt "
            "this is a piece of (length-dependent rotary scaling computes its frequencies for it; 0: this call's).")
       .def("hidden_states", &hidden_states<M>, py::arg("input_ids"), py::arg("token_type_ids") = py::none(),
-           py::arg("attention_mask") = py::none(), py::arg("position_ids") = py::none(),
-           "position_ids: learned positions' table rows (RoBERTa's count past padding); default position + offset")
+           py::arg("attention_mask") = py::none(), py::arg("position_ids") = py::none(), py::arg("seg_lens") = py::none(),
+           "position_ids: learned positions' table rows (RoBERTa's count past padding); default position + offset. "
+           "seg_lens (encoders): input_ids holds sequences of these lengths one after another, each attending "
+           "within itself with positions from 0 (a batch in one pass)")
       .def("set_encoder_output", &set_encoder_output<M>, py::arg("encoder_output"),
            py::arg("attention_mask") = py::none())
       .def("copy_cache_from", [](M& m, M& other, int32_t n) {

@@ -44,11 +44,12 @@ ACTIVATIONS = {
 # allocate for minutes before a single tensor is checked.
 _LAYERS, _WIDTH, _HEADS, _FFN = 4096, 1 << 18, 1 << 14, 1 << 20
 LIMITS = {
-    **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "block_count"), _LAYERS),
-    **dict.fromkeys(("hidden_size", "n_embd", "n_embed", "d_model", "word_embed_proj_dim"), _WIDTH),
-    **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "num_key_value_heads", "num_kv_heads",
+    **dict.fromkeys(("num_hidden_layers", "n_layer", "n_layers", "num_layers", "num_decoder_layers", "block_count"),
+                    _LAYERS),
+    **dict.fromkeys(("hidden_size", "n_embd", "n_embed", "d_model", "word_embed_proj_dim", "dim"), _WIDTH),
+    **dict.fromkeys(("num_attention_heads", "n_head", "n_heads", "num_heads", "num_key_value_heads", "num_kv_heads",
                      "head_dim", "d_kv", "rotary_dim"), _HEADS),
-    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size", "moe_intermediate_size",
+    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "ffn_hidden_size", "hidden_dim", "moe_intermediate_size",
                      "shared_expert_intermediate_size", "moe_shared_expert_intermediate_size"), _FFN),
     **dict.fromkeys(("num_experts", "num_local_experts", "num_experts_per_tok", "n_routed_experts"), 1 << 12),
     # recurrent layers (Gated DeltaNet heads and sizes, convolution taps)
@@ -405,7 +406,7 @@ def alibi_slopes(n_heads: int) -> List[float]:
 from .archs_classic import (  # noqa: E402
     _bloom, _codegen, _falcon, _gpt2, _gpt_bigcode, _gpt_neo, _gpt_neox, _gptj, _opt, _phi,
 )
-from .archs_encoders import PADDED_POSITIONS, _bert, _roberta, t5_specs  # noqa: E402
+from .archs_encoders import PADDED_POSITIONS, _bert, _distilbert, _mpnet, _roberta, t5_specs  # noqa: E402
 from .archs_llama import (  # noqa: E402
     _cohere, _gemma, _gemma3, _gpt_oss, _granite, _granitemoe, _llama, _moe, _olmo2, _phi3,
     _smollm3, _stablelm, _starcoder2,
@@ -451,7 +452,9 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "gpt_neo": _gpt_neo,
     "gpt_bigcode": _gpt_bigcode,
     "bert": _bert,
-    **{t: _roberta for t in PADDED_POSITIONS},
+    **{t: _roberta for t in PADDED_POSITIONS if t != "mpnet"},
+    "mpnet": _mpnet,
+    "distilbert": _distilbert,
     **RECENT,
     **VARIANTS,
     **HYBRID,

@@ -1,4 +1,4 @@
-"""Encoders and encoder-decoders as data: BERT, RoBERTa, T5 (see archs.py)."""
+"""Encoders and encoder-decoders as data: BERT, RoBERTa, MPNet, DistilBERT, T5 (see archs.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,43 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _core
-from .archs import Config, NameMap, _activation, _common, _layernorm_pair, _prefix
+from .archs import Config, Derived, NameMap, _activation, _common, _layernorm_pair, _prefix
 
 
-# RoBERTa's family: positions count from pad_token_id + 1, past the padding (position_rows)
-PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+# RoBERTa's family: positions count from pad_token_id + 1, past the padding (position_rows); MPNet's from 2
+PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
+
+
+class EncoderForm:
+    """Where a BERT-like checkpoint keeps what BERT keeps: its config fields (hidden, heads, layers, MLP width,
+    activation and its default, the norms' epsilon field or None for a fixed one), the prefixes of its tensors and
+    layers, and each layer's tensors (canonical -> the checkpoint's, under the layer's prefix)."""
+
+    def __init__(self, fields, prefixes, layer, linears, norms, eps=1e-12, token_types=True):
+        self.fields, self.prefixes, self.layer, self.linears, self.norms = fields, prefixes, layer, linears, norms
+        self.eps, self.token_types = eps, token_types
+
+
+BERT_FORM = EncoderForm(
+    ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "hidden_act", "gelu",
+     "layer_norm_eps"), ["bert.", ""], "encoder.layer.{}.",
+    {"attn.q": "attention.self.query", "attn.k": "attention.self.key", "attn.v": "attention.self.value",
+     "attn.o": "attention.output.dense", "mlp.up": "intermediate.dense", "mlp.down": "output.dense"},
+    {"attn_norm": "attention.output.LayerNorm", "mlp_norm": "output.LayerNorm"})
+# MPNet: BERT's block under its own names, no token types, and T5's bucketed relative bias (one table for every
+# layer) added to the scaled scores beside the learned positions
+MPNET_FORM = EncoderForm(
+    BERT_FORM.fields, ["mpnet.", ""], "encoder.layer.{}.",
+    {"attn.q": "attention.attn.q", "attn.k": "attention.attn.k", "attn.v": "attention.attn.v",
+     "attn.o": "attention.attn.o", "mlp.up": "intermediate.dense", "mlp.down": "output.dense"},
+    {"attn_norm": "attention.LayerNorm", "mlp_norm": "output.LayerNorm"}, token_types=False)
+# DistilBERT: BERT's block with six layers under other names and fields, no token types, norms of epsilon 1e-12
+DISTILBERT_FORM = EncoderForm(
+    ("dim", "n_heads", "n_layers", "hidden_dim", "activation", "gelu", None), ["distilbert.", ""],
+    "transformer.layer.{}.",
+    {"attn.q": "attention.q_lin", "attn.k": "attention.k_lin", "attn.v": "attention.v_lin",
+     "attn.o": "attention.out_lin", "mlp.up": "ffn.lin1", "mlp.down": "ffn.lin2"},
+    {"attn_norm": "sa_layer_norm", "mlp_norm": "output_layer_norm"}, token_types=False)
 
 
 def _roberta(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
@@ -20,23 +52,46 @@ def _roberta(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return _bert(cfg, tensor_names, "roberta.", cfg.get("pad_token_id", int, 1) + 1)
 
 
+def _mpnet(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """MPNet (all-mpnet-base-v2 ...): positions past the padding row 1 (transformers fixes it whatever
+    pad_token_id says), and a relative bias of 32 buckets up to distance 128 (fixed too: a larger
+    relative_attention_num_buckets only makes rows no bucket reads)."""
+    s, names = _bert(cfg, tensor_names, pos_offset=2, form=MPNET_FORM)
+    rows = cfg.positive("relative_attention_num_buckets", 32)
+    if rows < 32:
+        raise cfg.error("relative_attention_num_buckets", f"is {rows}: MPNet reads buckets up to 31")
+    s.rel_bias, s.rel_buckets, s.rel_max_distance = True, 32, 128
+    p = _prefix(tensor_names, MPNET_FORM.prefixes, "embeddings.word_embeddings.weight")
+    src = p + "encoder.relative_attention_bias.weight"
+    names["rel_bias.weight"] = src if rows == 32 else Derived(src, rows=slice(0, 32))
+    return s, names
+
+
+def _distilbert(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    return _bert(cfg, tensor_names, form=DISTILBERT_FORM)
+
+
 def position_rows(config, ids: np.ndarray) -> Optional[np.ndarray]:
     """The position table rows of a RoBERTa-family sequence (transformers' create_position_ids_from_input_ids:
     pad_token_id + the count of non-padding tokens so far, pad_token_id at padding); None for other models."""
-    if config.get("model_type") not in PADDED_POSITIONS:
+    kind = config.get("model_type")
+    if kind not in PADDED_POSITIONS:
         return None
-    pad = config.get("pad_token_id")
+    pad = 1 if kind == "mpnet" else config.get("pad_token_id")
     pad = 1 if pad is None else pad  # (an explicit null: the default, as the builder reads it)
     real = ids != pad
     return np.where(real, np.cumsum(real) + pad, pad).astype(np.int32)
 
 
-def _bert(cfg: Config, tensor_names, prefix: str = "bert.", pos_offset: int = 0) -> Tuple["_core.ArchSpec", NameMap]:
-    """BERT encoder: learned positions, token types, embedding LayerNorm, post-LN blocks."""
+def _bert(cfg: Config, tensor_names, prefix: Optional[str] = None, pos_offset: int = 0,
+          form: EncoderForm = BERT_FORM) -> Tuple["_core.ArchSpec", NameMap]:
+    """BERT encoder: learned positions, token types, embedding LayerNorm, post-LN blocks (and the encoders that
+    share its block under other names: `form`)."""
+    hidden, heads, layers, ffn, act, act_default, eps = form.fields
     s = _core.ArchSpec()
-    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    _common(cfg, s, hidden, heads, layers)
     s.kind = _core.ModelKind.encoder
-    s.ffn_size = cfg.positive("intermediate_size")
+    s.ffn_size = cfg.positive(ffn)
     s.max_position = cfg.positive("max_position_embeddings", 512)
     if pos_offset:
         if pos_offset < 1 or s.max_position <= pos_offset:
@@ -48,34 +103,30 @@ def _bert(cfg: Config, tensor_names, prefix: str = "bert.", pos_offset: int = 0)
     if pos_type != "absolute":
         raise cfg.error("position_embedding_type", f"names an unsupported kind {pos_type!r} (supported: absolute)")
     s.pos = _core.PosKind.learned
-    s.n_token_types = cfg.positive("type_vocab_size", 2)
+    s.n_token_types = cfg.positive("type_vocab_size", 2) if form.token_types else 0
     s.norm = _core.NormKind.layer
-    s.norm_eps = cfg.get("layer_norm_eps", float, 1e-12)
+    s.norm_eps = cfg.get(eps, float, form.eps) if eps else form.eps
     s.norm_position = _core.NormPosition.post
     s.final_norm = False
     s.emb_norm = True
-    s.act = _activation(cfg, "hidden_act", "gelu")
+    s.act = _activation(cfg, act, act_default)
     s.gated_mlp = False
     s.attn_bias = s.attn_out_bias = s.mlp_bias = True
-    p = _prefix(tensor_names, [prefix, ""], "embeddings.word_embeddings.weight")
+    prefixes = form.prefixes if prefix is None else [prefix, ""]
+    p = _prefix(tensor_names, prefixes, "embeddings.word_embeddings.weight")
     e = p + "embeddings."
     names: NameMap = {"tok_embeddings.weight": e + "word_embeddings.weight",
-                      "pos_embeddings.weight": e + "position_embeddings.weight",
-                      "token_type_embeddings.weight": e + "token_type_embeddings.weight"}
+                      "pos_embeddings.weight": e + "position_embeddings.weight"}
+    if form.token_types:
+        names["token_type_embeddings.weight"] = e + "token_type_embeddings.weight"
     _layernorm_pair(names, "emb_norm", e + "LayerNorm", tensor_names)
     for i in range(s.n_layers):
-        src, dst = f"{p}encoder.layer.{i}.", f"layers.{i}."
-        for a, b in (("q", "query"), ("k", "key"), ("v", "value")):
-            names[dst + f"attn.{a}.weight"] = src + f"attention.self.{b}.weight"
-            names[dst + f"attn.{a}.bias"] = src + f"attention.self.{b}.bias"
-        names[dst + "attn.o.weight"] = src + "attention.output.dense.weight"
-        names[dst + "attn.o.bias"] = src + "attention.output.dense.bias"
-        _layernorm_pair(names, dst + "attn_norm", src + "attention.output.LayerNorm", tensor_names)
-        names[dst + "mlp.up.weight"] = src + "intermediate.dense.weight"
-        names[dst + "mlp.up.bias"] = src + "intermediate.dense.bias"
-        names[dst + "mlp.down.weight"] = src + "output.dense.weight"
-        names[dst + "mlp.down.bias"] = src + "output.dense.bias"
-        _layernorm_pair(names, dst + "mlp_norm", src + "output.LayerNorm", tensor_names)
+        src, dst = p + form.layer.format(i), f"layers.{i}."
+        for a, b in form.linears.items():
+            names[dst + a + ".weight"] = src + b + ".weight"
+            names[dst + a + ".bias"] = src + b + ".bias"
+        for a, b in form.norms.items():
+            _layernorm_pair(names, dst + a, src + b, tensor_names)
     return s, names
 
 

@@ -97,9 +97,10 @@ def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[
     seqs = token_lists(model, texts_or_ids, max_len)
     out = np.zeros((len(seqs), model.spec.hidden_size), np.float32)
     for b0 in range(0, len(seqs), batch_size):
-        batch = seqs[b0 : b0 + batch_size]
-        for j, ids in enumerate(batch):
-            h = model.hidden_states(np.asarray(ids, np.int32))
+        batch = [np.asarray(ids, np.int32) for ids in seqs[b0 : b0 + batch_size]]
+        # (an encoder runs the batch packed into few passes; a decoder each text alone)
+        hs = model._encode(batch) if model.is_encoder else [model.hidden_states(ids) for ids in batch]
+        for j, (ids, h) in enumerate(zip(batch, hs)):
             out[b0 + j] = pool(h, np.ones(len(ids), np.int32), pooling)
     if normalize:
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

@@ -1,5 +1,6 @@
 """Sequence classification on an encoder (cross-encoder rerankers, sentiment and NLI classifiers): the head of
-transformers' BertForSequenceClassification / RobertaForSequenceClassification over the first token's state."""
+transformers' BertForSequenceClassification / RobertaForSequenceClassification (MPNet's is RoBERTa's) /
+DistilBertForSequenceClassification over the first token's state."""
 
 from __future__ import annotations
 
@@ -9,26 +10,28 @@ import numpy as np
 
 from .archs import _as_f32
 
-# (the dense layers of each form before the classifier, in order; the classifier's names)
+# (the dense layers of each form before the classifier, in order; their activation; the classifier's names)
 _FORMS = {
     # BERT: the pooler (tanh) then the classifier
-    "bert": ((("bert.pooler.dense", "pooler.dense"),), ("classifier",)),
-    # RoBERTa: the classification head's own dense layer (tanh) then its out_proj
-    "roberta": ((("classifier.dense",),), ("classifier.out_proj",)),
+    "bert": ((("bert.pooler.dense", "pooler.dense"),), np.tanh, ("classifier",)),
+    # RoBERTa (and MPNet): the classification head's own dense layer (tanh) then its out_proj
+    "roberta": ((("classifier.dense",),), np.tanh, ("classifier.out_proj",)),
+    # DistilBERT: pre_classifier (ReLU) then the classifier
+    "distilbert": ((("pre_classifier",),), lambda x: np.maximum(x, 0), ("classifier",)),
 }
 
 
 class ClassifierHead:
-    """hidden state of the first token [N, hidden] -> logits [N, labels]: tanh(x W1^T + b1) ... then W^T + b."""
+    """hidden state of the first token [N, hidden] -> logits [N, labels]: act(x W1^T + b1) ... then W^T + b."""
 
     def __init__(self, dense: List[Tuple[np.ndarray, np.ndarray]], out: Tuple[np.ndarray, np.ndarray],
-                 labels: Dict[int, str]):
-        self.dense, self.out, self.labels = dense, out, labels
+                 labels: Dict[int, str], act=np.tanh):
+        self.dense, self.out, self.labels, self.act = dense, out, labels, act
 
     def __call__(self, first: np.ndarray) -> np.ndarray:
         x = first.astype(np.float32)
         for w, b in self.dense:
-            x = np.tanh(x @ w.T + b)
+            x = self.act(x @ w.T + b)
         w, b = self.out
         return (x @ w.T + b).astype(np.float32)
 
@@ -52,8 +55,9 @@ def classifier_head(config: Dict[str, Any], checkpoint, hidden: int) -> Optional
     archs = config.get("architectures") or []
     if not any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in archs):
         return None
-    form = "bert" if config.get("model_type") == "bert" else "roberta"
-    dense_names, (out_name,) = _FORMS[form]
+    kind = config.get("model_type")
+    form = kind if kind in ("bert", "distilbert") else "roberta"
+    dense_names, act, (out_name,) = _FORMS[form]
     have = set(checkpoint.names())
     dense = []
     for choices in dense_names:
@@ -68,7 +72,7 @@ def classifier_head(config: Dict[str, Any], checkpoint, hidden: int) -> Optional
         except (TypeError, ValueError):
             raise ValueError(f"config.json: field 'id2label' has a key {k!r} that is not an integer") from None
     n = out[0].shape[0]
-    return ClassifierHead(dense, out, {i: labels.get(i, f"LABEL_{i}") for i in range(n)})
+    return ClassifierHead(dense, out, {i: labels.get(i, f"LABEL_{i}") for i in range(n)}, act)
 
 
 def classify(model, inputs: Any) -> np.ndarray:
@@ -83,7 +87,7 @@ def classify(model, inputs: Any) -> np.ndarray:
     if not items:
         raise ValueError("inputs: empty")
     limit = model.max_context
-    out = np.zeros((len(items), len(head.labels)), np.float32)
+    seqs, type_rows = [], []
     for i, it in enumerate(items):
         types = None
         if isinstance(it, str) or (isinstance(it, tuple) and len(it) == 2 and all(isinstance(x, str) for x in it)):
@@ -99,8 +103,7 @@ def classify(model, inputs: Any) -> np.ndarray:
             ids = model._ids(it, f"inputs[{i}]").tolist()
             if isinstance(ids, int) or not ids:
                 raise ValueError(f"inputs[{i}]: expected a text, a (text, text) pair or a non-empty list of token ids")
-        ids_a = np.asarray(ids, np.int32)
-        types_a = None if types is None or model.spec.n_token_types < 2 else np.asarray(types, np.int32)
-        h = model.hidden_states(ids_a, token_type_ids=types_a)
-        out[i] = head(h[:1])[0]
-    return out
+        seqs.append(np.asarray(ids, np.int32))
+        type_rows.append(None if types is None or model.spec.n_token_types < 2 else np.asarray(types, np.int32))
+    # (all of them packed into few passes; the head reads each first token's state)
+    return head(np.stack([h[0] for h in model._encode(seqs, type_rows)]))

@@ -441,14 +441,16 @@ class Model:
         masks = self._aux(attention_mask, rows.shape, "attention_mask")
         types = self._aux(token_type_ids, rows.shape, "token_type_ids")
         out = np.zeros(rows.shape + (self.spec.hidden_size,), np.float32)
+        if self.is_encoder:
+            for b, h in enumerate(self._encode(list(rows), None if types is None else list(types),
+                                               None if masks is None else list(masks))):
+                out[b] = h
+            return out[0] if a.ndim == 1 else out
         with self._lock:
             self._cached = []
             for b, row in enumerate(rows):
                 m = None if masks is None else masks[b]
                 t = None if types is None else types[b]
-                if self.is_encoder:
-                    out[b] = self._core.hidden_states(row, t, m, position_rows(self.config, row))
-                    continue
                 n = len(row) if m is None else int(m.sum())
                 if m is not None and not m[:n].all():
                     raise ValueError("attention_mask: a decoder's padding must come after its tokens (right padding)")
@@ -458,6 +460,44 @@ class Model:
                     out[b, i:j] = self._core.hidden_states(row[i:j], None if t is None else t[i:j], None)
             self._core.reset()
         return out[0] if a.ndim == 1 else out
+
+    def _encode(self, seqs: List[np.ndarray], types: Optional[List[Optional[np.ndarray]]] = None,
+                masks: Optional[List[Optional[np.ndarray]]] = None) -> List[np.ndarray]:
+        """An encoder's last hidden states [T_i, hidden] of several inputs (checked ids; token types and padding
+        masks each None or of the input's length), each as if it ran alone. On the CPU they run packed into passes of
+        up to max_context tokens (each attending within itself), so that the matrix products of many short texts
+        take all their rows at once."""
+        n = len(seqs)
+        types = types or [None] * n
+        masks = masks or [None] * n
+        out: List[np.ndarray] = []
+        with self._lock:
+            self._cached = []
+            i = 0
+            while i < n:
+                j, total = i + 1, len(seqs[i])
+                while self.device == "cpu" and j < n and total + len(seqs[j]) <= self.max_context:
+                    total += len(seqs[j])
+                    j += 1
+                group = range(i, j)
+                ids = np.concatenate([seqs[k] for k in group]).astype(np.int32)
+
+                def joined(parts, fill):
+                    if all(x is None for x in parts):
+                        return None
+                    return np.concatenate([np.full(len(seqs[k]), fill, np.int32) if x is None else
+                                           np.asarray(x, np.int32) for k, x in zip(group, parts)])
+
+                t = joined([types[k] for k in group], 0)
+                m = joined([masks[k] for k in group], 1)
+                m = None if m is None else m.astype(np.uint8)
+                rows = [position_rows(self.config, seqs[k]) for k in group]
+                pr = None if rows[0] is None else np.concatenate(rows)
+                lens = np.asarray([len(seqs[k]) for k in group], np.int32)
+                h = self._core.hidden_states(ids, t, m, pr, lens if len(lens) > 1 else None)
+                out.extend(np.split(h, np.cumsum(lens)[:-1]))
+                i = j
+        return out
 
     @staticmethod
     def _aux(x: Any, shape, what: str) -> Optional[np.ndarray]:

@@ -201,6 +201,8 @@ struct ArchSpec {
   bool alibi_bf16 = false;           // Falcon: slope and bias rounded to bfloat16 as transformers does
   bool alibi_scaled = false;         // Falcon: the bias is scaled with the scores (BLOOM adds it after)
   int32_t rel_buckets = 32, rel_max_distance = 128;  // T5 relative position buckets
+  bool rel_bias = false;  // T5's bucketed relative bias beside another position kind (MPNet: learned positions too)
+  bool relative_bias() const { return pos == PosKind::Relative || rel_bias; }
   bool cross_attention = false;      // a decoder that attends to an encoder's output (T5)
 
   // -- Gemma 4 (and Gemma 3n): shapes, caches and inputs per layer ---------------------------------

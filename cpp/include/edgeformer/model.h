@@ -87,6 +87,11 @@ struct ForwardArgs {
   // T > 1 with the products of decode steps (q8_0's two activation levels) rather than the prompts' one level:
   // rows that stand for decode steps (tokens proposed ahead and checked at once)
   bool decode_precision = false;
+  // encoders: the T tokens are n_segs sequences one after another (seg_lens, summing to T), each attending within
+  // itself and counting its positions from 0, as if each ran alone (a batch of short texts in one pass: its
+  // matrix products have all their rows at once); null: one sequence
+  const int32_t* seg_lens = nullptr;
+  int32_t n_segs = 0;
   // the length the rotary frequencies of length-dependent scaling (dynamic, longrope) are computed for; 0: this
   // call's (its last position + 1). A prompt prefilled in pieces passes its whole length, as one call would.
   int64_t rope_length = 0;
@@ -149,6 +154,7 @@ class Model {
   Model(const Model& other, bool fork_tag);  // fork()
   // forward() for one sequence (seqs null: positions n_past ..), or one token per model of seqs (decode_batch)
   void run(const ForwardArgs& a, Model* const* seqs);
+  void set_segments(const ForwardArgs& a, std::vector<int32_t>& seq_pos);
   // seqs: as run(); each query row t then attends to seqs[t]'s cache at that model's n_past
   void attention(int layer, const float* q, float* out, int32_t T, int32_t pos0, const uint8_t* key_mask,
                  Model* const* seqs);
@@ -239,6 +245,8 @@ class Model {
   std::vector<float> inv_freq_local_, cos_l_, sin_l_;  // rope_local (layers whose local_rope is set)
   float rope_mscale_local_ = 1.f;
   int32_t rel_lo_ = 0;
+  // this call's packed sequences (ForwardArgs::seg_lens): row t attends to keys [seg_lo_[t], seg_hi_[t]]; empty: all
+  std::vector<int32_t> seg_lo_, seg_hi_;
   size_t score_stride_ = 0;  // floats per thread in scores_  // rel_table_[h * width + (j - i - rel_lo_)]
   float rope_mscale_ = 1.f;
   std::mutex mu_;

@@ -222,6 +222,7 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {!sp.pre_norms || sp.qk_norm_full, "blocks without pre-norms or with whole-width q/k norms"},
       {sp.attn_sinks, "attention sinks"},
       {sp.sub_norms, "BitNet's sub-norms and ternary matrices"},
+      {sp.rel_bias, "relative position bias beside learned positions (MPNet)"},
       {sp.n_experts != 0, "mixture-of-experts models"},
       {sp.residual_scale != 1.f, "scaled residual branches"},
       {sp.q_temp_beta != 0.f, "queries scaled by position"},
@@ -789,6 +790,7 @@ void CudaModel::forward(const ForwardArgs& a) {
   State& S = *s_;
   S.check(a);
   EF_CHECK(a.output == Output::None || a.out, "forward: no output buffer");
+  EF_CHECK(!a.seg_lens, "packed sequences (seg_lens) run on the CPU only: pass one sequence at a time");
   DeviceGuard guard(S.device);
   if (!S.w->spec.causal()) S.n_past = 0;  // an encoder sees each input whole
   int32_t rows = 0;

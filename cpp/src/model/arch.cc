@@ -262,12 +262,13 @@ void ArchSpec::validate() const {
       EF_CHECK((int)alibi_slopes.size() == n_heads, "ALiBi needs one slope per head");
       break;
     case PosKind::Relative:
-      EF_CHECK(rel_buckets >= 2, "config field 'relative_attention_num_buckets' must be at least 2, got " +
-                                     std::to_string(rel_buckets));
-      positive(rel_max_distance, "relative_attention_max_distance");
-      break;
     case PosKind::None:
       break;
+  }
+  if (relative_bias()) {
+    EF_CHECK(rel_buckets >= 2, "config field 'relative_attention_num_buckets' must be at least 2, got " +
+                                   std::to_string(rel_buckets));
+    positive(rel_max_distance, "relative_attention_max_distance");
   }
 }
 

@@ -132,8 +132,16 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const int W = spec_.window(layer);
   const bool causal = spec_.causal();
   const int32_t n_keys = pos0 + T;  // (one sequence; a batch's rows are causal: each sees keys up to its position)
-  const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.pos == PosKind::Relative;
+  const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.relative_bias();
   const int32_t rel_width = relative ? (int32_t)(rel_table_.size() / nh) : 0;
+  // the keys [lo, hi] query row t (at position pos) attends to: causal or all, within a window, within its own
+  // sequence where several are packed (seg_lo_ / seg_hi_: encoders)
+  const bool packed = !seg_lo_.empty() && !seqs;
+  auto key_range = [&](int32_t t, int32_t pos, int32_t& lo, int32_t& hi) {
+    hi = causal ? pos : packed ? seg_hi_[t] : n_keys - 1;
+    lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+    if (packed) lo = std::max(lo, seg_lo_[t]);
+  };
   // the position bias (ALiBi or T5's relative buckets) and the padding mask, on the scaled scores s[0, n)
   // of keys k0 .. k0 + n - 1 for head h's query at position pos
   auto bias_and_mask = [&](int h, int32_t pos, int32_t k0, float* s, int32_t n) {
@@ -192,7 +200,9 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       for (int64_t idx = b; idx < e; idx++) {
         const int32_t t = (int32_t)(idx / ((int64_t)nkv * chunks));
         const int g = (int)(idx / chunks % nkv), c = (int)(idx % chunks);
-        const int32_t pos = pos_of(t), hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+        const int32_t pos = pos_of(t);
+        int32_t lo, hi;
+        key_range(t, pos, lo, hi);
         const int32_t klo = lo / kPanel * kPanel, n = hi - klo + 1;
         if (S.size() < (size_t)kRows * n) S.resize((size_t)kRows * n);
         const int h0 = g * group + c * kRows, rows = std::min(kRows, group - c * kRows);
@@ -217,8 +227,9 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
         const int h = (int)(idx % nh);
         const int32_t t0 = (int32_t)(idx / nh) * kQB, tb = std::min(kQB, T - t0);
         // keys [klo, khi] cover every query of the block; each row masks its own range after
-        const int32_t khi = causal ? pos0 + t0 + tb - 1 : n_keys - 1;
-        int32_t klo = W > 0 ? std::max(0, pos0 + t0 - W + 1) : 0;
+        int32_t klo, khi, lo_last, hi_first;
+        key_range(t0, pos0 + t0, klo, hi_first);
+        key_range(t0 + tb - 1, pos0 + t0 + tb - 1, lo_last, khi);
         if (kv_panels_) klo = klo / kPanel * kPanel;  // panels start at multiples of 16
         const int32_t n = khi - klo + 1;
         if (S.size() < (size_t)kQB * n) S.resize((size_t)kQB * n);
@@ -228,7 +239,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
         else rows_mm(qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
         for (int32_t r = 0; r < tb; r++) {
           const int32_t pos = pos0 + t0 + r;
-          const int32_t hi = causal ? pos : n_keys - 1, lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+          int32_t lo, hi;
+          key_range(t0 + r, pos, lo, hi);
           weights(h, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
         }
         float* ob = out + (size_t)t0 * nh * vd + (size_t)h * vd;
@@ -258,8 +270,8 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       const int h = (int)(idx % nh);
       const int32_t t = (int32_t)(idx / nh);
       const int32_t pos = pos_of(t);
-      const int32_t hi = causal ? pos : n_keys - 1;
-      const int32_t lo = W > 0 ? std::max(0, pos - W + 1) : 0;
+      int32_t lo, hi;
+      key_range(t, pos, lo, hi);
       const int32_t n = hi - lo + 1;
       const float* qv = q + (size_t)t * nh * hd + (size_t)h * hd;
       const size_t k0 = (size_t)(h / group) * head_stride + (size_t)lo * hd;

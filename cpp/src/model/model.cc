@@ -110,7 +110,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     lm_head_ = spec_.tie_embeddings ? tok_emb_ : L.matrix("lm_head.weight", {V, E}, Role::Head);
     if (spec_.lm_head_bias) lm_head_b_ = L.vec("lm_head.bias", V, true);
   }
-  if (spec_.pos == PosKind::Relative) rel_bias_ = L.small("rel_bias.weight", {spec_.rel_buckets, spec_.n_heads}, true);
+  if (spec_.relative_bias()) rel_bias_ = L.small("rel_bias.weight", {spec_.rel_buckets, spec_.n_heads}, true);
   const int64_t P = spec_.ple_dim;
   if (P > 0) {
     ple_emb_ = L.matrix("ple.embed.weight", {spec_.ple_vocab, spec_.n_layers * P}, Role::Gathered);
@@ -596,6 +596,34 @@ void Model::narrow_to_last_row(float* x, int32_t T) {
 
 void Model::forward(const ForwardArgs& a) { run(a, nullptr); }
 
+// seg_lo_ / seg_hi_ of this call's packed sequences, and each row's position in its own (empty: one sequence)
+void Model::set_segments(const ForwardArgs& a, std::vector<int32_t>& seq_pos) {
+  seg_lo_.clear();
+  seg_hi_.clear();
+  if (!a.seg_lens) return;
+  EF_CHECK(!spec_.causal(), "packed sequences (seg_lens) are for encoders only");
+  EF_CHECK(a.n_segs > 0, "seg_lens: no sequences");
+  seg_lo_.resize(a.T);
+  seg_hi_.resize(a.T);
+  seq_pos.resize(a.T);
+  int64_t t = 0;
+  for (int32_t i = 0; i < a.n_segs; i++) {
+    const int32_t n = a.seg_lens[i];
+    if (n <= 0 || t + n > a.T)
+      throw ValueError("seg_lens: sequence " + std::to_string(i) + " has length " + std::to_string(n) +
+                       (n <= 0 ? "" : ", past the " + std::to_string(a.T) + " tokens"));
+    for (int32_t j = 0; j < n; j++) {
+      seg_lo_[t + j] = (int32_t)t;
+      seg_hi_[t + j] = (int32_t)t + n - 1;
+      seq_pos[t + j] = j;
+    }
+    t += n;
+  }
+  if (t != a.T)
+    throw ValueError("seg_lens: the lengths sum to " + std::to_string(t) + ", not the " + std::to_string(a.T) +
+                     " tokens");
+}
+
 void Model::run(const ForwardArgs& a, Model* const* seqs) {
   int32_t T = a.T;  // (the rows computed: narrowed to a prompt's last past the layers that keep keys and values)
   const int32_t T_all = a.T;
@@ -612,6 +640,10 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   // each row's position (and, in a batch, the model whose cache it uses)
   std::vector<int32_t> pos(T);
   for (int32_t t = 0; t < T; t++) pos[t] = batch ? seqs[t]->n_past_ : n_past_ + t;
+  // the position a row's token has in its own sequence (packed sequences count from 0 each; pos: its cache row)
+  std::vector<int32_t> seq_pos;
+  set_segments(a, seq_pos);
+  const std::vector<int32_t>& tok_pos = seq_pos.empty() ? pos : seq_pos;
   auto owner = [&](int32_t t) -> Model& { return batch ? *seqs[t] : *this; };
   EF_CHECK(!spec_.cross_attention || ckcache_, "forward: the decoder has no encoder output (set_encoder_output)");
   EF_CHECK(a.output == Output::None || a.out, "forward: no output buffer");
@@ -646,7 +678,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   if (spec_.emb_scale > 0) K.scale(x, spec_.emb_scale, T * H);
   if (spec_.pos == PosKind::Learned) {
     std::vector<int32_t> rows(T);
-    for (int32_t t = 0; t < T; t++) rows[t] = a.pos_rows ? a.pos_rows[t] : pos[t] + spec_.pos_offset;
+    for (int32_t t = 0; t < T; t++) rows[t] = a.pos_rows ? a.pos_rows[t] : tok_pos[t] + spec_.pos_offset;
     if (a.pos_rows) check_pos_rows(a.pos_rows, T, pos_emb_.shape[0]);
     ops::embedding(K, pos_emb_, rows.data(), T, tmp);
     K.add(x, tmp, T * H);
@@ -673,8 +705,8 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   if (spec_.ple_dim > 0) per_layer_inputs(a.tokens, T, x, K);
 
   const bool rotary_all = spec_.pos == PosKind::Rotary;
-  if (rotary_all) compute_rope(pos.data(), T, batch ? -1 : a.rope_length > 0 ? a.rope_length : (int64_t)pos0 + T);
-  if (spec_.pos == PosKind::Relative) compute_relative_bias(pos0, T, pos0 + T);
+  if (rotary_all) compute_rope(tok_pos.data(), T, batch ? -1 : a.rope_length > 0 ? a.rope_length : (int64_t)pos0 + T);
+  if (spec_.relative_bias()) compute_relative_bias(pos0, T, pos0 + T);
   auto mlp = [&](int l, const LayerWeights& w, const float* in, float* result) {
     float *g = g_.data(), *u = u_.data();
     if (spec_.moe(l) && spec_.moe_beside_mlp) {  // (Gemma 4: the dense MLP and the experts, each normalized)
@@ -731,22 +763,25 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       for (int32_t t = 0; t < T; t++) std::memcpy(v_.data() + t * KVD, k_.data() + t * KD, KD * sizeof(float));
     const bool local = spec_.local_rope(l), rotary = rotary_all && !spec_.nope(l);
     const size_t half = (local ? inv_freq_local_ : inv_freq_).size();
-    for (int32_t t = 0; t < T; t++) {
-      const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
-      const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
-      float *qt = q_.data() + t * QD, *kt = own_kv ? k_.data() + t * KD : nullptr, *vt = v_.data() + t * KVD;
-      if (spec_.qk_norm && !spec_.qk_norm_after_rope) qk_norms(w, qt, kt, hd, nkv);
-      if (rotary) {
-        for (int hh = 0; hh < nh; hh++) ops::rope(qt + hh * hd, c, s, half, spec_.rope.style);
-        for (int hh = 0; kt && hh < nkv; hh++) ops::rope(kt + hh * hd, c, s, half, spec_.rope.style);
+    // per token: norms, rotary, the cache's rows (in f16: converted); independent, so spread over the threads
+    pool->parallel_for(T, 8, [&](int, int64_t t0, int64_t t1) {
+      for (int32_t t = (int32_t)t0; t < (int32_t)t1; t++) {
+        const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
+        const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
+        float *qt = q_.data() + t * QD, *kt = own_kv ? k_.data() + t * KD : nullptr, *vt = v_.data() + t * KVD;
+        if (spec_.qk_norm && !spec_.qk_norm_after_rope) qk_norms(w, qt, kt, hd, nkv);
+        if (rotary) {
+          for (int hh = 0; hh < nh; hh++) ops::rope(qt + hh * hd, c, s, half, spec_.rope.style);
+          for (int hh = 0; kt && hh < nkv; hh++) ops::rope(kt + hh * hd, c, s, half, spec_.rope.style);
+        }
+        if (spec_.qk_norm && spec_.qk_norm_after_rope) qk_norms(w, qt, kt, hd, nkv);
+        if (spec_.q_temp(l)) K.scale(qt, q_temperature(spec_, pos[t]), QD);
+        if (!own_kv) continue;
+        if (spec_.v_norm)
+          for (int hh = 0; hh < nkv; hh++) K.rmsnorm(vt + hh * vd, nullptr, spec_.norm_eps, vt + hh * vd, vd);
+        for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, vt + hh * vd);
       }
-      if (spec_.qk_norm && spec_.qk_norm_after_rope) qk_norms(w, qt, kt, hd, nkv);
-      if (spec_.q_temp(l)) K.scale(qt, q_temperature(spec_, pos[t]), QD);
-      if (!own_kv) continue;
-      if (spec_.v_norm)
-        for (int hh = 0; hh < nkv; hh++) K.rmsnorm(vt + hh * vd, nullptr, spec_.norm_eps, vt + hh * vd, vd);
-      for (int hh = 0; hh < nkv; hh++) owner(t).store_kv(l, hh, pos[t], kt + hh * hd, vt + hh * vd);
-    }
+    });
     attention(l, q_.data(), att_.data(), T, pos0, a.key_mask, seqs);
     if (spec_.attn_out_gate) {  // (Qwen3-Next, Qwen3.5: each output times sigmoid of its gate)
       float* g = gate_.data();
