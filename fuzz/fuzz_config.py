@@ -59,6 +59,14 @@ BASES: Dict[str, Dict[str, Any]] = {
              "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 16},
     "t5": {"model_type": "t5", "vocab_size": 16, "d_model": 8, "num_heads": 2, "d_kv": 4, "d_ff": 16,
            "num_layers": 1, "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 8},
+    # session 20's encoders
+    "mpnet": {"model_type": "mpnet", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 18},
+    "distilbert": {"model_type": "distilbert", "vocab_size": 16, "dim": 8, "n_layers": 1, "n_heads": 2,
+                   "hidden_dim": 16, "max_position_embeddings": 16},
+    "modernbert": {"model_type": "modernbert", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 2,
+                   "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 16,
+                   "local_attention": 4, "global_attn_every_n_layers": 2},
     # session 13's families
     "mixtral": {"model_type": "mixtral", "vocab_size": 16, "hidden_size": 8, "intermediate_size": 16,
                 "num_hidden_layers": 1, "num_attention_heads": 2, "num_local_experts": 3, "num_experts_per_tok": 2,

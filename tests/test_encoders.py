@@ -5,6 +5,7 @@ transformers counts them), embed(), and classify() on token ids, texts and text 
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ ENCODERS = {  # model_type -> (config class, model class, classification class)
     "bert": ("BertConfig", "BertModel", "BertForSequenceClassification"),
     "mpnet": ("MPNetConfig", "MPNetModel", "MPNetForSequenceClassification"),
     "distilbert": ("DistilBertConfig", "DistilBertModel", "DistilBertForSequenceClassification"),
+    "modernbert": ("ModernBertConfig", "ModernBertModel", "ModernBertForSequenceClassification"),
 }
 PAD = 1
 
@@ -35,6 +37,11 @@ def encoder_config(model_type: str, **kw):
                      ("intermediate_size", "hidden_dim")):
             base[b] = base.pop(a)
         base.pop("type_vocab_size")
+    if model_type == "modernbert":  # (4 layers: the first and the fourth global, the others see 4 keys either way;
+        # a rotary base per kind, biases in the norms and on the classifier's dense layer)
+        base.pop("type_vocab_size")
+        base.update(num_hidden_layers=4, local_attention=8, global_rope_theta=1000.0, local_rope_theta=100.0,
+                    cls_token_id=0, sep_token_id=2, norm_bias=True, classifier_bias=True)
     base.update(kw)
     return getattr(tf, ENCODERS[model_type][0])(**base)
 
@@ -134,15 +141,16 @@ def test_roberta_embed_mean_pooling(encoders):
         assert float(vecs[i] @ h) > 0.99999
 
 
-@pytest.mark.parametrize("model_type", ["mpnet", "distilbert"])
-def test_mpnet_distilbert_hidden_states(isa, encoders, model_type):
-    """MPNet (positions past the padding, a bucketed relative bias beside them) and DistilBERT: every position of
-    right- and left-padded batches, and a sequence as long as the model."""
+@pytest.mark.parametrize("model_type", ["mpnet", "distilbert", "modernbert"])
+def test_mpnet_distilbert_modernbert_hidden_states(isa, encoders, model_type):
+    """MPNet (positions past the padding, a bucketed relative bias beside them), DistilBERT and ModernBERT (rotary
+    with a base per layer kind, windows both ways on the local layers, no norm before layer 0's attention): every
+    position of right- and left-padded batches, and a sequence as long as the model."""
     import torch
 
     path, ref = encoders(model_type)
     model = edgeformer.load(path, threads=2)
-    assert model.max_context == (64 if model_type == "mpnet" else 66)
+    assert model.max_context == {"mpnet": 64}.get(model_type, 66)
     rng = np.random.default_rng(5)
     for left in (False, True):
         ids, mask = padded_batch(rng, [23, 9, 5, 17], left)
@@ -155,7 +163,40 @@ def test_mpnet_distilbert_hidden_states(isa, encoders, model_type):
     assert_logits_close(model.hidden_states(ids), hf)
 
 
-@pytest.mark.parametrize("model_type", ["bert", "roberta", "mpnet"])
+def test_modernbert_configs(encoders, tmp_path):
+    """transformers 4's fields (global_attn_every_n_layers, global_rope_theta, local_rope_theta) read as the same
+    model; no biases (norm_bias false, as ModernBERT's checkpoints have them); fields checked by name."""
+    import json
+
+    import torch
+    import transformers as tf
+
+    path, ref = encoders("modernbert")
+    ids = np.random.default_rng(8).integers(3, 300, 30)
+    want = edgeformer.load(path).hidden_states(ids)
+    d = tmp_path / "old"
+    shutil.copytree(path, d)
+    cfg = json.loads((d / "config.json").read_text())
+    for k in ("layer_types", "rope_parameters"):
+        del cfg[k]
+    cfg.update(global_attn_every_n_layers=3, global_rope_theta=1000.0, local_rope_theta=100.0)
+    (d / "config.json").write_text(json.dumps(cfg))
+    np.testing.assert_array_equal(edgeformer.load(str(d)).hidden_states(ids), want)
+    for field, value, match in (("layer_types", ["full_attention"] * 3, "layer_types"),
+                                ("global_attn_every_n_layers", 0, "global_attn_every_n_layers"),
+                                ("local_attention", -8, "local_attention")):
+        bad = dict(cfg, **{field: value})
+        (d / "config.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=match):
+            edgeformer.load(str(d))
+    nb = str(tmp_path / "nobias")
+    ref2 = make_model(nb, tf.ModernBertModel, encoder_config("modernbert", norm_bias=False))
+    with torch.no_grad():
+        hf = ref2(input_ids=torch.tensor(ids[None])).last_hidden_state.numpy()[0]
+    assert_logits_close(edgeformer.load(nb).hidden_states(ids), hf)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "mpnet", "modernbert"])
 def test_packed_batches(isa, encoders, model_type):
     """Short inputs run packed several to a pass (each attending within itself, its positions from 0): a batch of
     many padded rows agrees with transformers row by row, and the packed pass with each input run alone."""
@@ -191,6 +232,26 @@ def test_packing_is_for_encoders(tmp_path):
     core = edgeformer.load(path)._core
     with pytest.raises(ValueError, match="encoders only"):
         core.hidden_states(np.arange(6, dtype=np.int32), seg_lens=np.asarray([3, 3], np.int32))
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_modernbert_classify(encoders, tmp_path, pooling):
+    """ModernBERT's head: a dense layer, GELU and a LayerNorm over the first token's state or the tokens' mean."""
+    import torch
+    import transformers as tf
+
+    path = str(tmp_path / pooling)
+    ref = make_model(path, tf.ModernBertForSequenceClassification,
+                     encoder_config("modernbert", num_labels=2, classifier_pooling=pooling))
+    pair_tokenizer(path, False)
+    model = edgeformer.load(path, threads=2)
+    rng = np.random.default_rng(9)
+    seqs = [list(rng.integers(3, 300, n)) for n in (5, 21, 40)]
+    ours = model.classify(seqs)
+    for i, ids in enumerate(seqs):
+        with torch.no_grad():
+            hf = ref(input_ids=torch.tensor([ids])).logits.numpy()[0]
+        assert_logits_close(ours[i], hf)
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta", "xlm-roberta", "mpnet", "distilbert"])

@@ -61,6 +61,7 @@ LIMITS = {
     **dict.fromkeys(("mamba_num_heads", "mamba_head_dim", "n_groups", "ssm_state_size", "state_size",
                      "time_step_rank", "mamba_dt_rank", "mamba_d_ssm"), _HEADS),
     **dict.fromkeys(("conv_kernel",), 1 << 10),
+    **dict.fromkeys(("local_attention", "global_attn_every_n_layers"), 1 << 24),  # (ModernBERT)
     "shared_intermediate_size": _FFN,
     **dict.fromkeys(("vocab_size", "max_position_embeddings", "n_positions", "seq_length", "type_vocab_size",
                      "relative_attention_num_buckets", "relative_attention_max_distance"), 1 << 24),
@@ -406,7 +407,7 @@ def alibi_slopes(n_heads: int) -> List[float]:
 from .archs_classic import (  # noqa: E402
     _bloom, _codegen, _falcon, _gpt2, _gpt_bigcode, _gpt_neo, _gpt_neox, _gptj, _opt, _phi,
 )
-from .archs_encoders import PADDED_POSITIONS, _bert, _distilbert, _mpnet, _roberta, t5_specs  # noqa: E402
+from .archs_encoders import PADDED_POSITIONS, _bert, _distilbert, _modernbert, _mpnet, _roberta, t5_specs  # noqa: E402
 from .archs_llama import (  # noqa: E402
     _cohere, _gemma, _gemma3, _gpt_oss, _granite, _granitemoe, _llama, _moe, _olmo2, _phi3,
     _smollm3, _stablelm, _starcoder2,
@@ -455,6 +456,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     **{t: _roberta for t in PADDED_POSITIONS if t != "mpnet"},
     "mpnet": _mpnet,
     "distilbert": _distilbert,
+    "modernbert": _modernbert,
     **RECENT,
     **VARIANTS,
     **HYBRID,

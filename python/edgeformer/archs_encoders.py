@@ -1,4 +1,4 @@
-"""Encoders and encoder-decoders as data: BERT, RoBERTa, MPNet, DistilBERT, T5 (see archs.py)."""
+"""Encoders and encoder-decoders as data: BERT, RoBERTa, MPNet, DistilBERT, ModernBERT, T5 (see archs.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _core
-from .archs import Config, Derived, NameMap, _activation, _common, _layernorm_pair, _prefix
+from .archs import Config, Derived, NameMap, _activation, _common, _layer_types_ok, _layernorm_pair, _prefix
 
 
 # RoBERTa's family: positions count from pad_token_id + 1, past the padding (position_rows); MPNet's from 2
@@ -69,6 +69,75 @@ def _mpnet(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 def _distilbert(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return _bert(cfg, tensor_names, form=DISTILBERT_FORM)
+
+
+def _modernbert(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """ModernBERT (ModernBERT-base / -large, gte-modernbert, modernbert-embed ...): a pre-norm encoder with rotary
+    positions (a base per layer type), GeGLU from one input matrix, LayerNorms and projections without biases by
+    default; every global_attn_every_n_layers-th layer global, the others attending to keys within local_attention / 2
+    both ways; layer 0 reads the embeddings' norm without a norm of its own; a final norm."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "hidden_size", "num_attention_heads", "num_hidden_layers")
+    s.kind = _core.ModelKind.encoder
+    s.ffn_size = F = cfg.positive("intermediate_size")
+    s.max_position = cfg.positive("max_position_embeddings", 8192)
+    s.pos = _core.PosKind.rotary
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("norm_eps", float, 1e-5)
+    s.emb_norm = s.final_norm = True
+    s.first_attn_norm = False
+    s.act = _activation(cfg, "hidden_activation", "gelu")
+    s.gated_mlp = True
+    s.attn_bias = s.attn_out_bias = cfg.get("attention_bias", bool, False)
+    s.mlp_bias = cfg.get("mlp_bias", bool, False)
+    n, kinds = s.n_layers, ("full_attention", "sliding_attention")
+    every = cfg.positive("global_attn_every_n_layers", 3)
+    types = cfg.data.get("layer_types") or [kinds[1] if i % every else kinds[0] for i in range(n)]
+    if not _layer_types_ok(types, n):
+        raise cfg.error("layer_types", f"expected {n} of 'sliding_attention' / 'full_attention'")
+    local = cfg.positive("local_attention", 128)
+    s.layer_windows = [local // 2 + 1 if t == kinds[1] else 0 for t in types]  # (|i - j| <= local / 2)
+    params = cfg.get("rope_parameters", dict, None) or {}
+    thetas = {}
+    for kind, old, default in ((kinds[0], "global_rope_theta", 160_000.0), (kinds[1], "local_rope_theta", 10_000.0)):
+        p = params.get(kind) or {}
+        if not isinstance(p, dict) or p.get("rope_type", "default") != "default":
+            raise cfg.error(f"rope_parameters.{kind}", "names an unsupported rotary kind (supported: default)")
+        thetas[kind] = float(p.get("rope_theta", cfg.get(old, float, default)))
+        if not thetas[kind] > 0:
+            raise cfg.error(f"rope_parameters.{kind}.rope_theta", f"must be positive, got {thetas[kind]}")
+    s.rope.theta, s.rope_local.theta = thetas[kinds[0]], thetas[kinds[1]]
+    s.layer_rope = [1 if t == kinds[1] else 0 for t in types]
+
+    have = set(tensor_names)
+    p = _prefix(tensor_names, ["model.", ""], "embeddings.tok_embeddings.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "embeddings.tok_embeddings.weight"}
+
+    def norm(dst: str, src: str) -> None:
+        names[dst + ".weight"] = src + ".weight"
+        if src + ".bias" in have:  # (norm_bias: none by default)
+            names[dst + ".bias"] = src + ".bias"
+
+    def linear(dst: str, src: str, rows=None) -> None:
+        names[dst + ".weight"] = src + ".weight" if rows is None else Derived(src + ".weight", rows)
+        if src + ".bias" in have:
+            names[dst + ".bias"] = src + ".bias" if rows is None else Derived(src + ".bias", rows)
+
+    norm("emb_norm", p + "embeddings.norm")
+    norm("norm", p + "final_norm")
+    H = s.hidden_size
+    for i in range(n):
+        src, dst = f"{p}layers.{i}.", f"layers.{i}."
+        if i > 0:
+            norm(dst + "attn_norm", src + "attn_norm")
+        norm(dst + "mlp_norm", src + "mlp_norm")
+        for j, a in enumerate("qkv"):
+            linear(dst + f"attn.{a}", src + "attn.Wqkv", slice(j * H, (j + 1) * H))
+        linear(dst + "attn.o", src + "attn.Wo")
+        linear(dst + "mlp.gate", src + "mlp.Wi", slice(0, F))  # (Wi's first half goes through the activation)
+        linear(dst + "mlp.up", src + "mlp.Wi", slice(F, 2 * F))
+        linear(dst + "mlp.down", src + "mlp.Wo")
+    return s, names
 
 
 def position_rows(config, ids: np.ndarray) -> Optional[np.ndarray]:

@@ -1,6 +1,7 @@
 """Sequence classification on an encoder (cross-encoder rerankers, sentiment and NLI classifiers): the head of
 transformers' BertForSequenceClassification / RobertaForSequenceClassification (MPNet's is RoBERTa's) /
-DistilBertForSequenceClassification over the first token's state."""
+DistilBertForSequenceClassification / ModernBertForSequenceClassification over the first token's state (or, for
+ModernBERT's classifier_pooling "mean", the mean of the tokens')."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ import numpy as np
 
 from .archs import _as_f32
 
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from math import erfc, sqrt
+
+    return (0.5 * x * np.vectorize(erfc)(-x.astype(np.float64) / sqrt(2))).astype(np.float32)
+
+
 # (the dense layers of each form before the classifier, in order; their activation; the classifier's names)
 _FORMS = {
     # BERT: the pooler (tanh) then the classifier
@@ -18,36 +25,74 @@ _FORMS = {
     "roberta": ((("classifier.dense",),), np.tanh, ("classifier.out_proj",)),
     # DistilBERT: pre_classifier (ReLU) then the classifier
     "distilbert": ((("pre_classifier",),), lambda x: np.maximum(x, 0), ("classifier",)),
+    # ModernBERT: head.dense (bias where classifier_bias), its activation, head.norm (a LayerNorm), the classifier
+    "modernbert": ((("head.dense",),), _gelu, ("classifier",)),
 }
 
 
 class ClassifierHead:
-    """hidden state of the first token [N, hidden] -> logits [N, labels]: act(x W1^T + b1) ... then W^T + b."""
+    """pooled hidden states [N, hidden] -> logits [N, labels]: act(x W1^T + b1) ... (then a LayerNorm where the form
+    has one), then W^T + b. The pooled state is the first token's, or the mean of the tokens' (pooling "mean")."""
 
     def __init__(self, dense: List[Tuple[np.ndarray, np.ndarray]], out: Tuple[np.ndarray, np.ndarray],
-                 labels: Dict[int, str], act=np.tanh):
+                 labels: Dict[int, str], act=np.tanh, norm: Optional[Tuple[np.ndarray, np.ndarray, float]] = None,
+                 pooling: str = "cls"):
         self.dense, self.out, self.labels, self.act = dense, out, labels, act
+        self.norm, self.pooling = norm, pooling
+
+    def pool(self, h: np.ndarray) -> np.ndarray:
+        """One input's hidden states [T, hidden] -> the state the head reads."""
+        return h.astype(np.float64).mean(0).astype(np.float32) if self.pooling == "mean" else h[0]
 
     def __call__(self, first: np.ndarray) -> np.ndarray:
         x = first.astype(np.float32)
         for w, b in self.dense:
             x = self.act(x @ w.T + b)
+        if self.norm is not None:
+            w, b, eps = self.norm
+            mu = x.mean(-1, keepdims=True)
+            x = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * w + b
         w, b = self.out
         return (x @ w.T + b).astype(np.float32)
 
 
-def _linear(checkpoint, name: str, cols: int, rows: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def _linear(checkpoint, name: str, cols: int, rows: Optional[int] = None,
+            bias: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of a head's layer; bias=False: its bias where the checkpoint has one, else zeros."""
     have = set(checkpoint.names())
-    for part in ("weight", "bias"):
+    for part in ("weight", "bias") if bias else ("weight",):
         if f"{name}.{part}" not in have:
             raise ValueError(f"checkpoint: tensor '{name}.{part}' of the classification head is missing")
-    w_t, b_t = checkpoint.get(name + ".weight"), checkpoint.get(name + ".bias")
-    w, b = _as_f32(w_t.numpy(), w_t.dtype), _as_f32(b_t.numpy(), b_t.dtype)
+    w_t = checkpoint.get(name + ".weight")
+    w = _as_f32(w_t.numpy(), w_t.dtype)
+    if name + ".bias" in have:
+        b_t = checkpoint.get(name + ".bias")
+        b = _as_f32(b_t.numpy(), b_t.dtype)
+    else:
+        b = np.zeros(w.shape[:1], np.float32)
     if w.ndim != 2 or w.shape[1] != cols or (rows is not None and w.shape[0] != rows) or b.shape != (w.shape[0],):
         want = f"[{rows if rows is not None else 'labels'}, {cols}]"
         raise ValueError(f"tensor '{name}.weight': expected {want} with a bias of its rows, got "
                          f"{list(w.shape)} and {list(b.shape)}")
     return np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)
+
+
+def _head_norm(checkpoint, name: str, hidden: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of a head's LayerNorm (zeros where it has no bias)."""
+    have = set(checkpoint.names())
+    if name + ".weight" not in have:
+        raise ValueError(f"checkpoint: tensor '{name}.weight' of the classification head is missing")
+    out = []
+    for part in ("weight", "bias"):
+        if name + "." + part not in have:
+            out.append(np.zeros(hidden, np.float32))
+            continue
+        t = checkpoint.get(name + "." + part)
+        a = _as_f32(t.numpy(), t.dtype)
+        if a.shape != (hidden,):
+            raise ValueError(f"tensor '{name}.{part}': expected [{hidden}], got {list(a.shape)}")
+        out.append(np.ascontiguousarray(a, np.float32))
+    return out[0], out[1]
 
 
 def classifier_head(config: Dict[str, Any], checkpoint, hidden: int) -> Optional[ClassifierHead]:
@@ -56,14 +101,24 @@ def classifier_head(config: Dict[str, Any], checkpoint, hidden: int) -> Optional
     if not any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in archs):
         return None
     kind = config.get("model_type")
-    form = kind if kind in ("bert", "distilbert") else "roberta"
+    form = kind if kind in ("bert", "distilbert", "modernbert") else "roberta"
     dense_names, act, (out_name,) = _FORMS[form]
+    modern = form == "modernbert"
     have = set(checkpoint.names())
     dense = []
     for choices in dense_names:
         name = next((c for c in choices if c + ".weight" in have), choices[0])
-        dense.append(_linear(checkpoint, name, hidden, hidden))
+        dense.append(_linear(checkpoint, name, hidden, hidden, bias=not modern))
     out = _linear(checkpoint, out_name, hidden)
+    norm, pooling = None, "cls"
+    if modern:
+        if config.get("classifier_activation", "gelu") != "gelu":
+            raise ValueError(f"config.json: field 'classifier_activation' names an unsupported activation "
+                             f"{config.get('classifier_activation')!r} (supported: gelu)")
+        pooling = config.get("classifier_pooling", "cls")
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"config.json: field 'classifier_pooling' must be cls or mean, got {pooling!r}")
+        norm = _head_norm(checkpoint, "head.norm", hidden) + (float(config.get("norm_eps", 1e-5)),)
     raw = config.get("id2label") or {}
     labels = {}
     for k, v in raw.items() if isinstance(raw, dict) else ():
@@ -72,7 +127,7 @@ def classifier_head(config: Dict[str, Any], checkpoint, hidden: int) -> Optional
         except (TypeError, ValueError):
             raise ValueError(f"config.json: field 'id2label' has a key {k!r} that is not an integer") from None
     n = out[0].shape[0]
-    return ClassifierHead(dense, out, {i: labels.get(i, f"LABEL_{i}") for i in range(n)}, act)
+    return ClassifierHead(dense, out, {i: labels.get(i, f"LABEL_{i}") for i in range(n)}, act, norm, pooling)
 
 
 def classify(model, inputs: Any) -> np.ndarray:
@@ -105,5 +160,5 @@ def classify(model, inputs: Any) -> np.ndarray:
                 raise ValueError(f"inputs[{i}]: expected a text, a (text, text) pair or a non-empty list of token ids")
         seqs.append(np.asarray(ids, np.int32))
         type_rows.append(None if types is None or model.spec.n_token_types < 2 else np.asarray(types, np.int32))
-    # (all of them packed into few passes; the head reads each first token's state)
-    return head(np.stack([h[0] for h in model._encode(seqs, type_rows)]))
+    # (all of them packed into few passes; the head reads each one's first token's state, or their mean)
+    return head(np.stack([head.pool(h) for h in model._encode(seqs, type_rows)]))

@@ -63,7 +63,8 @@ struct ArchSpec {
   bool parallel_residual = false;  // x + attn(ln(x)) + mlp(ln(x))
   bool attn_bias = false, attn_out_bias = false, mlp_bias = false;
   bool tie_embeddings = false;
-  int32_t sliding_window = 0;  // 0 = none; key j visible from query i when i - j < sliding_window
+  // 0 = none; key j visible from query i when i - j < sliding_window (encoders: |i - j| < sliding_window)
+  int32_t sliding_window = 0;
   std::vector<int32_t> layer_windows;  // per layer (0: none), in place of sliding_window where not empty
   // q/k norms, of the model's norm kind (RMSNorm; LayerNorm without bias where norm is Layer):
   bool qk_norm = false;        // each head's query and key normalized before rotary (Qwen3): [head_dim] weights
@@ -73,6 +74,7 @@ struct ArchSpec {
                                     // [n_kv_heads, head_dim] (StableLM 2 12B, Command R+)
   bool qk_norm_after_rope = false;  // with qk_norm: normalized after rotary (HunYuan)
   bool pre_norms = true;       // norms before attention and MLP; false: their outputs only (post_norms: OLMo 2)
+  bool first_attn_norm = true;  // false: layer 0's attention reads the embeddings' norm as is (ModernBERT)
   float emb_scale = 0.f;       // multiplies the token embeddings (Gemma: sqrt(hidden_size)); 0 = none
   // soft-capping (Gemma 2): scaled attention scores and final logits become cap * tanh(x / cap); 0 = none
   float attn_softcap = 0.f, logit_softcap = 0.f;

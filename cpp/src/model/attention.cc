@@ -134,11 +134,12 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const int32_t n_keys = pos0 + T;  // (one sequence; a batch's rows are causal: each sees keys up to its position)
   const bool alibi = spec_.pos == PosKind::ALiBi, relative = spec_.relative_bias();
   const int32_t rel_width = relative ? (int32_t)(rel_table_.size() / nh) : 0;
-  // the keys [lo, hi] query row t (at position pos) attends to: causal or all, within a window, within its own
-  // sequence where several are packed (seg_lo_ / seg_hi_: encoders)
+  // the keys [lo, hi] query row t (at position pos) attends to: causal or all, within a window (an encoder's both
+  // ways), within its own sequence where several are packed (seg_lo_ / seg_hi_: encoders)
   const bool packed = !seg_lo_.empty() && !seqs;
   auto key_range = [&](int32_t t, int32_t pos, int32_t& lo, int32_t& hi) {
     hi = causal ? pos : packed ? seg_hi_[t] : n_keys - 1;
+    if (!causal && W > 0) hi = std::min(hi, pos + W - 1);
     lo = W > 0 ? std::max(0, pos - W + 1) : 0;
     if (packed) lo = std::max(lo, seg_lo_[t]);
   };

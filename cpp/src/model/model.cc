@@ -130,7 +130,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     // this layer's widths: queries, keys, values, the heads' values, the MLP
     const int64_t QD = nh_ * spec_.hd(i), KD = (int64_t)spec_.kvh(i) * spec_.hd(i);
     const int64_t KVD = (int64_t)spec_.kvh(i) * spec_.vd(i), QVD = nh_ * spec_.vd(i), F = spec_.ffn(i);
-    if (spec_.pre_norms && mixer) {
+    if (spec_.pre_norms && mixer && (i > 0 || spec_.first_attn_norm)) {
       w.attn_norm_w = L.vec(p + "attn_norm.weight", H, true);
       if (ln) w.attn_norm_b = L.vec(p + "attn_norm.bias", H, false);
     }
@@ -827,9 +827,10 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
       return;
     }
     // (without pre-norms, OLMo 2, the branches read x itself: it changes only at the residual adds after them)
-    if (spec_.pre_norms) norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
+    const bool attn_normed = spec_.pre_norms && (l > 0 || spec_.first_attn_norm);
+    if (attn_normed) norm_rows(x, h, w.attn_norm_w, w.attn_norm_b, T);
     if (spec_.parallel_residual && spec_.parallel_mlp_norm) norm_rows(x, h2, w.mlp_norm_w, w.mlp_norm_b, T);
-    self_attention(l, w, spec_.pre_norms ? h : x);
+    self_attention(l, w, attn_normed ? h : x);
     if (spec_.post_norms) norm_rows(tmp, tmp, w.post_attn_norm_w, Tensor(), T);
     if (spec_.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
       residual_add();
