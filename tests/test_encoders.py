@@ -347,3 +347,86 @@ def test_roberta_gguf_roundtrip(encoders, model_type, tmp_path):
     assert_logits_close(model.hidden_states(ids), hf)
     text = "the quick brown fox"
     assert model.tokenizer.encode(text).ids == edgeformer.load(path).tokenizer.encode(text).ids
+
+
+def embedding_gemma(path: str):
+    """A tiny EmbeddingGemma: Gemma 3 with use_bidirectional_attention (sliding layers see |i - j| <= 4)."""
+    import json
+
+    import transformers as tf
+
+    cfg = tf.Gemma3TextConfig(vocab_size=320, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=16, intermediate_size=96, max_position_embeddings=128,
+                              sliding_window=8, use_bidirectional_attention=True, pad_token_id=PAD,
+                              layer_types=["sliding_attention", "sliding_attention", "full_attention",
+                                           "sliding_attention"])
+    ref = make_model(path, tf.Gemma3TextModel, cfg)
+    pair_tokenizer(path, False)
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+                   "pad_token": "<pad>"}, f)
+    return ref
+
+
+def test_embedding_gemma_hidden_states(isa, tmp_path):
+    """Gemma 3 with use_bidirectional_attention runs as an encoder: full layers see every token, sliding layers the
+    keys within half the configured window either side; padded batches and packed inputs as transformers."""
+    import torch
+
+    path = str(tmp_path / "eg")
+    ref = embedding_gemma(path)
+    model = edgeformer.load(path, threads=2)
+    assert model.is_encoder and list(model.spec.layer_windows) == [5, 5, 0, 5]
+    rng = np.random.default_rng(10)
+    for left in (False, True):
+        ids, mask = padded_batch(rng, [20, 9, 3, 14], left)
+        with torch.no_grad():
+            hf = ref(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+        ours = model.hidden_states(ids, attention_mask=mask)
+        for b in range(len(ids)):
+            assert_logits_close(ours[b][mask[b] == 1], hf[b][mask[b] == 1])
+    with pytest.raises(ValueError, match="encoder"):
+        model.generate([5, 6, 7], max_new_tokens=2)
+
+
+def test_sentence_transformers_dense_modules(tmp_path):
+    """Dense modules after the pooling (EmbeddingGemma's projections): embed() equals sentence-transformers'
+    encode(); a Dense module that cannot be read is named."""
+    import json
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # (sentence-transformers before 6)
+        from sentence_transformers import models
+
+    src = str(tmp_path / "eg")
+    embedding_gemma(src)
+    st = SentenceTransformer(modules=[models.Transformer(src), models.Pooling(64, "mean"),
+                                      models.Dense(64, 96, bias=False, activation_function=torch.nn.Identity()),
+                                      models.Dense(96, 48, bias=True, activation_function=torch.nn.Tanh()),
+                                      models.Normalize()], device="cpu")
+    path = str(tmp_path / "st")
+    st.save(path)
+    texts = ["the quick brown fox", "a tokenizer trained on a few sentences", "x", "jumps over the lazy dog " * 5]
+    ref = st.encode(texts)
+    ours = edgeformer.load(path, threads=2).embed(texts)
+    assert ours.shape == (4, 48)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5)
+    dense = os.path.join(path, "3_Dense")
+    cfg = json.loads(open(os.path.join(dense, "config.json")).read())
+    for change, match in (({"activation_function": "torch.nn.modules.activation.Softsign"}, "Softsign"),):
+        with open(os.path.join(dense, "config.json"), "w") as f:
+            json.dump(dict(cfg, **change), f)
+        with pytest.raises(ValueError, match=match):
+            edgeformer.load(path).embed(texts)
+    with open(os.path.join(dense, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    shutil.copy(os.path.join(path, "2_Dense", "model.safetensors"), os.path.join(dense, "model.safetensors"))
+    with pytest.raises(ValueError, match=r"3_Dense.*linear.weight.*\[out, 96\]"):
+        edgeformer.load(path).embed(texts)
+    os.remove(os.path.join(dense, "model.safetensors"))
+    with pytest.raises(ValueError, match="3_Dense: a Dense module without model.safetensors"):
+        edgeformer.load(path).embed(texts)

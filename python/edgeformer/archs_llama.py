@@ -450,8 +450,10 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     query_pre_attn_scalar for the attention scale. Gemma 3 adds per-head q/k norms and a rotary base of the
     sliding layers' own; Gemma 2 soft-caps the attention scores and the logits."""
     gemma2 = cfg.data.get("model_type") == "gemma2"
-    if cfg.get("use_bidirectional_attention", bool, False):
-        raise cfg.error("use_bidirectional_attention", "must be false for a decoder")
+    # EmbeddingGemma: Gemma 3 as an encoder (full layers see every token, sliding ones |i - j| <= window / 2)
+    bidirectional = cfg.get("use_bidirectional_attention", bool, False)
+    if bidirectional and gemma2:
+        raise cfg.error("use_bidirectional_attention", "must be false for Gemma 2")
     s = _core.ArchSpec()
     s.model_type = "gemma2" if gemma2 else "gemma3_text"
     # (Gemma2Config's defaults: 50 and 30; an explicit null: none)
@@ -486,12 +488,19 @@ def _gemma3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     pattern = 2 if gemma2 else cfg.positive("sliding_window_pattern", cfg.data.get("_sliding_window_pattern", 6))
     types = _layer_windows(cfg, s, ["sliding_attention" if (i + 1) % pattern else "full_attention"
                                     for i in range(s.n_layers)], 4096)
+    if bidirectional:  # (transformers halves the configured window and bounds it exclusively, both ways)
+        s.kind = _core.ModelKind.encoder
+        s.tie_embeddings = False  # (no head: EmbeddingGemma's checkpoints are Gemma3TextModel's)
+        s.layer_windows = [w // 2 + 1 if w else 0 for w in s.layer_windows]
     if gemma2:  # one rotary table for all layers
         _rope(cfg, s)
         return s, _gemma_names(s, tensor_names, not cfg.data.get("_gguf_norms_plus_one"))
     local = cfg.get("rope_local_base_freq", float, 10_000.0)
     layer_type_ropes(cfg, s, types, 1_000_000.0, 10_000.0, {"rope_type": "default", "rope_theta": local})
-    return s, _gemma_names(s, tensor_names, not cfg.data.get("_gguf_norms_plus_one"))
+    names = _gemma_names(s, tensor_names, not cfg.data.get("_gguf_norms_plus_one"))
+    if bidirectional:
+        names.pop("lm_head.weight", None)
+    return s, names
 
 
 def layer_type_ropes(cfg: Config, s: "_core.ArchSpec", types: Sequence[str], full_theta: float, local_theta: float,
@@ -527,7 +536,7 @@ def _gemma_names(s: "_core.ArchSpec", tensor_names, add_one: bool = True) -> Nam
     def norm(src: str) -> Union[str, Derived]:
         return Derived(src, add=1.0) if add_one else src
 
-    pre = _prefix(tensor_names, ["model.", "model.language_model.", "language_model.model."], "embed_tokens.weight")
+    pre = _prefix(tensor_names, ["model.", "model.language_model.", "language_model.model.", ""], "embed_tokens.weight")
     names["tok_embeddings.weight"] = pre + "embed_tokens.weight"
     names["norm.weight"] = norm(pre + "norm.weight")
     if not s.tie_embeddings:

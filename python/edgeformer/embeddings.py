@@ -11,14 +11,11 @@ import numpy as np
 POOLINGS = ("mean", "cls", "last", "max")
 
 
-def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
-    """(pooling, normalize, max_seq_length) declared by modules.json / 1_Pooling / sentence_bert_config.json."""
-    pooling, normalize, max_len = "mean", False, None
+def _modules(path: str) -> List[dict]:
+    """modules.json's entries (none without the file)."""
     modules_path = os.path.join(path, "modules.json")
     if not os.path.exists(modules_path):
-        return pooling, normalize, max_len
-    from .tokenizer import _read_json
-
+        return []
     with open(modules_path, encoding="utf-8") as f:
         try:
             modules = json.load(f)
@@ -26,8 +23,16 @@ def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
             raise ValueError(f"{modules_path}: not valid JSON ({e})") from None
     if not isinstance(modules, list):
         raise ValueError(f"{modules_path}: expected a list of modules")
-    for m in modules:
-        kind = m.get("type", "") if isinstance(m, dict) else ""
+    return [m if isinstance(m, dict) else {} for m in modules]
+
+
+def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
+    """(pooling, normalize, max_seq_length) declared by modules.json / 1_Pooling / sentence_bert_config.json."""
+    from .tokenizer import _read_json
+
+    pooling, normalize, max_len = "mean", False, None
+    for m in _modules(path):
+        kind = str(m.get("type", ""))
         if kind.endswith("Normalize"):
             normalize = True
         elif kind.endswith("Pooling"):
@@ -48,6 +53,52 @@ def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
         if isinstance(v, int) and v > 0:
             max_len = v
     return pooling, normalize, max_len
+
+
+# sentence-transformers' Dense activations, by the class name its config.json records
+_DENSE_ACTS = {"Identity": lambda x: x, "Tanh": np.tanh, "ReLU": lambda x: np.maximum(x, 0),
+               "Sigmoid": lambda x: 1 / (1 + np.exp(-x))}
+
+
+def dense_layers(path: str, width: int) -> List[Tuple[np.ndarray, Optional[np.ndarray], Any]]:
+    """The Dense modules modules.json lists after the pooling (EmbeddingGemma's 768 -> 3072 -> 768, LaBSE's tanh
+    layer ...), in order: (weight [out, in], bias or None, activation), each read from its model.safetensors and
+    checked to take the previous width (the first: the pooled hidden state's). ValueError naming the file."""
+    from . import _core
+    from .archs import _as_f32
+    from .tokenizer import _read_json
+
+    out = []
+    for m in _modules(path):
+        if not str(m.get("type", "")).endswith("Dense"):
+            continue
+        d = os.path.join(path, str(m.get("path", "")))
+        cfg_path = os.path.join(d, "config.json")
+        cfg = _read_json(cfg_path) if os.path.exists(cfg_path) else {}
+        act = str(cfg.get("activation_function", "torch.nn.modules.activation.Tanh")).rsplit(".", 1)[-1]
+        if act not in _DENSE_ACTS:
+            raise ValueError(f"{cfg_path}: activation_function {cfg.get('activation_function')!r} is not supported "
+                             f"(supported: {', '.join(sorted(_DENSE_ACTS))})")
+        f = os.path.join(d, "model.safetensors")
+        if not os.path.exists(f):
+            raise ValueError(f"{d}: a Dense module without model.safetensors (a pytorch_model.bin needs PyTorch to "
+                             f"read: save the module with safe_serialization)")
+        tm = _core.TensorMap.open_safetensors([f])
+        have = set(tm.names())
+        if "linear.weight" not in have:
+            raise ValueError(f"{f}: tensor 'linear.weight' of the Dense module is missing")
+        t = tm.get("linear.weight")
+        w = np.ascontiguousarray(_as_f32(t.numpy(), t.dtype), np.float32)
+        b = None
+        if "linear.bias" in have:
+            t = tm.get("linear.bias")
+            b = np.ascontiguousarray(_as_f32(t.numpy(), t.dtype), np.float32)
+        if w.ndim != 2 or w.shape[1] != width or (b is not None and b.shape != (w.shape[0],)):
+            raise ValueError(f"{f}: tensor 'linear.weight' must be [out, {width}] (with a bias of out), got "
+                             f"{list(w.shape)}" + ("" if b is None else f" and {list(b.shape)}"))
+        out.append((w, b, _DENSE_ACTS[act]))
+        width = w.shape[0]
+    return out
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
@@ -95,6 +146,9 @@ def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[
     if pooling not in POOLINGS:
         raise ValueError(f"argument 'pooling' must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     seqs = token_lists(model, texts_or_ids, max_len)
+    cache = model.__dict__.setdefault("_st_dense", {})  # (read once per model)
+    if model.path not in cache:
+        cache[model.path] = dense_layers(model.path, model.spec.hidden_size)
     out = np.zeros((len(seqs), model.spec.hidden_size), np.float32)
     for b0 in range(0, len(seqs), batch_size):
         batch = [np.asarray(ids, np.int32) for ids in seqs[b0 : b0 + batch_size]]
@@ -102,6 +156,8 @@ def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[
         hs = model._encode(batch) if model.is_encoder else [model.hidden_states(ids) for ids in batch]
         for j, (ids, h) in enumerate(zip(batch, hs)):
             out[b0 + j] = pool(h, np.ones(len(ids), np.int32), pooling)
+    for w, b, act in cache[model.path]:  # (sentence-transformers' Dense modules, after the pooling)
+        out = act(out @ w.T + (0 if b is None else b)).astype(np.float32)
     if normalize:
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out
