@@ -175,6 +175,7 @@ void register_model(py::module_& m) {
       .def_readwrite("rel_max_distance", &ef::ArchSpec::rel_max_distance)
       .def_readwrite("rel_bias", &ef::ArchSpec::rel_bias)
       .def_readwrite("first_attn_norm", &ef::ArchSpec::first_attn_norm)
+      .def_readwrite("no_head", &ef::ArchSpec::no_head)
       .def_readwrite("cross_attention", &ef::ArchSpec::cross_attention)
       .def("validate", &ef::ArchSpec::validate);
 

@@ -467,6 +467,30 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
 ENCODER_DECODERS = {"t5": t5_specs}
 
 
+def _bare_base_model(spec: "_core.ArchSpec", names: NameMap, tensor_names) -> NameMap:
+    """A decoder saved as its base model alone (Qwen3Model, Qwen2Model, MistralModel: what sentence-transformers
+    writes for decoder embedders such as Qwen3-Embedding, gte-Qwen2, e5-mistral): tensors without the "model."
+    prefix its builder names, and no lm_head. The names are mapped to what the checkpoint holds; without a head
+    (and not tied) the model is headless (ArchSpec::no_head: hidden states and embed() only)."""
+    have = set(tensor_names)
+    tok = names.get("tok_embeddings.weight")
+    src = tok.src if isinstance(tok, Derived) else tok
+    if not isinstance(src, str) or src in have or not src.startswith("model.") or src[len("model."):] not in have:
+        return names
+    out: NameMap = {}
+    for k, v in names.items():
+        if isinstance(v, str) and v.startswith("model.") and v[len("model."):] in have:
+            v = v[len("model."):]
+        elif isinstance(v, Derived) and v.src.startswith("model.") and v.src[len("model."):] in have:
+            v.src = v.src[len("model."):]
+        out[k] = v
+    head = out.get("lm_head.weight")
+    if not spec.tie_embeddings and isinstance(head, str) and head not in have:
+        del out["lm_head.weight"]
+        spec.no_head = True
+    return out
+
+
 def spec_from_config(data: Dict[str, Any], source: str, tensor_names=()) -> Tuple["_core.ArchSpec", Dict[str, str]]:
     cfg = Config(data, source)
     model_type = cfg.get("model_type", str)
@@ -474,6 +498,8 @@ def spec_from_config(data: Dict[str, Any], source: str, tensor_names=()) -> Tupl
         supported = ", ".join(sorted(list(ARCHS) + list(ENCODER_DECODERS)))
         raise cfg.error("model_type", f"names an unsupported architecture {model_type!r} (supported: {supported})")
     spec, names = ARCHS[model_type](cfg, tensor_names)
+    if spec.kind == _core.ModelKind.decoder and tensor_names:
+        names = _bare_base_model(spec, names, tensor_names)
     try:
         spec.validate()
     except ValueError as e:

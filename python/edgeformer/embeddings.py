@@ -8,7 +8,11 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-POOLINGS = ("mean", "cls", "last", "max")
+POOLINGS = ("mean", "cls", "last", "max", "mean_sqrt_len", "weighted_mean")
+# sentence-transformers' pooling modes (6.x: "pooling_mode"; before: one pooling_mode_<name> flag each) -> ours
+_ST_POOLINGS = {"cls": "cls", "cls_token": "cls", "mean": "mean", "mean_tokens": "mean", "max": "max",
+                "max_tokens": "max", "lasttoken": "last", "mean_sqrt_len_tokens": "mean_sqrt_len",
+                "weightedmean": "weighted_mean", "weightedmean_tokens": "weighted_mean"}
 
 
 def _modules(path: str) -> List[dict]:
@@ -38,21 +42,29 @@ def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
         elif kind.endswith("Pooling"):
             cfg_path = os.path.join(path, m.get("path", "1_Pooling"), "config.json")
             if os.path.exists(cfg_path):
-                cfg = _read_json(cfg_path)
-                if cfg.get("pooling_mode_cls_token"):
-                    pooling = "cls"
-                elif cfg.get("pooling_mode_max_tokens"):
-                    pooling = "max"
-                elif cfg.get("pooling_mode_lasttoken"):
-                    pooling = "last"
-                elif cfg.get("pooling_mode_mean_tokens", True):
-                    pooling = "mean"
+                pooling = _st_pooling(_read_json(cfg_path), cfg_path)
     sb_path = os.path.join(path, "sentence_bert_config.json")
     if os.path.exists(sb_path):
         v = _read_json(sb_path).get("max_seq_length")
         if isinstance(v, int) and v > 0:
             max_len = v
     return pooling, normalize, max_len
+
+
+def _st_pooling(cfg: dict, where: str) -> str:
+    """The pooling a sentence-transformers Pooling config names: "pooling_mode" (6.x), else its one true
+    pooling_mode_<name> flag (mean where none is); ValueError naming the file for modes we do not compute
+    (several at once: sentence-transformers concatenates them)."""
+    mode = cfg.get("pooling_mode")
+    if mode is not None:
+        modes = [mode]
+    else:
+        modes = [k[len("pooling_mode_"):] for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
+        modes = modes or ["mean_tokens"]
+    if len(modes) != 1 or modes[0] not in _ST_POOLINGS:
+        raise ValueError(f"{where}: pooling {' + '.join(map(str, modes))} is not supported (supported: "
+                         f"{', '.join(sorted(set(_ST_POOLINGS)))}, one at a time)")
+    return _ST_POOLINGS[modes[0]]
 
 
 # sentence-transformers' Dense activations, by the class name its config.json records
@@ -110,7 +122,13 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
         return valid[-1]
     if pooling == "max":
         return valid.max(0)
-    return valid.astype(np.float64).mean(0).astype(np.float32)
+    v = valid.astype(np.float64)
+    if pooling == "mean_sqrt_len":  # (the sum over sqrt of the count)
+        return (v.sum(0) / np.sqrt(len(v))).astype(np.float32)
+    if pooling == "weighted_mean":  # (token i of n weighs i + 1: SGPT's position-weighted mean)
+        w = np.arange(1, len(v) + 1, dtype=np.float64)
+        return ((v * w[:, None]).sum(0) / w.sum()).astype(np.float32)
+    return v.mean(0).astype(np.float32)
 
 
 def token_lists(model, texts_or_ids: Any, max_len: Optional[int] = None, what: str = "texts_or_ids") -> List[List[int]]:

@@ -75,6 +75,9 @@ struct ArchSpec {
   bool qk_norm_after_rope = false;  // with qk_norm: normalized after rotary (HunYuan)
   bool pre_norms = true;       // norms before attention and MLP; false: their outputs only (post_norms: OLMo 2)
   bool first_attn_norm = true;  // false: layer 0's attention reads the embeddings' norm as is (ModernBERT)
+  // a decoder saved without its language-model head (a bare base model, as sentence-transformers saves decoder
+  // embedders: Qwen3-Embedding, gte-Qwen2, e5-mistral): hidden states only
+  bool no_head = false;
   float emb_scale = 0.f;       // multiplies the token embeddings (Gemma: sqrt(hidden_size)); 0 = none
   // soft-capping (Gemma 2): scaled attention scores and final logits become cap * tanh(x / cap); 0 = none
   float attn_softcap = 0.f, logit_softcap = 0.f;

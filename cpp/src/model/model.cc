@@ -103,7 +103,7 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     final_norm_w_ = L.vec("norm.weight", H, true);
     if (ln) final_norm_b_ = L.vec("norm.bias", H, false);
   }
-  if (spec_.causal()) {
+  if (spec_.causal() && !spec_.no_head) {
     // a tied head is the embedding table in the kernels' panels (decode steps stream it as a head, whose stored
     // rows the row kernels read several times slower); lookups unpack their rows
     if (spec_.tie_embeddings) tok_emb_ = L.panels(tok_emb_, Role::Head);
@@ -648,7 +648,8 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   EF_CHECK(!spec_.cross_attention || ckcache_, "forward: the decoder has no encoder output (set_encoder_output)");
   EF_CHECK(a.output == Output::None || a.out, "forward: no output buffer");
   EF_CHECK((a.output != Output::LastLogits && a.output != Output::AllLogits) || lm_head_.data,
-           "this model has no language-model head (an encoder): ask for hidden states");
+           "this model has no language-model head (an encoder, or a base model saved without one): ask for hidden "
+           "states (hidden_states(), embed())");
   KernelTable kt = kernels();
   // prompts: compute-bound, one level (a batch of decode steps keeps the decode precision)
   if (T > 1 && !batch && !a.decode_precision && !opts_.exact_q8_prompts && kt.q8_0_panel_one_level)

@@ -1,0 +1,85 @@
+"""Decoder embedders (Qwen3-Embedding, gte-Qwen2, e5-mistral: a decoder saved by sentence-transformers as its bare
+base model, no head) and sentence-transformers' pooling modes, against sentence-transformers' encode() on tiny
+random checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import edgeformer
+
+from conftest import make_model
+from test_encoders import pair_tokenizer
+
+TEXTS = ["the quick brown fox", "a tokenizer trained on a few sentences", "x", "jumps over the lazy dog " * 5]
+
+
+def st_modules():
+    try:
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:  # (sentence-transformers before 6)
+        from sentence_transformers import models as modules
+    return modules
+
+
+def bare_decoder(path: str, arch: str):
+    """A base model without its head (Qwen3Model / MistralModel), untied, with a byte-level BPE tokenizer."""
+    import transformers as tf
+
+    kw = dict(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=96, max_position_embeddings=128, tie_word_embeddings=False)
+    cfg, cls = ((tf.Qwen3Config(head_dim=16, **kw), tf.Qwen3Model) if arch == "qwen3" else
+                (tf.MistralConfig(sliding_window=None, **kw), tf.MistralModel))
+    make_model(path, cls, cfg)
+    pair_tokenizer(path, False)
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+                   "pad_token": "<pad>"}, f)
+
+
+@pytest.mark.parametrize("arch,pooling", [("qwen3", "lasttoken"), ("qwen3", "mean"), ("mistral", "lasttoken"),
+                                          ("qwen3", "weightedmean"), ("qwen3", "mean_sqrt_len_tokens"),
+                                          ("qwen3", "max"), ("qwen3", "cls")])
+def test_bare_decoder_embedders(tmp_path, arch, pooling):
+    """The bare base model loads (its unprefixed tensors found, no head: generate() refused by name) and embed()
+    equals sentence-transformers' encode() for each pooling mode it writes (6.x's "pooling_mode")."""
+    from sentence_transformers import SentenceTransformer
+
+    m = st_modules()
+    src = str(tmp_path / "base")
+    bare_decoder(src, arch)
+    st = SentenceTransformer(modules=[m.Transformer(src), m.Pooling(64, pooling), m.Normalize()], device="cpu")
+    path = str(tmp_path / "st")
+    st.save(path)
+    model = edgeformer.load(path, threads=2)
+    assert model.spec.no_head and not model.is_encoder
+    np.testing.assert_allclose(model.embed(TEXTS), st.encode(TEXTS), rtol=0, atol=2e-5)
+    with pytest.raises(ValueError, match="no language-model head"):
+        model.generate([5, 6, 7], max_new_tokens=2)
+
+
+def test_pooling_configs(tmp_path):
+    """Pooling configs as sentence-transformers 2-5 wrote them (one pooling_mode_<name> flag), and the ones we do
+    not compute (several modes concatenated, an unknown mode) named with the file."""
+    from edgeformer.embeddings import sentence_transformers_config
+
+    d = tmp_path / "m"
+    (d / "1_Pooling").mkdir(parents=True)
+    (d / "modules.json").write_text(json.dumps([{"path": "", "type": "sentence_transformers.models.Transformer"},
+                                                {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    cfg = d / "1_Pooling" / "config.json"
+    for flags, want in (({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls"),
+                        ({"pooling_mode_lasttoken": True}, "last"), ({}, "mean"),
+                        ({"pooling_mode_weightedmean_tokens": True, "pooling_mode_mean_tokens": False}, "weighted_mean"),
+                        ({"pooling_mode": "max"}, "max")):
+        cfg.write_text(json.dumps({"word_embedding_dimension": 64, **flags}))
+        assert sentence_transformers_config(str(d))[0] == want
+    for flags, match in (({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}, "cls_token \\+ mean"),
+                         ({"pooling_mode": "attention"}, "attention")):
+        cfg.write_text(json.dumps(flags))
+        with pytest.raises(ValueError, match=f"1_Pooling.config.json: pooling {match}"):
+            sentence_transformers_config(str(d))
