@@ -83,3 +83,27 @@ def test_semantic_ranking(path):
     q = model.embed("Someone is having a meal.")
     docs = model.embed(["A man is eating food.", "The stock market fell sharply today.", "A cat sleeps on a mat."])
     assert int(np.argmax(docs @ q[0])) == 0
+
+
+def test_cli_embed(path, tmp_path, capsys, monkeypatch):
+    """`edgeformer embed MODEL TEXT...` prints one JSON array per text (the checkpoint's pooling and
+    normalization), texts from standard input too, --out writes them as one .npy array; errors exit 2."""
+    import io
+    import json
+
+    from edgeformer.cli import main
+
+    ref = edgeformer.load(path).embed(SENTENCES[:2])
+    assert main(["embed", path, *SENTENCES[:2]]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    got = np.array([json.loads(x) for x in lines], np.float32)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(SENTENCES) + "\n"))
+    out = str(tmp_path / "v.npy")
+    assert main(["embed", path, "--out", out, "--no-normalize", "--pooling", "cls"]) == 0
+    v = np.load(out)
+    assert v.shape == (len(SENTENCES), 384)
+    np.testing.assert_allclose(v, edgeformer.load(path).embed(SENTENCES, pooling="cls", normalize=False), atol=1e-6)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["embed", path]) == 2
+    assert "no texts" in capsys.readouterr().err

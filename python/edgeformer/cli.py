@@ -153,6 +153,29 @@ def _quantize(args) -> int:
     return 0
 
 
+def _embed(args) -> int:
+    """Sentence embeddings of texts (the arguments, else one per line of standard input) as JSON lines, or one
+    float32 array written with --out FILE.npy."""
+    import json
+
+    import numpy as np
+
+    from . import load
+
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin]
+    if not texts:
+        raise ValueError("no texts: pass them as arguments or one per line on standard input")
+    model = load(args.model, threads=args.threads, dtype=args.dtype)
+    vecs = model.embed(texts, pooling=args.pooling, normalize=args.normalize, batch_size=args.batch_size)
+    if args.out:
+        np.save(args.out, vecs)
+        print(f"wrote {args.out} ({vecs.shape[0]} x {vecs.shape[1]} float32)", file=sys.stderr)
+        return 0
+    for v in vecs:
+        print(json.dumps([round(float(x), 7) for x in v]))
+    return 0
+
+
 def _isa() -> str:
     from . import _core
 
@@ -160,6 +183,7 @@ def _isa() -> str:
 
 
 def main(argv=None) -> int:
+    from .embeddings import POOLINGS
     from .model import QUANTIZED
 
     p = argparse.ArgumentParser(prog="edgeformer", description="Transformer inference on the CPU")
@@ -207,6 +231,18 @@ def main(argv=None) -> int:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--max-context", type=int, default=None)
     s.add_argument("--kv-dtype", default=None, choices=["f16", "f32"])
+    e = sub.add_parser("embed", help="sentence embeddings of texts (arguments, or one per line of standard input) "
+                                     "as JSON lines")
+    e.add_argument("model", help="checkpoint directory (a sentence-transformers one: its pooling, Dense modules "
+                                 "and normalization), GGUF file or hub id")
+    e.add_argument("texts", nargs="*", help="texts to embed (default: the lines of standard input)")
+    e.add_argument("--pooling", default=None, choices=list(POOLINGS), help="default: the checkpoint's")
+    e.add_argument("--normalize", default=None, action=argparse.BooleanOptionalAction,
+                   help="L2-normalize (default: the checkpoint's)")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--out", default=None, metavar="FILE.npy", help="write one float32 array [N, dim] instead")
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--dtype", default=None, help="convert at load, as for run")
     q = sub.add_parser("quantize", help="write a checkpoint as a GGUF file (llama.cpp's format), quantized")
     q.add_argument("src", help="checkpoint directory (config.json, *.safetensors, tokenizer.json)")
     q.add_argument("out", help="output .gguf file (written to a temporary name, then renamed)")
@@ -219,6 +255,8 @@ def main(argv=None) -> int:
             return _quantize(args)
         if args.cmd == "serve":
             return _serve(args)
+        if args.cmd == "embed":
+            return _embed(args)
         if args.cmd == "demo":
             from .demo import run_demo
 
