@@ -22,6 +22,7 @@ from .tokenizer import StreamDecoder, TokenizerInfo, _read_json
 _GRAMMAR_LOCK = threading.Lock()
 MAX_LOGIT_BIAS = 300  # tokens one logit_bias may name (OpenAI's limit)
 PREFILL_CHUNK = 256  # tokens per forward call while prefilling: bounds scratch memory, lets Ctrl-C in
+PACK_TOKENS = 1024  # the most tokens of an encoder batch run in one pass (_encode)
 
 
 @dataclass
@@ -465,18 +466,21 @@ class Model:
                 masks: Optional[List[Optional[np.ndarray]]] = None) -> List[np.ndarray]:
         """An encoder's last hidden states [T_i, hidden] of several inputs (checked ids; token types and padding
         masks each None or of the input's length), each as if it ran alone. On the CPU they run packed into passes of
-        up to max_context tokens (each attending within itself), so that the matrix products of many short texts
-        take all their rows at once."""
+        up to max_context tokens (at most PACK_TOKENS; each attending within itself), so that the matrix products of
+        many short texts take all their rows at once."""
         n = len(seqs)
         types = types or [None] * n
         masks = masks or [None] * n
+        # tokens a pass (an input longer runs alone): the products are as fast from a few hundred rows, and the
+        # activations of a pass grow with it (ModernBERT's max_context of 8192 would hold ~260 MB of them)
+        budget = min(self.max_context, PACK_TOKENS)
         out: List[np.ndarray] = []
         with self._lock:
             self._cached = []
             i = 0
             while i < n:
                 j, total = i + 1, len(seqs[i])
-                while self.device == "cpu" and j < n and total + len(seqs[j]) <= self.max_context:
+                while self.device == "cpu" and j < n and total + len(seqs[j]) <= budget:
                     total += len(seqs[j])
                     j += 1
                 group = range(i, j)
