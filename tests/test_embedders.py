@@ -83,3 +83,32 @@ def test_pooling_configs(tmp_path):
         cfg.write_text(json.dumps(flags))
         with pytest.raises(ValueError, match=f"1_Pooling.config.json: pooling {match}"):
             sentence_transformers_config(str(d))
+
+
+def test_prompts(tmp_path):
+    """Prompts as sentence-transformers' encode() applies them: prompt_name from config_sentence_transformers.json,
+    its default_prompt_name when none is given, an explicit prompt over both; unknown names and a pooling that
+    leaves the prompt out are named."""
+    from sentence_transformers import SentenceTransformer
+
+    m = st_modules()
+    src = str(tmp_path / "base")
+    bare_decoder(src, "qwen3")
+    st = SentenceTransformer(modules=[m.Transformer(src), m.Pooling(64, "lasttoken"), m.Normalize()], device="cpu",
+                             prompts={"query": "Instruct: find the passage\nQuery: ", "document": ""},
+                             default_prompt_name="query")
+    path = str(tmp_path / "st")
+    st.save(path)
+    model = edgeformer.load(path, threads=2)
+    for kw in ({}, {"prompt_name": "document"}, {"prompt": "passage: "}, {"prompt_name": "query"}):
+        np.testing.assert_allclose(model.embed(TEXTS, **kw), st.encode(TEXTS, **kw), rtol=0, atol=2e-5)
+    assert np.abs(model.embed(TEXTS) - model.embed(TEXTS, prompt="")).max() > 1e-3  # (the default prompt counts)
+    with pytest.raises(ValueError, match="prompt_name.*'search'.*'document', 'query'"):
+        model.embed(TEXTS, prompt_name="search")
+    cfg = os.path.join(path, "1_Pooling", "config.json")
+    pooling = json.load(open(cfg))
+    with open(cfg, "w") as f:
+        json.dump(dict(pooling, include_prompt=False), f)
+    with pytest.raises(ValueError, match="include_prompt"):
+        model.embed(TEXTS)
+    np.testing.assert_allclose(model.embed(TEXTS, prompt=""), st.encode(TEXTS, prompt=""), rtol=0, atol=2e-5)

@@ -166,7 +166,8 @@ def _embed(args) -> int:
     if not texts:
         raise ValueError("no texts: pass them as arguments or one per line on standard input")
     model = load(args.model, threads=args.threads, dtype=args.dtype)
-    vecs = model.embed(texts, pooling=args.pooling, normalize=args.normalize, batch_size=args.batch_size)
+    vecs = model.embed(texts, pooling=args.pooling, normalize=args.normalize, batch_size=args.batch_size,
+                       prompt=args.prompt, prompt_name=args.prompt_name)
     if args.out:
         np.save(args.out, vecs)
         print(f"wrote {args.out} ({vecs.shape[0]} x {vecs.shape[1]} float32)", file=sys.stderr)
@@ -240,6 +241,9 @@ def main(argv=None) -> int:
     e.add_argument("--normalize", default=None, action=argparse.BooleanOptionalAction,
                    help="L2-normalize (default: the checkpoint's)")
     e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--prompt-name", default=None, metavar="NAME",
+                   help="put the checkpoint's prompt NAME (config_sentence_transformers.json) before each text")
+    e.add_argument("--prompt", default=None, help="put this text before each text")
     e.add_argument("--out", default=None, metavar="FILE.npy", help="write one float32 array [N, dim] instead")
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--dtype", default=None, help="convert at load, as for run")

@@ -30,6 +30,31 @@ def _modules(path: str) -> List[dict]:
     return [m if isinstance(m, dict) else {} for m in modules]
 
 
+def resolve_prompt(path: str, prompt: Optional[str], prompt_name: Optional[str]) -> Optional[str]:
+    """The text put before each input, as sentence-transformers' encode() resolves it: `prompt` as given, else
+    config_sentence_transformers.json's prompts[prompt_name], else its default_prompt_name's prompt, else none."""
+    from .tokenizer import _read_json
+
+    if prompt is not None:
+        if not isinstance(prompt, str):
+            raise ValueError(f"argument 'prompt' must be a string, got {prompt!r}")
+        return prompt
+    cfg_path = os.path.join(path, "config_sentence_transformers.json")
+    cfg = _read_json(cfg_path) if os.path.exists(cfg_path) else {}
+    prompts = cfg.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise ValueError(f"{cfg_path}: field 'prompts' must map names to strings")
+    name = prompt_name if prompt_name is not None else cfg.get("default_prompt_name")
+    if name is None:
+        return None
+    if name not in prompts:
+        if prompt_name is None:
+            raise ValueError(f"{cfg_path}: default_prompt_name {name!r} is not one of its prompts {sorted(prompts)}")
+        raise ValueError(f"argument 'prompt_name': {name!r} is not one of the checkpoint's prompts {sorted(prompts)}"
+                         f" ({cfg_path})")
+    return prompts[name]
+
+
 def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
     """(pooling, normalize, max_seq_length) declared by modules.json / 1_Pooling / sentence_bert_config.json."""
     from .tokenizer import _read_json
@@ -65,6 +90,18 @@ def _st_pooling(cfg: dict, where: str) -> str:
         raise ValueError(f"{where}: pooling {' + '.join(map(str, modes))} is not supported (supported: "
                          f"{', '.join(sorted(set(_ST_POOLINGS)))}, one at a time)")
     return _ST_POOLINGS[modes[0]]
+
+
+def _prompt_pooled(path: str) -> bool:
+    """Whether the Pooling module pools over the prompt's tokens too (include_prompt, true by default)."""
+    from .tokenizer import _read_json
+
+    for m in _modules(path):
+        if str(m.get("type", "")).endswith("Pooling"):
+            cfg_path = os.path.join(path, m.get("path", "1_Pooling"), "config.json")
+            if os.path.exists(cfg_path) and _read_json(cfg_path).get("include_prompt", True) is False:
+                return False
+    return True
 
 
 # sentence-transformers' Dense activations, by the class name its config.json records
@@ -155,9 +192,17 @@ def token_lists(model, texts_or_ids: Any, max_len: Optional[int] = None, what: s
     return seqs
 
 
-def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[bool], batch_size: int) -> np.ndarray:
+def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[bool], batch_size: int,
+          prompt: Optional[str] = None, prompt_name: Optional[str] = None) -> np.ndarray:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"argument 'batch_size' must be a positive integer, got {batch_size!r}")
+    prompt = resolve_prompt(model.path, prompt, prompt_name)
+    if prompt:  # (texts only: token ids are taken as given)
+        if not _prompt_pooled(model.path):
+            raise ValueError("this checkpoint's pooling leaves the prompt's tokens out (include_prompt: false), "
+                             "which embed() does not compute: pass the texts with their prompt yourself")
+        texts_or_ids = [texts_or_ids] if isinstance(texts_or_ids, str) else texts_or_ids
+        texts_or_ids = [prompt + t if isinstance(t, str) else t for t in texts_or_ids]
     st_pool, st_norm, max_len = sentence_transformers_config(model.path)
     pooling = st_pool if pooling is None else pooling
     normalize = st_norm if normalize is None else normalize

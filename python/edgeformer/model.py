@@ -515,13 +515,16 @@ class Model:
         return a.astype(np.int32)
 
     def embed(self, texts_or_ids: Any, pooling: Optional[str] = None, normalize: Optional[bool] = None,
-              batch_size: int = 32) -> np.ndarray:
-        """Sentence embeddings, float32 [N, hidden]: pooled last hidden states ("mean" over unpadded tokens,
-        "cls" or "last"), L2-normalized if asked. Defaults come from the checkpoint's sentence-transformers
-        files (modules.json, 1_Pooling/config.json), else mean pooling without normalization."""
+              batch_size: int = 32, prompt: Optional[str] = None, prompt_name: Optional[str] = None) -> np.ndarray:
+        """Sentence embeddings, float32 [N, dim]: pooled last hidden states ("mean" over the tokens, "cls",
+        "last", "max", "mean_sqrt_len", "weighted_mean"), through the checkpoint's Dense modules, L2-normalized if
+        asked. Defaults come from the checkpoint's sentence-transformers files (modules.json, 1_Pooling/config.json),
+        else mean pooling without normalization. prompt / prompt_name: text put before each text input, as
+        sentence-transformers' encode() does (prompt_name: a key of config_sentence_transformers.json's prompts,
+        whose default_prompt_name applies when neither is given)."""
         from .embeddings import embed
 
-        return embed(self, texts_or_ids, pooling, normalize, batch_size)
+        return embed(self, texts_or_ids, pooling, normalize, batch_size, prompt, prompt_name)
 
     def classify(self, inputs: Any) -> np.ndarray:
         """Sequence classification logits, float32 [N, labels], of a *ForSequenceClassification encoder
