@@ -168,6 +168,22 @@ def test_gelu_tails_keep_relative_accuracy(isa):
     assert np.max(np.abs(out[nz] - ref[nz]) / np.abs(ref[nz])) < 2e-5
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_f32_to_f16_bits(isa):
+    """The KV cache's f16 rows: every ISA rounds to nearest even, bit for bit as NumPy's float16 (subnormals,
+    ties, overflow to infinity, signed zeros; NaN stays NaN), at lengths with and without a vector tail."""
+    x = np.concatenate([rng.standard_normal(997).astype(np.float32) * 10,
+                        np.float32([0.0, -0.0, 65504, 65519.99, 65520, -1e9, np.inf, -np.inf, 6e-8, 3e-8, 2.98e-8,
+                                    1e-40, -6.1e-5, 1 + 2**-11, 1 + 3 * 2**-11, 2049, 2051])])
+    for n in (len(x), 16, 13, 1):
+        got = _core.ops.f32_to_f16(x[:n], isa=isa)
+        with np.errstate(over="ignore"):
+            want = x[:n].astype(np.float16).view(np.uint16)
+        np.testing.assert_array_equal(got, want)
+    nan = _core.ops.f32_to_f16(np.full(20, np.nan, np.float32), isa=isa).view(np.float16)
+    assert np.isnan(nan).all()
+
+
 def test_unsupported_isa_is_an_error():
     missing = [i for i in ("generic", "avx2", "avx512", "avx512vnni", "avx512bf16", "neon", "neondot")
                if i not in _core.cpu_info()["supported_isas"]]

@@ -233,6 +233,13 @@ void register_ops(py::module_& m) {
       k.softmax(out, n);
     });
   }, py::arg("x"), py::arg("isa") = "");
+  ops.def("f32_to_f16", [=](py::array x, const std::string& isa) {
+    const ef::KernelTable& k = table(isa);
+    py::array_t<float, py::array::c_style | py::array::forcecast> a(x);
+    py::array_t<uint16_t> out(a.size());
+    k.f32_to_f16(a.data(), out.mutable_data(), (int64_t)a.size());
+    return out;
+  }, py::arg("x"), py::arg("isa") = "", "the bits of x (flattened) in f16, as the KV cache stores them");
   ops.def("act", [=](py::array x, ef::Act a, const std::string& isa) {
     const ef::KernelTable& k = table(isa);
     return rowwise(x, "x", [&](const float* in, float* out, int64_t n) {

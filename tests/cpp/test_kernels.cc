@@ -97,6 +97,16 @@ int main() {
       k.layernorm(a.data(), w.data(), b.data(), 1e-5f, y.data(), K);
       ref.layernorm(a.data(), w.data(), b.data(), 1e-5f, yr.data(), K);
       check(name + " layernorm K=" + std::to_string(K), y, yr, 1e-10);
+      {  // the KV cache's f16 rows: bit for bit (round to nearest even) on every ISA
+        std::vector<uint16_t> h(K), hr(K);
+        k.f32_to_f16(a.data(), h.data(), K);
+        ref.f32_to_f16(a.data(), hr.data(), K);
+        if (h == hr) passed++;
+        else {
+          failed++;
+          std::printf("FAIL %s f32_to_f16 K=%d\n", name.c_str(), K);
+        }
+      }
       y = a; yr = a;
       k.softmax(y.data(), K);
       ref.softmax(yr.data(), K);

@@ -90,6 +90,9 @@ struct KernelTable {
   // S[c][n] = exp(dt[c] A[c][n]) S[c][n] + dt[c] x[c] B[n];  y[c] = sum_n S[c][n] C[n]   (S, A: [channels][N])
   void (*ssm_step)(const float* A, const float* dt, const float* x, const float* B, const float* C, float* S,
                    float* y, int64_t channels, int64_t N);
+  // dst[i] = f32_to_f16(src[i]) (round to nearest even; a NaN stays a NaN, its payload as the hardware keeps it):
+  // the KV cache's f16 rows
+  void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n);
 };
 
 // The table for the active ISA: chosen once (best supported, or EDGEFORMER_ISA), or set_isa().

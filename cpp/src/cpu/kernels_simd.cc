@@ -410,6 +410,13 @@ void layernorm_simd(const float* x, const float* w, const float* b, float eps, f
   for (; i < n; i++) y[i] = (x[i] - mean) * r * (w ? w[i] : 1.f) + (b ? b[i] : 0.f);
 }
 
+// f32_to_f16 in vectors (F16C / AVX-512 / NEON conversions round to nearest even as it does)
+void f32_to_f16_simd(const float* src, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + kW <= n; i += kW) vstore_f16(dst + i, vload(src + i));
+  for (; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+
 void softmax_simd(float* x, int64_t n) {
   if (n <= 0) return;
   vf vm = vset1(x[0]);
@@ -578,6 +585,7 @@ const KernelTable kTable = {
     dot_simd, axpy_simd, wsum_simd, scale_simd, add_simd, mul_simd, rmsnorm_simd, layernorm_simd, softmax_simd, act_simd,
     act_mul_simd,
     ssm_step_simd,
+    f32_to_f16_simd,
 };
 
 }  // namespace

@@ -279,6 +279,10 @@ void layernorm_ref(const float* x, const float* w, const float* b, float eps, fl
   float r = 1.f / std::sqrt(var / (float)n + eps);
   for (int64_t i = 0; i < n; i++) y[i] = (x[i] - mean) * r * (w ? w[i] : 1.f) + (b ? b[i] : 0.f);
 }
+void f32_to_f16_ref(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[i] = f32_to_f16(src[i]);
+}
+
 void softmax_ref(float* x, int64_t n) {
   if (n <= 0) return;
   float m = x[0];
@@ -325,6 +329,7 @@ const KernelTable kTable = {
     quantize_rows_q8,
     dot_ref, axpy_ref, wsum_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
     ssm_step_ref,
+    f32_to_f16_ref,
 };
 
 }  // namespace
