@@ -90,7 +90,36 @@ void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, con
   kb.resize(hd);
   put(kb.data(), k, hd);
   for (int d = 0; d < hd; d++) kp[(size_t)d * kPanel] = kb[d];
-  for (int p = 0; p < vh / kPanel; p++) put(vc + (size_t)p * kPanel * kv_len_ + (size_t)pos * kPanel, v + p * kPanel, kPanel);
+  for (int p = 0; p < vh / kPanel; p++)
+    put(vc + (size_t)p * kPanel * kv_len_ + (size_t)pos * kPanel, v + p * kPanel, kPanel);
+}
+
+// seg_lo_ / seg_hi_ of this call's packed sequences, and each row's position in its own (empty: one sequence)
+void Model::set_segments(const ForwardArgs& a, std::vector<int32_t>& seq_pos) {
+  seg_lo_.clear();
+  seg_hi_.clear();
+  if (!a.seg_lens) return;
+  EF_CHECK(!spec_.causal(), "packed sequences (seg_lens) are for encoders only");
+  EF_CHECK(a.n_segs > 0, "seg_lens: no sequences");
+  seg_lo_.resize(a.T);
+  seg_hi_.resize(a.T);
+  seq_pos.resize(a.T);
+  int64_t t = 0;
+  for (int32_t i = 0; i < a.n_segs; i++) {
+    const int32_t n = a.seg_lens[i];
+    if (n <= 0 || t + n > a.T)
+      throw ValueError("seg_lens: sequence " + std::to_string(i) + " has length " + std::to_string(n) +
+                       (n <= 0 ? "" : ", past the " + std::to_string(a.T) + " tokens"));
+    for (int32_t j = 0; j < n; j++) {
+      seg_lo_[t + j] = (int32_t)t;
+      seg_hi_[t + j] = (int32_t)t + n - 1;
+      seq_pos[t + j] = j;
+    }
+    t += n;
+  }
+  if (t != a.T)
+    throw ValueError("seg_lens: the lengths sum to " + std::to_string(t) + ", not the " + std::to_string(a.T) +
+                     " tokens");
 }
 
 // rel_table_[h][r - rel_lo_] = bias of head h for relative position r = key - query, for every r in use.

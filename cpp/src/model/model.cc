@@ -596,34 +596,6 @@ void Model::narrow_to_last_row(float* x, int32_t T) {
 
 void Model::forward(const ForwardArgs& a) { run(a, nullptr); }
 
-// seg_lo_ / seg_hi_ of this call's packed sequences, and each row's position in its own (empty: one sequence)
-void Model::set_segments(const ForwardArgs& a, std::vector<int32_t>& seq_pos) {
-  seg_lo_.clear();
-  seg_hi_.clear();
-  if (!a.seg_lens) return;
-  EF_CHECK(!spec_.causal(), "packed sequences (seg_lens) are for encoders only");
-  EF_CHECK(a.n_segs > 0, "seg_lens: no sequences");
-  seg_lo_.resize(a.T);
-  seg_hi_.resize(a.T);
-  seq_pos.resize(a.T);
-  int64_t t = 0;
-  for (int32_t i = 0; i < a.n_segs; i++) {
-    const int32_t n = a.seg_lens[i];
-    if (n <= 0 || t + n > a.T)
-      throw ValueError("seg_lens: sequence " + std::to_string(i) + " has length " + std::to_string(n) +
-                       (n <= 0 ? "" : ", past the " + std::to_string(a.T) + " tokens"));
-    for (int32_t j = 0; j < n; j++) {
-      seg_lo_[t + j] = (int32_t)t;
-      seg_hi_[t + j] = (int32_t)t + n - 1;
-      seq_pos[t + j] = j;
-    }
-    t += n;
-  }
-  if (t != a.T)
-    throw ValueError("seg_lens: the lengths sum to " + std::to_string(t) + ", not the " + std::to_string(a.T) +
-                     " tokens");
-}
-
 void Model::run(const ForwardArgs& a, Model* const* seqs) {
   int32_t T = a.T;  // (the rows computed: narrowed to a prompt's last past the layers that keep keys and values)
   const int32_t T_all = a.T;
