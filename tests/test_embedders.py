@@ -112,3 +112,34 @@ def test_prompts(tmp_path):
     with pytest.raises(ValueError, match="include_prompt"):
         model.embed(TEXTS)
     np.testing.assert_allclose(model.embed(TEXTS, prompt=""), st.encode(TEXTS, prompt=""), rtol=0, atol=2e-5)
+
+
+def test_older_sentence_transformers_layout(tmp_path):
+    """The layout sentence-transformers 0.x-2.x wrote (distiluse-base-multilingual-cased ...): modules.json at the
+    top, the model, its tokenizer and sentence_bert_config.json in 0_Transformer/, then Pooling, a Dense with tanh
+    and Normalize: loaded from the top folder, embed() equals encode()."""
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    m = st_modules()
+    src = str(tmp_path / "base")
+    bare_decoder(src, "qwen3")
+    st = SentenceTransformer(modules=[m.Transformer(src, max_seq_length=12), m.Pooling(64, "mean"),
+                                      m.Dense(64, 32, activation_function=__import__("torch").nn.Tanh()),
+                                      m.Normalize()], device="cpu")
+    path = tmp_path / "st"
+    st.save(str(path))
+    sub = path / "0_Transformer"
+    sub.mkdir()
+    for f in os.listdir(path):
+        if os.path.isfile(path / f) and f not in ("modules.json", "config_sentence_transformers.json", "README.md"):
+            shutil.move(str(path / f), str(sub / f))
+    mods = json.loads((path / "modules.json").read_text())
+    mods[0]["path"] = "0_Transformer"
+    (path / "modules.json").write_text(json.dumps(mods))
+    ref = SentenceTransformer(str(path), device="cpu")
+    model = edgeformer.load(str(path), threads=2)
+    ours = model.embed(TEXTS)
+    assert ours.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(ours, ref.encode(TEXTS), rtol=0, atol=2e-5)  # (max_seq_length 12: the long text cut)

@@ -30,6 +30,19 @@ def _modules(path: str) -> List[dict]:
     return [m if isinstance(m, dict) else {} for m in modules]
 
 
+def transformer_dir(path: str) -> str:
+    """Where a checkpoint folder keeps its model: the folder itself, or, in the older sentence-transformers layout
+    (no config.json at the top), the folder its Transformer module names in modules.json (0_Transformer/)."""
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "config.json")):
+        return path
+    for m in _modules(path):
+        if str(m.get("type", "")).endswith("Transformer") and m.get("path"):
+            d = os.path.join(path, str(m["path"]))
+            if os.path.exists(os.path.join(d, "config.json")):
+                return d
+    return path
+
+
 def resolve_prompt(path: str, prompt: Optional[str], prompt_name: Optional[str]) -> Optional[str]:
     """The text put before each input, as sentence-transformers' encode() resolves it: `prompt` as given, else
     config_sentence_transformers.json's prompts[prompt_name], else its default_prompt_name's prompt, else none."""
@@ -56,7 +69,8 @@ def resolve_prompt(path: str, prompt: Optional[str], prompt_name: Optional[str])
 
 
 def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
-    """(pooling, normalize, max_seq_length) declared by modules.json / 1_Pooling / sentence_bert_config.json."""
+    """(pooling, normalize, max_seq_length) declared by modules.json / 1_Pooling / sentence_bert_config.json (or the
+    tokenizer's model_max_length)."""
     from .tokenizer import _read_json
 
     pooling, normalize, max_len = "mean", False, None
@@ -68,11 +82,15 @@ def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
             cfg_path = os.path.join(path, m.get("path", "1_Pooling"), "config.json")
             if os.path.exists(cfg_path):
                 pooling = _st_pooling(_read_json(cfg_path), cfg_path)
-    sb_path = os.path.join(path, "sentence_bert_config.json")
-    if os.path.exists(sb_path):
-        v = _read_json(sb_path).get("max_seq_length")
-        if isinstance(v, int) and v > 0:
+    # max_seq_length: sentence_bert_config.json's, else (as sentence-transformers falls back, and 6.x saves it) the
+    # tokenizer's model_max_length where it is a length rather than transformers' "unset" sentinel
+    model_dir = transformer_dir(path)
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        f = os.path.join(model_dir, name)
+        v = _read_json(f).get(key) if os.path.exists(f) else None
+        if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 24:
             max_len = v
+            break
     return pooling, normalize, max_len
 
 

@@ -15,6 +15,7 @@ from . import _core
 from .archs import ENCODER_DECODERS, Config, Derived, spec_from_config
 from .archs_encoders import position_rows
 from .device import parse_device, to_device
+from .embeddings import transformer_dir
 from .io import find_weight_files, resolve_checkpoint
 from .grammar import Grammar, as_grammar, token_bytes
 from .tokenizer import StreamDecoder, TokenizerInfo, _read_json
@@ -164,7 +165,8 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         model = load_gguf(path, dtype, _options(threads, max_context, dtype, os.path.getsize(path), exact_q8_prompts,
                                                 kv_dtype))
         return model if cuda_index is None else to_device(model, cuda_index, kv_dtype)
-    model_dir = resolve_checkpoint(path)
+    st_dir = resolve_checkpoint(path)
+    model_dir = transformer_dir(st_dir)  # (older sentence-transformers folders keep the model in 0_Transformer/)
     cfg_path = os.path.join(model_dir, "config.json")
     if not os.path.exists(cfg_path):
         raise ValueError(f"{model_dir}: no config.json")
@@ -205,7 +207,7 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
         head = classifier_head(config, checkpoint, spec.hidden_size)
     core = _core.Model(spec, checkpoint, _materialize(checkpoint, names, consumable=True, config=config), opts,
                        consume=True)
-    model = Model(core, config, tok, model_dir)
+    model = Model(core, config, tok, st_dir)  # (its path: where embed() reads the sentence-transformers files)
     model._head = head
     return model if cuda_index is None else to_device(model, cuda_index, kv_dtype)
 
