@@ -318,6 +318,12 @@ def _as_f32(a: np.ndarray, dtype) -> np.ndarray:
     raise ValueError(f"expected a float tensor (f32, f16 or bf16), got {dtype}")
 
 
+def tensor_f32(checkpoint, name: str) -> np.ndarray:
+    """A checkpoint tensor's values as a contiguous f32 array (heads and modules computed in NumPy)."""
+    t = checkpoint.get(name)
+    return np.ascontiguousarray(_as_f32(t.numpy(), t.dtype), np.float32)
+
+
 def _from_f32(f: np.ndarray, dtype) -> np.ndarray:
     """f32 values as a float tensor of dtype holds them (bf16: its uint16 bits, rounded to nearest even)."""
     if dtype == _core.DType.bf16:

@@ -73,15 +73,10 @@ def sentence_transformers_config(path: str) -> Tuple[str, bool, Optional[int]]:
     tokenizer's model_max_length)."""
     from .tokenizer import _read_json
 
-    pooling, normalize, max_len = "mean", False, None
-    for m in _modules(path):
-        kind = str(m.get("type", ""))
-        if kind.endswith("Normalize"):
-            normalize = True
-        elif kind.endswith("Pooling"):
-            cfg_path = os.path.join(path, m.get("path", "1_Pooling"), "config.json")
-            if os.path.exists(cfg_path):
-                pooling = _st_pooling(_read_json(cfg_path), cfg_path)
+    normalize = any(str(m.get("type", "")).endswith("Normalize") for m in _modules(path))
+    pooling_cfg, cfg_path = _pooling_config(path)
+    pooling = "mean" if cfg_path is None else _st_pooling(pooling_cfg, cfg_path)
+    max_len = None
     # max_seq_length: sentence_bert_config.json's, else (as sentence-transformers falls back, and 6.x saves it) the
     # tokenizer's model_max_length where it is a length rather than transformers' "unset" sentinel
     model_dir = transformer_dir(path)
@@ -110,16 +105,16 @@ def _st_pooling(cfg: dict, where: str) -> str:
     return _ST_POOLINGS[modes[0]]
 
 
-def _prompt_pooled(path: str) -> bool:
-    """Whether the Pooling module pools over the prompt's tokens too (include_prompt, true by default)."""
+def _pooling_config(path: str) -> Tuple[dict, Optional[str]]:
+    """The Pooling module's config.json and its path ({} and None without one)."""
     from .tokenizer import _read_json
 
     for m in _modules(path):
         if str(m.get("type", "")).endswith("Pooling"):
             cfg_path = os.path.join(path, m.get("path", "1_Pooling"), "config.json")
-            if os.path.exists(cfg_path) and _read_json(cfg_path).get("include_prompt", True) is False:
-                return False
-    return True
+            if os.path.exists(cfg_path):
+                return _read_json(cfg_path), cfg_path
+    return {}, None
 
 
 # sentence-transformers' Dense activations, by the class name its config.json records
@@ -132,7 +127,7 @@ def dense_layers(path: str, width: int) -> List[Tuple[np.ndarray, Optional[np.nd
     layer ...), in order: (weight [out, in], bias or None, activation), each read from its model.safetensors and
     checked to take the previous width (the first: the pooled hidden state's). ValueError naming the file."""
     from . import _core
-    from .archs import _as_f32
+    from .archs import tensor_f32
     from .tokenizer import _read_json
 
     out = []
@@ -154,12 +149,8 @@ def dense_layers(path: str, width: int) -> List[Tuple[np.ndarray, Optional[np.nd
         have = set(tm.names())
         if "linear.weight" not in have:
             raise ValueError(f"{f}: tensor 'linear.weight' of the Dense module is missing")
-        t = tm.get("linear.weight")
-        w = np.ascontiguousarray(_as_f32(t.numpy(), t.dtype), np.float32)
-        b = None
-        if "linear.bias" in have:
-            t = tm.get("linear.bias")
-            b = np.ascontiguousarray(_as_f32(t.numpy(), t.dtype), np.float32)
+        w = tensor_f32(tm, "linear.weight")
+        b = tensor_f32(tm, "linear.bias") if "linear.bias" in have else None
         if w.ndim != 2 or w.shape[1] != width or (b is not None and b.shape != (w.shape[0],)):
             raise ValueError(f"{f}: tensor 'linear.weight' must be [out, {width}] (with a bias of out), got "
                              f"{list(w.shape)}" + ("" if b is None else f" and {list(b.shape)}"))
@@ -216,7 +207,7 @@ def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[
         raise ValueError(f"argument 'batch_size' must be a positive integer, got {batch_size!r}")
     prompt = resolve_prompt(model.path, prompt, prompt_name)
     if prompt:  # (texts only: token ids are taken as given)
-        if not _prompt_pooled(model.path):
+        if _pooling_config(model.path)[0].get("include_prompt", True) is False:  # (prompt tokens left unpooled)
             raise ValueError("this checkpoint's pooling leaves the prompt's tokens out (include_prompt: false), "
                              "which embed() does not compute: pass the texts with their prompt yourself")
         texts_or_ids = [texts_or_ids] if isinstance(texts_or_ids, str) else texts_or_ids

@@ -9,12 +9,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .archs import _as_f32
+from . import _core
+from .archs import tensor_f32
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    from math import erfc, sqrt
-
-    return (0.5 * x * np.vectorize(erfc)(-x.astype(np.float64) / sqrt(2))).astype(np.float32)
+def _gelu(x: np.ndarray) -> np.ndarray:  # (exact, erf: the encoders' own kernel)
+    return _core.ops.act(np.ascontiguousarray(x, np.float32), _core.Act.gelu)
 
 
 # (the dense layers of each form before the classifier, in order; their activation; the classifier's names)
@@ -63,18 +62,13 @@ def _linear(checkpoint, name: str, cols: int, rows: Optional[int] = None,
     for part in ("weight", "bias") if bias else ("weight",):
         if f"{name}.{part}" not in have:
             raise ValueError(f"checkpoint: tensor '{name}.{part}' of the classification head is missing")
-    w_t = checkpoint.get(name + ".weight")
-    w = _as_f32(w_t.numpy(), w_t.dtype)
-    if name + ".bias" in have:
-        b_t = checkpoint.get(name + ".bias")
-        b = _as_f32(b_t.numpy(), b_t.dtype)
-    else:
-        b = np.zeros(w.shape[:1], np.float32)
+    w = tensor_f32(checkpoint, name + ".weight")
+    b = tensor_f32(checkpoint, name + ".bias") if name + ".bias" in have else np.zeros(w.shape[:1], np.float32)
     if w.ndim != 2 or w.shape[1] != cols or (rows is not None and w.shape[0] != rows) or b.shape != (w.shape[0],):
         want = f"[{rows if rows is not None else 'labels'}, {cols}]"
         raise ValueError(f"tensor '{name}.weight': expected {want} with a bias of its rows, got "
                          f"{list(w.shape)} and {list(b.shape)}")
-    return np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)
+    return w, b
 
 
 def _head_norm(checkpoint, name: str, hidden: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -87,11 +81,10 @@ def _head_norm(checkpoint, name: str, hidden: int) -> Tuple[np.ndarray, np.ndarr
         if name + "." + part not in have:
             out.append(np.zeros(hidden, np.float32))
             continue
-        t = checkpoint.get(name + "." + part)
-        a = _as_f32(t.numpy(), t.dtype)
+        a = tensor_f32(checkpoint, name + "." + part)
         if a.shape != (hidden,):
             raise ValueError(f"tensor '{name}.{part}': expected [{hidden}], got {list(a.shape)}")
-        out.append(np.ascontiguousarray(a, np.float32))
+        out.append(a)
     return out[0], out[1]
 
 
