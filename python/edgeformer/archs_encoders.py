@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from .archs import Config, Derived, NameMap, _activation, _common, _layer_types_ok, _layernorm_pair, _prefix
+from .archs_llama import layer_type_ropes
 
 
 # RoBERTa's family: positions count from pad_token_id + 1, past the padding (position_rows); MPNet's from 2
@@ -97,17 +98,21 @@ def _modernbert(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         raise cfg.error("layer_types", f"expected {n} of 'sliding_attention' / 'full_attention'")
     local = cfg.positive("local_attention", 128)
     s.layer_windows = [local // 2 + 1 if t == kinds[1] else 0 for t in types]  # (|i - j| <= local / 2)
+    # a rotary table per layer kind, as Gemma 3's (transformers 5's rope_parameters, or the older fields: the full
+    # layers' base global_rope_theta, the local ones' local_rope_theta)
     params = cfg.get("rope_parameters", dict, None) or {}
-    thetas = {}
-    for kind, old, default in ((kinds[0], "global_rope_theta", 160_000.0), (kinds[1], "local_rope_theta", 10_000.0)):
+    for kind in kinds:
         p = params.get(kind) or {}
         if not isinstance(p, dict) or p.get("rope_type", "default") != "default":
             raise cfg.error(f"rope_parameters.{kind}", "names an unsupported rotary kind (supported: default)")
-        thetas[kind] = float(p.get("rope_theta", cfg.get(old, float, default)))
-        if not thetas[kind] > 0:
-            raise cfg.error(f"rope_parameters.{kind}.rope_theta", f"must be positive, got {thetas[kind]}")
-    s.rope.theta, s.rope_local.theta = thetas[kinds[0]], thetas[kinds[1]]
-    s.layer_rope = [1 if t == kinds[1] else 0 for t in types]
+    if cfg.data.get("rope_scaling") is not None:
+        raise cfg.error("rope_scaling", "is set: scaled rotary tables are not supported for ModernBERT")
+    full, local = (cfg.get(f, float, d) for f, d in (("global_rope_theta", 160_000.0), ("local_rope_theta", 10_000.0)))
+    for field, theta in (("global_rope_theta", full), ("local_rope_theta", local)):
+        if not theta > 0:
+            raise cfg.error(field, f"must be positive, got {theta}")
+    layer_type_ropes(Config({**cfg.data, "rope_theta": full}, cfg.source), s, types, 160_000.0, 10_000.0,
+                     {"rope_type": "default", "rope_theta": local})
 
     have = set(tensor_names)
     p = _prefix(tensor_names, ["model.", ""], "embeddings.tok_embeddings.weight")

@@ -83,9 +83,10 @@ void ArchSpec::validate() const {
     EF_CHECK(pos == PosKind::Rotary, "a local rotary table needs rotary positions");
     EF_CHECK(!rope_local.length_dependent(), "config field 'rope_local_base_freq': the local rotary table takes no "
                                              "length-dependent scaling");
-    EF_CHECK((rope_local.rotary_dim == rope.rotary_dim || !layer_head_dim.empty()) && rope_local.style == rope.style &&
-                 rope_local.theta > 0,
+    EF_CHECK((rope_local.rotary_dim == rope.rotary_dim || !layer_head_dim.empty()) && rope_local.style == rope.style,
              "the local rotary table must rotate the dimensions the global one does");
+    EF_CHECK(rope_local.theta > 0, "the sliding layers' rope_theta must be positive, got " +
+                                       std::to_string(rope_local.theta));
   }
   EF_CHECK(std::isfinite(emb_scale) && emb_scale >= 0, "embedding scale must be finite and non-negative");
   EF_CHECK(std::isfinite(residual_scale) && residual_scale > 0, "config field 'residual_multiplier' must be positive");
