@@ -191,6 +191,8 @@ class _SchemaConverter:
         return n
 
     def resolve(self, ref: str, path: str) -> str:
+        if not isinstance(ref, str):
+            raise ValueError(f"json_schema at {path}: '$ref' must be a string (#/...), got {type(ref).__name__}")
         if ref in self.refs:
             return self.refs[ref]
         if not ref.startswith("#"):
