@@ -79,7 +79,8 @@ def mean_pool(h: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
-def engines(path: str, kind: str, batch: int, threads: int, work: str) -> Dict[str, Callable[[List[str]], np.ndarray]]:
+def engines(path: str, kind: str, batch: int, threads: int, work: str, dtypes: List[str],
+            isas: List[str]) -> Dict[str, Callable[[List[str]], np.ndarray]]:
     import torch
 
     torch.set_num_threads(threads)
@@ -88,15 +89,24 @@ def engines(path: str, kind: str, batch: int, threads: int, work: str) -> Dict[s
     import edgeformer
 
     out: Dict[str, Callable] = {}
-    ef = edgeformer.load(path, threads=threads)
-    out["edgeformer (f32)"] = lambda texts: ef.embed(texts, batch_size=batch, normalize=True)
-    ef8 = edgeformer.load(path, threads=threads, dtype="int8")
-    out["edgeformer (int8)"] = lambda texts: ef8.embed(texts, batch_size=batch, normalize=True)
+    for dt in dtypes:
+        ef = edgeformer.load(path, threads=threads, dtype=None if dt == "f32" else dt)
+        for isa in isas:  # (the kernel table is global: each engine sets its own before it runs)
+
+            def run_ef(texts, ef=ef, isa=isa):
+                edgeformer._core.set_isa(isa)
+                return ef.embed(texts, batch_size=batch, normalize=True)
+
+            out[f"edgeformer ({dt})" + (f" [{isa}]" if len(isas) > 1 else "")] = run_ef
 
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(path, device="cpu")
     out["sentence-transformers (torch)"] = lambda texts: st.encode(texts, batch_size=batch, normalize_embeddings=True)
+    if "bf16" in dtypes:  # PyTorch's bf16 (oneDNN: AMX where the CPU has it), against edgeformer's bf16
+        st16 = SentenceTransformer(path, device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
+        out["sentence-transformers (torch bf16)"] = lambda texts: st16.encode(
+            texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=False).float().numpy()
 
     tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
     tok.enable_truncation(256)
@@ -169,9 +179,15 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtypes", default="f32,int8", help="edgeformer's dtypes (f32, bf16, int8, ...); bf16 also "
+                    "runs sentence-transformers in bf16")
+    ap.add_argument("--isas", default=None, help="edgeformer's ISAs, each an engine of its own (default: the best)")
     ap.add_argument("--out", help="write OUT.md and OUT.json")
     a = ap.parse_args()
     import edgeformer
+
+    dtypes = a.dtypes.split(",")
+    isas = a.isas.split(",") if a.isas else [edgeformer._core.active_isa()]
 
     work = tempfile.mkdtemp(prefix="bench_embed_")
     rows, record = [], []
@@ -179,7 +195,7 @@ def main() -> int:
         for kind in a.models:
             path = minilm_dir() if kind == "minilm" else make_random(kind, os.path.join(work, kind))
             texts = make_texts(path, a.texts)
-            eng = engines(path, kind, a.batch, a.threads, work)
+            eng = engines(path, kind, a.batch, a.threads, work, dtypes, isas)
             for f in eng.values():
                 f(texts[: a.batch])  # (warm up)
             times: Dict[str, List[float]] = {e: [] for e in eng}
@@ -190,7 +206,7 @@ def main() -> int:
                     vecs[e] = np.asarray(f(texts), np.float32)
                     times[e].append(time.perf_counter() - t)
             ref = vecs["sentence-transformers (torch)"]
-            base = a.texts / statistics.median(times["edgeformer (f32)"])
+            base = a.texts / statistics.median(times[next(iter(eng))])  # (the first edgeformer engine)
             for e in eng:
                 rate = a.texts / statistics.median(times[e])
                 cos = float(np.min(np.sum(vecs[e] * ref, 1)))

@@ -184,8 +184,49 @@ def test_f32_to_f16_bits(isa):
     assert np.isnan(nan).all()
 
 
+def q8_0_shared_rows(w: np.ndarray) -> np.ndarray:
+    """q8_0 rows whose blocks share one scale per row (an "int8" matrix: the row-scaled panels) and their values."""
+    O, K = w.shape
+    d = (np.abs(w).max(1) / 127).astype(np.float16)
+    q = np.clip(np.round(w / np.maximum(d.astype(np.float32), 1e-30)[:, None]), -127, 127).astype(np.int8)
+    blocks = np.zeros((O, K // 32, 34), np.uint8)
+    blocks[:, :, :2] = d.view(np.uint8).reshape(O, 1, 2)
+    blocks[:, :, 2:] = q.reshape(O, K // 32, 32).view(np.uint8)
+    return blocks.reshape(O, -1), q.astype(np.float64) * d.astype(np.float64)[:, None]
+
+
+# tokens around the tile unit's 16 and 32 (amx: 16 or more) and past one chunk of tokens; K with a half step of 64
+PANEL_SHAPES = [(1, 64, 40), (15, 96, 50), (16, 32, 16), (17, 160, 33), (33, 384, 64), (100, 64, 100), (600, 32, 48)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("T,K,O", PANEL_SHAPES)
+def test_packed_bf16_and_int8_products(isa, T, K, O):
+    """bf16 panels (activations rounded to bf16) and row-scaled int8 panels
+    against float64 products, and amx's int8 equal to avx512vnni's bit for bit (exact integer sums, the same float
+    steps)."""
+    x = rng.standard_normal((T, K)).astype(np.float32)
+    w = rng.standard_normal((O, K)).astype(np.float32)
+    wb = bf16_bits(w)
+    xr = bf16_to_f32(bf16_bits(x))  # (every ISA multiplies bf16 weights by activations rounded to bf16)
+    want = xr.astype(np.float64) @ bf16_to_f32(wb).astype(np.float64).T
+    for direct in (False, True):  # (activations rounded once per group by ops::linear, or by the kernel)
+        y, layout = _core.ops.linear_packed(x, wb.view(np.uint8), _core.DType.bf16, 1.0, isa, direct)
+        assert layout == "blocks"
+        close(y, want, tol=1e-5)
+    rows, wq = q8_0_shared_rows(w)
+    y, layout = _core.ops.linear_packed(x, rows, _core.DType.q8_0, 1.0, isa)
+    assert layout == "row_scaled"
+    d = np.abs(x).max(1, keepdims=True) / np.float32(127)  # quantize_rows_q8's float steps
+    v = x * (np.float32(1) / d)
+    xq = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)) * d.astype(np.float64)
+    close(y, xq @ wq.T, tol=1e-5)
+    if isa == "amx" and "avx512vnni" in ISAS:
+        np.testing.assert_array_equal(y, _core.ops.linear_packed(x, rows, _core.DType.q8_0, 1.0, "avx512vnni")[0])
+
+
 def test_unsupported_isa_is_an_error():
-    missing = [i for i in ("generic", "avx2", "avx512", "avx512vnni", "avx512bf16", "neon", "neondot")
+    missing = [i for i in ("generic", "avx2", "avx512", "avx512vnni", "avx512bf16", "amx", "neon", "neondot")
                if i not in _core.cpu_info()["supported_isas"]]
     for i in missing:
         with pytest.raises(ValueError, match=i):

@@ -11,8 +11,11 @@
 namespace ef {
 
 // AVX512VNNI and NEONDOT are AVX512 / NEON whose 8-bit dot products use VPDPBUSD / SDOT; AVX512BF16 is
-// AVX512VNNI whose bf16-weight products use VDPBF16PS.
-enum class Isa : int32_t { Generic = 0, AVX2 = 1, AVX512 = 2, NEON = 3, AVX512VNNI = 4, NEONDOT = 5, AVX512BF16 = 6 };
+// AVX512VNNI whose bf16-weight products use VDPBF16PS; AMX is AVX512BF16 whose products of 16 tokens or more on bf16
+// and row-scaled int8 weights run on the tile unit (TDPBF16PS, TDPBSUD).
+enum class Isa : int32_t {
+  Generic = 0, AVX2 = 1, AVX512 = 2, NEON = 3, AVX512VNNI = 4, NEONDOT = 5, AVX512BF16 = 6, AMX = 7
+};
 const char* isa_name(Isa isa);
 
 struct CpuInfo {
@@ -22,6 +25,7 @@ struct CpuInfo {
   bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512_vnni = false, avx512_vbmi = false, avx512_bf16 = false, amx_tile = false, amx_int8 = false, amx_bf16 = false;
+  bool amx_permitted = false;  // Linux: the kernel granted this process the tile data state (arch_prctl)
   // aarch64
   bool neon = false, dotprod = false, i8mm = false, sve = false;
   int physical_cores = 1, logical_cores = 1;
@@ -93,6 +97,14 @@ struct KernelTable {
   // dst[i] = f32_to_f16(src[i]) (round to nearest even; a NaN stays a NaN, its payload as the hardware keeps it):
   // the KV cache's f16 rows
   void (*f32_to_f16)(const float* src, uint16_t* dst, int64_t n);
+  // dst[i] = f32_to_bf16(src[i]) (dtype.h), bit for bit: the activations of bf16 weights
+  void (*f32_to_bf16)(const float* src, uint16_t* dst, int64_t n);
+  // matmul_panel[BF16] on activations already rounded to bf16 by f32_to_bf16 (xb: T rows, row stride ldx
+  // elements): a group of products on one input converts it once (ops::linear_group). Null where this ISA has no
+  // bf16 panel kernel.
+  using Bf16MatmulFn = void (*)(const uint16_t* xb, int64_t ldx, const void* w, int64_t ldw, const float* bias,
+                                float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K);
+  Bf16MatmulFn matmul_panel_bf16x;
 };
 
 // The table for the active ISA: chosen once (best supported, or EDGEFORMER_ISA), or set_isa().
@@ -100,6 +112,6 @@ const KernelTable& kernels();
 const KernelTable& kernels_for(Isa isa);  // throws ValueError if this build or CPU lacks it
 Isa active_isa();
 void set_isa(Isa isa);                    // throws ValueError if unsupported
-Isa parse_isa(const std::string& name);   // "generic", "avx2", "avx512", "neon"; throws ValueError
+Isa parse_isa(const std::string& name);   // "generic", "avx2", "avx512", "amx", "neon", ...; throws ValueError
 
 }  // namespace ef

@@ -15,6 +15,10 @@
 #include <cpuid.h>
 #endif
 #endif
+#if EF_X86 && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
@@ -41,6 +45,17 @@ uint64_t xgetbv0() {
   uint32_t eax, edx;
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return ((uint64_t)edx << 32) | eax;
+#endif
+}
+
+// Linux hands out the AMX tile data state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA):
+// a tile instruction without it raises SIGILL. Granted for the whole process.
+bool request_amx() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr int kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
 #endif
 }
 #endif
@@ -94,6 +109,7 @@ CpuInfo detect() {
     c.amx_bf16 = os_amx && (r[3] & (1u << 22));
     c.amx_tile = os_amx && (r[3] & (1u << 24));
     c.amx_int8 = os_amx && (r[3] & (1u << 25));
+    c.amx_permitted = c.amx_tile && request_amx();
     uint32_t sub_max = r[0];
     if (sub_max >= 1) {
       cpuid(7, 1, r);
@@ -134,6 +150,10 @@ CpuInfo detect() {
 #if defined(EF_HAVE_AVX512BF16)
   // with VBMI too (byte lookups in registers: simd.h); of the CPUs with BF16 only Cooper Lake lacks it
   if (isa_in(c.supported, Isa::AVX512VNNI) && c.avx512_bf16 && c.avx512_vbmi) c.supported.push_back(Isa::AVX512BF16);
+#endif
+#if defined(EF_HAVE_AMX)
+  if (isa_in(c.supported, Isa::AVX512BF16) && c.amx_tile && c.amx_bf16 && c.amx_int8 && c.amx_permitted)
+    c.supported.push_back(Isa::AMX);
 #endif
 #if defined(EF_HAVE_NEON)
   if (c.neon) c.supported.push_back(Isa::NEON);

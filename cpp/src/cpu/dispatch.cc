@@ -19,14 +19,15 @@ const char* isa_name(Isa isa) {
     case Isa::AVX512VNNI: return "avx512vnni";
     case Isa::NEONDOT: return "neondot";
     case Isa::AVX512BF16: return "avx512bf16";
+    case Isa::AMX: return "amx";
   }
   return "?";
 }
 
 Isa parse_isa(const std::string& name) {
-  for (Isa i : {Isa::Generic, Isa::AVX2, Isa::AVX512, Isa::NEON, Isa::AVX512VNNI, Isa::AVX512BF16, Isa::NEONDOT})
+  for (Isa i : {Isa::Generic, Isa::AVX2, Isa::AVX512, Isa::NEON, Isa::AVX512VNNI, Isa::AVX512BF16, Isa::AMX, Isa::NEONDOT})
     if (name == isa_name(i)) return i;
-  throw ValueError("unknown ISA '" + name + "' (expected generic, avx2, avx512, avx512vnni, avx512bf16, neon or neondot)");
+  throw ValueError("unknown ISA '" + name + "' (expected generic, avx2, avx512, avx512vnni, avx512bf16, amx, neon or neondot)");
 }
 
 static std::string supported_list() {
@@ -54,6 +55,9 @@ const KernelTable& kernels_for(Isa isa) {
 #endif
 #if defined(EF_HAVE_AVX512BF16)
     case Isa::AVX512BF16: return *cpu::kernels_avx512bf16();
+#endif
+#if defined(EF_HAVE_AMX)
+    case Isa::AMX: return *cpu::kernels_amx();
 #endif
 #if defined(EF_HAVE_NEONDOT)
     case Isa::NEONDOT: return *cpu::kernels_neondot();

@@ -20,6 +20,9 @@ const KernelTable* kernels_avx512vnni();
 #if defined(EF_HAVE_AVX512BF16)
 const KernelTable* kernels_avx512bf16();
 #endif
+#if defined(EF_HAVE_AMX)
+const KernelTable* kernels_amx();
+#endif
 #if defined(EF_HAVE_NEONDOT)
 const KernelTable* kernels_neondot();
 #endif

@@ -109,21 +109,11 @@ const bf16_t* rows_to_bf16(const float* x, int64_t ldx, int64_t t0, int64_t t1, 
   for (int64_t t = t0; t < t1; t++) {
     const float* xr = x + t * ldx;
     bf16_t* o = buf.data() + (t - t0) * K;
-    int64_t k = 0;
 #if defined(EF_ISA_AVX512)
-    // f32_to_bf16 in 16 lanes, bit for bit: round to nearest even on the bits, NaN kept quiet (a prompt's rows
-    // were converted one scalar at a time: as long as the bf16 product itself at MiniLM's shapes)
-    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
-    const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
-    for (; k + 16 <= K; k += 16) {
-      const __m512i v = _mm512_loadu_si512(xr + k);
-      const __m512i r = _mm512_add_epi32(v, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(v, 16), one)));
-      const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, abs_mask), inf);
-      const __m512i q = _mm512_mask_or_epi32(r, nan, v, _mm512_set1_epi32(0x400000));  // (NaN: bits | 0x40 << 16)
-      _mm256_storeu_si256((__m256i*)(o + k), _mm512_cvtepi32_epi16(_mm512_srli_epi32(q, 16)));
-    }
+    row_to_bf16(xr, o, K);
+#else
+    for (int64_t k = 0; k < K; k++) o[k].bits = f32_to_bf16(xr[k]);
 #endif
-    for (; k < K; k++) o[k].bits = f32_to_bf16(xr[k]);
   }
   return buf.data();
 }
@@ -255,34 +245,57 @@ inline void fpanel_rows(int rt, int np, const typename FPanel<W>::X* x, int64_t 
   fpanel_tile<W, RT, P>(x, ldx, p, pstride, bias, y, ldy, n_last, K);
 }
 
+// Tokens [c0, c1) (their rows xc, row stride ld, in the tile's activation type) against panels [o0, o1).
+template <typename W>
+void fpanel_chunk(const typename FPanel<W>::X* xc, int64_t ld, const W* w, int64_t pstride, const float* bias,
+                  float* y, int64_t ldy, int64_t T, int64_t c0, int64_t c1, int64_t o0, int64_t o1, int64_t K) {
+  const int64_t P = T == 1 ? kDecodeP : kPanelTileP;
+  for (int64_t o = o0; o < o1; o += P * kPanel) {
+    const int np = (int)std::min<int64_t>(P, (o1 - o + kPanel - 1) / kPanel);
+    const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
+    const W* p = w + (o / kPanel) * pstride;
+    const float* b = bias ? bias + o : nullptr;
+    for (int64_t t = c0; t < c1; t += kPanelTileT) {
+      const int rt = (int)std::min<int64_t>(kPanelTileT, c1 - t);
+      const auto* xt = xc + (t - c0) * ld;
+      float* yt = y + t * ldy + o;
+      if (T == 1) fpanel_rows<W, 1, kDecodeP>(1, np, xt, ld, p, pstride, b, yt, ldy, n_last, K);
+      else fpanel_rows<W, kPanelTileT, kPanelTileP>(rt, np, xt, ld, p, pstride, b, yt, ldy, n_last, K);
+    }
+  }
+}
+
+// Tokens per chunk: their rows (~384 KB) and a tile's panels share L2 while the panels stream past.
+template <typename W>
+int64_t fpanel_chunk_rows(int64_t K) {
+  const int64_t xb = (int64_t)sizeof(typename FPanel<W>::X) * K;
+  return std::max<int64_t>(kPanelTileT, std::min<int64_t>(96, (384 << 10) / xb) / kPanelTileT * kPanelTileT);
+}
+
 template <typename W>
 void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
                    int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
-  const W* w = (const W*)wv;
   const int64_t pstride = ldw ? ldw : kPanel * K;  // elements from one panel to the next
-  // tokens per chunk: their rows (~384 KB) and a tile's panels share L2 while the panels stream past
-  const int64_t xb = (int64_t)sizeof(typename FPanel<W>::X) * K;
-  const int64_t rows = std::max<int64_t>(kPanelTileT, std::min<int64_t>(96, (384 << 10) / xb) / kPanelTileT * kPanelTileT);
-  const int64_t P = T == 1 ? kDecodeP : kPanelTileP;
+  const int64_t rows = fpanel_chunk_rows<W>(K);
   for (int64_t c0 = 0; c0 < T; c0 += rows) {
     const int64_t c1 = std::min(T, c0 + rows);
     int64_t ld;
     const typename FPanel<W>::X* xc = FPanel<W>::rows(x, ldx, c0, c1, K, ld);
-    for (int64_t o = o0; o < o1; o += P * kPanel) {
-      const int np = (int)std::min<int64_t>(P, (o1 - o + kPanel - 1) / kPanel);
-      const int n_last = (int)std::min<int64_t>(kPanel, o1 - o - (np - 1) * kPanel);
-      const W* p = w + (o / kPanel) * pstride;
-      const float* b = bias ? bias + o : nullptr;
-      for (int64_t t = c0; t < c1; t += kPanelTileT) {
-        const int rt = (int)std::min<int64_t>(kPanelTileT, c1 - t);
-        const auto* xt = xc + (t - c0) * ld;
-        float* yt = y + t * ldy + o;
-        if (T == 1) fpanel_rows<W, 1, kDecodeP>(1, np, xt, ld, p, pstride, b, yt, ldy, n_last, K);
-        else fpanel_rows<W, kPanelTileT, kPanelTileP>(rt, np, xt, ld, p, pstride, b, yt, ldy, n_last, K);
-      }
-    }
+    fpanel_chunk<W>(xc, ld, (const W*)wv, pstride, bias, y, ldy, T, c0, c1, o0, o1, K);
   }
 }
+
+#if defined(EF_ISA_AVX512BF16)
+// The same on activations rounded to bf16 beforehand (KernelTable::matmul_panel_bf16x)
+void matmul_panel_bf16x_simd(const uint16_t* xb, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
+                             int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const int64_t pstride = ldw ? ldw : kPanel * K, rows = fpanel_chunk_rows<bf16_t>(K);
+  for (int64_t c0 = 0; c0 < T; c0 += rows)
+    fpanel_chunk<bf16_t>((const bf16_t*)xb + c0 * ldx, ldx, (const bf16_t*)wv, pstride, bias, y, ldy, T, c0,
+                         std::min(T, c0 + rows), o0, o1, K);
+}
+#define EF_MATMUL_PANEL_BF16X matmul_panel_bf16x_simd
+#endif
 #if defined(EF_ISA_AVX512BF16)
 #define EF_MATMUL_PANEL_TABLE {matmul_fpanel<float>, matmul_fpanel<f16_t>, matmul_fpanel<bf16_t>}
 #else
@@ -290,6 +303,9 @@ void matmul_fpanel(const float* x, int64_t ldx, const void* wv, int64_t ldw, con
 #endif
 #else
 #define EF_MATMUL_PANEL_TABLE {nullptr, nullptr, nullptr}
+#endif
+#if !defined(EF_MATMUL_PANEL_BF16X)
+#define EF_MATMUL_PANEL_BF16X nullptr
 #endif
 
 template <typename W>
@@ -408,6 +424,15 @@ void layernorm_simd(const float* x, const float* w, const float* b, float eps, f
     vstore(y + i, v);
   }
   for (; i < n; i++) y[i] = (x[i] - mean) * r * (w ? w[i] : 1.f) + (b ? b[i] : 0.f);
+}
+
+// f32_to_bf16 in vectors where the ISA has them (bit for bit)
+void f32_to_bf16_simd(const float* src, uint16_t* dst, int64_t n) {
+#if defined(EF_ISA_AVX512)
+  row_to_bf16(src, (bf16_t*)dst, n);
+#else
+  for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+#endif
 }
 
 // f32_to_f16 in vectors (F16C / AVX-512 / NEON conversions round to nearest even as it does)
@@ -586,6 +611,8 @@ const KernelTable kTable = {
     act_mul_simd,
     ssm_step_simd,
     f32_to_f16_simd,
+    f32_to_bf16_simd,
+    EF_MATMUL_PANEL_BF16X,
 };
 
 }  // namespace

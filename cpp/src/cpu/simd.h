@@ -49,6 +49,21 @@ inline vf vload(const bf16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
 }
 inline void vstore(float* p, vf v) { _mm512_storeu_ps(p, v); }
+// o[i].bits = f32_to_bf16(x[i]) for i < n in 16 lanes, bit for bit: round to nearest even on the bits, a NaN kept
+// quiet (a prompt's rows were converted one scalar at a time: as long as the bf16 product itself at MiniLM's shapes)
+inline void row_to_bf16(const float* x, bf16_t* o, int64_t n) {
+  const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512i v = _mm512_loadu_si512(x + k);
+    const __m512i r = _mm512_add_epi32(v, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(v, 16), one)));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(v, abs_mask), inf);
+    const __m512i q = _mm512_mask_or_epi32(r, nan, v, _mm512_set1_epi32(0x400000));  // (NaN: bits | 0x40 << 16)
+    _mm256_storeu_si256((__m256i*)(o + k), _mm512_cvtepi32_epi16(_mm512_srli_epi32(q, 16)));
+  }
+  for (; k < n; k++) o[k].bits = f32_to_bf16(x[k]);
+}
 inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
 inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }

@@ -282,6 +282,9 @@ void layernorm_ref(const float* x, const float* w, const float* b, float eps, fl
 void f32_to_f16_ref(const float* src, uint16_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; i++) dst[i] = f32_to_f16(src[i]);
 }
+void f32_to_bf16_ref(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+}
 
 void softmax_ref(float* x, int64_t n) {
   if (n <= 0) return;
@@ -330,6 +333,8 @@ const KernelTable kTable = {
     dot_ref, axpy_ref, wsum_ref, scale_ref, add_ref, mul_ref, rmsnorm_ref, layernorm_ref, softmax_ref, act_ref, act_mul_ref,
     ssm_step_ref,
     f32_to_f16_ref,
+    f32_to_bf16_ref,
+    nullptr,
 };
 
 }  // namespace

@@ -1,0 +1,246 @@
+// AMX (Sapphire Rapids and later Xeons): the avx512bf16 table, whose products of several tokens run on the tile
+// unit instead: bf16 panels through TDPBF16PS, row-scaled q8_0 panels ("int8") through TDPBSUD. Decode steps and
+// short inputs keep the AVX-512 kernels (a tile is 16 tokens; below kAmxMinBf16 / kAmxMinInt8 the padding costs more than the
+// tiles save).
+//
+// The panel layouts of quant.h are already what a B tile wants: a bf16 panel's 32 k are 16 rows of [16 outputs][2
+// bf16] and a row-scaled panel's 64 k are 16 rows of [16 outputs][4 bytes], 64 bytes a row. The activations (the A
+// tiles) are rows of tokens: x rounded to bf16 as avx512bf16 rounds it, or the int8 rows transposed out of
+// quantize_rows_q8's groups of 8. Integer sums are exact and meet the scales in the AVX-512 kernel's float steps,
+// so int8 outputs equal avx512vnni's bit for bit; bf16 outputs differ from avx512bf16's by summation order.
+//
+// Compiled once, with the avx512bf16 copy's flags plus -mamx-tile -mamx-bf16 -mamx-int8 (cmake/EfIsa.cmake).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/kernel_tables.h"
+#include "cpu/simd.h"
+
+namespace ef {
+namespace cpu {
+namespace {
+
+// Fewer tokens than these: the AVX-512 kernels (bf16: 3 tokens break even on TinyLlama's shapes, int8: 8 to 16)
+constexpr int64_t kAmxMinBf16 = 4, kAmxMinInt8 = 12;
+constexpr int64_t kTok = 16;           // tokens of an A tile; a B tile is one panel's 16 outputs
+constexpr int64_t kStepBytes = 64;     // bytes of k per tile row: 32 bf16, 64 int8
+constexpr int64_t kTileBytes = 1024;   // 16 rows of 64 bytes
+
+// Tiles 0-3: a 2 x 2 block of 16 x 16 sums (tokens x outputs); 4-5: two A tiles (16 tokens each); 6-7: two B tiles
+// (a panel each). Every tile 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// The configuration is per thread, and other code in the process (oneDNN under PyTorch) may load its own between
+// two calls: each call loads it, and releases the tiles at its end (no tile data for the OS to save at a switch).
+struct TileScope {
+  TileScope() {
+    static const TileConfig cfg = [] {
+      TileConfig c;
+      for (int i = 0; i < 8; i++) {
+        c.colsb[i] = 64;
+        c.rows[i] = 16;
+      }
+      return c;
+    }();
+    _tile_loadconfig(&cfg);
+  }
+  ~TileScope() { _tile_release(); }
+  TileScope(const TileScope&) = delete;
+  TileScope& operator=(const TileScope&) = delete;
+};
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// Tokens [0, nt) (rows of A, `lda` bytes apart; a_tile(t): the first of the 16 rows from token t, all readable) times
+// outputs [o0, o1) (panels
+// `pstride` bytes apart; panel p's k-step s at p + first + s * 1024): two panels and 32 tokens a block, `steps`
+// k-steps. `tail` (if not null): the last step's B tiles, two of 1024 bytes, in place of the panels' (filled by
+// fill_tail(panel, buffer) for each pair of panels). out(t, o, sums, n): token t's 16 sums of the panel at
+// output o, its first n in use.
+template <bool kInt8, typename ATile, typename FillTail, typename Out>
+void amx_product(ATile&& a_tile, int64_t lda, int64_t nt, const uint8_t* w, int64_t pstride, int64_t first,
+                 int64_t o0, int64_t o1, int64_t steps, bool tail, FillTail&& fill_tail, Out&& out) {
+  using Acc = std::conditional_t<kInt8, int32_t, float>;
+  alignas(64) Acc c[4][256];
+  alignas(64) uint8_t tails[2][kTileBytes];
+  for (int64_t o = o0; o < o1; o += 2 * kPanel) {
+    const bool two = o1 - o > kPanel;
+    const uint8_t* p0 = w + (o / kPanel) * pstride + first;
+    const uint8_t* p1 = two ? p0 + pstride : p0;  // (one panel: its sums twice, the second copy unused)
+    const int64_t full = tail ? steps - 1 : steps;
+    if (tail) {
+      fill_tail(p0, tails[0]);
+      fill_tail(p1, tails[1]);
+    }
+    for (int64_t t = 0; t < nt; t += 2 * kTok) {
+      const uint8_t* a0 = a_tile(t);
+      const uint8_t* a1 = nt - t > kTok ? a_tile(t + kTok) : a0;
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      auto step = [&](const uint8_t* b0, const uint8_t* b1, int64_t s) {
+        _tile_loadd(4, a0 + kStepBytes * s, lda);
+        _tile_loadd(5, a1 + kStepBytes * s, lda);
+        _tile_loadd(6, b0, 64);
+        _tile_loadd(7, b1, 64);
+        if constexpr (kInt8) {
+          _tile_dpbsud(0, 4, 6);
+          _tile_dpbsud(1, 4, 7);
+          _tile_dpbsud(2, 5, 6);
+          _tile_dpbsud(3, 5, 7);
+        } else {
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+      };
+      for (int64_t s = 0; s < full; s++) step(p0 + kTileBytes * s, p1 + kTileBytes * s, s);
+      if (tail) step(tails[0], tails[1], full);
+      _tile_stored(0, c[0], 64);
+      _tile_stored(1, c[1], 64);
+      _tile_stored(2, c[2], 64);
+      _tile_stored(3, c[3], 64);
+      for (int i = 0; i < 2; i++)
+        for (int r = 0; r < kTok && t + i * kTok + r < nt; r++) {
+          out(t + i * kTok + r, o, c[2 * i] + 16 * r, (int)std::min<int64_t>(kPanel, o1 - o));
+          if (two) out(t + i * kTok + r, o + kPanel, c[2 * i + 1] + 16 * r, (int)std::min<int64_t>(kPanel, o1 - o - kPanel));
+        }
+    }
+  }
+}
+
+// Tokens per pass over the panels: their A rows (~512 KB) stay in L2 while the panels stream past.
+inline int64_t chunk_tokens(int64_t row_bytes) {
+  return std::clamp<int64_t>((512 << 10) / row_bytes / (2 * kTok) * (2 * kTok), 2 * kTok, 512);
+}
+
+const KernelTable& base() { return *kernels_avx512bf16(); }
+
+// bf16 panels (quant.h; pstride = ldw elements, 0: 16 K) times T rows of bf16 activations (row stride ldx
+// elements). Tiles past the rows: the last partial tile's rows copied to a zero-padded buffer (the caller's rows
+// end at T), unless `padded` (readable and zero to whole tiles).
+void bf16_rows_amx(const bf16_t* xb, int64_t ldx, bool padded, const void* wv, int64_t ldw, const float* bias,
+                   float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const int64_t pstride = 2 * (ldw ? ldw : kPanel * K), lda = 2 * ldx;
+  const int64_t whole = padded ? T : T / kTok * kTok;  // tokens whose tiles read only the caller's rows
+  thread_local std::vector<bf16_t> last;
+  if (whole < T) {
+    last.assign((size_t)(kTok * ldx), bf16_t{});
+    for (int64_t t = whole; t < T; t++) std::memcpy(&last[(t - whole) * ldx], xb + t * ldx, (size_t)K * 2);
+  }
+  const int64_t chunk = chunk_tokens(2 * K);
+  TileScope tiles;
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    const int64_t nt = std::min(chunk, T - c0);
+    amx_product<false>(
+        [&](int64_t t) {
+          return (const uint8_t*)(c0 + t < whole ? xb + (c0 + t) * ldx : last.data());
+        },
+        lda, nt, (const uint8_t*)wv, pstride, 0, o0, o1, K / 32, false, [](const uint8_t*, uint8_t*) {},
+        [&](int64_t t, int64_t o, const float* s, int n) {
+          const __mmask16 m = (__mmask16)((1u << n) - 1);
+          __m512 v = _mm512_load_ps(s);
+          if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
+          _mm512_mask_storeu_ps(y + (c0 + t) * ldy + o, m, v);
+        });
+  }
+}
+
+void matmul_bf16x_amx(const uint16_t* xb, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
+                      int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  if (T < kAmxMinBf16 || K % 32)  // (K % 32: no packed matrix; only a cache's panels might have one)
+    return base().matmul_panel_bf16x(xb, ldx, wv, ldw, bias, y, ldy, T, o0, o1, K);
+  bf16_rows_amx((const bf16_t*)xb, ldx, false, wv, ldw, bias, y, ldy, T, o0, o1, K);
+}
+
+// bf16 panels times f32 activations: rounded here (linear_group rounds them once per group instead)
+void matmul_bf16_amx(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
+                     int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  if (T < kAmxMinBf16 || K % 32)
+    return base().matmul_panel[(int)DType::BF16](x, ldx, wv, ldw, bias, y, ldy, T, o0, o1, K);
+  thread_local std::vector<bf16_t> xb;
+  const int64_t rows = round_up(T, kTok);
+  if ((int64_t)xb.size() < rows * K) xb.resize(rows * K);
+  for (int64_t t = 0; t < T; t++) row_to_bf16(x + t * ldx, xb.data() + t * K, K);
+  std::memset((void*)(xb.data() + T * K), 0, (size_t)((rows - T) * K * 2));
+  bf16_rows_amx(xb.data(), K, true, wv, ldw, bias, y, ldy, T, o0, o1, K);
+}
+
+// Row-scaled q8_0 panels (quant.h: 64-byte header of 16 f16 scales, then K / 4 chunks [16 rows][4 bytes + 128]).
+void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const void* wv, const float* bias, float* y,
+                 int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  if (T < kAmxMinInt8) return base().q8_0_rows(xq, xd, xsum, wv, bias, y, ldy, T, o0, o1, K);
+  const int64_t Kp = round_up(K, kStepBytes), lda = Kp, pstride = row_panel_bytes(K);
+  const int64_t chunk = chunk_tokens(lda);
+  thread_local std::vector<int8_t> abuf;
+  if ((int64_t)abuf.size() < chunk * Kp) abuf.resize(chunk * Kp);
+  // token t's 4 bytes of chunk g (4 k) at 32 g + 4 (t % 8) of its group: 16 chunks of one token gathered at once
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32((int)kRowGroup));
+  TileScope tiles;
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {  // c0: a multiple of 32, so of kRowGroup
+    const int64_t nt = std::min(chunk, T - c0);
+    const int64_t rows = round_up(nt, kTok);
+    for (int64_t t = 0; t < nt; t++) {
+      const int8_t* g = xq + (c0 + t) / kRowGroup * kRowGroup * K + 4 * ((c0 + t) % kRowGroup);
+      int8_t* row = abuf.data() + t * lda;
+      int64_t k = 0;
+      for (; k + 64 <= K; k += 64)
+        _mm512_storeu_si512(row + k, _mm512_i32gather_epi32(idx, (const void*)(g + k * kRowGroup), 4));
+      if (k < K) {  // 32 k left: 8 chunks, the rest of the step zero
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0x00FF, idx, (const void*)(g + k * kRowGroup), 4);
+        const __m256i half = _mm512_castsi512_si256(v);
+        _mm256_storeu_si256((__m256i*)(row + k), half);
+        _mm256_storeu_si256((__m256i*)(row + k + 32), _mm256_setzero_si256());
+      }
+    }
+    std::memset(abuf.data() + nt * lda, 0, (size_t)((rows - nt) * lda));
+    amx_product<true>(
+        [&](int64_t t) { return (const uint8_t*)abuf.data() + t * lda; }, lda, nt, (const uint8_t*)wv, pstride, 64, o0, o1, Kp / kStepBytes, Kp != K,
+        [&](const uint8_t* p, uint8_t* out) {  // the last 32 k: 8 rows of the panel, 8 of zeros
+          std::memcpy(out, p + kTileBytes * (Kp / kStepBytes - 1), kTileBytes / 2);
+          std::memset(out + kTileBytes / 2, 0, kTileBytes / 2);
+        },
+        [&](int64_t t, int64_t o, const int32_t* s, int n) {
+          // the AVX-512 kernel's steps (qpanel_rows.h): float(sum - 128 xsum) * (d xd) + 0, then the bias
+          const int64_t tt = c0 + t;
+          const uint8_t* p = (const uint8_t*)wv + (o / kPanel) * pstride;
+          const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)), _mm512_set1_ps(xd[tt]));
+          const __m512i sum = _mm512_add_epi32(_mm512_load_si512(s), _mm512_set1_epi32(-kS8Bias * xsum[tt]));
+          __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, _mm512_setzero_ps());
+          const __mmask16 m = (__mmask16)((1u << n) - 1);
+          if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
+          _mm512_mask_storeu_ps(y + tt * ldy + o, m, v);
+        });
+  }
+}
+
+KernelTable make_table() {
+  KernelTable k = base();
+  k.isa = Isa::AMX;
+  k.matmul_panel[(int)DType::BF16] = matmul_bf16_amx;
+  k.matmul_panel_bf16x = matmul_bf16x_amx;
+  k.q8_0_rows = q8_rows_amx;
+  return k;
+}
+
+}  // namespace
+
+const KernelTable* kernels_amx() {
+  static const KernelTable table = make_table();
+  return &table;
+}
+
+}  // namespace cpu
+}  // namespace ef
