@@ -106,7 +106,7 @@ def engines(path: str, kind: str, batch: int, threads: int, work: str, dtypes: L
     if "bf16" in dtypes:  # PyTorch's bf16 (oneDNN: AMX where the CPU has it), against edgeformer's bf16
         st16 = SentenceTransformer(path, device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
         out["sentence-transformers (torch bf16)"] = lambda texts: st16.encode(
-            texts, batch_size=batch, normalize_embeddings=True, convert_to_numpy=False).float().numpy()
+            texts, batch_size=batch, normalize_embeddings=True, convert_to_tensor=True).float().numpy()
 
     tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
     tok.enable_truncation(256)

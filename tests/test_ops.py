@@ -225,6 +225,26 @@ def test_packed_bf16_and_int8_products(isa, T, K, O):
         np.testing.assert_array_equal(y, _core.ops.linear_packed(x, rows, _core.DType.q8_0, 1.0, "avx512vnni")[0])
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_k"])
+@pytest.mark.parametrize("T,O", [(4, 40), (16, 16), (17, 40), (45, 33)])
+def test_block_quantized_prompt_products(isa, dtype, T, O):
+    """Block-quantized panels times 8-bit activation blocks, as prompts run them (q8_0: the first level only): within
+    the error of 8-bit activations of the float product, and amx's (the tile unit from 16 tokens) equal to
+    avx512vnni's bit for bit (exact integer sums, the same float steps in the same order)."""
+    K = 512 if dtype == "q4_k" else 96  # (96: an odd number of blocks of 32)
+    x = rng.standard_normal((T, K)).astype(np.float32)
+    w = rng.standard_normal((O, K)).astype(np.float32)
+    dt = getattr(_core.DType, dtype)
+    blocks = _core.ops.quantize(w, dt)
+    wq = np.asarray(_core.ops.to_f32(blocks.reshape(-1), dt), np.float64).reshape(O, K)
+    y, _ = _core.ops.linear_packed(x, blocks, dt, 1.0, isa, prompt=True)
+    close(y, x.astype(np.float64) @ wq.T, tol=0.02 * math.sqrt(K) / 16)
+    if isa == "amx" and "avx512vnni" in ISAS:
+        want, _ = _core.ops.linear_packed(x, blocks, dt, 1.0, "avx512vnni", prompt=True)
+        np.testing.assert_array_equal(y, want)
+
+
 def test_unsupported_isa_is_an_error():
     missing = [i for i in ("generic", "avx2", "avx512", "avx512vnni", "avx512bf16", "amx", "neon", "neondot")
                if i not in _core.cpu_info()["supported_isas"]]

@@ -113,11 +113,12 @@ void register_ops(py::module_& m) {
   }, py::arg("x"), py::arg("w"), py::arg("wdtype"), py::arg("bias") = py::none(), py::arg("isa") = "");
   ops.def("linear_packed", [](py::array_t<float, py::array::c_style | py::array::forcecast> x,
                               py::array_t<uint8_t, py::array::c_style | py::array::forcecast> w, ef::DType wdtype,
-                              float scale, const std::string& isa, bool direct) {
+                              float scale, const std::string& isa, bool direct, bool prompt) {
     // x: [T, K] f32; w: [O, bytes per row] of wdtype (blocks, or the bytes of f32 / f16 / bf16 values), repacked into
     // panels as the loader repacks them (q8_0 rows sharing one scale: the row-scaled layout, or the ternary one)
     // -> ([T, O], the layout's name). direct: a float type's panel kernel on the f32 rows, not through
-    // ops::linear (which rounds bf16 activations once per group where the ISA takes them so)
+    // ops::linear (which rounds bf16 activations once per group where the ISA takes them so). prompt: q8_0 panels
+    // times the activations' first level, as a model's prompts are
     const ef::KernelTable& k = table(isa);
     if (!ef::is_weight(wdtype) || x.ndim() != 2 || w.ndim() != 2)
       throw ef::ValueError("linear_packed: x [T, K] f32, w [O, row bytes] of a weight type");
@@ -132,11 +133,14 @@ void register_ops(py::module_& m) {
     if (direct && !ef::is_quantized(wdtype) && p.packed)
       ef::ops::panel_kernel(k, &ef::KernelTable::matmul_panel, wdtype)(x.data(), K, p.data, 0, nullptr, y.mutable_data(),
                                                                       O, T, 0, O, K);
-    else
-      ef::ops::linear(nullptr, k, x.data(), K, T, p, nullptr, y.mutable_data(), O);
+    else {
+      ef::KernelTable kt = k;
+      if (prompt && kt.q8_0_panel_one_level) kt.qmatmul_panel[(int)ef::DType::Q8_0] = kt.q8_0_panel_one_level;
+      ef::ops::linear(nullptr, kt, x.data(), K, T, p, nullptr, y.mutable_data(), O);
+    }
     return py::make_tuple(y, p.ternary ? "ternary" : p.row_scaled ? "row_scaled" : "blocks");
   }, py::arg("x"), py::arg("w"), py::arg("wdtype"), py::arg("scale") = 1.f, py::arg("isa") = "",
-     py::arg("direct") = false);
+     py::arg("direct") = false, py::arg("prompt") = false);
   ops.def("quantize_q8", [](py::array_t<float, py::array::c_style | py::array::forcecast> x, int levels) {
     // activation blocks, dequantized back: what the quantized kernels multiply with (levels 2: with residual)
     if (x.ndim() != 1 || x.shape(0) % 32) throw ef::ValueError("quantize_q8: a 1-D array of a multiple of 32");

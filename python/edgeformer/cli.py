@@ -20,7 +20,7 @@ def _info(args) -> int:
     feats = [k for k, v in info["features"].items() if v]
     print(f"features: {' '.join(feats) if feats else '(none detected)'}")
     print(f"kernels available: {', '.join(info['supported_isas'])}")
-    print(f"kernels in use: {info['isa']}  (the best available; force one with EDGEFORMER_ISA=generic|avx2|avx512|avx512vnni|avx512bf16|neon|neondot)")
+    print(f"kernels in use: {info['isa']}  (the best available; force one with EDGEFORMER_ISA=generic|avx2|avx512|avx512vnni|avx512bf16|amx|neon|neondot)")
     print(f"cuda: {_cuda_line()}")
     from .model import BLOCK_TYPES, GRID_TYPES
 

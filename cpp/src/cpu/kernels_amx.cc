@@ -42,23 +42,48 @@ struct alignas(64) TileConfig {
 // The configuration is per thread, and other code in the process (oneDNN under PyTorch) may load its own between
 // two calls: each call loads it, and releases the tiles at its end (no tile data for the OS to save at a switch).
 struct TileScope {
-  TileScope() {
-    static const TileConfig cfg = [] {
-      TileConfig c;
-      for (int i = 0; i < 8; i++) {
-        c.colsb[i] = 64;
-        c.rows[i] = 16;
-      }
-      return c;
-    }();
-    _tile_loadconfig(&cfg);
-  }
+  explicit TileScope(const TileConfig& cfg) { _tile_loadconfig(&cfg); }
   ~TileScope() { _tile_release(); }
   TileScope(const TileScope&) = delete;
   TileScope& operator=(const TileScope&) = delete;
 };
 
+// Every tile 16 rows of 64 bytes (the bf16 and row-scaled products).
+const TileConfig& full_tiles() {
+  static const TileConfig cfg = [] {
+    TileConfig c;
+    for (int i = 0; i < 8; i++) {
+      c.colsb[i] = 64;
+      c.rows[i] = 16;
+    }
+    return c;
+  }();
+  return cfg;
+}
+
+// The block-quantized products (32 k a step): sums 0-1 (16 x 16 int32), activations 2-3 (16 tokens x 32 bytes),
+// weights 4-5 (8 rows of 4 k x 16 outputs).
+const TileConfig& block_tiles() {
+  static const TileConfig cfg = [] {
+    TileConfig c;
+    for (int i = 0; i < 6; i++) {
+      c.colsb[i] = i < 2 || i >= 4 ? 64 : 32;
+      c.rows[i] = i >= 4 ? 8 : 16;
+    }
+    return c;
+  }();
+  return cfg;
+}
+
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+struct alignas(64) ScratchTile { uint8_t b[512]; };  // (a std::vector<uint8_t> is not 64-byte aligned)
+
+#if defined(__GNUC__)
+#define EF_AMX_INLINE __attribute__((always_inline))
+#else
+#define EF_AMX_INLINE
+#endif
 
 // Tokens [0, nt) (rows of A, `lda` bytes apart; a_tile(t): the first of the 16 rows from token t, all readable) times
 // outputs [o0, o1) (panels
@@ -140,7 +165,7 @@ void bf16_rows_amx(const bf16_t* xb, int64_t ldx, bool padded, const void* wv, i
     for (int64_t t = whole; t < T; t++) std::memcpy(&last[(t - whole) * ldx], xb + t * ldx, (size_t)K * 2);
   }
   const int64_t chunk = chunk_tokens(2 * K);
-  TileScope tiles;
+  TileScope tiles(full_tiles());
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {
     const int64_t nt = std::min(chunk, T - c0);
     amx_product<false>(
@@ -188,7 +213,7 @@ void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const v
   // token t's 4 bytes of chunk g (4 k) at 32 g + 4 (t % 8) of its group: 16 chunks of one token gathered at once
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32((int)kRowGroup));
-  TileScope tiles;
+  TileScope tiles(full_tiles());
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {  // c0: a multiple of 32, so of kRowGroup
     const int64_t nt = std::min(chunk, T - c0);
     const int64_t rows = round_up(nt, kTok);
@@ -226,12 +251,188 @@ void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const v
   }
 }
 
+// -- Block-quantized panels (quant.h) times 8-bit activation blocks (BlockQ8, the first level: prompts) ------------
+// Each panel's blocks are decoded once per call into B tiles of signed bytes, 32 k a tile (8 rows of [16 outputs][4
+// bytes]) and a float scale per output (and a min for the formats with them), then every tile of 16 tokens runs
+// over them: one TDPBSSD per block, its sums meeting the scales in the float steps of the AVX-512 kernels
+// (qpanel.h), in the same order: the outputs equal avx512vnni's bit for bit.
+struct Decoded {
+  uint8_t* b;     // [blocks][512]: the B tiles
+  float* scale;   // [blocks][16]
+  float* mins;    // [blocks][16] (formats with mins: facc += mins * xm, xm = -d * sum of the activation block)
+};
+
+// q8_0 (544 bytes a block): 16 f16 scales | the B tile as it is
+struct AmxQ8_0 {
+  static constexpr DType kType = DType::Q8_0;
+  static constexpr int64_t kBlock = 32, kBytes = 544;
+  static constexpr bool kMins = false;
+  static void decode(const uint8_t* p, Decoded& d, int64_t s) {
+    std::memcpy(d.b + 512 * s, p + 32, 512);
+    _mm512_storeu_ps(d.scale + 16 * s, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)));
+  }
+};
+
+// q4_0 (288 bytes): 16 f16 scales | 4 chunks of [16 rows][4 bytes], chunk c: low nibbles k 4c.., high k 16 + 4c..
+struct AmxQ4_0 {
+  static constexpr DType kType = DType::Q4_0;
+  static constexpr int64_t kBlock = 32, kBytes = 288;
+  static constexpr bool kMins = false;
+  static void decode(const uint8_t* p, Decoded& d, int64_t s) {
+    const __m512i m = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    uint8_t* b = d.b + 512 * s;
+    for (int c = 0; c < 4; c++) {
+      const __m512i v = _mm512_loadu_si512(p + 32 + 64 * c);
+      _mm512_store_si512(b + 64 * c, _mm512_sub_epi8(_mm512_and_si512(v, m), eight));
+      _mm512_store_si512(b + 64 * (4 + c), _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m), eight));
+    }
+    _mm512_storeu_ps(d.scale + 16 * s, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)));
+  }
+};
+
+// q4_k (2368 bytes a block of 256 k): 16 f16 d | 16 f16 dmin | 8 x 16 u8 scales | 8 x 16 u8 mins | 32 chunks, chunk
+// 8j + g: low nibbles sub-block 2j k 4g.., high sub-block 2j + 1
+struct AmxQ4_K {
+  static constexpr DType kType = DType::Q4_K;
+  static constexpr int64_t kBlock = 256, kBytes = 2368;
+  static constexpr bool kMins = true;
+  static void decode(const uint8_t* p, Decoded& d, int64_t s) {  // s: the first of its 8 sub-blocks
+    const __m512i m = _mm512_set1_epi8(0x0F);
+    const __m512 dd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p));
+    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(p + 32)));
+    auto u8 = [](const uint8_t* q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)q))); };
+    for (int j = 0; j < 4; j++) {
+      uint8_t* lo = d.b + 512 * (s + 2 * j);
+      for (int g = 0; g < 8; g++) {
+        const __m512i v = _mm512_loadu_si512(p + 320 + 64 * (8 * j + g));
+        _mm512_store_si512(lo + 64 * g, _mm512_and_si512(v, m));
+        _mm512_store_si512(lo + 512 + 64 * g, _mm512_and_si512(_mm512_srli_epi16(v, 4), m));
+      }
+    }
+    for (int i = 0; i < 8; i++) {
+      _mm512_storeu_ps(d.scale + 16 * (s + i), _mm512_mul_ps(dd, u8(p + 64 + 16 * i)));
+      _mm512_storeu_ps(d.mins + 16 * (s + i), _mm512_mul_ps(dmin, u8(p + 192 + 16 * i)));
+    }
+  }
+};
+
+constexpr int64_t kAmxMinBlocks = 16;  // fewer tokens: the AVX-512 kernels (each panel decoded once per call)
+
+template <class F>
+void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_bytes, const float* bias, float* y,
+                 int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const KernelTable& b0 = base();
+  const auto fallback = F::kType == DType::Q8_0 ? b0.q8_0_panel_one_level : b0.qmatmul_panel[(int)F::kType];
+  if (T < kAmxMinBlocks) return fallback(xq, ldxq, wv, row_bytes, bias, y, ldy, T, o0, o1, K);
+  const int64_t nb = K / kQ8Block, pb = K / F::kBlock * F::kBytes, tiles_t = (T + 15) / 16;
+  thread_local std::vector<ScratchTile> wtiles, atiles;
+  thread_local std::vector<float> scales, mins, xd, xm;
+  if (wtiles.size() < (size_t)nb) wtiles.resize((size_t)nb);
+  if (scales.size() < (size_t)(16 * nb)) scales.resize((size_t)(16 * nb)), mins.resize((size_t)(16 * nb));
+  Decoded dec{wtiles.data()->b, scales.data(), mins.data()};
+  // The activations once per call as A tiles: tile i, block s at atiles[i * nb + s], 16 rows of 32 bytes (a token's
+  // blocks lie 80 bytes apart: a tile straight from them reads 16 lines, half of each), their scales (and -d *
+  // sum for the mins) beside them; rows past T zero.
+  if (atiles.size() < (size_t)(tiles_t * nb)) atiles.resize((size_t)(tiles_t * nb));
+  if (xd.size() < (size_t)(tiles_t * nb * 16)) xd.resize((size_t)(tiles_t * nb * 16)), xm.resize(xd.size());
+  for (int64_t i = 0; i < tiles_t; i++)
+    for (int64_t r = 0; r < 16; r++) {
+      const int64_t t = 16 * i + r;
+      for (int64_t b = 0; b < nb; b++) {
+        uint8_t* a = atiles[i * nb + b].b + 32 * r;
+        float& d = xd[(i * nb + b) * 16 + r];
+        float& m = xm[(i * nb + b) * 16 + r];
+        if (t < T) {
+          const BlockQ8& x = xq[t * ldxq + b];
+          std::memcpy(a, x.q, 32);
+          d = x.d;
+          m = -x.d * (float)((int32_t)x.sum[0] + x.sum[1]);  // (qpanel.h's xm: its float steps)
+        } else {
+          std::memset(a, 0, 32);
+          d = m = 0.f;
+        }
+      }
+    }
+  TileScope tiles(block_tiles());
+  alignas(64) int32_t c[2][256];
+  for (int64_t o = o0; o < o1; o += kPanel) {
+    const uint8_t* p = (const uint8_t*)wv + (o / kPanel) * pb;
+    for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(p + i * F::kBytes, dec, i * (F::kBlock / 32));
+    const int n = (int)std::min<int64_t>(kPanel, o1 - o);
+    const __mmask16 mask = (__mmask16)((1u << n) - 1);
+    for (int64_t i = 0; i < tiles_t; i++) {
+      const ScratchTile* at = atiles.data() + i * nb;
+      const float* dt = xd.data() + i * nb * 16;
+      const float* mt = xm.data() + i * nb * 16;
+      const int rows = (int)std::min<int64_t>(16, T - 16 * i);
+      __m512 facc[16];
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; r++) facc[r] = _mm512_setzero_ps();
+      // one block's sums (tile u) into the float sums: float(sum) * (scale * d) + facc, as pf_fma_i(.., pf_scale(..))
+      auto meet = [&](int u, int64_t s) EF_AMX_INLINE {
+        const __m512 sc = _mm512_loadu_ps(dec.scale + 16 * s);
+        const float* d = dt + 16 * s;
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++)
+          facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[u] + 16 * r)),
+                                    _mm512_mul_ps(sc, _mm512_set1_ps(d[r])), facc[r]);
+      };
+      auto mins_of = [&](int64_t s) EF_AMX_INLINE {
+        const __m512 mn = _mm512_loadu_ps(dec.mins + 16 * s);
+        const float* m = mt + 16 * s;
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; r++) facc[r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(m[r]), facc[r]);
+      };
+      // Block s's sums are stored from tile s % 2 and met one block later, while block s + 1's product runs: a
+      // load right behind a tile store waits for the store to reach the cache (the wait was a fifth of the time)
+      auto finish = [&](int u, int64_t s) EF_AMX_INLINE {
+        meet(u, s);
+        if constexpr (F::kMins) {  // (q4_k's order: both sub-blocks' sums, then both mins)
+          if (s & 1) {
+            mins_of(s - 1);
+            mins_of(s);
+          }
+        }
+      };
+      for (int64_t s = 0; s < nb; s += 2) {
+        _tile_loadd(2, at[s].b, 32);
+        _tile_loadd(4, dec.b + 512 * s, 64);
+        _tile_zero(0);
+        _tile_dpbssd(0, 2, 4);
+        _tile_stored(0, c[0], 64);
+        if (s > 0) finish(1, s - 1);
+        if (s + 1 == nb) {  // (an odd number of blocks of 32: no mins there)
+          finish(0, s);
+          break;
+        }
+        _tile_loadd(3, at[s + 1].b, 32);
+        _tile_loadd(5, dec.b + 512 * (s + 1), 64);
+        _tile_zero(1);
+        _tile_dpbssd(1, 3, 5);
+        _tile_stored(1, c[1], 64);
+        finish(0, s);
+        if (s + 2 == nb) finish(1, s + 1);
+      }
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; r++) {
+        if (r >= rows) break;
+        __m512 v = facc[r];
+        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias + o));
+        _mm512_mask_storeu_ps(y + (16 * i + r) * ldy + o, mask, v);
+      }
+    }
+  }
+}
+
 KernelTable make_table() {
   KernelTable k = base();
   k.isa = Isa::AMX;
   k.matmul_panel[(int)DType::BF16] = matmul_bf16_amx;
   k.matmul_panel_bf16x = matmul_bf16x_amx;
   k.q8_0_rows = q8_rows_amx;
+  k.q8_0_panel_one_level = qmatmul_amx<AmxQ8_0>;
+  k.qmatmul_panel[(int)DType::Q4_0] = qmatmul_amx<AmxQ4_0>;
+  k.qmatmul_panel[(int)DType::Q4_K] = qmatmul_amx<AmxQ4_K>;
   return k;
 }
 
