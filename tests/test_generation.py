@@ -185,6 +185,11 @@ def test_defaults_and_info(model):
     # the avx512bf16 copy executes VPDPBF16PS and VPERMI2B (i-quant codebooks): offered only with both
     if "avx512bf16" in info["supported_isas"]:
         assert f["avx512_bf16"] and f["avx512_vbmi"] and f["avx512_vnni"], f
+    # the amx copy runs tile instructions: offered only on top of avx512bf16, with all three AMX features and the
+    # tile state granted by the OS (Linux raises SIGILL at the first tile instruction otherwise)
+    if "amx" in info["supported_isas"]:
+        assert "avx512bf16" in info["supported_isas"], info
+        assert f["amx_tile"] and f["amx_bf16"] and f["amx_int8"] and f["amx_permitted"], f
     default_threads = edgeformer.load(model.path, max_context=32).threads
     assert default_threads == info["physical_cores"]
     assert edgeformer.load(model.path).max_context == 128  # max_position_embeddings of the checkpoint

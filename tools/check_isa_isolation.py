@@ -158,7 +158,7 @@ def main() -> int:
         c = insns(obj)
         name = re.search(r"([^/]*_kernels_\w+)\.dir", obj).group(1)
         print(f"[objdump] {name}: {sum(c.values())} above-baseline instructions, {zmm(c)} on zmm registers")
-        if "avx512" not in name and zmm(c):
+        if "avx512" not in name and "amx" not in name and zmm(c):  # (amx: the avx512bf16 copy plus tiles)
             fails.append(f"insns: {name} uses zmm registers")
         per_isa += c
     if so:

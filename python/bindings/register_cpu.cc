@@ -17,6 +17,7 @@ void register_cpu(py::module_& m) {
       .value("neon", ef::Isa::NEON)
       .value("avx512vnni", ef::Isa::AVX512VNNI)
       .value("avx512bf16", ef::Isa::AVX512BF16)
+      .value("amx", ef::Isa::AMX)
       .value("neondot", ef::Isa::NEONDOT);
   m.def("cpu_info", [] {
     const ef::CpuInfo& c = ef::cpu_info();
@@ -29,6 +30,7 @@ void register_cpu(py::module_& m) {
     f["avx512f"] = c.avx512f; f["avx512bw"] = c.avx512bw; f["avx512vl"] = c.avx512vl; f["avx512dq"] = c.avx512dq;
     f["avx512_vnni"] = c.avx512_vnni; f["avx512_vbmi"] = c.avx512_vbmi; f["avx512_bf16"] = c.avx512_bf16;
     f["amx_tile"] = c.amx_tile; f["amx_int8"] = c.amx_int8; f["amx_bf16"] = c.amx_bf16;
+    f["amx_permitted"] = c.amx_permitted;
     f["neon"] = c.neon; f["dotprod"] = c.dotprod; f["i8mm"] = c.i8mm; f["sve"] = c.sve;
     d["features"] = f;
     d["physical_cores"] = c.physical_cores;

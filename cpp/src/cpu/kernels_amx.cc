@@ -40,13 +40,11 @@ struct alignas(64) TileConfig {
 };
 
 // The configuration is per thread, and other code in the process (oneDNN under PyTorch) may load its own between
-// two calls: each call loads it, and releases the tiles at its end (no tile data for the OS to save at a switch).
-struct TileScope {
-  explicit TileScope(const TileConfig& cfg) { _tile_loadconfig(&cfg); }
-  ~TileScope() { _tile_release(); }
-  TileScope(const TileScope&) = delete;
-  TileScope& operator=(const TileScope&) = delete;
-};
+// two calls: each call loads it once its buffers are in place, and releases the tiles at its end (no tile data for
+// the OS to save at a switch). Explicit calls, not a destructor: nothing between them can throw, and an object
+// with a destructor would bring exception-handling symbols into this copy (tools/check_isa_isolation.py).
+inline void tiles_on(const TileConfig& cfg) { _tile_loadconfig(&cfg); }
+inline void tiles_off() { _tile_release(); }
 
 // Every tile 16 rows of 64 bytes (the bf16 and row-scaled products).
 const TileConfig& full_tiles() {
@@ -77,7 +75,16 @@ const TileConfig& block_tiles() {
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-struct alignas(64) ScratchTile { uint8_t b[512]; };  // (a std::vector<uint8_t> is not 64-byte aligned)
+// Per-thread scratch, `n` elements of T on 64-byte lines. Vectors of this file's own line type only: a
+// std::vector<float> or <int8_t> here would emit weak copies of its members, compiled for this ISA, for the linker
+// to pick for generic code too (tools/check_isa_isolation.py).
+struct alignas(64) Line { uint8_t b[64]; };
+template <typename T>
+T* scratch(std::vector<Line>& v, int64_t n) {
+  const size_t lines = (size_t)((n * (int64_t)sizeof(T) + 63) / 64);
+  if (v.size() < lines) v.resize(lines);
+  return (T*)v.data();
+}
 
 #if defined(__GNUC__)
 #define EF_AMX_INLINE __attribute__((always_inline))
@@ -145,9 +152,10 @@ void amx_product(ATile&& a_tile, int64_t lda, int64_t nt, const uint8_t* w, int6
   }
 }
 
-// Tokens per pass over the panels: their A rows (~512 KB) stay in L2 while the panels stream past.
+// Tokens per pass over the panels: their A rows (~1 MB, half of L2) stay in L2 while the panels stream past (1.1B,
+// bf16, 512 tokens: 430 tok/s at 512 KB, 467 at 1 MB, 407 at 1.5 MB).
 inline int64_t chunk_tokens(int64_t row_bytes) {
-  return std::clamp<int64_t>((512 << 10) / row_bytes / (2 * kTok) * (2 * kTok), 2 * kTok, 512);
+  return std::clamp<int64_t>((1 << 20) / row_bytes / (2 * kTok) * (2 * kTok), 2 * kTok, 512);
 }
 
 const KernelTable& base() { return *kernels_avx512bf16(); }
@@ -159,18 +167,20 @@ void bf16_rows_amx(const bf16_t* xb, int64_t ldx, bool padded, const void* wv, i
                    float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const int64_t pstride = 2 * (ldw ? ldw : kPanel * K), lda = 2 * ldx;
   const int64_t whole = padded ? T : T / kTok * kTok;  // tokens whose tiles read only the caller's rows
-  thread_local std::vector<bf16_t> last;
+  thread_local std::vector<Line> last_buf;
+  bf16_t* last = nullptr;
   if (whole < T) {
-    last.assign((size_t)(kTok * ldx), bf16_t{});
-    for (int64_t t = whole; t < T; t++) std::memcpy(&last[(t - whole) * ldx], xb + t * ldx, (size_t)K * 2);
+    last = scratch<bf16_t>(last_buf, kTok * ldx);
+    std::memset((void*)last, 0, (size_t)(kTok * ldx) * 2);
+    for (int64_t t = whole; t < T; t++) std::memcpy((void*)(last + (t - whole) * ldx), xb + t * ldx, (size_t)K * 2);
   }
   const int64_t chunk = chunk_tokens(2 * K);
-  TileScope tiles(full_tiles());
+  tiles_on(full_tiles());
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {
     const int64_t nt = std::min(chunk, T - c0);
     amx_product<false>(
         [&](int64_t t) {
-          return (const uint8_t*)(c0 + t < whole ? xb + (c0 + t) * ldx : last.data());
+          return (const uint8_t*)(c0 + t < whole ? xb + (c0 + t) * ldx : last);
         },
         lda, nt, (const uint8_t*)wv, pstride, 0, o0, o1, K / 32, false, [](const uint8_t*, uint8_t*) {},
         [&](int64_t t, int64_t o, const float* s, int n) {
@@ -180,6 +190,7 @@ void bf16_rows_amx(const bf16_t* xb, int64_t ldx, bool padded, const void* wv, i
           _mm512_mask_storeu_ps(y + (c0 + t) * ldy + o, m, v);
         });
   }
+  tiles_off();
 }
 
 void matmul_bf16x_amx(const uint16_t* xb, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
@@ -194,12 +205,12 @@ void matmul_bf16_amx(const float* x, int64_t ldx, const void* wv, int64_t ldw, c
                      int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   if (T < kAmxMinBf16 || K % 32)
     return base().matmul_panel[(int)DType::BF16](x, ldx, wv, ldw, bias, y, ldy, T, o0, o1, K);
-  thread_local std::vector<bf16_t> xb;
+  thread_local std::vector<Line> buf;
   const int64_t rows = round_up(T, kTok);
-  if ((int64_t)xb.size() < rows * K) xb.resize(rows * K);
-  for (int64_t t = 0; t < T; t++) row_to_bf16(x + t * ldx, xb.data() + t * K, K);
-  std::memset((void*)(xb.data() + T * K), 0, (size_t)((rows - T) * K * 2));
-  bf16_rows_amx(xb.data(), K, true, wv, ldw, bias, y, ldy, T, o0, o1, K);
+  bf16_t* xb = scratch<bf16_t>(buf, rows * K);
+  for (int64_t t = 0; t < T; t++) row_to_bf16(x + t * ldx, xb + t * K, K);
+  std::memset((void*)(xb + T * K), 0, (size_t)((rows - T) * K * 2));
+  bf16_rows_amx(xb, K, true, wv, ldw, bias, y, ldy, T, o0, o1, K);
 }
 
 // Row-scaled q8_0 panels (quant.h: 64-byte header of 16 f16 scales, then K / 4 chunks [16 rows][4 bytes + 128]).
@@ -208,18 +219,18 @@ void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const v
   if (T < kAmxMinInt8) return base().q8_0_rows(xq, xd, xsum, wv, bias, y, ldy, T, o0, o1, K);
   const int64_t Kp = round_up(K, kStepBytes), lda = Kp, pstride = row_panel_bytes(K);
   const int64_t chunk = chunk_tokens(lda);
-  thread_local std::vector<int8_t> abuf;
-  if ((int64_t)abuf.size() < chunk * Kp) abuf.resize(chunk * Kp);
+  thread_local std::vector<Line> abuf_lines;
+  int8_t* abuf = scratch<int8_t>(abuf_lines, chunk * Kp);
   // token t's 4 bytes of chunk g (4 k) at 32 g + 4 (t % 8) of its group: 16 chunks of one token gathered at once
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32((int)kRowGroup));
-  TileScope tiles(full_tiles());
+  tiles_on(full_tiles());
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {  // c0: a multiple of 32, so of kRowGroup
     const int64_t nt = std::min(chunk, T - c0);
     const int64_t rows = round_up(nt, kTok);
     for (int64_t t = 0; t < nt; t++) {
       const int8_t* g = xq + (c0 + t) / kRowGroup * kRowGroup * K + 4 * ((c0 + t) % kRowGroup);
-      int8_t* row = abuf.data() + t * lda;
+      int8_t* row = abuf + t * lda;
       int64_t k = 0;
       for (; k + 64 <= K; k += 64)
         _mm512_storeu_si512(row + k, _mm512_i32gather_epi32(idx, (const void*)(g + k * kRowGroup), 4));
@@ -230,9 +241,9 @@ void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const v
         _mm256_storeu_si256((__m256i*)(row + k + 32), _mm256_setzero_si256());
       }
     }
-    std::memset(abuf.data() + nt * lda, 0, (size_t)((rows - nt) * lda));
+    std::memset(abuf + nt * lda, 0, (size_t)((rows - nt) * lda));
     amx_product<true>(
-        [&](int64_t t) { return (const uint8_t*)abuf.data() + t * lda; }, lda, nt, (const uint8_t*)wv, pstride, 64, o0, o1, Kp / kStepBytes, Kp != K,
+        [&](int64_t t) { return (const uint8_t*)abuf + t * lda; }, lda, nt, (const uint8_t*)wv, pstride, 64, o0, o1, Kp / kStepBytes, Kp != K,
         [&](const uint8_t* p, uint8_t* out) {  // the last 32 k: 8 rows of the panel, 8 of zeros
           std::memcpy(out, p + kTileBytes * (Kp / kStepBytes - 1), kTileBytes / 2);
           std::memset(out + kTileBytes / 2, 0, kTileBytes / 2);
@@ -249,6 +260,7 @@ void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const v
           _mm512_mask_storeu_ps(y + tt * ldy + o, m, v);
         });
   }
+  tiles_off();
 }
 
 // -- Block-quantized panels (quant.h) times 8-bit activation blocks (BlockQ8, the first level: prompts) ------------
@@ -325,21 +337,23 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
   const auto fallback = F::kType == DType::Q8_0 ? b0.q8_0_panel_one_level : b0.qmatmul_panel[(int)F::kType];
   if (T < kAmxMinBlocks) return fallback(xq, ldxq, wv, row_bytes, bias, y, ldy, T, o0, o1, K);
   const int64_t nb = K / kQ8Block, pb = K / F::kBlock * F::kBytes, tiles_t = (T + 15) / 16;
-  thread_local std::vector<ScratchTile> wtiles, atiles;
-  thread_local std::vector<float> scales, mins, xd, xm;
-  if (wtiles.size() < (size_t)nb) wtiles.resize((size_t)nb);
-  if (scales.size() < (size_t)(16 * nb)) scales.resize((size_t)(16 * nb)), mins.resize((size_t)(16 * nb));
-  Decoded dec{wtiles.data()->b, scales.data(), mins.data()};
+  thread_local std::vector<Line> wbuf, abuf, fbuf;
+  Decoded dec;
+  dec.b = scratch<uint8_t>(wbuf, 512 * nb);
+  uint8_t* atiles = scratch<uint8_t>(abuf, 512 * nb * tiles_t);
+  float* f = scratch<float>(fbuf, 32 * nb + 32 * nb * tiles_t);
+  dec.scale = f;
+  dec.mins = f + 16 * nb;
+  float* xd = f + 32 * nb;
+  float* xm = xd + 16 * nb * tiles_t;
   // The activations once per call as A tiles: tile i, block s at atiles[i * nb + s], 16 rows of 32 bytes (a token's
   // blocks lie 80 bytes apart: a tile straight from them reads 16 lines, half of each), their scales (and -d *
   // sum for the mins) beside them; rows past T zero.
-  if (atiles.size() < (size_t)(tiles_t * nb)) atiles.resize((size_t)(tiles_t * nb));
-  if (xd.size() < (size_t)(tiles_t * nb * 16)) xd.resize((size_t)(tiles_t * nb * 16)), xm.resize(xd.size());
   for (int64_t i = 0; i < tiles_t; i++)
     for (int64_t r = 0; r < 16; r++) {
       const int64_t t = 16 * i + r;
       for (int64_t b = 0; b < nb; b++) {
-        uint8_t* a = atiles[i * nb + b].b + 32 * r;
+        uint8_t* a = atiles + 512 * (i * nb + b) + 32 * r;
         float& d = xd[(i * nb + b) * 16 + r];
         float& m = xm[(i * nb + b) * 16 + r];
         if (t < T) {
@@ -353,7 +367,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
         }
       }
     }
-  TileScope tiles(block_tiles());
+  tiles_on(block_tiles());
   alignas(64) int32_t c[2][256];
   for (int64_t o = o0; o < o1; o += kPanel) {
     const uint8_t* p = (const uint8_t*)wv + (o / kPanel) * pb;
@@ -361,9 +375,9 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
     const int n = (int)std::min<int64_t>(kPanel, o1 - o);
     const __mmask16 mask = (__mmask16)((1u << n) - 1);
     for (int64_t i = 0; i < tiles_t; i++) {
-      const ScratchTile* at = atiles.data() + i * nb;
-      const float* dt = xd.data() + i * nb * 16;
-      const float* mt = xm.data() + i * nb * 16;
+      const uint8_t* at = atiles + 512 * i * nb;
+      const float* dt = xd + i * nb * 16;
+      const float* mt = xm + i * nb * 16;
       const int rows = (int)std::min<int64_t>(16, T - 16 * i);
       __m512 facc[16];
 #pragma GCC unroll 16
@@ -395,7 +409,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
         }
       };
       for (int64_t s = 0; s < nb; s += 2) {
-        _tile_loadd(2, at[s].b, 32);
+        _tile_loadd(2, at + 512 * s, 32);
         _tile_loadd(4, dec.b + 512 * s, 64);
         _tile_zero(0);
         _tile_dpbssd(0, 2, 4);
@@ -405,7 +419,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
           finish(0, s);
           break;
         }
-        _tile_loadd(3, at[s + 1].b, 32);
+        _tile_loadd(3, at + 512 * (s + 1), 32);
         _tile_loadd(5, dec.b + 512 * (s + 1), 64);
         _tile_zero(1);
         _tile_dpbssd(1, 3, 5);
@@ -422,6 +436,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
       }
     }
   }
+  tiles_off();
 }
 
 KernelTable make_table() {
@@ -436,12 +451,13 @@ KernelTable make_table() {
   return k;
 }
 
+// At load time, after the avx512bf16 table's constant initialization (a function-local static would need a guard
+// and an exception path: exception-handling symbols in this copy)
+const KernelTable kTable = make_table();
+
 }  // namespace
 
-const KernelTable* kernels_amx() {
-  static const KernelTable table = make_table();
-  return &table;
-}
+const KernelTable* kernels_amx() { return &kTable; }
 
 }  // namespace cpu
 }  // namespace ef
