@@ -226,13 +226,13 @@ def test_packed_bf16_and_int8_products(isa, T, K, O):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_k"])
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"])
 @pytest.mark.parametrize("T,O", [(4, 40), (16, 16), (17, 40), (45, 33)])
 def test_block_quantized_prompt_products(isa, dtype, T, O):
     """Block-quantized panels times 8-bit activation blocks, as prompts run them (q8_0: the first level only): within
-    the error of 8-bit activations of the float product, and amx's (the tile unit from 16 tokens) equal to
-    avx512vnni's bit for bit (exact integer sums, the same float steps in the same order)."""
-    K = 512 if dtype == "q4_k" else 96  # (96: an odd number of blocks of 32)
+    the error of 8-bit activations of the float product, and amx's (the tile unit from 16 tokens; q6_k stays on
+    AVX-512) equal to avx512vnni's bit for bit (exact integer sums, the same float steps in the same order)."""
+    K = 512 if dtype in ("q4_k", "q5_k", "q6_k", "iq4_xs") else 96  # (96: an odd number of blocks of 32)
     x = rng.standard_normal((T, K)).astype(np.float32)
     w = rng.standard_normal((O, K)).astype(np.float32)
     dt = getattr(_core.DType, dtype)

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cpu/kernel_tables.h"
@@ -74,6 +75,16 @@ const TileConfig& block_tiles() {
 }
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+// f(integral_constant<0>) ... f(<N - 1>): a loop whose index is a constant in the body (template arguments)
+template <class F, int... I>
+inline void static_for_seq(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+inline void static_for(F&& f) {
+  static_for_seq(f, std::make_integer_sequence<int, N>{});
+}
 
 // Per-thread scratch, `n` elements of T on 64-byte lines. Vectors of this file's own line type only: a
 // std::vector<float> or <int8_t> here would emit weak copies of its members, compiled for this ISA, for the linker
@@ -278,52 +289,113 @@ struct Decoded {
 struct AmxQ8_0 {
   static constexpr DType kType = DType::Q8_0;
   static constexpr int64_t kBlock = 32, kBytes = 544;
-  static constexpr bool kMins = false;
+  static constexpr bool kMins = false, kPairMins = false;
   static void decode(const uint8_t* p, Decoded& d, int64_t s) {
     std::memcpy(d.b + 512 * s, p + 32, 512);
     _mm512_storeu_ps(d.scale + 16 * s, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)));
   }
 };
 
-// q4_0 (288 bytes): 16 f16 scales | 4 chunks of [16 rows][4 bytes], chunk c: low nibbles k 4c.., high k 16 + 4c..
-struct AmxQ4_0 {
-  static constexpr DType kType = DType::Q4_0;
-  static constexpr int64_t kBlock = 32, kBytes = 288;
-  static constexpr bool kMins = false;
+// (v >> (FROM - 4)) & 0x10 in every byte: bit FROM moved to bit 4 (a fifth bit beside a nibble)
+template <int FROM>
+inline __m512i bit_to4(__m512i v) {
+  const __m512i m = _mm512_set1_epi8(0x10);
+  if constexpr (FROM >= 4) return _mm512_and_si512(_mm512_srli_epi16(v, FROM - 4), m);
+  else return _mm512_and_si512(_mm512_slli_epi16(v, 4 - FROM), m);
+}
+
+inline __m512 load_f16x16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
+
+// q4_0, q4_1, q5_0, q5_1 (32 k): 16 f16 d | (q4_1, q5_1: 16 f16 m |) 4 chunks of [16 rows][4 bytes], chunk c: low
+// nibbles k 4c.., high k 16 + 4c.. | (q5: a vector of fifth bits, row r's byte 4r + i, bit c: k 4c + i, bit 4 + c:
+// k 16 + 4c + i). Values less their offset (8, 16; none with m); a min of -m (times -d * sum: m d sum exactly).
+template <DType T>
+struct AmxQ32 {
+  static constexpr DType kType = T;
+  static constexpr bool kM = T == DType::Q4_1 || T == DType::Q5_1, k5 = T == DType::Q5_0 || T == DType::Q5_1;
+  static constexpr int64_t kBlock = 32;
+  static constexpr int64_t kBytes = 16 * (T == DType::Q4_0 ? 18 : T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : 24);
+  static constexpr int64_t kQs = kM ? 64 : 32;
+  static constexpr int kOffset = kM ? 0 : k5 ? 16 : 8;
+  static constexpr bool kMins = kM, kPairMins = false;  // (qpanel.h: each block's sums, then its min)
   static void decode(const uint8_t* p, Decoded& d, int64_t s) {
-    const __m512i m = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    const __m512i m = _mm512_set1_epi8(0x0F), off = _mm512_set1_epi8(kOffset);
     uint8_t* b = d.b + 512 * s;
-    for (int c = 0; c < 4; c++) {
-      const __m512i v = _mm512_loadu_si512(p + 32 + 64 * c);
-      _mm512_store_si512(b + 64 * c, _mm512_sub_epi8(_mm512_and_si512(v, m), eight));
-      _mm512_store_si512(b + 64 * (4 + c), _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m), eight));
-    }
-    _mm512_storeu_ps(d.scale + 16 * s, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)));
+    __m512i H = _mm512_setzero_si512();
+    if constexpr (k5) H = _mm512_loadu_si512(p + kQs + 256);
+    static_for<4>([&](auto C) {
+      constexpr int c = C;
+      const __m512i v = _mm512_loadu_si512(p + kQs + 64 * c);
+      __m512i lo = _mm512_and_si512(v, m), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+      if constexpr (k5) {
+        lo = _mm512_or_si512(lo, bit_to4<c>(H));
+        hi = _mm512_or_si512(hi, bit_to4<4 + c>(H));
+      }
+      _mm512_store_si512(b + 64 * c, _mm512_sub_epi8(lo, off));
+      _mm512_store_si512(b + 64 * (4 + c), _mm512_sub_epi8(hi, off));
+    });
+    _mm512_storeu_ps(d.scale + 16 * s, load_f16x16(p));
+    if constexpr (kM) _mm512_storeu_ps(d.mins + 16 * s, _mm512_sub_ps(_mm512_setzero_ps(), load_f16x16(p + 32)));
   }
 };
 
-// q4_k (2368 bytes a block of 256 k): 16 f16 d | 16 f16 dmin | 8 x 16 u8 scales | 8 x 16 u8 mins | 32 chunks, chunk
-// 8j + g: low nibbles sub-block 2j k 4g.., high sub-block 2j + 1
-struct AmxQ4_K {
-  static constexpr DType kType = DType::Q4_K;
-  static constexpr int64_t kBlock = 256, kBytes = 2368;
-  static constexpr bool kMins = true;
+// q4_k / q5_k (256 k): 16 f16 d | 16 f16 dmin | 8 x 16 u8 scales | 8 x 16 u8 mins | 32 chunks, chunk 8j + g: low
+// nibbles sub-block 2j k 4g.., high sub-block 2j + 1 | (q5_k: 8 vectors of fifth bits, vector g, byte 4r + i, bit j:
+// sub-block j's k 4g + i). Scales d * sc, mins dmin * m (times -d * sum).
+template <bool k5>
+struct AmxQK {
+  static constexpr DType kType = k5 ? DType::Q5_K : DType::Q4_K;
+  static constexpr int64_t kBlock = 256, kBytes = k5 ? 2880 : 2368;
+  static constexpr bool kMins = true, kPairMins = true;  // (qpanel.h: both sub-blocks' sums, then both mins)
   static void decode(const uint8_t* p, Decoded& d, int64_t s) {  // s: the first of its 8 sub-blocks
     const __m512i m = _mm512_set1_epi8(0x0F);
-    const __m512 dd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p));
-    const __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(p + 32)));
+    const __m512 dd = load_f16x16(p), dmin = load_f16x16(p + 32);
     auto u8 = [](const uint8_t* q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)q))); };
-    for (int j = 0; j < 4; j++) {
+    static_for<4>([&](auto J) {
+      constexpr int j = J;
       uint8_t* lo = d.b + 512 * (s + 2 * j);
       for (int g = 0; g < 8; g++) {
         const __m512i v = _mm512_loadu_si512(p + 320 + 64 * (8 * j + g));
-        _mm512_store_si512(lo + 64 * g, _mm512_and_si512(v, m));
-        _mm512_store_si512(lo + 512 + 64 * g, _mm512_and_si512(_mm512_srli_epi16(v, 4), m));
+        __m512i l = _mm512_and_si512(v, m), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
+        if constexpr (k5) {
+          const __m512i H = _mm512_loadu_si512(p + 2368 + 64 * g);
+          l = _mm512_or_si512(l, bit_to4<2 * j>(H));
+          h = _mm512_or_si512(h, bit_to4<2 * j + 1>(H));
+        }
+        _mm512_store_si512(lo + 64 * g, l);
+        _mm512_store_si512(lo + 512 + 64 * g, h);
       }
-    }
+    });
     for (int i = 0; i < 8; i++) {
       _mm512_storeu_ps(d.scale + 16 * (s + i), _mm512_mul_ps(dd, u8(p + 64 + 16 * i)));
       _mm512_storeu_ps(d.mins + 16 * (s + i), _mm512_mul_ps(dmin, u8(p + 192 + 16 * i)));
+    }
+  }
+};
+
+// iq4_nl (32 k: q4_0's panel) and iq4_xs (256 k: 16 f16 d | 8 x 16 int8 scales | 8 sub-blocks of q4_0's chunks):
+// the nibbles index kIQ4Values; scales d (iq4_nl) or d times the sub-block's scale.
+template <bool kXS>
+struct AmxIQ4 {
+  static constexpr DType kType = kXS ? DType::IQ4_XS : DType::IQ4_NL;
+  static constexpr int64_t kBlock = kXS ? 256 : 32, kBytes = kXS ? 2208 : 288;
+  static constexpr bool kMins = false, kPairMins = false;
+  static void decode(const uint8_t* p, Decoded& d, int64_t s) {
+    const __m512i m = _mm512_set1_epi8(0x0F);
+    const __m512i table = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i*)kIQ4Values));
+    const __m512 dd = load_f16x16(p);
+    for (int ib = 0; ib < (kXS ? 8 : 1); ib++) {
+      const uint8_t* q = p + (kXS ? 160 + 256 * ib : 32);
+      uint8_t* b = d.b + 512 * (s + ib);
+      for (int c = 0; c < 4; c++) {
+        const __m512i v = _mm512_loadu_si512(q + 64 * c);
+        _mm512_store_si512(b + 64 * c, _mm512_shuffle_epi8(table, _mm512_and_si512(v, m)));
+        _mm512_store_si512(b + 64 * (4 + c), _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), m)));
+      }
+      const __m512 sc = kXS ? _mm512_mul_ps(dd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                    _mm_loadu_si128((const __m128i*)(p + 32 + 16 * ib)))))
+                            : dd;
+      _mm512_storeu_ps(d.scale + 16 * (s + ib), sc);
     }
   }
 };
@@ -401,11 +473,13 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
       // load right behind a tile store waits for the store to reach the cache (the wait was a fifth of the time)
       auto finish = [&](int u, int64_t s) EF_AMX_INLINE {
         meet(u, s);
-        if constexpr (F::kMins) {  // (q4_k's order: both sub-blocks' sums, then both mins)
+        if constexpr (F::kMins && F::kPairMins) {  // (q4_k's order: both sub-blocks' sums, then both mins)
           if (s & 1) {
             mins_of(s - 1);
             mins_of(s);
           }
+        } else if constexpr (F::kMins) {
+          mins_of(s);
         }
       };
       for (int64_t s = 0; s < nb; s += 2) {
@@ -415,7 +489,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
         _tile_dpbssd(0, 2, 4);
         _tile_stored(0, c[0], 64);
         if (s > 0) finish(1, s - 1);
-        if (s + 1 == nb) {  // (an odd number of blocks of 32: no mins there)
+        if (s + 1 == nb) {  // (an odd number of blocks of 32: the 32-k formats)
           finish(0, s);
           break;
         }
@@ -446,8 +520,14 @@ KernelTable make_table() {
   k.matmul_panel_bf16x = matmul_bf16x_amx;
   k.q8_0_rows = q8_rows_amx;
   k.q8_0_panel_one_level = qmatmul_amx<AmxQ8_0>;
-  k.qmatmul_panel[(int)DType::Q4_0] = qmatmul_amx<AmxQ4_0>;
-  k.qmatmul_panel[(int)DType::Q4_K] = qmatmul_amx<AmxQ4_K>;
+  k.qmatmul_panel[(int)DType::Q4_0] = qmatmul_amx<AmxQ32<DType::Q4_0>>;
+  k.qmatmul_panel[(int)DType::Q4_1] = qmatmul_amx<AmxQ32<DType::Q4_1>>;
+  k.qmatmul_panel[(int)DType::Q5_0] = qmatmul_amx<AmxQ32<DType::Q5_0>>;
+  k.qmatmul_panel[(int)DType::Q5_1] = qmatmul_amx<AmxQ32<DType::Q5_1>>;
+  k.qmatmul_panel[(int)DType::Q4_K] = qmatmul_amx<AmxQK<false>>;
+  k.qmatmul_panel[(int)DType::Q5_K] = qmatmul_amx<AmxQK<true>>;
+  k.qmatmul_panel[(int)DType::IQ4_NL] = qmatmul_amx<AmxIQ4<false>>;
+  k.qmatmul_panel[(int)DType::IQ4_XS] = qmatmul_amx<AmxIQ4<true>>;
   return k;
 }
 
