@@ -267,11 +267,19 @@ def test_json_schema_refusals():
                    ({"type": "wat"}, "unknown type 'wat'"),
                    ({"$ref": "http://x/y"}, "only references within the schema"),
                    (False, "accepts no value"),
-                   ({"type": "array", "minItems": 3, "maxItems": 1}, "below 'minItems'")]:
+                   ({"type": "array", "minItems": 3, "maxItems": 1}, "below 'minItems'"),
+                   ({"type": "array", "minItems": 10**14}, "'minItems' 100000000000000 is more than 1000000"),
+                   ({"type": "string", "minLength": 10**7}, "'minLength' 10000000 is more than 1000000")]:
         with pytest.raises(ValueError, match=re.escape(msg)):
             json_schema_to_gbnf(s)
     with pytest.raises(ValueError, match="json_schema: not valid JSON"):
         Grammar.from_json_schema("{nope")
+    # a maximum past the grammar's largest count is no bound (the fuzzer's schema: the parser refused the GBNF)
+    huge = {"type": "object", "properties": {"l": {"type": "array", "maxItems": 33333333333333},
+                                             "s": {"type": "string", "maxLength": 10**12}}}
+    Grammar.from_json_schema(huge)  # (the parser takes it)
+    assert json_schema_to_gbnf(huge) == json_schema_to_gbnf(
+        {"type": "object", "properties": {"l": {"type": "array"}, "s": {"type": "string"}}})
     deep = {"type": "array"}
     for _ in range(5000):
         deep = {"type": "array", "items": deep}

@@ -154,6 +154,7 @@ def token_bytes(tokenizer: Any, vocab_size: int) -> Tuple[List[bytes], bool]:
 
 # ---- JSON Schema --------------------------------------------------------------------------------------------------
 
+_MAX_COUNT = 1_000_000  # the largest repetition count the GBNF parser takes (cpp/src/model/grammar.cc)
 _BUILTIN = {"root"} | set(re.findall(r"^(\S+) +::=", _JSON_RULES, re.M))  # rule names the converter's own rules take
 _IGNORED = {"title", "description", "default", "examples", "$schema", "$id", "$comment", "format", "minimum",
             "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "readOnly", "writeOnly", "deprecated",
@@ -296,23 +297,30 @@ class _SchemaConverter:
             s, seen = node, seen + 1
         return s
 
-    def string(self, s: Dict[str, Any], path: str) -> str:
-        lo, hi = s.get("minLength", 0), s.get("maxLength")
-        for k, v in (("minLength", lo), ("maxLength", hi)):
+    @staticmethod
+    def bounds(s: Dict[str, Any], path: str, lo_key: str, hi_key: str):
+        """A count's bounds, checked. A maximum past what the grammar's repetitions take (_MAX_COUNT) is no bound:
+        no generation reaches it; a minimum past it cannot be met."""
+        lo, hi = s.get(lo_key, 0), s.get(hi_key)
+        for k, v in ((lo_key, lo), (hi_key, hi)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise ValueError(f"json_schema at {path}: {k!r} must be a non-negative integer")
         if hi is not None and hi < lo:
-            raise ValueError(f"json_schema at {path}: 'maxLength' below 'minLength'")
+            raise ValueError(f"json_schema at {path}: {hi_key!r} below {lo_key!r}")
+        if lo > _MAX_COUNT:
+            raise ValueError(f"json_schema at {path}: {lo_key!r} {lo} is more than {_MAX_COUNT} (the most a grammar "
+                             "repeats)")
+        return lo, None if hi is not None and hi > _MAX_COUNT else hi
+
+    def string(self, s: Dict[str, Any], path: str) -> str:
+        lo, hi = self.bounds(s, path, "minLength", "maxLength")
         if lo == 0 and hi is None:
             return "string"
         rep = f"{{{lo},}}" if hi is None else f"{{{lo},{hi}}}"
         return f'"\\"" char{rep} "\\""'
 
     def array(self, s: Dict[str, Any], path: str) -> str:
-        lo, hi = s.get("minItems", 0), s.get("maxItems")
-        for k, v in (("minItems", lo), ("maxItems", hi)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise ValueError(f"json_schema at {path}: {k!r} must be a non-negative integer")
+        lo, hi = self.bounds(s, path, "minItems", "maxItems")
         prefix = s.get("prefixItems")
         items = s.get("items", True)
         if isinstance(items, list):  # draft 4-7 tuples
@@ -327,8 +335,6 @@ class _SchemaConverter:
                 body = f'{body} ( ws "," ws {more} )*' if parts else f'( {more} ( ws "," ws {more} )* )?'
             return f'"[" ws {body} ws "]"' if parts else f'"[" ws {body} ws "]"'
         item = self.add(f"{path}-item", self.visit(items, f"{path}/items"))
-        if hi is not None and hi < lo:
-            raise ValueError(f"json_schema at {path}: 'maxItems' below 'minItems'")
         if hi == 0:
             return '"[" ws "]"'
         if lo == 0:
