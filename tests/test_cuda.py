@@ -527,6 +527,7 @@ RECURRENT = r"recurrent layers \(Gated DeltaNet, short convolution, Mamba, Mamba
                                        ("olmo3", "blocks without pre-norms or with whole-width q/k norms"),
                                        ("cohere2", "layers without rotary positions"),
                                        ("ministral3", "queries scaled by position"),
+                                       ("olmo", r"norms without weights and clamped q/k/v projections \(OLMo 1\)"),
                                        ("qwen3_5_text", RECURRENT), ("lfm2", RECURRENT)])
 def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
     """Mixtures of experts and Granite's scaled residuals have no CUDA path yet: loading one there says so."""

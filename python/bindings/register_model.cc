@@ -92,6 +92,8 @@ void register_model(py::module_& m) {
       .def_readwrite("emb_norm", &ef::ArchSpec::emb_norm)
       .def_readwrite("qk_norm", &ef::ArchSpec::qk_norm)
       .def_readwrite("qk_norm_full", &ef::ArchSpec::qk_norm_full)
+      .def_readwrite("norm_weights", &ef::ArchSpec::norm_weights)
+      .def_readwrite("clip_qkv", &ef::ArchSpec::clip_qkv)
       .def_readwrite("qk_norm_per_head", &ef::ArchSpec::qk_norm_per_head)
       .def_readwrite("v_head_dim", &ef::ArchSpec::v_head_dim)
       .def_readwrite("mla_kv_lora", &ef::ArchSpec::mla_kv_lora)

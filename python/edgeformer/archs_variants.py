@@ -1,7 +1,8 @@
 """Small variations on families already here, as data: Ministral (a Mistral with layer types), Helium (rotary on
 interleaved pairs), Seed-OSS (q/k/v biases), Arcee AFM (a squared-ReLU MLP without a gate), EXAONE 3 / 3.5 (a Llama
 under GPT-2-like names), OLMo 3 (OLMo 2 with sliding-window layers), Command R7B / Command A (cohere2: Cohere with
-sliding-window layers and NoPE global ones) and VaultGemma (Gemma 2 without the norms after attention and MLP).
+sliding-window layers and NoPE global ones), VaultGemma (Gemma 2 without the norms after attention and MLP) and OLMo 1
+(a Llama with LayerNorms that have no weights and clamped q/k/v projections).
 Each builder reads a config.json (archs.Config) with the defaults of its transformers config class."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "ministral3": {"head_dim": 128, "num_key_value_heads": 8, "rms_norm_eps": 1e-5, "max_position_embeddings": 262144},
     "vaultgemma": {"sliding_window": 4096, "max_position_embeddings": 8192, "head_dim": 256,
                    "query_pre_attn_scalar": 256},
+    "olmo": {"max_position_embeddings": 2048},
 }
 
 
@@ -127,6 +129,22 @@ def _olmo3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _olmo(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """AI2 OLMo 1 (OLMo-1B-hf, OLMo-7B-hf, OLMo-7B-0424-hf): a Llama whose norms are LayerNorms without weight or
+    bias (epsilon 1e-5, fixed), whose q, k and v projections are clamped to [-clip_qkv, clip_qkv] where set."""
+    cfg = _defaults(cfg, "olmo")
+    s, names = _as_llama(cfg, tensor_names, "olmo", VARIANT_DEFAULTS["olmo"])
+    s.norm, s.norm_eps, s.norm_weights = _core.NormKind.layer, 1e-5, False
+    clip = cfg.data.get("clip_qkv")
+    if clip is not None:
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0 or clip == float("inf"):
+            raise cfg.error("clip_qkv", f"must be a positive number or null, got {clip!r}")
+        s.clip_qkv = float(clip)
+    for k in [k for k in names if k == "norm.weight" or k.endswith(("attn_norm.weight", "mlp_norm.weight"))]:
+        del names[k]
+    return s, names
+
+
 def _cohere2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Cohere Command R7B / Command A (cohere2): Command-R's parallel block and interleaved rotary, with
     sliding-window layers (layer_types, or three sliding to one full) rotated and the full layers without rotary
@@ -208,4 +226,4 @@ def _mistral3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 
 VARIANTS = {"ministral3": _ministral3, "mistral3": _mistral3, "ministral": _ministral, "helium": _helium, "seed_oss": _seed_oss, "arcee": _arcee, "exaone": _exaone,
-            "olmo3": _olmo3, "cohere2": _cohere2, "vaultgemma": _vaultgemma}
+            "olmo3": _olmo3, "cohere2": _cohere2, "vaultgemma": _vaultgemma, "olmo": _olmo}

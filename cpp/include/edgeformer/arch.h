@@ -56,6 +56,8 @@ struct ArchSpec {
   bool mla() const { return mla_kv_lora > 0; }
   NormKind norm = NormKind::RMS;
   float norm_eps = 1e-6f;
+  bool norm_weights = true;  // false: the block's and final norms have no weights or biases (OLMo 1's LayerNorm)
+  float clip_qkv = 0.f;      // > 0: every q, k and v projection clamped to [-clip_qkv, clip_qkv] (OLMo 1); 0: none
   Act act = Act::SiLU;
   bool gated_mlp = true;
   PosKind pos = PosKind::Rotary;

@@ -223,6 +223,7 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.attn_sinks, "attention sinks"},
       {sp.sub_norms, "BitNet's sub-norms and ternary matrices"},
       {sp.rel_bias, "relative position bias beside learned positions (MPNet)"},
+      {!sp.norm_weights || sp.clip_qkv > 0.f, "norms without weights and clamped q/k/v projections (OLMo 1)"},
       {sp.no_head, "a decoder saved without its language-model head (a bare base model)"},
       {!sp.first_attn_norm || (!sp.causal() && (sp.sliding_window > 0 || !sp.layer_windows.empty())),
        "a first layer without its attention norm and encoder windows (ModernBERT)"},

@@ -93,6 +93,7 @@ void ArchSpec::validate() const {
   EF_CHECK(std::isfinite(swiglu_limit) && swiglu_limit >= 0 && std::isfinite(swiglu_alpha),
            "config fields 'swiglu_limit' / 'swiglu_alpha' must be finite, the limit non-negative");
   EF_CHECK(!(expert_bias || swiglu_limit > 0) || n_experts > 0, "expert biases and the clamped gate need experts");
+  EF_CHECK(std::isfinite(clip_qkv) && clip_qkv >= 0.f, "clip_qkv must be a finite number >= 0 (0: none)");
   EF_CHECK(!(qk_norm_full || qk_norm_per_head || qk_norm_after_rope) || qk_norm,
            "qk_norm_full, qk_norm_per_head and qk_norm_after_rope are forms of qk_norm");
   EF_CHECK(!(qk_norm_full && qk_norm_per_head), "qk_norm_full and qk_norm_per_head exclude each other");

@@ -99,7 +99,8 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     emb_norm_w_ = L.vec("emb_norm.weight", H, true);
     emb_norm_b_ = L.vec("emb_norm.bias", H, false);
   }
-  if (spec_.final_norm) {
+  const bool nw = spec_.norm_weights;  // (false: no weights or biases to read, OLMo 1)
+  if (spec_.final_norm && nw) {
     final_norm_w_ = L.vec("norm.weight", H, true);
     if (ln) final_norm_b_ = L.vec("norm.bias", H, false);
   }
@@ -130,11 +131,11 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     // this layer's widths: queries, keys, values, the heads' values, the MLP
     const int64_t QD = nh_ * spec_.hd(i), KD = (int64_t)spec_.kvh(i) * spec_.hd(i);
     const int64_t KVD = (int64_t)spec_.kvh(i) * spec_.vd(i), QVD = nh_ * spec_.vd(i), F = spec_.ffn(i);
-    if (spec_.pre_norms && mixer && (i > 0 || spec_.first_attn_norm)) {
+    if (spec_.pre_norms && mixer && (i > 0 || spec_.first_attn_norm) && nw) {
       w.attn_norm_w = L.vec(p + "attn_norm.weight", H, true);
       if (ln) w.attn_norm_b = L.vec(p + "attn_norm.bias", H, false);
     }
-    if (spec_.pre_norms && (!spec_.parallel_residual || spec_.parallel_mlp_norm) && spec_.has_mlp(i)) {
+    if (spec_.pre_norms && (!spec_.parallel_residual || spec_.parallel_mlp_norm) && spec_.has_mlp(i) && nw) {
       w.mlp_norm_w = L.vec(p + "mlp_norm.weight", H, true);
       if (ln) w.mlp_norm_b = L.vec(p + "mlp_norm.bias", H, false);
     }
@@ -742,6 +743,12 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
         const float* c = rotary ? (local ? cos_l_ : cos_).data() + t * half : nullptr;
         const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
         float *qt = q_.data() + t * QD, *kt = own_kv ? k_.data() + t * KD : nullptr, *vt = v_.data() + t * KVD;
+        if (spec_.clip_qkv > 0.f) {  // (OLMo 1: the projections clamped, before anything else)
+          const float c = spec_.clip_qkv;
+          for (int64_t i = 0; i < QD; i++) qt[i] = std::min(std::max(qt[i], -c), c);
+          for (int64_t i = 0; kt && i < KD; i++) kt[i] = std::min(std::max(kt[i], -c), c);
+          for (int64_t i = 0; kt && i < KVD; i++) vt[i] = std::min(std::max(vt[i], -c), c);
+        }
         if (spec_.qk_norm && !spec_.qk_norm_after_rope) qk_norms(w, qt, kt, hd, nkv);
         if (rotary) {
           for (int hh = 0; hh < nh; hh++) ops::rope(qt + hh * hd, c, s, half, spec_.rope.style);
