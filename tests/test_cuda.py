@@ -507,7 +507,7 @@ def test_family_on_cuda(case, tmp_path):
 
 
 @gpu
-@pytest.mark.parametrize("case", ["ministral", "helium", "seed_oss", "arcee", "exaone", "vaultgemma"])
+@pytest.mark.parametrize("case", ["ministral", "helium", "seed_oss", "arcee", "exaone", "vaultgemma", "nemotron"])
 def test_variant_on_cuda(case, tmp_path):
     from test_families_variants import _cases
 

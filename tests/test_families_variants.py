@@ -1,5 +1,5 @@
 """Variations on the families here against transformers on tiny random checkpoints, under every ISA: Ministral,
-Helium, Seed-OSS, Arcee AFM, EXAONE 3.5, OLMo 3, Command R7B (cohere2), VaultGemma and OLMo 1. Logits within
+Helium, Seed-OSS, Arcee AFM, EXAONE 3.5, OLMo 3, Command R7B (cohere2), VaultGemma, OLMo 1 and Nemotron. Logits within
 1e-4 + 2e-3 * max|logit|, greedy tokens identical."""
 
 from __future__ import annotations
@@ -80,11 +80,13 @@ def _cases():
         # LayerNorms without weights; q/k/v clamped to 0.1 (most of the tiny model's values pass it)
         "olmo": (tf.OlmoForCausalLM, tf.OlmoConfig(num_hidden_layers=2, clip_qkv=0.1, **base)),
         "olmo_plain": (tf.OlmoForCausalLM, tf.OlmoConfig(num_hidden_layers=2, **base)),
+        # LayerNorm1P, squared ReLU without a gate, rotary on half of each head of 16
+        "nemotron": (tf.NemotronForCausalLM, tf.NemotronConfig(num_hidden_layers=2, head_dim=16, **base)),
     }
 
 
 CASES = ["ministral", "ministral_all", "helium", "seed_oss", "seed_oss_plain", "arcee", "exaone", "olmo3", "cohere2", "vaultgemma",
-         "ministral3", "mistral3", "mistral3_small", "olmo", "olmo_plain"]
+         "ministral3", "mistral3", "mistral3_small", "olmo", "olmo_plain", "nemotron"]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_variant_greedy(case, isa, built):
 
 
 @pytest.mark.parametrize("model_type", ["ministral", "helium", "seed_oss", "arcee", "exaone", "olmo3", "cohere2",
-                                        "vaultgemma", "ministral3", "olmo"])
+                                        "vaultgemma", "ministral3", "olmo", "nemotron"])
 def test_fields_left_out_take_the_config_class_defaults(model_type):
     """A config.json with only the sizes computes as transformers' config class fills the rest in: norm epsilon,
     rotary base, windows and their layers, biases, activation."""

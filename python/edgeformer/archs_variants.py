@@ -1,8 +1,9 @@
 """Small variations on families already here, as data: Ministral (a Mistral with layer types), Helium (rotary on
 interleaved pairs), Seed-OSS (q/k/v biases), Arcee AFM (a squared-ReLU MLP without a gate), EXAONE 3 / 3.5 (a Llama
 under GPT-2-like names), OLMo 3 (OLMo 2 with sliding-window layers), Command R7B / Command A (cohere2: Cohere with
-sliding-window layers and NoPE global ones), VaultGemma (Gemma 2 without the norms after attention and MLP) and OLMo 1
-(a Llama with LayerNorms that have no weights and clamped q/k/v projections).
+sliding-window layers and NoPE global ones), VaultGemma (Gemma 2 without the norms after attention and MLP), OLMo 1
+(a Llama with LayerNorms that have no weights and clamped q/k/v projections) and Nemotron / Minitron (a Llama with
+LayerNorms scaling by 1 + weight, a squared-ReLU MLP without a gate and rotary on half of each head).
 Each builder reads a config.json (archs.Config) with the defaults of its transformers config class."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 from . import _core
-from .archs import Config, NameMap, _layer_windows, text_config_of
+from .archs import Config, Derived, NameMap, _layer_windows, text_config_of
 from .archs_llama import _cohere, _gemma3, _llama, _olmo2, layer_type_ropes
 from .archs_recent import _as_llama, _interleaved
 
@@ -29,11 +30,14 @@ VARIANT_DEFAULTS: Dict[str, Dict[str, Any]] = {
     "vaultgemma": {"sliding_window": 4096, "max_position_embeddings": 8192, "head_dim": 256,
                    "query_pre_attn_scalar": 256},
     "olmo": {"max_position_embeddings": 2048},
+    "nemotron": {"hidden_act": "relu2", "norm_eps": 1e-5, "rms_norm_eps": 1e-5, "max_position_embeddings": 4096,
+                 "rope_theta": 10000.0, "partial_rotary_factor": 0.5, "bos_token_id": 2, "eos_token_id": 3},
 }
 
 
 _ALIASES = {"exaone": {"num_hidden_layers": "num_layers", "rms_norm_eps": "layer_norm_epsilon",
-                       "hidden_act": "activation_function"}}
+                       "hidden_act": "activation_function"},
+            "nemotron": {"rms_norm_eps": "norm_eps"}}
 
 
 def variant_config(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -145,6 +149,24 @@ def _olmo(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
+def _nemotron(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """NVIDIA Nemotron-4 / Minitron (Minitron-4B/8B, Nemotron-Mini-4B-Instruct, Mistral-NeMo-Minitron-8B): a Llama
+    whose norms are LayerNorms with biases scaling by 1 + weight (folded in at load), whose MLP is up, squared ReLU,
+    down (no gate), and whose rotary turns the first partial_rotary_factor of each head (half by default)."""
+    cfg = _defaults(cfg, "nemotron", **_ALIASES["nemotron"])
+    s, names = _as_llama(cfg, tensor_names, "nemotron", VARIANT_DEFAULTS["nemotron"])
+    s.norm = _core.NormKind.layer
+    s.gated_mlp = False
+    for i in range(s.n_layers):
+        names.pop(f"layers.{i}.mlp.gate.weight")
+        names.pop(f"layers.{i}.mlp.gate.bias", None)
+    for k in [k for k in names if k == "norm.weight" or k.endswith(("attn_norm.weight", "mlp_norm.weight"))]:
+        src = names[k]
+        names[k] = Derived(src, add=1.0)
+        names[k[: -len("weight")] + "bias"] = src[: -len("weight")] + "bias"
+    return s, names
+
+
 def _cohere2(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     """Cohere Command R7B / Command A (cohere2): Command-R's parallel block and interleaved rotary, with
     sliding-window layers (layer_types, or three sliding to one full) rotated and the full layers without rotary
@@ -226,4 +248,5 @@ def _mistral3(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
 
 
 VARIANTS = {"ministral3": _ministral3, "mistral3": _mistral3, "ministral": _ministral, "helium": _helium, "seed_oss": _seed_oss, "arcee": _arcee, "exaone": _exaone,
-            "olmo3": _olmo3, "cohere2": _cohere2, "vaultgemma": _vaultgemma, "olmo": _olmo}
+            "olmo3": _olmo3, "cohere2": _cohere2, "vaultgemma": _vaultgemma, "olmo": _olmo,
+            "nemotron": _nemotron}
