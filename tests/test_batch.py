@@ -67,7 +67,7 @@ def test_batch_rows_are_single_steps(case, tmp_path, isa):
 
 
 @pytest.mark.parametrize("load", [{"dtype": "q4_0"}, {"dtype": "q8_0"}, {"dtype": "int8"}, {"kv_dtype": "f16"},
-                                  {"dtype": "f16"}, {"dtype": "bf16"}])
+                                  {"dtype": "f16"}, {"dtype": "bf16"}, {"kv_dtype": "bf16"}])
 def test_batch_rows_are_single_steps_quantized(load, tmp_path, isa):
     # a batch step multiplies several tokens: the kernels for T > 1 must keep the decode precision (q8_0's two
     # activation levels) that one-token steps have

@@ -565,6 +565,13 @@ def test_bitnet_on_cuda_is_refused_clearly(tmp_path):
         edgeformer.load(str(tmp_path), device="cuda", max_context=64)
 
 
+@gpu
+def test_bf16_kv_cache_on_cuda_is_refused_clearly(tmp_path):
+    make_llama(str(tmp_path))
+    with pytest.raises(ValueError, match="argument 'kv_dtype' must be 'f16' or 'f32', got 'bf16'"):
+        edgeformer.load(str(tmp_path), device="cuda", max_context=64, kv_dtype="bf16")
+
+
 # ---- decode steps replayed as CUDA graphs ---------------------------------------------------------------------------
 
 GRAPH_CASES = ["llama", "mistral_window", "llama_q4_0", "gpt2", "opt_post_proj", "bloom", "falcon_new", "codegen"]

@@ -153,7 +153,7 @@ def device_batch_cap(model) -> int:
     """How many sequences of a device model fit its device's free memory at once (one at least): each holds a
     KV cache of max_context on the device, and activation buffers for a prefill chunk."""
     core, sp = model._core, model.spec
-    kv = 2 * sp.n_layers * sp.n_kv_heads * sp.head_dim * core.max_context * (2 if core.kv_dtype == "f16" else 4)
+    kv = 2 * sp.n_layers * sp.n_kv_heads * sp.head_dim * core.max_context * (2 if core.kv_dtype in ("f16", "bf16") else 4)
     qd, kd = sp.n_heads * sp.head_dim, sp.n_kv_heads * sp.head_dim
     rows = PREFILL_CHUNK * 4 * (4 * sp.hidden_size + 2 * qd + 2 * kd + 2 * sp.ffn_size)
     free = _core.cuda_device_info(core.device)["free_memory"]

@@ -207,7 +207,7 @@ def main(argv=None) -> int:
                    help="f32, f16, bf16, int8 or a block type (q8_0, q6_k, q5_k, q5_1, q5_0, q4_k, q4_1, q4_0, "
                         "iq4_nl, iq4_xs, q3_k, q2_k): convert at load (default: as stored)")
     r.add_argument("--max-context", type=int, default=None)
-    r.add_argument("--kv-dtype", default=None, choices=["f16", "f32"],
+    r.add_argument("--kv-dtype", default=None, choices=["f16", "bf16", "f32"],
                    help="the KV cache's element type (default: f32 beside f32 weights, else f16)")
     r.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (a build with EF_CUDA=ON)")
     r.add_argument("--grammar", default=None, metavar="GBNF", help="constrain the text to this GBNF grammar")
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     s.add_argument("--dtype", default=None, help="convert at load, as for run")
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--max-context", type=int, default=None)
-    s.add_argument("--kv-dtype", default=None, choices=["f16", "f32"])
+    s.add_argument("--kv-dtype", default=None, choices=["f16", "bf16", "f32"])
     e = sub.add_parser("embed", help="sentence embeddings of texts (arguments, or one per line of standard input) "
                                      "as JSON lines")
     e.add_argument("model", help="checkpoint directory (a sentence-transformers one: its pooling, Dense modules "

@@ -129,9 +129,12 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     token, integer sums over whole rows (the fastest prompts; error a few times q8_0's); the matrices are q8_0
     whose blocks share their row's scale, so a GGUF file written from it is plain q8_0, and loads back as int8.
     threads: default the physical cores. max_context: the KV cache length, default the checkpoint's
-    max_position_embeddings. kv_dtype: the self-attention KV cache's element type, "f16" or "f32"; None: f32
-    beside f32 matrices, f16 beside every other type (half the memory, and half the traffic of a long
-    context's decode steps; llama.cpp's default too). On CUDA, None is f16.
+    max_position_embeddings. kv_dtype: the self-attention KV cache's element type, "f16", "bf16" or "f32"; None:
+    f32 beside f32 matrices, f16 beside every other type (half the memory, and half the traffic of a long
+    context's decode steps; llama.cpp's default too). "bf16": f16's memory, attention products in bf16 (queries
+    and weights rounded to bf16 too) on the CPUs that multiply bf16 (AVX-512 BF16: VDPBF16PS; AMX: the tile unit,
+    the fastest long prompts there), 3 fewer bits of each key and value than f16. On CUDA, None is f16 (bf16
+    is CPU only).
 
     exact_q8_prompts: q8_0 matrices multiply activations quantized to int8 per block of 32. Decode steps, which
     the weights' memory traffic bounds, also multiply the int8 rounding residual, so that their error is the
@@ -148,8 +151,8 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
             raise ValueError(f"argument '{name}' must be a positive integer, got {v!r}")
     if not isinstance(exact_q8_prompts, bool):
         raise ValueError(f"argument 'exact_q8_prompts' must be True or False, got {exact_q8_prompts!r}")
-    if kv_dtype is not None and kv_dtype not in ("f16", "f32"):
-        raise ValueError(f"argument 'kv_dtype' must be None, 'f16' or 'f32', got {kv_dtype!r}")
+    if kv_dtype is not None and kv_dtype not in ("f16", "bf16", "f32"):
+        raise ValueError(f"argument 'kv_dtype' must be None, 'f16', 'bf16' or 'f32', got {kv_dtype!r}")
     if dtype in GRID_TYPES:
         raise ValueError(f"argument 'dtype': {dtype} is read from GGUF files but not made here (llama.cpp's "
                          "llama-quantize makes it, with an importance matrix); load the GGUF file itself")

@@ -148,7 +148,7 @@ class Model {
   std::vector<std::pair<std::string, Tensor>> weights() const;
 
   std::mutex& mutex() { return mu_; }  // held by the bindings around each call: one call at a time
-  const char* kv_dtype() const { return kv_f16_ ? "f16" : "f32"; }
+  const char* kv_dtype() const { return kv_type_ == DType::F16 ? "f16" : kv_type_ == DType::BF16 ? "bf16" : "f32"; }
 
  private:
   Model(const Model& other, bool fork_tag);  // fork()
@@ -202,15 +202,17 @@ class Model {
   Tensor ple_emb_, ple_proj_, ple_norm_w_;  // per-layer inputs (ArchSpec::ple_dim)
   std::vector<Tensor> altup_proj_, altup_unembed_;  // AltUp: streams 1 .. N-1 in and out, [hidden, hidden] each
   std::vector<LayerWeights> layers_;
-  // Self-attention cache, f32 or f16 (kv_f16_), per layer and kv head. Where the head size is a multiple of 16
-  // (kv_panels_), in the float panel layout the attention products stream (quant.h), positions rounded up to
+  // Self-attention cache, f32, f16 or bf16 (kv_type_), per layer and kv head. Where the head size is a multiple of
+  // 16 (kv_panels_), in the float panel layout the attention products stream (quant.h), positions rounded up to
   // kv_len_ (a multiple of 16):
   // keys [kv_len / 16][head_dim][16] (16 positions of one dim per vector), values [head_dim / 16][kv_len][16]
-  // (16 dims of one position). Otherwise rows: [max_ctx][head_dim].
+  // (16 dims of one position); bf16 in quant.h's bf16 panels, pairs side by side: keys [kv_len / 16][head_dim / 2]
+  // [16][2] (a position's dims 2j, 2j + 1), values [head_dim / 16][kv_len / 2][16][2] (a dim's positions 2i,
+  // 2i + 1). Otherwise rows: [max_ctx][head_dim].
   std::unique_ptr<Buffer> kcache_, vcache_;
   bool kv_panels_ = false;
   int32_t kv_len_ = 0;
-  bool kv_f16_ = false;
+  DType kv_type_ = DType::F32;
   // layer -> its slot in the KV cache (recurrent layers have none: -1; a layer sharing another's keys and values,
   // that layer's), and the slots in use; each slot's first element in kcache_ / vcache_ (its layer's kv heads of
   // kv_len_ positions each, head sizes per layer) and the layer that owns it
@@ -226,7 +228,8 @@ class Model {
   size_t lin_stride_ = 0;
   std::vector<float> lin_;         // linear_attention's scratch
   std::vector<float*> lin_rows_;  // row_states' answer
-  size_t kv_elem() const { return kv_f16_ ? 2 : 4; }
+  size_t kv_elem() const { return kv_type_ == DType::F32 ? 4 : 2; }
+  bool kv_bf16_panels() const { return kv_panels_ && kv_type_ == DType::BF16; }
   void store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v);
   template <typename E>
   void store_kv_as(int layer, int kv_head, int32_t pos, const float* k, const float* v);

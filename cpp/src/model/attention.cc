@@ -35,7 +35,7 @@ void Model::copy_cache_from(const Model& other, int32_t n) {
                other.kv_kelems_ == kv_kelems_ && other.kv_velems_ == kv_velems_ && other.kv_owner_ == kv_owner_,
            "copy_cache_from: the models differ in shape");
   EF_CHECK(n >= 0 && n <= other.n_past_, "copy_cache_from: n is outside the other model's cache");
-  EF_CHECK(other.kv_f16_ == kv_f16_, "copy_cache_from: the models' KV caches differ in type");
+  EF_CHECK(other.kv_type_ == kv_type_, "copy_cache_from: the models' KV caches differ in type");
   check_rewind(spec_, n, other.n_past_, "copy_cache_from");
   EF_CHECK(other.lin_state_.size() == lin_state_.size(), "copy_cache_from: the models differ in shape");
   if (n > 0) std::copy(other.lin_state_.begin(), other.lin_state_.end(), lin_state_.begin());
@@ -54,9 +54,10 @@ void Model::copy_cache_from(const Model& other, int32_t n) {
         std::memcpy(vd + i * vstride, vs + i * vstride, n * vh * es);
         continue;
       }
+      const size_t nv = kv_bf16_panels() ? (size_t)(n + 1) / 2 * 2 : (size_t)n;  // (bf16: positions in pairs)
       for (size_t p = 0; p < vh / kPanel; p++) {  // each value panel holds its 16 dims of every position
         const size_t off = i * vstride + p * kPanel * kv_len_ * es;
-        std::memcpy(vd + off, vs + off, (size_t)n * kPanel * es);
+        std::memcpy(vd + off, vs + off, nv * kPanel * es);
       }
     }
   }
@@ -64,8 +65,23 @@ void Model::copy_cache_from(const Model& other, int32_t n) {
 }
 
 void Model::store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v) {
-  if (kv_f16_) store_kv_as<uint16_t>(layer, kv_head, pos, k, v);
-  else store_kv_as<float>(layer, kv_head, pos, k, v);
+  if (kv_type_ == DType::F32) return store_kv_as<float>(layer, kv_head, pos, k, v);
+  if (!kv_bf16_panels()) return store_kv_as<uint16_t>(layer, kv_head, pos, k, v);
+  // bf16 panels (model.h): a key's dims in pairs down its panel column, a value's dims beside its pair position's
+  const int hd = spec_.hd(layer), vh = spec_.vd(layer);
+  const size_t slot = (size_t)kv_slot_[layer];
+  uint16_t* kc = (uint16_t*)kcache_->data + kv_koff_[slot] + (size_t)kv_head * kv_len_ * hd;
+  uint16_t* vc = (uint16_t*)vcache_->data + kv_voff_[slot] + (size_t)kv_head * kv_len_ * vh;
+  thread_local std::vector<uint16_t> b;
+  b.resize((size_t)std::max(hd, vh));
+  kernels().f32_to_bf16(k, b.data(), hd);
+  uint16_t* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + 2 * (pos % kPanel);
+  for (int j = 0; j < hd / 2; j++) std::memcpy(kp + (size_t)j * 2 * kPanel, &b[2 * j], 4);
+  kernels().f32_to_bf16(v, b.data(), vh);
+  for (int p = 0; p < vh / kPanel; p++) {
+    uint16_t* vp = vc + (size_t)p * kPanel * kv_len_ + (size_t)(pos / 2) * 2 * kPanel + pos % 2;
+    for (int d = 0; d < kPanel; d++) vp[2 * d] = b[(size_t)p * kPanel + d];
+  }
 }
 
 template <typename E>  // float, or uint16_t (f16 bits)
@@ -76,8 +92,10 @@ void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, con
   E* vc = (E*)vcache_->data + kv_voff_[slot] + (size_t)kv_head * kv_len_ * vh;
   // n contiguous values into the cache: f16 in vectors (a scalar conversion each was a fifth of an int8 encoder's
   // time), f32 copied
+  const bool bf16 = kv_type_ == DType::BF16;  // (rows only: bf16 panels are store_kv's)
   const auto put = [&](E* dst, const float* src, int n) {
     if constexpr (std::is_same_v<E, float>) std::memcpy(dst, src, (size_t)n * sizeof(float));
+    else if (bf16) kernels().f32_to_bf16(src, dst, n);
     else kernels().f32_to_f16(src, dst, n);
   };
   if (!kv_panels_) {
@@ -144,7 +162,16 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
   const float softcap = spec_.attn_softcap;
   const float* sinks = spec_.attn_sinks ? (const float*)layers_[layer].sinks.data : nullptr;  // [n_heads]
   const size_t head_stride = (size_t)kv_len_ * hd, vhead_stride = (size_t)kv_len_ * vd, es = kv_elem();
-  const DType kvt = kv_f16_ ? DType::F16 : DType::F32;
+  const DType kvt = kv_type_;
+  // bf16 panels: the value products take whole pairs of positions (and the tile unit 32 at a time): a row of
+  // weights padded with zeros to `padded(n)` keys, within the cache (the values past the last position are zeros or
+  // earlier values: finite, times zero)
+  const bool pairs = kv_bf16_panels();
+  const auto padded = [&](int32_t klo, int32_t n) {
+    if (!pairs) return n;
+    const int32_t n32 = (n + 31) / 32 * 32;
+    return klo + n32 <= kv_len_ ? n32 : (n + 1) / 2 * 2;
+  };
   // element i of this layer's keys / values (f32 or f16 as kvt) in the cache query row t uses (seqs: its own)
   const size_t slot = (size_t)kv_slot_[layer];
   const size_t klayer_off = kv_koff_[slot] * es, vlayer_off = kv_voff_[slot] * es;
@@ -235,14 +262,18 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
         const int32_t pos = pos_of(t);
         int32_t lo, hi;
         key_range(t, pos, lo, hi);
-        const int32_t klo = lo / kPanel * kPanel, n = hi - klo + 1;
-        if (S.size() < (size_t)kRows * n) S.resize((size_t)kRows * n);
+        const int32_t klo = lo / kPanel * kPanel, n = hi - klo + 1, np = padded(klo, n);
+        if (S.size() < (size_t)kRows * np) S.resize((size_t)kRows * np);
         const int h0 = g * group + c * kRows, rows = std::min(kRows, group - c * kRows);
         const void* kh = kc_of(t, (size_t)g * head_stride + (size_t)klo * hd);
         const void* vh = vc_of(t, (size_t)g * vhead_stride + (size_t)klo * kPanel);
-        fpanel(q + (size_t)t * nh * hd + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), n, rows, 0, n, hd);
-        for (int r = 0; r < rows; r++) weights(h0 + r, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
-        fpanel(S.data(), n, vh, vstride, nullptr, out + (size_t)t * nh * vd + (size_t)h0 * vd, vd, rows, 0, vd, n);
+        fpanel(q + (size_t)t * nh * hd + (size_t)h0 * hd, hd, kh, 0, nullptr, S.data(), np, rows, 0, n, hd);
+        for (int r = 0; r < rows; r++) {
+          float* sr = S.data() + (size_t)r * np;
+          weights(h0 + r, pos, klo, sr, n, lo, hi);
+          std::fill(sr + n, sr + np, 0.f);
+        }
+        fpanel(S.data(), np, vh, vstride, nullptr, out + (size_t)t * nh * vd + (size_t)h0 * vd, vd, rows, 0, vd, np);
       }
     });
     return;
@@ -263,22 +294,23 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
         key_range(t0, pos0 + t0, klo, hi_first);
         key_range(t0 + tb - 1, pos0 + t0 + tb - 1, lo_last, khi);
         if (kv_panels_) klo = klo / kPanel * kPanel;  // panels start at multiples of 16
-        const int32_t n = khi - klo + 1;
-        if (S.size() < (size_t)kQB * n) S.resize((size_t)kQB * n);
+        const int32_t n = khi - klo + 1, np = padded(klo, n);
+        if (S.size() < (size_t)kQB * np) S.resize((size_t)kQB * np);
         const void* kh = kc((size_t)(h / group) * head_stride + (size_t)klo * hd);
         const float* qb = q + (size_t)t0 * nh * hd + (size_t)h * hd;
-        if (kv_panels_) fpanel(qb, (int64_t)nh * hd, kh, 0, nullptr, S.data(), n, tb, 0, n, hd);
+        if (kv_panels_) fpanel(qb, (int64_t)nh * hd, kh, 0, nullptr, S.data(), np, tb, 0, n, hd);
         else rows_mm(qb, (int64_t)nh * hd, kh, hd, nullptr, S.data(), n, tb, 0, n, hd);
         for (int32_t r = 0; r < tb; r++) {
           const int32_t pos = pos0 + t0 + r;
           int32_t lo, hi;
           key_range(t0 + r, pos, lo, hi);
-          weights(h, pos, klo, S.data() + (size_t)r * n, n, lo, hi);
+          weights(h, pos, klo, S.data() + (size_t)r * np, n, lo, hi);
+          std::fill(S.data() + (size_t)r * np + n, S.data() + (size_t)(r + 1) * np, 0.f);
         }
         float* ob = out + (size_t)t0 * nh * vd + (size_t)h * vd;
         const size_t vh = (size_t)(h / group) * vhead_stride;
         if (kv_panels_) {
-          fpanel(S.data(), n, vc(vh + (size_t)klo * kPanel), vstride, nullptr, ob, (int64_t)nh * vd, tb, 0, vd, n);
+          fpanel(S.data(), np, vc(vh + (size_t)klo * kPanel), vstride, nullptr, ob, (int64_t)nh * vd, tb, 0, vd, np);
         } else {
           if (Vt.size() < (size_t)vd * (n + 1)) Vt.resize((size_t)vd * (n + 1));
           float* vrow = Vt.data() + (size_t)vd * n;  // one value row in f32
@@ -310,11 +342,11 @@ void Model::attention(int layer, const float* q, float* out, int32_t T, int32_t 
       const size_t v0 = (size_t)(h / group) * vhead_stride + (size_t)lo * vd;
       rows_mm(qv, hd, kc_of(t, k0), hd, nullptr, sc, n, 1, 0, n, hd);
       weights(h, pos, lo, sc, n, lo, hi);
-      if (kv_f16_) {
+      if (kvt != DType::F32) {
         if (V32.size() < (size_t)n * vd) V32.resize((size_t)n * vd);
-        K.to_f32[(int)DType::F16](vc_of(t, v0), V32.data(), (int64_t)n * vd);
+        K.to_f32[(int)kvt](vc_of(t, v0), V32.data(), (int64_t)n * vd);
       }
-      const float* vh = kv_f16_ ? V32.data() : (const float*)vc_of(t, v0);
+      const float* vh = kvt != DType::F32 ? V32.data() : (const float*)vc_of(t, v0);
       K.wsum(sc, vh, vd, n, vd, out + (size_t)t * nh * vd + (size_t)h * vd);
     }
   });

@@ -272,17 +272,21 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
     }
   }
   if (L.progress && L.convert) std::fprintf(stderr, "\n");
-  kv_panels_ = true;
-  for (int i = 0; i < spec_.n_layers; i++)
-    kv_panels_ = kv_panels_ && spec_.hd(i) % kPanel == 0 && spec_.vd(i) % kPanel == 0;
-  kv_len_ = kv_panels_ ? (int32_t)((max_ctx_ + kPanel - 1) / kPanel * kPanel) : max_ctx_;
-  EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32",
-           "argument 'kv_dtype' must be None, 'f16' or 'f32', got '" + opts.kv_dtype + "'");
+  EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32" || opts.kv_dtype == "bf16",
+           "argument 'kv_dtype' must be None, 'f16', 'bf16' or 'f32', got '" + opts.kv_dtype + "'");
   // auto: f32 beside f32 matrices (the reference precision), f16 beside every narrower type, as llama.cpp
   const LayerWeights* first = nullptr;  // (the first layer with attention: recurrent layers have no wq)
   for (int i = 0; i < spec_.n_layers && !first; i++)
     if (!spec_.linear(i)) first = &layers_[i];
-  kv_f16_ = opts.kv_dtype.empty() ? first && first->wq.dtype != DType::F32 : opts.kv_dtype == "f16";
+  kv_type_ = opts.kv_dtype == "bf16" ? DType::BF16
+             : opts.kv_dtype.empty() ? (first && first->wq.dtype != DType::F32 ? DType::F16 : DType::F32)
+                                     : opts.kv_dtype == "f16" ? DType::F16 : DType::F32;
+  // panels where the head sizes allow; bf16 ones where this ISA multiplies bf16 panels (else rows, which every ISA
+  // multiplies in vectors)
+  kv_panels_ = kv_type_ != DType::BF16 || kernels().matmul_panel[(int)DType::BF16] != nullptr;
+  for (int i = 0; i < spec_.n_layers; i++)
+    kv_panels_ = kv_panels_ && spec_.hd(i) % kPanel == 0 && spec_.vd(i) % kPanel == 0;
+  kv_len_ = kv_panels_ ? (int32_t)((max_ctx_ + kPanel - 1) / kPanel * kPanel) : max_ctx_;
   // each layer's KV slot (attention) and recurrent state (its convolution's last inputs, then Mamba's, Mamba2's or
   // Gated DeltaNet's state matrices; Falcon-H1's attention layers have both)
   for (int i = 0, n_linear = 0; i < spec_.n_layers; i++) {
@@ -338,6 +342,10 @@ void Model::alloc_cache() {
                      std::to_string((kv_kelems_ + kv_velems_) * kv_elem() >> 20) +
                      " MiB, more than can be allocated; pass a smaller max_context= (or kv_dtype='f16')");
   }
+  // zeros where no position was written yet: bf16 value products read whole pairs (and 32 positions on the tile
+  // unit) past the last one, times zero weights, which must stay zero (large buffers are fresh mappings: zero)
+  for (Buffer* b : {kcache_.get(), vcache_.get()})
+    if (!b->mapped && b->data) std::memset(b->data, 0, b->size);
 }
 
 Model::Model(const Model& o, bool)
@@ -347,7 +355,7 @@ Model::Model(const Model& o, bool)
       lm_head_(o.lm_head_), lm_head_b_(o.lm_head_b_), rel_bias_(o.rel_bias_), ple_emb_(o.ple_emb_),
       ple_proj_(o.ple_proj_), ple_norm_w_(o.ple_norm_w_), altup_proj_(o.altup_proj_), altup_unembed_(o.altup_unembed_),
       layers_(o.layers_),
-      kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_f16_(o.kv_f16_), kv_slot_(o.kv_slot_),
+      kv_panels_(o.kv_panels_), kv_len_(o.kv_len_), kv_type_(o.kv_type_), kv_slot_(o.kv_slot_),
       kv_layers_(o.kv_layers_), kv_koff_(o.kv_koff_), kv_voff_(o.kv_voff_), kv_owner_(o.kv_owner_),
       kv_kelems_(o.kv_kelems_), kv_velems_(o.kv_velems_), lin_slot_(o.lin_slot_), lin_stride_(o.lin_stride_),
       inv_freq_(o.inv_freq_),
@@ -367,7 +375,7 @@ void Model::decode_batch(const std::vector<Model*>& seqs, const int32_t* tokens,
     const Model& m = *seqs[i];
     return m.tok_emb_.data == lead.tok_emb_.data && m.layers_.size() == lead.layers_.size() &&
            (m.layers_.empty() || m.layers_[0].wq.data == lead.layers_[0].wq.data) && m.max_ctx_ == lead.max_ctx_ &&
-           m.kv_f16_ == lead.kv_f16_ && m.pool_ == lead.pool_;
+           m.kv_type_ == lead.kv_type_ && m.pool_ == lead.pool_;
   });
   ForwardArgs a;
   a.tokens = tokens;
