@@ -76,16 +76,6 @@ const TileConfig& block_tiles() {
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-// f(integral_constant<0>) ... f(<N - 1>): a loop whose index is a constant in the body (template arguments)
-template <class F, int... I>
-inline void static_for_seq(F&& f, std::integer_sequence<int, I...>) {
-  (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, class F>
-inline void static_for(F&& f) {
-  static_for_seq(f, std::make_integer_sequence<int, N>{});
-}
-
 // Per-thread scratch, `n` elements of T on 64-byte lines. Vectors of this file's own line type only: a
 // std::vector<float> or <int8_t> here would emit weak copies of its members, compiled for this ISA, for the linker
 // to pick for generic code too (tools/check_isa_isolation.py).

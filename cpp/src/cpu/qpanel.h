@@ -132,16 +132,6 @@ inline pw pw_bit_to(pw v) {
   return pw_bits<FROM - TO, (uint8_t)(1 << TO)>(v);
 }
 
-// f(std::integral_constant<int, 0>) ... f(<N - 1>): a loop whose index is a constant in the body
-template <class F, int... I>
-inline void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
-  (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, class F>
-inline void static_for(F&& f) {
-  static_for_impl(f, std::make_integer_sequence<int, N>{});
-}
-
 // q4_0: w = d (q - 8); q4_1: w = d q + m; q5_0: w = d (q - 16); q5_1: w = d q + m, q a nibble (and a fifth
 // bit: quant.h)
 template <DType T>

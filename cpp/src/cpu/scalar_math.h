@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "edgeformer/cpu.h"
 #include "edgeformer/dtype.h"
@@ -45,6 +46,17 @@ template <typename W>
 inline float x_for(float x) { return x; }
 template <>
 inline float x_for<bf16_t>(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+// f(std::integral_constant<int, 0>) ... f(<N - 1>): a loop whose index is a constant in the body (a template
+// argument: shift counts, tile numbers)
+template <class F, int... I>
+inline void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, class F>
+inline void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
 
 }  // namespace
 }  // namespace ef
