@@ -160,9 +160,10 @@ def _nemotron(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     for i in range(s.n_layers):
         names.pop(f"layers.{i}.mlp.gate.weight")
         names.pop(f"layers.{i}.mlp.gate.bias", None)
+    plus_one = not cfg.data.get("_gguf_norms_plus_one")  # (llama.cpp's files hold the weights with 1 added)
     for k in [k for k in names if k == "norm.weight" or k.endswith(("attn_norm.weight", "mlp_norm.weight"))]:
         src = names[k]
-        names[k] = Derived(src, add=1.0)
+        names[k] = Derived(src, add=1.0) if plus_one else src
         names[k[: -len("weight")] + "bias"] = src[: -len("weight")] + "bias"
     return s, names
 

@@ -61,6 +61,7 @@ from .gguf_common import (
     EXAONE,
     COHERE2,
     ARCEE,
+    NEMOTRON,
     SEED_OSS,
     MISTRAL3,
     QWEN35,
@@ -412,6 +413,9 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_NORM]
     if a == ARCEE:  # (no gate)
         return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_GATE]
+    if a == NEMOTRON:  # (no gate; LayerNorms with biases)
+        return [(t, hf, _WB if t in (_T_.OUTPUT_NORM, _T_.ATTN_NORM, _T_.FFN_NORM) else sfx, stack)
+                for t, hf, sfx, stack in _LLAMA_NAMES if t != _T_.FFN_GATE]
     if a == SEED_OSS:  # (the pre-MLP norm under another name)
         return [(_T_.ATTN_POST_NORM if t == _T_.FFN_NORM else t, hf, sfx, stack) for t, hf, sfx, stack in _LLAMA_NAMES]
     if a == LLAMA:  # (Mixtral is a Llama with experts)
