@@ -175,9 +175,10 @@ def test_mistral3_under_the_newer_prefix(built, tmp_path):
 
 
 # llama.cpp's architectures for them: exaone, olmo2 (with its window), cohere2, arcee, seed_oss, mistral3 (Ministral 3;
-# the image-and-text checkpoint's language model), nemotron (norm weights with their 1 added, half rotary)
+# the image-and-text checkpoint's language model), nemotron (norm weights with their 1 added, half rotary), olmo (no norm
+# tensors, attention.clamp_kqv, Llama's q/k rows)
 GGUF_CASES = ["exaone", "olmo3", "cohere2", "arcee", "seed_oss_plain", "ministral3", "mistral3", "mistral3_small",
-              "nemotron"]
+              "nemotron", "olmo", "olmo_plain"]
 
 
 @pytest.mark.parametrize("case", GGUF_CASES)
@@ -191,7 +192,7 @@ def test_variant_gguf_roundtrip(case, built, tmp_path):
     arch = bytes(gguf.GGUFReader(out).fields["general.architecture"].parts[-1]).decode()
     assert arch == {"exaone": "exaone", "olmo3": "olmo2", "cohere2": "cohere2", "arcee": "arcee",
                     "seed_oss_plain": "seed_oss", "ministral3": "mistral3", "mistral3": "mistral3",
-                    "mistral3_small": "llama", "nemotron": "nemotron"}[case]
+                    "mistral3_small": "llama", "nemotron": "nemotron", "olmo": "olmo", "olmo_plain": "olmo"}[case]
     model = edgeformer.load(out, threads=2, max_context=64)
     assert_logits_close(model.logits(PROMPT), ref)
     out_tokens = ef_greedy(model, PROMPT, N_GREEDY)

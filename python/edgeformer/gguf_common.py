@@ -73,11 +73,12 @@ GEMMA4 = MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA4]
 GEMMA3N = MODEL_ARCH_NAMES[MODEL_ARCH.GEMMA3N]
 BITNET = MODEL_ARCH_NAMES[MODEL_ARCH.BITNET]
 NEMOTRON = MODEL_ARCH_NAMES[MODEL_ARCH.NEMOTRON]
+OLMO = MODEL_ARCH_NAMES[MODEL_ARCH.OLMO]
 SUPPORTED_ARCHS = (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, GPT2, GPTNEOX, PHI2, STARCODER2,
                    STABLELM, GRANITE, GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4,
                    HUNYUAN_DENSE, ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, INTERNLM2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3,
                    QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H,
-                   NEMOTRON_H_MOE, FALCON_H1, JAMBA, STARCODER, GEMMA4, GEMMA3N, BITNET, NEMOTRON, BLOOM, FALCON, BERT, T5)
+                   NEMOTRON_H_MOE, FALCON_H1, JAMBA, STARCODER, GEMMA4, GEMMA3N, BITNET, NEMOTRON, OLMO, BLOOM, FALCON, BERT, T5)
 
 # HF model_type -> llama.cpp architecture
 _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen2": QWEN2, "qwen3": QWEN3,
@@ -89,7 +90,7 @@ _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen
                        "ernie4_5_moe": ERNIE4_5_MOE, "glm4_moe": GLM4_MOE, "deepseek_v2": DEEPSEEK2,
                        "deepseek_v3": DEEPSEEK2, "glm4_moe_lite": DEEPSEEK2,
                        "exaone": EXAONE, "cohere2": COHERE2, "arcee": ARCEE, "seed_oss": SEED_OSS,
-                       "ministral3": MISTRAL3, "olmo3": OLMO2, "nemotron": NEMOTRON,
+                       "ministral3": MISTRAL3, "olmo3": OLMO2, "nemotron": NEMOTRON, "olmo": OLMO,
                        # (Qwen3.5's image-and-text checkpoints are written as their language model)
                        "qwen3_5_text": QWEN35, "qwen3_5": QWEN35, "qwen3_5_moe_text": QWEN35MOE, "qwen3_5_moe": QWEN35MOE,
                        "qwen3_next": QWEN3NEXT, "lfm2": LFM2, "lfm2_moe": LFM2MOE,

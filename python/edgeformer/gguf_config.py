@@ -30,6 +30,7 @@ from .gguf_common import (
     _T,
     ARCEE,
     NEMOTRON,
+    OLMO,
     BERT,
     BLOOM,
     COHERE2,
@@ -373,7 +374,7 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _conf
                     HUNYUAN_DENSE: _config_recent, ERNIE4_5_MOE: _config_deepseek_moe, GLM4_MOE: _config_deepseek_moe,
                     DEEPSEEK2: _config_deepseek2, EXAONE: _config_variants, COHERE2: _config_variants,
                     ARCEE: _config_variants, SEED_OSS: _config_variants, MISTRAL3: _config_variants,
-                    NEMOTRON: _config_variants,
+                    NEMOTRON: _config_variants, OLMO: _config_variants,
                     QWEN35: config_qwen35, QWEN35MOE: config_qwen35, QWEN3NEXT: config_qwen35, LFM2: config_lfm2,
                     LFM2MOE: config_lfm2, **SSM_CONFIG, GEMMA4: config_gemma4, GEMMA3N: config_gemma3n,
                     BITNET: config_bitnet,
@@ -601,7 +602,7 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
     if arch in (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2, GEMMA3, STARCODER2, STABLELM, GRANITE,
                 GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4, HUNYUAN_DENSE,
                 ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3, QWEN35, QWEN35MOE,
-                QWEN3NEXT, BITNET, NEMOTRON):
+                QWEN3NEXT, BITNET, NEMOTRON, OLMO):
         from .archs_recent import CLASS_DEFAULTS  # (where a family's config class differs from Llama's)
         from .archs_variants import variant_config
         from .gguf_hybrid import qwen35_metadata, with_defaults
@@ -625,6 +626,10 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
             put(_A.LAYERNORM_EPS, cfg.get("layer_norm_eps", float, 1e-5))
         elif mt == "nemotron":
             put(_A.LAYERNORM_EPS, cfg.get("norm_eps", float, 1e-5))
+        elif mt == "olmo":  # (fixed by OLMo's LayerNorm; the clamp where set)
+            put(_A.LAYERNORM_EPS, 1e-5)
+            if config.get("clip_qkv") is not None:
+                put(_A.CLAMP_KQV, float(config["clip_qkv"]))
         else:  # (transformers' default where a config leaves it out)
             put(_A.LAYERNORM_RMS_EPS, cfg.get("rms_norm_eps", float,
                                               1e-5 if mt in ("gpt_oss", "olmo2", "olmoe", "olmo3") else 1e-6))

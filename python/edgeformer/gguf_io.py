@@ -16,7 +16,7 @@ from .gguf_common import _ARCH_OF_MODEL_TYPE as GGUF_ARCH  # HF model_type -> ll
 
 QKV_PARTS = {"q": 0, "k": 1, "v": 2}
 # llama.cpp's architectures whose q and k rows its converter permutes for adjacent rotary pairs (LlamaModel's)
-PERMUTED_QK = ("llama", "granite", "granitemoe", "granitehybrid", "smollm3", "internlm2", "arcee", "mistral3")
+PERMUTED_QK = ("llama", "granite", "granitemoe", "granitehybrid", "smollm3", "internlm2", "arcee", "mistral3", "olmo")
 
 
 def gguf_rotary_layout(spec: "_core.ArchSpec", names: Dict[str, Any]) -> None:

@@ -62,6 +62,7 @@ from .gguf_common import (
     COHERE2,
     ARCEE,
     NEMOTRON,
+    OLMO,
     SEED_OSS,
     MISTRAL3,
     QWEN35,
@@ -413,6 +414,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_NORM]
     if a == ARCEE:  # (no gate)
         return [e for e in _LLAMA_NAMES if e[0] != _T_.FFN_GATE]
+    if a == OLMO:  # (norms without weights: no tensors for them)
+        return [e for e in _LLAMA_NAMES if e[0] not in (_T_.OUTPUT_NORM, _T_.ATTN_NORM, _T_.FFN_NORM)]
     if a == NEMOTRON:  # (no gate; LayerNorms with biases)
         return [(t, hf, _WB if t in (_T_.OUTPUT_NORM, _T_.ATTN_NORM, _T_.FFN_NORM) else sfx, stack)
                 for t, hf, sfx, stack in _LLAMA_NAMES if t != _T_.FFN_GATE]

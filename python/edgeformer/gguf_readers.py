@@ -30,6 +30,7 @@ from .gguf_common import (
     EXAONE,
     ARCEE,
     NEMOTRON,
+    OLMO,
     SEED_OSS,
     GEMMA2,
     ERNIE4_5,
@@ -73,7 +74,7 @@ def _config_llama(m: _Meta, arch: str, names: set, rope_freqs: Any, window: bool
         "head_dim": head_dim,
         "max_position_embeddings": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
         # (the LayerNorm variants, StarCoder2 and StableLM, store layer_norm_epsilon instead)
-        "rms_norm_eps": m.get(_k(_A.LAYERNORM_EPS if arch in (STARCODER2, STABLELM, COMMAND_R, COHERE2, NEMOTRON)
+        "rms_norm_eps": m.get(_k(_A.LAYERNORM_EPS if arch in (STARCODER2, STABLELM, COMMAND_R, COHERE2, NEMOTRON, OLMO)
                                  else _A.LAYERNORM_RMS_EPS, arch), float),
         "rope_theta": theta,
         "hidden_act": "silu",
@@ -297,7 +298,7 @@ def _config_recent(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str
 
 def _config_variants(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """EXAONE 3 (a Llama), Command R7B (Command-R's block, three sliding layers to one full without rotary),
-    Arcee AFM (a Llama with a squared-ReLU MLP and no gate), Nemotron (LayerNorms with biases, norms + 1, no gate), Seed-OSS (q/k/v biases, no o bias) and Ministral 3
+    Arcee AFM (a Llama with a squared-ReLU MLP and no gate), Nemotron (LayerNorms with biases, norms + 1, no gate), OLMo 1 (no norm weights, clamped q/k/v), Seed-OSS (q/k/v biases, no o bias) and Ministral 3
     (a Mistral whose queries grow with the position: attention.temperature_scale over yarn's original context)."""
     cfg = _config_llama(m, arch, names, rope_freqs, window=False)
     if arch == EXAONE:
@@ -315,6 +316,10 @@ def _config_variants(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[s
         cfg.pop("attention_bias")
     elif arch == ARCEE:
         cfg.update(model_type="arcee", architectures=["ArceeForCausalLM"], hidden_act="relu2")
+    elif arch == OLMO:  # (norms without weights: none in the file; the epsilon fixed at 1e-5)
+        cfg.pop("rms_norm_eps")
+        cfg.update(model_type="olmo", architectures=["OlmoForCausalLM"],
+                   clip_qkv=m.get(_k(_A.CLAMP_KQV, arch), float, None))
     elif arch == NEMOTRON:  # (norm weights stored with their 1 added, as llama.cpp's converter writes them)
         cfg.update(model_type="nemotron", architectures=["NemotronForCausalLM"], hidden_act="relu2",
                    norm_eps=cfg.pop("rms_norm_eps"), _gguf_norms_plus_one=True)
