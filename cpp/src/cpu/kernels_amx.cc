@@ -20,6 +20,9 @@
 
 #include "cpu/kernel_tables.h"
 #include "cpu/simd.h"
+// after simd.h: the panel primitives (pw_nibbles, pw_bit_to, pf_fma_i, pf_store ...) the AVX-512 kernels' float steps
+// are written with, and their scratch line
+#include "cpu/qpanel.h"
 
 namespace ef {
 namespace cpu {
@@ -76,12 +79,11 @@ const TileConfig& block_tiles() {
 
 inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-// Per-thread scratch, `n` elements of T on 64-byte lines. Vectors of this file's own line type only: a
-// std::vector<float> or <int8_t> here would emit weak copies of its members, compiled for this ISA, for the linker
-// to pick for generic code too (tools/check_isa_isolation.py).
-struct alignas(64) Line { uint8_t b[64]; };
+// Per-thread scratch, `n` elements of T on 64-byte lines (qpanel.h's line type: a std::vector<float> or <int8_t>
+// here would emit weak copies of its members, compiled for this ISA, for the linker to pick for generic code too;
+// tools/check_isa_isolation.py).
 template <typename T>
-T* scratch(std::vector<Line>& v, int64_t n) {
+T* scratch(std::vector<ScratchLine>& v, int64_t n) {
   const size_t lines = (size_t)((n * (int64_t)sizeof(T) + 63) / 64);
   if (v.size() < lines) v.resize(lines);
   return (T*)v.data();
@@ -168,7 +170,7 @@ void bf16_rows_amx(const bf16_t* xb, int64_t ldx, bool padded, const void* wv, i
                    float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   const int64_t pstride = 2 * (ldw ? ldw : kPanel * K), lda = 2 * ldx;
   const int64_t whole = padded ? T : T / kTok * kTok;  // tokens whose tiles read only the caller's rows
-  thread_local std::vector<Line> last_buf;
+  thread_local std::vector<ScratchLine> last_buf;
   bf16_t* last = nullptr;
   if (whole < T) {
     last = scratch<bf16_t>(last_buf, kTok * ldx);
@@ -185,10 +187,7 @@ void bf16_rows_amx(const bf16_t* xb, int64_t ldx, bool padded, const void* wv, i
         },
         lda, nt, (const uint8_t*)wv, pstride, 0, o0, o1, K / 32, false, [](const uint8_t*, uint8_t*) {},
         [&](int64_t t, int64_t o, const float* s, int n) {
-          const __mmask16 m = (__mmask16)((1u << n) - 1);
-          __m512 v = _mm512_load_ps(s);
-          if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
-          _mm512_mask_storeu_ps(y + (c0 + t) * ldy + o, m, v);
+          pf_store(y + (c0 + t) * ldy + o, pf_load(s), bias ? bias + o : nullptr, n);
         });
   }
   tiles_off();
@@ -206,7 +205,7 @@ void matmul_bf16_amx(const float* x, int64_t ldx, const void* wv, int64_t ldw, c
                      int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   if (T < kAmxMinBf16 || K % 32)
     return base().matmul_panel[(int)DType::BF16](x, ldx, wv, ldw, bias, y, ldy, T, o0, o1, K);
-  thread_local std::vector<Line> buf;
+  thread_local std::vector<ScratchLine> buf;
   const int64_t rows = round_up(T, kTok);
   bf16_t* xb = scratch<bf16_t>(buf, rows * K);
   for (int64_t t = 0; t < T; t++) row_to_bf16(x + t * ldx, xb + t * K, K);
@@ -220,7 +219,7 @@ void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const v
   if (T < kAmxMinInt8) return base().q8_0_rows(xq, xd, xsum, wv, bias, y, ldy, T, o0, o1, K);
   const int64_t Kp = round_up(K, kStepBytes), lda = Kp, pstride = row_panel_bytes(K);
   const int64_t chunk = chunk_tokens(lda);
-  thread_local std::vector<Line> abuf_lines;
+  thread_local std::vector<ScratchLine> abuf_lines;
   int8_t* abuf = scratch<int8_t>(abuf_lines, chunk * Kp);
   // token t's 4 bytes of chunk g (4 k) at 32 g + 4 (t % 8) of its group: 16 chunks of one token gathered at once
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -252,13 +251,9 @@ void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const v
         [&](int64_t t, int64_t o, const int32_t* s, int n) {
           // the AVX-512 kernel's steps (qpanel_rows.h): float(sum - 128 xsum) * (d xd) + 0, then the bias
           const int64_t tt = c0 + t;
-          const uint8_t* p = (const uint8_t*)wv + (o / kPanel) * pstride;
-          const __m512 d = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)), _mm512_set1_ps(xd[tt]));
-          const __m512i sum = _mm512_add_epi32(_mm512_load_si512(s), _mm512_set1_epi32(-kS8Bias * xsum[tt]));
-          __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), d, _mm512_setzero_ps());
-          const __mmask16 m = (__mmask16)((1u << n) - 1);
-          if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias + o));
-          _mm512_mask_storeu_ps(y + tt * ldy + o, m, v);
+          const pf d = pf_load_f16((const uint8_t*)wv + (o / kPanel) * pstride);
+          const pi sum = pi_add(_mm512_load_si512(s), pi_set1(-kS8Bias * xsum[tt]));
+          pf_store(y + tt * ldy + o, pf_fma_i(sum, pf_scale(d, xd[tt]), pf_zero()), bias ? bias + o : nullptr, n);
         });
   }
   tiles_off();
@@ -278,54 +273,37 @@ struct Decoded {
 // q8_0 (544 bytes a block): 16 f16 scales | the B tile as it is
 struct AmxQ8_0 {
   static constexpr DType kType = DType::Q8_0;
-  static constexpr int64_t kBlock = 32, kBytes = 544;
+  static constexpr int64_t kBlock = PanelQ8_0<false>::kBlock, kBytes = PanelQ8_0<false>::kBytes;
   static constexpr bool kMins = false, kPairMins = false;
   static void decode(const uint8_t* p, Decoded& d, int64_t s) {
     std::memcpy(d.b + 512 * s, p + 32, 512);
-    _mm512_storeu_ps(d.scale + 16 * s, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)));
+    _mm512_storeu_ps(d.scale + 16 * s, pf_load_f16(p));
   }
 };
-
-// (v >> (FROM - 4)) & 0x10 in every byte: bit FROM moved to bit 4 (a fifth bit beside a nibble)
-template <int FROM>
-inline __m512i bit_to4(__m512i v) {
-  const __m512i m = _mm512_set1_epi8(0x10);
-  if constexpr (FROM >= 4) return _mm512_and_si512(_mm512_srli_epi16(v, FROM - 4), m);
-  else return _mm512_and_si512(_mm512_slli_epi16(v, 4 - FROM), m);
-}
-
-inline __m512 load_f16x16(const uint8_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p)); }
 
 // q4_0, q4_1, q5_0, q5_1 (32 k): 16 f16 d | (q4_1, q5_1: 16 f16 m |) 4 chunks of [16 rows][4 bytes], chunk c: low
 // nibbles k 4c.., high k 16 + 4c.. | (q5: a vector of fifth bits, row r's byte 4r + i, bit c: k 4c + i, bit 4 + c:
 // k 16 + 4c + i). Values less their offset (8, 16; none with m); a min of -m (times -d * sum: m d sum exactly).
 template <DType T>
 struct AmxQ32 {
+  using P = PanelQ32<T>;  // (its layout: sizes, offset, the chunks' unpacking)
   static constexpr DType kType = T;
-  static constexpr bool kM = T == DType::Q4_1 || T == DType::Q5_1, k5 = T == DType::Q5_0 || T == DType::Q5_1;
-  static constexpr int64_t kBlock = 32;
-  static constexpr int64_t kBytes = 16 * (T == DType::Q4_0 ? 18 : T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : 24);
-  static constexpr int64_t kQs = kM ? 64 : 32;
-  static constexpr int kOffset = kM ? 0 : k5 ? 16 : 8;
-  static constexpr bool kMins = kM, kPairMins = false;  // (qpanel.h: each block's sums, then its min)
+  static constexpr int64_t kBlock = P::kBlock, kBytes = P::kBytes;
+  static constexpr bool kMins = P::kM, kPairMins = false;  // (qpanel.h: each block's sums, then its min)
   static void decode(const uint8_t* p, Decoded& d, int64_t s) {
-    const __m512i m = _mm512_set1_epi8(0x0F), off = _mm512_set1_epi8(kOffset);
+    const __m512i off = _mm512_set1_epi8((char)P::kOffset);
     uint8_t* b = d.b + 512 * s;
-    __m512i H = _mm512_setzero_si512();
-    if constexpr (k5) H = _mm512_loadu_si512(p + kQs + 256);
+    pw H = _mm512_setzero_si512();
+    if constexpr (P::k5) H = pw_load(p + P::kQs + 256);
     static_for<4>([&](auto C) {
       constexpr int c = C;
-      const __m512i v = _mm512_loadu_si512(p + kQs + 64 * c);
-      __m512i lo = _mm512_and_si512(v, m), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
-      if constexpr (k5) {
-        lo = _mm512_or_si512(lo, bit_to4<c>(H));
-        hi = _mm512_or_si512(hi, bit_to4<4 + c>(H));
-      }
-      _mm512_store_si512(b + 64 * c, _mm512_sub_epi8(lo, off));
-      _mm512_store_si512(b + 64 * (4 + c), _mm512_sub_epi8(hi, off));
+      pw lo, hi;
+      P::template chunk<c>(p, H, lo, hi);
+      pw_store(b + 64 * c, _mm512_sub_epi8(lo, off));
+      pw_store(b + 64 * (4 + c), _mm512_sub_epi8(hi, off));
     });
-    _mm512_storeu_ps(d.scale + 16 * s, load_f16x16(p));
-    if constexpr (kM) _mm512_storeu_ps(d.mins + 16 * s, _mm512_sub_ps(_mm512_setzero_ps(), load_f16x16(p + 32)));
+    _mm512_storeu_ps(d.scale + 16 * s, pf_load_f16(p));
+    if constexpr (P::kM) _mm512_storeu_ps(d.mins + 16 * s, _mm512_sub_ps(pf_zero(), pf_load_f16(p + 32)));
   }
 };
 
@@ -335,30 +313,23 @@ struct AmxQ32 {
 template <bool k5>
 struct AmxQK {
   static constexpr DType kType = k5 ? DType::Q5_K : DType::Q4_K;
-  static constexpr int64_t kBlock = 256, kBytes = k5 ? 2880 : 2368;
+  static constexpr int64_t kBlock = PanelQK<k5>::kBlock, kBytes = PanelQK<k5>::kBytes;
   static constexpr bool kMins = true, kPairMins = true;  // (qpanel.h: both sub-blocks' sums, then both mins)
   static void decode(const uint8_t* p, Decoded& d, int64_t s) {  // s: the first of its 8 sub-blocks
-    const __m512i m = _mm512_set1_epi8(0x0F);
-    const __m512 dd = load_f16x16(p), dmin = load_f16x16(p + 32);
-    auto u8 = [](const uint8_t* q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)q))); };
+    const pf dd = pf_load_f16(p), dmin = pf_load_f16(p + 32);
     static_for<4>([&](auto J) {
       constexpr int j = J;
       uint8_t* lo = d.b + 512 * (s + 2 * j);
       for (int g = 0; g < 8; g++) {
-        const __m512i v = _mm512_loadu_si512(p + 320 + 64 * (8 * j + g));
-        __m512i l = _mm512_and_si512(v, m), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), m);
-        if constexpr (k5) {
-          const __m512i H = _mm512_loadu_si512(p + 2368 + 64 * g);
-          l = _mm512_or_si512(l, bit_to4<2 * j>(H));
-          h = _mm512_or_si512(h, bit_to4<2 * j + 1>(H));
-        }
-        _mm512_store_si512(lo + 64 * g, l);
-        _mm512_store_si512(lo + 512 + 64 * g, h);
+        pw l, h;
+        PanelQK<k5>::template chunk<j>(p, g, l, h);
+        pw_store(lo + 64 * g, l);
+        pw_store(lo + 512 + 64 * g, h);
       }
     });
     for (int i = 0; i < 8; i++) {
-      _mm512_storeu_ps(d.scale + 16 * (s + i), _mm512_mul_ps(dd, u8(p + 64 + 16 * i)));
-      _mm512_storeu_ps(d.mins + 16 * (s + i), _mm512_mul_ps(dmin, u8(p + 192 + 16 * i)));
+      _mm512_storeu_ps(d.scale + 16 * (s + i), pf_mul(dd, pf_load_u8(p + 64 + 16 * i)));
+      _mm512_storeu_ps(d.mins + 16 * (s + i), pf_mul(dmin, pf_load_u8(p + 192 + 16 * i)));
     }
   }
 };
@@ -368,24 +339,20 @@ struct AmxQK {
 template <bool kXS>
 struct AmxIQ4 {
   static constexpr DType kType = kXS ? DType::IQ4_XS : DType::IQ4_NL;
-  static constexpr int64_t kBlock = kXS ? 256 : 32, kBytes = kXS ? 2208 : 288;
+  static constexpr int64_t kBlock = PanelIQ4<kXS>::kBlock, kBytes = PanelIQ4<kXS>::kBytes;
   static constexpr bool kMins = false, kPairMins = false;
   static void decode(const uint8_t* p, Decoded& d, int64_t s) {
-    const __m512i m = _mm512_set1_epi8(0x0F);
-    const __m512i table = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i*)kIQ4Values));
-    const __m512 dd = load_f16x16(p);
+    const pf dd = pf_load_f16(p);
     for (int ib = 0; ib < (kXS ? 8 : 1); ib++) {
       const uint8_t* q = p + (kXS ? 160 + 256 * ib : 32);
       uint8_t* b = d.b + 512 * (s + ib);
       for (int c = 0; c < 4; c++) {
-        const __m512i v = _mm512_loadu_si512(q + 64 * c);
-        _mm512_store_si512(b + 64 * c, _mm512_shuffle_epi8(table, _mm512_and_si512(v, m)));
-        _mm512_store_si512(b + 64 * (4 + c), _mm512_shuffle_epi8(table, _mm512_and_si512(_mm512_srli_epi16(v, 4), m)));
+        pw lo, hi;
+        pw_nibbles(pw_load(q + 64 * c), lo, hi);
+        pw_store(b + 64 * c, pw_lut16(lo, kIQ4Values));
+        pw_store(b + 64 * (4 + c), pw_lut16(hi, kIQ4Values));
       }
-      const __m512 sc = kXS ? _mm512_mul_ps(dd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                                                    _mm_loadu_si128((const __m128i*)(p + 32 + 16 * ib)))))
-                            : dd;
-      _mm512_storeu_ps(d.scale + 16 * (s + ib), sc);
+      _mm512_storeu_ps(d.scale + 16 * (s + ib), kXS ? pf_mul(dd, pf_load_s8(p + 32 + 16 * ib)) : dd);
     }
   }
 };
@@ -399,7 +366,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
   const auto fallback = F::kType == DType::Q8_0 ? b0.q8_0_panel_one_level : b0.qmatmul_panel[(int)F::kType];
   if (T < kAmxMinBlocks) return fallback(xq, ldxq, wv, row_bytes, bias, y, ldy, T, o0, o1, K);
   const int64_t nb = K / kQ8Block, pb = K / F::kBlock * F::kBytes, tiles_t = (T + 15) / 16;
-  thread_local std::vector<Line> wbuf, abuf, fbuf;
+  thread_local std::vector<ScratchLine> wbuf, abuf, fbuf;
   Decoded dec;
   dec.b = scratch<uint8_t>(wbuf, 512 * nb);
   uint8_t* atiles = scratch<uint8_t>(abuf, 512 * nb * tiles_t);
@@ -435,29 +402,26 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
     const uint8_t* p = (const uint8_t*)wv + (o / kPanel) * pb;
     for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(p + i * F::kBytes, dec, i * (F::kBlock / 32));
     const int n = (int)std::min<int64_t>(kPanel, o1 - o);
-    const __mmask16 mask = (__mmask16)((1u << n) - 1);
     for (int64_t i = 0; i < tiles_t; i++) {
       const uint8_t* at = atiles + 512 * i * nb;
       const float* dt = xd + i * nb * 16;
       const float* mt = xm + i * nb * 16;
       const int rows = (int)std::min<int64_t>(16, T - 16 * i);
-      __m512 facc[16];
+      pf facc[16];
 #pragma GCC unroll 16
-      for (int r = 0; r < 16; r++) facc[r] = _mm512_setzero_ps();
+      for (int r = 0; r < 16; r++) facc[r] = pf_zero();
       // one block's sums (tile u) into the float sums: float(sum) * (scale * d) + facc, as pf_fma_i(.., pf_scale(..))
       auto meet = [&](int u, int64_t s) EF_AMX_INLINE {
-        const __m512 sc = _mm512_loadu_ps(dec.scale + 16 * s);
+        const pf sc = pf_load(dec.scale + 16 * s);
         const float* d = dt + 16 * s;
 #pragma GCC unroll 16
-        for (int r = 0; r < 16; r++)
-          facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[u] + 16 * r)),
-                                    _mm512_mul_ps(sc, _mm512_set1_ps(d[r])), facc[r]);
+        for (int r = 0; r < 16; r++) facc[r] = pf_fma_i(_mm512_load_si512(c[u] + 16 * r), pf_scale(sc, d[r]), facc[r]);
       };
       auto mins_of = [&](int64_t s) EF_AMX_INLINE {
-        const __m512 mn = _mm512_loadu_ps(dec.mins + 16 * s);
+        const pf mn = pf_load(dec.mins + 16 * s);
         const float* m = mt + 16 * s;
 #pragma GCC unroll 16
-        for (int r = 0; r < 16; r++) facc[r] = _mm512_fmadd_ps(mn, _mm512_set1_ps(m[r]), facc[r]);
+        for (int r = 0; r < 16; r++) facc[r] = pf_fma(mn, pf_set1(m[r]), facc[r]);
       };
       // Block s's sums are stored from tile s % 2 and met one block later, while block s + 1's product runs: a
       // load right behind a tile store waits for the store to reach the cache (the wait was a fifth of the time)
@@ -494,9 +458,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
 #pragma GCC unroll 16
       for (int r = 0; r < 16; r++) {
         if (r >= rows) break;
-        __m512 v = facc[r];
-        if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias + o));
-        _mm512_mask_storeu_ps(y + (16 * i + r) * ldy + o, mask, v);
+        pf_store(y + (16 * i + r) * ldy + o, facc[r], bias ? bias + o : nullptr, n);
       }
     }
   }

@@ -146,6 +146,16 @@ struct PanelQ32 {
   // for the other layouts
   static constexpr bool kPrefetchOneTile = T == DType::Q4_0;
   static constexpr bool kPrefetchAhead = false;
+  // chunk C of block p (4 k of 16 rows): its low-nibble values (k 4C..) and high ones (k 16 + 4C..), stored values
+  // (with their fifth bits from H, q5: the block's vector of them)
+  template <int C>
+  static EF_ALWAYS_INLINE void chunk(const uint8_t* p, pw H, pw& lo, pw& hi) {
+    pw_nibbles(pw_load(p + kQs + 64 * C), lo, hi);
+    if constexpr (k5) {
+      lo = pw_or(lo, pw_bit_to<C, 4>(H));
+      hi = pw_or(hi, pw_bit_to<4 + C, 4>(H));
+    }
+  }
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -163,11 +173,7 @@ struct PanelQ32 {
       static_for<4>([&](auto C) {
         constexpr int c = C;
         pw lo, hi;
-        pw_nibbles(pw_load(p + kQs + 64 * c), lo, hi);
-        if constexpr (k5) {
-          lo = pw_or(lo, pw_bit_to<c, 4>(H));
-          hi = pw_or(hi, pw_bit_to<4 + c, 4>(H));
-        }
+        chunk<c>(p, H, lo, hi);
         for (int t = 0; t < RT; t++) {
           acc[t] = pi_dot_u8(acc[t], lo, x[t][b].q + 4 * c);
           acc2[t] = pi_dot_u8(acc2[t], hi, x[t][b].q + 16 + 4 * c);
@@ -191,6 +197,16 @@ struct PanelQK {
   static constexpr bool kMins = true;  // xm[t][s] = -d * sum of activation block s, for the mins
   static constexpr bool kPrefetchOneTile = false;
   static constexpr bool kPrefetchAhead = false;
+  // group g (4 k of 16 rows) of sub-blocks 2J (lo) and 2J + 1 (hi) of block p: stored values (q5_k: fifth bits in)
+  template <int J>
+  static EF_ALWAYS_INLINE void chunk(const uint8_t* p, int g, pw& lo, pw& hi) {
+    pw_nibbles(pw_load(p + 320 + 64 * (8 * J + g)), lo, hi);
+    if constexpr (k5) {
+      const pw H = pw_load(p + 2368 + 64 * g);
+      lo = pw_or(lo, pw_bit_to<2 * J, 4>(H));
+      hi = pw_or(hi, pw_bit_to<2 * J + 1, 4>(H));
+    }
+  }
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -206,12 +222,7 @@ struct PanelQK {
         for (int t = 0; t < RT; t++) lo_acc[t] = hi_acc[t] = pi_set1(0);
         for (int g = 0; g < 8; g++) {
           pw lo, hi;
-          pw_nibbles(pw_load(p + 320 + 64 * (8 * j + g)), lo, hi);
-          if constexpr (k5) {
-            const pw H = pw_load(p + 2368 + 64 * g);
-            lo = pw_or(lo, pw_bit_to<2 * j, 4>(H));
-            hi = pw_or(hi, pw_bit_to<2 * j + 1, 4>(H));
-          }
+          chunk<j>(p, g, lo, hi);
           for (int t = 0; t < RT; t++) {
             lo_acc[t] = pi_dot_u8(lo_acc[t], lo, x[t][s0].q + 4 * g);
             hi_acc[t] = pi_dot_u8(hi_acc[t], hi, x[t][s1].q + 4 * g);
