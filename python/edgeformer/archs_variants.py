@@ -90,13 +90,23 @@ def _seed_oss(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     return s, names
 
 
-def _arcee(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
-    """Arcee AFM-4.5B: a Llama whose MLP is up, squared ReLU (hidden_act), down: no gate."""
-    s, names = _as_llama(cfg, tensor_names, "arcee", VARIANT_DEFAULTS["arcee"])
+def _no_gate(s: "_core.ArchSpec", names: NameMap) -> None:
+    """An MLP of up, activation, down: the Llama builder's gate matrices dropped."""
     s.gated_mlp = False
     for i in range(s.n_layers):
         names.pop(f"layers.{i}.mlp.gate.weight")
         names.pop(f"layers.{i}.mlp.gate.bias", None)
+
+
+def _norm_weight_names(names: NameMap):
+    """The block norms' and the final norm's weight entries of a Llama builder's name map."""
+    return [k for k in names if k == "norm.weight" or k.endswith(("attn_norm.weight", "mlp_norm.weight"))]
+
+
+def _arcee(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """Arcee AFM-4.5B: a Llama whose MLP is up, squared ReLU (hidden_act), down: no gate."""
+    s, names = _as_llama(cfg, tensor_names, "arcee", VARIANT_DEFAULTS["arcee"])
+    _no_gate(s, names)
     return s, names
 
 
@@ -139,12 +149,12 @@ def _olmo(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     cfg = _defaults(cfg, "olmo")
     s, names = _as_llama(cfg, tensor_names, "olmo", VARIANT_DEFAULTS["olmo"])
     s.norm, s.norm_eps, s.norm_weights = _core.NormKind.layer, 1e-5, False
-    clip = cfg.data.get("clip_qkv")
+    clip = cfg.get("clip_qkv", float, None)
     if clip is not None:
-        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0 or clip == float("inf"):
-            raise cfg.error("clip_qkv", f"must be a positive number or null, got {clip!r}")
-        s.clip_qkv = float(clip)
-    for k in [k for k in names if k == "norm.weight" or k.endswith(("attn_norm.weight", "mlp_norm.weight"))]:
+        if clip <= 0:
+            raise cfg.error("clip_qkv", f"must be positive or null, got {clip!r}")
+        s.clip_qkv = clip
+    for k in _norm_weight_names(names):
         del names[k]
     return s, names
 
@@ -156,12 +166,9 @@ def _nemotron(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
     cfg = _defaults(cfg, "nemotron", **_ALIASES["nemotron"])
     s, names = _as_llama(cfg, tensor_names, "nemotron", VARIANT_DEFAULTS["nemotron"])
     s.norm = _core.NormKind.layer
-    s.gated_mlp = False
-    for i in range(s.n_layers):
-        names.pop(f"layers.{i}.mlp.gate.weight")
-        names.pop(f"layers.{i}.mlp.gate.bias", None)
+    _no_gate(s, names)
     plus_one = not cfg.data.get("_gguf_norms_plus_one")  # (llama.cpp's files hold the weights with 1 added)
-    for k in [k for k in names if k == "norm.weight" or k.endswith(("attn_norm.weight", "mlp_norm.weight"))]:
+    for k in _norm_weight_names(names):
         src = names[k]
         names[k] = Derived(src, add=1.0) if plus_one else src
         names[k[: -len("weight")] + "bias"] = src[: -len("weight")] + "bias"

@@ -101,20 +101,21 @@ void matmul_simd(const float* x, int64_t ldx, const void* wv, int64_t ldw, const
     mm_block(x, ldx, w, ldw, bias, y, ldy, c0, T < c0 + kChunk ? T : c0 + kChunk, o0, o1, K);
 }
 
+// f32_to_bf16 in vectors where the ISA has them (bit for bit)
+void f32_to_bf16_simd(const float* src, uint16_t* dst, int64_t n) {
+#if defined(EF_ISA_AVX512)
+  row_to_bf16(src, (bf16_t*)dst, n);
+#else
+  for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+#endif
+}
+
 // Rows [t0, t1) of x rounded to bf16 (x_for<bf16_t>) into this thread's buffer, row stride K.
 const bf16_t* rows_to_bf16(const float* x, int64_t ldx, int64_t t0, int64_t t1, int64_t K) {
   thread_local std::vector<bf16_t> buf;
   const size_t need = (size_t)((t1 - t0) * K);
   if (buf.size() < need) buf.resize(need);
-  for (int64_t t = t0; t < t1; t++) {
-    const float* xr = x + t * ldx;
-    bf16_t* o = buf.data() + (t - t0) * K;
-#if defined(EF_ISA_AVX512)
-    row_to_bf16(xr, o, K);
-#else
-    for (int64_t k = 0; k < K; k++) o[k].bits = f32_to_bf16(xr[k]);
-#endif
-  }
+  for (int64_t t = t0; t < t1; t++) f32_to_bf16_simd(x + t * ldx, (uint16_t*)(buf.data() + (t - t0) * K), K);
   return buf.data();
 }
 
@@ -424,15 +425,6 @@ void layernorm_simd(const float* x, const float* w, const float* b, float eps, f
     vstore(y + i, v);
   }
   for (; i < n; i++) y[i] = (x[i] - mean) * r * (w ? w[i] : 1.f) + (b ? b[i] : 0.f);
-}
-
-// f32_to_bf16 in vectors where the ISA has them (bit for bit)
-void f32_to_bf16_simd(const float* src, uint16_t* dst, int64_t n) {
-#if defined(EF_ISA_AVX512)
-  row_to_bf16(src, (bf16_t*)dst, n);
-#else
-  for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
-#endif
 }
 
 // f32_to_f16 in vectors (F16C / AVX-512 / NEON conversions round to nearest even as it does)

@@ -65,34 +65,19 @@ void Model::copy_cache_from(const Model& other, int32_t n) {
 }
 
 void Model::store_kv(int layer, int kv_head, int32_t pos, const float* k, const float* v) {
-  if (kv_type_ == DType::F32) return store_kv_as<float>(layer, kv_head, pos, k, v);
-  if (!kv_bf16_panels()) return store_kv_as<uint16_t>(layer, kv_head, pos, k, v);
-  // bf16 panels (model.h): a key's dims in pairs down its panel column, a value's dims beside its pair position's
-  const int hd = spec_.hd(layer), vh = spec_.vd(layer);
-  const size_t slot = (size_t)kv_slot_[layer];
-  uint16_t* kc = (uint16_t*)kcache_->data + kv_koff_[slot] + (size_t)kv_head * kv_len_ * hd;
-  uint16_t* vc = (uint16_t*)vcache_->data + kv_voff_[slot] + (size_t)kv_head * kv_len_ * vh;
-  thread_local std::vector<uint16_t> b;
-  b.resize((size_t)std::max(hd, vh));
-  kernels().f32_to_bf16(k, b.data(), hd);
-  uint16_t* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + 2 * (pos % kPanel);
-  for (int j = 0; j < hd / 2; j++) std::memcpy(kp + (size_t)j * 2 * kPanel, &b[2 * j], 4);
-  kernels().f32_to_bf16(v, b.data(), vh);
-  for (int p = 0; p < vh / kPanel; p++) {
-    uint16_t* vp = vc + (size_t)p * kPanel * kv_len_ + (size_t)(pos / 2) * 2 * kPanel + pos % 2;
-    for (int d = 0; d < kPanel; d++) vp[2 * d] = b[(size_t)p * kPanel + d];
-  }
+  if (kv_type_ == DType::F32) store_kv_as<float>(layer, kv_head, pos, k, v);
+  else store_kv_as<uint16_t>(layer, kv_head, pos, k, v);
 }
 
-template <typename E>  // float, or uint16_t (f16 bits)
+template <typename E>  // float, or uint16_t (f16 or bf16 bits)
 void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, const float* v) {
   const int hd = spec_.hd(layer), vh = spec_.vd(layer);
   const size_t slot = (size_t)kv_slot_[layer];
   E* kc = (E*)kcache_->data + kv_koff_[slot] + (size_t)kv_head * kv_len_ * hd;
   E* vc = (E*)vcache_->data + kv_voff_[slot] + (size_t)kv_head * kv_len_ * vh;
-  // n contiguous values into the cache: f16 in vectors (a scalar conversion each was a fifth of an int8 encoder's
-  // time), f32 copied
-  const bool bf16 = kv_type_ == DType::BF16;  // (rows only: bf16 panels are store_kv's)
+  // n contiguous values into the cache: f16 / bf16 in vectors (a scalar conversion each was a fifth of an int8
+  // encoder's time), f32 copied
+  const bool bf16 = kv_type_ == DType::BF16;
   const auto put = [&](E* dst, const float* src, int n) {
     if constexpr (std::is_same_v<E, float>) std::memcpy(dst, src, (size_t)n * sizeof(float));
     else if (bf16) kernels().f32_to_bf16(src, dst, n);
@@ -103,10 +88,20 @@ void Model::store_kv_as(int layer, int kv_head, int32_t pos, const float* k, con
     put(vc + (size_t)pos * vh, v, vh);
     return;
   }
-  E* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + pos % kPanel;  // (a key is a panel's column: strided)
   thread_local std::vector<E> kb;
-  kb.resize(hd);
+  kb.resize((size_t)std::max(hd, vh));
   put(kb.data(), k, hd);
+  if (bf16) {  // bf16 panels (model.h): a key's dims in pairs down its panel column, a value beside its pair position
+    E* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + 2 * (pos % kPanel);
+    for (int j = 0; j < hd / 2; j++) std::memcpy(kp + (size_t)j * 2 * kPanel, &kb[2 * j], 2 * sizeof(E));
+    put(kb.data(), v, vh);
+    for (int p = 0; p < vh / kPanel; p++) {
+      E* vp = vc + (size_t)p * kPanel * kv_len_ + (size_t)(pos / 2) * 2 * kPanel + pos % 2;
+      for (int d = 0; d < kPanel; d++) vp[2 * d] = kb[(size_t)p * kPanel + d];
+    }
+    return;
+  }
+  E* kp = kc + (size_t)(pos / kPanel) * kPanel * hd + pos % kPanel;  // (a key is a panel's column: strided)
   for (int d = 0; d < hd; d++) kp[(size_t)d * kPanel] = kb[d];
   for (int p = 0; p < vh / kPanel; p++)
     put(vc + (size_t)p * kPanel * kv_len_ + (size_t)pos * kPanel, v + p * kPanel, kPanel);

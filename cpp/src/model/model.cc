@@ -752,10 +752,11 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
         const float* s = rotary ? (local ? sin_l_ : sin_).data() + t * half : nullptr;
         float *qt = q_.data() + t * QD, *kt = own_kv ? k_.data() + t * KD : nullptr, *vt = v_.data() + t * KVD;
         if (spec_.clip_qkv > 0.f) {  // (OLMo 1: the projections clamped, before anything else)
-          const float c = spec_.clip_qkv;
-          for (int64_t i = 0; i < QD; i++) qt[i] = std::min(std::max(qt[i], -c), c);
-          for (int64_t i = 0; kt && i < KD; i++) kt[i] = std::min(std::max(kt[i], -c), c);
-          for (int64_t i = 0; kt && i < KVD; i++) vt[i] = std::min(std::max(vt[i], -c), c);
+          const auto clamp = [lim = spec_.clip_qkv](float* r, int64_t n) {
+            for (int64_t i = 0; i < n; i++) r[i] = std::min(std::max(r[i], -lim), lim);
+          };
+          clamp(qt, QD);
+          if (kt) clamp(kt, KD), clamp(vt, KVD);
         }
         if (spec_.qk_norm && !spec_.qk_norm_after_rope) qk_norms(w, qt, kt, hd, nkv);
         if (rotary) {

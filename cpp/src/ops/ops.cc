@@ -80,6 +80,21 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
   for (int i = 0; i < n; i++) off[i + 1] = off[i] + (outs[i].W->shape[0] + kPanel - 1) / kPanel * kPanel;
   const int64_t total = off[n];
   const bool par = pool && pool->size() > 1 && total * K * std::max<int64_t>(T, 1) >= (1 << 15);
+  // f(slot, row, t) for every row t of each distinct input (a shared x converted once for all its outputs), over
+  // the pool where the rows are many
+  const auto each_input_row = [&](auto&& f) {
+    for (int i = 0, done = 0; i < n; i++) {
+      if (slot[i] != done) continue;  // (an input seen before)
+      const float* xi = xs[i];
+      const int s = slot[i];
+      const auto rows = [&](int, int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; t++) f(s, xi + t * ldx, t);
+      };
+      if (par && T >= 4) pool->parallel_for(T, 1, rows);
+      else rows(0, 0, T);
+      done++;
+    }
+  };
   const BlockQ8* xp = nullptr;
   const int8_t* rq = nullptr;  // row-scaled weights: activations in token groups (quant.h: quantize_rows_q8)
   const float* rd = nullptr;
@@ -112,18 +127,7 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
     thread_local std::vector<BlockQ8> xq;
     if ((int64_t)xq.size() < distinct * T * nb) xq.resize(distinct * T * nb);
     BlockQ8* xw = xq.data();
-    for (int i = 0, done = 0; i < n; i++) {
-      if (slot[i] != done) continue;  // (an input seen before)
-      const float* xi = xs[i];
-      BlockQ8* dst = xw + (int64_t)slot[i] * T * nb;
-      if (par && T >= 4)
-        pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) {
-          for (int64_t t = t0; t < t1; t++) k.quantize_q8(xi + t * ldx, dst + t * nb, K);
-        });
-      else
-        for (int64_t t = 0; t < T; t++) k.quantize_q8(xi + t * ldx, dst + t * nb, K);
-      done++;
-    }
+    each_input_row([&](int s, const float* row, int64_t t) { k.quantize_q8(row, xw + ((int64_t)s * T + t) * nb, K); });
     xp = xw;
   }
   // bf16 panels where the ISA multiplies bf16 activations: each distinct input rounded once for the group (each
@@ -136,17 +140,7 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
       thread_local std::vector<uint16_t> xbuf;
       if ((int64_t)xbuf.size() < distinct * T * K) xbuf.resize(distinct * T * K);
       uint16_t* xw = xbuf.data();
-      for (int i = 0, done = 0; i < n; i++) {
-        if (slot[i] != done) continue;
-        const float* xi = xs[i];
-        uint16_t* dst = xw + (int64_t)slot[i] * T * K;
-        auto conv = [&](int, int64_t t0, int64_t t1) {
-          for (int64_t t = t0; t < t1; t++) k.f32_to_bf16(xi + t * ldx, dst + t * K, K);
-        };
-        if (par && T >= 4) pool->parallel_for(T, 1, conv);
-        else conv(0, 0, T);
-        done++;
-      }
+      each_input_row([&](int s, const float* row, int64_t t) { k.f32_to_bf16(row, xw + ((int64_t)s * T + t) * K, K); });
       xb = xw;
     }
   }
