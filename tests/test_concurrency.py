@@ -59,6 +59,17 @@ def test_threads_on_one_model_equal_sequential(ckpt):
         np.testing.assert_array_equal(o, ref)
 
 
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_pool_split_leaves_logits_unchanged(ckpt, dtype):
+    """A prompt long enough that the norms, residual adds and activations run split over the pool (rows x width
+    past ops::each_rows' threshold) gives, bit for bit, the logits of one thread: each row computed alike."""
+    ids = prompt_ids(200, seed=3)  # (200 rows x 128 wide, 256 in the MLP)
+    one = edgeformer.load(ckpt, threads=1, dtype=dtype, max_context=256).logits(ids)
+    two = edgeformer.load(ckpt, threads=2, dtype=dtype, max_context=256).logits(ids)
+    assert np.isfinite(one).all()
+    np.testing.assert_array_equal(two, one)
+
+
 def test_two_models_two_threads_equal_sequential(ckpt):
     a = edgeformer.load(ckpt, threads=1, max_context=256)
     b = edgeformer.load(ckpt, dtype="q8_0", threads=1, max_context=256)

@@ -19,6 +19,17 @@ Fn panel_kernel(const KernelTable& k, Fn (KernelTable::*tab)[N], DType t) {
   return f ? f : (kernels_for(Isa::Generic).*tab)[(int)t];
 }
 
+// f(t0, t1) over rows [0, T) of `width` floats each: split over the pool where the rows hold enough elements to
+// pay for a parallel region (the elementwise passes between products: norms, residual adds, activations; run on
+// one thread they left the others waiting, 6% of a bf16 encoder's time on two cores in GELU alone)
+template <class F>
+void each_rows(ThreadPool* pool, int64_t T, int64_t width, F&& f) {
+  if (pool && pool->size() > 1 && T > 1 && T * width >= (1 << 14))
+    pool->parallel_for(T, 1, [&](int, int64_t t0, int64_t t1) { f(t0, t1); });
+  else
+    f(int64_t{0}, T);
+}
+
 // y[T, O] = x[T, K] @ W[O, K]^T (+ b).  x, y: row-major f32 with row strides ldx, ldy.
 // W: 2-D float tensor with contiguous rows (any row stride). bias: f32 [O] or null.
 void linear(ThreadPool* pool, const KernelTable& k, const float* x, int64_t ldx, int64_t T, const Tensor& W,

@@ -676,12 +676,14 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
     K.add(x, tmp, T * H);
   }
   auto norm_rows = [&](const float* src, float* dst, const Tensor& w, const Tensor& b, int64_t rows) {
-    for (int64_t t = 0; t < rows; t++) {
-      if (spec_.norm == NormKind::RMS)
-        K.rmsnorm(src + t * H, fptr(w), spec_.norm_eps, dst + t * H, H);
-      else
-        K.layernorm(src + t * H, fptr(w), fptr(b), spec_.norm_eps, dst + t * H, H);
-    }
+    ops::each_rows(pool, rows, H, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; t++) {
+        if (spec_.norm == NormKind::RMS)
+          K.rmsnorm(src + t * H, fptr(w), spec_.norm_eps, dst + t * H, H);
+        else
+          K.layernorm(src + t * H, fptr(w), fptr(b), spec_.norm_eps, dst + t * H, H);
+      }
+    });
   };
   if (spec_.emb_norm) norm_rows(x, x, emb_norm_w_, emb_norm_b_, T);
   if (spec_.ple_dim > 0) per_layer_inputs(a.tokens, T, x, K);
@@ -790,8 +792,10 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
 
   // x += tmp (a branch's output), scaled by residual_scale where the architecture scales it (Granite)
   auto residual_add = [&]() {
-    if (spec_.residual_scale != 1.f) K.scale(tmp, spec_.residual_scale, T * H);
-    K.add(x, tmp, T * H);
+    ops::each_rows(pool, T, H, [&](int64_t t0, int64_t t1) {
+      if (spec_.residual_scale != 1.f) K.scale(tmp + t0 * H, spec_.residual_scale, (t1 - t0) * H);
+      K.add(x + t0 * H, tmp + t0 * H, (t1 - t0) * H);
+    });
   };
   // one layer's block, its residual adds included
   auto block = [&](int l, const LayerWeights& w) {

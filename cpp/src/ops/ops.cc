@@ -16,7 +16,7 @@ void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_
          float* u, float* y, float gate_sigma, const float* hidden_norm, float eps) {
   if (!gate.data) {  // (a plain MLP: GPT-2's, Nemotron-H's experts)
     linear(pool, k, x, H, T, up, bu, u, F);
-    k.act(act, u, T * F);
+    each_rows(pool, T, F, [&](int64_t t0, int64_t t1) { k.act(act, u + t0 * F, (t1 - t0) * F); });
     linear(pool, k, u, F, T, down, bd, y, H);
     return;
   }
@@ -32,9 +32,11 @@ void mlp(ThreadPool* pool, const KernelTable& k, Act act, const float* x, int64_
       const float cut = (float)mean + (float)std::sqrt(s2 / F) * gate_sigma;
       for (int64_t i = 0; i < F; i++) r[i] = std::max(r[i] - cut, 0.f);
     }
-  k.act_mul(act, g, u, T * F);
-  if (hidden_norm)
-    for (int64_t t = 0; t < T; t++) k.rmsnorm(g + t * F, hidden_norm, eps, g + t * F, F);
+  each_rows(pool, T, F, [&](int64_t t0, int64_t t1) {
+    k.act_mul(act, g + t0 * F, u + t0 * F, (t1 - t0) * F);
+    if (hidden_norm)
+      for (int64_t t = t0; t < t1; t++) k.rmsnorm(g + t * F, hidden_norm, eps, g + t * F, F);
+  });
   linear(pool, k, g, F, T, down, bd, y, H);
 }
 
