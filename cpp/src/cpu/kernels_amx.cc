@@ -31,6 +31,7 @@ namespace {
 // Fewer tokens than these: the AVX-512 kernels (bf16: 3 tokens break even on TinyLlama's shapes, int8: 8 to 16)
 constexpr int64_t kAmxMinBf16 = 4, kAmxMinInt8 = 12;
 constexpr int64_t kTok = 16;           // tokens of an A tile; a B tile is one panel's 16 outputs
+static_assert(kTok == kBf16TileTokens, "the tile layout's blocks are A tiles");
 constexpr int64_t kStepBytes = 64;     // bytes of k per tile row: 32 bf16, 64 int8
 constexpr int64_t kTileBytes = 1024;   // 16 rows of 64 bytes
 
@@ -95,14 +96,13 @@ T* scratch(std::vector<ScratchLine>& v, int64_t n) {
 #define EF_AMX_INLINE
 #endif
 
-// Tokens [0, nt) (rows of A, `lda` bytes apart; a_tile(t): the first of the 16 rows from token t, all readable) times
-// outputs [o0, o1) (panels
-// `pstride` bytes apart; panel p's k-step s at p + first + s * 1024): two panels and 32 tokens a block, `steps`
+// Tokens [0, nt) (A: a_tile(t) the first of the 16 rows from token t, all readable, `lda` bytes apart, k-step s
+// `astep` bytes on) times outputs [o0, o1) (panels `pstride` bytes apart; panel p's k-step s at p + first + s * 1024): two panels and 32 tokens a block, `steps`
 // k-steps. `tail` (if not null): the last step's B tiles, two of 1024 bytes, in place of the panels' (filled by
 // fill_tail(panel, buffer) for each pair of panels). out(t, o, sums, n): token t's 16 sums of the panel at
 // output o, its first n in use.
 template <bool kInt8, typename ATile, typename FillTail, typename Out>
-void amx_product(ATile&& a_tile, int64_t lda, int64_t nt, const uint8_t* w, int64_t pstride, int64_t first,
+void amx_product(ATile&& a_tile, int64_t lda, int64_t astep, int64_t nt, const uint8_t* w, int64_t pstride, int64_t first,
                  int64_t o0, int64_t o1, int64_t steps, bool tail, FillTail&& fill_tail, Out&& out) {
   using Acc = std::conditional_t<kInt8, int32_t, float>;
   alignas(64) Acc c[4][256];
@@ -124,8 +124,8 @@ void amx_product(ATile&& a_tile, int64_t lda, int64_t nt, const uint8_t* w, int6
       _tile_zero(2);
       _tile_zero(3);
       auto step = [&](const uint8_t* b0, const uint8_t* b1, int64_t s) {
-        _tile_loadd(4, a0 + kStepBytes * s, lda);
-        _tile_loadd(5, a1 + kStepBytes * s, lda);
+        _tile_loadd(4, a0 + astep * s, lda);
+        _tile_loadd(5, a1 + astep * s, lda);
         _tile_loadd(6, b0, 64);
         _tile_loadd(7, b1, 64);
         if constexpr (kInt8) {
@@ -163,29 +163,18 @@ inline int64_t chunk_tokens(int64_t row_bytes) {
 
 const KernelTable& base() { return *kernels_avx512bf16(); }
 
-// bf16 panels (quant.h; pstride = ldw elements, 0: 16 K) times T rows of bf16 activations (row stride ldx
-// elements). Tiles past the rows: the last partial tile's rows copied to a zero-padded buffer (the caller's rows
-// end at T), unless `padded` (readable and zero to whole tiles).
-void bf16_rows_amx(const bf16_t* xb, int64_t ldx, bool padded, const void* wv, int64_t ldw, const float* bias,
-                   float* y, int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
-  const int64_t pstride = 2 * (ldw ? ldw : kPanel * K), lda = 2 * ldx;
-  const int64_t whole = padded ? T : T / kTok * kTok;  // tokens whose tiles read only the caller's rows
-  thread_local std::vector<ScratchLine> last_buf;
-  bf16_t* last = nullptr;
-  if (whole < T) {
-    last = scratch<bf16_t>(last_buf, kTok * ldx);
-    std::memset((void*)last, 0, (size_t)(kTok * ldx) * 2);
-    for (int64_t t = whole; t < T; t++) std::memcpy((void*)(last + (t - whole) * ldx), xb + t * ldx, (size_t)K * 2);
-  }
+// bf16 panels (quant.h; pstride = ldw elements, 0: 16 K) times T tokens of bf16 activations in the tile layout
+// (cpu.h: bf16_tile_at; the last block's rows past T zero), in chunks of tokens whose A tiles stay in L2.
+void bf16_tiles_amx(const bf16_t* xt, const void* wv, int64_t ldw, const float* bias, float* y, int64_t ldy, int64_t T,
+                    int64_t o0, int64_t o1, int64_t K) {
+  const int64_t pstride = 2 * (ldw ? ldw : kPanel * K);
   const int64_t chunk = chunk_tokens(2 * K);
   tiles_on(full_tiles());
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {
     const int64_t nt = std::min(chunk, T - c0);
     amx_product<false>(
-        [&](int64_t t) {
-          return (const uint8_t*)(c0 + t < whole ? xb + (c0 + t) * ldx : last);
-        },
-        lda, nt, (const uint8_t*)wv, pstride, 0, o0, o1, K / 32, false, [](const uint8_t*, uint8_t*) {},
+        [&](int64_t t) { return (const uint8_t*)(xt + bf16_tile_at(c0 + t, 0, K)); }, 64, kTileBytes, nt,
+        (const uint8_t*)wv, pstride, 0, o0, o1, K / 32, false, [](const uint8_t*, uint8_t*) {},
         [&](int64_t t, int64_t o, const float* s, int n) {
           pf_store(y + (c0 + t) * ldy + o, pf_load(s), bias ? bias + o : nullptr, n);
         });
@@ -193,57 +182,64 @@ void bf16_rows_amx(const bf16_t* xb, int64_t ldx, bool padded, const void* wv, i
   tiles_off();
 }
 
+// (linear_group gives the tile layout from kAmxMinBf16 tokens where K is a multiple of 32: bf16x_tiles_from)
 void matmul_bf16x_amx(const uint16_t* xb, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
                       int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   if (T < kAmxMinBf16 || K % 32)  // (K % 32: no packed matrix; only a cache's panels might have one)
     return base().matmul_panel_bf16x(xb, ldx, wv, ldw, bias, y, ldy, T, o0, o1, K);
-  bf16_rows_amx((const bf16_t*)xb, ldx, false, wv, ldw, bias, y, ldy, T, o0, o1, K);
+  bf16_tiles_amx((const bf16_t*)xb, wv, ldw, bias, y, ldy, T, o0, o1, K);
 }
 
-// bf16 panels times f32 activations: rounded here (linear_group rounds them once per group instead)
+// bf16 panels times f32 activations: rounded here into the tile layout (linear_group rounds them once per group
+// instead)
 void matmul_bf16_amx(const float* x, int64_t ldx, const void* wv, int64_t ldw, const float* bias, float* y,
                      int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   if (T < kAmxMinBf16 || K % 32)
     return base().matmul_panel[(int)DType::BF16](x, ldx, wv, ldw, bias, y, ldy, T, o0, o1, K);
   thread_local std::vector<ScratchLine> buf;
-  const int64_t rows = round_up(T, kTok);
-  bf16_t* xb = scratch<bf16_t>(buf, rows * K);
-  for (int64_t t = 0; t < T; t++) row_to_bf16(x + t * ldx, xb + t * K, K);
-  std::memset((void*)(xb + T * K), 0, (size_t)((rows - T) * K * 2));
-  bf16_rows_amx(xb, K, true, wv, ldw, bias, y, ldy, T, o0, o1, K);
+  const int64_t rows = round_up(T, kTok), steps = K / 32;
+  bf16_t* xt = scratch<bf16_t>(buf, rows * K);
+  for (int64_t t = 0; t < rows; t++)
+    for (int64_t s = 0; s < steps; s++) {
+      bf16_t* d = xt + bf16_tile_at(t, s, K);
+      if (t < T) row_to_bf16(x + t * ldx + 32 * s, d, 32);
+      else std::memset((void*)d, 0, 64);
+    }
+  bf16_tiles_amx(xt, wv, ldw, bias, y, ldy, T, o0, o1, K);
 }
 
 // Row-scaled q8_0 panels (quant.h: 64-byte header of 16 f16 scales, then K / 4 chunks [16 rows][4 bytes + 128]).
 void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const void* wv, const float* bias, float* y,
                  int64_t ldy, int64_t T, int64_t o0, int64_t o1, int64_t K) {
   if (T < kAmxMinInt8) return base().q8_0_rows(xq, xd, xsum, wv, bias, y, ldy, T, o0, o1, K);
-  const int64_t Kp = round_up(K, kStepBytes), lda = Kp, pstride = row_panel_bytes(K);
-  const int64_t chunk = chunk_tokens(lda);
+  const int64_t Kp = round_up(K, kStepBytes), steps = Kp / kStepBytes, pstride = row_panel_bytes(K);
+  const int64_t chunk = chunk_tokens(Kp);
   thread_local std::vector<ScratchLine> abuf_lines;
   int8_t* abuf = scratch<int8_t>(abuf_lines, chunk * Kp);
   // token t's 4 bytes of chunk g (4 k) at 32 g + 4 (t % 8) of its group: 16 chunks of one token gathered at once
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32((int)kRowGroup));
+  // A tiles as bf16's tile layout lays them (cpu.h: bf16_tile_at, 64 bytes a row): token t's step s at byte
+  // (t / 16 * steps + s) * 1024 + t % 16 * 64 of the chunk's buffer
+  const auto at = [&](int64_t t, int64_t s) { return abuf + (t / kTok * steps + s) * kTileBytes + t % kTok * 64; };
   tiles_on(full_tiles());
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {  // c0: a multiple of 32, so of kRowGroup
     const int64_t nt = std::min(chunk, T - c0);
     const int64_t rows = round_up(nt, kTok);
     for (int64_t t = 0; t < nt; t++) {
       const int8_t* g = xq + (c0 + t) / kRowGroup * kRowGroup * K + 4 * ((c0 + t) % kRowGroup);
-      int8_t* row = abuf + t * lda;
       int64_t k = 0;
       for (; k + 64 <= K; k += 64)
-        _mm512_storeu_si512(row + k, _mm512_i32gather_epi32(idx, (const void*)(g + k * kRowGroup), 4));
-      if (k < K) {  // 32 k left: 8 chunks, the rest of the step zero
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0x00FF, idx, (const void*)(g + k * kRowGroup), 4);
-        const __m256i half = _mm512_castsi512_si256(v);
-        _mm256_storeu_si256((__m256i*)(row + k), half);
-        _mm256_storeu_si256((__m256i*)(row + k + 32), _mm256_setzero_si256());
-      }
+        _mm512_store_si512(at(t, k / 64), _mm512_i32gather_epi32(idx, (const void*)(g + k * kRowGroup), 4));
+      if (k < K)  // 32 k left: 8 chunks, the rest of the step zero
+        _mm512_store_si512(at(t, k / 64), _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), 0x00FF, idx,
+                                                                      (const void*)(g + k * kRowGroup), 4));
     }
-    std::memset(abuf + nt * lda, 0, (size_t)((rows - nt) * lda));
+    for (int64_t t = nt; t < rows; t++)
+      for (int64_t s = 0; s < steps; s++) _mm512_store_si512(at(t, s), _mm512_setzero_si512());
     amx_product<true>(
-        [&](int64_t t) { return (const uint8_t*)abuf + t * lda; }, lda, nt, (const uint8_t*)wv, pstride, 64, o0, o1, Kp / kStepBytes, Kp != K,
+        [&](int64_t t) { return (const uint8_t*)at(t, 0); }, 64, kTileBytes, nt, (const uint8_t*)wv, pstride, 64, o0,
+        o1, steps, Kp != K,
         [&](const uint8_t* p, uint8_t* out) {  // the last 32 k: 8 rows of the panel, 8 of zeros
           std::memcpy(out, p + kTileBytes * (Kp / kStepBytes - 1), kTileBytes / 2);
           std::memset(out + kTileBytes / 2, 0, kTileBytes / 2);
@@ -470,6 +466,7 @@ KernelTable make_table() {
   k.isa = Isa::AMX;
   k.matmul_panel[(int)DType::BF16] = matmul_bf16_amx;
   k.matmul_panel_bf16x = matmul_bf16x_amx;
+  k.bf16x_tiles_from = kAmxMinBf16;
   k.q8_0_rows = q8_rows_amx;
   k.q8_0_panel_one_level = qmatmul_amx<AmxQ8_0>;
   k.qmatmul_panel[(int)DType::Q4_0] = qmatmul_amx<AmxQ32<DType::Q4_0>>;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "edgeformer/quant.h"
@@ -135,14 +136,26 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
   // bf16 panels where the ISA multiplies bf16 activations: each distinct input rounded once for the group (each
   // product of each thread rounded all its rows again: 15% of a 512-token bf16 prompt on AMX)
   const uint16_t* xb = nullptr;
+  int64_t xb_rows = T;  // (per distinct input: T, or whole blocks of tiles)
   if (!quant && k.matmul_panel_bf16x && T > 1) {
     bool all = true;
     for (int i = 0; i < n; i++) all = all && outs[i].W->packed && outs[i].W->dtype == DType::BF16;
     if (all) {
-      thread_local std::vector<uint16_t> xbuf;
-      if ((int64_t)xbuf.size() < distinct * T * K) xbuf.resize(distinct * T * K);
-      uint16_t* xw = xbuf.data();
-      each_input_row([&](int s, const float* row, int64_t t) { k.f32_to_bf16(row, xw + ((int64_t)s * T + t) * K, K); });
+      const bool tiles = k.bf16x_tiles_from > 0 && T >= k.bf16x_tiles_from && K % 32 == 0;
+      if (tiles) xb_rows = (T + kBf16TileTokens - 1) / kBf16TileTokens * kBf16TileTokens;
+      thread_local std::vector<uint16_t> xbuf;  // (on a 64-byte line: a tile row read across two lines costs two)
+      if ((int64_t)xbuf.size() < distinct * xb_rows * K + 32) xbuf.resize(distinct * xb_rows * K + 32);
+      uint16_t* xw = xbuf.data() + (64 - (uintptr_t)xbuf.data() % 64) % 64 / 2;
+      each_input_row([&](int s, const float* row, int64_t t) {
+        uint16_t* dst = xw + (int64_t)s * xb_rows * K;
+        if (!tiles) return k.f32_to_bf16(row, dst + t * K, K);
+        for (int64_t j = 0; j < K / 32; j++) k.f32_to_bf16(row + 32 * j, dst + bf16_tile_at(t, j, K), 32);
+      });
+      if (tiles)  // (the last block's rows past T: zero)
+        for (int s = 0; s < distinct; s++)
+          for (int64_t t = T; t < xb_rows; t++)
+            for (int64_t j = 0; j < K / 32; j++)
+              std::memset(xw + (int64_t)s * xb_rows * K + bf16_tile_at(t, j, K), 0, 64);
       xb = xw;
     }
   }
@@ -160,7 +173,7 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
       fn(xp + (int64_t)slot[i] * T * (K / kQ8Block), K / kQ8Block, W.data, W.packed ? 0 : W.row_bytes(), bias, o.y,
          o.ldy, T, o0, o1, K);
     } else if (xb) {
-      k.matmul_panel_bf16x(xb + (int64_t)slot[i] * T * K, K, W.data, 0, bias, o.y, o.ldy, T, o0, o1, K);
+      k.matmul_panel_bf16x(xb + (int64_t)slot[i] * xb_rows * K, K, W.data, 0, bias, o.y, o.ldy, T, o0, o1, K);
     } else if (W.packed) {
       auto fn = panel_kernel(k, &KernelTable::matmul_panel, W.dtype);
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + " panels");

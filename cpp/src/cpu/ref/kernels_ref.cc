@@ -334,7 +334,7 @@ const KernelTable kTable = {
     ssm_step_ref,
     f32_to_f16_ref,
     f32_to_bf16_ref,
-    nullptr,
+    nullptr,    0,  // bf16x_tiles_from: rows always
 };
 
 }  // namespace
