@@ -63,3 +63,22 @@ def test_bf16_cache_argument_errors(models):
     path, _ = models["panels"]
     with pytest.raises(ValueError, match="'kv_dtype' must be None, 'f16', 'bf16' or 'f32'"):
         edgeformer.load(path, kv_dtype="f8")
+
+
+def test_default_cache_type_follows_the_matrices_and_the_isa(isa, models):
+    """kv_dtype=None: f32 beside f32 matrices, bf16 beside bf16 matrices where the tile unit multiplies them
+    (amx), f16 otherwise; a model loaded under amx keeps its bf16 cache when the ISA changes after the load."""
+    path, _ = models["panels"]
+    want = {"f32": "f32", "bf16": "bf16" if isa == "amx" else "f16", "q8_0": "f16"}
+    for dtype, kv in want.items():
+        assert edgeformer.load(path, dtype=dtype, max_context=96)._core.kv_dtype == kv, dtype
+    if isa != "amx":
+        return
+    m = edgeformer.load(path, dtype="bf16", threads=2, max_context=96)
+    tiles = m.logits(PROMPT)
+    explicit = edgeformer.load(path, dtype="bf16", threads=2, max_context=96, kv_dtype="bf16").logits(PROMPT)
+    np.testing.assert_array_equal(tiles, explicit)
+    f16 = edgeformer.load(path, dtype="bf16", threads=2, max_context=96, kv_dtype="f16").logits(PROMPT)
+    assert 0 < np.abs(tiles - f16).max() < 1e-2 * np.abs(f16).max()  # (bf16 weights either way; the cache differs)
+    edgeformer._core.set_isa("avx512")  # (no bf16 panel products: the generic kernels read the same cache)
+    np.testing.assert_allclose(m.logits(PROMPT), tiles, atol=2e-3 * np.abs(tiles).max())
