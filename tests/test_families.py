@@ -1,4 +1,4 @@
-"""GPT-2, GPT-J, GPT-Neo, GPTBigCode, GPT-NeoX, OPT, BLOOM, Falcon, CodeGen, Phi-2, StarCoder2, StableLM, Granite, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
+"""GPT-2, GPT-J, GPT-Neo, GPTBigCode, GPT-NeoX, OPT, BLOOM, MPT, Falcon, CodeGen, Phi-2, StarCoder2, StableLM, Granite, Qwen2, Qwen3, Phi-3, Gemma 1, 2 and 3, BERT and T5 against transformers on tiny random checkpoints, under
 every ISA: logits within 1e-4 + 2e-3 * max|logit|, greedy tokens identical, BERT hidden states of a padded
 batch, T5 decoder logits, greedy and beam search."""
 
@@ -31,6 +31,11 @@ def _decoders():
                                                         do_layer_norm_before=False, word_embed_proj_dim=32, **base)),
         # 6 heads: ALiBi slopes for a head count that is not a power of two
         "bloom": (tf.BloomForCausalLM, tf.BloomConfig(hidden_size=96, n_layer=2, n_head=6, **base)),
+        # MPT: 6 heads (its own slopes for a head count that is not a power of two); clamped q/k/v and a softmax
+        # scale
+        "mpt": (tf.MptForCausalLM, tf.MptConfig(d_model=96, n_heads=6, n_layers=2, max_seq_len=64, **base)),
+        "mpt_clip": (tf.MptForCausalLM, tf.MptConfig(d_model=64, n_heads=4, n_layers=2, max_seq_len=64,
+                                                    attn_config={"clip_qkv": 0.1, "softmax_scale": 0.3}, **base)),
         "falcon_rw": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                                           multi_query=True, parallel_attn=True, bias=False,
                                                           new_decoder_architecture=False, alibi=False,
@@ -177,7 +182,7 @@ def built(tmp_path_factory):
     return reference_cache(tmp_path_factory, _decoders, PROMPT, N_GREEDY)
 
 
-DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "falcon_rw", "falcon_mqa12", "falcon_new",
+DECODERS = ["gpt2", "opt_pre", "opt_post_proj", "bloom", "mpt", "mpt_clip", "falcon_rw", "falcon_mqa12", "falcon_new",
             "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window", "qwen2_window_layer1",
             "qwen3", "phi3", "phi3_window_partial", "phi3_longrope", "gemma3", "gemma2", "gemma", "gpt_neox",
             "gpt_neox_seq", "phi", "starcoder2", "stablelm", "stablelm_parallel", "granite", "olmo2", "smollm3",
@@ -383,6 +388,13 @@ BAD_CONFIGS = [
       "apply_residual_connection_post_layernorm": True}, "apply_residual_connection_post_layernorm"),
     ({"model_type": "falcon", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 4,
       "new_decoder_architecture": True, "num_kv_heads": 3}, "num_kv_heads"),
+    ({"model_type": "mpt", "vocab_size": 10, "d_model": 8, "n_layers": 1, "n_heads": 2,
+      "attn_config": {"qk_ln": True}}, "attn_config.qk_ln"),
+    ({"model_type": "mpt", "vocab_size": 10, "d_model": 8, "n_layers": 1, "n_heads": 2, "no_bias": False}, "no_bias"),
+    ({"model_type": "mpt", "vocab_size": 10, "d_model": 8, "n_layers": 1, "n_heads": 2,
+      "attn_config": {"clip_qkv": -1}}, "attn_config.clip_qkv"),
+    ({"model_type": "mpt", "vocab_size": 10, "d_model": 8, "n_layers": 1, "n_heads": 2,
+      "attn_config": {"alibi_bias_max": 4}}, "attn_config.alibi_bias_max"),
     ({"model_type": "codegen", "vocab_size": 10, "n_embd": 12, "n_layer": 1, "n_head": 6}, "n_head"),
     ({"model_type": "bert", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
       "intermediate_size": 16, "position_embedding_type": "relative_key"}, "position_embedding_type"),

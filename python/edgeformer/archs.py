@@ -411,7 +411,7 @@ def alibi_slopes(n_heads: int) -> List[float]:
 
 # the families, in modules of their own (imported here, after the helpers above that they use)
 from .archs_classic import (  # noqa: E402
-    _bloom, _codegen, _falcon, _gpt2, _gpt_bigcode, _gpt_neo, _gpt_neox, _gptj, _opt, _phi,
+    _bloom, _codegen, _falcon, _gpt2, _gpt_bigcode, _gpt_neo, _gpt_neox, _gptj, _mpt, _opt, _phi,
 )
 from .archs_encoders import PADDED_POSITIONS, _bert, _distilbert, _modernbert, _mpnet, _roberta, t5_specs  # noqa: E402
 from .archs_llama import (  # noqa: E402
@@ -453,6 +453,7 @@ ARCHS: Dict[str, Callable[[Config, Any], Tuple["_core.ArchSpec", Dict[str, str]]
     "phi": _phi,
     "opt": _opt,
     "bloom": _bloom,
+    "mpt": _mpt,
     "falcon": _falcon,
     "codegen": _codegen,
     "gptj": _gptj,

@@ -1,9 +1,12 @@
-"""The LayerNorm decoders of the GPT-2 era as data: GPT-2, GPT-NeoX (Pythia), Phi-1/2, OPT, BLOOM, Falcon, CodeGen,
-GPT-J, GPT-Neo, GPTBigCode (StarCoder) (see archs.py)."""
+"""The LayerNorm decoders of the GPT-2 era as data: GPT-2, GPT-NeoX (Pythia), Phi-1/2, OPT, BLOOM, MPT, Falcon,
+CodeGen, GPT-J, GPT-Neo, GPTBigCode (StarCoder) (see archs.py)."""
 
 from __future__ import annotations
 
-from typing import Tuple
+import math
+from typing import List, Tuple
+
+import numpy as np
 
 from . import _core
 from .archs import alibi_slopes, Config, Derived, NameMap, _activation, _common, _layernorm_pair, _per_head_rows, _prefix, _rope, _split_rows
@@ -229,6 +232,69 @@ def _bloom(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
         for a, b in (("up", "dense_h_to_4h"), ("down", "dense_4h_to_h")):
             names[dst + f"mlp.{a}.weight"] = src + f"mlp.{b}.weight"
             names[dst + f"mlp.{a}.bias"] = src + f"mlp.{b}.bias"
+    return s, names
+
+
+def mpt_alibi_slopes(n_heads: int, bias_max: float) -> List[float]:
+    """MPT's ALiBi slopes (transformers' build_mpt_alibi_tensor), in float32: 2^-(bias_max i / n) for i = 1 .. n
+    over the next power of two n of the heads; with fewer heads, the odd-numbered ones first."""
+    n = 2 ** math.ceil(math.log2(n_heads))
+    base = np.arange(1, n + 1, dtype=np.float32) * np.float32(bias_max / n)
+    slopes = (np.float32(1) / np.power(np.float32(2), base)).astype(np.float32)
+    if n != n_heads:
+        slopes = np.concatenate([slopes[1::2], slopes[::2]])[:n_heads]
+    return [float(x) for x in slopes]
+
+
+def _mpt(cfg: Config, tensor_names) -> Tuple["_core.ArchSpec", NameMap]:
+    """MosaicML MPT (MPT-7B, MPT-7B-Instruct / -Chat / -StoryWriter, MPT-30B): ALiBi (MPT's slopes), LayerNorms
+    without biases, q, k and v fused in Wqkv (clamped to clip_qkv where set), a GELU MLP of expansion_ratio, no
+    biases anywhere, the head tied to the embedding; as transformers computes it."""
+    s = _core.ArchSpec()
+    _common(cfg, s, "d_model", "n_heads", "n_layers")
+    attn = cfg.get("attn_config", dict, {}) or {}
+    for field, ok in (("alibi", True), ("qk_ln", False), ("prefix_lm", False)):
+        v = cfg.get(field, bool, ok, data=attn, prefix="attn_config.")
+        if v != ok:  # (transformers' MPT computes ALiBi without q/k norms or a prefix-LM mask, whatever these say)
+            raise cfg.error("attn_config." + field, f"is not supported ({str(v).lower()}): transformers' MPT "
+                            "computes ALiBi attention without q/k norms or a prefix-LM mask")
+    if not cfg.get("no_bias", bool, True):
+        raise cfg.error("no_bias", "is not supported (false): transformers' MPT has no biases")
+    s.ffn_size = cfg.positive("expansion_ratio", 4) * s.hidden_size
+    s.max_position = cfg.positive("max_seq_len", 2048)
+    s.norm = _core.NormKind.layer
+    s.norm_eps = cfg.get("layer_norm_epsilon", float, 1e-5)
+    s.act = _core.Act.gelu
+    s.gated_mlp = False
+    s.pos = _core.PosKind.alibi
+    bias_max = cfg.get("alibi_bias_max", float, 8.0, data=attn, prefix="attn_config.")
+    if bias_max != 8:  # (transformers builds the slopes with 8 whatever the config says; MosaicML's code did not)
+        raise cfg.error("attn_config.alibi_bias_max", f"is not supported ({bias_max:g}): transformers' MPT "
+                        "computes its slopes with 8")
+    s.alibi_slopes = mpt_alibi_slopes(s.n_heads, bias_max)
+    scale = cfg.get("softmax_scale", float, None, data=attn, prefix="attn_config.")
+    if scale is not None:
+        s.attn_scale = scale
+    clip = cfg.get("clip_qkv", float, None, data=attn, prefix="attn_config.")
+    if clip is not None:
+        if clip <= 0:
+            raise cfg.error("attn_config.clip_qkv", f"must be positive or null, got {clip!r}")
+        s.clip_qkv = clip
+    s.tie_embeddings = cfg.get("tie_word_embeddings", bool, True)
+    H = s.hidden_size
+    p = _prefix(tensor_names, ["transformer.", ""], "wte.weight")
+    names: NameMap = {"tok_embeddings.weight": p + "wte.weight", "norm.weight": p + "norm_f.weight"}
+    if not s.tie_embeddings:
+        names["lm_head.weight"] = "lm_head.weight"
+    parts = {"q": slice(0, H), "k": slice(H, 2 * H), "v": slice(2 * H, 3 * H)}
+    for i in range(s.n_layers):  # (LayerNorms without biases: weights only)
+        src, dst = f"{p}blocks.{i}.", f"layers.{i}."
+        names[dst + "attn_norm.weight"] = src + "norm_1.weight"
+        names[dst + "mlp_norm.weight"] = src + "norm_2.weight"
+        _split_rows(names, dst + "attn", src + "attn.Wqkv.weight", parts)
+        names[dst + "attn.o.weight"] = src + "attn.out_proj.weight"
+        names[dst + "mlp.up.weight"] = src + "ffn.up_proj.weight"
+        names[dst + "mlp.down.weight"] = src + "ffn.down_proj.weight"
     return s, names
 
 
