@@ -150,6 +150,12 @@ void scale(float* x, float a, int64_t n, cudaStream_t st) {
   });
 }
 
+void clamp(float* x, float lim, int64_t n, cudaStream_t st) {
+  ef_mock_submit(st, [=] {
+    for (int64_t i = 0; i < n; i++) x[i] = std::min(std::max(x[i], -lim), lim);
+  });
+}
+
 void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,
                      cudaStream_t st) {
   ef_mock_submit(st, [=] {

@@ -223,12 +223,13 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.attn_sinks, "attention sinks"},
       {sp.sub_norms, "BitNet's sub-norms and ternary matrices"},
       {sp.rel_bias, "relative position bias beside learned positions (MPNet)"},
-      {!sp.norm_weights || sp.clip_qkv > 0.f, "norms without weights and clamped q/k/v projections (OLMo 1)"},
+
       {sp.no_head, "a decoder saved without its language-model head (a bare base model)"},
       {!sp.first_attn_norm || (!sp.causal() && (sp.sliding_window > 0 || !sp.layer_windows.empty())),
        "a first layer without its attention norm and encoder windows (ModernBERT)"},
       {sp.n_experts != 0, "mixture-of-experts models"},
-      {sp.residual_scale != 1.f, "scaled residual branches"},
+      {sp.residual_scale != 1.f && (sp.parallel_residual || sp.norm_position == NormPosition::Post),
+       "scaled residual branches of parallel or post-norm blocks"},
       {sp.q_temp_beta != 0.f, "queries scaled by position"},
       {sp.partial_layers(), "layers without a token mixer or an MLP"},
       {sp.per_layer_shapes() || !sp.layer_kv_source.empty() || sp.v_norm || sp.layer_scale || sp.ple_dim > 0 ||
@@ -680,6 +681,7 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   // result += attn(in), or with acc false result = attn(in)
   auto self_attention = [&](int l, const DevLayer& L, const float* in, float* result, bool acc = true) {
     run_parts(L.qkv, L.b_qkv, in, H, T, qkv, QKV, S.ws_linear, st);
+    if (sp.clip_qkv > 0.f) clamp(qkv, sp.clip_qkv, (int64_t)T * QKV, st);  // (OLMo 1, MPT: before anything else)
     if (sp.qk_norm) {  // each head's query and key, in place, before rotary
       rmsnorm_heads(qkv, L.q_norm_w, sp.norm_eps, qkv, (int64_t)T * nh, hd, nh, QKV, st);
       rmsnorm_heads(qkv + QD, L.k_norm_w, sp.norm_eps, qkv + QD, (int64_t)T * nkv, hd, nkv, QKV, st);
@@ -707,6 +709,13 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     linear(L.co, att, QD, T, nullptr, result, H, true, S.ws_linear, st);
   };
 
+  // x += h2 (a branch's output), times residual_scale where the architecture scales it (Granite)
+  const bool scaled = sp.residual_scale != 1.f;
+  auto residual_add = [&]() {
+    if (scaled) scale(h2, sp.residual_scale, (int64_t)T * H, st);
+    add(x, h2, (int64_t)T * H, st);
+  };
+
   for (int l = 0; l < sp.n_layers; l++) {
     if (!dyn && take_interrupt()) {  // n_past is unchanged: the model stays usable (graph_step checks once)
       EF_CUDA_CHECK(cudaStreamSynchronize(st));
@@ -725,24 +734,35 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     if (sp.post_norms) {  // x + norm(attn(norm1(x))), then x + norm(mlp(norm2(x)))
       self_attention(l, L, h, h2, false);
       norm_rows(W, h2, h2, L.post_attn_norm_w, nullptr, T, st);
-      add(x, h2, (int64_t)T * H, st);
+      residual_add();
       norm_rows(W, x, h, L.mlp_norm_w, L.mlp_norm_b, T, st);
       mlp(L, h, h2, false);
       norm_rows(W, h2, h2, L.post_mlp_norm_w, nullptr, T, st);
-      add(x, h2, (int64_t)T * H, st);
+      residual_add();
       continue;
     }
-    self_attention(l, L, h, x);
     if (sp.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
+      self_attention(l, L, h, x);
       mlp(L, sp.parallel_mlp_norm ? h2 : h, x);
       continue;
+    }
+    if (scaled) {  // (Granite: x + s attn(norm1(x)), then x + s mlp(norm2(x)); each branch through h2)
+      self_attention(l, L, h, h2, false);
+      residual_add();
+    } else {
+      self_attention(l, L, h, x);
     }
     if (sp.cross_attention) {
       norm_rows(W, x, h, L.cross_norm_w, L.cross_norm_b, T, st);
       cross_attention(l, L, h, x);
     }
     norm_rows(W, x, h, L.mlp_norm_w, L.mlp_norm_b, T, st);
-    mlp(L, h, x);
+    if (scaled) {
+      mlp(L, h, h2, false);
+      residual_add();
+    } else {
+      mlp(L, h, x);
+    }
   }
 
   if (a.output == Output::None) {

@@ -142,6 +142,11 @@ __global__ void softcap_kernel(float* x, float cap, int64_t n) {
     x[i] = cap * tanhf(x[i] / cap);
 }
 
+__global__ void clamp_kernel(float* x, float lim, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    x[i] = fminf(fmaxf(x[i], -lim), lim);
+}
+
 __global__ void scale_kernel(float* x, float a, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] *= a;
 }
@@ -233,6 +238,12 @@ void scale(float* x, float a, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
   scale_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, a, n);
   EF_CUDA_LAUNCHED(scale_kernel);
+}
+
+void clamp(float* x, float lim, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  clamp_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, lim, n);
+  EF_CUDA_LAUNCHED(clamp_kernel);
 }
 
 void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,

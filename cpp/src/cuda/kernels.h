@@ -48,8 +48,9 @@ void act(Act a, float* x, int64_t rows, int64_t n, int64_t ld, cudaStream_t s);
 // g[r, :n] = act(g[r, :n]) * u[r, :n]   (row strides ldg, ldu)
 void act_mul(Act a, float* g, int64_t ldg, const float* u, int64_t ldu, int64_t rows, int64_t n, cudaStream_t s);
 void add(float* y, const float* x, int64_t n, cudaStream_t s);   // y += x
-void scale(float* x, float a, int64_t n, cudaStream_t s);
-void softcap(float* x, float cap, int64_t n, cudaStream_t s);  // x = cap * tanh(x / cap)        // x *= a
+void scale(float* x, float a, int64_t n, cudaStream_t s);       // x *= a
+void softcap(float* x, float cap, int64_t n, cudaStream_t s);  // x = cap * tanh(x / cap)
+void clamp(float* x, float lim, int64_t n, cudaStream_t s);    // x = min(max(x, -lim), lim)
 // f32 rows (cols each, lds apart) -> f16 rows at stride ldd (padding left as is): uploads, and the activations
 // of a prompt for cuBLAS
 void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,
