@@ -494,13 +494,13 @@ def test_llama_on_cuda(case, tmp_path):
 
 
 @gpu
-@pytest.mark.parametrize("case", ["gpt2", "opt_pre", "opt_post_proj", "bloom", "mpt", "mpt_clip", "granite",
+@pytest.mark.parametrize("case", ["gpt2", "opt_pre", "opt_post_proj", "bloom", "mpt", "mpt_clip", "granite", "olmo2",
                                   "falcon_rw", "falcon_new",
                                   "falcon_seq_bias", "falcon_alibi", "codegen", "qwen2", "qwen2_window",
                                   "qwen2_window_layer1", "qwen3", "phi3", "phi3_window_partial", "phi3_longrope",
                                   "gemma3", "gemma2", "gemma", "gpt_neox", "gpt_neox_seq", "phi", "starcoder2",
                                   "stablelm", "stablelm_parallel", "cohere", "gptj", "gpt_neo", "gpt_bigcode",
-                                  "gpt_bigcode_mha"])
+                                  "gpt_bigcode_mha", "smollm3", "smollm3_window"])
 def test_family_on_cuda(case, tmp_path):
     cls, cfg = _decoders()[case]
     ref = make_model(str(tmp_path), cls, cfg)
@@ -509,9 +509,33 @@ def test_family_on_cuda(case, tmp_path):
 
 @gpu
 @pytest.mark.parametrize("case", ["ministral", "helium", "seed_oss", "arcee", "exaone", "vaultgemma", "nemotron",
-                                  "olmo", "olmo_plain"])
+                                  "olmo", "olmo_plain", "olmo3", "cohere2", "ministral3", "ministral_all"])
 def test_variant_on_cuda(case, tmp_path):
     from test_families_variants import _cases
+
+    cls, cfg = _cases()[case]
+    ref = make_model(str(tmp_path), cls, cfg)
+    _check_model(str(tmp_path), ref, max_context=64)
+
+
+@gpu
+@pytest.mark.parametrize("case", ["ernie4_5", "exaone4", "exaone4_global", "glm", "glm4", "internlm3"])
+def test_recent_family_on_cuda(case, tmp_path):
+    from test_families_recent import _cases
+
+    cls, cfg = _cases()[case]
+    ref = make_model(str(tmp_path), cls, cfg)
+    _check_model(str(tmp_path), ref, max_context=64)
+
+
+@gpu
+@pytest.mark.parametrize("case", ["mixtral", "qwen2_moe", "olmoe", "granitemoe", "qwen3_moe", "ernie4_5_moe",
+                                  "glm4_moe"])
+def test_moe_on_cuda(case, tmp_path):
+    """Mixtures of experts: the router in f32 on the device, the choice on the host (the CPU's code), each expert
+    over the rows that chose it; shared experts with and without their gate, selection biases, groups, dense
+    first layers."""
+    from test_moe import _cases
 
     cls, cfg = _cases()[case]
     ref = make_model(str(tmp_path), cls, cfg)
@@ -522,24 +546,21 @@ RECURRENT = r"recurrent layers \(Gated DeltaNet, short convolution, Mamba, Mamba
 
 
 @gpu
-@pytest.mark.parametrize("case,what", [("mixtral", "mixture-of-experts models"),
-                                       ("gpt_oss", "attention sinks"),
-                                       ("olmo2", "blocks without pre-norms or with whole-width q/k norms"),
-                                       ("smollm3", "layers without rotary positions"),
-                                       ("olmo3", "blocks without pre-norms or with whole-width q/k norms"),
-                                       ("cohere2", "layers without rotary positions"),
-                                       ("ministral3", "queries scaled by position"),
+@pytest.mark.parametrize("case,what", [("gpt_oss", "attention sinks"),
+                                       ("deepseek_v2", "latent attention and values of another head size"),
+                                       ("stablelm_qk", "per-head, LayerNorm or after-rotary q/k norms"),
                                        ("qwen3_5_text", RECURRENT), ("lfm2", RECURRENT)])
 def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
     """The families with no CUDA path yet (mixtures of experts, sinks, recurrent layers ...): loading one there says
     so, naming what it lacks."""
+    from test_families_recent import _cases as recent
     from test_families_variants import _cases as variants
     from test_hybrid import _cases as hybrid
     from test_moe import _cases
 
-    cls, cfg = {**_cases(), **_decoders(), **variants(), **hybrid()}[case]
+    cls, cfg = {**_cases(), **_decoders(), **variants(), **hybrid(), **recent()}[case]
     make_model(str(tmp_path), cls, cfg)
-    with pytest.raises(ValueError, match=rf"{what} \({case}\) run on the CPU only"):
+    with pytest.raises(ValueError, match=rf"{what} \({cfg.model_type}\) run on the CPU only"):
         edgeformer.load(str(tmp_path), device="cuda", max_context=64)
 
 

@@ -156,6 +156,51 @@ void clamp(float* x, float lim, int64_t n, cudaStream_t st) {
   });
 }
 
+void scale_rows(float* x, int64_t ld, const float* f, int64_t rows, int64_t cols, cudaStream_t st) {
+  ef_mock_submit(st, [=] {
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t c = 0; c < cols; c++) x[r * ld + c] *= f[r];
+  });
+}
+
+void linear_f32(const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t n, float* y,
+                cudaStream_t st) {
+  ef_mock_submit(st, [=] {
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t o = 0; o < n; o++) {
+        float dot = 0.f;
+        for (int64_t k = 0; k < K; k++) dot += x[t * K + k] * w[o * K + k];
+        y[t * n + o] = dot + (b ? b[o] : 0.f);
+      }
+  });
+}
+
+void gather_rows(const float* src, int64_t ld, const int32_t* idx, int64_t n, int64_t cols, float* dst, cudaStream_t st) {
+  ef_mock_submit(st, [=] {
+    for (int64_t r = 0; r < n; r++) std::memcpy(dst + r * cols, src + (int64_t)idx[r] * ld, cols * sizeof(float));
+  });
+}
+
+void scatter_add_rows(float* dst, int64_t ld, const int32_t* idx, const float* w, const float* src, int64_t n,
+                      int64_t cols, cudaStream_t st) {
+  ef_mock_submit(st, [=] {
+    for (int64_t r = 0; r < n; r++)
+      for (int64_t c = 0; c < cols; c++) dst[(int64_t)idx[r] * ld + c] += w[r] * src[r * cols + c];
+  });
+}
+
+void sigmoid_gate_add(float* dst, const float* y, const float* x, const float* v, int64_t rows, int64_t cols,
+                      cudaStream_t st) {
+  ef_mock_submit(st, [=] {
+    for (int64_t r = 0; r < rows; r++) {
+      float dot = 0.f;
+      for (int64_t c = 0; c < cols; c++) dot += x[r * cols + c] * v[c];
+      const float g = 1.f / (1.f + std::exp(-dot));
+      for (int64_t c = 0; c < cols; c++) dst[r * cols + c] += g * y[r * cols + c];
+    }
+  });
+}
+
 void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,
                      cudaStream_t st) {
   ef_mock_submit(st, [=] {

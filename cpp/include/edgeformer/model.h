@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "edgeformer/arch.h"
@@ -103,6 +104,14 @@ int32_t relative_bucket(int32_t rel, bool bidirectional, int32_t num_buckets, in
 float q_temperature(const ArchSpec& spec, int32_t pos);
 // ValueError unless every row of ForwardArgs::pos_rows is inside a position table of table_rows rows.
 void check_pos_rows(const int32_t* rows, int32_t T, int64_t table_rows);
+
+// A mixture-of-experts layer's routing as transformers routes (moe.cc; the CPU and the CUDA path alike):
+// logits [T][n_experts] of the router (+ its bias), turned in place into its probabilities (softmax or sigmoid)
+// -> rows[e]: the (row, weight) pairs of the rows that chose expert e, in row order. select_b, expert_scale:
+// the layer's vectors where the architecture has them, else null.
+using MoeRows = std::vector<std::vector<std::pair<int32_t, float>>>;
+void moe_route(const ArchSpec& sp, const KernelTable& K, float* logits, int32_t T, const float* select_b,
+               const float* expert_scale, MoeRows& rows);
 
 class Model {
  public:

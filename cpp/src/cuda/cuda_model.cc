@@ -11,6 +11,7 @@
 #include <cstring>
 #include <map>
 
+#include "edgeformer/cpu.h"
 #include "edgeformer/cuda.h"
 #include "edgeformer/rope.h"
 #include "host.h"
@@ -28,6 +29,14 @@ struct Part {
   int64_t col0 = 0;
 };
 
+// An MLP of width f: act(x gate) * (x up), or act(x up) where not gated, times down.
+struct DevMlp {
+  std::vector<Part> gate_up;  // gated: gate at 0, up at f of gu [T][2f]; else up at 0 of gu [T][f]
+  const float* b_gate_up = nullptr;
+  DevMatrix down;
+  const float* b_down = nullptr;
+};
+
 struct DevLayer {
   const float *attn_norm_w = nullptr, *attn_norm_b = nullptr, *mlp_norm_w = nullptr, *mlp_norm_b = nullptr;
   const float *cross_norm_w = nullptr, *cross_norm_b = nullptr;
@@ -37,11 +46,16 @@ struct DevLayer {
   const float* bo = nullptr;
   const float *q_norm_w = nullptr, *k_norm_w = nullptr;  // qk_norm
   const float *post_attn_norm_w = nullptr, *post_mlp_norm_w = nullptr;  // post_norms
-  std::vector<Part> gate_up;  // gated: gate at 0, up at F of gu [T][2F]; else up at 0 of gu [T][F]
-  const float* b_gate_up = nullptr;
-  DevMatrix down;
-  const float* b_down = nullptr;
+  DevMlp mlp;
   DevMatrix cq, ck, cv, co;
+  // mixture of experts (ArchSpec::moe): the router's logits computed here in f32, the choice made on the host
+  // (moe_route, the CPU's own code) from their copy; the experts run over the rows that chose them
+  bool moe = false;
+  const float *router = nullptr, *router_b = nullptr;  // [n_experts][hidden], [n_experts]
+  std::vector<float> select_b, expert_scale;          // host copies, where the architecture has them
+  std::vector<DevMlp> experts;
+  DevMlp shared;                        // (shared_ffn_size > 0)
+  const float* shared_scale = nullptr;  // [hidden]: the shared expert's gate, where it has one
 };
 
 const float* fp(const DevBuffer& b) { return b.as<float>(); }
@@ -76,6 +90,8 @@ struct CudaModel::State {
   bool enc_has_mask = false;
   int32_t cap_T = 0, cap_logits_rows = 0;
   DevBuffer x, h, h2, e, qkv, att, gu, ids, aux, types, kmask, logits, token, rope_cos, rope_sin, rel, penalized;
+  DevBuffer qtemp;  // [T]: q_temperature of each row's position
+  DevBuffer moe_logits, moe_idx, moe_w, moe_x, moe_y;  // mixture of experts: [T][n_experts]; [T * used] x2; [T][H] x2
   int32_t rel_width = 0, rel_lo = 0;
   Scratch ws_linear, ws_attn, ws_sample;
   std::mutex mu;
@@ -146,7 +162,8 @@ struct CudaModel::State {
   void ensure(int32_t T) {
     if (T <= cap_T) return;
     const ArchSpec& s = w->spec;
-    const size_t H = s.hidden_size, hd = s.head_dim, F = s.ffn_size;
+    const size_t H = s.hidden_size, hd = s.head_dim;
+    const size_t F = std::max({(size_t)s.ffn_size, (size_t)s.moe_ffn_size, (size_t)s.shared_ffn_size});
     const size_t QD = (size_t)s.n_heads * hd, KD = (size_t)s.n_kv_heads * hd;
     const size_t E = std::max<size_t>(H, (size_t)s.proj_dim);
     const size_t t = (size_t)T;
@@ -161,6 +178,14 @@ struct CudaModel::State {
     aux = DevBuffer(t * 4);
     types = DevBuffer(t * 4);
     kmask = DevBuffer(std::max<size_t>(t, (size_t)w->max_ctx));
+    if (s.q_temp_beta != 0.f) qtemp = DevBuffer(t * 4);
+    if (s.n_experts > 0) {
+      moe_logits = DevBuffer(t * s.n_experts * 4);
+      moe_idx = DevBuffer(t * s.n_experts_used * 4);
+      moe_w = DevBuffer(t * s.n_experts_used * 4);
+      moe_x = DevBuffer(t * H * 4);
+      moe_y = DevBuffer(t * H * 4);
+    }
     cap_T = T;
   }
 
@@ -216,10 +241,9 @@ void refuse_cpu_only(const ArchSpec& sp) {
     bool missing;
     const char* what;
   } gaps[] = {
-      {!sp.layer_nope.empty(), "layers without rotary positions"},
       {sp.v_head_dim != 0 || sp.mla(), "latent attention and values of another head size"},
       {sp.qk_norm && !rms_qk, "per-head, LayerNorm or after-rotary q/k norms"},
-      {!sp.pre_norms || sp.qk_norm_full, "blocks without pre-norms or with whole-width q/k norms"},
+      {!sp.pre_norms && !sp.post_norms, "blocks without norms before or after their branches"},
       {sp.attn_sinks, "attention sinks"},
       {sp.sub_norms, "BitNet's sub-norms and ternary matrices"},
       {sp.rel_bias, "relative position bias beside learned positions (MPNet)"},
@@ -227,10 +251,11 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.no_head, "a decoder saved without its language-model head (a bare base model)"},
       {!sp.first_attn_norm || (!sp.causal() && (sp.sliding_window > 0 || !sp.layer_windows.empty())),
        "a first layer without its attention norm and encoder windows (ModernBERT)"},
-      {sp.n_experts != 0, "mixture-of-experts models"},
+      {sp.n_experts != 0 && (sp.moe_beside_mlp || sp.moe_router_norm || sp.swiglu_limit > 0.f ||
+                             sp.norm_position == NormPosition::Post),
+       "mixtures of experts beside a dense MLP, on a normalized router input or with a clamped SwiGLU"},
       {sp.residual_scale != 1.f && (sp.parallel_residual || sp.norm_position == NormPosition::Post),
        "scaled residual branches of parallel or post-norm blocks"},
-      {sp.q_temp_beta != 0.f, "queries scaled by position"},
       {sp.partial_layers(), "layers without a token mixer or an MLP"},
       {sp.per_layer_shapes() || !sp.layer_kv_source.empty() || sp.v_norm || sp.layer_scale || sp.ple_dim > 0 ||
            !sp.rope.freq_factors.empty() || !sp.rope_local.freq_factors.empty() || sp.altup > 0 ||
@@ -321,6 +346,28 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
     return out;
   };
 
+  // an MLP's matrices under prefix q ("...gate.weight" where gated, "up", "down", their biases)
+  auto mlp_of = [&](const std::string& q) {
+    DevMlp m;
+    if (sp.gated_mlp) {
+      m.gate_up = parts({q + "gate.weight", q + "up.weight"});
+      m.b_gate_up = cat({q + "gate.bias", q + "up.bias"});
+    } else {
+      m.gate_up = parts({q + "up.weight"});
+      m.b_gate_up = vec(q + "up.bias");
+    }
+    m.down = matrix(q + "down.weight");
+    m.b_down = vec(q + "down.bias");
+    return m;
+  };
+  // a vector kept on the host (empty where the model has none)
+  auto host_floats = [&](const std::string& n) {
+    const Tensor* x = get(n);
+    if (!x) return std::vector<float>();
+    const Tensor c = x->to_contiguous_f32();
+    return std::vector<float>((const float*)c.data, (const float*)c.data + c.numel());
+  };
+
   W->tok_emb = matrix("tok_embeddings.weight");
   W->pos_emb = matrix("pos_embeddings.weight");
   W->type_emb = matrix("token_type_embeddings.weight");
@@ -365,15 +412,21 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
       L.post_attn_norm_w = vec(p + "post_attn_norm.weight");
       L.post_mlp_norm_w = vec(p + "post_mlp_norm.weight");
     }
-    if (sp.gated_mlp) {
-      L.gate_up = parts({p + "mlp.gate.weight", p + "mlp.up.weight"});
-      L.b_gate_up = cat({p + "mlp.gate.bias", p + "mlp.up.bias"});
-    } else {
-      L.gate_up = parts({p + "mlp.up.weight"});
-      L.b_gate_up = vec(p + "mlp.up.bias");
+    if (sp.moe(i)) {
+      L.moe = true;
+      L.router = vec(p + "moe.router.weight");
+      L.router_b = vec(p + "moe.router.bias");
+      L.select_b = host_floats(p + "moe.router.select_bias");
+      L.expert_scale = host_floats(p + "moe.router.expert_scale");
+      for (int e = 0; e < sp.n_experts; e++) {
+        L.experts.push_back(mlp_of(p + "moe.experts." + std::to_string(e) + "."));
+        up.finish();
+      }
+      if (sp.shared_ffn_size > 0) L.shared = mlp_of(p + "moe.shared.");
+      L.shared_scale = vec(p + "moe.shared_scale.weight");
+    } else if (sp.has_mlp(i)) {
+      L.mlp = mlp_of(p + "mlp.");
     }
-    L.down = matrix(p + "mlp.down.weight");
-    L.b_down = vec(p + "mlp.down.bias");
     if (sp.cross_attention) {
       L.cross_norm_w = vec(p + "cross_norm.weight");
       L.cross_norm_b = vec(p + "cross_norm.bias");
@@ -417,8 +470,14 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
   if (W->lm_head.data != W->tok_emb.data) count(W->lm_head);
   for (const DevLayer& L : W->layers) {
     for (const Part& p : L.qkv) count(p.W);
-    for (const Part& p : L.gate_up) count(p.W);
-    for (const DevMatrix* m : {&L.wo, &L.down, &L.cq, &L.ck, &L.cv, &L.co}) count(*m);
+    auto count_mlp = [&](const DevMlp& m) {
+      for (const Part& p : m.gate_up) count(p.W);
+      count(m.down);
+    };
+    count_mlp(L.mlp);
+    count_mlp(L.shared);
+    for (const DevMlp& e : L.experts) count_mlp(e);
+    for (const DevMatrix* m : {&L.wo, &L.cq, &L.ck, &L.cv, &L.co}) count(*m);
   }
   W->weight_bytes = bytes;
   s_->init_stream_and_cache(W, opts.kv_dtype == "f16");
@@ -630,6 +689,11 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     upload(S.rel.get(), rel_table.data(), rel_table.size() * 4, st);
     rel = fp(S.rel);
   }
+  if (sp.q_temp_beta != 0.f) {  // each row's query factor (Ministral 3), for the layers that scale them
+    std::vector<float> f(T);
+    for (int32_t t = 0; t < T; t++) f[t] = q_temperature(sp, pos[t]);
+    upload(S.qtemp.get(), f.data(), (size_t)T * 4, st);
+  }
   const uint8_t* key_mask = nullptr;
   if (a.key_mask) {
     upload(S.kmask.get(), a.key_mask, (size_t)T, st);
@@ -638,21 +702,63 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   const float attn_scale = sp.attn_scale > 0 ? sp.attn_scale : 1.f / std::sqrt((float)hd);
   const size_t layer_elems = S.layer_cache_elems();
 
+  // result += ffn(in) over n rows for an MLP of width f, or with acc false result = ffn(in)
+  auto ffn = [&](const DevMlp& m, int64_t f, const float* in, int64_t n, float* result, bool acc) {
+    if (sp.gated_mlp) {
+      run_parts(m.gate_up, m.b_gate_up, in, H, n, gu, 2 * f, S.ws_linear, st);
+      act_mul(sp.act, gu, 2 * f, gu + f, 2 * f, n, f, st);
+      linear(m.down, gu, 2 * f, n, m.b_down, result, H, acc, S.ws_linear, st);
+    } else {
+      run_parts(m.gate_up, m.b_gate_up, in, H, n, gu, f, S.ws_linear, st);
+      act(sp.act, gu, n, f, f, st);
+      linear(m.down, gu, f, n, m.b_down, result, H, acc, S.ws_linear, st);
+    }
+  };
+  // the experts' sum of a mixture-of-experts layer (moe.cc's, its routing on the host): each expert once over the
+  // rows that chose it, gathered, its outputs added to theirs times their weights, experts in index order; then
+  // the shared expert (behind its gate where it has one)
+  auto experts = [&](const DevLayer& L, const float* in, float* result, bool acc) {
+    const int NE = sp.n_experts;
+    float* lg = S.moe_logits.as<float>();
+    linear_f32(in, L.router, L.router_b, T, H, NE, lg, st);
+    std::vector<float> host_lg((size_t)T * NE);
+    EF_CUDA_CHECK(cudaMemcpyAsync(host_lg.data(), lg, host_lg.size() * 4, cudaMemcpyDeviceToHost, st));
+    EF_CUDA_CHECK(cudaStreamSynchronize(st));
+    MoeRows rows;
+    moe_route(sp, kernels(), host_lg.data(), T, L.select_b.empty() ? nullptr : L.select_b.data(),
+              L.expert_scale.empty() ? nullptr : L.expert_scale.data(), rows);
+    std::vector<int32_t> idx;  // every expert's rows, then their weights, in one upload each
+    std::vector<float> wt;
+    for (const auto& r : rows)
+      for (const auto& rw : r) idx.push_back(rw.first), wt.push_back(rw.second);
+    upload(S.moe_idx.get(), idx.data(), idx.size() * 4, st);
+    upload(S.moe_w.get(), wt.data(), wt.size() * 4, st);
+    if (!acc) EF_CUDA_CHECK(cudaMemsetAsync(result, 0, (size_t)T * H * 4, st));
+    float *xin = S.moe_x.as<float>(), *y = S.moe_y.as<float>();
+    int64_t off = 0;
+    for (int e = 0; e < NE; e++) {
+      const int64_t n = (int64_t)rows[e].size();
+      if (n == 0) continue;
+      const int32_t* ix = S.moe_idx.as<int32_t>() + off;
+      gather_rows(in, H, ix, n, H, xin, st);
+      ffn(L.experts[e], sp.moe_ffn_size, xin, n, y, false);
+      scatter_add_rows(result, H, ix, S.moe_w.as<float>() + off, y, n, H, st);
+      off += n;
+    }
+    if (sp.shared_ffn_size == 0) return;
+    ffn(L.shared, sp.shared_ffn_size, in, T, y, false);
+    if (L.shared_scale) sigmoid_gate_add(result, y, in, L.shared_scale, T, H, st);
+    else add(result, y, (int64_t)T * H, st);
+  };
   // result += mlp(in), or with acc false result = mlp(in)
   auto mlp = [&](const DevLayer& L, const float* in, float* result, bool acc = true) {
-    if (sp.gated_mlp) {
-      run_parts(L.gate_up, L.b_gate_up, in, H, T, gu, 2 * F, S.ws_linear, st);
-      act_mul(sp.act, gu, 2 * F, gu + F, 2 * F, T, F, st);
-      linear(L.down, gu, 2 * F, T, L.b_down, result, H, acc, S.ws_linear, st);
-    } else {
-      run_parts(L.gate_up, L.b_gate_up, in, H, T, gu, F, S.ws_linear, st);
-      act(sp.act, gu, T, F, F, st);
-      linear(L.down, gu, F, T, L.b_down, result, H, acc, S.ws_linear, st);
-    }
+    if (L.moe) return experts(L, in, result, acc);
+    ffn(L.mlp, F, in, T, result, acc);
   };
   // rotary on rows t0 .. t0 + n - 1 of q and k, their k and v appended to cache kc / vc (this layer's) at
   // positions p0 .., and their attention over that cache
-  auto attend = [&](int32_t t0, int32_t n, int32_t p0, char* kc, char* vc, int32_t window, bool local) {
+  auto attend = [&](int32_t t0, int32_t n, int32_t p0, char* kc, char* vc, int32_t window, bool local, bool rotary,
+                    bool q_temp) {
     RopeStoreArgs r;
     r.q = qkv + t0 * QKV, r.ldq = QKV;
     r.k = qkv + t0 * QKV + QD, r.v = qkv + t0 * QKV + QD + KD, r.ldk = QKV, r.ldv = QKV;
@@ -663,9 +769,11 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
       r.cos = W.rope_cos_local, r.sin = W.rope_sin_local, r.half = half, r.tab_row0 = pos[t0];
     else
       r.cos = cosp, r.sin = sinp, r.half = half, r.tab_row0 = cosp ? tab_row(t0) : 0;
+    if (!rotary) r.cos = r.sin = nullptr, r.tab_row0 = 0;  // (a NoPE layer: keys and values stored as they are)
     r.interleaved = sp.rope.style == RopeStyle::Interleaved;
     r.dyn_pos = dyn_pos;
     rope_store(r, st);
+    if (q_temp) scale_rows(qkv + t0 * QKV, QKV, S.qtemp.as<float>() + t0, n, QD, st);  // (after rotary, as the CPU)
     AttnArgs A;
     A.q = qkv + t0 * QKV, A.ldq = QKV, A.out = att + t0 * QD, A.ldo = QD;
     A.k = kc, A.v = vc, A.kv_f16 = S.kv_f16;
@@ -682,7 +790,10 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
   auto self_attention = [&](int l, const DevLayer& L, const float* in, float* result, bool acc = true) {
     run_parts(L.qkv, L.b_qkv, in, H, T, qkv, QKV, S.ws_linear, st);
     if (sp.clip_qkv > 0.f) clamp(qkv, sp.clip_qkv, (int64_t)T * QKV, st);  // (OLMo 1, MPT: before anything else)
-    if (sp.qk_norm) {  // each head's query and key, in place, before rotary
+    if (sp.qk_norm_full) {  // all the heads' queries as one vector, and all the keys (OLMo 2, OLMoE), before rotary
+      rmsnorm_heads(qkv, L.q_norm_w, sp.norm_eps, qkv, T, QD, 1, QKV, st);
+      rmsnorm_heads(qkv + QD, L.k_norm_w, sp.norm_eps, qkv + QD, T, KD, 1, QKV, st);
+    } else if (sp.qk_norm) {  // each head's query and key, in place, before rotary
       rmsnorm_heads(qkv, L.q_norm_w, sp.norm_eps, qkv, (int64_t)T * nh, hd, nh, QKV, st);
       rmsnorm_heads(qkv + QD, L.k_norm_w, sp.norm_eps, qkv + QD, (int64_t)T * nkv, hd, nkv, QKV, st);
     }
@@ -690,9 +801,10 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     auto cache = [&](const DevBuffer& c) { return static_cast<char*>(c.get()) + layer_off; };
     if (batch) {
       for (int32_t t = 0; t < T; t++)
-        attend(t, 1, pos[t], cache(seqs[t]->kc), cache(seqs[t]->vc), sp.window(l), sp.local_rope(l));
+        attend(t, 1, pos[t], cache(seqs[t]->kc), cache(seqs[t]->vc), sp.window(l), sp.local_rope(l), !sp.nope(l),
+               sp.q_temp(l));
     } else {
-      attend(0, T, pos0, cache(S.kc), cache(S.vc), sp.window(l), sp.local_rope(l));
+      attend(0, T, pos0, cache(S.kc), cache(S.vc), sp.window(l), sp.local_rope(l), !sp.nope(l), sp.q_temp(l));
     }
     linear(L.wo, att, QD, T, L.bo, result, H, acc, S.ws_linear, st);
   };
@@ -729,18 +841,21 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
       norm_rows(W, x, x, L.mlp_norm_w, L.mlp_norm_b, T, st);
       continue;
     }
-    norm_rows(W, x, h, L.attn_norm_w, L.attn_norm_b, T, st);
-    if (sp.parallel_residual && sp.parallel_mlp_norm) norm_rows(W, x, h2, L.mlp_norm_w, L.mlp_norm_b, T, st);
-    if (sp.post_norms) {  // x + norm(attn(norm1(x))), then x + norm(mlp(norm2(x)))
-      self_attention(l, L, h, h2, false);
+    if (sp.post_norms) {  // x + norm(attn(norm1(x))), then x + norm(mlp(norm2(x))); without pre-norms (OLMo 2)
+      // the branches read x itself: it changes only at the residual adds after them
+      const float* in = x;
+      if (sp.pre_norms) norm_rows(W, x, h, L.attn_norm_w, L.attn_norm_b, T, st), in = h;
+      self_attention(l, L, in, h2, false);
       norm_rows(W, h2, h2, L.post_attn_norm_w, nullptr, T, st);
       residual_add();
-      norm_rows(W, x, h, L.mlp_norm_w, L.mlp_norm_b, T, st);
-      mlp(L, h, h2, false);
+      if (sp.pre_norms) norm_rows(W, x, h, L.mlp_norm_w, L.mlp_norm_b, T, st);
+      mlp(L, in, h2, false);
       norm_rows(W, h2, h2, L.post_mlp_norm_w, nullptr, T, st);
       residual_add();
       continue;
     }
+    norm_rows(W, x, h, L.attn_norm_w, L.attn_norm_b, T, st);
+    if (sp.parallel_residual && sp.parallel_mlp_norm) norm_rows(W, x, h2, L.mlp_norm_w, L.mlp_norm_b, T, st);
     if (sp.parallel_residual) {  // x + attn(norm1(x)) + mlp(norm1(x) or norm2(x))
       self_attention(l, L, h, x);
       mlp(L, sp.parallel_mlp_norm ? h2 : h, x);
@@ -833,6 +948,8 @@ void CudaModel::forward(const ForwardArgs& a) {
 bool CudaModel::State::graph_eligible(const ForwardArgs& a) const {
   const ArchSpec& sp = w->spec;
   return graphs_on && a.T == 1 && a.output == Output::LastLogits && sp.causal() && !sp.cross_attention &&
+         sp.n_experts == 0 &&  // (the experts' choice is made on the host: a step waits for it)
+         sp.q_temp_beta == 0.f &&  // (the queries' factors are uploaded per call)
          sp.pos != PosKind::Relative && !(sp.pos == PosKind::Rotary && sp.rope.length_dependent()) &&
          sp.n_token_types == 0 && !a.key_mask && !a.token_types;
 }

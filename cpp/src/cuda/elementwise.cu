@@ -147,6 +147,56 @@ __global__ void clamp_kernel(float* x, float lim, int64_t n) {
     x[i] = fminf(fmaxf(x[i], -lim), lim);
 }
 
+__global__ void gather_rows_kernel(const float* __restrict__ src, int64_t ld, const int32_t* __restrict__ idx,
+                                   int64_t n, int64_t cols, float* __restrict__ dst) {
+  for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
+    const float* s = src + (int64_t)idx[r] * ld;
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x)
+      dst[r * cols + c] = s[c];
+  }
+}
+
+__global__ void scatter_add_rows_kernel(float* __restrict__ dst, int64_t ld, const int32_t* __restrict__ idx,
+                                        const float* __restrict__ w, const float* __restrict__ src, int64_t n,
+                                        int64_t cols) {
+  for (int64_t r = blockIdx.y; r < n; r += gridDim.y) {
+    float* d = dst + (int64_t)idx[r] * ld;
+    const float a = w[r];
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x)
+      d[c] += a * src[r * cols + c];
+  }
+}
+
+__global__ void scale_rows_kernel(float* __restrict__ x, int64_t ld, const float* __restrict__ f, int64_t rows,
+                                  int64_t cols) {
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += (int64_t)gridDim.x * blockDim.x)
+      x[r * ld + c] *= f[r];
+}
+
+// one block per output (o, t)
+__global__ void linear_f32_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                  const float* __restrict__ b, int64_t K, int64_t n, float* __restrict__ y) {
+  __shared__ float sh[32];
+  const int64_t o = blockIdx.x, t = blockIdx.y;
+  float dot = 0.f;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) dot += x[t * K + k] * w[o * K + k];
+  dot = block_sum(dot, sh);
+  if (threadIdx.x == 0) y[t * n + o] = dot + (b ? b[o] : 0.f);
+}
+
+// one block per row: the gate's dot product, then the row
+__global__ void sigmoid_gate_add_kernel(float* __restrict__ dst, const float* __restrict__ y,
+                                        const float* __restrict__ x, const float* __restrict__ v, int64_t cols) {
+  __shared__ float sh[32];
+  const int64_t r = blockIdx.x;
+  float dot = 0.f;
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dot += x[r * cols + c] * v[c];
+  dot = block_sum(dot, sh);
+  const float g = 1.f / (1.f + expf(-dot));
+  for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[r * cols + c] += g * y[r * cols + c];
+}
+
 __global__ void scale_kernel(float* x, float a, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] *= a;
 }
@@ -244,6 +294,39 @@ void clamp(float* x, float lim, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
   clamp_kernel<<<grid_for(n, 256), 256, 0, s>>>(x, lim, n);
   EF_CUDA_LAUNCHED(clamp_kernel);
+}
+
+void scale_rows(float* x, int64_t ld, const float* f, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  scale_rows_kernel<<<rows_grid(rows, cols), 256, 0, s>>>(x, ld, f, rows, cols);
+  EF_CUDA_LAUNCHED(scale_rows_kernel);
+}
+
+void linear_f32(const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t n, float* y,
+                cudaStream_t s) {
+  if (T <= 0 || n <= 0) return;
+  linear_f32_kernel<<<dim3((unsigned)n, (unsigned)T), 128, 0, s>>>(x, w, b, K, n, y);
+  EF_CUDA_LAUNCHED(linear_f32_kernel);
+}
+
+void gather_rows(const float* src, int64_t ld, const int32_t* idx, int64_t n, int64_t cols, float* dst, cudaStream_t s) {
+  if (n <= 0 || cols <= 0) return;
+  gather_rows_kernel<<<rows_grid(n, cols), 256, 0, s>>>(src, ld, idx, n, cols, dst);
+  EF_CUDA_LAUNCHED(gather_rows_kernel);
+}
+
+void scatter_add_rows(float* dst, int64_t ld, const int32_t* idx, const float* w, const float* src, int64_t n,
+                      int64_t cols, cudaStream_t s) {
+  if (n <= 0 || cols <= 0) return;
+  scatter_add_rows_kernel<<<rows_grid(n, cols), 256, 0, s>>>(dst, ld, idx, w, src, n, cols);
+  EF_CUDA_LAUNCHED(scatter_add_rows_kernel);
+}
+
+void sigmoid_gate_add(float* dst, const float* y, const float* x, const float* v, int64_t rows, int64_t cols,
+                      cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  sigmoid_gate_add_kernel<<<(unsigned)rows, 256, 0, s>>>(dst, y, x, v, cols);
+  EF_CUDA_LAUNCHED(sigmoid_gate_add_kernel);
 }
 
 void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,

@@ -51,6 +51,19 @@ void add(float* y, const float* x, int64_t n, cudaStream_t s);   // y += x
 void scale(float* x, float a, int64_t n, cudaStream_t s);       // x *= a
 void softcap(float* x, float cap, int64_t n, cudaStream_t s);  // x = cap * tanh(x / cap)
 void clamp(float* x, float lim, int64_t n, cudaStream_t s);    // x = min(max(x, -lim), lim)
+// x[r, :cols] *= f[r] for r < rows (rows ld apart): queries scaled by their position (ArchSpec::q_temp_beta)
+void scale_rows(float* x, int64_t ld, const float* f, int64_t rows, int64_t cols, cudaStream_t s);
+// y[t, o] = x[t, :K] . w[o, :K] (+ b[o]) in f32 for o < n, t < T (rows dense): a mixture's router, kept in f32
+void linear_f32(const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t n, float* y,
+                cudaStream_t s);
+// Mixture of experts: dst[i, :cols] = src[idx[i], :cols] (rows ld apart in src, dense in dst), i < n
+void gather_rows(const float* src, int64_t ld, const int32_t* idx, int64_t n, int64_t cols, float* dst, cudaStream_t s);
+// dst[idx[i], :cols] += w[i] * src[i, :cols] (rows ld apart in dst, dense in src); idx without repeats
+void scatter_add_rows(float* dst, int64_t ld, const int32_t* idx, const float* w, const float* src, int64_t n,
+                      int64_t cols, cudaStream_t s);
+// dst[r, :cols] += sigmoid(x[r, :cols] . v) * y[r, :cols] for r < rows (a shared expert behind its gate)
+void sigmoid_gate_add(float* dst, const float* y, const float* x, const float* v, int64_t rows, int64_t cols,
+                      cudaStream_t s);
 // f32 rows (cols each, lds apart) -> f16 rows at stride ldd (padding left as is): uploads, and the activations
 // of a prompt for cuBLAS
 void f32_to_f16_rows(const float* src, int64_t lds, int64_t rows, int64_t cols, uint16_t* dst, int64_t ldd,

@@ -17,6 +17,52 @@
 
 namespace ef {
 
+void moe_route(const ArchSpec& sp, const KernelTable& K, float* logits, int32_t T, const float* select_b,
+               const float* expert_scale, MoeRows& rows) {
+  const int NE = sp.n_experts, top = sp.n_experts_used;
+  rows.assign(NE, {});
+  std::vector<int32_t> order(NE);
+  const int groups = sp.moe_groups > 1 ? sp.moe_groups : 1, per = NE / groups;
+  const bool choose_apart = sp.moe_select_bias || groups > 1;
+  std::vector<float> choice(choose_apart ? NE : 0), group_score(groups), best(per);
+  std::vector<int32_t> group_order(groups);
+  // the highest first; equal values by index, as torch.topk's CPU kernel orders them
+  auto top_first = [](const float* v, std::vector<int32_t>& idx, int n) {
+    std::iota(idx.begin(), idx.end(), 0);
+    std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
+                      [&](int32_t a, int32_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+  };
+  for (int32_t t = 0; t < T; t++) {
+    float* p = logits + (size_t)t * NE;
+    if (sp.moe_sigmoid) {
+      for (int e = 0; e < NE; e++) p[e] = 1.f / (1.f + std::exp(-p[e]));
+    } else {
+      K.softmax(p, NE);
+    }
+    const float* c = p;  // what the choice ranks
+    if (choose_apart) {
+      for (int e = 0; e < NE; e++) choice[e] = p[e] + (sp.moe_select_bias ? select_b[e] : 0.f);
+      if (groups > 1) {  // only the experts of the best groups (by the sum of their moe_group_top best) compete
+        for (int g = 0; g < groups; g++) {
+          std::copy(choice.begin() + g * per, choice.begin() + (g + 1) * per, best.begin());
+          std::partial_sort(best.begin(), best.begin() + sp.moe_group_top, best.end(), std::greater<float>());
+          group_score[g] = std::accumulate(best.begin(), best.begin() + sp.moe_group_top, 0.f);
+        }
+        top_first(group_score.data(), group_order, sp.moe_groups_used);
+        for (int i = sp.moe_groups_used; i < groups; i++)
+          std::fill(choice.begin() + group_order[i] * per, choice.begin() + (group_order[i] + 1) * per, -INFINITY);
+      }
+      c = choice.data();
+    }
+    top_first(c, order, top);
+    float sum = 0.f;
+    for (int i = 0; i < top; i++) sum += p[order[i]];
+    const float norm = (sp.moe_norm_topk && sum > 0.f ? 1.f / sum : 1.f) * sp.moe_routed_scale;
+    for (int i = 0; i < top; i++)
+      rows[order[i]].emplace_back(t, p[order[i]] * norm * (expert_scale ? expert_scale[order[i]] : 1.f));
+  }
+}
+
 void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelTable& K, const float* router_in) {
   const LayerWeights& w = layers_[layer];
   const int NE = spec_.n_experts, top = spec_.n_experts_used;
@@ -37,55 +83,18 @@ void Model::moe(int layer, const float* in, float* out, int32_t T, const KernelT
     }
   };
 
-  // rows[e]: (row, weight) of the rows that chose expert e
-  std::vector<std::vector<std::pair<int32_t, float>>> rows(NE);
-  std::vector<int32_t> order(NE);
-  const int groups = spec_.moe_groups > 1 ? spec_.moe_groups : 1, per = NE / groups;
-  const bool choose_apart = spec_.moe_select_bias || groups > 1;
-  std::vector<float> choice(choose_apart ? NE : 0), group_score(groups), best(per);
-  std::vector<int32_t> group_order(groups);
-  // the highest first; equal values by index, as torch.topk's CPU kernel orders them
-  auto top_first = [](const float* v, std::vector<int32_t>& idx, int n) {
-    std::iota(idx.begin(), idx.end(), 0);
-    std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
-                      [&](int32_t a, int32_t b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
-  };
-  for (int32_t t = 0; t < T; t++) {
-    float* p = logits + (size_t)t * NE;
-    if (spec_.moe_sigmoid) {
-      for (int e = 0; e < NE; e++) p[e] = 1.f / (1.f + std::exp(-p[e]));
-    } else {
-      K.softmax(p, NE);
-    }
-    const float* c = p;  // what the choice ranks
-    if (choose_apart) {
-      for (int e = 0; e < NE; e++) choice[e] = p[e] + (spec_.moe_select_bias ? ((const float*)w.select_b.data)[e] : 0.f);
-      if (groups > 1) {  // only the experts of the best groups (by the sum of their moe_group_top best) compete
-        for (int g = 0; g < groups; g++) {
-          std::copy(choice.begin() + g * per, choice.begin() + (g + 1) * per, best.begin());
-          std::partial_sort(best.begin(), best.begin() + spec_.moe_group_top, best.end(), std::greater<float>());
-          group_score[g] = std::accumulate(best.begin(), best.begin() + spec_.moe_group_top, 0.f);
-        }
-        top_first(group_score.data(), group_order, spec_.moe_groups_used);
-        for (int i = spec_.moe_groups_used; i < groups; i++)
-          std::fill(choice.begin() + group_order[i] * per, choice.begin() + (group_order[i] + 1) * per, -INFINITY);
-      }
-      c = choice.data();
-    }
-    top_first(c, order, top);
-    float sum = 0.f;
-    for (int i = 0; i < top; i++) sum += p[order[i]];
-    const float norm = (spec_.moe_norm_topk && sum > 0.f ? 1.f / sum : 1.f) * spec_.moe_routed_scale;
-    const float* es = fptr(w.expert_scale);  // (moe_expert_scale)
-    for (int i = 0; i < top; i++) rows[order[i]].emplace_back(t, p[order[i]] * norm * (es ? es[order[i]] : 1.f));
-  }
+  MoeRows rows;
+  moe_route(spec_, K, logits, T, fptr(w.select_b), fptr(w.expert_scale), rows);
+  std::vector<int32_t> order;  // (one token: its experts, in index order)
+  for (int e = 0; e < NE; e++)
+    if (!rows[e].empty()) order.push_back(e);
 
   std::memset(out, 0, sizeof(float) * T * H);
   float *xin = moe_in_.data(), *y = moe_out_.data(), *g = g_.data(), *u = u_.data();
   if (T == 1) {
     // one token (a decode step): its experts share their input, so all their gate and up products run in one
     // parallel region, then all their down products in another (two regions, not three per expert)
-    std::sort(order.begin(), order.begin() + top);  // expert order: outputs added as the rows path adds them
+    // (experts in index order: outputs added as the rows path adds them)
     std::vector<ops::LinearOut> o;
     for (int i = 0; i < top; i++) {
       const LayerWeights::Expert& x = w.experts[order[i]];
