@@ -24,6 +24,7 @@ add_library(edgeformer_cuda OBJECT
   cpp/src/cuda/common.cc
   cpp/src/cuda/host.cc
   cpp/src/cuda/cuda_model.cc
+  cpp/src/cuda/cuda_upload.cc
   cpp/src/cuda/cuda_api.cc
   cpp/src/cuda/blas.cc
   cpp/src/cuda/elementwise.cu

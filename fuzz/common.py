@@ -96,7 +96,7 @@ _LATENT = re.compile(r"attn\.(k_b|v_b)\.\d+\.weight")
 
 
 def canonical_shape(spec, name: str) -> Optional[List[int]]:
-    """The shape edgeformer's C++ loader expects for a canonical weight (cpp/src/model/model.cc, Loader)."""
+    """The shape edgeformer's C++ loader expects for a canonical weight (cpp/src/model/model_load.cc, Loader)."""
     H, V, F, hd = spec.hidden_size, spec.vocab_size, spec.ffn_size, spec.head_dim
     vd = spec.v_head_dim or hd
     QD, KD, KVD, QVD = spec.n_heads * hd, spec.n_kv_heads * hd, spec.n_kv_heads * vd, spec.n_heads * vd
@@ -181,7 +181,7 @@ def canonical_shape(spec, name: str) -> Optional[List[int]]:
         return {"lin.in.weight": [3 * H, H], "lin.out.weight": [H, H], "lin.conv.weight": [H, 1, spec.lin_conv]}[m.group(2)]
     if m.group(2) == "attn.gate.weight":
         return [QD, H]
-    if spec.mla_kv_lora > 0:  # latent attention (model.cc: the MLA weights)
+    if spec.mla_kv_lora > 0:  # latent attention (model_load.cc: the MLA weights)
         Lk, Lq, dn, dv, dr = spec.mla_kv_lora, spec.mla_q_lora, spec.mla_nope, spec.mla_v, spec.rope.rotary_dim
         dq = spec.n_heads * (dn + dr)
         mla = {"attn.q_a.weight": [Lq, H], "attn.q_a_norm.weight": [Lq], "attn.q_b.weight": [dq, Lq],

@@ -1,6 +1,6 @@
 // The CUDA kernels' host entry points: raw device pointers and a stream; each validates its arguments and
-// launches. The kernel files (*.cu) are their only definitions; the model (cuda_model.cc) and the test entry
-// points (cuda_api.cc) call nothing else. All activations are f32 in device memory.
+// launches. The kernel files (*.cu) are their only definitions; the model (cuda_upload.cc, cuda_model.cc) and the
+// test entry points (cuda_api.cc) call nothing else. All activations are f32 in device memory.
 #pragma once
 #include <cuda_runtime_api.h>
 

@@ -1,4 +1,4 @@
-// How the model's constructor reads its weights (model.cc): the checkpoint's tensors by canonical name, used as
+// How the model's constructor reads its weights (model_load.cc): the checkpoint's tensors by canonical name, used as
 // stored or converted, quantized rows repacked into panels, weights derived at load dropped once copied.
 #pragma once
 #include <algorithm>
