@@ -105,12 +105,30 @@ def test_prompts(tmp_path):
     assert np.abs(model.embed(TEXTS) - model.embed(TEXTS, prompt="")).max() > 1e-3  # (the default prompt counts)
     with pytest.raises(ValueError, match="prompt_name.*'search'.*'document', 'query'"):
         model.embed(TEXTS, prompt_name="search")
-    cfg = os.path.join(path, "1_Pooling", "config.json")
-    pooling = json.load(open(cfg))
-    with open(cfg, "w") as f:
-        json.dump(dict(pooling, include_prompt=False), f)
-    with pytest.raises(ValueError, match="include_prompt"):
-        model.embed(TEXTS)
+
+
+@pytest.mark.parametrize("pooling", ["lasttoken", "mean", "weightedmean", "cls", "max", "mean_sqrt_len_tokens"])
+def test_prompt_left_out_of_the_pooling(tmp_path, pooling):
+    """include_prompt: false (INSTRUCTOR-style checkpoints): the prompt's tokens, as sentence-transformers counts
+    them (the prompt tokenized alone, less a closing special token), are not pooled: cls takes the first token
+    after them, weightedmean keeps each token's weight by its position; token-id inputs take no prompt."""
+    from sentence_transformers import SentenceTransformer
+
+    m = st_modules()
+    src = str(tmp_path / "base")
+    bare_decoder(src, "qwen3")
+    st = SentenceTransformer(modules=[m.Transformer(src), m.Pooling(64, pooling, include_prompt=False), m.Normalize()],
+                             device="cpu", prompts={"query": "Instruct: find the passage\nQuery: "},
+                             default_prompt_name="query")
+    path = str(tmp_path / "st")
+    st.save(path)
+    model = edgeformer.load(path, threads=2)
+    ours = model.embed(TEXTS)
+    np.testing.assert_allclose(ours, st.encode(TEXTS), rtol=0, atol=2e-5)
+    with_prompt = SentenceTransformer(modules=[m.Transformer(src), m.Pooling(64, pooling), m.Normalize()],
+                                      device="cpu").encode(TEXTS, prompt="Instruct: find the passage\nQuery: ")
+    if pooling != "lasttoken":  # (leaving the prompt out changes the embedding, but for the last token's)
+        assert np.abs(ours - with_prompt).max() > 1e-3
     np.testing.assert_allclose(model.embed(TEXTS, prompt=""), st.encode(TEXTS, prompt=""), rtol=0, atol=2e-5)
 
 

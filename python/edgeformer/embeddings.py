@@ -160,21 +160,35 @@ def dense_layers(path: str, width: int) -> List[Tuple[np.ndarray, Optional[np.nd
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
-    """hidden [T, H], mask [T] (1 = token) -> [H]."""
-    valid = hidden[mask.astype(bool)]
+    """hidden [T, H], mask [T] (1 = pooled; a prompt's tokens may be 0) -> [H], as sentence-transformers pools:
+    cls the first pooled token, last the last (zeros where none), weighted_mean each token weighted by its position
+    in the sequence (from 1), the means zero where no token is pooled."""
+    idx = np.flatnonzero(mask)
     if pooling == "cls":
-        return hidden[0]
+        return hidden[idx[0] if len(idx) else 0]
+    if not len(idx):  # (a text that is all prompt)
+        return np.full(hidden.shape[1], -np.inf if pooling == "max" else 0.0, np.float32)
     if pooling == "last":
-        return valid[-1]
+        return hidden[idx[-1]]
+    valid = hidden[idx]
     if pooling == "max":
         return valid.max(0)
     v = valid.astype(np.float64)
     if pooling == "mean_sqrt_len":  # (the sum over sqrt of the count)
         return (v.sum(0) / np.sqrt(len(v))).astype(np.float32)
-    if pooling == "weighted_mean":  # (token i of n weighs i + 1: SGPT's position-weighted mean)
-        w = np.arange(1, len(v) + 1, dtype=np.float64)
+    if pooling == "weighted_mean":  # (token i weighs i + 1: SGPT's position-weighted mean)
+        w = (idx + 1).astype(np.float64)
         return ((v * w[:, None]).sum(0) / w.sum()).astype(np.float32)
     return v.mean(0).astype(np.float32)
+
+
+def prompt_length(model, prompt: str) -> int:
+    """The tokens of `prompt` that a pooling with include_prompt: false leaves out, as sentence-transformers counts
+    them: the prompt tokenized alone (its special tokens included), less a closing special token."""
+    ids = model._tok.encode(prompt)
+    tok = model._tok.require()
+    special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    return len(ids) - (1 if ids and ids[-1] in special else 0)
 
 
 def token_lists(model, texts_or_ids: Any, max_len: Optional[int] = None, what: str = "texts_or_ids") -> List[List[int]]:
@@ -206,11 +220,12 @@ def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"argument 'batch_size' must be a positive integer, got {batch_size!r}")
     prompt = resolve_prompt(model.path, prompt, prompt_name)
+    skip: List[int] = []  # (per item: its leading tokens left unpooled)
     if prompt:  # (texts only: token ids are taken as given)
-        if _pooling_config(model.path)[0].get("include_prompt", True) is False:  # (prompt tokens left unpooled)
-            raise ValueError("this checkpoint's pooling leaves the prompt's tokens out (include_prompt: false), "
-                             "which embed() does not compute: pass the texts with their prompt yourself")
-        texts_or_ids = [texts_or_ids] if isinstance(texts_or_ids, str) else texts_or_ids
+        texts_or_ids = [texts_or_ids] if isinstance(texts_or_ids, str) else list(texts_or_ids)
+        # include_prompt false: the prompt's tokens (as sentence-transformers counts them) are not pooled
+        n = prompt_length(model, prompt) if _pooling_config(model.path)[0].get("include_prompt", True) is False else 0
+        skip = [n if isinstance(t, str) else 0 for t in texts_or_ids]
         texts_or_ids = [prompt + t if isinstance(t, str) else t for t in texts_or_ids]
     st_pool, st_norm, max_len = sentence_transformers_config(model.path)
     pooling = st_pool if pooling is None else pooling
@@ -227,7 +242,9 @@ def embed(model, texts_or_ids: Any, pooling: Optional[str], normalize: Optional[
         # (an encoder runs the batch packed into few passes; a decoder each text alone)
         hs = model._encode(batch) if model.is_encoder else [model.hidden_states(ids) for ids in batch]
         for j, (ids, h) in enumerate(zip(batch, hs)):
-            out[b0 + j] = pool(h, np.ones(len(ids), np.int32), pooling)
+            mask = np.ones(len(ids), np.int32)
+            mask[: skip[b0 + j] if skip else 0] = 0
+            out[b0 + j] = pool(h, mask, pooling)
     for w, b, act in cache[model.path]:  # (sentence-transformers' Dense modules, after the pooling)
         out = act(out @ w.T + (0 if b is None else b)).astype(np.float32)
     if normalize:

@@ -527,7 +527,8 @@ class Model:
         asked. Defaults come from the checkpoint's sentence-transformers files (modules.json, 1_Pooling/config.json),
         else mean pooling without normalization. prompt / prompt_name: text put before each text input, as
         sentence-transformers' encode() does (prompt_name: a key of config_sentence_transformers.json's prompts,
-        whose default_prompt_name applies when neither is given)."""
+        whose default_prompt_name applies when neither is given); where the pooling config says include_prompt:
+        false, the prompt's tokens are not pooled, as sentence-transformers counts them."""
         from .embeddings import embed
 
         return embed(self, texts_or_ids, pooling, normalize, batch_size, prompt, prompt_name)
