@@ -181,10 +181,10 @@ def test_iquants_as_llama_cpp_writes_them(llama, tmp_path, monkeypatch):
     assert _rel(edgeformer.load(str(out), **opts).logits(PROMPT), ours) < 1e-6
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bloom", "falcon", "gpt_bigcode"])
+@pytest.mark.parametrize("family", ["gpt2", "bloom", "mpt", "falcon", "gpt_bigcode"])
 def test_fused_qkv_families_roundtrip(family, tmp_path):
-    """Fused q, k, v written and read back as llama.cpp's gpt2, bloom, falcon and starcoder (StarCoder's one
-    key/value head)."""
+    """Fused q, k, v written and read back as llama.cpp's gpt2, bloom, mpt (its keys as llama.cpp's converter
+    writes them: max_alibi_bias, clamp_kqv), falcon and starcoder (StarCoder's one key/value head)."""
     import transformers as tf
 
     cls, cfg = {
@@ -192,6 +192,8 @@ def test_fused_qkv_families_roundtrip(family, tmp_path):
         "gpt_bigcode": (tf.GPTBigCodeForCausalLM, tf.GPTBigCodeConfig(n_embd=128, n_layer=2, n_head=4, n_positions=64,
                                                                       vocab_size=320, multi_query=True)),
         "bloom": (tf.BloomForCausalLM, tf.BloomConfig(hidden_size=128, n_layer=2, n_head=4, vocab_size=320)),
+        "mpt": (tf.MptForCausalLM, tf.MptConfig(d_model=128, n_layers=2, n_heads=4, max_seq_len=64, vocab_size=320,
+                                               attn_config={"clip_qkv": 0.5})),
         "falcon": (tf.FalconForCausalLM, tf.FalconConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
                                                        new_decoder_architecture=True, num_kv_heads=2,
                                                        max_position_embeddings=64, vocab_size=320)),
@@ -200,6 +202,12 @@ def test_fused_qkv_families_roundtrip(family, tmp_path):
     make_model(str(src), cls, cfg)
     direct, back = _quantize_and_load_back(src, tmp_path / "m.gguf", "q8_0")
     assert back.spec.model_type == direct.spec.model_type and back.spec.n_kv_heads == direct.spec.n_kv_heads
+    if family == "mpt":
+        from gguf import GGUFReader
+
+        f = GGUFReader(str(tmp_path / "m.gguf")).fields
+        assert f["mpt.attention.max_alibi_bias"].contents() == 8.0 and f["mpt.feed_forward_length"].contents() == 512
+        assert abs(f["mpt.attention.clamp_kqv"].contents() - 0.5) < 1e-7 and back.spec.clip_qkv == 0.5
 
 
 def test_starcoder_gguf_refuses_per_head_qkv(tmp_path):

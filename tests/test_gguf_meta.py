@@ -1224,3 +1224,22 @@ def test_special_token_with_a_colon(tmp_path):
     enc = got.tokenizer.encode("hi <bos:0>", "there")
     assert enc.ids[0] == bos and enc.ids.count(bos) == 3 and got.bos_token == "<bos:0>"
     assert got.tokenizer.decode(enc.ids) == "hi there"
+
+
+def _mpt_meta(**over):
+    meta = {k.replace("llama.", "mpt."): v for k, v in _llama_meta().items() if "rope" not in k and "rms" not in k}
+    meta.update({"general.architecture": "mpt", "mpt.attention.head_count_kv": 4, "mpt.feed_forward_length": 256,
+                 "mpt.attention.layer_norm_epsilon": 1e-5, "mpt.attention.max_alibi_bias": 8.0, **over})
+    return meta
+
+
+def test_mpt_metadata_as_llama_cpp_writes_it():
+    """llama.cpp's mpt: ALiBi with max_alibi_bias, clamp_kqv where the model clamps; a file without ALiBi (0),
+    with q/k norms or learned positions (what transformers' MPT does not compute) refused by key or tensor."""
+    cfg = config_from_gguf(_mpt_meta(**{"mpt.attention.clamp_kqv": 6.0}), ["token_embd.weight"], "m.gguf")
+    assert cfg["model_type"] == "mpt" and cfg["expansion_ratio"] == 4 and cfg["tie_word_embeddings"]
+    assert cfg["attn_config"] == {"alibi": True, "alibi_bias_max": 8.0, "clip_qkv": 6.0}
+    with pytest.raises(ValueError, match=r"m\.gguf: .*'mpt\.attention\.max_alibi_bias'.*without ALiBi"):
+        config_from_gguf(_mpt_meta(**{"mpt.attention.max_alibi_bias": 0.0}), ["token_embd.weight"], "m.gguf")
+    with pytest.raises(ValueError, match=r"m\.gguf: .*'attn_q_norm'"):
+        config_from_gguf(_mpt_meta(), ["token_embd.weight", "blk.0.attn_q_norm.weight"], "m.gguf")

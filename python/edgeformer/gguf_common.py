@@ -21,6 +21,7 @@ __all__ = ["SUPPORTED_ARCHS"]
 LLAMA = MODEL_ARCH_NAMES[MODEL_ARCH.LLAMA]
 GPT2 = MODEL_ARCH_NAMES[MODEL_ARCH.GPT2]
 BLOOM = MODEL_ARCH_NAMES[MODEL_ARCH.BLOOM]
+MPT = MODEL_ARCH_NAMES[MODEL_ARCH.MPT]
 FALCON = MODEL_ARCH_NAMES[MODEL_ARCH.FALCON]
 BERT = MODEL_ARCH_NAMES[MODEL_ARCH.BERT]
 T5 = MODEL_ARCH_NAMES[MODEL_ARCH.T5]
@@ -78,7 +79,8 @@ SUPPORTED_ARCHS = (LLAMA, QWEN2, QWEN3, QWEN2MOE, QWEN3MOE, PHI3, GEMMA, GEMMA2,
                    STABLELM, GRANITE, GRANITEMOE, GPT_OSS, OLMO2, OLMOE, SMOLLM3, COMMAND_R, ERNIE4_5, EXAONE4, GLM4,
                    HUNYUAN_DENSE, ERNIE4_5_MOE, GLM4_MOE, DEEPSEEK2, INTERNLM2, EXAONE, COHERE2, ARCEE, SEED_OSS, MISTRAL3,
                    QWEN35, QWEN35MOE, QWEN3NEXT, LFM2, LFM2MOE, GRANITE_HYBRID, MAMBA, MAMBA2, NEMOTRON_H,
-                   NEMOTRON_H_MOE, FALCON_H1, JAMBA, STARCODER, GEMMA4, GEMMA3N, BITNET, NEMOTRON, OLMO, BLOOM, FALCON, BERT, T5)
+                   NEMOTRON_H_MOE, FALCON_H1, JAMBA, STARCODER, GEMMA4, GEMMA3N, BITNET, NEMOTRON, OLMO, BLOOM, MPT, FALCON, BERT,
+                   T5)
 
 # HF model_type -> llama.cpp architecture
 _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen2": QWEN2, "qwen3": QWEN3,
@@ -98,7 +100,7 @@ _ARCH_OF_MODEL_TYPE = {"llama": LLAMA, "mistral": LLAMA, "mixtral": LLAMA, "qwen
                        "mamba": MAMBA, "falcon_mamba": MAMBA, "falcon_h1": FALCON_H1,
                        "jamba": JAMBA, "gpt_bigcode": STARCODER, "gemma4_text": GEMMA4,
                        "gemma3n_text": GEMMA3N, "bitnet": BITNET,
-                       "bloom": BLOOM, "falcon": FALCON, "bert": BERT, "t5": T5,
+                       "bloom": BLOOM, "mpt": MPT, "falcon": FALCON, "bert": BERT, "t5": T5,
                        # (llama.cpp writes RoBERTa's as BERT files: the position rows before the first token's dropped)
                        "roberta": BERT, "xlm-roberta": BERT, "camembert": BERT}
 

@@ -33,6 +33,7 @@ from .gguf_common import (
     OLMO,
     BERT,
     BLOOM,
+    MPT,
     COHERE2,
     EXAONE,
     MISTRAL3,
@@ -360,7 +361,7 @@ from .gguf_ssm import SSM_CONFIG, nemotron_has_experts as _nemotron_has_experts 
 from .gguf_gemma import config_gemma3n, config_gemma4  # noqa: E402
 from .bitnet import config_bitnet  # noqa: E402
 from .gguf_readers import (  # noqa: E402
-    _config_bert, _config_bloom, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere, _config_variants,
+    _config_bert, _config_bloom, _config_mpt, _config_falcon, _config_gemma, _config_gemma1, _config_gpt2, _config_gpt_oss, _config_llama, _config_llama_like, _config_neox_phi, _config_olmo, _config_phi3, _config_qwen, _config_recent, _config_deepseek_moe, _config_deepseek2, _config_smollm3_cohere, _config_variants,
     _config_t5,
 )
 
@@ -378,7 +379,7 @@ _CONFIG_BUILDERS = {LLAMA: _config_llama, INTERNLM2: _config_llama, QWEN2: _conf
                     QWEN35: config_qwen35, QWEN35MOE: config_qwen35, QWEN3NEXT: config_qwen35, LFM2: config_lfm2,
                     LFM2MOE: config_lfm2, **SSM_CONFIG, GEMMA4: config_gemma4, GEMMA3N: config_gemma3n,
                     BITNET: config_bitnet,
-                    BLOOM: _config_bloom, FALCON: _config_falcon,
+                    BLOOM: _config_bloom, MPT: _config_mpt, FALCON: _config_falcon,
                     BERT: _config_bert, T5: _config_t5}
 
 
@@ -799,6 +800,19 @@ def gguf_metadata_from_config(config: Dict[str, Any], source: str) -> Dict[str, 
         put(_A.HEAD_COUNT, nh)
         put(_A.HEAD_COUNT_KV, nh)
         put(_A.LAYERNORM_EPS, cfg.get("layer_norm_epsilon", float, 1e-5))
+    elif arch == MPT:
+        hidden, nh = cfg.positive("d_model"), cfg.positive("n_heads")
+        attn = cfg.get("attn_config", dict, {}) or {}
+        put(_K.CONTEXT_LENGTH, cfg.positive("max_seq_len", 2048))
+        put(_K.EMBEDDING_LENGTH, hidden)
+        put(_K.FEED_FORWARD_LENGTH, cfg.positive("expansion_ratio", 4) * hidden)
+        put(_K.BLOCK_COUNT, cfg.positive("n_layers"))
+        put(_A.HEAD_COUNT, nh)
+        put(_A.LAYERNORM_EPS, cfg.get("layer_norm_epsilon", float, 1e-5))
+        put(_A.MAX_ALIBI_BIAS, cfg.get("alibi_bias_max", float, 8.0, data=attn, prefix="attn_config."))
+        clip = cfg.get("clip_qkv", float, None, data=attn, prefix="attn_config.")
+        if clip is not None:
+            put(_A.CLAMP_KQV, clip)
     elif arch == FALCON:
         if cfg.get("alibi", bool, False):
             raise cfg.error("alibi", "is true: llama.cpp's falcon has no ALiBi variant")

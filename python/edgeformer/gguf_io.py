@@ -73,7 +73,7 @@ def load_gguf(path: str, dtype: Optional[str], opts: "_core.ModelOptions"):
         config["vocab_size"] = int(tmap.get("token_embd.weight").shape[0])
     if "per_layer_token_embd.weight" in tmap:  # (Gemma 4's per-layer inputs: their table's rows)
         config["vocab_size_per_layer_input"] = int(tmap.get("per_layer_token_embd.weight").shape[0])
-    n_layers = int(config.get("num_hidden_layers", config.get("n_layer", config.get("num_layers", 0))))
+    n_layers = int(next((config[k] for k in ("num_hidden_layers", "n_layer", "n_layers", "num_layers") if k in config), 0))
     if not 0 < n_layers <= len(order):  # each layer has tensors: a larger count is a corrupt header
         raise ValueError(f"{path}: {arch}.block_count = {n_layers} does not match the {len(order)} tensors of the file")
     g2h = hf_names_from_gguf(arch, n_layers, config)

@@ -28,6 +28,7 @@ from .gguf_common import (
     _ARCH_OF_MODEL_TYPE,
     BERT,
     BLOOM,
+    MPT,
     FALCON,
     GPT2,
     LLAMA,
@@ -297,6 +298,20 @@ _BLOOM_NAMES = [
 ]
 
 
+# (MPT: LayerNorms without biases, q/k/v fused as [all q, all k, all v] in both files, no biases)
+_MPT_NAMES = [
+    (_T_.TOKEN_EMBD, "transformer.wte", _W, None),
+    (_T_.OUTPUT_NORM, "transformer.norm_f", _W, None),
+    (_T_.OUTPUT, "lm_head", _W, None),
+    (_T_.ATTN_NORM, "transformer.blocks.{i}.norm_1", _W, "blk"),
+    (_T_.ATTN_QKV, "transformer.blocks.{i}.attn.Wqkv", _W, "blk"),
+    (_T_.ATTN_OUT, "transformer.blocks.{i}.attn.out_proj", _W, "blk"),
+    (_T_.FFN_NORM, "transformer.blocks.{i}.norm_2", _W, "blk"),
+    (_T_.FFN_UP, "transformer.blocks.{i}.ffn.up_proj", _W, "blk"),
+    (_T_.FFN_DOWN, "transformer.blocks.{i}.ffn.down_proj", _W, "blk"),
+]
+
+
 def _falcon_names(two_norms: bool):
     return (
         [
@@ -461,6 +476,8 @@ def _name_table(arch: str, config: Optional[Dict[str, Any]]):
         return _GPT2_NAMES
     if a == BLOOM:
         return _BLOOM_NAMES
+    if a == MPT:
+        return _MPT_NAMES
     if a == GPTNEOX:
         return _GPTNEOX_NAMES
     if a == STARCODER2:
@@ -547,7 +564,7 @@ def expert_tensor(canonical: str) -> Optional[Tuple[str, int, Optional[str]]]:
     return TENSOR_NAMES[_EXPERT_TENSORS[part]].format(bid=layer) + "." + kind, e, f"{legacy}.{e}.{kind}"
 
 
-_HF_ALIASES = {GPT2: ("transformer.", ""), STARCODER: ("transformer.", ""), BLOOM: ("transformer.", ""), FALCON: ("transformer.", ""),
+_HF_ALIASES = {GPT2: ("transformer.", ""), STARCODER: ("transformer.", ""), BLOOM: ("transformer.", ""), MPT: ("transformer.", ""), FALCON: ("transformer.", ""),
                BERT: ("", "bert.", "roberta.")}
 
 

@@ -537,6 +537,44 @@ def _config_bloom(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
     return cfg
 
 
+def _config_mpt(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    """llama.cpp's mpt: ALiBi (max_alibi_bias, 8 in every MPT), q/k/v fused, clamp_kqv where set; no biases."""
+    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
+    n_heads, n_kv = _heads(m, arch, hidden)
+    if n_kv != n_heads:
+        raise m.error(_k(_A.HEAD_COUNT_KV, arch), f"({n_kv}) must equal the head count ({n_heads}) for mpt")
+    _even_heads(m, arch, hidden, n_heads)
+    fkey = _k(_K.FEED_FORWARD_LENGTH, arch)
+    ffn = m.uniform_positive(fkey, 4 * hidden)
+    if ffn % hidden:
+        raise m.error(fkey, f"({ffn}) must be a multiple of embedding_length ({hidden}) for mpt")
+    akey = _k(_A.MAX_ALIBI_BIAS, arch)
+    bias_max = m.get(akey, float, 8.0)
+    if bias_max <= 0:  # (llama.cpp writes 0 for an MPT without ALiBi, which transformers does not compute)
+        raise m.error(akey, f"({bias_max:g}): an MPT without ALiBi is not supported")
+    for t in ("attn_q_norm", "attn_k_norm", "position_embd"):
+        if any(n.startswith(t) or f".{t}." in n for n in names):
+            raise m.error(t, "tensors (q/k norms or learned positions) are not what transformers' MPT computes")
+    n_vocab = _vocab_size(m, arch)
+    cfg = {
+        "architectures": ["MptForCausalLM"],
+        "model_type": "mpt",
+        "vocab_size": n_vocab,
+        "d_model": hidden,
+        "n_layers": m.positive(_k(_K.BLOCK_COUNT, arch)),
+        "n_heads": n_heads,
+        "expansion_ratio": ffn // hidden,
+        "max_seq_len": m.positive(_k(_K.CONTEXT_LENGTH, arch)),
+        "layer_norm_epsilon": m.get(_k(_A.LAYERNORM_EPS, arch), float, 1e-5),
+        "no_bias": True,
+        "attn_config": {"alibi": True, "alibi_bias_max": bias_max,
+                        "clip_qkv": m.get(_k(_A.CLAMP_KQV, arch), float, None)},
+        "tie_word_embeddings": _OUTPUT not in names,
+    }
+    _special_ids(m, cfg, n_vocab)
+    return cfg
+
+
 def _config_neox_phi(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """GPT-NeoX (LayerNorms, fused QKV, partial rotary, parallel residual by use_parallel_residual) and Phi-2 (one
     LayerNorm for attention and MLP in parallel, partial rotary, a head with a bias)."""
