@@ -245,6 +245,29 @@ def test_block_quantized_prompt_products(isa, dtype, T, O):
         np.testing.assert_array_equal(y, want)
 
 
+@pytest.mark.parametrize("dtype", ["q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "iq4_nl", "iq4_xs"])
+@pytest.mark.parametrize("T,O", [(64, 40), (100, 33), (300, 48)])
+def test_block_quantized_long_prompts_in_bf16_on_amx(dtype, T, O):
+    """amx, from 64 tokens: the 4- and 5-bit panels decoded to bf16 (scale * q - min, rounded to nearest even)
+    times activations rounded to bf16 - the product of those rounded operands, within float32 summation; past a
+    chunk of tokens and odd output counts; q8_0 and q6_k keep their 8-bit products."""
+    if "amx" not in ISAS:
+        pytest.skip("no AMX on this CPU")
+    K = 512 if dtype in ("q4_k", "q5_k", "iq4_xs") else 96
+    x = rng.standard_normal((T, K)).astype(np.float32)
+    w = rng.standard_normal((O, K)).astype(np.float32)
+    dt = getattr(_core.DType, dtype)
+    blocks = _core.ops.quantize(w, dt)
+    wq = np.asarray(_core.ops.to_f32(blocks.reshape(-1), dt), np.float32).reshape(O, K)
+    wb = bf16_to_f32(bf16_bits(wq)).astype(np.float64)
+    xb = bf16_to_f32(bf16_bits(x)).astype(np.float64)
+    y, _ = _core.ops.linear_packed(x, blocks, dt, 1.0, "amx", prompt=True)
+    close(y, xb @ wb.T, tol=1e-5)
+    assert np.abs(y - x.astype(np.float64) @ wq.T.astype(np.float64)).max() > 0  # (not the 8-bit product's path)
+    int8, _ = _core.ops.linear_packed(x, blocks, dt, 1.0, "avx512vnni", prompt=True)
+    assert not np.array_equal(y, int8)
+
+
 def test_unsupported_isa_is_an_error():
     missing = [i for i in ("generic", "avx2", "avx512", "avx512vnni", "avx512bf16", "amx", "neon", "neondot")
                if i not in _core.cpu_info()["supported_isas"]]

@@ -92,6 +92,33 @@ def test_llama_quantized_within_floor(dtype, isa, llama, tmp_path):
     assert len(model.generate(PROMPT, max_new_tokens=4, temperature=0, ignore_eos=True).token_ids) == 4
 
 
+@pytest.mark.parametrize("dtype", ["q4_k", "q5_0"])
+def test_long_prompts_on_amx_in_bf16_within_floor(dtype, llama):
+    """amx: a prompt of 64 tokens or more multiplies 4- and 5-bit weights decoded to bf16 by bf16 activations
+    (not 8-bit ones): within 1.5x the weight-only floor as the 8-bit products are, and not their result; decode
+    steps and exact_q8_prompts keep the 8-bit products."""
+    import transformers
+
+    if "amx" not in _core.cpu_info()["supported_isas"]:
+        pytest.skip("no AMX on this CPU")
+    path, _ = llama
+    ids = prompt_ids(80, seed=5)
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    f32 = hf_logits(ref_model, ids)
+    default_isa = _core.active_isa()
+    _core.set_isa("amx")
+    try:
+        model = edgeformer.load(path, dtype=dtype, threads=2, max_context=96)
+        ours = model.logits(ids)
+        exact = edgeformer.load(path, dtype=dtype, threads=2, max_context=96, exact_q8_prompts=True).logits(ids)
+    finally:
+        _core.set_isa(default_isa)
+    floor = nmse(hf_logits(dequantized_reference(model, ref_model, path), ids), f32)
+    err = nmse(ours, f32)
+    assert floor > 0 and err <= 1.5 * floor, (err, floor)
+    assert not np.array_equal(ours, exact) and nmse(exact, f32) <= 1.5 * floor
+
+
 @pytest.mark.parametrize("family", ["gpt2", "falcon", "bert"])
 def test_other_families_quantize(family, tmp_path):
     """Every architecture takes a quantized dtype; q8_0 and int8 stay close to f32."""

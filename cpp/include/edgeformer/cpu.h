@@ -109,6 +109,12 @@ struct KernelTable {
   // layout (bf16_tile_at; ldx unused) instead of rows: AMX's A tiles, each row 64 bytes from the next (rows
   // K * 2 bytes apart, a power of two, fell into one L1 set: 0.65x the speed at K = 2048)
   int64_t bf16x_tiles_from;
+  // Block-quantized panels (quant.h) times activations rounded to bf16 in the tile layout, from qbf16x_from
+  // tokens (0: never; always past bf16x_tiles_from): each panel's weights decoded to bf16 once per call (scale *
+  // q - min, rounded to nearest even), then a bf16 product. Long prompts on the tile unit, where the 8-bit
+  // products' per-block float steps bound the speed. Null for the types without.
+  Bf16MatmulFn qmatmul_panel_bf16x[kNumWeightDTypes];
+  int64_t qbf16x_from;
 };
 
 // The tile layout of bf16 activations: token t's 32 values from k = 32 s at this element offset. A block of 16

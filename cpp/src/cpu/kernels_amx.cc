@@ -461,6 +461,68 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
   tiles_off();
 }
 
+// -- Block-quantized panels times bf16 activations (long prompts) ----------------------------------------------------
+// The 8-bit products above meet each block's sums with its scales in float steps that bound their speed (~340
+// GMAC/s a core); from kAmxBf16Blocks tokens each panel's blocks are instead decoded to bf16 B tiles once per
+// chunk of tokens (w = scale * q - min, as the float steps weigh the sums: the min's term is -min times the
+// activations' sum), and the tokens' bf16 tiles multiply them as bf16_tiles_amx's do. The 4- and 5-bit formats
+// only: their values are exact in bf16's 8 bits before the scale, the rounding adds 2^-9 of each weight to
+// their own quantization error (q8_0 keeps its 8-bit products).
+constexpr int64_t kAmxBf16Blocks = 64;
+
+// decoded block s (an int8 B tile: 8 rows of [16 outputs][4 k], its 16 scales and mins) -> a bf16 B tile
+// (16 rows of [16 outputs][2 k]) at out, rounded to nearest even
+inline void block_to_bf16(const Decoded& d, int64_t s, bool mins, uint8_t* out) {
+  const pf sc = pf_load(d.scale + 16 * s), mn = mins ? pf_load(d.mins + 16 * s) : pf_zero();
+  const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), hi = _mm512_set1_epi32((int)0xffff0000u);
+  for (int r = 0; r < 8; r++) {
+    const __m512i q = _mm512_load_si512(d.b + 512 * s + 64 * r);
+    __m512i u[4];
+    static_for<4>([&](auto J) {
+      constexpr int j = J;  // k 4r + j of each output: byte j of its lane
+      const __m512i v = _mm512_srai_epi32(_mm512_slli_epi32(q, 24 - 8 * j), 24);
+      const __m512i w = _mm512_castps_si512(_mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), sc), mn));
+      u[j] = _mm512_add_epi32(w, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(w, 16), one)));
+    });
+    _mm512_store_si512(out + 128 * r, _mm512_or_si512(_mm512_srli_epi32(u[0], 16), _mm512_and_si512(u[1], hi)));
+    _mm512_store_si512(out + 128 * r + 64, _mm512_or_si512(_mm512_srli_epi32(u[2], 16), _mm512_and_si512(u[3], hi)));
+  }
+}
+
+// xt: T tokens of bf16 activations in the tile layout (linear_group gives it from qbf16x_from tokens)
+template <class F>
+void qmatmul_bf16x_amx(const uint16_t* xt, int64_t, const void* wv, int64_t, const float* bias, float* y, int64_t ldy,
+                       int64_t T, int64_t o0, int64_t o1, int64_t K) {
+  const int64_t nb = K / kQ8Block, pb = K / F::kBlock * F::kBytes, pbytes = nb * kTileBytes;
+  const int64_t chunk = chunk_tokens(2 * K);
+  thread_local std::vector<ScratchLine> wbuf, fbuf, tbuf;
+  Decoded dec;
+  dec.b = scratch<uint8_t>(wbuf, 512 * nb);
+  float* f = scratch<float>(fbuf, 32 * nb);
+  dec.scale = f;
+  dec.mins = f + 16 * nb;
+  uint8_t* bt = scratch<uint8_t>(tbuf, 2 * pbytes);  // a pair of panels' bf16 tiles
+  tiles_on(full_tiles());
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    const int64_t nt = std::min(chunk, T - c0);
+    for (int64_t o = o0; o < o1; o += 2 * kPanel) {
+      const int64_t n = std::min<int64_t>(2 * kPanel, o1 - o);
+      for (int64_t p = 0; p * kPanel < n; p++) {
+        const uint8_t* src = (const uint8_t*)wv + (o / kPanel + p) * pb;
+        for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(src + i * F::kBytes, dec, i * (F::kBlock / 32));
+        for (int64_t s = 0; s < nb; s++) block_to_bf16(dec, s, F::kMins, bt + p * pbytes + s * kTileBytes);
+      }
+      amx_product<false>(
+          [&](int64_t t) { return (const uint8_t*)(xt + bf16_tile_at(c0 + t, 0, K)); }, 64, kTileBytes, nt, bt,
+          pbytes, 0, 0, n, nb, false, [](const uint8_t*, uint8_t*) {},
+          [&](int64_t t, int64_t oo, const float* s, int m) {
+            pf_store(y + (c0 + t) * ldy + o + oo, pf_load(s), bias ? bias + o + oo : nullptr, m);
+          });
+    }
+  }
+  tiles_off();
+}
+
 KernelTable make_table() {
   KernelTable k = base();
   k.isa = Isa::AMX;
@@ -477,6 +539,15 @@ KernelTable make_table() {
   k.qmatmul_panel[(int)DType::Q5_K] = qmatmul_amx<AmxQK<true>>;
   k.qmatmul_panel[(int)DType::IQ4_NL] = qmatmul_amx<AmxIQ4<false>>;
   k.qmatmul_panel[(int)DType::IQ4_XS] = qmatmul_amx<AmxIQ4<true>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q4_0] = qmatmul_bf16x_amx<AmxQ32<DType::Q4_0>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q4_1] = qmatmul_bf16x_amx<AmxQ32<DType::Q4_1>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q5_0] = qmatmul_bf16x_amx<AmxQ32<DType::Q5_0>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q5_1] = qmatmul_bf16x_amx<AmxQ32<DType::Q5_1>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q4_K] = qmatmul_bf16x_amx<AmxQK<false>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q5_K] = qmatmul_bf16x_amx<AmxQK<true>>;
+  k.qmatmul_panel_bf16x[(int)DType::IQ4_NL] = qmatmul_bf16x_amx<AmxIQ4<false>>;
+  k.qmatmul_panel_bf16x[(int)DType::IQ4_XS] = qmatmul_bf16x_amx<AmxIQ4<true>>;
+  k.qbf16x_from = kAmxBf16Blocks;
   return k;
 }
 

@@ -604,7 +604,9 @@ const KernelTable kTable = {
     ssm_step_simd,
     f32_to_f16_simd,
     f32_to_bf16_simd,
-    EF_MATMUL_PANEL_BF16X,    0,  // bf16x_tiles_from: rows always
+    EF_MATMUL_PANEL_BF16X,    0,   // bf16x_tiles_from: rows always
+    {},  // qmatmul_panel_bf16x: none
+    0,   // qbf16x_from
 };
 
 }  // namespace

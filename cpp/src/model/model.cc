@@ -216,6 +216,7 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
   // prompts: compute-bound, one level (a batch of decode steps keeps the decode precision)
   if (T > 1 && !batch && !a.decode_precision && !opts_.exact_q8_prompts && kt.q8_0_panel_one_level)
     kt.qmatmul_panel[(int)DType::Q8_0] = kt.q8_0_panel_one_level;
+  if (batch || a.decode_precision || opts_.exact_q8_prompts) kt.qbf16x_from = 0;  // (bf16 activations: prompts only)
   const KernelTable& K = kt;
   ensure_scratch(T);
   // attention scores: one row per thread, as long as the keys in use (grown on demand: a context of

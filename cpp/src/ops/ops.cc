@@ -98,6 +98,10 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
       done++;
     }
   };
+  // block-quantized panels of a long prompt where the ISA decodes them to bf16 (KernelTable::qmatmul_panel_bf16x):
+  // the activations rounded to bf16 tiles as bf16 weights take them, not quantized to 8 bits
+  bool qbf16 = quant && !row_scaled && k.qbf16x_from > 0 && T >= k.qbf16x_from && K % 32 == 0;
+  for (int i = 0; qbf16 && i < n; i++) qbf16 = outs[i].W->packed && k.qmatmul_panel_bf16x[(int)outs[i].W->dtype];
   const BlockQ8* xp = nullptr;
   const int8_t* rq = nullptr;  // row-scaled weights: activations in token groups (quant.h: quantize_rows_q8)
   const float* rd = nullptr;
@@ -124,7 +128,7 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
     rq = qw;
     rd = dw;
     rs = sw;
-  } else if (quant) {
+  } else if (quant && !qbf16) {
     // activations quantized once per row to 8-bit blocks, shared by every thread and every output of that input
     const int64_t nb = K / kQ8Block;
     thread_local std::vector<BlockQ8> xq;
@@ -137,11 +141,11 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
   // product of each thread rounded all its rows again: 15% of a 512-token bf16 prompt on AMX)
   const uint16_t* xb = nullptr;
   int64_t xb_rows = T;  // (per distinct input: T, or whole blocks of tiles)
-  if (!quant && k.matmul_panel_bf16x && T > 1) {
+  if ((!quant && k.matmul_panel_bf16x && T > 1) || qbf16) {
     bool all = true;
-    for (int i = 0; i < n; i++) all = all && outs[i].W->packed && outs[i].W->dtype == DType::BF16;
+    for (int i = 0; i < n; i++) all = all && outs[i].W->packed && (qbf16 || outs[i].W->dtype == DType::BF16);
     if (all) {
-      const bool tiles = k.bf16x_tiles_from > 0 && T >= k.bf16x_tiles_from && K % 32 == 0;
+      const bool tiles = qbf16 || (k.bf16x_tiles_from > 0 && T >= k.bf16x_tiles_from && K % 32 == 0);
       if (tiles) xb_rows = (T + kBf16TileTokens - 1) / kBf16TileTokens * kBf16TileTokens;
       thread_local std::vector<uint16_t> xbuf;  // (on a 64-byte line: a tile row read across two lines costs two)
       if ((int64_t)xbuf.size() < distinct * xb_rows * K + 32) xbuf.resize(distinct * xb_rows * K + 32);
@@ -167,6 +171,9 @@ void linear_group(ThreadPool* pool, const KernelTable& k, const float* x, int64_
     if (W.row_scaled) {
       const KernelTable& kr = k.q8_0_rows ? k : kernels_for(Isa::Generic);
       (W.ternary ? kr.q8_0_rows_ternary : kr.q8_0_rows)(rq, rd, rs, W.data, bias, o.y, o.ldy, T, o0, o1, K);
+    } else if (qbf16) {
+      k.qmatmul_panel_bf16x[(int)W.dtype](xb + (int64_t)slot[i] * xb_rows * K, K, W.data, 0, bias, o.y, o.ldy, T, o0,
+                                          o1, K);
     } else if (quant) {
       auto fn = W.packed ? panel_kernel(k, &KernelTable::qmatmul_panel, W.dtype) : k.qmatmul[(int)W.dtype];
       EF_CHECK(fn, W.describe() + ": no kernel for " + dtype_name(W.dtype) + (W.packed ? " panels" : ""));

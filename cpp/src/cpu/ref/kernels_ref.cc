@@ -334,7 +334,9 @@ const KernelTable kTable = {
     ssm_step_ref,
     f32_to_f16_ref,
     f32_to_bf16_ref,
-    nullptr,    0,  // bf16x_tiles_from: rows always
+    nullptr,    0,   // bf16x_tiles_from: rows always
+    {},  // qmatmul_panel_bf16x: none
+    0,   // qbf16x_from
 };
 
 }  // namespace
