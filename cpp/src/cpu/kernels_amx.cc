@@ -1,7 +1,8 @@
 // AMX (Sapphire Rapids and later Xeons): the avx512bf16 table, whose products of several tokens run on the tile
-// unit instead: bf16 panels through TDPBF16PS, row-scaled q8_0 panels ("int8") through TDPBSUD. Decode steps and
-// short inputs keep the AVX-512 kernels (a tile is 16 tokens; below kAmxMinBf16 / kAmxMinInt8 the padding costs more than the
-// tiles save).
+// unit instead: bf16 panels through TDPBF16PS, row-scaled q8_0 panels ("int8") through TDPBSUD, block formats
+// through TDPBSSD per block of 32 k (from 16 tokens) or, for long prompts of the 4- to 6-bit formats, decoded to
+// bf16 tiles for TDPBF16PS. Decode steps and short inputs keep the AVX-512 kernels (a tile is 16 tokens; below
+// kAmxMinBf16 / kAmxMinInt8 / kAmxMinBlocks the padding costs more than the tiles save).
 //
 // The panel layouts of quant.h are already what a B tile wants: a bf16 panel's 32 k are 16 rows of [16 outputs][2
 // bf16] and a row-scaled panel's 64 k are 16 rows of [16 outputs][4 bytes], 64 bytes a row. The activations (the A
@@ -466,21 +467,22 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
 // GMAC/s a core); from kAmxBf16Blocks tokens each panel's blocks are instead decoded to bf16 B tiles once per
 // chunk of tokens (w = scale * q - min, as the float steps weigh the sums: the min's term is -min times the
 // activations' sum), and the tokens' bf16 tiles multiply them as bf16_tiles_amx's do. The 4- and 5-bit formats
-// only: their values are exact in bf16's 8 bits before the scale, the rounding adds 2^-9 of each weight to
-// their own quantization error (q8_0 keeps its 8-bit products).
+// and q6_k only: their values are exact in bf16's 8 bits before the scale, the rounding adds 2^-9 of each weight
+// to their own quantization error (q8_0 keeps its 8-bit products).
 constexpr int64_t kAmxBf16Blocks = 64;
 
-// decoded block s (an int8 B tile: 8 rows of [16 outputs][4 k], its 16 scales and mins) -> a bf16 B tile
-// (16 rows of [16 outputs][2 k]) at out, rounded to nearest even
-inline void block_to_bf16(const Decoded& d, int64_t s, bool mins, uint8_t* out) {
-  const pf sc = pf_load(d.scale + 16 * s), mn = mins ? pf_load(d.mins + 16 * s) : pf_zero();
+// 8 int8 rows of [16 outputs][4 k] (32 k: rows 0-3 scaled by sc0, 4-7 by sc1) -> a bf16 B tile (16 rows of [16
+// outputs][2 k]) at out: w = (q - off) * sc - mn, rounded to nearest even
+inline void rows_to_bf16(const uint8_t* q8, pf sc0, pf sc1, pf mn, int off, uint8_t* out) {
   const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), hi = _mm512_set1_epi32((int)0xffff0000u);
+  const __m512i o = _mm512_set1_epi32(off);
   for (int r = 0; r < 8; r++) {
-    const __m512i q = _mm512_load_si512(d.b + 512 * s + 64 * r);
+    const __m512i q = _mm512_loadu_si512(q8 + 64 * r);
+    const pf sc = r < 4 ? sc0 : sc1;
     __m512i u[4];
     static_for<4>([&](auto J) {
       constexpr int j = J;  // k 4r + j of each output: byte j of its lane
-      const __m512i v = _mm512_srai_epi32(_mm512_slli_epi32(q, 24 - 8 * j), 24);
+      const __m512i v = _mm512_sub_epi32(_mm512_srai_epi32(_mm512_slli_epi32(q, 24 - 8 * j), 24), o);
       const __m512i w = _mm512_castps_si512(_mm512_sub_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(v), sc), mn));
       u[j] = _mm512_add_epi32(w, _mm512_add_epi32(half, _mm512_and_si512(_mm512_srli_epi32(w, 16), one)));
     });
@@ -489,11 +491,53 @@ inline void block_to_bf16(const Decoded& d, int64_t s, bool mins, uint8_t* out) 
   }
 }
 
-// xt: T tokens of bf16 activations in the tile layout (linear_group gives it from qbf16x_from tokens)
+// One panel's blocks (K values a row) -> its bf16 B tiles, K / 32 of 1 KB at out: through the 8-bit decoders
+// (w = scale * q - min, as the float steps weigh the sums: the min's term is -min times the activations' sum)
 template <class F>
+struct ToBf16 {
+  static constexpr int64_t kBlock = F::kBlock, kBytes = F::kBytes;
+  static void panel(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out) {
+    for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(src + i * F::kBytes, dec, i * (F::kBlock / 32));
+    for (int64_t s = 0; s < K / 32; s++) {
+      const pf sc = pf_load(dec.scale + 16 * s);
+      rows_to_bf16(dec.b + 512 * s, sc, sc, F::kMins ? pf_load(dec.mins + 16 * s) : pf_zero(), 0,
+                   out + s * kTileBytes);
+    }
+  }
+};
+
+// q6_k (256 k: 16 f16 d | 16 x 16 int8 scales | 16 groups of 16 k, each A, B, H of 64 bytes; qpanel.h's
+// PanelQ6_K), which has no 8-bit tile decoder: w = d * sc * (q - 32), a scale per 16 k, straight to bf16
+struct Q6KToBf16 {
+  static constexpr DType kType = DType::Q6_K;
+  static constexpr int64_t kBlock = PanelQ6_K::kBlock, kBytes = PanelQ6_K::kBytes;
+  static void panel(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out) {
+    for (int64_t b = 0; b < K / kBlock; b++) {
+      const uint8_t* p = src + b * kBytes;
+      const pf d = pf_load_f16(p);
+      for (int u = 0; u < 16; u += 2) {  // two groups of 16 k: one tile of 32
+        pf sc[2];
+        for (int h = 0; h < 2; h++) {
+          const uint8_t* q = p + 288 + 192 * (u + h);
+          const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
+          uint8_t* rows = dec.b + 256 * h;  // (k 4i.. of the group: row 4h + i)
+          pw_store(rows, pw_or(pw_and8(A, 0x0F), pw_bits<-4, 0x30>(H)));
+          pw_store(rows + 64, pw_or(pw_bits<4, 0x0F>(A), pw_bits<-2, 0x30>(H)));
+          pw_store(rows + 128, pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30)));
+          pw_store(rows + 192, pw_or(pw_bits<4, 0x0F>(B), pw_bits<2, 0x30>(H)));
+          sc[h] = pf_mul(d, pf_load_s8(p + 32 + 16 * (u + h)));
+        }
+        rows_to_bf16(dec.b, sc[0], sc[1], pf_zero(), 32, out + (b * 8 + u / 2) * kTileBytes);
+      }
+    }
+  }
+};
+
+// xt: T tokens of bf16 activations in the tile layout (linear_group gives it from qbf16x_from tokens)
+template <class P>
 void qmatmul_bf16x_amx(const uint16_t* xt, int64_t, const void* wv, int64_t, const float* bias, float* y, int64_t ldy,
                        int64_t T, int64_t o0, int64_t o1, int64_t K) {
-  const int64_t nb = K / kQ8Block, pb = K / F::kBlock * F::kBytes, pbytes = nb * kTileBytes;
+  const int64_t nb = K / kQ8Block, pb = K / P::kBlock * P::kBytes, pbytes = nb * kTileBytes;
   const int64_t chunk = chunk_tokens(2 * K);
   thread_local std::vector<ScratchLine> wbuf, fbuf, tbuf;
   Decoded dec;
@@ -508,9 +552,7 @@ void qmatmul_bf16x_amx(const uint16_t* xt, int64_t, const void* wv, int64_t, con
     for (int64_t o = o0; o < o1; o += 2 * kPanel) {
       const int64_t n = std::min<int64_t>(2 * kPanel, o1 - o);
       for (int64_t p = 0; p * kPanel < n; p++) {
-        const uint8_t* src = (const uint8_t*)wv + (o / kPanel + p) * pb;
-        for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(src + i * F::kBytes, dec, i * (F::kBlock / 32));
-        for (int64_t s = 0; s < nb; s++) block_to_bf16(dec, s, F::kMins, bt + p * pbytes + s * kTileBytes);
+        P::panel((const uint8_t*)wv + (o / kPanel + p) * pb, K, dec, bt + p * pbytes);
       }
       amx_product<false>(
           [&](int64_t t) { return (const uint8_t*)(xt + bf16_tile_at(c0 + t, 0, K)); }, 64, kTileBytes, nt, bt,
@@ -539,14 +581,15 @@ KernelTable make_table() {
   k.qmatmul_panel[(int)DType::Q5_K] = qmatmul_amx<AmxQK<true>>;
   k.qmatmul_panel[(int)DType::IQ4_NL] = qmatmul_amx<AmxIQ4<false>>;
   k.qmatmul_panel[(int)DType::IQ4_XS] = qmatmul_amx<AmxIQ4<true>>;
-  k.qmatmul_panel_bf16x[(int)DType::Q4_0] = qmatmul_bf16x_amx<AmxQ32<DType::Q4_0>>;
-  k.qmatmul_panel_bf16x[(int)DType::Q4_1] = qmatmul_bf16x_amx<AmxQ32<DType::Q4_1>>;
-  k.qmatmul_panel_bf16x[(int)DType::Q5_0] = qmatmul_bf16x_amx<AmxQ32<DType::Q5_0>>;
-  k.qmatmul_panel_bf16x[(int)DType::Q5_1] = qmatmul_bf16x_amx<AmxQ32<DType::Q5_1>>;
-  k.qmatmul_panel_bf16x[(int)DType::Q4_K] = qmatmul_bf16x_amx<AmxQK<false>>;
-  k.qmatmul_panel_bf16x[(int)DType::Q5_K] = qmatmul_bf16x_amx<AmxQK<true>>;
-  k.qmatmul_panel_bf16x[(int)DType::IQ4_NL] = qmatmul_bf16x_amx<AmxIQ4<false>>;
-  k.qmatmul_panel_bf16x[(int)DType::IQ4_XS] = qmatmul_bf16x_amx<AmxIQ4<true>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q4_0] = qmatmul_bf16x_amx<ToBf16<AmxQ32<DType::Q4_0>>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q4_1] = qmatmul_bf16x_amx<ToBf16<AmxQ32<DType::Q4_1>>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q5_0] = qmatmul_bf16x_amx<ToBf16<AmxQ32<DType::Q5_0>>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q5_1] = qmatmul_bf16x_amx<ToBf16<AmxQ32<DType::Q5_1>>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q4_K] = qmatmul_bf16x_amx<ToBf16<AmxQK<false>>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q5_K] = qmatmul_bf16x_amx<ToBf16<AmxQK<true>>>;
+  k.qmatmul_panel_bf16x[(int)DType::IQ4_NL] = qmatmul_bf16x_amx<ToBf16<AmxIQ4<false>>>;
+  k.qmatmul_panel_bf16x[(int)DType::IQ4_XS] = qmatmul_bf16x_amx<ToBf16<AmxIQ4<true>>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q6_K] = qmatmul_bf16x_amx<Q6KToBf16>;
   k.qbf16x_from = kAmxBf16Blocks;
   return k;
 }
