@@ -245,12 +245,12 @@ def test_block_quantized_prompt_products(isa, dtype, T, O):
         np.testing.assert_array_equal(y, want)
 
 
-@pytest.mark.parametrize("dtype", ["q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"])
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"])
 @pytest.mark.parametrize("T,O", [(64, 40), (100, 33), (300, 48)])
 def test_block_quantized_long_prompts_in_bf16_on_amx(dtype, T, O):
-    """amx, from 64 tokens: the 4-, 5- and 6-bit panels decoded to bf16 (scale * q - min, rounded to nearest
-    even) times activations rounded to bf16 - the product of those rounded operands, within float32 summation;
-    past a chunk of tokens and odd output counts (q8_0 keeps its 8-bit products)."""
+    """amx, from 64 tokens: the block formats' panels decoded to bf16 (scale * q - min, rounded to nearest even)
+    times activations rounded to bf16 - the product of those rounded operands, within float32 summation; past a
+    chunk of tokens and odd output counts."""
     if "amx" not in ISAS:
         pytest.skip("no AMX on this CPU")
     K = 512 if dtype in ("q4_k", "q5_k", "q6_k", "iq4_xs") else 96

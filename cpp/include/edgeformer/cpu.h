@@ -112,7 +112,8 @@ struct KernelTable {
   // Block-quantized panels (quant.h) times activations rounded to bf16 in the tile layout, from qbf16x_from
   // tokens (0: never; always past bf16x_tiles_from): each panel's weights decoded to bf16 once per call (scale *
   // q - min, rounded to nearest even), then a bf16 product. Long prompts on the tile unit, where the 8-bit
-  // products' per-block float steps bound the speed. Null for the types without.
+  // products' per-block float steps bound the speed (and bf16 activations err less than 8-bit ones). Null for
+  // the types without.
   Bf16MatmulFn qmatmul_panel_bf16x[kNumWeightDTypes];
   int64_t qbf16x_from;
 };

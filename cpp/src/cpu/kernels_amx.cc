@@ -1,7 +1,7 @@
 // AMX (Sapphire Rapids and later Xeons): the avx512bf16 table, whose products of several tokens run on the tile
 // unit instead: bf16 panels through TDPBF16PS, row-scaled q8_0 panels ("int8") through TDPBSUD, block formats
-// through TDPBSSD per block of 32 k (from 16 tokens) or, for long prompts of the 4- to 6-bit formats, decoded to
-// bf16 tiles for TDPBF16PS. Decode steps and short inputs keep the AVX-512 kernels (a tile is 16 tokens; below
+// through TDPBSSD per block of 32 k (from 16 tokens) or, for long prompts (all but q3_k, q2_k and the grid
+// i-quants), decoded to bf16 tiles for TDPBF16PS. Decode steps and short inputs keep the AVX-512 kernels (a tile is 16 tokens; below
 // kAmxMinBf16 / kAmxMinInt8 / kAmxMinBlocks the padding costs more than the tiles save).
 //
 // The panel layouts of quant.h are already what a B tile wants: a bf16 panel's 32 k are 16 rows of [16 outputs][2
@@ -466,9 +466,10 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
 // The 8-bit products above meet each block's sums with its scales in float steps that bound their speed (~340
 // GMAC/s a core); from kAmxBf16Blocks tokens each panel's blocks are instead decoded to bf16 B tiles once per
 // chunk of tokens (w = scale * q - min, as the float steps weigh the sums: the min's term is -min times the
-// activations' sum), and the tokens' bf16 tiles multiply them as bf16_tiles_amx's do. The 4- and 5-bit formats
-// and q6_k only: their values are exact in bf16's 8 bits before the scale, the rounding adds 2^-9 of each weight
-// to their own quantization error (q8_0 keeps its 8-bit products).
+// activations' sum), and the tokens' bf16 tiles multiply them as bf16_tiles_amx's do. The values are exact in
+// bf16's 8 bits before the scale; rounding the scaled weight adds at most 2^-9 of it, less than the 8-bit
+// activations' error it replaces (1.1B q8_0, relative RMS error of the logits against f32: 0.033 against 0.047
+// for the one-level 8-bit products; q6_k 0.096 against 0.102).
 constexpr int64_t kAmxBf16Blocks = 64;
 
 // 8 int8 rows of [16 outputs][4 k] (32 k: rows 0-3 scaled by sc0, 4-7 by sc1) -> a bf16 B tile (16 rows of [16
@@ -590,6 +591,7 @@ KernelTable make_table() {
   k.qmatmul_panel_bf16x[(int)DType::IQ4_NL] = qmatmul_bf16x_amx<ToBf16<AmxIQ4<false>>>;
   k.qmatmul_panel_bf16x[(int)DType::IQ4_XS] = qmatmul_bf16x_amx<ToBf16<AmxIQ4<true>>>;
   k.qmatmul_panel_bf16x[(int)DType::Q6_K] = qmatmul_bf16x_amx<Q6KToBf16>;
+  k.qmatmul_panel_bf16x[(int)DType::Q8_0] = qmatmul_bf16x_amx<ToBf16<AmxQ8_0>>;
   k.qbf16x_from = kAmxBf16Blocks;
   return k;
 }
