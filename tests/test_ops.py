@@ -245,7 +245,8 @@ def test_block_quantized_prompt_products(isa, dtype, T, O):
         np.testing.assert_array_equal(y, want)
 
 
-@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs"])
+@pytest.mark.parametrize("dtype", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q3_k", "q2_k",
+                                   "iq4_nl", "iq4_xs"])
 @pytest.mark.parametrize("T,O", [(64, 40), (100, 33), (300, 48)])
 def test_block_quantized_long_prompts_in_bf16_on_amx(dtype, T, O):
     """amx, from 64 tokens: the block formats' panels decoded to bf16 (scale * q - min, rounded to nearest even)
@@ -253,7 +254,7 @@ def test_block_quantized_long_prompts_in_bf16_on_amx(dtype, T, O):
     chunk of tokens and odd output counts."""
     if "amx" not in ISAS:
         pytest.skip("no AMX on this CPU")
-    K = 512 if dtype in ("q4_k", "q5_k", "q6_k", "iq4_xs") else 96
+    K = 512 if dtype in ("q4_k", "q5_k", "q6_k", "q3_k", "q2_k", "iq4_xs") else 96
     x = rng.standard_normal((T, K)).astype(np.float32)
     w = rng.standard_normal((O, K)).astype(np.float32)
     dt = getattr(_core.DType, dtype)

@@ -1,7 +1,7 @@
 // AMX (Sapphire Rapids and later Xeons): the avx512bf16 table, whose products of several tokens run on the tile
 // unit instead: bf16 panels through TDPBF16PS, row-scaled q8_0 panels ("int8") through TDPBSUD, block formats
-// through TDPBSSD per block of 32 k (from 16 tokens) or, for long prompts (all but q3_k, q2_k and the grid
-// i-quants), decoded to bf16 tiles for TDPBF16PS. Decode steps and short inputs keep the AVX-512 kernels (a tile is 16 tokens; below
+// through TDPBSSD per block of 32 k (from 16 tokens) or, for long prompts (all but the grid i-quants), decoded
+// to bf16 tiles for TDPBF16PS. Decode steps and short inputs keep the AVX-512 kernels (a tile is 16 tokens; below
 // kAmxMinBf16 / kAmxMinInt8 / kAmxMinBlocks the padding costs more than the tiles save).
 //
 // The panel layouts of quant.h are already what a B tile wants: a bf16 panel's 32 k are 16 rows of [16 outputs][2
@@ -472,14 +472,14 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
 // for the one-level 8-bit products; q6_k 0.096 against 0.102).
 constexpr int64_t kAmxBf16Blocks = 64;
 
-// 8 int8 rows of [16 outputs][4 k] (32 k: rows 0-3 scaled by sc0, 4-7 by sc1) -> a bf16 B tile (16 rows of [16
-// outputs][2 k]) at out: w = (q - off) * sc - mn, rounded to nearest even
-inline void rows_to_bf16(const uint8_t* q8, pf sc0, pf sc1, pf mn, int off, uint8_t* out) {
+// 8 int8 rows of [16 outputs][4 k] (32 k: rows 0-3 scaled by sc0 less mn0, 4-7 by sc1 less mn1) -> a bf16 B tile
+// (16 rows of [16 outputs][2 k]) at out: w = (q - off) * sc - mn, rounded to nearest even
+inline void rows_to_bf16(const uint8_t* q8, pf sc0, pf sc1, pf mn0, pf mn1, int off, uint8_t* out) {
   const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1), hi = _mm512_set1_epi32((int)0xffff0000u);
   const __m512i o = _mm512_set1_epi32(off);
   for (int r = 0; r < 8; r++) {
     const __m512i q = _mm512_loadu_si512(q8 + 64 * r);
-    const pf sc = r < 4 ? sc0 : sc1;
+    const pf sc = r < 4 ? sc0 : sc1, mn = r < 4 ? mn0 : mn1;
     __m512i u[4];
     static_for<4>([&](auto J) {
       constexpr int j = J;  // k 4r + j of each output: byte j of its lane
@@ -500,9 +500,8 @@ struct ToBf16 {
   static void panel(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out) {
     for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(src + i * F::kBytes, dec, i * (F::kBlock / 32));
     for (int64_t s = 0; s < K / 32; s++) {
-      const pf sc = pf_load(dec.scale + 16 * s);
-      rows_to_bf16(dec.b + 512 * s, sc, sc, F::kMins ? pf_load(dec.mins + 16 * s) : pf_zero(), 0,
-                   out + s * kTileBytes);
+      const pf sc = pf_load(dec.scale + 16 * s), mn = F::kMins ? pf_load(dec.mins + 16 * s) : pf_zero();
+      rows_to_bf16(dec.b + 512 * s, sc, sc, mn, mn, 0, out + s * kTileBytes);
     }
   }
 };
@@ -528,7 +527,43 @@ struct Q6KToBf16 {
           pw_store(rows + 192, pw_or(pw_bits<4, 0x0F>(B), pw_bits<2, 0x30>(H)));
           sc[h] = pf_mul(d, pf_load_s8(p + 32 + 16 * (u + h)));
         }
-        rows_to_bf16(dec.b, sc[0], sc[1], pf_zero(), 32, out + (b * 8 + u / 2) * kTileBytes);
+        rows_to_bf16(dec.b, sc[0], sc[1], pf_zero(), pf_zero(), 32, out + (b * 8 + u / 2) * kTileBytes);
+      }
+    }
+  }
+};
+
+// q3_k (w = d * sc * (q - 4), q 2 bits | a high bit << 2) and q2_k (w = d * sc * q - dmin * m, q 2 bits): a scale
+// (and min) per 16 k, as q6_k; qpanel.h's PanelQLow layout, straight to bf16
+template <bool kQ3>
+struct QLowToBf16 {
+  using P = PanelQLow<kQ3>;
+  static constexpr DType kType = kQ3 ? DType::Q3_K : DType::Q2_K;
+  static constexpr int64_t kBlock = P::kBlock, kBytes = P::kBytes;
+  static void panel(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out) {
+    for (int64_t b = 0; b < K / kBlock; b++) {
+      const uint8_t* p = src + b * kBytes;
+      const pf d = pf_load_f16(p);
+      for (int u2 = 0; u2 < 16; u2 += 2) {  // two groups of 16 k: one tile of 32
+        pf sc[2], mn[2];
+        static_for<2>([&](auto H_) {
+          constexpr int h = H_;
+          const int u = u2 + h;
+          const pw L = pw_load(p + P::kL + 64 * u);
+          pw g[4];
+          static_for<4>([&](auto I) { g[I] = pw_bits<2 * I, 0x03>(L); });
+          if constexpr (kQ3) {
+            const pw Hb = pw_load(p + 1312 + 64 * (u / 2));
+            static_for<4>([&](auto I) { g[I] = pw_or(g[I], pw_bit_to<4 * h + I, 2>(Hb)); });
+            sc[h] = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+            mn[h] = pf_zero();
+          } else {
+            sc[h] = pf_mul(d, pf_load_u8(p + 64 + 16 * u));
+            mn[h] = pf_mul(pf_load_f16(p + 32), pf_load_u8(p + 320 + 16 * u));
+          }
+          for (int i = 0; i < 4; i++) pw_store(dec.b + 256 * h + 64 * i, g[i]);
+        });
+        rows_to_bf16(dec.b, sc[0], sc[1], mn[0], mn[1], kQ3 ? 4 : 0, out + (b * 8 + u2 / 2) * kTileBytes);
       }
     }
   }
@@ -591,6 +626,8 @@ KernelTable make_table() {
   k.qmatmul_panel_bf16x[(int)DType::IQ4_NL] = qmatmul_bf16x_amx<ToBf16<AmxIQ4<false>>>;
   k.qmatmul_panel_bf16x[(int)DType::IQ4_XS] = qmatmul_bf16x_amx<ToBf16<AmxIQ4<true>>>;
   k.qmatmul_panel_bf16x[(int)DType::Q6_K] = qmatmul_bf16x_amx<Q6KToBf16>;
+  k.qmatmul_panel_bf16x[(int)DType::Q3_K] = qmatmul_bf16x_amx<QLowToBf16<true>>;
+  k.qmatmul_panel_bf16x[(int)DType::Q2_K] = qmatmul_bf16x_amx<QLowToBf16<false>>;
   k.qmatmul_panel_bf16x[(int)DType::Q8_0] = qmatmul_bf16x_amx<ToBf16<AmxQ8_0>>;
   k.qbf16x_from = kAmxBf16Blocks;
   return k;
