@@ -471,6 +471,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
 // activations' error it replaces (1.1B q8_0, relative RMS error of the logits against f32: 0.033 against 0.047
 // for the one-level 8-bit products; q6_k 0.096 against 0.102).
 constexpr int64_t kAmxBf16Blocks = 64;
+constexpr int64_t kDecodedBytes = 8 << 20;  // a thread's decoded bf16 panels at a time
 
 // 8 int8 rows of [16 outputs][4 k] (32 k: rows 0-3 scaled by sc0 less mn0, 4-7 by sc1 less mn1) -> a bf16 B tile
 // (16 rows of [16 outputs][2 k]) at out: w = (q - off) * sc - mn, rounded to nearest even
@@ -581,24 +582,27 @@ void qmatmul_bf16x_amx(const uint16_t* xt, int64_t, const void* wv, int64_t, con
   float* f = scratch<float>(fbuf, 32 * nb);
   dec.scale = f;
   dec.mins = f + 16 * nb;
-  uint8_t* bt = scratch<uint8_t>(tbuf, 2 * pbytes);  // a pair of panels' bf16 tiles
-  tiles_on(full_tiles());
-  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
-    const int64_t nt = std::min(chunk, T - c0);
-    for (int64_t o = o0; o < o1; o += 2 * kPanel) {
-      const int64_t n = std::min<int64_t>(2 * kPanel, o1 - o);
-      for (int64_t p = 0; p * kPanel < n; p++) {
-        P::panel((const uint8_t*)wv + (o / kPanel + p) * pb, K, dec, bt + p * pbytes);
-      }
+  // panels decoded once per call, as many at a time as fit kDecodedBytes (a 7B down product: 176 KB a panel), then
+  // every chunk of tokens against them: decoding per chunk and pair of panels cost as much as the products where
+  // long rows make the chunks short (K = 5632: 64 tokens)
+  const int64_t group = std::max<int64_t>(2, kDecodedBytes / pbytes / 2 * 2) * kPanel;
+  uint8_t* bt = scratch<uint8_t>(tbuf, std::min(group, round_up(o1 - o0, 2 * kPanel)) / kPanel * pbytes);
+  for (int64_t g0 = o0; g0 < o1; g0 += group) {
+    const int64_t g1 = std::min(o1, g0 + group);
+    for (int64_t o = g0; o < g1; o += kPanel)
+      P::panel((const uint8_t*)wv + (o / kPanel) * pb, K, dec, bt + (o - g0) / kPanel * pbytes);
+    tiles_on(full_tiles());
+    for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+      const int64_t nt = std::min(chunk, T - c0);
       amx_product<false>(
           [&](int64_t t) { return (const uint8_t*)(xt + bf16_tile_at(c0 + t, 0, K)); }, 64, kTileBytes, nt, bt,
-          pbytes, 0, 0, n, nb, false, [](const uint8_t*, uint8_t*) {},
+          pbytes, 0, 0, g1 - g0, nb, false, [](const uint8_t*, uint8_t*) {},
           [&](int64_t t, int64_t oo, const float* s, int m) {
-            pf_store(y + (c0 + t) * ldy + o + oo, pf_load(s), bias ? bias + o + oo : nullptr, m);
+            pf_store(y + (c0 + t) * ldy + g0 + oo, pf_load(s), bias ? bias + g0 + oo : nullptr, m);
           });
     }
+    tiles_off();
   }
-  tiles_off();
 }
 
 KernelTable make_table() {
