@@ -66,10 +66,12 @@ def test_bf16_cache_argument_errors(models):
 
 
 def test_default_cache_type_follows_the_matrices_and_the_isa(isa, models):
-    """kv_dtype=None: f32 beside f32 matrices, bf16 beside bf16 matrices where the tile unit multiplies them
-    (amx), f16 otherwise; a model loaded under amx keeps its bf16 cache when the ISA changes after the load."""
+    """kv_dtype=None: f32 beside f32 matrices, bf16 beside bf16 and block-quantized matrices where the tile unit
+    runs their prompts in bf16 (amx), f16 otherwise (int8's prompts stay 8-bit products); a model loaded under
+    amx keeps its bf16 cache when the ISA changes after the load."""
     path, _ = models["panels"]
-    want = {"f32": "f32", "bf16": "bf16" if isa == "amx" else "f16", "q8_0": "f16"}
+    tiles = "bf16" if isa == "amx" else "f16"
+    want = {"f32": "f32", "f16": "f16", "bf16": tiles, "q8_0": tiles, "int8": "f16"}
     for dtype, kv in want.items():
         assert edgeformer.load(path, dtype=dtype, max_context=96)._core.kv_dtype == kv, dtype
     if isa != "amx":

@@ -130,9 +130,10 @@ def load(path_or_hub_id: Union[str, os.PathLike], dtype: Optional[str] = None, t
     whose blocks share their row's scale, so a GGUF file written from it is plain q8_0, and loads back as int8.
     threads: default the physical cores. max_context: the KV cache length, default the checkpoint's
     max_position_embeddings. kv_dtype: the self-attention KV cache's element type, "f16", "bf16" or "f32"; None:
-    f32 beside f32 matrices, bf16 beside bf16 matrices on a CPU with AMX (the active ISA "amx", as PyTorch's bf16
-    keeps its cache), f16 beside every other type (half the memory, and half the traffic of a long context's
-    decode steps; llama.cpp's default too). "bf16": f16's memory, attention products in bf16 (queries and
+    f32 beside f32 matrices, bf16 beside bf16 and block-quantized matrices on a CPU with AMX (the active ISA
+    "amx", whose tile unit runs their prompts in bf16; as PyTorch's bf16 keeps its cache), f16 beside every
+    other type (half the memory, and half the traffic of a long context's decode steps; llama.cpp's default
+    too). "bf16": f16's memory, attention products in bf16 (queries and
     weights rounded to bf16 too) on the CPUs that multiply bf16 (AVX-512 BF16: VDPBF16PS; AMX: the tile unit,
     the fastest long prompts there), 3 fewer bits of each key and value than f16. On CUDA, None is f16 (bf16
     is CPU only).

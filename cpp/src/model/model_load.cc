@@ -235,16 +235,19 @@ Model::Model(const ArchSpec& spec, const TensorMap& ckpt, const std::map<std::st
   if (L.progress && L.convert) std::fprintf(stderr, "\n");
   EF_CHECK(opts.kv_dtype.empty() || opts.kv_dtype == "f16" || opts.kv_dtype == "f32" || opts.kv_dtype == "bf16",
            "argument 'kv_dtype' must be None, 'f16', 'bf16' or 'f32', got '" + opts.kv_dtype + "'");
-  // auto: f32 beside f32 matrices (the reference precision); bf16 beside bf16 matrices where the tile unit
-  // multiplies them (amx: attention products on tiles too, as PyTorch's bf16 keeps its cache; a 1.1B prompt of
-  // 512 tokens 1.08x, of 2048 1.37x); f16 beside every other type, as llama.cpp
+  // auto: f32 beside f32 matrices (the reference precision); bf16 beside bf16 and block-quantized matrices where
+  // the tile unit multiplies their prompts in bf16 (amx: attention products on tiles too, as PyTorch's bf16
+  // keeps its cache; a 1.1B bf16 prompt of 512 tokens 1.08x, of 2048 1.37x; q4_k 2048 tokens 1.41x); f16 beside
+  // every other type, as llama.cpp
   const LayerWeights* first = nullptr;  // (the first layer with attention: recurrent layers have no wq)
   for (int i = 0; i < spec_.n_layers && !first; i++)
     if (!spec_.linear(i)) first = &layers_[i];
   const DType wq_type = first ? first->wq.dtype : DType::F32;
-  const DType auto_kv = wq_type == DType::F32                                      ? DType::F32
-                        : wq_type == DType::BF16 && active_isa() == Isa::AMX ? DType::BF16
-                                                                                   : DType::F16;
+  const bool bf16_prompts = wq_type == DType::BF16 || (kernels().qmatmul_panel_bf16x[(int)wq_type] && first &&
+                                                                         !first->wq.row_scaled);
+  const DType auto_kv = wq_type == DType::F32                              ? DType::F32
+                        : bf16_prompts && active_isa() == Isa::AMX ? DType::BF16
+                                                                         : DType::F16;
   kv_type_ = opts.kv_dtype == "bf16"  ? DType::BF16
              : opts.kv_dtype.empty() ? auto_kv
              : opts.kv_dtype == "f16" ? DType::F16
