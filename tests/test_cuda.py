@@ -955,6 +955,26 @@ def test_gguf_on_cuda(family, qtype, tmp_path):
 
 
 @gpu
+def test_bare_decoder_embedder_on_cuda(tmp_path):
+    """A decoder saved as its base model alone (Qwen3-Embedding's form: no head) runs on the device for its
+    hidden states: embed() as the CPU's and sentence-transformers'; logits refused by name."""
+    from sentence_transformers import SentenceTransformer
+    from test_embedders import TEXTS, bare_decoder, st_modules
+
+    m = st_modules()
+    src = str(tmp_path / "base")
+    bare_decoder(src, "qwen3")
+    st = SentenceTransformer(modules=[m.Transformer(src), m.Pooling(64, "lasttoken"), m.Normalize()], device="cpu")
+    path = str(tmp_path / "st")
+    st.save(path)
+    model = edgeformer.load(path, device="cuda", max_context=128)
+    assert model.spec.no_head
+    np.testing.assert_allclose(model.embed(TEXTS), st.encode(TEXTS), rtol=0, atol=5e-3)
+    with pytest.raises(ValueError, match="no language-model head"):
+        model.logits(prompt_ids(5))
+
+
+@gpu
 def test_bert_on_cuda(tmp_path):
     import torch
     import transformers as tf

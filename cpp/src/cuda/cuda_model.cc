@@ -468,7 +468,8 @@ void CudaModel::State::check(const ForwardArgs& a, bool batch) const {
                      " (pass a larger max_context= to load, up to the memory you have)");
   EF_CHECK(!sp.cross_attention || S.enc_T > 0, "forward: the decoder has no encoder output (set_encoder_output)");
   EF_CHECK((a.output != Output::LastLogits && a.output != Output::AllLogits) || S.w->lm_head.data,
-           "this model has no language-model head (an encoder): ask for hidden states");
+           "this model has no language-model head (an encoder, or a base model saved without one): ask for hidden "
+           "states (hidden_states(), embed())");
 }
 
 void CudaModel::forward(const ForwardArgs& a) {

@@ -26,7 +26,6 @@ void refuse_cpu_only(const ArchSpec& sp) {
       {sp.sub_norms, "BitNet's sub-norms and ternary matrices"},
       {sp.rel_bias, "relative position bias beside learned positions (MPNet)"},
 
-      {sp.no_head, "a decoder saved without its language-model head (a bare base model)"},
       {!sp.first_attn_norm || (!sp.causal() && (sp.sliding_window > 0 || !sp.layer_windows.empty())),
        "a first layer without its attention norm and encoder windows (ModernBERT)"},
       {sp.n_experts != 0 && (sp.moe_beside_mlp || sp.moe_router_norm || sp.swiglu_limit > 0.f ||
@@ -156,7 +155,8 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
   W->final_norm_w = vec("norm.weight");
   W->final_norm_b = vec("norm.bias");
   if (sp.causal()) {
-    W->lm_head = get("lm_head.weight") ? matrix("lm_head.weight") : W->tok_emb;  // tied: the embedding
+    // tied: the embedding; none for a bare base model (ArchSpec::no_head: hidden states only)
+    W->lm_head = get("lm_head.weight") ? matrix("lm_head.weight") : sp.no_head ? DevMatrix() : W->tok_emb;
     W->lm_head_b = vec("lm_head.bias");
   }
   if (const Tensor* rb = get("rel_bias.weight")) {
