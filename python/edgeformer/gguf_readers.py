@@ -510,14 +510,19 @@ def _config_gpt2(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, 
     return cfg
 
 
-def _config_bloom(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+def _alibi_shape(m: _Meta, arch: str) -> Tuple[int, int, str, int]:
+    """BLOOM's and MPT's width, heads (as many key/value heads, dividing the width) and FFN width (its key too)."""
     hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
     n_heads, n_kv = _heads(m, arch, hidden)
     if n_kv != n_heads:
-        raise m.error(_k(_A.HEAD_COUNT_KV, arch), f"({n_kv}) must equal the head count ({n_heads}) for bloom")
+        raise m.error(_k(_A.HEAD_COUNT_KV, arch), f"({n_kv}) must equal the head count ({n_heads}) for {arch}")
     _even_heads(m, arch, hidden, n_heads)
     fkey = _k(_K.FEED_FORWARD_LENGTH, arch)
-    ffn = m.uniform_positive(fkey, 4 * hidden)
+    return hidden, n_heads, fkey, m.uniform_positive(fkey, 4 * hidden)
+
+
+def _config_bloom(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
+    hidden, n_heads, fkey, ffn = _alibi_shape(m, arch)
     if ffn != 4 * hidden:
         raise m.error(fkey, f"({ffn}) must be 4 * embedding_length ({4 * hidden}) for bloom")
     n_vocab = _vocab_size(m, arch)
@@ -539,13 +544,7 @@ def _config_bloom(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str,
 
 def _config_mpt(m: _Meta, arch: str, names: set, rope_freqs: Any) -> Dict[str, Any]:
     """llama.cpp's mpt: ALiBi (max_alibi_bias, 8 in every MPT), q/k/v fused, clamp_kqv where set; no biases."""
-    hidden = m.positive(_k(_K.EMBEDDING_LENGTH, arch))
-    n_heads, n_kv = _heads(m, arch, hidden)
-    if n_kv != n_heads:
-        raise m.error(_k(_A.HEAD_COUNT_KV, arch), f"({n_kv}) must equal the head count ({n_heads}) for mpt")
-    _even_heads(m, arch, hidden, n_heads)
-    fkey = _k(_K.FEED_FORWARD_LENGTH, arch)
-    ffn = m.uniform_positive(fkey, 4 * hidden)
+    hidden, n_heads, fkey, ffn = _alibi_shape(m, arch)
     if ffn % hidden:
         raise m.error(fkey, f"({ffn}) must be a multiple of embedding_length ({hidden}) for mpt")
     akey = _k(_A.MAX_ALIBI_BIAS, arch)

@@ -98,13 +98,13 @@ T* scratch(std::vector<ScratchLine>& v, int64_t n) {
 #endif
 
 // Tokens [0, nt) (A: a_tile(t) the first of the 16 rows from token t, all readable, `lda` bytes apart, k-step s
-// `astep` bytes on) times outputs [o0, o1) (panels `pstride` bytes apart; panel p's k-step s at p + first + s * 1024): two panels and 32 tokens a block, `steps`
-// k-steps. `tail` (if not null): the last step's B tiles, two of 1024 bytes, in place of the panels' (filled by
-// fill_tail(panel, buffer) for each pair of panels). out(t, o, sums, n): token t's 16 sums of the panel at
-// output o, its first n in use.
+// `astep` bytes on) times outputs [o0, o1) (panels `pstride` bytes apart; panel p's k-step s at p + first + s *
+// 1024): two panels and 32 tokens a block, `steps` k-steps. `tail` (if not null): the last step's B tiles, two of
+// 1024 bytes, in place of the panels' (filled by fill_tail(panel, buffer) for each pair of panels). out(t, o,
+// sums, n): token t's 16 sums of the panel at output o, its first n in use.
 template <bool kInt8, typename ATile, typename FillTail, typename Out>
-void amx_product(ATile&& a_tile, int64_t lda, int64_t astep, int64_t nt, const uint8_t* w, int64_t pstride, int64_t first,
-                 int64_t o0, int64_t o1, int64_t steps, bool tail, FillTail&& fill_tail, Out&& out) {
+void amx_product(ATile&& a_tile, int64_t lda, int64_t astep, int64_t nt, const uint8_t* w, int64_t pstride,
+                 int64_t first, int64_t o0, int64_t o1, int64_t steps, bool tail, FillTail&& fill_tail, Out&& out) {
   using Acc = std::conditional_t<kInt8, int32_t, float>;
   alignas(64) Acc c[4][256];
   alignas(64) uint8_t tails[2][kTileBytes];
@@ -507,66 +507,67 @@ struct ToBf16 {
   }
 };
 
-// q6_k (256 k: 16 f16 d | 16 x 16 int8 scales | 16 groups of 16 k, each A, B, H of 64 bytes; qpanel.h's
-// PanelQ6_K), which has no 8-bit tile decoder: w = d * sc * (q - 32), a scale per 16 k, straight to bf16
+// The formats with a scale (and min) per 16 k and 256-k blocks, which have no 8-bit tile decoder, straight to
+// bf16: group(p, d, u, rows, sc, mn) writes 16-k group u of block p (d: its f16 scale) as 4 int8 rows of [16
+// outputs][4 k] and returns its scale and min; two groups make a tile, their values less `off`.
+template <int64_t kBlockBytes, int kOff, typename Group>
+void groups16_to_bf16(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out, Group&& group) {
+  for (int64_t b = 0; b < K / 256; b++) {
+    const uint8_t* p = src + b * kBlockBytes;
+    const pf d = pf_load_f16(p);
+    for (int u = 0; u < 16; u += 2) {  // two groups of 16 k: one tile of 32 (rows 0-3, then 4-7)
+      pf sc[2], mn[2];
+      static_for<2>([&](auto H) { group(p, d, u + H, H, dec.b + 256 * H, sc[H], mn[H]); });
+      rows_to_bf16(dec.b, sc[0], sc[1], mn[0], mn[1], kOff, out + (b * 8 + u / 2) * kTileBytes);
+    }
+  }
+}
+
+// q6_k (16 f16 d | 16 x 16 int8 scales | 16 groups of 16 k, each A, B, H of 64 bytes; qpanel.h's PanelQ6_K):
+// w = d * sc * (q - 32)
 struct Q6KToBf16 {
   static constexpr DType kType = DType::Q6_K;
   static constexpr int64_t kBlock = PanelQ6_K::kBlock, kBytes = PanelQ6_K::kBytes;
   static void panel(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out) {
-    for (int64_t b = 0; b < K / kBlock; b++) {
-      const uint8_t* p = src + b * kBytes;
-      const pf d = pf_load_f16(p);
-      for (int u = 0; u < 16; u += 2) {  // two groups of 16 k: one tile of 32
-        pf sc[2];
-        for (int h = 0; h < 2; h++) {
-          const uint8_t* q = p + 288 + 192 * (u + h);
-          const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
-          uint8_t* rows = dec.b + 256 * h;  // (k 4i.. of the group: row 4h + i)
-          pw_store(rows, pw_or(pw_and8(A, 0x0F), pw_bits<-4, 0x30>(H)));
-          pw_store(rows + 64, pw_or(pw_bits<4, 0x0F>(A), pw_bits<-2, 0x30>(H)));
-          pw_store(rows + 128, pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30)));
-          pw_store(rows + 192, pw_or(pw_bits<4, 0x0F>(B), pw_bits<2, 0x30>(H)));
-          sc[h] = pf_mul(d, pf_load_s8(p + 32 + 16 * (u + h)));
-        }
-        rows_to_bf16(dec.b, sc[0], sc[1], pf_zero(), pf_zero(), 32, out + (b * 8 + u / 2) * kTileBytes);
-      }
-    }
+    groups16_to_bf16<kBytes, 32>(src, K, dec, out, [](const uint8_t* p, pf d, int u, int, uint8_t* rows, pf& sc,
+                                                      pf& mn) {
+      const uint8_t* q = p + 288 + 192 * u;
+      const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
+      pw_store(rows, pw_or(pw_and8(A, 0x0F), pw_bits<-4, 0x30>(H)));
+      pw_store(rows + 64, pw_or(pw_bits<4, 0x0F>(A), pw_bits<-2, 0x30>(H)));
+      pw_store(rows + 128, pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30)));
+      pw_store(rows + 192, pw_or(pw_bits<4, 0x0F>(B), pw_bits<2, 0x30>(H)));
+      sc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+      mn = pf_zero();
+    });
   }
 };
 
-// q3_k (w = d * sc * (q - 4), q 2 bits | a high bit << 2) and q2_k (w = d * sc * q - dmin * m, q 2 bits): a scale
-// (and min) per 16 k, as q6_k; qpanel.h's PanelQLow layout, straight to bf16
+// q3_k (w = d * sc * (q - 4), q 2 bits | a high bit << 2) and q2_k (w = d * sc * q - dmin * m, q 2 bits); qpanel.h's
+// PanelQLow layout
 template <bool kQ3>
 struct QLowToBf16 {
   using P = PanelQLow<kQ3>;
   static constexpr DType kType = kQ3 ? DType::Q3_K : DType::Q2_K;
   static constexpr int64_t kBlock = P::kBlock, kBytes = P::kBytes;
   static void panel(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out) {
-    for (int64_t b = 0; b < K / kBlock; b++) {
-      const uint8_t* p = src + b * kBytes;
-      const pf d = pf_load_f16(p);
-      for (int u2 = 0; u2 < 16; u2 += 2) {  // two groups of 16 k: one tile of 32
-        pf sc[2], mn[2];
-        static_for<2>([&](auto H_) {
-          constexpr int h = H_;
-          const int u = u2 + h;
-          const pw L = pw_load(p + P::kL + 64 * u);
-          pw g[4];
-          static_for<4>([&](auto I) { g[I] = pw_bits<2 * I, 0x03>(L); });
-          if constexpr (kQ3) {
-            const pw Hb = pw_load(p + 1312 + 64 * (u / 2));
-            static_for<4>([&](auto I) { g[I] = pw_or(g[I], pw_bit_to<4 * h + I, 2>(Hb)); });
-            sc[h] = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
-            mn[h] = pf_zero();
-          } else {
-            sc[h] = pf_mul(d, pf_load_u8(p + 64 + 16 * u));
-            mn[h] = pf_mul(pf_load_f16(p + 32), pf_load_u8(p + 320 + 16 * u));
-          }
-          for (int i = 0; i < 4; i++) pw_store(dec.b + 256 * h + 64 * i, g[i]);
-        });
-        rows_to_bf16(dec.b, sc[0], sc[1], mn[0], mn[1], kQ3 ? 4 : 0, out + (b * 8 + u2 / 2) * kTileBytes);
+    groups16_to_bf16<kBytes, kQ3 ? 4 : 0>(src, K, dec, out, [](const uint8_t* p, pf d, int u, auto H, uint8_t* rows,
+                                                               pf& sc, pf& mn) {
+      constexpr int h = H;  // (the group's half of the tile: which high bits q3_k's takes)
+      const pw L = pw_load(p + P::kL + 64 * u);
+      pw g[4];
+      static_for<4>([&](auto I) { g[I] = pw_bits<2 * I, 0x03>(L); });
+      if constexpr (kQ3) {
+        const pw Hb = pw_load(p + 1312 + 64 * (u / 2));
+        static_for<4>([&](auto I) { g[I] = pw_or(g[I], pw_bit_to<4 * h + I, 2>(Hb)); });
+        sc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+        mn = pf_zero();
+      } else {
+        sc = pf_mul(d, pf_load_u8(p + 64 + 16 * u));
+        mn = pf_mul(pf_load_f16(p + 32), pf_load_u8(p + 320 + 16 * u));
       }
-    }
+      for (int i = 0; i < 4; i++) pw_store(rows + 64 * i, g[i]);
+    });
   }
 };
 
