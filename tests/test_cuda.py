@@ -519,7 +519,8 @@ def test_variant_on_cuda(case, tmp_path):
 
 
 @gpu
-@pytest.mark.parametrize("case", ["ernie4_5", "exaone4", "exaone4_global", "glm", "glm4", "internlm3"])
+@pytest.mark.parametrize("case", ["ernie4_5", "exaone4", "exaone4_global", "glm", "glm4", "internlm3", "stablelm_qk",
+                                  "cohere_qk"])
 def test_recent_family_on_cuda(case, tmp_path):
     from test_families_recent import _cases
 
@@ -548,7 +549,7 @@ RECURRENT = r"recurrent layers \(Gated DeltaNet, short convolution, Mamba, Mamba
 @gpu
 @pytest.mark.parametrize("case,what", [("gpt_oss", "attention sinks"),
                                        ("deepseek_v2", "latent attention and values of another head size"),
-                                       ("stablelm_qk", "per-head, LayerNorm or after-rotary q/k norms"),
+                                       ("hunyuan", "after-rotary or whole-width LayerNorm q/k norms"),
                                        ("qwen3_5_text", RECURRENT), ("lfm2", RECURRENT)])
 def test_cpu_only_families_on_cuda_are_refused_clearly(case, what, tmp_path):
     """The families with no CUDA path yet (mixtures of experts, sinks, recurrent layers ...): loading one there says

@@ -87,6 +87,24 @@ void rmsnorm_heads(const float* x, const float* w, float eps, float* y, int64_t 
   });
 }
 
+void norm_heads(bool ln, const float* x, const float* w, int64_t w_head, float eps, float* y, int64_t rows, int64_t n,
+                int64_t heads, int64_t ld, cudaStream_t st) {
+  ef_mock_submit(st, [=] {
+    for (int64_t r = 0; r < rows; r++) {
+      const int64_t at = (r / heads) * ld + (r % heads) * n;
+      const float* wr = w ? w + (r % heads) * w_head : nullptr;
+      double mean = 0, v = 0;
+      if (ln) {
+        for (int64_t i = 0; i < n; i++) mean += x[at + i];
+        mean /= n;
+      }
+      for (int64_t i = 0; i < n; i++) v += (x[at + i] - mean) * (x[at + i] - mean);
+      const float s = 1.f / std::sqrt((float)(v / n) + eps);
+      for (int64_t i = 0; i < n; i++) y[at + i] = (float)(x[at + i] - mean) * s * (wr ? wr[i] : 1.f);
+    }
+  });
+}
+
 void rmsnorm(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, cudaStream_t st) {
   rmsnorm_heads(x, w, eps, y, rows, n, 1, n, st);
 }

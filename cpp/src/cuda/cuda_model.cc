@@ -339,6 +339,11 @@ const float* CudaModel::State::run(const ForwardArgs& a, int32_t& out_rows, int3
     if (sp.qk_norm_full) {  // all the heads' queries as one vector, and all the keys (OLMo 2, OLMoE), before rotary
       rmsnorm_heads(qkv, L.q_norm_w, sp.norm_eps, qkv, T, QD, 1, QKV, st);
       rmsnorm_heads(qkv + QD, L.k_norm_w, sp.norm_eps, qkv + QD, T, KD, 1, QKV, st);
+    } else if (sp.qk_norm && (sp.norm != NormKind::RMS || sp.qk_norm_per_head)) {  // (a LayerNorm or a weight per head)
+      const bool ln = sp.norm != NormKind::RMS;
+      const int64_t wh = sp.qk_norm_per_head ? hd : 0;
+      norm_heads(ln, qkv, L.q_norm_w, wh, sp.norm_eps, qkv, (int64_t)T * nh, hd, nh, QKV, st);
+      norm_heads(ln, qkv + QD, L.k_norm_w, wh, sp.norm_eps, qkv + QD, (int64_t)T * nkv, hd, nkv, QKV, st);
     } else if (sp.qk_norm) {  // each head's query and key, in place, before rotary
       rmsnorm_heads(qkv, L.q_norm_w, sp.norm_eps, qkv, (int64_t)T * nh, hd, nh, QKV, st);
       rmsnorm_heads(qkv + QD, L.k_norm_w, sp.norm_eps, qkv + QD, (int64_t)T * nkv, hd, nkv, QKV, st);

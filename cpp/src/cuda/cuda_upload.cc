@@ -14,13 +14,13 @@ namespace {
 
 // What the device path does not compute yet: each refused by name.
 void refuse_cpu_only(const ArchSpec& sp) {
-  const bool rms_qk = sp.norm == NormKind::RMS && !sp.qk_norm_per_head && !sp.qk_norm_after_rope;
   const struct {
     bool missing;
     const char* what;
   } gaps[] = {
       {sp.v_head_dim != 0 || sp.mla(), "latent attention and values of another head size"},
-      {sp.qk_norm && !rms_qk, "per-head, LayerNorm or after-rotary q/k norms"},
+      {sp.qk_norm && (sp.qk_norm_after_rope || (sp.qk_norm_full && sp.norm != NormKind::RMS)),
+       "after-rotary or whole-width LayerNorm q/k norms"},
       {!sp.pre_norms && !sp.post_norms, "blocks without norms before or after their branches"},
       {sp.attn_sinks, "attention sinks"},
       {sp.sub_norms, "BitNet's sub-norms and ternary matrices"},

@@ -83,6 +83,25 @@ __global__ void layernorm_kernel(const float* __restrict__ x, const float* __res
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = (xr[i] - mean) * r * (w ? w[i] : 1.f) + (b ? b[i] : 0.f);
 }
 
+__global__ void norm_heads_kernel(bool ln, const float* x, const float* __restrict__ w, int64_t w_head, float eps,
+                                  float* y, int64_t n, int64_t heads, int64_t ld) {
+  __shared__ float sh[32];
+  const int64_t h = blockIdx.x % heads, at = (int64_t)(blockIdx.x / heads) * ld + h * n;
+  const float* xr = x + at;
+  float* yr = y + at;
+  const float* wr = w ? w + h * w_head : nullptr;
+  float mean = 0.f;
+  if (ln) {
+    float s = 0.f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += xr[i];
+    mean = block_sum(s, sh) / (float)n;
+  }
+  float v = 0.f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) v += (xr[i] - mean) * (xr[i] - mean);
+  const float r = 1.f / sqrtf(block_sum(v, sh) / (float)n + eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = (xr[i] - mean) * r * (wr ? wr[i] : 1.f);
+}
+
 __global__ void softmax_kernel(float* x, int64_t n) {
   __shared__ float sh[32];
   float* xr = x + blockIdx.x * n;
@@ -244,6 +263,13 @@ void rmsnorm_heads(const float* x, const float* w, float eps, float* y, int64_t 
   const bool vec = n % 4 == 0 && ld % 4 == 0 && aligned(x) && aligned(y) && (!w || aligned(w));
   rmsnorm_kernel<<<(unsigned)rows, n <= 128 ? 32 : 256, 0, s>>>(x, w, eps, y, n, heads, ld, vec);
   EF_CUDA_LAUNCHED(rmsnorm_kernel);
+}
+
+void norm_heads(bool ln, const float* x, const float* w, int64_t w_head, float eps, float* y, int64_t rows, int64_t n,
+                int64_t heads, int64_t ld, cudaStream_t s) {
+  if (rows <= 0) return;
+  norm_heads_kernel<<<(unsigned)rows, n <= 128 ? 32 : 256, 0, s>>>(ln, x, w, w_head, eps, y, n, heads, ld);
+  EF_CUDA_LAUNCHED(norm_heads_kernel);
 }
 
 void layernorm(const float* x, const float* w, const float* b, float eps, float* y, int64_t rows, int64_t n,

@@ -39,6 +39,11 @@ void rmsnorm(const float* x, const float* w, float eps, float* y, int64_t rows, 
 // rows of n at (r / heads) * ld + (r % heads) * n: each head of each token (y may be x)
 void rmsnorm_heads(const float* x, const float* w, float eps, float* y, int64_t rows, int64_t n, int64_t heads,
                    int64_t ld, cudaStream_t s);
+// Each head's row (as rmsnorm_heads lays them out) normalized in place by LayerNorm without bias (ln) or RMSNorm,
+// times weights of its own (w_head: elements from one head's weights to the next; 0: one weight for all heads;
+// w may be null): the q/k norms of StableLM 2 and Command R+ (LayerNorm, a weight per head)
+void norm_heads(bool ln, const float* x, const float* w, int64_t w_head, float eps, float* y, int64_t rows, int64_t n,
+                int64_t heads, int64_t ld, cudaStream_t s);
 // y = (x - mean) / sqrt(var + eps) * w + b  (w, b may be null); in place allowed
 void layernorm(const float* x, const float* w, const float* b, float eps, float* y, int64_t rows, int64_t n,
                cudaStream_t s);
