@@ -470,6 +470,12 @@ def _check_model(path, ref_model, max_context=64, dynamic_rope=False):
     return model
 
 
+def _check_case(cases, case, tmp_path):
+    """cases[case] = (transformers class, config): its tiny random model saved, then _check_model on the device."""
+    cls, cfg = cases[case]
+    _check_model(str(tmp_path), make_model(str(tmp_path), cls, cfg), max_context=64)
+
+
 LLAMA_CASES = {
     "gqa": ("float32", {}),
     "mqa": ("float32", {"num_key_value_heads": 1}),
@@ -502,9 +508,7 @@ def test_llama_on_cuda(case, tmp_path):
                                   "stablelm", "stablelm_parallel", "cohere", "gptj", "gpt_neo", "gpt_bigcode",
                                   "gpt_bigcode_mha", "smollm3", "smollm3_window"])
 def test_family_on_cuda(case, tmp_path):
-    cls, cfg = _decoders()[case]
-    ref = make_model(str(tmp_path), cls, cfg)
-    _check_model(str(tmp_path), ref, max_context=64)
+    _check_case(_decoders(), case, tmp_path)
 
 
 @gpu
@@ -513,9 +517,7 @@ def test_family_on_cuda(case, tmp_path):
 def test_variant_on_cuda(case, tmp_path):
     from test_families_variants import _cases
 
-    cls, cfg = _cases()[case]
-    ref = make_model(str(tmp_path), cls, cfg)
-    _check_model(str(tmp_path), ref, max_context=64)
+    _check_case(_cases(), case, tmp_path)
 
 
 @gpu
@@ -524,9 +526,7 @@ def test_variant_on_cuda(case, tmp_path):
 def test_recent_family_on_cuda(case, tmp_path):
     from test_families_recent import _cases
 
-    cls, cfg = _cases()[case]
-    ref = make_model(str(tmp_path), cls, cfg)
-    _check_model(str(tmp_path), ref, max_context=64)
+    _check_case(_cases(), case, tmp_path)
 
 
 @gpu
@@ -538,9 +538,7 @@ def test_moe_on_cuda(case, tmp_path):
     first layers."""
     from test_moe import _cases
 
-    cls, cfg = _cases()[case]
-    ref = make_model(str(tmp_path), cls, cfg)
-    _check_model(str(tmp_path), ref, max_context=64)
+    _check_case(_cases(), case, tmp_path)
 
 
 RECURRENT = r"recurrent layers \(Gated DeltaNet, short convolution, Mamba, Mamba2\) and gated attention outputs"

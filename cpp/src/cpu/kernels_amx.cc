@@ -220,9 +220,9 @@ void q8_rows_amx(const int8_t* xq, const float* xd, const int32_t* xsum, const v
   // token t's 4 bytes of chunk g (4 k) at 32 g + 4 (t % 8) of its group: 16 chunks of one token gathered at once
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                          _mm512_set1_epi32((int)kRowGroup));
-  // A tiles as bf16's tile layout lays them (cpu.h: bf16_tile_at, 64 bytes a row): token t's step s at byte
-  // (t / 16 * steps + s) * 1024 + t % 16 * 64 of the chunk's buffer
-  const auto at = [&](int64_t t, int64_t s) { return abuf + (t / kTok * steps + s) * kTileBytes + t % kTok * 64; };
+  // A tiles in bf16's tile layout (cpu.h: bf16_tile_at, 64 bytes a row), a step of 64 int8 k taking the place of
+  // 32 bf16 k: token t's step s in the chunk's buffer
+  const auto at = [&](int64_t t, int64_t s) { return abuf + 2 * bf16_tile_at(t, s, Kp / 2); };
   tiles_on(full_tiles());
   for (int64_t c0 = 0; c0 < T; c0 += chunk) {  // c0: a multiple of 32, so of kRowGroup
     const int64_t nt = std::min(chunk, T - c0);
@@ -354,6 +354,12 @@ struct AmxIQ4 {
   }
 };
 
+// One panel's blocks (K values a row, at p) decoded by F into dec: a B tile, scales (and mins) per 32 k
+template <class F>
+void decode_panel(const uint8_t* p, int64_t K, Decoded& dec) {
+  for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(p + i * F::kBytes, dec, i * (F::kBlock / 32));
+}
+
 constexpr int64_t kAmxMinBlocks = 16;  // fewer tokens: the AVX-512 kernels (each panel decoded once per call)
 
 template <class F>
@@ -397,7 +403,7 @@ void qmatmul_amx(const BlockQ8* xq, int64_t ldxq, const void* wv, int64_t row_by
   alignas(64) int32_t c[2][256];
   for (int64_t o = o0; o < o1; o += kPanel) {
     const uint8_t* p = (const uint8_t*)wv + (o / kPanel) * pb;
-    for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(p + i * F::kBytes, dec, i * (F::kBlock / 32));
+    decode_panel<F>(p, K, dec);
     const int n = (int)std::min<int64_t>(kPanel, o1 - o);
     for (int64_t i = 0; i < tiles_t; i++) {
       const uint8_t* at = atiles + 512 * i * nb;
@@ -499,7 +505,7 @@ template <class F>
 struct ToBf16 {
   static constexpr int64_t kBlock = F::kBlock, kBytes = F::kBytes;
   static void panel(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out) {
-    for (int64_t i = 0; i < K / F::kBlock; i++) F::decode(src + i * F::kBytes, dec, i * (F::kBlock / 32));
+    decode_panel<F>(src, K, dec);
     for (int64_t s = 0; s < K / 32; s++) {
       const pf sc = pf_load(dec.scale + 16 * s), mn = F::kMins ? pf_load(dec.mins + 16 * s) : pf_zero();
       rows_to_bf16(dec.b + 512 * s, sc, sc, mn, mn, 0, out + s * kTileBytes);
@@ -531,13 +537,9 @@ struct Q6KToBf16 {
   static void panel(const uint8_t* src, int64_t K, Decoded& dec, uint8_t* out) {
     groups16_to_bf16<kBytes, 32>(src, K, dec, out, [](const uint8_t* p, pf d, int u, int, uint8_t* rows, pf& sc,
                                                       pf& mn) {
-      const uint8_t* q = p + 288 + 192 * u;
-      const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
-      pw_store(rows, pw_or(pw_and8(A, 0x0F), pw_bits<-4, 0x30>(H)));
-      pw_store(rows + 64, pw_or(pw_bits<4, 0x0F>(A), pw_bits<-2, 0x30>(H)));
-      pw_store(rows + 128, pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30)));
-      pw_store(rows + 192, pw_or(pw_bits<4, 0x0F>(B), pw_bits<2, 0x30>(H)));
-      sc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+      pw g[4];
+      PanelQ6_K::group(p, d, u, g, sc);
+      for (int i = 0; i < 4; i++) pw_store(rows + 64 * i, g[i]);
       mn = pf_zero();
     });
   }
@@ -554,18 +556,9 @@ struct QLowToBf16 {
     groups16_to_bf16<kBytes, kQ3 ? 4 : 0>(src, K, dec, out, [](const uint8_t* p, pf d, int u, auto H, uint8_t* rows,
                                                                pf& sc, pf& mn) {
       constexpr int h = H;  // (the group's half of the tile: which high bits q3_k's takes)
-      const pw L = pw_load(p + P::kL + 64 * u);
       pw g[4];
-      static_for<4>([&](auto I) { g[I] = pw_bits<2 * I, 0x03>(L); });
-      if constexpr (kQ3) {
-        const pw Hb = pw_load(p + 1312 + 64 * (u / 2));
-        static_for<4>([&](auto I) { g[I] = pw_or(g[I], pw_bit_to<4 * h + I, 2>(Hb)); });
-        sc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
-        mn = pf_zero();
-      } else {
-        sc = pf_mul(d, pf_load_u8(p + 64 + 16 * u));
-        mn = pf_mul(pf_load_f16(p + 32), pf_load_u8(p + 320 + 16 * u));
-      }
+      mn = pf_zero();  // (q3_k: none)
+      P::template group<h>(p, d, u, g, sc, mn);
       for (int i = 0; i < 4; i++) pw_store(rows + 64 * i, g[i]);
     });
   }

@@ -252,6 +252,21 @@ struct PanelQLow {
   static constexpr bool kMins = false;
   static constexpr bool kPrefetchOneTile = false;
   static constexpr bool kPrefetchAhead = kQ3;
+  // 16-k group u (h = u % 2) of block p, d its scale: g[i] the values of k 4i.. of each row, [16 rows][4 bytes]
+  // (q3_k: before its offset of 4), dsc the group's scale, dm its min (q2_k)
+  template <int h>
+  static void group(const uint8_t* p, pf d, int u, pw* g, pf& dsc, pf& dm) {
+    const pw L = pw_load(p + kL + 64 * u);
+    static_for<4>([&](auto I) { g[I] = pw_bits<2 * I, 0x03>(L); });
+    if constexpr (kQ3) {
+      const pw H = pw_load(p + 1312 + 64 * (u / 2));
+      static_for<4>([&](auto I) { g[I] = pw_or(g[I], pw_bit_to<4 * h + I, 2>(H)); });
+      dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+    } else {
+      dsc = pf_mul(d, pf_load_u8(p + 64 + 16 * u));
+      dm = pf_mul(pf_load_f16(p + 32), pf_load_u8(p + 320 + 16 * u));
+    }
+  }
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -263,18 +278,9 @@ struct PanelQLow {
       for (int u2 = 0; u2 < 16; u2 += 2) static_for<2>([&](auto H_) {  // 16 elements: half h of block 8b + u / 2
         constexpr int h = H_;
         const int u = u2 + h;
-        const pw L = pw_load(p + kL + 64 * u);
         pw g[4];
-        static_for<4>([&](auto I) { g[I] = pw_bits<2 * I, 0x03>(L); });
         pf dsc, dm;
-        if constexpr (kQ3) {
-          const pw H = pw_load(p + 1312 + 64 * (u / 2));
-          static_for<4>([&](auto I) { g[I] = pw_or(g[I], pw_bit_to<4 * h + I, 2>(H)); });
-          dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
-        } else {
-          dsc = pf_mul(d, pf_load_u8(p + 64 + 16 * u));
-          dm = pf_mul(pf_load_f16(p + 32), pf_load_u8(p + 320 + 16 * u));
-        }
+        group<h>(p, d, u, g, dsc, dm);
         for (int t = 0; t < RT; t++) {
           const BlockQ8& xb = x[t][8 * b + u / 2];
           const int8_t* xq = xb.q + 16 * h;
@@ -294,6 +300,17 @@ struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4,
   static constexpr bool kMins = false;
   static constexpr bool kPrefetchOneTile = false;
   static constexpr bool kPrefetchAhead = false;
+  // 16-k group u of block p, d its scale: g[i] the values of k 4i.. of each row, [16 rows][4 bytes], before their
+  // offset of 32; dsc the group's scale
+  static void group(const uint8_t* p, pf d, int u, pw* g, pf& dsc) {
+    const uint8_t* q = p + 288 + 192 * u;
+    const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
+    g[0] = pw_or(pw_and8(A, 0x0F), pw_bits<-4, 0x30>(H));
+    g[1] = pw_or(pw_bits<4, 0x0F>(A), pw_bits<-2, 0x30>(H));
+    g[2] = pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30));
+    g[3] = pw_or(pw_bits<4, 0x0F>(B), pw_bits<2, 0x30>(H));
+    dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+  }
   template <int RT>
   static void tile(const BlockQ8* const* x, const float* const* xm, const uint8_t* p, int64_t nb, pf* out,
                    const uint8_t* next) {
@@ -303,21 +320,17 @@ struct PanelQ6_K {  // w = d * sc * (q - 32), q = 4 low bits | 2 high bits << 4,
       if (next) prefetch_block(next + b * kBytes, kBytes);
       const pf d = pf_load_f16(p);
       for (int u = 0; u < 16; u++) {  // 16 elements: half (u % 2) of activation block 8b + u / 2
-        const uint8_t* q = p + 288 + 192 * u;
-        const pw A = pw_load(q), B = pw_load(q + 64), H = pw_load(q + 128);
-        const pw g0 = pw_or(pw_and8(A, 0x0F), pw_bits<-4, 0x30>(H));
-        const pw g1 = pw_or(pw_bits<4, 0x0F>(A), pw_bits<-2, 0x30>(H));
-        const pw g2 = pw_or(pw_and8(B, 0x0F), pw_and8(H, 0x30));
-        const pw g3 = pw_or(pw_bits<4, 0x0F>(B), pw_bits<2, 0x30>(H));
-        const pf dsc = pf_mul(d, pf_load_s8(p + 32 + 16 * u));
+        pw g[4];
+        pf dsc;
+        group(p, d, u, g, dsc);
         for (int t = 0; t < RT; t++) {
           const BlockQ8& xb = x[t][8 * b + u / 2];
           const int8_t* xq = xb.q + 16 * (u % 2);
           pi acc = pi_set1(-32 * (int32_t)xb.sum[u % 2]);
-          acc = pi_dot_u8(acc, g0, xq);
-          acc = pi_dot_u8(acc, g1, xq + 4);
-          acc = pi_dot_u8(acc, g2, xq + 8);
-          acc = pi_dot_u8(acc, g3, xq + 12);
+          acc = pi_dot_u8(acc, g[0], xq);
+          acc = pi_dot_u8(acc, g[1], xq + 4);
+          acc = pi_dot_u8(acc, g[2], xq + 8);
+          acc = pi_dot_u8(acc, g[3], xq + 12);
           facc[t] = pf_fma_i(acc, pf_scale(dsc, xb.d), facc[t]);
         }
       }

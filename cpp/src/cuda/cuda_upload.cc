@@ -87,14 +87,20 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
     const Tensor* x = get(n);
     return x ? up.vec(*x, own) : nullptr;
   };
+  // a vector kept on the host (empty where the model has none)
+  auto host_floats = [&](const std::string& n) {
+    const Tensor* x = get(n);
+    if (!x) return std::vector<float>();
+    const Tensor c = x->to_contiguous_f32();
+    return std::vector<float>((const float*)c.data, (const float*)c.data + c.numel());
+  };
   // one f32 vector from several (fused biases); null when the first is absent
   auto cat = [&](const std::vector<std::string>& names) -> const float* {
     std::vector<float> all;
     for (auto& n : names) {
-      const Tensor* x = get(n);
-      if (!x) return nullptr;
-      const Tensor c = x->to_contiguous_f32();
-      all.insert(all.end(), (const float*)c.data, (const float*)c.data + c.numel());
+      if (!get(n)) return nullptr;
+      const std::vector<float> v = host_floats(n);
+      all.insert(all.end(), v.begin(), v.end());
     }
     const float* p = up.floats(all.data(), (int64_t)all.size(), own);
     up.finish();
@@ -137,14 +143,6 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
     m.b_down = vec(q + "down.bias");
     return m;
   };
-  // a vector kept on the host (empty where the model has none)
-  auto host_floats = [&](const std::string& n) {
-    const Tensor* x = get(n);
-    if (!x) return std::vector<float>();
-    const Tensor c = x->to_contiguous_f32();
-    return std::vector<float>((const float*)c.data, (const float*)c.data + c.numel());
-  };
-
   W->tok_emb = matrix("tok_embeddings.weight");
   W->pos_emb = matrix("pos_embeddings.weight");
   W->type_emb = matrix("token_type_embeddings.weight");
@@ -159,10 +157,7 @@ CudaModel::CudaModel(const Model& host, const CudaOptions& opts) : s_(std::make_
     W->lm_head = get("lm_head.weight") ? matrix("lm_head.weight") : sp.no_head ? DevMatrix() : W->tok_emb;
     W->lm_head_b = vec("lm_head.bias");
   }
-  if (const Tensor* rb = get("rel_bias.weight")) {
-    const Tensor c = rb->to_contiguous_f32();
-    W->rel_bias.assign((const float*)c.data, (const float*)c.data + c.numel());
-  }
+  W->rel_bias = host_floats("rel_bias.weight");
   if (sp.pos == PosKind::ALiBi) {
     std::vector<float> slopes(sp.alibi_slopes);
     if (sp.alibi_bf16)

@@ -213,10 +213,11 @@ void Model::run(const ForwardArgs& a, Model* const* seqs) {
            "this model has no language-model head (an encoder, or a base model saved without one): ask for hidden "
            "states (hidden_states(), embed())");
   KernelTable kt = kernels();
-  // prompts: compute-bound, one level (a batch of decode steps keeps the decode precision)
-  if (T > 1 && !batch && !a.decode_precision && !opts_.exact_q8_prompts && kt.q8_0_panel_one_level)
-    kt.qmatmul_panel[(int)DType::Q8_0] = kt.q8_0_panel_one_level;
-  if (batch || a.decode_precision || opts_.exact_q8_prompts) kt.qbf16x_from = 0;  // (bf16 activations: prompts only)
+  // prompts: compute-bound, one level, or bf16 activations where the ISA decodes block formats to bf16 (a batch of
+  // decode steps keeps the decode precision)
+  const bool prompt = T > 1 && !batch && !a.decode_precision && !opts_.exact_q8_prompts;
+  if (prompt && kt.q8_0_panel_one_level) kt.qmatmul_panel[(int)DType::Q8_0] = kt.q8_0_panel_one_level;
+  if (!prompt) kt.qbf16x_from = 0;
   const KernelTable& K = kt;
   ensure_scratch(T);
   // attention scores: one row per thread, as long as the keys in use (grown on demand: a context of
